@@ -1,0 +1,4 @@
+//! The host kernel: a user-mode NT + WSK with Windows semantics and a verifier, so that
+//! driver code runs and is tested on Linux unchanged.
+
+pub mod exports;

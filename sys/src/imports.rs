@@ -1,0 +1,157 @@
+//! The kernel functions, declared once. On Windows targets each is a raw-dylib import from
+//! `ntoskrnl.exe` or `netio.sys`; everywhere else it is the host kernel's implementation with
+//! the same signature, checked at compile time, so callers are identical on every target.
+
+use core::ffi::c_void;
+
+use crate::nt::{
+    DEVICE_OBJECT, DRIVER_CANCEL, EVENT_TYPE, IO_COMPLETION_ROUTINE, IRP, KDEFERRED_ROUTINE, KDPC,
+    KEVENT, KSTART_ROUTINE, KTIMER, KWAIT_REASON, MDL, POBJECT_TYPE, POOL_TYPE, TIMER_TYPE,
+};
+use crate::ntdef::{
+    ACCESS_MASK, BOOLEAN, CCHAR, CLIENT_ID, HANDLE, KIRQL, KPRIORITY, KPROCESSOR_MODE, KSPIN_LOCK,
+    LARGE_INTEGER, NTSTATUS, OBJECT_ATTRIBUTES, PROCESSOR_NUMBER, PVOID, SIZE_T, UNICODE_STRING,
+};
+use crate::wsk::{WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION};
+
+// Names that only appear in signatures below; keep the imports used on every target.
+const _: Option<(IO_COMPLETION_ROUTINE, *mut DEVICE_OBJECT, *mut c_void)> = None;
+
+/// Declares kernel functions for both worlds. On Windows: a raw-dylib extern block per DLL.
+/// Elsewhere: a re-export of `crate::host::exports::<name>`, plus a constant whose type is the
+/// declared signature, so a host implementation with any other signature fails to compile.
+macro_rules! kernel_functions {
+    ($(
+        dll $dll:literal {
+            $( $(#[$meta:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)?; )*
+        }
+    )*) => {
+        $(
+            #[cfg(target_os = "windows")]
+            #[link(name = $dll, kind = "raw-dylib", modifiers = "+verbatim")]
+            unsafe extern "system" {
+                $( $(#[$meta])* pub fn $name($($arg: $ty),*) $(-> $ret)?; )*
+            }
+            $(
+                #[cfg(not(target_os = "windows"))]
+                $(#[$meta])*
+                pub use crate::host::exports::$name;
+                #[cfg(not(target_os = "windows"))]
+                const _: unsafe extern "system" fn($($ty),*) $(-> $ret)? = crate::host::exports::$name;
+            )*
+        )*
+    };
+}
+
+kernel_functions! {
+    dll "ntoskrnl.exe" {
+        /// Allocates an IRP with `StackSize` stack locations. IRQL <= `DISPATCH_LEVEL`.
+        fn IoAllocateIrp(StackSize: CCHAR, ChargeQuota: BOOLEAN) -> *mut IRP;
+        /// Reinitialises a completed IRP for reuse; `Iostatus` becomes its status. IRQL <= `DISPATCH_LEVEL`.
+        fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATUS);
+        /// Frees an IRP allocated with `IoAllocateIrp`; never while it is pending. IRQL <= `DISPATCH_LEVEL`.
+        fn IoFreeIrp(Irp: *mut IRP);
+        /// Requests cancellation; returns TRUE if a cancel routine was called. IRQL <= `DISPATCH_LEVEL`.
+        fn IoCancelIrp(Irp: *mut IRP) -> BOOLEAN;
+        /// Completes an IRP: runs completion routines from the current location up. IRQL <= `DISPATCH_LEVEL`.
+        fn IofCompleteRequest(Irp: *mut IRP, PriorityBoost: CCHAR);
+        /// Acquires the global cancel spin lock (raises to `DISPATCH_LEVEL`).
+        fn IoAcquireCancelSpinLock(Irql: *mut KIRQL);
+        /// Releases the cancel spin lock, restoring `Irql`.
+        fn IoReleaseCancelSpinLock(Irql: KIRQL);
+        /// Allocates an MDL describing a buffer. IRQL <= `DISPATCH_LEVEL`.
+        fn IoAllocateMdl(VirtualAddress: PVOID, Length: u32, SecondaryBuffer: BOOLEAN, ChargeQuota: BOOLEAN, Irp: *mut IRP) -> *mut MDL;
+        /// Frees an MDL. IRQL <= `DISPATCH_LEVEL`.
+        fn IoFreeMdl(Mdl: *mut MDL);
+        /// Fills an MDL for a nonpaged-pool buffer. IRQL <= `DISPATCH_LEVEL`.
+        fn MmBuildMdlForNonPagedPool(MemoryDescriptorList: *mut MDL);
+        /// Maps an MDL's locked pages into system space. IRQL <= `DISPATCH_LEVEL`.
+        fn MmMapLockedPagesSpecifyCache(MemoryDescriptorList: *mut MDL, AccessMode: KPROCESSOR_MODE, CacheType: i32, RequestedAddress: PVOID, BugCheckOnFailure: u32, Priority: u32) -> PVOID;
+        /// Looks up an exported kernel routine by name (`ExAllocatePool2` on new kernels). `PASSIVE_LEVEL`.
+        fn MmGetSystemRoutineAddress(SystemRoutineName: *mut UNICODE_STRING) -> PVOID;
+        /// Initialises a DPC. Any IRQL.
+        fn KeInitializeDpc(Dpc: *mut KDPC, DeferredRoutine: Option<KDEFERRED_ROUTINE>, DeferredContext: PVOID);
+        /// Queues a DPC; FALSE if it was already queued. A running DPC can be queued again. IRQL <= `HIGH_LEVEL`.
+        fn KeInsertQueueDpc(Dpc: *mut KDPC, SystemArgument1: PVOID, SystemArgument2: PVOID) -> BOOLEAN;
+        /// Removes a queued DPC; FALSE if it was not queued. Any IRQL.
+        fn KeRemoveQueueDpc(Dpc: *mut KDPC) -> BOOLEAN;
+        /// Waits until every DPC queued so far on every processor has run. `PASSIVE_LEVEL`.
+        fn KeFlushQueuedDpcs();
+        /// Targets a DPC at one processor. Any IRQL (DPC not queued).
+        fn KeSetTargetProcessorDpcEx(Dpc: *mut KDPC, ProcNumber: *mut PROCESSOR_NUMBER) -> NTSTATUS;
+        /// Initialises an event. Any IRQL.
+        fn KeInitializeEvent(Event: *mut KEVENT, Type: EVENT_TYPE, State: BOOLEAN);
+        /// Signals an event; returns its previous state. IRQL <= `DISPATCH_LEVEL` (Wait FALSE).
+        fn KeSetEvent(Event: *mut KEVENT, Increment: KPRIORITY, Wait: BOOLEAN) -> i32;
+        /// Clears an event. IRQL <= `DISPATCH_LEVEL`.
+        fn KeClearEvent(Event: *mut KEVENT);
+        /// Clears an event and returns its previous state. IRQL <= `DISPATCH_LEVEL`.
+        fn KeResetEvent(Event: *mut KEVENT) -> i32;
+        /// Waits for an object. `PASSIVE_LEVEL`/`APC_LEVEL`, or `DISPATCH_LEVEL` with a zero timeout only.
+        fn KeWaitForSingleObject(Object: PVOID, WaitReason: KWAIT_REASON, WaitMode: KPROCESSOR_MODE, Alertable: BOOLEAN, Timeout: *mut LARGE_INTEGER) -> NTSTATUS;
+        /// Sleeps the current thread. `PASSIVE_LEVEL`.
+        fn KeDelayExecutionThread(WaitMode: KPROCESSOR_MODE, Alertable: BOOLEAN, Interval: *mut LARGE_INTEGER) -> NTSTATUS;
+        /// Initialises a timer. IRQL <= `DISPATCH_LEVEL`.
+        fn KeInitializeTimerEx(Timer: *mut KTIMER, Type: TIMER_TYPE);
+        /// Arms a timer (negative `DueTime`: relative, 100 ns units), queueing `Dpc` at expiry; TRUE if it was already armed. IRQL <= `DISPATCH_LEVEL`.
+        fn KeSetTimerEx(Timer: *mut KTIMER, DueTime: LARGE_INTEGER, Period: i32, Dpc: *mut KDPC) -> BOOLEAN;
+        /// Disarms a timer; TRUE if it was armed. IRQL <= `DISPATCH_LEVEL`.
+        fn KeCancelTimer(Timer: *mut KTIMER) -> BOOLEAN;
+        /// Acquires a spin lock, raising to `DISPATCH_LEVEL`; returns the previous IRQL. IRQL <= `DISPATCH_LEVEL`.
+        fn KeAcquireSpinLockRaiseToDpc(SpinLock: *mut KSPIN_LOCK) -> KIRQL;
+        /// Releases a spin lock and lowers to `NewIrql`. `DISPATCH_LEVEL`.
+        fn KeReleaseSpinLock(SpinLock: *mut KSPIN_LOCK, NewIrql: KIRQL);
+        /// Acquires a spin lock when already at `DISPATCH_LEVEL`.
+        fn KeAcquireSpinLockAtDpcLevel(SpinLock: *mut KSPIN_LOCK);
+        /// Releases a spin lock, staying at `DISPATCH_LEVEL`.
+        fn KeReleaseSpinLockFromDpcLevel(SpinLock: *mut KSPIN_LOCK);
+        /// The current processor's number and group. Any IRQL.
+        fn KeGetCurrentProcessorNumberEx(ProcNumber: *mut PROCESSOR_NUMBER) -> u32;
+        /// Number of active processors in a group (`ALL_PROCESSOR_GROUPS` = 0xffff for all). Any IRQL.
+        fn KeQueryActiveProcessorCountEx(GroupNumber: u16) -> u32;
+        /// A monotonic counter and (optionally) its frequency. Any IRQL.
+        fn KeQueryPerformanceCounter(PerformanceFrequency: *mut LARGE_INTEGER) -> LARGE_INTEGER;
+        /// Allocates pool memory (legacy; zeroing is not guaranteed). IRQL <= `DISPATCH_LEVEL` for nonpaged.
+        fn ExAllocatePoolWithTag(PoolType: POOL_TYPE, NumberOfBytes: SIZE_T, Tag: u32) -> PVOID;
+        /// Frees pool memory with its tag. IRQL <= `DISPATCH_LEVEL` for nonpaged.
+        fn ExFreePoolWithTag(P: PVOID, Tag: u32);
+        /// Creates a system thread at `PASSIVE_LEVEL`. `PASSIVE_LEVEL`.
+        fn PsCreateSystemThread(ThreadHandle: *mut HANDLE, DesiredAccess: ACCESS_MASK, ObjectAttributes: *mut OBJECT_ATTRIBUTES, ProcessHandle: HANDLE, ClientId: *mut CLIENT_ID, StartRoutine: Option<KSTART_ROUTINE>, StartContext: PVOID) -> NTSTATUS;
+        /// Ends the calling system thread. `PASSIVE_LEVEL`.
+        fn PsTerminateSystemThread(ExitStatus: NTSTATUS) -> NTSTATUS;
+        /// References the object behind a handle. `PASSIVE_LEVEL`.
+        fn ObReferenceObjectByHandle(Handle: HANDLE, DesiredAccess: ACCESS_MASK, ObjectType: POBJECT_TYPE, AccessMode: KPROCESSOR_MODE, Object: *mut PVOID, HandleInformation: PVOID) -> NTSTATUS;
+        /// Drops an object reference (`ObDereferenceObject`). IRQL <= `DISPATCH_LEVEL`.
+        fn ObfDereferenceObject(Object: PVOID) -> isize;
+        /// Closes a kernel handle. `PASSIVE_LEVEL`.
+        fn ZwClose(Handle: HANDLE) -> NTSTATUS;
+        /// Opens a registry key. `PASSIVE_LEVEL`.
+        fn ZwOpenKey(KeyHandle: *mut HANDLE, DesiredAccess: ACCESS_MASK, ObjectAttributes: *mut OBJECT_ATTRIBUTES) -> NTSTATUS;
+        /// Reads a registry value. `PASSIVE_LEVEL`.
+        fn ZwQueryValueKey(KeyHandle: HANDLE, ValueName: *mut UNICODE_STRING, KeyValueInformationClass: i32, KeyValueInformation: PVOID, Length: u32, ResultLength: *mut u32) -> NTSTATUS;
+    }
+    dll "netio.sys" {
+        /// Registers a WSK client. `PASSIVE_LEVEL`.
+        fn WskRegister(WskClientNpi: *mut WSK_CLIENT_NPI, WskRegistration: *mut WSK_REGISTRATION) -> NTSTATUS;
+        /// Deregisters; blocks until captures are released and every socket is closed. `PASSIVE_LEVEL`.
+        fn WskDeregister(WskRegistration: *mut WSK_REGISTRATION);
+        /// Captures the provider NPI, waiting up to `WaitTimeout` ms. `PASSIVE_LEVEL`, or <= `DISPATCH_LEVEL` with `WSK_NO_WAIT`.
+        fn WskCaptureProviderNPI(WskRegistration: *mut WSK_REGISTRATION, WaitTimeout: u32, WskProviderNpi: *mut WSK_PROVIDER_NPI) -> NTSTATUS;
+        /// Releases one capture. IRQL <= `DISPATCH_LEVEL`.
+        fn WskReleaseProviderNPI(WskRegistration: *mut WSK_REGISTRATION);
+    }
+}
+
+/// `ALL_PROCESSOR_GROUPS` for [`KeQueryActiveProcessorCountEx`].
+pub const ALL_PROCESSOR_GROUPS: u16 = 0xffff;
+
+#[cfg(target_os = "windows")]
+#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+unsafe extern "C" {
+    /// Kernel debug print, `printf`-style. IRQL <= `DIRQL` (only `%` formats without
+    /// Unicode at `DISPATCH_LEVEL`). Use [`crate::dbg_print`] rather than calling it.
+    pub fn DbgPrintEx(ComponentId: u32, Level: u32, Format: *const u8, ...) -> u32;
+}
+
+// Unused on Windows, where DRIVER_CANCEL appears only through IRP.
+const _: Option<DRIVER_CANCEL> = None;

@@ -1,0 +1,399 @@
+//! Rust versions of what `wdm.h` makes `FORCEINLINE` (no import exists for these), plus the
+//! few helpers every caller needs: IRQL access, pool allocation that prefers `ExAllocatePool2`,
+//! and a formatted debug print.
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::nt::{
+    IO_COMPLETION_ROUTINE, IO_STACK_LOCATION, IRP, MDL, MDL_MAPPED_TO_SYSTEM_VA,
+    MDL_SOURCE_IS_NONPAGED_POOL, NonPagedPoolNx, POOL_FLAG_NON_PAGED, POOL_FLAG_UNINITIALIZED,
+    POOL_FLAGS, SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR, SL_INVOKE_ON_SUCCESS, SL_PENDING_RETURNED,
+};
+use crate::ntdef::{HANDLE, KIRQL, OBJECT_ATTRIBUTES, PVOID, SIZE_T, UNICODE_STRING};
+
+/// `IoGetCurrentIrpStackLocation`. Any IRQL.
+///
+/// # Safety
+/// `irp` must point to a live IRP.
+#[must_use]
+pub unsafe fn IoGetCurrentIrpStackLocation(irp: *mut IRP) -> *mut IO_STACK_LOCATION {
+    // SAFETY: the caller guarantees `irp` is live; Overlay is the Tail member in use in flight.
+    unsafe { (*irp).Tail.Overlay.CurrentStackLocation }
+}
+
+/// `IoGetNextIrpStackLocation`: the location the next-lower driver (or, for an IRP we
+/// allocated, the WSK provider) will see, where our completion routine is stored. Any IRQL.
+///
+/// # Safety
+/// `irp` must point to a live IRP whose current location is not its first.
+#[must_use]
+pub unsafe fn IoGetNextIrpStackLocation(irp: *mut IRP) -> *mut IO_STACK_LOCATION {
+    // SAFETY: stack locations are contiguous below the current one (wdm.h does the same
+    // pointer arithmetic); the caller guarantees there is one below.
+    unsafe { IoGetCurrentIrpStackLocation(irp).sub(1) }
+}
+
+/// `IoSetNextIrpStackLocation`: makes the next location current. Any IRQL.
+///
+/// # Safety
+/// `irp` must point to a live IRP with a location left below the current one.
+pub unsafe fn IoSetNextIrpStackLocation(irp: *mut IRP) {
+    // SAFETY: the caller guarantees the IRP is live and has a next location.
+    unsafe {
+        (*irp).CurrentLocation -= 1;
+        (*irp).Tail.Overlay.CurrentStackLocation = (*irp).Tail.Overlay.CurrentStackLocation.sub(1);
+    }
+}
+
+/// `IoSkipCurrentIrpStackLocation`. Any IRQL.
+///
+/// # Safety
+/// `irp` must point to a live IRP whose current location is not past its last.
+pub unsafe fn IoSkipCurrentIrpStackLocation(irp: *mut IRP) {
+    // SAFETY: the caller guarantees the IRP is live and the location above exists.
+    unsafe {
+        (*irp).CurrentLocation += 1;
+        (*irp).Tail.Overlay.CurrentStackLocation = (*irp).Tail.Overlay.CurrentStackLocation.add(1);
+    }
+}
+
+/// `IoMarkIrpPending`. Any IRQL.
+///
+/// # Safety
+/// `irp` must point to a live IRP with a current location.
+pub unsafe fn IoMarkIrpPending(irp: *mut IRP) {
+    // SAFETY: the caller guarantees a live IRP with a current stack location.
+    unsafe { (*IoGetCurrentIrpStackLocation(irp)).Control |= SL_PENDING_RETURNED };
+}
+
+/// `IoSetCompletionRoutine`: stores `routine` and `context` in the *next* stack location with
+/// the chosen `SL_INVOKE_ON_*` bits. Any IRQL.
+///
+/// # Safety
+/// `irp` must point to a live IRP that we own (not yet passed to a driver), with a next location.
+pub unsafe fn IoSetCompletionRoutine(
+    irp: *mut IRP,
+    routine: Option<IO_COMPLETION_ROUTINE>,
+    context: PVOID,
+    invoke_on_success: bool,
+    invoke_on_error: bool,
+    invoke_on_cancel: bool,
+) {
+    let mut control = 0;
+    if invoke_on_success {
+        control |= SL_INVOKE_ON_SUCCESS;
+    }
+    if invoke_on_error {
+        control |= SL_INVOKE_ON_ERROR;
+    }
+    if invoke_on_cancel {
+        control |= SL_INVOKE_ON_CANCEL;
+    }
+    // SAFETY: the caller guarantees a live, owned IRP with a next location.
+    unsafe {
+        let next = IoGetNextIrpStackLocation(irp);
+        (*next).CompletionRoutine = routine;
+        (*next).Context = context;
+        (*next).Control = control;
+    }
+}
+
+/// `IoSetCancelRoutine`: atomically swaps the IRP's cancel routine, returning the old one.
+/// Any IRQL.
+///
+/// # Safety
+/// `irp` must point to a live IRP.
+pub unsafe fn IoSetCancelRoutine(
+    irp: *mut IRP,
+    routine: Option<crate::nt::DRIVER_CANCEL>,
+) -> Option<crate::nt::DRIVER_CANCEL> {
+    // SAFETY: `Option<fn>` is pointer-sized with null as None, so the field can be viewed as
+    // an AtomicPtr; the caller guarantees the IRP is live. Every writer of the field goes
+    // through this swap, as wdm.h's InterlockedExchangePointer does.
+    unsafe {
+        let slot =
+            AtomicPtr::<c_void>::from_ptr(core::ptr::addr_of_mut!((*irp).CancelRoutine).cast());
+        let new = routine.map_or(core::ptr::null_mut(), |f| f as *mut c_void);
+        let old = slot.swap(new, Ordering::AcqRel);
+        core::mem::transmute::<*mut c_void, Option<crate::nt::DRIVER_CANCEL>>(old)
+    }
+}
+
+/// `IoSizeOfIrp`.
+#[must_use]
+pub const fn IoSizeOfIrp(stack_size: u8) -> usize {
+    size_of::<IRP>() + (stack_size as usize) * size_of::<IO_STACK_LOCATION>()
+}
+
+/// `MmGetMdlVirtualAddress`. Any IRQL.
+///
+/// # Safety
+/// `mdl` must point to a live MDL.
+#[must_use]
+pub unsafe fn MmGetMdlVirtualAddress(mdl: *const MDL) -> PVOID {
+    // SAFETY: the caller guarantees a live MDL; StartVa + ByteOffset is the buffer start.
+    unsafe {
+        (*mdl)
+            .StartVa
+            .cast::<u8>()
+            .add((*mdl).ByteOffset as usize)
+            .cast()
+    }
+}
+
+/// `MmGetMdlByteCount`. Any IRQL.
+///
+/// # Safety
+/// `mdl` must point to a live MDL.
+#[must_use]
+pub unsafe fn MmGetMdlByteCount(mdl: *const MDL) -> u32 {
+    // SAFETY: the caller guarantees a live MDL.
+    unsafe { (*mdl).ByteCount }
+}
+
+/// `MmGetMdlByteOffset`. Any IRQL.
+///
+/// # Safety
+/// `mdl` must point to a live MDL.
+#[must_use]
+pub unsafe fn MmGetMdlByteOffset(mdl: *const MDL) -> u32 {
+    // SAFETY: the caller guarantees a live MDL.
+    unsafe { (*mdl).ByteOffset }
+}
+
+/// `MmGetSystemAddressForMdlSafe`: the system-space address of an MDL's buffer, mapping it if
+/// needed; null on failure. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// `mdl` must point to a live MDL describing locked pages.
+#[must_use]
+pub unsafe fn MmGetSystemAddressForMdlSafe(mdl: *mut MDL, priority: u32) -> PVOID {
+    // SAFETY: the caller guarantees a live MDL of locked pages.
+    unsafe {
+        if (*mdl).MdlFlags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0 {
+            (*mdl).MappedSystemVa
+        } else {
+            // MmCached = 1, KernelMode = 0, no bugcheck on failure.
+            crate::MmMapLockedPagesSpecifyCache(mdl, 0, 1, core::ptr::null_mut(), 0, priority)
+        }
+    }
+}
+
+/// `InitializeObjectAttributes`.
+#[must_use]
+pub fn InitializeObjectAttributes(
+    name: *mut UNICODE_STRING,
+    attributes: u32,
+    root: HANDLE,
+    security_descriptor: PVOID,
+) -> OBJECT_ATTRIBUTES {
+    OBJECT_ATTRIBUTES {
+        Length: u32::try_from(size_of::<OBJECT_ATTRIBUTES>()).unwrap_or(48),
+        RootDirectory: root,
+        ObjectName: name,
+        Attributes: attributes,
+        SecurityDescriptor: security_descriptor,
+        SecurityQualityOfService: core::ptr::null_mut(),
+    }
+}
+
+/// `KeGetCurrentIrql`: inline on x64 Windows (reads CR8); the host kernel tracks it per thread.
+/// Any IRQL. Under Wine it is always `PASSIVE_LEVEL` and each read traps (slow): keep it off
+/// hot paths.
+#[must_use]
+pub fn KeGetCurrentIrql() -> KIRQL {
+    #[cfg(target_os = "windows")]
+    {
+        let cr8: u64;
+        // SAFETY: reading CR8 is how wdm.h's KeGetCurrentIrql works at CPL 0; it has no side
+        // effects and touches no memory.
+        unsafe {
+            core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags))
+        };
+        #[allow(clippy::cast_possible_truncation, reason = "CR8 holds a 4-bit IRQL")]
+        let irql = cr8 as KIRQL;
+        irql
+    }
+    #[cfg(not(target_os = "windows"))]
+    {
+        crate::host::exports::host_current_irql()
+    }
+}
+
+/// `KeRaiseIrql`: raises to `new_irql` (>= current) and returns the old IRQL.
+///
+/// # Safety
+/// `new_irql` must not be below the current IRQL; lower it again with [`KeLowerIrql`].
+#[must_use]
+pub unsafe fn KeRaiseIrql(new_irql: KIRQL) -> KIRQL {
+    #[cfg(target_os = "windows")]
+    {
+        let old = KeGetCurrentIrql();
+        // SAFETY: writing CR8 is wdm.h's KeRaiseIrql on x64; the caller guarantees the new
+        // level is not lower than the current one.
+        unsafe {
+            core::arch::asm!("mov cr8, {}", in(reg) u64::from(new_irql), options(nomem, nostack, preserves_flags))
+        };
+        old
+    }
+    #[cfg(not(target_os = "windows"))]
+    {
+        // SAFETY: forwarded contract.
+        unsafe { crate::host::exports::host_raise_irql(new_irql) }
+    }
+}
+
+/// `KeLowerIrql`: returns to an IRQL saved by [`KeRaiseIrql`].
+///
+/// # Safety
+/// `new_irql` must be the value a matching [`KeRaiseIrql`] returned.
+pub unsafe fn KeLowerIrql(new_irql: KIRQL) {
+    #[cfg(target_os = "windows")]
+    {
+        // SAFETY: writing CR8 is wdm.h's KeLowerIrql on x64; the caller restores a saved level.
+        unsafe {
+            core::arch::asm!("mov cr8, {}", in(reg) u64::from(new_irql), options(nomem, nostack, preserves_flags))
+        };
+    }
+    #[cfg(not(target_os = "windows"))]
+    {
+        // SAFETY: forwarded contract.
+        unsafe { crate::host::exports::host_lower_irql(new_irql) }
+    }
+}
+
+type ExAllocatePool2Fn = unsafe extern "system" fn(POOL_FLAGS, SIZE_T, u32) -> PVOID;
+
+/// `ExAllocatePool2` once looked up (1 = looked up and absent, as on Wine 8).
+static EX_ALLOCATE_POOL2: AtomicUsize = AtomicUsize::new(0);
+const ABSENT: usize = 1;
+
+/// Looks up `ExAllocatePool2` so later allocations can use it. Call once at `PASSIVE_LEVEL`
+/// (`DriverEntry`); until then, and where the kernel lacks it, [`allocate_nonpaged`] uses
+/// `ExAllocatePoolWithTag(NonPagedPoolNx)`.
+///
+/// # Safety
+/// `PASSIVE_LEVEL` only.
+pub unsafe fn init_pool_routines() {
+    let mut name: [u16; 15] = [0; 15];
+    for (dst, src) in name.iter_mut().zip("ExAllocatePool2".encode_utf16()) {
+        *dst = src;
+    }
+    let mut name = UNICODE_STRING::from_wide(&name);
+    // SAFETY: PASSIVE_LEVEL per the caller; `name` is a valid counted string on our stack.
+    let routine = unsafe { crate::MmGetSystemRoutineAddress(&raw mut name) };
+    let value = if routine.is_null() {
+        ABSENT
+    } else {
+        routine as usize
+    };
+    EX_ALLOCATE_POOL2.store(value, Ordering::Release);
+}
+
+/// Allocates `bytes` of nonpaged, no-execute pool with `tag`; null when out of memory. The
+/// memory is not zeroed. IRQL <= `DISPATCH_LEVEL`. Free with `ExFreePoolWithTag(p, tag)`.
+///
+/// # Safety
+/// IRQL <= `DISPATCH_LEVEL`.
+#[must_use]
+pub unsafe fn allocate_nonpaged(bytes: usize, tag: u32) -> PVOID {
+    let routine = EX_ALLOCATE_POOL2.load(Ordering::Acquire);
+    if routine > ABSENT {
+        // SAFETY: the value was produced by MmGetSystemRoutineAddress("ExAllocatePool2"), whose
+        // signature is ExAllocatePool2Fn.
+        let f = unsafe { core::mem::transmute::<usize, ExAllocatePool2Fn>(routine) };
+        // SAFETY: documented IRQL contract of ExAllocatePool2 for nonpaged pool.
+        return unsafe { f(POOL_FLAG_NON_PAGED | POOL_FLAG_UNINITIALIZED, bytes, tag) };
+    }
+    // SAFETY: documented IRQL contract of ExAllocatePoolWithTag for nonpaged pool.
+    unsafe { crate::ExAllocatePoolWithTag(NonPagedPoolNx, bytes, tag) }
+}
+
+/// Makes a pool tag from four ASCII characters, in the order debuggers print them.
+#[must_use]
+pub const fn pool_tag(tag: [u8; 4]) -> u32 {
+    u32::from_le_bytes(tag)
+}
+
+/// `DPFLTR_IHVDRIVER_ID`, the component id for third-party drivers.
+pub const DPFLTR_IHVDRIVER_ID: u32 = 77;
+/// `DPFLTR_ERROR_LEVEL`: always shown.
+pub const DPFLTR_ERROR_LEVEL: u32 = 0;
+/// `DPFLTR_WARNING_LEVEL`.
+pub const DPFLTR_WARNING_LEVEL: u32 = 1;
+/// `DPFLTR_TRACE_LEVEL`.
+pub const DPFLTR_TRACE_LEVEL: u32 = 2;
+/// `DPFLTR_INFO_LEVEL`.
+pub const DPFLTR_INFO_LEVEL: u32 = 3;
+
+/// Prints formatted text to the kernel debugger (`DbgPrintEx`, component
+/// `DPFLTR_IHVDRIVER_ID`); the host kernel writes it to stderr. No allocation: text is
+/// formatted through a 256-byte stack buffer and flushed in pieces. IRQL <= `DISPATCH_LEVEL`.
+pub fn dbg_print(level: u32, args: core::fmt::Arguments<'_>) {
+    struct Chunked {
+        buf: [u8; 256],
+        len: usize,
+        level: u32,
+    }
+    impl Chunked {
+        fn flush(&mut self) {
+            if self.len > 0 {
+                emit(self.level, &self.buf[..self.len]);
+                self.len = 0;
+            }
+        }
+    }
+    impl core::fmt::Write for Chunked {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            for &b in s.as_bytes() {
+                if self.len == self.buf.len() {
+                    self.flush();
+                }
+                self.buf[self.len] = b;
+                self.len += 1;
+            }
+            Ok(())
+        }
+    }
+    let mut out = Chunked {
+        buf: [0; 256],
+        len: 0,
+        level,
+    };
+    let _ = core::fmt::write(&mut out, args);
+    out.flush();
+}
+
+fn emit(level: u32, bytes: &[u8]) {
+    #[cfg(target_os = "windows")]
+    {
+        let len = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
+        // SAFETY: "%.*s" reads exactly `len` bytes from `bytes`, which is live for the call.
+        unsafe {
+            crate::DbgPrintEx(
+                DPFLTR_IHVDRIVER_ID,
+                level,
+                c"%.*s".as_ptr().cast(),
+                len,
+                bytes.as_ptr(),
+            )
+        };
+    }
+    #[cfg(not(target_os = "windows"))]
+    {
+        crate::host::exports::host_dbg_print(DPFLTR_IHVDRIVER_ID, level, bytes);
+    }
+}
+
+/// `DbgPrintEx` with `format!` syntax, at `DPFLTR_ERROR_LEVEL` (always shown).
+/// IRQL <= `DISPATCH_LEVEL`.
+#[macro_export]
+macro_rules! kprint {
+    ($($arg:tt)*) => {
+        $crate::dbg_print($crate::DPFLTR_ERROR_LEVEL, ::core::format_args!($($arg)*))
+    };
+}
+
+/// Checks at compile time that `IoSetCompletionRoutine` writes where the I/O manager reads.
+const _: () = assert!(SL_PENDING_RETURNED == 1);

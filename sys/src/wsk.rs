@@ -1,0 +1,576 @@
+//! Winsock Kernel: registration, the client and provider NPIs, the provider dispatch tables in
+//! their exact member order, `WSK_BUF`, flags, and the socket address types (`ws2def.h`,
+//! `ws2ipdef.h`) WSK calls take.
+//!
+//! A dispatch table in the wrong order calls the wrong function with the wrong arguments: the
+//! layout probe checks every member's offset against two independent header sets.
+
+use core::ffi::c_void;
+
+use crate::nt::{IRP, MDL, PEPROCESS, PETHREAD};
+use crate::ntdef::{GUID, KSPIN_LOCK, NTSTATUS, PVOID, SIZE_T, UNICODE_STRING};
+
+/// `WSK_CLIENT`: opaque handle for the provider's view of a client.
+pub type WSK_CLIENT = c_void;
+
+/// `MAKE_WSK_VERSION(major, minor)`.
+#[must_use]
+pub const fn MAKE_WSK_VERSION(major: u16, minor: u16) -> u16 {
+    (major << 8) | (minor & 0xff)
+}
+/// `WSK_MAJOR_VERSION(version)`.
+#[must_use]
+pub const fn WSK_MAJOR_VERSION(version: u16) -> u16 {
+    version >> 8
+}
+/// `WSK_MINOR_VERSION(version)`.
+#[must_use]
+pub const fn WSK_MINOR_VERSION(version: u16) -> u16 {
+    version & 0xff
+}
+
+/// `WSK_NO_WAIT` for `WskCaptureProviderNPI`.
+pub const WSK_NO_WAIT: u32 = 0;
+/// `WSK_INFINITE_WAIT`: never from `DriverEntry`.
+pub const WSK_INFINITE_WAIT: u32 = 0xFFFF_FFFF;
+
+/// Socket kinds for `WskSocket`'s `Flags`: a basic socket.
+pub const WSK_FLAG_BASIC_SOCKET: u32 = 0x0000_0000;
+/// A listening socket.
+pub const WSK_FLAG_LISTEN_SOCKET: u32 = 0x0000_0001;
+/// A connection-oriented socket.
+pub const WSK_FLAG_CONNECTION_SOCKET: u32 = 0x0000_0002;
+/// A datagram socket.
+pub const WSK_FLAG_DATAGRAM_SOCKET: u32 = 0x0000_0004;
+/// A stream socket (Windows 10+).
+pub const WSK_FLAG_STREAM_SOCKET: u32 = 0x0000_0008;
+
+/// `WskDisconnect`: reset instead of FIN.
+pub const WSK_FLAG_ABORTIVE: u32 = 0x0000_0001;
+/// `WskSend`: do not delay for coalescing (Nagle).
+pub const WSK_FLAG_NODELAY: u32 = 0x0000_0002;
+/// `WskReceive`: complete only when the buffer is full, on disconnect or on cancel.
+pub const WSK_FLAG_WAITALL: u32 = 0x0000_0002;
+/// `WskReceive`: discard data (zero-length buffer).
+pub const WSK_FLAG_DRAIN: u32 = 0x0000_0004;
+/// Event callback: the provider may hold the data.
+pub const WSK_FLAG_RELEASE_ASAP: u32 = 0x0000_0002;
+/// Event callback: the whole message is indicated.
+pub const WSK_FLAG_ENTIRE_MESSAGE: u32 = 0x0000_0004;
+/// Event callback: called at `DISPATCH_LEVEL`.
+pub const WSK_FLAG_AT_DISPATCH_LEVEL: u32 = 0x0000_0008;
+
+/// `WSK_CONTROL_SOCKET_TYPE`.
+pub type WSK_CONTROL_SOCKET_TYPE = i32;
+/// Set a socket option.
+pub const WskSetOption: WSK_CONTROL_SOCKET_TYPE = 0;
+/// Get a socket option.
+pub const WskGetOption: WSK_CONTROL_SOCKET_TYPE = 1;
+/// Issue an I/O control.
+pub const WskIoctl: WSK_CONTROL_SOCKET_TYPE = 2;
+
+/// `WSK_REGISTRATION`: opaque state the client keeps in nonpaged memory while registered.
+#[repr(C)]
+pub struct WSK_REGISTRATION {
+    /// Reserved.
+    pub ReservedRegistrationState: u64,
+    /// Reserved.
+    pub ReservedRegistrationContext: PVOID,
+    /// Reserved.
+    pub ReservedRegistrationLock: KSPIN_LOCK,
+}
+
+/// `PFN_WSK_CLIENT_EVENT`.
+pub type PFN_WSK_CLIENT_EVENT = unsafe extern "system" fn(
+    ClientContext: PVOID,
+    EventType: u32,
+    Information: PVOID,
+    InformationLength: SIZE_T,
+) -> NTSTATUS;
+
+/// `WSK_CLIENT_DISPATCH`.
+#[repr(C)]
+pub struct WSK_CLIENT_DISPATCH {
+    /// `MAKE_WSK_VERSION(1, 0)`.
+    pub Version: u16,
+    /// Reserved, zero.
+    pub Reserved: u16,
+    /// Client-level event callback, or none.
+    pub WskClientEvent: Option<PFN_WSK_CLIENT_EVENT>,
+}
+
+/// `WSK_CLIENT_NPI`.
+#[repr(C)]
+pub struct WSK_CLIENT_NPI {
+    /// Passed back to client callbacks.
+    pub ClientContext: PVOID,
+    /// The client's dispatch table (must outlive the registration).
+    pub Dispatch: *const WSK_CLIENT_DISPATCH,
+}
+
+/// `WSK_PROVIDER_NPI`, filled by `WskCaptureProviderNPI`.
+#[repr(C)]
+pub struct WSK_PROVIDER_NPI {
+    /// The client handle to pass to provider calls.
+    pub Client: *mut WSK_CLIENT,
+    /// The provider's dispatch table.
+    pub Dispatch: *const WSK_PROVIDER_DISPATCH,
+}
+
+/// `WSK_SOCKET`: the provider's socket object; its `Dispatch` is one of the provider tables.
+#[repr(C)]
+pub struct WSK_SOCKET {
+    /// A `WSK_PROVIDER_{BASIC,LISTEN,CONNECTION,DATAGRAM,STREAM}_DISPATCH`.
+    pub Dispatch: *const c_void,
+}
+
+/// `WSK_BUF`: a byte range of an MDL chain. `Offset + Length` must not exceed the chain.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct WSK_BUF {
+    /// First MDL.
+    pub Mdl: *mut MDL,
+    /// Offset into the first MDL.
+    pub Offset: u32,
+    /// Bytes.
+    pub Length: SIZE_T,
+}
+
+/// `PFN_WSK_SOCKET`.
+pub type PFN_WSK_SOCKET = unsafe extern "system" fn(
+    Client: *mut WSK_CLIENT,
+    AddressFamily: u16,
+    SocketType: u16,
+    Protocol: u32,
+    Flags: u32,
+    SocketContext: PVOID,
+    Dispatch: *const c_void,
+    OwningProcess: PEPROCESS,
+    OwningThread: PETHREAD,
+    SecurityDescriptor: PVOID,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_SOCKET_CONNECT`.
+pub type PFN_WSK_SOCKET_CONNECT = unsafe extern "system" fn(
+    Client: *mut WSK_CLIENT,
+    SocketType: u16,
+    Protocol: u32,
+    LocalAddress: *mut SOCKADDR,
+    RemoteAddress: *mut SOCKADDR,
+    Flags: u32,
+    SocketContext: PVOID,
+    Dispatch: *const c_void,
+    OwningProcess: PEPROCESS,
+    OwningThread: PETHREAD,
+    SecurityDescriptor: PVOID,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_CONTROL_CLIENT`.
+pub type PFN_WSK_CONTROL_CLIENT = unsafe extern "system" fn(
+    Client: *mut WSK_CLIENT,
+    ControlCode: u32,
+    InputSize: SIZE_T,
+    InputBuffer: PVOID,
+    OutputSize: SIZE_T,
+    OutputBuffer: PVOID,
+    OutputSizeReturned: *mut SIZE_T,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_GET_ADDRESS_INFO` (`PASSIVE_LEVEL` only).
+pub type PFN_WSK_GET_ADDRESS_INFO = unsafe extern "system" fn(
+    Client: *mut WSK_CLIENT,
+    NodeName: *mut UNICODE_STRING,
+    ServiceName: *mut UNICODE_STRING,
+    NameSpace: u32,
+    Provider: *mut GUID,
+    Hints: *mut ADDRINFOEXW,
+    Result: *mut *mut ADDRINFOEXW,
+    OwningProcess: PEPROCESS,
+    OwningThread: PETHREAD,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_FREE_ADDRESS_INFO`.
+pub type PFN_WSK_FREE_ADDRESS_INFO =
+    unsafe extern "system" fn(Client: *mut WSK_CLIENT, AddrInfo: *mut ADDRINFOEXW);
+
+/// `PFN_WSK_GET_NAME_INFO`.
+pub type PFN_WSK_GET_NAME_INFO = unsafe extern "system" fn(
+    Client: *mut WSK_CLIENT,
+    SockAddr: *mut SOCKADDR,
+    SockAddrLength: u32,
+    NodeName: *mut UNICODE_STRING,
+    ServiceName: *mut UNICODE_STRING,
+    Flags: u32,
+    OwningProcess: PEPROCESS,
+    OwningThread: PETHREAD,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_CONTROL_SOCKET`.
+pub type PFN_WSK_CONTROL_SOCKET = unsafe extern "system" fn(
+    Socket: *mut WSK_SOCKET,
+    RequestType: WSK_CONTROL_SOCKET_TYPE,
+    ControlCode: u32,
+    Level: u32,
+    InputSize: SIZE_T,
+    InputBuffer: PVOID,
+    OutputSize: SIZE_T,
+    OutputBuffer: PVOID,
+    OutputSizeReturned: *mut SIZE_T,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_CLOSE_SOCKET`.
+pub type PFN_WSK_CLOSE_SOCKET =
+    unsafe extern "system" fn(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTATUS;
+
+/// `PFN_WSK_BIND`.
+pub type PFN_WSK_BIND = unsafe extern "system" fn(
+    Socket: *mut WSK_SOCKET,
+    LocalAddress: *mut SOCKADDR,
+    Flags: u32,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_ACCEPT`.
+pub type PFN_WSK_ACCEPT = unsafe extern "system" fn(
+    ListenSocket: *mut WSK_SOCKET,
+    Flags: u32,
+    AcceptSocketContext: PVOID,
+    AcceptSocketDispatch: *const c_void,
+    LocalAddress: *mut SOCKADDR,
+    RemoteAddress: *mut SOCKADDR,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_INSPECT_COMPLETE`.
+pub type PFN_WSK_INSPECT_COMPLETE = unsafe extern "system" fn(
+    ListenSocket: *mut WSK_SOCKET,
+    InspectID: PVOID,
+    Action: i32,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_GET_LOCAL_ADDRESS`.
+pub type PFN_WSK_GET_LOCAL_ADDRESS = unsafe extern "system" fn(
+    Socket: *mut WSK_SOCKET,
+    LocalAddress: *mut SOCKADDR,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_GET_REMOTE_ADDRESS`.
+pub type PFN_WSK_GET_REMOTE_ADDRESS = unsafe extern "system" fn(
+    Socket: *mut WSK_SOCKET,
+    RemoteAddress: *mut SOCKADDR,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_CONNECT`.
+pub type PFN_WSK_CONNECT = unsafe extern "system" fn(
+    Socket: *mut WSK_SOCKET,
+    RemoteAddress: *mut SOCKADDR,
+    Flags: u32,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_SEND`, `PFN_WSK_RECEIVE` and `PFN_WSK_DISCONNECT` share this shape.
+pub type PFN_WSK_SEND = unsafe extern "system" fn(
+    Socket: *mut WSK_SOCKET,
+    Buffer: *mut WSK_BUF,
+    Flags: u32,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+/// `PFN_WSK_RECEIVE`.
+pub type PFN_WSK_RECEIVE = PFN_WSK_SEND;
+/// `PFN_WSK_DISCONNECT` (`Buffer` may be null; must be null with `WSK_FLAG_ABORTIVE`).
+pub type PFN_WSK_DISCONNECT = PFN_WSK_SEND;
+
+/// `PFN_WSK_RELEASE_DATA_INDICATION_LIST` / `..._DATAGRAM_INDICATION_LIST`.
+pub type PFN_WSK_RELEASE =
+    unsafe extern "system" fn(Socket: *mut WSK_SOCKET, Indication: PVOID) -> NTSTATUS;
+
+/// `PFN_WSK_CONNECT_EX`.
+pub type PFN_WSK_CONNECT_EX = unsafe extern "system" fn(
+    Socket: *mut WSK_SOCKET,
+    RemoteAddress: *mut SOCKADDR,
+    Buffer: *mut WSK_BUF,
+    Flags: u32,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_SEND_EX`.
+pub type PFN_WSK_SEND_EX = unsafe extern "system" fn(
+    Socket: *mut WSK_SOCKET,
+    Buffer: *mut WSK_BUF,
+    Flags: u32,
+    ControlInfoLength: u32,
+    ControlInfo: PVOID,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_RECEIVE_EX`.
+pub type PFN_WSK_RECEIVE_EX = unsafe extern "system" fn(
+    Socket: *mut WSK_SOCKET,
+    Buffer: *mut WSK_BUF,
+    Flags: u32,
+    ControlInfoLength: *mut u32,
+    ControlInfo: PVOID,
+    ControlFlags: *mut u32,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_SEND_TO`.
+pub type PFN_WSK_SEND_TO = unsafe extern "system" fn(
+    Socket: *mut WSK_SOCKET,
+    Buffer: *mut WSK_BUF,
+    Flags: u32,
+    RemoteAddress: *mut SOCKADDR,
+    ControlInfoLength: u32,
+    ControlInfo: PVOID,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_RECEIVE_FROM`.
+pub type PFN_WSK_RECEIVE_FROM = unsafe extern "system" fn(
+    Socket: *mut WSK_SOCKET,
+    Buffer: *mut WSK_BUF,
+    Flags: u32,
+    RemoteAddress: *mut SOCKADDR,
+    ControlLength: *mut u32,
+    ControlInfo: PVOID,
+    ControlFlags: *mut u32,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `PFN_WSK_SEND_MESSAGES` (Windows 8+).
+pub type PFN_WSK_SEND_MESSAGES = unsafe extern "system" fn(
+    Socket: *mut WSK_SOCKET,
+    BufferList: PVOID,
+    Flags: u32,
+    RemoteAddress: *mut SOCKADDR,
+    ControlInfoLength: u32,
+    ControlInfo: PVOID,
+    Irp: *mut IRP,
+) -> NTSTATUS;
+
+/// `WSK_PROVIDER_DISPATCH`: client-level provider calls.
+#[repr(C)]
+pub struct WSK_PROVIDER_DISPATCH {
+    /// Provider's WSK version.
+    pub Version: u16,
+    /// Reserved.
+    pub Reserved: u16,
+    /// `WskSocket` (<= `DISPATCH_LEVEL`).
+    pub WskSocket: Option<PFN_WSK_SOCKET>,
+    /// `WskSocketConnect` (<= `DISPATCH_LEVEL`).
+    pub WskSocketConnect: Option<PFN_WSK_SOCKET_CONNECT>,
+    /// `WskControlClient`.
+    pub WskControlClient: Option<PFN_WSK_CONTROL_CLIENT>,
+    /// `WskGetAddressInfo` (`PASSIVE_LEVEL`).
+    pub WskGetAddressInfo: Option<PFN_WSK_GET_ADDRESS_INFO>,
+    /// `WskFreeAddressInfo`.
+    pub WskFreeAddressInfo: Option<PFN_WSK_FREE_ADDRESS_INFO>,
+    /// `WskGetNameInfo` (`PASSIVE_LEVEL`).
+    pub WskGetNameInfo: Option<PFN_WSK_GET_NAME_INFO>,
+}
+
+/// `WSK_PROVIDER_BASIC_DISPATCH`: the calls every socket has.
+#[repr(C)]
+pub struct WSK_PROVIDER_BASIC_DISPATCH {
+    /// `WskControlSocket`.
+    pub WskControlSocket: Option<PFN_WSK_CONTROL_SOCKET>,
+    /// `WskCloseSocket`.
+    pub WskCloseSocket: Option<PFN_WSK_CLOSE_SOCKET>,
+}
+
+/// `WSK_PROVIDER_LISTEN_DISPATCH`.
+#[repr(C)]
+pub struct WSK_PROVIDER_LISTEN_DISPATCH {
+    /// The basic calls.
+    pub Basic: WSK_PROVIDER_BASIC_DISPATCH,
+    /// `WskBind`.
+    pub WskBind: Option<PFN_WSK_BIND>,
+    /// `WskAccept`: keep at most one outstanding per listener.
+    pub WskAccept: Option<PFN_WSK_ACCEPT>,
+    /// `WskInspectComplete`.
+    pub WskInspectComplete: Option<PFN_WSK_INSPECT_COMPLETE>,
+    /// `WskGetLocalAddress`.
+    pub WskGetLocalAddress: Option<PFN_WSK_GET_LOCAL_ADDRESS>,
+}
+
+/// `WSK_PROVIDER_DATAGRAM_DISPATCH`.
+#[repr(C)]
+pub struct WSK_PROVIDER_DATAGRAM_DISPATCH {
+    /// The basic calls.
+    pub Basic: WSK_PROVIDER_BASIC_DISPATCH,
+    /// `WskBind`.
+    pub WskBind: Option<PFN_WSK_BIND>,
+    /// `WskSendTo`.
+    pub WskSendTo: Option<PFN_WSK_SEND_TO>,
+    /// `WskReceiveFrom`.
+    pub WskReceiveFrom: Option<PFN_WSK_RECEIVE_FROM>,
+    /// `WskRelease` (datagram indications).
+    pub WskRelease: Option<PFN_WSK_RELEASE>,
+    /// `WskGetLocalAddress`.
+    pub WskGetLocalAddress: Option<PFN_WSK_GET_LOCAL_ADDRESS>,
+    /// `WskSendMessages` (Windows 8+).
+    pub WskSendMessages: Option<PFN_WSK_SEND_MESSAGES>,
+}
+
+/// `WSK_PROVIDER_CONNECTION_DISPATCH` (104 bytes).
+#[repr(C)]
+pub struct WSK_PROVIDER_CONNECTION_DISPATCH {
+    /// The basic calls.
+    pub Basic: WSK_PROVIDER_BASIC_DISPATCH,
+    /// `WskBind`.
+    pub WskBind: Option<PFN_WSK_BIND>,
+    /// `WskConnect` (the socket must be bound).
+    pub WskConnect: Option<PFN_WSK_CONNECT>,
+    /// `WskGetLocalAddress`.
+    pub WskGetLocalAddress: Option<PFN_WSK_GET_LOCAL_ADDRESS>,
+    /// `WskGetRemoteAddress`.
+    pub WskGetRemoteAddress: Option<PFN_WSK_GET_REMOTE_ADDRESS>,
+    /// `WskSend`.
+    pub WskSend: Option<PFN_WSK_SEND>,
+    /// `WskReceive`.
+    pub WskReceive: Option<PFN_WSK_RECEIVE>,
+    /// `WskDisconnect`.
+    pub WskDisconnect: Option<PFN_WSK_DISCONNECT>,
+    /// `WskRelease` (data indications).
+    pub WskRelease: Option<PFN_WSK_RELEASE>,
+    /// `WskConnectEx`.
+    pub WskConnectEx: Option<PFN_WSK_CONNECT_EX>,
+    /// `WskSendEx`.
+    pub WskSendEx: Option<PFN_WSK_SEND_EX>,
+    /// `WskReceiveEx`.
+    pub WskReceiveEx: Option<PFN_WSK_RECEIVE_EX>,
+}
+
+/// `ADDRESS_FAMILY`.
+pub type ADDRESS_FAMILY = u16;
+/// Unspecified family.
+pub const AF_UNSPEC: ADDRESS_FAMILY = 0;
+/// IPv4.
+pub const AF_INET: ADDRESS_FAMILY = 2;
+/// IPv6 (23 on Windows, not Linux's 10).
+pub const AF_INET6: ADDRESS_FAMILY = 23;
+
+/// Stream sockets.
+pub const SOCK_STREAM: u16 = 1;
+/// Datagram sockets.
+pub const SOCK_DGRAM: u16 = 2;
+
+/// TCP.
+pub const IPPROTO_TCP: u32 = 6;
+/// UDP.
+pub const IPPROTO_UDP: u32 = 17;
+/// IPv6 option level.
+pub const IPPROTO_IPV6: u32 = 41;
+
+/// Socket-level option level.
+pub const SOL_SOCKET: u32 = 0xffff;
+/// Allow reuse of a bound address.
+pub const SO_REUSEADDR: u32 = 0x0004;
+/// Send keep-alives.
+pub const SO_KEEPALIVE: u32 = 0x0008;
+/// Exclusive use of the bound address (`~SO_REUSEADDR`).
+pub const SO_EXCLUSIVEADDRUSE: u32 = !SO_REUSEADDR;
+/// Disable Nagle's algorithm.
+pub const TCP_NODELAY: u32 = 0x0001;
+/// IPv6 socket accepts IPv6 only (no v4-mapped peers).
+pub const IPV6_V6ONLY: u32 = 27;
+
+/// `NS_ALL` name space for `WskGetAddressInfo`.
+pub const NS_ALL: u32 = 0;
+/// `NS_DNS`.
+pub const NS_DNS: u32 = 12;
+
+/// `SOCKADDR`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct SOCKADDR {
+    /// Family.
+    pub sa_family: ADDRESS_FAMILY,
+    /// Address bytes.
+    pub sa_data: [u8; 14],
+}
+
+/// `SOCKADDR_IN` (16 bytes). Port and address in network byte order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SOCKADDR_IN {
+    /// `AF_INET`.
+    pub sin_family: ADDRESS_FAMILY,
+    /// Port, big-endian.
+    pub sin_port: u16,
+    /// Address bytes, in order.
+    pub sin_addr: [u8; 4],
+    /// Zero.
+    pub sin_zero: [u8; 8],
+}
+
+/// `SOCKADDR_IN6` (28 bytes). Port and flow info in network byte order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SOCKADDR_IN6 {
+    /// `AF_INET6`.
+    pub sin6_family: ADDRESS_FAMILY,
+    /// Port, big-endian.
+    pub sin6_port: u16,
+    /// Flow info, big-endian.
+    pub sin6_flowinfo: u32,
+    /// Address bytes, in order.
+    pub sin6_addr: [u8; 16],
+    /// Scope id (host order).
+    pub sin6_scope_id: u32,
+}
+
+/// `SOCKADDR_STORAGE` (128 bytes): room for any address.
+#[allow(
+    clippy::pub_underscore_fields,
+    reason = "ws2def.h's names, checked by the layout probe"
+)]
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SOCKADDR_STORAGE {
+    /// Family.
+    pub ss_family: ADDRESS_FAMILY,
+    /// Padding.
+    pub __ss_pad1: [u8; 6],
+    /// Alignment.
+    pub __ss_align: i64,
+    /// Padding.
+    pub __ss_pad2: [u8; 112],
+}
+
+/// `ADDRINFOEXW`, the result list of `WskGetAddressInfo`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ADDRINFOEXW {
+    /// `AI_*` flags.
+    pub ai_flags: i32,
+    /// Address family.
+    pub ai_family: i32,
+    /// Socket type.
+    pub ai_socktype: i32,
+    /// Protocol.
+    pub ai_protocol: i32,
+    /// Bytes at `ai_addr`.
+    pub ai_addrlen: SIZE_T,
+    /// Canonical name, or null.
+    pub ai_canonname: *mut u16,
+    /// The address.
+    pub ai_addr: *mut SOCKADDR,
+    /// Blob.
+    pub ai_blob: PVOID,
+    /// Blob length.
+    pub ai_bloblen: SIZE_T,
+    /// Provider.
+    pub ai_provider: *mut GUID,
+    /// Next result.
+    pub ai_next: *mut ADDRINFOEXW,
+}
