@@ -2,3 +2,5 @@
 //! driver code runs and is tested on Linux unchanged.
 
 pub mod exports;
+mod ntos;
+mod wsk;
