@@ -1,2 +1,58 @@
-//! placeholder
-fn main() {}
+//! Project glue that cargo alone can't express: machine set-up, the full test suite, building
+//! the driver `.sys` and the Wine test.
+//!
+//! `cargo xtask test` is the README's test command and what `.ci/run` runs; `cargo xtask run`
+//! is the main job (the echo driver on the host kernel).
+
+mod driver;
+mod setup;
+mod suite;
+mod wine;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <command>
+  test           set up the machine, then run every suite (fmt, clippy, tests, layout probe,
+                 Windows-target build, loom, Miri, Wine) and print a summary
+  run [ARGS]     set up, then run the echo driver on the host kernel (ARGS go to the driver)
+  setup          install what the project needs (apt packages as root, rustup components)
+  build-driver   build the echo driver .sys for x86_64-pc-windows-msvc
+  wine-test      build the .sys and run the Wine end-to-end test";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => suite::run_all(&root),
+        Some("run") => {
+            setup::ensure();
+            suite::run_host_driver(&root, &args[1..])
+        }
+        Some("setup") => {
+            setup::ensure();
+            Ok(())
+        }
+        Some("build-driver") => driver::build(&root).map(|sys| println!("{}", sys.display())),
+        Some("wine-test") => driver::build(&root).and_then(|sys| wine::test(&root, &sys)),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map_or(manifest.clone(), std::path::Path::to_path_buf)
+}

@@ -1,0 +1,238 @@
+//! The full test suite, in one place so that the README, `.ci/run` and a developer run the
+//! same thing. Each suite ends PASS, FAIL or NOT RUN (with the reason, loudly); NOT RUN fails
+//! the run unless `XTASK_ALLOW_SKIP=1`, so no suite can disappear silently.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use crate::setup::{self, loud};
+
+enum Outcome {
+    Pass,
+    Fail(String),
+    NotRun(String),
+}
+
+struct Suite {
+    name: &'static str,
+    outcome: Outcome,
+    seconds: u64,
+}
+
+/// Runs `cargo` with `args` (and extra environment) in the workspace; Ok when it exits 0.
+fn cargo(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    println!("\n=== cargo {}", args.join(" "));
+    let mut cmd = Command::new("cargo");
+    cmd.args(args).current_dir(root);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    match cmd.status() {
+        Ok(status) if status.success() => Outcome::Pass,
+        Ok(status) => Outcome::Fail(format!("cargo {} exited with {status}", args.join(" "))),
+        Err(e) => Outcome::Fail(format!("could not start cargo: {e}")),
+    }
+}
+
+const WINDOWS: &str = "x86_64-pc-windows-msvc";
+
+/// A suite: runs in the workspace root and says how it ended.
+type SuiteFn = fn(&Path) -> Outcome;
+
+/// Every suite, in the order they run.
+const SUITES: &[(&str, SuiteFn)] = &[
+    ("fmt", fmt),
+    ("clippy (host)", clippy_host),
+    ("clippy (windows target)", clippy_windows),
+    ("layout probe", layout_probe),
+    ("tests (workspace)", tests),
+    ("check sys for Windows", check_sys_windows),
+    ("loom (executor)", loom),
+    ("miri (executor raw)", miri),
+    ("wine (echo driver .sys)", wine),
+];
+
+/// Set-up, then every suite, then the summary.
+pub fn run_all(root: &Path) -> Result<(), String> {
+    setup::ensure();
+    let mut suites = Vec::new();
+    for (name, suite) in SUITES {
+        let start = Instant::now();
+        let outcome = suite(root);
+        if let Outcome::NotRun(why) = &outcome {
+            loud(&format!("suite {name} NOT RUN: {why}"));
+        }
+        suites.push(Suite {
+            name,
+            outcome,
+            seconds: start.elapsed().as_secs(),
+        });
+    }
+    summarize(&suites)
+}
+
+fn fmt(root: &Path) -> Outcome {
+    cargo(root, &["fmt", "--all", "--", "--check"], &[])
+}
+
+fn clippy_host(root: &Path) -> Outcome {
+    cargo(
+        root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )
+}
+
+fn clippy_windows(root: &Path) -> Outcome {
+    if !setup::has_rust_target(WINDOWS) {
+        return Outcome::NotRun(format!("Rust target {WINDOWS} is not installed"));
+    }
+    let crates = ["-p", "wsk-sys", "-p", "wsk-executor", "-p", "wsk-net"];
+    let mut args = vec!["clippy", "--target", WINDOWS];
+    args.extend(crates);
+    args.extend(["--", "-D", "warnings"]);
+    cargo(root, &args, &[])
+}
+
+fn layout_probe(root: &Path) -> Outcome {
+    if !setup::has_program("x86_64-w64-mingw32-gcc") {
+        return Outcome::NotRun("x86_64-w64-mingw32-gcc is missing (gcc-mingw-w64-x86-64)".into());
+    }
+    cargo(
+        root,
+        &[
+            "test",
+            "-p",
+            "wsk-sys",
+            "--test",
+            "layout",
+            "--",
+            "--nocapture",
+        ],
+        &[],
+    )
+}
+
+fn tests(root: &Path) -> Outcome {
+    cargo(root, &["test", "--workspace"], &[])
+}
+
+fn check_sys_windows(root: &Path) -> Outcome {
+    if !setup::has_rust_target(WINDOWS) {
+        return Outcome::NotRun(format!("Rust target {WINDOWS} is not installed"));
+    }
+    cargo(root, &["check", "-p", "wsk-sys", "--target", WINDOWS], &[])
+}
+
+/// loom models run with `--cfg loom` in their own target directory, so the normal build
+/// cache is not invalidated by the flag.
+fn loom(root: &Path) -> Outcome {
+    let dir = root
+        .join("target")
+        .join("loom")
+        .to_string_lossy()
+        .into_owned();
+    cargo(
+        root,
+        &["test", "-p", "wsk-executor", "--release", "--lib", "loom"],
+        &[
+            ("RUSTFLAGS", "--cfg loom"),
+            ("CARGO_TARGET_DIR", &dir),
+            ("LOOM_MAX_PREEMPTIONS", "2"),
+        ],
+    )
+}
+
+fn miri(root: &Path) -> Outcome {
+    if !setup::has_nightly_miri() {
+        return Outcome::NotRun("nightly Miri is not installed".into());
+    }
+    let dir = root
+        .join("target")
+        .join("miri")
+        .to_string_lossy()
+        .into_owned();
+    cargo(
+        root,
+        &[
+            "+nightly",
+            "miri",
+            "test",
+            "-p",
+            "wsk-executor",
+            "--lib",
+            "raw",
+        ],
+        &[("CARGO_TARGET_DIR", &dir)],
+    )
+}
+
+fn wine(root: &Path) -> Outcome {
+    if !setup::has_rust_target(WINDOWS) {
+        return Outcome::NotRun(format!("Rust target {WINDOWS} is not installed"));
+    }
+    if !setup::has_program("wine") {
+        return Outcome::NotRun("wine is not installed".into());
+    }
+    match crate::driver::build(root).and_then(|sys| crate::wine::test(root, &sys)) {
+        Ok(()) => Outcome::Pass,
+        Err(e) => Outcome::Fail(e),
+    }
+}
+
+fn summarize(suites: &[Suite]) -> Result<(), String> {
+    let allow_skip = std::env::var("XTASK_ALLOW_SKIP").is_ok_and(|v| v == "1");
+    println!("\n================ summary ================");
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for suite in suites {
+        let (word, detail) = match &suite.outcome {
+            Outcome::Pass => {
+                passed += 1;
+                ("PASS", String::new())
+            }
+            Outcome::Fail(why) => {
+                failed += 1;
+                ("FAIL", why.clone())
+            }
+            Outcome::NotRun(why) => {
+                skipped += 1;
+                ("NOT RUN", why.clone())
+            }
+        };
+        println!("{word:8} {:28} {:4}s  {detail}", suite.name, suite.seconds);
+    }
+    println!("suites: {passed} passed, {failed} failed, {skipped} not run");
+    if failed > 0 {
+        return Err(format!("{failed} suite(s) failed"));
+    }
+    if skipped > 0 && !allow_skip {
+        return Err(format!(
+            "{skipped} suite(s) did not run (set XTASK_ALLOW_SKIP=1 to accept that)"
+        ));
+    }
+    Ok(())
+}
+
+/// The main job: the echo driver on the host kernel.
+pub fn run_host_driver(root: &Path, args: &[String]) -> Result<(), String> {
+    let mut cmd = Command::new("cargo");
+    cmd.args(["run", "--quiet", "-p", "wsk-driver-example", "--"])
+        .args(args)
+        .current_dir(root);
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the host driver exited with {status}"))
+    }
+}
