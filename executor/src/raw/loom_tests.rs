@@ -1,0 +1,267 @@
+//! loom models of the state word, the run queue and the pender: every interleaving (within a
+//! preemption bound) of wakes, polls on two CPUs, joins and aborts.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" cargo test -p wsk-executor --release --lib loom`.
+//!
+//! What each model checks:
+//! - no lost wake: a task woken after its last poll is queued, and the pender was called;
+//! - no double enqueue: `run` asserts every dequeued task is QUEUED and idle, and a task queued
+//!   twice would be dequeued twice;
+//! - no concurrent poll: the futures touch a loom `UnsafeCell` in every poll, and loom reports
+//!   two polls not ordered by happens-before as a data race.
+
+use std::boxed::Box;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc as StdArc;
+use std::task::{Context, Poll, Waker};
+
+use loom::cell::UnsafeCell;
+use loom::sync::Mutex;
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use loom::thread;
+
+use super::*;
+
+unsafe fn pend_count(context: *const ()) {
+    // SAFETY: the models set the context to a leaked loom AtomicUsize.
+    unsafe { &*context.cast::<AtomicUsize>() }.fetch_add(1, Ordering::SeqCst);
+}
+
+struct Fixture {
+    executor: &'static Executor,
+    pends: &'static AtomicUsize,
+}
+
+fn fixture() -> Fixture {
+    let executor: &'static Executor = Box::leak(Box::new(Executor::new(pend_count)));
+    let pends: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+    // SAFETY: `pend_count` expects a leaked AtomicUsize.
+    unsafe { executor.set_context(std::ptr::from_ref(pends).cast()) };
+    Fixture { executor, pends }
+}
+
+fn pool<const N: usize>() -> &'static TaskPool<256, N> {
+    Box::leak(Box::new(TaskPool::new()))
+}
+
+/// Shared between a test future and the threads that wake it.
+struct Probe {
+    /// Touched on every poll: two unordered polls are a data race loom reports.
+    polls: UnsafeCell<usize>,
+    /// When set, the next poll finishes.
+    release: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+    /// Wake itself inline during the first poll, like a completion routine that runs before
+    /// the issuing call returns.
+    self_wake_first: bool,
+}
+
+// SAFETY: `polls` is the cell whose unsynchronised use the models exist to catch; loom checks
+// every access.
+unsafe impl Sync for Probe {}
+
+impl Probe {
+    fn new(self_wake_first: bool) -> &'static Self {
+        Box::leak(Box::new(Self {
+            polls: UnsafeCell::new(0),
+            release: AtomicBool::new(false),
+            waker: Mutex::new(None),
+            self_wake_first,
+        }))
+    }
+
+    fn wait(&'static self) -> impl Future<Output = usize> + Send + 'static {
+        std::future::poll_fn(move |cx: &mut Context<'_>| {
+            let polls = self.polls.with_mut(|polls| {
+                // SAFETY: loom checks that polls never overlap; that is what the model tests.
+                unsafe {
+                    *polls += 1;
+                    *polls
+                }
+            });
+            if self.release.load(Ordering::SeqCst) {
+                return Poll::Ready(polls);
+            }
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            if self.self_wake_first && polls == 1 {
+                cx.waker().wake_by_ref();
+            }
+            Poll::Pending
+        })
+    }
+
+    /// Releases the future and wakes it with the waker it registered.
+    fn release_and_wake(&self) {
+        self.release.store(true, Ordering::SeqCst);
+        let waker = self.waker.lock().unwrap().clone();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn polls(&self) -> usize {
+        // SAFETY: called after every thread joined.
+        self.polls.with_mut(|polls| unsafe { *polls })
+    }
+}
+
+fn poll_handle<T>(handle: &mut JoinHandle<T>) -> Poll<Result<T, JoinError>> {
+    Pin::new(handle).poll(&mut Context::from_waker(Waker::noop()))
+}
+
+fn model(body: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(4);
+    builder.check(body);
+}
+
+/// A wake from another CPU racing the poll of the same task: afterwards the task is finished,
+/// or queued with a pend outstanding. Never idle and forgotten.
+#[test]
+fn loom_wake_racing_poll_is_never_lost() {
+    model(|| {
+        let Fixture { executor, pends } = fixture();
+        let probe = Probe::new(false);
+        let mut handle = pool::<1>().spawn(executor, probe.wait()).unwrap();
+        assert_eq!(pends.load(Ordering::SeqCst), 1);
+        executor.poll(usize::MAX, || false);
+
+        let waker = thread::spawn(move || probe.release_and_wake());
+        let poller = thread::spawn(move || executor.poll(usize::MAX, || false));
+        waker.join().unwrap();
+        let report = poller.join().unwrap();
+        assert!(!report.work_remains);
+
+        if !handle.is_finished() {
+            assert!(executor.has_queued(), "the wake was lost");
+            assert_eq!(pends.load(Ordering::SeqCst), 2, "queued without a pend");
+            executor.poll(usize::MAX, || false);
+        }
+        assert!(matches!(poll_handle(&mut handle), Poll::Ready(Ok(_))));
+    });
+}
+
+/// Two CPUs polling one executor while a third wakes the task, and the task wakes itself inline
+/// during its first poll: polls never overlap, the task is never queued twice, nothing is lost.
+#[test]
+fn loom_two_pollers_and_a_waker_never_poll_concurrently() {
+    model(|| {
+        let Fixture { executor, pends } = fixture();
+        let probe = Probe::new(true);
+        let mut handle = pool::<1>().spawn(executor, probe.wait()).unwrap();
+
+        let waker = thread::spawn(move || probe.release_and_wake());
+        let first = thread::spawn(move || executor.poll(usize::MAX, || false));
+        let second = executor.poll(usize::MAX, || false);
+        waker.join().unwrap();
+        let first = first.join().unwrap();
+        assert!(!first.work_remains && !second.work_remains);
+
+        let before = pends.load(Ordering::SeqCst);
+        let last = executor.poll(usize::MAX, || false);
+        if last.polled > 0 {
+            assert!(before >= 2, "work was left queued without a pend");
+        }
+        assert!(
+            handle.is_finished(),
+            "the task was never polled after its release"
+        );
+        assert!(
+            matches!(poll_handle(&mut handle), Poll::Ready(Ok(polls)) if polls == probe.polls())
+        );
+    });
+}
+
+/// The budget puts tasks back while wakes push new ones: every task still runs exactly as often
+/// as it was woken (at most), and a re-queued task is reported as remaining work.
+#[test]
+fn loom_budget_requeue_races_wakes() {
+    model(|| {
+        let Fixture { executor, .. } = fixture();
+        let pool = pool::<2>();
+        let first = Probe::new(false);
+        let second = Probe::new(false);
+        let mut handles = [
+            pool.spawn(executor, first.wait()).unwrap(),
+            pool.spawn(executor, second.wait()).unwrap(),
+        ];
+        executor.poll(usize::MAX, || false);
+
+        let waker = thread::spawn(move || {
+            first.release_and_wake();
+            second.release_and_wake();
+        });
+        let mut polled = 0;
+        // One task per call, as a DPC with a budget of one would.
+        for _ in 0..2 {
+            let report = executor.poll(1, || false);
+            polled += report.polled;
+        }
+        waker.join().unwrap();
+        while executor.has_queued() {
+            polled += executor.poll(1, || false).polled;
+        }
+        assert!(polled <= 2, "a task ran twice for one wake");
+        for handle in &mut handles {
+            assert!(matches!(poll_handle(handle), Poll::Ready(Ok(2))));
+        }
+        drop(handles);
+        assert_eq!(pool.used(), 0);
+    });
+}
+
+/// The handle is dropped on one CPU while the task finishes on another: the slot is freed
+/// exactly once and the untaken output dropped once.
+#[test]
+fn loom_handle_drop_racing_completion_frees_once() {
+    struct Output(StdArc<std::sync::atomic::AtomicUsize>);
+    impl Drop for Output {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    model(|| {
+        let Fixture { executor, .. } = fixture();
+        let pool = pool::<1>();
+        let drops = StdArc::new(std::sync::atomic::AtomicUsize::new(0));
+        let output = Output(drops.clone());
+        let handle = pool.spawn(executor, async move { output }).unwrap();
+        let dropper = thread::spawn(move || drop(handle));
+        executor.poll(usize::MAX, || false);
+        dropper.join().unwrap();
+        assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(pool.used(), 0);
+    });
+}
+
+/// `abort` from another CPU racing the task's poll and a completion wake: the future is
+/// dropped exactly once, on the executor, and the handle sees either the output or Cancelled.
+#[test]
+fn loom_abort_racing_poll() {
+    model(|| {
+        let Fixture { executor, .. } = fixture();
+        let pool = pool::<1>();
+        let probe = Probe::new(false);
+        let mut handle = pool.spawn(executor, probe.wait()).unwrap();
+        executor.poll(usize::MAX, || false);
+        let handle_ref: &'static JoinHandle<usize> =
+            // SAFETY: the reference is only used before `handle` is polled below, after join.
+            unsafe { &*std::ptr::from_ref(&handle) };
+        let aborter = thread::spawn(move || handle_ref.abort());
+        let waker = thread::spawn(move || probe.release_and_wake());
+        executor.poll(usize::MAX, || false);
+        aborter.join().unwrap();
+        waker.join().unwrap();
+        while executor.has_queued() {
+            executor.poll(usize::MAX, || false);
+        }
+        assert_eq!(executor.live_tasks(), 0);
+        assert!(matches!(
+            poll_handle(&mut handle),
+            Poll::Ready(Ok(2) | Err(JoinError::Cancelled))
+        ));
+        drop(handle);
+        assert_eq!(pool.used(), 0);
+    });
+}

@@ -1,0 +1,370 @@
+//! Static task storage: [`TaskPool`], a fixed number of slots of a fixed size that hold each
+//! task's header and, in place, its future and then its output.
+//!
+//! Slots are sized in bytes rather than typed by the future, because the future of an
+//! `async fn` has no name a `static` could spell on stable Rust. A spawn checks at compile time
+//! that the future fits. Pools register themselves (once, lock-free) in a fixed table so that
+//! closing an executor can find and wake every task it owns.
+
+use core::future::Future;
+use core::marker::PhantomData;
+use core::mem::{MaybeUninit, align_of, offset_of, size_of};
+use core::pin::Pin;
+use core::ptr::NonNull;
+use core::task::Poll;
+
+use super::executor::{Executor, poll_in_place};
+use super::join::JoinHandle;
+use super::sync::{Ordering, loom_const_fn};
+use super::task::{HANDLE, QUEUED, SPAWNED, TaskHeader, TaskVTable, task_waker};
+
+/// The alignment of every slot's storage; futures needing more cannot be spawned.
+pub const STORAGE_ALIGN: usize = 16;
+
+/// Why a spawn failed. The future was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpawnError {
+    /// Every slot of the pool holds a task (or an output its `JoinHandle` has not taken).
+    PoolFull,
+    /// The executor is closed (shutting down or shut down).
+    Closed,
+    /// The process-wide table of pools is full; see [`MAX_POOLS`].
+    TooManyPools,
+}
+
+impl core::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::PoolFull => "task pool is full",
+            Self::Closed => "executor is shut down",
+            Self::TooManyPools => "too many task pools",
+        })
+    }
+}
+
+impl core::error::Error for SpawnError {}
+
+/// The future, then its output, stored in place in a slot.
+enum Stage<F: Future> {
+    Running(F),
+    Finished(F::Output),
+    Consumed,
+}
+
+/// Raw, aligned bytes holding a `Stage<F>`.
+#[repr(C, align(16))]
+struct Storage<const SIZE: usize>([MaybeUninit<u8>; SIZE]);
+
+/// One task: its header, then its storage.
+#[repr(C)]
+struct TaskSlot<const SIZE: usize> {
+    header: TaskHeader,
+    /// core's cell even under loom: its address must be the data's.
+    storage: core::cell::UnsafeCell<Storage<SIZE>>,
+}
+
+impl<const SIZE: usize> TaskSlot<SIZE> {
+    loom_const_fn! {
+        fn new() -> Self {
+            Self {
+                header: TaskHeader::new(),
+                storage: core::cell::UnsafeCell::new(Storage([MaybeUninit::uninit(); SIZE])),
+            }
+        }
+    }
+}
+
+/// Where a slot's storage starts, relative to its header: the same for every `SIZE`, since the
+/// header comes first and the storage's alignment does not depend on its size.
+const STORAGE_OFFSET: usize = offset_of!(TaskSlot<0>, storage);
+
+/// The storage of the task whose header is at `task`, as a `Stage<F>`.
+///
+/// # Safety
+/// `task` is the header of a `TaskSlot`, with provenance over the whole slot.
+unsafe fn stage_of<F: Future>(task: NonNull<TaskHeader>) -> *mut Stage<F> {
+    // SAFETY: the header is at offset 0 of its slot and the storage at STORAGE_OFFSET; the
+    // pointer's provenance covers the slot. The storage is core's UnsafeCell, which has the
+    // layout of its contents.
+    unsafe {
+        task.cast::<u8>()
+            .add(STORAGE_OFFSET)
+            .cast::<Stage<F>>()
+            .as_ptr()
+    }
+}
+
+/// The vtable for tasks running an `F`.
+struct VTableFor<F>(PhantomData<F>);
+
+impl<F: Future + Send + 'static> VTableFor<F>
+where
+    F::Output: Send,
+{
+    const VTABLE: TaskVTable = TaskVTable {
+        poll: Self::poll,
+        cancel: Self::cancel,
+        take_output: Self::take_output,
+        drop_stage: Self::drop_stage,
+    };
+
+    unsafe fn poll(task: NonNull<TaskHeader>) -> bool {
+        // SAFETY: RUNNING (held by the caller) gives exclusive access to the stage, which holds
+        // an `F` spawned in place and never moved.
+        let stage = unsafe { &mut *stage_of::<F>(task) };
+        let Stage::Running(future) = stage else {
+            unreachable!("a finished task was polled");
+        };
+        // SAFETY: the future stays in its 'static slot until dropped in place.
+        let future = unsafe { Pin::new_unchecked(future) };
+        // SAFETY: the header is in a 'static pool.
+        let waker = unsafe { task_waker(task) };
+        match poll_in_place(future, &waker) {
+            Poll::Ready(output) => {
+                // Drops the future in place, then stores the output in its bytes.
+                *stage = Stage::Finished(output);
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    unsafe fn cancel(task: NonNull<TaskHeader>) {
+        // SAFETY: as in `poll`; assigning drops the pinned future in place.
+        unsafe { *stage_of::<F>(task) = Stage::Consumed };
+    }
+
+    unsafe fn take_output(task: NonNull<TaskHeader>, out: *mut ()) {
+        // SAFETY: the caller (the handle, after DONE) owns the stage.
+        let stage = unsafe { &mut *stage_of::<F>(task) };
+        if let Stage::Finished(output) = core::mem::replace(stage, Stage::Consumed) {
+            // SAFETY: the handle passes an `Option<F::Output>`.
+            unsafe { *out.cast::<Option<F::Output>>() = Some(output) };
+        }
+    }
+
+    unsafe fn drop_stage(task: NonNull<TaskHeader>) {
+        // SAFETY: the caller frees the slot and owns it.
+        unsafe { core::ptr::drop_in_place(stage_of::<F>(task)) };
+    }
+}
+
+/// What the shutdown scan needs to know about a pool, independent of its sizes.
+struct PoolDesc {
+    len: usize,
+    stride: usize,
+    slots_offset: usize,
+    registered: core::sync::atomic::AtomicBool,
+}
+
+/// How many distinct pools a driver may spawn into.
+pub const MAX_POOLS: usize = 64;
+
+/// Every pool that was ever spawned into; entries are set once and never cleared.
+static POOLS: [core::sync::atomic::AtomicPtr<PoolDesc>; MAX_POOLS] =
+    [const { core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()) }; MAX_POOLS];
+
+/// Records `desc` in [`POOLS`]: one compare-exchange publishes it, so a pool is either found by
+/// every later scan or not yet used. A race may record it twice; scans tolerate that.
+fn register(desc: &'static PoolDesc, pool: NonNull<PoolDesc>) -> Result<(), SpawnError> {
+    use core::sync::atomic::Ordering as O;
+    if cfg!(loom) || desc.registered.load(O::Acquire) {
+        return Ok(());
+    }
+    for entry in &POOLS {
+        let current = entry.load(O::Acquire);
+        if current == pool.as_ptr() {
+            desc.registered.store(true, O::Release);
+            return Ok(());
+        }
+        if current.is_null()
+            && entry
+                .compare_exchange(current, pool.as_ptr(), O::AcqRel, O::Acquire)
+                .is_ok()
+        {
+            desc.registered.store(true, O::Release);
+            return Ok(());
+        }
+    }
+    Err(SpawnError::TooManyPools)
+}
+
+/// Calls `f` with every task header of every registered pool.
+pub(crate) fn for_each_task(mut f: impl FnMut(NonNull<TaskHeader>)) {
+    for entry in &POOLS {
+        let Some(desc) = NonNull::new(entry.load(core::sync::atomic::Ordering::Acquire)) else {
+            continue;
+        };
+        // SAFETY: registered pools are 'static; the pointer covers the whole pool.
+        let PoolDesc {
+            len,
+            stride,
+            slots_offset,
+            ..
+        } = *unsafe { desc.as_ref() };
+        for index in 0..len {
+            // SAFETY: slot `index` lies inside the pool, `slots_offset + index * stride` bytes in.
+            let slot = unsafe { desc.cast::<u8>().add(slots_offset + index * stride) };
+            f(slot.cast());
+        }
+    }
+}
+
+/// `N` task slots of `SIZE` bytes each, for `static` storage.
+///
+/// ```ignore
+/// static CONNECTIONS: TaskPool<1024, 64> = TaskPool::new();
+/// let handle = CONNECTIONS.spawn(executor, serve(connection))?;
+/// ```
+///
+/// A slot is free again once its task finished (or was cancelled) and its [`JoinHandle`] was
+/// dropped or had taken the output.
+#[repr(C)]
+pub struct TaskPool<const SIZE: usize, const N: usize> {
+    desc: PoolDesc,
+    slots: [TaskSlot<SIZE>; N],
+}
+
+// SAFETY: slots are shared between CPUs through their atomic state words, which arbitrate every
+// access to the non-atomic parts (see `task`).
+unsafe impl<const SIZE: usize, const N: usize> Sync for TaskPool<SIZE, N> {}
+
+impl<const SIZE: usize, const N: usize> Default for TaskPool<SIZE, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
+    #[cfg(not(loom))]
+    /// An empty pool.
+    ///
+    /// # IRQL
+    /// Any (a constant initialiser).
+    #[must_use]
+    pub const fn new() -> Self {
+        const { assert!(offset_of!(TaskSlot<SIZE>, storage) == STORAGE_OFFSET) };
+        Self {
+            desc: Self::desc(),
+            slots: [const { TaskSlot::new() }; N],
+        }
+    }
+
+    #[cfg(loom)]
+    /// An empty pool.
+    #[must_use]
+    pub fn new() -> Self {
+        const { assert!(offset_of!(TaskSlot<SIZE>, storage) == STORAGE_OFFSET) };
+        Self {
+            desc: Self::desc(),
+            slots: core::array::from_fn(|_| TaskSlot::new()),
+        }
+    }
+
+    const fn desc() -> PoolDesc {
+        PoolDesc {
+            len: N,
+            stride: size_of::<TaskSlot<SIZE>>(),
+            slots_offset: offset_of!(Self, slots),
+            registered: core::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Slots in the pool.
+    #[must_use]
+    pub const fn capacity(&self) -> usize {
+        N
+    }
+
+    /// Slots currently holding a task or an untaken output.
+    ///
+    /// # IRQL
+    /// Any.
+    #[must_use]
+    pub fn used(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|slot| slot.header.state.load(Ordering::Acquire) != 0)
+            .count()
+    }
+
+    /// Spawns `future` as a task of `executor`, in a free slot of this pool. The task is queued
+    /// at once (the executor's pender is called).
+    ///
+    /// Fails compilation if `F` (or its output) does not fit in `SIZE` bytes or needs an
+    /// alignment above [`STORAGE_ALIGN`].
+    ///
+    /// # Errors
+    /// [`SpawnError::PoolFull`] when no slot is free, [`SpawnError::Closed`] after the executor
+    /// was closed, [`SpawnError::TooManyPools`] if this is the 65th pool ever used. The future is
+    /// dropped in each case.
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL` with a DPC runner, any IRQL the pender tolerates otherwise.
+    pub fn spawn<F>(
+        &'static self,
+        executor: &'static Executor,
+        future: F,
+    ) -> Result<JoinHandle<F::Output>, SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        const {
+            assert!(
+                size_of::<Stage<F>>() <= SIZE,
+                "the future does not fit in the pool's slots"
+            );
+            assert!(
+                align_of::<Stage<F>>() <= STORAGE_ALIGN,
+                "the future needs a larger alignment"
+            );
+        };
+        let pool = NonNull::from(self);
+        register(&self.desc, pool.cast())?;
+        for (index, slot) in self.slots.iter().enumerate() {
+            if slot
+                .header
+                .state
+                .compare_exchange(
+                    0,
+                    SPAWNED | QUEUED | HANDLE,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            // Derive the header pointer from the pool's so it may reach the slot's storage.
+            // SAFETY: `slots` is inside the pool and `index < N`.
+            let task = unsafe {
+                pool.cast::<u8>()
+                    .add(offset_of!(Self, slots) + index * size_of::<TaskSlot<SIZE>>())
+                    .cast::<TaskHeader>()
+            };
+            if !executor.try_add_live() {
+                slot.header.state.store(0, Ordering::Release);
+                return Err(SpawnError::Closed);
+            }
+            // SAFETY: the claim (SPAWNED | QUEUED from 0) gives us the slot: wakers see QUEUED
+            // and stay away, nobody polls or frees it until we push it.
+            unsafe {
+                slot.header
+                    .vtable
+                    .with_mut(|vtable| *vtable = Some(&VTableFor::<F>::VTABLE));
+            }
+            // SAFETY: as above; the slot's storage is ours and big enough (checked above).
+            unsafe { stage_of::<F>(task).write(Stage::Running(future)) };
+            slot.header.executor.store(
+                core::ptr::from_ref(executor).cast_mut(),
+                core::sync::atomic::Ordering::Release,
+            );
+            // SAFETY: we claimed the slot with QUEUED, so its link is ours.
+            unsafe { executor.enqueue(task) };
+            // SAFETY: the task lives in this 'static pool and its HANDLE bit is set for us.
+            return Ok(unsafe { JoinHandle::new(task) });
+        }
+        Err(SpawnError::PoolFull)
+    }
+}

@@ -1,0 +1,43 @@
+//! The synchronisation primitives `raw` is built from: core's atomics normally, loom's under
+//! `--cfg loom`, so that the loom models explore every interleaving of the real code.
+//!
+//! loom's types cannot be built in a `const fn`, so constructors that must be `const` for
+//! `static` storage are declared with [`loom_const_fn!`](crate::raw::sync::loom_const_fn): `const`
+//! normally, a plain `fn` under loom.
+
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+
+/// An `UnsafeCell` with loom's closure API, so loom can check accesses for data races.
+#[cfg(not(loom))]
+pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Self(core::cell::UnsafeCell::new(value))
+    }
+
+    /// Runs `f` with a mutable pointer to the contents; the caller rules out concurrent access.
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// Declares a constructor that is `const` normally and a plain `fn` under loom.
+macro_rules! loom_const_fn {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident $args:tt -> $ret:ty $body:block) => {
+        #[cfg(not(loom))]
+        $(#[$attr])*
+        $vis const fn $name $args -> $ret $body
+        #[cfg(loom)]
+        $(#[$attr])*
+        $vis fn $name $args -> $ret $body
+    };
+}
+pub(crate) use loom_const_fn;

@@ -1,0 +1,561 @@
+//! std-thread tests of the task core: spawn, join, wake idempotence, wakes while running, the
+//! budget, abort, full pools, close, and many tasks ping-ponging wakes across threads with
+//! several threads polling one executor at once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread;
+use std::time::Duration;
+use std::vec::Vec;
+
+use super::*;
+
+/// Counts pends and lets runner threads wait for one.
+struct Signal {
+    pends: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Signal {
+    const fn new() -> Self {
+        Self {
+            pends: Mutex::new(0),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn count(&self) -> u64 {
+        *self.pends.lock().unwrap()
+    }
+
+    /// Waits until the pend count differs from `seen`; false after the bound.
+    fn wait_past(&self, seen: u64, bound: Duration) -> Option<u64> {
+        let guard = self.pends.lock().unwrap();
+        let (guard, result) = self
+            .changed
+            .wait_timeout_while(guard, bound, |pends| *pends == seen)
+            .unwrap();
+        (!result.timed_out()).then_some(*guard)
+    }
+}
+
+unsafe fn pend_signal(context: *const ()) {
+    // SAFETY: every test sets its executor's context to a static Signal.
+    let signal = unsafe { &*context.cast::<Signal>() };
+    *signal.pends.lock().unwrap() += 1;
+    signal.changed.notify_all();
+}
+
+fn start(executor: &'static Executor, signal: &'static Signal) {
+    // SAFETY: `pend_signal` expects a static Signal.
+    unsafe { executor.set_context(std::ptr::from_ref(signal).cast()) };
+}
+
+/// Polls `future` on this thread until ready, parking between polls.
+fn block_on_std<F: Future>(future: F) -> F::Output {
+    struct Unpark(thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(&waker)) {
+            return output;
+        }
+        thread::park_timeout(Duration::from_millis(100));
+    }
+}
+
+fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+    Pin::new(future).poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// A future that stays pending until `release` is set, keeps its latest waker in `waker`, and
+/// counts its polls.
+struct Gate {
+    release: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+    polls: AtomicUsize,
+}
+
+impl Gate {
+    const fn new() -> Self {
+        Self {
+            release: AtomicBool::new(false),
+            waker: Mutex::new(None),
+            polls: AtomicUsize::new(0),
+        }
+    }
+
+    fn wait(&'static self) -> impl Future<Output = usize> + Send + 'static {
+        std::future::poll_fn(move |cx| {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            if self.release.load(Ordering::SeqCst) {
+                return Poll::Ready(self.polls.load(Ordering::SeqCst));
+            }
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    fn waker(&self) -> Waker {
+        self.waker
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the task registered no waker yet")
+    }
+}
+
+#[test]
+fn raw_spawn_runs_and_join_returns_output() {
+    static SIGNAL: Signal = Signal::new();
+    static EXECUTOR: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<256, 2> = TaskPool::new();
+    start(&EXECUTOR, &SIGNAL);
+
+    let mut handle = POOL.spawn(&EXECUTOR, async { 40 + 2 }).unwrap();
+    assert_eq!(SIGNAL.count(), 1, "a spawn pends once");
+    assert_eq!(POOL.used(), 1);
+    assert!(poll_once(&mut handle).is_pending());
+    let report = EXECUTOR.poll(usize::MAX, || false);
+    assert_eq!(
+        report,
+        PollReport {
+            polled: 1,
+            work_remains: false
+        }
+    );
+    assert!(handle.is_finished());
+    assert_eq!(poll_once(&mut handle), Poll::Ready(Ok(42)));
+    assert_eq!(
+        POOL.used(),
+        1,
+        "the slot is held until the handle is dropped"
+    );
+    drop(handle);
+    assert_eq!(POOL.used(), 0);
+    assert_eq!(EXECUTOR.live_tasks(), 0);
+}
+
+#[test]
+fn raw_wake_is_idempotent() {
+    static SIGNAL: Signal = Signal::new();
+    static EXECUTOR: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<256, 1> = TaskPool::new();
+    static GATE: Gate = Gate::new();
+    start(&EXECUTOR, &SIGNAL);
+
+    let handle = POOL.spawn(&EXECUTOR, GATE.wait()).unwrap();
+    assert_eq!(EXECUTOR.poll(usize::MAX, || false).polled, 1);
+    let waker = GATE.waker();
+    let pends = SIGNAL.count();
+    waker.wake_by_ref();
+    waker.wake_by_ref();
+    waker.clone().wake();
+    assert_eq!(SIGNAL.count(), pends + 1, "three wakes queue the task once");
+    assert_eq!(
+        EXECUTOR.poll(usize::MAX, || false).polled,
+        1,
+        "the task was queued once"
+    );
+    assert_eq!(GATE.polls.load(Ordering::SeqCst), 2);
+    GATE.release.store(true, Ordering::SeqCst);
+    waker.wake();
+    EXECUTOR.poll(usize::MAX, || false);
+    assert_eq!(block_on_std(handle), Ok(3));
+}
+
+#[test]
+fn raw_wake_while_running_repolls_without_pending() {
+    static SIGNAL: Signal = Signal::new();
+    static EXECUTOR: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<256, 1> = TaskPool::new();
+    start(&EXECUTOR, &SIGNAL);
+
+    // Wakes itself inline during each of its first four polls, as a completion routine running
+    // before the issuing call returns would.
+    let mut polls = 0;
+    let handle = POOL
+        .spawn(
+            &EXECUTOR,
+            std::future::poll_fn(move |cx| {
+                polls += 1;
+                if polls == 5 {
+                    return Poll::Ready(polls);
+                }
+                cx.waker().wake_by_ref();
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }),
+        )
+        .unwrap();
+    let pends = SIGNAL.count();
+    let report = EXECUTOR.poll(usize::MAX, || false);
+    assert_eq!(
+        report,
+        PollReport {
+            polled: 5,
+            work_remains: false
+        }
+    );
+    assert_eq!(
+        SIGNAL.count(),
+        pends,
+        "a wake while running is re-queued by the poller, no pend"
+    );
+    assert_eq!(block_on_std(handle), Ok(5));
+}
+
+#[test]
+fn raw_budget_stops_and_reports_remaining_work() {
+    static SIGNAL: Signal = Signal::new();
+    static EXECUTOR: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<256, 10> = TaskPool::new();
+    static ORDER: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    start(&EXECUTOR, &SIGNAL);
+
+    let handles: Vec<_> = (0..10)
+        .map(|index| {
+            POOL.spawn(&EXECUTOR, async move {
+                ORDER.lock().unwrap().push(index);
+            })
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        SIGNAL.count(),
+        1,
+        "only the first push found the queue empty"
+    );
+    assert_eq!(
+        EXECUTOR.poll(4, || false),
+        PollReport {
+            polled: 4,
+            work_remains: true
+        }
+    );
+    assert!(EXECUTOR.has_queued());
+    let mut asked = 0;
+    let report = EXECUTOR.poll(usize::MAX, || {
+        asked += 1;
+        asked == 3
+    });
+    assert_eq!(
+        report,
+        PollReport {
+            polled: 3,
+            work_remains: true
+        },
+        "time budget"
+    );
+    assert_eq!(
+        EXECUTOR.poll(usize::MAX, || false),
+        PollReport {
+            polled: 3,
+            work_remains: false
+        }
+    );
+    let mut order = ORDER.lock().unwrap().clone();
+    assert_eq!(&order[..4], &[0, 1, 2, 3], "a batch runs in wake order");
+    order.sort_unstable();
+    assert_eq!(order, (0..10).collect::<Vec<_>>(), "every task ran once");
+    for handle in handles {
+        assert_eq!(block_on_std(handle), Ok(()));
+    }
+    assert_eq!(POOL.used(), 0);
+}
+
+/// Counts drops of the values it is attached to.
+struct DropCounter(&'static AtomicUsize);
+
+impl Drop for DropCounter {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn raw_abort_drops_future_on_executor() {
+    static SIGNAL: Signal = Signal::new();
+    static EXECUTOR: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<256, 1> = TaskPool::new();
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    start(&EXECUTOR, &SIGNAL);
+
+    let counter = DropCounter(&DROPS);
+    let handle = POOL
+        .spawn(&EXECUTOR, async move {
+            let _counter = counter;
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+    EXECUTOR.poll(usize::MAX, || false);
+    assert_eq!(EXECUTOR.live_tasks(), 1);
+    handle.abort();
+    assert_eq!(
+        DROPS.load(Ordering::SeqCst),
+        0,
+        "abort does not drop on the caller's thread"
+    );
+    assert_eq!(EXECUTOR.poll(usize::MAX, || false).polled, 1);
+    assert_eq!(DROPS.load(Ordering::SeqCst), 1);
+    assert_eq!(EXECUTOR.live_tasks(), 0);
+    assert_eq!(block_on_std(handle), Err(JoinError::Cancelled));
+    assert_eq!(POOL.used(), 0);
+}
+
+#[test]
+fn raw_abort_after_finish_keeps_output() {
+    static SIGNAL: Signal = Signal::new();
+    static EXECUTOR: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<256, 1> = TaskPool::new();
+    start(&EXECUTOR, &SIGNAL);
+
+    let handle = POOL.spawn(&EXECUTOR, async { 7 }).unwrap();
+    EXECUTOR.poll(usize::MAX, || false);
+    handle.abort();
+    assert_eq!(EXECUTOR.poll(usize::MAX, || false).polled, 0);
+    assert_eq!(block_on_std(handle), Ok(7));
+}
+
+#[test]
+fn raw_full_pool_errors_and_slots_are_reused() {
+    static SIGNAL: Signal = Signal::new();
+    static EXECUTOR: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<256, 2> = TaskPool::new();
+    static GATE: Gate = Gate::new();
+    static OUTPUT_DROPS: AtomicUsize = AtomicUsize::new(0);
+    start(&EXECUTOR, &SIGNAL);
+
+    let first = POOL.spawn(&EXECUTOR, GATE.wait()).unwrap();
+    let second = POOL
+        .spawn(&EXECUTOR, async { DropCounter(&OUTPUT_DROPS) })
+        .unwrap();
+    assert_eq!(
+        POOL.spawn(&EXECUTOR, async {}).unwrap_err(),
+        SpawnError::PoolFull
+    );
+    EXECUTOR.poll(usize::MAX, || false);
+    assert_eq!(
+        POOL.spawn(&EXECUTOR, async {}).unwrap_err(),
+        SpawnError::PoolFull,
+        "a finished task's slot holds its output until the handle goes"
+    );
+    drop(second);
+    assert_eq!(
+        OUTPUT_DROPS.load(Ordering::SeqCst),
+        1,
+        "an untaken output is dropped with the slot"
+    );
+    let third = POOL.spawn(&EXECUTOR, async { 3 }).unwrap();
+    // Detach the pending task: its slot frees itself when it finishes.
+    drop(first);
+    assert_eq!(
+        POOL.spawn(&EXECUTOR, async {}).unwrap_err(),
+        SpawnError::PoolFull
+    );
+    GATE.release.store(true, Ordering::SeqCst);
+    GATE.waker().wake();
+    EXECUTOR.poll(usize::MAX, || false);
+    assert_eq!(POOL.used(), 1, "the detached task freed its slot");
+    assert_eq!(block_on_std(third), Ok(3));
+    assert_eq!(POOL.used(), 0);
+}
+
+#[test]
+fn raw_close_drops_every_task_and_refuses_spawns() {
+    static SIGNAL: Signal = Signal::new();
+    static EXECUTOR: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<256, 4> = TaskPool::new();
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    start(&EXECUTOR, &SIGNAL);
+
+    let mut handles = Vec::new();
+    for _ in 0..3 {
+        let counter = DropCounter(&DROPS);
+        handles.push(
+            POOL.spawn(&EXECUTOR, async move {
+                let _counter = counter;
+                std::future::pending::<()>().await;
+            })
+            .unwrap(),
+        );
+    }
+    // One detached, never polled before the close.
+    drop(handles.pop());
+    assert_eq!(EXECUTOR.poll(2, || false).polled, 2);
+    EXECUTOR.close();
+    assert!(EXECUTOR.is_closed());
+    assert!(!EXECUTOR.is_drained());
+    assert_eq!(
+        POOL.spawn(&EXECUTOR, async {}).unwrap_err(),
+        SpawnError::Closed
+    );
+    EXECUTOR.poll(usize::MAX, || false);
+    assert!(EXECUTOR.is_drained());
+    assert_eq!(DROPS.load(Ordering::SeqCst), 3);
+    for handle in handles {
+        assert_eq!(block_on_std(handle), Err(JoinError::Cancelled));
+    }
+    assert_eq!(POOL.used(), 0);
+}
+
+/// Two tasks passing a turn back and forth, each waking the other.
+struct PingPong {
+    turn: AtomicUsize,
+    wakers: [Mutex<Option<Waker>>; 2],
+    in_poll: [AtomicBool; 2],
+}
+
+impl PingPong {
+    const fn new() -> Self {
+        Self {
+            turn: AtomicUsize::new(0),
+            wakers: [Mutex::new(None), Mutex::new(None)],
+            in_poll: [AtomicBool::new(false), AtomicBool::new(false)],
+        }
+    }
+
+    /// Player `side` takes turns `side, side + 2, ...` up to `rounds * 2`.
+    async fn play(&'static self, side: usize, rounds: usize) -> usize {
+        let mut taken = 0;
+        while taken < rounds {
+            std::future::poll_fn(|cx| {
+                assert!(
+                    !self.in_poll[side].swap(true, Ordering::SeqCst),
+                    "a task was polled on two threads at once"
+                );
+                let ready = self.turn.load(Ordering::SeqCst) % 2 == side;
+                if !ready {
+                    *self.wakers[side].lock().unwrap() = Some(cx.waker().clone());
+                }
+                // Re-check after registering, so a pass between the check and the store is seen.
+                let ready = ready || self.turn.load(Ordering::SeqCst) % 2 == side;
+                self.in_poll[side].store(false, Ordering::SeqCst);
+                if ready {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            taken += 1;
+            self.turn.fetch_add(1, Ordering::SeqCst);
+            let other = self.wakers[1 - side].lock().unwrap().take();
+            if let Some(other) = other {
+                other.wake();
+            }
+        }
+        taken
+    }
+}
+
+#[test]
+fn raw_ping_pong_across_threads_polling_concurrently() {
+    const PAIRS: usize = if cfg!(miri) { 2 } else { 16 };
+    const ROUNDS: usize = if cfg!(miri) { 10 } else { 500 };
+    const POLLERS: usize = if cfg!(miri) { 2 } else { 3 };
+    static SIGNAL: Signal = Signal::new();
+    static EXECUTOR: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<512, 32> = TaskPool::new();
+    static STOP: AtomicBool = AtomicBool::new(false);
+    start(&EXECUTOR, &SIGNAL);
+
+    // Several threads poll the one executor, as a DPC re-queued while it runs does on two CPUs.
+    let pollers: Vec<_> = (0..POLLERS)
+        .map(|_| {
+            thread::spawn(|| {
+                let mut seen = 0;
+                while !STOP.load(Ordering::SeqCst) {
+                    while EXECUTOR.poll(4, || false).work_remains {}
+                    if let Some(now) = SIGNAL.wait_past(seen, Duration::from_millis(50)) {
+                        seen = now;
+                    }
+                }
+            })
+        })
+        .collect();
+    static GAMES: [PingPong; 16] = [const { PingPong::new() }; 16];
+    let mut handles = Vec::new();
+    for game in &GAMES[..PAIRS] {
+        handles.push(POOL.spawn(&EXECUTOR, game.play(0, ROUNDS)).unwrap());
+        handles.push(POOL.spawn(&EXECUTOR, game.play(1, ROUNDS)).unwrap());
+    }
+    for handle in handles {
+        assert_eq!(block_on_std(handle), Ok(ROUNDS));
+    }
+    STOP.store(true, Ordering::SeqCst);
+    for poller in pollers {
+        poller.join().unwrap();
+    }
+    assert_eq!(EXECUTOR.live_tasks(), 0);
+    assert_eq!(POOL.used(), 0);
+}
+
+#[test]
+fn raw_wakes_from_foreign_threads_are_never_lost() {
+    const TASKS: usize = if cfg!(miri) { 2 } else { 8 };
+    const WAKES: usize = if cfg!(miri) { 20 } else { 2000 };
+    static SIGNAL: Signal = Signal::new();
+    static EXECUTOR: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<256, 8> = TaskPool::new();
+    static COUNTERS: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
+    static WAKERS: [Mutex<Option<Waker>>; 8] = [const { Mutex::new(None) }; 8];
+    start(&EXECUTOR, &SIGNAL);
+
+    // Each task finishes once its counter reaches WAKES; foreign threads bump the counters and
+    // wake. A lost wake leaves a task pending forever and the join below fails its bound.
+    let handles: Vec<_> = (0..TASKS)
+        .map(|index| {
+            POOL.spawn(
+                &EXECUTOR,
+                std::future::poll_fn(move |cx| {
+                    *WAKERS[index].lock().unwrap() = Some(cx.waker().clone());
+                    if COUNTERS[index].load(Ordering::SeqCst) >= WAKES {
+                        Poll::Ready(index)
+                    } else {
+                        Poll::Pending
+                    }
+                }),
+            )
+            .unwrap()
+        })
+        .collect();
+    EXECUTOR.poll(usize::MAX, || false);
+    let wakers: Vec<_> = (0..2)
+        .map(|thread_index| {
+            thread::spawn(move || {
+                for round in 0..WAKES {
+                    for index in (thread_index..TASKS).step_by(2) {
+                        COUNTERS[index].store(round + 1, Ordering::SeqCst);
+                        let waker = WAKERS[index].lock().unwrap().clone();
+                        waker.unwrap().wake();
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut seen = 0;
+    while EXECUTOR.live_tasks() > 0 {
+        while EXECUTOR.poll(8, || false).work_remains {}
+        if EXECUTOR.live_tasks() == 0 {
+            break;
+        }
+        seen = SIGNAL
+            .wait_past(seen, Duration::from_secs(10))
+            .expect("a task is still pending and no wake arrived: a wake was lost");
+    }
+    for waker in wakers {
+        waker.join().unwrap();
+    }
+    for (index, handle) in handles.into_iter().enumerate() {
+        assert_eq!(block_on_std(handle), Ok(index));
+    }
+}

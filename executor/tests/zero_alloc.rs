@@ -1,0 +1,122 @@
+//! Zero heap allocations after spawn in steady state: a counting global allocator watches a
+//! window in which tasks are woken and polled thousands of times and join handles are awaited.
+//! Only allocations made on the test's own thread while the window is open are counted, so the
+//! harness's other threads cannot disturb the count.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+
+use wsk_executor::raw::{Executor, TaskPool};
+
+struct CountingAllocator;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; counting touches only a const thread-local and an
+// atomic, neither of which allocates.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        // SAFETY: forwarded unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+static PENDS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe fn pend(_: *const ()) {
+    PENDS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Yields `rounds` times, waking itself each time, then returns the count.
+async fn yielder(rounds: usize) -> usize {
+    let mut left = rounds;
+    std::future::poll_fn(move |cx: &mut Context<'_>| {
+        if left == 0 {
+            return Poll::Ready(());
+        }
+        left -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+    rounds
+}
+
+#[test]
+fn no_heap_allocation_after_spawn_in_steady_state() {
+    static EXECUTOR: Executor = Executor::new(pend);
+    static POOL: TaskPool<256, 8> = TaskPool::new();
+
+    // Warm up once so one-time work (pool registration) is outside the window.
+    let mut warm = pin!(POOL.spawn(&EXECUTOR, yielder(1)).unwrap());
+    while EXECUTOR.poll(usize::MAX, || false).work_remains {}
+    assert!(
+        warm.as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_ready()
+    );
+
+    COUNTING.with(|counting| counting.set(true));
+    let mut total = 0;
+    for _ in 0..100 {
+        let handles = [
+            POOL.spawn(&EXECUTOR, yielder(50)).unwrap(),
+            POOL.spawn(&EXECUTOR, yielder(50)).unwrap(),
+            POOL.spawn(&EXECUTOR, yielder(50)).unwrap(),
+        ];
+        while EXECUTOR.poll(64, || false).work_remains {}
+        for handle in handles {
+            let mut handle = pin!(handle);
+            match handle
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+            {
+                Poll::Ready(Ok(rounds)) => total += rounds,
+                other => panic!("task did not finish: {other:?}"),
+            }
+        }
+    }
+    COUNTING.with(|counting| counting.set(false));
+
+    assert_eq!(total, 100 * 3 * 50, "every task ran to completion");
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::SeqCst),
+        0,
+        "heap allocations in steady state"
+    );
+    // The counter must be able to see allocations at all.
+    COUNTING.with(|counting| counting.set(true));
+    drop(std::hint::black_box(Box::new(1_u64)));
+    COUNTING.with(|counting| counting.set(false));
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::SeqCst),
+        1,
+        "the counting allocator counts"
+    );
+}
