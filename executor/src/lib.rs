@@ -1,9 +1,28 @@
-//! A no-alloc task executor for Windows kernel drivers.
+//! A no-alloc task executor for Windows kernel drivers: a DPC-driven runner, a passive lane,
+//! timers, `block_on` and an orderly shutdown.
 //!
 //! - [`raw`]: the platform-neutral core: task state word, lock-free run queue, static task
-//!   pools, join handles.
+//!   pools, join handles. No kernel calls, no allocation.
+//! - [`Runner`]: an executor on a DPC ([`RunnerKind::Dpc`]) or a system thread
+//!   ([`RunnerKind::Passive`]), with one `KTIMER` for its sleeps, and [`Runner::shutdown`].
+//! - [`sleep`], [`sleep_until`], [`timeout`], [`Instant`]: time from `KeQueryPerformanceCounter`.
+//! - [`block_on`]: run a future at `PASSIVE_LEVEL` (`DriverEntry`, `DriverUnload`).
+//! - [`yield_now`]: let other tasks run.
 //!
 //! Tasks live in static [`TaskPool`]s; no heap is needed.
+//!
+//! ```ignore
+//! static RUNNER: Runner = Runner::new(Budget::DEFAULT);
+//! static TASKS: TaskPool<1024, 32> = TaskPool::new();
+//!
+//! RUNNER.start(RunnerKind::Dpc)?;
+//! let handle = RUNNER.spawn(&TASKS, async {
+//!     sleep(Duration::from_millis(10)).await;
+//!     42
+//! })?;
+//! assert_eq!(block_on(handle), Ok(42));
+//! RUNNER.shutdown();
+//! ```
 #![no_std]
 
 #[cfg(any(test, loom))]
@@ -11,4 +30,40 @@ extern crate std;
 
 pub mod raw;
 
+#[cfg(not(loom))]
+mod block_on;
+#[cfg(not(loom))]
+mod kernel;
+#[cfg(not(loom))]
+mod runner;
+#[cfg(not(loom))]
+mod time;
+#[cfg(not(loom))]
+mod timer;
+
+#[cfg(not(loom))]
+pub use block_on::block_on;
 pub use raw::{JoinError, JoinHandle, SpawnError, TaskPool};
+#[cfg(not(loom))]
+pub use runner::{Budget, Runner, RunnerKind, StartError};
+#[cfg(not(loom))]
+pub use time::Instant;
+#[cfg(not(loom))]
+pub use timer::{Elapsed, Sleep, Timeout, sleep, sleep_until, timeout, timeout_at};
+
+/// Yields once: wakes the task and returns `Pending`, so other queued tasks run first.
+///
+/// # IRQL
+/// Any the task runs at.
+pub async fn yield_now() {
+    let mut yielded = false;
+    core::future::poll_fn(move |cx| {
+        if yielded {
+            return core::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        core::task::Poll::Pending
+    })
+    .await;
+}

@@ -158,7 +158,8 @@ fn raw_wake_is_idempotent() {
     let pends = SIGNAL.count();
     waker.wake_by_ref();
     waker.wake_by_ref();
-    waker.clone().wake();
+    let clone = waker.clone();
+    clone.wake();
     assert_eq!(SIGNAL.count(), pends + 1, "three wakes queue the task once");
     assert_eq!(
         EXECUTOR.poll(usize::MAX, || false).polled,
@@ -466,6 +467,7 @@ fn raw_ping_pong_across_threads_polling_concurrently() {
     static EXECUTOR: Executor = Executor::new(pend_signal);
     static POOL: TaskPool<512, 32> = TaskPool::new();
     static STOP: AtomicBool = AtomicBool::new(false);
+    static GAMES: [PingPong; 16] = [const { PingPong::new() }; 16];
     start(&EXECUTOR, &SIGNAL);
 
     // Several threads poll the one executor, as a DPC re-queued while it runs does on two CPUs.
@@ -482,7 +484,6 @@ fn raw_ping_pong_across_threads_polling_concurrently() {
             })
         })
         .collect();
-    static GAMES: [PingPong; 16] = [const { PingPong::new() }; 16];
     let mut handles = Vec::new();
     for game in &GAMES[..PAIRS] {
         handles.push(POOL.spawn(&EXECUTOR, game.play(0, ROUNDS)).unwrap());

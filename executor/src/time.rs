@@ -1,0 +1,110 @@
+//! Time from `KeQueryPerformanceCounter`: [`Instant`] and the conversions the timers need.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::time::Duration;
+
+use wsk_sys::KeQueryPerformanceCounter;
+
+/// The counter's frequency in ticks per second, read once.
+static FREQUENCY: AtomicU64 = AtomicU64::new(0);
+
+const NANOS_PER_SECOND: u128 = 1_000_000_000;
+/// `KeSetTimerEx` and `KeWaitForSingleObject` take 100 ns units.
+const HUNDRED_NS_PER_SECOND: u128 = 10_000_000;
+
+fn frequency() -> u64 {
+    let known = FREQUENCY.load(Ordering::Relaxed);
+    if known != 0 {
+        return known;
+    }
+    let mut frequency = 0;
+    // SAFETY: KeQueryPerformanceCounter writes the frequency to the valid local; any IRQL.
+    unsafe { KeQueryPerformanceCounter(&raw mut frequency) };
+    let frequency = u64::try_from(frequency).unwrap_or(0).max(1);
+    FREQUENCY.store(frequency, Ordering::Relaxed);
+    frequency
+}
+
+fn read_counter() -> u64 {
+    // SAFETY: a null frequency pointer is allowed; any IRQL.
+    let ticks = unsafe { KeQueryPerformanceCounter(core::ptr::null_mut()) };
+    u64::try_from(ticks).unwrap_or(0)
+}
+
+/// A point in time, in performance-counter ticks. Monotonic; comparable across CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instant {
+    ticks: u64,
+}
+
+impl Instant {
+    /// The current time.
+    ///
+    /// # IRQL
+    /// Any.
+    #[must_use]
+    pub fn now() -> Self {
+        // Read the frequency first so the first call does not count its own query.
+        let _ = frequency();
+        Self {
+            ticks: read_counter(),
+        }
+    }
+
+    /// The time elapsed since `earlier`, zero if `earlier` is later.
+    #[must_use]
+    pub fn saturating_duration_since(self, earlier: Self) -> Duration {
+        ticks_to_duration(self.ticks.saturating_sub(earlier.ticks))
+    }
+
+    /// The time elapsed since this instant.
+    ///
+    /// # IRQL
+    /// Any.
+    #[must_use]
+    pub fn elapsed(self) -> Duration {
+        Self::now().saturating_duration_since(self)
+    }
+
+    /// `self + duration`, saturating at the end of time.
+    #[must_use]
+    pub fn saturating_add(self, duration: Duration) -> Self {
+        Self {
+            ticks: self.ticks.saturating_add(duration_to_ticks(duration)),
+        }
+    }
+
+    pub(crate) fn ticks(self) -> u64 {
+        self.ticks
+    }
+
+    pub(crate) const fn from_ticks(ticks: u64) -> Self {
+        Self { ticks }
+    }
+}
+
+impl core::ops::Add<Duration> for Instant {
+    type Output = Self;
+
+    fn add(self, duration: Duration) -> Self {
+        self.saturating_add(duration)
+    }
+}
+
+/// Ticks for `duration`, rounded up so that a deadline is never early.
+fn duration_to_ticks(duration: Duration) -> u64 {
+    let ticks = (duration.as_nanos() * u128::from(frequency())).div_ceil(NANOS_PER_SECOND);
+    u64::try_from(ticks).unwrap_or(u64::MAX)
+}
+
+fn ticks_to_duration(ticks: u64) -> Duration {
+    let nanos = u128::from(ticks) * NANOS_PER_SECOND / u128::from(frequency());
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// A relative kernel due time (negative, 100 ns units, at least one unit) from now to `deadline`.
+pub(crate) fn relative_due_time(deadline: Instant) -> i64 {
+    let ticks = deadline.ticks.saturating_sub(read_counter());
+    let units = (u128::from(ticks) * HUNDRED_NS_PER_SECOND).div_ceil(u128::from(frequency()));
+    -i64::try_from(units).unwrap_or(i64::MAX).max(1)
+}

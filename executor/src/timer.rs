@@ -1,0 +1,399 @@
+//! Timers: one `KTIMER` per runner, armed at the earliest deadline of the sleeps registered with
+//! it; its DPC wakes the expired ones and re-arms. [`sleep`], [`sleep_until`], [`timeout`].
+//!
+//! A [`Sleep`] finds its runner's [`TimerQueue`] through the waker of the task polling it. Under
+//! [`block_on`](crate::block_on) it instead tells `block_on` its deadline, and `block_on` waits
+//! with that timeout. Polled by any other executor, it asks to be polled again at once (busy
+//! polling): correct but wasteful, so don't.
+
+use core::cell::UnsafeCell;
+use core::future::Future;
+use core::marker::PhantomPinned;
+use core::pin::Pin;
+use core::ptr;
+use core::task::{Context, Poll, Waker};
+use core::time::Duration;
+
+use wsk_sys::{
+    KDPC, KTIMER, KeCancelTimer, KeInitializeDpc, KeInitializeTimerEx, KeRemoveQueueDpc,
+    KeSetTimerEx, NotificationTimer, PVOID,
+};
+
+use crate::kernel::{KernelCell, SpinLock};
+use crate::time::{Instant, relative_due_time};
+
+/// A registered sleep; lives inside its pinned [`Sleep`].
+struct TimerNode {
+    prev: *mut TimerNode,
+    next: *mut TimerNode,
+    linked: bool,
+    deadline: u64,
+    waker: Option<Waker>,
+}
+
+/// The queue's state, under its spin lock.
+struct TimerList {
+    head: *mut TimerNode,
+    /// Deadline the `KTIMER` is armed for, `u64::MAX` when disarmed (it may fire early: the DPC
+    /// just re-arms).
+    armed: u64,
+    closed: bool,
+}
+
+// SAFETY: the nodes the list points to are only touched under the lock.
+unsafe impl Send for TimerList {}
+
+impl TimerList {
+    /// # Safety
+    /// `node` is valid and not linked.
+    unsafe fn push(&mut self, node: *mut TimerNode) {
+        // SAFETY: the caller gives a valid node; the list's nodes are valid while linked.
+        unsafe {
+            (*node).prev = ptr::null_mut();
+            (*node).next = self.head;
+            if !self.head.is_null() {
+                (*self.head).prev = node;
+            }
+            (*node).linked = true;
+        }
+        self.head = node;
+    }
+
+    /// # Safety
+    /// `node` is linked in this list.
+    unsafe fn unlink(&mut self, node: *mut TimerNode) {
+        // SAFETY: linked nodes and their neighbours are valid.
+        unsafe {
+            let TimerNode { prev, next, .. } = *node;
+            if prev.is_null() {
+                self.head = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            (*node).linked = false;
+            (*node).prev = ptr::null_mut();
+            (*node).next = ptr::null_mut();
+        }
+    }
+}
+
+/// A runner's timers: the list of pending sleeps, one `KTIMER` and its DPC.
+pub(crate) struct TimerQueue {
+    list: SpinLock<TimerList>,
+    timer: KernelCell<KTIMER>,
+    dpc: KernelCell<KDPC>,
+}
+
+impl TimerQueue {
+    pub(crate) const fn new() -> Self {
+        Self {
+            list: SpinLock::new(TimerList {
+                head: ptr::null_mut(),
+                armed: u64::MAX,
+                closed: false,
+            }),
+            timer: KernelCell::zeroed(),
+            dpc: KernelCell::zeroed(),
+        }
+    }
+
+    /// Initialises the `KTIMER` and its DPC.
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL`.
+    pub(crate) fn init(&'static self) {
+        // SAFETY: both objects live in 'static storage and are not in use yet; the DPC's context
+        // is this queue, which `timer_dpc` expects.
+        unsafe {
+            KeInitializeTimerEx(self.timer.get(), NotificationTimer);
+            KeInitializeDpc(
+                self.dpc.get(),
+                Some(timer_dpc),
+                ptr::from_ref(self).cast_mut().cast(),
+            );
+        }
+    }
+
+    /// Arms the `KTIMER` for `deadline` if it is earlier than what it is armed for.
+    fn arm(&self, list: &mut TimerList, deadline: u64) {
+        if list.closed || deadline >= list.armed {
+            return;
+        }
+        list.armed = deadline;
+        // SAFETY: initialised timer and DPC in 'static storage; IRQL is DISPATCH (lock held).
+        unsafe {
+            KeSetTimerEx(
+                self.timer.get(),
+                relative_due_time(Instant::from_ticks(deadline)),
+                0,
+                self.dpc.get(),
+            );
+        }
+    }
+
+    /// Wakes every expired sleep and re-arms for the earliest remaining one.
+    fn expire(&self) {
+        let mut list = self.list.lock();
+        let now = Instant::now().ticks();
+        let mut earliest = u64::MAX;
+        let mut node = list.head;
+        while !node.is_null() {
+            // SAFETY: linked nodes are valid while we hold the lock.
+            let next = unsafe { (*node).next };
+            // SAFETY: as above.
+            let deadline = unsafe { (*node).deadline };
+            if deadline <= now {
+                // SAFETY: `node` is linked in this list.
+                unsafe { list.unlink(node) };
+                // SAFETY: as above; the waker is only touched under the lock.
+                if let Some(waker) = unsafe { (*node).waker.take() } {
+                    waker.wake();
+                }
+            } else {
+                earliest = earliest.min(deadline);
+            }
+            node = next;
+        }
+        list.armed = u64::MAX;
+        if earliest != u64::MAX {
+            self.arm(&mut list, earliest);
+        }
+    }
+
+    /// Stops the timer for good: no sleep re-arms it afterwards. The caller then flushes DPCs.
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL`.
+    pub(crate) fn close(&self) {
+        self.list.lock().closed = true;
+        // SAFETY: initialised objects in 'static storage.
+        unsafe {
+            KeCancelTimer(self.timer.get());
+            KeRemoveQueueDpc(self.dpc.get());
+        }
+    }
+
+    /// Sleeps still registered (zero after a clean shutdown).
+    pub(crate) fn pending(&self) -> usize {
+        let list = self.list.lock();
+        let mut count = 0;
+        let mut node = list.head;
+        while !node.is_null() {
+            count += 1;
+            // SAFETY: linked nodes are valid under the lock.
+            node = unsafe { (*node).next };
+        }
+        count
+    }
+}
+
+/// The `KTIMER`'s DPC: wakes expired sleeps.
+unsafe extern "system" fn timer_dpc(_: *mut KDPC, context: PVOID, _: PVOID, _: PVOID) {
+    // SAFETY: the DPC was initialised with a 'static TimerQueue as its context.
+    let queue = unsafe { &*context.cast::<TimerQueue>() };
+    queue.expire();
+}
+
+/// A future that completes at a deadline. See [`sleep`] and [`sleep_until`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Sleep {
+    deadline: Instant,
+    node: UnsafeCell<TimerNode>,
+    /// The queue the node was last registered with.
+    queue: *const TimerQueue,
+    _pinned: PhantomPinned,
+}
+
+// SAFETY: the node is shared with the timer DPC only under the queue's lock; the rest is owned.
+unsafe impl Send for Sleep {}
+// SAFETY: `&Sleep` exposes only the deadline.
+unsafe impl Sync for Sleep {}
+
+impl Sleep {
+    fn new(deadline: Instant) -> Self {
+        Self {
+            deadline,
+            node: UnsafeCell::new(TimerNode {
+                prev: ptr::null_mut(),
+                next: ptr::null_mut(),
+                linked: false,
+                deadline: deadline.ticks(),
+                waker: None,
+            }),
+            queue: ptr::null(),
+            _pinned: PhantomPinned,
+        }
+    }
+
+    /// When the sleep ends.
+    #[must_use]
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Registers with `queue` (leaving any other queue first) and arms its timer if needed.
+    fn register(&mut self, queue: &'static TimerQueue, waker: &Waker) {
+        if !ptr::eq(self.queue, queue) {
+            self.unregister();
+            self.queue = queue;
+        }
+        let node = self.node.get();
+        let mut list = queue.list.lock();
+        // SAFETY: the node is ours and, if linked, only touched by others under this lock.
+        unsafe {
+            match &(*node).waker {
+                Some(current) if current.will_wake(waker) => {}
+                _ => (*node).waker = Some(waker.clone()),
+            }
+            if !(*node).linked {
+                list.push(node);
+            }
+        }
+        queue.arm(&mut list, self.deadline.ticks());
+    }
+
+    /// Leaves the queue the node is registered with, if any.
+    fn unregister(&mut self) {
+        // SAFETY: `queue` is null or a 'static TimerQueue set by `register`.
+        let Some(queue) = (unsafe { self.queue.as_ref() }) else {
+            return;
+        };
+        let node = self.node.get();
+        let waker = {
+            let mut list = queue.list.lock();
+            // SAFETY: under the lock; `node` is linked in `queue` when `linked` is set.
+            unsafe {
+                if (*node).linked {
+                    list.unlink(node);
+                }
+                (*node).waker.take()
+            }
+        };
+        drop(waker);
+        self.queue = ptr::null();
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL`.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: nothing is moved out; the node stays where it is registered.
+        let this = unsafe { self.get_unchecked_mut() };
+        if Instant::now() >= this.deadline {
+            this.unregister();
+            return Poll::Ready(());
+        }
+        let waker = cx.waker();
+        if let Some(executor) = crate::raw::executor_of_waker(waker) {
+            // SAFETY: only runners set a timer queue, and theirs are 'static TimerQueues.
+            if let Some(queue) = unsafe { executor.timer_queue().cast::<TimerQueue>().as_ref() } {
+                this.register(queue, waker);
+                return Poll::Pending;
+            }
+        }
+        if crate::block_on::note_deadline(waker, this.deadline) {
+            return Poll::Pending;
+        }
+        waker.wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+impl core::fmt::Debug for Sleep {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Sleep")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Completes after `duration`.
+///
+/// # IRQL
+/// Any to create; poll at <= `DISPATCH_LEVEL`, from a runner task or [`block_on`](crate::block_on).
+pub fn sleep(duration: Duration) -> Sleep {
+    Sleep::new(Instant::now() + duration)
+}
+
+/// Completes at `deadline`.
+///
+/// # IRQL
+/// As [`sleep`].
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep::new(deadline)
+}
+
+/// The error of a [`timeout`] whose time ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+impl core::fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("deadline elapsed")
+    }
+}
+
+impl core::error::Error for Elapsed {}
+
+/// A future with a deadline. See [`timeout`].
+#[must_use = "futures do nothing unless awaited"]
+#[derive(Debug)]
+pub struct Timeout<F> {
+    future: F,
+    sleep: Sleep,
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL`.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: structural pinning: neither field is moved while pinned, and both are dropped
+        // in place with the Timeout.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above.
+        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        if let Poll::Ready(output) = future.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        // SAFETY: as above.
+        let sleep = unsafe { Pin::new_unchecked(&mut this.sleep) };
+        sleep.poll(cx).map(|()| Err(Elapsed))
+    }
+}
+
+/// Runs `future` for at most `duration`: `Err(Elapsed)` if it has not finished by then (the
+/// future is then dropped with the `Timeout`, which cancels what it was doing).
+///
+/// # IRQL
+/// As [`sleep`].
+pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    Timeout {
+        future,
+        sleep: sleep(duration),
+    }
+}
+
+/// Runs `future` until `deadline`; see [`timeout`].
+///
+/// # IRQL
+/// As [`sleep`].
+pub fn timeout_at<F: Future>(deadline: Instant, future: F) -> Timeout<F> {
+    Timeout {
+        future,
+        sleep: sleep_until(deadline),
+    }
+}
