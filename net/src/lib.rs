@@ -1,2 +1,59 @@
-//! placeholder, replaced by its issue.
+//! Async Winsock Kernel sockets for Windows kernel drivers.
+//!
+//! A driver writes ordinary async Rust; this crate issues the IRPs, owns the one completion
+//! routine (which records the result, wakes the task and returns
+//! `STATUS_MORE_PROCESSING_REQUIRED`), and keeps every buffer, MDL and IRP alive until WSK is
+//! done with it, even when a future is dropped mid-flight.
+//!
+//! The echo loop (RFC 862), the whole of a connection handler:
+//!
+//! ```no_run
+//! use wsk_net::{Disconnect, IoBuf, TcpStream};
+//!
+//! async fn echo(stream: TcpStream) -> wsk_net::Result<()> {
+//!     let mut buf = IoBuf::with_capacity(16 * 1024)?;
+//!     loop {
+//!         let (n, b) = stream.recv(buf).await;        // WskReceive
+//!         buf = b;
+//!         if n? == 0 {
+//!             break;                                   // the peer sent FIN
+//!         }
+//!         let (sent, b) = stream.send(buf).await;      // WskSend
+//!         buf = b;
+//!         sent?;
+//!     }
+//!     stream.disconnect(Disconnect::Graceful).await?;  // WskDisconnect
+//!     stream.close().await;                            // WskCloseSocket
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # IRQL
+//! Futures of this crate may be polled at IRQL <= `DISPATCH_LEVEL` (the executor's DPC
+//! runner polls at `DISPATCH_LEVEL`), except [`resolve`] and [`WskClient`] registration and
+//! deregistration, which need `PASSIVE_LEVEL`. Every item says its rule.
+//!
+//! # Ownership of buffers
+//! Operations take an [`IoBuf`] by value and return it with the result:
+//! `recv(buf) -> (Result<usize>, IoBuf)`. While WSK holds the buffer, nobody else can touch it.
+//! Dropping the future cancels the IRP; the buffer is freed after the completion routine runs.
 #![no_std]
+
+mod addr;
+mod buf;
+mod client;
+mod error;
+mod raw;
+mod resolve;
+mod socket;
+mod tcp;
+mod udp;
+mod waker;
+
+pub use buf::IoBuf;
+pub use client::WskClient;
+pub use error::{Error, ErrorKind, Result};
+pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
+pub use socket::BindOptions;
+pub use tcp::{Accept, Disconnect, Incoming, Recv, TcpListener, TcpStream};
+pub use udp::UdpSocket;

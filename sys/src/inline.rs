@@ -209,7 +209,7 @@ pub fn KeGetCurrentIrql() -> KIRQL {
         // SAFETY: reading CR8 is how wdm.h's KeGetCurrentIrql works at CPL 0; it has no side
         // effects and touches no memory.
         unsafe {
-            core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags))
+            core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags));
         };
         #[allow(clippy::cast_possible_truncation, reason = "CR8 holds a 4-bit IRQL")]
         let irql = cr8 as KIRQL;
@@ -233,7 +233,7 @@ pub unsafe fn KeRaiseIrql(new_irql: KIRQL) -> KIRQL {
         // SAFETY: writing CR8 is wdm.h's KeRaiseIrql on x64; the caller guarantees the new
         // level is not lower than the current one.
         unsafe {
-            core::arch::asm!("mov cr8, {}", in(reg) u64::from(new_irql), options(nomem, nostack, preserves_flags))
+            core::arch::asm!("mov cr8, {}", in(reg) u64::from(new_irql), options(nomem, nostack, preserves_flags));
         };
         old
     }
@@ -253,7 +253,7 @@ pub unsafe fn KeLowerIrql(new_irql: KIRQL) {
     {
         // SAFETY: writing CR8 is wdm.h's KeLowerIrql on x64; the caller restores a saved level.
         unsafe {
-            core::arch::asm!("mov cr8, {}", in(reg) u64::from(new_irql), options(nomem, nostack, preserves_flags))
+            core::arch::asm!("mov cr8, {}", in(reg) u64::from(new_irql), options(nomem, nostack, preserves_flags));
         };
     }
     #[cfg(not(target_os = "windows"))]

@@ -1,0 +1,353 @@
+//! `WskClient`: WSK registration and the list of every socket the client has open, so that
+//! deregistration closes what the driver forgot instead of hanging in `WskDeregister`.
+
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::time::Duration;
+
+use wsk_sys::{
+    self as sys, ADDRINFOEXW, KEVENT, KSPIN_LOCK, LIST_ENTRY, WSK_CLIENT_DISPATCH, WSK_CLIENT_NPI,
+    WSK_PROVIDER_DISPATCH, WSK_PROVIDER_NPI, WSK_REGISTRATION,
+};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::raw::SocketInner;
+
+/// Pool tag of the client object (`WskC`).
+const CLIENT_TAG: u32 = sys::pool_tag(*b"WskC");
+
+/// How long registration waits for the WSK provider. Bounded, never `WSK_INFINITE_WAIT`:
+/// `DriverEntry` must not block forever (WSK-SEMANTICS.md, "Registration").
+const CAPTURE_WAIT_MS: u32 = 10_000;
+
+/// The client object in nonpaged pool: registration state WSK keeps pointers into, the
+/// provider NPI, and the open-socket list.
+pub(crate) struct ClientInner {
+    registration: UnsafeCell<WSK_REGISTRATION>,
+    dispatch: WSK_CLIENT_DISPATCH,
+    npi: UnsafeCell<WSK_CLIENT_NPI>,
+    provider: UnsafeCell<WSK_PROVIDER_NPI>,
+    lock: UnsafeCell<KSPIN_LOCK>,
+    sockets: UnsafeCell<LIST_ENTRY>,
+    open: UnsafeCell<usize>,
+    all_closed: UnsafeCell<KEVENT>,
+    /// The handle plus one per socket object: the last one frees the client.
+    users: AtomicUsize,
+    deregistering: AtomicBool,
+}
+
+// SAFETY: the list, counters and event are only touched under `lock` or through kernel
+// routines that synchronise themselves; the NPIs are written once before sharing.
+unsafe impl Send for ClientInner {}
+// SAFETY: as above.
+unsafe impl Sync for ClientInner {}
+
+impl ClientInner {
+    /// The provider's dispatch table and client handle.
+    pub(crate) fn provider(&self) -> (&WSK_PROVIDER_DISPATCH, *mut sys::WSK_CLIENT) {
+        // SAFETY: written once by WskCaptureProviderNPI before the client was shared; the
+        // provider keeps its table alive until WskReleaseProviderNPI, which runs only after
+        // every socket is closed.
+        unsafe {
+            let npi = &*self.provider.get();
+            (&*npi.Dispatch, npi.Client)
+        }
+    }
+
+    /// False once deregistration started: no new sockets.
+    pub(crate) fn accepting(&self) -> bool {
+        !self.deregistering.load(Ordering::Acquire)
+    }
+
+    /// A socket object starts using the client.
+    pub(crate) fn add_user(&self) {
+        self.users.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops a use; frees the client with the last one. IRQL <= `DISPATCH_LEVEL`.
+    ///
+    /// # Safety
+    /// The caller owns one use and does not touch the client afterwards.
+    pub(crate) unsafe fn release(this: NonNull<Self>) {
+        // SAFETY: the caller's use keeps it alive until this decrement.
+        if unsafe { this.as_ref() }
+            .users
+            .fetch_sub(1, Ordering::AcqRel)
+            == 1
+        {
+            // SAFETY: last use: WSK was deregistered (the handle's use is dropped only after
+            // WskDeregister returns) and nothing else points here.
+            unsafe { sys::ExFreePoolWithTag(this.as_ptr().cast(), CLIENT_TAG) };
+        }
+    }
+
+    fn with_lock<R>(&self, f: impl FnOnce(&mut LIST_ENTRY, &mut usize) -> R) -> R {
+        // SAFETY: the spin lock protects the list head and count; raising to DISPATCH_LEVEL
+        // is allowed for every caller (all run at <= DISPATCH_LEVEL).
+        unsafe {
+            let old = sys::KeAcquireSpinLockRaiseToDpc(self.lock.get());
+            let r = f(&mut *self.sockets.get(), &mut *self.open.get());
+            sys::KeReleaseSpinLock(self.lock.get(), old);
+            r
+        }
+    }
+
+    /// Adds an open socket to the list. IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn track(&self, socket: NonNull<SocketInner>) {
+        self.with_lock(|head, open| {
+            // SAFETY: `link` belongs to the socket and is only used under this lock; the
+            // socket stays live until it is untracked at close completion.
+            unsafe {
+                let link = (*socket.as_ptr()).link.get();
+                (*link).Flink = head;
+                (*link).Blink = head.Blink;
+                (*head.Blink).Flink = link;
+                head.Blink = link;
+            }
+            *open += 1;
+            if *open == 1 {
+                // SAFETY: the event was initialised at registration.
+                unsafe { sys::KeClearEvent(self.all_closed.get()) };
+            }
+        });
+    }
+
+    /// Removes a closed socket from the list. IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn untrack(&self, socket: NonNull<SocketInner>) {
+        self.with_lock(|_, open| {
+            // SAFETY: the socket was tracked (close only follows adoption) and is live.
+            unsafe {
+                let link = (*socket.as_ptr()).link.get();
+                (*(*link).Blink).Flink = (*link).Flink;
+                (*(*link).Flink).Blink = (*link).Blink;
+                (*link).Flink = ptr::null_mut();
+                (*link).Blink = ptr::null_mut();
+            }
+            *open -= 1;
+            if *open == 0 {
+                // SAFETY: initialised event; KeSetEvent with Wait FALSE is fine at DISPATCH.
+                unsafe { sys::KeSetEvent(self.all_closed.get(), 0, 0) };
+            }
+        });
+    }
+
+    /// Takes a reference on one tracked socket whose close has not started, if any.
+    fn next_unclosed(&self) -> Option<NonNull<SocketInner>> {
+        self.with_lock(|head, _| {
+            let head_ptr: *mut LIST_ENTRY = head;
+            let mut link = head.Flink;
+            while link != head_ptr {
+                // SAFETY: `link` is the first field-offset of a live tracked socket; we
+                // recover the socket from it as CONTAINING_RECORD does.
+                let socket = unsafe {
+                    let offset = core::mem::offset_of!(SocketInner, link);
+                    NonNull::new_unchecked(link.byte_sub(offset).cast::<SocketInner>())
+                };
+                // SAFETY: tracked sockets are live while on the list (we hold the lock).
+                let inner = unsafe { socket.as_ref() };
+                if !inner.is_closing() {
+                    inner.add_ref();
+                    return Some(socket);
+                }
+                // SAFETY: list links are valid under the lock.
+                link = unsafe { (*link).Flink };
+            }
+            None
+        })
+    }
+
+    /// Frees a `WskGetAddressInfo` result list.
+    pub(crate) fn free_address_info(&self, list: *mut ADDRINFOEXW) {
+        let (dispatch, client) = self.provider();
+        if let Some(free) = dispatch.WskFreeAddressInfo {
+            // SAFETY: the list came from this provider's WskGetAddressInfo and is freed once.
+            unsafe { free(client, list) };
+        }
+    }
+}
+
+/// A registered WSK client: the root every socket is created from.
+///
+/// Register in `DriverEntry`, deregister in `DriverUnload` after the executor has shut down
+/// (which drops, and so closes, every socket its tasks held). Deregistration closes any socket
+/// still open, waits (bounded) until all are closed, then deregisters.
+///
+/// ```no_run
+/// # fn demo() -> wsk_net::Result<()> {
+/// let client = wsk_net::WskClient::register()?;      // PASSIVE_LEVEL, DriverEntry
+/// // ... spawn tasks that bind listeners and connect streams with `&client` ...
+/// client.deregister(core::time::Duration::from_secs(10))?; // PASSIVE_LEVEL, DriverUnload
+/// # Ok(()) }
+/// ```
+pub struct WskClient {
+    inner: NonNull<ClientInner>,
+}
+
+// SAFETY: the client object is shared-safe (see ClientInner) and lives in nonpaged pool.
+unsafe impl Send for WskClient {}
+// SAFETY: as above.
+unsafe impl Sync for WskClient {}
+
+impl WskClient {
+    /// Registers with WSK and captures the provider NPI, waiting at most 10 s for it.
+    ///
+    /// # Errors
+    /// `InvalidState` above `PASSIVE_LEVEL`; `NoResources`; the status of `WskRegister` or
+    /// `WskCaptureProviderNPI` (e.g. `TimedOut` when no provider appeared).
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL` only.
+    pub fn register() -> Result<Self> {
+        if sys::KeGetCurrentIrql() != sys::PASSIVE_LEVEL {
+            return Err(Error::new(ErrorKind::InvalidState, "WskClient::register"));
+        }
+        // SAFETY: PASSIVE_LEVEL (checked above).
+        unsafe { sys::init_pool_routines() };
+        // SAFETY: nonpaged allocation at PASSIVE_LEVEL.
+        let mem = unsafe { sys::allocate_nonpaged(size_of::<ClientInner>(), CLIENT_TAG) }
+            .cast::<ClientInner>();
+        let Some(mem) = NonNull::new(mem) else {
+            return Err(Error::new(ErrorKind::NoResources, "WskClient::register"));
+        };
+        let p = mem.as_ptr();
+        // SAFETY: `p` is a fresh, exclusively owned, suitably aligned allocation; every field
+        // is initialised before the object is shared with WSK, and the self-references
+        // (NPI dispatch pointer, list head) are taken at the final address.
+        unsafe {
+            p.write(ClientInner {
+                registration: UnsafeCell::new(core::mem::zeroed()),
+                dispatch: WSK_CLIENT_DISPATCH {
+                    Version: sys::MAKE_WSK_VERSION(1, 0),
+                    Reserved: 0,
+                    WskClientEvent: None,
+                },
+                npi: UnsafeCell::new(WSK_CLIENT_NPI {
+                    ClientContext: ptr::null_mut(),
+                    Dispatch: ptr::null(),
+                }),
+                provider: UnsafeCell::new(WSK_PROVIDER_NPI {
+                    Client: ptr::null_mut(),
+                    Dispatch: ptr::null(),
+                }),
+                lock: UnsafeCell::new(0),
+                sockets: UnsafeCell::new(LIST_ENTRY {
+                    Flink: ptr::null_mut(),
+                    Blink: ptr::null_mut(),
+                }),
+                open: UnsafeCell::new(0),
+                all_closed: UnsafeCell::new(core::mem::zeroed()),
+                users: AtomicUsize::new(1),
+                deregistering: AtomicBool::new(false),
+            });
+            let head = (*p).sockets.get();
+            (*head).Flink = head;
+            (*head).Blink = head;
+            sys::KeInitializeEvent((*p).all_closed.get(), sys::NotificationEvent, 1);
+            (*(*p).npi.get()).ClientContext = p.cast();
+            (*(*p).npi.get()).Dispatch = &raw const (*p).dispatch;
+        }
+        // SAFETY: PASSIVE_LEVEL; both structures live in nonpaged pool for the registration's
+        // lifetime (freed only after WskDeregister).
+        let status = unsafe { sys::WskRegister((*p).npi.get(), (*p).registration.get()) };
+        if !sys::NT_SUCCESS(status) {
+            // SAFETY: never shared: WSK refused the registration.
+            unsafe { sys::ExFreePoolWithTag(p.cast(), CLIENT_TAG) };
+            return Err(Error::from_status(status, "WskRegister"));
+        }
+        // SAFETY: PASSIVE_LEVEL with a bounded wait; the registration is live.
+        let status = unsafe {
+            sys::WskCaptureProviderNPI(
+                (*p).registration.get(),
+                CAPTURE_WAIT_MS,
+                (*p).provider.get(),
+            )
+        };
+        if !sys::NT_SUCCESS(status) {
+            // SAFETY: registered above, no capture held, no sockets: deregister cannot block.
+            unsafe {
+                sys::WskDeregister((*p).registration.get());
+                sys::ExFreePoolWithTag(p.cast(), CLIENT_TAG);
+            }
+            return Err(Error::from_status(status, "WskCaptureProviderNPI"));
+        }
+        Ok(Self { inner: mem })
+    }
+
+    /// The client object (crate-internal).
+    pub(crate) fn inner(&self) -> NonNull<ClientInner> {
+        self.inner
+    }
+
+    /// Closes every socket still open, waits until all are closed (at most `wait`), then
+    /// releases the provider and deregisters. After it returns, no WSK call of this client is
+    /// outstanding; socket handles that still exist are closed and their operations fail with
+    /// `InvalidState`.
+    ///
+    /// # Errors
+    /// `InvalidState` above `PASSIVE_LEVEL` (nothing is done then). `TimedOut` when sockets
+    /// did not finish closing within `wait`: the client then stays registered, because
+    /// `WskDeregister` would block until they do; the driver must not unload.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL` only.
+    pub fn deregister(self, wait: Duration) -> Result<()> {
+        let inner = self.inner;
+        core::mem::forget(self);
+        deregister(inner, wait)
+    }
+}
+
+/// Deregistration proper; on success the handle's use of the client is released.
+fn deregister(this: NonNull<ClientInner>, wait: Duration) -> Result<()> {
+    if sys::KeGetCurrentIrql() != sys::PASSIVE_LEVEL {
+        sys::kprint!(
+            "wsk-net: WskClient deregistration above PASSIVE_LEVEL refused; client stays registered\n"
+        );
+        return Err(Error::new(ErrorKind::InvalidState, "WskClient::deregister"));
+    }
+    // SAFETY: the handle's use keeps the client alive.
+    let inner = unsafe { this.as_ref() };
+    inner.deregistering.store(true, Ordering::Release);
+    while let Some(socket) = inner.next_unclosed() {
+        SocketInner::start_close(socket);
+        // SAFETY: the reference `next_unclosed` took.
+        unsafe { SocketInner::release(socket) };
+    }
+    let mut timeout = -i64::try_from(wait.as_nanos() / 100).unwrap_or(i64::MAX);
+    // SAFETY: PASSIVE_LEVEL; the event is initialised and lives in the client.
+    let status = unsafe {
+        sys::KeWaitForSingleObject(
+            inner.all_closed.get().cast(),
+            sys::Executive,
+            sys::KernelMode,
+            0,
+            &raw mut timeout,
+        )
+    };
+    if status == sys::STATUS_TIMEOUT {
+        sys::kprint!(
+            "wsk-net: deregister: sockets still closing after {wait:?}; staying registered\n"
+        );
+        return Err(Error::new(ErrorKind::TimedOut, "WskClient::deregister"));
+    }
+    // SAFETY: PASSIVE_LEVEL; one release per capture; every socket is closed, so
+    // WskDeregister returns once the provider's own calls have drained.
+    unsafe {
+        sys::WskReleaseProviderNPI(inner.registration.get());
+        sys::WskDeregister(inner.registration.get());
+    }
+    // SAFETY: the handle's use, given up here.
+    unsafe { ClientInner::release(this) };
+    Ok(())
+}
+
+impl Drop for WskClient {
+    /// Dropping without [`WskClient::deregister`] would leave WSK registered past unload; it
+    /// deregisters with a 10 s bound instead. Only valid at `PASSIVE_LEVEL`.
+    fn drop(&mut self) {
+        if let Err(e) = deregister(self.inner, Duration::from_secs(10)) {
+            sys::kprint!("wsk-net: WskClient dropped without deregister: {e}\n");
+        }
+    }
+}

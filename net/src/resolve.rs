@@ -1,0 +1,135 @@
+//! Name resolution with `WskGetAddressInfo`, which WSK allows only at `PASSIVE_LEVEL`: run it
+//! on the executor's passive lane.
+
+use core::net::SocketAddr;
+
+use wsk_sys::{self as sys, NTSTATUS};
+
+use crate::buf::IoBuf;
+use crate::client::WskClient;
+use crate::error::{Error, ErrorKind, Result};
+use crate::raw::{CTL, Call, Held, Kind, Op, SocketInner};
+use crate::socket::{Handle, check};
+
+/// At most this many addresses are returned.
+pub const MAX_ADDRESSES: usize = 16;
+
+/// The longest host name accepted, in UTF-16 units.
+const MAX_NAME: usize = 255;
+
+/// Addresses a name resolved to, in the provider's order.
+pub type Addresses = heapless::Vec<SocketAddr, MAX_ADDRESSES>;
+
+/// `WskGetAddressInfo` for the node name in `names[0]`, all name spaces, no hints.
+///
+/// # Safety
+/// `PASSIVE_LEVEL`; `names[0]` points into `held.buf`.
+unsafe fn issue_resolve(call: &mut Call) -> NTSTATUS {
+    // SAFETY: the client is live; names and the result pointer live in the slot.
+    unsafe {
+        let (dispatch, client) = call.client.as_ref().provider();
+        let Some(get) = dispatch.WskGetAddressInfo else {
+            return sys::STATUS_NOT_IMPLEMENTED;
+        };
+        let held = &mut *call.held;
+        get(
+            client,
+            &raw mut held.names[0],
+            core::ptr::null_mut(),
+            sys::NS_ALL,
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            &raw mut held.addrinfo,
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            call.irp,
+        )
+    }
+}
+
+/// Resolves `host` and pairs each address with `port`.
+///
+/// Must be polled at `PASSIVE_LEVEL` (spawn the task on the passive runner): WSK forbids
+/// `WskGetAddressInfo` above it.
+///
+/// # Errors
+/// `InvalidState` when polled above `PASSIVE_LEVEL` or after deregistration;
+/// `InvalidInput` for an empty or too long name; `NotFound`; provider errors.
+///
+/// # IRQL
+/// `PASSIVE_LEVEL` only.
+pub async fn resolve(client: &WskClient, host: &str, port: u16) -> Result<Addresses> {
+    if sys::KeGetCurrentIrql() != sys::PASSIVE_LEVEL {
+        return Err(Error::new(ErrorKind::InvalidState, "resolve"));
+    }
+    let units = host.encode_utf16().count();
+    if units == 0 || units > MAX_NAME {
+        return Err(Error::new(ErrorKind::InvalidInput, "resolve"));
+    }
+    // The operation needs an IRP: a socket object that never gets a WSK socket lends its
+    // control slot (and is freed with the handle).
+    let handle = Handle::new(client, Kind::Connection)?;
+    let mut name = IoBuf::with_capacity(units * 2)?;
+    for unit in host.encode_utf16() {
+        name.extend_from_slice(&unit.to_le_bytes())?;
+    }
+    let mut held = Held::with_buf(name, 0);
+    let bytes =
+        u16::try_from(units * 2).map_err(|_| Error::new(ErrorKind::InvalidInput, "resolve"))?;
+    #[allow(
+        clippy::cast_ptr_alignment,
+        reason = "pool allocations are 16-byte aligned"
+    )]
+    let chars = held.buf.as_mut().map_or(core::ptr::null_mut(), |b| {
+        b.storage_mut().as_mut_ptr().cast::<u16>()
+    });
+    held.names[0] = sys::UNICODE_STRING {
+        Length: bytes,
+        MaximumLength: bytes,
+        Buffer: chars,
+    };
+    let mut done = Op::new(handle.inner(), CTL, "resolve", held, issue_resolve)
+        .before_open()
+        .await?;
+    let list = core::mem::replace(&mut done.held.addrinfo, core::ptr::null_mut());
+    let result = check(done.status, done.information, "resolve");
+    let mut out = Addresses::new();
+    if !list.is_null() {
+        collect(list, port, &mut out);
+        // SAFETY: the client handle keeps the client alive.
+        unsafe { client.inner().as_ref() }.free_address_info(list);
+    }
+    result?;
+    if out.is_empty() {
+        return Err(Error::new(ErrorKind::NotFound, "resolve"));
+    }
+    let _ = SocketInner::is_closed;
+    Ok(out)
+}
+
+fn collect(mut entry: *mut sys::ADDRINFOEXW, port: u16, out: &mut Addresses) {
+    while !entry.is_null() {
+        // SAFETY: the provider's list is valid until WskFreeAddressInfo, which the caller
+        // does after this walk.
+        let info = unsafe { &*entry };
+        if !info.ai_addr.is_null() {
+            let mut raw = crate::addr::RawAddr::zeroed();
+            let len = info.ai_addrlen.min(size_of::<crate::addr::RawAddr>());
+            // SAFETY: `ai_addr` holds `ai_addrlen` bytes; we copy at most our union's size.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    info.ai_addr.cast::<u8>(),
+                    core::ptr::from_mut(&mut raw).cast::<u8>(),
+                    len,
+                );
+            }
+            if let Some(mut addr) = raw.to_socket_addr() {
+                addr.set_port(port);
+                if !out.contains(&addr) && out.push(addr).is_err() {
+                    break;
+                }
+            }
+        }
+        entry = info.ai_next;
+    }
+}

@@ -1,0 +1,684 @@
+//! `TcpListener` and `TcpStream`: WSK listen and connection sockets behind async methods.
+
+use core::future::Future;
+use core::net::SocketAddr;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use wsk_sys::{
+    self as sys, NTSTATUS, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
+};
+
+use crate::addr::{RawAddr, family_of, wildcard_like};
+use crate::buf::IoBuf;
+use crate::client::WskClient;
+use crate::error::{Error, ErrorKind, Result};
+use crate::raw::{CTL, Call, Held, Kind, Op, RECV, RECV_SHUT, SEND, SEND_SHUT, SocketInner};
+use crate::socket::{self, BindOptions, Handle, check};
+
+/// A listening TCP socket.
+///
+/// ```no_run
+/// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
+/// let listener = wsk_net::TcpListener::bind(client, "0.0.0.0:7007".parse().unwrap()).await?;
+/// loop {
+///     let (stream, peer) = listener.accept().await?;
+///     // spawn a task that serves `stream`
+/// #   let _ = (stream, peer);
+/// }
+/// # }
+/// ```
+pub struct TcpListener {
+    handle: Handle,
+}
+
+impl TcpListener {
+    /// Creates a listening socket bound to `addr` (IPv4 or IPv6; port 0 picks one).
+    ///
+    /// # Errors
+    /// `AddrInUse`, `AddrNotAvailable`, `NoResources`, `InvalidState` after deregistration.
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn bind(client: &WskClient, addr: SocketAddr) -> Result<Self> {
+        Self::bind_with(client, addr, &BindOptions::default()).await
+    }
+
+    /// Like [`TcpListener::bind`], with socket options applied before binding (reuse,
+    /// exclusive use, dual-stack via `v6_only: Some(false)`).
+    ///
+    /// # Errors
+    /// As [`TcpListener::bind`]; `Unsupported` when the provider lacks `WskControlSocket`.
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn bind_with(
+        client: &WskClient,
+        addr: SocketAddr,
+        options: &BindOptions,
+    ) -> Result<Self> {
+        let handle = Handle::new(client, Kind::Listen)?;
+        socket::create(&handle, family_of(&addr)).await?;
+        socket::apply_bind_options(&handle, options, addr.is_ipv6()).await?;
+        socket::bind(&handle, addr).await?;
+        Ok(Self { handle })
+    }
+
+    /// Waits for a connection. Only one accept may be outstanding per listener (WSK hangs
+    /// otherwise): a second concurrent call fails with `InvalidState`.
+    ///
+    /// # Errors
+    /// `InvalidState` after close or with another accept in flight; provider errors.
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    #[must_use]
+    pub fn accept(&self) -> Accept<'_> {
+        Accept::new(self)
+    }
+
+    /// The address the listener is bound to.
+    ///
+    /// # Errors
+    /// `Unsupported` where the provider lacks `WskGetLocalAddress` (Wine).
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn local_addr(&self) -> Result<SocketAddr> {
+        socket::address(&self.handle, false).await
+    }
+
+    /// A stream of accepted connections (`futures_core::Stream`).
+    #[must_use]
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming {
+            listener: self,
+            accept: None,
+        }
+    }
+
+    /// Closes the listener and waits until WSK has closed it; an accept in flight completes
+    /// with `Cancelled`.
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn close(self) {
+        self.handle.close().await;
+    }
+}
+
+/// `WskAccept` into `held.addr` (local, remote).
+///
+/// # Safety
+/// `call.socket` is an open listen socket.
+unsafe fn issue_accept(call: &mut Call) -> NTSTATUS {
+    // SAFETY: listen sockets carry the listen dispatch table; the address buffers are in the
+    // slot and stay valid until completion.
+    unsafe {
+        let table = (*call.socket)
+            .Dispatch
+            .cast::<WSK_PROVIDER_LISTEN_DISPATCH>();
+        let Some(accept) = (*table).WskAccept else {
+            return sys::STATUS_NOT_IMPLEMENTED;
+        };
+        let held = &mut *call.held;
+        let [local, remote] = &mut held.addr;
+        accept(
+            call.socket,
+            0,
+            core::ptr::null_mut(),
+            core::ptr::null(),
+            local.as_sockaddr(),
+            remote.as_sockaddr(),
+            call.irp,
+        )
+    }
+}
+
+/// The future of [`TcpListener::accept`].
+pub struct Accept<'a> {
+    state: Result<(Op<'a>, Handle), Option<Error>>,
+}
+
+impl<'a> Accept<'a> {
+    fn new(listener: &'a TcpListener) -> Self {
+        let inner = listener.handle.inner();
+        // SAFETY: the listener's handle keeps the client alive.
+        let client = unsafe { inner.client().as_ref() };
+        let child = if client.accepting() {
+            SocketInner::new(inner.client(), Kind::Connection).map(Handle::from_inner)
+        } else {
+            Err(Error::new(ErrorKind::InvalidState, "accept"))
+        };
+        let state = match child {
+            Ok(child) => {
+                let mut held = Held::empty();
+                held.adopt = Some(child.adopt_ref());
+                Ok((Op::new(inner, CTL, "accept", held, issue_accept), child))
+            }
+            Err(e) => Err(Some(e)),
+        };
+        Self { state }
+    }
+}
+
+impl Future for Accept<'_> {
+    type Output = Result<(TcpStream, SocketAddr)>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: nothing in Accept is structurally pinned (Op keeps WSK state in its slot).
+        let this = unsafe { self.get_unchecked_mut() };
+        let (op, _) = match &mut this.state {
+            Ok(pair) => pair,
+            Err(e) => {
+                return Poll::Ready(Err(e
+                    .take()
+                    .unwrap_or(Error::new(ErrorKind::InvalidState, "accept"))));
+            }
+        };
+        // SAFETY: `op` is not moved while pinned here (it lives in `this`, itself pinned).
+        let done = match unsafe { Pin::new_unchecked(op) }.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(done) => done,
+        };
+        let Ok((_, child)) = core::mem::replace(&mut this.state, Err(None)) else {
+            unreachable!("state was Ok above")
+        };
+        let done = done?;
+        check(done.status, done.information, "accept")?;
+        if done.information == 0 {
+            return Poll::Ready(Err(Error::new(ErrorKind::Other, "accept")));
+        }
+        let remote = done.held.addr[1].to_socket_addr();
+        let child_ptr = child.adopt_ref();
+        SocketInner::adopt(child_ptr, done.information as *mut sys::WSK_SOCKET);
+        // SAFETY: the reference taken just above for the adoption call.
+        unsafe { SocketInner::release(child_ptr) };
+        let remote = remote.ok_or(Error::new(ErrorKind::Other, "accept"))?;
+        Poll::Ready(Ok((TcpStream { handle: child }, remote)))
+    }
+}
+
+/// Accepted connections as a `futures_core::Stream`; ends never, errors are items.
+pub struct Incoming<'a> {
+    listener: &'a TcpListener,
+    accept: Option<Accept<'a>>,
+}
+
+impl futures_core::Stream for Incoming<'_> {
+    type Item = Result<(TcpStream, SocketAddr)>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // SAFETY: the Accept inside is only polled in place and dropped in place.
+        let this = unsafe { self.get_unchecked_mut() };
+        let accept = this.accept.get_or_insert_with(|| this.listener.accept());
+        // SAFETY: `accept` stays in `this` (pinned) until it completes and is cleared.
+        match unsafe { Pin::new_unchecked(accept) }.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                this.accept = None;
+                Poll::Ready(Some(result))
+            }
+        }
+    }
+}
+
+/// How [`TcpStream::disconnect`] ends the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disconnect {
+    /// FIN after every pending send is transmitted; receiving stays possible.
+    Graceful,
+    /// Reset: pending sends and receives fail, the peer sees a reset.
+    Abortive,
+}
+
+/// A connected TCP socket.
+///
+/// One send and one receive may be in flight at a time (they use separate IRPs); a second
+/// concurrent send or receive would reorder data, so it fails with `InvalidState`. Dropping
+/// the stream closes it asynchronously (abortively unless both directions were shut down).
+pub struct TcpStream {
+    handle: Handle,
+}
+
+/// `WskConnect` to `held.addr[1]`.
+///
+/// # Safety
+/// `call.socket` is an open, bound connection socket.
+unsafe fn issue_connect(call: &mut Call) -> NTSTATUS {
+    // SAFETY: connection dispatch table; the address lives in the slot.
+    unsafe {
+        let table = (*call.socket)
+            .Dispatch
+            .cast::<WSK_PROVIDER_CONNECTION_DISPATCH>();
+        let Some(connect) = (*table).WskConnect else {
+            return sys::STATUS_NOT_IMPLEMENTED;
+        };
+        connect(call.socket, (*call.held).addr[1].as_sockaddr(), 0, call.irp)
+    }
+}
+
+/// `WskSend`/`WskReceive`/`WskDisconnect` on `held.wsk_buf` with flags `params[0]`;
+/// `params[1]`: 0 send, 1 receive, 2 disconnect with buffer, 3 disconnect without.
+///
+/// # Safety
+/// `call.socket` is an open connection socket; `wsk_buf` describes `held.buf`'s MDL within
+/// its length.
+unsafe fn issue_transfer(call: &mut Call) -> NTSTATUS {
+    // SAFETY: connection dispatch table; WSK_BUF and buffer live in the slot.
+    unsafe {
+        let table = &*(*call.socket)
+            .Dispatch
+            .cast::<WSK_PROVIDER_CONNECTION_DISPATCH>();
+        let held = &mut *call.held;
+        let flags = held.params[0];
+        let buffer = &raw mut held.wsk_buf;
+        let f = match held.params[1] {
+            0 => table.WskSend,
+            1 => table.WskReceive,
+            _ => table.WskDisconnect,
+        };
+        let Some(f) = f else {
+            return sys::STATUS_NOT_IMPLEMENTED;
+        };
+        let buffer = if held.params[1] == 3 {
+            core::ptr::null_mut()
+        } else {
+            buffer
+        };
+        f(call.socket, buffer, flags, call.irp)
+    }
+}
+
+impl TcpStream {
+    /// Connects to `addr`: creates a connection socket, binds it to the wildcard address of
+    /// the same family, then connects.
+    ///
+    /// # Errors
+    /// `ConnectionRefused`, `HostUnreachable`, `NetworkUnreachable`, `TimedOut`, ...
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn connect(client: &WskClient, addr: SocketAddr) -> Result<Self> {
+        Self::connect_with(client, addr, &BindOptions::default()).await
+    }
+
+    /// Like [`TcpStream::connect`], with options applied before binding.
+    ///
+    /// # Errors
+    /// As [`TcpStream::connect`].
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn connect_with(
+        client: &WskClient,
+        addr: SocketAddr,
+        options: &BindOptions,
+    ) -> Result<Self> {
+        let handle = Handle::new(client, Kind::Connection)?;
+        socket::create(&handle, family_of(&addr)).await?;
+        socket::apply_bind_options(&handle, options, addr.is_ipv6()).await?;
+        socket::bind(&handle, wildcard_like(&addr)).await?;
+        let mut held = Held::empty();
+        held.addr[1] = RawAddr::from_socket_addr(addr);
+        let done = Op::new(handle.inner(), CTL, "connect", held, issue_connect).await?;
+        check(done.status, done.information, "connect")?;
+        Ok(Self { handle })
+    }
+
+    async fn transfer(
+        &self,
+        slot: usize,
+        kind: u32,
+        flags: u32,
+        buf: IoBuf,
+        len: usize,
+        name: &'static str,
+    ) -> (Result<usize>, IoBuf) {
+        let mut held = Held::with_buf(buf, len);
+        held.params = [flags, kind, 0, 0];
+        match Op::new(self.handle.inner(), slot, name, held, issue_transfer).await {
+            Ok(done) => {
+                let (mut held, result) = (done.held, check(done.status, done.information, name));
+                (result, take_buf(&mut held))
+            }
+            Err(mut refused) => (Err(refused.error), take_buf(&mut refused.held)),
+        }
+    }
+
+    /// Sends the whole of `buf` (`[0, len)`) and gives it back; completes when WSK has sent
+    /// it (WSK does not buffer).
+    ///
+    /// # Errors
+    /// `InvalidState` after a disconnect or close, or with another send in flight;
+    /// `ConnectionReset`, `ConnectionAborted`, ...
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn send(&self, buf: IoBuf) -> (Result<usize>, IoBuf) {
+        self.send_flags(buf, 0, "send").await
+    }
+
+    /// [`TcpStream::send`] with `WSK_FLAG_NODELAY`: no coalescing delay for this send.
+    ///
+    /// # Errors
+    /// As [`TcpStream::send`].
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn send_nodelay(&self, buf: IoBuf) -> (Result<usize>, IoBuf) {
+        self.send_flags(buf, sys::WSK_FLAG_NODELAY, "send").await
+    }
+
+    async fn send_flags(
+        &self,
+        buf: IoBuf,
+        flags: u32,
+        name: &'static str,
+    ) -> (Result<usize>, IoBuf) {
+        if self.handle.inner().flags() & SEND_SHUT != 0 {
+            return (Err(Error::new(ErrorKind::InvalidState, name)), buf);
+        }
+        if buf.is_empty() {
+            return (Ok(0), buf);
+        }
+        let len = buf.len();
+        let (result, buf) = self.transfer(SEND, 0, flags, buf, len, name).await;
+        let result = result.and_then(|n| {
+            if n == len {
+                Ok(n)
+            } else {
+                Err(Error::new(ErrorKind::ConnectionAborted, name))
+            }
+        });
+        (result, buf)
+    }
+
+    /// Receives into `buf` (cleared first, filled up to its capacity) and gives it back with
+    /// the byte count; 0 means the peer closed its side.
+    ///
+    /// # Errors
+    /// `InvalidState` after close or abortive disconnect, or with another receive in
+    /// flight; `ConnectionReset`, `Cancelled`, ...
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    #[must_use]
+    pub fn recv(&self, buf: IoBuf) -> Recv<'_> {
+        let cap = buf.capacity();
+        self.recv_op(buf, cap, 0, "recv")
+    }
+
+    /// Receives exactly `len` bytes into `buf` (`WSK_FLAG_WAITALL`). Fewer means the peer
+    /// closed early: `NotConnected`, with the bytes that did arrive in `buf`.
+    ///
+    /// # Errors
+    /// `InvalidInput` when `len` is 0 or exceeds the capacity; as [`TcpStream::recv`].
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    #[must_use]
+    pub fn recv_exact(&self, buf: IoBuf, len: usize) -> Recv<'_> {
+        self.recv_op(buf, len, sys::WSK_FLAG_WAITALL, "recv_exact")
+    }
+
+    fn recv_op(&self, mut buf: IoBuf, len: usize, flags: u32, name: &'static str) -> Recv<'_> {
+        buf.clear();
+        if len == 0 || len > buf.capacity() {
+            return Recv {
+                op: None,
+                early: Some((Error::new(ErrorKind::InvalidInput, name), buf)),
+                exact: 0,
+            };
+        }
+        if self.handle.inner().flags() & RECV_SHUT != 0 {
+            return Recv {
+                op: None,
+                early: Some((Error::new(ErrorKind::InvalidState, name), buf)),
+                exact: 0,
+            };
+        }
+        let mut held = Held::with_buf(buf, len);
+        held.params = [flags, 1, 0, 0];
+        let exact = if flags & sys::WSK_FLAG_WAITALL != 0 {
+            len
+        } else {
+            0
+        };
+        Recv {
+            op: Some(Op::new(
+                self.handle.inner(),
+                RECV,
+                name,
+                held,
+                issue_transfer,
+            )),
+            early: None,
+            exact,
+        }
+    }
+
+    /// The local address.
+    ///
+    /// # Errors
+    /// `Unsupported` where the provider lacks it (Wine); `InvalidState` after close.
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn local_addr(&self) -> Result<SocketAddr> {
+        socket::address(&self.handle, false).await
+    }
+
+    /// The peer's address.
+    ///
+    /// # Errors
+    /// As [`TcpStream::local_addr`].
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn peer_addr(&self) -> Result<SocketAddr> {
+        socket::address(&self.handle, true).await
+    }
+
+    /// Sets `TCP_NODELAY` for every later send.
+    ///
+    /// # Errors
+    /// `Unsupported` where the provider lacks `WskControlSocket` (Wine).
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn set_nodelay(&self, on: bool) -> Result<()> {
+        socket::set_option(
+            &self.handle,
+            sys::IPPROTO_TCP,
+            sys::TCP_NODELAY,
+            u32::from(on),
+            "TCP_NODELAY",
+        )
+        .await
+    }
+
+    /// Sets `SO_KEEPALIVE`.
+    ///
+    /// # Errors
+    /// As [`TcpStream::set_nodelay`].
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn set_keepalive(&self, on: bool) -> Result<()> {
+        socket::set_option(
+            &self.handle,
+            sys::SOL_SOCKET,
+            sys::SO_KEEPALIVE,
+            u32::from(on),
+            "SO_KEEPALIVE",
+        )
+        .await
+    }
+
+    /// Ends the connection: [`Disconnect::Graceful`] sends FIN after pending sends (receiving
+    /// stays possible until the peer closes); [`Disconnect::Abortive`] resets it.
+    ///
+    /// A graceful disconnect may never complete if transmission fails; bound it with
+    /// [`TcpStream::disconnect_within`].
+    ///
+    /// # Errors
+    /// `InvalidState` when already disconnected or closed; `Unsupported` where the provider
+    /// lacks `WskDisconnect` (Wine: fall back to [`TcpStream::close`]).
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn disconnect(&self, how: Disconnect) -> Result<()> {
+        let (flags, kind, shut) = match how {
+            Disconnect::Graceful => (0, 3, SEND_SHUT),
+            Disconnect::Abortive => (sys::WSK_FLAG_ABORTIVE, 3, SEND_SHUT | RECV_SHUT),
+        };
+        let inner = self.handle.inner();
+        if inner.flags() & SEND_SHUT != 0 && how == Disconnect::Graceful {
+            return Err(Error::new(ErrorKind::InvalidState, "disconnect"));
+        }
+        let mut held = Held::empty();
+        held.params = [flags, kind, 0, 0];
+        let done = Op::new(inner, CTL, "disconnect", held, issue_transfer).await?;
+        let result = check(done.status, done.information, "disconnect").map(drop);
+        if result.is_ok() {
+            inner.set_flags(shut);
+        }
+        result
+    }
+
+    /// Sends `buf` as final data, then FIN (one `WskDisconnect` with a buffer), and gives the
+    /// buffer back.
+    ///
+    /// # Errors
+    /// As [`TcpStream::disconnect`].
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn disconnect_with(&self, buf: IoBuf) -> (Result<()>, IoBuf) {
+        let inner = self.handle.inner();
+        if inner.flags() & SEND_SHUT != 0 {
+            return (
+                Err(Error::new(ErrorKind::InvalidState, "disconnect_with")),
+                buf,
+            );
+        }
+        let len = buf.len();
+        let kind = if len == 0 { 3 } else { 2 };
+        let (result, buf) = self
+            .transfer(CTL, kind, 0, buf, len, "disconnect_with")
+            .await;
+        if result.is_ok() {
+            inner.set_flags(SEND_SHUT);
+        }
+        (result.map(drop), buf)
+    }
+
+    /// Graceful disconnect bounded by `deadline`: if it has not completed when `deadline`
+    /// resolves, the connection is reset instead (abortive disconnect, or close when even
+    /// that is impossible). Returns `TimedOut` in that case.
+    ///
+    /// # Errors
+    /// `TimedOut` when the fallback was taken; otherwise as [`TcpStream::disconnect`].
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn disconnect_within(&self, deadline: impl Future<Output = ()>) -> Result<()> {
+        let graceful = core::pin::pin!(self.disconnect(Disconnect::Graceful));
+        let mut graceful = graceful;
+        let mut deadline = core::pin::pin!(deadline);
+        let expired = core::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = graceful.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            deadline.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        if let Some(result) = expired {
+            return result;
+        }
+        // The graceful disconnect is stuck: reset the connection. The abortive disconnect
+        // would need the control slot the graceful one holds, so close instead, which
+        // completes the stuck IRP and resets the connection (abortive close).
+        SocketInner::start_close(handle_ptr(&self.handle));
+        Err(Error::new(ErrorKind::TimedOut, "disconnect"))
+    }
+
+    /// Closes the socket and waits until WSK has: abortive unless both directions are
+    /// already shut down. Pending operations complete as cancelled.
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn close(self) {
+        self.handle.close().await;
+    }
+}
+
+fn handle_ptr(handle: &Handle) -> core::ptr::NonNull<SocketInner> {
+    core::ptr::NonNull::from(handle.inner())
+}
+
+/// The buffer an operation was given; every transfer operation is built with one
+/// (`Held::with_buf`) and the slot machinery hands `Held` back whole.
+fn take_buf(held: &mut Held) -> IoBuf {
+    held.buf
+        .take()
+        .expect("transfer operations always carry their buffer")
+}
+
+/// The future of [`TcpStream::recv`] and [`TcpStream::recv_exact`]: the byte count and the
+/// buffer back. [`Recv::cancel`] asks WSK to stop; the future still returns the buffer.
+pub struct Recv<'a> {
+    op: Option<Op<'a>>,
+    early: Option<(Error, IoBuf)>,
+    exact: usize,
+}
+
+impl Recv<'_> {
+    /// Requests cancellation of the receive in flight (`IoCancelIrp`); keep polling to get
+    /// the buffer back (the result is then usually `Cancelled`).
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL`.
+    pub fn cancel(&self) {
+        if let Some(op) = &self.op {
+            op.cancel();
+        }
+    }
+}
+
+impl Future for Recv<'_> {
+    type Output = (Result<usize>, IoBuf);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: fields are polled in place and never moved while pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        if let Some((e, buf)) = this.early.take() {
+            return Poll::Ready((Err(e), buf));
+        }
+        let Some(op) = this.op.as_mut() else {
+            // Polled again after completion: the buffer was already returned.
+            return Poll::Pending;
+        };
+        // SAFETY: `op` stays in `this`, which is pinned.
+        let done = match unsafe { Pin::new_unchecked(op) }.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(done) => done,
+        };
+        this.op = None;
+        let mut done = match done {
+            Ok(done) => done,
+            Err(mut refused) => {
+                return Poll::Ready((Err(refused.error), take_buf(&mut refused.held)));
+            }
+        };
+        let mut buf = take_buf(&mut done.held);
+        let n = done.information.min(buf.capacity());
+        let _ = buf.set_len(n);
+        let mut result = check(done.status, n, "recv");
+        if this.exact != 0 && matches!(result, Ok(got) if got < this.exact) {
+            result = Err(Error::new(ErrorKind::NotConnected, "recv_exact"));
+        }
+        Poll::Ready((result, buf))
+    }
+}

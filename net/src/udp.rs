@@ -1,0 +1,177 @@
+//! `UdpSocket`: a WSK datagram socket.
+
+use core::net::SocketAddr;
+
+use wsk_sys::{self as sys, NTSTATUS, WSK_PROVIDER_DATAGRAM_DISPATCH};
+
+use crate::addr::{RawAddr, family_of};
+use crate::buf::IoBuf;
+use crate::client::WskClient;
+use crate::error::{Error, ErrorKind, Result};
+use crate::raw::{Call, Held, Kind, Op, RECV, SEND};
+use crate::socket::{self, Handle, check};
+
+/// A bound UDP socket.
+///
+/// ```no_run
+/// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
+/// let socket = wsk_net::UdpSocket::bind(client, "0.0.0.0:0".parse().unwrap()).await?;
+/// let buf = wsk_net::IoBuf::from_slice(b"ping")?;
+/// let (sent, _buf) = socket.send_to(buf, "127.0.0.1:9".parse().unwrap()).await;
+/// sent?;
+/// # Ok(()) }
+/// ```
+pub struct UdpSocket {
+    handle: Handle,
+}
+
+/// `WskSendTo` (`params[0] == 0`, to `addr[1]`) or `WskReceiveFrom` (from into `addr[1]`).
+///
+/// # Safety
+/// `call.socket` is an open datagram socket; `wsk_buf` lies within `held.buf`.
+unsafe fn issue_datagram(call: &mut Call) -> NTSTATUS {
+    // SAFETY: datagram dispatch table; buffer and address live in the slot.
+    unsafe {
+        let table = &*(*call.socket)
+            .Dispatch
+            .cast::<WSK_PROVIDER_DATAGRAM_DISPATCH>();
+        let held = &mut *call.held;
+        let buffer = &raw mut held.wsk_buf;
+        let remote = held.addr[1].as_sockaddr();
+        if held.params[0] == 0 {
+            let Some(send_to) = table.WskSendTo else {
+                return sys::STATUS_NOT_IMPLEMENTED;
+            };
+            send_to(
+                call.socket,
+                buffer,
+                0,
+                remote,
+                0,
+                core::ptr::null_mut(),
+                call.irp,
+            )
+        } else {
+            let Some(receive_from) = table.WskReceiveFrom else {
+                return sys::STATUS_NOT_IMPLEMENTED;
+            };
+            receive_from(
+                call.socket,
+                buffer,
+                0,
+                remote,
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+                call.irp,
+            )
+        }
+    }
+}
+
+impl UdpSocket {
+    /// Creates a datagram socket bound to `addr`.
+    ///
+    /// # Errors
+    /// `AddrInUse`, `AddrNotAvailable`, `Unsupported` (Wine has no datagram sockets), ...
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn bind(client: &WskClient, addr: SocketAddr) -> Result<Self> {
+        let handle = Handle::new(client, Kind::Datagram)?;
+        socket::create(&handle, family_of(&addr)).await?;
+        socket::bind(&handle, addr).await?;
+        Ok(Self { handle })
+    }
+
+    async fn datagram(
+        &self,
+        slot: usize,
+        receive: bool,
+        buf: IoBuf,
+        len: usize,
+        to: Option<SocketAddr>,
+    ) -> (Result<(usize, Option<SocketAddr>)>, IoBuf) {
+        let name = if receive { "recv_from" } else { "send_to" };
+        let mut held = Held::with_buf(buf, len);
+        held.params[0] = u32::from(receive);
+        if let Some(to) = to {
+            held.addr[1] = RawAddr::from_socket_addr(to);
+        }
+        match Op::new(self.handle.inner(), slot, name, held, issue_datagram).await {
+            Ok(mut done) => {
+                let buf = done
+                    .held
+                    .buf
+                    .take()
+                    .expect("datagram operations carry their buffer");
+                let from = done.held.addr[1].to_socket_addr();
+                (
+                    check(done.status, done.information, name).map(|n| (n, from)),
+                    buf,
+                )
+            }
+            Err(mut refused) => {
+                let buf = refused
+                    .held
+                    .buf
+                    .take()
+                    .expect("datagram operations carry their buffer");
+                (Err(refused.error), buf)
+            }
+        }
+    }
+
+    /// Sends `buf` (`[0, len)`) as one datagram to `to`, and gives it back.
+    ///
+    /// # Errors
+    /// `InvalidState` with another send in flight or after close; provider errors.
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn send_to(&self, buf: IoBuf, to: SocketAddr) -> (Result<usize>, IoBuf) {
+        let len = buf.len();
+        let (result, buf) = self.datagram(SEND, false, buf, len, Some(to)).await;
+        (result.map(|(n, _)| n), buf)
+    }
+
+    /// Receives one datagram into `buf` (cleared first) and gives it back with the length
+    /// and sender.
+    ///
+    /// # Errors
+    /// `InvalidState` with another receive in flight or after close; provider errors.
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn recv_from(&self, mut buf: IoBuf) -> (Result<(usize, SocketAddr)>, IoBuf) {
+        buf.clear();
+        let cap = buf.capacity();
+        let (result, mut buf) = self.datagram(RECV, true, buf, cap, None).await;
+        let result = result.and_then(|(n, from)| {
+            let n = n.min(cap);
+            let _ = buf.set_len(n);
+            from.map(|from| (n, from))
+                .ok_or(Error::new(ErrorKind::Other, "recv_from"))
+        });
+        (result, buf)
+    }
+
+    /// The local address.
+    ///
+    /// # Errors
+    /// `InvalidState` after close; provider errors.
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn local_addr(&self) -> Result<SocketAddr> {
+        socket::address(&self.handle, false).await
+    }
+
+    /// Closes the socket and waits until WSK has.
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn close(self) {
+        self.handle.close().await;
+    }
+}
