@@ -270,6 +270,15 @@ impl Runner {
         pool.spawn(&self.executor, future)
     }
 
+    /// Tasks whose future is not yet finished or dropped.
+    ///
+    /// # IRQL
+    /// Any.
+    #[must_use]
+    pub fn live_tasks(&self) -> usize {
+        self.executor.live_tasks()
+    }
+
     /// True between a successful [`start`](Self::start) and [`shutdown`](Self::shutdown).
     #[must_use]
     pub fn is_running(&self) -> bool {
@@ -299,9 +308,11 @@ impl Runner {
                 return;
             }
             NEW | STARTING => {
-                // Never started: nothing runs; just refuse further spawns. Tasks spawned before
-                // start stay unpolled and are not dropped (there is nowhere to drop them).
+                // Never started, so nothing else polls: drop the tasks spawned meanwhile here.
                 self.executor.close();
+                while !self.executor.is_drained() {
+                    self.executor.poll(usize::MAX, || false);
+                }
                 self.state.store(STOPPED, Ordering::Release);
                 return;
             }
