@@ -47,6 +47,7 @@ mod raw;
 mod resolve;
 mod socket;
 mod tcp;
+mod time;
 mod udp;
 mod waker;
 
@@ -56,4 +57,5 @@ pub use error::{Error, ErrorKind, Result};
 pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;
 pub use tcp::{Accept, Disconnect, Incoming, Recv, TcpListener, TcpStream};
+pub use time::{Cancellable, WithTimeout, timeout};
 pub use udp::UdpSocket;

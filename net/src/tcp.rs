@@ -162,6 +162,19 @@ impl<'a> Accept<'a> {
     }
 }
 
+impl Accept<'_> {
+    /// Requests cancellation of the accept in flight; keep polling for the result
+    /// (usually `Cancelled`).
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL`.
+    pub fn cancel(&self) {
+        if let Ok((op, _)) = &self.state {
+            op.cancel();
+        }
+    }
+}
+
 impl Future for Accept<'_> {
     type Output = Result<(TcpStream, SocketAddr)>;
 
@@ -574,16 +587,17 @@ impl TcpStream {
         (result.map(drop), buf)
     }
 
-    /// Graceful disconnect bounded by `deadline`: if it has not completed when `deadline`
-    /// resolves, the connection is reset instead (abortive disconnect, or close when even
-    /// that is impossible). Returns `TimedOut` in that case.
+    /// Graceful disconnect bounded by `limit`: if it has not completed by then, the
+    /// connection is reset instead (an abortive close, which also completes the stuck
+    /// disconnect). Returns `TimedOut` in that case.
     ///
     /// # Errors
     /// `TimedOut` when the fallback was taken; otherwise as [`TcpStream::disconnect`].
     ///
     /// # IRQL
-    /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn disconnect_within(&self, deadline: impl Future<Output = ()>) -> Result<()> {
+    /// Poll at <= `DISPATCH_LEVEL`, on an executor runner (the limit is the runner's timer).
+    pub async fn disconnect_within(&self, limit: core::time::Duration) -> Result<()> {
+        let deadline = wsk_executor::sleep(limit);
         let graceful = core::pin::pin!(self.disconnect(Disconnect::Graceful));
         let mut graceful = graceful;
         let mut deadline = core::pin::pin!(deadline);

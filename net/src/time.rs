@@ -1,0 +1,122 @@
+//! Deadlines for operations that must give their buffer back: on expiry the IRP is cancelled
+//! and the operation is still driven to completion, so the caller gets `TimedOut` *and* its
+//! `IoBuf`, and data that arrived in the meantime is never lost.
+
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use core::time::Duration;
+
+use wsk_executor::Sleep;
+
+use crate::buf::IoBuf;
+use crate::error::{Error, ErrorKind, Result};
+use crate::tcp::{Accept, Recv, TcpStream};
+
+/// An operation that can be asked to stop early and then still completes.
+pub trait Cancellable: Future {
+    /// Asks the provider to stop (`IoCancelIrp`). The future must still be polled to
+    /// completion to get its resources back.
+    fn request_cancel(self: Pin<&mut Self>);
+
+    /// Turns the output of an operation cancelled by a deadline into a `TimedOut` result,
+    /// keeping any resources (a buffer) and any success that won the race.
+    fn timed_out(output: Self::Output) -> Self::Output;
+}
+
+impl Cancellable for Recv<'_> {
+    fn request_cancel(self: Pin<&mut Self>) {
+        self.as_ref().get_ref().cancel();
+    }
+
+    fn timed_out(output: (Result<usize>, IoBuf)) -> (Result<usize>, IoBuf) {
+        match output {
+            (Err(e), buf) if e.kind() == ErrorKind::Cancelled => {
+                (Err(Error::new(ErrorKind::TimedOut, e.operation())), buf)
+            }
+            other => other,
+        }
+    }
+}
+
+impl Cancellable for Accept<'_> {
+    fn request_cancel(self: Pin<&mut Self>) {
+        self.as_ref().get_ref().cancel();
+    }
+
+    fn timed_out(
+        output: Result<(TcpStream, core::net::SocketAddr)>,
+    ) -> Result<(TcpStream, core::net::SocketAddr)> {
+        match output {
+            Err(e) if e.kind() == ErrorKind::Cancelled => {
+                Err(Error::new(ErrorKind::TimedOut, e.operation()))
+            }
+            other => other,
+        }
+    }
+}
+
+/// Runs `operation` with a deadline `after` from now. On expiry the operation is cancelled
+/// and awaited; its result then says `TimedOut` (unless it completed successfully first) and
+/// its buffer comes back:
+///
+/// ```no_run
+/// # async fn demo(stream: &wsk_net::TcpStream, buf: wsk_net::IoBuf) {
+/// use core::time::Duration;
+/// let (n, buf) = wsk_net::timeout(Duration::from_secs(5), stream.recv(buf)).await;
+/// match n {
+///     Err(e) if e.kind() == wsk_net::ErrorKind::TimedOut => { /* buf is still ours */ }
+///     _ => {}
+/// }
+/// # let _ = buf;
+/// # }
+/// ```
+///
+/// # IRQL
+/// Poll at <= `DISPATCH_LEVEL`, on an executor runner (the deadline is the runner's timer).
+pub fn timeout<F: Cancellable>(after: Duration, operation: F) -> WithTimeout<F> {
+    WithTimeout {
+        operation,
+        sleep: wsk_executor::sleep(after),
+        cancelled: false,
+    }
+}
+
+/// The future of [`timeout`].
+pub struct WithTimeout<F> {
+    operation: F,
+    sleep: Sleep,
+    cancelled: bool,
+}
+
+impl<F: Cancellable> Future for WithTimeout<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `operation` and `sleep` are structurally pinned: never moved out, dropped in
+        // place with the struct.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above.
+        let mut operation = unsafe { Pin::new_unchecked(&mut this.operation) };
+        if let Poll::Ready(output) = operation.as_mut().poll(cx) {
+            return Poll::Ready(if this.cancelled {
+                F::timed_out(output)
+            } else {
+                output
+            });
+        }
+        if !this.cancelled {
+            // SAFETY: see above.
+            let sleep = unsafe { Pin::new_unchecked(&mut this.sleep) };
+            if sleep.poll(cx).is_ready() {
+                this.cancelled = true;
+                operation.as_mut().request_cancel();
+                // The completion routine wakes us when the cancelled IRP completes.
+                if let Poll::Ready(output) = operation.poll(cx) {
+                    return Poll::Ready(F::timed_out(output));
+                }
+            }
+        }
+        Poll::Pending
+    }
+}
