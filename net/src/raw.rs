@@ -102,6 +102,11 @@ pub(crate) struct Held {
     pub names: [sys::UNICODE_STRING; 2],
 }
 
+// SAFETY: the raw pointers in `Held` refer to memory the operation owns (its buffer's MDL, a
+// result list, a socket object reference) or into its own `buf`; moving that ownership to
+// another thread is sound, and nothing else aliases it while the `Held` is not in flight.
+unsafe impl Send for Held {}
+
 impl Drop for Held {
     fn drop(&mut self) {
         if let Some(child) = self.adopt.take() {
