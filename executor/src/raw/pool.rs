@@ -222,6 +222,8 @@ pub(crate) fn for_each_task(mut f: impl FnMut(NonNull<TaskHeader>)) {
 #[repr(C)]
 pub struct TaskPool<const SIZE: usize, const N: usize> {
     desc: PoolDesc,
+    /// Where the next spawn starts looking for a free slot: just past the last one taken.
+    next_hint: core::sync::atomic::AtomicUsize,
     slots: [TaskSlot<SIZE>; N],
 }
 
@@ -246,6 +248,7 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
         const { assert!(offset_of!(TaskSlot<SIZE>, storage) == STORAGE_OFFSET) };
         Self {
             desc: Self::desc(),
+            next_hint: core::sync::atomic::AtomicUsize::new(0),
             slots: [const { TaskSlot::new() }; N],
         }
     }
@@ -257,6 +260,7 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
         const { assert!(offset_of!(TaskSlot<SIZE>, storage) == STORAGE_OFFSET) };
         Self {
             desc: Self::desc(),
+            next_hint: core::sync::atomic::AtomicUsize::new(0),
             slots: core::array::from_fn(|_| TaskSlot::new()),
         }
     }
@@ -322,7 +326,9 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
         };
         let pool = NonNull::from(self);
         register(&self.desc, pool.cast())?;
-        for (index, slot) in self.slots.iter().enumerate() {
+        let start = self.next_hint.load(core::sync::atomic::Ordering::Relaxed);
+        for index in (start..N).chain(0..start.min(N)) {
+            let slot = &self.slots[index];
             if slot
                 .header
                 .state
@@ -343,6 +349,8 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
                     .add(offset_of!(Self, slots) + index * size_of::<TaskSlot<SIZE>>())
                     .cast::<TaskHeader>()
             };
+            self.next_hint
+                .store((index + 1) % N, core::sync::atomic::Ordering::Relaxed);
             if !executor.try_add_live() {
                 slot.header.state.store(0, Ordering::Release);
                 return Err(SpawnError::Closed);
