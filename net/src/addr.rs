@@ -3,7 +3,7 @@
 
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use wsk_sys::{AF_INET, AF_INET6, SOCKADDR, SOCKADDR_IN, SOCKADDR_IN6};
+use wsk_sys::{self as sys, AF_INET, AF_INET6, SOCKADDR, SOCKADDR_IN, SOCKADDR_IN6};
 
 /// Room for an IPv4 or IPv6 socket address, in the layout WSK reads and writes. Lives inside
 /// operation state in nonpaged pool while WSK holds a pointer to it.
@@ -36,7 +36,9 @@ impl RawAddr {
                 v4: SOCKADDR_IN {
                     sin_family: AF_INET,
                     sin_port: a.port().to_be(),
-                    sin_addr: a.ip().octets(),
+                    sin_addr: sys::IN_ADDR {
+                        s_b: a.ip().octets(),
+                    },
                     sin_zero: [0; 8],
                 },
             },
@@ -61,7 +63,7 @@ impl RawAddr {
                 AF_INET => {
                     let a = self.v4;
                     Some(SocketAddr::V4(SocketAddrV4::new(
-                        Ipv4Addr::from(a.sin_addr),
+                        Ipv4Addr::from(a.sin_addr.s_b),
                         u16::from_be(a.sin_port),
                     )))
                 }

@@ -69,8 +69,9 @@ pub async fn resolve(client: &WskClient, host: &str, port: u16) -> Result<Addres
     // The operation needs an IRP: a socket object that never gets a WSK socket lends its
     // control slot (and is freed with the handle).
     let handle = Handle::new(client, Kind::Connection)?;
-    let mut name = IoBuf::with_capacity(units * 2)?;
-    for unit in host.encode_utf16() {
+    // WSK wants the node name NUL-terminated (the terminator is not counted in Length).
+    let mut name = IoBuf::with_capacity((units + 1) * 2)?;
+    for unit in host.encode_utf16().chain([0]) {
         name.extend_from_slice(&unit.to_le_bytes())?;
     }
     let mut held = Held::with_buf(name, 0);
@@ -85,7 +86,7 @@ pub async fn resolve(client: &WskClient, host: &str, port: u16) -> Result<Addres
     });
     held.names[0] = sys::UNICODE_STRING {
         Length: bytes,
-        MaximumLength: bytes,
+        MaximumLength: bytes + 2,
         Buffer: chars,
     };
     let mut done = Op::new(handle.inner(), CTL, "resolve", held, issue_resolve)

@@ -141,7 +141,7 @@ pub const STATUS_REQUEST_ABORTED: NTSTATUS = st(0xC000_0240);
 /// The connection was aborted by the local system.
 pub const STATUS_CONNECTION_ABORTED: NTSTATUS = st(0xC000_0241);
 /// The address is already associated with an endpoint.
-pub const STATUS_ADDRESS_ALREADY_ASSOCIATED: NTSTATUS = st(0xC000_0328);
+pub const STATUS_ADDRESS_ALREADY_ASSOCIATED: NTSTATUS = st(0xC000_0238);
 /// The address is not valid for this context (not a local address).
 pub const STATUS_INVALID_ADDRESS_WILDCARD: NTSTATUS = st(0xC000_0208);
 

@@ -499,6 +499,15 @@ pub struct SOCKADDR {
     pub sa_data: [u8; 14],
 }
 
+/// `IN_ADDR`: four address bytes in network order. In C a union with a `ULONG`, hence the
+/// 4-byte alignment (which makes `SOCKADDR_IN` 4-aligned).
+#[repr(C, align(4))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IN_ADDR {
+    /// The bytes, in order (`S_un.S_un_b` in C).
+    pub s_b: [u8; 4],
+}
+
 /// `SOCKADDR_IN` (16 bytes). Port and address in network byte order.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -508,7 +517,7 @@ pub struct SOCKADDR_IN {
     /// Port, big-endian.
     pub sin_port: u16,
     /// Address bytes, in order.
-    pub sin_addr: [u8; 4],
+    pub sin_addr: IN_ADDR,
     /// Zero.
     pub sin_zero: [u8; 8],
 }
