@@ -5,7 +5,7 @@
 //!   pools, join handles. No kernel calls, no allocation.
 //! - [`Runner`]: an executor on a DPC ([`RunnerKind::Dpc`]) or a system thread
 //!   ([`RunnerKind::Passive`]), with one `KTIMER` for its sleeps, and [`Runner::shutdown`].
-//! - [`sleep`], [`sleep_until`], [`timeout`], [`Instant`]: time from `KeQueryPerformanceCounter`.
+//! - [`sleep`], [`sleep_until`], [`timeout`], [`Instant`]: time from `KeQueryInterruptTime`.
 //! - [`block_on`]: run a future at `PASSIVE_LEVEL` (`DriverEntry`, `DriverUnload`).
 //! - [`yield_now`]: let other tasks run.
 //!

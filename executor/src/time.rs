@@ -1,37 +1,26 @@
-//! Time from `KeQueryPerformanceCounter`: [`Instant`] and the conversions the timers need.
+//! Time from `KeQueryInterruptTime` (100 ns units since boot, monotonic, any IRQL):
+//! [`Instant`] and the conversions the timers need. Not `KeQueryPerformanceCounter`: Wine 8
+//! does not implement it, and the interrupt time is what `KeSetTimerEx` counts in anyway.
 
-use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 
-use wsk_sys::KeQueryPerformanceCounter;
-
-/// The counter's frequency in ticks per second, read once.
-static FREQUENCY: AtomicU64 = AtomicU64::new(0);
+use wsk_sys::KeQueryInterruptTime;
 
 const NANOS_PER_SECOND: u128 = 1_000_000_000;
 /// `KeSetTimerEx` and `KeWaitForSingleObject` take 100 ns units.
 const HUNDRED_NS_PER_SECOND: u128 = 10_000_000;
 
+/// Ticks per second of the clock: the interrupt time counts 100 ns units.
 fn frequency() -> u64 {
-    let known = FREQUENCY.load(Ordering::Relaxed);
-    if known != 0 {
-        return known;
-    }
-    let mut frequency = 0;
-    // SAFETY: KeQueryPerformanceCounter writes the frequency to the valid local; any IRQL.
-    unsafe { KeQueryPerformanceCounter(&raw mut frequency) };
-    let frequency = u64::try_from(frequency).unwrap_or(0).max(1);
-    FREQUENCY.store(frequency, Ordering::Relaxed);
-    frequency
+    10_000_000
 }
 
 fn read_counter() -> u64 {
-    // SAFETY: a null frequency pointer is allowed; any IRQL.
-    let ticks = unsafe { KeQueryPerformanceCounter(core::ptr::null_mut()) };
-    u64::try_from(ticks).unwrap_or(0)
+    // SAFETY: no arguments, no preconditions; any IRQL.
+    unsafe { KeQueryInterruptTime() }
 }
 
-/// A point in time, in performance-counter ticks. Monotonic; comparable across CPUs.
+/// A point in time, in interrupt-time ticks (100 ns). Monotonic; comparable across CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Instant {
     ticks: u64,

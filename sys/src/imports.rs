@@ -109,7 +109,9 @@ kernel_functions! {
         fn KeGetCurrentProcessorNumberEx(ProcNumber: *mut PROCESSOR_NUMBER) -> u32;
         /// Number of active processors in a group (`ALL_PROCESSOR_GROUPS` = 0xffff for all). Any IRQL.
         fn KeQueryActiveProcessorCountEx(GroupNumber: u16) -> u32;
-        /// A monotonic counter and (optionally) its frequency. Any IRQL.
+        /// Interrupt time: 100 ns units since boot, monotonic, the clock `KeSetTimerEx` counts in. Any IRQL.
+        fn KeQueryInterruptTime() -> u64;
+        /// A monotonic counter and (optionally) its frequency. Any IRQL. Not implemented by Wine 8.
         fn KeQueryPerformanceCounter(PerformanceFrequency: *mut LARGE_INTEGER) -> LARGE_INTEGER;
         /// Allocates pool memory (legacy; zeroing is not guaranteed). IRQL <= `DISPATCH_LEVEL` for nonpaged.
         fn ExAllocatePoolWithTag(PoolType: POOL_TYPE, NumberOfBytes: SIZE_T, Tag: u32) -> PVOID;
