@@ -1,2 +1,67 @@
-//! placeholder
+//! `wskecho`: an RFC 862 echo server as a Windows kernel driver, on `wsk-net`.
+//!
+//! The same source is a real `wskecho.sys` on `x86_64-pc-windows-msvc` (loaded by Windows or
+//! Wine) and a library the host program (`src/main.rs`) loads into the host kernel. The
+//! driver itself is [`DriverEntry`] and its unload routine; the service is in [`echo`], the
+//! settings in [`config`]. Like the examples in `wsk-net`'s docs, it never touches an IRP,
+//! a completion routine or an `NTSTATUS` beyond its entry point's return value.
 #![no_std]
+
+pub mod config;
+pub mod echo;
+
+use wsk_sys::{
+    DRIVER_OBJECT, NTSTATUS, STATUS_SUCCESS, STATUS_UNSUCCESSFUL, UNICODE_STRING, kprint,
+};
+
+/// The driver's entry point: reads its settings, starts the echo service and sets the unload
+/// routine. The listener binds asynchronously and logs `wskecho: listening on <addr>`.
+///
+/// # Safety
+/// Called once by the kernel with a valid driver object and registry path.
+///
+/// # IRQL
+/// `PASSIVE_LEVEL`.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn DriverEntry(
+    driver: *mut DRIVER_OBJECT,
+    registry_path: *mut UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: the kernel passes a valid registry path for the duration of DriverEntry.
+    let settings = unsafe { config::from_registry(registry_path) };
+    kprint!(
+        "wskecho: starting on {} with the {:?} runner, at most {} connections\n",
+        settings.listen,
+        settings.runner,
+        settings.max_connections
+    );
+    match echo::start(settings) {
+        Ok(()) => {
+            // SAFETY: the driver object is ours to fill in during DriverEntry.
+            unsafe { (*driver).DriverUnload = Some(driver_unload) };
+            STATUS_SUCCESS
+        }
+        Err(e) => {
+            kprint!("wskecho: not started: {e}\n");
+            STATUS_UNSUCCESSFUL
+        }
+    }
+}
+
+/// Stops the service; after it returns no code of the driver runs again.
+unsafe extern "system" fn driver_unload(_driver: *mut DRIVER_OBJECT) {
+    echo::stop();
+    kprint!("wskecho: unload complete\n");
+}
+
+/// A panic in a driver is a bug: report it and stop the machine the way a kernel does
+/// (an invalid-opcode trap is a bugcheck in kernel mode).
+#[cfg(target_os = "windows")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    kprint!("wskecho: panic: {info}\n");
+    loop {
+        // SAFETY: ud2 traps; in kernel mode that is a bugcheck, which is what a panic means.
+        unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+    }
+}

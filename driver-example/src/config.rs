@@ -1,0 +1,209 @@
+//! The service's settings from the driver's `Parameters` registry key (Windows, Wine, and the
+//! host kernel, whose host program writes its command-line flags there).
+//!
+//! | value | type | default |
+//! |---|---|---|
+//! | `Port` | `REG_DWORD` | 7007 |
+//! | `BindAddress` | `REG_SZ` | `0.0.0.0` |
+//! | `Runner` | `REG_SZ` `dpc` or `passive` | `dpc` |
+//! | `MaxConnections` | `REG_DWORD` | 1024 |
+
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use wsk_executor::RunnerKind;
+use wsk_sys::{
+    self as sys, HANDLE, KEY_READ, KEY_VALUE_PARTIAL_INFORMATION, KeyValuePartialInformation,
+    OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, REG_DWORD, REG_SZ, UNICODE_STRING,
+};
+
+use crate::echo::{MAX_CONNECTIONS, Settings};
+
+/// The default port.
+pub const DEFAULT_PORT: u16 = 7007;
+
+/// The defaults: port 7007 on all IPv4 addresses, DPC runner, 1024 connections.
+#[must_use]
+pub fn defaults() -> Settings {
+    Settings {
+        listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
+        runner: RunnerKind::Dpc,
+        max_connections: MAX_CONNECTIONS,
+    }
+}
+
+/// Parses a runner name (`dpc` or `passive`, any case).
+#[must_use]
+pub fn parse_runner(name: &str) -> Option<RunnerKind> {
+    if name.eq_ignore_ascii_case("dpc") {
+        Some(RunnerKind::Dpc)
+    } else if name.eq_ignore_ascii_case("passive") {
+        Some(RunnerKind::Passive)
+    } else {
+        None
+    }
+}
+
+/// Reads the settings under `<registry_path>\Parameters`; anything missing or malformed keeps
+/// its default (and malformed values are logged).
+///
+/// # Safety
+/// `registry_path` is a valid counted string (as `DriverEntry` receives it).
+///
+/// # IRQL
+/// `PASSIVE_LEVEL`.
+pub unsafe fn from_registry(registry_path: *const UNICODE_STRING) -> Settings {
+    let mut settings = defaults();
+    // SAFETY: forwarded contract.
+    let Some(key) = (unsafe { open_parameters(registry_path) }) else {
+        return settings;
+    };
+    let mut buf = ValueBuf::new();
+    if let Some(port) = buf.dword(key, "Port") {
+        match u16::try_from(port) {
+            Ok(port) if port != 0 => settings.listen.set_port(port),
+            _ => sys::kprint!("wskecho: ignoring Port {port}\n"),
+        }
+    }
+    if let Some(max) = buf.dword(key, "MaxConnections") {
+        settings.max_connections = usize::try_from(max)
+            .unwrap_or(MAX_CONNECTIONS)
+            .clamp(1, MAX_CONNECTIONS);
+    }
+    let mut text = [0u8; 64];
+    if let Some(name) = buf.string(key, "Runner", &mut text) {
+        match parse_runner(name) {
+            Some(kind) => settings.runner = kind,
+            None => sys::kprint!("wskecho: ignoring Runner {name:?}\n"),
+        }
+    }
+    if let Some(addr) = buf.string(key, "BindAddress", &mut text) {
+        match addr.parse::<IpAddr>() {
+            Ok(ip) => settings.listen.set_ip(ip),
+            Err(_) => sys::kprint!("wskecho: ignoring BindAddress {addr:?}\n"),
+        }
+    }
+    // SAFETY: a handle ZwOpenKey gave us, closed once.
+    unsafe { sys::ZwClose(key) };
+    settings
+}
+
+/// Opens `<registry_path>\Parameters` for reading.
+unsafe fn open_parameters(registry_path: *const UNICODE_STRING) -> Option<HANDLE> {
+    const SUFFIX: &str = "\\Parameters";
+    let mut path = [0u16; 512];
+    // SAFETY: the caller guarantees a valid counted string.
+    let base = unsafe { (*registry_path).as_wide() };
+    let total = base.len() + SUFFIX.len();
+    if total > path.len() {
+        return None;
+    }
+    path[..base.len()].copy_from_slice(base);
+    for (dst, src) in path[base.len()..total]
+        .iter_mut()
+        .zip(SUFFIX.encode_utf16())
+    {
+        *dst = src;
+    }
+    let mut name = UNICODE_STRING::from_wide(&path[..total]);
+    let mut attributes = sys::InitializeObjectAttributes(
+        &raw mut name,
+        OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE,
+        core::ptr::null_mut(),
+        core::ptr::null_mut(),
+    );
+    let mut key: HANDLE = core::ptr::null_mut();
+    // SAFETY: PASSIVE_LEVEL (DriverEntry); every pointer refers to a live local.
+    let status = unsafe { sys::ZwOpenKey(&raw mut key, KEY_READ, &raw mut attributes) };
+    sys::NT_SUCCESS(status).then_some(key)
+}
+
+/// A buffer for `ZwQueryValueKey(KeyValuePartialInformation)`, 8-aligned.
+#[repr(C, align(8))]
+struct ValueBuf([u8; 256]);
+
+impl ValueBuf {
+    fn new() -> Self {
+        Self([0; 256])
+    }
+
+    /// Queries `name`; returns (type, data) on success.
+    fn query(&mut self, key: HANDLE, name: &str) -> Option<(u32, &[u8])> {
+        let mut wide = [0u16; 32];
+        let len = name.encode_utf16().count().min(wide.len());
+        for (dst, src) in wide.iter_mut().zip(name.encode_utf16()) {
+            *dst = src;
+        }
+        let mut value_name = UNICODE_STRING::from_wide(&wide[..len]);
+        let mut returned = 0u32;
+        let size = u32::try_from(self.0.len()).unwrap_or(u32::MAX);
+        // SAFETY: PASSIVE_LEVEL; the output buffer is ours, 8-aligned and `size` bytes long.
+        let status = unsafe {
+            sys::ZwQueryValueKey(
+                key,
+                &raw mut value_name,
+                KeyValuePartialInformation,
+                self.0.as_mut_ptr().cast(),
+                size,
+                &raw mut returned,
+            )
+        };
+        if !sys::NT_SUCCESS(status) {
+            return None;
+        }
+        let header = core::mem::offset_of!(KEY_VALUE_PARTIAL_INFORMATION, Data);
+        // SAFETY: on success the buffer starts with a KEY_VALUE_PARTIAL_INFORMATION header.
+        let info = unsafe { &*self.0.as_ptr().cast::<KEY_VALUE_PARTIAL_INFORMATION>() };
+        let len = usize::try_from(info.DataLength)
+            .ok()?
+            .min(self.0.len() - header);
+        Some((info.Type, &self.0[header..header + len]))
+    }
+
+    fn dword(&mut self, key: HANDLE, name: &str) -> Option<u32> {
+        match self.query(key, name)? {
+            (REG_DWORD, data) if data.len() >= 4 => {
+                Some(u32::from_le_bytes([data[0], data[1], data[2], data[3]]))
+            }
+            _ => None,
+        }
+    }
+
+    /// A `REG_SZ` as ASCII text in `out` (non-ASCII values are rejected).
+    fn string<'a>(&mut self, key: HANDLE, name: &str, out: &'a mut [u8]) -> Option<&'a str> {
+        let (kind, data) = self.query(key, name)?;
+        if kind != REG_SZ {
+            return None;
+        }
+        let mut n = 0;
+        for pair in data.chunks_exact(2) {
+            let unit = u16::from_le_bytes([pair[0], pair[1]]);
+            if unit == 0 {
+                break;
+            }
+            let byte = u8::try_from(unit).ok().filter(u8::is_ascii)?;
+            *out.get_mut(n)? = byte;
+            n += 1;
+        }
+        core::str::from_utf8(&out[..n]).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runner_names_parse_in_any_case_and_reject_others() {
+        assert_eq!(parse_runner("DPC"), Some(RunnerKind::Dpc));
+        assert_eq!(parse_runner("passive"), Some(RunnerKind::Passive));
+        assert_eq!(parse_runner("thread"), None);
+    }
+
+    #[test]
+    fn defaults_are_port_7007_on_all_addresses() {
+        let d = defaults();
+        assert_eq!(d.listen.port(), 7007);
+        assert!(d.listen.ip().is_unspecified());
+        assert_eq!(d.runner, RunnerKind::Dpc);
+    }
+}
