@@ -15,8 +15,8 @@ use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
 use wsk_sys::{
-    KDPC, KTIMER, KeCancelTimer, KeInitializeDpc, KeInitializeTimerEx, KeRemoveQueueDpc,
-    KeSetTimerEx, NotificationTimer, PVOID,
+    KDPC, KTIMER, KeCancelTimer, KeInitializeDpc, KeInitializeTimerEx, KeSetTimerEx,
+    NotificationTimer, PVOID,
 };
 
 use crate::kernel::{KernelCell, SpinLock};
@@ -169,11 +169,11 @@ impl TimerQueue {
     /// <= `DISPATCH_LEVEL`.
     pub(crate) fn close(&self) {
         self.list.lock().closed = true;
-        // SAFETY: initialised objects in 'static storage.
-        unsafe {
-            KeCancelTimer(self.timer.get());
-            KeRemoveQueueDpc(self.dpc.get());
-        }
+        // A timer DPC already queued is not removed here (KeRemoveQueueDpc is a stub that
+        // aborts under Wine 8): the caller's KeFlushQueuedDpcs waits for it, and once closed
+        // it finds nothing to do.
+        // SAFETY: initialised timer in 'static storage.
+        unsafe { KeCancelTimer(self.timer.get()) };
     }
 
     /// Sleeps still registered (zero after a clean shutdown).
