@@ -51,6 +51,7 @@ pub fn parse_runner(name: &str) -> Option<RunnerKind> {
 ///
 /// # IRQL
 /// `PASSIVE_LEVEL`.
+#[must_use]
 pub unsafe fn from_registry(registry_path: *const UNICODE_STRING) -> Settings {
     let mut settings = defaults();
     // SAFETY: forwarded contract.
@@ -151,12 +152,19 @@ impl ValueBuf {
             return None;
         }
         let header = core::mem::offset_of!(KEY_VALUE_PARTIAL_INFORMATION, Data);
-        // SAFETY: on success the buffer starts with a KEY_VALUE_PARTIAL_INFORMATION header.
-        let info = unsafe { &*self.0.as_ptr().cast::<KEY_VALUE_PARTIAL_INFORMATION>() };
-        let len = usize::try_from(info.DataLength)
-            .ok()?
-            .min(self.0.len() - header);
-        Some((info.Type, &self.0[header..header + len]))
+        // On success the buffer starts with a KEY_VALUE_PARTIAL_INFORMATION header; read its
+        // fields as bytes so no reference to a possibly unaligned struct is made.
+        let field = |offset: usize| {
+            let b = &self.0[offset..offset + 4];
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        };
+        let kind = field(core::mem::offset_of!(KEY_VALUE_PARTIAL_INFORMATION, Type));
+        let data_len = field(core::mem::offset_of!(
+            KEY_VALUE_PARTIAL_INFORMATION,
+            DataLength
+        ));
+        let len = usize::try_from(data_len).ok()?.min(self.0.len() - header);
+        Some((kind, &self.0[header..header + len]))
     }
 
     fn dword(&mut self, key: HANDLE, name: &str) -> Option<u32> {
