@@ -4,5 +4,6 @@
 // The interrupt-time clock (KeQueryInterruptTime) lives apart from ntos: it needs no kernel.
 mod clock;
 pub mod exports;
+pub mod faults;
 mod ntos;
 mod wsk;

@@ -9,7 +9,22 @@
     reason = "interim stubs"
 )]
 
+use std::string::String;
+use std::vec::Vec;
+
 use crate::*;
+
+/// Called by the kernel at boot, before any driver loads: resets the provider's state and
+/// starts its reactor with the boot's fault plan.
+pub(crate) fn boot(config: &super::faults::Faults) {}
+
+/// Called by the kernel when it shuts down: stops the reactor, drops every host socket.
+pub(crate) fn shutdown() {}
+
+/// For the unload report: one line per registration or socket still open.
+pub(crate) fn leaks() -> Vec<String> {
+    Vec::new()
+}
 
 /// Host implementation of `WskRegister`.
 pub unsafe extern "system" fn WskRegister(

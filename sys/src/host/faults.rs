@@ -1,0 +1,72 @@
+//! Fault injection for the host kernel's WSK provider, deterministic from a seed: inline or
+//! deferred completion, reordering of completions across sockets, delays, and error statuses
+//! on chosen operations. A test builds a [`Faults`] into the kernel's `Config` at boot.
+
+use std::time::Duration;
+use std::vec::Vec;
+
+use crate::NTSTATUS;
+
+/// Where the provider completes an IRP whose result is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Completion {
+    /// Inline on the calling thread, before the WSK call returns, whenever the result is
+    /// already known (as real WSK sometimes does); otherwise on the reactor thread.
+    Inline,
+    /// Always on the reactor thread at `DISPATCH_LEVEL`: the call returns `STATUS_PENDING`.
+    #[default]
+    Deferred,
+    /// Chosen per operation from the seed.
+    Mixed,
+}
+
+/// The WSK operations a fault can be aimed at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WskOp {
+    /// `WskSocket`.
+    Socket,
+    /// `WskBind`.
+    Bind,
+    /// `WskAccept`.
+    Accept,
+    /// `WskConnect` and `WskSocketConnect`.
+    Connect,
+    /// `WskSend`.
+    Send,
+    /// `WskReceive`.
+    Receive,
+    /// `WskDisconnect`.
+    Disconnect,
+    /// `WskSendTo`.
+    SendTo,
+    /// `WskReceiveFrom`.
+    ReceiveFrom,
+    /// `WskGetAddressInfo`.
+    GetAddressInfo,
+}
+
+/// Fail an operation with `status` instead of performing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorRule {
+    /// The operation hit.
+    pub op: WskOp,
+    /// Which call of that operation fails, counting from 1; 0 fails every call.
+    pub nth: u32,
+    /// The status the IRP completes with (e.g. `STATUS_CONNECTION_RESET`).
+    pub status: NTSTATUS,
+}
+
+/// Every fault the provider injects, all decided from `seed`.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Seed of every random choice below.
+    pub seed: u64,
+    /// Inline, deferred or mixed completion.
+    pub completion: Completion,
+    /// Hold deferred completions back and release them in a seeded order across sockets.
+    pub reorder: bool,
+    /// Upper bound of a seeded delay before each deferred completion (zero: none).
+    pub max_delay: Duration,
+    /// Error statuses injected on chosen operations.
+    pub errors: Vec<ErrorRule>,
+}
