@@ -79,30 +79,80 @@ pub fn start(settings: Settings) -> Result<(), StartError> {
         return Err(StartError::AlreadyStarted);
     };
     if let Err(e) = RUNNER.start(settings.runner) {
-        stop();
+        let _ = stop();
         return Err(StartError::Runner(e));
     }
     let max = settings.max_connections.clamp(1, MAX_CONNECTIONS);
     if let Err(e) = RUNNER.spawn(&LISTENER_TASK, listen(client, settings.listen, max)) {
-        stop();
+        let _ = stop();
         return Err(StartError::Spawn(e));
     }
     Ok(())
 }
 
+/// What [`stop`] left behind; all zero/true for a clean unload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopReport {
+    /// Tasks whose futures were not dropped (the runner did not quiesce).
+    pub tasks_left: usize,
+    /// Connections still counted as served.
+    pub connections_left: usize,
+    /// False when the WSK client could not deregister (sockets still closing).
+    pub deregistered: bool,
+}
+
+impl StopReport {
+    /// True when nothing was left running or registered.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.tasks_left == 0 && self.connections_left == 0 && self.deregistered
+    }
+}
+
+impl core::fmt::Display for StopReport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.is_clean() {
+            return f.write_str("no leaks");
+        }
+        write!(
+            f,
+            "LEAKS: {} tasks, {} connections, client {}",
+            self.tasks_left,
+            self.connections_left,
+            if self.deregistered {
+                "deregistered"
+            } else {
+                "still registered"
+            }
+        )
+    }
+}
+
 /// Stops the service: every task is dropped (closing the listener and all connections), the
 /// runner becomes quiescent, then the WSK client deregisters. Nothing of the service runs
-/// after it returns.
+/// after it returns; the report says what, if anything, was left.
 ///
 /// # IRQL
 /// `PASSIVE_LEVEL` (`DriverUnload`).
-pub fn stop() {
+pub fn stop() -> StopReport {
     RUNNER.shutdown();
-    if let Some(client) = CLIENT.take() {
-        match client.deregister(DEREGISTER_LIMIT) {
-            Ok(()) => kprint!("wskecho: deregistered\n"),
-            Err(e) => kprint!("wskecho: deregistration failed: {e}\n"),
-        }
+    let deregistered = match CLIENT.take() {
+        Some(client) => match client.deregister(DEREGISTER_LIMIT) {
+            Ok(()) => {
+                kprint!("wskecho: deregistered\n");
+                true
+            }
+            Err(e) => {
+                kprint!("wskecho: deregistration failed: {e}\n");
+                false
+            }
+        },
+        None => true,
+    };
+    StopReport {
+        tasks_left: RUNNER.live_tasks(),
+        connections_left: live_connections(),
+        deregistered,
     }
 }
 

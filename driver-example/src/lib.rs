@@ -50,8 +50,8 @@ pub unsafe extern "system" fn DriverEntry(
 
 /// Stops the service; after it returns no code of the driver runs again.
 unsafe extern "system" fn driver_unload(_driver: *mut DRIVER_OBJECT) {
-    echo::stop();
-    kprint!("wskecho: unload complete\n");
+    let report = echo::stop();
+    kprint!("wskecho: unload complete: {report}\n");
 }
 
 /// A panic in a driver is a bug: report it and stop the machine the way a kernel does

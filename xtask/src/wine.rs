@@ -1,10 +1,355 @@
-//! The Wine end-to-end test: a fresh prefix, the driver registered as a kernel service, real
-//! clients from Linux, then unload and the `DbgPrint` log checked for a clean report.
+//! The Wine end-to-end test: a fresh prefix, the driver registered as a kernel service with the
+//! passive runner, real clients from Linux (`wsk-benches`' load scenarios), then unload with
+//! clients still connected and the `DbgPrint` log checked for a clean report.
+//!
+//! Every process the test starts belongs to its own prefix; `wineserver -k` on that prefix
+//! ends them all, on success and failure alike.
 
-use std::path::Path;
+use std::fs;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wsk_benches::load;
+
+const SERVICE: &str = "WskEcho";
+const SERVICE_KEY: &str = r"HKLM\System\CurrentControlSet\Services\WskEcho";
+/// How long the driver may take to log that it listens.
+const START_LIMIT: Duration = Duration::from_mins(1);
+/// How long `net stop` (`DriverUnload`) may take.
+const STOP_LIMIT: Duration = Duration::from_mins(1);
+
+/// A prefix with its own wineserver; dropping it kills every Wine process of the prefix.
+struct Prefix {
+    dir: PathBuf,
+}
+
+impl Prefix {
+    fn wine(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("wine");
+        cmd.args(args);
+        self.env(&mut cmd);
+        cmd
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        cmd.env("WINEPREFIX", &self.dir)
+            .env("WINEARCH", "win64")
+            .env("WINEDLLOVERRIDES", "mscoree,mshtml=")
+            .env("WINEDEBUG", "-all")
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY");
+    }
+
+    fn wineserver(&self, arg: &str) -> Result<(), String> {
+        let mut cmd = Command::new("wineserver");
+        cmd.arg(arg);
+        self.env(&mut cmd);
+        run_quiet(&mut cmd, Duration::from_mins(1)).map(|_| ())
+    }
+
+    fn reg_add(&self, key: &str, value: &str, kind: &str, data: &str) -> Result<(), String> {
+        run_quiet(
+            &mut self.wine(&["reg", "add", key, "/v", value, "/t", kind, "/d", data, "/f"]),
+            Duration::from_mins(1),
+        )
+        .map(|_| ())
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        // Fails only when no server is left, which is the state we want.
+        let _ = self.wineserver("-k");
+    }
+}
+
+/// Runs a command to completion with a bound, output captured; its error names the command.
+fn run_quiet(cmd: &mut Command, limit: Duration) -> Result<String, String> {
+    let name = format!("{cmd:?}");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{name}: {e}"))?;
+    let output = wait_bounded(child, limit).map_err(|e| format!("{name}: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{name} exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// Waits for `child`, killing it after `limit` (stdout/stderr are drained on threads so a
+/// chatty child never blocks on a full pipe). A Wine command can leave a wineserver behind that
+/// inherited the pipes and keeps them open, so the drains are given a short grace after the
+/// child exits and whatever they read by then is the output.
+fn wait_bounded(mut child: Child, limit: Duration) -> Result<std::process::Output, String> {
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    out.extend_from_slice(&chunk[..n]);
+                    // Each chunk replaces the last snapshot; the receiver keeps the newest.
+                    let _ = sender.send(out.clone());
+                }
+            }
+            let _ = sender.send(out);
+        });
+        receiver
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("still running after {limit:?}; killed"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let collect = |receiver: std::sync::mpsc::Receiver<Vec<u8>>| {
+        let grace = Instant::now() + Duration::from_millis(500);
+        let mut newest = Vec::new();
+        while let Ok(snapshot) =
+            receiver.recv_timeout(grace.saturating_duration_since(Instant::now()))
+        {
+            newest = snapshot;
+        }
+        newest
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: collect(stdout),
+        stderr: collect(stderr),
+    })
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+/// Polls the log until a line contains `wanted` (Ok) or one of `fatal` (Err), within `limit`.
+fn wait_for_log(log: &Path, wanted: &str, fatal: &[&str], limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| fatal.iter().any(|f| l.contains(f))) {
+            return Err(format!("driver log: {}", line.trim()));
+        }
+        if text.contains(wanted) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("driver log has no {wanted:?} after {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The driver's own lines (`wskecho: ...`, `wsk-net: ...`) from Wine's debug log.
+fn driver_lines(log: &Path) -> Vec<String> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            ["wskecho: ", "wsk-net: ", "wsk-executor: "]
+                .iter()
+                .find_map(|tag| l.find(tag).map(|at| l[at..].trim_end().to_string()))
+        })
+        .collect()
+}
 
 /// Runs the Wine test against the built `.sys`.
+///
+/// # Errors
+/// The first step or scenario that failed, with the driver's log lines.
 pub fn test(root: &Path, sys: &Path) -> Result<(), String> {
-    let _ = (root, sys);
-    Err("wine-test: not built yet (driver-example issue)".into())
+    let started = Instant::now();
+    let work = crate::driver::target_dir(root).join("wine-test");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let prefix = Prefix {
+        dir: work.join("prefix"),
+    };
+    let log = work.join("driver.log");
+
+    println!("wine-test: fresh prefix in {}", prefix.dir.display());
+    run_quiet(
+        &mut prefix.wine(&["wineboot", "-i"]),
+        Duration::from_mins(3),
+    )?;
+    prefix.reg_add(
+        r"HKCU\Software\Wine\WineDbg",
+        "ShowCrashDialog",
+        "REG_DWORD",
+        "0",
+    )?;
+    let drivers = prefix.dir.join("drive_c/windows/system32/drivers");
+    fs::create_dir_all(&drivers).map_err(|e| e.to_string())?;
+    fs::copy(sys, drivers.join("wskecho.sys")).map_err(|e| format!("copy .sys: {e}"))?;
+
+    let port = free_port()?;
+    let params = format!(r"{SERVICE_KEY}\Parameters");
+    prefix.reg_add(SERVICE_KEY, "Type", "REG_DWORD", "1")?;
+    prefix.reg_add(SERVICE_KEY, "Start", "REG_DWORD", "3")?;
+    prefix.reg_add(SERVICE_KEY, "ErrorControl", "REG_DWORD", "1")?;
+    prefix.reg_add(
+        SERVICE_KEY,
+        "ImagePath",
+        "REG_EXPAND_SZ",
+        r"C:\windows\system32\drivers\wskecho.sys",
+    )?;
+    prefix.reg_add(&params, "Port", "REG_DWORD", &port.to_string())?;
+    prefix.reg_add(&params, "Runner", "REG_SZ", "passive")?;
+    prefix.reg_add(&params, "BindAddress", "REG_SZ", "127.0.0.1")?;
+
+    // services.exe reads the services at start; a persistent server keeps winedevice.exe (the
+    // driver's host) alive after `net start` returns, writing to the log we hand it.
+    // `-k` fails when no server is running, which is fine.
+    let _ = prefix.wineserver("-k");
+    prefix.wineserver("-p")?;
+    let log_file = fs::File::create(&log).map_err(|e| e.to_string())?;
+    let mut start = prefix.wine(&["net", "start", SERVICE]);
+    start
+        .env("WINEDEBUG", "+debugstr,fixme+ntoskrnl,fixme+netio")
+        .stdout(Stdio::null())
+        .stderr(log_file);
+    let result = start
+        .spawn()
+        .map_err(|e| format!("wine net start: {e}"))
+        .and_then(|child| {
+            let mut child = child;
+            // `net start` returns once DriverEntry did; the listener binds asynchronously.
+            let deadline = Instant::now() + START_LIMIT;
+            loop {
+                if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                    if !status.success() {
+                        return Err(format!("wine net start {SERVICE} exited with {status}"));
+                    }
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "wine net start still running after {START_LIMIT:?}"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            wait_for_log(
+                &log,
+                "wskecho: listening on",
+                &[
+                    "wskecho: not started",
+                    "wskecho: cannot listen",
+                    "wskecho: panic",
+                ],
+                START_LIMIT,
+            )
+        })
+        .and_then(|()| scenarios(&prefix, &log, SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
+    drop(prefix);
+    let lines = driver_lines(&log);
+    match result {
+        Ok(summary) => {
+            println!("wine-test: driver log:");
+            for line in &lines {
+                println!("    {line}");
+            }
+            println!("wine-test: PASS in {:.0?}: {summary}", started.elapsed());
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("wine-test: driver log ({}):", log.display());
+            for line in &lines {
+                eprintln!("    {line}");
+            }
+            Err(format!("wine-test: {e}"))
+        }
+    }
+}
+
+/// The client scenarios against the running driver, then unload with clients connected.
+fn scenarios(prefix: &Prefix, log: &Path, addr: SocketAddr) -> Result<String, String> {
+    let mut summary = Vec::new();
+    let t = Instant::now();
+    let echo = load::concurrent_echo(addr, 50, 200, 64 * 1024)?;
+    summary.push(format!(
+        "{} clients echoed {} messages ({} bytes) byte-exact in {:.1?}",
+        echo.connections,
+        echo.messages,
+        echo.bytes,
+        t.elapsed()
+    ));
+    println!("wine-test: {}", summary[0]);
+
+    let t = Instant::now();
+    let churn = load::churn(addr, 1000, 8)?;
+    summary.push(format!(
+        "{} connect/echo/close in {:.1?}",
+        churn.connections,
+        t.elapsed()
+    ));
+    println!("wine-test: {}", summary[1]);
+
+    load::reset_mid_message(addr)?;
+    summary.push("reset mid-message, still serving".into());
+    println!("wine-test: {}", summary[2]);
+
+    let held = load::hold_connections(addr, 8)?;
+    let held_count = held.len();
+    println!("wine-test: unloading with {held_count} clients connected");
+    let stop = run_quiet(&mut prefix.wine(&["net", "stop", SERVICE]), STOP_LIMIT);
+    // The clients must see the server close them whatever `net stop` said.
+    let closed = held.wait_closed(Duration::from_secs(30));
+    stop?;
+    closed?;
+    wait_for_log(
+        log,
+        "wskecho: unload complete",
+        &["wskecho: panic"],
+        STOP_LIMIT,
+    )?;
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let report = text
+        .lines()
+        .find_map(|l| {
+            l.find("wskecho: unload complete")
+                .map(|at| l[at..].trim().to_string())
+        })
+        .unwrap_or_default();
+    if !report.ends_with("no leaks") {
+        return Err(format!("unload reported: {report}"));
+    }
+    if !text.contains("wskecho: deregistered") {
+        return Err("the WSK client did not deregister".into());
+    }
+    summary.push(format!(
+        "unloaded with {held_count} clients connected: {report}"
+    ));
+    Ok(summary.join("; "))
 }
