@@ -429,9 +429,17 @@ fn issue_orphan(
     socket: *mut WSK_SOCKET,
 ) {
     let slot = &inner.slots[index];
+    // CANCELLING keeps the finishing role here while the call is in progress: a completion
+    // that runs inline (before WSK returns) records DONE and leaves finishing to us, so the
+    // operation is finished exactly once whether it completed inline, later, or never.
     if slot
         .state
-        .compare_exchange(0, BUSY | ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(
+            0,
+            BUSY | ABANDONED | CANCELLING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
         .is_err()
     {
         // Only the close slot is used this way and close starts once.
@@ -441,8 +449,13 @@ fn issue_orphan(
     // SAFETY: BUSY without PENDING: we own the held cell.
     unsafe { *slot.held.get() = held };
     let status = start(inner, slot, issue, socket);
-    if status != STATUS_PENDING && slot.state.load(Ordering::Acquire) & DONE == 0 {
-        // Failed synchronously without completing the IRP: finish it as if it had.
+    let prev = slot.state.fetch_and(!CANCELLING, Ordering::AcqRel);
+    if prev & DONE != 0 {
+        // Completed inline: the completion routine released its reference and left the rest.
+        finish(slot);
+    } else if status != STATUS_PENDING {
+        // Failed synchronously without completing the IRP (Wine's stubs): finish it as if it
+        // had completed, and drop the in-flight reference no completion will release.
         slot.status.store(status, Ordering::Relaxed);
         slot.information.store(0, Ordering::Relaxed);
         slot.state.fetch_or(DONE, Ordering::AcqRel);

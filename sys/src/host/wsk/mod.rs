@@ -6,6 +6,7 @@
     clippy::pedantic,
     clippy::missing_safety_doc,
     unused_variables,
+    dead_code,
     reason = "interim stubs"
 )]
 
