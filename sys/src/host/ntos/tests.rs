@@ -43,5 +43,8 @@ fn recv<T>(rx: &mpsc::Receiver<T>) -> T {
 use std::borrow::ToOwned;
 use std::string::ToString;
 
+mod dpc_tests;
 mod irp_tests;
 mod irql_tests;
+mod kernel_tests;
+mod sync_tests;
