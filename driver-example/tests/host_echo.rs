@@ -1,0 +1,73 @@
+//! The Wine test's client scenarios against the echo driver on the host kernel: the driver is
+//! loaded through its `DriverEntry` with its settings in the registry, serves real TCP on
+//! loopback, and is unloaded with clients still connected; the host kernel's verifier must
+//! report no leaks.
+//!
+//! The driver keeps its runner and client in statics (as a `.sys` does), so it is loaded once
+//! per process: one test here, the scenarios in sequence.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use wsk_benches::load;
+use wsk_sys::host::{Config, Kernel, Registry, RegValue};
+
+const SERVICE: &str = "WskEcho";
+/// Bound for anything that should take well under a second; failing past it is loud.
+const BOUND: Duration = Duration::from_secs(60);
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a probe port");
+    listener.local_addr().expect("probe port").port()
+}
+
+/// Waits until the driver logged `wanted`, failing on a line that says it did not start.
+fn wait_for_log(kernel: &Kernel, wanted: &str) {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let log = kernel.debug_log();
+        assert!(
+            !log.contains("wskecho: not started") && !log.contains("wskecho: cannot listen"),
+            "driver did not start:\n{log}"
+        );
+        if log.contains(wanted) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {wanted:?} in the driver log within {BOUND:?}:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn echo_driver_serves_the_wine_scenarios_and_unloads_clean() {
+    let kernel = Kernel::boot(Config::default());
+    let port = free_port();
+    let registry = Registry::new()
+        .with("Parameters", "Port", RegValue::Dword(port.into()))
+        .with("Parameters", "BindAddress", RegValue::Sz("127.0.0.1".into()))
+        .with("Parameters", "Runner", RegValue::Sz("dpc".into()))
+        .with("Parameters", "MaxConnections", RegValue::Dword(256));
+    let driver = kernel
+        .load_driver(wskecho::DriverEntry, SERVICE, registry)
+        .expect("DriverEntry succeeds");
+    wait_for_log(&kernel, "wskecho: listening on");
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+
+    let echo = load::concurrent_echo(addr, 50, 200, 64 * 1024).expect("concurrent echo");
+    assert_eq!(echo.connections, 50);
+    assert_eq!(echo.messages, 50 * 200);
+
+    let churn = load::churn(addr, 1000, 8).expect("connect/close churn");
+    assert_eq!(churn.connections, 1000);
+
+    load::reset_mid_message(addr).expect("a client resetting mid-message leaves the server serving");
+
+    let held = load::hold_connections(addr, 8).expect("idle connections");
+    let report = kernel.unload(driver);
+    let closed = held.wait_closed(BOUND).expect("unload closes every connection");
+    assert!(closed > 0);
+    assert!(report.is_clean(), "unload report: {report}");
+    let log = kernel.debug_log();
+    assert!(log.contains("wskecho: unload complete: no leaks"), "driver log:\n{log}");
+    assert!(log.contains("wskecho: deregistered"), "driver log:\n{log}");
+}
