@@ -31,8 +31,11 @@ use mio::{Events, Poll, Registry, Token, Waker};
 use self::glue::{bugcheck, require_at_most};
 use self::socket::Sock;
 use super::faults::{Completion, Faults, WskOp};
-#[allow(clippy::wildcard_imports, reason = "TMP")]
-use crate::*;
+use crate::{
+    DISPATCH_LEVEL, IRP, NTSTATUS, PASSIVE_LEVEL, STATUS_DEVICE_NOT_READY,
+    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS, WSK_CLIENT,
+    WSK_CLIENT_NPI, WSK_MAJOR_VERSION, WSK_NO_WAIT, WSK_PROVIDER_NPI, WSK_REGISTRATION,
+};
 
 /// The reactor's wake-up token (no socket has it).
 const WAKE: Token = Token(usize::MAX);
@@ -227,6 +230,7 @@ impl Provider {
             (true, _) => STATUS_PENDING,
         };
         self.deliver(out.dones, inline);
+        self.changed.notify_all();
         ret
     }
 

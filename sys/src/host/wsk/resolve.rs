@@ -10,8 +10,12 @@ use super::glue::require_at_most;
 use super::os;
 use super::socket::begin;
 use crate::host::faults::WskOp;
-#[allow(clippy::wildcard_imports, reason = "TMP")]
-use crate::*;
+use crate::{
+    ADDRINFOEXW, AF_INET, AF_INET6, DISPATCH_LEVEL, ExAllocatePoolWithTag, ExFreePoolWithTag, GUID,
+    IPPROTO_TCP, IRP, NTSTATUS, NonPagedPoolNx, PASSIVE_LEVEL, PEPROCESS, PETHREAD, SOCK_STREAM,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND,
+    STATUS_NOT_SUPPORTED, STATUS_SUCCESS, UNICODE_STRING, WSK_CLIENT, pool_tag,
+};
 
 /// Pool tag of address-info entries (`WskA`).
 const ADDRINFO_TAG: u32 = pool_tag(*b"WskA");
@@ -41,7 +45,7 @@ unsafe fn read_string(s: *const UNICODE_STRING) -> Option<String> {
 
 /// `WskGetAddressInfo`. `PASSIVE_LEVEL` only (the host resolver blocks).
 #[allow(clippy::too_many_arguments, reason = "the WSK signature")]
-pub(super) unsafe extern "system" fn wsk_get_address_info(
+pub(super) unsafe extern "system-unwind" fn wsk_get_address_info(
     _client: *mut WSK_CLIENT,
     node: *mut UNICODE_STRING,
     service: *mut UNICODE_STRING,
@@ -181,7 +185,7 @@ unsafe fn free_list(mut list: *mut ADDRINFOEXW) {
 }
 
 /// `WskFreeAddressInfo`. IRQL <= `DISPATCH_LEVEL`.
-pub(super) unsafe extern "system" fn wsk_free_address_info(
+pub(super) unsafe extern "system-unwind" fn wsk_free_address_info(
     _client: *mut WSK_CLIENT,
     list: *mut ADDRINFOEXW,
 ) {

@@ -25,8 +25,21 @@ use super::glue::{self, bugcheck, require_at_most};
 use super::os::{self, linux};
 use super::{CURRENT, Done, Out, Provider, State, lock, provider};
 use crate::host::faults::WskOp;
-#[allow(clippy::wildcard_imports, reason = "TMP")]
-use crate::*;
+use crate::{
+    AF_INET, AF_INET6, DEVICE_OBJECT, DISPATCH_LEVEL, IPPROTO_IPV6, IPPROTO_TCP, IPV6_V6ONLY, IRP,
+    IoReleaseCancelSpinLock, IoSetCancelRoutine, MAKE_WSK_VERSION, MDL, MDL_MAPPED_TO_SYSTEM_VA,
+    MDL_SOURCE_IS_NONPAGED_POOL, MmGetMdlVirtualAddress, NT_SUCCESS, NTSTATUS, PASSIVE_LEVEL,
+    PEPROCESS, PETHREAD, PVOID, SIZE_T, SO_EXCLUSIVEADDRUSE, SO_KEEPALIVE, SO_REUSEADDR,
+    SOCK_DGRAM, SOCK_STREAM, SOCKADDR, SOL_SOCKET, STATUS_ADDRESS_ALREADY_ASSOCIATED,
+    STATUS_BUFFER_TOO_SMALL, STATUS_CANCELLED, STATUS_CONNECTION_ABORTED,
+    STATUS_INVALID_ADDRESS_COMPONENT, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER,
+    STATUS_NOT_SUPPORTED, STATUS_SUCCESS, TCP_NODELAY, UNICODE_STRING, WSK_BUF, WSK_CLIENT,
+    WSK_CONTROL_SOCKET_TYPE, WSK_FLAG_ABORTIVE, WSK_FLAG_BASIC_SOCKET, WSK_FLAG_CONNECTION_SOCKET,
+    WSK_FLAG_DATAGRAM_SOCKET, WSK_FLAG_DRAIN, WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY,
+    WSK_FLAG_STREAM_SOCKET, WSK_FLAG_WAITALL, WSK_PROVIDER_BASIC_DISPATCH,
+    WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_DATAGRAM_DISPATCH, WSK_PROVIDER_DISPATCH,
+    WSK_PROVIDER_LISTEN_DISPATCH, WSK_SOCKET, WskGetOption, WskSetOption,
+};
 
 /// The provider's socket object: the `WSK_SOCKET` the client sees comes first, so the
 /// client's pointer is the object's. It stays allocated until the close IRP has completed.
@@ -237,6 +250,15 @@ impl Sock {
         ops.extend(self.recvs.drain(..));
         ops.extend(self.sends.drain(..));
         ops
+    }
+
+    fn find_op(&mut self, irp: usize) -> Option<&mut Op> {
+        self.accept
+            .iter_mut()
+            .chain(self.connect.iter_mut())
+            .chain(self.recvs.iter_mut())
+            .chain(self.sends.iter_mut())
+            .find(|o| o.irp == irp)
     }
 
     fn remove_op(&mut self, irp: usize) -> Option<Op> {
@@ -882,18 +904,37 @@ fn sock_mut<'a>(
         .ok_or_else(|| format!("{function} on socket {id}, which is closed or closing"))
 }
 
-/// Queues the call's own op, marking its IRP pending and arming its cancel routine.
-fn enqueue(out: &mut Out, sid: u64, mut op: Op, slot: impl FnOnce(Op)) {
-    let irp = op.irp as *mut IRP;
+/// Tries the call's own op (queued behind earlier ones, unarmed) and, if it has to wait,
+/// marks its IRP pending and arms its cancel routine, all under the provider lock: nobody can
+/// complete it before the call has decided what it returns.
+fn submit(st: &mut State, registry: &Registry, id: u64, out: &mut Out) {
+    pump(st, registry, id, &mut out.dones);
+    if out.dones.iter().any(|d| d.irp == out.irp) {
+        return;
+    }
+    let irp = out.irp as *mut IRP;
     // SAFETY: the IRP is the call's own, entered and not completed.
     unsafe { glue::mark_pending(irp) };
     out.marked = true;
+    let Some(sock) = st.sockets.get_mut(&id) else {
+        return;
+    };
+    let Some(op) = sock.find_op(out.irp) else {
+        return;
+    };
+    if op.armed {
+        return;
+    }
     op.armed = true;
     // SAFETY: as above.
-    if unsafe { arm(irp) } {
-        slot(op);
-    } else {
-        out.dones.push(Done::new(irp, STATUS_CANCELLED, 0, sid));
+    if !unsafe { arm(irp) } {
+        let op = sock.remove_op(out.irp);
+        out.dones.push(Done::new(
+            irp,
+            STATUS_CANCELLED,
+            op.map_or(0, |o| o.progress()),
+            id,
+        ));
     }
 }
 
@@ -988,7 +1029,7 @@ fn start_connect(
 
 /// `WskSocket`. IRQL <= `DISPATCH_LEVEL`.
 #[allow(clippy::too_many_arguments, reason = "the WSK signature")]
-unsafe extern "system" fn wsk_socket(
+unsafe extern "system-unwind" fn wsk_socket(
     client: *mut WSK_CLIENT,
     family: u16,
     socket_type: u16,
@@ -1035,7 +1076,7 @@ unsafe extern "system" fn wsk_socket(
 
 /// `WskSocketConnect`: socket, bind, connect in one call. IRQL <= `DISPATCH_LEVEL`.
 #[allow(clippy::too_many_arguments, reason = "the WSK signature")]
-unsafe extern "system" fn wsk_socket_connect(
+unsafe extern "system-unwind" fn wsk_socket_connect(
     client: *mut WSK_CLIENT,
     socket_type: u16,
     _protocol: u32,
@@ -1106,9 +1147,9 @@ unsafe extern "system" fn wsk_socket_connect(
                     destroy_on_fail: true,
                 },
             );
-            enqueue(&mut out, id, op, |op| sock.connect = Some(op));
+            sock.connect = Some(op);
             st.sockets.insert(id, sock);
-            pump(&mut st, &p.registry, id, &mut out.dones);
+            submit(&mut st, &p.registry, id, &mut out);
         }
         Err(status) => {
             sock.release_host(&p.registry, false);
@@ -1123,7 +1164,7 @@ unsafe extern "system" fn wsk_socket_connect(
 
 /// `WskControlClient`: no client-level controls are implemented. IRQL <= `DISPATCH_LEVEL`.
 #[allow(clippy::too_many_arguments, reason = "the WSK signature")]
-unsafe extern "system" fn wsk_control_client(
+unsafe extern "system-unwind" fn wsk_control_client(
     _client: *mut WSK_CLIENT,
     _code: u32,
     _in_size: SIZE_T,
@@ -1149,7 +1190,7 @@ unsafe extern "system" fn wsk_control_client(
 
 /// `WskGetNameInfo`: not implemented (completes with `STATUS_NOT_SUPPORTED`). `PASSIVE_LEVEL`.
 #[allow(clippy::too_many_arguments, reason = "the WSK signature")]
-unsafe extern "system" fn wsk_get_name_info(
+unsafe extern "system-unwind" fn wsk_get_name_info(
     _client: *mut WSK_CLIENT,
     _addr: *mut SOCKADDR,
     _addr_len: u32,
@@ -1172,7 +1213,10 @@ unsafe extern "system" fn wsk_get_name_info(
 /// `WskCloseSocket`: completes every pending IRP of the socket as cancelled, resets a
 /// connection unless both directions are done, and frees the socket once the close IRP has
 /// completed. IRQL <= `DISPATCH_LEVEL`.
-unsafe extern "system" fn wsk_close_socket(socket: *mut WSK_SOCKET, irp: *mut IRP) -> NTSTATUS {
+unsafe extern "system-unwind" fn wsk_close_socket(
+    socket: *mut WSK_SOCKET,
+    irp: *mut IRP,
+) -> NTSTATUS {
     // SAFETY: the client passes its socket and a live IRP.
     let (p, id, inline, mut out) = unsafe { begin("WskCloseSocket", socket, irp) };
     let mut st = p.lock();
@@ -1200,7 +1244,7 @@ unsafe extern "system" fn wsk_close_socket(socket: *mut WSK_SOCKET, irp: *mut IR
 
 /// `WskControlSocket`: the socket options `wsk-net` uses. IRQL <= `DISPATCH_LEVEL`.
 #[allow(clippy::too_many_arguments, reason = "the WSK signature")]
-unsafe extern "system" fn wsk_control_socket(
+unsafe extern "system-unwind" fn wsk_control_socket(
     socket: *mut WSK_SOCKET,
     request: WSK_CONTROL_SOCKET_TYPE,
     code: u32,
@@ -1335,7 +1379,7 @@ fn control(
 }
 
 /// `WskBind`: a listen socket listens once bound, as on Windows. IRQL <= `DISPATCH_LEVEL`.
-unsafe extern "system" fn wsk_bind(
+unsafe extern "system-unwind" fn wsk_bind(
     socket: *mut WSK_SOCKET,
     local: *mut SOCKADDR,
     _flags: u32,
@@ -1409,7 +1453,7 @@ fn bind(sock: &mut Sock, registry: &Registry, addr: Option<SocketAddr>) -> NTSTA
 
 /// `WskAccept`: one outstanding per listener, else the verifier fails. IRQL <=
 /// `DISPATCH_LEVEL`.
-unsafe extern "system" fn wsk_accept(
+unsafe extern "system-unwind" fn wsk_accept(
     socket: *mut WSK_SOCKET,
     _flags: u32,
     _context: PVOID,
@@ -1418,6 +1462,20 @@ unsafe extern "system" fn wsk_accept(
     remote: *mut SOCKADDR,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // The verifier's check comes first, before the IRP is taken.
+    // SAFETY: the client passes its socket.
+    let id = unsafe { handle_id(socket, "WskAccept") };
+    let outstanding = provider()
+        .lock()
+        .sockets
+        .get(&id)
+        .is_some_and(|s| s.accept.is_some());
+    if outstanding {
+        bugcheck(
+            "WSK_CONCURRENT_ACCEPT",
+            format!("a second WskAccept on listener {id} while one is outstanding (hangs Windows)"),
+        );
+    }
     // SAFETY: the client passes its socket and a live IRP.
     let (p, id, inline, mut out) = unsafe { begin("WskAccept", socket, irp) };
     let mut st = p.lock();
@@ -1447,8 +1505,8 @@ unsafe extern "system" fn wsk_accept(
                 remote: remote as usize,
             },
         );
-        enqueue(&mut out, id, op, |op| sock.accept = Some(op));
-        pump(&mut st, &p.registry, id, &mut out.dones);
+        sock.accept = Some(op);
+        submit(&mut st, &p.registry, id, &mut out);
     }
     drop(st);
     p.finish(out, inline)
@@ -1456,7 +1514,7 @@ unsafe extern "system" fn wsk_accept(
 
 /// `WskConnect`: the socket must be bound (else `STATUS_INVALID_DEVICE_STATE`). IRQL <=
 /// `DISPATCH_LEVEL`.
-unsafe extern "system" fn wsk_connect(
+unsafe extern "system-unwind" fn wsk_connect(
     socket: *mut WSK_SOCKET,
     remote: *mut SOCKADDR,
     _flags: u32,
@@ -1482,8 +1540,8 @@ unsafe extern "system" fn wsk_connect(
                         destroy_on_fail: false,
                     },
                 );
-                enqueue(&mut out, id, op, |op| sock.connect = Some(op));
-                pump(&mut st, &p.registry, id, &mut out.dones);
+                sock.connect = Some(op);
+                submit(&mut st, &p.registry, id, &mut out);
             }
             Err(status) => out.done(status, 0, id),
         }
@@ -1509,7 +1567,7 @@ fn transfer_refusal(sock: &Sock) -> Option<NTSTATUS> {
 
 /// `WskSend`: completes when every byte is written to the host socket. IRQL <=
 /// `DISPATCH_LEVEL`.
-unsafe extern "system" fn wsk_send(
+unsafe extern "system-unwind" fn wsk_send(
     socket: *mut WSK_SOCKET,
     buffer: *mut WSK_BUF,
     flags: u32,
@@ -1537,8 +1595,8 @@ unsafe extern "system" fn wsk_send(
                 nodelay: flags & WSK_FLAG_NODELAY != 0,
             },
         );
-        enqueue(&mut out, id, op, |op| sock.sends.push_back(op));
-        pump(&mut st, &p.registry, id, &mut out.dones);
+        sock.sends.push_back(op);
+        submit(&mut st, &p.registry, id, &mut out);
     }
     drop(st);
     p.finish(out, inline)
@@ -1546,7 +1604,7 @@ unsafe extern "system" fn wsk_send(
 
 /// `WskReceive`: completes with what is available; `WSK_FLAG_WAITALL` waits for a full
 /// buffer, FIN or cancel; 0 bytes means the peer disconnected. IRQL <= `DISPATCH_LEVEL`.
-unsafe extern "system" fn wsk_receive(
+unsafe extern "system-unwind" fn wsk_receive(
     socket: *mut WSK_SOCKET,
     buffer: *mut WSK_BUF,
     flags: u32,
@@ -1574,8 +1632,8 @@ unsafe extern "system" fn wsk_receive(
                 waitall: flags & WSK_FLAG_WAITALL != 0,
             },
         );
-        enqueue(&mut out, id, op, |op| sock.recvs.push_back(op));
-        pump(&mut st, &p.registry, id, &mut out.dones);
+        sock.recvs.push_back(op);
+        submit(&mut st, &p.registry, id, &mut out);
     }
     drop(st);
     p.finish(out, inline)
@@ -1584,7 +1642,7 @@ unsafe extern "system" fn wsk_receive(
 /// `WskDisconnect`: graceful (FIN after pending sends and the optional final buffer) or
 /// abortive (`WSK_FLAG_ABORTIVE`: pending transfers fail, the peer sees a reset). IRQL <=
 /// `DISPATCH_LEVEL`.
-unsafe extern "system" fn wsk_disconnect(
+unsafe extern "system-unwind" fn wsk_disconnect(
     socket: *mut WSK_SOCKET,
     buffer: *mut WSK_BUF,
     flags: u32,
@@ -1628,15 +1686,15 @@ unsafe extern "system" fn wsk_disconnect(
                 done: 0,
             },
         );
-        enqueue(&mut out, id, op, |op| sock.sends.push_back(op));
-        pump(&mut st, &p.registry, id, &mut out.dones);
+        sock.sends.push_back(op);
+        submit(&mut st, &p.registry, id, &mut out);
     }
     drop(st);
     p.finish(out, inline)
 }
 
 /// `WskGetLocalAddress`. IRQL <= `DISPATCH_LEVEL`.
-unsafe extern "system" fn wsk_get_local_address(
+unsafe extern "system-unwind" fn wsk_get_local_address(
     socket: *mut WSK_SOCKET,
     addr: *mut SOCKADDR,
     irp: *mut IRP,
@@ -1646,7 +1704,7 @@ unsafe extern "system" fn wsk_get_local_address(
 }
 
 /// `WskGetRemoteAddress`. IRQL <= `DISPATCH_LEVEL`.
-unsafe extern "system" fn wsk_get_remote_address(
+unsafe extern "system-unwind" fn wsk_get_remote_address(
     socket: *mut WSK_SOCKET,
     addr: *mut SOCKADDR,
     irp: *mut IRP,
@@ -1700,7 +1758,7 @@ unsafe fn get_address(
 }
 
 /// `WskSendTo`. The datagram socket must be bound. IRQL <= `DISPATCH_LEVEL`.
-unsafe extern "system" fn wsk_send_to(
+unsafe extern "system-unwind" fn wsk_send_to(
     socket: *mut WSK_SOCKET,
     buffer: *mut WSK_BUF,
     _flags: u32,
@@ -1728,8 +1786,8 @@ unsafe extern "system" fn wsk_send_to(
                 to,
             },
         );
-        enqueue(&mut out, id, op, |op| sock.sends.push_back(op));
-        pump(&mut st, &p.registry, id, &mut out.dones);
+        sock.sends.push_back(op);
+        submit(&mut st, &p.registry, id, &mut out);
     } else {
         out.done(STATUS_INVALID_PARAMETER, 0, id);
     }
@@ -1739,7 +1797,7 @@ unsafe extern "system" fn wsk_send_to(
 
 /// `WskReceiveFrom`. The datagram socket must be bound. IRQL <= `DISPATCH_LEVEL`.
 #[allow(clippy::too_many_arguments, reason = "the WSK signature")]
-unsafe extern "system" fn wsk_receive_from(
+unsafe extern "system-unwind" fn wsk_receive_from(
     socket: *mut WSK_SOCKET,
     buffer: *mut WSK_BUF,
     _flags: u32,
@@ -1770,15 +1828,15 @@ unsafe extern "system" fn wsk_receive_from(
                 control_flags: control_flags as usize,
             },
         );
-        enqueue(&mut out, id, op, |op| sock.recvs.push_back(op));
-        pump(&mut st, &p.registry, id, &mut out.dones);
+        sock.recvs.push_back(op);
+        submit(&mut st, &p.registry, id, &mut out);
     }
     drop(st);
     p.finish(out, inline)
 }
 
 /// `WskInspectComplete`: conditional accept is not supported.
-unsafe extern "system" fn wsk_inspect_complete(
+unsafe extern "system-unwind" fn wsk_inspect_complete(
     socket: *mut WSK_SOCKET,
     _inspect_id: PVOID,
     _action: i32,
@@ -1791,7 +1849,10 @@ unsafe extern "system" fn wsk_inspect_complete(
 }
 
 /// `WskRelease`: event callbacks (and so indications) are not supported.
-unsafe extern "system" fn wsk_release(_socket: *mut WSK_SOCKET, _indication: PVOID) -> NTSTATUS {
+unsafe extern "system-unwind" fn wsk_release(
+    _socket: *mut WSK_SOCKET,
+    _indication: PVOID,
+) -> NTSTATUS {
     STATUS_NOT_SUPPORTED
 }
 
