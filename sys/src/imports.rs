@@ -20,6 +20,9 @@ const _: Option<(IO_COMPLETION_ROUTINE, *mut DEVICE_OBJECT, *mut c_void)> = None
 /// Declares kernel functions for both worlds. On Windows: a raw-dylib extern block per DLL.
 /// Elsewhere: a re-export of `crate::host::exports::<name>`, plus a constant whose type is the
 /// declared signature, so a host implementation with any other signature fails to compile.
+/// Host implementations use the `"system-unwind"` ABI (the same calling convention): the host
+/// kernel's verifier reports a bugcheck as a panic, which must be able to unwind out of the
+/// kernel function into the test that provoked it.
 macro_rules! kernel_functions {
     ($(
         dll $dll:literal {
@@ -37,7 +40,7 @@ macro_rules! kernel_functions {
                 $(#[$meta])*
                 pub use crate::host::exports::$name;
                 #[cfg(not(target_os = "windows"))]
-                const _: unsafe extern "system" fn($($ty),*) $(-> $ret)? = crate::host::exports::$name;
+                const _: unsafe extern "system-unwind" fn($($ty),*) $(-> $ret)? = crate::host::exports::$name;
             )*
         )*
     };

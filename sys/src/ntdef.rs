@@ -122,6 +122,8 @@ pub const STATUS_CONNECTION_DISCONNECTED: NTSTATUS = st(0xC000_020C);
 pub const STATUS_CONNECTION_RESET: NTSTATUS = st(0xC000_020D);
 /// A component of the address is invalid.
 pub const STATUS_INVALID_ADDRESS_COMPONENT: NTSTATUS = st(0xC000_0207);
+/// The object name (a registry key or value) was not found.
+pub const STATUS_OBJECT_NAME_NOT_FOUND: NTSTATUS = st(0xC000_0034);
 /// The requested name or object was not found.
 pub const STATUS_NOT_FOUND: NTSTATUS = st(0xC000_0225);
 /// The remote system refused the connection.
@@ -293,6 +295,8 @@ pub const KeyValuePartialInformation: i32 = 2;
 pub const REG_SZ: u32 = 1;
 /// `REG_EXPAND_SZ`.
 pub const REG_EXPAND_SZ: u32 = 2;
+/// `REG_BINARY`.
+pub const REG_BINARY: u32 = 3;
 /// `REG_DWORD`.
 pub const REG_DWORD: u32 = 4;
 /// `KEY_READ` access.

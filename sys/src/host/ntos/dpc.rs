@@ -1,0 +1,460 @@
+//! Emulated processors and DPCs. Each processor is a host thread at `DISPATCH_LEVEL` that runs
+//! the DPCs queued to it in FIFO order. As on Windows, a DPC is dequeued (its queued state
+//! cleared) before its routine is called, so a running DPC can be queued again and then runs
+//! on another processor at the same time.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::format;
+use std::string::String;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+use std::vec::Vec;
+
+use super::machine::{self, Machine, lock, wait};
+use super::verifier::{self, bugcheck};
+use super::{irql, spinlock};
+use crate::{
+    BOOLEAN, DISPATCH_LEVEL, FALSE, HIGH_LEVEL, KDEFERRED_ROUTINE, KDPC, LARGE_INTEGER, NTSTATUS,
+    PASSIVE_LEVEL, PROCESSOR_NUMBER, PVOID, STATUS_INVALID_PARAMETER, STATUS_SUCCESS, TRUE,
+};
+
+std::thread_local! {
+    /// The processor this thread emulates, if it is a processor thread.
+    static CPU: Cell<Option<usize>> = const { Cell::new(None) };
+    /// A stable number for other threads, reduced modulo the processor count.
+    static THREAD_NUMBER: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// One processor's DPC queue.
+#[derive(Default)]
+struct Cpu {
+    /// Queued DPCs in order, each with its queueing sequence number.
+    queue: VecDeque<(u64, usize)>,
+    /// Sequence number of the DPC running now.
+    running: Option<u64>,
+    /// Next sequence number.
+    next_seq: u64,
+}
+
+/// Queue state under the DPC lock.
+struct State {
+    cpus: Vec<Cpu>,
+    /// Queued DPCs and the processor whose queue holds them.
+    queued: HashMap<usize, usize>,
+}
+
+/// The processors' queues.
+pub(crate) struct Dpcs {
+    state: Mutex<State>,
+    /// One per processor: work arrived.
+    work: Vec<Condvar>,
+    /// A DPC finished or was removed (for `KeFlushQueuedDpcs`).
+    progress: Condvar,
+    round_robin: AtomicUsize,
+}
+
+impl Dpcs {
+    pub(crate) fn new(cpus: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                cpus: (0..cpus).map(|_| Cpu::default()).collect(),
+                queued: HashMap::new(),
+            }),
+            work: (0..cpus).map(|_| Condvar::new()).collect(),
+            progress: Condvar::new(),
+            round_robin: AtomicUsize::new(0),
+        }
+    }
+
+    /// Wakes every processor (at shutdown).
+    pub(crate) fn wake_all(&self) {
+        let _state = lock(&self.state);
+        for work in &self.work {
+            work.notify_all();
+        }
+    }
+
+    /// The DPCs still queued, for the leak report.
+    pub(crate) fn queued(&self) -> Vec<(usize, usize)> {
+        lock(&self.state)
+            .queued
+            .iter()
+            .map(|(&dpc, &cpu)| (dpc, cpu))
+            .collect()
+    }
+}
+
+/// The processor the calling thread emulates, if it is a processor thread.
+pub(crate) fn current_cpu() -> Option<usize> {
+    CPU.with(Cell::get)
+}
+
+/// The calling thread's processor number: its index on processor threads, otherwise a stable
+/// per-thread number modulo `cpus`.
+pub(crate) fn processor_number(cpus: usize) -> usize {
+    current_cpu().unwrap_or_else(|| {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = THREAD_NUMBER.with(|n| {
+            n.get().unwrap_or_else(|| {
+                let v = NEXT.fetch_add(1, Ordering::Relaxed);
+                n.set(Some(v));
+                v
+            })
+        });
+        n % cpus.max(1)
+    })
+}
+
+/// Queues `dpc`; false if it is already queued.
+///
+/// # Safety
+/// `dpc` must be a live KDPC initialised with `KeInitializeDpc`.
+pub(crate) unsafe fn insert(machine: &Machine, dpc: *mut KDPC, arg1: PVOID, arg2: PVOID) -> bool {
+    let dpcs = &machine.dpcs;
+    let mut state = lock(&dpcs.state);
+    // SAFETY: the caller guarantees a live KDPC; its kernel-owned fields change under the lock.
+    unsafe {
+        if state.queued.contains_key(&(dpc as usize)) || !(*dpc).DpcData.is_null() {
+            return false;
+        }
+        let target = usize::from((*dpc).Number);
+        let cpu = if target != 0 {
+            target - 1
+        } else if let Some(cpu) = current_cpu() {
+            cpu
+        } else {
+            dpcs.round_robin.fetch_add(1, Ordering::Relaxed) % machine.cpus
+        };
+        (*dpc).SystemArgument1 = arg1;
+        (*dpc).SystemArgument2 = arg2;
+        (*dpc).DpcData = core::ptr::without_provenance_mut(cpu + 1);
+        let queue = &mut state.cpus[cpu];
+        let seq = queue.next_seq;
+        queue.next_seq += 1;
+        queue.queue.push_back((seq, dpc as usize));
+        state.queued.insert(dpc as usize, cpu);
+        dpcs.work[cpu].notify_one();
+    }
+    true
+}
+
+/// Starts the processor threads.
+pub(crate) fn start_cpus(machine: &Arc<Machine>) -> Vec<JoinHandle<()>> {
+    (0..machine.cpus)
+        .map(|cpu| {
+            let machine = Arc::clone(machine);
+            std::thread::Builder::new()
+                .name(format!("cpu{cpu}"))
+                .spawn(move || run_cpu(&machine, cpu))
+                .expect("spawn an emulated processor")
+        })
+        .collect()
+}
+
+/// One processor: runs its queue until the machine stops.
+fn run_cpu(machine: &Machine, cpu: usize) {
+    CPU.with(|c| c.set(Some(cpu)));
+    irql::set_unchecked(DISPATCH_LEVEL);
+    let dpcs = &machine.dpcs;
+    let mut state = lock(&dpcs.state);
+    loop {
+        if machine.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let Some((seq, dpc)) = state.cpus[cpu].queue.pop_front() else {
+            state = wait(&dpcs.work[cpu], state);
+            continue;
+        };
+        state.queued.remove(&dpc);
+        state.cpus[cpu].running = Some(seq);
+        let dpc = dpc as *mut KDPC;
+        // SAFETY: the DPC was queued, hence live; its kernel-owned fields change under the
+        // lock. Dequeued before the routine runs, as on Windows.
+        let (routine, context, arg1, arg2) = unsafe {
+            (*dpc).DpcData = core::ptr::null_mut();
+            (
+                (*dpc).DeferredRoutine,
+                (*dpc).DeferredContext,
+                (*dpc).SystemArgument1,
+                (*dpc).SystemArgument2,
+            )
+        };
+        drop(state);
+        run_routine(machine, dpc, routine, context, arg1, arg2);
+        state = lock(&dpcs.state);
+        state.cpus[cpu].running = None;
+        dpcs.progress.notify_all();
+    }
+}
+
+/// Halts the calling processor thread after a bugcheck inside a driver callback (which cannot
+/// unwind): releases its spin locks, marks its DPC finished, starts a fresh thread as the same
+/// processor, and parks this one for good.
+pub(crate) fn halt(cpu: usize, message: &str) -> ! {
+    std::eprintln!(
+        "*** host kernel: processor {cpu} halted by {message}; a fresh thread replaces it"
+    );
+    spinlock::force_release_held();
+    if let Some(machine) = machine::try_current() {
+        let mut state = lock(&machine.dpcs.state);
+        state.cpus[cpu].running = None;
+        machine.dpcs.progress.notify_all();
+        drop(state);
+        lock(&machine.halted).push(std::thread::current().id());
+        if !machine.stopping.load(Ordering::Acquire) {
+            let replacement = Arc::clone(&machine);
+            let spawned = std::thread::Builder::new()
+                .name(format!("cpu{cpu}"))
+                .spawn(move || run_cpu(&replacement, cpu));
+            if let Ok(handle) = spawned {
+                lock(&machine.replacements).push(handle);
+            }
+        }
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Runs one DPC routine at `DISPATCH_LEVEL` under the verifier's eye.
+fn run_routine(
+    machine: &Machine,
+    dpc: *mut KDPC,
+    routine: Option<KDEFERRED_ROUTINE>,
+    context: PVOID,
+    arg1: PVOID,
+    arg2: PVOID,
+) {
+    let Some(routine) = routine else {
+        verifier::record(
+            "TIMER_OR_DPC_INVALID",
+            format!("DPC {dpc:p} queued without a routine"),
+        );
+        return;
+    };
+    let started = Instant::now();
+    let outcome = std::panic::catch_unwind(|| {
+        // SAFETY: the routine and its arguments are what the driver gave KeInitializeDpc and
+        // KeInsertQueueDpc; DPC routines run at DISPATCH_LEVEL, as here.
+        verifier::in_callback(|| unsafe { routine(dpc, context, arg1, arg2) });
+        let irql = irql::current();
+        if irql != DISPATCH_LEVEL {
+            bugcheck(
+                "IRQL_UNEXPECTED_VALUE",
+                format!("DPC routine {routine:p} (DPC {dpc:p}) returned at IRQL {irql}"),
+            );
+        }
+        let held = irql::held_locks();
+        if !held.is_empty() {
+            bugcheck(
+                "SPIN_LOCK_NOT_RELEASED",
+                format!("DPC routine {routine:p} (DPC {dpc:p}) returned holding {held:#x?}"),
+            );
+        }
+    });
+    let elapsed = started.elapsed();
+    if let Err(payload) = outcome {
+        verifier::record_caught(&*payload, &format!("DPC routine {routine:p}"));
+        spinlock::force_release_held();
+        irql::set_unchecked(DISPATCH_LEVEL);
+    }
+    if elapsed > machine.dpc_watchdog {
+        verifier::record(
+            "DPC_WATCHDOG_VIOLATION",
+            format!(
+                "DPC routine {routine:p} (DPC {dpc:p}) ran for {elapsed:?}, over the {:?} budget",
+                machine.dpc_watchdog
+            ),
+        );
+    }
+}
+
+/// Waits until every DPC queued before the call has run (`KeFlushQueuedDpcs`).
+pub(crate) fn flush(machine: &Machine) {
+    let dpcs = &machine.dpcs;
+    let mut state = lock(&dpcs.state);
+    let marks: Vec<u64> = state.cpus.iter().map(|cpu| cpu.next_seq).collect();
+    loop {
+        let done = state.cpus.iter().zip(&marks).all(|(cpu, &mark)| {
+            cpu.queue.front().is_none_or(|&(seq, _)| seq >= mark)
+                && cpu.running.is_none_or(|seq| seq >= mark)
+        });
+        if done || machine.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        state = wait(&dpcs.progress, state);
+    }
+}
+
+/// Host implementation of `KeInitializeDpc`. Any IRQL.
+///
+/// # Safety
+/// `Dpc` must point to writable KDPC storage that is not queued.
+pub unsafe extern "system-unwind" fn KeInitializeDpc(
+    Dpc: *mut KDPC,
+    DeferredRoutine: Option<KDEFERRED_ROUTINE>,
+    DeferredContext: PVOID,
+) {
+    let queued = machine::try_current()
+        .is_some_and(|m| lock(&m.dpcs.state).queued.contains_key(&(Dpc as usize)));
+    if queued {
+        bugcheck(
+            "TIMER_OR_DPC_INVALID",
+            format!("KeInitializeDpc on DPC {Dpc:p}, which is queued"),
+        );
+    }
+    // SAFETY: the caller guarantees writable KDPC storage.
+    unsafe {
+        Dpc.write(KDPC {
+            Type: 0x13, // DpcObject
+            Importance: 1,
+            Number: 0,
+            DpcListEntry: crate::LIST_ENTRY {
+                Flink: core::ptr::null_mut(),
+                Blink: core::ptr::null_mut(),
+            },
+            DeferredRoutine,
+            DeferredContext,
+            SystemArgument1: core::ptr::null_mut(),
+            SystemArgument2: core::ptr::null_mut(),
+            DpcData: core::ptr::null_mut(),
+        });
+    }
+}
+
+/// Host implementation of `KeInsertQueueDpc`. IRQL <= `HIGH_LEVEL`.
+///
+/// # Safety
+/// `Dpc` must be a live KDPC initialised with `KeInitializeDpc`.
+pub unsafe extern "system-unwind" fn KeInsertQueueDpc(
+    Dpc: *mut KDPC,
+    SystemArgument1: PVOID,
+    SystemArgument2: PVOID,
+) -> BOOLEAN {
+    irql::require_at_most(HIGH_LEVEL, "KeInsertQueueDpc");
+    let machine = machine::current("KeInsertQueueDpc");
+    // SAFETY: forwarded contract.
+    if unsafe { insert(&machine, Dpc, SystemArgument1, SystemArgument2) } {
+        TRUE
+    } else {
+        FALSE
+    }
+}
+
+/// Host implementation of `KeRemoveQueueDpc`. Any IRQL.
+///
+/// # Safety
+/// `Dpc` must be a live KDPC initialised with `KeInitializeDpc`.
+pub unsafe extern "system-unwind" fn KeRemoveQueueDpc(Dpc: *mut KDPC) -> BOOLEAN {
+    let machine = machine::current("KeRemoveQueueDpc");
+    let dpcs = &machine.dpcs;
+    let mut state = lock(&dpcs.state);
+    let Some(cpu) = state.queued.remove(&(Dpc as usize)) else {
+        return FALSE;
+    };
+    state.cpus[cpu].queue.retain(|&(_, d)| d != Dpc as usize);
+    // SAFETY: the DPC was queued, hence live; its kernel-owned fields change under the lock.
+    unsafe { (*Dpc).DpcData = core::ptr::null_mut() };
+    dpcs.progress.notify_all();
+    TRUE
+}
+
+/// Host implementation of `KeFlushQueuedDpcs`. `PASSIVE_LEVEL`.
+///
+/// # Safety
+/// None beyond the IRQL rule (checked).
+pub unsafe extern "system-unwind" fn KeFlushQueuedDpcs() {
+    irql::require_at_most(PASSIVE_LEVEL, "KeFlushQueuedDpcs");
+    flush(&machine::current("KeFlushQueuedDpcs"));
+}
+
+/// Host implementation of `KeSetTargetProcessorDpcEx`. Any IRQL (DPC not queued).
+///
+/// # Safety
+/// `Dpc` must be a live KDPC that is not queued; `ProcNumber` a valid `PROCESSOR_NUMBER`.
+pub unsafe extern "system-unwind" fn KeSetTargetProcessorDpcEx(
+    Dpc: *mut KDPC,
+    ProcNumber: *mut PROCESSOR_NUMBER,
+) -> NTSTATUS {
+    let machine = machine::current("KeSetTargetProcessorDpcEx");
+    // SAFETY: the caller guarantees a valid PROCESSOR_NUMBER.
+    let number = unsafe { *ProcNumber };
+    let cpu = usize::from(number.Number);
+    if number.Group != 0 || cpu >= machine.cpus {
+        return STATUS_INVALID_PARAMETER;
+    }
+    if lock(&machine.dpcs.state)
+        .queued
+        .contains_key(&(Dpc as usize))
+    {
+        bugcheck(
+            "TIMER_OR_DPC_INVALID",
+            format!("KeSetTargetProcessorDpcEx on DPC {Dpc:p}, which is queued"),
+        );
+    }
+    // SAFETY: the caller guarantees a live KDPC; `cpu + 1` fits (cpu < cpus <= 256).
+    unsafe { (*Dpc).Number = u16::try_from(cpu + 1).unwrap_or(0) };
+    STATUS_SUCCESS
+}
+
+/// Host implementation of `KeGetCurrentProcessorNumberEx`. Any IRQL.
+///
+/// # Safety
+/// `ProcNumber` must be null or a writable `PROCESSOR_NUMBER`.
+pub unsafe extern "system-unwind" fn KeGetCurrentProcessorNumberEx(
+    ProcNumber: *mut PROCESSOR_NUMBER,
+) -> u32 {
+    let machine = machine::current("KeGetCurrentProcessorNumberEx");
+    let cpu = processor_number(machine.cpus);
+    if !ProcNumber.is_null() {
+        // SAFETY: the caller guarantees a writable PROCESSOR_NUMBER.
+        unsafe {
+            ProcNumber.write(PROCESSOR_NUMBER {
+                Group: 0,
+                Number: u8::try_from(cpu).unwrap_or(u8::MAX),
+                Reserved: 0,
+            });
+        }
+    }
+    u32::try_from(cpu).unwrap_or(u32::MAX)
+}
+
+/// Host implementation of `KeQueryActiveProcessorCountEx`. Any IRQL.
+///
+/// # Safety
+/// None: `unsafe` only to match the kernel import's signature.
+#[must_use]
+pub unsafe extern "system-unwind" fn KeQueryActiveProcessorCountEx(GroupNumber: u16) -> u32 {
+    let machine = machine::current("KeQueryActiveProcessorCountEx");
+    if GroupNumber == 0 || GroupNumber == crate::ALL_PROCESSOR_GROUPS {
+        u32::try_from(machine.cpus).unwrap_or(u32::MAX)
+    } else {
+        0
+    }
+}
+
+/// Host implementation of `KeQueryPerformanceCounter`: the interrupt-time clock, 10 MHz. Any
+/// IRQL; works without a booted kernel.
+///
+/// # Safety
+/// `PerformanceFrequency` must be null or writable.
+pub unsafe extern "system-unwind" fn KeQueryPerformanceCounter(
+    PerformanceFrequency: *mut LARGE_INTEGER,
+) -> LARGE_INTEGER {
+    if !PerformanceFrequency.is_null() {
+        // SAFETY: the caller guarantees a writable LARGE_INTEGER.
+        unsafe { PerformanceFrequency.write(10_000_000) };
+    }
+    i64::try_from(crate::host::clock::now()).unwrap_or(i64::MAX)
+}
+
+/// A short description of a queued DPC for the leak report.
+pub(crate) fn describe(dpc: usize, cpu: usize) -> String {
+    let dpc = dpc as *const KDPC;
+    // SAFETY: a queued DPC is live (the report runs before anything is freed by the kernel).
+    let routine = unsafe { (*dpc).DeferredRoutine };
+    format!("DPC {dpc:p} (routine {routine:?}) still queued on processor {cpu}")
+}

@@ -1,0 +1,419 @@
+//! IRPs: allocation with real stack locations, completion walking the stack from the current
+//! location up, cancellation through cancel routines and the cancel spin lock, and the
+//! verifier's checks (double completion, free while pending, completion running past the
+//! top of an IRP that has no originating thread).
+//!
+//! Every IRP from `IoAllocateIrp` is tracked by address. An IRP is *pending* from the moment a
+//! lower driver takes it ([`call_driver_enter`], or any `IoSetNextIrpStackLocation` that moved
+//! its current location into the stack) until its completion reaches the top location.
+
+use std::alloc::Layout;
+use std::collections::HashMap;
+use std::format;
+use std::string::String;
+use std::vec::Vec;
+
+use super::machine::{self, lock};
+use super::verifier::{self, bugcheck};
+use super::{irql, spinlock};
+use crate::{
+    BOOLEAN, CCHAR, DISPATCH_LEVEL, FALSE, IO_STACK_LOCATION, IO_TYPE_IRP, IRP, IoSizeOfIrp, KIRQL,
+    LIST_ENTRY, NT_SUCCESS, NTSTATUS, SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR,
+    SL_INVOKE_ON_SUCCESS, SL_PENDING_RETURNED, STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING,
+    TRUE,
+};
+
+/// Where an IRP is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IrpState {
+    /// Allocated or reused: owned by the driver that allocated it.
+    Allocated,
+    /// Taken by a lower driver (the WSK provider) and not yet completed.
+    Pending,
+    /// Completed back to its allocator (a completion routine stopped it at the top).
+    Completed,
+}
+
+/// One tracked IRP.
+pub(crate) struct IrpInfo {
+    pub(crate) state: IrpState,
+    pub(crate) stack_count: u8,
+    layout: Layout,
+}
+
+/// Every live IRP, by address.
+#[derive(Default)]
+pub(crate) struct IrpTable {
+    pub(crate) live: HashMap<usize, IrpInfo>,
+}
+
+fn layout_for(stack: u8) -> Layout {
+    Layout::from_size_align(IoSizeOfIrp(stack), 16).expect("IRP layout")
+}
+
+/// The state of a tracked IRP; a bugcheck if `irp` is not a live IRP from `IoAllocateIrp`.
+fn state_of(irp: *mut IRP, function: &'static str) -> IrpState {
+    let machine = machine::current(function);
+    let state = lock(&machine.irps)
+        .live
+        .get(&(irp as usize))
+        .map(|i| i.state);
+    state.unwrap_or_else(|| {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!("{function} on {irp:p}, which is not a live IRP from IoAllocateIrp (freed?)"),
+        )
+    })
+}
+
+fn set_state(irp: *mut IRP, state: IrpState) {
+    let Some(machine) = machine::try_current() else {
+        return;
+    };
+    if let Some(info) = lock(&machine.irps).live.get_mut(&(irp as usize)) {
+        info.state = state;
+    }
+}
+
+/// The lower driver takes an IRP, as `IoCallDriver` does: makes the next stack location
+/// current (`IoSetNextIrpStackLocation`) and marks the IRP pending for the verifier. The WSK
+/// provider calls this first thing in every function that takes an IRP; it then completes the
+/// IRP with `IofCompleteRequest` (inline or later).
+///
+/// Bugchecks if the IRP is not live, is already pending, or has no stack location left
+/// (`NO_MORE_IRP_STACK_LOCATIONS`).
+///
+/// # Safety
+/// `irp` must be a live IRP from `IoAllocateIrp`. IRQL <= `DISPATCH_LEVEL`.
+#[cfg_attr(not(test), allow(dead_code, reason = "called by the WSK provider"))]
+pub(crate) unsafe fn call_driver_enter(irp: *mut IRP) {
+    if state_of(irp, "IoCallDriver") == IrpState::Pending {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!("IRP {irp:p} sent to a driver while it is still pending"),
+        );
+    }
+    // SAFETY: the IRP is live (checked above) and ours to advance as the lower driver.
+    unsafe {
+        if (*irp).CurrentLocation <= 1 {
+            bugcheck(
+                "NO_MORE_IRP_STACK_LOCATIONS",
+                format!("IRP {irp:p} has no stack location left for the next driver"),
+            );
+        }
+        crate::IoSetNextIrpStackLocation(irp);
+    }
+    set_state(irp, IrpState::Pending);
+}
+
+/// True if the IRP is live and pending (taken by a lower driver, not completed).
+///
+/// # Safety
+/// `irp` must be a live IRP.
+pub(crate) unsafe fn is_pending(irp: *mut IRP) -> bool {
+    let state = state_of(irp, "is_pending");
+    // SAFETY: live per the table.
+    let below_top = unsafe { i32::from((*irp).CurrentLocation) <= i32::from((*irp).StackCount) };
+    state == IrpState::Pending || (state == IrpState::Allocated && below_top)
+}
+
+/// Initialises an IRP in place, as `IoInitializeIrp` does.
+///
+/// # Safety
+/// `irp` must point to `IoSizeOfIrp(stack)` writable bytes.
+unsafe fn initialize(irp: *mut IRP, stack: u8) {
+    // SAFETY: the caller guarantees the storage; an all-zero IRP is a valid starting point.
+    unsafe {
+        core::ptr::write_bytes(irp.cast::<u8>(), 0, IoSizeOfIrp(stack));
+        (*irp).Type = IO_TYPE_IRP;
+        (*irp).Size = u16::try_from(IoSizeOfIrp(stack)).unwrap_or(u16::MAX);
+        (*irp).StackCount = stack.cast_signed();
+        (*irp).CurrentLocation = stack.wrapping_add(1).cast_signed();
+        let list = &raw mut (*irp).ThreadListEntry;
+        (*irp).ThreadListEntry = LIST_ENTRY {
+            Flink: list,
+            Blink: list,
+        };
+        (*irp).Tail.Overlay.CurrentStackLocation = irp
+            .add(1)
+            .cast::<IO_STACK_LOCATION>()
+            .add(usize::from(stack));
+    }
+}
+
+/// Host implementation of `IoAllocateIrp`. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// None beyond the IRQL rule (checked).
+#[must_use]
+pub unsafe extern "system-unwind" fn IoAllocateIrp(
+    StackSize: CCHAR,
+    ChargeQuota: BOOLEAN,
+) -> *mut IRP {
+    let _ = ChargeQuota;
+    irql::require_at_most(DISPATCH_LEVEL, "IoAllocateIrp");
+    let machine = machine::current("IoAllocateIrp");
+    let Ok(stack) = u8::try_from(StackSize) else {
+        return core::ptr::null_mut();
+    };
+    if stack == u8::MAX {
+        return core::ptr::null_mut();
+    }
+    let layout = layout_for(stack);
+    // SAFETY: the layout has a non-zero size.
+    #[allow(clippy::cast_ptr_alignment, reason = "the layout is 16-aligned")]
+    let irp = unsafe { std::alloc::alloc(layout) }.cast::<IRP>();
+    if irp.is_null() {
+        return irp;
+    }
+    // SAFETY: freshly allocated with IoSizeOfIrp(stack) bytes.
+    unsafe { initialize(irp, stack) };
+    lock(&machine.irps).live.insert(
+        irp as usize,
+        IrpInfo {
+            state: IrpState::Allocated,
+            stack_count: stack,
+            layout,
+        },
+    );
+    irp
+}
+
+/// Host implementation of `IoReuseIrp`. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// `Irp` must be a live IRP from `IoAllocateIrp` that is not pending.
+pub unsafe extern "system-unwind" fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATUS) {
+    irql::require_at_most(DISPATCH_LEVEL, "IoReuseIrp");
+    // SAFETY: forwarded contract; is_pending checks liveness first.
+    if unsafe { is_pending(Irp) } {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!("IoReuseIrp on IRP {Irp:p}, which is still pending"),
+        );
+    }
+    let machine = machine::current("IoReuseIrp");
+    let stack = lock(&machine.irps)
+        .live
+        .get(&(Irp as usize))
+        .map_or(0, |i| i.stack_count);
+    // SAFETY: live (checked), allocated with this stack count.
+    unsafe {
+        let flags = (*Irp).AllocationFlags;
+        initialize(Irp, stack);
+        (*Irp).AllocationFlags = flags;
+        (*Irp).IoStatus.Status = Iostatus;
+    }
+    set_state(Irp, IrpState::Allocated);
+}
+
+/// Host implementation of `IoFreeIrp`. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// `Irp` must be a live IRP from `IoAllocateIrp` that is not pending.
+pub unsafe extern "system-unwind" fn IoFreeIrp(Irp: *mut IRP) {
+    irql::require_at_most(DISPATCH_LEVEL, "IoFreeIrp");
+    // SAFETY: forwarded contract; is_pending checks liveness first.
+    if unsafe { is_pending(Irp) } {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!("IoFreeIrp on IRP {Irp:p}, which is pending (issued and not completed)"),
+        );
+    }
+    let machine = machine::current("IoFreeIrp");
+    let info = lock(&machine.irps).live.remove(&(Irp as usize));
+    if let Some(info) = info {
+        // SAFETY: allocated by IoAllocateIrp with this layout; removed from the table, so
+        // freed once. Poison the header first so a use after free fails loudly.
+        unsafe {
+            core::ptr::write_bytes(Irp.cast::<u8>(), 0xDD, info.layout.size());
+            std::alloc::dealloc(Irp.cast(), info.layout);
+        }
+    }
+}
+
+/// Host implementation of `IofCompleteRequest`: walks the stack from the current location up,
+/// calling each completion routine its `SL_INVOKE_ON_*` bits select, at the caller's IRQL;
+/// `STATUS_MORE_PROCESSING_REQUIRED` stops the walk. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// `Irp` must be a live IRP from `IoAllocateIrp`, with `IoStatus` set.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one walk, kept in one place to read like the WDK's description"
+)]
+pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityBoost: CCHAR) {
+    let _ = PriorityBoost;
+    irql::require_at_most(DISPATCH_LEVEL, "IofCompleteRequest");
+    let state = state_of(Irp, "IofCompleteRequest");
+    // SAFETY: live per the table; the completing driver owns it until the walk hands it up.
+    unsafe {
+        let top = i32::from((*Irp).StackCount) + 1;
+        if state == IrpState::Completed || i32::from((*Irp).CurrentLocation) > top {
+            bugcheck(
+                "MULTIPLE_IRP_COMPLETE_REQUESTS",
+                format!("IofCompleteRequest on IRP {Irp:p}, which was already completed"),
+            );
+        }
+        if i32::from((*Irp).CurrentLocation) == top {
+            bugcheck(
+                "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+                format!(
+                    "IofCompleteRequest on IRP {Irp:p}, which no driver holds (its current \
+                     location is past the last: never sent, or completed and reused)"
+                ),
+            );
+        }
+        if (*Irp).CancelRoutine.is_some() {
+            bugcheck(
+                "CANCEL_STATE_IN_COMPLETED_IRP",
+                format!("IofCompleteRequest on IRP {Irp:p} with a cancel routine still set"),
+            );
+        }
+        if (*Irp).IoStatus.Status == STATUS_PENDING {
+            bugcheck(
+                "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+                format!("IofCompleteRequest on IRP {Irp:p} with IoStatus.Status STATUS_PENDING"),
+            );
+        }
+        let irql = irql::current();
+        loop {
+            let location = (*Irp).Tail.Overlay.CurrentStackLocation;
+            crate::IoSkipCurrentIrpStackLocation(Irp);
+            let at_top = i32::from((*Irp).CurrentLocation) >= top;
+            if at_top {
+                set_state(Irp, IrpState::Completed);
+            }
+            let control = (*location).Control;
+            (*Irp).PendingReturned = control & SL_PENDING_RETURNED;
+            let status = (*Irp).IoStatus.Status;
+            let invoke = (NT_SUCCESS(status) && control & SL_INVOKE_ON_SUCCESS != 0)
+                || (!NT_SUCCESS(status) && control & SL_INVOKE_ON_ERROR != 0)
+                || ((*Irp).Cancel != 0 && control & SL_INVOKE_ON_CANCEL != 0);
+            let routine = (*location).CompletionRoutine;
+            let context = (*location).Context;
+            // ZeroIrpStackLocation: the routine's location is spent.
+            (*location).Control = 0;
+            (*location).CompletionRoutine = None;
+            (*location).Context = core::ptr::null_mut();
+            match routine {
+                Some(routine) if invoke => {
+                    let device = if at_top {
+                        core::ptr::null_mut()
+                    } else {
+                        (*(*Irp).Tail.Overlay.CurrentStackLocation).DeviceObject
+                    };
+                    let result = verifier::in_callback(|| routine(device, Irp, context));
+                    if irql::current() != irql {
+                        bugcheck(
+                            "IRQL_UNEXPECTED_VALUE",
+                            format!(
+                                "completion routine {routine:p} of IRP {Irp:p} returned at IRQL \
+                                 {} (called at {irql})",
+                                irql::current()
+                            ),
+                        );
+                    }
+                    if result == STATUS_MORE_PROCESSING_REQUIRED {
+                        return;
+                    }
+                    if at_top {
+                        bugcheck(
+                            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+                            format!(
+                                "completion routine {routine:p} of IRP {Irp:p}, an IRP from \
+                                 IoAllocateIrp with no originating thread, returned {result:#x} \
+                                 instead of STATUS_MORE_PROCESSING_REQUIRED"
+                            ),
+                        );
+                    }
+                }
+                _ => {
+                    if (*Irp).PendingReturned != 0 && !at_top {
+                        crate::IoMarkIrpPending(Irp);
+                    }
+                    if at_top {
+                        bugcheck(
+                            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+                            format!(
+                                "IRP {Irp:p} completed to its top stack location without a \
+                                 completion routine to stop it: it was allocated with \
+                                 IoAllocateIrp and has no originating thread"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Host implementation of `IoCancelIrp`: sets `Cancel`, and calls the cancel routine (if any)
+/// with the cancel spin lock held and `CancelIrql` set; the routine releases the lock. TRUE if
+/// a routine was called. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// `Irp` must be a live IRP.
+pub unsafe extern "system-unwind" fn IoCancelIrp(Irp: *mut IRP) -> BOOLEAN {
+    irql::require_at_most(DISPATCH_LEVEL, "IoCancelIrp");
+    let _ = state_of(Irp, "IoCancelIrp");
+    let mut old = 0;
+    // SAFETY: a valid out-pointer.
+    unsafe { IoAcquireCancelSpinLock(&raw mut old) };
+    // SAFETY: the IRP is live (checked); Cancel is written under the cancel lock.
+    unsafe {
+        (*Irp).Cancel = TRUE;
+        let Some(routine) = crate::IoSetCancelRoutine(Irp, None) else {
+            IoReleaseCancelSpinLock(old);
+            return FALSE;
+        };
+        if (*Irp).CurrentLocation > (*Irp).StackCount {
+            IoReleaseCancelSpinLock(old);
+            bugcheck(
+                "CANCEL_STATE_IN_COMPLETED_IRP",
+                format!(
+                    "IoCancelIrp on IRP {Irp:p}: no driver holds it, yet it has a cancel routine"
+                ),
+            );
+        }
+        (*Irp).CancelIrql = old;
+        let device = (*(*Irp).Tail.Overlay.CurrentStackLocation).DeviceObject;
+        verifier::in_callback(|| routine(device, Irp));
+        TRUE
+    }
+}
+
+/// Host implementation of `IoAcquireCancelSpinLock`. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// `Irql` must be writable.
+pub unsafe extern "system-unwind" fn IoAcquireCancelSpinLock(Irql: *mut KIRQL) {
+    irql::require_at_most(DISPATCH_LEVEL, "IoAcquireCancelSpinLock");
+    let machine = machine::current("IoAcquireCancelSpinLock");
+    let old = irql::raise(DISPATCH_LEVEL);
+    // SAFETY: the machine's cancel lock lives as long as the machine.
+    unsafe { spinlock::acquire(machine.cancel_lock_ptr(), "IoAcquireCancelSpinLock") };
+    // SAFETY: the caller guarantees a writable KIRQL.
+    unsafe { Irql.write(old) };
+}
+
+/// Host implementation of `IoReleaseCancelSpinLock`. `DISPATCH_LEVEL`, cancel lock held.
+///
+/// # Safety
+/// The caller must hold the cancel spin lock.
+pub unsafe extern "system-unwind" fn IoReleaseCancelSpinLock(Irql: KIRQL) {
+    irql::require_dispatch("IoReleaseCancelSpinLock");
+    let machine = machine::current("IoReleaseCancelSpinLock");
+    // SAFETY: the machine's cancel lock lives as long as the machine.
+    unsafe { spinlock::release(machine.cancel_lock_ptr(), "IoReleaseCancelSpinLock") };
+    irql::lower(Irql);
+}
+
+/// Leak report lines: every IRP still allocated.
+pub(crate) fn leaks(table: &IrpTable) -> Vec<String> {
+    table
+        .live
+        .iter()
+        .map(|(&irp, info)| format!("IRP {:#x} ({:?}) not freed", irp, info.state))
+        .collect()
+}

@@ -1,0 +1,427 @@
+//! The host kernel's public face, for tests and host programs: boot a machine, run code on its
+//! threads, load and unload drivers, read the verifier's records and the debug log.
+//!
+//! ```no_run
+//! use wsk_sys::host::{Config, Kernel, Registry, RegValue};
+//! # unsafe extern "system" fn driver_entry(_: *mut wsk_sys::DRIVER_OBJECT, _: *mut wsk_sys::UNICODE_STRING) -> wsk_sys::NTSTATUS { 0 }
+//! let kernel = Kernel::boot(Config::default().with_cpus(4));
+//! let registry = Registry::new().with("Parameters", "Port", RegValue::Dword(7007));
+//! let driver = kernel.load_driver(driver_entry, "wskecho", registry).unwrap();
+//! let report = kernel.unload(driver);
+//! assert!(report.is_clean(), "{report}");
+//! ```
+
+use core::cell::UnsafeCell;
+use std::boxed::Box;
+use std::fmt;
+use std::format;
+use std::string::{String, ToString};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use std::vec::Vec;
+
+use super::machine::{self, Machine, lock, wait};
+use super::verifier::{self, Bugcheck};
+use super::{dpc, irp, mdl, object, pool, timer};
+use crate::host::faults::Faults;
+use crate::{
+    DRIVER_INITIALIZE, DRIVER_OBJECT, IO_TYPE_DRIVER, NT_SUCCESS, NTSTATUS, UNICODE_STRING,
+};
+
+pub use super::registry::{RegValue, Registry};
+
+/// How to build the machine.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Emulated processors. Default: the host's cores, at least 2.
+    pub cpus: usize,
+    /// Fault plan of the WSK provider.
+    pub faults: Faults,
+    /// Longest a DPC routine may run before `DPC_WATCHDOG_VIOLATION` is recorded (a record,
+    /// not a stop). Default: 2 s.
+    pub dpc_watchdog: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cpus: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            faults: Faults::default(),
+            dpc_watchdog: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Config {
+    /// Sets the number of emulated processors (1 to 64).
+    #[must_use]
+    pub fn with_cpus(mut self, cpus: usize) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// Sets the WSK provider's fault plan.
+    #[must_use]
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Sets the DPC watchdog budget.
+    #[must_use]
+    pub fn with_dpc_watchdog(mut self, budget: Duration) -> Self {
+        self.dpc_watchdog = budget;
+        self
+    }
+}
+
+/// One kernel per process: set while a kernel runs.
+static BOOTED: Mutex<bool> = Mutex::new(false);
+static SHUT_DOWN: Condvar = Condvar::new();
+
+/// A running host kernel: emulated processors, the timer thread, the WSK provider. Only one
+/// runs per process at a time: `boot` waits for the previous one to be dropped, so tests in
+/// one binary serialise. Dropping it stops everything; dropping it with bugchecks nobody took
+/// (see [`Kernel::take_bugchecks`]) panics, so no verifier finding goes unnoticed.
+pub struct Kernel {
+    config: Config,
+    machine: Arc<Machine>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// A loaded driver: its `DRIVER_OBJECT` and the strings it points to.
+pub struct Driver {
+    name: String,
+    object: Box<UnsafeCell<DRIVER_OBJECT>>,
+    // The UNICODE_STRINGs point into these buffers.
+    _name_buffer: Vec<u16>,
+    _path_buffer: Vec<u16>,
+    registry_path: Box<UnsafeCell<UNICODE_STRING>>,
+}
+
+// SAFETY: the driver object and strings are only touched by the kernel on the loading and
+// unloading threads, one at a time, and by the driver per its own rules.
+unsafe impl Send for Driver {}
+
+impl Driver {
+    /// The driver's name, as given to `load_driver`.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its `DRIVER_OBJECT`.
+    #[must_use]
+    pub fn object(&self) -> *mut DRIVER_OBJECT {
+        self.object.get()
+    }
+
+    /// The registry path `DriverEntry` received.
+    #[must_use]
+    pub fn registry_path(&self) -> String {
+        // SAFETY: the string points into our own buffer.
+        String::from_utf16_lossy(unsafe { (*self.registry_path.get()).as_wide() })
+    }
+}
+
+/// What the verifier found at unload (or at [`Kernel::check_leaks`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnloadReport {
+    leaks: Vec<String>,
+}
+
+impl UnloadReport {
+    /// True when nothing leaked.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.leaks.is_empty()
+    }
+
+    /// One line per leak: IRPs, pool by tag, MDLs, armed timers, queued DPCs, handles,
+    /// running threads, and the WSK provider's open registrations and sockets.
+    #[must_use]
+    pub fn leaks(&self) -> &[String] {
+        &self.leaks
+    }
+}
+
+impl fmt::Display for UnloadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.leaks.is_empty() {
+            return f.write_str("no leaks");
+        }
+        write!(f, "{} leak(s):", self.leaks.len())?;
+        for leak in &self.leaks {
+            write!(f, "\n  - {leak}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` on a fresh system thread at `PASSIVE_LEVEL` and returns its result; a panic in `f`
+/// (a bugcheck, say) is resumed on the caller's thread.
+///
+/// # Panics
+/// With no kernel booted (a bugcheck), or when `f` panics or calls `PsTerminateSystemThread`.
+pub fn on_kernel_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let _machine = machine::current("on_kernel_thread");
+    let outcome = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("kernel-thread".into())
+            .spawn_scoped(scope, || object::system_thread_body(f))
+            .expect("spawn a kernel thread")
+            .join()
+    });
+    match outcome {
+        Ok(Ok(Some(value))) => value,
+        Ok(Ok(None)) => panic!("the kernel thread ended with PsTerminateSystemThread"),
+        Ok(Err(payload)) | Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+impl Kernel {
+    /// Boots a machine: waits until no other kernel runs in the process, then starts the
+    /// processors, the timer thread and the WSK provider (with `config.faults`).
+    ///
+    /// # Panics
+    /// If `config.cpus` is not between 1 and 64.
+    #[must_use]
+    pub fn boot(config: Config) -> Kernel {
+        assert!(
+            (1..=64).contains(&config.cpus),
+            "host kernel: {} processors requested (1 to 64 supported)",
+            config.cpus
+        );
+        let mut booted = lock(&BOOTED);
+        while *booted {
+            booted = wait(&SHUT_DOWN, booted);
+        }
+        *booted = true;
+        drop(booted);
+        let machine = Arc::new(Machine::new(config.cpus, config.dpc_watchdog));
+        machine::install(Some(Arc::clone(&machine)));
+        let mut threads = dpc::start_cpus(&machine);
+        threads.push(timer::start(&machine));
+        crate::host::wsk::boot(&config.faults);
+        Kernel {
+            config,
+            machine,
+            threads,
+        }
+    }
+
+    /// The configuration the kernel booted with.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The number of emulated processors.
+    #[must_use]
+    pub fn cpus(&self) -> usize {
+        self.machine.cpus
+    }
+
+    /// Runs `f` on a fresh system thread at `PASSIVE_LEVEL` and returns its result.
+    ///
+    /// # Panics
+    /// When `f` panics (bugchecks included): the panic propagates to the caller.
+    pub fn on_kernel_thread<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        on_kernel_thread(f)
+    }
+
+    /// Loads a driver: builds its `DRIVER_OBJECT` (`\Driver\<name>`), mounts `registry` under
+    /// `\Registry\Machine\System\CurrentControlSet\Services\<name>`, and calls `entry` at
+    /// `PASSIVE_LEVEL` on a system thread. Its failure status comes back as `Err`.
+    ///
+    /// # Errors
+    /// The status `DriverEntry` returned, if it is not a success.
+    ///
+    /// # Panics
+    /// If `DriverEntry` panics (a bugcheck, say): the panic is resumed here.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "the registry is handed over to the kernel, as a host program does"
+    )]
+    pub fn load_driver(
+        &self,
+        entry: DRIVER_INITIALIZE,
+        name: &str,
+        registry: Registry,
+    ) -> Result<Driver, NTSTATUS> {
+        let path = format!("\\Registry\\Machine\\System\\CurrentControlSet\\Services\\{name}");
+        lock(&self.machine.registry).mount(&path, &registry);
+        let name_buffer: Vec<u16> = format!("\\Driver\\{name}").encode_utf16().collect();
+        let path_buffer: Vec<u16> = path.encode_utf16().collect();
+        // SAFETY: every DRIVER_OBJECT field is an integer, a raw pointer or an Option of a
+        // function pointer: all-zero is a valid value for each.
+        let object: Box<UnsafeCell<DRIVER_OBJECT>> =
+            unsafe { Box::<UnsafeCell<DRIVER_OBJECT>>::new_zeroed().assume_init() };
+        let driver_name = UNICODE_STRING::from_wide(&name_buffer);
+        let registry_path = UNICODE_STRING::from_wide(&path_buffer);
+        let driver = Driver {
+            name: name.to_string(),
+            registry_path: Box::new(UnsafeCell::new(registry_path)),
+            object,
+            _name_buffer: name_buffer,
+            _path_buffer: path_buffer,
+        };
+        // SAFETY: the object is ours, not yet shared.
+        unsafe {
+            let object = driver.object.get();
+            (*object).Type = IO_TYPE_DRIVER;
+            (*object).Size = i16::try_from(size_of::<DRIVER_OBJECT>()).unwrap_or(i16::MAX);
+            (*object).DriverName = driver_name;
+            (*object).DriverInit = Some(entry);
+        }
+        let object = driver.object.get() as usize;
+        let registry_path = driver.registry_path.get() as usize;
+        let status = on_kernel_thread(move || {
+            // SAFETY: DriverEntry with its driver object and registry path, both live until
+            // the Driver is dropped, at PASSIVE_LEVEL on a system thread.
+            verifier::in_callback(|| unsafe {
+                entry(
+                    core::ptr::with_exposed_provenance_mut(object),
+                    core::ptr::with_exposed_provenance_mut(registry_path),
+                )
+            })
+        });
+        if NT_SUCCESS(status) {
+            Ok(driver)
+        } else {
+            Err(status)
+        }
+    }
+
+    /// Unloads a driver: calls its `DriverUnload` at `PASSIVE_LEVEL`, waits for the processors
+    /// to drain (`KeFlushQueuedDpcs`), then reports what is left (see [`UnloadReport`]).
+    ///
+    /// # Panics
+    /// If `DriverUnload` panics (a bugcheck, say): the panic is resumed here.
+    #[must_use]
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "an unloaded driver is gone: the handle is consumed"
+    )]
+    pub fn unload(&self, driver: Driver) -> UnloadReport {
+        let object = driver.object.get() as usize;
+        // SAFETY: the driver object is live; DriverEntry has returned.
+        let unload = unsafe { (*driver.object.get()).DriverUnload };
+        let mut report = UnloadReport::default();
+        match unload {
+            Some(unload) => on_kernel_thread(move || {
+                // SAFETY: DriverUnload with its own driver object, at PASSIVE_LEVEL.
+                verifier::in_callback(|| unsafe {
+                    unload(core::ptr::with_exposed_provenance_mut(object));
+                });
+            }),
+            None => report.leaks.push(format!(
+                "driver {} set no DriverUnload: it cannot unload",
+                driver.name
+            )),
+        }
+        report.leaks.extend(self.check_leaks().leaks);
+        report
+    }
+
+    /// Waits for the processors to drain (`KeFlushQueuedDpcs`), then reports every IRP, pool
+    /// allocation, MDL, armed timer, queued DPC, open handle, running system thread, WSK
+    /// registration and socket still alive.
+    #[must_use]
+    pub fn check_leaks(&self) -> UnloadReport {
+        on_kernel_thread(|| {
+            // SAFETY: PASSIVE_LEVEL on a system thread.
+            unsafe { super::dpc::KeFlushQueuedDpcs() };
+        });
+        let machine = &self.machine;
+        let mut leaks = Vec::new();
+        leaks.extend(irp::leaks(&lock(&machine.irps)));
+        leaks.extend(mdl::leaks(&lock(&machine.mdls)));
+        leaks.extend(pool::leaks(&lock(&machine.pool)));
+        leaks.extend(machine.timers.leaks());
+        leaks.extend(
+            machine
+                .dpcs
+                .queued()
+                .into_iter()
+                .map(|(dpc, cpu)| dpc::describe(dpc, cpu)),
+        );
+        leaks.extend(lock(&machine.objects).leaks());
+        leaks.extend(crate::host::wsk::leaks());
+        leaks.sort();
+        UnloadReport { leaks }
+    }
+
+    /// The bugchecks recorded so far (they stay recorded).
+    #[must_use]
+    pub fn bugchecks(&self) -> Vec<Bugcheck> {
+        lock(&self.machine.bugchecks).clone()
+    }
+
+    /// Takes the bugchecks recorded so far: the test has examined them.
+    #[must_use = "take_bugchecks exists to examine them"]
+    pub fn take_bugchecks(&self) -> Vec<Bugcheck> {
+        core::mem::take(&mut *lock(&self.machine.bugchecks))
+    }
+
+    /// Everything `DbgPrintEx` printed since boot.
+    #[must_use]
+    pub fn debug_log(&self) -> String {
+        lock(&self.machine.debug_log).clone()
+    }
+
+    /// Sets a registry value at an absolute key path (`\Registry\Machine\...`).
+    pub fn set_registry_value(&self, key: &str, name: &str, value: RegValue) {
+        lock(&self.machine.registry).set(key, name, value);
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        let provider = std::panic::catch_unwind(crate::host::wsk::shutdown);
+        self.machine.stopping.store(true, Ordering::Release);
+        self.machine.dpcs.wake_all();
+        self.machine.timers.wake();
+        loop {
+            let mut threads: Vec<JoinHandle<()>> = self.threads.drain(..).collect();
+            threads.extend(lock(&self.machine.replacements).drain(..));
+            if threads.is_empty() {
+                break;
+            }
+            let halted = lock(&self.machine.halted).clone();
+            for thread in threads {
+                // A halted processor is parked for good: leave it.
+                if !halted.contains(&thread.thread().id()) {
+                    let _ = thread.join();
+                }
+            }
+        }
+        machine::install(None);
+        *lock(&BOOTED) = false;
+        SHUT_DOWN.notify_all();
+        let bugchecks = core::mem::take(&mut *lock(&self.machine.bugchecks));
+        if std::thread::panicking() {
+            return;
+        }
+        if let Err(payload) = provider {
+            std::panic::resume_unwind(payload);
+        }
+        if !bugchecks.is_empty() {
+            let list: Vec<String> = bugchecks.iter().map(ToString::to_string).collect();
+            panic!(
+                "host kernel dropped with {} bugcheck(s) nobody examined (Kernel::take_bugchecks):\n{}",
+                bugchecks.len(),
+                list.join("\n")
+            );
+        }
+    }
+}
+
+/// Appends debug output to the running kernel's log.
+pub(crate) fn append_debug_log(text: &str) {
+    if let Some(machine) = machine::try_current() {
+        lock(&machine.debug_log).push_str(text);
+    }
+}

@@ -1,0 +1,126 @@
+//! The running machine: every kernel-side table, shared by the kernel's threads and the
+//! functions drivers call. One machine runs per process at a time (see `kernel::Kernel`).
+
+use std::string::String;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+use std::vec::Vec;
+
+use super::verifier::{Bugcheck, bugcheck};
+use super::{dpc, irp, mdl, object, pool, registry, timer};
+
+/// Locks `mutex`, ignoring poison: a bugcheck that unwound through a holder must not take the
+/// rest of the machine down with it.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Waits on `condvar`, ignoring poison.
+pub(crate) fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    condvar.wait(guard).unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Waits on `condvar` for at most `timeout`, ignoring poison.
+pub(crate) fn wait_timeout<'a, T>(
+    condvar: &Condvar,
+    guard: MutexGuard<'a, T>,
+    timeout: Duration,
+) -> MutexGuard<'a, T> {
+    condvar
+        .wait_timeout(guard, timeout)
+        .unwrap_or_else(PoisonError::into_inner)
+        .0
+}
+
+/// Every kernel-side table of the running kernel.
+pub(crate) struct Machine {
+    /// Emulated processors.
+    pub(crate) cpus: usize,
+    /// Longest a DPC routine may run before `DPC_WATCHDOG_VIOLATION` is recorded.
+    pub(crate) dpc_watchdog: Duration,
+    /// Set when the kernel shuts down: kernel threads exit.
+    pub(crate) stopping: AtomicBool,
+    /// Bugchecks raised and not yet taken by the test.
+    pub(crate) bugchecks: Mutex<Vec<Bugcheck>>,
+    /// Everything `DbgPrintEx` printed.
+    pub(crate) debug_log: Mutex<String>,
+    /// The dispatcher lock and its condition: every waitable object's state changes under it.
+    pub(crate) dispatcher: Mutex<()>,
+    /// Signalled whenever a dispatcher object's state changes.
+    pub(crate) dispatcher_changed: Condvar,
+    /// Processors and their DPC queues.
+    pub(crate) dpcs: dpc::Dpcs,
+    /// Armed timers.
+    pub(crate) timers: timer::Timers,
+    /// IRPs allocated and their state.
+    pub(crate) irps: Mutex<irp::IrpTable>,
+    /// The cancel spin lock (`IoAcquireCancelSpinLock`).
+    pub(crate) cancel_lock: AtomicUsize,
+    /// Pool allocations.
+    pub(crate) pool: Mutex<pool::PoolTable>,
+    /// MDLs allocated.
+    pub(crate) mdls: Mutex<mdl::MdlTable>,
+    /// Handles and referenced objects (threads, registry keys).
+    pub(crate) objects: Mutex<object::Objects>,
+    /// The registry.
+    pub(crate) registry: Mutex<registry::Store>,
+    /// Processor threads halted by a bugcheck inside a driver callback (never joined).
+    pub(crate) halted: Mutex<Vec<std::thread::ThreadId>>,
+    /// The threads that replaced them.
+    pub(crate) replacements: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Machine {
+    pub(crate) fn new(cpus: usize, dpc_watchdog: Duration) -> Self {
+        Self {
+            cpus,
+            dpc_watchdog,
+            stopping: AtomicBool::new(false),
+            bugchecks: Mutex::new(Vec::new()),
+            debug_log: Mutex::new(String::new()),
+            dispatcher: Mutex::new(()),
+            dispatcher_changed: Condvar::new(),
+            dpcs: dpc::Dpcs::new(cpus),
+            timers: timer::Timers::new(),
+            irps: Mutex::new(irp::IrpTable::default()),
+            cancel_lock: AtomicUsize::new(0),
+            pool: Mutex::new(pool::PoolTable::default()),
+            mdls: Mutex::new(mdl::MdlTable::default()),
+            objects: Mutex::new(object::Objects::default()),
+            registry: Mutex::new(registry::Store::default()),
+            halted: Mutex::new(Vec::new()),
+            replacements: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The address of the cancel spin lock, for the spin-lock primitives.
+    pub(crate) fn cancel_lock_ptr(&self) -> *mut crate::KSPIN_LOCK {
+        self.cancel_lock.as_ptr()
+    }
+}
+
+static CURRENT: RwLock<Option<Arc<Machine>>> = RwLock::new(None);
+
+/// The running machine, if a kernel is booted.
+pub(crate) fn try_current() -> Option<Arc<Machine>> {
+    CURRENT
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+/// The running machine; a bugcheck naming `function` if no kernel is booted.
+pub(crate) fn current(function: &'static str) -> Arc<Machine> {
+    try_current().unwrap_or_else(|| {
+        bugcheck(
+            "NO_HOST_KERNEL",
+            std::format!("{function} called with no host kernel booted (Kernel::boot)"),
+        )
+    })
+}
+
+/// Installs (or, with `None`, removes) the running machine.
+pub(crate) fn install(machine: Option<Arc<Machine>>) {
+    *CURRENT.write().unwrap_or_else(PoisonError::into_inner) = machine;
+}

@@ -1,0 +1,224 @@
+//! MDLs: allocated with their page array, tracked for leaks; nonpaged-pool MDLs are mapped by
+//! construction.
+
+use std::alloc::Layout;
+use std::collections::HashMap;
+use std::format;
+use std::string::String;
+use std::vec::Vec;
+
+use super::irql;
+use super::machine::{self, lock};
+use super::verifier::bugcheck;
+use crate::{
+    BOOLEAN, CSHORT, DISPATCH_LEVEL, IRP, KPROCESSOR_MODE, MDL, MDL_ALLOCATED_FIXED_SIZE,
+    MDL_MAPPED_TO_SYSTEM_VA, MDL_PAGES_LOCKED, MDL_SOURCE_IS_NONPAGED_POOL, PVOID,
+};
+
+const PAGE_SIZE: usize = 4096;
+
+/// One tracked MDL.
+pub(crate) struct MdlInfo {
+    layout: Layout,
+    pub(crate) va: usize,
+    pub(crate) length: u32,
+}
+
+/// Every live MDL, by address.
+#[derive(Default)]
+pub(crate) struct MdlTable {
+    pub(crate) live: HashMap<usize, MdlInfo>,
+}
+
+/// Host implementation of `IoAllocateMdl`. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// `Irp` must be null or a live IRP.
+pub unsafe extern "system-unwind" fn IoAllocateMdl(
+    VirtualAddress: PVOID,
+    Length: u32,
+    SecondaryBuffer: BOOLEAN,
+    ChargeQuota: BOOLEAN,
+    Irp: *mut IRP,
+) -> *mut MDL {
+    let _ = ChargeQuota;
+    irql::require_at_most(DISPATCH_LEVEL, "IoAllocateMdl");
+    let machine = machine::current("IoAllocateMdl");
+    let va = VirtualAddress as usize;
+    let offset = va % PAGE_SIZE;
+    let length = Length as usize;
+    let pages = (offset + length).div_ceil(PAGE_SIZE);
+    let size = size_of::<MDL>() + pages * size_of::<usize>();
+    let Ok(csize) = CSHORT::try_from(size) else {
+        return core::ptr::null_mut(); // too large for one MDL, as on Windows
+    };
+    let Ok(layout) = Layout::from_size_align(size, 16) else {
+        return core::ptr::null_mut();
+    };
+    // SAFETY: non-zero size.
+    #[allow(clippy::cast_ptr_alignment, reason = "the layout is 16-aligned")]
+    let mdl = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<MDL>();
+    if mdl.is_null() {
+        return mdl;
+    }
+    // SAFETY: freshly allocated, `pages` page numbers follow the header.
+    unsafe {
+        (*mdl).Size = csize;
+        (*mdl).MdlFlags = MDL_ALLOCATED_FIXED_SIZE;
+        (*mdl).StartVa = VirtualAddress.cast::<u8>().wrapping_sub(offset).cast();
+        (*mdl).ByteOffset = u32::try_from(offset).unwrap_or(0);
+        (*mdl).ByteCount = Length;
+        let frames = mdl.add(1).cast::<usize>();
+        for page in 0..pages {
+            frames.add(page).write(va / PAGE_SIZE + page);
+        }
+        if !Irp.is_null() {
+            if SecondaryBuffer == 0 {
+                (*Irp).MdlAddress = mdl;
+            } else {
+                let mut tail = (*Irp).MdlAddress;
+                if tail.is_null() {
+                    (*Irp).MdlAddress = mdl;
+                } else {
+                    while !(*tail).Next.is_null() {
+                        tail = (*tail).Next;
+                    }
+                    (*tail).Next = mdl;
+                }
+            }
+        }
+    }
+    lock(&machine.mdls).live.insert(
+        mdl as usize,
+        MdlInfo {
+            layout,
+            va,
+            length: Length,
+        },
+    );
+    mdl
+}
+
+/// Host implementation of `IoFreeMdl`. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// `Mdl` must be a live MDL from `IoAllocateMdl`.
+pub unsafe extern "system-unwind" fn IoFreeMdl(Mdl: *mut MDL) {
+    irql::require_at_most(DISPATCH_LEVEL, "IoFreeMdl");
+    let machine = machine::current("IoFreeMdl");
+    let info = lock(&machine.mdls).live.remove(&(Mdl as usize));
+    let Some(info) = info else {
+        bugcheck(
+            "BAD_POOL_CALLER",
+            format!("IoFreeMdl({Mdl:p}): not a live MDL from IoAllocateMdl (freed twice?)"),
+        );
+    };
+    // SAFETY: allocated by IoAllocateMdl with this layout, removed from the table: freed once.
+    unsafe {
+        core::ptr::write_bytes(Mdl.cast::<u8>(), 0xDD, info.layout.size());
+        std::alloc::dealloc(Mdl.cast(), info.layout);
+    }
+}
+
+fn check_live(mdl: *mut MDL, function: &'static str) {
+    let machine = machine::current(function);
+    if !lock(&machine.mdls).live.contains_key(&(mdl as usize)) {
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format!("{function}({mdl:p}): not a live MDL from IoAllocateMdl"),
+        );
+    }
+}
+
+/// Host implementation of `MmBuildMdlForNonPagedPool`. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// `MemoryDescriptorList` must be a live MDL describing nonpaged memory.
+pub unsafe extern "system-unwind" fn MmBuildMdlForNonPagedPool(MemoryDescriptorList: *mut MDL) {
+    irql::require_at_most(DISPATCH_LEVEL, "MmBuildMdlForNonPagedPool");
+    let mdl = MemoryDescriptorList;
+    check_live(mdl, "MmBuildMdlForNonPagedPool");
+    let machine = machine::current("MmBuildMdlForNonPagedPool");
+    // SAFETY: live (checked).
+    let (va, len) = unsafe {
+        (
+            crate::MmGetMdlVirtualAddress(mdl) as usize,
+            (*mdl).ByteCount as usize,
+        )
+    };
+    let paged = lock(&machine.pool)
+        .containing(va, len)
+        .is_some_and(|(_, block)| block.paged);
+    if paged {
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format!("MmBuildMdlForNonPagedPool({mdl:p}) over paged pool at {va:#x}"),
+        );
+    }
+    // SAFETY: live (checked).
+    unsafe {
+        if (*mdl).MdlFlags & (MDL_PAGES_LOCKED | MDL_MAPPED_TO_SYSTEM_VA) != 0 {
+            bugcheck(
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                format!("MmBuildMdlForNonPagedPool({mdl:p}) on an MDL already locked or mapped"),
+            );
+        }
+        (*mdl).MappedSystemVa = crate::MmGetMdlVirtualAddress(mdl);
+        (*mdl).MdlFlags |= MDL_SOURCE_IS_NONPAGED_POOL;
+    }
+}
+
+/// Host implementation of `MmMapLockedPagesSpecifyCache`: the buffer's own address (host
+/// memory is one address space). IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// `MemoryDescriptorList` must be a live MDL of locked or nonpaged pages.
+pub unsafe extern "system-unwind" fn MmMapLockedPagesSpecifyCache(
+    MemoryDescriptorList: *mut MDL,
+    AccessMode: KPROCESSOR_MODE,
+    CacheType: i32,
+    RequestedAddress: PVOID,
+    BugCheckOnFailure: u32,
+    Priority: u32,
+) -> PVOID {
+    let _ = (
+        AccessMode,
+        CacheType,
+        RequestedAddress,
+        BugCheckOnFailure,
+        Priority,
+    );
+    irql::require_at_most(DISPATCH_LEVEL, "MmMapLockedPagesSpecifyCache");
+    let mdl = MemoryDescriptorList;
+    check_live(mdl, "MmMapLockedPagesSpecifyCache");
+    // SAFETY: live (checked).
+    unsafe {
+        let flags = (*mdl).MdlFlags;
+        if flags & MDL_SOURCE_IS_NONPAGED_POOL != 0 {
+            return crate::MmGetMdlVirtualAddress(mdl);
+        }
+        if flags & MDL_PAGES_LOCKED == 0 {
+            bugcheck(
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                format!("MmMapLockedPagesSpecifyCache({mdl:p}): the MDL's pages are not locked"),
+            );
+        }
+        (*mdl).MappedSystemVa = crate::MmGetMdlVirtualAddress(mdl);
+        (*mdl).MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
+        (*mdl).MappedSystemVa
+    }
+}
+
+/// Leak report lines: every MDL still allocated.
+pub(crate) fn leaks(table: &MdlTable) -> Vec<String> {
+    table
+        .live
+        .iter()
+        .map(|(&mdl, info)| {
+            format!(
+                "MDL {mdl:#x} ({} bytes at {:#x}) not freed",
+                info.length, info.va
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,202 @@
+//! Pool: allocations tracked by address with their tag and type. Freeing with the wrong tag,
+//! twice, or an address pool never returned is `BAD_POOL_CALLER`; what is left at unload is
+//! reported by tag. Memory not asked to be zeroed is filled with a pattern, so code that
+//! relies on zeroed pool fails visibly.
+
+use std::alloc::Layout;
+use std::collections::BTreeMap;
+use std::format;
+use std::string::String;
+use std::vec::Vec;
+
+use super::irql;
+use super::machine::{self, lock};
+use super::verifier::bugcheck;
+use crate::{
+    APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL, POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE,
+    POOL_FLAG_PAGED, POOL_FLAG_UNINITIALIZED, POOL_FLAGS, POOL_TYPE, PVOID, PagedPool, SIZE_T,
+    UNICODE_STRING,
+};
+
+/// One allocation.
+pub(crate) struct Block {
+    pub(crate) tag: u32,
+    pub(crate) paged: bool,
+    layout: Layout,
+}
+
+/// Every live allocation, by address.
+#[derive(Default)]
+pub(crate) struct PoolTable {
+    pub(crate) live: BTreeMap<usize, Block>,
+}
+
+impl PoolTable {
+    /// The allocation containing `[addr, addr + len)`, if any: (start, block).
+    pub(crate) fn containing(&self, addr: usize, len: usize) -> Option<(usize, &Block)> {
+        let (&start, block) = self.live.range(..=addr).next_back()?;
+        (addr.saturating_add(len) <= start + block.layout.size()).then_some((start, block))
+    }
+}
+
+/// A tag as its four characters.
+pub(crate) fn tag_text(tag: u32) -> String {
+    tag.to_le_bytes()
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() {
+                char::from(b)
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+fn allocate(bytes: usize, tag: u32, paged: bool, zero: bool, function: &'static str) -> PVOID {
+    irql::require_at_most(if paged { APC_LEVEL } else { DISPATCH_LEVEL }, function);
+    let machine = machine::current(function);
+    let Ok(layout) = Layout::from_size_align(bytes.max(1), 16) else {
+        return core::ptr::null_mut();
+    };
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe {
+        if zero {
+            std::alloc::alloc_zeroed(layout)
+        } else {
+            let p = std::alloc::alloc(layout);
+            if !p.is_null() {
+                core::ptr::write_bytes(p, 0xA5, layout.size());
+            }
+            p
+        }
+    };
+    if !p.is_null() {
+        lock(&machine.pool)
+            .live
+            .insert(p as usize, Block { tag, paged, layout });
+    }
+    p.cast()
+}
+
+/// Host implementation of `ExAllocatePoolWithTag` (memory not zeroed). IRQL <=
+/// `DISPATCH_LEVEL` for nonpaged pool, <= `APC_LEVEL` for paged.
+///
+/// # Safety
+/// None beyond the IRQL rule (checked).
+#[must_use]
+pub unsafe extern "system-unwind" fn ExAllocatePoolWithTag(
+    PoolType: POOL_TYPE,
+    NumberOfBytes: SIZE_T,
+    Tag: u32,
+) -> PVOID {
+    let paged = PoolType & 1 == PagedPool;
+    allocate(NumberOfBytes, Tag, paged, false, "ExAllocatePoolWithTag")
+}
+
+/// Host implementation of `ExAllocatePool2`, returned by `MmGetSystemRoutineAddress`: zeroed
+/// unless `POOL_FLAG_UNINITIALIZED`. IRQL <= `DISPATCH_LEVEL` for nonpaged pool.
+///
+/// # Safety
+/// None beyond the IRQL rule (checked).
+#[must_use]
+pub unsafe extern "system" fn ExAllocatePool2(
+    Flags: POOL_FLAGS,
+    NumberOfBytes: SIZE_T,
+    Tag: u32,
+) -> PVOID {
+    let kinds = Flags & (POOL_FLAG_NON_PAGED | POOL_FLAG_NON_PAGED_EXECUTE | POOL_FLAG_PAGED);
+    if kinds.count_ones() != 1 || Tag == 0 {
+        bugcheck(
+            "BAD_POOL_CALLER",
+            format!(
+                "ExAllocatePool2 with flags {Flags:#x} and tag {Tag:#x}: exactly one pool type and a non-zero tag are required"
+            ),
+        );
+    }
+    let zero = Flags & POOL_FLAG_UNINITIALIZED == 0;
+    allocate(
+        NumberOfBytes,
+        Tag,
+        kinds == POOL_FLAG_PAGED,
+        zero,
+        "ExAllocatePool2",
+    )
+}
+
+/// Host implementation of `ExFreePoolWithTag`. IRQL <= `DISPATCH_LEVEL` (nonpaged).
+///
+/// # Safety
+/// `P` must be an allocation from this pool, freed once, with its tag.
+pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
+    irql::require_at_most(DISPATCH_LEVEL, "ExFreePoolWithTag");
+    let machine = machine::current("ExFreePoolWithTag");
+    let mut pool = lock(&machine.pool);
+    let Some(block) = pool.live.remove(&(P as usize)) else {
+        drop(pool);
+        bugcheck(
+            "BAD_POOL_CALLER",
+            format!("ExFreePoolWithTag({P:p}): not a live pool allocation (freed twice?)"),
+        );
+    };
+    if block.tag != Tag {
+        let (had, given) = (tag_text(block.tag), tag_text(Tag));
+        pool.live.insert(P as usize, block);
+        drop(pool);
+        bugcheck(
+            "BAD_POOL_CALLER",
+            format!("ExFreePoolWithTag({P:p}) with tag '{given}'; allocated with tag '{had}'"),
+        );
+    }
+    if block.paged && irql::current() > APC_LEVEL {
+        pool.live.insert(P as usize, block);
+        drop(pool);
+        irql::require_at_most(APC_LEVEL, "ExFreePoolWithTag (paged pool)");
+        return;
+    }
+    drop(pool);
+    // SAFETY: allocated by `allocate` with this layout and removed from the table: freed once.
+    // Poisoned first so a use after free reads garbage, not plausible data.
+    unsafe {
+        core::ptr::write_bytes(P.cast::<u8>(), 0xDD, block.layout.size());
+        std::alloc::dealloc(P.cast(), block.layout);
+    }
+}
+
+/// Host implementation of `MmGetSystemRoutineAddress`: `ExAllocatePool2`, else null.
+/// `PASSIVE_LEVEL`.
+///
+/// # Safety
+/// `SystemRoutineName` must be a valid counted string.
+pub unsafe extern "system-unwind" fn MmGetSystemRoutineAddress(
+    SystemRoutineName: *mut UNICODE_STRING,
+) -> PVOID {
+    irql::require_at_most(PASSIVE_LEVEL, "MmGetSystemRoutineAddress");
+    // SAFETY: the caller guarantees a valid counted string.
+    let name = String::from_utf16_lossy(unsafe { (*SystemRoutineName).as_wide() });
+    if name == "ExAllocatePool2" {
+        let routine: unsafe extern "system" fn(POOL_FLAGS, SIZE_T, u32) -> PVOID = ExAllocatePool2;
+        routine as PVOID
+    } else {
+        core::ptr::null_mut()
+    }
+}
+
+/// Leak report lines: live allocations grouped by tag.
+pub(crate) fn leaks(table: &PoolTable) -> Vec<String> {
+    let mut by_tag: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
+    for block in table.live.values() {
+        let entry = by_tag.entry(block.tag).or_default();
+        entry.0 += 1;
+        entry.1 += block.layout.size();
+    }
+    by_tag
+        .into_iter()
+        .map(|(tag, (count, bytes))| {
+            format!(
+                "pool tag '{}': {count} allocation(s), {bytes} bytes not freed",
+                tag_text(tag)
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,399 @@
+use core::ffi::c_void;
+use std::sync::Mutex;
+
+use super::*;
+use crate::host::ntos::irp::call_driver_enter;
+use crate::{
+    DEVICE_OBJECT, DISPATCH_LEVEL, FALSE, IO_NO_INCREMENT, IO_STACK_LOCATION, IO_TYPE_IRP, IRP,
+    IoAllocateIrp, IoCancelIrp, IoFreeIrp, IoGetCurrentIrpStackLocation, IoReleaseCancelSpinLock,
+    IoReuseIrp, IoSetCancelRoutine, IoSetCompletionRoutine, IoSetNextIrpStackLocation, IoSizeOfIrp,
+    IofCompleteRequest, KeGetCurrentIrql, NTSTATUS, PVOID, STATUS_CANCELLED,
+    STATUS_MORE_PROCESSING_REQUIRED, STATUS_SUCCESS, STATUS_UNSUCCESSFUL, TRUE,
+};
+
+/// What a completion routine saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
+    who: &'static str,
+    current_location: i8,
+    status: NTSTATUS,
+    cancel: bool,
+    irql: u8,
+    device_null: bool,
+}
+
+/// A completion routine's context: its name, what it returns, and the shared log.
+struct Routine {
+    who: &'static str,
+    returns: NTSTATUS,
+    log: &'static Mutex<Vec<Seen>>,
+}
+
+unsafe extern "system" fn completion(
+    device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+    context: PVOID,
+) -> NTSTATUS {
+    // SAFETY: the context is a Routine the test keeps alive; the IRP is live during completion.
+    unsafe {
+        let routine = &*context.cast::<Routine>();
+        if let Ok(mut log) = routine.log.lock() {
+            log.push(Seen {
+                who: routine.who,
+                current_location: (*irp).CurrentLocation,
+                status: (*irp).IoStatus.Status,
+                cancel: (*irp).Cancel != 0,
+                irql: KeGetCurrentIrql(),
+                device_null: device.is_null(),
+            });
+        }
+        routine.returns
+    }
+}
+
+fn leak_log() -> &'static Mutex<Vec<Seen>> {
+    Box::leak(Box::new(Mutex::new(Vec::new())))
+}
+
+fn ctx(routine: &Routine) -> PVOID {
+    core::ptr::from_ref(routine).cast_mut().cast::<c_void>()
+}
+
+#[test]
+fn allocate_lays_out_stack_locations_as_wdm_does() {
+    let kernel = boot();
+    // SAFETY: PASSIVE_LEVEL; the IRP is freed before the kernel goes.
+    unsafe {
+        let irp = IoAllocateIrp(3, FALSE);
+        assert!(!irp.is_null());
+        assert_eq!((*irp).Type, IO_TYPE_IRP);
+        assert_eq!(usize::from((*irp).Size), IoSizeOfIrp(3));
+        assert_eq!((*irp).StackCount, 3);
+        assert_eq!((*irp).CurrentLocation, 4);
+        let first = irp.add(1).cast::<IO_STACK_LOCATION>();
+        assert_eq!(
+            IoGetCurrentIrpStackLocation(irp),
+            first.add(3),
+            "one past the last location"
+        );
+        call_driver_enter(irp);
+        assert_eq!((*irp).CurrentLocation, 3);
+        assert_eq!(IoGetCurrentIrpStackLocation(irp), first.add(2));
+        (*irp).IoStatus.Status = STATUS_SUCCESS;
+        // The provider's location has no routine, nor the one above; stop at the top.
+        let log = leak_log();
+        let top = Routine {
+            who: "top",
+            returns: STATUS_MORE_PROCESSING_REQUIRED,
+            log,
+        };
+        // Put our routine in location 3, the allocator's "next" (as IoSetCompletionRoutine
+        // would have before the call).
+        (*first.add(2)).CompletionRoutine = Some(completion);
+        (*first.add(2)).Context = ctx(&top);
+        (*first.add(2)).Control = crate::SL_INVOKE_ON_SUCCESS;
+        IofCompleteRequest(irp, IO_NO_INCREMENT);
+        assert_eq!((*irp).CurrentLocation, 4);
+        assert_eq!(log.lock().unwrap().len(), 1);
+        IoFreeIrp(irp);
+    }
+    assert!(kernel.check_leaks().is_clean());
+}
+
+/// Builds a two-level IRP: our routine "top" at the allocator's level (all flags), a middle
+/// driver's routine with `flags`, then the provider takes it.
+unsafe fn two_levels(top: &Routine, middle: &Routine, flags: (bool, bool, bool)) -> *mut IRP {
+    // SAFETY: the caller's contract: PASSIVE/DISPATCH, routines outlive the IRP's completion.
+    unsafe {
+        let irp = IoAllocateIrp(2, FALSE);
+        IoSetCompletionRoutine(irp, Some(completion), ctx(top), true, true, true);
+        IoSetNextIrpStackLocation(irp); // the middle driver's dispatch runs
+        IoSetCompletionRoutine(
+            irp,
+            Some(completion),
+            ctx(middle),
+            flags.0,
+            flags.1,
+            flags.2,
+        );
+        call_driver_enter(irp); // the provider takes it
+        irp
+    }
+}
+
+#[test]
+fn completion_walks_up_the_stack_calling_each_routine() {
+    let kernel = boot();
+    let log = leak_log();
+    let top = Routine {
+        who: "top",
+        returns: STATUS_MORE_PROCESSING_REQUIRED,
+        log,
+    };
+    let middle = Routine {
+        who: "middle",
+        returns: STATUS_SUCCESS,
+        log,
+    };
+    kernel.on_kernel_thread(|| {
+        // SAFETY: the routines outlive the IRP; PASSIVE_LEVEL.
+        unsafe {
+            let irp = two_levels(&top, &middle, (true, true, true));
+            assert_eq!((*irp).CurrentLocation, 1);
+            (*irp).IoStatus.Status = STATUS_SUCCESS;
+            IofCompleteRequest(irp, IO_NO_INCREMENT);
+            IoFreeIrp(irp);
+        }
+    });
+    let seen = log.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().map(|s| s.who).collect::<Vec<_>>(),
+        ["middle", "top"]
+    );
+    assert_eq!(
+        seen[0].current_location, 2,
+        "the middle routine runs with its own location current"
+    );
+    assert_eq!(seen[1].current_location, 3, "ours runs at the top");
+    assert!(
+        seen[1].device_null,
+        "no device object at the allocator's level"
+    );
+    assert!(kernel.check_leaks().is_clean());
+}
+
+#[test]
+fn completion_routines_honour_the_invoke_flags() {
+    let kernel = boot();
+    // (success, error, cancel) flags of the middle routine; status; cancel; expected call.
+    let cases = [
+        ((true, false, false), STATUS_SUCCESS, false, true),
+        ((true, false, false), STATUS_UNSUCCESSFUL, false, false),
+        ((false, true, false), STATUS_UNSUCCESSFUL, false, true),
+        ((false, true, false), STATUS_SUCCESS, false, false),
+        ((false, false, true), STATUS_CANCELLED, true, true),
+        ((false, false, true), STATUS_CANCELLED, false, false),
+        ((false, false, true), STATUS_SUCCESS, true, true),
+        ((false, false, false), STATUS_SUCCESS, true, false),
+    ];
+    for (flags, status, cancel, called) in cases {
+        let log = leak_log();
+        let top = Routine {
+            who: "top",
+            returns: STATUS_MORE_PROCESSING_REQUIRED,
+            log,
+        };
+        let middle = Routine {
+            who: "middle",
+            returns: STATUS_SUCCESS,
+            log,
+        };
+        kernel.on_kernel_thread(|| {
+            // SAFETY: the routines outlive the IRP.
+            unsafe {
+                let irp = two_levels(&top, &middle, flags);
+                (*irp).IoStatus.Status = status;
+                (*irp).Cancel = u8::from(cancel);
+                IofCompleteRequest(irp, IO_NO_INCREMENT);
+                IoFreeIrp(irp);
+            }
+        });
+        let who: Vec<_> = log.lock().unwrap().iter().map(|s| s.who).collect();
+        let expected: &[&str] = if called { &["middle", "top"] } else { &["top"] };
+        assert_eq!(
+            who, expected,
+            "flags {flags:?}, status {status:#x}, cancel {cancel}"
+        );
+    }
+}
+
+#[test]
+fn more_processing_required_stops_completion_until_completed_again() {
+    let kernel = boot();
+    let log = leak_log();
+    let top = Routine {
+        who: "top",
+        returns: STATUS_MORE_PROCESSING_REQUIRED,
+        log,
+    };
+    let middle = Routine {
+        who: "middle",
+        returns: STATUS_MORE_PROCESSING_REQUIRED,
+        log,
+    };
+    kernel.on_kernel_thread(|| {
+        // SAFETY: the routines outlive the IRP.
+        unsafe {
+            let irp = two_levels(&top, &middle, (true, true, true));
+            (*irp).IoStatus.Status = STATUS_SUCCESS;
+            IofCompleteRequest(irp, IO_NO_INCREMENT);
+            assert_eq!(
+                log.lock().unwrap().len(),
+                1,
+                "the middle routine stopped the walk"
+            );
+            assert_eq!(
+                (*irp).CurrentLocation,
+                2,
+                "the middle driver owns the IRP again"
+            );
+            // The middle driver finishes its work and completes the IRP again.
+            IofCompleteRequest(irp, IO_NO_INCREMENT);
+            IoFreeIrp(irp);
+        }
+    });
+    let who: Vec<_> = log.lock().unwrap().iter().map(|s| s.who).collect();
+    assert_eq!(who, ["middle", "top"]);
+}
+
+unsafe extern "system" fn cancel_pending_receive(_: *mut DEVICE_OBJECT, irp: *mut IRP) {
+    // SAFETY: called by IoCancelIrp with the cancel lock held; the IRP is pending with us.
+    unsafe {
+        assert_eq!(KeGetCurrentIrql(), DISPATCH_LEVEL);
+        IoReleaseCancelSpinLock((*irp).CancelIrql);
+        (*irp).IoStatus.Status = STATUS_CANCELLED;
+        (*irp).IoStatus.Information = 0;
+        IofCompleteRequest(irp, IO_NO_INCREMENT);
+    }
+}
+
+#[test]
+fn cancel_calls_the_cancel_routine_which_completes_the_irp_cancelled() {
+    let kernel = boot();
+    let log = leak_log();
+    let ours = Routine {
+        who: "ours",
+        returns: STATUS_MORE_PROCESSING_REQUIRED,
+        log,
+    };
+    kernel.on_kernel_thread(|| {
+        // SAFETY: the routine outlives the IRP; we play the provider holding a receive.
+        unsafe {
+            let irp = IoAllocateIrp(1, FALSE);
+            IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true);
+            call_driver_enter(irp);
+            assert!(IoSetCancelRoutine(irp, Some(cancel_pending_receive)).is_none());
+            assert_eq!(IoCancelIrp(irp), TRUE);
+            assert_eq!(KeGetCurrentIrql(), crate::PASSIVE_LEVEL);
+            // A second cancel finds no routine.
+            IoReuseIrp(irp, STATUS_UNSUCCESSFUL);
+            assert_eq!((*irp).Cancel, 0, "IoReuseIrp clears Cancel");
+            IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true);
+            call_driver_enter(irp);
+            assert_eq!(IoCancelIrp(irp), FALSE, "no cancel routine set");
+            assert_eq!((*irp).Cancel, TRUE);
+            (*irp).IoStatus.Status = STATUS_SUCCESS;
+            IofCompleteRequest(irp, IO_NO_INCREMENT);
+            IoFreeIrp(irp);
+        }
+    });
+    let seen = log.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].status, STATUS_CANCELLED);
+    assert!(seen[0].cancel, "the completion routine sees Cancel set");
+    assert_eq!(
+        seen[0].irql,
+        crate::PASSIVE_LEVEL,
+        "completed at the cancel routine's IRQL after it released the cancel lock"
+    );
+    assert!(
+        seen[1].cancel && seen[1].status == STATUS_SUCCESS,
+        "cancelled IRPs may still succeed"
+    );
+    assert!(kernel.check_leaks().is_clean());
+}
+
+#[test]
+fn completing_an_irp_twice_bugchecks() {
+    let kernel = boot();
+    let log = leak_log();
+    let ours = Routine {
+        who: "ours",
+        returns: STATUS_MORE_PROCESSING_REQUIRED,
+        log,
+    };
+    // SAFETY: the routine outlives the IRP.
+    let irp = unsafe {
+        let irp = IoAllocateIrp(1, FALSE);
+        IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true);
+        call_driver_enter(irp);
+        (*irp).IoStatus.Status = STATUS_SUCCESS;
+        IofCompleteRequest(irp, IO_NO_INCREMENT);
+        irp
+    };
+    expect_bugcheck("MULTIPLE_IRP_COMPLETE_REQUESTS", || {
+        // SAFETY: the violation under test; the IRP is live.
+        unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) }
+    });
+    take(&kernel, &["MULTIPLE_IRP_COMPLETE_REQUESTS"]);
+    // SAFETY: completed: ours to free.
+    unsafe { IoFreeIrp(irp) };
+}
+
+#[test]
+fn freeing_a_pending_irp_bugchecks() {
+    let kernel = boot();
+    // SAFETY: the IRP is leaked on purpose once the check fired.
+    let irp = unsafe {
+        let irp = IoAllocateIrp(1, FALSE);
+        call_driver_enter(irp);
+        irp
+    };
+    let message = expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
+        // SAFETY: the violation under test.
+        unsafe { IoFreeIrp(irp) }
+    });
+    assert!(message.contains("pending"), "{message}");
+    take(&kernel, &["DRIVER_VERIFIER_IOMANAGER_VIOLATION"]);
+    let report = kernel.check_leaks();
+    assert!(report.to_string().contains("IRP"), "{report}");
+}
+
+#[test]
+fn our_completion_routine_must_stop_completion() {
+    let kernel = boot();
+    let log = leak_log();
+    let wrong = Routine {
+        who: "wrong",
+        returns: STATUS_SUCCESS,
+        log,
+    };
+    // SAFETY: the routine outlives the IRP.
+    let irp = unsafe {
+        let irp = IoAllocateIrp(1, FALSE);
+        IoSetCompletionRoutine(irp, Some(completion), ctx(&wrong), true, true, true);
+        call_driver_enter(irp);
+        (*irp).IoStatus.Status = STATUS_SUCCESS;
+        irp
+    };
+    let message = expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
+        // SAFETY: the routine returning STATUS_SUCCESS is the violation under test.
+        unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) }
+    });
+    assert!(
+        message.contains("STATUS_MORE_PROCESSING_REQUIRED"),
+        "{message}"
+    );
+    take(&kernel, &["DRIVER_VERIFIER_IOMANAGER_VIOLATION"]);
+    // SAFETY: completed to the top: ours to free.
+    unsafe { IoFreeIrp(irp) };
+}
+
+#[test]
+fn completing_with_a_cancel_routine_set_bugchecks() {
+    let kernel = boot();
+    // SAFETY: the IRP is leaked once the check fired.
+    let irp = unsafe {
+        let irp = IoAllocateIrp(1, FALSE);
+        call_driver_enter(irp);
+        let _ = IoSetCancelRoutine(irp, Some(cancel_pending_receive));
+        (*irp).IoStatus.Status = STATUS_SUCCESS;
+        irp
+    };
+    expect_bugcheck("CANCEL_STATE_IN_COMPLETED_IRP", || {
+        // SAFETY: the violation under test.
+        unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) }
+    });
+    take(&kernel, &["CANCEL_STATE_IN_COMPLETED_IRP"]);
+    let _ = kernel.check_leaks();
+}

@@ -1,0 +1,100 @@
+//! The verifier: bugchecks are recorded in the running kernel's log and then raised as a
+//! panic `BUGCHECK <NAME>: <detail>`. Threads the kernel runs (emulated CPUs, the timer
+//! thread, system threads) catch the panic so the machine keeps going and the record stays;
+//! the `Kernel` handle reports every record and refuses to be dropped with unexamined ones.
+
+use std::cell::Cell;
+use std::fmt;
+use std::string::String;
+
+use super::machine;
+
+/// One bugcheck the verifier raised (or, for the DPC watchdog, recorded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bugcheck {
+    /// The Windows bugcheck name, e.g. `MULTIPLE_IRP_COMPLETE_REQUESTS`.
+    pub name: &'static str,
+    /// What happened, naming the function and object involved.
+    pub detail: String,
+}
+
+impl fmt::Display for Bugcheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BUGCHECK {}: {}", self.name, self.detail)
+    }
+}
+
+/// Records a bugcheck in the running kernel's log (if one is booted) and prints it to stderr,
+/// without unwinding. For checks that report rather than stop the machine (the DPC watchdog).
+pub(crate) fn record(name: &'static str, detail: String) {
+    let bugcheck = Bugcheck { name, detail };
+    std::eprintln!("*** host kernel: {bugcheck}");
+    if let Some(machine) = machine::try_current() {
+        machine::lock(&machine.bugchecks).push(bugcheck);
+    }
+}
+
+std::thread_local! {
+    /// How many driver callbacks (`extern "system"` functions) the thread is inside.
+    static CALLBACK_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Runs driver code: a callback with the `"system"` ABI (DPC, completion, cancel and start
+/// routines, `DriverEntry`, `DriverUnload`, WSK event callbacks). No panic can unwind out of
+/// such a function, so a bugcheck raised inside one cannot unwind to a test: on an emulated
+/// processor it halts that processor (a fresh thread takes its place), elsewhere the process
+/// aborts after printing the bugcheck. Every call from the kernel into driver code goes
+/// through here.
+pub(crate) fn in_callback<R>(f: impl FnOnce() -> R) -> R {
+    struct Depth;
+    impl Drop for Depth {
+        fn drop(&mut self) {
+            CALLBACK_DEPTH.with(|d| d.set(d.get() - 1));
+        }
+    }
+    CALLBACK_DEPTH.with(|d| d.set(d.get() + 1));
+    let _depth = Depth;
+    f()
+}
+
+/// Raises a bugcheck: records it in the running kernel's log, then panics with
+/// `BUGCHECK <NAME>: <detail>` (see [`in_callback`] for bugchecks inside driver callbacks).
+pub(crate) fn bugcheck(name: &'static str, detail: String) -> ! {
+    let message = std::format!("BUGCHECK {name}: {detail}");
+    record(name, detail);
+    if CALLBACK_DEPTH.with(Cell::get) > 0 {
+        if let Some(cpu) = super::dpc::current_cpu() {
+            super::dpc::halt(cpu, &message);
+        }
+        std::eprintln!(
+            "*** host kernel: {message}\n*** raised inside a driver callback (an extern \"system\" \
+             function, which cannot unwind): the process aborts"
+        );
+    }
+    panic!("{message}")
+}
+
+/// True if a panic payload is a bugcheck raised by [`bugcheck`] (already recorded).
+pub(crate) fn is_bugcheck(payload: &(dyn std::any::Any + Send)) -> bool {
+    panic_message(payload).is_some_and(|m| m.starts_with("BUGCHECK "))
+}
+
+/// The text of a panic payload, if it is a string.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&'static str>().copied())
+}
+
+/// Records a panic caught on a kernel thread: a bugcheck is already recorded; any other panic
+/// is `KMODE_EXCEPTION_NOT_HANDLED` (an exception in kernel code nobody handles).
+pub(crate) fn record_caught(payload: &(dyn std::any::Any + Send), place: &str) {
+    if !is_bugcheck(payload) {
+        let message = panic_message(payload).unwrap_or("(non-string panic payload)");
+        record(
+            "KMODE_EXCEPTION_NOT_HANDLED",
+            std::format!("panic in {place}: {message}"),
+        );
+    }
+}
