@@ -14,24 +14,12 @@ use crate::{
     reason = "the verifier's signature: it keeps the detail"
 )]
 pub(super) fn bugcheck(name: &'static str, detail: String) -> ! {
-    // Interim until the NT side's verifier is merged.
-    panic!("bugcheck {name}: {detail}")
+    crate::host::verifier::bugcheck(name, detail)
 }
 
 /// Fails the verifier unless the calling thread runs at `max` or below.
 pub(super) fn require_at_most(max: KIRQL, function: &'static str) {
-    let irql = current_irql();
-    if irql > max {
-        bugcheck(
-            "IRQL_NOT_LESS_OR_EQUAL",
-            std::format!("{function} at IRQL {irql}"),
-        );
-    }
-}
-
-/// The calling thread's IRQL.
-pub(super) fn current_irql() -> KIRQL {
-    crate::KeGetCurrentIrql()
+    crate::host::irql::require_at_most(max, function);
 }
 
 /// Takes `irp` as the lower driver, as `IoCallDriver` hands it over: the next stack location
@@ -41,7 +29,7 @@ pub(super) fn current_irql() -> KIRQL {
 /// `irp` is a live IRP with a stack location left for the provider.
 pub(super) unsafe fn enter(irp: *mut IRP) {
     // SAFETY: forwarded contract.
-    unsafe { crate::IoSetNextIrpStackLocation(irp) };
+    unsafe { crate::host::irp::call_driver_enter(irp) };
 }
 
 /// Marks `irp` pending before the dispatch routine returns `STATUS_PENDING`.
@@ -66,12 +54,19 @@ pub(super) unsafe fn complete(irp: *mut IRP, status: NTSTATUS, information: usiz
     }
 }
 
+/// Runs `f` (a completion on the reactor thread) so that a panic in a completion routine, or a
+/// bugcheck the verifier raises while completing, is recorded and does not stop the reactor.
+pub(super) fn caught(f: impl FnOnce()) {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        crate::host::verifier::record_caught(&*payload, "the WSK reactor (an IRP completion)");
+        crate::host::irql::set_unchecked(DISPATCH_LEVEL);
+    }
+}
+
 /// Runs `f` at `DISPATCH_LEVEL` (as a NIC's DPC would), restoring the IRQL afterwards.
 pub(super) fn at_dispatch<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: raising to DISPATCH_LEVEL from a thread at or below it, lowered right after.
-    let old = unsafe { crate::KeRaiseIrql(DISPATCH_LEVEL) };
+    let old = crate::host::irql::raise(DISPATCH_LEVEL);
     let result = f();
-    // SAFETY: restores the level the matching raise returned.
-    unsafe { crate::KeLowerIrql(old) };
+    crate::host::irql::lower(old);
     result
 }

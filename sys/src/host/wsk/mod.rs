@@ -359,7 +359,7 @@ impl Provider {
             if !due.is_empty() {
                 glue::at_dispatch(|| {
                     for d in due {
-                        d.complete();
+                        glue::caught(|| d.complete());
                     }
                 });
             }
@@ -468,7 +468,7 @@ unsafe fn registration_id(registration: *mut WSK_REGISTRATION, function: &'stati
 ///
 /// # Safety
 /// Both pointers are valid; `WskRegistration` stays in nonpaged memory until `WskDeregister`.
-pub unsafe extern "system" fn WskRegister(
+pub unsafe extern "system-unwind" fn WskRegister(
     WskClientNpi: *mut WSK_CLIENT_NPI,
     WskRegistration: *mut WSK_REGISTRATION,
 ) -> NTSTATUS {
@@ -511,7 +511,7 @@ pub unsafe extern "system" fn WskRegister(
 ///
 /// # Safety
 /// `WskRegistration` was filled by [`WskRegister`].
-pub unsafe extern "system" fn WskDeregister(WskRegistration: *mut WSK_REGISTRATION) {
+pub unsafe extern "system-unwind" fn WskDeregister(WskRegistration: *mut WSK_REGISTRATION) {
     require_at_most(PASSIVE_LEVEL, "WskDeregister");
     // SAFETY: forwarded contract.
     let id = unsafe { registration_id(WskRegistration, "WskDeregister") };
@@ -569,7 +569,7 @@ pub unsafe extern "system" fn WskDeregister(WskRegistration: *mut WSK_REGISTRATI
 ///
 /// # Safety
 /// `WskRegistration` was filled by [`WskRegister`]; `WskProviderNpi` is writable.
-pub unsafe extern "system" fn WskCaptureProviderNPI(
+pub unsafe extern "system-unwind" fn WskCaptureProviderNPI(
     WskRegistration: *mut WSK_REGISTRATION,
     WaitTimeout: u32,
     WskProviderNpi: *mut WSK_PROVIDER_NPI,
@@ -609,7 +609,7 @@ pub unsafe extern "system" fn WskCaptureProviderNPI(
 ///
 /// # Safety
 /// `WskRegistration` was filled by [`WskRegister`].
-pub unsafe extern "system" fn WskReleaseProviderNPI(WskRegistration: *mut WSK_REGISTRATION) {
+pub unsafe extern "system-unwind" fn WskReleaseProviderNPI(WskRegistration: *mut WSK_REGISTRATION) {
     require_at_most(DISPATCH_LEVEL, "WskReleaseProviderNPI");
     // SAFETY: forwarded contract.
     let id = unsafe { registration_id(WskRegistration, "WskReleaseProviderNPI") };
