@@ -69,9 +69,8 @@ impl Done {
     }
 
     /// Completes the IRP on the calling thread, then frees what it carried.
-    fn complete(self) {
-        // SAFETY: a Done is created by whoever owns the IRP's completion, exactly once.
-        unsafe { glue::complete(self.irp as *mut IRP, self.status, self.info) };
+    fn complete(self, p: &Provider) {
+        p.complete_irp(self.irp as *mut IRP, self.status, self.info);
         if self.free != 0 {
             // SAFETY: the handle was leaked from a Box by WskSocket/accept and is freed once,
             // after the close IRP completed (until then the client may still read it).
@@ -114,6 +113,9 @@ struct Reg {
 pub(super) struct State {
     sockets: HashMap<u64, Sock>,
     regs: HashMap<u64, Reg>,
+    /// IRPs the provider holds: IRP -> (client registration, nesting: an IRP reissued from
+    /// its own completion routine is taken again before the first completion returns).
+    irps: HashMap<usize, (u64, usize)>,
     next_id: u64,
 }
 
@@ -183,6 +185,21 @@ impl Provider {
         lock(&self.state)
     }
 
+    /// Completes `irp` on the calling thread and stops counting it as held by the provider.
+    pub(super) fn complete_irp(&self, irp: *mut IRP, status: NTSTATUS, info: usize) {
+        // SAFETY: the caller owns completion of an IRP the provider took with `begin`.
+        unsafe { glue::complete(irp, status, info) };
+        let mut st = self.lock();
+        if let Some(entry) = st.irps.get_mut(&(irp as usize)) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                st.irps.remove(&(irp as usize));
+            }
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
     /// Inline completion for this call's known results?
     fn decide_inline(&self) -> bool {
         match self.faults.completion {
@@ -241,7 +258,7 @@ impl Provider {
         }
         if inline {
             for d in dones {
-                d.complete();
+                d.complete(self);
             }
         } else {
             self.defer(dones);
@@ -359,7 +376,7 @@ impl Provider {
             if !due.is_empty() {
                 glue::at_dispatch(|| {
                     for d in due {
-                        glue::caught(|| d.complete());
+                        glue::caught(|| d.complete(self));
                     }
                 });
             }
@@ -381,6 +398,7 @@ pub(crate) fn boot(config: &Faults) {
         state: Mutex::new(State {
             sockets: HashMap::new(),
             regs: HashMap::new(),
+            irps: HashMap::new(),
             next_id: 0,
         }),
         changed: Condvar::new(),
@@ -442,9 +460,12 @@ pub(crate) fn leaks() -> Vec<String> {
     for sock in socks {
         lines.push(sock.describe());
     }
-    let deferred = lock(&provider.deferred).items.len();
-    if deferred > 0 {
-        lines.push(format!("{deferred} WSK IRPs awaiting deferred completion"));
+    let mut irps: Vec<_> = st.irps.iter().collect();
+    irps.sort();
+    for (irp, (client, _)) in irps {
+        lines.push(format!(
+            "WSK IRP {irp:#x} of client registration {client} still held by the provider"
+        ));
     }
     lines
 }
@@ -532,13 +553,14 @@ pub unsafe extern "system-unwind" fn WskDeregister(WskRegistration: *mut WSK_REG
     reg.deregistering = true;
     loop {
         let captures = st.regs.get(&id).map_or(0, |r| r.captures);
+        let irps = st.irps.values().filter(|(c, _)| *c == id).count();
         let open: Vec<String> = st
             .sockets
             .values()
             .filter(|s| s.client() == id)
             .map(Sock::describe)
             .collect();
-        if captures == 0 && open.is_empty() {
+        if captures == 0 && open.is_empty() && irps == 0 {
             st.regs.remove(&id);
             return;
         }
@@ -546,7 +568,8 @@ pub unsafe extern "system-unwind" fn WskDeregister(WskRegistration: *mut WSK_REG
         if now >= deadline {
             drop(st);
             let mut detail = format!(
-                "WskDeregister of registration {id} would hang: {captures} captures held, {} sockets open",
+                "WskDeregister of registration {id} would hang: {captures} captures held, {} sockets \
+                 open, {irps} IRPs pending",
                 open.len()
             );
             for line in open {

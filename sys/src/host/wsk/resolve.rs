@@ -46,7 +46,7 @@ unsafe fn read_string(s: *const UNICODE_STRING) -> Option<String> {
 /// `WskGetAddressInfo`. `PASSIVE_LEVEL` only (the host resolver blocks).
 #[allow(clippy::too_many_arguments, reason = "the WSK signature")]
 pub(super) unsafe extern "system-unwind" fn wsk_get_address_info(
-    _client: *mut WSK_CLIENT,
+    client: *mut WSK_CLIENT,
     node: *mut UNICODE_STRING,
     service: *mut UNICODE_STRING,
     _namespace: u32,
@@ -59,7 +59,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_get_address_info(
 ) -> NTSTATUS {
     require_at_most(PASSIVE_LEVEL, "WskGetAddressInfo");
     // SAFETY: the client passes a live IRP with a provider stack location.
-    let (p, _, inline, mut out) = unsafe { begin("WskGetAddressInfo", core::ptr::null_mut(), irp) };
+    let (p, _, inline, mut out) =
+        unsafe { begin("WskGetAddressInfo", core::ptr::null_mut(), client, irp) };
     if let Some(status) = p.inject(WskOp::GetAddressInfo) {
         out.done(status, 0, 0);
         return p.finish(out, inline);

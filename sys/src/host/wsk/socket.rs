@@ -362,12 +362,14 @@ unsafe extern "system" fn cancel_routine(_device: *mut DEVICE_OBJECT, irp: *mut 
         }
         pump(&mut st, &p.registry, id, &mut dones);
     }
-    // SAFETY: the cancel routine owns completion of an IRP whose routine it was called as.
-    unsafe { glue::complete(irp, STATUS_CANCELLED, info) };
     if let Some(p) = current {
-        p.changed.notify_all();
+        // The cancel routine owns completion of an IRP whose routine it was called as.
+        p.complete_irp(irp, STATUS_CANCELLED, info);
         let inline = p.decide_inline();
         p.deliver(dones, inline);
+    } else {
+        // SAFETY: as above; no provider is left to account for it (kernel shut down).
+        unsafe { glue::complete(irp, STATUS_CANCELLED, info) };
     }
 }
 
@@ -871,6 +873,7 @@ unsafe fn handle_id(socket: *mut WSK_SOCKET, function: &'static str) -> u64 {
 pub(super) unsafe fn begin(
     function: &'static str,
     socket: *mut WSK_SOCKET,
+    client: *mut WSK_CLIENT,
     irp: *mut IRP,
 ) -> (Arc<Provider>, u64, bool, Out) {
     require_at_most(DISPATCH_LEVEL, function);
@@ -884,6 +887,26 @@ pub(super) unsafe fn begin(
         unsafe { handle_id(socket, function) }
     };
     let p = provider();
+    let mut st = p.lock();
+    let owner = if socket.is_null() {
+        super::client_id(&st, client, function)
+    } else {
+        sock_mut(&mut st, id, function).map(|s| s.client)
+    };
+    let owner = match owner {
+        Ok(owner) => owner,
+        Err(detail) => {
+            drop(st);
+            let name = if socket.is_null() {
+                "WSK_INVALID_CLIENT"
+            } else {
+                "WSK_SOCKET_CLOSED"
+            };
+            bugcheck(name, detail);
+        }
+    };
+    st.irps.entry(irp as usize).or_insert((owner, 0)).1 += 1;
+    drop(st);
     // SAFETY: forwarded contract; the driver context of the provider's location is ours.
     unsafe {
         glue::enter(irp);
@@ -1043,7 +1066,7 @@ unsafe extern "system-unwind" fn wsk_socket(
     irp: *mut IRP,
 ) -> NTSTATUS {
     // SAFETY: the client passes a live IRP with a provider stack location.
-    let (p, _, inline, mut out) = unsafe { begin("WskSocket", core::ptr::null_mut(), irp) };
+    let (p, _, inline, mut out) = unsafe { begin("WskSocket", core::ptr::null_mut(), client, irp) };
     if let Some(status) = p.inject(WskOp::Socket) {
         out.done(status, 0, 0);
         return p.finish(out, inline);
@@ -1091,7 +1114,8 @@ unsafe extern "system-unwind" fn wsk_socket_connect(
     irp: *mut IRP,
 ) -> NTSTATUS {
     // SAFETY: the client passes a live IRP with a provider stack location.
-    let (p, _, inline, mut out) = unsafe { begin("WskSocketConnect", core::ptr::null_mut(), irp) };
+    let (p, _, inline, mut out) =
+        unsafe { begin("WskSocketConnect", core::ptr::null_mut(), client, irp) };
     if let Some(status) = p.inject(WskOp::Connect) {
         out.done(status, 0, 0);
         return p.finish(out, inline);
@@ -1165,7 +1189,7 @@ unsafe extern "system-unwind" fn wsk_socket_connect(
 /// `WskControlClient`: no client-level controls are implemented. IRQL <= `DISPATCH_LEVEL`.
 #[allow(clippy::too_many_arguments, reason = "the WSK signature")]
 unsafe extern "system-unwind" fn wsk_control_client(
-    _client: *mut WSK_CLIENT,
+    client: *mut WSK_CLIENT,
     _code: u32,
     _in_size: SIZE_T,
     _in_buf: PVOID,
@@ -1183,7 +1207,8 @@ unsafe extern "system-unwind" fn wsk_control_client(
         return STATUS_NOT_SUPPORTED;
     }
     // SAFETY: the client passes a live IRP with a provider stack location.
-    let (p, _, inline, mut out) = unsafe { begin("WskControlClient", core::ptr::null_mut(), irp) };
+    let (p, _, inline, mut out) =
+        unsafe { begin("WskControlClient", core::ptr::null_mut(), client, irp) };
     out.done(STATUS_NOT_SUPPORTED, 0, 0);
     p.finish(out, inline)
 }
@@ -1191,7 +1216,7 @@ unsafe extern "system-unwind" fn wsk_control_client(
 /// `WskGetNameInfo`: not implemented (completes with `STATUS_NOT_SUPPORTED`). `PASSIVE_LEVEL`.
 #[allow(clippy::too_many_arguments, reason = "the WSK signature")]
 unsafe extern "system-unwind" fn wsk_get_name_info(
-    _client: *mut WSK_CLIENT,
+    client: *mut WSK_CLIENT,
     _addr: *mut SOCKADDR,
     _addr_len: u32,
     _node: *mut UNICODE_STRING,
@@ -1203,7 +1228,8 @@ unsafe extern "system-unwind" fn wsk_get_name_info(
 ) -> NTSTATUS {
     require_at_most(PASSIVE_LEVEL, "WskGetNameInfo");
     // SAFETY: the client passes a live IRP with a provider stack location.
-    let (p, _, inline, mut out) = unsafe { begin("WskGetNameInfo", core::ptr::null_mut(), irp) };
+    let (p, _, inline, mut out) =
+        unsafe { begin("WskGetNameInfo", core::ptr::null_mut(), client, irp) };
     out.done(STATUS_NOT_SUPPORTED, 0, 0);
     p.finish(out, inline)
 }
@@ -1218,7 +1244,8 @@ unsafe extern "system-unwind" fn wsk_close_socket(
     irp: *mut IRP,
 ) -> NTSTATUS {
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) = unsafe { begin("WskCloseSocket", socket, irp) };
+    let (p, id, inline, mut out) =
+        unsafe { begin("WskCloseSocket", socket, core::ptr::null_mut(), irp) };
     let mut st = p.lock();
     let Some(mut sock) = st.sockets.remove(&id) else {
         drop(st);
@@ -1271,7 +1298,8 @@ unsafe extern "system-unwind" fn wsk_control_socket(
         control(sock, request, level, code, input, out_size)
     } else {
         // SAFETY: the client passes its socket and a live IRP.
-        let (p, id, inline, mut out) = unsafe { begin("WskControlSocket", socket, irp) };
+        let (p, id, inline, mut out) =
+            unsafe { begin("WskControlSocket", socket, core::ptr::null_mut(), irp) };
         let result = {
             locked_sock!(p, st, sock, id, "WskControlSocket");
             control(sock, request, level, code, input, out_size)
@@ -1386,7 +1414,7 @@ unsafe extern "system-unwind" fn wsk_bind(
     irp: *mut IRP,
 ) -> NTSTATUS {
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) = unsafe { begin("WskBind", socket, irp) };
+    let (p, id, inline, mut out) = unsafe { begin("WskBind", socket, core::ptr::null_mut(), irp) };
     if let Some(status) = p.inject(WskOp::Bind) {
         out.done(status, 0, id);
         return p.finish(out, inline);
@@ -1477,7 +1505,8 @@ unsafe extern "system-unwind" fn wsk_accept(
         );
     }
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) = unsafe { begin("WskAccept", socket, irp) };
+    let (p, id, inline, mut out) =
+        unsafe { begin("WskAccept", socket, core::ptr::null_mut(), irp) };
     let mut st = p.lock();
     let sock = match sock_mut(&mut st, id, "WskAccept") {
         Ok(s) => s,
@@ -1521,7 +1550,8 @@ unsafe extern "system-unwind" fn wsk_connect(
     irp: *mut IRP,
 ) -> NTSTATUS {
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) = unsafe { begin("WskConnect", socket, irp) };
+    let (p, id, inline, mut out) =
+        unsafe { begin("WskConnect", socket, core::ptr::null_mut(), irp) };
     // SAFETY: the client passes a valid address or null.
     let remote = unsafe { os::read_sockaddr(remote) };
     locked_sock!(p, st, sock, id, "WskConnect");
@@ -1576,7 +1606,7 @@ unsafe extern "system-unwind" fn wsk_send(
     // SAFETY: the client passes a valid WSK_BUF.
     let segs = unsafe { segments(buffer, "WskSend") };
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) = unsafe { begin("WskSend", socket, irp) };
+    let (p, id, inline, mut out) = unsafe { begin("WskSend", socket, core::ptr::null_mut(), irp) };
     locked_sock!(p, st, sock, id, "WskSend");
     if let Some(status) = p.inject(WskOp::Send) {
         out.done(status, 0, id);
@@ -1613,7 +1643,8 @@ unsafe extern "system-unwind" fn wsk_receive(
     // SAFETY: the client passes a valid WSK_BUF.
     let segs = unsafe { segments(buffer, "WskReceive") };
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) = unsafe { begin("WskReceive", socket, irp) };
+    let (p, id, inline, mut out) =
+        unsafe { begin("WskReceive", socket, core::ptr::null_mut(), irp) };
     locked_sock!(p, st, sock, id, "WskReceive");
     if let Some(status) = p.inject(WskOp::Receive) {
         out.done(status, 0, id);
@@ -1656,7 +1687,8 @@ unsafe extern "system-unwind" fn wsk_disconnect(
         unsafe { segments(buffer, "WskDisconnect") }
     };
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) = unsafe { begin("WskDisconnect", socket, irp) };
+    let (p, id, inline, mut out) =
+        unsafe { begin("WskDisconnect", socket, core::ptr::null_mut(), irp) };
     locked_sock!(p, st, sock, id, "WskDisconnect");
     if let Some(status) = p.inject(WskOp::Disconnect) {
         out.done(status, 0, id);
@@ -1727,7 +1759,7 @@ unsafe fn get_address(
         "WskGetLocalAddress"
     };
     // SAFETY: forwarded contract.
-    let (p, id, inline, mut out) = unsafe { begin(function, socket, irp) };
+    let (p, id, inline, mut out) = unsafe { begin(function, socket, core::ptr::null_mut(), irp) };
     let result = {
         locked_sock!(p, st, sock, id, function);
         match sock.host.fd() {
@@ -1770,7 +1802,8 @@ unsafe extern "system-unwind" fn wsk_send_to(
     // SAFETY: the client passes a valid WSK_BUF.
     let segs = unsafe { segments(buffer, "WskSendTo") };
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) = unsafe { begin("WskSendTo", socket, irp) };
+    let (p, id, inline, mut out) =
+        unsafe { begin("WskSendTo", socket, core::ptr::null_mut(), irp) };
     // SAFETY: the client passes a valid address or null.
     let remote = unsafe { os::read_sockaddr(remote) };
     locked_sock!(p, st, sock, id, "WskSendTo");
@@ -1810,7 +1843,8 @@ unsafe extern "system-unwind" fn wsk_receive_from(
     // SAFETY: the client passes a valid WSK_BUF.
     let segs = unsafe { segments(buffer, "WskReceiveFrom") };
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) = unsafe { begin("WskReceiveFrom", socket, irp) };
+    let (p, id, inline, mut out) =
+        unsafe { begin("WskReceiveFrom", socket, core::ptr::null_mut(), irp) };
     locked_sock!(p, st, sock, id, "WskReceiveFrom");
     if let Some(status) = p.inject(WskOp::ReceiveFrom) {
         out.done(status, 0, id);
@@ -1843,7 +1877,8 @@ unsafe extern "system-unwind" fn wsk_inspect_complete(
     irp: *mut IRP,
 ) -> NTSTATUS {
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) = unsafe { begin("WskInspectComplete", socket, irp) };
+    let (p, id, inline, mut out) =
+        unsafe { begin("WskInspectComplete", socket, core::ptr::null_mut(), irp) };
     out.done(STATUS_NOT_SUPPORTED, 0, id);
     p.finish(out, inline)
 }
