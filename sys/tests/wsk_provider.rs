@@ -1525,3 +1525,155 @@ fn capture_irql_rules() {
         unsafe { wsk_sys::KeLowerIrql(old) };
     });
 }
+
+// ---- many connections at once: echo state machines driven from completion routines ----
+
+/// One echoed connection: receive, then send what came, then receive again, all issued from
+/// the completion routine (at `DISPATCH_LEVEL` on the reactor, or inline), until FIN.
+struct Echo {
+    sock: Sock,
+    buf: Buf,
+    wsk: WSK_BUF,
+    irp: *mut IRP,
+    sending: bool,
+    echoed: usize,
+    done: Signal,
+}
+
+const ECHO_BUF: usize = 16 * 1024;
+
+unsafe extern "system" fn echo_done(_d: *mut DEVICE_OBJECT, irp: *mut IRP, ctx: PVOID) -> NTSTATUS {
+    // SAFETY: the Echo outlives its IRPs (the test waits for `done` before freeing it).
+    let echo = unsafe { &mut *ctx.cast::<Echo>() };
+    // SAFETY: the IRP being completed.
+    let io = unsafe { (*irp).IoStatus };
+    let next = match (echo.sending, io.Status, io.Information) {
+        (false, STATUS_SUCCESS, n) if n > 0 => {
+            echo.wsk.Length = n;
+            true
+        }
+        (true, STATUS_SUCCESS, n) => {
+            echo.echoed += n;
+            echo.wsk.Length = ECHO_BUF;
+            false
+        }
+        _ => {
+            *echo.done.state.lock().unwrap() = Some((io.Status, echo.echoed));
+            echo.done.cv.notify_all();
+            return STATUS_MORE_PROCESSING_REQUIRED;
+        }
+    };
+    // SAFETY: re-entering the provider from the completion routine with the IRP we own.
+    unsafe { issue_echo(echo, next) };
+    STATUS_MORE_PROCESSING_REQUIRED
+}
+
+/// # Safety
+/// `echo` is live and its IRP is not in flight.
+unsafe fn issue_echo(echo: &mut Echo, send: bool) {
+    echo.sending = send;
+    let table = echo.sock.conn();
+    let f = if send {
+        table.WskSend
+    } else {
+        table.WskReceive
+    };
+    // SAFETY: our IRP, completed (or fresh); the buffer lives in the Echo.
+    unsafe {
+        IoReuseIrp(echo.irp, STATUS_UNSUCCESSFUL);
+        IoSetCompletionRoutine(
+            echo.irp,
+            Some(echo_done),
+            std::ptr::from_mut(echo).cast(),
+            true,
+            true,
+            true,
+        );
+        let _ = f.expect("WskSend/WskReceive")(echo.sock.s, &raw mut echo.wsk, 0, echo.irp);
+    }
+}
+
+#[test]
+fn many_connections_echo_from_completion_routines() {
+    const PEERS: usize = 6;
+    const BYTES: usize = 150_000;
+    each_plan(|| {
+        let client = Client::register();
+        let (l, addr) = client.listener(false);
+        let peers: Vec<_> = (0..PEERS)
+            .map(|i| {
+                peer(move || {
+                    let s = TcpStream::connect(addr).unwrap();
+                    std_stream(&s);
+                    let data = pattern(BYTES, i as u8);
+                    let writer = {
+                        let s = s.try_clone().unwrap();
+                        let data = data.clone();
+                        std::thread::spawn(move || {
+                            for (k, chunk) in data.chunks(1_000 + 997 * i).enumerate() {
+                                (&s).write_all(chunk).unwrap();
+                                if k % 7 == 0 {
+                                    (&s).flush().unwrap();
+                                }
+                            }
+                            s.shutdown(Shutdown::Write).unwrap();
+                        })
+                    };
+                    let mut back = Vec::new();
+                    (&s).read_to_end(&mut back).unwrap();
+                    writer.join().unwrap();
+                    back == data
+                })
+            })
+            .collect();
+        let mut echoes = Vec::new();
+        for _ in 0..PEERS {
+            let (a, _, _) = l.accept();
+            let buf = Buf::new(ECHO_BUF);
+            let wsk = buf.wsk();
+            // SAFETY: PASSIVE_LEVEL.
+            let irp = unsafe { IoAllocateIrp(1, 0) };
+            let mut echo = Box::new(Echo {
+                sock: a,
+                buf,
+                wsk,
+                irp,
+                sending: false,
+                echoed: 0,
+                done: Signal {
+                    state: Mutex::new(None),
+                    cv: Condvar::new(),
+                    seen: Mutex::new(None),
+                },
+            });
+            // SAFETY: boxed; outlives its IRPs.
+            unsafe { issue_echo(&mut echo, false) };
+            echoes.push(echo);
+        }
+        for echo in echoes {
+            let guard = echo.done.state.lock().unwrap();
+            let (guard, timeout) = echo
+                .done
+                .cv
+                .wait_timeout_while(guard, BOUND, |d| d.is_none())
+                .unwrap();
+            assert!(!timeout.timed_out(), "an echo never saw FIN");
+            assert_eq!(
+                *guard,
+                Some((STATUS_SUCCESS, BYTES)),
+                "echoed everything, then FIN"
+            );
+            drop(guard);
+            assert_eq!(echo.sock.disconnect(None, 0), STATUS_SUCCESS);
+            // SAFETY: completed; freed once. The buffer is not read again.
+            unsafe { IoFreeIrp(echo.irp) };
+            let _ = echo.buf.len;
+            echo.sock.close();
+        }
+        for p in peers {
+            assert!(p.join().unwrap(), "a peer got its bytes back exactly");
+        }
+        l.close();
+        client.deregister();
+    });
+}

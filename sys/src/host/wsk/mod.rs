@@ -416,6 +416,9 @@ pub(crate) fn boot(config: &Faults) {
     let runner = Arc::clone(&provider);
     let thread = std::thread::Builder::new()
         .name(String::from("wsk-reactor"))
+        // Completion routines re-enter the provider, which may complete inline again: room
+        // for deep chains, as a DPC stack would not have but a test should survive.
+        .stack_size(64 << 20)
         .spawn(move || runner.run(poll))
         .expect("host kernel: the WSK reactor thread");
     *lock(&provider.reactor) = Some(thread);
