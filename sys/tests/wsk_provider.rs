@@ -370,6 +370,11 @@ struct Client {
     npi: WSK_PROVIDER_NPI,
 }
 
+// SAFETY: the registration and the provider's client handle are usable from any thread.
+unsafe impl Send for Client {}
+// SAFETY: as above; shared use only reads the NPI.
+unsafe impl Sync for Client {}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Listen,
@@ -1674,6 +1679,79 @@ fn many_connections_echo_from_completion_routines() {
             assert!(p.join().unwrap(), "a peer got its bytes back exactly");
         }
         l.close();
+        client.deregister();
+    });
+}
+
+/// `WskGetAddressInfo` is `PASSIVE_LEVEL` only.
+#[test]
+fn address_info_above_passive_fires_the_verifier() {
+    let kernel = boot(Faults::default());
+    let client = kernel.on_kernel_thread(Client::register);
+    let io = kernel.on_kernel_thread(Io::new);
+    expect_bugcheck(&kernel, "IRQL_NOT_LESS_OR_EQUAL", || {
+        let name: Vec<u16> = "localhost".encode_utf16().collect();
+        let mut node = UNICODE_STRING::from_wide(&name);
+        let mut result: *mut ADDRINFOEXW = std::ptr::null_mut();
+        // SAFETY: raising from PASSIVE_LEVEL; the bugcheck unwinds out before any lowering,
+        // and the kernel thread ends with it.
+        let _old = unsafe { wsk_sys::KeRaiseIrql(wsk_sys::DISPATCH_LEVEL) };
+        // SAFETY: a live IRP, string and result pointer; this call fails the verifier.
+        let _ = unsafe {
+            client
+                .dispatch()
+                .WskGetAddressInfo
+                .expect("WskGetAddressInfo")(
+                client.npi.Client,
+                &raw mut node,
+                std::ptr::null_mut(),
+                NS_ALL,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                &raw mut result,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                io.prep(),
+            )
+        };
+    });
+    kernel.on_kernel_thread(move || {
+        drop(io);
+        client.deregister();
+    });
+    assert!(kernel.check_leaks().is_clean());
+}
+
+/// A peer that closes with unread data resets the connection: a pending receive fails with
+/// `STATUS_CONNECTION_RESET`, and so does every later transfer.
+#[test]
+fn peer_reset_fails_receives_with_connection_reset() {
+    each_plan(|| {
+        let client = Client::register();
+        let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = client.connected(std_listener.local_addr().unwrap());
+        let (s, _) = std_listener.accept().unwrap();
+        let b = Buf::new(64);
+        let mut w = b.wsk();
+        let pending = Io::new();
+        c.start_recv(&pending, &mut w, 0);
+        // Unread data in the peer's receive queue makes its close a reset.
+        assert_eq!(c.send(b"unread", 0), (STATUS_SUCCESS, 6));
+        let mut probe = [0u8; 1];
+        s.set_nonblocking(true).unwrap();
+        // Wait (bounded, on the data itself) until the bytes have arrived at the peer.
+        let deadline = std::time::Instant::now() + BOUND;
+        while (&s).peek(&mut probe).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "data never reached the peer"
+            );
+            std::thread::yield_now();
+        }
+        drop(s);
+        assert_eq!(pending.wait("receive at reset").0, STATUS_CONNECTION_RESET);
+        assert_eq!(c.recv(1, 0).0, STATUS_CONNECTION_RESET);
+        c.close();
         client.deregister();
     });
 }
