@@ -1741,7 +1741,7 @@ fn peer_reset_fails_receives_with_connection_reset() {
         s.set_nonblocking(true).unwrap();
         // Wait (bounded, on the data itself) until the bytes have arrived at the peer.
         let deadline = std::time::Instant::now() + BOUND;
-        while (&s).peek(&mut probe).is_err() {
+        while s.peek(&mut probe).is_err() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "data never reached the peer"
