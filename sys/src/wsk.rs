@@ -4,6 +4,10 @@
 //!
 //! A dispatch table in the wrong order calls the wrong function with the wrong arguments: the
 //! layout probe checks every member's offset against two independent header sets.
+//!
+//! The provider function types are `extern "system-unwind"`: the same calling convention as
+//! `"system"` (nothing changes for a real netio.sys), but the host kernel's verifier reports a
+//! bugcheck as a panic that must unwind out of the provider into the test that provoked it.
 
 use core::ffi::c_void;
 
@@ -81,7 +85,7 @@ pub struct WSK_REGISTRATION {
 }
 
 /// `PFN_WSK_CLIENT_EVENT`.
-pub type PFN_WSK_CLIENT_EVENT = unsafe extern "system" fn(
+pub type PFN_WSK_CLIENT_EVENT = unsafe extern "system-unwind" fn(
     ClientContext: PVOID,
     EventType: u32,
     Information: PVOID,
@@ -137,7 +141,7 @@ pub struct WSK_BUF {
 }
 
 /// `PFN_WSK_SOCKET`.
-pub type PFN_WSK_SOCKET = unsafe extern "system" fn(
+pub type PFN_WSK_SOCKET = unsafe extern "system-unwind" fn(
     Client: *mut WSK_CLIENT,
     AddressFamily: u16,
     SocketType: u16,
@@ -152,7 +156,7 @@ pub type PFN_WSK_SOCKET = unsafe extern "system" fn(
 ) -> NTSTATUS;
 
 /// `PFN_WSK_SOCKET_CONNECT`.
-pub type PFN_WSK_SOCKET_CONNECT = unsafe extern "system" fn(
+pub type PFN_WSK_SOCKET_CONNECT = unsafe extern "system-unwind" fn(
     Client: *mut WSK_CLIENT,
     SocketType: u16,
     Protocol: u32,
@@ -168,7 +172,7 @@ pub type PFN_WSK_SOCKET_CONNECT = unsafe extern "system" fn(
 ) -> NTSTATUS;
 
 /// `PFN_WSK_CONTROL_CLIENT`.
-pub type PFN_WSK_CONTROL_CLIENT = unsafe extern "system" fn(
+pub type PFN_WSK_CONTROL_CLIENT = unsafe extern "system-unwind" fn(
     Client: *mut WSK_CLIENT,
     ControlCode: u32,
     InputSize: SIZE_T,
@@ -180,7 +184,7 @@ pub type PFN_WSK_CONTROL_CLIENT = unsafe extern "system" fn(
 ) -> NTSTATUS;
 
 /// `PFN_WSK_GET_ADDRESS_INFO` (`PASSIVE_LEVEL` only).
-pub type PFN_WSK_GET_ADDRESS_INFO = unsafe extern "system" fn(
+pub type PFN_WSK_GET_ADDRESS_INFO = unsafe extern "system-unwind" fn(
     Client: *mut WSK_CLIENT,
     NodeName: *mut UNICODE_STRING,
     ServiceName: *mut UNICODE_STRING,
@@ -195,10 +199,10 @@ pub type PFN_WSK_GET_ADDRESS_INFO = unsafe extern "system" fn(
 
 /// `PFN_WSK_FREE_ADDRESS_INFO`.
 pub type PFN_WSK_FREE_ADDRESS_INFO =
-    unsafe extern "system" fn(Client: *mut WSK_CLIENT, AddrInfo: *mut ADDRINFOEXW);
+    unsafe extern "system-unwind" fn(Client: *mut WSK_CLIENT, AddrInfo: *mut ADDRINFOEXW);
 
 /// `PFN_WSK_GET_NAME_INFO`.
-pub type PFN_WSK_GET_NAME_INFO = unsafe extern "system" fn(
+pub type PFN_WSK_GET_NAME_INFO = unsafe extern "system-unwind" fn(
     Client: *mut WSK_CLIENT,
     SockAddr: *mut SOCKADDR,
     SockAddrLength: u32,
@@ -211,7 +215,7 @@ pub type PFN_WSK_GET_NAME_INFO = unsafe extern "system" fn(
 ) -> NTSTATUS;
 
 /// `PFN_WSK_CONTROL_SOCKET`.
-pub type PFN_WSK_CONTROL_SOCKET = unsafe extern "system" fn(
+pub type PFN_WSK_CONTROL_SOCKET = unsafe extern "system-unwind" fn(
     Socket: *mut WSK_SOCKET,
     RequestType: WSK_CONTROL_SOCKET_TYPE,
     ControlCode: u32,
@@ -226,10 +230,10 @@ pub type PFN_WSK_CONTROL_SOCKET = unsafe extern "system" fn(
 
 /// `PFN_WSK_CLOSE_SOCKET`.
 pub type PFN_WSK_CLOSE_SOCKET =
-    unsafe extern "system" fn(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTATUS;
+    unsafe extern "system-unwind" fn(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTATUS;
 
 /// `PFN_WSK_BIND`.
-pub type PFN_WSK_BIND = unsafe extern "system" fn(
+pub type PFN_WSK_BIND = unsafe extern "system-unwind" fn(
     Socket: *mut WSK_SOCKET,
     LocalAddress: *mut SOCKADDR,
     Flags: u32,
@@ -237,7 +241,7 @@ pub type PFN_WSK_BIND = unsafe extern "system" fn(
 ) -> NTSTATUS;
 
 /// `PFN_WSK_ACCEPT`.
-pub type PFN_WSK_ACCEPT = unsafe extern "system" fn(
+pub type PFN_WSK_ACCEPT = unsafe extern "system-unwind" fn(
     ListenSocket: *mut WSK_SOCKET,
     Flags: u32,
     AcceptSocketContext: PVOID,
@@ -248,7 +252,7 @@ pub type PFN_WSK_ACCEPT = unsafe extern "system" fn(
 ) -> NTSTATUS;
 
 /// `PFN_WSK_INSPECT_COMPLETE`.
-pub type PFN_WSK_INSPECT_COMPLETE = unsafe extern "system" fn(
+pub type PFN_WSK_INSPECT_COMPLETE = unsafe extern "system-unwind" fn(
     ListenSocket: *mut WSK_SOCKET,
     InspectID: PVOID,
     Action: i32,
@@ -256,21 +260,21 @@ pub type PFN_WSK_INSPECT_COMPLETE = unsafe extern "system" fn(
 ) -> NTSTATUS;
 
 /// `PFN_WSK_GET_LOCAL_ADDRESS`.
-pub type PFN_WSK_GET_LOCAL_ADDRESS = unsafe extern "system" fn(
+pub type PFN_WSK_GET_LOCAL_ADDRESS = unsafe extern "system-unwind" fn(
     Socket: *mut WSK_SOCKET,
     LocalAddress: *mut SOCKADDR,
     Irp: *mut IRP,
 ) -> NTSTATUS;
 
 /// `PFN_WSK_GET_REMOTE_ADDRESS`.
-pub type PFN_WSK_GET_REMOTE_ADDRESS = unsafe extern "system" fn(
+pub type PFN_WSK_GET_REMOTE_ADDRESS = unsafe extern "system-unwind" fn(
     Socket: *mut WSK_SOCKET,
     RemoteAddress: *mut SOCKADDR,
     Irp: *mut IRP,
 ) -> NTSTATUS;
 
 /// `PFN_WSK_CONNECT`.
-pub type PFN_WSK_CONNECT = unsafe extern "system" fn(
+pub type PFN_WSK_CONNECT = unsafe extern "system-unwind" fn(
     Socket: *mut WSK_SOCKET,
     RemoteAddress: *mut SOCKADDR,
     Flags: u32,
@@ -278,7 +282,7 @@ pub type PFN_WSK_CONNECT = unsafe extern "system" fn(
 ) -> NTSTATUS;
 
 /// `PFN_WSK_SEND`, `PFN_WSK_RECEIVE` and `PFN_WSK_DISCONNECT` share this shape.
-pub type PFN_WSK_SEND = unsafe extern "system" fn(
+pub type PFN_WSK_SEND = unsafe extern "system-unwind" fn(
     Socket: *mut WSK_SOCKET,
     Buffer: *mut WSK_BUF,
     Flags: u32,
@@ -291,10 +295,10 @@ pub type PFN_WSK_DISCONNECT = PFN_WSK_SEND;
 
 /// `PFN_WSK_RELEASE_DATA_INDICATION_LIST` / `..._DATAGRAM_INDICATION_LIST`.
 pub type PFN_WSK_RELEASE =
-    unsafe extern "system" fn(Socket: *mut WSK_SOCKET, Indication: PVOID) -> NTSTATUS;
+    unsafe extern "system-unwind" fn(Socket: *mut WSK_SOCKET, Indication: PVOID) -> NTSTATUS;
 
 /// `PFN_WSK_CONNECT_EX`.
-pub type PFN_WSK_CONNECT_EX = unsafe extern "system" fn(
+pub type PFN_WSK_CONNECT_EX = unsafe extern "system-unwind" fn(
     Socket: *mut WSK_SOCKET,
     RemoteAddress: *mut SOCKADDR,
     Buffer: *mut WSK_BUF,
@@ -303,7 +307,7 @@ pub type PFN_WSK_CONNECT_EX = unsafe extern "system" fn(
 ) -> NTSTATUS;
 
 /// `PFN_WSK_SEND_EX`.
-pub type PFN_WSK_SEND_EX = unsafe extern "system" fn(
+pub type PFN_WSK_SEND_EX = unsafe extern "system-unwind" fn(
     Socket: *mut WSK_SOCKET,
     Buffer: *mut WSK_BUF,
     Flags: u32,
@@ -313,7 +317,7 @@ pub type PFN_WSK_SEND_EX = unsafe extern "system" fn(
 ) -> NTSTATUS;
 
 /// `PFN_WSK_RECEIVE_EX`.
-pub type PFN_WSK_RECEIVE_EX = unsafe extern "system" fn(
+pub type PFN_WSK_RECEIVE_EX = unsafe extern "system-unwind" fn(
     Socket: *mut WSK_SOCKET,
     Buffer: *mut WSK_BUF,
     Flags: u32,
@@ -324,7 +328,7 @@ pub type PFN_WSK_RECEIVE_EX = unsafe extern "system" fn(
 ) -> NTSTATUS;
 
 /// `PFN_WSK_SEND_TO`.
-pub type PFN_WSK_SEND_TO = unsafe extern "system" fn(
+pub type PFN_WSK_SEND_TO = unsafe extern "system-unwind" fn(
     Socket: *mut WSK_SOCKET,
     Buffer: *mut WSK_BUF,
     Flags: u32,
@@ -335,7 +339,7 @@ pub type PFN_WSK_SEND_TO = unsafe extern "system" fn(
 ) -> NTSTATUS;
 
 /// `PFN_WSK_RECEIVE_FROM`.
-pub type PFN_WSK_RECEIVE_FROM = unsafe extern "system" fn(
+pub type PFN_WSK_RECEIVE_FROM = unsafe extern "system-unwind" fn(
     Socket: *mut WSK_SOCKET,
     Buffer: *mut WSK_BUF,
     Flags: u32,
@@ -347,7 +351,7 @@ pub type PFN_WSK_RECEIVE_FROM = unsafe extern "system" fn(
 ) -> NTSTATUS;
 
 /// `PFN_WSK_SEND_MESSAGES` (Windows 8+).
-pub type PFN_WSK_SEND_MESSAGES = unsafe extern "system" fn(
+pub type PFN_WSK_SEND_MESSAGES = unsafe extern "system-unwind" fn(
     Socket: *mut WSK_SOCKET,
     BufferList: PVOID,
     Flags: u32,

@@ -69,4 +69,19 @@ pub struct Faults {
     pub max_delay: Duration,
     /// Error statuses injected on chosen operations.
     pub errors: Vec<ErrorRule>,
+    /// How long `WskDeregister` waits for open sockets and held captures before the verifier
+    /// reports them (where Windows would hang); `None`: 10 seconds.
+    pub deregister_wait: Option<Duration>,
+}
+
+impl Faults {
+    /// A plan with `completion` and `seed` and nothing else injected.
+    #[must_use]
+    pub fn with(completion: Completion, seed: u64) -> Self {
+        Self {
+            seed,
+            completion,
+            ..Self::default()
+        }
+    }
 }

@@ -1,0 +1,192 @@
+//! `wsk-net` end to end on the host kernel's WSK provider: the consumer's own API (register,
+//! listen, accept, connect, send, receive, disconnect, close, datagrams, resolve) over real
+//! loopback sockets.
+//!
+//! They run under deferred completion (with delays and reordering). Under inline completion
+//! (real WSK may complete `WskCloseSocket` before it returns) `wsk-net` finishes an orphan
+//! close twice: `issue_orphan` sees a non-pending status with `DONE` already cleared by the
+//! completion routine's own `finish`, and finishes again (double untrack and release). The
+//! ignored test below reproduces it; it passes once `wsk-net` handles inline completion of
+//! orphan operations.
+#![allow(
+    clippy::missing_panics_doc,
+    reason = "test code: panics are the failure reports"
+)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::Duration;
+
+use wsk_executor::block_on;
+use wsk_net::{
+    Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream, UdpSocket, WskClient, resolve,
+};
+use wsk_sys::host::faults::{Completion, Faults};
+use wsk_sys::host::{Config, Kernel};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+fn plans() -> Vec<Faults> {
+    vec![
+        Faults::with(Completion::Deferred, 12),
+        Faults {
+            reorder: true,
+            max_delay: Duration::from_millis(1),
+            ..Faults::with(Completion::Deferred, 13)
+        },
+    ]
+}
+
+fn each_plan(scenario: fn(&WskClient)) {
+    run_plans(plans(), scenario);
+}
+
+fn run_plans(plans: Vec<Faults>, scenario: fn(&WskClient)) {
+    for plan in plans {
+        let label = format!("{plan:?}");
+        let kernel = Kernel::boot(Config::default().with_faults(plan));
+        kernel.on_kernel_thread(|| {
+            let client = WskClient::register().expect("WskClient::register");
+            scenario(&client);
+            client.deregister(BOUND).expect("deregister");
+        });
+        let report = kernel.check_leaks();
+        assert!(report.is_clean(), "plan {label}: {report}");
+        let bugchecks = kernel.take_bugchecks();
+        assert!(bugchecks.is_empty(), "plan {label}: {bugchecks:?}");
+    }
+}
+
+fn std_peer(s: &std::net::TcpStream) {
+    s.set_read_timeout(Some(BOUND)).unwrap();
+    s.set_write_timeout(Some(BOUND)).unwrap();
+}
+
+#[test]
+fn echo_server_over_net() {
+    each_plan(|client| {
+        block_on(async {
+            let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().await.expect("local_addr");
+            let peer = std::thread::spawn(move || {
+                let s = std::net::TcpStream::connect(addr).unwrap();
+                std_peer(&s);
+                let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+                (&s).write_all(&data).unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                let mut back = Vec::new();
+                (&s).read_to_end(&mut back).unwrap();
+                (data, back)
+            });
+            let (stream, _remote) = listener.accept().await.expect("accept");
+            let mut buf = IoBuf::with_capacity(4096).unwrap();
+            loop {
+                let (n, b) = stream.recv(buf).await;
+                buf = b;
+                if n.expect("recv") == 0 {
+                    break;
+                }
+                let (sent, b) = stream.send(buf).await;
+                buf = b;
+                sent.expect("send");
+            }
+            stream
+                .disconnect(Disconnect::Graceful)
+                .await
+                .expect("disconnect");
+            stream.close().await;
+            listener.close().await;
+            let (data, back) = peer.join().unwrap();
+            assert!(data == back, "echoed byte-exact");
+        });
+    });
+}
+
+#[test]
+fn connect_exact_receive_and_abortive_disconnect() {
+    each_plan(|client| {
+        block_on(async {
+            let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = std_listener.local_addr().unwrap();
+            let stream = TcpStream::connect(client, addr).await.expect("connect");
+            let (s, _) = std_listener.accept().unwrap();
+            std_peer(&s);
+            assert_eq!(stream.peer_addr().await.unwrap(), addr);
+            stream.set_nodelay(true).await.expect("TCP_NODELAY");
+            stream.set_keepalive(true).await.expect("SO_KEEPALIVE");
+            (&s).write_all(b"0123456789").unwrap();
+            let buf = IoBuf::with_capacity(10).unwrap();
+            let (n, buf) = stream.recv_exact(buf, 10).await;
+            assert_eq!(n.expect("recv_exact"), 10);
+            assert_eq!(&buf[..], b"0123456789");
+            stream
+                .disconnect(Disconnect::Abortive)
+                .await
+                .expect("abortive");
+            let mut byte = [0u8; 1];
+            let e = (&s).read(&mut byte).expect_err("reset");
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+            stream.close().await;
+
+            // A refused connect maps to ConnectionRefused.
+            drop(std_listener);
+            let e = TcpStream::connect(client, addr)
+                .await
+                .err()
+                .expect("refused");
+            assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
+        });
+    });
+}
+
+#[test]
+fn datagrams_and_resolve_over_net() {
+    each_plan(|client| {
+        block_on(async {
+            let u = UdpSocket::bind(client, "127.0.0.1:0".parse().unwrap())
+                .await
+                .expect("udp bind");
+            let me = u.local_addr().await.expect("udp local_addr");
+            let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            other.set_read_timeout(Some(BOUND)).unwrap();
+            other.send_to(b"ping", me).unwrap();
+            let (r, buf) = u.recv_from(IoBuf::with_capacity(64).unwrap()).await;
+            let (n, from) = r.expect("recv_from");
+            assert_eq!(
+                (&buf[..n], from),
+                (&b"ping"[..], other.local_addr().unwrap())
+            );
+            let (sent, _) = u.send_to(IoBuf::from_slice(b"pong").unwrap(), from).await;
+            assert_eq!(sent.expect("send_to"), 4);
+            let mut got = [0u8; 8];
+            let (n, _) = other.recv_from(&mut got).unwrap();
+            assert_eq!(&got[..n], b"pong");
+            u.close().await;
+
+            let addrs = resolve(client, "localhost", 7)
+                .await
+                .expect("resolve localhost");
+            assert!(!addrs.is_empty());
+            assert!(
+                addrs
+                    .iter()
+                    .all(|a: &SocketAddr| a.ip().is_loopback() && a.port() == 7)
+            );
+        });
+    });
+}
+
+#[test]
+#[ignore = "wsk-net finishes an inline-completed orphan close twice (see the module doc)"]
+fn inline_completion_of_close() {
+    run_plans(vec![Faults::with(Completion::Inline, 11)], |client| {
+        block_on(async {
+            let u = UdpSocket::bind(client, "127.0.0.1:0".parse().unwrap())
+                .await
+                .expect("udp bind");
+            u.close().await;
+        });
+    });
+}
