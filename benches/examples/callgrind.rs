@@ -2,7 +2,7 @@
 //! instruction counts under callgrind:
 //!
 //! ```text
-//! callgrind <wake-poll|spawn> <ours|ours-join|embassy|floor> <iterations>
+//! callgrind <wake_poll|spawn> <ours|ours-join|embassy|floor> <iterations>
 //! ```
 //!
 //! Set-up runs in every invocation, so the cost of one step is the difference between a run
@@ -27,7 +27,7 @@ fn repeat(iterations: u64, mut step: impl FnMut()) {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [workload, implementation, iterations] = args.as_slice() else {
-        eprintln!("usage: callgrind <wake-poll|spawn> <ours|ours-join|embassy|floor> <iterations>");
+        eprintln!("usage: callgrind <wake_poll|spawn> <ours|ours-join|embassy|floor> <iterations>");
         return ExitCode::from(2);
     };
     let Ok(iterations) = iterations.parse::<u64>() else {
@@ -35,17 +35,17 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     match (workload.as_str(), implementation.as_str()) {
-        ("wake-poll", "ours") => {
+        ("wake_poll", "ours") => {
             let (step, slot) = ours::wake_poll();
             repeat(iterations, step);
             assert_eq!(slot.polls(), iterations + 1, "one poll per wake");
         }
-        ("wake-poll", "embassy") => {
+        ("wake_poll", "embassy") => {
             let (step, slot) = embassy::wake_poll();
             repeat(iterations, step);
             assert_eq!(slot.polls(), iterations + 1, "one poll per wake");
         }
-        ("wake-poll", "floor") => {
+        ("wake_poll", "floor") => {
             let (step, runs) = floor::wake_poll();
             repeat(iterations, step);
             assert_eq!(
