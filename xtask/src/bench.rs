@@ -154,10 +154,11 @@ fn collected(
         .ok_or_else(|| format!("no 'Collected' line in callgrind's output:\n{stderr}"))
 }
 
-/// Nanoseconds per step (criterion's mean), after running the criterion benchmark.
+/// Nanoseconds per step (criterion's estimate), after running the criterion benchmark.
 fn criterion_times(root: &Path, criterion_args: &[String]) -> Result<Figures, String> {
     let mut args = vec!["bench", "-p", "wsk-benches", "--bench", "executor", "--"];
     args.extend(criterion_args.iter().map(String::as_str));
+    let started = std::time::SystemTime::now();
     cargo(root, &args)?;
     let mut figures = Figures::new();
     for (workload, implementations) in WORKLOADS {
@@ -168,28 +169,39 @@ fn criterion_times(root: &Path, criterion_args: &[String]) -> Result<Figures, St
                 .join(implementation)
                 .join("new")
                 .join("estimates.json");
-            // A filter on the command line may have skipped this one.
-            let Ok(json) = std::fs::read_to_string(&path) else {
+            // A filter on the command line may have skipped this one: then its file is
+            // missing, or older than this run.
+            let fresh = std::fs::metadata(&path)
+                .and_then(|meta| meta.modified())
+                .is_ok_and(|modified| modified >= started);
+            if !fresh {
                 continue;
-            };
-            let mean = mean_estimate(&json)
-                .ok_or_else(|| format!("no mean point estimate in {}", path.display()))?;
+            }
+            let json = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let time = point_estimate(&json)
+                .ok_or_else(|| format!("no point estimate in {}", path.display()))?;
             figures.insert(
                 ((*workload).to_string(), (*implementation).to_string()),
-                mean,
+                time,
             );
         }
     }
     Ok(figures)
 }
 
-/// The mean's point estimate in criterion's `estimates.json`
-/// (`{"mean":{"confidence_interval":{..},"point_estimate":X,..},..}`).
-fn mean_estimate(json: &str) -> Option<f64> {
-    let mean = &json[json.find("\"mean\"")?..];
-    let value = &mean[mean.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
-    let end = value.find([',', '}'])?;
-    value[..end].trim().parse().ok()
+/// The estimate criterion prints as `time:` (the slope of its linear sampling, or the mean when
+/// there is no slope), from its `estimates.json`
+/// (`{"mean":{"confidence_interval":{..},"point_estimate":X,..},..,"slope":{..}|null,..}`).
+fn point_estimate(json: &str) -> Option<f64> {
+    let estimate = |key: &str| -> Option<f64> {
+        let rest = &json[json.find(&format!("\"{key}\":{{"))?..];
+        let field = "\"point_estimate\":";
+        let value = &rest[rest.find(field)? + field.len()..];
+        let end = value.find([',', '}'])?;
+        value[..end].trim().parse().ok()
+    };
+    estimate("slope").or_else(|| estimate("mean"))
 }
 
 /// One line per workload and implementation: instructions and ns per step, and each as a
@@ -226,6 +238,7 @@ fn print_table(instructions: Option<&Figures>, times: Option<&Figures>) {
         }
     }
     println!(
-        "instr: callgrind instructions per step ({ITERATIONS} steps minus 0); ns: criterion mean"
+        "instr: callgrind instructions per step ({ITERATIONS} steps minus 0); ns: criterion's \
+         estimate (its `time:` middle figure)"
     );
 }
