@@ -23,8 +23,10 @@ const ITERATIONS: u64 = 100_000;
 /// shared and the callgrind counts are the precise figures.
 const CRITERION_DEFAULT: &[&str] = &["--warm-up-time", "1", "--measurement-time", "3"];
 
-const USAGE: &str =
-    "usage: cargo xtask bench [--callgrind-only | --criterion-only] [CRITERION ARGS]";
+const USAGE: &str = "usage: cargo xtask bench [--callgrind-only | --criterion-only] [--rounds N] \
+                     [CRITERION ARGS]
+  --rounds N   run criterion N times and keep each benchmark's fastest estimate (a shared,
+               loaded machine only ever adds time)";
 
 /// Per-step figures, by (workload, implementation).
 type Figures = BTreeMap<(String, String), f64>;
@@ -34,10 +36,19 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let mut callgrind = true;
     let mut criterion = true;
     let mut criterion_args = Vec::new();
-    for arg in args {
+    let mut rounds = 1;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--callgrind-only" => criterion = false,
             "--criterion-only" => callgrind = false,
+            "--rounds" => {
+                rounds = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n: &u32| n > 0)
+                    .ok_or_else(|| format!("--rounds needs a positive number\n{USAGE}"))?;
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -55,7 +66,17 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         None
     };
     let times = if criterion {
-        Some(criterion_times(root, &criterion_args)?)
+        let mut fastest = Figures::new();
+        for round in 1..=rounds {
+            if rounds > 1 {
+                println!("\n=== criterion round {round} of {rounds}");
+            }
+            for (key, time) in criterion_times(root, &criterion_args)? {
+                let best = fastest.entry(key).or_insert(time);
+                *best = best.min(time);
+            }
+        }
+        Some(fastest)
     } else {
         None
     };
@@ -239,6 +260,6 @@ fn print_table(instructions: Option<&Figures>, times: Option<&Figures>) {
     }
     println!(
         "instr: callgrind instructions per step ({ITERATIONS} steps minus 0); ns: criterion's \
-         estimate (its `time:` middle figure)"
+         estimate (its `time:` middle figure; the fastest round's with --rounds)"
     );
 }

@@ -23,7 +23,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   wine-test      build the .sys and run the Wine end-to-end test
   bench [ARGS]   executor benchmarks: callgrind instructions and criterion times for wake+poll
                  and spawn, ours vs embassy-executor vs a callback floor (ARGS go to criterion;
-                 --callgrind-only, --criterion-only)";
+                 --callgrind-only, --criterion-only, --rounds N)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
