@@ -1,5 +1,6 @@
 //! Zero heap allocations after spawn in steady state: a counting global allocator watches a
-//! window in which tasks are woken and polled thousands of times and join handles are awaited.
+//! window in which tasks are spawned (joined and detached), woken and polled thousands of times
+//! and join handles are awaited.
 //! Only allocations made on the test's own thread while the window is open are counted, so the
 //! harness's other threads cannot disturb the count.
 
@@ -90,6 +91,8 @@ fn no_heap_allocation_after_spawn_in_steady_state() {
             POOL.spawn(&EXECUTOR, yielder(50)).unwrap(),
             POOL.spawn(&EXECUTOR, yielder(50)).unwrap(),
         ];
+        // A detached task too: its slot is freed by the executor, not by a handle.
+        drop(POOL.spawn(&EXECUTOR, yielder(50)).unwrap());
         while EXECUTOR.poll(64, || false).work_remains {}
         for handle in handles {
             let mut handle = pin!(handle);
@@ -104,6 +107,11 @@ fn no_heap_allocation_after_spawn_in_steady_state() {
     }
     COUNTING.with(|counting| counting.set(false));
 
+    assert_eq!(
+        POOL.used(),
+        1,
+        "every slot was freed for reuse but the warm-up task's (its handle is alive)"
+    );
     assert_eq!(total, 100 * 3 * 50, "every task ran to completion");
     assert_eq!(
         ALLOCATIONS.load(Ordering::SeqCst),

@@ -2,8 +2,10 @@
 //! the driver `.sys` and the Wine test.
 //!
 //! `cargo xtask test` is the README's test command and what `.ci/run` runs; `cargo xtask run`
-//! is the main job (the echo driver on the host kernel).
+//! is the main job (the echo driver on the host kernel). `cargo xtask bench` runs the executor
+//! benchmarks; it is not part of `test`.
 
+mod bench;
 mod driver;
 mod setup;
 mod suite;
@@ -18,7 +20,10 @@ const USAGE: &str = "usage: cargo xtask <command>
   run [ARGS]     set up, then run the echo driver on the host kernel (ARGS go to the driver)
   setup          install what the project needs (apt packages as root, rustup components)
   build-driver   build the echo driver .sys for x86_64-pc-windows-msvc
-  wine-test      build the .sys and run the Wine end-to-end test";
+  wine-test      build the .sys and run the Wine end-to-end test
+  bench [ARGS]   executor benchmarks: callgrind instructions and criterion times for wake+poll
+                 and spawn, ours vs embassy-executor vs a callback floor (ARGS go to criterion;
+                 --callgrind-only, --criterion-only, --rounds N)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +39,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some("build-driver") => driver::build(&root).map(|sys| println!("{}", sys.display())),
+        Some("bench") => bench::run(&root, &args[1..]),
         Some("wine-test") => driver::build(&root).and_then(|sys| wine::test(&root, &sys)),
         _ => {
             eprintln!("{USAGE}");

@@ -18,13 +18,15 @@ const APT_PACKAGES: &[&str] = &[
 /// Installs what is missing. Never fails: what cannot be installed is said loudly here and
 /// reported as NOT RUN by the suite that needs it.
 pub fn ensure() {
-    ensure_apt_packages();
+    ensure_apt_packages(APT_PACKAGES);
     ensure_rustup_target("x86_64-pc-windows-msvc");
     ensure_nightly_miri();
 }
 
-fn ensure_apt_packages() {
-    let missing: Vec<&str> = APT_PACKAGES
+/// Installs whichever of `packages` are missing (as root, with apt-get); says loudly if it
+/// cannot.
+pub fn ensure_apt_packages(packages: &[&str]) {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|pkg| !dpkg_installed(pkg))

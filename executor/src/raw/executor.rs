@@ -301,23 +301,16 @@ impl Executor {
     unsafe fn run(&self, task: NonNull<TaskHeader>) {
         // SAFETY: tasks in our queue live in 'static pools.
         let header = unsafe { task.as_ref() };
-        // QUEUED -> RUNNING: from here on, wakes only set QUEUED and leave the push to us.
-        let mut state = header.state.load(Ordering::Relaxed);
-        loop {
-            invariant!(
-                state & QUEUED != 0 && state & (RUNNING | DONE) == 0,
-                "a dequeued task must be queued and idle: queued twice?"
-            );
-            match header.state.compare_exchange_weak(
-                state,
-                (state & !QUEUED) | RUNNING,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(actual) => state = actual,
-            }
-        }
+        // QUEUED -> RUNNING: from here on, wakes only set QUEUED and leave the push to us. One
+        // add does it: QUEUED is set and RUNNING clear (the task came off our queue, and only
+        // its poller sets RUNNING), so adding `RUNNING - QUEUED` clears the one and sets the
+        // other, and commutes with what others may change meanwhile (a wake's QUEUED, which is
+        // already set, CANCELLED, HANDLE). A compare-exchange loop costs more instructions.
+        let state = header.state.fetch_add(RUNNING - QUEUED, Ordering::AcqRel);
+        invariant!(
+            state & QUEUED != 0 && state & (RUNNING | DONE) == 0,
+            "a dequeued task must be queued and idle: queued twice?"
+        );
         // SAFETY: RUNNING orders us after the spawn's write of the vtable.
         let vtable = unsafe { vtable_of(task) };
         let finished = if state & CANCELLED != 0 || self.is_closed() {
@@ -349,7 +342,9 @@ impl Executor {
                 unsafe { free_slot(task) };
             }
         } else {
-            let state = header.state.fetch_and(!RUNNING, Ordering::AcqRel);
+            // Clears RUNNING, which we set: a subtraction is one locked add, where fetch_and
+            // with its result used is a compare-exchange loop.
+            let state = header.state.fetch_sub(RUNNING, Ordering::AcqRel);
             if state & QUEUED != 0 {
                 // Woken during its poll: that waker left the push to us.
                 // SAFETY: QUEUED was set while we were running, so the link is ours.
@@ -365,6 +360,15 @@ impl Executor {
 /// # Safety
 /// The caller owns every link of the chain.
 unsafe fn reverse(head: NonNull<TaskHeader>) -> NonNull<TaskHeader> {
+    // SAFETY: the caller owns the link.
+    if unsafe { head.as_ref() }
+        .run_next
+        .load(Ordering::Relaxed)
+        .is_null()
+    {
+        // A batch of one, the common case (one wake between polls), is its own reverse.
+        return head;
+    }
     let mut previous: *mut TaskHeader = ptr::null_mut();
     let mut current = head.as_ptr();
     while let Some(task) = NonNull::new(current) {

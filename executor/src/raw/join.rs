@@ -34,6 +34,9 @@ pub struct JoinHandle<T> {
     task: NonNull<TaskHeader>,
     /// Set once the output (or the cancellation) was returned.
     finished: bool,
+    /// Set once the handle registered a waker in the task's `join_waker`: only then does its
+    /// drop have a waker to take out (the handle is the only party that registers one).
+    registered: bool,
     _output: PhantomData<T>,
 }
 
@@ -53,6 +56,7 @@ impl<T> JoinHandle<T> {
         Self {
             task,
             finished: false,
+            registered: false,
             _output: PhantomData,
         }
     }
@@ -111,6 +115,7 @@ impl<T> Future for JoinHandle<T> {
         if self.is_finished() {
             return Poll::Ready(self.take_output());
         }
+        self.registered = true;
         self.header().join_waker.register(cx.waker());
         if self.is_finished() {
             return Poll::Ready(self.take_output());
@@ -123,7 +128,11 @@ impl<T> Drop for JoinHandle<T> {
     /// Detaches the task; frees the slot if it already finished.
     fn drop(&mut self) {
         let header = self.header();
-        drop(header.join_waker.take());
+        if self.registered {
+            // Ours to remove before the slot can be freed; a handle that never registered
+            // skips the two atomic operations (a detached spawn's common case).
+            drop(header.join_waker.take());
+        }
         let previous = header.state.fetch_and(!HANDLE, Ordering::AcqRel);
         if previous & DONE != 0 {
             // SAFETY: the task is DONE and we cleared HANDLE: the slot is ours to free.
@@ -137,6 +146,7 @@ impl<T> core::fmt::Debug for JoinHandle<T> {
         f.debug_struct("JoinHandle")
             .field("task", &self.task)
             .field("finished", &self.is_finished())
+            .field("registered", &self.registered)
             .finish()
     }
 }

@@ -235,6 +235,41 @@ fn loom_handle_drop_racing_completion_frees_once() {
     });
 }
 
+/// The handle registered a real waker and is dropped on one CPU while the task finishes on
+/// another: the waker clone is woken or dropped, never left behind in the freed slot.
+#[test]
+fn loom_registered_join_waker_is_never_left_in_the_slot() {
+    struct Flag;
+    impl std::task::Wake for Flag {
+        fn wake(self: StdArc<Self>) {}
+    }
+    model(|| {
+        let Fixture { executor, .. } = fixture();
+        let pool = pool::<1>();
+        let probe = Probe::new(false);
+        let mut handle = pool.spawn(executor, probe.wait()).unwrap();
+        executor.poll(usize::MAX, || false);
+        let flag = StdArc::new(Flag);
+        let waker = Waker::from(flag.clone());
+        assert!(
+            Pin::new(&mut handle)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        drop(waker);
+        let dropper = thread::spawn(move || drop(handle));
+        probe.release_and_wake();
+        executor.poll(usize::MAX, || false);
+        dropper.join().unwrap();
+        assert_eq!(
+            StdArc::strong_count(&flag),
+            1,
+            "the join waker was left behind"
+        );
+        assert_eq!(pool.used(), 0);
+    });
+}
+
 /// `abort` from another CPU racing the task's poll and a completion wake: the future is
 /// dropped exactly once, on the executor, and the handle sees either the output or Cancelled.
 #[test]

@@ -109,7 +109,10 @@ pub(crate) unsafe fn free_slot(task: NonNull<TaskHeader>) {
     let vtable = unsafe { vtable_of(task) };
     // SAFETY: exclusive owner of a finished task.
     unsafe { (vtable.drop_stage)(task) };
-    drop(header.join_waker.take());
+    // The join waker is empty here: only the handle registers one, and its drop takes it out
+    // before clearing HANDLE; a wake of it after the task finished takes it too. (A late wake
+    // racing with the next task's handle is the AtomicWaker's business: at worst a spurious
+    // wake of that handle.)
     header.state.store(0, Ordering::Release);
 }
 

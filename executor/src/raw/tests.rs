@@ -144,6 +144,62 @@ fn raw_spawn_runs_and_join_returns_output() {
     assert_eq!(EXECUTOR.live_tasks(), 0);
 }
 
+/// A waker that counts its wakes; its `Arc`'s strong count shows whether a clone was kept.
+struct CountingWaker(AtomicUsize);
+
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn raw_join_waker_is_woken_or_dropped_never_left_in_the_slot() {
+    static SIGNAL: Signal = Signal::new();
+    static EXECUTOR: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<256, 1> = TaskPool::new();
+    static GATE: Gate = Gate::new();
+    start(&EXECUTOR, &SIGNAL);
+
+    // Registered, then the task finishes (the wake takes the clone), then the handle is dropped.
+    let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    let waker = Waker::from(counter.clone());
+    let mut handle = POOL.spawn(&EXECUTOR, async { 7 }).unwrap();
+    let mut cx = Context::from_waker(&waker);
+    assert!(Pin::new(&mut handle).poll(&mut cx).is_pending());
+    assert_eq!(Arc::strong_count(&counter), 3, "the handle keeps one clone");
+    EXECUTOR.poll(usize::MAX, || false);
+    assert_eq!(
+        counter.0.load(Ordering::SeqCst),
+        1,
+        "finishing wakes the handle"
+    );
+    assert_eq!(Pin::new(&mut handle).poll(&mut cx), Poll::Ready(Ok(7)));
+    drop(handle);
+    assert_eq!(Arc::strong_count(&counter), 2, "no clone left behind");
+
+    // Registered, then the handle is dropped before the task finishes: the drop takes the clone.
+    let mut handle = POOL.spawn(&EXECUTOR, GATE.wait()).unwrap();
+    assert!(Pin::new(&mut handle).poll(&mut cx).is_pending());
+    EXECUTOR.poll(usize::MAX, || false);
+    assert_eq!(Arc::strong_count(&counter), 3, "the handle keeps one clone");
+    drop(handle);
+    assert_eq!(
+        Arc::strong_count(&counter),
+        2,
+        "the drop took the clone out"
+    );
+    GATE.release.store(true, Ordering::SeqCst);
+    GATE.waker().wake();
+    EXECUTOR.poll(usize::MAX, || false);
+    assert_eq!(POOL.used(), 0, "the detached task freed its slot");
+    assert_eq!(
+        counter.0.load(Ordering::SeqCst),
+        1,
+        "a detached finish wakes nobody"
+    );
+}
+
 #[test]
 fn raw_wake_is_idempotent() {
     static SIGNAL: Signal = Signal::new();
