@@ -247,12 +247,14 @@ pub fn hold_connections(addr: SocketAddr, idle: usize) -> Result<Held, String> {
 }
 
 impl Held {
-    /// Waits (bounded) until the server has closed every held connection.
+    /// Waits (bounded) until the server has closed every held connection; returns how many
+    /// it closed (all of them, or an error).
     ///
     /// # Errors
     /// Names a connection still open after `within`.
     pub fn wait_closed(self, within: Duration) -> Result<usize, String> {
         let deadline = Instant::now() + within;
+        let count = self.streams.len();
         let mut buf = [0u8; 4096];
         for (i, mut stream) in self.streams.into_iter().enumerate() {
             loop {
@@ -281,7 +283,7 @@ impl Held {
                 }
             }
         }
-        Ok(0)
+        Ok(count)
     }
 
     /// How many connections are held.

@@ -11,7 +11,7 @@ mod host {
     use std::net::IpAddr;
     use std::process::ExitCode;
 
-    use wsk_sys::host::{Config, Kernel, Registry, RegValue};
+    use wsk_sys::host::{Config, Kernel, RegValue, Registry};
     use wskecho::config::{DEFAULT_PORT, parse_runner};
 
     const USAGE: &str = "usage: wskecho [--port N] [--bind ADDR] [--runner dpc|passive] \
@@ -44,9 +44,7 @@ mod host {
             if flag == "--help" || flag == "-h" {
                 return Err(String::new());
             }
-            let value = rest
-                .next()
-                .ok_or_else(|| format!("{flag} needs a value"))?;
+            let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
             let bad = |what: &str| format!("{flag}: {value:?} is not {what}");
             match flag.as_str() {
                 "--port" => flags.port = value.parse().map_err(|_| bad("a port"))?,
@@ -123,7 +121,11 @@ mod host {
         let kernel = Kernel::boot(config);
         let registry = Registry::new()
             .with("Parameters", "Port", RegValue::Dword(flags.port.into()))
-            .with("Parameters", "BindAddress", RegValue::Sz(flags.bind.to_string()))
+            .with(
+                "Parameters",
+                "BindAddress",
+                RegValue::Sz(flags.bind.to_string()),
+            )
             .with("Parameters", "Runner", RegValue::Sz(flags.runner.clone()))
             .with(
                 "Parameters",

@@ -327,7 +327,12 @@ fn scenarios(prefix: &Prefix, log: &Path, addr: SocketAddr) -> Result<String, St
     // The clients must see the server close them whatever `net stop` said.
     let closed = held.wait_closed(Duration::from_secs(30));
     stop?;
-    closed?;
+    let closed = closed?;
+    if closed != held_count {
+        return Err(format!(
+            "unload closed {closed} of {held_count} held clients"
+        ));
+    }
     wait_for_log(
         log,
         "wskecho: unload complete",
