@@ -2,12 +2,9 @@
 //! listen, accept, connect, send, receive, disconnect, close, datagrams, resolve) over real
 //! loopback sockets.
 //!
-//! They run under deferred completion (with delays and reordering). Under inline completion
-//! (real WSK may complete `WskCloseSocket` before it returns) `wsk-net` finishes an orphan
-//! close twice: `issue_orphan` sees a non-pending status with `DONE` already cleared by the
-//! completion routine's own `finish`, and finishes again (double untrack and release). The
-//! ignored test below reproduces it; it passes once `wsk-net` handles inline completion of
-//! orphan operations.
+//! They run under deferred completion (with delays and reordering); `inline_completion_of_close`
+//! covers a close that WSK completes before `WskCloseSocket` returns, which `wsk-net` once
+//! finished twice.
 #![allow(
     clippy::missing_panics_doc,
     reason = "test code: panics are the failure reports"
@@ -179,7 +176,6 @@ fn datagrams_and_resolve_over_net() {
 }
 
 #[test]
-#[ignore = "wsk-net finishes an inline-completed orphan close twice (see the module doc)"]
 fn inline_completion_of_close() {
     run_plans(vec![Faults::with(Completion::Inline, 11)], |client| {
         block_on(async {

@@ -1,0 +1,501 @@
+//! `wsk-net` against the host kernel, scenario by scenario as a driver uses it, with real
+//! peers from `std::net` on loopback. Every scenario runs under several fault plans (inline,
+//! deferred and mixed completion, reordering and delays, different seeds), on a fresh kernel
+//! each time, and ends with the verifier's leak check: no IRP, MDL, pool block or socket may
+//! be left, and no bugcheck may have fired.
+//!
+//! Nothing here sleeps to wait for an event: peers block on sockets with a bound, and the
+//! driver side awaits futures; a bound that runs out fails loudly.
+#![allow(
+    clippy::missing_panics_doc,
+    reason = "test code: panics are the failure reports"
+)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on};
+use wsk_net::{Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream, UdpSocket, WskClient};
+use wsk_sys::host::faults::{Completion, Faults};
+use wsk_sys::host::{Config, Kernel};
+
+/// Bound on anything a peer waits for.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// Inline, deferred and mixed completion under three seeds, one with reordering and delays.
+fn plans() -> Vec<Faults> {
+    vec![
+        Faults::with(Completion::Inline, 1),
+        Faults::with(Completion::Deferred, 2),
+        Faults::with(Completion::Mixed, 3),
+        Faults {
+            reorder: true,
+            max_delay: Duration::from_micros(500),
+            ..Faults::with(Completion::Mixed, 4)
+        },
+    ]
+}
+
+/// Boots a kernel per plan, registers a client on a PASSIVE system thread, runs `scenario`,
+/// deregisters, and checks the verifier found nothing.
+fn each_plan(scenario: impl Fn(&WskClient, &Kernel) + Sync) {
+    for plan in plans() {
+        let label = format!("{:?} seed {}", plan.completion, plan.seed);
+        let kernel = Kernel::boot(Config::default().with_faults(plan));
+        kernel.on_kernel_thread(|| {
+            let client = WskClient::register().expect("WskClient::register");
+            scenario(&client, &kernel);
+            client.deregister(BOUND).expect("deregister");
+        });
+        let report = kernel.check_leaks();
+        assert!(report.is_clean(), "plan {label}: {report}");
+        let bugchecks = kernel.take_bugchecks();
+        assert!(bugchecks.is_empty(), "plan {label}: {bugchecks:?}");
+    }
+}
+
+fn bounded(stream: &std::net::TcpStream) {
+    stream.set_read_timeout(Some(BOUND)).unwrap();
+    stream.set_write_timeout(Some(BOUND)).unwrap();
+}
+
+fn pattern(len: usize, salt: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| u8::try_from(i % 251).unwrap() ^ salt)
+        .collect()
+}
+
+async fn listen(client: &WskClient) -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().await.expect("local_addr");
+    (listener, addr)
+}
+
+/// Echoes on `stream` until the peer's FIN; returns the bytes echoed.
+async fn echo_until_fin(stream: &TcpStream, capacity: usize) -> usize {
+    let mut buf = IoBuf::with_capacity(capacity).unwrap();
+    let mut total = 0;
+    loop {
+        let (n, b) = stream.recv(buf).await;
+        buf = b;
+        let n = n.expect("recv");
+        if n == 0 {
+            return total;
+        }
+        total += n;
+        let (sent, b) = stream.send(buf).await;
+        buf = b;
+        assert_eq!(sent.expect("send"), n);
+    }
+}
+
+#[test]
+fn echo_round_trips_are_byte_exact_from_1_byte_to_1_mib() {
+    const SIZES: [usize; 7] = [1, 2, 1000, 4096, 65_537, 300_000, 1 << 20];
+    each_plan(|client, _| {
+        block_on(async {
+            let (listener, addr) = listen(client).await;
+            let peer = std::thread::spawn(move || {
+                let s = std::net::TcpStream::connect(addr).unwrap();
+                bounded(&s);
+                for (i, size) in SIZES.into_iter().enumerate() {
+                    let data = pattern(size, u8::try_from(i).unwrap());
+                    let writer = {
+                        let mut s = s.try_clone().unwrap();
+                        let data = data.clone();
+                        std::thread::spawn(move || s.write_all(&data).unwrap())
+                    };
+                    let mut back = vec![0u8; size];
+                    (&s).read_exact(&mut back).unwrap();
+                    writer.join().unwrap();
+                    assert!(back == data, "message of {size} bytes echoed byte-exact");
+                }
+                s.shutdown(Shutdown::Write).unwrap();
+                let mut rest = Vec::new();
+                (&s).read_to_end(&mut rest).unwrap();
+                assert!(rest.is_empty(), "nothing after the last echo, then EOF");
+            });
+            let (stream, remote) = listener.accept().await.expect("accept");
+            assert!(remote.ip().is_loopback());
+            let echoed = echo_until_fin(&stream, 64 * 1024).await;
+            assert_eq!(echoed, SIZES.iter().sum::<usize>());
+            stream
+                .disconnect(Disconnect::Graceful)
+                .await
+                .expect("graceful disconnect");
+            stream.close().await;
+            listener.close().await;
+            peer.join().unwrap();
+        });
+    });
+}
+
+/// Runners for the tests that spawn tasks: a runner cannot be restarted, so each boot takes
+/// a fresh one.
+static RUNNERS: [Runner; 8] = [const { Runner::new(Budget::DEFAULT) }; 8];
+static NEXT_RUNNER: AtomicUsize = AtomicUsize::new(0);
+
+fn fresh_runner() -> &'static Runner {
+    let index = NEXT_RUNNER.fetch_add(1, Ordering::Relaxed);
+    let runner = RUNNERS
+        .get(index)
+        .expect("a test used more runners than RUNNERS holds");
+    runner.start(RunnerKind::Dpc).expect("start runner");
+    runner
+}
+
+/// A `&'static WskClient` for spawned tasks: leaked for the test, taken back (and deregistered)
+/// once the runner is shut down and no task can hold it.
+struct StaticClient(&'static WskClient);
+
+impl StaticClient {
+    fn register() -> Self {
+        Self(Box::leak(Box::new(
+            WskClient::register().expect("WskClient::register"),
+        )))
+    }
+
+    /// # Safety (test-level)
+    /// Called after every task that borrowed the client is gone.
+    fn deregister(self) {
+        let client = std::ptr::from_ref(self.0).cast_mut();
+        // SAFETY: leaked in `register`; the runner is shut down, so no borrow remains.
+        let client = unsafe { Box::from_raw(client) };
+        client.deregister(BOUND).expect("deregister");
+    }
+}
+
+const CONNECTIONS: usize = 1000;
+static CONNECTION_TASKS: TaskPool<4096, 1024> = TaskPool::new();
+static LISTENER_TASK: TaskPool<4096, 1> = TaskPool::new();
+
+#[test]
+fn a_thousand_concurrent_connections_echo_correctly() {
+    for plan in [
+        Faults::with(Completion::Deferred, 21),
+        Faults::with(Completion::Mixed, 22),
+    ] {
+        let kernel = Kernel::boot(Config::default().with_faults(plan));
+        let (client, runner, addr) = kernel.on_kernel_thread(|| {
+            let client = StaticClient::register();
+            let runner = fresh_runner();
+            let (listener, addr) = block_on(listen(client.0));
+            // Detached: the listener task ends after the last accept.
+            drop(
+                runner
+                    .spawn(&LISTENER_TASK, async move {
+                        for _ in 0..CONNECTIONS {
+                            let (stream, _) = listener.accept().await.expect("accept");
+                            drop(
+                                runner
+                                    .spawn(&CONNECTION_TASKS, async move {
+                                        echo_until_fin(&stream, 2048).await;
+                                        stream.disconnect(Disconnect::Graceful).await.ok();
+                                        stream.close().await;
+                                    })
+                                    .expect("a task slot per connection"),
+                            );
+                        }
+                        listener.close().await;
+                    })
+                    .expect("spawn listener"),
+            );
+            (client, runner, addr)
+        });
+
+        // All connections open at once, then every one echoes its own message.
+        let streams: Vec<std::net::TcpStream> = (0..CONNECTIONS)
+            .map(|_| {
+                let s = std::net::TcpStream::connect(addr).unwrap();
+                bounded(&s);
+                s
+            })
+            .collect();
+        for (i, s) in streams.iter().enumerate() {
+            let mut s = s;
+            s.write_all(format!("connection {i:04}").as_bytes())
+                .unwrap();
+        }
+        for (i, s) in streams.iter().enumerate() {
+            let mut s = s;
+            let expected = format!("connection {i:04}");
+            let mut back = vec![0u8; expected.len()];
+            s.read_exact(&mut back).unwrap();
+            assert_eq!(back, expected.as_bytes());
+            s.shutdown(Shutdown::Write).unwrap();
+        }
+        for s in &streams {
+            let mut rest = Vec::new();
+            let mut s = s;
+            s.read_to_end(&mut rest).unwrap();
+            assert!(rest.is_empty());
+        }
+        kernel.on_kernel_thread(|| {
+            runner.shutdown();
+            client.deregister();
+        });
+        let report = kernel.check_leaks();
+        assert!(report.is_clean(), "{report}");
+        assert!(kernel.take_bugchecks().is_empty());
+    }
+}
+
+#[test]
+fn fin_graceful_final_data_and_refused() {
+    each_plan(|client, _| {
+        block_on(async {
+            // Peer FIN -> recv returns 0.
+            let (listener, addr) = listen(client).await;
+            let peer = std::thread::spawn(move || {
+                let s = std::net::TcpStream::connect(addr).unwrap();
+                bounded(&s);
+                (&s).write_all(b"bye").unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                // Our graceful disconnect after sending: all data, then EOF.
+                let mut got = Vec::new();
+                (&s).read_to_end(&mut got).unwrap();
+                got
+            });
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (n, buf) = stream.recv_exact(IoBuf::with_capacity(3).unwrap(), 3).await;
+            assert_eq!(n.expect("recv_exact"), 3);
+            assert_eq!(&buf[..], b"bye");
+            let (n, _) = stream.recv(buf).await;
+            assert_eq!(n.expect("recv after FIN"), 0, "peer FIN reads as 0 bytes");
+            let reply = pattern(200_000, 7);
+            let (sent, _) = stream.send(IoBuf::from_slice(&reply).unwrap()).await;
+            assert_eq!(sent.expect("send"), reply.len());
+            stream
+                .disconnect(Disconnect::Graceful)
+                .await
+                .expect("graceful");
+            // No sends after a disconnect: an error, not a panic.
+            let (after, _) = stream.send(IoBuf::from_slice(b"late").unwrap()).await;
+            assert_eq!(after.unwrap_err().kind(), ErrorKind::InvalidState);
+            stream.close().await;
+            assert!(peer.join().unwrap() == reply, "all data, then EOF");
+
+            // disconnect_with(final): the final data, then EOF.
+            let peer = std::thread::spawn(move || {
+                let s = std::net::TcpStream::connect(addr).unwrap();
+                bounded(&s);
+                let mut got = Vec::new();
+                (&s).read_to_end(&mut got).unwrap();
+                got
+            });
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (sent, _) = stream.send(IoBuf::from_slice(b"first ").unwrap()).await;
+            sent.expect("send");
+            let (result, _) = stream
+                .disconnect_with(IoBuf::from_slice(b"and final").unwrap())
+                .await;
+            result.expect("disconnect_with");
+            stream.close().await;
+            assert_eq!(peer.join().unwrap(), b"first and final");
+            listener.close().await;
+
+            // Connect to a closed port: ConnectionRefused.
+            let e = TcpStream::connect(client, addr)
+                .await
+                .err()
+                .expect("refused");
+            assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
+        });
+    });
+}
+
+#[test]
+fn abortive_disconnect_resets_the_peer() {
+    each_plan(|client, _| {
+        block_on(async {
+            let (listener, addr) = listen(client).await;
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            bounded(&s);
+            let (stream, _) = listener.accept().await.expect("accept");
+            stream
+                .disconnect(Disconnect::Abortive)
+                .await
+                .expect("abortive");
+            let e = (&s).read(&mut [0u8; 8]).expect_err("reset");
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+            let (r, _) = stream.recv(IoBuf::with_capacity(8).unwrap()).await;
+            assert_eq!(r.unwrap_err().kind(), ErrorKind::InvalidState);
+            stream.close().await;
+            listener.close().await;
+        });
+    });
+}
+
+/// Polls `future` once with a no-op waker.
+fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+    future.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+#[test]
+fn a_dropped_receive_leaves_nothing_behind_and_the_stream_still_works() {
+    each_plan(|client, _| {
+        block_on(async {
+            let (listener, addr) = listen(client).await;
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            bounded(&s);
+            let (stream, _) = listener.accept().await.expect("accept");
+            for round in 0..20u8 {
+                // A receive in flight (nothing to read), dropped mid-flight: IoCancelIrp, and
+                // its IRP, MDL and buffer stay alive until the completion routine has run.
+                {
+                    let recv = pin!(stream.recv(IoBuf::with_capacity(512).unwrap()));
+                    assert!(
+                        poll_once(recv).is_pending(),
+                        "round {round}: nothing to read yet"
+                    );
+                }
+                // The next operations on the same stream work.
+                (&s).write_all(&[round; 5]).unwrap();
+                let (n, buf) = stream.recv_exact(IoBuf::with_capacity(5).unwrap(), 5).await;
+                assert_eq!(n.expect("recv after a dropped recv"), 5);
+                assert_eq!(&buf[..], &[round; 5]);
+                let (sent, _) = stream.send(buf).await;
+                sent.expect("send");
+                let mut back = [0u8; 5];
+                (&s).read_exact(&mut back).unwrap();
+                assert_eq!(back, [round; 5]);
+            }
+            stream.close().await;
+            listener.close().await;
+        });
+    });
+}
+
+#[test]
+fn timeout_on_a_receive_gives_timed_out_and_the_buffer_back() {
+    each_plan(|client, _| {
+        block_on(async {
+            let (listener, addr) = listen(client).await;
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            bounded(&s);
+            let (stream, _) = listener.accept().await.expect("accept");
+            let buf = IoBuf::with_capacity(1234).unwrap();
+            let (r, buf) = wsk_net::timeout(Duration::from_millis(20), stream.recv(buf)).await;
+            assert_eq!(r.unwrap_err().kind(), ErrorKind::TimedOut);
+            assert_eq!(buf.capacity(), 1234, "the buffer comes back");
+            // The stream is still usable, with the same buffer.
+            (&s).write_all(b"late").unwrap();
+            let (n, buf) = stream.recv_exact(buf, 4).await;
+            assert_eq!(n.expect("recv after timeout"), 4);
+            assert_eq!(&buf[..], b"late");
+            stream.close().await;
+            listener.close().await;
+        });
+    });
+}
+
+#[test]
+fn misuse_is_an_error_not_a_panic() {
+    each_plan(|client, _| {
+        block_on(async {
+            let (listener, addr) = listen(client).await;
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            bounded(&s);
+            let (stream, _) = listener.accept().await.expect("accept");
+            // Two concurrent receives would reorder data: the second is refused.
+            {
+                let mut first = pin!(stream.recv(IoBuf::with_capacity(8).unwrap()));
+                assert!(poll_once(first.as_mut()).is_pending());
+                let (second, _) = stream.recv(IoBuf::with_capacity(8).unwrap()).await;
+                assert_eq!(second.unwrap_err().kind(), ErrorKind::InvalidState);
+                (&s).write_all(b"x").unwrap();
+                let (n, _) = first.await;
+                assert_eq!(n.expect("first recv"), 1);
+            }
+            // Bad input: recv_exact beyond the capacity.
+            let (r, _) = stream.recv_exact(IoBuf::with_capacity(4).unwrap(), 5).await;
+            assert_eq!(r.unwrap_err().kind(), ErrorKind::InvalidInput);
+            assert_eq!(
+                IoBuf::with_capacity(0).err().map(|e| e.kind()),
+                Some(ErrorKind::InvalidInput)
+            );
+            // Dropping a stream without close still closes it: the peer sees the end.
+            drop(stream);
+            let mut rest = Vec::new();
+            let end = (&s).read_to_end(&mut rest);
+            assert!(
+                end.is_ok()
+                    || end
+                        .as_ref()
+                        .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+                "dropped stream is closed: {end:?}"
+            );
+            listener.close().await;
+        });
+    });
+}
+
+#[test]
+fn ipv6_and_udp_round_trips() {
+    each_plan(|client, _| {
+        block_on(async {
+            let listener = TcpListener::bind(client, "[::1]:0".parse().unwrap())
+                .await
+                .expect("bind [::1]");
+            let addr = listener.local_addr().await.expect("local_addr");
+            assert!(addr.is_ipv6());
+            let peer = std::thread::spawn(move || {
+                let s = std::net::TcpStream::connect(addr).unwrap();
+                bounded(&s);
+                (&s).write_all(b"over six").unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                let mut back = Vec::new();
+                (&s).read_to_end(&mut back).unwrap();
+                back
+            });
+            let (stream, remote) = listener.accept().await.expect("accept v6");
+            assert!(remote.is_ipv6());
+            echo_until_fin(&stream, 64).await;
+            stream
+                .disconnect(Disconnect::Graceful)
+                .await
+                .expect("disconnect");
+            stream.close().await;
+            listener.close().await;
+            assert_eq!(peer.join().unwrap(), b"over six");
+
+            // Our connect over IPv6.
+            let std_listener = std::net::TcpListener::bind("[::1]:0").unwrap();
+            let v6 = std_listener.local_addr().unwrap();
+            let stream = TcpStream::connect(client, v6).await.expect("connect v6");
+            let (accepted, _) = std_listener.accept().unwrap();
+            bounded(&accepted);
+            assert_eq!(stream.peer_addr().await.unwrap(), v6);
+            stream.close().await;
+
+            // UDP over IPv4 and IPv6.
+            for local in ["127.0.0.1:0", "[::1]:0"] {
+                let udp = UdpSocket::bind(client, local.parse().unwrap())
+                    .await
+                    .expect("udp bind");
+                let me = udp.local_addr().await.expect("udp local_addr");
+                let other = std::net::UdpSocket::bind(local).unwrap();
+                other.set_read_timeout(Some(BOUND)).unwrap();
+                other.send_to(b"datagram", me).unwrap();
+                let (r, buf) = udp.recv_from(IoBuf::with_capacity(64).unwrap()).await;
+                let (n, from) = r.expect("recv_from");
+                assert_eq!(
+                    (&buf[..n], from),
+                    (&b"datagram"[..], other.local_addr().unwrap())
+                );
+                let (sent, _) = udp.send_to(buf, from).await;
+                assert_eq!(sent.expect("send_to"), n);
+                let mut got = [0u8; 64];
+                let (m, _) = other.recv_from(&mut got).unwrap();
+                assert_eq!(&got[..m], b"datagram");
+                udp.close().await;
+            }
+        });
+    });
+}
