@@ -148,7 +148,10 @@ pub(crate) fn start_cpus(machine: &Arc<Machine>) -> Vec<JoinHandle<()>> {
             let machine = Arc::clone(machine);
             std::thread::Builder::new()
                 .name(format!("cpu{cpu}"))
-                .spawn(move || run_cpu(&machine, cpu))
+                .spawn(move || {
+                    machine::adopt(Arc::clone(&machine));
+                    run_cpu(&machine, cpu);
+                })
                 .expect("spawn an emulated processor")
         })
         .collect()
@@ -208,7 +211,10 @@ pub(crate) fn halt(cpu: usize, message: &str) -> ! {
             let replacement = Arc::clone(&machine);
             let spawned = std::thread::Builder::new()
                 .name(format!("cpu{cpu}"))
-                .spawn(move || run_cpu(&replacement, cpu));
+                .spawn(move || {
+                    machine::adopt(Arc::clone(&replacement));
+                    run_cpu(&replacement, cpu);
+                });
             if let Ok(handle) = spawned {
                 lock(&machine.replacements).push(handle);
             }

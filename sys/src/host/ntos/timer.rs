@@ -104,7 +104,10 @@ pub(crate) fn start(machine: &Arc<Machine>) -> JoinHandle<()> {
     let machine = Arc::clone(machine);
     std::thread::Builder::new()
         .name("timer".into())
-        .spawn(move || run(&machine))
+        .spawn(move || {
+            machine::adopt(Arc::clone(&machine));
+            run(&machine);
+        })
         .expect("spawn the timer thread")
 }
 
