@@ -387,3 +387,27 @@ fn calls_without_a_booted_kernel_bugcheck_clearly() {
     assert_eq!(crate::KeGetCurrentIrql(), crate::PASSIVE_LEVEL);
     crate::kprint!("no kernel, still printed\n");
 }
+
+#[test]
+fn describing_paged_pool_as_nonpaged_bugchecks() {
+    let kernel = boot();
+    // SAFETY: PASSIVE_LEVEL; the MDL over paged pool is the violation under test.
+    let (paged, mdl) = unsafe {
+        let paged = crate::ExAllocatePoolWithTag(PagedPool, 64, TAG);
+        (
+            paged as usize,
+            IoAllocateMdl(paged, 64, FALSE, FALSE, core::ptr::null_mut()) as usize,
+        )
+    };
+    expect_bugcheck("DRIVER_VERIFIER_DETECTED_VIOLATION", || {
+        // SAFETY: a live MDL.
+        unsafe { MmBuildMdlForNonPagedPool(mdl as *mut crate::MDL) }
+    });
+    take(&kernel, &["DRIVER_VERIFIER_DETECTED_VIOLATION"]);
+    // SAFETY: both live, freed once.
+    unsafe {
+        IoFreeMdl(mdl as *mut crate::MDL);
+        crate::ExFreePoolWithTag(paged as crate::PVOID, TAG);
+    }
+    assert!(kernel.check_leaks().is_clean());
+}
