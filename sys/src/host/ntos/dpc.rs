@@ -77,6 +77,16 @@ impl Dpcs {
         }
     }
 
+    /// The queued DPCs whose KDPC lies in `[start, end)`.
+    pub(crate) fn queued_in(&self, start: usize, end: usize) -> Vec<usize> {
+        lock(&self.state)
+            .queued
+            .keys()
+            .copied()
+            .filter(|&dpc| dpc < end && dpc + size_of::<KDPC>() > start)
+            .collect()
+    }
+
     /// The DPCs still queued, for the leak report.
     pub(crate) fn queued(&self) -> Vec<(usize, usize)> {
         lock(&self.state)

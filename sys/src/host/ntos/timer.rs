@@ -57,6 +57,16 @@ impl Timers {
         self.changed.notify_all();
     }
 
+    /// The armed timers whose KTIMER lies in `[start, end)`.
+    pub(crate) fn armed_in(&self, start: usize, end: usize) -> Vec<usize> {
+        lock(&self.state)
+            .armed
+            .keys()
+            .copied()
+            .filter(|&timer| timer < end && timer + size_of::<KTIMER>() > start)
+            .collect()
+    }
+
     /// Leak report lines: every timer still armed.
     pub(crate) fn leaks(&self) -> Vec<String> {
         let now = clock::now();

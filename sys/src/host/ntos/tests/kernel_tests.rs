@@ -411,3 +411,30 @@ fn describing_paged_pool_as_nonpaged_bugchecks() {
     }
     assert!(kernel.check_leaks().is_clean());
 }
+
+#[test]
+fn freeing_pool_that_holds_an_armed_timer_bugchecks() {
+    let kernel = boot();
+    // SAFETY: PASSIVE_LEVEL; the timer lives in the pool block (its second KTIMER-sized slot)
+    // until cancelled.
+    let block = unsafe {
+        let block = crate::ExAllocatePoolWithTag(NonPagedPoolNx, 256, TAG);
+        let timer = block.cast::<crate::KTIMER>().add(1);
+        crate::KeInitializeTimerEx(timer, crate::NotificationTimer);
+        crate::KeSetTimerEx(timer, -36_000_000_000, 0, core::ptr::null_mut());
+        block as usize
+    };
+    let message = expect_bugcheck("TIMER_OR_DPC_INVALID", || {
+        // SAFETY: freeing the block under an armed timer is the violation under test.
+        unsafe { crate::ExFreePoolWithTag(block as crate::PVOID, TAG) }
+    });
+    assert!(message.contains("armed timer"), "{message}");
+    take(&kernel, &["TIMER_OR_DPC_INVALID"]);
+    // SAFETY: the block is still live (the free was refused): cancel, then free.
+    unsafe {
+        let timer = (block as *mut crate::KTIMER).add(1);
+        assert_eq!(crate::KeCancelTimer(timer), crate::TRUE);
+        crate::ExFreePoolWithTag(block as crate::PVOID, TAG);
+    }
+    assert!(kernel.check_leaks().is_clean());
+}
