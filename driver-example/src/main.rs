@@ -41,6 +41,10 @@ mod host {
         };
         let mut rest = args.iter();
         while let Some(flag) = rest.next() {
+            if flag == "--" {
+                // `cargo xtask run -- --port 7008` passes the separator through.
+                continue;
+            }
             if flag == "--help" || flag == "-h" {
                 return Err(String::new());
             }

@@ -222,18 +222,29 @@ fn summarize(suites: &[Suite]) -> Result<(), String> {
     Ok(())
 }
 
-/// The main job: the echo driver on the host kernel.
+/// The main job: the echo driver on the host kernel. On Unix xtask becomes `cargo run` (exec),
+/// which becomes the driver's host program, so Ctrl-C reaches only the program, which unloads
+/// the driver and prints the report, rather than killing a waiting parent first.
 pub fn run_host_driver(root: &Path, args: &[String]) -> Result<(), String> {
     let mut cmd = Command::new("cargo");
     cmd.args(["run", "--quiet", "-p", "wsk-driver-example", "--"])
         .args(args)
         .current_dir(root);
-    let status = cmd
-        .status()
-        .map_err(|e| format!("could not start cargo: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("the host driver exited with {status}"))
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let error = cmd.exec();
+        Err(format!("could not start cargo: {error}"))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = cmd
+            .status()
+            .map_err(|e| format!("could not start cargo: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("the host driver exited with {status}"))
+        }
     }
 }
