@@ -499,3 +499,60 @@ fn ipv6_and_udp_round_trips() {
         });
     });
 }
+
+#[test]
+fn a_steady_echo_loop_allocates_nothing_per_operation() {
+    // `wsk-net` is `no_std` without `alloc`: it has no heap to allocate from. What it could
+    // allocate per operation is kernel memory (pool, IRPs, MDLs), which the host kernel counts.
+    const ROUND_TRIPS: usize = 1000;
+    const MESSAGE: usize = 1500;
+    each_plan(|client, kernel| {
+        block_on(async {
+            let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = std_listener.local_addr().unwrap();
+            let peer = std::thread::spawn(move || {
+                let (s, _) = std_listener.accept().unwrap();
+                bounded(&s);
+                let mut buf = [0u8; MESSAGE];
+                loop {
+                    match (&s).read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => (&s).write_all(&buf[..n]).unwrap(),
+                        Err(e) => panic!("peer: {e}"),
+                    }
+                }
+            });
+            let stream = TcpStream::connect(client, addr).await.expect("connect");
+            let mut buf = IoBuf::with_capacity(MESSAGE).unwrap();
+            let round_trip = async |mut buf: IoBuf, i: usize| {
+                buf.clear();
+                buf.extend_from_slice(&pattern(MESSAGE, u8::try_from(i % 256).unwrap()))
+                    .unwrap();
+                let (sent, b) = stream.send(buf).await;
+                assert_eq!(sent.expect("send"), MESSAGE);
+                let (n, b) = stream.recv_exact(b, MESSAGE).await;
+                assert_eq!(n.expect("recv_exact"), MESSAGE);
+                b
+            };
+            for i in 0..10 {
+                buf = round_trip(buf, i).await;
+            }
+            let before = kernel.allocation_counts();
+            for i in 0..ROUND_TRIPS {
+                buf = round_trip(buf, i).await;
+            }
+            let after = kernel.allocation_counts();
+            assert_eq!(
+                before, after,
+                "{ROUND_TRIPS} send+receive round trips allocated kernel memory"
+            );
+            drop(buf);
+            stream
+                .disconnect(Disconnect::Graceful)
+                .await
+                .expect("disconnect");
+            stream.close().await;
+            peer.join().unwrap();
+        });
+    });
+}

@@ -13,7 +13,7 @@ mod wsk;
 
 pub use ntos::kernel;
 pub use ntos::kernel::{
-    Config, Driver, Kernel, RegValue, Registry, UnloadReport, on_kernel_thread,
+    AllocationCounts, Config, Driver, Kernel, RegValue, Registry, UnloadReport, on_kernel_thread,
 };
 pub use ntos::verifier::Bugcheck;
 

@@ -161,6 +161,10 @@ pub unsafe extern "system-unwind" fn IoAllocateIrp(
         return core::ptr::null_mut();
     }
     let layout = layout_for(stack);
+    machine
+        .allocations
+        .irps
+        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: the layout has a non-zero size.
     #[allow(clippy::cast_ptr_alignment, reason = "the layout is 16-aligned")]
     let irp = unsafe { std::alloc::alloc(layout) }.cast::<IRP>();

@@ -160,6 +160,17 @@ impl fmt::Display for UnloadReport {
     }
 }
 
+/// Kernel allocations since boot, from [`Kernel::allocation_counts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocationCounts {
+    /// `ExAllocatePoolWithTag` / `ExAllocatePool2` calls.
+    pub pool: u64,
+    /// `IoAllocateIrp` calls.
+    pub irps: u64,
+    /// `IoAllocateMdl` calls.
+    pub mdls: u64,
+}
+
 /// Runs `f` on a fresh system thread at `PASSIVE_LEVEL` and returns its result; a panic in `f`
 /// (a bugcheck, say) is resumed on the caller's thread.
 ///
@@ -327,6 +338,18 @@ impl Kernel {
         }
         report.leaks.extend(self.check_leaks().leaks);
         report
+    }
+
+    /// How many pool blocks, IRPs and MDLs have been allocated since boot (freed or not): two
+    /// readings around a steady-state loop show whether it allocates per operation.
+    #[must_use]
+    pub fn allocation_counts(&self) -> AllocationCounts {
+        let counters = &self.machine.allocations;
+        AllocationCounts {
+            pool: counters.pool.load(core::sync::atomic::Ordering::Relaxed),
+            irps: counters.irps.load(core::sync::atomic::Ordering::Relaxed),
+            mdls: counters.mdls.load(core::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// Waits for the processors to drain (`KeFlushQueuedDpcs`), then reports every IRP, pool

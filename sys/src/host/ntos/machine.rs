@@ -2,7 +2,7 @@
 //! functions drivers call. One machine runs per process at a time (see `kernel::Kernel`).
 
 use std::string::String;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 use std::vec::Vec;
@@ -65,6 +65,8 @@ pub(crate) struct Machine {
     pub(crate) objects: Mutex<object::Objects>,
     /// The registry.
     pub(crate) registry: Mutex<registry::Store>,
+    /// How many pool blocks, IRPs and MDLs were ever allocated (for steady-state checks).
+    pub(crate) allocations: AllocationCounters,
     /// Processor threads halted by a bugcheck inside a driver callback (never joined).
     pub(crate) halted: Mutex<Vec<std::thread::ThreadId>>,
     /// The threads that replaced them.
@@ -89,6 +91,7 @@ impl Machine {
             mdls: Mutex::new(mdl::MdlTable::default()),
             objects: Mutex::new(object::Objects::default()),
             registry: Mutex::new(registry::Store::default()),
+            allocations: AllocationCounters::default(),
             halted: Mutex::new(Vec::new()),
             replacements: Mutex::new(Vec::new()),
         }
@@ -98,6 +101,14 @@ impl Machine {
     pub(crate) fn cancel_lock_ptr(&self) -> *mut crate::KSPIN_LOCK {
         self.cancel_lock.as_ptr()
     }
+}
+
+/// Running totals of kernel allocations since boot.
+#[derive(Default)]
+pub(crate) struct AllocationCounters {
+    pub(crate) pool: AtomicU64,
+    pub(crate) irps: AtomicU64,
+    pub(crate) mdls: AtomicU64,
 }
 
 static CURRENT: RwLock<Option<Arc<Machine>>> = RwLock::new(None);

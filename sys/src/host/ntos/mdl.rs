@@ -55,6 +55,10 @@ pub unsafe extern "system-unwind" fn IoAllocateMdl(
     let Ok(layout) = Layout::from_size_align(size, 16) else {
         return core::ptr::null_mut();
     };
+    machine
+        .allocations
+        .mdls
+        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: non-zero size.
     #[allow(clippy::cast_ptr_alignment, reason = "the layout is 16-aligned")]
     let mdl = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<MDL>();

@@ -59,6 +59,10 @@ fn allocate(bytes: usize, tag: u32, paged: bool, zero: bool, function: &'static 
     let Ok(layout) = Layout::from_size_align(bytes.max(1), 16) else {
         return core::ptr::null_mut();
     };
+    machine
+        .allocations
+        .pool
+        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: the layout has a non-zero size.
     let p = unsafe {
         if zero {
