@@ -138,7 +138,7 @@ fn echo_round_trips_are_byte_exact_from_1_byte_to_1_mib() {
 
 /// Runners for the tests that spawn tasks: a runner cannot be restarted, so each boot takes
 /// a fresh one.
-static RUNNERS: [Runner; 8] = [const { Runner::new(Budget::DEFAULT) }; 8];
+static RUNNERS: [Runner; 16] = [const { Runner::new(Budget::DEFAULT) }; 16];
 static NEXT_RUNNER: AtomicUsize = AtomicUsize::new(0);
 
 fn fresh_runner() -> &'static Runner {
@@ -555,4 +555,81 @@ fn a_steady_echo_loop_allocates_nothing_per_operation() {
             peer.join().unwrap();
         });
     });
+}
+
+static SHUTDOWN_TASKS: TaskPool<4096, 16> = TaskPool::new();
+
+#[test]
+fn unload_with_listeners_idle_connections_and_operations_in_flight_leaves_nothing() {
+    for plan in plans() {
+        let label = format!("{:?} seed {}", plan.completion, plan.seed);
+        let kernel = Kernel::boot(Config::default().with_faults(plan));
+        let (client, runner, addr) = kernel.on_kernel_thread(|| {
+            let client = StaticClient::register();
+            let runner = fresh_runner();
+            let (listener, addr) = block_on(listen(client.0));
+            // A second listener that never sees a connection: an accept pending at unload.
+            let (idle_listener, _) = block_on(listen(client.0));
+            drop(
+                runner
+                    .spawn(&SHUTDOWN_TASKS, async move {
+                        let _pending = idle_listener.accept().await;
+                    })
+                    .expect("spawn idle listener"),
+            );
+            drop(
+                runner
+                    .spawn(&SHUTDOWN_TASKS, async move {
+                        loop {
+                            let (stream, _) = listener.accept().await.expect("accept");
+                            drop(
+                                runner
+                                    .spawn(&SHUTDOWN_TASKS, async move {
+                                        // Receives pending until the runner drops the task.
+                                        echo_until_fin(&stream, 1024).await;
+                                    })
+                                    .expect("spawn connection"),
+                            );
+                        }
+                    })
+                    .expect("spawn listener"),
+            );
+            (client, runner, addr)
+        });
+        let peers: Vec<std::net::TcpStream> = (0..5)
+            .map(|i| {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                bounded(&s);
+                // Each connection is served (echoes once), then sits idle with a receive
+                // in flight.
+                s.write_all(&[i; 3]).unwrap();
+                let mut back = [0u8; 3];
+                s.read_exact(&mut back).unwrap();
+                assert_eq!(back, [i; 3]);
+                s
+            })
+            .collect();
+        kernel.on_kernel_thread(|| {
+            // DriverUnload: drop every task (cancelling its IRPs, closing its sockets), then
+            // deregister, which waits for the closes.
+            runner.shutdown();
+            assert_eq!(runner.live_tasks(), 0);
+            client.deregister();
+        });
+        for mut peer in peers {
+            let mut rest = Vec::new();
+            let end = peer.read_to_end(&mut rest);
+            assert!(
+                end.is_ok()
+                    || end
+                        .as_ref()
+                        .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+                "plan {label}: the connection was closed at unload: {end:?}"
+            );
+        }
+        let report = kernel.check_leaks();
+        assert!(report.is_clean(), "plan {label}: {report}");
+        let bugchecks = kernel.take_bugchecks();
+        assert!(bugchecks.is_empty(), "plan {label}: {bugchecks:?}");
+    }
 }

@@ -75,8 +75,12 @@ fn latencies(addr: SocketAddr, count: usize) -> Result<Vec<Duration>, String> {
     let mut times = Vec::with_capacity(count);
     for _ in 0..count {
         let start = Instant::now();
-        stream.write_all(&message).map_err(|e| format!("write: {e}"))?;
-        stream.read_exact(&mut back).map_err(|e| format!("read: {e}"))?;
+        stream
+            .write_all(&message)
+            .map_err(|e| format!("write: {e}"))?;
+        stream
+            .read_exact(&mut back)
+            .map_err(|e| format!("read: {e}"))?;
         times.push(start.elapsed());
         if back != message {
             return Err("latency echo differs".into());
