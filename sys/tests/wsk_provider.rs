@@ -1755,3 +1755,151 @@ fn peer_reset_fails_receives_with_connection_reset() {
         client.deregister();
     });
 }
+
+/// What Wine's conformance test records Windows doing at the edges: no IRP is
+/// `STATUS_INVALID_PARAMETER`, an unknown client handle `STATUS_INVALID_HANDLE` (the IRP left
+/// alone), a `SOCK_DGRAM` listen socket is created but cannot bind, a numeric node with a
+/// service gives that port, an unknown name `STATUS_NOT_FOUND`.
+#[test]
+fn windows_edge_cases_recorded_by_wine() {
+    each_plan(|| {
+        let client = Client::register();
+        let create = client.dispatch().WskSocket.expect("WskSocket");
+        // SAFETY: no IRP: the provider must not touch one.
+        let r = unsafe {
+            create(
+                client.npi.Client,
+                AF_INET,
+                SOCK_STREAM,
+                IPPROTO_TCP,
+                WSK_FLAG_LISTEN_SOCKET,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(r, wsk_sys::STATUS_INVALID_PARAMETER);
+        let io = Io::new();
+        // SAFETY: a null client handle; the IRP stays ours.
+        let r = unsafe {
+            create(
+                std::ptr::null_mut(),
+                AF_INET,
+                SOCK_STREAM,
+                IPPROTO_TCP,
+                WSK_FLAG_LISTEN_SOCKET,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                io.prep(),
+            )
+        };
+        assert_eq!(r, wsk_sys::STATUS_INVALID_HANDLE);
+        assert!(
+            io.signal.state.lock().unwrap().is_none(),
+            "the IRP was not completed"
+        );
+        let udp = {
+            let io = Io::new();
+            // SAFETY: a live IRP.
+            let r = unsafe {
+                create(
+                    client.npi.Client,
+                    AF_INET,
+                    SOCK_DGRAM,
+                    IPPROTO_UDP,
+                    WSK_FLAG_LISTEN_SOCKET,
+                    std::ptr::null_mut(),
+                    std::ptr::null(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    io.prep(),
+                )
+            };
+            io.issued(r);
+            let (status, info) = io.wait("SOCK_DGRAM listen socket");
+            assert_eq!(status, STATUS_SUCCESS);
+            Sock {
+                s: info as *mut _,
+                kind: Kind::Listen,
+            }
+        };
+        assert_eq!(udp.bind(loopback(false)), wsk_sys::STATUS_NOT_IMPLEMENTED);
+        udp.close();
+
+        assert_eq!(
+            resolve_one(&client, "127.0.0.1", Some("12345")),
+            Ok(vec![(16, "127.0.0.1:12345".parse().unwrap())])
+        );
+        assert_eq!(
+            resolve_one(&client, "nonexistent.invalid", None),
+            Err(wsk_sys::STATUS_NOT_FOUND)
+        );
+        drop(io);
+        client.deregister();
+    });
+}
+
+/// `WskGetAddressInfo` of `node` (and `service`): (`ai_addrlen`, address) per entry.
+fn resolve_one(
+    client: &Client,
+    node: &str,
+    service: Option<&str>,
+) -> Result<Vec<(usize, SocketAddr)>, NTSTATUS> {
+    let node: Vec<u16> = node.encode_utf16().collect();
+    let mut node = UNICODE_STRING::from_wide(&node);
+    let service: Option<Vec<u16>> = service.map(|s| s.encode_utf16().collect());
+    let mut service = service.as_deref().map(UNICODE_STRING::from_wide);
+    let service_ptr = service
+        .as_mut()
+        .map_or(std::ptr::null_mut(), std::ptr::from_mut);
+    let mut result: *mut ADDRINFOEXW = std::ptr::null_mut();
+    let io = Io::new();
+    // SAFETY: a live IRP, strings and result pointer.
+    let r = unsafe {
+        client
+            .dispatch()
+            .WskGetAddressInfo
+            .expect("WskGetAddressInfo")(
+            client.npi.Client,
+            &raw mut node,
+            service_ptr,
+            NS_ALL,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &raw mut result,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            io.prep(),
+        )
+    };
+    io.issued(r);
+    let (status, info) = io.wait("WskGetAddressInfo");
+    assert_eq!(info, 0);
+    if status != STATUS_SUCCESS {
+        assert!(result.is_null());
+        return Err(status);
+    }
+    let mut out = Vec::new();
+    let mut entry = result;
+    while !entry.is_null() {
+        // SAFETY: the provider's list, valid until freed below.
+        let e = unsafe { &*entry };
+        let mut a = Addr::zero();
+        // SAFETY: ai_addr holds ai_addrlen bytes (at most 28).
+        unsafe {
+            std::ptr::copy_nonoverlapping(e.ai_addr.cast::<u8>(), a.0.as_mut_ptr(), e.ai_addrlen);
+        }
+        out.push((e.ai_addrlen, a.get().expect("an address")));
+        entry = e.ai_next;
+    }
+    // SAFETY: the list from WskGetAddressInfo, freed once.
+    unsafe { client.dispatch().WskFreeAddressInfo.expect("free")(client.npi.Client, result) };
+    Ok(out)
+}
