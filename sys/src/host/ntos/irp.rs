@@ -106,7 +106,8 @@ pub(crate) unsafe fn call_driver_enter(irp: *mut IRP) {
     set_state(irp, IrpState::Pending);
 }
 
-/// True if the IRP is live and pending (taken by a lower driver, not completed).
+/// True if the IRP is live and pending (taken by a lower driver, not completed); a bugcheck if
+/// it is not a live IRP.
 ///
 /// # Safety
 /// `irp` must be a live IRP.

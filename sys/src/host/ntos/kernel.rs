@@ -419,6 +419,25 @@ impl Drop for Kernel {
     }
 }
 
+/// Holds the one-kernel-per-process lock without booting: for tests of calls made with no
+/// kernel running.
+#[cfg(test)]
+pub(crate) fn hold_boot_lock_for_tests() -> impl Drop {
+    struct Held;
+    impl Drop for Held {
+        fn drop(&mut self) {
+            *lock(&BOOTED) = false;
+            SHUT_DOWN.notify_all();
+        }
+    }
+    let mut booted = lock(&BOOTED);
+    while *booted {
+        booted = wait(&SHUT_DOWN, booted);
+    }
+    *booted = true;
+    Held
+}
+
 /// Appends debug output to the running kernel's log.
 pub(crate) fn append_debug_log(text: &str) {
     if let Some(machine) = machine::try_current() {

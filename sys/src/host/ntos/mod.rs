@@ -1,5 +1,26 @@
 //! The host kernel's ntoskrnl: IRQL, processors and DPCs, IRPs, MDLs, pool, events,
 //! timers, spin locks, threads, registry, and the verifier watching all of them.
+//!
+//! # Model
+//! - IRQL is per host thread. Emulated processors are threads at `DISPATCH_LEVEL` running
+//!   their DPC queues; every other thread (tests, system threads, the WSK reactor) starts at
+//!   `PASSIVE_LEVEL` and its processor number is a stable per-thread value.
+//! - Kernel objects keep their C layout; the kernel's own state lives in tables keyed by the
+//!   object's address (IRPs, pool, MDLs, queued DPCs, armed timers, handles), which the
+//!   verifier reads for its checks and the unload report.
+//! - A bugcheck is recorded, then raised as a panic `BUGCHECK <NAME>: <detail>`. Host kernel
+//!   functions use the `"system-unwind"` ABI so the panic reaches the caller. Driver callbacks
+//!   (`extern "system"`) cannot unwind: a bugcheck inside one halts the emulated processor
+//!   (a fresh thread replaces it) or, on any other thread, aborts the process after printing.
+//!
+//! # Hooks for the WSK provider (crate-internal)
+//! - `host::verifier::bugcheck(name, detail) -> !`, and `host::verifier::in_callback(|| ...)`
+//!   around every call into client code (event callbacks), so a bugcheck there is handled.
+//! - `host::irql::{current, raise, lower, require_at_most}`.
+//! - `host::irp::call_driver_enter(irp)` first thing when a provider function takes an IRP
+//!   (as `IoCallDriver` would: the next stack location becomes current and the IRP is
+//!   pending); complete it with `IofCompleteRequest` at IRQL <= `DISPATCH_LEVEL`, after
+//!   clearing any cancel routine. `host::irp::is_pending(irp)` tells whether it still is.
 
 pub(crate) mod dpc;
 pub(crate) mod event;

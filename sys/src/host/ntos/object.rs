@@ -25,6 +25,8 @@ use crate::{
 std::thread_local! {
     /// True on system threads (which may call `PsTerminateSystemThread`).
     static SYSTEM_THREAD: Cell<bool> = const { Cell::new(false) };
+    /// What ends a driver's system thread when `PsTerminateSystemThread` cannot unwind.
+    static EXIT: core::cell::RefCell<Option<Box<dyn FnOnce()>>> = const { core::cell::RefCell::new(None) };
 }
 
 /// The payload `PsTerminateSystemThread` unwinds with; the thread wrapper catches it.
@@ -242,6 +244,17 @@ pub unsafe extern "system-unwind" fn PsCreateSystemThread(
         .name(format!("system-thread-{handle:p}"))
         .spawn(move || {
             let machine = thread_machine;
+            let finish_machine = Arc::clone(&machine);
+            let finish = move || {
+                let mut objects = lock(&finish_machine.objects);
+                // SAFETY: the thread object lives while the running thread holds its
+                // reference; signalled under the objects lock (objects, then dispatcher).
+                unsafe { signal(&finish_machine, address as *mut DISPATCHER_HEADER, 1) };
+                objects.running.remove(&address);
+                objects.dereference(address);
+            };
+            let finish: Box<dyn FnOnce()> = Box::new(finish);
+            EXIT.with(|exit| *exit.borrow_mut() = Some(finish));
             let outcome = system_thread_body(|| {
                 // SAFETY: the driver's start routine with its context, at PASSIVE_LEVEL.
                 verifier::in_callback(|| unsafe {
@@ -251,11 +264,10 @@ pub unsafe extern "system-unwind" fn PsCreateSystemThread(
             if let Err(payload) = outcome {
                 verifier::record_caught(&*payload, "a system thread");
             }
-            // SAFETY: the thread object lives while the running thread holds its reference.
-            unsafe { signal(&machine, address as *mut DISPATCHER_HEADER, 1) };
-            let mut objects = lock(&machine.objects);
-            objects.running.remove(&address);
-            objects.dereference(address);
+            drop(machine);
+            if let Some(finish) = EXIT.with(|exit| exit.borrow_mut().take()) {
+                finish();
+            }
         });
     if spawned.is_err() {
         let mut objects = lock(&machine.objects);
@@ -291,6 +303,28 @@ pub unsafe extern "system-unwind" fn PsTerminateSystemThread(ExitStatus: NTSTATU
         );
     }
     let _ = ExitStatus;
+    if verifier::in_driver_callback() {
+        // Called from the driver's start routine (extern "system"), which nothing can unwind
+        // through: end the thread's kernel life here and park its host thread for good.
+        let held = irql::held_locks();
+        if !held.is_empty() {
+            verifier::record(
+                "SPIN_LOCK_NOT_RELEASED",
+                format!("PsTerminateSystemThread holding spin lock(s) {held:#x?}"),
+            );
+            spinlock::force_release_held();
+        }
+        if let Some(finish) = EXIT.with(|exit| exit.borrow_mut().take()) {
+            finish();
+            loop {
+                std::thread::park();
+            }
+        }
+        bugcheck(
+            "INVALID_PARAMETER",
+            "PsTerminateSystemThread from driver code on a thread the driver did not create".into(),
+        );
+    }
     std::panic::resume_unwind(Box::new(Terminate))
 }
 

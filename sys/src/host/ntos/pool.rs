@@ -44,7 +44,7 @@ pub(crate) fn tag_text(tag: u32) -> String {
     tag.to_le_bytes()
         .iter()
         .map(|&b| {
-            if b.is_ascii_graphic() {
+            if b.is_ascii_graphic() || b == b' ' {
                 char::from(b)
             } else {
                 '?'

@@ -12,8 +12,14 @@ use super::verifier::panic_message;
 /// Generous bound for anything that should take milliseconds.
 const BOUND: Duration = Duration::from_secs(30);
 
+/// Four processors; a watchdog budget no test DPC reaches even on a loaded machine (the
+/// watchdog's own test sets a small one).
 fn boot() -> Kernel {
-    Kernel::boot(Config::default().with_cpus(4))
+    Kernel::boot(
+        Config::default()
+            .with_cpus(4)
+            .with_dpc_watchdog(Duration::from_secs(599)),
+    )
 }
 
 /// Runs `f`, which must bugcheck `name`; returns the panic message.
@@ -43,5 +49,8 @@ fn recv<T>(rx: &mpsc::Receiver<T>) -> T {
 use std::borrow::ToOwned;
 use std::string::ToString;
 
+mod dpc_tests;
 mod irp_tests;
 mod irql_tests;
+mod kernel_tests;
+mod sync_tests;

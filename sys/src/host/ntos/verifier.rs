@@ -57,6 +57,11 @@ pub(crate) fn in_callback<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// True while the calling thread runs driver code (see [`in_callback`]): nothing may unwind.
+pub(crate) fn in_driver_callback() -> bool {
+    CALLBACK_DEPTH.with(Cell::get) > 0
+}
+
 /// Raises a bugcheck: records it in the running kernel's log, then panics with
 /// `BUGCHECK <NAME>: <detail>` (see [`in_callback`] for bugchecks inside driver callbacks).
 pub(crate) fn bugcheck(name: &'static str, detail: String) -> ! {
