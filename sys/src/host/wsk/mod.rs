@@ -10,6 +10,24 @@
 //! Locking: one provider lock guards every socket and registration. IRPs are never completed
 //! while it is held (completion routines re-enter the provider), and cancel routines take it
 //! only after releasing the cancel spin lock.
+//!
+//! The verifier fails (bugchecks) what crashes or hangs Windows: a `WSK_BUF` longer than its
+//! MDL chain, a second outstanding `WskAccept` on a listener, calls on a closed socket, IRQL
+//! rules, and `WskDeregister` with sockets, captures or IRPs still outstanding after a bound
+//! (where Windows would wait forever).
+//!
+//! Where it differs from Windows:
+//! - No event callbacks (`WSK_CLIENT_*_DISPATCH`, `SO_WSK_EVENT_CALLBACK`), no
+//!   `WSK_FLAG_STREAM_SOCKET`, no `WskConnectEx`/`WskSendEx`/`WskReceiveEx`/
+//!   `WskSendMessages` (null in the tables), no `WskControlClient` codes, no `WskGetNameInfo`,
+//!   no `WskIoctl`, no `WSK_FLAG_DRAIN`: these complete with `STATUS_NOT_SUPPORTED`.
+//! - Socket options: `SO_REUSEADDR`, `SO_EXCLUSIVEADDRUSE`, `SO_KEEPALIVE`, `TCP_NODELAY`,
+//!   `IPV6_V6ONLY` only. `SO_REUSEADDR` has Linux's meaning (no taking over a port another
+//!   socket listens on); `SO_EXCLUSIVEADDRUSE` is bookkeeping, Linux already refuses to share
+//!   an address without `SO_REUSEADDR` on both sockets.
+//! - "Sent" means written to the host socket's buffer; a graceful disconnect completes once
+//!   the FIN is queued, not when it is acknowledged.
+//! - Address-in-use is `STATUS_ADDRESS_ALREADY_EXISTS`; unknown names are `STATUS_NOT_FOUND`.
 
 mod glue;
 mod os;
@@ -575,11 +593,18 @@ pub unsafe extern "system-unwind" fn WskDeregister(WskRegistration: *mut WSK_REG
                  open, {irps} IRPs pending",
                 open.len()
             );
+            let name = if !open.is_empty() {
+                "WSK_DEREGISTER_WITH_SOCKETS_OPEN"
+            } else if captures > 0 {
+                "WSK_DEREGISTER_WITH_CAPTURES_HELD"
+            } else {
+                "WSK_DEREGISTER_WITH_IRPS_PENDING"
+            };
             for line in open {
                 detail.push_str("\n  ");
                 detail.push_str(&line);
             }
-            bugcheck("WSK_DEREGISTER_WITH_SOCKETS_OPEN", detail);
+            bugcheck(name, detail);
         }
         st = provider
             .changed
