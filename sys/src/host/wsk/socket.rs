@@ -1310,6 +1310,8 @@ unsafe extern "system-unwind" fn wsk_control_socket(
     } else {
         None
     };
+    // No output buffer is no room for one.
+    let out_size = if out_buf.is_null() { 0 } else { out_size };
     let (status, bytes, value) = if irp.is_null() {
         // SAFETY: the client passes its socket.
         let id = unsafe { handle_id(socket, "WskControlSocket") };
