@@ -19,4 +19,4 @@ pub use ntos::verifier::Bugcheck;
 
 // The kernel-internal interfaces the WSK provider builds on.
 #[allow(unused_imports, reason = "used by the WSK provider as it grows")]
-pub(crate) use ntos::{irp, irql, verifier};
+pub(crate) use ntos::{irp, irql, mdl, verifier};

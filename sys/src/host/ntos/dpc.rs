@@ -77,6 +77,16 @@ impl Dpcs {
         }
     }
 
+    /// The queued DPCs whose KDPC lies in `[start, end)`.
+    pub(crate) fn queued_in(&self, start: usize, end: usize) -> Vec<usize> {
+        lock(&self.state)
+            .queued
+            .keys()
+            .copied()
+            .filter(|&dpc| dpc < end && dpc + size_of::<KDPC>() > start)
+            .collect()
+    }
+
     /// The DPCs still queued, for the leak report.
     pub(crate) fn queued(&self) -> Vec<(usize, usize)> {
         lock(&self.state)
@@ -148,7 +158,10 @@ pub(crate) fn start_cpus(machine: &Arc<Machine>) -> Vec<JoinHandle<()>> {
             let machine = Arc::clone(machine);
             std::thread::Builder::new()
                 .name(format!("cpu{cpu}"))
-                .spawn(move || run_cpu(&machine, cpu))
+                .spawn(move || {
+                    machine::adopt(Arc::clone(&machine));
+                    run_cpu(&machine, cpu);
+                })
                 .expect("spawn an emulated processor")
         })
         .collect()
@@ -208,7 +221,10 @@ pub(crate) fn halt(cpu: usize, message: &str) -> ! {
             let replacement = Arc::clone(&machine);
             let spawned = std::thread::Builder::new()
                 .name(format!("cpu{cpu}"))
-                .spawn(move || run_cpu(&replacement, cpu));
+                .spawn(move || {
+                    machine::adopt(Arc::clone(&replacement));
+                    run_cpu(&replacement, cpu);
+                });
             if let Ok(handle) = spawned {
                 lock(&machine.replacements).push(handle);
             }

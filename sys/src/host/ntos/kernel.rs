@@ -166,11 +166,14 @@ impl fmt::Display for UnloadReport {
 /// # Panics
 /// With no kernel booted (a bugcheck), or when `f` panics or calls `PsTerminateSystemThread`.
 pub fn on_kernel_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    let _machine = machine::current("on_kernel_thread");
+    let machine = machine::current("on_kernel_thread");
     let outcome = std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("kernel-thread".into())
-            .spawn_scoped(scope, || object::system_thread_body(f))
+            .spawn_scoped(scope, || {
+                machine::adopt(machine);
+                object::system_thread_body(f)
+            })
             .expect("spawn a kernel thread")
             .join()
     });
@@ -384,18 +387,25 @@ impl Drop for Kernel {
         self.machine.stopping.store(true, Ordering::Release);
         self.machine.dpcs.wake_all();
         self.machine.timers.wake();
-        loop {
-            let mut threads: Vec<JoinHandle<()>> = self.threads.drain(..).collect();
+        // Join the processors and the timer thread, and the threads that replaced halted
+        // processors; a halted processor is parked for good (it may halt while we wait).
+        let mut threads: Vec<JoinHandle<()>> = self.threads.drain(..).collect();
+        while !threads.is_empty() {
             threads.extend(lock(&self.machine.replacements).drain(..));
-            if threads.is_empty() {
-                break;
-            }
             let halted = lock(&self.machine.halted).clone();
+            let mut waiting = Vec::new();
             for thread in threads {
-                // A halted processor is parked for good: leave it.
-                if !halted.contains(&thread.thread().id()) {
+                if thread.is_finished() {
                     let _ = thread.join();
+                } else if !halted.contains(&thread.thread().id()) {
+                    waiting.push(thread);
                 }
+            }
+            threads = waiting;
+            if !threads.is_empty() {
+                self.machine.dpcs.wake_all();
+                self.machine.timers.wake();
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
         machine::install(None);

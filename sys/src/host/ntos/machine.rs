@@ -102,8 +102,22 @@ impl Machine {
 
 static CURRENT: RwLock<Option<Arc<Machine>>> = RwLock::new(None);
 
-/// The running machine, if a kernel is booted.
+std::thread_local! {
+    /// The machine a kernel-created thread belongs to: such a thread keeps using it even after
+    /// its kernel was dropped (or another booted), so a straggler never sees the wrong machine.
+    static OWN: core::cell::RefCell<Option<Arc<Machine>>> = const { core::cell::RefCell::new(None) };
+}
+
+/// Makes `machine` the calling thread's own (for threads the kernel creates).
+pub(crate) fn adopt(machine: Arc<Machine>) {
+    OWN.with(|own| *own.borrow_mut() = Some(machine));
+}
+
+/// The calling thread's machine (see [`adopt`]), else the running machine, if any.
 pub(crate) fn try_current() -> Option<Arc<Machine>> {
+    if let Some(machine) = OWN.with(|own| own.borrow().clone()) {
+        return Some(machine);
+    }
     CURRENT
         .read()
         .unwrap_or_else(PoisonError::into_inner)

@@ -121,8 +121,8 @@ pub unsafe extern "system-unwind" fn IoFreeMdl(Mdl: *mut MDL) {
 }
 
 fn check_live(mdl: *mut MDL, function: &'static str) {
-    let machine = machine::current(function);
-    if !lock(&machine.mdls).live.contains_key(&(mdl as usize)) {
+    let _ = machine::current(function);
+    if !is_live(mdl) {
         bugcheck(
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
             format!("{function}({mdl:p}): not a live MDL from IoAllocateMdl"),
@@ -207,6 +207,11 @@ pub unsafe extern "system-unwind" fn MmMapLockedPagesSpecifyCache(
         (*mdl).MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
         (*mdl).MappedSystemVa
     }
+}
+
+/// True if `mdl` is a live MDL from `IoAllocateMdl` (for the WSK provider's checks).
+pub(crate) fn is_live(mdl: *const MDL) -> bool {
+    machine::try_current().is_some_and(|m| lock(&m.mdls).live.contains_key(&(mdl as usize)))
 }
 
 /// Leak report lines: every MDL still allocated.

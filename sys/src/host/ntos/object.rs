@@ -244,6 +244,7 @@ pub unsafe extern "system-unwind" fn PsCreateSystemThread(
         .name(format!("system-thread-{handle:p}"))
         .spawn(move || {
             let machine = thread_machine;
+            machine::adopt(Arc::clone(&machine));
             let finish_machine = Arc::clone(&machine);
             let finish = move || {
                 let mut objects = lock(&finish_machine.objects);

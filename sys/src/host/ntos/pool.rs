@@ -148,6 +148,20 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
             format!("ExFreePoolWithTag({P:p}) with tag '{given}'; allocated with tag '{had}'"),
         );
     }
+    let (start, end) = (P as usize, P as usize + block.layout.size());
+    let timers = machine.timers.armed_in(start, end);
+    let dpcs = machine.dpcs.queued_in(start, end);
+    if !timers.is_empty() || !dpcs.is_empty() {
+        pool.live.insert(P as usize, block);
+        drop(pool);
+        bugcheck(
+            "TIMER_OR_DPC_INVALID",
+            format!(
+                "ExFreePoolWithTag({P:p}) frees memory holding armed timer(s) {timers:#x?} or \
+                 queued DPC(s) {dpcs:#x?}"
+            ),
+        );
+    }
     if block.paged && irql::current() > APC_LEVEL {
         pool.live.insert(P as usize, block);
         drop(pool);

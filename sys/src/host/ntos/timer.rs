@@ -57,6 +57,16 @@ impl Timers {
         self.changed.notify_all();
     }
 
+    /// The armed timers whose KTIMER lies in `[start, end)`.
+    pub(crate) fn armed_in(&self, start: usize, end: usize) -> Vec<usize> {
+        lock(&self.state)
+            .armed
+            .keys()
+            .copied()
+            .filter(|&timer| timer < end && timer + size_of::<KTIMER>() > start)
+            .collect()
+    }
+
     /// Leak report lines: every timer still armed.
     pub(crate) fn leaks(&self) -> Vec<String> {
         let now = clock::now();
@@ -104,7 +114,10 @@ pub(crate) fn start(machine: &Arc<Machine>) -> JoinHandle<()> {
     let machine = Arc::clone(machine);
     std::thread::Builder::new()
         .name("timer".into())
-        .spawn(move || run(&machine))
+        .spawn(move || {
+            machine::adopt(Arc::clone(&machine));
+            run(&machine);
+        })
         .expect("spawn the timer thread")
 }
 

@@ -382,3 +382,58 @@ fn queued_dpcs_are_reported_as_leaks() {
     blocker.ctx.release.store(true, Ordering::SeqCst);
     assert!(kernel.check_leaks().is_clean());
 }
+
+/// Re-queues itself until its budget is spent, then reports.
+struct Chain {
+    left: AtomicUsize,
+    runs: AtomicUsize,
+    done: Mutex<Sender<usize>>,
+}
+
+unsafe extern "system" fn chain(kdpc: *mut KDPC, context: PVOID, _: PVOID, _: PVOID) {
+    // SAFETY: the context is a Dpc<Chain>.
+    let dpc = unsafe { Dpc::<Chain>::from_context(context) };
+    dpc.ctx.runs.fetch_add(1, Ordering::SeqCst);
+    if dpc.ctx.left.fetch_sub(1, Ordering::SeqCst) > 1 {
+        // SAFETY: the running DPC's own KDPC; not queued while it runs.
+        let queued =
+            unsafe { KeInsertQueueDpc(kdpc, core::ptr::null_mut(), core::ptr::null_mut()) };
+        assert_eq!(queued, TRUE);
+    } else {
+        let _ = dpc
+            .ctx
+            .done
+            .lock()
+            .unwrap()
+            .send(dpc.ctx.runs.load(Ordering::SeqCst));
+    }
+}
+
+#[test]
+fn many_dpcs_requeueing_themselves_all_run_to_the_end() {
+    let kernel = boot();
+    let (tx, rx) = mpsc::channel::<usize>();
+    let chains: Vec<_> = (0..16)
+        .map(|_| {
+            Dpc::new(
+                chain,
+                Chain {
+                    left: AtomicUsize::new(500),
+                    runs: AtomicUsize::new(0),
+                    done: Mutex::new(tx.clone()),
+                },
+            )
+        })
+        .collect();
+    for dpc in &chains {
+        assert!(dpc.insert());
+    }
+    for _ in &chains {
+        assert_eq!(recv(&rx), 500);
+    }
+    kernel.on_kernel_thread(|| {
+        // SAFETY: PASSIVE_LEVEL.
+        unsafe { KeFlushQueuedDpcs() }
+    });
+    assert!(kernel.check_leaks().is_clean());
+}

@@ -397,3 +397,155 @@ fn completing_with_a_cancel_routine_set_bugchecks() {
     take(&kernel, &["CANCEL_STATE_IN_COMPLETED_IRP"]);
     let _ = kernel.check_leaks();
 }
+
+#[test]
+fn reusing_or_sending_a_pending_irp_bugchecks() {
+    let kernel = boot();
+    // SAFETY: the IRP is leaked on purpose once the checks fired.
+    let irp = unsafe {
+        let irp = IoAllocateIrp(2, FALSE);
+        call_driver_enter(irp);
+        irp
+    };
+    expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
+        // SAFETY: reusing a pending IRP is the violation under test.
+        unsafe { IoReuseIrp(irp, STATUS_UNSUCCESSFUL) }
+    });
+    expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
+        // SAFETY: sending a pending IRP again is the violation under test.
+        unsafe { call_driver_enter(irp) }
+    });
+    take(
+        &kernel,
+        &[
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+        ],
+    );
+    // An IRP with its one location taken has none left for a further driver.
+    // SAFETY: as above.
+    let full = unsafe {
+        let full = IoAllocateIrp(1, FALSE);
+        IoSetNextIrpStackLocation(full);
+        full
+    };
+    expect_bugcheck("NO_MORE_IRP_STACK_LOCATIONS", || {
+        // SAFETY: the violation under test.
+        unsafe { call_driver_enter(full) }
+    });
+    take(&kernel, &["NO_MORE_IRP_STACK_LOCATIONS"]);
+    expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
+        // SAFETY: completing an IRP no driver holds is the violation under test.
+        unsafe {
+            let fresh = IoAllocateIrp(1, FALSE);
+            (*fresh).IoStatus.Status = STATUS_SUCCESS;
+            IofCompleteRequest(fresh, IO_NO_INCREMENT);
+        }
+    });
+    take(&kernel, &["DRIVER_VERIFIER_IOMANAGER_VIOLATION"]);
+    assert_eq!(kernel.check_leaks().leaks().len(), 3, "the three IRPs");
+}
+
+#[test]
+fn completion_at_raised_irql_runs_routines_at_that_irql_and_above_dispatch_bugchecks() {
+    let kernel = boot();
+    let log = leak_log();
+    let ours = Routine {
+        who: "ours",
+        returns: STATUS_MORE_PROCESSING_REQUIRED,
+        log,
+    };
+    kernel.on_kernel_thread(|| {
+        // SAFETY: the routine outlives the IRP.
+        unsafe {
+            let irp = IoAllocateIrp(1, FALSE);
+            IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true);
+            call_driver_enter(irp);
+            (*irp).IoStatus.Status = STATUS_SUCCESS;
+            let old = crate::KeRaiseIrql(DISPATCH_LEVEL);
+            IofCompleteRequest(irp, IO_NO_INCREMENT);
+            crate::KeLowerIrql(old);
+            IoFreeIrp(irp);
+        }
+    });
+    assert_eq!(log.lock().unwrap()[0].irql, DISPATCH_LEVEL);
+    expect_bugcheck("IRQL_NOT_LESS_OR_EQUAL", || {
+        kernel.on_kernel_thread(|| {
+            // SAFETY: completing above DISPATCH_LEVEL is the violation under test.
+            unsafe {
+                let irp = IoAllocateIrp(1, FALSE);
+                call_driver_enter(irp);
+                let _ = crate::KeRaiseIrql(crate::HIGH_LEVEL);
+                IofCompleteRequest(irp, IO_NO_INCREMENT);
+            }
+        });
+    });
+    take(&kernel, &["IRQL_NOT_LESS_OR_EQUAL"]);
+}
+
+unsafe extern "system" fn cancel_and_complete(_: *mut DEVICE_OBJECT, irp: *mut IRP) {
+    // SAFETY: called by IoCancelIrp with the cancel lock held; the routine was still set, so
+    // the "provider" gave completion up to us.
+    unsafe {
+        IoReleaseCancelSpinLock((*irp).CancelIrql);
+        (*irp).IoStatus.Status = STATUS_CANCELLED;
+        IofCompleteRequest(irp, IO_NO_INCREMENT);
+    }
+}
+
+#[test]
+fn cancel_racing_completion_completes_exactly_once() {
+    let kernel = boot();
+    let log = leak_log();
+    let ours = Routine {
+        who: "ours",
+        returns: STATUS_MORE_PROCESSING_REQUIRED,
+        log,
+    };
+    let ours_ctx = ctx(&ours) as usize;
+    let rounds = 300;
+    kernel.on_kernel_thread(|| {
+        // SAFETY: one IRP reused each round; the routine outlives it.
+        let irp = unsafe { IoAllocateIrp(1, FALSE) } as usize;
+        for _ in 0..rounds {
+            // SAFETY: the IRP is ours between rounds.
+            unsafe {
+                let irp = irp as *mut IRP;
+                IoReuseIrp(irp, STATUS_UNSUCCESSFUL);
+                IoSetCompletionRoutine(irp, Some(completion), ours_ctx as PVOID, true, true, true);
+                call_driver_enter(irp);
+                let _ = IoSetCancelRoutine(irp, Some(cancel_and_complete));
+            }
+            std::thread::scope(|s| {
+                // The provider finishing the operation on another thread, at DISPATCH_LEVEL.
+                s.spawn(|| {
+                    crate::host::on_kernel_thread(|| {
+                        let old = crate::host::irql::raise(DISPATCH_LEVEL);
+                        // SAFETY: completion is ours only if we took the cancel routine back.
+                        unsafe {
+                            let irp = irp as *mut IRP;
+                            if IoSetCancelRoutine(irp, None).is_some() {
+                                (*irp).IoStatus.Status = STATUS_SUCCESS;
+                                IofCompleteRequest(irp, IO_NO_INCREMENT);
+                            }
+                        }
+                        crate::host::irql::lower(old);
+                    });
+                });
+                // SAFETY: cancelling our own pending IRP is allowed.
+                unsafe { IoCancelIrp(irp as *mut IRP) };
+            });
+        }
+        // SAFETY: completed in the last round: ours to free.
+        unsafe { IoFreeIrp(irp as *mut IRP) };
+    });
+    let seen = log.lock().unwrap().clone();
+    assert_eq!(seen.len(), rounds, "each round completed exactly once");
+    assert!(
+        seen.iter()
+            .filter(|s| s.status == STATUS_CANCELLED)
+            .all(|s| s.cancel),
+        "a cancelled completion sees Cancel set"
+    );
+    assert!(kernel.check_leaks().is_clean());
+}

@@ -387,3 +387,54 @@ fn calls_without_a_booted_kernel_bugcheck_clearly() {
     assert_eq!(crate::KeGetCurrentIrql(), crate::PASSIVE_LEVEL);
     crate::kprint!("no kernel, still printed\n");
 }
+
+#[test]
+fn describing_paged_pool_as_nonpaged_bugchecks() {
+    let kernel = boot();
+    // SAFETY: PASSIVE_LEVEL; the MDL over paged pool is the violation under test.
+    let (paged, mdl) = unsafe {
+        let paged = crate::ExAllocatePoolWithTag(PagedPool, 64, TAG);
+        (
+            paged as usize,
+            IoAllocateMdl(paged, 64, FALSE, FALSE, core::ptr::null_mut()) as usize,
+        )
+    };
+    expect_bugcheck("DRIVER_VERIFIER_DETECTED_VIOLATION", || {
+        // SAFETY: a live MDL.
+        unsafe { MmBuildMdlForNonPagedPool(mdl as *mut crate::MDL) }
+    });
+    take(&kernel, &["DRIVER_VERIFIER_DETECTED_VIOLATION"]);
+    // SAFETY: both live, freed once.
+    unsafe {
+        IoFreeMdl(mdl as *mut crate::MDL);
+        crate::ExFreePoolWithTag(paged as crate::PVOID, TAG);
+    }
+    assert!(kernel.check_leaks().is_clean());
+}
+
+#[test]
+fn freeing_pool_that_holds_an_armed_timer_bugchecks() {
+    let kernel = boot();
+    // SAFETY: PASSIVE_LEVEL; the timer lives in the pool block (its second KTIMER-sized slot)
+    // until cancelled.
+    let block = unsafe {
+        let block = crate::ExAllocatePoolWithTag(NonPagedPoolNx, 256, TAG);
+        let timer = block.cast::<crate::KTIMER>().add(1);
+        crate::KeInitializeTimerEx(timer, crate::NotificationTimer);
+        crate::KeSetTimerEx(timer, -36_000_000_000, 0, core::ptr::null_mut());
+        block as usize
+    };
+    let message = expect_bugcheck("TIMER_OR_DPC_INVALID", || {
+        // SAFETY: freeing the block under an armed timer is the violation under test.
+        unsafe { crate::ExFreePoolWithTag(block as crate::PVOID, TAG) }
+    });
+    assert!(message.contains("armed timer"), "{message}");
+    take(&kernel, &["TIMER_OR_DPC_INVALID"]);
+    // SAFETY: the block is still live (the free was refused): cancel, then free.
+    unsafe {
+        let timer = (block as *mut crate::KTIMER).add(1);
+        assert_eq!(crate::KeCancelTimer(timer), crate::TRUE);
+        crate::ExFreePoolWithTag(block as crate::PVOID, TAG);
+    }
+    assert!(kernel.check_leaks().is_clean());
+}

@@ -431,4 +431,41 @@ fn handles_left_open_are_leaks_and_bad_handles_fail() {
         })
     });
     take(&kernel, &["INVALID_KERNEL_HANDLE"]);
+    // A key handle left open is a leak until closed.
+    kernel.set_registry_value(
+        "\\Registry\\Machine\\Software\\Leak",
+        "V",
+        super::super::kernel::RegValue::Dword(1),
+    );
+    let key = kernel.on_kernel_thread(|| {
+        let path: Vec<u16> = "\\Registry\\Machine\\Software\\Leak"
+            .encode_utf16()
+            .collect();
+        let mut name = crate::UNICODE_STRING::from_wide(&path);
+        let mut attributes = crate::InitializeObjectAttributes(
+            &raw mut name,
+            crate::OBJ_KERNEL_HANDLE,
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+        );
+        let mut key: HANDLE = core::ptr::null_mut();
+        // SAFETY: PASSIVE_LEVEL; pointers to live locals.
+        let status =
+            unsafe { crate::ZwOpenKey(&raw mut key, crate::KEY_READ, &raw mut attributes) };
+        assert_eq!(status, STATUS_SUCCESS);
+        key as usize
+    });
+    let report = kernel.check_leaks();
+    assert!(
+        report
+            .leaks()
+            .iter()
+            .any(|l| l.contains("handle") && l.contains("registry key")),
+        "{report}"
+    );
+    kernel.on_kernel_thread(|| {
+        // SAFETY: PASSIVE_LEVEL; the open handle, closed once.
+        unsafe { assert_eq!(ZwClose(key as HANDLE), STATUS_SUCCESS) }
+    });
+    assert!(kernel.check_leaks().is_clean());
 }
