@@ -1954,3 +1954,62 @@ fn cancelling_receives_while_data_arrives_loses_nothing() {
         client.deregister();
     });
 }
+
+/// A send the peer never drains, and a graceful disconnect queued behind it, are both ended
+/// by close (the recovery `wsk-net`'s `disconnect_within` relies on); the peer sees a reset.
+#[test]
+fn close_ends_a_stuck_send_and_disconnect() {
+    each_plan(|| {
+        let client = Client::register();
+        let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = client.connected(std_listener.local_addr().unwrap());
+        let (s, _) = std_listener.accept().unwrap();
+        // 32 MiB, more than loopback buffers hold, as a chain of 4 MiB MDLs (one MDL
+        // describes at most about 16 MiB).
+        let parts: Vec<Buf> = (0..8).map(|_| Buf::new(4 << 20)).collect();
+        for pair in parts.windows(2) {
+            // SAFETY: linking our own MDLs; unlinked in Buf::drop.
+            unsafe { (*pair[0].mdl).Next = pair[1].mdl };
+        }
+        let mut w = WSK_BUF {
+            Mdl: parts[0].mdl,
+            Offset: 0,
+            Length: 32 << 20,
+        };
+        let send = Io::new();
+        c.start_send(&send, &mut w, 0);
+        let disconnect = Io::new();
+        // SAFETY: live socket and IRP; no final buffer.
+        let r = unsafe {
+            c.conn().WskDisconnect.expect("WskDisconnect")(
+                c.s,
+                std::ptr::null_mut(),
+                0,
+                disconnect.prep(),
+            )
+        };
+        disconnect.issued(r);
+        c.close();
+        let (send_status, sent) = send.wait("stuck send");
+        assert!(
+            send_status == STATUS_CANCELLED || (send_status == STATUS_SUCCESS && sent == 32 << 20),
+            "send: {send_status:#x} after {sent} bytes"
+        );
+        let status = disconnect.wait("stuck disconnect").0;
+        assert!(status == STATUS_CANCELLED || status == STATUS_SUCCESS);
+        // The peer drains what arrived, then sees the reset.
+        let mut sink = vec![0u8; 1 << 16];
+        std_stream(&s);
+        let end = loop {
+            match (&s).read(&mut sink) {
+                Ok(0) => break None,
+                Ok(_) => {}
+                Err(e) => break Some(e.kind()),
+            }
+        };
+        if send_status == STATUS_CANCELLED {
+            assert_eq!(end, Some(ErrorKind::ConnectionReset));
+        }
+        client.deregister();
+    });
+}
