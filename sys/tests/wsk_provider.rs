@@ -1990,10 +1990,11 @@ fn close_ends_a_stuck_send_and_disconnect() {
         };
         disconnect.issued(r);
         c.close();
-        let (send_status, sent) = send.wait("stuck send");
+        let (send_status, bytes_sent) = send.wait("stuck send");
         assert!(
-            send_status == STATUS_CANCELLED || (send_status == STATUS_SUCCESS && sent == 32 << 20),
-            "send: {send_status:#x} after {sent} bytes"
+            send_status == STATUS_CANCELLED
+                || (send_status == STATUS_SUCCESS && bytes_sent == 32 << 20),
+            "send: {send_status:#x} after {bytes_sent} bytes"
         );
         let status = disconnect.wait("stuck disconnect").0;
         assert!(status == STATUS_CANCELLED || status == STATUS_SUCCESS);
