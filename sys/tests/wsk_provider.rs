@@ -2014,3 +2014,31 @@ fn close_ends_a_stuck_send_and_disconnect() {
         client.deregister();
     });
 }
+
+/// A `WSK_BUF` whose MDL was already freed fires the verifier (on Windows: a crash, or worse,
+/// someone else's memory on the wire).
+#[test]
+fn wsk_buf_with_a_freed_mdl_fires_the_verifier() {
+    let kernel = boot(Faults::default());
+    let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = std_listener.local_addr().unwrap();
+    let (client, c) = kernel.on_kernel_thread(|| {
+        let client = Client::register();
+        let c = client.connected(to);
+        (client, c)
+    });
+    expect_bugcheck(&kernel, "WSK_BUF_MDL_NOT_LIVE", || {
+        let freed = Buf::new(16).mdl;
+        let mut w = WSK_BUF {
+            Mdl: freed,
+            Offset: 0,
+            Length: 16,
+        };
+        let io = Io::new();
+        c.start_send(&io, &mut w, 0);
+    });
+    kernel.on_kernel_thread(move || {
+        c.close();
+        client.deregister();
+    });
+}

@@ -841,7 +841,15 @@ unsafe fn segments(buf: *const WSK_BUF, function: &'static str) -> Vec<Seg> {
                 ),
             );
         }
-        // SAFETY: a live MDL of the chain.
+        if !glue::mdl_is_live(mdl) {
+            bugcheck(
+                "WSK_BUF_MDL_NOT_LIVE",
+                format!(
+                    "{function}: WSK_BUF's MDL chain holds {mdl:p}, which is freed or was never allocated"
+                ),
+            );
+        }
+        // SAFETY: a live MDL of the chain (checked just above).
         let (count, va, next) = unsafe { ((*mdl).ByteCount as usize, mdl_va(mdl), (*mdl).Next) };
         chain += count;
         if skip >= count {
