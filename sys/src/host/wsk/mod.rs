@@ -12,7 +12,8 @@
 //! only after releasing the cancel spin lock.
 //!
 //! The verifier fails (bugchecks) what crashes or hangs Windows: a `WSK_BUF` longer than its
-//! MDL chain, a second outstanding `WskAccept` on a listener, calls on a closed socket, IRQL
+//! MDL chain or holding a freed MDL, a second outstanding `WskAccept` on a listener, calls on a
+//! closed socket, IRQL
 //! rules, and `WskDeregister` with sockets, captures or IRPs still outstanding after a bound
 //! (where Windows would wait forever).
 //!
