@@ -13,9 +13,8 @@
 //!
 //! The verifier fails (bugchecks) what crashes or hangs Windows: a `WSK_BUF` longer than its
 //! MDL chain or holding a freed MDL, a second outstanding `WskAccept` on a listener, calls on a
-//! closed socket, IRQL
-//! rules, and `WskDeregister` with sockets, captures or IRPs still outstanding after a bound
-//! (where Windows would wait forever).
+//! closed socket, IRQL rules, and `WskDeregister` with sockets, captures or IRPs still
+//! outstanding after a bound (where Windows would wait forever).
 //!
 //! Where it differs from Windows:
 //! - No event callbacks (`WSK_CLIENT_*_DISPATCH`, `SO_WSK_EVENT_CALLBACK`), no
