@@ -14,7 +14,9 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::Duration;
 
-use wsk_executor::block_on;
+use std::sync::Arc;
+
+use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on, timeout};
 use wsk_net::{
     Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream, UdpSocket, WskClient, resolve,
 };
@@ -185,4 +187,108 @@ fn inline_completion_of_close() {
             u.close().await;
         });
     });
+}
+
+/// Runners for the DPC-runner test, one per plan (a runner cannot restart).
+static RUNNERS: [Runner; 2] = [const { Runner::new(Budget::DEFAULT) }; 2];
+/// Task storage for them.
+static POOLS: [TaskPool<4096, 16>; 2] = [const { TaskPool::new() }; 2];
+
+/// The echo server as the driver runs it: an accept task on the DPC runner spawns one task per
+/// connection; completions wake tasks from the reactor (`DISPATCH_LEVEL`), the runner polls
+/// them in DPCs on the emulated CPUs.
+#[test]
+fn echo_server_on_the_dpc_runner() {
+    const PEERS: usize = 4;
+    for (index, plan) in plans().into_iter().enumerate() {
+        let label = format!("{plan:?}");
+        let kernel = Kernel::boot(Config::default().with_faults(plan));
+        let runner = &RUNNERS[index];
+        let pool = &POOLS[index];
+        kernel.on_kernel_thread(|| {
+            runner.start(RunnerKind::Dpc).expect("start the DPC runner");
+            let client = Arc::new(WskClient::register().expect("register"));
+            let listener =
+                block_on(TcpListener::bind(&client, "127.0.0.1:0".parse().unwrap())).expect("bind");
+            let addr = block_on(listener.local_addr()).expect("local_addr");
+            let server = {
+                let client = Arc::clone(&client);
+                runner
+                    .spawn(pool, async move {
+                        let _client = client;
+                        let mut sessions = Vec::new();
+                        for _ in 0..PEERS {
+                            let (stream, _) = listener.accept().await.expect("accept");
+                            sessions
+                                .push(runner.spawn(pool, echo(stream)).expect("spawn a session"));
+                        }
+                        for session in sessions {
+                            session.await.expect("session task");
+                        }
+                        listener.close().await;
+                    })
+                    .expect("spawn the server")
+            };
+            let peers: Vec<_> = (0..PEERS)
+                .map(|i| {
+                    std::thread::spawn(move || {
+                        let s = std::net::TcpStream::connect(addr).unwrap();
+                        std_peer(&s);
+                        let data: Vec<u8> = (0..40_000 + i * 1000)
+                            .map(|k| (k * 7 + i).to_le_bytes()[0])
+                            .collect();
+                        let writer = {
+                            let s = s.try_clone().unwrap();
+                            let data = data.clone();
+                            std::thread::spawn(move || {
+                                for chunk in data.chunks(1500) {
+                                    (&s).write_all(chunk).unwrap();
+                                }
+                                s.shutdown(Shutdown::Write).unwrap();
+                            })
+                        };
+                        let mut back = Vec::new();
+                        (&s).read_to_end(&mut back).unwrap();
+                        writer.join().unwrap();
+                        back == data
+                    })
+                })
+                .collect();
+            block_on(timeout(BOUND, server))
+                .expect("the server finished within the bound")
+                .expect("server task");
+            for p in peers {
+                assert!(p.join().unwrap(), "a peer got its bytes back exactly");
+            }
+            runner.shutdown();
+            let client = Arc::try_unwrap(client)
+                .ok()
+                .expect("the only client reference");
+            client.deregister(BOUND).expect("deregister");
+        });
+        let report = kernel.check_leaks();
+        assert!(report.is_clean(), "plan {label}: {report}");
+        let bugchecks = kernel.take_bugchecks();
+        assert!(bugchecks.is_empty(), "plan {label}: {bugchecks:?}");
+    }
+}
+
+/// One echo session (RFC 862), as the driver's.
+async fn echo(stream: TcpStream) {
+    let mut buf = IoBuf::with_capacity(2048).unwrap();
+    loop {
+        let (n, b) = stream.recv(buf).await;
+        buf = b;
+        if n.expect("recv") == 0 {
+            break;
+        }
+        let (sent, b) = stream.send(buf).await;
+        buf = b;
+        sent.expect("send");
+    }
+    stream
+        .disconnect(Disconnect::Graceful)
+        .await
+        .expect("disconnect");
+    stream.close().await;
 }

@@ -1755,3 +1755,290 @@ fn peer_reset_fails_receives_with_connection_reset() {
         client.deregister();
     });
 }
+
+/// What Wine's conformance test records Windows doing at the edges: no IRP is
+/// `STATUS_INVALID_PARAMETER`, an unknown client handle `STATUS_INVALID_HANDLE` (the IRP left
+/// alone), a `SOCK_DGRAM` listen socket is created but cannot bind, a numeric node with a
+/// service gives that port, an unknown name `STATUS_NOT_FOUND`.
+#[test]
+fn windows_edge_cases_recorded_by_wine() {
+    each_plan(|| {
+        let client = Client::register();
+        let create = client.dispatch().WskSocket.expect("WskSocket");
+        // SAFETY: no IRP: the provider must not touch one.
+        let r = unsafe {
+            create(
+                client.npi.Client,
+                AF_INET,
+                SOCK_STREAM,
+                IPPROTO_TCP,
+                WSK_FLAG_LISTEN_SOCKET,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(r, wsk_sys::STATUS_INVALID_PARAMETER);
+        let io = Io::new();
+        // SAFETY: a null client handle; the IRP stays ours.
+        let r = unsafe {
+            create(
+                std::ptr::null_mut(),
+                AF_INET,
+                SOCK_STREAM,
+                IPPROTO_TCP,
+                WSK_FLAG_LISTEN_SOCKET,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                io.prep(),
+            )
+        };
+        assert_eq!(r, wsk_sys::STATUS_INVALID_HANDLE);
+        assert!(
+            io.signal.state.lock().unwrap().is_none(),
+            "the IRP was not completed"
+        );
+        let udp = {
+            let io = Io::new();
+            // SAFETY: a live IRP.
+            let r = unsafe {
+                create(
+                    client.npi.Client,
+                    AF_INET,
+                    SOCK_DGRAM,
+                    IPPROTO_UDP,
+                    WSK_FLAG_LISTEN_SOCKET,
+                    std::ptr::null_mut(),
+                    std::ptr::null(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    io.prep(),
+                )
+            };
+            io.issued(r);
+            let (status, info) = io.wait("SOCK_DGRAM listen socket");
+            assert_eq!(status, STATUS_SUCCESS);
+            Sock {
+                s: info as *mut _,
+                kind: Kind::Listen,
+            }
+        };
+        assert_eq!(udp.bind(loopback(false)), wsk_sys::STATUS_NOT_IMPLEMENTED);
+        udp.close();
+
+        assert_eq!(
+            resolve_one(&client, "127.0.0.1", Some("12345")),
+            Ok(vec![(16, "127.0.0.1:12345".parse().unwrap())])
+        );
+        assert_eq!(
+            resolve_one(&client, "nonexistent.invalid", None),
+            Err(wsk_sys::STATUS_NOT_FOUND)
+        );
+        drop(io);
+        client.deregister();
+    });
+}
+
+/// `WskGetAddressInfo` of `node` (and `service`): (`ai_addrlen`, address) per entry.
+fn resolve_one(
+    client: &Client,
+    node: &str,
+    service: Option<&str>,
+) -> Result<Vec<(usize, SocketAddr)>, NTSTATUS> {
+    let node: Vec<u16> = node.encode_utf16().collect();
+    let mut node = UNICODE_STRING::from_wide(&node);
+    let service: Option<Vec<u16>> = service.map(|s| s.encode_utf16().collect());
+    let mut service = service.as_deref().map(UNICODE_STRING::from_wide);
+    let service_ptr = service
+        .as_mut()
+        .map_or(std::ptr::null_mut(), std::ptr::from_mut);
+    let mut result: *mut ADDRINFOEXW = std::ptr::null_mut();
+    let io = Io::new();
+    // SAFETY: a live IRP, strings and result pointer.
+    let r = unsafe {
+        client
+            .dispatch()
+            .WskGetAddressInfo
+            .expect("WskGetAddressInfo")(
+            client.npi.Client,
+            &raw mut node,
+            service_ptr,
+            NS_ALL,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &raw mut result,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            io.prep(),
+        )
+    };
+    io.issued(r);
+    let (status, info) = io.wait("WskGetAddressInfo");
+    assert_eq!(info, 0);
+    if status != STATUS_SUCCESS {
+        assert!(result.is_null());
+        return Err(status);
+    }
+    let mut out = Vec::new();
+    let mut entry = result;
+    while !entry.is_null() {
+        // SAFETY: the provider's list, valid until freed below.
+        let e = unsafe { &*entry };
+        let mut a = Addr::zero();
+        // SAFETY: ai_addr holds ai_addrlen bytes (at most 28).
+        unsafe {
+            std::ptr::copy_nonoverlapping(e.ai_addr.cast::<u8>(), a.0.as_mut_ptr(), e.ai_addrlen);
+        }
+        out.push((e.ai_addrlen, a.get().expect("an address")));
+        entry = e.ai_next;
+    }
+    // SAFETY: the list from WskGetAddressInfo, freed once.
+    unsafe { client.dispatch().WskFreeAddressInfo.expect("free")(client.npi.Client, result) };
+    Ok(out)
+}
+
+/// Receives cancelled while data arrives never lose or reorder bytes: each completes either
+/// with data or as cancelled, and whatever a cancelled receive did not take is read later.
+#[test]
+fn cancelling_receives_while_data_arrives_loses_nothing() {
+    each_plan(|| {
+        let client = Client::register();
+        let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = client.connected(std_listener.local_addr().unwrap());
+        let (s, _) = std_listener.accept().unwrap();
+        std_stream(&s);
+        let data = pattern(3_000, 5);
+        let writer = {
+            let s = s.try_clone().unwrap();
+            let data = data.clone();
+            peer(move || {
+                for chunk in data.chunks(3) {
+                    (&s).write_all(chunk).unwrap();
+                }
+                s.shutdown(Shutdown::Write).unwrap();
+            })
+        };
+        let b = Buf::new(7);
+        let io = Io::new();
+        let mut got = Vec::new();
+        let mut cancelled = 0;
+        loop {
+            let mut w = b.wsk();
+            c.start_recv(&io, &mut w, 0);
+            // SAFETY: our IRP, in flight or already completed (then a no-op).
+            unsafe { IoCancelIrp(io.irp) };
+            let (status, n) = io.wait("receive racing its cancel");
+            match status {
+                STATUS_SUCCESS if n == 0 => break,
+                STATUS_SUCCESS => got.extend_from_slice(&b.bytes()[..n]),
+                STATUS_CANCELLED => {
+                    got.extend_from_slice(&b.bytes()[..n]);
+                    cancelled += 1;
+                }
+                other => panic!("unexpected status {other:#x}"),
+            }
+        }
+        writer.join().unwrap();
+        assert!(
+            got == data,
+            "every byte exactly once, in order ({cancelled} cancelled)"
+        );
+        c.close();
+        client.deregister();
+    });
+}
+
+/// A send the peer never drains, and a graceful disconnect queued behind it, are both ended
+/// by close (the recovery `wsk-net`'s `disconnect_within` relies on); the peer sees a reset.
+#[test]
+fn close_ends_a_stuck_send_and_disconnect() {
+    each_plan(|| {
+        let client = Client::register();
+        let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = client.connected(std_listener.local_addr().unwrap());
+        let (s, _) = std_listener.accept().unwrap();
+        // 32 MiB, more than loopback buffers hold, as a chain of 4 MiB MDLs (one MDL
+        // describes at most about 16 MiB).
+        let parts: Vec<Buf> = (0..8).map(|_| Buf::new(4 << 20)).collect();
+        for pair in parts.windows(2) {
+            // SAFETY: linking our own MDLs; unlinked in Buf::drop.
+            unsafe { (*pair[0].mdl).Next = pair[1].mdl };
+        }
+        let mut w = WSK_BUF {
+            Mdl: parts[0].mdl,
+            Offset: 0,
+            Length: 32 << 20,
+        };
+        let send = Io::new();
+        c.start_send(&send, &mut w, 0);
+        let disconnect = Io::new();
+        // SAFETY: live socket and IRP; no final buffer.
+        let r = unsafe {
+            c.conn().WskDisconnect.expect("WskDisconnect")(
+                c.s,
+                std::ptr::null_mut(),
+                0,
+                disconnect.prep(),
+            )
+        };
+        disconnect.issued(r);
+        c.close();
+        let (send_status, bytes_sent) = send.wait("stuck send");
+        assert!(
+            send_status == STATUS_CANCELLED
+                || (send_status == STATUS_SUCCESS && bytes_sent == 32 << 20),
+            "send: {send_status:#x} after {bytes_sent} bytes"
+        );
+        let status = disconnect.wait("stuck disconnect").0;
+        assert!(status == STATUS_CANCELLED || status == STATUS_SUCCESS);
+        // The peer drains what arrived, then sees the reset.
+        let mut sink = vec![0u8; 1 << 16];
+        std_stream(&s);
+        let end = loop {
+            match (&s).read(&mut sink) {
+                Ok(0) => break None,
+                Ok(_) => {}
+                Err(e) => break Some(e.kind()),
+            }
+        };
+        if send_status == STATUS_CANCELLED {
+            assert_eq!(end, Some(ErrorKind::ConnectionReset));
+        }
+        client.deregister();
+    });
+}
+
+/// A `WSK_BUF` whose MDL was already freed fires the verifier (on Windows: a crash, or worse,
+/// someone else's memory on the wire).
+#[test]
+fn wsk_buf_with_a_freed_mdl_fires_the_verifier() {
+    let kernel = boot(Faults::default());
+    let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = std_listener.local_addr().unwrap();
+    let (client, c) = kernel.on_kernel_thread(|| {
+        let client = Client::register();
+        let c = client.connected(to);
+        (client, c)
+    });
+    expect_bugcheck(&kernel, "WSK_BUF_MDL_NOT_LIVE", || {
+        let freed = Buf::new(16).mdl;
+        let mut w = WSK_BUF {
+            Mdl: freed,
+            Offset: 0,
+            Length: 16,
+        };
+        let io = Io::new();
+        c.start_send(&io, &mut w, 0);
+    });
+    kernel.on_kernel_thread(move || {
+        c.close();
+        client.deregister();
+    });
+}

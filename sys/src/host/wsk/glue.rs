@@ -32,6 +32,11 @@ pub(super) unsafe fn enter(irp: *mut IRP) {
     unsafe { crate::host::irp::call_driver_enter(irp) };
 }
 
+/// True if `mdl` is a live MDL of this kernel (from `IoAllocateMdl`, not yet freed).
+pub(super) fn mdl_is_live(mdl: *const crate::MDL) -> bool {
+    crate::host::mdl::is_live(mdl)
+}
+
 /// Marks `irp` pending before the dispatch routine returns `STATUS_PENDING`.
 ///
 /// # Safety

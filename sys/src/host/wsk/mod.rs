@@ -10,6 +10,24 @@
 //! Locking: one provider lock guards every socket and registration. IRPs are never completed
 //! while it is held (completion routines re-enter the provider), and cancel routines take it
 //! only after releasing the cancel spin lock.
+//!
+//! The verifier fails (bugchecks) what crashes or hangs Windows: a `WSK_BUF` longer than its
+//! MDL chain or holding a freed MDL, a second outstanding `WskAccept` on a listener, calls on a
+//! closed socket, IRQL rules, and `WskDeregister` with sockets, captures or IRPs still
+//! outstanding after a bound (where Windows would wait forever).
+//!
+//! Where it differs from Windows:
+//! - No event callbacks (`WSK_CLIENT_*_DISPATCH`, `SO_WSK_EVENT_CALLBACK`), no
+//!   `WSK_FLAG_STREAM_SOCKET`, no `WskConnectEx`/`WskSendEx`/`WskReceiveEx`/
+//!   `WskSendMessages` (null in the tables), no `WskControlClient` codes, no `WskGetNameInfo`,
+//!   no `WskIoctl`, no `WSK_FLAG_DRAIN`: these complete with `STATUS_NOT_SUPPORTED`.
+//! - Socket options: `SO_REUSEADDR`, `SO_EXCLUSIVEADDRUSE`, `SO_KEEPALIVE`, `TCP_NODELAY`,
+//!   `IPV6_V6ONLY` only. `SO_REUSEADDR` has Linux's meaning (no taking over a port another
+//!   socket listens on); `SO_EXCLUSIVEADDRUSE` is bookkeeping, Linux already refuses to share
+//!   an address without `SO_REUSEADDR` on both sockets.
+//! - "Sent" means written to the host socket's buffer; a graceful disconnect completes once
+//!   the FIN is queued, not when it is acknowledged.
+//! - Address-in-use is `STATUS_ADDRESS_ALREADY_EXISTS`; unknown names are `STATUS_NOT_FOUND`.
 
 mod glue;
 mod os;
@@ -181,6 +199,37 @@ fn provider() -> Arc<Provider> {
 }
 
 impl Provider {
+    /// A provider with the fault plan `faults`, and the poll instance its reactor will run.
+    fn new(faults: &Faults) -> (Arc<Self>, Poll) {
+        let poll = Poll::new().expect("host kernel: the WSK reactor's poll instance");
+        let registry = poll
+            .registry()
+            .try_clone()
+            .expect("host kernel: the WSK reactor's registry");
+        let waker =
+            Waker::new(poll.registry(), WAKE).expect("host kernel: the WSK reactor's waker");
+        let provider = Arc::new(Provider {
+            state: Mutex::new(State {
+                sockets: HashMap::new(),
+                regs: HashMap::new(),
+                irps: HashMap::new(),
+                next_id: 0,
+            }),
+            changed: Condvar::new(),
+            registry,
+            waker,
+            faults: faults.clone(),
+            dice: Mutex::new(Dice {
+                rng: faults.seed,
+                calls: HashMap::new(),
+            }),
+            deferred: Mutex::new(Deferred::default()),
+            stop: AtomicBool::new(false),
+            reactor: Mutex::new(None),
+        });
+        (provider, poll)
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
@@ -388,31 +437,7 @@ impl Provider {
 /// starts its reactor with the boot's fault plan.
 pub(crate) fn boot(config: &Faults) {
     shutdown();
-    let poll = Poll::new().expect("host kernel: the WSK reactor's poll instance");
-    let registry = poll
-        .registry()
-        .try_clone()
-        .expect("host kernel: the WSK reactor's registry");
-    let waker = Waker::new(poll.registry(), WAKE).expect("host kernel: the WSK reactor's waker");
-    let provider = Arc::new(Provider {
-        state: Mutex::new(State {
-            sockets: HashMap::new(),
-            regs: HashMap::new(),
-            irps: HashMap::new(),
-            next_id: 0,
-        }),
-        changed: Condvar::new(),
-        registry,
-        waker,
-        faults: config.clone(),
-        dice: Mutex::new(Dice {
-            rng: config.seed,
-            calls: HashMap::new(),
-        }),
-        deferred: Mutex::new(Deferred::default()),
-        stop: AtomicBool::new(false),
-        reactor: Mutex::new(None),
-    });
+    let (provider, poll) = Provider::new(config);
     let runner = Arc::clone(&provider);
     let thread = std::thread::Builder::new()
         .name(String::from("wsk-reactor"))
@@ -575,11 +600,18 @@ pub unsafe extern "system-unwind" fn WskDeregister(WskRegistration: *mut WSK_REG
                  open, {irps} IRPs pending",
                 open.len()
             );
+            let name = if !open.is_empty() {
+                "WSK_DEREGISTER_WITH_SOCKETS_OPEN"
+            } else if captures > 0 {
+                "WSK_DEREGISTER_WITH_CAPTURES_HELD"
+            } else {
+                "WSK_DEREGISTER_WITH_IRPS_PENDING"
+            };
             for line in open {
                 detail.push_str("\n  ");
                 detail.push_str(&line);
             }
-            bugcheck("WSK_DEREGISTER_WITH_SOCKETS_OPEN", detail);
+            bugcheck(name, detail);
         }
         st = provider
             .changed
@@ -671,5 +703,104 @@ fn client_id(st: &State, client: *mut WSK_CLIENT, function: &'static str) -> Res
         None => Err(format!(
             "{function}: WSK_CLIENT {client:p} is not a registered client"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+    use std::vec::Vec;
+
+    use super::{Done, Provider};
+    use crate::host::faults::{Completion, ErrorRule, Faults, WskOp};
+    use crate::{IRP, STATUS_CONNECTION_RESET};
+
+    /// Completions that are never completed: only their order is looked at.
+    fn fake(sock: u64, n: usize) -> Done {
+        Done::new(n as *mut IRP, 0, n, sock)
+    }
+
+    /// Takes every deferred completion, waiting (bounded) for their seeded delays.
+    fn drain(p: &Provider, count: usize) -> Vec<(u64, usize)> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut out = Vec::new();
+        while out.len() < count {
+            assert!(
+                Instant::now() < deadline,
+                "deferred completions never came due"
+            );
+            let (due, _) = p.take_due();
+            out.extend(due.into_iter().map(|d| (d.sock, d.info)));
+            std::thread::yield_now();
+        }
+        out
+    }
+
+    #[test]
+    fn reordering_shuffles_sockets_but_keeps_each_sockets_order() {
+        let faults = Faults {
+            reorder: true,
+            max_delay: Duration::from_millis(1),
+            ..Faults::with(Completion::Deferred, 7)
+        };
+        let (p, _poll) = Provider::new(&faults);
+        let mut orders = Vec::new();
+        for round in 0..20 {
+            p.defer(
+                (0..30)
+                    .map(|n| fake(1 + (n % 3) as u64, round * 100 + n))
+                    .collect(),
+            );
+            let got = drain(&p, 30);
+            for sock in 1..=3 {
+                let mine: Vec<usize> = got
+                    .iter()
+                    .filter(|(s, _)| *s == sock)
+                    .map(|(_, n)| *n)
+                    .collect();
+                assert!(
+                    mine.is_sorted(),
+                    "socket {sock} completions out of order: {mine:?}"
+                );
+                assert_eq!(mine.len(), 10);
+            }
+            orders.push(got.iter().map(|(s, _)| *s).collect::<Vec<_>>());
+        }
+        let interleaved = (0..30u64).map(|n| 1 + n % 3).collect::<Vec<_>>();
+        assert!(
+            orders.iter().any(|o| *o != interleaved),
+            "reordering never changed the order across sockets"
+        );
+    }
+
+    #[test]
+    fn error_rules_hit_the_chosen_call() {
+        let faults = Faults {
+            errors: std::vec![ErrorRule {
+                op: WskOp::Send,
+                nth: 3,
+                status: STATUS_CONNECTION_RESET,
+            }],
+            ..Faults::with(Completion::Mixed, 1)
+        };
+        let (p, _poll) = Provider::new(&faults);
+        let hits: Vec<_> = (0..5).map(|_| p.inject(WskOp::Send)).collect();
+        assert_eq!(
+            hits,
+            [None, None, Some(STATUS_CONNECTION_RESET), None, None]
+        );
+        assert_eq!(p.inject(WskOp::Receive), None);
+    }
+
+    #[test]
+    fn mixed_completion_is_decided_by_the_seed() {
+        let run = |seed| {
+            let (p, _poll) = Provider::new(&Faults::with(Completion::Mixed, seed));
+            (0..64).map(|_| p.decide_inline()).collect::<Vec<_>>()
+        };
+        assert_eq!(run(5), run(5), "same seed, same choices");
+        assert_ne!(run(5), run(6), "another seed, other choices");
+        let choices = run(5);
+        assert!(choices.contains(&true) && choices.contains(&false));
     }
 }

@@ -60,7 +60,10 @@ pub(super) unsafe extern "system-unwind" fn wsk_get_address_info(
     require_at_most(PASSIVE_LEVEL, "WskGetAddressInfo");
     // SAFETY: the client passes a live IRP with a provider stack location.
     let (p, _, inline, mut out) =
-        unsafe { begin("WskGetAddressInfo", core::ptr::null_mut(), client, irp) };
+        match unsafe { begin("WskGetAddressInfo", core::ptr::null_mut(), client, irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     if let Some(status) = p.inject(WskOp::GetAddressInfo) {
         out.done(status, 0, 0);
         return p.finish(out, inline);

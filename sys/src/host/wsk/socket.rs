@@ -32,13 +32,13 @@ use crate::{
     PEPROCESS, PETHREAD, PVOID, SIZE_T, SO_EXCLUSIVEADDRUSE, SO_KEEPALIVE, SO_REUSEADDR,
     SOCK_DGRAM, SOCK_STREAM, SOCKADDR, SOL_SOCKET, STATUS_ADDRESS_ALREADY_ASSOCIATED,
     STATUS_BUFFER_TOO_SMALL, STATUS_CANCELLED, STATUS_CONNECTION_ABORTED,
-    STATUS_INVALID_ADDRESS_COMPONENT, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER,
-    STATUS_NOT_SUPPORTED, STATUS_SUCCESS, TCP_NODELAY, UNICODE_STRING, WSK_BUF, WSK_CLIENT,
-    WSK_CONTROL_SOCKET_TYPE, WSK_FLAG_ABORTIVE, WSK_FLAG_BASIC_SOCKET, WSK_FLAG_CONNECTION_SOCKET,
-    WSK_FLAG_DATAGRAM_SOCKET, WSK_FLAG_DRAIN, WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY,
-    WSK_FLAG_STREAM_SOCKET, WSK_FLAG_WAITALL, WSK_PROVIDER_BASIC_DISPATCH,
-    WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_DATAGRAM_DISPATCH, WSK_PROVIDER_DISPATCH,
-    WSK_PROVIDER_LISTEN_DISPATCH, WSK_SOCKET, WskGetOption, WskSetOption,
+    STATUS_INVALID_ADDRESS_COMPONENT, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_HANDLE,
+    STATUS_INVALID_PARAMETER, STATUS_NOT_IMPLEMENTED, STATUS_NOT_SUPPORTED, STATUS_SUCCESS,
+    TCP_NODELAY, UNICODE_STRING, WSK_BUF, WSK_CLIENT, WSK_CONTROL_SOCKET_TYPE, WSK_FLAG_ABORTIVE,
+    WSK_FLAG_BASIC_SOCKET, WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_DATAGRAM_SOCKET, WSK_FLAG_DRAIN,
+    WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY, WSK_FLAG_STREAM_SOCKET, WSK_FLAG_WAITALL,
+    WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_DATAGRAM_DISPATCH,
+    WSK_PROVIDER_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH, WSK_SOCKET, WskGetOption, WskSetOption,
 };
 
 /// The provider's socket object: the `WSK_SOCKET` the client sees comes first, so the
@@ -191,6 +191,8 @@ pub(super) struct Sock {
     reuse: bool,
     exclusive: bool,
     nodelay: bool,
+    /// Created with `SOCK_DGRAM`.
+    datagram: bool,
     accept: Option<Op>,
     connect: Option<Op>,
     recvs: VecDeque<Op>,
@@ -789,6 +791,7 @@ fn new_sock(id: u64, client: u64, kind: Kind, v6: bool, host: Host) -> Sock {
         reuse: false,
         exclusive: false,
         nodelay: false,
+        datagram: kind == Kind::Datagram,
         accept: None,
         connect: None,
         recvs: VecDeque::new(),
@@ -838,7 +841,15 @@ unsafe fn segments(buf: *const WSK_BUF, function: &'static str) -> Vec<Seg> {
                 ),
             );
         }
-        // SAFETY: a live MDL of the chain.
+        if !glue::mdl_is_live(mdl) {
+            bugcheck(
+                "WSK_BUF_MDL_NOT_LIVE",
+                format!(
+                    "{function}: WSK_BUF's MDL chain holds {mdl:p}, which is freed or was never allocated"
+                ),
+            );
+        }
+        // SAFETY: a live MDL of the chain (checked just above).
         let (count, va, next) = unsafe { ((*mdl).ByteCount as usize, mdl_va(mdl), (*mdl).Next) };
         chain += count;
         if skip >= count {
@@ -875,10 +886,11 @@ pub(super) unsafe fn begin(
     socket: *mut WSK_SOCKET,
     client: *mut WSK_CLIENT,
     irp: *mut IRP,
-) -> (Arc<Provider>, u64, bool, Out) {
+) -> Result<(Arc<Provider>, u64, bool, Out), NTSTATUS> {
     require_at_most(DISPATCH_LEVEL, function);
     if irp.is_null() {
-        bugcheck("WSK_NULL_IRP", format!("{function}: null IRP"));
+        // Windows fails the call without an IRP to complete.
+        return Err(STATUS_INVALID_PARAMETER);
     }
     let id = if socket.is_null() {
         0
@@ -889,20 +901,17 @@ pub(super) unsafe fn begin(
     let p = provider();
     let mut st = p.lock();
     let owner = if socket.is_null() {
-        super::client_id(&st, client, function)
+        // An unknown client handle: Windows returns STATUS_INVALID_HANDLE and leaves the IRP
+        // alone (Wine's conformance test records it).
+        super::client_id(&st, client, function).map_err(|_| STATUS_INVALID_HANDLE)?
     } else {
-        sock_mut(&mut st, id, function).map(|s| s.client)
-    };
-    let owner = match owner {
-        Ok(owner) => owner,
-        Err(detail) => {
-            drop(st);
-            let name = if socket.is_null() {
-                "WSK_INVALID_CLIENT"
-            } else {
-                "WSK_SOCKET_CLOSED"
-            };
-            bugcheck(name, detail);
+        match sock_mut(&mut st, id, function) {
+            Ok(s) => s.client,
+            Err(detail) => {
+                drop(st);
+                // A closed socket's memory may already be gone: on Windows, a crash.
+                bugcheck("WSK_SOCKET_CLOSED", detail);
+            }
         }
     };
     st.irps.entry(irp as usize).or_insert((owner, 0)).1 += 1;
@@ -913,7 +922,7 @@ pub(super) unsafe fn begin(
         (*irp).Tail.Overlay.DriverContext[0] = usize::try_from(id).unwrap_or(0) as PVOID;
     }
     let inline = p.decide_inline();
-    (p, id, inline, Out::new(irp))
+    Ok((p, id, inline, Out::new(irp)))
 }
 
 /// The socket `id`, or the verifier's report of a call on a socket that is closed or closing.
@@ -975,8 +984,8 @@ macro_rules! locked_sock {
 }
 
 /// Creates a host socket for `kind`; IPv6 sockets start IPv6-only, as on Windows.
-fn host_socket(kind: Kind, v6: bool) -> Result<OwnedFd, NTSTATUS> {
-    let fd = os::new_socket(v6, kind == Kind::Datagram).map_err(|e| os::status_of(&e))?;
+fn host_socket(datagram: bool, v6: bool) -> Result<OwnedFd, NTSTATUS> {
+    let fd = os::new_socket(v6, datagram).map_err(|e| os::status_of(&e))?;
     if v6 {
         os::set_int(fd.as_raw_fd(), linux::IPPROTO_IPV6, linux::IPV6_V6ONLY, 1)
             .map_err(|e| os::status_of(&e))?;
@@ -998,10 +1007,12 @@ fn kind_of(flags: u32, socket_type: u16) -> Result<Kind, NTSTATUS> {
         WSK_FLAG_STREAM_SOCKET => return Err(STATUS_NOT_SUPPORTED),
         _ => return Err(STATUS_INVALID_PARAMETER),
     };
+    // Windows creates a listen socket of SOCK_DGRAM (its bind then fails with
+    // STATUS_NOT_IMPLEMENTED), as Wine's conformance test records.
     let ok = match kind {
-        Kind::Listen | Kind::Connection => socket_type == SOCK_STREAM,
+        Kind::Connection => socket_type == SOCK_STREAM,
         Kind::Datagram => socket_type == SOCK_DGRAM,
-        Kind::Basic => socket_type == SOCK_STREAM || socket_type == SOCK_DGRAM,
+        Kind::Listen | Kind::Basic => socket_type == SOCK_STREAM || socket_type == SOCK_DGRAM,
     };
     if ok {
         Ok(kind)
@@ -1066,7 +1077,11 @@ unsafe extern "system-unwind" fn wsk_socket(
     irp: *mut IRP,
 ) -> NTSTATUS {
     // SAFETY: the client passes a live IRP with a provider stack location.
-    let (p, _, inline, mut out) = unsafe { begin("WskSocket", core::ptr::null_mut(), client, irp) };
+    let (p, _, inline, mut out) =
+        match unsafe { begin("WskSocket", core::ptr::null_mut(), client, irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     if let Some(status) = p.inject(WskOp::Socket) {
         out.done(status, 0, 0);
         return p.finish(out, inline);
@@ -1081,12 +1096,13 @@ unsafe extern "system-unwind" fn wsk_socket(
     };
     let created = kind_of(flags, socket_type).and_then(|kind| {
         let v6 = family_v6(family)?;
-        Ok((kind, v6, host_socket(kind, v6)?))
+        Ok((kind, v6, host_socket(socket_type == SOCK_DGRAM, v6)?))
     });
     match created {
         Ok((kind, v6, fd)) => {
             let id = st.new_id();
-            let sock = new_sock(id, owner, kind, v6, Host::Raw(fd));
+            let mut sock = new_sock(id, owner, kind, v6, Host::Raw(fd));
+            sock.datagram = socket_type == SOCK_DGRAM;
             let handle = sock.handle;
             st.sockets.insert(id, sock);
             out.done(STATUS_SUCCESS, handle, id);
@@ -1115,7 +1131,10 @@ unsafe extern "system-unwind" fn wsk_socket_connect(
 ) -> NTSTATUS {
     // SAFETY: the client passes a live IRP with a provider stack location.
     let (p, _, inline, mut out) =
-        unsafe { begin("WskSocketConnect", core::ptr::null_mut(), client, irp) };
+        match unsafe { begin("WskSocketConnect", core::ptr::null_mut(), client, irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     if let Some(status) = p.inject(WskOp::Connect) {
         out.done(status, 0, 0);
         return p.finish(out, inline);
@@ -1141,7 +1160,7 @@ unsafe extern "system-unwind" fn wsk_socket_connect(
         drop(st);
         return p.finish(out, inline);
     }
-    let fd = match host_socket(Kind::Connection, v6) {
+    let fd = match host_socket(false, v6) {
         Ok(fd) => fd,
         Err(status) => {
             out.done(status, 0, 0);
@@ -1208,7 +1227,10 @@ unsafe extern "system-unwind" fn wsk_control_client(
     }
     // SAFETY: the client passes a live IRP with a provider stack location.
     let (p, _, inline, mut out) =
-        unsafe { begin("WskControlClient", core::ptr::null_mut(), client, irp) };
+        match unsafe { begin("WskControlClient", core::ptr::null_mut(), client, irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     out.done(STATUS_NOT_SUPPORTED, 0, 0);
     p.finish(out, inline)
 }
@@ -1229,7 +1251,10 @@ unsafe extern "system-unwind" fn wsk_get_name_info(
     require_at_most(PASSIVE_LEVEL, "WskGetNameInfo");
     // SAFETY: the client passes a live IRP with a provider stack location.
     let (p, _, inline, mut out) =
-        unsafe { begin("WskGetNameInfo", core::ptr::null_mut(), client, irp) };
+        match unsafe { begin("WskGetNameInfo", core::ptr::null_mut(), client, irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     out.done(STATUS_NOT_SUPPORTED, 0, 0);
     p.finish(out, inline)
 }
@@ -1245,7 +1270,10 @@ unsafe extern "system-unwind" fn wsk_close_socket(
 ) -> NTSTATUS {
     // SAFETY: the client passes its socket and a live IRP.
     let (p, id, inline, mut out) =
-        unsafe { begin("WskCloseSocket", socket, core::ptr::null_mut(), irp) };
+        match unsafe { begin("WskCloseSocket", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     let mut st = p.lock();
     let Some(mut sock) = st.sockets.remove(&id) else {
         drop(st);
@@ -1290,6 +1318,8 @@ unsafe extern "system-unwind" fn wsk_control_socket(
     } else {
         None
     };
+    // No output buffer is no room for one.
+    let out_size = if out_buf.is_null() { 0 } else { out_size };
     let (status, bytes, value) = if irp.is_null() {
         // SAFETY: the client passes its socket.
         let id = unsafe { handle_id(socket, "WskControlSocket") };
@@ -1299,7 +1329,10 @@ unsafe extern "system-unwind" fn wsk_control_socket(
     } else {
         // SAFETY: the client passes its socket and a live IRP.
         let (p, id, inline, mut out) =
-            unsafe { begin("WskControlSocket", socket, core::ptr::null_mut(), irp) };
+            match unsafe { begin("WskControlSocket", socket, core::ptr::null_mut(), irp) } {
+                Ok(started) => started,
+                Err(status) => return status,
+            };
         let result = {
             locked_sock!(p, st, sock, id, "WskControlSocket");
             control(sock, request, level, code, input, out_size)
@@ -1414,7 +1447,11 @@ unsafe extern "system-unwind" fn wsk_bind(
     irp: *mut IRP,
 ) -> NTSTATUS {
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) = unsafe { begin("WskBind", socket, core::ptr::null_mut(), irp) };
+    let (p, id, inline, mut out) =
+        match unsafe { begin("WskBind", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     if let Some(status) = p.inject(WskOp::Bind) {
         out.done(status, 0, id);
         return p.finish(out, inline);
@@ -1433,6 +1470,9 @@ fn bind(sock: &mut Sock, registry: &Registry, addr: Option<SocketAddr>) -> NTSTA
     let Some(addr) = addr else {
         return STATUS_INVALID_PARAMETER;
     };
+    if sock.kind == Kind::Listen && sock.datagram {
+        return STATUS_NOT_IMPLEMENTED;
+    }
     if sock.bound {
         return STATUS_ADDRESS_ALREADY_ASSOCIATED;
     }
@@ -1506,7 +1546,10 @@ unsafe extern "system-unwind" fn wsk_accept(
     }
     // SAFETY: the client passes its socket and a live IRP.
     let (p, id, inline, mut out) =
-        unsafe { begin("WskAccept", socket, core::ptr::null_mut(), irp) };
+        match unsafe { begin("WskAccept", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     let mut st = p.lock();
     let sock = match sock_mut(&mut st, id, "WskAccept") {
         Ok(s) => s,
@@ -1551,7 +1594,10 @@ unsafe extern "system-unwind" fn wsk_connect(
 ) -> NTSTATUS {
     // SAFETY: the client passes its socket and a live IRP.
     let (p, id, inline, mut out) =
-        unsafe { begin("WskConnect", socket, core::ptr::null_mut(), irp) };
+        match unsafe { begin("WskConnect", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     // SAFETY: the client passes a valid address or null.
     let remote = unsafe { os::read_sockaddr(remote) };
     locked_sock!(p, st, sock, id, "WskConnect");
@@ -1606,7 +1652,11 @@ unsafe extern "system-unwind" fn wsk_send(
     // SAFETY: the client passes a valid WSK_BUF.
     let segs = unsafe { segments(buffer, "WskSend") };
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) = unsafe { begin("WskSend", socket, core::ptr::null_mut(), irp) };
+    let (p, id, inline, mut out) =
+        match unsafe { begin("WskSend", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     locked_sock!(p, st, sock, id, "WskSend");
     if let Some(status) = p.inject(WskOp::Send) {
         out.done(status, 0, id);
@@ -1644,7 +1694,10 @@ unsafe extern "system-unwind" fn wsk_receive(
     let segs = unsafe { segments(buffer, "WskReceive") };
     // SAFETY: the client passes its socket and a live IRP.
     let (p, id, inline, mut out) =
-        unsafe { begin("WskReceive", socket, core::ptr::null_mut(), irp) };
+        match unsafe { begin("WskReceive", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     locked_sock!(p, st, sock, id, "WskReceive");
     if let Some(status) = p.inject(WskOp::Receive) {
         out.done(status, 0, id);
@@ -1688,7 +1741,10 @@ unsafe extern "system-unwind" fn wsk_disconnect(
     };
     // SAFETY: the client passes its socket and a live IRP.
     let (p, id, inline, mut out) =
-        unsafe { begin("WskDisconnect", socket, core::ptr::null_mut(), irp) };
+        match unsafe { begin("WskDisconnect", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     locked_sock!(p, st, sock, id, "WskDisconnect");
     if let Some(status) = p.inject(WskOp::Disconnect) {
         out.done(status, 0, id);
@@ -1759,7 +1815,11 @@ unsafe fn get_address(
         "WskGetLocalAddress"
     };
     // SAFETY: forwarded contract.
-    let (p, id, inline, mut out) = unsafe { begin(function, socket, core::ptr::null_mut(), irp) };
+    let (p, id, inline, mut out) =
+        match unsafe { begin(function, socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     let result = {
         locked_sock!(p, st, sock, id, function);
         match sock.host.fd() {
@@ -1803,7 +1863,10 @@ unsafe extern "system-unwind" fn wsk_send_to(
     let segs = unsafe { segments(buffer, "WskSendTo") };
     // SAFETY: the client passes its socket and a live IRP.
     let (p, id, inline, mut out) =
-        unsafe { begin("WskSendTo", socket, core::ptr::null_mut(), irp) };
+        match unsafe { begin("WskSendTo", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     // SAFETY: the client passes a valid address or null.
     let remote = unsafe { os::read_sockaddr(remote) };
     locked_sock!(p, st, sock, id, "WskSendTo");
@@ -1844,7 +1907,10 @@ unsafe extern "system-unwind" fn wsk_receive_from(
     let segs = unsafe { segments(buffer, "WskReceiveFrom") };
     // SAFETY: the client passes its socket and a live IRP.
     let (p, id, inline, mut out) =
-        unsafe { begin("WskReceiveFrom", socket, core::ptr::null_mut(), irp) };
+        match unsafe { begin("WskReceiveFrom", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     locked_sock!(p, st, sock, id, "WskReceiveFrom");
     if let Some(status) = p.inject(WskOp::ReceiveFrom) {
         out.done(status, 0, id);
@@ -1878,7 +1944,10 @@ unsafe extern "system-unwind" fn wsk_inspect_complete(
 ) -> NTSTATUS {
     // SAFETY: the client passes its socket and a live IRP.
     let (p, id, inline, mut out) =
-        unsafe { begin("WskInspectComplete", socket, core::ptr::null_mut(), irp) };
+        match unsafe { begin("WskInspectComplete", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
     out.done(STATUS_NOT_SUPPORTED, 0, id);
     p.finish(out, inline)
 }
