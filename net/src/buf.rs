@@ -48,7 +48,14 @@ unsafe impl Sync for IoBuf {}
 
 impl IoBuf {
     /// The largest capacity, 64 MiB: one MDL describes at most `u32::MAX` bytes; we keep well
-    /// below.
+    /// below. Larger transfers take several operations.
+    ///
+    /// ```no_run
+    /// # fn demo(total: usize) -> wsk_net::Result<()> {
+    /// let buf = wsk_net::IoBuf::with_capacity(total.min(wsk_net::IoBuf::MAX_CAPACITY))?;
+    /// # let _ = buf;
+    /// # Ok(()) }
+    /// ```
     pub const MAX_CAPACITY: usize = 64 << 20;
 
     /// A buffer of `capacity` bytes (1 ..= [`IoBuf::MAX_CAPACITY`]), empty, in nonpaged pool

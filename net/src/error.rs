@@ -129,6 +129,9 @@ pub struct Error {
 ///     listener.local_addr().await
 /// }
 /// ```
+///
+/// # IRQL
+/// Any: a plain value.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
 
 impl Error {

@@ -11,7 +11,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::raw::{CTL, Call, Held, Kind, Op, SocketInner};
 use crate::socket::{Handle, check};
 
-/// At most this many addresses are returned by [`resolve`]; further ones are dropped.
+/// At most this many addresses are returned by [`resolve`]; further ones are dropped. It is
+/// the capacity of [`Addresses`].
 pub const MAX_ADDRESSES: usize = 16;
 
 /// The longest host name accepted, in UTF-16 units.

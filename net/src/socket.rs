@@ -304,7 +304,11 @@ pub struct BindOptions {
     /// the provider's default. Only for IPv6 addresses: with an IPv4 one, binding fails with
     /// `InvalidInput`.
     pub v6_only: Option<bool>,
-    /// `SO_KEEPALIVE` (connection sockets).
+    /// `SO_KEEPALIVE`, meant for connection sockets ([`TcpStream::connect_with`]); with
+    /// [`TcpListener::bind_with`] it is set on the listening socket itself.
+    ///
+    /// [`TcpStream::connect_with`]: crate::TcpStream::connect_with
+    /// [`TcpListener::bind_with`]: crate::TcpListener::bind_with
     pub keepalive: bool,
 }
 

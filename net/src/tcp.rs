@@ -909,7 +909,7 @@ fn take_buf(held: &mut Held) -> IoBuf {
 /// Dropping it before completion cancels the receive and frees the buffer once WSK has let go
 /// of it; data that arrived into it is lost. To stop a receive and keep the buffer, cancel
 /// and keep polling, or use [`timeout`](crate::timeout). Do not poll it again after it
-/// returned: it stays pending.
+/// returned: it stays pending. Examples: [`TcpStream::recv`], [`Recv::cancel`].
 ///
 /// # IRQL
 /// Poll and drop at <= `DISPATCH_LEVEL`.

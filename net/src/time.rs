@@ -29,7 +29,7 @@ use crate::tcp::{Accept, Recv, TcpStream};
 pub trait Cancellable: Future {
     /// Asks the provider to stop (`IoCancelIrp`). The future must still be polled to
     /// completion to get its resources back. For [`Recv`] and [`Accept`] it does nothing
-    /// before the operation's first poll (see [`Recv::cancel`]).
+    /// before the operation's first poll (see [`Recv::cancel`], which has an example).
     ///
     /// # IRQL
     /// <= `DISPATCH_LEVEL`.
@@ -38,7 +38,7 @@ pub trait Cancellable: Future {
     /// Turns the output of an operation cancelled by a deadline into a `TimedOut` result,
     /// keeping any resources (a buffer) and any success that won the race. For [`Recv`] and
     /// [`Accept`]: a `Cancelled` error becomes `TimedOut` with the same operation name;
-    /// anything else is returned unchanged.
+    /// anything else is returned unchanged. [`timeout`] calls it; see the example there.
     ///
     /// # IRQL
     /// Any.
