@@ -14,16 +14,25 @@ pub(crate) const BUF_TAG: u32 = sys::pool_tag(*b"WskB");
 /// An owned, nonpaged buffer described by an MDL, with a fill length.
 ///
 /// Sends send `[0, len)`. Receives clear it first, then fill up to its capacity and set `len`
-/// to what arrived. Allocation and free are IRQL <= `DISPATCH_LEVEL`.
+/// to what arrived. It derefs to the filled part, `[0, len)`.
 ///
 /// ```no_run
 /// # use wsk_net::IoBuf;
 /// # fn demo() -> wsk_net::Result<()> {
 /// let mut buf = IoBuf::with_capacity(4096)?;
+/// assert!(buf.is_empty());
 /// buf.extend_from_slice(b"hello")?;
 /// assert_eq!(&buf[..], b"hello");
+/// assert_eq!((buf.len(), buf.capacity()), (5, 4096));
+/// buf.clear();
+/// assert_eq!(buf.len(), 0);
 /// # Ok(()) }
 /// ```
+///
+/// # IRQL
+/// Allocation ([`IoBuf::with_capacity`], [`IoBuf::from_slice`]) and drop (which frees the
+/// pool and the MDL) at <= `DISPATCH_LEVEL`; every other method at any IRQL (the memory is
+/// nonpaged).
 pub struct IoBuf {
     data: NonNull<u8>,
     mdl: NonNull<MDL>,
@@ -38,10 +47,26 @@ unsafe impl Send for IoBuf {}
 unsafe impl Sync for IoBuf {}
 
 impl IoBuf {
-    /// The largest capacity: one MDL describes at most `u32::MAX` bytes; we keep well below.
+    /// The largest capacity, 64 MiB: one MDL describes at most `u32::MAX` bytes; we keep well
+    /// below. Larger transfers take several operations.
+    ///
+    /// ```no_run
+    /// # fn demo(total: usize) -> wsk_net::Result<()> {
+    /// let buf = wsk_net::IoBuf::with_capacity(total.min(wsk_net::IoBuf::MAX_CAPACITY))?;
+    /// # let _ = buf;
+    /// # Ok(()) }
+    /// ```
     pub const MAX_CAPACITY: usize = 64 << 20;
 
-    /// A buffer of `capacity` bytes (1 ..= [`IoBuf::MAX_CAPACITY`]), empty.
+    /// A buffer of `capacity` bytes (1 ..= [`IoBuf::MAX_CAPACITY`]), empty, in nonpaged pool
+    /// with its MDL built. The storage is not zeroed.
+    ///
+    /// ```no_run
+    /// # fn demo() -> wsk_net::Result<()> {
+    /// let buf = wsk_net::IoBuf::with_capacity(16 * 1024)?;
+    /// assert_eq!(buf.capacity(), 16 * 1024);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// `InvalidInput` for a zero or too large capacity; `NoResources` when pool or the MDL
@@ -80,8 +105,16 @@ impl IoBuf {
 
     /// A buffer holding a copy of `bytes` (capacity = `bytes.len()`).
     ///
+    /// ```no_run
+    /// # fn demo() -> wsk_net::Result<()> {
+    /// let buf = wsk_net::IoBuf::from_slice(b"ping")?;
+    /// assert_eq!((&buf[..], buf.capacity()), (&b"ping"[..], 4));
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
-    /// As [`IoBuf::with_capacity`].
+    /// As [`IoBuf::with_capacity`]: `InvalidInput` for an empty slice (a zero capacity) or one
+    /// longer than [`IoBuf::MAX_CAPACITY`]; `NoResources`.
     ///
     /// # IRQL
     /// <= `DISPATCH_LEVEL`.
@@ -91,33 +124,62 @@ impl IoBuf {
         Ok(buf)
     }
 
-    /// Bytes of storage.
+    /// Bytes of storage. See the example on [`IoBuf`].
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
-    /// Bytes filled.
+    /// Bytes filled. See the example on [`IoBuf`].
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// True when nothing is filled.
+    /// True when nothing is filled. See the example on [`IoBuf`].
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    /// Forgets the contents (keeps the storage).
+    /// Forgets the contents (keeps the storage): `len` becomes 0. See the example on
+    /// [`IoBuf`].
+    ///
+    /// # IRQL
+    /// Any.
     pub fn clear(&mut self) {
         self.len = 0;
     }
 
-    /// Sets the fill length.
+    /// Sets the fill length, after writing through [`IoBuf::storage_mut`].
+    ///
+    /// Bytes of `[0, len)` that were never written hold whatever the pool held before (the
+    /// storage is not zeroed): write every byte you expose, or a send leaks stale kernel
+    /// memory.
+    ///
+    /// ```no_run
+    /// # fn demo() -> wsk_net::Result<()> {
+    /// let mut buf = wsk_net::IoBuf::with_capacity(4)?;
+    /// buf.storage_mut()[..2].copy_from_slice(b"ok");
+    /// buf.set_len(2)?;
+    /// assert_eq!(&buf[..], b"ok");
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// `InvalidInput` when `len` exceeds the capacity.
+    /// `InvalidInput` when `len` exceeds the capacity; the length is unchanged then.
+    ///
+    /// # IRQL
+    /// Any.
     pub fn set_len(&mut self, len: usize) -> Result<()> {
         if len > self.capacity {
             return Err(Error::new(ErrorKind::InvalidInput, "IoBuf::set_len"));
@@ -126,10 +188,13 @@ impl IoBuf {
         Ok(())
     }
 
-    /// Appends `bytes`.
+    /// Appends `bytes` after the filled part. See the example on [`IoBuf`].
     ///
     /// # Errors
     /// `InvalidInput` when they do not fit; nothing is appended then.
+    ///
+    /// # IRQL
+    /// Any.
     pub fn extend_from_slice(&mut self, bytes: &[u8]) -> Result<()> {
         if bytes.len() > self.capacity - self.len {
             return Err(Error::new(
@@ -142,7 +207,12 @@ impl IoBuf {
         Ok(())
     }
 
-    /// The whole storage, filled or not, for writing in place before [`IoBuf::set_len`].
+    /// The whole storage, filled or not, for writing in place before [`IoBuf::set_len`]
+    /// (example there). Bytes past what was written are not zeroed: they hold earlier pool
+    /// contents.
+    ///
+    /// # IRQL
+    /// Any.
     pub fn storage_mut(&mut self) -> &mut [u8] {
         // SAFETY: `data` is `capacity` bytes we own exclusively (`&mut self`). Pool memory may
         // be uninitialised, but u8 has no invalid values and the pool hands out readable memory.

@@ -173,6 +173,10 @@ impl ClientInner {
 /// (which drops, and so closes, every socket its tasks held). Deregistration closes any socket
 /// still open, waits (bounded) until all are closed, then deregisters.
 ///
+/// Sockets borrow the client only while being created; spawned tasks usually need a
+/// `&'static WskClient`, so keep the client in a `static` cell between `DriverEntry` and
+/// `DriverUnload`.
+///
 /// ```no_run
 /// # fn demo() -> wsk_net::Result<()> {
 /// let client = wsk_net::WskClient::register()?;      // PASSIVE_LEVEL, DriverEntry
@@ -180,6 +184,10 @@ impl ClientInner {
 /// client.deregister(core::time::Duration::from_secs(10))?; // PASSIVE_LEVEL, DriverUnload
 /// # Ok(()) }
 /// ```
+///
+/// # IRQL
+/// [`WskClient::register`], [`WskClient::deregister`] and drop: `PASSIVE_LEVEL` only. Sharing
+/// `&WskClient` with tasks that create sockets: any IRQL <= `DISPATCH_LEVEL`.
 pub struct WskClient {
     inner: NonNull<ClientInner>,
 }
@@ -192,9 +200,21 @@ unsafe impl Sync for WskClient {}
 impl WskClient {
     /// Registers with WSK and captures the provider NPI, waiting at most 10 s for it.
     ///
+    /// ```no_run
+    /// # fn driver_entry() -> wsk_net::Result<()> {
+    /// let client = match wsk_net::WskClient::register() {
+    ///     Ok(client) => client,
+    ///     Err(e) => return Err(e), // fail DriverEntry: nothing stays registered
+    /// };
+    /// # let _ = client;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// `InvalidState` above `PASSIVE_LEVEL`; `NoResources`; the status of `WskRegister` or
-    /// `WskCaptureProviderNPI` (e.g. `TimedOut` when no provider appeared).
+    /// `WskCaptureProviderNPI`. A provider that did not appear within the 10 s is reported by
+    /// Windows as `STATUS_DEVICE_NOT_READY`, which is kind `Other` (not `TimedOut`): look at
+    /// [`Error::status`]. On any error nothing stays registered.
     ///
     /// # IRQL
     /// `PASSIVE_LEVEL` only.
@@ -280,14 +300,27 @@ impl WskClient {
     }
 
     /// Closes every socket still open, waits until all are closed (at most `wait`), then
-    /// releases the provider and deregisters. After it returns, no WSK call of this client is
-    /// outstanding; socket handles that still exist are closed and their operations fail with
-    /// `InvalidState`.
+    /// releases the provider and deregisters. After it returns `Ok`, no WSK call of this
+    /// client is outstanding; socket handles that still exist are closed and their operations
+    /// fail with `InvalidState`. Once it has started (at `PASSIVE_LEVEL`), new sockets (bind,
+    /// connect, accept, resolve) fail with `InvalidState`.
+    ///
+    /// ```no_run
+    /// # fn driver_unload(client: wsk_net::WskClient) {
+    /// // After the executor has shut down:
+    /// if let Err(e) = client.deregister(core::time::Duration::from_secs(10)) {
+    ///     // Still registered: WSK may still call into this driver, so it must not unload.
+    ///     let _ = e;
+    /// }
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// `InvalidState` above `PASSIVE_LEVEL` (nothing is done then). `TimedOut` when sockets
     /// did not finish closing within `wait`: the client then stays registered, because
-    /// `WskDeregister` would block until they do; the driver must not unload.
+    /// `WskDeregister` would block until they do; the driver must not unload. In both cases
+    /// the handle has been consumed and cannot be retried: the registration (and its pool
+    /// block) stays for the life of the system.
     ///
     /// # IRQL
     /// `PASSIVE_LEVEL` only.
@@ -344,7 +377,9 @@ fn deregister(this: NonNull<ClientInner>, wait: Duration) -> Result<()> {
 
 impl Drop for WskClient {
     /// Dropping without [`WskClient::deregister`] would leave WSK registered past unload; it
-    /// deregisters with a 10 s bound instead. Only valid at `PASSIVE_LEVEL`.
+    /// deregisters with a 10 s bound instead. Only valid at `PASSIVE_LEVEL`: above it, or
+    /// when sockets do not close in time, it prints a message and the client stays
+    /// registered.
     fn drop(&mut self) {
         if let Err(e) = deregister(self.inner, Duration::from_secs(10)) {
             sys::kprint!("wsk-net: WskClient dropped without deregister: {e}\n");

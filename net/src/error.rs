@@ -6,6 +6,25 @@ use core::fmt;
 use wsk_sys::{self as sys, NTSTATUS};
 
 /// What went wrong, in terms a driver can act on.
+///
+/// Match on it rather than on raw `NTSTATUS` values; the enum is `#[non_exhaustive]`, so keep
+/// a catch-all arm.
+///
+/// ```no_run
+/// # async fn demo(stream: &wsk_net::TcpStream, buf: wsk_net::IoBuf) {
+/// use wsk_net::ErrorKind;
+/// let (n, _buf) = stream.recv(buf).await;
+/// match n {
+///     Ok(0) => { /* the peer sent FIN */ }
+///     Ok(_) => { /* data */ }
+///     Err(e) if e.kind() == ErrorKind::ConnectionReset => { /* the peer reset */ }
+///     Err(e) => { let _ = e.kind().describe(); }
+/// }
+/// # }
+/// ```
+///
+/// # IRQL
+/// Any: a plain value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -45,7 +64,14 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// What the kind means, in a few words.
+    /// What the kind means, in a few words (the text [`Error`]'s `Display` uses).
+    ///
+    /// ```no_run
+    /// assert_eq!(wsk_net::ErrorKind::TimedOut.describe(), "timed out");
+    /// ```
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub fn describe(self) -> &'static str {
         match self {
@@ -71,6 +97,24 @@ impl ErrorKind {
 
 /// A failed operation: its [`ErrorKind`], the `NTSTATUS` behind it (0 when the library itself
 /// refused the call), and which operation failed.
+///
+/// `Display` prints `operation: description (NTSTATUS 0x........)`, for example
+/// `recv: connection reset by peer (NTSTATUS 0xC000020D)`; the status part is left out when
+/// the library refused the call itself.
+///
+/// ```no_run
+/// # async fn demo(stream: &wsk_net::TcpStream, buf: wsk_net::IoBuf) {
+/// let (result, _buf) = stream.send(buf).await;
+/// if let Err(e) = result {
+///     let _kind = e.kind();          // what to do about it
+///     let _status = e.status();      // Some(NTSTATUS) when the kernel reported it
+///     let _op = e.operation();       // "send"
+/// }
+/// # }
+/// ```
+///
+/// # IRQL
+/// Any: a plain value; every method is a pure accessor or constructor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Error {
     kind: ErrorKind,
@@ -79,10 +123,28 @@ pub struct Error {
 }
 
 /// `Result` with this crate's [`Error`].
+///
+/// ```no_run
+/// async fn local(listener: &wsk_net::TcpListener) -> wsk_net::Result<core::net::SocketAddr> {
+///     listener.local_addr().await
+/// }
+/// ```
+///
+/// # IRQL
+/// Any: a plain value.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
 
 impl Error {
-    /// An error the library raises itself (no kernel status).
+    /// An error the library raises itself (no kernel status): [`Error::status`] is `None`.
+    ///
+    /// ```no_run
+    /// use wsk_net::{Error, ErrorKind};
+    /// let e = Error::new(ErrorKind::InvalidInput, "parse_request");
+    /// assert_eq!(e.status(), None);
+    /// ```
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub const fn new(kind: ErrorKind, operation: &'static str) -> Self {
         Self {
@@ -92,7 +154,17 @@ impl Error {
         }
     }
 
-    /// An error from a kernel status; the kind is derived from it.
+    /// An error from a kernel status; the kind is derived from it (unknown statuses are
+    /// [`ErrorKind::Other`]). A status of 0 (`STATUS_SUCCESS`) is stored as "no status".
+    ///
+    /// ```no_run
+    /// use wsk_net::{Error, ErrorKind};
+    /// let e = Error::from_status(0xC000_0120_u32.cast_signed(), "recv"); // STATUS_CANCELLED
+    /// assert_eq!(e.kind(), ErrorKind::Cancelled);
+    /// ```
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub fn from_status(status: NTSTATUS, operation: &'static str) -> Self {
         Self {
@@ -102,13 +174,20 @@ impl Error {
         }
     }
 
-    /// The kind.
+    /// The kind. See the example on [`Error`].
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub const fn kind(&self) -> ErrorKind {
         self.kind
     }
 
-    /// The raw `NTSTATUS`, or `None` when the library refused the call itself.
+    /// The raw `NTSTATUS`, or `None` when the library refused the call itself. See the
+    /// example on [`Error`].
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub const fn status(&self) -> Option<NTSTATUS> {
         if self.status == 0 {
@@ -118,7 +197,10 @@ impl Error {
         }
     }
 
-    /// The operation that failed (`"recv"`, `"connect"`, ...).
+    /// The operation that failed (`"recv"`, `"connect"`, ...). See the example on [`Error`].
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub const fn operation(&self) -> &'static str {
         self.operation

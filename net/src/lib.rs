@@ -30,13 +30,29 @@
 //!
 //! # IRQL
 //! Futures of this crate may be polled at IRQL <= `DISPATCH_LEVEL` (the executor's DPC
-//! runner polls at `DISPATCH_LEVEL`), except [`resolve`] and [`WskClient`] registration and
-//! deregistration, which need `PASSIVE_LEVEL`. Every item says its rule.
+//! runner polls at `DISPATCH_LEVEL`), except [`resolve`] and [`WskClient`] registration,
+//! deregistration and drop, which need `PASSIVE_LEVEL`. Creating and dropping buffers,
+//! sockets and futures is allowed at <= `DISPATCH_LEVEL`; pure accessors at any IRQL.
+//! [`timeout`] and [`TcpStream::disconnect_within`] need the executor's timer: poll them on a
+//! runner or in `wsk_executor::block_on`. Every item says its rule in an `# IRQL` section.
 //!
 //! # Ownership of buffers
 //! Operations take an [`IoBuf`] by value and return it with the result:
 //! `recv(buf) -> (Result<usize>, IoBuf)`. While WSK holds the buffer, nobody else can touch it.
 //! Dropping the future cancels the IRP; the buffer is freed after the completion routine runs.
+//!
+//! # One operation per slot
+//! Each socket has one receive, one send and one control operation in flight at most
+//! (control: bind, connect, accept, disconnect, options, addresses). A second concurrent
+//! operation of the same class on the same socket fails at once with
+//! [`ErrorKind::InvalidState`] instead of queueing behind a live one (it only waits while an
+//! operation whose future was dropped is still being cancelled).
+//!
+//! # Errors
+//! Every fallible call returns [`Error`]: an [`ErrorKind`] to act on, the `NTSTATUS` when the
+//! kernel produced one, and the operation's name. Calls on a closed socket, or on a client
+//! that is deregistering, fail with [`ErrorKind::InvalidState`]; functions a provider does not
+//! implement (several under Wine) fail with [`ErrorKind::Unsupported`].
 #![no_std]
 
 mod addr;

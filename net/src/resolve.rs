@@ -11,13 +11,18 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::raw::{CTL, Call, Held, Kind, Op, SocketInner};
 use crate::socket::{Handle, check};
 
-/// At most this many addresses are returned.
+/// At most this many addresses are returned by [`resolve`]; further ones are dropped. It is
+/// the capacity of [`Addresses`].
 pub const MAX_ADDRESSES: usize = 16;
 
 /// The longest host name accepted, in UTF-16 units.
 const MAX_NAME: usize = 255;
 
-/// Addresses a name resolved to, in the provider's order.
+/// Addresses a name resolved to, in the provider's order, without duplicates (a
+/// `heapless::Vec` of at most [`MAX_ADDRESSES`]). See the example on [`resolve`].
+///
+/// # IRQL
+/// Any: a plain value.
 pub type Addresses = heapless::Vec<SocketAddr, MAX_ADDRESSES>;
 
 /// `WskGetAddressInfo` for the node name in `names[0]`, all name spaces, no hints.
@@ -47,14 +52,36 @@ unsafe fn issue_resolve(call: &mut Call) -> NTSTATUS {
     }
 }
 
-/// Resolves `host` and pairs each address with `port`.
+/// Resolves `host` and pairs each address with `port` (`WskGetAddressInfo`, all name
+/// spaces, no hints: IPv4 and IPv6 addresses, up to [`MAX_ADDRESSES`]).
 ///
-/// Must be polled at `PASSIVE_LEVEL` (spawn the task on the passive runner): WSK forbids
-/// `WskGetAddressInfo` above it.
+/// Must be polled at `PASSIVE_LEVEL` (spawn the task on the passive runner, or use
+/// `wsk_executor::block_on`): WSK forbids `WskGetAddressInfo` above it.
+///
+/// ```no_run
+/// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
+/// // On the passive runner:
+/// let addrs = wsk_net::resolve(client, "example.com", 80).await?;
+/// let mut last = None;
+/// for &addr in &addrs {
+///     match wsk_net::TcpStream::connect(client, addr).await {
+///         Ok(stream) => {
+///             // use `stream`
+/// #           let _ = stream;
+///             return Ok(());
+///         }
+///         Err(e) => last = Some(e),
+///     }
+/// }
+/// Err(last.expect("resolve never returns an empty list"))
+/// # }
+/// ```
 ///
 /// # Errors
 /// `InvalidState` when polled above `PASSIVE_LEVEL` or after deregistration;
-/// `InvalidInput` for an empty or too long name; `NotFound`; provider errors.
+/// `InvalidInput` for an empty name or one longer than 255 UTF-16 units; `NotFound` when
+/// nothing resolved; `NoResources`; provider errors (`Unsupported` when the provider lacks
+/// `WskGetAddressInfo`).
 ///
 /// # IRQL
 /// `PASSIVE_LEVEL` only.

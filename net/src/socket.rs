@@ -272,7 +272,24 @@ pub(crate) async fn set_option(
     check(done.status, done.information, name).map(drop)
 }
 
-/// Socket options applied before bind (they decide how bind behaves).
+/// Socket options applied before bind (they decide how bind behaves), for
+/// [`TcpListener::bind_with`](crate::TcpListener::bind_with) and
+/// [`TcpStream::connect_with`](crate::TcpStream::connect_with). Each option is set with
+/// `WskControlSocket` only when it differs from the default, so `BindOptions::default()`
+/// makes no extra call (and works where the provider lacks `WskControlSocket`, as under
+/// Wine).
+///
+/// ```no_run
+/// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
+/// let options = wsk_net::BindOptions { reuse_address: true, ..Default::default() };
+/// let listener =
+///     wsk_net::TcpListener::bind_with(client, "0.0.0.0:7007".parse().unwrap(), &options).await?;
+/// # let _ = listener;
+/// # Ok(()) }
+/// ```
+///
+/// # IRQL
+/// Any: a plain value.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[allow(
     clippy::struct_excessive_bools,
@@ -283,9 +300,15 @@ pub struct BindOptions {
     pub reuse_address: bool,
     /// `SO_EXCLUSIVEADDRUSE`: forbid any other socket from binding this address.
     pub exclusive_address: bool,
-    /// `IPV6_V6ONLY`: `Some(false)` makes an IPv6 wildcard listener dual-stack.
+    /// `IPV6_V6ONLY`: `Some(false)` makes an IPv6 wildcard listener dual-stack; `None` keeps
+    /// the provider's default. Only for IPv6 addresses: with an IPv4 one, binding fails with
+    /// `InvalidInput`.
     pub v6_only: Option<bool>,
-    /// `SO_KEEPALIVE` (connection sockets).
+    /// `SO_KEEPALIVE`, meant for connection sockets ([`TcpStream::connect_with`]); with
+    /// [`TcpListener::bind_with`] it is set on the listening socket itself.
+    ///
+    /// [`TcpStream::connect_with`]: crate::TcpStream::connect_with
+    /// [`TcpListener::bind_with`]: crate::TcpListener::bind_with
     pub keepalive: bool,
 }
 

@@ -28,15 +28,30 @@ use crate::socket::{self, BindOptions, Handle, check};
 /// }
 /// # }
 /// ```
+///
+/// Dropping the listener closes it asynchronously; [`TcpListener::close`] waits for the close.
+///
+/// # IRQL
+/// Every method: call and poll at <= `DISPATCH_LEVEL`; drop at <= `DISPATCH_LEVEL`.
 pub struct TcpListener {
     handle: Handle,
 }
 
 impl TcpListener {
-    /// Creates a listening socket bound to `addr` (IPv4 or IPv6; port 0 picks one).
+    /// Creates a listening socket bound to `addr` (IPv4 or IPv6; port 0 picks one): `WskSocket`
+    /// with `WSK_FLAG_LISTEN_SOCKET`, then `WskBind`, which starts listening.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
+    /// let listener = wsk_net::TcpListener::bind(client, "[::1]:0".parse().unwrap()).await?;
+    /// let port = listener.local_addr().await?.port(); // the port WSK picked
+    /// # let _ = port;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// `AddrInUse`, `AddrNotAvailable`, `NoResources`, `InvalidState` after deregistration.
+    /// `AddrInUse`, `AddrNotAvailable`, `NoResources`, `InvalidState` after deregistration;
+    /// provider errors.
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -45,10 +60,27 @@ impl TcpListener {
     }
 
     /// Like [`TcpListener::bind`], with socket options applied before binding (reuse,
-    /// exclusive use, dual-stack via `v6_only: Some(false)`).
+    /// exclusive use, dual-stack via `v6_only: Some(false)`). Options left at their defaults
+    /// are not set at all.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
+    /// use wsk_net::{BindOptions, TcpListener};
+    /// // One listener for IPv6 and IPv4 (as ::ffff:a.b.c.d) on port 7007.
+    /// let options = BindOptions {
+    ///     v6_only: Some(false),
+    ///     exclusive_address: true,
+    ///     ..Default::default()
+    /// };
+    /// let addr = "[::]:7007".parse().unwrap();
+    /// let listener = TcpListener::bind_with(client, addr, &options).await?;
+    /// # let _ = listener;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// As [`TcpListener::bind`]; `Unsupported` when the provider lacks `WskControlSocket`.
+    /// As [`TcpListener::bind`]; `InvalidInput` for `v6_only` with an IPv4 address;
+    /// `Unsupported` when the provider lacks `WskControlSocket` (Wine).
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -64,23 +96,40 @@ impl TcpListener {
         Ok(Self { handle })
     }
 
-    /// Waits for a connection. Only one accept may be outstanding per listener (WSK hangs
-    /// otherwise): a second concurrent call fails with `InvalidState`.
+    /// Waits for a connection and returns it with the peer's address. Only one accept may be
+    /// outstanding per listener (WSK hangs otherwise): a second concurrent call fails with
+    /// `InvalidState`. The accept uses the listener's control slot, so
+    /// [`TcpListener::local_addr`] also fails with `InvalidState` while an accept is pending.
+    ///
+    /// Calling `accept` allocates the socket object for the connection; the call to WSK
+    /// happens on the first poll. Bound it with [`timeout`](crate::timeout), or stop it with
+    /// [`Accept::cancel`]; dropping the future also cancels it.
+    ///
+    /// ```no_run
+    /// # async fn demo(listener: &wsk_net::TcpListener) -> wsk_net::Result<()> {
+    /// let (stream, peer) = listener.accept().await?;
+    /// # let _ = (stream, peer);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// `InvalidState` after close or with another accept in flight; provider errors.
+    /// `InvalidState` after close, after deregistration, or with another accept (or control
+    /// operation) in flight; `NoResources` when the connection's socket object cannot be
+    /// allocated (reported on the first poll); `Cancelled`; provider errors.
     ///
     /// # IRQL
-    /// Poll at <= `DISPATCH_LEVEL`.
+    /// Call and poll at <= `DISPATCH_LEVEL`.
     #[must_use]
     pub fn accept(&self) -> Accept<'_> {
         Accept::new(self)
     }
 
-    /// The address the listener is bound to.
+    /// The address the listener is bound to (with the real port when bound to port 0). See
+    /// the example on [`TcpListener::bind`].
     ///
     /// # Errors
-    /// `Unsupported` where the provider lacks `WskGetLocalAddress` (Wine).
+    /// `Unsupported` where the provider lacks `WskGetLocalAddress` (Wine); `InvalidState`
+    /// after close or while an accept (or another control operation) is in flight.
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -88,7 +137,29 @@ impl TcpListener {
         socket::address(&self.handle, false).await
     }
 
-    /// A stream of accepted connections (`futures_core::Stream`).
+    /// A stream of accepted connections (`futures_core::Stream`): [`TcpListener::accept`] in a
+    /// loop. It never ends; errors are items.
+    ///
+    /// ```no_run
+    /// # async fn demo(listener: &wsk_net::TcpListener) {
+    /// use futures_core::Stream;
+    /// let mut incoming = core::pin::pin!(listener.incoming());
+    /// while let Some(next) = core::future::poll_fn(|cx| incoming.as_mut().poll_next(cx)).await {
+    ///     match next {
+    ///         Ok((stream, peer)) => {
+    ///             // spawn a task serving `stream`
+    /// #           let _ = (stream, peer);
+    ///         }
+    ///         // Closed or deregistering: every later item would fail the same way.
+    ///         Err(e) if e.kind() == wsk_net::ErrorKind::InvalidState => break,
+    ///         Err(_) => {} // one connection failed; keep accepting
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # IRQL
+    /// Call and poll at <= `DISPATCH_LEVEL`.
     #[must_use]
     pub fn incoming(&self) -> Incoming<'_> {
         Incoming {
@@ -97,8 +168,15 @@ impl TcpListener {
         }
     }
 
-    /// Closes the listener and waits until WSK has closed it; an accept in flight completes
-    /// with `Cancelled`.
+    /// Closes the listener (`WskCloseSocket`) and waits until WSK has closed it. An accept
+    /// cannot be in flight here (it borrows the listener); one whose future was dropped and
+    /// that WSK still holds is cancelled by the close, and its connection, if any, is closed.
+    ///
+    /// ```no_run
+    /// # async fn demo(listener: wsk_net::TcpListener) {
+    /// listener.close().await; // the port is free again once this returns
+    /// # }
+    /// ```
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -135,7 +213,13 @@ unsafe fn issue_accept(call: &mut Call) -> NTSTATUS {
     }
 }
 
-/// The future of [`TcpListener::accept`].
+/// The future of [`TcpListener::accept`]: the connection and the peer's address.
+///
+/// Dropping it before completion cancels the accept; a connection WSK accepted anyway is
+/// closed. See [`TcpListener::accept`] for an example.
+///
+/// # IRQL
+/// Poll and drop at <= `DISPATCH_LEVEL`.
 pub struct Accept<'a> {
     state: Result<(Op<'a>, Handle), Option<Error>>,
 }
@@ -163,8 +247,28 @@ impl<'a> Accept<'a> {
 }
 
 impl Accept<'_> {
-    /// Requests cancellation of the accept in flight; keep polling for the result
-    /// (usually `Cancelled`).
+    /// Requests cancellation of the accept in flight (`IoCancelIrp`); keep polling for the
+    /// result (usually `Cancelled`, or a connection that won the race).
+    ///
+    /// It only acts on an accept that has been issued, i.e. polled at least once: before the
+    /// first poll it does nothing, and the accept then starts normally. Under Wine 8.0
+    /// `IoCancelIrp` does not cancel WSK IRPs, so the accept keeps waiting.
+    ///
+    /// ```no_run
+    /// # async fn demo(listener: &wsk_net::TcpListener, stop: &core::sync::atomic::AtomicBool) {
+    /// use core::future::Future;
+    /// let mut accept = core::pin::pin!(listener.accept());
+    /// let result = core::future::poll_fn(|cx| {
+    ///     // Whoever sets `stop` wakes this task.
+    ///     if stop.load(core::sync::atomic::Ordering::Acquire) {
+    ///         accept.cancel();
+    ///     }
+    ///     accept.as_mut().poll(cx)
+    /// })
+    /// .await;
+    /// # let _ = result;
+    /// # }
+    /// ```
     ///
     /// # IRQL
     /// <= `DISPATCH_LEVEL`.
@@ -212,7 +316,12 @@ impl Future for Accept<'_> {
     }
 }
 
-/// Accepted connections as a `futures_core::Stream`; ends never, errors are items.
+/// Accepted connections as a `futures_core::Stream`; ends never, errors are items. After an
+/// `InvalidState` error (listener closing, client deregistering) every later item is an error
+/// too: stop there rather than loop. See [`TcpListener::incoming`] for an example.
+///
+/// # IRQL
+/// Poll and drop at <= `DISPATCH_LEVEL`.
 pub struct Incoming<'a> {
     listener: &'a TcpListener,
     accept: Option<Accept<'a>>,
@@ -236,7 +345,10 @@ impl futures_core::Stream for Incoming<'_> {
     }
 }
 
-/// How [`TcpStream::disconnect`] ends the connection.
+/// How [`TcpStream::disconnect`] ends the connection. See the example there.
+///
+/// # IRQL
+/// Any: a plain value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disconnect {
     /// FIN after every pending send is transmitted; receiving stays possible.
@@ -248,8 +360,24 @@ pub enum Disconnect {
 /// A connected TCP socket.
 ///
 /// One send and one receive may be in flight at a time (they use separate IRPs); a second
-/// concurrent send or receive would reorder data, so it fails with `InvalidState`. Dropping
+/// concurrent send or receive would reorder data, so it fails with `InvalidState`. Control
+/// operations (addresses, options, disconnect) share a third slot: one at a time. Dropping
 /// the stream closes it asynchronously (abortively unless both directions were shut down).
+///
+/// ```no_run
+/// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
+/// use wsk_net::{IoBuf, TcpStream};
+/// let stream = TcpStream::connect(client, "192.0.2.1:7".parse().unwrap()).await?;
+/// let (sent, buf) = stream.send(IoBuf::from_slice(b"hello")?).await;
+/// sent?;
+/// let (n, reply) = stream.recv(buf).await; // reuses the buffer
+/// let _echoed = &reply[..n?];
+/// stream.close().await;
+/// # Ok(()) }
+/// ```
+///
+/// # IRQL
+/// Every method: call and poll at <= `DISPATCH_LEVEL`; drop at <= `DISPATCH_LEVEL`.
 pub struct TcpStream {
     handle: Handle,
 }
@@ -307,8 +435,33 @@ impl TcpStream {
     /// Connects to `addr`: creates a connection socket, binds it to the wildcard address of
     /// the same family, then connects.
     ///
+    /// It has no deadline of its own (the transport gives up eventually, with `TimedOut`).
+    /// To bound it, wrap it in `wsk_executor::timeout`: dropping the future on expiry cancels
+    /// the connect and closes the half-made socket.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
+    /// use core::time::Duration;
+    /// let addr = "192.0.2.1:80".parse().unwrap();
+    /// let stream = match wsk_executor::timeout(
+    ///     Duration::from_secs(5),
+    ///     wsk_net::TcpStream::connect(client, addr),
+    /// )
+    /// .await
+    /// {
+    ///     Ok(connected) => connected?,
+    ///     Err(_elapsed) => {
+    ///         return Err(wsk_net::Error::new(wsk_net::ErrorKind::TimedOut, "connect"));
+    ///     }
+    /// };
+    /// # let _ = stream;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
-    /// `ConnectionRefused`, `HostUnreachable`, `NetworkUnreachable`, `TimedOut`, ...
+    /// `ConnectionRefused`, `HostUnreachable`, `NetworkUnreachable`, `TimedOut`,
+    /// `AddrNotAvailable`; `InvalidState` after deregistration; `NoResources`; provider
+    /// errors.
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -316,10 +469,21 @@ impl TcpStream {
         Self::connect_with(client, addr, &BindOptions::default()).await
     }
 
-    /// Like [`TcpStream::connect`], with options applied before binding.
+    /// Like [`TcpStream::connect`], with options applied before binding. Options left at
+    /// their defaults are not set at all.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
+    /// let options = wsk_net::BindOptions { keepalive: true, ..Default::default() };
+    /// let addr = "192.0.2.1:80".parse().unwrap();
+    /// let stream = wsk_net::TcpStream::connect_with(client, addr, &options).await?;
+    /// # let _ = stream;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// As [`TcpStream::connect`].
+    /// As [`TcpStream::connect`]; `InvalidInput` for `v6_only` with an IPv4 address;
+    /// `Unsupported` when an option is set and the provider lacks `WskControlSocket` (Wine).
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -360,11 +524,19 @@ impl TcpStream {
     }
 
     /// Sends the whole of `buf` (`[0, len)`) and gives it back; completes when WSK has sent
-    /// it (WSK does not buffer).
+    /// it (WSK does not buffer). `Ok(n)` is always `buf.len()`; an empty buffer is `Ok(0)`
+    /// without a call to WSK. The buffer's contents are unchanged.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// let (sent, buf) = stream.send(wsk_net::IoBuf::from_slice(b"hello\r\n")?).await;
+    /// assert_eq!(sent?, buf.len());
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// `InvalidState` after a disconnect or close, or with another send in flight;
-    /// `ConnectionReset`, `ConnectionAborted`, ...
+    /// `ConnectionReset`, `ConnectionAborted` (also when WSK reports fewer bytes sent), ...
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -373,6 +545,13 @@ impl TcpStream {
     }
 
     /// [`TcpStream::send`] with `WSK_FLAG_NODELAY`: no coalescing delay for this send.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &wsk_net::TcpStream, reply: wsk_net::IoBuf) -> wsk_net::Result<()> {
+    /// let (sent, _reply) = stream.send_nodelay(reply).await;
+    /// sent?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// As [`TcpStream::send`].
@@ -407,12 +586,25 @@ impl TcpStream {
         (result, buf)
     }
 
-    /// Receives into `buf` (cleared first, filled up to its capacity) and gives it back with
-    /// the byte count; 0 means the peer closed its side.
+    /// Receives into `buf` (cleared when `recv` is called, then filled up to its capacity) and
+    /// gives it back with the byte count, which is also `buf.len()`; 0 means the peer closed
+    /// its side (FIN). The future is a [`Recv`]: it can be cancelled and bounded with
+    /// [`timeout`](crate::timeout) without losing the buffer.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// let (n, buf) = stream.recv(wsk_net::IoBuf::with_capacity(4096)?).await;
+    /// if n? == 0 {
+    ///     // the peer sent FIN
+    /// }
+    /// let _data: &[u8] = &buf; // the bytes that arrived
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// `InvalidState` after close or abortive disconnect, or with another receive in
-    /// flight; `ConnectionReset`, `Cancelled`, ...
+    /// flight; `ConnectionReset`, `Cancelled`, ... On error the buffer comes back too, with
+    /// whatever WSK reported as received.
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -425,8 +617,22 @@ impl TcpStream {
     /// Receives exactly `len` bytes into `buf` (`WSK_FLAG_WAITALL`). Fewer means the peer
     /// closed early: `NotConnected`, with the bytes that did arrive in `buf`.
     ///
+    /// Wine 8.0 ignores `WSK_FLAG_WAITALL`: there a receive can return early with the peer
+    /// still connected, and this reports it as `NotConnected` too.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// // A 4-byte big-endian length prefix.
+    /// let (got, header) = stream.recv_exact(wsk_net::IoBuf::with_capacity(4)?, 4).await;
+    /// got?;
+    /// let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+    /// # let _ = len;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
-    /// `InvalidInput` when `len` is 0 or exceeds the capacity; as [`TcpStream::recv`].
+    /// `InvalidInput` when `len` is 0 or exceeds the capacity; `NotConnected` as above; as
+    /// [`TcpStream::recv`] (errors from the provider name the operation `"recv"`).
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -471,10 +677,11 @@ impl TcpStream {
         }
     }
 
-    /// The local address.
+    /// The local address. See the example on [`TcpStream::peer_addr`].
     ///
     /// # Errors
-    /// `Unsupported` where the provider lacks it (Wine); `InvalidState` after close.
+    /// `Unsupported` where the provider lacks it (Wine); `InvalidState` after close or with
+    /// another control operation in flight.
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -483,6 +690,13 @@ impl TcpStream {
     }
 
     /// The peer's address.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// let (local, peer) = (stream.local_addr().await?, stream.peer_addr().await?);
+    /// # let _ = (local, peer);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// As [`TcpStream::local_addr`].
@@ -493,10 +707,18 @@ impl TcpStream {
         socket::address(&self.handle, true).await
     }
 
-    /// Sets `TCP_NODELAY` for every later send.
+    /// Sets `TCP_NODELAY` (no Nagle coalescing) for every later send.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// stream.set_nodelay(true).await?;
+    /// stream.set_keepalive(true).await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// `Unsupported` where the provider lacks `WskControlSocket` (Wine).
+    /// `Unsupported` where the provider lacks `WskControlSocket` (Wine); `InvalidState` after
+    /// close or with another control operation in flight.
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -511,7 +733,7 @@ impl TcpStream {
         .await
     }
 
-    /// Sets `SO_KEEPALIVE`.
+    /// Sets `SO_KEEPALIVE`. See the example on [`TcpStream::set_nodelay`].
     ///
     /// # Errors
     /// As [`TcpStream::set_nodelay`].
@@ -532,12 +754,32 @@ impl TcpStream {
     /// Ends the connection: [`Disconnect::Graceful`] sends FIN after pending sends (receiving
     /// stays possible until the peer closes); [`Disconnect::Abortive`] resets it.
     ///
+    /// After a successful graceful disconnect, sends fail with `InvalidState`; after an
+    /// abortive one, sends and receives do.
+    ///
     /// A graceful disconnect may never complete if transmission fails; bound it with
     /// [`TcpStream::disconnect_within`].
     ///
+    /// ```no_run
+    /// # async fn demo(stream: wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// use wsk_net::{Disconnect, ErrorKind};
+    /// match stream.disconnect(Disconnect::Graceful).await {
+    ///     Ok(()) => {}
+    ///     Err(e) if e.kind() == ErrorKind::Unsupported => {} // Wine: close alone ends it
+    ///     Err(e) => return Err(e),                           // dropping `stream` closes it
+    /// }
+    /// stream.close().await;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
-    /// `InvalidState` when already disconnected or closed; `Unsupported` where the provider
-    /// lacks `WskDisconnect` (Wine: fall back to [`TcpStream::close`]).
+    /// `InvalidState` for a graceful disconnect after any successful disconnect, for any
+    /// disconnect after close, or with another control operation in flight. An abortive
+    /// disconnect after a completed graceful one is allowed, but not while a graceful one is
+    /// still pending (it holds the control slot): the way out of a stuck graceful disconnect
+    /// is closing the socket, which [`TcpStream::disconnect_within`] does. `Unsupported`
+    /// where the provider lacks `WskDisconnect` (Wine: fall back to [`TcpStream::close`]);
+    /// provider errors.
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -561,10 +803,17 @@ impl TcpStream {
     }
 
     /// Sends `buf` as final data, then FIN (one `WskDisconnect` with a buffer), and gives the
-    /// buffer back.
+    /// buffer back. An empty buffer is a plain graceful disconnect.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// let (done, _buf) = stream.disconnect_with(wsk_net::IoBuf::from_slice(b"bye\n")?).await;
+    /// done?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// As [`TcpStream::disconnect`].
+    /// As [`TcpStream::disconnect`] (graceful): `InvalidState` once sending is shut down.
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -587,9 +836,21 @@ impl TcpStream {
         (result.map(drop), buf)
     }
 
-    /// Graceful disconnect bounded by `limit`: if it has not completed by then, the
-    /// connection is reset instead (an abortive close, which also completes the stuck
-    /// disconnect). Returns `TimedOut` in that case.
+    /// Graceful disconnect bounded by `limit`: if it has not completed by then, the socket is
+    /// closed instead (`WskCloseSocket`, abortive: the peer sees a reset, and the stuck
+    /// disconnect completes). Returns `TimedOut` in that case; the stream is then closing and
+    /// every later operation fails with `InvalidState`. The close is started, not awaited:
+    /// [`TcpStream::close`] waits for it.
+    ///
+    /// Under Wine `WskDisconnect` is unsupported and this returns `Unsupported` at once.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// let result = stream.disconnect_within(core::time::Duration::from_secs(5)).await;
+    /// stream.close().await; // in both cases
+    /// result
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// `TimedOut` when the fallback was taken; otherwise as [`TcpStream::disconnect`].
@@ -618,8 +879,10 @@ impl TcpStream {
         Err(Error::new(ErrorKind::TimedOut, "disconnect"))
     }
 
-    /// Closes the socket and waits until WSK has: abortive unless both directions are
-    /// already shut down. Pending operations complete as cancelled.
+    /// Closes the socket (`WskCloseSocket`) and waits until WSK has: abortive unless both
+    /// directions are already shut down. No operation of this stream can be in flight here
+    /// (they borrow it); those whose futures were dropped and that WSK still holds are
+    /// cancelled by the close. See the example on [`TcpStream::disconnect`].
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -642,6 +905,14 @@ fn take_buf(held: &mut Held) -> IoBuf {
 
 /// The future of [`TcpStream::recv`] and [`TcpStream::recv_exact`]: the byte count and the
 /// buffer back. [`Recv::cancel`] asks WSK to stop; the future still returns the buffer.
+///
+/// Dropping it before completion cancels the receive and frees the buffer once WSK has let go
+/// of it; data that arrived into it is lost. To stop a receive and keep the buffer, cancel
+/// and keep polling, or use [`timeout`](crate::timeout). Do not poll it again after it
+/// returned: it stays pending. Examples: [`TcpStream::recv`], [`Recv::cancel`].
+///
+/// # IRQL
+/// Poll and drop at <= `DISPATCH_LEVEL`.
 pub struct Recv<'a> {
     op: Option<Op<'a>>,
     early: Option<(Error, IoBuf)>,
@@ -650,7 +921,29 @@ pub struct Recv<'a> {
 
 impl Recv<'_> {
     /// Requests cancellation of the receive in flight (`IoCancelIrp`); keep polling to get
-    /// the buffer back (the result is then usually `Cancelled`).
+    /// the buffer back (the result is then usually `Cancelled`, or data that won the race).
+    ///
+    /// It only acts on a receive that has been issued, i.e. polled at least once: before the
+    /// first poll it does nothing, and the receive then starts normally. Under Wine 8.0
+    /// `IoCancelIrp` does not cancel WSK IRPs, so the receive keeps waiting for data.
+    ///
+    /// ```no_run
+    /// # use core::sync::atomic::AtomicBool;
+    /// # async fn demo(stream: &wsk_net::TcpStream, stop: &AtomicBool) -> wsk_net::Result<()> {
+    /// use core::future::Future;
+    /// let mut recv = core::pin::pin!(stream.recv(wsk_net::IoBuf::with_capacity(4096)?));
+    /// let (n, buf) = core::future::poll_fn(|cx| {
+    ///     // Whoever sets `stop` wakes this task.
+    ///     if stop.load(core::sync::atomic::Ordering::Acquire) {
+    ///         recv.cancel();
+    ///     }
+    ///     recv.as_mut().poll(cx)
+    /// })
+    /// .await;
+    /// // `buf` is back whether `n` is data or `Cancelled`.
+    /// # let _ = (n, buf);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # IRQL
     /// <= `DISPATCH_LEVEL`.

@@ -13,14 +13,35 @@ use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 use crate::tcp::{Accept, Recv, TcpStream};
 
-/// An operation that can be asked to stop early and then still completes.
+/// An operation that can be asked to stop early and then still completes: what [`timeout`]
+/// needs. Implemented by [`Recv`] and [`Accept`].
+///
+/// ```no_run
+/// use wsk_net::Cancellable;
+/// async fn within_a_second<F: Cancellable>(operation: F) -> F::Output {
+///     wsk_net::timeout(core::time::Duration::from_secs(1), operation).await
+/// }
+/// ```
+///
+/// # IRQL
+/// [`Cancellable::request_cancel`] at <= `DISPATCH_LEVEL`; [`Cancellable::timed_out`] at
+/// any IRQL.
 pub trait Cancellable: Future {
     /// Asks the provider to stop (`IoCancelIrp`). The future must still be polled to
-    /// completion to get its resources back.
+    /// completion to get its resources back. For [`Recv`] and [`Accept`] it does nothing
+    /// before the operation's first poll (see [`Recv::cancel`], which has an example).
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL`.
     fn request_cancel(self: Pin<&mut Self>);
 
     /// Turns the output of an operation cancelled by a deadline into a `TimedOut` result,
-    /// keeping any resources (a buffer) and any success that won the race.
+    /// keeping any resources (a buffer) and any success that won the race. For [`Recv`] and
+    /// [`Accept`]: a `Cancelled` error becomes `TimedOut` with the same operation name;
+    /// anything else is returned unchanged. [`timeout`] calls it; see the example there.
+    ///
+    /// # IRQL
+    /// Any.
     fn timed_out(output: Self::Output) -> Self::Output;
 }
 
@@ -72,8 +93,22 @@ impl Cancellable for Accept<'_> {
 /// # }
 /// ```
 ///
+/// Only operations that give something back implement [`Cancellable`]: [`Recv`] and
+/// [`Accept`]. Bound other futures (connect, send, ...) with `wsk_executor::timeout`, which
+/// drops them on expiry (dropping cancels the IRP).
+///
+/// The deadline works by cancelling the IRP, so it only helps where the provider honours
+/// `IoCancelIrp`: under Wine 8.0 it does not for WSK IRPs, and the operation then returns
+/// only when it completes on its own. Likewise, if the deadline passes while the operation
+/// has not been issued yet (its slot still finishing a dropped operation), the cancel has
+/// no effect and the operation then runs without a deadline.
+///
+/// # Errors
+/// The operation's own output; `TimedOut` in place of `Cancelled` when the deadline passed.
+///
 /// # IRQL
-/// Poll at <= `DISPATCH_LEVEL`, on an executor runner (the deadline is the runner's timer).
+/// Create at any IRQL; poll at <= `DISPATCH_LEVEL`, on an executor runner or in
+/// `wsk_executor::block_on` (the deadline is the executor's timer).
 pub fn timeout<F: Cancellable>(after: Duration, operation: F) -> WithTimeout<F> {
     WithTimeout {
         operation,
@@ -82,7 +117,12 @@ pub fn timeout<F: Cancellable>(after: Duration, operation: F) -> WithTimeout<F> 
     }
 }
 
-/// The future of [`timeout`].
+/// The future of [`timeout`] (example there): the operation's output, with `TimedOut` when
+/// the deadline cancelled it. Dropping it drops the operation, which cancels it.
+///
+/// # IRQL
+/// Poll at <= `DISPATCH_LEVEL`, on an executor runner or in `wsk_executor::block_on`; drop
+/// at <= `DISPATCH_LEVEL`.
 pub struct WithTimeout<F> {
     operation: F,
     sleep: Sleep,

@@ -21,6 +21,12 @@ use crate::socket::{self, Handle, check};
 /// sent?;
 /// # Ok(()) }
 /// ```
+///
+/// One send and one receive may be in flight at a time; a second concurrent one of either
+/// fails with `InvalidState`. Dropping the socket closes it asynchronously.
+///
+/// # IRQL
+/// Every method: call and poll at <= `DISPATCH_LEVEL`; drop at <= `DISPATCH_LEVEL`.
 pub struct UdpSocket {
     handle: Handle,
 }
@@ -70,10 +76,18 @@ unsafe fn issue_datagram(call: &mut Call) -> NTSTATUS {
 }
 
 impl UdpSocket {
-    /// Creates a datagram socket bound to `addr`.
+    /// Creates a datagram socket bound to `addr` (IPv4 or IPv6; port 0 picks one).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
+    /// let socket = wsk_net::UdpSocket::bind(client, "0.0.0.0:5353".parse().unwrap()).await?;
+    /// # let _ = socket;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// `AddrInUse`, `AddrNotAvailable`, `Unsupported` (Wine has no datagram sockets), ...
+    /// `AddrInUse`, `AddrNotAvailable`, `Unsupported` (Wine has no datagram sockets),
+    /// `InvalidState` after deregistration, `NoResources`, provider errors.
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -122,7 +136,16 @@ impl UdpSocket {
         }
     }
 
-    /// Sends `buf` (`[0, len)`) as one datagram to `to`, and gives it back.
+    /// Sends `buf` (`[0, len)`) as one datagram to `to`, and gives it back with the byte count
+    /// WSK reports.
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: &wsk_net::UdpSocket) -> wsk_net::Result<()> {
+    /// let buf = wsk_net::IoBuf::from_slice(b"ping")?;
+    /// let (sent, buf) = socket.send_to(buf, "192.0.2.1:7".parse().unwrap()).await;
+    /// assert_eq!(sent?, buf.len());
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// `InvalidState` with another send in flight or after close; provider errors.
@@ -136,10 +159,25 @@ impl UdpSocket {
     }
 
     /// Receives one datagram into `buf` (cleared first) and gives it back with the length
-    /// and sender.
+    /// (also `buf.len()`) and sender.
+    ///
+    /// Unlike [`TcpStream::recv`](crate::TcpStream::recv) it cannot be cancelled or bounded
+    /// with [`timeout`](crate::timeout): dropping the future cancels the receive and frees the
+    /// buffer.
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: &wsk_net::UdpSocket) -> wsk_net::Result<()> {
+    /// let buf = wsk_net::IoBuf::with_capacity(1500)?;
+    /// let (got, buf) = socket.recv_from(buf).await;
+    /// let (n, from) = got?;
+    /// let _datagram = &buf[..n];
+    /// # let _ = from;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// `InvalidState` with another receive in flight or after close; provider errors.
+    /// `InvalidState` with another receive in flight or after close; provider errors. On
+    /// error the buffer comes back empty.
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -156,7 +194,14 @@ impl UdpSocket {
         (result, buf)
     }
 
-    /// The local address.
+    /// The local address (with the real port when bound to port 0).
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: &wsk_net::UdpSocket) -> wsk_net::Result<()> {
+    /// let port = socket.local_addr().await?.port();
+    /// # let _ = port;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// `InvalidState` after close; provider errors.
@@ -167,7 +212,14 @@ impl UdpSocket {
         socket::address(&self.handle, false).await
     }
 
-    /// Closes the socket and waits until WSK has.
+    /// Closes the socket (`WskCloseSocket`) and waits until WSK has. Operations whose futures
+    /// were dropped and that WSK still holds are cancelled by the close.
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: wsk_net::UdpSocket) {
+    /// socket.close().await;
+    /// # }
+    /// ```
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
