@@ -2,9 +2,9 @@
 //! listen, accept, connect, send, receive, disconnect, close, datagrams, resolve) over real
 //! loopback sockets.
 //!
-//! They run under deferred completion (with delays and reordering); `inline_completion_of_close`
-//! covers a close that WSK completes before `WskCloseSocket` returns, which `wsk-net` once
-//! finished twice.
+//! They run under inline, deferred (with delays and reordering) and mixed completion;
+//! `inline_completion_of_close` covers a close that WSK completes before `WskCloseSocket`
+//! returns, which `wsk-net` once finished twice.
 #![allow(
     clippy::missing_panics_doc,
     reason = "test code: panics are the failure reports"
@@ -27,6 +27,8 @@ const BOUND: Duration = Duration::from_secs(30);
 
 fn plans() -> Vec<Faults> {
     vec![
+        Faults::with(Completion::Inline, 11),
+        Faults::with(Completion::Mixed, 14),
         Faults::with(Completion::Deferred, 12),
         Faults {
             reorder: true,
@@ -190,9 +192,9 @@ fn inline_completion_of_close() {
 }
 
 /// Runners for the DPC-runner test, one per plan (a runner cannot restart).
-static RUNNERS: [Runner; 2] = [const { Runner::new(Budget::DEFAULT) }; 2];
+static RUNNERS: [Runner; 4] = [const { Runner::new(Budget::DEFAULT) }; 4];
 /// Task storage for them.
-static POOLS: [TaskPool<4096, 16>; 2] = [const { TaskPool::new() }; 2];
+static POOLS: [TaskPool<4096, 16>; 4] = [const { TaskPool::new() }; 4];
 
 /// The echo server as the driver runs it: an accept task on the DPC runner spawns one task per
 /// connection; completions wake tasks from the reactor (`DISPATCH_LEVEL`), the runner polls
