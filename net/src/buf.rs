@@ -59,7 +59,8 @@ impl IoBuf {
     pub const MAX_CAPACITY: usize = 64 << 20;
 
     /// A buffer of `capacity` bytes (1 ..= [`IoBuf::MAX_CAPACITY`]), empty, in nonpaged pool
-    /// with its MDL built. The storage is not zeroed.
+    /// with its MDL built. The storage is zeroed once here, so no byte of it is ever
+    /// uninitialised or stale kernel memory, whatever [`IoBuf::set_len`] exposes.
     ///
     /// ```no_run
     /// # fn demo() -> wsk_net::Result<()> {
@@ -83,6 +84,8 @@ impl IoBuf {
         let Some(data) = NonNull::new(data.cast::<u8>()) else {
             return Err(Error::new(ErrorKind::NoResources, "IoBuf::with_capacity"));
         };
+        // SAFETY: `data` is a fresh allocation of `capacity` writable bytes, ours alone.
+        unsafe { core::ptr::write_bytes(data.as_ptr(), 0, capacity) };
         let length = u32::try_from(capacity).unwrap_or(u32::MAX);
         // SAFETY: `data` is a live nonpaged allocation of `capacity` bytes; no IRP is attached.
         let mdl = unsafe {
@@ -162,9 +165,8 @@ impl IoBuf {
 
     /// Sets the fill length, after writing through [`IoBuf::storage_mut`].
     ///
-    /// Bytes of `[0, len)` that were never written hold whatever the pool held before (the
-    /// storage is not zeroed): write every byte you expose, or a send leaks stale kernel
-    /// memory.
+    /// Bytes of `[0, len)` that were never written since allocation are zero; bytes from an
+    /// earlier fill (a receive, say) keep that content.
     ///
     /// ```no_run
     /// # fn demo() -> wsk_net::Result<()> {
@@ -208,14 +210,14 @@ impl IoBuf {
     }
 
     /// The whole storage, filled or not, for writing in place before [`IoBuf::set_len`]
-    /// (example there). Bytes past what was written are not zeroed: they hold earlier pool
-    /// contents.
+    /// (example there). Bytes never written are zero; others hold what was last written or
+    /// received there.
     ///
     /// # IRQL
     /// Any.
     pub fn storage_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `data` is `capacity` bytes we own exclusively (`&mut self`). Pool memory may
-        // be uninitialised, but u8 has no invalid values and the pool hands out readable memory.
+        // SAFETY: `data` is `capacity` initialised bytes (zeroed at allocation) that we own
+        // exclusively (`&mut self`).
         unsafe { core::slice::from_raw_parts_mut(self.data.as_ptr(), self.capacity) }
     }
 

@@ -572,6 +572,8 @@ pub(crate) struct Op<'a> {
     issue: Option<(IssueFn, Held)>,
     in_flight: bool,
     allow_closing: bool,
+    /// Cancellation was requested before the operation reached WSK: it never will.
+    cancelled_early: core::sync::atomic::AtomicBool,
 }
 
 impl<'a> Op<'a> {
@@ -590,6 +592,7 @@ impl<'a> Op<'a> {
             issue: Some((issue, held)),
             in_flight: false,
             allow_closing: false,
+            cancelled_early: core::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -604,6 +607,10 @@ impl<'a> Op<'a> {
     pub(crate) fn cancel(&self) {
         if self.in_flight {
             self.inner.cancel_slot(self.index);
+        } else if self.issue.is_some() {
+            // Not issued yet (never polled, or waiting for its slot): it completes with
+            // `Cancelled` at its next poll instead of reaching WSK.
+            self.cancelled_early.store(true, Ordering::Release);
         }
     }
 
@@ -628,6 +635,10 @@ impl Future for Op<'_> {
                     held: Held::empty(),
                 }));
             };
+            if this.cancelled_early.load(Ordering::Acquire) {
+                let error = Error::new(ErrorKind::Cancelled, this.name);
+                return Poll::Ready(Err(Refused { error, held }));
+            }
             if this.inner.is_closing() || (!this.allow_closing && this.inner.wsk().is_null()) {
                 let error = Error::new(ErrorKind::InvalidState, this.name);
                 return Poll::Ready(Err(Refused { error, held }));

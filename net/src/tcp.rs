@@ -138,7 +138,8 @@ impl TcpListener {
     }
 
     /// A stream of accepted connections (`futures_core::Stream`): [`TcpListener::accept`] in a
-    /// loop. It never ends; errors are items.
+    /// loop. Errors are items; after an `InvalidState` error (the listener can no longer
+    /// accept) the stream ends.
     ///
     /// ```no_run
     /// # async fn demo(listener: &wsk_net::TcpListener) {
@@ -165,6 +166,7 @@ impl TcpListener {
         Incoming {
             listener: self,
             accept: None,
+            ended: false,
         }
     }
 
@@ -250,8 +252,8 @@ impl Accept<'_> {
     /// Requests cancellation of the accept in flight (`IoCancelIrp`); keep polling for the
     /// result (usually `Cancelled`, or a connection that won the race).
     ///
-    /// It only acts on an accept that has been issued, i.e. polled at least once: before the
-    /// first poll it does nothing, and the accept then starts normally. Under Wine 8.0
+    /// Before the accept reaches WSK (not polled yet, or waiting for its slot) it never will:
+    /// its next poll returns `Cancelled`. Under Wine 8.0
     /// `IoCancelIrp` does not cancel WSK IRPs, so the accept keeps waiting.
     ///
     /// ```no_run
@@ -316,15 +318,17 @@ impl Future for Accept<'_> {
     }
 }
 
-/// Accepted connections as a `futures_core::Stream`; ends never, errors are items. After an
-/// `InvalidState` error (listener closing, client deregistering) every later item is an error
-/// too: stop there rather than loop. See [`TcpListener::incoming`] for an example.
+/// Accepted connections as a `futures_core::Stream`; errors are items. An `InvalidState` error
+/// (listener closing, client deregistering) is the last item: the stream ends after it. See
+/// [`TcpListener::incoming`] for an example.
 ///
 /// # IRQL
 /// Poll and drop at <= `DISPATCH_LEVEL`.
 pub struct Incoming<'a> {
     listener: &'a TcpListener,
     accept: Option<Accept<'a>>,
+    /// Set after an `InvalidState` error (the listener is closing): the stream has ended.
+    ended: bool,
 }
 
 impl futures_core::Stream for Incoming<'_> {
@@ -333,12 +337,20 @@ impl futures_core::Stream for Incoming<'_> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         // SAFETY: the Accept inside is only polled in place and dropped in place.
         let this = unsafe { self.get_unchecked_mut() };
+        if this.ended {
+            return Poll::Ready(None);
+        }
         let accept = this.accept.get_or_insert_with(|| this.listener.accept());
         // SAFETY: `accept` stays in `this` (pinned) until it completes and is cleared.
         match unsafe { Pin::new_unchecked(accept) }.poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(result) => {
                 this.accept = None;
+                // A listener that can no longer accept yields that error once, then ends, so
+                // a `while let Some(..)` loop never spins on it.
+                if matches!(&result, Err(e) if e.kind() == ErrorKind::InvalidState) {
+                    this.ended = true;
+                }
                 Poll::Ready(Some(result))
             }
         }
@@ -923,8 +935,8 @@ impl Recv<'_> {
     /// Requests cancellation of the receive in flight (`IoCancelIrp`); keep polling to get
     /// the buffer back (the result is then usually `Cancelled`, or data that won the race).
     ///
-    /// It only acts on a receive that has been issued, i.e. polled at least once: before the
-    /// first poll it does nothing, and the receive then starts normally. Under Wine 8.0
+    /// Before the receive reaches WSK (not polled yet, or waiting for its slot) it never will:
+    /// its next poll returns `Cancelled` with the buffer. Under Wine 8.0
     /// `IoCancelIrp` does not cancel WSK IRPs, so the receive keeps waiting for data.
     ///
     /// ```no_run

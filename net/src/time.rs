@@ -99,9 +99,8 @@ impl Cancellable for Accept<'_> {
 ///
 /// The deadline works by cancelling the IRP, so it only helps where the provider honours
 /// `IoCancelIrp`: under Wine 8.0 it does not for WSK IRPs, and the operation then returns
-/// only when it completes on its own. Likewise, if the deadline passes while the operation
-/// has not been issued yet (its slot still finishing a dropped operation), the cancel has
-/// no effect and the operation then runs without a deadline.
+/// only when it completes on its own. If the deadline passes before the operation was issued
+/// (its slot still finishing a dropped operation), it is never issued and ends `TimedOut`.
 ///
 /// # Errors
 /// The operation's own output; `TimedOut` in place of `Cancelled` when the deadline passed.

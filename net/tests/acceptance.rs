@@ -633,3 +633,33 @@ fn unload_with_listeners_idle_connections_and_operations_in_flight_leaves_nothin
         assert!(bugchecks.is_empty(), "plan {label}: {bugchecks:?}");
     }
 }
+
+#[test]
+fn cancel_before_the_first_poll_never_reaches_wsk() {
+    each_plan(|client, _| {
+        block_on(async {
+            let (listener, addr) = listen(client).await;
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            bounded(&s);
+            let (stream, _) = listener.accept().await.expect("accept");
+            // Cancelled before it was ever polled: it never reaches WSK, the buffer is back.
+            (&s).write_all(b"kept").unwrap();
+            let recv = stream.recv(IoBuf::with_capacity(16).unwrap());
+            recv.cancel();
+            let (r, buf) = recv.await;
+            assert_eq!(r.unwrap_err().kind(), ErrorKind::Cancelled);
+            // The data it did not take is still there for the next receive.
+            let (n, buf) = stream.recv_exact(buf, 4).await;
+            assert_eq!(n.expect("recv"), 4);
+            assert_eq!(&buf[..], b"kept");
+            let accept = listener.accept();
+            accept.cancel();
+            assert_eq!(
+                accept.await.err().map(|e| e.kind()),
+                Some(ErrorKind::Cancelled)
+            );
+            stream.close().await;
+            listener.close().await;
+        });
+    });
+}
