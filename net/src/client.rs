@@ -316,18 +316,90 @@ impl WskClient {
     /// ```
     ///
     /// # Errors
-    /// `InvalidState` above `PASSIVE_LEVEL` (nothing is done then). `TimedOut` when sockets
-    /// did not finish closing within `wait`: the client then stays registered, because
-    /// `WskDeregister` would block until they do; the driver must not unload. In both cases
-    /// the handle has been consumed and cannot be retried: the registration (and its pool
-    /// block) stays for the life of the system.
+    /// [`DeregisterError`], with the client still registered: its [`DeregisterError::error`]
+    /// is `InvalidState` above `PASSIVE_LEVEL` (nothing is done then), or `TimedOut` when
+    /// sockets did not finish closing within `wait` (`WskDeregister` would block until they
+    /// do). The driver must not unload then; [`DeregisterError::into_client`] gives the
+    /// client back to try again.
     ///
     /// # IRQL
     /// `PASSIVE_LEVEL` only.
-    pub fn deregister(self, wait: Duration) -> Result<()> {
+    pub fn deregister(self, wait: Duration) -> core::result::Result<(), DeregisterError> {
         let inner = self.inner;
         core::mem::forget(self);
-        deregister(inner, wait)
+        deregister(inner, wait).map_err(|error| DeregisterError {
+            client: core::mem::ManuallyDrop::new(WskClient { inner }),
+            error,
+        })
+    }
+}
+
+/// A [`WskClient::deregister`] that did not finish: why, and the client, still registered.
+///
+/// Dropping it leaves the client registered for good (it does not try again); call
+/// [`DeregisterError::into_client`] to retry.
+///
+/// ```no_run
+/// # fn unload(client: wsk_net::WskClient) {
+/// use core::time::Duration;
+/// let mut client = client;
+/// for _ in 0..3 {
+///     match client.deregister(Duration::from_secs(5)) {
+///         Ok(()) => return,
+///         Err(e) => client = e.into_client(), // sockets still closing: wait again
+///     }
+/// }
+/// # }
+/// ```
+///
+/// # IRQL
+/// Any; dropping it does nothing but forget the client.
+pub struct DeregisterError {
+    client: core::mem::ManuallyDrop<WskClient>,
+    error: Error,
+}
+
+impl DeregisterError {
+    /// Why deregistration did not finish (`InvalidState` or `TimedOut`).
+    ///
+    /// # IRQL
+    /// Any.
+    #[must_use]
+    pub fn error(&self) -> Error {
+        self.error
+    }
+
+    /// The client, still registered, to retry [`WskClient::deregister`] with.
+    ///
+    /// # IRQL
+    /// Any.
+    #[must_use]
+    pub fn into_client(self) -> WskClient {
+        let mut this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so the client is taken out exactly once.
+        unsafe { core::mem::ManuallyDrop::take(&mut this.client) }
+    }
+}
+
+impl core::fmt::Debug for DeregisterError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DeregisterError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl core::fmt::Display for DeregisterError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} (the client stays registered)", self.error)
+    }
+}
+
+impl core::error::Error for DeregisterError {}
+
+impl From<DeregisterError> for Error {
+    fn from(failed: DeregisterError) -> Self {
+        failed.error
     }
 }
 

@@ -663,3 +663,25 @@ fn cancel_before_the_first_poll_never_reaches_wsk() {
         });
     });
 }
+
+#[test]
+fn a_refused_deregistration_gives_the_client_back_for_a_retry() {
+    let kernel = Kernel::boot(Config::default());
+    kernel.on_kernel_thread(|| {
+        let client = WskClient::register().expect("register");
+        // SAFETY: raised and lowered on this thread around one call that may run at DISPATCH.
+        let old = unsafe { wsk_sys::KeRaiseIrql(wsk_sys::DISPATCH_LEVEL) };
+        let failed = client.deregister(BOUND);
+        // SAFETY: back to the IRQL raised from.
+        unsafe { wsk_sys::KeLowerIrql(old) };
+        let failed = failed.expect_err("deregistration above PASSIVE_LEVEL is refused");
+        assert_eq!(failed.error().kind(), ErrorKind::InvalidState);
+        failed
+            .into_client()
+            .deregister(BOUND)
+            .expect("the retry at PASSIVE_LEVEL deregisters");
+    });
+    let report = kernel.check_leaks();
+    assert!(report.is_clean(), "{report}");
+    assert!(kernel.take_bugchecks().is_empty());
+}
