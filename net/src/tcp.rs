@@ -994,7 +994,11 @@ impl Future for Recv<'_> {
         let mut buf = take_buf(&mut done.held);
         let n = done.information.min(buf.capacity());
         let _ = buf.set_len(n);
-        let name = if this.exact == 0 { "recv" } else { "recv_exact" };
+        let name = if this.exact == 0 {
+            "recv"
+        } else {
+            "recv_exact"
+        };
         let mut result = check(done.status, n, name);
         if this.exact != 0 && matches!(result, Ok(got) if got < this.exact) {
             result = Err(Error::new(ErrorKind::NotConnected, "recv_exact"));
