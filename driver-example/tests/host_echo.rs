@@ -7,7 +7,7 @@
 //! per process: one test here, the scenarios in sequence.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wsk_benches::load;
 use wsk_sys::host::{Config, Kernel, RegValue, Registry};
@@ -21,23 +21,15 @@ fn free_port() -> u16 {
     listener.local_addr().expect("probe port").port()
 }
 
-/// Waits until the driver logged `wanted`, failing on a line that says it did not start.
+/// Waits (on the kernel's log, no polling) until the driver logged `wanted`, failing on a
+/// line that says it did not start.
 fn wait_for_log(kernel: &Kernel, wanted: &str) {
-    let deadline = Instant::now() + BOUND;
-    loop {
-        let log = kernel.debug_log();
-        assert!(
-            !log.contains("wskecho: not started") && !log.contains("wskecho: cannot listen"),
-            "driver did not start:\n{log}"
-        );
-        if log.contains(wanted) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {wanted:?} in the driver log within {BOUND:?}:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    if let Err(log) = kernel.wait_for_log(
+        wanted,
+        &["wskecho: not started", "wskecho: cannot listen"],
+        BOUND,
+    ) {
+        panic!("no {wanted:?} in the driver log within {BOUND:?}:\n{log}");
     }
 }
 

@@ -398,6 +398,35 @@ impl Kernel {
         lock(&self.machine.debug_log).clone()
     }
 
+    /// Waits until the debug log contains `needle` (what a driver prints when it is ready,
+    /// say), for at most `within`.
+    ///
+    /// # Errors
+    /// The whole log, when `needle` did not appear in time or a line containing one of
+    /// `fatal` appeared first.
+    pub fn wait_for_log(
+        &self,
+        needle: &str,
+        fatal: &[&str],
+        within: Duration,
+    ) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + within;
+        let mut log = lock(&self.machine.debug_log);
+        loop {
+            if fatal.iter().any(|f| log.contains(f)) {
+                return Err(log.clone());
+            }
+            if log.contains(needle) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(log.clone());
+            }
+            log = machine::wait_timeout(&self.machine.debug_log_grew, log, left);
+        }
+    }
+
     /// Sets a registry value at an absolute key path (`\Registry\Machine\...`).
     pub fn set_registry_value(&self, key: &str, name: &str, value: RegValue) {
         lock(&self.machine.registry).set(key, name, value);
@@ -475,5 +504,6 @@ pub(crate) fn hold_boot_lock_for_tests() -> impl Drop {
 pub(crate) fn append_debug_log(text: &str) {
     if let Some(machine) = machine::try_current() {
         lock(&machine.debug_log).push_str(text);
+        machine.debug_log_grew.notify_all();
     }
 }

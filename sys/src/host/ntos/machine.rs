@@ -45,6 +45,8 @@ pub(crate) struct Machine {
     pub(crate) bugchecks: Mutex<Vec<Bugcheck>>,
     /// Everything `DbgPrintEx` printed.
     pub(crate) debug_log: Mutex<String>,
+    /// Signalled whenever the debug log grows.
+    pub(crate) debug_log_grew: Condvar,
     /// The dispatcher lock and its condition: every waitable object's state changes under it.
     pub(crate) dispatcher: Mutex<()>,
     /// Signalled whenever a dispatcher object's state changes.
@@ -81,6 +83,7 @@ impl Machine {
             stopping: AtomicBool::new(false),
             bugchecks: Mutex::new(Vec::new()),
             debug_log: Mutex::new(String::new()),
+            debug_log_grew: Condvar::new(),
             dispatcher: Mutex::new(()),
             dispatcher_changed: Condvar::new(),
             dpcs: dpc::Dpcs::new(cpus),
