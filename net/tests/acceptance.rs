@@ -685,3 +685,55 @@ fn a_refused_deregistration_gives_the_client_back_for_a_retry() {
     assert!(report.is_clean(), "{report}");
     assert!(kernel.take_bugchecks().is_empty());
 }
+
+#[test]
+fn bind_options_dual_stack_address_in_use_and_exclusive_use() {
+    each_plan(|client, _| {
+        block_on(async {
+            // A dual-stack IPv6 wildcard listener accepts an IPv4 client.
+            let dual = wsk_net::BindOptions {
+                v6_only: Some(false),
+                reuse_address: true,
+                ..wsk_net::BindOptions::default()
+            };
+            let listener = TcpListener::bind_with(client, "[::]:0".parse().unwrap(), &dual)
+                .await
+                .expect("dual-stack bind");
+            let port = listener.local_addr().await.expect("local_addr").port();
+            let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            bounded(&s);
+            let (stream, remote) = listener.accept().await.expect("accept an IPv4 client");
+            assert_eq!(
+                remote.ip().to_canonical(),
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                "the client's IPv4 address, as mapped IPv6 or plain"
+            );
+            stream.close().await;
+            listener.close().await;
+
+            // A port in use: AddrInUse; exclusive use is accepted as an option.
+            let exclusive = wsk_net::BindOptions {
+                exclusive_address: true,
+                ..wsk_net::BindOptions::default()
+            };
+            let first = TcpListener::bind_with(client, "127.0.0.1:0".parse().unwrap(), &exclusive)
+                .await
+                .expect("exclusive bind");
+            let taken = first.local_addr().await.expect("local_addr");
+            let second = TcpListener::bind(client, taken).await;
+            assert_eq!(second.err().map(|e| e.kind()), Some(ErrorKind::AddrInUse));
+            // v6_only on an IPv4 address is bad input, not a panic.
+            let bad = wsk_net::BindOptions {
+                v6_only: Some(true),
+                ..wsk_net::BindOptions::default()
+            };
+            let refused =
+                TcpListener::bind_with(client, "127.0.0.1:0".parse().unwrap(), &bad).await;
+            assert_eq!(
+                refused.err().map(|e| e.kind()),
+                Some(ErrorKind::InvalidInput)
+            );
+            first.close().await;
+        });
+    });
+}
