@@ -300,8 +300,10 @@ fn fin_graceful_final_data_and_refused() {
             assert_eq!(peer.join().unwrap(), b"first and final");
             listener.close().await;
 
-            // Connect to a closed port: ConnectionRefused.
-            let e = TcpStream::connect(client, addr)
+            // Connect to a closed port: ConnectionRefused. Port 1, not the listener's old port:
+            // another test may take that again, and an ephemeral port can even connect to
+            // itself on Linux.
+            let e = TcpStream::connect(client, SocketAddr::from(([127, 0, 0, 1], 1)))
                 .await
                 .err()
                 .expect("refused");

@@ -131,9 +131,10 @@ fn connect_exact_receive_and_abortive_disconnect() {
             assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
             stream.close().await;
 
-            // A refused connect maps to ConnectionRefused.
+            // A refused connect maps to ConnectionRefused (port 1: nothing listens there, and
+            // unlike a just-closed ephemeral port no other test can take it meanwhile).
             drop(std_listener);
-            let e = TcpStream::connect(client, addr)
+            let e = TcpStream::connect(client, SocketAddr::from(([127, 0, 0, 1], 1)))
                 .await
                 .err()
                 .expect("refused");

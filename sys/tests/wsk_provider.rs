@@ -765,17 +765,20 @@ fn connect_unbound_is_invalid_device_state() {
     });
 }
 
+/// A loopback port nothing listens on. Not a just-closed ephemeral port: another test may
+/// take that port again, and Linux lets a socket bound to an ephemeral port that equals its
+/// destination connect to itself. Port 1 is outside the ephemeral range and unused here.
+fn closed_port() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 1))
+}
+
 #[test]
 fn connect_to_closed_port_is_refused() {
     each_plan(|| {
         let client = Client::register();
-        let to = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
         let c = client.socket(Kind::Connection, false);
         assert_eq!(c.bind(loopback(false)), STATUS_SUCCESS);
-        assert_eq!(c.connect(to), STATUS_CONNECTION_REFUSED);
+        assert_eq!(c.connect(closed_port()), STATUS_CONNECTION_REFUSED);
         c.close();
         client.deregister();
     });
@@ -1249,6 +1252,7 @@ fn socket_connect_in_one_call() {
         c.close();
         // Refused: no socket comes back, and none is left open.
         drop(std_listener);
+        let mut remote = Addr::of(closed_port());
         let io = Io::new();
         // SAFETY: as above.
         let r = unsafe {
