@@ -12,7 +12,7 @@ use core::task::{Context, Poll};
 
 use super::sync::{AtomicPtr, AtomicUsize, Ordering, loom_const_fn};
 use super::task::{
-    CANCELLED, DONE, HANDLE, QUEUED, RUNNING, TaskHeader, free_slot, invariant, task_of_waker,
+    CANCELLED, DONE, FLAGS, HANDLE, SPAWNED, TaskHeader, WAKE, free_slot, invariant, task_of_waker,
     vtable_of,
 };
 
@@ -45,7 +45,7 @@ impl RunQueue {
     /// Pushes the chain `first ..= last` (linked through `run_next`); true if the queue was empty.
     ///
     /// # Safety
-    /// The caller owns the links of every task in the chain (each is QUEUED by it).
+    /// The caller owns every task in the chain, and so their links.
     unsafe fn push_chain(&self, first: NonNull<TaskHeader>, last: NonNull<TaskHeader>) -> bool {
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
@@ -167,7 +167,8 @@ impl Executor {
     /// Pushes a task whose link the caller owns and pends if the queue was empty.
     ///
     /// # Safety
-    /// The caller set `QUEUED` on the task (or claimed it at spawn) and so owns its link.
+    /// The caller moved the task's wake count from zero (or claimed it at spawn) and so owns
+    /// its link.
     pub(crate) unsafe fn enqueue(&self, task: NonNull<TaskHeader>) {
         // SAFETY: forwarded from the caller.
         if unsafe { self.queue.push_chain(task, task) } {
@@ -265,17 +266,14 @@ impl Executor {
     /// passive runner.
     pub fn poll(&self, max_polls: usize, mut should_yield: impl FnMut() -> bool) -> PollReport {
         let mut polled = 0;
-        loop {
-            let newest = self.queue.take_all();
-            let Some(newest) = NonNull::new(newest) else {
-                return PollReport {
-                    polled,
-                    work_remains: false,
-                };
-            };
+        let mut batch = self.queue.take_all();
+        while let Some(newest) = NonNull::new(batch) {
+            // Once per batch: a close during a batch drops the tasks of the next one (close
+            // wakes every task, so each is polled again, and dropped then).
+            let closed = self.is_closed();
             // SAFETY: we took these tasks off the queue: we own their links until each is run.
-            let mut next = Some(unsafe { reverse(newest) });
-            while let Some(task) = next {
+            let mut task = unsafe { reverse(newest) };
+            loop {
                 if polled >= max_polls || (polled > 0 && should_yield()) {
                     // SAFETY: still ours; the chain from `task` ends in the batch's last task.
                     unsafe { self.queue.push_chain(task, chain_end(task)) };
@@ -284,73 +282,129 @@ impl Executor {
                         work_remains: true,
                     };
                 }
-                // SAFETY: we own the link until `run` clears QUEUED.
-                next = NonNull::new(unsafe { task.as_ref() }.run_next.load(Ordering::Relaxed));
-                // SAFETY: the task came off our queue, so it is QUEUED by us and not running.
-                unsafe { self.run(task) };
+                // SAFETY: we own the link until `run` gives the task up.
+                let next = unsafe { task.as_ref() }.run_next.load(Ordering::Relaxed);
+                // SAFETY: the task came off our queue, so we own it.
+                unsafe { self.run(task, closed) };
                 polled += 1;
+                match NonNull::new(next) {
+                    Some(next) => task = next,
+                    None => break,
+                }
             }
+            batch = self.queue.take_all();
+        }
+        PollReport {
+            polled,
+            work_remains: false,
         }
     }
 
-    /// Runs one dequeued task: polls it (or drops it if cancelled), then re-queues it if it was
-    /// woken meanwhile, or retires it if it finished.
+    /// Runs one dequeued task: polls it (or drops it if cancelled or `closed`), then puts it
+    /// back to idle, or re-queues it if it was woken meanwhile, or retires it if it finished.
     ///
     /// # Safety
     /// `task` was just taken off this executor's queue.
-    unsafe fn run(&self, task: NonNull<TaskHeader>) {
+    #[inline]
+    unsafe fn run(&self, task: NonNull<TaskHeader>, closed: bool) {
         // SAFETY: tasks in our queue live in 'static pools.
         let header = unsafe { task.as_ref() };
-        // QUEUED -> RUNNING: from here on, wakes only set QUEUED and leave the push to us. One
-        // add does it: QUEUED is set and RUNNING clear (the task came off our queue, and only
-        // its poller sets RUNNING), so adding `RUNNING - QUEUED` clears the one and sets the
-        // other, and commutes with what others may change meanwhile (a wake's QUEUED, which is
-        // already set, CANCELLED, HANDLE). A compare-exchange loop costs more instructions.
-        let state = header.state.fetch_add(RUNNING - QUEUED, Ordering::AcqRel);
+        // We own the task (its wake count is not zero and only we can bring it back to zero),
+        // so a plain load suffices: it acquires every wake counted so far.
+        let state = header.state.load(Ordering::Acquire);
         invariant!(
-            state & QUEUED != 0 && state & (RUNNING | DONE) == 0,
-            "a dequeued task must be queued and idle: queued twice?"
+            state >= WAKE && state & (SPAWNED | DONE) == SPAWNED,
+            "a dequeued task must be spawned, unfinished and owned: queued twice?"
         );
-        // SAFETY: RUNNING orders us after the spawn's write of the vtable.
+        if state & CANCELLED != 0 || closed {
+            // SAFETY: forwarded; we own the task.
+            unsafe { self.cancel(task) };
+            return;
+        }
+        // SAFETY: owning the task orders us after the spawn's write of the vtable.
         let vtable = unsafe { vtable_of(task) };
-        let finished = if state & CANCELLED != 0 || self.is_closed() {
-            // SAFETY: RUNNING gives us the future exclusively.
-            unsafe { (vtable.cancel)(task) };
-            true
+        // SAFETY: owning the task gives us the future exclusively.
+        if unsafe { (vtable.poll)(task) } {
+            // SAFETY: forwarded; we own the task and its future just finished.
+            unsafe { self.finish(task) };
+            return;
+        }
+        // Back to idle: the count to zero, unless it changed since we read it.
+        if header
+            .state
+            .compare_exchange(state, state & FLAGS, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            // SAFETY: forwarded; we still own the task.
+            unsafe { self.idle_or_requeue(task, state) };
+        }
+    }
+
+    /// The end of a `Pending` poll when the state word changed during the poll: re-queues the
+    /// task if it was woken meanwhile, else puts it back to idle.
+    ///
+    /// # Safety
+    /// We own `task` (popped it and polled it), and `seen` is the state we read before the poll.
+    #[cold]
+    #[inline(never)]
+    unsafe fn idle_or_requeue(&self, task: NonNull<TaskHeader>, seen: u64) {
+        // SAFETY: tasks in our queue live in 'static pools.
+        let header = unsafe { task.as_ref() };
+        let mut state = header.state.load(Ordering::Relaxed);
+        // Only wakes change the count while we own the task, and only upwards.
+        while state & !FLAGS == seen & !FLAGS {
+            // Only a flag changed (the handle was dropped, or `abort` set CANCELLED: its wake
+            // follows and will queue the task).
+            match header.state.compare_exchange_weak(
+                state,
+                state & FLAGS,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => state = actual,
+            }
+        }
+        // Woken during its poll: those wakers only counted and left the push to us.
+        // SAFETY: we own the task (its count is not zero), so the link is ours.
+        unsafe { self.queue.push_chain(task, task) };
+        // No pend needed: this poll loop takes it next, or reports work_remains.
+    }
+
+    /// Drops the future of a cancelled task (or of any task, once the executor is closed) and
+    /// retires the task.
+    ///
+    /// # Safety
+    /// We own `task` (popped it).
+    #[cold]
+    #[inline(never)]
+    unsafe fn cancel(&self, task: NonNull<TaskHeader>) {
+        // SAFETY: owning the task orders us after the spawn's write of the vtable, and gives us
+        // the future exclusively.
+        unsafe { (vtable_of(task).cancel)(task) };
+        // SAFETY: forwarded; the future is gone.
+        unsafe { self.finish(task) };
+    }
+
+    /// Retires a task whose future finished or was dropped: sets `DONE`, then wakes the handle
+    /// or, without one, frees the slot.
+    ///
+    /// # Safety
+    /// We own `task`, and its future is finished or dropped.
+    #[inline]
+    unsafe fn finish(&self, task: NonNull<TaskHeader>) {
+        // SAFETY: tasks in our queue live in 'static pools.
+        let header = unsafe { task.as_ref() };
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        // DONE is ours to set (we own the task), so an add sets it; the wake count stays above
+        // zero for good, so wakes from now on only count.
+        let state = header.state.fetch_add(DONE, Ordering::AcqRel);
+        invariant!(state & DONE == 0, "a task finished twice");
+        if state & HANDLE != 0 {
+            header.join_waker.wake();
         } else {
-            // SAFETY: as above.
-            unsafe { (vtable.poll)(task) }
-        };
-        if finished {
-            self.live.fetch_sub(1, Ordering::AcqRel);
-            let mut state = header.state.load(Ordering::Relaxed);
-            loop {
-                match header.state.compare_exchange_weak(
-                    state,
-                    (state | DONE) & !(RUNNING | QUEUED),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => break,
-                    Err(actual) => state = actual,
-                }
-            }
-            if state & HANDLE != 0 {
-                header.join_waker.wake();
-            } else {
-                // SAFETY: DONE is set by us and there is no handle: nobody else owns the slot.
-                unsafe { free_slot(task) };
-            }
-        } else {
-            // Clears RUNNING, which we set: a subtraction is one locked add, where fetch_and
-            // with its result used is a compare-exchange loop.
-            let state = header.state.fetch_sub(RUNNING, Ordering::AcqRel);
-            if state & QUEUED != 0 {
-                // Woken during its poll: that waker left the push to us.
-                // SAFETY: QUEUED was set while we were running, so the link is ours.
-                unsafe { self.queue.push_chain(task, task) };
-                // No pend needed: this poll loop takes it next, or reports work_remains.
-            }
+            // SAFETY: DONE is set by us and there is no handle: nobody else owns the slot.
+            unsafe { free_slot(task) };
         }
     }
 }

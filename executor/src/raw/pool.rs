@@ -16,7 +16,7 @@ use core::task::Poll;
 use super::executor::{Executor, poll_in_place};
 use super::join::JoinHandle;
 use super::sync::{Ordering, loom_const_fn};
-use super::task::{HANDLE, QUEUED, SPAWNED, TaskHeader, TaskVTable, task_waker};
+use super::task::{FLAGS, FREE, HANDLE, SPAWNED, TaskHeader, TaskVTable, task_waker};
 
 /// The alignment of every slot's storage; futures needing more cannot be spawned.
 pub const STORAGE_ALIGN: usize = 16;
@@ -109,7 +109,7 @@ where
     };
 
     unsafe fn poll(task: NonNull<TaskHeader>) -> bool {
-        // SAFETY: RUNNING (held by the caller) gives exclusive access to the stage, which holds
+        // SAFETY: owning the task (the caller) gives exclusive access to the stage, which holds
         // an `F` spawned in place and never moved.
         let stage = unsafe { &mut *stage_of::<F>(task) };
         let Stage::Running(future) = stage else {
@@ -210,6 +210,26 @@ pub(crate) fn for_each_task(mut f: impl FnMut(NonNull<TaskHeader>)) {
     }
 }
 
+/// Claims a free slot for a spawn: sets `SPAWNED` and `HANDLE`, keeping the wake count (one, plus
+/// any stray wakes through stale wakers), which makes the spawner the task's owner.
+#[inline]
+fn claim(header: &TaskHeader) -> bool {
+    let mut state = FREE;
+    loop {
+        match header.state.compare_exchange(
+            state,
+            state | SPAWNED | HANDLE,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return true,
+            // Free, but a stale waker counted a wake: claim it with that count.
+            Err(actual) if actual & FLAGS == 0 => state = actual,
+            Err(_) => return false,
+        }
+    }
+}
+
 /// `N` task slots of `SIZE` bytes each, for `static` storage.
 ///
 /// ```ignore
@@ -288,7 +308,7 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
     pub fn used(&self) -> usize {
         self.slots
             .iter()
-            .filter(|slot| slot.header.state.load(Ordering::Acquire) != 0)
+            .filter(|slot| slot.header.state.load(Ordering::Acquire) & SPAWNED != 0)
             .count()
     }
 
@@ -333,17 +353,7 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
         for _ in 0..N {
             let slot = &self.slots[index];
             let next = if index + 1 == N { 0 } else { index + 1 };
-            if slot
-                .header
-                .state
-                .compare_exchange(
-                    0,
-                    SPAWNED | QUEUED | HANDLE,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
+            if !claim(&slot.header) {
                 index = next;
                 continue;
             }
@@ -357,15 +367,15 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
             self.next_hint
                 .store(next, core::sync::atomic::Ordering::Relaxed);
             if !executor.try_add_live() {
-                slot.header.state.store(0, Ordering::Release);
+                slot.header.state.store(FREE, Ordering::Release);
                 return Err(SpawnError::Closed);
             }
-            // SAFETY: the claim (SPAWNED | QUEUED from 0) gives us the slot: wakers see QUEUED
-            // and stay away, nobody polls or frees it until we push it.
+            // SAFETY: the claim (SPAWNED, keeping the free slot's non-zero wake count) gives us
+            // the slot: wakes only count, nobody polls or frees it until we push it.
             unsafe {
                 slot.header
                     .vtable
-                    .with_mut(|vtable| *vtable = Some(&VTableFor::<F>::VTABLE));
+                    .with_mut(|vtable| *vtable = &VTableFor::<F>::VTABLE);
             }
             // SAFETY: as above; the slot's storage is ours and big enough (checked above).
             unsafe { stage_of::<F>(task).write(Stage::Running(future)) };
@@ -373,7 +383,7 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
                 core::ptr::from_ref(executor).cast_mut(),
                 core::sync::atomic::Ordering::Release,
             );
-            // SAFETY: we claimed the slot with QUEUED, so its link is ours.
+            // SAFETY: we claimed the slot with a non-zero wake count, so its link is ours.
             unsafe { executor.enqueue(task) };
             // SAFETY: the task lives in this 'static pool and its HANDLE bit is set for us.
             return Ok(unsafe { JoinHandle::new(task) });
