@@ -6,6 +6,11 @@
 //! a batch. Taking everything at once needs no per-node pop, so there is no ABA hazard. Several
 //! CPUs may poll one executor at once (a DPC re-queued while it runs does that): each takes its
 //! own batch, and the task state word keeps any task on one CPU at a time.
+//!
+//! The reversal is what keeps a budget-cut batch fair: its rest goes back on top of the stack,
+//! and the next reversal puts it before anything queued after that. Run newest first, tasks
+//! queued after the cut would run first, and under sustained load the rest could wait for ever.
+//! A batch of one task, the common case, is its own reverse and costs one test.
 
 use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
@@ -49,29 +54,55 @@ impl RunQueue {
     unsafe fn push_chain(&self, first: NonNull<TaskHeader>, last: NonNull<TaskHeader>) -> bool {
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
-            // SAFETY: the caller owns `last`'s link.
-            unsafe { last.as_ref() }
-                .run_next
-                .store(head, Ordering::Relaxed);
-            match self.head.compare_exchange_weak(
-                head,
-                first.as_ptr(),
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return head.is_null(),
+            // SAFETY: forwarded.
+            match unsafe { self.try_push_chain(first, last, head) } {
+                Ok(was_empty) => return was_empty,
                 Err(actual) => head = actual,
             }
         }
     }
 
+    /// One attempt at pushing the chain `first ..= last` on top of `head`: whether the queue was
+    /// empty, or the head found instead of `head`.
+    ///
+    /// # Safety
+    /// As for [`push_chain`](Self::push_chain).
+    #[inline]
+    unsafe fn try_push_chain(
+        &self,
+        first: NonNull<TaskHeader>,
+        last: NonNull<TaskHeader>,
+        head: *mut TaskHeader,
+    ) -> Result<bool, *mut TaskHeader> {
+        // SAFETY: the caller owns `last`'s link.
+        unsafe { last.as_ref() }
+            .run_next
+            .store(head, Ordering::Relaxed);
+        match self.head.compare_exchange_weak(
+            head,
+            first.as_ptr(),
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => Ok(head.is_null()),
+            Err(actual) => Err(actual),
+        }
+    }
+
     /// Takes every queued task, newest first.
+    #[inline]
     fn take_all(&self) -> *mut TaskHeader {
-        // Cheap check first: a swap on an empty queue still takes the cache line exclusively.
+        self.head.swap(ptr::null_mut(), Ordering::Acquire)
+    }
+
+    /// Takes every queued task, newest first, after a look whether there are any: a swap on an
+    /// empty queue still takes the cache line exclusively.
+    #[inline]
+    fn take_all_if_any(&self) -> *mut TaskHeader {
         if self.head.load(Ordering::Relaxed).is_null() {
             return ptr::null_mut();
         }
-        self.head.swap(ptr::null_mut(), Ordering::Acquire)
+        self.take_all()
     }
 
     fn is_empty(&self) -> bool {
@@ -169,7 +200,26 @@ impl Executor {
     /// # Safety
     /// The caller moved the task's wake count from zero (or claimed it at spawn) and so owns
     /// its link.
+    #[inline]
     pub(crate) unsafe fn enqueue(&self, task: NonNull<TaskHeader>) {
+        // One attempt inline, with no loop to enter; a contended push retries out of line.
+        let head = self.queue.head.load(Ordering::Relaxed);
+        // SAFETY: forwarded from the caller.
+        match unsafe { self.queue.try_push_chain(task, task, head) } {
+            Ok(true) => self.pend(),
+            Ok(false) => {}
+            // SAFETY: forwarded from the caller.
+            Err(_) => unsafe { self.enqueue_contended(task) },
+        }
+    }
+
+    /// [`enqueue`](Self::enqueue) after its first attempt lost a race.
+    ///
+    /// # Safety
+    /// As for `enqueue`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn enqueue_contended(&self, task: NonNull<TaskHeader>) {
         // SAFETY: forwarded from the caller.
         if unsafe { self.queue.push_chain(task, task) } {
             self.pend();
@@ -265,38 +315,55 @@ impl Executor {
     /// Whatever the tasks tolerate: `DISPATCH_LEVEL` in the DPC runner, `PASSIVE_LEVEL` in the
     /// passive runner.
     pub fn poll(&self, max_polls: usize, mut should_yield: impl FnMut() -> bool) -> PollReport {
-        let mut polled = 0;
+        let mut remaining = max_polls;
+        // Usually called because a wake pended: the queue is most likely not empty.
         let mut batch = self.queue.take_all();
         while let Some(newest) = NonNull::new(batch) {
             // Once per batch: a close during a batch drops the tasks of the next one (close
             // wakes every task, so each is polled again, and dropped then).
             let closed = self.is_closed();
-            // SAFETY: we took these tasks off the queue: we own their links until each is run.
+            // SAFETY: we took the batch off the queue: we own its links until each task is run.
             let mut task = unsafe { reverse(newest) };
             loop {
-                if polled >= max_polls || (polled > 0 && should_yield()) {
+                let Some(left) = remaining.checked_sub(1) else {
                     // SAFETY: still ours; the chain from `task` ends in the batch's last task.
-                    unsafe { self.queue.push_chain(task, chain_end(task)) };
-                    return PollReport {
-                        polled,
-                        work_remains: true,
-                    };
+                    return unsafe { self.requeue_rest(task, max_polls) };
+                };
+                if remaining != max_polls && should_yield() {
+                    // SAFETY: as above.
+                    return unsafe { self.requeue_rest(task, max_polls - remaining) };
                 }
+                remaining = left;
                 // SAFETY: we own the link until `run` gives the task up.
                 let next = unsafe { task.as_ref() }.run_next.load(Ordering::Relaxed);
                 // SAFETY: the task came off our queue, so we own it.
                 unsafe { self.run(task, closed) };
-                polled += 1;
                 match NonNull::new(next) {
                     Some(next) => task = next,
                     None => break,
                 }
             }
-            batch = self.queue.take_all();
+            batch = self.queue.take_all_if_any();
         }
         PollReport {
-            polled,
+            polled: max_polls - remaining,
             work_remains: false,
+        }
+    }
+
+    /// Puts the unpolled rest of a batch back on the queue when the budget ran out. It goes on
+    /// top, so the next batch starts with it.
+    ///
+    /// # Safety
+    /// We own the tasks of the chain that starts at `task` (the rest of a batch we took).
+    #[cold]
+    #[inline(never)]
+    unsafe fn requeue_rest(&self, task: NonNull<TaskHeader>, polled: usize) -> PollReport {
+        // SAFETY: the chain from `task` is ours and ends in null.
+        unsafe { self.queue.push_chain(task, chain_end(task)) };
+        PollReport {
+            polled,
+            work_remains: true,
         }
     }
 
@@ -413,6 +480,7 @@ impl Executor {
 ///
 /// # Safety
 /// The caller owns every link of the chain.
+#[inline]
 unsafe fn reverse(head: NonNull<TaskHeader>) -> NonNull<TaskHeader> {
     // SAFETY: the caller owns the link.
     if unsafe { head.as_ref() }
@@ -423,6 +491,16 @@ unsafe fn reverse(head: NonNull<TaskHeader>) -> NonNull<TaskHeader> {
         // A batch of one, the common case (one wake between polls), is its own reverse.
         return head;
     }
+    // SAFETY: forwarded.
+    unsafe { reverse_chain(head) }
+}
+
+/// [`reverse`] for a chain of two or more tasks.
+///
+/// # Safety
+/// As for `reverse`.
+#[inline(never)]
+unsafe fn reverse_chain(head: NonNull<TaskHeader>) -> NonNull<TaskHeader> {
     let mut previous: *mut TaskHeader = ptr::null_mut();
     let mut current = head.as_ptr();
     while let Some(task) = NonNull::new(current) {

@@ -16,7 +16,7 @@ use core::task::Poll;
 use super::executor::{Executor, poll_in_place};
 use super::join::JoinHandle;
 use super::sync::{Ordering, loom_const_fn};
-use super::task::{FLAGS, FREE, HANDLE, SPAWNED, TaskHeader, TaskVTable, task_waker};
+use super::task::{FLAGS, FREE, HANDLE, SPAWNED, TaskHeader, TaskVTable, invariant, task_waker};
 
 /// The alignment of every slot's storage; futures needing more cannot be spawned.
 pub const STORAGE_ALIGN: usize = 16;
@@ -113,7 +113,11 @@ where
         // an `F` spawned in place and never moved.
         let stage = unsafe { &mut *stage_of::<F>(task) };
         let Stage::Running(future) = stage else {
-            unreachable!("a finished task was polled");
+            invariant!(false, "a finished task was polled");
+            // SAFETY: the executor polls only tasks it owns, which are spawned and not DONE, and
+            // the stage leaves `Running` only when the task becomes DONE (it finished, or was
+            // cancelled, which happens instead of a poll).
+            unsafe { core::hint::unreachable_unchecked() }
         };
         // SAFETY: the future stays in its 'static slot until dropped in place.
         let future = unsafe { Pin::new_unchecked(future) };
