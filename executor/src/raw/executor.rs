@@ -17,8 +17,8 @@ use core::task::{Context, Poll};
 
 use super::sync::{AtomicPtr, AtomicUsize, Ordering, loom_const_fn};
 use super::task::{
-    CANCELLED, DONE, FLAGS, HANDLE, SPAWNED, TaskHeader, WAKE, free_slot, invariant, task_of_waker,
-    vtable_of,
+    CANCELLED, CLOSING, DONE, FLAGS, HANDLE, SPAWNED, TaskHeader, WAKE, free_slot, invariant,
+    task_of_waker, vtable_of,
 };
 
 /// How a wake becomes a run: called with the executor's context (see
@@ -289,9 +289,12 @@ impl Executor {
     /// <= `DISPATCH_LEVEL` (it wakes tasks, which calls the pender).
     pub fn close(&'static self) {
         self.live.fetch_or(CLOSED, Ordering::SeqCst);
-        // Wake every task of ours: a queued or running one is polled again anyway, an idle one
-        // (waiting on a never-completing future, say) is queued now. A task of another executor
-        // that a racy read confuses with ours only gets a spurious wake.
+        // Mark and wake every task of ours: a queued or running one is polled again anyway, an
+        // idle one (waiting on a never-completing future, say) is queued now, and its poller
+        // sees CLOSING and drops it. A spawn that raced with the close either failed or counted
+        // itself in `live` before our `fetch_or`, after it published its executor, so we find it
+        // here. A task of another executor that a racy read confuses with ours only gets a
+        // needless CLOSING (its poller finds its executor open) and a spurious wake.
         super::pool::for_each_task(|task| {
             // SAFETY: `for_each_task` yields headers in 'static pools.
             let header = unsafe { task.as_ref() };
@@ -299,6 +302,19 @@ impl Executor {
                 header.executor.load(core::sync::atomic::Ordering::Acquire),
                 self,
             ) {
+                let mut state = header.state.load(Ordering::Relaxed);
+                // Only on a live task: a free slot must stay flag-free to be claimed again.
+                while state & (SPAWNED | DONE | CLOSING) == SPAWNED {
+                    match header.state.compare_exchange_weak(
+                        state,
+                        state | CLOSING,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => break,
+                        Err(actual) => state = actual,
+                    }
+                }
                 // SAFETY: as above.
                 unsafe { super::task::wake_task(task) };
             }
@@ -319,9 +335,6 @@ impl Executor {
         // Usually called because a wake pended: the queue is most likely not empty.
         let mut batch = self.queue.take_all();
         while let Some(newest) = NonNull::new(batch) {
-            // Once per batch: a close during a batch drops the tasks of the next one (close
-            // wakes every task, so each is polled again, and dropped then).
-            let closed = self.is_closed();
             // SAFETY: we took the batch off the queue: we own its links until each task is run.
             let mut task = unsafe { reverse(newest) };
             loop {
@@ -337,7 +350,7 @@ impl Executor {
                 // SAFETY: we own the link until `run` gives the task up.
                 let next = unsafe { task.as_ref() }.run_next.load(Ordering::Relaxed);
                 // SAFETY: the task came off our queue, so we own it.
-                unsafe { self.run(task, closed) };
+                unsafe { self.run(task) };
                 match NonNull::new(next) {
                     Some(next) => task = next,
                     None => break,
@@ -367,13 +380,13 @@ impl Executor {
         }
     }
 
-    /// Runs one dequeued task: polls it (or drops it if cancelled or `closed`), then puts it
+    /// Runs one dequeued task: polls it (or drops it if cancelled or closed), then puts it
     /// back to idle, or re-queues it if it was woken meanwhile, or retires it if it finished.
     ///
     /// # Safety
     /// `task` was just taken off this executor's queue.
     #[inline]
-    unsafe fn run(&self, task: NonNull<TaskHeader>, closed: bool) {
+    unsafe fn run(&self, task: NonNull<TaskHeader>) {
         // SAFETY: tasks in our queue live in 'static pools.
         let header = unsafe { task.as_ref() };
         // We own the task (its wake count is not zero and only we can bring it back to zero),
@@ -383,7 +396,7 @@ impl Executor {
             state >= WAKE && state & (SPAWNED | DONE) == SPAWNED,
             "a dequeued task must be spawned, unfinished and owned: queued twice?"
         );
-        if state & CANCELLED != 0 || closed {
+        if state & (CANCELLED | CLOSING) != 0 && self.must_drop(state) {
             // SAFETY: forwarded; we own the task.
             unsafe { self.cancel(task) };
             return;
@@ -436,6 +449,13 @@ impl Executor {
         // SAFETY: we own the task (its count is not zero), so the link is ours.
         unsafe { self.queue.push_chain(task, task) };
         // No pend needed: this poll loop takes it next, or reports work_remains.
+    }
+
+    /// Whether a task whose state is `state` (with CANCELLED or CLOSING) is to be dropped.
+    #[cold]
+    #[inline(never)]
+    fn must_drop(&self, state: u64) -> bool {
+        state & CANCELLED != 0 || self.is_closed()
     }
 
     /// Drops the future of a cancelled task (or of any task, once the executor is closed) and

@@ -370,6 +370,12 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
             };
             self.next_hint
                 .store(next, core::sync::atomic::Ordering::Relaxed);
+            // Published before the task counts in `live`: a `close` whose CLOSED lands after our
+            // count finds the task by it (see `Executor::close`).
+            slot.header.executor.store(
+                core::ptr::from_ref(executor).cast_mut(),
+                core::sync::atomic::Ordering::Release,
+            );
             if !executor.try_add_live() {
                 slot.header.state.store(FREE, Ordering::Release);
                 return Err(SpawnError::Closed);
@@ -383,10 +389,6 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
             }
             // SAFETY: as above; the slot's storage is ours and big enough (checked above).
             unsafe { stage_of::<F>(task).write(Stage::Running(future)) };
-            slot.header.executor.store(
-                core::ptr::from_ref(executor).cast_mut(),
-                core::sync::atomic::Ordering::Release,
-            );
             // SAFETY: we claimed the slot with a non-zero wake count, so its link is ours.
             unsafe { executor.enqueue(task) };
             // SAFETY: the task lives in this 'static pool and its HANDLE bit is set for us.

@@ -10,6 +10,7 @@
 //! | `DONE` | the future finished or was dropped: never polled again |
 //! | `CANCELLED` | `abort()` or shutdown asked for the future to be dropped |
 //! | `HANDLE` | a `JoinHandle` exists |
+//! | `CLOSING` | `close` found the task: its poller checks whether its executor is closed |
 //! | 8..64: wake count | zero: the task is idle. Otherwise it is *owned*: queued, or being polled |
 //!
 //! Rules:
@@ -45,6 +46,12 @@ pub(crate) const DONE: u64 = 1 << 3;
 pub(crate) const CANCELLED: u64 = 1 << 4;
 /// A `JoinHandle` refers to the task.
 pub(crate) const HANDLE: u64 = 1 << 5;
+/// Set by [`Executor::close`] on the tasks it finds: the poller then checks whether the task's
+/// executor is closed before it polls, and drops the future if so. `close` finds tasks by a racy
+/// read of their executor, so a recycled slot of another executor may get it too; there the
+/// check finds that executor open and the task is polled as usual (the bit stays, the check
+/// repeats). Keeping the check behind a flag spares the poll loop a read of the executor's state.
+pub(crate) const CLOSING: u64 = 1 << 6;
 /// The flag bits; the rest of the word is the wake count.
 pub(crate) const FLAGS: u64 = 0xff;
 /// One wake in the wake count.

@@ -2,6 +2,7 @@
 //! budget, abort, full pools, close, and many tasks ping-ponging wakes across threads with
 //! several threads polling one executor at once.
 
+use std::boxed::Box;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -511,6 +512,43 @@ impl PingPong {
             }
         }
         taken
+    }
+}
+
+/// `close` racing spawns and polls on other threads, many times over: every spawn either fails
+/// or its task is dropped by the close (none escapes to be polled for ever), and the executor
+/// drains.
+#[test]
+fn raw_close_racing_spawns_and_polls_drains() {
+    unsafe fn pend_nothing(_: *const ()) {}
+    static POOL: TaskPool<256, 8> = TaskPool::new();
+    for _ in 0..300 {
+        let executor: &'static Executor = Box::leak(Box::new(Executor::new(pend_nothing)));
+        let idle = POOL.spawn(executor, std::future::pending::<()>()).unwrap();
+        executor.poll(usize::MAX, || false);
+        thread::scope(|scope| {
+            scope.spawn(|| executor.close());
+            scope.spawn(|| {
+                for _ in 0..4 {
+                    // Detached; a spawn after the close fails.
+                    drop(POOL.spawn(executor, std::future::pending::<()>()));
+                }
+            });
+            scope.spawn(|| {
+                for _ in 0..20 {
+                    executor.poll(usize::MAX, || false);
+                }
+            });
+        });
+        for _ in 0..4 {
+            if executor.is_drained() {
+                break;
+            }
+            executor.poll(usize::MAX, || false);
+        }
+        assert!(executor.is_drained(), "a task escaped the close");
+        assert_eq!(block_on_std(idle), Err(JoinError::Cancelled));
+        assert_eq!(POOL.used(), 0);
     }
 }
 
