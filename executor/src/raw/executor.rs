@@ -349,8 +349,9 @@ impl Executor {
                 remaining = left;
                 // SAFETY: we own the link until `run` gives the task up.
                 let next = unsafe { task.as_ref() }.run_next.load(Ordering::Relaxed);
-                // SAFETY: the task came off our queue, so we own it.
-                unsafe { self.run(task) };
+                // SAFETY: the task came off our queue, so we own it, which orders us after the
+                // spawn's write of its vtable.
+                unsafe { (vtable_of(task).run)(task) };
                 match NonNull::new(next) {
                     Some(next) => task = next,
                     None => break,
@@ -379,120 +380,145 @@ impl Executor {
             work_remains: true,
         }
     }
+}
 
-    /// Runs one dequeued task: polls it (or drops it if cancelled or closed), then puts it
-    /// back to idle, or re-queues it if it was woken meanwhile, or retires it if it finished.
-    ///
-    /// # Safety
-    /// `task` was just taken off this executor's queue.
-    #[inline]
-    unsafe fn run(&self, task: NonNull<TaskHeader>) {
-        // SAFETY: tasks in our queue live in 'static pools.
-        let header = unsafe { task.as_ref() };
-        // We own the task (its wake count is not zero and only we can bring it back to zero),
-        // so a plain load suffices: it acquires every wake counted so far.
-        let state = header.state.load(Ordering::Acquire);
-        invariant!(
-            state >= WAKE && state & (SPAWNED | DONE) == SPAWNED,
-            "a dequeued task must be spawned, unfinished and owned: queued twice?"
-        );
-        if state & (CANCELLED | CLOSING) != 0 && self.must_drop(state) {
-            // SAFETY: forwarded; we own the task.
-            unsafe { self.cancel(task) };
-            return;
-        }
-        // SAFETY: owning the task orders us after the spawn's write of the vtable.
-        let vtable = unsafe { vtable_of(task) };
-        // SAFETY: owning the task gives us the future exclusively.
-        if unsafe { (vtable.poll)(task) } {
-            // SAFETY: forwarded; we own the task and its future just finished.
-            unsafe { self.finish(task) };
-            return;
-        }
-        // Back to idle: the count to zero, unless it changed since we read it.
-        if header
-            .state
-            .compare_exchange(state, state & FLAGS, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            // SAFETY: forwarded; we still own the task.
-            unsafe { self.idle_or_requeue(task, state) };
+/// The executor a task was spawned on.
+///
+/// # Safety
+/// The caller owns the task (or otherwise knows it spawned and the spawn's write ordered before
+/// it).
+unsafe fn executor_of(task: NonNull<TaskHeader>) -> &'static Executor {
+    // SAFETY: tasks live in 'static pools.
+    let executor = unsafe { task.as_ref() }
+        .executor
+        .load(core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: written at spawn (ordered before us, as the caller guarantees) from a 'static
+    // executor.
+    unsafe { &*executor }
+}
+
+/// Runs one dequeued task: polls it with `poll` (or drops it if cancelled or closed), then puts
+/// it back to idle, or re-queues it if it was woken meanwhile, or retires it if it finished.
+///
+/// It is inlined into each future type's [`TaskVTable::run`](super::task::TaskVTable), so the
+/// poll loop makes one indirect call per task and the future's poll is inlined here.
+///
+/// # Safety
+/// `task` was just taken off its executor's queue, and `poll` polls its future (true when it
+/// finished and its output is stored).
+#[inline(always)]
+pub(crate) unsafe fn run_task(task: NonNull<TaskHeader>, poll: impl FnOnce() -> bool) {
+    // SAFETY: tasks in a queue live in 'static pools.
+    let header = unsafe { task.as_ref() };
+    // We own the task (its wake count is not zero and only we can bring it back to zero), so a
+    // plain load suffices: it acquires every wake counted so far.
+    let state = header.state.load(Ordering::Acquire);
+    invariant!(
+        state >= WAKE && state & (SPAWNED | DONE) == SPAWNED,
+        "a dequeued task must be spawned, unfinished and owned: queued twice?"
+    );
+    // SAFETY: we own the task.
+    if state & (CANCELLED | CLOSING) != 0 && unsafe { must_drop(task, state) } {
+        // SAFETY: forwarded; we own the task.
+        unsafe { cancel(task) };
+        return;
+    }
+    if poll() {
+        // SAFETY: forwarded; we own the task and its future just finished.
+        unsafe { finish(task) };
+        return;
+    }
+    // Back to idle: the count to zero, unless it changed since we read it.
+    if header
+        .state
+        .compare_exchange(state, state & FLAGS, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        // SAFETY: forwarded; we still own the task.
+        unsafe { idle_or_requeue(task, state) };
+    }
+}
+
+/// The end of a `Pending` poll when the state word changed during the poll: re-queues the task
+/// if it was woken meanwhile, else puts it back to idle.
+///
+/// # Safety
+/// We own `task` (popped it and polled it), and `seen` is the state we read before the poll.
+#[cold]
+#[inline(never)]
+unsafe fn idle_or_requeue(task: NonNull<TaskHeader>, seen: u64) {
+    // SAFETY: tasks in a queue live in 'static pools.
+    let header = unsafe { task.as_ref() };
+    let mut state = header.state.load(Ordering::Relaxed);
+    // Only wakes change the count while we own the task, and only upwards.
+    while state & !FLAGS == seen & !FLAGS {
+        // Only a flag changed (the handle was dropped, or `abort` set CANCELLED, or `close`
+        // CLOSING: their wakes follow and will queue the task).
+        match header.state.compare_exchange_weak(
+            state,
+            state & FLAGS,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return,
+            Err(actual) => state = actual,
         }
     }
+    // Woken during its poll: those wakers only counted and left the push to us.
+    // SAFETY: we own the task (its count is not zero), so the link is ours, and the spawn's
+    // write of its executor is ordered before us.
+    unsafe { executor_of(task).queue.push_chain(task, task) };
+    // No pend needed: the poll loop that ran it takes it next, or reports work_remains.
+}
 
-    /// The end of a `Pending` poll when the state word changed during the poll: re-queues the
-    /// task if it was woken meanwhile, else puts it back to idle.
-    ///
-    /// # Safety
-    /// We own `task` (popped it and polled it), and `seen` is the state we read before the poll.
-    #[cold]
-    #[inline(never)]
-    unsafe fn idle_or_requeue(&self, task: NonNull<TaskHeader>, seen: u64) {
-        // SAFETY: tasks in our queue live in 'static pools.
-        let header = unsafe { task.as_ref() };
-        let mut state = header.state.load(Ordering::Relaxed);
-        // Only wakes change the count while we own the task, and only upwards.
-        while state & !FLAGS == seen & !FLAGS {
-            // Only a flag changed (the handle was dropped, or `abort` set CANCELLED: its wake
-            // follows and will queue the task).
-            match header.state.compare_exchange_weak(
-                state,
-                state & FLAGS,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(actual) => state = actual,
-            }
-        }
-        // Woken during its poll: those wakers only counted and left the push to us.
-        // SAFETY: we own the task (its count is not zero), so the link is ours.
-        unsafe { self.queue.push_chain(task, task) };
-        // No pend needed: this poll loop takes it next, or reports work_remains.
-    }
+/// Whether a task whose state is `state` (with CANCELLED or CLOSING) is to be dropped.
+///
+/// # Safety
+/// We own `task`.
+#[cold]
+#[inline(never)]
+unsafe fn must_drop(task: NonNull<TaskHeader>, state: u64) -> bool {
+    // SAFETY: forwarded.
+    state & CANCELLED != 0 || unsafe { executor_of(task) }.is_closed()
+}
 
-    /// Whether a task whose state is `state` (with CANCELLED or CLOSING) is to be dropped.
-    #[cold]
-    #[inline(never)]
-    fn must_drop(&self, state: u64) -> bool {
-        state & CANCELLED != 0 || self.is_closed()
-    }
+/// Drops the future of a cancelled task (or of any task, once the executor is closed) and
+/// retires the task.
+///
+/// # Safety
+/// We own `task` (popped it).
+#[cold]
+#[inline(never)]
+unsafe fn cancel(task: NonNull<TaskHeader>) {
+    // SAFETY: owning the task orders us after the spawn's write of the vtable, and gives us the
+    // future exclusively.
+    unsafe { (vtable_of(task).cancel)(task) };
+    // SAFETY: forwarded; the future is gone.
+    unsafe { finish(task) };
+}
 
-    /// Drops the future of a cancelled task (or of any task, once the executor is closed) and
-    /// retires the task.
-    ///
-    /// # Safety
-    /// We own `task` (popped it).
-    #[cold]
-    #[inline(never)]
-    unsafe fn cancel(&self, task: NonNull<TaskHeader>) {
-        // SAFETY: owning the task orders us after the spawn's write of the vtable, and gives us
-        // the future exclusively.
-        unsafe { (vtable_of(task).cancel)(task) };
-        // SAFETY: forwarded; the future is gone.
-        unsafe { self.finish(task) };
-    }
-
-    /// Retires a task whose future finished or was dropped: sets `DONE`, then wakes the handle
-    /// or, without one, frees the slot.
-    ///
-    /// # Safety
-    /// We own `task`, and its future is finished or dropped.
-    #[inline]
-    unsafe fn finish(&self, task: NonNull<TaskHeader>) {
-        // SAFETY: tasks in our queue live in 'static pools.
-        let header = unsafe { task.as_ref() };
-        self.live.fetch_sub(1, Ordering::AcqRel);
-        // DONE is ours to set (we own the task), so an add sets it; the wake count stays above
-        // zero for good, so wakes from now on only count.
-        let state = header.state.fetch_add(DONE, Ordering::AcqRel);
-        invariant!(state & DONE == 0, "a task finished twice");
-        if state & HANDLE != 0 {
-            header.join_waker.wake();
-        } else {
-            // SAFETY: DONE is set by us and there is no handle: nobody else owns the slot.
-            unsafe { free_slot(task) };
-        }
+/// Retires a task whose future finished or was dropped: sets `DONE`, then wakes the handle or,
+/// without one, frees the slot.
+///
+/// # Safety
+/// We own `task`, and its future is finished or dropped.
+#[inline]
+unsafe fn finish(task: NonNull<TaskHeader>) {
+    // SAFETY: tasks in a queue live in 'static pools.
+    let header = unsafe { task.as_ref() };
+    // SAFETY: we own the task.
+    unsafe { executor_of(task) }
+        .live
+        .fetch_sub(1, Ordering::AcqRel);
+    // DONE is ours to set (we own the task), so an add sets it; the wake count stays above zero
+    // for good, so wakes from now on only count.
+    let state = header.state.fetch_add(DONE, Ordering::AcqRel);
+    invariant!(state & DONE == 0, "a task finished twice");
+    if state & HANDLE != 0 {
+        header.join_waker.wake();
+    } else {
+        // SAFETY: DONE is set by us and there is no handle: nobody else owns the slot.
+        unsafe { free_slot(task) };
     }
 }
 

@@ -5,8 +5,8 @@
 //!
 //! What each model checks:
 //! - no lost wake: a task woken after its last poll is queued, and the pender was called;
-//! - no double enqueue: `run` asserts every dequeued task is QUEUED and idle, and a task queued
-//!   twice would be dequeued twice;
+//! - no double enqueue: `run_task` asserts every dequeued task is spawned, unfinished and owned
+//!   (a non-zero wake count), and a task queued twice would be dequeued twice;
 //! - no concurrent poll: the futures touch a loom `UnsafeCell` in every poll, and loom reports
 //!   two polls not ordered by happens-before as a data race.
 

@@ -13,7 +13,7 @@ use core::pin::Pin;
 use core::ptr::NonNull;
 use core::task::Poll;
 
-use super::executor::{Executor, poll_in_place};
+use super::executor::{Executor, poll_in_place, run_task};
 use super::join::JoinHandle;
 use super::sync::{Ordering, loom_const_fn};
 use super::task::{FLAGS, FREE, HANDLE, SPAWNED, TaskHeader, TaskVTable, invariant, task_waker};
@@ -102,12 +102,22 @@ where
     F::Output: Send,
 {
     const VTABLE: TaskVTable = TaskVTable {
-        poll: Self::poll,
+        run: Self::run,
         cancel: Self::cancel,
         take_output: Self::take_output,
         drop_stage: Self::drop_stage,
     };
 
+    unsafe fn run(task: NonNull<TaskHeader>) {
+        // SAFETY: the caller (the poll loop) took the task off its queue; `poll` polls its `F`.
+        unsafe { run_task(task, || Self::poll(task)) }
+    }
+
+    /// Polls the future; true when it finished (its output is stored in place of it).
+    ///
+    /// # Safety
+    /// The caller owns the task (it runs it).
+    #[inline(always)]
     unsafe fn poll(task: NonNull<TaskHeader>) -> bool {
         // SAFETY: owning the task (the caller) gives exclusive access to the stage, which holds
         // an `F` spawned in place and never moved.

@@ -61,8 +61,8 @@ pub(crate) const FREE: u64 = WAKE;
 
 /// What the header needs to know about the future type stored after it.
 pub(crate) struct TaskVTable {
-    /// Polls the future; true when it finished (its output is stored in place of it).
-    pub(crate) poll: unsafe fn(NonNull<TaskHeader>) -> bool,
+    /// Runs the dequeued task: [`run_task`](super::executor::run_task) with the future's poll.
+    pub(crate) run: unsafe fn(NonNull<TaskHeader>),
     /// Drops the future in place (cancellation).
     pub(crate) cancel: unsafe fn(NonNull<TaskHeader>),
     /// Moves the output, if still there, into `*out` (an `Option<F::Output>`).
@@ -109,7 +109,7 @@ impl TaskHeader {
 /// The vtable of a slot that never held a task: nothing reads it (every read is ordered after a
 /// spawn's write), so its functions only report the bug.
 static NO_TASK: TaskVTable = TaskVTable {
-    poll: no_task_poll,
+    run: no_task,
     cancel: no_task,
     take_output: no_task_take_output,
     drop_stage: no_task,
@@ -118,12 +118,6 @@ static NO_TASK: TaskVTable = TaskVTable {
 #[cold]
 fn no_task(_: NonNull<TaskHeader>) {
     unreachable!("task vtable read before spawn wrote it");
-}
-
-#[cold]
-fn no_task_poll(task: NonNull<TaskHeader>) -> bool {
-    no_task(task);
-    false
 }
 
 #[cold]
