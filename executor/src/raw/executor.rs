@@ -17,7 +17,7 @@ use core::task::{Context, Poll};
 
 use super::sync::{AtomicPtr, AtomicUsize, Ordering, loom_const_fn};
 use super::task::{
-    CANCELLED, CLOSING, DONE, FLAGS, HANDLE, SPAWNED, TaskHeader, WAKE, free_slot, invariant,
+    CANCELLED, CLOSING, DONE, FLAGS, HANDLE, SPAWNED, TaskHeader, WAKE, free_slot_with, invariant,
     task_of_waker, vtable_of,
 };
 
@@ -227,7 +227,25 @@ impl Executor {
     }
 
     /// Counts a new task in; fails once the executor is closed.
+    #[inline]
     pub(crate) fn try_add_live(&self) -> bool {
+        // One attempt inline; a lost race retries out of line.
+        let live = self.live.load(Ordering::Relaxed);
+        if live & CLOSED == 0
+            && self
+                .live
+                .compare_exchange_weak(live, live + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            return true;
+        }
+        self.try_add_live_contended()
+    }
+
+    /// [`try_add_live`](Self::try_add_live) after its first attempt failed.
+    #[cold]
+    #[inline(never)]
+    fn try_add_live_contended(&self) -> bool {
         let mut live = self.live.load(Ordering::Relaxed);
         loop {
             if live & CLOSED != 0 {
@@ -404,10 +422,14 @@ unsafe fn executor_of(task: NonNull<TaskHeader>) -> &'static Executor {
 /// poll loop makes one indirect call per task and the future's poll is inlined here.
 ///
 /// # Safety
-/// `task` was just taken off its executor's queue, and `poll` polls its future (true when it
-/// finished and its output is stored).
+/// `task` was just taken off its executor's queue, `poll` polls its future (true when it
+/// finished and its output is stored), and `drop_stage` is its vtable's `drop_stage`.
 #[inline(always)]
-pub(crate) unsafe fn run_task(task: NonNull<TaskHeader>, poll: impl FnOnce() -> bool) {
+pub(crate) unsafe fn run_task(
+    task: NonNull<TaskHeader>,
+    poll: impl FnOnce() -> bool,
+    drop_stage: impl FnOnce(),
+) {
     // SAFETY: tasks in a queue live in 'static pools.
     let header = unsafe { task.as_ref() };
     // We own the task (its wake count is not zero and only we can bring it back to zero), so a
@@ -425,7 +447,7 @@ pub(crate) unsafe fn run_task(task: NonNull<TaskHeader>, poll: impl FnOnce() -> 
     }
     if poll() {
         // SAFETY: forwarded; we own the task and its future just finished.
-        unsafe { finish(task) };
+        unsafe { finish(task, drop_stage) };
         return;
     }
     // Back to idle: the count to zero, unless it changed since we read it.
@@ -492,18 +514,20 @@ unsafe fn must_drop(task: NonNull<TaskHeader>, state: u64) -> bool {
 unsafe fn cancel(task: NonNull<TaskHeader>) {
     // SAFETY: owning the task orders us after the spawn's write of the vtable, and gives us the
     // future exclusively.
-    unsafe { (vtable_of(task).cancel)(task) };
-    // SAFETY: forwarded; the future is gone.
-    unsafe { finish(task) };
+    let vtable = unsafe { vtable_of(task) };
+    // SAFETY: as above.
+    unsafe { (vtable.cancel)(task) };
+    // SAFETY: forwarded; the future is gone; `drop_stage` is the task's own.
+    unsafe { finish(task, || (vtable.drop_stage)(task)) };
 }
 
 /// Retires a task whose future finished or was dropped: sets `DONE`, then wakes the handle or,
 /// without one, frees the slot.
 ///
 /// # Safety
-/// We own `task`, and its future is finished or dropped.
+/// We own `task`, its future is finished or dropped, and `drop_stage` drops its stage.
 #[inline]
-unsafe fn finish(task: NonNull<TaskHeader>) {
+unsafe fn finish(task: NonNull<TaskHeader>, drop_stage: impl FnOnce()) {
     // SAFETY: tasks in a queue live in 'static pools.
     let header = unsafe { task.as_ref() };
     // SAFETY: we own the task.
@@ -517,8 +541,9 @@ unsafe fn finish(task: NonNull<TaskHeader>) {
     if state & HANDLE != 0 {
         header.join_waker.wake();
     } else {
-        // SAFETY: DONE is set by us and there is no handle: nobody else owns the slot.
-        unsafe { free_slot(task) };
+        // SAFETY: DONE is set by us and there is no handle: nobody else owns the slot;
+        // `drop_stage` is the task's own.
+        unsafe { free_slot_with(task, drop_stage) };
     }
 }
 

@@ -109,8 +109,11 @@ where
     };
 
     unsafe fn run(task: NonNull<TaskHeader>) {
-        // SAFETY: the caller (the poll loop) took the task off its queue; `poll` polls its `F`.
-        unsafe { run_task(task, || Self::poll(task)) }
+        // SAFETY: the caller (the poll loop) took the task off its queue; `poll` polls its `F`,
+        // `drop_stage` drops its stage.
+        unsafe {
+            run_task(task, || Self::poll(task), || Self::drop_stage(task));
+        }
     }
 
     /// Polls the future; true when it finished (its output is stored in place of it).
@@ -244,6 +247,14 @@ fn claim(header: &TaskHeader) -> bool {
     }
 }
 
+/// Gives a claimed slot back after a failed spawn; the error to report.
+#[cold]
+#[inline(never)]
+fn release_claim(header: &TaskHeader) -> SpawnError {
+    header.state.store(FREE, Ordering::Release);
+    SpawnError::Closed
+}
+
 /// `N` task slots of `SIZE` bytes each, for `static` storage.
 ///
 /// ```ignore
@@ -358,52 +369,77 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
                 "the future needs a larger alignment"
             );
         };
-        let pool = NonNull::from(self);
-        register(&self.desc, pool.cast())?;
+        register(&self.desc, NonNull::from(self).cast())?;
+        let slot = self.claim_slot().ok_or(SpawnError::PoolFull)?;
+        // From the reference to the whole slot, so that it may reach the slot's storage.
+        let task = NonNull::from(slot).cast::<TaskHeader>();
+        // Published before the task counts in `live`: a `close` whose CLOSED lands after our
+        // count finds the task by it (see `Executor::close`).
+        slot.header.executor.store(
+            core::ptr::from_ref(executor).cast_mut(),
+            core::sync::atomic::Ordering::Release,
+        );
+        if !executor.try_add_live() {
+            return Err(release_claim(&slot.header));
+        }
+        // SAFETY: the claim (SPAWNED, keeping the free slot's non-zero wake count) gives us the
+        // slot: wakes only count, nobody polls or frees it until we push it.
+        unsafe {
+            slot.header
+                .vtable
+                .with_mut(|vtable| *vtable = &VTableFor::<F>::VTABLE);
+        }
+        // SAFETY: as above; the slot's storage is ours and big enough (checked above).
+        unsafe { stage_of::<F>(task).write(Stage::Running(future)) };
+        // SAFETY: we claimed the slot with a non-zero wake count, so its link is ours.
+        unsafe { executor.enqueue(task) };
+        // SAFETY: the task lives in this 'static pool and its HANDLE bit is set for us.
+        Ok(unsafe { JoinHandle::new(task) })
+    }
+
+    /// Claims a free slot: the one at the hint if it is free (the common case, tried inline),
+    /// else the first free one after it.
+    #[inline]
+    fn claim_slot(&self) -> Option<&TaskSlot<SIZE>> {
         let start = self.next_hint.load(core::sync::atomic::Ordering::Relaxed);
-        // Every slot once, from the hint on (a plain wrapping index: a chained range iterator
-        // costs a dozen instructions per spawn).
-        let mut index = if start < N { start } else { 0 };
+        let index = if start < N { start } else { 0 };
+        let next = if index + 1 == N { 0 } else { index + 1 };
+        let slot = &self.slots[index];
+        if slot
+            .header
+            .state
+            .compare_exchange(
+                FREE,
+                FREE | SPAWNED | HANDLE,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            self.next_hint
+                .store(next, core::sync::atomic::Ordering::Relaxed);
+            return Some(slot);
+        }
+        self.claim_slot_scan(index)
+    }
+
+    /// [`claim_slot`](Self::claim_slot) when the slot at the hint was not simply free: every
+    /// slot once, from that one on (it may be free with stray wakes counted).
+    #[cold]
+    #[inline(never)]
+    fn claim_slot_scan(&self, start: usize) -> Option<&TaskSlot<SIZE>> {
+        // A plain wrapping index: a chained range iterator costs a dozen instructions.
+        let mut index = start;
         for _ in 0..N {
             let slot = &self.slots[index];
             let next = if index + 1 == N { 0 } else { index + 1 };
-            if !claim(&slot.header) {
-                index = next;
-                continue;
+            if claim(&slot.header) {
+                self.next_hint
+                    .store(next, core::sync::atomic::Ordering::Relaxed);
+                return Some(slot);
             }
-            // Derive the header pointer from the pool's so it may reach the slot's storage.
-            // SAFETY: `slots` is inside the pool and `index < N`.
-            let task = unsafe {
-                pool.cast::<u8>()
-                    .add(offset_of!(Self, slots) + index * size_of::<TaskSlot<SIZE>>())
-                    .cast::<TaskHeader>()
-            };
-            self.next_hint
-                .store(next, core::sync::atomic::Ordering::Relaxed);
-            // Published before the task counts in `live`: a `close` whose CLOSED lands after our
-            // count finds the task by it (see `Executor::close`).
-            slot.header.executor.store(
-                core::ptr::from_ref(executor).cast_mut(),
-                core::sync::atomic::Ordering::Release,
-            );
-            if !executor.try_add_live() {
-                slot.header.state.store(FREE, Ordering::Release);
-                return Err(SpawnError::Closed);
-            }
-            // SAFETY: the claim (SPAWNED, keeping the free slot's non-zero wake count) gives us
-            // the slot: wakes only count, nobody polls or frees it until we push it.
-            unsafe {
-                slot.header
-                    .vtable
-                    .with_mut(|vtable| *vtable = &VTableFor::<F>::VTABLE);
-            }
-            // SAFETY: as above; the slot's storage is ours and big enough (checked above).
-            unsafe { stage_of::<F>(task).write(Stage::Running(future)) };
-            // SAFETY: we claimed the slot with a non-zero wake count, so its link is ours.
-            unsafe { executor.enqueue(task) };
-            // SAFETY: the task lives in this 'static pool and its HANDLE bit is set for us.
-            return Ok(unsafe { JoinHandle::new(task) });
+            index = next;
         }
-        Err(SpawnError::PoolFull)
+        None
     }
 }

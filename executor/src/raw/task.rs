@@ -143,12 +143,21 @@ pub(crate) unsafe fn vtable_of(task: NonNull<TaskHeader>) -> &'static TaskVTable
 /// # Safety
 /// The caller cleared the last of `HANDLE` / set the last of `DONE`: nobody else touches the slot.
 pub(crate) unsafe fn free_slot(task: NonNull<TaskHeader>) {
-    // SAFETY: the caller owns the finished slot.
-    let header = unsafe { task.as_ref() };
     // SAFETY: DONE was observed, so the spawn's vtable write is visible and final.
     let vtable = unsafe { vtable_of(task) };
-    // SAFETY: exclusive owner of a finished task.
-    unsafe { (vtable.drop_stage)(task) };
+    // SAFETY: forwarded; `drop_stage` is the task's own.
+    unsafe { free_slot_with(task, || (vtable.drop_stage)(task)) };
+}
+
+/// [`free_slot`] with the task's `drop_stage` known statically (no vtable call).
+///
+/// # Safety
+/// As for `free_slot`, and `drop_stage` drops the task's stage in place.
+#[inline]
+pub(crate) unsafe fn free_slot_with(task: NonNull<TaskHeader>, drop_stage: impl FnOnce()) {
+    // SAFETY: the caller owns the finished slot.
+    let header = unsafe { task.as_ref() };
+    drop_stage();
     // The join waker is empty here: only the handle registers one, and its drop takes it out
     // before clearing HANDLE; a wake of it after the task finished takes it too. (A late wake
     // racing with the next task's handle is the AtomicWaker's business: at worst a spurious
