@@ -183,11 +183,19 @@ static POOLS: [core::sync::atomic::AtomicPtr<PoolDesc>; MAX_POOLS] =
 
 /// Records `desc` in [`POOLS`]: one compare-exchange publishes it, so a pool is either found by
 /// every later scan or not yet used. A race may record it twice; scans tolerate that.
+#[inline]
 fn register(desc: &'static PoolDesc, pool: NonNull<PoolDesc>) -> Result<(), SpawnError> {
-    use core::sync::atomic::Ordering as O;
-    if cfg!(loom) || desc.registered.load(O::Acquire) {
+    if cfg!(loom) || desc.registered.load(core::sync::atomic::Ordering::Acquire) {
         return Ok(());
     }
+    register_first(desc, pool)
+}
+
+/// [`register`] on the pool's first spawn (or until one records it).
+#[cold]
+#[inline(never)]
+fn register_first(desc: &'static PoolDesc, pool: NonNull<PoolDesc>) -> Result<(), SpawnError> {
+    use core::sync::atomic::Ordering as O;
     for entry in &POOLS {
         let current = entry.load(O::Acquire);
         if current == pool.as_ptr() {
@@ -370,40 +378,35 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
             );
         };
         register(&self.desc, NonNull::from(self).cast())?;
-        let slot = self.claim_slot().ok_or(SpawnError::PoolFull)?;
-        // From the reference to the whole slot, so that it may reach the slot's storage.
-        let task = NonNull::from(slot).cast::<TaskHeader>();
-        // Published before the task counts in `live`: a `close` whose CLOSED lands after our
-        // count finds the task by it (see `Executor::close`).
-        slot.header.executor.store(
-            core::ptr::from_ref(executor).cast_mut(),
-            core::sync::atomic::Ordering::Release,
-        );
-        if !executor.try_add_live() {
-            return Err(release_claim(&slot.header));
+        match self.claim_at_hint() {
+            // SAFETY: we claimed the slot.
+            Some(slot) => unsafe { spawn_into(slot, executor, future) },
+            None => self.spawn_scanning(executor, future),
         }
-        // SAFETY: the claim (SPAWNED, keeping the free slot's non-zero wake count) gives us the
-        // slot: wakes only count, nobody polls or frees it until we push it.
-        unsafe {
-            slot.header
-                .vtable
-                .with_mut(|vtable| *vtable = &VTableFor::<F>::VTABLE);
-        }
-        // SAFETY: as above; the slot's storage is ours and big enough (checked above).
-        unsafe { stage_of::<F>(task).write(Stage::Running(future)) };
-        // SAFETY: we claimed the slot with a non-zero wake count, so its link is ours.
-        unsafe { executor.enqueue(task) };
-        // SAFETY: the task lives in this 'static pool and its HANDLE bit is set for us.
-        Ok(unsafe { JoinHandle::new(task) })
     }
 
-    /// Claims a free slot: the one at the hint if it is free (the common case, tried inline),
-    /// else the first free one after it.
+    /// [`spawn`](Self::spawn) when the slot at the hint was taken: scans for a free slot.
+    #[cold]
+    #[inline(never)]
+    fn spawn_scanning<F>(
+        &'static self,
+        executor: &'static Executor,
+        future: F,
+    ) -> Result<JoinHandle<F::Output>, SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let slot = self.claim_slot_scan().ok_or(SpawnError::PoolFull)?;
+        // SAFETY: we claimed the slot.
+        unsafe { spawn_into(slot, executor, future) }
+    }
+
+    /// Claims the slot at the hint if it is simply free (the common case).
     #[inline]
-    fn claim_slot(&self) -> Option<&TaskSlot<SIZE>> {
+    fn claim_at_hint(&self) -> Option<&TaskSlot<SIZE>> {
         let start = self.next_hint.load(core::sync::atomic::Ordering::Relaxed);
         let index = if start < N { start } else { 0 };
-        let next = if index + 1 == N { 0 } else { index + 1 };
         let slot = &self.slots[index];
         if slot
             .header
@@ -416,20 +419,19 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
             )
             .is_ok()
         {
+            let next = if index + 1 == N { 0 } else { index + 1 };
             self.next_hint
                 .store(next, core::sync::atomic::Ordering::Relaxed);
             return Some(slot);
         }
-        self.claim_slot_scan(index)
+        None
     }
 
-    /// [`claim_slot`](Self::claim_slot) when the slot at the hint was not simply free: every
-    /// slot once, from that one on (it may be free with stray wakes counted).
-    #[cold]
-    #[inline(never)]
-    fn claim_slot_scan(&self, start: usize) -> Option<&TaskSlot<SIZE>> {
+    /// Claims the first free slot from the hint on (it may be free with stray wakes counted).
+    fn claim_slot_scan(&self) -> Option<&TaskSlot<SIZE>> {
+        let start = self.next_hint.load(core::sync::atomic::Ordering::Relaxed);
         // A plain wrapping index: a chained range iterator costs a dozen instructions.
-        let mut index = start;
+        let mut index = if start < N { start } else { 0 };
         for _ in 0..N {
             let slot = &self.slots[index];
             let next = if index + 1 == N { 0 } else { index + 1 };
@@ -443,3 +445,46 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
         None
     }
 }
+
+/// The rest of a spawn once a slot is claimed: count the task in, write it, queue it.
+///
+/// # Safety
+/// We claimed `slot` (SPAWNED | HANDLE set by us on a free slot).
+#[inline(always)]
+unsafe fn spawn_into<const SIZE: usize, F>(
+    slot: &'static TaskSlot<SIZE>,
+    executor: &'static Executor,
+    future: F,
+) -> Result<JoinHandle<F::Output>, SpawnError>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    // From the reference to the whole slot, so that it may reach the slot's storage.
+    let task = NonNull::from(slot).cast::<TaskHeader>();
+    // Published before the task counts in `live`: a `close` whose CLOSED lands after our count
+    // finds the task by it (see `Executor::close`).
+    slot.header.executor.store(
+        core::ptr::from_ref(executor).cast_mut(),
+        core::sync::atomic::Ordering::Release,
+    );
+    if !executor.try_add_live() {
+        return Err(release_claim(&slot.header));
+    }
+    // SAFETY: the claim (SPAWNED, keeping the free slot's non-zero wake count) gives us the
+    // slot: wakes only count, nobody polls or frees it until we push it.
+    unsafe {
+        slot.header
+            .vtable
+            .with_mut(|vtable| *vtable = &VTableFor::<F>::VTABLE);
+    }
+    // SAFETY: as above; the slot's storage is ours and big enough (checked by `spawn`).
+    unsafe { stage_of::<F>(task).write(Stage::Running(future)) };
+    // SAFETY: the task lives in a 'static pool and its HANDLE bit is set for us.
+    let handle = unsafe { JoinHandle::new(task) };
+    // SAFETY: we claimed the slot with a non-zero wake count, so its link is ours.
+    unsafe { executor.enqueue(task) };
+    Ok(handle)
+}
+
+impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {}
