@@ -424,7 +424,7 @@ unsafe fn executor_of(task: NonNull<TaskHeader>) -> &'static Executor {
 /// # Safety
 /// `task` was just taken off its executor's queue, `poll` polls its future (true when it
 /// finished and its output is stored), and `drop_stage` is its vtable's `drop_stage`.
-#[inline(always)]
+#[inline]
 pub(crate) unsafe fn run_task(
     task: NonNull<TaskHeader>,
     poll: impl FnOnce() -> bool,

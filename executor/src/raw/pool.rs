@@ -120,7 +120,7 @@ where
     ///
     /// # Safety
     /// The caller owns the task (it runs it).
-    #[inline(always)]
+    #[inline]
     unsafe fn poll(task: NonNull<TaskHeader>) -> bool {
         // SAFETY: owning the task (the caller) gives exclusive access to the stage, which holds
         // an `F` spawned in place and never moved.
@@ -450,6 +450,10 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
 ///
 /// # Safety
 /// We claimed `slot` (SPAWNED | HANDLE set by us on a free slot).
+#[expect(
+    clippy::inline_always,
+    reason = "inlined into spawn and its cold scan path alike: two instructions per spawn"
+)]
 #[inline(always)]
 unsafe fn spawn_into<const SIZE: usize, F>(
     slot: &'static TaskSlot<SIZE>,
