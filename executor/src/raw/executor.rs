@@ -226,26 +226,19 @@ impl Executor {
         }
     }
 
-    /// Counts a new task in; fails once the executor is closed.
+    /// One attempt at [`try_add_live`](Self::try_add_live): false also when it lost a race.
     #[inline]
-    pub(crate) fn try_add_live(&self) -> bool {
-        // One attempt inline; a lost race retries out of line.
+    pub(crate) fn try_add_live_once(&self) -> bool {
         let live = self.live.load(Ordering::Relaxed);
-        if live & CLOSED == 0
+        live & CLOSED == 0
             && self
                 .live
                 .compare_exchange_weak(live, live + 1, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
-        {
-            return true;
-        }
-        self.try_add_live_contended()
     }
 
-    /// [`try_add_live`](Self::try_add_live) after its first attempt failed.
-    #[cold]
-    #[inline(never)]
-    fn try_add_live_contended(&self) -> bool {
+    /// Counts a new task in; fails once the executor is closed.
+    pub(crate) fn try_add_live(&self) -> bool {
         let mut live = self.live.load(Ordering::Relaxed);
         loop {
             if live & CLOSED != 0 {

@@ -183,18 +183,8 @@ static POOLS: [core::sync::atomic::AtomicPtr<PoolDesc>; MAX_POOLS] =
 
 /// Records `desc` in [`POOLS`]: one compare-exchange publishes it, so a pool is either found by
 /// every later scan or not yet used. A race may record it twice; scans tolerate that.
-#[inline]
+/// Called on a spawn until the pool is registered (`desc.registered`).
 fn register(desc: &'static PoolDesc, pool: NonNull<PoolDesc>) -> Result<(), SpawnError> {
-    if cfg!(loom) || desc.registered.load(core::sync::atomic::Ordering::Acquire) {
-        return Ok(());
-    }
-    register_first(desc, pool)
-}
-
-/// [`register`] on the pool's first spawn (or until one records it).
-#[cold]
-#[inline(never)]
-fn register_first(desc: &'static PoolDesc, pool: NonNull<PoolDesc>) -> Result<(), SpawnError> {
     use core::sync::atomic::Ordering as O;
     for entry in &POOLS {
         let current = entry.load(O::Acquire);
@@ -377,12 +367,35 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
                 "the future needs a larger alignment"
             );
         };
-        register(&self.desc, NonNull::from(self).cast())?;
+        if !(cfg!(loom)
+            || self
+                .desc
+                .registered
+                .load(core::sync::atomic::Ordering::Acquire))
+        {
+            return self.spawn_registering(executor, future);
+        }
         match self.claim_at_hint() {
             // SAFETY: we claimed the slot.
             Some(slot) => unsafe { spawn_into(slot, executor, future) },
             None => self.spawn_scanning(executor, future),
         }
+    }
+
+    /// [`spawn`](Self::spawn) on the pool's first spawn: registers the pool, then spawns.
+    #[cold]
+    #[inline(never)]
+    fn spawn_registering<F>(
+        &'static self,
+        executor: &'static Executor,
+        future: F,
+    ) -> Result<JoinHandle<F::Output>, SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        register(&self.desc, NonNull::from(self).cast())?;
+        self.spawn(executor, future)
     }
 
     /// [`spawn`](Self::spawn) when the slot at the hint was taken: scans for a free slot.
@@ -402,11 +415,28 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
         unsafe { spawn_into(slot, executor, future) }
     }
 
+    /// `index` wrapped into `0..N`: `index` itself when below `N`, else 0 (a hint is always
+    /// below `N`; this keeps the slot access free of a bounds check). A mask when `N` is a
+    /// power of two.
+    #[inline]
+    const fn slot_index(index: usize) -> usize {
+        if N.is_power_of_two() {
+            index & (N - 1)
+        } else if index < N {
+            index
+        } else {
+            0
+        }
+    }
+
     /// Claims the slot at the hint if it is simply free (the common case).
     #[inline]
     fn claim_at_hint(&self) -> Option<&TaskSlot<SIZE>> {
         let start = self.next_hint.load(core::sync::atomic::Ordering::Relaxed);
-        let index = if start < N { start } else { 0 };
+        if N == 0 {
+            return None;
+        }
+        let index = Self::slot_index(start);
         let slot = &self.slots[index];
         if slot
             .header
@@ -419,7 +449,7 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
             )
             .is_ok()
         {
-            let next = if index + 1 == N { 0 } else { index + 1 };
+            let next = Self::slot_index(index + 1);
             self.next_hint
                 .store(next, core::sync::atomic::Ordering::Relaxed);
             return Some(slot);
@@ -431,10 +461,10 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
     fn claim_slot_scan(&self) -> Option<&TaskSlot<SIZE>> {
         let start = self.next_hint.load(core::sync::atomic::Ordering::Relaxed);
         // A plain wrapping index: a chained range iterator costs a dozen instructions.
-        let mut index = if start < N { start } else { 0 };
+        let mut index = Self::slot_index(start);
         for _ in 0..N {
             let slot = &self.slots[index];
-            let next = if index + 1 == N { 0 } else { index + 1 };
+            let next = Self::slot_index(index + 1);
             if claim(&slot.header) {
                 self.next_hint
                     .store(next, core::sync::atomic::Ordering::Relaxed);
@@ -464,17 +494,64 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    // From the reference to the whole slot, so that it may reach the slot's storage.
-    let task = NonNull::from(slot).cast::<TaskHeader>();
     // Published before the task counts in `live`: a `close` whose CLOSED lands after our count
     // finds the task by it (see `Executor::close`).
     slot.header.executor.store(
         core::ptr::from_ref(executor).cast_mut(),
         core::sync::atomic::Ordering::Release,
     );
+    if !executor.try_add_live_once() {
+        // SAFETY: forwarded.
+        return unsafe { spawn_into_contended(slot, executor, future) };
+    }
+    // SAFETY: forwarded; the task counts in `live`.
+    Ok(unsafe { spawn_counted(slot, executor, future) })
+}
+
+/// [`spawn_into`] when the one attempt at counting the task in `live` failed: the executor is
+/// closed, or the attempt lost a race.
+///
+/// # Safety
+/// As for `spawn_into`.
+#[cold]
+#[inline(never)]
+unsafe fn spawn_into_contended<const SIZE: usize, F>(
+    slot: &'static TaskSlot<SIZE>,
+    executor: &'static Executor,
+    future: F,
+) -> Result<JoinHandle<F::Output>, SpawnError>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
     if !executor.try_add_live() {
         return Err(release_claim(&slot.header));
     }
+    // SAFETY: forwarded; the task counts in `live`.
+    Ok(unsafe { spawn_counted(slot, executor, future) })
+}
+
+/// The end of a spawn: write the task into its claimed slot and queue it.
+///
+/// # Safety
+/// We claimed `slot`, published its executor and counted the task in `live`.
+#[expect(
+    clippy::inline_always,
+    reason = "inlined into every spawn path alike: a spawn's hot path has no call to save \
+              registers for"
+)]
+#[inline(always)]
+unsafe fn spawn_counted<const SIZE: usize, F>(
+    slot: &'static TaskSlot<SIZE>,
+    executor: &'static Executor,
+    future: F,
+) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    // From the reference to the whole slot, so that it may reach the slot's storage.
+    let task = NonNull::from(slot).cast::<TaskHeader>();
     // SAFETY: the claim (SPAWNED, keeping the free slot's non-zero wake count) gives us the
     // slot: wakes only count, nobody polls or frees it until we push it.
     unsafe {
@@ -488,7 +565,7 @@ where
     let handle = unsafe { JoinHandle::new(task) };
     // SAFETY: we claimed the slot with a non-zero wake count, so its link is ours.
     unsafe { executor.enqueue(task) };
-    Ok(handle)
+    handle
 }
 
 impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {}

@@ -387,9 +387,15 @@ fn raw_full_pool_errors_and_slots_are_reused() {
     static SIGNAL: Signal = Signal::new();
     static EXECUTOR: Executor = Executor::new(pend_signal);
     static POOL: TaskPool<256, 2> = TaskPool::new();
+    static NO_SLOTS: TaskPool<256, 0> = TaskPool::new();
     static GATE: Gate = Gate::new();
     static OUTPUT_DROPS: AtomicUsize = AtomicUsize::new(0);
     start(&EXECUTOR, &SIGNAL);
+
+    assert_eq!(
+        NO_SLOTS.spawn(&EXECUTOR, async {}).unwrap_err(),
+        SpawnError::PoolFull
+    );
 
     let first = POOL.spawn(&EXECUTOR, GATE.wait()).unwrap();
     let second = POOL
