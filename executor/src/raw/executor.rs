@@ -6,14 +6,19 @@
 //! a batch. Taking everything at once needs no per-node pop, so there is no ABA hazard. Several
 //! CPUs may poll one executor at once (a DPC re-queued while it runs does that): each takes its
 //! own batch, and the task state word keeps any task on one CPU at a time.
+//!
+//! The reversal is what keeps a budget-cut batch fair: its rest goes back on top of the stack,
+//! and the next reversal puts it before anything queued after that. Run newest first, tasks
+//! queued after the cut would run first, and under sustained load the rest could wait for ever.
+//! A batch of one task, the common case, is its own reverse and costs one test.
 
 use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
 
 use super::sync::{AtomicPtr, AtomicUsize, Ordering, loom_const_fn};
 use super::task::{
-    CANCELLED, DONE, HANDLE, QUEUED, RUNNING, TaskHeader, free_slot, invariant, task_of_waker,
-    vtable_of,
+    CANCELLED, CLOSING, DONE, FLAGS, HANDLE, SPAWNED, TaskHeader, WAKE, free_slot_with, invariant,
+    task_of_waker, vtable_of,
 };
 
 /// How a wake becomes a run: called with the executor's context (see
@@ -45,33 +50,59 @@ impl RunQueue {
     /// Pushes the chain `first ..= last` (linked through `run_next`); true if the queue was empty.
     ///
     /// # Safety
-    /// The caller owns the links of every task in the chain (each is QUEUED by it).
+    /// The caller owns every task in the chain, and so their links.
     unsafe fn push_chain(&self, first: NonNull<TaskHeader>, last: NonNull<TaskHeader>) -> bool {
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
-            // SAFETY: the caller owns `last`'s link.
-            unsafe { last.as_ref() }
-                .run_next
-                .store(head, Ordering::Relaxed);
-            match self.head.compare_exchange_weak(
-                head,
-                first.as_ptr(),
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return head.is_null(),
+            // SAFETY: forwarded.
+            match unsafe { self.try_push_chain(first, last, head) } {
+                Ok(was_empty) => return was_empty,
                 Err(actual) => head = actual,
             }
         }
     }
 
+    /// One attempt at pushing the chain `first ..= last` on top of `head`: whether the queue was
+    /// empty, or the head found instead of `head`.
+    ///
+    /// # Safety
+    /// As for [`push_chain`](Self::push_chain).
+    #[inline]
+    unsafe fn try_push_chain(
+        &self,
+        first: NonNull<TaskHeader>,
+        last: NonNull<TaskHeader>,
+        head: *mut TaskHeader,
+    ) -> Result<bool, *mut TaskHeader> {
+        // SAFETY: the caller owns `last`'s link.
+        unsafe { last.as_ref() }
+            .run_next
+            .store(head, Ordering::Relaxed);
+        match self.head.compare_exchange_weak(
+            head,
+            first.as_ptr(),
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => Ok(head.is_null()),
+            Err(actual) => Err(actual),
+        }
+    }
+
     /// Takes every queued task, newest first.
+    #[inline]
     fn take_all(&self) -> *mut TaskHeader {
-        // Cheap check first: a swap on an empty queue still takes the cache line exclusively.
+        self.head.swap(ptr::null_mut(), Ordering::Acquire)
+    }
+
+    /// Takes every queued task, newest first, after a look whether there are any: a swap on an
+    /// empty queue still takes the cache line exclusively.
+    #[inline]
+    fn take_all_if_any(&self) -> *mut TaskHeader {
         if self.head.load(Ordering::Relaxed).is_null() {
             return ptr::null_mut();
         }
-        self.head.swap(ptr::null_mut(), Ordering::Acquire)
+        self.take_all()
     }
 
     fn is_empty(&self) -> bool {
@@ -167,12 +198,43 @@ impl Executor {
     /// Pushes a task whose link the caller owns and pends if the queue was empty.
     ///
     /// # Safety
-    /// The caller set `QUEUED` on the task (or claimed it at spawn) and so owns its link.
+    /// The caller moved the task's wake count from zero (or claimed it at spawn) and so owns
+    /// its link.
+    #[inline]
     pub(crate) unsafe fn enqueue(&self, task: NonNull<TaskHeader>) {
+        // One attempt inline, with no loop to enter; a contended push retries out of line.
+        let head = self.queue.head.load(Ordering::Relaxed);
+        // SAFETY: forwarded from the caller.
+        match unsafe { self.queue.try_push_chain(task, task, head) } {
+            Ok(true) => self.pend(),
+            Ok(false) => {}
+            // SAFETY: forwarded from the caller.
+            Err(_) => unsafe { self.enqueue_contended(task) },
+        }
+    }
+
+    /// [`enqueue`](Self::enqueue) after its first attempt lost a race.
+    ///
+    /// # Safety
+    /// As for `enqueue`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn enqueue_contended(&self, task: NonNull<TaskHeader>) {
         // SAFETY: forwarded from the caller.
         if unsafe { self.queue.push_chain(task, task) } {
             self.pend();
         }
+    }
+
+    /// One attempt at [`try_add_live`](Self::try_add_live): false also when it lost a race.
+    #[inline]
+    pub(crate) fn try_add_live_once(&self) -> bool {
+        let live = self.live.load(Ordering::Relaxed);
+        live & CLOSED == 0
+            && self
+                .live
+                .compare_exchange_weak(live, live + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Counts a new task in; fails once the executor is closed.
@@ -238,9 +300,12 @@ impl Executor {
     /// <= `DISPATCH_LEVEL` (it wakes tasks, which calls the pender).
     pub fn close(&'static self) {
         self.live.fetch_or(CLOSED, Ordering::SeqCst);
-        // Wake every task of ours: a queued or running one is polled again anyway, an idle one
-        // (waiting on a never-completing future, say) is queued now. A task of another executor
-        // that a racy read confuses with ours only gets a spurious wake.
+        // Mark and wake every task of ours: a queued or running one is polled again anyway, an
+        // idle one (waiting on a never-completing future, say) is queued now, and its poller
+        // sees CLOSING and drops it. A spawn that raced with the close either failed or counted
+        // itself in `live` before our `fetch_or`, after it published its executor, so we find it
+        // here. A task of another executor that a racy read confuses with ours only gets a
+        // needless CLOSING (its poller finds its executor open) and a spurious wake.
         super::pool::for_each_task(|task| {
             // SAFETY: `for_each_task` yields headers in 'static pools.
             let header = unsafe { task.as_ref() };
@@ -248,6 +313,19 @@ impl Executor {
                 header.executor.load(core::sync::atomic::Ordering::Acquire),
                 self,
             ) {
+                let mut state = header.state.load(Ordering::Relaxed);
+                // Only on a live task: a free slot must stay flag-free to be claimed again.
+                while state & (SPAWNED | DONE | CLOSING) == SPAWNED {
+                    match header.state.compare_exchange_weak(
+                        state,
+                        state | CLOSING,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => break,
+                        Err(actual) => state = actual,
+                    }
+                }
                 // SAFETY: as above.
                 unsafe { super::task::wake_task(task) };
             }
@@ -264,94 +342,201 @@ impl Executor {
     /// Whatever the tasks tolerate: `DISPATCH_LEVEL` in the DPC runner, `PASSIVE_LEVEL` in the
     /// passive runner.
     pub fn poll(&self, max_polls: usize, mut should_yield: impl FnMut() -> bool) -> PollReport {
-        let mut polled = 0;
-        loop {
-            let newest = self.queue.take_all();
-            let Some(newest) = NonNull::new(newest) else {
-                return PollReport {
-                    polled,
-                    work_remains: false,
-                };
-            };
-            // SAFETY: we took these tasks off the queue: we own their links until each is run.
-            let mut next = Some(unsafe { reverse(newest) });
-            while let Some(task) = next {
-                if polled >= max_polls || (polled > 0 && should_yield()) {
+        let mut remaining = max_polls;
+        // Usually called because a wake pended: the queue is most likely not empty.
+        let mut batch = self.queue.take_all();
+        while let Some(newest) = NonNull::new(batch) {
+            // SAFETY: we took the batch off the queue: we own its links until each task is run.
+            let mut task = unsafe { reverse(newest) };
+            loop {
+                let Some(left) = remaining.checked_sub(1) else {
                     // SAFETY: still ours; the chain from `task` ends in the batch's last task.
-                    unsafe { self.queue.push_chain(task, chain_end(task)) };
-                    return PollReport {
-                        polled,
-                        work_remains: true,
-                    };
+                    return unsafe { self.requeue_rest(task, max_polls) };
+                };
+                if remaining != max_polls && should_yield() {
+                    // SAFETY: as above.
+                    return unsafe { self.requeue_rest(task, max_polls - remaining) };
                 }
-                // SAFETY: we own the link until `run` clears QUEUED.
-                next = NonNull::new(unsafe { task.as_ref() }.run_next.load(Ordering::Relaxed));
-                // SAFETY: the task came off our queue, so it is QUEUED by us and not running.
-                unsafe { self.run(task) };
-                polled += 1;
+                remaining = left;
+                // SAFETY: we own the link until `run` gives the task up.
+                let next = unsafe { task.as_ref() }.run_next.load(Ordering::Relaxed);
+                // SAFETY: the task came off our queue, so we own it, which orders us after the
+                // spawn's write of its vtable.
+                unsafe { (vtable_of(task).run)(task) };
+                match NonNull::new(next) {
+                    Some(next) => task = next,
+                    None => break,
+                }
             }
+            batch = self.queue.take_all_if_any();
+        }
+        PollReport {
+            polled: max_polls - remaining,
+            work_remains: false,
         }
     }
 
-    /// Runs one dequeued task: polls it (or drops it if cancelled), then re-queues it if it was
-    /// woken meanwhile, or retires it if it finished.
+    /// Puts the unpolled rest of a batch back on the queue when the budget ran out. It goes on
+    /// top, so the next batch starts with it.
     ///
     /// # Safety
-    /// `task` was just taken off this executor's queue.
-    unsafe fn run(&self, task: NonNull<TaskHeader>) {
-        // SAFETY: tasks in our queue live in 'static pools.
-        let header = unsafe { task.as_ref() };
-        // QUEUED -> RUNNING: from here on, wakes only set QUEUED and leave the push to us. One
-        // add does it: QUEUED is set and RUNNING clear (the task came off our queue, and only
-        // its poller sets RUNNING), so adding `RUNNING - QUEUED` clears the one and sets the
-        // other, and commutes with what others may change meanwhile (a wake's QUEUED, which is
-        // already set, CANCELLED, HANDLE). A compare-exchange loop costs more instructions.
-        let state = header.state.fetch_add(RUNNING - QUEUED, Ordering::AcqRel);
-        invariant!(
-            state & QUEUED != 0 && state & (RUNNING | DONE) == 0,
-            "a dequeued task must be queued and idle: queued twice?"
-        );
-        // SAFETY: RUNNING orders us after the spawn's write of the vtable.
-        let vtable = unsafe { vtable_of(task) };
-        let finished = if state & CANCELLED != 0 || self.is_closed() {
-            // SAFETY: RUNNING gives us the future exclusively.
-            unsafe { (vtable.cancel)(task) };
-            true
-        } else {
-            // SAFETY: as above.
-            unsafe { (vtable.poll)(task) }
-        };
-        if finished {
-            self.live.fetch_sub(1, Ordering::AcqRel);
-            let mut state = header.state.load(Ordering::Relaxed);
-            loop {
-                match header.state.compare_exchange_weak(
-                    state,
-                    (state | DONE) & !(RUNNING | QUEUED),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => break,
-                    Err(actual) => state = actual,
-                }
-            }
-            if state & HANDLE != 0 {
-                header.join_waker.wake();
-            } else {
-                // SAFETY: DONE is set by us and there is no handle: nobody else owns the slot.
-                unsafe { free_slot(task) };
-            }
-        } else {
-            // Clears RUNNING, which we set: a subtraction is one locked add, where fetch_and
-            // with its result used is a compare-exchange loop.
-            let state = header.state.fetch_sub(RUNNING, Ordering::AcqRel);
-            if state & QUEUED != 0 {
-                // Woken during its poll: that waker left the push to us.
-                // SAFETY: QUEUED was set while we were running, so the link is ours.
-                unsafe { self.queue.push_chain(task, task) };
-                // No pend needed: this poll loop takes it next, or reports work_remains.
-            }
+    /// We own the tasks of the chain that starts at `task` (the rest of a batch we took).
+    #[cold]
+    #[inline(never)]
+    unsafe fn requeue_rest(&self, task: NonNull<TaskHeader>, polled: usize) -> PollReport {
+        // SAFETY: the chain from `task` is ours and ends in null.
+        unsafe { self.queue.push_chain(task, chain_end(task)) };
+        PollReport {
+            polled,
+            work_remains: true,
         }
+    }
+}
+
+/// The executor a task was spawned on.
+///
+/// # Safety
+/// The caller owns the task (or otherwise knows it spawned and the spawn's write ordered before
+/// it).
+unsafe fn executor_of(task: NonNull<TaskHeader>) -> &'static Executor {
+    // SAFETY: tasks live in 'static pools.
+    let executor = unsafe { task.as_ref() }
+        .executor
+        .load(core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: written at spawn (ordered before us, as the caller guarantees) from a 'static
+    // executor.
+    unsafe { &*executor }
+}
+
+/// Runs one dequeued task: polls it with `poll` (or drops it if cancelled or closed), then puts
+/// it back to idle, or re-queues it if it was woken meanwhile, or retires it if it finished.
+///
+/// It is inlined into each future type's [`TaskVTable::run`](super::task::TaskVTable), so the
+/// poll loop makes one indirect call per task and the future's poll is inlined here.
+///
+/// # Safety
+/// `task` was just taken off its executor's queue, `poll` polls its future (true when it
+/// finished and its output is stored), and `drop_stage` is its vtable's `drop_stage`.
+#[inline]
+pub(crate) unsafe fn run_task(
+    task: NonNull<TaskHeader>,
+    poll: impl FnOnce() -> bool,
+    drop_stage: impl FnOnce(),
+) {
+    // SAFETY: tasks in a queue live in 'static pools.
+    let header = unsafe { task.as_ref() };
+    // We own the task (its wake count is not zero and only we can bring it back to zero), so a
+    // plain load suffices: it acquires every wake counted so far.
+    let state = header.state.load(Ordering::Acquire);
+    invariant!(
+        state >= WAKE && state & (SPAWNED | DONE) == SPAWNED,
+        "a dequeued task must be spawned, unfinished and owned: queued twice?"
+    );
+    // SAFETY: we own the task.
+    if state & (CANCELLED | CLOSING) != 0 && unsafe { must_drop(task, state) } {
+        // SAFETY: forwarded; we own the task.
+        unsafe { cancel(task) };
+        return;
+    }
+    if poll() {
+        // SAFETY: forwarded; we own the task and its future just finished.
+        unsafe { finish(task, drop_stage) };
+        return;
+    }
+    // Back to idle: the count to zero, unless it changed since we read it.
+    if header
+        .state
+        .compare_exchange(state, state & FLAGS, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        // SAFETY: forwarded; we still own the task.
+        unsafe { idle_or_requeue(task, state) };
+    }
+}
+
+/// The end of a `Pending` poll when the state word changed during the poll: re-queues the task
+/// if it was woken meanwhile, else puts it back to idle.
+///
+/// # Safety
+/// We own `task` (popped it and polled it), and `seen` is the state we read before the poll.
+#[cold]
+#[inline(never)]
+unsafe fn idle_or_requeue(task: NonNull<TaskHeader>, seen: u64) {
+    // SAFETY: tasks in a queue live in 'static pools.
+    let header = unsafe { task.as_ref() };
+    let mut state = header.state.load(Ordering::Relaxed);
+    // Only wakes change the count while we own the task, and only upwards.
+    while state & !FLAGS == seen & !FLAGS {
+        // Only a flag changed (the handle was dropped, or `abort` set CANCELLED, or `close`
+        // CLOSING: their wakes follow and will queue the task).
+        match header.state.compare_exchange_weak(
+            state,
+            state & FLAGS,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return,
+            Err(actual) => state = actual,
+        }
+    }
+    // Woken during its poll: those wakers only counted and left the push to us.
+    // SAFETY: we own the task (its count is not zero), so the link is ours, and the spawn's
+    // write of its executor is ordered before us.
+    unsafe { executor_of(task).queue.push_chain(task, task) };
+    // No pend needed: the poll loop that ran it takes it next, or reports work_remains.
+}
+
+/// Whether a task whose state is `state` (with CANCELLED or CLOSING) is to be dropped.
+///
+/// # Safety
+/// We own `task`.
+#[cold]
+#[inline(never)]
+unsafe fn must_drop(task: NonNull<TaskHeader>, state: u64) -> bool {
+    // SAFETY: forwarded.
+    state & CANCELLED != 0 || unsafe { executor_of(task) }.is_closed()
+}
+
+/// Drops the future of a cancelled task (or of any task, once the executor is closed) and
+/// retires the task.
+///
+/// # Safety
+/// We own `task` (popped it).
+#[cold]
+#[inline(never)]
+unsafe fn cancel(task: NonNull<TaskHeader>) {
+    // SAFETY: owning the task orders us after the spawn's write of the vtable, and gives us the
+    // future exclusively.
+    let vtable = unsafe { vtable_of(task) };
+    // SAFETY: as above.
+    unsafe { (vtable.cancel)(task) };
+    // SAFETY: forwarded; the future is gone; `drop_stage` is the task's own.
+    unsafe { finish(task, || (vtable.drop_stage)(task)) };
+}
+
+/// Retires a task whose future finished or was dropped: sets `DONE`, then wakes the handle or,
+/// without one, frees the slot.
+///
+/// # Safety
+/// We own `task`, its future is finished or dropped, and `drop_stage` drops its stage.
+#[inline]
+unsafe fn finish(task: NonNull<TaskHeader>, drop_stage: impl FnOnce()) {
+    // SAFETY: tasks in a queue live in 'static pools.
+    let header = unsafe { task.as_ref() };
+    // SAFETY: we own the task.
+    unsafe { executor_of(task) }
+        .live
+        .fetch_sub(1, Ordering::AcqRel);
+    // DONE is ours to set (we own the task), so an add sets it; the wake count stays above zero
+    // for good, so wakes from now on only count.
+    let state = header.state.fetch_add(DONE, Ordering::AcqRel);
+    invariant!(state & DONE == 0, "a task finished twice");
+    if state & HANDLE != 0 {
+        header.join_waker.wake();
+    } else {
+        // SAFETY: DONE is set by us and there is no handle: nobody else owns the slot;
+        // `drop_stage` is the task's own.
+        unsafe { free_slot_with(task, drop_stage) };
     }
 }
 
@@ -359,6 +544,7 @@ impl Executor {
 ///
 /// # Safety
 /// The caller owns every link of the chain.
+#[inline]
 unsafe fn reverse(head: NonNull<TaskHeader>) -> NonNull<TaskHeader> {
     // SAFETY: the caller owns the link.
     if unsafe { head.as_ref() }
@@ -369,6 +555,16 @@ unsafe fn reverse(head: NonNull<TaskHeader>) -> NonNull<TaskHeader> {
         // A batch of one, the common case (one wake between polls), is its own reverse.
         return head;
     }
+    // SAFETY: forwarded.
+    unsafe { reverse_chain(head) }
+}
+
+/// [`reverse`] for a chain of two or more tasks.
+///
+/// # Safety
+/// As for `reverse`.
+#[inline(never)]
+unsafe fn reverse_chain(head: NonNull<TaskHeader>) -> NonNull<TaskHeader> {
     let mut previous: *mut TaskHeader = ptr::null_mut();
     let mut current = head.as_ptr();
     while let Some(task) = NonNull::new(current) {

@@ -133,7 +133,9 @@ impl<T> Drop for JoinHandle<T> {
             // skips the two atomic operations (a detached spawn's common case).
             drop(header.join_waker.take());
         }
-        let previous = header.state.fetch_and(!HANDLE, Ordering::AcqRel);
+        // HANDLE is ours to clear, so a subtraction clears it (one locked add, where fetch_and
+        // with its result used is a compare-exchange loop).
+        let previous = header.state.fetch_sub(HANDLE, Ordering::AcqRel);
         if previous & DONE != 0 {
             // SAFETY: the task is DONE and we cleared HANDLE: the slot is ours to free.
             unsafe { free_slot(self.task) };

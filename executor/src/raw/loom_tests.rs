@@ -5,8 +5,8 @@
 //!
 //! What each model checks:
 //! - no lost wake: a task woken after its last poll is queued, and the pender was called;
-//! - no double enqueue: `run` asserts every dequeued task is QUEUED and idle, and a task queued
-//!   twice would be dequeued twice;
+//! - no double enqueue: `run_task` asserts every dequeued task is spawned, unfinished and owned
+//!   (a non-zero wake count), and a task queued twice would be dequeued twice;
 //! - no concurrent poll: the futures touch a loom `UnsafeCell` in every poll, and loom reports
 //!   two polls not ordered by happens-before as a data race.
 
@@ -298,5 +298,75 @@ fn loom_abort_racing_poll() {
         ));
         drop(handle);
         assert_eq!(pool.used(), 0);
+    });
+}
+
+/// A stale waker (its task finished and its slot was freed) wakes the slot while a new task is
+/// spawned into it: the stray wake only counts, the new task is queued once and runs once, and
+/// the slot is free again afterwards.
+#[test]
+fn loom_stale_wake_racing_slot_reuse() {
+    model(|| {
+        let Fixture { executor, .. } = fixture();
+        let pool = pool::<1>();
+        let stale: StdArc<Mutex<Option<Waker>>> = StdArc::new(Mutex::new(None));
+        let register = stale.clone();
+        let first = pool
+            .spawn(
+                executor,
+                std::future::poll_fn(move |cx: &mut Context<'_>| {
+                    *register.lock().unwrap() = Some(cx.waker().clone());
+                    Poll::Ready(())
+                }),
+            )
+            .unwrap();
+        drop(first);
+        executor.poll(usize::MAX, || false);
+        assert_eq!(pool.used(), 0);
+        let stale_waker = stale.lock().unwrap().take().unwrap();
+
+        let waker = thread::spawn(move || stale_waker.wake());
+        let probe = Probe::new(false);
+        let mut handle = pool.spawn(executor, probe.wait()).unwrap();
+        probe.release.store(true, Ordering::SeqCst);
+        let report = executor.poll(usize::MAX, || false);
+        waker.join().unwrap();
+        let report_after = executor.poll(usize::MAX, || false);
+        assert_eq!(
+            report.polled + report_after.polled,
+            1,
+            "one spawn, one poll"
+        );
+        assert!(matches!(poll_handle(&mut handle), Poll::Ready(Ok(1))));
+        drop(handle);
+        assert_eq!(pool.used(), 0);
+        assert!(!executor.has_queued());
+    });
+}
+
+/// The handle is dropped (a flag changes) while the task is being polled and woken: the end of
+/// the poll sees the word changed, and still neither loses the wake nor leaves the task queued
+/// without cause.
+#[test]
+fn loom_handle_drop_and_wake_during_poll() {
+    model(|| {
+        let Fixture { executor, pends } = fixture();
+        let pool = pool::<1>();
+        let probe = Probe::new(false);
+        let handle = pool.spawn(executor, probe.wait()).unwrap();
+        executor.poll(usize::MAX, || false);
+
+        let dropper = thread::spawn(move || drop(handle));
+        let waker = thread::spawn(move || probe.release_and_wake());
+        executor.poll(usize::MAX, || false);
+        dropper.join().unwrap();
+        waker.join().unwrap();
+        if pool.used() != 0 {
+            assert!(executor.has_queued(), "the wake was lost");
+            assert!(pends.load(Ordering::SeqCst) >= 2, "queued without a pend");
+            executor.poll(usize::MAX, || false);
+        }
+        assert_eq!(pool.used(), 0, "the detached task did not finish");
+        assert_eq!(executor.live_tasks(), 0);
     });
 }

@@ -13,10 +13,10 @@ use core::pin::Pin;
 use core::ptr::NonNull;
 use core::task::Poll;
 
-use super::executor::{Executor, poll_in_place};
+use super::executor::{Executor, poll_in_place, run_task};
 use super::join::JoinHandle;
 use super::sync::{Ordering, loom_const_fn};
-use super::task::{HANDLE, QUEUED, SPAWNED, TaskHeader, TaskVTable, task_waker};
+use super::task::{FLAGS, FREE, HANDLE, SPAWNED, TaskHeader, TaskVTable, invariant, task_waker};
 
 /// The alignment of every slot's storage; futures needing more cannot be spawned.
 pub const STORAGE_ALIGN: usize = 16;
@@ -102,18 +102,35 @@ where
     F::Output: Send,
 {
     const VTABLE: TaskVTable = TaskVTable {
-        poll: Self::poll,
+        run: Self::run,
         cancel: Self::cancel,
         take_output: Self::take_output,
         drop_stage: Self::drop_stage,
     };
 
+    unsafe fn run(task: NonNull<TaskHeader>) {
+        // SAFETY: the caller (the poll loop) took the task off its queue; `poll` polls its `F`,
+        // `drop_stage` drops its stage.
+        unsafe {
+            run_task(task, || Self::poll(task), || Self::drop_stage(task));
+        }
+    }
+
+    /// Polls the future; true when it finished (its output is stored in place of it).
+    ///
+    /// # Safety
+    /// The caller owns the task (it runs it).
+    #[inline]
     unsafe fn poll(task: NonNull<TaskHeader>) -> bool {
-        // SAFETY: RUNNING (held by the caller) gives exclusive access to the stage, which holds
+        // SAFETY: owning the task (the caller) gives exclusive access to the stage, which holds
         // an `F` spawned in place and never moved.
         let stage = unsafe { &mut *stage_of::<F>(task) };
         let Stage::Running(future) = stage else {
-            unreachable!("a finished task was polled");
+            invariant!(false, "a finished task was polled");
+            // SAFETY: the executor polls only tasks it owns, which are spawned and not DONE, and
+            // the stage leaves `Running` only when the task becomes DONE (it finished, or was
+            // cancelled, which happens instead of a poll).
+            unsafe { core::hint::unreachable_unchecked() }
         };
         // SAFETY: the future stays in its 'static slot until dropped in place.
         let future = unsafe { Pin::new_unchecked(future) };
@@ -166,11 +183,9 @@ static POOLS: [core::sync::atomic::AtomicPtr<PoolDesc>; MAX_POOLS] =
 
 /// Records `desc` in [`POOLS`]: one compare-exchange publishes it, so a pool is either found by
 /// every later scan or not yet used. A race may record it twice; scans tolerate that.
+/// Called on a spawn until the pool is registered (`desc.registered`).
 fn register(desc: &'static PoolDesc, pool: NonNull<PoolDesc>) -> Result<(), SpawnError> {
     use core::sync::atomic::Ordering as O;
-    if cfg!(loom) || desc.registered.load(O::Acquire) {
-        return Ok(());
-    }
     for entry in &POOLS {
         let current = entry.load(O::Acquire);
         if current == pool.as_ptr() {
@@ -208,6 +223,34 @@ pub(crate) fn for_each_task(mut f: impl FnMut(NonNull<TaskHeader>)) {
             f(slot.cast());
         }
     }
+}
+
+/// Claims a free slot for a spawn: sets `SPAWNED` and `HANDLE`, keeping the wake count (one, plus
+/// any stray wakes through stale wakers), which makes the spawner the task's owner.
+#[inline]
+fn claim(header: &TaskHeader) -> bool {
+    let mut state = FREE;
+    loop {
+        match header.state.compare_exchange(
+            state,
+            state | SPAWNED | HANDLE,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return true,
+            // Free, but a stale waker counted a wake: claim it with that count.
+            Err(actual) if actual & FLAGS == 0 => state = actual,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Gives a claimed slot back after a failed spawn; the error to report.
+#[cold]
+#[inline(never)]
+fn release_claim(header: &TaskHeader) -> SpawnError {
+    header.state.store(FREE, Ordering::Release);
+    SpawnError::Closed
 }
 
 /// `N` task slots of `SIZE` bytes each, for `static` storage.
@@ -288,7 +331,7 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
     pub fn used(&self) -> usize {
         self.slots
             .iter()
-            .filter(|slot| slot.header.state.load(Ordering::Acquire) != 0)
+            .filter(|slot| slot.header.state.load(Ordering::Acquire) & SPAWNED != 0)
             .count()
     }
 
@@ -324,60 +367,205 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
                 "the future needs a larger alignment"
             );
         };
-        let pool = NonNull::from(self);
-        register(&self.desc, pool.cast())?;
+        if !(cfg!(loom)
+            || self
+                .desc
+                .registered
+                .load(core::sync::atomic::Ordering::Acquire))
+        {
+            return self.spawn_registering(executor, future);
+        }
+        match self.claim_at_hint() {
+            // SAFETY: we claimed the slot.
+            Some(slot) => unsafe { spawn_into(slot, executor, future) },
+            None => self.spawn_scanning(executor, future),
+        }
+    }
+
+    /// [`spawn`](Self::spawn) on the pool's first spawn: registers the pool, then spawns.
+    #[cold]
+    #[inline(never)]
+    fn spawn_registering<F>(
+        &'static self,
+        executor: &'static Executor,
+        future: F,
+    ) -> Result<JoinHandle<F::Output>, SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        register(&self.desc, NonNull::from(self).cast())?;
+        self.spawn(executor, future)
+    }
+
+    /// [`spawn`](Self::spawn) when the slot at the hint was taken: scans for a free slot.
+    #[cold]
+    #[inline(never)]
+    fn spawn_scanning<F>(
+        &'static self,
+        executor: &'static Executor,
+        future: F,
+    ) -> Result<JoinHandle<F::Output>, SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let slot = self.claim_slot_scan().ok_or(SpawnError::PoolFull)?;
+        // SAFETY: we claimed the slot.
+        unsafe { spawn_into(slot, executor, future) }
+    }
+
+    /// `index` wrapped into `0..N`: `index` itself when below `N`, else 0 (a hint is always
+    /// below `N`; this keeps the slot access free of a bounds check). A mask when `N` is a
+    /// power of two.
+    #[inline]
+    const fn slot_index(index: usize) -> usize {
+        if N.is_power_of_two() {
+            index & (N - 1)
+        } else if index < N {
+            index
+        } else {
+            0
+        }
+    }
+
+    /// Claims the slot at the hint if it is simply free (the common case).
+    #[inline]
+    fn claim_at_hint(&self) -> Option<&TaskSlot<SIZE>> {
         let start = self.next_hint.load(core::sync::atomic::Ordering::Relaxed);
-        // Every slot once, from the hint on (a plain wrapping index: a chained range iterator
-        // costs a dozen instructions per spawn).
-        let mut index = if start < N { start } else { 0 };
-        for _ in 0..N {
-            let slot = &self.slots[index];
-            let next = if index + 1 == N { 0 } else { index + 1 };
-            if slot
-                .header
-                .state
-                .compare_exchange(
-                    0,
-                    SPAWNED | QUEUED | HANDLE,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
-                index = next;
-                continue;
-            }
-            // Derive the header pointer from the pool's so it may reach the slot's storage.
-            // SAFETY: `slots` is inside the pool and `index < N`.
-            let task = unsafe {
-                pool.cast::<u8>()
-                    .add(offset_of!(Self, slots) + index * size_of::<TaskSlot<SIZE>>())
-                    .cast::<TaskHeader>()
-            };
+        if N == 0 {
+            return None;
+        }
+        let index = Self::slot_index(start);
+        let slot = &self.slots[index];
+        if slot
+            .header
+            .state
+            .compare_exchange(
+                FREE,
+                FREE | SPAWNED | HANDLE,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            let next = Self::slot_index(index + 1);
             self.next_hint
                 .store(next, core::sync::atomic::Ordering::Relaxed);
-            if !executor.try_add_live() {
-                slot.header.state.store(0, Ordering::Release);
-                return Err(SpawnError::Closed);
-            }
-            // SAFETY: the claim (SPAWNED | QUEUED from 0) gives us the slot: wakers see QUEUED
-            // and stay away, nobody polls or frees it until we push it.
-            unsafe {
-                slot.header
-                    .vtable
-                    .with_mut(|vtable| *vtable = Some(&VTableFor::<F>::VTABLE));
-            }
-            // SAFETY: as above; the slot's storage is ours and big enough (checked above).
-            unsafe { stage_of::<F>(task).write(Stage::Running(future)) };
-            slot.header.executor.store(
-                core::ptr::from_ref(executor).cast_mut(),
-                core::sync::atomic::Ordering::Release,
-            );
-            // SAFETY: we claimed the slot with QUEUED, so its link is ours.
-            unsafe { executor.enqueue(task) };
-            // SAFETY: the task lives in this 'static pool and its HANDLE bit is set for us.
-            return Ok(unsafe { JoinHandle::new(task) });
+            return Some(slot);
         }
-        Err(SpawnError::PoolFull)
+        None
+    }
+
+    /// Claims the first free slot from the hint on (it may be free with stray wakes counted).
+    fn claim_slot_scan(&self) -> Option<&TaskSlot<SIZE>> {
+        let start = self.next_hint.load(core::sync::atomic::Ordering::Relaxed);
+        // A plain wrapping index: a chained range iterator costs a dozen instructions.
+        let mut index = Self::slot_index(start);
+        for _ in 0..N {
+            let slot = &self.slots[index];
+            let next = Self::slot_index(index + 1);
+            if claim(&slot.header) {
+                self.next_hint
+                    .store(next, core::sync::atomic::Ordering::Relaxed);
+                return Some(slot);
+            }
+            index = next;
+        }
+        None
     }
 }
+
+/// The rest of a spawn once a slot is claimed: count the task in, write it, queue it.
+///
+/// # Safety
+/// We claimed `slot` (SPAWNED | HANDLE set by us on a free slot).
+#[expect(
+    clippy::inline_always,
+    reason = "inlined into spawn and its cold scan path alike: two instructions per spawn"
+)]
+#[inline(always)]
+unsafe fn spawn_into<const SIZE: usize, F>(
+    slot: &'static TaskSlot<SIZE>,
+    executor: &'static Executor,
+    future: F,
+) -> Result<JoinHandle<F::Output>, SpawnError>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    // Published before the task counts in `live`: a `close` whose CLOSED lands after our count
+    // finds the task by it (see `Executor::close`).
+    slot.header.executor.store(
+        core::ptr::from_ref(executor).cast_mut(),
+        core::sync::atomic::Ordering::Release,
+    );
+    if !executor.try_add_live_once() {
+        // SAFETY: forwarded.
+        return unsafe { spawn_into_contended(slot, executor, future) };
+    }
+    // SAFETY: forwarded; the task counts in `live`.
+    Ok(unsafe { spawn_counted(slot, executor, future) })
+}
+
+/// [`spawn_into`] when the one attempt at counting the task in `live` failed: the executor is
+/// closed, or the attempt lost a race.
+///
+/// # Safety
+/// As for `spawn_into`.
+#[cold]
+#[inline(never)]
+unsafe fn spawn_into_contended<const SIZE: usize, F>(
+    slot: &'static TaskSlot<SIZE>,
+    executor: &'static Executor,
+    future: F,
+) -> Result<JoinHandle<F::Output>, SpawnError>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    if !executor.try_add_live() {
+        return Err(release_claim(&slot.header));
+    }
+    // SAFETY: forwarded; the task counts in `live`.
+    Ok(unsafe { spawn_counted(slot, executor, future) })
+}
+
+/// The end of a spawn: write the task into its claimed slot and queue it.
+///
+/// # Safety
+/// We claimed `slot`, published its executor and counted the task in `live`.
+#[expect(
+    clippy::inline_always,
+    reason = "inlined into every spawn path alike: a spawn's hot path has no call to save \
+              registers for"
+)]
+#[inline(always)]
+unsafe fn spawn_counted<const SIZE: usize, F>(
+    slot: &'static TaskSlot<SIZE>,
+    executor: &'static Executor,
+    future: F,
+) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    // From the reference to the whole slot, so that it may reach the slot's storage.
+    let task = NonNull::from(slot).cast::<TaskHeader>();
+    // SAFETY: the claim (SPAWNED, keeping the free slot's non-zero wake count) gives us the
+    // slot: wakes only count, nobody polls or frees it until we push it.
+    unsafe {
+        slot.header
+            .vtable
+            .with_mut(|vtable| *vtable = &VTableFor::<F>::VTABLE);
+    }
+    // SAFETY: as above; the slot's storage is ours and big enough (checked by `spawn`).
+    unsafe { stage_of::<F>(task).write(Stage::Running(future)) };
+    // SAFETY: the task lives in a 'static pool and its HANDLE bit is set for us.
+    let handle = unsafe { JoinHandle::new(task) };
+    // SAFETY: we claimed the slot with a non-zero wake count, so its link is ours.
+    unsafe { executor.enqueue(task) };
+    handle
+}
+
+impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {}

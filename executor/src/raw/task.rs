@@ -1,47 +1,68 @@
 //! The task header, its state word and the waker vtable.
 //!
 //! # The state word
-//! One `AtomicU32` per task holds every fact that decides who may touch the task:
+//! One `AtomicU64` per task holds every fact that decides who may touch the task: flags in the
+//! low byte, and above them a count of wakes ([`WAKE`] per wake).
 //!
-//! | bit | meaning |
+//! | bits | meaning |
 //! |---|---|
 //! | `SPAWNED` | the slot holds a task (its future, or its output until the handle takes it) |
-//! | `QUEUED` | the task is in a run queue, or was woken while running and must be re-queued |
-//! | `RUNNING` | one CPU is polling it; nobody else may |
 //! | `DONE` | the future finished or was dropped: never polled again |
 //! | `CANCELLED` | `abort()` or shutdown asked for the future to be dropped |
 //! | `HANDLE` | a `JoinHandle` exists |
+//! | `CLOSING` | `close` found the task: its poller checks whether its executor is closed |
+//! | 8..64: wake count | zero: the task is idle. Otherwise it is *owned*: queued, or being polled |
 //!
-//! Rules: a wake sets `QUEUED` and only the waker that set it on an idle task pushes it, so a task
-//! is never in a queue twice; a wake while `RUNNING` only sets `QUEUED`, and the poller re-queues
-//! the task after its poll, so no wake is lost and no second CPU polls the task meanwhile. The
-//! slot is free again (state 0) once `DONE` is set and `HANDLE` is clear, and whoever clears the
-//! last of the two frees it.
+//! Rules:
+//! - A wake is one `fetch_add(WAKE)`. The waker that moves the count from zero owns the task's
+//!   queue link and pushes it; every other wake only counts. So a task is never in a queue twice,
+//!   and only its owner (the poller that popped it) polls it: never two CPUs at once.
+//! - The poller reads the word (the count `c`) before the poll, and after a `Pending` poll puts
+//!   the count back to zero with one compare-exchange from what it read. If that fails because
+//!   the count grew, the task was woken during the poll: the poller keeps it and re-queues it.
+//!   So no wake is lost, and the next poll reads every wake before it.
+//! - The count is zero only for a spawned, idle, unfinished task: a free slot holds [`FREE`]
+//!   (count one), a spawn keeps the count it claimed the slot with, and finishing sets `DONE`
+//!   without lowering it. So a wake needs no other check: a wake of a free, queued, running or
+//!   finished task only counts. (Stray wakes through a stale waker count up a free or finished
+//!   slot; `free_slot` and the next idle transition reset the count. The count has 56 bits: at
+//!   one wake per nanosecond it would take two years of wakes between two of those resets to
+//!   overflow.)
+//! - The slot is free again once `DONE` is set and `HANDLE` is clear, and whoever clears the last
+//!   of the two frees it.
 
 use core::ptr::NonNull;
 use core::task::{RawWaker, RawWakerVTable, Waker};
 
 use super::atomic_waker::AtomicWaker;
 use super::executor::Executor;
-use super::sync::{AtomicPtr, AtomicU32, Ordering, UnsafeCell, loom_const_fn};
+use super::sync::{AtomicPtr, AtomicU64, Ordering, UnsafeCell, loom_const_fn};
 
 /// The slot holds a task.
-pub(crate) const SPAWNED: u32 = 1 << 0;
-/// In a run queue (or owed a re-queue after the current poll).
-pub(crate) const QUEUED: u32 = 1 << 1;
-/// Being polled.
-pub(crate) const RUNNING: u32 = 1 << 2;
+pub(crate) const SPAWNED: u64 = 1 << 0;
 /// Finished or dropped; never polled again.
-pub(crate) const DONE: u32 = 1 << 3;
+pub(crate) const DONE: u64 = 1 << 3;
 /// Asked to drop its future.
-pub(crate) const CANCELLED: u32 = 1 << 4;
+pub(crate) const CANCELLED: u64 = 1 << 4;
 /// A `JoinHandle` refers to the task.
-pub(crate) const HANDLE: u32 = 1 << 5;
+pub(crate) const HANDLE: u64 = 1 << 5;
+/// Set by [`Executor::close`] on the tasks it finds: the poller then checks whether the task's
+/// executor is closed before it polls, and drops the future if so. `close` finds tasks by a racy
+/// read of their executor, so a recycled slot of another executor may get it too; there the
+/// check finds that executor open and the task is polled as usual (the bit stays, the check
+/// repeats). Keeping the check behind a flag spares the poll loop a read of the executor's state.
+pub(crate) const CLOSING: u64 = 1 << 6;
+/// The flag bits; the rest of the word is the wake count.
+pub(crate) const FLAGS: u64 = 0xff;
+/// One wake in the wake count.
+pub(crate) const WAKE: u64 = FLAGS + 1;
+/// A free slot: no flags, and a wake count of one so that wakes through stale wakers only count.
+pub(crate) const FREE: u64 = WAKE;
 
 /// What the header needs to know about the future type stored after it.
 pub(crate) struct TaskVTable {
-    /// Polls the future; true when it finished (its output is stored in place of it).
-    pub(crate) poll: unsafe fn(NonNull<TaskHeader>) -> bool,
+    /// Runs the dequeued task: [`run_task`](super::executor::run_task) with the future's poll.
+    pub(crate) run: unsafe fn(NonNull<TaskHeader>),
     /// Drops the future in place (cancellation).
     pub(crate) cancel: unsafe fn(NonNull<TaskHeader>),
     /// Moves the output, if still there, into `*out` (an `Option<F::Output>`).
@@ -52,19 +73,19 @@ pub(crate) struct TaskVTable {
 
 /// The part of every task the executor works with; the future's storage follows it in its slot.
 pub(crate) struct TaskHeader {
-    pub(crate) state: AtomicU32,
-    /// The run-queue link, owned by whoever set `QUEUED` on an idle task.
+    pub(crate) state: AtomicU64,
+    /// The run-queue link, owned by whoever moved the wake count from zero (or claimed the slot).
     pub(crate) run_next: AtomicPtr<TaskHeader>,
     /// The executor the task runs on; read racily by shutdown scans, so atomic.
     pub(crate) executor: core::sync::atomic::AtomicPtr<Executor>,
     /// Written at spawn, while the spawner owns the claimed slot.
-    pub(crate) vtable: UnsafeCell<Option<&'static TaskVTable>>,
+    pub(crate) vtable: UnsafeCell<&'static TaskVTable>,
     /// The `JoinHandle`'s waker.
     pub(crate) join_waker: AtomicWaker,
 }
 
 // SAFETY: every field is atomic except `vtable`, which is written only while the slot is claimed
-// (state SPAWNED|QUEUED with nobody else able to poll or free it) and read afterwards by parties
+// (SPAWNED with a wake count the spawner holds: nobody else can poll or free it) and read afterwards by parties
 // ordered after that write through the state word.
 unsafe impl Sync for TaskHeader {}
 // SAFETY: as above.
@@ -75,26 +96,45 @@ impl TaskHeader {
         /// A free slot's header.
         pub(crate) fn new() -> Self {
             Self {
-                state: AtomicU32::new(0),
+                state: AtomicU64::new(FREE),
                 run_next: AtomicPtr::new(core::ptr::null_mut()),
                 executor: core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()),
-                vtable: UnsafeCell::new(None),
+                vtable: UnsafeCell::new(&NO_TASK),
                 join_waker: AtomicWaker::new(),
             }
         }
     }
 }
 
+/// The vtable of a slot that never held a task: nothing reads it (every read is ordered after a
+/// spawn's write), so its functions only report the bug.
+static NO_TASK: TaskVTable = TaskVTable {
+    run: no_task,
+    cancel: no_task,
+    take_output: no_task_take_output,
+    drop_stage: no_task,
+};
+
+#[cold]
+fn no_task(_: NonNull<TaskHeader>) {
+    unreachable!("task vtable read before spawn wrote it");
+}
+
+#[cold]
+fn no_task_take_output(task: NonNull<TaskHeader>, _: *mut ()) {
+    no_task(task);
+}
+
 /// Reads the task's vtable.
 ///
 /// # Safety
-/// The task must be spawned and the caller ordered after the spawn's write (it holds `RUNNING`,
+/// The task must be spawned and the caller ordered after the spawn's write (it owns the task,
 /// or observed `DONE`, or owns the handle).
 pub(crate) unsafe fn vtable_of(task: NonNull<TaskHeader>) -> &'static TaskVTable {
     // SAFETY: the caller guarantees the header is valid and the vtable written and not changing.
     unsafe { task.as_ref() }.vtable.with_mut(|vtable| {
         // SAFETY: no concurrent writer (see above).
-        unsafe { *vtable }.expect("task vtable read before spawn wrote it")
+        unsafe { *vtable }
     })
 }
 
@@ -103,17 +143,26 @@ pub(crate) unsafe fn vtable_of(task: NonNull<TaskHeader>) -> &'static TaskVTable
 /// # Safety
 /// The caller cleared the last of `HANDLE` / set the last of `DONE`: nobody else touches the slot.
 pub(crate) unsafe fn free_slot(task: NonNull<TaskHeader>) {
-    // SAFETY: the caller owns the finished slot.
-    let header = unsafe { task.as_ref() };
     // SAFETY: DONE was observed, so the spawn's vtable write is visible and final.
     let vtable = unsafe { vtable_of(task) };
-    // SAFETY: exclusive owner of a finished task.
-    unsafe { (vtable.drop_stage)(task) };
+    // SAFETY: forwarded; `drop_stage` is the task's own.
+    unsafe { free_slot_with(task, || (vtable.drop_stage)(task)) };
+}
+
+/// [`free_slot`] with the task's `drop_stage` known statically (no vtable call).
+///
+/// # Safety
+/// As for `free_slot`, and `drop_stage` drops the task's stage in place.
+#[inline]
+pub(crate) unsafe fn free_slot_with(task: NonNull<TaskHeader>, drop_stage: impl FnOnce()) {
+    // SAFETY: the caller owns the finished slot.
+    let header = unsafe { task.as_ref() };
+    drop_stage();
     // The join waker is empty here: only the handle registers one, and its drop takes it out
     // before clearing HANDLE; a wake of it after the task finished takes it too. (A late wake
     // racing with the next task's handle is the AtomicWaker's business: at worst a spurious
     // wake of that handle.)
-    header.state.store(0, Ordering::Release);
+    header.state.store(FREE, Ordering::Release);
 }
 
 /// Checks an invariant of the task state machine: in debug builds and in loom models (which
@@ -127,37 +176,24 @@ macro_rules! invariant {
 }
 pub(crate) use invariant;
 
-/// Wakes the task: queues it unless it is already queued, running (then it is re-queued after
-/// its poll), finished or free.
+/// Wakes the task: queues it if it is idle; a queued or running task only counts the wake (its
+/// poller re-queues it after the poll), a finished or free one ignores it.
 ///
 /// # Safety
 /// `task` points to a task header in `'static` storage.
+#[inline]
 pub(crate) unsafe fn wake_task(task: NonNull<TaskHeader>) {
     // SAFETY: the caller guarantees a valid, 'static header.
     let header = unsafe { task.as_ref() };
-    let mut state = header.state.load(Ordering::Relaxed);
-    loop {
-        if state & SPAWNED == 0 || state & DONE != 0 {
-            return;
-        }
-        // Even when QUEUED is already set, write the word (unchanged): the poll that clears
-        // QUEUED must read-from this release, or it could miss what the waker wrote before
-        // waking (a loom model found that lost wake with a plain load here).
-        match header.state.compare_exchange_weak(
-            state,
-            state | QUEUED,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => break,
-            Err(actual) => state = actual,
-        }
-    }
-    if state & (RUNNING | QUEUED) == 0 {
+    // Always a write, even when the task is already owned: the poller's compare-exchange then
+    // sees the count grow, and the next poll's load reads-from this release.
+    let previous = header.state.fetch_add(WAKE, Ordering::AcqRel);
+    if previous < WAKE {
+        // The count was zero: a spawned, idle, unfinished task, and we own it now.
         let executor = header.executor.load(Ordering::Relaxed);
-        // SAFETY: we set QUEUED on a spawned, idle task, so we own its queue link, and the slot
-        // cannot be freed before the task is popped and polled. The executor pointer was written
-        // at spawn, before the release of the state we acquired, and executors are 'static.
+        // SAFETY: we moved the count from zero, so we own the queue link, and the slot cannot be
+        // freed before the task is popped and polled. The executor pointer was written at spawn,
+        // before the release of the state we acquired, and executors are 'static.
         unsafe { (*executor).enqueue(task) };
     }
 }

@@ -387,9 +387,15 @@ fn raw_full_pool_errors_and_slots_are_reused() {
     static SIGNAL: Signal = Signal::new();
     static EXECUTOR: Executor = Executor::new(pend_signal);
     static POOL: TaskPool<256, 2> = TaskPool::new();
+    static NO_SLOTS: TaskPool<256, 0> = TaskPool::new();
     static GATE: Gate = Gate::new();
     static OUTPUT_DROPS: AtomicUsize = AtomicUsize::new(0);
     start(&EXECUTOR, &SIGNAL);
+
+    assert_eq!(
+        NO_SLOTS.spawn(&EXECUTOR, async {}).unwrap_err(),
+        SpawnError::PoolFull
+    );
 
     let first = POOL.spawn(&EXECUTOR, GATE.wait()).unwrap();
     let second = POOL
@@ -511,6 +517,45 @@ impl PingPong {
             }
         }
         taken
+    }
+}
+
+/// `close` racing spawns and polls on other threads, many times over: every spawn either fails
+/// or its task is dropped by the close (none escapes to be polled for ever), and the executor
+/// drains.
+#[test]
+fn raw_close_racing_spawns_and_polls_drains() {
+    unsafe fn pend_nothing(_: *const ()) {}
+    const ROUNDS: usize = if cfg!(miri) { 20 } else { 300 };
+    static POOL: TaskPool<256, 8> = TaskPool::new();
+    // A fresh executor per round (statics: Miri reports leaked ones).
+    static EXECUTORS: [Executor; ROUNDS] = [const { Executor::new(pend_nothing) }; ROUNDS];
+    for executor in &EXECUTORS {
+        let idle = POOL.spawn(executor, std::future::pending::<()>()).unwrap();
+        executor.poll(usize::MAX, || false);
+        thread::scope(|scope| {
+            scope.spawn(|| executor.close());
+            scope.spawn(|| {
+                for _ in 0..4 {
+                    // Detached; a spawn after the close fails.
+                    drop(POOL.spawn(executor, std::future::pending::<()>()));
+                }
+            });
+            scope.spawn(|| {
+                for _ in 0..20 {
+                    executor.poll(usize::MAX, || false);
+                }
+            });
+        });
+        for _ in 0..4 {
+            if executor.is_drained() {
+                break;
+            }
+            executor.poll(usize::MAX, || false);
+        }
+        assert!(executor.is_drained(), "a task escaped the close");
+        assert_eq!(block_on_std(idle), Err(JoinError::Cancelled));
+        assert_eq!(POOL.used(), 0);
     }
 }
 
