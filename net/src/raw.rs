@@ -572,8 +572,8 @@ pub(crate) struct Op<'a> {
     issue: Option<(IssueFn, Held)>,
     in_flight: bool,
     allow_closing: bool,
-    /// Cancellation was requested before the operation reached WSK: it never will.
-    cancelled_early: core::sync::atomic::AtomicBool,
+    /// Cancellation was requested: an operation not yet (or not again) at WSK never gets there.
+    cancel_requested: core::sync::atomic::AtomicBool,
 }
 
 impl<'a> Op<'a> {
@@ -592,7 +592,7 @@ impl<'a> Op<'a> {
             issue: Some((issue, held)),
             in_flight: false,
             allow_closing: false,
-            cancelled_early: core::sync::atomic::AtomicBool::new(false),
+            cancel_requested: core::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -605,13 +605,19 @@ impl<'a> Op<'a> {
     /// Requests cancellation (`IoCancelIrp`) if in flight; the future still completes, with
     /// whatever status the provider gives, and returns the held resources.
     pub(crate) fn cancel(&self) {
+        // Not issued yet (never polled, or waiting for its slot), or issued again later (a
+        // continuation): it completes with `Cancelled` at that poll instead of reaching WSK.
+        self.cancel_requested.store(true, Ordering::Release);
         if self.in_flight {
             self.inner.cancel_slot(self.index);
-        } else if self.issue.is_some() {
-            // Not issued yet (never polled, or waiting for its slot): it completes with
-            // `Cancelled` at its next poll instead of reaching WSK.
-            self.cancelled_early.store(true, Ordering::Release);
         }
+    }
+
+    /// Issues the operation again at its next poll, with `held` (a continuation, such as the
+    /// rest of a `WAITALL` receive the provider completed short). Only after it completed.
+    pub(crate) fn reissue(&mut self, issue: IssueFn, held: Held) {
+        debug_assert!(!self.in_flight, "reissue of an operation in flight");
+        self.issue = Some((issue, held));
     }
 
     fn slot(&self) -> &Slot {
@@ -635,7 +641,7 @@ impl Future for Op<'_> {
                     held: Held::empty(),
                 }));
             };
-            if this.cancelled_early.load(Ordering::Acquire) {
+            if this.cancel_requested.load(Ordering::Acquire) {
                 let error = Error::new(ErrorKind::Cancelled, this.name);
                 return Poll::Ready(Err(Refused { error, held }));
             }

@@ -629,8 +629,9 @@ impl TcpStream {
     /// Receives exactly `len` bytes into `buf` (`WSK_FLAG_WAITALL`). Fewer means the peer
     /// closed early: `NotConnected`, with the bytes that did arrive in `buf`.
     ///
-    /// Wine 8.0 ignores `WSK_FLAG_WAITALL`: there a receive can return early with the peer
-    /// still connected, and this reports it as `NotConnected` too.
+    /// A provider that completes the receive short anyway (Wine 8.0 ignores
+    /// `WSK_FLAG_WAITALL`) gets further receives for the rest, into the same buffer, so the
+    /// result is the same everywhere.
     ///
     /// ```no_run
     /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
@@ -660,6 +661,7 @@ impl TcpStream {
                 op: None,
                 early: Some((Error::new(ErrorKind::InvalidInput, name), buf)),
                 exact: 0,
+                got: 0,
             };
         }
         if self.handle.inner().flags() & RECV_SHUT != 0 {
@@ -667,6 +669,7 @@ impl TcpStream {
                 op: None,
                 early: Some((Error::new(ErrorKind::InvalidState, name), buf)),
                 exact: 0,
+                got: 0,
             };
         }
         let mut held = Held::with_buf(buf, len);
@@ -686,6 +689,7 @@ impl TcpStream {
             )),
             early: None,
             exact,
+            got: 0,
         }
     }
 
@@ -929,6 +933,8 @@ pub struct Recv<'a> {
     op: Option<Op<'a>>,
     early: Option<(Error, IoBuf)>,
     exact: usize,
+    /// Bytes a `recv_exact` already has from earlier, short completions.
+    got: usize,
 }
 
 impl Recv<'_> {
@@ -975,34 +981,53 @@ impl Future for Recv<'_> {
         if let Some((e, buf)) = this.early.take() {
             return Poll::Ready((Err(e), buf));
         }
-        let Some(op) = this.op.as_mut() else {
-            // Polled again after completion: the buffer was already returned.
-            return Poll::Pending;
-        };
-        // SAFETY: `op` stays in `this`, which is pinned.
-        let done = match unsafe { Pin::new_unchecked(op) }.poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(done) => done,
-        };
-        this.op = None;
-        let mut done = match done {
-            Ok(done) => done,
-            Err(mut refused) => {
-                return Poll::Ready((Err(refused.error), take_buf(&mut refused.held)));
-            }
-        };
-        let mut buf = take_buf(&mut done.held);
-        let n = done.information.min(buf.capacity());
-        let _ = buf.set_len(n);
         let name = if this.exact == 0 {
             "recv"
         } else {
             "recv_exact"
         };
-        let mut result = check(done.status, n, name);
-        if this.exact != 0 && matches!(result, Ok(got) if got < this.exact) {
-            result = Err(Error::new(ErrorKind::NotConnected, "recv_exact"));
+        loop {
+            let Some(op) = this.op.as_mut() else {
+                // Polled again after completion: the buffer was already returned.
+                return Poll::Pending;
+            };
+            // SAFETY: `op` stays in `this`, which is pinned.
+            let done = match unsafe { Pin::new_unchecked(&mut *op) }.poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(done) => done,
+            };
+            let mut done = match done {
+                Ok(done) => done,
+                Err(mut refused) => {
+                    this.op = None;
+                    let mut buf = take_buf(&mut refused.held);
+                    // A continuation refused (cancelled, closing): the bytes so far stay.
+                    let _ = buf.set_len(this.got);
+                    return Poll::Ready((Err(refused.error), buf));
+                }
+            };
+            let mut buf = take_buf(&mut done.held);
+            let n = done.information.min(buf.capacity() - this.got);
+            let total = this.got + n;
+            if this.exact != 0 && sys::NT_SUCCESS(done.status) && n > 0 && total < this.exact {
+                // The provider completed a WAITALL receive short (Wine ignores the flag):
+                // receive the rest into the same buffer, after what arrived.
+                this.got = total;
+                let mut held = Held::with_buf(buf, this.exact);
+                // Below IoBuf::MAX_CAPACITY (64 MiB), so it always fits.
+                held.wsk_buf.Offset = u32::try_from(total).unwrap_or(u32::MAX);
+                held.wsk_buf.Length = this.exact - total;
+                held.params = [sys::WSK_FLAG_WAITALL, 1, 0, 0];
+                op.reissue(issue_transfer, held);
+                continue;
+            }
+            this.op = None;
+            let _ = buf.set_len(total);
+            let mut result = check(done.status, total, name);
+            if this.exact != 0 && matches!(result, Ok(got) if got < this.exact) {
+                result = Err(Error::new(ErrorKind::NotConnected, "recv_exact"));
+            }
+            return Poll::Ready((result, buf));
         }
-        Poll::Ready((result, buf))
     }
 }

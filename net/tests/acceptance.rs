@@ -739,3 +739,56 @@ fn bind_options_dual_stack_address_in_use_and_exclusive_use() {
         });
     });
 }
+
+#[test]
+fn recv_exact_completes_on_a_provider_that_ignores_waitall() {
+    // Wine's netio ignores WSK_FLAG_WAITALL and completes a receive with what has arrived;
+    // recv_exact must then receive the rest itself.
+    for completion in [Completion::Inline, Completion::Deferred, Completion::Mixed] {
+        let plan = Faults {
+            ignore_waitall: true,
+            ..Faults::with(completion, 31)
+        };
+        let kernel = Kernel::boot(Config::default().with_faults(plan));
+        kernel.on_kernel_thread(|| {
+            let client = WskClient::register().expect("register");
+            block_on(async {
+                let (listener, addr) = listen(&client).await;
+                let s = std::net::TcpStream::connect(addr).unwrap();
+                bounded(&s);
+                let (stream, _) = listener.accept().await.expect("accept");
+                for round in 0..20u8 {
+                    // The first part is queued at our socket before the receive starts, so
+                    // the provider completes the first WskReceive short.
+                    (&s).write_all(&[round; 3]).unwrap();
+                    let mut recv = pin!(stream.recv_exact(IoBuf::with_capacity(16).unwrap(), 10));
+                    let first = poll_once(recv.as_mut());
+                    assert!(
+                        first.is_pending(),
+                        "round {round}: 3 of 10 bytes cannot finish it"
+                    );
+                    (&s).write_all(&[round.wrapping_add(100); 7]).unwrap();
+                    let (n, buf) = recv.await;
+                    assert_eq!(n.expect("recv_exact"), 10, "round {round}");
+                    let mut expected = vec![round; 3];
+                    expected.extend([round.wrapping_add(100); 7]);
+                    assert_eq!(&buf[..], &expected[..], "round {round}: in order");
+                }
+                // The peer closing early: NotConnected, with the bytes that did arrive.
+                (&s).write_all(b"abc").unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                let (n, buf) = stream
+                    .recv_exact(IoBuf::with_capacity(16).unwrap(), 10)
+                    .await;
+                assert_eq!(n.unwrap_err().kind(), ErrorKind::NotConnected);
+                assert_eq!(&buf[..], b"abc");
+                stream.close().await;
+                listener.close().await;
+            });
+            client.deregister(BOUND).expect("deregister");
+        });
+        let report = kernel.check_leaks();
+        assert!(report.is_clean(), "{completion:?}: {report}");
+        assert!(kernel.take_bugchecks().is_empty());
+    }
+}

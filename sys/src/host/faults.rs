@@ -69,6 +69,9 @@ pub struct Faults {
     pub max_delay: Duration,
     /// Error statuses injected on chosen operations.
     pub errors: Vec<ErrorRule>,
+    /// Treat `WSK_FLAG_WAITALL` as absent, as Wine 8.0's netio does: a receive completes with
+    /// whatever has arrived.
+    pub ignore_waitall: bool,
     /// How long `WskDeregister` waits for open sockets and held captures before the verifier
     /// reports them (where Windows would hang); `None`: 10 seconds.
     pub deregister_wait: Option<Duration>,

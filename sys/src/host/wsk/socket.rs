@@ -1713,7 +1713,7 @@ unsafe extern "system-unwind" fn wsk_receive(
                 segs,
                 total,
                 done: 0,
-                waitall: flags & WSK_FLAG_WAITALL != 0,
+                waitall: flags & WSK_FLAG_WAITALL != 0 && !p.faults.ignore_waitall,
             },
         );
         sock.recvs.push_back(op);
