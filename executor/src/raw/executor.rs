@@ -95,16 +95,6 @@ impl RunQueue {
         self.head.swap(ptr::null_mut(), Ordering::Acquire)
     }
 
-    /// Takes every queued task, newest first, after a look whether there are any: a swap on an
-    /// empty queue still takes the cache line exclusively.
-    #[inline]
-    fn take_all_if_any(&self) -> *mut TaskHeader {
-        if self.head.load(Ordering::Relaxed).is_null() {
-            return ptr::null_mut();
-        }
-        self.take_all()
-    }
-
     fn is_empty(&self) -> bool {
         self.head.load(Ordering::Acquire).is_null()
     }
@@ -332,43 +322,82 @@ impl Executor {
         });
     }
 
-    /// Polls queued tasks until the queue is empty, `max_polls` tasks were polled, or
-    /// `should_yield` (asked after each poll) says the time is up. Tasks left over are queued
-    /// again and reported in [`PollReport::work_remains`].
+    /// Polls the tasks queued when it is called (one batch, taken off the queue at once) until
+    /// that batch is done, `max_polls` tasks were polled, or `should_yield` (asked before each
+    /// poll but the first) says the time is up. Tasks left over are queued again and reported in
+    /// [`PollReport::work_remains`].
+    ///
+    /// Tasks queued while the batch runs are left for the next call: the wake that queued the
+    /// first of them found the queue empty and called the pender, and the ones after it are
+    /// behind it in the same queue. (Looking again here would only take the work that pend
+    /// already asked for.) So a caller that polls whenever the pender asks it to, and again
+    /// whenever `work_remains`, runs every wake.
     ///
     /// Several CPUs may call this at once on the same executor.
     ///
     /// # IRQL
     /// Whatever the tasks tolerate: `DISPATCH_LEVEL` in the DPC runner, `PASSIVE_LEVEL` in the
     /// passive runner.
-    pub fn poll(&self, max_polls: usize, mut should_yield: impl FnMut() -> bool) -> PollReport {
-        let mut remaining = max_polls;
+    #[inline]
+    pub fn poll(&self, max_polls: usize, should_yield: impl FnMut() -> bool) -> PollReport {
         // Usually called because a wake pended: the queue is most likely not empty.
-        let mut batch = self.queue.take_all();
-        while let Some(newest) = NonNull::new(batch) {
-            // SAFETY: we took the batch off the queue: we own its links until each task is run.
-            let mut task = unsafe { reverse(newest) };
-            loop {
-                let Some(left) = remaining.checked_sub(1) else {
-                    // SAFETY: still ours; the chain from `task` ends in the batch's last task.
-                    return unsafe { self.requeue_rest(task, max_polls) };
-                };
-                if remaining != max_polls && should_yield() {
-                    // SAFETY: as above.
-                    return unsafe { self.requeue_rest(task, max_polls - remaining) };
-                }
-                remaining = left;
-                // SAFETY: we own the link until `run` gives the task up.
-                let next = unsafe { task.as_ref() }.run_next.load(Ordering::Relaxed);
-                // SAFETY: the task came off our queue, so we own it, which orders us after the
-                // spawn's write of its vtable.
-                unsafe { (vtable_of(task).run)(task) };
-                match NonNull::new(next) {
-                    Some(next) => task = next,
-                    None => break,
-                }
+        let Some(newest) = NonNull::new(self.queue.take_all()) else {
+            return PollReport {
+                polled: 0,
+                work_remains: false,
+            };
+        };
+        // SAFETY: we took the batch off the queue: we own its links until each task is run.
+        let next = unsafe { newest.as_ref() }.run_next.load(Ordering::Relaxed);
+        if next.is_null() && max_polls != 0 {
+            // A batch of one, the common case (one wake between polls): its own order, and
+            // within any budget (`should_yield` is not asked before the first poll).
+            // SAFETY: the task came off our queue, so we own it, which orders us after the
+            // spawn's write of its vtable.
+            unsafe { (vtable_of(newest).run)(newest) };
+            return PollReport {
+                polled: 1,
+                work_remains: false,
+            };
+        }
+        // SAFETY: the batch is ours.
+        unsafe { self.poll_batch(newest, max_polls, should_yield) }
+    }
+
+    /// [`poll`](Self::poll) for a batch of more than one task (or a budget of zero): runs it in
+    /// wake order under the budget.
+    ///
+    /// # Safety
+    /// We took the chain that starts at `newest` off the queue (its links are ours).
+    #[inline(never)]
+    unsafe fn poll_batch(
+        &self,
+        newest: NonNull<TaskHeader>,
+        max_polls: usize,
+        mut should_yield: impl FnMut() -> bool,
+    ) -> PollReport {
+        let mut remaining = max_polls;
+        // SAFETY: forwarded.
+        let mut task = unsafe { reverse(newest) };
+        loop {
+            let Some(left) = remaining.checked_sub(1) else {
+                // SAFETY: still ours; the chain from `task` ends in the batch's last task.
+                return unsafe { self.requeue_rest(task, max_polls) };
+            };
+            if remaining != max_polls && should_yield() {
+                // SAFETY: as above.
+                return unsafe { self.requeue_rest(task, max_polls - remaining) };
             }
-            batch = self.queue.take_all_if_any();
+            remaining = left;
+            // SAFETY: we own the link until `run` gives the task up.
+            let next = unsafe { task.as_ref() }.run_next.load(Ordering::Relaxed);
+            // SAFETY: the task came off our queue, so we own it, which orders us after the
+            // spawn's write of its vtable.
+            unsafe { (vtable_of(task).run)(task) };
+            match NonNull::new(next) {
+                Some(next) => task = next,
+                None => break,
+            }
         }
         PollReport {
             polled: max_polls - remaining,
@@ -480,10 +509,15 @@ unsafe fn idle_or_requeue(task: NonNull<TaskHeader>, seen: u64) {
         }
     }
     // Woken during its poll: those wakers only counted and left the push to us.
-    // SAFETY: we own the task (its count is not zero), so the link is ours, and the spawn's
-    // write of its executor is ordered before us.
-    unsafe { executor_of(task).queue.push_chain(task, task) };
-    // No pend needed: the poll loop that ran it takes it next, or reports work_remains.
+    // SAFETY: we own the task (its count is not zero), so the spawn's write of its executor is
+    // ordered before us; and the link is ours.
+    let executor = unsafe { executor_of(task) };
+    // SAFETY: as above.
+    if unsafe { executor.queue.push_chain(task, task) } {
+        // Like any push onto an empty queue: the poll loop does not look at the queue again
+        // after its batch, so this pend is what runs the task again.
+        executor.pend();
+    }
 }
 
 /// Whether a task whose state is `state` (with CANCELLED or CLOSING) is to be dropped.
