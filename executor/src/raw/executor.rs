@@ -18,7 +18,7 @@ use core::task::{Context, Poll};
 use super::sync::{AtomicPtr, AtomicUsize, Ordering, loom_const_fn};
 use super::task::{
     CANCELLED, CLOSING, DONE, FLAGS, HANDLE, SPAWNED, TaskHeader, WAKE, free_slot_with, invariant,
-    task_of_waker, vtable_of,
+    run_of, task_of_waker, vtable_of,
 };
 
 /// How a wake becomes a run: called with the executor's context (see
@@ -353,8 +353,8 @@ impl Executor {
             // A batch of one, the common case (one wake between polls): its own order, and
             // within any budget (`should_yield` is not asked before the first poll).
             // SAFETY: the task came off our queue, so we own it, which orders us after the
-            // spawn's write of its vtable.
-            unsafe { (vtable_of(newest).run)(newest) };
+            // spawn's write of its run function.
+            unsafe { run_of(newest)(newest) };
             return PollReport {
                 polled: 1,
                 work_remains: false,
@@ -392,8 +392,8 @@ impl Executor {
             // SAFETY: we own the link until `run` gives the task up.
             let next = unsafe { task.as_ref() }.run_next.load(Ordering::Relaxed);
             // SAFETY: the task came off our queue, so we own it, which orders us after the
-            // spawn's write of its vtable.
-            unsafe { (vtable_of(task).run)(task) };
+            // spawn's write of its run function.
+            unsafe { run_of(task)(task) };
             match NonNull::new(next) {
                 Some(next) => task = next,
                 None => break,
@@ -440,7 +440,7 @@ unsafe fn executor_of(task: NonNull<TaskHeader>) -> &'static Executor {
 /// Runs one dequeued task: polls it with `poll` (or drops it if cancelled or closed), then puts
 /// it back to idle, or re-queues it if it was woken meanwhile, or retires it if it finished.
 ///
-/// It is inlined into each future type's [`TaskVTable::run`](super::task::TaskVTable), so the
+/// It is inlined into each future type's run function (the header's `run`), so the
 /// poll loop makes one indirect call per task and the future's poll is inlined here.
 ///
 /// # Safety

@@ -102,7 +102,6 @@ where
     F::Output: Send,
 {
     const VTABLE: TaskVTable = TaskVTable {
-        run: Self::run,
         cancel: Self::cancel,
         take_output: Self::take_output,
         drop_stage: Self::drop_stage,
@@ -558,6 +557,10 @@ where
         slot.header
             .vtable
             .with_mut(|vtable| *vtable = &VTableFor::<F>::VTABLE);
+    }
+    // SAFETY: as above.
+    unsafe {
+        slot.header.run.with_mut(|run| *run = VTableFor::<F>::run);
     }
     // SAFETY: as above; the slot's storage is ours and big enough (checked by `spawn`).
     unsafe { stage_of::<F>(task).write(Stage::Running(future)) };

@@ -59,10 +59,12 @@ pub(crate) const WAKE: u64 = FLAGS + 1;
 /// A free slot: no flags, and a wake count of one so that wakes through stale wakers only count.
 pub(crate) const FREE: u64 = WAKE;
 
-/// What the header needs to know about the future type stored after it.
+/// Runs a dequeued task: [`run_task`](super::executor::run_task) with its future's poll.
+pub(crate) type RunFn = unsafe fn(NonNull<TaskHeader>);
+
+/// What the header needs to know about the future type stored after it, besides how to run it
+/// (the header's `run`).
 pub(crate) struct TaskVTable {
-    /// Runs the dequeued task: [`run_task`](super::executor::run_task) with the future's poll.
-    pub(crate) run: unsafe fn(NonNull<TaskHeader>),
     /// Drops the future in place (cancellation).
     pub(crate) cancel: unsafe fn(NonNull<TaskHeader>),
     /// Moves the output, if still there, into `*out` (an `Option<F::Output>`).
@@ -78,6 +80,9 @@ pub(crate) struct TaskHeader {
     pub(crate) run_next: AtomicPtr<TaskHeader>,
     /// The executor the task runs on; read racily by shutdown scans, so atomic.
     pub(crate) executor: core::sync::atomic::AtomicPtr<Executor>,
+    /// How to run the task, in the header itself so that the poll loop's call is one load from
+    /// the task. Written at spawn, while the spawner owns the claimed slot.
+    pub(crate) run: UnsafeCell<RunFn>,
     /// Written at spawn, while the spawner owns the claimed slot.
     pub(crate) vtable: UnsafeCell<&'static TaskVTable>,
     /// The `JoinHandle`'s waker.
@@ -99,6 +104,7 @@ impl TaskHeader {
                 state: AtomicU64::new(FREE),
                 run_next: AtomicPtr::new(core::ptr::null_mut()),
                 executor: core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()),
+                run: UnsafeCell::new(no_task),
                 vtable: UnsafeCell::new(&NO_TASK),
                 join_waker: AtomicWaker::new(),
             }
@@ -109,7 +115,6 @@ impl TaskHeader {
 /// The vtable of a slot that never held a task: nothing reads it (every read is ordered after a
 /// spawn's write), so its functions only report the bug.
 static NO_TASK: TaskVTable = TaskVTable {
-    run: no_task,
     cancel: no_task,
     take_output: no_task_take_output,
     drop_stage: no_task,
@@ -135,6 +140,19 @@ pub(crate) unsafe fn vtable_of(task: NonNull<TaskHeader>) -> &'static TaskVTable
     unsafe { task.as_ref() }.vtable.with_mut(|vtable| {
         // SAFETY: no concurrent writer (see above).
         unsafe { *vtable }
+    })
+}
+
+/// Reads the task's run function.
+///
+/// # Safety
+/// As for [`vtable_of`].
+#[inline]
+pub(crate) unsafe fn run_of(task: NonNull<TaskHeader>) -> RunFn {
+    // SAFETY: the caller guarantees the header is valid and `run` written and not changing.
+    unsafe { task.as_ref() }.run.with_mut(|run| {
+        // SAFETY: no concurrent writer (see above).
+        unsafe { *run }
     })
 }
 
