@@ -12,17 +12,18 @@
 //! queued after the cut would run first, and under sustained load the rest could wait for ever.
 //! A batch of one task, the common case, is its own reverse and costs one test.
 
+use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, RawWakerVTable};
 
 use super::sync::{AtomicPtr, AtomicUsize, Ordering, loom_const_fn};
 use super::task::{
-    CANCELLED, CLOSING, DONE, FLAGS, HANDLE, SPAWNED, TaskHeader, WAKE, free_slot_with, invariant,
-    run_of, task_of_waker, vtable_of,
+    CANCELLED, CLOSING, DONE, FLAGS, HANDLE, SPAWNED, TaskHeader, WAKE, WakerVTableFor,
+    free_slot_with, invariant, run_of, task_of_waker, vtable_of,
 };
 
 /// How a wake becomes a run: called with the executor's context (see
-/// [`Executor::set_context`]) after a wake made the run queue non-empty.
+/// [`ExecutorCore::set_context`]) after a wake made the run queue non-empty.
 ///
 /// The DPC runner's pender calls `KeInsertQueueDpc`, the passive runner's sets a KEVENT. It is
 /// called from wherever the wake happened: any CPU, IRQL <= `DISPATCH_LEVEL`, possibly inside the
@@ -32,7 +33,7 @@ use super::task::{
 /// The function may assume the context it gets is the one its owner set.
 pub type PendFn = unsafe fn(context: *const ());
 
-/// Set in [`Executor::live`] once the executor is closed.
+/// Set in `ExecutorCore::live` once the executor is closed.
 const CLOSED: usize = 1 << (usize::BITS - 1);
 
 /// A multi-producer, take-all stack of task headers linked through `run_next`.
@@ -100,7 +101,7 @@ impl RunQueue {
     }
 }
 
-/// What one [`Executor::poll`] call did.
+/// What one [`ExecutorCore::poll`] call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PollReport {
     /// Tasks polled (or dropped, when cancelled).
@@ -110,16 +111,116 @@ pub struct PollReport {
     pub work_remains: bool,
 }
 
-/// A task executor: its run queue, its pender, and the count of live tasks.
+/// How a wake becomes a run, known at compile time: an [`Executor`] generic over its pender
+/// calls [`pend`](Self::pend) inline from a task's wake instead of through a function pointer.
+///
+/// The runners' pender queues their DPC or sets their KEVENT; [`FnPender`], the default, calls
+/// the [`PendFn`] given to [`Executor::new`] with the executor's context.
+pub trait Pender: Sized + 'static {
+    /// Called after a wake made the executor's run queue non-empty: from wherever the wake
+    /// happened, any CPU, IRQL <= `DISPATCH_LEVEL`, possibly inside the executor's own poll. It
+    /// gets the executor, to read its [`context`](ExecutorCore::context) if it needs one.
+    ///
+    /// # Safety
+    /// `executor` is the core of an `Executor<Self>`: the function may assume that its context
+    /// is the one the executor's owner set for this pender.
+    unsafe fn pend(executor: &ExecutorCore);
+
+    /// The waker vtable of this pender's tasks. Its address identifies a task waker only if it
+    /// is a `static` (the runners' is); a promoted constant may have several copies.
+    #[doc(hidden)]
+    const WAKER_VTABLE: &'static RawWakerVTable = &WakerVTableFor::<Self>::VTABLE;
+}
+
+/// The pender of an [`Executor::new`] executor: the [`PendFn`] it was built with, called through
+/// its pointer with the executor's context.
+#[derive(Debug)]
+pub enum FnPender {}
+
+impl Pender for FnPender {
+    unsafe fn pend(executor: &ExecutorCore) {
+        // SAFETY: an `Executor<FnPender>`'s context is the one set for its function
+        // (`set_context`'s contract).
+        unsafe { (executor.pend_fn)(executor.context()) };
+    }
+}
+
+/// The pender for callers that do not know an executor's pender type: calls it through the
+/// executor's pointer, right for any executor.
+pub(crate) enum ErasedPender {}
+
+impl Pender for ErasedPender {
+    unsafe fn pend(executor: &ExecutorCore) {
+        executor.pend();
+    }
+}
+
+/// The function pointer of an executor with a static pender: never called.
+unsafe fn no_pend_fn(_: *const ()) {}
+
+/// A task executor whose wakes pend through `P` (see [`Pender`]); [`Executor::new`] makes one
+/// that pends through a function pointer. Everything else is its [`ExecutorCore`]'s (it
+/// dereferences to it).
 ///
 /// It is platform-neutral: the runners ([`crate::Runner`]) give it a pender and call
-/// [`poll`](Self::poll) from a DPC or a system thread. Tasks are spawned into it with
+/// [`poll`](ExecutorCore::poll) from a DPC or a system thread. Tasks are spawned into it with
 /// [`TaskPool::spawn`](super::TaskPool::spawn).
-pub struct Executor {
+#[repr(transparent)]
+pub struct Executor<P: Pender = FnPender> {
+    core: ExecutorCore,
+    _pender: PhantomData<fn() -> P>,
+}
+
+impl Executor<FnPender> {
+    loom_const_fn! {
+        /// An executor whose wakes call `pend` with the context set by
+        /// [`set_context`](ExecutorCore::set_context) (null until then).
+        ///
+        /// # IRQL
+        /// Any (it is a constant initialiser).
+        #[must_use]
+        pub fn new(pend: PendFn) -> Self {
+            Self { core: ExecutorCore::new(FnPender::pend, pend), _pender: PhantomData }
+        }
+    }
+}
+
+impl<P: Pender> Executor<P> {
+    loom_const_fn! {
+        /// An executor whose wakes call `P::pend`.
+        ///
+        /// # IRQL
+        /// Any (it is a constant initialiser).
+        #[must_use]
+        pub fn with_pender() -> Self {
+            Self { core: ExecutorCore::new(P::pend, no_pend_fn), _pender: PhantomData }
+        }
+    }
+
+    /// The executor's type-independent part.
+    pub(crate) fn core(&self) -> &ExecutorCore {
+        &self.core
+    }
+}
+
+impl<P: Pender> core::ops::Deref for Executor<P> {
+    type Target = ExecutorCore;
+
+    fn deref(&self) -> &ExecutorCore {
+        &self.core
+    }
+}
+
+/// An executor's run queue, its pender as a function pointer and context, and the count of live
+/// tasks: all of [`Executor`] but the pender's type. Tasks point to it.
+pub struct ExecutorCore {
     queue: RunQueue,
     /// Futures not yet finished or dropped, plus the `CLOSED` bit.
     live: AtomicUsize,
-    pend: PendFn,
+    /// The pender through a pointer, for callers that do not know its type: `P::pend`.
+    pend: unsafe fn(&ExecutorCore),
+    /// The function of [`Executor::new`], which `FnPender::pend` calls.
+    pend_fn: PendFn,
     context: AtomicPtr<()>,
     /// Opaque to `raw`: the runner's timer queue, found by timers through a task's waker.
     timer_queue: core::sync::atomic::AtomicPtr<()>,
@@ -127,23 +228,18 @@ pub struct Executor {
 
 // SAFETY: all state is atomic; `pend` is a plain fn pointer; the context pointer is only handed
 // to `pend`, whose owner vouched for it in `set_context`.
-unsafe impl Sync for Executor {}
+unsafe impl Sync for ExecutorCore {}
 // SAFETY: as above.
-unsafe impl Send for Executor {}
+unsafe impl Send for ExecutorCore {}
 
-impl Executor {
+impl ExecutorCore {
     loom_const_fn! {
-        /// An executor whose wakes call `pend` with the context set by
-        /// [`set_context`](Self::set_context) (null until then).
-        ///
-        /// # IRQL
-        /// Any (it is a constant initialiser).
-        #[must_use]
-        pub fn new(pend: PendFn) -> Self {
+        fn new(pend: unsafe fn(&ExecutorCore), pend_fn: PendFn) -> Self {
             Self {
                 queue: RunQueue::new(),
                 live: AtomicUsize::new(0),
                 pend,
+                pend_fn,
                 context: AtomicPtr::new(ptr::null_mut()),
                 timer_queue: core::sync::atomic::AtomicPtr::new(ptr::null_mut()),
             }
@@ -153,8 +249,8 @@ impl Executor {
     /// Sets the context passed to the pender. Call it before spawning the first task.
     ///
     /// # Safety
-    /// `context` must be what this executor's [`PendFn`] expects, valid for as long as any task
-    /// of the executor can be woken.
+    /// `context` must be what this executor's pender expects (its [`PendFn`], or its
+    /// [`Pender`] if that reads it), valid for as long as any task of the executor can be woken.
     ///
     /// # IRQL
     /// Any.
@@ -179,24 +275,27 @@ impl Executor {
             .cast_const()
     }
 
-    /// Calls the pender.
+    /// Calls the pender through its pointer.
     pub(crate) fn pend(&self) {
-        // SAFETY: the context is the one set for this pender (`set_context`'s contract).
-        unsafe { (self.pend)(self.context()) };
+        // SAFETY: `pend` is `P::pend` of the `Executor<P>` this is the core of.
+        unsafe { (self.pend)(self) };
     }
 
-    /// Pushes a task whose link the caller owns and pends if the queue was empty.
+    /// Pushes a task whose link the caller owns and pends if the queue was empty, with
+    /// `P::pend` inline (`FnPender`'s calls its function pointer).
     ///
     /// # Safety
     /// The caller moved the task's wake count from zero (or claimed it at spawn) and so owns
-    /// its link.
+    /// its link; this is the core of an `Executor<P>`, or `P` is `ErasedPender`.
     #[inline]
-    pub(crate) unsafe fn enqueue(&self, task: NonNull<TaskHeader>) {
+    pub(crate) unsafe fn enqueue<P: Pender>(&self, task: NonNull<TaskHeader>) {
         // One attempt inline, with no loop to enter; a contended push retries out of line.
         let head = self.queue.head.load(Ordering::Relaxed);
         // SAFETY: forwarded from the caller.
         match unsafe { self.queue.try_push_chain(task, task, head) } {
-            Ok(true) => self.pend(),
+            // SAFETY: this is an `Executor<P>`'s core, or `P` is `ErasedPender`, which pends
+            // any executor (the caller's guarantee).
+            Ok(true) => unsafe { P::pend(self) },
             Ok(false) => {}
             // SAFETY: forwarded from the caller.
             Err(_) => unsafe { self.enqueue_contended(task) },
@@ -316,8 +415,9 @@ impl Executor {
                         Err(actual) => state = actual,
                     }
                 }
-                // SAFETY: as above.
-                unsafe { super::task::wake_task(task) };
+                // SAFETY: as above; the erased wake pends through the executor's pointer, right
+                // for whichever executor the task has.
+                unsafe { super::task::wake_task_erased(task) };
             }
         });
     }
@@ -427,7 +527,7 @@ impl Executor {
 /// # Safety
 /// The caller owns the task (or otherwise knows it spawned and the spawn's write ordered before
 /// it).
-unsafe fn executor_of(task: NonNull<TaskHeader>) -> &'static Executor {
+unsafe fn executor_of(task: NonNull<TaskHeader>) -> &'static ExecutorCore {
     // SAFETY: tasks live in 'static pools.
     let executor = unsafe { task.as_ref() }
         .executor
@@ -623,9 +723,10 @@ unsafe fn chain_end(mut task: NonNull<TaskHeader>) -> NonNull<TaskHeader> {
     task
 }
 
-/// The executor a waker's task runs on, if the waker is a task waker of this crate.
-pub(crate) fn executor_of_waker(waker: &Waker) -> Option<&'static Executor> {
-    let task = task_of_waker(waker)?;
+/// The executor a waker's task runs on, if the waker is a task waker of an `Executor<P>`. Only
+/// reliable for a `P` whose [`Pender::WAKER_VTABLE`] is a `static` (the runners').
+pub(crate) fn executor_of_waker<P: Pender>(waker: &Waker) -> Option<&'static ExecutorCore> {
+    let task = task_of_waker::<P>(waker)?;
     // SAFETY: task wakers point to 'static headers.
     let executor = unsafe { task.as_ref() }
         .executor

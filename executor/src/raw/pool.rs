@@ -6,6 +6,7 @@
 //! that the future fits. Pools register themselves (once, lock-free) in a fixed table so that
 //! closing an executor can find and wake every task it owns.
 
+use core::any::TypeId;
 use core::future::Future;
 use core::marker::PhantomData;
 use core::mem::{MaybeUninit, align_of, offset_of, size_of};
@@ -13,7 +14,7 @@ use core::pin::Pin;
 use core::ptr::NonNull;
 use core::task::Poll;
 
-use super::executor::{Executor, poll_in_place, run_task};
+use super::executor::{Executor, Pender, poll_in_place, run_task};
 use super::join::JoinHandle;
 use super::sync::{Ordering, loom_const_fn};
 use super::task::{FLAGS, FREE, HANDLE, SPAWNED, TaskHeader, TaskVTable, invariant, task_waker};
@@ -30,6 +31,10 @@ pub enum SpawnError {
     Closed,
     /// The process-wide table of pools is full; see [`MAX_POOLS`].
     TooManyPools,
+    /// The pool serves executors of another [`Pender`] type: a pool is bound to the pender type
+    /// of its first spawn's executor (so that a stale waker of one of its slots pends the right
+    /// way).
+    OtherPender,
 }
 
 impl core::fmt::Display for SpawnError {
@@ -38,6 +43,7 @@ impl core::fmt::Display for SpawnError {
             Self::PoolFull => "task pool is full",
             Self::Closed => "executor is shut down",
             Self::TooManyPools => "too many task pools",
+            Self::OtherPender => "task pool serves executors of another pender type",
         })
     }
 }
@@ -94,10 +100,10 @@ unsafe fn stage_of<F: Future>(task: NonNull<TaskHeader>) -> *mut Stage<F> {
     }
 }
 
-/// The vtable for tasks running an `F`.
-struct VTableFor<F>(PhantomData<F>);
+/// The vtable for tasks running an `F` on an `Executor<P>`.
+struct VTableFor<F, P>(PhantomData<(F, P)>);
 
-impl<F: Future + Send + 'static> VTableFor<F>
+impl<F: Future + Send + 'static, P: Pender> VTableFor<F, P>
 where
     F::Output: Send,
 {
@@ -133,8 +139,8 @@ where
         };
         // SAFETY: the future stays in its 'static slot until dropped in place.
         let future = unsafe { Pin::new_unchecked(future) };
-        // SAFETY: the header is in a 'static pool.
-        let waker = unsafe { task_waker(task) };
+        // SAFETY: the header is in a 'static pool, bound to `P` by the spawn.
+        let waker = unsafe { task_waker::<P>(task) };
         match poll_in_place(future, &waker) {
             Poll::Ready(output) => {
                 // Drops the future in place, then stores the output in its bytes.
@@ -170,7 +176,18 @@ struct PoolDesc {
     len: usize,
     stride: usize,
     slots_offset: usize,
-    registered: core::sync::atomic::AtomicBool,
+    /// Null until the first spawn registers the pool and binds it to its executor's pender
+    /// type: then `TypeId::of::<P>` as a pointer (see [`pender_tag`]).
+    pender: core::sync::atomic::AtomicPtr<()>,
+}
+
+/// The tag a pool bound to `P` holds: the address of `TypeId::of::<P>`. Two tags may differ for
+/// one type (a generic function may have copies), so a mismatch is settled by calling the bound
+/// tag and comparing type ids; two types never share one (different functions, or identical
+/// ones, which return the same id only for the same type).
+fn pender_tag<P: Pender>() -> *mut () {
+    let tag: fn() -> TypeId = TypeId::of::<P>;
+    tag as *mut ()
 }
 
 /// How many distinct pools a driver may spawn into.
@@ -182,13 +199,12 @@ static POOLS: [core::sync::atomic::AtomicPtr<PoolDesc>; MAX_POOLS] =
 
 /// Records `desc` in [`POOLS`]: one compare-exchange publishes it, so a pool is either found by
 /// every later scan or not yet used. A race may record it twice; scans tolerate that.
-/// Called on a spawn until the pool is registered (`desc.registered`).
-fn register(desc: &'static PoolDesc, pool: NonNull<PoolDesc>) -> Result<(), SpawnError> {
+/// Called by a pool's first spawn (or first spawns, racing), before it binds the pool.
+fn register(pool: NonNull<PoolDesc>) -> Result<(), SpawnError> {
     use core::sync::atomic::Ordering as O;
     for entry in &POOLS {
         let current = entry.load(O::Acquire);
         if current == pool.as_ptr() {
-            desc.registered.store(true, O::Release);
             return Ok(());
         }
         if current.is_null()
@@ -196,7 +212,6 @@ fn register(desc: &'static PoolDesc, pool: NonNull<PoolDesc>) -> Result<(), Spaw
                 .compare_exchange(current, pool.as_ptr(), O::AcqRel, O::Acquire)
                 .is_ok()
         {
-            desc.registered.store(true, O::Release);
             return Ok(());
         }
     }
@@ -312,7 +327,7 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
             len: N,
             stride: size_of::<TaskSlot<SIZE>>(),
             slots_offset: offset_of!(Self, slots),
-            registered: core::sync::atomic::AtomicBool::new(false),
+            pender: core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 
@@ -342,14 +357,16 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
     ///
     /// # Errors
     /// [`SpawnError::PoolFull`] when no slot is free, [`SpawnError::Closed`] after the executor
-    /// was closed, [`SpawnError::TooManyPools`] if this is the 65th pool ever used. The future is
+    /// was closed, [`SpawnError::TooManyPools`] if this is the 65th pool ever used,
+    /// [`SpawnError::OtherPender`] if the pool was first spawned into with an executor of another
+    /// [`Pender`] type (every runner's is [`RunnerPender`](crate::RunnerPender)). The future is
     /// dropped in each case.
     ///
     /// # IRQL
     /// <= `DISPATCH_LEVEL` with a DPC runner, any IRQL the pender tolerates otherwise.
-    pub fn spawn<F>(
+    pub fn spawn<F, P: Pender>(
         &'static self,
-        executor: &'static Executor,
+        executor: &'static Executor<P>,
         future: F,
     ) -> Result<JoinHandle<F::Output>, SpawnError>
     where
@@ -366,43 +383,74 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
                 "the future needs a larger alignment"
             );
         };
-        if !(cfg!(loom)
-            || self
-                .desc
-                .registered
-                .load(core::sync::atomic::Ordering::Acquire))
-        {
-            return self.spawn_registering(executor, future);
+        // Bound to `P` (which also means registered)? Else the first spawn binds it, or the
+        // check of the bound type settles it, out of line.
+        if self.desc.pender.load(core::sync::atomic::Ordering::Acquire) != pender_tag::<P>() {
+            return self.spawn_binding(executor, future);
         }
         match self.claim_at_hint() {
-            // SAFETY: we claimed the slot.
+            // SAFETY: we claimed the slot; the pool is bound to `P` (it holds `P`'s tag).
             Some(slot) => unsafe { spawn_into(slot, executor, future) },
             None => self.spawn_scanning(executor, future),
         }
     }
 
-    /// [`spawn`](Self::spawn) on the pool's first spawn: registers the pool, then spawns.
+    /// [`spawn`](Self::spawn) when the pool is not bound to `P`'s tag: on its first spawn,
+    /// registers the pool and binds it to `P`; otherwise checks that it is bound to `P`.
     #[cold]
     #[inline(never)]
-    fn spawn_registering<F>(
+    fn spawn_binding<F, P: Pender>(
         &'static self,
-        executor: &'static Executor,
+        executor: &'static Executor<P>,
         future: F,
     ) -> Result<JoinHandle<F::Output>, SpawnError>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        register(&self.desc, NonNull::from(self).cast())?;
-        self.spawn(executor, future)
+        self.bind::<P>()?;
+        match self.claim_at_hint() {
+            // SAFETY: we claimed the slot; the pool is bound to `P`.
+            Some(slot) => unsafe { spawn_into(slot, executor, future) },
+            None => self.spawn_scanning(executor, future),
+        }
+    }
+
+    /// Registers the pool and binds it to `P` if it is new; fails if it is bound to another type.
+    fn bind<P: Pender>(&'static self) -> Result<(), SpawnError> {
+        use core::sync::atomic::Ordering as O;
+        let tag = pender_tag::<P>();
+        let mut bound = self.desc.pender.load(O::Acquire);
+        if bound.is_null() {
+            // Registered before it is bound, so a pool that holds tasks is always found by
+            // `close`. (loom models have no use for the process-wide table.)
+            if !cfg!(loom) {
+                register(NonNull::from(self).cast())?;
+            }
+            match self
+                .desc
+                .pender
+                .compare_exchange(bound, tag, O::AcqRel, O::Acquire)
+            {
+                Ok(_) => return Ok(()),
+                Err(actual) => bound = actual,
+            }
+        }
+        // SAFETY: only `pender_tag`s, `fn() -> TypeId` pointers, are stored.
+        let bound_type = unsafe { core::mem::transmute::<*mut (), fn() -> TypeId>(bound) }();
+        if bound_type == TypeId::of::<P>() {
+            Ok(())
+        } else {
+            Err(SpawnError::OtherPender)
+        }
     }
 
     /// [`spawn`](Self::spawn) when the slot at the hint was taken: scans for a free slot.
     #[cold]
     #[inline(never)]
-    fn spawn_scanning<F>(
+    fn spawn_scanning<F, P: Pender>(
         &'static self,
-        executor: &'static Executor,
+        executor: &'static Executor<P>,
         future: F,
     ) -> Result<JoinHandle<F::Output>, SpawnError>
     where
@@ -478,15 +526,15 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
 /// The rest of a spawn once a slot is claimed: count the task in, write it, queue it.
 ///
 /// # Safety
-/// We claimed `slot` (SPAWNED | HANDLE set by us on a free slot).
+/// We claimed `slot` (SPAWNED | HANDLE set by us on a free slot), in a pool bound to `P`.
 #[expect(
     clippy::inline_always,
     reason = "inlined into spawn and its cold scan path alike: two instructions per spawn"
 )]
 #[inline(always)]
-unsafe fn spawn_into<const SIZE: usize, F>(
+unsafe fn spawn_into<const SIZE: usize, F, P: Pender>(
     slot: &'static TaskSlot<SIZE>,
-    executor: &'static Executor,
+    executor: &'static Executor<P>,
     future: F,
 ) -> Result<JoinHandle<F::Output>, SpawnError>
 where
@@ -496,7 +544,7 @@ where
     // Published before the task counts in `live`: a `close` whose CLOSED lands after our count
     // finds the task by it (see `Executor::close`).
     slot.header.executor.store(
-        core::ptr::from_ref(executor).cast_mut(),
+        core::ptr::from_ref(executor.core()).cast_mut(),
         core::sync::atomic::Ordering::Release,
     );
     if !executor.try_add_live_once() {
@@ -514,9 +562,9 @@ where
 /// As for `spawn_into`.
 #[cold]
 #[inline(never)]
-unsafe fn spawn_into_contended<const SIZE: usize, F>(
+unsafe fn spawn_into_contended<const SIZE: usize, F, P: Pender>(
     slot: &'static TaskSlot<SIZE>,
-    executor: &'static Executor,
+    executor: &'static Executor<P>,
     future: F,
 ) -> Result<JoinHandle<F::Output>, SpawnError>
 where
@@ -533,16 +581,17 @@ where
 /// The end of a spawn: write the task into its claimed slot and queue it.
 ///
 /// # Safety
-/// We claimed `slot`, published its executor and counted the task in `live`.
+/// We claimed `slot`, in a pool bound to `P`, published its executor and counted the task in
+/// `live`.
 #[expect(
     clippy::inline_always,
     reason = "inlined into every spawn path alike: a spawn's hot path has no call to save \
               registers for"
 )]
 #[inline(always)]
-unsafe fn spawn_counted<const SIZE: usize, F>(
+unsafe fn spawn_counted<const SIZE: usize, F, P: Pender>(
     slot: &'static TaskSlot<SIZE>,
-    executor: &'static Executor,
+    executor: &'static Executor<P>,
     future: F,
 ) -> JoinHandle<F::Output>
 where
@@ -556,18 +605,21 @@ where
     unsafe {
         slot.header
             .vtable
-            .with_mut(|vtable| *vtable = &VTableFor::<F>::VTABLE);
+            .with_mut(|vtable| *vtable = &VTableFor::<F, P>::VTABLE);
     }
     // SAFETY: as above.
     unsafe {
-        slot.header.run.with_mut(|run| *run = VTableFor::<F>::run);
+        slot.header
+            .run
+            .with_mut(|run| *run = VTableFor::<F, P>::run);
     }
     // SAFETY: as above; the slot's storage is ours and big enough (checked by `spawn`).
     unsafe { stage_of::<F>(task).write(Stage::Running(future)) };
     // SAFETY: the task lives in a 'static pool and its HANDLE bit is set for us.
     let handle = unsafe { JoinHandle::new(task) };
-    // SAFETY: we claimed the slot with a non-zero wake count, so its link is ours.
-    unsafe { executor.enqueue(task) };
+    // SAFETY: we claimed the slot with a non-zero wake count, so its link is ours; the executor
+    // is an `Executor<P>`.
+    unsafe { executor.core().enqueue::<P>(task) };
     handle
 }
 
