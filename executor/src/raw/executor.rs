@@ -545,7 +545,8 @@ unsafe fn executor_of(task: NonNull<TaskHeader>) -> &'static ExecutorCore {
 ///
 /// # Safety
 /// `task` was just taken off its executor's queue, `poll` polls its future (true when it
-/// finished and its output is stored), and `drop_stage` is its vtable's `drop_stage`.
+/// finished and its output is stored; it is called only with the task owned and its state
+/// without DONE), and `drop_stage` is its vtable's `drop_stage`.
 #[inline]
 pub(crate) unsafe fn run_task(
     task: NonNull<TaskHeader>,
@@ -562,7 +563,8 @@ pub(crate) unsafe fn run_task(
         "a dequeued task must be spawned, unfinished and owned: queued twice?"
     );
     // SAFETY: we own the task.
-    if state & (CANCELLED | CLOSING) != 0 && unsafe { must_drop(task, state) } {
+    // DONE here, in the same test, would be a bug of the state machine: `must_drop` panics.
+    if state & (CANCELLED | CLOSING | DONE) != 0 && unsafe { must_drop(task, state) } {
         // SAFETY: forwarded; we own the task.
         unsafe { cancel(task) };
         return;
@@ -620,13 +622,21 @@ unsafe fn idle_or_requeue(task: NonNull<TaskHeader>, seen: u64) {
     }
 }
 
-/// Whether a task whose state is `state` (with CANCELLED or CLOSING) is to be dropped.
+/// Whether a task whose state is `state` (with CANCELLED, CLOSING or DONE) is to be dropped.
+///
+/// # Panics
+/// If `state` has DONE: a finished task was dequeued, a bug of the task state machine (its stage
+/// no longer holds a future).
 ///
 /// # Safety
 /// We own `task`.
 #[cold]
 #[inline(never)]
 unsafe fn must_drop(task: NonNull<TaskHeader>, state: u64) -> bool {
+    assert!(
+        state & DONE == 0,
+        "a finished task was dequeued: the task state machine is broken"
+    );
     // SAFETY: forwarded.
     state & CANCELLED != 0 || unsafe { executor_of(task) }.is_closed()
 }

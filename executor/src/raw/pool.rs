@@ -9,7 +9,7 @@
 use core::any::TypeId;
 use core::future::Future;
 use core::marker::PhantomData;
-use core::mem::{MaybeUninit, align_of, offset_of, size_of};
+use core::mem::{ManuallyDrop, MaybeUninit, align_of, offset_of, size_of};
 use core::pin::Pin;
 use core::ptr::NonNull;
 use core::task::Poll;
@@ -17,7 +17,7 @@ use core::task::Poll;
 use super::executor::{Executor, Pender, poll_in_place, run_task};
 use super::join::JoinHandle;
 use super::sync::{Ordering, loom_const_fn};
-use super::task::{FLAGS, FREE, HANDLE, SPAWNED, TaskHeader, TaskVTable, invariant, task_waker};
+use super::task::{FLAGS, FREE, HANDLE, SPAWNED, TaskHeader, TaskVTable, task_waker};
 
 /// The alignment of every slot's storage; futures needing more cannot be spawned.
 pub const STORAGE_ALIGN: usize = 16;
@@ -50,11 +50,15 @@ impl core::fmt::Display for SpawnError {
 
 impl core::error::Error for SpawnError {}
 
-/// The future, then its output, stored in place in a slot.
-enum Stage<F: Future> {
-    Running(F),
-    Finished(F::Output),
-    Consumed,
+/// The future, then its output, stored in place in a slot. Which of the two it holds, the task's
+/// state word says: `running` from the spawn until the task is `DONE` (its owner moves it to
+/// `finished` just before setting `DONE`), `finished` from then on (`None` once cancelled or
+/// taken). The poller checks `DONE` in the state it reads anyway, so the check costs nothing and
+/// a task polled after it finished (a bug of the state machine) panics instead of reading a
+/// future that is not there.
+union Stage<F: Future> {
+    running: ManuallyDrop<F>,
+    finished: ManuallyDrop<Option<F::Output>>,
 }
 
 /// Raw, aligned bytes holding a `Stage<F>`.
@@ -114,8 +118,9 @@ where
     };
 
     unsafe fn run(task: NonNull<TaskHeader>) {
-        // SAFETY: the caller (the poll loop) took the task off its queue; `poll` polls its `F`,
-        // `drop_stage` drops its stage.
+        // SAFETY: the caller (the poll loop) took the task off its queue; `poll` polls its `F`
+        // (`run_task` calls it only on an owned task whose state has no DONE, as `poll`
+        // requires), `drop_stage` drops its stage.
         unsafe {
             run_task(task, || Self::poll(task), || Self::drop_stage(task));
         }
@@ -124,27 +129,26 @@ where
     /// Polls the future; true when it finished (its output is stored in place of it).
     ///
     /// # Safety
-    /// The caller owns the task (it runs it).
+    /// The caller owns the task (it runs it) and read its state without `DONE`: the stage holds
+    /// the future.
     #[inline]
     unsafe fn poll(task: NonNull<TaskHeader>) -> bool {
         // SAFETY: owning the task (the caller) gives exclusive access to the stage, which holds
-        // an `F` spawned in place and never moved.
+        // an `F` spawned in place and never moved, as the state without DONE says.
         let stage = unsafe { &mut *stage_of::<F>(task) };
-        let Stage::Running(future) = stage else {
-            invariant!(false, "a finished task was polled");
-            // SAFETY: the executor polls only tasks it owns, which are spawned and not DONE, and
-            // the stage leaves `Running` only when the task becomes DONE (it finished, or was
-            // cancelled, which happens instead of a poll).
-            unsafe { core::hint::unreachable_unchecked() }
-        };
+        // SAFETY: as above: `running` is the initialised field.
+        let future = unsafe { &mut *stage.running };
         // SAFETY: the future stays in its 'static slot until dropped in place.
         let future = unsafe { Pin::new_unchecked(future) };
         // SAFETY: the header is in a 'static pool, bound to `P` by the spawn.
         let waker = unsafe { task_waker::<P>(task) };
         match poll_in_place(future, &waker) {
             Poll::Ready(output) => {
-                // Drops the future in place, then stores the output in its bytes.
-                *stage = Stage::Finished(output);
+                // Drops the future in place, then stores the output in its bytes; the caller
+                // sets DONE next.
+                // SAFETY: `running` is initialised and never used again.
+                unsafe { ManuallyDrop::drop(&mut stage.running) };
+                stage.finished = ManuallyDrop::new(Some(output));
                 true
             }
             Poll::Pending => false,
@@ -152,22 +156,27 @@ where
     }
 
     unsafe fn cancel(task: NonNull<TaskHeader>) {
-        // SAFETY: as in `poll`; assigning drops the pinned future in place.
-        unsafe { *stage_of::<F>(task) = Stage::Consumed };
+        // SAFETY: as in `poll` (the caller owns the task, not DONE); the pinned future is
+        // dropped in place, and the caller sets DONE next.
+        unsafe {
+            let stage = &mut *stage_of::<F>(task);
+            ManuallyDrop::drop(&mut stage.running);
+            stage.finished = ManuallyDrop::new(None);
+        }
     }
 
     unsafe fn take_output(task: NonNull<TaskHeader>, out: *mut ()) {
-        // SAFETY: the caller (the handle, after DONE) owns the stage.
-        let stage = unsafe { &mut *stage_of::<F>(task) };
-        if let Stage::Finished(output) = core::mem::replace(stage, Stage::Consumed) {
-            // SAFETY: the handle passes an `Option<F::Output>`.
-            unsafe { *out.cast::<Option<F::Output>>() = Some(output) };
+        // SAFETY: the caller (the handle, after DONE) owns the stage, whose `finished` is
+        // initialised; it passes an `Option<F::Output>`.
+        unsafe {
+            let finished: &mut Option<F::Output> = &mut (*stage_of::<F>(task)).finished;
+            *out.cast::<Option<F::Output>>() = finished.take();
         }
     }
 
     unsafe fn drop_stage(task: NonNull<TaskHeader>) {
-        // SAFETY: the caller frees the slot and owns it.
-        unsafe { core::ptr::drop_in_place(stage_of::<F>(task)) };
+        // SAFETY: the caller frees the slot (after DONE) and owns it: `finished` is initialised.
+        unsafe { ManuallyDrop::drop(&mut (*stage_of::<F>(task)).finished) };
     }
 }
 
@@ -614,7 +623,11 @@ where
             .with_mut(|run| *run = VTableFor::<F, P>::run);
     }
     // SAFETY: as above; the slot's storage is ours and big enough (checked by `spawn`).
-    unsafe { stage_of::<F>(task).write(Stage::Running(future)) };
+    unsafe {
+        stage_of::<F>(task).write(Stage {
+            running: ManuallyDrop::new(future),
+        });
+    }
     // SAFETY: the task lives in a 'static pool and its HANDLE bit is set for us.
     let handle = unsafe { JoinHandle::new(task) };
     // SAFETY: we claimed the slot with a non-zero wake count, so its link is ours; the executor
