@@ -1,5 +1,5 @@
 //! The executor: an intrusive lock-free run queue, the pender that turns a wake into a run, and
-//! `poll`, which drains the queue under a budget.
+//! `poll`, which runs the queued batch under a budget.
 //!
 //! The queue is a multi-producer stack: a push is one compare-exchange on the head, and the
 //! poller takes the whole stack with one swap and reverses it, so tasks run in wake order within
@@ -107,7 +107,8 @@ pub struct PollReport {
     /// Tasks polled (or dropped, when cancelled).
     pub polled: usize,
     /// The budget ran out with tasks still queued: call `poll` again soon (the DPC runner
-    /// re-queues its DPC). When false, a later wake calls the pender.
+    /// re-queues its DPC). When false, every task queued meanwhile was pended for (see
+    /// [`ExecutorCore::poll`]).
     pub work_remains: bool,
 }
 
