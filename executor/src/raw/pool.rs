@@ -471,9 +471,9 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
         unsafe { spawn_into(slot, executor, future) }
     }
 
-    /// `index` wrapped into `0..N`: `index` itself when below `N`, else 0 (a hint is always
-    /// below `N`; this keeps the slot access free of a bounds check). A mask when `N` is a
-    /// power of two.
+    /// `index` wrapped into `0..N`: `index` itself when below `N`, else 0 (a hint is at most
+    /// `N`; this keeps the slot access free of a bounds check). A mask when `N` is a power of
+    /// two.
     #[inline]
     const fn slot_index(index: usize) -> usize {
         if N.is_power_of_two() {
@@ -505,9 +505,9 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
             )
             .is_ok()
         {
-            let next = Self::slot_index(index + 1);
+            // Stored unwrapped (at most `N`): every reader wraps it.
             self.next_hint
-                .store(next, core::sync::atomic::Ordering::Relaxed);
+                .store(index + 1, core::sync::atomic::Ordering::Relaxed);
             return Some(slot);
         }
         None
