@@ -25,7 +25,7 @@ use wsk_sys::{
 };
 
 use crate::kernel::KernelCell;
-use crate::raw::{Executor, JoinHandle, SpawnError, TaskPool};
+use crate::raw::{Executor, JoinHandle, Pender, SpawnError, TaskPool};
 use crate::time::Instant;
 use crate::timer::TimerQueue;
 
@@ -99,7 +99,7 @@ const KIND_PASSIVE: u8 = 1;
 /// RUNNER.shutdown();                               // `DriverUnload`
 /// ```
 pub struct Runner {
-    executor: Executor,
+    executor: Executor<RunnerPender>,
     timers: TimerQueue,
     budget: Budget,
     state: AtomicU8,
@@ -125,7 +125,7 @@ impl Runner {
     #[must_use]
     pub const fn new(budget: Budget) -> Self {
         Self {
-            executor: Executor::new(pend),
+            executor: Executor::with_pender(),
             timers: TimerQueue::new(),
             budget,
             state: AtomicU8::new(NEW),
@@ -140,7 +140,7 @@ impl Runner {
 
     /// The runner's executor, for [`TaskPool::spawn`].
     #[must_use]
-    pub fn executor(&'static self) -> &'static Executor {
+    pub fn executor(&'static self) -> &'static Executor<RunnerPender> {
         &self.executor
     }
 
@@ -376,7 +376,27 @@ impl Runner {
     }
 }
 
+/// The runners' [`Pender`]: queues the runner's DPC, or wakes its thread. A wake calls it inline.
+#[derive(Debug)]
+pub enum RunnerPender {}
+
+/// The runners' task waker vtable: a `static`, so that timers recognise a runner's task wakers
+/// by its address.
+static RUNNER_WAKER_VTABLE: core::task::RawWakerVTable =
+    crate::raw::WakerVTableFor::<RunnerPender>::VTABLE;
+
+impl Pender for RunnerPender {
+    const WAKER_VTABLE: &'static core::task::RawWakerVTable = &RUNNER_WAKER_VTABLE;
+
+    unsafe fn pend(executor: &crate::raw::ExecutorCore) {
+        // SAFETY: the executor is a runner's (an `Executor<RunnerPender>`), whose context is
+        // null or the runner (`start`).
+        unsafe { pend(executor.context()) };
+    }
+}
+
 /// The executor's pender: queue the DPC, or wake the thread.
+#[inline]
 unsafe fn pend(context: *const ()) {
     // SAFETY: `start` sets the context to the 'static runner after initialising its objects;
     // before that it is null and wakes are left queued until `start`.

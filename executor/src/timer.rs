@@ -290,7 +290,8 @@ impl Future for Sleep {
             return Poll::Ready(());
         }
         let waker = cx.waker();
-        if let Some(executor) = crate::raw::executor_of_waker(waker) {
+        if let Some(executor) = crate::raw::executor_of_waker::<crate::runner::RunnerPender>(waker)
+        {
             // SAFETY: only runners set a timer queue, and theirs are 'static TimerQueues.
             if let Some(queue) = unsafe { executor.timer_queue().cast::<TimerQueue>().as_ref() } {
                 this.register(queue, waker);

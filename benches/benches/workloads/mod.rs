@@ -1,7 +1,7 @@
 //! The two executor workloads, each in three implementations that do the same work:
 //!
 //! - `ours`: `wsk_executor::raw` (the platform-neutral core the DPC and passive runners drive),
-//!   with a pender that only records the call, polled by hand on this thread.
+//!   with a pender type that only records the call, polled by hand on this thread.
 //! - `embassy`: `embassy_executor::raw::Executor` (the `platform-std` build, without its thread
 //!   executor so that we can supply the `__pender`), polled by hand the same way.
 //! - `floor`: a hand-written callback chain, no futures: a struct with a fn pointer and state;
@@ -138,18 +138,23 @@ pub mod ours {
     use super::{
         BUDGET, Context, Future, Poll, WakerSlot, black_box, job, pin, record_pend, waiter,
     };
-    use wsk_executor::raw::{Executor, TaskPool};
+    use wsk_executor::raw::{Executor, ExecutorCore, Pender, TaskPool};
 
     /// Slot size of our pools: enough for both tasks.
     const SLOT: usize = 64;
 
-    /// The bench pender: records the call.
-    unsafe fn pend(_: *const ()) {
-        record_pend();
+    /// The bench pender: records the call. A [`Pender`] type, as the runners' is, so that a
+    /// wake calls it inline (embassy's `__pender` is a static symbol too).
+    enum BenchPender {}
+
+    impl Pender for BenchPender {
+        unsafe fn pend(_: &ExecutorCore) {
+            record_pend();
+        }
     }
 
-    fn leak_executor() -> &'static Executor {
-        Box::leak(Box::new(Executor::new(pend)))
+    fn leak_executor() -> &'static Executor<BenchPender> {
+        Box::leak(Box::new(Executor::with_pender()))
     }
 
     /// Sets up the wake+poll workload; returns its step and the slot it counts polls in.

@@ -1,5 +1,5 @@
 //! The executor: an intrusive lock-free run queue, the pender that turns a wake into a run, and
-//! `poll`, which drains the queue under a budget.
+//! `poll`, which runs the queued batch under a budget.
 //!
 //! The queue is a multi-producer stack: a push is one compare-exchange on the head, and the
 //! poller takes the whole stack with one swap and reverses it, so tasks run in wake order within
@@ -12,17 +12,18 @@
 //! queued after the cut would run first, and under sustained load the rest could wait for ever.
 //! A batch of one task, the common case, is its own reverse and costs one test.
 
+use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, RawWakerVTable};
 
 use super::sync::{AtomicPtr, AtomicUsize, Ordering, loom_const_fn};
 use super::task::{
-    CANCELLED, CLOSING, DONE, FLAGS, HANDLE, SPAWNED, TaskHeader, WAKE, free_slot_with, invariant,
-    task_of_waker, vtable_of,
+    CANCELLED, CLOSING, DONE, FLAGS, HANDLE, SPAWNED, TaskHeader, WAKE, WakerVTableFor,
+    free_slot_with, invariant, run_of, task_of_waker, vtable_of,
 };
 
 /// How a wake becomes a run: called with the executor's context (see
-/// [`Executor::set_context`]) after a wake made the run queue non-empty.
+/// [`ExecutorCore::set_context`]) after a wake made the run queue non-empty.
 ///
 /// The DPC runner's pender calls `KeInsertQueueDpc`, the passive runner's sets a KEVENT. It is
 /// called from wherever the wake happened: any CPU, IRQL <= `DISPATCH_LEVEL`, possibly inside the
@@ -32,7 +33,7 @@ use super::task::{
 /// The function may assume the context it gets is the one its owner set.
 pub type PendFn = unsafe fn(context: *const ());
 
-/// Set in [`Executor::live`] once the executor is closed.
+/// Set in `ExecutorCore::live` once the executor is closed.
 const CLOSED: usize = 1 << (usize::BITS - 1);
 
 /// A multi-producer, take-all stack of task headers linked through `run_next`.
@@ -95,41 +96,132 @@ impl RunQueue {
         self.head.swap(ptr::null_mut(), Ordering::Acquire)
     }
 
-    /// Takes every queued task, newest first, after a look whether there are any: a swap on an
-    /// empty queue still takes the cache line exclusively.
-    #[inline]
-    fn take_all_if_any(&self) -> *mut TaskHeader {
-        if self.head.load(Ordering::Relaxed).is_null() {
-            return ptr::null_mut();
-        }
-        self.take_all()
-    }
-
     fn is_empty(&self) -> bool {
         self.head.load(Ordering::Acquire).is_null()
     }
 }
 
-/// What one [`Executor::poll`] call did.
+/// What one [`ExecutorCore::poll`] call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PollReport {
     /// Tasks polled (or dropped, when cancelled).
     pub polled: usize,
     /// The budget ran out with tasks still queued: call `poll` again soon (the DPC runner
-    /// re-queues its DPC). When false, a later wake calls the pender.
+    /// re-queues its DPC). When false, every task queued meanwhile was pended for (see
+    /// [`ExecutorCore::poll`]).
     pub work_remains: bool,
 }
 
-/// A task executor: its run queue, its pender, and the count of live tasks.
+/// How a wake becomes a run, known at compile time: an [`Executor`] generic over its pender
+/// calls [`pend`](Self::pend) inline from a task's wake instead of through a function pointer.
+///
+/// The runners' pender queues their DPC or sets their KEVENT; [`FnPender`], the default, calls
+/// the [`PendFn`] given to [`Executor::new`] with the executor's context.
+pub trait Pender: Sized + 'static {
+    /// Called after a wake made the executor's run queue non-empty: from wherever the wake
+    /// happened, any CPU, IRQL <= `DISPATCH_LEVEL`, possibly inside the executor's own poll. It
+    /// gets the executor, to read its [`context`](ExecutorCore::context) if it needs one.
+    ///
+    /// # Safety
+    /// `executor` is the core of an `Executor<Self>`: the function may assume that its context
+    /// is the one the executor's owner set for this pender.
+    unsafe fn pend(executor: &ExecutorCore);
+
+    /// The waker vtable of this pender's tasks. Its address identifies a task waker only if it
+    /// is a `static` (the runners' is); a promoted constant may have several copies.
+    #[doc(hidden)]
+    const WAKER_VTABLE: &'static RawWakerVTable = &WakerVTableFor::<Self>::VTABLE;
+}
+
+/// The pender of an [`Executor::new`] executor: the [`PendFn`] it was built with, called through
+/// its pointer with the executor's context.
+#[derive(Debug)]
+pub enum FnPender {}
+
+impl Pender for FnPender {
+    unsafe fn pend(executor: &ExecutorCore) {
+        // SAFETY: an `Executor<FnPender>`'s context is the one set for its function
+        // (`set_context`'s contract).
+        unsafe { (executor.pend_fn)(executor.context()) };
+    }
+}
+
+/// The pender for callers that do not know an executor's pender type: calls it through the
+/// executor's pointer, right for any executor.
+pub(crate) enum ErasedPender {}
+
+impl Pender for ErasedPender {
+    unsafe fn pend(executor: &ExecutorCore) {
+        executor.pend();
+    }
+}
+
+/// The function pointer of an executor with a static pender: never called.
+unsafe fn no_pend_fn(_: *const ()) {}
+
+/// A task executor whose wakes pend through `P` (see [`Pender`]); [`Executor::new`] makes one
+/// that pends through a function pointer. Everything else is its [`ExecutorCore`]'s (it
+/// dereferences to it).
 ///
 /// It is platform-neutral: the runners ([`crate::Runner`]) give it a pender and call
-/// [`poll`](Self::poll) from a DPC or a system thread. Tasks are spawned into it with
+/// [`poll`](ExecutorCore::poll) from a DPC or a system thread. Tasks are spawned into it with
 /// [`TaskPool::spawn`](super::TaskPool::spawn).
-pub struct Executor {
+#[repr(transparent)]
+pub struct Executor<P: Pender = FnPender> {
+    core: ExecutorCore,
+    _pender: PhantomData<fn() -> P>,
+}
+
+impl Executor<FnPender> {
+    loom_const_fn! {
+        /// An executor whose wakes call `pend` with the context set by
+        /// [`set_context`](ExecutorCore::set_context) (null until then).
+        ///
+        /// # IRQL
+        /// Any (it is a constant initialiser).
+        #[must_use]
+        pub fn new(pend: PendFn) -> Self {
+            Self { core: ExecutorCore::new(FnPender::pend, pend), _pender: PhantomData }
+        }
+    }
+}
+
+impl<P: Pender> Executor<P> {
+    loom_const_fn! {
+        /// An executor whose wakes call `P::pend`.
+        ///
+        /// # IRQL
+        /// Any (it is a constant initialiser).
+        #[must_use]
+        pub fn with_pender() -> Self {
+            Self { core: ExecutorCore::new(P::pend, no_pend_fn), _pender: PhantomData }
+        }
+    }
+
+    /// The executor's type-independent part.
+    pub(crate) fn core(&self) -> &ExecutorCore {
+        &self.core
+    }
+}
+
+impl<P: Pender> core::ops::Deref for Executor<P> {
+    type Target = ExecutorCore;
+
+    fn deref(&self) -> &ExecutorCore {
+        &self.core
+    }
+}
+
+/// An executor's run queue, its pender as a function pointer and context, and the count of live
+/// tasks: all of [`Executor`] but the pender's type. Tasks point to it.
+pub struct ExecutorCore {
     queue: RunQueue,
     /// Futures not yet finished or dropped, plus the `CLOSED` bit.
     live: AtomicUsize,
-    pend: PendFn,
+    /// The pender through a pointer, for callers that do not know its type: `P::pend`.
+    pend: unsafe fn(&ExecutorCore),
+    /// The function of [`Executor::new`], which `FnPender::pend` calls.
+    pend_fn: PendFn,
     context: AtomicPtr<()>,
     /// Opaque to `raw`: the runner's timer queue, found by timers through a task's waker.
     timer_queue: core::sync::atomic::AtomicPtr<()>,
@@ -137,23 +229,18 @@ pub struct Executor {
 
 // SAFETY: all state is atomic; `pend` is a plain fn pointer; the context pointer is only handed
 // to `pend`, whose owner vouched for it in `set_context`.
-unsafe impl Sync for Executor {}
+unsafe impl Sync for ExecutorCore {}
 // SAFETY: as above.
-unsafe impl Send for Executor {}
+unsafe impl Send for ExecutorCore {}
 
-impl Executor {
+impl ExecutorCore {
     loom_const_fn! {
-        /// An executor whose wakes call `pend` with the context set by
-        /// [`set_context`](Self::set_context) (null until then).
-        ///
-        /// # IRQL
-        /// Any (it is a constant initialiser).
-        #[must_use]
-        pub fn new(pend: PendFn) -> Self {
+        fn new(pend: unsafe fn(&ExecutorCore), pend_fn: PendFn) -> Self {
             Self {
                 queue: RunQueue::new(),
                 live: AtomicUsize::new(0),
                 pend,
+                pend_fn,
                 context: AtomicPtr::new(ptr::null_mut()),
                 timer_queue: core::sync::atomic::AtomicPtr::new(ptr::null_mut()),
             }
@@ -163,8 +250,8 @@ impl Executor {
     /// Sets the context passed to the pender. Call it before spawning the first task.
     ///
     /// # Safety
-    /// `context` must be what this executor's [`PendFn`] expects, valid for as long as any task
-    /// of the executor can be woken.
+    /// `context` must be what this executor's pender expects (its [`PendFn`], or its
+    /// [`Pender`] if that reads it), valid for as long as any task of the executor can be woken.
     ///
     /// # IRQL
     /// Any.
@@ -189,24 +276,27 @@ impl Executor {
             .cast_const()
     }
 
-    /// Calls the pender.
+    /// Calls the pender through its pointer.
     pub(crate) fn pend(&self) {
-        // SAFETY: the context is the one set for this pender (`set_context`'s contract).
-        unsafe { (self.pend)(self.context()) };
+        // SAFETY: `pend` is `P::pend` of the `Executor<P>` this is the core of.
+        unsafe { (self.pend)(self) };
     }
 
-    /// Pushes a task whose link the caller owns and pends if the queue was empty.
+    /// Pushes a task whose link the caller owns and pends if the queue was empty, with
+    /// `P::pend` inline (`FnPender`'s calls its function pointer).
     ///
     /// # Safety
     /// The caller moved the task's wake count from zero (or claimed it at spawn) and so owns
-    /// its link.
+    /// its link; this is the core of an `Executor<P>`, or `P` is `ErasedPender`.
     #[inline]
-    pub(crate) unsafe fn enqueue(&self, task: NonNull<TaskHeader>) {
+    pub(crate) unsafe fn enqueue<P: Pender>(&self, task: NonNull<TaskHeader>) {
         // One attempt inline, with no loop to enter; a contended push retries out of line.
         let head = self.queue.head.load(Ordering::Relaxed);
         // SAFETY: forwarded from the caller.
         match unsafe { self.queue.try_push_chain(task, task, head) } {
-            Ok(true) => self.pend(),
+            // SAFETY: this is an `Executor<P>`'s core, or `P` is `ErasedPender`, which pends
+            // any executor (the caller's guarantee).
+            Ok(true) => unsafe { P::pend(self) },
             Ok(false) => {}
             // SAFETY: forwarded from the caller.
             Err(_) => unsafe { self.enqueue_contended(task) },
@@ -326,49 +416,89 @@ impl Executor {
                         Err(actual) => state = actual,
                     }
                 }
-                // SAFETY: as above.
-                unsafe { super::task::wake_task(task) };
+                // SAFETY: as above; the erased wake pends through the executor's pointer, right
+                // for whichever executor the task has.
+                unsafe { super::task::wake_task_erased(task) };
             }
         });
     }
 
-    /// Polls queued tasks until the queue is empty, `max_polls` tasks were polled, or
-    /// `should_yield` (asked after each poll) says the time is up. Tasks left over are queued
-    /// again and reported in [`PollReport::work_remains`].
+    /// Polls the tasks queued when it is called (one batch, taken off the queue at once) until
+    /// that batch is done, `max_polls` tasks were polled, or `should_yield` (asked before each
+    /// poll but the first) says the time is up. Tasks left over are queued again and reported in
+    /// [`PollReport::work_remains`].
+    ///
+    /// Tasks queued while the batch runs are left for the next call: the wake that queued the
+    /// first of them found the queue empty and called the pender, and the ones after it are
+    /// behind it in the same queue. (Looking again here would only take the work that pend
+    /// already asked for.) So a caller that polls whenever the pender asks it to, and again
+    /// whenever `work_remains`, runs every wake.
     ///
     /// Several CPUs may call this at once on the same executor.
     ///
     /// # IRQL
     /// Whatever the tasks tolerate: `DISPATCH_LEVEL` in the DPC runner, `PASSIVE_LEVEL` in the
     /// passive runner.
-    pub fn poll(&self, max_polls: usize, mut should_yield: impl FnMut() -> bool) -> PollReport {
-        let mut remaining = max_polls;
+    #[inline]
+    pub fn poll(&self, max_polls: usize, should_yield: impl FnMut() -> bool) -> PollReport {
         // Usually called because a wake pended: the queue is most likely not empty.
-        let mut batch = self.queue.take_all();
-        while let Some(newest) = NonNull::new(batch) {
-            // SAFETY: we took the batch off the queue: we own its links until each task is run.
-            let mut task = unsafe { reverse(newest) };
-            loop {
-                let Some(left) = remaining.checked_sub(1) else {
-                    // SAFETY: still ours; the chain from `task` ends in the batch's last task.
-                    return unsafe { self.requeue_rest(task, max_polls) };
-                };
-                if remaining != max_polls && should_yield() {
-                    // SAFETY: as above.
-                    return unsafe { self.requeue_rest(task, max_polls - remaining) };
-                }
-                remaining = left;
-                // SAFETY: we own the link until `run` gives the task up.
-                let next = unsafe { task.as_ref() }.run_next.load(Ordering::Relaxed);
-                // SAFETY: the task came off our queue, so we own it, which orders us after the
-                // spawn's write of its vtable.
-                unsafe { (vtable_of(task).run)(task) };
-                match NonNull::new(next) {
-                    Some(next) => task = next,
-                    None => break,
-                }
+        let Some(newest) = NonNull::new(self.queue.take_all()) else {
+            return PollReport {
+                polled: 0,
+                work_remains: false,
+            };
+        };
+        // SAFETY: we took the batch off the queue: we own its links until each task is run.
+        let next = unsafe { newest.as_ref() }.run_next.load(Ordering::Relaxed);
+        if next.is_null() && max_polls != 0 {
+            // A batch of one, the common case (one wake between polls): its own order, and
+            // within any budget (`should_yield` is not asked before the first poll).
+            // SAFETY: the task came off our queue, so we own it, which orders us after the
+            // spawn's write of its run function.
+            unsafe { run_of(newest)(newest) };
+            return PollReport {
+                polled: 1,
+                work_remains: false,
+            };
+        }
+        // SAFETY: the batch is ours.
+        unsafe { self.poll_batch(newest, max_polls, should_yield) }
+    }
+
+    /// [`poll`](Self::poll) for a batch of more than one task (or a budget of zero): runs it in
+    /// wake order under the budget.
+    ///
+    /// # Safety
+    /// We took the chain that starts at `newest` off the queue (its links are ours).
+    #[inline(never)]
+    unsafe fn poll_batch(
+        &self,
+        newest: NonNull<TaskHeader>,
+        max_polls: usize,
+        mut should_yield: impl FnMut() -> bool,
+    ) -> PollReport {
+        let mut remaining = max_polls;
+        // SAFETY: forwarded.
+        let mut task = unsafe { reverse(newest) };
+        loop {
+            let Some(left) = remaining.checked_sub(1) else {
+                // SAFETY: still ours; the chain from `task` ends in the batch's last task.
+                return unsafe { self.requeue_rest(task, max_polls) };
+            };
+            if remaining != max_polls && should_yield() {
+                // SAFETY: as above.
+                return unsafe { self.requeue_rest(task, max_polls - remaining) };
             }
-            batch = self.queue.take_all_if_any();
+            remaining = left;
+            // SAFETY: we own the link until `run` gives the task up.
+            let next = unsafe { task.as_ref() }.run_next.load(Ordering::Relaxed);
+            // SAFETY: the task came off our queue, so we own it, which orders us after the
+            // spawn's write of its run function.
+            unsafe { run_of(task)(task) };
+            match NonNull::new(next) {
+                Some(next) => task = next,
+                None => break,
+            }
         }
         PollReport {
             polled: max_polls - remaining,
@@ -398,7 +528,7 @@ impl Executor {
 /// # Safety
 /// The caller owns the task (or otherwise knows it spawned and the spawn's write ordered before
 /// it).
-unsafe fn executor_of(task: NonNull<TaskHeader>) -> &'static Executor {
+unsafe fn executor_of(task: NonNull<TaskHeader>) -> &'static ExecutorCore {
     // SAFETY: tasks live in 'static pools.
     let executor = unsafe { task.as_ref() }
         .executor
@@ -411,12 +541,13 @@ unsafe fn executor_of(task: NonNull<TaskHeader>) -> &'static Executor {
 /// Runs one dequeued task: polls it with `poll` (or drops it if cancelled or closed), then puts
 /// it back to idle, or re-queues it if it was woken meanwhile, or retires it if it finished.
 ///
-/// It is inlined into each future type's [`TaskVTable::run`](super::task::TaskVTable), so the
+/// It is inlined into each future type's run function (the header's `run`), so the
 /// poll loop makes one indirect call per task and the future's poll is inlined here.
 ///
 /// # Safety
 /// `task` was just taken off its executor's queue, `poll` polls its future (true when it
-/// finished and its output is stored), and `drop_stage` is its vtable's `drop_stage`.
+/// finished and its output is stored; it is called only with the task owned and its state
+/// without DONE), and `drop_stage` is its vtable's `drop_stage`.
 #[inline]
 pub(crate) unsafe fn run_task(
     task: NonNull<TaskHeader>,
@@ -433,7 +564,8 @@ pub(crate) unsafe fn run_task(
         "a dequeued task must be spawned, unfinished and owned: queued twice?"
     );
     // SAFETY: we own the task.
-    if state & (CANCELLED | CLOSING) != 0 && unsafe { must_drop(task, state) } {
+    // DONE here, in the same test, would be a bug of the state machine: `must_drop` panics.
+    if state & (CANCELLED | CLOSING | DONE) != 0 && unsafe { must_drop(task, state) } {
         // SAFETY: forwarded; we own the task.
         unsafe { cancel(task) };
         return;
@@ -480,19 +612,32 @@ unsafe fn idle_or_requeue(task: NonNull<TaskHeader>, seen: u64) {
         }
     }
     // Woken during its poll: those wakers only counted and left the push to us.
-    // SAFETY: we own the task (its count is not zero), so the link is ours, and the spawn's
-    // write of its executor is ordered before us.
-    unsafe { executor_of(task).queue.push_chain(task, task) };
-    // No pend needed: the poll loop that ran it takes it next, or reports work_remains.
+    // SAFETY: we own the task (its count is not zero), so the spawn's write of its executor is
+    // ordered before us; and the link is ours.
+    let executor = unsafe { executor_of(task) };
+    // SAFETY: as above.
+    if unsafe { executor.queue.push_chain(task, task) } {
+        // Like any push onto an empty queue: the poll loop does not look at the queue again
+        // after its batch, so this pend is what runs the task again.
+        executor.pend();
+    }
 }
 
-/// Whether a task whose state is `state` (with CANCELLED or CLOSING) is to be dropped.
+/// Whether a task whose state is `state` (with CANCELLED, CLOSING or DONE) is to be dropped.
+///
+/// # Panics
+/// If `state` has DONE: a finished task was dequeued, a bug of the task state machine (its stage
+/// no longer holds a future).
 ///
 /// # Safety
 /// We own `task`.
 #[cold]
 #[inline(never)]
 unsafe fn must_drop(task: NonNull<TaskHeader>, state: u64) -> bool {
+    assert!(
+        state & DONE == 0,
+        "a finished task was dequeued: the task state machine is broken"
+    );
     // SAFETY: forwarded.
     state & CANCELLED != 0 || unsafe { executor_of(task) }.is_closed()
 }
@@ -589,9 +734,10 @@ unsafe fn chain_end(mut task: NonNull<TaskHeader>) -> NonNull<TaskHeader> {
     task
 }
 
-/// The executor a waker's task runs on, if the waker is a task waker of this crate.
-pub(crate) fn executor_of_waker(waker: &Waker) -> Option<&'static Executor> {
-    let task = task_of_waker(waker)?;
+/// The executor a waker's task runs on, if the waker is a task waker of an `Executor<P>`. Only
+/// reliable for a `P` whose [`Pender::WAKER_VTABLE`] is a `static` (the runners').
+pub(crate) fn executor_of_waker<P: Pender>(waker: &Waker) -> Option<&'static ExecutorCore> {
+    let task = task_of_waker::<P>(waker)?;
     // SAFETY: task wakers point to 'static headers.
     let executor = unsafe { task.as_ref() }
         .executor

@@ -7,7 +7,7 @@ use core::ptr::NonNull;
 use core::task::{Context, Poll};
 
 use super::sync::Ordering;
-use super::task::{CANCELLED, DONE, HANDLE, TaskHeader, free_slot, vtable_of, wake_task};
+use super::task::{CANCELLED, DONE, HANDLE, TaskHeader, free_slot, vtable_of, wake_task_erased};
 
 /// Why a [`JoinHandle`] has no output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +76,7 @@ impl<T> JoinHandle<T> {
         let previous = self.header().state.fetch_or(CANCELLED, Ordering::AcqRel);
         if previous & DONE == 0 {
             // SAFETY: the task is in 'static storage.
-            unsafe { wake_task(self.task) };
+            unsafe { wake_task_erased(self.task) };
         }
     }
 

@@ -370,3 +370,43 @@ fn loom_handle_drop_and_wake_during_poll() {
         assert_eq!(executor.live_tasks(), 0);
     });
 }
+
+/// A wake of another task lands while a poll runs its batch: `poll` does not look at the queue
+/// again after the batch, so a task it leaves queued must have been pended for (its wake found
+/// the queue empty), or it was in the batch.
+#[test]
+fn loom_wake_during_batch_is_pended_or_polled() {
+    model(|| {
+        let Fixture { executor, pends } = fixture();
+        let pool = pool::<2>();
+        let first = Probe::new(false);
+        let second = Probe::new(false);
+        let mut handles = [
+            pool.spawn(executor, first.wait()).unwrap(),
+            pool.spawn(executor, second.wait()).unwrap(),
+        ];
+        executor.poll(usize::MAX, || false);
+        assert!(!executor.has_queued());
+        first.release_and_wake();
+        let before = pends.load(Ordering::SeqCst);
+
+        let waker = thread::spawn(move || second.release_and_wake());
+        let report = executor.poll(usize::MAX, || false);
+        waker.join().unwrap();
+        assert!(!report.work_remains);
+        if executor.has_queued() {
+            assert_eq!(report.polled, 1, "a queued task was left out of the batch");
+            assert_eq!(
+                pends.load(Ordering::SeqCst),
+                before + 1,
+                "left queued without a pend"
+            );
+            assert_eq!(executor.poll(usize::MAX, || false).polled, 1);
+        } else {
+            assert_eq!(report.polled, 2);
+        }
+        for handle in &mut handles {
+            assert!(matches!(poll_handle(handle), Poll::Ready(Ok(2))));
+        }
+    });
+}

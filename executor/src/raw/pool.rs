@@ -6,17 +6,18 @@
 //! that the future fits. Pools register themselves (once, lock-free) in a fixed table so that
 //! closing an executor can find and wake every task it owns.
 
+use core::any::TypeId;
 use core::future::Future;
 use core::marker::PhantomData;
-use core::mem::{MaybeUninit, align_of, offset_of, size_of};
+use core::mem::{ManuallyDrop, MaybeUninit, align_of, offset_of, size_of};
 use core::pin::Pin;
 use core::ptr::NonNull;
 use core::task::Poll;
 
-use super::executor::{Executor, poll_in_place, run_task};
+use super::executor::{Executor, Pender, poll_in_place, run_task};
 use super::join::JoinHandle;
 use super::sync::{Ordering, loom_const_fn};
-use super::task::{FLAGS, FREE, HANDLE, SPAWNED, TaskHeader, TaskVTable, invariant, task_waker};
+use super::task::{FLAGS, FREE, HANDLE, SPAWNED, TaskHeader, TaskVTable, task_waker};
 
 /// The alignment of every slot's storage; futures needing more cannot be spawned.
 pub const STORAGE_ALIGN: usize = 16;
@@ -30,6 +31,10 @@ pub enum SpawnError {
     Closed,
     /// The process-wide table of pools is full; see [`MAX_POOLS`].
     TooManyPools,
+    /// The pool serves executors of another [`Pender`] type: a pool is bound to the pender type
+    /// of its first spawn's executor (so that a stale waker of one of its slots pends the right
+    /// way).
+    OtherPender,
 }
 
 impl core::fmt::Display for SpawnError {
@@ -38,17 +43,22 @@ impl core::fmt::Display for SpawnError {
             Self::PoolFull => "task pool is full",
             Self::Closed => "executor is shut down",
             Self::TooManyPools => "too many task pools",
+            Self::OtherPender => "task pool serves executors of another pender type",
         })
     }
 }
 
 impl core::error::Error for SpawnError {}
 
-/// The future, then its output, stored in place in a slot.
-enum Stage<F: Future> {
-    Running(F),
-    Finished(F::Output),
-    Consumed,
+/// The future, then its output, stored in place in a slot. Which of the two it holds, the task's
+/// state word says: `running` from the spawn until the task is `DONE` (its owner moves it to
+/// `finished` just before setting `DONE`), `finished` from then on (`None` once cancelled or
+/// taken). The poller checks `DONE` in the state it reads anyway, so the check costs nothing and
+/// a task polled after it finished (a bug of the state machine) panics instead of reading a
+/// future that is not there.
+union Stage<F: Future> {
+    running: ManuallyDrop<F>,
+    finished: ManuallyDrop<Option<F::Output>>,
 }
 
 /// Raw, aligned bytes holding a `Stage<F>`.
@@ -94,23 +104,23 @@ unsafe fn stage_of<F: Future>(task: NonNull<TaskHeader>) -> *mut Stage<F> {
     }
 }
 
-/// The vtable for tasks running an `F`.
-struct VTableFor<F>(PhantomData<F>);
+/// The vtable for tasks running an `F` on an `Executor<P>`.
+struct VTableFor<F, P>(PhantomData<(F, P)>);
 
-impl<F: Future + Send + 'static> VTableFor<F>
+impl<F: Future + Send + 'static, P: Pender> VTableFor<F, P>
 where
     F::Output: Send,
 {
     const VTABLE: TaskVTable = TaskVTable {
-        run: Self::run,
         cancel: Self::cancel,
         take_output: Self::take_output,
         drop_stage: Self::drop_stage,
     };
 
     unsafe fn run(task: NonNull<TaskHeader>) {
-        // SAFETY: the caller (the poll loop) took the task off its queue; `poll` polls its `F`,
-        // `drop_stage` drops its stage.
+        // SAFETY: the caller (the poll loop) took the task off its queue; `poll` polls its `F`
+        // (`run_task` calls it only on an owned task whose state has no DONE, as `poll`
+        // requires), `drop_stage` drops its stage.
         unsafe {
             run_task(task, || Self::poll(task), || Self::drop_stage(task));
         }
@@ -119,27 +129,26 @@ where
     /// Polls the future; true when it finished (its output is stored in place of it).
     ///
     /// # Safety
-    /// The caller owns the task (it runs it).
+    /// The caller owns the task (it runs it) and read its state without `DONE`: the stage holds
+    /// the future.
     #[inline]
     unsafe fn poll(task: NonNull<TaskHeader>) -> bool {
         // SAFETY: owning the task (the caller) gives exclusive access to the stage, which holds
-        // an `F` spawned in place and never moved.
+        // an `F` spawned in place and never moved, as the state without DONE says.
         let stage = unsafe { &mut *stage_of::<F>(task) };
-        let Stage::Running(future) = stage else {
-            invariant!(false, "a finished task was polled");
-            // SAFETY: the executor polls only tasks it owns, which are spawned and not DONE, and
-            // the stage leaves `Running` only when the task becomes DONE (it finished, or was
-            // cancelled, which happens instead of a poll).
-            unsafe { core::hint::unreachable_unchecked() }
-        };
+        // SAFETY: as above: `running` is the initialised field.
+        let future = unsafe { &mut *stage.running };
         // SAFETY: the future stays in its 'static slot until dropped in place.
         let future = unsafe { Pin::new_unchecked(future) };
-        // SAFETY: the header is in a 'static pool.
-        let waker = unsafe { task_waker(task) };
+        // SAFETY: the header is in a 'static pool, bound to `P` by the spawn.
+        let waker = unsafe { task_waker::<P>(task) };
         match poll_in_place(future, &waker) {
             Poll::Ready(output) => {
-                // Drops the future in place, then stores the output in its bytes.
-                *stage = Stage::Finished(output);
+                // Drops the future in place, then stores the output in its bytes; the caller
+                // sets DONE next.
+                // SAFETY: `running` is initialised and never used again.
+                unsafe { ManuallyDrop::drop(&mut stage.running) };
+                stage.finished = ManuallyDrop::new(Some(output));
                 true
             }
             Poll::Pending => false,
@@ -147,22 +156,27 @@ where
     }
 
     unsafe fn cancel(task: NonNull<TaskHeader>) {
-        // SAFETY: as in `poll`; assigning drops the pinned future in place.
-        unsafe { *stage_of::<F>(task) = Stage::Consumed };
+        // SAFETY: as in `poll` (the caller owns the task, not DONE); the pinned future is
+        // dropped in place, and the caller sets DONE next.
+        unsafe {
+            let stage = &mut *stage_of::<F>(task);
+            ManuallyDrop::drop(&mut stage.running);
+            stage.finished = ManuallyDrop::new(None);
+        }
     }
 
     unsafe fn take_output(task: NonNull<TaskHeader>, out: *mut ()) {
-        // SAFETY: the caller (the handle, after DONE) owns the stage.
-        let stage = unsafe { &mut *stage_of::<F>(task) };
-        if let Stage::Finished(output) = core::mem::replace(stage, Stage::Consumed) {
-            // SAFETY: the handle passes an `Option<F::Output>`.
-            unsafe { *out.cast::<Option<F::Output>>() = Some(output) };
+        // SAFETY: the caller (the handle, after DONE) owns the stage, whose `finished` is
+        // initialised; it passes an `Option<F::Output>`.
+        unsafe {
+            let finished: &mut Option<F::Output> = &mut (*stage_of::<F>(task)).finished;
+            *out.cast::<Option<F::Output>>() = finished.take();
         }
     }
 
     unsafe fn drop_stage(task: NonNull<TaskHeader>) {
-        // SAFETY: the caller frees the slot and owns it.
-        unsafe { core::ptr::drop_in_place(stage_of::<F>(task)) };
+        // SAFETY: the caller frees the slot (after DONE) and owns it: `finished` is initialised.
+        unsafe { ManuallyDrop::drop(&mut (*stage_of::<F>(task)).finished) };
     }
 }
 
@@ -171,7 +185,18 @@ struct PoolDesc {
     len: usize,
     stride: usize,
     slots_offset: usize,
-    registered: core::sync::atomic::AtomicBool,
+    /// Null until the first spawn registers the pool and binds it to its executor's pender
+    /// type: then `TypeId::of::<P>` as a pointer (see [`pender_tag`]).
+    pender: core::sync::atomic::AtomicPtr<()>,
+}
+
+/// The tag a pool bound to `P` holds: the address of `TypeId::of::<P>`. Two tags may differ for
+/// one type (a generic function may have copies), so a mismatch is settled by calling the bound
+/// tag and comparing type ids; two types never share one (different functions, or identical
+/// ones, which return the same id only for the same type).
+fn pender_tag<P: Pender>() -> *mut () {
+    let tag: fn() -> TypeId = TypeId::of::<P>;
+    tag as *mut ()
 }
 
 /// How many distinct pools a driver may spawn into.
@@ -183,13 +208,12 @@ static POOLS: [core::sync::atomic::AtomicPtr<PoolDesc>; MAX_POOLS] =
 
 /// Records `desc` in [`POOLS`]: one compare-exchange publishes it, so a pool is either found by
 /// every later scan or not yet used. A race may record it twice; scans tolerate that.
-/// Called on a spawn until the pool is registered (`desc.registered`).
-fn register(desc: &'static PoolDesc, pool: NonNull<PoolDesc>) -> Result<(), SpawnError> {
+/// Called by a pool's first spawn (or first spawns, racing), before it binds the pool.
+fn register(pool: NonNull<PoolDesc>) -> Result<(), SpawnError> {
     use core::sync::atomic::Ordering as O;
     for entry in &POOLS {
         let current = entry.load(O::Acquire);
         if current == pool.as_ptr() {
-            desc.registered.store(true, O::Release);
             return Ok(());
         }
         if current.is_null()
@@ -197,7 +221,6 @@ fn register(desc: &'static PoolDesc, pool: NonNull<PoolDesc>) -> Result<(), Spaw
                 .compare_exchange(current, pool.as_ptr(), O::AcqRel, O::Acquire)
                 .is_ok()
         {
-            desc.registered.store(true, O::Release);
             return Ok(());
         }
     }
@@ -313,7 +336,7 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
             len: N,
             stride: size_of::<TaskSlot<SIZE>>(),
             slots_offset: offset_of!(Self, slots),
-            registered: core::sync::atomic::AtomicBool::new(false),
+            pender: core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 
@@ -343,14 +366,16 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
     ///
     /// # Errors
     /// [`SpawnError::PoolFull`] when no slot is free, [`SpawnError::Closed`] after the executor
-    /// was closed, [`SpawnError::TooManyPools`] if this is the 65th pool ever used. The future is
+    /// was closed, [`SpawnError::TooManyPools`] if this is the 65th pool ever used,
+    /// [`SpawnError::OtherPender`] if the pool was first spawned into with an executor of another
+    /// [`Pender`] type (every runner's is [`RunnerPender`](crate::RunnerPender)). The future is
     /// dropped in each case.
     ///
     /// # IRQL
     /// <= `DISPATCH_LEVEL` with a DPC runner, any IRQL the pender tolerates otherwise.
-    pub fn spawn<F>(
+    pub fn spawn<F, P: Pender>(
         &'static self,
-        executor: &'static Executor,
+        executor: &'static Executor<P>,
         future: F,
     ) -> Result<JoinHandle<F::Output>, SpawnError>
     where
@@ -367,43 +392,74 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
                 "the future needs a larger alignment"
             );
         };
-        if !(cfg!(loom)
-            || self
-                .desc
-                .registered
-                .load(core::sync::atomic::Ordering::Acquire))
-        {
-            return self.spawn_registering(executor, future);
+        // Bound to `P` (which also means registered)? Else the first spawn binds it, or the
+        // check of the bound type settles it, out of line.
+        if self.desc.pender.load(core::sync::atomic::Ordering::Acquire) != pender_tag::<P>() {
+            return self.spawn_binding(executor, future);
         }
         match self.claim_at_hint() {
-            // SAFETY: we claimed the slot.
+            // SAFETY: we claimed the slot; the pool is bound to `P` (it holds `P`'s tag).
             Some(slot) => unsafe { spawn_into(slot, executor, future) },
             None => self.spawn_scanning(executor, future),
         }
     }
 
-    /// [`spawn`](Self::spawn) on the pool's first spawn: registers the pool, then spawns.
+    /// [`spawn`](Self::spawn) when the pool is not bound to `P`'s tag: on its first spawn,
+    /// registers the pool and binds it to `P`; otherwise checks that it is bound to `P`.
     #[cold]
     #[inline(never)]
-    fn spawn_registering<F>(
+    fn spawn_binding<F, P: Pender>(
         &'static self,
-        executor: &'static Executor,
+        executor: &'static Executor<P>,
         future: F,
     ) -> Result<JoinHandle<F::Output>, SpawnError>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        register(&self.desc, NonNull::from(self).cast())?;
-        self.spawn(executor, future)
+        self.bind::<P>()?;
+        match self.claim_at_hint() {
+            // SAFETY: we claimed the slot; the pool is bound to `P`.
+            Some(slot) => unsafe { spawn_into(slot, executor, future) },
+            None => self.spawn_scanning(executor, future),
+        }
+    }
+
+    /// Registers the pool and binds it to `P` if it is new; fails if it is bound to another type.
+    fn bind<P: Pender>(&'static self) -> Result<(), SpawnError> {
+        use core::sync::atomic::Ordering as O;
+        let tag = pender_tag::<P>();
+        let mut bound = self.desc.pender.load(O::Acquire);
+        if bound.is_null() {
+            // Registered before it is bound, so a pool that holds tasks is always found by
+            // `close`. (loom models have no use for the process-wide table.)
+            if !cfg!(loom) {
+                register(NonNull::from(self).cast())?;
+            }
+            match self
+                .desc
+                .pender
+                .compare_exchange(bound, tag, O::AcqRel, O::Acquire)
+            {
+                Ok(_) => return Ok(()),
+                Err(actual) => bound = actual,
+            }
+        }
+        // SAFETY: only `pender_tag`s, `fn() -> TypeId` pointers, are stored.
+        let bound_type = unsafe { core::mem::transmute::<*mut (), fn() -> TypeId>(bound) }();
+        if bound_type == TypeId::of::<P>() {
+            Ok(())
+        } else {
+            Err(SpawnError::OtherPender)
+        }
     }
 
     /// [`spawn`](Self::spawn) when the slot at the hint was taken: scans for a free slot.
     #[cold]
     #[inline(never)]
-    fn spawn_scanning<F>(
+    fn spawn_scanning<F, P: Pender>(
         &'static self,
-        executor: &'static Executor,
+        executor: &'static Executor<P>,
         future: F,
     ) -> Result<JoinHandle<F::Output>, SpawnError>
     where
@@ -415,9 +471,9 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
         unsafe { spawn_into(slot, executor, future) }
     }
 
-    /// `index` wrapped into `0..N`: `index` itself when below `N`, else 0 (a hint is always
-    /// below `N`; this keeps the slot access free of a bounds check). A mask when `N` is a
-    /// power of two.
+    /// `index` wrapped into `0..N`: `index` itself when below `N`, else 0 (a hint is at most
+    /// `N`; this keeps the slot access free of a bounds check). A mask when `N` is a power of
+    /// two.
     #[inline]
     const fn slot_index(index: usize) -> usize {
         if N.is_power_of_two() {
@@ -449,9 +505,9 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
             )
             .is_ok()
         {
-            let next = Self::slot_index(index + 1);
+            // Stored unwrapped (at most `N`): every reader wraps it.
             self.next_hint
-                .store(next, core::sync::atomic::Ordering::Relaxed);
+                .store(index + 1, core::sync::atomic::Ordering::Relaxed);
             return Some(slot);
         }
         None
@@ -479,15 +535,15 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
 /// The rest of a spawn once a slot is claimed: count the task in, write it, queue it.
 ///
 /// # Safety
-/// We claimed `slot` (SPAWNED | HANDLE set by us on a free slot).
+/// We claimed `slot` (SPAWNED | HANDLE set by us on a free slot), in a pool bound to `P`.
 #[expect(
     clippy::inline_always,
     reason = "inlined into spawn and its cold scan path alike: two instructions per spawn"
 )]
 #[inline(always)]
-unsafe fn spawn_into<const SIZE: usize, F>(
+unsafe fn spawn_into<const SIZE: usize, F, P: Pender>(
     slot: &'static TaskSlot<SIZE>,
-    executor: &'static Executor,
+    executor: &'static Executor<P>,
     future: F,
 ) -> Result<JoinHandle<F::Output>, SpawnError>
 where
@@ -497,7 +553,7 @@ where
     // Published before the task counts in `live`: a `close` whose CLOSED lands after our count
     // finds the task by it (see `Executor::close`).
     slot.header.executor.store(
-        core::ptr::from_ref(executor).cast_mut(),
+        core::ptr::from_ref(executor.core()).cast_mut(),
         core::sync::atomic::Ordering::Release,
     );
     if !executor.try_add_live_once() {
@@ -515,9 +571,9 @@ where
 /// As for `spawn_into`.
 #[cold]
 #[inline(never)]
-unsafe fn spawn_into_contended<const SIZE: usize, F>(
+unsafe fn spawn_into_contended<const SIZE: usize, F, P: Pender>(
     slot: &'static TaskSlot<SIZE>,
-    executor: &'static Executor,
+    executor: &'static Executor<P>,
     future: F,
 ) -> Result<JoinHandle<F::Output>, SpawnError>
 where
@@ -534,16 +590,17 @@ where
 /// The end of a spawn: write the task into its claimed slot and queue it.
 ///
 /// # Safety
-/// We claimed `slot`, published its executor and counted the task in `live`.
+/// We claimed `slot`, in a pool bound to `P`, published its executor and counted the task in
+/// `live`.
 #[expect(
     clippy::inline_always,
     reason = "inlined into every spawn path alike: a spawn's hot path has no call to save \
               registers for"
 )]
 #[inline(always)]
-unsafe fn spawn_counted<const SIZE: usize, F>(
+unsafe fn spawn_counted<const SIZE: usize, F, P: Pender>(
     slot: &'static TaskSlot<SIZE>,
-    executor: &'static Executor,
+    executor: &'static Executor<P>,
     future: F,
 ) -> JoinHandle<F::Output>
 where
@@ -557,14 +614,25 @@ where
     unsafe {
         slot.header
             .vtable
-            .with_mut(|vtable| *vtable = &VTableFor::<F>::VTABLE);
+            .with_mut(|vtable| *vtable = &VTableFor::<F, P>::VTABLE);
+    }
+    // SAFETY: as above.
+    unsafe {
+        slot.header
+            .run
+            .with_mut(|run| *run = VTableFor::<F, P>::run);
     }
     // SAFETY: as above; the slot's storage is ours and big enough (checked by `spawn`).
-    unsafe { stage_of::<F>(task).write(Stage::Running(future)) };
+    unsafe {
+        stage_of::<F>(task).write(Stage {
+            running: ManuallyDrop::new(future),
+        });
+    }
     // SAFETY: the task lives in a 'static pool and its HANDLE bit is set for us.
     let handle = unsafe { JoinHandle::new(task) };
-    // SAFETY: we claimed the slot with a non-zero wake count, so its link is ours.
-    unsafe { executor.enqueue(task) };
+    // SAFETY: we claimed the slot with a non-zero wake count, so its link is ours; the executor
+    // is an `Executor<P>`.
+    unsafe { executor.core().enqueue::<P>(task) };
     handle
 }
 

@@ -31,11 +31,12 @@
 //! - The slot is free again once `DONE` is set and `HANDLE` is clear, and whoever clears the last
 //!   of the two frees it.
 
+use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::task::{RawWaker, RawWakerVTable, Waker};
 
 use super::atomic_waker::AtomicWaker;
-use super::executor::Executor;
+use super::executor::{ErasedPender, ExecutorCore, Pender};
 use super::sync::{AtomicPtr, AtomicU64, Ordering, UnsafeCell, loom_const_fn};
 
 /// The slot holds a task.
@@ -59,10 +60,12 @@ pub(crate) const WAKE: u64 = FLAGS + 1;
 /// A free slot: no flags, and a wake count of one so that wakes through stale wakers only count.
 pub(crate) const FREE: u64 = WAKE;
 
-/// What the header needs to know about the future type stored after it.
+/// Runs a dequeued task: [`run_task`](super::executor::run_task) with its future's poll.
+pub(crate) type RunFn = unsafe fn(NonNull<TaskHeader>);
+
+/// What the header needs to know about the future type stored after it, besides how to run it
+/// (the header's `run`).
 pub(crate) struct TaskVTable {
-    /// Runs the dequeued task: [`run_task`](super::executor::run_task) with the future's poll.
-    pub(crate) run: unsafe fn(NonNull<TaskHeader>),
     /// Drops the future in place (cancellation).
     pub(crate) cancel: unsafe fn(NonNull<TaskHeader>),
     /// Moves the output, if still there, into `*out` (an `Option<F::Output>`).
@@ -77,7 +80,10 @@ pub(crate) struct TaskHeader {
     /// The run-queue link, owned by whoever moved the wake count from zero (or claimed the slot).
     pub(crate) run_next: AtomicPtr<TaskHeader>,
     /// The executor the task runs on; read racily by shutdown scans, so atomic.
-    pub(crate) executor: core::sync::atomic::AtomicPtr<Executor>,
+    pub(crate) executor: core::sync::atomic::AtomicPtr<ExecutorCore>,
+    /// How to run the task, in the header itself so that the poll loop's call is one load from
+    /// the task. Written at spawn, while the spawner owns the claimed slot.
+    pub(crate) run: UnsafeCell<RunFn>,
     /// Written at spawn, while the spawner owns the claimed slot.
     pub(crate) vtable: UnsafeCell<&'static TaskVTable>,
     /// The `JoinHandle`'s waker.
@@ -99,6 +105,7 @@ impl TaskHeader {
                 state: AtomicU64::new(FREE),
                 run_next: AtomicPtr::new(core::ptr::null_mut()),
                 executor: core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()),
+                run: UnsafeCell::new(no_task),
                 vtable: UnsafeCell::new(&NO_TASK),
                 join_waker: AtomicWaker::new(),
             }
@@ -109,7 +116,6 @@ impl TaskHeader {
 /// The vtable of a slot that never held a task: nothing reads it (every read is ordered after a
 /// spawn's write), so its functions only report the bug.
 static NO_TASK: TaskVTable = TaskVTable {
-    run: no_task,
     cancel: no_task,
     take_output: no_task_take_output,
     drop_stage: no_task,
@@ -135,6 +141,19 @@ pub(crate) unsafe fn vtable_of(task: NonNull<TaskHeader>) -> &'static TaskVTable
     unsafe { task.as_ref() }.vtable.with_mut(|vtable| {
         // SAFETY: no concurrent writer (see above).
         unsafe { *vtable }
+    })
+}
+
+/// Reads the task's run function.
+///
+/// # Safety
+/// As for [`vtable_of`].
+#[inline]
+pub(crate) unsafe fn run_of(task: NonNull<TaskHeader>) -> RunFn {
+    // SAFETY: the caller guarantees the header is valid and `run` written and not changing.
+    unsafe { task.as_ref() }.run.with_mut(|run| {
+        // SAFETY: no concurrent writer (see above).
+        unsafe { *run }
     })
 }
 
@@ -177,12 +196,14 @@ macro_rules! invariant {
 pub(crate) use invariant;
 
 /// Wakes the task: queues it if it is idle; a queued or running task only counts the wake (its
-/// poller re-queues it after the poll), a finished or free one ignores it.
+/// poller re-queues it after the poll), a finished or free one ignores it. A wake that queues the
+/// task pends with `P::pend` (`ErasedPender`: through the executor's pointer, right for any task).
 ///
 /// # Safety
-/// `task` points to a task header in `'static` storage.
+/// `task` points to a task header in `'static` storage, in a pool bound to `P` (so its
+/// executor, whenever it has one, is an `Executor<P>`), or `P` is `ErasedPender`.
 #[inline]
-pub(crate) unsafe fn wake_task(task: NonNull<TaskHeader>) {
+pub(crate) unsafe fn wake_task<P: Pender>(task: NonNull<TaskHeader>) {
     // SAFETY: the caller guarantees a valid, 'static header.
     let header = unsafe { task.as_ref() };
     // Always a write, even when the task is already owned: the poller's compare-exchange then
@@ -193,24 +214,35 @@ pub(crate) unsafe fn wake_task(task: NonNull<TaskHeader>) {
         let executor = header.executor.load(Ordering::Relaxed);
         // SAFETY: we moved the count from zero, so we own the queue link, and the slot cannot be
         // freed before the task is popped and polled. The executor pointer was written at spawn,
-        // before the release of the state we acquired, and executors are 'static.
-        unsafe { (*executor).enqueue(task) };
+        // before the release of the state we acquired, and executors are 'static. It is an
+        // `Executor<P>`'s core or `P` is `ErasedPender` (the caller's guarantee).
+        unsafe { (*executor).enqueue::<P>(task) };
     }
 }
 
-/// The vtable of every task waker; its data pointer is the task header.
-static TASK_WAKER_VTABLE: RawWakerVTable =
-    RawWakerVTable::new(waker_clone, waker_wake, waker_wake, waker_drop);
+/// The waker vtable of the tasks of `Executor<P>`s; a waker's data pointer is the task header.
+pub(crate) struct WakerVTableFor<P>(PhantomData<P>);
 
-/// Task wakers hold no reference count: task storage is `'static`, and a waker that outlives its
-/// task at most wakes the slot's next task spuriously.
-unsafe fn waker_clone(data: *const ()) -> RawWaker {
-    RawWaker::new(data, &TASK_WAKER_VTABLE)
+impl<P: Pender> WakerVTableFor<P> {
+    pub(crate) const VTABLE: RawWakerVTable = RawWakerVTable::new(
+        waker_clone::<P>,
+        waker_wake::<P>,
+        waker_wake::<P>,
+        waker_drop,
+    );
 }
 
-unsafe fn waker_wake(data: *const ()) {
-    // SAFETY: task wakers are only made by `task_waker` from a 'static, non-null header.
-    unsafe { wake_task(NonNull::new_unchecked(data.cast_mut().cast())) };
+/// Task wakers hold no reference count: task storage is `'static`, and a waker that outlives its
+/// task at most wakes the slot's next task spuriously (of the same pool, so of an `Executor<P>`
+/// too).
+unsafe fn waker_clone<P: Pender>(data: *const ()) -> RawWaker {
+    RawWaker::new(data, P::WAKER_VTABLE)
+}
+
+unsafe fn waker_wake<P: Pender>(data: *const ()) {
+    // SAFETY: task wakers of `P` are only made by `task_waker::<P>` from a 'static, non-null
+    // header in a pool bound to `P`.
+    unsafe { wake_task::<P>(NonNull::new_unchecked(data.cast_mut().cast())) };
 }
 
 unsafe fn waker_drop(_: *const ()) {}
@@ -218,22 +250,34 @@ unsafe fn waker_drop(_: *const ()) {}
 /// The waker that wakes `task`.
 ///
 /// # Safety
-/// `task` points to a task header in `'static` storage.
-pub(crate) unsafe fn task_waker(task: NonNull<TaskHeader>) -> Waker {
-    // SAFETY: the vtable's functions uphold RawWaker's contract for a 'static header.
+/// `task` points to a task header in `'static` storage, in a pool bound to `P`.
+pub(crate) unsafe fn task_waker<P: Pender>(task: NonNull<TaskHeader>) -> Waker {
+    // SAFETY: the vtable's functions uphold RawWaker's contract for a 'static header, and
+    // `wake_task::<P>`'s for a task of a pool bound to `P`.
     unsafe {
         Waker::from_raw(RawWaker::new(
             task.as_ptr().cast_const().cast(),
-            &TASK_WAKER_VTABLE,
+            P::WAKER_VTABLE,
         ))
     }
 }
 
-/// The task a waker wakes, if it is one of ours.
-pub(crate) fn task_of_waker(waker: &Waker) -> Option<NonNull<TaskHeader>> {
-    if core::ptr::eq(waker.vtable(), &raw const TASK_WAKER_VTABLE) {
+/// The task a waker wakes, if it is a task waker of an `Executor<P>` (reliable only for a `P`
+/// whose [`Pender::WAKER_VTABLE`] is a `static`).
+pub(crate) fn task_of_waker<P: Pender>(waker: &Waker) -> Option<NonNull<TaskHeader>> {
+    if core::ptr::eq(waker.vtable(), P::WAKER_VTABLE) {
         NonNull::new(waker.data().cast_mut().cast())
     } else {
         None
     }
+}
+
+/// Wakes `task` through its executor's pender pointer: for callers that do not know the pender's
+/// type (`abort`, `close`).
+///
+/// # Safety
+/// `task` points to a task header in `'static` storage.
+pub(crate) unsafe fn wake_task_erased(task: NonNull<TaskHeader>) {
+    // SAFETY: forwarded; `ErasedPender` is right for any task.
+    unsafe { wake_task::<ErasedPender>(task) };
 }

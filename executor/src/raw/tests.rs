@@ -230,7 +230,7 @@ fn raw_wake_is_idempotent() {
 }
 
 #[test]
-fn raw_wake_while_running_repolls_without_pending() {
+fn raw_wake_while_running_requeues_once_and_pends() {
     static SIGNAL: Signal = Signal::new();
     static EXECUTOR: Executor = Executor::new(pend_signal);
     static POOL: TaskPool<256, 1> = TaskPool::new();
@@ -253,20 +253,27 @@ fn raw_wake_while_running_repolls_without_pending() {
             }),
         )
         .unwrap();
-    let pends = SIGNAL.count();
-    let report = EXECUTOR.poll(usize::MAX, || false);
-    assert_eq!(
-        report,
-        PollReport {
-            polled: 5,
-            work_remains: false
-        }
-    );
-    assert_eq!(
-        SIGNAL.count(),
-        pends,
-        "a wake while running is re-queued by the poller, no pend"
-    );
+    // Each poll runs the one task; the poller re-queues it (two wakes during the poll, one
+    // queue entry) and, as the queue was empty, pends once: the poll loop leaves tasks queued
+    // during its batch to the next call.
+    for round in 1..=5 {
+        let pends = SIGNAL.count();
+        let report = EXECUTOR.poll(usize::MAX, || false);
+        assert_eq!(
+            report,
+            PollReport {
+                polled: 1,
+                work_remains: false
+            }
+        );
+        let again = round < 5;
+        assert_eq!(
+            SIGNAL.count() - pends,
+            u64::from(again),
+            "one pend per re-queue"
+        );
+        assert_eq!(EXECUTOR.has_queued(), again);
+    }
     assert_eq!(block_on_std(handle), Ok(5));
 }
 
@@ -660,4 +667,66 @@ fn raw_wakes_from_foreign_threads_are_never_lost() {
     for (index, handle) in handles.into_iter().enumerate() {
         assert_eq!(block_on_std(handle), Ok(index));
     }
+}
+
+/// An executor with a static [`Pender`]: a wake that queues a task calls it (from the task
+/// waker and the spawn alike), and a pool it spawned into refuses
+/// executors of another pender type.
+#[test]
+fn raw_static_pender_pends_and_binds_its_pool() {
+    static PENDS: AtomicUsize = AtomicUsize::new(0);
+    enum Counting {}
+    impl Pender for Counting {
+        unsafe fn pend(_: &ExecutorCore) {
+            PENDS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    static EXECUTOR: Executor<Counting> = Executor::with_pender();
+    static OTHER: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<256, 2> = TaskPool::new();
+    static GATE: Gate = Gate::new();
+
+    let handle = POOL.spawn(&EXECUTOR, GATE.wait()).unwrap();
+    assert_eq!(PENDS.load(Ordering::SeqCst), 1, "the spawn pends");
+    assert_eq!(
+        POOL.spawn(&OTHER, async {}).unwrap_err(),
+        SpawnError::OtherPender
+    );
+    assert_eq!(EXECUTOR.poll(usize::MAX, || false).polled, 1);
+    GATE.waker().wake_by_ref();
+    GATE.waker().wake_by_ref();
+    assert_eq!(
+        PENDS.load(Ordering::SeqCst),
+        2,
+        "one pend per queueing wake"
+    );
+    GATE.release.store(true, Ordering::SeqCst);
+    assert_eq!(EXECUTOR.poll(usize::MAX, || false).polled, 1);
+    assert!(!EXECUTOR.has_queued());
+    assert_eq!(block_on_std(handle), Ok(2));
+    // Slots are reused by the same pender type.
+    let again = POOL.spawn(&EXECUTOR, async { 5 }).unwrap();
+    EXECUTOR.poll(usize::MAX, || false);
+    assert_eq!(block_on_std(again), Ok(5));
+}
+
+/// Timers find a runner's timer queue through its tasks' wakers: the runners' waker vtable is a
+/// `static`, so a runner task's waker (and its clones) is recognised, a foreign one is not.
+#[test]
+fn raw_runner_task_wakers_are_recognised() {
+    use crate::runner::RunnerPender;
+    // No context: the runner pender leaves wakes queued (as before `Runner::start`).
+    static EXECUTOR: Executor<RunnerPender> = Executor::with_pender();
+    static POOL: TaskPool<256, 1> = TaskPool::new();
+    static GATE: Gate = Gate::new();
+
+    let handle = POOL.spawn(&EXECUTOR, GATE.wait()).unwrap();
+    EXECUTOR.poll(usize::MAX, || false);
+    let waker = GATE.waker();
+    let found = executor_of_waker::<RunnerPender>(&waker).expect("a runner task's waker");
+    assert!(std::ptr::eq(found, EXECUTOR.core()));
+    assert!(executor_of_waker::<RunnerPender>(Waker::noop()).is_none());
+    handle.abort();
+    EXECUTOR.poll(usize::MAX, || false);
+    assert_eq!(block_on_std(handle), Err(JoinError::Cancelled));
 }
