@@ -204,8 +204,10 @@ fn admit(stream: TcpStream, peer: SocketAddr, max_connections: usize) {
         drop(stream);
         return;
     }
-    if let Err(e) = RUNNER.spawn(&CONNECTION_TASKS, serve(stream)) {
-        LIVE_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
+    // The guard moves into the task's future, so the count drops however the task ends:
+    // finished, dropped at shutdown before its first poll, or never spawned.
+    let live = Live;
+    if let Err(e) = RUNNER.spawn(&CONNECTION_TASKS, serve(stream, live)) {
         kprint!("wskecho: no task for {peer}: {e:?}\n");
     }
 }
@@ -221,8 +223,7 @@ impl Drop for Live {
 
 /// Echoes until the peer closes, then disconnects gracefully (bounded; reset past the limit,
 /// or close where the provider has no disconnect, as under Wine) and closes.
-async fn serve(stream: TcpStream) {
-    let _live = Live;
+async fn serve(stream: TcpStream, _live: Live) {
     let Ok(mut buf) = IoBuf::with_capacity(BUFFER_SIZE) else {
         kprint!("wskecho: out of memory for a connection buffer\n");
         return;

@@ -371,6 +371,28 @@ impl SocketInner {
         issue_orphan(inner, CLOSE, Held::empty(), issue_close, inner.wsk());
     }
 
+    /// Closes the WSK socket that an abandoned operation (accept, creation) produced. The
+    /// operation's future, and with it the socket's handle, is usually gone by now, and that
+    /// handle's drop already "closed" the object while it had no WSK socket (`CLOSED` without a
+    /// close IRP). So this closes regardless of the flags: the close IRP's reference keeps the
+    /// object alive, and tracked, until the provider has closed the socket. Never runs twice
+    /// for one object: only `finish` of the one creating operation calls it. IRQL <=
+    /// `DISPATCH_LEVEL`.
+    fn close_adopted(this: NonNull<Self>) {
+        // SAFETY: the caller (finish) holds the operation's reference on the child.
+        let inner = unsafe { this.as_ref() };
+        let prev = inner.set_flags(CLOSE_STARTED);
+        if prev & CLOSE_STARTED != 0 && prev & CLOSED == 0 {
+            // A live handle already started a real close of this socket (it saw OPEN): that
+            // close completes and untracks it.
+            return;
+        }
+        // Only `finish` issues this close; the real close clears the placeholder CLOSED on
+        // completion again.
+        inner.flags.fetch_and(!CLOSED, Ordering::AcqRel);
+        issue_orphan(inner, CLOSE, Held::empty(), issue_close, inner.wsk());
+    }
+
     /// Ready when the socket is closed.
     pub(crate) fn poll_closed(&self, cx: &Context<'_>) -> Poll<()> {
         self.slots[CLOSE].waker.register(cx.waker());
@@ -537,7 +559,7 @@ fn finish(slot: &Slot) {
         && information != 0
     {
         SocketInner::adopt(child, information as *mut WSK_SOCKET);
-        SocketInner::start_close(child);
+        SocketInner::close_adopted(child);
     }
     if !held.addrinfo.is_null() {
         // SAFETY: the client is live while any of its sockets is; the list came from WSK.
