@@ -77,6 +77,15 @@ async fn listen(client: &WskClient) -> (TcpListener, SocketAddr) {
     (listener, addr)
 }
 
+/// A listener, a `std` peer connected to it (with bounded I/O), and our accepted stream.
+async fn connected_pair(client: &WskClient) -> (TcpListener, std::net::TcpStream, TcpStream) {
+    let (listener, addr) = listen(client).await;
+    let peer = std::net::TcpStream::connect(addr).unwrap();
+    bounded(&peer);
+    let (stream, _) = listener.accept().await.expect("accept");
+    (listener, peer, stream)
+}
+
 /// Echoes on `stream` until the peer's FIN; returns the bytes echoed.
 async fn echo_until_fin(stream: &TcpStream, capacity: usize) -> usize {
     let mut buf = IoBuf::with_capacity(capacity).unwrap();
@@ -316,10 +325,7 @@ fn fin_graceful_final_data_and_refused() {
 fn abortive_disconnect_resets_the_peer() {
     each_plan(|client, _| {
         block_on(async {
-            let (listener, addr) = listen(client).await;
-            let s = std::net::TcpStream::connect(addr).unwrap();
-            bounded(&s);
-            let (stream, _) = listener.accept().await.expect("accept");
+            let (listener, s, stream) = connected_pair(client).await;
             stream
                 .disconnect(Disconnect::Abortive)
                 .await
@@ -343,10 +349,7 @@ fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
 fn a_dropped_receive_leaves_nothing_behind_and_the_stream_still_works() {
     each_plan(|client, _| {
         block_on(async {
-            let (listener, addr) = listen(client).await;
-            let s = std::net::TcpStream::connect(addr).unwrap();
-            bounded(&s);
-            let (stream, _) = listener.accept().await.expect("accept");
+            let (listener, s, stream) = connected_pair(client).await;
             for round in 0..20u8 {
                 // A receive in flight (nothing to read), dropped mid-flight: IoCancelIrp, and
                 // its IRP, MDL and buffer stay alive until the completion routine has run.
@@ -378,10 +381,7 @@ fn a_dropped_receive_leaves_nothing_behind_and_the_stream_still_works() {
 fn timeout_on_a_receive_gives_timed_out_and_the_buffer_back() {
     each_plan(|client, _| {
         block_on(async {
-            let (listener, addr) = listen(client).await;
-            let s = std::net::TcpStream::connect(addr).unwrap();
-            bounded(&s);
-            let (stream, _) = listener.accept().await.expect("accept");
+            let (listener, s, stream) = connected_pair(client).await;
             let buf = IoBuf::with_capacity(1234).unwrap();
             let (r, buf) = wsk_net::timeout(Duration::from_millis(20), stream.recv(buf)).await;
             assert_eq!(r.unwrap_err().kind(), ErrorKind::TimedOut);
@@ -401,10 +401,7 @@ fn timeout_on_a_receive_gives_timed_out_and_the_buffer_back() {
 fn misuse_is_an_error_not_a_panic() {
     each_plan(|client, _| {
         block_on(async {
-            let (listener, addr) = listen(client).await;
-            let s = std::net::TcpStream::connect(addr).unwrap();
-            bounded(&s);
-            let (stream, _) = listener.accept().await.expect("accept");
+            let (listener, s, stream) = connected_pair(client).await;
             // Two concurrent receives would reorder data: the second is refused.
             {
                 let mut first = pin!(stream.recv(IoBuf::with_capacity(8).unwrap()));
@@ -640,10 +637,7 @@ fn unload_with_listeners_idle_connections_and_operations_in_flight_leaves_nothin
 fn cancel_before_the_first_poll_never_reaches_wsk() {
     each_plan(|client, _| {
         block_on(async {
-            let (listener, addr) = listen(client).await;
-            let s = std::net::TcpStream::connect(addr).unwrap();
-            bounded(&s);
-            let (stream, _) = listener.accept().await.expect("accept");
+            let (listener, s, stream) = connected_pair(client).await;
             // Cancelled before it was ever polled: it never reaches WSK, the buffer is back.
             (&s).write_all(b"kept").unwrap();
             let recv = stream.recv(IoBuf::with_capacity(16).unwrap());
@@ -753,10 +747,7 @@ fn recv_exact_completes_on_a_provider_that_ignores_waitall() {
         kernel.on_kernel_thread(|| {
             let client = WskClient::register().expect("register");
             block_on(async {
-                let (listener, addr) = listen(&client).await;
-                let s = std::net::TcpStream::connect(addr).unwrap();
-                bounded(&s);
-                let (stream, _) = listener.accept().await.expect("accept");
+                let (listener, s, stream) = connected_pair(&client).await;
                 for round in 0..20u8 {
                     // The first part is queued at our socket before the receive starts, so
                     // the provider completes the first WskReceive short.
