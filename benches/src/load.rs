@@ -22,6 +22,19 @@ pub struct Report {
     pub bytes: u64,
 }
 
+/// A loopback port that was free a moment ago, for a server under test to listen on.
+///
+/// # Errors
+/// When no port can be bound.
+pub fn free_loopback_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| format!("bind a probe port: {e}"))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
 fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
     let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
         .map_err(|e| format!("connect {addr}: {e}"))?;

@@ -3,7 +3,7 @@
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -11,14 +11,9 @@ use std::time::Duration;
 /// Bound for each step; failing past it is loud.
 const BOUND: Duration = Duration::from_mins(1);
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a probe port");
-    listener.local_addr().expect("probe port").port()
-}
-
 #[test]
 fn the_host_program_serves_echo_and_unloads_clean_on_ctrl_c() {
-    let port = free_port();
+    let port = wsk_benches::load::free_loopback_port().expect("a free port");
     let mut child = Command::new(env!("CARGO_BIN_EXE_wsk-driver-example"))
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .stdin(Stdio::null())

@@ -6,7 +6,7 @@
 //! The driver keeps its runner and client in statics (as a `.sys` does), so it is loaded once
 //! per process: one test here, the scenarios in sequence.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use wsk_benches::load;
@@ -15,11 +15,6 @@ use wsk_sys::host::{Config, Kernel, RegValue, Registry};
 const SERVICE: &str = "WskEcho";
 /// Bound for anything that should take well under a second; failing past it is loud.
 const BOUND: Duration = Duration::from_mins(1);
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a probe port");
-    listener.local_addr().expect("probe port").port()
-}
 
 /// Waits (on the kernel's log, no polling) until the driver logged `wanted`, failing on a
 /// line that says it did not start.
@@ -36,7 +31,7 @@ fn wait_for_log(kernel: &Kernel, wanted: &str) {
 #[test]
 fn echo_driver_serves_the_wine_scenarios_and_unloads_clean() {
     let kernel = Kernel::boot(Config::default());
-    let port = free_port();
+    let port = load::free_loopback_port().expect("a free port");
     let registry = Registry::new()
         .with("Parameters", "Port", RegValue::Dword(port.into()))
         .with(

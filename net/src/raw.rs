@@ -142,10 +142,16 @@ impl Held {
 
     /// Holds `buf`, with a `WSK_BUF` covering its first `len` bytes.
     pub(crate) fn with_buf(buf: IoBuf, len: usize) -> Self {
+        Self::with_buf_range(buf, 0, len)
+    }
+
+    /// Holds `buf`, with a `WSK_BUF` covering `len` bytes from `offset` (below
+    /// `IoBuf::MAX_CAPACITY`, so the offset fits the `WSK_BUF`'s 32 bits).
+    pub(crate) fn with_buf_range(buf: IoBuf, offset: usize, len: usize) -> Self {
         let mut held = Self::empty();
         held.wsk_buf = WSK_BUF {
             Mdl: buf.mdl(),
-            Offset: 0,
+            Offset: u32::try_from(offset).unwrap_or(u32::MAX),
             Length: len,
         };
         held.buf = Some(buf);

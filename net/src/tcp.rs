@@ -672,8 +672,7 @@ impl TcpStream {
                 got: 0,
             };
         }
-        let mut held = Held::with_buf(buf, len);
-        held.params = [flags, 1, 0, 0];
+        let held = receive_held(buf, 0, len, flags);
         let exact = if flags & sys::WSK_FLAG_WAITALL != 0 {
             len
         } else {
@@ -913,6 +912,13 @@ fn handle_ptr(handle: &Handle) -> core::ptr::NonNull<SocketInner> {
 
 /// The buffer an operation was given; every transfer operation is built with one
 /// (`Held::with_buf`) and the slot machinery hands `Held` back whole.
+/// What a `WskReceive` of `len` bytes into `buf` from `offset` holds.
+fn receive_held(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Held {
+    let mut held = Held::with_buf_range(buf, offset, len);
+    held.params = [flags, 1, 0, 0];
+    held
+}
+
 fn take_buf(held: &mut Held) -> IoBuf {
     held.buf
         .take()
@@ -1013,11 +1019,7 @@ impl Future for Recv<'_> {
                 // The provider completed a WAITALL receive short (Wine ignores the flag):
                 // receive the rest into the same buffer, after what arrived.
                 this.got = total;
-                let mut held = Held::with_buf(buf, this.exact);
-                // Below IoBuf::MAX_CAPACITY (64 MiB), so it always fits.
-                held.wsk_buf.Offset = u32::try_from(total).unwrap_or(u32::MAX);
-                held.wsk_buf.Length = this.exact - total;
-                held.params = [sys::WSK_FLAG_WAITALL, 1, 0, 0];
+                let held = receive_held(buf, total, this.exact - total, sys::WSK_FLAG_WAITALL);
                 op.reissue(issue_transfer, held);
                 continue;
             }

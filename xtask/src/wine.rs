@@ -6,8 +6,7 @@
 //! ends them all, on success and failure alike.
 
 use std::fs;
-use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,56 +66,42 @@ impl Drop for Prefix {
 }
 
 /// Runs a command to completion with a bound, output captured; its error names the command.
+///
+/// Output goes to files, not pipes: a Wine command can leave a wineserver behind that inherited
+/// its output handles, and a pipe would then never reach end-of-file.
 fn run_quiet(cmd: &mut Command, limit: Duration) -> Result<String, String> {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let name = format!("{cmd:?}");
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let base = std::env::temp_dir().join(format!("xtask-wine-{}-{run}", std::process::id()));
+    let (out_path, err_path) = (base.with_extension("out"), base.with_extension("err"));
+    let file = |path: &Path| fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()));
     let child = cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(file(&out_path)?)
+        .stderr(file(&err_path)?)
         .spawn()
-        .map_err(|e| format!("{name}: {e}"))?;
-    let output = wait_bounded(child, limit).map_err(|e| format!("{name}: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        .map_err(|e| format!("{name}: {e}"));
+    let status =
+        child.and_then(|child| wait_bounded(child, limit).map_err(|e| format!("{name}: {e}")));
+    let stdout = fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = fs::remove_file(&out_path);
+    let _ = fs::remove_file(&err_path);
+    let status = status?;
+    if status.success() {
+        Ok(stdout)
     } else {
-        Err(format!(
-            "{name} exited with {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
+        Err(format!("{name} exited with {status}: {}", stderr.trim()))
     }
 }
 
-/// Waits for `child`, killing it after `limit` (stdout/stderr are drained on threads so a
-/// chatty child never blocks on a full pipe). A Wine command can leave a wineserver behind that
-/// inherited the pipes and keeps them open, so the drains are given a short grace after the
-/// child exits and whatever they read by then is the output.
-fn wait_bounded(mut child: Child, limit: Duration) -> Result<std::process::Output, String> {
-    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut out = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    out.extend_from_slice(&chunk[..n]);
-                    // Each chunk replaces the last snapshot; the receiver keeps the newest.
-                    let _ = sender.send(out.clone());
-                }
-            }
-            let _ = sender.send(out);
-        });
-        receiver
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+/// Waits for `child`, killing it after `limit`.
+fn wait_bounded(mut child: Child, limit: Duration) -> Result<std::process::ExitStatus, String> {
     let deadline = Instant::now() + limit;
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
+            return Ok(status);
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
@@ -124,31 +109,7 @@ fn wait_bounded(mut child: Child, limit: Duration) -> Result<std::process::Outpu
             return Err(format!("still running after {limit:?}; killed"));
         }
         std::thread::sleep(Duration::from_millis(50));
-    };
-    let collect = |receiver: std::sync::mpsc::Receiver<Vec<u8>>| {
-        let grace = Instant::now() + Duration::from_millis(500);
-        let mut newest = Vec::new();
-        while let Ok(snapshot) =
-            receiver.recv_timeout(grace.saturating_duration_since(Instant::now()))
-        {
-            newest = snapshot;
-        }
-        newest
-    };
-    Ok(std::process::Output {
-        status,
-        stdout: collect(stdout),
-        stderr: collect(stderr),
-    })
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
+    }
 }
 
 /// Polls the log until a line contains `wanted` (Ok) or one of `fatal` (Err), within `limit`.
@@ -211,7 +172,7 @@ pub fn test(root: &Path, sys: &Path) -> Result<(), String> {
     fs::create_dir_all(&drivers).map_err(|e| e.to_string())?;
     fs::copy(sys, drivers.join("wskecho.sys")).map_err(|e| format!("copy .sys: {e}"))?;
 
-    let port = free_port()?;
+    let port = load::free_loopback_port()?;
     let params = format!(r"{SERVICE_KEY}\Parameters");
     prefix.reg_add(SERVICE_KEY, "Type", "REG_DWORD", "1")?;
     prefix.reg_add(SERVICE_KEY, "Start", "REG_DWORD", "3")?;
@@ -241,24 +202,11 @@ pub fn test(root: &Path, sys: &Path) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("wine net start: {e}"))
         .and_then(|child| {
-            let mut child = child;
             // `net start` returns once DriverEntry did; the listener binds asynchronously.
-            let deadline = Instant::now() + START_LIMIT;
-            loop {
-                if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                    if !status.success() {
-                        return Err(format!("wine net start {SERVICE} exited with {status}"));
-                    }
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!(
-                        "wine net start still running after {START_LIMIT:?}"
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            let status = wait_bounded(child, START_LIMIT)
+                .map_err(|e| format!("wine net start {SERVICE}: {e}"))?;
+            if !status.success() {
+                return Err(format!("wine net start {SERVICE} exited with {status}"));
             }
             wait_for_log(
                 &log,

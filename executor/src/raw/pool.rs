@@ -234,12 +234,13 @@ pub(crate) fn for_each_task(mut f: impl FnMut(NonNull<TaskHeader>)) {
             continue;
         };
         // SAFETY: registered pools are 'static; the pointer covers the whole pool.
+        let pool = unsafe { desc.as_ref() };
         let PoolDesc {
             len,
             stride,
             slots_offset,
             ..
-        } = *unsafe { desc.as_ref() };
+        } = *pool;
         for index in 0..len {
             // SAFETY: slot `index` lies inside the pool, `slots_offset + index * stride` bytes in.
             let slot = unsafe { desc.cast::<u8>().add(slots_offset + index * stride) };

@@ -165,8 +165,8 @@ pub unsafe extern "system-unwind" fn IoAllocateIrp(
         .allocations
         .irps
         .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-    // SAFETY: the layout has a non-zero size.
     #[allow(clippy::cast_ptr_alignment, reason = "the layout is 16-aligned")]
+    // SAFETY: the layout has a non-zero size.
     let irp = unsafe { std::alloc::alloc(layout) }.cast::<IRP>();
     if irp.is_null() {
         return irp;

@@ -59,8 +59,8 @@ pub unsafe extern "system-unwind" fn IoAllocateMdl(
         .allocations
         .mdls
         .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-    // SAFETY: non-zero size.
     #[allow(clippy::cast_ptr_alignment, reason = "the layout is 16-aligned")]
+    // SAFETY: non-zero size.
     let mdl = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<MDL>();
     if mdl.is_null() {
         return mdl;
