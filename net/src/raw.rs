@@ -348,14 +348,23 @@ impl SocketInner {
     }
 
     /// Gives this object the WSK socket a creation or accept returned, and tracks it in the
-    /// client so that deregistration can close it. IRQL <= `DISPATCH_LEVEL`.
+    /// client so that deregistration can close it. If the object's handle already started
+    /// closing it (dropped while the creating operation was in flight, before there was a WSK
+    /// socket to close), nobody else will: the socket is closed here. IRQL <= `DISPATCH_LEVEL`.
     pub(crate) fn adopt(this: NonNull<Self>, socket: *mut WSK_SOCKET) {
         // SAFETY: callers hold a reference.
         let inner = unsafe { this.as_ref() };
         inner.wsk.store(socket, Ordering::Release);
-        inner.set_flags(OPEN);
+        // Tracked before OPEN is visible: a close can only start once OPEN is seen, and its
+        // completion untracks.
         // SAFETY: the client outlives every open socket (deregistration waits for them).
         unsafe { inner.client.as_ref() }.track(this);
+        let prev = inner.set_flags(OPEN);
+        if prev & CLOSE_STARTED != 0 {
+            // `start_close` ran without OPEN and issued nothing. The close IRP's reference keeps
+            // the object alive, and tracked, until the provider has closed the socket.
+            issue_orphan(inner, CLOSE, Held::empty(), issue_close, socket);
+        }
     }
 
     /// Starts closing the socket if nobody has: `WskCloseSocket` on the dedicated close slot,
@@ -374,28 +383,6 @@ impl SocketInner {
             inner.slots[CLOSE].waker.wake();
             return;
         }
-        issue_orphan(inner, CLOSE, Held::empty(), issue_close, inner.wsk());
-    }
-
-    /// Closes the WSK socket that an abandoned operation (accept, creation) produced. The
-    /// operation's future, and with it the socket's handle, is usually gone by now, and that
-    /// handle's drop already "closed" the object while it had no WSK socket (`CLOSED` without a
-    /// close IRP). So this closes regardless of the flags: the close IRP's reference keeps the
-    /// object alive, and tracked, until the provider has closed the socket. Never runs twice
-    /// for one object: only `finish` of the one creating operation calls it. IRQL <=
-    /// `DISPATCH_LEVEL`.
-    fn close_adopted(this: NonNull<Self>) {
-        // SAFETY: the caller (finish) holds the operation's reference on the child.
-        let inner = unsafe { this.as_ref() };
-        let prev = inner.set_flags(CLOSE_STARTED);
-        if prev & CLOSE_STARTED != 0 && prev & CLOSED == 0 {
-            // A live handle already started a real close of this socket (it saw OPEN): that
-            // close completes and untracks it.
-            return;
-        }
-        // Only `finish` issues this close; the real close clears the placeholder CLOSED on
-        // completion again.
-        inner.flags.fetch_and(!CLOSED, Ordering::AcqRel);
         issue_orphan(inner, CLOSE, Held::empty(), issue_close, inner.wsk());
     }
 
@@ -564,8 +551,9 @@ fn finish(slot: &Slot) {
         && sys::NT_SUCCESS(status)
         && information != 0
     {
+        // Nobody will use this socket: a handle still alive closes it when it drops (now),
+        // one already dropped left the close to `adopt`.
         SocketInner::adopt(child, information as *mut WSK_SOCKET);
-        SocketInner::close_adopted(child);
     }
     if !held.addrinfo.is_null() {
         // SAFETY: the client is live while any of its sockets is; the list came from WSK.
