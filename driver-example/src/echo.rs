@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use wsk_executor::{Budget, Runner, RunnerKind, TaskPool};
-use wsk_net::{ErrorKind, IoBuf, TcpListener, TcpStream, WskClient};
+use wsk_net::{Driver, ErrorKind, IoBuf, TcpListener, TcpStream, WskClient};
 use wsk_sys::kprint;
 
 /// The most connections served at once (the task pool's size); the configured limit may be
@@ -21,8 +21,6 @@ pub const MAX_CONNECTIONS: usize = 1024;
 const BUFFER_SIZE: usize = 16 * 1024;
 /// How long a graceful disconnect may take before the connection is reset instead.
 const DISCONNECT_LIMIT: Duration = Duration::from_secs(5);
-/// How long unload waits for sockets to finish closing.
-const DEREGISTER_LIMIT: Duration = Duration::from_secs(10);
 
 /// What the service does, from the registry (Windows, Wine) or command-line flags (host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +71,8 @@ static LIVE_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 ///
 /// # IRQL
 /// `PASSIVE_LEVEL` (`DriverEntry`).
-pub fn start(settings: Settings) -> Result<(), StartError> {
-    let client = WskClient::register().map_err(StartError::Register)?;
+pub fn start(driver: Driver, settings: Settings) -> Result<(), StartError> {
+    let client = WskClient::register(driver).map_err(StartError::Register)?;
     let Some(client) = CLIENT.set(client) else {
         return Err(StartError::AlreadyStarted);
     };
@@ -90,22 +88,21 @@ pub fn start(settings: Settings) -> Result<(), StartError> {
     Ok(())
 }
 
-/// What [`stop`] left behind; all zero/true for a clean unload.
+/// What [`stop`] left behind; all zero for a clean unload. The WSK client is always
+/// deregistered when `stop` returns (an unload cannot be refused: it waits for every socket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StopReport {
     /// Tasks whose futures were not dropped (the runner did not quiesce).
     pub tasks_left: usize,
     /// Connections still counted as served.
     pub connections_left: usize,
-    /// False when the WSK client could not deregister (sockets still closing).
-    pub deregistered: bool,
 }
 
 impl StopReport {
-    /// True when nothing was left running or registered.
+    /// True when nothing was left running.
     #[must_use]
     pub fn is_clean(&self) -> bool {
-        self.tasks_left == 0 && self.connections_left == 0 && self.deregistered
+        self.tasks_left == 0 && self.connections_left == 0
     }
 }
 
@@ -116,43 +113,31 @@ impl core::fmt::Display for StopReport {
         }
         write!(
             f,
-            "LEAKS: {} tasks, {} connections, client {}",
-            self.tasks_left,
-            self.connections_left,
-            if self.deregistered {
-                "deregistered"
-            } else {
-                "still registered"
-            }
+            "LEAKS: {} tasks, {} connections",
+            self.tasks_left, self.connections_left,
         )
     }
 }
 
 /// Stops the service: every task is dropped (closing the listener and all connections), the
-/// runner becomes quiescent, then the WSK client deregisters. Nothing of the service runs
-/// after it returns; the report says what, if anything, was left.
+/// runner becomes quiescent, then the WSK client deregisters, waiting as long as sockets take
+/// to close (it logs every 5 s while it waits). Nothing of the service runs after it returns;
+/// the report says what, if anything, was left.
 ///
 /// # IRQL
-/// `PASSIVE_LEVEL` (`DriverUnload`).
+/// `PASSIVE_LEVEL` (`DriverUnload`, or `DriverEntry` undoing a failed start).
 pub fn stop() -> StopReport {
     RUNNER.shutdown();
-    let deregistered = match CLIENT.take() {
-        Some(client) => match client.deregister(DEREGISTER_LIMIT) {
-            Ok(()) => {
-                kprint!("wskecho: deregistered\n");
-                true
-            }
-            Err(e) => {
-                kprint!("wskecho: deregistration failed: {e}\n");
-                false
-            }
-        },
-        None => true,
-    };
+    if let Some(client) = CLIENT.take() {
+        match client.deregister() {
+            Ok(()) => kprint!("wskecho: deregistered\n"),
+            // Only above PASSIVE_LEVEL, which DriverUnload never is.
+            Err(e) => kprint!("wskecho: deregistration refused: {e}\n"),
+        }
+    }
     StopReport {
         tasks_left: RUNNER.live_tasks(),
         connections_left: live_connections(),
-        deregistered,
     }
 }
 

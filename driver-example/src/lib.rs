@@ -35,7 +35,11 @@ pub unsafe extern "system" fn DriverEntry(
         settings.runner,
         settings.max_connections
     );
-    match echo::start(settings) {
+    // SAFETY: the kernel's own driver object, valid until DriverUnload returns.
+    let Some(driver_ref) = (unsafe { wsk_net::Driver::from_raw(driver) }) else {
+        return STATUS_UNSUCCESSFUL;
+    };
+    match echo::start(driver_ref, settings) {
         Ok(()) => {
             // SAFETY: the driver object is ours to fill in during DriverEntry.
             unsafe { (*driver).DriverUnload = Some(driver_unload) };

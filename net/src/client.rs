@@ -7,8 +7,8 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use wsk_sys::{
-    self as sys, ADDRINFOEXW, KEVENT, KSPIN_LOCK, LIST_ENTRY, WSK_CLIENT_DISPATCH, WSK_CLIENT_NPI,
-    WSK_PROVIDER_DISPATCH, WSK_PROVIDER_NPI, WSK_REGISTRATION,
+    self as sys, ADDRINFOEXW, DEVICE_OBJECT, DRIVER_OBJECT, KEVENT, KSPIN_LOCK, LIST_ENTRY,
+    WSK_CLIENT_DISPATCH, WSK_CLIENT_NPI, WSK_PROVIDER_DISPATCH, WSK_PROVIDER_NPI, WSK_REGISTRATION,
 };
 
 use crate::error::{Error, ErrorKind, Result};
@@ -18,8 +18,67 @@ use crate::raw::SocketInner;
 const CLIENT_TAG: u32 = sys::pool_tag(*b"WskC");
 
 /// How long registration waits for the WSK provider. Bounded, never `WSK_INFINITE_WAIT`:
-/// `DriverEntry` must not block forever (WSK-SEMANTICS.md, "Registration").
+/// `DriverEntry` must not block forever.
 const CAPTURE_WAIT_MS: u32 = 10_000;
+
+/// How often deregistration says what it is still waiting for.
+const DEREGISTER_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// The driver a [`WskClient`] belongs to: the `DRIVER_OBJECT` its `DriverEntry` received.
+///
+/// The client creates an unnamed device object for it, which every IRP's completion routine
+/// is registered against (`IoSetCompletionRoutineEx`): the I/O manager keeps the driver image
+/// loaded until each completion routine has *returned*, so no routine of ours runs after
+/// `DriverUnload` returns, however late the last completion comes.
+///
+/// # IRQL
+/// Any.
+#[derive(Debug, Clone, Copy)]
+pub struct Driver {
+    object: NonNull<DRIVER_OBJECT>,
+}
+
+// SAFETY: a driver object is a kernel object valid from DriverEntry to the return of
+// DriverUnload, usable from any thread.
+unsafe impl Send for Driver {}
+// SAFETY: as above; `Driver` only hands the pointer to the kernel.
+unsafe impl Sync for Driver {}
+
+impl Driver {
+    /// Wraps the driver object `DriverEntry` received; `None` if it is null.
+    ///
+    /// ```no_run
+    /// # use wsk_sys::{DRIVER_OBJECT, NTSTATUS, UNICODE_STRING};
+    /// unsafe extern "system" fn DriverEntry(object: *mut DRIVER_OBJECT, _: *mut UNICODE_STRING) -> NTSTATUS {
+    ///     // SAFETY: the kernel's driver object, valid until DriverUnload returns.
+    ///     let Some(driver) = (unsafe { wsk_net::Driver::from_raw(object) }) else { return -1 };
+    ///     let client = wsk_net::WskClient::register(driver);
+    ///     # let _ = client;
+    ///     0
+    /// }
+    /// ```
+    ///
+    /// # Safety
+    /// `object` is the driver's own `DRIVER_OBJECT` and stays valid while any client
+    /// registered with it exists (the kernel's guarantee from `DriverEntry` until
+    /// `DriverUnload` returns).
+    ///
+    /// # IRQL
+    /// Any.
+    #[must_use]
+    pub unsafe fn from_raw(object: *mut DRIVER_OBJECT) -> Option<Self> {
+        NonNull::new(object).map(|object| Self { object })
+    }
+
+    /// The `DRIVER_OBJECT`.
+    ///
+    /// # IRQL
+    /// Any.
+    #[must_use]
+    pub fn as_ptr(&self) -> *mut DRIVER_OBJECT {
+        self.object.as_ptr()
+    }
+}
 
 /// The client object in nonpaged pool: registration state WSK keeps pointers into, the
 /// provider NPI, and the open-socket list.
@@ -35,6 +94,13 @@ pub(crate) struct ClientInner {
     /// The handle plus one per socket object: the last one frees the client.
     users: AtomicUsize,
     deregistering: AtomicBool,
+    /// The device object every completion routine is registered against
+    /// (`IoSetCompletionRoutineEx`); deleted at deregistration, released by the I/O manager
+    /// once the last routine returned.
+    device: *mut DEVICE_OBJECT,
+    /// False where `IoSetCompletionRoutineEx` cannot be called (Wine 8, whose export is a
+    /// stub that raises): routines are then registered with `IoSetCompletionRoutine`.
+    unload_safe: bool,
 }
 
 // SAFETY: the list, counters and event are only touched under `lock` or through kernel
@@ -53,6 +119,12 @@ impl ClientInner {
             let npi = &*self.provider.get();
             (&*npi.Dispatch, npi.Client)
         }
+    }
+
+    /// The device object to register completion routines against with
+    /// `IoSetCompletionRoutineEx`, or `None` where that routine is unavailable (Wine).
+    pub(crate) fn completion_device(&self) -> Option<*mut DEVICE_OBJECT> {
+        self.unload_safe.then_some(self.device)
     }
 
     /// False once deregistration started: no new sockets.
@@ -171,17 +243,17 @@ impl ClientInner {
 ///
 /// Register in `DriverEntry`, deregister in `DriverUnload` after the executor has shut down
 /// (which drops, and so closes, every socket its tasks held). Deregistration closes any socket
-/// still open, waits (bounded) until all are closed, then deregisters.
+/// still open, waits until all are closed, then deregisters.
 ///
 /// Sockets borrow the client only while being created; spawned tasks usually need a
 /// `&'static WskClient`, so keep the client in a `static` cell between `DriverEntry` and
 /// `DriverUnload`.
 ///
 /// ```no_run
-/// # fn demo() -> wsk_net::Result<()> {
-/// let client = wsk_net::WskClient::register()?;      // PASSIVE_LEVEL, DriverEntry
+/// # fn demo(driver: wsk_net::Driver) -> wsk_net::Result<()> {
+/// let client = wsk_net::WskClient::register(driver)?; // PASSIVE_LEVEL, DriverEntry
 /// // ... spawn tasks that bind listeners and connect streams with `&client` ...
-/// client.deregister(core::time::Duration::from_secs(10))?; // PASSIVE_LEVEL, DriverUnload
+/// client.deregister()?;                                // PASSIVE_LEVEL, DriverUnload
 /// # Ok(()) }
 /// ```
 ///
@@ -198,11 +270,12 @@ unsafe impl Send for WskClient {}
 unsafe impl Sync for WskClient {}
 
 impl WskClient {
-    /// Registers with WSK and captures the provider NPI, waiting at most 10 s for it.
+    /// Creates the client's device object for `driver` (see [`Driver`]), registers with WSK
+    /// and captures the provider NPI, waiting at most 10 s for it.
     ///
     /// ```no_run
-    /// # fn driver_entry() -> wsk_net::Result<()> {
-    /// let client = match wsk_net::WskClient::register() {
+    /// # fn driver_entry(driver: wsk_net::Driver) -> wsk_net::Result<()> {
+    /// let client = match wsk_net::WskClient::register(driver) {
     ///     Ok(client) => client,
     ///     Err(e) => return Err(e), // fail DriverEntry: nothing stays registered
     /// };
@@ -211,23 +284,45 @@ impl WskClient {
     /// ```
     ///
     /// # Errors
-    /// `InvalidState` above `PASSIVE_LEVEL`; `NoResources`; the status of `WskRegister` or
-    /// `WskCaptureProviderNPI`. A provider that did not appear within the 10 s is reported by
+    /// `InvalidState` above `PASSIVE_LEVEL`; `NoResources`; the status of `IoCreateDevice`,
+    /// `WskRegister` or `WskCaptureProviderNPI`. A provider that did not appear within the 10 s is reported by
     /// Windows as `STATUS_DEVICE_NOT_READY`, which is kind `Other` (not `TimedOut`): look at
     /// [`Error::status`]. On any error nothing stays registered.
     ///
     /// # IRQL
     /// `PASSIVE_LEVEL` only.
-    pub fn register() -> Result<Self> {
+    pub fn register(driver: Driver) -> Result<Self> {
         if sys::KeGetCurrentIrql() != sys::PASSIVE_LEVEL {
             return Err(Error::new(ErrorKind::InvalidState, "WskClient::register"));
         }
         // SAFETY: PASSIVE_LEVEL (checked above).
-        unsafe { sys::init_pool_routines() };
+        let unload_safe = unsafe {
+            sys::init_pool_routines();
+            !sys::kernel_is_wine()
+        };
+        let mut device: *mut DEVICE_OBJECT = ptr::null_mut();
+        // SAFETY: PASSIVE_LEVEL; the driver object is live (Driver's contract); an unnamed
+        // device object without extension is all IoSetCompletionRoutineEx needs.
+        let status = unsafe {
+            sys::IoCreateDevice(
+                driver.as_ptr(),
+                0,
+                ptr::null_mut(),
+                sys::FILE_DEVICE_NETWORK,
+                sys::FILE_DEVICE_SECURE_OPEN,
+                0,
+                &raw mut device,
+            )
+        };
+        if !sys::NT_SUCCESS(status) {
+            return Err(Error::from_status(status, "IoCreateDevice"));
+        }
         // SAFETY: nonpaged allocation at PASSIVE_LEVEL.
         let mem = unsafe { sys::allocate_nonpaged(size_of::<ClientInner>(), CLIENT_TAG) }
             .cast::<ClientInner>();
         let Some(mem) = NonNull::new(mem) else {
+            // SAFETY: created above, never used.
+            unsafe { sys::IoDeleteDevice(device) };
             return Err(Error::new(ErrorKind::NoResources, "WskClient::register"));
         };
         let p = mem.as_ptr();
@@ -259,6 +354,8 @@ impl WskClient {
                 all_closed: UnsafeCell::new(core::mem::zeroed()),
                 users: AtomicUsize::new(1),
                 deregistering: AtomicBool::new(false),
+                device,
+                unload_safe,
             });
             let head = (*p).sockets.get();
             (*head).Flink = head;
@@ -271,8 +368,11 @@ impl WskClient {
         // lifetime (freed only after WskDeregister).
         let status = unsafe { sys::WskRegister((*p).npi.get(), (*p).registration.get()) };
         if !sys::NT_SUCCESS(status) {
-            // SAFETY: never shared: WSK refused the registration.
-            unsafe { sys::ExFreePoolWithTag(p.cast(), CLIENT_TAG) };
+            // SAFETY: never shared: WSK refused the registration; the device was never used.
+            unsafe {
+                sys::ExFreePoolWithTag(p.cast(), CLIENT_TAG);
+                sys::IoDeleteDevice(device);
+            }
             return Err(Error::from_status(status, "WskRegister"));
         }
         // SAFETY: PASSIVE_LEVEL with a bounded wait; the registration is live.
@@ -288,6 +388,7 @@ impl WskClient {
             unsafe {
                 sys::WskDeregister((*p).registration.get());
                 sys::ExFreePoolWithTag(p.cast(), CLIENT_TAG);
+                sys::IoDeleteDevice(device);
             }
             return Err(Error::from_status(status, "WskCaptureProviderNPI"));
         }
@@ -299,55 +400,53 @@ impl WskClient {
         self.inner
     }
 
-    /// Closes every socket still open, waits until all are closed (at most `wait`), then
-    /// releases the provider and deregisters. After it returns `Ok`, no WSK call of this
-    /// client is outstanding; socket handles that still exist are closed and their operations
-    /// fail with `InvalidState`. Once it has started (at `PASSIVE_LEVEL`), new sockets (bind,
-    /// connect, accept, resolve) fail with `InvalidState`.
+    /// Closes every socket still open, waits until all are closed, then releases the provider,
+    /// deregisters and deletes the client's device object. After it returns `Ok`, no WSK call
+    /// of this client is outstanding; socket handles that still exist are closed and their
+    /// operations fail with `InvalidState`. Once it has started, new sockets (bind, connect,
+    /// accept, resolve) fail with `InvalidState`.
+    ///
+    /// It waits without bound, as `DriverUnload` must: an unload cannot be refused, and
+    /// returning while WSK still holds a socket of this driver would let the provider call
+    /// into unloaded code. Every 5 s it prints (`DbgPrintEx`) how many sockets are still
+    /// closing. Sockets close promptly once their owners are gone: shut the executor down
+    /// first, so that every task (and every socket it held) is dropped.
     ///
     /// ```no_run
     /// # fn driver_unload(client: wsk_net::WskClient) {
     /// // After the executor has shut down:
-    /// if let Err(e) = client.deregister(core::time::Duration::from_secs(10)) {
-    ///     // Still registered: WSK may still call into this driver, so it must not unload.
-    ///     let _ = e;
-    /// }
+    /// client.deregister().expect("DriverUnload runs at PASSIVE_LEVEL");
     /// # }
     /// ```
     ///
     /// # Errors
-    /// [`DeregisterError`], with the client still registered: its [`DeregisterError::error`]
-    /// is `InvalidState` above `PASSIVE_LEVEL` (nothing is done then), or `TimedOut` when
-    /// sockets did not finish closing within `wait` (`WskDeregister` would block until they
-    /// do). The driver must not unload then; [`DeregisterError::into_client`] gives the
-    /// client back to try again.
+    /// [`DeregisterError`] with `InvalidState` above `PASSIVE_LEVEL`; nothing is done then and
+    /// [`DeregisterError::into_client`] gives the still-registered client back.
     ///
     /// # IRQL
     /// `PASSIVE_LEVEL` only.
-    pub fn deregister(self, wait: Duration) -> core::result::Result<(), DeregisterError> {
+    pub fn deregister(self) -> core::result::Result<(), DeregisterError> {
         let inner = self.inner;
         core::mem::forget(self);
-        deregister(inner, wait).map_err(|error| DeregisterError {
+        deregister(inner).map_err(|error| DeregisterError {
             client: core::mem::ManuallyDrop::new(WskClient { inner }),
             error,
         })
     }
 }
 
-/// A [`WskClient::deregister`] that did not finish: why, and the client, still registered.
+/// A [`WskClient::deregister`] called above `PASSIVE_LEVEL`: why, and the client, still
+/// registered.
 ///
-/// Dropping it leaves the client registered for good (it does not try again); call
-/// [`DeregisterError::into_client`] to retry.
+/// Dropping it leaves the client registered for good; call [`DeregisterError::into_client`]
+/// and deregister again at `PASSIVE_LEVEL`.
 ///
 /// ```no_run
 /// # fn unload(client: wsk_net::WskClient) {
-/// use core::time::Duration;
-/// let mut client = client;
-/// for _ in 0..3 {
-///     match client.deregister(Duration::from_secs(5)) {
-///         Ok(()) => return,
-///         Err(e) => client = e.into_client(), // sockets still closing: wait again
-///     }
+/// if let Err(refused) = client.deregister() {
+///     // Above PASSIVE_LEVEL: take the client back and deregister from DriverUnload.
+///     let client = refused.into_client();
+///     # let _ = client;
 /// }
 /// # }
 /// ```
@@ -360,7 +459,7 @@ pub struct DeregisterError {
 }
 
 impl DeregisterError {
-    /// Why deregistration did not finish (`InvalidState` or `TimedOut`).
+    /// Why deregistration did not happen (`InvalidState`).
     ///
     /// # IRQL
     /// Any.
@@ -403,8 +502,17 @@ impl From<DeregisterError> for Error {
     }
 }
 
+/// Starts closing every tracked socket whose close has not started.
+fn close_all(inner: &ClientInner) {
+    while let Some(socket) = inner.next_unclosed() {
+        SocketInner::start_close(socket);
+        // SAFETY: the reference `next_unclosed` took.
+        unsafe { SocketInner::release(socket) };
+    }
+}
+
 /// Deregistration proper; on success the handle's use of the client is released.
-fn deregister(this: NonNull<ClientInner>, wait: Duration) -> Result<()> {
+fn deregister(this: NonNull<ClientInner>) -> Result<()> {
     if sys::KeGetCurrentIrql() != sys::PASSIVE_LEVEL {
         sys::kprint!(
             "wsk-net: WskClient deregistration above PASSIVE_LEVEL refused; client stays registered\n"
@@ -414,33 +522,39 @@ fn deregister(this: NonNull<ClientInner>, wait: Duration) -> Result<()> {
     // SAFETY: the handle's use keeps the client alive.
     let inner = unsafe { this.as_ref() };
     inner.deregistering.store(true, Ordering::Release);
-    while let Some(socket) = inner.next_unclosed() {
-        SocketInner::start_close(socket);
-        // SAFETY: the reference `next_unclosed` took.
-        unsafe { SocketInner::release(socket) };
-    }
-    let mut timeout = -i64::try_from(wait.as_nanos() / 100).unwrap_or(i64::MAX);
-    // SAFETY: PASSIVE_LEVEL; the event is initialised and lives in the client.
-    let status = unsafe {
-        sys::KeWaitForSingleObject(
-            inner.all_closed.get().cast(),
-            sys::Executive,
-            sys::KernelMode,
-            0,
-            &raw mut timeout,
-        )
-    };
-    if status == sys::STATUS_TIMEOUT {
+    let report_every = i64::try_from(DEREGISTER_REPORT_EVERY.as_nanos() / 100).unwrap_or(i64::MAX);
+    let mut waited = Duration::ZERO;
+    loop {
+        // Sockets adopted after the previous sweep (an accept that completed meanwhile) are
+        // closed by `adopt` itself; sweeping again costs nothing and needs no such reasoning.
+        close_all(inner);
+        let mut timeout = -report_every;
+        // SAFETY: PASSIVE_LEVEL; the event is initialised and lives in the client.
+        let status = unsafe {
+            sys::KeWaitForSingleObject(
+                inner.all_closed.get().cast(),
+                sys::Executive,
+                sys::KernelMode,
+                0,
+                &raw mut timeout,
+            )
+        };
+        if status != sys::STATUS_TIMEOUT {
+            break;
+        }
+        waited += DEREGISTER_REPORT_EVERY;
+        let open = inner.with_lock(|_, open| *open);
         sys::kprint!(
-            "wsk-net: deregister: sockets still closing after {wait:?}; staying registered\n"
+            "wsk-net: deregister: {open} socket(s) still closing after {waited:?}; waiting (an unload cannot be refused)\n"
         );
-        return Err(Error::new(ErrorKind::TimedOut, "WskClient::deregister"));
     }
     // SAFETY: PASSIVE_LEVEL; one release per capture; every socket is closed, so
-    // WskDeregister returns once the provider's own calls have drained.
+    // WskDeregister returns once the provider's own calls have drained. The device object
+    // goes once the last completion routine registered against it has returned.
     unsafe {
         sys::WskReleaseProviderNPI(inner.registration.get());
         sys::WskDeregister(inner.registration.get());
+        sys::IoDeleteDevice(inner.device);
     }
     // SAFETY: the handle's use, given up here.
     unsafe { ClientInner::release(this) };
@@ -449,11 +563,10 @@ fn deregister(this: NonNull<ClientInner>, wait: Duration) -> Result<()> {
 
 impl Drop for WskClient {
     /// Dropping without [`WskClient::deregister`] would leave WSK registered past unload; it
-    /// deregisters with a 10 s bound instead. Only valid at `PASSIVE_LEVEL`: above it, or
-    /// when sockets do not close in time, it prints a message and the client stays
-    /// registered.
+    /// deregisters instead (waiting until every socket is closed). Only valid at
+    /// `PASSIVE_LEVEL`: above it, it prints a message and the client stays registered.
     fn drop(&mut self) {
-        if let Err(e) = deregister(self.inner, Duration::from_secs(10)) {
+        if let Err(e) = deregister(self.inner) {
             sys::kprint!("wsk-net: WskClient dropped without deregister: {e}\n");
         }
     }

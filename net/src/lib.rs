@@ -68,7 +68,7 @@ mod udp;
 mod waker;
 
 pub use buf::IoBuf;
-pub use client::{DeregisterError, WskClient};
+pub use client::{DeregisterError, Driver, WskClient};
 pub use error::{Error, ErrorKind, Result};
 pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;

@@ -67,6 +67,10 @@ pub(crate) const SEND_SHUT: u32 = 8;
 /// No more receives: abortive disconnect.
 pub(crate) const RECV_SHUT: u32 = 16;
 
+/// In `SocketInner::calls`: a close is requested; no call may enter any more, and whoever
+/// brings the count of calls in progress to zero issues `WskCloseSocket`.
+const CLOSE_REQUESTED: u32 = 1 << 31;
+
 /// Which provider dispatch table the socket has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -175,6 +179,12 @@ pub(crate) struct SocketInner {
     refs: AtomicUsize,
     wsk: AtomicPtr<WSK_SOCKET>,
     flags: AtomicU32,
+    /// WSK calls on this socket in progress (entered and not yet returned), plus
+    /// [`CLOSE_REQUESTED`]. `WskCloseSocket` must not be called while another call on the
+    /// socket is in progress, and no call may follow it (WDK: "Closing a Socket",
+    /// <https://learn.microsoft.com/windows-hardware/drivers/network/closing-a-socket>, and
+    /// `WskCloseSocket`): the last call out issues a requested close.
+    calls: AtomicU32,
     kind: Kind,
     client: NonNull<ClientInner>,
     /// Link in the client's list of open sockets (under the client's lock).
@@ -263,6 +273,7 @@ impl SocketInner {
             refs: AtomicUsize::new(1),
             wsk: AtomicPtr::new(ptr::null_mut()),
             flags: AtomicU32::new(0),
+            calls: AtomicU32::new(0),
             kind,
             client,
             link: UnsafeCell::new(sys::LIST_ENTRY {
@@ -363,7 +374,53 @@ impl SocketInner {
         if prev & CLOSE_STARTED != 0 {
             // `start_close` ran without OPEN and issued nothing. The close IRP's reference keeps
             // the object alive, and tracked, until the provider has closed the socket.
-            issue_orphan(inner, CLOSE, Held::empty(), issue_close, socket);
+            inner.request_close();
+        } else {
+            // SAFETY: the client outlives every socket object (each holds a use of it).
+            let client = unsafe { inner.client.as_ref() };
+            if !client.accepting() {
+                // Deregistration started (its sweep may have missed this socket): close it.
+                Self::start_close(this);
+            }
+        }
+    }
+
+    /// Enters a WSK call on this socket; false once a close is requested (no call may follow
+    /// `WskCloseSocket`). Every `true` is paired with one [`SocketInner::leave_call`] after the
+    /// WSK function returned.
+    fn enter_call(&self) -> bool {
+        let mut current = self.calls.load(Ordering::Acquire);
+        loop {
+            if current & CLOSE_REQUESTED != 0 {
+                return false;
+            }
+            match self.calls.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// Leaves a WSK call; the last one out after a close was requested issues the close.
+    /// IRQL <= `DISPATCH_LEVEL`.
+    fn leave_call(&self) {
+        if self.calls.fetch_sub(1, Ordering::AcqRel) == CLOSE_REQUESTED | 1 {
+            issue_orphan(self, CLOSE, Held::empty(), issue_close, self.wsk());
+        }
+    }
+
+    /// Requests the close: issued now if no call is in progress, else by the last call out.
+    /// Called once per socket (after `CLOSE_STARTED` and `OPEN` are both set). IRQL <=
+    /// `DISPATCH_LEVEL`.
+    fn request_close(&self) {
+        let prev = self.calls.fetch_or(CLOSE_REQUESTED, Ordering::AcqRel);
+        if prev == 0 {
+            issue_orphan(self, CLOSE, Held::empty(), issue_close, self.wsk());
         }
     }
 
@@ -383,7 +440,7 @@ impl SocketInner {
             inner.slots[CLOSE].waker.wake();
             return;
         }
-        issue_orphan(inner, CLOSE, Held::empty(), issue_close, inner.wsk());
+        inner.request_close();
     }
 
     /// Ready when the socket is closed.
@@ -480,21 +537,42 @@ fn issue_orphan(
     }
 }
 
-/// Prepares the slot's IRP and calls `issue`. Takes the in-flight reference.
+/// Prepares the slot's IRP and calls `issue`. Takes the in-flight reference. Returns the
+/// status of `IoSetCompletionRoutineEx` without calling WSK when it fails (out of memory).
 fn start(inner: &SocketInner, slot: &Slot, issue: IssueFn, socket: *mut WSK_SOCKET) -> NTSTATUS {
     inner.add_ref();
+    let context: PVOID = ptr::from_ref(slot).cast_mut().cast();
     // SAFETY: the slot is BUSY and not PENDING: its IRP is ours, completed (or fresh), and
     // allocated with one stack location, which receives the completion routine.
-    unsafe {
-        sys::IoReuseIrp(slot.irp, STATUS_UNSUCCESSFUL);
-        sys::IoSetCompletionRoutine(
-            slot.irp,
-            Some(on_complete),
-            ptr::from_ref(slot).cast_mut().cast(),
-            true,
-            true,
-            true,
-        );
+    unsafe { sys::IoReuseIrp(slot.irp, STATUS_UNSUCCESSFUL) };
+    // SAFETY: the client outlives its sockets.
+    let device = unsafe { inner.client.as_ref() }.completion_device();
+    let mut registered = false;
+    if let Some(device) = device {
+        // SAFETY: as above; `device` is the client's live device object (deleted only after
+        // every socket is closed). The I/O manager keeps the driver loaded until `on_complete`
+        // returns, so no instruction of ours runs after DriverUnload.
+        let status = unsafe {
+            sys::IoSetCompletionRoutineEx(device, slot.irp, Some(on_complete), context, 1, 1, 1)
+        };
+        registered = sys::NT_SUCCESS(status);
+        if !registered && !ptr::eq(slot, &raw const inner.slots[CLOSE]) {
+            return status;
+        }
+        if !registered {
+            // A close must go out even without memory: unprotected against unload is better
+            // than a socket WskDeregister would wait for forever.
+            sys::kprint!(
+                "wsk-net: IoSetCompletionRoutineEx failed ({:#x}) for a close; registering the routine without unload protection\n",
+                status.cast_unsigned()
+            );
+        }
+    }
+    if !registered {
+        // SAFETY: as above (Wine, or a close without memory for the Ex context).
+        unsafe {
+            sys::IoSetCompletionRoutine(slot.irp, Some(on_complete), context, true, true, true);
+        }
     }
     slot.state.fetch_or(PENDING, Ordering::AcqRel);
     let mut call = Call {
@@ -665,6 +743,14 @@ impl Future for Op<'_> {
                 let error = Error::new(ErrorKind::InvalidState, this.name);
                 return Poll::Ready(Err(Refused { error, held }));
             }
+            // A call on an open socket is counted in progress until WSK returns, so that a
+            // close (from a drop, or deregistration on another CPU) waits for it.
+            let socket = this.inner.wsk();
+            let counted = !socket.is_null();
+            if counted && !this.inner.enter_call() {
+                let error = Error::new(ErrorKind::InvalidState, this.name);
+                return Poll::Ready(Err(Refused { error, held }));
+            }
             loop {
                 match slot
                     .state
@@ -679,11 +765,17 @@ impl Future for Op<'_> {
                             continue;
                         }
                         this.issue = Some((issue, held));
+                        if counted {
+                            this.inner.leave_call();
+                        }
                         return Poll::Pending;
                     }
                     Err(_) => {
                         // Another live operation owns the slot: a second concurrent send or
                         // receive would reorder data. Do not touch its waker.
+                        if counted {
+                            this.inner.leave_call();
+                        }
                         let error = Error::new(ErrorKind::InvalidState, this.name);
                         return Poll::Ready(Err(Refused { error, held }));
                     }
@@ -692,8 +784,12 @@ impl Future for Op<'_> {
             slot.waker.register(cx.waker());
             // SAFETY: BUSY without PENDING: we own the held cell.
             unsafe { *slot.held.get() = held };
-            let socket = this.inner.wsk();
             let status = start(this.inner, slot, issue, socket);
+            if counted {
+                // WSK returned: the call is no longer in progress (its IRP may be). A close
+                // requested meanwhile is issued here.
+                this.inner.leave_call();
+            }
             this.in_flight = true;
             if status != STATUS_PENDING && slot.state.load(Ordering::Acquire) & DONE == 0 {
                 // Failed synchronously without completing the IRP (Wine's stubs do this):

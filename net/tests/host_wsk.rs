@@ -38,6 +38,13 @@ fn plans() -> Vec<Faults> {
     ]
 }
 
+/// A driver object for `WskClient::register`, alive for the rest of the process.
+fn test_driver(kernel: &Kernel) -> wsk_net::Driver {
+    let object = Box::leak(Box::new(kernel.create_driver_object("wsknettest"))).object();
+    // SAFETY: leaked above, so valid for every client registered with it.
+    unsafe { wsk_net::Driver::from_raw(object) }.expect("a driver object")
+}
+
 fn each_plan(scenario: fn(&WskClient)) {
     run_plans(plans(), scenario);
 }
@@ -47,9 +54,9 @@ fn run_plans(plans: Vec<Faults>, scenario: fn(&WskClient)) {
         let label = format!("{plan:?}");
         let kernel = Kernel::boot(Config::default().with_faults(plan));
         kernel.on_kernel_thread(|| {
-            let client = WskClient::register().expect("WskClient::register");
+            let client = WskClient::register(test_driver(&kernel)).expect("WskClient::register");
             scenario(&client);
-            client.deregister(BOUND).expect("deregister");
+            client.deregister().expect("deregister");
         });
         let report = kernel.check_leaks();
         assert!(report.is_clean(), "plan {label}: {report}");
@@ -210,7 +217,7 @@ fn echo_server_on_the_dpc_runner() {
         let pool = &POOLS[index];
         kernel.on_kernel_thread(|| {
             runner.start(RunnerKind::Dpc).expect("start the DPC runner");
-            let client = Arc::new(WskClient::register().expect("register"));
+            let client = Arc::new(WskClient::register(test_driver(&kernel)).expect("register"));
             let listener =
                 block_on(TcpListener::bind(&client, "127.0.0.1:0".parse().unwrap())).expect("bind");
             let addr = block_on(listener.local_addr()).expect("local_addr");
@@ -267,7 +274,7 @@ fn echo_server_on_the_dpc_runner() {
             let client = Arc::try_unwrap(client)
                 .ok()
                 .expect("the only client reference");
-            client.deregister(BOUND).expect("deregister");
+            client.deregister().expect("deregister");
         });
         let report = kernel.check_leaks();
         assert!(report.is_clean(), "plan {label}: {report}");

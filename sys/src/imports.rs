@@ -5,8 +5,9 @@
 use core::ffi::c_void;
 
 use crate::nt::{
-    DEVICE_OBJECT, DRIVER_CANCEL, EVENT_TYPE, IO_COMPLETION_ROUTINE, IRP, KDEFERRED_ROUTINE, KDPC,
-    KEVENT, KSTART_ROUTINE, KTIMER, KWAIT_REASON, MDL, POBJECT_TYPE, POOL_TYPE, TIMER_TYPE,
+    DEVICE_OBJECT, DRIVER_CANCEL, DRIVER_OBJECT, EVENT_TYPE, IO_COMPLETION_ROUTINE, IRP,
+    KDEFERRED_ROUTINE, KDPC, KEVENT, KSTART_ROUTINE, KTIMER, KWAIT_REASON, MDL, POBJECT_TYPE,
+    POOL_TYPE, TIMER_TYPE,
 };
 use crate::ntdef::{
     ACCESS_MASK, BOOLEAN, CCHAR, CLIENT_ID, HANDLE, KIRQL, KPRIORITY, KPROCESSOR_MODE, KSPIN_LOCK,
@@ -15,7 +16,12 @@ use crate::ntdef::{
 use crate::wsk::{WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION};
 
 // Names that only appear in signatures below; keep the imports used on every target.
-const _: Option<(IO_COMPLETION_ROUTINE, *mut DEVICE_OBJECT, *mut c_void)> = None;
+const _: Option<(
+    IO_COMPLETION_ROUTINE,
+    *mut DEVICE_OBJECT,
+    *mut c_void,
+    *mut DRIVER_OBJECT,
+)> = None;
 
 /// Declares kernel functions for both worlds. On Windows: a raw-dylib extern block per DLL.
 /// Elsewhere: a re-export of `crate::host::exports::<name>`, plus a constant whose type is the
@@ -62,6 +68,18 @@ kernel_functions! {
         fn IoAcquireCancelSpinLock(Irql: *mut KIRQL);
         /// Releases the cancel spin lock, restoring `Irql`.
         fn IoReleaseCancelSpinLock(Irql: KIRQL);
+        /// Registers a completion routine like `IoSetCompletionRoutine`, and keeps the driver
+        /// loaded until the routine has returned: the I/O manager references `DeviceObject`
+        /// (the driver's own) and allocates a context until then. `STATUS_INSUFFICIENT_RESOURCES`
+        /// when it cannot. The way a non-PnP driver's routines outlive `DriverUnload` safely
+        /// (SDV rule `IoSetCompletionRoutineNonPnpDriver`). A stub that raises under Wine 8.
+        /// IRQL <= `DISPATCH_LEVEL`.
+        fn IoSetCompletionRoutineEx(DeviceObject: *mut DEVICE_OBJECT, Irp: *mut IRP, CompletionRoutine: Option<IO_COMPLETION_ROUTINE>, Context: PVOID, InvokeOnSuccess: BOOLEAN, InvokeOnError: BOOLEAN, InvokeOnCancel: BOOLEAN) -> NTSTATUS;
+        /// Creates a device object for the driver (`DeviceExtensionSize` 0 and no name suffice
+        /// to anchor `IoSetCompletionRoutineEx`). `PASSIVE_LEVEL`.
+        fn IoCreateDevice(DriverObject: *mut DRIVER_OBJECT, DeviceExtensionSize: u32, DeviceName: *mut UNICODE_STRING, DeviceType: u32, DeviceCharacteristics: u32, Exclusive: BOOLEAN, DeviceObject: *mut *mut DEVICE_OBJECT) -> NTSTATUS;
+        /// Deletes a device object; it goes once its last reference is dropped. `PASSIVE_LEVEL`.
+        fn IoDeleteDevice(DeviceObject: *mut DEVICE_OBJECT);
         /// Allocates an MDL describing a buffer. IRQL <= `DISPATCH_LEVEL`.
         fn IoAllocateMdl(VirtualAddress: PVOID, Length: u32, SecondaryBuffer: BOOLEAN, ChargeQuota: BOOLEAN, Irp: *mut IRP) -> *mut MDL;
         /// Frees an MDL. IRQL <= `DISPATCH_LEVEL`.

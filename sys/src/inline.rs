@@ -291,6 +291,42 @@ pub unsafe fn init_pool_routines() {
     EX_ALLOCATE_POOL2.store(value, Ordering::Release);
 }
 
+/// The address of the exported kernel routine `name` (ASCII, at most 63 characters), or null
+/// when this kernel does not export it: `MmGetSystemRoutineAddress`, for routines newer
+/// kernels add (resolved at run time, so that the driver still loads on older ones) or that
+/// tell which kernel this is.
+///
+/// # Safety
+/// `PASSIVE_LEVEL` only.
+#[must_use]
+pub unsafe fn system_routine_address(name: &str) -> PVOID {
+    let mut wide: [u16; 64] = [0; 64];
+    let mut len = 0;
+    for (dst, src) in wide.iter_mut().zip(name.encode_utf16()) {
+        *dst = src;
+        len += 1;
+    }
+    if len == 0 || len >= wide.len() || name.len() != len {
+        return core::ptr::null_mut();
+    }
+    let mut name = UNICODE_STRING::from_wide(&wide[..len]);
+    // SAFETY: PASSIVE_LEVEL per the caller; `name` is a valid counted string on our stack.
+    unsafe { crate::MmGetSystemRoutineAddress(&raw mut name) }
+}
+
+/// True when the kernel is Wine's ntoskrnl, recognised by its private export
+/// `wine_ntoskrnl_main_loop` (no Windows kernel has it). Some routines Wine 8 exports are
+/// stubs that raise when called (`IoSetCompletionRoutineEx`, `KeRemoveQueueDpc`): callers
+/// choose another documented path there.
+///
+/// # Safety
+/// `PASSIVE_LEVEL` only.
+#[must_use]
+pub unsafe fn kernel_is_wine() -> bool {
+    // SAFETY: forwarded: PASSIVE_LEVEL.
+    !unsafe { system_routine_address("wine_ntoskrnl_main_loop") }.is_null()
+}
+
 /// Allocates `bytes` of nonpaged, no-execute pool with `tag`; null when out of memory. The
 /// memory is not zeroed. IRQL <= `DISPATCH_LEVEL`. Free with `ExFreePoolWithTag(p, tag)`.
 ///

@@ -396,6 +396,10 @@ pub struct DRIVER_OBJECT {
 
 /// `IO_TYPE_DRIVER`.
 pub const IO_TYPE_DRIVER: CSHORT = 4;
+/// `FILE_DEVICE_NETWORK`, a device type for `IoCreateDevice`.
+pub const FILE_DEVICE_NETWORK: u32 = 0x12;
+/// `FILE_DEVICE_SECURE_OPEN`, a device characteristic for `IoCreateDevice`.
+pub const FILE_DEVICE_SECURE_OPEN: u32 = 0x100;
 
 /// Opaque `EPROCESS` / `ETHREAD` / `OBJECT_TYPE` pointers.
 pub type PEPROCESS = *mut c_void;

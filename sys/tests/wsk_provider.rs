@@ -1292,6 +1292,33 @@ struct Chain {
     irp: *mut IRP,
     got: Mutex<Vec<u8>>,
     done: Signal,
+    /// WskReceive calls in progress: completing inline, each routine issues the next from
+    /// inside the previous call, so the chain can end deep inside nested calls.
+    calls: CallsInProgress,
+}
+
+/// Calls a client has in progress on one socket: `WskCloseSocket` (and any other call from
+/// another thread that must not overlap) waits until none is (WskCloseSocket's rule).
+#[derive(Default)]
+struct CallsInProgress(std::sync::atomic::AtomicUsize);
+
+impl CallsInProgress {
+    fn enter(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn leave(&self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits (bounded) until every call returned.
+    fn wait_none(&self) {
+        let deadline = std::time::Instant::now() + BOUND;
+        while self.0.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+            assert!(std::time::Instant::now() < deadline, "calls never returned");
+            std::thread::yield_now();
+        }
+    }
 }
 
 unsafe extern "system" fn chain_done(
@@ -1332,12 +1359,14 @@ unsafe fn issue_chain(chain: &mut Chain) {
             true,
             true,
         );
+        chain.calls.enter();
         let _ = chain.sock.conn().WskReceive.expect("WskReceive")(
             chain.sock.s,
             &raw mut chain.wsk,
             0,
             chain.irp,
         );
+        chain.calls.leave();
     }
 }
 
@@ -1363,6 +1392,7 @@ fn completion_routines_may_issue_the_next_receive() {
                 cv: Condvar::new(),
                 seen: Mutex::new(None),
             },
+            calls: CallsInProgress::default(),
         });
         // SAFETY: the chain is boxed and outlives its receives.
         unsafe { issue_chain(&mut chain) };
@@ -1381,6 +1411,7 @@ fn completion_routines_may_issue_the_next_receive() {
         assert_eq!(*guard, Some((STATUS_SUCCESS, 0)));
         drop(guard);
         assert!(*chain.got.lock().unwrap() == data);
+        chain.calls.wait_none();
         // SAFETY: completed; freed once.
         unsafe { IoFreeIrp(chain.irp) };
         chain.sock.close();
@@ -1547,6 +1578,7 @@ struct Echo {
     sending: bool,
     echoed: usize,
     done: Signal,
+    calls: CallsInProgress,
 }
 
 const ECHO_BUF: usize = 16 * 1024;
@@ -1598,7 +1630,9 @@ unsafe fn issue_echo(echo: &mut Echo, send: bool) {
             true,
             true,
         );
+        echo.calls.enter();
         let _ = f.expect("WskSend/WskReceive")(echo.sock.s, &raw mut echo.wsk, 0, echo.irp);
+        echo.calls.leave();
     }
 }
 
@@ -1654,6 +1688,7 @@ fn many_connections_echo_from_completion_routines() {
                     cv: Condvar::new(),
                     seen: Mutex::new(None),
                 },
+                calls: CallsInProgress::default(),
             });
             // SAFETY: boxed; outlives its IRPs.
             unsafe { issue_echo(&mut echo, false) };
@@ -1673,6 +1708,7 @@ fn many_connections_echo_from_completion_routines() {
                 "echoed everything, then FIN"
             );
             drop(guard);
+            echo.calls.wait_none();
             assert_eq!(echo.sock.disconnect(None, 0), STATUS_SUCCESS);
             // SAFETY: completed; freed once. The buffer is not read again.
             unsafe { IoFreeIrp(echo.irp) };

@@ -56,6 +56,16 @@ pub struct ErrorRule {
     pub status: NTSTATUS,
 }
 
+/// Make every call of `op` take `delay` inside the provider (counted as in progress on its
+/// socket), so that a close racing it from another thread hits the window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlowCall {
+    /// The operation slowed down.
+    pub op: WskOp,
+    /// How long each call stays inside the provider before doing its work.
+    pub delay: Duration,
+}
+
 /// Every fault the provider injects, all decided from `seed`.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
@@ -75,6 +85,11 @@ pub struct Faults {
     /// How long `WskDeregister` waits for open sockets and held captures before the verifier
     /// reports them (where Windows would hang); `None`: 10 seconds.
     pub deregister_wait: Option<Duration>,
+    /// Calls of one operation that linger inside the provider (see [`SlowCall`]).
+    pub slow_call: Option<SlowCall>,
+    /// Every `WskCloseSocket` completes this long after it was called (deferred), as a close
+    /// whose transmission takes its time; `None`: no extra delay.
+    pub close_delay: Option<Duration>,
 }
 
 impl Faults {

@@ -51,6 +51,18 @@ fn layout_for(stack: u8) -> Layout {
     Layout::from_size_align(IoSizeOfIrp(stack), 16).expect("IRP layout")
 }
 
+/// IRPs a lower driver still holds (taken and not completed), by address.
+pub(crate) fn pending(table: &IrpTable) -> Vec<usize> {
+    let mut list: Vec<usize> = table
+        .live
+        .iter()
+        .filter(|(_, info)| info.state == IrpState::Pending)
+        .map(|(&address, _)| address)
+        .collect();
+    list.sort_unstable();
+    list
+}
+
 /// The state of a tracked IRP; a bugcheck if `irp` is not a live IRP from `IoAllocateIrp`.
 fn state_of(irp: *mut IRP, function: &'static str) -> IrpState {
     let machine = machine::current(function);
@@ -308,7 +320,13 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
                     } else {
                         (*(*Irp).Tail.Overlay.CurrentStackLocation).DeviceObject
                     };
-                    let result = verifier::in_callback(|| routine(device, Irp, context));
+                    let result = if super::device::is_unload_safe_completion(routine) {
+                        // The I/O manager's own routine (IoSetCompletionRoutineEx): kernel
+                        // code that runs the driver's routine inside.
+                        routine(device, Irp, context)
+                    } else {
+                        verifier::in_completion_routine(|| routine(device, Irp, context))
+                    };
                     if irql::current() != irql {
                         bugcheck(
                             "IRQL_UNEXPECTED_VALUE",

@@ -24,7 +24,7 @@ use std::vec::Vec;
 
 use super::machine::{self, Machine, lock, wait};
 use super::verifier::{self, Bugcheck};
-use super::{dpc, irp, mdl, object, pool, timer};
+use super::{device, dpc, irp, mdl, object, pool, timer};
 use crate::host::faults::Faults;
 use crate::{
     DRIVER_INITIALIZE, DRIVER_OBJECT, IO_TYPE_DRIVER, NT_SUCCESS, NTSTATUS, UNICODE_STRING,
@@ -42,6 +42,10 @@ pub struct Config {
     /// Longest a DPC routine may run before `DPC_WATCHDOG_VIOLATION` is recorded (a record,
     /// not a stop). Default: 2 s.
     pub dpc_watchdog: Duration,
+    /// Fault injection: how long every completion routine stays counted as running driver
+    /// code after it returned (the instructions a routine still executes after it signalled
+    /// whatever `DriverUnload` waits for). `None` (default): no delay.
+    pub late_callback_return: Option<Duration>,
 }
 
 impl Default for Config {
@@ -50,6 +54,7 @@ impl Default for Config {
             cpus: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             faults: Faults::default(),
             dpc_watchdog: Duration::from_secs(2),
+            late_callback_return: None,
         }
     }
 }
@@ -66,6 +71,15 @@ impl Config {
     #[must_use]
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
+        self
+    }
+
+    /// Keeps every completion routine counted as running driver code for `delay` after it
+    /// returned, so that an unload that does not wait for its routines to *return* (only for
+    /// what they signal) is caught by `Kernel::unload`.
+    #[must_use]
+    pub fn with_late_callback_return(mut self, delay: Duration) -> Self {
+        self.late_callback_return = Some(delay);
         self
     }
 
@@ -104,8 +118,37 @@ pub struct Driver {
 // SAFETY: the driver object and strings are only touched by the kernel on the loading and
 // unloading threads, one at a time, and by the driver per its own rules.
 unsafe impl Send for Driver {}
+// SAFETY: shared references only read the name and hand out the object's address.
+unsafe impl Sync for Driver {}
 
 impl Driver {
+    /// A fresh `DRIVER_OBJECT` named `\Driver\<name>` with registry path `path`.
+    fn new(name: &str, path: &str) -> Self {
+        let name_buffer: Vec<u16> = format!("\\Driver\\{name}").encode_utf16().collect();
+        let path_buffer: Vec<u16> = path.encode_utf16().collect();
+        // SAFETY: every DRIVER_OBJECT field is an integer, a raw pointer or an Option of a
+        // function pointer: all-zero is a valid value for each.
+        let object: Box<UnsafeCell<DRIVER_OBJECT>> =
+            unsafe { Box::<UnsafeCell<DRIVER_OBJECT>>::new_zeroed().assume_init() };
+        let driver_name = UNICODE_STRING::from_wide(&name_buffer);
+        let registry_path = UNICODE_STRING::from_wide(&path_buffer);
+        let driver = Driver {
+            name: name.to_string(),
+            registry_path: Box::new(UnsafeCell::new(registry_path)),
+            object,
+            _name_buffer: name_buffer,
+            _path_buffer: path_buffer,
+        };
+        // SAFETY: the object is ours, not yet shared.
+        unsafe {
+            let object = driver.object.get();
+            (*object).Type = IO_TYPE_DRIVER;
+            (*object).Size = i16::try_from(size_of::<DRIVER_OBJECT>()).unwrap_or(i16::MAX);
+            (*object).DriverName = driver_name;
+        }
+        driver
+    }
+
     /// The driver's name, as given to `load_driver`.
     #[must_use]
     pub fn name(&self) -> &str {
@@ -214,7 +257,9 @@ impl Kernel {
         }
         *booted = true;
         drop(booted);
-        let machine = Arc::new(Machine::new(config.cpus, config.dpc_watchdog));
+        let mut machine = Machine::new(config.cpus, config.dpc_watchdog);
+        machine.late_callback_return = config.late_callback_return;
+        let machine = Arc::new(machine);
         machine::install(Some(Arc::clone(&machine)));
         let mut threads = dpc::start_cpus(&machine);
         threads.push(timer::start(&machine));
@@ -267,29 +312,9 @@ impl Kernel {
     ) -> Result<Driver, NTSTATUS> {
         let path = format!("\\Registry\\Machine\\System\\CurrentControlSet\\Services\\{name}");
         lock(&self.machine.registry).mount(&path, &registry);
-        let name_buffer: Vec<u16> = format!("\\Driver\\{name}").encode_utf16().collect();
-        let path_buffer: Vec<u16> = path.encode_utf16().collect();
-        // SAFETY: every DRIVER_OBJECT field is an integer, a raw pointer or an Option of a
-        // function pointer: all-zero is a valid value for each.
-        let object: Box<UnsafeCell<DRIVER_OBJECT>> =
-            unsafe { Box::<UnsafeCell<DRIVER_OBJECT>>::new_zeroed().assume_init() };
-        let driver_name = UNICODE_STRING::from_wide(&name_buffer);
-        let registry_path = UNICODE_STRING::from_wide(&path_buffer);
-        let driver = Driver {
-            name: name.to_string(),
-            registry_path: Box::new(UnsafeCell::new(registry_path)),
-            object,
-            _name_buffer: name_buffer,
-            _path_buffer: path_buffer,
-        };
+        let driver = Driver::new(name, &path);
         // SAFETY: the object is ours, not yet shared.
-        unsafe {
-            let object = driver.object.get();
-            (*object).Type = IO_TYPE_DRIVER;
-            (*object).Size = i16::try_from(size_of::<DRIVER_OBJECT>()).unwrap_or(i16::MAX);
-            (*object).DriverName = driver_name;
-            (*object).DriverInit = Some(entry);
-        }
+        unsafe { (*driver.object.get()).DriverInit = Some(entry) };
         let object = driver.object.get() as usize;
         let registry_path = driver.registry_path.get() as usize;
         let status = on_kernel_thread(move || {
@@ -305,8 +330,24 @@ impl Kernel {
         if NT_SUCCESS(status) {
             Ok(driver)
         } else {
+            // A failed DriverEntry is unloaded at once, without DriverUnload: it must have
+            // undone everything itself.
+            device::wait_released(&self.machine, object, Duration::from_secs(10));
+            self.check_unloaded(name);
             Err(status)
         }
+    }
+
+    /// A driver object for code that uses the kernel outside a `DriverEntry`, as tests that
+    /// drive `wsk-net` directly do (`WskClient::register` needs the driver's object): no entry
+    /// point is called and nothing is mounted in the registry. Not unloaded: drop it after
+    /// everything registered with it is gone.
+    #[must_use]
+    pub fn create_driver_object(&self, name: &str) -> Driver {
+        Driver::new(
+            name,
+            &format!("\\Registry\\Machine\\System\\CurrentControlSet\\Services\\{name}"),
+        )
     }
 
     /// Unloads a driver: calls its `DriverUnload` at `PASSIVE_LEVEL`, waits for the processors
@@ -336,8 +377,58 @@ impl Kernel {
                 driver.name
             )),
         }
+        // The I/O manager unmaps the image once the driver's device objects are released:
+        // references taken by IoSetCompletionRoutineEx keep it until those routines returned.
+        report.leaks.extend(device::wait_released(
+            &self.machine,
+            object,
+            Duration::from_secs(10),
+        ));
+        self.check_unloaded(&driver.name);
         report.leaks.extend(self.check_leaks().leaks);
         report
+    }
+
+    /// After `DriverUnload` returned and the image is gone: no code of the driver may run and
+    /// nothing it issued may be pending, or Windows bugchecks
+    /// `DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS` (0xCE) when that code or
+    /// completion runs. Bug check 0xCE:
+    /// <https://learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xce--driver-unloaded-without-cancelling-pending-operations>.
+    /// Recorded (not raised): the test examines it with `take_bugchecks`.
+    fn check_unloaded(&self, name: &str) {
+        const NAME: &str = "DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS";
+        let running = self
+            .machine
+            .driver_code
+            .load(core::sync::atomic::Ordering::Acquire);
+        if running > 0 {
+            verifier::record(
+                NAME,
+                format!(
+                    "DriverUnload of {name} returned while {running} callback(s) of the driver \
+                     were still running (a completion routine, DPC or thread still executing \
+                     driver code after it signalled unload)"
+                ),
+            );
+        }
+        let pending = irp::pending(&lock(&self.machine.irps));
+        if !pending.is_empty() {
+            verifier::record(
+                NAME,
+                format!("DriverUnload of {name} returned with IRP(s) still pending: {pending:#x?}"),
+            );
+        }
+        let registrations = crate::host::wsk::registrations_left();
+        if !registrations.is_empty() {
+            verifier::record(
+                NAME,
+                format!(
+                    "DriverUnload of {name} returned with its WSK client still registered \
+                     (the provider would call into unloaded code): {}",
+                    registrations.join("; ")
+                ),
+            );
+        }
     }
 
     /// How many pool blocks, IRPs and MDLs have been allocated since boot (freed or not): two
@@ -362,6 +453,7 @@ impl Kernel {
             unsafe { super::dpc::KeFlushQueuedDpcs() };
         });
         let machine = &self.machine;
+        device::wait_all_released(machine, Duration::from_secs(10));
         let mut leaks = Vec::new();
         leaks.extend(irp::leaks(&lock(&machine.irps)));
         leaks.extend(mdl::leaks(&lock(&machine.mdls)));
@@ -375,6 +467,7 @@ impl Kernel {
                 .map(|(dpc, cpu)| dpc::describe(dpc, cpu)),
         );
         leaks.extend(lock(&machine.objects).leaks());
+        leaks.extend(device::leaks(&lock(&machine.devices)));
         leaks.extend(crate::host::wsk::leaks());
         leaks.sort();
         UnloadReport { leaks }

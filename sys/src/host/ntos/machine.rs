@@ -8,7 +8,7 @@ use std::time::Duration;
 use std::vec::Vec;
 
 use super::verifier::{Bugcheck, bugcheck};
-use super::{dpc, irp, mdl, object, pool, registry, timer};
+use super::{device, dpc, irp, mdl, object, pool, registry, timer};
 
 /// Locks `mutex`, ignoring poison: a bugcheck that unwound through a holder must not take the
 /// rest of the machine down with it.
@@ -73,6 +73,15 @@ pub(crate) struct Machine {
     pub(crate) halted: Mutex<Vec<std::thread::ThreadId>>,
     /// The threads that replaced them.
     pub(crate) replacements: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Device objects (`IoCreateDevice`) not yet released.
+    pub(crate) devices: Mutex<device::Devices>,
+    /// Signalled when a device object is deleted or dereferenced.
+    pub(crate) devices_changed: Condvar,
+    /// Driver callbacks running right now, on every thread (see `verifier::in_callback`).
+    pub(crate) driver_code: AtomicUsize,
+    /// How long a completion routine stays counted as running after it returned (fault
+    /// injection; `Config::with_late_callback_return`).
+    pub(crate) late_callback_return: Option<Duration>,
 }
 
 impl Machine {
@@ -97,6 +106,10 @@ impl Machine {
             allocations: AllocationCounters::default(),
             halted: Mutex::new(Vec::new()),
             replacements: Mutex::new(Vec::new()),
+            devices: Mutex::new(device::Devices::default()),
+            devices_changed: Condvar::new(),
+            driver_code: AtomicUsize::new(0),
+            late_callback_return: None,
         }
     }
 

@@ -22,6 +22,7 @@
 //!   pending); complete it with `IofCompleteRequest` at IRQL <= `DISPATCH_LEVEL`, after
 //!   clearing any cancel routine. `host::irp::is_pending(irp)` tells whether it still is.
 
+pub(crate) mod device;
 pub(crate) mod dpc;
 pub(crate) mod event;
 pub(crate) mod irp;
@@ -39,6 +40,7 @@ pub(crate) mod verifier;
 #[cfg(test)]
 mod tests;
 
+pub use device::{IoCreateDevice, IoDeleteDevice, IoSetCompletionRoutineEx};
 pub use dpc::{
     KeFlushQueuedDpcs, KeGetCurrentProcessorNumberEx, KeInitializeDpc, KeInsertQueueDpc,
     KeQueryActiveProcessorCountEx, KeQueryPerformanceCounter, KeRemoveQueueDpc,

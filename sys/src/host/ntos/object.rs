@@ -315,6 +315,8 @@ pub unsafe extern "system-unwind" fn PsTerminateSystemThread(ExitStatus: NTSTATU
             );
             spinlock::force_release_held();
         }
+        // The start routine never gets control back: its driver code is over.
+        verifier::leave_driver_code_for_good();
         if let Some(finish) = EXIT.with(|exit| exit.borrow_mut().take()) {
             finish();
             loop {

@@ -6,6 +6,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::string::String;
+use std::sync::atomic::Ordering;
 
 use super::machine;
 
@@ -37,6 +38,8 @@ pub(crate) fn record(name: &'static str, detail: String) {
 std::thread_local! {
     /// How many driver callbacks (`extern "system"` functions) the thread is inside.
     static CALLBACK_DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// Set once the thread's driver code ended for good (see [`leave_driver_code_for_good`]).
+    static LEFT_FOR_GOOD: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs driver code: a callback with the `"system"` ABI (DPC, completion, cancel and start
@@ -45,16 +48,56 @@ std::thread_local! {
 /// processor it halts that processor (a fresh thread takes its place), elsewhere the process
 /// aborts after printing the bugcheck. Every call from the kernel into driver code goes
 /// through here.
+///
+/// While `f` runs, the machine counts it as driver code running: `Kernel::unload` raises
+/// `DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS` if any is still running when
+/// `DriverUnload` has returned and the driver's device objects are released.
 pub(crate) fn in_callback<R>(f: impl FnOnce() -> R) -> R {
-    struct Depth;
+    struct Depth(Option<std::sync::Arc<super::machine::Machine>>);
     impl Drop for Depth {
         fn drop(&mut self) {
             CALLBACK_DEPTH.with(|d| d.set(d.get() - 1));
+            if let Some(machine) = &self.0
+                && !LEFT_FOR_GOOD.with(Cell::get)
+            {
+                machine.driver_code.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
+    let machine = machine::try_current();
+    if let Some(machine) = &machine {
+        machine.driver_code.fetch_add(1, Ordering::AcqRel);
+    }
     CALLBACK_DEPTH.with(|d| d.set(d.get() + 1));
-    let _depth = Depth;
+    let _depth = Depth(machine);
     f()
+}
+
+/// Runs a driver's completion routine as [`in_callback`] does, then, when the kernel was
+/// booted with `Config::with_late_callback_return`, keeps it counted as running driver code
+/// for that long: the window in which a routine that signalled unload (set an event, dropped
+/// the last reference) still executes its own instructions before it returns.
+pub(crate) fn in_completion_routine<R>(f: impl FnOnce() -> R) -> R {
+    in_callback(|| {
+        let result = f();
+        if let Some(delay) = machine::try_current().and_then(|m| m.late_callback_return) {
+            std::thread::sleep(delay);
+        }
+        result
+    })
+}
+
+/// The calling thread's driver code is over for good (`PsTerminateSystemThread`, which never
+/// returns to the driver): it no longer counts as driver code running.
+pub(crate) fn leave_driver_code_for_good() {
+    if LEFT_FOR_GOOD.with(|l| l.replace(true)) {
+        return;
+    }
+    if CALLBACK_DEPTH.with(Cell::get) > 0
+        && let Some(machine) = machine::try_current()
+    {
+        machine.driver_code.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// True while the calling thread runs driver code (see [`in_callback`]): nothing may unwind.

@@ -234,10 +234,16 @@ impl Provider {
         lock(&self.state)
     }
 
-    /// Completes `irp` on the calling thread and stops counting it as held by the provider.
+    /// Stops counting `irp` as held by the provider, then completes it on the calling thread.
+    ///
+    /// The provider lets go of the IRP *before* its completion routine runs: `WskDeregister`
+    /// waits until "all calls in progress return and all sockets are closed"
+    /// (<https://learn.microsoft.com/windows-hardware/drivers/ddi/wsk/nf-wsk-wskderegister>),
+    /// not until the client's completion routines have returned. A client whose unload only
+    /// waits for `WskDeregister` (or for what its routines signal) can return from
+    /// `DriverUnload` while a routine still runs; the host lets that happen so that the
+    /// unload check sees it.
     pub(super) fn complete_irp(&self, irp: *mut IRP, status: NTSTATUS, info: usize) {
-        // SAFETY: the caller owns completion of an IRP the provider took with `begin`.
-        unsafe { glue::complete(irp, status, info) };
         let mut st = self.lock();
         if let Some(entry) = st.irps.get_mut(&(irp as usize)) {
             entry.1 -= 1;
@@ -247,6 +253,8 @@ impl Provider {
         }
         drop(st);
         self.changed.notify_all();
+        // SAFETY: the caller owns completion of an IRP the provider took with `begin`.
+        unsafe { glue::complete(irp, status, info) };
     }
 
     /// Inline completion for this call's known results?
@@ -334,6 +342,11 @@ impl Provider {
         let mut q = lock(&self.deferred);
         for (d, delay) in dones.into_iter().zip(delays) {
             let mut due = now + delay;
+            if d.free != 0
+                && let Some(close_delay) = self.faults.close_delay
+            {
+                due += close_delay;
+            }
             if let Some(last) = q.last_due.get(&d.sock) {
                 due = due.max(*last);
             }
@@ -466,6 +479,24 @@ pub(crate) fn shutdown() {
     }
     st.regs.clear();
     lock(&provider.deferred).items.clear();
+}
+
+/// Client registrations still registered, one line each (for the unload check).
+pub(crate) fn registrations_left() -> Vec<String> {
+    let Some(provider) = lock(&CURRENT).clone() else {
+        return Vec::new();
+    };
+    let st = provider.lock();
+    let mut regs: Vec<_> = st.regs.iter().collect();
+    regs.sort_by_key(|(id, _)| **id);
+    regs.into_iter()
+        .map(|(id, reg)| {
+            format!(
+                "WSK client registration {id} ({} provider NPI captures held)",
+                reg.captures
+            )
+        })
+        .collect()
 }
 
 /// For the unload report: one line per registration or socket still open.

@@ -7,6 +7,7 @@
 //! takes it out, and completes the IRP as cancelled in any case.
 
 use core::ffi::c_void;
+use core::sync::atomic::Ordering;
 use std::boxed::Box;
 use std::collections::VecDeque;
 use std::format;
@@ -47,6 +48,50 @@ use crate::{
 pub(super) struct SockHandle {
     wsk: WSK_SOCKET,
     id: u64,
+    /// Calls on this socket in progress (entered, not returned): see [`InCall`].
+    in_call: core::sync::atomic::AtomicU32,
+}
+
+/// One call on a socket in progress, counted on its handle from entry to return.
+///
+/// `WskCloseSocket`: "A WSK application must ensure that there are no other function calls in
+/// progress to any of the socket's functions ... in any other threads" and that it makes no
+/// call after it
+/// (<https://learn.microsoft.com/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_close_socket>;
+/// also "Closing a Socket",
+/// <https://learn.microsoft.com/windows-hardware/drivers/network/closing-a-socket>).
+/// `wsk_close_socket` bugchecks when the count is not zero; a call after close finds the
+/// socket gone (`WSK_SOCKET_CLOSED`).
+pub(super) struct InCall(*const SockHandle);
+
+impl InCall {
+    /// Counts a call of `op` on `socket` as in progress until the guard drops; sleeps inside
+    /// the call when the fault plan's `slow_call` names `op` (to widen the window a racing
+    /// close could hit).
+    ///
+    /// # Safety
+    /// `socket` is null or a provider socket handle (checked as [`handle_id`] does).
+    unsafe fn enter(socket: *mut WSK_SOCKET, function: &'static str, op: Option<WskOp>) -> Self {
+        // SAFETY: forwarded; bugchecks on null.
+        let _ = unsafe { handle_id(socket, function) };
+        let handle = socket.cast::<SockHandle>().cast_const();
+        // SAFETY: a provider socket handle, live while the socket is open.
+        unsafe { (*handle).in_call.fetch_add(1, Ordering::SeqCst) };
+        if let Some(slow) = provider().faults.slow_call
+            && Some(slow.op) == op
+        {
+            std::thread::sleep(slow.delay);
+        }
+        Self(handle)
+    }
+}
+
+impl Drop for InCall {
+    fn drop(&mut self) {
+        // SAFETY: the socket cannot have been freed: closing it while this call is in
+        // progress bugchecks before anything is freed.
+        unsafe { (*self.0).in_call.fetch_sub(1, Ordering::SeqCst) };
+    }
 }
 
 /// Which dispatch table a socket has.
@@ -771,6 +816,7 @@ fn new_sock(id: u64, client: u64, kind: Kind, v6: bool, host: Host) -> Sock {
             Dispatch: table(kind),
         },
         id,
+        in_call: core::sync::atomic::AtomicU32::new(0),
     }));
     Sock {
         id,
@@ -1268,6 +1314,24 @@ unsafe extern "system-unwind" fn wsk_close_socket(
     socket: *mut WSK_SOCKET,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    if !socket.is_null() {
+        // SAFETY: the client passes its socket (a handle is live until its close completes).
+        let (id, others) = unsafe {
+            let handle = socket.cast::<SockHandle>();
+            ((*handle).id, (*handle).in_call.load(Ordering::SeqCst))
+        };
+        if others != 0 {
+            // See [`InCall`] for the rule and its pages.
+            bugcheck(
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                format!(
+                    "WskCloseSocket on socket {id} while {others} other call(s) on it are in \
+                     progress: the application must ensure no other call on the socket is in \
+                     progress when it closes it"
+                ),
+            );
+        }
+    }
     // SAFETY: the client passes its socket and a live IRP.
     let (p, id, inline, mut out) =
         match unsafe { begin("WskCloseSocket", socket, core::ptr::null_mut(), irp) } {
@@ -1294,6 +1358,8 @@ unsafe extern "system-unwind" fn wsk_close_socket(
     let mut close = Done::new(irp, STATUS_SUCCESS, 0, id);
     close.free = sock.handle;
     out.dones.push(close);
+    // A plan's close delay applies on the reactor (`Provider::defer`).
+    let inline = inline && p.faults.close_delay.is_none();
     p.finish(out, inline)
 }
 
@@ -1311,6 +1377,8 @@ unsafe extern "system-unwind" fn wsk_control_socket(
     out_returned: *mut SIZE_T,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskControlSocket", None) };
     require_at_most(DISPATCH_LEVEL, "WskControlSocket");
     let input = if in_size >= 4 && !in_buf.is_null() {
         // SAFETY: the client passes `in_size` readable bytes.
@@ -1446,6 +1514,8 @@ unsafe extern "system-unwind" fn wsk_bind(
     _flags: u32,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskBind", Some(WskOp::Bind)) };
     // SAFETY: the client passes its socket and a live IRP.
     let (p, id, inline, mut out) =
         match unsafe { begin("WskBind", socket, core::ptr::null_mut(), irp) } {
@@ -1530,6 +1600,8 @@ unsafe extern "system-unwind" fn wsk_accept(
     remote: *mut SOCKADDR,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskAccept", Some(WskOp::Accept)) };
     // The verifier's check comes first, before the IRP is taken.
     // SAFETY: the client passes its socket.
     let id = unsafe { handle_id(socket, "WskAccept") };
@@ -1592,6 +1664,8 @@ unsafe extern "system-unwind" fn wsk_connect(
     _flags: u32,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskConnect", Some(WskOp::Connect)) };
     // SAFETY: the client passes its socket and a live IRP.
     let (p, id, inline, mut out) =
         match unsafe { begin("WskConnect", socket, core::ptr::null_mut(), irp) } {
@@ -1649,6 +1723,8 @@ unsafe extern "system-unwind" fn wsk_send(
     flags: u32,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskSend", Some(WskOp::Send)) };
     // SAFETY: the client passes a valid WSK_BUF.
     let segs = unsafe { segments(buffer, "WskSend") };
     // SAFETY: the client passes its socket and a live IRP.
@@ -1690,6 +1766,8 @@ unsafe extern "system-unwind" fn wsk_receive(
     flags: u32,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskReceive", Some(WskOp::Receive)) };
     // SAFETY: the client passes a valid WSK_BUF.
     let segs = unsafe { segments(buffer, "WskReceive") };
     // SAFETY: the client passes its socket and a live IRP.
@@ -1732,6 +1810,8 @@ unsafe extern "system-unwind" fn wsk_disconnect(
     flags: u32,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskDisconnect", Some(WskOp::Disconnect)) };
     let abortive = flags & WSK_FLAG_ABORTIVE != 0;
     let segs = if abortive {
         Vec::new()
@@ -1787,6 +1867,8 @@ unsafe extern "system-unwind" fn wsk_get_local_address(
     addr: *mut SOCKADDR,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskGetLocalAddress", None) };
     // SAFETY: the client passes its socket, a live IRP and an address buffer.
     unsafe { get_address(socket, addr, irp, false) }
 }
@@ -1797,6 +1879,8 @@ unsafe extern "system-unwind" fn wsk_get_remote_address(
     addr: *mut SOCKADDR,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskGetRemoteAddress", None) };
     // SAFETY: the client passes its socket, a live IRP and an address buffer.
     unsafe { get_address(socket, addr, irp, true) }
 }
@@ -1859,6 +1943,8 @@ unsafe extern "system-unwind" fn wsk_send_to(
     _control: PVOID,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskSendTo", Some(WskOp::SendTo)) };
     // SAFETY: the client passes a valid WSK_BUF.
     let segs = unsafe { segments(buffer, "WskSendTo") };
     // SAFETY: the client passes its socket and a live IRP.
@@ -1903,6 +1989,8 @@ unsafe extern "system-unwind" fn wsk_receive_from(
     control_flags: *mut u32,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskReceiveFrom", Some(WskOp::ReceiveFrom)) };
     // SAFETY: the client passes a valid WSK_BUF.
     let segs = unsafe { segments(buffer, "WskReceiveFrom") };
     // SAFETY: the client passes its socket and a live IRP.
