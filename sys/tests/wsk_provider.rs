@@ -1292,13 +1292,13 @@ struct Chain {
     irp: *mut IRP,
     got: Mutex<Vec<u8>>,
     done: Signal,
-    /// WskReceive calls in progress: completing inline, each routine issues the next from
+    /// `WskReceive` calls in progress: completing inline, each routine issues the next from
     /// inside the previous call, so the chain can end deep inside nested calls.
     calls: CallsInProgress,
 }
 
 /// Calls a client has in progress on one socket: `WskCloseSocket` (and any other call from
-/// another thread that must not overlap) waits until none is (WskCloseSocket's rule).
+/// another thread that must not overlap) waits until none is (the rule of `WskCloseSocket`).
 #[derive(Default)]
 struct CallsInProgress(std::sync::atomic::AtomicUsize);
 
