@@ -556,8 +556,9 @@ fn finish(slot: &Slot) {
         SocketInner::adopt(child, information as *mut WSK_SOCKET);
     }
     if !held.addrinfo.is_null() {
+        // Parked, not freed, above PASSIVE_LEVEL (WskFreeAddressInfo is PASSIVE_LEVEL only).
         // SAFETY: the client is live while any of its sockets is; the list came from WSK.
-        unsafe { owner.client.as_ref() }.free_address_info(held.addrinfo);
+        unsafe { owner.client.as_ref() }.release_address_info(held.addrinfo);
     }
     if ptr::eq(slot, &raw const owner.slots[CLOSE]) {
         if !sys::NT_SUCCESS(status) {
