@@ -88,8 +88,6 @@ pub(crate) struct Held {
     pub addr: [RawAddr; 2],
     /// A socket option value (in and out).
     pub value: u32,
-    /// Bytes WSK reports for an option.
-    pub out_len: usize,
     /// A name-resolution result list.
     pub addrinfo: *mut ADDRINFOEXW,
     /// The socket object that receives a socket this operation creates (accept, socket
@@ -128,7 +126,6 @@ impl Held {
             },
             addr: [RawAddr::zeroed(), RawAddr::zeroed()],
             value: 0,
-            out_len: 0,
             addrinfo: ptr::null_mut(),
             adopt: None,
             params: [0; 4],

@@ -724,6 +724,14 @@ impl TcpStream {
 
     /// Sets `TCP_NODELAY` (no Nagle coalescing) for every later send.
     ///
+    /// `TCP_NODELAY` (level `IPPROTO_TCP`) is not among the options the WDK page "WSK Socket
+    /// Options" lists (<https://learn.microsoft.com/en-us/windows-hardware/drivers/network/wsk-socket-options>:
+    /// `SOL_SOCKET` options only); that page leaves transport-level options to "the underlying
+    /// network protocol", and Winsock documents `TCP_NODELAY` for user mode only. So this
+    /// relies on Windows' TCP transport accepting it through `WskControlSocket`, which WSK
+    /// does not document: check for an error. The documented way to push one send without
+    /// coalescing is `WSK_FLAG_NODELAY` on that `WskSend`.
+    ///
     /// ```no_run
     /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
     /// stream.set_nodelay(true).await?;

@@ -1217,7 +1217,19 @@ unsafe extern "system-unwind" fn wsk_control_client(
     out_returned: *mut SIZE_T,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // "PFN_WSK_CONTROL_CLIENT callback function (wsk.h)", IRQL <= DISPATCH_LEVEL:
+    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_control_client
     require_at_most(DISPATCH_LEVEL, "WskControlClient");
+    // Same page, as for WskControlSocket: OutputSizeReturned is NULL unless Irp is NULL.
+    if !irp.is_null() && !out_returned.is_null() {
+        bugcheck(
+            "WSK_OUTPUT_SIZE_RETURNED_WITH_IRP",
+            format!(
+                "WskControlClient with both an IRP and OutputSizeReturned {out_returned:p}: it \
+                 must be NULL when an IRP is given"
+            ),
+        );
+    }
     if !out_returned.is_null() {
         // SAFETY: the client passes a writable size or null.
         unsafe { *out_returned = 0 };
@@ -1298,6 +1310,15 @@ unsafe extern "system-unwind" fn wsk_close_socket(
 }
 
 /// `WskControlSocket`: the socket options `wsk-net` uses. IRQL <= `DISPATCH_LEVEL`.
+///
+/// Options: of the `SOL_SOCKET` options the page "WSK Socket Options"
+/// (<https://learn.microsoft.com/en-us/windows-hardware/drivers/network/wsk-socket-options>)
+/// lists, `SO_REUSEADDR`, `SO_EXCLUSIVEADDRUSE` and `SO_KEEPALIVE`. Beyond that list the host
+/// also accepts `IPPROTO_TCP`/`TCP_NODELAY` and `IPPROTO_IPV6`/`IPV6_V6ONLY`: transport and
+/// network level options the WSK pages do not document (they say only that "the underlying
+/// network protocol might support additional socket options"; the options themselves are
+/// documented for user-mode Winsock). A client relying on them depends on Windows' TCP/IP
+/// transport, not on a documented WSK behaviour. No `WskIoctl` codes.
 #[allow(clippy::too_many_arguments, reason = "the WSK signature")]
 unsafe extern "system-unwind" fn wsk_control_socket(
     socket: *mut WSK_SOCKET,
@@ -1311,7 +1332,24 @@ unsafe extern "system-unwind" fn wsk_control_socket(
     out_returned: *mut SIZE_T,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // "PFN_WSK_CONTROL_SOCKET callback function (wsk.h)", IRQL <= DISPATCH_LEVEL (the
+    // PASSIVE_LEVEL-only SIO_ADDRESS_LIST_* IOCTLs are not implemented here):
+    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_control_socket
     require_at_most(DISPATCH_LEVEL, "WskControlSocket");
+    // Same page: OutputSizeReturned is NULL unless Irp is NULL (with an IRP the size comes back
+    // in IoStatus.Information). A verifier failure, not STATUS_INVALID_PARAMETER: the page
+    // states a caller contract and documents no status for breaking it, and what Windows then
+    // does with the pointer (write through it when the IRP completes, perhaps after the
+    // caller's variable is gone) is undefined.
+    if !irp.is_null() && !out_returned.is_null() {
+        bugcheck(
+            "WSK_OUTPUT_SIZE_RETURNED_WITH_IRP",
+            format!(
+                "WskControlSocket with both an IRP and OutputSizeReturned {out_returned:p}: it \
+                 must be NULL when an IRP is given"
+            ),
+        );
+    }
     let input = if in_size >= 4 && !in_buf.is_null() {
         // SAFETY: the client passes `in_size` readable bytes.
         Some(unsafe { in_buf.cast::<u32>().read_unaligned() })
@@ -1340,10 +1378,6 @@ unsafe extern "system-unwind" fn wsk_control_socket(
         if let Some(v) = result.2 {
             // SAFETY: control checked the output buffer's size.
             unsafe { out_buf.cast::<u32>().write_unaligned(v) };
-        }
-        if !out_returned.is_null() {
-            // SAFETY: the client passes a writable size or null.
-            unsafe { *out_returned = result.1 };
         }
         out.done(result.0, result.1, id);
         return p.finish(out, inline);
