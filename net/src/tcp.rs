@@ -96,9 +96,9 @@ impl TcpListener {
         Ok(Self { handle })
     }
 
-    /// Waits for a connection and returns it with the peer's address. Only one accept may be
-    /// outstanding per listener (WSK hangs otherwise): a second concurrent call fails with
-    /// `InvalidState`. The accept uses the listener's control slot, so
+    /// Waits for a connection and returns it with the peer's address. One accept at a time
+    /// per listener (WSK itself queues several, but the accept uses the listener's control
+    /// slot): a second concurrent call fails with `InvalidState`. For the same reason
     /// [`TcpListener::local_addr`] also fails with `InvalidState` while an accept is pending.
     ///
     /// Calling `accept` allocates the socket object for the connection; the call to WSK

@@ -12,9 +12,11 @@
 //! only after releasing the cancel spin lock.
 //!
 //! The verifier fails (bugchecks) what crashes or hangs Windows: a `WSK_BUF` longer than its
-//! MDL chain or holding a freed MDL, a second outstanding `WskAccept` on a listener, calls on a
-//! closed socket, IRQL rules, and `WskDeregister` with sockets, captures or IRPs still
-//! outstanding after a bound (where Windows would wait forever).
+//! MDL chain or holding a freed MDL, calls on a closed socket, IRQL rules, an
+//! `OutputSizeReturned` given with an IRP, and `WskDeregister` with sockets, captures or IRPs
+//! still outstanding after a bound (where Windows would wait forever). Each rule cites, beside
+//! it, the WDK page it comes from. Several outstanding `WskAccept` calls on one listener are
+//! allowed and served in order, as WSK documents.
 //!
 //! Where it differs from Windows:
 //! - No event callbacks (`WSK_CLIENT_*_DISPATCH`, `SO_WSK_EVENT_CALLBACK`), no

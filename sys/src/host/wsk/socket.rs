@@ -193,7 +193,8 @@ pub(super) struct Sock {
     nodelay: bool,
     /// Created with `SOCK_DGRAM`.
     datagram: bool,
-    accept: Option<Op>,
+    /// Queued accepts, served first come first served (WSK allows several).
+    accepts: VecDeque<Op>,
     connect: Option<Op>,
     recvs: VecDeque<Op>,
     sends: VecDeque<Op>,
@@ -210,7 +211,7 @@ impl Sock {
 
     /// One line for the leak report.
     pub(super) fn describe(&self) -> String {
-        let pending = usize::from(self.accept.is_some())
+        let pending = self.accepts.len()
             + usize::from(self.connect.is_some())
             + self.recvs.len()
             + self.sends.len();
@@ -247,7 +248,7 @@ impl Sock {
     /// Every queued op, taken out of the socket.
     fn take_all(&mut self) -> Vec<Op> {
         let mut ops = Vec::new();
-        ops.extend(self.accept.take());
+        ops.extend(self.accepts.drain(..));
         ops.extend(self.connect.take());
         ops.extend(self.recvs.drain(..));
         ops.extend(self.sends.drain(..));
@@ -255,7 +256,7 @@ impl Sock {
     }
 
     fn find_op(&mut self, irp: usize) -> Option<&mut Op> {
-        self.accept
+        self.accepts
             .iter_mut()
             .chain(self.connect.iter_mut())
             .chain(self.recvs.iter_mut())
@@ -264,13 +265,10 @@ impl Sock {
     }
 
     fn remove_op(&mut self, irp: usize) -> Option<Op> {
-        if self.accept.as_ref().is_some_and(|o| o.irp == irp) {
-            return self.accept.take();
-        }
         if self.connect.as_ref().is_some_and(|o| o.irp == irp) {
             return self.connect.take();
         }
-        for q in [&mut self.recvs, &mut self.sends] {
+        for q in [&mut self.accepts, &mut self.recvs, &mut self.sends] {
             if let Some(i) = q.iter().position(|o| o.irp == irp) {
                 return q.remove(i);
             }
@@ -479,8 +477,8 @@ fn progress(
             dones.push(Done::new(op.irp as *mut IRP, status, info_out, sid));
         }
     }
-    // Accept.
-    if let Some(op) = sock.accept.as_mut() {
+    // Accepts, in order.
+    while let Some(op) = sock.accepts.front_mut() {
         let (host, v6, client) = (&sock.host, sock.v6, sock.client);
         let result = attempt(op, |op| {
             let Host::Listener(listener) = host else {
@@ -525,9 +523,12 @@ fn progress(
                 }
             }
         });
-        if let Some((status, info)) = result {
-            let op = sock.accept.take().expect("accept op present");
-            dones.push(Done::new(op.irp as *mut IRP, status, info, sid));
+        match result {
+            Some((status, info)) => {
+                let op = sock.accepts.pop_front().expect("accept op present");
+                dones.push(Done::new(op.irp as *mut IRP, status, info, sid));
+            }
+            None => break,
         }
     }
     // Receives, in order.
@@ -792,7 +793,7 @@ fn new_sock(id: u64, client: u64, kind: Kind, v6: bool, host: Host) -> Sock {
         exclusive: false,
         nodelay: false,
         datagram: kind == Kind::Datagram,
-        accept: None,
+        accepts: VecDeque::new(),
         connect: None,
         recvs: VecDeque::new(),
         sends: VecDeque::new(),
@@ -1553,8 +1554,13 @@ fn bind(sock: &mut Sock, registry: &Registry, addr: Option<SocketAddr>) -> NTSTA
     STATUS_SUCCESS
 }
 
-/// `WskAccept`: one outstanding per listener, else the verifier fails. IRQL <=
-/// `DISPATCH_LEVEL`.
+/// `WskAccept`: queued behind the listener's other pending accepts, each served by the next
+/// incoming connection in the order they were issued. IRQL <= `DISPATCH_LEVEL`.
+///
+/// Several outstanding accepts are allowed: "`PFN_WSK_ACCEPT` callback function (wsk.h)"
+/// documents `STATUS_PENDING` as "the IRP has been queued" and speaks of "IRPs queued from
+/// pending calls to `WskAccept`". (This verifier used to bugcheck a second outstanding accept,
+/// stricter than Windows.)
 unsafe extern "system-unwind" fn wsk_accept(
     socket: *mut WSK_SOCKET,
     _flags: u32,
@@ -1564,20 +1570,6 @@ unsafe extern "system-unwind" fn wsk_accept(
     remote: *mut SOCKADDR,
     irp: *mut IRP,
 ) -> NTSTATUS {
-    // The verifier's check comes first, before the IRP is taken.
-    // SAFETY: the client passes its socket.
-    let id = unsafe { handle_id(socket, "WskAccept") };
-    let outstanding = provider()
-        .lock()
-        .sockets
-        .get(&id)
-        .is_some_and(|s| s.accept.is_some());
-    if outstanding {
-        bugcheck(
-            "WSK_CONCURRENT_ACCEPT",
-            format!("a second WskAccept on listener {id} while one is outstanding (hangs Windows)"),
-        );
-    }
     // SAFETY: the client passes its socket and a live IRP.
     let (p, id, inline, mut out) =
         match unsafe { begin("WskAccept", socket, core::ptr::null_mut(), irp) } {
@@ -1592,13 +1584,6 @@ unsafe extern "system-unwind" fn wsk_accept(
             bugcheck("WSK_SOCKET_CLOSED", detail);
         }
     };
-    if sock.accept.is_some() {
-        drop(st);
-        bugcheck(
-            "WSK_CONCURRENT_ACCEPT",
-            format!("a second WskAccept on listener {id} while one is outstanding (hangs Windows)"),
-        );
-    }
     if let Some(status) = p.inject(WskOp::Accept) {
         out.done(status, 0, id);
     } else if !matches!(sock.host, Host::Listener(_)) {
@@ -1611,7 +1596,7 @@ unsafe extern "system-unwind" fn wsk_accept(
                 remote: remote as usize,
             },
         );
-        sock.accept = Some(op);
+        sock.accepts.push_back(op);
         submit(&mut st, &p.registry, id, &mut out);
     }
     drop(st);
