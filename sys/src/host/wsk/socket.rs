@@ -833,6 +833,8 @@ unsafe fn segments(buf: *const WSK_BUF, function: &'static str) -> Vec<Seg> {
     let mut mdl = wsk_buf.Mdl;
     let mut chain = 0usize;
     while remaining > 0 {
+        // "WSK_BUF structure (wsk.h)": Length is the number of bytes in the MDL chain, each MDL
+        // locked or from nonpaged pool: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/ns-wsk-_wsk_buf
         if mdl.is_null() {
             bugcheck(
                 "WSK_BUF_EXCEEDS_MDL",
@@ -888,6 +890,25 @@ pub(super) unsafe fn begin(
     client: *mut WSK_CLIENT,
     irp: *mut IRP,
 ) -> Result<(Arc<Provider>, u64, bool, Out), NTSTATUS> {
+    // IRQL <= DISPATCH_LEVEL for every call that starts here, each from its own WDK page:
+    // WskSocket: "PFN_WSK_SOCKET callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_socket
+    // WskSocketConnect: "PFN_WSK_SOCKET_CONNECT callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_socket_connect
+    // WskControlClient: "PFN_WSK_CONTROL_CLIENT callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_control_client
+    // WskControlSocket: "PFN_WSK_CONTROL_SOCKET callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_control_socket
+    // WskCloseSocket: "PFN_WSK_CLOSE_SOCKET callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_close_socket
+    // WskBind: "PFN_WSK_BIND callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_bind
+    // WskAccept: "PFN_WSK_ACCEPT callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_accept
+    // WskInspectComplete: "PFN_WSK_INSPECT_COMPLETE callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_inspect_complete
+    // WskConnect: "PFN_WSK_CONNECT callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_connect
+    // WskSend: "PFN_WSK_SEND callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_send
+    // WskReceive: "PFN_WSK_RECEIVE callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_receive
+    // WskDisconnect: "PFN_WSK_DISCONNECT callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_disconnect
+    // WskSendTo: "PFN_WSK_SEND_TO callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_send_to
+    // WskReceiveFrom: "PFN_WSK_RECEIVE_FROM callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_receive_from
+    // WskGetLocalAddress: "PFN_WSK_GET_LOCAL_ADDRESS callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_get_local_address
+    // WskGetRemoteAddress: "PFN_WSK_GET_REMOTE_ADDRESS callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_get_remote_address
+    // WskGetAddressInfo and WskGetNameInfo come here too, after their own PASSIVE_LEVEL check.
+    // (No WskListen: it is for WSK_FLAG_STREAM_SOCKET sockets, which this provider refuses.)
     require_at_most(DISPATCH_LEVEL, function);
     if irp.is_null() {
         // Windows fails the call without an IRP to complete.
@@ -911,6 +932,8 @@ pub(super) unsafe fn begin(
             Err(detail) => {
                 drop(st);
                 // A closed socket's memory may already be gone: on Windows, a crash.
+                // "PFN_WSK_CLOSE_SOCKET callback function (wsk.h)": after WskCloseSocket, no
+                // further calls to the socket's functions: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_close_socket
                 bugcheck("WSK_SOCKET_CLOSED", detail);
             }
         }
@@ -1261,6 +1284,8 @@ unsafe extern "system-unwind" fn wsk_get_name_info(
     _thread: PETHREAD,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // "PFN_WSK_GET_NAME_INFO callback function (wsk.h)", IRQL PASSIVE_LEVEL:
+    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_get_name_info
     require_at_most(PASSIVE_LEVEL, "WskGetNameInfo");
     // SAFETY: the client passes a live IRP with a provider stack location.
     let (p, _, inline, mut out) =
@@ -1295,6 +1320,9 @@ unsafe extern "system-unwind" fn wsk_close_socket(
             format!("WskCloseSocket on socket {id}, which is closed or closing"),
         );
     };
+    // "PFN_WSK_CLOSE_SOCKET callback function (wsk.h)": close cancels and completes every
+    // pending IRP of the socket, and is abortive on a connection socket unless it is already
+    // disconnected both ways: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_close_socket
     for op in sock.take_all() {
         out.dones.extend(claim_now(&op, STATUS_CANCELLED, id));
     }
