@@ -3,7 +3,7 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use wsk_sys::{
@@ -16,6 +16,9 @@ use crate::raw::SocketInner;
 
 /// Pool tag of the client object (`WskC`).
 const CLIENT_TAG: u32 = sys::pool_tag(*b"WskC");
+
+/// Pool tag of a parked address-info list's node (`WskP`).
+const PARKED_TAG: u32 = sys::pool_tag(*b"WskP");
 
 /// How long registration waits for the WSK provider. Bounded, never `WSK_INFINITE_WAIT`:
 /// `DriverEntry` must not block forever.
@@ -101,6 +104,16 @@ pub(crate) struct ClientInner {
     /// False where `IoSetCompletionRoutineEx` cannot be called (Wine 8, whose export is a
     /// stub that raises): routines are then registered with `IoSetCompletionRoutine`.
     unload_safe: bool,
+    /// `WskGetAddressInfo` result lists released above `PASSIVE_LEVEL`, where
+    /// `WskFreeAddressInfo` may not be called: a lock-free stack, pushed at <= `DISPATCH_LEVEL`,
+    /// taken whole (never popped one by one, so no ABA) at the next `PASSIVE_LEVEL` point.
+    parked: AtomicPtr<ParkedList>,
+}
+
+/// One parked result list, in nonpaged pool.
+struct ParkedList {
+    next: *mut ParkedList,
+    list: *mut ADDRINFOEXW,
 }
 
 // SAFETY: the list, counters and event are only touched under `lock` or through kernel
@@ -229,11 +242,79 @@ impl ClientInner {
         })
     }
 
-    /// Frees a `WskGetAddressInfo` result list.
-    pub(crate) fn free_address_info(&self, list: *mut ADDRINFOEXW) {
+    /// Gives back a `WskGetAddressInfo` result list. `WskFreeAddressInfo` is `PASSIVE_LEVEL`
+    /// only ("`PFN_WSK_FREE_ADDRESS_INFO` callback function (wsk.h)",
+    /// <https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_free_address_info>):
+    /// at `PASSIVE_LEVEL` the list is freed now (with any parked ones); above it (the
+    /// completion routine of an abandoned lookup, a drop at `DISPATCH_LEVEL`) it is parked
+    /// until [`free_parked_address_info`](Self::free_parked_address_info) runs: at the next
+    /// resolve or at deregistration, before the provider is released. IRQL <=
+    /// `DISPATCH_LEVEL`.
+    pub(crate) fn release_address_info(&self, list: *mut ADDRINFOEXW) {
+        if list.is_null() {
+            return;
+        }
+        if sys::KeGetCurrentIrql() == sys::PASSIVE_LEVEL {
+            self.free_parked_address_info();
+            self.free_address_info_now(list);
+            return;
+        }
+        // SAFETY: nonpaged allocation at <= DISPATCH_LEVEL (the pool routines were resolved at
+        // registration).
+        let node = unsafe { sys::allocate_nonpaged(size_of::<ParkedList>(), PARKED_TAG) }
+            .cast::<ParkedList>();
+        if node.is_null() {
+            // Freeing here would break the IRQL rule: leak the list rather than bugcheck.
+            sys::kprint!(
+                "wsk-net: no pool to park an address-info list above PASSIVE_LEVEL; leaked\n"
+            );
+            return;
+        }
+        let mut head = self.parked.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: `node` is a fresh allocation of a ParkedList's size and pool alignment,
+            // ours until the exchange below publishes it.
+            unsafe { node.write(ParkedList { next: head, list }) };
+            match self.parked.compare_exchange_weak(
+                head,
+                node,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Frees every parked result list (see
+    /// [`release_address_info`](Self::release_address_info)); does nothing above
+    /// `PASSIVE_LEVEL`. Call before `WskReleaseProviderNPI`.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL` (a no-op above it).
+    pub(crate) fn free_parked_address_info(&self) {
+        if sys::KeGetCurrentIrql() != sys::PASSIVE_LEVEL {
+            return;
+        }
+        let mut node = self.parked.swap(ptr::null_mut(), Ordering::Acquire);
+        while !node.is_null() {
+            // SAFETY: the swap took the whole stack: every node is ours, pushed whole (the
+            // Acquire pairs with the pushers' Release) and freed once here.
+            let ParkedList { next, list } = unsafe { node.read() };
+            // SAFETY: allocated with PARKED_TAG by release_address_info.
+            unsafe { sys::ExFreePoolWithTag(node.cast(), PARKED_TAG) };
+            self.free_address_info_now(list);
+            node = next;
+        }
+    }
+
+    /// `WskFreeAddressInfo`. `PASSIVE_LEVEL` only.
+    fn free_address_info_now(&self, list: *mut ADDRINFOEXW) {
         let (dispatch, client) = self.provider();
         if let Some(free) = dispatch.WskFreeAddressInfo {
-            // SAFETY: the list came from this provider's WskGetAddressInfo and is freed once.
+            // SAFETY: PASSIVE_LEVEL (the callers check); the list came from this provider's
+            // WskGetAddressInfo and is freed once.
             unsafe { free(client, list) };
         }
     }
@@ -356,6 +437,7 @@ impl WskClient {
                 deregistering: AtomicBool::new(false),
                 device,
                 unload_safe,
+                parked: AtomicPtr::new(ptr::null_mut()),
             });
             let head = (*p).sockets.get();
             (*head).Flink = head;
@@ -548,6 +630,8 @@ fn deregister(this: NonNull<ClientInner>) -> Result<()> {
             "wsk-net: deregister: {open} socket(s) still closing after {waited:?}; waiting (an unload cannot be refused)\n"
         );
     }
+    // Result lists of abandoned lookups: freed while the provider is still captured.
+    inner.free_parked_address_info();
     // SAFETY: PASSIVE_LEVEL; one release per capture; every socket is closed, so
     // WskDeregister returns once the provider's own calls have drained. The device object
     // goes once the last completion routine registered against it has returned.

@@ -92,8 +92,6 @@ pub(crate) struct Held {
     pub addr: [RawAddr; 2],
     /// A socket option value (in and out).
     pub value: u32,
-    /// Bytes WSK reports for an option.
-    pub out_len: usize,
     /// A name-resolution result list.
     pub addrinfo: *mut ADDRINFOEXW,
     /// The socket object that receives a socket this operation creates (accept, socket
@@ -132,7 +130,6 @@ impl Held {
             },
             addr: [RawAddr::zeroed(), RawAddr::zeroed()],
             value: 0,
-            out_len: 0,
             addrinfo: ptr::null_mut(),
             adopt: None,
             params: [0; 4],
@@ -634,8 +631,9 @@ fn finish(slot: &Slot) {
         SocketInner::adopt(child, information as *mut WSK_SOCKET);
     }
     if !held.addrinfo.is_null() {
+        // Parked, not freed, above PASSIVE_LEVEL (WskFreeAddressInfo is PASSIVE_LEVEL only).
         // SAFETY: the client is live while any of its sockets is; the list came from WSK.
-        unsafe { owner.client.as_ref() }.free_address_info(held.addrinfo);
+        unsafe { owner.client.as_ref() }.release_address_info(held.addrinfo);
     }
     if ptr::eq(slot, &raw const owner.slots[CLOSE]) {
         if !sys::NT_SUCCESS(status) {

@@ -89,6 +89,9 @@ pub async fn resolve(client: &WskClient, host: &str, port: u16) -> Result<Addres
     if sys::KeGetCurrentIrql() != sys::PASSIVE_LEVEL {
         return Err(Error::new(ErrorKind::InvalidState, "resolve"));
     }
+    // SAFETY: the client handle keeps the client alive. A PASSIVE_LEVEL point: free the
+    // result lists of lookups abandoned earlier.
+    unsafe { client.inner().as_ref() }.free_parked_address_info();
     let units = host.encode_utf16().count();
     if units == 0 || units > MAX_NAME {
         return Err(Error::new(ErrorKind::InvalidInput, "resolve"));
@@ -124,8 +127,9 @@ pub async fn resolve(client: &WskClient, host: &str, port: u16) -> Result<Addres
     let mut out = Addresses::new();
     if !list.is_null() {
         collect(list, port, &mut out);
-        // SAFETY: the client handle keeps the client alive.
-        unsafe { client.inner().as_ref() }.free_address_info(list);
+        // SAFETY: the client handle keeps the client alive. Freed now at PASSIVE_LEVEL, parked
+        // if this future is polled above it after all.
+        unsafe { client.inner().as_ref() }.release_address_info(list);
     }
     result?;
     if out.is_empty() {

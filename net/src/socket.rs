@@ -251,7 +251,9 @@ unsafe fn issue_set_option(call: &mut Call) -> NTSTATUS {
             (&raw mut held.value).cast(),
             0,
             core::ptr::null_mut(),
-            &raw mut held.out_len,
+            // NULL with an IRP ("PFN_WSK_CONTROL_SOCKET callback function (wsk.h)",
+            // OutputSizeReturned): the size comes back in IoStatus.Information.
+            core::ptr::null_mut(),
             call.irp,
         )
     }
@@ -303,6 +305,12 @@ pub struct BindOptions {
     /// `IPV6_V6ONLY`: `Some(false)` makes an IPv6 wildcard listener dual-stack; `None` keeps
     /// the provider's default. Only for IPv6 addresses: with an IPv4 one, binding fails with
     /// `InvalidInput`.
+    ///
+    /// Unlike the three `SOL_SOCKET` options here, `IPV6_V6ONLY` (level `IPPROTO_IPV6`) is not
+    /// listed on the WDK page "WSK Socket Options"
+    /// (<https://learn.microsoft.com/en-us/windows-hardware/drivers/network/wsk-socket-options>),
+    /// which leaves other levels to "the underlying network protocol": it relies on Windows'
+    /// IPv6 transport accepting it through `WskControlSocket`, which WSK does not document.
     pub v6_only: Option<bool>,
     /// `SO_KEEPALIVE`, meant for connection sockets ([`TcpStream::connect_with`]); with
     /// [`TcpListener::bind_with`] it is set on the listening socket itself.

@@ -96,9 +96,9 @@ impl TcpListener {
         Ok(Self { handle })
     }
 
-    /// Waits for a connection and returns it with the peer's address. Only one accept may be
-    /// outstanding per listener (WSK hangs otherwise): a second concurrent call fails with
-    /// `InvalidState`. The accept uses the listener's control slot, so
+    /// Waits for a connection and returns it with the peer's address. One accept at a time
+    /// per listener (WSK itself queues several, but the accept uses the listener's control
+    /// slot): a second concurrent call fails with `InvalidState`. For the same reason
     /// [`TcpListener::local_addr`] also fails with `InvalidState` while an accept is pending.
     ///
     /// Calling `accept` allocates the socket object for the connection; the call to WSK
@@ -723,6 +723,14 @@ impl TcpStream {
     }
 
     /// Sets `TCP_NODELAY` (no Nagle coalescing) for every later send.
+    ///
+    /// `TCP_NODELAY` (level `IPPROTO_TCP`) is not among the options the WDK page "WSK Socket
+    /// Options" lists (<https://learn.microsoft.com/en-us/windows-hardware/drivers/network/wsk-socket-options>:
+    /// `SOL_SOCKET` options only); that page leaves transport-level options to "the underlying
+    /// network protocol", and Winsock documents `TCP_NODELAY` for user mode only. So this
+    /// relies on Windows' TCP transport accepting it through `WskControlSocket`, which WSK
+    /// does not document: check for an error. The documented way to push one send without
+    /// coalescing is `WSK_FLAG_NODELAY` on that `WskSend`.
     ///
     /// ```no_run
     /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {

@@ -398,7 +398,7 @@ pub struct WSK_PROVIDER_LISTEN_DISPATCH {
     pub Basic: WSK_PROVIDER_BASIC_DISPATCH,
     /// `WskBind`.
     pub WskBind: Option<PFN_WSK_BIND>,
-    /// `WskAccept`: keep at most one outstanding per listener.
+    /// `WskAccept`: several may be outstanding per listener, served in order.
     pub WskAccept: Option<PFN_WSK_ACCEPT>,
     /// `WskInspectComplete`.
     pub WskInspectComplete: Option<PFN_WSK_INSPECT_COMPLETE>,

@@ -654,7 +654,6 @@ impl Sock {
 
     fn set_option(&self, level: u32, code: u32, value: u32) -> NTSTATUS {
         let mut v = value;
-        let mut returned = 0usize;
         let io = Io::new();
         // SAFETY: live socket, value and IRP.
         let r = unsafe {
@@ -667,7 +666,8 @@ impl Sock {
                 (&raw mut v).cast(),
                 0,
                 std::ptr::null_mut(),
-                &raw mut returned,
+                // NULL with an IRP: the size comes back in IoStatus.Information.
+                std::ptr::null_mut(),
                 io.prep(),
             )
         };
@@ -677,7 +677,6 @@ impl Sock {
 
     fn get_option(&self, level: u32, code: u32) -> (NTSTATUS, u32) {
         let mut v = 0xdead_beef_u32;
-        let mut returned = 0usize;
         let io = Io::new();
         // SAFETY: live socket, output and IRP.
         let r = unsafe {
@@ -690,13 +689,39 @@ impl Sock {
                 std::ptr::null_mut(),
                 4,
                 (&raw mut v).cast(),
-                &raw mut returned,
+                // NULL with an IRP: the size comes back in IoStatus.Information.
+                std::ptr::null_mut(),
                 io.prep(),
             )
         };
         io.issued(r);
-        let status = io.wait("WskGetOption").0;
+        let (status, size) = io.wait("WskGetOption");
+        if status == STATUS_SUCCESS {
+            assert_eq!(size, 4, "the option's size, in IoStatus.Information");
+        }
         (status, v)
+    }
+
+    /// `WskGetOption` without an IRP: the size comes back through `OutputSizeReturned`.
+    fn get_option_now(&self, level: u32, code: u32) -> (NTSTATUS, u32, usize) {
+        let mut v = 0xdead_beef_u32;
+        let mut returned = 0usize;
+        // SAFETY: live socket, output and size; no IRP.
+        let status = unsafe {
+            self.basic().WskControlSocket.expect("WskControlSocket")(
+                self.s,
+                WskGetOption,
+                code,
+                level,
+                0,
+                std::ptr::null_mut(),
+                4,
+                (&raw mut v).cast(),
+                &raw mut returned,
+                std::ptr::null_mut(),
+            )
+        };
+        (status, v, returned)
     }
 
     fn close(self) {
@@ -1127,6 +1152,10 @@ fn socket_options_set_and_read_back() {
         assert_eq!(c.get_option(SOL_SOCKET, SO_KEEPALIVE), (STATUS_SUCCESS, 1));
         assert_eq!(c.set_option(IPPROTO_TCP, TCP_NODELAY, 1), STATUS_SUCCESS);
         assert_eq!(c.get_option(IPPROTO_TCP, TCP_NODELAY), (STATUS_SUCCESS, 1));
+        assert_eq!(
+            c.get_option_now(SOL_SOCKET, SO_KEEPALIVE),
+            (STATUS_SUCCESS, 1, 4)
+        );
         // SO_EXCLUSIVEADDRUSE and SO_REUSEADDR exclude each other, as on Windows.
         assert_ne!(
             c.set_option(SOL_SOCKET, wsk_sys::SO_EXCLUSIVEADDRUSE, 1),
@@ -1492,26 +1521,45 @@ fn deregister_with_a_socket_left_open_is_reported_not_hung() {
     );
 }
 
+/// Several accepts may be outstanding on one listener ("`PFN_WSK_ACCEPT` callback function
+/// (wsk.h)": `STATUS_PENDING` means the IRP "has been queued"): each incoming connection goes
+/// to the oldest, the later ones keep waiting, and closing the listener cancels them. (The
+/// verifier used to bugcheck the second one.)
 #[test]
-fn two_outstanding_accepts_fire_the_verifier() {
-    let kernel = boot(Faults::default());
-    let (l, first) = kernel.on_kernel_thread(|| {
+fn several_outstanding_accepts_are_served_in_order() {
+    each_plan(|| {
         let client = Client::register();
-        let (l, _) = client.listener(false);
-        std::mem::forget(client);
-        (l, Io::new())
-    });
-    let mut addrs = [Addr::zero(), Addr::zero(), Addr::zero(), Addr::zero()];
-    let [a, b, c, d] = &mut addrs;
-    kernel.on_kernel_thread(|| l.start_accept(&first, a, b));
-    expect_bugcheck(&kernel, "WSK_CONCURRENT_ACCEPT", || {
-        let second = Io::new();
-        l.start_accept(&second, c, d);
-    });
-    kernel.on_kernel_thread(|| {
+        let (l, addr) = client.listener(false);
+        let ios: Vec<Io> = (0..3).map(|_| Io::new()).collect();
+        let mut addrs: Vec<(Addr, Addr)> = (0..3).map(|_| (Addr::zero(), Addr::zero())).collect();
+        for (io, (local, remote)) in ios.iter().zip(addrs.iter_mut()) {
+            l.start_accept(io, local, remote);
+        }
+        for i in 0..2 {
+            let peer = TcpStream::connect(addr).unwrap();
+            let peer_local = peer.local_addr().unwrap();
+            let (status, info) = ios[i].wait("a queued accept");
+            assert_eq!(status, STATUS_SUCCESS, "accept {i}");
+            assert_eq!(
+                addrs[i].1.get(),
+                Some(peer_local),
+                "accept {i} got connection {i}"
+            );
+            assert!(
+                ios[i + 1].signal.state.lock().unwrap().is_none(),
+                "accept {} still waits for its connection",
+                i + 1
+            );
+            Sock {
+                s: info as *mut _,
+                kind: Kind::Connection,
+            }
+            .close();
+            drop(peer);
+        }
         l.close();
-        assert_eq!(first.wait("first accept").0, STATUS_CANCELLED);
-        drop(first);
+        assert_eq!(ios[2].wait("the last accept").0, STATUS_CANCELLED);
+        client.deregister();
     });
 }
 
@@ -1537,6 +1585,45 @@ fn wsk_buf_longer_than_its_mdl_fires_the_verifier() {
         c.start_send(&io, &mut w, 0);
     });
     kernel.on_kernel_thread(|| c.close());
+}
+
+/// `WskControlSocket` with an IRP takes no `OutputSizeReturned` (the size comes back in
+/// `IoStatus.Information`): passing both, as `wsk-net` once did for every option it set,
+/// fails the verifier.
+#[test]
+fn output_size_returned_with_an_irp_fires_the_verifier() {
+    let kernel = boot(Faults::default());
+    let (client, c) = kernel.on_kernel_thread(|| {
+        let client = Client::register();
+        let c = client.socket(Kind::Connection, false);
+        (client, c)
+    });
+    let io = kernel.on_kernel_thread(Io::new);
+    expect_bugcheck(&kernel, "WSK_OUTPUT_SIZE_RETURNED_WITH_IRP", || {
+        let mut v = 1u32;
+        let mut returned = 0usize;
+        // SAFETY: live socket, value, size and IRP; this call fails the verifier.
+        let _ = unsafe {
+            c.basic().WskControlSocket.expect("WskControlSocket")(
+                c.s,
+                WskSetOption,
+                SO_KEEPALIVE,
+                SOL_SOCKET,
+                4,
+                (&raw mut v).cast(),
+                0,
+                std::ptr::null_mut(),
+                &raw mut returned,
+                io.prep(),
+            )
+        };
+    });
+    kernel.on_kernel_thread(move || {
+        drop(io);
+        c.close();
+        client.deregister();
+    });
+    assert!(kernel.check_leaks().is_clean());
 }
 
 /// Capturing with `WSK_NO_WAIT` works at `DISPATCH_LEVEL`; a waiting capture there fails the

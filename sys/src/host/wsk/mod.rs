@@ -12,9 +12,11 @@
 //! only after releasing the cancel spin lock.
 //!
 //! The verifier fails (bugchecks) what crashes or hangs Windows: a `WSK_BUF` longer than its
-//! MDL chain or holding a freed MDL, a second outstanding `WskAccept` on a listener, calls on a
-//! closed socket, IRQL rules, and `WskDeregister` with sockets, captures or IRPs still
-//! outstanding after a bound (where Windows would wait forever).
+//! MDL chain or holding a freed MDL, calls on a closed socket, IRQL rules, an
+//! `OutputSizeReturned` given with an IRP, and `WskDeregister` with sockets, captures or IRPs
+//! still outstanding after a bound (where Windows would wait forever). Each rule cites, beside
+//! it, the WDK page it comes from. Several outstanding `WskAccept` calls on one listener are
+//! allowed and served in order, as WSK documents.
 //!
 //! Where it differs from Windows:
 //! - No event callbacks (`WSK_CLIENT_*_DISPATCH`, `SO_WSK_EVENT_CALLBACK`), no
@@ -552,6 +554,7 @@ pub unsafe extern "system-unwind" fn WskRegister(
     WskClientNpi: *mut WSK_CLIENT_NPI,
     WskRegistration: *mut WSK_REGISTRATION,
 ) -> NTSTATUS {
+    // "WskRegister function (wsk.h)", IRQL PASSIVE_LEVEL: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nf-wsk-wskregister
     require_at_most(PASSIVE_LEVEL, "WskRegister");
     if WskClientNpi.is_null() || WskRegistration.is_null() {
         return STATUS_INVALID_PARAMETER;
@@ -592,6 +595,7 @@ pub unsafe extern "system-unwind" fn WskRegister(
 /// # Safety
 /// `WskRegistration` was filled by [`WskRegister`].
 pub unsafe extern "system-unwind" fn WskDeregister(WskRegistration: *mut WSK_REGISTRATION) {
+    // "WskDeregister function (wsk.h)", IRQL PASSIVE_LEVEL: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nf-wsk-wskderegister
     require_at_most(PASSIVE_LEVEL, "WskDeregister");
     // SAFETY: forwarded contract.
     let id = unsafe { registration_id(WskRegistration, "WskDeregister") };
@@ -610,6 +614,12 @@ pub unsafe extern "system-unwind" fn WskDeregister(WskRegistration: *mut WSK_REG
         );
     };
     reg.deregistering = true;
+    // "WskDeregister function (wsk.h)" (https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nf-wsk-wskderegister):
+    // it returns once every capture is released, every provider call has returned and every
+    // socket is closed; Windows waits forever, the verifier reports after a bound. Stricter
+    // than the page: it also waits for the client's pending non-socket IRPs (WskGetAddressInfo,
+    // WskSocket before it returns a socket), which the page does not name; such an IRP would
+    // complete into a driver that may be unloading.
     loop {
         let captures = st.regs.get(&id).map_or(0, |r| r.captures);
         let irps = st.irps.values().filter(|(c, _)| *c == id).count();
@@ -663,6 +673,8 @@ pub unsafe extern "system-unwind" fn WskCaptureProviderNPI(
     WaitTimeout: u32,
     WskProviderNpi: *mut WSK_PROVIDER_NPI,
 ) -> NTSTATUS {
+    // "WskCaptureProviderNPI function (wsk.h)", IRQL PASSIVE_LEVEL, or <= DISPATCH_LEVEL with
+    // WSK_NO_WAIT: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nf-wsk-wskcaptureprovidernpi
     if WaitTimeout == WSK_NO_WAIT {
         require_at_most(DISPATCH_LEVEL, "WskCaptureProviderNPI");
     } else {
@@ -677,6 +689,7 @@ pub unsafe extern "system-unwind" fn WskCaptureProviderNPI(
     let mut st = provider.lock();
     match st.regs.get_mut(&id) {
         Some(reg) if !reg.deregistering => reg.captures += 1,
+        // Same page: after WskDeregister, captures fail with STATUS_DEVICE_NOT_READY.
         Some(_) => return STATUS_DEVICE_NOT_READY,
         None => {
             drop(st);
@@ -699,6 +712,8 @@ pub unsafe extern "system-unwind" fn WskCaptureProviderNPI(
 /// # Safety
 /// `WskRegistration` was filled by [`WskRegister`].
 pub unsafe extern "system-unwind" fn WskReleaseProviderNPI(WskRegistration: *mut WSK_REGISTRATION) {
+    // "WskReleaseProviderNPI function (wsk.h)", IRQL <= DISPATCH_LEVEL, exactly one release per
+    // successful capture: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nf-wsk-wskreleaseprovidernpi
     require_at_most(DISPATCH_LEVEL, "WskReleaseProviderNPI");
     // SAFETY: forwarded contract.
     let id = unsafe { registration_id(WskRegistration, "WskReleaseProviderNPI") };

@@ -11,8 +11,8 @@ use super::os;
 use super::socket::begin;
 use crate::host::faults::WskOp;
 use crate::{
-    ADDRINFOEXW, AF_INET, AF_INET6, DISPATCH_LEVEL, ExAllocatePoolWithTag, ExFreePoolWithTag, GUID,
-    IPPROTO_TCP, IRP, NTSTATUS, NonPagedPoolNx, PASSIVE_LEVEL, PEPROCESS, PETHREAD, SOCK_STREAM,
+    ADDRINFOEXW, AF_INET, AF_INET6, ExAllocatePoolWithTag, ExFreePoolWithTag, GUID, IPPROTO_TCP,
+    IRP, NTSTATUS, NonPagedPoolNx, PASSIVE_LEVEL, PEPROCESS, PETHREAD, SOCK_STREAM,
     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND,
     STATUS_NOT_SUPPORTED, STATUS_SUCCESS, UNICODE_STRING, WSK_CLIENT, pool_tag,
 };
@@ -57,6 +57,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_get_address_info(
     _thread: PETHREAD,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // "PFN_WSK_GET_ADDRESS_INFO callback function (wsk.h)", IRQL: PASSIVE_LEVEL:
+    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_get_address_info
     require_at_most(PASSIVE_LEVEL, "WskGetAddressInfo");
     // SAFETY: the client passes a live IRP with a provider stack location.
     let (p, _, inline, mut out) =
@@ -188,12 +190,15 @@ unsafe fn free_list(mut list: *mut ADDRINFOEXW) {
     }
 }
 
-/// `WskFreeAddressInfo`. IRQL <= `DISPATCH_LEVEL`.
+/// `WskFreeAddressInfo`. `PASSIVE_LEVEL` only, as `WskGetAddressInfo`: a client that drops a
+/// lookup whose IRP completes later must not free the list from its completion routine.
 pub(super) unsafe extern "system-unwind" fn wsk_free_address_info(
     _client: *mut WSK_CLIENT,
     list: *mut ADDRINFOEXW,
 ) {
-    require_at_most(DISPATCH_LEVEL, "WskFreeAddressInfo");
+    // "PFN_WSK_FREE_ADDRESS_INFO callback function (wsk.h)", IRQL: PASSIVE_LEVEL:
+    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_free_address_info
+    require_at_most(PASSIVE_LEVEL, "WskFreeAddressInfo");
     // SAFETY: the client passes a list this provider returned, once.
     unsafe { free_list(list) };
 }

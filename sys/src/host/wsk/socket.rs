@@ -238,7 +238,8 @@ pub(super) struct Sock {
     nodelay: bool,
     /// Created with `SOCK_DGRAM`.
     datagram: bool,
-    accept: Option<Op>,
+    /// Queued accepts, served first come first served (WSK allows several).
+    accepts: VecDeque<Op>,
     connect: Option<Op>,
     recvs: VecDeque<Op>,
     sends: VecDeque<Op>,
@@ -255,7 +256,7 @@ impl Sock {
 
     /// One line for the leak report.
     pub(super) fn describe(&self) -> String {
-        let pending = usize::from(self.accept.is_some())
+        let pending = self.accepts.len()
             + usize::from(self.connect.is_some())
             + self.recvs.len()
             + self.sends.len();
@@ -292,7 +293,7 @@ impl Sock {
     /// Every queued op, taken out of the socket.
     fn take_all(&mut self) -> Vec<Op> {
         let mut ops = Vec::new();
-        ops.extend(self.accept.take());
+        ops.extend(self.accepts.drain(..));
         ops.extend(self.connect.take());
         ops.extend(self.recvs.drain(..));
         ops.extend(self.sends.drain(..));
@@ -300,7 +301,7 @@ impl Sock {
     }
 
     fn find_op(&mut self, irp: usize) -> Option<&mut Op> {
-        self.accept
+        self.accepts
             .iter_mut()
             .chain(self.connect.iter_mut())
             .chain(self.recvs.iter_mut())
@@ -309,13 +310,10 @@ impl Sock {
     }
 
     fn remove_op(&mut self, irp: usize) -> Option<Op> {
-        if self.accept.as_ref().is_some_and(|o| o.irp == irp) {
-            return self.accept.take();
-        }
         if self.connect.as_ref().is_some_and(|o| o.irp == irp) {
             return self.connect.take();
         }
-        for q in [&mut self.recvs, &mut self.sends] {
+        for q in [&mut self.accepts, &mut self.recvs, &mut self.sends] {
             if let Some(i) = q.iter().position(|o| o.irp == irp) {
                 return q.remove(i);
             }
@@ -524,8 +522,8 @@ fn progress(
             dones.push(Done::new(op.irp as *mut IRP, status, info_out, sid));
         }
     }
-    // Accept.
-    if let Some(op) = sock.accept.as_mut() {
+    // Accepts, in order.
+    while let Some(op) = sock.accepts.front_mut() {
         let (host, v6, client) = (&sock.host, sock.v6, sock.client);
         let result = attempt(op, |op| {
             let Host::Listener(listener) = host else {
@@ -570,9 +568,12 @@ fn progress(
                 }
             }
         });
-        if let Some((status, info)) = result {
-            let op = sock.accept.take().expect("accept op present");
-            dones.push(Done::new(op.irp as *mut IRP, status, info, sid));
+        match result {
+            Some((status, info)) => {
+                let op = sock.accepts.pop_front().expect("accept op present");
+                dones.push(Done::new(op.irp as *mut IRP, status, info, sid));
+            }
+            None => break,
         }
     }
     // Receives, in order.
@@ -838,7 +839,7 @@ fn new_sock(id: u64, client: u64, kind: Kind, v6: bool, host: Host) -> Sock {
         exclusive: false,
         nodelay: false,
         datagram: kind == Kind::Datagram,
-        accept: None,
+        accepts: VecDeque::new(),
         connect: None,
         recvs: VecDeque::new(),
         sends: VecDeque::new(),
@@ -878,6 +879,8 @@ unsafe fn segments(buf: *const WSK_BUF, function: &'static str) -> Vec<Seg> {
     let mut mdl = wsk_buf.Mdl;
     let mut chain = 0usize;
     while remaining > 0 {
+        // "WSK_BUF structure (wsk.h)": Length is the number of bytes in the MDL chain, each MDL
+        // locked or from nonpaged pool: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/ns-wsk-_wsk_buf
         if mdl.is_null() {
             bugcheck(
                 "WSK_BUF_EXCEEDS_MDL",
@@ -933,6 +936,25 @@ pub(super) unsafe fn begin(
     client: *mut WSK_CLIENT,
     irp: *mut IRP,
 ) -> Result<(Arc<Provider>, u64, bool, Out), NTSTATUS> {
+    // IRQL <= DISPATCH_LEVEL for every call that starts here, each from its own WDK page:
+    // WskSocket: "PFN_WSK_SOCKET callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_socket
+    // WskSocketConnect: "PFN_WSK_SOCKET_CONNECT callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_socket_connect
+    // WskControlClient: "PFN_WSK_CONTROL_CLIENT callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_control_client
+    // WskControlSocket: "PFN_WSK_CONTROL_SOCKET callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_control_socket
+    // WskCloseSocket: "PFN_WSK_CLOSE_SOCKET callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_close_socket
+    // WskBind: "PFN_WSK_BIND callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_bind
+    // WskAccept: "PFN_WSK_ACCEPT callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_accept
+    // WskInspectComplete: "PFN_WSK_INSPECT_COMPLETE callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_inspect_complete
+    // WskConnect: "PFN_WSK_CONNECT callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_connect
+    // WskSend: "PFN_WSK_SEND callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_send
+    // WskReceive: "PFN_WSK_RECEIVE callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_receive
+    // WskDisconnect: "PFN_WSK_DISCONNECT callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_disconnect
+    // WskSendTo: "PFN_WSK_SEND_TO callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_send_to
+    // WskReceiveFrom: "PFN_WSK_RECEIVE_FROM callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_receive_from
+    // WskGetLocalAddress: "PFN_WSK_GET_LOCAL_ADDRESS callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_get_local_address
+    // WskGetRemoteAddress: "PFN_WSK_GET_REMOTE_ADDRESS callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_get_remote_address
+    // WskGetAddressInfo and WskGetNameInfo come here too, after their own PASSIVE_LEVEL check.
+    // (No WskListen: it is for WSK_FLAG_STREAM_SOCKET sockets, which this provider refuses.)
     require_at_most(DISPATCH_LEVEL, function);
     if irp.is_null() {
         // Windows fails the call without an IRP to complete.
@@ -956,6 +978,8 @@ pub(super) unsafe fn begin(
             Err(detail) => {
                 drop(st);
                 // A closed socket's memory may already be gone: on Windows, a crash.
+                // "PFN_WSK_CLOSE_SOCKET callback function (wsk.h)": after WskCloseSocket, no
+                // further calls to the socket's functions: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_close_socket
                 bugcheck("WSK_SOCKET_CLOSED", detail);
             }
         }
@@ -1263,7 +1287,19 @@ unsafe extern "system-unwind" fn wsk_control_client(
     out_returned: *mut SIZE_T,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // "PFN_WSK_CONTROL_CLIENT callback function (wsk.h)", IRQL <= DISPATCH_LEVEL:
+    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_control_client
     require_at_most(DISPATCH_LEVEL, "WskControlClient");
+    // Same page, as for WskControlSocket: OutputSizeReturned is NULL unless Irp is NULL.
+    if !irp.is_null() && !out_returned.is_null() {
+        bugcheck(
+            "WSK_OUTPUT_SIZE_RETURNED_WITH_IRP",
+            format!(
+                "WskControlClient with both an IRP and OutputSizeReturned {out_returned:p}: it \
+                 must be NULL when an IRP is given"
+            ),
+        );
+    }
     if !out_returned.is_null() {
         // SAFETY: the client passes a writable size or null.
         unsafe { *out_returned = 0 };
@@ -1294,6 +1330,8 @@ unsafe extern "system-unwind" fn wsk_get_name_info(
     _thread: PETHREAD,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    // "PFN_WSK_GET_NAME_INFO callback function (wsk.h)", IRQL PASSIVE_LEVEL:
+    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_get_name_info
     require_at_most(PASSIVE_LEVEL, "WskGetNameInfo");
     // SAFETY: the client passes a live IRP with a provider stack location.
     let (p, _, inline, mut out) =
@@ -1346,6 +1384,9 @@ unsafe extern "system-unwind" fn wsk_close_socket(
             format!("WskCloseSocket on socket {id}, which is closed or closing"),
         );
     };
+    // "PFN_WSK_CLOSE_SOCKET callback function (wsk.h)": close cancels and completes every
+    // pending IRP of the socket, and is abortive on a connection socket unless it is already
+    // disconnected both ways: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_close_socket
     for op in sock.take_all() {
         out.dones.extend(claim_now(&op, STATUS_CANCELLED, id));
     }
@@ -1364,6 +1405,15 @@ unsafe extern "system-unwind" fn wsk_close_socket(
 }
 
 /// `WskControlSocket`: the socket options `wsk-net` uses. IRQL <= `DISPATCH_LEVEL`.
+///
+/// Options: of the `SOL_SOCKET` options the page "WSK Socket Options"
+/// (<https://learn.microsoft.com/en-us/windows-hardware/drivers/network/wsk-socket-options>)
+/// lists, `SO_REUSEADDR`, `SO_EXCLUSIVEADDRUSE` and `SO_KEEPALIVE`. Beyond that list the host
+/// also accepts `IPPROTO_TCP`/`TCP_NODELAY` and `IPPROTO_IPV6`/`IPV6_V6ONLY`: transport and
+/// network level options the WSK pages do not document (they say only that "the underlying
+/// network protocol might support additional socket options"; the options themselves are
+/// documented for user-mode Winsock). A client relying on them depends on Windows' TCP/IP
+/// transport, not on a documented WSK behaviour. No `WskIoctl` codes.
 #[allow(clippy::too_many_arguments, reason = "the WSK signature")]
 unsafe extern "system-unwind" fn wsk_control_socket(
     socket: *mut WSK_SOCKET,
@@ -1379,7 +1429,24 @@ unsafe extern "system-unwind" fn wsk_control_socket(
 ) -> NTSTATUS {
     // SAFETY: the client passes its socket; counted in progress until this call returns.
     let _call = unsafe { InCall::enter(socket, "WskControlSocket", None) };
+    // "PFN_WSK_CONTROL_SOCKET callback function (wsk.h)", IRQL <= DISPATCH_LEVEL (the
+    // PASSIVE_LEVEL-only SIO_ADDRESS_LIST_* IOCTLs are not implemented here):
+    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_control_socket
     require_at_most(DISPATCH_LEVEL, "WskControlSocket");
+    // Same page: OutputSizeReturned is NULL unless Irp is NULL (with an IRP the size comes back
+    // in IoStatus.Information). A verifier failure, not STATUS_INVALID_PARAMETER: the page
+    // states a caller contract and documents no status for breaking it, and what Windows then
+    // does with the pointer (write through it when the IRP completes, perhaps after the
+    // caller's variable is gone) is undefined.
+    if !irp.is_null() && !out_returned.is_null() {
+        bugcheck(
+            "WSK_OUTPUT_SIZE_RETURNED_WITH_IRP",
+            format!(
+                "WskControlSocket with both an IRP and OutputSizeReturned {out_returned:p}: it \
+                 must be NULL when an IRP is given"
+            ),
+        );
+    }
     let input = if in_size >= 4 && !in_buf.is_null() {
         // SAFETY: the client passes `in_size` readable bytes.
         Some(unsafe { in_buf.cast::<u32>().read_unaligned() })
@@ -1408,10 +1475,6 @@ unsafe extern "system-unwind" fn wsk_control_socket(
         if let Some(v) = result.2 {
             // SAFETY: control checked the output buffer's size.
             unsafe { out_buf.cast::<u32>().write_unaligned(v) };
-        }
-        if !out_returned.is_null() {
-            // SAFETY: the client passes a writable size or null.
-            unsafe { *out_returned = result.1 };
         }
         out.done(result.0, result.1, id);
         return p.finish(out, inline);
@@ -1589,8 +1652,13 @@ fn bind(sock: &mut Sock, registry: &Registry, addr: Option<SocketAddr>) -> NTSTA
     STATUS_SUCCESS
 }
 
-/// `WskAccept`: one outstanding per listener, else the verifier fails. IRQL <=
-/// `DISPATCH_LEVEL`.
+/// `WskAccept`: queued behind the listener's other pending accepts, each served by the next
+/// incoming connection in the order they were issued. IRQL <= `DISPATCH_LEVEL`.
+///
+/// Several outstanding accepts are allowed: "`PFN_WSK_ACCEPT` callback function (wsk.h)"
+/// documents `STATUS_PENDING` as "the IRP has been queued" and speaks of "IRPs queued from
+/// pending calls to `WskAccept`". (This verifier used to bugcheck a second outstanding accept,
+/// stricter than Windows.)
 unsafe extern "system-unwind" fn wsk_accept(
     socket: *mut WSK_SOCKET,
     _flags: u32,
@@ -1602,20 +1670,6 @@ unsafe extern "system-unwind" fn wsk_accept(
 ) -> NTSTATUS {
     // SAFETY: the client passes its socket; counted in progress until this call returns.
     let _call = unsafe { InCall::enter(socket, "WskAccept", Some(WskOp::Accept)) };
-    // The verifier's check comes first, before the IRP is taken.
-    // SAFETY: the client passes its socket.
-    let id = unsafe { handle_id(socket, "WskAccept") };
-    let outstanding = provider()
-        .lock()
-        .sockets
-        .get(&id)
-        .is_some_and(|s| s.accept.is_some());
-    if outstanding {
-        bugcheck(
-            "WSK_CONCURRENT_ACCEPT",
-            format!("a second WskAccept on listener {id} while one is outstanding (hangs Windows)"),
-        );
-    }
     // SAFETY: the client passes its socket and a live IRP.
     let (p, id, inline, mut out) =
         match unsafe { begin("WskAccept", socket, core::ptr::null_mut(), irp) } {
@@ -1630,13 +1684,6 @@ unsafe extern "system-unwind" fn wsk_accept(
             bugcheck("WSK_SOCKET_CLOSED", detail);
         }
     };
-    if sock.accept.is_some() {
-        drop(st);
-        bugcheck(
-            "WSK_CONCURRENT_ACCEPT",
-            format!("a second WskAccept on listener {id} while one is outstanding (hangs Windows)"),
-        );
-    }
     if let Some(status) = p.inject(WskOp::Accept) {
         out.done(status, 0, id);
     } else if !matches!(sock.host, Host::Listener(_)) {
@@ -1649,7 +1696,7 @@ unsafe extern "system-unwind" fn wsk_accept(
                 remote: remote as usize,
             },
         );
-        sock.accept = Some(op);
+        sock.accepts.push_back(op);
         submit(&mut st, &p.registry, id, &mut out);
     }
     drop(st);
