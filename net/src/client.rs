@@ -108,6 +108,10 @@ pub(crate) struct ClientInner {
     /// `WskFreeAddressInfo` may not be called: a lock-free stack, pushed at <= `DISPATCH_LEVEL`,
     /// taken whole (never popped one by one, so no ABA) at the next `PASSIVE_LEVEL` point.
     parked: AtomicPtr<ParkedList>,
+    /// Client-level calls (`WskSocket`, `WskGetAddressInfo`) whose completion is not finished:
+    /// deregistration waits for them before it frees parked result lists, so that a lookup
+    /// abandoned and still in flight cannot park its list after the last free.
+    client_calls: AtomicUsize,
 }
 
 /// One parked result list, in nonpaged pool.
@@ -138,6 +142,16 @@ impl ClientInner {
     /// `IoSetCompletionRoutineEx`, or `None` where that routine is unavailable (Wine).
     pub(crate) fn completion_device(&self) -> Option<*mut DEVICE_OBJECT> {
         self.unload_safe.then_some(self.device)
+    }
+
+    /// A client-level call (no socket yet) goes to WSK. IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn client_call_started(&self) {
+        self.client_calls.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Its completion is finished (the routine did all it will do). IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn client_call_finished(&self) {
+        self.client_calls.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// False once deregistration started: no new sockets.
@@ -438,6 +452,7 @@ impl WskClient {
                 device,
                 unload_safe,
                 parked: AtomicPtr::new(ptr::null_mut()),
+                client_calls: AtomicUsize::new(0),
             });
             let head = (*p).sockets.get();
             (*head).Flink = head;
@@ -629,6 +644,14 @@ fn deregister(this: NonNull<ClientInner>) -> Result<()> {
         sys::kprint!(
             "wsk-net: deregister: {open} socket(s) still closing after {waited:?}; waiting (an unload cannot be refused)\n"
         );
+    }
+    // Lookups (and socket creations) still in flight complete first: WskDeregister would wait
+    // for them anyway, and an abandoned lookup parks its result list as it completes.
+    let mut poll = -10_000i64; // 1 ms, relative
+    while inner.client_calls.load(Ordering::Acquire) != 0 {
+        // SAFETY: PASSIVE_LEVEL; a relative interval on our stack.
+        unsafe { sys::KeDelayExecutionThread(sys::KernelMode, 0, &raw mut poll) };
+        poll = -10_000;
     }
     // Result lists of abandoned lookups: freed while the provider is still captured.
     inner.free_parked_address_info();

@@ -168,6 +168,9 @@ struct Slot {
     information: AtomicUsize,
     held: UnsafeCell<Held>,
     owner: *const SocketInner,
+    /// The IRP in flight is a client-level call (`WskSocket`, `WskGetAddressInfo`), counted in
+    /// the client's `ClientInner::client_call_started` until its completion is finished.
+    client_call: core::sync::atomic::AtomicBool,
 }
 
 /// A socket object: the WSK socket, its flags, and its operation slots. Reference counted:
@@ -265,6 +268,7 @@ impl SocketInner {
             information: AtomicUsize::new(0),
             held: UnsafeCell::new(Held::empty()),
             owner,
+            client_call: core::sync::atomic::AtomicBool::new(false),
         };
         let value = Self {
             refs: AtomicUsize::new(1),
@@ -565,6 +569,11 @@ fn start(inner: &SocketInner, slot: &Slot, issue: IssueFn, socket: *mut WSK_SOCK
             );
         }
     }
+    if socket.is_null() {
+        slot.client_call.store(true, Ordering::Release);
+        // SAFETY: the client outlives its socket objects.
+        unsafe { inner.client.as_ref() }.client_call_started();
+    }
     if !registered {
         // SAFETY: as above (Wine, or a close without memory for the Ex context).
         unsafe {
@@ -603,10 +612,18 @@ unsafe extern "system" fn on_complete(
     } else if prev & CANCELLING == 0 {
         finish(slot);
     }
+    // SAFETY: the slot's owner is live until the release below.
+    let owner = unsafe { &*slot.owner };
+    if slot.client_call.swap(false, Ordering::AcqRel) {
+        // After any finishing above, so that deregistration, which waits for this count, sees
+        // a result list an abandoned lookup parked.
+        // SAFETY: the client outlives its socket objects.
+        unsafe { owner.client.as_ref() }.client_call_finished();
+    }
     // SAFETY: the in-flight reference taken in `start`; after this the IRP and slot may be
     // freed, which is fine: we return MORE_PROCESSING_REQUIRED, so the I/O manager stops
     // touching the IRP.
-    unsafe { SocketInner::release(NonNull::new_unchecked(slot.owner.cast_mut())) };
+    unsafe { SocketInner::release(NonNull::from(owner)) };
     STATUS_MORE_PROCESSING_REQUIRED
 }
 
@@ -793,6 +810,10 @@ impl Future for Op<'_> {
                 // Failed synchronously without completing the IRP (Wine's stubs do this):
                 // reclaim everything.
                 this.in_flight = false;
+                if slot.client_call.swap(false, Ordering::AcqRel) {
+                    // SAFETY: the client outlives its socket objects.
+                    unsafe { this.inner.client.as_ref() }.client_call_finished();
+                }
                 // SAFETY: the IRP never reached a completion: nobody else touches the cell.
                 let held = unsafe { core::mem::replace(&mut *slot.held.get(), Held::empty()) };
                 slot.state.store(0, Ordering::Release);

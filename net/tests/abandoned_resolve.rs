@@ -122,3 +122,13 @@ fn an_abandoned_resolve_is_freed_by_the_next_resolve() {
     kernel.on_kernel_thread(move || client.deregister().expect("deregister"));
     finish(&kernel);
 }
+
+#[test]
+fn an_abandoned_resolve_still_in_flight_at_deregistration_is_freed() {
+    let kernel = Kernel::boot(Config::default().with_faults(late_completion()));
+    let client = abandon_a_resolve(&kernel);
+    // Deregister at once: the lookup completes (and parks its list) while deregistration
+    // runs; it must wait for that completion before the last free.
+    kernel.on_kernel_thread(move || client.deregister().expect("deregister"));
+    finish(&kernel);
+}
