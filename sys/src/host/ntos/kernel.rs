@@ -42,6 +42,12 @@ pub struct Config {
     /// Longest a DPC routine may run before `DPC_WATCHDOG_VIOLATION` is recorded (a record,
     /// not a stop). Default: 2 s.
     pub dpc_watchdog: Duration,
+    /// The clock tick: how often the interrupt time (`KeQueryInterruptTime`) advances, and
+    /// the granularity timers and timed waits expire on. Default: 15.625 ms, Windows' default
+    /// (64 Hz); Windows goes down to 0.5 ms when a program asks for a finer timer
+    /// resolution. The precise clock (`KeQueryPerformanceCounter`) is unaffected. The clock
+    /// is shared by the process: booting a kernel sets its tick.
+    pub clock_tick: Duration,
 }
 
 impl Default for Config {
@@ -50,6 +56,7 @@ impl Default for Config {
             cpus: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             faults: Faults::default(),
             dpc_watchdog: Duration::from_secs(2),
+            clock_tick: crate::host::clock::DEFAULT_TICK,
         }
     }
 }
@@ -66,6 +73,13 @@ impl Config {
     #[must_use]
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
+        self
+    }
+
+    /// Sets the clock tick (see [`Config::clock_tick`]).
+    #[must_use]
+    pub fn with_clock_tick(mut self, tick: Duration) -> Self {
+        self.clock_tick = tick;
         self
     }
 
@@ -214,6 +228,7 @@ impl Kernel {
         }
         *booted = true;
         drop(booted);
+        crate::host::clock::set_tick(config.clock_tick);
         let machine = Arc::new(Machine::new(config.cpus, config.dpc_watchdog));
         machine::install(Some(Arc::clone(&machine)));
         let mut threads = dpc::start_cpus(&machine);
