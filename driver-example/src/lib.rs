@@ -58,14 +58,10 @@ unsafe extern "system" fn driver_unload(_driver: *mut DRIVER_OBJECT) {
     kprint!("wskecho: unload complete: {report}\n");
 }
 
-/// A panic in a driver is a bug: report it and stop the machine the way a kernel does
-/// (an invalid-opcode trap is a bugcheck in kernel mode).
+/// A panic in a driver is a bug: print it and stop the machine with `KeBugCheckEx`
+/// (`wsk_sys::BUGCHECK_RUST_PANIC`, the panic's location in the parameters).
 #[cfg(target_os = "windows")]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    kprint!("wskecho: panic: {info}\n");
-    loop {
-        // SAFETY: ud2 traps; in kernel mode that is a bugcheck, which is what a panic means.
-        unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
-    }
+    wsk_sys::bugcheck_on_panic(info)
 }

@@ -26,7 +26,7 @@ use wsk_sys::{
 
 use crate::kernel::KernelCell;
 use crate::raw::{Executor, JoinHandle, Pender, SpawnError, TaskPool};
-use crate::time::Instant;
+use crate::time::BudgetDeadline;
 use crate::timer::TimerQueue;
 
 /// Where a [`Runner`] polls its tasks.
@@ -43,7 +43,8 @@ pub enum RunnerKind {
 pub struct Budget {
     /// Tasks polled per run.
     pub max_polls: usize,
-    /// Time per run (checked after each poll; one slow poll can exceed it).
+    /// Time per run, on the precise clock (checked after each poll; one slow poll can exceed
+    /// it).
     pub max_time: Duration,
 }
 
@@ -176,6 +177,8 @@ impl Runner {
         {
             return Err(StartError::AlreadyStarted);
         }
+        // SAFETY: PASSIVE_LEVEL (checked above); resolves the clock the DPC budget is measured on.
+        unsafe { wsk_sys::init_precise_clock() };
         let context: PVOID = ptr::from_ref(self).cast_mut().cast();
         // SAFETY: the objects live in this 'static runner and are not in use before `start`; the
         // DPC's context is the runner, which `runner_dpc` expects.
@@ -364,10 +367,11 @@ impl Runner {
 
     /// Polls once under the budget; signals `drained_event` once the executor is drained.
     fn run_once(&self) -> bool {
-        let deadline = Instant::now() + self.budget.max_time;
+        // The precise clock: the interrupt time moves once per tick, far above the budget.
+        let deadline = BudgetDeadline::after(self.budget.max_time);
         let report = self
             .executor
-            .poll(self.budget.max_polls, || Instant::now() >= deadline);
+            .poll(self.budget.max_polls, || deadline.has_passed());
         if self.executor.is_drained() {
             // SAFETY: initialised event; KeSetEvent with Wait FALSE is fine at DISPATCH_LEVEL.
             unsafe { KeSetEvent(self.drained_event.get(), 0, FALSE) };

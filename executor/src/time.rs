@@ -1,6 +1,7 @@
 //! Time from `KeQueryInterruptTime` (100 ns units since boot, monotonic, any IRQL):
-//! [`Instant`] and the conversions the timers need. Not `KeQueryPerformanceCounter`: Wine 8
-//! does not implement it, and the interrupt time is what `KeSetTimerEx` counts in anyway.
+//! [`Instant`] and the conversions the timers need; the interrupt time is what `KeSetTimerEx`
+//! counts in. It moves once per clock tick (0.5 to 15.625 ms), so a runner's time budget
+//! (100 µs) is measured on the precise clock instead ([`BudgetDeadline`]).
 
 use core::time::Duration;
 
@@ -96,4 +97,25 @@ pub(crate) fn relative_due_time(deadline: Instant) -> i64 {
     let ticks = deadline.ticks.saturating_sub(read_counter());
     let units = (u128::from(ticks) * HUNDRED_NS_PER_SECOND).div_ceil(u128::from(frequency()));
     -i64::try_from(units).unwrap_or(i64::MAX).max(1)
+}
+
+/// The end of a runner's time budget, on the precise clock (`KeQueryPerformanceCounter`,
+/// resolved by `Runner::start` through `wsk_sys::init_precise_clock`). The interrupt time
+/// would not do: it stands still for a whole clock tick, so a 100 µs budget measured with it
+/// almost never expires. Where the kernel has no performance counter the precise clock falls
+/// back to the interrupt time, and only the poll count bounds a run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BudgetDeadline(u64);
+
+impl BudgetDeadline {
+    /// `max_time` from now. Any IRQL.
+    pub(crate) fn after(max_time: Duration) -> Self {
+        let units = u64::try_from(max_time.as_nanos().div_ceil(100)).unwrap_or(u64::MAX);
+        Self(wsk_sys::query_precise_time().saturating_add(units))
+    }
+
+    /// True once the deadline has passed. Any IRQL.
+    pub(crate) fn has_passed(self) -> bool {
+        wsk_sys::query_precise_time() >= self.0
+    }
 }

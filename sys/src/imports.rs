@@ -130,10 +130,14 @@ kernel_functions! {
         fn KeGetCurrentProcessorNumberEx(ProcNumber: *mut PROCESSOR_NUMBER) -> u32;
         /// Number of active processors in a group (`ALL_PROCESSOR_GROUPS` = 0xffff for all). Any IRQL.
         fn KeQueryActiveProcessorCountEx(GroupNumber: u16) -> u32;
-        /// Interrupt time: 100 ns units since boot, monotonic, the clock `KeSetTimerEx` counts in. Any IRQL.
-        fn KeQueryInterruptTime() -> u64;
-        /// A monotonic counter and (optionally) its frequency. Any IRQL. Not implemented by Wine 8.
-        fn KeQueryPerformanceCounter(PerformanceFrequency: *mut LARGE_INTEGER) -> LARGE_INTEGER;
+        // Not imported, although callers use them (issue 9, "Real Windows"):
+        // - `KeQueryInterruptTime` is no x64 export (wdm.h reads KUSER_SHARED_DATA): it is
+        //   `crate::KeQueryInterruptTime`, inline.
+        // - `KeQueryPerformanceCounter` lives in ntoskrnl on Windows 8+ but in hal.dll before
+        //   (and in Wine): resolved at run time, see `crate::init_precise_clock`.
+        /// Stops the machine with a bug check; never returns. Any IRQL. Use
+        /// [`crate::bugcheck_on_panic`] from a `#[panic_handler]`.
+        fn KeBugCheckEx(BugCheckCode: u32, BugCheckParameter1: usize, BugCheckParameter2: usize, BugCheckParameter3: usize, BugCheckParameter4: usize) -> !;
         /// Allocates pool memory (legacy; zeroing is not guaranteed). IRQL <= `DISPATCH_LEVEL` for nonpaged.
         fn ExAllocatePoolWithTag(PoolType: POOL_TYPE, NumberOfBytes: SIZE_T, Tag: u32) -> PVOID;
         /// Frees pool memory with its tag. IRQL <= `DISPATCH_LEVEL` for nonpaged.

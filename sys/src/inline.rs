@@ -3,14 +3,16 @@
 //! and a formatted debug print.
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use crate::nt::{
     IO_COMPLETION_ROUTINE, IO_STACK_LOCATION, IRP, MDL, MDL_MAPPED_TO_SYSTEM_VA,
     MDL_SOURCE_IS_NONPAGED_POOL, NonPagedPoolNx, POOL_FLAG_NON_PAGED, POOL_FLAG_UNINITIALIZED,
     POOL_FLAGS, SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR, SL_INVOKE_ON_SUCCESS, SL_PENDING_RETURNED,
 };
-use crate::ntdef::{HANDLE, KIRQL, OBJECT_ATTRIBUTES, PVOID, SIZE_T, UNICODE_STRING};
+use crate::ntdef::{
+    HANDLE, KIRQL, LARGE_INTEGER, OBJECT_ATTRIBUTES, PVOID, SIZE_T, UNICODE_STRING,
+};
 
 /// `IoGetCurrentIrpStackLocation`. Any IRQL.
 ///
@@ -263,6 +265,172 @@ pub unsafe fn KeLowerIrql(new_irql: KIRQL) {
     }
 }
 
+/// `KeQueryInterruptTime`: interrupt time, 100 ns units since boot, monotonic; the clock
+/// `KeSetTimerEx` counts in. It advances once per clock tick (0.5 to 15.625 ms), so it cannot
+/// measure anything shorter: use [`query_precise_time`] for that.
+///
+/// Not an x64 ntoskrnl export: wdm.h defines it as a 64-bit read of `InterruptTime` in
+/// `KUSER_SHARED_DATA` (`*(volatile ULONG64 *)(KI_USER_SHARED_DATA + 8)`), and so does this.
+/// On the host the page is the host kernel's (`host_shared_user_data`), read at the same
+/// offset.
+///
+/// # Safety
+/// None: `unsafe` only so that callers read the same as for the kernel functions.
+///
+/// # IRQL
+/// Any.
+#[must_use]
+pub unsafe fn KeQueryInterruptTime() -> u64 {
+    const OFFSET: usize = core::mem::offset_of!(crate::KUSER_SHARED_DATA_HEAD, InterruptTime);
+    #[cfg(target_os = "windows")]
+    {
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "KI_USER_SHARED_DATA is an x64 kernel address"
+        )]
+        let address = (crate::KI_USER_SHARED_DATA as usize + OFFSET) as *const u64;
+        // SAFETY: KUSER_SHARED_DATA is mapped read-only at KI_USER_SHARED_DATA in every x64
+        // kernel address space, for the life of the system; InterruptTime is 8-byte aligned
+        // and an x64 64-bit load of it is atomic (wdm.h reads it the same way).
+        unsafe { address.read_volatile() }
+    }
+    #[cfg(not(target_os = "windows"))]
+    {
+        let page = crate::host::exports::host_shared_user_data();
+        // SAFETY: the host page is a 'static, 4096-aligned struct of atomics laid out like
+        // KUSER_SHARED_DATA (checked at compile time in the host kernel), so InterruptTime is
+        // an 8-byte aligned AtomicU64 that lives for the whole process.
+        let time = unsafe { AtomicU64::from_ptr(page.cast::<u8>().add(OFFSET).cast_mut().cast()) };
+        time.load(Ordering::Acquire)
+    }
+}
+
+type KeQueryPerformanceCounterFn = unsafe extern "system" fn(*mut LARGE_INTEGER) -> LARGE_INTEGER;
+
+/// `KeQueryPerformanceCounter` once looked up (0: not yet, [`ABSENT`]: the kernel lacks it).
+static PERFORMANCE_COUNTER: AtomicUsize = AtomicUsize::new(0);
+/// Its frequency (counts per second), read once at lookup.
+static PERFORMANCE_FREQUENCY: AtomicU64 = AtomicU64::new(0);
+
+/// Looks up the precise clock, `KeQueryPerformanceCounter`, for [`query_precise_time`]. It is
+/// resolved at run time, not imported: x64 ntoskrnl exports it from Windows 8 on, hal.dll
+/// before that and under Wine (whose ntoskrnl lacks it), and `MmGetSystemRoutineAddress`
+/// searches both; an import from the wrong one would keep the driver from loading. Call at
+/// `PASSIVE_LEVEL` before relying on the precise clock (`Runner::start` does); calling again
+/// is harmless.
+///
+/// # Safety
+/// `PASSIVE_LEVEL` only.
+///
+/// # IRQL
+/// `PASSIVE_LEVEL`.
+pub unsafe fn init_precise_clock() {
+    // SAFETY: PASSIVE_LEVEL per the caller.
+    let routine = unsafe { system_routine_address("KeQueryPerformanceCounter") };
+    if routine.is_null() {
+        PERFORMANCE_COUNTER.store(ABSENT, Ordering::Release);
+        return;
+    }
+    // SAFETY: the value was produced by MmGetSystemRoutineAddress("KeQueryPerformanceCounter"),
+    // whose signature is KeQueryPerformanceCounterFn.
+    let f = unsafe { core::mem::transmute::<PVOID, KeQueryPerformanceCounterFn>(routine) };
+    let mut frequency: LARGE_INTEGER = 0;
+    // SAFETY: any IRQL; `frequency` is a writable LARGE_INTEGER.
+    unsafe { f(&raw mut frequency) };
+    match u64::try_from(frequency) {
+        Ok(frequency) if frequency > 0 => {
+            PERFORMANCE_FREQUENCY.store(frequency, Ordering::Relaxed);
+            PERFORMANCE_COUNTER.store(routine as usize, Ordering::Release);
+        }
+        _ => PERFORMANCE_COUNTER.store(ABSENT, Ordering::Release),
+    }
+}
+
+/// True once [`init_precise_clock`] found `KeQueryPerformanceCounter`.
+///
+/// # IRQL
+/// Any.
+#[must_use]
+pub fn has_precise_clock() -> bool {
+    PERFORMANCE_COUNTER.load(Ordering::Acquire) > ABSENT
+}
+
+/// A precise monotonic time in 100 ns units, for measuring short intervals (a DPC's time
+/// budget): `KeQueryPerformanceCounter` scaled to 10 MHz. Its origin is unspecified: compare
+/// only with other values of this function. Before [`init_precise_clock`], or where the
+/// kernel has no performance counter, it falls back to [`KeQueryInterruptTime`], which only
+/// moves once per clock tick (see [`has_precise_clock`]). Never use it for timer due times:
+/// timers count interrupt time.
+///
+/// # IRQL
+/// Any.
+#[must_use]
+pub fn query_precise_time() -> u64 {
+    let routine = PERFORMANCE_COUNTER.load(Ordering::Acquire);
+    if routine > ABSENT {
+        // SAFETY: stored by init_precise_clock from MmGetSystemRoutineAddress
+        // ("KeQueryPerformanceCounter"), whose signature is KeQueryPerformanceCounterFn.
+        let f = unsafe { core::mem::transmute::<usize, KeQueryPerformanceCounterFn>(routine) };
+        // SAFETY: any IRQL; a null frequency pointer is allowed.
+        let count = unsafe { f(core::ptr::null_mut()) };
+        let frequency = PERFORMANCE_FREQUENCY.load(Ordering::Relaxed);
+        let units = u128::from(count.unsigned_abs()) * 10_000_000 / u128::from(frequency);
+        return u64::try_from(units).unwrap_or(u64::MAX);
+    }
+    // SAFETY: no preconditions; any IRQL.
+    unsafe { KeQueryInterruptTime() }
+}
+
+/// The bug check code a Rust panic in a driver stops the machine with: `0x5753_4B50`, ASCII
+/// "WSKP". A driver-defined code: `KeBugCheckEx`'s documentation asks for one distinct from
+/// the codes Windows and its drivers use, listed in the "Bug Check Code Reference"
+/// (<https://learn.microsoft.com/en-us/windows-hardware/drivers/debugger/bug-check-code-reference2>),
+/// which has none in this range. Parameters: 1 = address of the panic's source file name
+/// (UTF-8, not NUL-terminated), 2 = its length in bytes, 3 = line, 4 = column; all zero if
+/// the location is unknown. In `WinDbg`, `da <p1> L<p2>` shows the file.
+pub const BUGCHECK_RUST_PANIC: u32 = 0x5753_4B50;
+
+/// The body of a driver's `#[panic_handler]`: prints the panic message to the debugger
+/// (`DbgPrintEx`), then stops the machine with `KeBugCheckEx(`[`BUGCHECK_RUST_PANIC`]`, file,
+/// file length, line, column)`. A panic in a kernel must not return, spin or trap its way on.
+///
+/// ```ignore
+/// #[cfg(target_os = "windows")]
+/// #[panic_handler]
+/// fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+///     wsk_sys::bugcheck_on_panic(info)
+/// }
+/// ```
+///
+/// # IRQL
+/// Any (`DbgPrintEx` output may be dropped above `DISPATCH_LEVEL`).
+pub fn bugcheck_on_panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    dbg_print(
+        DPFLTR_ERROR_LEVEL,
+        format_args!("wsk-rs: driver panic, bug check {BUGCHECK_RUST_PANIC:#x}: {info}\n"),
+    );
+    bugcheck_at(info.location())
+}
+
+/// `KeBugCheckEx(`[`BUGCHECK_RUST_PANIC`]`, ...)` with `location` in the parameters (see
+/// there). [`bugcheck_on_panic`] without the message.
+///
+/// # IRQL
+/// Any.
+pub fn bugcheck_at(location: Option<&core::panic::Location<'_>>) -> ! {
+    let (file, len, line, column) = location.map_or((0, 0, 0, 0), |l| {
+        (
+            l.file().as_ptr() as usize,
+            l.file().len(),
+            l.line() as usize,
+            l.column() as usize,
+        )
+    });
+    // SAFETY: KeBugCheckEx may be called at any IRQL; the parameters are plain numbers (the
+    // file name is 'static, so the address stays valid for the dump).
+    unsafe { crate::KeBugCheckEx(BUGCHECK_RUST_PANIC, file, len, line, column) }
+}
+
 type ExAllocatePool2Fn = unsafe extern "system" fn(POOL_FLAGS, SIZE_T, u32) -> PVOID;
 
 /// `ExAllocatePool2` once looked up (1 = looked up and absent, as on Wine 8).
@@ -276,13 +444,8 @@ const ABSENT: usize = 1;
 /// # Safety
 /// `PASSIVE_LEVEL` only.
 pub unsafe fn init_pool_routines() {
-    let mut name: [u16; 15] = [0; 15];
-    for (dst, src) in name.iter_mut().zip("ExAllocatePool2".encode_utf16()) {
-        *dst = src;
-    }
-    let mut name = UNICODE_STRING::from_wide(&name);
-    // SAFETY: PASSIVE_LEVEL per the caller; `name` is a valid counted string on our stack.
-    let routine = unsafe { crate::MmGetSystemRoutineAddress(&raw mut name) };
+    // SAFETY: PASSIVE_LEVEL per the caller.
+    let routine = unsafe { system_routine_address("ExAllocatePool2") };
     let value = if routine.is_null() {
         ABSENT
     } else {

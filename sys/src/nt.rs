@@ -407,3 +407,35 @@ pub type PEPROCESS = *mut c_void;
 pub type PETHREAD = *mut c_void;
 /// Opaque `OBJECT_TYPE` pointer.
 pub type POBJECT_TYPE = *mut c_void;
+
+/// `KSYSTEM_TIME`: a 64-bit time the kernel publishes in [`KUSER_SHARED_DATA`]. The writer
+/// stores `High2Time`, then `LowPart`, then `High1Time`; on x64 a reader takes the 64 bits at
+/// `LowPart` in one load (wdm.h's `KeQueryInterruptTime` does exactly that).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KSYSTEM_TIME {
+    /// Low 32 bits.
+    pub LowPart: u32,
+    /// High 32 bits (read with `LowPart`).
+    pub High1Time: i32,
+    /// High 32 bits again (a torn read on 32-bit readers shows as `High1Time != High2Time`).
+    pub High2Time: i32,
+}
+
+/// The start of `KUSER_SHARED_DATA`, the page the kernel keeps its clocks in, mapped read-only
+/// at [`KI_USER_SHARED_DATA`]. Only the fields up to `InterruptTime` are declared: the rest of
+/// the page is none of our business (the layout probe checks these offsets against the full
+/// C struct).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KUSER_SHARED_DATA_HEAD {
+    /// `TickCountLowDeprecated`.
+    pub TickCountLowDeprecated: u32,
+    /// `TickCountMultiplier`.
+    pub TickCountMultiplier: u32,
+    /// `InterruptTime`: 100 ns units since boot, updated once per clock tick.
+    pub InterruptTime: KSYSTEM_TIME,
+}
+
+/// `KI_USER_SHARED_DATA` on x64: the kernel-mode address of `KUSER_SHARED_DATA`.
+pub const KI_USER_SHARED_DATA: u64 = 0xFFFF_F780_0000_0000;

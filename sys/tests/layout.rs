@@ -226,6 +226,30 @@ fn table() -> Vec<Item> {
     layout!(v, KEVENT { Header });
     layout!(
         v,
+        KSYSTEM_TIME {
+            LowPart,
+            High1Time,
+            High2Time
+        }
+    );
+    // Only the head of KUSER_SHARED_DATA is declared; wdm.h's x64 macros say where it is and
+    // where InterruptTime sits in it (what sys's inline KeQueryInterruptTime reads).
+    push(
+        &mut v,
+        "KI_USER_SHARED_DATA".into(),
+        "(long long)KI_USER_SHARED_DATA".into(),
+        KI_USER_SHARED_DATA,
+        64,
+    );
+    push(
+        &mut v,
+        "offsetof(KUSER_SHARED_DATA, InterruptTime)".into(),
+        "(long long)(SharedInterruptTime - KI_USER_SHARED_DATA)".into(),
+        offset_of!(KUSER_SHARED_DATA_HEAD, InterruptTime) as u64,
+        64,
+    );
+    layout!(
+        v,
         KTIMER {
             Header,
             DueTime,

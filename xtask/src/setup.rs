@@ -5,7 +5,8 @@
 use std::process::Command;
 
 /// Debian packages: the mingw-w64 C compiler and headers and Wine's headers for the layout
-/// probe, binutils for inspecting the .sys, and Wine to load it.
+/// probe, mingw-w64's x64 import libraries (`build-driver` checks every import of the .sys
+/// against them) and binutils for inspecting the .sys, and Wine to load it.
 const APT_PACKAGES: &[&str] = &[
     "gcc-mingw-w64-x86-64",
     "mingw-w64-x86-64-dev",

@@ -2,7 +2,7 @@
 //! these at its root under the same names as the Windows imports, with signatures checked at
 //! compile time against the one declaration list in `imports.rs`.
 
-pub use super::clock::KeQueryInterruptTime;
+pub use super::clock::host_shared_user_data;
 pub use super::ntos::*;
 
 use crate::{NTSTATUS, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION};

@@ -4,8 +4,9 @@
 //! Tests and host programs drive it through [`Kernel`]: boot a machine, load a driver, unload
 //! it and read the verifier's report.
 
-// The interrupt-time clock (KeQueryInterruptTime) lives apart from ntos: it needs no kernel.
-mod clock;
+// The clocks (the shared-user-data page with the interrupt time, and the precise clock) live
+// apart from ntos: they need no kernel.
+pub(crate) mod clock;
 pub mod exports;
 pub mod faults;
 mod ntos;

@@ -452,8 +452,9 @@ pub unsafe extern "system-unwind" fn KeQueryActiveProcessorCountEx(GroupNumber: 
     }
 }
 
-/// Host implementation of `KeQueryPerformanceCounter`: the interrupt-time clock, 10 MHz. Any
-/// IRQL; works without a booted kernel.
+/// Host implementation of `KeQueryPerformanceCounter`: the host's precise clock, 10 MHz (not
+/// the tick-quantised interrupt time). Not a `sys` import: drivers find it with
+/// `MmGetSystemRoutineAddress`, as on Windows. Any IRQL; works without a booted kernel.
 ///
 /// # Safety
 /// `PerformanceFrequency` must be null or writable.
@@ -464,7 +465,7 @@ pub unsafe extern "system-unwind" fn KeQueryPerformanceCounter(
         // SAFETY: the caller guarantees a writable LARGE_INTEGER.
         unsafe { PerformanceFrequency.write(10_000_000) };
     }
-    i64::try_from(crate::host::clock::now()).unwrap_or(i64::MAX)
+    i64::try_from(crate::host::clock::precise_now()).unwrap_or(i64::MAX)
 }
 
 /// A short description of a queued DPC for the leak report.

@@ -210,7 +210,7 @@ pub unsafe extern "system-unwind" fn KeWaitForSingleObject(
             format!("KeWaitForSingleObject on {Object:p}: not a waitable object (type {kind})"),
         );
     }
-    let deadline = timeout.map(|t| clock::instant_at(clock::absolute(t)));
+    let deadline = timeout.map(|t| clock::expiry_instant(clock::absolute(t)));
     // SAFETY: forwarded contract.
     if unsafe { wait_for(&machine, header, deadline) } {
         STATUS_SUCCESS
@@ -232,7 +232,7 @@ pub unsafe extern "system-unwind" fn KeDelayExecutionThread(
     irql::require_at_most(APC_LEVEL, "KeDelayExecutionThread");
     // SAFETY: the caller guarantees a valid interval.
     let interval = unsafe { *Interval };
-    let deadline = clock::instant_at(clock::absolute(interval));
+    let deadline = clock::expiry_instant(clock::absolute(interval));
     let now = Instant::now();
     if deadline > now {
         std::thread::sleep(deadline - now);

@@ -46,6 +46,12 @@ pub struct Config {
     /// code after it returned (the instructions a routine still executes after it signalled
     /// whatever `DriverUnload` waits for). `None` (default): no delay.
     pub late_callback_return: Option<Duration>,
+    /// The clock tick: how often the interrupt time (`KeQueryInterruptTime`) advances, and
+    /// the granularity timers and timed waits expire on. Default: 15.625 ms, Windows' default
+    /// (64 Hz); Windows goes down to 0.5 ms when a program asks for a finer timer
+    /// resolution. The precise clock (`KeQueryPerformanceCounter`) is unaffected. The clock
+    /// is shared by the process: booting a kernel sets its tick.
+    pub clock_tick: Duration,
 }
 
 impl Default for Config {
@@ -55,6 +61,7 @@ impl Default for Config {
             faults: Faults::default(),
             dpc_watchdog: Duration::from_secs(2),
             late_callback_return: None,
+            clock_tick: crate::host::clock::DEFAULT_TICK,
         }
     }
 }
@@ -80,6 +87,13 @@ impl Config {
     #[must_use]
     pub fn with_late_callback_return(mut self, delay: Duration) -> Self {
         self.late_callback_return = Some(delay);
+        self
+    }
+
+    /// Sets the clock tick (see [`Config::clock_tick`]).
+    #[must_use]
+    pub fn with_clock_tick(mut self, tick: Duration) -> Self {
+        self.clock_tick = tick;
         self
     }
 
@@ -257,6 +271,7 @@ impl Kernel {
         }
         *booted = true;
         drop(booted);
+        crate::host::clock::set_tick(config.clock_tick);
         let mut machine = Machine::new(config.cpus, config.dpc_watchdog);
         machine.late_callback_return = config.late_callback_return;
         let machine = Arc::new(machine);

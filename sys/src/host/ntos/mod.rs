@@ -69,6 +69,7 @@ pub use spinlock::{
     KeReleaseSpinLockFromDpcLevel,
 };
 pub use timer::{KeCancelTimer, KeInitializeTimerEx, KeSetTimerEx};
+pub use verifier::KeBugCheckEx;
 
 /// Writes debug output (`DbgPrintEx`) to stderr and to the running kernel's debug log. Any
 /// IRQL; works without a booted kernel.

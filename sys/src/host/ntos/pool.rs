@@ -181,7 +181,8 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
     }
 }
 
-/// Host implementation of `MmGetSystemRoutineAddress`: `ExAllocatePool2`, else null.
+/// Host implementation of `MmGetSystemRoutineAddress`: `ExAllocatePool2` and
+/// `KeQueryPerformanceCounter` (what drivers here resolve at run time), else null.
 /// `PASSIVE_LEVEL`.
 ///
 /// # Safety
@@ -194,6 +195,11 @@ pub unsafe extern "system-unwind" fn MmGetSystemRoutineAddress(
     let name = String::from_utf16_lossy(unsafe { (*SystemRoutineName).as_wide() });
     if name == "ExAllocatePool2" {
         let routine: unsafe extern "system" fn(POOL_FLAGS, SIZE_T, u32) -> PVOID = ExAllocatePool2;
+        routine as PVOID
+    } else if name == "KeQueryPerformanceCounter" {
+        let routine: unsafe extern "system-unwind" fn(
+            *mut crate::LARGE_INTEGER,
+        ) -> crate::LARGE_INTEGER = super::dpc::KeQueryPerformanceCounter;
         routine as PVOID
     } else {
         core::ptr::null_mut()

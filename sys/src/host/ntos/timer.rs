@@ -134,7 +134,9 @@ fn run(machine: &Machine) {
         };
         let now = clock::now();
         if due > now {
-            let until = clock::instant_at(due).saturating_duration_since(Instant::now());
+            // Timers expire on a clock tick, like Windows': wait for the first one at or
+            // after `due` (the interrupt time read then is at least `due`).
+            let until = clock::expiry_instant(due).saturating_duration_since(Instant::now());
             state = wait_timeout(&timers.changed, state, until);
             continue;
         }

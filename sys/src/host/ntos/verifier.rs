@@ -146,3 +146,31 @@ pub(crate) fn record_caught(payload: &(dyn std::any::Any + Send), place: &str) {
         );
     }
 }
+
+/// Host implementation of `KeBugCheckEx`: raises the bugcheck (named by its code, with the
+/// four parameters in the detail). Any IRQL; never returns.
+/// Rule source: "`KeBugCheckEx` function (wdm.h)",
+/// <https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wdm/nf-wdm-kebugcheckex>.
+///
+/// # Safety
+/// None: `unsafe` only to match the kernel import's signature.
+pub unsafe extern "system-unwind" fn KeBugCheckEx(
+    BugCheckCode: u32,
+    BugCheckParameter1: usize,
+    BugCheckParameter2: usize,
+    BugCheckParameter3: usize,
+    BugCheckParameter4: usize,
+) -> ! {
+    let name = if BugCheckCode == crate::BUGCHECK_RUST_PANIC {
+        "WSK_RS_DRIVER_PANIC"
+    } else {
+        "KE_BUGCHECK_EX"
+    };
+    bugcheck(
+        name,
+        std::format!(
+            "KeBugCheckEx({BugCheckCode:#010x}, {BugCheckParameter1:#x}, {BugCheckParameter2:#x}, \
+             {BugCheckParameter3:#x}, {BugCheckParameter4:#x})"
+        ),
+    )
+}

@@ -382,7 +382,7 @@ fn calls_without_a_booted_kernel_bugcheck_clearly() {
     let _ = unsafe { crate::KeQueryInterruptTime() };
     let mut frequency = 0;
     // SAFETY: a valid out-pointer.
-    let _ = unsafe { crate::KeQueryPerformanceCounter(&raw mut frequency) };
+    let _ = unsafe { crate::host::exports::KeQueryPerformanceCounter(&raw mut frequency) };
     assert_eq!(frequency, 10_000_000);
     assert_eq!(crate::KeGetCurrentIrql(), crate::PASSIVE_LEVEL);
     crate::kprint!("no kernel, still printed\n");
@@ -437,4 +437,60 @@ fn freeing_pool_that_holds_an_armed_timer_bugchecks() {
         crate::ExFreePoolWithTag(block as crate::PVOID, TAG);
     }
     assert!(kernel.check_leaks().is_clean());
+}
+
+#[test]
+fn interrupt_time_moves_in_clock_ticks_and_the_precise_clock_does_not() {
+    let kernel = boot();
+    let tick = u64::try_from(kernel.config().clock_tick.as_nanos() / 100).unwrap();
+    kernel.on_kernel_thread(|| {
+        // SAFETY: PASSIVE_LEVEL.
+        unsafe { crate::init_precise_clock() };
+        assert!(crate::has_precise_clock());
+        // SAFETY: any IRQL.
+        let interrupt = || unsafe { crate::KeQueryInterruptTime() };
+        // Over a few ticks, the interrupt time only ever takes whole-tick values and moves by
+        // whole ticks, while the precise clock moves at every read a microsecond apart.
+        let (mut coarse_steps, mut precise_steps) = (0, 0);
+        let (mut last_coarse, mut last_precise) = (interrupt(), crate::query_precise_time());
+        let start = std::time::Instant::now();
+        while start.elapsed() < kernel.config().clock_tick * 3 {
+            let spin = std::time::Instant::now();
+            while spin.elapsed() < Duration::from_micros(50) {}
+            let (coarse, precise) = (interrupt(), crate::query_precise_time());
+            assert_eq!(
+                coarse % tick,
+                0,
+                "interrupt time {coarse} between ticks of {tick}"
+            );
+            assert!(coarse >= last_coarse && precise >= last_precise);
+            coarse_steps += usize::from(coarse != last_coarse);
+            precise_steps += usize::from(precise != last_precise);
+            (last_coarse, last_precise) = (coarse, precise);
+        }
+        assert!(
+            (2..=4).contains(&coarse_steps),
+            "{coarse_steps} ticks in three"
+        );
+        assert!(
+            precise_steps > 100,
+            "precise clock moved only {precise_steps} times"
+        );
+    });
+}
+
+#[test]
+fn bugcheck_at_reports_the_panic_location() {
+    let kernel = boot();
+    let location = core::panic::Location::caller();
+    let message = expect_bugcheck("WSK_RS_DRIVER_PANIC", || crate::bugcheck_at(Some(location)));
+    let expected = std::format!(
+        "KeBugCheckEx(0x57534b50, {:#x}, {:#x}, {:#x}, {:#x})",
+        location.file().as_ptr() as usize,
+        location.file().len(),
+        location.line(),
+        location.column()
+    );
+    assert!(message.ends_with(&expected), "{message}");
+    take(&kernel, &["WSK_RS_DRIVER_PANIC"]);
 }
