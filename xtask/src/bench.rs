@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: the executor benchmarks in one run, side by side: callgrind instruction
 //! counts and criterion times for wake+poll and spawn, ours against embassy-executor and the
-//! hand-written callback floor (see `benches/README.md`). Not part of `cargo xtask test`:
+//! hand-written callback floor (see `benches/README.md`); with `--echo`, the echo round trip's
+//! instructions and kernel allocations instead (`bench_echo`). Not part of `cargo xtask test`:
 //! benchmarks are not tests; clippy's `--all-targets` still compiles them there.
 
 use std::collections::BTreeMap;
@@ -25,6 +26,10 @@ const CRITERION_DEFAULT: &[&str] = &["--warm-up-time", "1", "--measurement-time"
 
 const USAGE: &str = "usage: cargo xtask bench [--callgrind-only | --criterion-only] [--rounds N] \
                      [CRITERION ARGS]
+       cargo xtask bench --echo
+  --echo       instead of the executor benchmarks: instructions (callgrind) and kernel pool,
+               IRP and MDL allocations per 64-byte echo round trip through wsk-net on the host
+               kernel
   --rounds N   run criterion N times and keep each benchmark's fastest estimate (a shared,
                loaded machine only ever adds time)";
 
@@ -42,6 +47,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         match arg.as_str() {
             "--callgrind-only" => criterion = false,
             "--criterion-only" => callgrind = false,
+            "--echo" => return crate::bench_echo::run(root),
             "--rounds" => {
                 rounds = args
                     .next()
@@ -84,11 +90,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn target_dir(root: &Path) -> PathBuf {
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
-fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
+pub(crate) fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
     println!("\n=== cargo {}", args.join(" "));
     let status = Command::new("cargo")
         .args(args)

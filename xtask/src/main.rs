@@ -3,9 +3,10 @@
 //!
 //! `cargo xtask test` is the README's test command and what `.ci/run` runs; `cargo xtask run`
 //! is the main job (the echo driver on the host kernel). `cargo xtask bench` runs the executor
-//! benchmarks; it is not part of `test`.
+//! benchmarks, `cargo xtask bench --echo` the echo round trip's cost; neither is part of `test`.
 
 mod bench;
+mod bench_echo;
 mod driver;
 mod setup;
 mod suite;
@@ -23,7 +24,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   wine-test      build the .sys and run the Wine end-to-end test
   bench [ARGS]   executor benchmarks: callgrind instructions and criterion times for wake+poll
                  and spawn, ours vs embassy-executor vs a callback floor (ARGS go to criterion;
-                 --callgrind-only, --criterion-only, --rounds N)";
+                 --callgrind-only, --criterion-only, --rounds N); bench --echo: instructions
+                 and kernel allocations per echo round trip through wsk-net on the host kernel";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
