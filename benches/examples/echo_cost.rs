@@ -25,7 +25,6 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use wsk_executor::block_on;
 use wsk_net::{Disconnect, IoBuf, TcpListener, TcpStream, WskClient};
@@ -37,9 +36,6 @@ const MESSAGE: usize = 64;
 
 /// Warm-up round trips unless the command line gives a count.
 const WARM_UP: u64 = 100;
-
-/// How long deregistration may wait for the sockets to close.
-const DEREGISTER_WAIT: Duration = Duration::from_secs(30);
 
 /// What the measured loop saw.
 struct Measured {
@@ -154,11 +150,14 @@ fn main() -> ExitCode {
     let config = Config::default().with_faults(faults);
     let cpus = config.cpus;
     let kernel = Kernel::boot(config);
+    let object = kernel.create_driver_object("EchoCost");
+    // SAFETY: `object` outlives the client, deregistered below.
+    let driver = unsafe { wsk_net::Driver::from_raw(object.object()) }.expect("a driver object");
     let measured = kernel.on_kernel_thread(|| {
-        let client = WskClient::register().expect("WskClient::register");
+        let client = WskClient::register(driver).expect("WskClient::register");
         let measured = block_on(echo(&client, &kernel, round_trips, warm_up));
         client
-            .deregister(DEREGISTER_WAIT)
+            .deregister()
             .unwrap_or_else(|e| panic!("deregister: {}", e.error()));
         measured
     });
