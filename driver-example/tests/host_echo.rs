@@ -6,46 +6,22 @@
 //! The driver keeps its runner and client in statics (as a `.sys` does), so it is loaded once
 //! per process: one test here, the scenarios in sequence.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
+mod common;
 
 use wsk_benches::load;
-use wsk_sys::host::{Config, Kernel, RegValue, Registry};
+use wsk_sys::host::{Config, Kernel, RegValue};
 
-const SERVICE: &str = "WskEcho";
-/// Bound for anything that should take well under a second; failing past it is loud.
-const BOUND: Duration = Duration::from_mins(1);
-
-/// Waits (on the kernel's log, no polling) until the driver logged `wanted`, failing on a
-/// line that says it did not start.
-fn wait_for_log(kernel: &Kernel, wanted: &str) {
-    if let Err(log) = kernel.wait_for_log(
-        wanted,
-        &["wskecho: not started", "wskecho: cannot listen"],
-        BOUND,
-    ) {
-        panic!("no {wanted:?} in the driver log within {BOUND:?}:\n{log}");
-    }
-}
+use common::{BOUND, load_echo};
 
 #[test]
 fn echo_driver_serves_the_wine_scenarios_and_unloads_clean() {
     let kernel = Kernel::boot(Config::default());
-    let port = load::free_loopback_port().expect("a free port");
-    let registry = Registry::new()
-        .with("Parameters", "Port", RegValue::Dword(port.into()))
-        .with(
-            "Parameters",
-            "BindAddress",
-            RegValue::Sz("127.0.0.1".into()),
-        )
-        .with("Parameters", "Runner", RegValue::Sz("dpc".into()))
-        .with("Parameters", "MaxConnections", RegValue::Dword(256));
-    let driver = kernel
-        .load_driver(wskecho::DriverEntry, SERVICE, registry)
-        .expect("DriverEntry succeeds");
-    wait_for_log(&kernel, "wskecho: listening on");
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let (driver, addr) = load_echo(
+        &kernel,
+        "WskEcho",
+        "dpc",
+        &[("MaxConnections", RegValue::Dword(256))],
+    );
 
     let echo = load::concurrent_echo(addr, 50, 200, 64 * 1024).expect("concurrent echo");
     assert_eq!(echo.connections, 50);

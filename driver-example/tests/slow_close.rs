@@ -5,14 +5,14 @@
 //!
 //! Its own test binary: the driver keeps its runner in statics, loaded once per process.
 
-use std::net::{Ipv4Addr, SocketAddr};
+mod common;
+
 use std::time::Duration;
 
-use wsk_benches::load;
 use wsk_sys::host::faults::Faults;
-use wsk_sys::host::{Config, Kernel, RegValue, Registry};
+use wsk_sys::host::{Config, Kernel};
 
-const BOUND: Duration = Duration::from_mins(1);
+use common::{BOUND, load_echo, unload_with_idle_clients};
 
 #[test]
 fn unload_waits_for_a_slow_close_and_says_what_it_waits_for() {
@@ -23,32 +23,14 @@ fn unload_waits_for_a_slow_close_and_says_what_it_waits_for() {
         ..Faults::default()
     };
     let kernel = Kernel::boot(Config::default().with_faults(faults));
-    let port = load::free_loopback_port().expect("a free port");
-    let registry = Registry::new()
-        .with("Parameters", "Port", RegValue::Dword(port.into()))
-        .with(
-            "Parameters",
-            "BindAddress",
-            RegValue::Sz("127.0.0.1".into()),
-        )
-        .with("Parameters", "Runner", RegValue::Sz("dpc".into()));
-    let driver = kernel
-        .load_driver(wskecho::DriverEntry, "WskEchoSlowClose", registry)
-        .expect("DriverEntry succeeds");
-    if let Err(log) = kernel.wait_for_log("wskecho: listening on", &["wskecho: not"], BOUND) {
-        panic!("the driver did not start:\n{log}");
-    }
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let held = load::hold_connections(addr, 2).expect("idle connections");
-    let report = kernel.unload(driver);
-    held.wait_closed(BOUND)
-        .expect("unload closes every connection");
-    let bugchecks = kernel.take_bugchecks();
-    assert!(
-        bugchecks.is_empty(),
-        "DriverUnload returned with WSK still holding its sockets: {bugchecks:#?}"
+    let (driver, addr) = load_echo(&kernel, "WskEchoSlowClose", "dpc", &[]);
+    unload_with_idle_clients(
+        &kernel,
+        driver,
+        addr,
+        2,
+        "DriverUnload returned with WSK still holding its sockets",
     );
-    assert!(report.is_clean(), "unload report: {report}");
     let log = kernel.debug_log();
     assert!(
         log.contains("still closing after"),

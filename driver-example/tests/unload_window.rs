@@ -9,45 +9,28 @@
 //!
 //! Its own test binary: the driver keeps its runner in statics, loaded once per process.
 
-use std::net::{Ipv4Addr, SocketAddr};
+mod common;
+
 use std::time::Duration;
 
 use wsk_benches::load;
-use wsk_sys::host::{Config, Kernel, RegValue, Registry};
+use wsk_sys::host::{Config, Kernel};
 
-const BOUND: Duration = Duration::from_mins(1);
+use common::{load_echo, unload_with_idle_clients};
 
 #[test]
 fn unload_waits_for_completion_routines_to_return() {
     let kernel =
         Kernel::boot(Config::default().with_late_callback_return(Duration::from_millis(50)));
-    let port = load::free_loopback_port().expect("a free port");
-    let registry = Registry::new()
-        .with("Parameters", "Port", RegValue::Dword(port.into()))
-        .with(
-            "Parameters",
-            "BindAddress",
-            RegValue::Sz("127.0.0.1".into()),
-        )
-        .with("Parameters", "Runner", RegValue::Sz("dpc".into()));
-    let driver = kernel
-        .load_driver(wskecho::DriverEntry, "WskEchoUnload", registry)
-        .expect("DriverEntry succeeds");
-    if let Err(log) = kernel.wait_for_log("wskecho: listening on", &["wskecho: not"], BOUND) {
-        panic!("the driver did not start:\n{log}");
-    }
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let (driver, addr) = load_echo(&kernel, "WskEchoUnload", "dpc", &[]);
     let echo = load::concurrent_echo(addr, 4, 5, 1024).expect("echo");
     assert_eq!(echo.messages, 20);
     // Idle connections: each has a receive pending at unload, cancelled by its close.
-    let held = load::hold_connections(addr, 4).expect("idle connections");
-    let report = kernel.unload(driver);
-    held.wait_closed(BOUND)
-        .expect("unload closes every connection");
-    let bugchecks = kernel.take_bugchecks();
-    assert!(
-        bugchecks.is_empty(),
-        "driver code ran after DriverUnload returned: {bugchecks:#?}"
+    unload_with_idle_clients(
+        &kernel,
+        driver,
+        addr,
+        4,
+        "driver code ran after DriverUnload returned",
     );
-    assert!(report.is_clean(), "unload report: {report}");
 }

@@ -108,6 +108,15 @@ pub(crate) fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Builds `wsk-benches`' example `name` (release) and returns the path of its program.
+pub fn build_example(root: &Path, name: &str) -> Result<PathBuf, String> {
+    cargo(
+        root,
+        &["build", "--release", "-p", "wsk-benches", "--example", name],
+    )?;
+    Ok(target_dir(root).join("release").join("examples").join(name))
+}
+
 /// Instructions per step, from two callgrind runs of the `callgrind` example per workload.
 fn callgrind_counts(root: &Path) -> Result<Figures, String> {
     setup::ensure_apt_packages(&["valgrind"]);
@@ -118,21 +127,7 @@ fn callgrind_counts(root: &Path) -> Result<Figures, String> {
                 .into(),
         );
     }
-    cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "-p",
-            "wsk-benches",
-            "--example",
-            "callgrind",
-        ],
-    )?;
-    let program = target_dir(root)
-        .join("release")
-        .join("examples")
-        .join("callgrind");
+    let program = build_example(root, "callgrind")?;
     println!("\n=== callgrind: {ITERATIONS} steps minus 0 steps, per workload");
     let mut figures = Figures::new();
     for (workload, implementations) in WORKLOADS {

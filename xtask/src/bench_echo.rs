@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::bench::{cargo, target_dir};
+use crate::bench::{build_example, target_dir};
 use crate::setup;
 
 /// Measured round trips of the two runs.
@@ -95,20 +95,8 @@ pub fn run(root: &Path) -> Result<(), String> {
     if !setup::has_program("valgrind") || !setup::has_program("callgrind_annotate") {
         return Err("valgrind is not installed (apt-get install valgrind)".into());
     }
-    cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "-p",
-            "wsk-benches",
-            "--example",
-            "echo_cost",
-        ],
-    )?;
-    let target = target_dir(root);
-    let program = target.join("release").join("examples").join("echo_cost");
-    let out_dir = target.join("echo-cost");
+    let program = build_example(root, "echo_cost")?;
+    let out_dir = target_dir(root).join("echo-cost");
     // Output files of an earlier run (one per thread) must not be mistaken for this run's.
     let _ = std::fs::remove_dir_all(&out_dir);
     std::fs::create_dir_all(&out_dir)

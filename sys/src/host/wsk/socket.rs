@@ -1291,15 +1291,7 @@ unsafe extern "system-unwind" fn wsk_control_client(
     // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_control_client
     require_at_most(DISPATCH_LEVEL, "WskControlClient");
     // Same page, as for WskControlSocket: OutputSizeReturned is NULL unless Irp is NULL.
-    if !irp.is_null() && !out_returned.is_null() {
-        bugcheck(
-            "WSK_OUTPUT_SIZE_RETURNED_WITH_IRP",
-            format!(
-                "WskControlClient with both an IRP and OutputSizeReturned {out_returned:p}: it \
-                 must be NULL when an IRP is given"
-            ),
-        );
-    }
+    refuse_output_size_with_irp("WskControlClient", irp, out_returned);
     if !out_returned.is_null() {
         // SAFETY: the client passes a writable size or null.
         unsafe { *out_returned = 0 };
@@ -1341,6 +1333,20 @@ unsafe extern "system-unwind" fn wsk_get_name_info(
         };
     out.done(STATUS_NOT_SUPPORTED, 0, 0);
     p.finish(out, inline)
+}
+
+/// `OutputSizeReturned` must be NULL when an IRP is given (the size comes back in
+/// `IoStatus.Information`): `PFN_WSK_CONTROL_SOCKET` and `PFN_WSK_CONTROL_CLIENT` pages.
+fn refuse_output_size_with_irp(function: &'static str, irp: *mut IRP, out_returned: *mut SIZE_T) {
+    if !irp.is_null() && !out_returned.is_null() {
+        bugcheck(
+            "WSK_OUTPUT_SIZE_RETURNED_WITH_IRP",
+            format!(
+                "{function} with both an IRP and OutputSizeReturned {out_returned:p}: it must be \
+                 NULL when an IRP is given"
+            ),
+        );
+    }
 }
 
 // ---- socket-level dispatch ----
@@ -1438,15 +1444,7 @@ unsafe extern "system-unwind" fn wsk_control_socket(
     // states a caller contract and documents no status for breaking it, and what Windows then
     // does with the pointer (write through it when the IRP completes, perhaps after the
     // caller's variable is gone) is undefined.
-    if !irp.is_null() && !out_returned.is_null() {
-        bugcheck(
-            "WSK_OUTPUT_SIZE_RETURNED_WITH_IRP",
-            format!(
-                "WskControlSocket with both an IRP and OutputSizeReturned {out_returned:p}: it \
-                 must be NULL when an IRP is given"
-            ),
-        );
-    }
+    refuse_output_size_with_irp("WskControlSocket", irp, out_returned);
     let input = if in_size >= 4 && !in_buf.is_null() {
         // SAFETY: the client passes `in_size` readable bytes.
         Some(unsafe { in_buf.cast::<u32>().read_unaligned() })
