@@ -84,6 +84,8 @@ fn allocate(bytes: usize, tag: u32, paged: bool, zero: bool, function: &'static 
         },
     );
     let machine = machine::current(function);
+    // Looser than Driver Verifier: a zero-byte request (0xC4 0x00, 0xC2 0x00) is served as
+    // one byte, as Windows does without the verifier.
     let Ok(layout) = Layout::from_size_align(bytes.max(1), 16) else {
         return core::ptr::null_mut();
     };
@@ -177,6 +179,9 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
     require_pool_irql(DISPATCH_LEVEL, "ExFreePoolWithTag", "frees pool");
     let machine = machine::current("ExFreePoolWithTag");
     let mut pool = lock(&machine.pool);
+    // WDK "Bug Check 0xC2: BAD_POOL_CALLER"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc2--bad-pool-caller): 0x07 freeing pool already freed,
+    // 0x46 freeing an invalid pool address.
     let Some(block) = pool.live.remove(&(P as usize)) else {
         drop(pool);
         bugcheck(
@@ -184,6 +189,8 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
             format!("ExFreePoolWithTag({P:p}): not a live pool allocation (freed twice?)"),
         );
     };
+    // Same page, 0x0A: freeing pool with the wrong tag (ExFreePoolWithTag page: the tag
+    // passed when the block was allocated).
     if block.tag != Tag {
         let (had, given) = (tag_text(block.tag), tag_text(Tag));
         pool.live.insert(P as usize, block);
@@ -196,6 +203,9 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
     let (start, end) = (P as usize, P as usize + block.layout.size());
     let timers = machine.timers.armed_in(start, end);
     let dpcs = machine.dpcs.queued_in(start, end);
+    // WDK "Bug Check 0xC7: TIMER_OR_DPC_INVALID"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc7--timer-or-dpc-invalid): a kernel timer or DPC in memory
+    // being freed.
     if !timers.is_empty() || !dpcs.is_empty() {
         pool.live.insert(P as usize, block);
         drop(pool);
@@ -235,6 +245,8 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
 pub unsafe extern "system-unwind" fn MmGetSystemRoutineAddress(
     SystemRoutineName: *mut UNICODE_STRING,
 ) -> PVOID {
+    // WDK "MmGetSystemRoutineAddress function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-mmgetsystemroutineaddress): IRQL = PASSIVE_LEVEL.
     irql::require_at_most(PASSIVE_LEVEL, "MmGetSystemRoutineAddress");
     // SAFETY: the caller guarantees a valid counted string.
     let name = String::from_utf16_lossy(unsafe { (*SystemRoutineName).as_wide() });
