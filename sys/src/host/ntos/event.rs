@@ -78,6 +78,8 @@ pub unsafe extern "system-unwind" fn KeInitializeEvent(
     Type: EVENT_TYPE,
     State: BOOLEAN,
 ) {
+    // WDK "KeInitializeEvent function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keinitializeevent): any
+    // IRQL; no check here.
     let kind = if Type == crate::SynchronizationEvent {
         EVENT_SYNCHRONIZATION_OBJECT
     } else {
@@ -103,8 +105,14 @@ pub unsafe extern "system-unwind" fn KeSetEvent(
     Increment: KPRIORITY,
     Wait: BOOLEAN,
 ) -> i32 {
-    let _ = (Increment, Wait);
-    irql::require_at_most(DISPATCH_LEVEL, "KeSetEvent");
+    let _ = Increment;
+    // WDK "KeSetEvent function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kesetevent): IRQL <=
+    // DISPATCH_LEVEL with Wait FALSE, <= APC_LEVEL with Wait TRUE (the IrqlKeSetEvent rule).
+    // The host does not keep the raised IRQL across a Wait TRUE call; it only checks the level.
+    irql::require_at_most(
+        if Wait == 0 { DISPATCH_LEVEL } else { APC_LEVEL },
+        "KeSetEvent",
+    );
     let machine = machine::current("KeSetEvent");
     // SAFETY: forwarded contract.
     unsafe { signal(&machine, &raw mut (*Event).Header, 1) }
@@ -115,6 +123,8 @@ pub unsafe extern "system-unwind" fn KeSetEvent(
 /// # Safety
 /// `Event` must be a live, initialised KEVENT.
 pub unsafe extern "system-unwind" fn KeClearEvent(Event: *mut KEVENT) {
+    // WDK "KeClearEvent function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keclearevent): IRQL <=
+    // DISPATCH_LEVEL.
     irql::require_at_most(DISPATCH_LEVEL, "KeClearEvent");
     let machine = machine::current("KeClearEvent");
     // SAFETY: forwarded contract.
@@ -126,6 +136,8 @@ pub unsafe extern "system-unwind" fn KeClearEvent(Event: *mut KEVENT) {
 /// # Safety
 /// `Event` must be a live, initialised KEVENT.
 pub unsafe extern "system-unwind" fn KeResetEvent(Event: *mut KEVENT) -> i32 {
+    // WDK "KeResetEvent function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keresetevent): IRQL <=
+    // DISPATCH_LEVEL.
     irql::require_at_most(DISPATCH_LEVEL, "KeResetEvent");
     let machine = machine::current("KeResetEvent");
     // SAFETY: forwarded contract.
@@ -182,6 +194,10 @@ pub unsafe extern "system-unwind" fn KeWaitForSingleObject(
     let _ = (WaitReason, WaitMode, Alertable);
     // SAFETY: the caller guarantees Timeout is null or valid.
     let timeout = unsafe { Timeout.as_ref().copied() };
+    // WDK "KeWaitForSingleObject function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kewaitforsingleobject): IRQL <= DISPATCH_LEVEL, and <= APC_LEVEL
+    // unless Timeout points to zero. IRQL_NOT_LESS_OR_EQUAL is the host's name for the
+    // violation (see irql::require_at_most).
     if timeout == Some(0) {
         irql::require_at_most(DISPATCH_LEVEL, "KeWaitForSingleObject");
     } else if irql::current() > APC_LEVEL {
@@ -205,6 +221,10 @@ pub unsafe extern "system-unwind" fn KeWaitForSingleObject(
             | TIMER_NOTIFICATION_OBJECT
             | TIMER_SYNCHRONIZATION_OBJECT
     ) {
+        // Host rule, stricter than Windows: the KeWaitForSingleObject page requires a
+        // dispatcher object; Windows does not check and misbehaves on anything else. The host
+        // names it after "Bug Check 0x4: INVALID_DATA_ACCESS_TRAP"
+        // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x4--invalid-data-access-trap).
         bugcheck(
             "INVALID_DATA_ACCESS_TRAP",
             format!("KeWaitForSingleObject on {Object:p}: not a waitable object (type {kind})"),
@@ -229,6 +249,8 @@ pub unsafe extern "system-unwind" fn KeDelayExecutionThread(
     Interval: *mut LARGE_INTEGER,
 ) -> NTSTATUS {
     let _ = (WaitMode, Alertable);
+    // WDK "KeDelayExecutionThread function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kedelayexecutionthread): IRQL <= APC_LEVEL.
     irql::require_at_most(APC_LEVEL, "KeDelayExecutionThread");
     // SAFETY: the caller guarantees a valid interval.
     let interval = unsafe { *Interval };

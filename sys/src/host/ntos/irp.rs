@@ -70,6 +70,10 @@ fn state_of(irp: *mut IRP, function: &'static str) -> IrpState {
         .live
         .get(&(irp as usize))
         .map(|i| i.state);
+    // WDK "Bug Check 0xC9: DRIVER_VERIFIER_IOMANAGER_VIOLATION"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc9--driver-verifier-iomanager-violation): 0x01/0x03, an
+    // object that is not an IRP passed as one. The host knows every live IRP, so it also
+    // catches freed ones (stricter than the type check Windows makes).
     state.unwrap_or_else(|| {
         bugcheck(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
@@ -99,6 +103,9 @@ fn set_state(irp: *mut IRP, state: IrpState) {
 /// `irp` must be a live IRP from `IoAllocateIrp`. IRQL <= `DISPATCH_LEVEL`.
 #[cfg_attr(not(test), allow(dead_code, reason = "called by the WSK provider"))]
 pub(crate) unsafe fn call_driver_enter(irp: *mut IRP) {
+    // WDK "Bug Check 0xC9: DRIVER_VERIFIER_IOMANAGER_VIOLATION"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc9--driver-verifier-iomanager-violation): I/O error 0x205,
+    // forwarding an IRP that is still queued beneath the caller.
     if state_of(irp, "IoCallDriver") == IrpState::Pending {
         bugcheck(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
@@ -107,6 +114,9 @@ pub(crate) unsafe fn call_driver_enter(irp: *mut IRP) {
     }
     // SAFETY: the IRP is live (checked above) and ours to advance as the lower driver.
     unsafe {
+        // WDK "Bug Check 0x35: NO_MORE_IRP_STACK_LOCATIONS"
+        // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x35--no-more-irp-stack-locations): IoCallDriver with no
+        // stack location left.
         if (*irp).CurrentLocation <= 1 {
             bugcheck(
                 "NO_MORE_IRP_STACK_LOCATIONS",
@@ -164,6 +174,8 @@ pub unsafe extern "system-unwind" fn IoAllocateIrp(
     ChargeQuota: BOOLEAN,
 ) -> *mut IRP {
     let _ = ChargeQuota;
+    // WDK "IoAllocateIrp function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioallocateirp): IRQL <=
+    // DISPATCH_LEVEL.
     irql::require_at_most(DISPATCH_LEVEL, "IoAllocateIrp");
     let machine = machine::current("IoAllocateIrp");
     let Ok(stack) = u8::try_from(StackSize) else {
@@ -201,6 +213,9 @@ pub unsafe extern "system-unwind" fn IoAllocateIrp(
 /// # Safety
 /// `Irp` must be a live IRP from `IoAllocateIrp` that is not pending.
 pub unsafe extern "system-unwind" fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATUS) {
+    // WDK "IoReuseIrp function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioreuseirp): IRQL <=
+    // DISPATCH_LEVEL; only for IRPs from IoAllocateIrp (checked by is_pending). Reusing a
+    // pending IRP is the host's 0xC9 rule (the "Reusing IRPs" page: only once completed).
     irql::require_at_most(DISPATCH_LEVEL, "IoReuseIrp");
     // SAFETY: forwarded contract; is_pending checks liveness first.
     if unsafe { is_pending(Irp) } {
@@ -229,6 +244,9 @@ pub unsafe extern "system-unwind" fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATU
 /// # Safety
 /// `Irp` must be a live IRP from `IoAllocateIrp` that is not pending.
 pub unsafe extern "system-unwind" fn IoFreeIrp(Irp: *mut IRP) {
+    // WDK "IoFreeIrp function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iofreeirp): IRQL <=
+    // DISPATCH_LEVEL; the IRP must not be pending: 0xC9 I/O error 0x20B, IoFreeIrp on an IRP
+    // still in use (bug-check-0xc9--driver-verifier-iomanager-violation).
     irql::require_at_most(DISPATCH_LEVEL, "IoFreeIrp");
     // SAFETY: forwarded contract; is_pending checks liveness first.
     if unsafe { is_pending(Irp) } {
@@ -261,17 +279,26 @@ pub unsafe extern "system-unwind" fn IoFreeIrp(Irp: *mut IRP) {
 )]
 pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityBoost: CCHAR) {
     let _ = PriorityBoost;
+    // WDK "IofCompleteRequest function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iocompleterequest):
+    // IRQL <= DISPATCH_LEVEL (0xC9 0x0E under Driver Verifier; the host raises
+    // IRQL_NOT_LESS_OR_EQUAL, see irql::require_at_most). The page also says never to call it
+    // holding a spin lock; the host does not check that (looser).
     irql::require_at_most(DISPATCH_LEVEL, "IofCompleteRequest");
     let state = state_of(Irp, "IofCompleteRequest");
     // SAFETY: live per the table; the completing driver owns it until the walk hands it up.
     unsafe {
         let top = i32::from((*Irp).StackCount) + 1;
+        // WDK "Bug Check 0x44: MULTIPLE_IRP_COMPLETE_REQUESTS"
+        // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x44--multiple-irp-complete-requests): completing an IRP
+        // that was already completed.
         if state == IrpState::Completed || i32::from((*Irp).CurrentLocation) > top {
             bugcheck(
                 "MULTIPLE_IRP_COMPLETE_REQUESTS",
                 format!("IofCompleteRequest on IRP {Irp:p}, which was already completed"),
             );
         }
+        // 0xC9 I/O error 0x209 (bug-check-0xc9--driver-verifier-iomanager-violation):
+        // completing an IRP the caller does not hold.
         if i32::from((*Irp).CurrentLocation) == top {
             bugcheck(
                 "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
@@ -281,12 +308,17 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
                 ),
             );
         }
+        // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
+        // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): parameter 2 is the
+        // cancel routine still set; Driver Verifier reports the same as 0xC9 0x07.
         if (*Irp).CancelRoutine.is_some() {
             bugcheck(
                 "CANCEL_STATE_IN_COMPLETED_IRP",
                 format!("IofCompleteRequest on IRP {Irp:p} with a cancel routine still set"),
             );
         }
+        // 0xC9 0x06 (bug-check-0xc9--driver-verifier-iomanager-violation): completing with
+        // a status marked pending.
         if (*Irp).IoStatus.Status == STATUS_PENDING {
             bugcheck(
                 "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
@@ -327,6 +359,9 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
                     } else {
                         verifier::in_completion_routine(|| routine(device, Irp, context))
                     };
+                    // WDK "Bug Check 0xC8: IRQL_UNEXPECTED_VALUE"
+                    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc8--irql-unexpected-value): the routine did
+                    // not restore the IRQL it was called at.
                     if irql::current() != irql {
                         bugcheck(
                             "IRQL_UNEXPECTED_VALUE",
@@ -340,6 +375,11 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
                     if result == STATUS_MORE_PROCESSING_REQUIRED {
                         return;
                     }
+                    // WDK "IoAllocateIrp function (wdm.h)"
+                    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioallocateirp): the allocating driver must free
+                    // the IRP, not complete it back to the I/O manager, so its routine must
+                    // return STATUS_MORE_PROCESSING_REQUIRED. Windows would touch the absent
+                    // thread; the host names it 0xC9 (stricter, deterministic).
                     if at_top {
                         bugcheck(
                             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
@@ -355,6 +395,7 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
                     if (*Irp).PendingReturned != 0 && !at_top {
                         crate::IoMarkIrpPending(Irp);
                     }
+                    // Same rule (IoAllocateIrp page): no routine to stop the walk.
                     if at_top {
                         bugcheck(
                             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
@@ -378,6 +419,10 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
 /// # Safety
 /// `Irp` must be a live IRP.
 pub unsafe extern "system-unwind" fn IoCancelIrp(Irp: *mut IRP) -> BOOLEAN {
+    // WDK "IoCancelIrp function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iocancelirp): IRQL <=
+    // DISPATCH_LEVEL. The routine is taken with IoSetCancelRoutine
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iosetcancelroutine) and called at DISPATCH_LEVEL with the cancel
+    // spin lock held, as DRIVER_CANCEL (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nc-wdm-driver_cancel) says.
     irql::require_at_most(DISPATCH_LEVEL, "IoCancelIrp");
     let _ = state_of(Irp, "IoCancelIrp");
     let mut old = 0;
@@ -390,6 +435,9 @@ pub unsafe extern "system-unwind" fn IoCancelIrp(Irp: *mut IRP) -> BOOLEAN {
             IoReleaseCancelSpinLock(old);
             return FALSE;
         };
+        // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
+        // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): an IRP completed
+        // and then cancelled.
         if (*Irp).CurrentLocation > (*Irp).StackCount {
             IoReleaseCancelSpinLock(old);
             bugcheck(
@@ -411,6 +459,8 @@ pub unsafe extern "system-unwind" fn IoCancelIrp(Irp: *mut IRP) -> BOOLEAN {
 /// # Safety
 /// `Irql` must be writable.
 pub unsafe extern "system-unwind" fn IoAcquireCancelSpinLock(Irql: *mut KIRQL) {
+    // WDK "IoAcquireCancelSpinLock function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioacquirecancelspinlock): IRQL <= DISPATCH_LEVEL.
     irql::require_at_most(DISPATCH_LEVEL, "IoAcquireCancelSpinLock");
     let machine = machine::current("IoAcquireCancelSpinLock");
     let old = irql::raise(DISPATCH_LEVEL);
@@ -425,6 +475,8 @@ pub unsafe extern "system-unwind" fn IoAcquireCancelSpinLock(Irql: *mut KIRQL) {
 /// # Safety
 /// The caller must hold the cancel spin lock.
 pub unsafe extern "system-unwind" fn IoReleaseCancelSpinLock(Irql: KIRQL) {
+    // WDK "IoReleaseCancelSpinLock function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioreleasecancelspinlock): IRQL = DISPATCH_LEVEL.
     irql::require_dispatch("IoReleaseCancelSpinLock");
     let machine = machine::current("IoReleaseCancelSpinLock");
     // SAFETY: the machine's cancel lock lives as long as the machine.

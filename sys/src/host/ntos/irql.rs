@@ -24,6 +24,10 @@ pub(crate) fn current() -> KIRQL {
 /// Raises the calling thread's IRQL to `new` and returns the previous level. Raising to a level
 /// below the current one is `IRQL_NOT_GREATER_OR_EQUAL`.
 pub(crate) fn raise(new: KIRQL) -> KIRQL {
+    // WDK "KeRaiseIrql macro (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keraiseirql): raising to an IRQL
+    // below the current one is a bug check, "Bug Check 0x9: IRQL_NOT_GREATER_OR_EQUAL"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x9--irql-not-greater-or-equal). Above HIGH_LEVEL is a host
+    // addition.
     let old = current();
     if new < old || new > HIGH_LEVEL {
         bugcheck(
@@ -39,6 +43,9 @@ pub(crate) fn raise(new: KIRQL) -> KIRQL {
 /// `IRQL_NOT_LESS_OR_EQUAL`; returning to `PASSIVE_LEVEL` with a spin lock held is
 /// `SPIN_LOCK_NOT_RELEASED` (named after Driver Verifier's check).
 pub(crate) fn lower(new: KIRQL) {
+    // WDK "KeLowerIrql function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kelowerirql): lowering to an
+    // IRQL above the current one is a fatal error. The host names it
+    // IRQL_NOT_LESS_OR_EQUAL (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xa--irql-not-less-or-equal).
     let old = current();
     if new > old {
         bugcheck(
@@ -48,6 +55,10 @@ pub(crate) fn lower(new: KIRQL) {
     }
     IRQL.with(|irql| irql.set(new));
     if new == PASSIVE_LEVEL {
+        // Host rule: no WDK bug check page is named SPIN_LOCK_NOT_RELEASED. A lock still held
+        // at PASSIVE_LEVEL is the cause the 0xC8 page gives (bug-check-0xc8--irql-unexpected-
+        // value: "acquired a spin lock and failed to release it"); the host reports it here,
+        // at once.
         let held = held_locks();
         if !held.is_empty() {
             bugcheck(
@@ -66,6 +77,11 @@ pub(crate) fn set_unchecked(irql: KIRQL) {
 
 /// Bugchecks `IRQL_NOT_LESS_OR_EQUAL`, naming `function`, if the caller runs above `max`.
 pub(crate) fn require_at_most(max: KIRQL, function: &'static str) {
+    // Each caller cites its function's WDK page for `max`. The name is the host's choice:
+    // "Bug Check 0xA: IRQL_NOT_LESS_OR_EQUAL" (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xa--irql-not-less-
+    // or-equal) is what a routine touching pageable memory faults with at raised IRQL, and
+    // Driver Verifier reports such calls as 0xC4; the host raises 0xA at the call, every
+    // time (stricter: Windows faults only if the page is out).
     let irql = current();
     if irql > max {
         bugcheck(
@@ -77,6 +93,8 @@ pub(crate) fn require_at_most(max: KIRQL, function: &'static str) {
 
 /// Bugchecks `IRQL_NOT_GREATER_OR_EQUAL`, naming `function`, if the caller runs below `min`.
 pub(crate) fn require_at_least(min: KIRQL, function: &'static str) {
+    // "Bug Check 0x9: IRQL_NOT_GREATER_OR_EQUAL"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x9--irql-not-greater-or-equal); callers cite their pages.
     let irql = current();
     if irql < min {
         bugcheck(

@@ -11,8 +11,9 @@ use super::irql;
 use super::machine::{self, lock};
 use super::verifier::bugcheck;
 use crate::{
-    BOOLEAN, CSHORT, DISPATCH_LEVEL, IRP, KPROCESSOR_MODE, MDL, MDL_ALLOCATED_FIXED_SIZE,
-    MDL_MAPPED_TO_SYSTEM_VA, MDL_PAGES_LOCKED, MDL_SOURCE_IS_NONPAGED_POOL, PVOID,
+    APC_LEVEL, BOOLEAN, CSHORT, DISPATCH_LEVEL, IRP, KPROCESSOR_MODE, MDL,
+    MDL_ALLOCATED_FIXED_SIZE, MDL_MAPPED_TO_SYSTEM_VA, MDL_PAGES_LOCKED,
+    MDL_SOURCE_IS_NONPAGED_POOL, PVOID,
 };
 
 const PAGE_SIZE: usize = 4096;
@@ -42,6 +43,8 @@ pub unsafe extern "system-unwind" fn IoAllocateMdl(
     Irp: *mut IRP,
 ) -> *mut MDL {
     let _ = ChargeQuota;
+    // WDK "IoAllocateMdl function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioallocatemdl): IRQL <=
+    // DISPATCH_LEVEL.
     irql::require_at_most(DISPATCH_LEVEL, "IoAllocateMdl");
     let machine = machine::current("IoAllocateMdl");
     let va = VirtualAddress as usize;
@@ -108,6 +111,9 @@ pub unsafe extern "system-unwind" fn IoAllocateMdl(
 /// # Safety
 /// `Mdl` must be a live MDL from `IoAllocateMdl`.
 pub unsafe extern "system-unwind" fn IoFreeMdl(Mdl: *mut MDL) {
+    // WDK "IoFreeMdl function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iofreemdl): IRQL <=
+    // DISPATCH_LEVEL. Freeing an MDL twice is named after "Bug Check 0xC2: BAD_POOL_CALLER"
+    // 0x07, freeing pool already freed (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc2--bad-pool-caller).
     irql::require_at_most(DISPATCH_LEVEL, "IoFreeMdl");
     let machine = machine::current("IoFreeMdl");
     let info = lock(&machine.mdls).live.remove(&(Mdl as usize));
@@ -126,6 +132,10 @@ pub unsafe extern "system-unwind" fn IoFreeMdl(Mdl: *mut MDL) {
 
 fn check_live(mdl: *mut MDL, function: &'static str) {
     let _ = machine::current(function);
+    // Host rule: the Mm MDL pages require an MDL from IoAllocateMdl (or built by the caller);
+    // a dead one is "Bug Check 0xC4: DRIVER_VERIFIER_DETECTED_VIOLATION"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc4--driver-verifier-detected-violation) here, stricter than
+    // Windows, which does not track MDLs.
     if !is_live(mdl) {
         bugcheck(
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
@@ -139,6 +149,9 @@ fn check_live(mdl: *mut MDL, function: &'static str) {
 /// # Safety
 /// `MemoryDescriptorList` must be a live MDL describing nonpaged memory.
 pub unsafe extern "system-unwind" fn MmBuildMdlForNonPagedPool(MemoryDescriptorList: *mut MDL) {
+    // WDK "MmBuildMdlForNonPagedPool function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-mmbuildmdlfornonpagedpool): IRQL <= DISPATCH_LEVEL; the MDL must
+    // describe nonpaged (or locked) memory, not pages already locked or mapped (0xC4 below).
     irql::require_at_most(DISPATCH_LEVEL, "MmBuildMdlForNonPagedPool");
     let mdl = MemoryDescriptorList;
     check_live(mdl, "MmBuildMdlForNonPagedPool");
@@ -154,6 +167,7 @@ pub unsafe extern "system-unwind" fn MmBuildMdlForNonPagedPool(MemoryDescriptorL
         .containing(va, len)
         .is_some_and(|(_, block)| block.paged);
     if paged {
+        // 0xC4 (bug-check-0xc4--driver-verifier-detected-violation) for an MDL over paged pool.
         bugcheck(
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
             format!("MmBuildMdlForNonPagedPool({mdl:p}) over paged pool at {va:#x}"),
@@ -161,6 +175,7 @@ pub unsafe extern "system-unwind" fn MmBuildMdlForNonPagedPool(MemoryDescriptorL
     }
     // SAFETY: live (checked).
     unsafe {
+        // Same page: its pages must not be locked or mapped by other means.
         if (*mdl).MdlFlags & (MDL_PAGES_LOCKED | MDL_MAPPED_TO_SYSTEM_VA) != 0 {
             bugcheck(
                 "DRIVER_VERIFIER_DETECTED_VIOLATION",
@@ -185,22 +200,43 @@ pub unsafe extern "system-unwind" fn MmMapLockedPagesSpecifyCache(
     BugCheckOnFailure: u32,
     Priority: u32,
 ) -> PVOID {
-    let _ = (
-        AccessMode,
-        CacheType,
-        RequestedAddress,
-        BugCheckOnFailure,
-        Priority,
+    let _ = (CacheType, RequestedAddress, BugCheckOnFailure, Priority);
+    let kernel_mode = AccessMode == 0;
+    // WDK "MmMapLockedPagesSpecifyCache function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-mmmaplockedpagesspecifycache): IRQL <= DISPATCH_LEVEL for
+    // KernelMode, <= APC_LEVEL for UserMode (the host has no user space and returns the
+    // buffer's own address either way).
+    irql::require_at_most(
+        if kernel_mode {
+            DISPATCH_LEVEL
+        } else {
+            APC_LEVEL
+        },
+        "MmMapLockedPagesSpecifyCache",
     );
-    irql::require_at_most(DISPATCH_LEVEL, "MmMapLockedPagesSpecifyCache");
     let mdl = MemoryDescriptorList;
     check_live(mdl, "MmMapLockedPagesSpecifyCache");
     // SAFETY: live (checked).
     unsafe {
         let flags = (*mdl).MdlFlags;
+        // WDK "MmBuildMdlForNonPagedPool function (wdm.h)"
+        // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-mmbuildmdlfornonpagedpool): drivers must not create further
+        // system-space mappings of such an MDL with MmMapLockedPagesSpecifyCache (undefined
+        // behaviour; MmGetSystemAddressForMdlSafe does not call it for them). Only a UserMode
+        // mapping is allowed; the host bugchecks a KernelMode one.
         if flags & MDL_SOURCE_IS_NONPAGED_POOL != 0 {
+            if kernel_mode {
+                bugcheck(
+                    "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                    format!(
+                        "MmMapLockedPagesSpecifyCache({mdl:p}, KernelMode) on an MDL built by \
+                         MmBuildMdlForNonPagedPool: it is already mapped"
+                    ),
+                );
+            }
             return crate::MmGetMdlVirtualAddress(mdl);
         }
+        // Same page: the MDL must describe locked-down pages.
         if flags & MDL_PAGES_LOCKED == 0 {
             bugcheck(
                 "DRIVER_VERIFIER_DETECTED_VIOLATION",

@@ -167,6 +167,10 @@ pub(crate) fn system_thread_body<R>(f: impl FnOnce() -> R) -> std::thread::Resul
         if panicked {
             return;
         }
+        // WDK "Bug Check 0xC8: IRQL_UNEXPECTED_VALUE"
+        // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc8--irql-unexpected-value): a thread routine must end at
+        // the PASSIVE_LEVEL it started at (PsCreateSystemThread page: it runs at
+        // PASSIVE_LEVEL).
         let irql = irql::current();
         if irql != PASSIVE_LEVEL {
             bugcheck(
@@ -174,6 +178,8 @@ pub(crate) fn system_thread_body<R>(f: impl FnOnce() -> R) -> std::thread::Resul
                 format!("system thread ended at IRQL {irql}"),
             );
         }
+        // Host rule (see irql::lower): no WDK bug check page carries this name; Windows
+        // would hang or raise 0xC8 later. Stricter and immediate.
         let held = irql::held_locks();
         if !held.is_empty() {
             bugcheck(
@@ -206,6 +212,8 @@ pub unsafe extern "system-unwind" fn PsCreateSystemThread(
     StartContext: PVOID,
 ) -> NTSTATUS {
     let _ = (DesiredAccess, ObjectAttributes, ProcessHandle);
+    // WDK "PsCreateSystemThread function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-pscreatesystemthread): IRQL = PASSIVE_LEVEL.
     irql::require_at_most(PASSIVE_LEVEL, "PsCreateSystemThread");
     let machine = machine::current("PsCreateSystemThread");
     let Some(routine) = StartRoutine else {
@@ -296,17 +304,18 @@ pub unsafe extern "system-unwind" fn PsCreateSystemThread(
 /// # Safety
 /// Only on a system thread; nothing on its stack may need dropping for soundness.
 pub unsafe extern "system-unwind" fn PsTerminateSystemThread(ExitStatus: NTSTATUS) -> NTSTATUS {
+    // WDK "PsTerminateSystemThread function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-psterminatesystemthread): IRQL = PASSIVE_LEVEL; if the thread
+    // cannot be terminated (it is not a system thread) the routine returns an error status.
     irql::require_at_most(PASSIVE_LEVEL, "PsTerminateSystemThread");
     if !SYSTEM_THREAD.with(Cell::get) {
-        bugcheck(
-            "INVALID_PARAMETER",
-            "PsTerminateSystemThread called on a thread that is not a system thread".into(),
-        );
+        return crate::STATUS_INVALID_PARAMETER;
     }
     let _ = ExitStatus;
     if verifier::in_driver_callback() {
         // Called from the driver's start routine (extern "system"), which nothing can unwind
         // through: end the thread's kernel life here and park its host thread for good.
+        // Host rule, as in system_thread_body: recorded, not raised (nothing can unwind here).
         let held = irql::held_locks();
         if !held.is_empty() {
             verifier::record(
@@ -323,6 +332,9 @@ pub unsafe extern "system-unwind" fn PsTerminateSystemThread(ExitStatus: NTSTATU
                 std::thread::park();
             }
         }
+        // Same page: "The driver must not terminate any threads that the system or other
+        // drivers created." Windows would end that thread; the host bugchecks under a name of
+        // its own (stricter; no WDK bug check page).
         bugcheck(
             "INVALID_PARAMETER",
             "PsTerminateSystemThread from driver code on a thread the driver did not create".into(),
@@ -344,6 +356,8 @@ pub unsafe extern "system-unwind" fn ObReferenceObjectByHandle(
     HandleInformation: PVOID,
 ) -> NTSTATUS {
     let _ = (DesiredAccess, ObjectType, AccessMode, HandleInformation);
+    // WDK "ObReferenceObjectByHandle function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-obreferenceobjectbyhandle): IRQL = PASSIVE_LEVEL.
     irql::require_at_most(PASSIVE_LEVEL, "ObReferenceObjectByHandle");
     let machine = machine::current("ObReferenceObjectByHandle");
     let mut objects = lock(&machine.objects);
@@ -364,6 +378,10 @@ pub unsafe extern "system-unwind" fn ObReferenceObjectByHandle(
 /// # Safety
 /// `Object` must be an object the caller holds a reference to.
 pub unsafe extern "system-unwind" fn ObfDereferenceObject(Object: PVOID) -> isize {
+    // WDK "ObDereferenceObject macro (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-obdereferenceobject),
+    // which calls ObfDereferenceObject: IRQL <= DISPATCH_LEVEL. A dereference with no
+    // reference held is "Bug Check 0x18: REFERENCE_BY_POINTER"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x18--reference-by-pointer).
     irql::require_at_most(DISPATCH_LEVEL, "ObfDereferenceObject");
     let machine = machine::current("ObfDereferenceObject");
     let left = lock(&machine.objects).dereference(Object as usize);
@@ -381,6 +399,9 @@ pub unsafe extern "system-unwind" fn ObfDereferenceObject(Object: PVOID) -> isiz
 /// # Safety
 /// None beyond the IRQL rule (checked).
 pub unsafe extern "system-unwind" fn ZwClose(Handle: HANDLE) -> NTSTATUS {
+    // WDK "ZwClose function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-zwclose): IRQL = PASSIVE_LEVEL.
+    // Closing an invalid handle is "Bug Check 0x93: INVALID_KERNEL_HANDLE"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x93--invalid-kernel-handle).
     irql::require_at_most(PASSIVE_LEVEL, "ZwClose");
     let machine = machine::current("ZwClose");
     let mut objects = lock(&machine.objects);

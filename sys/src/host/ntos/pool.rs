@@ -13,9 +13,9 @@ use super::irql;
 use super::machine::{self, lock};
 use super::verifier::bugcheck;
 use crate::{
-    APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL, POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE,
-    POOL_FLAG_PAGED, POOL_FLAG_UNINITIALIZED, POOL_FLAGS, POOL_TYPE, PVOID, PagedPool, SIZE_T,
-    UNICODE_STRING,
+    APC_LEVEL, DISPATCH_LEVEL, KIRQL, PASSIVE_LEVEL, POOL_FLAG_NON_PAGED,
+    POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, POOL_FLAG_UNINITIALIZED, POOL_FLAGS, POOL_TYPE,
+    PVOID, PagedPool, SIZE_T, UNICODE_STRING,
 };
 
 /// One allocation.
@@ -53,9 +53,39 @@ pub(crate) fn tag_text(tag: u32) -> String {
         .collect()
 }
 
+// WDK "Bug Check 0xC2: BAD_POOL_CALLER"
+// (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc2--bad-pool-caller):
+// parameter 1 = 0x08 allocating pool at an invalid IRQL, 0x09 freeing it at one. Windows raises
+// BAD_POOL_CALLER here (Driver Verifier reports the same as 0xC4 0x01/0x02/0x11/0x12), not
+// IRQL_NOT_LESS_OR_EQUAL.
+fn require_pool_irql(max: KIRQL, function: &'static str, what: &str) {
+    let irql = irql::current();
+    if irql > max {
+        bugcheck(
+            "BAD_POOL_CALLER",
+            format!("{function} {what} at IRQL {irql}; its maximum is {max}"),
+        );
+    }
+}
+
 fn allocate(bytes: usize, tag: u32, paged: bool, zero: bool, function: &'static str) -> PVOID {
-    irql::require_at_most(if paged { APC_LEVEL } else { DISPATCH_LEVEL }, function);
+    // WDK "ExAllocatePoolWithTag function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exallocatepoolwithtag) and
+    // "ExAllocatePool2 function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exallocatepool2): IRQL <=
+    // DISPATCH_LEVEL for nonpaged pool, <= APC_LEVEL for paged pool; BAD_POOL_CALLER 0x08.
+    require_pool_irql(
+        if paged { APC_LEVEL } else { DISPATCH_LEVEL },
+        function,
+        if paged {
+            "allocates paged pool"
+        } else {
+            "allocates nonpaged pool"
+        },
+    );
     let machine = machine::current(function);
+    // Looser than Driver Verifier: a zero-byte request (0xC4 0x00, 0xC2 0x00) is served as
+    // one byte, as Windows does without the verifier.
     let Ok(layout) = Layout::from_size_align(bytes.max(1), 16) else {
         return core::ptr::null_mut();
     };
@@ -95,11 +125,22 @@ pub unsafe extern "system-unwind" fn ExAllocatePoolWithTag(
     Tag: u32,
 ) -> PVOID {
     let paged = PoolType & 1 == PagedPool;
+    // WDK "Bug Check 0xC2: BAD_POOL_CALLER"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc2--bad-pool-caller):
+    // parameter 1 = 0x9B, an allocation with a tag of zero; the ExAllocatePoolWithTag page asks
+    // for a non-zero tag.
+    if Tag == 0 {
+        bugcheck(
+            "BAD_POOL_CALLER",
+            format!("ExAllocatePoolWithTag({NumberOfBytes} bytes) with a tag of zero"),
+        );
+    }
     allocate(NumberOfBytes, Tag, paged, false, "ExAllocatePoolWithTag")
 }
 
 /// Host implementation of `ExAllocatePool2`, returned by `MmGetSystemRoutineAddress`: zeroed
-/// unless `POOL_FLAG_UNINITIALIZED`. IRQL <= `DISPATCH_LEVEL` for nonpaged pool.
+/// unless `POOL_FLAG_UNINITIALIZED`; null for a zero tag or invalid flags. IRQL <=
+/// `DISPATCH_LEVEL` for nonpaged pool.
 ///
 /// # Safety
 /// None beyond the IRQL rule (checked).
@@ -110,13 +151,12 @@ pub unsafe extern "system" fn ExAllocatePool2(
     Tag: u32,
 ) -> PVOID {
     let kinds = Flags & (POOL_FLAG_NON_PAGED | POOL_FLAG_NON_PAGED_EXECUTE | POOL_FLAG_PAGED);
+    // WDK "ExAllocatePool2 function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exallocatepool2): a tag of 0
+    // or invalid POOL_FLAGS make it return NULL (it raises only with POOL_FLAG_RAISE_ON_FAILURE,
+    // which no caller here uses), so the host returns NULL rather than bugchecking.
     if kinds.count_ones() != 1 || Tag == 0 {
-        bugcheck(
-            "BAD_POOL_CALLER",
-            format!(
-                "ExAllocatePool2 with flags {Flags:#x} and tag {Tag:#x}: exactly one pool type and a non-zero tag are required"
-            ),
-        );
+        return core::ptr::null_mut();
     }
     let zero = Flags & POOL_FLAG_UNINITIALIZED == 0;
     allocate(
@@ -133,9 +173,15 @@ pub unsafe extern "system" fn ExAllocatePool2(
 /// # Safety
 /// `P` must be an allocation from this pool, freed once, with its tag.
 pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
-    irql::require_at_most(DISPATCH_LEVEL, "ExFreePoolWithTag");
+    // WDK "ExFreePoolWithTag function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exfreepoolwithtag): IRQL <=
+    // DISPATCH_LEVEL; BAD_POOL_CALLER 0x09 (bug-check-0xc2--bad-pool-caller).
+    require_pool_irql(DISPATCH_LEVEL, "ExFreePoolWithTag", "frees pool");
     let machine = machine::current("ExFreePoolWithTag");
     let mut pool = lock(&machine.pool);
+    // WDK "Bug Check 0xC2: BAD_POOL_CALLER"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc2--bad-pool-caller): 0x07 freeing pool already freed,
+    // 0x46 freeing an invalid pool address.
     let Some(block) = pool.live.remove(&(P as usize)) else {
         drop(pool);
         bugcheck(
@@ -143,6 +189,8 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
             format!("ExFreePoolWithTag({P:p}): not a live pool allocation (freed twice?)"),
         );
     };
+    // Same page, 0x0A: freeing pool with the wrong tag (ExFreePoolWithTag page: the tag
+    // passed when the block was allocated).
     if block.tag != Tag {
         let (had, given) = (tag_text(block.tag), tag_text(Tag));
         pool.live.insert(P as usize, block);
@@ -155,6 +203,9 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
     let (start, end) = (P as usize, P as usize + block.layout.size());
     let timers = machine.timers.armed_in(start, end);
     let dpcs = machine.dpcs.queued_in(start, end);
+    // WDK "Bug Check 0xC7: TIMER_OR_DPC_INVALID"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc7--timer-or-dpc-invalid): a kernel timer or DPC in memory
+    // being freed.
     if !timers.is_empty() || !dpcs.is_empty() {
         pool.live.insert(P as usize, block);
         drop(pool);
@@ -166,10 +217,14 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
             ),
         );
     }
+    // WDK "ExFreePoolWithTag function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exfreepoolwithtag): a caller
+    // at DISPATCH_LEVEL must have allocated nonpaged pool, otherwise IRQL <= APC_LEVEL;
+    // BAD_POOL_CALLER 0x09 (bug-check-0xc2--bad-pool-caller).
     if block.paged && irql::current() > APC_LEVEL {
         pool.live.insert(P as usize, block);
         drop(pool);
-        irql::require_at_most(APC_LEVEL, "ExFreePoolWithTag (paged pool)");
+        require_pool_irql(APC_LEVEL, "ExFreePoolWithTag", "frees paged pool");
         return;
     }
     drop(pool);
@@ -190,6 +245,8 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
 pub unsafe extern "system-unwind" fn MmGetSystemRoutineAddress(
     SystemRoutineName: *mut UNICODE_STRING,
 ) -> PVOID {
+    // WDK "MmGetSystemRoutineAddress function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-mmgetsystemroutineaddress): IRQL = PASSIVE_LEVEL.
     irql::require_at_most(PASSIVE_LEVEL, "MmGetSystemRoutineAddress");
     // SAFETY: the caller guarantees a valid counted string.
     let name = String::from_utf16_lossy(unsafe { (*SystemRoutineName).as_wide() });

@@ -148,6 +148,8 @@ pub unsafe extern "system-unwind" fn ZwOpenKey(
     ObjectAttributes: *mut OBJECT_ATTRIBUTES,
 ) -> NTSTATUS {
     let _ = DesiredAccess;
+    // WDK "ZwOpenKey function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-zwopenkey): IRQL =
+    // PASSIVE_LEVEL.
     irql::require_at_most(PASSIVE_LEVEL, "ZwOpenKey");
     let machine = machine::current("ZwOpenKey");
     // SAFETY: the caller guarantees valid attributes and name.
@@ -193,6 +195,8 @@ pub unsafe extern "system-unwind" fn ZwQueryValueKey(
     Length: u32,
     ResultLength: *mut u32,
 ) -> NTSTATUS {
+    // WDK "ZwQueryValueKey function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-zwqueryvaluekey): IRQL =
+    // PASSIVE_LEVEL.
     irql::require_at_most(PASSIVE_LEVEL, "ZwQueryValueKey");
     let machine = machine::current("ZwQueryValueKey");
     if KeyValueInformationClass != KeyValuePartialInformation {

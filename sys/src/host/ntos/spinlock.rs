@@ -43,6 +43,9 @@ pub(crate) unsafe fn acquire(lock: *mut KSPIN_LOCK, function: &'static str) {
     let me = token();
     // SAFETY: forwarded contract.
     let word = unsafe { word(lock) };
+    // WDK "Bug Check 0xF: SPIN_LOCK_ALREADY_OWNED"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xf--spin-lock-already-owned): acquiring a spin lock the
+    // processor already holds (Windows deadlocks or bugchecks; the host always bugchecks).
     if word.load(Ordering::Relaxed) == me {
         bugcheck(
             "SPIN_LOCK_ALREADY_OWNED",
@@ -73,6 +76,10 @@ pub(crate) unsafe fn release(lock: *mut KSPIN_LOCK, function: &'static str) {
     let me = token();
     // SAFETY: forwarded contract.
     let word = unsafe { word(lock) };
+    // WDK "Bug Check 0x10: SPIN_LOCK_NOT_OWNED"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x10--spin-lock-not-owned): releasing a spin lock not held.
+    // The host also requires the releasing thread to be the acquiring one (stricter: Windows
+    // only checks that the lock is held).
     if word.load(Ordering::Relaxed) != me || !irql::note_released(lock as usize) {
         bugcheck(
             "SPIN_LOCK_NOT_OWNED",
@@ -99,6 +106,8 @@ pub(crate) fn force_release_held() {
 pub unsafe extern "system-unwind" fn KeAcquireSpinLockRaiseToDpc(
     SpinLock: *mut KSPIN_LOCK,
 ) -> KIRQL {
+    // WDK "KeAcquireSpinLockRaiseToDpc function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keacquirespinlockraisetodpc): IRQL <= DISPATCH_LEVEL.
     irql::require_at_most(DISPATCH_LEVEL, "KeAcquireSpinLockRaiseToDpc");
     let old = irql::raise(DISPATCH_LEVEL);
     // SAFETY: forwarded contract.
@@ -111,6 +120,8 @@ pub unsafe extern "system-unwind" fn KeAcquireSpinLockRaiseToDpc(
 /// # Safety
 /// `SpinLock` must be a live `KSPIN_LOCK` the caller holds.
 pub unsafe extern "system-unwind" fn KeReleaseSpinLock(SpinLock: *mut KSPIN_LOCK, NewIrql: KIRQL) {
+    // WDK "KeReleaseSpinLock function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kereleasespinlock):
+    // IRQL = DISPATCH_LEVEL.
     irql::require_dispatch("KeReleaseSpinLock");
     // SAFETY: forwarded contract.
     unsafe { release(SpinLock, "KeReleaseSpinLock") };
@@ -122,6 +133,8 @@ pub unsafe extern "system-unwind" fn KeReleaseSpinLock(SpinLock: *mut KSPIN_LOCK
 /// # Safety
 /// `SpinLock` must be a live, initialised `KSPIN_LOCK`.
 pub unsafe extern "system-unwind" fn KeAcquireSpinLockAtDpcLevel(SpinLock: *mut KSPIN_LOCK) {
+    // WDK "KeAcquireSpinLockAtDpcLevel function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keacquirespinlockatdpclevel): IRQL >= DISPATCH_LEVEL.
     irql::require_at_least(DISPATCH_LEVEL, "KeAcquireSpinLockAtDpcLevel");
     // SAFETY: forwarded contract.
     unsafe { acquire(SpinLock, "KeAcquireSpinLockAtDpcLevel") };
@@ -132,6 +145,8 @@ pub unsafe extern "system-unwind" fn KeAcquireSpinLockAtDpcLevel(SpinLock: *mut 
 /// # Safety
 /// `SpinLock` must be a live `KSPIN_LOCK` the caller holds.
 pub unsafe extern "system-unwind" fn KeReleaseSpinLockFromDpcLevel(SpinLock: *mut KSPIN_LOCK) {
+    // WDK "KeReleaseSpinLockFromDpcLevel function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kereleasespinlockfromdpclevel): IRQL >= DISPATCH_LEVEL.
     irql::require_at_least(DISPATCH_LEVEL, "KeReleaseSpinLockFromDpcLevel");
     // SAFETY: forwarded contract.
     unsafe { release(SpinLock, "KeReleaseSpinLockFromDpcLevel") };

@@ -34,6 +34,14 @@ fn pool_routines_track_tags_and_exallocatepool2_zeroes() {
                 "ExAllocatePool2 zeroes"
             );
             crate::ExFreePoolWithTag(zeroed.cast(), TAG);
+            assert!(
+                f(crate::POOL_FLAG_NON_PAGED, 32, 0).is_null(),
+                "a zero tag: NULL"
+            );
+            assert!(
+                f(crate::POOL_FLAG_NON_PAGED | crate::POOL_FLAG_PAGED, 32, TAG).is_null(),
+                "two pool types: NULL"
+            );
             let other: Vec<u16> = "NoSuchRoutine".encode_utf16().collect();
             let mut other = UNICODE_STRING::from_wide(&other[..]);
             assert!(crate::MmGetSystemRoutineAddress(&raw mut other).is_null());
@@ -63,7 +71,7 @@ fn freeing_pool_twice_or_with_the_wrong_tag_bugchecks() {
         unsafe { crate::ExFreePoolWithTag(p, TAG) }
     });
     take(&kernel, &["BAD_POOL_CALLER", "BAD_POOL_CALLER"]);
-    expect_bugcheck("IRQL_NOT_LESS_OR_EQUAL", || {
+    expect_bugcheck("BAD_POOL_CALLER", || {
         kernel.on_kernel_thread(|| {
             let _ = crate::host::ntos::irql::raise(crate::DISPATCH_LEVEL);
             // SAFETY: paged pool at DISPATCH_LEVEL is the violation under test.
@@ -71,7 +79,11 @@ fn freeing_pool_twice_or_with_the_wrong_tag_bugchecks() {
             p as usize
         });
     });
-    take(&kernel, &["IRQL_NOT_LESS_OR_EQUAL"]);
+    expect_bugcheck("BAD_POOL_CALLER", || {
+        // SAFETY: a zero tag is the violation under test.
+        unsafe { crate::ExAllocatePoolWithTag(NonPagedPoolNx, 16, 0) }
+    });
+    take(&kernel, &["BAD_POOL_CALLER", "BAD_POOL_CALLER"]);
     assert!(kernel.check_leaks().is_clean());
 }
 
