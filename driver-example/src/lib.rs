@@ -5,6 +5,7 @@
 //! driver itself is [`DriverEntry`] and its unload routine; the service is in [`echo`], the
 //! settings in [`config`]. Like the examples in `wsk-net`'s docs, it never touches an IRP,
 //! a completion routine or an `NTSTATUS` beyond its entry point's return value.
+//! How the crates fit together: `docs/ARCHITECTURE.md` in the repository.
 #![no_std]
 
 pub mod config;

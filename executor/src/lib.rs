@@ -10,6 +10,7 @@
 //! - [`yield_now`]: let other tasks run.
 //!
 //! Tasks live in static [`TaskPool`]s; no heap is needed.
+//! How the crates fit together: `docs/ARCHITECTURE.md` in the repository.
 //!
 //! ```ignore
 //! static RUNNER: Runner = Runner::new(Budget::DEFAULT);

@@ -4,6 +4,7 @@
 //! routine (which records the result, wakes the task and returns
 //! `STATUS_MORE_PROCESSING_REQUIRED`), and keeps every buffer, MDL and IRP alive until WSK is
 //! done with it, even when a future is dropped mid-flight.
+//! How the crates fit together: `docs/ARCHITECTURE.md` in the repository.
 //!
 //! The echo loop (RFC 862), the whole of a connection handler:
 //!

@@ -11,6 +11,7 @@
 //! against two independent header sets (mingw-w64's ddk and Wine's) by the layout probe
 //! (`cargo xtask layout-probe`). Nothing here knows about async; that is `wsk-executor`'s and
 //! `wsk-net`'s business.
+//! How the crates fit together: `docs/ARCHITECTURE.md` in the repository.
 #![no_std]
 #![allow(
     non_snake_case,
