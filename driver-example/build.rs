@@ -1,4 +1,4 @@
-//! Links the Windows build as a native kernel driver (WINE.md: "Driver link arguments").
+//! Links the Windows build as a native kernel driver: NT-native subsystem, `DriverEntry` entry point, no CRT.
 //! Only the windows-msvc target gets these; the host build is an ordinary library.
 
 fn main() {

@@ -9,7 +9,7 @@
 //! Names are the WDK's (`IRP`, `IoAllocateIrp`, `Irp.Tail.Overlay.CurrentStackLocation`) so that
 //! the documentation and the C headers read across directly. Every struct and field is checked
 //! against two independent header sets (mingw-w64's ddk and Wine's) by the layout probe
-//! (`cargo xtask layout-probe`). Nothing here knows about async; that is `wsk-executor`'s and
+//! (`cargo test -p wsk-sys --test layout`, part of `cargo xtask test`). Nothing here knows about async; that is `wsk-executor`'s and
 //! `wsk-net`'s business.
 //! How the crates fit together: `docs/ARCHITECTURE.md` in the repository.
 #![no_std]
