@@ -49,7 +49,7 @@ std::thread_local! {
 /// aborts after printing the bugcheck. Every call from the kernel into driver code goes
 /// through here.
 ///
-/// While `f` runs, the machine counts it as driver code running: `Kernel::unload` raises
+/// While `f` runs, the machine counts it as driver code running: `Kernel::unload` records
 /// `DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS` if any is still running when
 /// `DriverUnload` has returned and the driver's device objects are released.
 pub(crate) fn in_callback<R>(f: impl FnOnce() -> R) -> R {
