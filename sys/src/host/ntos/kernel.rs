@@ -42,6 +42,18 @@ pub struct Config {
     /// Longest a DPC routine may run before `DPC_WATCHDOG_VIOLATION` is recorded (a record,
     /// not a stop). Default: 2 s.
     pub dpc_watchdog: Duration,
+    /// The cumulative DPC watchdog: longest a processor may run DPCs back to back, its DPC
+    /// queue never draining (so it never returns below `DISPATCH_LEVEL`), before
+    /// `DPC_WATCHDOG_VIOLATION` is recorded (a record, not a stop; Windows' limit is about
+    /// 120 s and stops the machine). `KeShouldYieldProcessor` turns TRUE at half of it.
+    /// Default: 5 s, so that a test catches a DPC that never lets its processor go.
+    pub dpc_cumulative_watchdog: Duration,
+    /// Fault injection: how long a processor waits between dequeuing a DPC and calling its
+    /// routine (an interrupt taken there on Windows). Default: zero.
+    pub dpc_dispatch_delay: Duration,
+    /// Whether `MmGetSystemRoutineAddress` finds `KeShouldYieldProcessor` (Windows 10 2004 and
+    /// later). Default: true; false plays an older kernel.
+    pub ke_should_yield_processor: bool,
 }
 
 impl Default for Config {
@@ -50,6 +62,9 @@ impl Default for Config {
             cpus: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             faults: Faults::default(),
             dpc_watchdog: Duration::from_secs(2),
+            dpc_cumulative_watchdog: Duration::from_secs(5),
+            dpc_dispatch_delay: Duration::ZERO,
+            ke_should_yield_processor: true,
         }
     }
 }
@@ -73,6 +88,29 @@ impl Config {
     #[must_use]
     pub fn with_dpc_watchdog(mut self, budget: Duration) -> Self {
         self.dpc_watchdog = budget;
+        self
+    }
+
+    /// Sets the cumulative DPC watchdog's limit (see [`Config::dpc_cumulative_watchdog`]).
+    #[must_use]
+    pub fn with_dpc_cumulative_watchdog(mut self, limit: Duration) -> Self {
+        self.dpc_cumulative_watchdog = limit;
+        self
+    }
+
+    /// Delays every DPC between its dequeuing and its routine (see
+    /// [`Config::dpc_dispatch_delay`]).
+    #[must_use]
+    pub fn with_dpc_dispatch_delay(mut self, delay: Duration) -> Self {
+        self.dpc_dispatch_delay = delay;
+        self
+    }
+
+    /// Whether `KeShouldYieldProcessor` is exported (see
+    /// [`Config::ke_should_yield_processor`]).
+    #[must_use]
+    pub fn with_ke_should_yield_processor(mut self, exported: bool) -> Self {
+        self.ke_should_yield_processor = exported;
         self
     }
 }
@@ -214,7 +252,13 @@ impl Kernel {
         }
         *booted = true;
         drop(booted);
-        let machine = Arc::new(Machine::new(config.cpus, config.dpc_watchdog));
+        let mut machine = Machine::new(config.cpus, config.dpc_watchdog);
+        machine.dpcs.configure(
+            config.dpc_cumulative_watchdog,
+            config.dpc_dispatch_delay,
+            config.ke_should_yield_processor,
+        );
+        let machine = Arc::new(machine);
         machine::install(Some(Arc::clone(&machine)));
         let mut threads = dpc::start_cpus(&machine);
         threads.push(timer::start(&machine));
@@ -310,7 +354,7 @@ impl Kernel {
     }
 
     /// Unloads a driver: calls its `DriverUnload` at `PASSIVE_LEVEL`, waits for the processors
-    /// to drain (`KeFlushQueuedDpcs`), then reports what is left (see [`UnloadReport`]).
+    /// to drain (see [`Kernel::check_leaks`]), then reports what is left (see [`UnloadReport`]).
     ///
     /// # Panics
     /// If `DriverUnload` panics (a bugcheck, say): the panic is resumed here.
@@ -352,15 +396,14 @@ impl Kernel {
         }
     }
 
-    /// Waits for the processors to drain (`KeFlushQueuedDpcs`), then reports every IRP, pool
+    /// Waits for the processors to drain (every DPC queued or running at the call has run), then
+    /// reports every IRP, pool
     /// allocation, MDL, armed timer, queued DPC, open handle, running system thread, WSK
     /// registration and socket still alive.
     #[must_use]
     pub fn check_leaks(&self) -> UnloadReport {
-        on_kernel_thread(|| {
-            // SAFETY: PASSIVE_LEVEL on a system thread.
-            unsafe { super::dpc::KeFlushQueuedDpcs() };
-        });
+        // More than KeFlushQueuedDpcs promises: DPCs running at the call finish too.
+        super::dpc::flush(&self.machine, true);
         let machine = &self.machine;
         let mut leaks = Vec::new();
         leaks.extend(irp::leaks(&lock(&machine.irps)));
@@ -390,6 +433,13 @@ impl Kernel {
     #[must_use = "take_bugchecks exists to examine them"]
     pub fn take_bugchecks(&self) -> Vec<Bugcheck> {
         core::mem::take(&mut *lock(&self.machine.bugchecks))
+    }
+
+    /// How many DPC routines the processors have called since boot: two readings show whether
+    /// any DPC routine started in between (after a driver's shutdown returned, say).
+    #[must_use]
+    pub fn dpc_routines_started(&self) -> u64 {
+        self.machine.dpcs.started()
     }
 
     /// Everything `DbgPrintEx` printed since boot.

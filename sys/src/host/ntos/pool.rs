@@ -181,8 +181,9 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
     }
 }
 
-/// Host implementation of `MmGetSystemRoutineAddress`: `ExAllocatePool2`, else null.
-/// `PASSIVE_LEVEL`.
+/// Host implementation of `MmGetSystemRoutineAddress`: `ExAllocatePool2` and
+/// `KeShouldYieldProcessor` (unless the kernel was booted without it, as an older Windows),
+/// else null. `PASSIVE_LEVEL`.
 ///
 /// # Safety
 /// `SystemRoutineName` must be a valid counted string.
@@ -194,6 +195,11 @@ pub unsafe extern "system-unwind" fn MmGetSystemRoutineAddress(
     let name = String::from_utf16_lossy(unsafe { (*SystemRoutineName).as_wide() });
     if name == "ExAllocatePool2" {
         let routine: unsafe extern "system" fn(POOL_FLAGS, SIZE_T, u32) -> PVOID = ExAllocatePool2;
+        routine as PVOID
+    } else if name == "KeShouldYieldProcessor"
+        && machine::try_current().is_some_and(|m| m.dpcs.should_yield_exported())
+    {
+        let routine: unsafe extern "system" fn() -> u32 = super::dpc::KeShouldYieldProcessor;
         routine as PVOID
     } else {
         core::ptr::null_mut()
