@@ -69,12 +69,11 @@ pub(crate) struct Dpcs {
 }
 
 /// DPC settings from the kernel's `Config`.
-#[derive(Clone, Copy)]
 struct Settings {
     /// Longest a processor may run DPCs back to back, its queue never draining.
     cumulative_watchdog: Duration,
-    /// Fault injection: time between dequeuing a DPC and calling its routine.
-    dispatch_delay: Duration,
+    /// Fault injection, per processor: time between dequeuing a DPC and calling its routine.
+    dispatch_delay: Vec<Duration>,
     /// Whether `MmGetSystemRoutineAddress` finds `KeShouldYieldProcessor`.
     should_yield_exported: bool,
 }
@@ -91,19 +90,19 @@ impl Dpcs {
             round_robin: AtomicUsize::new(0),
             settings: Settings {
                 cumulative_watchdog: Duration::MAX,
-                dispatch_delay: Duration::ZERO,
+                dispatch_delay: Vec::new(),
                 should_yield_exported: true,
             },
             started: AtomicU64::new(0),
         }
     }
 
-    /// Sets the cumulative DPC watchdog's limit, the dispatch delay (a fault to inject) and
-    /// whether `KeShouldYieldProcessor` is exported (before the processors start).
+    /// Sets the cumulative DPC watchdog's limit, the dispatch delays per processor (a fault to
+    /// inject) and whether `KeShouldYieldProcessor` is exported (before the processors start).
     pub(crate) fn configure(
         &mut self,
         cumulative_watchdog: Duration,
-        dispatch_delay: Duration,
+        dispatch_delay: Vec<Duration>,
         should_yield_exported: bool,
     ) {
         self.settings = Settings {
@@ -253,9 +252,9 @@ fn run_cpu(machine: &Machine, cpu: usize) {
             )
         };
         drop(state);
-        if !dpcs.settings.dispatch_delay.is_zero() {
+        if let Some(&delay) = dpcs.settings.dispatch_delay.get(cpu) {
             // Dequeued, not yet called: an interrupt here stretches the gap on Windows too.
-            std::thread::sleep(dpcs.settings.dispatch_delay);
+            std::thread::sleep(delay);
         }
         dpcs.started.fetch_add(1, Ordering::SeqCst);
         run_routine(machine, dpc, routine, context, arg1, arg2);

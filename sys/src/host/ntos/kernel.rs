@@ -48,9 +48,9 @@ pub struct Config {
     /// 120 s and stops the machine). `KeShouldYieldProcessor` turns TRUE at half of it.
     /// Default: 5 s, so that a test catches a DPC that never lets its processor go.
     pub dpc_cumulative_watchdog: Duration,
-    /// Fault injection: how long a processor waits between dequeuing a DPC and calling its
-    /// routine (an interrupt taken there on Windows). Default: zero.
-    pub dpc_dispatch_delay: Duration,
+    /// Fault injection: how long each processor (by index) waits between dequeuing a DPC and
+    /// calling its routine (an interrupt taken there on Windows). Default: none.
+    pub dpc_dispatch_delay: Vec<Duration>,
     /// Whether `MmGetSystemRoutineAddress` finds `KeShouldYieldProcessor` (Windows 10 2004 and
     /// later). Default: true; false plays an older kernel.
     pub ke_should_yield_processor: bool,
@@ -63,7 +63,7 @@ impl Default for Config {
             faults: Faults::default(),
             dpc_watchdog: Duration::from_secs(2),
             dpc_cumulative_watchdog: Duration::from_secs(5),
-            dpc_dispatch_delay: Duration::ZERO,
+            dpc_dispatch_delay: Vec::new(),
             ke_should_yield_processor: true,
         }
     }
@@ -98,11 +98,15 @@ impl Config {
         self
     }
 
-    /// Delays every DPC between its dequeuing and its routine (see
+    /// Delays every DPC on `processor` between its dequeuing and its routine (see
     /// [`Config::dpc_dispatch_delay`]).
     #[must_use]
-    pub fn with_dpc_dispatch_delay(mut self, delay: Duration) -> Self {
-        self.dpc_dispatch_delay = delay;
+    pub fn with_dpc_dispatch_delay(mut self, processor: usize, delay: Duration) -> Self {
+        if self.dpc_dispatch_delay.len() <= processor {
+            self.dpc_dispatch_delay
+                .resize(processor + 1, Duration::ZERO);
+        }
+        self.dpc_dispatch_delay[processor] = delay;
         self
     }
 
@@ -255,7 +259,7 @@ impl Kernel {
         let mut machine = Machine::new(config.cpus, config.dpc_watchdog);
         machine.dpcs.configure(
             config.dpc_cumulative_watchdog,
-            config.dpc_dispatch_delay,
+            config.dpc_dispatch_delay.clone(),
             config.ke_should_yield_processor,
         );
         let machine = Arc::new(machine);
