@@ -1,10 +1,15 @@
 //! Small wrappers for kernel objects in `static` storage: [`KernelCell`] for objects the kernel
-//! initialises and owns (`KDPC`, `KEVENT`, `KTIMER`), and [`SpinLock`] over a `KSPIN_LOCK`.
+//! initialises and owns (`KDPC`, `KEVENT`, `KTIMER`), [`SpinLock`] over a `KSPIN_LOCK`, and
+//! `KeShouldYieldProcessor` looked up at run time.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
-use wsk_sys::{KIRQL, KSPIN_LOCK, KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock};
+use wsk_sys::{
+    KIRQL, KSPIN_LOCK, KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock, MmGetSystemRoutineAddress,
+    UNICODE_STRING,
+};
 
 /// Storage for a kernel object that `Ke*Initialize*` fills in at run time and the kernel then
 /// mutates behind our back: only ever handed to the kernel as a raw pointer.
@@ -89,4 +94,51 @@ impl<T> Drop for SpinGuard<'_, T> {
         // SAFETY: we hold the lock, acquired with KeAcquireSpinLockRaiseToDpc from `previous`.
         unsafe { KeReleaseSpinLock(self.owner.lock.get(), self.previous) };
     }
+}
+
+/// `KeShouldYieldProcessor` (`LOGICAL KeShouldYieldProcessor(void)`), once looked up: 0 not yet,
+/// 1 absent (kernels before Windows 10 2004, Wine), else its address. Never a static import:
+/// a driver importing it would not load on older kernels.
+static SHOULD_YIELD_PROCESSOR: AtomicUsize = AtomicUsize::new(0);
+const ABSENT: usize = 1;
+
+/// Looks up `KeShouldYieldProcessor` with `MmGetSystemRoutineAddress` (once).
+///
+/// # IRQL
+/// `PASSIVE_LEVEL`.
+pub(crate) fn resolve_should_yield_processor() {
+    if SHOULD_YIELD_PROCESSOR.load(Ordering::Acquire) != 0 {
+        return;
+    }
+    let mut name = [0_u16; 22];
+    for (dst, src) in name.iter_mut().zip("KeShouldYieldProcessor".encode_utf16()) {
+        *dst = src;
+    }
+    let mut name = UNICODE_STRING::from_wide(&name);
+    // SAFETY: PASSIVE_LEVEL (the caller's contract); `name` is a valid counted string.
+    let routine = unsafe { MmGetSystemRoutineAddress(&raw mut name) };
+    let value = if routine.is_null() {
+        ABSENT
+    } else {
+        routine as usize
+    };
+    SHOULD_YIELD_PROCESSOR.store(value, Ordering::Release);
+}
+
+/// What `KeShouldYieldProcessor` says (TRUE: leave the work loop so the processor can drop
+/// below `DISPATCH_LEVEL`); `None` where the kernel lacks it or it was not looked up.
+///
+/// # IRQL
+/// `DISPATCH_LEVEL`.
+pub(crate) fn should_yield_processor() -> Option<bool> {
+    let routine = SHOULD_YIELD_PROCESSOR.load(Ordering::Acquire);
+    if routine <= ABSENT {
+        return None;
+    }
+    // SAFETY: the value came from MmGetSystemRoutineAddress("KeShouldYieldProcessor"), whose
+    // signature is `LOGICAL (void)` (LOGICAL = ULONG) with the system calling convention.
+    let routine =
+        unsafe { core::mem::transmute::<usize, unsafe extern "system" fn() -> u32>(routine) };
+    // SAFETY: documented for DISPATCH_LEVEL, where the caller is.
+    Some(unsafe { routine() } != 0)
 }

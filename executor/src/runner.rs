@@ -7,24 +7,39 @@
 //!   queued while it runs runs again, possibly on another CPU at the same time: the executor is
 //!   built for several pollers, so that is safe. One runner DPC, not one per processor: the
 //!   simplest design that is correct; per-processor queues are a possible later optimisation.
+//! - Leaving `DISPATCH_LEVEL`: a DPC queued again from a DPC runs on the same processor right
+//!   after the current one, so a runner that always has work (tasks that keep waking each
+//!   other) would keep its processor at `DISPATCH_LEVEL` for good: its threads never run and
+//!   Windows' cumulative DPC watchdog ends it in `DPC_WATCHDOG_VIOLATION` (0x133). So the
+//!   runner measures, per processor, how long its DPC has run back to back there, and once
+//!   `KeShouldYieldProcessor` says so (Windows 10 2004 and later; looked up at run time, never
+//!   imported) or the streak passes [`Budget::max_back_to_back`], it hands the rest to a
+//!   one-shot `KTIMER` whose DPC (the same routine) runs [`YIELD_DELAY`] later, taking back a
+//!   queued runner DPC first. Until then the processor's DPC queue can drain, so it drops below
+//!   `DISPATCH_LEVEL` and its threads run. Why a timer: it needs no device object (a work item
+//!   does) and no extra thread, keeps the tasks at `DISPATCH_LEVEL`, works with one processor,
+//!   and is the kernel's own way of saying "later"; the cost is up to one clock tick of latency,
+//!   paid only by a runner that already held its processor for the whole streak.
 //! - Passive: a system thread waits on a synchronization `KEVENT` that wakes set. For work that
 //!   must run at `PASSIVE_LEVEL`, and for kernels whose DPCs never run (Wine).
 
 use core::ffi::c_void;
 use core::future::Future;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use wsk_sys::{
-    Executive, FALSE, HANDLE, KDPC, KEVENT, KeFlushQueuedDpcs, KeGetCurrentIrql, KeInitializeDpc,
-    KeInitializeEvent, KeInsertQueueDpc, KeRemoveQueueDpc, KeSetEvent, KeWaitForSingleObject,
-    KernelMode, NT_SUCCESS, NTSTATUS, NotificationEvent, ObReferenceObjectByHandle,
-    ObfDereferenceObject, PASSIVE_LEVEL, PVOID, PsCreateSystemThread, PsTerminateSystemThread,
-    STATUS_SUCCESS, SynchronizationEvent, THREAD_ALL_ACCESS, ZwClose,
+    Executive, FALSE, HANDLE, KDPC, KEVENT, KTIMER, KeCancelTimer, KeDelayExecutionThread,
+    KeFlushQueuedDpcs, KeGetCurrentIrql, KeGetCurrentProcessorNumberEx, KeInitializeDpc,
+    KeInitializeEvent, KeInitializeTimerEx, KeInsertQueueDpc, KeRemoveQueueDpc, KeSetEvent,
+    KeSetTimerEx, KeWaitForSingleObject, KernelMode, NT_SUCCESS, NTSTATUS, NotificationEvent,
+    NotificationTimer, ObReferenceObjectByHandle, ObfDereferenceObject, PASSIVE_LEVEL, PVOID,
+    PsCreateSystemThread, PsTerminateSystemThread, STATUS_SUCCESS, SynchronizationEvent,
+    THREAD_ALL_ACCESS, ZwClose,
 };
 
-use crate::kernel::KernelCell;
+use crate::kernel::{KernelCell, resolve_should_yield_processor, should_yield_processor};
 use crate::raw::{Executor, JoinHandle, Pender, SpawnError, TaskPool};
 use crate::time::BudgetDeadline;
 use crate::timer::TimerQueue;
@@ -46,15 +61,32 @@ pub struct Budget {
     /// Time per run, on the precise clock (checked after each poll; one slow poll can exceed
     /// it).
     pub max_time: Duration,
+    /// DPC runner: longest its DPC may run back to back on one processor (run after run, the
+    /// processor never dropping below `DISPATCH_LEVEL`) before the rest of the work is handed
+    /// to a timer [`YIELD_DELAY`] ahead, so that the processor's threads run. Measured on the
+    /// interrupt-time clock, so on Windows in clock ticks (0.5 to 15.6 ms). Where the kernel
+    /// has `KeShouldYieldProcessor`, the runner also hands off whenever it says so.
+    /// `Duration::MAX`: only `KeShouldYieldProcessor` decides.
+    pub max_back_to_back: Duration,
 }
 
 impl Budget {
-    /// 64 polls or 100 µs per run, the usual guidance for a DPC.
+    /// 64 polls or 100 µs per run, the usual guidance for a DPC; at most 2 ms back to back on a
+    /// processor (a fraction of a scheduling quantum; far below the DPC watchdogs).
     pub const DEFAULT: Self = Self {
         max_polls: 64,
         max_time: Duration::from_micros(100),
+        max_back_to_back: Duration::from_millis(2),
     };
 }
+
+/// How far ahead the DPC runner's yield timer fires when it hands work off: on Windows, the
+/// next clock tick or the one after (due times round up to ticks).
+pub const YIELD_DELAY: Duration = Duration::from_millis(1);
+
+/// Processors whose back-to-back streaks are tracked apart (more share slots, which only makes
+/// the runner yield early).
+const STREAK_SLOTS: usize = 64;
 
 /// Why [`Runner::start`] failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +139,21 @@ pub struct Runner {
     kind: AtomicU8,
     /// The runner's DPC (DPC kind).
     dpc: KernelCell<KDPC>,
+    /// Instances of the DPC routine that may still run (DPC kind): each counted from before it
+    /// is queued (`KeInsertQueueDpc`) or armed (the yield timer) until its routine's last act,
+    /// and uncounted when the queueing fails or shutdown takes it back. See `shutdown`.
+    dpc_instances: AtomicUsize,
+    /// Set by shutdown once every task is dropped: no DPC instance is queued from then on.
+    dpcs_closed: AtomicBool,
+    /// The one-shot timer work is handed to when the DPC has held a processor long enough.
+    yield_timer: KernelCell<KTIMER>,
+    /// The yield timer's DPC: the same routine as `dpc`.
+    yield_dpc: KernelCell<KDPC>,
+    /// The yield timer is armed, or its DPC has not entered its routine yet.
+    yield_pending: AtomicBool,
+    /// Per processor (modulo [`STREAK_SLOTS`]): interrupt time at which the runner's DPC began
+    /// running back to back there; 0 when it is not.
+    streaks: [AtomicU64; STREAK_SLOTS],
     /// Set by wakes (passive kind); a synchronization event.
     wake_event: KernelCell<KEVENT>,
     /// Set once the executor is closed and every task dropped; a notification event.
@@ -132,6 +179,12 @@ impl Runner {
             state: AtomicU8::new(NEW),
             kind: AtomicU8::new(KIND_DPC),
             dpc: KernelCell::zeroed(),
+            dpc_instances: AtomicUsize::new(0),
+            dpcs_closed: AtomicBool::new(false),
+            yield_timer: KernelCell::zeroed(),
+            yield_dpc: KernelCell::zeroed(),
+            yield_pending: AtomicBool::new(false),
+            streaks: [const { AtomicU64::new(0) }; STREAK_SLOTS],
             wake_event: KernelCell::zeroed(),
             drained_event: KernelCell::zeroed(),
             thread: AtomicPtr::new(ptr::null_mut()),
@@ -184,10 +237,13 @@ impl Runner {
         // DPC's context is the runner, which `runner_dpc` expects.
         unsafe {
             KeInitializeDpc(self.dpc.get(), Some(runner_dpc), context);
+            KeInitializeTimerEx(self.yield_timer.get(), NotificationTimer);
+            KeInitializeDpc(self.yield_dpc.get(), Some(runner_dpc), context);
             KeInitializeEvent(self.wake_event.get(), SynchronizationEvent, FALSE);
             KeInitializeEvent(self.drained_event.get(), NotificationEvent, FALSE);
         }
         self.timers.init();
+        resolve_should_yield_processor();
         self.executor
             .set_timer_queue(ptr::from_ref(&self.timers).cast());
         self.kind.store(
@@ -290,8 +346,26 @@ impl Runner {
 
     /// Shuts the runner down: spawning fails from now on, every task's future is dropped on the
     /// runner (which cancels what it was waiting for), then waits until all are dropped and the
-    /// runner's DPCs, timer and thread are quiescent. When it returns, no code of this runner
-    /// runs again, and the runner cannot be restarted. A second call returns at once.
+    /// runner's DPCs, timers and thread are quiescent. The runner cannot be restarted. A second
+    /// call returns at once.
+    ///
+    /// What "quiescent" covers, exactly (`KeFlushQueuedDpcs` only waits for DPCs *queued* when
+    /// it is called, not for one already dequeued and running, per its WDK page):
+    /// - The runner's DPC (and its yield timer's): every instance is counted from before it is
+    ///   queued or armed until the last act of its routine, so when the count is zero none is
+    ///   queued, armed, dequeued-but-not-yet-called or running, and none can be queued again
+    ///   (wakes after the drain queue nothing). Shutdown takes back what is still queued or armed
+    ///   (`KeRemoveQueueDpc`, `KeCancelTimer`) and waits, at `PASSIVE_LEVEL`, polling with
+    ///   `KeDelayExecutionThread`, for the count to reach zero.
+    /// - The sleep timer's DPC: a count of routines inside (entry to last act), likewise waited
+    ///   for after the `KTIMER` is cancelled; a timer DPC that the kernel already dequeued but
+    ///   has not yet called is not visible to the driver, and `KeFlushQueuedDpcs` does not
+    ///   promise to wait for it.
+    /// - What no counter can cover: the few instructions of a routine after its decrement (its
+    ///   return to the kernel). `KeFlushQueuedDpcs` is called last; in practice Windows runs on
+    ///   each processor with queued DPCs, but the documentation does not promise more than the
+    ///   queued ones. Code that must be gone before the image unmaps (`DriverUnload` returning)
+    ///   has no stronger documented tool for DPCs.
     ///
     /// It waits for the runner to drop the tasks, so it must not be called from one of the
     /// runner's own tasks. A DPC runner under a kernel whose DPCs never run never finishes.
@@ -337,17 +411,120 @@ impl Runner {
         }
         self.timers.close();
         match self.kind() {
-            RunnerKind::Dpc => {
-                // SAFETY: initialised DPC in the 'static runner.
-                unsafe { KeRemoveQueueDpc(self.dpc.get()) };
-            }
+            RunnerKind::Dpc => self.stop_dpcs(),
             RunnerKind::Passive => self.stop_passive_thread(),
         }
-        // Waits for any instance of the runner's or the timer's DPC still running elsewhere.
+        self.timers.wait_for_dpc();
+        // Last: a DPC of ours still queued (none should be) runs to completion first.
         // SAFETY: PASSIVE_LEVEL.
         unsafe { KeFlushQueuedDpcs() };
         debug_assert_eq!(self.timers.pending(), 0, "a sleep outlived its task");
         self.state.store(STOPPED, Ordering::Release);
+    }
+
+    /// Stops the DPC kind's DPCs: no instance is queued from now on, queued and armed ones are
+    /// taken back, and it waits until every counted instance has run its routine to the end.
+    fn stop_dpcs(&self) {
+        self.dpcs_closed.store(true, Ordering::SeqCst);
+        // SAFETY: initialised DPCs and timer in the 'static runner.
+        unsafe {
+            if KeRemoveQueueDpc(self.dpc.get()) != FALSE {
+                self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
+            }
+            // Cancelled before it fired: its DPC will not be queued.
+            if KeCancelTimer(self.yield_timer.get()) != FALSE {
+                self.yield_pending.store(false, Ordering::Release);
+                self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
+            }
+            if KeRemoveQueueDpc(self.yield_dpc.get()) != FALSE {
+                self.yield_pending.store(false, Ordering::Release);
+                self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        wait_until_zero(&self.dpc_instances);
+    }
+
+    /// Queues the runner's DPC (counted), unless shutdown closed the DPCs.
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL`.
+    fn queue_dpc(&self) {
+        // Counted first: shutdown either sees the count or we see its `dpcs_closed`.
+        self.dpc_instances.fetch_add(1, Ordering::SeqCst);
+        if self.dpcs_closed.load(Ordering::SeqCst) {
+            self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        // SAFETY: initialised DPC; queueing an already queued DPC is a no-op (FALSE), queueing a
+        // running one runs it again.
+        let queued = unsafe { KeInsertQueueDpc(self.dpc.get(), ptr::null_mut(), ptr::null_mut()) };
+        if queued == FALSE {
+            // Already queued: that instance is counted already.
+            self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Arms the yield timer (counted) unless it is armed already or shutdown closed the DPCs.
+    ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL`.
+    fn arm_yield_timer(&self) {
+        if self.yield_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.dpc_instances.fetch_add(1, Ordering::SeqCst);
+        if self.dpcs_closed.load(Ordering::SeqCst) {
+            self.yield_pending.store(false, Ordering::Release);
+            self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let due = -i64::try_from(YIELD_DELAY.as_nanos() / 100).unwrap_or(i64::MAX);
+        // SAFETY: initialised timer and DPC in the 'static runner; not armed (`yield_pending`
+        // was clear, and the DPC clears it only once the timer fired and its DPC runs).
+        unsafe { KeSetTimerEx(self.yield_timer.get(), due, 0, self.yield_dpc.get()) };
+    }
+
+    /// After a run of the DPC on this processor: keeps going (queues the DPC again if work
+    /// remains), or, once the DPC has run back to back here long enough, hands the work to the
+    /// yield timer so the processor can drop below `DISPATCH_LEVEL`.
+    ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL`.
+    fn continue_or_hand_off(&self, work_remains: bool) {
+        // SAFETY: a null out-pointer is allowed; any IRQL.
+        let cpu = unsafe { KeGetCurrentProcessorNumberEx(ptr::null_mut()) } as usize;
+        let streak = &self.streaks[cpu % STREAK_SLOTS];
+        if !work_remains && !self.executor.has_queued() {
+            // Nothing left: unless someone else queues the DPC here, the processor drains.
+            streak.store(0, Ordering::Relaxed);
+            return;
+        }
+        // Work left (ours, or queued by a wake during the run, which queued the DPC again).
+        // The precise clock (100 ns units): interrupt time moves only once per clock tick,
+        // far coarser than `max_back_to_back`.
+        let now = wsk_sys::query_precise_time().max(1);
+        let began = match streak.load(Ordering::Relaxed) {
+            0 => {
+                streak.store(now, Ordering::Relaxed);
+                now
+            }
+            ticks => ticks,
+        };
+        let limit =
+            u64::try_from(self.budget.max_back_to_back.as_nanos() / 100).unwrap_or(u64::MAX);
+        let hand_off = should_yield_processor() == Some(true) || now.saturating_sub(began) >= limit;
+        if hand_off {
+            streak.store(0, Ordering::Relaxed);
+            // A wake during the run may have queued the DPC (here, to run next): take it back;
+            // the timer runs the work instead.
+            // SAFETY: initialised DPC in the 'static runner.
+            if unsafe { KeRemoveQueueDpc(self.dpc.get()) } != FALSE {
+                self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
+            }
+            self.arm_yield_timer();
+        } else if work_remains {
+            self.queue_dpc();
+        }
     }
 
     fn stop_passive_thread(&self) {
@@ -411,20 +588,32 @@ unsafe fn pend(context: *const ()) {
         // SAFETY: initialised event; any IRQL <= DISPATCH_LEVEL.
         unsafe { KeSetEvent(runner.wake_event.get(), 0, FALSE) };
     } else {
-        // SAFETY: initialised DPC; queueing an already queued DPC is a no-op, queueing a running
-        // one runs it again.
-        unsafe { KeInsertQueueDpc(runner.dpc.get(), ptr::null_mut(), ptr::null_mut()) };
+        runner.queue_dpc();
     }
 }
 
-/// The DPC runner: polls under the budget and queues itself again if work remains.
+/// Waits at `PASSIVE_LEVEL` until `count` is zero, polling every millisecond.
+fn wait_until_zero(count: &AtomicUsize) {
+    while count.load(Ordering::Acquire) != 0 {
+        let mut interval: i64 = -10_000; // 1 ms, relative
+        // SAFETY: PASSIVE_LEVEL (shutdown's contract); a valid interval.
+        unsafe { KeDelayExecutionThread(KernelMode, FALSE, &raw mut interval) };
+    }
+}
+
+/// The DPC runner (both the runner's DPC and its yield timer's): polls under the budget, then
+/// continues or hands off (see [`Runner::continue_or_hand_off`]). Its last act uncounts this
+/// instance.
 unsafe extern "system" fn runner_dpc(dpc: *mut KDPC, context: PVOID, _: PVOID, _: PVOID) {
     // SAFETY: the DPC was initialised with the 'static runner as context.
     let runner = unsafe { &*context.cast::<Runner>() };
-    if runner.run_once() {
-        // SAFETY: our own initialised DPC; re-queueing while running is how we yield the CPU.
-        unsafe { KeInsertQueueDpc(dpc, ptr::null_mut(), ptr::null_mut()) };
+    if ptr::eq(dpc, runner.yield_dpc.get()) {
+        // The timer fired and its DPC runs: it may be armed again.
+        runner.yield_pending.store(false, Ordering::Release);
     }
+    let work_remains = runner.run_once();
+    runner.continue_or_hand_off(work_remains);
+    runner.dpc_instances.fetch_sub(1, Ordering::Release);
 }
 
 /// The passive runner's thread.

@@ -11,12 +11,13 @@ use core::future::Future;
 use core::marker::PhantomPinned;
 use core::pin::Pin;
 use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
 use wsk_sys::{
-    KDPC, KTIMER, KeCancelTimer, KeInitializeDpc, KeInitializeTimerEx, KeSetTimerEx,
-    NotificationTimer, PVOID,
+    FALSE, KDPC, KTIMER, KeCancelTimer, KeDelayExecutionThread, KeInitializeDpc,
+    KeInitializeTimerEx, KeSetTimerEx, KernelMode, NotificationTimer, PVOID,
 };
 
 use crate::kernel::{KernelCell, SpinLock};
@@ -85,6 +86,8 @@ pub(crate) struct TimerQueue {
     list: SpinLock<TimerList>,
     timer: KernelCell<KTIMER>,
     dpc: KernelCell<KDPC>,
+    /// Timer DPC routines running (entry to last act), for [`TimerQueue::wait_for_dpc`].
+    in_dpc: AtomicUsize,
 }
 
 impl TimerQueue {
@@ -97,6 +100,7 @@ impl TimerQueue {
             }),
             timer: KernelCell::zeroed(),
             dpc: KernelCell::zeroed(),
+            in_dpc: AtomicUsize::new(0),
         }
     }
 
@@ -176,6 +180,20 @@ impl TimerQueue {
         unsafe { KeCancelTimer(self.timer.get()) };
     }
 
+    /// Waits until no timer DPC routine is running (after [`close`](Self::close)): one that
+    /// entered before the close finishes; one entering later finds the queue closed and leaves.
+    /// A DPC the kernel dequeued but has not called yet is invisible here.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    pub(crate) fn wait_for_dpc(&self) {
+        while self.in_dpc.load(Ordering::Acquire) != 0 {
+            let mut interval: i64 = -10_000; // 1 ms, relative
+            // SAFETY: PASSIVE_LEVEL (the caller's contract); a valid interval.
+            unsafe { KeDelayExecutionThread(KernelMode, FALSE, &raw mut interval) };
+        }
+    }
+
     /// Sleeps still registered (zero after a clean shutdown).
     pub(crate) fn pending(&self) -> usize {
         let list = self.list.lock();
@@ -194,7 +212,10 @@ impl TimerQueue {
 unsafe extern "system" fn timer_dpc(_: *mut KDPC, context: PVOID, _: PVOID, _: PVOID) {
     // SAFETY: the DPC was initialised with a 'static TimerQueue as its context.
     let queue = unsafe { &*context.cast::<TimerQueue>() };
+    queue.in_dpc.fetch_add(1, Ordering::AcqRel);
     queue.expire();
+    // Last act: shutdown waits for this count.
+    queue.in_dpc.fetch_sub(1, Ordering::Release);
 }
 
 /// A future that completes at a deadline. See [`sleep`] and [`sleep_until`].

@@ -63,6 +63,7 @@ fn dpc_time_budget_ends_a_run_between_clock_ticks() {
     static RUNNER: Runner = Runner::new(Budget {
         max_polls: usize::MAX,
         max_time: Duration::from_micros(100),
+        ..Budget::DEFAULT
     });
     static POOL: TaskPool<256, TASKS> = TaskPool::new();
     let kernel = kernel();

@@ -316,10 +316,12 @@ fn dpc_budget_requeues_the_dpc() {
     static BY_COUNT: Runner = Runner::new(Budget {
         max_polls: 2,
         max_time: Duration::from_secs(1),
+        ..Budget::DEFAULT
     });
     static BY_TIME: Runner = Runner::new(Budget {
         max_polls: usize::MAX,
         max_time: Duration::ZERO,
+        ..Budget::DEFAULT
     });
     static POOL: TaskPool<256, 16> = TaskPool::new();
     host::boot();

@@ -2,15 +2,20 @@
 //! the DPCs queued to it in FIFO order. As on Windows, a DPC is dequeued (its queued state
 //! cleared) before its routine is called, so a running DPC can be queued again and then runs
 //! on another processor at the same time.
+//!
+//! Two DPC watchdogs, as on Windows: one for a single routine that runs too long, one for a
+//! processor that runs DPCs back to back, its queue never draining (it never returns below
+//! `DISPATCH_LEVEL`, so its threads never run), for too long. Both record
+//! `DPC_WATCHDOG_VIOLATION` (Windows stops the machine; here the test examines the record).
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::format;
 use std::string::String;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use std::vec::Vec;
 
 use super::machine::{self, Machine, lock, wait};
@@ -37,6 +42,9 @@ struct Cpu {
     running: Option<u64>,
     /// Next sequence number.
     next_seq: u64,
+    /// Since when the processor has run DPCs without its queue draining (`None`: idle, below
+    /// `DISPATCH_LEVEL` as far as the cumulative DPC watchdog is concerned).
+    busy_since: Option<Instant>,
 }
 
 /// Queue state under the DPC lock.
@@ -54,6 +62,20 @@ pub(crate) struct Dpcs {
     /// A DPC finished or was removed (for `KeFlushQueuedDpcs`).
     progress: Condvar,
     round_robin: AtomicUsize,
+    /// Settings beyond the processor count, fixed at boot (see [`Dpcs::configure`]).
+    settings: Settings,
+    /// DPC routines called since boot (for tests: did a routine start after a point?).
+    started: AtomicU64,
+}
+
+/// DPC settings from the kernel's `Config`.
+struct Settings {
+    /// Longest a processor may run DPCs back to back, its queue never draining.
+    cumulative_watchdog: Duration,
+    /// Fault injection, per processor: time between dequeuing a DPC and calling its routine.
+    dispatch_delay: Vec<Duration>,
+    /// Whether `MmGetSystemRoutineAddress` finds `KeShouldYieldProcessor`.
+    should_yield_exported: bool,
 }
 
 impl Dpcs {
@@ -66,7 +88,38 @@ impl Dpcs {
             work: (0..cpus).map(|_| Condvar::new()).collect(),
             progress: Condvar::new(),
             round_robin: AtomicUsize::new(0),
+            settings: Settings {
+                cumulative_watchdog: Duration::MAX,
+                dispatch_delay: Vec::new(),
+                should_yield_exported: true,
+            },
+            started: AtomicU64::new(0),
         }
+    }
+
+    /// Sets the cumulative DPC watchdog's limit, the dispatch delays per processor (a fault to
+    /// inject) and whether `KeShouldYieldProcessor` is exported (before the processors start).
+    pub(crate) fn configure(
+        &mut self,
+        cumulative_watchdog: Duration,
+        dispatch_delay: Vec<Duration>,
+        should_yield_exported: bool,
+    ) {
+        self.settings = Settings {
+            cumulative_watchdog,
+            dispatch_delay,
+            should_yield_exported,
+        };
+    }
+
+    /// Whether `MmGetSystemRoutineAddress` finds `KeShouldYieldProcessor`.
+    pub(crate) fn should_yield_exported(&self) -> bool {
+        self.settings.should_yield_exported
+    }
+
+    /// DPC routines called since boot.
+    pub(crate) fn started(&self) -> u64 {
+        self.started.load(Ordering::SeqCst)
     }
 
     /// Wakes every processor (at shutdown).
@@ -178,11 +231,14 @@ fn run_cpu(machine: &Machine, cpu: usize) {
             return;
         }
         let Some((seq, dpc)) = state.cpus[cpu].queue.pop_front() else {
+            // The queue drained: the processor leaves DISPATCH_LEVEL (threads may run).
+            state.cpus[cpu].busy_since = None;
             state = wait(&dpcs.work[cpu], state);
             continue;
         };
         state.queued.remove(&dpc);
         state.cpus[cpu].running = Some(seq);
+        state.cpus[cpu].busy_since.get_or_insert_with(Instant::now);
         let dpc = dpc as *mut KDPC;
         // SAFETY: the DPC was queued, hence live; its kernel-owned fields change under the
         // lock. Dequeued before the routine runs, as on Windows.
@@ -196,11 +252,57 @@ fn run_cpu(machine: &Machine, cpu: usize) {
             )
         };
         drop(state);
+        if let Some(&delay) = dpcs.settings.dispatch_delay.get(cpu) {
+            // Dequeued, not yet called: an interrupt here stretches the gap on Windows too.
+            std::thread::sleep(delay);
+        }
+        dpcs.started.fetch_add(1, Ordering::SeqCst);
         run_routine(machine, dpc, routine, context, arg1, arg2);
         state = lock(&dpcs.state);
         state.cpus[cpu].running = None;
+        check_cumulative(&dpcs.settings, &mut state.cpus[cpu], cpu, routine);
         dpcs.progress.notify_all();
     }
+}
+
+/// The cumulative DPC watchdog: records `DPC_WATCHDOG_VIOLATION` when processor `cpu` has run
+/// DPCs back to back, its queue never draining, for longer than the limit; then starts counting
+/// again, so a processor that never leaves is reported once per limit. Windows' limit is about
+/// 120 s and it stops the machine; the host's is `Config::dpc_cumulative_watchdog` (seconds by
+/// default, so tests catch a processor that never leaves) and it records, like the single-DPC
+/// watchdog.
+// Rule: "KeQueryDpcWatchdogInformation function (wdm.h)", https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kequerydpcwatchdoginformation
+// ("a series of queued DPC routines runs back-to-back for too long").
+fn check_cumulative(
+    settings: &Settings,
+    cpu_state: &mut Cpu,
+    cpu: usize,
+    last: Option<KDEFERRED_ROUTINE>,
+) {
+    let Some(since) = cpu_state.busy_since else {
+        return;
+    };
+    let busy = since.elapsed();
+    if busy > settings.cumulative_watchdog {
+        cpu_state.busy_since = Some(Instant::now());
+        verifier::record(
+            "DPC_WATCHDOG_VIOLATION",
+            format!(
+                "processor {cpu} ran DPCs back to back for {busy:?} without its DPC queue \
+                 draining (cumulative limit {:?}); last routine {last:?}",
+                settings.cumulative_watchdog
+            ),
+        );
+    }
+}
+
+/// How long the calling processor has run DPCs back to back (zero off processor threads).
+pub(crate) fn back_to_back(machine: &Machine) -> Duration {
+    current_cpu().map_or(Duration::ZERO, |cpu| {
+        lock(&machine.dpcs.state).cpus[cpu]
+            .busy_since
+            .map_or(Duration::ZERO, |since| since.elapsed())
+    })
 }
 
 /// Halts the calling processor thread after a bugcheck inside a driver callback (which cannot
@@ -288,16 +390,39 @@ fn run_routine(
     }
 }
 
-/// Waits until every DPC queued before the call has run (`KeFlushQueuedDpcs`).
-pub(crate) fn flush(machine: &Machine) {
+/// Waits until every DPC queued at the call has run to completion (`KeFlushQueuedDpcs`); with
+/// `running`, also every DPC already dequeued and running at the call (the kernel's own drain
+/// before a leak report, not what `KeFlushQueuedDpcs` promises).
+pub(crate) fn flush(machine: &Machine, running: bool) {
     let dpcs = &machine.dpcs;
     let mut state = lock(&dpcs.state);
     let marks: Vec<u64> = state.cpus.iter().map(|cpu| cpu.next_seq).collect();
+    // The oldest DPC still queued on each processor: DPCs run in queue order, so once the
+    // processor runs or passed a DPC at or after it, everything queued before the call ran.
+    let firsts: Vec<u64> = state
+        .cpus
+        .iter()
+        .zip(&marks)
+        .map(|(cpu, &mark)| {
+            let oldest = cpu.queue.front().map_or(mark, |&(seq, _)| seq);
+            if running {
+                cpu.running.map_or(oldest, |seq| seq.min(oldest))
+            } else {
+                oldest
+            }
+        })
+        .collect();
     loop {
-        let done = state.cpus.iter().zip(&marks).all(|(cpu, &mark)| {
-            cpu.queue.front().is_none_or(|&(seq, _)| seq >= mark)
-                && cpu.running.is_none_or(|seq| seq >= mark)
-        });
+        let done =
+            state
+                .cpus
+                .iter()
+                .zip(marks.iter().zip(&firsts))
+                .all(|(cpu, (&mark, &first))| {
+                    first >= mark
+                        || (cpu.queue.front().is_none_or(|&(seq, _)| seq >= mark)
+                            && cpu.running.is_none_or(|seq| seq < first || seq >= mark))
+                });
         if done || machine.stopping.load(Ordering::Acquire) {
             return;
         }
@@ -378,13 +503,39 @@ pub unsafe extern "system-unwind" fn KeRemoveQueueDpc(Dpc: *mut KDPC) -> BOOLEAN
     TRUE
 }
 
-/// Host implementation of `KeFlushQueuedDpcs`. `PASSIVE_LEVEL`.
+/// Host implementation of `KeFlushQueuedDpcs`: returns once every DPC queued at the call has run
+/// its routine to completion. `PASSIVE_LEVEL`.
+///
+/// A DPC already dequeued when it is called (its routine running, or about to be called) is
+/// not waited for: the page promises completion only for DPCs queued before the call, and
+/// `ReactOS`'s implementation (`ntoskrnl/ke/dpc.c`) likewise only looks at queue depths. The
+/// host used to wait for running DPCs too, looser than the documentation: a driver relying on
+/// that passed here and could unload under a running DPC on Windows.
 ///
 /// # Safety
 /// None beyond the IRQL rule (checked).
+// Rule: "KeFlushQueuedDpcs function (wdm.h)", https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keflushqueueddpcs
+// ("Only DPCs queued prior to the call ... are guaranteed to have been executed to completion").
 pub unsafe extern "system-unwind" fn KeFlushQueuedDpcs() {
     irql::require_at_most(PASSIVE_LEVEL, "KeFlushQueuedDpcs");
-    flush(&machine::current("KeFlushQueuedDpcs"));
+    flush(&machine::current("KeFlushQueuedDpcs"), false);
+}
+
+/// Host implementation of `KeShouldYieldProcessor`, found through `MmGetSystemRoutineAddress`
+/// only (Windows 10 2004 and later export it; older kernels don't, so drivers resolve it at run
+/// time). TRUE once the calling processor has run DPCs back to back for half the cumulative DPC
+/// watchdog's limit; FALSE off processor threads. `DISPATCH_LEVEL` or above. The page says
+/// what TRUE means (leave the work loop, hand the work to a thread), not when it turns TRUE:
+/// half the limit is the host's choice.
+///
+/// # Safety
+/// None: `unsafe` only to match the kernel routine's signature.
+// Rule: "KeShouldYieldProcessor function (wdm.h)", https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keshouldyieldprocessor
+pub unsafe extern "system" fn KeShouldYieldProcessor() -> u32 {
+    let Some(machine) = machine::try_current() else {
+        return 0;
+    };
+    u32::from(back_to_back(&machine) >= machine.dpcs.settings.cumulative_watchdog / 2)
 }
 
 /// Host implementation of `KeSetTargetProcessorDpcEx`. Any IRQL (DPC not queued).

@@ -52,6 +52,18 @@ pub struct Config {
     /// resolution. The precise clock (`KeQueryPerformanceCounter`) is unaffected. The clock
     /// is shared by the process: booting a kernel sets its tick.
     pub clock_tick: Duration,
+    /// The cumulative DPC watchdog: longest a processor may run DPCs back to back, its DPC
+    /// queue never draining (so it never returns below `DISPATCH_LEVEL`), before
+    /// `DPC_WATCHDOG_VIOLATION` is recorded (a record, not a stop; Windows' limit is about
+    /// 120 s and stops the machine). `KeShouldYieldProcessor` turns TRUE at half of it.
+    /// Default: 5 s, so that a test catches a DPC that never lets its processor go.
+    pub dpc_cumulative_watchdog: Duration,
+    /// Fault injection: how long each processor (by index) waits between dequeuing a DPC and
+    /// calling its routine (an interrupt taken there on Windows). Default: none.
+    pub dpc_dispatch_delay: Vec<Duration>,
+    /// Whether `MmGetSystemRoutineAddress` finds `KeShouldYieldProcessor` (Windows 10 2004 and
+    /// later). Default: true; false plays an older kernel.
+    pub ke_should_yield_processor: bool,
 }
 
 impl Default for Config {
@@ -62,6 +74,9 @@ impl Default for Config {
             dpc_watchdog: Duration::from_secs(2),
             late_callback_return: None,
             clock_tick: crate::host::clock::DEFAULT_TICK,
+            dpc_cumulative_watchdog: Duration::from_secs(5),
+            dpc_dispatch_delay: Vec::new(),
+            ke_should_yield_processor: true,
         }
     }
 }
@@ -101,6 +116,33 @@ impl Config {
     #[must_use]
     pub fn with_dpc_watchdog(mut self, budget: Duration) -> Self {
         self.dpc_watchdog = budget;
+        self
+    }
+
+    /// Sets the cumulative DPC watchdog's limit (see [`Config::dpc_cumulative_watchdog`]).
+    #[must_use]
+    pub fn with_dpc_cumulative_watchdog(mut self, limit: Duration) -> Self {
+        self.dpc_cumulative_watchdog = limit;
+        self
+    }
+
+    /// Delays every DPC on `processor` between its dequeuing and its routine (see
+    /// [`Config::dpc_dispatch_delay`]).
+    #[must_use]
+    pub fn with_dpc_dispatch_delay(mut self, processor: usize, delay: Duration) -> Self {
+        if self.dpc_dispatch_delay.len() <= processor {
+            self.dpc_dispatch_delay
+                .resize(processor + 1, Duration::ZERO);
+        }
+        self.dpc_dispatch_delay[processor] = delay;
+        self
+    }
+
+    /// Whether `KeShouldYieldProcessor` is exported (see
+    /// [`Config::ke_should_yield_processor`]).
+    #[must_use]
+    pub fn with_ke_should_yield_processor(mut self, exported: bool) -> Self {
+        self.ke_should_yield_processor = exported;
         self
     }
 }
@@ -274,6 +316,11 @@ impl Kernel {
         crate::host::clock::set_tick(config.clock_tick);
         let mut machine = Machine::new(config.cpus, config.dpc_watchdog);
         machine.late_callback_return = config.late_callback_return;
+        machine.dpcs.configure(
+            config.dpc_cumulative_watchdog,
+            config.dpc_dispatch_delay.clone(),
+            config.ke_should_yield_processor,
+        );
         let machine = Arc::new(machine);
         machine::install(Some(Arc::clone(&machine)));
         let mut threads = dpc::start_cpus(&machine);
@@ -366,7 +413,7 @@ impl Kernel {
     }
 
     /// Unloads a driver: calls its `DriverUnload` at `PASSIVE_LEVEL`, waits for the processors
-    /// to drain (`KeFlushQueuedDpcs`), then reports what is left (see [`UnloadReport`]).
+    /// to drain (see [`Kernel::check_leaks`]), then reports what is left (see [`UnloadReport`]).
     ///
     /// # Panics
     /// If `DriverUnload` panics (a bugcheck, say): the panic is resumed here.
@@ -458,15 +505,14 @@ impl Kernel {
         }
     }
 
-    /// Waits for the processors to drain (`KeFlushQueuedDpcs`), then reports every IRP, pool
+    /// Waits for the processors to drain (every DPC queued or running at the call has run), then
+    /// reports every IRP, pool
     /// allocation, MDL, armed timer, queued DPC, open handle, running system thread, WSK
     /// registration and socket still alive.
     #[must_use]
     pub fn check_leaks(&self) -> UnloadReport {
-        on_kernel_thread(|| {
-            // SAFETY: PASSIVE_LEVEL on a system thread.
-            unsafe { super::dpc::KeFlushQueuedDpcs() };
-        });
+        // More than KeFlushQueuedDpcs promises: DPCs running at the call finish too.
+        super::dpc::flush(&self.machine, true);
         let machine = &self.machine;
         device::wait_all_released(machine, Duration::from_secs(10));
         let mut leaks = Vec::new();
@@ -498,6 +544,13 @@ impl Kernel {
     #[must_use = "take_bugchecks exists to examine them"]
     pub fn take_bugchecks(&self) -> Vec<Bugcheck> {
         core::mem::take(&mut *lock(&self.machine.bugchecks))
+    }
+
+    /// How many DPC routines the processors have called since boot: two readings show whether
+    /// any DPC routine started in between (after a driver's shutdown returned, say).
+    #[must_use]
+    pub fn dpc_routines_started(&self) -> u64 {
+        self.machine.dpcs.started()
     }
 
     /// Everything `DbgPrintEx` printed since boot.

@@ -237,8 +237,8 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
 }
 
 /// Host implementation of `MmGetSystemRoutineAddress`: `ExAllocatePool2` and
-/// `KeQueryPerformanceCounter` (what drivers here resolve at run time), else null.
-/// `PASSIVE_LEVEL`.
+/// `KeQueryPerformanceCounter` (what drivers here resolve at run time), `KeShouldYieldProcessor`
+/// (unless the kernel was booted without it, as an older Windows), else null. `PASSIVE_LEVEL`.
 ///
 /// # Safety
 /// `SystemRoutineName` must be a valid counted string.
@@ -257,6 +257,11 @@ pub unsafe extern "system-unwind" fn MmGetSystemRoutineAddress(
         let routine: unsafe extern "system-unwind" fn(
             *mut crate::LARGE_INTEGER,
         ) -> crate::LARGE_INTEGER = super::dpc::KeQueryPerformanceCounter;
+        routine as PVOID
+    } else if name == "KeShouldYieldProcessor"
+        && machine::try_current().is_some_and(|m| m.dpcs.should_yield_exported())
+    {
+        let routine: unsafe extern "system" fn() -> u32 = super::dpc::KeShouldYieldProcessor;
         routine as PVOID
     } else {
         core::ptr::null_mut()

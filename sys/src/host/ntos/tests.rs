@@ -12,13 +12,14 @@ use super::verifier::panic_message;
 /// Generous bound for anything that should take milliseconds.
 const BOUND: Duration = Duration::from_secs(30);
 
-/// Four processors; a watchdog budget no test DPC reaches even on a loaded machine (the
-/// watchdog's own test sets a small one).
+/// Four processors; watchdog limits no test DPC reaches even on a loaded machine (the
+/// watchdogs' own tests set small ones).
 fn boot() -> Kernel {
     Kernel::boot(
         Config::default()
             .with_cpus(4)
-            .with_dpc_watchdog(Duration::from_secs(599)),
+            .with_dpc_watchdog(Duration::from_secs(599))
+            .with_dpc_cumulative_watchdog(Duration::from_secs(599)),
     )
 }
 

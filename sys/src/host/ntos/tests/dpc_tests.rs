@@ -1,7 +1,7 @@
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::*;
 use crate::{
@@ -235,7 +235,7 @@ fn a_running_dpc_queued_again_runs_concurrently_on_another_processor() {
 }
 
 #[test]
-fn flush_waits_for_running_dpcs() {
+fn flush_waits_for_queued_dpcs_not_for_one_already_running() {
     let kernel = boot();
     let (started, started_rx) = mpsc::channel();
     let blocker = Arc::new(Dpc::new(
@@ -248,15 +248,38 @@ fn flush_waits_for_running_dpcs() {
     blocker.target(2);
     assert!(blocker.insert());
     recv(&started_rx);
+    // The blocker was dequeued before the call: KeFlushQueuedDpcs promises nothing about it
+    // (only DPCs queued before the call), so the flush returns while it still runs.
     let (flushed_tx, flushed_rx) = mpsc::channel();
     let flusher = std::thread::spawn(move || {
         on_kernel_thread_flush();
         flushed_tx.send(()).unwrap();
     });
-    // The flush cannot finish while the blocker runs: release it, then the flush ends.
-    assert!(flushed_rx.try_recv().is_err());
+    recv(&flushed_rx);
+    flusher.join().unwrap();
+    // A DPC queued behind the blocker is covered: that flush cannot finish while the blocker
+    // holds the processor; release it, then the queued DPC runs and the flush ends.
+    let (tx, rx) = mpsc::channel::<(usize, u8)>();
+    let queued = Dpc::new(report, Mutex::new(tx));
+    queued.target(2);
+    assert!(queued.insert());
+    let (flushed_tx, flushed_rx) = mpsc::channel();
+    let flusher = std::thread::spawn(move || {
+        on_kernel_thread_flush();
+        flushed_tx.send(()).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        flushed_rx.try_recv().is_err(),
+        "the flush returned before a DPC queued before it ran"
+    );
     blocker.ctx.release.store(true, Ordering::SeqCst);
     recv(&flushed_rx);
+    assert_eq!(
+        rx.try_recv().map(|(cpu, _)| cpu),
+        Ok(2),
+        "the queued DPC ran"
+    );
     flusher.join().unwrap();
     drop(kernel);
 }
@@ -353,6 +376,130 @@ fn the_dpc_watchdog_records_long_dpcs() {
     assert!(after.insert());
     recv(&rx);
     take(&kernel, &["DPC_WATCHDOG_VIOLATION"]);
+}
+
+/// Queues itself again until told to stop: a processor that never drains its DPC queue.
+struct Hog {
+    stop: AtomicBool,
+    runs: AtomicUsize,
+    /// What `KeShouldYieldProcessor` said on the first run (1) and once it said TRUE (2).
+    yield_seen: AtomicUsize,
+    should_yield: Option<unsafe extern "system" fn() -> u32>,
+}
+
+unsafe extern "system" fn hog(kdpc: *mut KDPC, context: PVOID, _: PVOID, _: PVOID) {
+    // SAFETY: the context is a Dpc<Hog>.
+    let dpc = unsafe { Dpc::<Hog>::from_context(context) };
+    let runs = dpc.ctx.runs.fetch_add(1, Ordering::SeqCst);
+    if let Some(should_yield) = dpc.ctx.should_yield {
+        // SAFETY: the routine MmGetSystemRoutineAddress returned; DISPATCH_LEVEL.
+        let answer = unsafe { should_yield() };
+        if runs == 0 && answer == 0 {
+            dpc.ctx.yield_seen.fetch_or(1, Ordering::SeqCst);
+        }
+        if answer != 0 {
+            dpc.ctx.yield_seen.fetch_or(2, Ordering::SeqCst);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    if !dpc.ctx.stop.load(Ordering::SeqCst) {
+        // SAFETY: the running DPC's own KDPC; not queued while it runs.
+        unsafe { KeInsertQueueDpc(kdpc, core::ptr::null_mut(), core::ptr::null_mut()) };
+    }
+}
+
+/// `KeShouldYieldProcessor` through `MmGetSystemRoutineAddress`, as a driver finds it.
+fn resolve_should_yield(kernel: &Kernel) -> Option<unsafe extern "system" fn() -> u32> {
+    let address = kernel.on_kernel_thread(|| {
+        let name: Vec<u16> = "KeShouldYieldProcessor".encode_utf16().collect();
+        let mut name = crate::UNICODE_STRING::from_wide(&name);
+        // SAFETY: PASSIVE_LEVEL; a valid counted string.
+        unsafe { crate::MmGetSystemRoutineAddress(&raw mut name) as usize }
+    });
+    // SAFETY: a non-null result is the host's KeShouldYieldProcessor, of this signature.
+    (address != 0).then(|| unsafe {
+        core::mem::transmute::<usize, unsafe extern "system" fn() -> u32>(address)
+    })
+}
+
+#[test]
+fn the_cumulative_dpc_watchdog_records_a_processor_that_never_drains() {
+    let limit = Duration::from_millis(200);
+    let kernel = Kernel::boot(
+        Config::default()
+            .with_cpus(2)
+            .with_dpc_watchdog(Duration::from_secs(599))
+            .with_dpc_cumulative_watchdog(limit),
+    );
+    let should_yield = resolve_should_yield(&kernel);
+    assert!(should_yield.is_some(), "KeShouldYieldProcessor is exported");
+    // SAFETY: off a processor thread it answers FALSE.
+    assert_eq!(unsafe { should_yield.unwrap()() }, 0);
+    let hogger = Dpc::new(
+        hog,
+        Hog {
+            stop: AtomicBool::new(false),
+            runs: AtomicUsize::new(0),
+            yield_seen: AtomicUsize::new(0),
+            should_yield,
+        },
+    );
+    hogger.target(1);
+    assert!(hogger.insert());
+    let start = Instant::now();
+    while kernel.bugchecks().is_empty() && start.elapsed() < BOUND {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    hogger.ctx.stop.store(true, Ordering::SeqCst);
+    kernel.on_kernel_thread(|| {
+        // SAFETY: PASSIVE_LEVEL.
+        unsafe { KeFlushQueuedDpcs() }
+    });
+    assert!(
+        start.elapsed() >= limit,
+        "recorded before the limit: {:?}",
+        kernel.bugchecks()
+    );
+    let bugchecks = kernel.take_bugchecks();
+    assert!(!bugchecks.is_empty(), "no record within the bound");
+    assert!(
+        bugchecks.iter().all(|b| b.name == "DPC_WATCHDOG_VIOLATION"
+            && b.detail.contains("processor 1 ran DPCs back to back")),
+        "{bugchecks:?}"
+    );
+    assert_eq!(
+        hogger.ctx.yield_seen.load(Ordering::SeqCst),
+        3,
+        "KeShouldYieldProcessor said FALSE at first, TRUE before the watchdog fired"
+    );
+}
+
+#[test]
+fn a_processor_whose_queue_drains_resets_the_cumulative_watchdog() {
+    let limit = Duration::from_millis(200);
+    let kernel = Kernel::boot(
+        Config::default()
+            .with_cpus(2)
+            .with_dpc_watchdog(Duration::from_secs(599))
+            .with_dpc_cumulative_watchdog(limit)
+            .with_ke_should_yield_processor(false),
+    );
+    assert!(
+        resolve_should_yield(&kernel).is_none(),
+        "not exported when booted as an older kernel"
+    );
+    // The same work, but the queue drains between runs (the DPC is queued again from here,
+    // not by itself): far longer than the limit in total, never back to back.
+    let (tx, rx) = mpsc::channel::<(usize, u8)>();
+    let short = Dpc::new(report, Mutex::new(tx));
+    short.target(1);
+    let start = Instant::now();
+    while start.elapsed() < limit * 3 {
+        assert!(short.insert());
+        recv(&rx);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    take(&kernel, &[]);
 }
 
 #[test]

@@ -1,0 +1,229 @@
+//! The DPC runner under sustained load and at shutdown, each test on its own host kernel (a
+//! small cumulative DPC watchdog, a DPC dispatch delay): tasks that always wake themselves
+//! must not keep a processor at `DISPATCH_LEVEL` past the watchdog, and shutdown must not
+//! return while an instance of the runner's DPC can still start.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on, timeout, yield_now};
+use wsk_sys::host::{Config, Kernel};
+use wsk_sys::{
+    KDPC, KeGetCurrentProcessorNumberEx, KeInitializeDpc, KeInsertQueueDpc,
+    KeSetTargetProcessorDpcEx, PROCESSOR_NUMBER, PVOID,
+};
+
+/// Generous bound for anything that should take milliseconds.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// The cumulative DPC watchdog's limit in these tests.
+const LIMIT: Duration = Duration::from_millis(300);
+
+/// How long the load runs: several times the limit.
+const LOAD: Duration = Duration::from_millis(1500);
+
+fn boot(config: Config) -> Kernel {
+    Kernel::boot(
+        config
+            .with_cpus(2)
+            .with_dpc_watchdog(Duration::from_secs(599))
+            .with_dpc_cumulative_watchdog(LIMIT),
+    )
+}
+
+/// A task that wakes itself on every poll until `stop`, counting its polls.
+async fn spin(stop: &'static AtomicBool, polls: &'static AtomicUsize) {
+    while !stop.load(Ordering::SeqCst) {
+        polls.fetch_add(1, Ordering::SeqCst);
+        yield_now().await;
+    }
+}
+
+/// Shuts `runner` down on a kernel thread; fails the test past [`BOUND`].
+fn shutdown_within(kernel: &Kernel, runner: &'static Runner) {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            kernel.on_kernel_thread(|| runner.shutdown());
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(BOUND)
+            .expect("shutdown did not return within the bound");
+    });
+}
+
+/// Runs self-waking tasks on `runner` for [`LOAD`]; checks they progressed all along and that
+/// the DPC watchdog saw nothing.
+fn sustained_load(kernel: &Kernel, runner: &'static Runner, pool: &'static TaskPool<256, 4>) {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static POLLS: AtomicUsize = AtomicUsize::new(0);
+    STOP.store(false, Ordering::SeqCst);
+    POLLS.store(0, Ordering::SeqCst);
+    kernel
+        .on_kernel_thread(|| runner.start(RunnerKind::Dpc))
+        .unwrap();
+    let handles: Vec<_> = (0..2)
+        .map(|_| runner.spawn(pool, spin(&STOP, &POLLS)).unwrap())
+        .collect();
+    std::thread::sleep(LOAD / 2);
+    let halfway = POLLS.load(Ordering::SeqCst);
+    std::thread::sleep(LOAD / 2);
+    let end = POLLS.load(Ordering::SeqCst);
+    STOP.store(true, Ordering::SeqCst);
+    for handle in handles {
+        let joined = kernel.on_kernel_thread(|| block_on(timeout(BOUND, handle)));
+        assert_eq!(joined, Ok(Ok(())), "task did not finish within the bound");
+    }
+    shutdown_within(kernel, runner);
+    let bugchecks = kernel.take_bugchecks();
+    assert!(
+        bugchecks.is_empty(),
+        "the runner kept a processor at DISPATCH_LEVEL: {bugchecks:#?}"
+    );
+    assert!(halfway > 0, "no progress in the first half");
+    assert!(end > halfway, "no progress in the second half");
+}
+
+#[test]
+fn a_self_waking_load_hands_off_before_the_dpc_watchdog_with_ke_should_yield_processor() {
+    // The runner's own back-to-back limit is out of the way: KeShouldYieldProcessor decides.
+    static RUNNER: Runner = Runner::new(Budget::DEFAULT);
+    static POOL: TaskPool<256, 4> = TaskPool::new();
+    let kernel = boot(Config::default());
+    sustained_load(&kernel, &RUNNER, &POOL);
+}
+
+#[test]
+fn a_self_waking_load_hands_off_before_the_dpc_watchdog_without_ke_should_yield_processor() {
+    // An older kernel: the runner's own back-to-back limit decides.
+    static RUNNER: Runner = Runner::new(Budget::DEFAULT);
+    static POOL: TaskPool<256, 4> = TaskPool::new();
+    let kernel = boot(Config::default().with_ke_should_yield_processor(false));
+    sustained_load(&kernel, &RUNNER, &POOL);
+}
+
+static T_WAKER: Mutex<Option<Waker>> = Mutex::new(None);
+static T_WOKEN: AtomicBool = AtomicBool::new(false);
+static S_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Waits until the waker DPC wakes it.
+async fn woken_by_dpc() {
+    std::future::poll_fn(|cx| {
+        if T_WOKEN.load(Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        *T_WAKER.lock().unwrap() = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await;
+    std::future::pending::<()>().await;
+}
+
+/// Holds its first poll until the waker DPC has run and a little longer (so the wake queues a
+/// second runner DPC, which the other processor dequeues, while this one runs), then yields
+/// forever.
+async fn hold_then_spin() {
+    std::future::poll_fn(|_| {
+        S_CPU.store(current_cpu(), Ordering::SeqCst);
+        let start = std::time::Instant::now();
+        while !T_WOKEN.load(Ordering::SeqCst) && start.elapsed() < BOUND {
+            std::hint::spin_loop();
+        }
+        // Long enough for the other processor to dequeue the DPC that wake queued.
+        std::thread::sleep(Duration::from_millis(5));
+        Poll::Ready(())
+    })
+    .await;
+    loop {
+        yield_now().await;
+    }
+}
+
+fn current_cpu() -> usize {
+    // SAFETY: a null out-pointer is allowed; any IRQL.
+    unsafe { KeGetCurrentProcessorNumberEx(std::ptr::null_mut()) as usize }
+}
+
+/// A DPC that wakes the task waiting in `woken_by_dpc`: a completion on another processor.
+unsafe extern "system" fn wake_t(_: *mut KDPC, _: PVOID, _: PVOID, _: PVOID) {
+    T_WOKEN.store(true, Ordering::SeqCst);
+    if let Some(waker) = T_WAKER.lock().unwrap().take() {
+        waker.wake();
+    }
+}
+
+struct KdpcCell(std::cell::UnsafeCell<std::mem::MaybeUninit<KDPC>>);
+// SAFETY: only handed to the kernel.
+unsafe impl Sync for KdpcCell {}
+
+#[test]
+fn shutdown_returns_only_when_no_runner_dpc_can_start_again() {
+    static RUNNER: Runner = Runner::new(Budget::DEFAULT);
+    static POOL: TaskPool<256, 4> = TaskPool::new();
+    static WAKE_T: KdpcCell = KdpcCell(std::cell::UnsafeCell::new(std::mem::MaybeUninit::zeroed()));
+    // Both processors wait between dequeuing a DPC and calling its routine, processor 1 three
+    // times longer: a runner DPC dequeued before the shutdown's KeRemoveQueueDpc is neither
+    // removed nor (per its documentation) waited for by KeFlushQueuedDpcs, and of two in flight
+    // the one on the slower processor starts well after the other.
+    let delay = Duration::from_millis(20);
+    let kernel = boot(
+        Config::default()
+            .with_dpc_dispatch_delay(0, delay)
+            .with_dpc_dispatch_delay(1, delay * 3),
+    );
+    // One batch, in this order: T registers its waker; S holds its processor until a DPC on
+    // the other processor has woken T (which queues a second runner DPC there, as the batch
+    // was taken); U is left over past the time budget, so the first run queues the DPC again
+    // on its own processor. Two runner DPCs are then in flight, each waiting to be called.
+    let t = RUNNER.spawn(&POOL, woken_by_dpc()).unwrap();
+    let s = RUNNER.spawn(&POOL, hold_then_spin()).unwrap();
+    let u = RUNNER
+        .spawn(&POOL, async {
+            loop {
+                yield_now().await;
+            }
+        })
+        .unwrap();
+    kernel
+        .on_kernel_thread(|| RUNNER.start(RunnerKind::Dpc))
+        .unwrap();
+    let start = std::time::Instant::now();
+    while S_CPU.load(Ordering::SeqCst) == usize::MAX && start.elapsed() < BOUND {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let other = 1 - S_CPU.load(Ordering::SeqCst);
+    let mut number = PROCESSOR_NUMBER {
+        Group: 0,
+        Number: u8::try_from(other).unwrap(),
+        Reserved: 0,
+    };
+    // SAFETY: a 'static KDPC, initialised and targeted before it is queued.
+    unsafe {
+        KeInitializeDpc(WAKE_T.0.get().cast(), Some(wake_t), std::ptr::null_mut());
+        KeSetTargetProcessorDpcEx(WAKE_T.0.get().cast(), &raw mut number);
+        KeInsertQueueDpc(
+            WAKE_T.0.get().cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+    }
+    while !T_WOKEN.load(Ordering::SeqCst) && start.elapsed() < BOUND {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    shutdown_within(&kernel, &RUNNER);
+    let at_return = kernel.dpc_routines_started();
+    std::thread::sleep(delay * 8);
+    let later = kernel.dpc_routines_started();
+    assert_eq!(
+        later - at_return,
+        0,
+        "{} DPC routine(s) started after Runner::shutdown returned",
+        later - at_return
+    );
+    drop((t, s, u));
+    assert_eq!(POOL.used(), 0);
+    assert!(kernel.take_bugchecks().is_empty());
+}
