@@ -285,6 +285,8 @@ fn check_cumulative(
     let busy = since.elapsed();
     if busy > settings.cumulative_watchdog {
         cpu_state.busy_since = Some(Instant::now());
+        // Bug check 0x133 DPC_WATCHDOG_VIOLATION, parameter 1 = 1 (cumulative DPC time):
+        // https://learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x133-dpc-watchdog-violation
         verifier::record(
             "DPC_WATCHDOG_VIOLATION",
             format!(
@@ -347,6 +349,8 @@ fn run_routine(
     arg2: PVOID,
 ) {
     let Some(routine) = routine else {
+        // Bug check 0xC7 TIMER_OR_DPC_INVALID (a kernel timer or DPC in an invalid state):
+        // https://learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc7--timer-or-dpc-invalid
         verifier::record(
             "TIMER_OR_DPC_INVALID",
             format!("DPC {dpc:p} queued without a routine"),
@@ -360,6 +364,8 @@ fn run_routine(
         verifier::in_callback(|| unsafe { routine(dpc, context, arg1, arg2) });
         let irql = irql::current();
         if irql != DISPATCH_LEVEL {
+            // Bug check 0xC8 IRQL_UNEXPECTED_VALUE (a DPC routine returned at another IRQL):
+            // https://learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc8--irql-unexpected-value
             bugcheck(
                 "IRQL_UNEXPECTED_VALUE",
                 format!("DPC routine {routine:p} (DPC {dpc:p}) returned at IRQL {irql}"),
@@ -367,6 +373,9 @@ fn run_routine(
         }
         let held = irql::held_locks();
         if !held.is_empty() {
+            // A host name: Windows reports a DPC returning with a lock held as 0xC8
+            // (parameter 2); each KeAcquireSpinLockAtDpcLevel needs its release:
+            // https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keacquirespinlockatdpclevel
             bugcheck(
                 "SPIN_LOCK_NOT_RELEASED",
                 format!("DPC routine {routine:p} (DPC {dpc:p}) returned holding {held:#x?}"),
@@ -380,6 +389,8 @@ fn run_routine(
         irql::set_unchecked(DISPATCH_LEVEL);
     }
     if elapsed > machine.dpc_watchdog {
+        // Bug check 0x133 DPC_WATCHDOG_VIOLATION, parameter 1 = 0 (a single long DPC):
+        // https://learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x133-dpc-watchdog-violation
         verifier::record(
             "DPC_WATCHDOG_VIOLATION",
             format!(
@@ -442,6 +453,8 @@ pub unsafe extern "system-unwind" fn KeInitializeDpc(
     let queued = machine::try_current()
         .is_some_and(|m| lock(&m.dpcs.state).queued.contains_key(&(Dpc as usize)));
     if queued {
+        // Bug check 0xC7: a queued DPC must not be reinitialised. KeInitializeDpc, any IRQL:
+        // https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keinitializedpc
         bugcheck(
             "TIMER_OR_DPC_INVALID",
             format!("KeInitializeDpc on DPC {Dpc:p}, which is queued"),
@@ -475,6 +488,7 @@ pub unsafe extern "system-unwind" fn KeInsertQueueDpc(
     SystemArgument1: PVOID,
     SystemArgument2: PVOID,
 ) -> BOOLEAN {
+    // KeInsertQueueDpc, any IRQL: https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keinsertqueuedpc
     irql::require_at_most(HIGH_LEVEL, "KeInsertQueueDpc");
     let machine = machine::current("KeInsertQueueDpc");
     // SAFETY: forwarded contract.
@@ -557,6 +571,8 @@ pub unsafe extern "system-unwind" fn KeSetTargetProcessorDpcEx(
         .queued
         .contains_key(&(Dpc as usize))
     {
+        // KeSetTargetProcessorDpcEx: not for a queued DPC (then 0xC7):
+        // https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kesettargetprocessordpcex
         bugcheck(
             "TIMER_OR_DPC_INVALID",
             format!("KeSetTargetProcessorDpcEx on DPC {Dpc:p}, which is queued"),

@@ -176,6 +176,9 @@ fn run(machine: &Machine) {
 /// # Safety
 /// `Timer` must point to writable KTIMER storage that is not armed.
 pub unsafe extern "system-unwind" fn KeInitializeTimerEx(Timer: *mut KTIMER, Type: TIMER_TYPE) {
+    // KeInitializeTimerEx, IRQL <= DISPATCH_LEVEL; reinitialising an armed timer is 0xC7:
+    // https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keinitializetimerex,
+    // https://learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc7--timer-or-dpc-invalid
     irql::require_at_most(DISPATCH_LEVEL, "KeInitializeTimerEx");
     let armed = machine::try_current()
         .is_some_and(|m| lock(&m.timers.state).armed.contains_key(&(Timer as usize)));
@@ -216,6 +219,8 @@ pub unsafe extern "system-unwind" fn KeSetTimerEx(
     Period: i32,
     Dpc: *mut KDPC,
 ) -> BOOLEAN {
+    // KeSetTimerEx, IRQL <= DISPATCH_LEVEL; Period >= 0 (milliseconds):
+    // https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kesettimerex
     irql::require_at_most(DISPATCH_LEVEL, "KeSetTimerEx");
     let machine = machine::current("KeSetTimerEx");
     let Ok(period_ms) = u32::try_from(Period) else {
@@ -248,6 +253,7 @@ pub unsafe extern "system-unwind" fn KeSetTimerEx(
 /// # Safety
 /// `Timer` must be a live, initialised KTIMER.
 pub unsafe extern "system-unwind" fn KeCancelTimer(Timer: *mut KTIMER) -> BOOLEAN {
+    // KeCancelTimer, IRQL <= DISPATCH_LEVEL: https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kecanceltimer
     irql::require_at_most(DISPATCH_LEVEL, "KeCancelTimer");
     let machine = machine::current("KeCancelTimer");
     let mut state = lock(&machine.timers.state);
