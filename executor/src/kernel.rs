@@ -4,12 +4,8 @@
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
-use wsk_sys::{
-    KIRQL, KSPIN_LOCK, KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock, MmGetSystemRoutineAddress,
-    UNICODE_STRING,
-};
+use wsk_sys::{KIRQL, KSPIN_LOCK, KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock, SystemRoutine};
 
 /// Storage for a kernel object that `Ke*Initialize*` fills in at run time and the kernel then
 /// mutates behind our back: only ever handed to the kernel as a raw pointer.
@@ -96,33 +92,20 @@ impl<T> Drop for SpinGuard<'_, T> {
     }
 }
 
-/// `KeShouldYieldProcessor` (`LOGICAL KeShouldYieldProcessor(void)`), once looked up: 0 not yet,
-/// 1 absent (kernels before Windows 10 2004, Wine), else its address. Never a static import:
-/// a driver importing it would not load on older kernels.
-static SHOULD_YIELD_PROCESSOR: AtomicUsize = AtomicUsize::new(0);
-const ABSENT: usize = 1;
+/// `KeShouldYieldProcessor` (`LOGICAL KeShouldYieldProcessor(void)`; Windows 10 2004 and
+/// later, not Wine). Never a static import: a driver importing it would not load on older
+/// kernels.
+static SHOULD_YIELD_PROCESSOR: SystemRoutine = SystemRoutine::new("KeShouldYieldProcessor");
 
-/// Looks up `KeShouldYieldProcessor` with `MmGetSystemRoutineAddress` (once).
+/// Looks up `KeShouldYieldProcessor` (once).
 ///
 /// # IRQL
 /// `PASSIVE_LEVEL`.
 pub(crate) fn resolve_should_yield_processor() {
-    if SHOULD_YIELD_PROCESSOR.load(Ordering::Acquire) != 0 {
-        return;
+    if !SHOULD_YIELD_PROCESSOR.is_resolved() {
+        // SAFETY: PASSIVE_LEVEL (the caller's contract).
+        let _ = unsafe { SHOULD_YIELD_PROCESSOR.resolve() };
     }
-    let mut name = [0_u16; 22];
-    for (dst, src) in name.iter_mut().zip("KeShouldYieldProcessor".encode_utf16()) {
-        *dst = src;
-    }
-    let mut name = UNICODE_STRING::from_wide(&name);
-    // SAFETY: PASSIVE_LEVEL (the caller's contract); `name` is a valid counted string.
-    let routine = unsafe { MmGetSystemRoutineAddress(&raw mut name) };
-    let value = if routine.is_null() {
-        ABSENT
-    } else {
-        routine as usize
-    };
-    SHOULD_YIELD_PROCESSOR.store(value, Ordering::Release);
 }
 
 /// What `KeShouldYieldProcessor` says (TRUE: leave the work loop so the processor can drop
@@ -131,10 +114,7 @@ pub(crate) fn resolve_should_yield_processor() {
 /// # IRQL
 /// `DISPATCH_LEVEL`.
 pub(crate) fn should_yield_processor() -> Option<bool> {
-    let routine = SHOULD_YIELD_PROCESSOR.load(Ordering::Acquire);
-    if routine <= ABSENT {
-        return None;
-    }
+    let routine = SHOULD_YIELD_PROCESSOR.address()?;
     // SAFETY: the value came from MmGetSystemRoutineAddress("KeShouldYieldProcessor"), whose
     // signature is `LOGICAL (void)` (LOGICAL = ULONG) with the system calling convention.
     let routine =

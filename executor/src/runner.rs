@@ -64,7 +64,7 @@ pub struct Budget {
     /// DPC runner: longest its DPC may run back to back on one processor (run after run, the
     /// processor never dropping below `DISPATCH_LEVEL`) before the rest of the work is handed
     /// to a timer [`YIELD_DELAY`] ahead, so that the processor's threads run. Measured on the
-    /// interrupt-time clock, so on Windows in clock ticks (0.5 to 15.6 ms). Where the kernel
+    /// precise clock, like `max_time`. Where the kernel
     /// has `KeShouldYieldProcessor`, the runner also hands off whenever it says so.
     /// `Duration::MAX`: only `KeShouldYieldProcessor` decides.
     pub max_back_to_back: Duration,
@@ -151,8 +151,8 @@ pub struct Runner {
     yield_dpc: KernelCell<KDPC>,
     /// The yield timer is armed, or its DPC has not entered its routine yet.
     yield_pending: AtomicBool,
-    /// Per processor (modulo [`STREAK_SLOTS`]): interrupt time at which the runner's DPC began
-    /// running back to back there; 0 when it is not.
+    /// Per processor (modulo [`STREAK_SLOTS`]): precise time (`wsk_sys::query_precise_time`)
+    /// at which the runner's DPC began running back to back there; 0 when it is not.
     streaks: [AtomicU64; STREAK_SLOTS],
     /// Set by wakes (passive kind); a synchronization event.
     wake_event: KernelCell<KEVENT>,

@@ -620,11 +620,11 @@ fn deregister(this: NonNull<ClientInner>) -> Result<()> {
     let inner = unsafe { this.as_ref() };
     inner.deregistering.store(true, Ordering::Release);
     let report_every = i64::try_from(DEREGISTER_REPORT_EVERY.as_nanos() / 100).unwrap_or(i64::MAX);
+    // One sweep: a socket adopted after it (an accept that completes meanwhile) is tracked
+    // under the same lock after `deregistering` was set, so `adopt` sees it and closes it.
+    close_all(inner);
     let mut waited = Duration::ZERO;
     loop {
-        // Sockets adopted after the previous sweep (an accept that completed meanwhile) are
-        // closed by `adopt` itself; sweeping again costs nothing and needs no such reasoning.
-        close_all(inner);
         let mut timeout = -report_every;
         // SAFETY: PASSIVE_LEVEL; the event is initialised and lives in the client.
         let status = unsafe {

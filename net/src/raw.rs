@@ -542,43 +542,17 @@ fn issue_orphan(
 /// status of `IoSetCompletionRoutineEx` without calling WSK when it fails (out of memory).
 fn start(inner: &SocketInner, slot: &Slot, issue: IssueFn, socket: *mut WSK_SOCKET) -> NTSTATUS {
     inner.add_ref();
-    let context: PVOID = ptr::from_ref(slot).cast_mut().cast();
     // SAFETY: the slot is BUSY and not PENDING: its IRP is ours, completed (or fresh), and
     // allocated with one stack location, which receives the completion routine.
     unsafe { sys::IoReuseIrp(slot.irp, STATUS_UNSUCCESSFUL) };
-    // SAFETY: the client outlives its sockets.
-    let device = unsafe { inner.client.as_ref() }.completion_device();
-    let mut registered = false;
-    if let Some(device) = device {
-        // SAFETY: as above; `device` is the client's live device object (deleted only after
-        // every socket is closed). The I/O manager keeps the driver loaded until `on_complete`
-        // returns, so no instruction of ours runs after DriverUnload.
-        let status = unsafe {
-            sys::IoSetCompletionRoutineEx(device, slot.irp, Some(on_complete), context, 1, 1, 1)
-        };
-        registered = sys::NT_SUCCESS(status);
-        if !registered && !ptr::eq(slot, &raw const inner.slots[CLOSE]) {
-            return status;
-        }
-        if !registered {
-            // A close must go out even without memory: unprotected against unload is better
-            // than a socket WskDeregister would wait for forever.
-            sys::kprint!(
-                "wsk-net: IoSetCompletionRoutineEx failed ({:#x}) for a close; registering the routine without unload protection\n",
-                status.cast_unsigned()
-            );
-        }
+    let status = set_completion_routine(inner, slot);
+    if !sys::NT_SUCCESS(status) {
+        return status;
     }
     if socket.is_null() {
         slot.client_call.store(true, Ordering::Release);
         // SAFETY: the client outlives its socket objects.
         unsafe { inner.client.as_ref() }.client_call_started();
-    }
-    if !registered {
-        // SAFETY: as above (Wine, or a close without memory for the Ex context).
-        unsafe {
-            sys::IoSetCompletionRoutine(slot.irp, Some(on_complete), context, true, true, true);
-        }
     }
     slot.state.fetch_or(PENDING, Ordering::AcqRel);
     let mut call = Call {
@@ -590,6 +564,34 @@ fn start(inner: &SocketInner, slot: &Slot, issue: IssueFn, socket: *mut WSK_SOCK
     // SAFETY: issue functions require exactly what `call` provides: a prepared IRP, the held
     // resources at their in-slot address, and the socket (null only before creation).
     unsafe { issue(&mut call) }
+}
+
+/// Registers [`on_complete`] on the slot's reused IRP: with `IoSetCompletionRoutineEx`
+/// against the client's device object, so that the I/O manager keeps the driver loaded until
+/// the routine has returned; with `IoSetCompletionRoutine` where that is unavailable (Wine),
+/// and for a close whose Ex context cannot be allocated (a close must go out: unprotected
+/// against unload is better than a socket `WskDeregister` waits for forever). Any other
+/// operation fails with the status of `IoSetCompletionRoutineEx`. IRQL <= `DISPATCH_LEVEL`.
+fn set_completion_routine(inner: &SocketInner, slot: &Slot) -> NTSTATUS {
+    let context: PVOID = ptr::from_ref(slot).cast_mut().cast();
+    // SAFETY: the client outlives its sockets.
+    if let Some(device) = unsafe { inner.client.as_ref() }.completion_device() {
+        // SAFETY: our reused IRP with a next location; `device` is the client's live device
+        // object (deleted only after every socket is closed).
+        let status = unsafe {
+            sys::IoSetCompletionRoutineEx(device, slot.irp, Some(on_complete), context, 1, 1, 1)
+        };
+        if sys::NT_SUCCESS(status) || !ptr::eq(slot, &raw const inner.slots[CLOSE]) {
+            return status;
+        }
+        sys::kprint!(
+            "wsk-net: IoSetCompletionRoutineEx failed ({:#x}) for a close; registering the routine without unload protection\n",
+            status.cast_unsigned()
+        );
+    }
+    // SAFETY: our reused IRP with a next location.
+    unsafe { sys::IoSetCompletionRoutine(slot.irp, Some(on_complete), context, true, true, true) };
+    sys::STATUS_SUCCESS
 }
 
 /// The one completion routine. Runs at IRQL <= `DISPATCH_LEVEL`, on any processor, possibly
@@ -758,14 +760,6 @@ impl Future for Op<'_> {
                 let error = Error::new(ErrorKind::InvalidState, this.name);
                 return Poll::Ready(Err(Refused { error, held }));
             }
-            // A call on an open socket is counted in progress until WSK returns, so that a
-            // close (from a drop, or deregistration on another CPU) waits for it.
-            let socket = this.inner.wsk();
-            let counted = !socket.is_null();
-            if counted && !this.inner.enter_call() {
-                let error = Error::new(ErrorKind::InvalidState, this.name);
-                return Poll::Ready(Err(Refused { error, held }));
-            }
             loop {
                 match slot
                     .state
@@ -780,21 +774,26 @@ impl Future for Op<'_> {
                             continue;
                         }
                         this.issue = Some((issue, held));
-                        if counted {
-                            this.inner.leave_call();
-                        }
                         return Poll::Pending;
                     }
                     Err(_) => {
                         // Another live operation owns the slot: a second concurrent send or
                         // receive would reorder data. Do not touch its waker.
-                        if counted {
-                            this.inner.leave_call();
-                        }
                         let error = Error::new(ErrorKind::InvalidState, this.name);
                         return Poll::Ready(Err(Refused { error, held }));
                     }
                 }
+            }
+            // A call on an open socket is counted in progress until WSK returns, so that a
+            // close (from a drop, or deregistration on another CPU) waits for it; once a close
+            // is requested, no call may start.
+            let socket = this.inner.wsk();
+            let counted = !socket.is_null();
+            if counted && !this.inner.enter_call() {
+                // Nobody waits on a slot that is BUSY without ABANDONED: give it back.
+                slot.state.store(0, Ordering::Release);
+                let error = Error::new(ErrorKind::InvalidState, this.name);
+                return Poll::Ready(Err(Refused { error, held }));
             }
             slot.waker.register(cx.waker());
             // SAFETY: BUSY without PENDING: we own the held cell.

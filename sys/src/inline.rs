@@ -307,8 +307,8 @@ pub unsafe fn KeQueryInterruptTime() -> u64 {
 
 type KeQueryPerformanceCounterFn = unsafe extern "system" fn(*mut LARGE_INTEGER) -> LARGE_INTEGER;
 
-/// `KeQueryPerformanceCounter` once looked up (0: not yet, [`ABSENT`]: the kernel lacks it).
-static PERFORMANCE_COUNTER: AtomicUsize = AtomicUsize::new(0);
+/// `KeQueryPerformanceCounter`: ntoskrnl from Windows 8 on, hal.dll before and under Wine.
+static PERFORMANCE_COUNTER: SystemRoutine = SystemRoutine::new("KeQueryPerformanceCounter");
 /// Its frequency (counts per second), read once at lookup.
 static PERFORMANCE_FREQUENCY: AtomicU64 = AtomicU64::new(0);
 
@@ -326,24 +326,18 @@ static PERFORMANCE_FREQUENCY: AtomicU64 = AtomicU64::new(0);
 /// `PASSIVE_LEVEL`.
 pub unsafe fn init_precise_clock() {
     // SAFETY: PASSIVE_LEVEL per the caller.
-    let routine = unsafe { system_routine_address("KeQueryPerformanceCounter") };
-    if routine.is_null() {
-        PERFORMANCE_COUNTER.store(ABSENT, Ordering::Release);
+    let Some(routine) = (unsafe { PERFORMANCE_COUNTER.resolve() }) else {
+        PERFORMANCE_FREQUENCY.store(0, Ordering::Release);
         return;
-    }
-    // SAFETY: the value was produced by MmGetSystemRoutineAddress("KeQueryPerformanceCounter"),
+    };
+    // SAFETY: the address MmGetSystemRoutineAddress gave for "KeQueryPerformanceCounter",
     // whose signature is KeQueryPerformanceCounterFn.
-    let f = unsafe { core::mem::transmute::<PVOID, KeQueryPerformanceCounterFn>(routine) };
+    let f = unsafe { core::mem::transmute::<usize, KeQueryPerformanceCounterFn>(routine) };
     let mut frequency: LARGE_INTEGER = 0;
     // SAFETY: any IRQL; `frequency` is a writable LARGE_INTEGER.
     unsafe { f(&raw mut frequency) };
-    match u64::try_from(frequency) {
-        Ok(frequency) if frequency > 0 => {
-            PERFORMANCE_FREQUENCY.store(frequency, Ordering::Relaxed);
-            PERFORMANCE_COUNTER.store(routine as usize, Ordering::Release);
-        }
-        _ => PERFORMANCE_COUNTER.store(ABSENT, Ordering::Release),
-    }
+    // A counter without a frequency is no clock: 0 leaves the fallback in place.
+    PERFORMANCE_FREQUENCY.store(u64::try_from(frequency).unwrap_or(0), Ordering::Release);
 }
 
 /// True once [`init_precise_clock`] found `KeQueryPerformanceCounter`.
@@ -352,7 +346,7 @@ pub unsafe fn init_precise_clock() {
 /// Any.
 #[must_use]
 pub fn has_precise_clock() -> bool {
-    PERFORMANCE_COUNTER.load(Ordering::Acquire) > ABSENT
+    PERFORMANCE_COUNTER.address().is_some() && PERFORMANCE_FREQUENCY.load(Ordering::Acquire) > 0
 }
 
 /// A precise monotonic time in 100 ns units, for measuring short intervals (a DPC's time
@@ -366,14 +360,15 @@ pub fn has_precise_clock() -> bool {
 /// Any.
 #[must_use]
 pub fn query_precise_time() -> u64 {
-    let routine = PERFORMANCE_COUNTER.load(Ordering::Acquire);
-    if routine > ABSENT {
+    let frequency = PERFORMANCE_FREQUENCY.load(Ordering::Acquire);
+    if let Some(routine) = PERFORMANCE_COUNTER.address()
+        && frequency > 0
+    {
         // SAFETY: stored by init_precise_clock from MmGetSystemRoutineAddress
         // ("KeQueryPerformanceCounter"), whose signature is KeQueryPerformanceCounterFn.
         let f = unsafe { core::mem::transmute::<usize, KeQueryPerformanceCounterFn>(routine) };
         // SAFETY: any IRQL; a null frequency pointer is allowed.
         let count = unsafe { f(core::ptr::null_mut()) };
-        let frequency = PERFORMANCE_FREQUENCY.load(Ordering::Relaxed);
         let units = u128::from(count.unsigned_abs()) * 10_000_000 / u128::from(frequency);
         return u64::try_from(units).unwrap_or(u64::MAX);
     }
@@ -433,8 +428,9 @@ pub fn bugcheck_at(location: Option<&core::panic::Location<'_>>) -> ! {
 
 type ExAllocatePool2Fn = unsafe extern "system" fn(POOL_FLAGS, SIZE_T, u32) -> PVOID;
 
-/// `ExAllocatePool2` once looked up (1 = looked up and absent, as on Wine 8).
-static EX_ALLOCATE_POOL2: AtomicUsize = AtomicUsize::new(0);
+/// `ExAllocatePool2` (Windows 10 2004 and later; absent on Wine 8).
+static EX_ALLOCATE_POOL2: SystemRoutine = SystemRoutine::new("ExAllocatePool2");
+/// In a [`SystemRoutine`]: looked up, and the kernel lacks it.
 const ABSENT: usize = 1;
 
 /// Looks up `ExAllocatePool2` so later allocations can use it. Call once at `PASSIVE_LEVEL`
@@ -445,13 +441,7 @@ const ABSENT: usize = 1;
 /// `PASSIVE_LEVEL` only.
 pub unsafe fn init_pool_routines() {
     // SAFETY: PASSIVE_LEVEL per the caller.
-    let routine = unsafe { system_routine_address("ExAllocatePool2") };
-    let value = if routine.is_null() {
-        ABSENT
-    } else {
-        routine as usize
-    };
-    EX_ALLOCATE_POOL2.store(value, Ordering::Release);
+    let _ = unsafe { EX_ALLOCATE_POOL2.resolve() };
 }
 
 /// The address of the exported kernel routine `name` (ASCII, at most 63 characters), or null
@@ -477,6 +467,54 @@ pub unsafe fn system_routine_address(name: &str) -> PVOID {
     unsafe { crate::MmGetSystemRoutineAddress(&raw mut name) }
 }
 
+/// A kernel routine looked up once at run time ([`system_routine_address`]), for routines a
+/// driver must not import: newer than the oldest kernel it loads on, or exported by another
+/// module on some kernels. Lives in a `static`; [`SystemRoutine::resolve`] at `PASSIVE_LEVEL`
+/// (start-up), [`SystemRoutine::address`] at any IRQL afterwards.
+pub struct SystemRoutine {
+    name: &'static str,
+    /// 0: not looked up yet; [`ABSENT`]: the kernel lacks it; else its address.
+    address: AtomicUsize,
+}
+
+impl SystemRoutine {
+    /// The routine called `name`, not looked up yet.
+    #[must_use]
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            address: AtomicUsize::new(0),
+        }
+    }
+
+    /// Looks the routine up (again) and returns its address, if the kernel has it.
+    ///
+    /// # Safety
+    /// `PASSIVE_LEVEL` only.
+    pub unsafe fn resolve(&self) -> Option<usize> {
+        // SAFETY: PASSIVE_LEVEL per the caller.
+        let routine = unsafe { system_routine_address(self.name) } as usize;
+        self.address.store(
+            if routine == 0 { ABSENT } else { routine },
+            Ordering::Release,
+        );
+        (routine != 0).then_some(routine)
+    }
+
+    /// Its address, once [`resolve`](Self::resolve) found it. Any IRQL.
+    #[must_use]
+    pub fn address(&self) -> Option<usize> {
+        let routine = self.address.load(Ordering::Acquire);
+        (routine > ABSENT).then_some(routine)
+    }
+
+    /// True once looked up (found or not).
+    #[must_use]
+    pub fn is_resolved(&self) -> bool {
+        self.address.load(Ordering::Acquire) != 0
+    }
+}
+
 /// True when the kernel is Wine's ntoskrnl, recognised by its private export
 /// `wine_ntoskrnl_main_loop` (no Windows kernel has it). Some routines Wine 8 exports are
 /// stubs that raise when called (`IoSetCompletionRoutineEx`, `KeRemoveQueueDpc`): callers
@@ -497,8 +535,7 @@ pub unsafe fn kernel_is_wine() -> bool {
 /// IRQL <= `DISPATCH_LEVEL`.
 #[must_use]
 pub unsafe fn allocate_nonpaged(bytes: usize, tag: u32) -> PVOID {
-    let routine = EX_ALLOCATE_POOL2.load(Ordering::Acquire);
-    if routine > ABSENT {
+    if let Some(routine) = EX_ALLOCATE_POOL2.address() {
         // SAFETY: the value was produced by MmGetSystemRoutineAddress("ExAllocatePool2"), whose
         // signature is ExAllocatePool2Fn.
         let f = unsafe { core::mem::transmute::<usize, ExAllocatePool2Fn>(routine) };

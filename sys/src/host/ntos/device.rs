@@ -56,12 +56,13 @@ pub(crate) struct Devices {
 }
 
 impl Devices {
-    /// Device objects of `driver` that are not released yet: (address, deleted, refs).
-    fn of(&self, driver: usize) -> Vec<(usize, bool, usize)> {
+    /// Device objects of `driver` (of any driver: `None`) that are not released yet:
+    /// (address, deleted, refs).
+    fn of(&self, driver: Option<usize>) -> Vec<(usize, bool, usize)> {
         let mut list: Vec<_> = self
             .live
             .iter()
-            .filter(|(_, d)| d.driver == driver)
+            .filter(|(_, d)| driver.is_none_or(|driver| d.driver == driver))
             .map(|(&a, d)| (a, d.deleted, d.refs))
             .collect();
         list.sort_unstable();
@@ -278,66 +279,60 @@ fn dereference(machine: &Machine, address: usize) {
     machine.devices_changed.notify_all();
 }
 
-/// Waits (at most `within`) until every device object of `driver` is deleted and released, as
-/// the I/O manager does before it unmaps a driver image. Returns what is left, one line each.
-pub(crate) fn wait_released(machine: &Machine, driver: usize, within: Duration) -> Vec<String> {
+/// Waits (at most `within`) while a deleted device object of `driver` (of any driver: `None`)
+/// is still referenced, i.e. a routine registered with `IoSetCompletionRoutineEx` against it
+/// has not returned. Returns what is left: (address, deleted, references).
+fn wait_for_references(
+    machine: &Machine,
+    driver: Option<usize>,
+    within: Duration,
+) -> Vec<(usize, bool, usize)> {
     let deadline = Instant::now() + within;
     let mut devices = lock(&machine.devices);
     loop {
         let left = devices.of(driver);
-        // A device object the driver never deleted will not go by waiting.
-        if left.is_empty() || left.iter().any(|&(_, deleted, _)| !deleted) {
-            return left
-                .into_iter()
-                .map(|(address, deleted, refs)| {
-                    if deleted {
-                        format!("device object {address:#x} deleted but still referenced {refs} time(s)")
-                    } else {
-                        format!("device object {address:#x} not deleted by DriverUnload (IoDeleteDevice)")
-                    }
-                })
-                .collect();
-        }
         let now = Instant::now();
-        if now >= deadline {
-            return left
-                .into_iter()
-                .map(|(address, _, refs)| {
-                    format!(
-                        "device object {address:#x} deleted but still referenced {refs} time(s) \
-                         {within:?} after DriverUnload returned"
-                    )
-                })
-                .collect();
+        // A deleted device object stays listed only while referenced.
+        if !left.iter().any(|&(_, deleted, _)| deleted) || now >= deadline {
+            return left;
         }
         devices = machine::wait_timeout(&machine.devices_changed, devices, deadline - now);
     }
+}
+
+/// Waits (at most `within`) until every device object of `driver` is released, as the I/O
+/// manager does before it unmaps a driver image. Returns what is left, one line each.
+pub(crate) fn wait_released(machine: &Machine, driver: usize, within: Duration) -> Vec<String> {
+    wait_for_references(machine, Some(driver), within)
+        .into_iter()
+        .map(|(address, deleted, refs)| {
+            if deleted {
+                format!(
+                    "device object {address:#x} deleted but still referenced {refs} time(s) \
+                     {within:?} after DriverUnload returned"
+                )
+            } else {
+                format!("device object {address:#x} not deleted by DriverUnload (IoDeleteDevice)")
+            }
+        })
+        .collect()
 }
 
 /// Waits (at most `within`) until no deleted device object is still referenced (any driver):
 /// completion routines registered with `IoSetCompletionRoutineEx` have all returned.
 pub(crate) fn wait_all_released(machine: &Machine, within: Duration) {
-    let deadline = Instant::now() + within;
-    let mut devices = lock(&machine.devices);
-    while devices.live.values().any(|d| d.deleted) {
-        let now = Instant::now();
-        if now >= deadline {
-            return;
-        }
-        devices = machine::wait_timeout(&machine.devices_changed, devices, deadline - now);
-    }
+    let _ = wait_for_references(machine, None, within);
 }
 
 /// Device objects not released, for the leak report (any driver).
 pub(crate) fn leaks(devices: &Devices) -> Vec<String> {
-    let mut list: Vec<_> = devices.live.iter().collect();
-    list.sort_by_key(|(a, _)| **a);
-    list.into_iter()
-        .map(|(address, d)| {
+    devices
+        .of(None)
+        .into_iter()
+        .map(|(address, deleted, refs)| {
             format!(
-                "device object {address:#x} ({}, {} reference(s))",
-                if d.deleted { "deleted" } else { "not deleted" },
-                d.refs
+                "device object {address:#x} ({}, {refs} reference(s))",
+                if deleted { "deleted" } else { "not deleted" },
             )
         })
         .collect()

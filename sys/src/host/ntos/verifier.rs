@@ -53,6 +53,19 @@ std::thread_local! {
 /// `DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS` if any is still running when
 /// `DriverUnload` has returned and the driver's device objects are released.
 pub(crate) fn in_callback<R>(f: impl FnOnce() -> R) -> R {
+    run_driver_code(false, f)
+}
+
+/// Runs a driver's completion routine as [`in_callback`] does, then, when the kernel was
+/// booted with `Config::with_late_callback_return`, keeps it counted as running driver code
+/// for that long: the window in which a routine that signalled unload (set an event, dropped
+/// the last reference) still executes its own instructions before it returns.
+pub(crate) fn in_completion_routine<R>(f: impl FnOnce() -> R) -> R {
+    run_driver_code(true, f)
+}
+
+/// [`in_callback`], with the late return of completion routines when `late_return` is set.
+fn run_driver_code<R>(late_return: bool, f: impl FnOnce() -> R) -> R {
     struct Depth(Option<std::sync::Arc<super::machine::Machine>>);
     impl Drop for Depth {
         fn drop(&mut self) {
@@ -68,23 +81,17 @@ pub(crate) fn in_callback<R>(f: impl FnOnce() -> R) -> R {
     if let Some(machine) = &machine {
         machine.driver_code.fetch_add(1, Ordering::AcqRel);
     }
+    let delay = machine
+        .as_ref()
+        .and_then(|m| m.late_callback_return)
+        .filter(|_| late_return);
     CALLBACK_DEPTH.with(|d| d.set(d.get() + 1));
     let _depth = Depth(machine);
-    f()
-}
-
-/// Runs a driver's completion routine as [`in_callback`] does, then, when the kernel was
-/// booted with `Config::with_late_callback_return`, keeps it counted as running driver code
-/// for that long: the window in which a routine that signalled unload (set an event, dropped
-/// the last reference) still executes its own instructions before it returns.
-pub(crate) fn in_completion_routine<R>(f: impl FnOnce() -> R) -> R {
-    in_callback(|| {
-        let result = f();
-        if let Some(delay) = machine::try_current().and_then(|m| m.late_callback_return) {
-            std::thread::sleep(delay);
-        }
-        result
-    })
+    let result = f();
+    if let Some(delay) = delay {
+        std::thread::sleep(delay);
+    }
+    result
 }
 
 /// The calling thread's driver code is over for good (`PsTerminateSystemThread`, which never

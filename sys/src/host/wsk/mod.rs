@@ -452,6 +452,10 @@ impl Provider {
 /// starts its reactor with the boot's fault plan.
 pub(crate) fn boot(config: &Faults) {
     shutdown();
+    socket::SLOW_CALLS.store(
+        config.slow_call.is_some(),
+        core::sync::atomic::Ordering::Relaxed,
+    );
     let (provider, poll) = Provider::new(config);
     let runner = Arc::clone(&provider);
     let thread = std::thread::Builder::new()
@@ -483,18 +487,22 @@ pub(crate) fn shutdown() {
     lock(&provider.deferred).items.clear();
 }
 
-/// Client registrations still registered, one line each (for the unload check).
+/// Client registrations still registered, one line each (for the unload check and report).
 pub(crate) fn registrations_left() -> Vec<String> {
     let Some(provider) = lock(&CURRENT).clone() else {
         return Vec::new();
     };
     let st = provider.lock();
+    registration_lines(&st)
+}
+
+fn registration_lines(st: &State) -> Vec<String> {
     let mut regs: Vec<_> = st.regs.iter().collect();
     regs.sort_by_key(|(id, _)| **id);
     regs.into_iter()
         .map(|(id, reg)| {
             format!(
-                "WSK client registration {id} ({} provider NPI captures held)",
+                "WSK client registration {id} still registered ({} provider NPI captures held)",
                 reg.captures
             )
         })
@@ -508,14 +516,7 @@ pub(crate) fn leaks() -> Vec<String> {
     };
     let mut lines = Vec::new();
     let st = provider.lock();
-    let mut regs: Vec<_> = st.regs.iter().collect();
-    regs.sort_by_key(|(id, _)| **id);
-    for (id, reg) in regs {
-        lines.push(format!(
-            "WSK client registration {id} still registered ({} provider NPI captures held)",
-            reg.captures
-        ));
-    }
+    lines.extend(registration_lines(&st));
     let mut socks: Vec<_> = st.sockets.values().collect();
     socks.sort_by_key(|s| s.id());
     for sock in socks {

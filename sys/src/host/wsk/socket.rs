@@ -64,6 +64,10 @@ pub(super) struct SockHandle {
 /// socket gone (`WSK_SOCKET_CLOSED`).
 pub(super) struct InCall(*const SockHandle);
 
+/// The booted provider's plan slows some calls down (`Faults::slow_call`); set at boot.
+pub(super) static SLOW_CALLS: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
 impl InCall {
     /// Counts a call of `op` on `socket` as in progress until the guard drops; sleeps inside
     /// the call when the fault plan's `slow_call` names `op` (to widen the window a racing
@@ -77,7 +81,10 @@ impl InCall {
         let handle = socket.cast::<SockHandle>().cast_const();
         // SAFETY: a provider socket handle, live while the socket is open.
         unsafe { (*handle).in_call.fetch_add(1, Ordering::SeqCst) };
-        if let Some(slow) = provider().faults.slow_call
+        // One relaxed load on the common path: the provider is looked up only under a plan
+        // that slows calls down.
+        if SLOW_CALLS.load(Ordering::Relaxed)
+            && let Some(slow) = provider().faults.slow_call
             && Some(slow.op) == op
         {
             std::thread::sleep(slow.delay);
