@@ -1,5 +1,7 @@
 //! A single waker slot that one party registers into and any CPU may wake, without a lock:
-//! how a [`JoinHandle`](super::JoinHandle) learns that its task finished.
+//! how a [`JoinHandle`](super::JoinHandle) learns that its task finished, and how `wsk-net`'s
+//! completion routines wake the task awaiting an operation. The one copy in the workspace,
+//! checked by the loom models.
 
 use core::task::Waker;
 
@@ -13,7 +15,7 @@ const REGISTERING: u32 = 1;
 const WAKING: u32 = 2;
 
 /// A waker slot: [`register`](Self::register) by its one owner, [`wake`](Self::wake) from anywhere.
-pub(crate) struct AtomicWaker {
+pub struct AtomicWaker {
     state: AtomicU32,
     waker: UnsafeCell<Option<Waker>>,
 }
@@ -24,10 +26,17 @@ unsafe impl Sync for AtomicWaker {}
 // SAFETY: as above; the slot holds nothing tied to a thread.
 unsafe impl Send for AtomicWaker {}
 
+#[cfg(not(loom))]
+impl Default for AtomicWaker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl AtomicWaker {
     loom_const_fn! {
         /// An empty slot.
-        pub(crate) fn new() -> Self {
+        pub fn new() -> Self {
             Self { state: AtomicU32::new(IDLE), waker: UnsafeCell::new(None) }
         }
     }
@@ -35,7 +44,7 @@ impl AtomicWaker {
     /// Stores `waker`, replacing any earlier one. Only one party may register at a time.
     ///
     /// If a wake races with the registration, `waker` is woken at once, so no wake is lost.
-    pub(crate) fn register(&self, waker: &Waker) {
+    pub fn register(&self, waker: &Waker) {
         match self
             .state
             .compare_exchange(IDLE, REGISTERING, Ordering::Acquire, Ordering::Acquire)
@@ -73,7 +82,7 @@ impl AtomicWaker {
     }
 
     /// Takes the registered waker out, if any; the next [`register`](Self::register) starts afresh.
-    pub(crate) fn take(&self) -> Option<Waker> {
+    pub fn take(&self) -> Option<Waker> {
         match self.state.fetch_or(WAKING, Ordering::AcqRel) {
             IDLE => {
                 // SAFETY: we moved the state from IDLE to WAKING, which gives us the slot.
@@ -88,7 +97,7 @@ impl AtomicWaker {
     }
 
     /// Wakes the registered waker, if any, and empties the slot.
-    pub(crate) fn wake(&self) {
+    pub fn wake(&self) {
         if let Some(waker) = self.take() {
             waker.wake();
         }

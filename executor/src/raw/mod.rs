@@ -14,9 +14,11 @@ mod atomic_waker;
 mod executor;
 mod join;
 mod pool;
-pub(crate) mod sync;
+#[doc(hidden)]
+pub mod sync;
 mod task;
 
+pub use atomic_waker::AtomicWaker;
 pub use executor::{Executor, ExecutorCore, FnPender, PendFn, Pender, PollReport};
 pub use join::{JoinError, JoinHandle};
 pub use pool::{MAX_POOLS, STORAGE_ALIGN, SpawnError, TaskPool};

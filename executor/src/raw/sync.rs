@@ -6,30 +6,32 @@
 //! normally, a plain `fn` under loom.
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// An `UnsafeCell` with loom's closure API, so loom can check accesses for data races.
 #[cfg(not(loom))]
-pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+pub struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
 
 #[cfg(not(loom))]
 impl<T> UnsafeCell<T> {
-    pub(crate) const fn new(value: T) -> Self {
+    pub const fn new(value: T) -> Self {
         Self(core::cell::UnsafeCell::new(value))
     }
 
     /// Runs `f` with a mutable pointer to the contents; the caller rules out concurrent access.
-    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+    pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         f(self.0.get())
     }
 }
 
 #[cfg(loom)]
-pub(crate) use loom::cell::UnsafeCell;
+pub use loom::cell::UnsafeCell;
 
 /// Declares a constructor that is `const` normally and a plain `fn` under loom.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! loom_const_fn {
     ($(#[$attr:meta])* $vis:vis fn $name:ident $args:tt -> $ret:ty $body:block) => {
         #[cfg(not(loom))]
@@ -40,4 +42,4 @@ macro_rules! loom_const_fn {
         $vis fn $name $args -> $ret $body
     };
 }
-pub(crate) use loom_const_fn;
+pub use crate::loom_const_fn;
