@@ -46,7 +46,7 @@ mod timer;
 pub use block_on::block_on;
 pub use raw::{JoinError, JoinHandle, SpawnError, TaskPool};
 #[cfg(not(loom))]
-pub use runner::{Budget, Runner, RunnerKind, RunnerPender, StartError, YIELD_DELAY};
+pub use runner::{Budget, Runner, RunnerKind, StartError, YIELD_DELAY};
 #[cfg(not(loom))]
 pub use time::Instant;
 #[cfg(not(loom))]

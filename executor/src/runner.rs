@@ -90,6 +90,7 @@ const STREAK_SLOTS: usize = 64;
 
 /// Why [`Runner::start`] failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StartError {
     /// `start` was already called on this runner.
     AlreadyStarted,
@@ -192,12 +193,6 @@ impl Runner {
         }
     }
 
-    /// The runner's executor, for [`TaskPool::spawn`].
-    #[must_use]
-    pub fn executor(&'static self) -> &'static Executor<RunnerPender> {
-        &self.executor
-    }
-
     /// Which kind the runner was started as (`Dpc` before it is started).
     #[must_use]
     pub fn kind(&self) -> RunnerKind {
@@ -245,6 +240,7 @@ impl Runner {
         self.timers.init();
         resolve_should_yield_processor();
         self.executor
+            .core()
             .set_timer_queue(ptr::from_ref(&self.timers).cast());
         self.kind.store(
             match kind {
@@ -262,7 +258,7 @@ impl Runner {
         unsafe { self.executor.set_context(ptr::from_ref(self).cast()) };
         self.state.store(STARTED, Ordering::Release);
         if self.executor.has_queued() {
-            self.executor.pend();
+            self.executor.core().pend();
         }
         Ok(())
     }
@@ -558,8 +554,9 @@ impl Runner {
 }
 
 /// The runners' [`Pender`]: queues the runner's DPC, or wakes its thread. A wake calls it inline.
+/// Plumbing, private to the crate: a runner's tasks are spawned with [`Runner::spawn`].
 #[derive(Debug)]
-pub enum RunnerPender {}
+pub(crate) enum RunnerPender {}
 
 /// The runners' task waker vtable: a `static`, so that timers recognise a runner's task wakers
 /// by its address.
