@@ -228,15 +228,17 @@ impl Runner {
         // SAFETY: PASSIVE_LEVEL (checked above); resolves the clock the DPC budget is measured on.
         unsafe { wsk_sys::init_precise_clock() };
         let context: PVOID = ptr::from_ref(self).cast_mut().cast();
-        // SAFETY: the objects live in this 'static runner and are not in use before `start`; the
-        // DPC's context is the runner, which `runner_dpc` expects.
-        unsafe {
-            KeInitializeDpc(self.dpc.get(), Some(runner_dpc), context);
-            KeInitializeTimerEx(self.yield_timer.get(), NotificationTimer);
-            KeInitializeDpc(self.yield_dpc.get(), Some(runner_dpc), context);
-            KeInitializeEvent(self.wake_event.get(), SynchronizationEvent, FALSE);
-            KeInitializeEvent(self.drained_event.get(), NotificationEvent, FALSE);
-        }
+        // The objects live in this 'static runner and are not in use before `start`.
+        // SAFETY: as above; the DPC's context is the runner, which `runner_dpc` expects.
+        unsafe { KeInitializeDpc(self.dpc.get(), Some(runner_dpc), context) };
+        // SAFETY: as above.
+        unsafe { KeInitializeTimerEx(self.yield_timer.get(), NotificationTimer) };
+        // SAFETY: as above; the same routine and context as the runner's DPC.
+        unsafe { KeInitializeDpc(self.yield_dpc.get(), Some(runner_dpc), context) };
+        // SAFETY: as above.
+        unsafe { KeInitializeEvent(self.wake_event.get(), SynchronizationEvent, FALSE) };
+        // SAFETY: as above.
+        unsafe { KeInitializeEvent(self.drained_event.get(), NotificationEvent, FALSE) };
         self.timers.init();
         resolve_should_yield_processor();
         self.executor
@@ -422,20 +424,20 @@ impl Runner {
     /// taken back, and it waits until every counted instance has run its routine to the end.
     fn stop_dpcs(&self) {
         self.dpcs_closed.store(true, Ordering::SeqCst);
-        // SAFETY: initialised DPCs and timer in the 'static runner.
-        unsafe {
-            if KeRemoveQueueDpc(self.dpc.get()) != FALSE {
-                self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
-            }
-            // Cancelled before it fired: its DPC will not be queued.
-            if KeCancelTimer(self.yield_timer.get()) != FALSE {
-                self.yield_pending.store(false, Ordering::Release);
-                self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
-            }
-            if KeRemoveQueueDpc(self.yield_dpc.get()) != FALSE {
-                self.yield_pending.store(false, Ordering::Release);
-                self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
-            }
+        // SAFETY: an initialised DPC in the 'static runner.
+        if unsafe { KeRemoveQueueDpc(self.dpc.get()) } != FALSE {
+            self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
+        }
+        // Cancelled before it fired: its DPC will not be queued.
+        // SAFETY: an initialised timer in the 'static runner.
+        if unsafe { KeCancelTimer(self.yield_timer.get()) } != FALSE {
+            self.yield_pending.store(false, Ordering::Release);
+            self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
+        }
+        // SAFETY: an initialised DPC in the 'static runner.
+        if unsafe { KeRemoveQueueDpc(self.yield_dpc.get()) } != FALSE {
+            self.yield_pending.store(false, Ordering::Release);
+            self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
         }
         wait_until_zero(&self.dpc_instances);
     }
@@ -531,10 +533,9 @@ impl Runner {
         if !thread.is_null() {
             // SAFETY: a referenced thread object; waiting at PASSIVE_LEVEL without timeout
             // returns once the thread has terminated.
-            unsafe {
-                KeWaitForSingleObject(thread, Executive, KernelMode, FALSE, ptr::null_mut());
-                ObfDereferenceObject(thread);
-            }
+            unsafe { KeWaitForSingleObject(thread, Executive, KernelMode, FALSE, ptr::null_mut()) };
+            // SAFETY: the reference `start_thread` took, given back once.
+            unsafe { ObfDereferenceObject(thread) };
         }
     }
 

@@ -477,7 +477,9 @@ impl ExecutorCore {
     #[inline(never)]
     unsafe fn requeue_rest(&self, task: TaskRef, polled: usize) -> PollReport {
         // SAFETY: the chain from `task` is ours and ends in null.
-        unsafe { self.queue.push_chain(task, chain_end(task)) };
+        let last = unsafe { chain_end(task) };
+        // SAFETY: the chain `task ..= last` is ours.
+        unsafe { self.queue.push_chain(task, last) };
         PollReport {
             polled,
             work_remains: true,
@@ -580,8 +582,12 @@ unsafe fn cancel(task: TaskRef) {
     let vtable = unsafe { task.header().vtable() };
     // SAFETY: owning the task gives us the future exclusively; `cancel` is the task's own.
     unsafe { (vtable.cancel)(task) };
-    // SAFETY: forwarded; the future is gone; `drop_stage` is the task's own.
-    unsafe { finish(task, || (vtable.drop_stage)(task)) };
+    let drop_stage = || {
+        // SAFETY: `finish` calls it once it owns the finished slot; the task's own.
+        unsafe { (vtable.drop_stage)(task) };
+    };
+    // SAFETY: forwarded; the future is gone.
+    unsafe { finish(task, drop_stage) };
 }
 
 /// Retires a task whose future finished or was dropped: sets `DONE`, then wakes the handle or,

@@ -410,3 +410,41 @@ fn loom_wake_during_batch_is_pended_or_polled() {
         }
     });
 }
+
+/// `close` (from another CPU) races the wake and the poll of an idle task: `close` finds the
+/// task through the pool table, marks it CLOSING and wakes it, so it is either dropped by its
+/// next poll or finishes first; either way the executor drains, nothing stays queued and the
+/// slot is free once the handle goes.
+#[test]
+fn loom_close_racing_wake_and_poll() {
+    model(|| {
+        let Fixture { executor, .. } = fixture();
+        let pool = pool::<1>();
+        let probe = Probe::new(false);
+        let mut handle = pool.spawn(executor, probe.wait()).unwrap();
+        executor.poll(usize::MAX, || false);
+
+        let closer = thread::spawn(move || executor.close());
+        probe.release_and_wake();
+        executor.poll(usize::MAX, || false);
+        closer.join().unwrap();
+        while !executor.is_drained() {
+            assert!(
+                executor.has_queued(),
+                "a live task of a closed executor is not queued"
+            );
+            executor.poll(usize::MAX, || false);
+        }
+        assert!(!executor.has_queued());
+        assert!(matches!(
+            poll_handle(&mut handle),
+            Poll::Ready(Ok(2) | Err(JoinError::Cancelled))
+        ));
+        drop(handle);
+        assert_eq!(pool.used(), 0);
+        assert!(matches!(
+            pool.spawn(executor, async {}),
+            Err(SpawnError::Closed)
+        ));
+    });
+}

@@ -112,12 +112,17 @@ where
     };
 
     unsafe fn run(task: TaskRef) {
-        // SAFETY: the caller (the poll loop) took the task off its queue; `poll` polls its `F`
-        // (`run_task` calls it only on an owned task whose state has no DONE, as `poll`
-        // requires), `drop_stage` drops its stage.
-        unsafe {
-            run_task(task, || Self::poll(task), || Self::drop_stage(task));
-        }
+        let poll = || {
+            // SAFETY: `run_task` calls it only on an owned task whose state has no DONE.
+            unsafe { Self::poll(task) }
+        };
+        let drop_stage = || {
+            // SAFETY: `run_task` calls it only once it owns the finished slot.
+            unsafe { Self::drop_stage(task) };
+        };
+        // SAFETY: the caller (the poll loop) took the task off its queue; `poll` polls its `F`,
+        // `drop_stage` drops its stage.
+        unsafe { run_task(task, poll, drop_stage) };
     }
 
     /// Polls the future; true when it finished (its output is stored in place of it).

@@ -215,8 +215,12 @@ fn no_task_take_output(task: TaskRef, _: *mut ()) {
 pub(crate) unsafe fn free_slot(task: TaskRef) {
     // SAFETY: DONE was observed, so the spawn's vtable write is visible and final.
     let vtable = unsafe { task.header().vtable() };
-    // SAFETY: forwarded; `drop_stage` is the task's own.
-    unsafe { free_slot_with(task, || (vtable.drop_stage)(task)) };
+    let drop_stage = || {
+        // SAFETY: we own the finished slot (the caller's guarantee); the task's own.
+        unsafe { (vtable.drop_stage)(task) };
+    };
+    // SAFETY: forwarded.
+    unsafe { free_slot_with(task, drop_stage) };
 }
 
 /// [`free_slot`] with the task's `drop_stage` known statically (no vtable call).
@@ -274,8 +278,11 @@ unsafe fn waker_clone<P: Pender>(data: *const ()) -> RawWaker {
 }
 
 unsafe fn waker_wake<P: Pender>(data: *const ()) {
-    // SAFETY: task wakers of `P` are only made by `task_waker::<P>` from a `TaskRef`'s pointer.
-    let task = unsafe { TaskRef::from_non_null(NonNull::new_unchecked(data.cast_mut().cast())) };
+    // SAFETY: task wakers of `P` are only made by `task_waker::<P>`, from a `TaskRef`'s
+    // pointer: not null.
+    let task = unsafe { NonNull::new_unchecked(data.cast_mut().cast()) };
+    // SAFETY: as above: a `TaskRef`'s pointer.
+    let task = unsafe { TaskRef::from_non_null(task) };
     // SAFETY: `task_waker::<P>`'s task is in a pool bound to `P`.
     unsafe { wake_task::<P>(task) };
 }
