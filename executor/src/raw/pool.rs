@@ -98,13 +98,16 @@ fn stage_of<F: Future>(task: TaskRef) -> *mut Stage<F> {
     storage.cast::<Stage<F>>().as_ptr()
 }
 
+/// What a pool runs: a `Send + 'static` future with a `Send + 'static` output (the bounds of
+/// [`TaskPool::spawn`], named once for the functions behind it).
+trait TaskFuture: Future<Output: Send + 'static> + Send + 'static {}
+
+impl<F: Future<Output: Send + 'static> + Send + 'static> TaskFuture for F {}
+
 /// The vtable for tasks running an `F` on an `Executor<P>`.
 struct VTableFor<F, P>(PhantomData<(F, P)>);
 
-impl<F: Future + Send + 'static, P: Pender> VTableFor<F, P>
-where
-    F::Output: Send,
-{
+impl<F: TaskFuture, P: Pender> VTableFor<F, P> {
     const VTABLE: TaskVTable = TaskVTable {
         cancel: Self::cancel,
         take_output: Self::take_output,
@@ -316,31 +319,31 @@ impl<const SIZE: usize, const N: usize> Default for TaskPool<SIZE, N> {
 }
 
 impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
-    #[cfg(not(loom))]
-    /// An empty pool.
-    ///
-    /// # IRQL
-    /// Any (a constant initialiser).
-    #[must_use]
-    pub const fn new() -> Self {
-        const { assert!(offset_of!(TaskSlot<SIZE>, storage) == STORAGE_OFFSET) };
-        Self {
-            desc: Self::desc(),
-            next_hint: AtomicUsize::new(0),
-            slots: [const { TaskSlot::new() }; N],
+    loom_const_fn! {
+        /// An empty pool.
+        ///
+        /// # IRQL
+        /// Any (a constant initialiser).
+        #[must_use]
+        pub fn new() -> Self {
+            const { assert!(offset_of!(TaskSlot<SIZE>, storage) == STORAGE_OFFSET) };
+            Self {
+                desc: Self::desc(),
+                next_hint: AtomicUsize::new(0),
+                slots: Self::free_slots(),
+            }
         }
     }
 
+    #[cfg(not(loom))]
+    const fn free_slots() -> [TaskSlot<SIZE>; N] {
+        [const { TaskSlot::new() }; N]
+    }
+
+    /// loom's atomics cannot be built in a constant, so the slots are built one by one.
     #[cfg(loom)]
-    /// An empty pool.
-    #[must_use]
-    pub fn new() -> Self {
-        const { assert!(offset_of!(TaskSlot<SIZE>, storage) == STORAGE_OFFSET) };
-        Self {
-            desc: Self::desc(),
-            next_hint: AtomicUsize::new(0),
-            slots: core::array::from_fn(|_| TaskSlot::new()),
-        }
+    fn free_slots() -> [TaskSlot<SIZE>; N] {
+        core::array::from_fn(|_| TaskSlot::new())
     }
 
     loom_const_fn! {
@@ -421,15 +424,11 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
     /// # Safety
     /// The pool is bound to `P`.
     #[inline]
-    unsafe fn spawn_bound<F, P: Pender>(
+    unsafe fn spawn_bound<F: TaskFuture, P: Pender>(
         &'static self,
         executor: &'static Executor<P>,
         future: F,
-    ) -> Result<JoinHandle<F::Output>, SpawnError>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
+    ) -> Result<JoinHandle<F::Output>, SpawnError> {
         match self.claim_at_hint() {
             // SAFETY: we claimed the slot; the pool is bound to `P` (the caller's guarantee).
             Some(slot) => unsafe { spawn_into(slot, executor, future) },
@@ -442,15 +441,11 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
     /// registers the pool and binds it to `P`; otherwise checks that it is bound to `P`.
     #[cold]
     #[inline(never)]
-    fn spawn_binding<F, P: Pender>(
+    fn spawn_binding<F: TaskFuture, P: Pender>(
         &'static self,
         executor: &'static Executor<P>,
         future: F,
-    ) -> Result<JoinHandle<F::Output>, SpawnError>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
+    ) -> Result<JoinHandle<F::Output>, SpawnError> {
         self.bind::<P>()?;
         // SAFETY: bound to `P` just now.
         unsafe { self.spawn_bound(executor, future) }
@@ -488,15 +483,11 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
     /// The pool is bound to `P`.
     #[cold]
     #[inline(never)]
-    unsafe fn spawn_scanning<F, P: Pender>(
+    unsafe fn spawn_scanning<F: TaskFuture, P: Pender>(
         &'static self,
         executor: &'static Executor<P>,
         future: F,
-    ) -> Result<JoinHandle<F::Output>, SpawnError>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
+    ) -> Result<JoinHandle<F::Output>, SpawnError> {
         let slot = self.claim_slot_scan().ok_or(SpawnError::PoolFull)?;
         // SAFETY: we claimed the slot; the pool is bound to `P` (the caller's guarantee).
         unsafe { spawn_into(slot, executor, future) }
@@ -560,15 +551,11 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
     reason = "inlined into spawn and its cold scan path alike: two instructions per spawn"
 )]
 #[inline(always)]
-unsafe fn spawn_into<const SIZE: usize, F, P: Pender>(
+unsafe fn spawn_into<const SIZE: usize, F: TaskFuture, P: Pender>(
     slot: &'static TaskSlot<SIZE>,
     executor: &'static Executor<P>,
     future: F,
-) -> Result<JoinHandle<F::Output>, SpawnError>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
+) -> Result<JoinHandle<F::Output>, SpawnError> {
     // Published before the task counts in `live`: a `close` whose CLOSED lands after our count
     // finds the task by it (see `Executor::close`).
     slot.header.set_executor(executor.core());
@@ -587,15 +574,11 @@ where
 /// As for `spawn_into`.
 #[cold]
 #[inline(never)]
-unsafe fn spawn_into_contended<const SIZE: usize, F, P: Pender>(
+unsafe fn spawn_into_contended<const SIZE: usize, F: TaskFuture, P: Pender>(
     slot: &'static TaskSlot<SIZE>,
     executor: &'static Executor<P>,
     future: F,
-) -> Result<JoinHandle<F::Output>, SpawnError>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
+) -> Result<JoinHandle<F::Output>, SpawnError> {
     if !executor.core().try_add_live() {
         return Err(release_claim(&slot.header));
     }
@@ -614,15 +597,11 @@ where
               registers for"
 )]
 #[inline(always)]
-unsafe fn spawn_counted<const SIZE: usize, F, P: Pender>(
+unsafe fn spawn_counted<const SIZE: usize, F: TaskFuture, P: Pender>(
     slot: &'static TaskSlot<SIZE>,
     executor: &'static Executor<P>,
     future: F,
-) -> JoinHandle<F::Output>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
+) -> JoinHandle<F::Output> {
     // From the reference to the whole slot, so that it may reach the slot's storage.
     // SAFETY: the slot is in a 'static pool, its header first.
     let task = unsafe { TaskRef::from_non_null(NonNull::from(slot).cast::<TaskHeader>()) };
