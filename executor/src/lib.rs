@@ -6,7 +6,7 @@
 //! - [`Runner`]: an executor on a DPC ([`RunnerKind::Dpc`]) or a system thread
 //!   ([`RunnerKind::Passive`]), with one `KTIMER` for its sleeps, and [`Runner::shutdown`].
 //! - [`sleep`], [`sleep_until`], [`timeout`], [`Instant`]: time from `KeQueryInterruptTime`.
-//! - [`block_on`]: run a future at `PASSIVE_LEVEL` (`DriverEntry`, `DriverUnload`).
+//! - [`block_on()`]: run a future at `PASSIVE_LEVEL` (`DriverEntry`, `DriverUnload`).
 //! - [`yield_now`]: let other tasks run.
 //!
 //! Tasks live in static [`TaskPool`]s; no heap is needed.

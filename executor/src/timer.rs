@@ -2,7 +2,7 @@
 //! it; its DPC wakes the expired ones and re-arms. [`sleep`], [`sleep_until`], [`timeout`].
 //!
 //! A [`Sleep`] finds its runner's [`TimerQueue`] through the waker of the task polling it. Under
-//! [`block_on`](crate::block_on) it instead tells `block_on` its deadline, and `block_on` waits
+//! [`block_on`](crate::block_on()) it instead tells `block_on` its deadline, and `block_on` waits
 //! with that timeout. Polled by any other executor, it asks to be polled again at once (busy
 //! polling): correct but wasteful, so don't.
 
@@ -343,7 +343,7 @@ impl core::fmt::Debug for Sleep {
 /// Completes after `duration`.
 ///
 /// # IRQL
-/// Any to create; poll at <= `DISPATCH_LEVEL`, from a runner task or [`block_on`](crate::block_on).
+/// Any to create; poll at <= `DISPATCH_LEVEL`, from a runner task or [`block_on`](crate::block_on()).
 pub fn sleep(duration: Duration) -> Sleep {
     Sleep::new(Instant::now() + duration)
 }

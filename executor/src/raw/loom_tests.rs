@@ -75,10 +75,9 @@ impl Probe {
         std::future::poll_fn(move |cx: &mut Context<'_>| {
             let polls = self.polls.with_mut(|polls| {
                 // SAFETY: loom checks that polls never overlap; that is what the model tests.
-                unsafe {
-                    *polls += 1;
-                    *polls
-                }
+                let polls = unsafe { &mut *polls };
+                *polls += 1;
+                *polls
             });
             if self.release.load(Ordering::SeqCst) {
                 return Poll::Ready(polls);
