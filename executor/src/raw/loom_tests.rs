@@ -447,3 +447,33 @@ fn loom_close_racing_wake_and_poll() {
         ));
     });
 }
+
+/// `close` (from another CPU) races a poll while the only task waits on a future nobody will
+/// complete: only `close` can get it polled again, so it must find the task through the pool
+/// table, mark it and queue it; the next poll drops its future.
+#[test]
+fn loom_close_finds_an_idle_task_racing_a_poll() {
+    model(|| {
+        let Fixture { executor, pends } = fixture();
+        let pool = pool::<1>();
+        let probe = Probe::new(false);
+        let mut handle = pool.spawn(executor, probe.wait()).unwrap();
+        executor.poll(usize::MAX, || false);
+
+        let closer = thread::spawn(move || executor.close());
+        executor.poll(usize::MAX, || false);
+        closer.join().unwrap();
+        if !executor.is_drained() {
+            assert!(executor.has_queued(), "close did not queue the idle task");
+            assert!(pends.load(Ordering::SeqCst) >= 2, "queued without a pend");
+            executor.poll(usize::MAX, || false);
+        }
+        assert!(executor.is_drained());
+        assert!(matches!(
+            poll_handle(&mut handle),
+            Poll::Ready(Err(JoinError::Cancelled))
+        ));
+        drop(handle);
+        assert_eq!(pool.used(), 0);
+    });
+}
