@@ -7,8 +7,8 @@ use core::ptr;
 use core::task::{Context, Poll, RawWakerVTable, Waker};
 
 use super::run_queue::{RunQueue, chain_end, next_in_chain, reverse};
-use super::state::{AfterPoll, Finished, Snapshot};
-use super::sync::{AtomicPtr, AtomicUsize, Ordering, loom_const_fn};
+use super::state::{AfterPoll, Finished, LiveTasks, Snapshot};
+use super::sync::{AtomicPtr, Ordering, loom_const_fn};
 use super::task::{TaskRef, WakerVTableFor, free_slot_with, task_of_waker, wake_task_erased};
 
 /// How a wake becomes a run: called with the executor's context (see
@@ -22,11 +22,9 @@ use super::task::{TaskRef, WakerVTableFor, free_slot_with, task_of_waker, wake_t
 /// The function may assume the context it gets is the one its owner set.
 pub type PendFn = unsafe fn(context: *const ());
 
-/// Set in `ExecutorCore::live` once the executor is closed.
-const CLOSED: usize = 1 << (usize::BITS - 1);
-
 /// What one [`Executor::poll`] call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PollReport {
     /// Tasks polled (or dropped, when cancelled).
     pub polled: usize,
@@ -232,8 +230,8 @@ impl<P: Pender> Executor<P> {
 /// tasks: all of [`Executor`] but the pender's type. Tasks point to it, and a [`Pender`] gets it.
 pub struct ExecutorCore {
     queue: RunQueue,
-    /// Futures not yet finished or dropped, plus the `CLOSED` bit.
-    live: AtomicUsize,
+    /// Futures not yet finished or dropped, and whether the executor is closed.
+    live: LiveTasks,
     /// The pender through a pointer, for callers that do not know its type: `P::pend`.
     pend: unsafe fn(&ExecutorCore),
     /// The function of [`Executor::new`], which `FnPender::pend` calls.
@@ -254,7 +252,7 @@ impl ExecutorCore {
         fn new(pend: unsafe fn(&ExecutorCore), pend_fn: PendFn) -> Self {
             Self {
                 queue: RunQueue::new(),
-                live: AtomicUsize::new(0),
+                live: LiveTasks::new(),
                 pend,
                 pend_fn,
                 context: AtomicPtr::new(ptr::null_mut()),
@@ -329,51 +327,21 @@ impl ExecutorCore {
         }
     }
 
-    /// One attempt at counting a new task in `live`: false when the executor is closed, and also
-    /// when the attempt lost a race (then [`try_add_live`](Self::try_add_live)).
-    #[inline]
-    pub(crate) fn try_add_live_once(&self) -> bool {
-        let live = self.live.load(Ordering::Relaxed);
-        self.try_add_live_from(live).is_ok()
-    }
-
-    /// Counts a new task in; fails once the executor is closed.
-    pub(crate) fn try_add_live(&self) -> bool {
-        let mut live = self.live.load(Ordering::Relaxed);
-        loop {
-            match self.try_add_live_from(live) {
-                Ok(()) => return true,
-                Err(Some(actual)) => live = actual,
-                Err(None) => return false,
-            }
-        }
-    }
-
-    /// One compare-exchange from `live`: `Err(None)` if closed, `Err(Some(actual))` on a race.
-    #[inline]
-    fn try_add_live_from(&self, live: usize) -> Result<(), Option<usize>> {
-        if live & CLOSED != 0 {
-            return Err(None);
-        }
-        match self
-            .live
-            .compare_exchange_weak(live, live + 1, Ordering::AcqRel, Ordering::Relaxed)
-        {
-            Ok(_) => Ok(()),
-            Err(actual) => Err(Some(actual)),
-        }
+    /// The executor's count of live tasks and its closed mark.
+    pub(crate) fn live(&self) -> &LiveTasks {
+        &self.live
     }
 
     fn live_tasks(&self) -> usize {
-        self.live.load(Ordering::Acquire) & !CLOSED
+        self.live.count()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.live.load(Ordering::Acquire) & CLOSED != 0
+        self.live.is_closed()
     }
 
     fn is_drained(&self) -> bool {
-        self.live.load(Ordering::Acquire) == CLOSED
+        self.live.is_drained()
     }
 
     pub(crate) fn has_queued(&self) -> bool {
@@ -382,7 +350,7 @@ impl ExecutorCore {
 
     /// See [`Executor::close`].
     fn close(&'static self) {
-        self.live.fetch_or(CLOSED, Ordering::SeqCst);
+        self.live.close();
         // Mark and wake every task of ours: a queued or running one is polled again anyway, an
         // idle one (waiting on a never-completing future, say) is queued now, and its poller
         // sees CLOSING and drops it. A spawn that raced with the close either failed or counted
@@ -600,7 +568,7 @@ unsafe fn finish(task: TaskRef, drop_stage: impl FnOnce()) {
     let header = task.header();
     // SAFETY: we own the task.
     let executor = unsafe { header.spawned_executor() };
-    executor.live.fetch_sub(1, Ordering::AcqRel);
+    executor.live.remove();
     match header.state.finish() {
         Finished::WakeHandle => header.join_waker.wake(),
         // SAFETY: DONE is set by us and there is no handle: nobody else owns the slot;

@@ -559,7 +559,7 @@ unsafe fn spawn_into<const SIZE: usize, F: TaskFuture, P: Pender>(
     // Published before the task counts in `live`: a `close` whose CLOSED lands after our count
     // finds the task by it (see `Executor::close`).
     slot.header.set_executor(executor.core());
-    if !executor.core().try_add_live_once() {
+    if !executor.core().live().try_add_once() {
         // SAFETY: forwarded.
         return unsafe { spawn_into_contended(slot, executor, future) };
     }
@@ -579,7 +579,7 @@ unsafe fn spawn_into_contended<const SIZE: usize, F: TaskFuture, P: Pender>(
     executor: &'static Executor<P>,
     future: F,
 ) -> Result<JoinHandle<F::Output>, SpawnError> {
-    if !executor.core().try_add_live() {
+    if !executor.core().live().try_add() {
         return Err(release_claim(&slot.header));
     }
     // SAFETY: forwarded; the task counts in `live`.

@@ -1,5 +1,7 @@
-//! The task state word: [`State`] (the atomic word in every task header) and [`Snapshot`] (one
-//! read of it), with every transition a named method. The bits are private to this module.
+//! The state words and their transitions, each a named method; the bits are private to this
+//! module:
+//! - [`State`], the atomic word in every task header, and [`Snapshot`], one read of it;
+//! - [`LiveTasks`], an executor's count of live tasks with its closed mark.
 //!
 //! # The word
 //! One `AtomicU64` per task holds every fact that decides who may touch the task: flags in the
@@ -34,7 +36,7 @@
 //! - The slot is free again once `DONE` is set and `HANDLE` is clear, and whoever clears the last
 //!   of the two frees it.
 
-use super::sync::{AtomicU64, Ordering, loom_const_fn};
+use super::sync::{AtomicU64, AtomicUsize, Ordering, loom_const_fn};
 
 /// The slot holds a task.
 const SPAWNED: u64 = 1 << 0;
@@ -323,5 +325,82 @@ impl State {
     /// The slot holds a task or an output its handle has not taken.
     pub(crate) fn is_spawned(&self) -> bool {
         self.0.load(Ordering::Acquire) & SPAWNED != 0
+    }
+}
+
+/// Set in [`LiveTasks`] once the executor is closed.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// An executor's futures not yet finished or dropped, and whether it is closed: one word, so
+/// that a spawn counts itself in only while the executor is open.
+pub(crate) struct LiveTasks(AtomicUsize);
+
+impl LiveTasks {
+    loom_const_fn! {
+        /// No task, open.
+        pub(crate) fn new() -> Self {
+            Self(AtomicUsize::new(0))
+        }
+    }
+
+    /// One attempt at counting a new task in: false when the executor is closed, and also when
+    /// the attempt lost a race (then [`try_add`](Self::try_add)).
+    #[inline]
+    pub(crate) fn try_add_once(&self) -> bool {
+        let live = self.0.load(Ordering::Relaxed);
+        self.try_add_from(live).is_ok()
+    }
+
+    /// Counts a new task in; fails once the executor is closed.
+    pub(crate) fn try_add(&self) -> bool {
+        let mut live = self.0.load(Ordering::Relaxed);
+        loop {
+            match self.try_add_from(live) {
+                Ok(()) => return true,
+                Err(Some(actual)) => live = actual,
+                Err(None) => return false,
+            }
+        }
+    }
+
+    /// One compare-exchange from `live`: `Err(None)` if closed, `Err(Some(actual))` on a race.
+    #[inline]
+    fn try_add_from(&self, live: usize) -> Result<(), Option<usize>> {
+        if live & CLOSED != 0 {
+            return Err(None);
+        }
+        match self
+            .0
+            .compare_exchange_weak(live, live + 1, Ordering::AcqRel, Ordering::Relaxed)
+        {
+            Ok(_) => Ok(()),
+            Err(actual) => Err(Some(actual)),
+        }
+    }
+
+    /// Counts a task out: its future finished or was dropped.
+    #[inline]
+    pub(crate) fn remove(&self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Marks the executor closed: spawns fail from now on.
+    pub(crate) fn close(&self) {
+        self.0.fetch_or(CLOSED, Ordering::SeqCst);
+    }
+
+    /// Tasks counted in.
+    pub(crate) fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire) & !CLOSED
+    }
+
+    /// Closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    /// Closed, with no task counted in.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.0.load(Ordering::Acquire) == CLOSED
     }
 }
