@@ -279,10 +279,12 @@ impl ExecutorCore {
         self.context.load(Ordering::Acquire).cast_const()
     }
 
+    /// Records the runner's timer queue, for timers that find the executor through a waker.
     pub(crate) fn set_timer_queue(&self, queue: *const ()) {
         self.timer_queue.store(queue.cast_mut(), Ordering::Release);
     }
 
+    /// The runner's timer queue, null before the runner started.
     pub(crate) fn timer_queue(&self) -> *const () {
         self.timer_queue.load(Ordering::Acquire).cast_const()
     }
