@@ -31,6 +31,16 @@ struct BlockOnContext {
     event: KEVENT,
 }
 
+/// The context's event, as the kernel takes it: a raw pointer (no reference to a `KEVENT`
+/// the kernel writes).
+///
+/// # Safety
+/// `context` points to a live context.
+unsafe fn event_of(context: *const BlockOnContext) -> *mut KEVENT {
+    // SAFETY: in bounds of the live context (the caller's guarantee).
+    unsafe { &raw const (*context).event }.cast_mut()
+}
+
 static BLOCK_ON_WAKER_VTABLE: RawWakerVTable =
     RawWakerVTable::new(waker_clone, waker_wake, waker_wake_by_ref, waker_drop);
 
@@ -43,22 +53,17 @@ unsafe fn waker_clone(data: *const ()) -> RawWaker {
 }
 
 unsafe fn waker_wake(data: *const ()) {
+    // SAFETY: forwarded.
+    unsafe { waker_wake_by_ref(data) };
     // SAFETY: forwarded; wake consumes the waker's reference.
-    unsafe {
-        waker_wake_by_ref(data);
-        waker_drop(data);
-    }
+    unsafe { waker_drop(data) };
 }
 
 unsafe fn waker_wake_by_ref(data: *const ()) {
-    // SAFETY: a live context; KeSetEvent with Wait FALSE is allowed up to DISPATCH_LEVEL.
-    unsafe {
-        KeSetEvent(
-            ptr::addr_of!((*data.cast::<BlockOnContext>()).event).cast_mut(),
-            0,
-            FALSE,
-        )
-    };
+    // SAFETY: the data of a block_on waker is a live context.
+    let event = unsafe { event_of(data.cast()) };
+    // SAFETY: an initialised event; KeSetEvent with Wait FALSE is allowed up to DISPATCH_LEVEL.
+    unsafe { KeSetEvent(event, 0, FALSE) };
 }
 
 unsafe fn waker_drop(data: *const ()) {
@@ -99,19 +104,19 @@ fn new_context() -> Option<NonNull<BlockOnContext>> {
         )
     };
     let context = NonNull::new(memory.cast::<BlockOnContext>())?;
+    // SAFETY: a KEVENT is plain data, for which zeroes are a valid (not yet initialised) value.
+    let event: KEVENT = unsafe { core::mem::zeroed() };
+    let fresh = BlockOnContext {
+        references: AtomicUsize::new(1),
+        deadline: AtomicU64::new(u64::MAX),
+        event,
+    };
     // SAFETY: fresh, suitably aligned (pool allocations are 16-byte aligned) and big enough.
-    unsafe {
-        context.as_ptr().write(BlockOnContext {
-            references: AtomicUsize::new(1),
-            deadline: AtomicU64::new(u64::MAX),
-            event: core::mem::zeroed(),
-        });
-        KeInitializeEvent(
-            ptr::addr_of_mut!((*context.as_ptr()).event),
-            SynchronizationEvent,
-            FALSE,
-        );
-    }
+    unsafe { context.as_ptr().write(fresh) };
+    // SAFETY: the context was just written.
+    let event = unsafe { event_of(context.as_ptr()) };
+    // SAFETY: the event in our fresh context, not yet shared.
+    unsafe { KeInitializeEvent(event, SynchronizationEvent, FALSE) };
     Some(context)
 }
 

@@ -6,7 +6,7 @@
 //! - [`Runner`]: an executor on a DPC ([`RunnerKind::Dpc`]) or a system thread
 //!   ([`RunnerKind::Passive`]), with one `KTIMER` for its sleeps, and [`Runner::shutdown`].
 //! - [`sleep`], [`sleep_until`], [`timeout`], [`Instant`]: time from `KeQueryInterruptTime`.
-//! - [`block_on`]: run a future at `PASSIVE_LEVEL` (`DriverEntry`, `DriverUnload`).
+//! - [`block_on()`]: run a future at `PASSIVE_LEVEL` (`DriverEntry`, `DriverUnload`).
 //! - [`yield_now`]: let other tasks run.
 //!
 //! Tasks live in static [`TaskPool`]s; no heap is needed.
@@ -46,7 +46,7 @@ mod timer;
 pub use block_on::block_on;
 pub use raw::{JoinError, JoinHandle, SpawnError, TaskPool};
 #[cfg(not(loom))]
-pub use runner::{Budget, Runner, RunnerKind, RunnerPender, StartError, YIELD_DELAY};
+pub use runner::{Budget, Runner, RunnerKind, StartError, YIELD_DELAY};
 #[cfg(not(loom))]
 pub use time::Instant;
 #[cfg(not(loom))]

@@ -90,6 +90,7 @@ const STREAK_SLOTS: usize = 64;
 
 /// Why [`Runner::start`] failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StartError {
     /// `start` was already called on this runner.
     AlreadyStarted,
@@ -192,12 +193,6 @@ impl Runner {
         }
     }
 
-    /// The runner's executor, for [`TaskPool::spawn`].
-    #[must_use]
-    pub fn executor(&'static self) -> &'static Executor<RunnerPender> {
-        &self.executor
-    }
-
     /// Which kind the runner was started as (`Dpc` before it is started).
     #[must_use]
     pub fn kind(&self) -> RunnerKind {
@@ -233,18 +228,21 @@ impl Runner {
         // SAFETY: PASSIVE_LEVEL (checked above); resolves the clock the DPC budget is measured on.
         unsafe { wsk_sys::init_precise_clock() };
         let context: PVOID = ptr::from_ref(self).cast_mut().cast();
-        // SAFETY: the objects live in this 'static runner and are not in use before `start`; the
-        // DPC's context is the runner, which `runner_dpc` expects.
-        unsafe {
-            KeInitializeDpc(self.dpc.get(), Some(runner_dpc), context);
-            KeInitializeTimerEx(self.yield_timer.get(), NotificationTimer);
-            KeInitializeDpc(self.yield_dpc.get(), Some(runner_dpc), context);
-            KeInitializeEvent(self.wake_event.get(), SynchronizationEvent, FALSE);
-            KeInitializeEvent(self.drained_event.get(), NotificationEvent, FALSE);
-        }
+        // The objects live in this 'static runner and are not in use before `start`.
+        // SAFETY: as above; the DPC's context is the runner, which `runner_dpc` expects.
+        unsafe { KeInitializeDpc(self.dpc.get(), Some(runner_dpc), context) };
+        // SAFETY: as above.
+        unsafe { KeInitializeTimerEx(self.yield_timer.get(), NotificationTimer) };
+        // SAFETY: as above; the same routine and context as the runner's DPC.
+        unsafe { KeInitializeDpc(self.yield_dpc.get(), Some(runner_dpc), context) };
+        // SAFETY: as above.
+        unsafe { KeInitializeEvent(self.wake_event.get(), SynchronizationEvent, FALSE) };
+        // SAFETY: as above.
+        unsafe { KeInitializeEvent(self.drained_event.get(), NotificationEvent, FALSE) };
         self.timers.init();
         resolve_should_yield_processor();
         self.executor
+            .core()
             .set_timer_queue(ptr::from_ref(&self.timers).cast());
         self.kind.store(
             match kind {
@@ -262,7 +260,7 @@ impl Runner {
         unsafe { self.executor.set_context(ptr::from_ref(self).cast()) };
         self.state.store(STARTED, Ordering::Release);
         if self.executor.has_queued() {
-            self.executor.pend();
+            self.executor.core().pend();
         }
         Ok(())
     }
@@ -426,20 +424,20 @@ impl Runner {
     /// taken back, and it waits until every counted instance has run its routine to the end.
     fn stop_dpcs(&self) {
         self.dpcs_closed.store(true, Ordering::SeqCst);
-        // SAFETY: initialised DPCs and timer in the 'static runner.
-        unsafe {
-            if KeRemoveQueueDpc(self.dpc.get()) != FALSE {
-                self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
-            }
-            // Cancelled before it fired: its DPC will not be queued.
-            if KeCancelTimer(self.yield_timer.get()) != FALSE {
-                self.yield_pending.store(false, Ordering::Release);
-                self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
-            }
-            if KeRemoveQueueDpc(self.yield_dpc.get()) != FALSE {
-                self.yield_pending.store(false, Ordering::Release);
-                self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
-            }
+        // SAFETY: an initialised DPC in the 'static runner.
+        if unsafe { KeRemoveQueueDpc(self.dpc.get()) } != FALSE {
+            self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
+        }
+        // Cancelled before it fired: its DPC will not be queued.
+        // SAFETY: an initialised timer in the 'static runner.
+        if unsafe { KeCancelTimer(self.yield_timer.get()) } != FALSE {
+            self.yield_pending.store(false, Ordering::Release);
+            self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
+        }
+        // SAFETY: an initialised DPC in the 'static runner.
+        if unsafe { KeRemoveQueueDpc(self.yield_dpc.get()) } != FALSE {
+            self.yield_pending.store(false, Ordering::Release);
+            self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
         }
         wait_until_zero(&self.dpc_instances);
     }
@@ -535,10 +533,9 @@ impl Runner {
         if !thread.is_null() {
             // SAFETY: a referenced thread object; waiting at PASSIVE_LEVEL without timeout
             // returns once the thread has terminated.
-            unsafe {
-                KeWaitForSingleObject(thread, Executive, KernelMode, FALSE, ptr::null_mut());
-                ObfDereferenceObject(thread);
-            }
+            unsafe { KeWaitForSingleObject(thread, Executive, KernelMode, FALSE, ptr::null_mut()) };
+            // SAFETY: the reference `start_thread` took, given back once.
+            unsafe { ObfDereferenceObject(thread) };
         }
     }
 
@@ -558,8 +555,9 @@ impl Runner {
 }
 
 /// The runners' [`Pender`]: queues the runner's DPC, or wakes its thread. A wake calls it inline.
+/// Plumbing, private to the crate: a runner's tasks are spawned with [`Runner::spawn`].
 #[derive(Debug)]
-pub enum RunnerPender {}
+pub(crate) enum RunnerPender {}
 
 /// The runners' task waker vtable: a `static`, so that timers recognise a runner's task wakers
 /// by its address.

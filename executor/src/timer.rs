@@ -2,7 +2,7 @@
 //! it; its DPC wakes the expired ones and re-arms. [`sleep`], [`sleep_until`], [`timeout`].
 //!
 //! A [`Sleep`] finds its runner's [`TimerQueue`] through the waker of the task polling it. Under
-//! [`block_on`](crate::block_on) it instead tells `block_on` its deadline, and `block_on` waits
+//! [`block_on`](crate::block_on()) it instead tells `block_on` its deadline, and `block_on` waits
 //! with that timeout. Polled by any other executor, it asks to be polled again at once (busy
 //! polling): correct but wasteful, so don't.
 
@@ -48,35 +48,38 @@ impl TimerList {
     /// # Safety
     /// `node` is valid and not linked.
     unsafe fn push(&mut self, node: *mut TimerNode) {
-        // SAFETY: the caller gives a valid node; the list's nodes are valid while linked.
-        unsafe {
-            (*node).prev = ptr::null_mut();
-            (*node).next = self.head;
-            if !self.head.is_null() {
-                (*self.head).prev = node;
-            }
-            (*node).linked = true;
+        // SAFETY: the list's nodes are valid while linked, and touched only under the lock we
+        // hold (`&mut self`); the new node is not among them.
+        if let Some(head) = unsafe { self.head.as_mut() } {
+            head.prev = node;
         }
+        // SAFETY: the caller gives a valid node that is not linked: nobody else touches it.
+        let new = unsafe { &mut *node };
+        new.prev = ptr::null_mut();
+        new.next = self.head;
+        new.linked = true;
         self.head = node;
     }
 
     /// # Safety
     /// `node` is linked in this list.
     unsafe fn unlink(&mut self, node: *mut TimerNode) {
-        // SAFETY: linked nodes and their neighbours are valid.
-        unsafe {
-            let TimerNode { prev, next, .. } = *node;
-            if prev.is_null() {
-                self.head = next;
-            } else {
-                (*prev).next = next;
-            }
-            if !next.is_null() {
-                (*next).prev = prev;
-            }
-            (*node).linked = false;
-            (*node).prev = ptr::null_mut();
-            (*node).next = ptr::null_mut();
+        // Linked nodes and their neighbours are valid, and touched only under the lock we hold
+        // (`&mut self`).
+        // SAFETY: as above.
+        let unlinked = unsafe { &mut *node };
+        let (prev, next) = (unlinked.prev, unlinked.next);
+        unlinked.linked = false;
+        unlinked.prev = ptr::null_mut();
+        unlinked.next = ptr::null_mut();
+        // SAFETY: as above: the previous node, if any.
+        match unsafe { prev.as_mut() } {
+            Some(prev) => prev.next = next,
+            None => self.head = next,
+        }
+        // SAFETY: as above: the next node, if any.
+        if let Some(next) = unsafe { next.as_mut() } {
+            next.prev = prev;
         }
     }
 }
@@ -109,16 +112,12 @@ impl TimerQueue {
     /// # IRQL
     /// <= `DISPATCH_LEVEL`.
     pub(crate) fn init(&'static self) {
-        // SAFETY: both objects live in 'static storage and are not in use yet; the DPC's context
-        // is this queue, which `timer_dpc` expects.
-        unsafe {
-            KeInitializeTimerEx(self.timer.get(), NotificationTimer);
-            KeInitializeDpc(
-                self.dpc.get(),
-                Some(timer_dpc),
-                ptr::from_ref(self).cast_mut().cast(),
-            );
-        }
+        // Both objects live in 'static storage and are not in use yet.
+        // SAFETY: as above.
+        unsafe { KeInitializeTimerEx(self.timer.get(), NotificationTimer) };
+        let context: PVOID = ptr::from_ref(self).cast_mut().cast();
+        // SAFETY: as above; the DPC's context is this queue, which `timer_dpc` expects.
+        unsafe { KeInitializeDpc(self.dpc.get(), Some(timer_dpc), context) };
     }
 
     /// Arms the `KTIMER` for `deadline` if it is earlier than what it is armed for.
@@ -264,14 +263,14 @@ impl Sleep {
         let node = self.node.get();
         let mut list = queue.list.lock();
         // SAFETY: the node is ours and, if linked, only touched by others under this lock.
-        unsafe {
-            match &(*node).waker {
-                Some(current) if current.will_wake(waker) => {}
-                _ => (*node).waker = Some(waker.clone()),
-            }
-            if !(*node).linked {
-                list.push(node);
-            }
+        let ours = unsafe { &mut *node };
+        match &ours.waker {
+            Some(current) if current.will_wake(waker) => {}
+            _ => ours.waker = Some(waker.clone()),
+        }
+        if !ours.linked {
+            // SAFETY: our valid node, not linked; under the lock.
+            unsafe { list.push(node) };
         }
         queue.arm(&mut list, self.deadline.ticks());
     }
@@ -285,13 +284,13 @@ impl Sleep {
         let node = self.node.get();
         let waker = {
             let mut list = queue.list.lock();
-            // SAFETY: under the lock; `node` is linked in `queue` when `linked` is set.
-            unsafe {
-                if (*node).linked {
-                    list.unlink(node);
-                }
-                (*node).waker.take()
+            // SAFETY: the node is ours and, if linked, only touched by others under this lock.
+            if unsafe { (*node).linked } {
+                // SAFETY: under the lock; `node` is linked in `queue` when `linked` is set.
+                unsafe { list.unlink(node) };
             }
+            // SAFETY: as above; unlinked now, so only ours.
+            unsafe { (*node).waker.take() }
         };
         drop(waker);
         self.queue = ptr::null();
@@ -344,7 +343,7 @@ impl core::fmt::Debug for Sleep {
 /// Completes after `duration`.
 ///
 /// # IRQL
-/// Any to create; poll at <= `DISPATCH_LEVEL`, from a runner task or [`block_on`](crate::block_on).
+/// Any to create; poll at <= `DISPATCH_LEVEL`, from a runner task or [`block_on`](crate::block_on()).
 pub fn sleep(duration: Duration) -> Sleep {
     Sleep::new(Instant::now() + duration)
 }

@@ -46,16 +46,19 @@ fn queue_probe_here() {
     let mut number = PROCESSOR_NUMBER::default();
     // SAFETY: a valid out-pointer; any IRQL.
     unsafe { KeGetCurrentProcessorNumberEx(&raw mut number) };
-    // SAFETY: a 'static KDPC, initialised and targeted once, before it is queued.
+    // A 'static KDPC, initialised and targeted once, before it is queued.
+    // SAFETY: as above.
+    unsafe { KeInitializeDpc(PROBE.0.get().cast(), Some(probe), std::ptr::null_mut()) };
+    // SAFETY: as above; a valid processor number.
+    unsafe { KeSetTargetProcessorDpcEx(PROBE.0.get().cast(), &raw mut number) };
+    // SAFETY: as above.
     unsafe {
-        KeInitializeDpc(PROBE.0.get().cast(), Some(probe), std::ptr::null_mut());
-        KeSetTargetProcessorDpcEx(PROBE.0.get().cast(), &raw mut number);
         KeInsertQueueDpc(
             PROBE.0.get().cast(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
-        );
-    }
+        )
+    };
 }
 
 #[test]

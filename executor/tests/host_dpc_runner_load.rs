@@ -200,16 +200,19 @@ fn shutdown_returns_only_when_no_runner_dpc_can_start_again() {
         Number: u8::try_from(other).unwrap(),
         Reserved: 0,
     };
-    // SAFETY: a 'static KDPC, initialised and targeted before it is queued.
+    // A 'static KDPC, initialised and targeted before it is queued.
+    // SAFETY: as above.
+    unsafe { KeInitializeDpc(WAKE_T.0.get().cast(), Some(wake_t), std::ptr::null_mut()) };
+    // SAFETY: as above; a valid processor number.
+    unsafe { KeSetTargetProcessorDpcEx(WAKE_T.0.get().cast(), &raw mut number) };
+    // SAFETY: as above.
     unsafe {
-        KeInitializeDpc(WAKE_T.0.get().cast(), Some(wake_t), std::ptr::null_mut());
-        KeSetTargetProcessorDpcEx(WAKE_T.0.get().cast(), &raw mut number);
         KeInsertQueueDpc(
             WAKE_T.0.get().cast(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
-        );
-    }
+        )
+    };
     while !T_WOKEN.load(Ordering::SeqCst) && start.elapsed() < BOUND {
         std::thread::sleep(Duration::from_millis(1));
     }

@@ -192,15 +192,11 @@ impl RemoteWaker {
             Number: u8::try_from(cpu).unwrap(),
             Reserved: 0,
         };
-        // SAFETY: a 'static KDPC, initialised before use, targeted while not queued.
-        unsafe {
-            KeInitializeDpc(
-                self.dpc.get().cast(),
-                Some(remote_wake),
-                std::ptr::from_ref(self).cast_mut().cast(),
-            );
-            KeSetTargetProcessorDpcEx(self.dpc.get().cast(), &raw mut number);
-        }
+        let context = std::ptr::from_ref(self).cast_mut().cast();
+        // SAFETY: a 'static KDPC, initialised before use.
+        unsafe { KeInitializeDpc(self.dpc.get().cast(), Some(remote_wake), context) };
+        // SAFETY: as above, targeted while not queued.
+        unsafe { KeSetTargetProcessorDpcEx(self.dpc.get().cast(), &raw mut number) };
     }
 
     /// Completes "an operation" on the target CPU: waits until the DPC has fired once more.
@@ -668,26 +664,32 @@ impl IrpOperation {
             }
             if irp_address == 0 {
                 *self.waker.lock().unwrap() = Some(cx.waker().clone());
-                // SAFETY: a fresh IRP with one location; our completion routine goes in it, then
-                // we play the lower driver: make that location current and complete the IRP.
+                // A fresh IRP with one location; our completion routine goes in it, then we play
+                // the lower driver: make that location current and complete the IRP.
+                // SAFETY: PASSIVE_LEVEL, one stack location.
+                let irp = unsafe { wsk_sys::IoAllocateIrp(1, wsk_sys::FALSE) };
+                assert!(!irp.is_null());
+                irp_address = irp as usize;
+                let context = std::ptr::from_ref(self).cast_mut().cast();
+                // SAFETY: our fresh IRP; the routine's context is this 'static operation.
                 unsafe {
-                    let irp = wsk_sys::IoAllocateIrp(1, wsk_sys::FALSE);
-                    assert!(!irp.is_null());
-                    irp_address = irp as usize;
                     wsk_sys::IoSetCompletionRoutine(
                         irp,
                         Some(complete_operation),
-                        std::ptr::from_ref(self).cast_mut().cast(),
+                        context,
                         true,
                         true,
                         true,
                     );
-                    wsk_sys::IoSetNextIrpStackLocation(irp);
-                    (*irp).IoStatus.Status = wsk_sys::STATUS_SUCCESS;
-                    self.issuing.store(true, Ordering::SeqCst);
-                    wsk_sys::IofCompleteRequest(irp, wsk_sys::IO_NO_INCREMENT);
-                    self.issuing.store(false, Ordering::SeqCst);
-                }
+                };
+                // SAFETY: our fresh IRP, with its one location set up above.
+                unsafe { wsk_sys::IoSetNextIrpStackLocation(irp) };
+                // SAFETY: our fresh IRP, valid and not shared yet.
+                unsafe { (*irp).IoStatus.Status = wsk_sys::STATUS_SUCCESS };
+                self.issuing.store(true, Ordering::SeqCst);
+                // SAFETY: our IRP, completed once, as the lower driver.
+                unsafe { wsk_sys::IofCompleteRequest(irp, wsk_sys::IO_NO_INCREMENT) };
+                self.issuing.store(false, Ordering::SeqCst);
             }
             Poll::Pending
         })

@@ -3,14 +3,14 @@
 use core::future::Future;
 use core::marker::PhantomData;
 use core::pin::Pin;
-use core::ptr::NonNull;
 use core::task::{Context, Poll};
 
-use super::sync::Ordering;
-use super::task::{CANCELLED, DONE, HANDLE, TaskHeader, free_slot, vtable_of, wake_task_erased};
+use super::state::{Abort, HandleDropped};
+use super::task::{TaskHeader, TaskRef, free_slot, wake_task_erased};
 
 /// Why a [`JoinHandle`] has no output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum JoinError {
     /// The task was aborted, or its executor shut down, before it finished.
     Cancelled,
@@ -31,7 +31,7 @@ impl core::error::Error for JoinError {}
 /// task finished and the handle is gone.
 #[must_use = "dropping a JoinHandle detaches the task"]
 pub struct JoinHandle<T> {
-    task: NonNull<TaskHeader>,
+    task: TaskRef,
     /// Set once the output (or the cancellation) was returned.
     finished: bool,
     /// Set once the handle registered a waker in the task's `join_waker`: only then does its
@@ -52,7 +52,7 @@ impl<T> JoinHandle<T> {
     /// # Safety
     /// `task` is a spawned task in 'static storage with HANDLE set for this handle, and its
     /// output type is `T`.
-    pub(crate) unsafe fn new(task: NonNull<TaskHeader>) -> Self {
+    pub(crate) unsafe fn new(task: TaskRef) -> Self {
         Self {
             task,
             finished: false,
@@ -61,9 +61,8 @@ impl<T> JoinHandle<T> {
         }
     }
 
-    fn header(&self) -> &TaskHeader {
-        // SAFETY: the handle keeps the slot allocated (HANDLE) and the storage is 'static.
-        unsafe { self.task.as_ref() }
+    fn header(&self) -> &'static TaskHeader {
+        self.task.header()
     }
 
     /// Asks the task to stop: its future is dropped in place on the executor (not here) before
@@ -73,10 +72,8 @@ impl<T> JoinHandle<T> {
     /// # IRQL
     /// <= `DISPATCH_LEVEL` (it wakes the task).
     pub fn abort(&self) {
-        let previous = self.header().state.fetch_or(CANCELLED, Ordering::AcqRel);
-        if previous & DONE == 0 {
-            // SAFETY: the task is in 'static storage.
-            unsafe { wake_task_erased(self.task) };
+        if self.header().state.abort() == Abort::WakeTask {
+            wake_task_erased(self.task);
         }
     }
 
@@ -86,18 +83,18 @@ impl<T> JoinHandle<T> {
     /// Any.
     #[must_use]
     pub fn is_finished(&self) -> bool {
-        self.header().state.load(Ordering::Acquire) & DONE != 0
+        self.header().state.is_done()
     }
 
     fn take_output(&mut self) -> Result<T, JoinError> {
         self.finished = true;
         let mut output: Option<T> = None;
-        // SAFETY: DONE is set (we observed it with Acquire), so the executor no longer touches
-        // the stage, and the slot stays ours while HANDLE is set. The stage's output type is T.
-        unsafe {
-            let vtable = vtable_of(self.task);
-            (vtable.take_output)(self.task, (&raw mut output).cast());
-        }
+        // SAFETY: DONE is set (we observed it with Acquire), so the spawn's write of the vtable
+        // is ordered before us.
+        let vtable = unsafe { self.header().vtable() };
+        // SAFETY: DONE is set, so the executor no longer touches the stage, and the slot stays
+        // ours while HANDLE is set. The stage's output type is T.
+        unsafe { (vtable.take_output)(self.task, (&raw mut output).cast()) };
         output.ok_or(JoinError::Cancelled)
     }
 }
@@ -133,10 +130,7 @@ impl<T> Drop for JoinHandle<T> {
             // skips the two atomic operations (a detached spawn's common case).
             drop(header.join_waker.take());
         }
-        // HANDLE is ours to clear, so a subtraction clears it (one locked add, where fetch_and
-        // with its result used is a compare-exchange loop).
-        let previous = header.state.fetch_sub(HANDLE, Ordering::AcqRel);
-        if previous & DONE != 0 {
+        if header.state.drop_handle() == HandleDropped::FreeSlot {
             // SAFETY: the task is DONE and we cleared HANDLE: the slot is ours to free.
             unsafe { free_slot(self.task) };
         }

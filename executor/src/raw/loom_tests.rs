@@ -75,10 +75,9 @@ impl Probe {
         std::future::poll_fn(move |cx: &mut Context<'_>| {
             let polls = self.polls.with_mut(|polls| {
                 // SAFETY: loom checks that polls never overlap; that is what the model tests.
-                unsafe {
-                    *polls += 1;
-                    *polls
-                }
+                let polls = unsafe { &mut *polls };
+                *polls += 1;
+                *polls
             });
             if self.release.load(Ordering::SeqCst) {
                 return Poll::Ready(polls);
@@ -408,5 +407,73 @@ fn loom_wake_during_batch_is_pended_or_polled() {
         for handle in &mut handles {
             assert!(matches!(poll_handle(handle), Poll::Ready(Ok(2))));
         }
+    });
+}
+
+/// `close` (from another CPU) races the wake and the poll of an idle task: `close` finds the
+/// task through the pool table, marks it CLOSING and wakes it, so it is either dropped by its
+/// next poll or finishes first; either way the executor drains, nothing stays queued and the
+/// slot is free once the handle goes.
+#[test]
+fn loom_close_racing_wake_and_poll() {
+    model(|| {
+        let Fixture { executor, .. } = fixture();
+        let pool = pool::<1>();
+        let probe = Probe::new(false);
+        let mut handle = pool.spawn(executor, probe.wait()).unwrap();
+        executor.poll(usize::MAX, || false);
+
+        let closer = thread::spawn(move || executor.close());
+        probe.release_and_wake();
+        executor.poll(usize::MAX, || false);
+        closer.join().unwrap();
+        while !executor.is_drained() {
+            assert!(
+                executor.has_queued(),
+                "a live task of a closed executor is not queued"
+            );
+            executor.poll(usize::MAX, || false);
+        }
+        assert!(!executor.has_queued());
+        assert!(matches!(
+            poll_handle(&mut handle),
+            Poll::Ready(Ok(2) | Err(JoinError::Cancelled))
+        ));
+        drop(handle);
+        assert_eq!(pool.used(), 0);
+        assert!(matches!(
+            pool.spawn(executor, async {}),
+            Err(SpawnError::Closed)
+        ));
+    });
+}
+
+/// `close` (from another CPU) races a poll while the only task waits on a future nobody will
+/// complete: only `close` can get it polled again, so it must find the task through the pool
+/// table, mark it and queue it; the next poll drops its future.
+#[test]
+fn loom_close_finds_an_idle_task_racing_a_poll() {
+    model(|| {
+        let Fixture { executor, pends } = fixture();
+        let pool = pool::<1>();
+        let probe = Probe::new(false);
+        let mut handle = pool.spawn(executor, probe.wait()).unwrap();
+        executor.poll(usize::MAX, || false);
+
+        let closer = thread::spawn(move || executor.close());
+        executor.poll(usize::MAX, || false);
+        closer.join().unwrap();
+        if !executor.is_drained() {
+            assert!(executor.has_queued(), "close did not queue the idle task");
+            assert!(pends.load(Ordering::SeqCst) >= 2, "queued without a pend");
+            executor.poll(usize::MAX, || false);
+        }
+        assert!(executor.is_drained());
+        assert!(matches!(
+            poll_handle(&mut handle),
+            Poll::Ready(Err(JoinError::Cancelled))
+        ));
+        drop(handle);
+        assert_eq!(pool.used(), 0);
     });
 }

@@ -1,12 +1,13 @@
 //! The platform-neutral task core: `no_std`, no allocation, no kernel calls.
 //!
 //! - [`Executor`]: a lock-free multi-producer run queue, a [`Pender`] (or a [`PendFn`]) that
-//!   turns a wake into a run, and [`ExecutorCore::poll`], which runs the queued tasks under a
+//!   turns a wake into a run, and [`Executor::poll`], which runs the queued tasks under a
 //!   budget. A static pender type is called inline by wakes; a pool is bound to the pender type
 //!   of the executor it first spawns onto.
 //! - [`TaskPool`]: static storage for tasks; [`TaskPool::spawn`] returns a [`JoinHandle`].
-//! - The task state word (see the `task` module's docs) that makes wakes idempotent and keeps
-//!   each task on one CPU at a time.
+//! - The task state word (the `state` module: its bits and every transition) that makes wakes
+//!   idempotent and keeps each task on one CPU at a time; the run queue (`run_queue`); the task
+//!   header and `TaskRef`, the one way to a task in `'static` storage (`task`).
 //!
 //! The runners ([`crate::Runner`]) put these on a DPC or a system thread.
 
@@ -14,6 +15,8 @@ mod atomic_waker;
 mod executor;
 mod join;
 mod pool;
+mod run_queue;
+mod state;
 #[doc(hidden)]
 pub mod sync;
 mod task;

@@ -16,14 +16,15 @@ use core::task::Poll;
 
 use super::executor::{Executor, Pender, poll_in_place, run_task};
 use super::join::JoinHandle;
-use super::sync::{Ordering, loom_const_fn};
-use super::task::{FLAGS, FREE, HANDLE, SPAWNED, TaskHeader, TaskVTable, task_waker};
+use super::sync::{AtomicPtr, AtomicUsize, Ordering, loom_const_fn};
+use super::task::{TaskHeader, TaskRef, TaskVTable, task_waker};
 
 /// The alignment of every slot's storage; futures needing more cannot be spawned.
 pub const STORAGE_ALIGN: usize = 16;
 
 /// Why a spawn failed. The future was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SpawnError {
     /// Every slot of the pool holds a task (or an output its `JoinHandle` has not taken).
     PoolFull,
@@ -88,42 +89,43 @@ impl<const SIZE: usize> TaskSlot<SIZE> {
 /// header comes first and the storage's alignment does not depend on its size.
 const STORAGE_OFFSET: usize = offset_of!(TaskSlot<0>, storage);
 
-/// The storage of the task whose header is at `task`, as a `Stage<F>`.
-///
-/// # Safety
-/// `task` is the header of a `TaskSlot`, with provenance over the whole slot.
-unsafe fn stage_of<F: Future>(task: NonNull<TaskHeader>) -> *mut Stage<F> {
-    // SAFETY: the header is at offset 0 of its slot and the storage at STORAGE_OFFSET; the
-    // pointer's provenance covers the slot. The storage is core's UnsafeCell, which has the
-    // layout of its contents.
-    unsafe {
-        task.cast::<u8>()
-            .add(STORAGE_OFFSET)
-            .cast::<Stage<F>>()
-            .as_ptr()
-    }
+/// The storage of `task`'s slot, as a `Stage<F>`.
+fn stage_of<F: Future>(task: TaskRef) -> *mut Stage<F> {
+    // SAFETY: a `TaskRef` is the header of a `TaskSlot`, with provenance over the whole slot;
+    // the header is at offset 0 of its slot and the storage at STORAGE_OFFSET, inside it. The
+    // storage is core's UnsafeCell, which has the layout of its contents.
+    let storage = unsafe { task.as_non_null().cast::<u8>().add(STORAGE_OFFSET) };
+    storage.cast::<Stage<F>>().as_ptr()
 }
+
+/// What a pool runs: a `Send + 'static` future with a `Send + 'static` output (the bounds of
+/// [`TaskPool::spawn`], named once for the functions behind it).
+trait TaskFuture: Future<Output: Send + 'static> + Send + 'static {}
+
+impl<F: Future<Output: Send + 'static> + Send + 'static> TaskFuture for F {}
 
 /// The vtable for tasks running an `F` on an `Executor<P>`.
 struct VTableFor<F, P>(PhantomData<(F, P)>);
 
-impl<F: Future + Send + 'static, P: Pender> VTableFor<F, P>
-where
-    F::Output: Send,
-{
+impl<F: TaskFuture, P: Pender> VTableFor<F, P> {
     const VTABLE: TaskVTable = TaskVTable {
         cancel: Self::cancel,
         take_output: Self::take_output,
         drop_stage: Self::drop_stage,
     };
 
-    unsafe fn run(task: NonNull<TaskHeader>) {
-        // SAFETY: the caller (the poll loop) took the task off its queue; `poll` polls its `F`
-        // (`run_task` calls it only on an owned task whose state has no DONE, as `poll`
-        // requires), `drop_stage` drops its stage.
-        unsafe {
-            run_task(task, || Self::poll(task), || Self::drop_stage(task));
-        }
+    unsafe fn run(task: TaskRef) {
+        let poll = || {
+            // SAFETY: `run_task` calls it only on an owned task whose state has no DONE.
+            unsafe { Self::poll(task) }
+        };
+        let drop_stage = || {
+            // SAFETY: `run_task` calls it only once it owns the finished slot.
+            unsafe { Self::drop_stage(task) };
+        };
+        // SAFETY: the caller (the poll loop) took the task off its queue; `poll` polls its `F`,
+        // `drop_stage` drops its stage.
+        unsafe { run_task(task, poll, drop_stage) };
     }
 
     /// Polls the future; true when it finished (its output is stored in place of it).
@@ -132,52 +134,64 @@ where
     /// The caller owns the task (it runs it) and read its state without `DONE`: the stage holds
     /// the future.
     #[inline]
-    unsafe fn poll(task: NonNull<TaskHeader>) -> bool {
-        // SAFETY: owning the task (the caller) gives exclusive access to the stage, which holds
-        // an `F` spawned in place and never moved, as the state without DONE says.
+    unsafe fn poll(task: TaskRef) -> bool {
+        // SAFETY: owning the task (the caller) gives exclusive access to the stage.
         let stage = unsafe { &mut *stage_of::<F>(task) };
-        // SAFETY: as above: `running` is the initialised field.
+        // SAFETY: the stage holds an `F` spawned in place and never moved, as the state without
+        // DONE says: `running` is the initialised field.
         let future = unsafe { &mut *stage.running };
         // SAFETY: the future stays in its 'static slot until dropped in place.
         let future = unsafe { Pin::new_unchecked(future) };
-        // SAFETY: the header is in a 'static pool, bound to `P` by the spawn.
+        // SAFETY: the task is in a pool bound to `P` by the spawn.
         let waker = unsafe { task_waker::<P>(task) };
         match poll_in_place(future, &waker) {
             Poll::Ready(output) => {
-                // Drops the future in place, then stores the output in its bytes; the caller
-                // sets DONE next.
                 // SAFETY: `running` is initialised and never used again.
-                unsafe { ManuallyDrop::drop(&mut stage.running) };
-                stage.finished = ManuallyDrop::new(Some(output));
+                unsafe { finish_stage(stage, Some(output)) };
                 true
             }
             Poll::Pending => false,
         }
     }
 
-    unsafe fn cancel(task: NonNull<TaskHeader>) {
-        // SAFETY: as in `poll` (the caller owns the task, not DONE); the pinned future is
-        // dropped in place, and the caller sets DONE next.
-        unsafe {
-            let stage = &mut *stage_of::<F>(task);
-            ManuallyDrop::drop(&mut stage.running);
-            stage.finished = ManuallyDrop::new(None);
-        }
+    unsafe fn cancel(task: TaskRef) {
+        // SAFETY: as in `poll` (the caller owns the task, not DONE).
+        let stage = unsafe { &mut *stage_of::<F>(task) };
+        // SAFETY: as above: `running` is initialised; the caller sets DONE next.
+        unsafe { finish_stage(stage, None) };
     }
 
-    unsafe fn take_output(task: NonNull<TaskHeader>, out: *mut ()) {
-        // SAFETY: the caller (the handle, after DONE) owns the stage, whose `finished` is
-        // initialised; it passes an `Option<F::Output>`.
-        unsafe {
-            let finished: &mut Option<F::Output> = &mut (*stage_of::<F>(task)).finished;
-            *out.cast::<Option<F::Output>>() = finished.take();
-        }
+    unsafe fn take_output(task: TaskRef, out: *mut ()) {
+        // SAFETY: the caller (the handle, after DONE) owns the stage.
+        let stage = unsafe { &mut *stage_of::<F>(task) };
+        // SAFETY: after DONE, `finished` is the initialised field.
+        let output = unsafe { &mut stage.finished }.take();
+        // SAFETY: the caller passes an `Option<F::Output>`.
+        unsafe { *out.cast::<Option<F::Output>>() = output };
     }
 
-    unsafe fn drop_stage(task: NonNull<TaskHeader>) {
-        // SAFETY: the caller frees the slot (after DONE) and owns it: `finished` is initialised.
-        unsafe { ManuallyDrop::drop(&mut (*stage_of::<F>(task)).finished) };
+    unsafe fn drop_stage(task: TaskRef) {
+        // SAFETY: the caller frees the slot (after DONE) and owns it.
+        let stage = unsafe { &mut *stage_of::<F>(task) };
+        // SAFETY: after DONE, `finished` is the initialised field.
+        let finished = unsafe { &mut stage.finished };
+        // SAFETY: initialised, and never used again before the next spawn writes the stage.
+        unsafe { ManuallyDrop::drop(finished) };
     }
+}
+
+/// Drops the future in place (pinned, never moved) and stores `output` in its bytes; the caller
+/// sets DONE next.
+///
+/// # Safety
+/// `running` is the stage's initialised field, and the caller owns the stage.
+#[inline]
+unsafe fn finish_stage<F: Future>(stage: &mut Stage<F>, output: Option<F::Output>) {
+    // SAFETY: `running` is the initialised field (the caller's guarantee).
+    let running = unsafe { &mut stage.running };
+    // SAFETY: initialised, and never used again.
+    unsafe { ManuallyDrop::drop(running) };
+    stage.finished = ManuallyDrop::new(output);
 }
 
 /// What the shutdown scan needs to know about a pool, independent of its sizes.
@@ -187,7 +201,7 @@ struct PoolDesc {
     slots_offset: usize,
     /// Null until the first spawn registers the pool and binds it to its executor's pender
     /// type: then `TypeId::of::<P>` as a pointer (see [`pender_tag`]).
-    pender: core::sync::atomic::AtomicPtr<()>,
+    pender: AtomicPtr<()>,
 }
 
 /// The tag a pool bound to `P` holds: the address of `TypeId::of::<P>`. Two tags may differ for
@@ -199,26 +213,44 @@ fn pender_tag<P: Pender>() -> *mut () {
     tag as *mut ()
 }
 
-/// How many distinct pools a driver may spawn into.
-pub const MAX_POOLS: usize = 64;
+/// How many distinct pools a driver may spawn into. (Four in loom models, which register their
+/// pools in a table per model run: each entry a scan reads is a step loom explores.)
+pub const MAX_POOLS: usize = if cfg!(loom) { 4 } else { 64 };
 
 /// Every pool that was ever spawned into; entries are set once and never cleared.
-static POOLS: [core::sync::atomic::AtomicPtr<PoolDesc>; MAX_POOLS] =
-    [const { core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()) }; MAX_POOLS];
+#[cfg(not(loom))]
+static POOLS: [AtomicPtr<PoolDesc>; MAX_POOLS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_POOLS];
+
+// loom's atomics cannot be built in a `static` (their constructors are not `const`), so under
+// loom the table is a lazy static of loom's, made afresh for each run of a model: the pools the
+// models leak are registered, and `close` finds them, through the same code as in a driver.
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref POOLS: [AtomicPtr<PoolDesc>; MAX_POOLS] =
+        core::array::from_fn(|_| AtomicPtr::new(core::ptr::null_mut()));
+}
+
+/// The table of pools, whichever way it is built.
+fn pool_table() -> &'static [AtomicPtr<PoolDesc>] {
+    #[cfg(not(loom))]
+    return &POOLS;
+    #[cfg(loom)]
+    return &POOLS[..];
+}
 
 /// Records `desc` in [`POOLS`]: one compare-exchange publishes it, so a pool is either found by
 /// every later scan or not yet used. A race may record it twice; scans tolerate that.
 /// Called by a pool's first spawn (or first spawns, racing), before it binds the pool.
 fn register(pool: NonNull<PoolDesc>) -> Result<(), SpawnError> {
-    use core::sync::atomic::Ordering as O;
-    for entry in &POOLS {
-        let current = entry.load(O::Acquire);
+    for entry in pool_table() {
+        let current = entry.load(Ordering::Acquire);
         if current == pool.as_ptr() {
             return Ok(());
         }
         if current.is_null()
             && entry
-                .compare_exchange(current, pool.as_ptr(), O::AcqRel, O::Acquire)
+                .compare_exchange(current, pool.as_ptr(), Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
             return Ok(());
@@ -228,9 +260,9 @@ fn register(pool: NonNull<PoolDesc>) -> Result<(), SpawnError> {
 }
 
 /// Calls `f` with every task header of every registered pool.
-pub(crate) fn for_each_task(mut f: impl FnMut(NonNull<TaskHeader>)) {
-    for entry in &POOLS {
-        let Some(desc) = NonNull::new(entry.load(core::sync::atomic::Ordering::Acquire)) else {
+pub(crate) fn for_each_task(mut f: impl FnMut(TaskRef)) {
+    for entry in pool_table() {
+        let Some(desc) = NonNull::new(entry.load(Ordering::Acquire)) else {
             continue;
         };
         // SAFETY: registered pools are 'static; the pointer covers the whole pool.
@@ -244,27 +276,9 @@ pub(crate) fn for_each_task(mut f: impl FnMut(NonNull<TaskHeader>)) {
         for index in 0..len {
             // SAFETY: slot `index` lies inside the pool, `slots_offset + index * stride` bytes in.
             let slot = unsafe { desc.cast::<u8>().add(slots_offset + index * stride) };
-            f(slot.cast());
-        }
-    }
-}
-
-/// Claims a free slot for a spawn: sets `SPAWNED` and `HANDLE`, keeping the wake count (one, plus
-/// any stray wakes through stale wakers), which makes the spawner the task's owner.
-#[inline]
-fn claim(header: &TaskHeader) -> bool {
-    let mut state = FREE;
-    loop {
-        match header.state.compare_exchange(
-            state,
-            state | SPAWNED | HANDLE,
-            Ordering::Acquire,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => return true,
-            // Free, but a stale waker counted a wake: claim it with that count.
-            Err(actual) if actual & FLAGS == 0 => state = actual,
-            Err(_) => return false,
+            // SAFETY: a slot of a 'static pool, its header first, reached from the pool's
+            // pointer (provenance over the whole pool).
+            f(unsafe { TaskRef::from_non_null(slot.cast()) });
         }
     }
 }
@@ -273,7 +287,7 @@ fn claim(header: &TaskHeader) -> bool {
 #[cold]
 #[inline(never)]
 fn release_claim(header: &TaskHeader) -> SpawnError {
-    header.state.store(FREE, Ordering::Release);
+    header.state.release();
     SpawnError::Closed
 }
 
@@ -290,7 +304,7 @@ fn release_claim(header: &TaskHeader) -> SpawnError {
 pub struct TaskPool<const SIZE: usize, const N: usize> {
     desc: PoolDesc,
     /// Where the next spawn starts looking for a free slot: just past the last one taken.
-    next_hint: core::sync::atomic::AtomicUsize,
+    next_hint: AtomicUsize,
     slots: [TaskSlot<SIZE>; N],
 }
 
@@ -305,39 +319,41 @@ impl<const SIZE: usize, const N: usize> Default for TaskPool<SIZE, N> {
 }
 
 impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
+    loom_const_fn! {
+        /// An empty pool.
+        ///
+        /// # IRQL
+        /// Any (a constant initialiser).
+        #[must_use]
+        pub fn new() -> Self {
+            const { assert!(offset_of!(TaskSlot<SIZE>, storage) == STORAGE_OFFSET) };
+            Self {
+                desc: Self::desc(),
+                next_hint: AtomicUsize::new(0),
+                slots: Self::free_slots(),
+            }
+        }
+    }
+
     #[cfg(not(loom))]
-    /// An empty pool.
-    ///
-    /// # IRQL
-    /// Any (a constant initialiser).
-    #[must_use]
-    pub const fn new() -> Self {
-        const { assert!(offset_of!(TaskSlot<SIZE>, storage) == STORAGE_OFFSET) };
-        Self {
-            desc: Self::desc(),
-            next_hint: core::sync::atomic::AtomicUsize::new(0),
-            slots: [const { TaskSlot::new() }; N],
-        }
+    const fn free_slots() -> [TaskSlot<SIZE>; N] {
+        [const { TaskSlot::new() }; N]
     }
 
+    /// loom's atomics cannot be built in a constant, so the slots are built one by one.
     #[cfg(loom)]
-    /// An empty pool.
-    #[must_use]
-    pub fn new() -> Self {
-        const { assert!(offset_of!(TaskSlot<SIZE>, storage) == STORAGE_OFFSET) };
-        Self {
-            desc: Self::desc(),
-            next_hint: core::sync::atomic::AtomicUsize::new(0),
-            slots: core::array::from_fn(|_| TaskSlot::new()),
-        }
+    fn free_slots() -> [TaskSlot<SIZE>; N] {
+        core::array::from_fn(|_| TaskSlot::new())
     }
 
-    const fn desc() -> PoolDesc {
-        PoolDesc {
-            len: N,
-            stride: size_of::<TaskSlot<SIZE>>(),
-            slots_offset: offset_of!(Self, slots),
-            pender: core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()),
+    loom_const_fn! {
+        fn desc() -> PoolDesc {
+            PoolDesc {
+                len: N,
+                stride: size_of::<TaskSlot<SIZE>>(),
+                slots_offset: offset_of!(Self, slots),
+                pender: AtomicPtr::new(core::ptr::null_mut()),
+            }
         }
     }
 
@@ -355,7 +371,7 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
     pub fn used(&self) -> usize {
         self.slots
             .iter()
-            .filter(|slot| slot.header.state.load(Ordering::Acquire) & SPAWNED != 0)
+            .filter(|slot| slot.header.state.is_spawned())
             .count()
     }
 
@@ -369,7 +385,7 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
     /// [`SpawnError::PoolFull`] when no slot is free, [`SpawnError::Closed`] after the executor
     /// was closed, [`SpawnError::TooManyPools`] if this is the 65th pool ever used,
     /// [`SpawnError::OtherPender`] if the pool was first spawned into with an executor of another
-    /// [`Pender`] type (every runner's is [`RunnerPender`](crate::RunnerPender)). The future is
+    /// [`Pender`] type (every [`Runner`](crate::Runner) shares one pender type). The future is
     /// dropped in each case.
     ///
     /// # IRQL
@@ -395,13 +411,29 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
         };
         // Bound to `P` (which also means registered)? Else the first spawn binds it, or the
         // check of the bound type settles it, out of line.
-        if self.desc.pender.load(core::sync::atomic::Ordering::Acquire) != pender_tag::<P>() {
+        if self.desc.pender.load(Ordering::Acquire) != pender_tag::<P>() {
             return self.spawn_binding(executor, future);
         }
+        // SAFETY: the pool is bound to `P` (it holds `P`'s tag).
+        unsafe { self.spawn_bound(executor, future) }
+    }
+
+    /// The rest of [`spawn`](Self::spawn) once the pool is known to be bound to `P`: claims the
+    /// slot at the hint, or scans for one out of line.
+    ///
+    /// # Safety
+    /// The pool is bound to `P`.
+    #[inline]
+    unsafe fn spawn_bound<F: TaskFuture, P: Pender>(
+        &'static self,
+        executor: &'static Executor<P>,
+        future: F,
+    ) -> Result<JoinHandle<F::Output>, SpawnError> {
         match self.claim_at_hint() {
-            // SAFETY: we claimed the slot; the pool is bound to `P` (it holds `P`'s tag).
+            // SAFETY: we claimed the slot; the pool is bound to `P` (the caller's guarantee).
             Some(slot) => unsafe { spawn_into(slot, executor, future) },
-            None => self.spawn_scanning(executor, future),
+            // SAFETY: forwarded.
+            None => unsafe { self.spawn_scanning(executor, future) },
         }
     }
 
@@ -409,38 +441,28 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
     /// registers the pool and binds it to `P`; otherwise checks that it is bound to `P`.
     #[cold]
     #[inline(never)]
-    fn spawn_binding<F, P: Pender>(
+    fn spawn_binding<F: TaskFuture, P: Pender>(
         &'static self,
         executor: &'static Executor<P>,
         future: F,
-    ) -> Result<JoinHandle<F::Output>, SpawnError>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
+    ) -> Result<JoinHandle<F::Output>, SpawnError> {
         self.bind::<P>()?;
-        match self.claim_at_hint() {
-            // SAFETY: we claimed the slot; the pool is bound to `P`.
-            Some(slot) => unsafe { spawn_into(slot, executor, future) },
-            None => self.spawn_scanning(executor, future),
-        }
+        // SAFETY: bound to `P` just now.
+        unsafe { self.spawn_bound(executor, future) }
     }
 
     /// Registers the pool and binds it to `P` if it is new; fails if it is bound to another type.
     fn bind<P: Pender>(&'static self) -> Result<(), SpawnError> {
-        use core::sync::atomic::Ordering as O;
         let tag = pender_tag::<P>();
-        let mut bound = self.desc.pender.load(O::Acquire);
+        let mut bound = self.desc.pender.load(Ordering::Acquire);
         if bound.is_null() {
             // Registered before it is bound, so a pool that holds tasks is always found by
-            // `close`. (loom models have no use for the process-wide table.)
-            if !cfg!(loom) {
-                register(NonNull::from(self).cast())?;
-            }
+            // `close`.
+            register(NonNull::from(self).cast())?;
             match self
                 .desc
                 .pender
-                .compare_exchange(bound, tag, O::AcqRel, O::Acquire)
+                .compare_exchange(bound, tag, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => return Ok(()),
                 Err(actual) => bound = actual,
@@ -456,19 +478,18 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
     }
 
     /// [`spawn`](Self::spawn) when the slot at the hint was taken: scans for a free slot.
+    ///
+    /// # Safety
+    /// The pool is bound to `P`.
     #[cold]
     #[inline(never)]
-    fn spawn_scanning<F, P: Pender>(
+    unsafe fn spawn_scanning<F: TaskFuture, P: Pender>(
         &'static self,
         executor: &'static Executor<P>,
         future: F,
-    ) -> Result<JoinHandle<F::Output>, SpawnError>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
+    ) -> Result<JoinHandle<F::Output>, SpawnError> {
         let slot = self.claim_slot_scan().ok_or(SpawnError::PoolFull)?;
-        // SAFETY: we claimed the slot.
+        // SAFETY: we claimed the slot; the pool is bound to `P` (the caller's guarantee).
         unsafe { spawn_into(slot, executor, future) }
     }
 
@@ -489,26 +510,15 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
     /// Claims the slot at the hint if it is simply free (the common case).
     #[inline]
     fn claim_at_hint(&self) -> Option<&TaskSlot<SIZE>> {
-        let start = self.next_hint.load(core::sync::atomic::Ordering::Relaxed);
+        let start = self.next_hint.load(Ordering::Relaxed);
         if N == 0 {
             return None;
         }
         let index = Self::slot_index(start);
         let slot = &self.slots[index];
-        if slot
-            .header
-            .state
-            .compare_exchange(
-                FREE,
-                FREE | SPAWNED | HANDLE,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-        {
+        if slot.header.state.try_claim_free() {
             // Stored unwrapped (at most `N`): every reader wraps it.
-            self.next_hint
-                .store(index + 1, core::sync::atomic::Ordering::Relaxed);
+            self.next_hint.store(index + 1, Ordering::Relaxed);
             return Some(slot);
         }
         None
@@ -516,15 +526,14 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
 
     /// Claims the first free slot from the hint on (it may be free with stray wakes counted).
     fn claim_slot_scan(&self) -> Option<&TaskSlot<SIZE>> {
-        let start = self.next_hint.load(core::sync::atomic::Ordering::Relaxed);
+        let start = self.next_hint.load(Ordering::Relaxed);
         // A plain wrapping index: a chained range iterator costs a dozen instructions.
         let mut index = Self::slot_index(start);
         for _ in 0..N {
             let slot = &self.slots[index];
             let next = Self::slot_index(index + 1);
-            if claim(&slot.header) {
-                self.next_hint
-                    .store(next, core::sync::atomic::Ordering::Relaxed);
+            if slot.header.state.try_claim() {
+                self.next_hint.store(next, Ordering::Relaxed);
                 return Some(slot);
             }
             index = next;
@@ -542,22 +551,15 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
     reason = "inlined into spawn and its cold scan path alike: two instructions per spawn"
 )]
 #[inline(always)]
-unsafe fn spawn_into<const SIZE: usize, F, P: Pender>(
+unsafe fn spawn_into<const SIZE: usize, F: TaskFuture, P: Pender>(
     slot: &'static TaskSlot<SIZE>,
     executor: &'static Executor<P>,
     future: F,
-) -> Result<JoinHandle<F::Output>, SpawnError>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
+) -> Result<JoinHandle<F::Output>, SpawnError> {
     // Published before the task counts in `live`: a `close` whose CLOSED lands after our count
     // finds the task by it (see `Executor::close`).
-    slot.header.executor.store(
-        core::ptr::from_ref(executor.core()).cast_mut(),
-        core::sync::atomic::Ordering::Release,
-    );
-    if !executor.try_add_live_once() {
+    slot.header.set_executor(executor.core());
+    if !executor.core().live().try_add_once() {
         // SAFETY: forwarded.
         return unsafe { spawn_into_contended(slot, executor, future) };
     }
@@ -572,16 +574,12 @@ where
 /// As for `spawn_into`.
 #[cold]
 #[inline(never)]
-unsafe fn spawn_into_contended<const SIZE: usize, F, P: Pender>(
+unsafe fn spawn_into_contended<const SIZE: usize, F: TaskFuture, P: Pender>(
     slot: &'static TaskSlot<SIZE>,
     executor: &'static Executor<P>,
     future: F,
-) -> Result<JoinHandle<F::Output>, SpawnError>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    if !executor.try_add_live() {
+) -> Result<JoinHandle<F::Output>, SpawnError> {
+    if !executor.core().live().try_add() {
         return Err(release_claim(&slot.header));
     }
     // SAFETY: forwarded; the task counts in `live`.
@@ -599,36 +597,25 @@ where
               registers for"
 )]
 #[inline(always)]
-unsafe fn spawn_counted<const SIZE: usize, F, P: Pender>(
+unsafe fn spawn_counted<const SIZE: usize, F: TaskFuture, P: Pender>(
     slot: &'static TaskSlot<SIZE>,
     executor: &'static Executor<P>,
     future: F,
-) -> JoinHandle<F::Output>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
+) -> JoinHandle<F::Output> {
     // From the reference to the whole slot, so that it may reach the slot's storage.
-    let task = NonNull::from(slot).cast::<TaskHeader>();
+    // SAFETY: the slot is in a 'static pool, its header first.
+    let task = unsafe { TaskRef::from_non_null(NonNull::from(slot).cast::<TaskHeader>()) };
     // SAFETY: the claim (SPAWNED, keeping the free slot's non-zero wake count) gives us the
     // slot: wakes only count, nobody polls or frees it until we push it.
     unsafe {
         slot.header
-            .vtable
-            .with_mut(|vtable| *vtable = &VTableFor::<F, P>::VTABLE);
+            .write_task_type(VTableFor::<F, P>::run, &VTableFor::<F, P>::VTABLE);
     }
-    // SAFETY: as above.
-    unsafe {
-        slot.header
-            .run
-            .with_mut(|run| *run = VTableFor::<F, P>::run);
-    }
+    let stage = Stage {
+        running: ManuallyDrop::new(future),
+    };
     // SAFETY: as above; the slot's storage is ours and big enough (checked by `spawn`).
-    unsafe {
-        stage_of::<F>(task).write(Stage {
-            running: ManuallyDrop::new(future),
-        });
-    }
+    unsafe { stage_of::<F>(task).write(stage) };
     // SAFETY: the task lives in a 'static pool and its HANDLE bit is set for us.
     let handle = unsafe { JoinHandle::new(task) };
     // SAFETY: we claimed the slot with a non-zero wake count, so its link is ours; the executor
@@ -636,5 +623,3 @@ where
     unsafe { executor.core().enqueue::<P>(task) };
     handle
 }
-
-impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {}

@@ -4,6 +4,11 @@
 //! loom's types cannot be built in a `const fn`, so constructors that must be `const` for
 //! `static` storage are declared with [`loom_const_fn!`](crate::raw::sync::loom_const_fn): `const`
 //! normally, a plain `fn` under loom.
+//!
+//! Every atomic in `raw` comes from here. The one `static` among them, the pool table, is a
+//! `loom::lazy_static!` under loom (built afresh for each run of a model) and a plain `static`
+//! otherwise. A slot's storage stays in core's `UnsafeCell`, even under loom: its address must
+//! be the data's (the pool computes it from the header's), which loom's cell does not promise.
 
 #[cfg(not(loom))]
 pub use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
