@@ -130,7 +130,8 @@ pub(crate) fn absolute(due: i64) -> u64 {
 /// `sys`'s `KeQueryInterruptTime` reads `InterruptTime` from it at the offset Windows uses.
 /// Any IRQL; works without a booted kernel.
 #[must_use]
-pub fn host_shared_user_data() -> *const KUSER_SHARED_DATA_HEAD {
+#[unsafe(no_mangle)]
+pub extern "system-unwind" fn host_shared_user_data() -> *const KUSER_SHARED_DATA_HEAD {
     let _ = now();
     (&raw const SHARED_USER_DATA).cast()
 }

@@ -1,6 +1,14 @@
-//! Every kernel function `sys` declares, as the host kernel implements it. `sys` re-exports
-//! these at its root under the same names as the Windows imports, with signatures checked at
-//! compile time against the one declaration list in `imports.rs`.
+//! Every kernel function `sys` declares, as the host kernel exports it: each is defined with
+//! `#[unsafe(no_mangle)]` and the `"system-unwind"` ABI (so a bugcheck, a panic, unwinds into
+//! the caller), and `sys`'s `extern` declaration of the same name resolves to it at link time.
+//! Also the host kernel's own exports that `sys`'s inline helpers call (`host_current_irql`,
+//! `host_shared_user_data`, ...: what CR8, `KUSER_SHARED_DATA` and `DbgPrintEx` are on
+//! Windows).
+//!
+//! At compile time, for every function of `sys`'s one list (`wsk_sys::kernel_function_list!`
+//! and `wsk_sys::host_export_list!`), both this crate's definition and `sys`'s declaration
+//! must coerce to the declared `unsafe extern "system-unwind" fn` type: a definition with any
+//! other signature or ABI, or a missing one, does not compile.
 
 pub use super::clock::host_shared_user_data;
 pub use super::ntos::*;
@@ -15,6 +23,7 @@ use crate::{NTSTATUS, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION};
 ///
 /// # Safety
 /// See `WskRegister`.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn WskRegister(
     WskClientNpi: *mut WSK_CLIENT_NPI,
     WskRegistration: *mut WSK_REGISTRATION,
@@ -27,6 +36,7 @@ pub unsafe extern "system-unwind" fn WskRegister(
 ///
 /// # Safety
 /// See `WskDeregister`.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn WskDeregister(WskRegistration: *mut WSK_REGISTRATION) {
     // SAFETY: forwarded contract.
     unsafe { super::wsk::WskDeregister(WskRegistration) }
@@ -36,6 +46,7 @@ pub unsafe extern "system-unwind" fn WskDeregister(WskRegistration: *mut WSK_REG
 ///
 /// # Safety
 /// See `WskCaptureProviderNPI`.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn WskCaptureProviderNPI(
     WskRegistration: *mut WSK_REGISTRATION,
     WaitTimeout: u32,
@@ -49,7 +60,42 @@ pub unsafe extern "system-unwind" fn WskCaptureProviderNPI(
 ///
 /// # Safety
 /// See `WskReleaseProviderNPI`.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn WskReleaseProviderNPI(WskRegistration: *mut WSK_REGISTRATION) {
     // SAFETY: forwarded contract.
     unsafe { super::wsk::WskReleaseProviderNPI(WskRegistration) }
+}
+
+/// The compile-time signature check (see the module docs); nothing at run time.
+mod signature_check {
+    // The types as the lists name them.
+    #[allow(clippy::wildcard_imports, reason = "the lists name wsk-sys's types unqualified")]
+    use wsk_sys::*;
+
+    /// For each kernel function: the host definition and sys's declaration have the listed type.
+    macro_rules! assert_kernel_function_signatures {
+        ($(
+            dll $dll:literal {
+                $( $(#[$meta:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)?; )*
+            }
+        )*) => {
+            $($(
+                const _: unsafe extern "system-unwind" fn($($ty),*) $(-> $ret)? = super::$name;
+                const _: unsafe extern "system-unwind" fn($($ty),*) $(-> $ret)? = wsk_sys::$name;
+            )*)*
+        };
+    }
+
+    /// For each host export: the host definition and sys's declaration have the listed type.
+    macro_rules! assert_host_export_signatures {
+        ($( $(#[$meta:meta])* $safety:ident fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)?; )*) => {
+            $(
+                const _: unsafe extern "system-unwind" fn($($ty),*) $(-> $ret)? = super::$name;
+                const _: unsafe extern "system-unwind" fn($($ty),*) $(-> $ret)? = wsk_sys::$name;
+            )*
+        };
+    }
+
+    wsk_sys::kernel_function_list!(assert_kernel_function_signatures);
+    wsk_sys::host_export_list!(assert_host_export_signatures);
 }

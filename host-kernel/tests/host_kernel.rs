@@ -7,7 +7,7 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use wsk_sys::host::{Config, Kernel, RegValue, Registry};
+use wsk_host::{Config, Kernel, RegValue, Registry};
 use wsk_sys::{
     DISPATCH_LEVEL, DRIVER_OBJECT, Executive, FALSE, HANDLE, KDPC, KEVENT, KTIMER, KeCancelTimer,
     KeGetCurrentIrql, KeInitializeDpc, KeInitializeEvent, KeInitializeTimerEx, KeSetEvent,

@@ -20,8 +20,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use wsk_sys::host::faults::{Completion, ErrorRule, Faults, WskOp};
-use wsk_sys::host::{Config, Kernel};
+use wsk_host::faults::{Completion, ErrorRule, Faults, WskOp};
+use wsk_host::{Config, Kernel};
 use wsk_sys::{
     ADDRINFOEXW, AF_INET, AF_INET6, DEVICE_OBJECT, ExAllocatePoolWithTag, ExFreePoolWithTag,
     IN_ADDR, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_V6ONLY, IRP, IoAllocateIrp,

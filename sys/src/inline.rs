@@ -219,7 +219,7 @@ pub fn KeGetCurrentIrql() -> KIRQL {
     }
     #[cfg(not(target_os = "windows"))]
     {
-        crate::host::exports::host_current_irql()
+        crate::host_current_irql()
     }
 }
 
@@ -241,8 +241,8 @@ pub unsafe fn KeRaiseIrql(new_irql: KIRQL) -> KIRQL {
     }
     #[cfg(not(target_os = "windows"))]
     {
-        // SAFETY: forwarded contract.
-        unsafe { crate::host::exports::host_raise_irql(new_irql) }
+        // SAFETY: forwarded contract: `new_irql` is not below the current IRQL.
+        unsafe { crate::host_raise_irql(new_irql) }
     }
 }
 
@@ -260,8 +260,8 @@ pub unsafe fn KeLowerIrql(new_irql: KIRQL) {
     }
     #[cfg(not(target_os = "windows"))]
     {
-        // SAFETY: forwarded contract.
-        unsafe { crate::host::exports::host_lower_irql(new_irql) }
+        // SAFETY: forwarded contract: `new_irql` came from the matching `KeRaiseIrql`.
+        unsafe { crate::host_lower_irql(new_irql) }
     }
 }
 
@@ -296,7 +296,7 @@ pub unsafe fn KeQueryInterruptTime() -> u64 {
     }
     #[cfg(not(target_os = "windows"))]
     {
-        let page = crate::host::exports::host_shared_user_data();
+        let page = crate::host_shared_user_data();
         // SAFETY: the host page is a 'static, 4096-aligned struct of atomics laid out like
         // KUSER_SHARED_DATA (checked at compile time in the host kernel), so InterruptTime is
         // an 8-byte aligned AtomicU64 that lives for the whole process.
@@ -618,7 +618,8 @@ fn emit(level: u32, bytes: &[u8]) {
     }
     #[cfg(not(target_os = "windows"))]
     {
-        crate::host::exports::host_dbg_print(DPFLTR_IHVDRIVER_ID, level, bytes);
+        // SAFETY: `bytes` is readable for its whole length during the call.
+        unsafe { crate::host_dbg_print(DPFLTR_IHVDRIVER_ID, level, bytes.as_ptr(), bytes.len()) };
     }
 }
 

@@ -87,6 +87,7 @@ fn release_if_done(devices: &mut Devices, address: usize) {
 /// # Safety
 /// `DriverObject` is a live driver object; `DeviceObject` is writable.
 #[allow(clippy::too_many_arguments, reason = "the WDK signature")]
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn IoCreateDevice(
     DriverObject: *mut DRIVER_OBJECT,
     DeviceExtensionSize: u32,
@@ -130,6 +131,7 @@ pub unsafe extern "system-unwind" fn IoCreateDevice(
 ///
 /// # Safety
 /// `DeviceObject` came from `IoCreateDevice` and is deleted once.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn IoDeleteDevice(DeviceObject: *mut DEVICE_OBJECT) {
     // IoDeleteDevice: "IRQL = PASSIVE_LEVEL".
     irql::require_at_most(PASSIVE_LEVEL, "IoDeleteDevice");
@@ -177,6 +179,7 @@ struct ExContext {
 /// # Safety
 /// As `IoSetCompletionRoutine`: `Irp` is a live IRP the caller owns, with a next location;
 /// `DeviceObject` is the caller's live (not deleted) device object.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn IoSetCompletionRoutineEx(
     DeviceObject: *mut DEVICE_OBJECT,
     Irp: *mut IRP,

@@ -445,6 +445,7 @@ pub(crate) fn flush(machine: &Machine, running: bool) {
 ///
 /// # Safety
 /// `Dpc` must point to writable KDPC storage that is not queued.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeInitializeDpc(
     Dpc: *mut KDPC,
     DeferredRoutine: Option<KDEFERRED_ROUTINE>,
@@ -483,6 +484,7 @@ pub unsafe extern "system-unwind" fn KeInitializeDpc(
 ///
 /// # Safety
 /// `Dpc` must be a live KDPC initialised with `KeInitializeDpc`.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeInsertQueueDpc(
     Dpc: *mut KDPC,
     SystemArgument1: PVOID,
@@ -503,6 +505,7 @@ pub unsafe extern "system-unwind" fn KeInsertQueueDpc(
 ///
 /// # Safety
 /// `Dpc` must be a live KDPC initialised with `KeInitializeDpc`.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeRemoveQueueDpc(Dpc: *mut KDPC) -> BOOLEAN {
     let machine = machine::current("KeRemoveQueueDpc");
     let dpcs = &machine.dpcs;
@@ -530,6 +533,7 @@ pub unsafe extern "system-unwind" fn KeRemoveQueueDpc(Dpc: *mut KDPC) -> BOOLEAN
 /// None beyond the IRQL rule (checked).
 // Rule: "KeFlushQueuedDpcs function (wdm.h)", https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keflushqueueddpcs
 // ("Only DPCs queued prior to the call ... are guaranteed to have been executed to completion").
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeFlushQueuedDpcs() {
     irql::require_at_most(PASSIVE_LEVEL, "KeFlushQueuedDpcs");
     flush(&machine::current("KeFlushQueuedDpcs"), false);
@@ -556,6 +560,7 @@ pub unsafe extern "system" fn KeShouldYieldProcessor() -> u32 {
 ///
 /// # Safety
 /// `Dpc` must be a live KDPC that is not queued; `ProcNumber` a valid `PROCESSOR_NUMBER`.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeSetTargetProcessorDpcEx(
     Dpc: *mut KDPC,
     ProcNumber: *mut PROCESSOR_NUMBER,
@@ -587,6 +592,7 @@ pub unsafe extern "system-unwind" fn KeSetTargetProcessorDpcEx(
 ///
 /// # Safety
 /// `ProcNumber` must be null or a writable `PROCESSOR_NUMBER`.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeGetCurrentProcessorNumberEx(
     ProcNumber: *mut PROCESSOR_NUMBER,
 ) -> u32 {
@@ -610,6 +616,7 @@ pub unsafe extern "system-unwind" fn KeGetCurrentProcessorNumberEx(
 /// # Safety
 /// None: `unsafe` only to match the kernel import's signature.
 #[must_use]
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeQueryActiveProcessorCountEx(GroupNumber: u16) -> u32 {
     let machine = machine::current("KeQueryActiveProcessorCountEx");
     if GroupNumber == 0 || GroupNumber == crate::ALL_PROCESSOR_GROUPS {
@@ -632,7 +639,7 @@ pub unsafe extern "system-unwind" fn KeQueryPerformanceCounter(
         // SAFETY: the caller guarantees a writable LARGE_INTEGER.
         unsafe { PerformanceFrequency.write(10_000_000) };
     }
-    i64::try_from(crate::host::clock::precise_now()).unwrap_or(i64::MAX)
+    i64::try_from(crate::clock::precise_now()).unwrap_or(i64::MAX)
 }
 
 /// A short description of a queued DPC for the leak report.

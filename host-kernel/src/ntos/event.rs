@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::irql;
 use super::machine::{self, Machine, lock, wait, wait_timeout};
 use super::verifier::bugcheck;
-use crate::host::clock;
+use crate::clock;
 use crate::{
     APC_LEVEL, BOOLEAN, DISPATCH_LEVEL, DISPATCHER_HEADER, EVENT_TYPE, KEVENT, KPRIORITY,
     KPROCESSOR_MODE, KWAIT_REASON, LARGE_INTEGER, LIST_ENTRY, NTSTATUS, PVOID, STATUS_SUCCESS,
@@ -73,6 +73,7 @@ pub(crate) unsafe fn signal(machine: &Machine, header: *mut DISPATCHER_HEADER, s
 ///
 /// # Safety
 /// `Event` must point to writable KEVENT storage nobody waits on.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeInitializeEvent(
     Event: *mut KEVENT,
     Type: EVENT_TYPE,
@@ -100,6 +101,7 @@ pub unsafe extern "system-unwind" fn KeInitializeEvent(
 ///
 /// # Safety
 /// `Event` must be a live, initialised KEVENT.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeSetEvent(
     Event: *mut KEVENT,
     Increment: KPRIORITY,
@@ -122,6 +124,7 @@ pub unsafe extern "system-unwind" fn KeSetEvent(
 ///
 /// # Safety
 /// `Event` must be a live, initialised KEVENT.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeClearEvent(Event: *mut KEVENT) {
     // WDK "KeClearEvent function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keclearevent): IRQL <=
     // DISPATCH_LEVEL.
@@ -135,6 +138,7 @@ pub unsafe extern "system-unwind" fn KeClearEvent(Event: *mut KEVENT) {
 ///
 /// # Safety
 /// `Event` must be a live, initialised KEVENT.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeResetEvent(Event: *mut KEVENT) -> i32 {
     // WDK "KeResetEvent function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keresetevent): IRQL <=
     // DISPATCH_LEVEL.
@@ -184,6 +188,7 @@ pub(crate) unsafe fn wait_for(
 ///
 /// # Safety
 /// `Object` must be a live dispatcher object for the whole wait; `Timeout` null or valid.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeWaitForSingleObject(
     Object: PVOID,
     WaitReason: KWAIT_REASON,
@@ -243,6 +248,7 @@ pub unsafe extern "system-unwind" fn KeWaitForSingleObject(
 ///
 /// # Safety
 /// `Interval` must be valid.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeDelayExecutionThread(
     WaitMode: KPROCESSOR_MODE,
     Alertable: BOOLEAN,

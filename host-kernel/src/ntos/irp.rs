@@ -169,6 +169,7 @@ unsafe fn initialize(irp: *mut IRP, stack: u8) {
 /// # Safety
 /// None beyond the IRQL rule (checked).
 #[must_use]
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn IoAllocateIrp(
     StackSize: CCHAR,
     ChargeQuota: BOOLEAN,
@@ -212,6 +213,7 @@ pub unsafe extern "system-unwind" fn IoAllocateIrp(
 ///
 /// # Safety
 /// `Irp` must be a live IRP from `IoAllocateIrp` that is not pending.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATUS) {
     // WDK "IoReuseIrp function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioreuseirp): IRQL <=
     // DISPATCH_LEVEL; only for IRPs from IoAllocateIrp (checked by is_pending). Reusing a
@@ -243,6 +245,7 @@ pub unsafe extern "system-unwind" fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATU
 ///
 /// # Safety
 /// `Irp` must be a live IRP from `IoAllocateIrp` that is not pending.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn IoFreeIrp(Irp: *mut IRP) {
     // WDK "IoFreeIrp function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iofreeirp): IRQL <=
     // DISPATCH_LEVEL; the IRP must not be pending: 0xC9 I/O error 0x20B, IoFreeIrp on an IRP
@@ -277,6 +280,7 @@ pub unsafe extern "system-unwind" fn IoFreeIrp(Irp: *mut IRP) {
     clippy::too_many_lines,
     reason = "one walk, kept in one place to read like the WDK's description"
 )]
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityBoost: CCHAR) {
     let _ = PriorityBoost;
     // WDK "IofCompleteRequest function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iocompleterequest):
@@ -418,6 +422,7 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
 ///
 /// # Safety
 /// `Irp` must be a live IRP.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn IoCancelIrp(Irp: *mut IRP) -> BOOLEAN {
     // WDK "IoCancelIrp function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iocancelirp): IRQL <=
     // DISPATCH_LEVEL. The routine is taken with IoSetCancelRoutine
@@ -458,6 +463,7 @@ pub unsafe extern "system-unwind" fn IoCancelIrp(Irp: *mut IRP) -> BOOLEAN {
 ///
 /// # Safety
 /// `Irql` must be writable.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn IoAcquireCancelSpinLock(Irql: *mut KIRQL) {
     // WDK "IoAcquireCancelSpinLock function (wdm.h)"
     // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioacquirecancelspinlock): IRQL <= DISPATCH_LEVEL.
@@ -474,6 +480,7 @@ pub unsafe extern "system-unwind" fn IoAcquireCancelSpinLock(Irql: *mut KIRQL) {
 ///
 /// # Safety
 /// The caller must hold the cancel spin lock.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn IoReleaseCancelSpinLock(Irql: KIRQL) {
     // WDK "IoReleaseCancelSpinLock function (wdm.h)"
     // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioreleasecancelspinlock): IRQL = DISPATCH_LEVEL.

@@ -139,9 +139,10 @@ pub(crate) fn take_held_locks() -> Vec<usize> {
     HELD.with(|held| core::mem::take(&mut *held.borrow_mut()))
 }
 
-/// The current IRQL of the calling thread (`KeGetCurrentIrql` on the host).
+/// The current IRQL of the calling thread (`KeGetCurrentIrql` on the host). Any IRQL.
 #[must_use]
-pub fn host_current_irql() -> KIRQL {
+#[unsafe(no_mangle)]
+pub extern "system-unwind" fn host_current_irql() -> KIRQL {
     current()
 }
 
@@ -150,7 +151,8 @@ pub fn host_current_irql() -> KIRQL {
 /// # Safety
 /// See `KeRaiseIrql`: `new_irql` must not be below the current IRQL (a bugcheck here).
 #[must_use]
-pub unsafe fn host_raise_irql(new_irql: KIRQL) -> KIRQL {
+#[unsafe(no_mangle)]
+pub unsafe extern "system-unwind" fn host_raise_irql(new_irql: KIRQL) -> KIRQL {
     raise(new_irql)
 }
 
@@ -158,6 +160,7 @@ pub unsafe fn host_raise_irql(new_irql: KIRQL) -> KIRQL {
 ///
 /// # Safety
 /// See `KeLowerIrql`: `new_irql` must not be above the current IRQL (a bugcheck here).
-pub unsafe fn host_lower_irql(new_irql: KIRQL) {
+#[unsafe(no_mangle)]
+pub unsafe extern "system-unwind" fn host_lower_irql(new_irql: KIRQL) {
     lower(new_irql);
 }

@@ -2,7 +2,7 @@
 //! threads, load and unload drivers, read the verifier's records and the debug log.
 //!
 //! ```no_run
-//! use wsk_sys::host::{Config, Kernel, Registry, RegValue};
+//! use wsk_host::{Config, Kernel, Registry, RegValue};
 //! # unsafe extern "system" fn driver_entry(_: *mut wsk_sys::DRIVER_OBJECT, _: *mut wsk_sys::UNICODE_STRING) -> wsk_sys::NTSTATUS { 0 }
 //! let kernel = Kernel::boot(Config::default().with_cpus(4));
 //! let registry = Registry::new().with("Parameters", "Port", RegValue::Dword(7007));
@@ -25,7 +25,7 @@ use std::vec::Vec;
 use super::machine::{self, Machine, lock, wait};
 use super::verifier::{self, Bugcheck};
 use super::{device, dpc, irp, mdl, object, pool, timer};
-use crate::host::faults::Faults;
+use crate::faults::Faults;
 use crate::{
     DRIVER_INITIALIZE, DRIVER_OBJECT, IO_TYPE_DRIVER, NT_SUCCESS, NTSTATUS, UNICODE_STRING,
 };
@@ -73,7 +73,7 @@ impl Default for Config {
             faults: Faults::default(),
             dpc_watchdog: Duration::from_secs(2),
             late_callback_return: None,
-            clock_tick: crate::host::clock::DEFAULT_TICK,
+            clock_tick: crate::clock::DEFAULT_TICK,
             dpc_cumulative_watchdog: Duration::from_secs(5),
             dpc_dispatch_delay: Vec::new(),
             ke_should_yield_processor: true,
@@ -313,7 +313,7 @@ impl Kernel {
         }
         *booted = true;
         drop(booted);
-        crate::host::clock::set_tick(config.clock_tick);
+        crate::clock::set_tick(config.clock_tick);
         let mut machine = Machine::new(config.cpus, config.dpc_watchdog);
         machine.late_callback_return = config.late_callback_return;
         machine.dpcs.configure(
@@ -325,7 +325,7 @@ impl Kernel {
         machine::install(Some(Arc::clone(&machine)));
         let mut threads = dpc::start_cpus(&machine);
         threads.push(timer::start(&machine));
-        crate::host::wsk::boot(&config.faults);
+        crate::wsk::boot(&config.faults);
         Kernel {
             config,
             machine,
@@ -480,7 +480,7 @@ impl Kernel {
                 format!("DriverUnload of {name} returned with IRP(s) still pending: {pending:#x?}"),
             );
         }
-        let registrations = crate::host::wsk::registrations_left();
+        let registrations = crate::wsk::registrations_left();
         if !registrations.is_empty() {
             verifier::record(
                 NAME,
@@ -529,7 +529,7 @@ impl Kernel {
         );
         leaks.extend(lock(&machine.objects).leaks());
         leaks.extend(device::leaks(&lock(&machine.devices)));
-        leaks.extend(crate::host::wsk::leaks());
+        leaks.extend(crate::wsk::leaks());
         leaks.sort();
         UnloadReport { leaks }
     }
@@ -596,7 +596,7 @@ impl Kernel {
 
 impl Drop for Kernel {
     fn drop(&mut self) {
-        let provider = std::panic::catch_unwind(crate::host::wsk::shutdown);
+        let provider = std::panic::catch_unwind(crate::wsk::shutdown);
         self.machine.stopping.store(true, Ordering::Release);
         self.machine.dpcs.wake_all();
         self.machine.timers.wake();

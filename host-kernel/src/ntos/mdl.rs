@@ -35,6 +35,7 @@ pub(crate) struct MdlTable {
 ///
 /// # Safety
 /// `Irp` must be null or a live IRP.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn IoAllocateMdl(
     VirtualAddress: PVOID,
     Length: u32,
@@ -110,6 +111,7 @@ pub unsafe extern "system-unwind" fn IoAllocateMdl(
 ///
 /// # Safety
 /// `Mdl` must be a live MDL from `IoAllocateMdl`.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn IoFreeMdl(Mdl: *mut MDL) {
     // WDK "IoFreeMdl function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iofreemdl): IRQL <=
     // DISPATCH_LEVEL. Freeing an MDL twice is named after "Bug Check 0xC2: BAD_POOL_CALLER"
@@ -148,6 +150,7 @@ fn check_live(mdl: *mut MDL, function: &'static str) {
 ///
 /// # Safety
 /// `MemoryDescriptorList` must be a live MDL describing nonpaged memory.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn MmBuildMdlForNonPagedPool(MemoryDescriptorList: *mut MDL) {
     // WDK "MmBuildMdlForNonPagedPool function (wdm.h)"
     // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-mmbuildmdlfornonpagedpool): IRQL <= DISPATCH_LEVEL; the MDL must
@@ -192,6 +195,7 @@ pub unsafe extern "system-unwind" fn MmBuildMdlForNonPagedPool(MemoryDescriptorL
 ///
 /// # Safety
 /// `MemoryDescriptorList` must be a live MDL of locked or nonpaged pages.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn MmMapLockedPagesSpecifyCache(
     MemoryDescriptorList: *mut MDL,
     AccessMode: KPROCESSOR_MODE,

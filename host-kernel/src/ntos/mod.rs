@@ -14,13 +14,13 @@
 //!   (a fresh thread replaces it) or, on any other thread, aborts the process after printing.
 //!
 //! # Hooks for the WSK provider (crate-internal)
-//! - `host::verifier::bugcheck(name, detail) -> !`, and `host::verifier::in_callback(|| ...)`
+//! - `crate::verifier::bugcheck(name, detail) -> !`, and `crate::verifier::in_callback(|| ...)`
 //!   around every call into client code (event callbacks), so a bugcheck there is handled.
-//! - `host::irql::{current, raise, lower, require_at_most}`.
-//! - `host::irp::call_driver_enter(irp)` first thing when a provider function takes an IRP
+//! - `crate::irql::{current, raise, lower, require_at_most}`.
+//! - `crate::irp::call_driver_enter(irp)` first thing when a provider function takes an IRP
 //!   (as `IoCallDriver` would: the next stack location becomes current and the IRP is
 //!   pending); complete it with `IofCompleteRequest` at IRQL <= `DISPATCH_LEVEL`, after
-//!   clearing any cancel routine. `host::irp::is_pending(irp)` tells whether it still is.
+//!   clearing any cancel routine. `crate::irp::is_pending(irp)` tells whether it still is.
 
 pub(crate) mod device;
 pub(crate) mod dpc;
@@ -71,10 +71,21 @@ pub use spinlock::{
 pub use timer::{KeCancelTimer, KeInitializeTimerEx, KeSetTimerEx};
 pub use verifier::KeBugCheckEx;
 
-/// Writes debug output (`DbgPrintEx`) to stderr and to the running kernel's debug log. Any
-/// IRQL; works without a booted kernel.
-pub fn host_dbg_print(component: u32, level: u32, bytes: &[u8]) {
+/// Writes debug output (`DbgPrintEx`): `length` bytes of text at `text`, to stderr and to the
+/// running kernel's debug log. Any IRQL; works without a booted kernel.
+///
+/// # Safety
+/// `text` must be readable for `length` bytes during the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "system-unwind" fn host_dbg_print(
+    component: u32,
+    level: u32,
+    text: *const u8,
+    length: usize,
+) {
     let _ = (component, level);
+    // SAFETY: the caller guarantees `text` is readable for `length` bytes during the call.
+    let bytes = unsafe { core::slice::from_raw_parts(text, length) };
     let text = std::string::String::from_utf8_lossy(bytes);
     std::eprint!("{text}");
     kernel::append_debug_log(&text);

@@ -202,6 +202,7 @@ pub(crate) fn system_thread_body<R>(f: impl FnOnce() -> R) -> std::thread::Resul
 /// # Safety
 /// `ThreadHandle` writable; `ClientId` null or writable; `StartRoutine` safe to call with
 /// `StartContext` on another thread.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn PsCreateSystemThread(
     ThreadHandle: *mut HANDLE,
     DesiredAccess: ACCESS_MASK,
@@ -303,6 +304,7 @@ pub unsafe extern "system-unwind" fn PsCreateSystemThread(
 ///
 /// # Safety
 /// Only on a system thread; nothing on its stack may need dropping for soundness.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn PsTerminateSystemThread(ExitStatus: NTSTATUS) -> NTSTATUS {
     // WDK "PsTerminateSystemThread function (wdm.h)"
     // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-psterminatesystemthread): IRQL = PASSIVE_LEVEL; if the thread
@@ -347,6 +349,7 @@ pub unsafe extern "system-unwind" fn PsTerminateSystemThread(ExitStatus: NTSTATU
 ///
 /// # Safety
 /// `Object` must be writable.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn ObReferenceObjectByHandle(
     Handle: HANDLE,
     DesiredAccess: ACCESS_MASK,
@@ -377,6 +380,7 @@ pub unsafe extern "system-unwind" fn ObReferenceObjectByHandle(
 ///
 /// # Safety
 /// `Object` must be an object the caller holds a reference to.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn ObfDereferenceObject(Object: PVOID) -> isize {
     // WDK "ObDereferenceObject macro (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-obdereferenceobject),
     // which calls ObfDereferenceObject: IRQL <= DISPATCH_LEVEL. A dereference with no
@@ -398,6 +402,7 @@ pub unsafe extern "system-unwind" fn ObfDereferenceObject(Object: PVOID) -> isiz
 ///
 /// # Safety
 /// None beyond the IRQL rule (checked).
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn ZwClose(Handle: HANDLE) -> NTSTATUS {
     // WDK "ZwClose function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-zwclose): IRQL = PASSIVE_LEVEL.
     // Closing an invalid handle is "Bug Check 0x93: INVALID_KERNEL_HANDLE"

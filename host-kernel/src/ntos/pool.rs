@@ -119,6 +119,7 @@ fn allocate(bytes: usize, tag: u32, paged: bool, zero: bool, function: &'static 
 /// # Safety
 /// None beyond the IRQL rule (checked).
 #[must_use]
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn ExAllocatePoolWithTag(
     PoolType: POOL_TYPE,
     NumberOfBytes: SIZE_T,
@@ -172,6 +173,7 @@ pub unsafe extern "system" fn ExAllocatePool2(
 ///
 /// # Safety
 /// `P` must be an allocation from this pool, freed once, with its tag.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
     // WDK "ExFreePoolWithTag function (wdm.h)"
     // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exfreepoolwithtag): IRQL <=
@@ -242,6 +244,7 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
 ///
 /// # Safety
 /// `SystemRoutineName` must be a valid counted string.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn MmGetSystemRoutineAddress(
     SystemRoutineName: *mut UNICODE_STRING,
 ) -> PVOID {

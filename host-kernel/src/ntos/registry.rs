@@ -142,6 +142,7 @@ impl Store {
 ///
 /// # Safety
 /// `KeyHandle` writable; `ObjectAttributes` valid with a valid name.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn ZwOpenKey(
     KeyHandle: *mut HANDLE,
     DesiredAccess: ACCESS_MASK,
@@ -187,6 +188,7 @@ pub unsafe extern "system-unwind" fn ZwOpenKey(
 /// # Safety
 /// `ValueName` valid; `KeyValueInformation` writable for `Length` bytes; `ResultLength`
 /// writable.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn ZwQueryValueKey(
     KeyHandle: HANDLE,
     ValueName: *mut UNICODE_STRING,

@@ -103,6 +103,7 @@ pub(crate) fn force_release_held() {
 ///
 /// # Safety
 /// `SpinLock` must be a live, initialised `KSPIN_LOCK`.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeAcquireSpinLockRaiseToDpc(
     SpinLock: *mut KSPIN_LOCK,
 ) -> KIRQL {
@@ -119,6 +120,7 @@ pub unsafe extern "system-unwind" fn KeAcquireSpinLockRaiseToDpc(
 ///
 /// # Safety
 /// `SpinLock` must be a live `KSPIN_LOCK` the caller holds.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeReleaseSpinLock(SpinLock: *mut KSPIN_LOCK, NewIrql: KIRQL) {
     // WDK "KeReleaseSpinLock function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kereleasespinlock):
     // IRQL = DISPATCH_LEVEL.
@@ -132,6 +134,7 @@ pub unsafe extern "system-unwind" fn KeReleaseSpinLock(SpinLock: *mut KSPIN_LOCK
 ///
 /// # Safety
 /// `SpinLock` must be a live, initialised `KSPIN_LOCK`.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeAcquireSpinLockAtDpcLevel(SpinLock: *mut KSPIN_LOCK) {
     // WDK "KeAcquireSpinLockAtDpcLevel function (wdm.h)"
     // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keacquirespinlockatdpclevel): IRQL >= DISPATCH_LEVEL.
@@ -144,6 +147,7 @@ pub unsafe extern "system-unwind" fn KeAcquireSpinLockAtDpcLevel(SpinLock: *mut 
 ///
 /// # Safety
 /// `SpinLock` must be a live `KSPIN_LOCK` the caller holds.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeReleaseSpinLockFromDpcLevel(SpinLock: *mut KSPIN_LOCK) {
     // WDK "KeReleaseSpinLockFromDpcLevel function (wdm.h)"
     // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kereleasespinlockfromdpclevel): IRQL >= DISPATCH_LEVEL.

@@ -16,7 +16,7 @@ use std::vec::Vec;
 use super::event::{TIMER_NOTIFICATION_OBJECT, TIMER_SYNCHRONIZATION_OBJECT, init_header};
 use super::machine::{self, Machine, lock, wait, wait_timeout};
 use super::{dpc, irql, verifier};
-use crate::host::clock;
+use crate::clock;
 use crate::{
     BOOLEAN, DISPATCH_LEVEL, FALSE, KDPC, KTIMER, LARGE_INTEGER, LIST_ENTRY, TIMER_TYPE, TRUE,
 };
@@ -175,6 +175,7 @@ fn run(machine: &Machine) {
 ///
 /// # Safety
 /// `Timer` must point to writable KTIMER storage that is not armed.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeInitializeTimerEx(Timer: *mut KTIMER, Type: TIMER_TYPE) {
     // KeInitializeTimerEx, IRQL <= DISPATCH_LEVEL; reinitialising an armed timer is 0xC7:
     // https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keinitializetimerex,
@@ -213,6 +214,7 @@ pub unsafe extern "system-unwind" fn KeInitializeTimerEx(Timer: *mut KTIMER, Typ
 /// # Safety
 /// `Timer` must be a live, initialised KTIMER, and `Dpc` null or a live, initialised KDPC;
 /// both must stay live while the timer is armed.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeSetTimerEx(
     Timer: *mut KTIMER,
     DueTime: LARGE_INTEGER,
@@ -252,6 +254,7 @@ pub unsafe extern "system-unwind" fn KeSetTimerEx(
 ///
 /// # Safety
 /// `Timer` must be a live, initialised KTIMER.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeCancelTimer(Timer: *mut KTIMER) -> BOOLEAN {
     // KeCancelTimer, IRQL <= DISPATCH_LEVEL: https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kecanceltimer
     irql::require_at_most(DISPATCH_LEVEL, "KeCancelTimer");

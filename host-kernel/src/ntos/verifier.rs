@@ -161,6 +161,7 @@ pub(crate) fn record_caught(payload: &(dyn std::any::Any + Send), place: &str) {
 ///
 /// # Safety
 /// None: `unsafe` only to match the kernel import's signature.
+#[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeBugCheckEx(
     BugCheckCode: u32,
     BugCheckParameter1: usize,

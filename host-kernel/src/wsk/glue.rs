@@ -14,12 +14,12 @@ use crate::{
     reason = "the verifier's signature: it keeps the detail"
 )]
 pub(super) fn bugcheck(name: &'static str, detail: String) -> ! {
-    crate::host::verifier::bugcheck(name, detail)
+    crate::verifier::bugcheck(name, detail)
 }
 
 /// Fails the verifier unless the calling thread runs at `max` or below.
 pub(super) fn require_at_most(max: KIRQL, function: &'static str) {
-    crate::host::irql::require_at_most(max, function);
+    crate::irql::require_at_most(max, function);
 }
 
 /// Takes `irp` as the lower driver, as `IoCallDriver` hands it over: the next stack location
@@ -29,12 +29,12 @@ pub(super) fn require_at_most(max: KIRQL, function: &'static str) {
 /// `irp` is a live IRP with a stack location left for the provider.
 pub(super) unsafe fn enter(irp: *mut IRP) {
     // SAFETY: forwarded contract.
-    unsafe { crate::host::irp::call_driver_enter(irp) };
+    unsafe { crate::irp::call_driver_enter(irp) };
 }
 
 /// True if `mdl` is a live MDL of this kernel (from `IoAllocateMdl`, not yet freed).
 pub(super) fn mdl_is_live(mdl: *const crate::MDL) -> bool {
-    crate::host::mdl::is_live(mdl)
+    crate::mdl::is_live(mdl)
 }
 
 /// Marks `irp` pending before the dispatch routine returns `STATUS_PENDING`.
@@ -63,15 +63,15 @@ pub(super) unsafe fn complete(irp: *mut IRP, status: NTSTATUS, information: usiz
 /// bugcheck the verifier raises while completing, is recorded and does not stop the reactor.
 pub(super) fn caught(f: impl FnOnce()) {
     if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        crate::host::verifier::record_caught(&*payload, "the WSK reactor (an IRP completion)");
-        crate::host::irql::set_unchecked(DISPATCH_LEVEL);
+        crate::verifier::record_caught(&*payload, "the WSK reactor (an IRP completion)");
+        crate::irql::set_unchecked(DISPATCH_LEVEL);
     }
 }
 
 /// Runs `f` at `DISPATCH_LEVEL` (as a NIC's DPC would), restoring the IRQL afterwards.
 pub(super) fn at_dispatch<R>(f: impl FnOnce() -> R) -> R {
-    let old = crate::host::irql::raise(DISPATCH_LEVEL);
+    let old = crate::irql::raise(DISPATCH_LEVEL);
     let result = f();
-    crate::host::irql::lower(old);
+    crate::irql::lower(old);
     result
 }

@@ -759,7 +759,7 @@ mod tests {
     use std::vec::Vec;
 
     use super::{Done, Provider};
-    use crate::host::faults::{Completion, ErrorRule, Faults, WskOp};
+    use crate::faults::{Completion, ErrorRule, Faults, WskOp};
     use crate::{IRP, STATUS_CONNECTION_RESET};
 
     /// Completions that are never completed: only their order is looked at.

@@ -9,7 +9,7 @@ use std::vec::Vec;
 use super::glue::require_at_most;
 use super::os;
 use super::socket::begin;
-use crate::host::faults::WskOp;
+use crate::faults::WskOp;
 use crate::{
     ADDRINFOEXW, AF_INET, AF_INET6, ExAllocatePoolWithTag, ExFreePoolWithTag, GUID, IPPROTO_TCP,
     IRP, NTSTATUS, NonPagedPoolNx, PASSIVE_LEVEL, PEPROCESS, PETHREAD, SOCK_STREAM,

@@ -25,7 +25,7 @@ use mio::{Interest, Registry, Token};
 use super::glue::{self, bugcheck, require_at_most};
 use super::os::{self, linux};
 use super::{CURRENT, Done, Out, Provider, State, lock, provider};
-use crate::host::faults::WskOp;
+use crate::faults::WskOp;
 use crate::{
     AF_INET, AF_INET6, DEVICE_OBJECT, DISPATCH_LEVEL, IPPROTO_IPV6, IPPROTO_TCP, IPV6_V6ONLY, IRP,
     IoReleaseCancelSpinLock, IoSetCancelRoutine, MAKE_WSK_VERSION, MDL, MDL_MAPPED_TO_SYSTEM_VA,

@@ -285,7 +285,7 @@ fn flush_waits_for_queued_dpcs_not_for_one_already_running() {
 }
 
 fn on_kernel_thread_flush() {
-    crate::host::on_kernel_thread(|| {
+    crate::on_kernel_thread(|| {
         // SAFETY: PASSIVE_LEVEL.
         unsafe { KeFlushQueuedDpcs() }
     });

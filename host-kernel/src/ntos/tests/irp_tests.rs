@@ -2,7 +2,7 @@ use core::ffi::c_void;
 use std::sync::Mutex;
 
 use super::*;
-use crate::host::ntos::irp::call_driver_enter;
+use crate::ntos::irp::call_driver_enter;
 use crate::{
     DEVICE_OBJECT, DISPATCH_LEVEL, FALSE, IO_NO_INCREMENT, IO_STACK_LOCATION, IO_TYPE_IRP, IRP,
     IoAllocateIrp, IoCancelIrp, IoFreeIrp, IoGetCurrentIrpStackLocation, IoReleaseCancelSpinLock,
@@ -519,8 +519,8 @@ fn cancel_racing_completion_completes_exactly_once() {
             std::thread::scope(|s| {
                 // The provider finishing the operation on another thread, at DISPATCH_LEVEL.
                 s.spawn(|| {
-                    crate::host::on_kernel_thread(|| {
-                        let old = crate::host::irql::raise(DISPATCH_LEVEL);
+                    crate::on_kernel_thread(|| {
+                        let old = crate::irql::raise(DISPATCH_LEVEL);
                         // SAFETY: completion is ours only if we took the cancel routine back.
                         unsafe {
                             let irp = irp as *mut IRP;
@@ -529,7 +529,7 @@ fn cancel_racing_completion_completes_exactly_once() {
                                 IofCompleteRequest(irp, IO_NO_INCREMENT);
                             }
                         }
-                        crate::host::irql::lower(old);
+                        crate::irql::lower(old);
                     });
                 });
                 // SAFETY: cancelling our own pending IRP is allowed.

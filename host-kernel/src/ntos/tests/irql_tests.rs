@@ -1,5 +1,5 @@
 use super::*;
-use crate::host::ntos::irql::{current, lower, raise, require_at_most};
+use crate::ntos::irql::{current, lower, raise, require_at_most};
 use crate::{APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
 
 #[test]

@@ -1,5 +1,5 @@
 use super::*;
-use crate::host::kernel::{RegValue, Registry, on_kernel_thread};
+use crate::kernel::{RegValue, Registry, on_kernel_thread};
 use crate::{
     DRIVER_OBJECT, FALSE, HANDLE, IoAllocateMdl, IoFreeMdl, KEY_READ,
     KEY_VALUE_PARTIAL_INFORMATION, KeyValuePartialInformation, MDL_ALLOCATED_FIXED_SIZE,
@@ -73,7 +73,7 @@ fn freeing_pool_twice_or_with_the_wrong_tag_bugchecks() {
     take(&kernel, &["BAD_POOL_CALLER", "BAD_POOL_CALLER"]);
     expect_bugcheck("BAD_POOL_CALLER", || {
         kernel.on_kernel_thread(|| {
-            let _ = crate::host::ntos::irql::raise(crate::DISPATCH_LEVEL);
+            let _ = crate::ntos::irql::raise(crate::DISPATCH_LEVEL);
             // SAFETY: paged pool at DISPATCH_LEVEL is the violation under test.
             let p = unsafe { crate::ExAllocatePoolWithTag(PagedPool, 16, TAG) };
             p as usize
@@ -394,7 +394,7 @@ fn calls_without_a_booted_kernel_bugcheck_clearly() {
     let _ = unsafe { crate::KeQueryInterruptTime() };
     let mut frequency = 0;
     // SAFETY: a valid out-pointer.
-    let _ = unsafe { crate::host::exports::KeQueryPerformanceCounter(&raw mut frequency) };
+    let _ = unsafe { crate::exports::KeQueryPerformanceCounter(&raw mut frequency) };
     assert_eq!(frequency, 10_000_000);
     assert_eq!(crate::KeGetCurrentIrql(), crate::PASSIVE_LEVEL);
     crate::kprint!("no kernel, still printed\n");

@@ -3,7 +3,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::Sender;
 
 use super::*;
-use crate::host::ntos::irql;
+use crate::ntos::irql;
 use crate::{
     DISPATCH_LEVEL, Executive, FALSE, HANDLE, KDPC, KEVENT, KSPIN_LOCK, KTIMER,
     KeAcquireSpinLockAtDpcLevel, KeAcquireSpinLockRaiseToDpc, KeCancelTimer, KeClearEvent,
