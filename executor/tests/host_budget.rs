@@ -11,7 +11,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on, timeout};
-use wsk_sys::host::{Config, Kernel};
+use wsk_host::{Config, Kernel};
 use wsk_sys::{
     KDPC, KeGetCurrentProcessorNumberEx, KeInitializeDpc, KeInsertQueueDpc,
     KeSetTargetProcessorDpcEx, PROCESSOR_NUMBER, PVOID,

@@ -9,7 +9,7 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on, timeout, yield_now};
-use wsk_sys::host::{Config, Kernel};
+use wsk_host::{Config, Kernel};
 use wsk_sys::{
     KDPC, KeGetCurrentProcessorNumberEx, KeInitializeDpc, KeInsertQueueDpc,
     KeSetTargetProcessorDpcEx, PROCESSOR_NUMBER, PVOID,

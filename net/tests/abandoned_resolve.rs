@@ -17,8 +17,8 @@ use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use wsk_net::{WskClient, resolve};
-use wsk_sys::host::faults::{Completion, Faults};
-use wsk_sys::host::{Config, Kernel};
+use wsk_host::faults::{Completion, Faults};
+use wsk_host::{Config, Kernel};
 
 const BOUND: Duration = Duration::from_secs(30);
 

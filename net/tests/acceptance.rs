@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on};
 use wsk_net::{Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream, UdpSocket, WskClient};
-use wsk_sys::host::faults::{Completion, Faults};
-use wsk_sys::host::{Config, Kernel};
+use wsk_host::faults::{Completion, Faults};
+use wsk_host::{Config, Kernel};
 
 /// Bound on anything a peer waits for.
 const BOUND: Duration = Duration::from_secs(30);
@@ -551,7 +551,7 @@ fn a_steady_echo_loop_allocates_only_the_unload_safe_completion_context() {
                 buf = round_trip(buf, i).await;
             }
             let after = kernel.allocation_counts();
-            let expected = wsk_sys::host::AllocationCounts {
+            let expected = wsk_host::AllocationCounts {
                 pool: before.pool + 2 * ROUND_TRIPS as u64,
                 ..before
             };

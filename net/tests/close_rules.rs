@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use wsk_executor::block_on;
 use wsk_net::{IoBuf, TcpListener, TcpStream, WskClient};
-use wsk_sys::host::faults::{Completion, Faults, SlowCall, WskOp};
-use wsk_sys::host::{Config, Kernel};
+use wsk_host::faults::{Completion, Faults, SlowCall, WskOp};
+use wsk_host::{Config, Kernel};
 
 /// A driver object for `WskClient::register`, alive for the rest of the process.
 fn test_driver(kernel: &Kernel) -> wsk_net::Driver {

@@ -20,8 +20,8 @@ use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on, timeout};
 use wsk_net::{
     Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream, UdpSocket, WskClient, resolve,
 };
-use wsk_sys::host::faults::{Completion, Faults};
-use wsk_sys::host::{Config, Kernel};
+use wsk_host::faults::{Completion, Faults};
+use wsk_host::{Config, Kernel};
 
 const BOUND: Duration = Duration::from_secs(30);
 
