@@ -69,7 +69,10 @@ pub unsafe extern "system-unwind" fn WskReleaseProviderNPI(WskRegistration: *mut
 /// The compile-time signature check (see the module docs); nothing at run time.
 mod signature_check {
     // The types as the lists name them.
-    #[allow(clippy::wildcard_imports, reason = "the lists name wsk-sys's types unqualified")]
+    #[allow(
+        clippy::wildcard_imports,
+        reason = "the lists name wsk-sys's types unqualified"
+    )]
     use wsk_sys::*;
 
     /// For each kernel function: the host definition and sys's declaration have the listed type.

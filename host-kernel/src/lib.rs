@@ -23,7 +23,10 @@
 // The moved kernel sources name NT types and kernel functions as `crate::IRP`,
 // `crate::NTSTATUS`, ... (they lived inside wsk-sys): this glob keeps those paths valid. The
 // crate's own items (modules, the exported definitions) shadow the glob where names meet.
-#[allow(unused_imports, reason = "whatever the kernel sources use from wsk-sys")]
+#[allow(
+    unused_imports,
+    reason = "whatever the kernel sources use from wsk-sys"
+)]
 pub(crate) use wsk_sys::*;
 
 // The clocks (the shared-user-data page with the interrupt time, and the precise clock) live

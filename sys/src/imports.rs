@@ -7,6 +7,8 @@
 
 use core::ffi::c_void;
 
+#[cfg(not(target_os = "windows"))]
+use crate::nt::KUSER_SHARED_DATA_HEAD;
 use crate::nt::{
     DEVICE_OBJECT, DRIVER_CANCEL, DRIVER_OBJECT, EVENT_TYPE, IO_COMPLETION_ROUTINE, IRP,
     KDEFERRED_ROUTINE, KDPC, KEVENT, KSTART_ROUTINE, KTIMER, KWAIT_REASON, MDL, POBJECT_TYPE,
@@ -16,8 +18,6 @@ use crate::ntdef::{
     ACCESS_MASK, BOOLEAN, CCHAR, CLIENT_ID, HANDLE, KIRQL, KPRIORITY, KPROCESSOR_MODE, KSPIN_LOCK,
     LARGE_INTEGER, NTSTATUS, OBJECT_ATTRIBUTES, PROCESSOR_NUMBER, PVOID, SIZE_T, UNICODE_STRING,
 };
-#[cfg(not(target_os = "windows"))]
-use crate::nt::KUSER_SHARED_DATA_HEAD;
 use crate::wsk::{WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION};
 
 // Names that only appear in signatures below; keep the imports used on every target.
