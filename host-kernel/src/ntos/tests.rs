@@ -8,9 +8,7 @@ use std::vec::Vec;
 
 use super::kernel::{Config, Kernel};
 use super::verifier::panic_message;
-
-/// Generous bound for anything that should take milliseconds.
-const BOUND: Duration = Duration::from_secs(30);
+use crate::testing::BOUND;
 
 /// Four processors; watchdog limits no test DPC reaches even on a loaded machine (the
 /// watchdogs' own tests set small ones).
