@@ -25,7 +25,8 @@
 // crate's own items (modules, the exported definitions) shadow the glob where names meet.
 #[allow(
     unused_imports,
-    reason = "whatever the kernel sources use from wsk-sys"
+    clippy::wildcard_imports,
+    reason = "the kernel sources name wsk-sys's items as crate::X, as when they lived there"
 )]
 pub(crate) use wsk_sys::*;
 
