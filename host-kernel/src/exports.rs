@@ -102,3 +102,53 @@ mod signature_check {
     wsk_sys::kernel_function_list!(assert_kernel_function_signatures);
     wsk_sys::host_export_list!(assert_host_export_signatures);
 }
+
+/// Link-time half of the check: sys's declarations resolve to this crate's definitions.
+#[cfg(test)]
+mod link_tests {
+    use std::vec::Vec;
+
+    /// Every listed function as (name, the address sys's declaration links to, the address of
+    /// this crate's definition). Naming sys's declaration makes the linker resolve it, so a
+    /// definition without `#[unsafe(no_mangle)]` fails this test binary's link.
+    macro_rules! kernel_function_addresses {
+        ($(
+            dll $dll:literal {
+                $( $(#[$meta:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)?; )*
+            }
+        )*) => {
+            fn kernel_functions() -> Vec<(&'static str, *const (), *const ())> {
+                std::vec![$($(
+                    (stringify!($name), wsk_sys::$name as *const (), super::$name as *const ()),
+                )*)*]
+            }
+        };
+    }
+
+    /// The same for the host exports.
+    macro_rules! host_export_addresses {
+        ($( $(#[$meta:meta])* $safety:ident fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)?; )*) => {
+            fn host_exports() -> Vec<(&'static str, *const (), *const ())> {
+                std::vec![$(
+                    (stringify!($name), wsk_sys::$name as *const (), super::$name as *const ()),
+                )*]
+            }
+        };
+    }
+
+    wsk_sys::kernel_function_list!(kernel_function_addresses);
+    wsk_sys::host_export_list!(host_export_addresses);
+
+    #[test]
+    fn every_declaration_links_to_the_host_definition() {
+        let mut functions = kernel_functions();
+        functions.extend(host_exports());
+        assert_eq!(functions.len(), 49 + 5, "every listed function is checked");
+        for (name, declared, defined) in functions {
+            assert_eq!(
+                declared, defined,
+                "{name}: sys's declaration links elsewhere"
+            );
+        }
+    }
+}
