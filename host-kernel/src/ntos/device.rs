@@ -116,13 +116,14 @@ pub unsafe extern "system-unwind" fn IoCreateDevice(
             _memory: memory,
         },
     );
-    // SAFETY: the caller passes its live driver object and a writable out-pointer.
-    unsafe {
-        if (*DriverObject).DeviceObject.is_null() {
-            (*DriverObject).DeviceObject = address as *mut DEVICE_OBJECT;
-        }
-        DeviceObject.write(address as *mut DEVICE_OBJECT);
+    // SAFETY: the caller passes its live driver object.
+    let first = unsafe { (*DriverObject).DeviceObject.is_null() };
+    if first {
+        // SAFETY: as above.
+        unsafe { (*DriverObject).DeviceObject = address as *mut DEVICE_OBJECT };
     }
+    // SAFETY: the caller passes a writable out-pointer.
+    unsafe { DeviceObject.write(address as *mut DEVICE_OBJECT) };
     STATUS_SUCCESS
 }
 
@@ -155,12 +156,11 @@ pub unsafe extern "system-unwind" fn IoDeleteDevice(DeviceObject: *mut DEVICE_OB
     };
     release_if_done(&mut devices, address);
     drop(devices);
+    let driver = driver as *mut DRIVER_OBJECT;
     // SAFETY: the owning driver object outlives its device objects.
-    unsafe {
-        let driver = driver as *mut DRIVER_OBJECT;
-        if (*driver).DeviceObject == DeviceObject {
-            (*driver).DeviceObject = core::ptr::null_mut();
-        }
+    if unsafe { (*driver).DeviceObject } == DeviceObject {
+        // SAFETY: as above.
+        unsafe { (*driver).DeviceObject = core::ptr::null_mut() };
     }
     machine.devices_changed.notify_all();
 }
@@ -223,14 +223,16 @@ pub unsafe extern "system-unwind" fn IoSetCompletionRoutineEx(
         dereference(&machine, address);
         return STATUS_INSUFFICIENT_RESOURCES;
     }
-    // SAFETY: a fresh allocation of the right size and alignment (pool is 16-aligned); the
-    // IRP is the caller's, with a next location (forwarded contract).
+    // SAFETY: a fresh allocation of the right size and alignment (pool is 16-aligned).
     unsafe {
         memory.write(ExContext {
             routine,
             context: Context,
             device: address,
         });
+    };
+    // SAFETY: the IRP is the caller's, with a next location (forwarded contract).
+    unsafe {
         crate::IoSetCompletionRoutine(
             Irp,
             Some(unload_safe_completion),
@@ -239,7 +241,7 @@ pub unsafe extern "system-unwind" fn IoSetCompletionRoutineEx(
             InvokeOnError != 0,
             InvokeOnCancel != 0,
         );
-    }
+    };
     STATUS_SUCCESS
 }
 

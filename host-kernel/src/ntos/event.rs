@@ -37,9 +37,11 @@ pub(crate) unsafe fn init_header(
     size: usize,
     state: i32,
 ) {
+    let list = header
+        .wrapping_byte_add(core::mem::offset_of!(DISPATCHER_HEADER, WaitListHead))
+        .cast::<LIST_ENTRY>();
     // SAFETY: the caller guarantees writable storage.
     unsafe {
-        let list = &raw mut (*header).WaitListHead;
         header.write(DISPATCHER_HEADER {
             Type: kind,
             Absolute: 0,
@@ -86,10 +88,10 @@ pub unsafe extern "system-unwind" fn KeInitializeEvent(
     } else {
         EVENT_NOTIFICATION_OBJECT
     };
-    // SAFETY: the caller guarantees writable storage; Header is the first field.
+    // SAFETY: the caller guarantees writable storage.
     unsafe {
         init_header(
-            &raw mut (*Event).Header,
+            event_header(Event),
             kind,
             size_of::<KEVENT>(),
             i32::from(State != 0),
@@ -117,7 +119,7 @@ pub unsafe extern "system-unwind" fn KeSetEvent(
     );
     let machine = machine::current("KeSetEvent");
     // SAFETY: forwarded contract.
-    unsafe { signal(&machine, &raw mut (*Event).Header, 1) }
+    unsafe { signal(&machine, event_header(Event), 1) }
 }
 
 /// Host implementation of `KeClearEvent`. IRQL <= `DISPATCH_LEVEL`.
@@ -131,7 +133,7 @@ pub unsafe extern "system-unwind" fn KeClearEvent(Event: *mut KEVENT) {
     irql::require_at_most(DISPATCH_LEVEL, "KeClearEvent");
     let machine = machine::current("KeClearEvent");
     // SAFETY: forwarded contract.
-    unsafe { signal(&machine, &raw mut (*Event).Header, 0) };
+    unsafe { signal(&machine, event_header(Event), 0) };
 }
 
 /// Host implementation of `KeResetEvent`. IRQL <= `DISPATCH_LEVEL`.
@@ -145,7 +147,14 @@ pub unsafe extern "system-unwind" fn KeResetEvent(Event: *mut KEVENT) -> i32 {
     irql::require_at_most(DISPATCH_LEVEL, "KeResetEvent");
     let machine = machine::current("KeResetEvent");
     // SAFETY: forwarded contract.
-    unsafe { signal(&machine, &raw mut (*Event).Header, 0) }
+    unsafe { signal(&machine, event_header(Event), 0) }
+}
+
+/// The address of an event's dispatcher header; computing it reads nothing.
+fn event_header(event: *mut KEVENT) -> *mut DISPATCHER_HEADER {
+    event
+        .wrapping_byte_add(core::mem::offset_of!(KEVENT, Header))
+        .cast()
 }
 
 /// Waits until `header` is signalled or `deadline` (an instant) passes; consumes the signal of
@@ -161,14 +170,14 @@ pub(crate) unsafe fn wait_for(
     let mut guard = lock(&machine.dispatcher);
     loop {
         // SAFETY: the caller guarantees a live header; its state changes under the lock held.
-        unsafe {
-            if (*header).SignalState > 0 {
-                let kind = (*header).Type;
-                if kind == EVENT_SYNCHRONIZATION_OBJECT || kind == TIMER_SYNCHRONIZATION_OBJECT {
-                    (*header).SignalState = 0;
-                }
-                return true;
+        if unsafe { (*header).SignalState } > 0 {
+            // SAFETY: as above.
+            let kind = unsafe { (*header).Type };
+            if kind == EVENT_SYNCHRONIZATION_OBJECT || kind == TIMER_SYNCHRONIZATION_OBJECT {
+                // SAFETY: as above.
+                unsafe { (*header).SignalState = 0 };
             }
+            return true;
         }
         match deadline {
             None => guard = wait(&machine.dispatcher_changed, guard),

@@ -112,19 +112,19 @@ pub(crate) unsafe fn call_driver_enter(irp: *mut IRP) {
             format!("IRP {irp:p} sent to a driver while it is still pending"),
         );
     }
-    // SAFETY: the IRP is live (checked above) and ours to advance as the lower driver.
-    unsafe {
-        // WDK "Bug Check 0x35: NO_MORE_IRP_STACK_LOCATIONS"
-        // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x35--no-more-irp-stack-locations): IoCallDriver with no
-        // stack location left.
-        if (*irp).CurrentLocation <= 1 {
-            bugcheck(
-                "NO_MORE_IRP_STACK_LOCATIONS",
-                format!("IRP {irp:p} has no stack location left for the next driver"),
-            );
-        }
-        crate::IoSetNextIrpStackLocation(irp);
+    // WDK "Bug Check 0x35: NO_MORE_IRP_STACK_LOCATIONS"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x35--no-more-irp-stack-locations): IoCallDriver with no
+    // stack location left.
+    // SAFETY: the IRP is live (checked above).
+    if unsafe { (*irp).CurrentLocation } <= 1 {
+        bugcheck(
+            "NO_MORE_IRP_STACK_LOCATIONS",
+            format!("IRP {irp:p} has no stack location left for the next driver"),
+        );
     }
+    // SAFETY: the IRP is live and ours to advance as the lower driver; it has a next location
+    // (checked above).
+    unsafe { crate::IoSetNextIrpStackLocation(irp) };
     set_state(irp, IrpState::Pending);
 }
 
@@ -136,7 +136,9 @@ pub(crate) unsafe fn call_driver_enter(irp: *mut IRP) {
 pub(crate) unsafe fn is_pending(irp: *mut IRP) -> bool {
     let state = state_of(irp, "is_pending");
     // SAFETY: live per the table.
-    let below_top = unsafe { i32::from((*irp).CurrentLocation) <= i32::from((*irp).StackCount) };
+    let current = unsafe { (*irp).CurrentLocation };
+    // SAFETY: as above.
+    let below_top = i32::from(current) <= i32::from(unsafe { (*irp).StackCount });
     state == IrpState::Pending || (state == IrpState::Allocated && below_top)
 }
 
@@ -146,22 +148,36 @@ pub(crate) unsafe fn is_pending(irp: *mut IRP) -> bool {
 /// `irp` must point to `IoSizeOfIrp(stack)` writable bytes.
 unsafe fn initialize(irp: *mut IRP, stack: u8) {
     // SAFETY: the caller guarantees the storage; an all-zero IRP is a valid starting point.
+    unsafe { core::ptr::write_bytes(irp.cast::<u8>(), 0, IoSizeOfIrp(stack)) };
+    let list = irp
+        .wrapping_byte_add(core::mem::offset_of!(IRP, ThreadListEntry))
+        .cast::<LIST_ENTRY>();
+    // The stack locations follow the IRP; the current one starts past the last.
+    let past_last = irp
+        .wrapping_add(1)
+        .cast::<IO_STACK_LOCATION>()
+        .wrapping_add(usize::from(stack));
+    // Every write below is into the caller's storage, now a zeroed IRP.
+    // SAFETY: see above.
+    unsafe { (*irp).Type = IO_TYPE_IRP };
+    // SAFETY: see above.
+    unsafe { (*irp).Size = u16::try_from(IoSizeOfIrp(stack)).unwrap_or(u16::MAX) };
+    // SAFETY: see above.
+    unsafe { (*irp).StackCount = stack.cast_signed() };
+    // SAFETY: see above.
+    unsafe { (*irp).CurrentLocation = stack.wrapping_add(1).cast_signed() };
+    // SAFETY: see above.
     unsafe {
-        core::ptr::write_bytes(irp.cast::<u8>(), 0, IoSizeOfIrp(stack));
-        (*irp).Type = IO_TYPE_IRP;
-        (*irp).Size = u16::try_from(IoSizeOfIrp(stack)).unwrap_or(u16::MAX);
-        (*irp).StackCount = stack.cast_signed();
-        (*irp).CurrentLocation = stack.wrapping_add(1).cast_signed();
-        let list = &raw mut (*irp).ThreadListEntry;
         (*irp).ThreadListEntry = LIST_ENTRY {
             Flink: list,
             Blink: list,
         };
-        (*irp).Tail.Overlay.CurrentStackLocation = irp
-            .add(1)
-            .cast::<IO_STACK_LOCATION>()
-            .add(usize::from(stack));
-    }
+    };
+    let overlay = irp
+        .wrapping_byte_add(core::mem::offset_of!(IRP, Tail))
+        .cast::<crate::IRP_TAIL_OVERLAY>();
+    // SAFETY: see above; Overlay is the Tail member in use.
+    unsafe { (*overlay).CurrentStackLocation = past_last };
 }
 
 /// Host implementation of `IoAllocateIrp`. IRQL <= `DISPATCH_LEVEL`.
@@ -231,13 +247,14 @@ pub unsafe extern "system-unwind" fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATU
         .live
         .get(&(Irp as usize))
         .map_or(0, |i| i.stack_count);
-    // SAFETY: live (checked), allocated with this stack count.
-    unsafe {
-        let flags = (*Irp).AllocationFlags;
-        initialize(Irp, stack);
-        (*Irp).AllocationFlags = flags;
-        (*Irp).IoStatus.Status = Iostatus;
-    }
+    // SAFETY: live (checked).
+    let flags = unsafe { (*Irp).AllocationFlags };
+    // SAFETY: live, allocated with this stack count.
+    unsafe { initialize(Irp, stack) };
+    // SAFETY: live.
+    unsafe { (*Irp).AllocationFlags = flags };
+    // SAFETY: live.
+    unsafe { (*Irp).IoStatus.Status = Iostatus };
     set_state(Irp, IrpState::Allocated);
 }
 
@@ -261,12 +278,12 @@ pub unsafe extern "system-unwind" fn IoFreeIrp(Irp: *mut IRP) {
     let machine = machine::current("IoFreeIrp");
     let info = lock(&machine.irps).live.remove(&(Irp as usize));
     if let Some(info) = info {
+        // Poison the IRP first so a use after free fails loudly.
+        // SAFETY: allocated by IoAllocateIrp with this layout, still ours.
+        unsafe { core::ptr::write_bytes(Irp.cast::<u8>(), 0xDD, info.layout.size()) };
         // SAFETY: allocated by IoAllocateIrp with this layout; removed from the table, so
-        // freed once. Poison the header first so a use after free fails loudly.
-        unsafe {
-            core::ptr::write_bytes(Irp.cast::<u8>(), 0xDD, info.layout.size());
-            std::alloc::dealloc(Irp.cast(), info.layout);
-        }
+        // freed once.
+        unsafe { std::alloc::dealloc(Irp.cast(), info.layout) };
     }
 }
 
