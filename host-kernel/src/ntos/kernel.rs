@@ -195,13 +195,13 @@ impl Driver {
             _name_buffer: name_buffer,
             _path_buffer: path_buffer,
         };
-        // SAFETY: the object is ours, not yet shared.
-        unsafe {
-            let object = driver.object.get();
-            (*object).Type = IO_TYPE_DRIVER;
-            (*object).Size = i16::try_from(size_of::<DRIVER_OBJECT>()).unwrap_or(i16::MAX);
-            (*object).DriverName = driver_name;
-        }
+        let object = driver.object.get();
+        // SAFETY: the object is ours, not yet shared (so for the two writes below too).
+        unsafe { (*object).Type = IO_TYPE_DRIVER };
+        // SAFETY: see above.
+        unsafe { (*object).Size = i16::try_from(size_of::<DRIVER_OBJECT>()).unwrap_or(i16::MAX) };
+        // SAFETY: see above.
+        unsafe { (*object).DriverName = driver_name };
         driver
     }
 
@@ -220,8 +220,10 @@ impl Driver {
     /// The registry path `DriverEntry` received.
     #[must_use]
     pub fn registry_path(&self) -> String {
+        // SAFETY: the UNICODE_STRING is ours; nothing writes it while the driver is loaded.
+        let path = unsafe { &*self.registry_path.get() };
         // SAFETY: the string points into our own buffer.
-        String::from_utf16_lossy(unsafe { (*self.registry_path.get()).as_wide() })
+        String::from_utf16_lossy(unsafe { path.as_wide() })
     }
 }
 

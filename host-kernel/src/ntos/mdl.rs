@@ -69,32 +69,28 @@ pub unsafe extern "system-unwind" fn IoAllocateMdl(
     if mdl.is_null() {
         return mdl;
     }
-    // SAFETY: freshly allocated, `pages` page numbers follow the header.
-    unsafe {
-        (*mdl).Size = csize;
-        (*mdl).MdlFlags = MDL_ALLOCATED_FIXED_SIZE;
-        (*mdl).StartVa = VirtualAddress.cast::<u8>().wrapping_sub(offset).cast();
-        (*mdl).ByteOffset = u32::try_from(offset).unwrap_or(0);
-        (*mdl).ByteCount = Length;
-        let frames = mdl.add(1).cast::<usize>();
-        for page in 0..pages {
-            frames.add(page).write(va / PAGE_SIZE + page);
-        }
-        if !Irp.is_null() {
-            if SecondaryBuffer == 0 {
-                (*Irp).MdlAddress = mdl;
-            } else {
-                let mut tail = (*Irp).MdlAddress;
-                if tail.is_null() {
-                    (*Irp).MdlAddress = mdl;
-                } else {
-                    while !(*tail).Next.is_null() {
-                        tail = (*tail).Next;
-                    }
-                    (*tail).Next = mdl;
-                }
-            }
-        }
+    // Every header write below is into the fresh, zeroed allocation, ours alone.
+    // SAFETY: see above.
+    unsafe { (*mdl).Size = csize };
+    // SAFETY: see above.
+    unsafe { (*mdl).MdlFlags = MDL_ALLOCATED_FIXED_SIZE };
+    // SAFETY: see above.
+    unsafe { (*mdl).StartVa = VirtualAddress.cast::<u8>().wrapping_sub(offset).cast() };
+    // SAFETY: see above.
+    unsafe { (*mdl).ByteOffset = u32::try_from(offset).unwrap_or(0) };
+    // SAFETY: see above.
+    unsafe { (*mdl).ByteCount = Length };
+    // `pages` page numbers follow the header, inside the allocation.
+    let frames = mdl.wrapping_add(1).cast::<usize>();
+    for page in 0..pages {
+        let frame = frames.wrapping_add(page);
+        // SAFETY: see above: page < pages, so the frame is inside the allocation.
+        unsafe { frame.write(va / PAGE_SIZE + page) };
+    }
+    if !Irp.is_null() {
+        // SAFETY: a non-null Irp is the caller's live IRP (IoAllocateMdl's contract), whose
+        // MDL chain is live MDLs.
+        unsafe { chain_to_irp(Irp, mdl, SecondaryBuffer != 0) };
     }
     lock(&machine.mdls).live.insert(
         mdl as usize,
@@ -125,11 +121,34 @@ pub unsafe extern "system-unwind" fn IoFreeMdl(Mdl: *mut MDL) {
             format!("IoFreeMdl({Mdl:p}): not a live MDL from IoAllocateMdl (freed twice?)"),
         );
     };
+    // Poison it first so a use after free fails loudly.
+    // SAFETY: allocated by IoAllocateMdl with this layout, still ours.
+    unsafe { core::ptr::write_bytes(Mdl.cast::<u8>(), 0xDD, info.layout.size()) };
     // SAFETY: allocated by IoAllocateMdl with this layout, removed from the table: freed once.
-    unsafe {
-        core::ptr::write_bytes(Mdl.cast::<u8>(), 0xDD, info.layout.size());
-        std::alloc::dealloc(Mdl.cast(), info.layout);
+    unsafe { std::alloc::dealloc(Mdl.cast(), info.layout) };
+}
+
+/// Puts `mdl` on `irp`'s MDL chain: as its `MdlAddress` (the primary buffer) or, for a
+/// secondary buffer, at the end of the chain.
+///
+/// # Safety
+/// `irp` must be a live IRP whose MDL chain holds only live MDLs; `mdl` a live MDL.
+unsafe fn chain_to_irp(irp: *mut IRP, mdl: *mut MDL, secondary: bool) {
+    // SAFETY: a live IRP (the caller's guarantee).
+    let first = unsafe { (*irp).MdlAddress };
+    if !secondary || first.is_null() {
+        // SAFETY: as above.
+        unsafe { (*irp).MdlAddress = mdl };
+        return;
     }
+    let mut tail = first;
+    // SAFETY: every MDL on the chain is live (the caller's guarantee).
+    while !unsafe { (*tail).Next }.is_null() {
+        // SAFETY: as above.
+        tail = unsafe { (*tail).Next };
+    }
+    // SAFETY: as above.
+    unsafe { (*tail).Next = mdl };
 }
 
 fn check_live(mdl: *mut MDL, function: &'static str) {
@@ -160,12 +179,9 @@ pub unsafe extern "system-unwind" fn MmBuildMdlForNonPagedPool(MemoryDescriptorL
     check_live(mdl, "MmBuildMdlForNonPagedPool");
     let machine = machine::current("MmBuildMdlForNonPagedPool");
     // SAFETY: live (checked).
-    let (va, len) = unsafe {
-        (
-            crate::MmGetMdlVirtualAddress(mdl) as usize,
-            (*mdl).ByteCount as usize,
-        )
-    };
+    let va = unsafe { crate::MmGetMdlVirtualAddress(mdl) } as usize;
+    // SAFETY: live (checked).
+    let len = unsafe { (*mdl).ByteCount } as usize;
     let paged = lock(&machine.pool)
         .containing(va, len)
         .is_some_and(|(_, block)| block.paged);
@@ -176,18 +192,20 @@ pub unsafe extern "system-unwind" fn MmBuildMdlForNonPagedPool(MemoryDescriptorL
             format!("MmBuildMdlForNonPagedPool({mdl:p}) over paged pool at {va:#x}"),
         );
     }
-    // SAFETY: live (checked).
-    unsafe {
-        // Same page: its pages must not be locked or mapped by other means.
-        if (*mdl).MdlFlags & (MDL_PAGES_LOCKED | MDL_MAPPED_TO_SYSTEM_VA) != 0 {
-            bugcheck(
-                "DRIVER_VERIFIER_DETECTED_VIOLATION",
-                format!("MmBuildMdlForNonPagedPool({mdl:p}) on an MDL already locked or mapped"),
-            );
-        }
-        (*mdl).MappedSystemVa = crate::MmGetMdlVirtualAddress(mdl);
-        (*mdl).MdlFlags |= MDL_SOURCE_IS_NONPAGED_POOL;
+    // Same page: its pages must not be locked or mapped by other means.
+    // SAFETY: live (checked), as for every access below.
+    if unsafe { (*mdl).MdlFlags } & (MDL_PAGES_LOCKED | MDL_MAPPED_TO_SYSTEM_VA) != 0 {
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format!("MmBuildMdlForNonPagedPool({mdl:p}) on an MDL already locked or mapped"),
+        );
     }
+    // SAFETY: live (checked).
+    let start = unsafe { crate::MmGetMdlVirtualAddress(mdl) };
+    // SAFETY: live (checked).
+    unsafe { (*mdl).MappedSystemVa = start };
+    // SAFETY: live (checked).
+    unsafe { (*mdl).MdlFlags |= MDL_SOURCE_IS_NONPAGED_POOL };
 }
 
 /// Host implementation of `MmMapLockedPagesSpecifyCache`: the buffer's own address (host
@@ -220,9 +238,9 @@ pub unsafe extern "system-unwind" fn MmMapLockedPagesSpecifyCache(
     );
     let mdl = MemoryDescriptorList;
     check_live(mdl, "MmMapLockedPagesSpecifyCache");
-    // SAFETY: live (checked).
-    unsafe {
-        let flags = (*mdl).MdlFlags;
+    // SAFETY: live (checked), as for every access below.
+    let flags = unsafe { (*mdl).MdlFlags };
+    {
         // WDK "MmBuildMdlForNonPagedPool function (wdm.h)"
         // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-mmbuildmdlfornonpagedpool): drivers must not create further
         // system-space mappings of such an MDL with MmMapLockedPagesSpecifyCache (undefined
@@ -238,7 +256,8 @@ pub unsafe extern "system-unwind" fn MmMapLockedPagesSpecifyCache(
                     ),
                 );
             }
-            return crate::MmGetMdlVirtualAddress(mdl);
+            // SAFETY: live (checked).
+            return unsafe { crate::MmGetMdlVirtualAddress(mdl) };
         }
         // Same page: the MDL must describe locked-down pages.
         if flags & MDL_PAGES_LOCKED == 0 {
@@ -247,9 +266,13 @@ pub unsafe extern "system-unwind" fn MmMapLockedPagesSpecifyCache(
                 format!("MmMapLockedPagesSpecifyCache({mdl:p}): the MDL's pages are not locked"),
             );
         }
-        (*mdl).MappedSystemVa = crate::MmGetMdlVirtualAddress(mdl);
-        (*mdl).MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
-        (*mdl).MappedSystemVa
+        // SAFETY: live (checked).
+        let start = unsafe { crate::MmGetMdlVirtualAddress(mdl) };
+        // SAFETY: live (checked).
+        unsafe { (*mdl).MappedSystemVa = start };
+        // SAFETY: live (checked).
+        unsafe { (*mdl).MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA };
+        start
     }
 }
 

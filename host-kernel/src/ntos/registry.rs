@@ -153,17 +153,16 @@ pub unsafe extern "system-unwind" fn ZwOpenKey(
     // PASSIVE_LEVEL.
     irql::require_at_most(PASSIVE_LEVEL, "ZwOpenKey");
     let machine = machine::current("ZwOpenKey");
-    // SAFETY: the caller guarantees valid attributes and name.
-    let (root, name) = unsafe {
-        let attributes = &*ObjectAttributes;
-        if attributes.ObjectName.is_null() {
-            return STATUS_INVALID_PARAMETER;
-        }
-        (
-            attributes.RootDirectory,
-            String::from_utf16_lossy((*attributes.ObjectName).as_wide()),
-        )
-    };
+    // SAFETY: the caller guarantees valid attributes.
+    let attributes = unsafe { &*ObjectAttributes };
+    if attributes.ObjectName.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    let root = attributes.RootDirectory;
+    // SAFETY: the caller guarantees a valid name (non-null, checked).
+    let name = unsafe { &*attributes.ObjectName };
+    // SAFETY: as above: Buffer holds Length bytes.
+    let name = String::from_utf16_lossy(unsafe { name.as_wide() });
     let path = if root.is_null() {
         normalize(&name)
     } else {
@@ -209,7 +208,9 @@ pub unsafe extern "system-unwind" fn ZwQueryValueKey(
         _ => return STATUS_INVALID_HANDLE,
     };
     // SAFETY: the caller guarantees a valid name.
-    let name = String::from_utf16_lossy(unsafe { (*ValueName).as_wide() }).to_lowercase();
+    let name = unsafe { &*ValueName };
+    // SAFETY: as above: Buffer holds Length bytes.
+    let name = String::from_utf16_lossy(unsafe { name.as_wide() }).to_lowercase();
     let value = lock(&machine.registry)
         .keys
         .get(&path)
@@ -222,25 +223,29 @@ pub unsafe extern "system-unwind" fn ZwQueryValueKey(
     let needed = header + data.len();
     let needed32 = u32::try_from(needed).unwrap_or(u32::MAX);
     let length = Length as usize;
-    // SAFETY: the caller guarantees ResultLength is writable and the buffer holds Length bytes.
-    unsafe {
-        ResultLength.write(needed32);
-        if length < header {
-            return STATUS_BUFFER_TOO_SMALL;
-        }
-        let out = KeyValueInformation.cast::<u8>();
-        let words = [
-            0u32,
-            value.kind(),
-            u32::try_from(data.len()).unwrap_or(u32::MAX),
-        ];
-        for (i, word) in words.iter().enumerate() {
-            core::ptr::copy_nonoverlapping(word.to_le_bytes().as_ptr(), out.add(i * 4), 4);
-        }
-        if length < needed {
-            return STATUS_BUFFER_OVERFLOW;
-        }
-        core::ptr::copy_nonoverlapping(data.as_ptr(), out.add(header), data.len());
+    // SAFETY: the caller guarantees ResultLength is writable.
+    unsafe { ResultLength.write(needed32) };
+    if length < header {
+        return STATUS_BUFFER_TOO_SMALL;
     }
+    // The caller guarantees the buffer holds Length bytes: the header (checked above), and the
+    // data only when it fits (checked below).
+    let out = KeyValueInformation.cast::<u8>();
+    let words = [
+        0u32,
+        value.kind(),
+        u32::try_from(data.len()).unwrap_or(u32::MAX),
+    ];
+    for (i, word) in words.iter().enumerate() {
+        // SAFETY: the three words are the header, inside the buffer (see above).
+        unsafe {
+            core::ptr::copy_nonoverlapping(word.to_le_bytes().as_ptr(), out.wrapping_add(i * 4), 4);
+        };
+    }
+    if length < needed {
+        return STATUS_BUFFER_OVERFLOW;
+    }
+    // SAFETY: the data fits after the header (checked above).
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), out.wrapping_add(header), data.len()) };
     STATUS_SUCCESS
 }

@@ -156,7 +156,7 @@ fn run(machine: &Machine) {
             unsafe { (*ktimer).Header.Inserted = 0 };
         }
         // SAFETY: as above; signalling takes the dispatcher lock (timers, then dispatcher).
-        unsafe { super::event::signal(machine, &raw mut (*ktimer).Header, 1) };
+        unsafe { super::event::signal(machine, timer_header(ktimer), 1) };
         if armed.dpc != 0 {
             let arg = core::ptr::without_provenance_mut(usize::try_from(now).unwrap_or(usize::MAX));
             // SAFETY: the driver gave this DPC to KeSetTimerEx; it must stay live while the
@@ -194,18 +194,31 @@ pub unsafe extern "system-unwind" fn KeInitializeTimerEx(Timer: *mut KTIMER, Typ
     } else {
         TIMER_NOTIFICATION_OBJECT
     };
-    // SAFETY: the caller guarantees writable storage.
+    // The caller guarantees writable storage, for every write below.
+    // SAFETY: see above.
+    unsafe { init_header(timer_header(Timer), kind, size_of::<KTIMER>(), 0) };
+    // SAFETY: see above.
+    unsafe { (*Timer).DueTime = 0 };
+    // SAFETY: see above.
     unsafe {
-        init_header(&raw mut (*Timer).Header, kind, size_of::<KTIMER>(), 0);
-        (*Timer).DueTime = 0;
         (*Timer).TimerListEntry = LIST_ENTRY {
             Flink: core::ptr::null_mut(),
             Blink: core::ptr::null_mut(),
         };
-        (*Timer).Dpc = core::ptr::null_mut();
-        (*Timer).Processor = 0;
-        (*Timer).Period = 0;
-    }
+    };
+    // SAFETY: see above.
+    unsafe { (*Timer).Dpc = core::ptr::null_mut() };
+    // SAFETY: see above.
+    unsafe { (*Timer).Processor = 0 };
+    // SAFETY: see above.
+    unsafe { (*Timer).Period = 0 };
+}
+
+/// The address of a timer's dispatcher header; computing it reads nothing.
+fn timer_header(timer: *mut KTIMER) -> *mut crate::DISPATCHER_HEADER {
+    timer
+        .wrapping_byte_add(core::mem::offset_of!(KTIMER, Header))
+        .cast()
 }
 
 /// Host implementation of `KeSetTimerEx`: arms (or re-arms) the timer; TRUE if it was armed.
@@ -236,15 +249,20 @@ pub unsafe extern "system-unwind" fn KeSetTimerEx(
     let mut state = lock(&timers.state);
     let was = disarm(&mut state, Timer as usize);
     arm(&mut state, Timer as usize, due, period_ms, Dpc as usize);
-    // SAFETY: the caller guarantees a live timer; kernel fields change under the timers lock.
-    unsafe {
-        (*Timer).DueTime = due;
-        (*Timer).Period = Period;
-        (*Timer).Dpc = Dpc;
-        (*Timer).Header.Inserted = 1;
-        (*Timer).Header.Absolute = u8::from(DueTime >= 0);
-        super::event::signal(&machine, &raw mut (*Timer).Header, 0);
-    }
+    // The caller guarantees a live timer; kernel fields change under the timers lock, held for
+    // every access below.
+    // SAFETY: see above.
+    unsafe { (*Timer).DueTime = due };
+    // SAFETY: see above.
+    unsafe { (*Timer).Period = Period };
+    // SAFETY: see above.
+    unsafe { (*Timer).Dpc = Dpc };
+    // SAFETY: see above.
+    unsafe { (*Timer).Header.Inserted = 1 };
+    // SAFETY: see above.
+    unsafe { (*Timer).Header.Absolute = u8::from(DueTime >= 0) };
+    // SAFETY: see above; signalling takes the dispatcher lock (timers, then dispatcher).
+    unsafe { super::event::signal(&machine, timer_header(Timer), 0) };
     timers.changed.notify_all();
     if was { TRUE } else { FALSE }
 }
