@@ -306,131 +306,166 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
     // holding a spin lock; the host does not check that (looser).
     irql::require_at_most(DISPATCH_LEVEL, "IofCompleteRequest");
     let state = state_of(Irp, "IofCompleteRequest");
-    // SAFETY: live per the table; the completing driver owns it until the walk hands it up.
-    unsafe {
-        let top = i32::from((*Irp).StackCount) + 1;
-        // WDK "Bug Check 0x44: MULTIPLE_IRP_COMPLETE_REQUESTS"
-        // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x44--multiple-irp-complete-requests): completing an IRP
-        // that was already completed.
-        if state == IrpState::Completed || i32::from((*Irp).CurrentLocation) > top {
-            bugcheck(
-                "MULTIPLE_IRP_COMPLETE_REQUESTS",
-                format!("IofCompleteRequest on IRP {Irp:p}, which was already completed"),
-            );
+    // The IRP is live per the table, and the completing driver owns it until the walk hands
+    // it up: every access to it and its stack locations below relies on that.
+    // SAFETY: see above.
+    let top = i32::from(unsafe { (*Irp).StackCount }) + 1;
+    // SAFETY: see above.
+    let location_at_entry = i32::from(unsafe { (*Irp).CurrentLocation });
+    // WDK "Bug Check 0x44: MULTIPLE_IRP_COMPLETE_REQUESTS"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x44--multiple-irp-complete-requests): completing an IRP
+    // that was already completed.
+    if state == IrpState::Completed || location_at_entry > top {
+        bugcheck(
+            "MULTIPLE_IRP_COMPLETE_REQUESTS",
+            format!("IofCompleteRequest on IRP {Irp:p}, which was already completed"),
+        );
+    }
+    // 0xC9 I/O error 0x209 (bug-check-0xc9--driver-verifier-iomanager-violation):
+    // completing an IRP the caller does not hold.
+    if location_at_entry == top {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!(
+                "IofCompleteRequest on IRP {Irp:p}, which no driver holds (its current \
+                 location is past the last: never sent, or completed and reused)"
+            ),
+        );
+    }
+    // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): parameter 2 is the
+    // cancel routine still set; Driver Verifier reports the same as 0xC9 0x07.
+    // SAFETY: see above.
+    if unsafe { (*Irp).CancelRoutine }.is_some() {
+        bugcheck(
+            "CANCEL_STATE_IN_COMPLETED_IRP",
+            format!("IofCompleteRequest on IRP {Irp:p} with a cancel routine still set"),
+        );
+    }
+    // 0xC9 0x06 (bug-check-0xc9--driver-verifier-iomanager-violation): completing with
+    // a status marked pending.
+    // SAFETY: see above.
+    if unsafe { (*Irp).IoStatus.Status } == STATUS_PENDING {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!("IofCompleteRequest on IRP {Irp:p} with IoStatus.Status STATUS_PENDING"),
+        );
+    }
+    let irql = irql::current();
+    loop {
+        // SAFETY: see above.
+        let location = unsafe { crate::IoGetCurrentIrpStackLocation(Irp) };
+        // SAFETY: see above; the location above the current one exists (checked against
+        // `top` on entry and below).
+        unsafe { crate::IoSkipCurrentIrpStackLocation(Irp) };
+        // SAFETY: see above.
+        let at_top = i32::from(unsafe { (*Irp).CurrentLocation }) >= top;
+        if at_top {
+            set_state(Irp, IrpState::Completed);
         }
-        // 0xC9 I/O error 0x209 (bug-check-0xc9--driver-verifier-iomanager-violation):
-        // completing an IRP the caller does not hold.
-        if i32::from((*Irp).CurrentLocation) == top {
-            bugcheck(
-                "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
-                format!(
-                    "IofCompleteRequest on IRP {Irp:p}, which no driver holds (its current \
-                     location is past the last: never sent, or completed and reused)"
-                ),
-            );
-        }
-        // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
-        // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): parameter 2 is the
-        // cancel routine still set; Driver Verifier reports the same as 0xC9 0x07.
-        if (*Irp).CancelRoutine.is_some() {
-            bugcheck(
-                "CANCEL_STATE_IN_COMPLETED_IRP",
-                format!("IofCompleteRequest on IRP {Irp:p} with a cancel routine still set"),
-            );
-        }
-        // 0xC9 0x06 (bug-check-0xc9--driver-verifier-iomanager-violation): completing with
-        // a status marked pending.
-        if (*Irp).IoStatus.Status == STATUS_PENDING {
-            bugcheck(
-                "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
-                format!("IofCompleteRequest on IRP {Irp:p} with IoStatus.Status STATUS_PENDING"),
-            );
-        }
-        let irql = irql::current();
-        loop {
-            let location = (*Irp).Tail.Overlay.CurrentStackLocation;
-            crate::IoSkipCurrentIrpStackLocation(Irp);
-            let at_top = i32::from((*Irp).CurrentLocation) >= top;
-            if at_top {
-                set_state(Irp, IrpState::Completed);
-            }
-            let control = (*location).Control;
-            (*Irp).PendingReturned = control & SL_PENDING_RETURNED;
-            let status = (*Irp).IoStatus.Status;
-            let invoke = (NT_SUCCESS(status) && control & SL_INVOKE_ON_SUCCESS != 0)
-                || (!NT_SUCCESS(status) && control & SL_INVOKE_ON_ERROR != 0)
-                || ((*Irp).Cancel != 0 && control & SL_INVOKE_ON_CANCEL != 0);
-            let routine = (*location).CompletionRoutine;
-            let context = (*location).Context;
-            // ZeroIrpStackLocation: the routine's location is spent.
-            (*location).Control = 0;
-            (*location).CompletionRoutine = None;
-            (*location).Context = core::ptr::null_mut();
-            match routine {
-                Some(routine) if invoke => {
-                    let device = if at_top {
-                        core::ptr::null_mut()
-                    } else {
-                        (*(*Irp).Tail.Overlay.CurrentStackLocation).DeviceObject
-                    };
-                    let result = if super::device::is_unload_safe_completion(routine) {
-                        // The I/O manager's own routine (IoSetCompletionRoutineEx): kernel
-                        // code that runs the driver's routine inside.
-                        routine(device, Irp, context)
-                    } else {
-                        verifier::in_completion_routine(|| routine(device, Irp, context))
-                    };
-                    // WDK "Bug Check 0xC8: IRQL_UNEXPECTED_VALUE"
-                    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc8--irql-unexpected-value): the routine did
-                    // not restore the IRQL it was called at.
-                    if irql::current() != irql {
-                        bugcheck(
-                            "IRQL_UNEXPECTED_VALUE",
-                            format!(
-                                "completion routine {routine:p} of IRP {Irp:p} returned at IRQL \
-                                 {} (called at {irql})",
-                                irql::current()
-                            ),
-                        );
-                    }
-                    if result == STATUS_MORE_PROCESSING_REQUIRED {
-                        return;
-                    }
-                    // WDK "IoAllocateIrp function (wdm.h)"
-                    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioallocateirp): the allocating driver must free
-                    // the IRP, not complete it back to the I/O manager, so its routine must
-                    // return STATUS_MORE_PROCESSING_REQUIRED. Windows would touch the absent
-                    // thread; the host names it 0xC9 (stricter, deterministic).
-                    if at_top {
-                        bugcheck(
-                            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
-                            format!(
-                                "completion routine {routine:p} of IRP {Irp:p}, an IRP from \
-                                 IoAllocateIrp with no originating thread, returned {result:#x} \
-                                 instead of STATUS_MORE_PROCESSING_REQUIRED"
-                            ),
-                        );
-                    }
+        // SAFETY: see above: `location` is one of the IRP's stack locations.
+        let control = unsafe { (*location).Control };
+        // SAFETY: see above.
+        unsafe { (*Irp).PendingReturned = control & SL_PENDING_RETURNED };
+        // SAFETY: see above.
+        let status = unsafe { (*Irp).IoStatus.Status };
+        // SAFETY: see above.
+        let cancelled = unsafe { (*Irp).Cancel } != 0;
+        let invoke = (NT_SUCCESS(status) && control & SL_INVOKE_ON_SUCCESS != 0)
+            || (!NT_SUCCESS(status) && control & SL_INVOKE_ON_ERROR != 0)
+            || (cancelled && control & SL_INVOKE_ON_CANCEL != 0);
+        // SAFETY: see above.
+        let routine = unsafe { (*location).CompletionRoutine };
+        // SAFETY: see above.
+        let context = unsafe { (*location).Context };
+        // ZeroIrpStackLocation: the routine's location is spent.
+        // SAFETY: see above.
+        unsafe { (*location).Control = 0 };
+        // SAFETY: see above.
+        unsafe { (*location).CompletionRoutine = None };
+        // SAFETY: see above.
+        unsafe { (*location).Context = core::ptr::null_mut() };
+        match routine {
+            Some(routine) if invoke => {
+                let device = if at_top {
+                    core::ptr::null_mut()
+                } else {
+                    // SAFETY: see above: below the top, the current location is the IRP's.
+                    unsafe { current_device(Irp) }
+                };
+                // SAFETY: the routine was registered for this location with this context,
+                // and is called as the I/O manager would: IRP live, at the caller's IRQL.
+                let call = || unsafe { routine(device, Irp, context) };
+                let result = if super::device::is_unload_safe_completion(routine) {
+                    // The I/O manager's own routine (IoSetCompletionRoutineEx): kernel
+                    // code that runs the driver's routine inside.
+                    call()
+                } else {
+                    verifier::in_completion_routine(call)
+                };
+                // WDK "Bug Check 0xC8: IRQL_UNEXPECTED_VALUE"
+                // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc8--irql-unexpected-value): the routine did
+                // not restore the IRQL it was called at.
+                if irql::current() != irql {
+                    bugcheck(
+                        "IRQL_UNEXPECTED_VALUE",
+                        format!(
+                            "completion routine {routine:p} of IRP {Irp:p} returned at IRQL \
+                             {} (called at {irql})",
+                            irql::current()
+                        ),
+                    );
                 }
-                _ => {
-                    if (*Irp).PendingReturned != 0 && !at_top {
-                        crate::IoMarkIrpPending(Irp);
-                    }
-                    // Same rule (IoAllocateIrp page): no routine to stop the walk.
-                    if at_top {
-                        bugcheck(
-                            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
-                            format!(
-                                "IRP {Irp:p} completed to its top stack location without a \
-                                 completion routine to stop it: it was allocated with \
-                                 IoAllocateIrp and has no originating thread"
-                            ),
-                        );
-                    }
+                if result == STATUS_MORE_PROCESSING_REQUIRED {
+                    return;
+                }
+                // WDK "IoAllocateIrp function (wdm.h)"
+                // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioallocateirp): the allocating driver must free
+                // the IRP, not complete it back to the I/O manager, so its routine must
+                // return STATUS_MORE_PROCESSING_REQUIRED. Windows would touch the absent
+                // thread; the host names it 0xC9 (stricter, deterministic).
+                if at_top {
+                    bugcheck(
+                        "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+                        format!(
+                            "completion routine {routine:p} of IRP {Irp:p}, an IRP from \
+                             IoAllocateIrp with no originating thread, returned {result:#x} \
+                             instead of STATUS_MORE_PROCESSING_REQUIRED"
+                        ),
+                    );
+                }
+            }
+            _ => {
+                // SAFETY: see above.
+                if unsafe { (*Irp).PendingReturned } != 0 && !at_top {
+                    // SAFETY: see above: below the top, the IRP has a current location.
+                    unsafe { crate::IoMarkIrpPending(Irp) };
+                }
+                // Same rule (IoAllocateIrp page): no routine to stop the walk.
+                if at_top {
+                    bugcheck(
+                        "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+                        format!(
+                            "IRP {Irp:p} completed to its top stack location without a \
+                             completion routine to stop it: it was allocated with \
+                             IoAllocateIrp and has no originating thread"
+                        ),
+                    );
                 }
             }
         }
     }
+}
+
+/// The device object of `irp`'s current stack location.
+///
+/// # Safety
+/// `irp` must be a live IRP whose current location is one of its stack locations.
+unsafe fn current_device(irp: *mut IRP) -> *mut crate::DEVICE_OBJECT {
+    // SAFETY: a live IRP (the caller's guarantee).
+    let location = unsafe { crate::IoGetCurrentIrpStackLocation(irp) };
+    // SAFETY: one of its stack locations (the caller's guarantee).
+    unsafe { (*location).DeviceObject }
 }
 
 /// Host implementation of `IoCancelIrp`: sets `Cancel`, and calls the cancel routine (if any)
@@ -451,29 +486,35 @@ pub unsafe extern "system-unwind" fn IoCancelIrp(Irp: *mut IRP) -> BOOLEAN {
     // SAFETY: a valid out-pointer.
     unsafe { IoAcquireCancelSpinLock(&raw mut old) };
     // SAFETY: the IRP is live (checked); Cancel is written under the cancel lock.
-    unsafe {
-        (*Irp).Cancel = TRUE;
-        let Some(routine) = crate::IoSetCancelRoutine(Irp, None) else {
-            IoReleaseCancelSpinLock(old);
-            return FALSE;
-        };
-        // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
-        // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): an IRP completed
-        // and then cancelled.
-        if (*Irp).CurrentLocation > (*Irp).StackCount {
-            IoReleaseCancelSpinLock(old);
-            bugcheck(
-                "CANCEL_STATE_IN_COMPLETED_IRP",
-                format!(
-                    "IoCancelIrp on IRP {Irp:p}: no driver holds it, yet it has a cancel routine"
-                ),
-            );
-        }
-        (*Irp).CancelIrql = old;
-        let device = (*(*Irp).Tail.Overlay.CurrentStackLocation).DeviceObject;
-        verifier::in_callback(|| routine(device, Irp));
-        TRUE
+    unsafe { (*Irp).Cancel = TRUE };
+    // SAFETY: the IRP is live.
+    let Some(routine) = (unsafe { crate::IoSetCancelRoutine(Irp, None) }) else {
+        // SAFETY: the lock is held, acquired above at `old`.
+        unsafe { IoReleaseCancelSpinLock(old) };
+        return FALSE;
+    };
+    // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): an IRP completed
+    // and then cancelled.
+    // SAFETY: the IRP is live.
+    let current = unsafe { (*Irp).CurrentLocation };
+    // SAFETY: the IRP is live.
+    if current > unsafe { (*Irp).StackCount } {
+        // SAFETY: the lock is held, acquired above at `old`.
+        unsafe { IoReleaseCancelSpinLock(old) };
+        bugcheck(
+            "CANCEL_STATE_IN_COMPLETED_IRP",
+            format!("IoCancelIrp on IRP {Irp:p}: no driver holds it, yet it has a cancel routine"),
+        );
     }
+    // SAFETY: the IRP is live; CancelIrql is written under the cancel lock.
+    unsafe { (*Irp).CancelIrql = old };
+    // SAFETY: a driver holds the IRP (checked above), so its current location is one of its own.
+    let device = unsafe { current_device(Irp) };
+    // SAFETY: the cancel routine the holder set, called as the I/O manager does: cancel spin
+    // lock held (it releases it), CancelIrql set.
+    verifier::in_callback(|| unsafe { routine(device, Irp) });
+    TRUE
 }
 
 /// Host implementation of `IoAcquireCancelSpinLock`. IRQL <= `DISPATCH_LEVEL`.
