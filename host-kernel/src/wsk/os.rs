@@ -220,28 +220,30 @@ pub(super) unsafe fn read_sockaddr(addr: *const SOCKADDR) -> Option<SocketAddr> 
     if addr.is_null() {
         return None;
     }
-    // SAFETY: the caller guarantees a readable address of the size its family implies; the
-    // reads are unaligned-safe.
-    unsafe {
-        match (*addr).sa_family {
-            AF_INET => {
-                let a = addr.cast::<SOCKADDR_IN>().read_unaligned();
-                Some(SocketAddr::V4(SocketAddrV4::new(
-                    Ipv4Addr::from(a.sin_addr.s_b),
-                    u16::from_be(a.sin_port),
-                )))
-            }
-            AF_INET6 => {
-                let a = addr.cast::<SOCKADDR_IN6>().read_unaligned();
-                Some(SocketAddr::V6(SocketAddrV6::new(
-                    Ipv6Addr::from(a.sin6_addr),
-                    u16::from_be(a.sin6_port),
-                    u32::from_be(a.sin6_flowinfo),
-                    a.sin6_scope_id,
-                )))
-            }
-            _ => None,
+    // The caller guarantees a readable address of the size its family implies; the reads
+    // are unaligned-safe.
+    // SAFETY: see above: the family is always there.
+    let family = unsafe { (*addr).sa_family };
+    match family {
+        AF_INET => {
+            // SAFETY: see above: an AF_INET address is a SOCKADDR_IN.
+            let a = unsafe { addr.cast::<SOCKADDR_IN>().read_unaligned() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(a.sin_addr.s_b),
+                u16::from_be(a.sin_port),
+            )))
         }
+        AF_INET6 => {
+            // SAFETY: see above: an AF_INET6 address is a SOCKADDR_IN6.
+            let a = unsafe { addr.cast::<SOCKADDR_IN6>().read_unaligned() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr),
+                u16::from_be(a.sin6_port),
+                u32::from_be(a.sin6_flowinfo),
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
     }
 }
 
