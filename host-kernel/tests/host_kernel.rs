@@ -44,48 +44,56 @@ unsafe extern "system" fn on_timer(_: *mut KDPC, _: PVOID, _: PVOID, _: PVOID) {
 
 unsafe extern "system" fn worker(_: PVOID) {
     // SAFETY: PASSIVE_LEVEL; the timer and DPC were initialised before the thread started.
-    unsafe {
-        KeSetTimerEx(STATE.timer.get(), -10_000, 0, STATE.dpc.get());
-        let mut bound: i64 = -300_000_000;
-        let status = KeWaitForSingleObject(
+    unsafe { KeSetTimerEx(STATE.timer.get(), -10_000, 0, STATE.dpc.get()) };
+    let mut bound: i64 = -300_000_000;
+    // SAFETY: PASSIVE_LEVEL; the event was initialised before the thread started.
+    let status = unsafe {
+        KeWaitForSingleObject(
             STATE.fired.get().cast(),
             Executive,
             KernelMode,
             FALSE,
             &raw mut bound,
-        );
-        assert_eq!(
-            status, STATUS_SUCCESS,
-            "the timer's DPC signalled the event"
-        );
-    }
+        )
+    };
+    assert_eq!(
+        status, STATUS_SUCCESS,
+        "the timer's DPC signalled the event"
+    );
     kprint!("e2e: worker done at IRQL {}\n", KeGetCurrentIrql());
 }
 
 unsafe extern "system" fn tidy_unload(_: *mut DRIVER_OBJECT) {
+    // SAFETY: written by DriverEntry, before the driver could be unloaded.
+    let thread = unsafe { *STATE.thread.get() };
+    let mut bound: i64 = -300_000_000;
     // SAFETY: PASSIVE_LEVEL; the referenced thread object stays valid until dereferenced.
-    unsafe {
-        let thread = *STATE.thread.get();
-        let mut bound: i64 = -300_000_000;
-        let status = KeWaitForSingleObject(thread, Executive, KernelMode, FALSE, &raw mut bound);
-        assert_eq!(status, STATUS_SUCCESS);
-        ObfDereferenceObject(thread);
-        KeCancelTimer(STATE.timer.get());
-        wsk_sys::KeFlushQueuedDpcs();
-    }
+    let status =
+        unsafe { KeWaitForSingleObject(thread, Executive, KernelMode, FALSE, &raw mut bound) };
+    assert_eq!(status, STATUS_SUCCESS);
+    // SAFETY: the reference DriverEntry took, dropped once.
+    unsafe { ObfDereferenceObject(thread) };
+    // SAFETY: the timer was initialised in DriverEntry.
+    unsafe { KeCancelTimer(STATE.timer.get()) };
+    // SAFETY: PASSIVE_LEVEL.
+    unsafe { wsk_sys::KeFlushQueuedDpcs() };
 }
 
 unsafe extern "system" fn tidy_entry(
     driver: *mut DRIVER_OBJECT,
     _: *mut UNICODE_STRING,
 ) -> NTSTATUS {
-    // SAFETY: DriverEntry at PASSIVE_LEVEL; the statics are ours.
-    unsafe {
-        KeInitializeTimerEx(STATE.timer.get(), NotificationTimer);
-        KeInitializeDpc(STATE.dpc.get(), Some(on_timer), std::ptr::null_mut());
-        KeInitializeEvent(STATE.fired.get(), NotificationEvent, FALSE);
-        let mut handle: HANDLE = std::ptr::null_mut();
-        let status = PsCreateSystemThread(
+    // DriverEntry at PASSIVE_LEVEL; the statics are ours.
+    // SAFETY: see above.
+    unsafe { KeInitializeTimerEx(STATE.timer.get(), NotificationTimer) };
+    // SAFETY: see above.
+    unsafe { KeInitializeDpc(STATE.dpc.get(), Some(on_timer), std::ptr::null_mut()) };
+    // SAFETY: see above.
+    unsafe { KeInitializeEvent(STATE.fired.get(), NotificationEvent, FALSE) };
+    let mut handle: HANDLE = std::ptr::null_mut();
+    // SAFETY: see above; the out-pointer is a local.
+    let status = unsafe {
+        PsCreateSystemThread(
             &raw mut handle,
             wsk_sys::THREAD_ALL_ACCESS,
             std::ptr::null_mut(),
@@ -93,10 +101,13 @@ unsafe extern "system" fn tidy_entry(
             std::ptr::null_mut(),
             Some(worker),
             std::ptr::null_mut(),
-        );
-        if status != STATUS_SUCCESS {
-            return status;
-        }
+        )
+    };
+    if status != STATUS_SUCCESS {
+        return status;
+    }
+    // SAFETY: a handle just created; the object pointer goes to our static.
+    unsafe {
         ObReferenceObjectByHandle(
             handle,
             wsk_sys::SYNCHRONIZE,
@@ -104,10 +115,12 @@ unsafe extern "system" fn tidy_entry(
             KernelMode,
             STATE.thread.get(),
             std::ptr::null_mut(),
-        );
-        ZwClose(handle);
-        (*driver).DriverUnload = Some(tidy_unload);
-    }
+        )
+    };
+    // SAFETY: our handle, closed once.
+    unsafe { ZwClose(handle) };
+    // SAFETY: the driver object the kernel passed to DriverEntry.
+    unsafe { (*driver).DriverUnload = Some(tidy_unload) };
     STATUS_SUCCESS
 }
 
@@ -149,21 +162,28 @@ unsafe extern "system" fn careless_entry(
     driver: *mut DRIVER_OBJECT,
     _: *mut UNICODE_STRING,
 ) -> NTSTATUS {
-    // SAFETY: DriverEntry at PASSIVE_LEVEL.
+    // DriverEntry at PASSIVE_LEVEL: every call below is allowed there.
+    // SAFETY: see above.
+    unsafe { wsk_sys::init_pool_routines() };
+    // SAFETY: see above.
+    let buffer = unsafe { wsk_sys::allocate_nonpaged(256, TAG) };
+    // SAFETY: see above.
+    let irp = unsafe { wsk_sys::IoAllocateIrp(1, FALSE) };
+    // SAFETY: see above; the buffer holds 256 bytes and the IRP is live.
+    let _mdl = unsafe { wsk_sys::IoAllocateMdl(buffer, 256, FALSE, FALSE, irp) };
+    // SAFETY: see above; the timer is our static.
+    unsafe { KeInitializeTimerEx(CARELESS.timer.get(), NotificationTimer) };
+    // SAFETY: see above; initialised just above.
     unsafe {
-        wsk_sys::init_pool_routines();
-        let buffer = wsk_sys::allocate_nonpaged(256, TAG);
-        let irp = wsk_sys::IoAllocateIrp(1, FALSE);
-        let _mdl = wsk_sys::IoAllocateMdl(buffer, 256, FALSE, FALSE, irp);
-        KeInitializeTimerEx(CARELESS.timer.get(), NotificationTimer);
         KeSetTimerEx(
             CARELESS.timer.get(),
             -36_000_000_000,
             0,
             std::ptr::null_mut(),
-        );
-        (*driver).DriverUnload = Some(careless_unload);
-    }
+        )
+    };
+    // SAFETY: the driver object the kernel passed to DriverEntry.
+    unsafe { (*driver).DriverUnload = Some(careless_unload) };
     STATUS_SUCCESS
 }
 
