@@ -328,8 +328,9 @@ unsafe extern "system" fn chain_done(
 /// `chain` is live and its IRP is not in flight.
 unsafe fn issue_chain(chain: &mut Chain) {
     // SAFETY: our IRP, completed (or fresh).
+    unsafe { IoReuseIrp(chain.irp, STATUS_UNSUCCESSFUL) };
+    // SAFETY: as above; the chain is live (the caller's guarantee) until it completes.
     unsafe {
-        IoReuseIrp(chain.irp, STATUS_UNSUCCESSFUL);
         IoSetCompletionRoutine(
             chain.irp,
             Some(chain_done),
@@ -338,15 +339,12 @@ unsafe fn issue_chain(chain: &mut Chain) {
             true,
             true,
         );
-        chain.calls.enter();
-        let _ = chain.sock.conn().WskReceive.expect("WskReceive")(
-            chain.sock.s,
-            &raw mut chain.wsk,
-            0,
-            chain.irp,
-        );
-        chain.calls.leave();
-    }
+    };
+    chain.calls.enter();
+    let receive = chain.sock.conn().WskReceive.expect("WskReceive");
+    // SAFETY: a live socket and IRP; the buffer lives in the chain.
+    let _ = unsafe { receive(chain.sock.s, &raw mut chain.wsk, 0, chain.irp) };
+    chain.calls.leave();
 }
 
 #[test]

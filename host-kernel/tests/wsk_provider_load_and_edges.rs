@@ -74,9 +74,10 @@ unsafe fn issue_echo(echo: &mut Echo, send: bool) {
     } else {
         table.WskReceive
     };
-    // SAFETY: our IRP, completed (or fresh); the buffer lives in the Echo.
+    // SAFETY: our IRP, completed (or fresh).
+    unsafe { IoReuseIrp(echo.irp, STATUS_UNSUCCESSFUL) };
+    // SAFETY: as above; the Echo outlives its IRP's completion.
     unsafe {
-        IoReuseIrp(echo.irp, STATUS_UNSUCCESSFUL);
         IoSetCompletionRoutine(
             echo.irp,
             Some(echo_done),
@@ -85,10 +86,12 @@ unsafe fn issue_echo(echo: &mut Echo, send: bool) {
             true,
             true,
         );
-        echo.calls.enter();
-        let _ = f.expect("WskSend/WskReceive")(echo.sock.s, &raw mut echo.wsk, 0, echo.irp);
-        echo.calls.leave();
-    }
+    };
+    echo.calls.enter();
+    let call = f.expect("WskSend/WskReceive");
+    // SAFETY: a live socket and IRP; the buffer lives in the Echo.
+    let _ = unsafe { call(echo.sock.s, &raw mut echo.wsk, 0, echo.irp) };
+    echo.calls.leave();
 }
 
 #[test]

@@ -97,10 +97,9 @@ fn send_and_receive_are_byte_exact_with_chained_mdls_and_waitall() {
             Buf::from(&data[200_000..]),
         ];
         // SAFETY: linking our own MDLs; unlinked in Buf::drop.
-        unsafe {
-            (*parts[0].mdl).Next = parts[1].mdl;
-            (*parts[1].mdl).Next = parts[2].mdl;
-        }
+        unsafe { (*parts[0].mdl).Next = parts[1].mdl };
+        // SAFETY: as above.
+        unsafe { (*parts[1].mdl).Next = parts[2].mdl };
         let expected = data[5..data.len() - 10].to_vec();
         let mut w = WSK_BUF {
             Mdl: parts[0].mdl,

@@ -114,8 +114,9 @@ impl Io {
         *self.signal.state.lock().unwrap() = None;
         *self.signal.seen.lock().unwrap() = None;
         // SAFETY: the IRP is ours and not in flight.
+        unsafe { IoReuseIrp(self.irp, STATUS_UNSUCCESSFUL) };
+        // SAFETY: as above; the signal lives as long as the Io.
         unsafe {
-            IoReuseIrp(self.irp, STATUS_UNSUCCESSFUL);
             IoSetCompletionRoutine(
                 self.irp,
                 Some(on_done),
@@ -124,7 +125,7 @@ impl Io {
                 true,
                 true,
             );
-        }
+        };
         self.irp
     }
 
@@ -240,12 +241,13 @@ impl Buf {
 
 impl Drop for Buf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new`; no IRP holds them any more.
-        unsafe {
-            (*self.mdl).Next = std::ptr::null_mut();
-            IoFreeMdl(self.mdl);
-            ExFreePoolWithTag(self.mem.cast(), TAG);
-        }
+        // Allocated in `new`; no IRP holds them any more.
+        // SAFETY: see above.
+        unsafe { (*self.mdl).Next = std::ptr::null_mut() };
+        // SAFETY: see above; freed once.
+        unsafe { IoFreeMdl(self.mdl) };
+        // SAFETY: see above; freed once, after the MDL that described it.
+        unsafe { ExFreePoolWithTag(self.mem.cast(), TAG) };
     }
 }
 
@@ -311,27 +313,27 @@ impl Addr {
 
     pub fn get(&self) -> Option<SocketAddr> {
         let family = u16::from_ne_bytes([self.0[0], self.0[1]]);
-        // SAFETY: aligned reads of the member the family names.
-        unsafe {
-            match family {
-                AF_INET => {
-                    let a = std::ptr::from_ref(self).cast::<SOCKADDR_IN>().read();
-                    Some(SocketAddr::V4(SocketAddrV4::new(
-                        Ipv4Addr::from(a.sin_addr.s_b),
-                        u16::from_be(a.sin_port),
-                    )))
-                }
-                AF_INET6 => {
-                    let a = std::ptr::from_ref(self).cast::<SOCKADDR_IN6>().read();
-                    Some(SocketAddr::V6(SocketAddrV6::new(
-                        Ipv6Addr::from(a.sin6_addr),
-                        u16::from_be(a.sin6_port),
-                        0,
-                        0,
-                    )))
-                }
-                _ => None,
+        // Aligned reads (the buffer is 8-aligned) of the member the family names.
+        match family {
+            AF_INET => {
+                // SAFETY: see above.
+                let a = unsafe { std::ptr::from_ref(self).cast::<SOCKADDR_IN>().read() };
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(a.sin_addr.s_b),
+                    u16::from_be(a.sin_port),
+                )))
             }
+            AF_INET6 => {
+                // SAFETY: see above.
+                let a = unsafe { std::ptr::from_ref(self).cast::<SOCKADDR_IN6>().read() };
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(a.sin6_addr),
+                    u16::from_be(a.sin6_port),
+                    0,
+                    0,
+                )))
+            }
+            _ => None,
         }
     }
 }
@@ -416,10 +418,9 @@ impl Client {
 
     pub fn deregister(mut self) {
         // SAFETY: captured once in `register`.
-        unsafe {
-            wsk_sys::WskReleaseProviderNPI(&raw mut *self.reg);
-            wsk_sys::WskDeregister(&raw mut *self.reg);
-        }
+        unsafe { wsk_sys::WskReleaseProviderNPI(&raw mut *self.reg) };
+        // SAFETY: registered in `register`, deregistered once.
+        unsafe { wsk_sys::WskDeregister(&raw mut *self.reg) };
     }
 
     pub fn try_socket(&self, kind: Kind, v6: bool) -> (NTSTATUS, Option<Sock>) {
@@ -479,31 +480,33 @@ impl Client {
 }
 
 impl Sock {
+    /// The socket's provider dispatch table, of the type its kind says.
+    fn dispatch(&self) -> *const std::ffi::c_void {
+        // SAFETY: the provider's socket stays live until `close`.
+        unsafe { (*self.s).Dispatch }
+    }
+
     pub fn basic(&self) -> &WSK_PROVIDER_BASIC_DISPATCH {
         // SAFETY: every provider table starts with the basic calls.
-        unsafe { &*(*self.s).Dispatch.cast::<WSK_PROVIDER_BASIC_DISPATCH>() }
+        unsafe { &*self.dispatch().cast::<WSK_PROVIDER_BASIC_DISPATCH>() }
     }
 
     pub fn conn(&self) -> &WSK_PROVIDER_CONNECTION_DISPATCH {
         assert_eq!(self.kind, Kind::Connection);
         // SAFETY: a connection socket's table.
-        unsafe {
-            &*(*self.s)
-                .Dispatch
-                .cast::<WSK_PROVIDER_CONNECTION_DISPATCH>()
-        }
+        unsafe { &*self.dispatch().cast::<WSK_PROVIDER_CONNECTION_DISPATCH>() }
     }
 
     pub fn listen(&self) -> &WSK_PROVIDER_LISTEN_DISPATCH {
         assert_eq!(self.kind, Kind::Listen);
         // SAFETY: a listen socket's table.
-        unsafe { &*(*self.s).Dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>() }
+        unsafe { &*self.dispatch().cast::<WSK_PROVIDER_LISTEN_DISPATCH>() }
     }
 
     pub fn dgram(&self) -> &WSK_PROVIDER_DATAGRAM_DISPATCH {
         assert_eq!(self.kind, Kind::Datagram);
         // SAFETY: a datagram socket's table.
-        unsafe { &*(*self.s).Dispatch.cast::<WSK_PROVIDER_DATAGRAM_DISPATCH>() }
+        unsafe { &*self.dispatch().cast::<WSK_PROVIDER_DATAGRAM_DISPATCH>() }
     }
 
     pub fn bind(&self, addr: SocketAddr) -> NTSTATUS {
