@@ -34,21 +34,51 @@ unsafe extern "system" fn completion(
     irp: *mut IRP,
     context: PVOID,
 ) -> NTSTATUS {
-    // SAFETY: the context is a Routine the test keeps alive; the IRP is live during completion.
-    unsafe {
-        let routine = &*context.cast::<Routine>();
-        if let Ok(mut log) = routine.log.lock() {
-            log.push(Seen {
-                who: routine.who,
-                current_location: (*irp).CurrentLocation,
-                status: (*irp).IoStatus.Status,
-                cancel: (*irp).Cancel != 0,
-                irql: KeGetCurrentIrql(),
-                device_null: device.is_null(),
-            });
-        }
-        routine.returns
+    // SAFETY: the context is a Routine the test keeps alive.
+    let routine = unsafe { &*context.cast::<Routine>() };
+    // SAFETY: the IRP is live during completion.
+    let current_location = unsafe { (*irp).CurrentLocation };
+    // SAFETY: as above.
+    let status = unsafe { (*irp).IoStatus.Status };
+    // SAFETY: as above.
+    let cancel = unsafe { (*irp).Cancel } != 0;
+    if let Ok(mut log) = routine.log.lock() {
+        log.push(Seen {
+            who: routine.who,
+            current_location,
+            status,
+            cancel,
+            irql: KeGetCurrentIrql(),
+            device_null: device.is_null(),
+        });
     }
+    routine.returns
+}
+
+/// Allocates an IRP with `stack` locations, registers [`completion`] with `routine` (when
+/// given) for success, error and cancel, and has the provider take it: the IRP is pending.
+///
+/// # Safety
+/// IRQL <= `DISPATCH_LEVEL`; `routine`, when given, outlives the IRP's completion.
+unsafe fn issued(stack: i8, routine: Option<&Routine>) -> *mut IRP {
+    // SAFETY: the IRQL is the caller's guarantee.
+    let irp = unsafe { IoAllocateIrp(stack, FALSE) };
+    if let Some(routine) = routine {
+        // SAFETY: a fresh IRP, ours; the routine outlives its completion (the caller's).
+        unsafe { IoSetCompletionRoutine(irp, Some(completion), ctx(routine), true, true, true) };
+    }
+    // SAFETY: a fresh IRP with a location left for the provider.
+    unsafe { call_driver_enter(irp) };
+    irp
+}
+
+/// Sets an IRP's final status, as the driver completing it does.
+///
+/// # Safety
+/// `irp` must be a live IRP.
+unsafe fn set_status(irp: *mut IRP, status: NTSTATUS) {
+    // SAFETY: a live IRP (the caller's guarantee).
+    unsafe { (*irp).IoStatus.Status = status };
 }
 
 fn leak_log() -> &'static Mutex<Vec<Seen>> {
@@ -62,52 +92,70 @@ fn ctx(routine: &Routine) -> PVOID {
 #[test]
 fn allocate_lays_out_stack_locations_as_wdm_does() {
     let kernel = boot();
-    // SAFETY: PASSIVE_LEVEL; the IRP is freed before the kernel goes.
-    unsafe {
-        let irp = IoAllocateIrp(3, FALSE);
-        assert!(!irp.is_null());
-        assert_eq!((*irp).Type, IO_TYPE_IRP);
-        assert_eq!(usize::from((*irp).Size), IoSizeOfIrp(3));
-        assert_eq!((*irp).StackCount, 3);
-        assert_eq!((*irp).CurrentLocation, 4);
-        let first = irp.add(1).cast::<IO_STACK_LOCATION>();
-        assert_eq!(
-            IoGetCurrentIrpStackLocation(irp),
-            first.add(3),
-            "one past the last location"
-        );
-        call_driver_enter(irp);
-        assert_eq!((*irp).CurrentLocation, 3);
-        assert_eq!(IoGetCurrentIrpStackLocation(irp), first.add(2));
-        (*irp).IoStatus.Status = STATUS_SUCCESS;
-        // The provider's location has no routine, nor the one above; stop at the top.
-        let log = leak_log();
-        let top = Routine {
-            who: "top",
-            returns: STATUS_MORE_PROCESSING_REQUIRED,
-            log,
-        };
-        // Put our routine in location 3, the allocator's "next" (as IoSetCompletionRoutine
-        // would have before the call).
-        (*first.add(2)).CompletionRoutine = Some(completion);
-        (*first.add(2)).Context = ctx(&top);
-        (*first.add(2)).Control = crate::SL_INVOKE_ON_SUCCESS;
-        IofCompleteRequest(irp, IO_NO_INCREMENT);
-        assert_eq!((*irp).CurrentLocation, 4);
-        assert_eq!(log.lock().unwrap().len(), 1);
-        IoFreeIrp(irp);
-    }
+    // PASSIVE_LEVEL; the IRP is live from here until freed, before the kernel goes.
+    // SAFETY: see above.
+    let irp = unsafe { IoAllocateIrp(3, FALSE) };
+    assert!(!irp.is_null());
+    // SAFETY: see above.
+    assert_eq!(unsafe { (*irp).Type }, IO_TYPE_IRP);
+    // SAFETY: see above.
+    assert_eq!(usize::from(unsafe { (*irp).Size }), IoSizeOfIrp(3));
+    // SAFETY: see above.
+    assert_eq!(unsafe { (*irp).StackCount }, 3);
+    // SAFETY: see above.
+    assert_eq!(unsafe { (*irp).CurrentLocation }, 4);
+    let first = irp.wrapping_add(1).cast::<IO_STACK_LOCATION>();
+    // SAFETY: see above.
+    let current = unsafe { IoGetCurrentIrpStackLocation(irp) };
+    assert_eq!(current, first.wrapping_add(3), "one past the last location");
+    // SAFETY: see above.
+    unsafe { call_driver_enter(irp) };
+    // SAFETY: see above.
+    assert_eq!(unsafe { (*irp).CurrentLocation }, 3);
+    // SAFETY: see above.
+    let current = unsafe { IoGetCurrentIrpStackLocation(irp) };
+    assert_eq!(current, first.wrapping_add(2));
+    // SAFETY: see above.
+    unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
+    // The provider's location has no routine, nor the one above; stop at the top.
+    let log = leak_log();
+    let top = Routine {
+        who: "top",
+        returns: STATUS_MORE_PROCESSING_REQUIRED,
+        log,
+    };
+    // Put our routine in location 3, the allocator's "next" (as IoSetCompletionRoutine
+    // would have before the call).
+    let third = first.wrapping_add(2);
+    // SAFETY: see above: one of the IRP's three locations.
+    unsafe { (*third).CompletionRoutine = Some(completion) };
+    // SAFETY: as above.
+    unsafe { (*third).Context = ctx(&top) };
+    // SAFETY: as above.
+    unsafe { (*third).Control = crate::SL_INVOKE_ON_SUCCESS };
+    // SAFETY: see above; `top` outlives the completion.
+    unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+    // SAFETY: see above.
+    assert_eq!(unsafe { (*irp).CurrentLocation }, 4);
+    assert_eq!(log.lock().unwrap().len(), 1);
+    // SAFETY: see above; freed once.
+    unsafe { IoFreeIrp(irp) };
     assert!(kernel.check_leaks().is_clean());
 }
 
 /// Builds a two-level IRP: our routine "top" at the allocator's level (all flags), a middle
 /// driver's routine with `flags`, then the provider takes it.
 unsafe fn two_levels(top: &Routine, middle: &Routine, flags: (bool, bool, bool)) -> *mut IRP {
-    // SAFETY: the caller's contract: PASSIVE/DISPATCH, routines outlive the IRP's completion.
+    // The caller's contract: PASSIVE/DISPATCH, routines outlive the IRP's completion; the
+    // IRP is fresh and ours.
+    // SAFETY: see above.
+    let irp = unsafe { IoAllocateIrp(2, FALSE) };
+    // SAFETY: see above.
+    unsafe { IoSetCompletionRoutine(irp, Some(completion), ctx(top), true, true, true) };
+    // SAFETY: see above; the middle driver's dispatch runs.
+    unsafe { IoSetNextIrpStackLocation(irp) };
+    // SAFETY: see above.
     unsafe {
-        let irp = IoAllocateIrp(2, FALSE);
-        IoSetCompletionRoutine(irp, Some(completion), ctx(top), true, true, true);
-        IoSetNextIrpStackLocation(irp); // the middle driver's dispatch runs
         IoSetCompletionRoutine(
             irp,
             Some(completion),
@@ -116,9 +164,10 @@ unsafe fn two_levels(top: &Routine, middle: &Routine, flags: (bool, bool, bool))
             flags.1,
             flags.2,
         );
-        call_driver_enter(irp); // the provider takes it
-        irp
-    }
+    };
+    // SAFETY: see above; the provider takes it.
+    unsafe { call_driver_enter(irp) };
+    irp
 }
 
 #[test]
@@ -136,14 +185,17 @@ fn completion_walks_up_the_stack_calling_each_routine() {
         log,
     };
     kernel.on_kernel_thread(|| {
-        // SAFETY: the routines outlive the IRP; PASSIVE_LEVEL.
-        unsafe {
-            let irp = two_levels(&top, &middle, (true, true, true));
-            assert_eq!((*irp).CurrentLocation, 1);
-            (*irp).IoStatus.Status = STATUS_SUCCESS;
-            IofCompleteRequest(irp, IO_NO_INCREMENT);
-            IoFreeIrp(irp);
-        }
+        // The routines outlive the IRP; PASSIVE_LEVEL; the IRP is live until freed.
+        // SAFETY: see above.
+        let irp = unsafe { two_levels(&top, &middle, (true, true, true)) };
+        // SAFETY: see above.
+        assert_eq!(unsafe { (*irp).CurrentLocation }, 1);
+        // SAFETY: see above.
+        unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
+        // SAFETY: see above.
+        unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+        // SAFETY: see above; completed, freed once.
+        unsafe { IoFreeIrp(irp) };
     });
     let seen = log.lock().unwrap().clone();
     assert_eq!(
@@ -189,14 +241,17 @@ fn completion_routines_honour_the_invoke_flags() {
             log,
         };
         kernel.on_kernel_thread(|| {
-            // SAFETY: the routines outlive the IRP.
-            unsafe {
-                let irp = two_levels(&top, &middle, flags);
-                (*irp).IoStatus.Status = status;
-                (*irp).Cancel = u8::from(cancel);
-                IofCompleteRequest(irp, IO_NO_INCREMENT);
-                IoFreeIrp(irp);
-            }
+            // The routines outlive the IRP; the IRP is live until freed.
+            // SAFETY: see above.
+            let irp = unsafe { two_levels(&top, &middle, flags) };
+            // SAFETY: see above.
+            unsafe { (*irp).IoStatus.Status = status };
+            // SAFETY: see above.
+            unsafe { (*irp).Cancel = u8::from(cancel) };
+            // SAFETY: see above.
+            unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+            // SAFETY: see above; completed, freed once.
+            unsafe { IoFreeIrp(irp) };
         });
         let who: Vec<_> = log.lock().unwrap().iter().map(|s| s.who).collect();
         let expected: &[&str] = if called { &["middle", "top"] } else { &["top"] };
@@ -222,39 +277,47 @@ fn more_processing_required_stops_completion_until_completed_again() {
         log,
     };
     kernel.on_kernel_thread(|| {
-        // SAFETY: the routines outlive the IRP.
-        unsafe {
-            let irp = two_levels(&top, &middle, (true, true, true));
-            (*irp).IoStatus.Status = STATUS_SUCCESS;
-            IofCompleteRequest(irp, IO_NO_INCREMENT);
-            assert_eq!(
-                log.lock().unwrap().len(),
-                1,
-                "the middle routine stopped the walk"
-            );
-            assert_eq!(
-                (*irp).CurrentLocation,
-                2,
-                "the middle driver owns the IRP again"
-            );
-            // The middle driver finishes its work and completes the IRP again.
-            IofCompleteRequest(irp, IO_NO_INCREMENT);
-            IoFreeIrp(irp);
-        }
+        // The routines outlive the IRP; the IRP is live until freed.
+        // SAFETY: see above.
+        let irp = unsafe { two_levels(&top, &middle, (true, true, true)) };
+        // SAFETY: see above.
+        unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
+        // SAFETY: see above.
+        unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+        assert_eq!(
+            log.lock().unwrap().len(),
+            1,
+            "the middle routine stopped the walk"
+        );
+        assert_eq!(
+            // SAFETY: see above.
+            unsafe { (*irp).CurrentLocation },
+            2,
+            "the middle driver owns the IRP again"
+        );
+        // The middle driver finishes its work and completes the IRP again.
+        // SAFETY: see above.
+        unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+        // SAFETY: see above; completed, freed once.
+        unsafe { IoFreeIrp(irp) };
     });
     let who: Vec<_> = log.lock().unwrap().iter().map(|s| s.who).collect();
     assert_eq!(who, ["middle", "top"]);
 }
 
 unsafe extern "system" fn cancel_pending_receive(_: *mut DEVICE_OBJECT, irp: *mut IRP) {
-    // SAFETY: called by IoCancelIrp with the cancel lock held; the IRP is pending with us.
-    unsafe {
-        assert_eq!(KeGetCurrentIrql(), DISPATCH_LEVEL);
-        IoReleaseCancelSpinLock((*irp).CancelIrql);
-        (*irp).IoStatus.Status = STATUS_CANCELLED;
-        (*irp).IoStatus.Information = 0;
-        IofCompleteRequest(irp, IO_NO_INCREMENT);
-    }
+    // Called by IoCancelIrp with the cancel lock held; the IRP is pending with us.
+    assert_eq!(KeGetCurrentIrql(), DISPATCH_LEVEL);
+    // SAFETY: see above.
+    let irql = unsafe { (*irp).CancelIrql };
+    // SAFETY: see above: the lock is held, acquired at `irql`.
+    unsafe { IoReleaseCancelSpinLock(irql) };
+    // SAFETY: see above.
+    unsafe { (*irp).IoStatus.Status = STATUS_CANCELLED };
+    // SAFETY: see above.
+    unsafe { (*irp).IoStatus.Information = 0 };
+    // SAFETY: see above: ours to complete, cancel routine already taken.
+    unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
 }
 
 #[test]
@@ -267,25 +330,36 @@ fn cancel_calls_the_cancel_routine_which_completes_the_irp_cancelled() {
         log,
     };
     kernel.on_kernel_thread(|| {
-        // SAFETY: the routine outlives the IRP; we play the provider holding a receive.
-        unsafe {
-            let irp = IoAllocateIrp(1, FALSE);
-            IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true);
-            call_driver_enter(irp);
-            assert!(IoSetCancelRoutine(irp, Some(cancel_pending_receive)).is_none());
-            assert_eq!(IoCancelIrp(irp), TRUE);
-            assert_eq!(KeGetCurrentIrql(), crate::PASSIVE_LEVEL);
-            // A second cancel finds no routine.
-            IoReuseIrp(irp, STATUS_UNSUCCESSFUL);
-            assert_eq!((*irp).Cancel, 0, "IoReuseIrp clears Cancel");
-            IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true);
-            call_driver_enter(irp);
-            assert_eq!(IoCancelIrp(irp), FALSE, "no cancel routine set");
-            assert_eq!((*irp).Cancel, TRUE);
-            (*irp).IoStatus.Status = STATUS_SUCCESS;
-            IofCompleteRequest(irp, IO_NO_INCREMENT);
-            IoFreeIrp(irp);
-        }
+        // The routine outlives the IRP; we play the provider holding a receive. The IRP is
+        // live until freed.
+        // SAFETY: see above.
+        let irp = unsafe { issued(1, Some(&ours)) };
+        // SAFETY: see above.
+        let previous = unsafe { IoSetCancelRoutine(irp, Some(cancel_pending_receive)) };
+        assert!(previous.is_none());
+        // SAFETY: see above.
+        assert_eq!(unsafe { IoCancelIrp(irp) }, TRUE);
+        assert_eq!(KeGetCurrentIrql(), crate::PASSIVE_LEVEL);
+        // A second cancel finds no routine.
+        // SAFETY: see above; completed, so not pending.
+        unsafe { IoReuseIrp(irp, STATUS_UNSUCCESSFUL) };
+        // SAFETY: see above.
+        assert_eq!(unsafe { (*irp).Cancel }, 0, "IoReuseIrp clears Cancel");
+        // SAFETY: see above.
+        unsafe { IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true) };
+        // SAFETY: see above.
+        unsafe { call_driver_enter(irp) };
+        // SAFETY: see above.
+        let cancelled = unsafe { IoCancelIrp(irp) };
+        assert_eq!(cancelled, FALSE, "no cancel routine set");
+        // SAFETY: see above.
+        assert_eq!(unsafe { (*irp).Cancel }, TRUE);
+        // SAFETY: see above.
+        unsafe { set_status(irp, STATUS_SUCCESS) };
+        // SAFETY: see above.
+        unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+        // SAFETY: see above; completed, freed once.
+        unsafe { IoFreeIrp(irp) };
     });
     let seen = log.lock().unwrap().clone();
     assert_eq!(seen.len(), 2);
@@ -313,14 +387,11 @@ fn completing_an_irp_twice_bugchecks() {
         log,
     };
     // SAFETY: the routine outlives the IRP.
-    let irp = unsafe {
-        let irp = IoAllocateIrp(1, FALSE);
-        IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true);
-        call_driver_enter(irp);
-        (*irp).IoStatus.Status = STATUS_SUCCESS;
-        IofCompleteRequest(irp, IO_NO_INCREMENT);
-        irp
-    };
+    let irp = unsafe { issued(1, Some(&ours)) };
+    // SAFETY: a live IRP.
+    unsafe { set_status(irp, STATUS_SUCCESS) };
+    // SAFETY: a live IRP, pending with us.
+    unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
     expect_bugcheck("MULTIPLE_IRP_COMPLETE_REQUESTS", || {
         // SAFETY: the violation under test; the IRP is live.
         unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) }
@@ -333,12 +404,8 @@ fn completing_an_irp_twice_bugchecks() {
 #[test]
 fn freeing_a_pending_irp_bugchecks() {
     let kernel = boot();
-    // SAFETY: the IRP is leaked on purpose once the check fired.
-    let irp = unsafe {
-        let irp = IoAllocateIrp(1, FALSE);
-        call_driver_enter(irp);
-        irp
-    };
+    // SAFETY: no routine; the IRP is leaked on purpose once the check fired.
+    let irp = unsafe { issued(1, None) };
     let message = expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
         // SAFETY: the violation under test.
         unsafe { IoFreeIrp(irp) }
@@ -359,13 +426,9 @@ fn our_completion_routine_must_stop_completion() {
         log,
     };
     // SAFETY: the routine outlives the IRP.
-    let irp = unsafe {
-        let irp = IoAllocateIrp(1, FALSE);
-        IoSetCompletionRoutine(irp, Some(completion), ctx(&wrong), true, true, true);
-        call_driver_enter(irp);
-        (*irp).IoStatus.Status = STATUS_SUCCESS;
-        irp
-    };
+    let irp = unsafe { issued(1, Some(&wrong)) };
+    // SAFETY: a live IRP.
+    unsafe { set_status(irp, STATUS_SUCCESS) };
     let message = expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
         // SAFETY: the routine returning STATUS_SUCCESS is the violation under test.
         unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) }
@@ -382,14 +445,12 @@ fn our_completion_routine_must_stop_completion() {
 #[test]
 fn completing_with_a_cancel_routine_set_bugchecks() {
     let kernel = boot();
-    // SAFETY: the IRP is leaked once the check fired.
-    let irp = unsafe {
-        let irp = IoAllocateIrp(1, FALSE);
-        call_driver_enter(irp);
-        let _ = IoSetCancelRoutine(irp, Some(cancel_pending_receive));
-        (*irp).IoStatus.Status = STATUS_SUCCESS;
-        irp
-    };
+    // SAFETY: no routine; the IRP is leaked once the check fired.
+    let irp = unsafe { issued(1, None) };
+    // SAFETY: a live IRP.
+    let _ = unsafe { IoSetCancelRoutine(irp, Some(cancel_pending_receive)) };
+    // SAFETY: a live IRP.
+    unsafe { set_status(irp, STATUS_SUCCESS) };
     expect_bugcheck("CANCEL_STATE_IN_COMPLETED_IRP", || {
         // SAFETY: the violation under test.
         unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) }
@@ -401,12 +462,8 @@ fn completing_with_a_cancel_routine_set_bugchecks() {
 #[test]
 fn reusing_or_sending_a_pending_irp_bugchecks() {
     let kernel = boot();
-    // SAFETY: the IRP is leaked on purpose once the checks fired.
-    let irp = unsafe {
-        let irp = IoAllocateIrp(2, FALSE);
-        call_driver_enter(irp);
-        irp
-    };
+    // SAFETY: no routine; the IRP is leaked on purpose once the checks fired.
+    let irp = unsafe { issued(2, None) };
     expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
         // SAFETY: reusing a pending IRP is the violation under test.
         unsafe { IoReuseIrp(irp, STATUS_UNSUCCESSFUL) }
@@ -424,23 +481,21 @@ fn reusing_or_sending_a_pending_irp_bugchecks() {
     );
     // An IRP with its one location taken has none left for a further driver.
     // SAFETY: as above.
-    let full = unsafe {
-        let full = IoAllocateIrp(1, FALSE);
-        IoSetNextIrpStackLocation(full);
-        full
-    };
+    let full = unsafe { IoAllocateIrp(1, FALSE) };
+    // SAFETY: a fresh IRP with one location to take.
+    unsafe { IoSetNextIrpStackLocation(full) };
     expect_bugcheck("NO_MORE_IRP_STACK_LOCATIONS", || {
         // SAFETY: the violation under test.
         unsafe { call_driver_enter(full) }
     });
     take(&kernel, &["NO_MORE_IRP_STACK_LOCATIONS"]);
     expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
+        // SAFETY: PASSIVE_LEVEL.
+        let fresh = unsafe { IoAllocateIrp(1, FALSE) };
+        // SAFETY: a live IRP.
+        unsafe { set_status(fresh, STATUS_SUCCESS) };
         // SAFETY: completing an IRP no driver holds is the violation under test.
-        unsafe {
-            let fresh = IoAllocateIrp(1, FALSE);
-            (*fresh).IoStatus.Status = STATUS_SUCCESS;
-            IofCompleteRequest(fresh, IO_NO_INCREMENT);
-        }
+        unsafe { IofCompleteRequest(fresh, IO_NO_INCREMENT) };
     });
     take(&kernel, &["DRIVER_VERIFIER_IOMANAGER_VIOLATION"]);
     assert_eq!(kernel.check_leaks().leaks().len(), 3, "the three IRPs");
@@ -456,41 +511,45 @@ fn completion_at_raised_irql_runs_routines_at_that_irql_and_above_dispatch_bugch
         log,
     };
     kernel.on_kernel_thread(|| {
-        // SAFETY: the routine outlives the IRP.
-        unsafe {
-            let irp = IoAllocateIrp(1, FALSE);
-            IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true);
-            call_driver_enter(irp);
-            (*irp).IoStatus.Status = STATUS_SUCCESS;
-            let old = crate::KeRaiseIrql(DISPATCH_LEVEL);
-            IofCompleteRequest(irp, IO_NO_INCREMENT);
-            crate::KeLowerIrql(old);
-            IoFreeIrp(irp);
-        }
+        // The routine outlives the IRP; the IRP is live until freed.
+        // SAFETY: see above.
+        let irp = unsafe { issued(1, Some(&ours)) };
+        // SAFETY: see above.
+        unsafe { set_status(irp, STATUS_SUCCESS) };
+        // SAFETY: raising from PASSIVE_LEVEL; lowered again below.
+        let old = unsafe { crate::KeRaiseIrql(DISPATCH_LEVEL) };
+        // SAFETY: see above; DISPATCH_LEVEL is allowed.
+        unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+        // SAFETY: the level the raise saved.
+        unsafe { crate::KeLowerIrql(old) };
+        // SAFETY: see above; completed, freed once.
+        unsafe { IoFreeIrp(irp) };
     });
     assert_eq!(log.lock().unwrap()[0].irql, DISPATCH_LEVEL);
     expect_bugcheck("IRQL_NOT_LESS_OR_EQUAL", || {
         kernel.on_kernel_thread(|| {
+            // SAFETY: PASSIVE_LEVEL, no routine.
+            let irp = unsafe { issued(1, None) };
+            // SAFETY: raising from PASSIVE_LEVEL; the kernel thread's recovery resets it.
+            let _ = unsafe { crate::KeRaiseIrql(crate::HIGH_LEVEL) };
             // SAFETY: completing above DISPATCH_LEVEL is the violation under test.
-            unsafe {
-                let irp = IoAllocateIrp(1, FALSE);
-                call_driver_enter(irp);
-                let _ = crate::KeRaiseIrql(crate::HIGH_LEVEL);
-                IofCompleteRequest(irp, IO_NO_INCREMENT);
-            }
+            unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
         });
     });
     take(&kernel, &["IRQL_NOT_LESS_OR_EQUAL"]);
 }
 
 unsafe extern "system" fn cancel_and_complete(_: *mut DEVICE_OBJECT, irp: *mut IRP) {
-    // SAFETY: called by IoCancelIrp with the cancel lock held; the routine was still set, so
-    // the "provider" gave completion up to us.
-    unsafe {
-        IoReleaseCancelSpinLock((*irp).CancelIrql);
-        (*irp).IoStatus.Status = STATUS_CANCELLED;
-        IofCompleteRequest(irp, IO_NO_INCREMENT);
-    }
+    // Called by IoCancelIrp with the cancel lock held; the routine was still set, so the
+    // "provider" gave completion up to us.
+    // SAFETY: see above.
+    let irql = unsafe { (*irp).CancelIrql };
+    // SAFETY: see above: the lock is held, acquired at `irql`.
+    unsafe { IoReleaseCancelSpinLock(irql) };
+    // SAFETY: see above.
+    unsafe { set_status(irp, STATUS_CANCELLED) };
+    // SAFETY: see above: completion is ours.
+    unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
 }
 
 #[test]
@@ -508,26 +567,32 @@ fn cancel_racing_completion_completes_exactly_once() {
         // SAFETY: one IRP reused each round; the routine outlives it.
         let irp = unsafe { IoAllocateIrp(1, FALSE) } as usize;
         for _ in 0..rounds {
-            // SAFETY: the IRP is ours between rounds.
+            // The IRP is ours between rounds; the routine outlives it.
+            let irp = irp as *mut IRP;
+            // SAFETY: see above.
+            unsafe { IoReuseIrp(irp, STATUS_UNSUCCESSFUL) };
+            // SAFETY: see above.
             unsafe {
-                let irp = irp as *mut IRP;
-                IoReuseIrp(irp, STATUS_UNSUCCESSFUL);
                 IoSetCompletionRoutine(irp, Some(completion), ours_ctx as PVOID, true, true, true);
-                call_driver_enter(irp);
-                let _ = IoSetCancelRoutine(irp, Some(cancel_and_complete));
-            }
+            };
+            // SAFETY: see above.
+            unsafe { call_driver_enter(irp) };
+            // SAFETY: see above.
+            let _ = unsafe { IoSetCancelRoutine(irp, Some(cancel_and_complete)) };
+            let irp = irp as usize;
             std::thread::scope(|s| {
                 // The provider finishing the operation on another thread, at DISPATCH_LEVEL.
                 s.spawn(|| {
                     crate::on_kernel_thread(|| {
                         let old = crate::irql::raise(DISPATCH_LEVEL);
-                        // SAFETY: completion is ours only if we took the cancel routine back.
-                        unsafe {
-                            let irp = irp as *mut IRP;
-                            if IoSetCancelRoutine(irp, None).is_some() {
-                                (*irp).IoStatus.Status = STATUS_SUCCESS;
-                                IofCompleteRequest(irp, IO_NO_INCREMENT);
-                            }
+                        let irp = irp as *mut IRP;
+                        // SAFETY: the IRP is live for the round.
+                        if unsafe { IoSetCancelRoutine(irp, None) }.is_some() {
+                            // Completion is ours: we took the cancel routine back.
+                            // SAFETY: see above.
+                            unsafe { set_status(irp, STATUS_SUCCESS) };
+                            // SAFETY: see above.
+                            unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
                         }
                         crate::irql::lower(old);
                     });
