@@ -27,9 +27,9 @@ use std::pin::pin;
 use std::process::ExitCode;
 
 use wsk_executor::block_on;
+use wsk_host::faults::{Completion, Faults};
+use wsk_host::{AllocationCounts, Config, Kernel};
 use wsk_net::{Disconnect, IoBuf, TcpListener, TcpStream, WskClient};
-use wsk_sys::host::faults::{Completion, Faults};
-use wsk_sys::host::{AllocationCounts, Config, Kernel};
 
 /// Bytes per message.
 const MESSAGE: usize = 64;

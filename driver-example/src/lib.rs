@@ -8,6 +8,12 @@
 //! How the crates fit together: `docs/ARCHITECTURE.md` in the repository.
 #![no_std]
 
+// Off Windows the driver is user-mode code in a host-kernel process: std provides the panic
+// runtime there (a panic unwinds into the host kernel's verifier), where the Windows build has
+// the `#[panic_handler]` below. wsk-sys itself no longer brings std in.
+#[cfg(not(target_os = "windows"))]
+extern crate std;
+
 pub mod config;
 pub mod echo;
 

@@ -11,7 +11,7 @@ mod host {
     use std::net::IpAddr;
     use std::process::ExitCode;
 
-    use wsk_sys::host::{Config, Kernel, RegValue, Registry};
+    use wsk_host::{Config, Kernel, RegValue, Registry};
     use wskecho::config::{DEFAULT_PORT, parse_runner};
 
     const USAGE: &str = "usage: wskecho [--port N] [--bind ADDR] [--runner dpc|passive] \

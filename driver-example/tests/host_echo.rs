@@ -9,7 +9,7 @@
 mod common;
 
 use wsk_benches::load;
-use wsk_sys::host::{Config, Kernel, RegValue};
+use wsk_host::{Config, Kernel, RegValue};
 
 use common::{BOUND, load_echo};
 

@@ -9,8 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use wsk_sys::host::faults::Faults;
-use wsk_sys::host::{Config, Kernel};
+use wsk_host::faults::Faults;
+use wsk_host::{Config, Kernel};
 
 use common::{BOUND, load_echo, unload_with_idle_clients};
 

@@ -14,7 +14,7 @@ mod common;
 use std::time::Duration;
 
 use wsk_benches::load;
-use wsk_sys::host::{Config, Kernel};
+use wsk_host::{Config, Kernel};
 
 use common::{load_echo, unload_with_idle_clients};
 

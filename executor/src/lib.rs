@@ -29,6 +29,10 @@
 #[cfg(any(test, loom))]
 extern crate std;
 
+// Unit tests run on the host kernel, which exports the kernel functions wsk-sys declares.
+#[cfg(test)]
+use wsk_host as _;
+
 pub mod raw;
 
 #[cfg(not(loom))]

@@ -11,13 +11,13 @@ use std::task::Poll;
 use std::time::Duration;
 
 use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on, timeout};
-use wsk_sys::host::{Config, Kernel};
+use wsk_host::testing::BOUND;
+use wsk_host::{Config, Kernel};
 use wsk_sys::{
     KDPC, KeGetCurrentProcessorNumberEx, KeInitializeDpc, KeInsertQueueDpc,
     KeSetTargetProcessorDpcEx, PROCESSOR_NUMBER, PVOID,
 };
 
-const BOUND: Duration = Duration::from_secs(30);
 const TASKS: usize = 24;
 /// Each poll busy-waits this long: two or three polls fill the 100 µs budget.
 const POLL_COST: Duration = Duration::from_micros(40);

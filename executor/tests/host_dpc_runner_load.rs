@@ -9,14 +9,12 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on, timeout, yield_now};
-use wsk_sys::host::{Config, Kernel};
+use wsk_host::testing::BOUND;
+use wsk_host::{Config, Kernel};
 use wsk_sys::{
     KDPC, KeGetCurrentProcessorNumberEx, KeInitializeDpc, KeInsertQueueDpc,
     KeSetTargetProcessorDpcEx, PROCESSOR_NUMBER, PVOID,
 };
-
-/// Generous bound for anything that should take milliseconds.
-const BOUND: Duration = Duration::from_secs(30);
 
 /// The cumulative DPC watchdog's limit in these tests.
 const LIMIT: Duration = Duration::from_millis(300);

@@ -15,6 +15,7 @@ use wsk_executor::{
     Budget, Elapsed, Instant, JoinError, JoinHandle, Runner, RunnerKind, SpawnError, TaskPool,
     block_on, sleep, timeout, yield_now,
 };
+use wsk_host::testing::BOUND;
 use wsk_sys::{
     DISPATCH_LEVEL, KDPC, KeGetCurrentIrql, KeGetCurrentProcessorNumberEx, KeInitializeDpc,
     KeInsertQueueDpc, KeQueryActiveProcessorCountEx, KeSetTargetProcessorDpcEx, PASSIVE_LEVEL,
@@ -22,9 +23,6 @@ use wsk_sys::{
 };
 
 mod host;
-
-/// Generous bound for anything that should take milliseconds.
-const BOUND: Duration = Duration::from_secs(30);
 
 /// Longer than any test: a sleep or timeout that must never fire.
 #[allow(

@@ -16,17 +16,16 @@ use std::pin::pin;
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
+use wsk_host::faults::{Completion, Faults};
+use wsk_host::{Config, Kernel};
 use wsk_net::{WskClient, resolve};
-use wsk_sys::host::faults::{Completion, Faults};
-use wsk_sys::host::{Config, Kernel};
 
-const BOUND: Duration = Duration::from_secs(30);
+mod common;
+use common::{BOUND, test_driver_named};
 
-/// A driver object for `WskClient::register`, alive for the rest of the process.
+/// The driver object these tests register with.
 fn test_driver(kernel: &Kernel) -> wsk_net::Driver {
-    let object = Box::leak(Box::new(kernel.create_driver_object("wskresolvetest"))).object();
-    // SAFETY: leaked above, so valid for every client registered with it.
-    unsafe { wsk_net::Driver::from_raw(object) }.expect("a driver object")
+    test_driver_named(kernel, "wskresolvetest")
 }
 
 /// Deferred completion with seed 4 and a 400 ms bound: the first deferred completion (the

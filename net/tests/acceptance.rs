@@ -19,51 +19,12 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on};
+use wsk_host::faults::{Completion, Faults};
+use wsk_host::{Config, Kernel};
 use wsk_net::{Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream, UdpSocket, WskClient};
-use wsk_sys::host::faults::{Completion, Faults};
-use wsk_sys::host::{Config, Kernel};
 
-/// Bound on anything a peer waits for.
-const BOUND: Duration = Duration::from_secs(30);
-
-/// Inline, deferred and mixed completion under three seeds, one with reordering and delays.
-fn plans() -> Vec<Faults> {
-    vec![
-        Faults::with(Completion::Inline, 1),
-        Faults::with(Completion::Deferred, 2),
-        Faults::with(Completion::Mixed, 3),
-        Faults {
-            reorder: true,
-            max_delay: Duration::from_micros(500),
-            ..Faults::with(Completion::Mixed, 4)
-        },
-    ]
-}
-
-/// A driver object for `WskClient::register`, alive for the rest of the process.
-fn test_driver(kernel: &Kernel) -> wsk_net::Driver {
-    let object = Box::leak(Box::new(kernel.create_driver_object("wsknettest"))).object();
-    // SAFETY: leaked above, so valid for every client registered with it.
-    unsafe { wsk_net::Driver::from_raw(object) }.expect("a driver object")
-}
-
-/// Boots a kernel per plan, registers a client on a PASSIVE system thread, runs `scenario`,
-/// deregisters, and checks the verifier found nothing.
-fn each_plan(scenario: impl Fn(&WskClient, &Kernel) + Sync) {
-    for plan in plans() {
-        let label = format!("{:?} seed {}", plan.completion, plan.seed);
-        let kernel = Kernel::boot(Config::default().with_faults(plan));
-        kernel.on_kernel_thread(|| {
-            let client = WskClient::register(test_driver(&kernel)).expect("WskClient::register");
-            scenario(&client, &kernel);
-            client.deregister().expect("deregister");
-        });
-        let report = kernel.check_leaks();
-        assert!(report.is_clean(), "plan {label}: {report}");
-        let bugchecks = kernel.take_bugchecks();
-        assert!(bugchecks.is_empty(), "plan {label}: {bugchecks:?}");
-    }
-}
+mod common;
+use common::{BOUND, each_plan, plans, test_driver};
 
 fn bounded(stream: &std::net::TcpStream) {
     stream.set_read_timeout(Some(BOUND)).unwrap();
@@ -551,7 +512,7 @@ fn a_steady_echo_loop_allocates_only_the_unload_safe_completion_context() {
                 buf = round_trip(buf, i).await;
             }
             let after = kernel.allocation_counts();
-            let expected = wsk_sys::host::AllocationCounts {
+            let expected = wsk_host::AllocationCounts {
                 pool: before.pool + 2 * ROUND_TRIPS as u64,
                 ..before
             };

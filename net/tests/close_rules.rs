@@ -5,15 +5,16 @@
 use std::time::Duration;
 
 use wsk_executor::block_on;
+use wsk_host::faults::{Completion, Faults, SlowCall, WskOp};
+use wsk_host::{Config, Kernel};
 use wsk_net::{IoBuf, TcpListener, TcpStream, WskClient};
-use wsk_sys::host::faults::{Completion, Faults, SlowCall, WskOp};
-use wsk_sys::host::{Config, Kernel};
 
-/// A driver object for `WskClient::register`, alive for the rest of the process.
+mod common;
+use common::test_driver_named;
+
+/// The driver object these tests register with.
 fn test_driver(kernel: &Kernel) -> wsk_net::Driver {
-    let object = Box::leak(Box::new(kernel.create_driver_object("wskclosetest"))).object();
-    // SAFETY: leaked above, so valid for every client registered with it.
-    unsafe { wsk_net::Driver::from_raw(object) }.expect("a driver object")
+    test_driver_named(kernel, "wskclosetest")
 }
 
 async fn connected(client: &WskClient) -> (TcpListener, std::net::TcpStream, TcpStream) {

@@ -2,7 +2,7 @@
 //! listen, accept, connect, send, receive, disconnect, close, datagrams, resolve) over real
 //! loopback sockets.
 //!
-//! They run under inline, deferred (with delays and reordering) and mixed completion;
+//! They run under inline, deferred and mixed completion (and mixed with delays and reordering);
 //! `inline_completion_of_close` covers a close that WSK completes before `WskCloseSocket`
 //! returns, which `wsk-net` once finished twice.
 #![allow(
@@ -12,58 +12,18 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::time::Duration;
 
 use std::sync::Arc;
 
 use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on, timeout};
+use wsk_host::faults::{Completion, Faults};
+use wsk_host::{Config, Kernel};
 use wsk_net::{
     Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream, UdpSocket, WskClient, resolve,
 };
-use wsk_sys::host::faults::{Completion, Faults};
-use wsk_sys::host::{Config, Kernel};
 
-const BOUND: Duration = Duration::from_secs(30);
-
-fn plans() -> Vec<Faults> {
-    vec![
-        Faults::with(Completion::Inline, 11),
-        Faults::with(Completion::Mixed, 14),
-        Faults::with(Completion::Deferred, 12),
-        Faults {
-            reorder: true,
-            max_delay: Duration::from_millis(1),
-            ..Faults::with(Completion::Deferred, 13)
-        },
-    ]
-}
-
-/// A driver object for `WskClient::register`, alive for the rest of the process.
-fn test_driver(kernel: &Kernel) -> wsk_net::Driver {
-    let object = Box::leak(Box::new(kernel.create_driver_object("wsknettest"))).object();
-    // SAFETY: leaked above, so valid for every client registered with it.
-    unsafe { wsk_net::Driver::from_raw(object) }.expect("a driver object")
-}
-
-fn each_plan(scenario: fn(&WskClient)) {
-    run_plans(plans(), scenario);
-}
-
-fn run_plans(plans: Vec<Faults>, scenario: fn(&WskClient)) {
-    for plan in plans {
-        let label = format!("{plan:?}");
-        let kernel = Kernel::boot(Config::default().with_faults(plan));
-        kernel.on_kernel_thread(|| {
-            let client = WskClient::register(test_driver(&kernel)).expect("WskClient::register");
-            scenario(&client);
-            client.deregister().expect("deregister");
-        });
-        let report = kernel.check_leaks();
-        assert!(report.is_clean(), "plan {label}: {report}");
-        let bugchecks = kernel.take_bugchecks();
-        assert!(bugchecks.is_empty(), "plan {label}: {bugchecks:?}");
-    }
-}
+mod common;
+use common::{BOUND, each_plan, plans, run_plans, test_driver};
 
 fn std_peer(s: &std::net::TcpStream) {
     s.set_read_timeout(Some(BOUND)).unwrap();
@@ -72,7 +32,7 @@ fn std_peer(s: &std::net::TcpStream) {
 
 #[test]
 fn echo_server_over_net() {
-    each_plan(|client| {
+    each_plan(|client, _| {
         block_on(async {
             let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
                 .await
@@ -114,7 +74,7 @@ fn echo_server_over_net() {
 
 #[test]
 fn connect_exact_receive_and_abortive_disconnect() {
-    each_plan(|client| {
+    each_plan(|client, _| {
         block_on(async {
             let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = std_listener.local_addr().unwrap();
@@ -152,7 +112,7 @@ fn connect_exact_receive_and_abortive_disconnect() {
 
 #[test]
 fn datagrams_and_resolve_over_net() {
-    each_plan(|client| {
+    each_plan(|client, _| {
         block_on(async {
             let u = UdpSocket::bind(client, "127.0.0.1:0".parse().unwrap())
                 .await
@@ -189,7 +149,7 @@ fn datagrams_and_resolve_over_net() {
 
 #[test]
 fn inline_completion_of_close() {
-    run_plans(vec![Faults::with(Completion::Inline, 11)], |client| {
+    run_plans(vec![Faults::with(Completion::Inline, 11)], |client, _| {
         block_on(async {
             let u = UdpSocket::bind(client, "127.0.0.1:0".parse().unwrap())
                 .await

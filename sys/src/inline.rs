@@ -20,8 +20,18 @@ use crate::ntdef::{
 /// `irp` must point to a live IRP.
 #[must_use]
 pub unsafe fn IoGetCurrentIrpStackLocation(irp: *mut IRP) -> *mut IO_STACK_LOCATION {
-    // SAFETY: the caller guarantees `irp` is live; Overlay is the Tail member in use in flight.
-    unsafe { (*irp).Tail.Overlay.CurrentStackLocation }
+    let overlay = irp_tail_overlay(irp);
+    // SAFETY: `overlay` is inside the live IRP (the caller's guarantee), and Overlay is the
+    // Tail member in use while an IRP is in flight.
+    unsafe { (*overlay).CurrentStackLocation }
+}
+
+/// The address of `irp.Tail.Overlay`, where the I/O manager keeps the current stack location.
+/// Computing it reads nothing (`wrapping` place arithmetic only); reading through it needs a
+/// live IRP.
+fn irp_tail_overlay(irp: *mut IRP) -> *mut crate::nt::IRP_TAIL_OVERLAY {
+    irp.wrapping_byte_add(core::mem::offset_of!(IRP, Tail))
+        .cast::<crate::nt::IRP_TAIL_OVERLAY>()
 }
 
 /// `IoGetNextIrpStackLocation`: the location the next-lower driver (or, for an IRP we
@@ -31,9 +41,11 @@ pub unsafe fn IoGetCurrentIrpStackLocation(irp: *mut IRP) -> *mut IO_STACK_LOCAT
 /// `irp` must point to a live IRP whose current location is not its first.
 #[must_use]
 pub unsafe fn IoGetNextIrpStackLocation(irp: *mut IRP) -> *mut IO_STACK_LOCATION {
+    // SAFETY: the caller guarantees `irp` points to a live IRP.
+    let current = unsafe { IoGetCurrentIrpStackLocation(irp) };
     // SAFETY: stack locations are contiguous below the current one (wdm.h does the same
     // pointer arithmetic); the caller guarantees there is one below.
-    unsafe { IoGetCurrentIrpStackLocation(irp).sub(1) }
+    unsafe { current.sub(1) }
 }
 
 /// `IoSetNextIrpStackLocation`: makes the next location current. Any IRQL.
@@ -42,10 +54,12 @@ pub unsafe fn IoGetNextIrpStackLocation(irp: *mut IRP) -> *mut IO_STACK_LOCATION
 /// `irp` must point to a live IRP with a location left below the current one.
 pub unsafe fn IoSetNextIrpStackLocation(irp: *mut IRP) {
     // SAFETY: the caller guarantees the IRP is live and has a next location.
-    unsafe {
-        (*irp).CurrentLocation -= 1;
-        (*irp).Tail.Overlay.CurrentStackLocation = (*irp).Tail.Overlay.CurrentStackLocation.sub(1);
-    }
+    unsafe { (*irp).CurrentLocation -= 1 };
+    // SAFETY: as above; the next location is the one just below the current (contiguous).
+    let next = unsafe { IoGetNextIrpStackLocation(irp) };
+    let overlay = irp_tail_overlay(irp);
+    // SAFETY: `overlay` is inside the live IRP, Overlay being the Tail member in use.
+    unsafe { (*overlay).CurrentStackLocation = next };
 }
 
 /// `IoSkipCurrentIrpStackLocation`. Any IRQL.
@@ -54,10 +68,15 @@ pub unsafe fn IoSetNextIrpStackLocation(irp: *mut IRP) {
 /// `irp` must point to a live IRP whose current location is not past its last.
 pub unsafe fn IoSkipCurrentIrpStackLocation(irp: *mut IRP) {
     // SAFETY: the caller guarantees the IRP is live and the location above exists.
-    unsafe {
-        (*irp).CurrentLocation += 1;
-        (*irp).Tail.Overlay.CurrentStackLocation = (*irp).Tail.Overlay.CurrentStackLocation.add(1);
-    }
+    unsafe { (*irp).CurrentLocation += 1 };
+    // SAFETY: as above.
+    let current = unsafe { IoGetCurrentIrpStackLocation(irp) };
+    // SAFETY: the location above the current one exists (the caller's guarantee), and stack
+    // locations are contiguous.
+    let above = unsafe { current.add(1) };
+    let overlay = irp_tail_overlay(irp);
+    // SAFETY: `overlay` is inside the live IRP, Overlay being the Tail member in use.
+    unsafe { (*overlay).CurrentStackLocation = above };
 }
 
 /// `IoMarkIrpPending`. Any IRQL.
@@ -65,8 +84,10 @@ pub unsafe fn IoSkipCurrentIrpStackLocation(irp: *mut IRP) {
 /// # Safety
 /// `irp` must point to a live IRP with a current location.
 pub unsafe fn IoMarkIrpPending(irp: *mut IRP) {
-    // SAFETY: the caller guarantees a live IRP with a current stack location.
-    unsafe { (*IoGetCurrentIrpStackLocation(irp)).Control |= SL_PENDING_RETURNED };
+    // SAFETY: the caller guarantees a live IRP.
+    let current = unsafe { IoGetCurrentIrpStackLocation(irp) };
+    // SAFETY: the caller guarantees the IRP has a current stack location, live with it.
+    unsafe { (*current).Control |= SL_PENDING_RETURNED };
 }
 
 /// `IoSetCompletionRoutine`: stores `routine` and `context` in the *next* stack location with
@@ -93,12 +114,13 @@ pub unsafe fn IoSetCompletionRoutine(
         control |= SL_INVOKE_ON_CANCEL;
     }
     // SAFETY: the caller guarantees a live, owned IRP with a next location.
-    unsafe {
-        let next = IoGetNextIrpStackLocation(irp);
-        (*next).CompletionRoutine = routine;
-        (*next).Context = context;
-        (*next).Control = control;
-    }
+    let next = unsafe { IoGetNextIrpStackLocation(irp) };
+    // SAFETY: `next` is a stack location of the live IRP we own: no driver reads it yet.
+    unsafe { (*next).CompletionRoutine = routine };
+    // SAFETY: as above.
+    unsafe { (*next).Context = context };
+    // SAFETY: as above.
+    unsafe { (*next).Control = control };
 }
 
 /// `IoSetCancelRoutine`: atomically swaps the IRP's cancel routine, returning the old one.
@@ -110,16 +132,17 @@ pub unsafe fn IoSetCancelRoutine(
     irp: *mut IRP,
     routine: Option<crate::nt::DRIVER_CANCEL>,
 ) -> Option<crate::nt::DRIVER_CANCEL> {
+    // SAFETY: the caller guarantees the IRP is live (taking the field's address reads nothing).
+    let field = unsafe { &raw mut (*irp).CancelRoutine };
     // SAFETY: `Option<fn>` is pointer-sized with null as None, so the field can be viewed as
-    // an AtomicPtr; the caller guarantees the IRP is live. Every writer of the field goes
-    // through this swap, as wdm.h's InterlockedExchangePointer does.
-    unsafe {
-        let slot =
-            AtomicPtr::<c_void>::from_ptr(core::ptr::addr_of_mut!((*irp).CancelRoutine).cast());
-        let new = routine.map_or(core::ptr::null_mut(), |f| f as *mut c_void);
-        let old = slot.swap(new, Ordering::AcqRel);
-        core::mem::transmute::<*mut c_void, Option<crate::nt::DRIVER_CANCEL>>(old)
-    }
+    // an AtomicPtr for as long as the IRP lives. Every writer of the field goes through this
+    // swap, as wdm.h's InterlockedExchangePointer does.
+    let slot = unsafe { AtomicPtr::<c_void>::from_ptr(field.cast()) };
+    let new = routine.map_or(core::ptr::null_mut(), |f| f as *mut c_void);
+    let old = slot.swap(new, Ordering::AcqRel);
+    // SAFETY: `old` is null or a DRIVER_CANCEL stored by this function: `Option<fn>` has the
+    // same representation.
+    unsafe { core::mem::transmute::<*mut c_void, Option<crate::nt::DRIVER_CANCEL>>(old) }
 }
 
 /// `IoSizeOfIrp`.
@@ -134,14 +157,12 @@ pub const fn IoSizeOfIrp(stack_size: u8) -> usize {
 /// `mdl` must point to a live MDL.
 #[must_use]
 pub unsafe fn MmGetMdlVirtualAddress(mdl: *const MDL) -> PVOID {
-    // SAFETY: the caller guarantees a live MDL; StartVa + ByteOffset is the buffer start.
-    unsafe {
-        (*mdl)
-            .StartVa
-            .cast::<u8>()
-            .add((*mdl).ByteOffset as usize)
-            .cast()
-    }
+    // SAFETY: the caller guarantees a live MDL.
+    let start = unsafe { (*mdl).StartVa };
+    // SAFETY: as above.
+    let offset = unsafe { (*mdl).ByteOffset };
+    // SAFETY: StartVa + ByteOffset is the buffer's start, inside the page StartVa names.
+    unsafe { start.cast::<u8>().add(offset as usize).cast() }
 }
 
 /// `MmGetMdlByteCount`. Any IRQL.
@@ -171,12 +192,15 @@ pub unsafe fn MmGetMdlByteOffset(mdl: *const MDL) -> u32 {
 /// `mdl` must point to a live MDL describing locked pages.
 #[must_use]
 pub unsafe fn MmGetSystemAddressForMdlSafe(mdl: *mut MDL, priority: u32) -> PVOID {
-    // SAFETY: the caller guarantees a live MDL of locked pages.
-    unsafe {
-        if (*mdl).MdlFlags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0 {
-            (*mdl).MappedSystemVa
-        } else {
-            // MmCached = 1, KernelMode = 0, no bugcheck on failure.
+    // SAFETY: the caller guarantees a live MDL.
+    let flags = unsafe { (*mdl).MdlFlags };
+    if flags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0 {
+        // SAFETY: as above.
+        unsafe { (*mdl).MappedSystemVa }
+    } else {
+        // MmCached = 1, KernelMode = 0, no bugcheck on failure.
+        // SAFETY: the caller guarantees a live MDL of locked pages.
+        unsafe {
             crate::MmMapLockedPagesSpecifyCache(mdl, 0, 1, core::ptr::null_mut(), 0, priority)
         }
     }
@@ -219,7 +243,7 @@ pub fn KeGetCurrentIrql() -> KIRQL {
     }
     #[cfg(not(target_os = "windows"))]
     {
-        crate::host::exports::host_current_irql()
+        crate::host_current_irql()
     }
 }
 
@@ -241,8 +265,8 @@ pub unsafe fn KeRaiseIrql(new_irql: KIRQL) -> KIRQL {
     }
     #[cfg(not(target_os = "windows"))]
     {
-        // SAFETY: forwarded contract.
-        unsafe { crate::host::exports::host_raise_irql(new_irql) }
+        // SAFETY: forwarded contract: `new_irql` is not below the current IRQL.
+        unsafe { crate::host_raise_irql(new_irql) }
     }
 }
 
@@ -260,8 +284,8 @@ pub unsafe fn KeLowerIrql(new_irql: KIRQL) {
     }
     #[cfg(not(target_os = "windows"))]
     {
-        // SAFETY: forwarded contract.
-        unsafe { crate::host::exports::host_lower_irql(new_irql) }
+        // SAFETY: forwarded contract: `new_irql` came from the matching `KeRaiseIrql`.
+        unsafe { crate::host_lower_irql(new_irql) }
     }
 }
 
@@ -296,11 +320,13 @@ pub unsafe fn KeQueryInterruptTime() -> u64 {
     }
     #[cfg(not(target_os = "windows"))]
     {
-        let page = crate::host::exports::host_shared_user_data();
+        let page = crate::host_shared_user_data();
+        // SAFETY: InterruptTime lies inside the host's page, at Windows' offset.
+        let field = unsafe { page.cast::<u8>().add(OFFSET) };
         // SAFETY: the host page is a 'static, 4096-aligned struct of atomics laid out like
         // KUSER_SHARED_DATA (checked at compile time in the host kernel), so InterruptTime is
         // an 8-byte aligned AtomicU64 that lives for the whole process.
-        let time = unsafe { AtomicU64::from_ptr(page.cast::<u8>().add(OFFSET).cast_mut().cast()) };
+        let time = unsafe { AtomicU64::from_ptr(field.cast_mut().cast()) };
         time.load(Ordering::Acquire)
     }
 }
@@ -618,7 +644,8 @@ fn emit(level: u32, bytes: &[u8]) {
     }
     #[cfg(not(target_os = "windows"))]
     {
-        crate::host::exports::host_dbg_print(DPFLTR_IHVDRIVER_ID, level, bytes);
+        // SAFETY: `bytes` is readable for its whole length during the call.
+        unsafe { crate::host_dbg_print(DPFLTR_IHVDRIVER_ID, level, bytes.as_ptr(), bytes.len()) };
     }
 }
 

@@ -24,10 +24,12 @@ const ROUND_TRIPS: [u64; 2] = [200, 1200];
 /// (after inlining: code inlined into a function counts as that function's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Part {
-    /// `wsk_net`, `wsk_executor`, the non-host `wsk_sys` helpers, and the benchmark's own
+    /// `wsk_net`, `wsk_executor`, the `wsk_sys` helpers, and the benchmark's own
     /// loop (`echo_cost`), into which the library's futures are inlined.
     Library,
-    /// `wsk_sys::host`: the emulated NT kernel, its verifier and the WSK provider.
+    /// `wsk_host`: the emulated NT kernel, its verifier and the WSK provider, with the kernel
+    /// functions it exports under their unmangled NT names (`IoAllocateIrp`, `WskRegister`,
+    /// `host_current_irql`, ...).
     Host,
     /// Everything else: std, core, alloc and hashbrown code shared by name (the `SipHash` of
     /// the host kernel's `HashMap`s, thread starts with the reactor loop inlined), libc
@@ -42,12 +44,12 @@ impl Part {
     fn label(self) -> &'static str {
         match self {
             Part::Library => "library (wsk-net, wsk-executor, wsk-sys helpers, the loop)",
-            Part::Host => "host kernel (wsk_sys::host)",
+            Part::Host => "host kernel (wsk_host)",
             Part::Runtime => "std, libc and shared generic code (mostly the host kernel's)",
         }
     }
 
-    /// The part of a demangled function name such as `wsk_sys::host::wsk::socket::pump`,
+    /// The part of a demangled function name such as `wsk_host::wsk::socket::pump`,
     /// `<wsk_net::raw::Op as core::future::future::Future>::poll` or
     /// `core::ptr::drop_in_place<wsk_net::raw::Held>`.
     fn of(function: &str) -> Part {
@@ -61,7 +63,7 @@ impl Part {
                 break;
             }
         }
-        if name.starts_with("wsk_sys::host::") {
+        if name.starts_with("wsk_host::") || is_host_kernel_export(name) {
             Part::Host
         } else if ["wsk_net::", "wsk_executor::", "wsk_sys::", "echo_cost::"]
             .iter()
@@ -72,6 +74,14 @@ impl Part {
             Part::Runtime
         }
     }
+}
+
+/// Whether `name` is one of the host kernel's `#[unsafe(no_mangle)]` exports: a bare NT name
+/// (`IoAllocateIrp`, `KeSetEvent`, `ExAllocatePoolWithTag`, `WskRegister`, ...) or one of its
+/// `host_*` hooks. No C runtime function starts with these capitalised prefixes.
+fn is_host_kernel_export(name: &str) -> bool {
+    const NT_PREFIXES: [&str; 9] = ["Io", "Ke", "Ex", "Mm", "Ob", "Ps", "Zw", "Wsk", "host_"];
+    !name.contains("::") && NT_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
 }
 
 /// What one run of the program gave.
@@ -286,7 +296,10 @@ mod tests {
 
     #[test]
     fn functions_are_split_by_crate() {
-        assert_eq!(Part::of("wsk_sys::host::wsk::socket::pump"), Part::Host);
+        assert_eq!(Part::of("wsk_host::wsk::socket::pump"), Part::Host);
+        assert_eq!(Part::of("IoAllocateIrp"), Part::Host);
+        assert_eq!(Part::of("host_current_irql"), Part::Host);
+        assert_eq!(Part::of("memcpy"), Part::Runtime);
         assert_eq!(
             Part::of("<wsk_net::raw::Op as core::future::future::Future>::poll"),
             Part::Library

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use wsk_benches::load;
-use wsk_sys::host::{Driver, Kernel, RegValue, Registry};
+use wsk_host::{Driver, Kernel, RegValue, Registry};
 
 /// Bound for anything that should take well under a second; failing past it is loud.
 pub const BOUND: Duration = Duration::from_mins(1);

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use wsk_sys::host::{Config, Kernel};
+use wsk_host::{Config, Kernel};
 
 static KERNEL: OnceLock<Kernel> = OnceLock::new();
 

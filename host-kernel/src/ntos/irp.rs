@@ -1,0 +1,559 @@
+//! IRPs: allocation with real stack locations, completion walking the stack from the current
+//! location up, cancellation through cancel routines and the cancel spin lock, and the
+//! verifier's checks (double completion, free while pending, completion running past the
+//! top of an IRP that has no originating thread).
+//!
+//! Every IRP from `IoAllocateIrp` is tracked by address. An IRP is *pending* from the moment a
+//! lower driver takes it ([`call_driver_enter`], or any `IoSetNextIrpStackLocation` that moved
+//! its current location into the stack) until its completion reaches the top location.
+
+use std::alloc::Layout;
+use std::collections::HashMap;
+use std::format;
+use std::string::String;
+use std::vec::Vec;
+
+use super::machine::{self, lock};
+use super::verifier::{self, bugcheck};
+use super::{irql, spinlock};
+use crate::{
+    BOOLEAN, CCHAR, DISPATCH_LEVEL, FALSE, IO_STACK_LOCATION, IO_TYPE_IRP, IRP, IoSizeOfIrp, KIRQL,
+    LIST_ENTRY, NT_SUCCESS, NTSTATUS, SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR,
+    SL_INVOKE_ON_SUCCESS, SL_PENDING_RETURNED, STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING,
+    TRUE,
+};
+
+/// Where an IRP is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IrpState {
+    /// Allocated or reused: owned by the driver that allocated it.
+    Allocated,
+    /// Taken by a lower driver (the WSK provider) and not yet completed.
+    Pending,
+    /// Completed back to its allocator (a completion routine stopped it at the top).
+    Completed,
+}
+
+/// One tracked IRP.
+pub(crate) struct IrpInfo {
+    pub(crate) state: IrpState,
+    pub(crate) stack_count: u8,
+    layout: Layout,
+}
+
+/// Every live IRP, by address.
+#[derive(Default)]
+pub(crate) struct IrpTable {
+    pub(crate) live: HashMap<usize, IrpInfo>,
+}
+
+fn layout_for(stack: u8) -> Layout {
+    Layout::from_size_align(IoSizeOfIrp(stack), 16).expect("IRP layout")
+}
+
+/// IRPs a lower driver still holds (taken and not completed), by address.
+pub(crate) fn pending(table: &IrpTable) -> Vec<usize> {
+    let mut list: Vec<usize> = table
+        .live
+        .iter()
+        .filter(|(_, info)| info.state == IrpState::Pending)
+        .map(|(&address, _)| address)
+        .collect();
+    list.sort_unstable();
+    list
+}
+
+/// The state of a tracked IRP; a bugcheck if `irp` is not a live IRP from `IoAllocateIrp`.
+fn state_of(irp: *mut IRP, function: &'static str) -> IrpState {
+    let machine = machine::current(function);
+    let state = lock(&machine.irps)
+        .live
+        .get(&(irp as usize))
+        .map(|i| i.state);
+    // WDK "Bug Check 0xC9: DRIVER_VERIFIER_IOMANAGER_VIOLATION"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc9--driver-verifier-iomanager-violation): 0x01/0x03, an
+    // object that is not an IRP passed as one. The host knows every live IRP, so it also
+    // catches freed ones (stricter than the type check Windows makes).
+    state.unwrap_or_else(|| {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!("{function} on {irp:p}, which is not a live IRP from IoAllocateIrp (freed?)"),
+        )
+    })
+}
+
+fn set_state(irp: *mut IRP, state: IrpState) {
+    let Some(machine) = machine::try_current() else {
+        return;
+    };
+    if let Some(info) = lock(&machine.irps).live.get_mut(&(irp as usize)) {
+        info.state = state;
+    }
+}
+
+/// The lower driver takes an IRP, as `IoCallDriver` does: makes the next stack location
+/// current (`IoSetNextIrpStackLocation`) and marks the IRP pending for the verifier. The WSK
+/// provider calls this first thing in every function that takes an IRP; it then completes the
+/// IRP with `IofCompleteRequest` (inline or later).
+///
+/// Bugchecks if the IRP is not live, is already pending, or has no stack location left
+/// (`NO_MORE_IRP_STACK_LOCATIONS`).
+///
+/// # Safety
+/// `irp` must be a live IRP from `IoAllocateIrp`. IRQL <= `DISPATCH_LEVEL`.
+#[cfg_attr(not(test), allow(dead_code, reason = "called by the WSK provider"))]
+pub(crate) unsafe fn call_driver_enter(irp: *mut IRP) {
+    // WDK "Bug Check 0xC9: DRIVER_VERIFIER_IOMANAGER_VIOLATION"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc9--driver-verifier-iomanager-violation): I/O error 0x205,
+    // forwarding an IRP that is still queued beneath the caller.
+    if state_of(irp, "IoCallDriver") == IrpState::Pending {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!("IRP {irp:p} sent to a driver while it is still pending"),
+        );
+    }
+    // WDK "Bug Check 0x35: NO_MORE_IRP_STACK_LOCATIONS"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x35--no-more-irp-stack-locations): IoCallDriver with no
+    // stack location left.
+    // SAFETY: the IRP is live (checked above).
+    if unsafe { (*irp).CurrentLocation } <= 1 {
+        bugcheck(
+            "NO_MORE_IRP_STACK_LOCATIONS",
+            format!("IRP {irp:p} has no stack location left for the next driver"),
+        );
+    }
+    // SAFETY: the IRP is live and ours to advance as the lower driver; it has a next location
+    // (checked above).
+    unsafe { crate::IoSetNextIrpStackLocation(irp) };
+    set_state(irp, IrpState::Pending);
+}
+
+/// True if the IRP is live and pending (taken by a lower driver, not completed); a bugcheck if
+/// it is not a live IRP.
+///
+/// # Safety
+/// `irp` must be a live IRP.
+pub(crate) unsafe fn is_pending(irp: *mut IRP) -> bool {
+    let state = state_of(irp, "is_pending");
+    // SAFETY: live per the table.
+    let current = unsafe { (*irp).CurrentLocation };
+    // SAFETY: as above.
+    let below_top = i32::from(current) <= i32::from(unsafe { (*irp).StackCount });
+    state == IrpState::Pending || (state == IrpState::Allocated && below_top)
+}
+
+/// Initialises an IRP in place, as `IoInitializeIrp` does.
+///
+/// # Safety
+/// `irp` must point to `IoSizeOfIrp(stack)` writable bytes.
+unsafe fn initialize(irp: *mut IRP, stack: u8) {
+    // SAFETY: the caller guarantees the storage; an all-zero IRP is a valid starting point.
+    unsafe { core::ptr::write_bytes(irp.cast::<u8>(), 0, IoSizeOfIrp(stack)) };
+    let list = irp
+        .wrapping_byte_add(core::mem::offset_of!(IRP, ThreadListEntry))
+        .cast::<LIST_ENTRY>();
+    // The stack locations follow the IRP; the current one starts past the last.
+    let past_last = irp
+        .wrapping_add(1)
+        .cast::<IO_STACK_LOCATION>()
+        .wrapping_add(usize::from(stack));
+    // Every write below is into the caller's storage, now a zeroed IRP.
+    // SAFETY: see above.
+    unsafe { (*irp).Type = IO_TYPE_IRP };
+    // SAFETY: see above.
+    unsafe { (*irp).Size = u16::try_from(IoSizeOfIrp(stack)).unwrap_or(u16::MAX) };
+    // SAFETY: see above.
+    unsafe { (*irp).StackCount = stack.cast_signed() };
+    // SAFETY: see above.
+    unsafe { (*irp).CurrentLocation = stack.wrapping_add(1).cast_signed() };
+    // SAFETY: see above.
+    unsafe {
+        (*irp).ThreadListEntry = LIST_ENTRY {
+            Flink: list,
+            Blink: list,
+        };
+    };
+    let overlay = irp
+        .wrapping_byte_add(core::mem::offset_of!(IRP, Tail))
+        .cast::<crate::IRP_TAIL_OVERLAY>();
+    // SAFETY: see above; Overlay is the Tail member in use.
+    unsafe { (*overlay).CurrentStackLocation = past_last };
+}
+
+/// Host implementation of `IoAllocateIrp`. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// None beyond the IRQL rule (checked).
+#[must_use]
+#[unsafe(no_mangle)]
+pub unsafe extern "system-unwind" fn IoAllocateIrp(
+    StackSize: CCHAR,
+    ChargeQuota: BOOLEAN,
+) -> *mut IRP {
+    let _ = ChargeQuota;
+    // WDK "IoAllocateIrp function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioallocateirp): IRQL <=
+    // DISPATCH_LEVEL.
+    irql::require_at_most(DISPATCH_LEVEL, "IoAllocateIrp");
+    let machine = machine::current("IoAllocateIrp");
+    let Ok(stack) = u8::try_from(StackSize) else {
+        return core::ptr::null_mut();
+    };
+    if stack == u8::MAX {
+        return core::ptr::null_mut();
+    }
+    let layout = layout_for(stack);
+    machine
+        .allocations
+        .irps
+        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    #[allow(clippy::cast_ptr_alignment, reason = "the layout is 16-aligned")]
+    // SAFETY: the layout has a non-zero size.
+    let irp = unsafe { std::alloc::alloc(layout) }.cast::<IRP>();
+    if irp.is_null() {
+        return irp;
+    }
+    // SAFETY: freshly allocated with IoSizeOfIrp(stack) bytes.
+    unsafe { initialize(irp, stack) };
+    lock(&machine.irps).live.insert(
+        irp as usize,
+        IrpInfo {
+            state: IrpState::Allocated,
+            stack_count: stack,
+            layout,
+        },
+    );
+    irp
+}
+
+/// Host implementation of `IoReuseIrp`. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// `Irp` must be a live IRP from `IoAllocateIrp` that is not pending.
+#[unsafe(no_mangle)]
+pub unsafe extern "system-unwind" fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATUS) {
+    // WDK "IoReuseIrp function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioreuseirp): IRQL <=
+    // DISPATCH_LEVEL; only for IRPs from IoAllocateIrp (checked by is_pending). Reusing a
+    // pending IRP is the host's 0xC9 rule (the "Reusing IRPs" page: only once completed).
+    irql::require_at_most(DISPATCH_LEVEL, "IoReuseIrp");
+    // SAFETY: forwarded contract; is_pending checks liveness first.
+    if unsafe { is_pending(Irp) } {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!("IoReuseIrp on IRP {Irp:p}, which is still pending"),
+        );
+    }
+    let machine = machine::current("IoReuseIrp");
+    let stack = lock(&machine.irps)
+        .live
+        .get(&(Irp as usize))
+        .map_or(0, |i| i.stack_count);
+    // SAFETY: live (checked).
+    let flags = unsafe { (*Irp).AllocationFlags };
+    // SAFETY: live, allocated with this stack count.
+    unsafe { initialize(Irp, stack) };
+    // SAFETY: live.
+    unsafe { (*Irp).AllocationFlags = flags };
+    // SAFETY: live.
+    unsafe { (*Irp).IoStatus.Status = Iostatus };
+    set_state(Irp, IrpState::Allocated);
+}
+
+/// Host implementation of `IoFreeIrp`. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// `Irp` must be a live IRP from `IoAllocateIrp` that is not pending.
+#[unsafe(no_mangle)]
+pub unsafe extern "system-unwind" fn IoFreeIrp(Irp: *mut IRP) {
+    // WDK "IoFreeIrp function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iofreeirp): IRQL <=
+    // DISPATCH_LEVEL; the IRP must not be pending: 0xC9 I/O error 0x20B, IoFreeIrp on an IRP
+    // still in use (bug-check-0xc9--driver-verifier-iomanager-violation).
+    irql::require_at_most(DISPATCH_LEVEL, "IoFreeIrp");
+    // SAFETY: forwarded contract; is_pending checks liveness first.
+    if unsafe { is_pending(Irp) } {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!("IoFreeIrp on IRP {Irp:p}, which is pending (issued and not completed)"),
+        );
+    }
+    let machine = machine::current("IoFreeIrp");
+    let info = lock(&machine.irps).live.remove(&(Irp as usize));
+    if let Some(info) = info {
+        // Poison the IRP first so a use after free fails loudly.
+        // SAFETY: allocated by IoAllocateIrp with this layout, still ours.
+        unsafe { core::ptr::write_bytes(Irp.cast::<u8>(), 0xDD, info.layout.size()) };
+        // SAFETY: allocated by IoAllocateIrp with this layout; removed from the table, so
+        // freed once.
+        unsafe { std::alloc::dealloc(Irp.cast(), info.layout) };
+    }
+}
+
+/// Host implementation of `IofCompleteRequest`: walks the stack from the current location up,
+/// calling each completion routine its `SL_INVOKE_ON_*` bits select, at the caller's IRQL;
+/// `STATUS_MORE_PROCESSING_REQUIRED` stops the walk. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// `Irp` must be a live IRP from `IoAllocateIrp`, with `IoStatus` set.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one walk, kept in one place to read like the WDK's description"
+)]
+#[unsafe(no_mangle)]
+pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityBoost: CCHAR) {
+    let _ = PriorityBoost;
+    // WDK "IofCompleteRequest function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iocompleterequest):
+    // IRQL <= DISPATCH_LEVEL (0xC9 0x0E under Driver Verifier; the host raises
+    // IRQL_NOT_LESS_OR_EQUAL, see irql::require_at_most). The page also says never to call it
+    // holding a spin lock; the host does not check that (looser).
+    irql::require_at_most(DISPATCH_LEVEL, "IofCompleteRequest");
+    let state = state_of(Irp, "IofCompleteRequest");
+    // The IRP is live per the table, and the completing driver owns it until the walk hands
+    // it up: every access to it and its stack locations below relies on that.
+    // SAFETY: see above.
+    let top = i32::from(unsafe { (*Irp).StackCount }) + 1;
+    // SAFETY: see above.
+    let location_at_entry = i32::from(unsafe { (*Irp).CurrentLocation });
+    // WDK "Bug Check 0x44: MULTIPLE_IRP_COMPLETE_REQUESTS"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x44--multiple-irp-complete-requests): completing an IRP
+    // that was already completed.
+    if state == IrpState::Completed || location_at_entry > top {
+        bugcheck(
+            "MULTIPLE_IRP_COMPLETE_REQUESTS",
+            format!("IofCompleteRequest on IRP {Irp:p}, which was already completed"),
+        );
+    }
+    // 0xC9 I/O error 0x209 (bug-check-0xc9--driver-verifier-iomanager-violation):
+    // completing an IRP the caller does not hold.
+    if location_at_entry == top {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!(
+                "IofCompleteRequest on IRP {Irp:p}, which no driver holds (its current \
+                 location is past the last: never sent, or completed and reused)"
+            ),
+        );
+    }
+    // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): parameter 2 is the
+    // cancel routine still set; Driver Verifier reports the same as 0xC9 0x07.
+    // SAFETY: see above.
+    if unsafe { (*Irp).CancelRoutine }.is_some() {
+        bugcheck(
+            "CANCEL_STATE_IN_COMPLETED_IRP",
+            format!("IofCompleteRequest on IRP {Irp:p} with a cancel routine still set"),
+        );
+    }
+    // 0xC9 0x06 (bug-check-0xc9--driver-verifier-iomanager-violation): completing with
+    // a status marked pending.
+    // SAFETY: see above.
+    if unsafe { (*Irp).IoStatus.Status } == STATUS_PENDING {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!("IofCompleteRequest on IRP {Irp:p} with IoStatus.Status STATUS_PENDING"),
+        );
+    }
+    let irql = irql::current();
+    loop {
+        // SAFETY: see above.
+        let location = unsafe { crate::IoGetCurrentIrpStackLocation(Irp) };
+        // SAFETY: see above; the location above the current one exists (checked against
+        // `top` on entry and below).
+        unsafe { crate::IoSkipCurrentIrpStackLocation(Irp) };
+        // SAFETY: see above.
+        let at_top = i32::from(unsafe { (*Irp).CurrentLocation }) >= top;
+        if at_top {
+            set_state(Irp, IrpState::Completed);
+        }
+        // SAFETY: see above: `location` is one of the IRP's stack locations.
+        let control = unsafe { (*location).Control };
+        // SAFETY: see above.
+        unsafe { (*Irp).PendingReturned = control & SL_PENDING_RETURNED };
+        // SAFETY: see above.
+        let status = unsafe { (*Irp).IoStatus.Status };
+        // SAFETY: see above.
+        let cancelled = unsafe { (*Irp).Cancel } != 0;
+        let invoke = (NT_SUCCESS(status) && control & SL_INVOKE_ON_SUCCESS != 0)
+            || (!NT_SUCCESS(status) && control & SL_INVOKE_ON_ERROR != 0)
+            || (cancelled && control & SL_INVOKE_ON_CANCEL != 0);
+        // SAFETY: see above.
+        let routine = unsafe { (*location).CompletionRoutine };
+        // SAFETY: see above.
+        let context = unsafe { (*location).Context };
+        // ZeroIrpStackLocation: the routine's location is spent.
+        // SAFETY: see above.
+        unsafe { (*location).Control = 0 };
+        // SAFETY: see above.
+        unsafe { (*location).CompletionRoutine = None };
+        // SAFETY: see above.
+        unsafe { (*location).Context = core::ptr::null_mut() };
+        match routine {
+            Some(routine) if invoke => {
+                let device = if at_top {
+                    core::ptr::null_mut()
+                } else {
+                    // SAFETY: see above: below the top, the current location is the IRP's.
+                    unsafe { current_device(Irp) }
+                };
+                // SAFETY: the routine was registered for this location with this context,
+                // and is called as the I/O manager would: IRP live, at the caller's IRQL.
+                let call = || unsafe { routine(device, Irp, context) };
+                let result = if super::device::is_unload_safe_completion(routine) {
+                    // The I/O manager's own routine (IoSetCompletionRoutineEx): kernel
+                    // code that runs the driver's routine inside.
+                    call()
+                } else {
+                    verifier::in_completion_routine(call)
+                };
+                // WDK "Bug Check 0xC8: IRQL_UNEXPECTED_VALUE"
+                // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc8--irql-unexpected-value): the routine did
+                // not restore the IRQL it was called at.
+                if irql::current() != irql {
+                    bugcheck(
+                        "IRQL_UNEXPECTED_VALUE",
+                        format!(
+                            "completion routine {routine:p} of IRP {Irp:p} returned at IRQL \
+                             {} (called at {irql})",
+                            irql::current()
+                        ),
+                    );
+                }
+                if result == STATUS_MORE_PROCESSING_REQUIRED {
+                    return;
+                }
+                // WDK "IoAllocateIrp function (wdm.h)"
+                // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioallocateirp): the allocating driver must free
+                // the IRP, not complete it back to the I/O manager, so its routine must
+                // return STATUS_MORE_PROCESSING_REQUIRED. Windows would touch the absent
+                // thread; the host names it 0xC9 (stricter, deterministic).
+                if at_top {
+                    bugcheck(
+                        "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+                        format!(
+                            "completion routine {routine:p} of IRP {Irp:p}, an IRP from \
+                             IoAllocateIrp with no originating thread, returned {result:#x} \
+                             instead of STATUS_MORE_PROCESSING_REQUIRED"
+                        ),
+                    );
+                }
+            }
+            _ => {
+                // SAFETY: see above.
+                if unsafe { (*Irp).PendingReturned } != 0 && !at_top {
+                    // SAFETY: see above: below the top, the IRP has a current location.
+                    unsafe { crate::IoMarkIrpPending(Irp) };
+                }
+                // Same rule (IoAllocateIrp page): no routine to stop the walk.
+                if at_top {
+                    bugcheck(
+                        "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+                        format!(
+                            "IRP {Irp:p} completed to its top stack location without a \
+                             completion routine to stop it: it was allocated with \
+                             IoAllocateIrp and has no originating thread"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The device object of `irp`'s current stack location.
+///
+/// # Safety
+/// `irp` must be a live IRP whose current location is one of its stack locations.
+unsafe fn current_device(irp: *mut IRP) -> *mut crate::DEVICE_OBJECT {
+    // SAFETY: a live IRP (the caller's guarantee).
+    let location = unsafe { crate::IoGetCurrentIrpStackLocation(irp) };
+    // SAFETY: one of its stack locations (the caller's guarantee).
+    unsafe { (*location).DeviceObject }
+}
+
+/// Host implementation of `IoCancelIrp`: sets `Cancel`, and calls the cancel routine (if any)
+/// with the cancel spin lock held and `CancelIrql` set; the routine releases the lock. TRUE if
+/// a routine was called. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// `Irp` must be a live IRP.
+#[unsafe(no_mangle)]
+pub unsafe extern "system-unwind" fn IoCancelIrp(Irp: *mut IRP) -> BOOLEAN {
+    // WDK "IoCancelIrp function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iocancelirp): IRQL <=
+    // DISPATCH_LEVEL. The routine is taken with IoSetCancelRoutine
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iosetcancelroutine) and called at DISPATCH_LEVEL with the cancel
+    // spin lock held, as DRIVER_CANCEL (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nc-wdm-driver_cancel) says.
+    irql::require_at_most(DISPATCH_LEVEL, "IoCancelIrp");
+    let _ = state_of(Irp, "IoCancelIrp");
+    let mut old = 0;
+    // SAFETY: a valid out-pointer.
+    unsafe { IoAcquireCancelSpinLock(&raw mut old) };
+    // SAFETY: the IRP is live (checked); Cancel is written under the cancel lock.
+    unsafe { (*Irp).Cancel = TRUE };
+    // SAFETY: the IRP is live.
+    let Some(routine) = (unsafe { crate::IoSetCancelRoutine(Irp, None) }) else {
+        // SAFETY: the lock is held, acquired above at `old`.
+        unsafe { IoReleaseCancelSpinLock(old) };
+        return FALSE;
+    };
+    // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): an IRP completed
+    // and then cancelled.
+    // SAFETY: the IRP is live.
+    let current = unsafe { (*Irp).CurrentLocation };
+    // SAFETY: the IRP is live.
+    if current > unsafe { (*Irp).StackCount } {
+        // SAFETY: the lock is held, acquired above at `old`.
+        unsafe { IoReleaseCancelSpinLock(old) };
+        bugcheck(
+            "CANCEL_STATE_IN_COMPLETED_IRP",
+            format!("IoCancelIrp on IRP {Irp:p}: no driver holds it, yet it has a cancel routine"),
+        );
+    }
+    // SAFETY: the IRP is live; CancelIrql is written under the cancel lock.
+    unsafe { (*Irp).CancelIrql = old };
+    // SAFETY: a driver holds the IRP (checked above), so its current location is one of its own.
+    let device = unsafe { current_device(Irp) };
+    // SAFETY: the cancel routine the holder set, called as the I/O manager does: cancel spin
+    // lock held (it releases it), CancelIrql set.
+    verifier::in_callback(|| unsafe { routine(device, Irp) });
+    TRUE
+}
+
+/// Host implementation of `IoAcquireCancelSpinLock`. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// `Irql` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "system-unwind" fn IoAcquireCancelSpinLock(Irql: *mut KIRQL) {
+    // WDK "IoAcquireCancelSpinLock function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioacquirecancelspinlock): IRQL <= DISPATCH_LEVEL.
+    irql::require_at_most(DISPATCH_LEVEL, "IoAcquireCancelSpinLock");
+    let machine = machine::current("IoAcquireCancelSpinLock");
+    let old = irql::raise(DISPATCH_LEVEL);
+    // SAFETY: the machine's cancel lock lives as long as the machine.
+    unsafe { spinlock::acquire(machine.cancel_lock_ptr(), "IoAcquireCancelSpinLock") };
+    // SAFETY: the caller guarantees a writable KIRQL.
+    unsafe { Irql.write(old) };
+}
+
+/// Host implementation of `IoReleaseCancelSpinLock`. `DISPATCH_LEVEL`, cancel lock held.
+///
+/// # Safety
+/// The caller must hold the cancel spin lock.
+#[unsafe(no_mangle)]
+pub unsafe extern "system-unwind" fn IoReleaseCancelSpinLock(Irql: KIRQL) {
+    // WDK "IoReleaseCancelSpinLock function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioreleasecancelspinlock): IRQL = DISPATCH_LEVEL.
+    irql::require_dispatch("IoReleaseCancelSpinLock");
+    let machine = machine::current("IoReleaseCancelSpinLock");
+    // SAFETY: the machine's cancel lock lives as long as the machine.
+    unsafe { spinlock::release(machine.cancel_lock_ptr(), "IoReleaseCancelSpinLock") };
+    irql::lower(Irql);
+}
+
+/// Leak report lines: every IRP still allocated.
+pub(crate) fn leaks(table: &IrpTable) -> Vec<String> {
+    table
+        .live
+        .iter()
+        .map(|(&irp, info)| format!("IRP {:#x} ({:?}) not freed", irp, info.state))
+        .collect()
+}

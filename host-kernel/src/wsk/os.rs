@@ -1,0 +1,307 @@
+//! The few socket calls std does not offer (a socket that is bound before it connects or
+//! listens, options before bind, `SO_LINGER`), declared against the C library std already
+//! links, plus address conversion between WSK's `SOCKADDR_IN`/`SOCKADDR_IN6` and the host's.
+
+use core::ffi::{c_int, c_void};
+use std::io;
+use std::mem::ManuallyDrop;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::{
+    AF_INET, AF_INET6, IN_ADDR, NTSTATUS, SOCKADDR, SOCKADDR_IN, SOCKADDR_IN6,
+    STATUS_ACCESS_DENIED, STATUS_ADDRESS_ALREADY_EXISTS, STATUS_CONNECTION_ABORTED,
+    STATUS_CONNECTION_REFUSED, STATUS_CONNECTION_RESET, STATUS_HOST_UNREACHABLE,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_ADDRESS_COMPONENT, STATUS_INVALID_PARAMETER,
+    STATUS_IO_TIMEOUT, STATUS_NETWORK_UNREACHABLE, STATUS_NOT_SUPPORTED, STATUS_UNSUCCESSFUL,
+};
+
+unsafe extern "C" {
+    fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int;
+    fn bind(fd: c_int, addr: *const c_void, len: u32) -> c_int;
+    fn connect(fd: c_int, addr: *const c_void, len: u32) -> c_int;
+    fn listen(fd: c_int, backlog: c_int) -> c_int;
+    fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: u32) -> c_int;
+    fn getsockopt(fd: c_int, level: c_int, name: c_int, value: *mut c_void, len: *mut u32)
+    -> c_int;
+}
+
+/// Linux's values (x86-64 and aarch64 share them).
+pub(super) mod linux {
+    use core::ffi::c_int;
+    pub const AF_INET: c_int = 2;
+    pub const AF_INET6: c_int = 10;
+    pub const SOCK_STREAM: c_int = 1;
+    pub const SOCK_DGRAM: c_int = 2;
+    pub const SOCK_NONBLOCK: c_int = 0o4000;
+    pub const SOCK_CLOEXEC: c_int = 0o2_000_000;
+    pub const SOL_SOCKET: c_int = 1;
+    pub const SO_REUSEADDR: c_int = 2;
+    pub const SO_KEEPALIVE: c_int = 9;
+    pub const SO_LINGER: c_int = 13;
+    pub const IPPROTO_TCP: c_int = 6;
+    pub const TCP_NODELAY: c_int = 1;
+    pub const IPPROTO_IPV6: c_int = 41;
+    pub const IPV6_V6ONLY: c_int = 26;
+    pub const EINPROGRESS: i32 = 115;
+}
+
+/// `socklen_t` of an int option.
+const SOCKLEN_INT: u32 = 4;
+/// `socklen_t` of `struct linger`.
+const SOCKLEN_LINGER: u32 = 8;
+
+fn check(ret: c_int) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A new non-blocking, close-on-exec socket.
+pub(super) fn new_socket(v6: bool, datagram: bool) -> io::Result<OwnedFd> {
+    let domain = if v6 { linux::AF_INET6 } else { linux::AF_INET };
+    let kind = if datagram {
+        linux::SOCK_DGRAM
+    } else {
+        linux::SOCK_STREAM
+    };
+    // SAFETY: plain syscall wrapper; no pointers.
+    let fd = unsafe { socket(domain, kind | linux::SOCK_NONBLOCK | linux::SOCK_CLOEXEC, 0) };
+    check(fd)?;
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The host's `sockaddr_in`/`sockaddr_in6`: WSK's layout with Linux's family numbers.
+#[repr(C)]
+union HostAddr {
+    v4: SOCKADDR_IN,
+    v6: SOCKADDR_IN6,
+}
+
+fn host_addr(addr: &SocketAddr) -> (HostAddr, u32) {
+    match addr {
+        SocketAddr::V4(a) => (
+            HostAddr {
+                v4: SOCKADDR_IN {
+                    sin_family: 2,
+                    sin_port: a.port().to_be(),
+                    sin_addr: IN_ADDR {
+                        s_b: a.ip().octets(),
+                    },
+                    sin_zero: [0; 8],
+                },
+            },
+            16,
+        ),
+        SocketAddr::V6(a) => (
+            HostAddr {
+                v6: SOCKADDR_IN6 {
+                    sin6_family: 10,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo().to_be(),
+                    sin6_addr: a.ip().octets(),
+                    sin6_scope_id: a.scope_id(),
+                },
+            },
+            28,
+        ),
+    }
+}
+
+/// `bind(2)`.
+pub(super) fn bind_fd(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
+    let (raw, len) = host_addr(addr);
+    // SAFETY: `raw` holds `len` valid bytes of a host socket address.
+    check(unsafe { bind(fd, (&raw const raw).cast(), len) })
+}
+
+/// `connect(2)` on a non-blocking socket: `Ok(true)` connected, `Ok(false)` in progress.
+pub(super) fn connect_fd(fd: RawFd, addr: &SocketAddr) -> io::Result<bool> {
+    let (raw, len) = host_addr(addr);
+    // SAFETY: `raw` holds `len` valid bytes of a host socket address.
+    match check(unsafe { connect(fd, (&raw const raw).cast(), len) }) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(linux::EINPROGRESS) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `listen(2)`.
+pub(super) fn listen_fd(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain syscall wrapper.
+    check(unsafe { listen(fd, 128) })
+}
+
+/// Sets an integer socket option.
+pub(super) fn set_int(fd: RawFd, level: c_int, name: c_int, value: c_int) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int for the call.
+    check(unsafe { setsockopt(fd, level, name, (&raw const value).cast(), SOCKLEN_INT) })
+}
+
+/// Reads an integer socket option.
+pub(super) fn get_int(fd: RawFd, level: c_int, name: c_int) -> io::Result<c_int> {
+    let mut value: c_int = 0;
+    let mut len = SOCKLEN_INT;
+    // SAFETY: `value` and `len` are live for the call and `len` is `value`'s size.
+    check(unsafe { getsockopt(fd, level, name, (&raw mut value).cast(), &raw mut len) })?;
+    Ok(value)
+}
+
+/// `SO_LINGER` {on, 0}: closing the descriptor then resets the connection.
+pub(super) fn set_linger_zero(fd: RawFd) -> io::Result<()> {
+    let linger: [c_int; 2] = [1, 0];
+    // SAFETY: `linger` is a live `struct linger` for the call.
+    check(unsafe {
+        setsockopt(
+            fd,
+            linux::SOL_SOCKET,
+            linux::SO_LINGER,
+            linger.as_ptr().cast(),
+            SOCKLEN_LINGER,
+        )
+    })
+}
+
+/// Borrows `fd` as a std stream for the calls std offers on any socket (names, errors).
+fn with_std<R>(fd: &impl AsRawFd, f: impl FnOnce(&std::net::TcpStream) -> R) -> R {
+    // SAFETY: ManuallyDrop never closes the descriptor, which stays owned by `fd`.
+    let stream = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd.as_raw_fd()) });
+    f(&stream)
+}
+
+/// `getsockname(2)`.
+pub(super) fn local_addr(fd: &impl AsRawFd) -> io::Result<SocketAddr> {
+    with_std(fd, std::net::TcpStream::local_addr)
+}
+
+/// `getpeername(2)`.
+pub(super) fn peer_addr(fd: &impl AsRawFd) -> io::Result<SocketAddr> {
+    with_std(fd, std::net::TcpStream::peer_addr)
+}
+
+/// `SO_ERROR`.
+pub(super) fn take_error(fd: &impl AsRawFd) -> io::Result<Option<io::Error>> {
+    with_std(fd, std::net::TcpStream::take_error)
+}
+
+/// `shutdown(SHUT_WR)`.
+pub(super) fn shutdown_write(fd: &impl AsRawFd) -> io::Result<()> {
+    with_std(fd, |s| s.shutdown(std::net::Shutdown::Write))
+}
+
+/// The NTSTATUS WSK reports for a host socket error.
+pub(super) fn status_of(e: &io::Error) -> NTSTATUS {
+    use io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => STATUS_CONNECTION_REFUSED,
+        K::ConnectionReset | K::BrokenPipe => STATUS_CONNECTION_RESET,
+        K::ConnectionAborted => STATUS_CONNECTION_ABORTED,
+        K::AddrInUse => STATUS_ADDRESS_ALREADY_EXISTS,
+        K::AddrNotAvailable => STATUS_INVALID_ADDRESS_COMPONENT,
+        K::HostUnreachable => STATUS_HOST_UNREACHABLE,
+        K::NetworkUnreachable => STATUS_NETWORK_UNREACHABLE,
+        K::TimedOut => STATUS_IO_TIMEOUT,
+        K::PermissionDenied => STATUS_ACCESS_DENIED,
+        K::InvalidInput => STATUS_INVALID_PARAMETER,
+        K::OutOfMemory => STATUS_INSUFFICIENT_RESOURCES,
+        K::Unsupported => STATUS_NOT_SUPPORTED,
+        _ => STATUS_UNSUCCESSFUL,
+    }
+}
+
+/// Reads a WSK socket address (`SOCKADDR_IN` or `SOCKADDR_IN6`, Windows family numbers).
+///
+/// # Safety
+/// `addr` is null or points to a `SOCKADDR` whose family says how many bytes follow.
+pub(super) unsafe fn read_sockaddr(addr: *const SOCKADDR) -> Option<SocketAddr> {
+    if addr.is_null() {
+        return None;
+    }
+    // The caller guarantees a readable address of the size its family implies; the reads
+    // are unaligned-safe.
+    // SAFETY: see above: the family is always there.
+    let family = unsafe { (*addr).sa_family };
+    match family {
+        AF_INET => {
+            // SAFETY: see above: an AF_INET address is a SOCKADDR_IN.
+            let a = unsafe { addr.cast::<SOCKADDR_IN>().read_unaligned() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(a.sin_addr.s_b),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        AF_INET6 => {
+            // SAFETY: see above: an AF_INET6 address is a SOCKADDR_IN6.
+            let a = unsafe { addr.cast::<SOCKADDR_IN6>().read_unaligned() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr),
+                u16::from_be(a.sin6_port),
+                u32::from_be(a.sin6_flowinfo),
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// The WSK form of `addr` and its size in bytes.
+pub(super) fn wsk_sockaddr(addr: &SocketAddr) -> ([u8; 28], usize) {
+    let mut out = [0u8; 28];
+    match addr {
+        SocketAddr::V4(a) => {
+            let raw = SOCKADDR_IN {
+                sin_family: AF_INET,
+                sin_port: a.port().to_be(),
+                sin_addr: IN_ADDR {
+                    s_b: a.ip().octets(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: `out` has room for the 16-byte SOCKADDR_IN; unaligned write.
+            unsafe { out.as_mut_ptr().cast::<SOCKADDR_IN>().write_unaligned(raw) };
+            (out, size_of::<SOCKADDR_IN>())
+        }
+        SocketAddr::V6(a) => {
+            let raw = SOCKADDR_IN6 {
+                sin6_family: AF_INET6,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo().to_be(),
+                sin6_addr: a.ip().octets(),
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: `out` is exactly the 28-byte SOCKADDR_IN6; unaligned write.
+            unsafe { out.as_mut_ptr().cast::<SOCKADDR_IN6>().write_unaligned(raw) };
+            (out, size_of::<SOCKADDR_IN6>())
+        }
+    }
+}
+
+/// Writes `addr` in WSK form to a client buffer.
+///
+/// # Safety
+/// `dst` is null or points to writable room for the address's family (28 bytes suffice).
+pub(super) unsafe fn write_sockaddr(dst: *mut SOCKADDR, addr: &SocketAddr) {
+    if dst.is_null() {
+        return;
+    }
+    let (bytes, len) = wsk_sockaddr(addr);
+    // SAFETY: the caller guarantees room for `len` bytes at `dst`.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.cast::<u8>(), len) };
+}
+
+/// True when the address is of the IP version `v6`.
+pub(super) fn family_matches(addr: &SocketAddr, v6: bool) -> bool {
+    matches!(addr.ip(), IpAddr::V6(_)) == v6
+}
+
+/// A borrowed descriptor, for the name and error calls above.
+pub(super) struct FdRef(pub(super) RawFd);
+
+impl AsRawFd for FdRef {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
