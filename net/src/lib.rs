@@ -66,7 +66,6 @@ mod socket;
 mod tcp;
 mod time;
 mod udp;
-mod waker;
 
 pub use buf::IoBuf;
 pub use client::{DeregisterError, Driver, WskClient};
@@ -74,5 +73,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;
 pub use tcp::{Accept, Disconnect, Incoming, Recv, TcpListener, TcpStream};
-pub use time::{Cancellable, WithTimeout, timeout};
+pub use time::Cancellable;
+#[cfg(not(loom))]
+pub use time::{WithTimeout, timeout};
 pub use udp::UdpSocket;

@@ -13,7 +13,7 @@ use crate::addr::{RawAddr, family_of, wildcard_like};
 use crate::buf::IoBuf;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, Held, Kind, Op, RECV, RECV_SHUT, SEND, SEND_SHUT, SocketInner};
+use crate::raw::{CTL, Call, Held, Kind, Op, RECV, SEND, SocketInner};
 use crate::socket::{self, BindOptions, Handle, check};
 
 /// A listening TCP socket.
@@ -580,7 +580,7 @@ impl TcpStream {
         flags: u32,
         name: &'static str,
     ) -> (Result<usize>, IoBuf) {
-        if self.handle.inner().flags() & SEND_SHUT != 0 {
+        if self.handle.inner().flags().is_send_shut() {
             return (Err(Error::new(ErrorKind::InvalidState, name)), buf);
         }
         if buf.is_empty() {
@@ -664,7 +664,7 @@ impl TcpStream {
                 got: 0,
             };
         }
-        if self.handle.inner().flags() & RECV_SHUT != 0 {
+        if self.handle.inner().flags().is_recv_shut() {
             return Recv {
                 op: None,
                 early: Some((Error::new(ErrorKind::InvalidState, name), buf)),
@@ -807,12 +807,12 @@ impl TcpStream {
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
     pub async fn disconnect(&self, how: Disconnect) -> Result<()> {
-        let (flags, kind, shut) = match how {
-            Disconnect::Graceful => (0, 3, SEND_SHUT),
-            Disconnect::Abortive => (sys::WSK_FLAG_ABORTIVE, 3, SEND_SHUT | RECV_SHUT),
+        let (flags, kind) = match how {
+            Disconnect::Graceful => (0, 3),
+            Disconnect::Abortive => (sys::WSK_FLAG_ABORTIVE, 3),
         };
         let inner = self.handle.inner();
-        if inner.flags() & SEND_SHUT != 0 && how == Disconnect::Graceful {
+        if inner.flags().is_send_shut() && how == Disconnect::Graceful {
             return Err(Error::new(ErrorKind::InvalidState, "disconnect"));
         }
         let mut held = Held::empty();
@@ -820,7 +820,10 @@ impl TcpStream {
         let done = Op::new(inner, CTL, "disconnect", held, issue_transfer).await?;
         let result = check(done.status, done.information, "disconnect").map(drop);
         if result.is_ok() {
-            inner.set_flags(shut);
+            match how {
+                Disconnect::Graceful => inner.flags().shut_send(),
+                Disconnect::Abortive => inner.flags().shut_both(),
+            }
         }
         result
     }
@@ -842,7 +845,7 @@ impl TcpStream {
     /// Poll at <= `DISPATCH_LEVEL`.
     pub async fn disconnect_with(&self, buf: IoBuf) -> (Result<()>, IoBuf) {
         let inner = self.handle.inner();
-        if inner.flags() & SEND_SHUT != 0 {
+        if inner.flags().is_send_shut() {
             return (
                 Err(Error::new(ErrorKind::InvalidState, "disconnect_with")),
                 buf,
@@ -854,7 +857,7 @@ impl TcpStream {
             .transfer(CTL, kind, 0, buf, len, "disconnect_with")
             .await;
         if result.is_ok() {
-            inner.set_flags(SEND_SHUT);
+            inner.flags().shut_send();
         }
         (result.map(drop), buf)
     }
@@ -880,6 +883,7 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`, on an executor runner (the limit is the runner's timer).
+    #[cfg(not(loom))]
     pub async fn disconnect_within(&self, limit: core::time::Duration) -> Result<()> {
         let deadline = wsk_executor::sleep(limit);
         let graceful = core::pin::pin!(self.disconnect(Disconnect::Graceful));
@@ -914,6 +918,7 @@ impl TcpStream {
     }
 }
 
+#[cfg(not(loom))]
 fn handle_ptr(handle: &Handle) -> core::ptr::NonNull<SocketInner> {
     core::ptr::NonNull::from(handle.inner())
 }
