@@ -181,29 +181,29 @@ impl ClientInner {
         }
     }
 
-    fn with_lock<R>(&self, f: impl FnOnce(&mut LIST_ENTRY, &mut usize) -> R) -> R {
-        // SAFETY: the spin lock protects the list head and count; raising to DISPATCH_LEVEL
-        // is allowed for every caller (all run at <= DISPATCH_LEVEL).
-        unsafe {
-            let old = sys::KeAcquireSpinLockRaiseToDpc(self.lock.get());
-            let r = f(&mut *self.sockets.get(), &mut *self.open.get());
-            sys::KeReleaseSpinLock(self.lock.get(), old);
-            r
-        }
+    /// Runs `f` on the socket list head and the open count, under the client's spin lock.
+    /// IRQL <= `DISPATCH_LEVEL`.
+    fn with_lock<R>(&self, f: impl FnOnce(*mut LIST_ENTRY, &mut usize) -> R) -> R {
+        // SAFETY: the lock was initialised at registration; raising to DISPATCH_LEVEL is
+        // allowed for every caller (all run at <= DISPATCH_LEVEL).
+        let old = unsafe { sys::KeAcquireSpinLockRaiseToDpc(self.lock.get()) };
+        // SAFETY: the spin lock, held, gives us the count exclusively.
+        let open = unsafe { &mut *self.open.get() };
+        let r = f(self.sockets.get(), open);
+        // SAFETY: acquired above, at `old`.
+        unsafe { sys::KeReleaseSpinLock(self.lock.get(), old) };
+        r
     }
 
     /// Adds an open socket to the list. IRQL <= `DISPATCH_LEVEL`.
     pub(crate) fn track(&self, socket: NonNull<SocketInner>) {
         self.with_lock(|head, open| {
-            // SAFETY: `link` belongs to the socket and is only used under this lock; the
-            // socket stays live until it is untracked at close completion.
-            unsafe {
-                let link = (*socket.as_ptr()).link.get();
-                (*link).Flink = head;
-                (*link).Blink = head.Blink;
-                (*head.Blink).Flink = link;
-                head.Blink = link;
-            }
+            // SAFETY: the socket is live (the caller's reference) and stays so until it is
+            // untracked at close completion.
+            let link = unsafe { socket.as_ref() }.link.get();
+            // SAFETY: `link` belongs to the socket, is in no list, and is only used under this
+            // lock, which we hold; `head` is the initialised list head.
+            unsafe { sys::InsertTailList(head, link) };
             *open += 1;
             if *open == 1 {
                 // SAFETY: the event was initialised at registration.
@@ -215,14 +215,11 @@ impl ClientInner {
     /// Removes a closed socket from the list. IRQL <= `DISPATCH_LEVEL`.
     pub(crate) fn untrack(&self, socket: NonNull<SocketInner>) {
         self.with_lock(|_, open| {
-            // SAFETY: the socket was tracked (close only follows adoption) and is live.
-            unsafe {
-                let link = (*socket.as_ptr()).link.get();
-                (*(*link).Blink).Flink = (*link).Flink;
-                (*(*link).Flink).Blink = (*link).Blink;
-                (*link).Flink = ptr::null_mut();
-                (*link).Blink = ptr::null_mut();
-            }
+            // SAFETY: the socket is live (its close is completing).
+            let link = unsafe { socket.as_ref() }.link.get();
+            // SAFETY: the socket was tracked (close only follows adoption) and we hold the
+            // list's lock.
+            unsafe { sys::RemoveEntryList(link) };
             *open -= 1;
             if *open == 0 {
                 // SAFETY: initialised event; KeSetEvent with Wait FALSE is fine at DISPATCH.
@@ -234,9 +231,9 @@ impl ClientInner {
     /// Takes a reference on one tracked socket whose close has not started, if any.
     fn next_unclosed(&self) -> Option<NonNull<SocketInner>> {
         self.with_lock(|head, _| {
-            let head_ptr: *mut LIST_ENTRY = head;
-            let mut link = head.Flink;
-            while link != head_ptr {
+            // SAFETY: the initialised list head, under its lock.
+            let mut link = unsafe { (*head).Flink };
+            while link != head {
                 // SAFETY: `link` is the first field-offset of a live tracked socket; we
                 // recover the socket from it as CONTAINING_RECORD does.
                 let socket = unsafe {
@@ -454,9 +451,7 @@ impl WskClient {
                 parked: AtomicPtr::new(ptr::null_mut()),
                 client_calls: AtomicUsize::new(0),
             });
-            let head = (*p).sockets.get();
-            (*head).Flink = head;
-            (*head).Blink = head;
+            sys::InitializeListHead((*p).sockets.get());
             sys::KeInitializeEvent((*p).all_closed.get(), sys::NotificationEvent, 1);
             (*(*p).npi.get()).ClientContext = p.cast();
             (*(*p).npi.get()).Dispatch = &raw const (*p).dispatch;

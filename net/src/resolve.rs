@@ -8,7 +8,7 @@ use wsk_sys::{self as sys, NTSTATUS};
 use crate::buf::IoBuf;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, Held, Kind, Op, SocketInner};
+use crate::raw::{CTL, Call, Held, Kind, Op};
 use crate::socket::{Handle, check};
 
 /// At most this many addresses are returned by [`resolve`]; further ones are dropped. It is
@@ -135,7 +135,6 @@ pub async fn resolve(client: &WskClient, host: &str, port: u16) -> Result<Addres
     if out.is_empty() {
         return Err(Error::new(ErrorKind::NotFound, "resolve"));
     }
-    let _ = SocketInner::is_closed;
     Ok(out)
 }
 
@@ -145,17 +144,9 @@ fn collect(mut entry: *mut sys::ADDRINFOEXW, port: u16, out: &mut Addresses) {
         // does after this walk.
         let info = unsafe { &*entry };
         if !info.ai_addr.is_null() {
-            let mut raw = crate::addr::RawAddr::zeroed();
-            let len = info.ai_addrlen.min(size_of::<crate::addr::RawAddr>());
-            // SAFETY: `ai_addr` holds `ai_addrlen` bytes; we copy at most our union's size.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    info.ai_addr.cast::<u8>(),
-                    core::ptr::from_mut(&mut raw).cast::<u8>(),
-                    len,
-                );
-            }
-            if let Some(mut addr) = raw.to_socket_addr() {
+            // SAFETY: `ai_addr` holds `ai_addrlen` readable bytes.
+            let addr = unsafe { sys::read_sockaddr(info.ai_addr, info.ai_addrlen) };
+            if let Some(mut addr) = addr {
                 addr.set_port(port);
                 if !out.contains(&addr) && out.push(addr).is_err() {
                     break;

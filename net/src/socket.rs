@@ -166,7 +166,7 @@ unsafe fn issue_bind(call: &mut Call) -> NTSTATUS {
         let Some(bind) = bind else {
             return sys::STATUS_NOT_IMPLEMENTED;
         };
-        bind(call.socket, (*call.held).addr[0].as_sockaddr(), 0, call.irp)
+        bind(call.socket, (*call.held).addr[0].as_mut_ptr(), 0, call.irp)
     }
 }
 
@@ -181,7 +181,7 @@ fn kind_code(kind: Kind) -> u32 {
 /// Binds to `addr`. IRQL <= `DISPATCH_LEVEL`.
 pub(crate) async fn bind(handle: &Handle, addr: SocketAddr) -> Result<()> {
     let mut held = Held::empty();
-    held.addr[0] = RawAddr::from_socket_addr(addr);
+    held.addr[0] = RawAddr::from(addr);
     held.params[0] = kind_code(handle.inner().kind());
     let done = Op::new(handle.inner(), CTL, "bind", held, issue_bind).await?;
     check(done.status, done.information, "bind").map(drop)
@@ -195,7 +195,7 @@ unsafe fn issue_address(call: &mut Call) -> NTSTATUS {
     // SAFETY: the dispatch table matches the kind in params[0].
     unsafe {
         let table = (*call.socket).Dispatch;
-        let out = (*call.held).addr[0].as_sockaddr();
+        let out = (*call.held).addr[0].as_mut_ptr();
         if (*call.held).params[1] == 1 {
             let Some(f) = (*table.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>()).WskGetRemoteAddress
             else {

@@ -208,8 +208,8 @@ unsafe fn issue_accept(call: &mut Call) -> NTSTATUS {
             0,
             core::ptr::null_mut(),
             core::ptr::null(),
-            local.as_sockaddr(),
-            remote.as_sockaddr(),
+            local.as_mut_ptr(),
+            remote.as_mut_ptr(),
             call.irp,
         )
     }
@@ -407,7 +407,7 @@ unsafe fn issue_connect(call: &mut Call) -> NTSTATUS {
         let Some(connect) = (*table).WskConnect else {
             return sys::STATUS_NOT_IMPLEMENTED;
         };
-        connect(call.socket, (*call.held).addr[1].as_sockaddr(), 0, call.irp)
+        connect(call.socket, (*call.held).addr[1].as_mut_ptr(), 0, call.irp)
     }
 }
 
@@ -509,7 +509,7 @@ impl TcpStream {
         socket::apply_bind_options(&handle, options, addr.is_ipv6()).await?;
         socket::bind(&handle, wildcard_like(&addr)).await?;
         let mut held = Held::empty();
-        held.addr[1] = RawAddr::from_socket_addr(addr);
+        held.addr[1] = RawAddr::from(addr);
         let done = Op::new(handle.inner(), CTL, "connect", held, issue_connect).await?;
         check(done.status, done.information, "connect")?;
         Ok(Self { handle })

@@ -43,7 +43,7 @@ unsafe fn issue_datagram(call: &mut Call) -> NTSTATUS {
             .cast::<WSK_PROVIDER_DATAGRAM_DISPATCH>();
         let held = &mut *call.held;
         let buffer = &raw mut held.wsk_buf;
-        let remote = held.addr[1].as_sockaddr();
+        let remote = held.addr[1].as_mut_ptr();
         if held.params[0] == 0 {
             let Some(send_to) = table.WskSendTo else {
                 return sys::STATUS_NOT_IMPLEMENTED;
@@ -110,7 +110,7 @@ impl UdpSocket {
         let mut held = Held::with_buf(buf, len);
         held.params[0] = u32::from(receive);
         if let Some(to) = to {
-            held.addr[1] = RawAddr::from_socket_addr(to);
+            held.addr[1] = RawAddr::from(to);
         }
         match Op::new(self.handle.inner(), slot, name, held, issue_datagram).await {
             Ok(mut done) => {
