@@ -13,7 +13,7 @@ use crate::addr::{RawAddr, family_of, wildcard_like};
 use crate::buf::IoBuf;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, Held, Kind, Op, RECV, SEND, SocketInner};
+use crate::raw::{CTL, Call, Held, Kind, Op, RECV, Request, SEND, SocketInner};
 use crate::socket::{self, BindOptions, Handle, check};
 
 /// A listening TCP socket.
@@ -187,30 +187,29 @@ impl TcpListener {
     }
 }
 
-/// `WskAccept` into `held.addr` (local, remote).
+/// `WskAccept` into `held.addr` (local, remote) ([`Request::Accept`]).
 ///
 /// # Safety
-/// `call.socket` is an open listen socket.
-unsafe fn issue_accept(call: &mut Call) -> NTSTATUS {
-    // SAFETY: listen sockets carry the listen dispatch table; the address buffers are in the
-    // slot and stay valid until completion.
+/// `call.socket` is an open listen socket; `call.irp` is prepared.
+pub(crate) unsafe fn issue_accept(call: &mut Call) -> NTSTATUS {
+    // SAFETY: an open listen socket (caller).
+    let table = unsafe { call.dispatch::<WSK_PROVIDER_LISTEN_DISPATCH>() };
+    let Some(accept) = table.WskAccept else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let [local, remote] = &mut call.held().addr;
+    let (local, remote) = (local.as_mut_ptr(), remote.as_mut_ptr());
+    // SAFETY: open socket, prepared IRP; the address buffers live in the slot until
+    // completion.
     unsafe {
-        let table = (*call.socket)
-            .Dispatch
-            .cast::<WSK_PROVIDER_LISTEN_DISPATCH>();
-        let Some(accept) = (*table).WskAccept else {
-            return sys::STATUS_NOT_IMPLEMENTED;
-        };
-        let held = &mut *call.held;
-        let [local, remote] = &mut held.addr;
         accept(
-            call.socket,
+            call.socket(),
             0,
             core::ptr::null_mut(),
             core::ptr::null(),
-            local.as_mut_ptr(),
-            remote.as_mut_ptr(),
-            call.irp,
+            local,
+            remote,
+            call.irp(),
         )
     }
 }
@@ -238,9 +237,9 @@ impl<'a> Accept<'a> {
         };
         let state = match child {
             Ok(child) => {
-                let mut held = Held::empty();
+                let mut held = Held::new(Request::Accept);
                 held.adopt = Some(child.adopt_ref());
-                Ok((Op::new(inner, CTL, "accept", held, issue_accept), child))
+                Ok((Op::new(inner, CTL, held), child))
             }
             Err(e) => Err(Some(e)),
         };
@@ -394,53 +393,71 @@ pub struct TcpStream {
     handle: Handle,
 }
 
-/// `WskConnect` to `held.addr[1]`.
+/// `WskConnect` to `held.addr[1]` ([`Request::Connect`]).
 ///
 /// # Safety
-/// `call.socket` is an open, bound connection socket.
-unsafe fn issue_connect(call: &mut Call) -> NTSTATUS {
-    // SAFETY: connection dispatch table; the address lives in the slot.
-    unsafe {
-        let table = (*call.socket)
-            .Dispatch
-            .cast::<WSK_PROVIDER_CONNECTION_DISPATCH>();
-        let Some(connect) = (*table).WskConnect else {
-            return sys::STATUS_NOT_IMPLEMENTED;
-        };
-        connect(call.socket, (*call.held).addr[1].as_mut_ptr(), 0, call.irp)
-    }
+/// `call.socket` is an open, bound connection socket; `call.irp` is prepared.
+pub(crate) unsafe fn issue_connect(call: &mut Call) -> NTSTATUS {
+    // SAFETY: an open connection socket (caller).
+    let table = unsafe { call.dispatch::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
+    let Some(connect) = table.WskConnect else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let remote = call.held().addr[1].as_mut_ptr();
+    // SAFETY: open socket, prepared IRP; the address lives in the slot until completion.
+    unsafe { connect(call.socket(), remote, 0, call.irp()) }
 }
 
-/// `WskSend`/`WskReceive`/`WskDisconnect` on `held.wsk_buf` with flags `params[0]`;
-/// `params[1]`: 0 send, 1 receive, 2 disconnect with buffer, 3 disconnect without.
+/// `WskSend` of `held.wsk_buf` ([`Request::Send`]).
 ///
 /// # Safety
 /// `call.socket` is an open connection socket; `wsk_buf` describes `held.buf`'s MDL within
-/// its length.
-unsafe fn issue_transfer(call: &mut Call) -> NTSTATUS {
-    // SAFETY: connection dispatch table; WSK_BUF and buffer live in the slot.
-    unsafe {
-        let table = &*(*call.socket)
-            .Dispatch
-            .cast::<WSK_PROVIDER_CONNECTION_DISPATCH>();
-        let held = &mut *call.held;
-        let flags = held.params[0];
-        let buffer = &raw mut held.wsk_buf;
-        let f = match held.params[1] {
-            0 => table.WskSend,
-            1 => table.WskReceive,
-            _ => table.WskDisconnect,
-        };
-        let Some(f) = f else {
-            return sys::STATUS_NOT_IMPLEMENTED;
-        };
-        let buffer = if held.params[1] == 3 {
-            core::ptr::null_mut()
-        } else {
-            buffer
-        };
-        f(call.socket, buffer, flags, call.irp)
-    }
+/// its length; `call.irp` is prepared.
+pub(crate) unsafe fn issue_send(call: &mut Call, flags: u32) -> NTSTATUS {
+    // SAFETY: an open connection socket (caller).
+    let table = unsafe { call.dispatch::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
+    let Some(send) = table.WskSend else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let buffer = &raw mut call.held().wsk_buf;
+    // SAFETY: open socket, prepared IRP; WSK_BUF and buffer live in the slot until completion.
+    unsafe { send(call.socket(), buffer, flags, call.irp()) }
+}
+
+/// `WskReceive` into `held.wsk_buf` ([`Request::Receive`]).
+///
+/// # Safety
+/// As [`issue_send`].
+pub(crate) unsafe fn issue_receive(call: &mut Call, flags: u32) -> NTSTATUS {
+    // SAFETY: an open connection socket (caller).
+    let table = unsafe { call.dispatch::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
+    let Some(receive) = table.WskReceive else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let buffer = &raw mut call.held().wsk_buf;
+    // SAFETY: open socket, prepared IRP; WSK_BUF and buffer live in the slot until completion.
+    unsafe { receive(call.socket(), buffer, flags, call.irp()) }
+}
+
+/// `WskDisconnect` ([`Request::Disconnect`]), with `held.wsk_buf` as final data when
+/// `final_data` and it is not empty.
+///
+/// # Safety
+/// As [`issue_send`].
+pub(crate) unsafe fn issue_disconnect(call: &mut Call, flags: u32, final_data: bool) -> NTSTATUS {
+    // SAFETY: an open connection socket (caller).
+    let table = unsafe { call.dispatch::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
+    let Some(disconnect) = table.WskDisconnect else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let held = call.held();
+    let buffer = if final_data && held.wsk_buf.Length != 0 {
+        &raw mut held.wsk_buf
+    } else {
+        core::ptr::null_mut()
+    };
+    // SAFETY: open socket, prepared IRP; WSK_BUF and buffer live in the slot until completion.
+    unsafe { disconnect(call.socket(), buffer, flags, call.irp()) }
 }
 
 impl TcpStream {
@@ -508,25 +525,24 @@ impl TcpStream {
         socket::create(&handle, family_of(&addr)).await?;
         socket::apply_bind_options(&handle, options, addr.is_ipv6()).await?;
         socket::bind(&handle, wildcard_like(&addr)).await?;
-        let mut held = Held::empty();
+        let mut held = Held::new(Request::Connect);
         held.addr[1] = RawAddr::from(addr);
-        let done = Op::new(handle.inner(), CTL, "connect", held, issue_connect).await?;
+        let done = Op::new(handle.inner(), CTL, held).await?;
         check(done.status, done.information, "connect")?;
         Ok(Self { handle })
     }
 
+    /// `request` on the first `len` bytes of `buf`, on `slot`; the buffer comes back.
     async fn transfer(
         &self,
         slot: usize,
-        kind: u32,
-        flags: u32,
+        request: Request,
         buf: IoBuf,
         len: usize,
-        name: &'static str,
     ) -> (Result<usize>, IoBuf) {
-        let mut held = Held::with_buf(buf, len);
-        held.params = [flags, kind, 0, 0];
-        match Op::new(self.handle.inner(), slot, name, held, issue_transfer).await {
+        let name = request.name();
+        let held = Held::with_buf(request, buf, len);
+        match Op::new(self.handle.inner(), slot, held).await {
             Ok(done) => {
                 let (mut held, result) = (done.held, check(done.status, done.information, name));
                 (result, take_buf(&mut held))
@@ -553,7 +569,7 @@ impl TcpStream {
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
     pub async fn send(&self, buf: IoBuf) -> (Result<usize>, IoBuf) {
-        self.send_flags(buf, 0, "send").await
+        self.send_flags(buf, 0).await
     }
 
     /// [`TcpStream::send`] with `WSK_FLAG_NODELAY`: no coalescing delay for this send.
@@ -571,15 +587,12 @@ impl TcpStream {
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
     pub async fn send_nodelay(&self, buf: IoBuf) -> (Result<usize>, IoBuf) {
-        self.send_flags(buf, sys::WSK_FLAG_NODELAY, "send").await
+        self.send_flags(buf, sys::WSK_FLAG_NODELAY).await
     }
 
-    async fn send_flags(
-        &self,
-        buf: IoBuf,
-        flags: u32,
-        name: &'static str,
-    ) -> (Result<usize>, IoBuf) {
+    async fn send_flags(&self, buf: IoBuf, flags: u32) -> (Result<usize>, IoBuf) {
+        let request = Request::Send { flags };
+        let name = request.name();
         if self.handle.inner().flags().is_send_shut() {
             return (Err(Error::new(ErrorKind::InvalidState, name)), buf);
         }
@@ -587,7 +600,7 @@ impl TcpStream {
             return (Ok(0), buf);
         }
         let len = buf.len();
-        let (result, buf) = self.transfer(SEND, 0, flags, buf, len, name).await;
+        let (result, buf) = self.transfer(SEND, request, buf, len).await;
         let result = result.and_then(|n| {
             if n == len {
                 Ok(n)
@@ -679,13 +692,7 @@ impl TcpStream {
             0
         };
         Recv {
-            op: Some(Op::new(
-                self.handle.inner(),
-                RECV,
-                name,
-                held,
-                issue_transfer,
-            )),
+            op: Some(Op::new(self.handle.inner(), RECV, held)),
             early: None,
             exact,
             got: 0,
@@ -807,17 +814,19 @@ impl TcpStream {
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
     pub async fn disconnect(&self, how: Disconnect) -> Result<()> {
-        let (flags, kind) = match how {
-            Disconnect::Graceful => (0, 3),
-            Disconnect::Abortive => (sys::WSK_FLAG_ABORTIVE, 3),
+        let flags = match how {
+            Disconnect::Graceful => 0,
+            Disconnect::Abortive => sys::WSK_FLAG_ABORTIVE,
         };
         let inner = self.handle.inner();
         if inner.flags().is_send_shut() && how == Disconnect::Graceful {
             return Err(Error::new(ErrorKind::InvalidState, "disconnect"));
         }
-        let mut held = Held::empty();
-        held.params = [flags, kind, 0, 0];
-        let done = Op::new(inner, CTL, "disconnect", held, issue_transfer).await?;
+        let request = Request::Disconnect {
+            flags,
+            final_data: false,
+        };
+        let done = Op::new(inner, CTL, Held::new(request)).await?;
         let result = check(done.status, done.information, "disconnect").map(drop);
         if result.is_ok() {
             match how {
@@ -852,10 +861,11 @@ impl TcpStream {
             );
         }
         let len = buf.len();
-        let kind = if len == 0 { 3 } else { 2 };
-        let (result, buf) = self
-            .transfer(CTL, kind, 0, buf, len, "disconnect_with")
-            .await;
+        let request = Request::Disconnect {
+            flags: 0,
+            final_data: true,
+        };
+        let (result, buf) = self.transfer(CTL, request, buf, len).await;
         if result.is_ok() {
             inner.flags().shut_send();
         }
@@ -923,15 +933,13 @@ fn handle_ptr(handle: &Handle) -> core::ptr::NonNull<SocketInner> {
     core::ptr::NonNull::from(handle.inner())
 }
 
-/// The buffer an operation was given; every transfer operation is built with one
-/// (`Held::with_buf`) and the slot machinery hands `Held` back whole.
 /// What a `WskReceive` of `len` bytes into `buf` from `offset` holds.
 fn receive_held(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Held {
-    let mut held = Held::with_buf_range(buf, offset, len);
-    held.params = [flags, 1, 0, 0];
-    held
+    Held::with_buf_range(Request::Receive { flags }, buf, offset, len)
 }
 
+/// The buffer an operation was given; every transfer operation is built with one
+/// (`Held::with_buf`) and the slot machinery hands `Held` back whole.
 fn take_buf(held: &mut Held) -> IoBuf {
     held.buf
         .take()
@@ -1033,7 +1041,7 @@ impl Future for Recv<'_> {
                 // receive the rest into the same buffer, after what arrived.
                 this.got = total;
                 let held = receive_held(buf, total, this.exact - total, sys::WSK_FLAG_WAITALL);
-                op.reissue(issue_transfer, held);
+                op.reissue(held);
                 continue;
             }
             this.op = None;

@@ -61,8 +61,8 @@ unsafe fn link_between(prev: *mut LIST_ENTRY, entry: *mut LIST_ENTRY, next: *mut
         entry.write(LIST_ENTRY {
             Flink: next,
             Blink: prev,
-        })
-    };
+        });
+    }
     // SAFETY: `prev` is live and writable (caller).
     unsafe { (*prev).Flink = entry };
     // SAFETY: `next` is live and writable (caller).

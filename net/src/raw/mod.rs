@@ -32,12 +32,14 @@ mod held;
 #[cfg(all(test, loom))]
 mod loom_tests;
 mod op;
+mod request;
 mod slot;
 mod state;
 
 pub(crate) use held::{Call, Held};
 pub(crate) use op::Op;
-use slot::{Slot, issue_close, issue_orphan};
+pub(crate) use request::Request;
+use slot::{Slot, issue_orphan};
 use state::{AfterOpen, CallGate, CloseNow, RefCount, Released, SocketFlags, StartClose};
 
 /// Pool tag of socket objects (`WskS`).
@@ -253,7 +255,7 @@ impl SocketInner {
     }
 
     fn issue_close(&self) {
-        issue_orphan(self, CLOSE, Held::empty(), issue_close, self.wsk());
+        issue_orphan(self, CLOSE, Held::new(Request::Close), self.wsk());
     }
 
     /// Starts closing the socket if nobody has: `WskCloseSocket` on the dedicated close slot,

@@ -11,7 +11,7 @@ use wsk_executor::raw::sync::{AtomicU32, Ordering};
 use wsk_sys::{self as sys, STATUS_PENDING};
 
 use super::SocketInner;
-use super::held::{Completed, Held, IssueFn, Refused};
+use super::held::{Completed, Held, Refused};
 use super::slot::{Slot, finish, start};
 use super::state::{AfterCancel, Claim, OnAbandon};
 use crate::error::{Error, ErrorKind};
@@ -21,8 +21,10 @@ use crate::error::{Error, ErrorKind};
 pub(crate) struct Op<'a> {
     inner: &'a SocketInner,
     index: usize,
+    /// The request's name, for errors after the `Held` went to the slot.
     name: &'static str,
-    issue: Option<(IssueFn, Held)>,
+    /// What to issue at the next poll.
+    issue: Option<Held>,
     in_flight: bool,
     allow_closing: bool,
     /// 1 once cancellation was requested: an operation not yet (or not again) at WSK never
@@ -31,19 +33,14 @@ pub(crate) struct Op<'a> {
 }
 
 impl<'a> Op<'a> {
-    /// An operation on `inner`'s slot `index`, which will run `issue` with `held` parked.
-    pub(crate) fn new(
-        inner: &'a SocketInner,
-        index: usize,
-        name: &'static str,
-        held: Held,
-        issue: IssueFn,
-    ) -> Self {
+    /// An operation on `inner`'s slot `index`, which will make `held.request` with `held`
+    /// parked.
+    pub(crate) fn new(inner: &'a SocketInner, index: usize, held: Held) -> Self {
         Self {
             inner,
             index,
-            name,
-            issue: Some((issue, held)),
+            name: held.request.name(),
+            issue: Some(held),
             in_flight: false,
             allow_closing: false,
             cancel_requested: AtomicU32::new(0),
@@ -69,9 +66,9 @@ impl<'a> Op<'a> {
 
     /// Issues the operation again at its next poll, with `held` (a continuation, such as the
     /// rest of a `WAITALL` receive the provider completed short). Only after it completed.
-    pub(crate) fn reissue(&mut self, issue: IssueFn, held: Held) {
+    pub(crate) fn reissue(&mut self, held: Held) {
         debug_assert!(!self.in_flight, "reissue of an operation in flight");
-        self.issue = Some((issue, held));
+        self.issue = Some(held);
     }
 
     fn slot(&self) -> &'a Slot {
@@ -87,7 +84,7 @@ impl<'a> Op<'a> {
     /// IRP is with WSK (or already completed); otherwise the poll's result.
     fn issue(&mut self, cx: &Context<'_>) -> Option<Poll<Result<Completed, Refused>>> {
         let slot = self.slot();
-        let Some((issue, held)) = self.issue.take() else {
+        let Some(held) = self.issue.take() else {
             return Some(self.refuse(ErrorKind::InvalidState, Held::empty()));
         };
         if self.cancel_requested.load(Ordering::Acquire) != 0 {
@@ -106,7 +103,7 @@ impl<'a> Op<'a> {
                     if slot.state.is_free() {
                         continue;
                     }
-                    self.issue = Some((issue, held));
+                    self.issue = Some(held);
                     return Some(Poll::Pending);
                 }
                 // Another live operation owns the slot: a second concurrent send or receive
@@ -127,7 +124,7 @@ impl<'a> Op<'a> {
         slot.waker.register(cx.waker());
         // SAFETY: claimed and not pending: we own the held cell.
         unsafe { slot.park(held) };
-        let status = start(self.inner, slot, issue, socket);
+        let status = start(self.inner, slot, socket);
         if counted {
             // WSK returned: the call is no longer in progress (its IRP may be). A close
             // requested meanwhile is issued here.

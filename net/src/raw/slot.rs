@@ -13,7 +13,7 @@ use wsk_sys::{
     STATUS_PENDING, STATUS_UNSUCCESSFUL, WSK_PROVIDER_BASIC_DISPATCH, WSK_SOCKET,
 };
 
-use super::held::{Call, Held, IssueFn};
+use super::held::{Call, Held};
 use super::state::{AfterCancel, OnComplete, SlotState};
 use super::{CLOSE, SocketInner};
 
@@ -96,9 +96,8 @@ impl Slot {
 /// `call.socket` is an open WSK socket and `call.irp` is prepared.
 pub(super) unsafe fn issue_close(call: &mut Call) -> NTSTATUS {
     // SAFETY: every provider socket's dispatch table starts with the basic dispatch.
-    let basic = unsafe { (*call.socket).Dispatch }.cast::<WSK_PROVIDER_BASIC_DISPATCH>();
-    // SAFETY: the provider's dispatch table lives as long as its sockets.
-    match unsafe { (*basic).WskCloseSocket } {
+    let basic = unsafe { call.dispatch::<WSK_PROVIDER_BASIC_DISPATCH>() };
+    match basic.WskCloseSocket {
         // SAFETY: an open socket and a prepared IRP, as required above.
         Some(close) => unsafe { close(call.socket, call.irp) },
         None => sys::STATUS_NOT_IMPLEMENTED,
@@ -107,13 +106,7 @@ pub(super) unsafe fn issue_close(call: &mut Call) -> NTSTATUS {
 
 /// Issues an operation nobody waits for (the close). The completion routine finishes it.
 /// IRQL <= `DISPATCH_LEVEL`.
-pub(super) fn issue_orphan(
-    inner: &SocketInner,
-    index: usize,
-    held: Held,
-    issue: IssueFn,
-    socket: *mut WSK_SOCKET,
-) {
+pub(super) fn issue_orphan(inner: &SocketInner, index: usize, held: Held, socket: *mut WSK_SOCKET) {
     let slot = &inner.slots[index];
     // The orphan's issuer holds the canceller's role while the call is in progress: a
     // completion that runs inline (before WSK returns) records DONE and leaves finishing to
@@ -126,7 +119,7 @@ pub(super) fn issue_orphan(
     }
     // SAFETY: claimed and not pending: we own the held cell.
     unsafe { slot.park(held) };
-    let status = start(inner, slot, issue, socket);
+    let status = start(inner, slot, socket);
     let completed_inline = slot.state.is_done();
     if !completed_inline && status != STATUS_PENDING {
         // Failed synchronously without completing the IRP (Wine's stubs): finish it as if it
@@ -146,14 +139,10 @@ pub(super) fn issue_orphan(
     }
 }
 
-/// Prepares the slot's IRP and calls `issue`. Takes the in-flight reference. Returns the
-/// status of `IoSetCompletionRoutineEx` without calling WSK when it fails (out of memory).
-pub(super) fn start(
-    inner: &SocketInner,
-    slot: &Slot,
-    issue: IssueFn,
-    socket: *mut WSK_SOCKET,
-) -> NTSTATUS {
+/// Prepares the slot's IRP and makes the parked request's WSK call. Takes the in-flight
+/// reference. Returns the status of `IoSetCompletionRoutineEx` without calling WSK when it
+/// fails (out of memory). The slot is claimed and its request parked.
+pub(super) fn start(inner: &SocketInner, slot: &Slot, socket: *mut WSK_SOCKET) -> NTSTATUS {
     inner.add_ref();
     // SAFETY: the slot is claimed and not pending: its IRP is ours, completed (or fresh), and
     // allocated with one stack location, which receives the completion routine.
@@ -167,6 +156,8 @@ pub(super) fn start(
         // SAFETY: the client outlives its socket objects.
         unsafe { inner.client.as_ref() }.client_call_started();
     }
+    // SAFETY: claimed and not yet pending: the issuer owns the cell.
+    let request = slot.held.with_mut(|cell| unsafe { (*cell).request });
     slot.state.mark_pending();
     let mut call = Call {
         irp: slot.irp,
@@ -174,9 +165,9 @@ pub(super) fn start(
         socket,
         client: inner.client,
     };
-    // SAFETY: issue functions require exactly what `call` provides: a prepared IRP, the held
-    // resources at their in-slot address, and the socket (null only before creation).
-    unsafe { issue(&mut call) }
+    // SAFETY: `call` is what requests need: a prepared IRP, the held resources at their
+    // in-slot address, and the socket (null only before creation, for client-level requests).
+    unsafe { request.issue(&mut call) }
 }
 
 /// Registers [`on_complete`] on the slot's reused IRP: with `IoSetCompletionRoutineEx`
