@@ -126,16 +126,27 @@ unsafe impl Send for ClientInner {}
 // SAFETY: as above.
 unsafe impl Sync for ClientInner {}
 
+/// The socket object whose `link` field `link` is (C's `CONTAINING_RECORD`).
+///
+/// # Safety
+/// `link` points to the `link` field of a live `SocketInner`.
+unsafe fn containing_socket(link: *mut LIST_ENTRY) -> NonNull<SocketInner> {
+    let offset = core::mem::offset_of!(SocketInner, link);
+    // SAFETY: `link` lies `offset` bytes into a live socket object (caller).
+    let socket = unsafe { link.byte_sub(offset) }.cast::<SocketInner>();
+    // SAFETY: derived from a non-null field pointer of a live object.
+    unsafe { NonNull::new_unchecked(socket) }
+}
+
 impl ClientInner {
     /// The provider's dispatch table and client handle.
     pub(crate) fn provider(&self) -> (&WSK_PROVIDER_DISPATCH, *mut sys::WSK_CLIENT) {
         // SAFETY: written once by WskCaptureProviderNPI before the client was shared; the
         // provider keeps its table alive until WskReleaseProviderNPI, which runs only after
         // every socket is closed.
-        unsafe {
-            let npi = &*self.provider.get();
-            (&*npi.Dispatch, npi.Client)
-        }
+        let npi = unsafe { &*self.provider.get() };
+        // SAFETY: as above: the captured table stays valid while any socket may use it.
+        (unsafe { &*npi.Dispatch }, npi.Client)
     }
 
     /// The device object to register completion routines against with
@@ -229,6 +240,7 @@ impl ClientInner {
     }
 
     /// Takes a reference on one tracked socket whose close has not started, if any.
+    /// IRQL <= `DISPATCH_LEVEL`.
     fn next_unclosed(&self) -> Option<NonNull<SocketInner>> {
         self.with_lock(|head, _| {
             // SAFETY: the initialised list head, under its lock.
@@ -236,10 +248,7 @@ impl ClientInner {
             while link != head {
                 // SAFETY: `link` is the first field-offset of a live tracked socket; we
                 // recover the socket from it as CONTAINING_RECORD does.
-                let socket = unsafe {
-                    let offset = core::mem::offset_of!(SocketInner, link);
-                    NonNull::new_unchecked(link.byte_sub(offset).cast::<SocketInner>())
-                };
+                let socket = unsafe { containing_socket(link) };
                 // SAFETY: tracked sockets are live while on the list (we hold the lock).
                 let inner = unsafe { socket.as_ref() };
                 if !inner.is_closing() {
@@ -388,10 +397,9 @@ impl WskClient {
             return Err(Error::new(ErrorKind::InvalidState, "WskClient::register"));
         }
         // SAFETY: PASSIVE_LEVEL (checked above).
-        let unload_safe = unsafe {
-            sys::init_pool_routines();
-            !sys::kernel_is_wine()
-        };
+        unsafe { sys::init_pool_routines() };
+        // SAFETY: PASSIVE_LEVEL (checked above).
+        let unload_safe = !unsafe { sys::kernel_is_wine() };
         let mut device: *mut DEVICE_OBJECT = ptr::null_mut();
         // SAFETY: PASSIVE_LEVEL; the driver object is live (Driver's contract); an unnamed
         // device object without extension is all IoSetCompletionRoutineEx needs.
@@ -418,12 +426,16 @@ impl WskClient {
             return Err(Error::new(ErrorKind::NoResources, "WskClient::register"));
         };
         let p = mem.as_ptr();
+        // SAFETY: all-zero is a valid (unregistered) WSK_REGISTRATION: plain data.
+        let registration = unsafe { core::mem::zeroed() };
+        // SAFETY: all-zero is a valid KEVENT to hand KeInitializeEvent below: plain data.
+        let all_closed = unsafe { core::mem::zeroed() };
         // SAFETY: `p` is a fresh, exclusively owned, suitably aligned allocation; every field
         // is initialised before the object is shared with WSK, and the self-references
-        // (NPI dispatch pointer, list head) are taken at the final address.
+        // (NPI dispatch pointer, list head) are taken at the final address below.
         unsafe {
             p.write(ClientInner {
-                registration: UnsafeCell::new(core::mem::zeroed()),
+                registration: UnsafeCell::new(registration),
                 dispatch: WSK_CLIENT_DISPATCH {
                     Version: sys::MAKE_WSK_VERSION(1, 0),
                     Reserved: 0,
@@ -443,7 +455,7 @@ impl WskClient {
                     Blink: ptr::null_mut(),
                 }),
                 open: UnsafeCell::new(0),
-                all_closed: UnsafeCell::new(core::mem::zeroed()),
+                all_closed: UnsafeCell::new(all_closed),
                 users: AtomicUsize::new(1),
                 deregistering: AtomicBool::new(false),
                 device,
@@ -451,37 +463,45 @@ impl WskClient {
                 parked: AtomicPtr::new(ptr::null_mut()),
                 client_calls: AtomicUsize::new(0),
             });
-            sys::InitializeListHead((*p).sockets.get());
-            sys::KeInitializeEvent((*p).all_closed.get(), sys::NotificationEvent, 1);
-            (*(*p).npi.get()).ClientContext = p.cast();
-            (*(*p).npi.get()).Dispatch = &raw const (*p).dispatch;
         }
+        // SAFETY: just written; from here on only shared, its cells written through their
+        // pointers (WSK keeps pointers to them after registration).
+        let client = unsafe { &*p };
+        // SAFETY: the list head is in the object at its final address, not yet shared.
+        unsafe { sys::InitializeListHead(client.sockets.get()) };
+        // SAFETY: the event is in nonpaged pool at its final address.
+        unsafe { sys::KeInitializeEvent(client.all_closed.get(), sys::NotificationEvent, 1) };
+        // SAFETY: not yet shared with WSK: ours to write.
+        unsafe {
+            client.npi.get().write(WSK_CLIENT_NPI {
+                ClientContext: p.cast(),
+                Dispatch: &raw const client.dispatch,
+            });
+        }
+        let (npi, registration, provider) = (
+            client.npi.get(),
+            client.registration.get(),
+            client.provider.get(),
+        );
         // SAFETY: PASSIVE_LEVEL; both structures live in nonpaged pool for the registration's
         // lifetime (freed only after WskDeregister).
-        let status = unsafe { sys::WskRegister((*p).npi.get(), (*p).registration.get()) };
+        let status = unsafe { sys::WskRegister(npi, registration) };
         if !sys::NT_SUCCESS(status) {
-            // SAFETY: never shared: WSK refused the registration; the device was never used.
-            unsafe {
-                sys::ExFreePoolWithTag(p.cast(), CLIENT_TAG);
-                sys::IoDeleteDevice(device);
-            }
+            // SAFETY: never shared: WSK refused the registration.
+            unsafe { sys::ExFreePoolWithTag(p.cast(), CLIENT_TAG) };
+            // SAFETY: created above, never used.
+            unsafe { sys::IoDeleteDevice(device) };
             return Err(Error::from_status(status, "WskRegister"));
         }
         // SAFETY: PASSIVE_LEVEL with a bounded wait; the registration is live.
-        let status = unsafe {
-            sys::WskCaptureProviderNPI(
-                (*p).registration.get(),
-                CAPTURE_WAIT_MS,
-                (*p).provider.get(),
-            )
-        };
+        let status = unsafe { sys::WskCaptureProviderNPI(registration, CAPTURE_WAIT_MS, provider) };
         if !sys::NT_SUCCESS(status) {
             // SAFETY: registered above, no capture held, no sockets: deregister cannot block.
-            unsafe {
-                sys::WskDeregister((*p).registration.get());
-                sys::ExFreePoolWithTag(p.cast(), CLIENT_TAG);
-                sys::IoDeleteDevice(device);
-            }
+            unsafe { sys::WskDeregister(registration) };
+            // SAFETY: deregistered: nobody refers to the object any more.
+            unsafe { sys::ExFreePoolWithTag(p.cast(), CLIENT_TAG) };
+            // SAFETY: created above, never used for a completion routine.
+            unsafe { sys::IoDeleteDevice(device) };
             return Err(Error::from_status(status, "WskCaptureProviderNPI"));
         }
         Ok(Self { inner: mem })
@@ -653,11 +673,11 @@ fn deregister(this: NonNull<ClientInner>) -> Result<()> {
     // SAFETY: PASSIVE_LEVEL; one release per capture; every socket is closed, so
     // WskDeregister returns once the provider's own calls have drained. The device object
     // goes once the last completion routine registered against it has returned.
-    unsafe {
-        sys::WskReleaseProviderNPI(inner.registration.get());
-        sys::WskDeregister(inner.registration.get());
-        sys::IoDeleteDevice(inner.device);
-    }
+    unsafe { sys::WskReleaseProviderNPI(inner.registration.get()) };
+    // SAFETY: as above.
+    unsafe { sys::WskDeregister(inner.registration.get()) };
+    // SAFETY: as above.
+    unsafe { sys::IoDeleteDevice(inner.device) };
     // SAFETY: the handle's use, given up here.
     unsafe { ClientInner::release(this) };
     Ok(())
