@@ -62,9 +62,11 @@ impl ModelSlot {
 
     /// WSK writes into the held buffer, then the completion routine records the result.
     fn complete(&self) -> OnComplete {
-        // SAFETY: pending: WSK owns the cell until DONE is recorded.
-        self.held
-            .with_mut(|held| unsafe { *held = held.read().map(|r| r + 1) });
+        self.held.with_mut(|held| {
+            // SAFETY: pending: WSK owns the cell until DONE is recorded.
+            let held = unsafe { &mut *held };
+            *held = held.map(|r| r + 1);
+        });
         self.state.complete()
     }
 
