@@ -6,6 +6,8 @@
 //! No kernel calls here: every transition returns what its caller must do next (cancel the
 //! IRP, finish the orphan, issue the close, free the object), so the loom models in
 //! `loom_tests.rs` drive exactly this code. The bits are private to this file.
+//!
+//! IRQL: every transition is a plain atomic operation, allowed at any IRQL.
 
 use wsk_executor::raw::sync::{AtomicU32, AtomicUsize, Ordering, loom_const_fn};
 

@@ -330,20 +330,10 @@ impl TcpStream {
     fn recv_op(&self, mut buf: IoBuf, len: usize, flags: u32, name: &'static str) -> Recv<'_> {
         buf.clear();
         if len == 0 || len > buf.capacity() {
-            return Recv {
-                op: None,
-                early: Some((Error::new(ErrorKind::InvalidInput, name), buf)),
-                exact: 0,
-                got: 0,
-            };
+            return Recv::refused(Error::new(ErrorKind::InvalidInput, name), buf);
         }
         if self.handle.inner().flags().is_recv_shut() {
-            return Recv {
-                op: None,
-                early: Some((Error::new(ErrorKind::InvalidState, name), buf)),
-                exact: 0,
-                got: 0,
-            };
+            return Recv::refused(Error::new(ErrorKind::InvalidState, name), buf);
         }
         let held = receive_held(buf, 0, len, flags);
         let exact = if flags & sys::WSK_FLAG_WAITALL != 0 {
@@ -625,6 +615,16 @@ pub struct Recv<'a> {
 }
 
 impl Recv<'_> {
+    /// A receive refused before reaching WSK: its first poll returns `error` and `buf`.
+    fn refused(error: Error, buf: IoBuf) -> Self {
+        Self {
+            op: None,
+            early: Some((error, buf)),
+            exact: 0,
+            got: 0,
+        }
+    }
+
     /// Requests cancellation of the receive in flight (`IoCancelIrp`); keep polling to get
     /// the buffer back (the result is then usually `Cancelled`, or data that won the race).
     ///
