@@ -240,14 +240,19 @@ pub unsafe fn read_sockaddr_by_family(addr: *const SOCKADDR) -> Option<SocketAdd
     }
 }
 
-/// Writes `addr` in WSK form at `dst` and returns its length in bytes (16 or 28).
+/// Writes `addr` in WSK form at `dst` and returns its length in bytes (16 or 28); a null
+/// `dst` (a caller that did not ask for the address) gets nothing and returns 0.
 ///
 /// # Safety
-/// `dst` points to at least that many writable bytes (28 always suffice); no alignment needed.
+/// `dst` is null or points to at least that many writable bytes (28 always suffice); no
+/// alignment needed.
 ///
 /// # IRQL
 /// Any, for nonpaged memory.
 pub unsafe fn write_sockaddr(dst: *mut SOCKADDR, addr: &SocketAddr) -> usize {
+    if dst.is_null() {
+        return 0;
+    }
     let raw = SOCKADDR_INET::from_socket_addr(addr);
     let bytes = raw.as_bytes();
     // SAFETY: the caller provides room for `bytes.len()` bytes at `dst`; `raw` is a local.
@@ -326,6 +331,8 @@ mod tests {
         assert_eq!(unsafe { read_sockaddr(core::ptr::null(), 28) }, None);
         // SAFETY: null is allowed.
         assert_eq!(unsafe { read_sockaddr_by_family(core::ptr::null()) }, None);
+        // SAFETY: null is allowed.
+        assert_eq!(unsafe { write_sockaddr(core::ptr::null_mut(), &v4()) }, 0);
         let unknown = [10u8, 0, 0, 0];
         // SAFETY: four readable bytes.
         let read = unsafe { read_sockaddr(unknown.as_ptr().cast(), unknown.len()) };

@@ -428,3 +428,122 @@ fn spin() {
     #[cfg(loom)]
     loom::thread::yield_now();
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_operation_is_woken_then_recycled() {
+        let slot = SlotState::new();
+        assert_eq!(slot.claim(), Claim::Claimed);
+        assert_eq!(slot.claim(), Claim::Taken, "one operation per slot");
+        slot.mark_pending();
+        assert_eq!(slot.poll_done(), None);
+        assert_eq!(slot.complete(), OnComplete::WakeOwner);
+        let seen = slot.poll_done().expect("done");
+        slot.recycle(seen);
+        assert!(slot.is_free());
+    }
+
+    #[test]
+    fn a_dropped_operation_is_finished_by_whoever_sees_done_last() {
+        // Dropped first: the completion finishes.
+        let slot = SlotState::new();
+        assert_eq!(slot.claim(), Claim::Claimed);
+        slot.mark_pending();
+        assert_eq!(slot.abandon(), OnAbandon::CancelIrp);
+        assert_eq!(slot.claim(), Claim::Finishing, "a new operation waits");
+        assert_eq!(slot.end_cancel(), AfterCancel::Nothing);
+        assert_eq!(slot.complete(), OnComplete::FinishOrphan);
+
+        // Completed while the dropper is inside IoCancelIrp: the dropper finishes.
+        let slot = SlotState::new();
+        assert_eq!(slot.claim(), Claim::Claimed);
+        slot.mark_pending();
+        assert_eq!(slot.abandon(), OnAbandon::CancelIrp);
+        assert_eq!(slot.complete(), OnComplete::LeaveToCanceller);
+        assert_eq!(slot.end_cancel(), AfterCancel::Finish);
+
+        // Completed before the drop: the dropper finishes.
+        let slot = SlotState::new();
+        assert_eq!(slot.claim(), Claim::Claimed);
+        slot.mark_pending();
+        assert_eq!(slot.complete(), OnComplete::WakeOwner);
+        assert_eq!(slot.abandon(), OnAbandon::Completed);
+        assert_eq!(slot.end_cancel(), AfterCancel::Finish);
+    }
+
+    #[test]
+    fn a_canceller_of_a_live_operation_never_finishes_it() {
+        let slot = SlotState::new();
+        assert_eq!(slot.begin_cancel(), BeginCancel::NothingInFlight);
+        assert_eq!(slot.end_cancel(), AfterCancel::Nothing);
+        assert_eq!(slot.claim(), Claim::Claimed);
+        slot.mark_pending();
+        assert_eq!(slot.begin_cancel(), BeginCancel::CancelIrp);
+        assert_eq!(slot.begin_cancel(), BeginCancel::AlreadyCancelling);
+        assert_eq!(slot.complete(), OnComplete::WakeOwner);
+        assert_eq!(slot.end_cancel(), AfterCancel::Nothing);
+    }
+
+    #[test]
+    fn an_orphan_completed_inline_is_finished_by_its_issuer() {
+        let slot = SlotState::new();
+        assert!(slot.claim_orphan());
+        assert!(!slot.claim_orphan(), "close is issued once");
+        slot.mark_pending();
+        assert_eq!(slot.complete(), OnComplete::LeaveToCanceller);
+        assert_eq!(slot.end_cancel(), AfterCancel::Finish);
+        slot.release();
+        assert!(slot.is_free());
+    }
+
+    #[test]
+    fn close_waits_for_the_last_call_and_shuts_the_gate() {
+        let calls = CallGate::new();
+        assert!(calls.enter());
+        assert!(calls.enter());
+        assert_eq!(calls.request_close(), CloseNow::No);
+        assert!(!calls.enter(), "no call after a close request");
+        assert_eq!(calls.leave(), CloseNow::No);
+        assert_eq!(
+            calls.leave(),
+            CloseNow::Issue,
+            "the last call out issues it"
+        );
+
+        let idle = CallGate::new();
+        assert_eq!(idle.request_close(), CloseNow::Issue);
+    }
+
+    #[test]
+    fn socket_flags_follow_open_close_and_shutdown() {
+        let flags = SocketFlags::new();
+        assert_eq!(flags.start_close(), StartClose::ClosedWithoutSocket);
+        assert!(flags.is_closed());
+        assert_eq!(
+            flags.mark_open(),
+            AfterOpen::RequestClose,
+            "adopted after the drop"
+        );
+
+        let flags = SocketFlags::new();
+        assert_eq!(flags.mark_open(), AfterOpen::Open);
+        assert!(!flags.is_closing());
+        flags.shut_send();
+        assert!(flags.is_send_shut() && !flags.is_recv_shut());
+        flags.shut_both();
+        assert!(flags.is_recv_shut());
+        assert_eq!(flags.start_close(), StartClose::RequestClose);
+        assert_eq!(flags.start_close(), StartClose::AlreadyStarted);
+        assert!(flags.is_closing() && !flags.is_closed());
+        flags.mark_closed();
+        assert!(flags.is_closed());
+
+        let refs = RefCount::one();
+        refs.add();
+        assert_eq!(refs.release(), Released::Shared);
+        assert_eq!(refs.release(), Released::Last);
+    }
+}
