@@ -3,9 +3,9 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use core::time::Duration;
 
+use wsk_executor::raw::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use wsk_sys::{
     self as sys, ADDRINFOEXW, DEVICE_OBJECT, DRIVER_OBJECT, KEVENT, KSPIN_LOCK, LIST_ENTRY,
     WSK_CLIENT_DISPATCH, WSK_CLIENT_NPI, WSK_PROVIDER_DISPATCH, WSK_PROVIDER_NPI, WSK_REGISTRATION,
@@ -96,7 +96,8 @@ pub(crate) struct ClientInner {
     all_closed: UnsafeCell<KEVENT>,
     /// The handle plus one per socket object: the last one frees the client.
     users: AtomicUsize,
-    deregistering: AtomicBool,
+    /// 1 once deregistration started (no new sockets).
+    deregistering: AtomicU32,
     /// The device object every completion routine is registered against
     /// (`IoSetCompletionRoutineEx`); deleted at deregistration, released by the I/O manager
     /// once the last routine returned.
@@ -167,7 +168,7 @@ impl ClientInner {
 
     /// False once deregistration started: no new sockets.
     pub(crate) fn accepting(&self) -> bool {
-        !self.deregistering.load(Ordering::Acquire)
+        self.deregistering.load(Ordering::Acquire) == 0
     }
 
     /// A socket object starts using the client.
@@ -457,7 +458,7 @@ impl WskClient {
                 open: UnsafeCell::new(0),
                 all_closed: UnsafeCell::new(all_closed),
                 users: AtomicUsize::new(1),
-                deregistering: AtomicBool::new(false),
+                deregistering: AtomicU32::new(0),
                 device,
                 unload_safe,
                 parked: AtomicPtr::new(ptr::null_mut()),
@@ -633,7 +634,7 @@ fn deregister(this: NonNull<ClientInner>) -> Result<()> {
     }
     // SAFETY: the handle's use keeps the client alive.
     let inner = unsafe { this.as_ref() };
-    inner.deregistering.store(true, Ordering::Release);
+    inner.deregistering.store(1, Ordering::Release);
     let report_every = i64::try_from(DEREGISTER_REPORT_EVERY.as_nanos() / 100).unwrap_or(i64::MAX);
     // One sweep: a socket adopted after it (an accept that completes meanwhile) is tracked
     // under the same lock after `deregistering` was set, so `adopt` sees it and closes it.

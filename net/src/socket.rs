@@ -51,6 +51,11 @@ impl Handle {
         self.0
     }
 
+    /// Starts the close without waiting for it. IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn start_close(&self) {
+        SocketInner::start_close(self.0);
+    }
+
     /// Starts the close and waits for it. IRQL <= `DISPATCH_LEVEL`.
     pub(crate) async fn close(self) {
         SocketInner::start_close(self.0);

@@ -13,7 +13,7 @@ use crate::addr::{RawAddr, family_of, wildcard_like};
 use crate::buf::IoBuf;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, Held, Kind, Op, RECV, Request, SEND, SocketInner};
+use crate::raw::{CTL, Call, Held, Kind, Op, RECV, Request, SEND};
 use crate::socket::{self, BindOptions, Handle, check};
 
 /// How [`TcpStream::disconnect`] ends the connection. See the example there.
@@ -562,7 +562,7 @@ impl TcpStream {
         // The graceful disconnect is stuck: reset the connection. The abortive disconnect
         // would need the control slot the graceful one holds, so close instead, which
         // completes the stuck IRP and resets the connection (abortive close).
-        SocketInner::start_close(handle_ptr(&self.handle));
+        self.handle.start_close();
         Err(Error::new(ErrorKind::TimedOut, "disconnect"))
     }
 
@@ -576,11 +576,6 @@ impl TcpStream {
     pub async fn close(self) {
         self.handle.close().await;
     }
-}
-
-#[cfg(not(loom))]
-fn handle_ptr(handle: &Handle) -> core::ptr::NonNull<SocketInner> {
-    core::ptr::NonNull::from(handle.inner())
 }
 
 /// What a `WskReceive` of `len` bytes into `buf` from `offset` holds.
