@@ -13,6 +13,8 @@
 //!   resources sit in a loom `UnsafeCell`: an access not ordered after WSK's is a data race
 //!   loom reports);
 //! - a live owner recycles its slot only after every canceller left;
+//! - `WskCloseSocket` goes out once, never while another call on the socket is in progress,
+//!   and no call follows it;
 //! - a socket object is freed exactly once, after its last reference, never while it is still
 //!   in the client's list and never used after that (the use-after-free of an abandoned
 //!   accept's socket).
@@ -371,5 +373,51 @@ fn loom_abandoned_accept_socket_is_closed_then_freed() {
         assert!(socket.freed.load(SeqCst), "the socket object leaked");
         assert!(socket.flags.is_closed());
         assert_eq!(socket.close.finished.load(SeqCst), 1, "closed exactly once");
+    });
+}
+
+/// A WSK call in progress on one processor while the handle is dropped on another: the close
+/// goes out exactly once, only after the call returned, and no call enters after it.
+#[test]
+fn loom_close_waits_for_the_call_in_progress() {
+    loom::model(|| {
+        let gate = Arc::new(CallGate::new());
+        let flags = Arc::new(SocketFlags::new());
+        let in_call = Arc::new(AtomicBool::new(false));
+        let closes = Arc::new(AtomicUsize::new(0));
+        assert_eq!(flags.mark_open(), AfterOpen::Open);
+        let issue_close = {
+            let (in_call, closes) = (in_call.clone(), closes.clone());
+            move || {
+                assert!(
+                    !in_call.load(SeqCst),
+                    "WskCloseSocket while another call is in progress"
+                );
+                closes.fetch_add(1, SeqCst);
+            }
+        };
+        let caller = {
+            let (gate, in_call, closes) = (gate.clone(), in_call.clone(), closes.clone());
+            let issue_close = issue_close.clone();
+            // `Op::issue`: enter, call WSK, leave.
+            thread::spawn(move || {
+                if gate.enter() {
+                    assert_eq!(closes.load(SeqCst), 0, "a call after WskCloseSocket");
+                    in_call.store(true, SeqCst);
+                    in_call.store(false, SeqCst);
+                    if gate.leave() == CloseNow::Issue {
+                        issue_close();
+                    }
+                }
+            })
+        };
+        // `SocketInner::start_close` from the handle's drop.
+        if flags.start_close() == StartClose::RequestClose
+            && gate.request_close() == CloseNow::Issue
+        {
+            issue_close();
+        }
+        caller.join().unwrap();
+        assert_eq!(closes.load(SeqCst), 1, "closed exactly once");
     });
 }

@@ -15,7 +15,8 @@
 //! object (and the IRP) outlive every completion.
 //!
 //! Modules: `state` (the state words and their transitions, no kernel calls: what the loom
-//! models drive), `held` (what an operation hands to WSK), `slot` (a slot's IRP, the
+//! models in `loom_tests` drive), `request` (the WSK calls an operation can make, and the one
+//! dispatch to them), `held` (what an operation hands to WSK), `slot` (a slot's IRP, the
 //! completion routine and the finishing of orphans), `op` (the operation future); this file
 //! holds the socket object itself.
 
@@ -40,12 +41,15 @@ pub(crate) use held::{Call, Held};
 pub(crate) use op::Op;
 pub(crate) use request::Request;
 use slot::{Slot, issue_orphan};
-use state::{AfterOpen, CallGate, CloseNow, RefCount, Released, SocketFlags, StartClose};
+use state::{
+    AfterCancel, AfterOpen, BeginCancel, CallGate, CloseNow, RefCount, Released, SocketFlags,
+    StartClose,
+};
 
 /// Pool tag of socket objects (`WskS`).
 const SOCKET_TAG: u32 = sys::pool_tag(*b"WskS");
 
-/// Slot indices.
+/// The receive slot (slot indices: one IRP per class of operation).
 pub(crate) const RECV: usize = 0;
 /// The send slot.
 pub(crate) const SEND: usize = 1;
@@ -254,6 +258,7 @@ impl SocketInner {
         }
     }
 
+    /// `WskCloseSocket` on the close slot, as an orphan its completion finishes.
     fn issue_close(&self) {
         issue_orphan(self, CLOSE, Held::new(Request::Close), self.wsk());
     }
@@ -288,14 +293,14 @@ impl SocketInner {
         let slot = &self.slots[slot];
         // While we are the canceller, the slot (and its IRP) cannot be recycled.
         match slot.state.begin_cancel() {
-            state::BeginCancel::AlreadyCancelling => return,
-            state::BeginCancel::CancelIrp => {
+            BeginCancel::AlreadyCancelling => return,
+            BeginCancel::CancelIrp => {
                 // SAFETY: the IRP is ours and cannot be recycled while we are the canceller.
                 unsafe { sys::IoCancelIrp(slot.irp) };
             }
-            state::BeginCancel::NothingInFlight => {}
+            BeginCancel::NothingInFlight => {}
         }
-        if slot.state.end_cancel() == state::AfterCancel::Finish {
+        if slot.state.end_cancel() == AfterCancel::Finish {
             // The completion routine ran while we were inside and left finishing to us.
             slot::finish(slot);
         }
