@@ -261,9 +261,8 @@ impl Drop for IoBuf {
         // SAFETY: an IoBuf only exists outside operations, so WSK no longer holds the MDL or
         // the memory; both were allocated in `with_capacity` with these routines and tag.
         // Freeing nonpaged pool and MDLs is allowed at <= DISPATCH_LEVEL, where drops happen.
-        unsafe {
-            sys::IoFreeMdl(self.mdl.as_ptr());
-            sys::ExFreePoolWithTag(self.data.as_ptr().cast(), BUF_TAG);
-        }
+        unsafe { sys::IoFreeMdl(self.mdl.as_ptr()) };
+        // SAFETY: as above: the memory the MDL described, allocated with this tag.
+        unsafe { sys::ExFreePoolWithTag(self.data.as_ptr().cast(), BUF_TAG) };
     }
 }

@@ -3,9 +3,9 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use core::time::Duration;
 
+use wsk_executor::raw::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use wsk_sys::{
     self as sys, ADDRINFOEXW, DEVICE_OBJECT, DRIVER_OBJECT, KEVENT, KSPIN_LOCK, LIST_ENTRY,
     WSK_CLIENT_DISPATCH, WSK_CLIENT_NPI, WSK_PROVIDER_DISPATCH, WSK_PROVIDER_NPI, WSK_REGISTRATION,
@@ -96,7 +96,8 @@ pub(crate) struct ClientInner {
     all_closed: UnsafeCell<KEVENT>,
     /// The handle plus one per socket object: the last one frees the client.
     users: AtomicUsize,
-    deregistering: AtomicBool,
+    /// 1 once deregistration started (no new sockets).
+    deregistering: AtomicU32,
     /// The device object every completion routine is registered against
     /// (`IoSetCompletionRoutineEx`); deleted at deregistration, released by the I/O manager
     /// once the last routine returned.
@@ -126,16 +127,27 @@ unsafe impl Send for ClientInner {}
 // SAFETY: as above.
 unsafe impl Sync for ClientInner {}
 
+/// The socket object whose `link` field `link` is (C's `CONTAINING_RECORD`).
+///
+/// # Safety
+/// `link` points to the `link` field of a live `SocketInner`.
+unsafe fn containing_socket(link: *mut LIST_ENTRY) -> NonNull<SocketInner> {
+    let offset = core::mem::offset_of!(SocketInner, link);
+    // SAFETY: `link` lies `offset` bytes into a live socket object (caller).
+    let socket = unsafe { link.byte_sub(offset) }.cast::<SocketInner>();
+    // SAFETY: derived from a non-null field pointer of a live object.
+    unsafe { NonNull::new_unchecked(socket) }
+}
+
 impl ClientInner {
     /// The provider's dispatch table and client handle.
     pub(crate) fn provider(&self) -> (&WSK_PROVIDER_DISPATCH, *mut sys::WSK_CLIENT) {
         // SAFETY: written once by WskCaptureProviderNPI before the client was shared; the
         // provider keeps its table alive until WskReleaseProviderNPI, which runs only after
         // every socket is closed.
-        unsafe {
-            let npi = &*self.provider.get();
-            (&*npi.Dispatch, npi.Client)
-        }
+        let npi = unsafe { &*self.provider.get() };
+        // SAFETY: as above: the captured table stays valid while any socket may use it.
+        (unsafe { &*npi.Dispatch }, npi.Client)
     }
 
     /// The device object to register completion routines against with
@@ -156,7 +168,7 @@ impl ClientInner {
 
     /// False once deregistration started: no new sockets.
     pub(crate) fn accepting(&self) -> bool {
-        !self.deregistering.load(Ordering::Acquire)
+        self.deregistering.load(Ordering::Acquire) == 0
     }
 
     /// A socket object starts using the client.
@@ -181,29 +193,29 @@ impl ClientInner {
         }
     }
 
-    fn with_lock<R>(&self, f: impl FnOnce(&mut LIST_ENTRY, &mut usize) -> R) -> R {
-        // SAFETY: the spin lock protects the list head and count; raising to DISPATCH_LEVEL
-        // is allowed for every caller (all run at <= DISPATCH_LEVEL).
-        unsafe {
-            let old = sys::KeAcquireSpinLockRaiseToDpc(self.lock.get());
-            let r = f(&mut *self.sockets.get(), &mut *self.open.get());
-            sys::KeReleaseSpinLock(self.lock.get(), old);
-            r
-        }
+    /// Runs `f` on the socket list head and the open count, under the client's spin lock.
+    /// IRQL <= `DISPATCH_LEVEL`.
+    fn with_lock<R>(&self, f: impl FnOnce(*mut LIST_ENTRY, &mut usize) -> R) -> R {
+        // SAFETY: the lock was initialised at registration; raising to DISPATCH_LEVEL is
+        // allowed for every caller (all run at <= DISPATCH_LEVEL).
+        let old = unsafe { sys::KeAcquireSpinLockRaiseToDpc(self.lock.get()) };
+        // SAFETY: the spin lock, held, gives us the count exclusively.
+        let open = unsafe { &mut *self.open.get() };
+        let r = f(self.sockets.get(), open);
+        // SAFETY: acquired above, at `old`.
+        unsafe { sys::KeReleaseSpinLock(self.lock.get(), old) };
+        r
     }
 
     /// Adds an open socket to the list. IRQL <= `DISPATCH_LEVEL`.
     pub(crate) fn track(&self, socket: NonNull<SocketInner>) {
         self.with_lock(|head, open| {
-            // SAFETY: `link` belongs to the socket and is only used under this lock; the
-            // socket stays live until it is untracked at close completion.
-            unsafe {
-                let link = (*socket.as_ptr()).link.get();
-                (*link).Flink = head;
-                (*link).Blink = head.Blink;
-                (*head.Blink).Flink = link;
-                head.Blink = link;
-            }
+            // SAFETY: the socket is live (the caller's reference) and stays so until it is
+            // untracked at close completion.
+            let link = unsafe { socket.as_ref() }.link.get();
+            // SAFETY: `link` belongs to the socket, is in no list, and is only used under this
+            // lock, which we hold; `head` is the initialised list head.
+            unsafe { sys::InsertTailList(head, link) };
             *open += 1;
             if *open == 1 {
                 // SAFETY: the event was initialised at registration.
@@ -215,14 +227,11 @@ impl ClientInner {
     /// Removes a closed socket from the list. IRQL <= `DISPATCH_LEVEL`.
     pub(crate) fn untrack(&self, socket: NonNull<SocketInner>) {
         self.with_lock(|_, open| {
-            // SAFETY: the socket was tracked (close only follows adoption) and is live.
-            unsafe {
-                let link = (*socket.as_ptr()).link.get();
-                (*(*link).Blink).Flink = (*link).Flink;
-                (*(*link).Flink).Blink = (*link).Blink;
-                (*link).Flink = ptr::null_mut();
-                (*link).Blink = ptr::null_mut();
-            }
+            // SAFETY: the socket is live (its close is completing).
+            let link = unsafe { socket.as_ref() }.link.get();
+            // SAFETY: the socket was tracked (close only follows adoption) and we hold the
+            // list's lock.
+            unsafe { sys::RemoveEntryList(link) };
             *open -= 1;
             if *open == 0 {
                 // SAFETY: initialised event; KeSetEvent with Wait FALSE is fine at DISPATCH.
@@ -232,17 +241,15 @@ impl ClientInner {
     }
 
     /// Takes a reference on one tracked socket whose close has not started, if any.
+    /// IRQL <= `DISPATCH_LEVEL`.
     fn next_unclosed(&self) -> Option<NonNull<SocketInner>> {
         self.with_lock(|head, _| {
-            let head_ptr: *mut LIST_ENTRY = head;
-            let mut link = head.Flink;
-            while link != head_ptr {
+            // SAFETY: the initialised list head, under its lock.
+            let mut link = unsafe { (*head).Flink };
+            while link != head {
                 // SAFETY: `link` is the first field-offset of a live tracked socket; we
                 // recover the socket from it as CONTAINING_RECORD does.
-                let socket = unsafe {
-                    let offset = core::mem::offset_of!(SocketInner, link);
-                    NonNull::new_unchecked(link.byte_sub(offset).cast::<SocketInner>())
-                };
+                let socket = unsafe { containing_socket(link) };
                 // SAFETY: tracked sockets are live while on the list (we hold the lock).
                 let inner = unsafe { socket.as_ref() };
                 if !inner.is_closing() {
@@ -391,10 +398,9 @@ impl WskClient {
             return Err(Error::new(ErrorKind::InvalidState, "WskClient::register"));
         }
         // SAFETY: PASSIVE_LEVEL (checked above).
-        let unload_safe = unsafe {
-            sys::init_pool_routines();
-            !sys::kernel_is_wine()
-        };
+        unsafe { sys::init_pool_routines() };
+        // SAFETY: PASSIVE_LEVEL (checked above).
+        let unload_safe = !unsafe { sys::kernel_is_wine() };
         let mut device: *mut DEVICE_OBJECT = ptr::null_mut();
         // SAFETY: PASSIVE_LEVEL; the driver object is live (Driver's contract); an unnamed
         // device object without extension is all IoSetCompletionRoutineEx needs.
@@ -421,12 +427,16 @@ impl WskClient {
             return Err(Error::new(ErrorKind::NoResources, "WskClient::register"));
         };
         let p = mem.as_ptr();
+        // SAFETY: all-zero is a valid (unregistered) WSK_REGISTRATION: plain data.
+        let registration = unsafe { core::mem::zeroed() };
+        // SAFETY: all-zero is a valid KEVENT to hand KeInitializeEvent below: plain data.
+        let all_closed = unsafe { core::mem::zeroed() };
         // SAFETY: `p` is a fresh, exclusively owned, suitably aligned allocation; every field
         // is initialised before the object is shared with WSK, and the self-references
-        // (NPI dispatch pointer, list head) are taken at the final address.
+        // (NPI dispatch pointer, list head) are taken at the final address below.
         unsafe {
             p.write(ClientInner {
-                registration: UnsafeCell::new(core::mem::zeroed()),
+                registration: UnsafeCell::new(registration),
                 dispatch: WSK_CLIENT_DISPATCH {
                     Version: sys::MAKE_WSK_VERSION(1, 0),
                     Reserved: 0,
@@ -446,47 +456,53 @@ impl WskClient {
                     Blink: ptr::null_mut(),
                 }),
                 open: UnsafeCell::new(0),
-                all_closed: UnsafeCell::new(core::mem::zeroed()),
+                all_closed: UnsafeCell::new(all_closed),
                 users: AtomicUsize::new(1),
-                deregistering: AtomicBool::new(false),
+                deregistering: AtomicU32::new(0),
                 device,
                 unload_safe,
                 parked: AtomicPtr::new(ptr::null_mut()),
                 client_calls: AtomicUsize::new(0),
             });
-            let head = (*p).sockets.get();
-            (*head).Flink = head;
-            (*head).Blink = head;
-            sys::KeInitializeEvent((*p).all_closed.get(), sys::NotificationEvent, 1);
-            (*(*p).npi.get()).ClientContext = p.cast();
-            (*(*p).npi.get()).Dispatch = &raw const (*p).dispatch;
         }
+        // SAFETY: just written; from here on only shared, its cells written through their
+        // pointers (WSK keeps pointers to them after registration).
+        let client = unsafe { &*p };
+        // SAFETY: the list head is in the object at its final address, not yet shared.
+        unsafe { sys::InitializeListHead(client.sockets.get()) };
+        // SAFETY: the event is in nonpaged pool at its final address.
+        unsafe { sys::KeInitializeEvent(client.all_closed.get(), sys::NotificationEvent, 1) };
+        // SAFETY: not yet shared with WSK: ours to write.
+        unsafe {
+            client.npi.get().write(WSK_CLIENT_NPI {
+                ClientContext: p.cast(),
+                Dispatch: &raw const client.dispatch,
+            });
+        }
+        let (npi, registration, provider) = (
+            client.npi.get(),
+            client.registration.get(),
+            client.provider.get(),
+        );
         // SAFETY: PASSIVE_LEVEL; both structures live in nonpaged pool for the registration's
         // lifetime (freed only after WskDeregister).
-        let status = unsafe { sys::WskRegister((*p).npi.get(), (*p).registration.get()) };
+        let status = unsafe { sys::WskRegister(npi, registration) };
         if !sys::NT_SUCCESS(status) {
-            // SAFETY: never shared: WSK refused the registration; the device was never used.
-            unsafe {
-                sys::ExFreePoolWithTag(p.cast(), CLIENT_TAG);
-                sys::IoDeleteDevice(device);
-            }
+            // SAFETY: never shared: WSK refused the registration.
+            unsafe { sys::ExFreePoolWithTag(p.cast(), CLIENT_TAG) };
+            // SAFETY: created above, never used.
+            unsafe { sys::IoDeleteDevice(device) };
             return Err(Error::from_status(status, "WskRegister"));
         }
         // SAFETY: PASSIVE_LEVEL with a bounded wait; the registration is live.
-        let status = unsafe {
-            sys::WskCaptureProviderNPI(
-                (*p).registration.get(),
-                CAPTURE_WAIT_MS,
-                (*p).provider.get(),
-            )
-        };
+        let status = unsafe { sys::WskCaptureProviderNPI(registration, CAPTURE_WAIT_MS, provider) };
         if !sys::NT_SUCCESS(status) {
             // SAFETY: registered above, no capture held, no sockets: deregister cannot block.
-            unsafe {
-                sys::WskDeregister((*p).registration.get());
-                sys::ExFreePoolWithTag(p.cast(), CLIENT_TAG);
-                sys::IoDeleteDevice(device);
-            }
+            unsafe { sys::WskDeregister(registration) };
+            // SAFETY: deregistered: nobody refers to the object any more.
+            unsafe { sys::ExFreePoolWithTag(p.cast(), CLIENT_TAG) };
+            // SAFETY: created above, never used for a completion routine.
+            unsafe { sys::IoDeleteDevice(device) };
             return Err(Error::from_status(status, "WskCaptureProviderNPI"));
         }
         Ok(Self { inner: mem })
@@ -618,7 +634,7 @@ fn deregister(this: NonNull<ClientInner>) -> Result<()> {
     }
     // SAFETY: the handle's use keeps the client alive.
     let inner = unsafe { this.as_ref() };
-    inner.deregistering.store(true, Ordering::Release);
+    inner.deregistering.store(1, Ordering::Release);
     let report_every = i64::try_from(DEREGISTER_REPORT_EVERY.as_nanos() / 100).unwrap_or(i64::MAX);
     // One sweep: a socket adopted after it (an accept that completes meanwhile) is tracked
     // under the same lock after `deregistering` was set, so `adopt` sees it and closes it.
@@ -658,11 +674,11 @@ fn deregister(this: NonNull<ClientInner>) -> Result<()> {
     // SAFETY: PASSIVE_LEVEL; one release per capture; every socket is closed, so
     // WskDeregister returns once the provider's own calls have drained. The device object
     // goes once the last completion routine registered against it has returned.
-    unsafe {
-        sys::WskReleaseProviderNPI(inner.registration.get());
-        sys::WskDeregister(inner.registration.get());
-        sys::IoDeleteDevice(inner.device);
-    }
+    unsafe { sys::WskReleaseProviderNPI(inner.registration.get()) };
+    // SAFETY: as above.
+    unsafe { sys::WskDeregister(inner.registration.get()) };
+    // SAFETY: as above.
+    unsafe { sys::IoDeleteDevice(inner.device) };
     // SAFETY: the handle's use, given up here.
     unsafe { ClientInner::release(this) };
     Ok(())

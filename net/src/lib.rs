@@ -56,6 +56,10 @@
 //! implement (several under Wine) fail with [`ErrorKind::Unsupported`].
 #![no_std]
 
+// Unit tests run on the host kernel, which exports the kernel functions wsk-sys declares.
+#[cfg(test)]
+use wsk_host as _;
+
 mod addr;
 mod buf;
 mod client;
@@ -66,7 +70,6 @@ mod socket;
 mod tcp;
 mod time;
 mod udp;
-mod waker;
 
 pub use buf::IoBuf;
 pub use client::{DeregisterError, Driver, WskClient};
@@ -74,5 +77,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;
 pub use tcp::{Accept, Disconnect, Incoming, Recv, TcpListener, TcpStream};
-pub use time::{Cancellable, WithTimeout, timeout};
+pub use time::Cancellable;
+#[cfg(not(loom))]
+pub use time::{WithTimeout, timeout};
 pub use udp::UdpSocket;

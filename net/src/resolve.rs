@@ -8,7 +8,7 @@ use wsk_sys::{self as sys, NTSTATUS};
 use crate::buf::IoBuf;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, Held, Kind, Op, SocketInner};
+use crate::raw::{CTL, Call, Held, Kind, Op, Request};
 use crate::socket::{Handle, check};
 
 /// At most this many addresses are returned by [`resolve`]; further ones are dropped. It is
@@ -25,29 +25,32 @@ const MAX_NAME: usize = 255;
 /// Any: a plain value.
 pub type Addresses = heapless::Vec<SocketAddr, MAX_ADDRESSES>;
 
-/// `WskGetAddressInfo` for the node name in `names[0]`, all name spaces, no hints.
+/// `WskGetAddressInfo` for the node name in `names[0]`, all name spaces, no hints
+/// ([`Request::Resolve`]).
 ///
 /// # Safety
-/// `PASSIVE_LEVEL`; `names[0]` points into `held.buf`.
-unsafe fn issue_resolve(call: &mut Call) -> NTSTATUS {
-    // SAFETY: the client is live; names and the result pointer live in the slot.
+/// `PASSIVE_LEVEL`; `names[0]` points into `held.buf`; `call.irp` is prepared.
+pub(crate) unsafe fn issue_resolve(call: &mut Call) -> NTSTATUS {
+    let (dispatch, client) = call.client().provider();
+    let Some(get) = dispatch.WskGetAddressInfo else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let held = call.held();
+    let (name, result) = (&raw mut held.names[0], &raw mut held.addrinfo);
+    // SAFETY: PASSIVE_LEVEL and a prepared IRP (caller); the name and the result pointer live
+    // in the slot until completion.
     unsafe {
-        let (dispatch, client) = call.client.as_ref().provider();
-        let Some(get) = dispatch.WskGetAddressInfo else {
-            return sys::STATUS_NOT_IMPLEMENTED;
-        };
-        let held = &mut *call.held;
         get(
             client,
-            &raw mut held.names[0],
+            name,
             core::ptr::null_mut(),
             sys::NS_ALL,
             core::ptr::null_mut(),
             core::ptr::null_mut(),
-            &raw mut held.addrinfo,
+            result,
             core::ptr::null_mut(),
             core::ptr::null_mut(),
-            call.irp,
+            call.irp(),
         )
     }
 }
@@ -104,7 +107,7 @@ pub async fn resolve(client: &WskClient, host: &str, port: u16) -> Result<Addres
     for unit in host.encode_utf16().chain([0]) {
         name.extend_from_slice(&unit.to_le_bytes())?;
     }
-    let mut held = Held::with_buf(name, 0);
+    let mut held = Held::with_buf(Request::Resolve, name, 0);
     let bytes =
         u16::try_from(units * 2).map_err(|_| Error::new(ErrorKind::InvalidInput, "resolve"))?;
     #[allow(
@@ -119,9 +122,7 @@ pub async fn resolve(client: &WskClient, host: &str, port: u16) -> Result<Addres
         MaximumLength: bytes + 2,
         Buffer: chars,
     };
-    let mut done = Op::new(handle.inner(), CTL, "resolve", held, issue_resolve)
-        .before_open()
-        .await?;
+    let mut done = Op::new(handle.inner(), CTL, held).before_open().await?;
     let list = core::mem::replace(&mut done.held.addrinfo, core::ptr::null_mut());
     let result = check(done.status, done.information, "resolve");
     let mut out = Addresses::new();
@@ -135,7 +136,6 @@ pub async fn resolve(client: &WskClient, host: &str, port: u16) -> Result<Addres
     if out.is_empty() {
         return Err(Error::new(ErrorKind::NotFound, "resolve"));
     }
-    let _ = SocketInner::is_closed;
     Ok(out)
 }
 
@@ -145,17 +145,9 @@ fn collect(mut entry: *mut sys::ADDRINFOEXW, port: u16, out: &mut Addresses) {
         // does after this walk.
         let info = unsafe { &*entry };
         if !info.ai_addr.is_null() {
-            let mut raw = crate::addr::RawAddr::zeroed();
-            let len = info.ai_addrlen.min(size_of::<crate::addr::RawAddr>());
-            // SAFETY: `ai_addr` holds `ai_addrlen` bytes; we copy at most our union's size.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    info.ai_addr.cast::<u8>(),
-                    core::ptr::from_mut(&mut raw).cast::<u8>(),
-                    len,
-                );
-            }
-            if let Some(mut addr) = raw.to_socket_addr() {
+            // SAFETY: `ai_addr` holds `ai_addrlen` readable bytes.
+            let addr = unsafe { sys::read_sockaddr(info.ai_addr, info.ai_addrlen) };
+            if let Some(mut addr) = addr {
                 addr.set_port(port);
                 if !out.contains(&addr) && out.push(addr).is_err() {
                     break;

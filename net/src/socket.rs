@@ -13,7 +13,7 @@ use wsk_sys::{
 use crate::addr::RawAddr;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, Held, Kind, Op, SocketInner};
+use crate::raw::{CTL, Call, Held, Kind, Op, Request, SocketInner};
 
 /// Owns one reference on a socket object; dropping it starts closing the socket (if open)
 /// and releases the reference. Never leaks the socket, whatever state it is in.
@@ -51,6 +51,12 @@ impl Handle {
         self.0
     }
 
+    /// Starts the close without waiting for it. IRQL <= `DISPATCH_LEVEL`.
+    #[cfg(not(loom))] // its one user, `disconnect_within`, needs the executor's timer
+    pub(crate) fn start_close(&self) {
+        SocketInner::start_close(self.0);
+    }
+
     /// Starts the close and waits for it. IRQL <= `DISPATCH_LEVEL`.
     pub(crate) async fn close(self) {
         SocketInner::start_close(self.0);
@@ -79,9 +85,9 @@ pub(crate) fn check(
     }
 }
 
-/// `WskSocket` flags and parameters for a kind and address family.
-fn socket_params(kind: Kind, family: u16) -> [u32; 4] {
-    let (socket_type, protocol, flags) = match kind {
+/// `WskSocket` type, protocol and flags for a kind.
+fn socket_type(kind: Kind) -> (u16, u32, u32) {
+    match kind {
         Kind::Listen => (
             sys::SOCK_STREAM,
             sys::IPPROTO_TCP,
@@ -97,30 +103,26 @@ fn socket_params(kind: Kind, family: u16) -> [u32; 4] {
             sys::IPPROTO_UDP,
             sys::WSK_FLAG_DATAGRAM_SOCKET,
         ),
-    };
-    [u32::from(family), u32::from(socket_type), protocol, flags]
+    }
 }
 
-/// `WskSocket`.
+/// `WskSocket` ([`Request::Socket`]).
 ///
 /// # Safety
-/// `call.irp` is prepared; `params` are family, type, protocol, flags.
-unsafe fn issue_socket(call: &mut Call) -> NTSTATUS {
-    // SAFETY: the client is live while its socket objects are; `held` is in-slot.
+/// `call.irp` is prepared.
+pub(crate) unsafe fn issue_socket(call: &mut Call, kind: Kind, family: u16) -> NTSTATUS {
+    let (dispatch, client) = call.client().provider();
+    let Some(create) = dispatch.WskSocket else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let (socket_type, protocol, flags) = socket_type(kind);
+    // SAFETY: the client's provider binding is live; no context, dispatch or security
+    // descriptor; a prepared IRP (caller).
     unsafe {
-        let (dispatch, client) = call.client.as_ref().provider();
-        let [family, socket_type, protocol, flags] = (*call.held).params;
-        let Some(create) = dispatch.WskSocket else {
-            return sys::STATUS_NOT_IMPLEMENTED;
-        };
-        #[allow(
-            clippy::cast_possible_truncation,
-            reason = "family and type were u16 to begin with"
-        )]
         create(
             client,
-            family as u16,
-            socket_type as u16,
+            family,
+            socket_type,
             protocol,
             flags,
             core::ptr::null_mut(),
@@ -128,7 +130,7 @@ unsafe fn issue_socket(call: &mut Call) -> NTSTATUS {
             core::ptr::null_mut(),
             core::ptr::null_mut(),
             core::ptr::null_mut(),
-            call.irp,
+            call.irp(),
         )
     }
 }
@@ -136,12 +138,12 @@ unsafe fn issue_socket(call: &mut Call) -> NTSTATUS {
 /// Creates the provider socket for `handle`. IRQL <= `DISPATCH_LEVEL`.
 pub(crate) async fn create(handle: &Handle, family: u16) -> Result<()> {
     let inner = handle.inner();
-    let mut held = Held::empty();
-    held.params = socket_params(inner.kind(), family);
+    let mut held = Held::new(Request::Socket {
+        kind: inner.kind(),
+        family,
+    });
     held.adopt = Some(handle.adopt_ref());
-    let done = Op::new(inner, CTL, "WskSocket", held, issue_socket)
-        .before_open()
-        .await?;
+    let done = Op::new(inner, CTL, held).before_open().await?;
     check(done.status, done.information, "WskSocket")?;
     if done.information == 0 {
         return Err(Error::new(ErrorKind::Other, "WskSocket"));
@@ -150,111 +152,129 @@ pub(crate) async fn create(handle: &Handle, family: u16) -> Result<()> {
     Ok(())
 }
 
-/// `WskBind` through the socket's own table.
+/// `WskBind` to `held.addr[0]` through the table of `kind` ([`Request::Bind`]).
 ///
 /// # Safety
-/// `call.socket` is open; `held.addr[0]` is the address.
-unsafe fn issue_bind(call: &mut Call) -> NTSTATUS {
-    // SAFETY: the dispatch table matches the kind recorded in params[0] at creation.
-    unsafe {
-        let table = (*call.socket).Dispatch;
-        let bind = match (*call.held).params[0] {
-            0 => (*table.cast::<WSK_PROVIDER_LISTEN_DISPATCH>()).WskBind,
-            1 => (*table.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>()).WskBind,
-            _ => (*table.cast::<WSK_PROVIDER_DATAGRAM_DISPATCH>()).WskBind,
-        };
-        let Some(bind) = bind else {
-            return sys::STATUS_NOT_IMPLEMENTED;
-        };
-        bind(call.socket, (*call.held).addr[0].as_sockaddr(), 0, call.irp)
-    }
-}
-
-fn kind_code(kind: Kind) -> u32 {
-    match kind {
-        Kind::Listen => 0,
-        Kind::Connection => 1,
-        Kind::Datagram => 2,
-    }
+/// `call.socket` is an open socket of `kind`; `call.irp` is prepared.
+pub(crate) unsafe fn issue_bind(call: &mut Call, kind: Kind) -> NTSTATUS {
+    let bind = match kind {
+        Kind::Listen => {
+            // SAFETY: the socket is open and of `kind` (caller).
+            unsafe { call.dispatch::<WSK_PROVIDER_LISTEN_DISPATCH>() }.WskBind
+        }
+        Kind::Connection => {
+            // SAFETY: as above.
+            unsafe { call.dispatch::<WSK_PROVIDER_CONNECTION_DISPATCH>() }.WskBind
+        }
+        Kind::Datagram => {
+            // SAFETY: as above.
+            unsafe { call.dispatch::<WSK_PROVIDER_DATAGRAM_DISPATCH>() }.WskBind
+        }
+    };
+    let Some(bind) = bind else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let local = call.held().addr[0].as_mut_ptr();
+    // SAFETY: open socket, prepared IRP; the address lives in the slot until completion.
+    unsafe { bind(call.socket(), local, 0, call.irp()) }
 }
 
 /// Binds to `addr`. IRQL <= `DISPATCH_LEVEL`.
 pub(crate) async fn bind(handle: &Handle, addr: SocketAddr) -> Result<()> {
-    let mut held = Held::empty();
-    held.addr[0] = RawAddr::from_socket_addr(addr);
-    held.params[0] = kind_code(handle.inner().kind());
-    let done = Op::new(handle.inner(), CTL, "bind", held, issue_bind).await?;
+    let mut held = Held::new(Request::Bind {
+        kind: handle.inner().kind(),
+    });
+    held.addr[0] = RawAddr::from(addr);
+    let done = Op::new(handle.inner(), CTL, held).await?;
     check(done.status, done.information, "bind").map(drop)
 }
 
-/// `WskGetLocalAddress` (params[1] == 0) or `WskGetRemoteAddress` (params[1] == 1).
+/// `WskGetLocalAddress` into `held.addr[0]` through the table of `kind`
+/// ([`Request::LocalAddress`]).
 ///
 /// # Safety
-/// `call.socket` is open; the result goes to `held.addr[0]`.
-unsafe fn issue_address(call: &mut Call) -> NTSTATUS {
-    // SAFETY: the dispatch table matches the kind in params[0].
-    unsafe {
-        let table = (*call.socket).Dispatch;
-        let out = (*call.held).addr[0].as_sockaddr();
-        if (*call.held).params[1] == 1 {
-            let Some(f) = (*table.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>()).WskGetRemoteAddress
-            else {
-                return sys::STATUS_NOT_IMPLEMENTED;
-            };
-            return f(call.socket, out, call.irp);
+/// `call.socket` is an open socket of `kind`; `call.irp` is prepared.
+pub(crate) unsafe fn issue_local_address(call: &mut Call, kind: Kind) -> NTSTATUS {
+    let local = match kind {
+        Kind::Listen => {
+            // SAFETY: the socket is open and of `kind` (caller).
+            unsafe { call.dispatch::<WSK_PROVIDER_LISTEN_DISPATCH>() }.WskGetLocalAddress
         }
-        let local = match (*call.held).params[0] {
-            0 => (*table.cast::<WSK_PROVIDER_LISTEN_DISPATCH>()).WskGetLocalAddress,
-            1 => (*table.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>()).WskGetLocalAddress,
-            _ => (*table.cast::<WSK_PROVIDER_DATAGRAM_DISPATCH>()).WskGetLocalAddress,
-        };
-        let Some(f) = local else {
-            return sys::STATUS_NOT_IMPLEMENTED;
-        };
-        f(call.socket, out, call.irp)
-    }
+        Kind::Connection => {
+            // SAFETY: as above.
+            unsafe { call.dispatch::<WSK_PROVIDER_CONNECTION_DISPATCH>() }.WskGetLocalAddress
+        }
+        Kind::Datagram => {
+            // SAFETY: as above.
+            unsafe { call.dispatch::<WSK_PROVIDER_DATAGRAM_DISPATCH>() }.WskGetLocalAddress
+        }
+    };
+    let Some(local) = local else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let out = call.held().addr[0].as_mut_ptr();
+    // SAFETY: open socket, prepared IRP; the address lives in the slot until completion.
+    unsafe { local(call.socket(), out, call.irp()) }
+}
+
+/// `WskGetRemoteAddress` into `held.addr[0]` ([`Request::PeerAddress`]).
+///
+/// # Safety
+/// `call.socket` is an open connection socket; `call.irp` is prepared.
+pub(crate) unsafe fn issue_peer_address(call: &mut Call) -> NTSTATUS {
+    // SAFETY: an open connection socket (caller).
+    let table = unsafe { call.dispatch::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
+    let Some(remote) = table.WskGetRemoteAddress else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let out = call.held().addr[0].as_mut_ptr();
+    // SAFETY: open socket, prepared IRP; the address lives in the slot until completion.
+    unsafe { remote(call.socket(), out, call.irp()) }
 }
 
 /// The local (`remote == false`) or remote address. IRQL <= `DISPATCH_LEVEL`.
 pub(crate) async fn address(handle: &Handle, remote: bool) -> Result<SocketAddr> {
-    let name = if remote { "peer_addr" } else { "local_addr" };
-    let mut held = Held::empty();
-    held.params[0] = kind_code(handle.inner().kind());
-    held.params[1] = u32::from(remote);
-    let done = Op::new(handle.inner(), CTL, name, held, issue_address).await?;
+    let request = if remote {
+        Request::PeerAddress
+    } else {
+        Request::LocalAddress {
+            kind: handle.inner().kind(),
+        }
+    };
+    let name = request.name();
+    let done = Op::new(handle.inner(), CTL, Held::new(request)).await?;
     check(done.status, done.information, name)?;
     done.held.addr[0]
         .to_socket_addr()
         .ok_or(Error::new(ErrorKind::Other, name))
 }
 
-/// `WskControlSocket(WskSetOption, code, level, &value)`.
+/// `WskControlSocket(WskSetOption, code, level, &held.value)` ([`Request::SetOption`]).
 ///
 /// # Safety
-/// `call.socket` is open; params are [code, level]; the value is `held.value`.
-unsafe fn issue_set_option(call: &mut Call) -> NTSTATUS {
-    // SAFETY: every table starts with the basic dispatch; the value lives in the slot.
+/// `call.socket` is open; `call.irp` is prepared.
+pub(crate) unsafe fn issue_set_option(call: &mut Call, level: u32, code: u32) -> NTSTATUS {
+    // SAFETY: every table starts with the basic dispatch; the socket is open (caller).
+    let basic = unsafe { call.dispatch::<WSK_PROVIDER_BASIC_DISPATCH>() };
+    let Some(control) = basic.WskControlSocket else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let value = (&raw mut call.held().value).cast();
+    // SAFETY: open socket, prepared IRP; the value lives in the slot until completion.
     unsafe {
-        let basic = (*call.socket)
-            .Dispatch
-            .cast::<WSK_PROVIDER_BASIC_DISPATCH>();
-        let Some(control) = (*basic).WskControlSocket else {
-            return sys::STATUS_NOT_IMPLEMENTED;
-        };
-        let held = &mut *call.held;
         control(
-            call.socket,
+            call.socket(),
             sys::WskSetOption,
-            held.params[0],
-            held.params[1],
+            code,
+            level,
             size_of::<u32>(),
-            (&raw mut held.value).cast(),
+            value,
             0,
             core::ptr::null_mut(),
             // NULL with an IRP ("PFN_WSK_CONTROL_SOCKET callback function (wsk.h)",
             // OutputSizeReturned): the size comes back in IoStatus.Information.
             core::ptr::null_mut(),
-            call.irp,
+            call.irp(),
         )
     }
 }
@@ -267,10 +287,9 @@ pub(crate) async fn set_option(
     value: u32,
     name: &'static str,
 ) -> Result<()> {
-    let mut held = Held::empty();
-    held.params = [code, level, 0, 0];
+    let mut held = Held::new(Request::SetOption { level, code, name });
     held.value = value;
-    let done = Op::new(handle.inner(), CTL, name, held, issue_set_option).await?;
+    let done = Op::new(handle.inner(), CTL, held).await?;
     check(done.status, done.information, name).map(drop)
 }
 

@@ -4,9 +4,13 @@
 
 use core::future::Future;
 use core::pin::Pin;
+// The executor has no timer under loom (its models have no clock): the deadline goes too.
+#[cfg(not(loom))]
 use core::task::{Context, Poll};
+#[cfg(not(loom))]
 use core::time::Duration;
 
+#[cfg(not(loom))]
 use wsk_executor::Sleep;
 
 use crate::buf::IoBuf;
@@ -108,6 +112,7 @@ impl Cancellable for Accept<'_> {
 /// # IRQL
 /// Create at any IRQL; poll at <= `DISPATCH_LEVEL`, on an executor runner or in
 /// `wsk_executor::block_on` (the deadline is the executor's timer).
+#[cfg(not(loom))]
 pub fn timeout<F: Cancellable>(after: Duration, operation: F) -> WithTimeout<F> {
     WithTimeout {
         operation,
@@ -122,12 +127,14 @@ pub fn timeout<F: Cancellable>(after: Duration, operation: F) -> WithTimeout<F> 
 /// # IRQL
 /// Poll at <= `DISPATCH_LEVEL`, on an executor runner or in `wsk_executor::block_on`; drop
 /// at <= `DISPATCH_LEVEL`.
+#[cfg(not(loom))]
 pub struct WithTimeout<F> {
     operation: F,
     sleep: Sleep,
     cancelled: bool,
 }
 
+#[cfg(not(loom))]
 impl<F: Cancellable> Future for WithTimeout<F> {
     type Output = F::Output;
 

@@ -8,7 +8,7 @@ use crate::addr::{RawAddr, family_of};
 use crate::buf::IoBuf;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{Call, Held, Kind, Op, RECV, SEND};
+use crate::raw::{Call, Held, Kind, Op, RECV, Request, SEND};
 use crate::socket::{self, Handle, check};
 
 /// A bound UDP socket.
@@ -31,47 +31,58 @@ pub struct UdpSocket {
     handle: Handle,
 }
 
-/// `WskSendTo` (`params[0] == 0`, to `addr[1]`) or `WskReceiveFrom` (from into `addr[1]`).
+/// `WskSendTo` of `held.wsk_buf` to `held.addr[1]` ([`Request::SendTo`]).
 ///
 /// # Safety
-/// `call.socket` is an open datagram socket; `wsk_buf` lies within `held.buf`.
-unsafe fn issue_datagram(call: &mut Call) -> NTSTATUS {
-    // SAFETY: datagram dispatch table; buffer and address live in the slot.
+/// `call.socket` is an open datagram socket; `wsk_buf` lies within `held.buf`; `call.irp` is
+/// prepared.
+pub(crate) unsafe fn issue_send_to(call: &mut Call) -> NTSTATUS {
+    // SAFETY: an open datagram socket (caller).
+    let table = unsafe { call.dispatch::<WSK_PROVIDER_DATAGRAM_DISPATCH>() };
+    let Some(send_to) = table.WskSendTo else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let held = call.held();
+    let (buffer, remote) = (&raw mut held.wsk_buf, held.addr[1].as_mut_ptr());
+    // SAFETY: open socket, prepared IRP; buffer and address live in the slot until completion.
     unsafe {
-        let table = &*(*call.socket)
-            .Dispatch
-            .cast::<WSK_PROVIDER_DATAGRAM_DISPATCH>();
-        let held = &mut *call.held;
-        let buffer = &raw mut held.wsk_buf;
-        let remote = held.addr[1].as_sockaddr();
-        if held.params[0] == 0 {
-            let Some(send_to) = table.WskSendTo else {
-                return sys::STATUS_NOT_IMPLEMENTED;
-            };
-            send_to(
-                call.socket,
-                buffer,
-                0,
-                remote,
-                0,
-                core::ptr::null_mut(),
-                call.irp,
-            )
-        } else {
-            let Some(receive_from) = table.WskReceiveFrom else {
-                return sys::STATUS_NOT_IMPLEMENTED;
-            };
-            receive_from(
-                call.socket,
-                buffer,
-                0,
-                remote,
-                core::ptr::null_mut(),
-                core::ptr::null_mut(),
-                core::ptr::null_mut(),
-                call.irp,
-            )
-        }
+        send_to(
+            call.socket(),
+            buffer,
+            0,
+            remote,
+            0,
+            core::ptr::null_mut(),
+            call.irp(),
+        )
+    }
+}
+
+/// `WskReceiveFrom` into `held.wsk_buf`, the sender into `held.addr[1]`
+/// ([`Request::ReceiveFrom`]).
+///
+/// # Safety
+/// As [`issue_send_to`].
+pub(crate) unsafe fn issue_receive_from(call: &mut Call) -> NTSTATUS {
+    // SAFETY: an open datagram socket (caller).
+    let table = unsafe { call.dispatch::<WSK_PROVIDER_DATAGRAM_DISPATCH>() };
+    let Some(receive_from) = table.WskReceiveFrom else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let held = call.held();
+    let (buffer, remote) = (&raw mut held.wsk_buf, held.addr[1].as_mut_ptr());
+    // SAFETY: open socket, prepared IRP; buffer and address live in the slot until completion.
+    unsafe {
+        receive_from(
+            call.socket(),
+            buffer,
+            0,
+            remote,
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            call.irp(),
+        )
     }
 }
 
@@ -106,13 +117,17 @@ impl UdpSocket {
         len: usize,
         to: Option<SocketAddr>,
     ) -> (Result<(usize, Option<SocketAddr>)>, IoBuf) {
-        let name = if receive { "recv_from" } else { "send_to" };
-        let mut held = Held::with_buf(buf, len);
-        held.params[0] = u32::from(receive);
+        let request = if receive {
+            Request::ReceiveFrom
+        } else {
+            Request::SendTo
+        };
+        let name = request.name();
+        let mut held = Held::with_buf(request, buf, len);
         if let Some(to) = to {
-            held.addr[1] = RawAddr::from_socket_addr(to);
+            held.addr[1] = RawAddr::from(to);
         }
-        match Op::new(self.handle.inner(), slot, name, held, issue_datagram).await {
+        match Op::new(self.handle.inner(), slot, held).await {
             Ok(mut done) => {
                 let buf = done
                     .held

@@ -27,14 +27,18 @@
 
 mod imports;
 mod inline;
+mod list;
 mod nt;
 mod ntdef;
+mod sockaddr;
 mod wsk;
 
 pub use imports::*;
 pub use inline::*;
+pub use list::*;
 pub use nt::*;
 pub use ntdef::*;
+pub use sockaddr::*;
 pub use wsk::*;
 
 #[cfg(target_os = "windows")]

@@ -48,7 +48,7 @@ const SUITES: &[(&str, SuiteFn)] = &[
     ("layout probe", layout_probe),
     ("tests (workspace)", tests),
     ("check sys for Windows", check_sys_windows),
-    ("loom (executor)", loom),
+    ("loom (executor, net)", loom),
     ("miri (executor raw)", miri),
     ("wine (echo driver .sys)", wine),
 ];
@@ -142,7 +142,16 @@ fn loom(root: &Path) -> Outcome {
         .into_owned();
     cargo(
         root,
-        &["test", "-p", "wsk-executor", "--release", "--lib", "loom"],
+        &[
+            "test",
+            "-p",
+            "wsk-executor",
+            "-p",
+            "wsk-net",
+            "--release",
+            "--lib",
+            "loom",
+        ],
         &[
             ("RUSTFLAGS", "--cfg loom"),
             ("CARGO_TARGET_DIR", &dir),

@@ -1,361 +1,20 @@
-//! `TcpListener` and `TcpStream`: WSK listen and connection sockets behind async methods.
+//! [`TcpStream`]: a WSK connection socket (connect, send, receive, disconnect, close);
+//! [`Recv`], the future of one receive, which can be cancelled without losing its buffer; and
+//! [`Disconnect`], how a connection ends.
 
 use core::future::Future;
 use core::net::SocketAddr;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-use wsk_sys::{
-    self as sys, NTSTATUS, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
-};
+use wsk_sys::{self as sys, NTSTATUS, WSK_PROVIDER_CONNECTION_DISPATCH};
 
 use crate::addr::{RawAddr, family_of, wildcard_like};
 use crate::buf::IoBuf;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, Held, Kind, Op, RECV, RECV_SHUT, SEND, SEND_SHUT, SocketInner};
+use crate::raw::{CTL, Call, Held, Kind, Op, RECV, Request, SEND};
 use crate::socket::{self, BindOptions, Handle, check};
-
-/// A listening TCP socket.
-///
-/// ```no_run
-/// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
-/// let listener = wsk_net::TcpListener::bind(client, "0.0.0.0:7007".parse().unwrap()).await?;
-/// loop {
-///     let (stream, peer) = listener.accept().await?;
-///     // spawn a task that serves `stream`
-/// #   let _ = (stream, peer);
-/// }
-/// # }
-/// ```
-///
-/// Dropping the listener closes it asynchronously; [`TcpListener::close`] waits for the close.
-///
-/// # IRQL
-/// Every method: call and poll at <= `DISPATCH_LEVEL`; drop at <= `DISPATCH_LEVEL`.
-pub struct TcpListener {
-    handle: Handle,
-}
-
-impl TcpListener {
-    /// Creates a listening socket bound to `addr` (IPv4 or IPv6; port 0 picks one): `WskSocket`
-    /// with `WSK_FLAG_LISTEN_SOCKET`, then `WskBind`, which starts listening.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
-    /// let listener = wsk_net::TcpListener::bind(client, "[::1]:0".parse().unwrap()).await?;
-    /// let port = listener.local_addr().await?.port(); // the port WSK picked
-    /// # let _ = port;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// `AddrInUse`, `AddrNotAvailable`, `NoResources`, `InvalidState` after deregistration;
-    /// provider errors.
-    ///
-    /// # IRQL
-    /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn bind(client: &WskClient, addr: SocketAddr) -> Result<Self> {
-        Self::bind_with(client, addr, &BindOptions::default()).await
-    }
-
-    /// Like [`TcpListener::bind`], with socket options applied before binding (reuse,
-    /// exclusive use, dual-stack via `v6_only: Some(false)`). Options left at their defaults
-    /// are not set at all.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
-    /// use wsk_net::{BindOptions, TcpListener};
-    /// // One listener for IPv6 and IPv4 (as ::ffff:a.b.c.d) on port 7007.
-    /// let options = BindOptions {
-    ///     v6_only: Some(false),
-    ///     exclusive_address: true,
-    ///     ..Default::default()
-    /// };
-    /// let addr = "[::]:7007".parse().unwrap();
-    /// let listener = TcpListener::bind_with(client, addr, &options).await?;
-    /// # let _ = listener;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// As [`TcpListener::bind`]; `InvalidInput` for `v6_only` with an IPv4 address;
-    /// `Unsupported` when the provider lacks `WskControlSocket` (Wine).
-    ///
-    /// # IRQL
-    /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn bind_with(
-        client: &WskClient,
-        addr: SocketAddr,
-        options: &BindOptions,
-    ) -> Result<Self> {
-        let handle = Handle::new(client, Kind::Listen)?;
-        socket::create(&handle, family_of(&addr)).await?;
-        socket::apply_bind_options(&handle, options, addr.is_ipv6()).await?;
-        socket::bind(&handle, addr).await?;
-        Ok(Self { handle })
-    }
-
-    /// Waits for a connection and returns it with the peer's address. One accept at a time
-    /// per listener (WSK itself queues several, but the accept uses the listener's control
-    /// slot): a second concurrent call fails with `InvalidState`. For the same reason
-    /// [`TcpListener::local_addr`] also fails with `InvalidState` while an accept is pending.
-    ///
-    /// Calling `accept` allocates the socket object for the connection; the call to WSK
-    /// happens on the first poll. Bound it with [`timeout`](crate::timeout), or stop it with
-    /// [`Accept::cancel`]; dropping the future also cancels it.
-    ///
-    /// ```no_run
-    /// # async fn demo(listener: &wsk_net::TcpListener) -> wsk_net::Result<()> {
-    /// let (stream, peer) = listener.accept().await?;
-    /// # let _ = (stream, peer);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// `InvalidState` after close, after deregistration, or with another accept (or control
-    /// operation) in flight; `NoResources` when the connection's socket object cannot be
-    /// allocated (reported on the first poll); `Cancelled`; provider errors.
-    ///
-    /// # IRQL
-    /// Call and poll at <= `DISPATCH_LEVEL`.
-    #[must_use]
-    pub fn accept(&self) -> Accept<'_> {
-        Accept::new(self)
-    }
-
-    /// The address the listener is bound to (with the real port when bound to port 0). See
-    /// the example on [`TcpListener::bind`].
-    ///
-    /// # Errors
-    /// `Unsupported` where the provider lacks `WskGetLocalAddress` (Wine); `InvalidState`
-    /// after close or while an accept (or another control operation) is in flight.
-    ///
-    /// # IRQL
-    /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn local_addr(&self) -> Result<SocketAddr> {
-        socket::address(&self.handle, false).await
-    }
-
-    /// A stream of accepted connections (`futures_core::Stream`): [`TcpListener::accept`] in a
-    /// loop. Errors are items; after an `InvalidState` error (the listener can no longer
-    /// accept) the stream ends.
-    ///
-    /// ```no_run
-    /// # async fn demo(listener: &wsk_net::TcpListener) {
-    /// use futures_core::Stream;
-    /// let mut incoming = core::pin::pin!(listener.incoming());
-    /// while let Some(next) = core::future::poll_fn(|cx| incoming.as_mut().poll_next(cx)).await {
-    ///     match next {
-    ///         Ok((stream, peer)) => {
-    ///             // spawn a task serving `stream`
-    /// #           let _ = (stream, peer);
-    ///         }
-    ///         // Closed or deregistering: every later item would fail the same way.
-    ///         Err(e) if e.kind() == wsk_net::ErrorKind::InvalidState => break,
-    ///         Err(_) => {} // one connection failed; keep accepting
-    ///     }
-    /// }
-    /// # }
-    /// ```
-    ///
-    /// # IRQL
-    /// Call and poll at <= `DISPATCH_LEVEL`.
-    #[must_use]
-    pub fn incoming(&self) -> Incoming<'_> {
-        Incoming {
-            listener: self,
-            accept: None,
-            ended: false,
-        }
-    }
-
-    /// Closes the listener (`WskCloseSocket`) and waits until WSK has closed it. An accept
-    /// cannot be in flight here (it borrows the listener); one whose future was dropped and
-    /// that WSK still holds is cancelled by the close, and its connection, if any, is closed.
-    ///
-    /// ```no_run
-    /// # async fn demo(listener: wsk_net::TcpListener) {
-    /// listener.close().await; // the port is free again once this returns
-    /// # }
-    /// ```
-    ///
-    /// # IRQL
-    /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn close(self) {
-        self.handle.close().await;
-    }
-}
-
-/// `WskAccept` into `held.addr` (local, remote).
-///
-/// # Safety
-/// `call.socket` is an open listen socket.
-unsafe fn issue_accept(call: &mut Call) -> NTSTATUS {
-    // SAFETY: listen sockets carry the listen dispatch table; the address buffers are in the
-    // slot and stay valid until completion.
-    unsafe {
-        let table = (*call.socket)
-            .Dispatch
-            .cast::<WSK_PROVIDER_LISTEN_DISPATCH>();
-        let Some(accept) = (*table).WskAccept else {
-            return sys::STATUS_NOT_IMPLEMENTED;
-        };
-        let held = &mut *call.held;
-        let [local, remote] = &mut held.addr;
-        accept(
-            call.socket,
-            0,
-            core::ptr::null_mut(),
-            core::ptr::null(),
-            local.as_sockaddr(),
-            remote.as_sockaddr(),
-            call.irp,
-        )
-    }
-}
-
-/// The future of [`TcpListener::accept`]: the connection and the peer's address.
-///
-/// Dropping it before completion cancels the accept; a connection WSK accepted anyway is
-/// closed. See [`TcpListener::accept`] for an example.
-///
-/// # IRQL
-/// Poll and drop at <= `DISPATCH_LEVEL`.
-pub struct Accept<'a> {
-    state: Result<(Op<'a>, Handle), Option<Error>>,
-}
-
-impl<'a> Accept<'a> {
-    fn new(listener: &'a TcpListener) -> Self {
-        let inner = listener.handle.inner();
-        // SAFETY: the listener's handle keeps the client alive.
-        let client = unsafe { inner.client().as_ref() };
-        let child = if client.accepting() {
-            SocketInner::new(inner.client(), Kind::Connection).map(Handle::from_inner)
-        } else {
-            Err(Error::new(ErrorKind::InvalidState, "accept"))
-        };
-        let state = match child {
-            Ok(child) => {
-                let mut held = Held::empty();
-                held.adopt = Some(child.adopt_ref());
-                Ok((Op::new(inner, CTL, "accept", held, issue_accept), child))
-            }
-            Err(e) => Err(Some(e)),
-        };
-        Self { state }
-    }
-}
-
-impl Accept<'_> {
-    /// Requests cancellation of the accept in flight (`IoCancelIrp`); keep polling for the
-    /// result (usually `Cancelled`, or a connection that won the race).
-    ///
-    /// Before the accept reaches WSK (not polled yet, or waiting for its slot) it never will:
-    /// its next poll returns `Cancelled`. Under Wine 8.0
-    /// `IoCancelIrp` does not cancel WSK IRPs, so the accept keeps waiting.
-    ///
-    /// ```no_run
-    /// # async fn demo(listener: &wsk_net::TcpListener, stop: &core::sync::atomic::AtomicBool) {
-    /// use core::future::Future;
-    /// let mut accept = core::pin::pin!(listener.accept());
-    /// let result = core::future::poll_fn(|cx| {
-    ///     // Whoever sets `stop` wakes this task.
-    ///     if stop.load(core::sync::atomic::Ordering::Acquire) {
-    ///         accept.cancel();
-    ///     }
-    ///     accept.as_mut().poll(cx)
-    /// })
-    /// .await;
-    /// # let _ = result;
-    /// # }
-    /// ```
-    ///
-    /// # IRQL
-    /// <= `DISPATCH_LEVEL`.
-    pub fn cancel(&self) {
-        if let Ok((op, _)) = &self.state {
-            op.cancel();
-        }
-    }
-}
-
-impl Future for Accept<'_> {
-    type Output = Result<(TcpStream, SocketAddr)>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: nothing in Accept is structurally pinned (Op keeps WSK state in its slot).
-        let this = unsafe { self.get_unchecked_mut() };
-        let (op, _) = match &mut this.state {
-            Ok(pair) => pair,
-            Err(e) => {
-                return Poll::Ready(Err(e
-                    .take()
-                    .unwrap_or(Error::new(ErrorKind::InvalidState, "accept"))));
-            }
-        };
-        // SAFETY: `op` is not moved while pinned here (it lives in `this`, itself pinned).
-        let done = match unsafe { Pin::new_unchecked(op) }.poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(done) => done,
-        };
-        let Ok((_, child)) = core::mem::replace(&mut this.state, Err(None)) else {
-            unreachable!("state was Ok above")
-        };
-        let done = done?;
-        check(done.status, done.information, "accept")?;
-        if done.information == 0 {
-            return Poll::Ready(Err(Error::new(ErrorKind::Other, "accept")));
-        }
-        let remote = done.held.addr[1].to_socket_addr();
-        let child_ptr = child.adopt_ref();
-        SocketInner::adopt(child_ptr, done.information as *mut sys::WSK_SOCKET);
-        // SAFETY: the reference taken just above for the adoption call.
-        unsafe { SocketInner::release(child_ptr) };
-        let remote = remote.ok_or(Error::new(ErrorKind::Other, "accept"))?;
-        Poll::Ready(Ok((TcpStream { handle: child }, remote)))
-    }
-}
-
-/// Accepted connections as a `futures_core::Stream`; errors are items. An `InvalidState` error
-/// (listener closing, client deregistering) is the last item: the stream ends after it. See
-/// [`TcpListener::incoming`] for an example.
-///
-/// # IRQL
-/// Poll and drop at <= `DISPATCH_LEVEL`.
-pub struct Incoming<'a> {
-    listener: &'a TcpListener,
-    accept: Option<Accept<'a>>,
-    /// Set after an `InvalidState` error (the listener is closing): the stream has ended.
-    ended: bool,
-}
-
-impl futures_core::Stream for Incoming<'_> {
-    type Item = Result<(TcpStream, SocketAddr)>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        // SAFETY: the Accept inside is only polled in place and dropped in place.
-        let this = unsafe { self.get_unchecked_mut() };
-        if this.ended {
-            return Poll::Ready(None);
-        }
-        let accept = this.accept.get_or_insert_with(|| this.listener.accept());
-        // SAFETY: `accept` stays in `this` (pinned) until it completes and is cleared.
-        match unsafe { Pin::new_unchecked(accept) }.poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(result) => {
-                this.accept = None;
-                // A listener that can no longer accept yields that error once, then ends, so
-                // a `while let Some(..)` loop never spins on it.
-                if matches!(&result, Err(e) if e.kind() == ErrorKind::InvalidState) {
-                    this.ended = true;
-                }
-                Poll::Ready(Some(result))
-            }
-        }
-    }
-}
 
 /// How [`TcpStream::disconnect`] ends the connection. See the example there.
 ///
@@ -391,56 +50,74 @@ pub enum Disconnect {
 /// # IRQL
 /// Every method: call and poll at <= `DISPATCH_LEVEL`; drop at <= `DISPATCH_LEVEL`.
 pub struct TcpStream {
-    handle: Handle,
+    pub(super) handle: Handle,
 }
 
-/// `WskConnect` to `held.addr[1]`.
+/// `WskConnect` to `held.addr[1]` ([`Request::Connect`]).
 ///
 /// # Safety
-/// `call.socket` is an open, bound connection socket.
-unsafe fn issue_connect(call: &mut Call) -> NTSTATUS {
-    // SAFETY: connection dispatch table; the address lives in the slot.
-    unsafe {
-        let table = (*call.socket)
-            .Dispatch
-            .cast::<WSK_PROVIDER_CONNECTION_DISPATCH>();
-        let Some(connect) = (*table).WskConnect else {
-            return sys::STATUS_NOT_IMPLEMENTED;
-        };
-        connect(call.socket, (*call.held).addr[1].as_sockaddr(), 0, call.irp)
-    }
+/// `call.socket` is an open, bound connection socket; `call.irp` is prepared.
+pub(crate) unsafe fn issue_connect(call: &mut Call) -> NTSTATUS {
+    // SAFETY: an open connection socket (caller).
+    let table = unsafe { call.dispatch::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
+    let Some(connect) = table.WskConnect else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let remote = call.held().addr[1].as_mut_ptr();
+    // SAFETY: open socket, prepared IRP; the address lives in the slot until completion.
+    unsafe { connect(call.socket(), remote, 0, call.irp()) }
 }
 
-/// `WskSend`/`WskReceive`/`WskDisconnect` on `held.wsk_buf` with flags `params[0]`;
-/// `params[1]`: 0 send, 1 receive, 2 disconnect with buffer, 3 disconnect without.
+/// `WskSend` of `held.wsk_buf` ([`Request::Send`]).
 ///
 /// # Safety
 /// `call.socket` is an open connection socket; `wsk_buf` describes `held.buf`'s MDL within
-/// its length.
-unsafe fn issue_transfer(call: &mut Call) -> NTSTATUS {
-    // SAFETY: connection dispatch table; WSK_BUF and buffer live in the slot.
-    unsafe {
-        let table = &*(*call.socket)
-            .Dispatch
-            .cast::<WSK_PROVIDER_CONNECTION_DISPATCH>();
-        let held = &mut *call.held;
-        let flags = held.params[0];
-        let buffer = &raw mut held.wsk_buf;
-        let f = match held.params[1] {
-            0 => table.WskSend,
-            1 => table.WskReceive,
-            _ => table.WskDisconnect,
-        };
-        let Some(f) = f else {
-            return sys::STATUS_NOT_IMPLEMENTED;
-        };
-        let buffer = if held.params[1] == 3 {
-            core::ptr::null_mut()
-        } else {
-            buffer
-        };
-        f(call.socket, buffer, flags, call.irp)
-    }
+/// its length; `call.irp` is prepared.
+pub(crate) unsafe fn issue_send(call: &mut Call, flags: u32) -> NTSTATUS {
+    // SAFETY: an open connection socket (caller).
+    let table = unsafe { call.dispatch::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
+    let Some(send) = table.WskSend else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let buffer = &raw mut call.held().wsk_buf;
+    // SAFETY: open socket, prepared IRP; WSK_BUF and buffer live in the slot until completion.
+    unsafe { send(call.socket(), buffer, flags, call.irp()) }
+}
+
+/// `WskReceive` into `held.wsk_buf` ([`Request::Receive`]).
+///
+/// # Safety
+/// As [`issue_send`].
+pub(crate) unsafe fn issue_receive(call: &mut Call, flags: u32) -> NTSTATUS {
+    // SAFETY: an open connection socket (caller).
+    let table = unsafe { call.dispatch::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
+    let Some(receive) = table.WskReceive else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let buffer = &raw mut call.held().wsk_buf;
+    // SAFETY: open socket, prepared IRP; WSK_BUF and buffer live in the slot until completion.
+    unsafe { receive(call.socket(), buffer, flags, call.irp()) }
+}
+
+/// `WskDisconnect` ([`Request::Disconnect`]), with `held.wsk_buf` as final data when
+/// `final_data` and it is not empty.
+///
+/// # Safety
+/// As [`issue_send`].
+pub(crate) unsafe fn issue_disconnect(call: &mut Call, flags: u32, final_data: bool) -> NTSTATUS {
+    // SAFETY: an open connection socket (caller).
+    let table = unsafe { call.dispatch::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
+    let Some(disconnect) = table.WskDisconnect else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let held = call.held();
+    let buffer = if final_data && held.wsk_buf.Length != 0 {
+        &raw mut held.wsk_buf
+    } else {
+        core::ptr::null_mut()
+    };
+    // SAFETY: open socket, prepared IRP; WSK_BUF and buffer live in the slot until completion.
+    unsafe { disconnect(call.socket(), buffer, flags, call.irp()) }
 }
 
 impl TcpStream {
@@ -508,25 +185,24 @@ impl TcpStream {
         socket::create(&handle, family_of(&addr)).await?;
         socket::apply_bind_options(&handle, options, addr.is_ipv6()).await?;
         socket::bind(&handle, wildcard_like(&addr)).await?;
-        let mut held = Held::empty();
-        held.addr[1] = RawAddr::from_socket_addr(addr);
-        let done = Op::new(handle.inner(), CTL, "connect", held, issue_connect).await?;
+        let mut held = Held::new(Request::Connect);
+        held.addr[1] = RawAddr::from(addr);
+        let done = Op::new(handle.inner(), CTL, held).await?;
         check(done.status, done.information, "connect")?;
         Ok(Self { handle })
     }
 
+    /// `request` on the first `len` bytes of `buf`, on `slot`; the buffer comes back.
     async fn transfer(
         &self,
         slot: usize,
-        kind: u32,
-        flags: u32,
+        request: Request,
         buf: IoBuf,
         len: usize,
-        name: &'static str,
     ) -> (Result<usize>, IoBuf) {
-        let mut held = Held::with_buf(buf, len);
-        held.params = [flags, kind, 0, 0];
-        match Op::new(self.handle.inner(), slot, name, held, issue_transfer).await {
+        let name = request.name();
+        let held = Held::with_buf(request, buf, len);
+        match Op::new(self.handle.inner(), slot, held).await {
             Ok(done) => {
                 let (mut held, result) = (done.held, check(done.status, done.information, name));
                 (result, take_buf(&mut held))
@@ -553,7 +229,7 @@ impl TcpStream {
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
     pub async fn send(&self, buf: IoBuf) -> (Result<usize>, IoBuf) {
-        self.send_flags(buf, 0, "send").await
+        self.send_flags(buf, 0).await
     }
 
     /// [`TcpStream::send`] with `WSK_FLAG_NODELAY`: no coalescing delay for this send.
@@ -571,23 +247,20 @@ impl TcpStream {
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
     pub async fn send_nodelay(&self, buf: IoBuf) -> (Result<usize>, IoBuf) {
-        self.send_flags(buf, sys::WSK_FLAG_NODELAY, "send").await
+        self.send_flags(buf, sys::WSK_FLAG_NODELAY).await
     }
 
-    async fn send_flags(
-        &self,
-        buf: IoBuf,
-        flags: u32,
-        name: &'static str,
-    ) -> (Result<usize>, IoBuf) {
-        if self.handle.inner().flags() & SEND_SHUT != 0 {
+    async fn send_flags(&self, buf: IoBuf, flags: u32) -> (Result<usize>, IoBuf) {
+        let request = Request::Send { flags };
+        let name = request.name();
+        if self.handle.inner().flags().is_send_shut() {
             return (Err(Error::new(ErrorKind::InvalidState, name)), buf);
         }
         if buf.is_empty() {
             return (Ok(0), buf);
         }
         let len = buf.len();
-        let (result, buf) = self.transfer(SEND, 0, flags, buf, len, name).await;
+        let (result, buf) = self.transfer(SEND, request, buf, len).await;
         let result = result.and_then(|n| {
             if n == len {
                 Ok(n)
@@ -657,20 +330,10 @@ impl TcpStream {
     fn recv_op(&self, mut buf: IoBuf, len: usize, flags: u32, name: &'static str) -> Recv<'_> {
         buf.clear();
         if len == 0 || len > buf.capacity() {
-            return Recv {
-                op: None,
-                early: Some((Error::new(ErrorKind::InvalidInput, name), buf)),
-                exact: 0,
-                got: 0,
-            };
+            return Recv::refused(Error::new(ErrorKind::InvalidInput, name), buf);
         }
-        if self.handle.inner().flags() & RECV_SHUT != 0 {
-            return Recv {
-                op: None,
-                early: Some((Error::new(ErrorKind::InvalidState, name), buf)),
-                exact: 0,
-                got: 0,
-            };
+        if self.handle.inner().flags().is_recv_shut() {
+            return Recv::refused(Error::new(ErrorKind::InvalidState, name), buf);
         }
         let held = receive_held(buf, 0, len, flags);
         let exact = if flags & sys::WSK_FLAG_WAITALL != 0 {
@@ -679,13 +342,7 @@ impl TcpStream {
             0
         };
         Recv {
-            op: Some(Op::new(
-                self.handle.inner(),
-                RECV,
-                name,
-                held,
-                issue_transfer,
-            )),
+            op: Some(Op::new(self.handle.inner(), RECV, held)),
             early: None,
             exact,
             got: 0,
@@ -807,20 +464,25 @@ impl TcpStream {
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
     pub async fn disconnect(&self, how: Disconnect) -> Result<()> {
-        let (flags, kind, shut) = match how {
-            Disconnect::Graceful => (0, 3, SEND_SHUT),
-            Disconnect::Abortive => (sys::WSK_FLAG_ABORTIVE, 3, SEND_SHUT | RECV_SHUT),
+        let flags = match how {
+            Disconnect::Graceful => 0,
+            Disconnect::Abortive => sys::WSK_FLAG_ABORTIVE,
         };
         let inner = self.handle.inner();
-        if inner.flags() & SEND_SHUT != 0 && how == Disconnect::Graceful {
+        if inner.flags().is_send_shut() && how == Disconnect::Graceful {
             return Err(Error::new(ErrorKind::InvalidState, "disconnect"));
         }
-        let mut held = Held::empty();
-        held.params = [flags, kind, 0, 0];
-        let done = Op::new(inner, CTL, "disconnect", held, issue_transfer).await?;
+        let request = Request::Disconnect {
+            flags,
+            final_data: false,
+        };
+        let done = Op::new(inner, CTL, Held::new(request)).await?;
         let result = check(done.status, done.information, "disconnect").map(drop);
         if result.is_ok() {
-            inner.set_flags(shut);
+            match how {
+                Disconnect::Graceful => inner.flags().shut_send(),
+                Disconnect::Abortive => inner.flags().shut_both(),
+            }
         }
         result
     }
@@ -842,19 +504,20 @@ impl TcpStream {
     /// Poll at <= `DISPATCH_LEVEL`.
     pub async fn disconnect_with(&self, buf: IoBuf) -> (Result<()>, IoBuf) {
         let inner = self.handle.inner();
-        if inner.flags() & SEND_SHUT != 0 {
+        if inner.flags().is_send_shut() {
             return (
                 Err(Error::new(ErrorKind::InvalidState, "disconnect_with")),
                 buf,
             );
         }
         let len = buf.len();
-        let kind = if len == 0 { 3 } else { 2 };
-        let (result, buf) = self
-            .transfer(CTL, kind, 0, buf, len, "disconnect_with")
-            .await;
+        let request = Request::Disconnect {
+            flags: 0,
+            final_data: true,
+        };
+        let (result, buf) = self.transfer(CTL, request, buf, len).await;
         if result.is_ok() {
-            inner.set_flags(SEND_SHUT);
+            inner.flags().shut_send();
         }
         (result.map(drop), buf)
     }
@@ -880,6 +543,7 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`, on an executor runner (the limit is the runner's timer).
+    #[cfg(not(loom))]
     pub async fn disconnect_within(&self, limit: core::time::Duration) -> Result<()> {
         let deadline = wsk_executor::sleep(limit);
         let graceful = core::pin::pin!(self.disconnect(Disconnect::Graceful));
@@ -898,7 +562,7 @@ impl TcpStream {
         // The graceful disconnect is stuck: reset the connection. The abortive disconnect
         // would need the control slot the graceful one holds, so close instead, which
         // completes the stuck IRP and resets the connection (abortive close).
-        SocketInner::start_close(handle_ptr(&self.handle));
+        self.handle.start_close();
         Err(Error::new(ErrorKind::TimedOut, "disconnect"))
     }
 
@@ -914,19 +578,13 @@ impl TcpStream {
     }
 }
 
-fn handle_ptr(handle: &Handle) -> core::ptr::NonNull<SocketInner> {
-    core::ptr::NonNull::from(handle.inner())
+/// What a `WskReceive` of `len` bytes into `buf` from `offset` holds.
+fn receive_held(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Held {
+    Held::with_buf_range(Request::Receive { flags }, buf, offset, len)
 }
 
 /// The buffer an operation was given; every transfer operation is built with one
 /// (`Held::with_buf`) and the slot machinery hands `Held` back whole.
-/// What a `WskReceive` of `len` bytes into `buf` from `offset` holds.
-fn receive_held(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Held {
-    let mut held = Held::with_buf_range(buf, offset, len);
-    held.params = [flags, 1, 0, 0];
-    held
-}
-
 fn take_buf(held: &mut Held) -> IoBuf {
     held.buf
         .take()
@@ -952,6 +610,16 @@ pub struct Recv<'a> {
 }
 
 impl Recv<'_> {
+    /// A receive refused before reaching WSK: its first poll returns `error` and `buf`.
+    fn refused(error: Error, buf: IoBuf) -> Self {
+        Self {
+            op: None,
+            early: Some((error, buf)),
+            exact: 0,
+            got: 0,
+        }
+    }
+
     /// Requests cancellation of the receive in flight (`IoCancelIrp`); keep polling to get
     /// the buffer back (the result is then usually `Cancelled`, or data that won the race).
     ///
@@ -1028,7 +696,7 @@ impl Future for Recv<'_> {
                 // receive the rest into the same buffer, after what arrived.
                 this.got = total;
                 let held = receive_held(buf, total, this.exact - total, sys::WSK_FLAG_WAITALL);
-                op.reissue(issue_transfer, held);
+                op.reissue(held);
                 continue;
             }
             this.op = None;

@@ -1,0 +1,423 @@
+//! loom models of the net core's state words: every interleaving (within a preemption bound)
+//! of an operation's completion, its future's drop or cancel, the owner taking the result,
+//! and a socket object's adoption, close, deregistration sweep and last release.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" cargo test -p wsk-net --release --lib loom`.
+//!
+//! The transitions are the real ones (`super::state`); the models replay around them the
+//! order in which `slot.rs`, `op.rs` and `mod.rs` act on them, with the kernel's part (the
+//! IRP, `IoCancelIrp`, the client's socket list) stood in by loom cells and a loom mutex.
+//! What each model checks:
+//! - an orphaned operation is finished exactly once, never while a canceller is inside
+//!   `IoCancelIrp` with its IRP, and never before WSK let go of what it held (the held
+//!   resources sit in a loom `UnsafeCell`: an access not ordered after WSK's is a data race
+//!   loom reports);
+//! - a live owner recycles its slot only after every canceller left;
+//! - `WskCloseSocket` goes out once, never while another call on the socket is in progress,
+//!   and no call follows it;
+//! - a socket object is freed exactly once, after its last reference, never while it is still
+//!   in the client's list and never used after that (the use-after-free of an abandoned
+//!   accept's socket).
+
+extern crate std;
+
+use std::sync::atomic::Ordering::SeqCst;
+
+use loom::cell::UnsafeCell;
+use loom::sync::atomic::{AtomicBool, AtomicUsize};
+use loom::sync::{Arc, Mutex};
+use loom::thread;
+
+use super::state::{
+    AfterCancel, AfterOpen, BeginCancel, CallGate, Claim, CloseNow, OnAbandon, OnComplete,
+    RefCount, Released, SlotState, SocketFlags, StartClose,
+};
+
+/// A slot as `slot.rs` uses it: the real state word, a loom cell for what WSK holds, and a
+/// count of finishings.
+struct ModelSlot {
+    state: SlotState,
+    /// Stands for `Held`: the buffer WSK writes into until it completes the IRP.
+    held: UnsafeCell<Option<u32>>,
+    finished: AtomicUsize,
+    /// Set while a canceller is inside `IoCancelIrp` with this slot's IRP.
+    cancel_in_progress: AtomicBool,
+}
+
+impl ModelSlot {
+    fn new() -> Self {
+        Self {
+            state: SlotState::new(),
+            held: UnsafeCell::new(None),
+            finished: AtomicUsize::new(0),
+            cancel_in_progress: AtomicBool::new(false),
+        }
+    }
+
+    /// `Op::issue`: claim, park, hand to WSK.
+    fn issue(&self, resource: u32) {
+        assert_eq!(self.state.claim(), Claim::Claimed);
+        // SAFETY: claimed and not pending: the issuer owns the cell.
+        self.held.with_mut(|held| unsafe { *held = Some(resource) });
+        self.state.mark_pending();
+    }
+
+    /// WSK writes into the held buffer, then the completion routine records the result.
+    fn complete(&self) -> OnComplete {
+        self.held.with_mut(|held| {
+            // SAFETY: pending: WSK owns the cell until DONE is recorded.
+            let held = unsafe { &mut *held };
+            *held = held.map(|r| r + 1);
+        });
+        self.state.complete()
+    }
+
+    /// `IoCancelIrp` on the slot's IRP: the slot must still be the one in flight.
+    fn cancel_irp(&self) {
+        self.cancel_in_progress.store(true, SeqCst);
+        assert!(
+            !self.state.is_free(),
+            "IoCancelIrp on a slot that was recycled under the canceller"
+        );
+        self.cancel_in_progress.store(false, SeqCst);
+    }
+
+    /// `slot::finish`: take what was held, count, free the slot.
+    fn finish(&self) {
+        assert!(
+            !self.cancel_in_progress.load(SeqCst),
+            "finished while a canceller is inside IoCancelIrp"
+        );
+        // SAFETY: the state named us the finisher: WSK is done, nobody else touches the cell.
+        let held = self.held.with_mut(|held| unsafe { (*held).take() });
+        assert!(
+            held.is_some(),
+            "finished twice, or before anything was held"
+        );
+        self.finished.fetch_add(1, SeqCst);
+        self.state.release();
+    }
+
+    /// `SocketInner::cancel_slot`.
+    fn cancel(&self) {
+        match self.state.begin_cancel() {
+            BeginCancel::AlreadyCancelling => return,
+            BeginCancel::CancelIrp => self.cancel_irp(),
+            BeginCancel::NothingInFlight => {}
+        }
+        if self.state.end_cancel() == AfterCancel::Finish {
+            self.finish();
+        }
+    }
+
+    /// `Drop for Op` while in flight.
+    fn drop_in_flight(&self) {
+        if self.state.abandon() == OnAbandon::CancelIrp {
+            self.cancel_irp();
+        }
+        if self.state.end_cancel() == AfterCancel::Finish {
+            self.finish();
+        }
+    }
+
+    /// `on_complete`'s decision.
+    fn on_complete(&self) {
+        match self.complete() {
+            OnComplete::WakeOwner | OnComplete::LeaveToCanceller => {}
+            OnComplete::FinishOrphan => self.finish(),
+        }
+    }
+}
+
+/// An object with one slot and its reference count: the handle's reference and the in-flight
+/// IRP's.
+struct ModelObject {
+    slot: ModelSlot,
+    refs: RefCount,
+    freed: AtomicBool,
+}
+
+impl ModelObject {
+    /// An object whose slot has an operation in flight (two references).
+    fn in_flight() -> Arc<Self> {
+        let object = Arc::new(Self {
+            slot: ModelSlot::new(),
+            refs: RefCount::one(),
+            freed: AtomicBool::new(false),
+        });
+        object.refs.add();
+        object.slot.issue(7);
+        object
+    }
+
+    fn release(&self) {
+        assert!(
+            !self.freed.load(SeqCst),
+            "reference released after the free"
+        );
+        if self.refs.release() == Released::Last {
+            assert!(
+                self.slot.state.is_free(),
+                "freed with an operation in its slot"
+            );
+            self.freed.store(true, SeqCst);
+        }
+    }
+
+    /// The completion routine: decide, then drop the in-flight reference as the last act.
+    fn completion(&self) {
+        assert!(!self.freed.load(SeqCst), "completion on a freed object");
+        self.slot.on_complete();
+        self.release();
+    }
+}
+
+/// A future dropped in flight while its IRP completes: finished once, by whoever is last.
+#[test]
+fn loom_drop_in_flight_races_completion() {
+    loom::model(|| {
+        let object = ModelObject::in_flight();
+        let completion = {
+            let object = object.clone();
+            thread::spawn(move || object.completion())
+        };
+        object.slot.drop_in_flight();
+        object.release();
+        completion.join().unwrap();
+        assert_eq!(object.slot.finished.load(SeqCst), 1);
+        assert!(object.freed.load(SeqCst));
+    });
+}
+
+/// A timeout cancels, then drops the future, while the IRP completes.
+#[test]
+fn loom_cancel_then_drop_races_completion() {
+    loom::model(|| {
+        let object = ModelObject::in_flight();
+        let completion = {
+            let object = object.clone();
+            thread::spawn(move || object.completion())
+        };
+        object.slot.cancel();
+        object.slot.drop_in_flight();
+        object.release();
+        completion.join().unwrap();
+        assert_eq!(object.slot.finished.load(SeqCst), 1);
+        assert!(object.freed.load(SeqCst));
+    });
+}
+
+/// A live owner takes the result while a canceller on another processor is inside
+/// `IoCancelIrp`: the slot is recycled only after the canceller left.
+#[test]
+fn loom_owner_recycles_only_after_the_canceller() {
+    loom::model(|| {
+        let object = ModelObject::in_flight();
+        let completion = {
+            let object = object.clone();
+            thread::spawn(move || object.completion())
+        };
+        let canceller = {
+            let object = object.clone();
+            thread::spawn(move || object.slot.cancel())
+        };
+        // `Op::poll` until done.
+        let seen = loop {
+            if let Some(seen) = object.slot.state.poll_done() {
+                break seen;
+            }
+            thread::yield_now();
+        };
+        // SAFETY: DONE: WSK is finished with the cell and the future owns the slot.
+        let held = object.slot.held.with_mut(|held| unsafe { (*held).take() });
+        assert_eq!(held, Some(8), "the owner sees what WSK wrote");
+        object.slot.state.recycle(seen);
+        assert!(!object.slot.cancel_in_progress.load(SeqCst));
+        canceller.join().unwrap();
+        object.release();
+        completion.join().unwrap();
+        assert_eq!(
+            object.slot.finished.load(SeqCst),
+            0,
+            "a live owner finishes itself"
+        );
+        assert!(object.freed.load(SeqCst));
+    });
+}
+
+/// A socket object as `mod.rs` drives it: the real flags, call gate and reference count, the
+/// close slot, and membership in the client's list (the client's spin lock is the mutex).
+struct ModelSocket {
+    refs: RefCount,
+    flags: SocketFlags,
+    calls: CallGate,
+    close: ModelSlot,
+    listed: Mutex<bool>,
+    freed: AtomicBool,
+}
+
+impl ModelSocket {
+    fn alive(&self) {
+        assert!(
+            !self.freed.load(SeqCst),
+            "socket object used after it was freed"
+        );
+    }
+
+    /// `SocketInner::release`.
+    fn release(&self) {
+        self.alive();
+        if self.refs.release() == Released::Last {
+            assert!(
+                !*self.listed.lock().unwrap(),
+                "socket object freed while still in the client's list"
+            );
+            self.freed.store(true, SeqCst);
+        }
+    }
+
+    /// `SocketInner::adopt`: tracked before OPEN is visible.
+    fn adopt(&self) {
+        self.alive();
+        *self.listed.lock().unwrap() = true;
+        match self.flags.mark_open() {
+            AfterOpen::RequestClose => self.request_close(),
+            AfterOpen::Open => {}
+        }
+    }
+
+    /// `SocketInner::start_close`.
+    fn start_close(&self) {
+        self.alive();
+        match self.flags.start_close() {
+            StartClose::RequestClose => self.request_close(),
+            StartClose::ClosedWithoutSocket | StartClose::AlreadyStarted => {}
+        }
+    }
+
+    fn request_close(&self) {
+        if self.calls.request_close() == CloseNow::Issue {
+            self.issue_close();
+        }
+    }
+
+    /// `slot::issue_orphan` for `WskCloseSocket`, which the provider completes inline (the
+    /// completion routine runs before the call returns and leaves finishing to the issuer).
+    fn issue_close(&self) {
+        assert!(self.close.state.claim_orphan(), "close issued twice");
+        // SAFETY: claimed and not pending: the issuer owns the cell.
+        self.close.held.with_mut(|held| unsafe { *held = Some(0) });
+        self.refs.add();
+        self.close.state.mark_pending();
+        // The inline completion routine, then its release of the in-flight reference.
+        self.close.on_complete();
+        self.release();
+        if self.close.state.end_cancel() == AfterCancel::Finish {
+            self.close.finish();
+            // `SocketInner::closed`: untracked, marked closed.
+            *self.listed.lock().unwrap() = false;
+            self.flags.mark_closed();
+        }
+    }
+}
+
+/// An accept whose future was dropped completes anyway: its finishing adopts the new socket
+/// and releases the adopt reference, while the accept's child handle is dropped on another
+/// processor and deregistration sweeps the client's list. The object is freed exactly once,
+/// after it left the list, and never touched afterwards.
+#[test]
+fn loom_abandoned_accept_socket_is_closed_then_freed() {
+    loom::model(|| {
+        let socket = Arc::new(ModelSocket {
+            // The child handle's reference, and `Held::adopt`'s.
+            refs: RefCount::one(),
+            flags: SocketFlags::new(),
+            calls: CallGate::new(),
+            close: ModelSlot::new(),
+            listed: Mutex::new(false),
+            freed: AtomicBool::new(false),
+        });
+        socket.refs.add();
+        let finisher = {
+            let socket = socket.clone();
+            // `slot::finish` of the abandoned accept: adopt, then drop `Held`.
+            thread::spawn(move || {
+                socket.adopt();
+                socket.release();
+            })
+        };
+        let sweep = {
+            let socket = socket.clone();
+            // `ClientInner`'s deregistration sweep: a reference under the lock, only while
+            // listed and not closing; then close and release.
+            thread::spawn(move || {
+                let took = {
+                    let listed = socket.listed.lock().unwrap();
+                    let take = *listed && !socket.flags.is_closing();
+                    if take {
+                        socket.refs.add();
+                    }
+                    take
+                };
+                if took {
+                    socket.start_close();
+                    socket.release();
+                }
+            })
+        };
+        // The accept future's child handle drops.
+        socket.start_close();
+        socket.release();
+        finisher.join().unwrap();
+        sweep.join().unwrap();
+        assert!(socket.freed.load(SeqCst), "the socket object leaked");
+        assert!(socket.flags.is_closed());
+        assert_eq!(socket.close.finished.load(SeqCst), 1, "closed exactly once");
+    });
+}
+
+/// A WSK call in progress on one processor while the handle is dropped on another: the close
+/// goes out exactly once, only after the call returned, and no call enters after it.
+#[test]
+fn loom_close_waits_for_the_call_in_progress() {
+    loom::model(|| {
+        let gate = Arc::new(CallGate::new());
+        let flags = Arc::new(SocketFlags::new());
+        let in_call = Arc::new(AtomicBool::new(false));
+        let closes = Arc::new(AtomicUsize::new(0));
+        assert_eq!(flags.mark_open(), AfterOpen::Open);
+        let issue_close = {
+            let (in_call, closes) = (in_call.clone(), closes.clone());
+            move || {
+                assert!(
+                    !in_call.load(SeqCst),
+                    "WskCloseSocket while another call is in progress"
+                );
+                closes.fetch_add(1, SeqCst);
+            }
+        };
+        let caller = {
+            let (gate, in_call, closes) = (gate.clone(), in_call.clone(), closes.clone());
+            let issue_close = issue_close.clone();
+            // `Op::issue`: enter, call WSK, leave.
+            thread::spawn(move || {
+                if gate.enter() {
+                    assert_eq!(closes.load(SeqCst), 0, "a call after WskCloseSocket");
+                    in_call.store(true, SeqCst);
+                    in_call.store(false, SeqCst);
+                    if gate.leave() == CloseNow::Issue {
+                        issue_close();
+                    }
+                }
+            })
+        };
+        // `SocketInner::start_close` from the handle's drop.
+        if flags.start_close() == StartClose::RequestClose
+            && gate.request_close() == CloseNow::Issue
+        {
+            issue_close();
+        }
+        caller.join().unwrap();
+        assert_eq!(closes.load(SeqCst), 1, "closed exactly once");
+    });
+}

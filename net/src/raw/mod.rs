@@ -1,0 +1,308 @@
+//! The operation core: the only place in this crate that hands IRPs and memory to WSK.
+//!
+//! Every socket object ([`SocketInner`]) lives in nonpaged pool and owns four preallocated
+//! IRP slots (receive, send, control, close), so steady-state I/O allocates nothing. An
+//! operation ([`Op`]) claims a slot, parks what WSK will hold ([`Held`]: buffer, `WSK_BUF`,
+//! addresses) inside the slot, reuses the slot's IRP with our one completion routine, and
+//! calls WSK.
+//!
+//! The completion routine records status and information, then either wakes the waiting
+//! future or, when the future was dropped, finishes the operation itself: frees the held
+//! buffer, closes a socket nobody will receive, and returns the slot. It always returns
+//! `STATUS_MORE_PROCESSING_REQUIRED`. Dropping a future in flight calls `IoCancelIrp`; nothing
+//! WSK holds is freed before the completion routine has run. Each in-flight IRP holds a
+//! reference on its socket object, released as the completion routine's last act, so the
+//! object (and the IRP) outlive every completion.
+//!
+//! Modules: `state` (the state words and their transitions, no kernel calls: what the loom
+//! models in `loom_tests` drive), `request` (the WSK calls an operation can make, and the one
+//! dispatch to them), `held` (what an operation hands to WSK), `slot` (a slot's IRP, the
+//! completion routine and the finishing of orphans), `op` (the operation future); this file
+//! holds the socket object itself.
+
+use core::ptr::{self, NonNull};
+use core::task::{Context, Poll};
+
+use wsk_executor::raw::sync::{AtomicPtr, Ordering};
+use wsk_sys::{self as sys, WSK_SOCKET};
+
+use crate::client::ClientInner;
+use crate::error::{Error, ErrorKind, Result};
+
+mod held;
+#[cfg(all(test, loom))]
+mod loom_tests;
+mod op;
+mod request;
+mod slot;
+mod state;
+
+pub(crate) use held::{Call, Held};
+pub(crate) use op::Op;
+pub(crate) use request::Request;
+use slot::{Slot, issue_orphan};
+use state::{
+    AfterCancel, AfterOpen, BeginCancel, CallGate, CloseNow, RefCount, Released, SocketFlags,
+    StartClose,
+};
+
+/// Pool tag of socket objects (`WskS`).
+const SOCKET_TAG: u32 = sys::pool_tag(*b"WskS");
+
+/// The receive slot (slot indices: one IRP per class of operation).
+pub(crate) const RECV: usize = 0;
+/// The send slot.
+pub(crate) const SEND: usize = 1;
+/// The control slot: bind, connect, accept, disconnect, options, addresses, creation.
+pub(crate) const CTL: usize = 2;
+/// The close slot, used once, so that closing never needs an allocation.
+pub(crate) const CLOSE: usize = 3;
+const SLOTS: usize = 4;
+
+/// Which provider dispatch table the socket has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `WSK_FLAG_LISTEN_SOCKET`.
+    Listen,
+    /// `WSK_FLAG_CONNECTION_SOCKET`.
+    Connection,
+    /// `WSK_FLAG_DATAGRAM_SOCKET`.
+    Datagram,
+}
+
+/// A socket object: the WSK socket, its flags, and its operation slots. Reference counted:
+/// one reference for the user's handle, one per in-flight IRP.
+pub(crate) struct SocketInner {
+    refs: RefCount,
+    wsk: AtomicPtr<WSK_SOCKET>,
+    flags: SocketFlags,
+    /// WSK calls on this socket in progress, and the close request.
+    calls: CallGate,
+    kind: Kind,
+    client: NonNull<ClientInner>,
+    /// Link in the client's list of open sockets (under the client's lock).
+    pub(crate) link: core::cell::UnsafeCell<sys::LIST_ENTRY>,
+    slots: [Slot; SLOTS],
+}
+
+// SAFETY: shared state is atomics; `held` and `link` are guarded by the slot state machine and
+// the client's spin lock respectively; raw pointers refer to pool objects valid for the
+// object's lifetime.
+unsafe impl Send for SocketInner {}
+// SAFETY: as above.
+unsafe impl Sync for SocketInner {}
+
+impl SocketInner {
+    /// Allocates a socket object with its IRPs. IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn new(client: NonNull<ClientInner>, kind: Kind) -> Result<NonNull<Self>> {
+        // SAFETY: nonpaged allocation at <= DISPATCH_LEVEL.
+        let mem = unsafe { sys::allocate_nonpaged(size_of::<Self>(), SOCKET_TAG) }.cast::<Self>();
+        let Some(mem) = NonNull::new(mem) else {
+            return Err(Error::new(ErrorKind::NoResources, "socket"));
+        };
+        let mut irps = [ptr::null_mut(); SLOTS];
+        for i in 0..SLOTS {
+            // SAFETY: IoAllocateIrp at <= DISPATCH_LEVEL; one stack location suffices for an
+            // IRP we hand straight to WSK.
+            irps[i] = unsafe { sys::IoAllocateIrp(1, 0) };
+            if irps[i].is_null() {
+                for irp in &irps[..i] {
+                    // SAFETY: allocated just above, never issued.
+                    unsafe { sys::IoFreeIrp(*irp) };
+                }
+                // SAFETY: allocated above with this tag, never initialised or shared.
+                unsafe { sys::ExFreePoolWithTag(mem.as_ptr().cast(), SOCKET_TAG) };
+                return Err(Error::new(ErrorKind::NoResources, "socket"));
+            }
+        }
+        let owner = mem.as_ptr().cast_const();
+        let value = Self {
+            refs: RefCount::one(),
+            wsk: AtomicPtr::new(ptr::null_mut()),
+            flags: SocketFlags::new(),
+            calls: CallGate::new(),
+            kind,
+            client,
+            link: core::cell::UnsafeCell::new(sys::LIST_ENTRY {
+                Flink: ptr::null_mut(),
+                Blink: ptr::null_mut(),
+            }),
+            slots: irps.map(|irp| Slot::new(irp, owner)),
+        };
+        // SAFETY: `mem` is a fresh allocation of the right size; pool memory is 16-aligned.
+        unsafe { mem.as_ptr().write(value) };
+        // SAFETY: the caller holds a use of the client (a handle or a live socket).
+        unsafe { client.as_ref() }.add_user();
+        Ok(mem)
+    }
+
+    /// The kind of provider socket.
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The client this socket belongs to.
+    pub(crate) fn client(&self) -> NonNull<ClientInner> {
+        self.client
+    }
+
+    /// The WSK socket, or null before creation / after close.
+    pub(crate) fn wsk(&self) -> *mut WSK_SOCKET {
+        self.wsk.load(Ordering::Acquire)
+    }
+
+    /// The lifecycle and shutdown flags.
+    pub(crate) fn flags(&self) -> &SocketFlags {
+        &self.flags
+    }
+
+    /// True once close has started (no new operations).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.flags.is_closing()
+    }
+
+    /// True when close has completed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.flags.is_closed()
+    }
+
+    /// Takes a reference.
+    pub(crate) fn add_ref(&self) {
+        self.refs.add();
+    }
+
+    /// Drops a reference; frees the object with the last one. IRQL <= `DISPATCH_LEVEL`.
+    ///
+    /// # Safety
+    /// `this` must be a live object and the caller must own one reference, which it gives up:
+    /// it must not touch the object afterwards.
+    pub(crate) unsafe fn release(this: NonNull<Self>) {
+        // SAFETY: the caller owns a reference, so the object is live.
+        let inner = unsafe { this.as_ref() };
+        if inner.refs.release() == Released::Shared {
+            return;
+        }
+        // The last reference: no IRP is in flight (each holds a reference) and no handle
+        // exists, so nobody else can reach the object.
+        for slot in &inner.slots {
+            // SAFETY: every IRP has completed (its reference is gone) and was allocated by
+            // IoAllocateIrp in `new`.
+            unsafe { sys::IoFreeIrp(slot.irp) };
+        }
+        let client = inner.client;
+        // SAFETY: exclusive access (last reference); drops any held buffer.
+        unsafe { ptr::drop_in_place(this.as_ptr()) };
+        // SAFETY: the pool block allocated in `new` with the same tag, dropped just above.
+        unsafe { sys::ExFreePoolWithTag(this.as_ptr().cast(), SOCKET_TAG) };
+        // SAFETY: the use this socket object took in `new`.
+        unsafe { ClientInner::release(client) };
+    }
+
+    /// Gives this object the WSK socket a creation or accept returned, and tracks it in the
+    /// client so that deregistration can close it. If the object's handle already started
+    /// closing it (dropped while the creating operation was in flight, before there was a WSK
+    /// socket to close), nobody else will: the socket is closed here. IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn adopt(this: NonNull<Self>, socket: *mut WSK_SOCKET) {
+        // SAFETY: callers hold a reference.
+        let inner = unsafe { this.as_ref() };
+        inner.wsk.store(socket, Ordering::Release);
+        // Tracked before OPEN is visible: a close can only start once OPEN is seen, and its
+        // completion untracks.
+        // SAFETY: the client outlives every open socket (deregistration waits for them).
+        unsafe { inner.client.as_ref() }.track(this);
+        match inner.flags.mark_open() {
+            // `start_close` ran without OPEN and issued nothing. The close IRP's reference
+            // keeps the object alive, and tracked, until the provider has closed the socket.
+            AfterOpen::RequestClose => inner.request_close(),
+            AfterOpen::Open => {
+                // SAFETY: the client outlives every socket object (each holds a use of it).
+                let client = unsafe { inner.client.as_ref() };
+                if !client.accepting() {
+                    // Deregistration started (its sweep may have missed this socket): close it.
+                    Self::start_close(this);
+                }
+            }
+        }
+    }
+
+    /// The close completed: no WSK socket any more, marked closed, untracked. Called once, by
+    /// the close's finishing.
+    fn closed(&self) {
+        self.wsk.store(ptr::null_mut(), Ordering::Release);
+        self.flags.mark_closed();
+        // SAFETY: the socket was tracked when adopted; close completion untracks it once.
+        unsafe { self.client.as_ref() }.untrack(NonNull::from(self));
+    }
+
+    /// Enters a WSK call on this socket; false once a close is requested (no call may follow
+    /// `WskCloseSocket`). Every `true` is paired with one [`SocketInner::leave_call`] after the
+    /// WSK function returned.
+    fn enter_call(&self) -> bool {
+        self.calls.enter()
+    }
+
+    /// Leaves a WSK call; the last one out after a close was requested issues the close.
+    /// IRQL <= `DISPATCH_LEVEL`.
+    fn leave_call(&self) {
+        if self.calls.leave() == CloseNow::Issue {
+            self.issue_close();
+        }
+    }
+
+    /// Requests the close: issued now if no call is in progress, else by the last call out.
+    /// Called once per socket (after closing started and the socket is open). IRQL <=
+    /// `DISPATCH_LEVEL`.
+    fn request_close(&self) {
+        if self.calls.request_close() == CloseNow::Issue {
+            self.issue_close();
+        }
+    }
+
+    /// `WskCloseSocket` on the close slot, as an orphan its completion finishes.
+    fn issue_close(&self) {
+        issue_orphan(self, CLOSE, Held::new(Request::Close), self.wsk());
+    }
+
+    /// Starts closing the socket if nobody has: `WskCloseSocket` on the dedicated close slot,
+    /// which cancels every pending IRP. Never allocates and never fails; completion marks the
+    /// socket closed and wakes [`SocketInner::poll_closed`]. IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn start_close(this: NonNull<Self>) {
+        // SAFETY: callers hold a reference.
+        let inner = unsafe { this.as_ref() };
+        match inner.flags.start_close() {
+            StartClose::AlreadyStarted => {}
+            // Never had a WSK socket: nothing to close.
+            StartClose::ClosedWithoutSocket => inner.slots[CLOSE].waker.wake(),
+            StartClose::RequestClose => inner.request_close(),
+        }
+    }
+
+    /// Ready when the socket is closed.
+    pub(crate) fn poll_closed(&self, cx: &Context<'_>) -> Poll<()> {
+        self.slots[CLOSE].waker.register(cx.waker());
+        if self.is_closed() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Requests cancellation of whatever is in flight on `slot` (used by timeouts that want
+    /// the operation's resources back). IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn cancel_slot(&self, slot: usize) {
+        let slot = &self.slots[slot];
+        // While we are the canceller, the slot (and its IRP) cannot be recycled.
+        match slot.state.begin_cancel() {
+            BeginCancel::AlreadyCancelling => return,
+            BeginCancel::CancelIrp => {
+                // SAFETY: the IRP is ours and cannot be recycled while we are the canceller.
+                unsafe { sys::IoCancelIrp(slot.irp) };
+            }
+            BeginCancel::NothingInFlight => {}
+        }
+        if slot.state.end_cancel() == AfterCancel::Finish {
+            // The completion routine ran while we were inside and left finishing to us.
+            slot::finish(slot);
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The requests an operation makes of WSK, each carrying its own parameters, and the one
+//! place that turns a request into its WSK call ([`Request::issue`]). A request's name is the
+//! operation name errors carry.
+
+use wsk_sys::{self as sys, NTSTATUS};
+
+use super::Kind;
+use super::held::Call;
+
+/// One WSK call, with its parameters. Buffers and addresses WSK reads or writes live beside it
+/// in the [`Held`](super::Held) (`buf`/`wsk_buf`, `addr`, `value`, `names`, `addrinfo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// Nothing: a slot at rest, or resources taken back. Never issued.
+    Empty,
+    /// `WskSocket` for a socket of `kind` in address `family`.
+    Socket {
+        /// The provider socket type to create.
+        kind: Kind,
+        /// `AF_INET` or `AF_INET6`.
+        family: u16,
+    },
+    /// `WskBind` to `addr[0]`, through the table of `kind`.
+    Bind {
+        /// Which dispatch table the socket has.
+        kind: Kind,
+    },
+    /// `WskGetLocalAddress` into `addr[0]`, through the table of `kind`.
+    LocalAddress {
+        /// Which dispatch table the socket has.
+        kind: Kind,
+    },
+    /// `WskGetRemoteAddress` of a connection socket into `addr[0]`.
+    PeerAddress,
+    /// `WskControlSocket(WskSetOption)` with the 32-bit `value`.
+    SetOption {
+        /// `SOL_SOCKET`, `IPPROTO_IPV6`, ...
+        level: u32,
+        /// `SO_REUSEADDR`, `IPV6_V6ONLY`, ...
+        code: u32,
+        /// The option's name, for errors.
+        name: &'static str,
+    },
+    /// `WskAccept` into `addr` (local, remote); the new socket goes to `adopt`.
+    Accept,
+    /// `WskConnect` to `addr[1]`.
+    Connect,
+    /// `WskSend` of `wsk_buf`.
+    Send {
+        /// `WSK_FLAG_NODELAY` or 0.
+        flags: u32,
+    },
+    /// `WskReceive` into `wsk_buf`; `WSK_FLAG_WAITALL` makes it a `recv_exact`.
+    Receive {
+        /// `WSK_FLAG_WAITALL` or 0.
+        flags: u32,
+    },
+    /// `WskDisconnect`.
+    Disconnect {
+        /// `WSK_FLAG_ABORTIVE` or 0.
+        flags: u32,
+        /// `disconnect_with`: `wsk_buf` is sent as final data unless it is empty.
+        final_data: bool,
+    },
+    /// `WskSendTo` of `wsk_buf` to `addr[1]`.
+    SendTo,
+    /// `WskReceiveFrom` into `wsk_buf`, the sender into `addr[1]`.
+    ReceiveFrom,
+    /// `WskGetAddressInfo` for the node name `names[0]`, the list into `addrinfo`.
+    Resolve,
+    /// `WskCloseSocket`.
+    Close,
+}
+
+impl Request {
+    /// The operation's name, as errors report it.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Self::Empty => "operation",
+            Self::Socket { .. } => "WskSocket",
+            Self::Bind { .. } => "bind",
+            Self::LocalAddress { .. } => "local_addr",
+            Self::PeerAddress => "peer_addr",
+            Self::SetOption { name, .. } => name,
+            Self::Accept => "accept",
+            Self::Connect => "connect",
+            Self::Send { .. } => "send",
+            Self::Receive { flags } if flags & sys::WSK_FLAG_WAITALL != 0 => "recv_exact",
+            Self::Receive { .. } => "recv",
+            Self::Disconnect {
+                final_data: true, ..
+            } => "disconnect_with",
+            Self::Disconnect { .. } => "disconnect",
+            Self::SendTo => "send_to",
+            Self::ReceiveFrom => "recv_from",
+            Self::Resolve => "resolve",
+            Self::Close => "close",
+        }
+    }
+
+    /// Makes the WSK call.
+    ///
+    /// # Safety
+    /// `call` comes from `slot::start`: a prepared IRP, the held resources at their in-slot
+    /// address with what this request reads filled in, and an open provider socket of the kind
+    /// the request needs (null only for `Socket` and `Resolve`, which are client-level).
+    pub(super) unsafe fn issue(self, call: &mut Call) -> NTSTATUS {
+        match self {
+            Self::Empty => {
+                debug_assert!(false, "an empty request was issued");
+                sys::STATUS_INVALID_PARAMETER
+            }
+            // SAFETY: the caller's guarantees are what the issue function requires (so for
+            // each arm below).
+            Self::Socket { kind, family } => unsafe {
+                crate::socket::issue_socket(call, kind, family)
+            },
+            // SAFETY: as above.
+            Self::Bind { kind } => unsafe { crate::socket::issue_bind(call, kind) },
+            // SAFETY: as above.
+            Self::LocalAddress { kind } => unsafe {
+                crate::socket::issue_local_address(call, kind)
+            },
+            // SAFETY: as above.
+            Self::PeerAddress => unsafe { crate::socket::issue_peer_address(call) },
+            // SAFETY: as above.
+            Self::SetOption { level, code, .. } => unsafe {
+                crate::socket::issue_set_option(call, level, code)
+            },
+            // SAFETY: as above.
+            Self::Accept => unsafe { crate::tcp::issue_accept(call) },
+            // SAFETY: as above.
+            Self::Connect => unsafe { crate::tcp::issue_connect(call) },
+            // SAFETY: as above.
+            Self::Send { flags } => unsafe { crate::tcp::issue_send(call, flags) },
+            // SAFETY: as above.
+            Self::Receive { flags } => unsafe { crate::tcp::issue_receive(call, flags) },
+            // SAFETY: as above.
+            Self::Disconnect { flags, final_data } => unsafe {
+                crate::tcp::issue_disconnect(call, flags, final_data)
+            },
+            // SAFETY: as above.
+            Self::SendTo => unsafe { crate::udp::issue_send_to(call) },
+            // SAFETY: as above.
+            Self::ReceiveFrom => unsafe { crate::udp::issue_receive_from(call) },
+            // SAFETY: as above.
+            Self::Resolve => unsafe { crate::resolve::issue_resolve(call) },
+            // SAFETY: as above.
+            Self::Close => unsafe { super::slot::issue_close(call) },
+        }
+    }
+}

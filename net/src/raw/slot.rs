@@ -1,0 +1,268 @@
+//! One operation slot of a socket object, and the code that runs its IRP: [`start`] (prepare
+//! the IRP, take the in-flight reference, call WSK), the one completion routine
+//! ([`on_complete`]), [`finish`] for operations whose future is gone, and [`issue_orphan`]
+//! for the close nobody waits for. The slot's state word and its transitions live in
+//! [`super::state`].
+
+use core::ptr::{self, NonNull};
+
+use wsk_executor::raw::AtomicWaker;
+use wsk_executor::raw::sync::{AtomicU32, AtomicUsize, Ordering, UnsafeCell};
+use wsk_sys::{
+    self as sys, DEVICE_OBJECT, IRP, NTSTATUS, PVOID, STATUS_MORE_PROCESSING_REQUIRED,
+    STATUS_PENDING, STATUS_UNSUCCESSFUL, WSK_PROVIDER_BASIC_DISPATCH, WSK_SOCKET,
+};
+
+use super::held::{Call, Held};
+use super::state::{AfterCancel, OnComplete, SlotState};
+use super::{CLOSE, SocketInner};
+
+/// One IRP and what travels with it: its state word, the waiting future's waker, the result
+/// and the resources WSK holds.
+pub(super) struct Slot {
+    /// Preallocated in `SocketInner::new`, reused for every operation on this slot.
+    pub(super) irp: *mut IRP,
+    pub(super) state: SlotState,
+    pub(super) waker: AtomicWaker,
+    /// The completion's `NTSTATUS`, stored as its bits.
+    status: AtomicU32,
+    information: AtomicUsize,
+    held: UnsafeCell<Held>,
+    owner: *const SocketInner,
+    /// 1 while the IRP in flight is a client-level call (`WskSocket`, `WskGetAddressInfo`),
+    /// counted in the client's `ClientInner::client_call_started` until its completion is
+    /// finished.
+    client_call: AtomicU32,
+}
+
+impl Slot {
+    /// A free slot of `owner` around `irp`.
+    pub(super) fn new(irp: *mut IRP, owner: *const SocketInner) -> Self {
+        Self {
+            irp,
+            state: SlotState::new(),
+            waker: AtomicWaker::new(),
+            status: AtomicU32::new(0),
+            information: AtomicUsize::new(0),
+            held: UnsafeCell::new(Held::empty()),
+            owner,
+            client_call: AtomicU32::new(0),
+        }
+    }
+
+    /// Parks `held` in the slot.
+    ///
+    /// # Safety
+    /// The caller owns the held cell: the slot is claimed and not pending.
+    pub(super) unsafe fn park(&self, held: Held) {
+        // SAFETY: the caller owns the cell (see above).
+        self.held.with_mut(|cell| unsafe { *cell = held });
+    }
+
+    /// Takes the held resources back, leaving nothing parked.
+    ///
+    /// # Safety
+    /// The caller owns the held cell: WSK is done with it (`DONE`, or never issued) and the
+    /// slot protocol makes the caller its only user.
+    pub(super) unsafe fn take(&self) -> Held {
+        // SAFETY: the caller owns the cell (see above).
+        self.held
+            .with_mut(|cell| unsafe { core::mem::replace(&mut *cell, Held::empty()) })
+    }
+
+    /// The recorded result.
+    pub(super) fn result(&self) -> (NTSTATUS, usize) {
+        let status = self.status.load(Ordering::Relaxed).cast_signed();
+        (status, self.information.load(Ordering::Relaxed))
+    }
+
+    fn record(&self, status: NTSTATUS, information: usize) {
+        self.status.store(status.cast_unsigned(), Ordering::Relaxed);
+        self.information.store(information, Ordering::Relaxed);
+    }
+
+    /// Ends the client-level call count this slot's IRP held, if any.
+    pub(super) fn end_client_call(&self, owner: &SocketInner) {
+        if self.client_call.swap(0, Ordering::AcqRel) != 0 {
+            // SAFETY: the client outlives its socket objects.
+            unsafe { owner.client.as_ref() }.client_call_finished();
+        }
+    }
+}
+
+/// `WskCloseSocket`.
+///
+/// # Safety
+/// `call.socket` is an open WSK socket and `call.irp` is prepared.
+pub(super) unsafe fn issue_close(call: &mut Call) -> NTSTATUS {
+    // SAFETY: every provider socket's dispatch table starts with the basic dispatch.
+    let basic = unsafe { call.dispatch::<WSK_PROVIDER_BASIC_DISPATCH>() };
+    match basic.WskCloseSocket {
+        // SAFETY: an open socket and a prepared IRP, as required above.
+        Some(close) => unsafe { close(call.socket, call.irp) },
+        None => sys::STATUS_NOT_IMPLEMENTED,
+    }
+}
+
+/// Issues an operation nobody waits for (the close). The completion routine finishes it.
+/// IRQL <= `DISPATCH_LEVEL`.
+pub(super) fn issue_orphan(inner: &SocketInner, index: usize, held: Held, socket: *mut WSK_SOCKET) {
+    let slot = &inner.slots[index];
+    // The orphan's issuer holds the canceller's role while the call is in progress: a
+    // completion that runs inline (before WSK returns) records DONE and leaves finishing to
+    // us, so the operation is finished exactly once whether it completed inline, later, or
+    // never.
+    if !slot.state.claim_orphan() {
+        // Only the close slot is used this way and close starts once.
+        sys::kprint!("wsk-net: close slot busy; socket {:p} not closed\n", socket);
+        return;
+    }
+    // SAFETY: claimed and not pending: we own the held cell.
+    unsafe { slot.park(held) };
+    let status = start(inner, slot, socket);
+    let completed_inline = slot.state.is_done();
+    if !completed_inline && status != STATUS_PENDING {
+        // Failed synchronously without completing the IRP (Wine's stubs): finish it as if it
+        // had completed, and drop the in-flight reference no completion will release.
+        slot.record(status, 0);
+        slot.state.complete_unissued();
+        if slot.state.end_cancel() == AfterCancel::Finish {
+            finish(slot);
+        }
+        // SAFETY: the in-flight reference taken by `start`; the completion routine never ran.
+        unsafe { SocketInner::release(NonNull::from(inner)) };
+        return;
+    }
+    if slot.state.end_cancel() == AfterCancel::Finish {
+        // Completed inline: the completion routine released its reference and left the rest.
+        finish(slot);
+    }
+}
+
+/// Prepares the slot's IRP and makes the parked request's WSK call. Takes the in-flight
+/// reference. Returns the status of `IoSetCompletionRoutineEx` without calling WSK when it
+/// fails (out of memory). The slot is claimed and its request parked.
+pub(super) fn start(inner: &SocketInner, slot: &Slot, socket: *mut WSK_SOCKET) -> NTSTATUS {
+    inner.add_ref();
+    // SAFETY: the slot is claimed and not pending: its IRP is ours, completed (or fresh), and
+    // allocated with one stack location, which receives the completion routine.
+    unsafe { sys::IoReuseIrp(slot.irp, STATUS_UNSUCCESSFUL) };
+    let status = set_completion_routine(inner, slot);
+    if !sys::NT_SUCCESS(status) {
+        return status;
+    }
+    if socket.is_null() {
+        slot.client_call.store(1, Ordering::Release);
+        // SAFETY: the client outlives its socket objects.
+        unsafe { inner.client.as_ref() }.client_call_started();
+    }
+    // SAFETY: claimed and not yet pending: the issuer owns the cell.
+    let request = slot.held.with_mut(|cell| unsafe { (*cell).request });
+    slot.state.mark_pending();
+    let mut call = Call {
+        irp: slot.irp,
+        held: slot.held.with_mut(|cell| cell),
+        socket,
+        client: inner.client,
+    };
+    // SAFETY: `call` is what requests need: a prepared IRP, the held resources at their
+    // in-slot address, and the socket (null only before creation, for client-level requests).
+    unsafe { request.issue(&mut call) }
+}
+
+/// Registers [`on_complete`] on the slot's reused IRP: with `IoSetCompletionRoutineEx`
+/// against the client's device object, so that the I/O manager keeps the driver loaded until
+/// the routine has returned; with `IoSetCompletionRoutine` where that is unavailable (Wine),
+/// and for a close whose Ex context cannot be allocated (a close must go out: unprotected
+/// against unload is better than a socket `WskDeregister` waits for forever). Any other
+/// operation fails with the status of `IoSetCompletionRoutineEx`. IRQL <= `DISPATCH_LEVEL`.
+fn set_completion_routine(inner: &SocketInner, slot: &Slot) -> NTSTATUS {
+    let context: PVOID = ptr::from_ref(slot).cast_mut().cast();
+    // SAFETY: the client outlives its sockets.
+    if let Some(device) = unsafe { inner.client.as_ref() }.completion_device() {
+        // SAFETY: our reused IRP with a next location; `device` is the client's live device
+        // object (deleted only after every socket is closed).
+        let status = unsafe {
+            sys::IoSetCompletionRoutineEx(device, slot.irp, Some(on_complete), context, 1, 1, 1)
+        };
+        if sys::NT_SUCCESS(status) || !ptr::eq(slot, &raw const inner.slots[CLOSE]) {
+            return status;
+        }
+        sys::kprint!(
+            "wsk-net: IoSetCompletionRoutineEx failed ({:#x}) for a close; registering the routine without unload protection\n",
+            status.cast_unsigned()
+        );
+    }
+    // SAFETY: our reused IRP with a next location.
+    unsafe { sys::IoSetCompletionRoutine(slot.irp, Some(on_complete), context, true, true, true) };
+    sys::STATUS_SUCCESS
+}
+
+/// The one completion routine. Runs at IRQL <= `DISPATCH_LEVEL`, on any processor, possibly
+/// before the WSK call returns.
+unsafe extern "system" fn on_complete(
+    _device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+    context: PVOID,
+) -> NTSTATUS {
+    // SAFETY: `context` is the slot we registered, inside a socket object kept alive by this
+    // IRP's in-flight reference until the end of this function.
+    let slot = unsafe { &*context.cast::<Slot>() };
+    // SAFETY: the I/O manager passes the live IRP it is completing.
+    let io = unsafe { (*irp).IoStatus };
+    slot.record(io.Status, io.Information);
+    match slot.state.complete() {
+        OnComplete::WakeOwner => slot.waker.wake(),
+        OnComplete::FinishOrphan => finish(slot),
+        OnComplete::LeaveToCanceller => {}
+    }
+    // SAFETY: the slot's owner is live until the release below.
+    let owner = unsafe { &*slot.owner };
+    // After any finishing above, so that deregistration, which waits for this count, sees a
+    // result list an abandoned lookup parked.
+    slot.end_client_call(owner);
+    // SAFETY: the in-flight reference taken in `start`; after this the IRP and slot may be
+    // freed, which is fine: we return MORE_PROCESSING_REQUIRED, so the I/O manager stops
+    // touching the IRP.
+    unsafe { SocketInner::release(NonNull::from(owner)) };
+    STATUS_MORE_PROCESSING_REQUIRED
+}
+
+/// Finishes an abandoned operation: releases what it held, handles a socket it created, marks
+/// a close, and frees the slot. Called exactly once per abandoned operation, by whoever the
+/// slot state named (see [`super::state::SlotState`]). IRQL <= `DISPATCH_LEVEL`.
+pub(super) fn finish(slot: &Slot) {
+    // SAFETY: DONE is set, so WSK no longer touches the held cell, and the abandoned-finish
+    // protocol makes us its only user.
+    let held = unsafe { slot.take() };
+    let (status, information) = slot.result();
+    // SAFETY: slots live inside their owner, which is live while the slot is in use.
+    let owner = unsafe { &*slot.owner };
+    // The child's reference is released when `held` drops below, after adoption tracked it
+    // and requested its close (whose IRP then holds its own reference).
+    if let Some(child) = held.adopt
+        && sys::NT_SUCCESS(status)
+        && information != 0
+    {
+        // Nobody will use this socket: a handle still alive closes it when it drops (now),
+        // one already dropped left the close to `adopt`.
+        SocketInner::adopt(child, information as *mut WSK_SOCKET);
+    }
+    if !held.addrinfo.is_null() {
+        // Parked, not freed, above PASSIVE_LEVEL (WskFreeAddressInfo is PASSIVE_LEVEL only).
+        // SAFETY: the client is live while any of its sockets is; the list came from WSK.
+        unsafe { owner.client.as_ref() }.release_address_info(held.addrinfo);
+    }
+    if ptr::eq(slot, &raw const owner.slots[CLOSE]) {
+        if !sys::NT_SUCCESS(status) {
+            sys::kprint!(
+                "wsk-net: WskCloseSocket failed with {:#x}\n",
+                status.cast_unsigned()
+            );
+        }
+        owner.closed();
+    }
+    drop(held);
+    slot.state.release();
+    slot.waker.wake();
+}

@@ -1,0 +1,356 @@
+//! [`TcpListener`]: a WSK listen socket; [`Accept`], the future of one accept, which closes a
+//! connection WSK accepted for a dropped future; [`Incoming`], accepts as a stream.
+
+use core::future::Future;
+use core::net::SocketAddr;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use wsk_sys::{self as sys, NTSTATUS, WSK_PROVIDER_LISTEN_DISPATCH};
+
+use super::TcpStream;
+use crate::addr::family_of;
+use crate::client::WskClient;
+use crate::error::{Error, ErrorKind, Result};
+use crate::raw::{CTL, Call, Held, Kind, Op, Request, SocketInner};
+use crate::socket::{self, BindOptions, Handle, check};
+
+/// A listening TCP socket.
+///
+/// ```no_run
+/// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
+/// let listener = wsk_net::TcpListener::bind(client, "0.0.0.0:7007".parse().unwrap()).await?;
+/// loop {
+///     let (stream, peer) = listener.accept().await?;
+///     // spawn a task that serves `stream`
+/// #   let _ = (stream, peer);
+/// }
+/// # }
+/// ```
+///
+/// Dropping the listener closes it asynchronously; [`TcpListener::close`] waits for the close.
+///
+/// # IRQL
+/// Every method: call and poll at <= `DISPATCH_LEVEL`; drop at <= `DISPATCH_LEVEL`.
+pub struct TcpListener {
+    handle: Handle,
+}
+
+impl TcpListener {
+    /// Creates a listening socket bound to `addr` (IPv4 or IPv6; port 0 picks one): `WskSocket`
+    /// with `WSK_FLAG_LISTEN_SOCKET`, then `WskBind`, which starts listening.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
+    /// let listener = wsk_net::TcpListener::bind(client, "[::1]:0".parse().unwrap()).await?;
+    /// let port = listener.local_addr().await?.port(); // the port WSK picked
+    /// # let _ = port;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `AddrInUse`, `AddrNotAvailable`, `NoResources`, `InvalidState` after deregistration;
+    /// provider errors.
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn bind(client: &WskClient, addr: SocketAddr) -> Result<Self> {
+        Self::bind_with(client, addr, &BindOptions::default()).await
+    }
+
+    /// Like [`TcpListener::bind`], with socket options applied before binding (reuse,
+    /// exclusive use, dual-stack via `v6_only: Some(false)`). Options left at their defaults
+    /// are not set at all.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
+    /// use wsk_net::{BindOptions, TcpListener};
+    /// // One listener for IPv6 and IPv4 (as ::ffff:a.b.c.d) on port 7007.
+    /// let options = BindOptions {
+    ///     v6_only: Some(false),
+    ///     exclusive_address: true,
+    ///     ..Default::default()
+    /// };
+    /// let addr = "[::]:7007".parse().unwrap();
+    /// let listener = TcpListener::bind_with(client, addr, &options).await?;
+    /// # let _ = listener;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`TcpListener::bind`]; `InvalidInput` for `v6_only` with an IPv4 address;
+    /// `Unsupported` when the provider lacks `WskControlSocket` (Wine).
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn bind_with(
+        client: &WskClient,
+        addr: SocketAddr,
+        options: &BindOptions,
+    ) -> Result<Self> {
+        let handle = Handle::new(client, Kind::Listen)?;
+        socket::create(&handle, family_of(&addr)).await?;
+        socket::apply_bind_options(&handle, options, addr.is_ipv6()).await?;
+        socket::bind(&handle, addr).await?;
+        Ok(Self { handle })
+    }
+
+    /// Waits for a connection and returns it with the peer's address. One accept at a time
+    /// per listener (WSK itself queues several, but the accept uses the listener's control
+    /// slot): a second concurrent call fails with `InvalidState`. For the same reason
+    /// [`TcpListener::local_addr`] also fails with `InvalidState` while an accept is pending.
+    ///
+    /// Calling `accept` allocates the socket object for the connection; the call to WSK
+    /// happens on the first poll. Bound it with [`timeout`](crate::timeout), or stop it with
+    /// [`Accept::cancel`]; dropping the future also cancels it.
+    ///
+    /// ```no_run
+    /// # async fn demo(listener: &wsk_net::TcpListener) -> wsk_net::Result<()> {
+    /// let (stream, peer) = listener.accept().await?;
+    /// # let _ = (stream, peer);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidState` after close, after deregistration, or with another accept (or control
+    /// operation) in flight; `NoResources` when the connection's socket object cannot be
+    /// allocated (reported on the first poll); `Cancelled`; provider errors.
+    ///
+    /// # IRQL
+    /// Call and poll at <= `DISPATCH_LEVEL`.
+    #[must_use]
+    pub fn accept(&self) -> Accept<'_> {
+        Accept::new(self)
+    }
+
+    /// The address the listener is bound to (with the real port when bound to port 0). See
+    /// the example on [`TcpListener::bind`].
+    ///
+    /// # Errors
+    /// `Unsupported` where the provider lacks `WskGetLocalAddress` (Wine); `InvalidState`
+    /// after close or while an accept (or another control operation) is in flight.
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn local_addr(&self) -> Result<SocketAddr> {
+        socket::address(&self.handle, false).await
+    }
+
+    /// A stream of accepted connections (`futures_core::Stream`): [`TcpListener::accept`] in a
+    /// loop. Errors are items; after an `InvalidState` error (the listener can no longer
+    /// accept) the stream ends.
+    ///
+    /// ```no_run
+    /// # async fn demo(listener: &wsk_net::TcpListener) {
+    /// use futures_core::Stream;
+    /// let mut incoming = core::pin::pin!(listener.incoming());
+    /// while let Some(next) = core::future::poll_fn(|cx| incoming.as_mut().poll_next(cx)).await {
+    ///     match next {
+    ///         Ok((stream, peer)) => {
+    ///             // spawn a task serving `stream`
+    /// #           let _ = (stream, peer);
+    ///         }
+    ///         // Closed or deregistering: every later item would fail the same way.
+    ///         Err(e) if e.kind() == wsk_net::ErrorKind::InvalidState => break,
+    ///         Err(_) => {} // one connection failed; keep accepting
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # IRQL
+    /// Call and poll at <= `DISPATCH_LEVEL`.
+    #[must_use]
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming {
+            listener: self,
+            accept: None,
+            ended: false,
+        }
+    }
+
+    /// Closes the listener (`WskCloseSocket`) and waits until WSK has closed it. An accept
+    /// cannot be in flight here (it borrows the listener); one whose future was dropped and
+    /// that WSK still holds is cancelled by the close, and its connection, if any, is closed.
+    ///
+    /// ```no_run
+    /// # async fn demo(listener: wsk_net::TcpListener) {
+    /// listener.close().await; // the port is free again once this returns
+    /// # }
+    /// ```
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn close(self) {
+        self.handle.close().await;
+    }
+}
+
+/// `WskAccept` into `held.addr` (local, remote) ([`Request::Accept`]).
+///
+/// # Safety
+/// `call.socket` is an open listen socket; `call.irp` is prepared.
+pub(crate) unsafe fn issue_accept(call: &mut Call) -> NTSTATUS {
+    // SAFETY: an open listen socket (caller).
+    let table = unsafe { call.dispatch::<WSK_PROVIDER_LISTEN_DISPATCH>() };
+    let Some(accept) = table.WskAccept else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    let [local, remote] = &mut call.held().addr;
+    let (local, remote) = (local.as_mut_ptr(), remote.as_mut_ptr());
+    // SAFETY: open socket, prepared IRP; the address buffers live in the slot until
+    // completion.
+    unsafe {
+        accept(
+            call.socket(),
+            0,
+            core::ptr::null_mut(),
+            core::ptr::null(),
+            local,
+            remote,
+            call.irp(),
+        )
+    }
+}
+
+/// The future of [`TcpListener::accept`]: the connection and the peer's address.
+///
+/// Dropping it before completion cancels the accept; a connection WSK accepted anyway is
+/// closed. See [`TcpListener::accept`] for an example.
+///
+/// # IRQL
+/// Poll and drop at <= `DISPATCH_LEVEL`.
+pub struct Accept<'a> {
+    state: Result<(Op<'a>, Handle), Option<Error>>,
+}
+
+impl<'a> Accept<'a> {
+    fn new(listener: &'a TcpListener) -> Self {
+        let inner = listener.handle.inner();
+        // SAFETY: the listener's handle keeps the client alive.
+        let client = unsafe { inner.client().as_ref() };
+        let child = if client.accepting() {
+            SocketInner::new(inner.client(), Kind::Connection).map(Handle::from_inner)
+        } else {
+            Err(Error::new(ErrorKind::InvalidState, "accept"))
+        };
+        let state = match child {
+            Ok(child) => {
+                let mut held = Held::new(Request::Accept);
+                held.adopt = Some(child.adopt_ref());
+                Ok((Op::new(inner, CTL, held), child))
+            }
+            Err(e) => Err(Some(e)),
+        };
+        Self { state }
+    }
+}
+
+impl Accept<'_> {
+    /// Requests cancellation of the accept in flight (`IoCancelIrp`); keep polling for the
+    /// result (usually `Cancelled`, or a connection that won the race).
+    ///
+    /// Before the accept reaches WSK (not polled yet, or waiting for its slot) it never will:
+    /// its next poll returns `Cancelled`. Under Wine 8.0
+    /// `IoCancelIrp` does not cancel WSK IRPs, so the accept keeps waiting.
+    ///
+    /// ```no_run
+    /// # async fn demo(listener: &wsk_net::TcpListener, stop: &core::sync::atomic::AtomicBool) {
+    /// use core::future::Future;
+    /// let mut accept = core::pin::pin!(listener.accept());
+    /// let result = core::future::poll_fn(|cx| {
+    ///     // Whoever sets `stop` wakes this task.
+    ///     if stop.load(core::sync::atomic::Ordering::Acquire) {
+    ///         accept.cancel();
+    ///     }
+    ///     accept.as_mut().poll(cx)
+    /// })
+    /// .await;
+    /// # let _ = result;
+    /// # }
+    /// ```
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL`.
+    pub fn cancel(&self) {
+        if let Ok((op, _)) = &self.state {
+            op.cancel();
+        }
+    }
+}
+
+impl Future for Accept<'_> {
+    type Output = Result<(TcpStream, SocketAddr)>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: nothing in Accept is structurally pinned (Op keeps WSK state in its slot).
+        let this = unsafe { self.get_unchecked_mut() };
+        let (op, _) = match &mut this.state {
+            Ok(pair) => pair,
+            Err(e) => {
+                return Poll::Ready(Err(e
+                    .take()
+                    .unwrap_or(Error::new(ErrorKind::InvalidState, "accept"))));
+            }
+        };
+        // SAFETY: `op` is not moved while pinned here (it lives in `this`, itself pinned).
+        let done = match unsafe { Pin::new_unchecked(op) }.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(done) => done,
+        };
+        let Ok((_, child)) = core::mem::replace(&mut this.state, Err(None)) else {
+            unreachable!("state was Ok above")
+        };
+        let done = done?;
+        check(done.status, done.information, "accept")?;
+        if done.information == 0 {
+            return Poll::Ready(Err(Error::new(ErrorKind::Other, "accept")));
+        }
+        let remote = done.held.addr[1].to_socket_addr();
+        let child_ptr = child.adopt_ref();
+        SocketInner::adopt(child_ptr, done.information as *mut sys::WSK_SOCKET);
+        // SAFETY: the reference taken just above for the adoption call.
+        unsafe { SocketInner::release(child_ptr) };
+        let remote = remote.ok_or(Error::new(ErrorKind::Other, "accept"))?;
+        Poll::Ready(Ok((TcpStream { handle: child }, remote)))
+    }
+}
+
+/// Accepted connections as a `futures_core::Stream`; errors are items. An `InvalidState` error
+/// (listener closing, client deregistering) is the last item: the stream ends after it. See
+/// [`TcpListener::incoming`] for an example.
+///
+/// # IRQL
+/// Poll and drop at <= `DISPATCH_LEVEL`.
+pub struct Incoming<'a> {
+    listener: &'a TcpListener,
+    accept: Option<Accept<'a>>,
+    /// Set after an `InvalidState` error (the listener is closing): the stream has ended.
+    ended: bool,
+}
+
+impl futures_core::Stream for Incoming<'_> {
+    type Item = Result<(TcpStream, SocketAddr)>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // SAFETY: the Accept inside is only polled in place and dropped in place.
+        let this = unsafe { self.get_unchecked_mut() };
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let accept = this.accept.get_or_insert_with(|| this.listener.accept());
+        // SAFETY: `accept` stays in `this` (pinned) until it completes and is cleared.
+        match unsafe { Pin::new_unchecked(accept) }.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                this.accept = None;
+                // A listener that can no longer accept yields that error once, then ends, so
+                // a `while let Some(..)` loop never spins on it.
+                if matches!(&result, Err(e) if e.kind() == ErrorKind::InvalidState) {
+                    this.ended = true;
+                }
+                Poll::Ready(Some(result))
+            }
+        }
+    }
+}
