@@ -19,6 +19,7 @@ use crate::{
 
 /// A registry value.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RegValue {
     /// `REG_DWORD`.
     Dword(u32),
