@@ -7,6 +7,8 @@
 //! lower driver takes it ([`call_driver_enter`], or any `IoSetNextIrpStackLocation` that moved
 //! its current location into the stack) until its completion reaches the top location.
 
+use core::fmt;
+use core::ptr::NonNull;
 use std::alloc::Layout;
 use std::collections::HashMap;
 use std::format;
@@ -22,6 +24,44 @@ use crate::{
     SL_INVOKE_ON_SUCCESS, SL_PENDING_RETURNED, STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING,
     TRUE,
 };
+
+/// An IRP as the host kernel and its WSK provider keep it in tables and queues: a non-null
+/// pointer, so the IRP's address keeps its provenance (an address in a `usize` would not),
+/// and a `Send` one, so the tables can live behind the kernel's locks. Formats (`{:#x}`,
+/// `{:x?}`) as the bare address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct IrpPtr(NonNull<IRP>);
+
+// SAFETY: an `IrpPtr` names an IRP, it grants no access: whoever holds one dereferences the IRP
+// only under the I/O manager's ownership rules (the driver that allocated it until
+// `IoCallDriver`, the lower driver until it completes it, a cancel routine once it won
+// `IoSetCancelRoutine`), and those rules, not the thread, decide who may touch it; NT hands
+// IRPs between threads (a DPC completes what a dispatch routine queued) by design.
+unsafe impl Send for IrpPtr {}
+
+impl IrpPtr {
+    /// `irp` as an `IrpPtr`; `None` for a null pointer.
+    pub(crate) fn new(irp: *mut IRP) -> Option<Self> {
+        NonNull::new(irp).map(Self)
+    }
+
+    /// The IRP's pointer, with the provenance it was made from.
+    pub(crate) fn as_ptr(self) -> *mut IRP {
+        self.0.as_ptr()
+    }
+}
+
+impl fmt::Debug for IrpPtr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0.as_ptr().addr(), f)
+    }
+}
+
+impl fmt::LowerHex for IrpPtr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::LowerHex::fmt(&self.0.as_ptr().addr(), f)
+    }
+}
 
 /// Where an IRP is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +84,24 @@ pub(crate) struct IrpInfo {
 /// Every live IRP, by address.
 #[derive(Default)]
 pub(crate) struct IrpTable {
-    pub(crate) live: HashMap<usize, IrpInfo>,
+    pub(crate) live: HashMap<IrpPtr, IrpInfo>,
+}
+
+impl IrpTable {
+    /// The tracked IRP `irp` (none for null or an address that is not a live IRP).
+    fn info(&self, irp: *mut IRP) -> Option<&IrpInfo> {
+        IrpPtr::new(irp).and_then(|irp| self.live.get(&irp))
+    }
+
+    /// As [`IrpTable::info`], to update.
+    fn info_mut(&mut self, irp: *mut IRP) -> Option<&mut IrpInfo> {
+        IrpPtr::new(irp).and_then(|irp| self.live.get_mut(&irp))
+    }
+
+    /// Stops tracking `irp` (freed), giving what was tracked.
+    fn remove(&mut self, irp: *mut IRP) -> Option<IrpInfo> {
+        IrpPtr::new(irp).and_then(|irp| self.live.remove(&irp))
+    }
 }
 
 fn layout_for(stack: u8) -> Layout {
@@ -52,12 +109,12 @@ fn layout_for(stack: u8) -> Layout {
 }
 
 /// IRPs a lower driver still holds (taken and not completed), by address.
-pub(crate) fn pending(table: &IrpTable) -> Vec<usize> {
-    let mut list: Vec<usize> = table
+pub(crate) fn pending(table: &IrpTable) -> Vec<IrpPtr> {
+    let mut list: Vec<IrpPtr> = table
         .live
         .iter()
         .filter(|(_, info)| info.state == IrpState::Pending)
-        .map(|(&address, _)| address)
+        .map(|(&irp, _)| irp)
         .collect();
     list.sort_unstable();
     list
@@ -66,10 +123,7 @@ pub(crate) fn pending(table: &IrpTable) -> Vec<usize> {
 /// The state of a tracked IRP; a bugcheck if `irp` is not a live IRP from `IoAllocateIrp`.
 fn state_of(irp: *mut IRP, function: &'static str) -> IrpState {
     let machine = machine::current(function);
-    let state = lock(&machine.irps)
-        .live
-        .get(&(irp as usize))
-        .map(|i| i.state);
+    let state = lock(&machine.irps).info(irp).map(|i| i.state);
     // WDK "Bug Check 0xC9: DRIVER_VERIFIER_IOMANAGER_VIOLATION"
     // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc9--driver-verifier-iomanager-violation): 0x01/0x03, an
     // object that is not an IRP passed as one. The host knows every live IRP, so it also
@@ -86,7 +140,7 @@ fn set_state(irp: *mut IRP, state: IrpState) {
     let Some(machine) = machine::try_current() else {
         return;
     };
-    if let Some(info) = lock(&machine.irps).live.get_mut(&(irp as usize)) {
+    if let Some(info) = lock(&machine.irps).info_mut(irp) {
         info.state = state;
     }
 }
@@ -192,13 +246,13 @@ pub unsafe extern "system-unwind" fn IoAllocateIrp(
     #[allow(clippy::cast_ptr_alignment, reason = "the layout is 16-aligned")]
     // SAFETY: the layout has a non-zero size.
     let irp = unsafe { std::alloc::alloc(layout) }.cast::<IRP>();
-    if irp.is_null() {
+    let Some(tracked) = IrpPtr::new(irp) else {
         return irp;
-    }
+    };
     // SAFETY: freshly allocated with IoSizeOfIrp(stack) bytes.
     unsafe { initialize(irp, stack) };
     lock(&machine.irps).live.insert(
-        irp as usize,
+        tracked,
         IrpInfo {
             state: IrpState::Allocated,
             stack_count: stack,
@@ -225,10 +279,7 @@ pub unsafe extern "system-unwind" fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATU
         );
     }
     let machine = machine::current("IoReuseIrp");
-    let stack = lock(&machine.irps)
-        .live
-        .get(&(Irp as usize))
-        .map_or(0, |i| i.stack_count);
+    let stack = lock(&machine.irps).info(Irp).map_or(0, |i| i.stack_count);
     // SAFETY: live (checked), allocated with this stack count.
     unsafe {
         let flags = (*Irp).AllocationFlags;
@@ -256,7 +307,7 @@ pub unsafe extern "system-unwind" fn IoFreeIrp(Irp: *mut IRP) {
         );
     }
     let machine = machine::current("IoFreeIrp");
-    let info = lock(&machine.irps).live.remove(&(Irp as usize));
+    let info = lock(&machine.irps).remove(Irp);
     if let Some(info) = info {
         // SAFETY: allocated by IoAllocateIrp with this layout; removed from the table, so
         // freed once. Poison the header first so a use after free fails loudly.

@@ -2,22 +2,22 @@
 //! results complete, inline on the caller's thread or deferred to the reactor with the fault
 //! plan's seeded delays and reordering ([`Dice`], [`Deferred`]).
 
-use std::boxed::Box;
 use std::collections::{HashMap, VecDeque};
 use std::string::String;
 use std::time::{Duration, Instant};
 use std::vec;
 use std::vec::Vec;
 
+use super::glue::IrpPtr;
 use super::glue::{self, bugcheck};
-use super::socket;
+use super::socket::SockHandlePtr;
 use super::{Completion, Provider, WskOp, lock};
-use crate::{IRP, NTSTATUS, STATUS_PENDING};
+use crate::{NTSTATUS, STATUS_PENDING};
 
 /// An IRP whose result is known, waiting to be completed.
 pub(super) struct Done {
     /// The IRP.
-    pub(super) irp: usize,
+    pub(super) irp: IrpPtr,
     /// Its final status.
     pub(super) status: NTSTATUS,
     /// Its `IoStatus.Information`.
@@ -25,43 +25,43 @@ pub(super) struct Done {
     /// The socket it belongs to (0: none): completions of one socket keep their order.
     pub(super) sock: u64,
     /// A socket handle to free once the IRP has completed (the close IRP's socket).
-    pub(super) free: usize,
+    pub(super) free: Option<SockHandlePtr>,
 }
 
 impl Done {
-    pub(super) fn new(irp: *mut IRP, status: NTSTATUS, info: usize, sock: u64) -> Self {
+    pub(super) fn new(irp: IrpPtr, status: NTSTATUS, info: usize, sock: u64) -> Self {
         Self {
-            irp: irp as usize,
+            irp,
             status,
             info,
             sock,
-            free: 0,
+            free: None,
         }
     }
 
     /// Completes the IRP on the calling thread, then frees what it carried.
     pub(super) fn complete(self, p: &Provider) {
-        p.complete_irp(self.irp as *mut IRP, self.status, self.info);
-        if self.free != 0 {
-            // SAFETY: the handle was leaked from a Box by WskSocket/accept and is freed once,
+        p.complete_irp(self.irp, self.status, self.info);
+        if let Some(handle) = self.free {
+            // SAFETY: the handle was allocated by WskSocket/accept and is freed once,
             // after the close IRP completed (until then the client may still read it).
-            drop(unsafe { Box::from_raw(self.free as *mut socket::SockHandle) });
+            unsafe { handle.free() };
         }
     }
 }
 
 /// What one provider call produced: the fate of its own IRP and of others it finished.
 pub(super) struct Out {
-    pub(super) irp: usize,
+    pub(super) irp: IrpPtr,
     /// The own IRP was marked pending (it went into a queue): the call returns `STATUS_PENDING`.
     pub(super) marked: bool,
     pub(super) dones: Vec<Done>,
 }
 
 impl Out {
-    pub(super) fn new(irp: *mut IRP) -> Self {
+    pub(super) fn new(irp: IrpPtr) -> Self {
         Self {
-            irp: irp as usize,
+            irp,
             marked: false,
             dones: Vec::new(),
         }
@@ -69,8 +69,7 @@ impl Out {
 
     /// The own IRP is finished with `status`.
     pub(super) fn done(&mut self, status: NTSTATUS, info: usize, sock: u64) {
-        self.dones
-            .push(Done::new(self.irp as *mut IRP, status, info, sock));
+        self.dones.push(Done::new(self.irp, status, info, sock));
     }
 }
 
@@ -140,7 +139,7 @@ impl Provider {
             (false, Some(status)) if inline => status,
             (false, Some(_)) => {
                 // SAFETY: the IRP is ours until its Done is handed to the reactor below.
-                unsafe { glue::mark_pending(out.irp as *mut IRP) };
+                unsafe { glue::mark_pending(out.irp.as_ptr()) };
                 STATUS_PENDING
             }
             (false, None) => bugcheck(
@@ -188,7 +187,7 @@ impl Provider {
         let mut q = lock(&self.deferred);
         for (d, delay) in dones.into_iter().zip(delays) {
             let mut due = now + delay;
-            if d.free != 0
+            if d.free.is_some()
                 && let Some(close_delay) = self.faults.close_delay
             {
                 due += close_delay;
@@ -258,13 +257,20 @@ mod tests {
     use std::time::{Duration, Instant};
     use std::vec::Vec;
 
-    use super::{Done, Provider};
+    use core::ptr::NonNull;
+
+    use super::{Done, IrpPtr, Provider};
+    use crate::STATUS_CONNECTION_RESET;
     use crate::host::faults::{Completion, ErrorRule, Faults, WskOp};
-    use crate::{IRP, STATUS_CONNECTION_RESET};
 
     /// Completions that are never completed: only their order is looked at.
     fn fake(sock: u64, n: usize) -> Done {
-        Done::new(n as *mut IRP, 0, n, sock)
+        Done::new(
+            IrpPtr::new(NonNull::dangling().as_ptr()).expect("non-null"),
+            0,
+            n,
+            sock,
+        )
     }
 
     /// Takes every deferred completion, waiting (bounded) for their seeded delays.

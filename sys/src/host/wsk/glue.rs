@@ -4,6 +4,8 @@
 
 use std::string::String;
 
+pub(super) use crate::host::irp::IrpPtr;
+
 use crate::{
     DISPATCH_LEVEL, IO_NO_INCREMENT, IRP, IoMarkIrpPending, IofCompleteRequest, KIRQL, NTSTATUS,
 };

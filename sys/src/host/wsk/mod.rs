@@ -56,14 +56,14 @@ use std::vec::Vec;
 use mio::{Events, Poll, Registry, Token, Waker};
 
 use self::completion::{Deferred, Dice, Done, Out};
-use self::glue::bugcheck;
+use self::glue::{IrpPtr, bugcheck};
 use self::registration::{Reg, client_id, registration_lines};
 pub use self::registration::{
     WskCaptureProviderNPI, WskDeregister, WskRegister, WskReleaseProviderNPI,
 };
 use self::socket::Sock;
 use super::faults::{Completion, Faults, WskOp};
-use crate::{IRP, NTSTATUS};
+use crate::NTSTATUS;
 
 /// The reactor's wake-up token (no socket has it).
 const WAKE: Token = Token(usize::MAX);
@@ -74,7 +74,7 @@ pub(super) struct State {
     regs: HashMap<u64, Reg>,
     /// IRPs the provider holds: IRP -> (client registration, nesting: an IRP reissued from
     /// its own completion routine is taken again before the first completion returns).
-    irps: HashMap<usize, (u64, usize)>,
+    irps: HashMap<IrpPtr, (u64, usize)>,
     next_id: u64,
 }
 
@@ -156,18 +156,18 @@ impl Provider {
     /// waits for `WskDeregister` (or for what its routines signal) can return from
     /// `DriverUnload` while a routine still runs; the host lets that happen so that the
     /// unload check sees it.
-    pub(super) fn complete_irp(&self, irp: *mut IRP, status: NTSTATUS, info: usize) {
+    pub(super) fn complete_irp(&self, irp: IrpPtr, status: NTSTATUS, info: usize) {
         let mut st = self.lock();
-        if let Some(entry) = st.irps.get_mut(&(irp as usize)) {
+        if let Some(entry) = st.irps.get_mut(&irp) {
             entry.1 -= 1;
             if entry.1 == 0 {
-                st.irps.remove(&(irp as usize));
+                st.irps.remove(&irp);
             }
         }
         drop(st);
         self.changed.notify_all();
         // SAFETY: the caller owns completion of an IRP the provider took with `begin`.
-        unsafe { glue::complete(irp, status, info) };
+        unsafe { glue::complete(irp.as_ptr(), status, info) };
     }
 
     /// The reactor thread: host socket readiness drives queued IRPs; completions run at

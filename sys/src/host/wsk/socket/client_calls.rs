@@ -2,7 +2,6 @@
 //! `WskControlClient`, `WskGetNameInfo`, and the checks they share on socket kinds and families.
 
 use core::ffi::c_void;
-use std::boxed::Box;
 use std::format;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -10,7 +9,7 @@ use super::glue::{bugcheck, require_at_most};
 use super::os::{self, linux};
 use super::queue::submit;
 use super::setup_calls::start_connect;
-use super::{Host, Kind, Op, OpKind, SockHandle, begin, new_sock};
+use super::{Host, Kind, Op, OpKind, begin, new_sock};
 use crate::host::faults::WskOp;
 use crate::{
     AF_INET, AF_INET6, DISPATCH_LEVEL, IRP, NTSTATUS, PASSIVE_LEVEL, PEPROCESS, PETHREAD, PVOID,
@@ -109,7 +108,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket(
             let id = st.new_id();
             let mut sock = new_sock(id, owner, kind, v6, Host::Raw(fd));
             sock.datagram = socket_type == SOCK_DGRAM;
-            let handle = sock.handle;
+            let handle = sock.handle.information();
             st.sockets.insert(id, sock);
             out.done(STATUS_SUCCESS, handle, id);
         }
@@ -183,16 +182,17 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket_connect(
     let mut sock = new_sock(id, owner, Kind::Connection, v6, Host::Raw(fd));
     sock.bound = true;
     let handle = sock.handle;
+    let info = handle.information();
     match start_connect(&mut sock, &p.registry, &remote) {
         Ok(true) => {
             st.sockets.insert(id, sock);
-            out.done(STATUS_SUCCESS, handle, id);
+            out.done(STATUS_SUCCESS, info, id);
         }
         Ok(false) => {
             let op = Op::new(
-                irp,
+                out.irp,
                 OpKind::Connect {
-                    info: handle,
+                    info,
                     destroy_on_fail: true,
                 },
             );
@@ -202,8 +202,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket_connect(
         }
         Err(status) => {
             sock.release_host(&p.registry, false);
-            // SAFETY: the handle was just leaked from a Box and never given out.
-            drop(unsafe { Box::from_raw(handle as *mut SockHandle) });
+            // SAFETY: the socket was just created and never given out.
+            unsafe { handle.free() };
             out.done(status, 0, 0);
         }
     }

@@ -7,6 +7,7 @@
 //! takes it out, and completes the IRP as cancelled in any case.
 
 use core::ffi::c_void;
+use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 use std::boxed::Box;
 use std::collections::VecDeque;
@@ -20,7 +21,7 @@ use std::vec::Vec;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Registry, Token};
 
-use super::glue::{self, bugcheck, require_at_most};
+use super::glue::{self, IrpPtr, bugcheck, require_at_most};
 use super::os::{self};
 use super::{CURRENT, Done, Out, Provider, State, lock, provider};
 use crate::host::faults::WskOp;
@@ -39,6 +40,40 @@ pub(super) struct SockHandle {
     id: u64,
     /// Calls on this socket in progress (entered, not returned): see [`InCall`].
     in_call: core::sync::atomic::AtomicU32,
+}
+
+/// A provider socket object as the provider keeps it (in its [`Sock`], and in the close
+/// IRP's `Done` until that completes): allocated once by [`new_sock`], freed once.
+#[derive(Clone, Copy)]
+pub(super) struct SockHandlePtr(NonNull<SockHandle>);
+
+// SAFETY: the object behind it is shared by design: the client reads its `WSK_SOCKET` and id
+// from any thread (WSK calls come at any IRQL on any processor), its only mutable field is an
+// atomic, and it is freed once, by whoever the provider's rules make last (the close IRP's
+// completion, or the pump for a socket never given out), under the provider lock or after it.
+unsafe impl Send for SockHandlePtr {}
+
+impl SockHandlePtr {
+    /// Moves `handle` to the heap, where it stays until [`SockHandlePtr::free`].
+    fn allocate(handle: SockHandle) -> Self {
+        Self(NonNull::from(Box::leak(Box::new(handle))))
+    }
+
+    /// The client's `WSK_SOCKET` pointer as `IoStatus.Information` carries it (exposed: the
+    /// client turns the number back into the pointer).
+    pub(super) fn information(self) -> usize {
+        self.0.as_ptr().expose_provenance()
+    }
+
+    /// Frees the socket object.
+    ///
+    /// # Safety
+    /// Called once, when no call on the socket can be in progress or come: its close IRP has
+    /// completed, or the client never saw the socket.
+    pub(super) unsafe fn free(self) {
+        // SAFETY: allocated by `allocate` (a Box); the caller guarantees the last use.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
 }
 
 /// One call on a socket in progress, counted on its handle from entry to return.
@@ -170,16 +205,16 @@ enum OpKind {
 
 /// A queued IRP.
 struct Op {
-    irp: usize,
+    irp: IrpPtr,
     /// A cancel routine may be set (it is, whenever the op is queued).
     armed: bool,
     kind: OpKind,
 }
 
 impl Op {
-    fn new(irp: *mut IRP, kind: OpKind) -> Self {
+    fn new(irp: IrpPtr, kind: OpKind) -> Self {
         Self {
-            irp: irp as usize,
+            irp,
             armed: false,
             kind,
         }
@@ -212,7 +247,7 @@ pub(super) struct Sock {
     client: u64,
     kind: Kind,
     v6: bool,
-    handle: usize,
+    handle: SockHandlePtr,
     host: Host,
     bound: bool,
     connecting: bool,
@@ -296,7 +331,7 @@ impl Sock {
         ops
     }
 
-    fn find_op(&mut self, irp: usize) -> Option<&mut Op> {
+    fn find_op(&mut self, irp: IrpPtr) -> Option<&mut Op> {
         self.accepts
             .iter_mut()
             .chain(self.connect.iter_mut())
@@ -305,7 +340,7 @@ impl Sock {
             .find(|o| o.irp == irp)
     }
 
-    fn remove_op(&mut self, irp: usize) -> Option<Op> {
+    fn remove_op(&mut self, irp: IrpPtr) -> Option<Op> {
         if self.connect.as_ref().is_some_and(|o| o.irp == irp) {
             return self.connect.take();
         }
@@ -332,19 +367,19 @@ fn table(kind: Kind) -> *const c_void {
 }
 
 fn new_sock(id: u64, client: u64, kind: Kind, v6: bool, host: Host) -> Sock {
-    let handle = Box::into_raw(Box::new(SockHandle {
+    let handle = SockHandlePtr::allocate(SockHandle {
         wsk: WSK_SOCKET {
             Dispatch: table(kind),
         },
         id,
         in_call: core::sync::atomic::AtomicU32::new(0),
-    }));
+    });
     Sock {
         id,
         client,
         kind,
         v6,
-        handle: handle as usize,
+        handle,
         host,
         bound: false,
         connecting: false,
@@ -408,10 +443,10 @@ pub(super) unsafe fn begin(
     // WskGetAddressInfo and WskGetNameInfo come here too, after their own PASSIVE_LEVEL check.
     // (No WskListen: it is for WSK_FLAG_STREAM_SOCKET sockets, which this provider refuses.)
     require_at_most(DISPATCH_LEVEL, function);
-    if irp.is_null() {
+    let Some(tracked) = IrpPtr::new(irp) else {
         // Windows fails the call without an IRP to complete.
         return Err(STATUS_INVALID_PARAMETER);
-    }
+    };
     let id = if socket.is_null() {
         0
     } else {
@@ -436,7 +471,7 @@ pub(super) unsafe fn begin(
             }
         }
     };
-    st.irps.entry(irp as usize).or_insert((owner, 0)).1 += 1;
+    st.irps.entry(tracked).or_insert((owner, 0)).1 += 1;
     drop(st);
     // SAFETY: forwarded contract; the driver context of the provider's location is ours.
     unsafe {
@@ -444,7 +479,7 @@ pub(super) unsafe fn begin(
         (*irp).Tail.Overlay.DriverContext[0] = usize::try_from(id).unwrap_or(0) as PVOID;
     }
     let inline = p.decide_inline();
-    Ok((p, id, inline, Out::new(irp)))
+    Ok((p, id, inline, Out::new(tracked)))
 }
 
 /// The socket `id`, or the verifier's report of a call on a socket that is closed or closing.

@@ -17,7 +17,7 @@ use super::os::{self, linux};
 use super::queue::attempt;
 use super::{Done, Host, Kind, Op, OpKind, Seg, Sock, Step, new_sock, token};
 use crate::{
-    IRP, NT_SUCCESS, NTSTATUS, SOCKADDR, STATUS_CONNECTION_ABORTED, STATUS_INVALID_DEVICE_STATE,
+    NT_SUCCESS, NTSTATUS, SOCKADDR, STATUS_CONNECTION_ABORTED, STATUS_INVALID_DEVICE_STATE,
     STATUS_SUCCESS,
 };
 
@@ -51,7 +51,7 @@ fn serve_in_order(
             break;
         };
         let op = queue.pop_front().expect("queued op present");
-        dones.push(Done::new(op.irp as *mut IRP, status, info, sid));
+        dones.push(Done::new(op.irp, status, info, sid));
     }
 }
 
@@ -81,7 +81,7 @@ fn progress_connect(sock: &mut Sock, dones: &mut Vec<Done>) {
     {
         sock.destroy = true;
     }
-    dones.push(Done::new(op.irp as *mut IRP, status, info_out, sock.id));
+    dones.push(Done::new(op.irp, status, info_out, sock.id));
 }
 
 /// Pending accepts, in the order they were issued.
@@ -149,7 +149,7 @@ impl Listening<'_> {
                     }
                     // SAFETY: as above.
                     unsafe { os::write_sockaddr(remote as *mut SOCKADDR, &peer) };
-                    let handle = child.handle;
+                    let handle = child.handle.information();
                     born.push(child);
                     return Step::Finished(STATUS_SUCCESS, handle);
                 }

@@ -2,14 +2,13 @@
 //! operation as the owner of its completion, arming and claiming cancel routines, the cancel
 //! routine itself, and the pump that drives a socket's queues.
 
-use std::boxed::Box;
 use std::vec::Vec;
 
 use mio::Registry;
 
-use super::glue::{self};
+use super::glue::{self, IrpPtr};
 use super::progress::progress;
-use super::{CURRENT, Done, Op, OpKind, Out, SockHandle, State, Step, lock};
+use super::{CURRENT, Done, Op, OpKind, Out, State, Step, lock};
 use crate::{
     DEVICE_OBJECT, IRP, IoReleaseCancelSpinLock, IoSetCancelRoutine, NTSTATUS, STATUS_CANCELLED,
 };
@@ -19,7 +18,7 @@ pub(super) fn attempt(
     op: &mut Op,
     step: impl FnOnce(&mut Op) -> Step,
 ) -> Option<(NTSTATUS, usize)> {
-    let irp = op.irp as *mut IRP;
+    let irp = op.irp.as_ptr();
     // SAFETY: the IRP is live while queued (it completes only through us or the cancel
     // routine, which would first have to take it out of the queue under the lock we hold).
     if op.armed && unsafe { IoSetCancelRoutine(irp, None) }.is_none() {
@@ -63,12 +62,11 @@ pub(super) unsafe fn arm(irp: *mut IRP) -> bool {
 /// Takes an op out for an immediate end (close, abort): its Done, or `None` when the cancel
 /// routine already owns it (it completes the IRP, not finding it queued).
 pub(super) fn claim_now(op: &Op, status: NTSTATUS, sock: u64) -> Option<Done> {
-    let irp = op.irp as *mut IRP;
     // SAFETY: a queued op's IRP is live until completed by its owner.
-    if op.armed && unsafe { IoSetCancelRoutine(irp, None) }.is_none() {
+    if op.armed && unsafe { IoSetCancelRoutine(op.irp.as_ptr(), None) }.is_none() {
         return None;
     }
-    Some(Done::new(irp, status, op.progress(), sock))
+    Some(Done::new(op.irp, status, op.progress(), sock))
 }
 
 /// The `DRIVER_CANCEL` routine of every queued provider IRP. Called with the cancel spin lock
@@ -83,13 +81,14 @@ pub(super) unsafe extern "system" fn cancel_routine(_device: *mut DEVICE_OBJECT,
     };
     // SAFETY: we hold the cancel spin lock, acquired at `CancelIrql`.
     unsafe { IoReleaseCancelSpinLock(cancel_irql) };
+    let tracked = IrpPtr::new(irp).expect("IoCancelIrp passes the IRP it cancels");
     let current = lock(&CURRENT).clone();
     let mut info = 0;
     let mut dones = Vec::new();
     if let Some(p) = &current {
         let mut st = p.lock();
         if let Some(sock) = st.sockets.get_mut(&id)
-            && let Some(op) = sock.remove_op(irp as usize)
+            && let Some(op) = sock.remove_op(tracked)
         {
             info = op.progress();
             if let OpKind::Connect {
@@ -104,7 +103,7 @@ pub(super) unsafe extern "system" fn cancel_routine(_device: *mut DEVICE_OBJECT,
     }
     if let Some(p) = current {
         // The cancel routine owns completion of an IRP whose routine it was called as.
-        p.complete_irp(irp, STATUS_CANCELLED, info);
+        p.complete_irp(tracked, STATUS_CANCELLED, info);
         let inline = p.decide_inline();
         p.deliver(dones, inline);
     } else {
@@ -124,8 +123,8 @@ pub(crate) fn pump(st: &mut State, registry: &Registry, id: u64, dones: &mut Vec
     if sock.destroy {
         // A WskSocketConnect that failed: the client never saw this socket.
         sock.release_host(registry, false);
-        // SAFETY: the handle was leaked from a Box at creation and never given out.
-        drop(unsafe { Box::from_raw(sock.handle as *mut SockHandle) });
+        // SAFETY: the client never saw the socket, and it is freed only here.
+        unsafe { sock.handle.free() };
     } else {
         st.sockets.insert(id, sock);
     }
@@ -142,7 +141,7 @@ pub(super) fn submit(st: &mut State, registry: &Registry, id: u64, out: &mut Out
     if out.dones.iter().any(|d| d.irp == out.irp) {
         return;
     }
-    let irp = out.irp as *mut IRP;
+    let irp = out.irp.as_ptr();
     // SAFETY: the IRP is the call's own, entered and not completed.
     unsafe { glue::mark_pending(irp) };
     out.marked = true;
@@ -160,7 +159,7 @@ pub(super) fn submit(st: &mut State, registry: &Registry, id: u64, out: &mut Out
     if !unsafe { arm(irp) } {
         let op = sock.remove_op(out.irp);
         out.dones.push(Done::new(
-            irp,
+            out.irp,
             STATUS_CANCELLED,
             op.map_or(0, |o| o.progress()),
             id,

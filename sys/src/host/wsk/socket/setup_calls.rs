@@ -111,8 +111,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_close_socket(
     sock.release_host(&p.registry, abortive);
     drop(st);
     p.changed.notify_all();
-    let mut close = Done::new(irp, STATUS_SUCCESS, 0, id);
-    close.free = sock.handle;
+    let mut close = Done::new(out.irp, STATUS_SUCCESS, 0, id);
+    close.free = Some(sock.handle);
     out.dones.push(close);
     // A plan's close delay applies on the reactor (`Provider::defer`).
     let inline = inline && p.faults.close_delay.is_none();
@@ -397,7 +397,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_accept(
         out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
     } else {
         let op = Op::new(
-            irp,
+            out.irp,
             OpKind::Accept {
                 local: local as usize,
                 remote: remote as usize,
@@ -438,7 +438,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_connect(
             Ok(true) => out.done(STATUS_SUCCESS, 0, id),
             Ok(false) => {
                 let op = Op::new(
-                    irp,
+                    out.irp,
                     OpKind::Connect {
                         info: 0,
                         destroy_on_fail: false,

@@ -56,7 +56,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_send(
     } else {
         let total = segs.iter().map(|s| s.1).sum();
         let op = Op::new(
-            irp,
+            out.irp,
             OpKind::Send {
                 segs,
                 total,
@@ -99,7 +99,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_receive(
     } else {
         let total = segs.iter().map(|s| s.1).sum();
         let op = Op::new(
-            irp,
+            out.irp,
             OpKind::Recv {
                 segs,
                 total,
@@ -160,7 +160,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_disconnect(
         sock.send_shut = true;
         let total = segs.iter().map(|s| s.1).sum();
         let op = Op::new(
-            irp,
+            out.irp,
             OpKind::Disconnect {
                 segs,
                 total,
@@ -275,7 +275,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_to(
         out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
     } else if let Some(to) = remote.filter(|r| os::family_matches(r, sock.v6)) {
         let op = Op::new(
-            irp,
+            out.irp,
             OpKind::SendTo {
                 data: gather(&segs),
                 to,
@@ -320,7 +320,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_receive_from(
     } else {
         let total = segs.iter().map(|s| s.1).sum();
         let op = Op::new(
-            irp,
+            out.irp,
             OpKind::RecvFrom {
                 segs,
                 total,
