@@ -7,14 +7,13 @@
 //! lower driver takes it ([`call_driver_enter`], or any `IoSetNextIrpStackLocation` that moved
 //! its current location into the stack) until its completion reaches the top location.
 
-use core::fmt;
-use core::ptr::NonNull;
 use std::alloc::Layout;
 use std::collections::HashMap;
 use std::format;
 use std::string::String;
 use std::vec::Vec;
 
+use super::kernel_ptr::KernelPtr;
 use super::machine::{self, lock};
 use super::verifier::{self, bugcheck};
 use super::{irql, spinlock};
@@ -25,43 +24,8 @@ use crate::{
     TRUE,
 };
 
-/// An IRP as the host kernel and its WSK provider keep it in tables and queues: a non-null
-/// pointer, so the IRP's address keeps its provenance (an address in a `usize` would not),
-/// and a `Send` one, so the tables can live behind the kernel's locks. Formats (`{:#x}`,
-/// `{:x?}`) as the bare address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct IrpPtr(NonNull<IRP>);
-
-// SAFETY: an `IrpPtr` names an IRP, it grants no access: whoever holds one dereferences the IRP
-// only under the I/O manager's ownership rules (the driver that allocated it until
-// `IoCallDriver`, the lower driver until it completes it, a cancel routine once it won
-// `IoSetCancelRoutine`), and those rules, not the thread, decide who may touch it; NT hands
-// IRPs between threads (a DPC completes what a dispatch routine queued) by design.
-unsafe impl Send for IrpPtr {}
-
-impl IrpPtr {
-    /// `irp` as an `IrpPtr`; `None` for a null pointer.
-    pub(crate) fn new(irp: *mut IRP) -> Option<Self> {
-        NonNull::new(irp).map(Self)
-    }
-
-    /// The IRP's pointer, with the provenance it was made from.
-    pub(crate) fn as_ptr(self) -> *mut IRP {
-        self.0.as_ptr()
-    }
-}
-
-impl fmt::Debug for IrpPtr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0.as_ptr().addr(), f)
-    }
-}
-
-impl fmt::LowerHex for IrpPtr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::LowerHex::fmt(&self.0.as_ptr().addr(), f)
-    }
-}
+/// An IRP as the host kernel and its WSK provider keep it in tables and queues.
+pub(crate) type IrpPtr = KernelPtr<IRP>;
 
 /// Where an IRP is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

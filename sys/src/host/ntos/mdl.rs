@@ -8,6 +8,7 @@ use std::string::String;
 use std::vec::Vec;
 
 use super::irql;
+use super::kernel_ptr::KernelPtr;
 use super::machine::{self, lock};
 use super::verifier::bugcheck;
 use crate::{
@@ -25,10 +26,13 @@ pub(crate) struct MdlInfo {
     pub(crate) length: u32,
 }
 
+/// An MDL as the host kernel keeps it in its table.
+pub(crate) type MdlPtr = KernelPtr<MDL>;
+
 /// Every live MDL, by address.
 #[derive(Default)]
 pub(crate) struct MdlTable {
-    pub(crate) live: HashMap<usize, MdlInfo>,
+    pub(crate) live: HashMap<MdlPtr, MdlInfo>,
 }
 
 /// Host implementation of `IoAllocateMdl`. IRQL <= `DISPATCH_LEVEL`.
@@ -65,9 +69,9 @@ pub unsafe extern "system-unwind" fn IoAllocateMdl(
     #[allow(clippy::cast_ptr_alignment, reason = "the layout is 16-aligned")]
     // SAFETY: non-zero size.
     let mdl = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<MDL>();
-    if mdl.is_null() {
+    let Some(tracked) = MdlPtr::new(mdl) else {
         return mdl;
-    }
+    };
     // SAFETY: freshly allocated, `pages` page numbers follow the header.
     unsafe {
         (*mdl).Size = csize;
@@ -96,7 +100,7 @@ pub unsafe extern "system-unwind" fn IoAllocateMdl(
         }
     }
     lock(&machine.mdls).live.insert(
-        mdl as usize,
+        tracked,
         MdlInfo {
             layout,
             va,
@@ -116,7 +120,7 @@ pub unsafe extern "system-unwind" fn IoFreeMdl(Mdl: *mut MDL) {
     // 0x07, freeing pool already freed (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc2--bad-pool-caller).
     irql::require_at_most(DISPATCH_LEVEL, "IoFreeMdl");
     let machine = machine::current("IoFreeMdl");
-    let info = lock(&machine.mdls).live.remove(&(Mdl as usize));
+    let info = MdlPtr::new(Mdl).and_then(|mdl| lock(&machine.mdls).live.remove(&mdl));
     let Some(info) = info else {
         bugcheck(
             "BAD_POOL_CALLER",
@@ -251,7 +255,9 @@ pub unsafe extern "system-unwind" fn MmMapLockedPagesSpecifyCache(
 
 /// True if `mdl` is a live MDL from `IoAllocateMdl` (for the WSK provider's checks).
 pub(crate) fn is_live(mdl: *const MDL) -> bool {
-    machine::try_current().is_some_and(|m| lock(&m.mdls).live.contains_key(&(mdl as usize)))
+    machine::try_current().is_some_and(|m| {
+        MdlPtr::new(mdl.cast_mut()).is_some_and(|mdl| lock(&m.mdls).live.contains_key(&mdl))
+    })
 }
 
 /// Leak report lines: every MDL still allocated.
