@@ -53,12 +53,13 @@ pub(super) unsafe fn mark_pending(irp: *mut IRP) {
 /// # Safety
 /// `irp` was entered with [`enter`] and this call owns its completion.
 pub(super) unsafe fn complete(irp: *mut IRP, status: NTSTATUS, information: usize) {
-    // SAFETY: the caller owns completion; the IRP is live until the completion routine ran.
-    unsafe {
-        (*irp).IoStatus.Status = status;
-        (*irp).IoStatus.Information = information;
-        IofCompleteRequest(irp, IO_NO_INCREMENT);
-    }
+    // SAFETY: the caller owns completion, so nobody else writes the IRP's status now; the IRP
+    // is live until its completion routine ran.
+    let io_status = unsafe { &mut (*irp).IoStatus };
+    io_status.Status = status;
+    io_status.Information = information;
+    // SAFETY: as above: the caller owns completion of this live IRP.
+    unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
 }
 
 /// Runs `f` (a completion on the reactor thread) so that a panic in a completion routine, or a

@@ -220,28 +220,28 @@ pub(super) unsafe fn read_sockaddr(addr: *const SOCKADDR) -> Option<SocketAddr> 
     if addr.is_null() {
         return None;
     }
-    // SAFETY: the caller guarantees a readable address of the size its family implies; the
-    // reads are unaligned-safe.
-    unsafe {
-        match (*addr).sa_family {
-            AF_INET => {
-                let a = addr.cast::<SOCKADDR_IN>().read_unaligned();
-                Some(SocketAddr::V4(SocketAddrV4::new(
-                    Ipv4Addr::from(a.sin_addr.s_b),
-                    u16::from_be(a.sin_port),
-                )))
-            }
-            AF_INET6 => {
-                let a = addr.cast::<SOCKADDR_IN6>().read_unaligned();
-                Some(SocketAddr::V6(SocketAddrV6::new(
-                    Ipv6Addr::from(a.sin6_addr),
-                    u16::from_be(a.sin6_port),
-                    u32::from_be(a.sin6_flowinfo),
-                    a.sin6_scope_id,
-                )))
-            }
-            _ => None,
+    // SAFETY: the caller guarantees a readable address of the size its family implies.
+    let family = unsafe { (*addr).sa_family };
+    match family {
+        AF_INET => {
+            // SAFETY: as above, an IPv4 address; the read is unaligned-safe.
+            let a = unsafe { addr.cast::<SOCKADDR_IN>().read_unaligned() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(a.sin_addr.s_b),
+                u16::from_be(a.sin_port),
+            )))
         }
+        AF_INET6 => {
+            // SAFETY: as above, an IPv6 address; the read is unaligned-safe.
+            let a = unsafe { addr.cast::<SOCKADDR_IN6>().read_unaligned() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr),
+                u16::from_be(a.sin6_port),
+                u32::from_be(a.sin6_flowinfo),
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
     }
 }
 

@@ -87,12 +87,12 @@ pub unsafe extern "system-unwind" fn WskRegister(
             deregistering: false,
         },
     );
-    // SAFETY: the caller guarantees a writable registration block.
-    unsafe {
-        (*WskRegistration).ReservedRegistrationState = id;
-        (*WskRegistration).ReservedRegistrationContext = core::ptr::null_mut();
-        (*WskRegistration).ReservedRegistrationLock = 0;
-    }
+    // SAFETY: the caller guarantees a writable registration block, which is the provider's
+    // to fill until WskRegister returns.
+    let registration = unsafe { &mut *WskRegistration };
+    registration.ReservedRegistrationState = id;
+    registration.ReservedRegistrationContext = core::ptr::null_mut();
+    registration.ReservedRegistrationLock = 0;
     STATUS_SUCCESS
 }
 
@@ -207,11 +207,10 @@ pub unsafe extern "system-unwind" fn WskCaptureProviderNPI(
             );
         }
     }
-    // SAFETY: the caller guarantees a writable NPI.
-    unsafe {
-        (*WskProviderNpi).Client = client_handle(id);
-        (*WskProviderNpi).Dispatch = &raw const socket::PROVIDER_DISPATCH;
-    }
+    // SAFETY: the caller guarantees a writable NPI, the provider's to fill until this returns.
+    let npi = unsafe { &mut *WskProviderNpi };
+    npi.Client = client_handle(id);
+    npi.Dispatch = &raw const socket::PROVIDER_DISPATCH;
     STATUS_SUCCESS
 }
 

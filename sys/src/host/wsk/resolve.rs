@@ -36,7 +36,9 @@ unsafe fn read_string(s: *const UNICODE_STRING) -> Option<String> {
         return None;
     }
     // SAFETY: the caller guarantees a valid counted string.
-    let wide = unsafe { (*s).as_wide() };
+    let s = unsafe { &*s };
+    // SAFETY: as above: its buffer holds `Length` bytes.
+    let wide = unsafe { s.as_wide() };
     if wide.is_empty() {
         return None;
     }
@@ -70,17 +72,15 @@ pub(super) unsafe extern "system-unwind" fn wsk_get_address_info(
         out.done(status, 0, 0);
         return p.finish(out, inline);
     }
-    // SAFETY: the client passes valid strings or null, and valid hints or null.
-    let (node, service, family) = unsafe {
-        (
-            read_string(node),
-            read_string(service),
-            if hints.is_null() {
-                0
-            } else {
-                (*hints).ai_family
-            },
-        )
+    // SAFETY: the client passes a valid string or null.
+    let node = unsafe { read_string(node) };
+    // SAFETY: as above.
+    let service = unsafe { read_string(service) };
+    let family = if hints.is_null() {
+        0
+    } else {
+        // SAFETY: the client passes valid hints or null.
+        unsafe { (*hints).ai_family }
     };
     let status = resolve(node, service, family).map_or_else(
         |status| status,
@@ -168,9 +168,12 @@ fn build(addrs: &[SocketAddr]) -> Option<*mut ADDRINFOEXW> {
                 },
                 addr: bytes,
             });
-            (*entry).info.ai_addr = (&raw mut (*entry).addr).cast();
         }
-        head = entry.cast();
+        // SAFETY: just initialised, and only this function holds it.
+        let entry = unsafe { &mut *entry };
+        // The entry points into itself: a pool block does not move.
+        entry.info.ai_addr = (&raw mut entry.addr).cast();
+        head = (&raw mut *entry).cast();
     }
     Some(head)
 }
@@ -182,11 +185,10 @@ fn build(addrs: &[SocketAddr]) -> Option<*mut ADDRINFOEXW> {
 unsafe fn free_list(mut list: *mut ADDRINFOEXW) {
     while !list.is_null() {
         // SAFETY: every entry of the chain is a live pool block with our tag.
-        unsafe {
-            let next = (*list).ai_next;
-            ExFreePoolWithTag(list.cast(), ADDRINFO_TAG);
-            list = next;
-        }
+        let next = unsafe { (*list).ai_next };
+        // SAFETY: as above; freed once, its successor read first.
+        unsafe { ExFreePoolWithTag(list.cast(), ADDRINFO_TAG) };
+        list = next;
     }
 }
 

@@ -89,13 +89,14 @@ pub(super) fn gather(segs: &[Seg]) -> Vec<u8> {
 /// `mdl` is a live MDL.
 pub(super) unsafe fn mdl_va(mdl: *mut MDL) -> usize {
     // SAFETY: the caller guarantees a live MDL.
-    unsafe {
-        let mapped = (*mdl).MdlFlags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0;
-        if mapped && !(*mdl).MappedSystemVa.is_null() {
-            (*mdl).MappedSystemVa as usize
-        } else {
-            MmGetMdlVirtualAddress(mdl) as usize
-        }
+    let mdl_ref = unsafe { &*mdl };
+    let (flags, system_va) = (mdl_ref.MdlFlags, mdl_ref.MappedSystemVa);
+    let mapped = flags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0;
+    if mapped && !system_va.is_null() {
+        system_va as usize
+    } else {
+        // SAFETY: as above.
+        unsafe { MmGetMdlVirtualAddress(mdl) as usize }
     }
 }
 
@@ -136,7 +137,10 @@ pub(super) unsafe fn segments(buf: *const WSK_BUF, function: &'static str) -> Ve
             );
         }
         // SAFETY: a live MDL of the chain (checked just above).
-        let (count, va, next) = unsafe { ((*mdl).ByteCount as usize, mdl_va(mdl), (*mdl).Next) };
+        let mdl_ref = unsafe { &*mdl };
+        let (count, next) = (mdl_ref.ByteCount as usize, mdl_ref.Next);
+        // SAFETY: as above.
+        let va = unsafe { mdl_va(mdl) };
         chain += count;
         if skip >= count {
             skip -= count;

@@ -144,8 +144,10 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket_connect(
         out.done(status, 0, 0);
         return p.finish(out, inline);
     }
-    // SAFETY: the client passes valid addresses (or null).
-    let (local, remote) = unsafe { (os::read_sockaddr(local), os::read_sockaddr(remote)) };
+    // SAFETY: the client passes a valid address (or null).
+    let local = unsafe { os::read_sockaddr(local) };
+    // SAFETY: as above.
+    let remote = unsafe { os::read_sockaddr(remote) };
     let mut st = p.lock();
     let owner = match super::super::client_id(&st, client, "WskSocketConnect") {
         Ok(id) => id,

@@ -473,11 +473,13 @@ pub(super) unsafe fn begin(
     };
     st.irps.entry(tracked).or_insert((owner, 0)).1 += 1;
     drop(st);
-    // SAFETY: forwarded contract; the driver context of the provider's location is ours.
-    unsafe {
-        glue::enter(irp);
-        (*irp).Tail.Overlay.DriverContext[0] = usize::try_from(id).unwrap_or(0) as PVOID;
-    }
+    // SAFETY: forwarded contract.
+    unsafe { glue::enter(irp) };
+    // SAFETY: the IRP is live and now the provider's: nobody else touches its tail meanwhile.
+    let tail = unsafe { &mut (*irp).Tail };
+    // SAFETY: while the IRP is in flight `Overlay` is the union's member in use, and the
+    // driver context of the provider's location is ours.
+    unsafe { tail.Overlay.DriverContext[0] = usize::try_from(id).unwrap_or(0) as PVOID };
     let inline = p.decide_inline();
     Ok((p, id, inline, Out::new(tracked)))
 }

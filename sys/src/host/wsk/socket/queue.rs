@@ -46,17 +46,15 @@ pub(super) fn attempt(
 /// # Safety
 /// `irp` is live and owned by the provider.
 pub(super) unsafe fn arm(irp: *mut IRP) -> bool {
-    // SAFETY: the caller guarantees a live IRP; `Cancel` is written by IoCancelIrp on another
-    // thread, hence the volatile read.
-    unsafe {
-        let _ = IoSetCancelRoutine(irp, Some(cancel_routine));
-        if core::ptr::read_volatile(&raw const (*irp).Cancel) != 0
-            && IoSetCancelRoutine(irp, None).is_some()
-        {
-            return false;
-        }
-    }
-    true
+    // SAFETY: the caller guarantees a live IRP the provider owns.
+    let _ = unsafe { IoSetCancelRoutine(irp, Some(cancel_routine)) };
+    // SAFETY: as above; `Cancel` is written by IoCancelIrp on another thread, hence the
+    // volatile read.
+    let cancel = unsafe { &raw const (*irp).Cancel };
+    // SAFETY: a field of the live IRP, read volatile as said above.
+    let cancelled = unsafe { core::ptr::read_volatile(cancel) } != 0;
+    // SAFETY: as above.
+    !(cancelled && unsafe { IoSetCancelRoutine(irp, None) }.is_some())
 }
 
 /// Takes an op out for an immediate end (close, abort): its Done, or `None` when the cancel
@@ -72,13 +70,13 @@ pub(super) fn claim_now(op: &Op, status: NTSTATUS, sock: u64) -> Option<Done> {
 /// The `DRIVER_CANCEL` routine of every queued provider IRP. Called with the cancel spin lock
 /// held; releases it, takes the IRP out of its queue and completes it as cancelled.
 pub(super) unsafe extern "system" fn cancel_routine(_device: *mut DEVICE_OBJECT, irp: *mut IRP) {
-    // SAFETY: IoCancelIrp calls us with the cancel spin lock held and the IRP live.
-    let (cancel_irql, id) = unsafe {
-        (
-            (*irp).CancelIrql,
-            (*irp).Tail.Overlay.DriverContext[0] as u64,
-        )
-    };
+    // SAFETY: IoCancelIrp calls us with the cancel spin lock held and the IRP live; the IRP
+    // is only read here.
+    let irp_ref = unsafe { &*irp };
+    let cancel_irql = irp_ref.CancelIrql;
+    // SAFETY: the provider's stack location is current, so the driver context union holds
+    // what `begin` wrote there (the socket id).
+    let id = unsafe { irp_ref.Tail.Overlay.DriverContext[0] } as u64;
     // SAFETY: we hold the cancel spin lock, acquired at `CancelIrql`.
     unsafe { IoReleaseCancelSpinLock(cancel_irql) };
     let tracked = IrpPtr::new(irp).expect("IoCancelIrp passes the IRP it cancels");

@@ -69,10 +69,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_close_socket(
 ) -> NTSTATUS {
     if !socket.is_null() {
         // SAFETY: the client passes its socket (a handle is live until its close completes).
-        let (id, others) = unsafe {
-            let handle = socket.cast::<SockHandle>();
-            ((*handle).id, (*handle).in_call.load(Ordering::SeqCst))
-        };
+        let handle = unsafe { &*socket.cast::<SockHandle>() };
+        let (id, others) = (handle.id, handle.in_call.load(Ordering::SeqCst));
         if others != 0 {
             // See [`InCall`] for the rule and its pages.
             bugcheck(
