@@ -131,18 +131,18 @@ pub(crate) unsafe fn call_driver_enter(irp: *mut IRP) {
         );
     }
     // SAFETY: the IRP is live (checked above) and ours to advance as the lower driver.
-    unsafe {
-        // WDK "Bug Check 0x35: NO_MORE_IRP_STACK_LOCATIONS"
-        // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x35--no-more-irp-stack-locations): IoCallDriver with no
-        // stack location left.
-        if (*irp).CurrentLocation <= 1 {
-            bugcheck(
-                "NO_MORE_IRP_STACK_LOCATIONS",
-                format!("IRP {irp:p} has no stack location left for the next driver"),
-            );
-        }
-        crate::IoSetNextIrpStackLocation(irp);
+    let current_location = unsafe { (*irp).CurrentLocation };
+    // WDK "Bug Check 0x35: NO_MORE_IRP_STACK_LOCATIONS"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x35--no-more-irp-stack-locations): IoCallDriver with no
+    // stack location left.
+    if current_location <= 1 {
+        bugcheck(
+            "NO_MORE_IRP_STACK_LOCATIONS",
+            format!("IRP {irp:p} has no stack location left for the next driver"),
+        );
     }
+    // SAFETY: as above, with a location left.
+    unsafe { crate::IoSetNextIrpStackLocation(irp) };
     set_state(irp, IrpState::Pending);
 }
 
@@ -154,7 +154,8 @@ pub(crate) unsafe fn call_driver_enter(irp: *mut IRP) {
 pub(crate) unsafe fn is_pending(irp: *mut IRP) -> bool {
     let state = state_of(irp, "is_pending");
     // SAFETY: live per the table.
-    let below_top = unsafe { i32::from((*irp).CurrentLocation) <= i32::from((*irp).StackCount) };
+    let irp = unsafe { &*irp };
+    let below_top = i32::from(irp.CurrentLocation) <= i32::from(irp.StackCount);
     state == IrpState::Pending || (state == IrpState::Allocated && below_top)
 }
 
@@ -164,22 +165,26 @@ pub(crate) unsafe fn is_pending(irp: *mut IRP) -> bool {
 /// `irp` must point to `IoSizeOfIrp(stack)` writable bytes.
 unsafe fn initialize(irp: *mut IRP, stack: u8) {
     // SAFETY: the caller guarantees the storage; an all-zero IRP is a valid starting point.
-    unsafe {
-        core::ptr::write_bytes(irp.cast::<u8>(), 0, IoSizeOfIrp(stack));
-        (*irp).Type = IO_TYPE_IRP;
-        (*irp).Size = u16::try_from(IoSizeOfIrp(stack)).unwrap_or(u16::MAX);
-        (*irp).StackCount = stack.cast_signed();
-        (*irp).CurrentLocation = stack.wrapping_add(1).cast_signed();
-        let list = &raw mut (*irp).ThreadListEntry;
-        (*irp).ThreadListEntry = LIST_ENTRY {
-            Flink: list,
-            Blink: list,
-        };
-        (*irp).Tail.Overlay.CurrentStackLocation = irp
-            .add(1)
-            .cast::<IO_STACK_LOCATION>()
-            .add(usize::from(stack));
-    }
+    unsafe { core::ptr::write_bytes(irp.cast::<u8>(), 0, IoSizeOfIrp(stack)) };
+    // SAFETY: the storage holds `stack` locations after the IRP (IoSizeOfIrp): the first
+    // follows the IRP's own size, one past the last is the end of the allocation.
+    // The first, inside the allocation.
+    let first = unsafe { irp.add(1) }.cast::<IO_STACK_LOCATION>();
+    // SAFETY: as said above.
+    let past_last = unsafe { first.add(usize::from(stack)) };
+    // SAFETY: as above, now a zeroed IRP that only this function holds.
+    let irp = unsafe { &mut *irp };
+    irp.Type = IO_TYPE_IRP;
+    irp.Size = u16::try_from(IoSizeOfIrp(stack)).unwrap_or(u16::MAX);
+    irp.StackCount = stack.cast_signed();
+    irp.CurrentLocation = stack.wrapping_add(1).cast_signed();
+    let list = &raw mut irp.ThreadListEntry;
+    irp.ThreadListEntry = LIST_ENTRY {
+        Flink: list,
+        Blink: list,
+    };
+    // A write to a union field needs no unsafe: `Overlay` is the member in use in flight.
+    irp.Tail.Overlay.CurrentStackLocation = past_last;
 }
 
 /// Host implementation of `IoAllocateIrp`. IRQL <= `DISPATCH_LEVEL`.
@@ -244,13 +249,14 @@ pub unsafe extern "system-unwind" fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATU
     }
     let machine = machine::current("IoReuseIrp");
     let stack = lock(&machine.irps).info(Irp).map_or(0, |i| i.stack_count);
-    // SAFETY: live (checked), allocated with this stack count.
-    unsafe {
-        let flags = (*Irp).AllocationFlags;
-        initialize(Irp, stack);
-        (*Irp).AllocationFlags = flags;
-        (*Irp).IoStatus.Status = Iostatus;
-    }
+    // SAFETY: live (checked).
+    let flags = unsafe { (*Irp).AllocationFlags };
+    // SAFETY: live, allocated with this stack count.
+    unsafe { initialize(Irp, stack) };
+    // SAFETY: live, just reinitialised; the caller's until it sends it again.
+    let irp = unsafe { &mut *Irp };
+    irp.AllocationFlags = flags;
+    irp.IoStatus.Status = Iostatus;
     set_state(Irp, IrpState::Allocated);
 }
 
@@ -275,10 +281,9 @@ pub unsafe extern "system-unwind" fn IoFreeIrp(Irp: *mut IRP) {
     if let Some(info) = info {
         // SAFETY: allocated by IoAllocateIrp with this layout; removed from the table, so
         // freed once. Poison the header first so a use after free fails loudly.
-        unsafe {
-            core::ptr::write_bytes(Irp.cast::<u8>(), 0xDD, info.layout.size());
-            std::alloc::dealloc(Irp.cast(), info.layout);
-        }
+        unsafe { core::ptr::write_bytes(Irp.cast::<u8>(), 0xDD, info.layout.size()) };
+        // SAFETY: as above.
+        unsafe { std::alloc::dealloc(Irp.cast(), info.layout) };
     }
 }
 
@@ -301,126 +306,145 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
     irql::require_at_most(DISPATCH_LEVEL, "IofCompleteRequest");
     let state = state_of(Irp, "IofCompleteRequest");
     // SAFETY: live per the table; the completing driver owns it until the walk hands it up.
-    unsafe {
-        let top = i32::from((*Irp).StackCount) + 1;
-        // WDK "Bug Check 0x44: MULTIPLE_IRP_COMPLETE_REQUESTS"
-        // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x44--multiple-irp-complete-requests): completing an IRP
-        // that was already completed.
-        if state == IrpState::Completed || i32::from((*Irp).CurrentLocation) > top {
-            bugcheck(
-                "MULTIPLE_IRP_COMPLETE_REQUESTS",
-                format!("IofCompleteRequest on IRP {Irp:p}, which was already completed"),
-            );
+    // Borrowed only for these reads.
+    let irp = unsafe { &*Irp };
+    let top = i32::from(irp.StackCount) + 1;
+    // WDK "Bug Check 0x44: MULTIPLE_IRP_COMPLETE_REQUESTS"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x44--multiple-irp-complete-requests): completing an IRP
+    // that was already completed.
+    if state == IrpState::Completed || i32::from(irp.CurrentLocation) > top {
+        bugcheck(
+            "MULTIPLE_IRP_COMPLETE_REQUESTS",
+            format!("IofCompleteRequest on IRP {Irp:p}, which was already completed"),
+        );
+    }
+    // 0xC9 I/O error 0x209 (bug-check-0xc9--driver-verifier-iomanager-violation):
+    // completing an IRP the caller does not hold.
+    if i32::from(irp.CurrentLocation) == top {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!(
+                "IofCompleteRequest on IRP {Irp:p}, which no driver holds (its current \
+                 location is past the last: never sent, or completed and reused)"
+            ),
+        );
+    }
+    // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): parameter 2 is the
+    // cancel routine still set; Driver Verifier reports the same as 0xC9 0x07.
+    if irp.CancelRoutine.is_some() {
+        bugcheck(
+            "CANCEL_STATE_IN_COMPLETED_IRP",
+            format!("IofCompleteRequest on IRP {Irp:p} with a cancel routine still set"),
+        );
+    }
+    // 0xC9 0x06 (bug-check-0xc9--driver-verifier-iomanager-violation): completing with
+    // a status marked pending.
+    if irp.IoStatus.Status == STATUS_PENDING {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!("IofCompleteRequest on IRP {Irp:p} with IoStatus.Status STATUS_PENDING"),
+        );
+    }
+    let irql = irql::current();
+    loop {
+        // SAFETY: live; the completing driver owns it until the walk hands it up.
+        let location = unsafe { crate::IoGetCurrentIrpStackLocation(Irp) };
+        // SAFETY: as above.
+        unsafe { crate::IoSkipCurrentIrpStackLocation(Irp) };
+        // SAFETY: as above. Borrowed only up to the completion routine, which gets the pointer.
+        let irp = unsafe { &mut *Irp };
+        let at_top = i32::from(irp.CurrentLocation) >= top;
+        if at_top {
+            set_state(Irp, IrpState::Completed);
         }
-        // 0xC9 I/O error 0x209 (bug-check-0xc9--driver-verifier-iomanager-violation):
-        // completing an IRP the caller does not hold.
-        if i32::from((*Irp).CurrentLocation) == top {
-            bugcheck(
-                "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
-                format!(
-                    "IofCompleteRequest on IRP {Irp:p}, which no driver holds (its current \
-                     location is past the last: never sent, or completed and reused)"
-                ),
-            );
-        }
-        // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
-        // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): parameter 2 is the
-        // cancel routine still set; Driver Verifier reports the same as 0xC9 0x07.
-        if (*Irp).CancelRoutine.is_some() {
-            bugcheck(
-                "CANCEL_STATE_IN_COMPLETED_IRP",
-                format!("IofCompleteRequest on IRP {Irp:p} with a cancel routine still set"),
-            );
-        }
-        // 0xC9 0x06 (bug-check-0xc9--driver-verifier-iomanager-violation): completing with
-        // a status marked pending.
-        if (*Irp).IoStatus.Status == STATUS_PENDING {
-            bugcheck(
-                "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
-                format!("IofCompleteRequest on IRP {Irp:p} with IoStatus.Status STATUS_PENDING"),
-            );
-        }
-        let irql = irql::current();
-        loop {
-            let location = (*Irp).Tail.Overlay.CurrentStackLocation;
-            crate::IoSkipCurrentIrpStackLocation(Irp);
-            let at_top = i32::from((*Irp).CurrentLocation) >= top;
-            if at_top {
-                set_state(Irp, IrpState::Completed);
-            }
-            let control = (*location).Control;
-            (*Irp).PendingReturned = control & SL_PENDING_RETURNED;
-            let status = (*Irp).IoStatus.Status;
-            let invoke = (NT_SUCCESS(status) && control & SL_INVOKE_ON_SUCCESS != 0)
-                || (!NT_SUCCESS(status) && control & SL_INVOKE_ON_ERROR != 0)
-                || ((*Irp).Cancel != 0 && control & SL_INVOKE_ON_CANCEL != 0);
-            let routine = (*location).CompletionRoutine;
-            let context = (*location).Context;
-            // ZeroIrpStackLocation: the routine's location is spent.
-            (*location).Control = 0;
-            (*location).CompletionRoutine = None;
-            (*location).Context = core::ptr::null_mut();
-            match routine {
-                Some(routine) if invoke => {
-                    let device = if at_top {
-                        core::ptr::null_mut()
-                    } else {
-                        (*(*Irp).Tail.Overlay.CurrentStackLocation).DeviceObject
-                    };
-                    let result = if super::device::is_unload_safe_completion(routine) {
-                        // The I/O manager's own routine (IoSetCompletionRoutineEx): kernel
-                        // code that runs the driver's routine inside.
-                        routine(device, Irp, context)
-                    } else {
-                        verifier::in_completion_routine(|| routine(device, Irp, context))
-                    };
-                    // WDK "Bug Check 0xC8: IRQL_UNEXPECTED_VALUE"
-                    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc8--irql-unexpected-value): the routine did
-                    // not restore the IRQL it was called at.
-                    if irql::current() != irql {
-                        bugcheck(
-                            "IRQL_UNEXPECTED_VALUE",
-                            format!(
-                                "completion routine {routine:p} of IRP {Irp:p} returned at IRQL \
-                                 {} (called at {irql})",
-                                irql::current()
-                            ),
-                        );
-                    }
-                    if result == STATUS_MORE_PROCESSING_REQUIRED {
-                        return;
-                    }
-                    // WDK "IoAllocateIrp function (wdm.h)"
-                    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioallocateirp): the allocating driver must free
-                    // the IRP, not complete it back to the I/O manager, so its routine must
-                    // return STATUS_MORE_PROCESSING_REQUIRED. Windows would touch the absent
-                    // thread; the host names it 0xC9 (stricter, deterministic).
-                    if at_top {
-                        bugcheck(
-                            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
-                            format!(
-                                "completion routine {routine:p} of IRP {Irp:p}, an IRP from \
-                                 IoAllocateIrp with no originating thread, returned {result:#x} \
-                                 instead of STATUS_MORE_PROCESSING_REQUIRED"
-                            ),
-                        );
-                    }
+        // SAFETY: the location that was current, inside the live IRP's allocation; the walk
+        // owns it now.
+        let spent = unsafe { &mut *location };
+        let control = spent.Control;
+        irp.PendingReturned = control & SL_PENDING_RETURNED;
+        let status = irp.IoStatus.Status;
+        let invoke = (NT_SUCCESS(status) && control & SL_INVOKE_ON_SUCCESS != 0)
+            || (!NT_SUCCESS(status) && control & SL_INVOKE_ON_ERROR != 0)
+            || (irp.Cancel != 0 && control & SL_INVOKE_ON_CANCEL != 0);
+        let pending_returned = irp.PendingReturned != 0;
+        let routine = spent.CompletionRoutine;
+        let context = spent.Context;
+        // ZeroIrpStackLocation: the routine's location is spent.
+        spent.Control = 0;
+        spent.CompletionRoutine = None;
+        spent.Context = core::ptr::null_mut();
+        match routine {
+            Some(routine) if invoke => {
+                let device = if at_top {
+                    core::ptr::null_mut()
+                } else {
+                    // SAFETY: as above; below the top, the new current location is one of
+                    // the IRP's stack locations.
+                    let next = unsafe { crate::IoGetCurrentIrpStackLocation(Irp) };
+                    // SAFETY: as just said.
+                    unsafe { (*next).DeviceObject }
+                };
+                let result = if super::device::is_unload_safe_completion(routine) {
+                    // The I/O manager's own routine (IoSetCompletionRoutineEx): kernel
+                    // code that runs the driver's routine inside.
+                    // SAFETY: the routine set for this location, called as the I/O manager
+                    // would, with the IRP still live.
+                    unsafe { routine(device, Irp, context) }
+                } else {
+                    verifier::in_completion_routine(|| {
+                        // SAFETY: as above, inside the verifier's guard.
+                        unsafe { routine(device, Irp, context) }
+                    })
+                };
+                // WDK "Bug Check 0xC8: IRQL_UNEXPECTED_VALUE"
+                // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc8--irql-unexpected-value): the routine did
+                // not restore the IRQL it was called at.
+                if irql::current() != irql {
+                    bugcheck(
+                        "IRQL_UNEXPECTED_VALUE",
+                        format!(
+                            "completion routine {routine:p} of IRP {Irp:p} returned at IRQL \
+                             {} (called at {irql})",
+                            irql::current()
+                        ),
+                    );
                 }
-                _ => {
-                    if (*Irp).PendingReturned != 0 && !at_top {
-                        crate::IoMarkIrpPending(Irp);
-                    }
-                    // Same rule (IoAllocateIrp page): no routine to stop the walk.
-                    if at_top {
-                        bugcheck(
-                            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
-                            format!(
-                                "IRP {Irp:p} completed to its top stack location without a \
-                                 completion routine to stop it: it was allocated with \
-                                 IoAllocateIrp and has no originating thread"
-                            ),
-                        );
-                    }
+                if result == STATUS_MORE_PROCESSING_REQUIRED {
+                    return;
+                }
+                // WDK "IoAllocateIrp function (wdm.h)"
+                // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioallocateirp): the allocating driver must free
+                // the IRP, not complete it back to the I/O manager, so its routine must
+                // return STATUS_MORE_PROCESSING_REQUIRED. Windows would touch the absent
+                // thread; the host names it 0xC9 (stricter, deterministic).
+                if at_top {
+                    bugcheck(
+                        "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+                        format!(
+                            "completion routine {routine:p} of IRP {Irp:p}, an IRP from \
+                             IoAllocateIrp with no originating thread, returned {result:#x} \
+                             instead of STATUS_MORE_PROCESSING_REQUIRED"
+                        ),
+                    );
+                }
+            }
+            _ => {
+                if pending_returned && !at_top {
+                    // SAFETY: live; the next location up is current, as IoMarkIrpPending
+                    // needs.
+                    unsafe { crate::IoMarkIrpPending(Irp) };
+                }
+                // Same rule (IoAllocateIrp page): no routine to stop the walk.
+                if at_top {
+                    bugcheck(
+                        "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+                        format!(
+                            "IRP {Irp:p} completed to its top stack location without a \
+                             completion routine to stop it: it was allocated with \
+                             IoAllocateIrp and has no originating thread"
+                        ),
+                    );
                 }
             }
         }
@@ -444,29 +468,39 @@ pub unsafe extern "system-unwind" fn IoCancelIrp(Irp: *mut IRP) -> BOOLEAN {
     // SAFETY: a valid out-pointer.
     unsafe { IoAcquireCancelSpinLock(&raw mut old) };
     // SAFETY: the IRP is live (checked); Cancel is written under the cancel lock.
-    unsafe {
-        (*Irp).Cancel = TRUE;
-        let Some(routine) = crate::IoSetCancelRoutine(Irp, None) else {
-            IoReleaseCancelSpinLock(old);
-            return FALSE;
-        };
-        // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
-        // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): an IRP completed
-        // and then cancelled.
-        if (*Irp).CurrentLocation > (*Irp).StackCount {
-            IoReleaseCancelSpinLock(old);
-            bugcheck(
-                "CANCEL_STATE_IN_COMPLETED_IRP",
-                format!(
-                    "IoCancelIrp on IRP {Irp:p}: no driver holds it, yet it has a cancel routine"
-                ),
-            );
-        }
-        (*Irp).CancelIrql = old;
-        let device = (*(*Irp).Tail.Overlay.CurrentStackLocation).DeviceObject;
-        verifier::in_callback(|| routine(device, Irp));
-        TRUE
+    unsafe { (*Irp).Cancel = TRUE };
+    // SAFETY: as above.
+    let Some(routine) = (unsafe { crate::IoSetCancelRoutine(Irp, None) }) else {
+        // SAFETY: acquired above at `old`.
+        unsafe { IoReleaseCancelSpinLock(old) };
+        return FALSE;
+    };
+    // SAFETY: as above; read while the cancel lock is held.
+    let irp = unsafe { &*Irp };
+    let (current_location, stack_count) = (irp.CurrentLocation, irp.StackCount);
+    // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): an IRP completed
+    // and then cancelled.
+    if current_location > stack_count {
+        // SAFETY: acquired above at `old`.
+        unsafe { IoReleaseCancelSpinLock(old) };
+        bugcheck(
+            "CANCEL_STATE_IN_COMPLETED_IRP",
+            format!("IoCancelIrp on IRP {Irp:p}: no driver holds it, yet it has a cancel routine"),
+        );
     }
+    // SAFETY: as above; the cancel routine releases the lock at this IRQL.
+    unsafe { (*Irp).CancelIrql = old };
+    // SAFETY: held by a driver (checked just above): its current location is a stack location.
+    let location = unsafe { crate::IoGetCurrentIrpStackLocation(Irp) };
+    // SAFETY: as just said.
+    let device = unsafe { (*location).DeviceObject };
+    verifier::in_callback(|| {
+        // SAFETY: the routine the holder set, called as IoCancelIrp does: with the cancel spin
+        // lock held and the IRP live.
+        unsafe { routine(device, Irp) }
+    });
+    TRUE
 }
 
 /// Host implementation of `IoAcquireCancelSpinLock`. IRQL <= `DISPATCH_LEVEL`.

@@ -196,12 +196,10 @@ impl Driver {
             _path_buffer: path_buffer,
         };
         // SAFETY: the object is ours, not yet shared.
-        unsafe {
-            let object = driver.object.get();
-            (*object).Type = IO_TYPE_DRIVER;
-            (*object).Size = i16::try_from(size_of::<DRIVER_OBJECT>()).unwrap_or(i16::MAX);
-            (*object).DriverName = driver_name;
-        }
+        let object = unsafe { &mut *driver.object.get() };
+        object.Type = IO_TYPE_DRIVER;
+        object.Size = i16::try_from(size_of::<DRIVER_OBJECT>()).unwrap_or(i16::MAX);
+        object.DriverName = driver_name;
         driver
     }
 
@@ -220,8 +218,10 @@ impl Driver {
     /// The registry path `DriverEntry` received.
     #[must_use]
     pub fn registry_path(&self) -> String {
-        // SAFETY: the string points into our own buffer.
-        String::from_utf16_lossy(unsafe { (*self.registry_path.get()).as_wide() })
+        // SAFETY: the string is ours, written once at creation.
+        let path = unsafe { &*self.registry_path.get() };
+        // SAFETY: it points into our own buffer, `Length` bytes.
+        String::from_utf16_lossy(unsafe { path.as_wide() })
     }
 }
 

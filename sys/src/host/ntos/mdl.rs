@@ -72,31 +72,38 @@ pub unsafe extern "system-unwind" fn IoAllocateMdl(
     let Some(tracked) = MdlPtr::new(mdl) else {
         return mdl;
     };
-    // SAFETY: freshly allocated, `pages` page numbers follow the header.
-    unsafe {
-        (*mdl).Size = csize;
-        (*mdl).MdlFlags = MDL_ALLOCATED_FIXED_SIZE;
-        (*mdl).StartVa = VirtualAddress.cast::<u8>().wrapping_sub(offset).cast();
-        (*mdl).ByteOffset = u32::try_from(offset).unwrap_or(0);
-        (*mdl).ByteCount = Length;
-        let frames = mdl.add(1).cast::<usize>();
-        for page in 0..pages {
-            frames.add(page).write(va / PAGE_SIZE + page);
-        }
-        if !Irp.is_null() {
-            if SecondaryBuffer == 0 {
-                (*Irp).MdlAddress = mdl;
-            } else {
-                let mut tail = (*Irp).MdlAddress;
-                if tail.is_null() {
-                    (*Irp).MdlAddress = mdl;
-                } else {
-                    while !(*tail).Next.is_null() {
-                        tail = (*tail).Next;
-                    }
-                    (*tail).Next = mdl;
+    // SAFETY: freshly allocated and zeroed, only this function holds it.
+    let header = unsafe { &mut *mdl };
+    header.Size = csize;
+    header.MdlFlags = MDL_ALLOCATED_FIXED_SIZE;
+    header.StartVa = VirtualAddress.cast::<u8>().wrapping_sub(offset).cast();
+    header.ByteOffset = u32::try_from(offset).unwrap_or(0);
+    header.ByteCount = Length;
+    // SAFETY: `pages` page numbers follow the header in the allocation.
+    let frames = unsafe { mdl.add(1) }.cast::<usize>();
+    for page in 0..pages {
+        // SAFETY: as just said, `page < pages`.
+        let frame = unsafe { frames.add(page) };
+        // SAFETY: inside the allocation (as above), suitably aligned after the header.
+        unsafe { frame.write(va / PAGE_SIZE + page) };
+    }
+    if !Irp.is_null() {
+        // SAFETY: the caller passes a live IRP (or null); its MDL chain is the caller's.
+        let irp = unsafe { &mut *Irp };
+        if SecondaryBuffer == 0 || irp.MdlAddress.is_null() {
+            irp.MdlAddress = mdl;
+        } else {
+            let mut tail = irp.MdlAddress;
+            loop {
+                // SAFETY: the IRP's chain holds live MDLs.
+                let next = unsafe { (*tail).Next };
+                if next.is_null() {
+                    break;
                 }
+                tail = next;
             }
+            // SAFETY: as above, the last MDL of the chain.
+            unsafe { (*tail).Next = mdl };
         }
     }
     lock(&machine.mdls).live.insert(
@@ -128,10 +135,9 @@ pub unsafe extern "system-unwind" fn IoFreeMdl(Mdl: *mut MDL) {
         );
     };
     // SAFETY: allocated by IoAllocateMdl with this layout, removed from the table: freed once.
-    unsafe {
-        core::ptr::write_bytes(Mdl.cast::<u8>(), 0xDD, info.layout.size());
-        std::alloc::dealloc(Mdl.cast(), info.layout);
-    }
+    unsafe { core::ptr::write_bytes(Mdl.cast::<u8>(), 0xDD, info.layout.size()) };
+    // SAFETY: as above.
+    unsafe { std::alloc::dealloc(Mdl.cast(), info.layout) };
 }
 
 fn check_live(mdl: *mut MDL, function: &'static str) {
@@ -161,12 +167,9 @@ pub unsafe extern "system-unwind" fn MmBuildMdlForNonPagedPool(MemoryDescriptorL
     check_live(mdl, "MmBuildMdlForNonPagedPool");
     let machine = machine::current("MmBuildMdlForNonPagedPool");
     // SAFETY: live (checked).
-    let (va, len) = unsafe {
-        (
-            crate::MmGetMdlVirtualAddress(mdl) as usize,
-            (*mdl).ByteCount as usize,
-        )
-    };
+    let va = unsafe { crate::MmGetMdlVirtualAddress(mdl) } as usize;
+    // SAFETY: as above.
+    let len = unsafe { (*mdl).ByteCount } as usize;
     let paged = lock(&machine.pool)
         .containing(va, len)
         .is_some_and(|(_, block)| block.paged);
@@ -178,17 +181,20 @@ pub unsafe extern "system-unwind" fn MmBuildMdlForNonPagedPool(MemoryDescriptorL
         );
     }
     // SAFETY: live (checked).
-    unsafe {
-        // Same page: its pages must not be locked or mapped by other means.
-        if (*mdl).MdlFlags & (MDL_PAGES_LOCKED | MDL_MAPPED_TO_SYSTEM_VA) != 0 {
-            bugcheck(
-                "DRIVER_VERIFIER_DETECTED_VIOLATION",
-                format!("MmBuildMdlForNonPagedPool({mdl:p}) on an MDL already locked or mapped"),
-            );
-        }
-        (*mdl).MappedSystemVa = crate::MmGetMdlVirtualAddress(mdl);
-        (*mdl).MdlFlags |= MDL_SOURCE_IS_NONPAGED_POOL;
+    let flags = unsafe { (*mdl).MdlFlags };
+    // Same page: its pages must not be locked or mapped by other means.
+    if flags & (MDL_PAGES_LOCKED | MDL_MAPPED_TO_SYSTEM_VA) != 0 {
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format!("MmBuildMdlForNonPagedPool({mdl:p}) on an MDL already locked or mapped"),
+        );
     }
+    // SAFETY: live (checked).
+    let system_va = unsafe { crate::MmGetMdlVirtualAddress(mdl) };
+    // SAFETY: live (checked); the caller owns the MDL while it builds it.
+    let header = unsafe { &mut *mdl };
+    header.MappedSystemVa = system_va;
+    header.MdlFlags |= MDL_SOURCE_IS_NONPAGED_POOL;
 }
 
 /// Host implementation of `MmMapLockedPagesSpecifyCache`: the buffer's own address (host
@@ -221,36 +227,39 @@ pub unsafe extern "system-unwind" fn MmMapLockedPagesSpecifyCache(
     let mdl = MemoryDescriptorList;
     check_live(mdl, "MmMapLockedPagesSpecifyCache");
     // SAFETY: live (checked).
-    unsafe {
-        let flags = (*mdl).MdlFlags;
-        // WDK "MmBuildMdlForNonPagedPool function (wdm.h)"
-        // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-mmbuildmdlfornonpagedpool): drivers must not create further
-        // system-space mappings of such an MDL with MmMapLockedPagesSpecifyCache (undefined
-        // behaviour; MmGetSystemAddressForMdlSafe does not call it for them). Only a UserMode
-        // mapping is allowed; the host bugchecks a KernelMode one.
-        if flags & MDL_SOURCE_IS_NONPAGED_POOL != 0 {
-            if kernel_mode {
-                bugcheck(
-                    "DRIVER_VERIFIER_DETECTED_VIOLATION",
-                    format!(
-                        "MmMapLockedPagesSpecifyCache({mdl:p}, KernelMode) on an MDL built by \
-                         MmBuildMdlForNonPagedPool: it is already mapped"
-                    ),
-                );
-            }
-            return crate::MmGetMdlVirtualAddress(mdl);
-        }
-        // Same page: the MDL must describe locked-down pages.
-        if flags & MDL_PAGES_LOCKED == 0 {
+    let flags = unsafe { (*mdl).MdlFlags };
+    // WDK "MmBuildMdlForNonPagedPool function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-mmbuildmdlfornonpagedpool): drivers must not create further
+    // system-space mappings of such an MDL with MmMapLockedPagesSpecifyCache (undefined
+    // behaviour; MmGetSystemAddressForMdlSafe does not call it for them). Only a UserMode
+    // mapping is allowed; the host bugchecks a KernelMode one.
+    if flags & MDL_SOURCE_IS_NONPAGED_POOL != 0 {
+        if kernel_mode {
             bugcheck(
                 "DRIVER_VERIFIER_DETECTED_VIOLATION",
-                format!("MmMapLockedPagesSpecifyCache({mdl:p}): the MDL's pages are not locked"),
+                format!(
+                    "MmMapLockedPagesSpecifyCache({mdl:p}, KernelMode) on an MDL built by \
+                     MmBuildMdlForNonPagedPool: it is already mapped"
+                ),
             );
         }
-        (*mdl).MappedSystemVa = crate::MmGetMdlVirtualAddress(mdl);
-        (*mdl).MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
-        (*mdl).MappedSystemVa
+        // SAFETY: live (checked).
+        return unsafe { crate::MmGetMdlVirtualAddress(mdl) };
     }
+    // Same page: the MDL must describe locked-down pages.
+    if flags & MDL_PAGES_LOCKED == 0 {
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format!("MmMapLockedPagesSpecifyCache({mdl:p}): the MDL's pages are not locked"),
+        );
+    }
+    // SAFETY: live (checked).
+    let system_va = unsafe { crate::MmGetMdlVirtualAddress(mdl) };
+    // SAFETY: live (checked); the caller owns the MDL while it maps it.
+    let header = unsafe { &mut *mdl };
+    header.MappedSystemVa = system_va;
+    header.MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
+    header.MappedSystemVa
 }
 
 /// True if `mdl` is a live MDL from `IoAllocateMdl` (for the WSK provider's checks).
