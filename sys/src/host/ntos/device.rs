@@ -115,13 +115,13 @@ pub unsafe extern "system-unwind" fn IoCreateDevice(
             _memory: memory,
         },
     );
-    // SAFETY: the caller passes its live driver object and a writable out-pointer.
-    unsafe {
-        if (*DriverObject).DeviceObject.is_null() {
-            (*DriverObject).DeviceObject = address as *mut DEVICE_OBJECT;
-        }
-        DeviceObject.write(address as *mut DEVICE_OBJECT);
+    // SAFETY: the caller passes its live driver object.
+    let driver = unsafe { &mut *DriverObject };
+    if driver.DeviceObject.is_null() {
+        driver.DeviceObject = address as *mut DEVICE_OBJECT;
     }
+    // SAFETY: the caller passes a writable out-pointer.
+    unsafe { DeviceObject.write(address as *mut DEVICE_OBJECT) };
     STATUS_SUCCESS
 }
 
@@ -154,11 +154,9 @@ pub unsafe extern "system-unwind" fn IoDeleteDevice(DeviceObject: *mut DEVICE_OB
     release_if_done(&mut devices, address);
     drop(devices);
     // SAFETY: the owning driver object outlives its device objects.
-    unsafe {
-        let driver = driver as *mut DRIVER_OBJECT;
-        if (*driver).DeviceObject == DeviceObject {
-            (*driver).DeviceObject = core::ptr::null_mut();
-        }
+    let driver = unsafe { &mut *(driver as *mut DRIVER_OBJECT) };
+    if driver.DeviceObject == DeviceObject {
+        driver.DeviceObject = core::ptr::null_mut();
     }
     machine.devices_changed.notify_all();
 }
@@ -220,14 +218,16 @@ pub unsafe extern "system-unwind" fn IoSetCompletionRoutineEx(
         dereference(&machine, address);
         return STATUS_INSUFFICIENT_RESOURCES;
     }
-    // SAFETY: a fresh allocation of the right size and alignment (pool is 16-aligned); the
-    // IRP is the caller's, with a next location (forwarded contract).
+    // SAFETY: a fresh allocation of the right size and alignment (pool is 16-aligned).
     unsafe {
         memory.write(ExContext {
             routine,
             context: Context,
             device: address,
         });
+    }
+    // SAFETY: the IRP is the caller's, with a next location (forwarded contract).
+    unsafe {
         crate::IoSetCompletionRoutine(
             Irp,
             Some(unload_safe_completion),

@@ -179,28 +179,27 @@ pub(crate) unsafe fn insert(machine: &Machine, dpc: *mut KDPC, arg1: PVOID, arg2
     let dpcs = &machine.dpcs;
     let mut state = lock(&dpcs.state);
     // SAFETY: the caller guarantees a live KDPC; its kernel-owned fields change under the lock.
-    unsafe {
-        if state.queued.contains_key(&(dpc as usize)) || !(*dpc).DpcData.is_null() {
-            return false;
-        }
-        let target = usize::from((*dpc).Number);
-        let cpu = if target != 0 {
-            target - 1
-        } else if let Some(cpu) = current_cpu() {
-            cpu
-        } else {
-            dpcs.round_robin.fetch_add(1, Ordering::Relaxed) % machine.cpus
-        };
-        (*dpc).SystemArgument1 = arg1;
-        (*dpc).SystemArgument2 = arg2;
-        (*dpc).DpcData = core::ptr::without_provenance_mut(cpu + 1);
-        let queue = &mut state.cpus[cpu];
-        let seq = queue.next_seq;
-        queue.next_seq += 1;
-        queue.queue.push_back((seq, dpc as usize));
-        state.queued.insert(dpc as usize, cpu);
-        dpcs.work[cpu].notify_one();
+    let object = unsafe { &mut *dpc };
+    if state.queued.contains_key(&(dpc as usize)) || !object.DpcData.is_null() {
+        return false;
     }
+    let target = usize::from(object.Number);
+    let cpu = if target != 0 {
+        target - 1
+    } else if let Some(cpu) = current_cpu() {
+        cpu
+    } else {
+        dpcs.round_robin.fetch_add(1, Ordering::Relaxed) % machine.cpus
+    };
+    object.SystemArgument1 = arg1;
+    object.SystemArgument2 = arg2;
+    object.DpcData = core::ptr::without_provenance_mut(cpu + 1);
+    let queue = &mut state.cpus[cpu];
+    let seq = queue.next_seq;
+    queue.next_seq += 1;
+    queue.queue.push_back((seq, dpc as usize));
+    state.queued.insert(dpc as usize, cpu);
+    dpcs.work[cpu].notify_one();
     true
 }
 
@@ -242,15 +241,14 @@ fn run_cpu(machine: &Machine, cpu: usize) {
         let dpc = dpc as *mut KDPC;
         // SAFETY: the DPC was queued, hence live; its kernel-owned fields change under the
         // lock. Dequeued before the routine runs, as on Windows.
-        let (routine, context, arg1, arg2) = unsafe {
-            (*dpc).DpcData = core::ptr::null_mut();
-            (
-                (*dpc).DeferredRoutine,
-                (*dpc).DeferredContext,
-                (*dpc).SystemArgument1,
-                (*dpc).SystemArgument2,
-            )
-        };
+        let object = unsafe { &mut *dpc };
+        object.DpcData = core::ptr::null_mut();
+        let (routine, context, arg1, arg2) = (
+            object.DeferredRoutine,
+            object.DeferredContext,
+            object.SystemArgument1,
+            object.SystemArgument2,
+        );
         drop(state);
         if let Some(&delay) = dpcs.settings.dispatch_delay.get(cpu) {
             // Dequeued, not yet called: an interrupt here stretches the gap on Windows too.

@@ -12,8 +12,8 @@ use super::verifier::bugcheck;
 use crate::host::clock;
 use crate::{
     APC_LEVEL, BOOLEAN, DISPATCH_LEVEL, DISPATCHER_HEADER, EVENT_TYPE, KEVENT, KPRIORITY,
-    KPROCESSOR_MODE, KWAIT_REASON, LARGE_INTEGER, LIST_ENTRY, NTSTATUS, PVOID, STATUS_SUCCESS,
-    STATUS_TIMEOUT,
+    KPROCESSOR_MODE, KTIMER, KWAIT_REASON, LARGE_INTEGER, LIST_ENTRY, NTSTATUS, PVOID,
+    STATUS_SUCCESS, STATUS_TIMEOUT,
 };
 
 /// `Header.Type` of a notification event.
@@ -27,6 +27,18 @@ pub(crate) const TIMER_NOTIFICATION_OBJECT: u8 = 8;
 /// `Header.Type` of a synchronization timer.
 pub(crate) const TIMER_SYNCHRONIZATION_OBJECT: u8 = 9;
 
+/// A dispatcher object whose first field is its `DISPATCHER_HEADER` (`repr(C)`).
+pub(crate) trait DispatcherObject {}
+
+impl DispatcherObject for KEVENT {}
+
+impl DispatcherObject for KTIMER {}
+
+/// The dispatcher header of `object`: its first field, so a cast, not a dereference.
+pub(crate) fn header_of<T: DispatcherObject>(object: *mut T) -> *mut DISPATCHER_HEADER {
+    object.cast()
+}
+
 /// Initialises a dispatcher header in place.
 ///
 /// # Safety
@@ -38,8 +50,9 @@ pub(crate) unsafe fn init_header(
     state: i32,
 ) {
     // SAFETY: the caller guarantees writable storage.
+    let list = unsafe { &raw mut (*header).WaitListHead };
+    // SAFETY: as above.
     unsafe {
-        let list = &raw mut (*header).WaitListHead;
         header.write(DISPATCHER_HEADER {
             Type: kind,
             Absolute: 0,
@@ -85,10 +98,10 @@ pub unsafe extern "system-unwind" fn KeInitializeEvent(
     } else {
         EVENT_NOTIFICATION_OBJECT
     };
-    // SAFETY: the caller guarantees writable storage; Header is the first field.
+    // SAFETY: the caller guarantees writable storage.
     unsafe {
         init_header(
-            &raw mut (*Event).Header,
+            header_of(Event),
             kind,
             size_of::<KEVENT>(),
             i32::from(State != 0),
@@ -115,7 +128,7 @@ pub unsafe extern "system-unwind" fn KeSetEvent(
     );
     let machine = machine::current("KeSetEvent");
     // SAFETY: forwarded contract.
-    unsafe { signal(&machine, &raw mut (*Event).Header, 1) }
+    unsafe { signal(&machine, header_of(Event), 1) }
 }
 
 /// Host implementation of `KeClearEvent`. IRQL <= `DISPATCH_LEVEL`.
@@ -128,7 +141,7 @@ pub unsafe extern "system-unwind" fn KeClearEvent(Event: *mut KEVENT) {
     irql::require_at_most(DISPATCH_LEVEL, "KeClearEvent");
     let machine = machine::current("KeClearEvent");
     // SAFETY: forwarded contract.
-    unsafe { signal(&machine, &raw mut (*Event).Header, 0) };
+    unsafe { signal(&machine, header_of(Event), 0) };
 }
 
 /// Host implementation of `KeResetEvent`. IRQL <= `DISPATCH_LEVEL`.
@@ -141,7 +154,7 @@ pub unsafe extern "system-unwind" fn KeResetEvent(Event: *mut KEVENT) -> i32 {
     irql::require_at_most(DISPATCH_LEVEL, "KeResetEvent");
     let machine = machine::current("KeResetEvent");
     // SAFETY: forwarded contract.
-    unsafe { signal(&machine, &raw mut (*Event).Header, 0) }
+    unsafe { signal(&machine, header_of(Event), 0) }
 }
 
 /// Waits until `header` is signalled or `deadline` (an instant) passes; consumes the signal of
@@ -157,14 +170,13 @@ pub(crate) unsafe fn wait_for(
     let mut guard = lock(&machine.dispatcher);
     loop {
         // SAFETY: the caller guarantees a live header; its state changes under the lock held.
-        unsafe {
-            if (*header).SignalState > 0 {
-                let kind = (*header).Type;
-                if kind == EVENT_SYNCHRONIZATION_OBJECT || kind == TIMER_SYNCHRONIZATION_OBJECT {
-                    (*header).SignalState = 0;
-                }
-                return true;
+        let object = unsafe { &mut *header };
+        if object.SignalState > 0 {
+            let kind = object.Type;
+            if kind == EVENT_SYNCHRONIZATION_OBJECT || kind == TIMER_SYNCHRONIZATION_OBJECT {
+                object.SignalState = 0;
             }
+            return true;
         }
         match deadline {
             None => guard = wait(&machine.dispatcher_changed, guard),

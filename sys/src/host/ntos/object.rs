@@ -286,9 +286,10 @@ pub unsafe extern "system-unwind" fn PsCreateSystemThread(
         return crate::STATUS_INSUFFICIENT_RESOURCES;
     }
     // SAFETY: the caller guarantees writable out-pointers.
-    unsafe {
-        ThreadHandle.write(handle);
-        if !ClientId.is_null() {
+    unsafe { ThreadHandle.write(handle) };
+    if !ClientId.is_null() {
+        // SAFETY: as above.
+        unsafe {
             ClientId.write(CLIENT_ID {
                 UniqueProcess: core::ptr::without_provenance_mut(4),
                 UniqueThread: handle,

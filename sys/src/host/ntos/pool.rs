@@ -93,17 +93,17 @@ fn allocate(bytes: usize, tag: u32, paged: bool, zero: bool, function: &'static 
         .allocations
         .pool
         .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-    // SAFETY: the layout has a non-zero size.
-    let p = unsafe {
-        if zero {
-            std::alloc::alloc_zeroed(layout)
-        } else {
-            let p = std::alloc::alloc(layout);
-            if !p.is_null() {
-                core::ptr::write_bytes(p, 0xA5, layout.size());
-            }
-            p
+    let p = if zero {
+        // SAFETY: the layout has a non-zero size.
+        unsafe { std::alloc::alloc_zeroed(layout) }
+    } else {
+        // SAFETY: as above.
+        let p = unsafe { std::alloc::alloc(layout) };
+        if !p.is_null() {
+            // SAFETY: a fresh block of `layout.size()` bytes.
+            unsafe { core::ptr::write_bytes(p, 0xA5, layout.size()) };
         }
+        p
     };
     if !p.is_null() {
         lock(&machine.pool)
@@ -230,10 +230,9 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
     drop(pool);
     // SAFETY: allocated by `allocate` with this layout and removed from the table: freed once.
     // Poisoned first so a use after free reads garbage, not plausible data.
-    unsafe {
-        core::ptr::write_bytes(P.cast::<u8>(), 0xDD, block.layout.size());
-        std::alloc::dealloc(P.cast(), block.layout);
-    }
+    unsafe { core::ptr::write_bytes(P.cast::<u8>(), 0xDD, block.layout.size()) };
+    // SAFETY: as above.
+    unsafe { std::alloc::dealloc(P.cast(), block.layout) };
 }
 
 /// Host implementation of `MmGetSystemRoutineAddress`: `ExAllocatePool2` and
@@ -249,7 +248,9 @@ pub unsafe extern "system-unwind" fn MmGetSystemRoutineAddress(
     // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-mmgetsystemroutineaddress): IRQL = PASSIVE_LEVEL.
     irql::require_at_most(PASSIVE_LEVEL, "MmGetSystemRoutineAddress");
     // SAFETY: the caller guarantees a valid counted string.
-    let name = String::from_utf16_lossy(unsafe { (*SystemRoutineName).as_wide() });
+    let name = unsafe { &*SystemRoutineName };
+    // SAFETY: as above: its buffer holds `Length` bytes.
+    let name = String::from_utf16_lossy(unsafe { name.as_wide() });
     if name == "ExAllocatePool2" {
         let routine: unsafe extern "system" fn(POOL_FLAGS, SIZE_T, u32) -> PVOID = ExAllocatePool2;
         routine as PVOID

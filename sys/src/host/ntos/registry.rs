@@ -153,17 +153,18 @@ pub unsafe extern "system-unwind" fn ZwOpenKey(
     // PASSIVE_LEVEL.
     irql::require_at_most(PASSIVE_LEVEL, "ZwOpenKey");
     let machine = machine::current("ZwOpenKey");
-    // SAFETY: the caller guarantees valid attributes and name.
-    let (root, name) = unsafe {
-        let attributes = &*ObjectAttributes;
-        if attributes.ObjectName.is_null() {
-            return STATUS_INVALID_PARAMETER;
-        }
-        (
-            attributes.RootDirectory,
-            String::from_utf16_lossy((*attributes.ObjectName).as_wide()),
-        )
-    };
+    // SAFETY: the caller guarantees valid attributes.
+    let attributes = unsafe { &*ObjectAttributes };
+    if attributes.ObjectName.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: the caller guarantees a valid name (checked non-null).
+    let name = unsafe { &*attributes.ObjectName };
+    // SAFETY: as above: its buffer holds `Length` bytes.
+    let (root, name) = (
+        attributes.RootDirectory,
+        String::from_utf16_lossy(unsafe { name.as_wide() }),
+    );
     let path = if root.is_null() {
         normalize(&name)
     } else {
@@ -208,7 +209,9 @@ pub unsafe extern "system-unwind" fn ZwQueryValueKey(
         _ => return STATUS_INVALID_HANDLE,
     };
     // SAFETY: the caller guarantees a valid name.
-    let name = String::from_utf16_lossy(unsafe { (*ValueName).as_wide() }).to_lowercase();
+    let name = unsafe { &*ValueName };
+    // SAFETY: as above: its buffer holds `Length` bytes.
+    let name = String::from_utf16_lossy(unsafe { name.as_wide() }).to_lowercase();
     let value = lock(&machine.registry)
         .keys
         .get(&path)
@@ -221,25 +224,30 @@ pub unsafe extern "system-unwind" fn ZwQueryValueKey(
     let needed = header + data.len();
     let needed32 = u32::try_from(needed).unwrap_or(u32::MAX);
     let length = Length as usize;
-    // SAFETY: the caller guarantees ResultLength is writable and the buffer holds Length bytes.
-    unsafe {
-        ResultLength.write(needed32);
-        if length < header {
-            return STATUS_BUFFER_TOO_SMALL;
-        }
-        let out = KeyValueInformation.cast::<u8>();
-        let words = [
-            0u32,
-            value.kind(),
-            u32::try_from(data.len()).unwrap_or(u32::MAX),
-        ];
-        for (i, word) in words.iter().enumerate() {
-            core::ptr::copy_nonoverlapping(word.to_le_bytes().as_ptr(), out.add(i * 4), 4);
-        }
-        if length < needed {
-            return STATUS_BUFFER_OVERFLOW;
-        }
-        core::ptr::copy_nonoverlapping(data.as_ptr(), out.add(header), data.len());
+    // SAFETY: the caller guarantees ResultLength is writable.
+    unsafe { ResultLength.write(needed32) };
+    if length < header {
+        return STATUS_BUFFER_TOO_SMALL;
     }
+    // The caller guarantees the buffer holds Length bytes: the header fits (checked above).
+    let out = KeyValueInformation.cast::<u8>();
+    let words = [
+        0u32,
+        value.kind(),
+        u32::try_from(data.len()).unwrap_or(u32::MAX),
+    ];
+    for (i, word) in words.iter().enumerate() {
+        // SAFETY: word `i` of the header, inside the buffer (as said above).
+        let at = unsafe { out.add(i * 4) };
+        // SAFETY: 4 bytes at `at`, inside the buffer; a local array does not overlap it.
+        unsafe { core::ptr::copy_nonoverlapping(word.to_le_bytes().as_ptr(), at, 4) };
+    }
+    if length < needed {
+        return STATUS_BUFFER_OVERFLOW;
+    }
+    // SAFETY: the data follows the header, and the buffer holds it all (checked above).
+    let at = unsafe { out.add(header) };
+    // SAFETY: `data.len()` bytes at `at`, inside the buffer; the data is our own copy.
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), at, data.len()) };
     STATUS_SUCCESS
 }
