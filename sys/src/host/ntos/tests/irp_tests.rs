@@ -29,6 +29,12 @@ struct Routine {
     log: &'static Mutex<Vec<Seen>>,
 }
 
+impl Routine {
+    fn new(who: &'static str, returns: NTSTATUS, log: &'static Mutex<Vec<Seen>>) -> Self {
+        Self { who, returns, log }
+    }
+}
+
 unsafe extern "system" fn completion(
     device: *mut DEVICE_OBJECT,
     irp: *mut IRP,
@@ -82,11 +88,7 @@ fn allocate_lays_out_stack_locations_as_wdm_does() {
         (*irp).IoStatus.Status = STATUS_SUCCESS;
         // The provider's location has no routine, nor the one above; stop at the top.
         let log = leak_log();
-        let top = Routine {
-            who: "top",
-            returns: STATUS_MORE_PROCESSING_REQUIRED,
-            log,
-        };
+        let top = Routine::new("top", STATUS_MORE_PROCESSING_REQUIRED, log);
         // Put our routine in location 3, the allocator's "next" (as IoSetCompletionRoutine
         // would have before the call).
         (*first.add(2)).CompletionRoutine = Some(completion);
@@ -125,16 +127,8 @@ unsafe fn two_levels(top: &Routine, middle: &Routine, flags: (bool, bool, bool))
 fn completion_walks_up_the_stack_calling_each_routine() {
     let kernel = boot();
     let log = leak_log();
-    let top = Routine {
-        who: "top",
-        returns: STATUS_MORE_PROCESSING_REQUIRED,
-        log,
-    };
-    let middle = Routine {
-        who: "middle",
-        returns: STATUS_SUCCESS,
-        log,
-    };
+    let top = Routine::new("top", STATUS_MORE_PROCESSING_REQUIRED, log);
+    let middle = Routine::new("middle", STATUS_SUCCESS, log);
     kernel.on_kernel_thread(|| {
         // SAFETY: the routines outlive the IRP; PASSIVE_LEVEL.
         unsafe {
@@ -178,16 +172,8 @@ fn completion_routines_honour_the_invoke_flags() {
     ];
     for (flags, status, cancel, called) in cases {
         let log = leak_log();
-        let top = Routine {
-            who: "top",
-            returns: STATUS_MORE_PROCESSING_REQUIRED,
-            log,
-        };
-        let middle = Routine {
-            who: "middle",
-            returns: STATUS_SUCCESS,
-            log,
-        };
+        let top = Routine::new("top", STATUS_MORE_PROCESSING_REQUIRED, log);
+        let middle = Routine::new("middle", STATUS_SUCCESS, log);
         kernel.on_kernel_thread(|| {
             // SAFETY: the routines outlive the IRP.
             unsafe {
@@ -211,16 +197,8 @@ fn completion_routines_honour_the_invoke_flags() {
 fn more_processing_required_stops_completion_until_completed_again() {
     let kernel = boot();
     let log = leak_log();
-    let top = Routine {
-        who: "top",
-        returns: STATUS_MORE_PROCESSING_REQUIRED,
-        log,
-    };
-    let middle = Routine {
-        who: "middle",
-        returns: STATUS_MORE_PROCESSING_REQUIRED,
-        log,
-    };
+    let top = Routine::new("top", STATUS_MORE_PROCESSING_REQUIRED, log);
+    let middle = Routine::new("middle", STATUS_MORE_PROCESSING_REQUIRED, log);
     kernel.on_kernel_thread(|| {
         // SAFETY: the routines outlive the IRP.
         unsafe {
@@ -261,11 +239,7 @@ unsafe extern "system" fn cancel_pending_receive(_: *mut DEVICE_OBJECT, irp: *mu
 fn cancel_calls_the_cancel_routine_which_completes_the_irp_cancelled() {
     let kernel = boot();
     let log = leak_log();
-    let ours = Routine {
-        who: "ours",
-        returns: STATUS_MORE_PROCESSING_REQUIRED,
-        log,
-    };
+    let ours = Routine::new("ours", STATUS_MORE_PROCESSING_REQUIRED, log);
     kernel.on_kernel_thread(|| {
         // SAFETY: the routine outlives the IRP; we play the provider holding a receive.
         unsafe {
@@ -307,11 +281,7 @@ fn cancel_calls_the_cancel_routine_which_completes_the_irp_cancelled() {
 fn completing_an_irp_twice_bugchecks() {
     let kernel = boot();
     let log = leak_log();
-    let ours = Routine {
-        who: "ours",
-        returns: STATUS_MORE_PROCESSING_REQUIRED,
-        log,
-    };
+    let ours = Routine::new("ours", STATUS_MORE_PROCESSING_REQUIRED, log);
     // SAFETY: the routine outlives the IRP.
     let irp = unsafe {
         let irp = IoAllocateIrp(1, FALSE);
@@ -353,11 +323,7 @@ fn freeing_a_pending_irp_bugchecks() {
 fn our_completion_routine_must_stop_completion() {
     let kernel = boot();
     let log = leak_log();
-    let wrong = Routine {
-        who: "wrong",
-        returns: STATUS_SUCCESS,
-        log,
-    };
+    let wrong = Routine::new("wrong", STATUS_SUCCESS, log);
     // SAFETY: the routine outlives the IRP.
     let irp = unsafe {
         let irp = IoAllocateIrp(1, FALSE);
@@ -450,11 +416,7 @@ fn reusing_or_sending_a_pending_irp_bugchecks() {
 fn completion_at_raised_irql_runs_routines_at_that_irql_and_above_dispatch_bugchecks() {
     let kernel = boot();
     let log = leak_log();
-    let ours = Routine {
-        who: "ours",
-        returns: STATUS_MORE_PROCESSING_REQUIRED,
-        log,
-    };
+    let ours = Routine::new("ours", STATUS_MORE_PROCESSING_REQUIRED, log);
     kernel.on_kernel_thread(|| {
         // SAFETY: the routine outlives the IRP.
         unsafe {
@@ -497,11 +459,7 @@ unsafe extern "system" fn cancel_and_complete(_: *mut DEVICE_OBJECT, irp: *mut I
 fn cancel_racing_completion_completes_exactly_once() {
     let kernel = boot();
     let log = leak_log();
-    let ours = Routine {
-        who: "ours",
-        returns: STATUS_MORE_PROCESSING_REQUIRED,
-        log,
-    };
+    let ours = Routine::new("ours", STATUS_MORE_PROCESSING_REQUIRED, log);
     let ours_ctx = ctx(&ours) as usize;
     let rounds = 300;
     kernel.on_kernel_thread(|| {

@@ -1,6 +1,6 @@
 use core::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender};
 
 use super::*;
 use crate::host::ntos::irql;
@@ -12,7 +12,7 @@ use crate::{
     KeSetEvent, KeSetTimerEx, KeWaitForSingleObject, KernelMode, NotificationEvent,
     NotificationTimer, ObReferenceObjectByHandle, ObfDereferenceObject, PASSIVE_LEVEL, PVOID,
     PsCreateSystemThread, PsTerminateSystemThread, STATUS_SUCCESS, STATUS_TIMEOUT,
-    SynchronizationEvent, SynchronizationTimer, TRUE, ZwClose,
+    SynchronizationEvent, SynchronizationTimer, TIMER_TYPE, TRUE, ZwClose,
 };
 
 /// A zeroed object in a box, for the kernel to initialise.
@@ -158,24 +158,50 @@ struct TimerProbe {
     tx: Mutex<Sender<(usize, u8, usize)>>,
 }
 
+impl TimerProbe {
+    /// A probe and the receiving end of what its DPC reports.
+    fn new() -> (Self, Receiver<(usize, u8, usize)>) {
+        let (tx, rx) = mpsc::channel();
+        let probe = Self {
+            fired: AtomicUsize::new(0),
+            tx: Mutex::new(tx),
+        };
+        (probe, rx)
+    }
+}
+
+/// Initialises `timer` as a timer of `kind`, and `dpc` as a DPC reporting to `probe`.
+///
+/// # Safety
+/// All three are live and stay in place while the timer and the DPC are in use.
+unsafe fn init_timer_and_probe_dpc(
+    timer: *mut KTIMER,
+    kind: TIMER_TYPE,
+    dpc: *mut KDPC,
+    probe: &TimerProbe,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { KeInitializeTimerEx(timer, kind) };
+    // SAFETY: forwarded contract; the probe is the DPC's context.
+    unsafe {
+        KeInitializeDpc(
+            dpc,
+            Some(count_and_report),
+            core::ptr::from_ref(probe).cast_mut().cast(),
+        );
+    }
+}
+
 #[test]
 fn timers_queue_their_dpc_at_expiry_and_signal_waiters() {
     let kernel = boot();
-    let (tx, rx) = mpsc::channel();
-    let probe = TimerProbe {
-        fired: AtomicUsize::new(0),
-        tx: Mutex::new(tx),
-    };
+    let (probe, rx) = TimerProbe::new();
     let timer = zeroed::<KTIMER>();
     let dpc = zeroed::<KDPC>();
-    // SAFETY: live objects that outlive the timer's use.
+    // SAFETY: live objects that outlive the timer's use, boxed or on this frame.
+    unsafe { init_timer_and_probe_dpc(timer.get(), NotificationTimer, dpc.get(), &probe) };
+    // SAFETY: as above.
     unsafe {
-        KeInitializeTimerEx(timer.get(), NotificationTimer);
-        KeInitializeDpc(
-            dpc.get(),
-            Some(count_and_report),
-            core::ptr::from_ref(&probe).cast_mut().cast(),
-        );
         let set_at = KeQueryInterruptTime();
         assert_eq!(KeSetTimerEx(timer.get(), 10 * MS, 0, dpc.get()), FALSE);
         let (n, irql_seen, time) = recv(&rx);
@@ -195,21 +221,13 @@ fn timers_queue_their_dpc_at_expiry_and_signal_waiters() {
 #[test]
 fn periodic_timers_fire_until_cancelled_and_reset_returns_true() {
     let kernel = boot();
-    let (tx, rx) = mpsc::channel();
-    let probe = TimerProbe {
-        fired: AtomicUsize::new(0),
-        tx: Mutex::new(tx),
-    };
+    let (probe, rx) = TimerProbe::new();
     let timer = zeroed::<KTIMER>();
     let dpc = zeroed::<KDPC>();
-    // SAFETY: live objects that outlive the timer's use.
+    // SAFETY: live objects that outlive the timer's use, boxed or on this frame.
+    unsafe { init_timer_and_probe_dpc(timer.get(), SynchronizationTimer, dpc.get(), &probe) };
+    // SAFETY: as above.
     unsafe {
-        KeInitializeTimerEx(timer.get(), SynchronizationTimer);
-        KeInitializeDpc(
-            dpc.get(),
-            Some(count_and_report),
-            core::ptr::from_ref(&probe).cast_mut().cast(),
-        );
         assert_eq!(
             KeSetTimerEx(timer.get(), -36_000_000_000, 0, dpc.get()),
             FALSE

@@ -4,12 +4,13 @@
 use core::ffi::c_void;
 use std::format;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::MutexGuard;
 
 use super::glue::{bugcheck, require_at_most};
 use super::os::{self, linux};
 use super::queue::submit;
 use super::setup_calls::start_connect;
-use super::{Host, Kind, Op, OpKind, begin, new_sock};
+use super::{Host, Kind, Op, OpKind, State, begin, new_sock};
 use crate::host::faults::WskOp;
 use crate::{
     AF_INET, AF_INET6, DISPATCH_LEVEL, IRP, NTSTATUS, PASSIVE_LEVEL, PEPROCESS, PETHREAD, PVOID,
@@ -66,6 +67,22 @@ pub(super) fn family_v6(family: u16) -> Result<bool, NTSTATUS> {
 
 // ---- client-level dispatch ----
 
+/// The registration behind `client`, with the provider lock; the verifier fails an unknown
+/// client handle (after letting go of the lock, which its report may need).
+fn registered_owner<'a>(
+    st: MutexGuard<'a, State>,
+    client: *mut WSK_CLIENT,
+    function: &'static str,
+) -> (MutexGuard<'a, State>, u64) {
+    match super::super::client_id(&st, client, function) {
+        Ok(owner) => (st, owner),
+        Err(detail) => {
+            drop(st);
+            bugcheck("WSK_INVALID_CLIENT", detail);
+        }
+    }
+}
+
 /// `WskSocket`. IRQL <= `DISPATCH_LEVEL`.
 #[allow(clippy::too_many_arguments, reason = "the WSK signature")]
 pub(super) unsafe extern "system-unwind" fn wsk_socket(
@@ -91,14 +108,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket(
         out.done(status, 0, 0);
         return p.finish(out, inline);
     }
-    let mut st = p.lock();
-    let owner = match super::super::client_id(&st, client, "WskSocket") {
-        Ok(id) => id,
-        Err(detail) => {
-            drop(st);
-            bugcheck("WSK_INVALID_CLIENT", detail);
-        }
-    };
+    let (mut st, owner) = registered_owner(p.lock(), client, "WskSocket");
     let created = kind_of(flags, socket_type).and_then(|kind| {
         let v6 = family_v6(family)?;
         Ok((kind, v6, host_socket(socket_type == SOCK_DGRAM, v6)?))
@@ -148,14 +158,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket_connect(
     let local = unsafe { os::read_sockaddr(local) };
     // SAFETY: as above.
     let remote = unsafe { os::read_sockaddr(remote) };
-    let mut st = p.lock();
-    let owner = match super::super::client_id(&st, client, "WskSocketConnect") {
-        Ok(id) => id,
-        Err(detail) => {
-            drop(st);
-            bugcheck("WSK_INVALID_CLIENT", detail);
-        }
-    };
+    let (mut st, owner) = registered_owner(p.lock(), client, "WskSocketConnect");
     let (Some(local), Some(remote)) = (local, remote) else {
         out.done(STATUS_INVALID_PARAMETER, 0, 0);
         drop(st);

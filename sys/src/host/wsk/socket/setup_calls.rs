@@ -381,14 +381,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_accept(
             Ok(started) => started,
             Err(status) => return status,
         };
-    let mut st = p.lock();
-    let sock = match sock_mut(&mut st, id, "WskAccept") {
-        Ok(s) => s,
-        Err(detail) => {
-            drop(st);
-            bugcheck("WSK_SOCKET_CLOSED", detail);
-        }
-    };
+    locked_sock!(p, st, sock, id, "WskAccept");
     if let Some(status) = p.inject(WskOp::Accept) {
         out.done(status, 0, id);
     } else if !matches!(sock.host, Host::Listener(_)) {
