@@ -171,10 +171,9 @@ fn insert_returns_false_while_queued_and_remove_dequeues() {
         "KeInsertQueueDpc returns FALSE while queued"
     );
     // SAFETY: a live KDPC.
-    unsafe {
-        assert_eq!(KeRemoveQueueDpc(waiting.kdpc()), TRUE);
-        assert_eq!(KeRemoveQueueDpc(waiting.kdpc()), FALSE);
-    }
+    unsafe { assert_eq!(KeRemoveQueueDpc(waiting.kdpc()), TRUE) };
+    // SAFETY: as above.
+    unsafe { assert_eq!(KeRemoveQueueDpc(waiting.kdpc()), FALSE) };
     assert!(waiting.insert(), "queued again after removal");
     blocker.ctx.release.store(true, Ordering::SeqCst);
     assert_eq!(recv(&rx).0, 1);

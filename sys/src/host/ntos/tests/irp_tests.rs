@@ -69,36 +69,52 @@ fn ctx(routine: &Routine) -> PVOID {
 fn allocate_lays_out_stack_locations_as_wdm_does() {
     let kernel = boot();
     // SAFETY: PASSIVE_LEVEL; the IRP is freed before the kernel goes.
+    let irp = unsafe { IoAllocateIrp(3, FALSE) };
+    assert!(!irp.is_null());
+    // SAFETY: as above.
+    unsafe { assert_eq!((*irp).Type, IO_TYPE_IRP) };
+    // SAFETY: as above.
+    unsafe { assert_eq!(usize::from((*irp).Size), IoSizeOfIrp(3)) };
+    // SAFETY: as above.
+    unsafe { assert_eq!((*irp).StackCount, 3) };
+    // SAFETY: as above.
+    unsafe { assert_eq!((*irp).CurrentLocation, 4) };
+    // SAFETY: as above.
+    let first = unsafe { irp.add(1).cast::<IO_STACK_LOCATION>() };
+    // SAFETY: as above.
     unsafe {
-        let irp = IoAllocateIrp(3, FALSE);
-        assert!(!irp.is_null());
-        assert_eq!((*irp).Type, IO_TYPE_IRP);
-        assert_eq!(usize::from((*irp).Size), IoSizeOfIrp(3));
-        assert_eq!((*irp).StackCount, 3);
-        assert_eq!((*irp).CurrentLocation, 4);
-        let first = irp.add(1).cast::<IO_STACK_LOCATION>();
         assert_eq!(
             IoGetCurrentIrpStackLocation(irp),
             first.add(3),
             "one past the last location"
         );
-        call_driver_enter(irp);
-        assert_eq!((*irp).CurrentLocation, 3);
-        assert_eq!(IoGetCurrentIrpStackLocation(irp), first.add(2));
-        (*irp).IoStatus.Status = STATUS_SUCCESS;
-        // The provider's location has no routine, nor the one above; stop at the top.
-        let log = leak_log();
-        let top = Routine::new("top", STATUS_MORE_PROCESSING_REQUIRED, log);
-        // Put our routine in location 3, the allocator's "next" (as IoSetCompletionRoutine
-        // would have before the call).
-        (*first.add(2)).CompletionRoutine = Some(completion);
-        (*first.add(2)).Context = ctx(&top);
-        (*first.add(2)).Control = crate::SL_INVOKE_ON_SUCCESS;
-        IofCompleteRequest(irp, IO_NO_INCREMENT);
-        assert_eq!((*irp).CurrentLocation, 4);
-        assert_eq!(log.lock().unwrap().len(), 1);
-        IoFreeIrp(irp);
-    }
+    };
+    // SAFETY: as above.
+    unsafe { call_driver_enter(irp) };
+    // SAFETY: as above.
+    unsafe { assert_eq!((*irp).CurrentLocation, 3) };
+    // SAFETY: as above.
+    unsafe { assert_eq!(IoGetCurrentIrpStackLocation(irp), first.add(2)) };
+    // SAFETY: as above.
+    unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
+    // The provider's location has no routine, nor the one above; stop at the top.
+    let log = leak_log();
+    let top = Routine::new("top", STATUS_MORE_PROCESSING_REQUIRED, log);
+    // Put our routine in location 3, the allocator's "next" (as IoSetCompletionRoutine
+    // would have before the call).
+    // SAFETY: as above.
+    unsafe { (*first.add(2)).CompletionRoutine = Some(completion) };
+    // SAFETY: as above.
+    unsafe { (*first.add(2)).Context = ctx(&top) };
+    // SAFETY: as above.
+    unsafe { (*first.add(2)).Control = crate::SL_INVOKE_ON_SUCCESS };
+    // SAFETY: as above.
+    unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+    // SAFETY: as above.
+    unsafe { assert_eq!((*irp).CurrentLocation, 4) };
+    assert_eq!(log.lock().unwrap().len(), 1);
+    // SAFETY: as above.
+    unsafe { IoFreeIrp(irp) };
     assert!(kernel.check_leaks().is_clean());
 }
 
@@ -131,13 +147,15 @@ fn completion_walks_up_the_stack_calling_each_routine() {
     let middle = Routine::new("middle", STATUS_SUCCESS, log);
     kernel.on_kernel_thread(|| {
         // SAFETY: the routines outlive the IRP; PASSIVE_LEVEL.
-        unsafe {
-            let irp = two_levels(&top, &middle, (true, true, true));
-            assert_eq!((*irp).CurrentLocation, 1);
-            (*irp).IoStatus.Status = STATUS_SUCCESS;
-            IofCompleteRequest(irp, IO_NO_INCREMENT);
-            IoFreeIrp(irp);
-        }
+        let irp = unsafe { two_levels(&top, &middle, (true, true, true)) };
+        // SAFETY: as above.
+        unsafe { assert_eq!((*irp).CurrentLocation, 1) };
+        // SAFETY: as above.
+        unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
+        // SAFETY: as above.
+        unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+        // SAFETY: as above.
+        unsafe { IoFreeIrp(irp) };
     });
     let seen = log.lock().unwrap().clone();
     assert_eq!(
@@ -176,13 +194,15 @@ fn completion_routines_honour_the_invoke_flags() {
         let middle = Routine::new("middle", STATUS_SUCCESS, log);
         kernel.on_kernel_thread(|| {
             // SAFETY: the routines outlive the IRP.
-            unsafe {
-                let irp = two_levels(&top, &middle, flags);
-                (*irp).IoStatus.Status = status;
-                (*irp).Cancel = u8::from(cancel);
-                IofCompleteRequest(irp, IO_NO_INCREMENT);
-                IoFreeIrp(irp);
-            }
+            let irp = unsafe { two_levels(&top, &middle, flags) };
+            // SAFETY: as above.
+            unsafe { (*irp).IoStatus.Status = status };
+            // SAFETY: as above.
+            unsafe { (*irp).Cancel = u8::from(cancel) };
+            // SAFETY: as above.
+            unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+            // SAFETY: as above.
+            unsafe { IoFreeIrp(irp) };
         });
         let who: Vec<_> = log.lock().unwrap().iter().map(|s| s.who).collect();
         let expected: &[&str] = if called { &["middle", "top"] } else { &["top"] };
@@ -201,24 +221,29 @@ fn more_processing_required_stops_completion_until_completed_again() {
     let middle = Routine::new("middle", STATUS_MORE_PROCESSING_REQUIRED, log);
     kernel.on_kernel_thread(|| {
         // SAFETY: the routines outlive the IRP.
+        let irp = unsafe { two_levels(&top, &middle, (true, true, true)) };
+        // SAFETY: as above.
+        unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
+        // SAFETY: as above.
+        unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+        assert_eq!(
+            log.lock().unwrap().len(),
+            1,
+            "the middle routine stopped the walk"
+        );
+        // SAFETY: as above.
         unsafe {
-            let irp = two_levels(&top, &middle, (true, true, true));
-            (*irp).IoStatus.Status = STATUS_SUCCESS;
-            IofCompleteRequest(irp, IO_NO_INCREMENT);
-            assert_eq!(
-                log.lock().unwrap().len(),
-                1,
-                "the middle routine stopped the walk"
-            );
             assert_eq!(
                 (*irp).CurrentLocation,
                 2,
                 "the middle driver owns the IRP again"
             );
-            // The middle driver finishes its work and completes the IRP again.
-            IofCompleteRequest(irp, IO_NO_INCREMENT);
-            IoFreeIrp(irp);
-        }
+        };
+        // The middle driver finishes its work and completes the IRP again.
+        // SAFETY: as above.
+        unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+        // SAFETY: as above.
+        unsafe { IoFreeIrp(irp) };
     });
     let who: Vec<_> = log.lock().unwrap().iter().map(|s| s.who).collect();
     assert_eq!(who, ["middle", "top"]);
@@ -226,13 +251,15 @@ fn more_processing_required_stops_completion_until_completed_again() {
 
 unsafe extern "system" fn cancel_pending_receive(_: *mut DEVICE_OBJECT, irp: *mut IRP) {
     // SAFETY: called by IoCancelIrp with the cancel lock held; the IRP is pending with us.
-    unsafe {
-        assert_eq!(KeGetCurrentIrql(), DISPATCH_LEVEL);
-        IoReleaseCancelSpinLock((*irp).CancelIrql);
-        (*irp).IoStatus.Status = STATUS_CANCELLED;
-        (*irp).IoStatus.Information = 0;
-        IofCompleteRequest(irp, IO_NO_INCREMENT);
-    }
+    assert_eq!(KeGetCurrentIrql(), DISPATCH_LEVEL);
+    // SAFETY: as above.
+    unsafe { IoReleaseCancelSpinLock((*irp).CancelIrql) };
+    // SAFETY: as above.
+    unsafe { (*irp).IoStatus.Status = STATUS_CANCELLED };
+    // SAFETY: as above.
+    unsafe { (*irp).IoStatus.Information = 0 };
+    // SAFETY: as above.
+    unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
 }
 
 #[test]
@@ -242,24 +269,35 @@ fn cancel_calls_the_cancel_routine_which_completes_the_irp_cancelled() {
     let ours = Routine::new("ours", STATUS_MORE_PROCESSING_REQUIRED, log);
     kernel.on_kernel_thread(|| {
         // SAFETY: the routine outlives the IRP; we play the provider holding a receive.
-        unsafe {
-            let irp = IoAllocateIrp(1, FALSE);
-            IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true);
-            call_driver_enter(irp);
-            assert!(IoSetCancelRoutine(irp, Some(cancel_pending_receive)).is_none());
-            assert_eq!(IoCancelIrp(irp), TRUE);
-            assert_eq!(KeGetCurrentIrql(), crate::PASSIVE_LEVEL);
-            // A second cancel finds no routine.
-            IoReuseIrp(irp, STATUS_UNSUCCESSFUL);
-            assert_eq!((*irp).Cancel, 0, "IoReuseIrp clears Cancel");
-            IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true);
-            call_driver_enter(irp);
-            assert_eq!(IoCancelIrp(irp), FALSE, "no cancel routine set");
-            assert_eq!((*irp).Cancel, TRUE);
-            (*irp).IoStatus.Status = STATUS_SUCCESS;
-            IofCompleteRequest(irp, IO_NO_INCREMENT);
-            IoFreeIrp(irp);
-        }
+        let irp = unsafe { IoAllocateIrp(1, FALSE) };
+        // SAFETY: as above.
+        unsafe { IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true) };
+        // SAFETY: as above.
+        unsafe { call_driver_enter(irp) };
+        // SAFETY: as above.
+        unsafe { assert!(IoSetCancelRoutine(irp, Some(cancel_pending_receive)).is_none()) };
+        // SAFETY: as above.
+        unsafe { assert_eq!(IoCancelIrp(irp), TRUE) };
+        assert_eq!(KeGetCurrentIrql(), crate::PASSIVE_LEVEL);
+        // A second cancel finds no routine.
+        // SAFETY: as above.
+        unsafe { IoReuseIrp(irp, STATUS_UNSUCCESSFUL) };
+        // SAFETY: as above.
+        unsafe { assert_eq!((*irp).Cancel, 0, "IoReuseIrp clears Cancel") };
+        // SAFETY: as above.
+        unsafe { IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true) };
+        // SAFETY: as above.
+        unsafe { call_driver_enter(irp) };
+        // SAFETY: as above.
+        unsafe { assert_eq!(IoCancelIrp(irp), FALSE, "no cancel routine set") };
+        // SAFETY: as above.
+        unsafe { assert_eq!((*irp).Cancel, TRUE) };
+        // SAFETY: as above.
+        unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
+        // SAFETY: as above.
+        unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+        // SAFETY: as above.
+        unsafe { IoFreeIrp(irp) };
     });
     let seen = log.lock().unwrap().clone();
     assert_eq!(seen.len(), 2);
@@ -402,11 +440,11 @@ fn reusing_or_sending_a_pending_irp_bugchecks() {
     take(&kernel, &["NO_MORE_IRP_STACK_LOCATIONS"]);
     expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
         // SAFETY: completing an IRP no driver holds is the violation under test.
-        unsafe {
-            let fresh = IoAllocateIrp(1, FALSE);
-            (*fresh).IoStatus.Status = STATUS_SUCCESS;
-            IofCompleteRequest(fresh, IO_NO_INCREMENT);
-        }
+        let fresh = unsafe { IoAllocateIrp(1, FALSE) };
+        // SAFETY: as above.
+        unsafe { (*fresh).IoStatus.Status = STATUS_SUCCESS };
+        // SAFETY: as above.
+        unsafe { IofCompleteRequest(fresh, IO_NO_INCREMENT) };
     });
     take(&kernel, &["DRIVER_VERIFIER_IOMANAGER_VIOLATION"]);
     assert_eq!(kernel.check_leaks().leaks().len(), 3, "the three IRPs");
@@ -419,27 +457,33 @@ fn completion_at_raised_irql_runs_routines_at_that_irql_and_above_dispatch_bugch
     let ours = Routine::new("ours", STATUS_MORE_PROCESSING_REQUIRED, log);
     kernel.on_kernel_thread(|| {
         // SAFETY: the routine outlives the IRP.
-        unsafe {
-            let irp = IoAllocateIrp(1, FALSE);
-            IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true);
-            call_driver_enter(irp);
-            (*irp).IoStatus.Status = STATUS_SUCCESS;
-            let old = crate::KeRaiseIrql(DISPATCH_LEVEL);
-            IofCompleteRequest(irp, IO_NO_INCREMENT);
-            crate::KeLowerIrql(old);
-            IoFreeIrp(irp);
-        }
+        let irp = unsafe { IoAllocateIrp(1, FALSE) };
+        // SAFETY: as above.
+        unsafe { IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true) };
+        // SAFETY: as above.
+        unsafe { call_driver_enter(irp) };
+        // SAFETY: as above.
+        unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
+        // SAFETY: as above.
+        let old = unsafe { crate::KeRaiseIrql(DISPATCH_LEVEL) };
+        // SAFETY: as above.
+        unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+        // SAFETY: as above.
+        unsafe { crate::KeLowerIrql(old) };
+        // SAFETY: as above.
+        unsafe { IoFreeIrp(irp) };
     });
     assert_eq!(log.lock().unwrap()[0].irql, DISPATCH_LEVEL);
     expect_bugcheck("IRQL_NOT_LESS_OR_EQUAL", || {
         kernel.on_kernel_thread(|| {
             // SAFETY: completing above DISPATCH_LEVEL is the violation under test.
-            unsafe {
-                let irp = IoAllocateIrp(1, FALSE);
-                call_driver_enter(irp);
-                let _ = crate::KeRaiseIrql(crate::HIGH_LEVEL);
-                IofCompleteRequest(irp, IO_NO_INCREMENT);
-            }
+            let irp = unsafe { IoAllocateIrp(1, FALSE) };
+            // SAFETY: as above.
+            unsafe { call_driver_enter(irp) };
+            // SAFETY: as above.
+            let _ = unsafe { crate::KeRaiseIrql(crate::HIGH_LEVEL) };
+            // SAFETY: as above.
+            unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
         });
     });
     take(&kernel, &["IRQL_NOT_LESS_OR_EQUAL"]);
@@ -448,11 +492,11 @@ fn completion_at_raised_irql_runs_routines_at_that_irql_and_above_dispatch_bugch
 unsafe extern "system" fn cancel_and_complete(_: *mut DEVICE_OBJECT, irp: *mut IRP) {
     // SAFETY: called by IoCancelIrp with the cancel lock held; the routine was still set, so
     // the "provider" gave completion up to us.
-    unsafe {
-        IoReleaseCancelSpinLock((*irp).CancelIrql);
-        (*irp).IoStatus.Status = STATUS_CANCELLED;
-        IofCompleteRequest(irp, IO_NO_INCREMENT);
-    }
+    unsafe { IoReleaseCancelSpinLock((*irp).CancelIrql) };
+    // SAFETY: as above.
+    unsafe { (*irp).IoStatus.Status = STATUS_CANCELLED };
+    // SAFETY: as above.
+    unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
 }
 
 #[test]
@@ -466,26 +510,38 @@ fn cancel_racing_completion_completes_exactly_once() {
         // SAFETY: one IRP reused each round; the routine outlives it.
         let irp = unsafe { IoAllocateIrp(1, FALSE) } as usize;
         for _ in 0..rounds {
+            let irp_ptr = irp as *mut IRP;
             // SAFETY: the IRP is ours between rounds.
+            unsafe { IoReuseIrp(irp_ptr, STATUS_UNSUCCESSFUL) };
+            // SAFETY: as above.
             unsafe {
-                let irp = irp as *mut IRP;
-                IoReuseIrp(irp, STATUS_UNSUCCESSFUL);
-                IoSetCompletionRoutine(irp, Some(completion), ours_ctx as PVOID, true, true, true);
-                call_driver_enter(irp);
-                let _ = IoSetCancelRoutine(irp, Some(cancel_and_complete));
+                IoSetCompletionRoutine(
+                    irp_ptr,
+                    Some(completion),
+                    ours_ctx as PVOID,
+                    true,
+                    true,
+                    true,
+                );
             }
+            // SAFETY: as above.
+            unsafe { call_driver_enter(irp_ptr) };
+            // SAFETY: as above.
+            let _ = unsafe { IoSetCancelRoutine(irp_ptr, Some(cancel_and_complete)) };
             std::thread::scope(|s| {
                 // The provider finishing the operation on another thread, at DISPATCH_LEVEL.
                 s.spawn(|| {
                     crate::host::on_kernel_thread(|| {
                         let old = crate::host::irql::raise(DISPATCH_LEVEL);
-                        // SAFETY: completion is ours only if we took the cancel routine back.
-                        unsafe {
-                            let irp = irp as *mut IRP;
-                            if IoSetCancelRoutine(irp, None).is_some() {
-                                (*irp).IoStatus.Status = STATUS_SUCCESS;
-                                IofCompleteRequest(irp, IO_NO_INCREMENT);
-                            }
+                        let irp = irp as *mut IRP;
+                        // SAFETY: the IRP is live while pending.
+                        let took_back = unsafe { IoSetCancelRoutine(irp, None) }.is_some();
+                        // Completion is ours only if we took the cancel routine back.
+                        if took_back {
+                            // SAFETY: as above, and ours to complete.
+                            unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
+                            // SAFETY: as above.
+                            unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
                         }
                         crate::host::irql::lower(old);
                     });

@@ -17,35 +17,45 @@ fn pool_routines_track_tags_and_exallocatepool2_zeroes() {
     let kernel = boot();
     kernel.on_kernel_thread(|| {
         // SAFETY: PASSIVE_LEVEL; every allocation is freed with its tag.
+        unsafe { crate::init_pool_routines() };
+        // SAFETY: as above.
+        let p = unsafe { crate::allocate_nonpaged(64, TAG) };
+        assert!(!p.is_null());
+        // SAFETY: as above.
+        unsafe { crate::ExFreePoolWithTag(p, TAG) };
+        let name: Vec<u16> = "ExAllocatePool2".encode_utf16().collect();
+        let mut name = UNICODE_STRING::from_wide(&name[..]);
+        // SAFETY: as above.
+        let routine = unsafe { crate::MmGetSystemRoutineAddress(&raw mut name) };
+        assert!(!routine.is_null());
+        // SAFETY: as above.
+        let f: unsafe extern "system" fn(u64, usize, u32) -> crate::PVOID =
+            unsafe { core::mem::transmute(routine) };
+        // SAFETY: as above.
+        let zeroed = unsafe { f(crate::POOL_FLAG_NON_PAGED, 32, TAG).cast::<u8>() };
+        // SAFETY: as above: 32 bytes were allocated.
+        let bytes = unsafe { core::slice::from_raw_parts(zeroed, 32) };
+        assert!(bytes.iter().all(|b| *b == 0), "ExAllocatePool2 zeroes");
+        // SAFETY: as above.
+        unsafe { crate::ExFreePoolWithTag(zeroed.cast(), TAG) };
+        // SAFETY: as above.
         unsafe {
-            crate::init_pool_routines();
-            let p = crate::allocate_nonpaged(64, TAG);
-            assert!(!p.is_null());
-            crate::ExFreePoolWithTag(p, TAG);
-            let name: Vec<u16> = "ExAllocatePool2".encode_utf16().collect();
-            let mut name = UNICODE_STRING::from_wide(&name[..]);
-            let routine = crate::MmGetSystemRoutineAddress(&raw mut name);
-            assert!(!routine.is_null());
-            let f: unsafe extern "system" fn(u64, usize, u32) -> crate::PVOID =
-                core::mem::transmute(routine);
-            let zeroed = f(crate::POOL_FLAG_NON_PAGED, 32, TAG).cast::<u8>();
-            assert!(
-                (0..32).all(|i| *zeroed.add(i) == 0),
-                "ExAllocatePool2 zeroes"
-            );
-            crate::ExFreePoolWithTag(zeroed.cast(), TAG);
             assert!(
                 f(crate::POOL_FLAG_NON_PAGED, 32, 0).is_null(),
                 "a zero tag: NULL"
             );
+        };
+        // SAFETY: as above.
+        unsafe {
             assert!(
                 f(crate::POOL_FLAG_NON_PAGED | crate::POOL_FLAG_PAGED, 32, TAG).is_null(),
                 "two pool types: NULL"
             );
-            let other: Vec<u16> = "NoSuchRoutine".encode_utf16().collect();
-            let mut other = UNICODE_STRING::from_wide(&other[..]);
-            assert!(crate::MmGetSystemRoutineAddress(&raw mut other).is_null());
-        }
+        };
+        let other: Vec<u16> = "NoSuchRoutine".encode_utf16().collect();
+        let mut other = UNICODE_STRING::from_wide(&other[..]);
+        // SAFETY: as above.
+        unsafe { assert!(crate::MmGetSystemRoutineAddress(&raw mut other).is_null()) };
     });
     assert!(kernel.check_leaks().is_clean());
 }
@@ -91,47 +101,65 @@ fn freeing_pool_twice_or_with_the_wrong_tag_bugchecks() {
 fn mdls_describe_their_buffer_and_nonpaged_ones_are_mapped() {
     let kernel = boot();
     // SAFETY: the buffer outlives the MDL; both are freed.
+    let buffer = unsafe { crate::ExAllocatePoolWithTag(NonPagedPoolNx, 10_000, TAG) };
+    // SAFETY: as above.
+    let va = unsafe { buffer.cast::<u8>().add(100) };
+    // SAFETY: as above.
+    let mdl = unsafe { IoAllocateMdl(va.cast(), 5000, FALSE, FALSE, core::ptr::null_mut()) };
+    assert!(!mdl.is_null());
+    // SAFETY: as above.
+    unsafe { assert_eq!(MmGetMdlVirtualAddress(mdl), va.cast()) };
+    // SAFETY: as above.
+    unsafe { assert_eq!(MmGetMdlByteCount(mdl), 5000) };
+    // SAFETY: as above.
+    unsafe { assert_eq!(MmGetMdlByteOffset(mdl) as usize, va as usize % 4096) };
+    // SAFETY: as above.
+    unsafe { assert_eq!((*mdl).StartVa as usize % 4096, 0, "StartVa is page-aligned") };
+    // SAFETY: as above.
     unsafe {
-        let buffer = crate::ExAllocatePoolWithTag(NonPagedPoolNx, 10_000, TAG);
-        let va = buffer.cast::<u8>().add(100);
-        let mdl = IoAllocateMdl(va.cast(), 5000, FALSE, FALSE, core::ptr::null_mut());
-        assert!(!mdl.is_null());
-        assert_eq!(MmGetMdlVirtualAddress(mdl), va.cast());
-        assert_eq!(MmGetMdlByteCount(mdl), 5000);
-        assert_eq!(MmGetMdlByteOffset(mdl) as usize, va as usize % 4096);
-        assert_eq!((*mdl).StartVa as usize % 4096, 0, "StartVa is page-aligned");
         assert_eq!(
             (*mdl).MdlFlags & MDL_ALLOCATED_FIXED_SIZE,
             MDL_ALLOCATED_FIXED_SIZE
         );
-        MmBuildMdlForNonPagedPool(mdl);
-        assert_ne!((*mdl).MdlFlags & MDL_SOURCE_IS_NONPAGED_POOL, 0);
-        assert_eq!((*mdl).MappedSystemVa, va.cast());
-        assert_eq!(MmGetSystemAddressForMdlSafe(mdl, 16), va.cast());
-        // An MDL attached to an IRP.
-        let irp = crate::IoAllocateIrp(1, FALSE);
-        let attached = IoAllocateMdl(va.cast(), 10, FALSE, FALSE, irp);
-        assert_eq!((*irp).MdlAddress, attached);
-        let report = kernel.check_leaks();
-        assert_eq!(report.leaks().len(), 4, "{report}");
-        assert!(
-            report.leaks().iter().any(|l| l.contains("pool tag 'Test'")),
-            "{report}"
-        );
-        assert!(
-            report
-                .leaks()
-                .iter()
-                .filter(|l| l.starts_with("MDL"))
-                .count()
-                == 2,
-            "{report}"
-        );
-        IoFreeMdl(attached);
-        crate::IoFreeIrp(irp);
-        IoFreeMdl(mdl);
-        crate::ExFreePoolWithTag(buffer, TAG);
-    }
+    };
+    // SAFETY: as above.
+    unsafe { MmBuildMdlForNonPagedPool(mdl) };
+    // SAFETY: as above.
+    unsafe { assert_ne!((*mdl).MdlFlags & MDL_SOURCE_IS_NONPAGED_POOL, 0) };
+    // SAFETY: as above.
+    unsafe { assert_eq!((*mdl).MappedSystemVa, va.cast()) };
+    // SAFETY: as above.
+    unsafe { assert_eq!(MmGetSystemAddressForMdlSafe(mdl, 16), va.cast()) };
+    // An MDL attached to an IRP.
+    // SAFETY: as above.
+    let irp = unsafe { crate::IoAllocateIrp(1, FALSE) };
+    // SAFETY: as above.
+    let attached = unsafe { IoAllocateMdl(va.cast(), 10, FALSE, FALSE, irp) };
+    // SAFETY: as above.
+    unsafe { assert_eq!((*irp).MdlAddress, attached) };
+    let report = kernel.check_leaks();
+    assert_eq!(report.leaks().len(), 4, "{report}");
+    assert!(
+        report.leaks().iter().any(|l| l.contains("pool tag 'Test'")),
+        "{report}"
+    );
+    assert!(
+        report
+            .leaks()
+            .iter()
+            .filter(|l| l.starts_with("MDL"))
+            .count()
+            == 2,
+        "{report}"
+    );
+    // SAFETY: as above.
+    unsafe { IoFreeMdl(attached) };
+    // SAFETY: as above.
+    unsafe { crate::IoFreeIrp(irp) };
+    // SAFETY: as above.
+    unsafe { IoFreeMdl(mdl) };
+    // SAFETY: as above.
+    unsafe { crate::ExFreePoolWithTag(buffer, TAG) };
     assert!(kernel.check_leaks().is_clean());
 }
 
@@ -285,20 +313,26 @@ unsafe extern "system" fn entry_with(
 ) -> NTSTATUS {
     assert_eq!(crate::KeGetCurrentIrql(), crate::PASSIVE_LEVEL);
     // SAFETY: DriverEntry's arguments are live; PASSIVE_LEVEL.
+    let path = unsafe { &*path };
+    // SAFETY: as above.
+    let path = String::from_utf16_lossy(unsafe { path.as_wide() });
+    crate::kprint!("entry: {path}\n");
+    // SAFETY: as above.
+    let name = unsafe { &(*driver).DriverName };
+    // SAFETY: as above.
+    let name = String::from_utf16_lossy(unsafe { name.as_wide() });
+    assert_eq!(name, "\\Driver\\tidy");
+    // SAFETY: as above.
+    unsafe { crate::init_pool_routines() };
+    // SAFETY: as above.
     unsafe {
-        let path = String::from_utf16_lossy((*path).as_wide());
-        crate::kprint!("entry: {path}\n");
-        assert_eq!(
-            String::from_utf16_lossy((*driver).DriverName.as_wide()),
-            "\\Driver\\tidy"
-        );
-        crate::init_pool_routines();
         DRIVER_BUFFER.store(
             crate::allocate_nonpaged(128, TAG) as usize,
             core::sync::atomic::Ordering::SeqCst,
         );
-        (*driver).DriverUnload = Some(unload);
-    }
+    };
+    // SAFETY: as above.
+    unsafe { (*driver).DriverUnload = Some(unload) };
     STATUS_SUCCESS
 }
 
@@ -404,23 +438,19 @@ fn calls_without_a_booted_kernel_bugcheck_clearly() {
 fn describing_paged_pool_as_nonpaged_bugchecks() {
     let kernel = boot();
     // SAFETY: PASSIVE_LEVEL; the MDL over paged pool is the violation under test.
-    let (paged, mdl) = unsafe {
-        let paged = crate::ExAllocatePoolWithTag(PagedPool, 64, TAG);
-        (
-            paged as usize,
-            IoAllocateMdl(paged, 64, FALSE, FALSE, core::ptr::null_mut()) as usize,
-        )
-    };
+    let paged = unsafe { crate::ExAllocatePoolWithTag(PagedPool, 64, TAG) };
+    // SAFETY: as above.
+    let mdl = unsafe { IoAllocateMdl(paged, 64, FALSE, FALSE, core::ptr::null_mut()) } as usize;
+    let paged = paged as usize;
     expect_bugcheck("DRIVER_VERIFIER_DETECTED_VIOLATION", || {
         // SAFETY: a live MDL.
         unsafe { MmBuildMdlForNonPagedPool(mdl as *mut crate::MDL) }
     });
     take(&kernel, &["DRIVER_VERIFIER_DETECTED_VIOLATION"]);
     // SAFETY: both live, freed once.
-    unsafe {
-        IoFreeMdl(mdl as *mut crate::MDL);
-        crate::ExFreePoolWithTag(paged as crate::PVOID, TAG);
-    }
+    unsafe { IoFreeMdl(mdl as *mut crate::MDL) };
+    // SAFETY: as above.
+    unsafe { crate::ExFreePoolWithTag(paged as crate::PVOID, TAG) };
     assert!(kernel.check_leaks().is_clean());
 }
 
@@ -429,13 +459,14 @@ fn freeing_pool_that_holds_an_armed_timer_bugchecks() {
     let kernel = boot();
     // SAFETY: PASSIVE_LEVEL; the timer lives in the pool block (its second KTIMER-sized slot)
     // until cancelled.
-    let block = unsafe {
-        let block = crate::ExAllocatePoolWithTag(NonPagedPoolNx, 256, TAG);
-        let timer = block.cast::<crate::KTIMER>().add(1);
-        crate::KeInitializeTimerEx(timer, crate::NotificationTimer);
-        crate::KeSetTimerEx(timer, -36_000_000_000, 0, core::ptr::null_mut());
-        block as usize
-    };
+    let block = unsafe { crate::ExAllocatePoolWithTag(NonPagedPoolNx, 256, TAG) };
+    // SAFETY: as above: 256 bytes hold two KTIMERs.
+    let timer = unsafe { block.cast::<crate::KTIMER>().add(1) };
+    // SAFETY: as above.
+    unsafe { crate::KeInitializeTimerEx(timer, crate::NotificationTimer) };
+    // SAFETY: as above.
+    unsafe { crate::KeSetTimerEx(timer, -36_000_000_000, 0, core::ptr::null_mut()) };
+    let block = block as usize;
     let message = expect_bugcheck("TIMER_OR_DPC_INVALID", || {
         // SAFETY: freeing the block under an armed timer is the violation under test.
         unsafe { crate::ExFreePoolWithTag(block as crate::PVOID, TAG) }
@@ -443,11 +474,11 @@ fn freeing_pool_that_holds_an_armed_timer_bugchecks() {
     assert!(message.contains("armed timer"), "{message}");
     take(&kernel, &["TIMER_OR_DPC_INVALID"]);
     // SAFETY: the block is still live (the free was refused): cancel, then free.
-    unsafe {
-        let timer = (block as *mut crate::KTIMER).add(1);
-        assert_eq!(crate::KeCancelTimer(timer), crate::TRUE);
-        crate::ExFreePoolWithTag(block as crate::PVOID, TAG);
-    }
+    let timer = unsafe { (block as *mut crate::KTIMER).add(1) };
+    // SAFETY: as above.
+    unsafe { assert_eq!(crate::KeCancelTimer(timer), crate::TRUE) };
+    // SAFETY: as above.
+    unsafe { crate::ExFreePoolWithTag(block as crate::PVOID, TAG) };
     assert!(kernel.check_leaks().is_clean());
 }
 

@@ -48,35 +48,41 @@ fn notification_events_stay_signalled_synchronization_events_reset() {
         let event = || event_addr as *mut KEVENT;
         let sync = || sync_addr as *mut KEVENT;
         // SAFETY: live events, PASSIVE_LEVEL.
-        unsafe {
-            KeInitializeEvent(event(), NotificationEvent, FALSE);
-            KeInitializeEvent(sync(), SynchronizationEvent, FALSE);
-            assert_eq!(
-                wait(event().cast(), Some(0)),
-                STATUS_TIMEOUT,
-                "zero timeout polls"
-            );
-            assert_eq!(KeSetEvent(event(), 0, FALSE), 0);
-            assert_eq!(KeSetEvent(event(), 0, FALSE), 1, "previous state");
-            assert_eq!(wait(event().cast(), Some(0)), STATUS_SUCCESS);
-            assert_eq!(
-                wait(event().cast(), None),
-                STATUS_SUCCESS,
-                "still signalled"
-            );
-            assert_eq!(KeResetEvent(event()), 1);
-            assert_eq!(wait(event().cast(), Some(MS)), STATUS_TIMEOUT);
-            KeSetEvent(sync(), 0, FALSE);
-            assert_eq!(wait(sync().cast(), Some(0)), STATUS_SUCCESS);
-            assert_eq!(
-                wait(sync().cast(), Some(0)),
-                STATUS_TIMEOUT,
-                "a wait consumed it"
-            );
-            KeSetEvent(sync(), 0, FALSE);
-            KeClearEvent(sync());
-            assert_eq!((*sync()).Header.SignalState, 0);
-        }
+        unsafe { KeInitializeEvent(event(), NotificationEvent, FALSE) };
+        // SAFETY: as above.
+        unsafe { KeInitializeEvent(sync(), SynchronizationEvent, FALSE) };
+        assert_eq!(
+            wait(event().cast(), Some(0)),
+            STATUS_TIMEOUT,
+            "zero timeout polls"
+        );
+        // SAFETY: as above.
+        unsafe { assert_eq!(KeSetEvent(event(), 0, FALSE), 0) };
+        // SAFETY: as above.
+        unsafe { assert_eq!(KeSetEvent(event(), 0, FALSE), 1, "previous state") };
+        assert_eq!(wait(event().cast(), Some(0)), STATUS_SUCCESS);
+        assert_eq!(
+            wait(event().cast(), None),
+            STATUS_SUCCESS,
+            "still signalled"
+        );
+        // SAFETY: as above.
+        unsafe { assert_eq!(KeResetEvent(event()), 1) };
+        assert_eq!(wait(event().cast(), Some(MS)), STATUS_TIMEOUT);
+        // SAFETY: as above.
+        unsafe { KeSetEvent(sync(), 0, FALSE) };
+        assert_eq!(wait(sync().cast(), Some(0)), STATUS_SUCCESS);
+        assert_eq!(
+            wait(sync().cast(), Some(0)),
+            STATUS_TIMEOUT,
+            "a wait consumed it"
+        );
+        // SAFETY: as above.
+        unsafe { KeSetEvent(sync(), 0, FALSE) };
+        // SAFETY: as above.
+        unsafe { KeClearEvent(sync()) };
+        // SAFETY: as above.
+        unsafe { assert_eq!((*sync()).Header.SignalState, 0) };
     });
 }
 
@@ -201,20 +207,23 @@ fn timers_queue_their_dpc_at_expiry_and_signal_waiters() {
     // SAFETY: live objects that outlive the timer's use, boxed or on this frame.
     unsafe { init_timer_and_probe_dpc(timer.get(), NotificationTimer, dpc.get(), &probe) };
     // SAFETY: as above.
+    let set_at = unsafe { KeQueryInterruptTime() };
+    // SAFETY: as above.
+    unsafe { assert_eq!(KeSetTimerEx(timer.get(), 10 * MS, 0, dpc.get()), FALSE) };
+    let (n, irql_seen, time) = recv(&rx);
+    assert_eq!((n, irql_seen), (1, DISPATCH_LEVEL));
+    assert!(time as u64 >= set_at + 100_000, "fired no earlier than due");
+    // SAFETY: as above.
+    unsafe { assert_eq!((*timer.get()).Header.SignalState, 1, "signalled at expiry") };
+    assert_eq!(wait(timer.get().cast(), Some(0)), STATUS_SUCCESS);
+    // SAFETY: as above.
     unsafe {
-        let set_at = KeQueryInterruptTime();
-        assert_eq!(KeSetTimerEx(timer.get(), 10 * MS, 0, dpc.get()), FALSE);
-        let (n, irql_seen, time) = recv(&rx);
-        assert_eq!((n, irql_seen), (1, DISPATCH_LEVEL));
-        assert!(time as u64 >= set_at + 100_000, "fired no earlier than due");
-        assert_eq!((*timer.get()).Header.SignalState, 1, "signalled at expiry");
-        assert_eq!(wait(timer.get().cast(), Some(0)), STATUS_SUCCESS);
         assert_eq!(
             KeCancelTimer(timer.get()),
             FALSE,
             "a fired one-shot timer is not armed"
         );
-    }
+    };
     assert!(kernel.check_leaks().is_clean());
 }
 
@@ -232,21 +241,28 @@ fn periodic_timers_fire_until_cancelled_and_reset_returns_true() {
             KeSetTimerEx(timer.get(), -36_000_000_000, 0, dpc.get()),
             FALSE
         );
+    };
+    // SAFETY: as above.
+    unsafe {
         assert_eq!(
             KeSetTimerEx(timer.get(), MS, 2, dpc.get()),
             TRUE,
             "it was armed"
         );
-        for expected in 1..=3 {
-            assert_eq!(recv(&rx).0, expected);
-        }
+    };
+    for expected in 1..=3 {
+        assert_eq!(recv(&rx).0, expected);
+    }
+    // SAFETY: as above.
+    unsafe {
         assert_eq!(
             KeCancelTimer(timer.get()),
             TRUE,
             "a periodic timer stays armed"
         );
-        assert_eq!(KeCancelTimer(timer.get()), FALSE);
-    }
+    };
+    // SAFETY: as above.
+    unsafe { assert_eq!(KeCancelTimer(timer.get()), FALSE) };
     // A DPC may have been queued by the last expiry before the cancel: let it drain.
     kernel.on_kernel_thread(|| {
         // SAFETY: PASSIVE_LEVEL.
@@ -260,10 +276,9 @@ fn armed_timers_are_reported_as_leaks_and_cancel_clears_them() {
     let kernel = boot();
     let timer = zeroed::<KTIMER>();
     // SAFETY: a live timer, cancelled before it goes.
-    unsafe {
-        KeInitializeTimerEx(timer.get(), NotificationTimer);
-        KeSetTimerEx(timer.get(), -36_000_000_000, 0, core::ptr::null_mut());
-    }
+    unsafe { KeInitializeTimerEx(timer.get(), NotificationTimer) };
+    // SAFETY: as above.
+    unsafe { KeSetTimerEx(timer.get(), -36_000_000_000, 0, core::ptr::null_mut()) };
     let report = kernel.check_leaks();
     assert!(
         report
@@ -298,14 +313,15 @@ fn spin_locks_exclude_each_other_across_threads() {
                 kernel.on_kernel_thread(move || {
                     for _ in 0..2000 {
                         // SAFETY: a live lock; the counter is only touched while holding it.
-                        unsafe {
-                            let old = KeAcquireSpinLockRaiseToDpc(shared.0.get());
-                            assert_eq!(irql::current(), DISPATCH_LEVEL);
-                            let v = core::ptr::read_volatile(shared.1.get());
-                            std::thread::yield_now();
-                            core::ptr::write_volatile(shared.1.get(), v + 1);
-                            KeReleaseSpinLock(shared.0.get(), old);
-                        }
+                        let old = unsafe { KeAcquireSpinLockRaiseToDpc(shared.0.get()) };
+                        assert_eq!(irql::current(), DISPATCH_LEVEL);
+                        // SAFETY: as above.
+                        let v = unsafe { core::ptr::read_volatile(shared.1.get()) };
+                        std::thread::yield_now();
+                        // SAFETY: as above.
+                        unsafe { core::ptr::write_volatile(shared.1.get(), v + 1) };
+                        // SAFETY: as above.
+                        unsafe { KeReleaseSpinLock(shared.0.get(), old) };
                     }
                 });
             });
@@ -328,20 +344,18 @@ fn spin_lock_misuse_bugchecks() {
     expect_bugcheck("SPIN_LOCK_NOT_RELEASED", || {
         kernel.on_kernel_thread(|| {
             // SAFETY: a live lock; lowering while holding it is the violation under test.
-            unsafe {
-                let old = KeAcquireSpinLockRaiseToDpc(addr as *mut KSPIN_LOCK);
-                crate::KeLowerIrql(old);
-            }
+            let old = unsafe { KeAcquireSpinLockRaiseToDpc(addr as *mut KSPIN_LOCK) };
+            // SAFETY: as above.
+            unsafe { crate::KeLowerIrql(old) };
         });
     });
     // The kernel thread's recovery released the lock: it can be taken again.
     expect_bugcheck("SPIN_LOCK_ALREADY_OWNED", || {
         kernel.on_kernel_thread(|| {
             // SAFETY: a live lock; taking it twice is the violation under test.
-            unsafe {
-                let _ = KeAcquireSpinLockRaiseToDpc(addr as *mut KSPIN_LOCK);
-                KeAcquireSpinLockAtDpcLevel(addr as *mut KSPIN_LOCK);
-            }
+            let _ = unsafe { KeAcquireSpinLockRaiseToDpc(addr as *mut KSPIN_LOCK) };
+            // SAFETY: as above.
+            unsafe { KeAcquireSpinLockAtDpcLevel(addr as *mut KSPIN_LOCK) };
         });
     });
     expect_bugcheck("SPIN_LOCK_NOT_OWNED", || {
@@ -375,10 +389,9 @@ unsafe extern "system" fn thread_main(context: PVOID) {
     let _ = tx.lock().unwrap().send(irql::current());
     let mut interval = -1;
     // SAFETY: PASSIVE_LEVEL on a system thread.
-    unsafe {
-        KeDelayExecutionThread(KernelMode, FALSE, &raw mut interval);
-        PsTerminateSystemThread(STATUS_SUCCESS);
-    }
+    unsafe { KeDelayExecutionThread(KernelMode, FALSE, &raw mut interval) };
+    // SAFETY: as above.
+    unsafe { PsTerminateSystemThread(STATUS_SUCCESS) };
 }
 
 #[test]
@@ -391,8 +404,8 @@ fn system_threads_run_at_passive_and_their_objects_signal_at_exit() {
         let mut handle: HANDLE = core::ptr::null_mut();
         let mut object: PVOID = core::ptr::null_mut();
         // SAFETY: PASSIVE_LEVEL; the context outlives the thread (we wait for it below).
-        unsafe {
-            let status = PsCreateSystemThread(
+        let status = unsafe {
+            PsCreateSystemThread(
                 &raw mut handle,
                 crate::THREAD_ALL_ACCESS,
                 core::ptr::null_mut(),
@@ -400,25 +413,30 @@ fn system_threads_run_at_passive_and_their_objects_signal_at_exit() {
                 core::ptr::null_mut(),
                 Some(thread_main),
                 context as PVOID,
-            );
-            assert_eq!(status, STATUS_SUCCESS);
-            let status = ObReferenceObjectByHandle(
+            )
+        };
+        assert_eq!(status, STATUS_SUCCESS);
+        // SAFETY: as above.
+        let status = unsafe {
+            ObReferenceObjectByHandle(
                 handle,
                 crate::SYNCHRONIZE,
                 core::ptr::null_mut(),
                 KernelMode,
                 &raw mut object,
                 core::ptr::null_mut(),
-            );
-            assert_eq!(status, STATUS_SUCCESS);
-            assert_eq!(ZwClose(handle), STATUS_SUCCESS);
-            assert_eq!(
-                wait(object, Some(-300_000_000)),
-                STATUS_SUCCESS,
-                "signalled when it ends"
-            );
-            ObfDereferenceObject(object);
-        }
+            )
+        };
+        assert_eq!(status, STATUS_SUCCESS);
+        // SAFETY: as above.
+        unsafe { assert_eq!(ZwClose(handle), STATUS_SUCCESS) };
+        assert_eq!(
+            wait(object, Some(-300_000_000)),
+            STATUS_SUCCESS,
+            "signalled when it ends"
+        );
+        // SAFETY: as above.
+        unsafe { ObfDereferenceObject(object) };
     });
     assert_eq!(recv(&rx), PASSIVE_LEVEL);
     assert!(kernel.check_leaks().is_clean());
