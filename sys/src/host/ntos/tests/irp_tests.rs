@@ -40,21 +40,21 @@ unsafe extern "system" fn completion(
     irp: *mut IRP,
     context: PVOID,
 ) -> NTSTATUS {
-    // SAFETY: the context is a Routine the test keeps alive; the IRP is live during completion.
-    unsafe {
-        let routine = &*context.cast::<Routine>();
-        if let Ok(mut log) = routine.log.lock() {
-            log.push(Seen {
-                who: routine.who,
-                current_location: (*irp).CurrentLocation,
-                status: (*irp).IoStatus.Status,
-                cancel: (*irp).Cancel != 0,
-                irql: KeGetCurrentIrql(),
-                device_null: device.is_null(),
-            });
-        }
-        routine.returns
+    // SAFETY: the context is a Routine the test keeps alive.
+    let routine = unsafe { &*context.cast::<Routine>() };
+    // SAFETY: the IRP is live during completion; only read here.
+    let irp = unsafe { &*irp };
+    if let Ok(mut log) = routine.log.lock() {
+        log.push(Seen {
+            who: routine.who,
+            current_location: irp.CurrentLocation,
+            status: irp.IoStatus.Status,
+            cancel: irp.Cancel != 0,
+            irql: KeGetCurrentIrql(),
+            device_null: device.is_null(),
+        });
     }
+    routine.returns
 }
 
 fn leak_log() -> &'static Mutex<Vec<Seen>> {
@@ -79,22 +79,18 @@ fn allocate_lays_out_stack_locations_as_wdm_does() {
     unsafe { assert_eq!((*irp).StackCount, 3) };
     // SAFETY: as above.
     unsafe { assert_eq!((*irp).CurrentLocation, 4) };
+    // SAFETY: as above: the stack locations follow the IRP.
+    let first = unsafe { irp.add(1) }.cast::<IO_STACK_LOCATION>();
     // SAFETY: as above.
-    let first = unsafe { irp.add(1).cast::<IO_STACK_LOCATION>() };
-    // SAFETY: as above.
-    unsafe {
-        assert_eq!(
-            IoGetCurrentIrpStackLocation(irp),
-            first.add(3),
-            "one past the last location"
-        );
-    };
+    let current = unsafe { IoGetCurrentIrpStackLocation(irp) };
+    assert_eq!(current, first.wrapping_add(3), "one past the last location");
     // SAFETY: as above.
     unsafe { call_driver_enter(irp) };
     // SAFETY: as above.
     unsafe { assert_eq!((*irp).CurrentLocation, 3) };
     // SAFETY: as above.
-    unsafe { assert_eq!(IoGetCurrentIrpStackLocation(irp), first.add(2)) };
+    let current = unsafe { IoGetCurrentIrpStackLocation(irp) };
+    assert_eq!(current, first.wrapping_add(2));
     // SAFETY: as above.
     unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
     // The provider's location has no routine, nor the one above; stop at the top.
@@ -102,12 +98,13 @@ fn allocate_lays_out_stack_locations_as_wdm_does() {
     let top = Routine::new("top", STATUS_MORE_PROCESSING_REQUIRED, log);
     // Put our routine in location 3, the allocator's "next" (as IoSetCompletionRoutine
     // would have before the call).
-    // SAFETY: as above.
-    unsafe { (*first.add(2)).CompletionRoutine = Some(completion) };
-    // SAFETY: as above.
-    unsafe { (*first.add(2)).Context = ctx(&top) };
-    // SAFETY: as above.
-    unsafe { (*first.add(2)).Control = crate::SL_INVOKE_ON_SUCCESS };
+    // SAFETY: as above: location 3 of 3.
+    let third = unsafe { first.add(2) };
+    // SAFETY: as above; nobody else touches it until the completion below.
+    let third = unsafe { &mut *third };
+    third.CompletionRoutine = Some(completion);
+    third.Context = ctx(&top);
+    third.Control = crate::SL_INVOKE_ON_SUCCESS;
     // SAFETY: as above.
     unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
     // SAFETY: as above.
@@ -122,10 +119,14 @@ fn allocate_lays_out_stack_locations_as_wdm_does() {
 /// driver's routine with `flags`, then the provider takes it.
 unsafe fn two_levels(top: &Routine, middle: &Routine, flags: (bool, bool, bool)) -> *mut IRP {
     // SAFETY: the caller's contract: PASSIVE/DISPATCH, routines outlive the IRP's completion.
+    let irp = unsafe { IoAllocateIrp(2, FALSE) };
+    // SAFETY: as above.
+    unsafe { IoSetCompletionRoutine(irp, Some(completion), ctx(top), true, true, true) };
+    // The middle driver's dispatch runs.
+    // SAFETY: as above.
+    unsafe { IoSetNextIrpStackLocation(irp) };
+    // SAFETY: as above.
     unsafe {
-        let irp = IoAllocateIrp(2, FALSE);
-        IoSetCompletionRoutine(irp, Some(completion), ctx(top), true, true, true);
-        IoSetNextIrpStackLocation(irp); // the middle driver's dispatch runs
         IoSetCompletionRoutine(
             irp,
             Some(completion),
@@ -134,9 +135,11 @@ unsafe fn two_levels(top: &Routine, middle: &Routine, flags: (bool, bool, bool))
             flags.1,
             flags.2,
         );
-        call_driver_enter(irp); // the provider takes it
-        irp
     }
+    // The provider takes it.
+    // SAFETY: as above.
+    unsafe { call_driver_enter(irp) };
+    irp
 }
 
 #[test]
@@ -253,7 +256,9 @@ unsafe extern "system" fn cancel_pending_receive(_: *mut DEVICE_OBJECT, irp: *mu
     // SAFETY: called by IoCancelIrp with the cancel lock held; the IRP is pending with us.
     assert_eq!(KeGetCurrentIrql(), DISPATCH_LEVEL);
     // SAFETY: as above.
-    unsafe { IoReleaseCancelSpinLock((*irp).CancelIrql) };
+    let cancel_irql = unsafe { (*irp).CancelIrql };
+    // SAFETY: as above.
+    unsafe { IoReleaseCancelSpinLock(cancel_irql) };
     // SAFETY: as above.
     unsafe { (*irp).IoStatus.Status = STATUS_CANCELLED };
     // SAFETY: as above.
@@ -321,14 +326,15 @@ fn completing_an_irp_twice_bugchecks() {
     let log = leak_log();
     let ours = Routine::new("ours", STATUS_MORE_PROCESSING_REQUIRED, log);
     // SAFETY: the routine outlives the IRP.
-    let irp = unsafe {
-        let irp = IoAllocateIrp(1, FALSE);
-        IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true);
-        call_driver_enter(irp);
-        (*irp).IoStatus.Status = STATUS_SUCCESS;
-        IofCompleteRequest(irp, IO_NO_INCREMENT);
-        irp
-    };
+    let irp = unsafe { IoAllocateIrp(1, FALSE) };
+    // SAFETY: as above.
+    unsafe { IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true) };
+    // SAFETY: as above.
+    unsafe { call_driver_enter(irp) };
+    // SAFETY: as above.
+    unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
+    // SAFETY: as above.
+    unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
     expect_bugcheck("MULTIPLE_IRP_COMPLETE_REQUESTS", || {
         // SAFETY: the violation under test; the IRP is live.
         unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) }
@@ -342,11 +348,9 @@ fn completing_an_irp_twice_bugchecks() {
 fn freeing_a_pending_irp_bugchecks() {
     let kernel = boot();
     // SAFETY: the IRP is leaked on purpose once the check fired.
-    let irp = unsafe {
-        let irp = IoAllocateIrp(1, FALSE);
-        call_driver_enter(irp);
-        irp
-    };
+    let irp = unsafe { IoAllocateIrp(1, FALSE) };
+    // SAFETY: as above.
+    unsafe { call_driver_enter(irp) };
     let message = expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
         // SAFETY: the violation under test.
         unsafe { IoFreeIrp(irp) }
@@ -363,13 +367,13 @@ fn our_completion_routine_must_stop_completion() {
     let log = leak_log();
     let wrong = Routine::new("wrong", STATUS_SUCCESS, log);
     // SAFETY: the routine outlives the IRP.
-    let irp = unsafe {
-        let irp = IoAllocateIrp(1, FALSE);
-        IoSetCompletionRoutine(irp, Some(completion), ctx(&wrong), true, true, true);
-        call_driver_enter(irp);
-        (*irp).IoStatus.Status = STATUS_SUCCESS;
-        irp
-    };
+    let irp = unsafe { IoAllocateIrp(1, FALSE) };
+    // SAFETY: as above.
+    unsafe { IoSetCompletionRoutine(irp, Some(completion), ctx(&wrong), true, true, true) };
+    // SAFETY: as above.
+    unsafe { call_driver_enter(irp) };
+    // SAFETY: as above.
+    unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
     let message = expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
         // SAFETY: the routine returning STATUS_SUCCESS is the violation under test.
         unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) }
@@ -387,13 +391,13 @@ fn our_completion_routine_must_stop_completion() {
 fn completing_with_a_cancel_routine_set_bugchecks() {
     let kernel = boot();
     // SAFETY: the IRP is leaked once the check fired.
-    let irp = unsafe {
-        let irp = IoAllocateIrp(1, FALSE);
-        call_driver_enter(irp);
-        let _ = IoSetCancelRoutine(irp, Some(cancel_pending_receive));
-        (*irp).IoStatus.Status = STATUS_SUCCESS;
-        irp
-    };
+    let irp = unsafe { IoAllocateIrp(1, FALSE) };
+    // SAFETY: as above.
+    unsafe { call_driver_enter(irp) };
+    // SAFETY: as above.
+    let _ = unsafe { IoSetCancelRoutine(irp, Some(cancel_pending_receive)) };
+    // SAFETY: as above.
+    unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
     expect_bugcheck("CANCEL_STATE_IN_COMPLETED_IRP", || {
         // SAFETY: the violation under test.
         unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) }
@@ -406,11 +410,9 @@ fn completing_with_a_cancel_routine_set_bugchecks() {
 fn reusing_or_sending_a_pending_irp_bugchecks() {
     let kernel = boot();
     // SAFETY: the IRP is leaked on purpose once the checks fired.
-    let irp = unsafe {
-        let irp = IoAllocateIrp(2, FALSE);
-        call_driver_enter(irp);
-        irp
-    };
+    let irp = unsafe { IoAllocateIrp(2, FALSE) };
+    // SAFETY: as above.
+    unsafe { call_driver_enter(irp) };
     expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
         // SAFETY: reusing a pending IRP is the violation under test.
         unsafe { IoReuseIrp(irp, STATUS_UNSUCCESSFUL) }
@@ -428,11 +430,9 @@ fn reusing_or_sending_a_pending_irp_bugchecks() {
     );
     // An IRP with its one location taken has none left for a further driver.
     // SAFETY: as above.
-    let full = unsafe {
-        let full = IoAllocateIrp(1, FALSE);
-        IoSetNextIrpStackLocation(full);
-        full
-    };
+    let full = unsafe { IoAllocateIrp(1, FALSE) };
+    // SAFETY: as above.
+    unsafe { IoSetNextIrpStackLocation(full) };
     expect_bugcheck("NO_MORE_IRP_STACK_LOCATIONS", || {
         // SAFETY: the violation under test.
         unsafe { call_driver_enter(full) }
@@ -492,7 +492,9 @@ fn completion_at_raised_irql_runs_routines_at_that_irql_and_above_dispatch_bugch
 unsafe extern "system" fn cancel_and_complete(_: *mut DEVICE_OBJECT, irp: *mut IRP) {
     // SAFETY: called by IoCancelIrp with the cancel lock held; the routine was still set, so
     // the "provider" gave completion up to us.
-    unsafe { IoReleaseCancelSpinLock((*irp).CancelIrql) };
+    let cancel_irql = unsafe { (*irp).CancelIrql };
+    // SAFETY: as above.
+    unsafe { IoReleaseCancelSpinLock(cancel_irql) };
     // SAFETY: as above.
     unsafe { (*irp).IoStatus.Status = STATUS_CANCELLED };
     // SAFETY: as above.
