@@ -26,7 +26,7 @@ use super::os::{self};
 use super::{CURRENT, Done, Out, Provider, State, lock, provider};
 use crate::host::faults::WskOp;
 use crate::{
-    DISPATCH_LEVEL, IRP, MAKE_WSK_VERSION, NTSTATUS, PVOID, STATUS_INVALID_HANDLE,
+    DISPATCH_LEVEL, IRP, MAKE_WSK_VERSION, NTSTATUS, PVOID, SOCKADDR, STATUS_INVALID_HANDLE,
     STATUS_INVALID_PARAMETER, WSK_CLIENT, WSK_PROVIDER_BASIC_DISPATCH,
     WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_DATAGRAM_DISPATCH, WSK_PROVIDER_DISPATCH,
     WSK_PROVIDER_LISTEN_DISPATCH, WSK_SOCKET,
@@ -160,11 +160,27 @@ impl Host {
 /// A byte range of client memory (from an MDL chain).
 type Seg = (usize, usize);
 
+/// A client output buffer (a `SOCKADDR`, a `ULONG`) a queued operation fills when it
+/// finishes; null when the client passed none.
+struct ClientOut<T>(*mut T);
+
+// SAFETY: the client keeps the buffer valid and leaves it alone until the IRP completes; the
+// provider writes it once, from whichever thread finishes the operation under the provider
+// lock, as a NIC's DPC would on Windows.
+unsafe impl<T> Send for ClientOut<T> {}
+
+impl<T> ClientOut<T> {
+    /// The buffer's pointer, null when there is none.
+    fn as_ptr(&self) -> *mut T {
+        self.0
+    }
+}
+
 /// What a queued IRP is waiting to do.
 enum OpKind {
     Accept {
-        local: usize,
-        remote: usize,
+        local: ClientOut<SOCKADDR>,
+        remote: ClientOut<SOCKADDR>,
     },
     Connect {
         /// `IoStatus.Information` on success (the socket, for `WskSocketConnect`).
@@ -197,9 +213,9 @@ enum OpKind {
     RecvFrom {
         segs: Vec<Seg>,
         total: usize,
-        from: usize,
-        control_length: usize,
-        control_flags: usize,
+        from: ClientOut<SOCKADDR>,
+        control_length: ClientOut<u32>,
+        control_flags: ClientOut<u32>,
     },
 }
 

@@ -15,7 +15,7 @@ use mio::{Interest, Registry};
 use super::buffers::{read_into, scatter, seg_at, send_some};
 use super::os::{self, linux};
 use super::queue::attempt;
-use super::{Done, Host, Kind, Op, OpKind, Seg, Sock, Step, new_sock, token};
+use super::{ClientOut, Done, Host, Kind, Op, OpKind, Seg, Sock, Step, new_sock, token};
 use crate::{
     NT_SUCCESS, NTSTATUS, SOCKADDR, STATUS_CONNECTION_ABORTED, STATUS_INVALID_DEVICE_STATE,
     STATUS_SUCCESS,
@@ -118,7 +118,7 @@ impl Listening<'_> {
         let Host::Listener(listener) = self.host else {
             return Step::Finished(STATUS_INVALID_DEVICE_STATE, 0);
         };
-        let OpKind::Accept { local, remote } = op.kind else {
+        let OpKind::Accept { local, remote } = &op.kind else {
             return Step::Finished(STATUS_INVALID_DEVICE_STATE, 0);
         };
         loop {
@@ -145,10 +145,10 @@ impl Listening<'_> {
                     child.connected = true;
                     if let Some(a) = local_addr {
                         // SAFETY: the client keeps the address buffers valid until completion.
-                        unsafe { os::write_sockaddr(local as *mut SOCKADDR, &a) };
+                        unsafe { os::write_sockaddr(local.as_ptr(), &a) };
                     }
                     // SAFETY: as above.
-                    unsafe { os::write_sockaddr(remote as *mut SOCKADDR, &peer) };
+                    unsafe { os::write_sockaddr(remote.as_ptr(), &peer) };
                     let handle = child.handle.information();
                     born.push(child);
                     return Step::Finished(STATUS_SUCCESS, handle);
@@ -193,7 +193,7 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
                     control_flags,
                 },
                 Host::Udp(udp),
-            ) => datagram_receive_step(udp, segs, *total, *from, *control_length, *control_flags),
+            ) => datagram_receive_step(udp, segs, *total, from, control_length, control_flags),
             _ => Step::Finished(STATUS_INVALID_DEVICE_STATE, 0),
         }
     });
@@ -243,9 +243,9 @@ fn datagram_receive_step(
     udp: &UdpSocket,
     segs: &[Seg],
     total: usize,
-    from: usize,
-    control_length: usize,
-    control_flags: usize,
+    from: &ClientOut<SOCKADDR>,
+    control_length: &ClientOut<u32>,
+    control_flags: &ClientOut<u32>,
 ) -> Step {
     let mut data = vec![0u8; 65_536];
     loop {
@@ -254,14 +254,14 @@ fn datagram_receive_step(
                 let n = n.min(total);
                 scatter(segs, &data[..n]);
                 // SAFETY: the client keeps these outputs valid until completion.
-                unsafe { os::write_sockaddr(from as *mut SOCKADDR, &peer) };
-                if control_length != 0 {
+                unsafe { os::write_sockaddr(from.as_ptr(), &peer) };
+                if !control_length.as_ptr().is_null() {
                     // SAFETY: as above.
-                    unsafe { (control_length as *mut u32).write_unaligned(0) };
+                    unsafe { control_length.as_ptr().write_unaligned(0) };
                 }
-                if control_flags != 0 {
+                if !control_flags.as_ptr().is_null() {
                     // SAFETY: as above.
-                    unsafe { (control_flags as *mut u32).write_unaligned(0) };
+                    unsafe { control_flags.as_ptr().write_unaligned(0) };
                 }
                 return Step::Finished(STATUS_SUCCESS, n);
             }

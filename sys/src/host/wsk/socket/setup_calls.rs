@@ -15,8 +15,8 @@ use super::glue::{bugcheck, require_at_most};
 use super::os::{self, linux};
 use super::queue::{claim_now, submit};
 use super::{
-    Done, Host, InCall, Kind, Op, OpKind, Sock, SockHandle, begin, handle_id, provider, sock_mut,
-    token,
+    ClientOut, Done, Host, InCall, Kind, Op, OpKind, Sock, SockHandle, begin, handle_id, provider,
+    sock_mut, token,
 };
 use crate::host::faults::WskOp;
 use crate::{
@@ -390,8 +390,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_accept(
         let op = Op::new(
             out.irp,
             OpKind::Accept {
-                local: local as usize,
-                remote: remote as usize,
+                local: ClientOut(local),
+                remote: ClientOut(remote),
             },
         );
         sock.accepts.push_back(op);

@@ -7,7 +7,7 @@ use super::buffers::{gather, segments};
 use super::glue::bugcheck;
 use super::os::{self};
 use super::queue::{claim_now, submit};
-use super::{Host, InCall, Op, OpKind, Sock, begin, sock_mut};
+use super::{ClientOut, Host, InCall, Op, OpKind, Sock, begin, sock_mut};
 use crate::host::faults::WskOp;
 use crate::{
     IRP, NTSTATUS, PVOID, SOCKADDR, STATUS_CONNECTION_ABORTED, STATUS_INVALID_DEVICE_STATE,
@@ -324,9 +324,9 @@ pub(super) unsafe extern "system-unwind" fn wsk_receive_from(
             OpKind::RecvFrom {
                 segs,
                 total,
-                from: remote as usize,
-                control_length: control_length as usize,
-                control_flags: control_flags as usize,
+                from: ClientOut(remote),
+                control_length: ClientOut(control_length),
+                control_flags: ClientOut(control_flags),
             },
         );
         sock.recvs.push_back(op);
