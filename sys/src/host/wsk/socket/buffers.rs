@@ -14,29 +14,35 @@ use crate::{
 };
 
 /// The byte range of `segs` at byte `offset`.
-pub(super) fn seg_at(segs: &[Seg], mut offset: usize) -> (usize, usize) {
-    for &(ptr, len) in segs {
+pub(super) fn seg_at(segs: &[Seg], mut offset: usize) -> Seg {
+    for &Seg { start, len } in segs {
         if offset < len {
-            return (ptr + offset, len - offset);
+            return Seg {
+                start: start.wrapping_add(offset),
+                len: len - offset,
+            };
         }
         offset -= len;
     }
-    (0, 0)
+    Seg {
+        start: core::ptr::null_mut(),
+        len: 0,
+    }
 }
 
 /// Reads one chunk of a stream into client memory.
-pub(super) fn read_into(stream: &TcpStream, (ptr, len): Seg) -> io::Result<usize> {
+pub(super) fn read_into(stream: &TcpStream, Seg { start, len }: Seg) -> io::Result<usize> {
     // SAFETY: the range lies in the locked client buffer of a pending receive IRP, which the
     // client may not touch until the IRP completes.
-    let buf = unsafe { core::slice::from_raw_parts_mut(ptr as *mut u8, len) };
+    let buf = unsafe { core::slice::from_raw_parts_mut(start, len) };
     let mut s = stream;
     s.read(buf)
 }
 
 /// Writes one chunk of client memory to a stream.
-pub(super) fn write_from(stream: &TcpStream, (ptr, len): Seg) -> io::Result<usize> {
+pub(super) fn write_from(stream: &TcpStream, Seg { start, len }: Seg) -> io::Result<usize> {
     // SAFETY: the range lies in the locked client buffer of a pending send IRP.
-    let buf = unsafe { core::slice::from_raw_parts(ptr as *const u8, len) };
+    let buf = unsafe { core::slice::from_raw_parts(start.cast_const(), len) };
     let mut s = stream;
     s.write(buf)
 }
@@ -62,13 +68,13 @@ pub(super) fn send_some(
 
 /// Copies `data` into client memory described by `segs`.
 pub(super) fn scatter(segs: &[Seg], mut data: &[u8]) {
-    for &(ptr, len) in segs {
+    for &Seg { start, len } in segs {
         if data.is_empty() {
             break;
         }
         let n = len.min(data.len());
         // SAFETY: the range lies in the locked client buffer of a pending receive IRP.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), ptr as *mut u8, n) };
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), start, n) };
         data = &data[n..];
     }
 }
@@ -76,9 +82,9 @@ pub(super) fn scatter(segs: &[Seg], mut data: &[u8]) {
 /// Copies client memory described by `segs` out.
 pub(super) fn gather(segs: &[Seg]) -> Vec<u8> {
     let mut out = Vec::new();
-    for &(ptr, len) in segs {
+    for &Seg { start, len } in segs {
         // SAFETY: the range lies in the locked client buffer of the send IRP being issued.
-        out.extend_from_slice(unsafe { core::slice::from_raw_parts(ptr as *const u8, len) });
+        out.extend_from_slice(unsafe { core::slice::from_raw_parts(start.cast_const(), len) });
     }
     out
 }
@@ -87,16 +93,16 @@ pub(super) fn gather(segs: &[Seg]) -> Vec<u8> {
 ///
 /// # Safety
 /// `mdl` is a live MDL.
-pub(super) unsafe fn mdl_va(mdl: *mut MDL) -> usize {
+pub(super) unsafe fn mdl_va(mdl: *mut MDL) -> *mut u8 {
     // SAFETY: the caller guarantees a live MDL.
     let mdl_ref = unsafe { &*mdl };
     let (flags, system_va) = (mdl_ref.MdlFlags, mdl_ref.MappedSystemVa);
     let mapped = flags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0;
     if mapped && !system_va.is_null() {
-        system_va as usize
+        system_va.cast()
     } else {
         // SAFETY: as above.
-        unsafe { MmGetMdlVirtualAddress(mdl) as usize }
+        unsafe { MmGetMdlVirtualAddress(mdl) }.cast()
     }
 }
 
@@ -146,7 +152,10 @@ pub(super) unsafe fn segments(buf: *const WSK_BUF, function: &'static str) -> Ve
             skip -= count;
         } else {
             let take = (count - skip).min(remaining);
-            segs.push((va + skip, take));
+            segs.push(Seg {
+                start: va.wrapping_add(skip),
+                len: take,
+            });
             remaining -= take;
             skip = 0;
         }

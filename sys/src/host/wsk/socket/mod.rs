@@ -158,7 +158,18 @@ impl Host {
 }
 
 /// A byte range of client memory (from an MDL chain).
-type Seg = (usize, usize);
+#[derive(Clone, Copy)]
+struct Seg {
+    /// Its first byte.
+    start: *mut u8,
+    /// Its length in bytes.
+    len: usize,
+}
+
+// SAFETY: the range lies in a client buffer its MDL keeps locked until the IRP completes, which
+// the client leaves alone meanwhile; the provider reads or writes it from whichever thread
+// makes progress on the IRP, under the provider lock.
+unsafe impl Send for Seg {}
 
 /// A client output buffer (a `SOCKADDR`, a `ULONG`) a queued operation fills when it
 /// finishes; null when the client passed none.

@@ -54,7 +54,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_send(
     } else if sock.send_shut {
         out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
     } else {
-        let total = segs.iter().map(|s| s.1).sum();
+        let total = segs.iter().map(|s| s.len).sum();
         let op = Op::new(
             out.irp,
             OpKind::Send {
@@ -97,7 +97,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_receive(
     } else if let Some(status) = transfer_refusal(sock) {
         out.done(status, 0, id);
     } else {
-        let total = segs.iter().map(|s| s.1).sum();
+        let total = segs.iter().map(|s| s.len).sum();
         let op = Op::new(
             out.irp,
             OpKind::Recv {
@@ -158,7 +158,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_disconnect(
         out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
     } else {
         sock.send_shut = true;
-        let total = segs.iter().map(|s| s.1).sum();
+        let total = segs.iter().map(|s| s.len).sum();
         let op = Op::new(
             out.irp,
             OpKind::Disconnect {
@@ -318,7 +318,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_receive_from(
     } else if !matches!(sock.host, Host::Udp(_)) {
         out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
     } else {
-        let total = segs.iter().map(|s| s.1).sum();
+        let total = segs.iter().map(|s| s.len).sum();
         let op = Op::new(
             out.irp,
             OpKind::RecvFrom {
