@@ -5,6 +5,11 @@
 //! swaps it out first owns completion. The provider swaps it out before each attempt and puts
 //! it back when the operation has to wait; a cancel routine that finds its IRP still queued
 //! takes it out, and completes the IRP as cancelled in any case.
+//!
+//! This module holds the socket objects ([`SockHandle`], [`Sock`]), the queued operations
+//! ([`Op`], [`OpKind`]), the start every IRP-taking call shares ([`begin`]) and the dispatch
+//! tables; `queue` the cancel protocol and the pump; `progress` one step per operation kind;
+//! `buffers` client memory; `client_calls`, `setup_calls` and `transfer_calls` the WSK calls.
 
 use core::ffi::c_void;
 use core::ptr::NonNull;
