@@ -18,10 +18,10 @@ use super::machine::{self, lock};
 use super::verifier::{self, bugcheck};
 use super::{irql, spinlock};
 use crate::{
-    BOOLEAN, CCHAR, DISPATCH_LEVEL, FALSE, IO_STACK_LOCATION, IO_TYPE_IRP, IRP, IoSizeOfIrp, KIRQL,
-    LIST_ENTRY, NT_SUCCESS, NTSTATUS, SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR,
-    SL_INVOKE_ON_SUCCESS, SL_PENDING_RETURNED, STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING,
-    TRUE,
+    BOOLEAN, CCHAR, DISPATCH_LEVEL, FALSE, IO_COMPLETION_ROUTINE, IO_STACK_LOCATION, IO_TYPE_IRP,
+    IRP, IoSizeOfIrp, KIRQL, LIST_ENTRY, NT_SUCCESS, NTSTATUS, PVOID, SL_INVOKE_ON_CANCEL,
+    SL_INVOKE_ON_ERROR, SL_INVOKE_ON_SUCCESS, SL_PENDING_RETURNED, STATUS_MORE_PROCESSING_REQUIRED,
+    STATUS_PENDING, TRUE,
 };
 
 /// An IRP as the host kernel and its WSK provider keep it in tables and queues.
@@ -293,10 +293,6 @@ pub unsafe extern "system-unwind" fn IoFreeIrp(Irp: *mut IRP) {
 ///
 /// # Safety
 /// `Irp` must be a live IRP from `IoAllocateIrp`, with `IoStatus` set.
-#[allow(
-    clippy::too_many_lines,
-    reason = "one walk, kept in one place to read like the WDK's description"
-)]
 pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityBoost: CCHAR) {
     let _ = PriorityBoost;
     // WDK "IofCompleteRequest function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iocompleterequest):
@@ -305,47 +301,8 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
     // holding a spin lock; the host does not check that (looser).
     irql::require_at_most(DISPATCH_LEVEL, "IofCompleteRequest");
     let state = state_of(Irp, "IofCompleteRequest");
-    // SAFETY: live per the table; the completing driver owns it until the walk hands it up.
-    // Borrowed only for these reads.
-    let irp = unsafe { &*Irp };
-    let top = i32::from(irp.StackCount) + 1;
-    // WDK "Bug Check 0x44: MULTIPLE_IRP_COMPLETE_REQUESTS"
-    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x44--multiple-irp-complete-requests): completing an IRP
-    // that was already completed.
-    if state == IrpState::Completed || i32::from(irp.CurrentLocation) > top {
-        bugcheck(
-            "MULTIPLE_IRP_COMPLETE_REQUESTS",
-            format!("IofCompleteRequest on IRP {Irp:p}, which was already completed"),
-        );
-    }
-    // 0xC9 I/O error 0x209 (bug-check-0xc9--driver-verifier-iomanager-violation):
-    // completing an IRP the caller does not hold.
-    if i32::from(irp.CurrentLocation) == top {
-        bugcheck(
-            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
-            format!(
-                "IofCompleteRequest on IRP {Irp:p}, which no driver holds (its current \
-                 location is past the last: never sent, or completed and reused)"
-            ),
-        );
-    }
-    // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
-    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): parameter 2 is the
-    // cancel routine still set; Driver Verifier reports the same as 0xC9 0x07.
-    if irp.CancelRoutine.is_some() {
-        bugcheck(
-            "CANCEL_STATE_IN_COMPLETED_IRP",
-            format!("IofCompleteRequest on IRP {Irp:p} with a cancel routine still set"),
-        );
-    }
-    // 0xC9 0x06 (bug-check-0xc9--driver-verifier-iomanager-violation): completing with
-    // a status marked pending.
-    if irp.IoStatus.Status == STATUS_PENDING {
-        bugcheck(
-            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
-            format!("IofCompleteRequest on IRP {Irp:p} with IoStatus.Status STATUS_PENDING"),
-        );
-    }
+    // SAFETY: forwarded contract.
+    let top = unsafe { check_completion_request(Irp, state) };
     let irql = irql::current();
     loop {
         // SAFETY: live; the completing driver owns it until the walk hands it up.
@@ -376,40 +333,8 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
         spent.Context = core::ptr::null_mut();
         match routine {
             Some(routine) if invoke => {
-                let device = if at_top {
-                    core::ptr::null_mut()
-                } else {
-                    // SAFETY: as above; below the top, the new current location is one of
-                    // the IRP's stack locations.
-                    let next = unsafe { crate::IoGetCurrentIrpStackLocation(Irp) };
-                    // SAFETY: as just said.
-                    unsafe { (*next).DeviceObject }
-                };
-                let result = if super::device::is_unload_safe_completion(routine) {
-                    // The I/O manager's own routine (IoSetCompletionRoutineEx): kernel
-                    // code that runs the driver's routine inside.
-                    // SAFETY: the routine set for this location, called as the I/O manager
-                    // would, with the IRP still live.
-                    unsafe { routine(device, Irp, context) }
-                } else {
-                    verifier::in_completion_routine(|| {
-                        // SAFETY: as above, inside the verifier's guard.
-                        unsafe { routine(device, Irp, context) }
-                    })
-                };
-                // WDK "Bug Check 0xC8: IRQL_UNEXPECTED_VALUE"
-                // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc8--irql-unexpected-value): the routine did
-                // not restore the IRQL it was called at.
-                if irql::current() != irql {
-                    bugcheck(
-                        "IRQL_UNEXPECTED_VALUE",
-                        format!(
-                            "completion routine {routine:p} of IRP {Irp:p} returned at IRQL \
-                             {} (called at {irql})",
-                            irql::current()
-                        ),
-                    );
-                }
+                // SAFETY: forwarded contract; the location is spent, the IRP still live.
+                let result = unsafe { run_completion_routine(Irp, routine, context, at_top, irql) };
                 if result == STATUS_MORE_PROCESSING_REQUIRED {
                     return;
                 }
@@ -449,6 +374,105 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
             }
         }
     }
+}
+
+/// `IofCompleteRequest`'s checks before the walk, on an IRP in `state`; gives the walk's top
+/// (one past the last stack location).
+///
+/// # Safety
+/// `Irp` is a live IRP.
+unsafe fn check_completion_request(Irp: *mut IRP, state: IrpState) -> i32 {
+    // SAFETY: the caller guarantees a live IRP; borrowed only for these reads.
+    let irp = unsafe { &*Irp };
+    let top = i32::from(irp.StackCount) + 1;
+    // WDK "Bug Check 0x44: MULTIPLE_IRP_COMPLETE_REQUESTS"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x44--multiple-irp-complete-requests): completing an IRP
+    // that was already completed.
+    if state == IrpState::Completed || i32::from(irp.CurrentLocation) > top {
+        bugcheck(
+            "MULTIPLE_IRP_COMPLETE_REQUESTS",
+            format!("IofCompleteRequest on IRP {Irp:p}, which was already completed"),
+        );
+    }
+    // 0xC9 I/O error 0x209 (bug-check-0xc9--driver-verifier-iomanager-violation):
+    // completing an IRP the caller does not hold.
+    if i32::from(irp.CurrentLocation) == top {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!(
+                "IofCompleteRequest on IRP {Irp:p}, which no driver holds (its current \
+                 location is past the last: never sent, or completed and reused)"
+            ),
+        );
+    }
+    // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): parameter 2 is the
+    // cancel routine still set; Driver Verifier reports the same as 0xC9 0x07.
+    if irp.CancelRoutine.is_some() {
+        bugcheck(
+            "CANCEL_STATE_IN_COMPLETED_IRP",
+            format!("IofCompleteRequest on IRP {Irp:p} with a cancel routine still set"),
+        );
+    }
+    // 0xC9 0x06 (bug-check-0xc9--driver-verifier-iomanager-violation): completing with
+    // a status marked pending.
+    if irp.IoStatus.Status == STATUS_PENDING {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!("IofCompleteRequest on IRP {Irp:p} with IoStatus.Status STATUS_PENDING"),
+        );
+    }
+    top
+}
+
+/// Calls the completion routine of the location `IofCompleteRequest` just spent, with the
+/// device of the location now current (none at the top), and checks it returned at `irql`,
+/// the IRQL it was called at.
+///
+/// # Safety
+/// `Irp` is a live IRP being completed; `routine` and `context` are its spent location's.
+unsafe fn run_completion_routine(
+    Irp: *mut IRP,
+    routine: IO_COMPLETION_ROUTINE,
+    context: PVOID,
+    at_top: bool,
+    irql: KIRQL,
+) -> NTSTATUS {
+    let device = if at_top {
+        core::ptr::null_mut()
+    } else {
+        // SAFETY: as above; below the top, the new current location is one of
+        // the IRP's stack locations.
+        let next = unsafe { crate::IoGetCurrentIrpStackLocation(Irp) };
+        // SAFETY: as just said.
+        unsafe { (*next).DeviceObject }
+    };
+    let result = if super::device::is_unload_safe_completion(routine) {
+        // The I/O manager's own routine (IoSetCompletionRoutineEx): kernel
+        // code that runs the driver's routine inside.
+        // SAFETY: the routine set for this location, called as the I/O manager
+        // would, with the IRP still live.
+        unsafe { routine(device, Irp, context) }
+    } else {
+        verifier::in_completion_routine(|| {
+            // SAFETY: as above, inside the verifier's guard.
+            unsafe { routine(device, Irp, context) }
+        })
+    };
+    // WDK "Bug Check 0xC8: IRQL_UNEXPECTED_VALUE"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc8--irql-unexpected-value): the routine did
+    // not restore the IRQL it was called at.
+    if irql::current() != irql {
+        bugcheck(
+            "IRQL_UNEXPECTED_VALUE",
+            format!(
+                "completion routine {routine:p} of IRP {Irp:p} returned at IRQL \
+                 {} (called at {irql})",
+                irql::current()
+            ),
+        );
+    }
+    result
 }
 
 /// Host implementation of `IoCancelIrp`: sets `Cancel`, and calls the cancel routine (if any)
