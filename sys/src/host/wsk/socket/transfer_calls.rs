@@ -1,13 +1,14 @@
 //! The socket calls that move data: `WskSend`, `WskReceive`, `WskDisconnect`, `WskSendTo`,
 //! `WskReceiveFrom`, the address queries and `WskRelease`.
 
+use std::sync::Arc;
 use std::vec::Vec;
 
 use super::buffers::{gather, segments};
 use super::glue::bugcheck;
 use super::os::{self};
 use super::queue::{claim_now, submit};
-use super::{ClientOut, Host, InCall, Op, OpKind, Sock, begin, sock_mut};
+use super::{ClientOut, Host, InCall, Op, OpKind, Out, Provider, Seg, Sock, begin, sock_mut};
 use crate::host::faults::WskOp;
 use crate::{
     IRP, NTSTATUS, PVOID, SOCKADDR, STATUS_CONNECTION_ABORTED, STATUS_INVALID_DEVICE_STATE,
@@ -28,6 +29,34 @@ pub(super) fn transfer_refusal(sock: &Sock) -> Option<NTSTATUS> {
     }
 }
 
+/// What a data call (`WskSend`, `WskReceive`, `WskSendTo`, `WskReceiveFrom`) starts with: the
+/// call counted in progress on its socket until it returns (see [`InCall`]), the client memory
+/// its `WSK_BUF` describes, and what [`begin`] gave (the provider, the socket id, the
+/// completion choice, the call's outcome so far).
+type Transfer = (InCall, Vec<Seg>, (Arc<Provider>, u64, bool, Out));
+
+/// Starts data call `function` (`op` in the fault plan) on `socket`, in the order every data
+/// call takes: counted in progress, its `WSK_BUF` read (the verifier checks it), its IRP taken.
+///
+/// # Safety
+/// As the WSK calls: the client's socket, a valid `WSK_BUF` (or null), a live IRP with a
+/// stack location for the provider.
+unsafe fn start_transfer(
+    function: &'static str,
+    op: WskOp,
+    socket: *mut WSK_SOCKET,
+    buffer: *mut WSK_BUF,
+    irp: *mut IRP,
+) -> Result<Transfer, NTSTATUS> {
+    // SAFETY: the client passes its socket; counted in progress until the call returns.
+    let call = unsafe { InCall::enter(socket, function, Some(op)) };
+    // SAFETY: the client passes a valid WSK_BUF.
+    let segs = unsafe { segments(buffer, function) };
+    // SAFETY: the client passes its socket and a live IRP.
+    let started = unsafe { begin(function, socket, core::ptr::null_mut(), irp) }?;
+    Ok((call, segs, started))
+}
+
 /// `WskSend`: completes when every byte is written to the host socket. IRQL <=
 /// `DISPATCH_LEVEL`.
 pub(super) unsafe extern "system-unwind" fn wsk_send(
@@ -36,13 +65,9 @@ pub(super) unsafe extern "system-unwind" fn wsk_send(
     flags: u32,
     irp: *mut IRP,
 ) -> NTSTATUS {
-    // SAFETY: the client passes its socket; counted in progress until this call returns.
-    let _call = unsafe { InCall::enter(socket, "WskSend", Some(WskOp::Send)) };
-    // SAFETY: the client passes a valid WSK_BUF.
-    let segs = unsafe { segments(buffer, "WskSend") };
-    // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) =
-        match unsafe { begin("WskSend", socket, core::ptr::null_mut(), irp) } {
+    // SAFETY: the client passes its socket, a valid WSK_BUF and a live IRP.
+    let (_call, segs, (p, id, inline, mut out)) =
+        match unsafe { start_transfer("WskSend", WskOp::Send, socket, buffer, irp) } {
             Ok(started) => started,
             Err(status) => return status,
         };
@@ -79,13 +104,9 @@ pub(super) unsafe extern "system-unwind" fn wsk_receive(
     flags: u32,
     irp: *mut IRP,
 ) -> NTSTATUS {
-    // SAFETY: the client passes its socket; counted in progress until this call returns.
-    let _call = unsafe { InCall::enter(socket, "WskReceive", Some(WskOp::Receive)) };
-    // SAFETY: the client passes a valid WSK_BUF.
-    let segs = unsafe { segments(buffer, "WskReceive") };
-    // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) =
-        match unsafe { begin("WskReceive", socket, core::ptr::null_mut(), irp) } {
+    // SAFETY: the client passes its socket, a valid WSK_BUF and a live IRP.
+    let (_call, segs, (p, id, inline, mut out)) =
+        match unsafe { start_transfer("WskReceive", WskOp::Receive, socket, buffer, irp) } {
             Ok(started) => started,
             Err(status) => return status,
         };
@@ -256,13 +277,9 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_to(
     _control: PVOID,
     irp: *mut IRP,
 ) -> NTSTATUS {
-    // SAFETY: the client passes its socket; counted in progress until this call returns.
-    let _call = unsafe { InCall::enter(socket, "WskSendTo", Some(WskOp::SendTo)) };
-    // SAFETY: the client passes a valid WSK_BUF.
-    let segs = unsafe { segments(buffer, "WskSendTo") };
-    // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) =
-        match unsafe { begin("WskSendTo", socket, core::ptr::null_mut(), irp) } {
+    // SAFETY: the client passes its socket, a valid WSK_BUF and a live IRP.
+    let (_call, segs, (p, id, inline, mut out)) =
+        match unsafe { start_transfer("WskSendTo", WskOp::SendTo, socket, buffer, irp) } {
             Ok(started) => started,
             Err(status) => return status,
         };
@@ -302,16 +319,13 @@ pub(super) unsafe extern "system-unwind" fn wsk_receive_from(
     control_flags: *mut u32,
     irp: *mut IRP,
 ) -> NTSTATUS {
-    // SAFETY: the client passes its socket; counted in progress until this call returns.
-    let _call = unsafe { InCall::enter(socket, "WskReceiveFrom", Some(WskOp::ReceiveFrom)) };
-    // SAFETY: the client passes a valid WSK_BUF.
-    let segs = unsafe { segments(buffer, "WskReceiveFrom") };
-    // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) =
-        match unsafe { begin("WskReceiveFrom", socket, core::ptr::null_mut(), irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    // SAFETY: the client passes its socket, a valid WSK_BUF and a live IRP.
+    let (_call, segs, (p, id, inline, mut out)) = match unsafe {
+        start_transfer("WskReceiveFrom", WskOp::ReceiveFrom, socket, buffer, irp)
+    } {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     locked_sock!(p, st, sock, id, "WskReceiveFrom");
     if let Some(status) = p.inject(WskOp::ReceiveFrom) {
         out.done(status, 0, id);
