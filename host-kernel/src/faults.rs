@@ -9,6 +9,7 @@ use crate::NTSTATUS;
 
 /// Where the provider completes an IRP whose result is known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Completion {
     /// Inline on the calling thread, before the WSK call returns, whenever the result is
     /// already known (as real WSK sometimes does); otherwise on the reactor thread.
@@ -22,6 +23,7 @@ pub enum Completion {
 
 /// The WSK operations a fault can be aimed at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum WskOp {
     /// `WskSocket`.
     Socket,

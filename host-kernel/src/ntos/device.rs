@@ -117,10 +117,9 @@ pub unsafe extern "system-unwind" fn IoCreateDevice(
         },
     );
     // SAFETY: the caller passes its live driver object.
-    let first = unsafe { (*DriverObject).DeviceObject.is_null() };
-    if first {
-        // SAFETY: as above.
-        unsafe { (*DriverObject).DeviceObject = address as *mut DEVICE_OBJECT };
+    let driver = unsafe { &mut *DriverObject };
+    if driver.DeviceObject.is_null() {
+        driver.DeviceObject = address as *mut DEVICE_OBJECT;
     }
     // SAFETY: the caller passes a writable out-pointer.
     unsafe { DeviceObject.write(address as *mut DEVICE_OBJECT) };
@@ -156,11 +155,10 @@ pub unsafe extern "system-unwind" fn IoDeleteDevice(DeviceObject: *mut DEVICE_OB
     };
     release_if_done(&mut devices, address);
     drop(devices);
-    let driver = driver as *mut DRIVER_OBJECT;
     // SAFETY: the owning driver object outlives its device objects.
-    if unsafe { (*driver).DeviceObject } == DeviceObject {
-        // SAFETY: as above.
-        unsafe { (*driver).DeviceObject = core::ptr::null_mut() };
+    let driver = unsafe { &mut *(driver as *mut DRIVER_OBJECT) };
+    if driver.DeviceObject == DeviceObject {
+        driver.DeviceObject = core::ptr::null_mut();
     }
     machine.devices_changed.notify_all();
 }
@@ -230,7 +228,7 @@ pub unsafe extern "system-unwind" fn IoSetCompletionRoutineEx(
             context: Context,
             device: address,
         });
-    };
+    }
     // SAFETY: the IRP is the caller's, with a next location (forwarded contract).
     unsafe {
         crate::IoSetCompletionRoutine(
@@ -241,7 +239,7 @@ pub unsafe extern "system-unwind" fn IoSetCompletionRoutineEx(
             InvokeOnError != 0,
             InvokeOnCancel != 0,
         );
-    };
+    }
     STATUS_SUCCESS
 }
 

@@ -178,14 +178,12 @@ pub(crate) fn processor_number(cpus: usize) -> usize {
 pub(crate) unsafe fn insert(machine: &Machine, dpc: *mut KDPC, arg1: PVOID, arg2: PVOID) -> bool {
     let dpcs = &machine.dpcs;
     let mut state = lock(&dpcs.state);
-    // The caller guarantees a live KDPC; its kernel-owned fields change under the lock, which
-    // is held for every access below.
-    // SAFETY: a live KDPC (see above).
-    if state.queued.contains_key(&(dpc as usize)) || !unsafe { (*dpc).DpcData }.is_null() {
+    // SAFETY: the caller guarantees a live KDPC; its kernel-owned fields change under the lock.
+    let object = unsafe { &mut *dpc };
+    if state.queued.contains_key(&(dpc as usize)) || !object.DpcData.is_null() {
         return false;
     }
-    // SAFETY: a live KDPC.
-    let target = usize::from(unsafe { (*dpc).Number });
+    let target = usize::from(object.Number);
     let cpu = if target != 0 {
         target - 1
     } else if let Some(cpu) = current_cpu() {
@@ -193,12 +191,9 @@ pub(crate) unsafe fn insert(machine: &Machine, dpc: *mut KDPC, arg1: PVOID, arg2
     } else {
         dpcs.round_robin.fetch_add(1, Ordering::Relaxed) % machine.cpus
     };
-    // SAFETY: a live KDPC, its arguments written under the lock.
-    unsafe { (*dpc).SystemArgument1 = arg1 };
-    // SAFETY: as above.
-    unsafe { (*dpc).SystemArgument2 = arg2 };
-    // SAFETY: as above; DpcData marks it queued, on `cpu`.
-    unsafe { (*dpc).DpcData = core::ptr::without_provenance_mut(cpu + 1) };
+    object.SystemArgument1 = arg1;
+    object.SystemArgument2 = arg2;
+    object.DpcData = core::ptr::without_provenance_mut(cpu + 1);
     let queue = &mut state.cpus[cpu];
     let seq = queue.next_seq;
     queue.next_seq += 1;
@@ -246,15 +241,14 @@ fn run_cpu(machine: &Machine, cpu: usize) {
         let dpc = dpc as *mut KDPC;
         // SAFETY: the DPC was queued, hence live; its kernel-owned fields change under the
         // lock. Dequeued before the routine runs, as on Windows.
-        unsafe { (*dpc).DpcData = core::ptr::null_mut() };
-        // SAFETY: as above (the routine and context were set by KeInitializeDpc).
-        let routine = unsafe { (*dpc).DeferredRoutine };
-        // SAFETY: as above.
-        let context = unsafe { (*dpc).DeferredContext };
-        // SAFETY: as above (the arguments were written by `insert` under the lock).
-        let arg1 = unsafe { (*dpc).SystemArgument1 };
-        // SAFETY: as above.
-        let arg2 = unsafe { (*dpc).SystemArgument2 };
+        let object = unsafe { &mut *dpc };
+        object.DpcData = core::ptr::null_mut();
+        let (routine, context, arg1, arg2) = (
+            object.DeferredRoutine,
+            object.DeferredContext,
+            object.SystemArgument1,
+            object.SystemArgument2,
+        );
         drop(state);
         if let Some(&delay) = dpcs.settings.dispatch_delay.get(cpu) {
             // Dequeued, not yet called: an interrupt here stretches the gap on Windows too.

@@ -12,8 +12,8 @@ use super::verifier::bugcheck;
 use crate::clock;
 use crate::{
     APC_LEVEL, BOOLEAN, DISPATCH_LEVEL, DISPATCHER_HEADER, EVENT_TYPE, KEVENT, KPRIORITY,
-    KPROCESSOR_MODE, KWAIT_REASON, LARGE_INTEGER, LIST_ENTRY, NTSTATUS, PVOID, STATUS_SUCCESS,
-    STATUS_TIMEOUT,
+    KPROCESSOR_MODE, KTIMER, KWAIT_REASON, LARGE_INTEGER, LIST_ENTRY, NTSTATUS, PVOID,
+    STATUS_SUCCESS, STATUS_TIMEOUT,
 };
 
 /// `Header.Type` of a notification event.
@@ -27,6 +27,18 @@ pub(crate) const TIMER_NOTIFICATION_OBJECT: u8 = 8;
 /// `Header.Type` of a synchronization timer.
 pub(crate) const TIMER_SYNCHRONIZATION_OBJECT: u8 = 9;
 
+/// A dispatcher object whose first field is its `DISPATCHER_HEADER` (`repr(C)`).
+pub(crate) trait DispatcherObject {}
+
+impl DispatcherObject for KEVENT {}
+
+impl DispatcherObject for KTIMER {}
+
+/// The dispatcher header of `object`: its first field, so a cast, not a dereference.
+pub(crate) fn header_of<T: DispatcherObject>(object: *mut T) -> *mut DISPATCHER_HEADER {
+    object.cast()
+}
+
 /// Initialises a dispatcher header in place.
 ///
 /// # Safety
@@ -37,10 +49,9 @@ pub(crate) unsafe fn init_header(
     size: usize,
     state: i32,
 ) {
-    let list = header
-        .wrapping_byte_add(core::mem::offset_of!(DISPATCHER_HEADER, WaitListHead))
-        .cast::<LIST_ENTRY>();
     // SAFETY: the caller guarantees writable storage.
+    let list = unsafe { &raw mut (*header).WaitListHead };
+    // SAFETY: as above.
     unsafe {
         header.write(DISPATCHER_HEADER {
             Type: kind,
@@ -91,7 +102,7 @@ pub unsafe extern "system-unwind" fn KeInitializeEvent(
     // SAFETY: the caller guarantees writable storage.
     unsafe {
         init_header(
-            event_header(Event),
+            header_of(Event),
             kind,
             size_of::<KEVENT>(),
             i32::from(State != 0),
@@ -119,7 +130,7 @@ pub unsafe extern "system-unwind" fn KeSetEvent(
     );
     let machine = machine::current("KeSetEvent");
     // SAFETY: forwarded contract.
-    unsafe { signal(&machine, event_header(Event), 1) }
+    unsafe { signal(&machine, header_of(Event), 1) }
 }
 
 /// Host implementation of `KeClearEvent`. IRQL <= `DISPATCH_LEVEL`.
@@ -133,7 +144,7 @@ pub unsafe extern "system-unwind" fn KeClearEvent(Event: *mut KEVENT) {
     irql::require_at_most(DISPATCH_LEVEL, "KeClearEvent");
     let machine = machine::current("KeClearEvent");
     // SAFETY: forwarded contract.
-    unsafe { signal(&machine, event_header(Event), 0) };
+    unsafe { signal(&machine, header_of(Event), 0) };
 }
 
 /// Host implementation of `KeResetEvent`. IRQL <= `DISPATCH_LEVEL`.
@@ -147,14 +158,7 @@ pub unsafe extern "system-unwind" fn KeResetEvent(Event: *mut KEVENT) -> i32 {
     irql::require_at_most(DISPATCH_LEVEL, "KeResetEvent");
     let machine = machine::current("KeResetEvent");
     // SAFETY: forwarded contract.
-    unsafe { signal(&machine, event_header(Event), 0) }
-}
-
-/// The address of an event's dispatcher header; computing it reads nothing.
-fn event_header(event: *mut KEVENT) -> *mut DISPATCHER_HEADER {
-    event
-        .wrapping_byte_add(core::mem::offset_of!(KEVENT, Header))
-        .cast()
+    unsafe { signal(&machine, header_of(Event), 0) }
 }
 
 /// Waits until `header` is signalled or `deadline` (an instant) passes; consumes the signal of
@@ -170,12 +174,11 @@ pub(crate) unsafe fn wait_for(
     let mut guard = lock(&machine.dispatcher);
     loop {
         // SAFETY: the caller guarantees a live header; its state changes under the lock held.
-        if unsafe { (*header).SignalState } > 0 {
-            // SAFETY: as above.
-            let kind = unsafe { (*header).Type };
+        let object = unsafe { &mut *header };
+        if object.SignalState > 0 {
+            let kind = object.Type;
             if kind == EVENT_SYNCHRONIZATION_OBJECT || kind == TIMER_SYNCHRONIZATION_OBJECT {
-                // SAFETY: as above.
-                unsafe { (*header).SignalState = 0 };
+                object.SignalState = 0;
             }
             return true;
         }

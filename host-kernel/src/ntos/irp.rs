@@ -13,15 +13,19 @@ use std::format;
 use std::string::String;
 use std::vec::Vec;
 
+use super::kernel_ptr::KernelPtr;
 use super::machine::{self, lock};
 use super::verifier::{self, bugcheck};
 use super::{irql, spinlock};
 use crate::{
-    BOOLEAN, CCHAR, DISPATCH_LEVEL, FALSE, IO_STACK_LOCATION, IO_TYPE_IRP, IRP, IoSizeOfIrp, KIRQL,
-    LIST_ENTRY, NT_SUCCESS, NTSTATUS, SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR,
-    SL_INVOKE_ON_SUCCESS, SL_PENDING_RETURNED, STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING,
-    TRUE,
+    BOOLEAN, CCHAR, DISPATCH_LEVEL, FALSE, IO_COMPLETION_ROUTINE, IO_STACK_LOCATION, IO_TYPE_IRP,
+    IRP, IoSizeOfIrp, KIRQL, LIST_ENTRY, NT_SUCCESS, NTSTATUS, PVOID, SL_INVOKE_ON_CANCEL,
+    SL_INVOKE_ON_ERROR, SL_INVOKE_ON_SUCCESS, SL_PENDING_RETURNED, STATUS_MORE_PROCESSING_REQUIRED,
+    STATUS_PENDING, TRUE,
 };
+
+/// An IRP as the host kernel and its WSK provider keep it in tables and queues.
+pub(crate) type IrpPtr = KernelPtr<IRP>;
 
 /// Where an IRP is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +48,24 @@ pub(crate) struct IrpInfo {
 /// Every live IRP, by address.
 #[derive(Default)]
 pub(crate) struct IrpTable {
-    pub(crate) live: HashMap<usize, IrpInfo>,
+    pub(crate) live: HashMap<IrpPtr, IrpInfo>,
+}
+
+impl IrpTable {
+    /// The tracked IRP `irp` (none for null or an address that is not a live IRP).
+    fn info(&self, irp: *mut IRP) -> Option<&IrpInfo> {
+        IrpPtr::new(irp).and_then(|irp| self.live.get(&irp))
+    }
+
+    /// As [`IrpTable::info`], to update.
+    fn info_mut(&mut self, irp: *mut IRP) -> Option<&mut IrpInfo> {
+        IrpPtr::new(irp).and_then(|irp| self.live.get_mut(&irp))
+    }
+
+    /// Stops tracking `irp` (freed), giving what was tracked.
+    fn remove(&mut self, irp: *mut IRP) -> Option<IrpInfo> {
+        IrpPtr::new(irp).and_then(|irp| self.live.remove(&irp))
+    }
 }
 
 fn layout_for(stack: u8) -> Layout {
@@ -52,12 +73,12 @@ fn layout_for(stack: u8) -> Layout {
 }
 
 /// IRPs a lower driver still holds (taken and not completed), by address.
-pub(crate) fn pending(table: &IrpTable) -> Vec<usize> {
-    let mut list: Vec<usize> = table
+pub(crate) fn pending(table: &IrpTable) -> Vec<IrpPtr> {
+    let mut list: Vec<IrpPtr> = table
         .live
         .iter()
         .filter(|(_, info)| info.state == IrpState::Pending)
-        .map(|(&address, _)| address)
+        .map(|(&irp, _)| irp)
         .collect();
     list.sort_unstable();
     list
@@ -66,10 +87,7 @@ pub(crate) fn pending(table: &IrpTable) -> Vec<usize> {
 /// The state of a tracked IRP; a bugcheck if `irp` is not a live IRP from `IoAllocateIrp`.
 fn state_of(irp: *mut IRP, function: &'static str) -> IrpState {
     let machine = machine::current(function);
-    let state = lock(&machine.irps)
-        .live
-        .get(&(irp as usize))
-        .map(|i| i.state);
+    let state = lock(&machine.irps).info(irp).map(|i| i.state);
     // WDK "Bug Check 0xC9: DRIVER_VERIFIER_IOMANAGER_VIOLATION"
     // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc9--driver-verifier-iomanager-violation): 0x01/0x03, an
     // object that is not an IRP passed as one. The host knows every live IRP, so it also
@@ -86,7 +104,7 @@ fn set_state(irp: *mut IRP, state: IrpState) {
     let Some(machine) = machine::try_current() else {
         return;
     };
-    if let Some(info) = lock(&machine.irps).live.get_mut(&(irp as usize)) {
+    if let Some(info) = lock(&machine.irps).info_mut(irp) {
         info.state = state;
     }
 }
@@ -112,18 +130,18 @@ pub(crate) unsafe fn call_driver_enter(irp: *mut IRP) {
             format!("IRP {irp:p} sent to a driver while it is still pending"),
         );
     }
+    // SAFETY: the IRP is live (checked above) and ours to advance as the lower driver.
+    let current_location = unsafe { (*irp).CurrentLocation };
     // WDK "Bug Check 0x35: NO_MORE_IRP_STACK_LOCATIONS"
     // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x35--no-more-irp-stack-locations): IoCallDriver with no
     // stack location left.
-    // SAFETY: the IRP is live (checked above).
-    if unsafe { (*irp).CurrentLocation } <= 1 {
+    if current_location <= 1 {
         bugcheck(
             "NO_MORE_IRP_STACK_LOCATIONS",
             format!("IRP {irp:p} has no stack location left for the next driver"),
         );
     }
-    // SAFETY: the IRP is live and ours to advance as the lower driver; it has a next location
-    // (checked above).
+    // SAFETY: as above, with a location left.
     unsafe { crate::IoSetNextIrpStackLocation(irp) };
     set_state(irp, IrpState::Pending);
 }
@@ -136,9 +154,8 @@ pub(crate) unsafe fn call_driver_enter(irp: *mut IRP) {
 pub(crate) unsafe fn is_pending(irp: *mut IRP) -> bool {
     let state = state_of(irp, "is_pending");
     // SAFETY: live per the table.
-    let current = unsafe { (*irp).CurrentLocation };
-    // SAFETY: as above.
-    let below_top = i32::from(current) <= i32::from(unsafe { (*irp).StackCount });
+    let irp = unsafe { &*irp };
+    let below_top = i32::from(irp.CurrentLocation) <= i32::from(irp.StackCount);
     state == IrpState::Pending || (state == IrpState::Allocated && below_top)
 }
 
@@ -149,35 +166,25 @@ pub(crate) unsafe fn is_pending(irp: *mut IRP) -> bool {
 unsafe fn initialize(irp: *mut IRP, stack: u8) {
     // SAFETY: the caller guarantees the storage; an all-zero IRP is a valid starting point.
     unsafe { core::ptr::write_bytes(irp.cast::<u8>(), 0, IoSizeOfIrp(stack)) };
-    let list = irp
-        .wrapping_byte_add(core::mem::offset_of!(IRP, ThreadListEntry))
-        .cast::<LIST_ENTRY>();
-    // The stack locations follow the IRP; the current one starts past the last.
-    let past_last = irp
-        .wrapping_add(1)
-        .cast::<IO_STACK_LOCATION>()
-        .wrapping_add(usize::from(stack));
-    // Every write below is into the caller's storage, now a zeroed IRP.
-    // SAFETY: see above.
-    unsafe { (*irp).Type = IO_TYPE_IRP };
-    // SAFETY: see above.
-    unsafe { (*irp).Size = u16::try_from(IoSizeOfIrp(stack)).unwrap_or(u16::MAX) };
-    // SAFETY: see above.
-    unsafe { (*irp).StackCount = stack.cast_signed() };
-    // SAFETY: see above.
-    unsafe { (*irp).CurrentLocation = stack.wrapping_add(1).cast_signed() };
-    // SAFETY: see above.
-    unsafe {
-        (*irp).ThreadListEntry = LIST_ENTRY {
-            Flink: list,
-            Blink: list,
-        };
+    // SAFETY: the storage holds `stack` locations after the IRP (IoSizeOfIrp): the first
+    // follows the IRP's own size, one past the last is the end of the allocation.
+    // The first, inside the allocation.
+    let first = unsafe { irp.add(1) }.cast::<IO_STACK_LOCATION>();
+    // SAFETY: as said above.
+    let past_last = unsafe { first.add(usize::from(stack)) };
+    // SAFETY: as above, now a zeroed IRP that only this function holds.
+    let irp = unsafe { &mut *irp };
+    irp.Type = IO_TYPE_IRP;
+    irp.Size = u16::try_from(IoSizeOfIrp(stack)).unwrap_or(u16::MAX);
+    irp.StackCount = stack.cast_signed();
+    irp.CurrentLocation = stack.wrapping_add(1).cast_signed();
+    let list = &raw mut irp.ThreadListEntry;
+    irp.ThreadListEntry = LIST_ENTRY {
+        Flink: list,
+        Blink: list,
     };
-    let overlay = irp
-        .wrapping_byte_add(core::mem::offset_of!(IRP, Tail))
-        .cast::<crate::IRP_TAIL_OVERLAY>();
-    // SAFETY: see above; Overlay is the Tail member in use.
-    unsafe { (*overlay).CurrentStackLocation = past_last };
+    // A write to a union field needs no unsafe: `Overlay` is the member in use in flight.
+    irp.Tail.Overlay.CurrentStackLocation = past_last;
 }
 
 /// Host implementation of `IoAllocateIrp`. IRQL <= `DISPATCH_LEVEL`.
@@ -209,13 +216,13 @@ pub unsafe extern "system-unwind" fn IoAllocateIrp(
     #[allow(clippy::cast_ptr_alignment, reason = "the layout is 16-aligned")]
     // SAFETY: the layout has a non-zero size.
     let irp = unsafe { std::alloc::alloc(layout) }.cast::<IRP>();
-    if irp.is_null() {
+    let Some(tracked) = IrpPtr::new(irp) else {
         return irp;
-    }
+    };
     // SAFETY: freshly allocated with IoSizeOfIrp(stack) bytes.
     unsafe { initialize(irp, stack) };
     lock(&machine.irps).live.insert(
-        irp as usize,
+        tracked,
         IrpInfo {
             state: IrpState::Allocated,
             stack_count: stack,
@@ -243,18 +250,15 @@ pub unsafe extern "system-unwind" fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATU
         );
     }
     let machine = machine::current("IoReuseIrp");
-    let stack = lock(&machine.irps)
-        .live
-        .get(&(Irp as usize))
-        .map_or(0, |i| i.stack_count);
+    let stack = lock(&machine.irps).info(Irp).map_or(0, |i| i.stack_count);
     // SAFETY: live (checked).
     let flags = unsafe { (*Irp).AllocationFlags };
     // SAFETY: live, allocated with this stack count.
     unsafe { initialize(Irp, stack) };
-    // SAFETY: live.
-    unsafe { (*Irp).AllocationFlags = flags };
-    // SAFETY: live.
-    unsafe { (*Irp).IoStatus.Status = Iostatus };
+    // SAFETY: live, just reinitialised; the caller's until it sends it again.
+    let irp = unsafe { &mut *Irp };
+    irp.AllocationFlags = flags;
+    irp.IoStatus.Status = Iostatus;
     set_state(Irp, IrpState::Allocated);
 }
 
@@ -276,13 +280,12 @@ pub unsafe extern "system-unwind" fn IoFreeIrp(Irp: *mut IRP) {
         );
     }
     let machine = machine::current("IoFreeIrp");
-    let info = lock(&machine.irps).live.remove(&(Irp as usize));
+    let info = lock(&machine.irps).remove(Irp);
     if let Some(info) = info {
-        // Poison the IRP first so a use after free fails loudly.
-        // SAFETY: allocated by IoAllocateIrp with this layout, still ours.
-        unsafe { core::ptr::write_bytes(Irp.cast::<u8>(), 0xDD, info.layout.size()) };
         // SAFETY: allocated by IoAllocateIrp with this layout; removed from the table, so
-        // freed once.
+        // freed once. Poison the header first so a use after free fails loudly.
+        unsafe { core::ptr::write_bytes(Irp.cast::<u8>(), 0xDD, info.layout.size()) };
+        // SAFETY: as above.
         unsafe { std::alloc::dealloc(Irp.cast(), info.layout) };
     }
 }
@@ -293,10 +296,6 @@ pub unsafe extern "system-unwind" fn IoFreeIrp(Irp: *mut IRP) {
 ///
 /// # Safety
 /// `Irp` must be a live IRP from `IoAllocateIrp`, with `IoStatus` set.
-#[allow(
-    clippy::too_many_lines,
-    reason = "one walk, kept in one place to read like the WDK's description"
-)]
 #[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityBoost: CCHAR) {
     let _ = PriorityBoost;
@@ -306,116 +305,40 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
     // holding a spin lock; the host does not check that (looser).
     irql::require_at_most(DISPATCH_LEVEL, "IofCompleteRequest");
     let state = state_of(Irp, "IofCompleteRequest");
-    // The IRP is live per the table, and the completing driver owns it until the walk hands
-    // it up: every access to it and its stack locations below relies on that.
-    // SAFETY: see above.
-    let top = i32::from(unsafe { (*Irp).StackCount }) + 1;
-    // SAFETY: see above.
-    let location_at_entry = i32::from(unsafe { (*Irp).CurrentLocation });
-    // WDK "Bug Check 0x44: MULTIPLE_IRP_COMPLETE_REQUESTS"
-    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x44--multiple-irp-complete-requests): completing an IRP
-    // that was already completed.
-    if state == IrpState::Completed || location_at_entry > top {
-        bugcheck(
-            "MULTIPLE_IRP_COMPLETE_REQUESTS",
-            format!("IofCompleteRequest on IRP {Irp:p}, which was already completed"),
-        );
-    }
-    // 0xC9 I/O error 0x209 (bug-check-0xc9--driver-verifier-iomanager-violation):
-    // completing an IRP the caller does not hold.
-    if location_at_entry == top {
-        bugcheck(
-            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
-            format!(
-                "IofCompleteRequest on IRP {Irp:p}, which no driver holds (its current \
-                 location is past the last: never sent, or completed and reused)"
-            ),
-        );
-    }
-    // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
-    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): parameter 2 is the
-    // cancel routine still set; Driver Verifier reports the same as 0xC9 0x07.
-    // SAFETY: see above.
-    if unsafe { (*Irp).CancelRoutine }.is_some() {
-        bugcheck(
-            "CANCEL_STATE_IN_COMPLETED_IRP",
-            format!("IofCompleteRequest on IRP {Irp:p} with a cancel routine still set"),
-        );
-    }
-    // 0xC9 0x06 (bug-check-0xc9--driver-verifier-iomanager-violation): completing with
-    // a status marked pending.
-    // SAFETY: see above.
-    if unsafe { (*Irp).IoStatus.Status } == STATUS_PENDING {
-        bugcheck(
-            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
-            format!("IofCompleteRequest on IRP {Irp:p} with IoStatus.Status STATUS_PENDING"),
-        );
-    }
+    // SAFETY: forwarded contract.
+    let top = unsafe { check_completion_request(Irp, state) };
     let irql = irql::current();
     loop {
-        // SAFETY: see above.
+        // SAFETY: live; the completing driver owns it until the walk hands it up.
         let location = unsafe { crate::IoGetCurrentIrpStackLocation(Irp) };
-        // SAFETY: see above; the location above the current one exists (checked against
-        // `top` on entry and below).
+        // SAFETY: as above.
         unsafe { crate::IoSkipCurrentIrpStackLocation(Irp) };
-        // SAFETY: see above.
-        let at_top = i32::from(unsafe { (*Irp).CurrentLocation }) >= top;
+        // SAFETY: as above. Borrowed only up to the completion routine, which gets the pointer.
+        let irp = unsafe { &mut *Irp };
+        let at_top = i32::from(irp.CurrentLocation) >= top;
         if at_top {
             set_state(Irp, IrpState::Completed);
         }
-        // SAFETY: see above: `location` is one of the IRP's stack locations.
-        let control = unsafe { (*location).Control };
-        // SAFETY: see above.
-        unsafe { (*Irp).PendingReturned = control & SL_PENDING_RETURNED };
-        // SAFETY: see above.
-        let status = unsafe { (*Irp).IoStatus.Status };
-        // SAFETY: see above.
-        let cancelled = unsafe { (*Irp).Cancel } != 0;
+        // SAFETY: the location that was current, inside the live IRP's allocation; the walk
+        // owns it now.
+        let spent = unsafe { &mut *location };
+        let control = spent.Control;
+        irp.PendingReturned = control & SL_PENDING_RETURNED;
+        let status = irp.IoStatus.Status;
         let invoke = (NT_SUCCESS(status) && control & SL_INVOKE_ON_SUCCESS != 0)
             || (!NT_SUCCESS(status) && control & SL_INVOKE_ON_ERROR != 0)
-            || (cancelled && control & SL_INVOKE_ON_CANCEL != 0);
-        // SAFETY: see above.
-        let routine = unsafe { (*location).CompletionRoutine };
-        // SAFETY: see above.
-        let context = unsafe { (*location).Context };
+            || (irp.Cancel != 0 && control & SL_INVOKE_ON_CANCEL != 0);
+        let pending_returned = irp.PendingReturned != 0;
+        let routine = spent.CompletionRoutine;
+        let context = spent.Context;
         // ZeroIrpStackLocation: the routine's location is spent.
-        // SAFETY: see above.
-        unsafe { (*location).Control = 0 };
-        // SAFETY: see above.
-        unsafe { (*location).CompletionRoutine = None };
-        // SAFETY: see above.
-        unsafe { (*location).Context = core::ptr::null_mut() };
+        spent.Control = 0;
+        spent.CompletionRoutine = None;
+        spent.Context = core::ptr::null_mut();
         match routine {
             Some(routine) if invoke => {
-                let device = if at_top {
-                    core::ptr::null_mut()
-                } else {
-                    // SAFETY: see above: below the top, the current location is the IRP's.
-                    unsafe { current_device(Irp) }
-                };
-                // SAFETY: the routine was registered for this location with this context,
-                // and is called as the I/O manager would: IRP live, at the caller's IRQL.
-                let call = || unsafe { routine(device, Irp, context) };
-                let result = if super::device::is_unload_safe_completion(routine) {
-                    // The I/O manager's own routine (IoSetCompletionRoutineEx): kernel
-                    // code that runs the driver's routine inside.
-                    call()
-                } else {
-                    verifier::in_completion_routine(call)
-                };
-                // WDK "Bug Check 0xC8: IRQL_UNEXPECTED_VALUE"
-                // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc8--irql-unexpected-value): the routine did
-                // not restore the IRQL it was called at.
-                if irql::current() != irql {
-                    bugcheck(
-                        "IRQL_UNEXPECTED_VALUE",
-                        format!(
-                            "completion routine {routine:p} of IRP {Irp:p} returned at IRQL \
-                             {} (called at {irql})",
-                            irql::current()
-                        ),
-                    );
-                }
+                // SAFETY: forwarded contract; the location is spent, the IRP still live.
+                let result = unsafe { run_completion_routine(Irp, routine, context, at_top, irql) };
                 if result == STATUS_MORE_PROCESSING_REQUIRED {
                     return;
                 }
@@ -436,9 +359,9 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
                 }
             }
             _ => {
-                // SAFETY: see above.
-                if unsafe { (*Irp).PendingReturned } != 0 && !at_top {
-                    // SAFETY: see above: below the top, the IRP has a current location.
+                if pending_returned && !at_top {
+                    // SAFETY: live; the next location up is current, as IoMarkIrpPending
+                    // needs.
                     unsafe { crate::IoMarkIrpPending(Irp) };
                 }
                 // Same rule (IoAllocateIrp page): no routine to stop the walk.
@@ -457,15 +380,103 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
     }
 }
 
-/// The device object of `irp`'s current stack location.
+/// `IofCompleteRequest`'s checks before the walk, on an IRP in `state`; gives the walk's top
+/// (one past the last stack location).
 ///
 /// # Safety
-/// `irp` must be a live IRP whose current location is one of its stack locations.
-unsafe fn current_device(irp: *mut IRP) -> *mut crate::DEVICE_OBJECT {
-    // SAFETY: a live IRP (the caller's guarantee).
-    let location = unsafe { crate::IoGetCurrentIrpStackLocation(irp) };
-    // SAFETY: one of its stack locations (the caller's guarantee).
-    unsafe { (*location).DeviceObject }
+/// `Irp` is a live IRP.
+unsafe fn check_completion_request(Irp: *mut IRP, state: IrpState) -> i32 {
+    // SAFETY: the caller guarantees a live IRP; borrowed only for these reads.
+    let irp = unsafe { &*Irp };
+    let top = i32::from(irp.StackCount) + 1;
+    // WDK "Bug Check 0x44: MULTIPLE_IRP_COMPLETE_REQUESTS"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x44--multiple-irp-complete-requests): completing an IRP
+    // that was already completed.
+    if state == IrpState::Completed || i32::from(irp.CurrentLocation) > top {
+        bugcheck(
+            "MULTIPLE_IRP_COMPLETE_REQUESTS",
+            format!("IofCompleteRequest on IRP {Irp:p}, which was already completed"),
+        );
+    }
+    // 0xC9 I/O error 0x209 (bug-check-0xc9--driver-verifier-iomanager-violation):
+    // completing an IRP the caller does not hold.
+    if i32::from(irp.CurrentLocation) == top {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!(
+                "IofCompleteRequest on IRP {Irp:p}, which no driver holds (its current \
+                 location is past the last: never sent, or completed and reused)"
+            ),
+        );
+    }
+    // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): parameter 2 is the
+    // cancel routine still set; Driver Verifier reports the same as 0xC9 0x07.
+    if irp.CancelRoutine.is_some() {
+        bugcheck(
+            "CANCEL_STATE_IN_COMPLETED_IRP",
+            format!("IofCompleteRequest on IRP {Irp:p} with a cancel routine still set"),
+        );
+    }
+    // 0xC9 0x06 (bug-check-0xc9--driver-verifier-iomanager-violation): completing with
+    // a status marked pending.
+    if irp.IoStatus.Status == STATUS_PENDING {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!("IofCompleteRequest on IRP {Irp:p} with IoStatus.Status STATUS_PENDING"),
+        );
+    }
+    top
+}
+
+/// Calls the completion routine of the location `IofCompleteRequest` just spent, with the
+/// device of the location now current (none at the top), and checks it returned at `irql`,
+/// the IRQL it was called at.
+///
+/// # Safety
+/// `Irp` is a live IRP being completed; `routine` and `context` are its spent location's.
+unsafe fn run_completion_routine(
+    Irp: *mut IRP,
+    routine: IO_COMPLETION_ROUTINE,
+    context: PVOID,
+    at_top: bool,
+    irql: KIRQL,
+) -> NTSTATUS {
+    let device = if at_top {
+        core::ptr::null_mut()
+    } else {
+        // SAFETY: as above; below the top, the new current location is one of
+        // the IRP's stack locations.
+        let next = unsafe { crate::IoGetCurrentIrpStackLocation(Irp) };
+        // SAFETY: as just said.
+        unsafe { (*next).DeviceObject }
+    };
+    let result = if super::device::is_unload_safe_completion(routine) {
+        // The I/O manager's own routine (IoSetCompletionRoutineEx): kernel
+        // code that runs the driver's routine inside.
+        // SAFETY: the routine set for this location, called as the I/O manager
+        // would, with the IRP still live.
+        unsafe { routine(device, Irp, context) }
+    } else {
+        verifier::in_completion_routine(|| {
+            // SAFETY: as above, inside the verifier's guard.
+            unsafe { routine(device, Irp, context) }
+        })
+    };
+    // WDK "Bug Check 0xC8: IRQL_UNEXPECTED_VALUE"
+    // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc8--irql-unexpected-value): the routine did
+    // not restore the IRQL it was called at.
+    if irql::current() != irql {
+        bugcheck(
+            "IRQL_UNEXPECTED_VALUE",
+            format!(
+                "completion routine {routine:p} of IRP {Irp:p} returned at IRQL \
+                 {} (called at {irql})",
+                irql::current()
+            ),
+        );
+    }
+    result
 }
 
 /// Host implementation of `IoCancelIrp`: sets `Cancel`, and calls the cancel routine (if any)
@@ -487,33 +498,37 @@ pub unsafe extern "system-unwind" fn IoCancelIrp(Irp: *mut IRP) -> BOOLEAN {
     unsafe { IoAcquireCancelSpinLock(&raw mut old) };
     // SAFETY: the IRP is live (checked); Cancel is written under the cancel lock.
     unsafe { (*Irp).Cancel = TRUE };
-    // SAFETY: the IRP is live.
+    // SAFETY: as above.
     let Some(routine) = (unsafe { crate::IoSetCancelRoutine(Irp, None) }) else {
-        // SAFETY: the lock is held, acquired above at `old`.
+        // SAFETY: acquired above at `old`.
         unsafe { IoReleaseCancelSpinLock(old) };
         return FALSE;
     };
+    // SAFETY: as above; read while the cancel lock is held.
+    let irp = unsafe { &*Irp };
+    let (current_location, stack_count) = (irp.CurrentLocation, irp.StackCount);
     // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
     // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): an IRP completed
     // and then cancelled.
-    // SAFETY: the IRP is live.
-    let current = unsafe { (*Irp).CurrentLocation };
-    // SAFETY: the IRP is live.
-    if current > unsafe { (*Irp).StackCount } {
-        // SAFETY: the lock is held, acquired above at `old`.
+    if current_location > stack_count {
+        // SAFETY: acquired above at `old`.
         unsafe { IoReleaseCancelSpinLock(old) };
         bugcheck(
             "CANCEL_STATE_IN_COMPLETED_IRP",
             format!("IoCancelIrp on IRP {Irp:p}: no driver holds it, yet it has a cancel routine"),
         );
     }
-    // SAFETY: the IRP is live; CancelIrql is written under the cancel lock.
+    // SAFETY: as above; the cancel routine releases the lock at this IRQL.
     unsafe { (*Irp).CancelIrql = old };
-    // SAFETY: a driver holds the IRP (checked above), so its current location is one of its own.
-    let device = unsafe { current_device(Irp) };
-    // SAFETY: the cancel routine the holder set, called as the I/O manager does: cancel spin
-    // lock held (it releases it), CancelIrql set.
-    verifier::in_callback(|| unsafe { routine(device, Irp) });
+    // SAFETY: held by a driver (checked just above): its current location is a stack location.
+    let location = unsafe { crate::IoGetCurrentIrpStackLocation(Irp) };
+    // SAFETY: as just said.
+    let device = unsafe { (*location).DeviceObject };
+    verifier::in_callback(|| {
+        // SAFETY: the routine the holder set, called as IoCancelIrp does: with the cancel spin
+        // lock held and the IRP live.
+        unsafe { routine(device, Irp) }
+    });
     TRUE
 }
 

@@ -2,7 +2,7 @@
 //! threads, load and unload drivers, read the verifier's records and the debug log.
 //!
 //! ```no_run
-//! use wsk_host::{Config, Kernel, Registry, RegValue};
+//! use wsk_sys::host::{Config, Kernel, Registry, RegValue};
 //! # unsafe extern "system" fn driver_entry(_: *mut wsk_sys::DRIVER_OBJECT, _: *mut wsk_sys::UNICODE_STRING) -> wsk_sys::NTSTATUS { 0 }
 //! let kernel = Kernel::boot(Config::default().with_cpus(4));
 //! let registry = Registry::new().with("Parameters", "Port", RegValue::Dword(7007));
@@ -195,13 +195,11 @@ impl Driver {
             _name_buffer: name_buffer,
             _path_buffer: path_buffer,
         };
-        let object = driver.object.get();
-        // SAFETY: the object is ours, not yet shared (so for the two writes below too).
-        unsafe { (*object).Type = IO_TYPE_DRIVER };
-        // SAFETY: see above.
-        unsafe { (*object).Size = i16::try_from(size_of::<DRIVER_OBJECT>()).unwrap_or(i16::MAX) };
-        // SAFETY: see above.
-        unsafe { (*object).DriverName = driver_name };
+        // SAFETY: the object is ours, not yet shared.
+        let object = unsafe { &mut *driver.object.get() };
+        object.Type = IO_TYPE_DRIVER;
+        object.Size = i16::try_from(size_of::<DRIVER_OBJECT>()).unwrap_or(i16::MAX);
+        object.DriverName = driver_name;
         driver
     }
 
@@ -220,9 +218,9 @@ impl Driver {
     /// The registry path `DriverEntry` received.
     #[must_use]
     pub fn registry_path(&self) -> String {
-        // SAFETY: the UNICODE_STRING is ours; nothing writes it while the driver is loaded.
+        // SAFETY: the string is ours, written once at creation.
         let path = unsafe { &*self.registry_path.get() };
-        // SAFETY: the string points into our own buffer.
+        // SAFETY: it points into our own buffer, `Length` bytes.
         String::from_utf16_lossy(unsafe { path.as_wide() })
     }
 }

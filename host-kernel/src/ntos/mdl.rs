@@ -8,6 +8,7 @@ use std::string::String;
 use std::vec::Vec;
 
 use super::irql;
+use super::kernel_ptr::KernelPtr;
 use super::machine::{self, lock};
 use super::verifier::bugcheck;
 use crate::{
@@ -25,10 +26,13 @@ pub(crate) struct MdlInfo {
     pub(crate) length: u32,
 }
 
+/// An MDL as the host kernel keeps it in its table.
+pub(crate) type MdlPtr = KernelPtr<MDL>;
+
 /// Every live MDL, by address.
 #[derive(Default)]
 pub(crate) struct MdlTable {
-    pub(crate) live: HashMap<usize, MdlInfo>,
+    pub(crate) live: HashMap<MdlPtr, MdlInfo>,
 }
 
 /// Host implementation of `IoAllocateMdl`. IRQL <= `DISPATCH_LEVEL`.
@@ -66,34 +70,45 @@ pub unsafe extern "system-unwind" fn IoAllocateMdl(
     #[allow(clippy::cast_ptr_alignment, reason = "the layout is 16-aligned")]
     // SAFETY: non-zero size.
     let mdl = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<MDL>();
-    if mdl.is_null() {
+    let Some(tracked) = MdlPtr::new(mdl) else {
         return mdl;
-    }
-    // Every header write below is into the fresh, zeroed allocation, ours alone.
-    // SAFETY: see above.
-    unsafe { (*mdl).Size = csize };
-    // SAFETY: see above.
-    unsafe { (*mdl).MdlFlags = MDL_ALLOCATED_FIXED_SIZE };
-    // SAFETY: see above.
-    unsafe { (*mdl).StartVa = VirtualAddress.cast::<u8>().wrapping_sub(offset).cast() };
-    // SAFETY: see above.
-    unsafe { (*mdl).ByteOffset = u32::try_from(offset).unwrap_or(0) };
-    // SAFETY: see above.
-    unsafe { (*mdl).ByteCount = Length };
-    // `pages` page numbers follow the header, inside the allocation.
-    let frames = mdl.wrapping_add(1).cast::<usize>();
+    };
+    // SAFETY: freshly allocated and zeroed, only this function holds it.
+    let header = unsafe { &mut *mdl };
+    header.Size = csize;
+    header.MdlFlags = MDL_ALLOCATED_FIXED_SIZE;
+    header.StartVa = VirtualAddress.cast::<u8>().wrapping_sub(offset).cast();
+    header.ByteOffset = u32::try_from(offset).unwrap_or(0);
+    header.ByteCount = Length;
+    // SAFETY: `pages` page numbers follow the header in the allocation.
+    let frames = unsafe { mdl.add(1) }.cast::<usize>();
     for page in 0..pages {
-        let frame = frames.wrapping_add(page);
-        // SAFETY: see above: page < pages, so the frame is inside the allocation.
+        // SAFETY: as just said, `page < pages`.
+        let frame = unsafe { frames.add(page) };
+        // SAFETY: inside the allocation (as above), suitably aligned after the header.
         unsafe { frame.write(va / PAGE_SIZE + page) };
     }
     if !Irp.is_null() {
-        // SAFETY: a non-null Irp is the caller's live IRP (IoAllocateMdl's contract), whose
-        // MDL chain is live MDLs.
-        unsafe { chain_to_irp(Irp, mdl, SecondaryBuffer != 0) };
+        // SAFETY: the caller passes a live IRP (or null); its MDL chain is the caller's.
+        let irp = unsafe { &mut *Irp };
+        if SecondaryBuffer == 0 || irp.MdlAddress.is_null() {
+            irp.MdlAddress = mdl;
+        } else {
+            let mut tail = irp.MdlAddress;
+            loop {
+                // SAFETY: the IRP's chain holds live MDLs.
+                let next = unsafe { (*tail).Next };
+                if next.is_null() {
+                    break;
+                }
+                tail = next;
+            }
+            // SAFETY: as above, the last MDL of the chain.
+            unsafe { (*tail).Next = mdl };
+        }
     }
     lock(&machine.mdls).live.insert(
-        mdl as usize,
+        tracked,
         MdlInfo {
             layout,
             va,
@@ -114,41 +129,17 @@ pub unsafe extern "system-unwind" fn IoFreeMdl(Mdl: *mut MDL) {
     // 0x07, freeing pool already freed (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc2--bad-pool-caller).
     irql::require_at_most(DISPATCH_LEVEL, "IoFreeMdl");
     let machine = machine::current("IoFreeMdl");
-    let info = lock(&machine.mdls).live.remove(&(Mdl as usize));
+    let info = MdlPtr::new(Mdl).and_then(|mdl| lock(&machine.mdls).live.remove(&mdl));
     let Some(info) = info else {
         bugcheck(
             "BAD_POOL_CALLER",
             format!("IoFreeMdl({Mdl:p}): not a live MDL from IoAllocateMdl (freed twice?)"),
         );
     };
-    // Poison it first so a use after free fails loudly.
-    // SAFETY: allocated by IoAllocateMdl with this layout, still ours.
-    unsafe { core::ptr::write_bytes(Mdl.cast::<u8>(), 0xDD, info.layout.size()) };
     // SAFETY: allocated by IoAllocateMdl with this layout, removed from the table: freed once.
-    unsafe { std::alloc::dealloc(Mdl.cast(), info.layout) };
-}
-
-/// Puts `mdl` on `irp`'s MDL chain: as its `MdlAddress` (the primary buffer) or, for a
-/// secondary buffer, at the end of the chain.
-///
-/// # Safety
-/// `irp` must be a live IRP whose MDL chain holds only live MDLs; `mdl` a live MDL.
-unsafe fn chain_to_irp(irp: *mut IRP, mdl: *mut MDL, secondary: bool) {
-    // SAFETY: a live IRP (the caller's guarantee).
-    let first = unsafe { (*irp).MdlAddress };
-    if !secondary || first.is_null() {
-        // SAFETY: as above.
-        unsafe { (*irp).MdlAddress = mdl };
-        return;
-    }
-    let mut tail = first;
-    // SAFETY: every MDL on the chain is live (the caller's guarantee).
-    while !unsafe { (*tail).Next }.is_null() {
-        // SAFETY: as above.
-        tail = unsafe { (*tail).Next };
-    }
+    unsafe { core::ptr::write_bytes(Mdl.cast::<u8>(), 0xDD, info.layout.size()) };
     // SAFETY: as above.
-    unsafe { (*tail).Next = mdl };
+    unsafe { std::alloc::dealloc(Mdl.cast(), info.layout) };
 }
 
 fn check_live(mdl: *mut MDL, function: &'static str) {
@@ -180,7 +171,7 @@ pub unsafe extern "system-unwind" fn MmBuildMdlForNonPagedPool(MemoryDescriptorL
     let machine = machine::current("MmBuildMdlForNonPagedPool");
     // SAFETY: live (checked).
     let va = unsafe { crate::MmGetMdlVirtualAddress(mdl) } as usize;
-    // SAFETY: live (checked).
+    // SAFETY: as above.
     let len = unsafe { (*mdl).ByteCount } as usize;
     let paged = lock(&machine.pool)
         .containing(va, len)
@@ -192,20 +183,21 @@ pub unsafe extern "system-unwind" fn MmBuildMdlForNonPagedPool(MemoryDescriptorL
             format!("MmBuildMdlForNonPagedPool({mdl:p}) over paged pool at {va:#x}"),
         );
     }
+    // SAFETY: live (checked).
+    let flags = unsafe { (*mdl).MdlFlags };
     // Same page: its pages must not be locked or mapped by other means.
-    // SAFETY: live (checked), as for every access below.
-    if unsafe { (*mdl).MdlFlags } & (MDL_PAGES_LOCKED | MDL_MAPPED_TO_SYSTEM_VA) != 0 {
+    if flags & (MDL_PAGES_LOCKED | MDL_MAPPED_TO_SYSTEM_VA) != 0 {
         bugcheck(
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
             format!("MmBuildMdlForNonPagedPool({mdl:p}) on an MDL already locked or mapped"),
         );
     }
     // SAFETY: live (checked).
-    let start = unsafe { crate::MmGetMdlVirtualAddress(mdl) };
-    // SAFETY: live (checked).
-    unsafe { (*mdl).MappedSystemVa = start };
-    // SAFETY: live (checked).
-    unsafe { (*mdl).MdlFlags |= MDL_SOURCE_IS_NONPAGED_POOL };
+    let system_va = unsafe { crate::MmGetMdlVirtualAddress(mdl) };
+    // SAFETY: live (checked); the caller owns the MDL while it builds it.
+    let header = unsafe { &mut *mdl };
+    header.MappedSystemVa = system_va;
+    header.MdlFlags |= MDL_SOURCE_IS_NONPAGED_POOL;
 }
 
 /// Host implementation of `MmMapLockedPagesSpecifyCache`: the buffer's own address (host
@@ -238,47 +230,47 @@ pub unsafe extern "system-unwind" fn MmMapLockedPagesSpecifyCache(
     );
     let mdl = MemoryDescriptorList;
     check_live(mdl, "MmMapLockedPagesSpecifyCache");
-    // SAFETY: live (checked), as for every access below.
+    // SAFETY: live (checked).
     let flags = unsafe { (*mdl).MdlFlags };
-    {
-        // WDK "MmBuildMdlForNonPagedPool function (wdm.h)"
-        // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-mmbuildmdlfornonpagedpool): drivers must not create further
-        // system-space mappings of such an MDL with MmMapLockedPagesSpecifyCache (undefined
-        // behaviour; MmGetSystemAddressForMdlSafe does not call it for them). Only a UserMode
-        // mapping is allowed; the host bugchecks a KernelMode one.
-        if flags & MDL_SOURCE_IS_NONPAGED_POOL != 0 {
-            if kernel_mode {
-                bugcheck(
-                    "DRIVER_VERIFIER_DETECTED_VIOLATION",
-                    format!(
-                        "MmMapLockedPagesSpecifyCache({mdl:p}, KernelMode) on an MDL built by \
-                         MmBuildMdlForNonPagedPool: it is already mapped"
-                    ),
-                );
-            }
-            // SAFETY: live (checked).
-            return unsafe { crate::MmGetMdlVirtualAddress(mdl) };
-        }
-        // Same page: the MDL must describe locked-down pages.
-        if flags & MDL_PAGES_LOCKED == 0 {
+    // WDK "MmBuildMdlForNonPagedPool function (wdm.h)"
+    // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-mmbuildmdlfornonpagedpool): drivers must not create further
+    // system-space mappings of such an MDL with MmMapLockedPagesSpecifyCache (undefined
+    // behaviour; MmGetSystemAddressForMdlSafe does not call it for them). Only a UserMode
+    // mapping is allowed; the host bugchecks a KernelMode one.
+    if flags & MDL_SOURCE_IS_NONPAGED_POOL != 0 {
+        if kernel_mode {
             bugcheck(
                 "DRIVER_VERIFIER_DETECTED_VIOLATION",
-                format!("MmMapLockedPagesSpecifyCache({mdl:p}): the MDL's pages are not locked"),
+                format!(
+                    "MmMapLockedPagesSpecifyCache({mdl:p}, KernelMode) on an MDL built by \
+                     MmBuildMdlForNonPagedPool: it is already mapped"
+                ),
             );
         }
         // SAFETY: live (checked).
-        let start = unsafe { crate::MmGetMdlVirtualAddress(mdl) };
-        // SAFETY: live (checked).
-        unsafe { (*mdl).MappedSystemVa = start };
-        // SAFETY: live (checked).
-        unsafe { (*mdl).MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA };
-        start
+        return unsafe { crate::MmGetMdlVirtualAddress(mdl) };
     }
+    // Same page: the MDL must describe locked-down pages.
+    if flags & MDL_PAGES_LOCKED == 0 {
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format!("MmMapLockedPagesSpecifyCache({mdl:p}): the MDL's pages are not locked"),
+        );
+    }
+    // SAFETY: live (checked).
+    let system_va = unsafe { crate::MmGetMdlVirtualAddress(mdl) };
+    // SAFETY: live (checked); the caller owns the MDL while it maps it.
+    let header = unsafe { &mut *mdl };
+    header.MappedSystemVa = system_va;
+    header.MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
+    header.MappedSystemVa
 }
 
 /// True if `mdl` is a live MDL from `IoAllocateMdl` (for the WSK provider's checks).
 pub(crate) fn is_live(mdl: *const MDL) -> bool {
-    machine::try_current().is_some_and(|m| lock(&m.mdls).live.contains_key(&(mdl as usize)))
+    machine::try_current().is_some_and(|m| {
+        MdlPtr::new(mdl.cast_mut()).is_some_and(|mdl| lock(&m.mdls).live.contains_key(&mdl))
+    })
 }
 
 /// Leak report lines: every MDL still allocated.

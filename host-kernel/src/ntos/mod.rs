@@ -28,6 +28,7 @@ pub(crate) mod event;
 pub(crate) mod irp;
 pub(crate) mod irql;
 pub mod kernel;
+pub(crate) mod kernel_ptr;
 pub(crate) mod machine;
 pub(crate) mod mdl;
 pub(crate) mod object;

@@ -286,16 +286,16 @@ pub unsafe extern "system-unwind" fn PsCreateSystemThread(
         objects.table.remove(&address);
         return crate::STATUS_INSUFFICIENT_RESOURCES;
     }
-    // SAFETY: the caller guarantees a writable out-pointer.
+    // SAFETY: the caller guarantees writable out-pointers.
     unsafe { ThreadHandle.write(handle) };
     if !ClientId.is_null() {
-        // SAFETY: the caller guarantees a non-null ClientId is writable.
+        // SAFETY: as above.
         unsafe {
             ClientId.write(CLIENT_ID {
                 UniqueProcess: core::ptr::without_provenance_mut(4),
                 UniqueThread: handle,
             });
-        };
+        }
     }
     STATUS_SUCCESS
 }

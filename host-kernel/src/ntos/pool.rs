@@ -97,10 +97,10 @@ fn allocate(bytes: usize, tag: u32, paged: bool, zero: bool, function: &'static 
         // SAFETY: the layout has a non-zero size.
         unsafe { std::alloc::alloc_zeroed(layout) }
     } else {
-        // SAFETY: the layout has a non-zero size.
+        // SAFETY: as above.
         let p = unsafe { std::alloc::alloc(layout) };
         if !p.is_null() {
-            // SAFETY: a fresh allocation of `layout.size()` bytes.
+            // SAFETY: a fresh block of `layout.size()` bytes.
             unsafe { core::ptr::write_bytes(p, 0xA5, layout.size()) };
         }
         p
@@ -230,10 +230,10 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
         return;
     }
     drop(pool);
-    // Poisoned first so a use after free reads garbage, not plausible data.
-    // SAFETY: allocated by `allocate` with this layout, still ours.
-    unsafe { core::ptr::write_bytes(P.cast::<u8>(), 0xDD, block.layout.size()) };
     // SAFETY: allocated by `allocate` with this layout and removed from the table: freed once.
+    // Poisoned first so a use after free reads garbage, not plausible data.
+    unsafe { core::ptr::write_bytes(P.cast::<u8>(), 0xDD, block.layout.size()) };
+    // SAFETY: as above.
     unsafe { std::alloc::dealloc(P.cast(), block.layout) };
 }
 
@@ -252,7 +252,7 @@ pub unsafe extern "system-unwind" fn MmGetSystemRoutineAddress(
     irql::require_at_most(PASSIVE_LEVEL, "MmGetSystemRoutineAddress");
     // SAFETY: the caller guarantees a valid counted string.
     let name = unsafe { &*SystemRoutineName };
-    // SAFETY: as above: Buffer holds Length bytes.
+    // SAFETY: as above: its buffer holds `Length` bytes.
     let name = String::from_utf16_lossy(unsafe { name.as_wide() });
     if name == "ExAllocatePool2" {
         let routine: unsafe extern "system" fn(POOL_FLAGS, SIZE_T, u32) -> PVOID = ExAllocatePool2;

@@ -19,6 +19,7 @@ use crate::{
 
 /// A registry value.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RegValue {
     /// `REG_DWORD`.
     Dword(u32),
@@ -158,11 +159,13 @@ pub unsafe extern "system-unwind" fn ZwOpenKey(
     if attributes.ObjectName.is_null() {
         return STATUS_INVALID_PARAMETER;
     }
-    let root = attributes.RootDirectory;
-    // SAFETY: the caller guarantees a valid name (non-null, checked).
+    // SAFETY: the caller guarantees a valid name (checked non-null).
     let name = unsafe { &*attributes.ObjectName };
-    // SAFETY: as above: Buffer holds Length bytes.
-    let name = String::from_utf16_lossy(unsafe { name.as_wide() });
+    // SAFETY: as above: its buffer holds `Length` bytes.
+    let (root, name) = (
+        attributes.RootDirectory,
+        String::from_utf16_lossy(unsafe { name.as_wide() }),
+    );
     let path = if root.is_null() {
         normalize(&name)
     } else {
@@ -209,7 +212,7 @@ pub unsafe extern "system-unwind" fn ZwQueryValueKey(
     };
     // SAFETY: the caller guarantees a valid name.
     let name = unsafe { &*ValueName };
-    // SAFETY: as above: Buffer holds Length bytes.
+    // SAFETY: as above: its buffer holds `Length` bytes.
     let name = String::from_utf16_lossy(unsafe { name.as_wide() }).to_lowercase();
     let value = lock(&machine.registry)
         .keys
@@ -228,8 +231,7 @@ pub unsafe extern "system-unwind" fn ZwQueryValueKey(
     if length < header {
         return STATUS_BUFFER_TOO_SMALL;
     }
-    // The caller guarantees the buffer holds Length bytes: the header (checked above), and the
-    // data only when it fits (checked below).
+    // The caller guarantees the buffer holds Length bytes: the header fits (checked above).
     let out = KeyValueInformation.cast::<u8>();
     let words = [
         0u32,
@@ -237,15 +239,17 @@ pub unsafe extern "system-unwind" fn ZwQueryValueKey(
         u32::try_from(data.len()).unwrap_or(u32::MAX),
     ];
     for (i, word) in words.iter().enumerate() {
-        // SAFETY: the three words are the header, inside the buffer (see above).
-        unsafe {
-            core::ptr::copy_nonoverlapping(word.to_le_bytes().as_ptr(), out.wrapping_add(i * 4), 4);
-        };
+        // SAFETY: word `i` of the header, inside the buffer (as said above).
+        let at = unsafe { out.add(i * 4) };
+        // SAFETY: 4 bytes at `at`, inside the buffer; a local array does not overlap it.
+        unsafe { core::ptr::copy_nonoverlapping(word.to_le_bytes().as_ptr(), at, 4) };
     }
     if length < needed {
         return STATUS_BUFFER_OVERFLOW;
     }
-    // SAFETY: the data fits after the header (checked above).
-    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), out.wrapping_add(header), data.len()) };
+    // SAFETY: the data follows the header, and the buffer holds it all (checked above).
+    let at = unsafe { out.add(header) };
+    // SAFETY: `data.len()` bytes at `at`, inside the buffer; the data is our own copy.
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), at, data.len()) };
     STATUS_SUCCESS
 }

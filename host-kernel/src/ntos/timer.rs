@@ -13,7 +13,9 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 use std::vec::Vec;
 
-use super::event::{TIMER_NOTIFICATION_OBJECT, TIMER_SYNCHRONIZATION_OBJECT, init_header};
+use super::event::{
+    TIMER_NOTIFICATION_OBJECT, TIMER_SYNCHRONIZATION_OBJECT, header_of, init_header,
+};
 use super::machine::{self, Machine, lock, wait, wait_timeout};
 use super::{dpc, irql, verifier};
 use crate::clock;
@@ -156,7 +158,7 @@ fn run(machine: &Machine) {
             unsafe { (*ktimer).Header.Inserted = 0 };
         }
         // SAFETY: as above; signalling takes the dispatcher lock (timers, then dispatcher).
-        unsafe { super::event::signal(machine, timer_header(ktimer), 1) };
+        unsafe { super::event::signal(machine, header_of(ktimer), 1) };
         if armed.dpc != 0 {
             let arg = core::ptr::without_provenance_mut(usize::try_from(now).unwrap_or(usize::MAX));
             // SAFETY: the driver gave this DPC to KeSetTimerEx; it must stay live while the
@@ -194,31 +196,18 @@ pub unsafe extern "system-unwind" fn KeInitializeTimerEx(Timer: *mut KTIMER, Typ
     } else {
         TIMER_NOTIFICATION_OBJECT
     };
-    // The caller guarantees writable storage, for every write below.
-    // SAFETY: see above.
-    unsafe { init_header(timer_header(Timer), kind, size_of::<KTIMER>(), 0) };
-    // SAFETY: see above.
-    unsafe { (*Timer).DueTime = 0 };
-    // SAFETY: see above.
-    unsafe {
-        (*Timer).TimerListEntry = LIST_ENTRY {
-            Flink: core::ptr::null_mut(),
-            Blink: core::ptr::null_mut(),
-        };
+    // SAFETY: the caller guarantees writable storage.
+    unsafe { init_header(header_of(Timer), kind, size_of::<KTIMER>(), 0) };
+    // SAFETY: as above; the header is initialised, the rest written below.
+    let timer = unsafe { &mut *Timer };
+    timer.DueTime = 0;
+    timer.TimerListEntry = LIST_ENTRY {
+        Flink: core::ptr::null_mut(),
+        Blink: core::ptr::null_mut(),
     };
-    // SAFETY: see above.
-    unsafe { (*Timer).Dpc = core::ptr::null_mut() };
-    // SAFETY: see above.
-    unsafe { (*Timer).Processor = 0 };
-    // SAFETY: see above.
-    unsafe { (*Timer).Period = 0 };
-}
-
-/// The address of a timer's dispatcher header; computing it reads nothing.
-fn timer_header(timer: *mut KTIMER) -> *mut crate::DISPATCHER_HEADER {
-    timer
-        .wrapping_byte_add(core::mem::offset_of!(KTIMER, Header))
-        .cast()
+    timer.Dpc = core::ptr::null_mut();
+    timer.Processor = 0;
+    timer.Period = 0;
 }
 
 /// Host implementation of `KeSetTimerEx`: arms (or re-arms) the timer; TRUE if it was armed.
@@ -249,20 +238,15 @@ pub unsafe extern "system-unwind" fn KeSetTimerEx(
     let mut state = lock(&timers.state);
     let was = disarm(&mut state, Timer as usize);
     arm(&mut state, Timer as usize, due, period_ms, Dpc as usize);
-    // The caller guarantees a live timer; kernel fields change under the timers lock, held for
-    // every access below.
-    // SAFETY: see above.
-    unsafe { (*Timer).DueTime = due };
-    // SAFETY: see above.
-    unsafe { (*Timer).Period = Period };
-    // SAFETY: see above.
-    unsafe { (*Timer).Dpc = Dpc };
-    // SAFETY: see above.
-    unsafe { (*Timer).Header.Inserted = 1 };
-    // SAFETY: see above.
-    unsafe { (*Timer).Header.Absolute = u8::from(DueTime >= 0) };
-    // SAFETY: see above; signalling takes the dispatcher lock (timers, then dispatcher).
-    unsafe { super::event::signal(&machine, timer_header(Timer), 0) };
+    // SAFETY: the caller guarantees a live timer; kernel fields change under the timers lock.
+    let timer = unsafe { &mut *Timer };
+    timer.DueTime = due;
+    timer.Period = Period;
+    timer.Dpc = Dpc;
+    timer.Header.Inserted = 1;
+    timer.Header.Absolute = u8::from(DueTime >= 0);
+    // SAFETY: as above; signalling takes the dispatcher lock (timers, then dispatcher).
+    unsafe { super::event::signal(&machine, header_of(Timer), 0) };
     timers.changed.notify_all();
     if was { TRUE } else { FALSE }
 }

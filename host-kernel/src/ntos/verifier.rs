@@ -12,6 +12,7 @@ use super::machine;
 
 /// One bugcheck the verifier raised (or, for the DPC watchdog, recorded).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Bugcheck {
     /// The Windows bugcheck name, e.g. `MULTIPLE_IRP_COMPLETE_REQUESTS`.
     pub name: &'static str,

@@ -4,6 +4,8 @@
 
 use std::string::String;
 
+pub(super) use crate::irp::IrpPtr;
+
 use crate::{
     DISPATCH_LEVEL, IO_NO_INCREMENT, IRP, IoMarkIrpPending, IofCompleteRequest, KIRQL, NTSTATUS,
 };
@@ -51,11 +53,12 @@ pub(super) unsafe fn mark_pending(irp: *mut IRP) {
 /// # Safety
 /// `irp` was entered with [`enter`] and this call owns its completion.
 pub(super) unsafe fn complete(irp: *mut IRP, status: NTSTATUS, information: usize) {
-    // SAFETY: the caller owns completion; the IRP is live until the completion routine ran.
-    unsafe { (*irp).IoStatus.Status = status };
-    // SAFETY: as above.
-    unsafe { (*irp).IoStatus.Information = information };
-    // SAFETY: as above; entered with `enter`, so the provider's location is current.
+    // SAFETY: the caller owns completion, so nobody else writes the IRP's status now; the IRP
+    // is live until its completion routine ran.
+    let io_status = unsafe { &mut (*irp).IoStatus };
+    io_status.Status = status;
+    io_status.Information = information;
+    // SAFETY: as above: the caller owns completion of this live IRP.
     unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
 }
 

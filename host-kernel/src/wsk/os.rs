@@ -220,13 +220,11 @@ pub(super) unsafe fn read_sockaddr(addr: *const SOCKADDR) -> Option<SocketAddr> 
     if addr.is_null() {
         return None;
     }
-    // The caller guarantees a readable address of the size its family implies; the reads
-    // are unaligned-safe.
-    // SAFETY: see above: the family is always there.
+    // SAFETY: the caller guarantees a readable address of the size its family implies.
     let family = unsafe { (*addr).sa_family };
     match family {
         AF_INET => {
-            // SAFETY: see above: an AF_INET address is a SOCKADDR_IN.
+            // SAFETY: as above, an IPv4 address; the read is unaligned-safe.
             let a = unsafe { addr.cast::<SOCKADDR_IN>().read_unaligned() };
             Some(SocketAddr::V4(SocketAddrV4::new(
                 Ipv4Addr::from(a.sin_addr.s_b),
@@ -234,7 +232,7 @@ pub(super) unsafe fn read_sockaddr(addr: *const SOCKADDR) -> Option<SocketAddr> 
             )))
         }
         AF_INET6 => {
-            // SAFETY: see above: an AF_INET6 address is a SOCKADDR_IN6.
+            // SAFETY: as above, an IPv6 address; the read is unaligned-safe.
             let a = unsafe { addr.cast::<SOCKADDR_IN6>().read_unaligned() };
             Some(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(a.sin6_addr),

@@ -37,7 +37,7 @@ unsafe fn read_string(s: *const UNICODE_STRING) -> Option<String> {
     }
     // SAFETY: the caller guarantees a valid counted string.
     let s = unsafe { &*s };
-    // SAFETY: as above: Buffer holds Length bytes.
+    // SAFETY: as above: its buffer holds `Length` bytes.
     let wide = unsafe { s.as_wide() };
     if wide.is_empty() {
         return None;
@@ -168,11 +168,12 @@ fn build(addrs: &[SocketAddr]) -> Option<*mut ADDRINFOEXW> {
                 },
                 addr: bytes,
             });
-        };
-        let addr = entry.wrapping_byte_add(core::mem::offset_of!(Entry, addr));
-        // SAFETY: `entry` is initialised just above; ai_addr points at its own address bytes.
-        unsafe { (*entry).info.ai_addr = addr.cast() };
-        head = entry.cast();
+        }
+        // SAFETY: just initialised, and only this function holds it.
+        let entry = unsafe { &mut *entry };
+        // The entry points into itself: a pool block does not move.
+        entry.info.ai_addr = (&raw mut entry.addr).cast();
+        head = (&raw mut *entry).cast();
     }
     Some(head)
 }
@@ -185,7 +186,7 @@ unsafe fn free_list(mut list: *mut ADDRINFOEXW) {
     while !list.is_null() {
         // SAFETY: every entry of the chain is a live pool block with our tag.
         let next = unsafe { (*list).ai_next };
-        // SAFETY: as above, freed once: `next` was read first and nobody frees it again.
+        // SAFETY: as above; freed once, its successor read first.
         unsafe { ExFreePoolWithTag(list.cast(), ADDRINFO_TAG) };
         list = next;
     }

@@ -127,6 +127,27 @@ struct Blocker {
     release: AtomicBool,
 }
 
+/// A [`Blocker`] started on processor `cpu` (numbered as [`Dpc::target`] takes it), holding
+/// it until its `release` is set.
+#[allow(
+    clippy::unnecessary_box_returns,
+    reason = "the kernel keeps the KDPC's address: it must not move"
+)]
+fn start_blocker(cpu: usize) -> Box<Dpc<Blocker>> {
+    let (started, started_rx) = mpsc::channel();
+    let blocker = Dpc::new(
+        block,
+        Blocker {
+            started: Mutex::new(started),
+            release: AtomicBool::new(false),
+        },
+    );
+    blocker.target(cpu);
+    assert!(blocker.insert());
+    recv(&started_rx);
+    blocker
+}
+
 unsafe extern "system" fn block(_: *mut KDPC, context: PVOID, _: PVOID, _: PVOID) {
     // SAFETY: the context is a Dpc<Blocker>.
     let dpc = unsafe { Dpc::<Blocker>::from_context(context) };
@@ -140,17 +161,7 @@ unsafe extern "system" fn block(_: *mut KDPC, context: PVOID, _: PVOID, _: PVOID
 #[test]
 fn insert_returns_false_while_queued_and_remove_dequeues() {
     let kernel = boot();
-    let (started, started_rx) = mpsc::channel();
-    let blocker = Dpc::new(
-        block,
-        Blocker {
-            started: Mutex::new(started),
-            release: AtomicBool::new(false),
-        },
-    );
-    blocker.target(1);
-    assert!(blocker.insert());
-    recv(&started_rx);
+    let blocker = start_blocker(1);
     let (tx, rx) = mpsc::channel::<(usize, u8)>();
     let waiting = Dpc::new(report, Mutex::new(tx));
     waiting.target(1);
@@ -160,9 +171,9 @@ fn insert_returns_false_while_queued_and_remove_dequeues() {
         "KeInsertQueueDpc returns FALSE while queued"
     );
     // SAFETY: a live KDPC.
-    assert_eq!(unsafe { KeRemoveQueueDpc(waiting.kdpc()) }, TRUE);
+    unsafe { assert_eq!(KeRemoveQueueDpc(waiting.kdpc()), TRUE) };
     // SAFETY: as above.
-    assert_eq!(unsafe { KeRemoveQueueDpc(waiting.kdpc()) }, FALSE);
+    unsafe { assert_eq!(KeRemoveQueueDpc(waiting.kdpc()), FALSE) };
     assert!(waiting.insert(), "queued again after removal");
     blocker.ctx.release.store(true, Ordering::SeqCst);
     assert_eq!(recv(&rx).0, 1);
@@ -236,17 +247,7 @@ fn a_running_dpc_queued_again_runs_concurrently_on_another_processor() {
 #[test]
 fn flush_waits_for_queued_dpcs_not_for_one_already_running() {
     let kernel = boot();
-    let (started, started_rx) = mpsc::channel();
-    let blocker = Arc::new(Dpc::new(
-        block,
-        Blocker {
-            started: Mutex::new(started),
-            release: AtomicBool::new(false),
-        },
-    ));
-    blocker.target(2);
-    assert!(blocker.insert());
-    recv(&started_rx);
+    let blocker = Arc::new(start_blocker(2));
     // The blocker was dequeued before the call: KeFlushQueuedDpcs promises nothing about it
     // (only DPCs queued before the call), so the flush returns while it still runs.
     let (flushed_tx, flushed_rx) = mpsc::channel();
@@ -504,17 +505,7 @@ fn a_processor_whose_queue_drains_resets_the_cumulative_watchdog() {
 #[test]
 fn queued_dpcs_are_reported_as_leaks() {
     let kernel = boot();
-    let (started, started_rx) = mpsc::channel();
-    let blocker = Dpc::new(
-        block,
-        Blocker {
-            started: Mutex::new(started),
-            release: AtomicBool::new(false),
-        },
-    );
-    blocker.target(1);
-    assert!(blocker.insert());
-    recv(&started_rx);
+    let blocker = start_blocker(1);
     let (tx, _rx) = mpsc::channel::<(usize, u8)>();
     let stuck = Dpc::new(report, Mutex::new(tx));
     stuck.target(1);

@@ -29,6 +29,12 @@ struct Routine {
     log: &'static Mutex<Vec<Seen>>,
 }
 
+impl Routine {
+    fn new(who: &'static str, returns: NTSTATUS, log: &'static Mutex<Vec<Seen>>) -> Self {
+        Self { who, returns, log }
+    }
+}
+
 unsafe extern "system" fn completion(
     device: *mut DEVICE_OBJECT,
     irp: *mut IRP,
@@ -36,49 +42,19 @@ unsafe extern "system" fn completion(
 ) -> NTSTATUS {
     // SAFETY: the context is a Routine the test keeps alive.
     let routine = unsafe { &*context.cast::<Routine>() };
-    // SAFETY: the IRP is live during completion.
-    let current_location = unsafe { (*irp).CurrentLocation };
-    // SAFETY: as above.
-    let status = unsafe { (*irp).IoStatus.Status };
-    // SAFETY: as above.
-    let cancel = unsafe { (*irp).Cancel } != 0;
+    // SAFETY: the IRP is live during completion; only read here.
+    let irp = unsafe { &*irp };
     if let Ok(mut log) = routine.log.lock() {
         log.push(Seen {
             who: routine.who,
-            current_location,
-            status,
-            cancel,
+            current_location: irp.CurrentLocation,
+            status: irp.IoStatus.Status,
+            cancel: irp.Cancel != 0,
             irql: KeGetCurrentIrql(),
             device_null: device.is_null(),
         });
     }
     routine.returns
-}
-
-/// Allocates an IRP with `stack` locations, registers [`completion`] with `routine` (when
-/// given) for success, error and cancel, and has the provider take it: the IRP is pending.
-///
-/// # Safety
-/// IRQL <= `DISPATCH_LEVEL`; `routine`, when given, outlives the IRP's completion.
-unsafe fn issued(stack: i8, routine: Option<&Routine>) -> *mut IRP {
-    // SAFETY: the IRQL is the caller's guarantee.
-    let irp = unsafe { IoAllocateIrp(stack, FALSE) };
-    if let Some(routine) = routine {
-        // SAFETY: a fresh IRP, ours; the routine outlives its completion (the caller's).
-        unsafe { IoSetCompletionRoutine(irp, Some(completion), ctx(routine), true, true, true) };
-    }
-    // SAFETY: a fresh IRP with a location left for the provider.
-    unsafe { call_driver_enter(irp) };
-    irp
-}
-
-/// Sets an IRP's final status, as the driver completing it does.
-///
-/// # Safety
-/// `irp` must be a live IRP.
-unsafe fn set_status(irp: *mut IRP, status: NTSTATUS) {
-    // SAFETY: a live IRP (the caller's guarantee).
-    unsafe { (*irp).IoStatus.Status = status };
 }
 
 fn leak_log() -> &'static Mutex<Vec<Seen>> {
@@ -92,53 +68,49 @@ fn ctx(routine: &Routine) -> PVOID {
 #[test]
 fn allocate_lays_out_stack_locations_as_wdm_does() {
     let kernel = boot();
-    // PASSIVE_LEVEL; the IRP is live from here until freed, before the kernel goes.
-    // SAFETY: see above.
+    // SAFETY: PASSIVE_LEVEL; the IRP is freed before the kernel goes.
     let irp = unsafe { IoAllocateIrp(3, FALSE) };
     assert!(!irp.is_null());
-    // SAFETY: see above.
-    assert_eq!(unsafe { (*irp).Type }, IO_TYPE_IRP);
-    // SAFETY: see above.
-    assert_eq!(usize::from(unsafe { (*irp).Size }), IoSizeOfIrp(3));
-    // SAFETY: see above.
-    assert_eq!(unsafe { (*irp).StackCount }, 3);
-    // SAFETY: see above.
-    assert_eq!(unsafe { (*irp).CurrentLocation }, 4);
-    let first = irp.wrapping_add(1).cast::<IO_STACK_LOCATION>();
-    // SAFETY: see above.
+    // SAFETY: as above.
+    unsafe { assert_eq!((*irp).Type, IO_TYPE_IRP) };
+    // SAFETY: as above.
+    unsafe { assert_eq!(usize::from((*irp).Size), IoSizeOfIrp(3)) };
+    // SAFETY: as above.
+    unsafe { assert_eq!((*irp).StackCount, 3) };
+    // SAFETY: as above.
+    unsafe { assert_eq!((*irp).CurrentLocation, 4) };
+    // SAFETY: as above: the stack locations follow the IRP.
+    let first = unsafe { irp.add(1) }.cast::<IO_STACK_LOCATION>();
+    // SAFETY: as above.
     let current = unsafe { IoGetCurrentIrpStackLocation(irp) };
     assert_eq!(current, first.wrapping_add(3), "one past the last location");
-    // SAFETY: see above.
+    // SAFETY: as above.
     unsafe { call_driver_enter(irp) };
-    // SAFETY: see above.
-    assert_eq!(unsafe { (*irp).CurrentLocation }, 3);
-    // SAFETY: see above.
+    // SAFETY: as above.
+    unsafe { assert_eq!((*irp).CurrentLocation, 3) };
+    // SAFETY: as above.
     let current = unsafe { IoGetCurrentIrpStackLocation(irp) };
     assert_eq!(current, first.wrapping_add(2));
-    // SAFETY: see above.
+    // SAFETY: as above.
     unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
     // The provider's location has no routine, nor the one above; stop at the top.
     let log = leak_log();
-    let top = Routine {
-        who: "top",
-        returns: STATUS_MORE_PROCESSING_REQUIRED,
-        log,
-    };
+    let top = Routine::new("top", STATUS_MORE_PROCESSING_REQUIRED, log);
     // Put our routine in location 3, the allocator's "next" (as IoSetCompletionRoutine
     // would have before the call).
-    let third = first.wrapping_add(2);
-    // SAFETY: see above: one of the IRP's three locations.
-    unsafe { (*third).CompletionRoutine = Some(completion) };
+    // SAFETY: as above: location 3 of 3.
+    let third = unsafe { first.add(2) };
+    // SAFETY: as above; nobody else touches it until the completion below.
+    let third = unsafe { &mut *third };
+    third.CompletionRoutine = Some(completion);
+    third.Context = ctx(&top);
+    third.Control = crate::SL_INVOKE_ON_SUCCESS;
     // SAFETY: as above.
-    unsafe { (*third).Context = ctx(&top) };
-    // SAFETY: as above.
-    unsafe { (*third).Control = crate::SL_INVOKE_ON_SUCCESS };
-    // SAFETY: see above; `top` outlives the completion.
     unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
-    // SAFETY: see above.
-    assert_eq!(unsafe { (*irp).CurrentLocation }, 4);
+    // SAFETY: as above.
+    unsafe { assert_eq!((*irp).CurrentLocation, 4) };
     assert_eq!(log.lock().unwrap().len(), 1);
-    // SAFETY: see above; freed once.
+    // SAFETY: as above.
     unsafe { IoFreeIrp(irp) };
     assert!(kernel.check_leaks().is_clean());
 }
@@ -146,15 +118,14 @@ fn allocate_lays_out_stack_locations_as_wdm_does() {
 /// Builds a two-level IRP: our routine "top" at the allocator's level (all flags), a middle
 /// driver's routine with `flags`, then the provider takes it.
 unsafe fn two_levels(top: &Routine, middle: &Routine, flags: (bool, bool, bool)) -> *mut IRP {
-    // The caller's contract: PASSIVE/DISPATCH, routines outlive the IRP's completion; the
-    // IRP is fresh and ours.
-    // SAFETY: see above.
+    // SAFETY: the caller's contract: PASSIVE/DISPATCH, routines outlive the IRP's completion.
     let irp = unsafe { IoAllocateIrp(2, FALSE) };
-    // SAFETY: see above.
+    // SAFETY: as above.
     unsafe { IoSetCompletionRoutine(irp, Some(completion), ctx(top), true, true, true) };
-    // SAFETY: see above; the middle driver's dispatch runs.
+    // The middle driver's dispatch runs.
+    // SAFETY: as above.
     unsafe { IoSetNextIrpStackLocation(irp) };
-    // SAFETY: see above.
+    // SAFETY: as above.
     unsafe {
         IoSetCompletionRoutine(
             irp,
@@ -164,8 +135,9 @@ unsafe fn two_levels(top: &Routine, middle: &Routine, flags: (bool, bool, bool))
             flags.1,
             flags.2,
         );
-    };
-    // SAFETY: see above; the provider takes it.
+    }
+    // The provider takes it.
+    // SAFETY: as above.
     unsafe { call_driver_enter(irp) };
     irp
 }
@@ -174,27 +146,18 @@ unsafe fn two_levels(top: &Routine, middle: &Routine, flags: (bool, bool, bool))
 fn completion_walks_up_the_stack_calling_each_routine() {
     let kernel = boot();
     let log = leak_log();
-    let top = Routine {
-        who: "top",
-        returns: STATUS_MORE_PROCESSING_REQUIRED,
-        log,
-    };
-    let middle = Routine {
-        who: "middle",
-        returns: STATUS_SUCCESS,
-        log,
-    };
+    let top = Routine::new("top", STATUS_MORE_PROCESSING_REQUIRED, log);
+    let middle = Routine::new("middle", STATUS_SUCCESS, log);
     kernel.on_kernel_thread(|| {
-        // The routines outlive the IRP; PASSIVE_LEVEL; the IRP is live until freed.
-        // SAFETY: see above.
+        // SAFETY: the routines outlive the IRP; PASSIVE_LEVEL.
         let irp = unsafe { two_levels(&top, &middle, (true, true, true)) };
-        // SAFETY: see above.
-        assert_eq!(unsafe { (*irp).CurrentLocation }, 1);
-        // SAFETY: see above.
+        // SAFETY: as above.
+        unsafe { assert_eq!((*irp).CurrentLocation, 1) };
+        // SAFETY: as above.
         unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
-        // SAFETY: see above.
+        // SAFETY: as above.
         unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
-        // SAFETY: see above; completed, freed once.
+        // SAFETY: as above.
         unsafe { IoFreeIrp(irp) };
     });
     let seen = log.lock().unwrap().clone();
@@ -230,27 +193,18 @@ fn completion_routines_honour_the_invoke_flags() {
     ];
     for (flags, status, cancel, called) in cases {
         let log = leak_log();
-        let top = Routine {
-            who: "top",
-            returns: STATUS_MORE_PROCESSING_REQUIRED,
-            log,
-        };
-        let middle = Routine {
-            who: "middle",
-            returns: STATUS_SUCCESS,
-            log,
-        };
+        let top = Routine::new("top", STATUS_MORE_PROCESSING_REQUIRED, log);
+        let middle = Routine::new("middle", STATUS_SUCCESS, log);
         kernel.on_kernel_thread(|| {
-            // The routines outlive the IRP; the IRP is live until freed.
-            // SAFETY: see above.
+            // SAFETY: the routines outlive the IRP.
             let irp = unsafe { two_levels(&top, &middle, flags) };
-            // SAFETY: see above.
+            // SAFETY: as above.
             unsafe { (*irp).IoStatus.Status = status };
-            // SAFETY: see above.
+            // SAFETY: as above.
             unsafe { (*irp).Cancel = u8::from(cancel) };
-            // SAFETY: see above.
+            // SAFETY: as above.
             unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
-            // SAFETY: see above; completed, freed once.
+            // SAFETY: as above.
             unsafe { IoFreeIrp(irp) };
         });
         let who: Vec<_> = log.lock().unwrap().iter().map(|s| s.who).collect();
@@ -266,39 +220,32 @@ fn completion_routines_honour_the_invoke_flags() {
 fn more_processing_required_stops_completion_until_completed_again() {
     let kernel = boot();
     let log = leak_log();
-    let top = Routine {
-        who: "top",
-        returns: STATUS_MORE_PROCESSING_REQUIRED,
-        log,
-    };
-    let middle = Routine {
-        who: "middle",
-        returns: STATUS_MORE_PROCESSING_REQUIRED,
-        log,
-    };
+    let top = Routine::new("top", STATUS_MORE_PROCESSING_REQUIRED, log);
+    let middle = Routine::new("middle", STATUS_MORE_PROCESSING_REQUIRED, log);
     kernel.on_kernel_thread(|| {
-        // The routines outlive the IRP; the IRP is live until freed.
-        // SAFETY: see above.
+        // SAFETY: the routines outlive the IRP.
         let irp = unsafe { two_levels(&top, &middle, (true, true, true)) };
-        // SAFETY: see above.
+        // SAFETY: as above.
         unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
-        // SAFETY: see above.
+        // SAFETY: as above.
         unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
         assert_eq!(
             log.lock().unwrap().len(),
             1,
             "the middle routine stopped the walk"
         );
-        assert_eq!(
-            // SAFETY: see above.
-            unsafe { (*irp).CurrentLocation },
-            2,
-            "the middle driver owns the IRP again"
-        );
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(
+                (*irp).CurrentLocation,
+                2,
+                "the middle driver owns the IRP again"
+            );
+        };
         // The middle driver finishes its work and completes the IRP again.
-        // SAFETY: see above.
+        // SAFETY: as above.
         unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
-        // SAFETY: see above; completed, freed once.
+        // SAFETY: as above.
         unsafe { IoFreeIrp(irp) };
     });
     let who: Vec<_> = log.lock().unwrap().iter().map(|s| s.who).collect();
@@ -306,17 +253,17 @@ fn more_processing_required_stops_completion_until_completed_again() {
 }
 
 unsafe extern "system" fn cancel_pending_receive(_: *mut DEVICE_OBJECT, irp: *mut IRP) {
-    // Called by IoCancelIrp with the cancel lock held; the IRP is pending with us.
+    // SAFETY: called by IoCancelIrp with the cancel lock held; the IRP is pending with us.
     assert_eq!(KeGetCurrentIrql(), DISPATCH_LEVEL);
-    // SAFETY: see above.
-    let irql = unsafe { (*irp).CancelIrql };
-    // SAFETY: see above: the lock is held, acquired at `irql`.
-    unsafe { IoReleaseCancelSpinLock(irql) };
-    // SAFETY: see above.
+    // SAFETY: as above.
+    let cancel_irql = unsafe { (*irp).CancelIrql };
+    // SAFETY: as above.
+    unsafe { IoReleaseCancelSpinLock(cancel_irql) };
+    // SAFETY: as above.
     unsafe { (*irp).IoStatus.Status = STATUS_CANCELLED };
-    // SAFETY: see above.
+    // SAFETY: as above.
     unsafe { (*irp).IoStatus.Information = 0 };
-    // SAFETY: see above: ours to complete, cancel routine already taken.
+    // SAFETY: as above.
     unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
 }
 
@@ -324,41 +271,37 @@ unsafe extern "system" fn cancel_pending_receive(_: *mut DEVICE_OBJECT, irp: *mu
 fn cancel_calls_the_cancel_routine_which_completes_the_irp_cancelled() {
     let kernel = boot();
     let log = leak_log();
-    let ours = Routine {
-        who: "ours",
-        returns: STATUS_MORE_PROCESSING_REQUIRED,
-        log,
-    };
+    let ours = Routine::new("ours", STATUS_MORE_PROCESSING_REQUIRED, log);
     kernel.on_kernel_thread(|| {
-        // The routine outlives the IRP; we play the provider holding a receive. The IRP is
-        // live until freed.
-        // SAFETY: see above.
-        let irp = unsafe { issued(1, Some(&ours)) };
-        // SAFETY: see above.
-        let previous = unsafe { IoSetCancelRoutine(irp, Some(cancel_pending_receive)) };
-        assert!(previous.is_none());
-        // SAFETY: see above.
-        assert_eq!(unsafe { IoCancelIrp(irp) }, TRUE);
+        // SAFETY: the routine outlives the IRP; we play the provider holding a receive.
+        let irp = unsafe { IoAllocateIrp(1, FALSE) };
+        // SAFETY: as above.
+        unsafe { IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true) };
+        // SAFETY: as above.
+        unsafe { call_driver_enter(irp) };
+        // SAFETY: as above.
+        unsafe { assert!(IoSetCancelRoutine(irp, Some(cancel_pending_receive)).is_none()) };
+        // SAFETY: as above.
+        unsafe { assert_eq!(IoCancelIrp(irp), TRUE) };
         assert_eq!(KeGetCurrentIrql(), crate::PASSIVE_LEVEL);
         // A second cancel finds no routine.
-        // SAFETY: see above; completed, so not pending.
+        // SAFETY: as above.
         unsafe { IoReuseIrp(irp, STATUS_UNSUCCESSFUL) };
-        // SAFETY: see above.
-        assert_eq!(unsafe { (*irp).Cancel }, 0, "IoReuseIrp clears Cancel");
-        // SAFETY: see above.
+        // SAFETY: as above.
+        unsafe { assert_eq!((*irp).Cancel, 0, "IoReuseIrp clears Cancel") };
+        // SAFETY: as above.
         unsafe { IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true) };
-        // SAFETY: see above.
+        // SAFETY: as above.
         unsafe { call_driver_enter(irp) };
-        // SAFETY: see above.
-        let cancelled = unsafe { IoCancelIrp(irp) };
-        assert_eq!(cancelled, FALSE, "no cancel routine set");
-        // SAFETY: see above.
-        assert_eq!(unsafe { (*irp).Cancel }, TRUE);
-        // SAFETY: see above.
-        unsafe { set_status(irp, STATUS_SUCCESS) };
-        // SAFETY: see above.
+        // SAFETY: as above.
+        unsafe { assert_eq!(IoCancelIrp(irp), FALSE, "no cancel routine set") };
+        // SAFETY: as above.
+        unsafe { assert_eq!((*irp).Cancel, TRUE) };
+        // SAFETY: as above.
+        unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
+        // SAFETY: as above.
         unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
-        // SAFETY: see above; completed, freed once.
+        // SAFETY: as above.
         unsafe { IoFreeIrp(irp) };
     });
     let seen = log.lock().unwrap().clone();
@@ -381,16 +324,16 @@ fn cancel_calls_the_cancel_routine_which_completes_the_irp_cancelled() {
 fn completing_an_irp_twice_bugchecks() {
     let kernel = boot();
     let log = leak_log();
-    let ours = Routine {
-        who: "ours",
-        returns: STATUS_MORE_PROCESSING_REQUIRED,
-        log,
-    };
+    let ours = Routine::new("ours", STATUS_MORE_PROCESSING_REQUIRED, log);
     // SAFETY: the routine outlives the IRP.
-    let irp = unsafe { issued(1, Some(&ours)) };
-    // SAFETY: a live IRP.
-    unsafe { set_status(irp, STATUS_SUCCESS) };
-    // SAFETY: a live IRP, pending with us.
+    let irp = unsafe { IoAllocateIrp(1, FALSE) };
+    // SAFETY: as above.
+    unsafe { IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true) };
+    // SAFETY: as above.
+    unsafe { call_driver_enter(irp) };
+    // SAFETY: as above.
+    unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
+    // SAFETY: as above.
     unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
     expect_bugcheck("MULTIPLE_IRP_COMPLETE_REQUESTS", || {
         // SAFETY: the violation under test; the IRP is live.
@@ -404,8 +347,10 @@ fn completing_an_irp_twice_bugchecks() {
 #[test]
 fn freeing_a_pending_irp_bugchecks() {
     let kernel = boot();
-    // SAFETY: no routine; the IRP is leaked on purpose once the check fired.
-    let irp = unsafe { issued(1, None) };
+    // SAFETY: the IRP is leaked on purpose once the check fired.
+    let irp = unsafe { IoAllocateIrp(1, FALSE) };
+    // SAFETY: as above.
+    unsafe { call_driver_enter(irp) };
     let message = expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
         // SAFETY: the violation under test.
         unsafe { IoFreeIrp(irp) }
@@ -420,15 +365,15 @@ fn freeing_a_pending_irp_bugchecks() {
 fn our_completion_routine_must_stop_completion() {
     let kernel = boot();
     let log = leak_log();
-    let wrong = Routine {
-        who: "wrong",
-        returns: STATUS_SUCCESS,
-        log,
-    };
+    let wrong = Routine::new("wrong", STATUS_SUCCESS, log);
     // SAFETY: the routine outlives the IRP.
-    let irp = unsafe { issued(1, Some(&wrong)) };
-    // SAFETY: a live IRP.
-    unsafe { set_status(irp, STATUS_SUCCESS) };
+    let irp = unsafe { IoAllocateIrp(1, FALSE) };
+    // SAFETY: as above.
+    unsafe { IoSetCompletionRoutine(irp, Some(completion), ctx(&wrong), true, true, true) };
+    // SAFETY: as above.
+    unsafe { call_driver_enter(irp) };
+    // SAFETY: as above.
+    unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
     let message = expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
         // SAFETY: the routine returning STATUS_SUCCESS is the violation under test.
         unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) }
@@ -445,12 +390,14 @@ fn our_completion_routine_must_stop_completion() {
 #[test]
 fn completing_with_a_cancel_routine_set_bugchecks() {
     let kernel = boot();
-    // SAFETY: no routine; the IRP is leaked once the check fired.
-    let irp = unsafe { issued(1, None) };
-    // SAFETY: a live IRP.
+    // SAFETY: the IRP is leaked once the check fired.
+    let irp = unsafe { IoAllocateIrp(1, FALSE) };
+    // SAFETY: as above.
+    unsafe { call_driver_enter(irp) };
+    // SAFETY: as above.
     let _ = unsafe { IoSetCancelRoutine(irp, Some(cancel_pending_receive)) };
-    // SAFETY: a live IRP.
-    unsafe { set_status(irp, STATUS_SUCCESS) };
+    // SAFETY: as above.
+    unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
     expect_bugcheck("CANCEL_STATE_IN_COMPLETED_IRP", || {
         // SAFETY: the violation under test.
         unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) }
@@ -462,8 +409,10 @@ fn completing_with_a_cancel_routine_set_bugchecks() {
 #[test]
 fn reusing_or_sending_a_pending_irp_bugchecks() {
     let kernel = boot();
-    // SAFETY: no routine; the IRP is leaked on purpose once the checks fired.
-    let irp = unsafe { issued(2, None) };
+    // SAFETY: the IRP is leaked on purpose once the checks fired.
+    let irp = unsafe { IoAllocateIrp(2, FALSE) };
+    // SAFETY: as above.
+    unsafe { call_driver_enter(irp) };
     expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
         // SAFETY: reusing a pending IRP is the violation under test.
         unsafe { IoReuseIrp(irp, STATUS_UNSUCCESSFUL) }
@@ -482,7 +431,7 @@ fn reusing_or_sending_a_pending_irp_bugchecks() {
     // An IRP with its one location taken has none left for a further driver.
     // SAFETY: as above.
     let full = unsafe { IoAllocateIrp(1, FALSE) };
-    // SAFETY: a fresh IRP with one location to take.
+    // SAFETY: as above.
     unsafe { IoSetNextIrpStackLocation(full) };
     expect_bugcheck("NO_MORE_IRP_STACK_LOCATIONS", || {
         // SAFETY: the violation under test.
@@ -490,11 +439,11 @@ fn reusing_or_sending_a_pending_irp_bugchecks() {
     });
     take(&kernel, &["NO_MORE_IRP_STACK_LOCATIONS"]);
     expect_bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", || {
-        // SAFETY: PASSIVE_LEVEL.
-        let fresh = unsafe { IoAllocateIrp(1, FALSE) };
-        // SAFETY: a live IRP.
-        unsafe { set_status(fresh, STATUS_SUCCESS) };
         // SAFETY: completing an IRP no driver holds is the violation under test.
+        let fresh = unsafe { IoAllocateIrp(1, FALSE) };
+        // SAFETY: as above.
+        unsafe { (*fresh).IoStatus.Status = STATUS_SUCCESS };
+        // SAFETY: as above.
         unsafe { IofCompleteRequest(fresh, IO_NO_INCREMENT) };
     });
     take(&kernel, &["DRIVER_VERIFIER_IOMANAGER_VIOLATION"]);
@@ -505,34 +454,35 @@ fn reusing_or_sending_a_pending_irp_bugchecks() {
 fn completion_at_raised_irql_runs_routines_at_that_irql_and_above_dispatch_bugchecks() {
     let kernel = boot();
     let log = leak_log();
-    let ours = Routine {
-        who: "ours",
-        returns: STATUS_MORE_PROCESSING_REQUIRED,
-        log,
-    };
+    let ours = Routine::new("ours", STATUS_MORE_PROCESSING_REQUIRED, log);
     kernel.on_kernel_thread(|| {
-        // The routine outlives the IRP; the IRP is live until freed.
-        // SAFETY: see above.
-        let irp = unsafe { issued(1, Some(&ours)) };
-        // SAFETY: see above.
-        unsafe { set_status(irp, STATUS_SUCCESS) };
-        // SAFETY: raising from PASSIVE_LEVEL; lowered again below.
+        // SAFETY: the routine outlives the IRP.
+        let irp = unsafe { IoAllocateIrp(1, FALSE) };
+        // SAFETY: as above.
+        unsafe { IoSetCompletionRoutine(irp, Some(completion), ctx(&ours), true, true, true) };
+        // SAFETY: as above.
+        unsafe { call_driver_enter(irp) };
+        // SAFETY: as above.
+        unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
+        // SAFETY: as above.
         let old = unsafe { crate::KeRaiseIrql(DISPATCH_LEVEL) };
-        // SAFETY: see above; DISPATCH_LEVEL is allowed.
+        // SAFETY: as above.
         unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
-        // SAFETY: the level the raise saved.
+        // SAFETY: as above.
         unsafe { crate::KeLowerIrql(old) };
-        // SAFETY: see above; completed, freed once.
+        // SAFETY: as above.
         unsafe { IoFreeIrp(irp) };
     });
     assert_eq!(log.lock().unwrap()[0].irql, DISPATCH_LEVEL);
     expect_bugcheck("IRQL_NOT_LESS_OR_EQUAL", || {
         kernel.on_kernel_thread(|| {
-            // SAFETY: PASSIVE_LEVEL, no routine.
-            let irp = unsafe { issued(1, None) };
-            // SAFETY: raising from PASSIVE_LEVEL; the kernel thread's recovery resets it.
-            let _ = unsafe { crate::KeRaiseIrql(crate::HIGH_LEVEL) };
             // SAFETY: completing above DISPATCH_LEVEL is the violation under test.
+            let irp = unsafe { IoAllocateIrp(1, FALSE) };
+            // SAFETY: as above.
+            unsafe { call_driver_enter(irp) };
+            // SAFETY: as above.
+            let _ = unsafe { crate::KeRaiseIrql(crate::HIGH_LEVEL) };
+            // SAFETY: as above.
             unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
         });
     });
@@ -540,15 +490,14 @@ fn completion_at_raised_irql_runs_routines_at_that_irql_and_above_dispatch_bugch
 }
 
 unsafe extern "system" fn cancel_and_complete(_: *mut DEVICE_OBJECT, irp: *mut IRP) {
-    // Called by IoCancelIrp with the cancel lock held; the routine was still set, so the
-    // "provider" gave completion up to us.
-    // SAFETY: see above.
-    let irql = unsafe { (*irp).CancelIrql };
-    // SAFETY: see above: the lock is held, acquired at `irql`.
-    unsafe { IoReleaseCancelSpinLock(irql) };
-    // SAFETY: see above.
-    unsafe { set_status(irp, STATUS_CANCELLED) };
-    // SAFETY: see above: completion is ours.
+    // SAFETY: called by IoCancelIrp with the cancel lock held; the routine was still set, so
+    // the "provider" gave completion up to us.
+    let cancel_irql = unsafe { (*irp).CancelIrql };
+    // SAFETY: as above.
+    unsafe { IoReleaseCancelSpinLock(cancel_irql) };
+    // SAFETY: as above.
+    unsafe { (*irp).IoStatus.Status = STATUS_CANCELLED };
+    // SAFETY: as above.
     unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
 }
 
@@ -556,42 +505,44 @@ unsafe extern "system" fn cancel_and_complete(_: *mut DEVICE_OBJECT, irp: *mut I
 fn cancel_racing_completion_completes_exactly_once() {
     let kernel = boot();
     let log = leak_log();
-    let ours = Routine {
-        who: "ours",
-        returns: STATUS_MORE_PROCESSING_REQUIRED,
-        log,
-    };
+    let ours = Routine::new("ours", STATUS_MORE_PROCESSING_REQUIRED, log);
     let ours_ctx = ctx(&ours) as usize;
     let rounds = 300;
     kernel.on_kernel_thread(|| {
         // SAFETY: one IRP reused each round; the routine outlives it.
         let irp = unsafe { IoAllocateIrp(1, FALSE) } as usize;
         for _ in 0..rounds {
-            // The IRP is ours between rounds; the routine outlives it.
-            let irp = irp as *mut IRP;
-            // SAFETY: see above.
-            unsafe { IoReuseIrp(irp, STATUS_UNSUCCESSFUL) };
-            // SAFETY: see above.
+            let irp_ptr = irp as *mut IRP;
+            // SAFETY: the IRP is ours between rounds.
+            unsafe { IoReuseIrp(irp_ptr, STATUS_UNSUCCESSFUL) };
+            // SAFETY: as above.
             unsafe {
-                IoSetCompletionRoutine(irp, Some(completion), ours_ctx as PVOID, true, true, true);
-            };
-            // SAFETY: see above.
-            unsafe { call_driver_enter(irp) };
-            // SAFETY: see above.
-            let _ = unsafe { IoSetCancelRoutine(irp, Some(cancel_and_complete)) };
-            let irp = irp as usize;
+                IoSetCompletionRoutine(
+                    irp_ptr,
+                    Some(completion),
+                    ours_ctx as PVOID,
+                    true,
+                    true,
+                    true,
+                );
+            }
+            // SAFETY: as above.
+            unsafe { call_driver_enter(irp_ptr) };
+            // SAFETY: as above.
+            let _ = unsafe { IoSetCancelRoutine(irp_ptr, Some(cancel_and_complete)) };
             std::thread::scope(|s| {
                 // The provider finishing the operation on another thread, at DISPATCH_LEVEL.
                 s.spawn(|| {
                     crate::on_kernel_thread(|| {
                         let old = crate::irql::raise(DISPATCH_LEVEL);
                         let irp = irp as *mut IRP;
-                        // SAFETY: the IRP is live for the round.
-                        if unsafe { IoSetCancelRoutine(irp, None) }.is_some() {
-                            // Completion is ours: we took the cancel routine back.
-                            // SAFETY: see above.
-                            unsafe { set_status(irp, STATUS_SUCCESS) };
-                            // SAFETY: see above.
+                        // SAFETY: the IRP is live while pending.
+                        let took_back = unsafe { IoSetCancelRoutine(irp, None) }.is_some();
+                        // Completion is ours only if we took the cancel routine back.
+                        if took_back {
+                            // SAFETY: as above, and ours to complete.
+                            unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
+                            // SAFETY: as above.
                             unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
                         }
                         crate::irql::lower(old);

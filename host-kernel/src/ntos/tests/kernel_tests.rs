@@ -16,44 +16,46 @@ const TAG: u32 = pool_tag(*b"Test");
 fn pool_routines_track_tags_and_exallocatepool2_zeroes() {
     let kernel = boot();
     kernel.on_kernel_thread(|| {
-        // PASSIVE_LEVEL (a kernel thread) for every call below; every allocation is freed
-        // with its tag.
-        // SAFETY: see above.
+        // SAFETY: PASSIVE_LEVEL; every allocation is freed with its tag.
         unsafe { crate::init_pool_routines() };
-        // SAFETY: see above.
+        // SAFETY: as above.
         let p = unsafe { crate::allocate_nonpaged(64, TAG) };
         assert!(!p.is_null());
-        // SAFETY: see above.
+        // SAFETY: as above.
         unsafe { crate::ExFreePoolWithTag(p, TAG) };
         let name: Vec<u16> = "ExAllocatePool2".encode_utf16().collect();
         let mut name = UNICODE_STRING::from_wide(&name[..]);
-        // SAFETY: see above; a valid counted string.
+        // SAFETY: as above.
         let routine = unsafe { crate::MmGetSystemRoutineAddress(&raw mut name) };
         assert!(!routine.is_null());
-        // SAFETY: the address of ExAllocatePool2, of this signature.
+        // SAFETY: as above.
         let f: unsafe extern "system" fn(u64, usize, u32) -> crate::PVOID =
             unsafe { core::mem::transmute(routine) };
-        // SAFETY: see above.
-        let zeroed = unsafe { f(crate::POOL_FLAG_NON_PAGED, 32, TAG) }.cast::<u8>();
-        // SAFETY: a 32-byte allocation.
+        // SAFETY: as above.
+        let zeroed = unsafe { f(crate::POOL_FLAG_NON_PAGED, 32, TAG).cast::<u8>() };
+        // SAFETY: as above: 32 bytes were allocated.
         let bytes = unsafe { core::slice::from_raw_parts(zeroed, 32) };
-        assert!(bytes.iter().all(|&b| b == 0), "ExAllocatePool2 zeroes");
-        // SAFETY: see above.
+        assert!(bytes.iter().all(|b| *b == 0), "ExAllocatePool2 zeroes");
+        // SAFETY: as above.
         unsafe { crate::ExFreePoolWithTag(zeroed.cast(), TAG) };
-        assert!(
-            // SAFETY: see above.
-            unsafe { f(crate::POOL_FLAG_NON_PAGED, 32, 0) }.is_null(),
-            "a zero tag: NULL"
-        );
-        assert!(
-            // SAFETY: see above.
-            unsafe { f(crate::POOL_FLAG_NON_PAGED | crate::POOL_FLAG_PAGED, 32, TAG) }.is_null(),
-            "two pool types: NULL"
-        );
+        // SAFETY: as above.
+        unsafe {
+            assert!(
+                f(crate::POOL_FLAG_NON_PAGED, 32, 0).is_null(),
+                "a zero tag: NULL"
+            );
+        };
+        // SAFETY: as above.
+        unsafe {
+            assert!(
+                f(crate::POOL_FLAG_NON_PAGED | crate::POOL_FLAG_PAGED, 32, TAG).is_null(),
+                "two pool types: NULL"
+            );
+        };
         let other: Vec<u16> = "NoSuchRoutine".encode_utf16().collect();
         let mut other = UNICODE_STRING::from_wide(&other[..]);
-        // SAFETY: see above; a valid counted string.
-        assert!(unsafe { crate::MmGetSystemRoutineAddress(&raw mut other) }.is_null());
+        // SAFETY: as above.
+        unsafe { assert!(crate::MmGetSystemRoutineAddress(&raw mut other).is_null()) };
     });
     assert!(kernel.check_leaks().is_clean());
 }
@@ -98,65 +100,65 @@ fn freeing_pool_twice_or_with_the_wrong_tag_bugchecks() {
 #[test]
 fn mdls_describe_their_buffer_and_nonpaged_ones_are_mapped() {
     let kernel = boot();
-    // The buffer outlives the MDLs and the IRP; all are live until freed at the end.
-    // SAFETY: see above.
+    // SAFETY: the buffer outlives the MDL; both are freed.
     let buffer = unsafe { crate::ExAllocatePoolWithTag(NonPagedPoolNx, 10_000, TAG) };
-    let va = buffer.cast::<u8>().wrapping_add(100);
-    // SAFETY: see above.
+    // SAFETY: as above.
+    let va = unsafe { buffer.cast::<u8>().add(100) };
+    // SAFETY: as above.
     let mdl = unsafe { IoAllocateMdl(va.cast(), 5000, FALSE, FALSE, core::ptr::null_mut()) };
     assert!(!mdl.is_null());
-    // SAFETY: see above.
-    assert_eq!(unsafe { MmGetMdlVirtualAddress(mdl) }, va.cast());
-    // SAFETY: see above.
-    assert_eq!(unsafe { MmGetMdlByteCount(mdl) }, 5000);
-    // SAFETY: see above.
-    let offset = unsafe { MmGetMdlByteOffset(mdl) };
-    assert_eq!(offset as usize, va as usize % 4096);
-    // SAFETY: see above.
-    let start = unsafe { (*mdl).StartVa };
-    assert_eq!(start as usize % 4096, 0, "StartVa is page-aligned");
-    // SAFETY: see above.
-    let flags = unsafe { (*mdl).MdlFlags };
-    assert_eq!(flags & MDL_ALLOCATED_FIXED_SIZE, MDL_ALLOCATED_FIXED_SIZE);
-    // SAFETY: see above.
+    // SAFETY: as above.
+    unsafe { assert_eq!(MmGetMdlVirtualAddress(mdl), va.cast()) };
+    // SAFETY: as above.
+    unsafe { assert_eq!(MmGetMdlByteCount(mdl), 5000) };
+    // SAFETY: as above.
+    unsafe { assert_eq!(MmGetMdlByteOffset(mdl) as usize, va as usize % 4096) };
+    // SAFETY: as above.
+    unsafe { assert_eq!((*mdl).StartVa as usize % 4096, 0, "StartVa is page-aligned") };
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(
+            (*mdl).MdlFlags & MDL_ALLOCATED_FIXED_SIZE,
+            MDL_ALLOCATED_FIXED_SIZE
+        );
+    };
+    // SAFETY: as above.
     unsafe { MmBuildMdlForNonPagedPool(mdl) };
-    // SAFETY: see above.
-    assert_ne!(unsafe { (*mdl).MdlFlags } & MDL_SOURCE_IS_NONPAGED_POOL, 0);
-    // SAFETY: see above.
-    assert_eq!(unsafe { (*mdl).MappedSystemVa }, va.cast());
-    // SAFETY: see above.
-    assert_eq!(unsafe { MmGetSystemAddressForMdlSafe(mdl, 16) }, va.cast());
+    // SAFETY: as above.
+    unsafe { assert_ne!((*mdl).MdlFlags & MDL_SOURCE_IS_NONPAGED_POOL, 0) };
+    // SAFETY: as above.
+    unsafe { assert_eq!((*mdl).MappedSystemVa, va.cast()) };
+    // SAFETY: as above.
+    unsafe { assert_eq!(MmGetSystemAddressForMdlSafe(mdl, 16), va.cast()) };
     // An MDL attached to an IRP.
-    // SAFETY: see above.
+    // SAFETY: as above.
     let irp = unsafe { crate::IoAllocateIrp(1, FALSE) };
-    // SAFETY: see above.
+    // SAFETY: as above.
     let attached = unsafe { IoAllocateMdl(va.cast(), 10, FALSE, FALSE, irp) };
-    // SAFETY: see above.
-    assert_eq!(unsafe { (*irp).MdlAddress }, attached);
-    {
-        let report = kernel.check_leaks();
-        assert_eq!(report.leaks().len(), 4, "{report}");
-        assert!(
-            report.leaks().iter().any(|l| l.contains("pool tag 'Test'")),
-            "{report}"
-        );
-        assert!(
-            report
-                .leaks()
-                .iter()
-                .filter(|l| l.starts_with("MDL"))
-                .count()
-                == 2,
-            "{report}"
-        );
-    }
-    // SAFETY: see above; each freed once.
+    // SAFETY: as above.
+    unsafe { assert_eq!((*irp).MdlAddress, attached) };
+    let report = kernel.check_leaks();
+    assert_eq!(report.leaks().len(), 4, "{report}");
+    assert!(
+        report.leaks().iter().any(|l| l.contains("pool tag 'Test'")),
+        "{report}"
+    );
+    assert!(
+        report
+            .leaks()
+            .iter()
+            .filter(|l| l.starts_with("MDL"))
+            .count()
+            == 2,
+        "{report}"
+    );
+    // SAFETY: as above.
     unsafe { IoFreeMdl(attached) };
-    // SAFETY: see above.
+    // SAFETY: as above.
     unsafe { crate::IoFreeIrp(irp) };
-    // SAFETY: see above.
+    // SAFETY: as above.
     unsafe { IoFreeMdl(mdl) };
-    // SAFETY: see above; after the MDLs that described it.
+    // SAFETY: as above.
     unsafe { crate::ExFreePoolWithTag(buffer, TAG) };
     assert!(kernel.check_leaks().is_clean());
 }
@@ -310,27 +312,26 @@ unsafe extern "system" fn entry_with(
     unload: crate::DRIVER_UNLOAD,
 ) -> NTSTATUS {
     assert_eq!(crate::KeGetCurrentIrql(), crate::PASSIVE_LEVEL);
-    // DriverEntry's arguments are live; PASSIVE_LEVEL.
-    // SAFETY: see above.
+    // SAFETY: DriverEntry's arguments are live; PASSIVE_LEVEL.
     let path = unsafe { &*path };
-    // SAFETY: see above: a valid counted string.
+    // SAFETY: as above.
     let path = String::from_utf16_lossy(unsafe { path.as_wide() });
     crate::kprint!("entry: {path}\n");
-    // SAFETY: see above.
+    // SAFETY: as above.
     let name = unsafe { &(*driver).DriverName };
-    assert_eq!(
-        // SAFETY: see above: a valid counted string.
-        String::from_utf16_lossy(unsafe { name.as_wide() }),
-        "\\Driver\\tidy"
-    );
-    // SAFETY: see above.
+    // SAFETY: as above.
+    let name = String::from_utf16_lossy(unsafe { name.as_wide() });
+    assert_eq!(name, "\\Driver\\tidy");
+    // SAFETY: as above.
     unsafe { crate::init_pool_routines() };
-    DRIVER_BUFFER.store(
-        // SAFETY: see above.
-        unsafe { crate::allocate_nonpaged(128, TAG) } as usize,
-        core::sync::atomic::Ordering::SeqCst,
-    );
-    // SAFETY: see above.
+    // SAFETY: as above.
+    unsafe {
+        DRIVER_BUFFER.store(
+            crate::allocate_nonpaged(128, TAG) as usize,
+            core::sync::atomic::Ordering::SeqCst,
+        );
+    };
+    // SAFETY: as above.
     unsafe { (*driver).DriverUnload = Some(unload) };
     STATUS_SUCCESS
 }
@@ -436,9 +437,9 @@ fn calls_without_a_booted_kernel_bugcheck_clearly() {
 #[test]
 fn describing_paged_pool_as_nonpaged_bugchecks() {
     let kernel = boot();
-    // SAFETY: PASSIVE_LEVEL.
-    let paged = unsafe { crate::ExAllocatePoolWithTag(PagedPool, 64, TAG) };
     // SAFETY: PASSIVE_LEVEL; the MDL over paged pool is the violation under test.
+    let paged = unsafe { crate::ExAllocatePoolWithTag(PagedPool, 64, TAG) };
+    // SAFETY: as above.
     let mdl = unsafe { IoAllocateMdl(paged, 64, FALSE, FALSE, core::ptr::null_mut()) } as usize;
     let paged = paged as usize;
     expect_bugcheck("DRIVER_VERIFIER_DETECTED_VIOLATION", || {
@@ -446,9 +447,9 @@ fn describing_paged_pool_as_nonpaged_bugchecks() {
         unsafe { MmBuildMdlForNonPagedPool(mdl as *mut crate::MDL) }
     });
     take(&kernel, &["DRIVER_VERIFIER_DETECTED_VIOLATION"]);
-    // SAFETY: live, freed once.
+    // SAFETY: both live, freed once.
     unsafe { IoFreeMdl(mdl as *mut crate::MDL) };
-    // SAFETY: live, freed once, after the MDL over it.
+    // SAFETY: as above.
     unsafe { crate::ExFreePoolWithTag(paged as crate::PVOID, TAG) };
     assert!(kernel.check_leaks().is_clean());
 }
@@ -456,14 +457,14 @@ fn describing_paged_pool_as_nonpaged_bugchecks() {
 #[test]
 fn freeing_pool_that_holds_an_armed_timer_bugchecks() {
     let kernel = boot();
-    // PASSIVE_LEVEL; the timer lives in the pool block (its second KTIMER-sized slot) until
-    // cancelled.
-    // SAFETY: see above.
+    // SAFETY: PASSIVE_LEVEL; the timer lives in the pool block (its second KTIMER-sized slot)
+    // until cancelled.
     let block = unsafe { crate::ExAllocatePoolWithTag(NonPagedPoolNx, 256, TAG) };
-    let timer = block.cast::<crate::KTIMER>().wrapping_add(1);
-    // SAFETY: see above.
+    // SAFETY: as above: 256 bytes hold two KTIMERs.
+    let timer = unsafe { block.cast::<crate::KTIMER>().add(1) };
+    // SAFETY: as above.
     unsafe { crate::KeInitializeTimerEx(timer, crate::NotificationTimer) };
-    // SAFETY: see above.
+    // SAFETY: as above.
     unsafe { crate::KeSetTimerEx(timer, -36_000_000_000, 0, core::ptr::null_mut()) };
     let block = block as usize;
     let message = expect_bugcheck("TIMER_OR_DPC_INVALID", || {
@@ -472,11 +473,11 @@ fn freeing_pool_that_holds_an_armed_timer_bugchecks() {
     });
     assert!(message.contains("armed timer"), "{message}");
     take(&kernel, &["TIMER_OR_DPC_INVALID"]);
-    // The block is still live (the free was refused): cancel, then free.
-    let timer = (block as *mut crate::KTIMER).wrapping_add(1);
-    // SAFETY: see above.
-    assert_eq!(unsafe { crate::KeCancelTimer(timer) }, crate::TRUE);
-    // SAFETY: see above; freed once.
+    // SAFETY: the block is still live (the free was refused): cancel, then free.
+    let timer = unsafe { (block as *mut crate::KTIMER).add(1) };
+    // SAFETY: as above.
+    unsafe { assert_eq!(crate::KeCancelTimer(timer), crate::TRUE) };
+    // SAFETY: as above.
     unsafe { crate::ExFreePoolWithTag(block as crate::PVOID, TAG) };
     assert!(kernel.check_leaks().is_clean());
 }

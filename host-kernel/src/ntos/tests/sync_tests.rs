@@ -1,6 +1,6 @@
 use core::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender};
 
 use super::*;
 use crate::ntos::irql;
@@ -12,7 +12,7 @@ use crate::{
     KeSetEvent, KeSetTimerEx, KeWaitForSingleObject, KernelMode, NotificationEvent,
     NotificationTimer, ObReferenceObjectByHandle, ObfDereferenceObject, PASSIVE_LEVEL, PVOID,
     PsCreateSystemThread, PsTerminateSystemThread, STATUS_SUCCESS, STATUS_TIMEOUT,
-    SynchronizationEvent, SynchronizationTimer, TRUE, ZwClose,
+    SynchronizationEvent, SynchronizationTimer, TIMER_TYPE, TRUE, ZwClose,
 };
 
 /// A zeroed object in a box, for the kernel to initialise.
@@ -47,41 +47,42 @@ fn notification_events_stay_signalled_synchronization_events_reset() {
     kernel.on_kernel_thread(|| {
         let event = || event_addr as *mut KEVENT;
         let sync = || sync_addr as *mut KEVENT;
-        // Both events are live for the whole test and initialised first; PASSIVE_LEVEL.
-        // SAFETY: see above.
+        // SAFETY: live events, PASSIVE_LEVEL.
         unsafe { KeInitializeEvent(event(), NotificationEvent, FALSE) };
-        // SAFETY: see above.
+        // SAFETY: as above.
         unsafe { KeInitializeEvent(sync(), SynchronizationEvent, FALSE) };
-        // SAFETY: see above.
-        let set = |e: *mut KEVENT| unsafe { KeSetEvent(e, 0, FALSE) };
         assert_eq!(
             wait(event().cast(), Some(0)),
             STATUS_TIMEOUT,
             "zero timeout polls"
         );
-        assert_eq!(set(event()), 0);
-        assert_eq!(set(event()), 1, "previous state");
+        // SAFETY: as above.
+        unsafe { assert_eq!(KeSetEvent(event(), 0, FALSE), 0) };
+        // SAFETY: as above.
+        unsafe { assert_eq!(KeSetEvent(event(), 0, FALSE), 1, "previous state") };
         assert_eq!(wait(event().cast(), Some(0)), STATUS_SUCCESS);
         assert_eq!(
             wait(event().cast(), None),
             STATUS_SUCCESS,
             "still signalled"
         );
-        // SAFETY: see above.
-        assert_eq!(unsafe { KeResetEvent(event()) }, 1);
+        // SAFETY: as above.
+        unsafe { assert_eq!(KeResetEvent(event()), 1) };
         assert_eq!(wait(event().cast(), Some(MS)), STATUS_TIMEOUT);
-        set(sync());
+        // SAFETY: as above.
+        unsafe { KeSetEvent(sync(), 0, FALSE) };
         assert_eq!(wait(sync().cast(), Some(0)), STATUS_SUCCESS);
         assert_eq!(
             wait(sync().cast(), Some(0)),
             STATUS_TIMEOUT,
             "a wait consumed it"
         );
-        set(sync());
-        // SAFETY: see above.
+        // SAFETY: as above.
+        unsafe { KeSetEvent(sync(), 0, FALSE) };
+        // SAFETY: as above.
         unsafe { KeClearEvent(sync()) };
-        // SAFETY: see above.
-        assert_eq!(unsafe { (*sync()).Header.SignalState }, 0);
+        // SAFETY: as above.
+        unsafe { assert_eq!((*sync()).Header.SignalState, 0) };
     });
 }
 
@@ -163,80 +164,105 @@ struct TimerProbe {
     tx: Mutex<Sender<(usize, u8, usize)>>,
 }
 
+impl TimerProbe {
+    /// A probe and the receiving end of what its DPC reports.
+    fn new() -> (Self, Receiver<(usize, u8, usize)>) {
+        let (tx, rx) = mpsc::channel();
+        let probe = Self {
+            fired: AtomicUsize::new(0),
+            tx: Mutex::new(tx),
+        };
+        (probe, rx)
+    }
+}
+
+/// Initialises `timer` as a timer of `kind`, and `dpc` as a DPC reporting to `probe`.
+///
+/// # Safety
+/// All three are live and stay in place while the timer and the DPC are in use.
+unsafe fn init_timer_and_probe_dpc(
+    timer: *mut KTIMER,
+    kind: TIMER_TYPE,
+    dpc: *mut KDPC,
+    probe: &TimerProbe,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { KeInitializeTimerEx(timer, kind) };
+    // SAFETY: forwarded contract; the probe is the DPC's context.
+    unsafe {
+        KeInitializeDpc(
+            dpc,
+            Some(count_and_report),
+            core::ptr::from_ref(probe).cast_mut().cast(),
+        );
+    }
+}
+
 #[test]
 fn timers_queue_their_dpc_at_expiry_and_signal_waiters() {
     let kernel = boot();
-    let (tx, rx) = mpsc::channel();
-    let probe = TimerProbe {
-        fired: AtomicUsize::new(0),
-        tx: Mutex::new(tx),
-    };
+    let (probe, rx) = TimerProbe::new();
     let timer = zeroed::<KTIMER>();
     let dpc = zeroed::<KDPC>();
-    // The timer, DPC and probe are live objects that outlive the timer's use.
-    // SAFETY: see above.
-    unsafe { KeInitializeTimerEx(timer.get(), NotificationTimer) };
-    // SAFETY: see above.
-    unsafe {
-        KeInitializeDpc(
-            dpc.get(),
-            Some(count_and_report),
-            core::ptr::from_ref(&probe).cast_mut().cast(),
-        );
-    };
-    // SAFETY: any IRQL.
+    // SAFETY: live objects that outlive the timer's use, boxed or on this frame.
+    unsafe { init_timer_and_probe_dpc(timer.get(), NotificationTimer, dpc.get(), &probe) };
+    // SAFETY: as above.
     let set_at = unsafe { KeQueryInterruptTime() };
-    // SAFETY: see above; both initialised.
-    let was_armed = unsafe { KeSetTimerEx(timer.get(), 10 * MS, 0, dpc.get()) };
-    assert_eq!(was_armed, FALSE);
+    // SAFETY: as above.
+    unsafe { assert_eq!(KeSetTimerEx(timer.get(), 10 * MS, 0, dpc.get()), FALSE) };
     let (n, irql_seen, time) = recv(&rx);
     assert_eq!((n, irql_seen), (1, DISPATCH_LEVEL));
     assert!(time as u64 >= set_at + 100_000, "fired no earlier than due");
-    // SAFETY: see above.
-    let state = unsafe { (*timer.get()).Header.SignalState };
-    assert_eq!(state, 1, "signalled at expiry");
+    // SAFETY: as above.
+    unsafe { assert_eq!((*timer.get()).Header.SignalState, 1, "signalled at expiry") };
     assert_eq!(wait(timer.get().cast(), Some(0)), STATUS_SUCCESS);
-    assert_eq!(
-        // SAFETY: see above.
-        unsafe { KeCancelTimer(timer.get()) },
-        FALSE,
-        "a fired one-shot timer is not armed"
-    );
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(
+            KeCancelTimer(timer.get()),
+            FALSE,
+            "a fired one-shot timer is not armed"
+        );
+    };
     assert!(kernel.check_leaks().is_clean());
 }
 
 #[test]
 fn periodic_timers_fire_until_cancelled_and_reset_returns_true() {
     let kernel = boot();
-    let (tx, rx) = mpsc::channel();
-    let probe = TimerProbe {
-        fired: AtomicUsize::new(0),
-        tx: Mutex::new(tx),
-    };
+    let (probe, rx) = TimerProbe::new();
     let timer = zeroed::<KTIMER>();
     let dpc = zeroed::<KDPC>();
-    // The timer, DPC and probe are live objects that outlive the timer's use.
-    // SAFETY: see above.
-    unsafe { KeInitializeTimerEx(timer.get(), SynchronizationTimer) };
-    // SAFETY: see above.
+    // SAFETY: live objects that outlive the timer's use, boxed or on this frame.
+    unsafe { init_timer_and_probe_dpc(timer.get(), SynchronizationTimer, dpc.get(), &probe) };
+    // SAFETY: as above.
     unsafe {
-        KeInitializeDpc(
-            dpc.get(),
-            Some(count_and_report),
-            core::ptr::from_ref(&probe).cast_mut().cast(),
+        assert_eq!(
+            KeSetTimerEx(timer.get(), -36_000_000_000, 0, dpc.get()),
+            FALSE
         );
     };
-    // SAFETY: see above; both initialised.
-    let set = |due: i64, period: i32| unsafe { KeSetTimerEx(timer.get(), due, period, dpc.get()) };
-    // SAFETY: see above.
-    let cancel = || unsafe { KeCancelTimer(timer.get()) };
-    assert_eq!(set(-36_000_000_000, 0), FALSE);
-    assert_eq!(set(MS, 2), TRUE, "it was armed");
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(
+            KeSetTimerEx(timer.get(), MS, 2, dpc.get()),
+            TRUE,
+            "it was armed"
+        );
+    };
     for expected in 1..=3 {
         assert_eq!(recv(&rx).0, expected);
     }
-    assert_eq!(cancel(), TRUE, "a periodic timer stays armed");
-    assert_eq!(cancel(), FALSE);
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(
+            KeCancelTimer(timer.get()),
+            TRUE,
+            "a periodic timer stays armed"
+        );
+    };
+    // SAFETY: as above.
+    unsafe { assert_eq!(KeCancelTimer(timer.get()), FALSE) };
     // A DPC may have been queued by the last expiry before the cancel: let it drain.
     kernel.on_kernel_thread(|| {
         // SAFETY: PASSIVE_LEVEL.
@@ -249,9 +275,9 @@ fn periodic_timers_fire_until_cancelled_and_reset_returns_true() {
 fn armed_timers_are_reported_as_leaks_and_cancel_clears_them() {
     let kernel = boot();
     let timer = zeroed::<KTIMER>();
-    // SAFETY: a live timer.
+    // SAFETY: a live timer, cancelled before it goes.
     unsafe { KeInitializeTimerEx(timer.get(), NotificationTimer) };
-    // SAFETY: a live timer, initialised, cancelled before it goes.
+    // SAFETY: as above.
     unsafe { KeSetTimerEx(timer.get(), -36_000_000_000, 0, core::ptr::null_mut()) };
     let report = kernel.check_leaks();
     assert!(
@@ -286,16 +312,15 @@ fn spin_locks_exclude_each_other_across_threads() {
                 let shared = &shared;
                 kernel.on_kernel_thread(move || {
                     for _ in 0..2000 {
-                        // A live lock; the counter is only touched while holding it.
-                        // SAFETY: see above.
+                        // SAFETY: a live lock; the counter is only touched while holding it.
                         let old = unsafe { KeAcquireSpinLockRaiseToDpc(shared.0.get()) };
                         assert_eq!(irql::current(), DISPATCH_LEVEL);
-                        // SAFETY: see above.
+                        // SAFETY: as above.
                         let v = unsafe { core::ptr::read_volatile(shared.1.get()) };
                         std::thread::yield_now();
-                        // SAFETY: see above.
+                        // SAFETY: as above.
                         unsafe { core::ptr::write_volatile(shared.1.get(), v + 1) };
-                        // SAFETY: see above; held, acquired at `old`.
+                        // SAFETY: as above.
                         unsafe { KeReleaseSpinLock(shared.0.get(), old) };
                     }
                 });
@@ -318,20 +343,18 @@ fn spin_lock_misuse_bugchecks() {
     let addr = lock.get() as usize;
     expect_bugcheck("SPIN_LOCK_NOT_RELEASED", || {
         kernel.on_kernel_thread(|| {
-            // SAFETY: a live lock.
+            // SAFETY: a live lock; lowering while holding it is the violation under test.
             let old = unsafe { KeAcquireSpinLockRaiseToDpc(addr as *mut KSPIN_LOCK) };
-            // SAFETY: the level the acquire saved; lowering while holding the lock is the
-            // violation under test.
+            // SAFETY: as above.
             unsafe { crate::KeLowerIrql(old) };
         });
     });
     // The kernel thread's recovery released the lock: it can be taken again.
     expect_bugcheck("SPIN_LOCK_ALREADY_OWNED", || {
         kernel.on_kernel_thread(|| {
-            // SAFETY: a live lock.
+            // SAFETY: a live lock; taking it twice is the violation under test.
             let _ = unsafe { KeAcquireSpinLockRaiseToDpc(addr as *mut KSPIN_LOCK) };
-            // SAFETY: a live lock, at DISPATCH_LEVEL; taking it twice is the violation under
-            // test.
+            // SAFETY: as above.
             unsafe { KeAcquireSpinLockAtDpcLevel(addr as *mut KSPIN_LOCK) };
         });
     });
@@ -393,7 +416,7 @@ fn system_threads_run_at_passive_and_their_objects_signal_at_exit() {
             )
         };
         assert_eq!(status, STATUS_SUCCESS);
-        // SAFETY: PASSIVE_LEVEL; the handle just created, a local out-pointer.
+        // SAFETY: as above.
         let status = unsafe {
             ObReferenceObjectByHandle(
                 handle,
@@ -405,14 +428,14 @@ fn system_threads_run_at_passive_and_their_objects_signal_at_exit() {
             )
         };
         assert_eq!(status, STATUS_SUCCESS);
-        // SAFETY: our handle, closed once.
-        assert_eq!(unsafe { ZwClose(handle) }, STATUS_SUCCESS);
+        // SAFETY: as above.
+        unsafe { assert_eq!(ZwClose(handle), STATUS_SUCCESS) };
         assert_eq!(
             wait(object, Some(-300_000_000)),
             STATUS_SUCCESS,
             "signalled when it ends"
         );
-        // SAFETY: the reference taken above, dropped once.
+        // SAFETY: as above.
         unsafe { ObfDereferenceObject(object) };
     });
     assert_eq!(recv(&rx), PASSIVE_LEVEL);

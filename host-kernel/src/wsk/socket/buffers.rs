@@ -1,0 +1,165 @@
+//! Client memory as the provider sees it: the byte ranges a `WSK_BUF`'s MDL chain describes,
+//! and copies between them and the host sockets.
+
+use std::format;
+use std::io::{self, Read, Write};
+use std::vec::Vec;
+
+use mio::net::TcpStream;
+
+use super::Seg;
+use super::glue::{self, bugcheck};
+use crate::{
+    MDL, MDL_MAPPED_TO_SYSTEM_VA, MDL_SOURCE_IS_NONPAGED_POOL, MmGetMdlVirtualAddress, WSK_BUF,
+};
+
+/// The byte range of `segs` at byte `offset`.
+pub(super) fn seg_at(segs: &[Seg], mut offset: usize) -> Seg {
+    for &Seg { start, len } in segs {
+        if offset < len {
+            return Seg {
+                start: start.wrapping_add(offset),
+                len: len - offset,
+            };
+        }
+        offset -= len;
+    }
+    Seg {
+        start: core::ptr::null_mut(),
+        len: 0,
+    }
+}
+
+/// Reads one chunk of a stream into client memory.
+pub(super) fn read_into(stream: &TcpStream, Seg { start, len }: Seg) -> io::Result<usize> {
+    // SAFETY: the range lies in the locked client buffer of a pending receive IRP, which the
+    // client may not touch until the IRP completes.
+    let buf = unsafe { core::slice::from_raw_parts_mut(start, len) };
+    let mut s = stream;
+    s.read(buf)
+}
+
+/// Writes one chunk of client memory to a stream.
+pub(super) fn write_from(stream: &TcpStream, Seg { start, len }: Seg) -> io::Result<usize> {
+    // SAFETY: the range lies in the locked client buffer of a pending send IRP.
+    let buf = unsafe { core::slice::from_raw_parts(start.cast_const(), len) };
+    let mut s = stream;
+    s.write(buf)
+}
+
+/// Sends `segs[done..total]`; `Ok(true)` when everything is written.
+pub(super) fn send_some(
+    stream: &TcpStream,
+    segs: &[Seg],
+    total: usize,
+    done: &mut usize,
+) -> Result<bool, io::Error> {
+    while *done < total {
+        match write_from(stream, seg_at(segs, *done)) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => *done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Copies `data` into client memory described by `segs`.
+pub(super) fn scatter(segs: &[Seg], mut data: &[u8]) {
+    for &Seg { start, len } in segs {
+        if data.is_empty() {
+            break;
+        }
+        let n = len.min(data.len());
+        // SAFETY: the range lies in the locked client buffer of a pending receive IRP.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), start, n) };
+        data = &data[n..];
+    }
+}
+
+/// Copies client memory described by `segs` out.
+pub(super) fn gather(segs: &[Seg]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &Seg { start, len } in segs {
+        // SAFETY: the range lies in the locked client buffer of the send IRP being issued.
+        out.extend_from_slice(unsafe { core::slice::from_raw_parts(start.cast_const(), len) });
+    }
+    out
+}
+
+/// The MDL's buffer address.
+///
+/// # Safety
+/// `mdl` is a live MDL.
+pub(super) unsafe fn mdl_va(mdl: *mut MDL) -> *mut u8 {
+    // SAFETY: the caller guarantees a live MDL.
+    let mdl_ref = unsafe { &*mdl };
+    let (flags, system_va) = (mdl_ref.MdlFlags, mdl_ref.MappedSystemVa);
+    let mapped = flags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0;
+    if mapped && !system_va.is_null() {
+        system_va.cast()
+    } else {
+        // SAFETY: as above.
+        unsafe { MmGetMdlVirtualAddress(mdl) }.cast()
+    }
+}
+
+/// The client memory a `WSK_BUF` describes. The verifier fails a `WSK_BUF` longer than its
+/// MDL chain (Windows bluescreens).
+///
+/// # Safety
+/// `buf` is null or a valid `WSK_BUF` whose MDL chain is live.
+pub(super) unsafe fn segments(buf: *const WSK_BUF, function: &'static str) -> Vec<Seg> {
+    if buf.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: the caller guarantees a valid WSK_BUF.
+    let wsk_buf = unsafe { *buf };
+    let mut segs = Vec::new();
+    let mut remaining = wsk_buf.Length;
+    let mut skip = wsk_buf.Offset as usize;
+    let mut mdl = wsk_buf.Mdl;
+    let mut chain = 0usize;
+    while remaining > 0 {
+        // "WSK_BUF structure (wsk.h)": Length is the number of bytes in the MDL chain, each MDL
+        // locked or from nonpaged pool: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/ns-wsk-_wsk_buf
+        if mdl.is_null() {
+            bugcheck(
+                "WSK_BUF_EXCEEDS_MDL",
+                format!(
+                    "{function}: WSK_BUF Offset {} Length {} exceeds its MDL chain of {chain} bytes",
+                    wsk_buf.Offset, wsk_buf.Length
+                ),
+            );
+        }
+        if !glue::mdl_is_live(mdl) {
+            bugcheck(
+                "WSK_BUF_MDL_NOT_LIVE",
+                format!(
+                    "{function}: WSK_BUF's MDL chain holds {mdl:p}, which is freed or was never allocated"
+                ),
+            );
+        }
+        // SAFETY: a live MDL of the chain (checked just above).
+        let mdl_ref = unsafe { &*mdl };
+        let (count, next) = (mdl_ref.ByteCount as usize, mdl_ref.Next);
+        // SAFETY: as above.
+        let va = unsafe { mdl_va(mdl) };
+        chain += count;
+        if skip >= count {
+            skip -= count;
+        } else {
+            let take = (count - skip).min(remaining);
+            segs.push(Seg {
+                start: va.wrapping_add(skip),
+                len: take,
+            });
+            remaining -= take;
+            skip = 0;
+        }
+        mdl = next;
+    }
+    segs
+}

@@ -1,0 +1,295 @@
+//! The client-level WSK calls (`WSK_PROVIDER_DISPATCH`): `WskSocket`, `WskSocketConnect`,
+//! `WskControlClient`, `WskGetNameInfo`, and the checks they share on socket kinds and families.
+
+use core::ffi::c_void;
+use std::format;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::MutexGuard;
+
+use super::glue::{bugcheck, require_at_most};
+use super::os::{self, linux};
+use super::queue::submit;
+use super::setup_calls::start_connect;
+use super::{Host, Kind, Op, OpKind, State, begin, new_sock};
+use crate::faults::WskOp;
+use crate::{
+    AF_INET, AF_INET6, DISPATCH_LEVEL, IRP, NTSTATUS, PASSIVE_LEVEL, PEPROCESS, PETHREAD, PVOID,
+    SIZE_T, SOCK_DGRAM, SOCK_STREAM, SOCKADDR, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED,
+    STATUS_SUCCESS, UNICODE_STRING, WSK_CLIENT, WSK_FLAG_BASIC_SOCKET, WSK_FLAG_CONNECTION_SOCKET,
+    WSK_FLAG_DATAGRAM_SOCKET, WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_STREAM_SOCKET,
+};
+
+/// Creates a host socket for `kind`; IPv6 sockets start IPv6-only, as on Windows.
+pub(super) fn host_socket(datagram: bool, v6: bool) -> Result<OwnedFd, NTSTATUS> {
+    let fd = os::new_socket(v6, datagram).map_err(|e| os::status_of(&e))?;
+    if v6 {
+        os::set_int(fd.as_raw_fd(), linux::IPPROTO_IPV6, linux::IPV6_V6ONLY, 1)
+            .map_err(|e| os::status_of(&e))?;
+    }
+    Ok(fd)
+}
+
+pub(super) fn kind_of(flags: u32, socket_type: u16) -> Result<Kind, NTSTATUS> {
+    let kind = match flags
+        & (WSK_FLAG_LISTEN_SOCKET
+            | WSK_FLAG_CONNECTION_SOCKET
+            | WSK_FLAG_DATAGRAM_SOCKET
+            | WSK_FLAG_STREAM_SOCKET)
+    {
+        WSK_FLAG_BASIC_SOCKET => Kind::Basic,
+        WSK_FLAG_LISTEN_SOCKET => Kind::Listen,
+        WSK_FLAG_CONNECTION_SOCKET => Kind::Connection,
+        WSK_FLAG_DATAGRAM_SOCKET => Kind::Datagram,
+        WSK_FLAG_STREAM_SOCKET => return Err(STATUS_NOT_SUPPORTED),
+        _ => return Err(STATUS_INVALID_PARAMETER),
+    };
+    // Windows creates a listen socket of SOCK_DGRAM (its bind then fails with
+    // STATUS_NOT_IMPLEMENTED), as Wine's conformance test records.
+    let ok = match kind {
+        Kind::Connection => socket_type == SOCK_STREAM,
+        Kind::Datagram => socket_type == SOCK_DGRAM,
+        Kind::Listen | Kind::Basic => socket_type == SOCK_STREAM || socket_type == SOCK_DGRAM,
+    };
+    if ok {
+        Ok(kind)
+    } else {
+        Err(STATUS_INVALID_PARAMETER)
+    }
+}
+
+pub(super) fn family_v6(family: u16) -> Result<bool, NTSTATUS> {
+    match family {
+        AF_INET => Ok(false),
+        AF_INET6 => Ok(true),
+        _ => Err(STATUS_INVALID_PARAMETER),
+    }
+}
+
+// ---- client-level dispatch ----
+
+/// The registration behind `client`, with the provider lock; the verifier fails an unknown
+/// client handle (after letting go of the lock, which its report may need).
+fn registered_owner<'a>(
+    st: MutexGuard<'a, State>,
+    client: *mut WSK_CLIENT,
+    function: &'static str,
+) -> (MutexGuard<'a, State>, u64) {
+    match super::super::client_id(&st, client, function) {
+        Ok(owner) => (st, owner),
+        Err(detail) => {
+            drop(st);
+            bugcheck("WSK_INVALID_CLIENT", detail);
+        }
+    }
+}
+
+/// `WskSocket`. IRQL <= `DISPATCH_LEVEL`.
+#[allow(clippy::too_many_arguments, reason = "the WSK signature")]
+pub(super) unsafe extern "system-unwind" fn wsk_socket(
+    client: *mut WSK_CLIENT,
+    family: u16,
+    socket_type: u16,
+    _protocol: u32,
+    flags: u32,
+    _context: PVOID,
+    _dispatch: *const c_void,
+    _process: PEPROCESS,
+    _thread: PETHREAD,
+    _security: PVOID,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the client passes a live IRP with a provider stack location.
+    let (p, _, inline, mut out) =
+        match unsafe { begin("WskSocket", core::ptr::null_mut(), client, irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    if let Some(status) = p.inject(WskOp::Socket) {
+        out.done(status, 0, 0);
+        return p.finish(out, inline);
+    }
+    let (mut st, owner) = registered_owner(p.lock(), client, "WskSocket");
+    let created = kind_of(flags, socket_type).and_then(|kind| {
+        let v6 = family_v6(family)?;
+        Ok((kind, v6, host_socket(socket_type == SOCK_DGRAM, v6)?))
+    });
+    match created {
+        Ok((kind, v6, fd)) => {
+            let id = st.new_id();
+            let mut sock = new_sock(id, owner, kind, v6, Host::Raw(fd));
+            sock.datagram = socket_type == SOCK_DGRAM;
+            let handle = sock.handle.information();
+            st.sockets.insert(id, sock);
+            out.done(STATUS_SUCCESS, handle, id);
+        }
+        Err(status) => out.done(status, 0, 0),
+    }
+    drop(st);
+    p.finish(out, inline)
+}
+
+/// `WskSocketConnect`: socket, bind, connect in one call. IRQL <= `DISPATCH_LEVEL`.
+#[allow(clippy::too_many_arguments, reason = "the WSK signature")]
+pub(super) unsafe extern "system-unwind" fn wsk_socket_connect(
+    client: *mut WSK_CLIENT,
+    socket_type: u16,
+    _protocol: u32,
+    local: *mut SOCKADDR,
+    remote: *mut SOCKADDR,
+    _flags: u32,
+    _context: PVOID,
+    _dispatch: *const c_void,
+    _process: PEPROCESS,
+    _thread: PETHREAD,
+    _security: PVOID,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the client passes a live IRP with a provider stack location.
+    let (p, _, inline, mut out) =
+        match unsafe { begin("WskSocketConnect", core::ptr::null_mut(), client, irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    if let Some(status) = p.inject(WskOp::Connect) {
+        out.done(status, 0, 0);
+        return p.finish(out, inline);
+    }
+    // SAFETY: the client passes a valid address (or null).
+    let local = unsafe { os::read_sockaddr(local) };
+    // SAFETY: as above.
+    let remote = unsafe { os::read_sockaddr(remote) };
+    let (mut st, owner) = registered_owner(p.lock(), client, "WskSocketConnect");
+    let (Some(local), Some(remote)) = (local, remote) else {
+        out.done(STATUS_INVALID_PARAMETER, 0, 0);
+        drop(st);
+        return p.finish(out, inline);
+    };
+    let v6 = remote.is_ipv6();
+    if socket_type != SOCK_STREAM || !os::family_matches(&local, v6) {
+        out.done(STATUS_INVALID_PARAMETER, 0, 0);
+        drop(st);
+        return p.finish(out, inline);
+    }
+    let fd = match host_socket(false, v6) {
+        Ok(fd) => fd,
+        Err(status) => {
+            out.done(status, 0, 0);
+            drop(st);
+            return p.finish(out, inline);
+        }
+    };
+    if let Err(e) = os::bind_fd(fd.as_raw_fd(), &local) {
+        out.done(os::status_of(&e), 0, 0);
+        drop(st);
+        return p.finish(out, inline);
+    }
+    let id = st.new_id();
+    let mut sock = new_sock(id, owner, Kind::Connection, v6, Host::Raw(fd));
+    sock.bound = true;
+    let handle = sock.handle;
+    let info = handle.information();
+    match start_connect(&mut sock, &p.registry, &remote) {
+        Ok(true) => {
+            st.sockets.insert(id, sock);
+            out.done(STATUS_SUCCESS, info, id);
+        }
+        Ok(false) => {
+            let op = Op::new(
+                out.irp,
+                OpKind::Connect {
+                    info,
+                    destroy_on_fail: true,
+                },
+            );
+            sock.connect = Some(op);
+            st.sockets.insert(id, sock);
+            submit(&mut st, &p.registry, id, &mut out);
+        }
+        Err(status) => {
+            sock.release_host(&p.registry, false);
+            // SAFETY: the socket was just created and never given out.
+            unsafe { handle.free() };
+            out.done(status, 0, 0);
+        }
+    }
+    drop(st);
+    p.finish(out, inline)
+}
+
+/// `WskControlClient`: no client-level controls are implemented. IRQL <= `DISPATCH_LEVEL`.
+#[allow(clippy::too_many_arguments, reason = "the WSK signature")]
+pub(super) unsafe extern "system-unwind" fn wsk_control_client(
+    client: *mut WSK_CLIENT,
+    _code: u32,
+    _in_size: SIZE_T,
+    _in_buf: PVOID,
+    _out_size: SIZE_T,
+    _out_buf: PVOID,
+    out_returned: *mut SIZE_T,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // "PFN_WSK_CONTROL_CLIENT callback function (wsk.h)", IRQL <= DISPATCH_LEVEL:
+    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_control_client
+    require_at_most(DISPATCH_LEVEL, "WskControlClient");
+    // Same page, as for WskControlSocket: OutputSizeReturned is NULL unless Irp is NULL.
+    refuse_output_size_with_irp("WskControlClient", irp, out_returned);
+    if !out_returned.is_null() {
+        // SAFETY: the client passes a writable size or null.
+        unsafe { *out_returned = 0 };
+    }
+    if irp.is_null() {
+        return STATUS_NOT_SUPPORTED;
+    }
+    // SAFETY: the client passes a live IRP with a provider stack location.
+    let (p, _, inline, mut out) =
+        match unsafe { begin("WskControlClient", core::ptr::null_mut(), client, irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    out.done(STATUS_NOT_SUPPORTED, 0, 0);
+    p.finish(out, inline)
+}
+
+/// `WskGetNameInfo`: not implemented (completes with `STATUS_NOT_SUPPORTED`). `PASSIVE_LEVEL`.
+#[allow(clippy::too_many_arguments, reason = "the WSK signature")]
+pub(super) unsafe extern "system-unwind" fn wsk_get_name_info(
+    client: *mut WSK_CLIENT,
+    _addr: *mut SOCKADDR,
+    _addr_len: u32,
+    _node: *mut UNICODE_STRING,
+    _service: *mut UNICODE_STRING,
+    _flags: u32,
+    _process: PEPROCESS,
+    _thread: PETHREAD,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // "PFN_WSK_GET_NAME_INFO callback function (wsk.h)", IRQL PASSIVE_LEVEL:
+    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_get_name_info
+    require_at_most(PASSIVE_LEVEL, "WskGetNameInfo");
+    // SAFETY: the client passes a live IRP with a provider stack location.
+    let (p, _, inline, mut out) =
+        match unsafe { begin("WskGetNameInfo", core::ptr::null_mut(), client, irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    out.done(STATUS_NOT_SUPPORTED, 0, 0);
+    p.finish(out, inline)
+}
+
+/// `OutputSizeReturned` must be NULL when an IRP is given (the size comes back in
+/// `IoStatus.Information`): `PFN_WSK_CONTROL_SOCKET` and `PFN_WSK_CONTROL_CLIENT` pages.
+pub(super) fn refuse_output_size_with_irp(
+    function: &'static str,
+    irp: *mut IRP,
+    out_returned: *mut SIZE_T,
+) {
+    if !irp.is_null() && !out_returned.is_null() {
+        bugcheck(
+            "WSK_OUTPUT_SIZE_RETURNED_WITH_IRP",
+            format!(
+                "{function} with both an IRP and OutputSizeReturned {out_returned:p}: it must be \
+                 NULL when an IRP is given"
+            ),
+        );
+    }
+}

@@ -1,0 +1,394 @@
+//! Progress on a provider socket's queued operations against its host socket: one function
+//! per operation kind (connect, accept, receive, send and graceful disconnect), called in that
+//! order by the pump.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::vec;
+use std::vec::Vec;
+
+use mio::net::{TcpStream, UdpSocket};
+use mio::{Interest, Registry};
+
+use super::buffers::{read_into, scatter, seg_at, send_some};
+use super::os::{self, linux};
+use super::queue::attempt;
+use super::{ClientOut, Done, Host, Kind, Op, OpKind, Seg, Sock, Step, new_sock, token};
+use crate::{
+    NT_SUCCESS, NTSTATUS, SOCKADDR, STATUS_CONNECTION_ABORTED, STATUS_INVALID_DEVICE_STATE,
+    STATUS_SUCCESS,
+};
+
+/// Makes progress on every queue of `sock`, in a fixed order: the connect, then accepts,
+/// receives, and sends with graceful disconnects. Finished IRPs go to `dones`; sockets
+/// accepted on the way go to `born`, with ids taken from `next_id`.
+pub(super) fn progress(
+    sock: &mut Sock,
+    registry: &Registry,
+    next_id: &mut u64,
+    born: &mut Vec<Sock>,
+    dones: &mut Vec<Done>,
+) {
+    progress_connect(sock, dones);
+    progress_accepts(sock, registry, next_id, born, dones);
+    progress_receives(sock, dones);
+    progress_sends(sock, dones);
+}
+
+/// Serves `queue` front to back: each op `step` finishes leaves the queue as a [`Done`] of
+/// socket `sid`; the first op that has to wait (or that its cancel routine owns) holds back
+/// the ones behind it.
+fn serve_in_order(
+    queue: &mut VecDeque<Op>,
+    sid: u64,
+    dones: &mut Vec<Done>,
+    mut step: impl FnMut(&mut Op) -> Step,
+) {
+    while let Some(op) = queue.front_mut() {
+        let Some((status, info)) = attempt(op, &mut step) else {
+            break;
+        };
+        let op = queue.pop_front().expect("queued op present");
+        dones.push(Done::new(op.irp, status, info, sid));
+    }
+}
+
+/// The pending connect, if any: on success the socket is connected (and bound); a failed
+/// `WskSocketConnect` marks the socket for destruction.
+fn progress_connect(sock: &mut Sock, dones: &mut Vec<Done>) {
+    let Some(op) = sock.connect.as_mut() else {
+        return;
+    };
+    let host = &sock.host;
+    let Some((status, info)) = attempt(op, |_| connect_step(host)) else {
+        return;
+    };
+    let op = sock.connect.take().expect("connect op present");
+    sock.connecting = false;
+    let mut info_out = info;
+    if NT_SUCCESS(status) {
+        sock.connected = true;
+        sock.bound = true;
+        if let OpKind::Connect { info, .. } = op.kind {
+            info_out = info;
+        }
+    } else if let OpKind::Connect {
+        destroy_on_fail: true,
+        ..
+    } = op.kind
+    {
+        sock.destroy = true;
+    }
+    dones.push(Done::new(op.irp, status, info_out, sock.id));
+}
+
+/// Pending accepts, in the order they were issued.
+fn progress_accepts(
+    sock: &mut Sock,
+    registry: &Registry,
+    next_id: &mut u64,
+    born: &mut Vec<Sock>,
+    dones: &mut Vec<Done>,
+) {
+    let listener = Listening {
+        host: &sock.host,
+        v6: sock.v6,
+        client: sock.client,
+        registry,
+    };
+    serve_in_order(&mut sock.accepts, sock.id, dones, |op| {
+        listener.accept_step(op, next_id, born)
+    });
+}
+
+/// What an accept needs of its listening socket.
+struct Listening<'a> {
+    host: &'a Host,
+    v6: bool,
+    client: u64,
+    registry: &'a Registry,
+}
+
+impl Listening<'_> {
+    /// One accept: a new connection socket (added to `born`) with its addresses written to
+    /// the client's buffers, or a wait for the next incoming connection.
+    fn accept_step(&self, op: &mut Op, next_id: &mut u64, born: &mut Vec<Sock>) -> Step {
+        let Host::Listener(listener) = self.host else {
+            return Step::Finished(STATUS_INVALID_DEVICE_STATE, 0);
+        };
+        let OpKind::Accept { local, remote } = &op.kind else {
+            return Step::Finished(STATUS_INVALID_DEVICE_STATE, 0);
+        };
+        loop {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    *next_id += 1;
+                    let id = *next_id;
+                    if let Err(e) = self.registry.register(
+                        &mut stream,
+                        token(id),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        return Step::Finished(os::status_of(&e), 0);
+                    }
+                    let local_addr = os::local_addr(&stream).ok();
+                    let mut child = new_sock(
+                        id,
+                        self.client,
+                        Kind::Connection,
+                        self.v6,
+                        Host::Stream(stream),
+                    );
+                    child.bound = true;
+                    child.connected = true;
+                    if let Some(a) = local_addr {
+                        // SAFETY: the client keeps the address buffers valid until completion.
+                        unsafe { os::write_sockaddr(local.as_ptr(), &a) };
+                    }
+                    // SAFETY: as above.
+                    unsafe { os::write_sockaddr(remote.as_ptr(), &peer) };
+                    let handle = child.handle.information();
+                    born.push(child);
+                    return Step::Finished(STATUS_SUCCESS, handle);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The connection died in the backlog: wait for the next one.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) => return Step::Finished(os::status_of(&e), 0),
+            }
+        }
+    }
+}
+
+/// Pending receives (stream or datagram), in order.
+fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
+    let host = &sock.host;
+    let (eof, error, aborted) = (&mut sock.recv_eof, &mut sock.error, sock.aborted);
+    serve_in_order(&mut sock.recvs, sock.id, dones, |op| {
+        if aborted {
+            return Step::Finished(STATUS_CONNECTION_ABORTED, 0);
+        }
+        if let Some(e) = *error {
+            return Step::Finished(e, 0);
+        }
+        match (&mut op.kind, host) {
+            (
+                OpKind::Recv {
+                    segs,
+                    total,
+                    done,
+                    waitall,
+                },
+                Host::Stream(stream),
+            ) => stream_receive_step(stream, segs, *total, done, *waitall, eof, error),
+            (
+                OpKind::RecvFrom {
+                    segs,
+                    total,
+                    from,
+                    control_length,
+                    control_flags,
+                },
+                Host::Udp(udp),
+            ) => datagram_receive_step(udp, segs, *total, from, control_length, control_flags),
+            _ => Step::Finished(STATUS_INVALID_DEVICE_STATE, 0),
+        }
+    });
+}
+
+/// One `WskReceive`: reads until the buffer is full, the peer's FIN (`eof`), or the stream
+/// runs dry (finished with what came unless `waitall`); a host error becomes the socket's
+/// fatal `error`.
+fn stream_receive_step(
+    stream: &TcpStream,
+    segs: &[Seg],
+    total: usize,
+    done: &mut usize,
+    waitall: bool,
+    eof: &mut bool,
+    error: &mut Option<NTSTATUS>,
+) -> Step {
+    loop {
+        if *done == total {
+            return Step::Finished(STATUS_SUCCESS, *done);
+        }
+        match read_into(stream, seg_at(segs, *done)) {
+            Ok(0) => {
+                *eof = true;
+                return Step::Finished(STATUS_SUCCESS, *done);
+            }
+            Ok(n) => *done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if *done > 0 && !waitall {
+                    return Step::Finished(STATUS_SUCCESS, *done);
+                }
+                return Step::Wait;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let status = os::status_of(&e);
+                *error = Some(status);
+                return Step::Finished(status, *done);
+            }
+        }
+    }
+}
+
+/// One `WskReceiveFrom`: a datagram (truncated to `total`) with its sender written to the
+/// client's `from`, and no control data.
+fn datagram_receive_step(
+    udp: &UdpSocket,
+    segs: &[Seg],
+    total: usize,
+    from: &ClientOut<SOCKADDR>,
+    control_length: &ClientOut<u32>,
+    control_flags: &ClientOut<u32>,
+) -> Step {
+    let mut data = vec![0u8; 65_536];
+    loop {
+        match udp.recv_from(&mut data) {
+            Ok((n, peer)) => {
+                let n = n.min(total);
+                scatter(segs, &data[..n]);
+                // SAFETY: the client keeps these outputs valid until completion.
+                unsafe { os::write_sockaddr(from.as_ptr(), &peer) };
+                if !control_length.as_ptr().is_null() {
+                    // SAFETY: as above.
+                    unsafe { control_length.as_ptr().write_unaligned(0) };
+                }
+                if !control_flags.as_ptr().is_null() {
+                    // SAFETY: as above.
+                    unsafe { control_flags.as_ptr().write_unaligned(0) };
+                }
+                return Step::Finished(STATUS_SUCCESS, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // ICMP errors from earlier sends: not this receive's business.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) => return Step::Finished(os::status_of(&e), 0),
+        }
+    }
+}
+
+/// Pending sends, graceful disconnects and datagram sends, in order.
+fn progress_sends(sock: &mut Sock, dones: &mut Vec<Done>) {
+    let host = &sock.host;
+    let (error, aborted, fin_sent, nodelay_set) = (
+        &mut sock.error,
+        sock.aborted,
+        &mut sock.fin_sent,
+        sock.nodelay,
+    );
+    serve_in_order(&mut sock.sends, sock.id, dones, |op| {
+        if aborted {
+            return Step::Finished(STATUS_CONNECTION_ABORTED, 0);
+        }
+        if let Some(e) = *error {
+            return Step::Finished(e, 0);
+        }
+        match (&mut op.kind, host) {
+            (
+                OpKind::Send {
+                    segs,
+                    total,
+                    done,
+                    nodelay,
+                },
+                Host::Stream(stream),
+            ) => {
+                // A `WSK_FLAG_NODELAY` send on a socket without `TCP_NODELAY` pushes its own
+                // bytes out: the option is on only around this send.
+                let push = *nodelay && !nodelay_set;
+                if push {
+                    set_nodelay(stream, true);
+                }
+                let result = send_some(stream, segs, *total, done);
+                if push {
+                    set_nodelay(stream, false);
+                }
+                match result {
+                    Ok(true) => Step::Finished(STATUS_SUCCESS, *total),
+                    Ok(false) => Step::Wait,
+                    Err(e) => {
+                        let status = os::status_of(&e);
+                        *error = Some(status);
+                        Step::Finished(status, *done)
+                    }
+                }
+            }
+            (OpKind::Disconnect { segs, total, done }, Host::Stream(stream)) => {
+                disconnect_step(stream, segs, *total, done, fin_sent, error)
+            }
+            (OpKind::SendTo { data, to }, Host::Udp(udp)) => datagram_send_step(udp, data, *to),
+            _ => Step::Finished(STATUS_INVALID_DEVICE_STATE, 0),
+        }
+    });
+}
+
+/// Sets the host stream's `TCP_NODELAY`; a failure only costs latency, so it is ignored.
+fn set_nodelay(stream: &TcpStream, on: bool) {
+    let _ = os::set_int(
+        stream.as_raw_fd(),
+        linux::IPPROTO_TCP,
+        linux::TCP_NODELAY,
+        i32::from(on),
+    );
+}
+
+/// One graceful `WskDisconnect`: the final buffer, then FIN (`fin_sent`).
+fn disconnect_step(
+    stream: &TcpStream,
+    segs: &[Seg],
+    total: usize,
+    done: &mut usize,
+    fin_sent: &mut bool,
+    error: &mut Option<NTSTATUS>,
+) -> Step {
+    match send_some(stream, segs, total, done) {
+        Ok(true) => match os::shutdown_write(stream) {
+            Ok(()) => {
+                *fin_sent = true;
+                Step::Finished(STATUS_SUCCESS, 0)
+            }
+            Err(e) => Step::Finished(os::status_of(&e), 0),
+        },
+        Ok(false) => Step::Wait,
+        Err(e) => {
+            let status = os::status_of(&e);
+            *error = Some(status);
+            Step::Finished(status, 0)
+        }
+    }
+}
+
+/// One `WskSendTo`: the whole datagram or a wait for room.
+fn datagram_send_step(udp: &UdpSocket, data: &[u8], to: SocketAddr) -> Step {
+    loop {
+        match udp.send_to(data, to) {
+            Ok(n) => return Step::Finished(STATUS_SUCCESS, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Step::Finished(os::status_of(&e), 0),
+        }
+    }
+}
+
+/// A pending connect: done, failed, or still in progress?
+pub(super) fn connect_step(host: &Host) -> Step {
+    let Host::Stream(stream) = host else {
+        return Step::Finished(STATUS_INVALID_DEVICE_STATE, 0);
+    };
+    match os::take_error(stream) {
+        Ok(Some(e)) | Err(e) => return Step::Finished(os::status_of(&e), 0),
+        Ok(None) => {}
+    }
+    match os::peer_addr(stream) {
+        Ok(_) => Step::Finished(STATUS_SUCCESS, 0),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Step::Wait,
+        Err(e) => Step::Finished(os::status_of(&e), 0),
+    }
+}

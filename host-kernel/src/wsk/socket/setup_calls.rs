@@ -1,0 +1,465 @@
+//! The socket calls that set a socket up or tear it down: `WskCloseSocket`, `WskControlSocket`
+//! (socket options), `WskBind`, `WskAccept`, `WskConnect`, `WskInspectComplete`.
+
+use core::ffi::c_void;
+use core::sync::atomic::Ordering;
+use std::format;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Interest, Registry};
+
+use super::client_calls::refuse_output_size_with_irp;
+use super::glue::{bugcheck, require_at_most};
+use super::os::{self, linux};
+use super::queue::{claim_now, submit};
+use super::{
+    ClientOut, Done, Host, InCall, Kind, Op, OpKind, Sock, SockHandle, begin, handle_id, provider,
+    sock_mut, token,
+};
+use crate::faults::WskOp;
+use crate::{
+    DISPATCH_LEVEL, IPPROTO_IPV6, IPPROTO_TCP, IPV6_V6ONLY, IRP, NTSTATUS, PVOID, SIZE_T,
+    SO_EXCLUSIVEADDRUSE, SO_KEEPALIVE, SO_REUSEADDR, SOCKADDR, SOL_SOCKET,
+    STATUS_ADDRESS_ALREADY_ASSOCIATED, STATUS_BUFFER_TOO_SMALL, STATUS_CANCELLED,
+    STATUS_INVALID_ADDRESS_COMPONENT, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER,
+    STATUS_NOT_IMPLEMENTED, STATUS_NOT_SUPPORTED, STATUS_SUCCESS, TCP_NODELAY,
+    WSK_CONTROL_SOCKET_TYPE, WSK_SOCKET, WskGetOption, WskSetOption,
+};
+
+/// Starts connecting a bound socket: `Ok(true)` connected at once, `Ok(false)` in progress.
+pub(super) fn start_connect(
+    sock: &mut Sock,
+    registry: &Registry,
+    remote: &SocketAddr,
+) -> Result<bool, NTSTATUS> {
+    let Host::Raw(fd) = core::mem::replace(&mut sock.host, Host::Gone) else {
+        return Err(STATUS_INVALID_DEVICE_STATE);
+    };
+    let connected = match os::connect_fd(fd.as_raw_fd(), remote) {
+        Ok(c) => c,
+        Err(e) => {
+            sock.host = Host::Raw(fd);
+            return Err(os::status_of(&e));
+        }
+    };
+    let mut stream = TcpStream::from_std(std::net::TcpStream::from(fd));
+    if let Err(e) = registry.register(
+        &mut stream,
+        token(sock.id),
+        Interest::READABLE | Interest::WRITABLE,
+    ) {
+        return Err(os::status_of(&e));
+    }
+    sock.host = Host::Stream(stream);
+    sock.connecting = !connected;
+    sock.connected = connected;
+    Ok(connected)
+}
+
+// ---- socket-level dispatch ----
+
+/// `WskCloseSocket`: completes every pending IRP of the socket as cancelled, resets a
+/// connection unless both directions are done, and frees the socket once the close IRP has
+/// completed. IRQL <= `DISPATCH_LEVEL`.
+pub(super) unsafe extern "system-unwind" fn wsk_close_socket(
+    socket: *mut WSK_SOCKET,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    if !socket.is_null() {
+        // SAFETY: the client passes its socket (a handle is live until its close completes).
+        let handle = unsafe { &*socket.cast::<SockHandle>() };
+        let (id, others) = (handle.id, handle.in_call.load(Ordering::SeqCst));
+        if others != 0 {
+            // See [`InCall`] for the rule and its pages.
+            bugcheck(
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                format!(
+                    "WskCloseSocket on socket {id} while {others} other call(s) on it are in \
+                     progress: the application must ensure no other call on the socket is in \
+                     progress when it closes it"
+                ),
+            );
+        }
+    }
+    // SAFETY: the client passes its socket and a live IRP.
+    let (p, id, inline, mut out) =
+        match unsafe { begin("WskCloseSocket", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    let mut st = p.lock();
+    let Some(mut sock) = st.sockets.remove(&id) else {
+        drop(st);
+        bugcheck(
+            "WSK_SOCKET_CLOSED",
+            format!("WskCloseSocket on socket {id}, which is closed or closing"),
+        );
+    };
+    // "PFN_WSK_CLOSE_SOCKET callback function (wsk.h)": close cancels and completes every
+    // pending IRP of the socket, and is abortive on a connection socket unless it is already
+    // disconnected both ways: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_close_socket
+    for op in sock.take_all() {
+        out.dones.extend(claim_now(&op, STATUS_CANCELLED, id));
+    }
+    let abortive = sock.kind == Kind::Connection
+        && (sock.connected || sock.connecting)
+        && !(sock.fin_sent && sock.recv_eof);
+    sock.release_host(&p.registry, abortive);
+    drop(st);
+    p.changed.notify_all();
+    let mut close = Done::new(out.irp, STATUS_SUCCESS, 0, id);
+    close.free = Some(sock.handle);
+    out.dones.push(close);
+    // A plan's close delay applies on the reactor (`Provider::defer`).
+    let inline = inline && p.faults.close_delay.is_none();
+    p.finish(out, inline)
+}
+
+/// `WskControlSocket`: the socket options `wsk-net` uses. IRQL <= `DISPATCH_LEVEL`.
+///
+/// Options: of the `SOL_SOCKET` options the page "WSK Socket Options"
+/// (<https://learn.microsoft.com/en-us/windows-hardware/drivers/network/wsk-socket-options>)
+/// lists, `SO_REUSEADDR`, `SO_EXCLUSIVEADDRUSE` and `SO_KEEPALIVE`. Beyond that list the host
+/// also accepts `IPPROTO_TCP`/`TCP_NODELAY` and `IPPROTO_IPV6`/`IPV6_V6ONLY`: transport and
+/// network level options the WSK pages do not document (they say only that "the underlying
+/// network protocol might support additional socket options"; the options themselves are
+/// documented for user-mode Winsock). A client relying on them depends on Windows' TCP/IP
+/// transport, not on a documented WSK behaviour. No `WskIoctl` codes.
+#[allow(clippy::too_many_arguments, reason = "the WSK signature")]
+pub(super) unsafe extern "system-unwind" fn wsk_control_socket(
+    socket: *mut WSK_SOCKET,
+    request: WSK_CONTROL_SOCKET_TYPE,
+    code: u32,
+    level: u32,
+    in_size: SIZE_T,
+    in_buf: PVOID,
+    out_size: SIZE_T,
+    out_buf: PVOID,
+    out_returned: *mut SIZE_T,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskControlSocket", None) };
+    // "PFN_WSK_CONTROL_SOCKET callback function (wsk.h)", IRQL <= DISPATCH_LEVEL (the
+    // PASSIVE_LEVEL-only SIO_ADDRESS_LIST_* IOCTLs are not implemented here):
+    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_control_socket
+    require_at_most(DISPATCH_LEVEL, "WskControlSocket");
+    // Same page: OutputSizeReturned is NULL unless Irp is NULL (with an IRP the size comes back
+    // in IoStatus.Information). A verifier failure, not STATUS_INVALID_PARAMETER: the page
+    // states a caller contract and documents no status for breaking it, and what Windows then
+    // does with the pointer (write through it when the IRP completes, perhaps after the
+    // caller's variable is gone) is undefined.
+    refuse_output_size_with_irp("WskControlSocket", irp, out_returned);
+    let input = if in_size >= 4 && !in_buf.is_null() {
+        // SAFETY: the client passes `in_size` readable bytes.
+        Some(unsafe { in_buf.cast::<u32>().read_unaligned() })
+    } else {
+        None
+    };
+    // No output buffer is no room for one.
+    let out_size = if out_buf.is_null() { 0 } else { out_size };
+    let (status, bytes, value) = if irp.is_null() {
+        // SAFETY: the client passes its socket.
+        let id = unsafe { handle_id(socket, "WskControlSocket") };
+        let p = provider();
+        locked_sock!(p, st, sock, id, "WskControlSocket");
+        control(sock, request, level, code, input, out_size)
+    } else {
+        // SAFETY: the client passes its socket and a live IRP.
+        let (p, id, inline, mut out) =
+            match unsafe { begin("WskControlSocket", socket, core::ptr::null_mut(), irp) } {
+                Ok(started) => started,
+                Err(status) => return status,
+            };
+        let result = {
+            locked_sock!(p, st, sock, id, "WskControlSocket");
+            control(sock, request, level, code, input, out_size)
+        };
+        if let Some(v) = result.2 {
+            // SAFETY: control checked the output buffer's size.
+            unsafe { out_buf.cast::<u32>().write_unaligned(v) };
+        }
+        out.done(result.0, result.1, id);
+        return p.finish(out, inline);
+    };
+    if let Some(v) = value {
+        // SAFETY: control checked the output buffer's size.
+        unsafe { out_buf.cast::<u32>().write_unaligned(v) };
+    }
+    if !out_returned.is_null() {
+        // SAFETY: the client passes a writable size or null.
+        unsafe { *out_returned = bytes };
+    }
+    status
+}
+
+/// Sets or gets one option: (status, bytes returned, value to write to the output).
+pub(super) fn control(
+    sock: &mut Sock,
+    request: WSK_CONTROL_SOCKET_TYPE,
+    level: u32,
+    code: u32,
+    input: Option<u32>,
+    out_size: usize,
+) -> (NTSTATUS, usize, Option<u32>) {
+    let Some(fd) = sock.host.fd() else {
+        return (STATUS_INVALID_DEVICE_STATE, 0, None);
+    };
+    let host = match (level, code) {
+        (SOL_SOCKET, SO_REUSEADDR) => Some((linux::SOL_SOCKET, linux::SO_REUSEADDR)),
+        (SOL_SOCKET, SO_KEEPALIVE) => Some((linux::SOL_SOCKET, linux::SO_KEEPALIVE)),
+        (IPPROTO_TCP, TCP_NODELAY) => Some((linux::IPPROTO_TCP, linux::TCP_NODELAY)),
+        (IPPROTO_IPV6, IPV6_V6ONLY) => Some((linux::IPPROTO_IPV6, linux::IPV6_V6ONLY)),
+        (SOL_SOCKET, SO_EXCLUSIVEADDRUSE) => None,
+        _ => return (STATUS_NOT_SUPPORTED, 0, None),
+    };
+    match request {
+        WskSetOption => {
+            let Some(value) = input else {
+                return (STATUS_INVALID_PARAMETER, 0, None);
+            };
+            let on = value != 0;
+            match (level, code) {
+                (SOL_SOCKET, SO_REUSEADDR) if on && sock.exclusive => {
+                    return (STATUS_INVALID_PARAMETER, 0, None);
+                }
+                (SOL_SOCKET, SO_EXCLUSIVEADDRUSE) => {
+                    if on && sock.reuse {
+                        return (STATUS_INVALID_PARAMETER, 0, None);
+                    }
+                    if sock.bound {
+                        return (STATUS_INVALID_DEVICE_STATE, 0, None);
+                    }
+                    // Linux refuses to bind an address in use unless SO_REUSEADDR is set on
+                    // both: exclusive use is what a socket without SO_REUSEADDR gets.
+                    sock.exclusive = on;
+                    return (STATUS_SUCCESS, 0, None);
+                }
+                (IPPROTO_IPV6, IPV6_V6ONLY) if !sock.v6 => {
+                    return (STATUS_INVALID_PARAMETER, 0, None);
+                }
+                (IPPROTO_IPV6, IPV6_V6ONLY) if sock.bound => {
+                    return (STATUS_INVALID_DEVICE_STATE, 0, None);
+                }
+                _ => {}
+            }
+            let (l, n) = host.expect("host option mapped above");
+            match os::set_int(fd, l, n, i32::from(on)) {
+                Ok(()) => {
+                    match (level, code) {
+                        (SOL_SOCKET, SO_REUSEADDR) => sock.reuse = on,
+                        (IPPROTO_TCP, TCP_NODELAY) => sock.nodelay = on,
+                        _ => {}
+                    }
+                    (STATUS_SUCCESS, 0, None)
+                }
+                Err(e) => (os::status_of(&e), 0, None),
+            }
+        }
+        WskGetOption => {
+            if out_size < 4 {
+                return (STATUS_BUFFER_TOO_SMALL, 0, None);
+            }
+            let value = match host {
+                None => u32::from(sock.exclusive),
+                Some((l, n)) => match os::get_int(fd, l, n) {
+                    Ok(v) => u32::from(v != 0),
+                    Err(e) => return (os::status_of(&e), 0, None),
+                },
+            };
+            (STATUS_SUCCESS, 4, Some(value))
+        }
+        _ => (STATUS_NOT_SUPPORTED, 0, None),
+    }
+}
+
+/// `WskBind`: a listen socket listens once bound, as on Windows. IRQL <= `DISPATCH_LEVEL`.
+pub(super) unsafe extern "system-unwind" fn wsk_bind(
+    socket: *mut WSK_SOCKET,
+    local: *mut SOCKADDR,
+    _flags: u32,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskBind", Some(WskOp::Bind)) };
+    // SAFETY: the client passes its socket and a live IRP.
+    let (p, id, inline, mut out) =
+        match unsafe { begin("WskBind", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    if let Some(status) = p.inject(WskOp::Bind) {
+        out.done(status, 0, id);
+        return p.finish(out, inline);
+    }
+    // SAFETY: the client passes a valid address or null.
+    let addr = unsafe { os::read_sockaddr(local) };
+    let status = {
+        locked_sock!(p, st, sock, id, "WskBind");
+        bind(sock, &p.registry, addr)
+    };
+    out.done(status, 0, id);
+    p.finish(out, inline)
+}
+
+pub(super) fn bind(sock: &mut Sock, registry: &Registry, addr: Option<SocketAddr>) -> NTSTATUS {
+    let Some(addr) = addr else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    if sock.kind == Kind::Listen && sock.datagram {
+        return STATUS_NOT_IMPLEMENTED;
+    }
+    if sock.bound {
+        return STATUS_ADDRESS_ALREADY_ASSOCIATED;
+    }
+    if !os::family_matches(&addr, sock.v6) {
+        return STATUS_INVALID_ADDRESS_COMPONENT;
+    }
+    let Host::Raw(fd) = &sock.host else {
+        return STATUS_INVALID_DEVICE_STATE;
+    };
+    if let Err(e) = os::bind_fd(fd.as_raw_fd(), &addr) {
+        return os::status_of(&e);
+    }
+    sock.bound = true;
+    match sock.kind {
+        Kind::Listen => {
+            if let Err(e) = os::listen_fd(fd.as_raw_fd()) {
+                return os::status_of(&e);
+            }
+            let Host::Raw(fd) = core::mem::replace(&mut sock.host, Host::Gone) else {
+                return STATUS_INVALID_DEVICE_STATE;
+            };
+            let mut listener = TcpListener::from_std(std::net::TcpListener::from(fd));
+            if let Err(e) = registry.register(&mut listener, token(sock.id), Interest::READABLE) {
+                return os::status_of(&e);
+            }
+            sock.host = Host::Listener(listener);
+        }
+        Kind::Datagram => {
+            let Host::Raw(fd) = core::mem::replace(&mut sock.host, Host::Gone) else {
+                return STATUS_INVALID_DEVICE_STATE;
+            };
+            let mut udp = UdpSocket::from_std(std::net::UdpSocket::from(fd));
+            if let Err(e) = registry.register(
+                &mut udp,
+                token(sock.id),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                return os::status_of(&e);
+            }
+            sock.host = Host::Udp(udp);
+        }
+        Kind::Connection | Kind::Basic => {}
+    }
+    STATUS_SUCCESS
+}
+
+/// `WskAccept`: queued behind the listener's other pending accepts, each served by the next
+/// incoming connection in the order they were issued. IRQL <= `DISPATCH_LEVEL`.
+///
+/// Several outstanding accepts are allowed: "`PFN_WSK_ACCEPT` callback function (wsk.h)"
+/// documents `STATUS_PENDING` as "the IRP has been queued" and speaks of "IRPs queued from
+/// pending calls to `WskAccept`". (This verifier used to bugcheck a second outstanding accept,
+/// stricter than Windows.)
+pub(super) unsafe extern "system-unwind" fn wsk_accept(
+    socket: *mut WSK_SOCKET,
+    _flags: u32,
+    _context: PVOID,
+    _dispatch: *const c_void,
+    local: *mut SOCKADDR,
+    remote: *mut SOCKADDR,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskAccept", Some(WskOp::Accept)) };
+    // SAFETY: the client passes its socket and a live IRP.
+    let (p, id, inline, mut out) =
+        match unsafe { begin("WskAccept", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    locked_sock!(p, st, sock, id, "WskAccept");
+    if let Some(status) = p.inject(WskOp::Accept) {
+        out.done(status, 0, id);
+    } else if !matches!(sock.host, Host::Listener(_)) {
+        out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
+    } else {
+        let op = Op::new(
+            out.irp,
+            OpKind::Accept {
+                local: ClientOut(local),
+                remote: ClientOut(remote),
+            },
+        );
+        sock.accepts.push_back(op);
+        submit(&mut st, &p.registry, id, &mut out);
+    }
+    drop(st);
+    p.finish(out, inline)
+}
+
+/// `WskConnect`: the socket must be bound (else `STATUS_INVALID_DEVICE_STATE`). IRQL <=
+/// `DISPATCH_LEVEL`.
+pub(super) unsafe extern "system-unwind" fn wsk_connect(
+    socket: *mut WSK_SOCKET,
+    remote: *mut SOCKADDR,
+    _flags: u32,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskConnect", Some(WskOp::Connect)) };
+    // SAFETY: the client passes its socket and a live IRP.
+    let (p, id, inline, mut out) =
+        match unsafe { begin("WskConnect", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    // SAFETY: the client passes a valid address or null.
+    let remote = unsafe { os::read_sockaddr(remote) };
+    locked_sock!(p, st, sock, id, "WskConnect");
+    if let Some(status) = p.inject(WskOp::Connect) {
+        out.done(status, 0, id);
+    } else if !sock.bound || sock.connected || sock.connecting {
+        out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
+    } else if let Some(remote) = remote.filter(|r| os::family_matches(r, sock.v6)) {
+        match start_connect(sock, &p.registry, &remote) {
+            Ok(true) => out.done(STATUS_SUCCESS, 0, id),
+            Ok(false) => {
+                let op = Op::new(
+                    out.irp,
+                    OpKind::Connect {
+                        info: 0,
+                        destroy_on_fail: false,
+                    },
+                );
+                sock.connect = Some(op);
+                submit(&mut st, &p.registry, id, &mut out);
+            }
+            Err(status) => out.done(status, 0, id),
+        }
+    } else {
+        out.done(STATUS_INVALID_PARAMETER, 0, id);
+    }
+    drop(st);
+    p.finish(out, inline)
+}
+
+/// `WskInspectComplete`: conditional accept is not supported.
+pub(super) unsafe extern "system-unwind" fn wsk_inspect_complete(
+    socket: *mut WSK_SOCKET,
+    _inspect_id: PVOID,
+    _action: i32,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the client passes its socket and a live IRP.
+    let (p, id, inline, mut out) =
+        match unsafe { begin("WskInspectComplete", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    out.done(STATUS_NOT_SUPPORTED, 0, id);
+    p.finish(out, inline)
+}

@@ -1,0 +1,359 @@
+//! The socket calls that move data: `WskSend`, `WskReceive`, `WskDisconnect`, `WskSendTo`,
+//! `WskReceiveFrom`, the address queries and `WskRelease`.
+
+use std::sync::Arc;
+use std::vec::Vec;
+
+use super::buffers::{gather, segments};
+use super::glue::bugcheck;
+use super::os::{self};
+use super::queue::{claim_now, submit};
+use super::{ClientOut, Host, InCall, Op, OpKind, Out, Provider, Seg, Sock, begin, sock_mut};
+use crate::faults::WskOp;
+use crate::{
+    IRP, NTSTATUS, PVOID, SOCKADDR, STATUS_CONNECTION_ABORTED, STATUS_INVALID_DEVICE_STATE,
+    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS, WSK_BUF, WSK_FLAG_ABORTIVE,
+    WSK_FLAG_DRAIN, WSK_FLAG_NODELAY, WSK_FLAG_WAITALL, WSK_SOCKET,
+};
+
+/// The status a transfer on `sock` fails with before it starts, if any.
+pub(super) fn transfer_refusal(sock: &Sock) -> Option<NTSTATUS> {
+    if sock.aborted {
+        Some(STATUS_CONNECTION_ABORTED)
+    } else if let Some(e) = sock.error {
+        Some(e)
+    } else if !sock.connected {
+        Some(STATUS_INVALID_DEVICE_STATE)
+    } else {
+        None
+    }
+}
+
+/// What a data call (`WskSend`, `WskReceive`, `WskSendTo`, `WskReceiveFrom`) starts with: the
+/// call counted in progress on its socket until it returns (see [`InCall`]), the client memory
+/// its `WSK_BUF` describes, and what [`begin`] gave (the provider, the socket id, the
+/// completion choice, the call's outcome so far).
+type Transfer = (InCall, Vec<Seg>, (Arc<Provider>, u64, bool, Out));
+
+/// Starts data call `function` (`op` in the fault plan) on `socket`, in the order every data
+/// call takes: counted in progress, its `WSK_BUF` read (the verifier checks it), its IRP taken.
+///
+/// # Safety
+/// As the WSK calls: the client's socket, a valid `WSK_BUF` (or null), a live IRP with a
+/// stack location for the provider.
+unsafe fn start_transfer(
+    function: &'static str,
+    op: WskOp,
+    socket: *mut WSK_SOCKET,
+    buffer: *mut WSK_BUF,
+    irp: *mut IRP,
+) -> Result<Transfer, NTSTATUS> {
+    // SAFETY: the client passes its socket; counted in progress until the call returns.
+    let call = unsafe { InCall::enter(socket, function, Some(op)) };
+    // SAFETY: the client passes a valid WSK_BUF.
+    let segs = unsafe { segments(buffer, function) };
+    // SAFETY: the client passes its socket and a live IRP.
+    let started = unsafe { begin(function, socket, core::ptr::null_mut(), irp) }?;
+    Ok((call, segs, started))
+}
+
+/// `WskSend`: completes when every byte is written to the host socket. IRQL <=
+/// `DISPATCH_LEVEL`.
+pub(super) unsafe extern "system-unwind" fn wsk_send(
+    socket: *mut WSK_SOCKET,
+    buffer: *mut WSK_BUF,
+    flags: u32,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the client passes its socket, a valid WSK_BUF and a live IRP.
+    let (_call, segs, (p, id, inline, mut out)) =
+        match unsafe { start_transfer("WskSend", WskOp::Send, socket, buffer, irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    locked_sock!(p, st, sock, id, "WskSend");
+    if let Some(status) = p.inject(WskOp::Send) {
+        out.done(status, 0, id);
+    } else if let Some(status) = transfer_refusal(sock) {
+        out.done(status, 0, id);
+    } else if sock.send_shut {
+        out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
+    } else {
+        let total = segs.iter().map(|s| s.len).sum();
+        let op = Op::new(
+            out.irp,
+            OpKind::Send {
+                segs,
+                total,
+                done: 0,
+                nodelay: flags & WSK_FLAG_NODELAY != 0,
+            },
+        );
+        sock.sends.push_back(op);
+        submit(&mut st, &p.registry, id, &mut out);
+    }
+    drop(st);
+    p.finish(out, inline)
+}
+
+/// `WskReceive`: completes with what is available; `WSK_FLAG_WAITALL` waits for a full
+/// buffer, FIN or cancel; 0 bytes means the peer disconnected. IRQL <= `DISPATCH_LEVEL`.
+pub(super) unsafe extern "system-unwind" fn wsk_receive(
+    socket: *mut WSK_SOCKET,
+    buffer: *mut WSK_BUF,
+    flags: u32,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the client passes its socket, a valid WSK_BUF and a live IRP.
+    let (_call, segs, (p, id, inline, mut out)) =
+        match unsafe { start_transfer("WskReceive", WskOp::Receive, socket, buffer, irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    locked_sock!(p, st, sock, id, "WskReceive");
+    if let Some(status) = p.inject(WskOp::Receive) {
+        out.done(status, 0, id);
+    } else if flags & WSK_FLAG_DRAIN != 0 {
+        out.done(STATUS_NOT_SUPPORTED, 0, id);
+    } else if let Some(status) = transfer_refusal(sock) {
+        out.done(status, 0, id);
+    } else {
+        let total = segs.iter().map(|s| s.len).sum();
+        let op = Op::new(
+            out.irp,
+            OpKind::Recv {
+                segs,
+                total,
+                done: 0,
+                waitall: flags & WSK_FLAG_WAITALL != 0 && !p.faults.ignore_waitall,
+            },
+        );
+        sock.recvs.push_back(op);
+        submit(&mut st, &p.registry, id, &mut out);
+    }
+    drop(st);
+    p.finish(out, inline)
+}
+
+/// `WskDisconnect`: graceful (FIN after pending sends and the optional final buffer) or
+/// abortive (`WSK_FLAG_ABORTIVE`: pending transfers fail, the peer sees a reset). IRQL <=
+/// `DISPATCH_LEVEL`.
+pub(super) unsafe extern "system-unwind" fn wsk_disconnect(
+    socket: *mut WSK_SOCKET,
+    buffer: *mut WSK_BUF,
+    flags: u32,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskDisconnect", Some(WskOp::Disconnect)) };
+    let abortive = flags & WSK_FLAG_ABORTIVE != 0;
+    let segs = if abortive {
+        Vec::new()
+    } else {
+        // SAFETY: the client passes a valid WSK_BUF or null.
+        unsafe { segments(buffer, "WskDisconnect") }
+    };
+    // SAFETY: the client passes its socket and a live IRP.
+    let (p, id, inline, mut out) =
+        match unsafe { begin("WskDisconnect", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    locked_sock!(p, st, sock, id, "WskDisconnect");
+    if let Some(status) = p.inject(WskOp::Disconnect) {
+        out.done(status, 0, id);
+    } else if abortive && !buffer.is_null() {
+        out.done(STATUS_INVALID_PARAMETER, 0, id);
+    } else if let Some(status) = transfer_refusal(sock) {
+        out.done(status, 0, id);
+    } else if abortive {
+        for op in sock.recvs.drain(..).chain(sock.sends.drain(..)) {
+            out.dones
+                .extend(claim_now(&op, STATUS_CONNECTION_ABORTED, id));
+        }
+        sock.release_host(&p.registry, true);
+        sock.aborted = true;
+        sock.send_shut = true;
+        out.done(STATUS_SUCCESS, 0, id);
+    } else if sock.send_shut {
+        out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
+    } else {
+        sock.send_shut = true;
+        let total = segs.iter().map(|s| s.len).sum();
+        let op = Op::new(
+            out.irp,
+            OpKind::Disconnect {
+                segs,
+                total,
+                done: 0,
+            },
+        );
+        sock.sends.push_back(op);
+        submit(&mut st, &p.registry, id, &mut out);
+    }
+    drop(st);
+    p.finish(out, inline)
+}
+
+/// `WskGetLocalAddress`. IRQL <= `DISPATCH_LEVEL`.
+pub(super) unsafe extern "system-unwind" fn wsk_get_local_address(
+    socket: *mut WSK_SOCKET,
+    addr: *mut SOCKADDR,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskGetLocalAddress", None) };
+    // SAFETY: the client passes its socket, a live IRP and an address buffer.
+    unsafe { get_address(socket, addr, irp, false) }
+}
+
+/// `WskGetRemoteAddress`. IRQL <= `DISPATCH_LEVEL`.
+pub(super) unsafe extern "system-unwind" fn wsk_get_remote_address(
+    socket: *mut WSK_SOCKET,
+    addr: *mut SOCKADDR,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskGetRemoteAddress", None) };
+    // SAFETY: the client passes its socket, a live IRP and an address buffer.
+    unsafe { get_address(socket, addr, irp, true) }
+}
+
+/// # Safety
+/// As the WSK calls: the client's socket, a live IRP, a writable `SOCKADDR_IN6`-sized buffer.
+pub(super) unsafe fn get_address(
+    socket: *mut WSK_SOCKET,
+    addr: *mut SOCKADDR,
+    irp: *mut IRP,
+    remote: bool,
+) -> NTSTATUS {
+    let function = if remote {
+        "WskGetRemoteAddress"
+    } else {
+        "WskGetLocalAddress"
+    };
+    // SAFETY: forwarded contract.
+    let (p, id, inline, mut out) =
+        match unsafe { begin(function, socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    let result = {
+        locked_sock!(p, st, sock, id, function);
+        match sock.host.fd() {
+            _ if addr.is_null() => Err(STATUS_INVALID_PARAMETER),
+            None => Err(STATUS_INVALID_DEVICE_STATE),
+            Some(_) if remote && !sock.connected => Err(STATUS_INVALID_DEVICE_STATE),
+            Some(_) if !remote && !sock.bound => Err(STATUS_INVALID_DEVICE_STATE),
+            Some(fd) => {
+                let fd = os::FdRef(fd);
+                if remote {
+                    os::peer_addr(&fd)
+                } else {
+                    os::local_addr(&fd)
+                }
+                .map_err(|e| os::status_of(&e))
+            }
+        }
+    };
+    match result {
+        Ok(a) => {
+            // SAFETY: the client passes room for a socket address.
+            unsafe { os::write_sockaddr(addr, &a) };
+            out.done(STATUS_SUCCESS, 0, id);
+        }
+        Err(status) => out.done(status, 0, id),
+    }
+    p.finish(out, inline)
+}
+
+/// `WskSendTo`. The datagram socket must be bound. IRQL <= `DISPATCH_LEVEL`.
+pub(super) unsafe extern "system-unwind" fn wsk_send_to(
+    socket: *mut WSK_SOCKET,
+    buffer: *mut WSK_BUF,
+    _flags: u32,
+    remote: *mut SOCKADDR,
+    _control_length: u32,
+    _control: PVOID,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the client passes its socket, a valid WSK_BUF and a live IRP.
+    let (_call, segs, (p, id, inline, mut out)) =
+        match unsafe { start_transfer("WskSendTo", WskOp::SendTo, socket, buffer, irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    // SAFETY: the client passes a valid address or null.
+    let remote = unsafe { os::read_sockaddr(remote) };
+    locked_sock!(p, st, sock, id, "WskSendTo");
+    if let Some(status) = p.inject(WskOp::SendTo) {
+        out.done(status, 0, id);
+    } else if !matches!(sock.host, Host::Udp(_)) {
+        out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
+    } else if let Some(to) = remote.filter(|r| os::family_matches(r, sock.v6)) {
+        let op = Op::new(
+            out.irp,
+            OpKind::SendTo {
+                data: gather(&segs),
+                to,
+            },
+        );
+        sock.sends.push_back(op);
+        submit(&mut st, &p.registry, id, &mut out);
+    } else {
+        out.done(STATUS_INVALID_PARAMETER, 0, id);
+    }
+    drop(st);
+    p.finish(out, inline)
+}
+
+/// `WskReceiveFrom`. The datagram socket must be bound. IRQL <= `DISPATCH_LEVEL`.
+#[allow(clippy::too_many_arguments, reason = "the WSK signature")]
+pub(super) unsafe extern "system-unwind" fn wsk_receive_from(
+    socket: *mut WSK_SOCKET,
+    buffer: *mut WSK_BUF,
+    _flags: u32,
+    remote: *mut SOCKADDR,
+    control_length: *mut u32,
+    _control: PVOID,
+    control_flags: *mut u32,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the client passes its socket, a valid WSK_BUF and a live IRP.
+    let (_call, segs, (p, id, inline, mut out)) = match unsafe {
+        start_transfer("WskReceiveFrom", WskOp::ReceiveFrom, socket, buffer, irp)
+    } {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
+    locked_sock!(p, st, sock, id, "WskReceiveFrom");
+    if let Some(status) = p.inject(WskOp::ReceiveFrom) {
+        out.done(status, 0, id);
+    } else if !matches!(sock.host, Host::Udp(_)) {
+        out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
+    } else {
+        let total = segs.iter().map(|s| s.len).sum();
+        let op = Op::new(
+            out.irp,
+            OpKind::RecvFrom {
+                segs,
+                total,
+                from: ClientOut(remote),
+                control_length: ClientOut(control_length),
+                control_flags: ClientOut(control_flags),
+            },
+        );
+        sock.recvs.push_back(op);
+        submit(&mut st, &p.registry, id, &mut out);
+    }
+    drop(st);
+    p.finish(out, inline)
+}
+
+/// `WskRelease`: event callbacks (and so indications) are not supported.
+pub(super) unsafe extern "system-unwind" fn wsk_release(
+    _socket: *mut WSK_SOCKET,
+    _indication: PVOID,
+) -> NTSTATUS {
+    STATUS_NOT_SUPPORTED
+}
