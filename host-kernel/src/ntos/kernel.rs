@@ -2,7 +2,7 @@
 //! threads, load and unload drivers, read the verifier's records and the debug log.
 //!
 //! ```no_run
-//! use wsk_sys::host::{Config, Kernel, Registry, RegValue};
+//! use wsk_host::{Config, Kernel, Registry, RegValue};
 //! # unsafe extern "system" fn driver_entry(_: *mut wsk_sys::DRIVER_OBJECT, _: *mut wsk_sys::UNICODE_STRING) -> wsk_sys::NTSTATUS { 0 }
 //! let kernel = Kernel::boot(Config::default().with_cpus(4));
 //! let registry = Registry::new().with("Parameters", "Port", RegValue::Dword(7007));

@@ -5,15 +5,15 @@
 use core::ffi::{c_int, c_void};
 use std::io;
 use std::mem::ManuallyDrop;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::{
-    AF_INET, AF_INET6, IN_ADDR, NTSTATUS, SOCKADDR, SOCKADDR_IN, SOCKADDR_IN6,
-    STATUS_ACCESS_DENIED, STATUS_ADDRESS_ALREADY_EXISTS, STATUS_CONNECTION_ABORTED,
-    STATUS_CONNECTION_REFUSED, STATUS_CONNECTION_RESET, STATUS_HOST_UNREACHABLE,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_ADDRESS_COMPONENT, STATUS_INVALID_PARAMETER,
-    STATUS_IO_TIMEOUT, STATUS_NETWORK_UNREACHABLE, STATUS_NOT_SUPPORTED, STATUS_UNSUCCESSFUL,
+    IN_ADDR, NTSTATUS, SOCKADDR_IN, SOCKADDR_IN6, STATUS_ACCESS_DENIED,
+    STATUS_ADDRESS_ALREADY_EXISTS, STATUS_CONNECTION_ABORTED, STATUS_CONNECTION_REFUSED,
+    STATUS_CONNECTION_RESET, STATUS_HOST_UNREACHABLE, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_INVALID_ADDRESS_COMPONENT, STATUS_INVALID_PARAMETER, STATUS_IO_TIMEOUT,
+    STATUS_NETWORK_UNREACHABLE, STATUS_NOT_SUPPORTED, STATUS_UNSUCCESSFUL,
 };
 
 unsafe extern "C" {
@@ -210,84 +210,6 @@ pub(super) fn status_of(e: &io::Error) -> NTSTATUS {
         K::Unsupported => STATUS_NOT_SUPPORTED,
         _ => STATUS_UNSUCCESSFUL,
     }
-}
-
-/// Reads a WSK socket address (`SOCKADDR_IN` or `SOCKADDR_IN6`, Windows family numbers).
-///
-/// # Safety
-/// `addr` is null or points to a `SOCKADDR` whose family says how many bytes follow.
-pub(super) unsafe fn read_sockaddr(addr: *const SOCKADDR) -> Option<SocketAddr> {
-    if addr.is_null() {
-        return None;
-    }
-    // SAFETY: the caller guarantees a readable address of the size its family implies.
-    let family = unsafe { (*addr).sa_family };
-    match family {
-        AF_INET => {
-            // SAFETY: as above, an IPv4 address; the read is unaligned-safe.
-            let a = unsafe { addr.cast::<SOCKADDR_IN>().read_unaligned() };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(a.sin_addr.s_b),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        AF_INET6 => {
-            // SAFETY: as above, an IPv6 address; the read is unaligned-safe.
-            let a = unsafe { addr.cast::<SOCKADDR_IN6>().read_unaligned() };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr),
-                u16::from_be(a.sin6_port),
-                u32::from_be(a.sin6_flowinfo),
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
-/// The WSK form of `addr` and its size in bytes.
-pub(super) fn wsk_sockaddr(addr: &SocketAddr) -> ([u8; 28], usize) {
-    let mut out = [0u8; 28];
-    match addr {
-        SocketAddr::V4(a) => {
-            let raw = SOCKADDR_IN {
-                sin_family: AF_INET,
-                sin_port: a.port().to_be(),
-                sin_addr: IN_ADDR {
-                    s_b: a.ip().octets(),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: `out` has room for the 16-byte SOCKADDR_IN; unaligned write.
-            unsafe { out.as_mut_ptr().cast::<SOCKADDR_IN>().write_unaligned(raw) };
-            (out, size_of::<SOCKADDR_IN>())
-        }
-        SocketAddr::V6(a) => {
-            let raw = SOCKADDR_IN6 {
-                sin6_family: AF_INET6,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo().to_be(),
-                sin6_addr: a.ip().octets(),
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: `out` is exactly the 28-byte SOCKADDR_IN6; unaligned write.
-            unsafe { out.as_mut_ptr().cast::<SOCKADDR_IN6>().write_unaligned(raw) };
-            (out, size_of::<SOCKADDR_IN6>())
-        }
-    }
-}
-
-/// Writes `addr` in WSK form to a client buffer.
-///
-/// # Safety
-/// `dst` is null or points to writable room for the address's family (28 bytes suffice).
-pub(super) unsafe fn write_sockaddr(dst: *mut SOCKADDR, addr: &SocketAddr) {
-    if dst.is_null() {
-        return;
-    }
-    let (bytes, len) = wsk_sockaddr(addr);
-    // SAFETY: the caller guarantees room for `len` bytes at `dst`.
-    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.cast::<u8>(), len) };
 }
 
 /// True when the address is of the IP version `v6`.

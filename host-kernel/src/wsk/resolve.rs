@@ -7,8 +7,8 @@ use std::string::String;
 use std::vec::Vec;
 
 use super::glue::require_at_most;
-use super::os;
 use super::socket::begin;
+use crate::SOCKADDR_INET;
 use crate::faults::WskOp;
 use crate::{
     ADDRINFOEXW, AF_INET, AF_INET6, ExAllocatePoolWithTag, ExFreePoolWithTag, GUID, IPPROTO_TCP,
@@ -24,7 +24,7 @@ const ADDRINFO_TAG: u32 = pool_tag(*b"WskA");
 #[repr(C)]
 struct Entry {
     info: ADDRINFOEXW,
-    addr: [u8; 28],
+    addr: SOCKADDR_INET,
 }
 
 /// The string a counted UTF-16 string holds, or `None` for null or empty.
@@ -149,7 +149,7 @@ fn build(addrs: &[SocketAddr]) -> Option<*mut ADDRINFOEXW> {
             unsafe { free_list(head) };
             return None;
         }
-        let (bytes, len) = os::wsk_sockaddr(a);
+        let addr = SOCKADDR_INET::from_socket_addr(a);
         // SAFETY: `entry` is a fresh allocation of an Entry's size and pool alignment.
         unsafe {
             entry.write(Entry {
@@ -158,7 +158,7 @@ fn build(addrs: &[SocketAddr]) -> Option<*mut ADDRINFOEXW> {
                     ai_family: i32::from(if a.is_ipv4() { AF_INET } else { AF_INET6 }),
                     ai_socktype: i32::from(SOCK_STREAM),
                     ai_protocol: IPPROTO_TCP.cast_signed(),
-                    ai_addrlen: len,
+                    ai_addrlen: addr.len(),
                     ai_canonname: core::ptr::null_mut(),
                     ai_addr: core::ptr::null_mut(),
                     ai_blob: core::ptr::null_mut(),
@@ -166,7 +166,7 @@ fn build(addrs: &[SocketAddr]) -> Option<*mut ADDRINFOEXW> {
                     ai_provider: core::ptr::null_mut(),
                     ai_next: head,
                 },
-                addr: bytes,
+                addr,
             });
         }
         // SAFETY: just initialised, and only this function holds it.

@@ -155,9 +155,9 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket_connect(
         return p.finish(out, inline);
     }
     // SAFETY: the client passes a valid address (or null).
-    let local = unsafe { os::read_sockaddr(local) };
+    let local = unsafe { crate::read_sockaddr_by_family(local) };
     // SAFETY: as above.
-    let remote = unsafe { os::read_sockaddr(remote) };
+    let remote = unsafe { crate::read_sockaddr_by_family(remote) };
     let (mut st, owner) = registered_owner(p.lock(), client, "WskSocketConnect");
     let (Some(local), Some(remote)) = (local, remote) else {
         out.done(STATUS_INVALID_PARAMETER, 0, 0);

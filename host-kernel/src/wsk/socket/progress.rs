@@ -145,10 +145,10 @@ impl Listening<'_> {
                     child.connected = true;
                     if let Some(a) = local_addr {
                         // SAFETY: the client keeps the address buffers valid until completion.
-                        unsafe { os::write_sockaddr(local.as_ptr(), &a) };
+                        let _ = unsafe { crate::write_sockaddr(local.as_ptr(), &a) };
                     }
                     // SAFETY: as above.
-                    unsafe { os::write_sockaddr(remote.as_ptr(), &peer) };
+                    let _ = unsafe { crate::write_sockaddr(remote.as_ptr(), &peer) };
                     let handle = child.handle.information();
                     born.push(child);
                     return Step::Finished(STATUS_SUCCESS, handle);
@@ -254,7 +254,7 @@ fn datagram_receive_step(
                 let n = n.min(total);
                 scatter(segs, &data[..n]);
                 // SAFETY: the client keeps these outputs valid until completion.
-                unsafe { os::write_sockaddr(from.as_ptr(), &peer) };
+                let _ = unsafe { crate::write_sockaddr(from.as_ptr(), &peer) };
                 if !control_length.as_ptr().is_null() {
                     // SAFETY: as above.
                     unsafe { control_length.as_ptr().write_unaligned(0) };

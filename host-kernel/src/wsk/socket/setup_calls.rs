@@ -295,7 +295,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_bind(
         return p.finish(out, inline);
     }
     // SAFETY: the client passes a valid address or null.
-    let addr = unsafe { os::read_sockaddr(local) };
+    let addr = unsafe { crate::read_sockaddr_by_family(local) };
     let status = {
         locked_sock!(p, st, sock, id, "WskBind");
         bind(sock, &p.registry, addr)
@@ -418,7 +418,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_connect(
             Err(status) => return status,
         };
     // SAFETY: the client passes a valid address or null.
-    let remote = unsafe { os::read_sockaddr(remote) };
+    let remote = unsafe { crate::read_sockaddr_by_family(remote) };
     locked_sock!(p, st, sock, id, "WskConnect");
     if let Some(status) = p.inject(WskOp::Connect) {
         out.done(status, 0, id);

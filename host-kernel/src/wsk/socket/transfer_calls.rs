@@ -259,7 +259,7 @@ pub(super) unsafe fn get_address(
     match result {
         Ok(a) => {
             // SAFETY: the client passes room for a socket address.
-            unsafe { os::write_sockaddr(addr, &a) };
+            let _ = unsafe { crate::write_sockaddr(addr, &a) };
             out.done(STATUS_SUCCESS, 0, id);
         }
         Err(status) => out.done(status, 0, id),
@@ -284,7 +284,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_to(
             Err(status) => return status,
         };
     // SAFETY: the client passes a valid address or null.
-    let remote = unsafe { os::read_sockaddr(remote) };
+    let remote = unsafe { crate::read_sockaddr_by_family(remote) };
     locked_sock!(p, st, sock, id, "WskSendTo");
     if let Some(status) = p.inject(WskOp::SendTo) {
         out.done(status, 0, id);
