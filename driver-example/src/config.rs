@@ -138,8 +138,10 @@ fn read_parameters(key: HANDLE) -> Result<Settings, SettingsError> {
 unsafe fn open_parameters(registry_path: *const UNICODE_STRING) -> Option<HANDLE> {
     const SUFFIX: &str = "\\Parameters";
     let mut path = [0u16; 512];
-    // SAFETY: the caller guarantees a valid counted string.
-    let base = unsafe { (*registry_path).as_wide() };
+    // SAFETY: the caller guarantees a valid counted string, alive for this call.
+    let registry_path = unsafe { &*registry_path };
+    // SAFETY: the same guarantee: its buffer holds `Length` readable bytes for this call.
+    let base = unsafe { registry_path.as_wide() };
     let total = base.len() + SUFFIX.len();
     if total > path.len() {
         return None;

@@ -89,14 +89,16 @@ mod host {
     fn block_stop_signals() -> libc::sigset_t {
         // SAFETY: sigset_t is plain data that sigemptyset initialises.
         let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `set` is a valid sigset_t; the signal numbers are valid; pthread_sigmask
-        // only changes this thread's mask (inherited by threads spawned afterwards).
-        unsafe {
-            libc::sigemptyset(&raw mut set);
-            libc::sigaddset(&raw mut set, libc::SIGINT);
-            libc::sigaddset(&raw mut set, libc::SIGTERM);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut());
-        }
+        // SAFETY: `set` is a live sigset_t for sigemptyset to initialise.
+        unsafe { libc::sigemptyset(&raw mut set) };
+        // SAFETY: `set` is an initialised sigset_t; SIGINT is a valid signal number.
+        unsafe { libc::sigaddset(&raw mut set, libc::SIGINT) };
+        // SAFETY: as above, for SIGTERM.
+        unsafe { libc::sigaddset(&raw mut set, libc::SIGTERM) };
+        // SAFETY: `set` is an initialised sigset_t and the old mask is not asked for;
+        // pthread_sigmask only changes this thread's mask (inherited by threads spawned
+        // afterwards).
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) };
         set
     }
 
@@ -111,14 +113,14 @@ mod host {
     /// Descriptors the host program needs besides one per connection: standard streams, the
     /// WSK provider's poller and waker, the listener, the driver's reserve socket and a
     /// connection being reset, with room to spare.
-    const DESCRIPTORS_BESIDES_CONNECTIONS: u64 = 64;
+    const DESCRIPTORS_BESIDES_CONNECTIONS: libc::rlim_t = 64;
 
     /// Raises the soft `RLIMIT_NOFILE` to what `max_connections` needs (each connection is a
     /// host socket), up to the hard limit. Returns a warning when even the hard limit is too
     /// low (or the limit cannot be read or set): the driver then resets the connections it has
     /// no descriptor for.
     fn raise_descriptor_limit(max_connections: u32) -> Option<String> {
-        let needed = u64::from(max_connections) + DESCRIPTORS_BESIDES_CONNECTIONS;
+        let needed = libc::rlim_t::from(max_connections) + DESCRIPTORS_BESIDES_CONNECTIONS;
         let mut limit = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -130,13 +132,13 @@ mod host {
                 std::io::Error::last_os_error()
             ));
         }
-        let (soft, hard) = (u64::from(limit.rlim_cur), u64::from(limit.rlim_max));
+        let (soft, hard) = (limit.rlim_cur, limit.rlim_max);
         if soft >= needed {
             return None;
         }
         let raised = needed.min(hard);
         if raised > soft {
-            limit.rlim_cur = raised.try_into().unwrap_or(limit.rlim_max);
+            limit.rlim_cur = raised;
             // SAFETY: `limit` is a live rlimit; raising the soft limit up to the hard one needs
             // no privilege.
             if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) } != 0 {

@@ -45,15 +45,7 @@ impl HostProgram {
         };
         // SAFETY: the closure runs in the forked child before exec and only calls setrlimit,
         // which is async-signal-safe, on a value it owns.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
+        unsafe { command.pre_exec(move || set_descriptor_limit(&limit)) };
         Self::spawn(&mut command)
     }
 
@@ -137,6 +129,16 @@ impl HostProgram {
         let mut seen = self.seen;
         seen.extend(self.lines.try_iter());
         (status.expect("wait"), out, seen)
+    }
+}
+
+/// Sets this process's `RLIMIT_NOFILE`.
+fn set_descriptor_limit(limit: &libc::rlimit) -> std::io::Result<()> {
+    // SAFETY: `limit` is a live rlimit for the call to read.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, limit) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
