@@ -161,7 +161,7 @@ mod host {
 
     /// The exit status after the driver ran: failure when the unload left anything behind or
     /// the verifier recorded any bugcheck (each is printed).
-    fn exit_status(report_is_clean: bool, bugchecks: &[Bugcheck]) -> ExitCode {
+    pub(super) fn exit_status(report_is_clean: bool, bugchecks: &[Bugcheck]) -> ExitCode {
         for bugcheck in bugchecks {
             eprintln!("wskecho host mode: the verifier recorded {bugcheck}");
         }
@@ -236,6 +236,26 @@ mod host {
         let report = kernel.unload(driver);
         println!("wskecho host mode: unload report: {report}");
         exit_status(report.is_clean(), &kernel.take_bugchecks())
+    }
+}
+
+#[cfg(all(test, not(target_os = "windows")))]
+mod tests {
+    use std::process::ExitCode;
+
+    use wsk_sys::host::Bugcheck;
+
+    use super::host::exit_status;
+
+    #[test]
+    fn a_recorded_bugcheck_fails_the_run_even_after_a_clean_unload() {
+        assert_eq!(exit_status(true, &[]), ExitCode::SUCCESS);
+        assert_eq!(exit_status(false, &[]), ExitCode::FAILURE);
+        let bugcheck = Bugcheck {
+            name: "IRQL_NOT_LESS_OR_EQUAL",
+            detail: "a test record".into(),
+        };
+        assert_eq!(exit_status(true, &[bugcheck]), ExitCode::FAILURE);
     }
 }
 
