@@ -12,8 +12,8 @@
 //! buffer) the accepted connection is closed abortively. When the provider cannot even accept
 //! (out of resources: on the host kernel, out of descriptors) the accept loop gives back a
 //! reserve socket it holds for the purpose, accepts the waiting connection into the room
-//! that frees, resets it, and takes the reserve again. Accept errors back off exponentially
-//! and are logged at most once a second.
+//! that frees, resets it, and takes the reserve again. Accept errors back off exponentially;
+//! repeating events are logged ever more rarely (the 1st, 2nd, 4th, 8th... in a row).
 
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -21,7 +21,7 @@ use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use core::time::Duration;
 
-use wsk_executor::{Budget, Instant, Runner, RunnerKind, TaskPool};
+use wsk_executor::{Budget, Runner, RunnerKind, TaskPool};
 use wsk_net::{Driver, ErrorKind, IoBuf, TcpListener, TcpStream, UdpSocket, WskClient};
 use wsk_sys::{
     NTSTATUS, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER,
@@ -35,15 +35,17 @@ pub const MAX_CONNECTIONS: usize = 1024;
 const BUFFER_SIZE: usize = 16 * 1024;
 /// How long a graceful disconnect may take before the connection is reset instead.
 const DISCONNECT_LIMIT: Duration = Duration::from_secs(5);
-/// The first wait after a failed accept; each further failure in a row doubles it.
+/// Failed accepts in a row retried at once: one connection dying in the backlog before it is
+/// accepted must not slow the next. (Nor read the clock: under Wine, which runs drivers in
+/// user mode, the interrupt time in `KUSER_SHARED_DATA` cannot be read.)
+const IMMEDIATE_RETRIES: u32 = 3;
+/// The wait after the first failed accept past [`IMMEDIATE_RETRIES`]; each further failure in
+/// a row doubles it.
 const BACKOFF_FIRST: Duration = Duration::from_millis(1);
 /// The longest wait after a failed accept.
 const BACKOFF_LAST: Duration = Duration::from_secs(1);
 /// How long the accept loop waits for the connection it sheds after giving back its reserve.
 const SHED_WAIT: Duration = Duration::from_millis(100);
-/// At most one line per this interval for a repeating event (accept errors, shed
-/// connections).
-const LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the service does, from the registry (Windows, Wine) or command-line flags (host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,19 +251,18 @@ pub fn live_connections() -> usize {
 async fn accept_loop(client: &'static WskClient, listener: TcpListener, max_connections: usize) {
     let mut reserve = Reserve::Missing;
     reserve.refill(client).await;
-    let mut backoff = Backoff::new();
-    let mut failures = Throttle::new();
-    let mut limit_resets = Throttle::new();
+    let mut failures = Failures::new();
+    let mut limit_resets = Streak::new();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                backoff.reset();
-                if !admit(stream, max_connections)
-                    && let Some(quiet) = limit_resets.allow()
-                {
+                failures.reset();
+                if admit(stream, max_connections) {
+                    limit_resets.reset();
+                } else if let Some(count) = limit_resets.count() {
                     kprint!(
-                        "wskecho: connection limit {max_connections} reached; reset {peer}{}\n",
-                        Unlogged(quiet)
+                        "wskecho: connection limit {max_connections} reached; reset {peer} \
+                         ({count} in a row)\n"
                     );
                 }
                 reserve.refill(client).await;
@@ -271,25 +272,24 @@ async fn accept_loop(client: &'static WskClient, listener: TcpListener, max_conn
                 return;
             }
             Err(e) if e.kind() == ErrorKind::NoResources => {
-                if let Some(quiet) = failures.allow() {
-                    kprint!(
-                        "wskecho: {e}{}; resetting waiting connections\n",
-                        Unlogged(quiet)
-                    );
+                if let Some(count) = failures.count() {
+                    kprint!("wskecho: {e} ({count} in a row); resetting waiting connections\n");
                 }
                 let shed = reserve.give_back().await && shed_one(&listener).await;
-                if !shed {
-                    wsk_executor::sleep(backoff.next()).await;
+                if !shed && let Some(wait) = failures.backoff() {
+                    wsk_executor::sleep(wait).await;
                 }
                 reserve.refill(client).await;
             }
             Err(e) => {
                 // A connection that died before it was accepted, or a provider hiccup: keep
                 // serving, but wait longer after each failure in a row.
-                if let Some(quiet) = failures.allow() {
-                    kprint!("wskecho: {e}{}\n", Unlogged(quiet));
+                if let Some(count) = failures.count() {
+                    kprint!("wskecho: {e} ({count} in a row)\n");
                 }
-                wsk_executor::sleep(backoff.next()).await;
+                if let Some(wait) = failures.backoff() {
+                    wsk_executor::sleep(wait).await;
+                }
             }
         }
     }
@@ -423,70 +423,62 @@ async fn serve(stream: TcpStream, _live: Live) {
     stream.close().await;
 }
 
-/// Exponential backoff for repeated accept failures.
-struct Backoff {
-    next: Duration,
+/// Failed accepts in a row: which to log and how long to wait before the next accept.
+struct Failures {
+    in_a_row: Streak,
+    next_wait: Duration,
 }
 
-impl Backoff {
+impl Failures {
     const fn new() -> Self {
         Self {
-            next: BACKOFF_FIRST,
+            in_a_row: Streak::new(),
+            next_wait: BACKOFF_FIRST,
         }
     }
 
-    /// The wait after this failure; the following one waits twice as long, up to
+    /// Counts a failure; see [`Streak::count`].
+    fn count(&mut self) -> Option<u32> {
+        self.in_a_row.count()
+    }
+
+    /// How long to wait before accepting again after the failure just counted: nothing for
+    /// the first [`IMMEDIATE_RETRIES`] in a row, then [`BACKOFF_FIRST`] doubling up to
     /// [`BACKOFF_LAST`].
-    fn next(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = (wait * 2).min(BACKOFF_LAST);
-        wait
-    }
-
-    /// A success: the next failure waits [`BACKOFF_FIRST`] again.
-    fn reset(&mut self) {
-        self.next = BACKOFF_FIRST;
-    }
-}
-
-/// Rate limit for a log line about a repeating event: at most one per [`LOG_INTERVAL`].
-struct Throttle {
-    last: Option<Instant>,
-    unlogged: u32,
-}
-
-impl Throttle {
-    const fn new() -> Self {
-        Self {
-            last: None,
-            unlogged: 0,
-        }
-    }
-
-    /// `Some(n)` when this occurrence is to be logged, `n` being how many were not since the
-    /// last line; `None` (and it is counted) otherwise.
-    fn allow(&mut self) -> Option<u32> {
-        let now = Instant::now();
-        if let Some(last) = self.last
-            && now.saturating_duration_since(last) < LOG_INTERVAL
-        {
-            self.unlogged = self.unlogged.saturating_add(1);
+    fn backoff(&mut self) -> Option<Duration> {
+        if self.in_a_row.0 <= IMMEDIATE_RETRIES {
             return None;
         }
-        self.last = Some(now);
-        Some(core::mem::take(&mut self.unlogged))
+        let wait = self.next_wait;
+        self.next_wait = (wait * 2).min(BACKOFF_LAST);
+        Some(wait)
+    }
+
+    /// An accept succeeded: the next failure starts a new streak.
+    fn reset(&mut self) {
+        *self = Self::new();
     }
 }
 
-/// Formats the count of occurrences a [`Throttle`] kept out of the log (nothing for 0).
-struct Unlogged(u32);
+/// A repeating event counted in a row, logged ever more rarely: the 1st, 2nd, 4th, 8th...
+/// occurrence. With the accept backoff that is about a line a second at most, and it needs no
+/// clock.
+struct Streak(u32);
 
-impl fmt::Display for Unlogged {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            0 => Ok(()),
-            n => write!(f, " ({n} more since the last line)"),
-        }
+impl Streak {
+    const fn new() -> Self {
+        Self(0)
+    }
+
+    /// Counts one; `Some(count)` when this one is to be logged.
+    fn count(&mut self) -> Option<u32> {
+        self.0 = self.0.saturating_add(1);
+        self.0.is_power_of_two().then_some(self.0)
+    }
+
+    /// The streak ended.
+    fn reset(&mut self) {
+        self.0 = 0;
     }
 }
 

@@ -361,6 +361,6 @@ fn clients_past_the_last_descriptor_are_reset_not_stranded_and_the_driver_recove
         .count();
     assert!(
         accept_lines <= 20,
-        "accept errors are logged at most once a second: {accept_lines} lines"
+        "a repeating accept error is logged ever more rarely: {accept_lines} lines"
     );
 }
