@@ -151,10 +151,9 @@ mod host {
         (raised < needed).then(|| {
             format!(
                 "the descriptor limit is {raised} (hard limit {hard}), below the {needed} that \
-                 {max_connections} connections need: clients past about {} connections are \
-                 reset (raise the hard limit, e.g. `ulimit -Hn {needed}`, or lower \
-                 --max-connections)",
-                raised.saturating_sub(DESCRIPTORS_BESIDES_CONNECTIONS)
+                 {max_connections} connections need: clients the host has no descriptor for \
+                 are reset (raise the hard limit, e.g. `ulimit -Hn {needed}`, or lower \
+                 --max-connections)"
             )
         })
     }

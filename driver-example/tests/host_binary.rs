@@ -24,9 +24,11 @@ const PROMPT: Duration = Duration::from_secs(10);
 
 /// A running host program with its stderr (`DbgPrint` and status lines) read line by line.
 struct HostProgram {
-    child: Child,
+    /// `None` once [`HostProgram::exit`] has waited for it.
+    child: Option<Child>,
     lines: mpsc::Receiver<String>,
-    reader: JoinHandle<()>,
+    /// Forwards stderr lines until the program closes it; joined by [`HostProgram::exit`].
+    reader: Option<JoinHandle<()>>,
     seen: Vec<String>,
 }
 
@@ -69,9 +71,9 @@ impl HostProgram {
             }
         });
         Self {
-            child,
+            child: Some(child),
             lines,
-            reader,
+            reader: Some(reader),
             seen: Vec::new(),
         }
     }
@@ -103,7 +105,7 @@ impl HostProgram {
 
     /// Ctrl-C, then [`HostProgram::exit`].
     fn interrupt(self) -> (ExitStatus, String, Vec<String>) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        let pid = libc::pid_t::try_from(self.child.as_ref().expect("running").id()).expect("pid");
         // SAFETY: signalling our own child process.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
         self.exit()
@@ -112,8 +114,8 @@ impl HostProgram {
     /// Waits (bounded) for the program to exit: its status, stdout and every stderr line.
     fn exit(mut self) -> (ExitStatus, String, Vec<String>) {
         let (done, exited) = mpsc::channel();
-        let mut stdout = self.child.stdout.take().expect("stdout");
-        let mut child = self.child;
+        let mut child = self.child.take().expect("running");
+        let mut stdout = child.stdout.take().expect("stdout");
         let waiter = std::thread::spawn(move || {
             let mut out = String::new();
             let _ = stdout.read_to_string(&mut out);
@@ -125,10 +127,22 @@ impl HostProgram {
             .recv_timeout(BOUND)
             .unwrap_or_else(|_| panic!("the host program did not exit: {:#?}", self.seen));
         let (out, status) = waiter.join().unwrap();
-        self.reader.join().unwrap();
-        let mut seen = self.seen;
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        let mut seen = core::mem::take(&mut self.seen);
         seen.extend(self.lines.try_iter());
         (status.expect("wait"), out, seen)
+    }
+}
+
+impl Drop for HostProgram {
+    /// A test that fails before the program exits must not leave it running.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
