@@ -3,11 +3,16 @@
 //!
 //! | value | type | default |
 //! |---|---|---|
-//! | `Port` | `REG_DWORD` | 7007 |
+//! | `Port` | `REG_DWORD` 0 to 65535 (0: WSK picks one, logged at start) | 7007 |
 //! | `BindAddress` | `REG_SZ` | `0.0.0.0` |
 //! | `Runner` | `REG_SZ` `dpc` or `passive` | `dpc` |
-//! | `MaxConnections` | `REG_DWORD` | 1024 |
+//! | `MaxConnections` | `REG_DWORD` 1 to 1024 | 1024 |
+//!
+//! A missing value keeps its default; a value out of range or malformed fails the start
+//! ([`SettingsError`]) rather than being replaced by a default the administrator did not ask
+//! for.
 
+use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use wsk_executor::RunnerKind;
@@ -43,57 +48,100 @@ pub fn parse_runner(name: &str) -> Option<RunnerKind> {
     }
 }
 
-/// Reads the settings under `<registry_path>\Parameters`; anything missing or malformed keeps
-/// its default (and malformed values are logged).
+/// A registry value that is present but unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingsError {
+    /// `Port` is above 65535.
+    Port(u32),
+    /// `MaxConnections` is 0 or above [`MAX_CONNECTIONS`] (the compiled task pool's size).
+    MaxConnections(u32),
+    /// `Runner` is neither `dpc` nor `passive`.
+    Runner,
+    /// `BindAddress` is not an IP address.
+    BindAddress,
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Port(port) => write!(f, "Port {port} is not a port (0 to 65535)"),
+            Self::MaxConnections(n) => write!(
+                f,
+                "MaxConnections {n} is outside 1 to {MAX_CONNECTIONS} (the task pool's size)"
+            ),
+            Self::Runner => f.write_str("Runner is neither dpc nor passive"),
+            Self::BindAddress => f.write_str("BindAddress is not an IP address"),
+        }
+    }
+}
+
+/// Checks a `MaxConnections` value: 1 to [`MAX_CONNECTIONS`].
+///
+/// # Errors
+/// [`SettingsError::MaxConnections`] outside that range.
+pub fn parse_max_connections(value: u32) -> Result<usize, SettingsError> {
+    usize::try_from(value)
+        .ok()
+        .filter(|n| (1..=MAX_CONNECTIONS).contains(n))
+        .ok_or(SettingsError::MaxConnections(value))
+}
+
+/// Reads the settings under `<registry_path>\Parameters`: a missing value (or key) keeps its
+/// default.
+///
+/// # Errors
+/// The first value that is present but out of range or malformed.
 ///
 /// # Safety
 /// `registry_path` is a valid counted string (as `DriverEntry` receives it).
 ///
 /// # IRQL
 /// `PASSIVE_LEVEL`.
-#[must_use]
-pub unsafe fn from_registry(registry_path: *const UNICODE_STRING) -> Settings {
-    let mut settings = defaults();
+pub unsafe fn from_registry(
+    registry_path: *const UNICODE_STRING,
+) -> Result<Settings, SettingsError> {
     // SAFETY: forwarded contract.
     let Some(key) = (unsafe { open_parameters(registry_path) }) else {
-        return settings;
+        return Ok(defaults());
     };
-    let mut buf = ValueBuf::new();
-    if let Some(port) = buf.dword(key, "Port") {
-        match u16::try_from(port) {
-            Ok(port) if port != 0 => settings.listen.set_port(port),
-            _ => sys::kprint!("wskecho: ignoring Port {port}\n"),
-        }
-    }
-    if let Some(max) = buf.dword(key, "MaxConnections") {
-        settings.max_connections = usize::try_from(max)
-            .unwrap_or(MAX_CONNECTIONS)
-            .clamp(1, MAX_CONNECTIONS);
-    }
-    let mut text = [0u8; 64];
-    if let Some(name) = buf.string(key, "Runner", &mut text) {
-        match parse_runner(name) {
-            Some(kind) => settings.runner = kind,
-            None => sys::kprint!("wskecho: ignoring Runner {name:?}\n"),
-        }
-    }
-    if let Some(addr) = buf.string(key, "BindAddress", &mut text) {
-        match addr.parse::<IpAddr>() {
-            Ok(ip) => settings.listen.set_ip(ip),
-            Err(_) => sys::kprint!("wskecho: ignoring BindAddress {addr:?}\n"),
-        }
-    }
+    let settings = read_parameters(key);
     // SAFETY: a handle ZwOpenKey gave us, closed once.
     unsafe { sys::ZwClose(key) };
     settings
+}
+
+/// Reads each value of the open `Parameters` key over the defaults.
+fn read_parameters(key: HANDLE) -> Result<Settings, SettingsError> {
+    let mut settings = defaults();
+    let mut buf = ValueBuf::new();
+    if let Some(port) = buf.dword(key, "Port") {
+        let port = u16::try_from(port).map_err(|_| SettingsError::Port(port))?;
+        settings.listen.set_port(port);
+    }
+    if let Some(max) = buf.dword(key, "MaxConnections") {
+        settings.max_connections = parse_max_connections(max)?;
+    }
+    let mut text = [0u8; 64];
+    if let Some(name) = buf.string(key, "Runner", &mut text) {
+        settings.runner = parse_runner(name).ok_or(SettingsError::Runner)?;
+    }
+    if let Some(addr) = buf.string(key, "BindAddress", &mut text) {
+        let ip = addr
+            .parse::<IpAddr>()
+            .map_err(|_| SettingsError::BindAddress)?;
+        settings.listen.set_ip(ip);
+    }
+    Ok(settings)
 }
 
 /// Opens `<registry_path>\Parameters` for reading.
 unsafe fn open_parameters(registry_path: *const UNICODE_STRING) -> Option<HANDLE> {
     const SUFFIX: &str = "\\Parameters";
     let mut path = [0u16; 512];
-    // SAFETY: the caller guarantees a valid counted string.
-    let base = unsafe { (*registry_path).as_wide() };
+    // SAFETY: the caller guarantees a valid counted string, alive for this call.
+    let registry_path = unsafe { &*registry_path };
+    // SAFETY: the same guarantee: its buffer holds `Length` readable bytes for this call.
+    let base = unsafe { registry_path.as_wide() };
     let total = base.len() + SUFFIX.len();
     if total > path.len() {
         return None;
@@ -213,5 +261,20 @@ mod tests {
         assert_eq!(d.listen.port(), 7007);
         assert!(d.listen.ip().is_unspecified());
         assert_eq!(d.runner, RunnerKind::Dpc);
+        assert_eq!(d.max_connections, MAX_CONNECTIONS);
+    }
+
+    #[test]
+    fn a_limit_above_the_pool_size_is_an_error_not_a_silent_cap() {
+        assert_eq!(parse_max_connections(1), Ok(1));
+        assert_eq!(parse_max_connections(1024), Ok(MAX_CONNECTIONS));
+        assert_eq!(
+            parse_max_connections(5000),
+            Err(SettingsError::MaxConnections(5000))
+        );
+        assert_eq!(
+            parse_max_connections(0),
+            Err(SettingsError::MaxConnections(0))
+        );
     }
 }

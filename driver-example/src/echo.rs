@@ -1,43 +1,74 @@
 //! The echo service (RFC 862): one listener task and one task per connection on one runner.
-//! Nothing here touches an IRP, a completion routine or an `NTSTATUS`: `wsk-net` owns those.
+//! Nothing here touches an IRP or a completion routine: `wsk-net` owns those. The only
+//! `NTSTATUS` is the one [`StartError::status`] gives `DriverEntry` to return.
 //!
-//! Lifecycle: [`start`] (from `DriverEntry`) registers the WSK client, starts the runner and
-//! spawns the listener; [`stop`] (from `DriverUnload`) shuts the runner down, which drops every
-//! task and so closes the listener and every connection, then deregisters the client.
+//! Lifecycle: [`start`] (from `DriverEntry`) registers the WSK client, binds the listener
+//! (so a port in use fails the load), starts the runner and spawns the accept loop; [`stop`]
+//! (from `DriverUnload`) shuts the runner down, which drops every task and so closes the
+//! listener and every connection, then deregisters the client.
+//!
+//! Load shedding: a connection the service cannot take is refused with a reset, never left
+//! waiting in the listen backlog. Past the connection limit (or without a task slot or a
+//! buffer) the accepted connection is closed abortively. When the provider cannot even accept
+//! (out of resources: on the host kernel, out of descriptors) the accept loop gives back a
+//! reserve socket it holds for the purpose, accepts the waiting connection into the room
+//! that frees, resets it, and takes the reserve again. Accept errors back off exponentially;
+//! repeating events are logged ever more rarely (the 1st, 2nd, 4th, 8th... in a row).
 
 use core::cell::UnsafeCell;
-use core::net::SocketAddr;
+use core::fmt;
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use wsk_executor::{Budget, Runner, RunnerKind, TaskPool};
-use wsk_net::{Driver, ErrorKind, IoBuf, TcpListener, TcpStream, WskClient};
-use wsk_sys::kprint;
+use wsk_net::{Driver, ErrorKind, IoBuf, TcpListener, TcpStream, UdpSocket, WskClient};
+use wsk_sys::{
+    NTSTATUS, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER,
+    STATUS_UNSUCCESSFUL, kprint,
+};
 
-/// The most connections served at once (the task pool's size); the configured limit may be
-/// lower.
+/// The most connections served at once (the task pool's size, fixed at compile time); the
+/// configured limit may be lower, never higher.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Receive buffer per connection.
 const BUFFER_SIZE: usize = 16 * 1024;
 /// How long a graceful disconnect may take before the connection is reset instead.
 const DISCONNECT_LIMIT: Duration = Duration::from_secs(5);
+/// Failed accepts in a row retried at once: one connection dying in the backlog before it is
+/// accepted must not slow the next. (Nor read the clock: under Wine, which runs drivers in
+/// user mode, the interrupt time in `KUSER_SHARED_DATA` cannot be read.)
+const IMMEDIATE_RETRIES: u32 = 3;
+/// The wait after the first failed accept past [`IMMEDIATE_RETRIES`]; each further failure in
+/// a row doubles it.
+const BACKOFF_FIRST: Duration = Duration::from_millis(1);
+/// The longest wait after a failed accept.
+const BACKOFF_LAST: Duration = Duration::from_secs(1);
+/// How long the accept loop waits for the connection it sheds after giving back its reserve.
+const SHED_WAIT: Duration = Duration::from_millis(100);
 
 /// What the service does, from the registry (Windows, Wine) or command-line flags (host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
-    /// Address and port to listen on.
+    /// Address and port to listen on; port 0 lets WSK pick one (logged at start).
     pub listen: SocketAddr,
     /// Where tasks are polled: a DPC, or a passive system thread (Wine).
     pub runner: RunnerKind,
-    /// Connections served at once; more are accepted and closed at once.
+    /// Connections served at once, 1 to [`MAX_CONNECTIONS`]; more are accepted and reset at
+    /// once.
     pub max_connections: usize,
 }
 
 /// Why [`start`] failed.
 #[derive(Debug, Clone, Copy)]
 pub enum StartError {
+    /// The connection limit is 0 or above [`MAX_CONNECTIONS`].
+    MaxConnections(usize),
     /// WSK registration failed.
     Register(wsk_net::Error),
+    /// The listener could not be bound to this address (or, for port 0, the provider did not
+    /// say which port it picked).
+    Listen(SocketAddr, wsk_net::Error),
     /// The runner could not start.
     Runner(wsk_executor::StartError),
     /// The listener task could not be spawned.
@@ -46,10 +77,38 @@ pub enum StartError {
     AlreadyStarted,
 }
 
-impl core::fmt::Display for StartError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl StartError {
+    /// The status `DriverEntry` fails with: the kernel's own status where one caused the
+    /// failure (`STATUS_ADDRESS_ALREADY_EXISTS` for a port in use, say), otherwise the closest
+    /// generic one.
+    ///
+    /// # IRQL
+    /// Any.
+    #[must_use]
+    pub fn status(&self) -> NTSTATUS {
         match self {
+            Self::MaxConnections(_) => STATUS_INVALID_PARAMETER,
+            Self::Register(e) | Self::Listen(_, e) => e.status().unwrap_or(STATUS_UNSUCCESSFUL),
+            Self::Runner(wsk_executor::StartError::Thread(status)) => *status,
+            Self::Runner(wsk_executor::StartError::AlreadyStarted) | Self::AlreadyStarted => {
+                STATUS_INVALID_DEVICE_STATE
+            }
+            Self::Spawn(_) => STATUS_INSUFFICIENT_RESOURCES,
+            // The executor's error enum may grow; a new reason is still a failed start.
+            Self::Runner(_) => STATUS_UNSUCCESSFUL,
+        }
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MaxConnections(n) => write!(
+                f,
+                "a limit of {n} connections is outside 1 to {MAX_CONNECTIONS} (the task pool's size)"
+            ),
             Self::Register(e) => write!(f, "WSK registration failed: {e}"),
+            Self::Listen(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             Self::Runner(e) => write!(f, "the runner did not start: {e}"),
             Self::Spawn(e) => write!(f, "the listener task was not spawned: {e:?}"),
             Self::AlreadyStarted => f.write_str("the service is already running"),
@@ -63,29 +122,64 @@ static CONNECTION_TASKS: TaskPool<2048, MAX_CONNECTIONS> = TaskPool::new();
 static CLIENT: ClientCell = ClientCell::new();
 static LIVE_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 
-/// Starts the service. Returns once the listener task is spawned; it binds asynchronously and
-/// logs `wskecho: listening on <addr>` (or why it could not).
+/// Starts the service: registers with WSK, binds the listener (waiting for it here, so a
+/// listener that cannot bind fails the start), starts the runner and spawns the accept loop.
+/// Returns the address it listens on, with the real port when `settings.listen` has port 0,
+/// and logs `wskecho: listening on <addr>`.
 ///
 /// # Errors
-/// See [`StartError`]; on error nothing is left running or registered.
+/// See [`StartError`]; on error nothing is left running or registered, and a failure before
+/// the runner starts (bad limit, registration, bind) leaves the service startable again.
 ///
 /// # IRQL
-/// `PASSIVE_LEVEL` (`DriverEntry`).
-pub fn start(driver: Driver, settings: Settings) -> Result<(), StartError> {
+/// `PASSIVE_LEVEL` (`DriverEntry`): it waits for the bind.
+pub fn start(driver: Driver, settings: Settings) -> Result<SocketAddr, StartError> {
+    let max = settings.max_connections;
+    if !(1..=MAX_CONNECTIONS).contains(&max) {
+        return Err(StartError::MaxConnections(max));
+    }
     let client = WskClient::register(driver).map_err(StartError::Register)?;
     let Some(client) = CLIENT.set(client) else {
         return Err(StartError::AlreadyStarted);
     };
+    let (listener, local) = match wsk_executor::block_on(bind_listener(client, settings.listen)) {
+        Ok(bound) => bound,
+        Err(e) => {
+            release_client();
+            return Err(StartError::Listen(settings.listen, e));
+        }
+    };
     if let Err(e) = RUNNER.start(settings.runner) {
+        wsk_executor::block_on(listener.close());
         let _ = stop();
         return Err(StartError::Runner(e));
     }
-    let max = settings.max_connections.clamp(1, MAX_CONNECTIONS);
-    if let Err(e) = RUNNER.spawn(&LISTENER_TASK, listen(client, settings.listen, max)) {
+    if let Err(e) = RUNNER.spawn(&LISTENER_TASK, accept_loop(client, listener, max)) {
+        // The future, and with it the listener, was dropped: stop waits for its close.
         let _ = stop();
         return Err(StartError::Spawn(e));
     }
-    Ok(())
+    kprint!("wskecho: listening on {local}\n");
+    Ok(local)
+}
+
+/// Binds the listener and finds the address it got (the port WSK picked for port 0).
+async fn bind_listener(
+    client: &WskClient,
+    addr: SocketAddr,
+) -> wsk_net::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(client, addr).await?;
+    if addr.port() != 0 {
+        // Known already; and Wine's provider cannot tell (no WskGetLocalAddress).
+        return Ok((listener, addr));
+    }
+    match listener.local_addr().await {
+        Ok(local) => Ok((listener, local)),
+        Err(e) => {
+            listener.close().await;
+            Err(e)
+        }
+    }
 }
 
 /// What [`stop`] left behind; all zero for a clean unload. The WSK client is always
@@ -106,8 +200,8 @@ impl StopReport {
     }
 }
 
-impl core::fmt::Display for StopReport {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl fmt::Display for StopReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_clean() {
             return f.write_str("no leaks");
         }
@@ -128,73 +222,154 @@ impl core::fmt::Display for StopReport {
 /// `PASSIVE_LEVEL` (`DriverUnload`, or `DriverEntry` undoing a failed start).
 pub fn stop() -> StopReport {
     RUNNER.shutdown();
-    if let Some(client) = CLIENT.take() {
-        match client.deregister() {
-            Ok(()) => kprint!("wskecho: deregistered\n"),
-            // Only above PASSIVE_LEVEL, which DriverUnload never is.
-            Err(e) => kprint!("wskecho: deregistration refused: {e}\n"),
-        }
-    }
+    release_client();
     StopReport {
         tasks_left: RUNNER.live_tasks(),
         connections_left: live_connections(),
     }
 }
 
+/// Deregisters the WSK client, if one is registered; no task may use it any more.
+fn release_client() {
+    if let Some(client) = CLIENT.take() {
+        match client.deregister() {
+            Ok(()) => kprint!("wskecho: deregistered\n"),
+            // Only above PASSIVE_LEVEL, which DriverEntry and DriverUnload never are.
+            Err(e) => kprint!("wskecho: deregistration refused: {e}\n"),
+        }
+    }
+}
+
 /// Connections being served right now.
+///
+/// # IRQL
+/// Any.
 #[must_use]
 pub fn live_connections() -> usize {
     LIVE_CONNECTIONS.load(Ordering::Acquire)
 }
 
-async fn listen(client: &'static WskClient, addr: SocketAddr, max_connections: usize) {
-    let listener = match TcpListener::bind(client, addr).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            kprint!("wskecho: cannot listen on {addr}: {e}\n");
-            return;
-        }
-    };
-    kprint!("wskecho: listening on {addr}\n");
-    let mut failures = 0u32;
+/// Accepts until the listener closes (at [`stop`]), serving or shedding each connection.
+async fn accept_loop(client: &'static WskClient, listener: TcpListener, max_connections: usize) {
+    let mut reserve = Reserve::Missing;
+    reserve.refill(client).await;
+    let mut failures = Failures::new();
+    let mut limit_resets = Streak::new();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                failures = 0;
-                admit(stream, peer, max_connections);
+                failures.reset();
+                if admit(stream, max_connections) {
+                    limit_resets.reset();
+                } else if let Some(count) = limit_resets.count() {
+                    kprint!(
+                        "wskecho: connection limit {max_connections} reached; reset {peer} \
+                         ({count} in a row)\n"
+                    );
+                }
+                reserve.refill(client).await;
             }
             Err(e) if e.kind() == ErrorKind::InvalidState => {
                 kprint!("wskecho: listener closed: {e}\n");
                 return;
             }
+            Err(e) if e.kind() == ErrorKind::NoResources => {
+                if let Some(count) = failures.count() {
+                    kprint!("wskecho: {e} ({count} in a row); resetting waiting connections\n");
+                }
+                let shed = reserve.give_back().await && shed_one(&listener).await;
+                if !shed && let Some(wait) = failures.backoff() {
+                    wsk_executor::sleep(wait).await;
+                }
+                reserve.refill(client).await;
+            }
             Err(e) => {
                 // A connection that died before it was accepted, or a provider hiccup: keep
-                // serving, but do not spin on an error that persists.
-                failures += 1;
-                kprint!("wskecho: accept failed: {e}\n");
-                if failures > 3 {
-                    wsk_executor::sleep(Duration::from_millis(50)).await;
+                // serving, but wait longer after each failure in a row.
+                if let Some(count) = failures.count() {
+                    kprint!("wskecho: {e} ({count} in a row)\n");
+                }
+                if let Some(wait) = failures.backoff() {
+                    wsk_executor::sleep(wait).await;
                 }
             }
         }
     }
 }
 
-/// Serves `stream` in its own task, or closes it at once when the limit is reached.
-fn admit(stream: TcpStream, peer: SocketAddr, max_connections: usize) {
+/// Accepts the connection waiting in the backlog into the room the reserve left, and resets
+/// it. False when none came within [`SHED_WAIT`] or the accept still failed.
+async fn shed_one(listener: &TcpListener) -> bool {
+    match wsk_net::timeout(SHED_WAIT, listener.accept()).await {
+        Ok((stream, _peer)) => {
+            // An abortive close: the peer sees a reset at once.
+            stream.close().await;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// The reserve: a socket held only to be given back when the provider runs out of room to
+/// accept, so the connection waiting in the backlog can be accepted and refused instead of
+/// left hanging. A datagram socket on the loopback address is the cheapest kind to hold.
+enum Reserve {
+    /// Held, ready to give back.
+    Held(UdpSocket),
+    /// Given back, or the provider was out of resources when asked: ask again later.
+    Missing,
+    /// The provider cannot make one (no datagram sockets, as under Wine): shedding falls
+    /// back to backing off, and nobody asks again.
+    Unavailable,
+}
+
+impl Reserve {
+    /// Takes a reserve socket if one is missing.
+    async fn refill(&mut self, client: &WskClient) {
+        if !matches!(self, Self::Missing) {
+            return;
+        }
+        let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        *self = match UdpSocket::bind(client, loopback).await {
+            Ok(socket) => Self::Held(socket),
+            Err(e) if e.kind() == ErrorKind::NoResources => Self::Missing,
+            Err(_) => Self::Unavailable,
+        };
+    }
+
+    /// Gives the reserve socket back (closes it); false when none was held.
+    async fn give_back(&mut self) -> bool {
+        match core::mem::replace(self, Self::Missing) {
+            Self::Held(socket) => {
+                socket.close().await;
+                true
+            }
+            Self::Missing => false,
+            Self::Unavailable => {
+                *self = Self::Unavailable;
+                false
+            }
+        }
+    }
+}
+
+/// Serves `stream` in its own task, or resets it (returning false) when the limit is reached.
+/// Without a task slot or a buffer it is reset too (logged by its task).
+fn admit(stream: TcpStream, max_connections: usize) -> bool {
     if LIVE_CONNECTIONS.fetch_add(1, Ordering::AcqRel) >= max_connections {
         LIVE_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
-        kprint!("wskecho: connection limit {max_connections} reached; closing {peer}\n");
         // Dropping the stream closes it (asynchronously, abortively): the client sees a reset.
         drop(stream);
-        return;
+        return false;
     }
     // The guard moves into the task's future, so the count drops however the task ends:
-    // finished, dropped at shutdown before its first poll, or never spawned.
+    // finished, dropped at shutdown before its first poll, or never spawned (the future, and
+    // the stream in it, is dropped: a reset).
     let live = Live;
     if let Err(e) = RUNNER.spawn(&CONNECTION_TASKS, serve(stream, live)) {
-        kprint!("wskecho: no task for {peer}: {e:?}\n");
+        kprint!("wskecho: no task for a connection ({e:?}); reset it\n");
     }
+    true
 }
 
 /// Counts a connection as live until its task ends or is dropped.
@@ -210,7 +385,9 @@ impl Drop for Live {
 /// or close where the provider has no disconnect, as under Wine) and closes.
 async fn serve(stream: TcpStream, _live: Live) {
     let Ok(mut buf) = IoBuf::with_capacity(BUFFER_SIZE) else {
-        kprint!("wskecho: out of memory for a connection buffer\n");
+        kprint!("wskecho: out of memory for a connection buffer; reset the connection\n");
+        // Closing before both directions are shut down is abortive: the peer sees a reset.
+        stream.close().await;
         return;
     };
     loop {
@@ -232,12 +409,79 @@ async fn serve(stream: TcpStream, _live: Live) {
             return;
         }
     }
-    if let Err(e) = stream.disconnect_within(DISCONNECT_LIMIT).await
-        && e.kind() != ErrorKind::Unsupported
-    {
-        kprint!("wskecho: disconnect: {e}\n");
+    match stream.disconnect_within(DISCONNECT_LIMIT).await {
+        // Unsupported: no WskDisconnect (Wine), close does it. A reset after the peer's FIN
+        // is the peer's choice, not news.
+        Err(e)
+            if !matches!(
+                e.kind(),
+                ErrorKind::Unsupported | ErrorKind::ConnectionReset
+            ) =>
+        {
+            kprint!("wskecho: {e}\n");
+        }
+        _ => {}
     }
     stream.close().await;
+}
+
+/// Failed accepts in a row: which to log and how long to wait before the next accept.
+struct Failures {
+    in_a_row: Streak,
+    next_wait: Duration,
+}
+
+impl Failures {
+    const fn new() -> Self {
+        Self {
+            in_a_row: Streak::new(),
+            next_wait: BACKOFF_FIRST,
+        }
+    }
+
+    /// Counts a failure; see [`Streak::count`].
+    fn count(&mut self) -> Option<u32> {
+        self.in_a_row.count()
+    }
+
+    /// How long to wait before accepting again after the failure just counted: nothing for
+    /// the first [`IMMEDIATE_RETRIES`] in a row, then [`BACKOFF_FIRST`] doubling up to
+    /// [`BACKOFF_LAST`].
+    fn backoff(&mut self) -> Option<Duration> {
+        if self.in_a_row.0 <= IMMEDIATE_RETRIES {
+            return None;
+        }
+        let wait = self.next_wait;
+        self.next_wait = (wait * 2).min(BACKOFF_LAST);
+        Some(wait)
+    }
+
+    /// An accept succeeded: the next failure starts a new streak.
+    fn reset(&mut self) {
+        *self = Self::new();
+    }
+}
+
+/// A repeating event counted in a row, logged ever more rarely: the 1st, 2nd, 4th, 8th...
+/// occurrence. With the accept backoff that is about a line a second at most, and it needs no
+/// clock.
+struct Streak(u32);
+
+impl Streak {
+    const fn new() -> Self {
+        Self(0)
+    }
+
+    /// Counts one; `Some(count)` when this one is to be logged.
+    fn count(&mut self) -> Option<u32> {
+        self.0 = self.0.saturating_add(1);
+        self.0.is_power_of_two().then_some(self.0)
+    }
+
+    /// The streak ended.
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
 }
 
 /// The client, set once by [`start`] and taken by [`stop`] after the runner is quiescent,

@@ -4,7 +4,7 @@
 //! Wine) and a library the host program (`src/main.rs`) loads into the host kernel. The
 //! driver itself is [`DriverEntry`] and its unload routine; the service is in [`echo`], the
 //! settings in [`config`]. Like the examples in `wsk-net`'s docs, it never touches an IRP,
-//! a completion routine or an `NTSTATUS` beyond its entry point's return value.
+//! a completion routine or an `NTSTATUS` beyond the status its entry point returns.
 //! How the crates fit together: `docs/ARCHITECTURE.md` in the repository.
 #![no_std]
 
@@ -18,11 +18,16 @@ pub mod config;
 pub mod echo;
 
 use wsk_sys::{
-    DRIVER_OBJECT, NTSTATUS, STATUS_SUCCESS, STATUS_UNSUCCESSFUL, UNICODE_STRING, kprint,
+    DRIVER_OBJECT, NTSTATUS, STATUS_INVALID_PARAMETER, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
+    UNICODE_STRING, kprint,
 };
 
-/// The driver's entry point: reads its settings, starts the echo service and sets the unload
-/// routine. The listener binds asynchronously and logs `wskecho: listening on <addr>`.
+/// The driver's entry point: reads its settings, starts the echo service (binding its
+/// listener before it returns, so a port in use fails the load) and sets the unload routine.
+/// Logs `wskecho: listening on <addr>` (with the real port when configured with port 0), or
+/// `wskecho: not started: <why>` and returns the failure's status: `STATUS_INVALID_PARAMETER`
+/// for a bad setting, the bind's status for a listener that cannot bind
+/// (`STATUS_ADDRESS_ALREADY_EXISTS` for a port in use).
 ///
 /// # Safety
 /// Called once by the kernel with a valid driver object and registry path.
@@ -35,7 +40,13 @@ pub unsafe extern "system" fn DriverEntry(
     registry_path: *mut UNICODE_STRING,
 ) -> NTSTATUS {
     // SAFETY: the kernel passes a valid registry path for the duration of DriverEntry.
-    let settings = unsafe { config::from_registry(registry_path) };
+    let settings = match unsafe { config::from_registry(registry_path) } {
+        Ok(settings) => settings,
+        Err(e) => {
+            kprint!("wskecho: not started: {e}\n");
+            return STATUS_INVALID_PARAMETER;
+        }
+    };
     kprint!(
         "wskecho: starting on {} with the {:?} runner, at most {} connections\n",
         settings.listen,
@@ -47,14 +58,14 @@ pub unsafe extern "system" fn DriverEntry(
         return STATUS_UNSUCCESSFUL;
     };
     match echo::start(driver_ref, settings) {
-        Ok(()) => {
+        Ok(_) => {
             // SAFETY: the driver object is ours to fill in during DriverEntry.
             unsafe { (*driver).DriverUnload = Some(driver_unload) };
             STATUS_SUCCESS
         }
         Err(e) => {
             kprint!("wskecho: not started: {e}\n");
-            STATUS_UNSUCCESSFUL
+            e.status()
         }
     }
 }

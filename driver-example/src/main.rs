@@ -1,8 +1,11 @@
 //! Host mode: the echo driver on the host kernel (Linux). Boots the kernel, writes the
 //! command-line settings into the driver's `Parameters` registry key, loads the driver through
 //! its `DriverEntry` (so the same registry code runs as on Windows), serves until Ctrl-C or
-//! SIGTERM, unloads, and prints the verifier's unload report. Exits non-zero if the report is
-//! not clean.
+//! SIGTERM, unloads, and prints the verifier's unload report. Exits non-zero with the reason
+//! when the driver does not load (a port in use, say), when the report is not clean, or when
+//! the verifier recorded any bugcheck. Raises its soft descriptor limit to what
+//! `--max-connections` needs (one descriptor per connection on the host), or says at start-up
+//! why it cannot.
 //!
 //! On Windows targets this file builds an empty program: the driver is the `.sys`.
 
@@ -11,13 +14,15 @@ mod host {
     use std::net::IpAddr;
     use std::process::ExitCode;
 
-    use wsk_host::{Config, Kernel, RegValue, Registry};
-    use wskecho::config::{DEFAULT_PORT, parse_runner};
+    use wsk_host::{Bugcheck, Config, Kernel, RegValue, Registry};
+    use wskecho::config::{DEFAULT_PORT, parse_max_connections, parse_runner};
+    use wskecho::echo::MAX_CONNECTIONS;
 
     const USAGE: &str = "usage: wskecho [--port N] [--bind ADDR] [--runner dpc|passive] \
                          [--max-connections N] [--cpus N]
   Serves RFC 862 echo on the host kernel until Ctrl-C, then unloads and prints the leak report.
-  Defaults: port 7007 on 0.0.0.0, the DPC runner, 1024 connections, one emulated CPU per core.";
+  Defaults: port 7007 on 0.0.0.0 (--port 0: an ephemeral port, logged), the DPC runner,
+  1024 connections (the most), one emulated CPU per core.";
 
     /// The service name: the registry key is `...\Services\WskEcho`.
     const SERVICE: &str = "WskEcho";
@@ -58,11 +63,10 @@ mod host {
                     flags.runner.clone_from(value);
                 }
                 "--max-connections" => {
-                    flags.max_connections = value
-                        .parse()
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| bad("a positive count"))?;
+                    let what = format!("a count from 1 to {MAX_CONNECTIONS}");
+                    let count = value.parse().map_err(|_| bad(&what))?;
+                    parse_max_connections(count).map_err(|_| bad(&what))?;
+                    flags.max_connections = count;
                 }
                 "--cpus" => {
                     flags.cpus = Some(
@@ -85,14 +89,16 @@ mod host {
     fn block_stop_signals() -> libc::sigset_t {
         // SAFETY: sigset_t is plain data that sigemptyset initialises.
         let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `set` is a valid sigset_t; the signal numbers are valid; pthread_sigmask
-        // only changes this thread's mask (inherited by threads spawned afterwards).
-        unsafe {
-            libc::sigemptyset(&raw mut set);
-            libc::sigaddset(&raw mut set, libc::SIGINT);
-            libc::sigaddset(&raw mut set, libc::SIGTERM);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut());
-        }
+        // SAFETY: `set` is a live sigset_t for sigemptyset to initialise.
+        unsafe { libc::sigemptyset(&raw mut set) };
+        // SAFETY: `set` is an initialised sigset_t; SIGINT is a valid signal number.
+        unsafe { libc::sigaddset(&raw mut set, libc::SIGINT) };
+        // SAFETY: as above, for SIGTERM.
+        unsafe { libc::sigaddset(&raw mut set, libc::SIGTERM) };
+        // SAFETY: `set` is an initialised sigset_t and the old mask is not asked for;
+        // pthread_sigmask only changes this thread's mask (inherited by threads spawned
+        // afterwards).
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) };
         set
     }
 
@@ -102,6 +108,77 @@ mod host {
         // is the only way they are delivered.
         unsafe { libc::sigwait(set, &raw mut signal) };
         signal
+    }
+
+    /// Descriptors the host program needs besides one per connection: standard streams, the
+    /// WSK provider's poller and waker, the listener, the driver's reserve socket and a
+    /// connection being reset, with room to spare.
+    const DESCRIPTORS_BESIDES_CONNECTIONS: libc::rlim_t = 64;
+
+    /// Raises the soft `RLIMIT_NOFILE` to what `max_connections` needs (each connection is a
+    /// host socket), up to the hard limit. Returns a warning when even the hard limit is too
+    /// low (or the limit cannot be read or set): the driver then resets the connections it has
+    /// no descriptor for.
+    fn raise_descriptor_limit(max_connections: u32) -> Option<String> {
+        let needed = libc::rlim_t::from(max_connections) + DESCRIPTORS_BESIDES_CONNECTIONS;
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `limit` is a live rlimit for the call to fill in.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
+            return Some(format!(
+                "cannot read the descriptor limit: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let (soft, hard) = (limit.rlim_cur, limit.rlim_max);
+        if soft >= needed {
+            return None;
+        }
+        let raised = needed.min(hard);
+        if raised > soft {
+            limit.rlim_cur = raised;
+            // SAFETY: `limit` is a live rlimit; raising the soft limit up to the hard one needs
+            // no privilege.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) } != 0 {
+                return Some(format!(
+                    "cannot raise the descriptor limit from {soft} to {raised}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        (raised < needed).then(|| {
+            format!(
+                "the descriptor limit is {raised} (hard limit {hard}), below the {needed} that \
+                 {max_connections} connections need: clients the host has no descriptor for \
+                 are reset (raise the hard limit, e.g. `ulimit -Hn {needed}`, or lower \
+                 --max-connections)"
+            )
+        })
+    }
+
+    /// The exit status after the driver ran: failure when the unload left anything behind or
+    /// the verifier recorded any bugcheck (each is printed).
+    pub(super) fn exit_status(report_is_clean: bool, bugchecks: &[Bugcheck]) -> ExitCode {
+        for bugcheck in bugchecks {
+            eprintln!("wskecho host mode: the verifier recorded {bugcheck}");
+        }
+        if report_is_clean && bugchecks.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+
+    /// The driver's own line saying why it did not start, from the kernel's debug log.
+    fn start_failure_reason(kernel: &Kernel) -> String {
+        const PREFIX: &str = "wskecho: not started: ";
+        kernel
+            .debug_log()
+            .lines()
+            .find_map(|line| line.split_once(PREFIX).map(|(_, why)| why.to_owned()))
+            .unwrap_or_else(|| "DriverEntry gave no reason".to_owned())
     }
 
     pub fn main() -> ExitCode {
@@ -116,6 +193,9 @@ mod host {
                 return ExitCode::from(2);
             }
         };
+        if let Some(warning) = raise_descriptor_limit(flags.max_connections) {
+            eprintln!("wskecho host mode: {warning}");
+        }
         let signals = block_stop_signals();
 
         let mut config = Config::default();
@@ -139,7 +219,13 @@ mod host {
         let driver = match kernel.load_driver(wskecho::DriverEntry, SERVICE, registry) {
             Ok(driver) => driver,
             Err(status) => {
-                eprintln!("wskecho: DriverEntry failed with NTSTATUS {status:#010x}");
+                eprintln!(
+                    "wskecho host mode: the driver did not load: DriverEntry failed with \
+                     NTSTATUS {:#010X}: {}",
+                    status.cast_unsigned(),
+                    start_failure_reason(&kernel)
+                );
+                let _ = exit_status(true, &kernel.take_bugchecks());
                 return ExitCode::FAILURE;
             }
         };
@@ -148,11 +234,24 @@ mod host {
         eprintln!("wskecho host mode: signal {signal}, unloading");
         let report = kernel.unload(driver);
         println!("wskecho host mode: unload report: {report}");
-        if report.is_clean() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        }
+        exit_status(report.is_clean(), &kernel.take_bugchecks())
+    }
+}
+
+#[cfg(all(test, not(target_os = "windows")))]
+mod tests {
+    use std::process::ExitCode;
+
+    use wsk_host::Bugcheck;
+
+    use super::host::exit_status;
+
+    #[test]
+    fn a_recorded_bugcheck_fails_the_run_even_after_a_clean_unload() {
+        assert_eq!(exit_status(true, &[]), ExitCode::SUCCESS);
+        assert_eq!(exit_status(false, &[]), ExitCode::FAILURE);
+        let bugcheck = Bugcheck::new("IRQL_NOT_LESS_OR_EQUAL", "a test record");
+        assert_eq!(exit_status(true, &[bugcheck]), ExitCode::FAILURE);
     }
 }
 

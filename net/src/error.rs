@@ -42,6 +42,8 @@ pub enum ErrorKind {
     Cancelled,
     /// The local address is in use.
     AddrInUse,
+    /// The caller may not use this address or port (a privileged port, say).
+    PermissionDenied,
     /// The address is not available or not valid here.
     AddrNotAvailable,
     /// The remote host is unreachable.
@@ -82,6 +84,7 @@ impl ErrorKind {
             Self::TimedOut => "timed out",
             Self::Cancelled => "cancelled",
             Self::AddrInUse => "address in use",
+            Self::PermissionDenied => "permission denied",
             Self::AddrNotAvailable => "address not available",
             Self::HostUnreachable => "host unreachable",
             Self::NetworkUnreachable => "network unreachable",
@@ -219,7 +222,26 @@ impl fmt::Display for Error {
 
 impl core::error::Error for Error {}
 
+/// `STATUS_FILE_FORCED_CLOSED`: the socket no longer works and must be closed. The WSK pages of
+/// `WskSend`, `WskReceive` and `WskDisconnect` list it among their completion statuses.
+const STATUS_FILE_FORCED_CLOSED: NTSTATUS = 0xC000_00B6_u32.cast_signed();
+/// `STATUS_INVALID_CONNECTION`: the operation needs a connection the socket no longer has.
+const STATUS_INVALID_CONNECTION: NTSTATUS = 0xC000_0140_u32.cast_signed();
+/// `STATUS_TOO_MANY_OPENED_FILES`: the system's handle or descriptor table is full.
+const STATUS_TOO_MANY_OPENED_FILES: NTSTATUS = 0xC000_011F_u32.cast_signed();
+/// `STATUS_TOO_MANY_ADDRESSES`: no local address (ephemeral port) is left to bind to.
+const STATUS_TOO_MANY_ADDRESSES: NTSTATUS = 0xC000_0209_u32.cast_signed();
+/// `STATUS_HOST_DOWN`: the remote host is down.
+const STATUS_HOST_DOWN: NTSTATUS = 0xC000_0350_u32.cast_signed();
+
 /// Maps a failure status to the kind a driver acts on.
+///
+/// Every status the host kernel's WSK provider completes an operation with, and those the WSK
+/// pages list for Windows, has a specific kind; only a status outside both (notably the
+/// generic `STATUS_UNSUCCESSFUL`) is [`ErrorKind::Other`].
+///
+/// # IRQL
+/// Any.
 #[must_use]
 pub fn kind_of(status: NTSTATUS) -> ErrorKind {
     match status {
@@ -229,23 +251,32 @@ pub fn kind_of(status: NTSTATUS) -> ErrorKind {
         | sys::STATUS_PROTOCOL_UNREACHABLE => ErrorKind::ConnectionRefused,
         sys::STATUS_CONNECTION_ABORTED
         | sys::STATUS_LOCAL_DISCONNECT
-        | sys::STATUS_REQUEST_ABORTED => ErrorKind::ConnectionAborted,
-        sys::STATUS_CONNECTION_DISCONNECTED | sys::STATUS_GRACEFUL_DISCONNECT => {
-            ErrorKind::NotConnected
-        }
+        | sys::STATUS_REQUEST_ABORTED
+        | STATUS_FILE_FORCED_CLOSED => ErrorKind::ConnectionAborted,
+        sys::STATUS_CONNECTION_DISCONNECTED
+        | sys::STATUS_GRACEFUL_DISCONNECT
+        | STATUS_INVALID_CONNECTION => ErrorKind::NotConnected,
         sys::STATUS_IO_TIMEOUT | sys::STATUS_TIMEOUT => ErrorKind::TimedOut,
         sys::STATUS_CANCELLED => ErrorKind::Cancelled,
         sys::STATUS_ADDRESS_ALREADY_EXISTS
         | sys::STATUS_ADDRESS_ALREADY_ASSOCIATED
         | sys::STATUS_SHARING_VIOLATION => ErrorKind::AddrInUse,
+        sys::STATUS_ACCESS_DENIED => ErrorKind::PermissionDenied,
         sys::STATUS_INVALID_ADDRESS
         | sys::STATUS_INVALID_ADDRESS_COMPONENT
-        | sys::STATUS_INVALID_ADDRESS_WILDCARD => ErrorKind::AddrNotAvailable,
-        sys::STATUS_HOST_UNREACHABLE => ErrorKind::HostUnreachable,
+        | sys::STATUS_INVALID_ADDRESS_WILDCARD
+        | STATUS_TOO_MANY_ADDRESSES => ErrorKind::AddrNotAvailable,
+        sys::STATUS_HOST_UNREACHABLE | STATUS_HOST_DOWN => ErrorKind::HostUnreachable,
         sys::STATUS_NETWORK_UNREACHABLE => ErrorKind::NetworkUnreachable,
-        sys::STATUS_INVALID_DEVICE_STATE => ErrorKind::InvalidState,
+        // STATUS_DEVICE_NOT_READY: after WskDeregister; STATUS_INVALID_HANDLE: a client or
+        // socket the provider no longer knows.
+        sys::STATUS_INVALID_DEVICE_STATE
+        | sys::STATUS_DEVICE_NOT_READY
+        | sys::STATUS_INVALID_HANDLE => ErrorKind::InvalidState,
         sys::STATUS_INVALID_PARAMETER | sys::STATUS_BUFFER_TOO_SMALL => ErrorKind::InvalidInput,
-        sys::STATUS_INSUFFICIENT_RESOURCES | sys::STATUS_NO_MEMORY => ErrorKind::NoResources,
+        sys::STATUS_INSUFFICIENT_RESOURCES
+        | sys::STATUS_NO_MEMORY
+        | STATUS_TOO_MANY_OPENED_FILES => ErrorKind::NoResources,
         sys::STATUS_NOT_IMPLEMENTED | sys::STATUS_NOT_SUPPORTED => ErrorKind::Unsupported,
         sys::STATUS_NOT_FOUND => ErrorKind::NotFound,
         _ => ErrorKind::Other,
@@ -261,29 +292,88 @@ mod tests {
 
     #[test]
     fn statuses_map_to_the_kinds_a_driver_acts_on() {
-        assert_eq!(
-            kind_of(sys::STATUS_CONNECTION_RESET),
-            ErrorKind::ConnectionReset
-        );
-        assert_eq!(
-            kind_of(sys::STATUS_CONNECTION_REFUSED),
-            ErrorKind::ConnectionRefused
-        );
-        assert_eq!(kind_of(sys::STATUS_CANCELLED), ErrorKind::Cancelled);
-        assert_eq!(
-            kind_of(sys::STATUS_ADDRESS_ALREADY_EXISTS),
-            ErrorKind::AddrInUse
-        );
-        assert_eq!(kind_of(sys::STATUS_NOT_IMPLEMENTED), ErrorKind::Unsupported);
-        assert_eq!(
-            kind_of(sys::STATUS_INSUFFICIENT_RESOURCES),
-            ErrorKind::NoResources
-        );
-        assert_eq!(
-            kind_of(sys::STATUS_INVALID_DEVICE_STATE),
-            ErrorKind::InvalidState
-        );
-        assert_eq!(kind_of(sys::STATUS_UNSUCCESSFUL), ErrorKind::Other);
+        let cases = [
+            (sys::STATUS_CONNECTION_RESET, ErrorKind::ConnectionReset),
+            (sys::STATUS_REMOTE_DISCONNECT, ErrorKind::ConnectionReset),
+            (sys::STATUS_CONNECTION_REFUSED, ErrorKind::ConnectionRefused),
+            (sys::STATUS_PORT_UNREACHABLE, ErrorKind::ConnectionRefused),
+            (sys::STATUS_CONNECTION_ABORTED, ErrorKind::ConnectionAborted),
+            (STATUS_FILE_FORCED_CLOSED, ErrorKind::ConnectionAborted),
+            (sys::STATUS_CONNECTION_DISCONNECTED, ErrorKind::NotConnected),
+            (STATUS_INVALID_CONNECTION, ErrorKind::NotConnected),
+            (sys::STATUS_IO_TIMEOUT, ErrorKind::TimedOut),
+            (sys::STATUS_CANCELLED, ErrorKind::Cancelled),
+            (sys::STATUS_ADDRESS_ALREADY_EXISTS, ErrorKind::AddrInUse),
+            (sys::STATUS_ADDRESS_ALREADY_ASSOCIATED, ErrorKind::AddrInUse),
+            (sys::STATUS_ACCESS_DENIED, ErrorKind::PermissionDenied),
+            (
+                sys::STATUS_INVALID_ADDRESS_COMPONENT,
+                ErrorKind::AddrNotAvailable,
+            ),
+            (STATUS_TOO_MANY_ADDRESSES, ErrorKind::AddrNotAvailable),
+            (sys::STATUS_HOST_UNREACHABLE, ErrorKind::HostUnreachable),
+            (
+                sys::STATUS_NETWORK_UNREACHABLE,
+                ErrorKind::NetworkUnreachable,
+            ),
+            (sys::STATUS_INVALID_DEVICE_STATE, ErrorKind::InvalidState),
+            (sys::STATUS_DEVICE_NOT_READY, ErrorKind::InvalidState),
+            (sys::STATUS_INVALID_HANDLE, ErrorKind::InvalidState),
+            (sys::STATUS_INVALID_PARAMETER, ErrorKind::InvalidInput),
+            (sys::STATUS_BUFFER_TOO_SMALL, ErrorKind::InvalidInput),
+            (sys::STATUS_INSUFFICIENT_RESOURCES, ErrorKind::NoResources),
+            (sys::STATUS_NO_MEMORY, ErrorKind::NoResources),
+            (STATUS_TOO_MANY_OPENED_FILES, ErrorKind::NoResources),
+            (sys::STATUS_NOT_IMPLEMENTED, ErrorKind::Unsupported),
+            (sys::STATUS_NOT_SUPPORTED, ErrorKind::Unsupported),
+            (sys::STATUS_NOT_FOUND, ErrorKind::NotFound),
+            (sys::STATUS_UNSUCCESSFUL, ErrorKind::Other),
+        ];
+        for (status, kind) in cases {
+            assert_eq!(
+                kind_of(status),
+                kind,
+                "NTSTATUS {:#010X}",
+                status.cast_unsigned()
+            );
+        }
+    }
+
+    /// Every status the host kernel's WSK provider completes an operation with (its errno
+    /// mapping's outputs and its own refusals) has a specific kind, so a driver never sees
+    /// `Other` for something the provider knew.
+    #[test]
+    fn every_status_of_the_host_provider_has_a_specific_kind() {
+        let provider_statuses = [
+            sys::STATUS_ACCESS_DENIED,
+            sys::STATUS_ADDRESS_ALREADY_ASSOCIATED,
+            sys::STATUS_ADDRESS_ALREADY_EXISTS,
+            sys::STATUS_BUFFER_TOO_SMALL,
+            sys::STATUS_CANCELLED,
+            sys::STATUS_CONNECTION_ABORTED,
+            sys::STATUS_CONNECTION_REFUSED,
+            sys::STATUS_CONNECTION_RESET,
+            sys::STATUS_DEVICE_NOT_READY,
+            sys::STATUS_HOST_UNREACHABLE,
+            sys::STATUS_INSUFFICIENT_RESOURCES,
+            sys::STATUS_INVALID_ADDRESS_COMPONENT,
+            sys::STATUS_INVALID_DEVICE_STATE,
+            sys::STATUS_INVALID_HANDLE,
+            sys::STATUS_INVALID_PARAMETER,
+            sys::STATUS_IO_TIMEOUT,
+            sys::STATUS_NETWORK_UNREACHABLE,
+            sys::STATUS_NOT_FOUND,
+            sys::STATUS_NOT_IMPLEMENTED,
+            sys::STATUS_NOT_SUPPORTED,
+        ];
+        for status in provider_statuses {
+            assert_ne!(
+                kind_of(status),
+                ErrorKind::Other,
+                "NTSTATUS {:#010X}",
+                status.cast_unsigned()
+            );
+        }
     }
 
     #[test]
@@ -297,5 +387,11 @@ mod tests {
         let e = Error::new(ErrorKind::InvalidState, "send");
         assert_eq!(e.to_string(), "send: invalid state for this operation");
         assert_eq!(e.status(), None);
+        let e = Error::from_status(sys::STATUS_CONNECTION_RESET, "disconnect");
+        assert_eq!(
+            e.to_string().matches("disconnect").count(),
+            1,
+            "the operation is named once: {e}"
+        );
     }
 }

@@ -202,7 +202,7 @@ pub fn test(root: &Path, sys: &Path) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("wine net start: {e}"))
         .and_then(|child| {
-            // `net start` returns once DriverEntry did; the listener binds asynchronously.
+            // `net start` returns once DriverEntry did, which binds the listener first.
             let status = wait_bounded(child, START_LIMIT)
                 .map_err(|e| format!("wine net start {SERVICE}: {e}"))?;
             if !status.success() {

@@ -20,6 +20,18 @@ pub struct Bugcheck {
     pub detail: String,
 }
 
+impl Bugcheck {
+    /// A record with this name and detail, as the verifier makes them: for programs and tests
+    /// that handle records (the struct is `#[non_exhaustive]`, so it cannot be built literally).
+    #[must_use]
+    pub fn new(name: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            name,
+            detail: detail.into(),
+        }
+    }
+}
+
 impl fmt::Display for Bugcheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "BUGCHECK {}: {}", self.name, self.detail)

@@ -12,8 +12,9 @@ use crate::{
     IN_ADDR, NTSTATUS, SOCKADDR_IN, SOCKADDR_IN6, STATUS_ACCESS_DENIED,
     STATUS_ADDRESS_ALREADY_EXISTS, STATUS_CONNECTION_ABORTED, STATUS_CONNECTION_REFUSED,
     STATUS_CONNECTION_RESET, STATUS_HOST_UNREACHABLE, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_INVALID_ADDRESS_COMPONENT, STATUS_INVALID_PARAMETER, STATUS_IO_TIMEOUT,
-    STATUS_NETWORK_UNREACHABLE, STATUS_NOT_SUPPORTED, STATUS_UNSUCCESSFUL,
+    STATUS_INVALID_ADDRESS_COMPONENT, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_HANDLE,
+    STATUS_INVALID_PARAMETER, STATUS_IO_TIMEOUT, STATUS_NETWORK_UNREACHABLE, STATUS_NOT_SUPPORTED,
+    STATUS_UNSUCCESSFUL,
 };
 
 unsafe extern "C" {
@@ -192,17 +193,49 @@ pub(super) fn shutdown_write(fd: &impl AsRawFd) -> io::Result<()> {
     with_std(fd, |s| s.shutdown(std::net::Shutdown::Write))
 }
 
-/// The NTSTATUS WSK reports for a host socket error.
+/// The NTSTATUS WSK reports for a host socket error: the specific status Windows' transport
+/// completes the same condition with, `STATUS_UNSUCCESSFUL` only for an errno with no
+/// counterpart. Host resource exhaustion (out of descriptors, system file table full, no
+/// buffer space, no memory) is `STATUS_INSUFFICIENT_RESOURCES` ("insufficient system resources
+/// exist to complete the API", the NTSTATUS values page of the Windows protocols reference,
+/// MS-ERREF 2.3.1), as a WSK call that cannot allocate its socket object or IRP reports it.
+/// ENOTCONN and EPIPE reach here only on a connection that existed (the provider refuses
+/// calls on unconnected sockets itself, and a connect in progress is checked before): the
+/// peer reset it, so they are `STATUS_CONNECTION_RESET`, as the transport completes a send or
+/// disconnect on a reset connection.
 pub(super) fn status_of(e: &io::Error) -> NTSTATUS {
     use io::ErrorKind as K;
+    // Linux errno values (x86-64 and aarch64 share them) for conditions io::ErrorKind
+    // leaves uncategorised.
+    const ENOMEM: i32 = 12;
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    const ENOBUFS: i32 = 105;
+    const EBADF: i32 = 9;
+    const ENOTSOCK: i32 = 88;
+    const EMSGSIZE: i32 = 90;
+    const EPROTONOSUPPORT: i32 = 93;
+    const EOPNOTSUPP: i32 = 95;
+    const EAFNOSUPPORT: i32 = 97;
+    const EISCONN: i32 = 106;
+    const EHOSTDOWN: i32 = 112;
+    match e.raw_os_error() {
+        Some(ENOMEM | ENFILE | EMFILE | ENOBUFS) => return STATUS_INSUFFICIENT_RESOURCES,
+        Some(EBADF | ENOTSOCK) => return STATUS_INVALID_HANDLE,
+        Some(EMSGSIZE) => return STATUS_INVALID_PARAMETER,
+        Some(EPROTONOSUPPORT | EOPNOTSUPP | EAFNOSUPPORT) => return STATUS_NOT_SUPPORTED,
+        Some(EISCONN) => return STATUS_INVALID_DEVICE_STATE,
+        Some(EHOSTDOWN) => return STATUS_HOST_UNREACHABLE,
+        _ => {}
+    }
     match e.kind() {
         K::ConnectionRefused => STATUS_CONNECTION_REFUSED,
-        K::ConnectionReset | K::BrokenPipe => STATUS_CONNECTION_RESET,
+        K::ConnectionReset | K::BrokenPipe | K::NotConnected => STATUS_CONNECTION_RESET,
         K::ConnectionAborted => STATUS_CONNECTION_ABORTED,
         K::AddrInUse => STATUS_ADDRESS_ALREADY_EXISTS,
         K::AddrNotAvailable => STATUS_INVALID_ADDRESS_COMPONENT,
         K::HostUnreachable => STATUS_HOST_UNREACHABLE,
-        K::NetworkUnreachable => STATUS_NETWORK_UNREACHABLE,
+        K::NetworkUnreachable | K::NetworkDown => STATUS_NETWORK_UNREACHABLE,
         K::TimedOut => STATUS_IO_TIMEOUT,
         K::PermissionDenied => STATUS_ACCESS_DENIED,
         K::InvalidInput => STATUS_INVALID_PARAMETER,
@@ -223,5 +256,47 @@ pub(super) struct FdRef(pub(super) RawFd);
 impl AsRawFd for FdRef {
     fn as_raw_fd(&self) -> RawFd {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use std::io;
+
+    use super::status_of;
+    use crate::{
+        STATUS_ACCESS_DENIED, STATUS_ADDRESS_ALREADY_EXISTS, STATUS_CONNECTION_ABORTED,
+        STATUS_CONNECTION_REFUSED, STATUS_CONNECTION_RESET, STATUS_INSUFFICIENT_RESOURCES,
+        STATUS_IO_TIMEOUT, STATUS_NETWORK_UNREACHABLE, STATUS_UNSUCCESSFUL,
+    };
+
+    #[test]
+    fn host_errors_map_to_the_specific_status_windows_gives() {
+        let cases = [
+            (12, STATUS_INSUFFICIENT_RESOURCES),  // ENOMEM
+            (23, STATUS_INSUFFICIENT_RESOURCES),  // ENFILE
+            (24, STATUS_INSUFFICIENT_RESOURCES),  // EMFILE
+            (105, STATUS_INSUFFICIENT_RESOURCES), // ENOBUFS
+            (104, STATUS_CONNECTION_RESET),       // ECONNRESET
+            (32, STATUS_CONNECTION_RESET),        // EPIPE
+            (107, STATUS_CONNECTION_RESET),       // ENOTCONN: shutdown after a peer reset
+            (103, STATUS_CONNECTION_ABORTED),     // ECONNABORTED
+            (111, STATUS_CONNECTION_REFUSED),     // ECONNREFUSED
+            (98, STATUS_ADDRESS_ALREADY_EXISTS),  // EADDRINUSE
+            (13, STATUS_ACCESS_DENIED),           // EACCES
+            (110, STATUS_IO_TIMEOUT),             // ETIMEDOUT
+            (101, STATUS_NETWORK_UNREACHABLE),    // ENETUNREACH
+        ];
+        for (errno, status) in cases {
+            assert_eq!(
+                status_of(&io::Error::from_raw_os_error(errno)),
+                status,
+                "errno {errno}"
+            );
+        }
+        assert_eq!(
+            status_of(&io::Error::other("no errno")),
+            STATUS_UNSUCCESSFUL
+        );
     }
 }
