@@ -3,6 +3,11 @@
 //! that boots a fresh [`Kernel`] per plan, hands it to the scenario and then checks that the
 //! verifier found nothing (no leak, no bugcheck).
 //!
+//! The plans can be chosen from outside: `WSK_FAULTS` (a plan as [`Faults::parse`] reads it)
+//! and `WSK_SEED` make [`plans`] that one plan; a failing plan prints the command that replays
+//! it, e.g. `replay: WSK_FAULTS=mixed,reorder,delay=1ms WSK_SEED=7 cargo test -p wsk-net
+//! --test acceptance -- --exact timeout_on_a_receive`.
+//!
 //! ```no_run
 //! use wsk_host::testing;
 //!
@@ -15,6 +20,7 @@
 
 use std::boxed::Box;
 use std::format;
+use std::string::String;
 use std::time::Duration;
 use std::vec;
 use std::vec::Vec;
@@ -26,11 +32,26 @@ use crate::{Config, DRIVER_OBJECT, Kernel};
 /// (generous: the machine may be loaded).
 pub const BOUND: Duration = Duration::from_secs(30);
 
-/// The fault plans every WSK scenario runs under: inline, deferred and mixed completion, and
-/// mixed completion with reordering across sockets and delays up to 1 ms, each from its own
-/// seed. A scenario must pass under all of them.
+/// The fault plans every WSK scenario runs under. Chosen from outside when `WSK_FAULTS` or
+/// `WSK_SEED` is set ([`Faults::from_env`]): that one plan. Otherwise the standard set
+/// ([`standard_plans`]).
+///
+/// # Panics
+/// When `WSK_FAULTS` or `WSK_SEED` is set but does not parse (the message says why).
 #[must_use]
 pub fn plans() -> Vec<Faults> {
+    match Faults::from_env() {
+        Ok(Some(plan)) => vec![plan],
+        Ok(None) => standard_plans(),
+        Err(message) => panic!("{message}"),
+    }
+}
+
+/// The standard plans: inline, deferred and mixed completion, and mixed completion with
+/// reordering across sockets and delays up to 1 ms, each from its own seed. A scenario must
+/// pass under all of them.
+#[must_use]
+pub fn standard_plans() -> Vec<Faults> {
     vec![
         Faults::with(Completion::Inline, 1),
         Faults::with(Completion::Deferred, 2),
@@ -53,7 +74,8 @@ pub fn each_plan(scenario: impl FnMut(&Kernel)) {
 
 /// For each plan: boots a kernel with it (default configuration otherwise), hands the kernel
 /// to `scenario` (which runs on the calling thread: use [`Kernel::on_kernel_thread`] for
-/// driver code), then checks the kernel ends with no leaks and no bugchecks.
+/// driver code), then checks the kernel ends with no leaks and no bugchecks. When a plan
+/// fails, prints the command that replays it ([`replay_command`]) before the panic goes on.
 ///
 /// # Panics
 /// When the scenario panics, or the verifier found a leak or recorded a bugcheck; the message
@@ -61,13 +83,58 @@ pub fn each_plan(scenario: impl FnMut(&Kernel)) {
 pub fn run_plans(plans: impl IntoIterator<Item = Faults>, mut scenario: impl FnMut(&Kernel)) {
     for plan in plans {
         let label = format!("{plan:?}");
-        let kernel = Kernel::boot(Config::default().with_faults(plan));
-        scenario(&kernel);
-        let report = kernel.check_leaks();
-        assert!(report.is_clean(), "plan {label}: {report}");
-        let bugchecks = kernel.take_bugchecks();
-        assert!(bugchecks.is_empty(), "plan {label}: {bugchecks:?}");
+        let replay = replay_command(&plan);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let kernel = Kernel::boot(Config::default().with_faults(plan));
+            scenario(&kernel);
+            let report = kernel.check_leaks();
+            assert!(report.is_clean(), "plan {label}: {report}");
+            let bugchecks = kernel.take_bugchecks();
+            assert!(bugchecks.is_empty(), "plan {label}: {bugchecks:?}");
+        }));
+        if let Err(payload) = outcome {
+            std::eprintln!("replay: {replay}");
+            std::panic::resume_unwind(payload);
+        }
     }
+}
+
+/// The command that runs the current test again under `plan` alone:
+/// `WSK_FAULTS=... WSK_SEED=N cargo test -p <package> --test <file> -- --exact <test>`. The
+/// package comes from `CARGO_PKG_NAME` (which `cargo test` sets), the test binary's file
+/// from the program's name, the test from the thread's name (libtest names each test's
+/// thread after it); whatever is unknown is left out.
+#[must_use]
+pub fn replay_command(plan: &Faults) -> String {
+    let mut command = format!("{} cargo test", plan.replay_env());
+    if let Ok(package) = std::env::var("CARGO_PKG_NAME") {
+        command.push_str(&format!(" -p {package}"));
+    }
+    let program = std::env::args().next().unwrap_or_default();
+    let file = std::path::Path::new(&program)
+        .file_name()
+        .and_then(|name| name.to_str())
+        .map(|name| {
+            name.rsplit_once('-')
+                .map_or(name, |(file, _hash)| file)
+                .to_owned()
+        });
+    let test = std::thread::current()
+        .name()
+        .filter(|name| *name != "main")
+        .map(std::borrow::ToOwned::to_owned);
+    match file.as_deref() {
+        // A library's unit tests run from the package's own binary, named like the package.
+        Some(file) if Some(file.replace('_', "-")) != std::env::var("CARGO_PKG_NAME").ok() => {
+            command.push_str(&format!(" --test {file}"));
+        }
+        Some(_) => command.push_str(" --lib"),
+        None => {}
+    }
+    if let Some(test) = test {
+        command.push_str(&format!(" -- --exact {test}"));
+    }
+    command
 }
 
 /// A driver object named `name` for a test that registers a WSK client without loading a
