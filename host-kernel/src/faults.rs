@@ -200,12 +200,12 @@ pub struct LowResources {
     pub percent: u8,
     /// Which resources can fail.
     pub resources: ResourceSet,
-    /// The first `skip` allocations of those resources after boot always succeed (the
-    /// driver's start-up, say).
+    /// The first `skip` allocations of those resources after boot (or after
+    /// [`set_low_resources`]) always succeed (the driver's start-up, say).
     pub skip: u64,
     /// Only the `count` allocations after the skipped ones are eligible; `None`: all of them.
     pub count: Option<u64>,
-    /// Nothing fails until this long after boot.
+    /// Nothing fails until this long after boot (or after [`set_low_resources`]).
     pub delay: Duration,
     /// Nothing fails once this long has passed after the delay; `None`: until shutdown.
     pub window: Option<Duration>,
@@ -329,10 +329,18 @@ fn gate() -> std::sync::MutexGuard<'static, Option<Gate>> {
 /// Arms the low-resources simulation of `faults` (or disarms it) for the kernel booting now,
 /// and resets the failure counts. Called by `Kernel::boot`.
 pub(crate) fn arm(faults: &Faults) {
+    set_low_resources(faults.low_resources, faults.seed);
+}
+
+/// Starts (`Some`) or stops (`None`) the low-resources simulation of the running kernel now,
+/// with `seed`, as `verifier /volatile` changes Driver Verifier's settings without a reboot:
+/// the plan's skip, count, delay and window count from this call, and the failure counts
+/// start again from zero. A test uses it to let a driver start before its allocations fail.
+pub fn set_low_resources(plan: Option<LowResources>, seed: u64) {
     let mut gate = gate();
-    *gate = faults.low_resources.map(|plan| Gate {
+    *gate = plan.map(|plan| Gate {
         plan,
-        seed: faults.seed,
+        seed,
         booted: Instant::now(),
         eligible: AtomicU64::new(0),
         failed: Default::default(),
