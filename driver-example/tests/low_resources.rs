@@ -69,7 +69,10 @@ fn one_start_with_its_nth_allocation_failed() {
             let _ = load::concurrent_echo(addr, 2, 2, 100);
             load::concurrent_echo(addr, 2, 2, 100).expect("echo after a tolerated failure");
             let report = kernel.unload(driver);
-            assert!(report.is_clean(), "allocation {nth} failed: unload report: {report}");
+            assert!(
+                report.is_clean(),
+                "allocation {nth} failed: unload report: {report}"
+            );
             println!("{INJECTED_MARK}{injected} (loaded)");
         }
         Err(status) => {
@@ -79,9 +82,15 @@ fn one_start_with_its_nth_allocation_failed() {
                  STATUS_INSUFFICIENT_RESOURCES, not {status:#x}"
             );
             let injected = faults::injected_failures().total();
-            assert_eq!(injected, 1, "allocation {nth}: the load failed ({status:#x})");
+            assert_eq!(
+                injected, 1,
+                "allocation {nth}: the load failed ({status:#x})"
+            );
             let report = kernel.check_leaks();
-            assert!(report.is_clean(), "allocation {nth} failed: the failed start left {report}");
+            assert!(
+                report.is_clean(),
+                "allocation {nth} failed: the failed start left {report}"
+            );
             println!("{INJECTED_MARK}{injected} (failed with {status:#x})");
         }
     }
@@ -112,7 +121,10 @@ fn every_start_up_allocation_failure_fails_the_load_or_is_tolerated() {
         );
         let outcome = stdout
             .lines()
-            .find_map(|line| line.split_once(INJECTED_MARK).map(|(_, rest)| rest.to_owned()))
+            .find_map(|line| {
+                line.split_once(INJECTED_MARK)
+                    .map(|(_, rest)| rest.to_owned())
+            })
             .unwrap_or_else(|| panic!("allocation {nth}: no outcome line\n{stdout}"));
         if outcome.starts_with('0') {
             // Past the start-up's allocations and the first echoes: every one failed once.
@@ -154,7 +166,10 @@ fn the_service_survives_failed_allocations_and_serves_once_they_return() {
         let _ = load::concurrent_echo(addr, 8, 4, 4096);
         let _ = load::churn(addr, 20, 4);
         rounds += 1;
-        assert!(rounds < 200, "the load made too few allocations to end the window");
+        assert!(
+            rounds < 200,
+            "the load made too few allocations to end the window"
+        );
     }
     let injected = faults::injected_failures();
     println!("under load: {injected}");

@@ -167,7 +167,10 @@ fn every_single_allocation_failure_is_an_error_and_the_next_attempt_serves() {
         for resource in Resource::ALL {
             by_resource[resource.index()] += injected.of(resource);
         }
-        assert!(nth < 10_000, "the scenario never ran out of allocations to fail");
+        assert!(
+            nth < 10_000,
+            "the scenario never ran out of allocations to fail"
+        );
     }
     println!(
         "allocation-failure points exercised: {points} (failures injected under deferred \

@@ -243,7 +243,9 @@ fn scenario(client: &WskClient, seed: u64) {
             let mut messages = Vec::new();
             let mut rest = &bytes[..];
             while !rest.is_empty() {
-                let len = 1 + usize::try_from(dice.below(3000)).unwrap().min(rest.len() - 1);
+                let len = 1 + usize::try_from(dice.below(3000))
+                    .unwrap()
+                    .min(rest.len() - 1);
                 messages.push(rest[..len].to_vec());
                 rest = &rest[len..];
             }
