@@ -6,7 +6,7 @@
 //! The plans can be chosen from outside: `WSK_FAULTS` (a plan as [`Faults::parse`] reads it)
 //! and `WSK_SEED` make [`plans`] that one plan; a failing plan prints the command that replays
 //! it, e.g. `replay: WSK_FAULTS=mixed,reorder,delay=1ms WSK_SEED=7 cargo test -p wsk-net
-//! --test acceptance -- --exact timeout_on_a_receive`.
+//! --test acceptance -- --exact timeout_on_a_receive --include-ignored`.
 //!
 //! ```no_run
 //! use wsk_host::testing;
@@ -132,7 +132,7 @@ pub fn replay_command(plan: &Faults) -> String {
         None => {}
     }
     if let Some(test) = test {
-        command.push_str(&format!(" -- --exact {test}"));
+        command.push_str(&format!(" -- --exact {test} --include-ignored"));
     }
     command
 }

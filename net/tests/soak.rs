@@ -56,10 +56,8 @@ impl Dice {
 /// The plan a seed runs under: the one from `WSK_FAULTS` when set, else one drawn from the
 /// seed among the standard kinds (inline, deferred, mixed; reordering and delays).
 fn plan_for(seed: u64) -> Faults {
-    if std::env::var_os(wsk_host::faults::FAULTS_VAR).is_some() {
-        return Faults::from_env()
-            .expect("WSK_FAULTS and WSK_SEED parse")
-            .expect("WSK_FAULTS is set");
+    if let Ok(spec) = std::env::var(wsk_host::faults::FAULTS_VAR) {
+        return Faults::parse(&spec, seed).expect("WSK_FAULTS parses");
     }
     let mut dice = Dice(seed ^ 0x5eed);
     let completion = match dice.below(3) {
@@ -301,10 +299,17 @@ fn soak_net_seeds() {
     let mut failed = Vec::new();
     for &seed in &seeds {
         let plan = plan_for(seed);
+        let replay = wsk_host::testing::replay_command(&plan);
         let outcome = std::panic::catch_unwind(|| {
             run_plans(vec![plan], |client, _| scenario(client, seed));
         });
-        if outcome.is_err() {
+        if let Err(payload) = outcome {
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            println!("seed {seed} FAILED (wsk-net): {message}\n  replay: {replay}");
             failed.push(seed);
         }
     }

@@ -9,6 +9,7 @@ mod bench;
 mod bench_echo;
 mod driver;
 mod setup;
+mod soak;
 mod suite;
 mod wine;
 
@@ -25,7 +26,11 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench [ARGS]   executor benchmarks: callgrind instructions and criterion times for wake+poll
                  and spawn, ours vs embassy-executor vs a callback floor (ARGS go to criterion;
                  --callgrind-only, --criterion-only, --rounds N); bench --echo: instructions
-                 and kernel allocations per echo round trip through wsk-net on the host kernel";
+                 and kernel allocations per echo round trip through wsk-net on the host kernel
+  soak [ARGS]    the seed sweep: wsk-net's and the echo driver's end-to-end scenarios under
+                 seeded fault plans (--seeds N, default 20; --first S; --faults PLAN), failing
+                 seeds with their replay command and a summary; --minutes M: a long churn run
+                 of the host echo driver watching pool, handles and RSS";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +47,7 @@ fn main() -> ExitCode {
         }
         Some("build-driver") => driver::build(&root).map(|sys| println!("{}", sys.display())),
         Some("bench") => bench::run(&root, &args[1..]),
+        Some("soak") => soak::run(&root, &args[1..]),
         Some("wine-test") => driver::build(&root).and_then(|sys| wine::test(&root, &sys)),
         _ => {
             eprintln!("{USAGE}");

@@ -1,0 +1,212 @@
+//! The end-to-end seed sweep, one seed per process (the echo driver starts once per process):
+//! the echo driver on the host kernel under a fault plan drawn from the seed (or `WSK_FAULTS`),
+//! with its runner drawn too, serving `std` clients (concurrent echo, churn, a reset
+//! mid-message) and `wsk-net` clients in the same kernel that cancel at random await points
+//! (receives under random timeouts, receives dropped in flight, abortive and bounded
+//! disconnects). First everything must be served byte-exact; then the same load runs again
+//! and the driver is unloaded at a random moment in the `std` clients' part of it (the
+//! `wsk-net` clients finish first: see the test): every client must end, the unload report
+//! must be clean and the verifier must find no leak and no bugcheck.
+//!
+//! Ignored by default: `cargo xtask soak --seeds N` runs it once per seed with `WSK_SEED`
+//! set; a failure prints the replay command.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::{Context, Waker};
+use std::time::Duration;
+
+use wsk_benches::load;
+use wsk_executor::block_on;
+use wsk_host::faults::{Completion, Faults, parse_seed};
+use wsk_host::{Kernel, RegValue, testing};
+use wsk_net::{Disconnect, ErrorKind, IoBuf, TcpStream, WskClient};
+
+use common::load_echo;
+
+/// splitmix64: the scenario's choices, from the seed.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The seed (`WSK_SEED`, default 1) and the plan: `WSK_FAULTS` when set, else one drawn from
+/// the seed among the standard kinds.
+fn seeded_plan() -> Faults {
+    if let Some(plan) = Faults::from_env().expect("WSK_FAULTS and WSK_SEED parse")
+        && std::env::var_os(wsk_host::faults::FAULTS_VAR).is_some()
+    {
+        return plan;
+    }
+    let seed = std::env::var(wsk_host::faults::SEED_VAR)
+        .map_or(1, |text| parse_seed(&text).expect("WSK_SEED parses"));
+    let mut dice = Dice(seed ^ 0xd21e);
+    let completion = match dice.below(3) {
+        0 => Completion::Inline,
+        1 => Completion::Deferred,
+        _ => Completion::Mixed,
+    };
+    let mut plan = Faults::with(completion, seed);
+    if completion != Completion::Inline && dice.below(2) == 0 {
+        plan.reorder = true;
+        plan.max_delay = Duration::from_micros(dice.below(1500));
+    }
+    plan
+}
+
+/// Bytes with a pattern the echo must give back unchanged.
+fn pattern(len: usize, salt: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| u8::try_from(i % 251).unwrap() ^ salt)
+        .collect()
+}
+
+/// One `wsk-net` connection to the driver: sends seeded messages and reads the echo back,
+/// choosing at each await point from the dice; after a receive it dropped or that timed out
+/// (data lost on purpose) it ends the connection. Returns an error when the connection failed
+/// (expected once the driver unloads); panics when an echo was wrong.
+async fn net_connection(
+    client: &WskClient,
+    addr: SocketAddr,
+    dice: &mut Dice,
+) -> wsk_net::Result<()> {
+    let stream = TcpStream::connect(client, addr).await?;
+    for _ in 0..1 + dice.below(5) {
+        let len = 1 + usize::try_from(dice.below(4000)).unwrap();
+        let message = pattern(len, u8::try_from(dice.below(256)).unwrap());
+        let (sent, _) = stream.send(IoBuf::from_slice(&message)?).await;
+        sent?;
+        match dice.below(4) {
+            0 => {
+                // A receive dropped at its first await point: what it took is lost.
+                let recv = pin!(stream.recv(IoBuf::with_capacity(len)?));
+                let _ = recv.poll(&mut Context::from_waker(Waker::noop()));
+                break;
+            }
+            1 => {
+                // A receive under a random timeout: all of it, or TimedOut (data kept).
+                let after = Duration::from_micros(dice.below(5000));
+                let (n, buf) =
+                    wsk_net::timeout(after, stream.recv_exact(IoBuf::with_capacity(len)?, len))
+                        .await;
+                match n {
+                    Ok(n) => assert_eq!(&buf[..n], &message[..], "the echo under a timeout"),
+                    // What arrived after the deadline is lost with the receive: stop here.
+                    Err(e) if e.kind() == ErrorKind::TimedOut => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => {
+                let (n, buf) = stream.recv_exact(IoBuf::with_capacity(len)?, len).await;
+                n?;
+                assert_eq!(&buf[..], &message[..], "the echo");
+            }
+        }
+    }
+    match dice.below(3) {
+        0 => {
+            let _ = stream.disconnect(Disconnect::Abortive).await;
+        }
+        1 => {
+            let _ = stream
+                .disconnect_within(Duration::from_millis(dice.below(20)))
+                .await;
+        }
+        _ => {}
+    }
+    stream.close().await;
+    Ok(())
+}
+
+/// The `std` clients: every scenario must succeed while `must_succeed`.
+fn std_clients(addr: SocketAddr, must_succeed: bool) {
+    let outcomes = [
+        load::concurrent_echo(addr, 4, 10, 8 * 1024).map(|_| ()),
+        load::churn(addr, 40, 4).map(|_| ()),
+        load::reset_mid_message(addr).map(|_| ()),
+    ];
+    if must_succeed {
+        for outcome in outcomes {
+            outcome.expect("a std client scenario");
+        }
+    }
+}
+
+/// The `wsk-net` clients: `connections` connections in turn; every one must succeed while
+/// `must_succeed`.
+fn net_clients(kernel: &Kernel, addr: SocketAddr, seed: u64, connections: u64, must_succeed: bool) {
+    kernel.on_kernel_thread(|| {
+        let driver = testing::leaked_driver_object(kernel, "wsksoaknet");
+        // SAFETY: leaked by leaked_driver_object, so valid for every client registered with it.
+        let driver = unsafe { wsk_net::Driver::from_raw(driver) }.expect("a driver object");
+        let client = WskClient::register(driver).expect("register");
+        let mut dice = Dice(seed);
+        block_on(async {
+            for _ in 0..connections {
+                let outcome = net_connection(&client, addr, &mut dice).await;
+                if must_succeed {
+                    outcome.expect("a wsk-net client connection");
+                }
+            }
+        });
+        client.deregister().expect("deregister");
+    });
+}
+
+#[test]
+#[ignore = "the end-to-end seed sweep: cargo xtask soak --seeds N"]
+fn soak_echo_driver_seed() {
+    let plan = seeded_plan();
+    let seed = plan.seed;
+    println!("soak seed {seed}: {}", plan.replay_env());
+    testing::run_plans([plan], |kernel| {
+        let mut dice = Dice(seed);
+        let runner = if dice.below(2) == 0 { "dpc" } else { "passive" };
+        let (driver, addr) = load_echo(
+            kernel,
+            "WskEchoSoak",
+            runner,
+            &[("MaxConnections", RegValue::Dword(64))],
+        );
+
+        // Everything served byte-exact.
+        std::thread::scope(|scope| {
+            scope.spawn(|| std_clients(addr, true));
+            net_clients(kernel, addr, seed, 6, true);
+        });
+
+        // The same again, with the unload at a random moment in the std clients' load. The
+        // wsk-net clients finish first: the host kernel checks at unload that no WSK client
+        // at all is left registered (one driver per machine), so theirs would count as the
+        // driver's.
+        let unload_after = Duration::from_millis(dice.below(150));
+        let report = std::thread::scope(|scope| {
+            scope.spawn(|| std_clients(addr, false));
+            net_clients(kernel, addr, seed ^ 1, 4, true);
+            std::thread::sleep(unload_after);
+            kernel.unload(driver)
+        });
+        assert!(
+            report.is_clean(),
+            "unload {unload_after:?} into the load: {report}"
+        );
+        let log = kernel.debug_log();
+        assert!(
+            log.contains("wskecho: unload complete: no leaks"),
+            "driver log:\n{log}"
+        );
+    });
+}
