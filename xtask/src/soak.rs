@@ -238,21 +238,37 @@ fn driver_sweep(root: &Path, options: &Options) -> Result<Vec<u64>, String> {
         }
         failed.push(seed);
         println!("seed {seed} FAILED (echo driver):");
-        for line in output.lines().filter(|line| {
-            line.contains("panicked at")
-                || line.starts_with("replay:")
-                || line.starts_with("HUNG")
-                || line.contains("BUGCHECK")
-        }) {
-            println!("  {line}");
+        // The first bugcheck and panic, with its message on the next line.
+        let mut shown = 0;
+        let lines: Vec<&str> = output.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.contains("BUGCHECK") && shown == 0 || line.starts_with("HUNG") {
+                println!("  {line}");
+                shown += 1;
+            } else if line.contains("panicked at") && shown < 2 {
+                println!("  {line}");
+                if let Some(message) = lines.get(i + 1) {
+                    println!("  {message}");
+                }
+                shown = 2;
+            }
         }
-        // The panic message follows its "panicked at" line.
-        if let Some(message) = output
-            .split_once("panicked at")
-            .and_then(|(_, rest)| rest.lines().nth(1))
-        {
-            println!("  {message}");
+        if shown == 0 {
+            // Neither: the process died another way; its last words.
+            for line in &lines[lines.len().saturating_sub(8)..] {
+                println!("  {line}");
+            }
         }
+        // The process may have aborted before the test printed its own replay line (a panic
+        // inside a kernel callback cannot unwind): the seed alone replays it.
+        let plan = options
+            .faults
+            .as_ref()
+            .map_or_else(String::new, |plan| format!("WSK_FAULTS={plan} "));
+        println!(
+            "  replay: {plan}WSK_SEED={seed} cargo test -p wsk-driver-example --test soak -- \
+             --exact soak_echo_driver_seed --include-ignored"
+        );
     }
     println!(
         "soak summary: echo driver: {} seeds run, {} failed",
