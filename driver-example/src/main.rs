@@ -89,7 +89,7 @@ mod host {
                     flags.faults = Some(value.clone());
                 }
                 "--seed" => {
-                    flags.seed = Some(parse_seed(value).map_err(|e| format!("{flag}: {e}"))?)
+                    flags.seed = Some(parse_seed(value).map_err(|e| format!("{flag}: {e}"))?);
                 }
                 _ => return Err(format!("unknown flag {flag}")),
             }

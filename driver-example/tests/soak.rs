@@ -84,7 +84,7 @@ async fn net_connection(
     dice: &mut Dice,
 ) -> wsk_net::Result<()> {
     let stream = TcpStream::connect(client, addr).await?;
-    for _ in 0..1 + dice.below(5) {
+    for _ in 0..=dice.below(5) {
         let len = 1 + usize::try_from(dice.below(4000)).unwrap();
         let message = pattern(len, u8::try_from(dice.below(256)).unwrap());
         let (sent, _) = stream.send(IoBuf::from_slice(&message)?).await;

@@ -370,7 +370,7 @@ pub(crate) fn fail_allocation(resource: Resource) -> bool {
     if since_boot < plan.delay
         || plan
             .window
-            .is_some_and(|window| since_boot - plan.delay >= window)
+            .is_some_and(|window| since_boot.saturating_sub(plan.delay) >= window)
     {
         return false;
     }
@@ -455,7 +455,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn duration_spec(d: Duration) -> String {
     if d.subsec_nanos() == 0 && d.as_secs() > 0 {
         format!("{}s", d.as_secs())
-    } else if d.subsec_micros() * 1000 == d.subsec_nanos() && d.as_micros() % 1000 == 0 {
+    } else if d.subsec_micros() * 1000 == d.subsec_nanos() && d.as_micros().is_multiple_of(1000) {
         format!("{}ms", d.as_millis())
     } else {
         format!("{}us", d.as_micros())
@@ -688,7 +688,7 @@ mod tests {
         assert!(low.resources.contains(Resource::Pool));
         assert!(!low.resources.contains(Resource::Irp));
         assert_eq!((low.skip, low.count), (7, Some(100)));
-        assert_eq!(low.window, Some(Duration::from_secs(60)));
+        assert_eq!(low.window, Some(Duration::from_mins(1)));
         let again = Faults::parse(&plan.spec(), 42).expect("its own spec parses");
         assert_eq!(again.spec(), plan.spec());
         assert_eq!(again.low_resources, plan.low_resources);

@@ -18,6 +18,7 @@
 //! });
 //! ```
 
+use core::fmt::Write as _;
 use std::boxed::Box;
 use std::format;
 use std::string::String;
@@ -108,7 +109,7 @@ pub fn run_plans(plans: impl IntoIterator<Item = Faults>, mut scenario: impl FnM
 pub fn replay_command(plan: &Faults) -> String {
     let mut command = format!("{} cargo test", plan.replay_env());
     if let Ok(package) = std::env::var("CARGO_PKG_NAME") {
-        command.push_str(&format!(" -p {package}"));
+        let _ = write!(command, " -p {package}");
     }
     let program = std::env::args().next().unwrap_or_default();
     let file = std::path::Path::new(&program)
@@ -126,13 +127,13 @@ pub fn replay_command(plan: &Faults) -> String {
     match file.as_deref() {
         // A library's unit tests run from the package's own binary, named like the package.
         Some(file) if Some(file.replace('_', "-")) != std::env::var("CARGO_PKG_NAME").ok() => {
-            command.push_str(&format!(" --test {file}"));
+            let _ = write!(command, " --test {file}");
         }
         Some(_) => command.push_str(" --lib"),
         None => {}
     }
     if let Some(test) = test {
-        command.push_str(&format!(" -- --exact {test} --include-ignored"));
+        let _ = write!(command, " -- --exact {test} --include-ignored");
     }
     command
 }
