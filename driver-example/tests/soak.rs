@@ -210,3 +210,170 @@ fn soak_echo_driver_seed() {
         );
     });
 }
+
+/// Open descriptors of this process.
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
+}
+
+/// Resident set size of this process in KiB.
+fn resident_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One reading of everything that must stay flat.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    kernel: testing::KernelUsage,
+    descriptors: usize,
+    resident_kib: u64,
+}
+
+impl Sample {
+    fn now() -> Self {
+        Self {
+            kernel: testing::kernel_usage(),
+            descriptors: open_descriptors(),
+            resident_kib: resident_kib(),
+        }
+    }
+}
+
+impl std::fmt::Display for Sample {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; {} descriptors; RSS {} KiB",
+            self.kernel, self.descriptors, self.resident_kib
+        )
+    }
+}
+
+/// Clients that close abruptly: connect, send, and close with the echo unread (a reset).
+fn abrupt_closes(addr: SocketAddr, count: usize) {
+    use std::io::Write;
+    for _ in 0..count {
+        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
+            let _ = stream.write_all(&[7u8; 1000]);
+        }
+    }
+}
+
+/// A slow reader: a writer sends `total` bytes while the reader takes them 4 KiB per
+/// millisecond, so the driver's sends wait on flow control; the echo must be byte-exact.
+fn slow_reader(addr: SocketAddr, total: usize) {
+    use std::io::{Read, Write};
+    let Ok(stream) = std::net::TcpStream::connect(addr) else {
+        panic!("the slow reader could not connect");
+    };
+    stream.set_read_timeout(Some(common::BOUND)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sent = pattern(total, 0x5a);
+    let expected = sent.clone();
+    let writing = std::thread::spawn(move || {
+        writer.write_all(&sent).expect("the slow reader's writes");
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut reader = stream;
+    let mut received = Vec::with_capacity(total);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = reader.read(&mut chunk).expect("the slow reader's reads");
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&chunk[..n]);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    writing.join().unwrap();
+    assert!(received == expected, "the slow reader's echo differs");
+}
+
+/// The long run: `WSK_SOAK_SECONDS` (default 60) of churn, every kind of client disconnect
+/// (graceful, reset mid-message, abrupt close with data unread), slow readers and concurrent
+/// echo against the echo driver, with the kernel's live pool, IRPs and MDLs, the process's
+/// descriptors and its RSS read after the first round and at the end: none may grow.
+#[test]
+#[ignore = "the long run: cargo xtask soak --minutes M"]
+fn soak_echo_driver_minutes() {
+    let seconds: u64 = std::env::var("WSK_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let plan = seeded_plan();
+    println!("soak minutes: {seconds} s, {}", plan.replay_env());
+    testing::run_plans([plan], |kernel| {
+        let (driver, addr) = load_echo(
+            kernel,
+            "WskEchoLong",
+            "dpc",
+            &[("MaxConnections", RegValue::Dword(256))],
+        );
+        let round = || {
+            std::thread::scope(|scope| {
+                scope.spawn(|| load::churn(addr, 100, 4).expect("churn"));
+                scope.spawn(|| {
+                    load::concurrent_echo(addr, 8, 20, 16 * 1024).expect("concurrent echo");
+                });
+                scope.spawn(|| load::reset_mid_message(addr).expect("reset mid-message"));
+                scope.spawn(|| abrupt_closes(addr, 20));
+                scope.spawn(|| slow_reader(addr, 256 * 1024));
+            });
+        };
+        let settle = |target: &Sample| {
+            // Connections the clients closed last may still be closing in the driver.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let now = Sample::now();
+                if now.kernel.pool_blocks <= target.kernel.pool_blocks
+                    || std::time::Instant::now() >= deadline
+                {
+                    return now;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        round();
+        std::thread::sleep(Duration::from_millis(200));
+        let start = Sample::now();
+        let counts_before = kernel.allocation_counts();
+        let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+        let mut rounds = 1;
+        while std::time::Instant::now() < deadline {
+            round();
+            rounds += 1;
+        }
+        let end = settle(&start);
+        let counts_after = kernel.allocation_counts();
+        println!("soak minutes: {rounds} rounds");
+        println!("soak minutes: start: {start}");
+        println!("soak minutes: end:   {end}");
+        println!(
+            "soak minutes: allocations during the run: {} pool, {} IRPs, {} MDLs",
+            counts_after.pool - counts_before.pool,
+            counts_after.irps - counts_before.irps,
+            counts_after.mdls - counts_before.mdls
+        );
+        assert!(
+            end.kernel.pool_blocks <= start.kernel.pool_blocks
+                && end.kernel.irps <= start.kernel.irps
+                && end.kernel.mdls <= start.kernel.mdls,
+            "kernel usage grew: {start} -> {end}"
+        );
+        assert!(
+            end.descriptors <= start.descriptors,
+            "descriptors grew: {start} -> {end}"
+        );
+        assert!(
+            end.resident_kib <= start.resident_kib + 32 * 1024,
+            "RSS grew by more than 32 MiB: {start} -> {end}"
+        );
+        let report = kernel.unload(driver);
+        assert!(report.is_clean(), "unload report: {report}");
+    });
+}

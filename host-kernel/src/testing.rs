@@ -145,3 +145,44 @@ pub fn replay_command(plan: &Faults) -> String {
 pub fn leaked_driver_object(kernel: &Kernel, name: &str) -> *mut DRIVER_OBJECT {
     Box::leak(Box::new(kernel.create_driver_object(name))).object()
 }
+
+/// What the running kernel holds right now: live pool blocks and their bytes, IRPs and MDLs
+/// (everything allocated and not yet freed, the driver's and the kernel's own). Two readings
+/// far apart in a long run show whether anything grows. All zero with no kernel booted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelUsage {
+    /// Live pool allocations.
+    pub pool_blocks: usize,
+    /// Their bytes.
+    pub pool_bytes: usize,
+    /// Live IRPs.
+    pub irps: usize,
+    /// Live MDLs.
+    pub mdls: usize,
+}
+
+impl core::fmt::Display for KernelUsage {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "pool {} blocks / {} bytes, {} IRPs, {} MDLs",
+            self.pool_blocks, self.pool_bytes, self.irps, self.mdls
+        )
+    }
+}
+
+/// Reads [`KernelUsage`] of the running kernel. Any thread.
+#[must_use]
+pub fn kernel_usage() -> KernelUsage {
+    let Some(machine) = crate::ntos::machine::try_current() else {
+        return KernelUsage::default();
+    };
+    let (pool_blocks, pool_bytes) =
+        crate::ntos::pool::usage(&crate::ntos::machine::lock(&machine.pool));
+    KernelUsage {
+        pool_blocks,
+        pool_bytes,
+        irps: crate::ntos::machine::lock(&machine.irps).live.len(),
+        mdls: crate::ntos::machine::lock(&machine.mdls).live.len(),
+    }
+}

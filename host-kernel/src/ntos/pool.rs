@@ -319,3 +319,9 @@ pub(crate) fn leaks(table: &PoolTable) -> Vec<String> {
         })
         .collect()
 }
+
+/// Live blocks in `table` and their bytes (as asked for, zero-byte requests counting one).
+pub(crate) fn usage(table: &PoolTable) -> (usize, usize) {
+    let bytes = table.live.values().map(|block| block.layout.size()).sum();
+    (table.live.len(), bytes)
+}
