@@ -171,6 +171,9 @@ async fn serve(stream: TcpStream, dice: &mut Dice) {
                 {
                     let recv = pin!(stream.recv(buf));
                     let _ = recv.poll(&mut Context::from_waker(Waker::noop()));
+                    // Sometimes a moment passes first, in which the receive may complete: the
+                    // future is then dropped with its operation finished but not taken.
+                    std::thread::sleep(Duration::from_micros(dice.below(3) * 500));
                 }
                 // Whatever that receive took is lost.
                 intact = false;
@@ -260,6 +263,19 @@ fn scenario(client: &WskClient, seed: u64) {
         // closed and the peer goes on to its next one); the others are bounded too, so that
         // the loop sees the peer finish.
         while !peer.is_finished() {
+            if dice.below(4) == 0 {
+                // An accept polled once and dropped a moment later, perhaps after a
+                // connection arrived into it (that connection is then closed).
+                let accept = pin!(listener.accept());
+                if let std::task::Poll::Ready(Ok((stream, _))) =
+                    accept.poll(&mut Context::from_waker(Waker::noop()))
+                {
+                    serve(stream, &mut dice).await;
+                    continue;
+                }
+                std::thread::sleep(Duration::from_micros(dice.below(3) * 1000));
+                continue;
+            }
             let after = if dice.below(3) == 0 {
                 Duration::from_micros(dice.below(2000))
             } else {
@@ -274,6 +290,23 @@ fn scenario(client: &WskClient, seed: u64) {
         listener.close().await;
         peer.join().expect("the peer thread");
     });
+}
+
+/// How long one seed may take before the sweep reports it hung.
+const SEED_LIMIT: std::time::Duration = Duration::from_mins(1);
+
+/// Ends the process with a report when the seed's scenario has not finished within
+/// [`SEED_LIMIT`] (a hang cannot be unwound out of); dropping the returned sender disarms it.
+fn hang_watchdog(seed: u64, replay: String) -> std::sync::mpsc::Sender<()> {
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if finished.recv_timeout(SEED_LIMIT) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            println!("seed {seed} FAILED (wsk-net): HUNG for {SEED_LIMIT:?}\n  replay: {replay}");
+            println!("soak summary: wsk-net: seed {seed} hung (seeds [{seed}])");
+            std::process::exit(1);
+        }
+    });
+    done
 }
 
 /// The seeds to run: `WSK_SEED` alone, or `WSK_SOAK_SEEDS` seeds from `WSK_SOAK_FIRST`.
@@ -300,9 +333,11 @@ fn soak_net_seeds() {
     for &seed in &seeds {
         let plan = plan_for(seed);
         let replay = wsk_host::testing::replay_command(&plan);
+        let watchdog = hang_watchdog(seed, replay.clone());
         let outcome = std::panic::catch_unwind(|| {
             run_plans(vec![plan], |client, _| scenario(client, seed));
         });
+        drop(watchdog);
         if let Err(payload) = outcome {
             let message = payload
                 .downcast_ref::<String>()
