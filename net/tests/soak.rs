@@ -297,12 +297,18 @@ const SEED_LIMIT: std::time::Duration = Duration::from_mins(1);
 
 /// Ends the process with a report when the seed's scenario has not finished within
 /// [`SEED_LIMIT`] (a hang cannot be unwound out of); dropping the returned sender disarms it.
-fn hang_watchdog(seed: u64, replay: String) -> std::sync::mpsc::Sender<()> {
+fn hang_watchdog(
+    seed: u64,
+    replay: String,
+    failed_before: Vec<u64>,
+) -> std::sync::mpsc::Sender<()> {
     let (done, finished) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
         if finished.recv_timeout(SEED_LIMIT) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
             println!("seed {seed} FAILED (wsk-net): HUNG for {SEED_LIMIT:?}\n  replay: {replay}");
-            println!("soak summary: wsk-net: seed {seed} hung (seeds [{seed}])");
+            let mut failed = failed_before;
+            failed.push(seed);
+            println!("soak summary: wsk-net: seed {seed} hung, sweep ended (seeds {failed:?})");
             std::process::exit(1);
         }
     });
@@ -333,7 +339,7 @@ fn soak_net_seeds() {
     for &seed in &seeds {
         let plan = plan_for(seed);
         let replay = wsk_host::testing::replay_command(&plan);
-        let watchdog = hang_watchdog(seed, replay.clone());
+        let watchdog = hang_watchdog(seed, replay.clone(), failed.clone());
         let outcome = std::panic::catch_unwind(|| {
             run_plans(vec![plan], |client, _| scenario(client, seed));
         });
