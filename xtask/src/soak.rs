@@ -62,7 +62,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
 pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let options = parse(args)?;
     if let Some(minutes) = options.minutes {
-        return minutes_run(root, minutes);
+        return minutes_run(root, minutes, &options);
     }
     let last = options.first + options.seeds.saturating_sub(1);
     println!(
@@ -278,11 +278,11 @@ fn driver_sweep(root: &Path, options: &Options) -> Result<Vec<u64>, String> {
     Ok(failed)
 }
 
-/// `--minutes M`: the echo driver's long run (`soak_echo_driver_minutes` in
+/// `--minutes M` (with `--first S` as its seed and `--faults PLAN`): the echo driver's long run (`soak_echo_driver_minutes` in
 /// `driver-example/tests/soak.rs`): M minutes of churn, every kind of client disconnect,
 /// resets and slow readers, with the kernel's live pool, IRPs and MDLs, the descriptors and
 /// the RSS read at the start and the end; it fails if any grew. Not part of the CI suite.
-fn minutes_run(root: &Path, minutes: u64) -> Result<(), String> {
+fn minutes_run(root: &Path, minutes: u64, options: &Options) -> Result<(), String> {
     println!("soak: the echo driver for {minutes} minute(s) under churn");
     let executable = test_executable(root, "wsk-driver-example", "soak")?;
     let mut command = Command::new(executable);
@@ -295,7 +295,9 @@ fn minutes_run(root: &Path, minutes: u64) -> Result<(), String> {
         ])
         .current_dir(root.join("driver-example"))
         .env("WSK_SOAK_SECONDS", (minutes * 60).to_string())
+        .env("WSK_SEED", options.first.to_string())
         .env("CARGO_PKG_NAME", "wsk-driver-example");
+    plan_env(&mut command, options);
     let limit = Duration::from_secs(minutes * 60) + SEED_LIMIT;
     let (passed, output) = run_bounded(&mut command, limit)?;
     for line in output.lines().filter(|line| {
