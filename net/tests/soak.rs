@@ -9,7 +9,8 @@
 //! Ignored by default: `cargo xtask soak --seeds N` runs it (or `WSK_SOAK_SEEDS=N cargo test
 //! -p wsk-net --test soak -- --ignored`; `WSK_SOAK_FIRST` is the first seed, default 1). With
 //! `WSK_SEED` (and optionally `WSK_FAULTS`) set it runs that one seed: the replay command a
-//! failing seed prints.
+//! failing seed prints. Under a plan with `lowres` (the low-resources simulation),
+//! `NoResources` is an accepted outcome of every call, and registration and bind are retried.
 #![allow(
     clippy::missing_panics_doc,
     reason = "test code: panics are the failure reports"
@@ -18,6 +19,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Waker};
 use std::time::Duration;
 
@@ -26,7 +28,7 @@ use wsk_host::faults::{Completion, Faults};
 use wsk_net::{Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream, WskClient};
 
 mod common;
-use common::{BOUND, run_plans};
+use common::{BOUND, test_driver};
 
 /// Connections per seed.
 const CONNECTIONS: u64 = 6;
@@ -158,7 +160,10 @@ async fn serve(stream: TcpStream, dice: &mut Dice) {
             _ => Step::Echo,
         };
         let capacity = 1 + usize::try_from(dice.below(2048)).unwrap();
-        let buf = IoBuf::with_capacity(capacity).expect("a buffer");
+        let Ok(buf) = IoBuf::with_capacity(capacity) else {
+            assert!(low_resources(), "no buffer without a low-resources plan");
+            break;
+        };
         let (result, buf) = match step {
             // Bounded too: a peer that wrote everything waits for the server to end the
             // connection, and the server must not wait for it forever.
@@ -197,7 +202,7 @@ async fn serve(stream: TcpStream, dice: &mut Dice) {
                         ErrorKind::ConnectionReset
                             | ErrorKind::ConnectionAborted
                             | ErrorKind::NotConnected
-                    ),
+                    ) || out_of_resources(&e),
                     "a receive failed with {e:?}"
                 );
                 break;
@@ -230,14 +235,59 @@ async fn serve(stream: TcpStream, dice: &mut Dice) {
     stream.close().await;
 }
 
+/// Whether the seed's plan fails allocations (`lowres`): then `NoResources` is an expected
+/// outcome of any call. One seed runs at a time.
+static LOW_RESOURCES: AtomicBool = AtomicBool::new(false);
+
+fn low_resources() -> bool {
+    LOW_RESOURCES.load(Ordering::Relaxed)
+}
+
+/// `e` is the low-resources simulation at work.
+fn out_of_resources(e: &wsk_net::Error) -> bool {
+    low_resources() && e.kind() == ErrorKind::NoResources
+}
+
+/// Registers a client (again, while the low-resources simulation refuses), runs the seed's
+/// scenario, deregisters; the verifier's check follows in `testing::run_plans`.
+fn run_seed(plan: Faults, seed: u64) {
+    LOW_RESOURCES.store(plan.low_resources.is_some(), Ordering::Relaxed);
+    wsk_host::testing::run_plans([plan], |kernel| {
+        kernel.on_kernel_thread(|| {
+            let mut attempts = 0;
+            let client = loop {
+                match WskClient::register(test_driver(kernel)) {
+                    Ok(client) => break client,
+                    Err(e) if out_of_resources(&e) && attempts < 1000 => attempts += 1,
+                    Err(e) => panic!("WskClient::register failed with {e:?}"),
+                }
+            };
+            scenario(&client, seed);
+            client.deregister().expect("deregister");
+        });
+    });
+}
+
 /// One seed's scenario on a registered client.
 fn scenario(client: &WskClient, seed: u64) {
     let mut dice = Dice(seed);
     block_on(async {
-        let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().await.expect("local_addr");
+        let mut attempts = 0;
+        let listener = loop {
+            match TcpListener::bind(client, "127.0.0.1:0".parse().unwrap()).await {
+                Ok(listener) => break listener,
+                Err(e) if out_of_resources(&e) && attempts < 1000 => attempts += 1,
+                Err(e) => panic!("bind failed with {e:?}"),
+            }
+        };
+        let addr = match listener.local_addr().await {
+            Ok(addr) => addr,
+            Err(e) if out_of_resources(&e) => {
+                listener.close().await;
+                return;
+            }
+            Err(e) => panic!("local_addr failed with {e:?}"),
+        };
         let mut plan = Vec::new();
         for _ in 0..CONNECTIONS {
             let bytes = pattern(usize::try_from(dice.below(8000)).unwrap(), dice.byte());
@@ -283,7 +333,7 @@ fn scenario(client: &WskClient, seed: u64) {
             };
             match wsk_net::timeout(after, listener.accept()).await {
                 Ok((stream, _)) => serve(stream, &mut dice).await,
-                Err(e) if e.kind() == ErrorKind::TimedOut => {}
+                Err(e) if e.kind() == ErrorKind::TimedOut || out_of_resources(&e) => {}
                 Err(e) => panic!("accept failed with {e:?}"),
             }
         }
@@ -341,7 +391,7 @@ fn soak_net_seeds() {
         let replay = wsk_host::testing::replay_command(&plan);
         let watchdog = hang_watchdog(seed, replay.clone(), failed.clone());
         let outcome = std::panic::catch_unwind(|| {
-            run_plans(vec![plan], |client, _| scenario(client, seed));
+            run_seed(plan, seed);
         });
         drop(watchdog);
         if let Err(payload) = outcome {
