@@ -408,7 +408,7 @@ pub type PETHREAD = *mut c_void;
 /// Opaque `OBJECT_TYPE` pointer.
 pub type POBJECT_TYPE = *mut c_void;
 
-/// `KSYSTEM_TIME`: a 64-bit time the kernel publishes in [`KUSER_SHARED_DATA`]. The writer
+/// `KSYSTEM_TIME`: a 64-bit time the kernel publishes in `KUSER_SHARED_DATA`. The writer
 /// stores `High2Time`, then `LowPart`, then `High1Time`; on x64 a reader takes the 64 bits at
 /// `LowPart` in one load (wdm.h's `KeQueryInterruptTime` does exactly that).
 #[repr(C)]

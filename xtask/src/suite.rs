@@ -45,6 +45,7 @@ const SUITES: &[(&str, SuiteFn)] = &[
     ("fmt", fmt),
     ("clippy (host)", clippy_host),
     ("clippy (windows target)", clippy_windows),
+    ("docs (intra-doc links)", docs),
     ("layout probe", layout_probe),
     ("tests (workspace)", tests),
     ("check sys for Windows", check_sys_windows),
@@ -100,6 +101,16 @@ fn clippy_windows(root: &Path) -> Outcome {
     args.extend(crates);
     args.extend(["--", "-D", "warnings"]);
     cargo(root, &args, &[])
+}
+
+/// Rustdoc over the workspace with warnings denied: a broken intra-doc link (the workspace
+/// lint `rustdoc::broken_intra_doc_links`) fails here, since only rustdoc checks links.
+fn docs(root: &Path) -> Outcome {
+    cargo(
+        root,
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )
 }
 
 fn layout_probe(root: &Path) -> Outcome {
