@@ -399,9 +399,9 @@ fn run_routine(
     }
 }
 
-/// Waits until every DPC queued at the call has run to completion (`KeFlushQueuedDpcs`); with
-/// `running`, also every DPC already dequeued and running at the call (the kernel's own drain
-/// before a leak report, not what `KeFlushQueuedDpcs` promises).
+/// Waits until every DPC queued at the call has run to completion; with `running`, also every
+/// DPC already dequeued and running at the call (what `KeFlushQueuedDpcs` promises, and the
+/// kernel's own drain before a leak report).
 pub(crate) fn flush(machine: &Machine, running: bool) {
     let dpcs = &machine.dpcs;
     let mut state = lock(&dpcs.state);
@@ -518,14 +518,16 @@ pub unsafe extern "system-unwind" fn KeRemoveQueueDpc(Dpc: *mut KDPC) -> BOOLEAN
     TRUE
 }
 
-/// Host implementation of `KeFlushQueuedDpcs`: returns once every DPC queued at the call has run
-/// its routine to completion. `PASSIVE_LEVEL`.
+/// Host implementation of `KeFlushQueuedDpcs`: returns once every DPC queued before the call has
+/// run its routine to completion, including one already dequeued whose routine is running at
+/// the call. `PASSIVE_LEVEL`.
 ///
-/// A DPC already dequeued when it is called (its routine running, or about to be called) is
-/// not waited for: the page promises completion only for DPCs queued before the call, and
-/// `ReactOS`'s implementation (`ntoskrnl/ke/dpc.c`) likewise only looks at queue depths. The
-/// host used to wait for running DPCs too, looser than the documentation: a driver relying on
-/// that passed here and could unload under a running DPC on Windows.
+/// The page's first sentence speaks of "currently queued" DPCs, its remark of the set precisely:
+/// "Only DPCs queued prior to the call ... are guaranteed to have been executed to completion
+/// upon return". A DPC whose routine is running was queued before the call and has not
+/// completed, so it is waited for; DPCs queued during the call are not. (Reading it as "still in
+/// a queue" only would leave no documented way for DriverUnload to outwait a timer DPC that has
+/// just signalled it, the pattern the page exists for.)
 ///
 /// # Safety
 /// None beyond the IRQL rule (checked).
@@ -534,7 +536,7 @@ pub unsafe extern "system-unwind" fn KeRemoveQueueDpc(Dpc: *mut KDPC) -> BOOLEAN
 #[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeFlushQueuedDpcs() {
     irql::require_at_most(PASSIVE_LEVEL, "KeFlushQueuedDpcs");
-    flush(&machine::current("KeFlushQueuedDpcs"), false);
+    flush(&machine::current("KeFlushQueuedDpcs"), true);
 }
 
 /// Host implementation of `KeShouldYieldProcessor`, found through `MmGetSystemRoutineAddress`

@@ -245,18 +245,25 @@ fn a_running_dpc_queued_again_runs_concurrently_on_another_processor() {
 }
 
 #[test]
-fn flush_waits_for_queued_dpcs_not_for_one_already_running() {
+fn flush_waits_for_dpcs_queued_before_it_also_one_already_running() {
     let kernel = boot();
     let blocker = Arc::new(start_blocker(2));
-    // The blocker was dequeued before the call: KeFlushQueuedDpcs promises nothing about it
-    // (only DPCs queued before the call), so the flush returns while it still runs.
+    // The blocker was queued before the call and is running: the page guarantees it has run to
+    // completion when KeFlushQueuedDpcs returns, so the flush waits for it.
     let (flushed_tx, flushed_rx) = mpsc::channel();
     let flusher = std::thread::spawn(move || {
         on_kernel_thread_flush();
         flushed_tx.send(()).unwrap();
     });
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        flushed_rx.try_recv().is_err(),
+        "the flush returned while a DPC queued before it was still running"
+    );
+    blocker.ctx.release.store(true, Ordering::SeqCst);
     recv(&flushed_rx);
     flusher.join().unwrap();
+    let blocker = Arc::new(start_blocker(2));
     // A DPC queued behind the blocker is covered: that flush cannot finish while the blocker
     // holds the processor; release it, then the queued DPC runs and the flush ends.
     let (tx, rx) = mpsc::channel::<(usize, u8)>();
