@@ -526,7 +526,7 @@ pub unsafe extern "system-unwind" fn KeRemoveQueueDpc(Dpc: *mut KDPC) -> BOOLEAN
 /// "Only DPCs queued prior to the call ... are guaranteed to have been executed to completion
 /// upon return". A DPC whose routine is running was queued before the call and has not
 /// completed, so it is waited for; DPCs queued during the call are not. (Reading it as "still in
-/// a queue" only would leave no documented way for DriverUnload to outwait a timer DPC that has
+/// a queue" only would leave no documented way for `DriverUnload` to outwait a timer DPC that has
 /// just signalled it, the pattern the page exists for.)
 ///
 /// # Safety
