@@ -17,8 +17,8 @@
 //!   to the driver owning the device object, "which prevents the `IoCompletion` routine from
 //!   being unloaded before it returns").
 
+use crate::ntos::fast_hash::FastMap;
 use std::boxed::Box;
-use std::collections::HashMap;
 use std::format;
 use std::string::String;
 use std::time::{Duration, Instant};
@@ -52,7 +52,7 @@ struct Device {
 /// Every device object that is not yet released, by address.
 #[derive(Default)]
 pub(crate) struct Devices {
-    live: HashMap<usize, Device>,
+    live: FastMap<usize, Device>,
 }
 
 impl Devices {

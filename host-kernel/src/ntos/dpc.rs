@@ -10,7 +10,9 @@
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::ntos::fast_hash::FastMap;
 use std::format;
 use std::string::String;
 use std::sync::{Arc, Condvar, Mutex};
@@ -51,7 +53,7 @@ struct Cpu {
 struct State {
     cpus: Vec<Cpu>,
     /// Queued DPCs and the processor whose queue holds them.
-    queued: HashMap<usize, usize>,
+    queued: FastMap<usize, usize>,
 }
 
 /// The processors' queues.
@@ -83,7 +85,7 @@ impl Dpcs {
         Self {
             state: Mutex::new(State {
                 cpus: (0..cpus).map(|_| Cpu::default()).collect(),
-                queued: HashMap::new(),
+                queued: FastMap::default(),
             }),
             work: (0..cpus).map(|_| Condvar::new()).collect(),
             progress: Condvar::new(),

@@ -7,8 +7,8 @@
 //! lower driver takes it ([`call_driver_enter`], or any `IoSetNextIrpStackLocation` that moved
 //! its current location into the stack) until its completion reaches the top location.
 
+use crate::ntos::fast_hash::FastMap;
 use std::alloc::Layout;
-use std::collections::HashMap;
 use std::format;
 use std::string::String;
 use std::vec::Vec;
@@ -48,7 +48,7 @@ pub(crate) struct IrpInfo {
 /// Every live IRP, by address.
 #[derive(Default)]
 pub(crate) struct IrpTable {
-    pub(crate) live: HashMap<IrpPtr, IrpInfo>,
+    pub(crate) live: FastMap<IrpPtr, IrpInfo>,
 }
 
 impl IrpTable {

@@ -1,8 +1,8 @@
 //! MDLs: allocated with their page array, tracked for leaks; nonpaged-pool MDLs are mapped by
 //! construction.
 
+use crate::ntos::fast_hash::FastMap;
 use std::alloc::Layout;
-use std::collections::HashMap;
 use std::format;
 use std::string::String;
 use std::vec::Vec;
@@ -32,7 +32,7 @@ pub(crate) type MdlPtr = KernelPtr<MDL>;
 /// Every live MDL, by address.
 #[derive(Default)]
 pub(crate) struct MdlTable {
-    pub(crate) live: HashMap<MdlPtr, MdlInfo>,
+    pub(crate) live: FastMap<MdlPtr, MdlInfo>,
 }
 
 /// Host implementation of `IoAllocateMdl`. IRQL <= `DISPATCH_LEVEL`.

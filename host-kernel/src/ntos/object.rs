@@ -1,10 +1,10 @@
 //! The object manager's part: a handle table and referenced objects (system threads and
 //! registry keys), and system threads themselves.
 
+use crate::ntos::fast_hash::{FastMap, FastSet};
 use core::cell::UnsafeCell;
 use std::boxed::Box;
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
 use std::format;
 use std::panic::AssertUnwindSafe;
 use std::string::String;
@@ -80,10 +80,10 @@ struct Entry {
 /// Handles and referenced objects.
 #[derive(Default)]
 pub(crate) struct Objects {
-    handles: HashMap<usize, usize>,
-    table: HashMap<usize, Entry>,
+    handles: FastMap<usize, usize>,
+    table: FastMap<usize, Entry>,
     /// Driver threads still running (thread object addresses).
-    running: HashSet<usize>,
+    running: FastSet<usize>,
     next_handle: usize,
 }
 
@@ -126,8 +126,8 @@ impl Objects {
                 ));
             }
         }
-        let by_handles: HashMap<usize, usize> =
-            self.handles.values().fold(HashMap::new(), |mut m, &a| {
+        let by_handles: FastMap<usize, usize> =
+            self.handles.values().fold(FastMap::default(), |mut m, &a| {
                 *m.entry(a).or_default() += 1;
                 m
             });

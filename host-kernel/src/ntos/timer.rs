@@ -5,7 +5,9 @@
 //! timers lock, so once `KeCancelTimer` returns the kernel no longer touches the timer.
 
 use core::sync::atomic::Ordering;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use crate::ntos::fast_hash::FastMap;
 use std::format;
 use std::string::String;
 use std::sync::{Arc, Condvar, Mutex};
@@ -33,7 +35,7 @@ struct Armed {
 
 #[derive(Default)]
 struct State {
-    armed: HashMap<usize, Armed>,
+    armed: FastMap<usize, Armed>,
     /// (due, seq, timer), earliest first.
     queue: BTreeSet<(u64, u64, usize)>,
     next_seq: u64,

@@ -2,7 +2,9 @@
 //! results complete, inline on the caller's thread or deferred to the reactor with the fault
 //! plan's seeded delays and reordering ([`Dice`], [`Deferred`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::ntos::fast_hash::FastMap;
 use std::string::String;
 use std::time::{Duration, Instant};
 use std::vec;
@@ -76,7 +78,7 @@ impl Out {
 /// Seeded choices: inline or deferred, delays, reordering, error rules.
 pub(super) struct Dice {
     pub(super) rng: u64,
-    pub(super) calls: HashMap<WskOp, u32>,
+    pub(super) calls: FastMap<WskOp, u32>,
 }
 
 impl Dice {
@@ -98,7 +100,7 @@ impl Dice {
 #[derive(Default)]
 pub(super) struct Deferred {
     pub(super) items: VecDeque<(Instant, Done)>,
-    pub(super) last_due: HashMap<u64, Instant>,
+    pub(super) last_due: FastMap<u64, Instant>,
 }
 
 impl Provider {

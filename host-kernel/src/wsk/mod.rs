@@ -44,7 +44,7 @@ mod registration;
 mod resolve;
 mod socket;
 
-use std::collections::HashMap;
+use crate::ntos::fast_hash::FastMap;
 use std::format;
 use std::string::String;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,11 +70,11 @@ const WAKE: Token = Token(usize::MAX);
 
 /// Everything the provider lock guards.
 pub(super) struct State {
-    sockets: HashMap<u64, Sock>,
-    regs: HashMap<u64, Reg>,
+    sockets: FastMap<u64, Sock>,
+    regs: FastMap<u64, Reg>,
     /// IRPs the provider holds: IRP -> (client registration, nesting: an IRP reissued from
     /// its own completion routine is taken again before the first completion returns).
-    irps: HashMap<IrpPtr, (u64, usize)>,
+    irps: FastMap<IrpPtr, (u64, usize)>,
     next_id: u64,
 }
 
@@ -123,9 +123,9 @@ impl Provider {
             Waker::new(poll.registry(), WAKE).expect("host kernel: the WSK reactor's waker");
         let provider = Arc::new(Provider {
             state: Mutex::new(State {
-                sockets: HashMap::new(),
-                regs: HashMap::new(),
-                irps: HashMap::new(),
+                sockets: FastMap::default(),
+                regs: FastMap::default(),
+                irps: FastMap::default(),
                 next_id: 0,
             }),
             changed: Condvar::new(),
@@ -134,7 +134,7 @@ impl Provider {
             faults: faults.clone(),
             dice: Mutex::new(Dice {
                 rng: faults.seed,
-                calls: HashMap::new(),
+                calls: FastMap::default(),
             }),
             deferred: Mutex::new(Deferred::default()),
             stop: AtomicBool::new(false),
