@@ -15,12 +15,12 @@ use std::collections::VecDeque;
 use crate::ntos::fast_hash::FastMap;
 use std::format;
 use std::string::String;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
-use super::machine::{self, Machine, lock, wait};
+use super::machine::{self, Machine, Signal, lock, wait};
 use super::verifier::{self, bugcheck};
 use super::{irql, spinlock};
 use crate::{
@@ -60,9 +60,9 @@ struct State {
 pub(crate) struct Dpcs {
     state: Mutex<State>,
     /// One per processor: work arrived.
-    work: Vec<Condvar>,
+    work: Vec<Signal>,
     /// A DPC finished or was removed (for `KeFlushQueuedDpcs`).
-    progress: Condvar,
+    progress: Signal,
     round_robin: AtomicUsize,
     /// Settings beyond the processor count, fixed at boot (see [`Dpcs::configure`]).
     settings: Settings,
@@ -87,8 +87,8 @@ impl Dpcs {
                 cpus: (0..cpus).map(|_| Cpu::default()).collect(),
                 queued: FastMap::default(),
             }),
-            work: (0..cpus).map(|_| Condvar::new()).collect(),
-            progress: Condvar::new(),
+            work: (0..cpus).map(|_| Signal::new()).collect(),
+            progress: Signal::new(),
             round_robin: AtomicUsize::new(0),
             settings: Settings {
                 cumulative_watchdog: Duration::MAX,

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use crate::ntos::fast_hash::FastMap;
 use std::format;
 use std::string::String;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 use std::vec::Vec;
@@ -18,7 +18,7 @@ use std::vec::Vec;
 use super::event::{
     TIMER_NOTIFICATION_OBJECT, TIMER_SYNCHRONIZATION_OBJECT, header_of, init_header,
 };
-use super::machine::{self, Machine, lock, wait, wait_timeout};
+use super::machine::{self, Machine, Signal, lock, wait, wait_timeout};
 use super::{dpc, irql, verifier};
 use crate::clock;
 use crate::{
@@ -44,14 +44,14 @@ struct State {
 /// The timer queue.
 pub(crate) struct Timers {
     state: Mutex<State>,
-    changed: Condvar,
+    changed: Signal,
 }
 
 impl Timers {
     pub(crate) fn new() -> Self {
         Self {
             state: Mutex::new(State::default()),
-            changed: Condvar::new(),
+            changed: Signal::new(),
         }
     }
 

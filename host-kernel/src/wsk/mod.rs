@@ -45,10 +45,11 @@ mod resolve;
 mod socket;
 
 use crate::ntos::fast_hash::FastMap;
+use crate::ntos::machine::Signal;
 use std::format;
 use std::string::String;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use std::vec::Vec;
@@ -89,7 +90,7 @@ impl State {
 pub(super) struct Provider {
     state: Mutex<State>,
     /// Signalled when captures are released or sockets close (for `WskDeregister`).
-    changed: Condvar,
+    changed: Signal,
     registry: Registry,
     waker: Waker,
     faults: Faults,
@@ -128,7 +129,7 @@ impl Provider {
                 irps: FastMap::default(),
                 next_id: 0,
             }),
-            changed: Condvar::new(),
+            changed: Signal::new(),
             registry,
             waker,
             faults: faults.clone(),
