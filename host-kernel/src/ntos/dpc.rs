@@ -299,12 +299,17 @@ pub(crate) fn set_host_hooks(wake: HostHook, replace: HostHook) -> bool {
     })
 }
 
-/// Makes the calling thread the hosted processor (see [`set_host_hooks`]); false if the
-/// running machine has none.
+/// Makes the calling thread the hosted processor (see [`set_host_hooks`]) and the running
+/// machine its own (as for the processor threads: a straggler never sees another machine,
+/// and finding it costs no lock); false if the running machine has no hosted processor.
 pub(crate) fn become_hosted_processor() -> bool {
-    let Some(cpu) = machine::try_current().and_then(|m| m.dpcs.hosted) else {
+    let Some(machine) = machine::try_current() else {
         return false;
     };
+    let Some(cpu) = machine.dpcs.hosted else {
+        return false;
+    };
+    machine::adopt(machine);
     CPU.with(|c| c.set(Some(cpu)));
     true
 }
