@@ -17,13 +17,13 @@
 //!   to the driver owning the device object, "which prevents the `IoCompletion` routine from
 //!   being unloaded before it returns").
 
-use crate::ntos::fast_hash::FastMap;
 use std::boxed::Box;
 use std::format;
 use std::string::String;
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
+use super::fast_hash::FastMap;
 use super::irql;
 use super::machine::{self, Machine, lock};
 use super::pool::{ExAllocatePoolWithTag, ExFreePoolWithTag};

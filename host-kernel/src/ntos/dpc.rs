@@ -4,7 +4,7 @@
 //! on another processor at the same time.
 //!
 //! With two or more processors, the last one has no thread of its own: the WSK provider's
-//! reactor thread *is* that processor ([`host_processor`], [`run_hosted`]), as a NIC's DPC
+//! reactor thread *is* that processor ([`set_host_hooks`], [`run_hosted`]), as a NIC's DPC
 //! runs on the processor its interrupt came in on. A DPC the reactor queues (from a completion
 //! routine, say the executor's wake) lands on its own queue and runs on the same thread right
 //! after, instead of waking another thread (a futex call and a context switch per
@@ -17,11 +17,9 @@
 //! `DPC_WATCHDOG_VIOLATION` (Windows stops the machine; here the test examines the record).
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::boxed::Box;
 use std::cell::Cell;
 use std::collections::VecDeque;
-
-use crate::ntos::fast_hash::FastMap;
-use std::boxed::Box;
 use std::format;
 use std::string::String;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -29,6 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
+use super::fast_hash::FastMap;
 use super::machine::{self, Machine, Signal, lock, wait};
 use super::verifier::{self, bugcheck};
 use super::{irql, spinlock};

@@ -7,12 +7,12 @@
 //! lower driver takes it ([`call_driver_enter`], or any `IoSetNextIrpStackLocation` that moved
 //! its current location into the stack) until its completion reaches the top location.
 
-use crate::ntos::fast_hash::FastMap;
 use std::alloc::Layout;
 use std::format;
 use std::string::String;
 use std::vec::Vec;
 
+use super::fast_hash::FastMap;
 use super::kernel_ptr::KernelPtr;
 use super::machine::{self, Machine, lock};
 use super::verifier::{self, bugcheck};

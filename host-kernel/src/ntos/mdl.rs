@@ -1,12 +1,12 @@
 //! MDLs: allocated with their page array, tracked for leaks; nonpaged-pool MDLs are mapped by
 //! construction.
 
-use crate::ntos::fast_hash::FastMap;
 use std::alloc::Layout;
 use std::format;
 use std::string::String;
 use std::vec::Vec;
 
+use super::fast_hash::FastMap;
 use super::irql;
 use super::kernel_ptr::KernelPtr;
 use super::machine::{self, lock};

@@ -1,7 +1,6 @@
 //! The object manager's part: a handle table and referenced objects (system threads and
 //! registry keys), and system threads themselves.
 
-use crate::ntos::fast_hash::{FastMap, FastSet};
 use core::cell::UnsafeCell;
 use std::boxed::Box;
 use std::cell::Cell;
@@ -12,6 +11,7 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use super::event::{THREAD_OBJECT, init_header, signal};
+use super::fast_hash::{FastMap, FastSet};
 use super::irql;
 use super::machine::{self, Machine, lock};
 use super::spinlock;

@@ -6,8 +6,6 @@
 
 use core::sync::atomic::Ordering;
 use std::collections::BTreeSet;
-
-use crate::ntos::fast_hash::FastMap;
 use std::format;
 use std::string::String;
 use std::sync::{Arc, Mutex};
@@ -18,6 +16,7 @@ use std::vec::Vec;
 use super::event::{
     TIMER_NOTIFICATION_OBJECT, TIMER_SYNCHRONIZATION_OBJECT, header_of, init_header,
 };
+use super::fast_hash::FastMap;
 use super::machine::{self, Machine, Signal, lock, wait, wait_timeout};
 use super::{dpc, irql, verifier};
 use crate::clock;

@@ -3,8 +3,6 @@
 //! plan's seeded delays and reordering ([`Dice`], [`Deferred`]).
 
 use std::collections::VecDeque;
-
-use crate::ntos::fast_hash::FastMap;
 use std::string::String;
 use std::time::{Duration, Instant};
 use std::vec;
@@ -14,6 +12,7 @@ use super::glue::IrpPtr;
 use super::glue::{self, bugcheck};
 use super::socket::SockHandlePtr;
 use super::{Completion, Provider, WskOp, lock};
+use crate::ntos::fast_hash::FastMap;
 use crate::{NTSTATUS, STATUS_PENDING};
 
 /// An IRP whose result is known, waiting to be completed.

@@ -47,8 +47,6 @@ mod registration;
 mod resolve;
 mod socket;
 
-use crate::ntos::fast_hash::FastMap;
-use crate::ntos::machine::Signal;
 use std::boxed::Box;
 use std::format;
 use std::string::String;
@@ -69,6 +67,8 @@ pub use self::registration::{
 use self::socket::Sock;
 use super::faults::{Completion, Faults, WskOp};
 use crate::NTSTATUS;
+use crate::ntos::fast_hash::FastMap;
+use crate::ntos::machine::Signal;
 
 /// The reactor's wake-up token (no socket has it).
 const WAKE: Token = Token(usize::MAX);
