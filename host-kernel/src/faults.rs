@@ -12,10 +12,12 @@ use crate::NTSTATUS;
 #[non_exhaustive]
 pub enum Completion {
     /// Inline on the calling thread, before the WSK call returns, whenever the result is
-    /// already known (as real WSK sometimes does); otherwise on the reactor thread.
+    /// already known (as real WSK sometimes does); otherwise on the reactor thread. The
+    /// default: it is what a fast provider does and costs no thread hand-off; the test plans
+    /// (`testing::plans`) still run every scenario deferred and mixed too.
+    #[default]
     Inline,
     /// Always on the reactor thread at `DISPATCH_LEVEL`: the call returns `STATUS_PENDING`.
-    #[default]
     Deferred,
     /// Chosen per operation from the seed.
     Mixed,

@@ -18,7 +18,9 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <command>
   test           set up the machine, then run every suite (fmt, clippy, tests, layout probe,
                  Windows-target build, loom, Miri, Wine) and print a summary
-  run [ARGS]     set up, then run the echo driver on the host kernel (ARGS go to the driver)
+  run [--debug] [-- ARGS]
+                 set up, then run the echo driver on the host kernel, a release build (--debug:
+                 a debug build; ARGS go to the driver)
   setup          install what the project needs (apt packages as root, rustup components)
   build-driver   build the echo driver .sys for x86_64-pc-windows-msvc
   wine-test      build the .sys and run the Wine end-to-end test
