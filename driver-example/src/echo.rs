@@ -170,6 +170,10 @@ pub fn start(driver: Driver, settings: Settings) -> Result<SocketAddr, StartErro
         let _ = stop();
         return Err(StartError::Spawn(e));
     }
+    if wsk_sys::reads_user_mode_shared_data() {
+        // Under Wine only (see wsk_sys::KeQueryInterruptTime); the Wine test looks for it.
+        kprint!("wskecho: clock: KUSER_SHARED_DATA at its user-mode address\n");
+    }
     kprint!("wskecho: listening on {local}\n");
     Ok(local)
 }
