@@ -310,6 +310,9 @@ pub unsafe fn KeLowerIrql(new_irql: KIRQL) {
 /// out of the user page), slowly, and only for a few instruction forms (`mov`, `movzx`, `or`,
 /// `xor`): a load the compiler folds into a `cmp` or `sub`, as it did when this was a
 /// `read_volatile`, is not emulated and kills the driver. Hence the explicit `mov`.
+/// Wine's own `KeQueryInterruptTime` export (which x64 Windows lacks, so the import check
+/// forbids it) would not do even looked up at run time: it returns `KeQueryTickCount`, a
+/// millisecond count, not 100 ns units (`dlls/ntoskrnl.exe/ntoskrnl.c`).
 ///
 /// # Safety
 /// None: `unsafe` only so that callers read the same as for the kernel functions.
