@@ -144,17 +144,23 @@ impl TimerQueue {
     }
 
     /// Sets the `KTIMER` for `deadline`, claimed with [`TimerList::claim_arming`]. Never with
-    /// the lock held and never from the timer's own DPC: Wine 8's `KeSetTimerEx` on a timer
-    /// set before cancels it first and waits for its running callbacks (`dlls/ntoskrnl.exe/
-    /// sync.c`: `KeCancelTimer` calls `WaitForThreadpoolTimerCallbacks`), which would wait
-    /// for our own DPC, or for a DPC spinning on the lock we hold. Two arming callers may set
-    /// the timer in the other order than they claimed it, the later deadline last: whoever
-    /// finds an earlier claim than its own after setting sets the timer again for that one.
+    /// the lock held and never from the timer's own DPC: Wine 8's `KeCancelTimer` waits for
+    /// the timer's running callback (`dlls/ntoskrnl.exe/sync.c`: it calls
+    /// `WaitForThreadpoolTimerCallbacks`), which would wait for our own DPC, or for a DPC
+    /// spinning on the lock we hold. Its `KeSetTimerEx` on a timer set before calls
+    /// `KeCancelTimer` while holding the lock Wine's callback takes after our DPC returns, so
+    /// it could wait for a callback that waits for it: the timer is cancelled first, on its
+    /// own (a no-op for the outcome on Windows, where `KeSetTimerEx` cancels anyway). Two
+    /// arming callers may set the timer in the other order than they claimed it, the later
+    /// deadline last: whoever finds an earlier claim than its own after setting sets the timer
+    /// again for that one.
     ///
     /// # IRQL
     /// <= `DISPATCH_LEVEL`, lock not held.
     fn set_timer(&self, mut deadline: u64) {
         loop {
+            // SAFETY: initialised timer in 'static storage; IRQL <= DISPATCH_LEVEL.
+            unsafe { KeCancelTimer(self.timer.get()) };
             // SAFETY: initialised timer and DPC in 'static storage; IRQL <= DISPATCH_LEVEL.
             unsafe {
                 KeSetTimerEx(
