@@ -1,5 +1,7 @@
 //! Timers: one `KTIMER` per runner, armed at the earliest deadline of the sleeps registered with
-//! it; its DPC wakes the expired ones and re-arms. [`sleep`], [`sleep_until`], [`timeout`].
+//! it; its DPC wakes the expired ones and the task of the earliest one left, which arms it again
+//! (a DPC that set its own timer would deadlock under Wine: see `TimerQueue::set_timer`).
+//! [`sleep`], [`sleep_until`], [`timeout`].
 //!
 //! A [`Sleep`] finds its runner's [`TimerQueue`] through the waker of the task polling it. Under
 //! [`block_on`](crate::block_on()) it instead tells `block_on` its deadline, and `block_on` waits
