@@ -27,8 +27,11 @@ pub struct RunResult {
     pub connections: usize,
     /// Message size in bytes.
     pub size: usize,
-    /// Round trips completed (each byte-exact).
+    /// Round trips completed in the measured time (each byte-exact).
     pub round_trips: u64,
+    /// Round trips completed in all, the warm-up's included: what a server's CPU time over
+    /// the whole run is divided by.
+    pub all_round_trips: u64,
     /// Measured wall time.
     pub elapsed: Duration,
     /// Round-trip times in nanoseconds.
@@ -62,13 +65,14 @@ impl RunResult {
             .collect::<Vec<_>>()
             .join(",");
         format!(
-            "{{\"connections\":{},\"size\":{},\"round_trips\":{},\"seconds\":{:.6},\
+            "{{\"connections\":{},\"size\":{},\"round_trips\":{},\"all_round_trips\":{},\"seconds\":{:.6},\
              \"round_trips_per_second\":{:.1},\"bytes_per_second\":{:.1},\
              \"rtt_us\":{{\"min\":{:.3},\"p50\":{:.3},\"p99\":{:.3},\"p99.9\":{:.3},\"max\":{:.3}}},\
              \"rtt_us_by_quantile\":{{{curve}}}}}",
             self.connections,
             self.size,
             self.round_trips,
+            self.all_round_trips,
             self.elapsed.as_secs_f64(),
             self.rate(),
             self.bytes_per_second(),
@@ -150,19 +154,22 @@ pub fn run(
         .collect();
     let mut histogram = new_histogram()?;
     let mut round_trips = 0;
+    let mut all_round_trips = 0;
     for handle in handles {
-        let (h, n) = handle
+        let (h, all) = handle
             .join()
             .map_err(|_| "a client thread panicked".to_string())??;
         histogram
             .add(&h)
             .map_err(|e| format!("merging histograms: {e}"))?;
-        round_trips += n;
+        round_trips += h.len();
+        all_round_trips += all;
     }
     Ok(RunResult {
         connections,
         size,
         round_trips,
+        all_round_trips,
         elapsed: end_at.saturating_duration_since(record_from),
         histogram,
     })
@@ -179,7 +186,7 @@ fn drive(
     end_at: Instant,
 ) -> Result<(Histogram<u64>, u64), String> {
     let mut histogram = new_histogram()?;
-    let mut round_trips = 0u64;
+    let mut all_round_trips = 0u64;
     let mut message: Vec<u8> = (0..size)
         .map(|i| u8::try_from((i * 31 + thread) % 251).unwrap_or(0))
         .collect();
@@ -207,14 +214,14 @@ fn drive(
                     "thread {thread} connection {i}: the echo differs from the message"
                 ));
             }
+            all_round_trips += 1;
             if *start >= record_from && now <= end_at {
                 let ns = u64::try_from((now - *start).as_nanos()).unwrap_or(u64::MAX);
                 histogram.saturating_record(ns.clamp(1, HISTOGRAM_MAX_NS));
-                round_trips += 1;
             }
         }
     }
-    Ok((histogram, round_trips))
+    Ok((histogram, all_round_trips))
 }
 
 #[cfg(test)]
@@ -259,6 +266,10 @@ mod tests {
         assert_eq!(result.connections, 6);
         assert!(result.round_trips > 6, "{} round trips", result.round_trips);
         assert_eq!(result.histogram.len(), result.round_trips);
+        assert!(
+            result.all_round_trips > result.round_trips,
+            "the warm-up counts in all"
+        );
         assert!(result.micros_at(0.5) <= result.micros_at(0.99));
         assert!(result.micros_at(0.99) <= result.micros_at(0.999));
         let json = result.to_json();
