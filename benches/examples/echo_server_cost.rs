@@ -64,7 +64,7 @@ fn run(which: &str, round_trips: u64, warmup: u64) -> Result<(), String> {
             .map_err(|s| format!("wskfloor DriverEntry failed: {s:#x}"))?;
         (driver, "wskfloor: listening on")
     };
-    kernel.wait_for_log(ready, &["not started"], Duration::from_secs(60))?;
+    kernel.wait_for_log(ready, &["not started"], Duration::from_mins(1))?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
