@@ -7,7 +7,9 @@
 
 mod bench;
 mod bench_echo;
+mod bench_echo_table;
 mod driver;
+mod png;
 mod setup;
 mod suite;
 mod wine;
@@ -25,7 +27,10 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench [ARGS]   executor benchmarks: callgrind instructions and criterion times for wake+poll
                  and spawn, ours vs embassy-executor vs a callback floor (ARGS go to criterion;
                  --callgrind-only, --criterion-only, --rounds N); bench --echo: instructions
-                 and kernel allocations per echo round trip through wsk-net on the host kernel";
+                 and kernel allocations per echo round trip through wsk-net on the host kernel
+  bench-echo     ours (dpc, passive) vs the callback floor vs tokio vs std over loopback TCP:
+                 ratio table, JSON and a latency plot under target/bench-echo/
+                 (--no-callgrind, --quick)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +47,7 @@ fn main() -> ExitCode {
         }
         Some("build-driver") => driver::build(&root).map(|sys| println!("{}", sys.display())),
         Some("bench") => bench::run(&root, &args[1..]),
+        Some("bench-echo") => bench_echo_table::run(&root, &args[1..]),
         Some("wine-test") => driver::build(&root).and_then(|sys| wine::test(&root, &sys)),
         _ => {
             eprintln!("{USAGE}");
