@@ -717,8 +717,9 @@ fn latency_plot(samples: &[Sample]) -> Canvas {
     const PANEL_W: i64 = 290;
     const PANEL_H: i64 = 260;
     const MARGIN: i64 = 10;
+    const INK: [u8; 3] = [40, 40, 40];
     /// The panel's drawable height, as a float.
-    const PANEL_SPAN: f64 = 240.0;
+    const PANEL_SPAN: f64 = 215.0;
     let columns = [
         (true, 64),
         (true, 16 * 1024),
@@ -726,19 +727,35 @@ fn latency_plot(samples: &[Sample]) -> Canvas {
         (false, 16 * 1024),
     ];
     let width = usize::try_from(4 * (PANEL_W + MARGIN) + MARGIN).unwrap_or(1200);
-    let height = usize::try_from(3 * (PANEL_H + MARGIN) + MARGIN + 30).unwrap_or(900);
+    let height = usize::try_from(3 * (PANEL_H + MARGIN) + MARGIN + 60).unwrap_or(900);
     let mut canvas = Canvas::new(width, height, [255, 255, 255]);
-    // Legend strip along the bottom: one colour block per server, in `Server::ALL` order.
+    // Legend along the bottom: one colour block and name per server.
+    let legend_y = 3 * (PANEL_H + MARGIN) + MARGIN;
     for (i, server) in Server::ALL.iter().enumerate() {
-        let x = MARGIN + i64::try_from(i).unwrap_or(0) * 60;
-        canvas.fill(x, 3 * (PANEL_H + MARGIN) + MARGIN, 50, 20, server.color());
+        let x = MARGIN + i64::try_from(i).unwrap_or(0) * 200;
+        canvas.fill(x, legend_y, 30, 14, server.color());
+        canvas.text(x + 36, legend_y, 3, server.name(), INK);
     }
+    canvas.text(
+        MARGIN,
+        legend_y + 26,
+        2,
+        "RTT PERCENTILES P50 P90 P99 P99.9 P99.99, LOG RTT SCALE PER PANEL, GRID PER DECADE",
+        INK,
+    );
     for (row, connections) in CONNECTIONS.iter().enumerate() {
         for (column, (pinned, size)) in columns.iter().enumerate() {
             let x0 = MARGIN + i64::try_from(column).unwrap_or(0) * (PANEL_W + MARGIN);
             let y0 = MARGIN + i64::try_from(row).unwrap_or(0) * (PANEL_H + MARGIN);
             canvas.fill(x0, y0, PANEL_W, PANEL_H, [245, 245, 245]);
             let cell = (*pinned, *connections, *size);
+            let title = format!(
+                "{} {} {} CONN",
+                if *pinned { "PINNED" } else { "UNPINNED" },
+                if *size >= 1024 { "16KIB" } else { "64B" },
+                connections
+            );
+            canvas.text(x0 + 4, y0 + 4, 2, &title, INK);
             let curves: Vec<(Server, Vec<f64>)> = Server::ALL
                 .iter()
                 .filter_map(|&server| {
@@ -765,6 +782,7 @@ fn latency_plot(samples: &[Sample]) -> Canvas {
                 let y = y0 + PANEL_H - 10 - (fraction * PANEL_SPAN) as i64;
                 if y > y0 && y < y0 + PANEL_H {
                     canvas.fill(x0, y, PANEL_W, 1, [210, 210, 210]);
+                    canvas.text(x0 + PANEL_W - 60, y - 12, 2, &decade_label(decade), INK);
                 }
                 decade += 1.0;
             }
@@ -788,6 +806,18 @@ fn latency_plot(samples: &[Sample]) -> Canvas {
         }
     }
     canvas
+}
+
+/// `10^decade` microseconds as a short label: `10US`, `1MS`, `100MS`, `1S`.
+fn decade_label(decade: f64) -> String {
+    #[allow(clippy::cast_possible_truncation, reason = "a small exponent")]
+    let exponent = decade as i32;
+    let (value, unit) = match exponent {
+        e if e < 3 => (10f64.powi(e), "US"),
+        e if e < 6 => (10f64.powi(e - 3), "MS"),
+        e => (10f64.powi(e - 6), "S"),
+    };
+    format!("{value}{unit}")
 }
 
 /// Parts of the server's instructions.
@@ -1019,5 +1049,45 @@ mod tests {
         assert_eq!(ratio(Some(3.0), Some(2.0)), "1.50");
         assert_eq!(ratio(Some(3.0), None), "—");
         assert!(results_json("m", &samples, None, &[]).contains("\"server\":\"floor\""));
+    }
+}
+
+#[cfg(test)]
+mod plot_tests {
+    use super::*;
+
+    #[test]
+    fn the_plot_draws_every_server_curve_in_its_colour() {
+        let mut samples = Vec::new();
+        for (server, base) in Server::ALL.iter().zip([50.0, 100.0, 150.0, 200.0, 250.0]) {
+            samples.push(Sample {
+                server: *server,
+                pinned: true,
+                connections: 1,
+                size: 64,
+                round: 0,
+                cpu_seconds: 0.1,
+                json: format!(
+                    r#"{{"0.5":{base},"0.9":{},"0.99":{},"0.999":{},"0.9999":{}}}"#,
+                    base * 2.0,
+                    base * 10.0,
+                    base * 30.0,
+                    base * 100.0
+                ),
+            });
+        }
+        let canvas = latency_plot(&samples);
+        let png = canvas.to_png();
+        std::fs::write(std::env::temp_dir().join("bench-echo-plot-test.png"), &png).unwrap();
+        for server in Server::ALL {
+            assert!(
+                canvas.count(server.color()) > 100,
+                "{} drawn",
+                server.name()
+            );
+        }
+        assert_eq!(decade_label(2.0), "100US");
+        assert_eq!(decade_label(3.0), "1MS");
+        assert_eq!(decade_label(6.0), "1S");
     }
 }

@@ -58,6 +58,28 @@ impl Canvas {
         }
     }
 
+    /// Writes `text` (upper-case letters, digits, space, `.`, `/`, `-`, `:`; anything else
+    /// is drawn as a space) with its top left at (`x`, `y`), each font pixel `scale` pixels.
+    pub fn text(&mut self, x: i64, y: i64, scale: i64, text: &str, color: [u8; 3]) {
+        for (i, c) in text.chars().enumerate() {
+            let left = x + i64::try_from(i).unwrap_or(0) * 4 * scale;
+            for (row, bits) in glyph(c).iter().enumerate() {
+                for column in 0..3 {
+                    if bits & (0b100 >> column) != 0 {
+                        let top = y + i64::try_from(row).unwrap_or(0) * scale;
+                        self.fill(left + column * scale, top, scale, scale, color);
+                    }
+                }
+            }
+        }
+    }
+
+    /// How many pixels have `color` (for tests).
+    #[cfg(test)]
+    pub fn count(&self, color: [u8; 3]) -> usize {
+        self.pixels.iter().filter(|p| **p == color).count()
+    }
+
     /// The canvas as a PNG file's bytes.
     pub fn to_png(&self) -> Vec<u8> {
         let mut raw = Vec::with_capacity((self.width * 3 + 1) * self.height);
@@ -76,6 +98,46 @@ impl Canvas {
         chunk(&mut png, *b"IDAT", &zlib_stored(&raw));
         chunk(&mut png, *b"IEND", &[]);
         png
+    }
+}
+
+/// A 3×5 glyph, one row of three bits (left = 0b100) per entry.
+fn glyph(c: char) -> [u8; 5] {
+    match c.to_ascii_uppercase() {
+        '0' | 'O' => [0b111, 0b101, 0b101, 0b101, 0b111],
+        '1' => [0b010, 0b110, 0b010, 0b010, 0b111],
+        '2' => [0b111, 0b001, 0b111, 0b100, 0b111],
+        '3' => [0b111, 0b001, 0b111, 0b001, 0b111],
+        '4' => [0b101, 0b101, 0b111, 0b001, 0b001],
+        '5' | 'S' => [0b111, 0b100, 0b111, 0b001, 0b111],
+        '6' => [0b111, 0b100, 0b111, 0b101, 0b111],
+        '7' => [0b111, 0b001, 0b001, 0b001, 0b001],
+        '8' => [0b111, 0b101, 0b111, 0b101, 0b111],
+        '9' => [0b111, 0b101, 0b111, 0b001, 0b111],
+        'A' => [0b010, 0b101, 0b111, 0b101, 0b101],
+        'B' => [0b110, 0b101, 0b110, 0b101, 0b110],
+        'C' => [0b111, 0b100, 0b100, 0b100, 0b111],
+        'D' => [0b110, 0b101, 0b101, 0b101, 0b110],
+        'E' => [0b111, 0b100, 0b110, 0b100, 0b111],
+        'F' => [0b111, 0b100, 0b110, 0b100, 0b100],
+        'G' => [0b111, 0b100, 0b101, 0b101, 0b111],
+        'I' => [0b111, 0b010, 0b010, 0b010, 0b111],
+        'K' => [0b101, 0b101, 0b110, 0b101, 0b101],
+        'L' => [0b100, 0b100, 0b100, 0b100, 0b111],
+        'M' => [0b101, 0b111, 0b111, 0b101, 0b101],
+        'N' => [0b110, 0b101, 0b101, 0b101, 0b101],
+        'P' => [0b111, 0b101, 0b111, 0b100, 0b100],
+        'R' => [0b110, 0b101, 0b110, 0b101, 0b101],
+        'T' => [0b111, 0b010, 0b010, 0b010, 0b010],
+        'U' => [0b101, 0b101, 0b101, 0b101, 0b111],
+        'V' => [0b101, 0b101, 0b101, 0b101, 0b010],
+        'X' => [0b101, 0b101, 0b010, 0b101, 0b101],
+        'Y' => [0b101, 0b101, 0b010, 0b010, 0b010],
+        '.' => [0, 0, 0, 0, 0b010],
+        '/' => [0b001, 0b001, 0b010, 0b100, 0b100],
+        '-' => [0, 0, 0b111, 0, 0],
+        ':' => [0, 0b010, 0, 0b010, 0],
+        _ => [0; 5],
     }
 }
 
