@@ -782,7 +782,10 @@ fn latency_plot(samples: &[Sample]) -> Canvas {
                 let y = y0 + PANEL_H - 10 - (fraction * PANEL_SPAN) as i64;
                 if y > y0 && y < y0 + PANEL_H {
                     canvas.fill(x0, y, PANEL_W, 1, [210, 210, 210]);
-                    canvas.text(x0 + PANEL_W - 60, y - 12, 2, &decade_label(decade), INK);
+                    // The label above its line, only where it stays inside the panel.
+                    if y - 12 > y0 + 16 {
+                        canvas.text(x0 + PANEL_W - 60, y - 12, 2, &decade_label(decade), INK);
+                    }
                 }
                 decade += 1.0;
             }
