@@ -103,6 +103,9 @@ struct Connection {
     /// Bytes of the current echo: received, and sent so far.
     received: AtomicUsize,
     sent: AtomicUsize,
+    /// Data-IRP completion routines run so far: tells a WSK call that failed without
+    /// completing its IRP (Wine's stubs) from one that completed it inline.
+    completions: AtomicUsize,
 }
 
 /// Registers with WSK, creates and binds the listen socket to `listen` (waiting for both) and
@@ -504,6 +507,7 @@ impl Connection {
             }),
             received: AtomicUsize::new(0),
             sent: AtomicUsize::new(0),
+            completions: AtomicUsize::new(0),
         };
         // SAFETY: a fresh allocation of the right size; pool memory is 16-aligned.
         unsafe { memory.as_ptr().write(value) };
@@ -848,6 +852,7 @@ unsafe extern "system" fn disconnect_done(
 ) -> NTSTATUS {
     // SAFETY: the connection we registered, alive while this IRP's reference is held.
     let connection = unsafe { &*context.cast::<Connection>() };
+    connection.completions.fetch_add(1, Ordering::AcqRel);
     if connection.gate.request_close() {
         issue_close(connection);
     }
@@ -883,9 +888,23 @@ fn post_data(
             };
             connection.add_ref();
             let socket = connection.socket.load(Ordering::Acquire);
+            let before = connection.completions.load(Ordering::Acquire);
             // SAFETY: the open socket (inside the gate), our prepared IRP, and the WSK_BUF
             // and buffer in the connection, alive until the routine released its reference.
-            unsafe { call(socket, wsk_buf, 0, connection.data_irp) };
+            let status = unsafe { call(socket, wsk_buf, 0, connection.data_irp) };
+            // A status other than STATUS_PENDING means the IRP was completed before the call
+            // returned, so its routine has run, unless the provider failed without completing
+            // it (Wine 8's WskDisconnect): then the routine runs here, as if it had.
+            if status != sys::STATUS_PENDING
+                && connection.completions.load(Ordering::Acquire) == before
+            {
+                // SAFETY: never completed, so the IRP is still ours.
+                unsafe { (*connection.data_irp).IoStatus.Status = status };
+                // SAFETY: as above.
+                unsafe { (*connection.data_irp).IoStatus.Information = 0 };
+                // SAFETY: the routine registered for this IRP, with its context, run once.
+                unsafe { routine(ptr::null_mut(), connection.data_irp, context) };
+            }
         }
         _ => {
             // Out of memory for the Ex context (or no such call): give up on this client.
@@ -905,6 +924,7 @@ unsafe extern "system" fn receive_done(
 ) -> NTSTATUS {
     // SAFETY: the connection we registered, alive while this IRP's reference is held.
     let connection = unsafe { &*context.cast::<Connection>() };
+    connection.completions.fetch_add(1, Ordering::AcqRel);
     // SAFETY: the live IRP being completed.
     let io = unsafe { (*irp).IoStatus };
     if sys::NT_SUCCESS(io.Status) && io.Information != 0 {
@@ -916,12 +936,25 @@ unsafe extern "system" fn receive_done(
     } else if sys::NT_SUCCESS(io.Status) {
         // The peer's FIN: answer with ours (graceful), then close.
         post_disconnect(connection);
-    } else if connection.gate.request_close() {
-        issue_close(connection);
+    } else {
+        report_failure("WskReceive", io.Status);
+        if connection.gate.request_close() {
+            issue_close(connection);
+        }
     }
     // SAFETY: the reference `post_data` took for this routine.
     unsafe { release(NonNull::from(connection)) };
     STATUS_MORE_PROCESSING_REQUIRED
+}
+
+/// Logs a data call's failure, except the cancellation a close causes.
+fn report_failure(call: &str, status: NTSTATUS) {
+    if status != sys::STATUS_CANCELLED {
+        sys::kprint!(
+            "wskfloor: {call} failed with {:#x}; closing the connection\n",
+            status.cast_unsigned()
+        );
+    }
 }
 
 /// The send's routine: send the rest, or receive the next message, or close on an error.
@@ -932,6 +965,7 @@ unsafe extern "system" fn send_done(
 ) -> NTSTATUS {
     // SAFETY: the connection we registered, alive while this IRP's reference is held.
     let connection = unsafe { &*context.cast::<Connection>() };
+    connection.completions.fetch_add(1, Ordering::AcqRel);
     // SAFETY: the live IRP being completed.
     let io = unsafe { (*irp).IoStatus };
     if sys::NT_SUCCESS(io.Status) && io.Information != 0 {
@@ -942,8 +976,11 @@ unsafe extern "system" fn send_done(
         } else {
             post_receive(connection);
         }
-    } else if connection.gate.request_close() {
-        issue_close(connection);
+    } else {
+        report_failure("WskSend", io.Status);
+        if connection.gate.request_close() {
+            issue_close(connection);
+        }
     }
     // SAFETY: the reference `post_data` took for this routine.
     unsafe { release(NonNull::from(connection)) };
