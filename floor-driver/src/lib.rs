@@ -5,8 +5,10 @@
 //!
 //! The same source is a `.sys` for `x86_64-pc-windows-msvc` (Windows, Wine) and, elsewhere, a
 //! library the host program (`src/main.rs`) loads into the host kernel. Settings come from the
-//! driver's `Parameters` registry key: `Port` (`REG_DWORD`, default [`DEFAULT_PORT`]) and
-//! `LoopbackOnly` (`REG_DWORD`, nonzero: listen on 127.0.0.1 instead of 0.0.0.0).
+//! driver's `Parameters` registry key: `Port` (`REG_DWORD`, default [`DEFAULT_PORT`]),
+//! `LoopbackOnly` (`REG_DWORD`, nonzero: listen on 127.0.0.1 instead of 0.0.0.0) and
+//! `DeferToThread` (`REG_DWORD`, nonzero: [`server::Deferral::Worker`], which Wine always
+//! gets).
 //!
 //! The service itself is in [`server`].
 #![no_std]
@@ -53,8 +55,13 @@ pub unsafe extern "system" fn DriverEntry(
         Ipv4Addr::UNSPECIFIED
     };
     let listen = SocketAddr::from((ip, settings.port));
+    let deferral = if settings.defer_to_thread {
+        server::Deferral::Worker
+    } else {
+        server::Deferral::Inline
+    };
     // SAFETY: PASSIVE_LEVEL, the kernel's live driver object.
-    match unsafe { server::start(driver, listen) } {
+    match unsafe { server::start(driver, listen, deferral) } {
         Ok(()) => {
             // SAFETY: the driver object is ours to fill in during DriverEntry.
             unsafe { (*driver).DriverUnload = Some(driver_unload) };

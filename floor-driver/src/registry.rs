@@ -1,5 +1,5 @@
-//! The floor's two settings from `<registry path>\Parameters`: `Port` and `LoopbackOnly`
-//! (both `REG_DWORD`). A missing or malformed value keeps its default.
+//! The floor's settings from `<registry path>\Parameters`: `Port`, `LoopbackOnly` and
+//! `DeferToThread` (all `REG_DWORD`). A missing or malformed value keeps its default.
 
 use wsk_sys::{
     self as sys, HANDLE, KEY_READ, KEY_VALUE_PARTIAL_INFORMATION, KeyValuePartialInformation,
@@ -12,6 +12,8 @@ pub(crate) struct Settings {
     pub port: u16,
     /// Listen on 127.0.0.1 rather than every address.
     pub loopback_only: bool,
+    /// Make each next call on a worker thread (`server::Deferral::Worker`).
+    pub defer_to_thread: bool,
 }
 
 /// Reads the settings.
@@ -22,6 +24,7 @@ pub(crate) unsafe fn read(registry_path: *const UNICODE_STRING) -> Settings {
     let mut settings = Settings {
         port: crate::DEFAULT_PORT,
         loopback_only: false,
+        defer_to_thread: false,
     };
     // SAFETY: forwarded contract.
     let Some(key) = (unsafe { open_parameters(registry_path) }) else {
@@ -32,6 +35,9 @@ pub(crate) unsafe fn read(registry_path: *const UNICODE_STRING) -> Settings {
     }
     if let Some(flag) = dword(key, "LoopbackOnly") {
         settings.loopback_only = flag != 0;
+    }
+    if let Some(flag) = dword(key, "DeferToThread") {
+        settings.defer_to_thread = flag != 0;
     }
     // SAFETY: a handle ZwOpenKey gave us, closed once.
     unsafe { sys::ZwClose(key) };

@@ -27,7 +27,7 @@
 use core::cell::UnsafeCell;
 use core::net::SocketAddr;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 use wsk_sys::{
     self as sys, DEVICE_OBJECT, DRIVER_OBJECT, IO_COMPLETION_ROUTINE, IRP, KEVENT, KSPIN_LOCK,
@@ -37,6 +37,7 @@ use wsk_sys::{
     WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH, WSK_PROVIDER_NPI,
     WSK_REGISTRATION, WSK_SOCKET,
 };
+use wsk_sys::{HANDLE, KernelMode, THREAD_ALL_ACCESS};
 
 use crate::gate::Gate;
 
@@ -82,6 +83,17 @@ struct Server {
     lock: UnsafeCell<KSPIN_LOCK>,
     connections: UnsafeCell<LIST_ENTRY>,
     served: AtomicUsize,
+    /// Whether completion routines hand the next call to the worker thread instead of making
+    /// it (see [`Deferral`]).
+    defer: bool,
+    /// Connections with a next step for the worker (a take-all stack through `work_next`).
+    work_head: AtomicPtr<Connection>,
+    /// The worker is to post the next accept.
+    accept_wanted: AtomicBool,
+    work_event: UnsafeCell<KEVENT>,
+    worker_stop: AtomicBool,
+    /// The worker thread's object (referenced), or null.
+    worker: AtomicPtr<core::ffi::c_void>,
 }
 
 /// One accepted connection (nonpaged pool). `link` first: a list entry is the object.
@@ -103,13 +115,30 @@ struct Connection {
     /// Bytes of the current echo: received, and sent so far.
     received: AtomicUsize,
     sent: AtomicUsize,
+    /// The worker's next step for this connection ([`Step`] as a byte) and its link in the
+    /// server's work stack.
+    work: AtomicU8,
+    work_next: AtomicPtr<Connection>,
     /// Data-IRP completion routines run so far: tells a WSK call that failed without
     /// completing its IRP (Wine's stubs) from one that completed it inline.
     completions: AtomicUsize,
 }
 
+/// Where the next call of a chain is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferral {
+    /// Inside the completion routine, as the WDK samples do (Windows, the host kernel).
+    Inline,
+    /// On a worker system thread the routine wakes. Wine 8's netio completes an IRP while
+    /// holding its socket's lock and before it frees the request's slot (10 per socket), so a
+    /// call made from inside the routine on the same socket fails once the slots run out, and
+    /// a close made there frees the socket under the provider's feet. Chosen automatically
+    /// under Wine; the host tests choose it to run this path under the fault plans.
+    Worker,
+}
+
 /// Registers with WSK, creates and binds the listen socket to `listen` (waiting for both) and
-/// posts the first accept.
+/// posts the first accept. Under Wine the chain is always [`Deferral::Worker`].
 ///
 /// # Errors
 /// The failing call's status; nothing stays allocated or registered.
@@ -119,7 +148,11 @@ struct Connection {
 ///
 /// # IRQL
 /// `PASSIVE_LEVEL`.
-pub unsafe fn start(driver: *mut DRIVER_OBJECT, listen: SocketAddr) -> Result<(), NTSTATUS> {
+pub unsafe fn start(
+    driver: *mut DRIVER_OBJECT,
+    listen: SocketAddr,
+    deferral: Deferral,
+) -> Result<(), NTSTATUS> {
     if !SERVER.load(Ordering::Acquire).is_null() {
         return Err(sys::STATUS_INVALID_DEVICE_STATE);
     }
@@ -146,7 +179,8 @@ pub unsafe fn start(driver: *mut DRIVER_OBJECT, listen: SocketAddr) -> Result<()
             return Err(status);
         }
     }
-    let Some(server) = Server::allocate(device) else {
+    let defer = wine || deferral == Deferral::Worker;
+    let Some(server) = Server::allocate(device, defer) else {
         delete_device(device);
         return Err(STATUS_INSUFFICIENT_RESOURCES);
     };
@@ -162,6 +196,16 @@ pub unsafe fn start(driver: *mut DRIVER_OBJECT, listen: SocketAddr) -> Result<()
         // SAFETY: deregistered, no socket open: ours alone.
         unsafe { Server::free(server) };
         return Err(status);
+    }
+    if defer && let Err(status) = this.start_worker() {
+        this.close_listener_now();
+        this.deregister();
+        // SAFETY: deregistered, no socket open, no worker: ours alone.
+        unsafe { Server::free(server) };
+        return Err(status);
+    }
+    if defer {
+        sys::kprint!("wskfloor: the chain's next calls run on a worker thread\n");
     }
     // The listen socket is open until its close completes.
     this.outstanding.store(1, Ordering::Release);
@@ -190,6 +234,7 @@ pub unsafe fn stop() -> usize {
     }
     this.close_all_connections();
     this.wait_all_done();
+    this.stop_worker();
     let accepted = this.served.load(Ordering::Acquire);
     this.deregister();
     // SAFETY: every socket closed and every routine done (outstanding reached 0 as each one's
@@ -200,7 +245,7 @@ pub unsafe fn stop() -> usize {
 
 impl Server {
     /// A zeroed server in pool with its two IRPs; null pieces cleaned up on failure.
-    fn allocate(device: *mut DEVICE_OBJECT) -> Option<NonNull<Self>> {
+    fn allocate(device: *mut DEVICE_OBJECT, defer: bool) -> Option<NonNull<Self>> {
         // SAFETY: PASSIVE_LEVEL (start's caller): nonpaged allocation.
         let memory = unsafe { sys::allocate_nonpaged(size_of::<Self>(), SERVER_TAG) };
         let memory = NonNull::new(memory.cast::<Self>())?;
@@ -246,6 +291,13 @@ impl Server {
                 Blink: ptr::null_mut(),
             }),
             served: AtomicUsize::new(0),
+            defer,
+            work_head: AtomicPtr::new(ptr::null_mut()),
+            accept_wanted: AtomicBool::new(false),
+            // SAFETY: all-zero is a valid KEVENT to hand KeInitializeEvent: plain data.
+            work_event: UnsafeCell::new(unsafe { core::mem::zeroed() }),
+            worker_stop: AtomicBool::new(false),
+            worker: AtomicPtr::new(ptr::null_mut()),
         };
         // SAFETY: a fresh allocation of the right size; pool memory is 16-aligned.
         unsafe { memory.as_ptr().write(value) };
@@ -255,6 +307,8 @@ impl Server {
         unsafe { sys::InitializeListHead(this.connections.get()) };
         // SAFETY: the event is in nonpaged pool at its final address.
         unsafe { sys::KeInitializeEvent(this.all_done.get(), sys::NotificationEvent, 0) };
+        // SAFETY: as above.
+        unsafe { sys::KeInitializeEvent(this.work_event.get(), sys::SynchronizationEvent, 0) };
         Some(memory)
     }
 
@@ -356,17 +410,109 @@ impl Server {
             None => Err(STATUS_NOT_IMPLEMENTED),
         };
         if let Err(status) = bound {
-            let closed = match table.Basic.WskCloseSocket {
-                // SAFETY: the open listen socket, no call in progress; waited for.
-                Some(close) => wait_for(self.accept_irp, |irp| unsafe { close(socket, irp) }),
-                None => Err(STATUS_NOT_IMPLEMENTED),
-            };
-            if closed.is_err() {
-                sys::kprint!("wskfloor: closing the unbound listener failed\n");
-            }
+            self.close_listener_now();
             return Err(status);
         }
         Ok(())
+    }
+
+    /// Closes the listen socket and waits for it (no accept was posted). `PASSIVE_LEVEL`.
+    fn close_listener_now(&self) {
+        let socket = self.listen.load(Ordering::Acquire);
+        // SAFETY: the open listen socket; every table starts with the basic dispatch.
+        let table = unsafe { dispatch::<WSK_PROVIDER_BASIC_DISPATCH>(socket) };
+        let closed = match table.WskCloseSocket {
+            // SAFETY: the open listen socket, no call in progress; waited for.
+            Some(close) => wait_for(self.accept_irp, |irp| unsafe { close(socket, irp) }),
+            None => Err(STATUS_NOT_IMPLEMENTED),
+        };
+        if closed.is_err() {
+            sys::kprint!("wskfloor: closing the listener failed\n");
+        }
+    }
+
+    /// Starts the worker thread ([`Deferral::Worker`]). `PASSIVE_LEVEL`.
+    fn start_worker(&self) -> Result<(), NTSTATUS> {
+        let mut handle: HANDLE = ptr::null_mut();
+        // SAFETY: PASSIVE_LEVEL; a valid out-pointer; the thread gets the server, which
+        // outlives it (stop waits for the thread before freeing the server).
+        let status = unsafe {
+            sys::PsCreateSystemThread(
+                &raw mut handle,
+                THREAD_ALL_ACCESS,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                Some(worker_main),
+                ptr::from_ref(self).cast_mut().cast(),
+            )
+        };
+        if !sys::NT_SUCCESS(status) {
+            return Err(status);
+        }
+        let mut thread: PVOID = ptr::null_mut();
+        // SAFETY: the handle just created; a null object type skips the type check.
+        let status = unsafe {
+            sys::ObReferenceObjectByHandle(
+                handle,
+                THREAD_ALL_ACCESS,
+                ptr::null_mut(),
+                KernelMode,
+                &raw mut thread,
+                ptr::null_mut(),
+            )
+        };
+        // SAFETY: our handle, closed once; the referenced object outlives it.
+        unsafe { sys::ZwClose(handle) };
+        if !sys::NT_SUCCESS(status) {
+            // It runs but cannot be waited for: tell it to leave (it touches nothing else).
+            self.worker_stop.store(true, Ordering::Release);
+            // SAFETY: the event lives in the server.
+            unsafe { sys::KeSetEvent(self.work_event.get(), 0, 0) };
+            return Err(status);
+        }
+        self.worker.store(thread, Ordering::Release);
+        Ok(())
+    }
+
+    /// Stops the worker (after everything is done) and waits until it has ended.
+    /// `PASSIVE_LEVEL`.
+    fn stop_worker(&self) {
+        let thread = self.worker.swap(ptr::null_mut(), Ordering::AcqRel);
+        if thread.is_null() {
+            return;
+        }
+        self.worker_stop.store(true, Ordering::Release);
+        // SAFETY: the event lives in the server.
+        unsafe { sys::KeSetEvent(self.work_event.get(), 0, 0) };
+        // SAFETY: PASSIVE_LEVEL; a referenced thread object: returns once it terminated.
+        unsafe {
+            sys::KeWaitForSingleObject(thread, sys::Executive, KernelMode, 0, ptr::null_mut())
+        };
+        // SAFETY: the reference start_worker took, given back once.
+        unsafe { sys::ObfDereferenceObject(thread) };
+    }
+
+    /// Hands `step` for `connection` to the worker, with a reference for it.
+    fn queue(&self, connection: &Connection, step: Step) {
+        connection.add_ref();
+        connection.work.store(step as u8, Ordering::Relaxed);
+        let this = ptr::from_ref(connection).cast_mut();
+        let mut head = self.work_head.load(Ordering::Acquire);
+        loop {
+            connection.work_next.store(head, Ordering::Relaxed);
+            match self.work_head.compare_exchange_weak(
+                head,
+                this,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(seen) => head = seen,
+            }
+        }
+        // SAFETY: the event lives in the server.
+        unsafe { sys::KeSetEvent(self.work_event.get(), 0, 0) };
     }
 
     /// Requests the close of every listed connection, one at a time (the close may complete
@@ -507,6 +653,8 @@ impl Connection {
             }),
             received: AtomicUsize::new(0),
             sent: AtomicUsize::new(0),
+            work: AtomicU8::new(0),
+            work_next: AtomicPtr::new(ptr::null_mut()),
             completions: AtomicUsize::new(0),
         };
         // SAFETY: a fresh allocation of the right size; pool memory is 16-aligned.
@@ -689,6 +837,99 @@ fn wait_for(irp: *mut IRP, call: impl FnOnce(*mut IRP) -> NTSTATUS) -> Result<us
     }
 }
 
+/// A connection's next step in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Step {
+    Receive = 1,
+    Send = 2,
+    Disconnect = 3,
+    Close = 4,
+}
+
+/// Takes the connection's next step: here, or through the worker ([`Deferral::Worker`]).
+/// Called from completion routines.
+fn continue_with(connection: &Connection, step: Step) {
+    let server = connection.server();
+    if server.defer {
+        server.queue(connection, step);
+    } else {
+        take_step(connection, step);
+    }
+}
+
+fn take_step(connection: &Connection, step: Step) {
+    match step {
+        Step::Receive => post_receive(connection),
+        Step::Send => post_send(connection),
+        Step::Disconnect => post_disconnect(connection),
+        Step::Close => {
+            if connection.gate.request_close() {
+                issue_close(connection);
+            }
+        }
+    }
+}
+
+/// Posts the next accept: here, or through the worker ([`Deferral::Worker`]). Called from
+/// the accept's routine.
+fn continue_accept(server: &Server) {
+    if server.defer {
+        // Held until the worker has posted it.
+        server.hold();
+        server.accept_wanted.store(true, Ordering::Release);
+        // SAFETY: the event lives in the server.
+        unsafe { sys::KeSetEvent(server.work_event.get(), 0, 0) };
+    } else {
+        post_accept(server);
+    }
+}
+
+/// The worker thread ([`Deferral::Worker`]): takes the queued steps (each with its
+/// reference) and the wanted accept, at `PASSIVE_LEVEL`, outside every completion routine;
+/// ends when `stop_worker` asks, which is after everything is done.
+unsafe extern "system" fn worker_main(context: PVOID) {
+    // SAFETY: the server start_worker passed; it outlives this thread.
+    let server = unsafe { &*context.cast::<Server>() };
+    loop {
+        // SAFETY: PASSIVE_LEVEL; the event lives in the server.
+        unsafe {
+            sys::KeWaitForSingleObject(
+                server.work_event.get().cast(),
+                sys::Executive,
+                KernelMode,
+                0,
+                ptr::null_mut(),
+            )
+        };
+        let mut next = server.work_head.swap(ptr::null_mut(), Ordering::AcqRel);
+        while let Some(connection) = NonNull::new(next) {
+            // SAFETY: the reference `queue` took keeps it alive.
+            let this = unsafe { connection.as_ref() };
+            // Read before the step: the step may queue this connection again.
+            next = this.work_next.load(Ordering::Acquire);
+            let step = match this.work.load(Ordering::Relaxed) {
+                1 => Step::Receive,
+                2 => Step::Send,
+                3 => Step::Disconnect,
+                _ => Step::Close,
+            };
+            take_step(this, step);
+            // SAFETY: the reference `queue` took for this step.
+            unsafe { release(connection) };
+        }
+        if server.accept_wanted.swap(false, Ordering::AcqRel) {
+            post_accept(server);
+            server.done();
+        }
+        if server.worker_stop.load(Ordering::Acquire) {
+            break;
+        }
+    }
+    // SAFETY: ends this system thread; PASSIVE_LEVEL.
+    unsafe { sys::PsTerminateSystemThread(STATUS_SUCCESS) };
+}
+
 /// Posts the accept, with a spare connection for it to fill (allocated now if there is none).
 /// Stops accepting, saying why, when out of memory. IRQL <= `DISPATCH_LEVEL`.
 fn post_accept(server: &Server) {
@@ -769,7 +1010,7 @@ unsafe extern "system" fn accept_done(
         if let Some(connection) = NonNull::new(spare) {
             start_connection(server, connection, socket);
         }
-        post_accept(server);
+        continue_accept(server);
     } else if server.listen_gate.close_requested()
         || server.accept_failures.fetch_add(1, Ordering::Relaxed) >= ACCEPT_FAILURES_LIMIT
     {
@@ -781,7 +1022,7 @@ unsafe extern "system" fn accept_done(
         }
         free_spare(server);
     } else {
-        post_accept(server);
+        continue_accept(server);
     }
     // This accept's hold: the last touch of the server.
     server.done();
@@ -802,12 +1043,10 @@ fn start_connection(server: &Server, connection: NonNull<Connection>, socket: *m
     });
     // After listing: either stop's walk finds this connection or we see its close request.
     if server.listen_gate.close_requested() {
-        if this.gate.request_close() {
-            issue_close(this);
-        }
+        continue_with(this, Step::Close);
         return;
     }
-    post_receive(this);
+    continue_with(this, Step::Receive);
 }
 
 /// Posts the receive of up to [`BUFFER_SIZE`] bytes.
@@ -853,9 +1092,7 @@ unsafe extern "system" fn disconnect_done(
     // SAFETY: the connection we registered, alive while this IRP's reference is held.
     let connection = unsafe { &*context.cast::<Connection>() };
     connection.completions.fetch_add(1, Ordering::AcqRel);
-    if connection.gate.request_close() {
-        issue_close(connection);
-    }
+    continue_with(connection, Step::Close);
     // SAFETY: the reference `post_data` took for this routine.
     unsafe { release(NonNull::from(connection)) };
     STATUS_MORE_PROCESSING_REQUIRED
@@ -932,15 +1169,13 @@ unsafe extern "system" fn receive_done(
             .received
             .store(io.Information.min(BUFFER_SIZE), Ordering::Relaxed);
         connection.sent.store(0, Ordering::Relaxed);
-        post_send(connection);
+        continue_with(connection, Step::Send);
     } else if sys::NT_SUCCESS(io.Status) {
         // The peer's FIN: answer with ours (graceful), then close.
-        post_disconnect(connection);
+        continue_with(connection, Step::Disconnect);
     } else {
         report_failure("WskReceive", io.Status);
-        if connection.gate.request_close() {
-            issue_close(connection);
-        }
+        continue_with(connection, Step::Close);
     }
     // SAFETY: the reference `post_data` took for this routine.
     unsafe { release(NonNull::from(connection)) };
@@ -972,15 +1207,13 @@ unsafe extern "system" fn send_done(
         let sent = connection.sent.load(Ordering::Relaxed) + io.Information;
         connection.sent.store(sent, Ordering::Relaxed);
         if sent < connection.received.load(Ordering::Relaxed) {
-            post_send(connection);
+            continue_with(connection, Step::Send);
         } else {
-            post_receive(connection);
+            continue_with(connection, Step::Receive);
         }
     } else {
         report_failure("WskSend", io.Status);
-        if connection.gate.request_close() {
-            issue_close(connection);
-        }
+        continue_with(connection, Step::Close);
     }
     // SAFETY: the reference `post_data` took for this routine.
     unsafe { release(NonNull::from(connection)) };
