@@ -23,7 +23,13 @@
 //!
 //! Output: the tables on stdout and in `target/bench-echo/table.md`, every sample in
 //! `target/bench-echo/results.json`, the latency percentile curves in
-//! `target/bench-echo/latency.png`. Wine is not measured (see [`WINE_NOTE`]).
+//! `target/bench-echo/latency.png`.
+//!
+//! Under Wine (where `wine` is installed): `wine-ours` (`wskecho.sys`, passive runner, as the
+//! Wine test runs it) and `wine-floor` (`wskfloor.sys`, whose chain runs on its worker thread
+//! there), both in one fresh prefix, unpinned, the same cells and rounds; server CPU is every
+//! process of the prefix (`winedevice.exe`, `wineserver`, ...). Without Wine the output says
+//! loudly that this part was not measured.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -48,11 +54,13 @@ const WARMUP_MS: u64 = 200;
 const MEASURE_MS: u64 = 1000;
 /// Round trips of the two callgrind runs whose difference is counted.
 const CALLGRIND_RUNS: [u64; 2] = [200, 1200];
-/// What the output says about Wine.
-const WINE_NOTE: &str = "WINE: NOT MEASURED. Ours and the floor under Wine were left out of \
-    this command for time (issue 11 allows it); the .sys files build (`cargo xtask \
-    build-driver`, `cargo build --release --lib -p wsk-floor-driver --target \
-    x86_64-pc-windows-msvc`) but no Wine figures are in this table.";
+/// What the output says about Wine when it is not measured.
+const WINE_MISSING: &str = "WINE: NOT MEASURED: `wine` is not installed (apt-get install wine); \
+    no Wine figures are in this table.";
+/// What the output says about Wine when it is.
+const WINE_MEASURED: &str = "Wine 8: wine-ours (wskecho.sys, passive runner) and wine-floor \
+    (wskfloor.sys, its chain on its worker thread) in one prefix, unpinned only; server CPU = \
+    every process of the prefix.";
 
 /// A server under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,6 +70,8 @@ enum Server {
     Floor,
     Tokio,
     Std,
+    WineOurs,
+    WineFloor,
 }
 
 impl Server {
@@ -72,6 +82,16 @@ impl Server {
         Server::Tokio,
         Server::Std,
     ];
+    /// Every server, Wine's included (plot and figures).
+    const EVERY: [Server; 7] = [
+        Server::OursDpc,
+        Server::OursPassive,
+        Server::Floor,
+        Server::Tokio,
+        Server::Std,
+        Server::WineOurs,
+        Server::WineFloor,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -80,6 +100,8 @@ impl Server {
             Server::Floor => "floor",
             Server::Tokio => "tokio",
             Server::Std => "std",
+            Server::WineOurs => "wine-ours",
+            Server::WineFloor => "wine-floor",
         }
     }
 
@@ -91,12 +113,16 @@ impl Server {
             Server::Floor => [44, 160, 44],
             Server::Tokio => [31, 119, 180],
             Server::Std => [127, 127, 127],
+            Server::WineOurs => [148, 103, 189],
+            Server::WineFloor => [140, 86, 75],
         }
     }
 
+    /// The host program and its arguments; Wine's servers are started through the prefix.
     fn command(self, programs: &Programs, port: u16) -> (PathBuf, Vec<String>) {
         let port = port.to_string();
         match self {
+            Server::WineOurs | Server::WineFloor => (PathBuf::from("wine"), Vec::new()),
             Server::OursDpc | Server::OursPassive => {
                 let runner = if self == Server::OursDpc {
                     "dpc"
@@ -187,7 +213,6 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let machine = describe_machine();
     println!("bench-echo: {machine}");
-    eprintln!("\n*** {WINE_NOTE} ***\n");
     let started = Instant::now();
     let rounds = if quick { 1 } else { ROUNDS };
     let mut samples = Vec::new();
@@ -202,6 +227,22 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
             }
         }
     }
+    let wine_note = if setup::has_program("wine") {
+        match run_wine(root, &programs, &out_dir, rounds, quick) {
+            Ok(mut got) => {
+                samples.append(&mut got.0);
+                failures.append(&mut got.1);
+                WINE_MEASURED.to_owned()
+            }
+            Err(e) => {
+                failures.push(format!("wine: {e}"));
+                format!("WINE: NOT MEASURED: setting up Wine failed: {e}")
+            }
+        }
+    } else {
+        WINE_MISSING.to_owned()
+    };
+    eprintln!("\n*** {wine_note} ***\n");
     let load_after = load_average();
     let callgrind = if skip_callgrind {
         None
@@ -210,7 +251,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     };
     let tables = tables(&samples, callgrind.as_ref(), &failures);
     let header = format!(
-        "bench-echo, {} s in all; {machine}; load average after: {load_after}\n\n{WINE_NOTE}\n\n",
+        "bench-echo, {} s in all; {machine}; load average after: {load_after}\n\n{wine_note}\n\n",
         started.elapsed().as_secs()
     );
     println!("\n{header}{tables}");
@@ -219,7 +260,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let json_path = out_dir.join("results.json");
     write(
         &json_path,
-        results_json(&machine, &samples, callgrind.as_ref(), &failures).as_bytes(),
+        results_json(
+            &machine,
+            &wine_note,
+            &samples,
+            callgrind.as_ref(),
+            &failures,
+        )
+        .as_bytes(),
     )?;
     let png_path = out_dir.join("latency.png");
     write(&png_path, &latency_plot(&samples).to_png())?;
@@ -345,11 +393,30 @@ fn serve_all_cells(
     let running = Running { child };
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     wait_listening(addr)?;
+    let pid = running.child.id();
+    let samples = measure_cells(programs, server, pinned, round, quick, addr, || {
+        cpu_seconds(pid)
+    })?;
+    drop(running);
+    Ok(samples)
+}
+
+/// Runs every cell against the server listening on `addr`; `cpu` reads the server's CPU
+/// seconds so far.
+fn measure_cells(
+    programs: &Programs,
+    server: Server,
+    pinned: bool,
+    round: usize,
+    quick: bool,
+    addr: SocketAddr,
+    cpu: impl Fn() -> Result<f64, String>,
+) -> Result<Vec<Sample>, String> {
     let mut samples = Vec::new();
     for connections in CONNECTIONS {
         for size in SIZES {
             let measure = if quick { MEASURE_MS / 4 } else { MEASURE_MS };
-            let before = cpu_seconds(running.child.id())?;
+            let before = cpu()?;
             let output = placed(
                 &programs.loadgen,
                 &[
@@ -369,7 +436,7 @@ fn serve_all_cells(
             )
             .output()
             .map_err(|e| format!("could not start loadgen: {e}"))?;
-            let after = cpu_seconds(running.child.id())?;
+            let after = cpu()?;
             if !output.status.success() {
                 return Err(format!(
                     "loadgen, {connections} connections of {size} B: {}",
@@ -396,8 +463,175 @@ fn serve_all_cells(
             });
         }
     }
-    drop(running);
     Ok(samples)
+}
+
+/// A Wine prefix of this benchmark; dropping it ends every process of the prefix.
+struct WinePrefix {
+    dir: PathBuf,
+}
+
+impl WinePrefix {
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env("WINEPREFIX", &self.dir)
+            .env("WINEARCH", "win64")
+            .env("WINEDLLOVERRIDES", "mscoree,mshtml=")
+            .env("WINEDEBUG", "-all")
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .stdin(Stdio::null())
+            // Not pipes: a wineserver started here inherits them and would hold them open.
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    }
+
+    /// Runs `program args` in the prefix, killing it after `limit`.
+    fn run(&self, program: &str, args: &[&str], limit: Duration) -> Result<(), String> {
+        let mut child = self
+            .command(program, args)
+            .spawn()
+            .map_err(|e| format!("{program} {args:?}: {e}"))?;
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("{program} {args:?} exited with {status}"))
+                };
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{program} {args:?} still running after {limit:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn reg_add(&self, key: &str, value: &str, kind: &str, data: &str) -> Result<(), String> {
+        self.run(
+            "wine",
+            &["reg", "add", key, "/v", value, "/t", kind, "/d", data, "/f"],
+            Duration::from_mins(1),
+        )
+    }
+
+    /// CPU seconds of every process of the prefix (found by `WINEPREFIX` in its environment).
+    fn cpu_seconds(&self) -> Result<f64, String> {
+        let needle = format!("WINEPREFIX={}\0", self.dir.display());
+        let mut total = 0.0;
+        let entries = std::fs::read_dir("/proc").map_err(|e| format!("/proc: {e}"))?;
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if String::from_utf8_lossy(&environ).contains(&needle) {
+                // A process that ended since the listing counts nothing.
+                total += cpu_seconds(pid).unwrap_or(0.0);
+            }
+        }
+        Ok(total)
+    }
+}
+
+impl Drop for WinePrefix {
+    fn drop(&mut self) {
+        let _ = self.run("wineserver", &["-k"], Duration::from_mins(1));
+    }
+}
+
+/// The Wine part: both drivers as services of one fresh prefix, taking turns for `rounds`
+/// rounds (unpinned). Returns the samples and the failed turns.
+fn run_wine(
+    root: &Path,
+    programs: &Programs,
+    out_dir: &Path,
+    rounds: usize,
+    quick: bool,
+) -> Result<(Vec<Sample>, Vec<String>), String> {
+    let ours_sys = crate::driver::build(root)?;
+    let floor_sys = crate::floor_driver::build(root)?;
+    let dir = out_dir.join("wine-prefix");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let prefix = WinePrefix { dir };
+    println!("bench-echo: wine prefix in {}", prefix.dir.display());
+    prefix.run("wine", &["wineboot", "-i"], Duration::from_mins(3))?;
+    let drivers = prefix.dir.join("drive_c/windows/system32/drivers");
+    std::fs::create_dir_all(&drivers).map_err(|e| e.to_string())?;
+    let ours_port = wsk_benches::load::free_loopback_port()?;
+    let floor_port = wsk_benches::load::free_loopback_port()?;
+    let services = [
+        (
+            Server::WineOurs,
+            "WskEcho",
+            "wskecho.sys",
+            &ours_sys,
+            ours_port,
+        ),
+        (
+            Server::WineFloor,
+            "WskFloor",
+            "wskfloor.sys",
+            &floor_sys,
+            floor_port,
+        ),
+    ];
+    for (_, service, file, sys, port) in &services {
+        std::fs::copy(sys, drivers.join(file)).map_err(|e| format!("copy {file}: {e}"))?;
+        let key = format!(r"HKLM\System\CurrentControlSet\Services\{service}");
+        let params = format!(r"{key}\Parameters");
+        prefix.reg_add(&key, "Type", "REG_DWORD", "1")?;
+        prefix.reg_add(&key, "Start", "REG_DWORD", "3")?;
+        prefix.reg_add(&key, "ErrorControl", "REG_DWORD", "1")?;
+        let image = format!(r"C:\windows\system32\drivers\{file}");
+        prefix.reg_add(&key, "ImagePath", "REG_EXPAND_SZ", &image)?;
+        prefix.reg_add(&params, "Port", "REG_DWORD", &port.to_string())?;
+    }
+    let ours_params = r"HKLM\System\CurrentControlSet\Services\WskEcho\Parameters";
+    prefix.reg_add(ours_params, "Runner", "REG_SZ", "passive")?;
+    prefix.reg_add(ours_params, "BindAddress", "REG_SZ", "127.0.0.1")?;
+    let floor_params = r"HKLM\System\CurrentControlSet\Services\WskFloor\Parameters";
+    prefix.reg_add(floor_params, "LoopbackOnly", "REG_DWORD", "1")?;
+    // services.exe reads the services at start: restart the server, and keep one running so
+    // that the drivers' host process lives on after `net start` returns.
+    let _ = prefix.run("wineserver", &["-k"], Duration::from_mins(1));
+    prefix.run("wineserver", &["-p"], Duration::from_mins(1))?;
+    let mut samples = Vec::new();
+    let mut failures = Vec::new();
+    for round in 0..rounds {
+        for (server, service, _, _, port) in &services {
+            let turn = (|| -> Result<Vec<Sample>, String> {
+                prefix.run("wine", &["net", "start", service], Duration::from_mins(1))?;
+                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
+                wait_listening(addr)?;
+                let got = measure_cells(programs, *server, false, round, quick, addr, || {
+                    prefix.cpu_seconds()
+                });
+                let stopped = prefix.run("wine", &["net", "stop", service], Duration::from_mins(2));
+                let got = got?;
+                stopped?;
+                Ok(got)
+            })();
+            match turn {
+                Ok(mut got) => samples.append(&mut got),
+                Err(e) => failures.push(format!("{} round {round}: {e}", server.name())),
+            }
+        }
+    }
+    Ok((samples, failures))
 }
 
 /// Waits (at most 30 s) until something accepts connections on `addr`.
@@ -575,6 +809,7 @@ fn tables(samples: &[Sample], callgrind: Option<&Callgrind>, failures: &[String]
             let _ = writeln!(out, "{row}");
         }
     }
+    out.push_str(&wine_table(samples));
     let _ = writeln!(out, "\n### Figures (rounds' means)\n");
     let mut head = "| placement | conns | msg | server |".to_owned();
     let mut rule = "|---|---:|---:|---|".to_owned();
@@ -584,7 +819,10 @@ fn tables(samples: &[Sample], callgrind: Option<&Callgrind>, failures: &[String]
     }
     let _ = writeln!(out, "{head}\n{rule}");
     for cell in cells() {
-        for server in Server::ALL {
+        for server in Server::EVERY {
+            if mean(samples, server, cell, |s| s.number("p50")).is_none() {
+                continue;
+            }
             let mut row = format!("| {} | {} |", cell_label(cell), server.name());
             for (_, metric, _) in metrics() {
                 let _ = write!(row, " {} |", figure(mean(samples, server, cell, metric)));
@@ -632,6 +870,34 @@ fn tables(samples: &[Sample], callgrind: Option<&Callgrind>, failures: &[String]
     out
 }
 
+/// The ratio table of the Wine part, when it ran.
+fn wine_table(samples: &[Sample]) -> String {
+    let mut out = String::new();
+    if samples.iter().any(|s| s.server == Server::WineOurs) {
+        let _ = writeln!(
+            out,
+            "\n### Under Wine: wine-ours / wine-floor (unpinned; rounds' means)\n"
+        );
+        let mut head = "| placement | conns | msg |".to_owned();
+        let mut rule = "|---|---:|---:|".to_owned();
+        for (name, _, _) in metrics() {
+            let _ = write!(head, " {name} |");
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(out, "{head}\n{rule}");
+        for cell in cells().into_iter().filter(|c| !c.0) {
+            let mut row = format!("| {} |", cell_label(cell));
+            for (_, metric, _) in metrics() {
+                let ours = mean(samples, Server::WineOurs, cell, metric);
+                let floor = mean(samples, Server::WineFloor, cell, metric);
+                let _ = write!(row, " {} |", ratio(ours, floor));
+            }
+            let _ = writeln!(out, "{row}");
+        }
+    }
+    out
+}
+
 fn json_string(text: &str) -> String {
     let mut out = String::from("\"");
     for c in text.chars() {
@@ -650,6 +916,7 @@ fn json_string(text: &str) -> String {
 
 fn results_json(
     machine: &str,
+    wine_note: &str,
     samples: &[Sample],
     callgrind: Option<&Callgrind>,
     failures: &[String],
@@ -658,7 +925,7 @@ fn results_json(
         "{{\"machine\":{},\"wine\":{},\"rounds\":{ROUNDS},\"warmup_ms\":{WARMUP_MS},\
          \"measure_ms\":{MEASURE_MS},\"samples\":[",
         json_string(machine),
-        json_string(WINE_NOTE)
+        json_string(wine_note)
     );
     for (i, s) in samples.iter().enumerate() {
         if i > 0 {
@@ -731,10 +998,10 @@ fn latency_plot(samples: &[Sample]) -> Canvas {
     let mut canvas = Canvas::new(width, height, [255, 255, 255]);
     // Legend along the bottom: one colour block and name per server.
     let legend_y = 3 * (PANEL_H + MARGIN) + MARGIN;
-    for (i, server) in Server::ALL.iter().enumerate() {
-        let x = MARGIN + i64::try_from(i).unwrap_or(0) * 200;
+    for (i, server) in Server::EVERY.iter().enumerate() {
+        let x = MARGIN + i64::try_from(i).unwrap_or(0) * 170;
         canvas.fill(x, legend_y, 30, 14, server.color());
-        canvas.text(x + 36, legend_y, 3, server.name(), INK);
+        canvas.text(x + 36, legend_y + 2, 2, server.name(), INK);
     }
     canvas.text(
         MARGIN,
@@ -756,7 +1023,7 @@ fn latency_plot(samples: &[Sample]) -> Canvas {
                 connections
             );
             canvas.text(x0 + 4, y0 + 4, 2, &title, INK);
-            let curves: Vec<(Server, Vec<f64>)> = Server::ALL
+            let curves: Vec<(Server, Vec<f64>)> = Server::EVERY
                 .iter()
                 .filter_map(|&server| {
                     let points: Option<Vec<f64>> = QUANTILES
@@ -1051,7 +1318,7 @@ mod tests {
         );
         assert_eq!(ratio(Some(3.0), Some(2.0)), "1.50");
         assert_eq!(ratio(Some(3.0), None), "—");
-        assert!(results_json("m", &samples, None, &[]).contains("\"server\":\"floor\""));
+        assert!(results_json("m", "w", &samples, None, &[]).contains("\"server\":\"floor\""));
     }
 }
 
