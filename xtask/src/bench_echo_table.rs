@@ -175,6 +175,14 @@ impl Sample {
         json_number(&self.json, key)
     }
 
+    /// A latency figure, absent when no round trip completed in the measured time (an empty
+    /// histogram reads 0).
+    fn latency(&self, key: &str) -> Option<f64> {
+        (self.number("round_trips")? > 0.0)
+            .then(|| self.number(key))
+            .flatten()
+    }
+
     fn cpu_us_per_round_trip(&self) -> Option<f64> {
         let all = self.number("all_round_trips")?;
         (all > 0.0).then(|| self.cpu_seconds * 1e6 / all)
@@ -221,7 +229,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         for round in 0..rounds {
             for server in Server::ALL {
                 match serve_all_cells(&programs, server, pinned, round, quick) {
-                    Ok(mut got) => samples.append(&mut got),
+                    Ok((mut got, mut failed)) => {
+                        samples.append(&mut got);
+                        failures.append(&mut failed);
+                    }
                     Err(e) => failures.push(format!("{} round {round}: {e}", server.name())),
                 }
             }
@@ -382,7 +393,7 @@ fn serve_all_cells(
     pinned: bool,
     round: usize,
     quick: bool,
-) -> Result<Vec<Sample>, String> {
+) -> Result<(Vec<Sample>, Vec<String>), String> {
     let port = wsk_benches::load::free_loopback_port()?;
     let (program, args) = server.command(programs, port);
     let child = placed(&program, &args, pinned.then_some(0))
@@ -394,22 +405,26 @@ fn serve_all_cells(
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     wait_listening(addr)?;
     let pid = running.child.id();
-    let samples = measure_cells(programs, server, pinned, round, quick, addr, || {
-        cpu_seconds(pid)
-    })?;
+    let mut failures = Vec::new();
+    let samples = measure_cells(
+        programs,
+        (server, pinned, round, quick),
+        addr,
+        &mut failures,
+        || cpu_seconds(pid),
+    )?;
     drop(running);
-    Ok(samples)
+    Ok((samples, failures))
 }
 
 /// Runs every cell against the server listening on `addr`; `cpu` reads the server's CPU
-/// seconds so far.
+/// seconds so far. A cell whose client fails is recorded in `failures` and the next cell
+/// runs; an error is returned only when the CPU time cannot be read or `loadgen` not started.
 fn measure_cells(
     programs: &Programs,
-    server: Server,
-    pinned: bool,
-    round: usize,
-    quick: bool,
+    (server, pinned, round, quick): (Server, bool, usize, bool),
     addr: SocketAddr,
+    failures: &mut Vec<String>,
     cpu: impl Fn() -> Result<f64, String>,
 ) -> Result<Vec<Sample>, String> {
     let mut samples = Vec::new();
@@ -438,10 +453,14 @@ fn measure_cells(
             .map_err(|e| format!("could not start loadgen: {e}"))?;
             let after = cpu()?;
             if !output.status.success() {
-                return Err(format!(
-                    "loadgen, {connections} connections of {size} B: {}",
+                let failure = format!(
+                    "{} round {round}: loadgen, {connections} connections of {size} B: {}",
+                    server.name(),
                     String::from_utf8_lossy(&output.stderr).trim()
-                ));
+                );
+                println!("bench-echo: FAILED: {failure}");
+                failures.push(failure);
+                continue;
             }
             let json = String::from_utf8_lossy(&output.stdout).trim().to_owned();
             println!(
@@ -617,9 +636,13 @@ fn run_wine(
                 prefix.run("wine", &["net", "start", service], Duration::from_mins(1))?;
                 let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
                 wait_listening(addr)?;
-                let got = measure_cells(programs, *server, false, round, quick, addr, || {
-                    prefix.cpu_seconds()
-                });
+                let got = measure_cells(
+                    programs,
+                    (*server, false, round, quick),
+                    addr,
+                    &mut failures,
+                    || prefix.cpu_seconds(),
+                );
                 let stopped = prefix.run("wine", &["net", "stop", service], Duration::from_mins(2));
                 let got = got?;
                 stopped?;
@@ -735,9 +758,9 @@ type Metric = fn(&Sample) -> Option<f64>;
 fn metrics() -> [(&'static str, Metric, bool); 5] {
     [
         ("CPU us/rt", Sample::cpu_us_per_round_trip, false),
-        ("p50 us", |s| s.number("p50"), false),
-        ("p99 us", |s| s.number("p99"), false),
-        ("p99.9 us", |s| s.number("p99.9"), false),
+        ("p50 us", |s| s.latency("p50"), false),
+        ("p99 us", |s| s.latency("p99"), false),
+        ("p99.9 us", |s| s.latency("p99.9"), false),
         ("rt/s", |s| s.number("round_trips_per_second"), true),
     ]
 }
@@ -820,7 +843,7 @@ fn tables(samples: &[Sample], callgrind: Option<&Callgrind>, failures: &[String]
     let _ = writeln!(out, "{head}\n{rule}");
     for cell in cells() {
         for server in Server::EVERY {
-            if mean(samples, server, cell, |s| s.number("p50")).is_none() {
+            if mean(samples, server, cell, |s| s.number("round_trips")).is_none() {
                 continue;
             }
             let mut row = format!("| {} | {} |", cell_label(cell), server.name());
@@ -1028,7 +1051,7 @@ fn latency_plot(samples: &[Sample]) -> Canvas {
                 .filter_map(|&server| {
                     let points: Option<Vec<f64>> = QUANTILES
                         .iter()
-                        .map(|q| mean(samples, server, cell, |s| s.number(q)))
+                        .map(|q| mean(samples, server, cell, |s| s.latency(q)))
                         .collect();
                     points.map(|p| (server, p))
                 })
