@@ -131,6 +131,7 @@ fn glyph(c: char) -> [u8; 5] {
         'T' => [0b111, 0b010, 0b010, 0b010, 0b010],
         'U' => [0b101, 0b101, 0b101, 0b101, 0b111],
         'V' => [0b101, 0b101, 0b101, 0b101, 0b010],
+        'W' => [0b101, 0b101, 0b111, 0b111, 0b101],
         'X' => [0b101, 0b101, 0b010, 0b101, 0b101],
         'Y' => [0b101, 0b101, 0b010, 0b010, 0b010],
         '.' => [0, 0, 0, 0, 0b010],
@@ -200,6 +201,10 @@ mod tests {
     fn checksums_match_their_reference_values() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(adler32(b"Wikipedia"), 0x11E6_0398);
+        // Every letter of the servers' names has a glyph (a blank one means a missing glyph).
+        for c in "ours-dpc ours-passive floor tokio std wine-ours wine-floor".chars() {
+            assert!(c == ' ' || glyph(c) != [0; 5], "{c:?} has no glyph");
+        }
     }
 
     #[test]
