@@ -2,5 +2,8 @@
 //!
 //! - [`load`]: RFC 862 echo scenarios and load over plain `std::net`, shared by the Wine test,
 //!   the host-mode driver tests and the `loadgen` tool for Windows test VMs.
+//! - [`closed_loop`]: the closed-loop echo client `cargo xtask bench-echo` runs (through
+//!   `loadgen --bench`): round trips per second and HDR-histogram percentiles.
 
+pub mod closed_loop;
 pub mod load;

@@ -312,6 +312,8 @@ impl Held {
     }
 }
 
+/// `SO_LINGER` {on, 0 s}: the close that follows sends a reset.
+#[cfg(unix)]
 fn set_linger_zero(stream: &TcpStream) -> Result<(), String> {
     use std::os::fd::AsRawFd;
     #[repr(C)]
@@ -343,6 +345,48 @@ fn set_linger_zero(stream: &TcpStream) -> Result<(), String> {
             SO_LINGER,
             (&raw const value).cast(),
             u32::try_from(size_of::<Linger>()).unwrap_or(8),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "setsockopt(SO_LINGER): {}",
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
+/// `SO_LINGER` {on, 0 s} through Winsock (ws2_32, which std links already).
+#[cfg(windows)]
+fn set_linger_zero(stream: &TcpStream) -> Result<(), String> {
+    use std::os::windows::io::AsRawSocket;
+    /// Winsock's `struct linger`: two `u_short`s.
+    #[repr(C)]
+    struct Linger {
+        onoff: u16,
+        linger: u16,
+    }
+    #[link(name = "ws2_32")]
+    unsafe extern "system" {
+        fn setsockopt(socket: usize, level: i32, name: i32, value: *const u8, len: i32) -> i32;
+    }
+    const SOL_SOCKET: i32 = 0xffff;
+    const SO_LINGER: i32 = 0x0080;
+    let value = Linger {
+        onoff: 1,
+        linger: 0,
+    };
+    let socket = usize::try_from(stream.as_raw_socket()).map_err(|e| e.to_string())?;
+    // SAFETY: a valid socket and a pointer to a live `struct linger` of the given size; Winsock
+    // reads exactly that.
+    let rc = unsafe {
+        setsockopt(
+            socket,
+            SOL_SOCKET,
+            SO_LINGER,
+            (&raw const value).cast(),
+            i32::try_from(size_of::<Linger>()).unwrap_or(4),
         )
     };
     if rc == 0 {

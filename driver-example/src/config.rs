@@ -7,6 +7,7 @@
 //! | `BindAddress` | `REG_SZ` | `0.0.0.0` |
 //! | `Runner` | `REG_SZ` `dpc` or `passive` | `dpc` |
 //! | `MaxConnections` | `REG_DWORD` 1 to 1024 | 1024 |
+//! | `IdleTimeoutMs` | `REG_DWORD` ms of silence before a connection is closed (0: never) | 0 |
 //!
 //! A missing value keeps its default; a value out of range or malformed fails the start
 //! ([`SettingsError`]) rather than being replaced by a default the administrator did not ask
@@ -14,6 +15,7 @@
 
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use core::time::Duration;
 
 use wsk_executor::RunnerKind;
 use wsk_sys::{
@@ -26,14 +28,23 @@ use crate::echo::{MAX_CONNECTIONS, Settings};
 /// The default port.
 pub const DEFAULT_PORT: u16 = 7007;
 
-/// The defaults: port 7007 on all IPv4 addresses, DPC runner, 1024 connections.
+/// The defaults: port 7007 on all IPv4 addresses, DPC runner, 1024 connections, no idle
+/// timeout.
 #[must_use]
 pub fn defaults() -> Settings {
     Settings {
         listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
         runner: RunnerKind::Dpc,
         max_connections: MAX_CONNECTIONS,
+        idle_timeout: None,
     }
+}
+
+/// An `IdleTimeoutMs` value: 0 turns the idle timeout off, anything else is milliseconds
+/// (every `REG_DWORD` is a valid duration).
+#[must_use]
+pub fn parse_idle_timeout(millis: u32) -> Option<Duration> {
+    (millis > 0).then(|| Duration::from_millis(millis.into()))
 }
 
 /// Parses a runner name (`dpc` or `passive`, any case).
@@ -120,6 +131,9 @@ fn read_parameters(key: HANDLE) -> Result<Settings, SettingsError> {
     }
     if let Some(max) = buf.dword(key, "MaxConnections") {
         settings.max_connections = parse_max_connections(max)?;
+    }
+    if let Some(millis) = buf.dword(key, "IdleTimeoutMs") {
+        settings.idle_timeout = parse_idle_timeout(millis);
     }
     let mut text = [0u8; 64];
     if let Some(name) = buf.string(key, "Runner", &mut text) {
@@ -262,6 +276,17 @@ mod tests {
         assert!(d.listen.ip().is_unspecified());
         assert_eq!(d.runner, RunnerKind::Dpc);
         assert_eq!(d.max_connections, MAX_CONNECTIONS);
+        assert_eq!(d.idle_timeout, None);
+    }
+
+    #[test]
+    fn an_idle_timeout_of_zero_is_off_and_others_are_milliseconds() {
+        assert_eq!(parse_idle_timeout(0), None);
+        assert_eq!(parse_idle_timeout(1500), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_idle_timeout(u32::MAX),
+            Some(Duration::from_millis(u64::from(u32::MAX)))
+        );
     }
 
     #[test]

@@ -14,6 +14,10 @@
 //! reserve socket it holds for the purpose, accepts the waiting connection into the room
 //! that frees, resets it, and takes the reserve again. Accept errors back off exponentially;
 //! repeating events are logged ever more rarely (the 1st, 2nd, 4th, 8th... in a row).
+//!
+//! Idle connections: with `Settings::idle_timeout` set, a connection that sends nothing for
+//! that long is closed like one the peer ended (disconnect, then close); the closes are
+//! logged the 1st, 2nd, 4th... time.
 
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -36,8 +40,7 @@ const BUFFER_SIZE: usize = 16 * 1024;
 /// How long a graceful disconnect may take before the connection is reset instead.
 const DISCONNECT_LIMIT: Duration = Duration::from_secs(5);
 /// Failed accepts in a row retried at once: one connection dying in the backlog before it is
-/// accepted must not slow the next. (Nor read the clock: under Wine, which runs drivers in
-/// user mode, the interrupt time in `KUSER_SHARED_DATA` cannot be read.)
+/// accepted must not slow the next.
 const IMMEDIATE_RETRIES: u32 = 3;
 /// The wait after the first failed accept past [`IMMEDIATE_RETRIES`]; each further failure in
 /// a row doubles it.
@@ -57,6 +60,11 @@ pub struct Settings {
     /// Connections served at once, 1 to [`MAX_CONNECTIONS`]; more are accepted and reset at
     /// once.
     pub max_connections: usize,
+    /// How long a connection may stay silent (no data, no FIN) before the service closes it
+    /// as it closes one the peer ended: disconnect, then close. `None`: never. The receive is
+    /// bounded with `wsk_executor::timeout`, which drops it at the deadline, so this works
+    /// even where `IoCancelIrp` does not cancel WSK IRPs (Wine), the close ending it there.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Why [`start`] failed.
@@ -126,6 +134,8 @@ static LISTENER_TASK: TaskPool<4096, 1> = TaskPool::new();
 static CONNECTION_TASKS: TaskPool<2048, MAX_CONNECTIONS> = TaskPool::new();
 static CLIENT: ClientCell = ClientCell::new();
 static LIVE_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+/// Connections closed for staying silent past the idle timeout, since the driver loaded.
+static IDLE_CLOSES: AtomicUsize = AtomicUsize::new(0);
 
 /// Starts the service: registers with WSK, binds the listener (waiting for it here, so a
 /// listener that cannot bind fails the start), starts the runner and spawns the accept loop.
@@ -159,10 +169,15 @@ pub fn start(driver: Driver, settings: Settings) -> Result<SocketAddr, StartErro
         let _ = stop();
         return Err(StartError::Runner(e));
     }
-    if let Err(e) = RUNNER.spawn(&LISTENER_TASK, accept_loop(client, listener, max)) {
+    let accepting = accept_loop(client, listener, max, settings.idle_timeout);
+    if let Err(e) = RUNNER.spawn(&LISTENER_TASK, accepting) {
         // The future, and with it the listener, was dropped: stop waits for its close.
         let _ = stop();
         return Err(StartError::Spawn(e));
+    }
+    if wsk_sys::reads_user_mode_shared_data() {
+        // Under Wine only (see wsk_sys::KeQueryInterruptTime); the Wine test looks for it.
+        kprint!("wskecho: clock: KUSER_SHARED_DATA at its user-mode address\n");
     }
     kprint!("wskecho: listening on {local}\n");
     Ok(local)
@@ -255,7 +270,12 @@ pub fn live_connections() -> usize {
 }
 
 /// Accepts until the listener closes (at [`stop`]), serving or shedding each connection.
-async fn accept_loop(client: &'static WskClient, listener: TcpListener, max_connections: usize) {
+async fn accept_loop(
+    client: &'static WskClient,
+    listener: TcpListener,
+    max_connections: usize,
+    idle_timeout: Option<Duration>,
+) {
     let mut reserve = Reserve::Missing;
     reserve.refill(client).await;
     let mut failures = Failures::new();
@@ -264,7 +284,7 @@ async fn accept_loop(client: &'static WskClient, listener: TcpListener, max_conn
         match listener.accept().await {
             Ok((stream, peer)) => {
                 failures.reset();
-                if admit(stream, max_connections) {
+                if admit(stream, max_connections, idle_timeout) {
                     limit_resets.reset();
                 } else if let Some(count) = limit_resets.count() {
                     kprint!(
@@ -360,7 +380,7 @@ impl Reserve {
 
 /// Serves `stream` in its own task, or resets it (returning false) when the limit is reached.
 /// Without a task slot or a buffer it is reset too (logged by its task).
-fn admit(stream: TcpStream, max_connections: usize) -> bool {
+fn admit(stream: TcpStream, max_connections: usize, idle_timeout: Option<Duration>) -> bool {
     if LIVE_CONNECTIONS.fetch_add(1, Ordering::AcqRel) >= max_connections {
         LIVE_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
         // Dropping the stream closes it (asynchronously, abortively): the client sees a reset.
@@ -371,7 +391,7 @@ fn admit(stream: TcpStream, max_connections: usize) -> bool {
     // finished, dropped at shutdown before its first poll, or never spawned (the future, and
     // the stream in it, is dropped: a reset).
     let live = Live;
-    if let Err(e) = RUNNER.spawn(&CONNECTION_TASKS, serve(stream, live)) {
+    if let Err(e) = RUNNER.spawn(&CONNECTION_TASKS, serve(stream, live, idle_timeout)) {
         kprint!("wskecho: no task for a connection ({e:?}); reset it\n");
     }
     true
@@ -386,9 +406,10 @@ impl Drop for Live {
     }
 }
 
-/// Echoes until the peer closes, then disconnects gracefully (bounded; reset past the limit,
-/// or close where the provider has no disconnect, as under Wine) and closes.
-async fn serve(stream: TcpStream, _live: Live) {
+/// Echoes until the peer closes or stays silent past `idle_timeout`, then disconnects
+/// gracefully (bounded; reset past the limit, or close where the provider has no disconnect,
+/// as under Wine) and closes.
+async fn serve(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
     let Ok(mut buf) = IoBuf::with_capacity(BUFFER_SIZE) else {
         kprint!("wskecho: out of memory for a connection buffer; reset the connection\n");
         // Closing before both directions are shut down is abortive: the peer sees a reset.
@@ -396,7 +417,24 @@ async fn serve(stream: TcpStream, _live: Live) {
         return;
     };
     loop {
-        let (received, b) = stream.recv(buf).await;
+        let (received, b) = match idle_timeout {
+            None => stream.recv(buf).await,
+            Some(limit) => match wsk_executor::timeout(limit, stream.recv(buf)).await {
+                Ok(done) => done,
+                Err(_elapsed) => {
+                    // The receive (and its buffer) went with the timeout; the close below
+                    // ends it where cancelling did not.
+                    let count = IDLE_CLOSES.fetch_add(1, Ordering::Relaxed) + 1;
+                    if count.is_power_of_two() {
+                        kprint!(
+                            "wskecho: closing a connection idle for {} ms ({count} so far)\n",
+                            limit.as_millis()
+                        );
+                    }
+                    break;
+                }
+            },
+        };
         buf = b;
         match received {
             Ok(0) => break,

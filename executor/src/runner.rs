@@ -347,8 +347,7 @@ impl Runner {
     /// runner's DPCs, timers and thread are quiescent. The runner cannot be restarted. A second
     /// call returns at once.
     ///
-    /// What "quiescent" covers, exactly (`KeFlushQueuedDpcs` only waits for DPCs *queued* when
-    /// it is called, not for one already dequeued and running, per its WDK page):
+    /// What "quiescent" covers, exactly:
     /// - The runner's DPC (and its yield timer's): every instance is counted from before it is
     ///   queued or armed until the last act of its routine, so when the count is zero none is
     ///   queued, armed, dequeued-but-not-yet-called or running, and none can be queued again
@@ -356,14 +355,11 @@ impl Runner {
     ///   (`KeRemoveQueueDpc`, `KeCancelTimer`) and waits, at `PASSIVE_LEVEL`, polling with
     ///   `KeDelayExecutionThread`, for the count to reach zero.
     /// - The sleep timer's DPC: a count of routines inside (entry to last act), likewise waited
-    ///   for after the `KTIMER` is cancelled; a timer DPC that the kernel already dequeued but
-    ///   has not yet called is not visible to the driver, and `KeFlushQueuedDpcs` does not
-    ///   promise to wait for it.
-    /// - What no counter can cover: the few instructions of a routine after its decrement (its
-    ///   return to the kernel). `KeFlushQueuedDpcs` is called last; in practice Windows runs on
-    ///   each processor with queued DPCs, but the documentation does not promise more than the
-    ///   queued ones. Code that must be gone before the image unmaps (`DriverUnload` returning)
-    ///   has no stronger documented tool for DPCs.
+    ///   for after the `KTIMER` is cancelled.
+    /// - What no counter can cover, the few instructions of a routine after its decrement (its
+    ///   return to the kernel): `KeFlushQueuedDpcs`, called last, guarantees that every DPC
+    ///   queued before the call, one whose routine is still running included, has run to
+    ///   completion when it returns (its WDK page).
     ///
     /// It waits for the runner to drop the tasks, so it must not be called from one of the
     /// runner's own tasks. A DPC runner under a kernel whose DPCs never run never finishes.

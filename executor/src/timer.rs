@@ -1,5 +1,7 @@
 //! Timers: one `KTIMER` per runner, armed at the earliest deadline of the sleeps registered with
-//! it; its DPC wakes the expired ones and re-arms. [`sleep`], [`sleep_until`], [`timeout`].
+//! it; its DPC wakes the expired ones and the task of the earliest one left, which arms it again
+//! (a DPC that set its own timer would deadlock under Wine: see `TimerQueue::set_timer`).
+//! [`sleep`], [`sleep_until`], [`timeout`].
 //!
 //! A [`Sleep`] finds its runner's [`TimerQueue`] through the waker of the task polling it. Under
 //! [`block_on`](crate::block_on()) it instead tells `block_on` its deadline, and `block_on` waits
@@ -35,8 +37,8 @@ struct TimerNode {
 /// The queue's state, under its spin lock.
 struct TimerList {
     head: *mut TimerNode,
-    /// Deadline the `KTIMER` is armed for, `u64::MAX` when disarmed (it may fire early: the DPC
-    /// just re-arms).
+    /// Deadline the `KTIMER` was last asked to fire at, `u64::MAX` once its DPC ran (or before
+    /// it was ever set). It may fire early: the sleeps it wakes check the clock.
     armed: u64,
     closed: bool,
 }
@@ -59,6 +61,29 @@ impl TimerList {
         new.next = self.head;
         new.linked = true;
         self.head = node;
+    }
+
+    /// Claims the arming of the `KTIMER` for `deadline` when it must fire earlier than it is
+    /// armed for: records it and returns it, and the caller sets the timer
+    /// ([`TimerQueue::set_timer`]) once it has released the lock. `None`: nothing to do.
+    fn claim_arming(&mut self, deadline: u64) -> Option<u64> {
+        if self.closed || deadline >= self.armed {
+            return None;
+        }
+        self.armed = deadline;
+        Some(deadline)
+    }
+
+    /// The earliest deadline of the linked sleeps.
+    fn earliest(&self) -> Option<u64> {
+        let mut earliest = None;
+        let mut node = self.head;
+        // SAFETY: linked nodes are valid, and touched only under the lock we hold (`&self`).
+        while let Some(linked) = unsafe { node.as_ref() } {
+            earliest = Some(earliest.map_or(linked.deadline, |e: u64| e.min(linked.deadline)));
+            node = linked.next;
+        }
+        earliest
     }
 
     /// # Safety
@@ -120,28 +145,56 @@ impl TimerQueue {
         unsafe { KeInitializeDpc(self.dpc.get(), Some(timer_dpc), context) };
     }
 
-    /// Arms the `KTIMER` for `deadline` if it is earlier than what it is armed for.
-    fn arm(&self, list: &mut TimerList, deadline: u64) {
-        if list.closed || deadline >= list.armed {
-            return;
-        }
-        list.armed = deadline;
-        // SAFETY: initialised timer and DPC in 'static storage; IRQL is DISPATCH (lock held).
-        unsafe {
-            KeSetTimerEx(
-                self.timer.get(),
-                relative_due_time(Instant::from_ticks(deadline)),
-                0,
-                self.dpc.get(),
-            );
+    /// Sets the `KTIMER` for `deadline`, claimed with [`TimerList::claim_arming`]. Never with
+    /// the lock held and never from the timer's own DPC: Wine 8's `KeCancelTimer` waits for
+    /// the timer's running callback (`dlls/ntoskrnl.exe/sync.c`: it calls
+    /// `WaitForThreadpoolTimerCallbacks`), which would wait for our own DPC, or for a DPC
+    /// spinning on the lock we hold. Its `KeSetTimerEx` on a timer set before calls
+    /// `KeCancelTimer` while holding the lock Wine's callback takes after our DPC returns, so
+    /// it could wait for a callback that waits for it: the timer is cancelled first, on its
+    /// own (a no-op for the outcome on Windows, where `KeSetTimerEx` cancels anyway). Two
+    /// arming callers may set the timer in the other order than they claimed it, the later
+    /// deadline last: whoever finds an earlier claim than its own after setting sets the timer
+    /// again for that one.
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL`, lock not held.
+    fn set_timer(&self, mut deadline: u64) {
+        loop {
+            // SAFETY: initialised timer in 'static storage; IRQL <= DISPATCH_LEVEL.
+            unsafe { KeCancelTimer(self.timer.get()) };
+            // SAFETY: initialised timer and DPC in 'static storage; IRQL <= DISPATCH_LEVEL.
+            unsafe {
+                KeSetTimerEx(
+                    self.timer.get(),
+                    relative_due_time(Instant::from_ticks(deadline)),
+                    0,
+                    self.dpc.get(),
+                );
+            }
+            let list = self.list.lock();
+            if list.closed {
+                drop(list);
+                // `close` may have cancelled the timer before we set it.
+                // SAFETY: initialised timer in 'static storage; IRQL <= DISPATCH_LEVEL.
+                unsafe { KeCancelTimer(self.timer.get()) };
+                return;
+            }
+            if list.armed >= deadline {
+                return;
+            }
+            deadline = list.armed;
         }
     }
 
-    /// Wakes every expired sleep and re-arms for the earliest remaining one.
+    /// Wakes every expired sleep, and the task of the earliest remaining one, which arms the
+    /// timer again when it polls that sleep (or, if it drops the sleep instead, when it
+    /// unregisters): the DPC itself must not set its own timer (see [`Self::set_timer`]).
     fn expire(&self) {
         let mut list = self.list.lock();
         let now = Instant::now().ticks();
         let mut earliest = u64::MAX;
+        let mut earliest_node: *mut TimerNode = ptr::null_mut();
         let mut node = list.head;
         while !node.is_null() {
             // SAFETY: linked nodes are valid while we hold the lock.
@@ -155,14 +208,16 @@ impl TimerQueue {
                 if let Some(waker) = unsafe { (*node).waker.take() } {
                     waker.wake();
                 }
-            } else {
-                earliest = earliest.min(deadline);
+            } else if deadline < earliest {
+                earliest = deadline;
+                earliest_node = node;
             }
             node = next;
         }
         list.armed = u64::MAX;
-        if earliest != u64::MAX {
-            self.arm(&mut list, earliest);
+        // SAFETY: null or a node still linked in this list, valid under the lock we hold.
+        if let Some(waker) = unsafe { earliest_node.as_ref() }.and_then(|n| n.waker.as_ref()) {
+            waker.wake_by_ref();
         }
     }
 
@@ -261,18 +316,23 @@ impl Sleep {
             self.queue = queue;
         }
         let node = self.node.get();
-        let mut list = queue.list.lock();
-        // SAFETY: the node is ours and, if linked, only touched by others under this lock.
-        let ours = unsafe { &mut *node };
-        match &ours.waker {
-            Some(current) if current.will_wake(waker) => {}
-            _ => ours.waker = Some(waker.clone()),
+        let arming = {
+            let mut list = queue.list.lock();
+            // SAFETY: the node is ours and, if linked, only touched by others under this lock.
+            let ours = unsafe { &mut *node };
+            match &ours.waker {
+                Some(current) if current.will_wake(waker) => {}
+                _ => ours.waker = Some(waker.clone()),
+            }
+            if !ours.linked {
+                // SAFETY: our valid node, not linked; under the lock.
+                unsafe { list.push(node) };
+            }
+            list.claim_arming(self.deadline.ticks())
+        };
+        if let Some(deadline) = arming {
+            queue.set_timer(deadline);
         }
-        if !ours.linked {
-            // SAFETY: our valid node, not linked; under the lock.
-            unsafe { list.push(node) };
-        }
-        queue.arm(&mut list, self.deadline.ticks());
     }
 
     /// Leaves the queue the node is registered with, if any.
@@ -282,17 +342,28 @@ impl Sleep {
             return;
         };
         let node = self.node.get();
-        let waker = {
+        let (waker, arming) = {
             let mut list = queue.list.lock();
             // SAFETY: the node is ours and, if linked, only touched by others under this lock.
             if unsafe { (*node).linked } {
                 // SAFETY: under the lock; `node` is linked in `queue` when `linked` is set.
                 unsafe { list.unlink(node) };
             }
+            // Disarmed with sleeps left: the timer DPC woke this sleep's task to arm it again,
+            // and it is leaving instead, so it arms for the others.
+            let arming = if list.armed == u64::MAX {
+                list.earliest()
+                    .and_then(|deadline| list.claim_arming(deadline))
+            } else {
+                None
+            };
             // SAFETY: as above; unlinked now, so only ours.
-            unsafe { (*node).waker.take() }
+            (unsafe { (*node).waker.take() }, arming)
         };
         drop(waker);
+        if let Some(deadline) = arming {
+            queue.set_timer(deadline);
+        }
         self.queue = ptr::null();
     }
 }

@@ -163,9 +163,9 @@ fn shutdown_returns_only_when_no_runner_dpc_can_start_again() {
     static POOL: TaskPool<256, 4> = TaskPool::new();
     static WAKE_T: KdpcCell = KdpcCell(std::cell::UnsafeCell::new(std::mem::MaybeUninit::zeroed()));
     // Both processors wait between dequeuing a DPC and calling its routine, processor 1 three
-    // times longer: a runner DPC dequeued before the shutdown's KeRemoveQueueDpc is neither
-    // removed nor (per its documentation) waited for by KeFlushQueuedDpcs, and of two in flight
-    // the one on the slower processor starts well after the other.
+    // times longer: a runner DPC dequeued before the shutdown's KeRemoveQueueDpc cannot be
+    // removed any more, and of two in flight the one on the slower processor starts well after
+    // the other; the runner's own count must cover both.
     let delay = Duration::from_millis(20);
     let kernel = boot(
         Config::default()

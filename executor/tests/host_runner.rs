@@ -440,6 +440,44 @@ fn timers_sleep_and_timeout_on_both_runners() {
     shutdown_within(&PASSIVE);
 }
 
+/// The timer's DPC never sets its own timer (under Wine that deadlocks): it wakes the task of
+/// the earliest sleep left, which arms the timer again when it polls that sleep or, if it drops
+/// the sleep instead, when it unregisters it. Here the earliest one left when the first sleep
+/// fires (the timeout's own, 20 ms) is dropped by its task, and the 30 ms sleep of another task
+/// must still end: nobody else arms the timer for it.
+#[test]
+fn a_sleep_outlives_the_earliest_one_being_dropped_when_the_timer_fired() {
+    static DPC: Runner = Runner::new(Budget::DEFAULT);
+    static PASSIVE: Runner = Runner::new(Budget::DEFAULT);
+    static POOL: TaskPool<1024, 4> = TaskPool::new();
+    host::boot();
+    host::on_kernel_thread(|| DPC.start(RunnerKind::Dpc)).unwrap();
+    host::on_kernel_thread(|| PASSIVE.start(RunnerKind::Passive)).unwrap();
+
+    for runner in [&DPC, &PASSIVE] {
+        let later = runner
+            .spawn(&POOL, async {
+                let start = Instant::now();
+                sleep(Duration::from_millis(30)).await;
+                start.elapsed() >= Duration::from_millis(30)
+            })
+            .unwrap();
+        let dropping = runner
+            .spawn(&POOL, async {
+                timeout(Duration::from_millis(20), sleep(Duration::from_millis(10))).await
+            })
+            .unwrap();
+        assert_eq!(host::on_kernel_thread(|| join_within(dropping)), Ok(Ok(())));
+        assert_eq!(
+            host::on_kernel_thread(|| join_within(later)),
+            Ok(true),
+            "the sleep left after the other task dropped its own ended early"
+        );
+    }
+    shutdown_within(&DPC);
+    shutdown_within(&PASSIVE);
+}
+
 #[test]
 fn block_on_runs_timers_without_a_runner() {
     host::boot();

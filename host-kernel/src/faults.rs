@@ -28,10 +28,12 @@ use crate::NTSTATUS;
 #[non_exhaustive]
 pub enum Completion {
     /// Inline on the calling thread, before the WSK call returns, whenever the result is
-    /// already known (as real WSK sometimes does); otherwise on the reactor thread.
+    /// already known (as real WSK sometimes does); otherwise on the reactor thread. The
+    /// default: it is what a fast provider does and costs no thread hand-off; the test plans
+    /// (`testing::plans`) still run every scenario deferred and mixed too.
+    #[default]
     Inline,
     /// Always on the reactor thread at `DISPATCH_LEVEL`: the call returns `STATUS_PENDING`.
-    #[default]
     Deferred,
     /// Chosen per operation from the seed.
     Mixed,
@@ -484,7 +486,8 @@ fn parse_count(key: &str, value: &str) -> Result<u64, String> {
 impl Faults {
     /// Reads a plan written as comma-separated items, with `seed`:
     ///
-    /// - `inline`, `deferred`, `mixed`: the completion mode (default `deferred`);
+    /// - `inline`, `deferred`, `mixed`: the completion mode (default `inline`, as
+    ///   `Completion::default`);
     /// - `reorder`: reorder deferred completions across sockets;
     /// - `delay=D`: seeded delays up to `D` before each deferred completion (`D` as `250us`,
     ///   `1ms`, `2s`, `1m`);

@@ -11,7 +11,8 @@
 //! Tests and host programs drive it through [`Kernel`]: boot a machine, load a driver, unload
 //! it and read the verifier's report; [`testing`] runs a scenario under every fault plan.
 //!
-//! Empty on Windows targets, where the real kernel exports the functions.
+//! Empty on Windows targets, where the real kernel exports the functions. How the crates fit
+//! together and where each kernel rule is checked: `docs/ARCHITECTURE.md` in the repository.
 #![cfg(not(target_os = "windows"))]
 #![allow(
     non_snake_case,

@@ -294,9 +294,25 @@ pub unsafe fn KeLowerIrql(new_irql: KIRQL) {
 /// measure anything shorter: use [`query_precise_time`] for that.
 ///
 /// Not an x64 ntoskrnl export: wdm.h defines it as a 64-bit read of `InterruptTime` in
-/// `KUSER_SHARED_DATA` (`*(volatile ULONG64 *)(KI_USER_SHARED_DATA + 8)`), and so does this.
-/// On the host the page is the host kernel's (`host_shared_user_data`), read at the same
-/// offset.
+/// `KUSER_SHARED_DATA` (`*(volatile ULONG64 *)(KI_USER_SHARED_DATA + 8)`), and so does this,
+/// with the load written as one plain `mov` (see below for why). On the host the page is the
+/// host kernel's (`host_shared_user_data`), read at the same offset.
+///
+/// Under Wine, which runs the driver in a user-mode process, nothing is mapped at
+/// [`KI_USER_SHARED_DATA`](crate::KI_USER_SHARED_DATA): the page is at its user-mode address,
+/// [`MM_SHARED_USER_DATA_VA`](crate::MM_SHARED_USER_DATA_VA), where the wineserver refreshes
+/// `InterruptTime` from its monotonic clock at least every 16 ms (`server/fd.c`:
+/// `set_user_shared_data_time`, run after every wait of its main loop, whose timeout is capped
+/// at `user_shared_data_timeout`, 16 ms). [`init_precise_clock`] (`PASSIVE_LEVEL`, called by
+/// `Runner::start`) recognises Wine and switches this read to that address; on Windows it
+/// changes nothing. Before that switch a read under Wine faults and Wine's ntoskrnl emulates
+/// it (`dlls/ntoskrnl.exe/instr.c`: a vectored handler serves loads from the kernel address
+/// out of the user page), slowly, and only for a few instruction forms (`mov`, `movzx`, `or`,
+/// `xor`): a load the compiler folds into a `cmp` or `sub`, as it did when this was a
+/// `read_volatile`, is not emulated and kills the driver. Hence the explicit `mov`.
+/// Wine's own `KeQueryInterruptTime` export (which x64 Windows lacks, so the import check
+/// forbids it) would not do even looked up at run time: it returns `KeQueryTickCount`, a
+/// millisecond count, not 100 ns units (`dlls/ntoskrnl.exe/ntoskrnl.c`).
 ///
 /// # Safety
 /// None: `unsafe` only so that callers read the same as for the kernel functions.
@@ -310,13 +326,24 @@ pub unsafe fn KeQueryInterruptTime() -> u64 {
     {
         #[allow(
             clippy::cast_possible_truncation,
-            reason = "KI_USER_SHARED_DATA is an x64 kernel address"
+            reason = "both page addresses are x64 addresses"
         )]
-        let address = (crate::KI_USER_SHARED_DATA as usize + OFFSET) as *const u64;
-        // SAFETY: KUSER_SHARED_DATA is mapped read-only at KI_USER_SHARED_DATA in every x64
-        // kernel address space, for the life of the system; InterruptTime is 8-byte aligned
-        // and an x64 64-bit load of it is atomic (wdm.h reads it the same way).
-        unsafe { address.read_volatile() }
+        let address = (SHARED_USER_DATA.load(Ordering::Relaxed) as usize + OFFSET) as *const u64;
+        let time: u64;
+        // SAFETY: `address` is InterruptTime in KUSER_SHARED_DATA where this kernel maps it:
+        // at KI_USER_SHARED_DATA, read-only in every x64 kernel address space for the life of
+        // the system, or, once init_precise_clock found Wine, at MM_SHARED_USER_DATA_VA, which
+        // Wine maps in every process for its life. InterruptTime is 8-byte aligned and an x64
+        // 64-bit load of it is atomic (wdm.h reads it the same way); the asm only reads it.
+        unsafe {
+            core::arch::asm!(
+                "mov {time}, qword ptr [{address}]",
+                address = in(reg) address,
+                time = lateout(reg) time,
+                options(nostack, preserves_flags, readonly),
+            );
+        };
+        time
     }
     #[cfg(not(target_os = "windows"))]
     {
@@ -331,6 +358,50 @@ pub unsafe fn KeQueryInterruptTime() -> u64 {
     }
 }
 
+/// Where [`KeQueryInterruptTime`] finds `KUSER_SHARED_DATA`: [`KI_USER_SHARED_DATA`], as on
+/// every x64 Windows kernel, until [`init_precise_clock`] recognises Wine and stores
+/// [`MM_SHARED_USER_DATA_VA`], the only address Wine maps the page at. It never holds any
+/// other value. Relaxed is enough: both addresses show the same page, so a reader that still
+/// sees the old one reads the same clock (through Wine's emulation).
+///
+/// [`KI_USER_SHARED_DATA`]: crate::KI_USER_SHARED_DATA
+/// [`MM_SHARED_USER_DATA_VA`]: crate::MM_SHARED_USER_DATA_VA
+#[cfg(target_os = "windows")]
+static SHARED_USER_DATA: AtomicU64 = AtomicU64::new(crate::KI_USER_SHARED_DATA);
+
+/// Points [`KeQueryInterruptTime`] at the user-mode view of `KUSER_SHARED_DATA` when the kernel
+/// is Wine's; leaves the kernel address in place otherwise. Idempotent.
+///
+/// # Safety
+/// `PASSIVE_LEVEL` only.
+unsafe fn select_shared_user_data() {
+    #[cfg(target_os = "windows")]
+    {
+        // SAFETY: PASSIVE_LEVEL per the caller.
+        if unsafe { kernel_is_wine() } {
+            SHARED_USER_DATA.store(crate::MM_SHARED_USER_DATA_VA, Ordering::Relaxed);
+        }
+    }
+}
+
+/// True when [`KeQueryInterruptTime`] reads `KUSER_SHARED_DATA` at its user-mode address
+/// (`MM_SHARED_USER_DATA_VA`): [`init_precise_clock`] found Wine. False on Windows and on the
+/// host kernel.
+///
+/// # IRQL
+/// Any.
+#[must_use]
+pub fn reads_user_mode_shared_data() -> bool {
+    #[cfg(target_os = "windows")]
+    {
+        SHARED_USER_DATA.load(Ordering::Relaxed) == crate::MM_SHARED_USER_DATA_VA
+    }
+    #[cfg(not(target_os = "windows"))]
+    {
+        false
+    }
+}
+
 type KeQueryPerformanceCounterFn = unsafe extern "system" fn(*mut LARGE_INTEGER) -> LARGE_INTEGER;
 
 /// `KeQueryPerformanceCounter`: ntoskrnl from Windows 8 on, hal.dll before and under Wine.
@@ -338,12 +409,17 @@ static PERFORMANCE_COUNTER: SystemRoutine = SystemRoutine::new("KeQueryPerforman
 /// Its frequency (counts per second), read once at lookup.
 static PERFORMANCE_FREQUENCY: AtomicU64 = AtomicU64::new(0);
 
-/// Looks up the precise clock, `KeQueryPerformanceCounter`, for [`query_precise_time`]. It is
-/// resolved at run time, not imported: x64 ntoskrnl exports it from Windows 8 on, hal.dll
-/// before that and under Wine (whose ntoskrnl lacks it), and `MmGetSystemRoutineAddress`
-/// searches both; an import from the wrong one would keep the driver from loading. Call at
-/// `PASSIVE_LEVEL` before relying on the precise clock (`Runner::start` does); calling again
-/// is harmless.
+/// Sets up both clocks; call at `PASSIVE_LEVEL` before relying on them (`Runner::start`
+/// does); calling again is harmless.
+///
+/// - The precise clock, `KeQueryPerformanceCounter`, for [`query_precise_time`]. It is
+///   resolved at run time, not imported: x64 ntoskrnl exports it from Windows 8 on, hal.dll
+///   before that and under Wine (whose ntoskrnl lacks it), and `MmGetSystemRoutineAddress`
+///   searches both; an import from the wrong one would keep the driver from loading.
+/// - Where [`KeQueryInterruptTime`] reads `KUSER_SHARED_DATA`: the kernel address on Windows
+///   (unchanged), the user-mode one under Wine ([`kernel_is_wine`], which only works at
+///   `PASSIVE_LEVEL`, hence here). Before this call the interrupt time still reads correctly
+///   under Wine, through Wine's emulation of the kernel address, but each read costs a fault.
 ///
 /// # Safety
 /// `PASSIVE_LEVEL` only.
@@ -351,6 +427,8 @@ static PERFORMANCE_FREQUENCY: AtomicU64 = AtomicU64::new(0);
 /// # IRQL
 /// `PASSIVE_LEVEL`.
 pub unsafe fn init_precise_clock() {
+    // SAFETY: PASSIVE_LEVEL per the caller.
+    unsafe { select_shared_user_data() };
     // SAFETY: PASSIVE_LEVEL per the caller.
     let Some(routine) = (unsafe { PERFORMANCE_COUNTER.resolve() }) else {
         PERFORMANCE_FREQUENCY.store(0, Ordering::Release);

@@ -408,7 +408,7 @@ pub type PETHREAD = *mut c_void;
 /// Opaque `OBJECT_TYPE` pointer.
 pub type POBJECT_TYPE = *mut c_void;
 
-/// `KSYSTEM_TIME`: a 64-bit time the kernel publishes in [`KUSER_SHARED_DATA`]. The writer
+/// `KSYSTEM_TIME`: a 64-bit time the kernel publishes in `KUSER_SHARED_DATA`. The writer
 /// stores `High2Time`, then `LowPart`, then `High1Time`; on x64 a reader takes the 64 bits at
 /// `LowPart` in one load (wdm.h's `KeQueryInterruptTime` does exactly that).
 #[repr(C)]
@@ -439,3 +439,13 @@ pub struct KUSER_SHARED_DATA_HEAD {
 
 /// `KI_USER_SHARED_DATA` on x64: the kernel-mode address of `KUSER_SHARED_DATA`.
 pub const KI_USER_SHARED_DATA: u64 = 0xFFFF_F780_0000_0000;
+
+/// `MM_SHARED_USER_DATA_VA`: the user-mode address of the same `KUSER_SHARED_DATA` page, fixed
+/// in every process on every architecture (the WDK's `KUSER_SHARED_DATA` page: "mapped at a
+/// fixed, hardcoded address in both kernel and user space"). A Windows driver never reads it
+/// (in kernel mode it is whatever process happens to be current). Wine, which runs drivers in
+/// a user-mode process (`winedevice.exe`), maps the page there and nowhere else: Wine's
+/// `dlls/ntdll/unix/virtual.c` maps it in every process, `server/mapping.c` creates it and
+/// `server/fd.c` (`set_user_shared_data_time`) keeps its clocks moving. See
+/// [`crate::KeQueryInterruptTime`].
+pub const MM_SHARED_USER_DATA_VA: u64 = 0x7FFE_0000;

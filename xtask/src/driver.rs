@@ -98,7 +98,7 @@ fn mingw_tool(tool: &str, args: &[&std::ffi::OsStr]) -> Result<String, String> {
 
 /// Checks the image: subsystem, imported DLLs and symbols, the panic path and the exception
 /// handlers (see the module documentation).
-fn check_image(sys: &Path) -> Result<(), String> {
+pub(crate) fn check_image(sys: &Path) -> Result<(), String> {
     let text = mingw_tool(
         "x86_64-w64-mingw32-objdump",
         &["-x".as_ref(), sys.as_os_str()],

@@ -7,7 +7,10 @@
 
 mod bench;
 mod bench_echo;
+mod bench_echo_table;
 mod driver;
+mod floor_driver;
+mod png;
 mod setup;
 mod soak;
 mod suite;
@@ -19,14 +22,20 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <command>
   test           set up the machine, then run every suite (fmt, clippy, tests, layout probe,
                  Windows-target build, loom, Miri, Wine) and print a summary
-  run [ARGS]     set up, then run the echo driver on the host kernel (ARGS go to the driver)
+  run [--debug] [-- ARGS]
+                 set up, then run the echo driver on the host kernel, a release build (--debug:
+                 a debug build; ARGS go to the driver)
   setup          install what the project needs (apt packages as root, rustup components)
-  build-driver   build the echo driver .sys for x86_64-pc-windows-msvc
+  build-driver   build the echo driver .sys for x86_64-pc-windows-msvc (--floor: and the
+                 callback-chain floor driver's wskfloor.sys)
   wine-test      build the .sys and run the Wine end-to-end test
   bench [ARGS]   executor benchmarks: callgrind instructions and criterion times for wake+poll
                  and spawn, ours vs embassy-executor vs a callback floor (ARGS go to criterion;
                  --callgrind-only, --criterion-only, --rounds N); bench --echo: instructions
                  and kernel allocations per echo round trip through wsk-net on the host kernel
+  bench-echo     ours (dpc, passive) vs the callback floor vs tokio vs std over loopback TCP:
+                 ratio table, JSON and a latency plot under target/bench-echo/
+                 (--no-callgrind, --quick)
   soak [ARGS]    the seed sweep: wsk-net's and the echo driver's end-to-end scenarios under
                  seeded fault plans (--seeds N, default 20; --first S; --faults PLAN), failing
                  seeds with their replay command and a summary; --minutes M: a long churn run
@@ -45,8 +54,16 @@ fn main() -> ExitCode {
             setup::ensure();
             Ok(())
         }
-        Some("build-driver") => driver::build(&root).map(|sys| println!("{}", sys.display())),
+        Some("build-driver") => driver::build(&root).and_then(|sys| {
+            println!("{}", sys.display());
+            if args.iter().any(|a| a == "--floor") {
+                floor_driver::build(&root).map(|sys| println!("{}", sys.display()))
+            } else {
+                Ok(())
+            }
+        }),
         Some("bench") => bench::run(&root, &args[1..]),
+        Some("bench-echo") => bench_echo_table::run(&root, &args[1..]),
         Some("soak") => soak::run(&root, &args[1..]),
         Some("wine-test") => driver::build(&root).and_then(|sys| wine::test(&root, &sys)),
         _ => {

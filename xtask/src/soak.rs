@@ -278,8 +278,8 @@ fn driver_sweep(root: &Path, options: &Options) -> Result<Vec<u64>, String> {
     Ok(failed)
 }
 
-/// `--minutes M` (with `--first S` as its seed and `--faults PLAN`): the echo driver's long run (`soak_echo_driver_minutes` in
-/// `driver-example/tests/soak.rs`): M minutes of churn, every kind of client disconnect,
+/// `--minutes M` (with `--first S` as its seed and `--faults PLAN`): the echo driver's long
+/// run (`soak_echo_driver_minutes` in `driver-example/tests/soak.rs`): M minutes of churn, every kind of client disconnect,
 /// resets and slow readers, with the kernel's live pool, IRPs and MDLs, the descriptors and
 /// the RSS read at the start and the end; it fails if any grew. Not part of the CI suite.
 fn minutes_run(root: &Path, minutes: u64, options: &Options) -> Result<(), String> {

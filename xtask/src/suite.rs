@@ -45,6 +45,7 @@ const SUITES: &[(&str, SuiteFn)] = &[
     ("fmt", fmt),
     ("clippy (host)", clippy_host),
     ("clippy (windows target)", clippy_windows),
+    ("docs (intra-doc links)", docs),
     ("layout probe", layout_probe),
     ("tests (workspace)", tests),
     ("soak (20 seeds)", soak),
@@ -101,6 +102,16 @@ fn clippy_windows(root: &Path) -> Outcome {
     args.extend(crates);
     args.extend(["--", "-D", "warnings"]);
     cargo(root, &args, &[])
+}
+
+/// Rustdoc over the workspace with warnings denied: a broken intra-doc link (the workspace
+/// lint `rustdoc::broken_intra_doc_links`) fails here, since only rustdoc checks links.
+fn docs(root: &Path) -> Outcome {
+    cargo(
+        root,
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )
 }
 
 fn layout_probe(root: &Path) -> Outcome {
@@ -242,13 +253,20 @@ fn summarize(suites: &[Suite]) -> Result<(), String> {
     Ok(())
 }
 
-/// The main job: the echo driver on the host kernel. On Unix xtask becomes `cargo run` (exec),
-/// which becomes the driver's host program, so Ctrl-C reaches only the program, which unloads
-/// the driver and prints the report, rather than killing a waiting parent first.
+/// The main job: the echo driver on the host kernel, a release build unless `--debug` comes
+/// before the `--` that starts the driver's own flags (a debug build of the host kernel costs
+/// several times the CPU per echo). On Unix xtask becomes `cargo run` (exec), which becomes
+/// the driver's host program, so Ctrl-C reaches only the program, which unloads the driver
+/// and prints the report, rather than killing a waiting parent first.
 pub fn run_host_driver(root: &Path, args: &[String]) -> Result<(), String> {
+    let (debug, driver_args) = split_run_args(args);
     let mut cmd = Command::new("cargo");
-    cmd.args(["run", "--quiet", "-p", "wsk-driver-example", "--"])
-        .args(args)
+    cmd.args(["run", "--quiet"]);
+    if !debug {
+        cmd.arg("--release");
+    }
+    cmd.args(["-p", "wsk-driver-example", "--"])
+        .args(driver_args)
         .current_dir(root);
     #[cfg(unix)]
     {
@@ -266,5 +284,49 @@ pub fn run_host_driver(root: &Path, args: &[String]) -> Result<(), String> {
         } else {
             Err(format!("the host driver exited with {status}"))
         }
+    }
+}
+
+/// Splits `cargo xtask run`'s arguments into whether `--debug` was given before the first
+/// `--`, and the rest, in order, for the driver.
+fn split_run_args(args: &[String]) -> (bool, Vec<String>) {
+    let separator = args
+        .iter()
+        .position(|arg| arg == "--")
+        .unwrap_or(args.len());
+    let debug = args[..separator].iter().any(|arg| arg == "--debug");
+    let rest = args[..separator]
+        .iter()
+        .filter(|arg| *arg != "--debug")
+        .chain(&args[separator..])
+        .cloned()
+        .collect();
+    (debug, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_run_args;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn run_is_release_unless_debug_comes_before_the_separator() {
+        assert_eq!(split_run_args(&[]), (false, vec![]));
+        assert_eq!(
+            split_run_args(&strings(&["--", "--port", "7008"])),
+            (false, strings(&["--", "--port", "7008"]))
+        );
+        assert_eq!(
+            split_run_args(&strings(&["--debug", "--", "--port", "0"])),
+            (true, strings(&["--", "--port", "0"]))
+        );
+        // After the separator, `--debug` is the driver's (which rejects it), not ours.
+        assert_eq!(
+            split_run_args(&strings(&["--", "--debug"])),
+            (false, strings(&["--", "--debug"]))
+        );
     }
 }

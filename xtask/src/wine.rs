@@ -2,11 +2,17 @@
 //! passive runner, real clients from Linux (`wsk-benches`' load scenarios), then unload with
 //! clients still connected and the `DbgPrint` log checked for a clean report.
 //!
+//! The driver's idle timeout (`IdleTimeoutMs`, [`IDLE_TIMEOUT`]) puts the executor's timers
+//! and the interrupt time (`KeQueryInterruptTime`, which under Wine reads `KUSER_SHARED_DATA`
+//! at its user-mode address) to work in the real `.sys`: a silent client must be closed after
+//! the timeout, never before, while a talking one is served.
+//!
 //! Every process the test starts belongs to its own prefix; `wineserver -k` on that prefix
 //! ends them all, on success and failure alike.
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,6 +25,20 @@ const SERVICE_KEY: &str = r"HKLM\System\CurrentControlSet\Services\WskEcho";
 const START_LIMIT: Duration = Duration::from_mins(1);
 /// How long `net stop` (`DriverUnload`) may take.
 const STOP_LIMIT: Duration = Duration::from_mins(1);
+/// The driver's idle timeout in this test (`IdleTimeoutMs`). Long enough that no client of
+/// the other scenarios pauses that long; the log check after unload proves none did.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the talking client of the idle scenario sends: well inside the timeout.
+const TALK_EVERY: Duration = Duration::from_millis(100);
+/// How long the idle scenario may wait for the silent client's EOF past the timeout before it
+/// calls the timeout broken (a generous bound, not a speed target).
+const IDLE_CLOSE_LIMIT: Duration = Duration::from_secs(30);
+/// How much earlier than [`IDLE_TIMEOUT`] the silent client may be closed: the interrupt time
+/// the driver takes its deadline from is the wineserver's, refreshed at least every 16 ms
+/// (`server/fd.c` in Wine's source), so it may lag real time by a refresh period, or a little
+/// more when the wineserver is busy. Far below the timeout, so a deadline that ignored it, or
+/// a clock that ran fast, still fails.
+const CLOCK_LAG: Duration = Duration::from_millis(100);
 
 /// A prefix with its own wineserver; dropping it kills every Wine process of the prefix.
 struct Prefix {
@@ -186,6 +206,12 @@ pub fn test(root: &Path, sys: &Path) -> Result<(), String> {
     prefix.reg_add(&params, "Port", "REG_DWORD", &port.to_string())?;
     prefix.reg_add(&params, "Runner", "REG_SZ", "passive")?;
     prefix.reg_add(&params, "BindAddress", "REG_SZ", "127.0.0.1")?;
+    prefix.reg_add(
+        &params,
+        "IdleTimeoutMs",
+        "REG_DWORD",
+        &IDLE_TIMEOUT.as_millis().to_string(),
+    )?;
 
     // services.exe reads the services at start; a persistent server keeps winedevice.exe (the
     // driver's host) alive after `net start` returns, writing to the log we hand it.
@@ -268,12 +294,23 @@ fn scenarios(prefix: &Prefix, log: &Path, addr: SocketAddr) -> Result<String, St
     summary.push("reset mid-message, still serving".into());
     println!("wine-test: {}", summary[2]);
 
+    let (closed_after, echoes) = idle_close(addr)?;
+    summary.push(format!(
+        "a silent client closed (EOF) {closed_after:.3?} after connecting (idle timeout \
+         {IDLE_TIMEOUT:?}) while a talking one got {echoes} echoes"
+    ));
+    println!("wine-test: {}", summary[3]);
+
+    let held_at = Instant::now();
     let held = load::hold_connections(addr, 8)?;
     let held_count = held.len();
     println!("wine-test: unloading with {held_count} clients connected");
     let stop = run_quiet(&mut prefix.wine(&["net", "stop", SERVICE]), STOP_LIMIT);
     // The clients must see the server close them whatever `net stop` said.
     let closed = held.wait_closed(Duration::from_secs(30));
+    // Past the idle timeout the log check below cannot tell the unload's closes from idle
+    // ones (it fails on the latter): say how close this run came.
+    let held_for = held_at.elapsed();
     stop?;
     let closed = closed?;
     if closed != held_count {
@@ -301,8 +338,106 @@ fn scenarios(prefix: &Prefix, log: &Path, addr: SocketAddr) -> Result<String, St
     if !text.contains("wskecho: deregistered") {
         return Err("the WSK client did not deregister".into());
     }
+    // The runner's start recognised Wine and reads the clock where Wine maps it, instead of
+    // faulting on the kernel address for Wine to emulate each read.
+    if !text.contains("wskecho: clock: KUSER_SHARED_DATA at its user-mode address") {
+        return Err("the driver did not switch its clock to Wine's KUSER_SHARED_DATA".into());
+    }
+    // The idle scenario's silent client is the only connection that may have idled out: the
+    // driver logs its 1st, 2nd, 4th... idle close, so a 2nd means a client of another
+    // scenario, or a held one the unload should have closed, was closed for idling.
+    let idle_line = format!(
+        "wskecho: closing a connection idle for {} ms (1 so far)",
+        IDLE_TIMEOUT.as_millis()
+    );
+    if !text.contains(&idle_line) {
+        return Err(format!("the driver log lacks {idle_line:?}"));
+    }
+    if let Some(line) = text
+        .lines()
+        .find(|l| l.contains("wskecho: closing a connection idle for") && !l.contains(&idle_line))
+    {
+        return Err(format!(
+            "another connection was closed for idling: {}",
+            line.trim()
+        ));
+    }
     summary.push(format!(
-        "unloaded with {held_count} clients connected: {report}"
+        "unloaded with {held_count} clients connected, all closed {held_for:.1?} after \
+         connecting: {report}"
     ));
     Ok(summary.join("; "))
+}
+
+/// Sends `message` and reads the same bytes back.
+fn echo_once(stream: &mut TcpStream, message: &[u8]) -> Result<(), String> {
+    stream
+        .write_all(message)
+        .map_err(|e| format!("talking client: write: {e}"))?;
+    let mut back = vec![0; message.len()];
+    stream
+        .read_exact(&mut back)
+        .map_err(|e| format!("talking client: read: {e}"))?;
+    if back != message {
+        return Err(format!(
+            "talking client: sent {message:?}, got {back:?} back"
+        ));
+    }
+    Ok(())
+}
+
+/// The idle timeout in the real driver: one client connects and stays silent while another
+/// talks every [`TALK_EVERY`]; the silent one must see EOF no earlier than [`IDLE_TIMEOUT`]
+/// (less [`CLOCK_LAG`]) after it connected, and within [`IDLE_CLOSE_LIMIT`] after that; the
+/// talking one must be served before and after. Returns when the silent client was closed
+/// and how many echoes the talking one got.
+fn idle_close(addr: SocketAddr) -> Result<(Duration, u32), String> {
+    // Timed from before the connect: the driver's idle clock starts later, at its receive.
+    let connected = Instant::now();
+    let mut silent = TcpStream::connect(addr).map_err(|e| format!("silent client: {e}"))?;
+    let mut talking = TcpStream::connect(addr).map_err(|e| format!("talking client: {e}"))?;
+    // The silent client's reads time out quickly: each one asks whether the server closed it
+    // yet, and paces the talking client. The talking client's echo gets the whole bound.
+    silent
+        .set_read_timeout(Some(TALK_EVERY))
+        .map_err(|e| e.to_string())?;
+    talking
+        .set_read_timeout(Some(IDLE_CLOSE_LIMIT))
+        .map_err(|e| e.to_string())?;
+    let mut echoes = 0u32;
+    let mut byte = [0u8; 1];
+    let closed_after = loop {
+        match silent.read(&mut byte) {
+            Ok(0) => break connected.elapsed(),
+            Ok(_) => return Err("the silent client received data it never asked for".into()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => {
+                return Err(format!(
+                    "the silent client should see EOF, got {e} after {:.1?}",
+                    connected.elapsed()
+                ));
+            }
+        }
+        if connected.elapsed() > IDLE_TIMEOUT + IDLE_CLOSE_LIMIT {
+            return Err(format!(
+                "the silent client is still open {:.1?} after connecting (idle timeout \
+                 {IDLE_TIMEOUT:?})",
+                connected.elapsed()
+            ));
+        }
+        echo_once(&mut talking, &echoes.to_le_bytes())?;
+        echoes += 1;
+    };
+    if closed_after + CLOCK_LAG < IDLE_TIMEOUT {
+        return Err(format!(
+            "the silent client was closed {closed_after:.1?} after connecting, before the \
+             {IDLE_TIMEOUT:?} idle timeout"
+        ));
+    }
+    echo_once(&mut talking, b"still here")?;
+    Ok((closed_after, echoes + 1))
 }

@@ -1,23 +1,36 @@
 //! `loadgen`: the echo load generator for a Windows test VM running `wskecho.sys` (or the
-//! host-mode driver, or Wine). Runs the same scenarios as the Wine test, then a latency
-//! measurement, against one address, and exits non-zero on the first failure.
+//! host-mode driver, or Wine), and the client of `cargo xtask bench-echo`.
+//!
+//! Scenario mode (the default) runs the same scenarios as the Wine test, then a latency
+//! measurement, against one address, and exits non-zero on the first failure:
 //!
 //! ```text
-//! cargo run --release -p wsk-benches --bin loadgen -- 192.0.2.10:7007 [--clients 50]
-//!     [--messages 200] [--max-size 65536] [--churn 1000] [--latency 10000]
+//! loadgen 192.0.2.10:7007 [--clients 50] [--messages 200] [--max-size 65536] [--churn 1000]
+//!     [--latency 10000] [--json]
 //! ```
+//!
+//! Bench mode runs only the closed-loop measurement (`wsk_benches::closed_loop`):
+//!
+//! ```text
+//! loadgen 127.0.0.1:7007 --bench --connections 100 --size 64 --millis 1000 [--warmup-millis 200] [--json]
+//! ```
+//!
+//! Latencies are HDR-histogram percentiles; `--json` prints one JSON object on stdout instead
+//! of text. Builds for Linux and as a Windows user-mode `.exe` (`x86_64-pc-windows-gnu`).
 //!
 //! Point it only at a machine you run the driver on (a test VM on your own network, or
 //! 127.0.0.1): it opens many connections as fast as it can.
 
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use wsk_benches::load;
+use wsk_benches::{closed_loop, load};
 
 const USAGE: &str = "usage: loadgen ADDR:PORT [--clients N] [--messages N] [--max-size BYTES] \
-                     [--churn N] [--latency N]";
+                     [--churn N] [--latency N] [--json]
+       loadgen ADDR:PORT --bench [--connections N] [--size BYTES] [--millis N] \
+                     [--warmup-millis N] [--json]";
 
 struct Options {
     addr: SocketAddr,
@@ -26,6 +39,12 @@ struct Options {
     max_size: usize,
     churn: usize,
     latency: usize,
+    json: bool,
+    bench: bool,
+    connections: usize,
+    size: usize,
+    millis: u64,
+    warmup_millis: u64,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -43,8 +62,25 @@ fn parse(args: &[String]) -> Result<Options, String> {
         max_size: 64 * 1024,
         churn: 1000,
         latency: 10_000,
+        json: false,
+        bench: false,
+        connections: 1,
+        size: 64,
+        millis: 1000,
+        warmup_millis: 200,
     };
     while let Some(flag) = rest.next() {
+        match flag.as_str() {
+            "--json" => {
+                options.json = true;
+                continue;
+            }
+            "--bench" => {
+                options.bench = true;
+                continue;
+            }
+            _ => {}
+        }
         let value: usize = rest
             .next()
             .and_then(|v| v.parse().ok())
@@ -55,88 +91,97 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--max-size" => options.max_size = value.max(1),
             "--churn" => options.churn = value,
             "--latency" => options.latency = value,
+            "--connections" => options.connections = value.max(1),
+            "--size" => options.size = value.max(1),
+            "--millis" => options.millis = u64::try_from(value.max(1)).unwrap_or(u64::MAX),
+            "--warmup-millis" => options.warmup_millis = u64::try_from(value).unwrap_or(0),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
     Ok(options)
 }
 
-/// Round-trip times of `count` 64-byte echoes on one connection, sorted.
-fn latencies(addr: SocketAddr, count: usize) -> Result<Vec<Duration>, String> {
-    use std::io::{Read, Write};
-    let mut stream = TcpStream::connect_timeout(&addr, load::IO_TIMEOUT)
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(load::IO_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let message = [0x5au8; 64];
-    let mut back = [0u8; 64];
-    let mut times = Vec::with_capacity(count);
-    for _ in 0..count {
-        let start = Instant::now();
-        stream
-            .write_all(&message)
-            .map_err(|e| format!("write: {e}"))?;
-        stream
-            .read_exact(&mut back)
-            .map_err(|e| format!("read: {e}"))?;
-        times.push(start.elapsed());
-        if back != message {
-            return Err("latency echo differs".into());
-        }
+fn bench(options: &Options) -> Result<(), String> {
+    let result = closed_loop::run(
+        options.addr,
+        options.connections,
+        options.size,
+        Duration::from_millis(options.warmup_millis),
+        Duration::from_millis(options.millis),
+    )?;
+    if options.json {
+        println!("{}", result.to_json());
+    } else {
+        println!(
+            "{} connections, {} B: {} round trips in {:.2?} ({:.0}/s); RTT p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us",
+            result.connections,
+            result.size,
+            result.round_trips,
+            result.elapsed,
+            result.rate(),
+            result.micros_at(0.5),
+            result.micros_at(0.99),
+            result.micros_at(0.999)
+        );
     }
-    times.sort_unstable();
-    Ok(times)
+    Ok(())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
-        reason = "an index into a short sorted list"
-    )]
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index]
-}
-
-fn run(options: &Options) -> Result<(), String> {
+fn scenarios(options: &Options) -> Result<(), String> {
     let addr = options.addr;
     let t = Instant::now();
     let echo = load::concurrent_echo(addr, options.clients, options.messages, options.max_size)?;
-    println!(
-        "echo: {} clients, {} messages, {} bytes byte-exact in {:.2?}",
-        echo.connections,
-        echo.messages,
-        echo.bytes,
-        t.elapsed()
-    );
+    let echo_seconds = t.elapsed().as_secs_f64();
+    if !options.json {
+        println!(
+            "echo: {} clients, {} messages, {} bytes byte-exact in {echo_seconds:.2} s",
+            echo.connections, echo.messages, echo.bytes
+        );
+    }
+    let mut churn_rate = 0.0;
     if options.churn > 0 {
         let t = Instant::now();
         let churn = load::churn(addr, options.churn, 8)?;
         let secs = t.elapsed().as_secs_f64();
         #[allow(clippy::cast_precision_loss, reason = "a rate for display")]
         let rate = churn.connections as f64 / secs.max(1e-9);
-        println!(
-            "churn: {} connect/echo/close in {secs:.2} s ({rate:.0}/s)",
-            churn.connections
-        );
+        churn_rate = rate;
+        if !options.json {
+            println!(
+                "churn: {} connect/echo/close in {secs:.2} s ({rate:.0}/s)",
+                churn.connections
+            );
+        }
     }
     load::reset_mid_message(addr)?;
-    println!("reset mid-message: server still serving");
-    if options.latency > 0 {
-        let times = latencies(addr, options.latency)?;
+    if !options.json {
+        println!("reset mid-message: server still serving");
+    }
+    let latency = if options.latency > 0 {
+        // One connection, one 64-byte message in flight: the closed-loop client's simplest
+        // case, for `latency` round trips' worth of time (at least 1 s).
+        let result = closed_loop::run(addr, 1, 64, Duration::from_millis(100), {
+            Duration::from_micros(u64::try_from(options.latency).unwrap_or(u64::MAX) * 100)
+                .max(Duration::from_secs(1))
+        })?;
+        if !options.json {
+            println!(
+                "latency (64 B round trip, {} samples): p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us",
+                result.round_trips,
+                result.micros_at(0.5),
+                result.micros_at(0.99),
+                result.micros_at(0.999)
+            );
+        }
+        result.to_json()
+    } else {
+        "null".to_owned()
+    };
+    if options.json {
         println!(
-            "latency (64 B round trip, {} samples): p50 {:.1?}  p99 {:.1?}  p99.9 {:.1?}  max {:.1?}",
-            times.len(),
-            percentile(&times, 0.50),
-            percentile(&times, 0.99),
-            percentile(&times, 0.999),
-            times.last().copied().unwrap_or_default()
+            "{{\"echo\":{{\"connections\":{},\"messages\":{},\"bytes\":{},\"seconds\":{echo_seconds:.3}}},\
+             \"churn_per_second\":{churn_rate:.1},\"reset_mid_message\":\"ok\",\"latency\":{latency}}}",
+            echo.connections, echo.messages, echo.bytes
         );
     }
     Ok(())
@@ -151,7 +196,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&options) {
+    let outcome = if options.bench {
+        bench(&options)
+    } else {
+        scenarios(&options)
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("loadgen: FAILED: {message}");

@@ -18,12 +18,12 @@
 //!   being unloaded before it returns").
 
 use std::boxed::Box;
-use std::collections::HashMap;
 use std::format;
 use std::string::String;
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
+use super::fast_hash::FastMap;
 use super::irql;
 use super::machine::{self, Machine, lock};
 use super::pool::{ExFreePoolWithTag, allocate_for_kernel};
@@ -51,7 +51,7 @@ struct Device {
 /// Every device object that is not yet released, by address.
 #[derive(Default)]
 pub(crate) struct Devices {
-    live: HashMap<usize, Device>,
+    live: FastMap<usize, Device>,
 }
 
 impl Devices {

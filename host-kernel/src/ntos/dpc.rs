@@ -3,22 +3,32 @@
 //! cleared) before its routine is called, so a running DPC can be queued again and then runs
 //! on another processor at the same time.
 //!
+//! With two or more processors, the last one has no thread of its own: the WSK provider's
+//! reactor thread *is* that processor ([`set_host_hooks`], [`run_hosted`]), as a NIC's DPC
+//! runs on the processor its interrupt came in on. A DPC the reactor queues (from a completion
+//! routine, say the executor's wake) lands on its own queue and runs on the same thread right
+//! after, instead of waking another thread (a futex call and a context switch per
+//! completion). A DPC another thread queues to the reactor's processor (targeted, or round
+//! robin from a thread that is no processor) wakes the reactor.
+//!
 //! Two DPC watchdogs, as on Windows: one for a single routine that runs too long, one for a
 //! processor that runs DPCs back to back, its queue never draining (it never returns below
 //! `DISPATCH_LEVEL`, so its threads never run), for too long. Both record
 //! `DPC_WATCHDOG_VIOLATION` (Windows stops the machine; here the test examines the record).
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::boxed::Box;
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::format;
 use std::string::String;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
-use super::machine::{self, Machine, lock, wait};
+use super::fast_hash::FastMap;
+use super::machine::{self, Machine, Signal, lock, wait};
 use super::verifier::{self, bugcheck};
 use super::{irql, spinlock};
 use crate::{
@@ -51,21 +61,38 @@ struct Cpu {
 struct State {
     cpus: Vec<Cpu>,
     /// Queued DPCs and the processor whose queue holds them.
-    queued: HashMap<usize, usize>,
+    queued: FastMap<usize, usize>,
+}
+
+/// A hook of the hosted processor's owner (see [`set_host_hooks`]).
+pub(crate) type HostHook =
+    Box<dyn Fn() + Send + Sync + std::panic::RefUnwindSafe + std::panic::UnwindSafe>;
+
+/// How the kernel reaches the thread that is the hosted processor (see [`set_host_hooks`]).
+struct HostHooks {
+    /// Makes the thread call [`run_hosted`] soon (it may be blocked in `epoll_wait`).
+    wake: HostHook,
+    /// Starts a fresh thread to be the processor after a bugcheck halted the current one.
+    replace: HostHook,
 }
 
 /// The processors' queues.
 pub(crate) struct Dpcs {
     state: Mutex<State>,
     /// One per processor: work arrived.
-    work: Vec<Condvar>,
+    work: Vec<Signal>,
     /// A DPC finished or was removed (for `KeFlushQueuedDpcs`).
-    progress: Condvar,
+    progress: Signal,
     round_robin: AtomicUsize,
     /// Settings beyond the processor count, fixed at boot (see [`Dpcs::configure`]).
     settings: Settings,
     /// DPC routines called since boot (for tests: did a routine start after a point?).
     started: AtomicU64,
+    /// The processor another kernel thread (the WSK reactor) is, if any: no processor thread
+    /// is started for it.
+    hosted: Option<usize>,
+    /// How to wake and replace that thread, once it has said so.
+    host_hooks: OnceLock<HostHooks>,
 }
 
 /// DPC settings from the kernel's `Config`.
@@ -83,10 +110,10 @@ impl Dpcs {
         Self {
             state: Mutex::new(State {
                 cpus: (0..cpus).map(|_| Cpu::default()).collect(),
-                queued: HashMap::new(),
+                queued: FastMap::default(),
             }),
-            work: (0..cpus).map(|_| Condvar::new()).collect(),
-            progress: Condvar::new(),
+            work: (0..cpus).map(|_| Signal::new()).collect(),
+            progress: Signal::new(),
             round_robin: AtomicUsize::new(0),
             settings: Settings {
                 cumulative_watchdog: Duration::MAX,
@@ -94,11 +121,14 @@ impl Dpcs {
                 should_yield_exported: true,
             },
             started: AtomicU64::new(0),
+            hosted: None,
+            host_hooks: OnceLock::new(),
         }
     }
 
     /// Sets the cumulative DPC watchdog's limit, the dispatch delays per processor (a fault to
     /// inject) and whether `KeShouldYieldProcessor` is exported (before the processors start).
+    /// With two or more processors the last one is left for the WSK reactor to be.
     pub(crate) fn configure(
         &mut self,
         cumulative_watchdog: Duration,
@@ -110,6 +140,8 @@ impl Dpcs {
             dispatch_delay,
             should_yield_exported,
         };
+        let cpus = self.work.len();
+        self.hosted = (cpus >= 2).then(|| cpus - 1);
     }
 
     /// Whether `MmGetSystemRoutineAddress` finds `KeShouldYieldProcessor`.
@@ -199,13 +231,24 @@ pub(crate) unsafe fn insert(machine: &Machine, dpc: *mut KDPC, arg1: PVOID, arg2
     queue.next_seq += 1;
     queue.queue.push_back((seq, dpc as usize));
     state.queued.insert(dpc as usize, cpu);
-    dpcs.work[cpu].notify_one();
+    if dpcs.hosted == Some(cpu) {
+        drop(state);
+        // Its own thread runs it after what it is doing now; another thread wakes it.
+        if current_cpu() != Some(cpu)
+            && let Some(hooks) = dpcs.host_hooks.get()
+        {
+            (hooks.wake)();
+        }
+    } else {
+        dpcs.work[cpu].notify_one();
+    }
     true
 }
 
-/// Starts the processor threads.
+/// Starts the processor threads (not for the hosted processor: see [`set_host_hooks`]).
 pub(crate) fn start_cpus(machine: &Arc<Machine>) -> Vec<JoinHandle<()>> {
     (0..machine.cpus)
+        .filter(|&cpu| machine.dpcs.hosted != Some(cpu))
         .map(|cpu| {
             let machine = Arc::clone(machine);
             std::thread::Builder::new()
@@ -229,38 +272,113 @@ fn run_cpu(machine: &Machine, cpu: usize) {
         if machine.stopping.load(Ordering::Acquire) {
             return;
         }
-        let Some((seq, dpc)) = state.cpus[cpu].queue.pop_front() else {
+        let ran;
+        (state, ran) = run_next(machine, cpu, state);
+        if !ran {
             // The queue drained: the processor leaves DISPATCH_LEVEL (threads may run).
             state.cpus[cpu].busy_since = None;
             state = wait(&dpcs.work[cpu], state);
-            continue;
-        };
-        state.queued.remove(&dpc);
-        state.cpus[cpu].running = Some(seq);
-        state.cpus[cpu].busy_since.get_or_insert_with(Instant::now);
-        let dpc = dpc as *mut KDPC;
-        // SAFETY: the DPC was queued, hence live; its kernel-owned fields change under the
-        // lock. Dequeued before the routine runs, as on Windows.
-        let object = unsafe { &mut *dpc };
-        object.DpcData = core::ptr::null_mut();
-        let (routine, context, arg1, arg2) = (
-            object.DeferredRoutine,
-            object.DeferredContext,
-            object.SystemArgument1,
-            object.SystemArgument2,
-        );
-        drop(state);
-        if let Some(&delay) = dpcs.settings.dispatch_delay.get(cpu) {
-            // Dequeued, not yet called: an interrupt here stretches the gap on Windows too.
-            std::thread::sleep(delay);
         }
-        dpcs.started.fetch_add(1, Ordering::SeqCst);
-        run_routine(machine, dpc, routine, context, arg1, arg2);
-        state = lock(&dpcs.state);
-        state.cpus[cpu].running = None;
-        check_cumulative(&dpcs.settings, &mut state.cpus[cpu], cpu, routine);
-        dpcs.progress.notify_all();
     }
+}
+
+/// Says how to reach the thread that is the hosted processor (the last, with two or more):
+/// `wake` when another thread queues a DPC to it, `replace` to start a fresh thread after a
+/// bugcheck halted it. That thread calls [`become_hosted_processor`] first, then
+/// [`run_hosted`] whenever woken and after completing IRPs. False (nothing changes) if the
+/// running machine has no hosted processor or its hooks are set already.
+pub(crate) fn set_host_hooks(wake: HostHook, replace: HostHook) -> bool {
+    machine::try_current().is_some_and(|machine| {
+        machine.dpcs.hosted.is_some()
+            && machine
+                .dpcs
+                .host_hooks
+                .set(HostHooks { wake, replace })
+                .is_ok()
+    })
+}
+
+/// Makes the calling thread the hosted processor (see [`set_host_hooks`]) and the running
+/// machine its own (as for the processor threads: a straggler never sees another machine,
+/// and finding it costs no lock); false if the running machine has no hosted processor.
+pub(crate) fn become_hosted_processor() -> bool {
+    let Some(machine) = machine::try_current() else {
+        return false;
+    };
+    let Some(cpu) = machine.dpcs.hosted else {
+        return false;
+    };
+    machine::adopt(machine);
+    CPU.with(|c| c.set(Some(cpu)));
+    true
+}
+
+/// On the hosted processor's thread: runs every DPC queued to it, at `DISPATCH_LEVEL`, until
+/// its queue drains (DPCs they queue included), then returns at the IRQL it was called at.
+pub(crate) fn run_hosted() {
+    let Some(machine) = machine::try_current() else {
+        return;
+    };
+    let Some(cpu) = current_cpu().filter(|&cpu| machine.dpcs.hosted == Some(cpu)) else {
+        return;
+    };
+    let dpcs = &machine.dpcs;
+    let mut state = lock(&dpcs.state);
+    if state.cpus[cpu].queue.is_empty() {
+        return;
+    }
+    let old = irql::current();
+    irql::set_unchecked(DISPATCH_LEVEL);
+    loop {
+        let ran;
+        (state, ran) = run_next(&machine, cpu, state);
+        if !ran {
+            state.cpus[cpu].busy_since = None;
+            break;
+        }
+    }
+    drop(state);
+    irql::set_unchecked(old);
+}
+
+/// Runs the DPC at the head of processor `cpu`'s queue, if there is one: dequeues it under
+/// the lock, calls its routine without the lock, and takes the lock again. Returns the lock
+/// and whether a DPC ran.
+fn run_next<'a>(
+    machine: &'a Machine,
+    cpu: usize,
+    mut state: MutexGuard<'a, State>,
+) -> (MutexGuard<'a, State>, bool) {
+    let dpcs = &machine.dpcs;
+    let Some((seq, dpc)) = state.cpus[cpu].queue.pop_front() else {
+        return (state, false);
+    };
+    state.queued.remove(&dpc);
+    state.cpus[cpu].running = Some(seq);
+    state.cpus[cpu].busy_since.get_or_insert_with(Instant::now);
+    let dpc = dpc as *mut KDPC;
+    // SAFETY: the DPC was queued, hence live; its kernel-owned fields change under the
+    // lock. Dequeued before the routine runs, as on Windows.
+    let object = unsafe { &mut *dpc };
+    object.DpcData = core::ptr::null_mut();
+    let (routine, context, arg1, arg2) = (
+        object.DeferredRoutine,
+        object.DeferredContext,
+        object.SystemArgument1,
+        object.SystemArgument2,
+    );
+    drop(state);
+    if let Some(&delay) = dpcs.settings.dispatch_delay.get(cpu) {
+        // Dequeued, not yet called: an interrupt here stretches the gap on Windows too.
+        std::thread::sleep(delay);
+    }
+    dpcs.started.fetch_add(1, Ordering::SeqCst);
+    run_routine(machine, dpc, routine, context, arg1, arg2);
+    let mut state = lock(&dpcs.state);
+    state.cpus[cpu].running = None;
+    check_cumulative(&dpcs.settings, &mut state.cpus[cpu], cpu, routine);
+    dpcs.progress.notify_all();
+    (state, true)
 }
 
 /// The cumulative DPC watchdog: records `DPC_WATCHDOG_VIOLATION` when processor `cpu` has run
@@ -319,7 +437,14 @@ pub(crate) fn halt(cpu: usize, message: &str) -> ! {
         machine.dpcs.progress.notify_all();
         drop(state);
         lock(&machine.halted).push(std::thread::current().id());
-        if !machine.stopping.load(Ordering::Acquire) {
+        if machine.dpcs.hosted == Some(cpu) {
+            // The hosted processor's thread (the WSK reactor) is replaced by its owner.
+            if !machine.stopping.load(Ordering::Acquire)
+                && let Some(hooks) = machine.dpcs.host_hooks.get()
+            {
+                (hooks.replace)();
+            }
+        } else if !machine.stopping.load(Ordering::Acquire) {
             let replacement = Arc::clone(&machine);
             let spawned = std::thread::Builder::new()
                 .name(format!("cpu{cpu}"))
@@ -399,9 +524,9 @@ fn run_routine(
     }
 }
 
-/// Waits until every DPC queued at the call has run to completion (`KeFlushQueuedDpcs`); with
-/// `running`, also every DPC already dequeued and running at the call (the kernel's own drain
-/// before a leak report, not what `KeFlushQueuedDpcs` promises).
+/// Waits until every DPC queued at the call has run to completion; with `running`, also every
+/// DPC already dequeued and running at the call (what `KeFlushQueuedDpcs` promises, and the
+/// kernel's own drain before a leak report).
 pub(crate) fn flush(machine: &Machine, running: bool) {
     let dpcs = &machine.dpcs;
     let mut state = lock(&dpcs.state);
@@ -518,14 +643,16 @@ pub unsafe extern "system-unwind" fn KeRemoveQueueDpc(Dpc: *mut KDPC) -> BOOLEAN
     TRUE
 }
 
-/// Host implementation of `KeFlushQueuedDpcs`: returns once every DPC queued at the call has run
-/// its routine to completion. `PASSIVE_LEVEL`.
+/// Host implementation of `KeFlushQueuedDpcs`: returns once every DPC queued before the call has
+/// run its routine to completion, including one already dequeued whose routine is running at
+/// the call. `PASSIVE_LEVEL`.
 ///
-/// A DPC already dequeued when it is called (its routine running, or about to be called) is
-/// not waited for: the page promises completion only for DPCs queued before the call, and
-/// `ReactOS`'s implementation (`ntoskrnl/ke/dpc.c`) likewise only looks at queue depths. The
-/// host used to wait for running DPCs too, looser than the documentation: a driver relying on
-/// that passed here and could unload under a running DPC on Windows.
+/// The page's first sentence speaks of "currently queued" DPCs, its remark of the set precisely:
+/// "Only DPCs queued prior to the call ... are guaranteed to have been executed to completion
+/// upon return". A DPC whose routine is running was queued before the call and has not
+/// completed, so it is waited for; DPCs queued during the call are not. (Reading it as "still in
+/// a queue" only would leave no documented way for `DriverUnload` to outwait a timer DPC that has
+/// just signalled it, the pattern the page exists for.)
 ///
 /// # Safety
 /// None beyond the IRQL rule (checked).
@@ -534,7 +661,7 @@ pub unsafe extern "system-unwind" fn KeRemoveQueueDpc(Dpc: *mut KDPC) -> BOOLEAN
 #[unsafe(no_mangle)]
 pub unsafe extern "system-unwind" fn KeFlushQueuedDpcs() {
     irql::require_at_most(PASSIVE_LEVEL, "KeFlushQueuedDpcs");
-    flush(&machine::current("KeFlushQueuedDpcs"), false);
+    flush(&machine::current("KeFlushQueuedDpcs"), true);
 }
 
 /// Host implementation of `KeShouldYieldProcessor`, found through `MmGetSystemRoutineAddress`

@@ -8,13 +8,13 @@
 //! its current location into the stack) until its completion reaches the top location.
 
 use std::alloc::Layout;
-use std::collections::HashMap;
 use std::format;
 use std::string::String;
 use std::vec::Vec;
 
+use super::fast_hash::FastMap;
 use super::kernel_ptr::KernelPtr;
-use super::machine::{self, lock};
+use super::machine::{self, Machine, lock};
 use super::verifier::{self, bugcheck};
 use super::{irql, spinlock};
 use crate::faults::{Resource, fail_allocation};
@@ -49,7 +49,7 @@ pub(crate) struct IrpInfo {
 /// Every live IRP, by address.
 #[derive(Default)]
 pub(crate) struct IrpTable {
-    pub(crate) live: HashMap<IrpPtr, IrpInfo>,
+    pub(crate) live: FastMap<IrpPtr, IrpInfo>,
 }
 
 impl IrpTable {
@@ -86,9 +86,13 @@ pub(crate) fn pending(table: &IrpTable) -> Vec<IrpPtr> {
 }
 
 /// The state of a tracked IRP; a bugcheck if `irp` is not a live IRP from `IoAllocateIrp`.
-fn state_of(irp: *mut IRP, function: &'static str) -> IrpState {
-    let machine = machine::current(function);
-    let state = lock(&machine.irps).info(irp).map(|i| i.state);
+/// The state of the live IRP `irp` and its stack count; a bugcheck naming `function` if it is
+/// not a live IRP. Callers pass the machine they already hold: one lookup of the running
+/// machine per kernel call, not one per check.
+fn state_of(machine: &Machine, irp: *mut IRP, function: &'static str) -> (IrpState, u8) {
+    let state = lock(&machine.irps)
+        .info(irp)
+        .map(|i| (i.state, i.stack_count));
     // WDK "Bug Check 0xC9: DRIVER_VERIFIER_IOMANAGER_VIOLATION"
     // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc9--driver-verifier-iomanager-violation): 0x01/0x03, an
     // object that is not an IRP passed as one. The host knows every live IRP, so it also
@@ -101,10 +105,7 @@ fn state_of(irp: *mut IRP, function: &'static str) -> IrpState {
     })
 }
 
-fn set_state(irp: *mut IRP, state: IrpState) {
-    let Some(machine) = machine::try_current() else {
-        return;
-    };
+fn set_state(machine: &Machine, irp: *mut IRP, state: IrpState) {
     if let Some(info) = lock(&machine.irps).info_mut(irp) {
         info.state = state;
     }
@@ -125,7 +126,8 @@ pub(crate) unsafe fn call_driver_enter(irp: *mut IRP) {
     // WDK "Bug Check 0xC9: DRIVER_VERIFIER_IOMANAGER_VIOLATION"
     // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc9--driver-verifier-iomanager-violation): I/O error 0x205,
     // forwarding an IRP that is still queued beneath the caller.
-    if state_of(irp, "IoCallDriver") == IrpState::Pending {
+    let machine = machine::current("IoCallDriver");
+    if state_of(&machine, irp, "IoCallDriver").0 == IrpState::Pending {
         bugcheck(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
             format!("IRP {irp:p} sent to a driver while it is still pending"),
@@ -144,7 +146,7 @@ pub(crate) unsafe fn call_driver_enter(irp: *mut IRP) {
     }
     // SAFETY: as above, with a location left.
     unsafe { crate::IoSetNextIrpStackLocation(irp) };
-    set_state(irp, IrpState::Pending);
+    set_state(&machine, irp, IrpState::Pending);
 }
 
 /// True if the IRP is live and pending (taken by a lower driver, not completed); a bugcheck if
@@ -153,11 +155,25 @@ pub(crate) unsafe fn call_driver_enter(irp: *mut IRP) {
 /// # Safety
 /// `irp` must be a live IRP.
 pub(crate) unsafe fn is_pending(irp: *mut IRP) -> bool {
-    let state = state_of(irp, "is_pending");
+    let machine = machine::current("is_pending");
+    // SAFETY: forwarded contract.
+    unsafe { pending_in(&machine, irp, "is_pending") }.0
+}
+
+/// [`is_pending`] on `machine`, with the IRP's stack count; a bugcheck naming `function` if
+/// the IRP is not live.
+///
+/// # Safety
+/// `irp` must be a live IRP.
+unsafe fn pending_in(machine: &Machine, irp: *mut IRP, function: &'static str) -> (bool, u8) {
+    let (state, stack_count) = state_of(machine, irp, function);
     // SAFETY: live per the table.
     let irp = unsafe { &*irp };
     let below_top = i32::from(irp.CurrentLocation) <= i32::from(irp.StackCount);
-    state == IrpState::Pending || (state == IrpState::Allocated && below_top)
+    (
+        state == IrpState::Pending || (state == IrpState::Allocated && below_top),
+        stack_count,
+    )
 }
 
 /// Initialises an IRP in place, as `IoInitializeIrp` does.
@@ -246,15 +262,15 @@ pub unsafe extern "system-unwind" fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATU
     // DISPATCH_LEVEL; only for IRPs from IoAllocateIrp (checked by is_pending). Reusing a
     // pending IRP is the host's 0xC9 rule (the "Reusing IRPs" page: only once completed).
     irql::require_at_most(DISPATCH_LEVEL, "IoReuseIrp");
-    // SAFETY: forwarded contract; is_pending checks liveness first.
-    if unsafe { is_pending(Irp) } {
+    let machine = machine::current("IoReuseIrp");
+    // SAFETY: forwarded contract; pending_in checks liveness first.
+    let (pending, stack) = unsafe { pending_in(&machine, Irp, "IoReuseIrp") };
+    if pending {
         bugcheck(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
             format!("IoReuseIrp on IRP {Irp:p}, which is still pending"),
         );
     }
-    let machine = machine::current("IoReuseIrp");
-    let stack = lock(&machine.irps).info(Irp).map_or(0, |i| i.stack_count);
     // SAFETY: live (checked).
     let flags = unsafe { (*Irp).AllocationFlags };
     // SAFETY: live, allocated with this stack count.
@@ -263,7 +279,7 @@ pub unsafe extern "system-unwind" fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATU
     let irp = unsafe { &mut *Irp };
     irp.AllocationFlags = flags;
     irp.IoStatus.Status = Iostatus;
-    set_state(Irp, IrpState::Allocated);
+    set_state(&machine, Irp, IrpState::Allocated);
 }
 
 /// Host implementation of `IoFreeIrp`. IRQL <= `DISPATCH_LEVEL`.
@@ -308,7 +324,8 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
     // IRQL_NOT_LESS_OR_EQUAL, see irql::require_at_most). The page also says never to call it
     // holding a spin lock; the host does not check that (looser).
     irql::require_at_most(DISPATCH_LEVEL, "IofCompleteRequest");
-    let state = state_of(Irp, "IofCompleteRequest");
+    let machine = machine::current("IofCompleteRequest");
+    let (state, _) = state_of(&machine, Irp, "IofCompleteRequest");
     // SAFETY: forwarded contract.
     let top = unsafe { check_completion_request(Irp, state) };
     let irql = irql::current();
@@ -321,7 +338,7 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
         let irp = unsafe { &mut *Irp };
         let at_top = i32::from(irp.CurrentLocation) >= top;
         if at_top {
-            set_state(Irp, IrpState::Completed);
+            set_state(&machine, Irp, IrpState::Completed);
         }
         // SAFETY: the location that was current, inside the live IRP's allocation; the walk
         // owns it now.
@@ -496,7 +513,7 @@ pub unsafe extern "system-unwind" fn IoCancelIrp(Irp: *mut IRP) -> BOOLEAN {
     // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iosetcancelroutine) and called at DISPATCH_LEVEL with the cancel
     // spin lock held, as DRIVER_CANCEL (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nc-wdm-driver_cancel) says.
     irql::require_at_most(DISPATCH_LEVEL, "IoCancelIrp");
-    let _ = state_of(Irp, "IoCancelIrp");
+    let _ = state_of(&machine::current("IoCancelIrp"), Irp, "IoCancelIrp");
     let mut old = 0;
     // SAFETY: a valid out-pointer.
     unsafe { IoAcquireCancelSpinLock(&raw mut old) };

@@ -17,12 +17,12 @@ use std::fmt;
 use std::format;
 use std::string::{String, ToString};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use std::vec::Vec;
 
-use super::machine::{self, Machine, lock, wait};
+use super::machine::{self, Machine, Signal, lock, wait};
 use super::verifier::{self, Bugcheck};
 use super::{device, dpc, irp, mdl, object, pool, timer};
 use crate::faults::Faults;
@@ -149,7 +149,7 @@ impl Config {
 
 /// One kernel per process: set while a kernel runs.
 static BOOTED: Mutex<bool> = Mutex::new(false);
-static SHUT_DOWN: Condvar = Condvar::new();
+static SHUT_DOWN: Signal = Signal::new();
 
 /// A running host kernel: emulated processors, the timer thread, the WSK provider. Only one
 /// runs per process at a time: `boot` waits for the previous one to be dropped, so tests in

@@ -2,7 +2,7 @@
 //! functions drivers call. One machine runs per process at a time (see `kernel::Kernel`).
 
 use std::string::String;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 use std::vec::Vec;
@@ -16,21 +16,69 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Waits on `condvar`, ignoring poison.
-pub(crate) fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-    condvar.wait(guard).unwrap_or_else(PoisonError::into_inner)
+/// A condition variable that knows whether anyone waits on it, so that a notification with
+/// no waiter costs an atomic load instead of a futex system call (std's `Condvar` always
+/// makes the call). The host kernel notifies after every completion, DPC and event; almost
+/// always nobody waits.
+///
+/// Rule for its users (as for any condition variable): change the waited-for state under the
+/// mutex the waiter holds, then notify, holding that mutex or after releasing it. A waiter
+/// counts itself under the mutex before it sleeps, so a notifier that changed the state under
+/// the same mutex sees the count.
+pub(crate) struct Signal {
+    condvar: Condvar,
+    waiters: AtomicUsize,
 }
 
-/// Waits on `condvar` for at most `timeout`, ignoring poison.
+impl Signal {
+    /// A signal nobody waits on.
+    pub(crate) const fn new() -> Self {
+        Self {
+            condvar: Condvar::new(),
+            waiters: AtomicUsize::new(0),
+        }
+    }
+
+    /// Wakes every waiter, if there is one.
+    pub(crate) fn notify_all(&self) {
+        if self.waiters.load(Ordering::SeqCst) != 0 {
+            self.condvar.notify_all();
+        }
+    }
+
+    /// Wakes one waiter, if there is one.
+    pub(crate) fn notify_one(&self) {
+        if self.waiters.load(Ordering::SeqCst) != 0 {
+            self.condvar.notify_one();
+        }
+    }
+}
+
+/// Waits on `signal`, ignoring poison.
+pub(crate) fn wait<'a, T>(signal: &Signal, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    signal.waiters.fetch_add(1, Ordering::SeqCst);
+    let guard = signal
+        .condvar
+        .wait(guard)
+        .unwrap_or_else(PoisonError::into_inner);
+    signal.waiters.fetch_sub(1, Ordering::SeqCst);
+    guard
+}
+
+/// Waits on `signal` for at most `timeout`, ignoring poison.
 pub(crate) fn wait_timeout<'a, T>(
-    condvar: &Condvar,
+    signal: &Signal,
     guard: MutexGuard<'a, T>,
     timeout: Duration,
 ) -> MutexGuard<'a, T> {
-    condvar
+    signal.waiters.fetch_add(1, Ordering::SeqCst);
+    let guard = signal
+        .condvar
         .wait_timeout(guard, timeout)
         .unwrap_or_else(PoisonError::into_inner)
-        .0
+        .0;
+    signal.waiters.fetch_sub(1, Ordering::SeqCst);
+    guard
 }
 
 /// Every kernel-side table of the running kernel.
@@ -46,11 +94,11 @@ pub(crate) struct Machine {
     /// Everything `DbgPrintEx` printed.
     pub(crate) debug_log: Mutex<String>,
     /// Signalled whenever the debug log grows.
-    pub(crate) debug_log_grew: Condvar,
+    pub(crate) debug_log_grew: Signal,
     /// The dispatcher lock and its condition: every waitable object's state changes under it.
     pub(crate) dispatcher: Mutex<()>,
     /// Signalled whenever a dispatcher object's state changes.
-    pub(crate) dispatcher_changed: Condvar,
+    pub(crate) dispatcher_changed: Signal,
     /// Processors and their DPC queues.
     pub(crate) dpcs: dpc::Dpcs,
     /// Armed timers.
@@ -76,7 +124,7 @@ pub(crate) struct Machine {
     /// Device objects (`IoCreateDevice`) not yet released.
     pub(crate) devices: Mutex<device::Devices>,
     /// Signalled when a device object is deleted or dereferenced.
-    pub(crate) devices_changed: Condvar,
+    pub(crate) devices_changed: Signal,
     /// Driver callbacks running right now, on every thread (see `verifier::in_callback`).
     pub(crate) driver_code: AtomicUsize,
     /// How long a completion routine stays counted as running after it returned (fault
@@ -92,9 +140,9 @@ impl Machine {
             stopping: AtomicBool::new(false),
             bugchecks: Mutex::new(Vec::new()),
             debug_log: Mutex::new(String::new()),
-            debug_log_grew: Condvar::new(),
+            debug_log_grew: Signal::new(),
             dispatcher: Mutex::new(()),
-            dispatcher_changed: Condvar::new(),
+            dispatcher_changed: Signal::new(),
             dpcs: dpc::Dpcs::new(cpus),
             timers: timer::Timers::new(),
             irps: Mutex::new(irp::IrpTable::default()),
@@ -107,7 +155,7 @@ impl Machine {
             halted: Mutex::new(Vec::new()),
             replacements: Mutex::new(Vec::new()),
             devices: Mutex::new(device::Devices::default()),
-            devices_changed: Condvar::new(),
+            devices_changed: Signal::new(),
             driver_code: AtomicUsize::new(0),
             late_callback_return: None,
         }

@@ -2,11 +2,11 @@
 //! construction.
 
 use std::alloc::Layout;
-use std::collections::HashMap;
 use std::format;
 use std::string::String;
 use std::vec::Vec;
 
+use super::fast_hash::FastMap;
 use super::irql;
 use super::kernel_ptr::KernelPtr;
 use super::machine::{self, lock};
@@ -33,7 +33,7 @@ pub(crate) type MdlPtr = KernelPtr<MDL>;
 /// Every live MDL, by address.
 #[derive(Default)]
 pub(crate) struct MdlTable {
-    pub(crate) live: HashMap<MdlPtr, MdlInfo>,
+    pub(crate) live: FastMap<MdlPtr, MdlInfo>,
 }
 
 /// Host implementation of `IoAllocateMdl`. IRQL <= `DISPATCH_LEVEL`.

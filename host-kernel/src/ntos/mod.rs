@@ -25,6 +25,7 @@
 pub(crate) mod device;
 pub(crate) mod dpc;
 pub(crate) mod event;
+pub(crate) mod fast_hash;
 pub(crate) mod irp;
 pub(crate) mod irql;
 pub mod kernel;

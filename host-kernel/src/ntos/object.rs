@@ -4,7 +4,6 @@
 use core::cell::UnsafeCell;
 use std::boxed::Box;
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
 use std::format;
 use std::panic::AssertUnwindSafe;
 use std::string::String;
@@ -12,6 +11,7 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use super::event::{THREAD_OBJECT, init_header, signal};
+use super::fast_hash::{FastMap, FastSet};
 use super::irql;
 use super::machine::{self, Machine, lock};
 use super::spinlock;
@@ -80,10 +80,10 @@ struct Entry {
 /// Handles and referenced objects.
 #[derive(Default)]
 pub(crate) struct Objects {
-    handles: HashMap<usize, usize>,
-    table: HashMap<usize, Entry>,
+    handles: FastMap<usize, usize>,
+    table: FastMap<usize, Entry>,
     /// Driver threads still running (thread object addresses).
-    running: HashSet<usize>,
+    running: FastSet<usize>,
     next_handle: usize,
 }
 
@@ -126,8 +126,8 @@ impl Objects {
                 ));
             }
         }
-        let by_handles: HashMap<usize, usize> =
-            self.handles.values().fold(HashMap::new(), |mut m, &a| {
+        let by_handles: FastMap<usize, usize> =
+            self.handles.values().fold(FastMap::default(), |mut m, &a| {
                 *m.entry(a).or_default() += 1;
                 m
             });

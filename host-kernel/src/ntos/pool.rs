@@ -1,7 +1,10 @@
 //! Pool: allocations tracked by address with their tag and type. Freeing with the wrong tag,
 //! twice, or an address pool never returned is `BAD_POOL_CALLER`; what is left at unload is
 //! reported by tag. Memory not asked to be zeroed is filled with a pattern, so code that
-//! relies on zeroed pool fails visibly.
+//! relies on zeroed pool fails visibly, and freed memory is poisoned, so a use after free
+//! reads garbage. Both only where it is cheap (see [`PATTERN_WHOLE`]): a big block is
+//! patterned at its ends and poisoned in its first page, so that pages nobody touches (a
+//! receive buffer's tail) do not become resident.
 
 use std::alloc::Layout;
 use std::collections::BTreeMap;
@@ -69,6 +72,35 @@ fn require_pool_irql(max: KIRQL, function: &'static str, what: &str) {
     }
 }
 
+/// Blocks up to this size get the allocation pattern and the free poison over every byte;
+/// bigger ones only over [`PATTERN_ENDS`] bytes at each end (pattern) and their first
+/// `PATTERN_WHOLE` bytes (poison). A page: small blocks (structures, contexts) are where
+/// "assumed zeroed" bugs live, and writing a whole 16 KiB buffer twice per allocation made
+/// every page of it resident and cost more than the rest of the allocation.
+const PATTERN_WHOLE: usize = 4096;
+
+/// Bytes patterned at each end of a block bigger than [`PATTERN_WHOLE`].
+const PATTERN_ENDS: usize = 64;
+
+/// Writes `byte` over the parts of the `size`-byte block at `start` that the pattern covers
+/// (see [`PATTERN_WHOLE`]): every byte of a small block, the ends of a big one.
+///
+/// # Safety
+/// `start` must be valid for writes of `size` bytes.
+unsafe fn pattern(start: *mut u8, size: usize, byte: u8) {
+    if size <= PATTERN_WHOLE {
+        // SAFETY: the caller guarantees `size` writable bytes.
+        unsafe { core::ptr::write_bytes(start, byte, size) };
+        return;
+    }
+    // SAFETY: as above; PATTERN_ENDS < size.
+    unsafe { core::ptr::write_bytes(start, byte, PATTERN_ENDS) };
+    // SAFETY: the last PATTERN_ENDS bytes of the block.
+    let tail = unsafe { start.add(size - PATTERN_ENDS) };
+    // SAFETY: as above.
+    unsafe { core::ptr::write_bytes(tail, byte, PATTERN_ENDS) };
+}
+
 /// Who allocates: the driver through an exported function (named, for the verifier's
 /// messages), which the low-resources simulation may fail, or the host kernel itself.
 #[derive(Clone, Copy)]
@@ -117,7 +149,7 @@ fn allocate(bytes: usize, tag: u32, paged: bool, zero: bool, caller: Caller) -> 
         let p = unsafe { std::alloc::alloc(layout) };
         if !p.is_null() {
             // SAFETY: a fresh block of `layout.size()` bytes.
-            unsafe { core::ptr::write_bytes(p, 0xA5, layout.size()) };
+            unsafe { pattern(p, layout.size(), 0xA5) };
         }
         p
     };
@@ -260,8 +292,10 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
     }
     drop(pool);
     // SAFETY: allocated by `allocate` with this layout and removed from the table: freed once.
-    // Poisoned first so a use after free reads garbage, not plausible data.
-    unsafe { core::ptr::write_bytes(P.cast::<u8>(), 0xDD, block.layout.size()) };
+    // Poisoned first (its first page) so a use after free reads garbage, not plausible data.
+    unsafe {
+        core::ptr::write_bytes(P.cast::<u8>(), 0xDD, block.layout.size().min(PATTERN_WHOLE));
+    };
     // SAFETY: as above.
     unsafe { std::alloc::dealloc(P.cast(), block.layout) };
 }

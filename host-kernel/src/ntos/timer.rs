@@ -5,10 +5,10 @@
 //! timers lock, so once `KeCancelTimer` returns the kernel no longer touches the timer.
 
 use core::sync::atomic::Ordering;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::format;
 use std::string::String;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 use std::vec::Vec;
@@ -16,7 +16,8 @@ use std::vec::Vec;
 use super::event::{
     TIMER_NOTIFICATION_OBJECT, TIMER_SYNCHRONIZATION_OBJECT, header_of, init_header,
 };
-use super::machine::{self, Machine, lock, wait, wait_timeout};
+use super::fast_hash::FastMap;
+use super::machine::{self, Machine, Signal, lock, wait, wait_timeout};
 use super::{dpc, irql, verifier};
 use crate::clock;
 use crate::{
@@ -33,7 +34,7 @@ struct Armed {
 
 #[derive(Default)]
 struct State {
-    armed: HashMap<usize, Armed>,
+    armed: FastMap<usize, Armed>,
     /// (due, seq, timer), earliest first.
     queue: BTreeSet<(u64, u64, usize)>,
     next_seq: u64,
@@ -42,14 +43,14 @@ struct State {
 /// The timer queue.
 pub(crate) struct Timers {
     state: Mutex<State>,
-    changed: Condvar,
+    changed: Signal,
 }
 
 impl Timers {
     pub(crate) fn new() -> Self {
         Self {
             state: Mutex::new(State::default()),
-            changed: Condvar::new(),
+            changed: Signal::new(),
         }
     }
 

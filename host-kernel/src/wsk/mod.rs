@@ -2,6 +2,9 @@
 //!
 //! A reactor thread (mio) stands in for the NIC: it watches every host socket, makes progress
 //! on the IRPs queued on them, and completes IRPs at `DISPATCH_LEVEL` as a NIC's DPC would.
+//! With two or more emulated processors it *is* the last one: the DPCs its completions queue
+//! (the executor's wake, say) run on it right after, as a NIC's DPC work stays on its
+//! processor, instead of waking another thread (see `ntos::dpc`).
 //! Calls into the provider try their operation at once on the caller's thread; whether a
 //! result that is already known completes inline (before the call returns) or on the reactor
 //! is the boot's fault plan's choice ([`Completion`]), as are delays, reordering across sockets
@@ -44,11 +47,11 @@ mod registration;
 mod resolve;
 mod socket;
 
-use std::collections::HashMap;
+use std::boxed::Box;
 use std::format;
 use std::string::String;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use std::vec::Vec;
@@ -64,17 +67,19 @@ pub use self::registration::{
 use self::socket::Sock;
 use super::faults::{Completion, Faults, WskOp};
 use crate::NTSTATUS;
+use crate::ntos::fast_hash::FastMap;
+use crate::ntos::machine::Signal;
 
 /// The reactor's wake-up token (no socket has it).
 const WAKE: Token = Token(usize::MAX);
 
 /// Everything the provider lock guards.
 pub(super) struct State {
-    sockets: HashMap<u64, Sock>,
-    regs: HashMap<u64, Reg>,
+    sockets: FastMap<u64, Sock>,
+    regs: FastMap<u64, Reg>,
     /// IRPs the provider holds: IRP -> (client registration, nesting: an IRP reissued from
     /// its own completion routine is taken again before the first completion returns).
-    irps: HashMap<IrpPtr, (u64, usize)>,
+    irps: FastMap<IrpPtr, (u64, usize)>,
     next_id: u64,
 }
 
@@ -89,13 +94,16 @@ impl State {
 pub(super) struct Provider {
     state: Mutex<State>,
     /// Signalled when captures are released or sockets close (for `WskDeregister`).
-    changed: Condvar,
+    changed: Signal,
     registry: Registry,
     waker: Waker,
     faults: Faults,
     dice: Mutex<Dice>,
     deferred: Mutex<Deferred>,
     stop: AtomicBool,
+    /// The reactor's poll instance: taken by the reactor thread for each wait, so a thread
+    /// that replaces a halted reactor (see `dpc::set_host_hooks`) carries on with it.
+    poll: Mutex<Option<Poll>>,
     reactor: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -123,21 +131,22 @@ impl Provider {
             Waker::new(poll.registry(), WAKE).expect("host kernel: the WSK reactor's waker");
         let provider = Arc::new(Provider {
             state: Mutex::new(State {
-                sockets: HashMap::new(),
-                regs: HashMap::new(),
-                irps: HashMap::new(),
+                sockets: FastMap::default(),
+                regs: FastMap::default(),
+                irps: FastMap::default(),
                 next_id: 0,
             }),
-            changed: Condvar::new(),
+            changed: Signal::new(),
             registry,
             waker,
             faults: faults.clone(),
             dice: Mutex::new(Dice {
                 rng: faults.seed,
-                calls: HashMap::new(),
+                calls: FastMap::default(),
             }),
             deferred: Mutex::new(Deferred::default()),
             stop: AtomicBool::new(false),
+            poll: Mutex::new(None),
             reactor: Mutex::new(None),
         });
         (provider, poll)
@@ -171,20 +180,32 @@ impl Provider {
     }
 
     /// The reactor thread: host socket readiness drives queued IRPs; completions run at
-    /// `DISPATCH_LEVEL`.
-    fn run(self: &Arc<Self>, mut poll: Poll) {
+    /// `DISPATCH_LEVEL`; then the DPCs queued to the processor this thread is (see the module
+    /// docs) run.
+    fn run(self: &Arc<Self>) {
+        crate::ntos::dpc::become_hosted_processor();
         let mut events = Events::with_capacity(256);
         let mut timeout: Option<Duration> = None;
+        let mut dones = Vec::new();
         loop {
-            if let Err(e) = poll.poll(&mut events, timeout)
-                && e.kind() != std::io::ErrorKind::Interrupted
+            // First the DPCs queued to this processor: by the completions below in the last
+            // round, by other threads (which woke the poll), or before a halted reactor's
+            // replacement started.
+            crate::ntos::dpc::run_hosted();
             {
-                bugcheck("WSK_REACTOR_POLL", format!("{e}"));
+                let mut poll = lock(&self.poll);
+                let Some(poll) = poll.as_mut() else {
+                    return;
+                };
+                if let Err(e) = poll.poll(&mut events, timeout)
+                    && e.kind() != std::io::ErrorKind::Interrupted
+                {
+                    bugcheck("WSK_REACTOR_POLL", format!("{e}"));
+                }
             }
             if self.stop.load(Ordering::Acquire) {
                 return;
             }
-            let mut dones = Vec::new();
             {
                 let mut st = self.lock();
                 for ev in &events {
@@ -195,7 +216,7 @@ impl Provider {
                 }
             }
             if !dones.is_empty() {
-                self.defer(dones);
+                self.defer(core::mem::take(&mut dones));
             }
             let (due, next) = self.take_due();
             timeout = next;
@@ -208,6 +229,17 @@ impl Provider {
             }
         }
     }
+
+    /// Starts a reactor thread (at boot, or in place of one a bugcheck halted).
+    fn spawn_reactor(self: &Arc<Self>) -> std::io::Result<JoinHandle<()>> {
+        let runner = Arc::clone(self);
+        std::thread::Builder::new()
+            .name(String::from("wsk-reactor"))
+            // Completion routines re-enter the provider, which may complete inline again:
+            // room for deep chains, as a DPC stack would not have but a test should survive.
+            .stack_size(64 << 20)
+            .spawn(move || runner.run())
+    }
 }
 
 /// Called by the kernel at boot, before any driver loads: resets the provider's state and
@@ -219,13 +251,26 @@ pub(crate) fn boot(config: &Faults) {
         core::sync::atomic::Ordering::Relaxed,
     );
     let (provider, poll) = Provider::new(config);
-    let runner = Arc::clone(&provider);
-    let thread = std::thread::Builder::new()
-        .name(String::from("wsk-reactor"))
-        // Completion routines re-enter the provider, which may complete inline again: room
-        // for deep chains, as a DPC stack would not have but a test should survive.
-        .stack_size(64 << 20)
-        .spawn(move || runner.run(poll))
+    *lock(&provider.poll) = Some(poll);
+    // Before the reactor starts: a DPC queued to its processor from now on wakes it.
+    let woken = Arc::downgrade(&provider);
+    let replaced = Arc::downgrade(&provider);
+    crate::ntos::dpc::set_host_hooks(
+        Box::new(move || {
+            if let Some(provider) = woken.upgrade() {
+                let _ = provider.waker.wake();
+            }
+        }),
+        Box::new(move || {
+            if let Some(provider) = replaced.upgrade()
+                && let Ok(thread) = provider.spawn_reactor()
+            {
+                *lock(&provider.reactor) = Some(thread);
+            }
+        }),
+    );
+    let thread = provider
+        .spawn_reactor()
         .expect("host kernel: the WSK reactor thread");
     *lock(&provider.reactor) = Some(thread);
     *lock(&CURRENT) = Some(provider);

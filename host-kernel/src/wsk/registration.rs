@@ -3,7 +3,6 @@
 
 use std::format;
 use std::string::String;
-use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
@@ -162,11 +161,7 @@ pub unsafe extern "system-unwind" fn WskDeregister(WskRegistration: *mut WSK_REG
             }
             bugcheck(name, detail);
         }
-        st = provider
-            .changed
-            .wait_timeout(st, deadline - now)
-            .unwrap_or_else(PoisonError::into_inner)
-            .0;
+        st = crate::ntos::machine::wait_timeout(&provider.changed, st, deadline - now);
     }
 }
 

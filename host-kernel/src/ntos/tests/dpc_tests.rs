@@ -91,6 +91,67 @@ unsafe extern "system" fn report(_: *mut KDPC, context: PVOID, _: PVOID, _: PVOI
     let _ = dpc.ctx.lock().unwrap().send((cpu(), KeGetCurrentIrql()));
 }
 
+/// What a DPC saw: its processor, and the name of the host thread that ran it.
+type Seen = (usize, Option<String>);
+
+/// A DPC that queues `next` (untargeted) from where it runs, then reports where that was.
+struct Relay {
+    next: Box<Dpc<Mutex<Sender<Seen>>>>,
+    tx: Mutex<Sender<Seen>>,
+}
+
+fn seen() -> Seen {
+    (cpu(), std::thread::current().name().map(ToOwned::to_owned))
+}
+
+/// Reports where it ran.
+unsafe extern "system" fn report_thread(_: *mut KDPC, context: PVOID, _: PVOID, _: PVOID) {
+    // SAFETY: the context is a Dpc<Mutex<Sender<Seen>>>.
+    let dpc = unsafe { Dpc::<Mutex<Sender<Seen>>>::from_context(context) };
+    let _ = dpc.ctx.lock().unwrap().send(seen());
+}
+
+/// Queues its `next` DPC, then reports where it ran.
+unsafe extern "system" fn queue_next(_: *mut KDPC, context: PVOID, _: PVOID, _: PVOID) {
+    // SAFETY: the context is a Dpc<Relay>.
+    let dpc = unsafe { Dpc::<Relay>::from_context(context) };
+    assert!(dpc.ctx.next.insert());
+    let _ = dpc.ctx.tx.lock().unwrap().send(seen());
+}
+
+/// The last processor has no thread of its own: the WSK reactor is it, so that a DPC its
+/// completions queue runs there without waking another thread; a DPC queued to it from
+/// elsewhere wakes the reactor. Every other processor is its own `cpuN` thread.
+#[test]
+fn the_last_processor_is_the_wsk_reactor_and_its_dpcs_stay_on_it() {
+    let kernel = boot();
+    let last = kernel.cpus() - 1;
+    for target in 0..kernel.cpus() {
+        let (tx, rx) = mpsc::channel::<Seen>();
+        let chain = Dpc::new(
+            queue_next,
+            Relay {
+                next: Dpc::new(report_thread, Mutex::new(tx.clone())),
+                tx: Mutex::new(tx),
+            },
+        );
+        chain.target(target);
+        assert!(chain.insert());
+        let thread = if target == last {
+            String::from("wsk-reactor")
+        } else {
+            std::format!("cpu{target}")
+        };
+        // The first DPC, then the one it queued: same processor, same thread.
+        assert_eq!(recv(&rx), (target, Some(thread.clone())));
+        assert_eq!(recv(&rx), (target, Some(thread)));
+        kernel.on_kernel_thread(|| {
+            // SAFETY: PASSIVE_LEVEL.
+            unsafe { KeFlushQueuedDpcs() }
+        });
+    }
+}
+
 #[test]
 fn targeted_dpcs_run_on_their_processor_at_dispatch_level() {
     let kernel = boot();
@@ -245,18 +306,25 @@ fn a_running_dpc_queued_again_runs_concurrently_on_another_processor() {
 }
 
 #[test]
-fn flush_waits_for_queued_dpcs_not_for_one_already_running() {
+fn flush_waits_for_dpcs_queued_before_it_also_one_already_running() {
     let kernel = boot();
     let blocker = Arc::new(start_blocker(2));
-    // The blocker was dequeued before the call: KeFlushQueuedDpcs promises nothing about it
-    // (only DPCs queued before the call), so the flush returns while it still runs.
+    // The blocker was queued before the call and is running: the page guarantees it has run to
+    // completion when KeFlushQueuedDpcs returns, so the flush waits for it.
     let (flushed_tx, flushed_rx) = mpsc::channel();
     let flusher = std::thread::spawn(move || {
         on_kernel_thread_flush();
         flushed_tx.send(()).unwrap();
     });
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        flushed_rx.try_recv().is_err(),
+        "the flush returned while a DPC queued before it was still running"
+    );
+    blocker.ctx.release.store(true, Ordering::SeqCst);
     recv(&flushed_rx);
     flusher.join().unwrap();
+    let blocker = Arc::new(start_blocker(2));
     // A DPC queued behind the blocker is covered: that flush cannot finish while the blocker
     // holds the processor; release it, then the queued DPC runs and the flush ends.
     let (tx, rx) = mpsc::channel::<(usize, u8)>();

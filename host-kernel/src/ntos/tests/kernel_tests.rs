@@ -60,6 +60,59 @@ fn pool_routines_track_tags_and_exallocatepool2_zeroes() {
     assert!(kernel.check_leaks().is_clean());
 }
 
+/// Resident memory of this process, in bytes (`/proc/self/statm`, second field, in pages).
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .expect("statm's resident field");
+    pages * 4096
+}
+
+/// Uninitialised pool carries the pattern (0xA5) where it is cheap: every byte of a small
+/// block, both ends of a big one; and a big block's untouched pages stay out of memory.
+#[test]
+fn uninitialised_pool_is_patterned_without_making_big_blocks_resident() {
+    const BIG: usize = 64 << 20;
+    let _kernel = boot();
+    // SAFETY: PASSIVE_LEVEL; freed below with its tag.
+    let small = unsafe { crate::ExAllocatePoolWithTag(NonPagedPoolNx, 100, TAG) }.cast::<u8>();
+    assert!(!small.is_null());
+    // SAFETY: 100 bytes were allocated.
+    let bytes = unsafe { core::slice::from_raw_parts(small, 100) };
+    assert!(
+        bytes.iter().all(|&b| b == 0xA5),
+        "small block fully patterned"
+    );
+    // SAFETY: allocated above with TAG.
+    unsafe { crate::ExFreePoolWithTag(small.cast(), TAG) };
+
+    let before = resident_bytes();
+    // SAFETY: PASSIVE_LEVEL; freed below with its tag.
+    let big = unsafe { crate::ExAllocatePoolWithTag(NonPagedPoolNx, BIG, TAG) }.cast::<u8>();
+    assert!(!big.is_null());
+    let grown = resident_bytes().saturating_sub(before);
+    // SAFETY: BIG bytes were allocated; the ends are what the pattern covers.
+    let head = unsafe { core::slice::from_raw_parts(big, 64) };
+    // SAFETY: the last 64 of the BIG bytes.
+    let tail_start = unsafe { big.add(BIG - 64) };
+    // SAFETY: as above.
+    let tail = unsafe { core::slice::from_raw_parts(tail_start, 64) };
+    assert!(
+        head.iter().chain(tail).all(|&b| b == 0xA5),
+        "big block's ends patterned"
+    );
+    // SAFETY: allocated above with TAG.
+    unsafe { crate::ExFreePoolWithTag(big.cast(), TAG) };
+    // Other tests run in this process at the same time: a bound far below the block's size.
+    assert!(
+        grown < BIG / 4,
+        "allocating {BIG} bytes made {grown} bytes resident"
+    );
+}
+
 #[test]
 fn freeing_pool_twice_or_with_the_wrong_tag_bugchecks() {
     let kernel = boot();

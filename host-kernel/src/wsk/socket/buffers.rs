@@ -7,8 +7,8 @@ use std::vec::Vec;
 
 use mio::net::TcpStream;
 
-use super::Seg;
 use super::glue::{self, bugcheck};
+use super::{Seg, Segs};
 use crate::{
     MDL, MDL_MAPPED_TO_SYSTEM_VA, MDL_SOURCE_IS_NONPAGED_POOL, MmGetMdlVirtualAddress, WSK_BUF,
 };
@@ -111,13 +111,13 @@ pub(super) unsafe fn mdl_va(mdl: *mut MDL) -> *mut u8 {
 ///
 /// # Safety
 /// `buf` is null or a valid `WSK_BUF` whose MDL chain is live.
-pub(super) unsafe fn segments(buf: *const WSK_BUF, function: &'static str) -> Vec<Seg> {
+pub(super) unsafe fn segments(buf: *const WSK_BUF, function: &'static str) -> Segs {
     if buf.is_null() {
-        return Vec::new();
+        return Segs::new();
     }
     // SAFETY: the caller guarantees a valid WSK_BUF.
     let wsk_buf = unsafe { *buf };
-    let mut segs = Vec::new();
+    let mut segs = Segs::new();
     let mut remaining = wsk_buf.Length;
     let mut skip = wsk_buf.Offset as usize;
     let mut mdl = wsk_buf.Mdl;

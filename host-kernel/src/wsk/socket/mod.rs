@@ -176,6 +176,42 @@ struct Seg {
 // makes progress on the IRP, under the provider lock.
 unsafe impl Send for Seg {}
 
+/// The byte ranges of one `WSK_BUF`, in order: one range (one MDL, the usual case) without a
+/// heap allocation, more in a `Vec`. Reads as a slice.
+enum Segs {
+    /// No range, or one.
+    Inline(Option<Seg>),
+    /// Two ranges or more.
+    Heap(Vec<Seg>),
+}
+
+impl Segs {
+    /// No range.
+    const fn new() -> Self {
+        Self::Inline(None)
+    }
+
+    /// Appends `seg`.
+    fn push(&mut self, seg: Seg) {
+        match self {
+            Self::Inline(None) => *self = Self::Inline(Some(seg)),
+            Self::Inline(Some(first)) => *self = Self::Heap(std::vec![*first, seg]),
+            Self::Heap(segs) => segs.push(seg),
+        }
+    }
+}
+
+impl core::ops::Deref for Segs {
+    type Target = [Seg];
+
+    fn deref(&self) -> &[Seg] {
+        match self {
+            Self::Inline(seg) => seg.as_slice(),
+            Self::Heap(segs) => segs,
+        }
+    }
+}
+
 /// A client output buffer (a `SOCKADDR`, a `ULONG`) a queued operation fills when it
 /// finishes; null when the client passed none.
 struct ClientOut<T>(*mut T);
@@ -205,19 +241,19 @@ enum OpKind {
         destroy_on_fail: bool,
     },
     Send {
-        segs: Vec<Seg>,
+        segs: Segs,
         total: usize,
         done: usize,
         nodelay: bool,
     },
     /// Graceful disconnect: the final buffer, then FIN.
     Disconnect {
-        segs: Vec<Seg>,
+        segs: Segs,
         total: usize,
         done: usize,
     },
     Recv {
-        segs: Vec<Seg>,
+        segs: Segs,
         total: usize,
         done: usize,
         waitall: bool,
@@ -227,7 +263,7 @@ enum OpKind {
         to: SocketAddr,
     },
     RecvFrom {
-        segs: Vec<Seg>,
+        segs: Segs,
         total: usize,
         from: ClientOut<SOCKADDR>,
         control_length: ClientOut<u32>,

@@ -208,7 +208,10 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
 
 /// One `WskReceive`: reads until the buffer is full, the peer's FIN (`eof`), or the stream
 /// runs dry (finished with what came unless `waitall`); a host error becomes the socket's
-/// fatal `error`.
+/// fatal `error`. A read shorter than asked means the host socket had no more at that moment
+/// (Linux TCP returns what is queued, up to the length): without `waitall` the receive
+/// finishes there rather than paying one more system call to hear `EAGAIN` (new data raises
+/// a new edge-triggered event, as tokio relies on too).
 fn stream_receive_step(
     stream: &TcpStream,
     segs: &[Seg],
@@ -222,12 +225,18 @@ fn stream_receive_step(
         if *done == total {
             return Step::Finished(STATUS_SUCCESS, *done);
         }
-        match read_into(stream, seg_at(segs, *done)) {
+        let seg = seg_at(segs, *done);
+        match read_into(stream, seg) {
             Ok(0) => {
                 *eof = true;
                 return Step::Finished(STATUS_SUCCESS, *done);
             }
-            Ok(n) => *done += n,
+            Ok(n) => {
+                *done += n;
+                if n < seg.len && !waitall {
+                    return Step::Finished(STATUS_SUCCESS, *done);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if *done > 0 && !waitall {
                     return Step::Finished(STATUS_SUCCESS, *done);

@@ -113,18 +113,20 @@ pub(super) unsafe extern "system" fn cancel_routine(_device: *mut DEVICE_OBJECT,
 /// Makes progress on socket `id`'s queues against its host socket; finished IRPs go to
 /// `dones`. Sockets accepted on the way are added to the state.
 pub(crate) fn pump(st: &mut State, registry: &Registry, id: u64, dones: &mut Vec<Done>) {
-    let Some(mut sock) = st.sockets.remove(&id) else {
+    // In place: taking the socket out of the map and back cost two moves of it and a rehash
+    // on every call.
+    let Some(sock) = st.sockets.get_mut(&id) else {
         return;
     };
     let mut born = Vec::new();
-    progress(&mut sock, registry, &mut st.next_id, &mut born, dones);
-    if sock.destroy {
+    progress(sock, registry, &mut st.next_id, &mut born, dones);
+    if sock.destroy
+        && let Some(mut sock) = st.sockets.remove(&id)
+    {
         // A WskSocketConnect that failed: the client never saw this socket.
         sock.release_host(registry, false);
         // SAFETY: the client never saw the socket, and it is freed only here.
         unsafe { sock.handle.free() };
-    } else {
-        st.sockets.insert(id, sock);
     }
     for b in born {
         st.sockets.insert(b.id, b);

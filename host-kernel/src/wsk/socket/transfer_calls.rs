@@ -2,13 +2,12 @@
 //! `WskReceiveFrom`, the address queries and `WskRelease`.
 
 use std::sync::Arc;
-use std::vec::Vec;
 
 use super::buffers::{gather, segments};
 use super::glue::bugcheck;
 use super::os::{self};
 use super::queue::{claim_now, submit};
-use super::{ClientOut, Host, InCall, Op, OpKind, Out, Provider, Seg, Sock, begin, sock_mut};
+use super::{ClientOut, Host, InCall, Op, OpKind, Out, Provider, Segs, Sock, begin, sock_mut};
 use crate::faults::WskOp;
 use crate::{
     IRP, NTSTATUS, PVOID, SOCKADDR, STATUS_CONNECTION_ABORTED, STATUS_INVALID_DEVICE_STATE,
@@ -33,7 +32,7 @@ pub(super) fn transfer_refusal(sock: &Sock) -> Option<NTSTATUS> {
 /// call counted in progress on its socket until it returns (see [`InCall`]), the client memory
 /// its `WSK_BUF` describes, and what [`begin`] gave (the provider, the socket id, the
 /// completion choice, the call's outcome so far).
-type Transfer = (InCall, Vec<Seg>, (Arc<Provider>, u64, bool, Out));
+type Transfer = (InCall, Segs, (Arc<Provider>, u64, bool, Out));
 
 /// Starts data call `function` (`op` in the fault plan) on `socket`, in the order every data
 /// call takes: counted in progress, its `WSK_BUF` read (the verifier checks it), its IRP taken.
@@ -148,7 +147,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_disconnect(
     let _call = unsafe { InCall::enter(socket, "WskDisconnect", Some(WskOp::Disconnect)) };
     let abortive = flags & WSK_FLAG_ABORTIVE != 0;
     let segs = if abortive {
-        Vec::new()
+        Segs::new()
     } else {
         // SAFETY: the client passes a valid WSK_BUF or null.
         unsafe { segments(buffer, "WskDisconnect") }

@@ -1,0 +1,126 @@
+//! Host mode: the floor driver on the host kernel (Linux). Boots the kernel, writes `Port` and
+//! `LoopbackOnly` into the driver's `Parameters` key, loads the driver through its
+//! `DriverEntry`, serves until SIGINT or SIGTERM, unloads, and prints the verifier's unload
+//! report. Exits non-zero when the driver does not load, or the report is not clean, or the
+//! verifier recorded a bugcheck.
+//!
+//! On Windows targets this file builds an empty program: the driver is the `.sys`.
+
+#[cfg(not(target_os = "windows"))]
+mod host {
+    use std::process::ExitCode;
+
+    use wsk_host::{Config, Kernel, RegValue, Registry};
+
+    const USAGE: &str = "usage: wskfloor [--port N] [--cpus N] [--all-addresses]
+  Serves RFC 862 echo with the callback-chain floor driver on the host kernel until SIGINT or
+  SIGTERM, then unloads and prints the leak report. Defaults: port 7008 on 127.0.0.1
+  (--all-addresses: 0.0.0.0), one emulated CPU per core.";
+
+    struct Flags {
+        port: u16,
+        cpus: Option<usize>,
+        loopback_only: bool,
+    }
+
+    fn parse(args: &[String]) -> Result<Flags, String> {
+        let mut flags = Flags {
+            port: wskfloor::DEFAULT_PORT,
+            cpus: None,
+            loopback_only: true,
+        };
+        let mut rest = args.iter();
+        while let Some(flag) = rest.next() {
+            match flag.as_str() {
+                "--" => {}
+                "--all-addresses" => flags.loopback_only = false,
+                "--port" | "--cpus" => {
+                    let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
+                    let bad = || format!("{flag}: {value:?} is not a valid number");
+                    if flag == "--port" {
+                        flags.port = value.parse().map_err(|_| bad())?;
+                    } else {
+                        flags.cpus = Some(value.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?);
+                    }
+                }
+                _ => return Err(format!("unknown flag {flag}")),
+            }
+        }
+        Ok(flags)
+    }
+
+    /// Blocks SIGINT and SIGTERM in this thread and every thread it starts later, so that
+    /// `sigwait` receives them instead of the default handler killing the process with the
+    /// driver still loaded.
+    fn block_stop_signals() -> libc::sigset_t {
+        // SAFETY: sigset_t is plain data that sigemptyset initialises.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a live sigset_t for sigemptyset to initialise.
+        unsafe { libc::sigemptyset(&raw mut set) };
+        // SAFETY: `set` is an initialised sigset_t; SIGINT is a valid signal number.
+        unsafe { libc::sigaddset(&raw mut set, libc::SIGINT) };
+        // SAFETY: as above, for SIGTERM.
+        unsafe { libc::sigaddset(&raw mut set, libc::SIGTERM) };
+        // SAFETY: `set` is initialised; only this thread's mask changes (inherited by threads
+        // spawned afterwards).
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) };
+        set
+    }
+
+    pub fn main() -> ExitCode {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let flags = match parse(&args) {
+            Ok(flags) => flags,
+            Err(message) => {
+                eprintln!("wskfloor: {message}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        };
+        let signals = block_stop_signals();
+        let mut config = Config::default();
+        if let Some(cpus) = flags.cpus {
+            config.cpus = cpus;
+        }
+        let kernel = Kernel::boot(config);
+        let registry = Registry::new()
+            .with("Parameters", "Port", RegValue::Dword(flags.port.into()))
+            .with(
+                "Parameters",
+                "LoopbackOnly",
+                RegValue::Dword(flags.loopback_only.into()),
+            );
+        let driver = match kernel.load_driver(wskfloor::DriverEntry, "WskFloor", registry) {
+            Ok(driver) => driver,
+            Err(status) => {
+                eprintln!(
+                    "wskfloor host mode: DriverEntry failed with NTSTATUS {:#010X}",
+                    status.cast_unsigned()
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!("wskfloor host mode: serving; SIGINT or SIGTERM unloads the driver");
+        let mut signal = 0;
+        // SAFETY: the set holds signals blocked in every thread of the process.
+        unsafe { libc::sigwait(&raw const signals, &raw mut signal) };
+        let report = kernel.unload(driver);
+        println!("wskfloor host mode: unload report: {report}");
+        let bugchecks = kernel.take_bugchecks();
+        for bugcheck in &bugchecks {
+            eprintln!("wskfloor host mode: the verifier recorded {bugcheck}");
+        }
+        if report.is_clean() && bugchecks.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(target_os = "windows"))]
+fn main() -> std::process::ExitCode {
+    host::main()
+}
+
+#[cfg(target_os = "windows")]
+fn main() {}

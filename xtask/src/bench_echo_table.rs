@@ -1,0 +1,1386 @@
+//! `cargo xtask bench-echo`: ours against the floor and the peers, over real TCP on loopback,
+//! in one go. Not part of `cargo xtask test` (benchmarks are not tests).
+//!
+//! Servers, each its own process so that its CPU time can be read from `/proc/<pid>/stat`:
+//! `ours-dpc` and `ours-passive` (the echo driver on the host kernel, `wsk-driver-example`'s
+//! host program, with each runner), `floor` (the callback-chain driver, `wsk-floor-driver`'s
+//! host program), `tokio` (2 workers) and `std` (a thread per connection), all with 16 KiB
+//! buffers. The client is the same for all: `loadgen --bench` (closed loop, one message in
+//! flight per connection, HDR histograms; `wsk_benches::closed_loop`).
+//!
+//! For each placement (pinned: the server on CPU 0 and the client on CPU 1 with `taskset`;
+//! unpinned: wherever the scheduler puts them) and each of [`ROUNDS`] rounds, the servers take
+//! turns (A B C D E, A B C D E: interleaved, so drift in the machine's load spreads over all of
+//! them); each server, once started, serves every cell: 1, 100 and 1,000 connections with
+//! 64 B and 16 KiB messages, [`WARMUP_MS`] of warm-up then [`MEASURE_MS`] measured.
+//!
+//! Per cell and server: server CPU per round trip (utime+stime over the client's whole run,
+//! warm-up and connection set-up included, divided by every round trip it completed), RTT
+//! p50/p99/p99.9 and round trips per second (the rounds' mean). The table gives the ratios
+//! ours/floor and ours/tokio for each runner. Then callgrind: instructions per round trip of
+//! the server threads for ours (DPC runner) and the floor, split library / host kernel /
+//! std-libc (`examples/echo_server_cost.rs`).
+//!
+//! Output: the tables on stdout and in `target/bench-echo/table.md`, every sample in
+//! `target/bench-echo/results.json`, the latency percentile curves in
+//! `target/bench-echo/latency.png`.
+//!
+//! Under Wine (where `wine` is installed): `wine-ours` (`wskecho.sys`, passive runner, as the
+//! Wine test runs it) and `wine-floor` (`wskfloor.sys`, whose chain runs on its worker thread
+//! there), both in one fresh prefix, unpinned, the same cells and rounds; server CPU is every
+//! process of the prefix (`winedevice.exe`, `wineserver`, ...). Without Wine the output says
+//! loudly that this part was not measured.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::driver::target_dir;
+use crate::png::Canvas;
+use crate::setup;
+
+/// Connection counts of the cells.
+const CONNECTIONS: [usize; 3] = [1, 100, 1000];
+/// Message sizes of the cells.
+const SIZES: [usize; 2] = [64, 16 * 1024];
+/// Rounds of every server per placement.
+const ROUNDS: usize = 2;
+/// Warm-up per cell (not recorded).
+const WARMUP_MS: u64 = 200;
+/// Measured time per cell.
+const MEASURE_MS: u64 = 1000;
+/// Round trips of the two callgrind runs whose difference is counted.
+const CALLGRIND_RUNS: [u64; 2] = [200, 1200];
+/// What the output says about Wine when it is not measured.
+const WINE_MISSING: &str = "WINE: NOT MEASURED: `wine` is not installed (apt-get install wine); \
+    no Wine figures are in this table.";
+/// What the output says about Wine when it is.
+const WINE_MEASURED: &str = "Wine 8: wine-ours (wskecho.sys, passive runner) and wine-floor \
+    (wskfloor.sys, its chain on its worker thread) in one prefix, unpinned only; server CPU = \
+    every process of the prefix.";
+
+/// A server under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Server {
+    OursDpc,
+    OursPassive,
+    Floor,
+    Tokio,
+    Std,
+    WineOurs,
+    WineFloor,
+}
+
+impl Server {
+    const ALL: [Server; 5] = [
+        Server::OursDpc,
+        Server::OursPassive,
+        Server::Floor,
+        Server::Tokio,
+        Server::Std,
+    ];
+    /// Every server, Wine's included (plot and figures).
+    const EVERY: [Server; 7] = [
+        Server::OursDpc,
+        Server::OursPassive,
+        Server::Floor,
+        Server::Tokio,
+        Server::Std,
+        Server::WineOurs,
+        Server::WineFloor,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Server::OursDpc => "ours-dpc",
+            Server::OursPassive => "ours-passive",
+            Server::Floor => "floor",
+            Server::Tokio => "tokio",
+            Server::Std => "std",
+            Server::WineOurs => "wine-ours",
+            Server::WineFloor => "wine-floor",
+        }
+    }
+
+    /// Plot colour.
+    fn color(self) -> [u8; 3] {
+        match self {
+            Server::OursDpc => [214, 39, 40],
+            Server::OursPassive => [255, 127, 14],
+            Server::Floor => [44, 160, 44],
+            Server::Tokio => [31, 119, 180],
+            Server::Std => [127, 127, 127],
+            Server::WineOurs => [148, 103, 189],
+            Server::WineFloor => [140, 86, 75],
+        }
+    }
+
+    /// The host program and its arguments; Wine's servers are started through the prefix.
+    fn command(self, programs: &Programs, port: u16) -> (PathBuf, Vec<String>) {
+        let port = port.to_string();
+        match self {
+            Server::WineOurs | Server::WineFloor => (PathBuf::from("wine"), Vec::new()),
+            Server::OursDpc | Server::OursPassive => {
+                let runner = if self == Server::OursDpc {
+                    "dpc"
+                } else {
+                    "passive"
+                };
+                (
+                    programs.wskecho.clone(),
+                    ["--port", &port, "--bind", "127.0.0.1", "--runner", runner]
+                        .map(String::from)
+                        .to_vec(),
+                )
+            }
+            Server::Floor => (programs.wskfloor.clone(), vec!["--port".into(), port]),
+            Server::Tokio => (programs.tokio_echo.clone(), vec![port]),
+            Server::Std => (programs.std_echo.clone(), vec![port]),
+        }
+    }
+}
+
+/// The built programs.
+struct Programs {
+    wskecho: PathBuf,
+    wskfloor: PathBuf,
+    tokio_echo: PathBuf,
+    std_echo: PathBuf,
+    loadgen: PathBuf,
+    cost: PathBuf,
+}
+
+/// One cell's key: placement, connections, message size.
+type Cell = (bool, usize, usize);
+
+/// One client run against one server.
+#[derive(Clone)]
+struct Sample {
+    server: Server,
+    pinned: bool,
+    connections: usize,
+    size: usize,
+    round: usize,
+    /// The server's CPU seconds over the client's run.
+    cpu_seconds: f64,
+    /// `loadgen --bench --json`'s object.
+    json: String,
+}
+
+impl Sample {
+    fn number(&self, key: &str) -> Option<f64> {
+        json_number(&self.json, key)
+    }
+
+    /// A latency figure, absent when no round trip completed in the measured time (an empty
+    /// histogram reads 0).
+    fn latency(&self, key: &str) -> Option<f64> {
+        (self.number("round_trips")? > 0.0)
+            .then(|| self.number(key))
+            .flatten()
+    }
+
+    fn cpu_us_per_round_trip(&self) -> Option<f64> {
+        let all = self.number("all_round_trips")?;
+        (all > 0.0).then(|| self.cpu_seconds * 1e6 / all)
+    }
+}
+
+/// The number after `"key":` in a flat JSON text.
+fn json_number(json: &str, key: &str) -> Option<f64> {
+    let needle = format!("\"{key}\":");
+    let at = json.find(&needle)? + needle.len();
+    let rest = &json[at..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// Runs the whole benchmark (see the module documentation).
+pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
+    let skip_callgrind = args.iter().any(|a| a == "--no-callgrind");
+    let quick = args.iter().any(|a| a == "--quick");
+    if let Some(unknown) = args
+        .iter()
+        .find(|a| !matches!(a.as_str(), "--no-callgrind" | "--quick"))
+    {
+        return Err(format!(
+            "bench-echo: unknown argument {unknown} (--no-callgrind, --quick)"
+        ));
+    }
+    if !setup::has_program("taskset") {
+        return Err("taskset is missing (util-linux)".into());
+    }
+    let programs = build(root)?;
+    let out_dir = target_dir(root).join("bench-echo");
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let machine = describe_machine();
+    println!("bench-echo: {machine}");
+    let started = Instant::now();
+    let rounds = if quick { 1 } else { ROUNDS };
+    let mut samples = Vec::new();
+    let mut failures = Vec::new();
+    for pinned in [true, false] {
+        for round in 0..rounds {
+            for server in Server::ALL {
+                match serve_all_cells(&programs, server, pinned, round, quick) {
+                    Ok((mut got, mut failed)) => {
+                        samples.append(&mut got);
+                        failures.append(&mut failed);
+                    }
+                    Err(e) => failures.push(format!("{} round {round}: {e}", server.name())),
+                }
+            }
+        }
+    }
+    let wine_note = if setup::has_program("wine") {
+        match run_wine(root, &programs, &out_dir, rounds, quick) {
+            Ok(mut got) => {
+                samples.append(&mut got.0);
+                failures.append(&mut got.1);
+                WINE_MEASURED.to_owned()
+            }
+            Err(e) => {
+                failures.push(format!("wine: {e}"));
+                format!("WINE: NOT MEASURED: setting up Wine failed: {e}")
+            }
+        }
+    } else {
+        WINE_MISSING.to_owned()
+    };
+    eprintln!("\n*** {wine_note} ***\n");
+    let load_after = load_average();
+    let callgrind = if skip_callgrind {
+        None
+    } else {
+        Some(callgrind_costs(&programs, &out_dir)?)
+    };
+    let tables = tables(&samples, callgrind.as_ref(), &failures);
+    let header = format!(
+        "bench-echo, {} s in all; {machine}; load average after: {load_after}\n\n{wine_note}\n\n",
+        started.elapsed().as_secs()
+    );
+    println!("\n{header}{tables}");
+    let table_path = out_dir.join("table.md");
+    write(&table_path, format!("{header}{tables}").as_bytes())?;
+    let json_path = out_dir.join("results.json");
+    write(
+        &json_path,
+        results_json(
+            &machine,
+            &wine_note,
+            &samples,
+            callgrind.as_ref(),
+            &failures,
+        )
+        .as_bytes(),
+    )?;
+    let png_path = out_dir.join("latency.png");
+    write(&png_path, &latency_plot(&samples).to_png())?;
+    println!(
+        "bench-echo: wrote {}, {} and {}",
+        table_path.display(),
+        json_path.display(),
+        png_path.display()
+    );
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} server run(s) failed: {failures:?}",
+            failures.len()
+        ))
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Builds every program (release).
+fn build(root: &Path) -> Result<Programs, String> {
+    let cargo = |args: &[&str]| -> Result<(), String> {
+        let status = Command::new("cargo")
+            .args(["build", "--quiet", "--release"])
+            .args(args)
+            .current_dir(root)
+            .status()
+            .map_err(|e| format!("could not start cargo: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("cargo build {args:?} failed ({status})"))
+        }
+    };
+    cargo(&[
+        "-p",
+        "wsk-driver-example",
+        "-p",
+        "wsk-floor-driver",
+        "--bins",
+    ])?;
+    cargo(&[
+        "-p",
+        "wsk-benches",
+        "--bin",
+        "loadgen",
+        "--example",
+        "tokio_echo",
+        "--example",
+        "std_echo",
+        "--example",
+        "echo_server_cost",
+    ])?;
+    let release = target_dir(root).join("release");
+    let examples = release.join("examples");
+    Ok(Programs {
+        wskecho: release.join("wsk-driver-example"),
+        wskfloor: release.join("wsk-floor-driver"),
+        loadgen: release.join("loadgen"),
+        tokio_echo: examples.join("tokio_echo"),
+        std_echo: examples.join("std_echo"),
+        cost: examples.join("echo_server_cost"),
+    })
+}
+
+/// The command, pinned to `cpu` with taskset when `pin` is set.
+fn placed(program: &Path, args: &[String], pin: Option<u32>) -> Command {
+    if let Some(cpu) = pin {
+        let mut command = Command::new("taskset");
+        command
+            .arg("-c")
+            .arg(cpu.to_string())
+            .arg(program)
+            .args(args);
+        command
+    } else {
+        let mut command = Command::new(program);
+        command.args(args);
+        command
+    }
+}
+
+/// A running server, stopped (SIGTERM, then SIGKILL after 30 s) when dropped.
+struct Running {
+    child: Child,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `server`, runs every cell against it, stops it.
+fn serve_all_cells(
+    programs: &Programs,
+    server: Server,
+    pinned: bool,
+    round: usize,
+    quick: bool,
+) -> Result<(Vec<Sample>, Vec<String>), String> {
+    let port = wsk_benches::load::free_loopback_port()?;
+    let (program, args) = server.command(programs, port);
+    let child = placed(&program, &args, pinned.then_some(0))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("could not start {}: {e}", program.display()))?;
+    let running = Running { child };
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    wait_listening(addr)?;
+    let pid = running.child.id();
+    let mut failures = Vec::new();
+    let samples = measure_cells(
+        programs,
+        (server, pinned, round, quick),
+        addr,
+        &mut failures,
+        || cpu_seconds(pid),
+    )?;
+    drop(running);
+    Ok((samples, failures))
+}
+
+/// Runs every cell against the server listening on `addr`; `cpu` reads the server's CPU
+/// seconds so far. A cell whose client fails is recorded in `failures` and the next cell
+/// runs; an error is returned only when the CPU time cannot be read or `loadgen` not started.
+fn measure_cells(
+    programs: &Programs,
+    (server, pinned, round, quick): (Server, bool, usize, bool),
+    addr: SocketAddr,
+    failures: &mut Vec<String>,
+    cpu: impl Fn() -> Result<f64, String>,
+) -> Result<Vec<Sample>, String> {
+    let mut samples = Vec::new();
+    for connections in CONNECTIONS {
+        for size in SIZES {
+            let measure = if quick { MEASURE_MS / 4 } else { MEASURE_MS };
+            let before = cpu()?;
+            let output = placed(
+                &programs.loadgen,
+                &[
+                    addr.to_string(),
+                    "--bench".into(),
+                    "--json".into(),
+                    "--connections".into(),
+                    connections.to_string(),
+                    "--size".into(),
+                    size.to_string(),
+                    "--millis".into(),
+                    measure.to_string(),
+                    "--warmup-millis".into(),
+                    WARMUP_MS.to_string(),
+                ],
+                pinned.then_some(1),
+            )
+            .output()
+            .map_err(|e| format!("could not start loadgen: {e}"))?;
+            let after = cpu()?;
+            if !output.status.success() {
+                let failure = format!(
+                    "{} round {round}: loadgen, {connections} connections of {size} B: {}",
+                    server.name(),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+                println!("bench-echo: FAILED: {failure}");
+                failures.push(failure);
+                continue;
+            }
+            let json = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            println!(
+                "bench-echo: {} {} round {round}: {connections} x {size} B: {:.0} rt/s, p50 {:.1} us, server CPU {:.2} s",
+                server.name(),
+                if pinned { "pinned" } else { "unpinned" },
+                json_number(&json, "round_trips_per_second").unwrap_or(0.0),
+                json_number(&json, "p50").unwrap_or(0.0),
+                after - before
+            );
+            samples.push(Sample {
+                server,
+                pinned,
+                connections,
+                size,
+                round,
+                cpu_seconds: after - before,
+                json,
+            });
+        }
+    }
+    Ok(samples)
+}
+
+/// A Wine prefix of this benchmark; dropping it ends every process of the prefix.
+struct WinePrefix {
+    dir: PathBuf,
+}
+
+impl WinePrefix {
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env("WINEPREFIX", &self.dir)
+            .env("WINEARCH", "win64")
+            .env("WINEDLLOVERRIDES", "mscoree,mshtml=")
+            .env("WINEDEBUG", "-all")
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .stdin(Stdio::null())
+            // Not pipes: a wineserver started here inherits them and would hold them open.
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    }
+
+    /// Runs `program args` in the prefix, killing it after `limit`.
+    fn run(&self, program: &str, args: &[&str], limit: Duration) -> Result<(), String> {
+        let mut child = self
+            .command(program, args)
+            .spawn()
+            .map_err(|e| format!("{program} {args:?}: {e}"))?;
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("{program} {args:?} exited with {status}"))
+                };
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{program} {args:?} still running after {limit:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn reg_add(&self, key: &str, value: &str, kind: &str, data: &str) -> Result<(), String> {
+        self.run(
+            "wine",
+            &["reg", "add", key, "/v", value, "/t", kind, "/d", data, "/f"],
+            Duration::from_mins(1),
+        )
+    }
+
+    /// CPU seconds of every process of the prefix (found by `WINEPREFIX` in its environment).
+    fn cpu_seconds(&self) -> Result<f64, String> {
+        let needle = format!("WINEPREFIX={}\0", self.dir.display());
+        let mut total = 0.0;
+        let entries = std::fs::read_dir("/proc").map_err(|e| format!("/proc: {e}"))?;
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if String::from_utf8_lossy(&environ).contains(&needle) {
+                // A process that ended since the listing counts nothing.
+                total += cpu_seconds(pid).unwrap_or(0.0);
+            }
+        }
+        Ok(total)
+    }
+}
+
+impl Drop for WinePrefix {
+    fn drop(&mut self) {
+        let _ = self.run("wineserver", &["-k"], Duration::from_mins(1));
+    }
+}
+
+/// The Wine part: both drivers as services of one fresh prefix, taking turns for `rounds`
+/// rounds (unpinned). Returns the samples and the failed turns.
+fn run_wine(
+    root: &Path,
+    programs: &Programs,
+    out_dir: &Path,
+    rounds: usize,
+    quick: bool,
+) -> Result<(Vec<Sample>, Vec<String>), String> {
+    let ours_sys = crate::driver::build(root)?;
+    let floor_sys = crate::floor_driver::build(root)?;
+    let dir = out_dir.join("wine-prefix");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let prefix = WinePrefix { dir };
+    println!("bench-echo: wine prefix in {}", prefix.dir.display());
+    prefix.run("wine", &["wineboot", "-i"], Duration::from_mins(3))?;
+    let drivers = prefix.dir.join("drive_c/windows/system32/drivers");
+    std::fs::create_dir_all(&drivers).map_err(|e| e.to_string())?;
+    let ours_port = wsk_benches::load::free_loopback_port()?;
+    let floor_port = wsk_benches::load::free_loopback_port()?;
+    let services = [
+        (
+            Server::WineOurs,
+            "WskEcho",
+            "wskecho.sys",
+            &ours_sys,
+            ours_port,
+        ),
+        (
+            Server::WineFloor,
+            "WskFloor",
+            "wskfloor.sys",
+            &floor_sys,
+            floor_port,
+        ),
+    ];
+    for (_, service, file, sys, port) in &services {
+        std::fs::copy(sys, drivers.join(file)).map_err(|e| format!("copy {file}: {e}"))?;
+        let key = format!(r"HKLM\System\CurrentControlSet\Services\{service}");
+        let params = format!(r"{key}\Parameters");
+        prefix.reg_add(&key, "Type", "REG_DWORD", "1")?;
+        prefix.reg_add(&key, "Start", "REG_DWORD", "3")?;
+        prefix.reg_add(&key, "ErrorControl", "REG_DWORD", "1")?;
+        let image = format!(r"C:\windows\system32\drivers\{file}");
+        prefix.reg_add(&key, "ImagePath", "REG_EXPAND_SZ", &image)?;
+        prefix.reg_add(&params, "Port", "REG_DWORD", &port.to_string())?;
+    }
+    let ours_params = r"HKLM\System\CurrentControlSet\Services\WskEcho\Parameters";
+    prefix.reg_add(ours_params, "Runner", "REG_SZ", "passive")?;
+    prefix.reg_add(ours_params, "BindAddress", "REG_SZ", "127.0.0.1")?;
+    let floor_params = r"HKLM\System\CurrentControlSet\Services\WskFloor\Parameters";
+    prefix.reg_add(floor_params, "LoopbackOnly", "REG_DWORD", "1")?;
+    // services.exe reads the services at start: restart the server, and keep one running so
+    // that the drivers' host process lives on after `net start` returns.
+    let _ = prefix.run("wineserver", &["-k"], Duration::from_mins(1));
+    prefix.run("wineserver", &["-p"], Duration::from_mins(1))?;
+    let mut samples = Vec::new();
+    let mut failures = Vec::new();
+    for round in 0..rounds {
+        for (server, service, _, _, port) in &services {
+            let turn = (|| -> Result<Vec<Sample>, String> {
+                prefix.run("wine", &["net", "start", service], Duration::from_mins(1))?;
+                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
+                wait_listening(addr)?;
+                let got = measure_cells(
+                    programs,
+                    (*server, false, round, quick),
+                    addr,
+                    &mut failures,
+                    || prefix.cpu_seconds(),
+                );
+                let stopped = prefix.run("wine", &["net", "stop", service], Duration::from_mins(2));
+                let got = got?;
+                stopped?;
+                Ok(got)
+            })();
+            match turn {
+                Ok(mut got) => samples.append(&mut got),
+                Err(e) => failures.push(format!("{} round {round}: {e}", server.name())),
+            }
+        }
+    }
+    Ok((samples, failures))
+}
+
+/// Waits (at most 30 s) until something accepts connections on `addr`.
+fn wait_listening(addr: SocketAddr) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("nothing listens on {addr} after 30 s"))
+}
+
+/// utime + stime of process `pid` (all its threads), in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // Fields after the command name, which is in parentheses and may contain spaces: the
+    // state is field 3, utime field 14, stime field 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or("malformed /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64, String> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .map(|t| {
+                #[allow(clippy::cast_precision_loss, reason = "clock ticks to seconds")]
+                let t = t as f64;
+                t
+            })
+            .ok_or_else(|| format!("no field {i} in /proc/{pid}/stat"))
+    };
+    Ok((ticks(11)? + ticks(12)?) / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn describe_machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let rustc = Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{cpus} vCPUs ({model}), {rustc}, release profile; pinned = server `taskset -c 0`, \
+         client `taskset -c 1`; load average before: {}",
+        load_average()
+    )
+}
+
+/// The rounds' mean of `metric` for one server in one cell.
+fn mean(
+    samples: &[Sample],
+    server: Server,
+    cell: Cell,
+    metric: impl Fn(&Sample) -> Option<f64>,
+) -> Option<f64> {
+    let values: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.server == server && (s.pinned, s.connections, s.size) == cell)
+        .filter_map(&metric)
+        .collect();
+    #[allow(clippy::cast_precision_loss, reason = "a handful of rounds")]
+    let count = values.len() as f64;
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / count)
+}
+
+/// The metrics of the tables: name, how to read it, and whether more is better.
+/// How a table reads one figure from a sample.
+type Metric = fn(&Sample) -> Option<f64>;
+
+fn metrics() -> [(&'static str, Metric, bool); 5] {
+    [
+        ("CPU us/rt", Sample::cpu_us_per_round_trip, false),
+        ("p50 us", |s| s.latency("p50"), false),
+        ("p99 us", |s| s.latency("p99"), false),
+        ("p99.9 us", |s| s.latency("p99.9"), false),
+        ("rt/s", |s| s.number("round_trips_per_second"), true),
+    ]
+}
+
+fn cells() -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for pinned in [true, false] {
+        for connections in CONNECTIONS {
+            for size in SIZES {
+                cells.push((pinned, connections, size));
+            }
+        }
+    }
+    cells
+}
+
+fn cell_label((pinned, connections, size): Cell) -> String {
+    let size = if size >= 1024 {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    };
+    format!(
+        "{} | {connections} | {size}",
+        if pinned { "pinned" } else { "unpinned" }
+    )
+}
+
+fn figure(value: Option<f64>) -> String {
+    match value {
+        Some(v) if v >= 1000.0 => format!("{v:.0}"),
+        Some(v) if v >= 10.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.2}"),
+        None => "—".into(),
+    }
+}
+
+fn ratio(ours: Option<f64>, other: Option<f64>) -> String {
+    match (ours, other) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "—".into(),
+    }
+}
+
+/// The markdown tables: ratios, absolute figures, callgrind.
+fn tables(samples: &[Sample], callgrind: Option<&Callgrind>, failures: &[String]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### Ratios (ours / floor, ours / tokio; rounds' means; below 1 is better for ours \
+         except rt/s)\n"
+    );
+    let mut head = "| placement | conns | msg | ours |".to_owned();
+    let mut rule = "|---|---:|---:|---|".to_owned();
+    for (name, _, _) in metrics() {
+        let _ = write!(head, " {name} /floor | {name} /tokio |");
+        rule.push_str("---:|---:|");
+    }
+    let _ = writeln!(out, "{head}\n{rule}");
+    for cell in cells() {
+        for ours in [Server::OursDpc, Server::OursPassive] {
+            let mut row = format!("| {} | {} |", cell_label(cell), ours.name());
+            for (_, metric, _) in metrics() {
+                let mine = mean(samples, ours, cell, metric);
+                let floor = mean(samples, Server::Floor, cell, metric);
+                let tokio = mean(samples, Server::Tokio, cell, metric);
+                let _ = write!(row, " {} | {} |", ratio(mine, floor), ratio(mine, tokio));
+            }
+            let _ = writeln!(out, "{row}");
+        }
+    }
+    out.push_str(&wine_table(samples));
+    let _ = writeln!(out, "\n### Figures (rounds' means)\n");
+    let mut head = "| placement | conns | msg | server |".to_owned();
+    let mut rule = "|---|---:|---:|---|".to_owned();
+    for (name, _, _) in metrics() {
+        let _ = write!(head, " {name} |");
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(out, "{head}\n{rule}");
+    for cell in cells() {
+        for server in Server::EVERY {
+            if mean(samples, server, cell, |s| s.number("round_trips")).is_none() {
+                continue;
+            }
+            let mut row = format!("| {} | {} |", cell_label(cell), server.name());
+            for (_, metric, _) in metrics() {
+                let _ = write!(row, " {} |", figure(mean(samples, server, cell, metric)));
+            }
+            let _ = writeln!(out, "{row}");
+        }
+    }
+    if let Some(callgrind) = callgrind {
+        let _ = writeln!(
+            out,
+            "\n### Instructions per round trip (callgrind, server threads, 1 connection, 64 B; \
+             (Ir at {} − Ir at {}) / {})\n",
+            CALLGRIND_RUNS[1],
+            CALLGRIND_RUNS[0],
+            CALLGRIND_RUNS[1] - CALLGRIND_RUNS[0]
+        );
+        let _ = writeln!(
+            out,
+            "| part | ours (dpc) | floor | ours/floor |\n|---|---:|---:|---:|"
+        );
+        for part in Part::ALL {
+            let ours = callgrind.ours.get(&part).copied().unwrap_or(0.0);
+            let floor = callgrind.floor.get(&part).copied().unwrap_or(0.0);
+            let _ = writeln!(
+                out,
+                "| {} | {ours:.0} | {floor:.0} | {} |",
+                part.label(),
+                ratio(Some(ours), Some(floor))
+            );
+        }
+        let ours: f64 = callgrind.ours.values().sum();
+        let floor: f64 = callgrind.floor.values().sum();
+        let _ = writeln!(
+            out,
+            "| all server threads | {ours:.0} | {floor:.0} | {} |",
+            ratio(Some(ours), Some(floor))
+        );
+    }
+    if !failures.is_empty() {
+        let _ = writeln!(out, "\n### FAILED runs\n");
+        for failure in failures {
+            let _ = writeln!(out, "- {failure}");
+        }
+    }
+    out
+}
+
+/// The ratio table of the Wine part, when it ran.
+fn wine_table(samples: &[Sample]) -> String {
+    let mut out = String::new();
+    if samples.iter().any(|s| s.server == Server::WineOurs) {
+        let _ = writeln!(
+            out,
+            "\n### Under Wine: wine-ours / wine-floor (unpinned; rounds' means)\n"
+        );
+        let mut head = "| placement | conns | msg |".to_owned();
+        let mut rule = "|---|---:|---:|".to_owned();
+        for (name, _, _) in metrics() {
+            let _ = write!(head, " {name} |");
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(out, "{head}\n{rule}");
+        for cell in cells().into_iter().filter(|c| !c.0) {
+            let mut row = format!("| {} |", cell_label(cell));
+            for (_, metric, _) in metrics() {
+                let ours = mean(samples, Server::WineOurs, cell, metric);
+                let floor = mean(samples, Server::WineFloor, cell, metric);
+                let _ = write!(row, " {} |", ratio(ours, floor));
+            }
+            let _ = writeln!(out, "{row}");
+        }
+    }
+    out
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn results_json(
+    machine: &str,
+    wine_note: &str,
+    samples: &[Sample],
+    callgrind: Option<&Callgrind>,
+    failures: &[String],
+) -> String {
+    let mut out = format!(
+        "{{\"machine\":{},\"wine\":{},\"rounds\":{ROUNDS},\"warmup_ms\":{WARMUP_MS},\
+         \"measure_ms\":{MEASURE_MS},\"samples\":[",
+        json_string(machine),
+        json_string(wine_note)
+    );
+    for (i, s) in samples.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            "{{\"server\":\"{}\",\"pinned\":{},\"round\":{},\"server_cpu_seconds\":{:.3},\
+             \"server_cpu_us_per_round_trip\":{},\"client\":{}}}",
+            s.server.name(),
+            s.pinned,
+            s.round,
+            s.cpu_seconds,
+            s.cpu_us_per_round_trip()
+                .map_or_else(|| "null".to_owned(), |v| format!("{v:.3}")),
+            if s.json.is_empty() { "null" } else { &s.json }
+        );
+    }
+    out.push_str("],\"callgrind_instructions_per_round_trip\":");
+    match callgrind {
+        Some(c) => {
+            let part = |m: &BTreeMap<Part, f64>| {
+                Part::ALL
+                    .iter()
+                    .map(|p| format!("\"{}\":{:.0}", p.key(), m.get(p).copied().unwrap_or(0.0)))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let _ = write!(
+                out,
+                "{{\"ours_dpc\":{{{}}},\"floor\":{{{}}}}}",
+                part(&c.ours),
+                part(&c.floor)
+            );
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"failures\":[");
+    out.push_str(
+        &failures
+            .iter()
+            .map(|f| json_string(f))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    out.push_str("]}\n");
+    out
+}
+
+/// The latency percentile curves: one panel per cell (rows: 1, 100, 1,000 connections;
+/// columns: pinned 64 B, pinned 16 KiB, unpinned 64 B, unpinned 16 KiB), x the quantiles
+/// p50, p90, p99, p99.9, p99.99 evenly spaced (a log scale of 1/(1−q)), y log10 of the RTT
+/// over the panel's own range, one line per server in its colour (see the README's legend).
+fn latency_plot(samples: &[Sample]) -> Canvas {
+    const QUANTILES: [&str; 5] = ["0.5", "0.9", "0.99", "0.999", "0.9999"];
+    const PANEL_W: i64 = 290;
+    const PANEL_H: i64 = 260;
+    const MARGIN: i64 = 10;
+    const INK: [u8; 3] = [40, 40, 40];
+    /// The panel's drawable height, as a float.
+    const PANEL_SPAN: f64 = 215.0;
+    let columns = [
+        (true, 64),
+        (true, 16 * 1024),
+        (false, 64),
+        (false, 16 * 1024),
+    ];
+    let width = usize::try_from(4 * (PANEL_W + MARGIN) + MARGIN).unwrap_or(1200);
+    let height = usize::try_from(3 * (PANEL_H + MARGIN) + MARGIN + 60).unwrap_or(900);
+    let mut canvas = Canvas::new(width, height, [255, 255, 255]);
+    // Legend along the bottom: one colour block and name per server.
+    let legend_y = 3 * (PANEL_H + MARGIN) + MARGIN;
+    for (i, server) in Server::EVERY.iter().enumerate() {
+        let x = MARGIN + i64::try_from(i).unwrap_or(0) * 170;
+        canvas.fill(x, legend_y, 30, 14, server.color());
+        canvas.text(x + 36, legend_y + 2, 2, server.name(), INK);
+    }
+    canvas.text(
+        MARGIN,
+        legend_y + 26,
+        2,
+        "RTT PERCENTILES P50 P90 P99 P99.9 P99.99, LOG RTT SCALE PER PANEL, GRID PER DECADE",
+        INK,
+    );
+    for (row, connections) in CONNECTIONS.iter().enumerate() {
+        for (column, (pinned, size)) in columns.iter().enumerate() {
+            let x0 = MARGIN + i64::try_from(column).unwrap_or(0) * (PANEL_W + MARGIN);
+            let y0 = MARGIN + i64::try_from(row).unwrap_or(0) * (PANEL_H + MARGIN);
+            canvas.fill(x0, y0, PANEL_W, PANEL_H, [245, 245, 245]);
+            let cell = (*pinned, *connections, *size);
+            let title = format!(
+                "{} {} {} CONN",
+                if *pinned { "PINNED" } else { "UNPINNED" },
+                if *size >= 1024 { "16KIB" } else { "64B" },
+                connections
+            );
+            canvas.text(x0 + 4, y0 + 4, 2, &title, INK);
+            let curves: Vec<(Server, Vec<f64>)> = Server::EVERY
+                .iter()
+                .filter_map(|&server| {
+                    let points: Option<Vec<f64>> = QUANTILES
+                        .iter()
+                        .map(|q| mean(samples, server, cell, |s| s.latency(q)))
+                        .collect();
+                    points.map(|p| (server, p))
+                })
+                .collect();
+            let all = curves.iter().flat_map(|(_, p)| p.iter().copied());
+            let (low, high) = all.fold((f64::MAX, f64::MIN), |(lo, hi), v| {
+                (lo.min(v.max(0.001).log10()), hi.max(v.max(0.001).log10()))
+            });
+            if low > high {
+                continue;
+            }
+            let span = (high - low).max(0.1);
+            // Grid line per power of ten.
+            let mut decade = low.floor();
+            while decade <= high.ceil() {
+                let fraction = (decade - low) / span;
+                #[allow(clippy::cast_possible_truncation, reason = "pixel coordinates")]
+                let y = y0 + PANEL_H - 10 - (fraction * PANEL_SPAN) as i64;
+                if y > y0 && y < y0 + PANEL_H {
+                    canvas.fill(x0, y, PANEL_W, 1, [210, 210, 210]);
+                    // The label above its line, only where it stays inside the panel.
+                    if y - 12 > y0 + 16 {
+                        canvas.text(x0 + PANEL_W - 60, y - 12, 2, &decade_label(decade), INK);
+                    }
+                }
+                decade += 1.0;
+            }
+            for (server, points) in &curves {
+                let to_xy = |i: usize, v: f64| {
+                    let x = x0 + 15 + i64::try_from(i).unwrap_or(0) * (PANEL_W - 30) / 4;
+                    let fraction = (v.max(0.001).log10() - low) / span;
+                    #[allow(clippy::cast_possible_truncation, reason = "pixel coordinates")]
+                    let y = y0 + PANEL_H - 10 - (fraction * PANEL_SPAN) as i64;
+                    (x, y)
+                };
+                for i in 1..points.len() {
+                    canvas.line(
+                        to_xy(i - 1, points[i - 1]),
+                        to_xy(i, points[i]),
+                        3,
+                        server.color(),
+                    );
+                }
+            }
+        }
+    }
+    canvas
+}
+
+/// `10^decade` microseconds as a short label: `10US`, `1MS`, `100MS`, `1S`.
+fn decade_label(decade: f64) -> String {
+    #[allow(clippy::cast_possible_truncation, reason = "a small exponent")]
+    let exponent = decade as i32;
+    let (value, unit) = match exponent {
+        e if e < 3 => (10f64.powi(e), "US"),
+        e if e < 6 => (10f64.powi(e - 3), "MS"),
+        e => (10f64.powi(e - 6), "S"),
+    };
+    format!("{value}{unit}")
+}
+
+/// Parts of the server's instructions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Part {
+    /// The driver and the library: `wskecho`, `wsk_net`, `wsk_executor`, `wsk_sys`, or
+    /// `wskfloor`.
+    Library,
+    /// `wsk_host` and its unmangled kernel exports.
+    Host,
+    /// std, core, alloc, hashbrown and libc code in the server threads (nearly all the host
+    /// kernel's: the drivers and the library are `no_std` without `alloc`).
+    Runtime,
+}
+
+impl Part {
+    const ALL: [Part; 3] = [Part::Library, Part::Host, Part::Runtime];
+
+    fn label(self) -> &'static str {
+        match self {
+            Part::Library => "driver + library (wskecho/wsk-net/wsk-executor/wsk-sys, or wskfloor)",
+            Part::Host => "host kernel (wsk_host and its exports)",
+            Part::Runtime => "std, libc, shared generics (mostly the host kernel's)",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Part::Library => "library",
+            Part::Host => "host_kernel",
+            Part::Runtime => "std_libc",
+        }
+    }
+
+    fn of(function: &str) -> Part {
+        const NT_PREFIXES: [&str; 9] = ["Io", "Ke", "Ex", "Mm", "Ob", "Ps", "Zw", "Wsk", "host_"];
+        let mut name = function.trim();
+        loop {
+            let before = name;
+            for prefix in ["<", "&", "mut ", "dyn ", "core::ptr::drop_in_place<"] {
+                name = name.strip_prefix(prefix).unwrap_or(name);
+            }
+            if name == before {
+                break;
+            }
+        }
+        let export = !name.contains("::") && NT_PREFIXES.iter().any(|p| name.starts_with(p));
+        if name.starts_with("wsk_host::") || export {
+            Part::Host
+        } else if [
+            "wsk_net::",
+            "wsk_executor::",
+            "wsk_sys::",
+            "wskecho::",
+            "wskfloor::",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+        {
+            Part::Library
+        } else {
+            Part::Runtime
+        }
+    }
+}
+
+/// Instructions per round trip by part, for ours and the floor.
+struct Callgrind {
+    ours: BTreeMap<Part, f64>,
+    floor: BTreeMap<Part, f64>,
+}
+
+fn callgrind_costs(programs: &Programs, out_dir: &Path) -> Result<Callgrind, String> {
+    setup::ensure_apt_packages(&["valgrind"]);
+    if !setup::has_program("valgrind") || !setup::has_program("callgrind_annotate") {
+        return Err("valgrind is not installed (apt-get install valgrind)".into());
+    }
+    let dir = out_dir.join("callgrind");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let per_part = |which: &str| -> Result<BTreeMap<Part, f64>, String> {
+        let mut counts = Vec::new();
+        for round_trips in CALLGRIND_RUNS {
+            let base = dir.join(format!("{which}.{round_trips}"));
+            println!("bench-echo: callgrind {which} {round_trips} round trips");
+            let output = Command::new("valgrind")
+                .args(["--tool=callgrind", "--separate-threads=yes"])
+                .arg(format!("--callgrind-out-file={}", base.display()))
+                .arg(&programs.cost)
+                .args([which, &round_trips.to_string()])
+                .output()
+                .map_err(|e| format!("could not start valgrind: {e}"))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "callgrind {which} {round_trips}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+            counts.push(server_threads_by_part(
+                &dir,
+                &format!("{which}.{round_trips}-"),
+            )?);
+        }
+        let runs = CALLGRIND_RUNS[1] - CALLGRIND_RUNS[0];
+        #[allow(clippy::cast_precision_loss, reason = "instruction counts")]
+        let diff = |p: &Part| {
+            let high = counts[1].get(p).copied().unwrap_or(0) as f64;
+            let low = counts[0].get(p).copied().unwrap_or(0) as f64;
+            (high - low) / runs as f64
+        };
+        Ok(Part::ALL.iter().map(|p| (*p, diff(p))).collect())
+    };
+    Ok(Callgrind {
+        ours: per_part("ours")?,
+        floor: per_part("floor")?,
+    })
+}
+
+/// Instructions by part over every thread's file but the main thread's (`-01`: the client).
+fn server_threads_by_part(dir: &Path, prefix: &str) -> Result<BTreeMap<Part, u64>, String> {
+    let mut parts = BTreeMap::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(thread) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        if thread == "01" {
+            continue;
+        }
+        let output = Command::new("callgrind_annotate")
+            .args(["--threshold=100", "--inclusive=no", "--auto=no"])
+            .arg(entry.path())
+            .output()
+            .map_err(|e| format!("could not start callgrind_annotate: {e}"))?;
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            if let Some((count, function)) = function_line(line) {
+                *parts.entry(Part::of(function)).or_insert(0) += count;
+            }
+        }
+    }
+    Ok(parts)
+}
+
+/// A function line of `callgrind_annotate` (`7,429,140 (22.11%)  file:function [object]`) as
+/// its count and function name.
+fn function_line(line: &str) -> Option<(u64, &str)> {
+    let line = line.trim_start();
+    let (count, rest) = line.split_once(' ')?;
+    let count: u64 = count.replace(',', "").parse().ok()?;
+    let mut rest = rest.trim_start();
+    if rest.starts_with('(') {
+        rest = rest.split_once(')')?.1.trim_start();
+    }
+    let (_, function) = rest.split_once(':')?;
+    if function.is_empty() {
+        return None;
+    }
+    let function = match function.rfind(" [") {
+        Some(at) if function.ends_with(']') => &function[..at],
+        _ => function,
+    };
+    Some((count, function))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_numbers_are_found_by_key() {
+        let json = r#"{"round_trips":12,"rtt_us":{"p50":1.5,"p99.9":20.25},"q":{"0.99":7e2}}"#;
+        assert_eq!(json_number(json, "round_trips"), Some(12.0));
+        assert_eq!(json_number(json, "p50"), Some(1.5));
+        assert_eq!(json_number(json, "p99.9"), Some(20.25));
+        assert_eq!(json_number(json, "0.99"), Some(700.0));
+        assert_eq!(json_number(json, "missing"), None);
+    }
+
+    #[test]
+    fn functions_split_into_driver_host_and_runtime() {
+        assert_eq!(Part::of("wskfloor::server::receive_done"), Part::Library);
+        assert_eq!(
+            Part::of("<wsk_net::raw::Op as core::future::Future>::poll"),
+            Part::Library
+        );
+        assert_eq!(Part::of("wsk_host::wsk::socket::pump"), Part::Host);
+        assert_eq!(Part::of("IofCompleteRequest"), Part::Host);
+        assert_eq!(Part::of("core::hash::BuildHasher::hash_one"), Part::Runtime);
+        assert_eq!(
+            function_line("1,234 (5.00%)  ???:wskfloor::x [/bin/y]"),
+            Some((1234, "wskfloor::x"))
+        );
+    }
+
+    #[test]
+    fn ratios_and_means_cover_missing_data() {
+        let sample = Sample {
+            server: Server::Floor,
+            pinned: true,
+            connections: 1,
+            size: 64,
+            round: 0,
+            cpu_seconds: 0.5,
+            json: r#"{"all_round_trips":1000,"p50":10}"#.into(),
+        };
+        let other = Sample {
+            round: 1,
+            cpu_seconds: 1.5,
+            ..sample.clone()
+        };
+        let samples = [sample, other];
+        let cpu = mean(
+            &samples,
+            Server::Floor,
+            (true, 1, 64),
+            Sample::cpu_us_per_round_trip,
+        );
+        assert_eq!(cpu, Some(1000.0), "(500 + 1500) / 2 us per round trip");
+        assert_eq!(
+            mean(
+                &samples,
+                Server::Tokio,
+                (true, 1, 64),
+                Sample::cpu_us_per_round_trip
+            ),
+            None
+        );
+        assert_eq!(ratio(Some(3.0), Some(2.0)), "1.50");
+        assert_eq!(ratio(Some(3.0), None), "—");
+        assert!(results_json("m", "w", &samples, None, &[]).contains("\"server\":\"floor\""));
+    }
+}
+
+#[cfg(test)]
+mod plot_tests {
+    use super::*;
+
+    #[test]
+    fn the_plot_draws_every_server_curve_in_its_colour() {
+        let mut samples = Vec::new();
+        for (server, base) in Server::ALL.iter().zip([50.0, 100.0, 150.0, 200.0, 250.0]) {
+            samples.push(Sample {
+                server: *server,
+                pinned: true,
+                connections: 1,
+                size: 64,
+                round: 0,
+                cpu_seconds: 0.1,
+                json: format!(
+                    r#"{{"0.5":{base},"0.9":{},"0.99":{},"0.999":{},"0.9999":{}}}"#,
+                    base * 2.0,
+                    base * 10.0,
+                    base * 30.0,
+                    base * 100.0
+                ),
+            });
+        }
+        let canvas = latency_plot(&samples);
+        let png = canvas.to_png();
+        std::fs::write(std::env::temp_dir().join("bench-echo-plot-test.png"), &png).unwrap();
+        for server in Server::ALL {
+            assert!(
+                canvas.count(server.color()) > 100,
+                "{} drawn",
+                server.name()
+            );
+        }
+        assert_eq!(decade_label(2.0), "100US");
+        assert_eq!(decade_label(3.0), "1MS");
+        assert_eq!(decade_label(6.0), "1S");
+    }
+}
