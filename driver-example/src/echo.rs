@@ -96,7 +96,12 @@ impl StartError {
     pub fn status(&self) -> NTSTATUS {
         match self {
             Self::MaxConnections(_) => STATUS_INVALID_PARAMETER,
-            Self::Register(e) | Self::Listen(_, e) => e.status().unwrap_or(STATUS_UNSUCCESSFUL),
+            // An allocation the library could not make has no kernel status of its own: it is
+            // STATUS_INSUFFICIENT_RESOURCES, as Windows reports running out.
+            Self::Register(e) | Self::Listen(_, e) => e.status().unwrap_or(match e.kind() {
+                ErrorKind::NoResources => STATUS_INSUFFICIENT_RESOURCES,
+                _ => STATUS_UNSUCCESSFUL,
+            }),
             Self::Runner(wsk_executor::StartError::Thread(status)) => *status,
             Self::Runner(wsk_executor::StartError::AlreadyStarted) | Self::AlreadyStarted => {
                 STATUS_INVALID_DEVICE_STATE

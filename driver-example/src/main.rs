@@ -14,15 +14,18 @@ mod host {
     use std::net::IpAddr;
     use std::process::ExitCode;
 
+    use wsk_host::faults::{Faults, parse_seed};
     use wsk_host::{Bugcheck, Config, Kernel, RegValue, Registry};
     use wskecho::config::{DEFAULT_PORT, parse_max_connections, parse_runner};
     use wskecho::echo::MAX_CONNECTIONS;
 
     const USAGE: &str = "usage: wskecho [--port N] [--bind ADDR] [--runner dpc|passive] \
-                         [--max-connections N] [--cpus N]
+                         [--max-connections N] [--cpus N] [--faults PLAN] [--seed N]
   Serves RFC 862 echo on the host kernel until Ctrl-C, then unloads and prints the leak report.
   Defaults: port 7007 on 0.0.0.0 (--port 0: an ephemeral port, logged), the DPC runner,
-  1024 connections (the most), one emulated CPU per core.";
+  1024 connections (the most), one emulated CPU per core, no faults injected.
+  --faults PLAN --seed N: the host kernel's fault plan, e.g. mixed,reorder,delay=1ms,lowres=5
+  (see wsk_host::faults::Faults::parse); default: WSK_FAULTS and WSK_SEED if set.";
 
     /// The service name: the registry key is `...\Services\WskEcho`.
     const SERVICE: &str = "WskEcho";
@@ -34,6 +37,8 @@ mod host {
         runner: String,
         max_connections: u32,
         cpus: Option<usize>,
+        faults: Option<String>,
+        seed: Option<u64>,
     }
 
     fn parse(args: &[String]) -> Result<Flags, String> {
@@ -43,6 +48,8 @@ mod host {
             runner: "dpc".into(),
             max_connections: 1024,
             cpus: None,
+            faults: None,
+            seed: None,
         };
         let mut rest = args.iter();
         while let Some(flag) = rest.next() {
@@ -76,6 +83,13 @@ mod host {
                             .filter(|n| *n > 0)
                             .ok_or_else(|| bad("a positive count"))?,
                     );
+                }
+                "--faults" => {
+                    Faults::parse(value, 0).map_err(|e| format!("{flag}: {e}"))?;
+                    flags.faults = Some(value.clone());
+                }
+                "--seed" => {
+                    flags.seed = Some(parse_seed(value).map_err(|e| format!("{flag}: {e}"))?);
                 }
                 _ => return Err(format!("unknown flag {flag}")),
             }
@@ -158,6 +172,23 @@ mod host {
         })
     }
 
+    /// The fault plan: `--faults`/`--seed` (either alone: the other from the environment or
+    /// its default), else `WSK_FAULTS`/`WSK_SEED`, else none.
+    fn fault_plan(flags: &Flags) -> Result<Option<Faults>, String> {
+        let from_env = Faults::from_env()?;
+        if flags.faults.is_none() && flags.seed.is_none() {
+            return Ok(from_env);
+        }
+        let seed = flags
+            .seed
+            .unwrap_or_else(|| from_env.as_ref().map_or(1, |plan| plan.seed));
+        let spec = flags
+            .faults
+            .clone()
+            .unwrap_or_else(|| from_env.as_ref().map_or_else(String::new, Faults::spec));
+        Faults::parse(&spec, seed).map(Some)
+    }
+
     /// The exit status after the driver ran: failure when the unload left anything behind or
     /// the verifier recorded any bugcheck (each is printed).
     pub(super) fn exit_status(report_is_clean: bool, bugchecks: &[Bugcheck]) -> ExitCode {
@@ -201,6 +232,17 @@ mod host {
         let mut config = Config::default();
         if let Some(cpus) = flags.cpus {
             config.cpus = cpus;
+        }
+        match fault_plan(&flags) {
+            Ok(Some(plan)) => {
+                eprintln!("wskecho host mode: faults: {}", plan.replay_env());
+                config.faults = plan;
+            }
+            Ok(None) => {}
+            Err(message) => {
+                eprintln!("wskecho: {message}");
+                return ExitCode::from(2);
+            }
         }
         let kernel = Kernel::boot(config);
         let registry = Registry::new()

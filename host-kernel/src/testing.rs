@@ -3,6 +3,11 @@
 //! that boots a fresh [`Kernel`] per plan, hands it to the scenario and then checks that the
 //! verifier found nothing (no leak, no bugcheck).
 //!
+//! The plans can be chosen from outside: `WSK_FAULTS` (a plan as [`Faults::parse`] reads it)
+//! and `WSK_SEED` make [`plans`] that one plan; a failing plan prints the command that replays
+//! it, e.g. `replay: WSK_FAULTS=mixed,reorder,delay=1ms WSK_SEED=7 cargo test -p wsk-net
+//! --test acceptance -- --exact timeout_on_a_receive --include-ignored`.
+//!
 //! ```no_run
 //! use wsk_host::testing;
 //!
@@ -13,8 +18,10 @@
 //! });
 //! ```
 
+use core::fmt::Write as _;
 use std::boxed::Box;
 use std::format;
+use std::string::String;
 use std::time::Duration;
 use std::vec;
 use std::vec::Vec;
@@ -26,11 +33,26 @@ use crate::{Config, DRIVER_OBJECT, Kernel};
 /// (generous: the machine may be loaded).
 pub const BOUND: Duration = Duration::from_secs(30);
 
-/// The fault plans every WSK scenario runs under: inline, deferred and mixed completion, and
-/// mixed completion with reordering across sockets and delays up to 1 ms, each from its own
-/// seed. A scenario must pass under all of them.
+/// The fault plans every WSK scenario runs under. Chosen from outside when `WSK_FAULTS` or
+/// `WSK_SEED` is set ([`Faults::from_env`]): that one plan. Otherwise the standard set
+/// ([`standard_plans`]).
+///
+/// # Panics
+/// When `WSK_FAULTS` or `WSK_SEED` is set but does not parse (the message says why).
 #[must_use]
 pub fn plans() -> Vec<Faults> {
+    match Faults::from_env() {
+        Ok(Some(plan)) => vec![plan],
+        Ok(None) => standard_plans(),
+        Err(message) => panic!("{message}"),
+    }
+}
+
+/// The standard plans: inline, deferred and mixed completion, and mixed completion with
+/// reordering across sockets and delays up to 1 ms, each from its own seed. A scenario must
+/// pass under all of them.
+#[must_use]
+pub fn standard_plans() -> Vec<Faults> {
     vec![
         Faults::with(Completion::Inline, 1),
         Faults::with(Completion::Deferred, 2),
@@ -53,7 +75,8 @@ pub fn each_plan(scenario: impl FnMut(&Kernel)) {
 
 /// For each plan: boots a kernel with it (default configuration otherwise), hands the kernel
 /// to `scenario` (which runs on the calling thread: use [`Kernel::on_kernel_thread`] for
-/// driver code), then checks the kernel ends with no leaks and no bugchecks.
+/// driver code), then checks the kernel ends with no leaks and no bugchecks. When a plan
+/// fails, prints the command that replays it ([`replay_command`]) before the panic goes on.
 ///
 /// # Panics
 /// When the scenario panics, or the verifier found a leak or recorded a bugcheck; the message
@@ -61,13 +84,58 @@ pub fn each_plan(scenario: impl FnMut(&Kernel)) {
 pub fn run_plans(plans: impl IntoIterator<Item = Faults>, mut scenario: impl FnMut(&Kernel)) {
     for plan in plans {
         let label = format!("{plan:?}");
-        let kernel = Kernel::boot(Config::default().with_faults(plan));
-        scenario(&kernel);
-        let report = kernel.check_leaks();
-        assert!(report.is_clean(), "plan {label}: {report}");
-        let bugchecks = kernel.take_bugchecks();
-        assert!(bugchecks.is_empty(), "plan {label}: {bugchecks:?}");
+        let replay = replay_command(&plan);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let kernel = Kernel::boot(Config::default().with_faults(plan));
+            scenario(&kernel);
+            let report = kernel.check_leaks();
+            assert!(report.is_clean(), "plan {label}: {report}");
+            let bugchecks = kernel.take_bugchecks();
+            assert!(bugchecks.is_empty(), "plan {label}: {bugchecks:?}");
+        }));
+        if let Err(payload) = outcome {
+            std::eprintln!("replay: {replay}");
+            std::panic::resume_unwind(payload);
+        }
     }
+}
+
+/// The command that runs the current test again under `plan` alone:
+/// `WSK_FAULTS=... WSK_SEED=N cargo test -p <package> --test <file> -- --exact <test>`. The
+/// package comes from `CARGO_PKG_NAME` (which `cargo test` sets), the test binary's file
+/// from the program's name, the test from the thread's name (libtest names each test's
+/// thread after it); whatever is unknown is left out.
+#[must_use]
+pub fn replay_command(plan: &Faults) -> String {
+    let mut command = format!("{} cargo test", plan.replay_env());
+    if let Ok(package) = std::env::var("CARGO_PKG_NAME") {
+        let _ = write!(command, " -p {package}");
+    }
+    let program = std::env::args().next().unwrap_or_default();
+    let file = std::path::Path::new(&program)
+        .file_name()
+        .and_then(|name| name.to_str())
+        .map(|name| {
+            name.rsplit_once('-')
+                .map_or(name, |(file, _hash)| file)
+                .to_owned()
+        });
+    let test = std::thread::current()
+        .name()
+        .filter(|name| *name != "main")
+        .map(std::borrow::ToOwned::to_owned);
+    match file.as_deref() {
+        // A library's unit tests run from the package's own binary, named like the package.
+        Some(file) if Some(file.replace('_', "-")) != std::env::var("CARGO_PKG_NAME").ok() => {
+            let _ = write!(command, " --test {file}");
+        }
+        Some(_) => command.push_str(" --lib"),
+        None => {}
+    }
+    if let Some(test) = test {
+        let _ = write!(command, " -- --exact {test} --include-ignored");
+    }
+    command
 }
 
 /// A driver object named `name` for a test that registers a WSK client without loading a
@@ -76,4 +144,45 @@ pub fn run_plans(plans: impl IntoIterator<Item = Faults>, mut scenario: impl FnM
 #[must_use]
 pub fn leaked_driver_object(kernel: &Kernel, name: &str) -> *mut DRIVER_OBJECT {
     Box::leak(Box::new(kernel.create_driver_object(name))).object()
+}
+
+/// What the running kernel holds right now: live pool blocks and their bytes, IRPs and MDLs
+/// (everything allocated and not yet freed, the driver's and the kernel's own). Two readings
+/// far apart in a long run show whether anything grows. All zero with no kernel booted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelUsage {
+    /// Live pool allocations.
+    pub pool_blocks: usize,
+    /// Their bytes.
+    pub pool_bytes: usize,
+    /// Live IRPs.
+    pub irps: usize,
+    /// Live MDLs.
+    pub mdls: usize,
+}
+
+impl core::fmt::Display for KernelUsage {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "pool {} blocks / {} bytes, {} IRPs, {} MDLs",
+            self.pool_blocks, self.pool_bytes, self.irps, self.mdls
+        )
+    }
+}
+
+/// Reads [`KernelUsage`] of the running kernel. Any thread.
+#[must_use]
+pub fn kernel_usage() -> KernelUsage {
+    let Some(machine) = crate::ntos::machine::try_current() else {
+        return KernelUsage::default();
+    };
+    let (pool_blocks, pool_bytes) =
+        crate::ntos::pool::usage(&crate::ntos::machine::lock(&machine.pool));
+    KernelUsage {
+        pool_blocks,
+        pool_bytes,
+        irps: crate::ntos::machine::lock(&machine.irps).live.len(),
+        mdls: crate::ntos::machine::lock(&machine.mdls).live.len(),
+    }
 }

@@ -12,6 +12,7 @@ mod driver;
 mod floor_driver;
 mod png;
 mod setup;
+mod soak;
 mod suite;
 mod wine;
 
@@ -34,7 +35,11 @@ const USAGE: &str = "usage: cargo xtask <command>
                  and kernel allocations per echo round trip through wsk-net on the host kernel
   bench-echo     ours (dpc, passive) vs the callback floor vs tokio vs std over loopback TCP:
                  ratio table, JSON and a latency plot under target/bench-echo/
-                 (--no-callgrind, --quick)";
+                 (--no-callgrind, --quick)
+  soak [ARGS]    the seed sweep: wsk-net's and the echo driver's end-to-end scenarios under
+                 seeded fault plans (--seeds N, default 20; --first S; --faults PLAN), failing
+                 seeds with their replay command and a summary; --minutes M: a long churn run
+                 of the host echo driver watching pool, handles and RSS";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
         }),
         Some("bench") => bench::run(&root, &args[1..]),
         Some("bench-echo") => bench_echo_table::run(&root, &args[1..]),
+        Some("soak") => soak::run(&root, &args[1..]),
         Some("wine-test") => driver::build(&root).and_then(|sys| wine::test(&root, &sys)),
         _ => {
             eprintln!("{USAGE}");

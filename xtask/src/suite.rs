@@ -48,6 +48,7 @@ const SUITES: &[(&str, SuiteFn)] = &[
     ("docs (intra-doc links)", docs),
     ("layout probe", layout_probe),
     ("tests (workspace)", tests),
+    ("soak (20 seeds)", soak),
     ("check sys for Windows", check_sys_windows),
     ("loom (executor, net)", loom),
     ("miri (executor raw)", miri),
@@ -134,6 +135,16 @@ fn layout_probe(root: &Path) -> Outcome {
 
 fn tests(root: &Path) -> Outcome {
     cargo(root, &["test", "--workspace"], &[])
+}
+
+/// The seed sweep, bounded: 20 seeds of the end-to-end scenarios (`cargo xtask soak`); each
+/// failing seed is printed with its replay command.
+fn soak(root: &Path) -> Outcome {
+    println!("\n=== cargo xtask soak --seeds 20");
+    match crate::soak::run(root, &["--seeds".to_owned(), "20".to_owned()]) {
+        Ok(()) => Outcome::Pass,
+        Err(e) => Outcome::Fail(e),
+    }
 }
 
 fn check_sys_windows(root: &Path) -> Outcome {

@@ -26,12 +26,11 @@ use std::vec::Vec;
 use super::fast_hash::FastMap;
 use super::irql;
 use super::machine::{self, Machine, lock};
-use super::pool::{ExAllocatePoolWithTag, ExFreePoolWithTag};
+use super::pool::{ExFreePoolWithTag, allocate_for_kernel};
 use super::verifier::{self, bugcheck};
 use crate::{
     DEVICE_OBJECT, DISPATCH_LEVEL, DRIVER_OBJECT, IO_COMPLETION_ROUTINE, IRP, NTSTATUS,
-    NonPagedPoolNx, PASSIVE_LEVEL, PVOID, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS,
-    UNICODE_STRING,
+    PASSIVE_LEVEL, PVOID, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS, UNICODE_STRING,
 };
 
 /// `sizeof(DEVICE_OBJECT)` on x64 (0x150): drivers may read fields we do not model.
@@ -213,10 +212,8 @@ pub unsafe extern "system-unwind" fn IoSetCompletionRoutineEx(
             }
         }
     }
-    // SAFETY: nonpaged allocation at <= DISPATCH_LEVEL (checked above).
-    let memory =
-        unsafe { ExAllocatePoolWithTag(NonPagedPoolNx, size_of::<ExContext>(), CONTEXT_TAG) }
-            .cast::<ExContext>();
+    // The kernel's own allocation: the low-resources simulation fails only the driver's.
+    let memory = allocate_for_kernel(size_of::<ExContext>(), CONTEXT_TAG).cast::<ExContext>();
     if memory.is_null() {
         dereference(&machine, address);
         return STATUS_INSUFFICIENT_RESOURCES;

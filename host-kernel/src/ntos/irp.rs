@@ -17,6 +17,7 @@ use super::kernel_ptr::KernelPtr;
 use super::machine::{self, Machine, lock};
 use super::verifier::{self, bugcheck};
 use super::{irql, spinlock};
+use crate::faults::{Resource, fail_allocation};
 use crate::{
     BOOLEAN, CCHAR, DISPATCH_LEVEL, FALSE, IO_COMPLETION_ROUTINE, IO_STACK_LOCATION, IO_TYPE_IRP,
     IRP, IoSizeOfIrp, KIRQL, LIST_ENTRY, NT_SUCCESS, NTSTATUS, PVOID, SL_INVOKE_ON_CANCEL,
@@ -218,6 +219,9 @@ pub unsafe extern "system-unwind" fn IoAllocateIrp(
     // DISPATCH_LEVEL.
     irql::require_at_most(DISPATCH_LEVEL, "IoAllocateIrp");
     let machine = machine::current("IoAllocateIrp");
+    if fail_allocation(Resource::Irp) {
+        return core::ptr::null_mut();
+    }
     let Ok(stack) = u8::try_from(StackSize) else {
         return core::ptr::null_mut();
     };

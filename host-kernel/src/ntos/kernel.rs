@@ -314,6 +314,7 @@ impl Kernel {
         *booted = true;
         drop(booted);
         crate::clock::set_tick(config.clock_tick);
+        crate::faults::arm(&config.faults);
         let mut machine = Machine::new(config.cpus, config.dpc_watchdog);
         machine.late_callback_return = config.late_callback_return;
         machine.dpcs.configure(

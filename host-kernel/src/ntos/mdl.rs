@@ -11,6 +11,7 @@ use super::irql;
 use super::kernel_ptr::KernelPtr;
 use super::machine::{self, lock};
 use super::verifier::bugcheck;
+use crate::faults::{Resource, fail_allocation};
 use crate::{
     APC_LEVEL, BOOLEAN, CSHORT, DISPATCH_LEVEL, IRP, KPROCESSOR_MODE, MDL,
     MDL_ALLOCATED_FIXED_SIZE, MDL_MAPPED_TO_SYSTEM_VA, MDL_PAGES_LOCKED,
@@ -52,6 +53,9 @@ pub unsafe extern "system-unwind" fn IoAllocateMdl(
     // DISPATCH_LEVEL.
     irql::require_at_most(DISPATCH_LEVEL, "IoAllocateMdl");
     let machine = machine::current("IoAllocateMdl");
+    if fail_allocation(Resource::Mdl) {
+        return core::ptr::null_mut();
+    }
     let va = VirtualAddress as usize;
     let offset = va % PAGE_SIZE;
     let length = Length as usize;

@@ -15,6 +15,7 @@ use std::vec::Vec;
 use super::irql;
 use super::machine::{self, lock};
 use super::verifier::bugcheck;
+use crate::faults::{Resource, fail_allocation};
 use crate::{
     APC_LEVEL, DISPATCH_LEVEL, KIRQL, PASSIVE_LEVEL, POOL_FLAG_NON_PAGED,
     POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, POOL_FLAG_UNINITIALIZED, POOL_FLAGS, POOL_TYPE,
@@ -100,7 +101,19 @@ unsafe fn pattern(start: *mut u8, size: usize, byte: u8) {
     unsafe { core::ptr::write_bytes(tail, byte, PATTERN_ENDS) };
 }
 
-fn allocate(bytes: usize, tag: u32, paged: bool, zero: bool, function: &'static str) -> PVOID {
+/// Who allocates: the driver through an exported function (named, for the verifier's
+/// messages), which the low-resources simulation may fail, or the host kernel itself.
+#[derive(Clone, Copy)]
+enum Caller {
+    Driver(&'static str),
+    Kernel,
+}
+
+fn allocate(bytes: usize, tag: u32, paged: bool, zero: bool, caller: Caller) -> PVOID {
+    let function = match caller {
+        Caller::Driver(function) => function,
+        Caller::Kernel => "ExAllocatePoolWithTag (host kernel)",
+    };
     // WDK "ExAllocatePoolWithTag function (wdm.h)"
     // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exallocatepoolwithtag) and
     // "ExAllocatePool2 function (wdm.h)"
@@ -116,6 +129,9 @@ fn allocate(bytes: usize, tag: u32, paged: bool, zero: bool, function: &'static 
         },
     );
     let machine = machine::current(function);
+    if matches!(caller, Caller::Driver(_)) && fail_allocation(Resource::Pool) {
+        return core::ptr::null_mut();
+    }
     // Looser than Driver Verifier: a zero-byte request (0xC4 0x00, 0xC2 0x00) is served as
     // one byte, as Windows does without the verifier.
     let Ok(layout) = Layout::from_size_align(bytes.max(1), 16) else {
@@ -168,7 +184,20 @@ pub unsafe extern "system-unwind" fn ExAllocatePoolWithTag(
             format!("ExAllocatePoolWithTag({NumberOfBytes} bytes) with a tag of zero"),
         );
     }
-    allocate(NumberOfBytes, Tag, paged, false, "ExAllocatePoolWithTag")
+    allocate(
+        NumberOfBytes,
+        Tag,
+        paged,
+        false,
+        Caller::Driver("ExAllocatePoolWithTag"),
+    )
+}
+
+/// The host kernel's own nonpaged allocation (tracked and freed with `ExFreePoolWithTag` like
+/// the driver's), which the low-resources simulation never fails: only the driver's calls of
+/// the exported functions are the code under test. IRQL <= `DISPATCH_LEVEL`.
+pub(crate) fn allocate_for_kernel(bytes: usize, tag: u32) -> PVOID {
+    allocate(bytes, tag, false, false, Caller::Kernel)
 }
 
 /// Host implementation of `ExAllocatePool2`, returned by `MmGetSystemRoutineAddress`: zeroed
@@ -197,7 +226,7 @@ pub unsafe extern "system" fn ExAllocatePool2(
         Tag,
         kinds == POOL_FLAG_PAGED,
         zero,
-        "ExAllocatePool2",
+        Caller::Driver("ExAllocatePool2"),
     )
 }
 
@@ -323,4 +352,10 @@ pub(crate) fn leaks(table: &PoolTable) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Live blocks in `table` and their bytes (as asked for, zero-byte requests counting one).
+pub(crate) fn usage(table: &PoolTable) -> (usize, usize) {
+    let bytes = table.live.values().map(|block| block.layout.size()).sum();
+    (table.live.len(), bytes)
 }

@@ -11,10 +11,10 @@ use super::socket::begin;
 use crate::SOCKADDR_INET;
 use crate::faults::WskOp;
 use crate::{
-    ADDRINFOEXW, AF_INET, AF_INET6, ExAllocatePoolWithTag, ExFreePoolWithTag, GUID, IPPROTO_TCP,
-    IRP, NTSTATUS, NonPagedPoolNx, PASSIVE_LEVEL, PEPROCESS, PETHREAD, SOCK_STREAM,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND,
-    STATUS_NOT_SUPPORTED, STATUS_SUCCESS, UNICODE_STRING, WSK_CLIENT, pool_tag,
+    ADDRINFOEXW, AF_INET, AF_INET6, ExFreePoolWithTag, GUID, IPPROTO_TCP, IRP, NTSTATUS,
+    PASSIVE_LEVEL, PEPROCESS, PETHREAD, SOCK_STREAM, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND, STATUS_NOT_SUPPORTED, STATUS_SUCCESS,
+    UNICODE_STRING, WSK_CLIENT, pool_tag,
 };
 
 /// Pool tag of address-info entries (`WskA`).
@@ -140,10 +140,9 @@ fn resolve(
 fn build(addrs: &[SocketAddr]) -> Option<*mut ADDRINFOEXW> {
     let mut head: *mut ADDRINFOEXW = core::ptr::null_mut();
     for a in addrs.iter().rev() {
-        // SAFETY: nonpaged pool allocation at PASSIVE_LEVEL.
-        let entry =
-            unsafe { ExAllocatePoolWithTag(NonPagedPoolNx, size_of::<Entry>(), ADDRINFO_TAG) }
-                .cast::<Entry>();
+        // The provider's own allocation: the low-resources simulation fails only the driver's.
+        let entry = crate::ntos::pool::allocate_for_kernel(size_of::<Entry>(), ADDRINFO_TAG)
+            .cast::<Entry>();
         if entry.is_null() {
             // SAFETY: `head` is a chain built here.
             unsafe { free_list(head) };

@@ -11,16 +11,22 @@ use super::os::{self, linux};
 use super::queue::submit;
 use super::setup_calls::start_connect;
 use super::{Host, Kind, Op, OpKind, State, begin, new_sock};
-use crate::faults::WskOp;
+use crate::faults::{Resource, WskOp, fail_allocation};
 use crate::{
     AF_INET, AF_INET6, DISPATCH_LEVEL, IRP, NTSTATUS, PASSIVE_LEVEL, PEPROCESS, PETHREAD, PVOID,
-    SIZE_T, SOCK_DGRAM, SOCK_STREAM, SOCKADDR, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED,
-    STATUS_SUCCESS, UNICODE_STRING, WSK_CLIENT, WSK_FLAG_BASIC_SOCKET, WSK_FLAG_CONNECTION_SOCKET,
-    WSK_FLAG_DATAGRAM_SOCKET, WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_STREAM_SOCKET,
+    SIZE_T, SOCK_DGRAM, SOCK_STREAM, SOCKADDR, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS, UNICODE_STRING, WSK_CLIENT,
+    WSK_FLAG_BASIC_SOCKET, WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_DATAGRAM_SOCKET,
+    WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_STREAM_SOCKET,
 };
 
-/// Creates a host socket for `kind`; IPv6 sockets start IPv6-only, as on Windows.
+/// Creates a host socket for `kind`; IPv6 sockets start IPv6-only, as on Windows. Where the
+/// low-resources simulation fails the driver's socket creation, `STATUS_INSUFFICIENT_RESOURCES`
+/// (what Windows' provider completes `WskSocket` with when it cannot allocate the socket).
 pub(super) fn host_socket(datagram: bool, v6: bool) -> Result<OwnedFd, NTSTATUS> {
+    if fail_allocation(Resource::Socket) {
+        return Err(STATUS_INSUFFICIENT_RESOURCES);
+    }
     let fd = os::new_socket(v6, datagram).map_err(|e| os::status_of(&e))?;
     if v6 {
         os::set_int(fd.as_raw_fd(), linux::IPPROTO_IPV6, linux::IPV6_V6ONLY, 1)

@@ -16,9 +16,10 @@ use super::buffers::{read_into, scatter, seg_at, send_some};
 use super::os::{self, linux};
 use super::queue::attempt;
 use super::{ClientOut, Done, Host, Kind, Op, OpKind, Seg, Sock, Step, new_sock, token};
+use crate::faults::{Resource, fail_allocation};
 use crate::{
-    NT_SUCCESS, NTSTATUS, SOCKADDR, STATUS_CONNECTION_ABORTED, STATUS_INVALID_DEVICE_STATE,
-    STATUS_SUCCESS,
+    NT_SUCCESS, NTSTATUS, SOCKADDR, STATUS_CONNECTION_ABORTED, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS,
 };
 
 /// Makes progress on every queue of `sock`, in a fixed order: the connect, then accepts,
@@ -123,6 +124,12 @@ impl Listening<'_> {
         };
         loop {
             match listener.accept() {
+                Ok((stream, _)) if fail_allocation(Resource::Socket) => {
+                    // The provider could not allocate the accepted socket: the accept fails
+                    // with the status Windows gives, and the connection is dropped (closed).
+                    drop(stream);
+                    return Step::Finished(STATUS_INSUFFICIENT_RESOURCES, 0);
+                }
                 Ok((mut stream, peer)) => {
                     *next_id += 1;
                     let id = *next_id;
