@@ -17,7 +17,7 @@
 //! Lifetime: a connection object is reference counted (one for the open socket, released by
 //! the close's completion; one per data IRP in flight, released at the end of its routine)
 //! and freed with the last reference. [`stop`] requests the close of the listener and of every
-//! connection ([`crate::gate::Gate`] keeps any WSK call from following a close) and waits
+//! connection (`gate::Gate` keeps any WSK call from following a close) and waits
 //! until the listener's close, the last accept and every connection have finished, then
 //! deregisters.
 //!

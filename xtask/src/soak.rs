@@ -7,7 +7,7 @@
 //! fault plan is drawn from the seed, or is PLAN. Every failing seed is printed with the
 //! command that replays it, then a summary line; the run fails if any seed failed.
 //!
-//! `--minutes M`: see [`minutes`].
+//! `--minutes M`: see [`minutes_run`].
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
