@@ -50,7 +50,7 @@ mod timer;
 pub use block_on::block_on;
 pub use raw::{JoinError, JoinHandle, SpawnError, TaskPool};
 #[cfg(not(loom))]
-pub use runner::{Budget, Runner, RunnerKind, StartError, YIELD_DELAY};
+pub use runner::{Budget, Runner, RunnerKind, StartError};
 #[cfg(not(loom))]
 pub use time::Instant;
 #[cfg(not(loom))]
