@@ -61,7 +61,9 @@ use crate::timer::TimerQueue;
 /// Where a [`Runner`] polls its tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunnerKind {
-    /// In a DPC at `DISPATCH_LEVEL`, queued by wakes. Not under Wine (its DPCs never run).
+    /// In a DPC at `DISPATCH_LEVEL`, queued by wakes; under sustained load (past
+    /// [`Budget::max_back_to_back`]) on the runner's system thread, still at `DISPATCH_LEVEL`,
+    /// one budget at a time. Not under Wine (its DPCs never run).
     Dpc,
     /// On a system thread at `PASSIVE_LEVEL`, woken by a `KEVENT`.
     Passive,
