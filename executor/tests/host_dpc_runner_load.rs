@@ -231,23 +231,44 @@ fn shutdown_returns_only_when_no_runner_dpc_can_start_again() {
     assert!(kernel.take_bugchecks().is_empty());
 }
 
-/// Polls of [`spin_and_record`] tasks on the runner's system thread (the host kernel names its
-/// system threads `system-thread-…`), and polls anywhere below `DISPATCH_LEVEL`.
-static ON_SYSTEM_THREAD: AtomicUsize = AtomicUsize::new(0);
-static BELOW_DISPATCH: AtomicUsize = AtomicUsize::new(0);
+/// Where one test's [`spin_and_record`] tasks were polled.
+struct PollPlaces {
+    /// Polls on the runner's system thread (the host kernel names its system threads
+    /// `system-thread-…`).
+    on_system_thread: AtomicUsize,
+    /// Polls anywhere below `DISPATCH_LEVEL`.
+    below_dispatch: AtomicUsize,
+}
+
+impl PollPlaces {
+    const fn new() -> Self {
+        Self {
+            on_system_thread: AtomicUsize::new(0),
+            below_dispatch: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// True on a host kernel system thread (a runner's thread), false on an emulated processor.
+fn on_system_thread() -> bool {
+    std::thread::current()
+        .name()
+        .is_some_and(|name| name.starts_with("system-thread-"))
+}
 
 /// [`spin`], recording where and at which IRQL each poll runs.
-async fn spin_and_record(stop: &'static AtomicBool, polls: &'static AtomicUsize) {
+async fn spin_and_record(
+    stop: &'static AtomicBool,
+    polls: &'static AtomicUsize,
+    places: &'static PollPlaces,
+) {
     while !stop.load(Ordering::SeqCst) {
         polls.fetch_add(1, Ordering::SeqCst);
         if KeGetCurrentIrql() != DISPATCH_LEVEL {
-            BELOW_DISPATCH.fetch_add(1, Ordering::SeqCst);
+            places.below_dispatch.fetch_add(1, Ordering::SeqCst);
         }
-        if std::thread::current()
-            .name()
-            .is_some_and(|name| name.starts_with("system-thread-"))
-        {
-            ON_SYSTEM_THREAD.fetch_add(1, Ordering::SeqCst);
+        if on_system_thread() {
+            places.on_system_thread.fetch_add(1, Ordering::SeqCst);
         }
         yield_now().await;
     }
@@ -264,12 +285,17 @@ fn a_handed_off_load_keeps_running_between_clock_ticks_at_dispatch_level() {
     static POOL: TaskPool<256, 4> = TaskPool::new();
     static STOP: AtomicBool = AtomicBool::new(false);
     static POLLS: AtomicUsize = AtomicUsize::new(0);
+    static PLACES: PollPlaces = PollPlaces::new();
     let kernel = boot(Config::default().with_clock_tick(Duration::from_secs(1)));
     kernel
         .on_kernel_thread(|| RUNNER.start(RunnerKind::Dpc))
         .unwrap();
     let handles: Vec<_> = (0..2)
-        .map(|_| RUNNER.spawn(&POOL, spin_and_record(&STOP, &POLLS)).unwrap())
+        .map(|_| {
+            RUNNER
+                .spawn(&POOL, spin_and_record(&STOP, &POLLS, &PLACES))
+                .unwrap()
+        })
         .collect();
     let mut windows_with_polls = 0;
     let mut last = POLLS.load(Ordering::SeqCst);
@@ -295,11 +321,11 @@ fn a_handed_off_load_keeps_running_between_clock_ticks_at_dispatch_level() {
         WINDOW.as_millis()
     );
     assert!(
-        ON_SYSTEM_THREAD.load(Ordering::SeqCst) > 0,
+        PLACES.on_system_thread.load(Ordering::SeqCst) > 0,
         "the DPC never handed the load to the runner's thread"
     );
     assert_eq!(
-        BELOW_DISPATCH.load(Ordering::SeqCst),
+        PLACES.below_dispatch.load(Ordering::SeqCst),
         0,
         "a DPC runner's task was polled below DISPATCH_LEVEL"
     );
@@ -359,5 +385,62 @@ fn shutdown_while_the_thread_owns_the_work_drops_every_task_and_stops_everything
     }
     assert_eq!(POOL.used(), 0, "shutdown left a task slot in use");
     assert!(!RUNNER.is_running());
+    assert!(kernel.take_bugchecks().is_empty());
+}
+
+#[test]
+fn the_thread_hands_the_work_back_to_the_dpc_once_the_queue_is_empty() {
+    static RUNNER: Runner = Runner::new(Budget::DEFAULT);
+    static POOL: TaskPool<256, 4> = TaskPool::new();
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static POLLS: AtomicUsize = AtomicUsize::new(0);
+    static PLACES: PollPlaces = PollPlaces::new();
+    let kernel = boot(Config::default());
+    kernel
+        .on_kernel_thread(|| RUNNER.start(RunnerKind::Dpc))
+        .unwrap();
+    // A load long enough for the hand-off (far past the 2 ms streak), polled on the thread...
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            RUNNER
+                .spawn(&POOL, spin_and_record(&STOP, &POLLS, &PLACES))
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    STOP.store(true, Ordering::SeqCst);
+    for handle in handles {
+        let joined = kernel.on_kernel_thread(|| block_on(timeout(BOUND, handle)));
+        assert_eq!(joined, Ok(Ok(())), "task did not finish within the bound");
+    }
+    assert!(
+        PLACES.on_system_thread.load(Ordering::SeqCst) > 0,
+        "the DPC never handed the load to the runner's thread"
+    );
+    // ...then, with the queue empty, single tasks run on the DPC again: on a processor, at
+    // DISPATCH_LEVEL. (The thread hands back after its last poll, which may end just after the
+    // tasks above were joined: probe until one runs off the thread, within the bound.)
+    let start = std::time::Instant::now();
+    let mut ran_on_the_thread = true;
+    while ran_on_the_thread && start.elapsed() < BOUND {
+        let probe = RUNNER
+            .spawn(&POOL, async { (on_system_thread(), KeGetCurrentIrql()) })
+            .unwrap();
+        let (on_thread, irql) = kernel
+            .on_kernel_thread(|| block_on(timeout(BOUND, probe)))
+            .expect("probe did not finish within the bound")
+            .unwrap();
+        assert_eq!(irql, DISPATCH_LEVEL, "a probe ran below DISPATCH_LEVEL");
+        ran_on_the_thread = on_thread;
+        if ran_on_the_thread {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    assert!(
+        !ran_on_the_thread,
+        "tasks spawned after the load still ran on the runner's thread: it kept the work"
+    );
+    shutdown_within(&kernel, &RUNNER);
+    assert_eq!(POOL.used(), 0);
     assert!(kernel.take_bugchecks().is_empty());
 }
