@@ -26,8 +26,9 @@
 //!   the run queue is empty the thread hands the work back, and the next wake queues the DPC.
 //! - Why not a one-shot `KTIMER` "1 ms ahead" (the first design): a timer fires on a clock tick,
 //!   15.625 ms apart on Windows by default, so under sustained load the runner worked 2 ms and
-//!   then slept up to 15.6 ms (the echo driver with 1,000 connections on the host kernel: a
-//!   quarter of the passive runner's round trips). A work item would need a device object.
+//!   then slept up to 15.6 ms (the echo driver with 1,000 connections on the host kernel: 9,000
+//!   round trips/s, against 73,000 for the passive runner and 77,000 with the thread). A work
+//!   item would need a device object.
 //! - One poller at a time, mostly: the hand-off is a flag, not a lock, so a runner DPC that had
 //!   already started when the DPC of another processor handed off may still be polling while the
 //!   thread starts. The executor allows several pollers at once (and a `KDPC` queued while it
