@@ -3,8 +3,10 @@
 //!
 //! - [`raw`]: the platform-neutral core: task state word, lock-free run queue, static task
 //!   pools, join handles. No kernel calls, no allocation.
-//! - [`Runner`]: an executor on a DPC ([`RunnerKind::Dpc`]) or a system thread
-//!   ([`RunnerKind::Passive`]), with one `KTIMER` for its sleeps, and [`Runner::shutdown`].
+//! - [`Runner`]: an executor on a DPC ([`RunnerKind::Dpc`], which hands sustained work to a
+//!   system thread polling at `DISPATCH_LEVEL` in slices, so its processor can leave
+//!   `DISPATCH_LEVEL`) or a system thread ([`RunnerKind::Passive`]), with one `KTIMER` for its
+//!   sleeps, and [`Runner::shutdown`].
 //! - [`sleep`], [`sleep_until`], [`timeout`], [`Instant`]: time from `KeQueryInterruptTime`.
 //! - [`block_on()`]: run a future at `PASSIVE_LEVEL` (`DriverEntry`, `DriverUnload`).
 //! - [`yield_now`]: let other tasks run.
@@ -50,7 +52,7 @@ mod timer;
 pub use block_on::block_on;
 pub use raw::{JoinError, JoinHandle, SpawnError, TaskPool};
 #[cfg(not(loom))]
-pub use runner::{Budget, Runner, RunnerKind, StartError, YIELD_DELAY};
+pub use runner::{Budget, Runner, RunnerKind, StartError};
 #[cfg(not(loom))]
 pub use time::Instant;
 #[cfg(not(loom))]

@@ -1,6 +1,7 @@
 //! The runners: a [`Runner`] puts one [`Executor`] on a DPC ([`RunnerKind::Dpc`]) or on a
 //! system thread at `PASSIVE_LEVEL` ([`RunnerKind::Passive`]), with a timer queue, and shuts it
-//! down so that no code of it runs afterwards.
+//! down so that no code of it runs afterwards. Both kinds own one system thread: the passive
+//! runner polls on it; the DPC runner hands its work to it under sustained load.
 //!
 //! - DPC: a wake pushes the task and calls `KeInsertQueueDpc`; the DPC polls under a budget
 //!   (tasks and time) and, past it, queues itself again instead of holding the CPU. A `KDPC`
@@ -9,34 +10,48 @@
 //!   simplest design that is correct; per-processor queues are a possible later optimisation.
 //! - Leaving `DISPATCH_LEVEL`: a DPC queued again from a DPC runs on the same processor right
 //!   after the current one, so a runner that always has work (tasks that keep waking each
-//!   other) would keep its processor at `DISPATCH_LEVEL` for good: its threads never run and
-//!   Windows' cumulative DPC watchdog ends it in `DPC_WATCHDOG_VIOLATION` (0x133). So the
-//!   runner measures, per processor, how long its DPC has run back to back there, and once
-//!   `KeShouldYieldProcessor` says so (Windows 10 2004 and later; looked up at run time, never
-//!   imported) or the streak passes [`Budget::max_back_to_back`], it hands the rest to a
-//!   one-shot `KTIMER` whose DPC (the same routine) runs [`YIELD_DELAY`] later, taking back a
-//!   queued runner DPC first. Until then the processor's DPC queue can drain, so it drops below
-//!   `DISPATCH_LEVEL` and its threads run. Why a timer: it needs no device object (a work item
-//!   does) and no extra thread, keeps the tasks at `DISPATCH_LEVEL`, works with one processor,
-//!   and is the kernel's own way of saying "later"; the cost is up to one clock tick of latency,
-//!   paid only by a runner that already held its processor for the whole streak.
-//! - Passive: a system thread waits on a synchronization `KEVENT` that wakes set. For work that
-//!   must run at `PASSIVE_LEVEL`, and for kernels whose DPCs never run (Wine).
+//!   other, or a steady stream of completions) would keep its processor at `DISPATCH_LEVEL` for
+//!   good: its threads never run and Windows' cumulative DPC watchdog ends it in
+//!   `DPC_WATCHDOG_VIOLATION` (0x133). So the runner measures, per processor, how long its DPC
+//!   has run back to back there, and once `KeShouldYieldProcessor` says so (Windows 10 2004 and
+//!   later; looked up at run time, never imported) or the streak passes
+//!   [`Budget::max_back_to_back`], it hands the rest to the runner's system thread, as NDIS
+//!   drivers do when a DPC's budget runs out: the DPC marks the work as the thread's, takes back
+//!   a queued runner DPC and sets the thread's `KEVENT`. The thread polls the same executor in
+//!   slices, each one budget at `DISPATCH_LEVEL` (`KeRaiseIrql`: the tasks may rely on running
+//!   there) followed by a return to `PASSIVE_LEVEL`, where it can be preempted: the processor's
+//!   DPC streak ends, its other threads and DPCs run, and the work still goes on whenever the
+//!   processor has nothing better to do. While the thread owns the work, wakes set its event
+//!   instead of queueing the DPC (and a runner DPC that starts anyway returns at once); once
+//!   the run queue is empty the thread hands the work back, and the next wake queues the DPC.
+//! - Why not a one-shot `KTIMER` "1 ms ahead" (the first design): a timer fires on a clock tick,
+//!   15.625 ms apart on Windows by default, so under sustained load the runner worked 2 ms and
+//!   then slept up to 15.6 ms (the echo driver with 1,000 connections on the host kernel: 9,000
+//!   round trips/s, against 73,000 for the passive runner and 77,000 with the thread). A work
+//!   item would need a device object.
+//! - One poller at a time, mostly: the hand-off is a flag, not a lock, so a runner DPC that had
+//!   already started when the DPC of another processor handed off may still be polling while the
+//!   thread starts. The executor allows several pollers at once (and a `KDPC` queued while it
+//!   runs runs again, possibly on another processor), so the overlap is safe; it only lasts one
+//!   budget.
+//! - Passive: the system thread waits on a synchronization `KEVENT` that wakes set, and polls at
+//!   `PASSIVE_LEVEL`. For work that must run there, and for kernels whose DPCs never run (Wine).
 
 use core::ffi::c_void;
 use core::future::Future;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence,
+};
 use core::time::Duration;
 
 use wsk_sys::{
-    Executive, FALSE, HANDLE, KDPC, KEVENT, KTIMER, KeCancelTimer, KeDelayExecutionThread,
+    DISPATCH_LEVEL, Executive, FALSE, HANDLE, KDPC, KEVENT, KeDelayExecutionThread,
     KeFlushQueuedDpcs, KeGetCurrentIrql, KeGetCurrentProcessorNumberEx, KeInitializeDpc,
-    KeInitializeEvent, KeInitializeTimerEx, KeInsertQueueDpc, KeRemoveQueueDpc, KeSetEvent,
-    KeSetTimerEx, KeWaitForSingleObject, KernelMode, NT_SUCCESS, NTSTATUS, NotificationEvent,
-    NotificationTimer, ObReferenceObjectByHandle, ObfDereferenceObject, PASSIVE_LEVEL, PVOID,
-    PsCreateSystemThread, PsTerminateSystemThread, STATUS_SUCCESS, SynchronizationEvent,
-    THREAD_ALL_ACCESS, ZwClose,
+    KeInitializeEvent, KeInsertQueueDpc, KeLowerIrql, KeRaiseIrql, KeRemoveQueueDpc, KeSetEvent,
+    KeWaitForSingleObject, KernelMode, NT_SUCCESS, NTSTATUS, NotificationEvent,
+    ObReferenceObjectByHandle, ObfDereferenceObject, PASSIVE_LEVEL, PVOID, PsCreateSystemThread,
+    PsTerminateSystemThread, STATUS_SUCCESS, SynchronizationEvent, THREAD_ALL_ACCESS, ZwClose,
 };
 
 use crate::kernel::{KernelCell, resolve_should_yield_processor, should_yield_processor};
@@ -47,7 +62,9 @@ use crate::timer::TimerQueue;
 /// Where a [`Runner`] polls its tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunnerKind {
-    /// In a DPC at `DISPATCH_LEVEL`, queued by wakes. Not under Wine (its DPCs never run).
+    /// In a DPC at `DISPATCH_LEVEL`, queued by wakes; under sustained load (past
+    /// [`Budget::max_back_to_back`]) on the runner's system thread, still at `DISPATCH_LEVEL`,
+    /// one budget at a time. Not under Wine (its DPCs never run).
     Dpc,
     /// On a system thread at `PASSIVE_LEVEL`, woken by a `KEVENT`.
     Passive,
@@ -63,9 +80,9 @@ pub struct Budget {
     pub max_time: Duration,
     /// DPC runner: longest its DPC may run back to back on one processor (run after run, the
     /// processor never dropping below `DISPATCH_LEVEL`) before the rest of the work is handed
-    /// to a timer [`YIELD_DELAY`] ahead, so that the processor's threads run. Measured on the
-    /// precise clock, like `max_time`. Where the kernel
-    /// has `KeShouldYieldProcessor`, the runner also hands off whenever it says so.
+    /// to the runner's system thread, so that the processor's threads run. Measured on the
+    /// precise clock, like `max_time`. Where the kernel has `KeShouldYieldProcessor`, the
+    /// runner also hands off whenever it says so.
     /// `Duration::MAX`: only `KeShouldYieldProcessor` decides.
     pub max_back_to_back: Duration,
 }
@@ -80,10 +97,6 @@ impl Budget {
     };
 }
 
-/// How far ahead the DPC runner's yield timer fires when it hands work off: on Windows, the
-/// next clock tick or the one after (due times round up to ticks).
-pub const YIELD_DELAY: Duration = Duration::from_millis(1);
-
 /// Processors whose back-to-back streaks are tracked apart (more share slots, which only makes
 /// the runner yield early).
 const STREAK_SLOTS: usize = 64;
@@ -94,7 +107,8 @@ const STREAK_SLOTS: usize = 64;
 pub enum StartError {
     /// `start` was already called on this runner.
     AlreadyStarted,
-    /// `PsCreateSystemThread` or `ObReferenceObjectByHandle` failed with this NTSTATUS.
+    /// `PsCreateSystemThread` or `ObReferenceObjectByHandle` failed with this NTSTATUS (the
+    /// runner's system thread, which both kinds have).
     Thread(NTSTATUS),
 }
 
@@ -141,27 +155,26 @@ pub struct Runner {
     /// The runner's DPC (DPC kind).
     dpc: KernelCell<KDPC>,
     /// Instances of the DPC routine that may still run (DPC kind): each counted from before it
-    /// is queued (`KeInsertQueueDpc`) or armed (the yield timer) until its routine's last act,
-    /// and uncounted when the queueing fails or shutdown takes it back. See `shutdown`.
+    /// is queued (`KeInsertQueueDpc`) until its routine's last act, and uncounted when the
+    /// queueing fails or shutdown takes it back. See `shutdown`.
     dpc_instances: AtomicUsize,
     /// Set by shutdown once every task is dropped: no DPC instance is queued from then on.
     dpcs_closed: AtomicBool,
-    /// The one-shot timer work is handed to when the DPC has held a processor long enough.
-    yield_timer: KernelCell<KTIMER>,
-    /// The yield timer's DPC: the same routine as `dpc`.
-    yield_dpc: KernelCell<KDPC>,
-    /// The yield timer is armed, or its DPC has not entered its routine yet.
-    yield_pending: AtomicBool,
+    /// DPC kind: the runner's thread owns the work (the DPC held a processor long enough and
+    /// handed it off); wakes set `wake_event` instead of queueing the DPC. Set by the DPC,
+    /// cleared by the thread once the run queue is empty.
+    thread_owns_work: AtomicBool,
     /// Per processor (modulo [`STREAK_SLOTS`]): precise time (`wsk_sys::query_precise_time`)
     /// at which the runner's DPC began running back to back there; 0 when it is not.
     streaks: [AtomicU64; STREAK_SLOTS],
-    /// Set by wakes (passive kind); a synchronization event.
+    /// Wakes the runner's thread: set by wakes (passive kind, or DPC kind while the thread owns
+    /// the work), by the DPC's hand-off and by shutdown; a synchronization event.
     wake_event: KernelCell<KEVENT>,
     /// Set once the executor is closed and every task dropped; a notification event.
     drained_event: KernelCell<KEVENT>,
-    /// The passive thread's object, referenced until shutdown waited for it.
+    /// The runner's thread object, referenced until shutdown waited for it.
     thread: AtomicPtr<c_void>,
-    /// Tells the passive thread to exit.
+    /// Tells the runner's thread to exit.
     stop_thread: AtomicBool,
 }
 
@@ -182,9 +195,7 @@ impl Runner {
             dpc: KernelCell::zeroed(),
             dpc_instances: AtomicUsize::new(0),
             dpcs_closed: AtomicBool::new(false),
-            yield_timer: KernelCell::zeroed(),
-            yield_dpc: KernelCell::zeroed(),
-            yield_pending: AtomicBool::new(false),
+            thread_owns_work: AtomicBool::new(false),
             streaks: [const { AtomicU64::new(0) }; STREAK_SLOTS],
             wake_event: KernelCell::zeroed(),
             drained_event: KernelCell::zeroed(),
@@ -203,12 +214,13 @@ impl Runner {
         }
     }
 
-    /// Starts polling: initialises the runner's kernel objects and, for
-    /// [`RunnerKind::Passive`], creates its system thread. Tasks already spawned run now.
+    /// Starts polling: initialises the runner's kernel objects and creates its system thread
+    /// (the passive runner's poller; the DPC runner's hand-off under sustained load). Tasks
+    /// already spawned run now.
     ///
     /// # Errors
-    /// [`StartError::AlreadyStarted`] on a second call; [`StartError::Thread`] if the passive
-    /// thread could not be created (the runner then stays unusable).
+    /// [`StartError::AlreadyStarted`] on a second call; [`StartError::Thread`] if the thread
+    /// could not be created (the runner then stays unusable).
     ///
     /// # IRQL
     /// `PASSIVE_LEVEL`.
@@ -232,10 +244,6 @@ impl Runner {
         // SAFETY: as above; the DPC's context is the runner, which `runner_dpc` expects.
         unsafe { KeInitializeDpc(self.dpc.get(), Some(runner_dpc), context) };
         // SAFETY: as above.
-        unsafe { KeInitializeTimerEx(self.yield_timer.get(), NotificationTimer) };
-        // SAFETY: as above; the same routine and context as the runner's DPC.
-        unsafe { KeInitializeDpc(self.yield_dpc.get(), Some(runner_dpc), context) };
-        // SAFETY: as above.
         unsafe { KeInitializeEvent(self.wake_event.get(), SynchronizationEvent, FALSE) };
         // SAFETY: as above.
         unsafe { KeInitializeEvent(self.drained_event.get(), NotificationEvent, FALSE) };
@@ -251,9 +259,7 @@ impl Runner {
             },
             Ordering::Release,
         );
-        if kind == RunnerKind::Passive
-            && let Err(status) = self.start_thread()
-        {
+        if let Err(status) = self.start_thread() {
             return Err(StartError::Thread(status));
         }
         // SAFETY: `pend` expects a 'static Runner whose kernel objects are initialised: done.
@@ -275,7 +281,7 @@ impl Runner {
                 ptr::null_mut(),
                 ptr::null_mut(),
                 ptr::null_mut(),
-                Some(passive_thread),
+                Some(runner_thread),
                 ptr::from_ref(self).cast_mut().cast(),
             )
         };
@@ -348,12 +354,15 @@ impl Runner {
     /// call returns at once.
     ///
     /// What "quiescent" covers, exactly:
-    /// - The runner's DPC (and its yield timer's): every instance is counted from before it is
-    ///   queued or armed until the last act of its routine, so when the count is zero none is
-    ///   queued, armed, dequeued-but-not-yet-called or running, and none can be queued again
-    ///   (wakes after the drain queue nothing). Shutdown takes back what is still queued or armed
-    ///   (`KeRemoveQueueDpc`, `KeCancelTimer`) and waits, at `PASSIVE_LEVEL`, polling with
-    ///   `KeDelayExecutionThread`, for the count to reach zero.
+    /// - The runner's DPC: every instance is counted from before it is queued until the last
+    ///   act of its routine, so when the count is zero none is queued,
+    ///   dequeued-but-not-yet-called or running, and none can be queued again (wakes after the
+    ///   drain queue nothing). Shutdown takes back what is still queued (`KeRemoveQueueDpc`) and
+    ///   waits, at `PASSIVE_LEVEL`, polling with `KeDelayExecutionThread`, for the count to
+    ///   reach zero.
+    /// - The runner's thread (both kinds): told to exit, then waited for on its thread object
+    ///   (signalled once it has terminated), after the DPC's instances, which may still hand
+    ///   work to it.
     /// - The sleep timer's DPC: a count of routines inside (entry to last act), likewise waited
     ///   for after the `KTIMER` is cancelled.
     /// - What no counter can cover, the few instructions of a routine after its decrement (its
@@ -404,10 +413,10 @@ impl Runner {
             }
         }
         self.timers.close();
-        match self.kind() {
-            RunnerKind::Dpc => self.stop_dpcs(),
-            RunnerKind::Passive => self.stop_passive_thread(),
+        if self.kind() == RunnerKind::Dpc {
+            self.stop_dpcs();
         }
+        self.stop_runner_thread();
         self.timers.wait_for_dpc();
         // Last: a DPC of ours still queued (none should be) runs to completion first.
         // SAFETY: PASSIVE_LEVEL.
@@ -416,23 +425,12 @@ impl Runner {
         self.state.store(STOPPED, Ordering::Release);
     }
 
-    /// Stops the DPC kind's DPCs: no instance is queued from now on, queued and armed ones are
-    /// taken back, and it waits until every counted instance has run its routine to the end.
+    /// Stops the DPC kind's DPC: no instance is queued from now on, a queued one is taken back,
+    /// and it waits until every counted instance has run its routine to the end.
     fn stop_dpcs(&self) {
         self.dpcs_closed.store(true, Ordering::SeqCst);
         // SAFETY: an initialised DPC in the 'static runner.
         if unsafe { KeRemoveQueueDpc(self.dpc.get()) } != FALSE {
-            self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
-        }
-        // Cancelled before it fired: its DPC will not be queued.
-        // SAFETY: an initialised timer in the 'static runner.
-        if unsafe { KeCancelTimer(self.yield_timer.get()) } != FALSE {
-            self.yield_pending.store(false, Ordering::Release);
-            self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
-        }
-        // SAFETY: an initialised DPC in the 'static runner.
-        if unsafe { KeRemoveQueueDpc(self.yield_dpc.get()) } != FALSE {
-            self.yield_pending.store(false, Ordering::Release);
             self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
         }
         wait_until_zero(&self.dpc_instances);
@@ -458,29 +456,9 @@ impl Runner {
         }
     }
 
-    /// Arms the yield timer (counted) unless it is armed already or shutdown closed the DPCs.
-    ///
-    /// # IRQL
-    /// `DISPATCH_LEVEL`.
-    fn arm_yield_timer(&self) {
-        if self.yield_pending.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        self.dpc_instances.fetch_add(1, Ordering::SeqCst);
-        if self.dpcs_closed.load(Ordering::SeqCst) {
-            self.yield_pending.store(false, Ordering::Release);
-            self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
-            return;
-        }
-        let due = -i64::try_from(YIELD_DELAY.as_nanos() / 100).unwrap_or(i64::MAX);
-        // SAFETY: initialised timer and DPC in the 'static runner; not armed (`yield_pending`
-        // was clear, and the DPC clears it only once the timer fired and its DPC runs).
-        unsafe { KeSetTimerEx(self.yield_timer.get(), due, 0, self.yield_dpc.get()) };
-    }
-
     /// After a run of the DPC on this processor: keeps going (queues the DPC again if work
     /// remains), or, once the DPC has run back to back here long enough, hands the work to the
-    /// yield timer so the processor can drop below `DISPATCH_LEVEL`.
+    /// runner's thread so the processor can drop below `DISPATCH_LEVEL`.
     ///
     /// # IRQL
     /// `DISPATCH_LEVEL`.
@@ -509,19 +487,55 @@ impl Runner {
         let hand_off = should_yield_processor() == Some(true) || now.saturating_sub(began) >= limit;
         if hand_off {
             streak.store(0, Ordering::Relaxed);
-            // A wake during the run may have queued the DPC (here, to run next): take it back;
-            // the timer runs the work instead.
-            // SAFETY: initialised DPC in the 'static runner.
-            if unsafe { KeRemoveQueueDpc(self.dpc.get()) } != FALSE {
-                self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
-            }
-            self.arm_yield_timer();
+            self.hand_off_to_thread();
         } else if work_remains {
             self.queue_dpc();
         }
     }
 
-    fn stop_passive_thread(&self) {
+    /// Hands the DPC runner's work to its thread: from now on wakes set the thread's event, and
+    /// a runner DPC queued by a wake during the run (here, to run next) is taken back.
+    ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL`.
+    fn hand_off_to_thread(&self) {
+        self.thread_owns_work.store(true, Ordering::SeqCst);
+        // SAFETY: initialised DPC in the 'static runner.
+        if unsafe { KeRemoveQueueDpc(self.dpc.get()) } != FALSE {
+            self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
+        }
+        // SAFETY: initialised event; KeSetEvent with Wait FALSE is fine at DISPATCH_LEVEL.
+        unsafe { KeSetEvent(self.wake_event.get(), 0, FALSE) };
+    }
+
+    /// The DPC runner's thread, once woken: while it owns the work, polls in slices of one
+    /// budget at `DISPATCH_LEVEL`, dropping to `PASSIVE_LEVEL` (preemptible) between them; once
+    /// the run queue is empty, hands the work back to the DPC.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    fn poll_handed_off_work(&self) {
+        while self.thread_owns_work.load(Ordering::Acquire) {
+            // SAFETY: PASSIVE_LEVEL, raised to DISPATCH_LEVEL (not lower) and lowered right
+            // after this slice, as the DPC runner's tasks expect DISPATCH_LEVEL.
+            let previous = unsafe { KeRaiseIrql(DISPATCH_LEVEL) };
+            let work_remains = self.run_once();
+            // SAFETY: the IRQL the matching KeRaiseIrql returned.
+            unsafe { KeLowerIrql(previous) };
+            if work_remains || self.executor.has_queued() {
+                continue;
+            }
+            self.thread_owns_work.store(false, Ordering::SeqCst);
+            // Against `pend`'s fence: either a wake that queues a task from now on sees the flag
+            // clear and queues the DPC, or we see its task here and queue the DPC for it.
+            fence(Ordering::SeqCst);
+            if self.executor.has_queued() {
+                self.queue_dpc();
+            }
+        }
+    }
+
+    fn stop_runner_thread(&self) {
         self.stop_thread.store(true, Ordering::Release);
         // SAFETY: initialised event in the 'static runner.
         unsafe { KeSetEvent(self.wake_event.get(), 0, FALSE) };
@@ -581,6 +595,14 @@ unsafe fn pend(context: *const ()) {
     if runner.kind.load(Ordering::Relaxed) == KIND_PASSIVE {
         // SAFETY: initialised event; any IRQL <= DISPATCH_LEVEL.
         unsafe { KeSetEvent(runner.wake_event.get(), 0, FALSE) };
+        return;
+    }
+    // Against the thread's fence when it hands the work back (see `poll_handed_off_work`):
+    // the task we queued is seen by whoever polls next.
+    fence(Ordering::SeqCst);
+    if runner.thread_owns_work.load(Ordering::SeqCst) {
+        // SAFETY: initialised event; any IRQL <= DISPATCH_LEVEL.
+        unsafe { KeSetEvent(runner.wake_event.get(), 0, FALSE) };
     } else {
         runner.queue_dpc();
     }
@@ -595,23 +617,22 @@ fn wait_until_zero(count: &AtomicUsize) {
     }
 }
 
-/// The DPC runner (both the runner's DPC and its yield timer's): polls under the budget, then
-/// continues or hands off (see [`Runner::continue_or_hand_off`]). Its last act uncounts this
-/// instance.
-unsafe extern "system" fn runner_dpc(dpc: *mut KDPC, context: PVOID, _: PVOID, _: PVOID) {
+/// The DPC runner's routine: polls under the budget, then continues or hands off (see
+/// [`Runner::continue_or_hand_off`]); does nothing while the thread owns the work. Its last act
+/// uncounts this instance.
+unsafe extern "system" fn runner_dpc(_: *mut KDPC, context: PVOID, _: PVOID, _: PVOID) {
     // SAFETY: the DPC was initialised with the 'static runner as context.
     let runner = unsafe { &*context.cast::<Runner>() };
-    if ptr::eq(dpc, runner.yield_dpc.get()) {
-        // The timer fired and its DPC runs: it may be armed again.
-        runner.yield_pending.store(false, Ordering::Release);
+    if !runner.thread_owns_work.load(Ordering::Acquire) {
+        let work_remains = runner.run_once();
+        runner.continue_or_hand_off(work_remains);
     }
-    let work_remains = runner.run_once();
-    runner.continue_or_hand_off(work_remains);
     runner.dpc_instances.fetch_sub(1, Ordering::Release);
 }
 
-/// The passive runner's thread.
-unsafe extern "system" fn passive_thread(context: PVOID) {
+/// The runner's system thread: polls the passive runner's tasks, or the DPC runner's once its
+/// DPC handed them off.
+unsafe extern "system" fn runner_thread(context: PVOID) {
     // SAFETY: the thread was created with the 'static runner as context.
     let runner = unsafe { &*context.cast::<Runner>() };
     loop {
@@ -625,7 +646,11 @@ unsafe extern "system" fn passive_thread(context: PVOID) {
                 ptr::null_mut(),
             );
         }
-        while runner.run_once() {}
+        if runner.kind.load(Ordering::Acquire) == KIND_PASSIVE {
+            while runner.run_once() {}
+        } else {
+            runner.poll_handed_off_work();
+        }
         if runner.stop_thread.load(Ordering::Acquire) {
             break;
         }

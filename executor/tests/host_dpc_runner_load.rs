@@ -1,7 +1,9 @@
 //! The DPC runner under sustained load and at shutdown, each test on its own host kernel (a
-//! small cumulative DPC watchdog, a DPC dispatch delay): tasks that always wake themselves
-//! must not keep a processor at `DISPATCH_LEVEL` past the watchdog, and shutdown must not
-//! return while an instance of the runner's DPC can still start.
+//! small cumulative DPC watchdog, a DPC dispatch delay, a coarse clock tick): tasks that always
+//! wake themselves must not keep a processor at `DISPATCH_LEVEL` past the watchdog, must keep
+//! running (at `DISPATCH_LEVEL`, on the runner's thread) once the DPC hands them off instead of
+//! waiting for a clock tick, and shutdown must not return while an instance of the runner's DPC
+//! can still start or its thread still runs.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,8 +14,8 @@ use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on, timeout, yiel
 use wsk_host::testing::BOUND;
 use wsk_host::{Config, Kernel};
 use wsk_sys::{
-    KDPC, KeGetCurrentProcessorNumberEx, KeInitializeDpc, KeInsertQueueDpc,
-    KeSetTargetProcessorDpcEx, PROCESSOR_NUMBER, PVOID,
+    DISPATCH_LEVEL, KDPC, KeGetCurrentIrql, KeGetCurrentProcessorNumberEx, KeInitializeDpc,
+    KeInsertQueueDpc, KeSetTargetProcessorDpcEx, PROCESSOR_NUMBER, PVOID,
 };
 
 /// The cumulative DPC watchdog's limit in these tests.
@@ -225,6 +227,220 @@ fn shutdown_returns_only_when_no_runner_dpc_can_start_again() {
         later - at_return
     );
     drop((t, s, u));
+    assert_eq!(POOL.used(), 0);
+    assert!(kernel.take_bugchecks().is_empty());
+}
+
+/// Where one test's [`spin_and_record`] tasks were polled.
+struct PollPlaces {
+    /// Polls on the runner's system thread (the host kernel names its system threads
+    /// `system-thread-…`).
+    on_system_thread: AtomicUsize,
+    /// Polls anywhere below `DISPATCH_LEVEL`.
+    below_dispatch: AtomicUsize,
+}
+
+impl PollPlaces {
+    const fn new() -> Self {
+        Self {
+            on_system_thread: AtomicUsize::new(0),
+            below_dispatch: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// True on a host kernel system thread (a runner's thread), false on an emulated processor.
+fn on_system_thread() -> bool {
+    std::thread::current()
+        .name()
+        .is_some_and(|name| name.starts_with("system-thread-"))
+}
+
+/// [`spin`], recording where and at which IRQL each poll runs.
+async fn spin_and_record(
+    stop: &'static AtomicBool,
+    polls: &'static AtomicUsize,
+    places: &'static PollPlaces,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        polls.fetch_add(1, Ordering::SeqCst);
+        if KeGetCurrentIrql() != DISPATCH_LEVEL {
+            places.below_dispatch.fetch_add(1, Ordering::SeqCst);
+        }
+        if on_system_thread() {
+            places.on_system_thread.fetch_add(1, Ordering::SeqCst);
+        }
+        yield_now().await;
+    }
+}
+
+#[test]
+fn a_handed_off_load_keeps_running_between_clock_ticks_at_dispatch_level() {
+    // A one-second tick: work handed to anything that fires on a clock tick (a KTIMER, as the
+    // runner once did) would stall for up to a second after each 2 ms streak, leaving most of
+    // the windows below without a single poll.
+    const WINDOW: Duration = Duration::from_millis(100);
+    const WINDOWS: usize = 15;
+    static RUNNER: Runner = Runner::new(Budget::DEFAULT);
+    static POOL: TaskPool<256, 4> = TaskPool::new();
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static POLLS: AtomicUsize = AtomicUsize::new(0);
+    static PLACES: PollPlaces = PollPlaces::new();
+    let kernel = boot(Config::default().with_clock_tick(Duration::from_secs(1)));
+    kernel
+        .on_kernel_thread(|| RUNNER.start(RunnerKind::Dpc))
+        .unwrap();
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            RUNNER
+                .spawn(&POOL, spin_and_record(&STOP, &POLLS, &PLACES))
+                .unwrap()
+        })
+        .collect();
+    let mut windows_with_polls = 0;
+    let mut last = POLLS.load(Ordering::SeqCst);
+    for _ in 0..WINDOWS {
+        std::thread::sleep(WINDOW);
+        let now = POLLS.load(Ordering::SeqCst);
+        if now > last {
+            windows_with_polls += 1;
+        }
+        last = now;
+    }
+    STOP.store(true, Ordering::SeqCst);
+    for handle in handles {
+        let joined = kernel.on_kernel_thread(|| block_on(timeout(BOUND, handle)));
+        assert_eq!(joined, Ok(Ok(())), "task did not finish within the bound");
+    }
+    shutdown_within(&kernel, &RUNNER);
+    // Every window, less a few a busy host may steal from the runner's thread.
+    assert!(
+        windows_with_polls >= WINDOWS - 3,
+        "the load was polled in only {windows_with_polls} of {WINDOWS} windows of {} ms: the \
+         handed-off work waited for the clock tick",
+        WINDOW.as_millis()
+    );
+    assert!(
+        PLACES.on_system_thread.load(Ordering::SeqCst) > 0,
+        "the DPC never handed the load to the runner's thread"
+    );
+    assert_eq!(
+        PLACES.below_dispatch.load(Ordering::SeqCst),
+        0,
+        "a DPC runner's task was polled below DISPATCH_LEVEL"
+    );
+    let bugchecks = kernel.take_bugchecks();
+    assert!(
+        bugchecks.is_empty(),
+        "the runner kept a processor at DISPATCH_LEVEL: {bugchecks:#?}"
+    );
+}
+
+#[test]
+fn shutdown_while_the_thread_owns_the_work_drops_every_task_and_stops_everything() {
+    static RUNNER: Runner = Runner::new(Budget::DEFAULT);
+    static POOL: TaskPool<256, 4> = TaskPool::new();
+    static POLLS: AtomicUsize = AtomicUsize::new(0);
+    let kernel = boot(Config::default());
+    kernel
+        .on_kernel_thread(|| RUNNER.start(RunnerKind::Dpc))
+        .unwrap();
+    // Self-waking forever: once the DPC hands them off, the run queue never empties, so the
+    // thread holds the work until shutdown drops the tasks.
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            RUNNER
+                .spawn(&POOL, async {
+                    loop {
+                        POLLS.fetch_add(1, Ordering::SeqCst);
+                        yield_now().await;
+                    }
+                })
+                .unwrap()
+        })
+        .collect();
+    // Far past the 2 ms streak: the hand-off has happened.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(POLLS.load(Ordering::SeqCst) > 0, "the load never ran");
+    shutdown_within(&kernel, &RUNNER);
+    let polls_at_return = POLLS.load(Ordering::SeqCst);
+    let dpcs_at_return = kernel.dpc_routines_started();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        POLLS.load(Ordering::SeqCst),
+        polls_at_return,
+        "a task was polled after Runner::shutdown returned"
+    );
+    assert_eq!(
+        kernel.dpc_routines_started(),
+        dpcs_at_return,
+        "a DPC routine started after Runner::shutdown returned"
+    );
+    for handle in handles {
+        let joined = kernel.on_kernel_thread(|| block_on(timeout(BOUND, handle)));
+        assert!(
+            matches!(joined, Ok(Err(_))),
+            "a task dropped by shutdown did not report it: {joined:?}"
+        );
+    }
+    assert_eq!(POOL.used(), 0, "shutdown left a task slot in use");
+    assert!(!RUNNER.is_running());
+    assert!(kernel.take_bugchecks().is_empty());
+}
+
+#[test]
+fn the_thread_hands_the_work_back_to_the_dpc_once_the_queue_is_empty() {
+    static RUNNER: Runner = Runner::new(Budget::DEFAULT);
+    static POOL: TaskPool<256, 4> = TaskPool::new();
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static POLLS: AtomicUsize = AtomicUsize::new(0);
+    static PLACES: PollPlaces = PollPlaces::new();
+    let kernel = boot(Config::default());
+    kernel
+        .on_kernel_thread(|| RUNNER.start(RunnerKind::Dpc))
+        .unwrap();
+    // A load long enough for the hand-off (far past the 2 ms streak), polled on the thread...
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            RUNNER
+                .spawn(&POOL, spin_and_record(&STOP, &POLLS, &PLACES))
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    STOP.store(true, Ordering::SeqCst);
+    for handle in handles {
+        let joined = kernel.on_kernel_thread(|| block_on(timeout(BOUND, handle)));
+        assert_eq!(joined, Ok(Ok(())), "task did not finish within the bound");
+    }
+    assert!(
+        PLACES.on_system_thread.load(Ordering::SeqCst) > 0,
+        "the DPC never handed the load to the runner's thread"
+    );
+    // ...then, with the queue empty, single tasks run on the DPC again: on a processor, at
+    // DISPATCH_LEVEL. (The thread hands back after its last poll, which may end just after the
+    // tasks above were joined: probe until one runs off the thread, within the bound.)
+    let start = std::time::Instant::now();
+    let mut ran_on_the_thread = true;
+    while ran_on_the_thread && start.elapsed() < BOUND {
+        let probe = RUNNER
+            .spawn(&POOL, async { (on_system_thread(), KeGetCurrentIrql()) })
+            .unwrap();
+        let (on_thread, irql) = kernel
+            .on_kernel_thread(|| block_on(timeout(BOUND, probe)))
+            .expect("probe did not finish within the bound")
+            .unwrap();
+        assert_eq!(irql, DISPATCH_LEVEL, "a probe ran below DISPATCH_LEVEL");
+        ran_on_the_thread = on_thread;
+        if ran_on_the_thread {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    assert!(
+        !ran_on_the_thread,
+        "tasks spawned after the load still ran on the runner's thread: it kept the work"
+    );
+    shutdown_within(&kernel, &RUNNER);
     assert_eq!(POOL.used(), 0);
     assert!(kernel.take_bugchecks().is_empty());
 }
