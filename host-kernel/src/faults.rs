@@ -329,7 +329,9 @@ fn gate() -> std::sync::MutexGuard<'static, Option<Gate>> {
 }
 
 /// Arms the low-resources simulation of `faults` (or disarms it) for the kernel booting now,
-/// and resets the failure counts. Called by `Kernel::boot`.
+/// and resets the failure counts. Called by `Kernel::boot`. The simulation is one per process,
+/// not per kernel: tests of one binary that use it must not boot kernels concurrently (the
+/// harness runs tests in parallel: serialize them, as `net/tests/low_resources.rs` does).
 pub(crate) fn arm(faults: &Faults) {
     set_low_resources(faults.low_resources, faults.seed);
 }

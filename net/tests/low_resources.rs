@@ -25,6 +25,16 @@ use common::{BOUND, test_driver};
 
 const MESSAGE: &[u8] = b"low resources";
 
+/// The simulation is process-wide (every `Kernel::boot` arms or disarms it and resets its
+/// counts), so the tests of this binary, which the harness runs in parallel, take turns.
+static ONE_SIMULATION_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_simulation_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_SIMULATION_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A `std` peer that connects to `addr`, sends [`MESSAGE`] and reads it back; any error
 /// (the provider closed the connection when it could not allocate the accepted socket) ends
 /// it quietly.
@@ -146,6 +156,7 @@ fn until_it_serves(kernel: &wsk_host::Kernel, attempts: usize) -> usize {
 
 #[test]
 fn every_single_allocation_failure_is_an_error_and_the_next_attempt_serves() {
+    let _turn = one_simulation_at_a_time();
     let mut points = 0u64;
     let mut by_resource = [0u64; 4];
     for nth in 1.. {
@@ -186,6 +197,7 @@ fn every_single_allocation_failure_is_an_error_and_the_next_attempt_serves() {
 
 #[test]
 fn a_seeded_fraction_fails_for_a_while_then_the_service_returns() {
+    let _turn = one_simulation_at_a_time();
     let plans = [
         "deferred,lowres=30,lowres-count=150",
         "mixed,reorder,delay=1ms,lowres=50,lowres-count=150",
