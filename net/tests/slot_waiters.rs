@@ -2,7 +2,8 @@
 //! operation that is still finishing. The slot has one waker, so the second waiter used to
 //! replace the first one's waker: the first was never woken and its task hung. Now the second
 //! is refused with `InvalidState`, as a second concurrent operation always is, and the first
-//! is woken when the slot is free.
+//! is woken when the slot is free; an operation arriving after the slot freed but before the
+//! woken waiter's next poll is refused too, instead of taking the slot from it.
 #![allow(
     clippy::missing_panics_doc,
     reason = "test code: panics are the failure reports"
@@ -88,6 +89,16 @@ fn a_second_waiter_behind_a_finishing_operation_is_refused_and_the_first_is_woke
                     Poll::Pending => {
                         assert!(first_flag.wait(), "the first accept was never woken");
                         *first_flag.woken.lock().unwrap() = false;
+                        // Woken, not polled yet: whether the slot is free now or the first
+                        // accept owns it, a new accept must not take it.
+                        let mut late = pin!(listener.accept());
+                        match poll_with(late.as_mut(), noop) {
+                            Poll::Ready(Err(e)) => {
+                                assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}");
+                            }
+                            Poll::Ready(Ok(_)) => panic!("a late accept took the connection"),
+                            Poll::Pending => panic!("a late accept took the slot from the first"),
+                        }
                     }
                 }
             };

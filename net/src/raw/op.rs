@@ -113,6 +113,11 @@ impl<'a> Op<'a> {
         if self.inner.is_closing() || (!self.allow_closing && self.inner.wsk().is_null()) {
             return Some(self.refuse(ErrorKind::InvalidState, held));
         }
+        // A live operation waits for this slot (woken when it frees): this one is a second
+        // concurrent operation, and may not take the slot before the waiter's next poll.
+        if !self.waiting && slot.has_waiter() {
+            return Some(self.refuse(ErrorKind::InvalidState, held));
+        }
         loop {
             match slot.state.claim() {
                 Claim::Claimed => break,

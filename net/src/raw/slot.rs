@@ -62,6 +62,12 @@ impl Slot {
             .is_ok()
     }
 
+    /// True while a live operation waits for the slot: a new operation must not take the
+    /// slot from it when it frees.
+    pub(super) fn has_waiter(&self) -> bool {
+        self.waiter.load(Ordering::Acquire) != 0
+    }
+
     /// The waiting operation stopped waiting (it claimed the slot, was refused or dropped).
     pub(super) fn stop_waiting(&self) {
         self.waiter.store(0, Ordering::Release);
