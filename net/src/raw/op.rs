@@ -26,6 +26,8 @@ pub(crate) struct Op<'a> {
     /// What to issue at the next poll.
     issue: Option<Held>,
     in_flight: bool,
+    /// This operation is the slot's one waiter ([`Slot::start_waiting`]).
+    waiting: bool,
     allow_closing: bool,
     /// 1 once cancellation was requested: an operation not yet (or not again) at WSK never
     /// gets there.
@@ -42,6 +44,7 @@ impl<'a> Op<'a> {
             name: held.request.name(),
             issue: Some(held),
             in_flight: false,
+            waiting: false,
             allow_closing: false,
             cancel_requested: AtomicU32::new(0),
         }
@@ -75,6 +78,14 @@ impl<'a> Op<'a> {
         &self.inner.slots[self.index]
     }
 
+    /// Gives up the slot's waiter role, if this operation held it.
+    fn stop_waiting(&mut self) {
+        if self.waiting {
+            self.waiting = false;
+            self.slot().stop_waiting();
+        }
+    }
+
     fn refuse(&self, kind: ErrorKind, held: Held) -> Poll<Result<Completed, Refused>> {
         let error = Error::new(kind, self.name);
         Poll::Ready(Err(Refused { error, held }))
@@ -83,6 +94,15 @@ impl<'a> Op<'a> {
     /// First poll (or first after a reissue): claims the slot and calls WSK. `None` when the
     /// IRP is with WSK (or already completed); otherwise the poll's result.
     fn issue(&mut self, cx: &Context<'_>) -> Option<Poll<Result<Completed, Refused>>> {
+        let issued = self.try_issue(cx);
+        if !matches!(issued, Some(Poll::Pending)) {
+            // Claimed the slot, or refused: no longer waiting for it.
+            self.stop_waiting();
+        }
+        issued
+    }
+
+    fn try_issue(&mut self, cx: &Context<'_>) -> Option<Poll<Result<Completed, Refused>>> {
         let slot = self.slot();
         let Some(held) = self.issue.take() else {
             return Some(self.refuse(ErrorKind::InvalidState, Held::empty()));
@@ -93,10 +113,24 @@ impl<'a> Op<'a> {
         if self.inner.is_closing() || (!self.allow_closing && self.inner.wsk().is_null()) {
             return Some(self.refuse(ErrorKind::InvalidState, held));
         }
+        // A live operation waits for this slot (woken when it frees): this one is a second
+        // concurrent operation, and may not take the slot before the waiter's next poll.
+        if !self.waiting && slot.has_waiter() {
+            return Some(self.refuse(ErrorKind::InvalidState, held));
+        }
         loop {
             match slot.state.claim() {
                 Claim::Claimed => break,
                 Claim::Finishing => {
+                    // Another live operation already waits for this slot: this one is a
+                    // second concurrent operation, refused like one (and it must not take
+                    // the slot's one waker from the first).
+                    if !self.waiting {
+                        if !slot.start_waiting() {
+                            return Some(self.refuse(ErrorKind::InvalidState, held));
+                        }
+                        self.waiting = true;
+                    }
                     // A dropped operation is still finishing; its finisher wakes the slot's
                     // waker. Register, then look again so that wake is not lost.
                     slot.waker.register(cx.waker());
@@ -185,6 +219,7 @@ impl Future for Op<'_> {
 
 impl Drop for Op<'_> {
     fn drop(&mut self) {
+        self.stop_waiting();
         if !self.in_flight {
             return;
         }

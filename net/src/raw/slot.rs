@@ -33,6 +33,10 @@ pub(super) struct Slot {
     /// counted in the client's `ClientInner::client_call_started` until its completion is
     /// finished.
     client_call: AtomicU32,
+    /// 1 while a live operation waits for this slot to finish a dropped one. The slot has
+    /// one waker, so a second waiter would take the first one's place and the first would
+    /// never be woken: there is at most one ([`Slot::start_waiting`]).
+    waiter: AtomicU32,
 }
 
 impl Slot {
@@ -47,7 +51,26 @@ impl Slot {
             held: UnsafeCell::new(Held::empty()),
             owner,
             client_call: AtomicU32::new(0),
+            waiter: AtomicU32::new(0),
         }
+    }
+
+    /// Becomes the one live operation waiting for the slot; false when another one waits.
+    pub(super) fn start_waiting(&self) -> bool {
+        self.waiter
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// True while a live operation waits for the slot: a new operation must not take the
+    /// slot from it when it frees.
+    pub(super) fn has_waiter(&self) -> bool {
+        self.waiter.load(Ordering::Acquire) != 0
+    }
+
+    /// The waiting operation stopped waiting (it claimed the slot, was refused or dropped).
+    pub(super) fn stop_waiting(&self) {
+        self.waiter.store(0, Ordering::Release);
     }
 
     /// Parks `held` in the slot.
