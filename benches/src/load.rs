@@ -35,7 +35,9 @@ pub fn free_loopback_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
-fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+/// A client connection to `addr` as every scenario and the closed loop use it: connected,
+/// read and written with [`IO_TIMEOUT`], Nagle off (one small message is sent at once).
+pub(crate) fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
     let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
         .map_err(|e| format!("connect {addr}: {e}"))?;
     stream
