@@ -43,3 +43,19 @@ impl StopSignals {
         signal
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StopSignals;
+
+    #[test]
+    fn a_blocked_stop_signal_is_received_by_wait_not_the_default_handler() {
+        // The test harness runs this on its own thread: blocking here leaves the others alone.
+        let signals = StopSignals::block();
+        // SAFETY: raise sends SIGTERM to this thread, where it is blocked, so it stays pending
+        // until `wait` takes it (unblocked, the default action would end the test process).
+        let rc = unsafe { libc::raise(libc::SIGTERM) };
+        assert_eq!(rc, 0, "raise(SIGTERM): {}", std::io::Error::last_os_error());
+        assert_eq!(signals.wait(), libc::SIGTERM);
+    }
+}
