@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::load::IO_TIMEOUT;
+use crate::load::connect;
 
 /// Client threads at most (the machine has 2 cores; more would only measure the client).
 pub const MAX_THREADS: usize = 4;
@@ -107,19 +107,6 @@ impl RunResult {
 
 fn new_histogram() -> Result<Histogram<u64>, String> {
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_NS, 3).map_err(|e| format!("histogram: {e}"))
-}
-
-fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
-    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(IO_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    Ok(stream)
 }
 
 /// Runs `connections` connections with one `size`-byte message each in flight, for

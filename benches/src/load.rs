@@ -35,7 +35,9 @@ pub fn free_loopback_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
-fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+/// A client connection to `addr` as every scenario and the closed loop use it: connected,
+/// read and written with [`IO_TIMEOUT`], Nagle off (one small message is sent at once).
+pub(crate) fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
     let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
         .map_err(|e| format!("connect {addr}: {e}"))?;
     stream
@@ -312,9 +314,26 @@ impl Held {
     }
 }
 
-/// `SO_LINGER` {on, 0 s}: the close that follows sends a reset.
+/// `setsockopt(SO_LINGER)`'s return code as a result, with the OS error when it failed
+/// (`errno` on Unix, `WSAGetLastError` on Windows, both read by `last_os_error`).
+fn linger_outcome(rc: i32) -> Result<(), String> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "setsockopt(SO_LINGER): {}",
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
+/// `SO_LINGER` {on, 0 s}: the close that follows sends a reset (RST) instead of a FIN.
+///
+/// # Errors
+///
+/// The OS error of `setsockopt`, as text.
 #[cfg(unix)]
-fn set_linger_zero(stream: &TcpStream) -> Result<(), String> {
+pub fn set_linger_zero(stream: &TcpStream) -> Result<(), String> {
     use std::os::fd::AsRawFd;
     #[repr(C)]
     struct Linger {
@@ -347,19 +366,17 @@ fn set_linger_zero(stream: &TcpStream) -> Result<(), String> {
             u32::try_from(size_of::<Linger>()).unwrap_or(8),
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "setsockopt(SO_LINGER): {}",
-            std::io::Error::last_os_error()
-        ))
-    }
+    linger_outcome(rc)
 }
 
-/// `SO_LINGER` {on, 0 s} through Winsock (ws2_32, which std links already).
+/// `SO_LINGER` {on, 0 s} through Winsock (`ws2_32`, which std links already): the close that
+/// follows sends a reset (RST) instead of a FIN.
+///
+/// # Errors
+///
+/// The OS error of `setsockopt`, or a socket handle out of range, as text.
 #[cfg(windows)]
-fn set_linger_zero(stream: &TcpStream) -> Result<(), String> {
+pub fn set_linger_zero(stream: &TcpStream) -> Result<(), String> {
     use std::os::windows::io::AsRawSocket;
     /// Winsock's `struct linger`: two `u_short`s.
     #[repr(C)]
@@ -389,14 +406,7 @@ fn set_linger_zero(stream: &TcpStream) -> Result<(), String> {
             i32::try_from(size_of::<Linger>()).unwrap_or(4),
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "setsockopt(SO_LINGER): {}",
-            std::io::Error::last_os_error()
-        ))
-    }
+    linger_outcome(rc)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod host {
     use std::process::ExitCode;
 
     use wsk_host::faults::{Faults, parse_seed};
+    use wsk_host::program::StopSignals;
     use wsk_host::{Bugcheck, Config, Kernel, RegValue, Registry};
     use wskecho::config::{DEFAULT_PORT, parse_max_connections, parse_runner};
     use wskecho::echo::MAX_CONNECTIONS;
@@ -95,33 +96,6 @@ mod host {
             }
         }
         Ok(flags)
-    }
-
-    /// Blocks SIGINT and SIGTERM in this thread and every thread it starts later, so that
-    /// [`wait_for_stop_signal`] receives them instead of the default handler killing the
-    /// process with the driver still loaded.
-    fn block_stop_signals() -> libc::sigset_t {
-        // SAFETY: sigset_t is plain data that sigemptyset initialises.
-        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `set` is a live sigset_t for sigemptyset to initialise.
-        unsafe { libc::sigemptyset(&raw mut set) };
-        // SAFETY: `set` is an initialised sigset_t; SIGINT is a valid signal number.
-        unsafe { libc::sigaddset(&raw mut set, libc::SIGINT) };
-        // SAFETY: as above, for SIGTERM.
-        unsafe { libc::sigaddset(&raw mut set, libc::SIGTERM) };
-        // SAFETY: `set` is an initialised sigset_t and the old mask is not asked for;
-        // pthread_sigmask only changes this thread's mask (inherited by threads spawned
-        // afterwards).
-        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) };
-        set
-    }
-
-    fn wait_for_stop_signal(set: &libc::sigset_t) -> i32 {
-        let mut signal = 0;
-        // SAFETY: the set holds signals blocked in every thread of the process, so sigwait
-        // is the only way they are delivered.
-        unsafe { libc::sigwait(set, &raw mut signal) };
-        signal
     }
 
     /// Descriptors the host program needs besides one per connection: standard streams, the
@@ -227,7 +201,7 @@ mod host {
         if let Some(warning) = raise_descriptor_limit(flags.max_connections) {
             eprintln!("wskecho host mode: {warning}");
         }
-        let signals = block_stop_signals();
+        let signals = StopSignals::block();
 
         let mut config = Config::default();
         if let Some(cpus) = flags.cpus {
@@ -272,7 +246,7 @@ mod host {
             }
         };
         eprintln!("wskecho host mode: serving; Ctrl-C unloads the driver");
-        let signal = wait_for_stop_signal(&signals);
+        let signal = signals.wait();
         eprintln!("wskecho host mode: signal {signal}, unloading");
         let report = kernel.unload(driver);
         println!("wskecho host mode: unload report: {report}");

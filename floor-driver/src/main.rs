@@ -10,6 +10,7 @@
 mod host {
     use std::process::ExitCode;
 
+    use wsk_host::program::StopSignals;
     use wsk_host::{Config, Kernel, RegValue, Registry};
 
     const USAGE: &str = "usage: wskfloor [--port N] [--cpus N] [--all-addresses]
@@ -49,24 +50,6 @@ mod host {
         Ok(flags)
     }
 
-    /// Blocks SIGINT and SIGTERM in this thread and every thread it starts later, so that
-    /// `sigwait` receives them instead of the default handler killing the process with the
-    /// driver still loaded.
-    fn block_stop_signals() -> libc::sigset_t {
-        // SAFETY: sigset_t is plain data that sigemptyset initialises.
-        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `set` is a live sigset_t for sigemptyset to initialise.
-        unsafe { libc::sigemptyset(&raw mut set) };
-        // SAFETY: `set` is an initialised sigset_t; SIGINT is a valid signal number.
-        unsafe { libc::sigaddset(&raw mut set, libc::SIGINT) };
-        // SAFETY: as above, for SIGTERM.
-        unsafe { libc::sigaddset(&raw mut set, libc::SIGTERM) };
-        // SAFETY: `set` is initialised; only this thread's mask changes (inherited by threads
-        // spawned afterwards).
-        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) };
-        set
-    }
-
     pub fn main() -> ExitCode {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let flags = match parse(&args) {
@@ -76,7 +59,7 @@ mod host {
                 return ExitCode::from(2);
             }
         };
-        let signals = block_stop_signals();
+        let signals = StopSignals::block();
         let mut config = Config::default();
         if let Some(cpus) = flags.cpus {
             config.cpus = cpus;
@@ -100,9 +83,7 @@ mod host {
             }
         };
         eprintln!("wskfloor host mode: serving; SIGINT or SIGTERM unloads the driver");
-        let mut signal = 0;
-        // SAFETY: the set holds signals blocked in every thread of the process.
-        unsafe { libc::sigwait(&raw const signals, &raw mut signal) };
+        let _signal = signals.wait();
         let report = kernel.unload(driver);
         println!("wskfloor host mode: unload report: {report}");
         let bugchecks = kernel.take_bugchecks();

@@ -9,7 +9,8 @@
 //! exactly the declared signature.
 //!
 //! Tests and host programs drive it through [`Kernel`]: boot a machine, load a driver, unload
-//! it and read the verifier's report; [`testing`] runs a scenario under every fault plan.
+//! it and read the verifier's report; [`testing`] runs a scenario under every fault plan;
+//! [`program`] has the stop-signal handling of host programs that load a driver.
 //!
 //! Empty on Windows targets, where the real kernel exports the functions. How the crates fit
 //! together and where each kernel rule is checked: `docs/ARCHITECTURE.md` in the repository.
@@ -37,6 +38,7 @@ pub(crate) mod clock;
 pub mod exports;
 pub mod faults;
 mod ntos;
+pub mod program;
 pub mod testing;
 mod wsk;
 

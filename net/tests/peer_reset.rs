@@ -10,51 +10,15 @@
 
 use std::io::Write;
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use wsk_benches::load::set_linger_zero;
 use wsk_executor::block_on;
 use wsk_host::{Config, Kernel};
 use wsk_net::{Disconnect, ErrorKind, IoBuf, TcpListener, WskClient};
 use wsk_sys::STATUS_CONNECTION_RESET;
 
 const BOUND: Duration = Duration::from_secs(30);
-
-/// Closing with `SO_LINGER` {on, 0} resets the connection instead of a FIN.
-fn reset_on_close(stream: &std::net::TcpStream) {
-    #[repr(C)]
-    struct Linger {
-        onoff: i32,
-        linger: i32,
-    }
-    unsafe extern "C" {
-        fn setsockopt(
-            fd: i32,
-            level: i32,
-            name: i32,
-            value: *const core::ffi::c_void,
-            len: u32,
-        ) -> i32;
-    }
-    const SOL_SOCKET: i32 = 1;
-    const SO_LINGER: i32 = 13;
-    let value = Linger {
-        onoff: 1,
-        linger: 0,
-    };
-    // SAFETY: a valid socket descriptor and a live `struct linger` of the size given; Linux
-    // reads exactly that.
-    let rc = unsafe {
-        setsockopt(
-            stream.as_raw_fd(),
-            SOL_SOCKET,
-            SO_LINGER,
-            (&raw const value).cast(),
-            8,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
-}
 
 #[test]
 fn a_disconnect_after_a_peer_reset_is_connection_reset() {
@@ -93,7 +57,7 @@ async fn scenario(client: &WskClient) {
         }
     }
     // Then it resets before the server's own disconnect.
-    reset_on_close(&peer);
+    set_linger_zero(&peer).expect("SO_LINGER {on, 0} on the peer");
     drop(peer);
     std::thread::sleep(Duration::from_millis(200));
 

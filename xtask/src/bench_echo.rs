@@ -12,76 +12,25 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::bench::{build_example, target_dir};
-use crate::setup;
+use crate::callgrind::{self, Part};
 
 /// Measured round trips of the two runs.
 const ROUND_TRIPS: [u64; 2] = [200, 1200];
 
-/// Where an instruction ran, by the demangled name of the function callgrind charged it to
-/// (after inlining: code inlined into a function counts as that function's).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Part {
-    /// `wsk_net`, `wsk_executor`, the `wsk_sys` helpers, and the benchmark's own
-    /// loop (`echo_cost`), into which the library's futures are inlined.
-    Library,
-    /// `wsk_host`: the emulated NT kernel, its verifier and the WSK provider, with the kernel
-    /// functions it exports under their unmangled NT names (`IoAllocateIrp`, `WskRegister`,
-    /// `host_current_irql`, ...).
-    Host,
-    /// Everything else: std, core, alloc and hashbrown code shared by name (the `SipHash` of
-    /// the host kernel's `HashMap`s, thread starts with the reactor loop inlined), libc
-    /// (malloc, memcpy, the socket calls). The library is `no_std` without `alloc`, so nearly
-    /// all of this runs for the host kernel.
-    Runtime,
-}
+/// The crates whose functions count as [`Part::Library`]: `wsk_net`, `wsk_executor`, the
+/// `wsk_sys` helpers, and the benchmark's own loop (`echo_cost`), into which the library's
+/// futures are inlined.
+const LIBRARY: [&str; 4] = ["wsk_net::", "wsk_executor::", "wsk_sys::", "echo_cost::"];
 
-impl Part {
-    const ALL: [Part; 3] = [Part::Library, Part::Host, Part::Runtime];
-
-    fn label(self) -> &'static str {
-        match self {
-            Part::Library => "library (wsk-net, wsk-executor, wsk-sys helpers, the loop)",
-            Part::Host => "host kernel (wsk_host)",
-            Part::Runtime => "std, libc and shared generic code (mostly the host kernel's)",
-        }
+/// How the figures name `part`.
+fn label(part: Part) -> &'static str {
+    match part {
+        Part::Library => "library (wsk-net, wsk-executor, wsk-sys helpers, the loop)",
+        Part::Host => "host kernel (wsk_host)",
+        Part::Runtime => "std, libc and shared generic code (mostly the host kernel's)",
     }
-
-    /// The part of a demangled function name such as `wsk_host::wsk::socket::pump`,
-    /// `<wsk_net::raw::Op as core::future::future::Future>::poll` or
-    /// `core::ptr::drop_in_place<wsk_net::raw::Held>`.
-    fn of(function: &str) -> Part {
-        let mut name = function.trim();
-        loop {
-            let before = name;
-            for prefix in ["<", "&", "mut ", "dyn ", "core::ptr::drop_in_place<"] {
-                name = name.strip_prefix(prefix).unwrap_or(name);
-            }
-            if name == before {
-                break;
-            }
-        }
-        if name.starts_with("wsk_host::") || is_host_kernel_export(name) {
-            Part::Host
-        } else if ["wsk_net::", "wsk_executor::", "wsk_sys::", "echo_cost::"]
-            .iter()
-            .any(|p| name.starts_with(p))
-        {
-            Part::Library
-        } else {
-            Part::Runtime
-        }
-    }
-}
-
-/// Whether `name` is one of the host kernel's `#[unsafe(no_mangle)]` exports: a bare NT name
-/// (`IoAllocateIrp`, `KeSetEvent`, `ExAllocatePoolWithTag`, `WskRegister`, ...) or one of its
-/// `host_*` hooks. No C runtime function starts with these capitalised prefixes.
-fn is_host_kernel_export(name: &str) -> bool {
-    const NT_PREFIXES: [&str; 9] = ["Io", "Ke", "Ex", "Mm", "Ob", "Ps", "Zw", "Wsk", "host_"];
-    !name.contains("::") && NT_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
 }
 
 /// What one run of the program gave.
@@ -101,20 +50,14 @@ struct Run {
 
 /// Builds the program, runs it under callgrind for both counts, and prints the figures.
 pub fn run(root: &Path) -> Result<(), String> {
-    setup::ensure_apt_packages(&["valgrind"]);
-    if !setup::has_program("valgrind") || !setup::has_program("callgrind_annotate") {
-        return Err("valgrind is not installed (apt-get install valgrind)".into());
-    }
+    callgrind::ensure_valgrind()?;
     let program = build_example(root, "echo_cost")?;
     let out_dir = target_dir(root).join("echo-cost");
-    // Output files of an earlier run (one per thread) must not be mistaken for this run's.
-    let _ = std::fs::remove_dir_all(&out_dir);
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    callgrind::fresh_dir(&out_dir)?;
 
     let [n1, n2] = ROUND_TRIPS;
-    let first = callgrind(&program, &out_dir, n1)?;
-    let second = callgrind(&program, &out_dir, n2)?;
+    let first = measure(&program, &out_dir, n1)?;
+    let second = measure(&program, &out_dir, n2)?;
 
     #[expect(
         clippy::cast_precision_loss,
@@ -144,7 +87,7 @@ pub fn run(root: &Path) -> Result<(), String> {
         println!(
             "  {:>8.0}    {}",
             per(get(&first), get(&second)),
-            part.label()
+            label(part)
         );
     }
     let attributed: u64 = second.parts.values().sum();
@@ -173,16 +116,10 @@ pub fn run(root: &Path) -> Result<(), String> {
 
 /// Runs the program under callgrind with `round_trips` measured round trips, one output file
 /// per thread.
-fn callgrind(program: &Path, out_dir: &Path, round_trips: u64) -> Result<Run, String> {
+fn measure(program: &Path, out_dir: &Path, round_trips: u64) -> Result<Run, String> {
     let out_file = out_dir.join(format!("callgrind.out.{round_trips}"));
     println!("\n=== callgrind: echo_cost {round_trips}");
-    let output = Command::new("valgrind")
-        .args(["--tool=callgrind", "--separate-threads=yes"])
-        .arg(format!("--callgrind-out-file={}", out_file.display()))
-        .arg(program)
-        .arg(round_trips.to_string())
-        .output()
-        .map_err(|e| format!("could not start valgrind: {e}"))?;
+    let output = callgrind::run(program, &[&round_trips.to_string()], &out_file)?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
@@ -208,7 +145,7 @@ fn callgrind(program: &Path, out_dir: &Path, round_trips: u64) -> Result<Run, St
     Ok(Run {
         total,
         looping,
-        parts: by_part(&thread_file)?,
+        parts: callgrind::by_part(&thread_file, &LIBRARY)?,
         per_round_trip: line("per round trip: ")?,
         config: line("config: ")?,
     })
@@ -243,90 +180,34 @@ fn loop_thread(out_dir: &Path, round_trips: u64) -> Result<(PathBuf, u64), Strin
     ))
 }
 
-/// Instructions by part, from `callgrind_annotate`'s per-function listing of `file`.
-fn by_part(file: &Path) -> Result<BTreeMap<Part, u64>, String> {
-    let output = Command::new("callgrind_annotate")
-        .args(["--threshold=100", "--inclusive=no", "--auto=no"])
-        .arg(file)
-        .output()
-        .map_err(|e| format!("could not start callgrind_annotate: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "callgrind_annotate {} failed ({}):\n{}",
-            file.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    let mut parts = BTreeMap::new();
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        if let Some((count, function)) = function_line(line) {
-            *parts.entry(Part::of(function)).or_insert(0) += count;
-        }
-    }
-    Ok(parts)
-}
-
-/// A function line of `callgrind_annotate`:
-/// `7,429,140 (22.11%)  ???:core::hash::BuildHasher::hash_one [/path/echo_cost]` (the
-/// percentage and the object are optional) as its count and function name.
-fn function_line(line: &str) -> Option<(u64, &str)> {
-    let line = line.trim_start();
-    let (count, rest) = line.split_once(' ')?;
-    let count: u64 = count.replace(',', "").parse().ok()?;
-    let mut rest = rest.trim_start();
-    if rest.starts_with('(') {
-        rest = rest.split_once(')')?.1.trim_start();
-    }
-    // `file:function`: the file (a path, or `???` without debug information) has no colon.
-    let (_, function) = rest.split_once(':')?;
-    if function.is_empty() {
-        return None;
-    }
-    let function = match function.rfind(" [") {
-        Some(at) if function.ends_with(']') => &function[..at],
-        _ => function,
-    };
-    Some((count, function))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{Part, function_line};
+    use super::LIBRARY;
+    use crate::callgrind::Part;
 
     #[test]
     fn functions_are_split_by_crate() {
-        assert_eq!(Part::of("wsk_host::wsk::socket::pump"), Part::Host);
-        assert_eq!(Part::of("IoAllocateIrp"), Part::Host);
-        assert_eq!(Part::of("host_current_irql"), Part::Host);
-        assert_eq!(Part::of("memcpy"), Part::Runtime);
         assert_eq!(
-            Part::of("<wsk_net::raw::Op as core::future::future::Future>::poll"),
-            Part::Library
+            Part::of("wsk_host::wsk::socket::pump", &LIBRARY),
+            Part::Host
         );
+        assert_eq!(Part::of("IoAllocateIrp", &LIBRARY), Part::Host);
+        assert_eq!(Part::of("memcpy", &LIBRARY), Part::Runtime);
         assert_eq!(
-            Part::of("core::ptr::drop_in_place<wsk_net::raw::Held>"),
-            Part::Library
-        );
-        assert_eq!(Part::of("echo_cost::counted::{{closure}}"), Part::Library);
-        assert_eq!(Part::of("wsk_sys::inline::helper"), Part::Library);
-        assert_eq!(Part::of("core::hash::BuildHasher::hash_one"), Part::Runtime);
-        assert_eq!(Part::of("__memcpy_avx_unaligned_erms"), Part::Runtime);
-    }
-
-    #[test]
-    fn annotate_lines_parse() {
-        assert_eq!(
-            function_line(
-                "7,429,140 (22.11%)  ???:core::hash::BuildHasher::hash_one [/t/echo_cost]"
+            Part::of(
+                "<wsk_net::raw::Op as core::future::future::Future>::poll",
+                &LIBRARY
             ),
-            Some((7_429_140, "core::hash::BuildHasher::hash_one"))
+            Part::Library
         );
         assert_eq!(
-            function_line("  3,064,950  ./string/memmove.S:__memcpy_avx_unaligned_erms"),
-            Some((3_064_950, "__memcpy_avx_unaligned_erms"))
+            Part::of("echo_cost::counted::{{closure}}", &LIBRARY),
+            Part::Library
         );
-        assert_eq!(function_line("33,603,539 (100.0%)  PROGRAM TOTALS"), None);
-        assert_eq!(function_line("Ir                  file:function"), None);
+        assert_eq!(Part::of("wsk_sys::inline::helper", &LIBRARY), Part::Library);
+        assert_eq!(
+            Part::of("wskfloor::server::receive_done", &LIBRARY),
+            Part::Runtime
+        );
     }
 }

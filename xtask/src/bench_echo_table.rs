@@ -38,6 +38,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::bench::cargo;
+use crate::callgrind::{self, Part};
 use crate::driver::target_dir;
 use crate::png::Canvas;
 use crate::setup;
@@ -304,38 +306,37 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
 
 /// Builds every program (release).
 fn build(root: &Path) -> Result<Programs, String> {
-    let cargo = |args: &[&str]| -> Result<(), String> {
-        let status = Command::new("cargo")
-            .args(["build", "--quiet", "--release"])
-            .args(args)
-            .current_dir(root)
-            .status()
-            .map_err(|e| format!("could not start cargo: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("cargo build {args:?} failed ({status})"))
-        }
-    };
-    cargo(&[
-        "-p",
-        "wsk-driver-example",
-        "-p",
-        "wsk-floor-driver",
-        "--bins",
-    ])?;
-    cargo(&[
-        "-p",
-        "wsk-benches",
-        "--bin",
-        "loadgen",
-        "--example",
-        "tokio_echo",
-        "--example",
-        "std_echo",
-        "--example",
-        "echo_server_cost",
-    ])?;
+    cargo(
+        root,
+        &[
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "wsk-driver-example",
+            "-p",
+            "wsk-floor-driver",
+            "--bins",
+        ],
+    )?;
+    cargo(
+        root,
+        &[
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "wsk-benches",
+            "--bin",
+            "loadgen",
+            "--example",
+            "tokio_echo",
+            "--example",
+            "std_echo",
+            "--example",
+            "echo_server_cost",
+        ],
+    )?;
     let release = target_dir(root).join("release");
     let examples = release.join("examples");
     Ok(Programs {
@@ -872,7 +873,7 @@ fn tables(samples: &[Sample], callgrind: Option<&Callgrind>, failures: &[String]
             let _ = writeln!(
                 out,
                 "| {} | {ours:.0} | {floor:.0} | {} |",
-                part.label(),
+                part_label(part),
                 ratio(Some(ours), Some(floor))
             );
         }
@@ -973,7 +974,13 @@ fn results_json(
             let part = |m: &BTreeMap<Part, f64>| {
                 Part::ALL
                     .iter()
-                    .map(|p| format!("\"{}\":{:.0}", p.key(), m.get(p).copied().unwrap_or(0.0)))
+                    .map(|p| {
+                        format!(
+                            "\"{}\":{:.0}",
+                            part_key(*p),
+                            m.get(p).copied().unwrap_or(0.0)
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(",")
             };
@@ -1113,67 +1120,31 @@ fn decade_label(decade: f64) -> String {
     format!("{value}{unit}")
 }
 
-/// Parts of the server's instructions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Part {
-    /// The driver and the library: `wskecho`, `wsk_net`, `wsk_executor`, `wsk_sys`, or
-    /// `wskfloor`.
-    Library,
-    /// `wsk_host` and its unmangled kernel exports.
-    Host,
-    /// std, core, alloc, hashbrown and libc code in the server threads (nearly all the host
-    /// kernel's: the drivers and the library are `no_std` without `alloc`).
-    Runtime,
+/// The crates whose functions count as [`Part::Library`]: the driver and the library
+/// (`wskecho`, `wsk_net`, `wsk_executor`, `wsk_sys`), or `wskfloor`.
+const LIBRARY: [&str; 5] = [
+    "wsk_net::",
+    "wsk_executor::",
+    "wsk_sys::",
+    "wskecho::",
+    "wskfloor::",
+];
+
+/// How the tables name `part`.
+fn part_label(part: Part) -> &'static str {
+    match part {
+        Part::Library => "driver + library (wskecho/wsk-net/wsk-executor/wsk-sys, or wskfloor)",
+        Part::Host => "host kernel (wsk_host and its exports)",
+        Part::Runtime => "std, libc, shared generics (mostly the host kernel's)",
+    }
 }
 
-impl Part {
-    const ALL: [Part; 3] = [Part::Library, Part::Host, Part::Runtime];
-
-    fn label(self) -> &'static str {
-        match self {
-            Part::Library => "driver + library (wskecho/wsk-net/wsk-executor/wsk-sys, or wskfloor)",
-            Part::Host => "host kernel (wsk_host and its exports)",
-            Part::Runtime => "std, libc, shared generics (mostly the host kernel's)",
-        }
-    }
-
-    fn key(self) -> &'static str {
-        match self {
-            Part::Library => "library",
-            Part::Host => "host_kernel",
-            Part::Runtime => "std_libc",
-        }
-    }
-
-    fn of(function: &str) -> Part {
-        const NT_PREFIXES: [&str; 9] = ["Io", "Ke", "Ex", "Mm", "Ob", "Ps", "Zw", "Wsk", "host_"];
-        let mut name = function.trim();
-        loop {
-            let before = name;
-            for prefix in ["<", "&", "mut ", "dyn ", "core::ptr::drop_in_place<"] {
-                name = name.strip_prefix(prefix).unwrap_or(name);
-            }
-            if name == before {
-                break;
-            }
-        }
-        let export = !name.contains("::") && NT_PREFIXES.iter().any(|p| name.starts_with(p));
-        if name.starts_with("wsk_host::") || export {
-            Part::Host
-        } else if [
-            "wsk_net::",
-            "wsk_executor::",
-            "wsk_sys::",
-            "wskecho::",
-            "wskfloor::",
-        ]
-        .iter()
-        .any(|p| name.starts_with(p))
-        {
-            Part::Library
-        } else {
-            Part::Runtime
-        }
+/// The JSON key of `part`.
+fn part_key(part: Part) -> &'static str {
+    match part {
+        Part::Library => "library",
+        Part::Host => "host_kernel",
+        Part::Runtime => "std_libc",
     }
 }
 
@@ -1184,25 +1155,15 @@ struct Callgrind {
 }
 
 fn callgrind_costs(programs: &Programs, out_dir: &Path) -> Result<Callgrind, String> {
-    setup::ensure_apt_packages(&["valgrind"]);
-    if !setup::has_program("valgrind") || !setup::has_program("callgrind_annotate") {
-        return Err("valgrind is not installed (apt-get install valgrind)".into());
-    }
+    callgrind::ensure_valgrind()?;
     let dir = out_dir.join("callgrind");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    callgrind::fresh_dir(&dir)?;
     let per_part = |which: &str| -> Result<BTreeMap<Part, f64>, String> {
         let mut counts = Vec::new();
         for round_trips in CALLGRIND_RUNS {
             let base = dir.join(format!("{which}.{round_trips}"));
             println!("bench-echo: callgrind {which} {round_trips} round trips");
-            let output = Command::new("valgrind")
-                .args(["--tool=callgrind", "--separate-threads=yes"])
-                .arg(format!("--callgrind-out-file={}", base.display()))
-                .arg(&programs.cost)
-                .args([which, &round_trips.to_string()])
-                .output()
-                .map_err(|e| format!("could not start valgrind: {e}"))?;
+            let output = callgrind::run(&programs.cost, &[which, &round_trips.to_string()], &base)?;
             if !output.status.success() {
                 return Err(format!(
                     "callgrind {which} {round_trips}: {}",
@@ -1241,39 +1202,11 @@ fn server_threads_by_part(dir: &Path, prefix: &str) -> Result<BTreeMap<Part, u64
         if thread == "01" {
             continue;
         }
-        let output = Command::new("callgrind_annotate")
-            .args(["--threshold=100", "--inclusive=no", "--auto=no"])
-            .arg(entry.path())
-            .output()
-            .map_err(|e| format!("could not start callgrind_annotate: {e}"))?;
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
-            if let Some((count, function)) = function_line(line) {
-                *parts.entry(Part::of(function)).or_insert(0) += count;
-            }
+        for (part, count) in callgrind::by_part(&entry.path(), &LIBRARY)? {
+            *parts.entry(part).or_insert(0) += count;
         }
     }
     Ok(parts)
-}
-
-/// A function line of `callgrind_annotate` (`7,429,140 (22.11%)  file:function [object]`) as
-/// its count and function name.
-fn function_line(line: &str) -> Option<(u64, &str)> {
-    let line = line.trim_start();
-    let (count, rest) = line.split_once(' ')?;
-    let count: u64 = count.replace(',', "").parse().ok()?;
-    let mut rest = rest.trim_start();
-    if rest.starts_with('(') {
-        rest = rest.split_once(')')?.1.trim_start();
-    }
-    let (_, function) = rest.split_once(':')?;
-    if function.is_empty() {
-        return None;
-    }
-    let function = match function.rfind(" [") {
-        Some(at) if function.ends_with(']') => &function[..at],
-        _ => function,
-    };
-    Some((count, function))
 }
 
 #[cfg(test)]
@@ -1292,18 +1225,25 @@ mod tests {
 
     #[test]
     fn functions_split_into_driver_host_and_runtime() {
-        assert_eq!(Part::of("wskfloor::server::receive_done"), Part::Library);
         assert_eq!(
-            Part::of("<wsk_net::raw::Op as core::future::Future>::poll"),
+            Part::of("wskfloor::server::receive_done", &LIBRARY),
             Part::Library
         );
-        assert_eq!(Part::of("wsk_host::wsk::socket::pump"), Part::Host);
-        assert_eq!(Part::of("IofCompleteRequest"), Part::Host);
-        assert_eq!(Part::of("core::hash::BuildHasher::hash_one"), Part::Runtime);
+        assert_eq!(Part::of("wskecho::config::read", &LIBRARY), Part::Library);
         assert_eq!(
-            function_line("1,234 (5.00%)  ???:wskfloor::x [/bin/y]"),
-            Some((1234, "wskfloor::x"))
+            Part::of("<wsk_net::raw::Op as core::future::Future>::poll", &LIBRARY),
+            Part::Library
         );
+        assert_eq!(
+            Part::of("wsk_host::wsk::socket::pump", &LIBRARY),
+            Part::Host
+        );
+        assert_eq!(Part::of("IofCompleteRequest", &LIBRARY), Part::Host);
+        assert_eq!(
+            Part::of("core::hash::BuildHasher::hash_one", &LIBRARY),
+            Part::Runtime
+        );
+        assert_eq!(Part::of("echo_cost::echo", &LIBRARY), Part::Runtime);
     }
 
     #[test]

@@ -36,32 +36,7 @@ const CONTINUE_SEARCH: &[&str] = &["mov    $0x1,%eax", "ret"];
 
 /// Builds the driver (release) and returns the path of `wskecho.sys`.
 pub fn build(root: &Path) -> Result<PathBuf, String> {
-    let status = Command::new("cargo")
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--lib",
-            "-p",
-            "wsk-driver-example",
-            "--target",
-            TARGET,
-        ])
-        .current_dir(root)
-        .status()
-        .map_err(|e| format!("could not start cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "building the driver for {TARGET} failed ({status})"
-        ));
-    }
-    let out_dir = target_dir(root).join(TARGET).join("release");
-    let dll = out_dir.join("wskecho.dll");
-    let sys = out_dir.join("wskecho.sys");
-    // Linking straight to .sys (/OUT) would hide the file from cargo; copy instead.
-    std::fs::copy(&dll, &sys)
-        .map_err(|e| format!("copy {} -> {}: {e}", dll.display(), sys.display()))?;
-    check_image(&sys)?;
+    let sys = build_sys(root, "wsk-driver-example", "wskecho")?;
     println!(
         "build-driver: {} (NT native; every import exported by x64 {} per mingw-w64's import \
          libraries; panics call KeBugCheckEx; exception handlers return ExceptionContinueSearch)",
@@ -72,6 +47,28 @@ pub fn build(root: &Path) -> Result<PathBuf, String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    Ok(sys)
+}
+
+/// Builds `package`'s cdylib `library` (release) for the Windows target, copies
+/// `library.dll` to `library.sys` and checks the image ([`check_image`]); returns the `.sys`.
+pub(crate) fn build_sys(root: &Path, package: &str, library: &str) -> Result<PathBuf, String> {
+    let status = Command::new("cargo")
+        .args(["build", "--quiet", "--release", "--lib", "-p", package])
+        .args(["--target", TARGET])
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("building {package} for {TARGET} failed ({status})"));
+    }
+    let out_dir = target_dir(root).join(TARGET).join("release");
+    let dll = out_dir.join(format!("{library}.dll"));
+    let sys = out_dir.join(format!("{library}.sys"));
+    // Linking straight to .sys (/OUT) would hide the file from cargo; copy instead.
+    std::fs::copy(&dll, &sys)
+        .map_err(|e| format!("copy {} -> {}: {e}", dll.display(), sys.display()))?;
+    check_image(&sys)?;
     Ok(sys)
 }
 
@@ -98,7 +95,7 @@ fn mingw_tool(tool: &str, args: &[&std::ffi::OsStr]) -> Result<String, String> {
 
 /// Checks the image: subsystem, imported DLLs and symbols, the panic path and the exception
 /// handlers (see the module documentation).
-pub(crate) fn check_image(sys: &Path) -> Result<(), String> {
+fn check_image(sys: &Path) -> Result<(), String> {
     let text = mingw_tool(
         "x86_64-w64-mingw32-objdump",
         &["-x".as_ref(), sys.as_os_str()],

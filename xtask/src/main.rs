@@ -8,6 +8,7 @@
 mod bench;
 mod bench_echo;
 mod bench_echo_table;
+mod callgrind;
 mod driver;
 mod floor_driver;
 mod png;
