@@ -8,6 +8,7 @@
 mod bench;
 mod bench_echo;
 mod bench_echo_table;
+mod bench_idle;
 mod callgrind;
 mod driver;
 mod floor_driver;
@@ -37,6 +38,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench-echo     ours (dpc, passive) vs the callback floor vs tokio vs std over loopback TCP:
                  ratio table, JSON and a latency plot under target/bench-echo/
                  (--no-callgrind, --quick)
+  bench-idle     memory per idle connection: nonpaged pool (ours vs the floor) and process RSS
+                 (ours, the floor, tokio) at 0 and N connections (--connections N, --rounds R)
   soak [ARGS]    the seed sweep: wsk-net's and the echo driver's end-to-end scenarios under
                  seeded fault plans (--seeds N, default 20; --first S; --faults PLAN), failing
                  seeds with their replay command and a summary; --minutes M: a long churn run
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         }),
         Some("bench") => bench::run(&root, &args[1..]),
         Some("bench-echo") => bench_echo_table::run(&root, &args[1..]),
+        Some("bench-idle") => bench_idle::run(&root, &args[1..]),
         Some("soak") => soak::run(&root, &args[1..]),
         Some("wine-test") => driver::build(&root).and_then(|sys| wine::test(&root, &sys)),
         _ => {
