@@ -1,4 +1,6 @@
 //! Benchmarks and load generation for the WSK library.
+//! How the crates fit together: `docs/ARCHITECTURE.md` in the repository; figures and
+//! methods: `benches/README.md`.
 //!
 //! - [`load`]: RFC 862 echo scenarios and load over plain `std::net`, shared by the Wine test,
 //!   the host-mode driver tests and the `loadgen` tool for Windows test VMs.

@@ -2,6 +2,7 @@
 //! WDK's WSK samples are: completion routines that issue the next IRP directly (accept →
 //! receive → send → receive ...), no executor, no futures, no library between the driver and
 //! `wsk-sys`. Whatever `wsk-net` on `wsk-executor` costs beyond this is what async adds.
+//! Where it sits among the crates: `docs/ARCHITECTURE.md` in the repository.
 //!
 //! The same source is a `.sys` for `x86_64-pc-windows-msvc` (Windows, Wine) and, elsewhere, a
 //! library the host program (`src/main.rs`) loads into the host kernel. Settings come from the

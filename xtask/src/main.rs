@@ -1,5 +1,6 @@
 //! Project glue that cargo alone can't express: machine set-up, the full test suite, building
 //! the driver `.sys` and the Wine test.
+//! How the crates fit together: `docs/ARCHITECTURE.md` in the repository.
 //!
 //! `cargo xtask test` is the README's test command and what `.ci/run` runs; `cargo xtask run`
 //! is the main job (the echo driver on the host kernel). `cargo xtask bench` runs the executor
