@@ -117,10 +117,11 @@ pub unsafe fn InsertTailList(head: *mut LIST_ENTRY, entry: *mut LIST_ENTRY) {
 /// Any.
 pub unsafe fn RemoveEntryList(entry: *mut LIST_ENTRY) -> bool {
     // SAFETY: `entry` is a live member (caller).
+    let links = unsafe { entry.read() };
     let LIST_ENTRY {
         Flink: next,
         Blink: prev,
-    } = unsafe { entry.read() };
+    } = links;
     // SAFETY: `next` is a live member of the same list (caller).
     let next_prev = unsafe { (*next).Blink };
     // SAFETY: `prev` is a live member of the same list (caller).

@@ -162,10 +162,8 @@ pub unsafe extern "system-unwind" fn ZwOpenKey(
     // SAFETY: the caller guarantees a valid name (checked non-null).
     let name = unsafe { &*attributes.ObjectName };
     // SAFETY: as above: its buffer holds `Length` bytes.
-    let (root, name) = (
-        attributes.RootDirectory,
-        String::from_utf16_lossy(unsafe { name.as_wide() }),
-    );
+    let wide = unsafe { name.as_wide() };
+    let (root, name) = (attributes.RootDirectory, String::from_utf16_lossy(wide));
     let path = if root.is_null() {
         normalize(&name)
     } else {

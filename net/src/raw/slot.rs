@@ -88,9 +88,10 @@ impl Slot {
     /// The caller owns the held cell: WSK is done with it (`DONE`, or never issued) and the
     /// slot protocol makes the caller its only user.
     pub(super) unsafe fn take(&self) -> Held {
-        // SAFETY: the caller owns the cell (see above).
-        self.held
-            .with_mut(|cell| unsafe { core::mem::replace(&mut *cell, Held::empty()) })
+        self.held.with_mut(|cell| {
+            // SAFETY: the caller owns the cell (see above).
+            unsafe { core::mem::replace(&mut *cell, Held::empty()) }
+        })
     }
 
     /// The recorded result.
