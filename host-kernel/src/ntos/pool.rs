@@ -4,7 +4,10 @@
 //! relies on zeroed pool fails visibly, and freed memory is poisoned, so a use after free
 //! reads garbage. Both only where it is cheap (see [`PATTERN_WHOLE`]): a big block is
 //! patterned at its ends and poisoned in its first page, so that pages nobody touches (a
-//! receive buffer's tail) do not become resident.
+//! receive buffer's tail) do not become resident. Rule for the pattern: WDK "`ExAllocatePool2`
+//! function (wdm.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exallocatepool2):
+//! with `POOL_FLAG_UNINITIALIZED` the memory's contents are undefined, and
+//! `ExAllocatePoolWithTag`'s memory is not zeroed either.
 
 use std::alloc::Layout;
 use std::collections::BTreeMap;

@@ -197,8 +197,8 @@ pub(super) fn shutdown_write(fd: &impl AsRawFd) -> io::Result<()> {
 /// completes the same condition with, `STATUS_UNSUCCESSFUL` only for an errno with no
 /// counterpart. Host resource exhaustion (out of descriptors, system file table full, no
 /// buffer space, no memory) is `STATUS_INSUFFICIENT_RESOURCES` ("insufficient system resources
-/// exist to complete the API", the NTSTATUS values page of the Windows protocols reference,
-/// MS-ERREF 2.3.1), as a WSK call that cannot allocate its socket object or IRP reports it.
+/// exist to complete the API", "[MS-ERREF] 2.3.1 NTSTATUS Values" in the Windows protocols
+/// reference, learn.microsoft.com/openspecs/windows_protocols/ms-erref), as a WSK call that cannot allocate its socket object or IRP reports it.
 /// ENOTCONN and EPIPE reach here only on a connection that existed (the provider refuses
 /// calls on unconnected sockets itself, and a connect in progress is checked before): the
 /// peer reset it, so they are `STATUS_CONNECTION_RESET`, as the transport completes a send or

@@ -211,7 +211,10 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
 /// fatal `error`. A read shorter than asked means the host socket had no more at that moment
 /// (Linux TCP returns what is queued, up to the length): without `waitall` the receive
 /// finishes there rather than paying one more system call to hear `EAGAIN` (new data raises
-/// a new edge-triggered event, as tokio relies on too).
+/// a new edge-triggered event, as tokio relies on too). Rule: WDK "`PFN_WSK_RECEIVE` callback
+/// function (wsk.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_receive):
+/// only `WSK_FLAG_WAITALL` holds the IRP until the buffer is full, the peer disconnects, the
+/// connection is aborted or the IRP is cancelled.
 fn stream_receive_step(
     stream: &TcpStream,
     segs: &[Seg],
