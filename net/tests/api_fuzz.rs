@@ -38,7 +38,6 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::pin::{Pin, pin};
 use std::sync::mpsc;
 use std::task::{Context, Poll, Waker};
@@ -161,38 +160,7 @@ const TO_PEER: u64 = 0xfeed;
 
 /// Closing with `SO_LINGER` {on, 0} resets the connection instead of a FIN.
 fn reset_on_close(stream: &std::net::TcpStream) {
-    #[repr(C)]
-    struct Linger {
-        onoff: i32,
-        linger: i32,
-    }
-    unsafe extern "C" {
-        fn setsockopt(
-            fd: i32,
-            level: i32,
-            name: i32,
-            value: *const core::ffi::c_void,
-            len: u32,
-        ) -> i32;
-    }
-    const SOL_SOCKET: i32 = 1;
-    const SO_LINGER: i32 = 13;
-    let value = Linger {
-        onoff: 1,
-        linger: 0,
-    };
-    // SAFETY: a valid socket descriptor and a live `struct linger` of the size given; Linux
-    // reads exactly that.
-    let rc = unsafe {
-        setsockopt(
-            stream.as_raw_fd(),
-            SOL_SOCKET,
-            SO_LINGER,
-            (&raw const value).cast(),
-            8,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    wsk_benches::load::set_linger_zero(stream).expect("SO_LINGER");
 }
 
 /// Polls `future` once with a no-op waker.
