@@ -17,7 +17,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use wsk_benches::load;
-use wsk_host::{Config, Kernel, RegValue, Registry};
+use wsk_host::{Config, Kernel};
+
+mod common;
 
 const MESSAGE: usize = 64;
 
@@ -42,28 +44,7 @@ fn main() -> ExitCode {
 fn run(which: &str, round_trips: u64, warmup: u64) -> Result<(), String> {
     let kernel = Kernel::boot(Config::default());
     let port = load::free_loopback_port()?;
-    let (driver, ready) = if which == "ours" {
-        let registry = Registry::new()
-            .with("Parameters", "Port", RegValue::Dword(port.into()))
-            .with(
-                "Parameters",
-                "BindAddress",
-                RegValue::Sz("127.0.0.1".into()),
-            )
-            .with("Parameters", "Runner", RegValue::Sz("dpc".into()));
-        let driver = kernel
-            .load_driver(wskecho::DriverEntry, "WskEcho", registry)
-            .map_err(|s| format!("wskecho DriverEntry failed: {s:#x}"))?;
-        (driver, "wskecho: listening on")
-    } else {
-        let registry = Registry::new()
-            .with("Parameters", "Port", RegValue::Dword(port.into()))
-            .with("Parameters", "LoopbackOnly", RegValue::Dword(1));
-        let driver = kernel
-            .load_driver(wskfloor::DriverEntry, "WskFloor", registry)
-            .map_err(|s| format!("wskfloor DriverEntry failed: {s:#x}"))?;
-        (driver, "wskfloor: listening on")
-    };
+    let (driver, ready) = common::load_server(&kernel, which, port)?;
     kernel.wait_for_log(ready, &["not started"], Duration::from_mins(1))?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;

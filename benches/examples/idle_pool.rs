@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use wsk_benches::{idle, load};
 use wsk_host::testing::{KernelUsage, kernel_usage};
-use wsk_host::{Config, Kernel, RegValue, Registry};
+use wsk_host::{Config, Kernel};
+
+mod common;
 
 /// Bound on start-up and on a reading settling.
 const BOUND: Duration = Duration::from_mins(1);
@@ -59,28 +61,7 @@ fn print_usage(which: &str, connections: usize, usage: KernelUsage) {
 fn run(which: &str, connections: usize) -> Result<(), String> {
     let kernel = Kernel::boot(Config::default());
     let port = load::free_loopback_port()?;
-    let (driver, ready) = if which == "ours" {
-        let registry = Registry::new()
-            .with("Parameters", "Port", RegValue::Dword(port.into()))
-            .with(
-                "Parameters",
-                "BindAddress",
-                RegValue::Sz("127.0.0.1".into()),
-            )
-            .with("Parameters", "Runner", RegValue::Sz("dpc".into()));
-        let driver = kernel
-            .load_driver(wskecho::DriverEntry, "WskEcho", registry)
-            .map_err(|s| format!("wskecho DriverEntry failed: {s:#x}"))?;
-        (driver, "wskecho: listening on")
-    } else {
-        let registry = Registry::new()
-            .with("Parameters", "Port", RegValue::Dword(port.into()))
-            .with("Parameters", "LoopbackOnly", RegValue::Dword(1));
-        let driver = kernel
-            .load_driver(wskfloor::DriverEntry, "WskFloor", registry)
-            .map_err(|s| format!("wskfloor DriverEntry failed: {s:#x}"))?;
-        (driver, "wskfloor: listening on")
-    };
+    let (driver, ready) = common::load_server(&kernel, which, port)?;
     kernel.wait_for_log(ready, &["not started", "cannot listen"], BOUND)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     // One connection served and closed first, so what the first connection allocates once
