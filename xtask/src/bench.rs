@@ -90,9 +90,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
-}
+use crate::driver::target_dir;
 
 pub(crate) fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
     println!("\n=== cargo {}", args.join(" "));

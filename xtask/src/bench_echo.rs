@@ -13,8 +13,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::bench::{build_example, target_dir};
+use crate::bench::build_example;
 use crate::callgrind::{self, Part};
+use crate::driver::target_dir;
 
 /// Measured round trips of the two runs.
 const ROUND_TRIPS: [u64; 2] = [200, 1200];

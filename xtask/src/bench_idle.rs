@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use wsk_benches::idle;
 
-use crate::bench::{cargo, target_dir};
+use crate::bench::cargo;
+use crate::driver::target_dir;
 
 /// Idle connections by default: the figure.
 const DEFAULT_CONNECTIONS: usize = 1000;
