@@ -64,6 +64,7 @@ mod addr;
 mod buf;
 mod client;
 mod error;
+pub mod io;
 mod raw;
 mod resolve;
 mod socket;
@@ -74,9 +75,12 @@ mod udp;
 pub use buf::IoBuf;
 pub use client::{DeregisterError, Driver, WskClient};
 pub use error::{Error, ErrorKind, Result};
+pub use io::RecvAppend;
 pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;
-pub use tcp::{Accept, Disconnect, Incoming, Recv, TcpListener, TcpStream};
+pub use tcp::{
+    Accept, Disconnect, Incoming, Recv, TcpListener, TcpReadHalf, TcpStream, TcpWriteHalf,
+};
 pub use time::Cancellable;
 #[cfg(not(loom))]
 pub use time::{WithTimeout, timeout};
