@@ -11,6 +11,7 @@
     reason = "test code: panics are the failure reports"
 )]
 
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -227,6 +228,38 @@ fn a_line_longer_than_the_buffer_is_invalid_input() {
             assert_eq!(reader.next_line().await.unwrap(), Some(&b"ok"[..]));
             drop(peer);
             assert_eq!(reader.next_line().await.unwrap(), None);
+            stream.close().await;
+            listener.close().await;
+        });
+    });
+}
+
+#[test]
+fn a_reader_whose_receive_was_dropped_fails_with_invalid_state() {
+    each_plan(|client, _| {
+        block_on(async {
+            let (listener, peer, stream) = connected_pair(client).await;
+            let mut reader = BufReader::new(&stream, 64).unwrap();
+            {
+                // A receive in flight (nothing sent yet), dropped: its buffer goes with it.
+                let mut line = std::pin::pin!(reader.next_line());
+                let polled = line
+                    .as_mut()
+                    .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+                assert!(polled.is_pending());
+            }
+            (&peer).write_all(b"late\n").unwrap();
+            let e = reader.next_line().await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidState);
+            assert!(reader.buffer().is_empty());
+            assert!(
+                reader.into_parts().1.is_none(),
+                "the buffer is gone, not leaked"
+            );
+            // The stream itself still works.
+            let (n, buf) = stream.recv_exact(IoBuf::with_capacity(5).unwrap(), 5).await;
+            assert_eq!(n.expect("recv_exact"), 5);
+            assert_eq!(&buf[..], b"late\n");
             stream.close().await;
             listener.close().await;
         });
