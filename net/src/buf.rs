@@ -347,3 +347,48 @@ impl Drop for IoBuf {
         unsafe { sys::ExFreePoolWithTag(self.data.as_ptr().cast(), BUF_TAG) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+
+    /// The storage is not zeroed at allocation, yet nothing safe code sees was never written:
+    /// `set_len` and `storage_mut` zero what they expose, and bytes a receive wrote
+    /// (`assume_written`) stay as they are. Under Miri, reading an unwritten byte would be
+    /// reported as undefined behaviour.
+    #[test]
+    fn only_written_or_zeroed_bytes_are_ever_exposed() {
+        let kernel = wsk_host::Kernel::boot(wsk_host::Config::default());
+        kernel.on_kernel_thread(|| {
+            let mut buf = IoBuf::with_capacity(64).unwrap();
+            buf.extend_from_slice(b"abc").unwrap();
+            buf.set_len(6).unwrap();
+            assert_eq!(&buf[..], b"abc\0\0\0");
+            buf.discard_front(1);
+            assert_eq!(&buf[..], b"bc\0\0\0");
+            assert_eq!(buf.spare_capacity(), 59);
+
+            // A "receive" writes [8, 12) through the raw storage, as the kernel does through
+            // the MDL, after [0, 8) was initialised by set_len.
+            let mut buf = IoBuf::with_capacity(16).unwrap();
+            buf.set_len(8).unwrap();
+            // SAFETY: [8, 12) lies within the 16-byte storage we own.
+            let at = unsafe { buf.data.as_ptr().add(8) };
+            // SAFETY: as above: four writable bytes, not aliased.
+            unsafe { core::ptr::copy_nonoverlapping(b"data".as_ptr(), at, 4) };
+            // SAFETY: [0, 8) was initialised by set_len, [8, 12) written just above.
+            unsafe { buf.assume_written(12) };
+            buf.set_len(14).unwrap();
+            assert_eq!(
+                &buf[8..],
+                b"data\0\0",
+                "received bytes kept, the rest zeroed"
+            );
+            assert!(buf.storage_mut()[14..].iter().all(|&b| b == 0));
+            assert_eq!(buf.set_len(17).unwrap_err().kind(), ErrorKind::InvalidInput);
+        });
+        assert!(kernel.check_leaks().is_clean());
+    }
+}

@@ -550,6 +550,8 @@ mod tests {
         assert!(flags.is_closing() && !flags.is_closed());
         flags.mark_closed();
         assert!(flags.is_closed());
+        assert!(!flags.drop_half(), "the first half dropped does not close");
+        assert!(flags.drop_half(), "the second does");
 
         let refs = RefCount::one();
         refs.add();
