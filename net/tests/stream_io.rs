@@ -411,3 +411,30 @@ fn halves_of_a_split_stream_work_in_two_tasks() {
         runner.shutdown();
     });
 }
+
+#[test]
+fn a_write_half_ends_its_direction_while_the_read_half_receives() {
+    each_plan(|client, _| {
+        block_on(async {
+            let (listener, peer, stream) = connected_pair(client).await;
+            let (reader, writer) = stream.into_split();
+            let (sent, _) = writer.send(IoBuf::from_slice(b"request").unwrap()).await;
+            sent.expect("send");
+            writer
+                .disconnect(wsk_net::Disconnect::Graceful)
+                .await
+                .expect("graceful disconnect from the write half");
+            // The peer sees the request, then EOF; it answers after it.
+            let mut request = Vec::new();
+            (&peer).read_to_end(&mut request).unwrap();
+            assert_eq!(request, b"request");
+            (&peer).write_all(b"reply").unwrap();
+            peer.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut reply = BufReader::new(reader, 64).unwrap();
+            assert_eq!(reply.next_line().await.unwrap(), Some(&b"reply"[..]));
+            assert_eq!(reply.next_line().await.unwrap(), None);
+            drop((reply, writer));
+            listener.close().await;
+        });
+    });
+}

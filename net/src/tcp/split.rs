@@ -6,7 +6,7 @@
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 
-use super::stream::{Recv, TcpStream};
+use super::stream::{Disconnect, Recv, TcpStream};
 use crate::buf::IoBuf;
 use crate::error::Result;
 use crate::io::RecvAppend;
@@ -173,6 +173,26 @@ impl TcpWriteHalf {
     /// Poll at <= `DISPATCH_LEVEL`.
     pub async fn send_nodelay(&self, buf: IoBuf) -> (Result<usize>, IoBuf) {
         self.stream.send_nodelay(buf).await
+    }
+
+    /// [`TcpStream::disconnect`] on the connection: with [`Disconnect::Graceful`], FIN after
+    /// the pending sends, while the read half goes on receiving until the peer closes.
+    ///
+    /// ```no_run
+    /// # async fn demo(writer: wsk_net::TcpWriteHalf) -> wsk_net::Result<()> {
+    /// let (sent, _) = writer.send(wsk_net::IoBuf::from_slice(b"QUIT\r\n")?).await;
+    /// sent?;
+    /// writer.disconnect(wsk_net::Disconnect::Graceful).await?; // the peer sees EOF
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`TcpStream::disconnect`].
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn disconnect(&self, how: Disconnect) -> Result<()> {
+        self.stream.disconnect(how).await
     }
 
     /// The stream both halves share (crate-internal: the buffered writer's sink).
