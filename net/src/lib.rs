@@ -42,6 +42,26 @@
 //! `recv(buf) -> (Result<usize>, IoBuf)`. While WSK holds the buffer, nobody else can touch it.
 //! Dropping the future cancels the IRP; the buffer is freed after the completion routine runs.
 //!
+//! # Streams, lines and protocol crates
+//! [`TcpStream::recv_append`] receives after what a buffer already holds; [`io::BufReader`]
+//! reads lines (`next_line`, `read_until`) bounded by its buffer; [`io::BufReader`] and
+//! [`io::BufWriter`] implement the `embedded-io-async` traits for `no_std` protocol crates;
+//! [`TcpStream::into_split`] gives a read and a write half for two tasks.
+//!
+//! ```no_run
+//! # async fn demo(stream: wsk_net::TcpStream) -> wsk_net::Result<()> {
+//! use wsk_net::io::{BufReader, BufWriter, embedded_io_async::Write};
+//! let (read_half, write_half) = stream.into_split();
+//! let mut lines = BufReader::new(read_half, 1024)?;
+//! let mut out = BufWriter::new(write_half, 1024)?;
+//! while let Some(line) = lines.next_line().await? {
+//!     out.write_all(line).await?;
+//!     out.write_all(b"\n").await?;
+//!     out.flush().await?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! # One operation per slot
 //! Each socket has one receive, one send and one control operation in flight at most
 //! (control: bind, connect, accept, disconnect, options, addresses). A second concurrent
@@ -64,6 +84,7 @@ mod addr;
 mod buf;
 mod client;
 mod error;
+pub mod io;
 mod raw;
 mod resolve;
 mod socket;
@@ -74,9 +95,12 @@ mod udp;
 pub use buf::IoBuf;
 pub use client::{DeregisterError, Driver, WskClient};
 pub use error::{Error, ErrorKind, Result};
+pub use io::RecvAppend;
 pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;
-pub use tcp::{Accept, Disconnect, Incoming, Recv, TcpListener, TcpStream};
+pub use tcp::{
+    Accept, Disconnect, Incoming, Recv, TcpListener, TcpReadHalf, TcpStream, TcpWriteHalf,
+};
 pub use time::Cancellable;
 #[cfg(not(loom))]
 pub use time::{WithTimeout, timeout};

@@ -161,8 +161,10 @@ pub unsafe fn MmGetMdlVirtualAddress(mdl: *const MDL) -> PVOID {
     let start = unsafe { (*mdl).StartVa };
     // SAFETY: as above.
     let offset = unsafe { (*mdl).ByteOffset };
-    // SAFETY: StartVa + ByteOffset is the buffer's start, inside the page StartVa names.
-    unsafe { start.cast::<u8>().add(offset as usize).cast() }
+    // StartVa + ByteOffset is the buffer's start, inside the page StartVa names. StartVa
+    // itself is the page's start, usually before the allocation: `add` from there would be
+    // out-of-bounds pointer arithmetic (Miri reports it), so the offset wraps instead.
+    start.cast::<u8>().wrapping_add(offset as usize).cast()
 }
 
 /// `MmGetMdlByteCount`. Any IRQL.
