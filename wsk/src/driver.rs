@@ -278,8 +278,9 @@ impl FailureStatus for settings::Error {
     }
 }
 
-/// The longest failure message kept (longer ones are cut, ending in `...`).
-pub const FAILURE_MESSAGE_LEN: usize = 160;
+/// The longest failure message kept, in bytes (longer ones are cut, ending in `...`): small
+/// enough that `Result<(), Failure>` stays a cheap return value (under 128 bytes).
+pub const FAILURE_MESSAGE_LEN: usize = 118;
 
 /// A start function's failure: the status `DriverEntry` returns and the message the entry
 /// macro logs (`<name>: not started: <message>`). Every [`FailureStatus`] converts into it,
@@ -290,6 +291,9 @@ pub const FAILURE_MESSAGE_LEN: usize = 160;
 /// let failure = Failure::new(wsk::sys::STATUS_INVALID_PARAMETER, format_args!("Port {} is taken", 80));
 /// assert_eq!(failure.status(), wsk::sys::STATUS_INVALID_PARAMETER);
 /// assert_eq!(failure.to_string(), "Port 80 is taken");
+/// let long = Failure::new(-1, format_args!("{:200}", "x"));
+/// assert_eq!(long.to_string().len(), wsk::driver::FAILURE_MESSAGE_LEN);
+/// assert!(long.to_string().ends_with("..."));
 /// ```
 ///
 /// # IRQL
@@ -297,8 +301,11 @@ pub const FAILURE_MESSAGE_LEN: usize = 160;
 #[derive(Clone)]
 pub struct Failure {
     status: NTSTATUS,
-    message: heapless::String<FAILURE_MESSAGE_LEN>,
+    len: u8,
+    message: [u8; FAILURE_MESSAGE_LEN],
 }
+
+const _: () = assert!(FAILURE_MESSAGE_LEN <= u8::MAX as usize);
 
 impl Failure {
     /// A failure with this status and message (cut to [`FAILURE_MESSAGE_LEN`] bytes).
@@ -307,16 +314,28 @@ impl Failure {
     /// Any.
     #[must_use]
     pub fn new(status: NTSTATUS, message: fmt::Arguments<'_>) -> Self {
-        let mut writer = Truncating(heapless::String::new(), false);
+        let mut writer = Truncating {
+            bytes: [0; FAILURE_MESSAGE_LEN],
+            len: 0,
+            cut: false,
+        };
         let _ = writer.write_fmt(message);
-        let Truncating(mut message, cut) = writer;
-        if cut {
-            while message.len() > FAILURE_MESSAGE_LEN - 3 {
-                message.pop();
+        if writer.cut {
+            // Room for "...": drop whole characters from the end.
+            while writer.len > FAILURE_MESSAGE_LEN - 3 {
+                writer.len -= 1;
+                while writer.len > 0 && (writer.bytes[writer.len] & 0xC0) == 0x80 {
+                    writer.len -= 1;
+                }
             }
-            let _ = message.push_str("...");
+            writer.bytes[writer.len..writer.len + 3].copy_from_slice(b"...");
+            writer.len += 3;
         }
-        Self { status, message }
+        Self {
+            status,
+            len: u8::try_from(writer.len).unwrap_or(u8::MAX),
+            message: writer.bytes,
+        }
     }
 
     /// The status `DriverEntry` returns (never `STATUS_SUCCESS`: that becomes
@@ -332,6 +351,17 @@ impl Failure {
             self.status
         }
     }
+
+    /// The message.
+    ///
+    /// # IRQL
+    /// Any.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        let bytes = &self.message[..usize::from(self.len)];
+        // Only whole characters are ever written; the fallback is for the impossible case.
+        core::str::from_utf8(bytes).unwrap_or("(a failure message that is not UTF-8)")
+    }
 }
 
 impl<E: FailureStatus> From<E> for Failure {
@@ -342,27 +372,34 @@ impl<E: FailureStatus> From<E> for Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(self.message())
     }
 }
 
 impl fmt::Debug for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Failure({:#010x}: {})", self.status, self.message)
+        write!(f, "Failure({:#010x}: {})", self.status, self.message())
     }
 }
 
-/// A `fmt::Write` into a fixed string that keeps what fits (whole characters) and notes the
+/// A `fmt::Write` into a fixed buffer that keeps what fits (whole characters) and notes the
 /// cut.
-struct Truncating(heapless::String<FAILURE_MESSAGE_LEN>, bool);
+struct Truncating {
+    bytes: [u8; FAILURE_MESSAGE_LEN],
+    len: usize,
+    cut: bool,
+}
 
 impl fmt::Write for Truncating {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         for c in text.chars() {
-            if self.0.push(c).is_err() {
-                self.1 = true;
-                break;
-            }
+            let end = self.len + c.len_utf8();
+            let Some(room) = self.bytes.get_mut(self.len..end) else {
+                self.cut = true;
+                return Ok(());
+            };
+            c.encode_utf8(room);
+            self.len = end;
         }
         Ok(())
     }

@@ -162,8 +162,8 @@ mod tests {
             slot.fill(|| Ok::<_, ()>(String::from("two"))),
             Err(FillError::Occupied)
         );
-        // SAFETY: not closed, so nothing is taken (and no reference is alive anyway).
         assert_eq!(
+            // SAFETY: not closed, so nothing is taken (and no reference is alive anyway).
             unsafe { slot.take() },
             None,
             "only a closed slot gives its value up"
