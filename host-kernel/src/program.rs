@@ -44,22 +44,6 @@ impl StopSignals {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::StopSignals;
-
-    #[test]
-    fn a_blocked_stop_signal_is_received_by_wait_not_the_default_handler() {
-        // The test harness runs this on its own thread: blocking here leaves the others alone.
-        let signals = StopSignals::block();
-        // SAFETY: raise sends SIGTERM to this thread, where it is blocked, so it stays pending
-        // until `wait` takes it (unblocked, the default action would end the test process).
-        let rc = unsafe { libc::raise(libc::SIGTERM) };
-        assert_eq!(rc, 0, "raise(SIGTERM): {}", std::io::Error::last_os_error());
-        assert_eq!(signals.wait(), libc::SIGTERM);
-    }
-}
-
 /// Raises this process's soft `RLIMIT_NOFILE` to `needed` descriptors, up to the hard limit
 /// (which needs no privilege). A host program whose driver serves one host socket per
 /// connection calls it with what its connection limit needs.
@@ -103,4 +87,20 @@ pub fn raise_descriptor_limit(needed: u64) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopSignals;
+
+    #[test]
+    fn a_blocked_stop_signal_is_received_by_wait_not_the_default_handler() {
+        // The test harness runs this on its own thread: blocking here leaves the others alone.
+        let signals = StopSignals::block();
+        // SAFETY: raise sends SIGTERM to this thread, where it is blocked, so it stays pending
+        // until `wait` takes it (unblocked, the default action would end the test process).
+        let rc = unsafe { libc::raise(libc::SIGTERM) };
+        assert_eq!(rc, 0, "raise(SIGTERM): {}", std::io::Error::last_os_error());
+        assert_eq!(signals.wait(), libc::SIGTERM);
+    }
 }
