@@ -329,6 +329,24 @@ impl Parameters {
         }
     }
 
+    /// A `REG_DWORD` value converted to `T` (a `u16` port, say); `what` says what it should
+    /// be, for the error ("a port").
+    ///
+    /// # Errors
+    /// As [`dword`](Self::dword), and [`ErrorKind::Invalid`] when `T` cannot hold it.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    pub fn dword_as<T: TryFrom<u32>>(
+        &self,
+        name: &'static str,
+        what: &'static str,
+    ) -> Result<Option<T>, Error> {
+        self.dword(name)?
+            .map(|value| T::try_from(value).map_err(|_| Error::new(name, ErrorKind::Invalid(what))))
+            .transpose()
+    }
+
     /// A `REG_SZ` value as UTF-8 in `out` (up to its first NUL).
     ///
     /// # Errors
