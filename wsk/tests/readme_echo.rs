@@ -73,8 +73,7 @@ fn the_readme_driver_echoes_and_unloads_clean() {
     let registry = Registry::new().with("Parameters", "Port", RegValue::Dword(port.into()));
     let driver = kernel
         .load_driver(DriverEntry, "Echo", registry)
-        .ok()
-        .expect("the README driver loads");
+        .unwrap_or_else(|status| panic!("the README driver does not load: {status:#010x}"));
     let mut peer = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     peer.set_read_timeout(Some(std::time::Duration::from_mins(1)))
         .unwrap();
