@@ -117,8 +117,8 @@ impl fmt::Display for StartError {
 static RUNNER: Runner = Runner::new(Budget::DEFAULT);
 static LISTENER_TASK: TaskPool<4096, 1> = TaskPool::new();
 static CONNECTION_TASKS: TaskPool<2048, MAX_CONNECTIONS> = TaskPool::new();
-/// The WSK client, registered by [`start`], for the tasks of [`RUNNER`]; [`stop`] shuts the
-/// runner down before deregistering it.
+/// The WSK client, registered by [`start`], for the tasks of the service's runner; [`stop`]
+/// shuts the runner down before deregistering it.
 pub static SERVICE: Service = Service::new("wskecho", &[&RUNNER]);
 static LIVE_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 /// Connections closed for staying silent past the idle timeout, since the driver loaded.
