@@ -14,17 +14,29 @@
 //! example `wsk/examples/echo_driver.rs`.
 #![no_std]
 
+// Under `--cfg loom` the executor exposes only its core: the crate is then the client slot's
+// loom models and nothing else.
+#[cfg(not(loom))]
 pub mod driver;
+#[cfg(not(loom))]
 pub mod settings;
+#[cfg_attr(
+    loom,
+    allow(dead_code, reason = "only the loom models use it under loom")
+)]
 mod slot;
 
 pub use wsk_executor as executor;
 pub use wsk_net as net;
 pub use wsk_sys as sys;
 
+#[cfg(not(loom))]
 pub use driver::{Entry, Failure, FailureStatus, Service};
+#[cfg(not(loom))]
 pub use settings::Parameters;
+#[cfg(not(loom))]
 pub use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, sleep};
+#[cfg(not(loom))]
 pub use wsk_net::{
     Driver, Error, ErrorKind, IoBuf, Result, TcpListener, TcpStream, UdpSocket, WskClient,
 };

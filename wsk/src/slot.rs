@@ -7,7 +7,32 @@
 
 use core::mem::MaybeUninit;
 
-use wsk_executor::raw::sync::{AtomicU32, Ordering, UnsafeCell};
+#[cfg(loom)]
+use loom::cell::UnsafeCell;
+use wsk_executor::raw::sync::{AtomicU32, Ordering};
+
+/// core's `UnsafeCell` with loom's closure API (`with` to read, `with_mut` to write), so that
+/// under loom the models check every access to the value for races.
+#[cfg(not(loom))]
+struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    const fn new(value: T) -> Self {
+        Self(core::cell::UnsafeCell::new(value))
+    }
+
+    /// Runs `f` with a pointer to read the contents through.
+    fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Runs `f` with a pointer to write the contents through; the caller rules out
+    /// concurrent access.
+    fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
 
 /// Nothing stored; [`Slot::fill`] may begin.
 const EMPTY: u32 = 0;
@@ -121,7 +146,7 @@ impl<T> Slot<T> {
     /// The slot is FULL (or BUSY in the filler's own hands, after the write), and stays so
     /// while the reference lives.
     unsafe fn stored(&self) -> &T {
-        self.value.with_mut(|storage| {
+        self.value.with(|storage| {
             // SAFETY: initialised per the caller; the reference is shared, and writers are
             // excluded until `take`, whose caller guarantees this reference is gone.
             unsafe { &*storage.cast::<T>() }
