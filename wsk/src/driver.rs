@@ -167,6 +167,16 @@ impl Service {
     }
 }
 
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.name)
+            .field("runners", &self.runners.len())
+            .field("started", &self.client.get().is_some())
+            .finish()
+    }
+}
+
 /// Why [`Service::start`] failed.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
@@ -412,6 +422,15 @@ impl fmt::Write for Truncating {
 pub struct Entry<'a> {
     driver: Driver,
     registry_path: &'a UNICODE_STRING,
+}
+
+impl fmt::Debug for Entry<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("driver", &self.driver)
+            .field("registry_path_units", &self.registry_path().len())
+            .finish()
+    }
 }
 
 impl<'a> Entry<'a> {
