@@ -98,33 +98,50 @@ fn settings_failures_and_start_stop_start_on_one_kernel() {
 
 /// A value out of range, and one of the wrong type: refused by name, nothing registered.
 fn refused_settings_register_nothing(kernel: &Kernel) {
-    let status = kernel
-        .load_driver(
-            DriverEntry,
-            "Lifecycle1",
-            params(&[("Port", RegValue::Dword(70_000))]),
-        )
-        .err()
-        .expect("the load fails");
-    assert_eq!(status, STATUS_INVALID_PARAMETER);
-    let status = kernel
-        .load_driver(
-            DriverEntry,
-            "Lifecycle2",
-            params(&[("Greeting", RegValue::Dword(1))]),
-        )
-        .err()
-        .expect("the load fails");
-    assert_eq!(status, STATUS_INVALID_PARAMETER);
+    let refused = [
+        (
+            "Port",
+            RegValue::Dword(70_000),
+            "Port 70000 is outside 0 to 65535",
+        ),
+        (
+            "Greeting",
+            RegValue::Dword(1),
+            "Greeting is a REG_DWORD value, not REG_SZ",
+        ),
+        (
+            "Greeting",
+            RegValue::Sz("x".repeat(40)),
+            "Greeting is longer than the 32 bytes there is room for",
+        ),
+        (
+            "Greeting",
+            RegValue::Sz("x".repeat(1500)),
+            "Greeting is 3002 bytes, longer than the 2048 there is room for",
+        ),
+        (
+            "Peers",
+            RegValue::Sz("a".into()),
+            "Peers is a REG_SZ value, not REG_MULTI_SZ",
+        ),
+    ];
+    for (i, (name, value, why)) in refused.into_iter().enumerate() {
+        let status = kernel
+            .load_driver(
+                DriverEntry,
+                &format!("Refused{i}"),
+                params(&[(name, value)]),
+            )
+            .err()
+            .expect("the load fails");
+        assert_eq!(status, STATUS_INVALID_PARAMETER, "{why}");
+        let log = kernel.debug_log();
+        assert!(
+            log.contains(&format!("lifecycle: not started: {why}\n")),
+            "{log}"
+        );
+    }
     let log = kernel.debug_log();
-    assert!(
-        log.contains("lifecycle: not started: Port 70000 is outside 0 to 65535"),
-        "{log}"
-    );
-    assert!(
-        log.contains("lifecycle: not started: Greeting is a REG_DWORD value, not REG_SZ"),
-        "{log}"
-    );
     assert!(
         !log.contains("deregistered"),
         "nothing was registered:\n{log}"
