@@ -4,14 +4,12 @@
 #![cfg(not(target_os = "windows"))]
 
 // README: begin
-use core::net::SocketAddr;
 use wsk::driver::{Entry, Failure};
 use wsk::{Budget, IoBuf, Runner, RunnerKind, Service, TaskPool, TcpListener, TcpStream};
 
 static RUNNER: Runner = Runner::new(Budget::DEFAULT);
 static SERVICE: Service = Service::new("echo", &[&RUNNER]);
-static LISTENER: TaskPool<4096, 1> = TaskPool::new();
-static CONNECTIONS: TaskPool<2048, 64> = TaskPool::new();
+static TASKS: TaskPool<4096, 64> = TaskPool::new();
 
 wsk::driver_entry!(service: SERVICE, start: start, stop: stop);
 
@@ -21,11 +19,11 @@ fn start(entry: &Entry<'_>) -> Result<(), Failure> {
         .dword_as("Port", "a port")?
         .unwrap_or(7007);
     let client = SERVICE.start(entry.driver())?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let listener = wsk::executor::block_on(TcpListener::bind(client, addr))?;
+    let bind = TcpListener::bind(client, ([127, 0, 0, 1], port).into());
+    let listener = wsk::executor::block_on(bind)?;
     RUNNER.start(RunnerKind::Dpc)?;
-    let _detached = RUNNER.spawn(&LISTENER, accept_loop(listener))?;
-    wsk::kprint!("echo: listening on {addr}\n");
+    let _detached = RUNNER.spawn(&TASKS, accept_loop(listener))?;
+    wsk::kprint!("echo: listening on port {port}\n");
     Ok(())
 }
 
@@ -36,7 +34,7 @@ fn stop() {
 async fn accept_loop(listener: TcpListener) {
     while let Ok((stream, _peer)) = listener.accept().await {
         // Without a free task slot the stream is dropped: the peer sees a reset.
-        let _detached = RUNNER.spawn(&CONNECTIONS, echo(stream));
+        let _detached = RUNNER.spawn(&TASKS, echo(stream));
     }
 }
 
@@ -44,16 +42,13 @@ async fn echo(stream: TcpStream) {
     let Ok(mut buf) = IoBuf::with_capacity(4096) else {
         return;
     };
-    loop {
-        let (received, full) = stream.recv(buf).await;
-        let (sent, empty) = match received {
-            Ok(n) if n > 0 => stream.send(full).await,
-            _ => break,
-        };
-        buf = empty;
+    // Until the peer's FIN (a 0-byte receive) or an error.
+    while let (Ok(1..), full) = stream.recv(buf).await {
+        let (sent, empty) = stream.send(full).await;
         if sent.is_err() {
             break;
         }
+        buf = empty;
     }
     stream.close().await;
 }
@@ -111,5 +106,5 @@ fn the_readme_shows_this_driver() {
         "README.md's driver differs from wsk/tests/readme_echo.rs"
     );
     let lines = code.lines().count();
-    assert!(lines <= 55, "the README driver grew to {lines} lines");
+    assert!(lines <= 50, "the README driver grew to {lines} lines");
 }
