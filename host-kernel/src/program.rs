@@ -44,6 +44,51 @@ impl StopSignals {
     }
 }
 
+/// Raises this process's soft `RLIMIT_NOFILE` to `needed` descriptors, up to the hard limit
+/// (which needs no privilege). A host program whose driver serves one host socket per
+/// connection calls it with what its connection limit needs.
+///
+/// # Errors
+/// Why the limit stays below `needed`: it cannot be read or set, or the hard limit is lower
+/// (`the descriptor limit is <raised> (hard limit <hard>), below the <needed> needed`; the
+/// soft limit is then raised as far as it goes).
+pub fn raise_descriptor_limit(needed: u64) -> Result<(), String> {
+    let needed = libc::rlim_t::from(needed);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a live rlimit for the call to fill in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
+        return Err(format!(
+            "cannot read the descriptor limit: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let (soft, hard) = (limit.rlim_cur, limit.rlim_max);
+    if soft >= needed {
+        return Ok(());
+    }
+    let raised = needed.min(hard);
+    if raised > soft {
+        limit.rlim_cur = raised;
+        // SAFETY: `limit` is a live rlimit; raising the soft limit up to the hard one needs no
+        // privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) } != 0 {
+            return Err(format!(
+                "cannot raise the descriptor limit from {soft} to {raised}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    if raised < needed {
+        return Err(format!(
+            "the descriptor limit is {raised} (hard limit {hard}), below the {needed} needed"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::StopSignals;
