@@ -1,0 +1,216 @@
+//! [`SpinMutex`]: a `KSPIN_LOCK` guarding a value, taken with `KeAcquireSpinLockRaiseToDpc`.
+
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+
+#[cfg(not(loom))]
+use wsk_sys::{KIRQL, KSPIN_LOCK, KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock};
+
+#[cfg(loom)]
+use crate::raw::sync::Ordering;
+use crate::raw::sync::loom_const_fn;
+
+/// A spin lock guarding a `T`, for short critical sections shared with DPCs, completion
+/// routines and tasks on other processors.
+///
+/// [`lock`](Self::lock) raises the IRQL to `DISPATCH_LEVEL` and acquires the lock
+/// (`KeAcquireSpinLockRaiseToDpc`); dropping the guard releases it and restores the caller's
+/// IRQL (`KeReleaseSpinLock`). The WDK rules this follows ("KeAcquireSpinLockRaiseToDpc
+/// function (wdm.h)", "Introduction to Spin Locks"): call at IRQL <= `DISPATCH_LEVEL`; while
+/// the lock is held the code runs at `DISPATCH_LEVEL`, so it must not wait, touch pageable
+/// memory or take long, and must never take the same lock again (that deadlocks the
+/// processor; the host kernel's verifier reports it).
+///
+/// The guard is `!Send`: a task cannot hold it across an `.await` (tasks must be `Send`), which
+/// would leave the processor at `DISPATCH_LEVEL` with the lock held while other tasks run.
+/// For state held across `.await`, use [`Mutex`](super::Mutex).
+///
+/// # IRQL
+/// [`lock`](Self::lock): <= `DISPATCH_LEVEL`; the guard holds `DISPATCH_LEVEL` until dropped.
+/// [`new`](Self::new), [`get_mut`](Self::get_mut), [`into_inner`](Self::into_inner): any.
+///
+/// # Example
+/// ```no_run
+/// use wsk_executor::sync::SpinMutex;
+///
+/// static COUNTERS: SpinMutex<[u64; 4]> = SpinMutex::new([0; 4]);
+///
+/// fn count(kind: usize) {
+///     let mut counters = COUNTERS.lock(); // DISPATCH_LEVEL from here ...
+///     if let Some(counter) = counters.get_mut(kind) {
+///         *counter += 1;
+///     }
+/// } // ... to here: the guard restores the caller's IRQL
+/// ```
+pub struct SpinMutex<T: ?Sized> {
+    lock: RawSpinLock,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the data is only reached through a guard, which holds the lock, or through `&mut
+// self`; moving a `T: Send` between processors is all sharing the mutex does.
+unsafe impl<T: ?Sized + Send> Sync for SpinMutex<T> {}
+// SAFETY: as above.
+unsafe impl<T: ?Sized + Send> Send for SpinMutex<T> {}
+
+impl<T> SpinMutex<T> {
+    loom_const_fn! {
+        /// An unlocked mutex holding `value`.
+        ///
+        /// # IRQL
+        /// Any (a constant initialiser).
+        #[must_use]
+        pub fn new(value: T) -> Self {
+            Self { lock: RawSpinLock::new(), data: UnsafeCell::new(value) }
+        }
+    }
+
+    /// The value, taken out of the mutex.
+    ///
+    /// # IRQL
+    /// Any.
+    pub fn into_inner(self) -> T {
+        self.data.into_inner()
+    }
+}
+
+impl<T: ?Sized> SpinMutex<T> {
+    /// Acquires the lock, spinning at `DISPATCH_LEVEL` while another processor holds it.
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL` (above it, `KeAcquireSpinLockRaiseToDpc` would lower the IRQL: a
+    /// bug check). The guard keeps the processor at `DISPATCH_LEVEL` until it drops.
+    pub fn lock(&self) -> SpinMutexGuard<'_, T> {
+        let previous = self.lock.acquire();
+        SpinMutexGuard {
+            mutex: self,
+            previous,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The value, through `&mut self`: no other reference exists, so no lock is taken.
+    ///
+    /// # IRQL
+    /// Any.
+    pub fn get_mut(&mut self) -> &mut T {
+        self.data.get_mut()
+    }
+}
+
+impl<T: Default> Default for SpinMutex<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
+
+impl<T: ?Sized> core::fmt::Debug for SpinMutex<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Never locks: a Debug print must not spin, nor raise the IRQL.
+        f.debug_struct("SpinMutex").finish_non_exhaustive()
+    }
+}
+
+/// Holds a [`SpinMutex`]: derefs to its value; dropping it releases the lock and restores the
+/// IRQL the caller had before [`SpinMutex::lock`].
+///
+/// `!Send`: release it on the processor (and in the code path) that acquired it, before any
+/// `.await`.
+///
+/// # IRQL
+/// `DISPATCH_LEVEL` while it lives.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct SpinMutexGuard<'a, T: ?Sized> {
+    mutex: &'a SpinMutex<T>,
+    previous: Irql,
+    /// `!Send` and `!Sync`: the guard stands for a held spin lock and a raised IRQL of this
+    /// processor.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<T: ?Sized> Deref for SpinMutexGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock, so no `&mut` to the data exists elsewhere.
+        unsafe { &*self.mutex.data.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for SpinMutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard holds the lock, and `&mut self` makes this the only reference.
+        unsafe { &mut *self.mutex.data.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for SpinMutexGuard<'_, T> {
+    fn drop(&mut self) {
+        self.mutex.lock.release(self.previous);
+    }
+}
+
+impl<T: ?Sized + core::fmt::Debug> core::fmt::Debug for SpinMutexGuard<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+/// The IRQL a guard restores (nothing under loom, which has no IRQL).
+#[cfg(not(loom))]
+type Irql = KIRQL;
+#[cfg(loom)]
+type Irql = ();
+
+/// The lock word: a `KSPIN_LOCK` for the kernel; under loom, which has no IRQL and cannot see
+/// into kernel calls, a modelled atomic flag with the same acquire/release semantics.
+#[cfg(not(loom))]
+struct RawSpinLock(UnsafeCell<KSPIN_LOCK>);
+
+#[cfg(not(loom))]
+impl RawSpinLock {
+    /// An unlocked lock (a zero `KSPIN_LOCK` is what `KeInitializeSpinLock` writes).
+    const fn new() -> Self {
+        Self(UnsafeCell::new(0))
+    }
+
+    /// Raises to `DISPATCH_LEVEL`, acquires, returns the previous IRQL.
+    fn acquire(&self) -> KIRQL {
+        // SAFETY: the lock word lives as long as `self` and is only ever used as a
+        // KSPIN_LOCK; IRQL <= DISPATCH_LEVEL is `SpinMutex::lock`'s documented contract.
+        unsafe { KeAcquireSpinLockRaiseToDpc(self.0.get()) }
+    }
+
+    /// Releases and lowers to `previous`.
+    fn release(&self, previous: KIRQL) {
+        // SAFETY: called once per acquire, by the guard that holds the lock, with the IRQL
+        // that acquire returned.
+        unsafe { KeReleaseSpinLock(self.0.get(), previous) };
+    }
+}
+
+#[cfg(loom)]
+struct RawSpinLock(loom::sync::atomic::AtomicBool);
+
+#[cfg(loom)]
+impl RawSpinLock {
+    fn new() -> Self {
+        Self(loom::sync::atomic::AtomicBool::new(false))
+    }
+
+    fn acquire(&self) {
+        while self
+            .0
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            // Let loom run the holder: a spin without a yield is an endless model.
+            loom::thread::yield_now();
+        }
+    }
+
+    fn release(&self, (): ()) {
+        self.0.store(false, Ordering::Release);
+    }
+}
