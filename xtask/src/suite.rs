@@ -51,7 +51,7 @@ const SUITES: &[(&str, SuiteFn)] = &[
     ("soak (20 seeds)", soak),
     ("check sys for Windows", check_sys_windows),
     ("loom (executor, net)", loom),
-    ("miri (executor raw, net and sys units)", miri),
+    ("miri (executor raw+sync, net, sys)", miri),
     ("wine (echo driver .sys)", wine),
 ];
 
@@ -183,8 +183,9 @@ fn loom(root: &Path) -> Outcome {
 }
 
 /// Miri over the code whose unsafe runs without the host kernel: the executor's core
-/// (`raw`), net's state words and address code, and sys's list and SOCKADDR helpers (their
-/// unit tests). The rest of net needs host sockets, which Miri cannot run.
+/// (`raw`) and its sync primitives' wait lists (`sync`; their spin lock is the host kernel's
+/// `KSPIN_LOCK` code, which Miri runs too), net's state words and address code, and sys's list
+/// and SOCKADDR helpers (their unit tests). The rest of net needs host sockets, which Miri cannot run.
 fn miri(root: &Path) -> Outcome {
     if !setup::has_nightly_miri() {
         return Outcome::NotRun("nightly Miri is not installed".into());
@@ -194,8 +195,9 @@ fn miri(root: &Path) -> Outcome {
         .join("miri")
         .to_string_lossy()
         .into_owned();
-    let runs: [&[&str]; 3] = [
+    let runs: [&[&str]; 4] = [
         &["-p", "wsk-executor", "--lib", "raw"],
+        &["-p", "wsk-executor", "--lib", "sync"],
         &["-p", "wsk-net", "--lib"],
         &["-p", "wsk-sys", "--lib"],
     ];

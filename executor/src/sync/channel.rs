@@ -221,8 +221,11 @@ impl<T, const N: usize> Channel<T, N> {
         }
     }
 
-    /// Queues `value` now, or hands it back: [`TrySendError::Full`] when `N` values are
-    /// queued, [`TrySendError::Closed`] once closed.
+    /// Queues `value` now, waking a waiting receiver.
+    ///
+    /// # Errors
+    /// The value comes back in [`TrySendError::Full`] when `N` values are queued (or senders
+    /// wait for room), in [`TrySendError::Closed`] once the channel is closed.
     ///
     /// # IRQL
     /// <= `DISPATCH_LEVEL`.
@@ -252,8 +255,11 @@ impl<T, const N: usize> Channel<T, N> {
         }
     }
 
-    /// The next value if one is queued: [`TryRecvError::Empty`] if not,
-    /// [`TryRecvError::Closed`] once closed and drained.
+    /// The next value, if one is queued; the freed slot goes to the longest-waiting sender.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`] when nothing is queued, [`TryRecvError::Closed`] once the
+    /// channel is closed and drained.
     ///
     /// # IRQL
     /// <= `DISPATCH_LEVEL`.
@@ -386,7 +392,13 @@ impl<T, const N: usize> Future for Send<'_, T, N> {
             if ticket.notified {
                 // Either a receiver moved our value into the queue, or close handed it back.
                 ticket.payload.finished = true;
-                return Poll::Ready(ticket.payload.value.take().map_or(Ok(()), |v| Err(Closed(v))));
+                return Poll::Ready(
+                    ticket
+                        .payload
+                        .value
+                        .take()
+                        .map_or(Ok(()), |v| Err(Closed(v))),
+                );
             }
             if ticket.linked() {
                 ticket.set_waker(cx.waker());

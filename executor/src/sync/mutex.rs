@@ -128,13 +128,12 @@ impl<T: ?Sized> Mutex<T> {
     fn unlock(&self) {
         let waker = {
             let mut state = self.state.lock();
-            match state.waiters.notify_front() {
+            if let Some((_, waker)) = state.waiters.notify_front() {
                 // `locked` stays true: the lock now belongs to that waiter.
-                Some((_, waker)) => waker,
-                None => {
-                    state.locked = false;
-                    None
-                }
+                waker
+            } else {
+                state.locked = false;
+                None
             }
         };
         if let Some(waker) = waker {

@@ -117,17 +117,14 @@ impl Notify {
     pub fn notify_one(&self) {
         let waker = {
             let mut state = self.state.lock();
-            match state.waiters.notify_front() {
-                Some((node, waker)) => {
-                    // SAFETY: just notified under the lock we hold; its owner cannot drop it
-                    // until we release it; no other reference to its state is in use.
-                    unsafe { node_state(node) }.payload.holds_permit = true;
-                    waker
-                }
-                None => {
-                    state.permit = true;
-                    None
-                }
+            if let Some((node, waker)) = state.waiters.notify_front() {
+                // SAFETY: just notified under the lock we hold; its owner cannot drop it until
+                // we release it; no other reference to its state is in use.
+                unsafe { node_state(node) }.payload.holds_permit = true;
+                waker
+            } else {
+                state.permit = true;
+                None
             }
         };
         if let Some(waker) = waker {
@@ -253,20 +250,17 @@ impl Drop for Notified<'_> {
                 // SAFETY: linked in this notify's list; the reference above is not used again.
                 unsafe { state.waiters.remove(node) };
                 None
-            } else if ticket.notified && ticket.payload.holds_permit && !ticket.payload.finished
-            {
+            } else if ticket.notified && ticket.payload.holds_permit && !ticket.payload.finished {
                 // Chosen by notify_one but never completed: hand the notification on.
                 ticket.payload.holds_permit = false;
-                match state.waiters.notify_front() {
-                    Some((next, waker)) => {
-                        // SAFETY: just notified under our lock; live until we release it.
-                        unsafe { node_state(next) }.payload.holds_permit = true;
-                        waker
-                    }
-                    None => {
-                        state.permit = true;
-                        None
-                    }
+                if let Some((next, waker)) = state.waiters.notify_front() {
+                    // SAFETY: just notified under our lock; live until we release it; no other
+                    // reference to its state is in use.
+                    unsafe { node_state(next) }.payload.holds_permit = true;
+                    waker
+                } else {
+                    state.permit = true;
+                    None
                 }
             } else {
                 None

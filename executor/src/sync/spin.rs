@@ -7,8 +7,6 @@ use core::ops::{Deref, DerefMut};
 #[cfg(not(loom))]
 use wsk_sys::{KIRQL, KSPIN_LOCK, KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock};
 
-#[cfg(loom)]
-use crate::raw::sync::Ordering;
 use crate::raw::sync::loom_const_fn;
 
 /// A spin lock guarding a `T`, for short critical sections shared with DPCs, completion
@@ -16,11 +14,15 @@ use crate::raw::sync::loom_const_fn;
 ///
 /// [`lock`](Self::lock) raises the IRQL to `DISPATCH_LEVEL` and acquires the lock
 /// (`KeAcquireSpinLockRaiseToDpc`); dropping the guard releases it and restores the caller's
-/// IRQL (`KeReleaseSpinLock`). The WDK rules this follows ("KeAcquireSpinLockRaiseToDpc
-/// function (wdm.h)", "Introduction to Spin Locks"): call at IRQL <= `DISPATCH_LEVEL`; while
-/// the lock is held the code runs at `DISPATCH_LEVEL`, so it must not wait, touch pageable
-/// memory or take long, and must never take the same lock again (that deadlocks the
-/// processor; the host kernel's verifier reports it).
+/// IRQL (`KeReleaseSpinLock`). The WDK rules this follows: the caller runs at IRQL <=
+/// `DISPATCH_LEVEL` (WDK "`KeAcquireSpinLockRaiseToDpc` function (wdm.h)",
+/// learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-keacquirespinlockraisetodpc),
+/// and the processor stays at `DISPATCH_LEVEL` until the release restores the previous IRQL
+/// (WDK "Calling Support Routines That Use Spin Locks",
+/// learn.microsoft.com/windows-hardware/drivers/kernel/calling-support-routines-that-use-spin-locks).
+/// So while the guard lives the code must not wait, touch pageable memory or take long, and
+/// must not take the same lock again: a recursive acquisition spins forever (the host
+/// kernel's verifier reports it).
 ///
 /// The guard is `!Send`: a task cannot hold it across an `.await` (tasks must be `Send`), which
 /// would leave the processor at `DISPATCH_LEVEL` with the lock held while other tasks run.
@@ -164,7 +166,7 @@ type Irql = KIRQL;
 type Irql = ();
 
 /// The lock word: a `KSPIN_LOCK` for the kernel; under loom, which has no IRQL and cannot see
-/// into kernel calls, a modelled atomic flag with the same acquire/release semantics.
+/// into kernel calls, a modelled lock with the same acquire/release semantics.
 #[cfg(not(loom))]
 struct RawSpinLock(UnsafeCell<KSPIN_LOCK>);
 
@@ -190,27 +192,34 @@ impl RawSpinLock {
     }
 }
 
+/// Under loom: a flag behind a modelled mutex and condition variable. A spinning loop would
+/// make loom explore every spin (it gives up past its branch limit); blocking until the
+/// holder releases is the same exclusion, with acquire/release ordering, in a few branches.
 #[cfg(loom)]
-struct RawSpinLock(loom::sync::atomic::AtomicBool);
+struct RawSpinLock {
+    held: loom::sync::Mutex<bool>,
+    released: loom::sync::Condvar,
+}
 
 #[cfg(loom)]
 impl RawSpinLock {
     fn new() -> Self {
-        Self(loom::sync::atomic::AtomicBool::new(false))
-    }
-
-    fn acquire(&self) {
-        while self
-            .0
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            // Let loom run the holder: a spin without a yield is an endless model.
-            loom::thread::yield_now();
+        Self {
+            held: loom::sync::Mutex::new(false),
+            released: loom::sync::Condvar::new(),
         }
     }
 
+    fn acquire(&self) {
+        let mut held = self.held.lock().unwrap();
+        while *held {
+            held = self.released.wait(held).unwrap();
+        }
+        *held = true;
+    }
+
     fn release(&self, (): ()) {
-        self.0.store(false, Ordering::Release);
+        *self.held.lock().unwrap() = false;
+        self.released.notify_one();
     }
 }

@@ -37,11 +37,11 @@ struct Probe<F: Future> {
 
 impl<F: Future> Probe<F> {
     fn new(future: F) -> Self {
-        let wakes = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&wakes));
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counter));
         Self {
             future: Box::pin(future),
-            wakes,
+            wakes: counter,
             waker,
         }
     }
@@ -409,6 +409,12 @@ fn channel_errors_and_debug() {
     );
     assert_eq!(TrySendError::Full(4_u8).into_inner(), 4);
     assert_eq!(std::format!("{}", Closed(1_u8)), "the channel is closed");
-    assert_eq!(std::format!("{:?}", TrySendError::Closed(1_u8)), "Closed(..)");
-    assert_eq!(std::format!("{}", TryRecvError::Empty), "the channel is empty");
+    assert_eq!(
+        std::format!("{:?}", TrySendError::Closed(1_u8)),
+        "Closed(..)"
+    );
+    assert_eq!(
+        std::format!("{}", TryRecvError::Empty),
+        "the channel is empty"
+    );
 }
