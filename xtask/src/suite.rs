@@ -51,7 +51,7 @@ const SUITES: &[(&str, SuiteFn)] = &[
     ("soak (20 seeds)", soak),
     ("check sys for Windows", check_sys_windows),
     ("loom (executor, net)", loom),
-    ("miri (executor raw+sync, net, sys)", miri),
+    ("miri (executor raw, net and sys units)", miri),
     ("wine (echo driver .sys)", wine),
 ];
 
