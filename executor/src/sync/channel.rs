@@ -30,9 +30,9 @@ use crate::raw::sync::loom_const_fn;
 ///
 /// # IRQL
 /// Every method and future: <= `DISPATCH_LEVEL` (the state is under a [`SpinMutex`]); a DPC or
-/// a completion routine can [`try_send`](Self::try_send). Values are moved (and, on
-/// `Channel` drop, dropped) under the spin lock, at `DISPATCH_LEVEL`: `T`'s `Drop` must be fine
-/// there.
+/// a completion routine can [`try_send`](Self::try_send). Values move in and out under the
+/// spin lock, at `DISPATCH_LEVEL` (a plain copy: keep `T` small, or send a handle to it); none
+/// is dropped there.
 ///
 /// # Example
 /// ```no_run

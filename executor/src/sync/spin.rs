@@ -26,7 +26,25 @@ use crate::raw::sync::loom_const_fn;
 ///
 /// The guard is `!Send`: a task cannot hold it across an `.await` (tasks must be `Send`), which
 /// would leave the processor at `DISPATCH_LEVEL` with the lock held while other tasks run.
-/// For state held across `.await`, use [`Mutex`](super::Mutex).
+/// For state held across `.await`, use [`Mutex`](super::Mutex). ([`block_on`](crate::block_on)
+/// takes futures that are not `Send`; there the rule is the caller's, and an `.await` that
+/// waits with the guard held is a wait at `DISPATCH_LEVEL`, which the host kernel's verifier
+/// reports.) Spawning such a task does not compile:
+///
+/// ```compile_fail
+/// use wsk_executor::sync::SpinMutex;
+/// use wsk_executor::{Budget, Runner, TaskPool, yield_now};
+///
+/// static RUNNER: Runner = Runner::new(Budget::DEFAULT);
+/// static TASKS: TaskPool<512, 1> = TaskPool::new();
+/// static VALUE: SpinMutex<u32> = SpinMutex::new(0);
+///
+/// let _ = RUNNER.spawn(&TASKS, async {
+///     let guard = VALUE.lock();
+///     yield_now().await; // error: `SpinMutexGuard` is not `Send`
+///     drop(guard);
+/// });
+/// ```
 ///
 /// # IRQL
 /// [`lock`](Self::lock): <= `DISPATCH_LEVEL`; the guard holds `DISPATCH_LEVEL` until dropped.
