@@ -213,3 +213,24 @@ fn loom_channel_close_while_a_sender_waits() {
         }
     });
 }
+
+#[test]
+fn loom_channel_cancelled_receiver_passes_the_wake_on() {
+    loom::model(|| {
+        let channel: Arc<Channel<u32, 1>> = Arc::new(Channel::new());
+        // This thread's receiver waits first, so the value goes to it ...
+        let mut first = std::boxed::Box::pin(channel.recv());
+        assert!(
+            first
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_pending()
+        );
+        let other = Arc::clone(&channel);
+        let waiting = thread::spawn(move || block_on(other.recv()));
+        channel.try_send(7).unwrap();
+        // ... and it gives up: the waiting thread (queued behind it, or not yet) gets the value.
+        drop(first);
+        assert_eq!(waiting.join().unwrap(), Some(7));
+    });
+}
