@@ -11,7 +11,11 @@ use super::wait_list::{WaitList, WaitNode, WakeBatch, node_state};
 use crate::raw::sync::loom_const_fn;
 
 /// A bounded channel holding up to `N` values of `T` inline: many senders, meant for one
-/// receiver.
+/// receiver. `N` >= 1, checked at compile time:
+///
+/// ```compile_fail
+/// static NEVER: wsk_executor::sync::Channel<u8, 0> = wsk_executor::sync::Channel::new();
+/// ```
 ///
 /// - [`send`](Self::send)`.await` waits for room; [`try_send`](Self::try_send) never waits.
 ///   Senders that wait are served in order: when a value is received, the longest-waiting
@@ -194,6 +198,8 @@ impl<T, const N: usize> Channel<T, N> {
         /// Any (a constant initialiser).
         #[must_use]
         pub fn new() -> Self {
+            // A channel without a slot could never pass a value: refuse it at compile time.
+            const { assert!(N > 0, "a Channel needs a capacity N of at least 1") };
             Self {
                 state: SpinMutex::new(ChannelState {
                     queue: Deque::new(),
@@ -211,8 +217,8 @@ impl<T, const N: usize> Channel<T, N> {
     ///
     /// # IRQL
     /// <= `DISPATCH_LEVEL` (creating, polling and dropping it).
-    pub const fn send(&self, value: T) -> Send<'_, T, N> {
-        Send {
+    pub const fn send(&self, value: T) -> SendFuture<'_, T, N> {
+        SendFuture {
             channel: self,
             node: WaitNode::new(SendTicket {
                 value: Some(value),
@@ -248,8 +254,8 @@ impl<T, const N: usize> Channel<T, N> {
     ///
     /// # IRQL
     /// <= `DISPATCH_LEVEL` (creating, polling and dropping it).
-    pub const fn recv(&self) -> Recv<'_, T, N> {
-        Recv {
+    pub const fn recv(&self) -> RecvFuture<'_, T, N> {
+        RecvFuture {
             channel: self,
             node: WaitNode::new(RecvTicket { finished: false }),
         }
@@ -371,12 +377,12 @@ impl<T, const N: usize> core::fmt::Debug for Channel<T, N> {
 /// # IRQL
 /// Polled and dropped at <= `DISPATCH_LEVEL`.
 #[must_use = "futures do nothing unless awaited"]
-pub struct Send<'a, T, const N: usize> {
+pub struct SendFuture<'a, T, const N: usize> {
     channel: &'a Channel<T, N>,
     node: WaitNode<SendTicket<T>>,
 }
 
-impl<T, const N: usize> Future for Send<'_, T, N> {
+impl<T, const N: usize> Future for SendFuture<'_, T, N> {
     type Output = Result<(), Closed<T>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -388,7 +394,10 @@ impl<T, const N: usize> Future for Send<'_, T, N> {
             // SAFETY: we hold the channel's spin lock; the node is ours and live; no other
             // reference to its state is in use.
             let ticket = unsafe { node_state(node) };
-            assert!(!ticket.payload.finished, "Send polled after it completed");
+            assert!(
+                !ticket.payload.finished,
+                "SendFuture polled after it completed"
+            );
             if ticket.notified {
                 // Either a receiver moved our value into the queue, or close handed it back.
                 ticket.payload.finished = true;
@@ -435,7 +444,7 @@ impl<T, const N: usize> Future for Send<'_, T, N> {
     }
 }
 
-impl<T, const N: usize> Drop for Send<'_, T, N> {
+impl<T, const N: usize> Drop for SendFuture<'_, T, N> {
     fn drop(&mut self) {
         let node = self.node.as_ptr();
         let mut state = self.channel.state.lock();
@@ -449,9 +458,9 @@ impl<T, const N: usize> Drop for Send<'_, T, N> {
     }
 }
 
-impl<T, const N: usize> core::fmt::Debug for Send<'_, T, N> {
+impl<T, const N: usize> core::fmt::Debug for SendFuture<'_, T, N> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Send").finish_non_exhaustive()
+        f.debug_struct("SendFuture").finish_non_exhaustive()
     }
 }
 
@@ -460,12 +469,12 @@ impl<T, const N: usize> core::fmt::Debug for Send<'_, T, N> {
 /// # IRQL
 /// Polled and dropped at <= `DISPATCH_LEVEL`.
 #[must_use = "futures do nothing unless awaited"]
-pub struct Recv<'a, T, const N: usize> {
+pub struct RecvFuture<'a, T, const N: usize> {
     channel: &'a Channel<T, N>,
     node: WaitNode<RecvTicket>,
 }
 
-impl<T, const N: usize> Future for Recv<'_, T, N> {
+impl<T, const N: usize> Future for RecvFuture<'_, T, N> {
     type Output = Option<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
@@ -477,7 +486,10 @@ impl<T, const N: usize> Future for Recv<'_, T, N> {
             // SAFETY: we hold the channel's spin lock; the node is ours and live; no other
             // reference to its state is in use.
             let ticket = unsafe { node_state(node) };
-            assert!(!ticket.payload.finished, "Recv polled after it completed");
+            assert!(
+                !ticket.payload.finished,
+                "RecvFuture polled after it completed"
+            );
             // Woken or not, look at the queue first; a wake-up that finds it empty (another
             // receiver was faster) just waits again.
             ticket.notified = false;
@@ -516,7 +528,7 @@ impl<T, const N: usize> Future for Recv<'_, T, N> {
     }
 }
 
-impl<T, const N: usize> Drop for Recv<'_, T, N> {
+impl<T, const N: usize> Drop for RecvFuture<'_, T, N> {
     fn drop(&mut self) {
         let node = self.node.as_ptr();
         let waker = {
@@ -541,8 +553,8 @@ impl<T, const N: usize> Drop for Recv<'_, T, N> {
     }
 }
 
-impl<T, const N: usize> core::fmt::Debug for Recv<'_, T, N> {
+impl<T, const N: usize> core::fmt::Debug for RecvFuture<'_, T, N> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Recv").finish_non_exhaustive()
+        f.debug_struct("RecvFuture").finish_non_exhaustive()
     }
 }

@@ -20,7 +20,7 @@
 //!
 //! # Waiters without allocation
 //! A task that must wait links a wait node into the primitive's list; the node lives inside
-//! the future it waits with (`Lock`, `Send`, `Recv`, `Notified`), which is pinned while it is
+//! the future it waits with ([`Lock`], [`SendFuture`], [`RecvFuture`], [`Notified`]), which is pinned while it is
 //! polled, so the node's address is stable for as long as it is linked. Dropping the future
 //! unlinks the node under the same spin lock, and a node that was already handed something (the
 //! lock, a notification, a slot) passes it on to the next waiter, so cancelling a wait never
@@ -63,7 +63,7 @@ mod notify;
 mod spin;
 mod wait_list;
 
-pub use channel::{Channel, Closed, Recv, Send, TryRecvError, TrySendError};
+pub use channel::{Channel, Closed, RecvFuture, SendFuture, TryRecvError, TrySendError};
 pub use mutex::{Lock, Mutex, MutexGuard};
 pub use notify::{Notified, Notify};
 pub use spin::{SpinMutex, SpinMutexGuard};
