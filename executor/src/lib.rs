@@ -10,6 +10,9 @@
 //! - [`sleep`], [`sleep_until`], [`timeout`], [`Instant`]: time from `KeQueryInterruptTime`.
 //! - [`block_on()`]: run a future at `PASSIVE_LEVEL` (`DriverEntry`, `DriverUnload`).
 //! - [`yield_now`]: let other tasks run.
+//! - [`sync`]: state shared across tasks, DPCs and processors: [`sync::SpinMutex`] (usable
+//!   at `DISPATCH_LEVEL`), the async [`sync::Mutex`], the bounded [`sync::Channel`] and
+//!   [`sync::Notify`]; no allocation, `static`-friendly.
 //!
 //! Tasks live in static [`TaskPool`]s; no heap is needed.
 //! How the crates fit together: `docs/ARCHITECTURE.md` in the repository.
@@ -36,6 +39,7 @@ extern crate std;
 use wsk_host as _;
 
 pub mod raw;
+pub mod sync;
 
 #[cfg(not(loom))]
 mod block_on;

@@ -136,6 +136,19 @@ const KIND_PASSIVE: u8 = 1;
 
 /// An executor with its pender (a DPC or a thread), its timers and its shutdown.
 ///
+/// Tasks of one runner can run on several processors at once. A task is never polled on two
+/// processors at the same time (its state word makes the poll exclusive), but two different
+/// tasks of a [`RunnerKind::Dpc`] runner can be: a runner DPC queued again while it runs may
+/// run on another processor beside it, and during a hand-off the runner's thread may start
+/// polling while a DPC still finishes its budget. Completion routines and other DPCs run
+/// concurrently with both kinds. So state that tasks share must be `Sync` and synchronised:
+/// atomics, or [`crate::sync`]'s [`SpinMutex`](crate::sync::SpinMutex) (short sections,
+/// `DISPATCH_LEVEL`), [`Mutex`](crate::sync::Mutex) (held across `.await`),
+/// [`Channel`](crate::sync::Channel) and [`Notify`](crate::sync::Notify); `static mut` or a
+/// `Cell` behind an `unsafe impl Sync` is a data race. A [`RunnerKind::Passive`] runner polls
+/// on its one thread only, but its tasks still share state with completion routines and with
+/// the tasks of other runners, so the same rule holds.
+///
 /// Lives in `static` storage (nonpaged: a driver image's data section):
 ///
 /// ```ignore

@@ -194,9 +194,10 @@ fn loom(root: &Path) -> Outcome {
 }
 
 /// Miri over the code whose unsafe runs without the host kernel: the executor's core
-/// (`raw`), net's state words and address code, sys's list and SOCKADDR helpers, and the
-/// `wsk` crate's client slot (their unit tests). The rest of net needs host sockets, which
-/// Miri cannot run.
+/// (`raw`) and its sync primitives' wait lists (`sync`; their spin lock is the host kernel's
+/// `KSPIN_LOCK` code, which Miri runs too), net's state words and address code, sys's list and
+/// SOCKADDR helpers, and the `wsk` crate's client slot (their unit tests). The rest of net
+/// needs host sockets, which Miri cannot run.
 fn miri(root: &Path) -> Outcome {
     if !setup::has_nightly_miri() {
         return Outcome::NotRun("nightly Miri is not installed".into());
@@ -206,8 +207,9 @@ fn miri(root: &Path) -> Outcome {
         .join("miri")
         .to_string_lossy()
         .into_owned();
-    let runs: [&[&str]; 4] = [
+    let runs: [&[&str]; 5] = [
         &["-p", "wsk-executor", "--lib", "raw"],
+        &["-p", "wsk-executor", "--lib", "sync"],
         &["-p", "wsk-net", "--lib"],
         &["-p", "wsk-sys", "--lib"],
         // The client slot's state machine and the settings decoders.
