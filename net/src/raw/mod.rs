@@ -83,6 +83,9 @@ pub(crate) struct SocketInner {
     /// Link in the client's list of open sockets (under the client's lock).
     pub(crate) link: core::cell::UnsafeCell<sys::LIST_ENTRY>,
     slots: [Slot; SLOTS],
+    /// Event-driven receive state (`crate::tcp::events`): null until the stream enables
+    /// receive events; freed with the object.
+    pub(crate) events: AtomicPtr<crate::tcp::EventCell>,
 }
 
 // SAFETY: shared state is atomics; `held` and `link` are guarded by the slot state machine and
@@ -128,6 +131,7 @@ impl SocketInner {
                 Blink: ptr::null_mut(),
             }),
             slots: irps.map(|irp| Slot::new(irp, owner)),
+            events: AtomicPtr::new(ptr::null_mut()),
         };
         // SAFETY: `mem` is a fresh allocation of the right size; pool memory is 16-aligned.
         unsafe { mem.as_ptr().write(value) };
@@ -190,6 +194,9 @@ impl SocketInner {
             unsafe { sys::IoFreeIrp(slot.irp) };
         }
         let client = inner.client;
+        // The provider makes no event callback after the close completed, and there is no
+        // close left to come: nobody can reach the event state.
+        crate::tcp::free_cell(inner.events.load(Ordering::Acquire));
         // SAFETY: exclusive access (last reference); drops any held buffer.
         unsafe { ptr::drop_in_place(this.as_ptr()) };
         // SAFETY: the pool block allocated in `new` with the same tag, dropped just above.
@@ -237,13 +244,13 @@ impl SocketInner {
     /// Enters a WSK call on this socket; false once a close is requested (no call may follow
     /// `WskCloseSocket`). Every `true` is paired with one [`SocketInner::leave_call`] after the
     /// WSK function returned.
-    fn enter_call(&self) -> bool {
+    pub(crate) fn enter_call(&self) -> bool {
         self.calls.enter()
     }
 
     /// Leaves a WSK call; the last one out after a close was requested issues the close.
     /// IRQL <= `DISPATCH_LEVEL`.
-    fn leave_call(&self) {
+    pub(crate) fn leave_call(&self) {
         if self.calls.leave() == CloseNow::Issue {
             self.issue_close();
         }
@@ -260,6 +267,9 @@ impl SocketInner {
 
     /// `WskCloseSocket` on the close slot, as an orphan its completion finishes.
     fn issue_close(&self) {
+        // Retained receive indications go back to WSK before the close (none may be
+        // retained once it is issued).
+        crate::tcp::before_close(self);
         issue_orphan(self, CLOSE, Held::new(Request::Close), self.wsk());
     }
 

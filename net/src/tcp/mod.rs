@@ -3,10 +3,13 @@
 //! [`Disconnect`] in `stream`; its halves [`TcpReadHalf`] and [`TcpWriteHalf`] in `split`.
 //! All build on the socket handle of `crate::socket` and the operations of `crate::raw`.
 
+mod events;
 mod listener;
 mod split;
 mod stream;
 
+pub use events::{EventCounts, RETAINED_MAX, RecvEvents};
+pub(crate) use events::{EventCell, before_close, client_dispatch, free_cell};
 pub(crate) use listener::issue_accept;
 pub use listener::{Accept, Incoming, TcpListener};
 pub(crate) use split::socket_of;

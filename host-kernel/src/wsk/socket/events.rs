@@ -272,12 +272,9 @@ fn read_for_indication(sock: &mut Sock) -> Read {
                 sock.recv_eof = true;
                 break;
             }
-            Ok(n) => {
-                data.extend_from_slice(&chunk[..n]);
-                if n < room {
-                    break;
-                }
-            }
+            // A short read does not end the loop: the readiness is edge-triggered, and a FIN
+            // that came with the data raises no new edge, so only WouldBlock (or EOF) may.
+            Ok(n) => data.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {

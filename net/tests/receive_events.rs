@@ -1,0 +1,217 @@
+//! Event-driven receive (`TcpStream::enable_receive_events`, `recv_events`,
+//! `TcpListener::accept_event_driven`) on the host kernel's WSK provider, under every fault
+//! plan, each checked for leaks (retained indications, MDLs, pool, IRPs) by the runner.
+#![allow(
+    clippy::missing_panics_doc,
+    reason = "test code: panics are the failure reports"
+)]
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::time::Duration;
+
+use wsk_executor::block_on;
+use wsk_net::{Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream};
+
+mod common;
+use common::{BOUND, each_plan};
+
+fn std_peer(s: &std::net::TcpStream) {
+    s.set_read_timeout(Some(BOUND)).unwrap();
+    s.set_write_timeout(Some(BOUND)).unwrap();
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// An echo over receive events: every byte comes back in order, FIN is a 0-byte receive, and
+/// the data came through the callbacks (not a single receive IRP was needed).
+#[test]
+fn echo_over_receive_events() {
+    each_plan(|client, _| {
+        block_on(async {
+            let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().await.expect("local_addr");
+            let peer = std::thread::spawn(move || {
+                let s = std::net::TcpStream::connect(addr).unwrap();
+                std_peer(&s);
+                let data = pattern(50_000);
+                // In pieces with pauses: some indications find the receive waiting (copied in
+                // place), others arrive while the server echoes (retained).
+                for chunk in data.chunks(5_000) {
+                    (&s).write_all(chunk).unwrap();
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                s.shutdown(Shutdown::Write).unwrap();
+                let mut back = Vec::new();
+                (&s).read_to_end(&mut back).unwrap();
+                (data, back)
+            });
+            let (stream, _) = listener.accept_event_driven().await.expect("accept");
+            let mut buf = IoBuf::with_capacity(4096).unwrap();
+            loop {
+                let (n, b) = stream.recv_events(buf).await;
+                buf = b;
+                if n.expect("recv_events") == 0 {
+                    break;
+                }
+                let (sent, b) = stream.send(buf).await;
+                buf = b;
+                sent.expect("send");
+            }
+            let counts = stream.receive_event_counts();
+            assert!(
+                counts.consumed + counts.retained > 0,
+                "data came through the callbacks: {counts:?}"
+            );
+            stream
+                .disconnect(Disconnect::Graceful)
+                .await
+                .expect("disconnect");
+            stream.close().await;
+            listener.close().await;
+            let (data, back) = peer.join().unwrap();
+            assert!(data == back, "echoed byte-exact");
+        });
+    });
+}
+
+/// Back-pressure: a peer that sends far more than the stream retains while nobody receives
+/// gets `STATUS_DATA_NOT_ACCEPTED`; receiving then continues with a `WskReceive`, which
+/// re-enables the indications, and every byte arrives once, in order.
+#[test]
+fn back_pressure_then_everything_in_order() {
+    each_plan(|client, _| {
+        block_on(async {
+            let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = std_listener.local_addr().unwrap();
+            let stream = TcpStream::connect(client, addr).await.expect("connect");
+            assert!(stream.enable_receive_events().expect("enable"));
+            let (s, _) = std_listener.accept().unwrap();
+            std_peer(&s);
+            let total = 1_500_000;
+            let peer = std::thread::spawn(move || {
+                let data = pattern(total);
+                (&s).write_all(&data).unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                s
+            });
+            // Nobody receives for a while: the indications pile up past RETAINED_MAX.
+            std::thread::sleep(Duration::from_millis(300));
+            let mut got = Vec::with_capacity(total);
+            let mut buf = IoBuf::with_capacity(16 * 1024).unwrap();
+            loop {
+                let (n, b) = stream.recv_events(buf).await;
+                buf = b;
+                if n.expect("recv_events") == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf);
+            }
+            assert!(got == pattern(total), "every byte once, in order");
+            let counts = stream.receive_event_counts();
+            assert!(counts.not_accepted > 0, "back-pressure was exercised: {counts:?}");
+            assert!(counts.retained > 0, "{counts:?}");
+            drop(peer.join().unwrap());
+            stream.close().await;
+        });
+    });
+}
+
+/// Indications retained but never received, then the stream is dropped: the retained chains
+/// go back to WSK before the close (the verifier fails a close with one retained).
+#[test]
+fn drop_with_retained_indications_releases_them() {
+    each_plan(|client, _| {
+        block_on(async {
+            let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = std_listener.local_addr().unwrap();
+            let stream = TcpStream::connect(client, addr).await.expect("connect");
+            assert!(stream.enable_receive_events().expect("enable"));
+            let (s, _) = std_listener.accept().unwrap();
+            std_peer(&s);
+            for _ in 0..3 {
+                (&s).write_all(&pattern(1000)).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Wait until the indications were retained.
+            let deadline = std::time::Instant::now() + BOUND;
+            while stream.receive_event_counts().retained == 0 {
+                assert!(std::time::Instant::now() < deadline, "no indication came");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            stream.close().await;
+        });
+    });
+}
+
+/// A peer's reset reaches a waiting event receive as `ConnectionReset`, and a receive after
+/// FIN returns 0 again.
+#[test]
+fn reset_and_fin_reach_the_waiting_receive() {
+    each_plan(|client, _| {
+        block_on(async {
+            let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = std_listener.local_addr().unwrap();
+
+            let stream = TcpStream::connect(client, addr).await.expect("connect");
+            assert!(stream.enable_receive_events().expect("enable"));
+            let (s, _) = std_listener.accept().unwrap();
+            wsk_benches::load::set_linger_zero(&s).expect("SO_LINGER 0");
+            let resetter = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                drop(s);
+            });
+            let (n, _) = stream.recv_events(IoBuf::with_capacity(64).unwrap()).await;
+            assert_eq!(n.expect_err("reset").kind(), ErrorKind::ConnectionReset);
+            resetter.join().unwrap();
+            stream.close().await;
+
+            let stream = TcpStream::connect(client, addr).await.expect("connect");
+            assert!(stream.enable_receive_events().expect("enable"));
+            let (s, _) = std_listener.accept().unwrap();
+            (&s).write_all(b"last words").unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            let (n, buf) = stream.recv_events(IoBuf::with_capacity(64).unwrap()).await;
+            assert_eq!(&buf[..n.expect("data")], b"last words");
+            let (n, buf) = stream.recv_events(buf).await;
+            assert_eq!(n.expect("FIN"), 0);
+            let (n, _) = stream.recv_events(buf).await;
+            assert_eq!(n.expect("FIN again"), 0);
+            stream.close().await;
+        });
+    });
+}
+
+/// Enabling twice is a no-op; a second receive while one waits is refused; a dropped waiting
+/// receive leaves the stream usable.
+#[test]
+fn misuse_is_an_error_not_a_hang() {
+    each_plan(|client, _| {
+        block_on(async {
+            let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = std_listener.local_addr().unwrap();
+            let stream = TcpStream::connect(client, addr).await.expect("connect");
+            assert!(stream.enable_receive_events().expect("enable"));
+            assert!(stream.enable_receive_events().expect("again"));
+            let (s, _) = std_listener.accept().unwrap();
+            std_peer(&s);
+            {
+                let mut first =
+                    core::pin::pin!(stream.recv_events(IoBuf::with_capacity(8).unwrap()));
+                let waker = std::task::Waker::noop();
+                let mut cx = std::task::Context::from_waker(waker);
+                assert!(first.as_mut().poll(&mut cx).is_pending());
+                let (second, _) = stream.recv_events(IoBuf::with_capacity(8).unwrap()).await;
+                assert_eq!(second.expect_err("busy").kind(), ErrorKind::InvalidState);
+            }
+            (&s).write_all(b"ok").unwrap();
+            let (n, buf) = stream.recv_events(IoBuf::with_capacity(8).unwrap()).await;
+            assert_eq!(&buf[..n.expect("after drop")], b"ok");
+            stream.close().await;
+        });
+    });
+}
