@@ -22,7 +22,7 @@ fn std_peer(s: &std::net::TcpStream) {
 }
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
+    (0..len).map(|i| u8::try_from(i % 251).unwrap()).collect()
 }
 
 /// An echo over receive events: every byte comes back in order, FIN is a 0-byte receive, and
@@ -113,7 +113,10 @@ fn back_pressure_then_everything_in_order() {
             }
             assert!(got == pattern(total), "every byte once, in order");
             let counts = stream.receive_event_counts();
-            assert!(counts.not_accepted > 0, "back-pressure was exercised: {counts:?}");
+            assert!(
+                counts.not_accepted > 0,
+                "back-pressure was exercised: {counts:?}"
+            );
             assert!(counts.retained > 0, "{counts:?}");
             drop(peer.join().unwrap());
             stream.close().await;

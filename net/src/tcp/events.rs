@@ -71,10 +71,7 @@ static CONNECTION_EVENTS: WSK_CLIENT_CONNECTION_DISPATCH = WSK_CLIENT_CONNECTION
 /// The socket context and client dispatch table a connection socket is created or accepted
 /// with: its socket object, and [`CONNECTION_EVENTS`].
 pub(crate) fn client_dispatch(inner: NonNull<SocketInner>) -> (PVOID, *const core::ffi::c_void) {
-    (
-        inner.as_ptr().cast(),
-        (&raw const CONNECTION_EVENTS).cast(),
-    )
+    (inner.as_ptr().cast(), (&raw const CONNECTION_EVENTS).cast())
 }
 
 /// A chain the stream retained: the bytes already copied out of it, and its total.
@@ -178,9 +175,11 @@ pub(crate) fn before_close(inner: &SocketInner) {
 /// The socket is open and no close can be issued meanwhile; `chain` is retained by us.
 unsafe fn release(inner: &SocketInner, chain: *mut WSK_DATA_INDICATION) -> NTSTATUS {
     let socket = inner.wsk();
+    // SAFETY: an open socket (caller).
+    let dispatch = unsafe { (*socket).Dispatch };
     // SAFETY: an open socket's table is a connection table (event state exists only on
-    // connection sockets).
-    let table = unsafe { &*(*socket).Dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
+    // connection sockets), and the provider's table outlives its sockets.
+    let table = unsafe { &*dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
     let Some(release) = table.WskRelease else {
         return sys::STATUS_NOT_IMPLEMENTED;
     };
@@ -224,8 +223,11 @@ unsafe fn copy_out(chain: *mut WSK_DATA_INDICATION, skip: usize, buf: &mut IoBuf
                 }
                 let n = (to - want_from).min(buf.spare_capacity());
                 let start = offset + (want_from - from);
-                // SAFETY: `start + n <= count`: inside the MDL's mapped bytes.
-                let bytes = unsafe { core::slice::from_raw_parts(base.cast::<u8>().add(start), n) };
+                // SAFETY: `start < count`: inside the MDL's mapped bytes.
+                let first = unsafe { base.cast::<u8>().add(start) };
+                // SAFETY: `start + n <= count`: the bytes are mapped and not written while
+                // indicated.
+                let bytes = unsafe { core::slice::from_raw_parts(first, n) };
                 if buf.extend_from_slice(bytes).is_err() {
                     return copied;
                 }
@@ -284,8 +286,10 @@ unsafe extern "system-unwind" fn on_receive(
             && let Some(reader) = NonNull::new(q.reader)
         {
             // SAFETY: a registered reader's buffer is pinned and left alone by its future
-            // while registered (under this lock); the chain is being indicated.
-            taken = unsafe { copy_out(indication, 0, &mut *reader.as_ptr()) };
+            // while registered (under this lock).
+            let buf = unsafe { &mut *reader.as_ptr() };
+            // SAFETY: the chain is being indicated, so live.
+            taken = unsafe { copy_out(indication, 0, buf) };
         }
         if taken >= indicated {
             q.counts.consumed += 1;
@@ -402,9 +406,11 @@ impl TcpStream {
             NpiId: &raw const NPI_WSK,
             EventMask: sys::WSK_EVENT_RECEIVE | sys::WSK_EVENT_DISCONNECT,
         };
-        // SAFETY: the socket is open while we are inside the call gate; every table starts
-        // with the basic one.
-        let basic = unsafe { &*(*socket).Dispatch.cast::<WSK_PROVIDER_BASIC_DISPATCH>() };
+        // SAFETY: the socket is open while we are inside the call gate.
+        let dispatch = unsafe { (*socket).Dispatch };
+        // SAFETY: every table starts with the basic one; the provider's table outlives its
+        // sockets.
+        let basic = unsafe { &*dispatch.cast::<WSK_PROVIDER_BASIC_DISPATCH>() };
         let status = match basic.WskControlSocket {
             // SAFETY: open socket; the input lives across the call; no IRP (as
             // SO_WSK_EVENT_CALLBACK requires for enabling), so no output either.
@@ -585,7 +591,7 @@ impl Future for RecvEvents<'_> {
             if this.registered && !buf.is_empty() {
                 // Filled in place by the callback.
                 this.unregister(&mut q);
-                let n = this.buf.as_ref().map_or(0, |b| b.len());
+                let n = this.buf.as_ref().map_or(0, IoBuf::len);
                 Some(Ok(n))
             } else if !q.reader.is_null() && !this.registered {
                 Some(Err(Error::new(ErrorKind::InvalidState, NAME)))

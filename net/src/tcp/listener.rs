@@ -205,17 +205,7 @@ pub(crate) unsafe fn issue_accept(call: &mut Call) -> NTSTATUS {
     let (local, remote) = (local.as_mut_ptr(), remote.as_mut_ptr());
     // SAFETY: open socket, prepared IRP; the address buffers live in the slot until
     // completion; the context outlives the accepted socket.
-    unsafe {
-        accept(
-            call.socket(),
-            0,
-            context,
-            events,
-            local,
-            remote,
-            call.irp(),
-        )
-    }
+    unsafe { accept(call.socket(), 0, context, events, local, remote, call.irp()) }
 }
 
 /// The future of [`TcpListener::accept`]: the connection and the peer's address.

@@ -8,8 +8,8 @@ mod listener;
 mod split;
 mod stream;
 
-pub use events::{EventCounts, RETAINED_MAX, RecvEvents};
 pub(crate) use events::{EventCell, before_close, client_dispatch, free_cell};
+pub use events::{EventCounts, RETAINED_MAX, RecvEvents};
 pub(crate) use listener::issue_accept;
 pub use listener::{Accept, Incoming, TcpListener};
 pub(crate) use split::socket_of;

@@ -55,6 +55,10 @@ use crate::{
 const INDICATION_MAX: usize = 64 * 1024;
 
 /// A socket's event-callback state.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent flags of the event protocol, as WSK states them"
+)]
 #[derive(Default)]
 pub(super) struct EventState {
     /// The client's socket context (given to `WskSocket`, `WskSocketConnect` or `WskAccept`).
@@ -175,16 +179,8 @@ pub(super) fn set_event_callbacks(
     }
     let disable = control.EventMask & WSK_EVENT_DISABLE != 0;
     let events = control.EventMask & !WSK_EVENT_DISABLE;
-    if !disable && with_irp {
-        bugcheck(
-            "WSK_EVENT_CALLBACK_WITH_IRP",
-            format!(
-                "SO_WSK_EVENT_CALLBACK enabling events {events:#x} on socket {} with an IRP: \
-                 \"A WSK application does not specify a pointer to an IRP when calling the \
-                 WskControlSocket function to enable event callback functions\"",
-                sock.id
-            ),
-        );
+    if with_irp {
+        refuse_enabling_with_irp(sock.id, control.EventMask);
     }
     if sock.kind != Kind::Connection {
         return STATUS_NOT_SUPPORTED;
@@ -222,6 +218,21 @@ pub(super) fn set_event_callbacks(
     }
     sock.ev.enabled |= events;
     STATUS_SUCCESS
+}
+
+/// The verifier's rule that enabling events takes no IRP (see the module docs): called
+/// before the IRP is taken, so that the report leaves nothing held.
+pub(super) fn refuse_enabling_with_irp(id: u64, mask: u32) {
+    if mask & WSK_EVENT_DISABLE == 0 {
+        bugcheck(
+            "WSK_EVENT_CALLBACK_WITH_IRP",
+            format!(
+                "SO_WSK_EVENT_CALLBACK enabling events {mask:#x} on socket {id} with an IRP: \
+                 \"A WSK application does not specify a pointer to an IRP when calling the \
+                 WskControlSocket function to enable event callback functions\""
+            ),
+        );
+    }
 }
 
 /// Whether the reactor should try an indication on `sock` now.
@@ -291,6 +302,33 @@ fn read_for_indication(sock: &mut Sock) -> Read {
     }
 }
 
+/// The client's connection dispatch table and socket context of `sock`.
+fn client_of(sock: &Sock) -> (&'static WSK_CLIENT_CONNECTION_DISPATCH, PVOID) {
+    // SAFETY: checked non-zero when the events were enabled; the client's table outlives the
+    // socket (WskSocket/WskAccept pages).
+    let table = unsafe {
+        &*core::ptr::with_exposed_provenance::<WSK_CLIENT_CONNECTION_DISPATCH>(sock.ev.dispatch)
+    };
+    let context = core::ptr::with_exposed_provenance_mut::<core::ffi::c_void>(sock.ev.context);
+    (table, context)
+}
+
+/// After a callback of socket `id` returned: the socket state again, or `None` when the
+/// client closed it meanwhile (its held close IRP then completes now).
+fn after_callback<'a>(
+    p: &super::Provider,
+    st: &'a mut std::sync::MutexGuard<'_, super::State>,
+    id: u64,
+) -> Option<&'a mut Sock> {
+    if st.sockets.contains_key(&id) {
+        return st.sockets.get_mut(&id);
+    }
+    if let Some(close) = st.held_closes.remove(&id) {
+        p.deliver(std::vec![close], false);
+    }
+    None
+}
+
 /// Makes the indications due on socket `id`: receive indications while data comes and the
 /// client takes it, then the disconnect indication once the peer's FIN or reset was seen.
 /// Called by the reactor thread, without the provider lock.
@@ -303,38 +341,11 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
         if !due(sock) {
             return;
         }
-        let read = read_for_indication(sock);
-        // SAFETY: checked non-zero when the events were enabled; the table outlives the
-        // socket.
-        let table = unsafe {
-            &*core::ptr::with_exposed_provenance::<WSK_CLIENT_CONNECTION_DISPATCH>(
-                sock.ev.dispatch,
-            )
-        };
-        let context = core::ptr::with_exposed_provenance_mut::<core::ffi::c_void>(sock.ev.context);
-        let Read::Data { data, full } = read else {
-            let ended = sock.recv_eof || sock.error.is_some();
-            if ended && sock.ev.enabled & WSK_EVENT_DISCONNECT != 0 && sock.ev.stash.is_empty() {
-                sock.ev.disconnect_indicated = true;
-                sock.ev.indicating = true;
-                let flags = if sock.error.is_some() {
-                    WSK_FLAG_ABORTIVE | WSK_FLAG_AT_DISPATCH_LEVEL
-                } else {
-                    WSK_FLAG_AT_DISPATCH_LEVEL
-                };
-                drop(st);
-                if let Some(disconnect) = table.WskDisconnectEvent {
-                    // SAFETY: the client's callback with its own context, at DISPATCH_LEVEL.
-                    let _ = glue::at_dispatch(|| unsafe { disconnect(context, flags) });
-                }
-                let mut st = p.lock();
-                if let Some(sock) = st.sockets.get_mut(&id) {
-                    sock.ev.indicating = false;
-                } else if let Some(close) = st.held_closes.remove(&id) {
-                    drop(st);
-                    p.deliver(std::vec![close], false);
-                }
-            }
+        let (table, context) = client_of(sock);
+        let (Read::Data { data, full }, Some(receive)) =
+            (read_for_indication(sock), table.WskReceiveEvent)
+        else {
+            indicate_disconnect(p, st, id);
             return;
         };
         let len = data.len();
@@ -348,9 +359,6 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
         sock.ev.in_flight = ptr;
         sock.ev.in_flight_released = false;
         drop(st);
-        let Some(receive) = table.WskReceiveEvent else {
-            return;
-        };
         let mut accepted: SIZE_T = 0;
         let indication = raw.cast::<WSK_DATA_INDICATION>();
         // SAFETY: the client's callback with its context, at DISPATCH_LEVEL, the chain live
@@ -364,68 +372,52 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
                 &raw mut accepted,
             )
         });
-        // Released from inside its callback (or racing with it)? Only the reactor clears
-        // `in_flight`, so the flag read here is the final word.
-        let released = p
-            .lock()
-            .sockets
-            .get(&id)
-            .is_some_and(|s| s.ev.in_flight_released);
         let mut st = p.lock();
-        let Some(sock) = st.sockets.get_mut(&id) else {
-            let close = st.held_closes.remove(&id);
+        let Some(sock) = after_callback(p, &mut st, id) else {
             drop(st);
-            if let Some(close) = close {
-                p.deliver(std::vec![close], false);
-            }
-            if status == STATUS_PENDING && !released {
+            // Only the reactor frees an in-flight chain; a close meanwhile left it to us. A
+            // chain retained by a client that closed the socket can never be released.
+            // SAFETY: the socket is gone; the chain is the provider's to free.
+            unsafe { Block::free(ptr) };
+            if status == STATUS_PENDING {
                 bugcheck(
                     "WSK_RETAINED_INDICATION_LEAKED",
                     format!(
-                        "WskReceiveEvent retained an indication of socket {id} that was closed \
-                         meanwhile: a retained indication must be released with WskRelease \
-                         before the socket is closed"
+                        "WskReceiveEvent retained an indication of socket {id}, which was \
+                         closed meanwhile: a retained indication must be released with \
+                         WskRelease before the socket is closed"
                     ),
                 );
             }
-            // SAFETY: the socket is gone and the callback did not retain the chain.
-            unsafe { Block::free(ptr) };
             return;
         };
         sock.ev.indicating = false;
         sock.ev.in_flight = 0;
-        sock.ev.in_flight_released = false;
-        match status {
-            STATUS_SUCCESS => {
-                let accepted = accepted.min(len);
-                if accepted < len {
-                    // Taken in part: the rest waits for a WskReceive.
-                    // SAFETY: the chain is still the provider's (not retained).
-                    let rest = unsafe { &(&(*raw).data)[accepted..] };
-                    let mut stash = rest.to_vec();
-                    stash.append(&mut sock.ev.stash);
-                    sock.ev.stash = stash;
-                    sock.ev.not_accepted = true;
-                }
-                // SAFETY: not retained, so still the provider's.
-                unsafe { Block::free(ptr) };
-            }
-            STATUS_PENDING if released => {
-                // SAFETY: released while its callback ran; freed only now that it returned.
-                unsafe { Block::free(ptr) };
-            }
-            STATUS_PENDING => sock.ev.retained.push(ptr),
-            STATUS_DATA_NOT_ACCEPTED => {
-                // SAFETY: not retained.
-                let mut stash = core::mem::take(unsafe { &mut (*raw).data });
+        // Only the reactor clears the flag: what it says now is final.
+        let released = core::mem::take(&mut sock.ev.in_flight_released);
+        // SAFETY: the block is live (freed below or retained), and ours unless retained.
+        let block = unsafe { &mut *raw };
+        let keep = match status {
+            STATUS_SUCCESS if accepted >= len => false,
+            // Taken in part, or not at all: the rest waits for a WskReceive.
+            STATUS_SUCCESS | STATUS_DATA_NOT_ACCEPTED => {
+                let taken = if status == STATUS_SUCCESS {
+                    accepted
+                } else {
+                    0
+                };
+                let mut stash = block.data.split_off(taken);
                 stash.append(&mut sock.ev.stash);
                 sock.ev.stash = stash;
                 sock.ev.not_accepted = true;
-                // SAFETY: as above.
-                unsafe { Block::free(ptr) };
+                false
             }
+            STATUS_PENDING => !released,
             other => {
                 drop(st);
+                // SAFETY: not retained (the status says nothing); freed before the report so
+                // that the socket can still be closed cleanly.
+                unsafe { Block::free(ptr) };
                 bugcheck(
                     "WSK_BAD_EVENT_STATUS",
                     format!(
@@ -434,10 +426,50 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
                     ),
                 );
             }
+        };
+        if keep {
+            sock.ev.retained.push(ptr);
+        } else {
+            // SAFETY: not retained (or released while its callback ran): the provider's.
+            unsafe { Block::free(ptr) };
         }
         if !full && !sock.recv_eof && sock.error.is_none() {
             return;
         }
+    }
+}
+
+/// The disconnect indication of socket `id` once its peer's FIN or reset was seen and no
+/// data is left to indicate (`st` is the provider lock, let go of for the callback).
+fn indicate_disconnect(
+    p: &super::Provider,
+    mut st: std::sync::MutexGuard<'_, super::State>,
+    id: u64,
+) {
+    let Some(sock) = st.sockets.get_mut(&id) else {
+        return;
+    };
+    let ended = sock.recv_eof || sock.error.is_some();
+    if !ended || sock.ev.enabled & WSK_EVENT_DISCONNECT == 0 || !sock.ev.stash.is_empty() {
+        return;
+    }
+    let (table, context) = client_of(sock);
+    let Some(disconnect) = table.WskDisconnectEvent else {
+        return;
+    };
+    sock.ev.disconnect_indicated = true;
+    sock.ev.indicating = true;
+    let flags = if sock.error.is_some() {
+        WSK_FLAG_ABORTIVE | WSK_FLAG_AT_DISPATCH_LEVEL
+    } else {
+        WSK_FLAG_AT_DISPATCH_LEVEL
+    };
+    drop(st);
+    // SAFETY: the client's callback with its own context, at DISPATCH_LEVEL.
+    let _ = glue::at_dispatch(|| unsafe { disconnect(context, flags) });
+    let mut st = p.lock();
+    if let Some(sock) = after_callback(p, &mut st, id) {
+        sock.ev.indicating = false;
     }
 }
 

@@ -264,6 +264,11 @@ unsafe fn set_event_callbacks(
         let _ = p.waker.wake();
         return status;
     }
+    if let Some(control) = control {
+        // SAFETY: the client passes its socket.
+        let id = unsafe { handle_id(socket, "WskControlSocket") };
+        super::events::refuse_enabling_with_irp(id, control.EventMask);
+    }
     // SAFETY: the client passes its socket and a live IRP.
     let (p, id, inline, mut out) =
         match unsafe { begin("WskControlSocket", socket, core::ptr::null_mut(), irp) } {
