@@ -66,6 +66,10 @@ pub struct Settings {
     /// bounded with `wsk::executor::timeout`, which drops it at the deadline, so this works
     /// even where `IoCancelIrp` does not cancel WSK IRPs (Wine), the close ending it there.
     pub idle_timeout: Option<Duration>,
+    /// Receive through WSK's receive event callbacks (`TcpStream::recv_events`: data copied
+    /// in place or from a retained indication, no receive IRP posted) instead of receive
+    /// IRPs. Where the provider has no event callbacks (Wine 8), receive IRPs anyway.
+    pub event_driven: bool,
 }
 
 /// Why [`start`] failed.
@@ -148,7 +152,13 @@ pub fn start(driver: Driver, settings: Settings) -> Result<SocketAddr, StartErro
         wsk::executor::block_on(listener.close());
         return Err(StartError::Runner(e));
     }
-    let accepting = accept_loop(client, listener, max, settings.idle_timeout);
+    let accepting = accept_loop(
+        client,
+        listener,
+        max,
+        settings.idle_timeout,
+        settings.event_driven,
+    );
     // On error the future, and with it the listener, was dropped: stopping waits for its
     // close.
     let _detached = RUNNER
@@ -243,6 +253,7 @@ async fn accept_loop(
     listener: TcpListener,
     max_connections: usize,
     idle_timeout: Option<Duration>,
+    event_driven: bool,
 ) {
     let mut reserve = Reserve::Missing;
     reserve.refill(client).await;
@@ -252,7 +263,7 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 failures.reset();
-                if admit(stream, max_connections, idle_timeout) {
+                if admit(stream, max_connections, idle_timeout, event_driven) {
                     limit_resets.reset();
                 } else if let Some(count) = limit_resets.count() {
                     kprint!(
@@ -349,7 +360,12 @@ impl Reserve {
 
 /// Serves `stream` in its own task, or resets it (returning false) when the limit is reached.
 /// Without a task slot or a buffer it is reset too (logged by its task).
-fn admit(stream: TcpStream, max_connections: usize, idle_timeout: Option<Duration>) -> bool {
+fn admit(
+    stream: TcpStream,
+    max_connections: usize,
+    idle_timeout: Option<Duration>,
+    event_driven: bool,
+) -> bool {
     if LIVE_CONNECTIONS.fetch_add(1, Ordering::AcqRel) >= max_connections {
         LIVE_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
         // Dropping the stream closes it (asynchronously, abortively): the client sees a reset.
@@ -361,10 +377,52 @@ fn admit(stream: TcpStream, max_connections: usize, idle_timeout: Option<Duratio
     // finished, dropped at shutdown before its first poll, or never spawned (the future, and
     // the stream in it, is dropped: a reset).
     let live = Live;
-    if let Err(e) = RUNNER.spawn(&CONNECTION_TASKS, serve(stream, live, idle_timeout)) {
+    if let Err(e) = RUNNER.spawn(
+        &CONNECTION_TASKS,
+        serve(stream, live, idle_timeout, event_driven),
+    ) {
         kprint!("wskecho: no task for a connection ({e:?}); reset it\n");
     }
     true
+}
+
+/// Connections that receive through WSK event callbacks, and those that asked for them but
+/// got receive IRPs (no event callbacks in the provider, or a refusal): logged now and then.
+static EVENT_DRIVEN: AtomicUsize = AtomicUsize::new(0);
+static EVENTS_REFUSED: AtomicUsize = AtomicUsize::new(0);
+
+/// Turns on `stream`'s receive events; false (logged now and then) when it receives with IRPs.
+fn enable_events(stream: &TcpStream) -> bool {
+    match stream.enable_receive_events() {
+        Ok(true) => {
+            let count = EVENT_DRIVEN.fetch_add(1, Ordering::Relaxed) + 1;
+            if count.is_power_of_two() {
+                kprint!("wskecho: {count} connection(s) event-driven so far\n");
+            }
+            true
+        }
+        outcome => {
+            let count = EVENTS_REFUSED.fetch_add(1, Ordering::Relaxed) + 1;
+            if count.is_power_of_two() {
+                match outcome {
+                    Err(e) => kprint!("wskecho: receive events refused ({e}); receive IRPs\n"),
+                    _ => kprint!("wskecho: the provider has no receive events; receive IRPs\n"),
+                }
+            }
+            false
+        }
+    }
+}
+
+/// Counts (and now and then logs) a connection closed for being idle past `limit`.
+fn note_idle_close(limit: Duration) {
+    let count = IDLE_CLOSES.fetch_add(1, Ordering::Relaxed) + 1;
+    if count.is_power_of_two() {
+        kprint!(
+            "wskecho: closing a connection idle for {} ms ({count} so far)\n",
+            limit.as_millis()
+        );
+    }
 }
 
 /// Counts a connection as live until its task ends or is dropped.
@@ -379,7 +437,7 @@ impl Drop for Live {
 /// Echoes until the peer closes or stays silent past `idle_timeout`, then disconnects
 /// gracefully (bounded; reset past the limit, or close where the provider has no disconnect,
 /// as under Wine) and closes.
-async fn serve(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
+async fn serve(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>, event_driven: bool) {
     let Ok(mut buf) = IoBuf::with_capacity(BUFFER_SIZE) else {
         kprint!("wskecho: out of memory for a connection buffer; reset the connection\n");
         // Closing before both directions are shut down is abortive: the peer sees a reset.
@@ -387,9 +445,22 @@ async fn serve(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
         stream.close().await;
         return;
     };
+    // Event-driven where the provider has event callbacks; receive IRPs otherwise (Wine 8,
+    // or a refusal, which `recv_events` then falls back from too).
+    let events = event_driven && enable_events(&stream);
     loop {
         let (received, b) = match idle_timeout {
+            None if events => stream.recv_events(buf).await,
             None => stream.recv(buf).await,
+            Some(limit) if events => {
+                match wsk::executor::timeout(limit, stream.recv_events(buf)).await {
+                    Ok(done) => done,
+                    Err(_elapsed) => {
+                        note_idle_close(limit);
+                        break;
+                    }
+                }
+            }
             // merge: with `wsk::net::timeout` covering every op (cancelling through WSK and
             // returning the buffer), the receive is bounded with it instead.
             Some(limit) => match wsk::executor::timeout(limit, stream.recv(buf)).await {
@@ -397,13 +468,7 @@ async fn serve(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
                 Err(_elapsed) => {
                     // The receive (and its buffer) went with the timeout; the close below
                     // ends it where cancelling did not.
-                    let count = IDLE_CLOSES.fetch_add(1, Ordering::Relaxed) + 1;
-                    if count.is_power_of_two() {
-                        kprint!(
-                            "wskecho: closing a connection idle for {} ms ({count} so far)\n",
-                            limit.as_millis()
-                        );
-                    }
+                    note_idle_close(limit);
                     break;
                 }
             },
