@@ -27,6 +27,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 
 use wsk::driver::{FailureStatus, ServiceError};
+use wsk::executor::sync::SpinMutex;
 use wsk::sys::{NTSTATUS, STATUS_INVALID_PARAMETER};
 use wsk::{
     Budget, Driver, ErrorKind, IoBuf, Runner, RunnerKind, Service, TaskPool, TcpListener,
@@ -232,6 +233,7 @@ impl fmt::Display for StopReport {
 /// `PASSIVE_LEVEL` (`DriverUnload`).
 pub fn stop() -> StopReport {
     let report = SERVICE.stop();
+    free_spare_buffers();
     StopReport {
         tasks_left: report.tasks_left,
         connections_left: live_connections(),
@@ -437,7 +439,13 @@ impl Drop for Live {
 /// Echoes until the peer closes or stays silent past `idle_timeout`, then disconnects
 /// gracefully (bounded; reset past the limit, or close where the provider has no disconnect,
 /// as under Wine) and closes.
-async fn serve(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>, event_driven: bool) {
+async fn serve(stream: TcpStream, live: Live, idle_timeout: Option<Duration>, event_driven: bool) {
+    // Event-driven where the provider has event callbacks; receive IRPs otherwise (Wine 8,
+    // or a refusal).
+    if event_driven && enable_events(&stream) {
+        serve_events(stream, live, idle_timeout).await;
+        return;
+    }
     let Ok(mut buf) = IoBuf::with_capacity(BUFFER_SIZE) else {
         kprint!("wskecho: out of memory for a connection buffer; reset the connection\n");
         // Closing before both directions are shut down is abortive: the peer sees a reset.
@@ -445,22 +453,9 @@ async fn serve(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>, e
         stream.close().await;
         return;
     };
-    // Event-driven where the provider has event callbacks; receive IRPs otherwise (Wine 8,
-    // or a refusal, which `recv_events` then falls back from too).
-    let events = event_driven && enable_events(&stream);
     loop {
         let (received, b) = match idle_timeout {
-            None if events => stream.recv_events(buf).await,
             None => stream.recv(buf).await,
-            Some(limit) if events => {
-                match wsk::executor::timeout(limit, stream.recv_events(buf)).await {
-                    Ok(done) => done,
-                    Err(_elapsed) => {
-                        note_idle_close(limit);
-                        break;
-                    }
-                }
-            }
             // merge: with `wsk::net::timeout` covering every op (cancelling through WSK and
             // returning the buffer), the receive is bounded with it instead.
             Some(limit) => match wsk::executor::timeout(limit, stream.recv(buf)).await {
@@ -490,6 +485,94 @@ async fn serve(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>, e
             return;
         }
     }
+    finish(stream).await;
+}
+
+/// Buffers of event-driven connections that went idle, for the next connection that has
+/// data: an idle event-driven connection holds no buffer (its data waits in WSK's retained
+/// indications), so the nonpaged pool of N idle connections is theirs, not N buffers.
+static SPARE_BUFFERS: SpinMutex<[Option<IoBuf>; SPARE_BUFFERS_KEPT]> =
+    SpinMutex::new([const { None }; SPARE_BUFFERS_KEPT]);
+/// Spare buffers kept at most (the rest are freed).
+const SPARE_BUFFERS_KEPT: usize = 8;
+
+/// A receive buffer: a spare one, or a new one.
+fn take_buffer() -> Option<IoBuf> {
+    let spare = SPARE_BUFFERS.lock().iter_mut().find_map(Option::take);
+    spare.or_else(|| IoBuf::with_capacity(BUFFER_SIZE).ok())
+}
+
+/// Keeps `buf` for another connection, or frees it when enough are kept.
+fn give_back_buffer(buf: IoBuf) {
+    let mut spares = SPARE_BUFFERS.lock();
+    if let Some(slot) = spares.iter_mut().find(|slot| slot.is_none()) {
+        *slot = Some(buf);
+    }
+}
+
+/// Frees the spare buffers (at [`stop`], once no connection task is left).
+fn free_spare_buffers() {
+    let spares = core::mem::replace(
+        &mut *SPARE_BUFFERS.lock(),
+        [const { None }; SPARE_BUFFERS_KEPT],
+    );
+    drop(spares);
+}
+
+/// [`serve`] for a connection with receive events: it holds a buffer only while data is
+/// indicated (waiting for data with `TcpStream::indicated`), receives with
+/// `TcpStream::recv_events`, and gives the buffer back when no more data waits.
+async fn serve_events(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
+    let mut held: Option<IoBuf> = None;
+    loop {
+        if held.is_none() && !stream.has_indicated() {
+            if let Some(limit) = idle_timeout {
+                if wsk::executor::timeout(limit, stream.indicated())
+                    .await
+                    .is_err()
+                {
+                    note_idle_close(limit);
+                    break;
+                }
+            } else {
+                stream.indicated().await;
+            }
+        }
+        let Some(buf) = held.take().or_else(take_buffer) else {
+            kprint!("wskecho: out of memory for a connection buffer; reset the connection\n");
+            stream.close().await;
+            return;
+        };
+        let (received, buf) = stream.recv_events(buf).await;
+        match received {
+            Ok(0) => {
+                give_back_buffer(buf);
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                give_back_buffer(buf);
+                stream.close().await;
+                return;
+            }
+        }
+        let (sent, buf) = stream.send(buf).await;
+        if sent.is_err() {
+            give_back_buffer(buf);
+            stream.close().await;
+            return;
+        }
+        if stream.has_indicated() {
+            held = Some(buf);
+        } else {
+            give_back_buffer(buf);
+        }
+    }
+    finish(stream).await;
+}
+
+/// The end of a served connection: a bounded graceful disconnect, then the close.
+async fn finish(stream: TcpStream) {
     match stream.disconnect_within(DISCONNECT_LIMIT).await {
         // Unsupported: no WskDisconnect (Wine), close does it. A reset after the peer's FIN
         // is the peer's choice, not news.

@@ -101,7 +101,7 @@ pub use socket::BindOptions;
 pub use tcp::{
     Accept, Disconnect, Incoming, Recv, TcpListener, TcpReadHalf, TcpStream, TcpWriteHalf,
 };
-pub use tcp::{EventCounts, RETAINED_MAX, RecvEvents};
+pub use tcp::{EventCounts, Indicated, RETAINED_MAX, RecvEvents};
 pub use time::Cancellable;
 #[cfg(not(loom))]
 pub use time::{WithTimeout, timeout};

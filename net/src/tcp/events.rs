@@ -122,6 +122,14 @@ pub struct EventCounts {
     pub not_accepted: u64,
 }
 
+impl Queue {
+    /// A receive would finish at once: data retained, the connection ended, or WSK waits for
+    /// a `WskReceive`.
+    fn ready(&self) -> bool {
+        !self.retained.is_empty() || self.ended.is_some() || self.not_accepted || !self.enabled
+    }
+}
+
 // SAFETY: the raw pointers are a retained chain (WSK's until released, used under the lock)
 // and a pinned future's buffer (registered and unregistered under the lock).
 unsafe impl Send for Queue {}
@@ -491,6 +499,68 @@ impl TcpStream {
             irp: None,
             registered: false,
             _pinned: PhantomPinned,
+        }
+    }
+}
+
+impl TcpStream {
+    /// Whether a [`TcpStream::recv_events`] would finish without waiting: indicated data is
+    /// retained, the peer ended the connection, or WSK waits for a receive (back-pressure).
+    /// Always true without receive events (a receive IRP is the way to wait then).
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL` (takes the stream's spin lock).
+    #[must_use]
+    pub fn has_indicated(&self) -> bool {
+        let cell = self.handle.inner().events.load(Ordering::Acquire);
+        // SAFETY: the cell lives as long as the socket object, which `self` keeps.
+        unsafe { cell.as_ref() }.is_none_or(|c| c.queue.lock().ready())
+    }
+
+    /// Waits, holding no buffer, until [`TcpStream::has_indicated`] is true: an idle
+    /// event-driven connection needs no receive buffer (take one when this returns). One
+    /// waiter per stream, and not while a [`RecvEvents`] waits.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// stream.enable_receive_events()?;
+    /// stream.indicated().await; // no buffer held while idle
+    /// let (n, _buf) = stream.recv_events(wsk_net::IoBuf::with_capacity(4096)?).await;
+    /// n?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    #[must_use]
+    pub fn indicated(&self) -> Indicated<'_> {
+        Indicated { stream: self }
+    }
+}
+
+/// The future of [`TcpStream::indicated`].
+///
+/// # IRQL
+/// Poll at <= `DISPATCH_LEVEL`.
+pub struct Indicated<'a> {
+    stream: &'a TcpStream,
+}
+
+impl Future for Indicated<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let cell = self.stream.handle.inner().events.load(Ordering::Acquire);
+        // SAFETY: the cell lives as long as the socket object, which the stream keeps.
+        let Some(cell) = (unsafe { cell.as_ref() }) else {
+            return Poll::Ready(());
+        };
+        cell.waker.register(cx.waker());
+        let q = cell.queue.lock();
+        if q.ready() || q.closing || !q.enabled {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 }

@@ -9,7 +9,7 @@ mod split;
 mod stream;
 
 pub(crate) use events::{EventCell, before_close, client_dispatch, free_cell};
-pub use events::{EventCounts, RETAINED_MAX, RecvEvents};
+pub use events::{EventCounts, Indicated, RETAINED_MAX, RecvEvents};
 pub(crate) use listener::issue_accept;
 pub use listener::{Accept, Incoming, TcpListener};
 pub(crate) use split::socket_of;
