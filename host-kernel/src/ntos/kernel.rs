@@ -554,6 +554,15 @@ impl Kernel {
         self.machine.dpcs.started()
     }
 
+    /// How many `DbgPrintEx` calls were made at `level` since boot (`DPFLTR_ERROR_LEVEL` 0 ..
+    /// `DPFLTR_INFO_LEVEL` 3; higher levels count as 3). A long message may be printed in
+    /// several calls (`wsk_sys::dbg_print` flushes every 256 bytes).
+    #[must_use]
+    pub fn debug_prints_at(&self, level: u32) -> u64 {
+        let slot = usize::try_from(level).map_or(3, |level| level.min(3));
+        self.machine.debug_prints_by_level[slot].load(Ordering::Relaxed)
+    }
+
     /// Everything `DbgPrintEx` printed since boot.
     #[must_use]
     pub fn debug_log(&self) -> String {
@@ -663,8 +672,10 @@ pub(crate) fn hold_boot_lock_for_tests() -> impl Drop {
 }
 
 /// Appends debug output to the running kernel's log.
-pub(crate) fn append_debug_log(text: &str) {
+pub(crate) fn append_debug_log(level: u32, text: &str) {
     if let Some(machine) = machine::try_current() {
+        let slot = usize::try_from(level).map_or(3, |level| level.min(3));
+        machine.debug_prints_by_level[slot].fetch_add(1, Ordering::Relaxed);
         lock(&machine.debug_log).push_str(text);
         machine.debug_log_grew.notify_all();
     }
