@@ -81,7 +81,8 @@ pub(crate) unsafe fn issue_resolve(call: &mut Call) -> NTSTATUS {
 /// ```
 ///
 /// # Errors
-/// `InvalidState` when polled above `PASSIVE_LEVEL` or after deregistration;
+/// [`ErrorKind::WrongIrql`] when polled above `PASSIVE_LEVEL`; `InvalidState` after
+/// deregistration;
 /// `InvalidInput` for an empty name or one longer than 255 UTF-16 units; `NotFound` when
 /// nothing resolved; `NoResources`; provider errors (`Unsupported` when the provider lacks
 /// `WskGetAddressInfo`).
@@ -90,7 +91,7 @@ pub(crate) unsafe fn issue_resolve(call: &mut Call) -> NTSTATUS {
 /// `PASSIVE_LEVEL` only.
 pub async fn resolve(client: &WskClient, host: &str, port: u16) -> Result<Addresses> {
     if sys::KeGetCurrentIrql() != sys::PASSIVE_LEVEL {
-        return Err(Error::new(ErrorKind::InvalidState, "resolve"));
+        return Err(Error::new(ErrorKind::WrongIrql, "resolve"));
     }
     // SAFETY: the client handle keeps the client alive. A PASSIVE_LEVEL point: free the
     // result lists of lookups abandoned earlier.
