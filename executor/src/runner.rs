@@ -316,6 +316,20 @@ impl Runner {
 
     /// Spawns `future` into a free slot of `pool`, to run on this runner.
     ///
+    /// A future (or output) too big for the pool's slots does not compile; the error names
+    /// its size and the slot size, and rustc's note points at the line that called `spawn`:
+    /// "a task of 4136 bytes (its future, or its output if larger) does not fit the pool's
+    /// 2048-byte slots: spawn it into a `TaskPool<4136, N>` or larger".
+    ///
+    /// ```compile_fail,E0080
+    /// use wsk_executor::{Budget, Runner, TaskPool};
+    /// static RUNNER: Runner = Runner::new(Budget::DEFAULT);
+    /// static TASKS: TaskPool<64, 1> = TaskPool::new();
+    /// let state = [0_u8; 100];
+    /// // error: a task of 10? bytes (...) does not fit the pool's 64-byte slots
+    /// let _ = RUNNER.spawn(&TASKS, async move { core::hint::black_box(state) });
+    /// ```
+    ///
     /// # Errors
     /// See [`TaskPool::spawn`].
     ///
@@ -330,6 +344,8 @@ impl Runner {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        // Checked here (as well as in the pool) so that the error's note names our caller.
+        const { crate::raw::SpawnCheck::<F, SIZE>::FITS };
         pool.spawn(&self.executor, future)
     }
 

@@ -13,6 +13,7 @@
 
 mod atomic_waker;
 mod executor;
+mod fit;
 mod join;
 mod pool;
 mod run_queue;
@@ -24,6 +25,8 @@ mod task;
 pub use atomic_waker::AtomicWaker;
 pub use executor::{Executor, ExecutorCore, FnPender, PendFn, Pender, PollReport};
 pub use join::{JoinError, JoinHandle};
+#[cfg(not(loom))]
+pub(crate) use pool::SpawnCheck;
 pub use pool::{MAX_POOLS, STORAGE_ALIGN, SpawnError, TaskPool};
 
 pub(crate) use executor::executor_of_waker;
