@@ -105,7 +105,8 @@ const STREAK_SLOTS: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StartError {
-    /// `start` was already called on this runner.
+    /// The runner is running (or starting, or shutting down): `start` may only follow `new`
+    /// or a finished [`Runner::shutdown`].
     AlreadyStarted,
     /// `PsCreateSystemThread` or `ObReferenceObjectByHandle` failed with this NTSTATUS (the
     /// runner's system thread, which both kinds have).
@@ -218,9 +219,24 @@ impl Runner {
     /// (the passive runner's poller; the DPC runner's hand-off under sustained load). Tasks
     /// already spawned run now.
     ///
+    /// Restartable: after [`shutdown`](Self::shutdown) has returned, `start` runs the runner
+    /// again, of either kind, as a new one (its task pools are reused; spawns fail with
+    /// [`SpawnError::Closed`] only between the shutdown and the next start). A driver that is
+    /// loaded, unloaded and loaded again in one address space (the host kernel's lifecycle
+    /// tests) keeps its `static` runners.
+    ///
+    /// ```ignore
+    /// RUNNER.start(RunnerKind::Dpc)?;
+    /// RUNNER.shutdown();
+    /// RUNNER.start(RunnerKind::Passive)?;              // a new run; TASKS are reused
+    /// RUNNER.spawn(&TASKS, serve())?;
+    /// ```
+    ///
     /// # Errors
-    /// [`StartError::AlreadyStarted`] on a second call; [`StartError::Thread`] if the thread
-    /// could not be created (the runner then stays unusable).
+    /// [`StartError::AlreadyStarted`] while the runner runs (started and not shut down);
+    /// [`StartError::Thread`] if the thread could not be created (the runner is then not
+    /// running: [`shutdown`](Self::shutdown) drops the tasks spawned meanwhile, after which
+    /// `start` may be tried again).
     ///
     /// # IRQL
     /// `PASSIVE_LEVEL`.
@@ -230,12 +246,26 @@ impl Runner {
             PASSIVE_LEVEL,
             "Runner::start needs PASSIVE_LEVEL"
         );
-        if self
-            .state
-            .compare_exchange(NEW, STARTING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return Err(StartError::AlreadyStarted);
+        let restarting =
+            match self
+                .state
+                .compare_exchange(NEW, STARTING, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => false,
+                Err(STOPPED) => {
+                    if self
+                        .state
+                        .compare_exchange(STOPPED, STARTING, Ordering::AcqRel, Ordering::Acquire)
+                        .is_err()
+                    {
+                        return Err(StartError::AlreadyStarted);
+                    }
+                    true
+                }
+                Err(_) => return Err(StartError::AlreadyStarted),
+            };
+        if restarting {
+            self.reset_after_shutdown();
         }
         // SAFETY: PASSIVE_LEVEL (checked above); resolves the clock the DPC budget is measured on.
         unsafe { wsk_sys::init_precise_clock() };
@@ -269,6 +299,25 @@ impl Runner {
             self.executor.core().pend();
         }
         Ok(())
+    }
+
+    /// Makes a shut-down runner new again, before `start` initialises its kernel objects:
+    /// wakes are left queued (null context) until `start` sets the context, the executor is
+    /// reopened, and the DPC and thread flags that shutdown set are cleared. Shutdown left no
+    /// task, no queued DPC of ours and no thread, so nothing else touches these.
+    fn reset_after_shutdown(&self) {
+        // SAFETY: a null context makes `pend` leave wakes queued (see `pend`).
+        unsafe { self.executor.set_context(ptr::null()) };
+        let reopened = self.executor.reopen();
+        debug_assert!(reopened, "shutdown returned with tasks left");
+        debug_assert_eq!(self.dpc_instances.load(Ordering::Acquire), 0);
+        debug_assert!(self.thread.load(Ordering::Acquire).is_null());
+        self.dpcs_closed.store(false, Ordering::SeqCst);
+        self.thread_owns_work.store(false, Ordering::SeqCst);
+        self.stop_thread.store(false, Ordering::Release);
+        for streak in &self.streaks {
+            streak.store(0, Ordering::Relaxed);
+        }
     }
 
     fn start_thread(&'static self) -> Result<(), NTSTATUS> {
@@ -366,8 +415,8 @@ impl Runner {
 
     /// Shuts the runner down: spawning fails from now on, every task's future is dropped on the
     /// runner (which cancels what it was waiting for), then waits until all are dropped and the
-    /// runner's DPCs, timers and thread are quiescent. The runner cannot be restarted. A second
-    /// call returns at once.
+    /// runner's DPCs, timers and thread are quiescent. [`start`](Self::start) may then run it
+    /// again. A second call returns at once.
     ///
     /// What "quiescent" covers, exactly:
     /// - The runner's DPC: every instance is counted from before it is queued until the last
