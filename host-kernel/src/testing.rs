@@ -1,7 +1,8 @@
 //! Fixtures for tests that run on the host kernel, shared by every crate's host tests: the
 //! bound a test waits at most, the fault plans every WSK scenario runs under, and the runner
 //! that boots a fresh [`Kernel`] per plan, hands it to the scenario and then checks that the
-//! verifier found nothing (no leak, no bugcheck).
+//! verifier found nothing (no leak, no bugcheck). [`net`] has the peer side of a driver test
+//! (a free loopback port, a client with timeouts, an echo round trip).
 //!
 //! The plans can be chosen from outside: `WSK_FAULTS` (a plan as [`Faults::parse`] reads it)
 //! and `WSK_SEED` make [`plans`] that one plan; a failing plan prints the command that replays
@@ -17,6 +18,9 @@
 //!     });
 //! });
 //! ```
+
+#[path = "testing_net.rs"]
+pub mod net;
 
 use core::fmt::Write as _;
 use std::boxed::Box;
