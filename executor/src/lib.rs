@@ -10,6 +10,8 @@
 //! - [`sleep`], [`sleep_until`], [`timeout`], [`Instant`]: time from `KeQueryInterruptTime`.
 //! - [`block_on()`]: run a future at `PASSIVE_LEVEL` (`DriverEntry`, `DriverUnload`).
 //! - [`yield_now`]: let other tasks run.
+//! - [`run_at_passive`]: hand a short piece of work from a task (polled at `DISPATCH_LEVEL`
+//!   by a DPC runner) to its runner's thread at `PASSIVE_LEVEL`.
 //!
 //! Tasks live in static [`TaskPool`]s; no heap is needed.
 //! How the crates fit together: `docs/ARCHITECTURE.md` in the repository.
@@ -42,6 +44,8 @@ mod block_on;
 #[cfg(not(loom))]
 mod kernel;
 #[cfg(not(loom))]
+mod passive;
+#[cfg(not(loom))]
 mod runner;
 #[cfg(not(loom))]
 mod time;
@@ -50,6 +54,8 @@ mod timer;
 
 #[cfg(not(loom))]
 pub use block_on::block_on;
+#[cfg(not(loom))]
+pub use passive::{PassiveError, PassiveWork, run_at_passive};
 pub use raw::{JoinError, JoinHandle, SpawnError, TaskPool};
 #[cfg(not(loom))]
 pub use runner::{Budget, Runner, RunnerKind, StartError};

@@ -55,6 +55,7 @@ use wsk_sys::{
 };
 
 use crate::kernel::{KernelCell, resolve_should_yield_processor, should_yield_processor};
+use crate::passive::{PassiveQueue, PassiveWork};
 use crate::raw::{Executor, JoinHandle, Pender, SpawnError, TaskPool};
 use crate::time::BudgetDeadline;
 use crate::timer::TimerQueue;
@@ -177,6 +178,9 @@ pub struct Runner {
     thread: AtomicPtr<c_void>,
     /// Tells the runner's thread to exit.
     stop_thread: AtomicBool,
+    /// Work its tasks handed to `PASSIVE_LEVEL` ([`crate::run_at_passive`]), run by the
+    /// runner's thread; closed by the thread as it exits.
+    passive_work: PassiveQueue,
 }
 
 impl Runner {
@@ -202,6 +206,7 @@ impl Runner {
             drained_event: KernelCell::zeroed(),
             thread: AtomicPtr::new(ptr::null_mut()),
             stop_thread: AtomicBool::new(false),
+            passive_work: PassiveQueue::new(),
         }
     }
 
@@ -318,6 +323,26 @@ impl Runner {
         for streak in &self.streaks {
             streak.store(0, Ordering::Relaxed);
         }
+        self.passive_work.open();
+    }
+
+    /// Queues `work` for the runner's thread (see [`crate::run_at_passive`]) and wakes it;
+    /// false once the thread stopped taking work.
+    ///
+    /// # Safety
+    /// As [`crate::run_at_passive`].
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL`.
+    pub(crate) unsafe fn queue_passive_work(&self, work: core::ptr::NonNull<PassiveWork>) -> bool {
+        // SAFETY: forwarded from the caller.
+        if !unsafe { self.passive_work.push(work) } {
+            return false;
+        }
+        // SAFETY: the queue is open only while the thread runs, so the event is initialised;
+        // KeSetEvent with Wait FALSE is fine at DISPATCH_LEVEL.
+        unsafe { KeSetEvent(self.wake_event.get(), 0, FALSE) };
+        true
     }
 
     fn start_thread(&'static self) -> Result<(), NTSTATUS> {
@@ -587,6 +612,8 @@ impl Runner {
             let work_remains = self.run_once();
             // SAFETY: the IRQL the matching KeRaiseIrql returned.
             unsafe { KeLowerIrql(previous) };
+            // Between slices, at PASSIVE_LEVEL: work the tasks handed over waits no longer.
+            self.passive_work.run_all(false);
             if work_remains || self.executor.has_queued() {
                 continue;
             }
@@ -711,6 +738,7 @@ unsafe extern "system" fn runner_thread(context: PVOID) {
                 ptr::null_mut(),
             );
         }
+        runner.passive_work.run_all(false);
         if runner.kind.load(Ordering::Acquire) == KIND_PASSIVE {
             while runner.run_once() {}
         } else {
@@ -720,6 +748,8 @@ unsafe extern "system" fn runner_thread(context: PVOID) {
             break;
         }
     }
+    // Whatever was queued up to now runs; later pushes fail (the task sees NotRunning).
+    runner.passive_work.run_all(true);
     // SAFETY: ends this system thread; PASSIVE_LEVEL.
     unsafe { PsTerminateSystemThread(STATUS_SUCCESS) };
 }

@@ -66,6 +66,8 @@ use wsk_host as _;
 mod addr;
 mod buf;
 mod client;
+#[cfg(not(loom))]
+mod connect;
 mod debug;
 mod error;
 mod raw;
@@ -77,6 +79,8 @@ mod udp;
 
 pub use buf::IoBuf;
 pub use client::{DeregisterError, Driver, WskClient};
+#[cfg(not(loom))]
+pub use connect::lookup_host;
 pub use error::{Error, ErrorKind, Result};
 pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;

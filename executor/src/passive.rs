@@ -1,0 +1,191 @@
+//! Work handed from a runner's task to `PASSIVE_LEVEL`: [`run_at_passive`] queues a
+//! [`PassiveWork`] on the system thread of the runner whose task is being polled, which runs
+//! it at `PASSIVE_LEVEL` between its polls. For the few kernel calls a task polled at
+//! `DISPATCH_LEVEL` (a DPC runner's) cannot make itself, such as `WskGetAddressInfo`:
+//! `wsk_net::lookup_host` and `TcpStream::connect_host` use it.
+//!
+//! Why the runner's thread and not a thread or work item of its own: the runner's shutdown
+//! already waits for that thread, so work queued by a task is finished before the runner's
+//! shutdown returns and the driver can unload; no code of the driver runs afterwards. Work
+//! runs one at a time, in queueing order; a long piece delays the thread's other duties (the
+//! DPC runner's hand-off under load, or the passive runner's polling), so keep it short:
+//! one kernel call, then wake the task.
+//!
+//! No allocation here: the caller owns the [`PassiveWork`] (in pool memory, say) until its
+//! function is called.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, Ordering};
+use core::task::Waker;
+
+/// A piece of work for [`run_at_passive`]: a link for the runner's queue and the function the
+/// thread calls. Embed it (first, in a `#[repr(C)]` struct) in the object the work needs, and
+/// recover that object from the pointer `run` gets.
+///
+/// # IRQL
+/// Any: a plain value.
+#[repr(C)]
+#[derive(Debug)]
+pub struct PassiveWork {
+    /// The next work queued after this one (the queue is a lock-free stack).
+    next: AtomicPtr<PassiveWork>,
+    /// Called once, at `PASSIVE_LEVEL`, on the runner's thread.
+    run: unsafe fn(NonNull<PassiveWork>),
+}
+
+impl PassiveWork {
+    /// Work that calls `run` with its own address when it runs.
+    ///
+    /// # IRQL
+    /// Any (a constant initialiser).
+    #[must_use]
+    pub const fn new(run: unsafe fn(NonNull<PassiveWork>)) -> Self {
+        Self {
+            next: AtomicPtr::new(core::ptr::null_mut()),
+            run,
+        }
+    }
+}
+
+/// Why [`run_at_passive`] did not queue the work (it was not touched; the caller still owns
+/// it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PassiveError {
+    /// The waker is not a runner task's (a `block_on` future or another executor's): no
+    /// runner thread to hand the work to.
+    NotARunnerTask,
+    /// The runner is not running (not started yet, or shutting down).
+    NotRunning,
+}
+
+impl core::fmt::Display for PassiveError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::NotARunnerTask => "not polled by a runner: no thread to run PASSIVE_LEVEL work",
+            Self::NotRunning => "the runner is not running",
+        })
+    }
+}
+
+impl core::error::Error for PassiveError {}
+
+/// The queue's closed mark: never a valid `PassiveWork` address (odd, below any allocation).
+const CLOSED: *mut PassiveWork = core::ptr::dangling_mut::<PassiveWork>().wrapping_byte_sub(1);
+
+/// A runner's queue of passive work: a lock-free stack that the thread takes whole.
+pub(crate) struct PassiveQueue {
+    head: AtomicPtr<PassiveWork>,
+}
+
+impl PassiveQueue {
+    pub(crate) const fn new() -> Self {
+        Self {
+            head: AtomicPtr::new(core::ptr::null_mut()),
+        }
+    }
+
+    /// Opens the queue (again, after [`close`](Self::close)).
+    pub(crate) fn open(&self) {
+        let _ = self.head.compare_exchange(
+            CLOSED,
+            core::ptr::null_mut(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// Pushes `work`; false, leaving it alone, once closed.
+    ///
+    /// # Safety
+    /// `work` is valid and not queued, and stays valid until its function is called.
+    pub(crate) unsafe fn push(&self, work: NonNull<PassiveWork>) -> bool {
+        let mut head = self.head.load(Ordering::Acquire);
+        loop {
+            if head == CLOSED {
+                return false;
+            }
+            // SAFETY: `work` is valid and not queued (the caller's guarantee): only we touch
+            // its link until the push below publishes it.
+            unsafe { work.as_ref() }.next.store(head, Ordering::Relaxed);
+            match self.head.compare_exchange_weak(
+                head,
+                work.as_ptr(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => head = actual,
+            }
+        }
+    }
+
+    /// Runs every queued piece of work, oldest first; with `close`, also closes the queue (no
+    /// push succeeds afterwards), so nothing is left behind.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL` (the work's rule).
+    pub(crate) fn run_all(&self, close: bool) {
+        let replacement = if close { CLOSED } else { core::ptr::null_mut() };
+        let taken = self.head.swap(replacement, Ordering::AcqRel);
+        if taken == CLOSED {
+            return;
+        }
+        // Reverse the stack into queueing order.
+        let mut oldest_first: *mut PassiveWork = core::ptr::null_mut();
+        let mut node = taken;
+        while let Some(work) = NonNull::new(node) {
+            // SAFETY: queued work stays valid until its function is called (push's contract),
+            // and taking the stack made its links ours.
+            let work = unsafe { work.as_ref() };
+            node = work.next.load(Ordering::Relaxed);
+            work.next.store(oldest_first, Ordering::Relaxed);
+            oldest_first = core::ptr::from_ref(work).cast_mut();
+        }
+        while let Some(work) = NonNull::new(oldest_first) {
+            // SAFETY: as above; read before the call, after which the work may be freed.
+            let (next, run) = unsafe {
+                let work = work.as_ref();
+                (work.next.load(Ordering::Relaxed), work.run)
+            };
+            oldest_first = next;
+            // SAFETY: called once, at PASSIVE_LEVEL (ours), as `PassiveWork` promises.
+            unsafe { run(work) };
+        }
+    }
+}
+
+/// Queues `work` on the system thread of the runner whose task `waker` belongs to (pass the
+/// polling context's waker); the thread calls its function at `PASSIVE_LEVEL`, soon, and
+/// before the runner's [`shutdown`](crate::Runner::shutdown) returns.
+///
+/// # Errors
+/// [`PassiveError::NotARunnerTask`] when `waker` is not a runner task's;
+/// [`PassiveError::NotRunning`] when that runner is not running (or is shutting down and its
+/// thread has stopped taking work). The work is not queued then.
+///
+/// # Safety
+/// `work` is valid and not queued, and stays valid (not moved, not freed) until its function
+/// has been called; the function may free it. The function runs at `PASSIVE_LEVEL` on another
+/// thread, possibly while the task goes on: what it touches must be shareable.
+///
+/// # IRQL
+/// <= `DISPATCH_LEVEL`.
+pub unsafe fn run_at_passive(
+    waker: &Waker,
+    work: NonNull<PassiveWork>,
+) -> Result<(), PassiveError> {
+    let Some(executor) = crate::raw::executor_of_waker::<crate::runner::RunnerPender>(waker) else {
+        return Err(PassiveError::NotARunnerTask);
+    };
+    // SAFETY: a runner executor's context is null or its 'static runner (`Runner::start`).
+    let Some(runner) = (unsafe { executor.context().cast::<crate::Runner>().as_ref() }) else {
+        return Err(PassiveError::NotRunning);
+    };
+    // SAFETY: forwarded from the caller.
+    if unsafe { runner.queue_passive_work(work) } {
+        Ok(())
+    } else {
+        Err(PassiveError::NotRunning)
+    }
+}
