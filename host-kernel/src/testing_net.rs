@@ -110,7 +110,7 @@ mod tests {
             // The first connection is echoed, the second answered with one byte flipped.
             for flip in [false, true] {
                 let (mut peer, _) = listener.accept().unwrap();
-                let mut buf = [0_u8; 64 * 1024];
+                let mut buf = [0_u8; 16 * 1024];
                 let mut total = 0;
                 let expected = if flip { 3 } else { 100_000 };
                 while total < expected {

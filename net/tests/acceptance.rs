@@ -282,8 +282,7 @@ fn fin_graceful_final_data_and_refused() {
             // itself on Linux.
             let e = TcpStream::connect(client, SocketAddr::from(([127, 0, 0, 1], 1)))
                 .await
-                .err()
-                .expect("refused");
+                .expect_err("refused");
             assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
         });
     });

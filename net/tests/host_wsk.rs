@@ -103,8 +103,7 @@ fn connect_exact_receive_and_abortive_disconnect() {
             drop(std_listener);
             let e = TcpStream::connect(client, SocketAddr::from(([127, 0, 0, 1], 1)))
                 .await
-                .err()
-                .expect("refused");
+                .expect_err("refused");
             assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
         });
     });
@@ -231,9 +230,7 @@ fn echo_server_on_the_dpc_runner() {
                 assert!(p.join().unwrap(), "a peer got its bytes back exactly");
             }
             runner.shutdown();
-            let client = Arc::try_unwrap(client)
-                .ok()
-                .expect("the only client reference");
+            let client = Arc::try_unwrap(client).expect("the only client reference");
             client.deregister().expect("deregister");
         });
         let report = kernel.check_leaks();

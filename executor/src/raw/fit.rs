@@ -93,9 +93,7 @@ impl<T, const SIZE: usize> Fits<T, SIZE> {
     /// Fails compilation, with [`TOO_BIG`](Self::TOO_BIG) or the alignment's message, when a
     /// `T` does not fit a slot.
     pub(crate) const CHECK: () = {
-        if size_of::<T>() > SIZE {
-            panic!("{}", Self::TOO_BIG);
-        }
+        assert!(size_of::<T>() <= SIZE, "{}", Self::TOO_BIG);
         assert!(
             align_of::<T>() <= STORAGE_ALIGN,
             "the future needs an alignment above 16 bytes (STORAGE_ALIGN), more than a slot has"
