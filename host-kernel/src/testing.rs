@@ -85,12 +85,25 @@ pub fn each_plan(scenario: impl FnMut(&Kernel)) {
 /// # Panics
 /// When the scenario panics, or the verifier found a leak or recorded a bugcheck; the message
 /// names the plan.
-pub fn run_plans(plans: impl IntoIterator<Item = Faults>, mut scenario: impl FnMut(&Kernel)) {
+pub fn run_plans(plans: impl IntoIterator<Item = Faults>, scenario: impl FnMut(&Kernel)) {
+    run_plans_with(&Config::default(), plans, scenario);
+}
+
+/// [`run_plans`] with `config` for everything but the fault plan (a hosts table, fewer
+/// processors, ...).
+///
+/// # Panics
+/// As [`run_plans`].
+pub fn run_plans_with(
+    config: &Config,
+    plans: impl IntoIterator<Item = Faults>,
+    mut scenario: impl FnMut(&Kernel),
+) {
     for plan in plans {
         let label = format!("{plan:?}");
         let replay = replay_command(&plan);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let kernel = Kernel::boot(Config::default().with_faults(plan));
+            let kernel = Kernel::boot(config.clone().with_faults(plan));
             scenario(&kernel);
             let report = kernel.check_leaks();
             assert!(report.is_clean(), "plan {label}: {report}");

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on, timeout};
+use wsk_host::Config;
 use wsk_net::{ErrorKind, IoBuf, TcpStream, UdpSocket, WskClient, lookup_host, resolve};
 use wsk_sys::{DISPATCH_LEVEL, KeGetCurrentIrql};
 
@@ -33,10 +34,18 @@ fn on_dpc_runner<F>(scenario: impl Fn(Arc<WskClient>) -> F + Sync)
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    on_dpc_runner_with(&Config::default(), scenario);
+}
+
+/// [`on_dpc_runner`] on kernels booted with `config` (and each plan).
+fn on_dpc_runner_with<F>(config: &Config, scenario: impl Fn(Arc<WskClient>) -> F + Sync)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let _serial = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    wsk_host::testing::run_plans(plans(), |kernel| {
+    wsk_host::testing::run_plans_with(config, plans(), |kernel| {
         kernel.on_kernel_thread(|| {
             RUNNER.start(RunnerKind::Dpc).expect("start the DPC runner");
             let client = Arc::new(WskClient::register(test_driver(kernel)).expect("register"));
@@ -98,6 +107,40 @@ fn a_name_that_does_not_resolve_is_not_found_and_refusal_is_the_last_error() {
             assert_eq!(missing.unwrap_err().kind(), ErrorKind::NotFound);
             let refused = TcpStream::connect_host(&client, "localhost", closed_port).await;
             assert_eq!(refused.unwrap_err().kind(), ErrorKind::ConnectionRefused);
+        }
+    });
+}
+
+/// A name with two addresses, the first refused (nothing listens on 127.0.0.2, the listener
+/// being bound to 127.0.0.1 only) and the second listening: `connect_host` goes on to the
+/// second, as std and tokio do. The host kernel's hosts table fixes the order.
+#[test]
+fn connect_host_tries_the_next_address_after_a_refusal() {
+    let two: [std::net::IpAddr; 2] = [[127, 0, 0, 2].into(), [127, 0, 0, 1].into()];
+    let config = Config::default().with_host("two.test", &two);
+    on_dpc_runner_with(&config, |client| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let peer = std::thread::spawn(move || listener.accept().map(|(_, from)| from));
+        async move {
+            let found = lookup_host(&client, "two.test", port)
+                .await
+                .expect("lookup_host");
+            let expected: Vec<SocketAddr> =
+                two.iter().map(|&ip| SocketAddr::new(ip, port)).collect();
+            assert_eq!(found.as_slice(), expected.as_slice(), "the table's order");
+            let refused = TcpStream::connect(&client, expected[0]).await.unwrap_err();
+            assert_eq!(
+                refused.kind(),
+                ErrorKind::ConnectionRefused,
+                "the first is refused"
+            );
+            let stream = TcpStream::connect_host(&client, "two.test", port)
+                .await
+                .expect("the second address connects");
+            assert_eq!(stream.peer_addr().await.expect("peer_addr"), expected[1]);
+            stream.close().await;
+            peer.join().unwrap().expect("accepted");
         }
     });
 }

@@ -64,6 +64,10 @@ pub struct Config {
     /// Whether `MmGetSystemRoutineAddress` finds `KeShouldYieldProcessor` (Windows 10 2004 and
     /// later). Default: true; false plays an older kernel.
     pub ke_should_yield_processor: bool,
+    /// Names the WSK provider's `WskGetAddressInfo` resolves itself, to these addresses in
+    /// this order, before asking the host's resolver (the machine's own hosts file): a test
+    /// can have a name resolve to several addresses in a known order. Default: none.
+    pub hosts: Vec<(String, Vec<std::net::IpAddr>)>,
 }
 
 impl Default for Config {
@@ -77,6 +81,7 @@ impl Default for Config {
             dpc_cumulative_watchdog: Duration::from_secs(5),
             dpc_dispatch_delay: Vec::new(),
             ke_should_yield_processor: true,
+            hosts: Vec::new(),
         }
     }
 }
@@ -86,6 +91,13 @@ impl Config {
     #[must_use]
     pub fn with_cpus(mut self, cpus: usize) -> Self {
         self.cpus = cpus;
+        self
+    }
+
+    /// Makes `name` resolve to `addresses`, in this order (see [`Config::hosts`]).
+    #[must_use]
+    pub fn with_host(mut self, name: &str, addresses: &[std::net::IpAddr]) -> Self {
+        self.hosts.push((name.into(), addresses.to_vec()));
         self
     }
 
@@ -326,6 +338,7 @@ impl Kernel {
         machine::install(Some(Arc::clone(&machine)));
         let mut threads = dpc::start_cpus(&machine);
         threads.push(timer::start(&machine));
+        crate::wsk::resolve::set_hosts(&config.hosts);
         crate::wsk::boot(&config.faults);
         Kernel {
             config,
