@@ -158,7 +158,7 @@ fn inline_completion_of_close() {
     });
 }
 
-/// Runners for the DPC-runner test, one per plan (a runner cannot restart).
+/// Runners for the DPC-runner test, one per plan.
 static RUNNERS: [Runner; 4] = [const { Runner::new(Budget::DEFAULT) }; 4];
 /// Task storage for them.
 static POOLS: [TaskPool<4096, 16>; 4] = [const { TaskPool::new() }; 4];
