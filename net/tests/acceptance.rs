@@ -646,7 +646,7 @@ fn a_refused_deregistration_gives_the_client_back_for_a_retry() {
         // SAFETY: back to the IRQL raised from.
         unsafe { wsk_sys::KeLowerIrql(old) };
         let failed = failed.expect_err("deregistration above PASSIVE_LEVEL is refused");
-        assert_eq!(failed.error().kind(), ErrorKind::InvalidState);
+        assert_eq!(failed.error().kind(), ErrorKind::WrongIrql);
         failed
             .into_client()
             .deregister()
