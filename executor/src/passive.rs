@@ -134,13 +134,15 @@ impl PassiveQueue {
         // Reverse the stack into queueing order.
         let mut oldest_first: *mut PassiveWork = core::ptr::null_mut();
         let mut node = taken;
-        while let Some(work) = NonNull::new(node) {
+        while let Some(pointer) = NonNull::new(node) {
             // SAFETY: queued work stays valid until its function is called (push's contract),
             // and taking the stack made its links ours.
-            let work = unsafe { work.as_ref() };
+            let work = unsafe { pointer.as_ref() };
             node = work.next.load(Ordering::Relaxed);
             work.next.store(oldest_first, Ordering::Relaxed);
-            oldest_first = core::ptr::from_ref(work).cast_mut();
+            // The queued pointer itself, not one derived from `work`: the function gets the
+            // provenance of the whole object the work is embedded in.
+            oldest_first = pointer.as_ptr();
         }
         while let Some(work) = NonNull::new(oldest_first) {
             // SAFETY: as above; read before the call, after which the work may be freed.
@@ -187,5 +189,62 @@ pub unsafe fn run_at_passive(
         Ok(())
     } else {
         Err(PassiveError::NotRunning)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::ptr::NonNull;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    use std::vec::Vec;
+
+    use super::{PassiveQueue, PassiveWork};
+
+    /// A work item that records its number in `RAN` (order) when run.
+    #[repr(C)]
+    struct Numbered {
+        work: PassiveWork,
+        number: usize,
+    }
+
+    static RAN: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    unsafe fn record(work: NonNull<PassiveWork>) {
+        // SAFETY: every work queued here is the first field of a live `Numbered`.
+        let numbered = unsafe { work.cast::<Numbered>().as_ref() };
+        RAN.lock().unwrap().push(numbered.number);
+        CALLS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn work_runs_once_in_queueing_order_and_a_closed_queue_refuses_until_opened() {
+        let queue = PassiveQueue::new();
+        let items: Vec<Numbered> = (0..4)
+            .map(|number| Numbered {
+                work: PassiveWork::new(record),
+                number,
+            })
+            .collect();
+        let pointer = |index: usize| NonNull::from(&items[index]).cast::<PassiveWork>();
+        for index in 0..3 {
+            // SAFETY: live until the end of the test, queued once, run below.
+            assert!(unsafe { queue.push(pointer(index)) });
+        }
+        queue.run_all(false);
+        assert_eq!(*RAN.lock().unwrap(), [0, 1, 2]);
+        queue.run_all(false);
+        assert_eq!(CALLS.load(Ordering::SeqCst), 3, "each work runs once");
+
+        queue.run_all(true);
+        // SAFETY: as above; refused, so not queued.
+        assert!(!unsafe { queue.push(pointer(3)) }, "closed");
+        queue.run_all(true);
+        assert_eq!(CALLS.load(Ordering::SeqCst), 3);
+        queue.open();
+        // SAFETY: as above.
+        assert!(unsafe { queue.push(pointer(3)) }, "open again");
+        queue.run_all(true);
+        assert_eq!(*RAN.lock().unwrap(), [0, 1, 2, 3]);
     }
 }
