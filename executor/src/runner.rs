@@ -55,8 +55,7 @@ use wsk_sys::{
 };
 
 use crate::kernel::{KernelCell, resolve_should_yield_processor, should_yield_processor};
-use crate::passive::{PassiveQueue, PassiveWork};
-use crate::raw::{Executor, JoinHandle, Pender, SpawnError, TaskPool};
+use crate::raw::{Executor, JoinHandle, PassiveQueue, PassiveWork, Pender, SpawnError, TaskPool};
 use crate::time::BudgetDeadline;
 use crate::timer::TimerQueue;
 
