@@ -199,7 +199,7 @@ impl Provider {
             recycle(dones);
         } else {
             self.defer(dones);
-            let _ = self.waker.wake();
+            self.io.wake();
         }
     }
 

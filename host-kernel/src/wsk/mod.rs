@@ -42,6 +42,7 @@
 
 mod completion;
 mod glue;
+mod memory;
 mod os;
 mod registration;
 mod resolve;
@@ -95,8 +96,7 @@ pub(super) struct Provider {
     state: Mutex<State>,
     /// Signalled when captures are released or sockets close (for `WskDeregister`).
     changed: Signal,
-    registry: Registry,
-    waker: Waker,
+    io: Io,
     faults: Faults,
     dice: Mutex<Dice>,
     deferred: Mutex<Deferred>,
@@ -105,6 +105,47 @@ pub(super) struct Provider {
     /// that replaces a halted reactor (see `dpc::set_host_hooks`) carries on with it.
     poll: Mutex<Option<Poll>>,
     reactor: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the provider's sockets stand on, and how its reactor is woken.
+pub(in crate::wsk) enum Io {
+    /// Host sockets: registered with the reactor's poll instance, which `waker` wakes.
+    Host { registry: Registry, waker: Waker },
+    /// The in-memory network, which wakes the reactor itself.
+    Memory(memory::Network),
+}
+
+impl Io {
+    /// Wakes the reactor.
+    fn wake(&self) {
+        match self {
+            Io::Host { waker, .. } => {
+                let _ = waker.wake();
+            }
+            Io::Memory(net) => net.wake(),
+        }
+    }
+
+    /// Registers a host socket with the reactor (none in memory: `Unsupported`).
+    pub(super) fn register(
+        &self,
+        source: &mut impl mio::event::Source,
+        token: Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        match self {
+            Io::Host { registry, .. } => registry.register(source, token, interests),
+            Io::Memory(_) => Err(std::io::Error::from(std::io::ErrorKind::Unsupported)),
+        }
+    }
+
+    /// Stops watching a host socket.
+    pub(super) fn deregister(&self, source: &mut impl mio::event::Source) -> std::io::Result<()> {
+        match self {
+            Io::Host { registry, .. } => registry.deregister(source),
+            Io::Memory(_) => Ok(()),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -120,15 +161,21 @@ fn provider() -> Arc<Provider> {
 }
 
 impl Provider {
-    /// A provider with the fault plan `faults`, and the poll instance its reactor will run.
-    fn new(faults: &Faults) -> (Arc<Self>, Poll) {
-        let poll = Poll::new().expect("host kernel: the WSK reactor's poll instance");
-        let registry = poll
-            .registry()
-            .try_clone()
-            .expect("host kernel: the WSK reactor's registry");
-        let waker =
-            Waker::new(poll.registry(), WAKE).expect("host kernel: the WSK reactor's waker");
+    /// A provider with the fault plan `faults` on `network`, and the poll instance its reactor
+    /// will run (none in memory: the reactor waits on the network).
+    fn new(faults: &Faults, network: crate::Provider) -> (Arc<Self>, Option<Poll>) {
+        let (io, poll) = if network == crate::Provider::Memory {
+            (Io::Memory(memory::Network::new()), None)
+        } else {
+            let poll = Poll::new().expect("host kernel: the WSK reactor's poll instance");
+            let registry = poll
+                .registry()
+                .try_clone()
+                .expect("host kernel: the WSK reactor's registry");
+            let waker =
+                Waker::new(poll.registry(), WAKE).expect("host kernel: the WSK reactor's waker");
+            (Io::Host { registry, waker }, Some(poll))
+        };
         let provider = Arc::new(Provider {
             state: Mutex::new(State {
                 sockets: FastMap::default(),
@@ -137,8 +184,7 @@ impl Provider {
                 next_id: 0,
             }),
             changed: Signal::new(),
-            registry,
-            waker,
+            io,
             faults: faults.clone(),
             dice: Mutex::new(Dice {
                 rng: faults.seed,
@@ -192,7 +238,18 @@ impl Provider {
             // round, by other threads (which woke the poll), or before a halted reactor's
             // replacement started.
             crate::ntos::dpc::run_hosted();
-            {
+            if let Io::Memory(net) = &self.io {
+                net.wait(timeout);
+                if self.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                // Every socket: the network does not say whose state changed.
+                let mut st = self.lock();
+                let ids: Vec<u64> = st.sockets.keys().copied().collect();
+                for id in ids {
+                    socket::pump(&mut st, &self.io, id, &mut dones);
+                }
+            } else {
                 let mut poll = lock(&self.poll);
                 let Some(poll) = poll.as_mut() else {
                     return;
@@ -212,7 +269,7 @@ impl Provider {
                     if ev.token() == WAKE {
                         continue;
                     }
-                    socket::pump(&mut st, &self.registry, ev.token().0 as u64, &mut dones);
+                    socket::pump(&mut st, &self.io, ev.token().0 as u64, &mut dones);
                 }
             }
             if !dones.is_empty() {
@@ -244,21 +301,21 @@ impl Provider {
 
 /// Called by the kernel at boot, before any driver loads: resets the provider's state and
 /// starts its reactor with the boot's fault plan.
-pub(crate) fn boot(config: &Faults) {
+pub(crate) fn boot(config: &Faults, network: crate::Provider) {
     shutdown();
     socket::SLOW_CALLS.store(
         config.slow_call.is_some(),
         core::sync::atomic::Ordering::Relaxed,
     );
-    let (provider, poll) = Provider::new(config);
-    *lock(&provider.poll) = Some(poll);
+    let (provider, poll) = Provider::new(config, network);
+    *lock(&provider.poll) = poll;
     // Before the reactor starts: a DPC queued to its processor from now on wakes it.
     let woken = Arc::downgrade(&provider);
     let replaced = Arc::downgrade(&provider);
     crate::ntos::dpc::set_host_hooks(
         Box::new(move || {
             if let Some(provider) = woken.upgrade() {
-                let _ = provider.waker.wake();
+                provider.io.wake();
             }
         }),
         Box::new(move || {
@@ -282,13 +339,13 @@ pub(crate) fn shutdown() {
         return;
     };
     provider.stop.store(true, Ordering::Release);
-    let _ = provider.waker.wake();
+    provider.io.wake();
     if let Some(thread) = lock(&provider.reactor).take() {
         let _ = thread.join();
     }
     let mut st = provider.lock();
     for (_, sock) in st.sockets.drain() {
-        sock.forget(&provider.registry);
+        sock.forget(&provider.io);
     }
     st.regs.clear();
     lock(&provider.deferred).items.clear();

@@ -4,11 +4,11 @@
 
 use std::vec::Vec;
 
-use mio::Registry;
+
 
 use super::glue::{self, IrpPtr};
 use super::progress::progress;
-use super::{CURRENT, Done, Op, OpKind, Out, State, Step, lock};
+use super::{CURRENT, Done, Io, Op, OpKind, Out, State, Step, lock};
 use crate::{
     DEVICE_OBJECT, IRP, IoReleaseCancelSpinLock, IoSetCancelRoutine, NTSTATUS, STATUS_CANCELLED,
 };
@@ -97,7 +97,7 @@ pub(super) unsafe extern "system" fn cancel_routine(_device: *mut DEVICE_OBJECT,
                 sock.destroy = true;
             }
         }
-        pump(&mut st, &p.registry, id, &mut dones);
+        pump(&mut st, &p.io, id, &mut dones);
     }
     if let Some(p) = current {
         // The cancel routine owns completion of an IRP whose routine it was called as.
@@ -112,19 +112,19 @@ pub(super) unsafe extern "system" fn cancel_routine(_device: *mut DEVICE_OBJECT,
 
 /// Makes progress on socket `id`'s queues against its host socket; finished IRPs go to
 /// `dones`. Sockets accepted on the way are added to the state.
-pub(crate) fn pump(st: &mut State, registry: &Registry, id: u64, dones: &mut Vec<Done>) {
+pub(crate) fn pump(st: &mut State, io: &Io, id: u64, dones: &mut Vec<Done>) {
     // In place: taking the socket out of the map and back cost two moves of it and a rehash
     // on every call.
     let Some(sock) = st.sockets.get_mut(&id) else {
         return;
     };
     let mut born = Vec::new();
-    progress(sock, registry, &mut st.next_id, &mut born, dones);
+    progress(sock, io, &mut st.next_id, &mut born, dones);
     if sock.destroy
         && let Some(mut sock) = st.sockets.remove(&id)
     {
         // A WskSocketConnect that failed: the client never saw this socket.
-        sock.release_host(registry, false);
+        sock.release_host(io, false);
         // SAFETY: the client never saw the socket, and it is freed only here.
         unsafe { sock.handle.free() };
     }
@@ -136,8 +136,8 @@ pub(crate) fn pump(st: &mut State, registry: &Registry, id: u64, dones: &mut Vec
 /// Tries the call's own op (queued behind earlier ones, unarmed) and, if it has to wait,
 /// marks its IRP pending and arms its cancel routine, all under the provider lock: nobody can
 /// complete it before the call has decided what it returns.
-pub(super) fn submit(st: &mut State, registry: &Registry, id: u64, out: &mut Out) {
-    pump(st, registry, id, &mut out.dones);
+pub(super) fn submit(st: &mut State, io: &Io, id: u64, out: &mut Out) {
+    pump(st, io, id, &mut out.dones);
     if out.dones.iter().any(|d| d.irp == out.irp) {
         return;
     }
