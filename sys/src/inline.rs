@@ -161,8 +161,10 @@ pub unsafe fn MmGetMdlVirtualAddress(mdl: *const MDL) -> PVOID {
     let start = unsafe { (*mdl).StartVa };
     // SAFETY: as above.
     let offset = unsafe { (*mdl).ByteOffset };
-    // SAFETY: StartVa + ByteOffset is the buffer's start, inside the page StartVa names.
-    unsafe { start.cast::<u8>().add(offset as usize).cast() }
+    // StartVa is the page the buffer starts in, usually before the buffer's allocation: a
+    // wrapping offset, since an in-bounds `add` from outside the allocation is undefined
+    // behaviour (Miri reports it); the result is the buffer's start, inside it.
+    start.cast::<u8>().wrapping_add(offset as usize).cast()
 }
 
 /// `MmGetMdlByteCount`. Any IRQL.

@@ -348,8 +348,8 @@ impl Kernel {
         *booted = true;
         drop(booted);
         crate::clock::set_tick(config.clock_tick);
-        crate::faults::arm(&config.faults);
         let mut machine = Machine::new(config.cpus, config.dpc_watchdog);
+        crate::faults::arm(&machine.low_resources, &config.faults);
         machine.late_callback_return = config.late_callback_return;
         machine.dpcs.configure(
             config.dpc_cumulative_watchdog,
@@ -526,6 +526,18 @@ impl Kernel {
                 ),
             );
         }
+    }
+
+    /// Starts (`Some`) or stops (`None`) this kernel's low-resources simulation now, with
+    /// `seed` (as `faults::set_low_resources`, for this kernel whichever thread calls it).
+    pub fn set_low_resources(&self, plan: Option<crate::faults::LowResources>, seed: u64) {
+        self.machine.low_resources.set(plan, seed);
+    }
+
+    /// What this kernel's low-resources simulation has failed so far (all zero without one).
+    #[must_use]
+    pub fn injected_failures(&self) -> crate::faults::InjectedFailures {
+        self.machine.low_resources.injected()
     }
 
     /// How many pool blocks, IRPs and MDLs have been allocated since boot (freed or not): two

@@ -100,6 +100,8 @@ pub(super) struct Provider {
     faults: Faults,
     dice: Mutex<Dice>,
     deferred: Mutex<Deferred>,
+    /// Client memory the pending data IRPs use (a leaf lock: nothing is taken under it).
+    held: Mutex<FastMap<IrpPtr, HeldMemory>>,
     stop: AtomicBool,
     /// The reactor's poll instance: taken by the reactor thread for each wait, so a thread
     /// that replaces a halted reactor (see `dpc::set_host_hooks`) carries on with it.
@@ -191,6 +193,7 @@ impl Provider {
                 calls: FastMap::default(),
             }),
             deferred: Mutex::new(Deferred::default()),
+            held: Mutex::new(FastMap::default()),
             stop: AtomicBool::new(false),
             poll: Mutex::new(None),
             reactor: Mutex::new(None),
@@ -213,13 +216,18 @@ impl Provider {
     /// unload check sees it.
     pub(super) fn complete_irp(&self, irp: IrpPtr, status: NTSTATUS, info: usize) {
         let mut st = self.lock();
+        let mut last = false;
         if let Some(entry) = st.irps.get_mut(&irp) {
             entry.1 -= 1;
             if entry.1 == 0 {
                 st.irps.remove(&irp);
+                last = true;
             }
         }
         drop(st);
+        if last {
+            lock(&self.held).remove(&irp);
+        }
         self.changed.notify_all();
         // SAFETY: the caller owns completion of an IRP the provider took with `begin`.
         unsafe { glue::complete(irp.as_ptr(), status, info) };
@@ -297,6 +305,76 @@ impl Provider {
             .stack_size(64 << 20)
             .spawn(move || runner.run())
     }
+}
+
+/// Client memory a pending data IRP's `WSK_BUF` gives the provider until the IRP completes:
+/// its MDLs and the byte ranges they describe.
+pub(super) struct HeldMemory {
+    /// The MDLs of the chain the buffer uses, by address.
+    pub(super) mdls: Vec<usize>,
+    /// The byte ranges: (start, length).
+    pub(super) ranges: Vec<(usize, usize)>,
+}
+
+impl Provider {
+    /// Records what the pending `irp` uses until it completes (see [`pending_irp_using`]).
+    pub(super) fn hold(&self, irp: IrpPtr, memory: HeldMemory) {
+        if memory.mdls.is_empty() {
+            return;
+        }
+        lock(&self.held).insert(irp, memory);
+    }
+}
+
+/// The memory a driver frees, for the verifier's check that no pending WSK IRP still uses it.
+#[derive(Clone, Copy)]
+pub(crate) enum Freed {
+    /// An MDL (`IoFreeMdl`), by address.
+    Mdl(usize),
+    /// A pool block (`ExFreePoolWithTag`): its bytes `[start, end)`.
+    Pool { start: usize, end: usize },
+}
+
+/// Which pending WSK IRP of the booted provider still uses `freed`, as a line for the
+/// bugcheck; `None` when none does (or no provider runs).
+///
+/// Rule: a `WSK_BUF`'s MDL chain describes locked or nonpaged memory the WSK subsystem reads
+/// or writes until it completes the IRP ("`WSK_BUF` structure (wsk.h)",
+/// <https://learn.microsoft.com/windows-hardware/drivers/ddi/wsk/ns-wsk-_wsk_buf>; "Using IRPs
+/// with Winsock Kernel Functions": the subsystem completes the IRP after the operation is
+/// complete, <https://learn.microsoft.com/windows-hardware/drivers/network/using-irps-with-winsock-kernel-functions>).
+/// Freeing the MDL or its pool block before then lets the system touch freed memory, which
+/// Driver Verifier's special pool reports as "Bug Check 0xCC: `PAGE_FAULT_IN_FREED_SPECIAL_POOL`"
+/// (<https://learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xcc--page-fault-in-freed-special-pool>);
+/// the host reports it at the free, where the driver's mistake is.
+pub(crate) fn pending_irp_using(freed: Freed) -> Option<String> {
+    let provider = lock(&CURRENT).clone()?;
+    let held = lock(&provider.held);
+    for (irp, memory) in held.iter() {
+        let hit = match freed {
+            Freed::Mdl(mdl) => memory.mdls.contains(&mdl),
+            Freed::Pool { start, end } => {
+                memory
+                    .ranges
+                    .iter()
+                    .any(|&(at, len)| at < end && start < at + len)
+                    || memory.mdls.iter().any(|&mdl| start <= mdl && mdl < end)
+            }
+        };
+        if hit {
+            let what = match freed {
+                Freed::Mdl(mdl) => format!("IoFreeMdl({mdl:#x}) frees an MDL"),
+                Freed::Pool { start, end } => format!(
+                    "ExFreePoolWithTag({start:#x}) frees a pool block ({} bytes) holding a buffer or MDL",
+                    end - start
+                ),
+            };
+            return Some(format!(
+                "{what} that pending WSK IRP {irp:#x} still uses: free it after the IRP completes"
+            ));
+        }
+    }
+    None
 }
 
 /// Called by the kernel at boot, before any driver loads: resets the provider's state and

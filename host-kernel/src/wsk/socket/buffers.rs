@@ -219,3 +219,30 @@ pub(super) unsafe fn segments(buf: *const WSK_BUF, function: &'static str) -> Se
     }
     segs
 }
+
+/// What a pending IRP with `buf` (whose byte ranges are `segs`) holds until it completes: the
+/// MDLs of the chain it uses and the ranges, for the verifier's free checks
+/// (`wsk::pending_irp_using`).
+///
+/// # Safety
+/// `buf` is null or a `WSK_BUF` [`segments`] accepted (its chain is live).
+pub(super) unsafe fn held_memory(buf: *const WSK_BUF, segs: &[Seg]) -> super::super::HeldMemory {
+    let mut mdls = Vec::new();
+    if !buf.is_null() {
+        // SAFETY: the caller guarantees a valid WSK_BUF.
+        let wsk_buf = unsafe { *buf };
+        let mut needed = wsk_buf.Length + wsk_buf.Offset as usize;
+        let mut mdl = wsk_buf.Mdl;
+        while needed > 0 && !mdl.is_null() {
+            mdls.push(mdl.addr());
+            // SAFETY: a live MDL of the chain `segments` walked.
+            let mdl_ref = unsafe { &*mdl };
+            needed = needed.saturating_sub(mdl_ref.ByteCount as usize);
+            mdl = mdl_ref.Next;
+        }
+    }
+    super::super::HeldMemory {
+        mdls,
+        ranges: segs.iter().map(|s| (s.start.addr(), s.len)).collect(),
+    }
+}

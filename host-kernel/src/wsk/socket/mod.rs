@@ -23,16 +23,16 @@ use std::string::String;
 use std::sync::Arc;
 use std::vec::Vec;
 
-use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::Token;
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 
 use super::glue::{self, IrpPtr, bugcheck, require_at_most};
 use super::os::{self};
 use super::{CURRENT, Done, Io, Out, Provider, State, lock, memory, provider};
 use crate::faults::WskOp;
 use crate::{
-    DISPATCH_LEVEL, IRP, MAKE_WSK_VERSION, NTSTATUS, PVOID, SOCKADDR, STATUS_INVALID_HANDLE,
-    STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER, WSK_CLIENT, WSK_PROVIDER_BASIC_DISPATCH,
+    DISPATCH_LEVEL, IRP, MAKE_WSK_VERSION, NTSTATUS, PVOID, SOCKADDR, STATUS_INVALID_DEVICE_STATE,
+    STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER, WSK_CLIENT, WSK_PROVIDER_BASIC_DISPATCH,
     WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_DATAGRAM_DISPATCH, WSK_PROVIDER_DISPATCH,
     WSK_PROVIDER_LISTEN_DISPATCH, WSK_SOCKET,
 };

@@ -4,8 +4,6 @@
 
 use std::vec::Vec;
 
-
-
 use super::glue::{self, IrpPtr};
 use super::progress::progress;
 use super::{CURRENT, Done, Io, Op, OpKind, Out, State, Step, lock};

@@ -7,8 +7,8 @@ use std::format;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
-use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::Interest;
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 
 use super::client_calls::refuse_output_size_with_irp;
 use super::glue::{bugcheck, require_at_most};

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::buffers::{gather, segments};
+use super::buffers::{gather, held_memory, segments};
 use super::glue::bugcheck;
 use super::os::{self};
 use super::queue::{claim_now, submit};
@@ -53,6 +53,10 @@ unsafe fn start_transfer(
     let segs = unsafe { segments(buffer, function) };
     // SAFETY: the client passes its socket and a live IRP.
     let started = unsafe { begin(function, socket, core::ptr::null_mut(), irp) }?;
+    // SAFETY: `segments` accepted the WSK_BUF.
+    started
+        .0
+        .hold(started.3.irp, unsafe { held_memory(buffer, &segs) });
     Ok((call, segs, started))
 }
 
@@ -158,6 +162,10 @@ pub(super) unsafe extern "system-unwind" fn wsk_disconnect(
             Ok(started) => started,
             Err(status) => return status,
         };
+    if !abortive {
+        // SAFETY: `segments` accepted the WSK_BUF.
+        p.hold(out.irp, unsafe { held_memory(buffer, &segs) });
+    }
     locked_sock!(p, st, sock, id, "WskDisconnect");
     if let Some(status) = p.inject(WskOp::Disconnect) {
         out.done(status, 0, id);
@@ -241,10 +249,7 @@ pub(super) unsafe fn get_address(
         locked_sock!(p, st, sock, id, function);
         if addr.is_null() {
             Err(STATUS_INVALID_PARAMETER)
-        } else if !sock.host.is_open()
-            || (remote && !sock.connected)
-            || (!remote && !sock.bound)
-        {
+        } else if !sock.host.is_open() || (remote && !sock.connected) || (!remote && !sock.bound) {
             Err(STATUS_INVALID_DEVICE_STATE)
         } else {
             sock.host.address(remote)
