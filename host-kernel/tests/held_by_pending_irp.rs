@@ -23,12 +23,12 @@ enum Frees {
 
 /// A nonpaged buffer of `len` bytes and its MDL, freed by hand (no `Drop`: the planted bug
 /// leaves them to the bugcheck).
-fn raw_buffer(len: usize) -> (*mut u8, *mut MDL) {
+fn raw_buffer(len: u32) -> (*mut u8, *mut MDL) {
     // SAFETY: PASSIVE_LEVEL on a kernel thread.
-    let mem = unsafe { ExAllocatePoolWithTag(NonPagedPoolNx, len, TAG) }.cast::<u8>();
+    let mem = unsafe { ExAllocatePoolWithTag(NonPagedPoolNx, len as usize, TAG) }.cast::<u8>();
     assert!(!mem.is_null());
     // SAFETY: a fresh pool block described whole.
-    let mdl = unsafe { IoAllocateMdl(mem.cast(), len as u32, 0, 0, std::ptr::null_mut()) };
+    let mdl = unsafe { IoAllocateMdl(mem.cast(), len, 0, 0, std::ptr::null_mut()) };
     assert!(!mdl.is_null());
     // SAFETY: the MDL describes nonpaged pool.
     unsafe { MmBuildMdlForNonPagedPool(mdl) };

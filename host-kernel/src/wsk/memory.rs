@@ -26,7 +26,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use std::vec::Vec;
 
-use crate::ntos::fast_hash::FastMap;
+use crate::ntos::fast_hash::{FastMap, FastSet};
 
 /// Bytes one direction of a connection holds before a writer has to wait (Linux's loopback
 /// default is larger; small enough here that tests see senders wait for receivers). Under
@@ -57,7 +57,7 @@ struct Shared {
 #[derive(Default)]
 struct Table {
     /// Bound stream addresses (listening, connecting or connected sockets).
-    streams: FastMap<SocketAddr, ()>,
+    streams: FastSet<SocketAddr>,
     /// Listening sockets by their bound address.
     listeners: FastMap<SocketAddr, Arc<Mutex<Backlog>>>,
     /// Bound datagram sockets' inboxes by their address.
@@ -68,8 +68,8 @@ struct Table {
 impl Table {
     /// Whether `addr` conflicts with a taken address in `taken` (same port, and the same IP or
     /// either one the unspecified address).
-    fn conflicts<V>(taken: &FastMap<SocketAddr, V>, addr: SocketAddr) -> bool {
-        taken.keys().any(|t| {
+    fn conflicts<'a>(taken: impl IntoIterator<Item = &'a SocketAddr>, addr: SocketAddr) -> bool {
+        taken.into_iter().any(|t| {
             t.port() == addr.port()
                 && t.is_ipv6() == addr.is_ipv6()
                 && (t.ip() == addr.ip() || t.ip().is_unspecified() || addr.ip().is_unspecified())
@@ -88,7 +88,7 @@ impl Table {
             let candidate = SocketAddr::new(addr.ip(), self.next_port);
             self.next_port = self.next_port.wrapping_add(1);
             let taken = if datagram {
-                Self::conflicts(&self.datagrams, candidate)
+                Self::conflicts(self.datagrams.keys(), candidate)
             } else {
                 Self::conflicts(&self.streams, candidate)
             };
@@ -177,7 +177,7 @@ impl Unbound {
         let mut table = lock(&self.net.0.table);
         let addr = table.with_port(addr, self.datagram)?;
         let taken = if self.datagram {
-            Table::conflicts(&table.datagrams, addr)
+            Table::conflicts(table.datagrams.keys(), addr)
         } else {
             Table::conflicts(&table.streams, addr)
         };
@@ -185,7 +185,7 @@ impl Unbound {
             return Err(io::Error::from(io::ErrorKind::AddrInUse));
         }
         if !self.datagram {
-            table.streams.insert(addr, ());
+            table.streams.insert(addr);
         }
         self.local = Some(addr);
         Ok(())
@@ -259,7 +259,7 @@ impl Unbound {
             .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
         let inbox = Arc::new(Mutex::new(Inbox::default()));
         let mut table = lock(&self.net.0.table);
-        if Table::conflicts(&table.datagrams, local) {
+        if Table::conflicts(table.datagrams.keys(), local) {
             return Err(io::Error::from(io::ErrorKind::AddrInUse));
         }
         table.datagrams.insert(local, Arc::clone(&inbox));
@@ -406,10 +406,9 @@ impl Stream {
     }
 
     /// Sends FIN.
-    pub(super) fn shutdown_write(&self) -> io::Result<()> {
+    pub(super) fn shutdown_write(&self) {
         lock(&self.tx).fin = true;
         self.net.wake();
-        Ok(())
     }
 
     /// The peer's reset, if one came (the socket's pending error).
@@ -474,7 +473,7 @@ pub(super) struct Datagram {
 impl Datagram {
     /// Queues `data` at the socket bound to `to`; lost (but sent) when nobody is bound there
     /// or its inbox is full, as UDP may lose it.
-    pub(super) fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+    pub(super) fn send_to(&self, data: &[u8], to: SocketAddr) -> usize {
         let inbox = Table::find(&lock(&self.net.0.table).datagrams, to);
         if let Some(inbox) = inbox {
             let mut inbox = lock(&inbox);
@@ -489,7 +488,7 @@ impl Datagram {
             drop(inbox);
             self.net.wake();
         }
-        Ok(data.len())
+        data.len()
     }
 
     /// The next datagram (truncated to `buf`) and its sender, or `WouldBlock`.

@@ -82,7 +82,8 @@ impl ByteStream for memory::Stream {
     }
 
     fn shutdown_write(&self) -> io::Result<()> {
-        memory::Stream::shutdown_write(self)
+        memory::Stream::shutdown_write(self);
+        Ok(())
     }
 
     fn set_nodelay(&self, _on: bool) {}

@@ -410,7 +410,7 @@ fn progress_sends(sock: &mut Sock, dones: &mut Vec<Done>) {
                 datagram_send_step(|d, to| udp.send_to(d, to), data, *to)
             }
             (OpKind::SendTo { data, to }, Host::MemoryDatagram(udp)) => {
-                datagram_send_step(|d, to| udp.send_to(d, to), data, *to)
+                datagram_send_step(|d, to| Ok(udp.send_to(d, to)), data, *to)
             }
             _ => Step::Finished(STATUS_INVALID_DEVICE_STATE, 0),
         }
