@@ -147,6 +147,48 @@ fn connect_accept_send_receive_graceful_disconnect_and_close() {
 }
 
 #[test]
+fn options_a_dropped_pending_send_and_a_disconnect_with_final_data() {
+    each_kernel(|client, kernel| {
+        block_on(async {
+            let (listener, near, far) = connected(client).await;
+            near.set_nodelay(true).await.expect("TCP_NODELAY");
+            near.set_keepalive(true).await.expect("SO_KEEPALIVE");
+            let (sent, _) = near.send_nodelay(IoBuf::from_slice(b"now").unwrap()).await;
+            assert_eq!(sent.expect("send_nodelay"), 3);
+            let (n, buf) = far.recv_exact(IoBuf::with_capacity(3).unwrap(), 3).await;
+            assert_eq!(n.expect("recv"), 3);
+            assert_eq!(&buf[..], b"now");
+            // A send bigger than the in-memory pipe with nobody reading waits there; dropped,
+            // its IRP is cancelled and its buffer and MDL live until the completion. (Host
+            // sockets may take it all at once.)
+            let big =
+                IoBuf::from_slice(&pattern(if cfg!(miri) { 8 * 1024 } else { 256 * 1024 }, 1))
+                    .unwrap();
+            {
+                let send = pin!(far.send(big));
+                let polled = poll_once(send);
+                if kernel.config().provider == Provider::Memory {
+                    assert!(polled.is_pending(), "the pipe is full");
+                }
+            }
+            // FIN with final data on the near end: the far end reads the data, then the end.
+            let (r, _) = near
+                .disconnect_with(IoBuf::from_slice(b"bye").unwrap())
+                .await;
+            r.expect("disconnect with final data");
+            let (n, buf) = far.recv_exact(IoBuf::with_capacity(3).unwrap(), 3).await;
+            assert_eq!(n.expect("final data"), 3);
+            assert_eq!(&buf[..], b"bye");
+            let (n, _) = far.recv(IoBuf::with_capacity(8).unwrap()).await;
+            assert_eq!(n.expect("EOF"), 0);
+            near.close().await;
+            far.close().await;
+            listener.close().await;
+        });
+    });
+}
+
+#[test]
 fn an_abortive_disconnect_resets_the_peer() {
     each_kernel(|client, _| {
         block_on(async {

@@ -274,7 +274,10 @@ impl Unbound {
 
 impl Drop for Unbound {
     fn drop(&mut self) {
-        if let Some(local) = self.local.take() {
+        // A datagram socket's address is taken only when it becomes one (`datagrams`).
+        if let Some(local) = self.local.take()
+            && !self.datagram
+        {
             lock(&self.net.0.table).streams.remove(&local);
         }
     }

@@ -1,4 +1,7 @@
-//! The host kernel's netio: the WSK provider on the host's real sockets.
+//! The host kernel's netio: the WSK provider on the host's real sockets, or on an in-memory
+//! network between the kernel's own sockets (`Provider::Memory`, the default under Miri;
+//! `memory`), chosen at boot. Everything below but the byte moving is shared by both; in
+//! memory the reactor waits on the network's condition variable instead of mio.
 //!
 //! A reactor thread (mio) stands in for the NIC: it watches every host socket, makes progress
 //! on the IRPs queued on them, and completes IRPs at `DISPATCH_LEVEL` as a NIC's DPC would.
@@ -38,7 +41,11 @@
 //! boot/shutdown/leak hooks the kernel calls; `registration` the client registration calls;
 //! `completion` how results complete (inline or deferred, per the fault plan); `socket` the
 //! provider sockets and their calls; `resolve` name resolution; `os` the host socket calls;
-//! `glue` the provider's view of the NT side.
+//! `glue` the provider's view of the NT side; `memory` the in-memory network.
+//!
+//! The verifier also fails freeing an MDL or pool block a pending data IRP still uses
+//! ([`pending_irp_using`]): the provider records each data IRP's MDLs and byte ranges until
+//! it completes.
 
 mod completion;
 mod glue;
