@@ -165,8 +165,8 @@ fn options_a_dropped_pending_send_and_a_disconnect_with_final_data() {
                 IoBuf::from_slice(&pattern(if cfg!(miri) { 8 * 1024 } else { 256 * 1024 }, 1))
                     .unwrap();
             {
-                let send = pin!(far.send(big));
-                let polled = poll_once(send);
+                let pending_send = pin!(far.send(big));
+                let polled = poll_once(pending_send);
                 if kernel.config().provider == Provider::Memory {
                     assert!(polled.is_pending(), "the pipe is full");
                 }

@@ -318,15 +318,48 @@ impl Provider {
 /// its MDLs and the byte ranges they describe.
 pub(super) struct HeldMemory {
     /// The MDLs of the chain the buffer uses, by address.
-    pub(super) mdls: Vec<usize>,
+    pub(super) mdls: Few<usize>,
     /// The byte ranges: (start, length).
-    pub(super) ranges: Vec<(usize, usize)>,
+    pub(super) ranges: Few<(usize, usize)>,
+}
+
+/// A short list kept without a heap allocation for zero or one element (the usual `WSK_BUF`
+/// has one MDL and one range: recording it on every data call costs no malloc).
+pub(super) enum Few<T> {
+    /// No element, or one.
+    Inline(Option<T>),
+    /// Two or more.
+    Heap(Vec<T>),
+}
+
+impl<T: Copy> Few<T> {
+    /// An empty list.
+    pub(super) const fn new() -> Self {
+        Self::Inline(None)
+    }
+
+    /// Appends `item`.
+    pub(super) fn push(&mut self, item: T) {
+        match self {
+            Self::Inline(None) => *self = Self::Inline(Some(item)),
+            Self::Inline(Some(first)) => *self = Self::Heap(std::vec![*first, item]),
+            Self::Heap(items) => items.push(item),
+        }
+    }
+
+    /// The elements.
+    pub(super) fn as_slice(&self) -> &[T] {
+        match self {
+            Self::Inline(item) => item.as_slice(),
+            Self::Heap(items) => items,
+        }
+    }
 }
 
 impl Provider {
     /// Records what the pending `irp` uses until it completes (see [`pending_irp_using`]).
     pub(super) fn hold(&self, irp: IrpPtr, memory: HeldMemory) {
-        if memory.mdls.is_empty() {
+        if memory.mdls.as_slice().is_empty() {
             return;
         }
         lock(&self.held).insert(irp, memory);
@@ -359,13 +392,18 @@ pub(crate) fn pending_irp_using(freed: Freed) -> Option<String> {
     let held = lock(&provider.held);
     for (irp, memory) in held.iter() {
         let hit = match freed {
-            Freed::Mdl(mdl) => memory.mdls.contains(&mdl),
+            Freed::Mdl(mdl) => memory.mdls.as_slice().contains(&mdl),
             Freed::Pool { start, end } => {
                 memory
                     .ranges
+                    .as_slice()
                     .iter()
                     .any(|&(at, len)| at < end && start < at + len)
-                    || memory.mdls.iter().any(|&mdl| start <= mdl && mdl < end)
+                    || memory
+                        .mdls
+                        .as_slice()
+                        .iter()
+                        .any(|&mdl| start <= mdl && mdl < end)
             }
         };
         if hit {

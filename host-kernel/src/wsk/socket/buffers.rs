@@ -228,7 +228,7 @@ pub(super) unsafe fn segments(buf: *const WSK_BUF, function: &'static str) -> Se
 /// # Safety
 /// `buf` is null or a `WSK_BUF` [`segments`] accepted (its chain is live).
 pub(super) unsafe fn held_memory(buf: *const WSK_BUF, segs: &[Seg]) -> super::super::HeldMemory {
-    let mut mdls = Vec::new();
+    let mut mdls = super::super::Few::new();
     if !buf.is_null() {
         // SAFETY: the caller guarantees a valid WSK_BUF.
         let wsk_buf = unsafe { *buf };
@@ -242,8 +242,9 @@ pub(super) unsafe fn held_memory(buf: *const WSK_BUF, segs: &[Seg]) -> super::su
             mdl = mdl_ref.Next;
         }
     }
-    super::super::HeldMemory {
-        mdls,
-        ranges: segs.iter().map(|s| (s.start.addr(), s.len)).collect(),
+    let mut ranges = super::super::Few::new();
+    for seg in segs {
+        ranges.push((seg.start.addr(), seg.len));
     }
+    super::super::HeldMemory { mdls, ranges }
 }
