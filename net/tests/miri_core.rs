@@ -1,8 +1,8 @@
 //! `wsk-net`'s core end to end on the host kernel's in-memory network, the part of the test
 //! suite Miri runs (`cargo +nightly miri test -p wsk-net --test miri_core`): the operation
 //! state machine (`raw`), IRP completion through the executor, buffers and MDLs held by an
-//! operation dropped or cancelled in flight until its completion, accept, UDP, and unload
-//! with sockets open. Both ends of every connection are this kernel's sockets, so the
+//! operation dropped or cancelled in flight until its completion, accept, UDP, name
+//! resolution, socket options, and unload with sockets open. Both ends of every connection are this kernel's sockets, so the
 //! scenarios need no host socket; outside Miri they run on both providers (the in-memory
 //! network and the host's loopback).
 //!
@@ -181,6 +181,33 @@ fn options_a_dropped_pending_send_and_a_disconnect_with_final_data() {
             assert_eq!(&buf[..], b"bye");
             let (n, _) = far.recv(IoBuf::with_capacity(8).unwrap()).await;
             assert_eq!(n.expect("EOF"), 0);
+            near.close().await;
+            far.close().await;
+            listener.close().await;
+        });
+    });
+}
+
+#[test]
+fn a_resolved_name_connects_and_an_unknown_one_is_not_found() {
+    each_kernel(|client, _| {
+        block_on(async {
+            let listener = TcpListener::bind(client, loopback()).await.expect("bind");
+            let port = listener.local_addr().await.expect("local_addr").port();
+            let addrs = wsk_net::resolve(client, "localhost", port)
+                .await
+                .expect("resolve localhost");
+            let v4 = addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .copied()
+                .expect("an IPv4 loopback address");
+            assert!(v4.ip().is_loopback());
+            assert_eq!(v4.port(), port);
+            let near = TcpStream::connect(client, v4).await.expect("connect");
+            let (far, _) = listener.accept().await.expect("accept");
+            let unknown = wsk_net::resolve(client, "no-such-host.invalid", port).await;
+            assert_eq!(unknown.err().map(|e| e.kind()), Some(ErrorKind::NotFound));
             near.close().await;
             far.close().await;
             listener.close().await;

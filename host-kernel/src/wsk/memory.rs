@@ -515,3 +515,18 @@ impl Drop for Datagram {
         lock(&self.net.0.table).datagrams.remove(&self.local);
     }
 }
+
+/// Name resolution on the in-memory network, which has only the loopback addresses: an
+/// address literal, or `localhost` (IPv4 first, as Windows orders it); `None` for any other
+/// name (`STATUS_NOT_FOUND`, as for an unknown name on the host).
+pub(super) fn resolve(node: &str, port: u16) -> Option<Vec<SocketAddr>> {
+    if let Ok(ip) = node.parse::<IpAddr>() {
+        return Some(std::vec![SocketAddr::new(ip, port)]);
+    }
+    node.eq_ignore_ascii_case("localhost").then(|| {
+        std::vec![
+            SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port),
+            SocketAddr::new(IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1u16]), port),
+        ]
+    })
+}
