@@ -328,7 +328,7 @@ async fn shed_one(listener: &TcpListener) -> bool {
     match wsk_net::timeout(SHED_WAIT, listener.accept()).await {
         Ok((stream, _peer)) => {
             // An abortive close: the peer sees a reset at once.
-            stream.close().await;
+            stream.abort().await;
             true
         }
         Err(_) => false,
@@ -383,8 +383,9 @@ impl Reserve {
 fn admit(stream: TcpStream, max_connections: usize, idle_timeout: Option<Duration>) -> bool {
     if LIVE_CONNECTIONS.fetch_add(1, Ordering::AcqRel) >= max_connections {
         LIVE_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
-        // Dropping the stream closes it (asynchronously, abortively): the client sees a reset.
-        drop(stream);
+        // Reset without waiting (dropping the stream would close it gracefully): the client
+        // sees a reset.
+        drop(stream.abort());
         return false;
     }
     // The guard moves into the task's future, so the count drops however the task ends:
@@ -412,8 +413,8 @@ impl Drop for Live {
 async fn serve(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
     let Ok(mut buf) = IoBuf::with_capacity(BUFFER_SIZE) else {
         kprint!("wskecho: out of memory for a connection buffer; reset the connection\n");
-        // Closing before both directions are shut down is abortive: the peer sees a reset.
-        stream.close().await;
+        // An abortive close: the peer sees a reset.
+        stream.abort().await;
         return;
     };
     loop {

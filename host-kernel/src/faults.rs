@@ -107,6 +107,12 @@ pub struct Faults {
     pub deregister_wait: Option<Duration>,
     /// Calls of one operation that linger inside the provider (see [`SlowCall`]).
     pub slow_call: Option<SlowCall>,
+    /// A graceful `WskDisconnect` never completes, as with a peer that never acknowledges the
+    /// FIN (the IRP completes "only when the transport protocol has fully completed the
+    /// disconnect operation": "`PFN_WSK_DISCONNECT` callback function (wsk.h)",
+    /// <https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_disconnect>):
+    /// only a cancel or the close ends it, and the close then resets the connection.
+    pub disconnect_unacknowledged: bool,
     /// Every `WskCloseSocket` completes this long after it was called (deferred), as a close
     /// whose transmission takes its time; `None`: no extra delay.
     pub close_delay: Option<Duration>,
@@ -495,6 +501,7 @@ impl Faults {
     ///   `1ms`, `2s`, `1m`);
     /// - `close-delay=D`: every close completes `D` late;
     /// - `ignore-waitall`: treat `WSK_FLAG_WAITALL` as absent;
+    /// - `disconnect-unacked`: graceful disconnects never complete ([`Faults::disconnect_unacknowledged`]);
     /// - `error=OP:N:STATUS`: the `N`th call of `OP` (`socket`, `bind`, `accept`, `connect`,
     ///   `send`, `receive`, `disconnect`, `sendto`, `receivefrom`, `getaddressinfo`; `N` = 0:
     ///   every call) completes with the NTSTATUS `STATUS` (hexadecimal);
@@ -523,6 +530,7 @@ impl Faults {
                 ("mixed", "") => plan.completion = Completion::Mixed,
                 ("reorder", "") => plan.reorder = true,
                 ("ignore-waitall", "") => plan.ignore_waitall = true,
+                ("disconnect-unacked", "") => plan.disconnect_unacknowledged = true,
                 ("delay", value) => plan.max_delay = parse_duration(value)?,
                 ("close-delay", value) => plan.close_delay = Some(parse_duration(value)?),
                 ("error", value) => plan.errors.push(parse_error_rule(value)?),
@@ -588,6 +596,9 @@ impl Faults {
         }
         if self.ignore_waitall {
             items.push("ignore-waitall".to_string());
+        }
+        if self.disconnect_unacknowledged {
+            items.push("disconnect-unacked".to_string());
         }
         for rule in &self.errors {
             items.push(format!(

@@ -23,7 +23,7 @@
 use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
 
-use wsk_executor::raw::sync::{AtomicPtr, Ordering};
+use wsk_executor::raw::sync::{AtomicPtr, AtomicU32, Ordering};
 use wsk_sys::{self as sys, WSK_SOCKET};
 
 use crate::client::ClientInner;
@@ -57,7 +57,30 @@ pub(crate) const SEND: usize = 1;
 pub(crate) const CTL: usize = 2;
 /// The close slot, used once, so that closing never needs an allocation.
 pub(crate) const CLOSE: usize = 3;
-const SLOTS: usize = 4;
+/// The closing disconnect's slot, used at most once: the `WskDisconnect` (graceful, or
+/// abortive for [`CloseMode::Abortive`]) a connection's close makes before `WskCloseSocket`.
+/// Apart from [`CTL`], so that an abandoned control operation still finishing never holds
+/// up the close.
+pub(crate) const LINGER: usize = 4;
+const SLOTS: usize = 5;
+
+/// How a close ends a connection ([`SocketInner::set_close_mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseMode {
+    /// `WskCloseSocket` alone: listening and datagram sockets, connections never
+    /// established, and connections already disconnected.
+    Plain,
+    /// A graceful `WskDisconnect` bounded by the close limit, then `WskCloseSocket`.
+    Graceful,
+    /// An abortive `WskDisconnect` (`WSK_FLAG_ABORTIVE`), then `WskCloseSocket`.
+    Abortive,
+}
+
+/// The close limit of a new connection: how long a graceful close waits for its disconnect.
+pub(crate) const DEFAULT_CLOSE_LIMIT_MS: u32 = 5_000;
+
+/// The closing disconnect's timer is set and its DPC has not started.
+const LINGER_ARMED: u32 = 1;
 
 /// Which provider dispatch table the socket has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +106,16 @@ pub(crate) struct SocketInner {
     /// Link in the client's list of open sockets (under the client's lock).
     pub(crate) link: core::cell::UnsafeCell<sys::LIST_ENTRY>,
     slots: [Slot; SLOTS],
+    /// [`CloseMode`] as its index, read once when the close is issued.
+    close_mode: AtomicU32,
+    /// The bound on a graceful closing disconnect, in milliseconds.
+    close_limit_ms: AtomicU32,
+    /// [`LINGER_ARMED`] while the bound's timer may still fire; whoever swaps it to 0 first
+    /// (the DPC, or the disconnect's finishing) owns the timer's end.
+    linger_armed: AtomicU32,
+    /// The bound's timer and its DPC (initialised in `new`, in place).
+    linger_timer: core::cell::UnsafeCell<core::mem::MaybeUninit<sys::KTIMER>>,
+    linger_dpc: core::cell::UnsafeCell<core::mem::MaybeUninit<sys::KDPC>>,
 }
 
 // SAFETY: shared state is atomics; `held` and `link` are guarded by the slot state machine and
@@ -128,9 +161,26 @@ impl SocketInner {
                 Blink: ptr::null_mut(),
             }),
             slots: irps.map(|irp| Slot::new(irp, owner)),
+            close_mode: AtomicU32::new(CloseMode::Plain as u32),
+            close_limit_ms: AtomicU32::new(DEFAULT_CLOSE_LIMIT_MS),
+            linger_armed: AtomicU32::new(0),
+            linger_timer: core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()),
+            linger_dpc: core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()),
         };
         // SAFETY: `mem` is a fresh allocation of the right size; pool memory is 16-aligned.
         unsafe { mem.as_ptr().write(value) };
+        // SAFETY: written just above and not shared yet.
+        let fresh = unsafe { mem.as_ref() };
+        // SAFETY: the object's own timer, in nonpaged pool, not in use yet; <= DISPATCH_LEVEL.
+        unsafe {
+            sys::KeInitializeTimerEx(fresh.linger_timer.get().cast(), sys::NotificationTimer);
+        };
+        let context: sys::PVOID = mem.as_ptr().cast();
+        // SAFETY: as above, for the DPC; its context is this object, which `linger_expired`
+        // expects (kept alive by the timer's reference while the timer is set).
+        unsafe {
+            sys::KeInitializeDpc(fresh.linger_dpc.get().cast(), Some(linger_expired), context);
+        };
         // SAFETY: the caller holds a use of the client (a handle or a live socket).
         unsafe { client.as_ref() }.add_user();
         Ok(mem)
@@ -258,9 +308,94 @@ impl SocketInner {
         }
     }
 
-    /// `WskCloseSocket` on the close slot, as an orphan its completion finishes.
+    /// Chooses how the close ends a connection: [`CloseMode::Graceful`] for an established
+    /// `TcpStream`, [`CloseMode::Abortive`] for `TcpStream::abort`. Takes effect only if set
+    /// before the close is issued. IRQL: any.
+    pub(crate) fn set_close_mode(&self, mode: CloseMode) {
+        self.close_mode.store(mode as u32, Ordering::Release);
+    }
+
+    /// Sets the bound on a graceful closing disconnect (saturated to `u32::MAX` ms). IRQL: any.
+    pub(crate) fn set_close_limit(&self, limit: core::time::Duration) {
+        let ms = u32::try_from(limit.as_millis()).unwrap_or(u32::MAX);
+        self.close_limit_ms.store(ms, Ordering::Release);
+    }
+
+    fn close_mode(&self) -> CloseMode {
+        match self.close_mode.load(Ordering::Acquire) {
+            1 => CloseMode::Graceful,
+            2 => CloseMode::Abortive,
+            _ => CloseMode::Plain,
+        }
+    }
+
+    /// Issues what the close starts with, nobody waiting for it (no other call may be in
+    /// progress: the call gate let us through). A connection that is still connected in the
+    /// direction the mode ends gets its `WskDisconnect` first, on [`LINGER`]; the
+    /// disconnect's finishing then issues `WskCloseSocket` ([`SocketInner::issue_final_close`]).
+    /// Everything else is closed at once.
     fn issue_close(&self) {
+        let flags = self.flags();
+        let disconnect = match self.close_mode() {
+            CloseMode::Graceful if !flags.is_send_shut() => Some(0),
+            CloseMode::Abortive if !flags.is_recv_shut() => Some(sys::WSK_FLAG_ABORTIVE),
+            _ => None,
+        };
+        let Some(disconnect_flags) = disconnect else {
+            self.issue_final_close();
+            return;
+        };
+        if disconnect_flags == 0 {
+            self.arm_linger_timer();
+        }
+        let request = Request::Disconnect {
+            flags: disconnect_flags,
+            final_data: false,
+        };
+        issue_orphan(self, LINGER, Held::new(request), self.wsk());
+    }
+
+    /// `WskCloseSocket` on the close slot, as an orphan its completion finishes.
+    fn issue_final_close(&self) {
         issue_orphan(self, CLOSE, Held::new(Request::Close), self.wsk());
+    }
+
+    /// The closing disconnect finished (completed, failed, or cancelled by its bound): stops
+    /// the bound's timer if it has not fired, then closes. Called once, by the disconnect's
+    /// finishing. IRQL <= `DISPATCH_LEVEL`.
+    fn closing_disconnect_finished(&self) {
+        if self.linger_armed.swap(0, Ordering::AcqRel) == LINGER_ARMED {
+            // The DPC has not started (it swaps first): cancel the timer. If it was already
+            // queued, KeCancelTimer returns FALSE and the DPC releases the timer's reference.
+            // SAFETY: the object's initialised timer; <= DISPATCH_LEVEL.
+            if unsafe { sys::KeCancelTimer(self.linger_timer.get().cast()) } != 0 {
+                // SAFETY: the reference `arm_linger_timer` took for the timer, which will
+                // never run; the finishing's caller holds another, so the object stays.
+                unsafe { Self::release(NonNull::from(self)) };
+            }
+        }
+        self.issue_final_close();
+    }
+
+    /// Sets the bound's timer for a graceful closing disconnect, with a reference that
+    /// keeps this object (and the timer) alive until the DPC has run or the timer is
+    /// cancelled. IRQL <= `DISPATCH_LEVEL`.
+    fn arm_linger_timer(&self) {
+        self.add_ref();
+        self.linger_armed.store(LINGER_ARMED, Ordering::Release);
+        let ms = i64::from(self.close_limit_ms.load(Ordering::Acquire));
+        // Relative due time, in 100 ns units (negative: relative).
+        let due: sys::LARGE_INTEGER = -(ms * 10_000).max(1);
+        // SAFETY: the object's initialised timer and DPC, in nonpaged pool that the timer's
+        // reference keeps; <= DISPATCH_LEVEL.
+        unsafe {
+            sys::KeSetTimerEx(
+                self.linger_timer.get().cast(),
+                due,
+                0,
+                self.linger_dpc.get().cast(),
+            )
+        };
     }
 
     /// Starts closing the socket if nobody has: `WskCloseSocket` on the dedicated close slot,
@@ -287,6 +422,15 @@ impl SocketInner {
         }
     }
 
+    /// The bound of a graceful closing disconnect expired: cancel the disconnect. Its
+    /// completion (status `STATUS_CANCELLED`) then closes the socket, and the close, on a
+    /// connection not disconnected, resets it. IRQL `DISPATCH_LEVEL` (the timer's DPC).
+    fn linger_expired(&self) {
+        if self.linger_armed.swap(0, Ordering::AcqRel) == LINGER_ARMED {
+            self.cancel_slot(LINGER);
+        }
+    }
+
     /// Requests cancellation of whatever is in flight on `slot` (used by timeouts that want
     /// the operation's resources back). IRQL <= `DISPATCH_LEVEL`.
     pub(crate) fn cancel_slot(&self, slot: usize) {
@@ -305,4 +449,22 @@ impl SocketInner {
             slot::finish(slot);
         }
     }
+}
+
+/// The DPC of a closing disconnect's bound. `context` is the socket object, alive through the
+/// reference the timer holds, released here as the last act.
+unsafe extern "system" fn linger_expired(
+    _dpc: *mut sys::KDPC,
+    context: sys::PVOID,
+    _argument1: sys::PVOID,
+    _argument2: sys::PVOID,
+) {
+    let Some(this) = NonNull::new(context.cast::<SocketInner>()) else {
+        return;
+    };
+    // SAFETY: the timer's reference keeps the object alive until the release below.
+    unsafe { this.as_ref() }.linger_expired();
+    // SAFETY: the reference `arm_linger_timer` took for the timer; the disconnect's finishing
+    // leaves it to us once our swap (or theirs, after KeCancelTimer failed) ended the timer.
+    unsafe { SocketInner::release(this) };
 }

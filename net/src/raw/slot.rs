@@ -15,7 +15,7 @@ use wsk_sys::{
 
 use super::held::{Call, Held};
 use super::state::{AfterCancel, OnComplete, SlotState};
-use super::{CLOSE, SocketInner};
+use super::{CLOSE, LINGER, SocketInner};
 
 /// One IRP and what travels with it: its state word, the waiting future's waker, the result
 /// and the resources WSK holds.
@@ -289,4 +289,9 @@ pub(super) fn finish(slot: &Slot) {
     drop(held);
     slot.state.release();
     slot.waker.wake();
+    if ptr::eq(slot, &raw const owner.slots[LINGER]) {
+        // The closing disconnect is done (or failed, or was cancelled by its bound): close.
+        // The completion routine's (or the issuer's) reference keeps the object alive.
+        owner.closing_disconnect_finished();
+    }
 }

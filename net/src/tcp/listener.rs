@@ -312,7 +312,7 @@ impl Future for Accept<'_> {
         // SAFETY: the reference taken just above for the adoption call.
         unsafe { SocketInner::release(child_ptr) };
         let remote = remote.ok_or(Error::new(ErrorKind::Other, "accept"))?;
-        Poll::Ready(Ok((TcpStream { handle: child }, remote)))
+        Poll::Ready(Ok((TcpStream::established(child), remote)))
     }
 }
 

@@ -13,7 +13,7 @@ use crate::addr::{RawAddr, family_of, wildcard_like};
 use crate::buf::IoBuf;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, Held, Kind, Op, RECV, Request, SEND};
+use crate::raw::{CTL, Call, CloseMode, Held, Kind, Op, RECV, Request, SEND};
 use crate::socket::{self, BindOptions, Handle, check};
 
 /// How [`TcpStream::disconnect`] ends the connection. See the example there.
@@ -32,8 +32,15 @@ pub enum Disconnect {
 ///
 /// One send and one receive may be in flight at a time (they use separate IRPs); a second
 /// concurrent send or receive would reorder data, so it fails with `InvalidState`. Control
-/// operations (addresses, options, disconnect) share a third slot: one at a time. Dropping
-/// the stream closes it asynchronously (abortively unless both directions were shut down).
+/// operations (addresses, options, disconnect) share a third slot: one at a time.
+///
+/// Closing is graceful by default, as with std and tokio: [`TcpStream::close`] and dropping
+/// the stream both send FIN after every pending send (a graceful `WskDisconnect`) and then
+/// close the socket, so a final reply is delivered. The disconnect is bounded by the close
+/// limit ([`TcpStream::set_close_limit`], 5 seconds unless set): past it the disconnect is
+/// cancelled and the close resets the connection. A reset on purpose is
+/// [`TcpStream::abort`]. Dropping cannot wait: the disconnect and the close then run on
+/// their own, from the disconnect's completion, and the bound is a kernel timer.
 ///
 /// ```no_run
 /// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
@@ -189,7 +196,13 @@ impl TcpStream {
         held.addr[1] = RawAddr::from(addr);
         let done = Op::new(handle.inner(), CTL, held).await?;
         check(done.status, done.information, "connect")?;
-        Ok(Self { handle })
+        Ok(Self::established(handle))
+    }
+
+    /// A stream on a connected socket: from now on its close is graceful.
+    pub(crate) fn established(handle: Handle) -> Self {
+        handle.inner().set_close_mode(CloseMode::Graceful);
+        Self { handle }
     }
 
     /// `request` on the first `len` bytes of `buf`, on `slot`; the buffer comes back.
@@ -561,20 +574,81 @@ impl TcpStream {
         }
         // The graceful disconnect is stuck: reset the connection. The abortive disconnect
         // would need the control slot the graceful one holds, so close instead, which
-        // completes the stuck IRP and resets the connection (abortive close).
+        // completes the stuck IRP and resets the connection (abortive close). Not the
+        // graceful close: its disconnect would queue behind the stuck one.
+        self.handle.inner().set_close_mode(CloseMode::Plain);
         self.handle.start_close();
         Err(Error::new(ErrorKind::TimedOut, "disconnect"))
     }
 
-    /// Closes the socket (`WskCloseSocket`) and waits until WSK has: abortive unless both
-    /// directions are already shut down. No operation of this stream can be in flight here
-    /// (they borrow it); those whose futures were dropped and that WSK still holds are
-    /// cancelled by the close. See the example on [`TcpStream::disconnect`].
+    /// Closes the connection gracefully and waits until WSK has closed the socket: FIN after
+    /// every pending send (a graceful `WskDisconnect`, "`PFN_WSK_DISCONNECT` callback function
+    /// (wsk.h)": "the WSK subsystem waits for all outstanding transmit data to be sent before
+    /// disconnecting"), then `WskCloseSocket`. The disconnect is bounded by the close limit
+    /// ([`TcpStream::set_close_limit`]; 5 seconds by default): past it, it is cancelled and
+    /// the close resets the connection, so this returns within about the limit whatever the
+    /// peer does (it never reads, never acknowledges). Dropping the stream does the same
+    /// without waiting.
+    ///
+    /// No operation of this stream can be in flight here (they borrow it); those whose
+    /// futures were dropped and that WSK still holds are cancelled by the close. A stream
+    /// already disconnected ([`TcpStream::disconnect`]) is just closed. Where the provider
+    /// has no `WskDisconnect` (Wine 8.0), the disconnect fails at once and the close is all
+    /// that is left: Wine's close then decides between FIN and reset.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// let (sent, _reply) = stream.send(wsk_net::IoBuf::from_slice(b"bye\r\n")?).await;
+    /// sent?;
+    /// stream.close().await; // the peer reads "bye", then end of stream
+    /// # Ok(()) }
+    /// ```
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
     pub async fn close(self) {
         self.handle.close().await;
+    }
+
+    /// Resets the connection: an abortive `WskDisconnect` (`WSK_FLAG_ABORTIVE`,
+    /// "`PFN_WSK_DISCONNECT` callback function (wsk.h)": it "directs the WSK subsystem to
+    /// perform an abortive disconnect"), then `WskCloseSocket`. Pending sends are discarded and
+    /// the peer sees a reset (RST). For shedding load or ending a misbehaving peer at once;
+    /// [`TcpStream::close`] is the ordinary end. Where the provider has no `WskDisconnect`
+    /// (Wine 8.0), the close alone is left.
+    ///
+    /// The reset is decided here, not at the first poll: awaiting the future waits until the
+    /// socket is closed; dropping it instead resets and closes without waiting.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: wsk_net::TcpStream, other: wsk_net::TcpStream) {
+    /// stream.abort().await; // the peer's next read fails with "connection reset"
+    /// drop(other.abort()); // the same, without waiting (from a synchronous context)
+    /// # }
+    /// ```
+    ///
+    /// # IRQL
+    /// Call at any IRQL; poll and drop the future at <= `DISPATCH_LEVEL`.
+    pub fn abort(self) -> impl Future<Output = ()> + Send {
+        self.handle.inner().set_close_mode(CloseMode::Abortive);
+        self.handle.close()
+    }
+
+    /// Sets how long a graceful close ([`TcpStream::close`], or dropping the stream) waits
+    /// for its disconnect before resetting the connection instead; 5 seconds unless set.
+    /// Millisecond resolution; a zero limit still tries (the timer fires after the call).
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: wsk_net::TcpStream) {
+    /// stream.set_close_limit(core::time::Duration::from_millis(500));
+    /// drop(stream); // FIN now, or a reset in 0.5 s if the FIN cannot go out
+    /// # }
+    /// ```
+    ///
+    /// # IRQL
+    /// Any.
+    pub fn set_close_limit(&self, limit: core::time::Duration) {
+        self.handle.inner().set_close_limit(limit);
     }
 }
 

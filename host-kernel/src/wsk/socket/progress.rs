@@ -339,9 +339,19 @@ fn progress_sends(sock: &mut Sock, dones: &mut Vec<Done>) {
                     }
                 }
             }
-            (OpKind::Disconnect { segs, total, done }, Host::Stream(stream)) => {
-                disconnect_step(stream, segs, *total, done, fin_sent, error)
-            }
+            (
+                OpKind::Disconnect {
+                    unacknowledged: true,
+                    ..
+                },
+                Host::Stream(_),
+            ) => Step::Wait,
+            (
+                OpKind::Disconnect {
+                    segs, total, done, ..
+                },
+                Host::Stream(stream),
+            ) => disconnect_step(stream, segs, *total, done, fin_sent, error),
             (OpKind::SendTo { data, to }, Host::Udp(udp)) => datagram_send_step(udp, data, *to),
             _ => Step::Finished(STATUS_INVALID_DEVICE_STATE, 0),
         }
