@@ -61,9 +61,9 @@ pub struct Settings {
     /// once.
     pub max_connections: usize,
     /// How long a connection may stay silent (no data, no FIN) before the service closes it
-    /// as it closes one the peer ended: disconnect, then close. `None`: never. The receive is
-    /// bounded with `wsk_executor::timeout`, which drops it at the deadline, so this works
-    /// even where `IoCancelIrp` does not cancel WSK IRPs (Wine), the close ending it there.
+    /// gracefully (bounded by the close limit). `None`: never. The receive is bounded with
+    /// `wsk_net::timeout`, which cancels it through WSK and, where `IoCancelIrp` does not
+    /// cancel WSK IRPs (Wine), closes the socket a grace period later.
     pub idle_timeout: Option<Duration>,
 }
 
@@ -420,26 +420,26 @@ async fn serve(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
     loop {
         let (received, b) = match idle_timeout {
             None => stream.recv(buf).await,
-            Some(limit) => match wsk_executor::timeout(limit, stream.recv(buf)).await {
-                Ok(done) => done,
-                Err(_elapsed) => {
-                    // The receive (and its buffer) went with the timeout; the close below
-                    // ends it where cancelling did not.
-                    let count = IDLE_CLOSES.fetch_add(1, Ordering::Relaxed) + 1;
-                    if count.is_power_of_two() {
-                        kprint!(
-                            "wskecho: closing a connection idle for {} ms ({count} so far)\n",
-                            limit.as_millis()
-                        );
-                    }
-                    break;
-                }
-            },
+            // Cancelled through WSK at the deadline, buffer kept; where the cancel is ignored
+            // (Wine) the deadline closes the socket a grace period later (`wsk_net::timeout`).
+            Some(limit) => wsk_net::timeout(limit, stream.recv(buf)).await,
         };
         buf = b;
         match received {
             Ok(0) => break,
             Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::TimedOut => {
+                let count = IDLE_CLOSES.fetch_add(1, Ordering::Relaxed) + 1;
+                if count.is_power_of_two() {
+                    kprint!(
+                        "wskecho: closing a connection idle for {} ms ({count} so far)\n",
+                        idle_timeout.unwrap_or_default().as_millis()
+                    );
+                }
+                // A graceful close, bounded by the stream's close limit.
+                stream.close().await;
+                return;
+            }
             Err(_) => {
                 // Reset or aborted by the peer: nothing left to say.
                 stream.close().await;

@@ -77,7 +77,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;
 pub use tcp::{Accept, Disconnect, Incoming, Recv, TcpListener, TcpStream};
-pub use time::Cancellable;
 #[cfg(not(loom))]
-pub use time::{WithTimeout, timeout};
+pub use time::{CANCEL_GRACE, WithTimeout, timeout};
+pub use time::{Cancellable, Escalation, Operation, TimedOutput};
 pub use udp::UdpSocket;

@@ -431,6 +431,28 @@ impl SocketInner {
         }
     }
 
+    /// A deadline cancels the live operation on `slot`: none of its steps may reach WSK any
+    /// more, and the one in flight is cancelled (`IoCancelIrp`). Cleared with
+    /// [`SocketInner::clear_slot_cancel`] when the operation ends. IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn request_slot_cancel(&self, slot: usize) {
+        self.slots[slot].set_cancel_requested(true);
+        self.cancel_slot(slot);
+    }
+
+    /// The operation a deadline cancelled on `slot` ended: the slot takes new ones again.
+    /// IRQL: any.
+    pub(crate) fn clear_slot_cancel(&self, slot: usize) {
+        self.slots[slot].set_cancel_requested(false);
+    }
+
+    /// Closes at once, without a closing disconnect: `WskCloseSocket` completes every pending
+    /// IRP (a reset on a connection). For a deadline whose cancel the provider ignores.
+    /// IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn close_now(&self) {
+        self.set_close_mode(CloseMode::Plain);
+        Self::start_close(NonNull::from(self));
+    }
+
     /// Requests cancellation of whatever is in flight on `slot` (used by timeouts that want
     /// the operation's resources back). IRQL <= `DISPATCH_LEVEL`.
     pub(crate) fn cancel_slot(&self, slot: usize) {

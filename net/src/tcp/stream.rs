@@ -15,6 +15,7 @@ use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
 use crate::raw::{CTL, Call, CloseMode, Held, Kind, Op, RECV, Request, SEND};
 use crate::socket::{self, BindOptions, Handle, check};
+use crate::time::{Operation, Target};
 
 /// How [`TcpStream::disconnect`] ends the connection. See the example there.
 ///
@@ -132,24 +133,16 @@ impl TcpStream {
     /// the same family, then connects.
     ///
     /// It has no deadline of its own (the transport gives up eventually, with `TimedOut`).
-    /// To bound it, wrap it in `wsk_executor::timeout`: dropping the future on expiry cancels
-    /// the connect and closes the half-made socket.
+    /// To bound it, wrap it in [`timeout`](crate::timeout): on expiry the step in flight is
+    /// cancelled, no further step is made, the half-made socket is closed, and the result is
+    /// `TimedOut`.
     ///
     /// ```no_run
     /// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
     /// use core::time::Duration;
     /// let addr = "192.0.2.1:80".parse().unwrap();
-    /// let stream = match wsk_executor::timeout(
-    ///     Duration::from_secs(5),
-    ///     wsk_net::TcpStream::connect(client, addr),
-    /// )
-    /// .await
-    /// {
-    ///     Ok(connected) => connected?,
-    ///     Err(_elapsed) => {
-    ///         return Err(wsk_net::Error::new(wsk_net::ErrorKind::TimedOut, "connect"));
-    ///     }
-    /// };
+    /// let connect = wsk_net::TcpStream::connect(client, addr);
+    /// let stream = wsk_net::timeout(Duration::from_secs(5), connect).await?;
     /// # let _ = stream;
     /// # Ok(()) }
     /// ```
@@ -160,9 +153,12 @@ impl TcpStream {
     /// errors.
     ///
     /// # IRQL
-    /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn connect(client: &WskClient, addr: SocketAddr) -> Result<Self> {
-        Self::connect_with(client, addr, &BindOptions::default()).await
+    /// Call and poll at <= `DISPATCH_LEVEL` (the socket object is allocated by the call).
+    pub fn connect(
+        client: &WskClient,
+        addr: SocketAddr,
+    ) -> Operation<'static, impl Future<Output = Result<Self>> + use<>> {
+        Self::connect_with(client, addr, &BindOptions::default())
     }
 
     /// Like [`TcpStream::connect`], with options applied before binding. Options left at
@@ -182,21 +178,34 @@ impl TcpStream {
     /// `Unsupported` when an option is set and the provider lacks `WskControlSocket` (Wine).
     ///
     /// # IRQL
-    /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn connect_with(
+    /// Call and poll at <= `DISPATCH_LEVEL`.
+    pub fn connect_with(
         client: &WskClient,
         addr: SocketAddr,
         options: &BindOptions,
-    ) -> Result<Self> {
-        let handle = Handle::new(client, Kind::Connection)?;
-        socket::create(&handle, family_of(&addr)).await?;
-        socket::apply_bind_options(&handle, options, addr.is_ipv6()).await?;
-        socket::bind(&handle, wildcard_like(&addr)).await?;
-        let mut held = Held::new(Request::Connect);
-        held.addr[1] = RawAddr::from(addr);
-        let done = Op::new(handle.inner(), CTL, held).await?;
-        check(done.status, done.information, "connect")?;
-        Ok(Self::established(handle))
+    ) -> Operation<'static, impl Future<Output = Result<Self>> + use<>> {
+        let options = *options;
+        let handle = Handle::new(client, Kind::Connection);
+        let target = handle
+            .as_ref()
+            .map_or(Target::Missing, |h| Target::Owned(h.share()));
+        Operation::new(target, CTL, "connect", async move {
+            let handle = handle?;
+            socket::create(&handle, family_of(&addr)).await?;
+            socket::apply_bind_options(&handle, &options, addr.is_ipv6()).await?;
+            socket::bind(&handle, wildcard_like(&addr)).await?;
+            let mut held = Held::new(Request::Connect);
+            held.addr[1] = RawAddr::from(addr);
+            let done = Op::new(handle.inner(), CTL, held).await?;
+            check(done.status, done.information, "connect")?;
+            Ok(Self::established(handle))
+        })
+    }
+
+    /// `future`, a step on this stream's slot `slot`, as a [`Cancellable`](crate::Cancellable)
+    /// operation.
+    fn operation<F: Future>(&self, slot: usize, name: &'static str, future: F) -> Operation<'_, F> {
+        Operation::new(Target::Borrowed(self.handle.inner()), slot, name, future)
     }
 
     /// A stream on a connected socket: from now on its close is graceful.
@@ -241,8 +250,11 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn send(&self, buf: IoBuf) -> (Result<usize>, IoBuf) {
-        self.send_flags(buf, 0).await
+    pub fn send(
+        &self,
+        buf: IoBuf,
+    ) -> Operation<'_, impl Future<Output = (Result<usize>, IoBuf)> + '_> {
+        self.operation(SEND, "send", self.send_flags(buf, 0))
     }
 
     /// [`TcpStream::send`] with `WSK_FLAG_NODELAY`: no coalescing delay for this send.
@@ -259,8 +271,11 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn send_nodelay(&self, buf: IoBuf) -> (Result<usize>, IoBuf) {
-        self.send_flags(buf, sys::WSK_FLAG_NODELAY).await
+    pub fn send_nodelay(
+        &self,
+        buf: IoBuf,
+    ) -> Operation<'_, impl Future<Output = (Result<usize>, IoBuf)> + '_> {
+        self.operation(SEND, "send", self.send_flags(buf, sys::WSK_FLAG_NODELAY))
     }
 
     async fn send_flags(&self, buf: IoBuf, flags: u32) -> (Result<usize>, IoBuf) {
@@ -370,8 +385,10 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn local_addr(&self) -> Result<SocketAddr> {
-        socket::address(&self.handle, false).await
+    pub fn local_addr(&self) -> Operation<'_, impl Future<Output = Result<SocketAddr>> + '_> {
+        self.operation(CTL, "local_addr", async move {
+            socket::address(&self.handle, false).await
+        })
     }
 
     /// The peer's address.
@@ -388,8 +405,10 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn peer_addr(&self) -> Result<SocketAddr> {
-        socket::address(&self.handle, true).await
+    pub fn peer_addr(&self) -> Operation<'_, impl Future<Output = Result<SocketAddr>> + '_> {
+        self.operation(CTL, "peer_addr", async move {
+            socket::address(&self.handle, true).await
+        })
     }
 
     /// Sets `TCP_NODELAY` (no Nagle coalescing) for every later send.
@@ -415,15 +434,17 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn set_nodelay(&self, on: bool) -> Result<()> {
-        socket::set_option(
-            &self.handle,
-            sys::IPPROTO_TCP,
-            sys::TCP_NODELAY,
-            u32::from(on),
-            "TCP_NODELAY",
-        )
-        .await
+    pub fn set_nodelay(&self, on: bool) -> Operation<'_, impl Future<Output = Result<()>> + '_> {
+        self.operation(CTL, "set_nodelay", async move {
+            socket::set_option(
+                &self.handle,
+                sys::IPPROTO_TCP,
+                sys::TCP_NODELAY,
+                u32::from(on),
+                "TCP_NODELAY",
+            )
+            .await
+        })
     }
 
     /// Sets `SO_KEEPALIVE`. See the example on [`TcpStream::set_nodelay`].
@@ -433,15 +454,17 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn set_keepalive(&self, on: bool) -> Result<()> {
-        socket::set_option(
-            &self.handle,
-            sys::SOL_SOCKET,
-            sys::SO_KEEPALIVE,
-            u32::from(on),
-            "SO_KEEPALIVE",
-        )
-        .await
+    pub fn set_keepalive(&self, on: bool) -> Operation<'_, impl Future<Output = Result<()>> + '_> {
+        self.operation(CTL, "set_keepalive", async move {
+            socket::set_option(
+                &self.handle,
+                sys::SOL_SOCKET,
+                sys::SO_KEEPALIVE,
+                u32::from(on),
+                "SO_KEEPALIVE",
+            )
+            .await
+        })
     }
 
     /// Ends the connection: [`Disconnect::Graceful`] sends FIN after pending sends (receiving
@@ -476,28 +499,33 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn disconnect(&self, how: Disconnect) -> Result<()> {
-        let flags = match how {
-            Disconnect::Graceful => 0,
-            Disconnect::Abortive => sys::WSK_FLAG_ABORTIVE,
-        };
-        let inner = self.handle.inner();
-        if inner.flags().is_send_shut() && how == Disconnect::Graceful {
-            return Err(Error::new(ErrorKind::InvalidState, "disconnect"));
-        }
-        let request = Request::Disconnect {
-            flags,
-            final_data: false,
-        };
-        let done = Op::new(inner, CTL, Held::new(request)).await?;
-        let result = check(done.status, done.information, "disconnect").map(drop);
-        if result.is_ok() {
-            match how {
-                Disconnect::Graceful => inner.flags().shut_send(),
-                Disconnect::Abortive => inner.flags().shut_both(),
+    pub fn disconnect(
+        &self,
+        how: Disconnect,
+    ) -> Operation<'_, impl Future<Output = Result<()>> + '_> {
+        self.operation(CTL, "disconnect", async move {
+            let flags = match how {
+                Disconnect::Graceful => 0,
+                Disconnect::Abortive => sys::WSK_FLAG_ABORTIVE,
+            };
+            let inner = self.handle.inner();
+            if inner.flags().is_send_shut() && how == Disconnect::Graceful {
+                return Err(Error::new(ErrorKind::InvalidState, "disconnect"));
             }
-        }
-        result
+            let request = Request::Disconnect {
+                flags,
+                final_data: false,
+            };
+            let done = Op::new(inner, CTL, Held::new(request)).await?;
+            let result = check(done.status, done.information, "disconnect").map(drop);
+            if result.is_ok() {
+                match how {
+                    Disconnect::Graceful => inner.flags().shut_send(),
+                    Disconnect::Abortive => inner.flags().shut_both(),
+                }
+            }
+            result
+        })
     }
 
     /// Sends `buf` as final data, then FIN (one `WskDisconnect` with a buffer), and gives the
@@ -515,24 +543,29 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn disconnect_with(&self, buf: IoBuf) -> (Result<()>, IoBuf) {
-        let inner = self.handle.inner();
-        if inner.flags().is_send_shut() {
-            return (
-                Err(Error::new(ErrorKind::InvalidState, "disconnect_with")),
-                buf,
-            );
-        }
-        let len = buf.len();
-        let request = Request::Disconnect {
-            flags: 0,
-            final_data: true,
-        };
-        let (result, buf) = self.transfer(CTL, request, buf, len).await;
-        if result.is_ok() {
-            inner.flags().shut_send();
-        }
-        (result.map(drop), buf)
+    pub fn disconnect_with(
+        &self,
+        buf: IoBuf,
+    ) -> Operation<'_, impl Future<Output = (Result<()>, IoBuf)> + '_> {
+        self.operation(CTL, "disconnect_with", async move {
+            let inner = self.handle.inner();
+            if inner.flags().is_send_shut() {
+                return (
+                    Err(Error::new(ErrorKind::InvalidState, "disconnect_with")),
+                    buf,
+                );
+            }
+            let len = buf.len();
+            let request = Request::Disconnect {
+                flags: 0,
+                final_data: true,
+            };
+            let (result, buf) = self.transfer(CTL, request, buf, len).await;
+            if result.is_ok() {
+                inner.flags().shut_send();
+            }
+            (result.map(drop), buf)
+        })
     }
 
     /// Graceful disconnect bounded by `limit`: if it has not completed by then, the socket is
@@ -724,6 +757,16 @@ impl Recv<'_> {
     pub fn cancel(&self) {
         if let Some(op) = &self.op {
             op.cancel();
+        }
+    }
+}
+
+impl Recv<'_> {
+    /// Closes the stream's socket at once (no closing disconnect), which completes the
+    /// receive: a deadline's escalation where the provider ignores the cancel.
+    pub(crate) fn close_socket(&self) {
+        if let Some(op) = &self.op {
+            op.close_socket();
         }
     }
 }
