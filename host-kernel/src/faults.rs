@@ -88,6 +88,10 @@ pub struct SlowCall {
 
 /// Every fault the provider injects, all decided from `seed`.
 #[derive(Clone, Debug, Default)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent fault switches, each its own plan item"
+)]
 pub struct Faults {
     /// Seed of every random choice below.
     pub seed: u64,
@@ -113,6 +117,10 @@ pub struct Faults {
     /// <https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_disconnect>):
     /// only a cancel or the close ends it, and the close then resets the connection.
     pub disconnect_unacknowledged: bool,
+    /// Queued IRPs get no cancel routine, so `IoCancelIrp` does not cancel them, as under
+    /// Wine 8.0 (whose netio never sets one on WSK IRPs); only completion or the close ends
+    /// them. One per process, like the low-resources simulation ([`arm`]).
+    pub ignore_cancel: bool,
     /// Every `WskCloseSocket` completes this long after it was called (deferred), as a close
     /// whose transmission takes its time; `None`: no extra delay.
     pub close_delay: Option<Duration>,
@@ -340,6 +348,15 @@ fn gate() -> std::sync::MutexGuard<'static, Option<Gate>> {
 /// harness runs tests in parallel: serialize them, as `net/tests/low_resources.rs` does).
 pub(crate) fn arm(faults: &Faults) {
     set_low_resources(faults.low_resources, faults.seed);
+    IGNORE_CANCEL.store(faults.ignore_cancel, Ordering::Relaxed);
+}
+
+/// Set while the booted kernel's plan has [`Faults::ignore_cancel`].
+static IGNORE_CANCEL: AtomicBool = AtomicBool::new(false);
+
+/// True when queued WSK IRPs must get no cancel routine ([`Faults::ignore_cancel`]).
+pub(crate) fn cancel_ignored() -> bool {
+    IGNORE_CANCEL.load(Ordering::Relaxed)
 }
 
 /// Starts (`Some`) or stops (`None`) the low-resources simulation of the running kernel now,
@@ -502,6 +519,7 @@ impl Faults {
     /// - `close-delay=D`: every close completes `D` late;
     /// - `ignore-waitall`: treat `WSK_FLAG_WAITALL` as absent;
     /// - `disconnect-unacked`: graceful disconnects never complete ([`Faults::disconnect_unacknowledged`]);
+    /// - `ignore-cancel`: `IoCancelIrp` does not cancel WSK IRPs ([`Faults::ignore_cancel`]);
     /// - `error=OP:N:STATUS`: the `N`th call of `OP` (`socket`, `bind`, `accept`, `connect`,
     ///   `send`, `receive`, `disconnect`, `sendto`, `receivefrom`, `getaddressinfo`; `N` = 0:
     ///   every call) completes with the NTSTATUS `STATUS` (hexadecimal);
@@ -531,6 +549,7 @@ impl Faults {
                 ("reorder", "") => plan.reorder = true,
                 ("ignore-waitall", "") => plan.ignore_waitall = true,
                 ("disconnect-unacked", "") => plan.disconnect_unacknowledged = true,
+                ("ignore-cancel", "") => plan.ignore_cancel = true,
                 ("delay", value) => plan.max_delay = parse_duration(value)?,
                 ("close-delay", value) => plan.close_delay = Some(parse_duration(value)?),
                 ("error", value) => plan.errors.push(parse_error_rule(value)?),
@@ -599,6 +618,9 @@ impl Faults {
         }
         if self.disconnect_unacknowledged {
             items.push("disconnect-unacked".to_string());
+        }
+        if self.ignore_cancel {
+            items.push("ignore-cancel".to_string());
         }
         for rule in &self.errors {
             items.push(format!(
@@ -688,12 +710,13 @@ mod tests {
 
     #[test]
     fn a_plan_reads_back_what_it_writes() {
-        let spec = "mixed,reorder,delay=1ms,close-delay=250us,ignore-waitall,\
+        let spec = "mixed,reorder,delay=1ms,close-delay=250us,ignore-waitall,disconnect-unacked,\
+                    ignore-cancel,\
                     error=send:3:c000020d,lowres=50,lowres-on=pool+socket,lowres-skip=7,\
                     lowres-count=100,lowres-delay=2s,lowres-for=1m";
         let plan = Faults::parse(spec, 42).expect("parses");
         assert_eq!(plan.completion, Completion::Mixed);
-        assert!(plan.reorder && plan.ignore_waitall);
+        assert!(plan.reorder && plan.ignore_waitall && plan.disconnect_unacknowledged);
         assert_eq!(plan.max_delay, Duration::from_millis(1));
         assert_eq!(plan.close_delay, Some(Duration::from_micros(250)));
         assert_eq!(plan.errors.len(), 1);

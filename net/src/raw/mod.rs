@@ -1,10 +1,10 @@
 //! The operation core: the only place in this crate that hands IRPs and memory to WSK.
 //!
-//! Every socket object ([`SocketInner`]) lives in nonpaged pool and owns four preallocated
-//! IRP slots (receive, send, control, close), so steady-state I/O allocates nothing. An
-//! operation ([`Op`]) claims a slot, parks what WSK will hold ([`Held`]: buffer, `WSK_BUF`,
-//! addresses) inside the slot, reuses the slot's IRP with our one completion routine, and
-//! calls WSK.
+//! Every socket object ([`SocketInner`]) lives in nonpaged pool and owns five preallocated
+//! IRP slots (receive, send, control, close, and the closing disconnect), so steady-state
+//! I/O allocates nothing. An operation ([`Op`]) claims a slot, parks what WSK will hold
+//! ([`Held`]: buffer, `WSK_BUF`, addresses) inside the slot, reuses the slot's IRP with our
+//! one completion routine, and calls WSK.
 //!
 //! The completion routine records status and information, then either wakes the waiting
 //! future or, when the future was dropped, finishes the operation itself: frees the held
@@ -42,8 +42,8 @@ pub(crate) use op::Op;
 pub(crate) use request::Request;
 use slot::{Slot, issue_orphan};
 use state::{
-    AfterCancel, AfterOpen, BeginCancel, CallGate, CloseNow, RefCount, Released, SocketFlags,
-    StartClose,
+    AfterArm, AfterCancel, AfterLinger, AfterOpen, BeginCancel, CallGate, CloseNow, LingerState,
+    RefCount, Released, SocketFlags, StartClose,
 };
 
 /// Pool tag of socket objects (`WskS`).
@@ -79,9 +79,6 @@ pub(crate) enum CloseMode {
 /// The close limit of a new connection: how long a graceful close waits for its disconnect.
 pub(crate) const DEFAULT_CLOSE_LIMIT_MS: u32 = 5_000;
 
-/// The closing disconnect's timer is set and its DPC has not started.
-const LINGER_ARMED: u32 = 1;
-
 /// Which provider dispatch table the socket has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -110,9 +107,8 @@ pub(crate) struct SocketInner {
     close_mode: AtomicU32,
     /// The bound on a graceful closing disconnect, in milliseconds.
     close_limit_ms: AtomicU32,
-    /// [`LINGER_ARMED`] while the bound's timer may still fire; whoever swaps it to 0 first
-    /// (the DPC, or the disconnect's finishing) owns the timer's end.
-    linger_armed: AtomicU32,
+    /// Who ends a graceful closing disconnect: its finishing or the bound's DPC.
+    linger: LingerState,
     /// The bound's timer and its DPC (initialised in `new`, in place).
     linger_timer: core::cell::UnsafeCell<core::mem::MaybeUninit<sys::KTIMER>>,
     linger_dpc: core::cell::UnsafeCell<core::mem::MaybeUninit<sys::KDPC>>,
@@ -163,7 +159,7 @@ impl SocketInner {
             slots: irps.map(|irp| Slot::new(irp, owner)),
             close_mode: AtomicU32::new(CloseMode::Plain as u32),
             close_limit_ms: AtomicU32::new(DEFAULT_CLOSE_LIMIT_MS),
-            linger_armed: AtomicU32::new(0),
+            linger: LingerState::new(),
             linger_timer: core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()),
             linger_dpc: core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()),
         };
@@ -345,14 +341,16 @@ impl SocketInner {
             self.issue_final_close();
             return;
         };
-        if disconnect_flags == 0 {
-            self.arm_linger_timer();
-        }
         let request = Request::Disconnect {
             flags: disconnect_flags,
             final_data: false,
         };
         issue_orphan(self, LINGER, Held::new(request), self.wsk());
+        // Armed only now that WskDisconnect has returned: the DPC's WskCloseSocket must not
+        // overlap a call in progress on the socket.
+        if disconnect_flags == 0 {
+            self.arm_linger_timer();
+        }
     }
 
     /// `WskCloseSocket` on the close slot, as an orphan its completion finishes.
@@ -360,29 +358,48 @@ impl SocketInner {
         issue_orphan(self, CLOSE, Held::new(Request::Close), self.wsk());
     }
 
-    /// The closing disconnect finished (completed, failed, or cancelled by its bound): stops
-    /// the bound's timer if it has not fired, then closes. Called once, by the disconnect's
-    /// finishing. IRQL <= `DISPATCH_LEVEL`.
+    /// The closing disconnect finished (completed or failed, or completed as cancelled by
+    /// the close its bound issued): closes, unless the bound already did, and stops the
+    /// bound's timer if it was armed. Called once, by the disconnect's finishing. IRQL <=
+    /// `DISPATCH_LEVEL`.
     fn closing_disconnect_finished(&self) {
-        if self.linger_armed.swap(0, Ordering::AcqRel) == LINGER_ARMED {
-            // The DPC has not started (it swaps first): cancel the timer. If it was already
-            // queued, KeCancelTimer returns FALSE and the DPC releases the timer's reference.
-            // SAFETY: the object's initialised timer; <= DISPATCH_LEVEL.
-            if unsafe { sys::KeCancelTimer(self.linger_timer.get().cast()) } != 0 {
-                // SAFETY: the reference `arm_linger_timer` took for the timer, which will
-                // never run; the finishing's caller holds another, so the object stays.
-                unsafe { Self::release(NonNull::from(self)) };
+        match self.linger.finish() {
+            // The bound's DPC issued the close (which completed this disconnect).
+            AfterLinger::Nothing => {}
+            AfterLinger::CancelTimerAndClose => {
+                self.cancel_linger_timer();
+                self.issue_final_close();
             }
+            // Finished before the timer was published (a synchronous failure, as under Wine,
+            // or an abortive disconnect, which has no timer): `arm_linger_timer` cancels a
+            // timer it set meanwhile.
+            AfterLinger::Close => self.issue_final_close(),
         }
-        self.issue_final_close();
     }
 
-    /// Sets the bound's timer for a graceful closing disconnect, with a reference that
-    /// keeps this object (and the timer) alive until the DPC has run or the timer is
-    /// cancelled. IRQL <= `DISPATCH_LEVEL`.
+    /// Cancels the bound's timer: if it was still queued, its reference is released here;
+    /// otherwise its DPC runs (or ran), finds the disconnect finished, and releases it.
+    fn cancel_linger_timer(&self) {
+        // SAFETY: the object's initialised timer; <= DISPATCH_LEVEL.
+        if unsafe { sys::KeCancelTimer(self.linger_timer.get().cast()) } != 0 {
+            // SAFETY: the reference `arm_linger_timer` took for the timer, which will never
+            // run; our caller holds another, so the object stays.
+            unsafe { Self::release(NonNull::from(self)) };
+        }
+    }
+
+    /// Sets the bound's timer for a graceful closing disconnect, with a reference that keeps
+    /// this object (and the timer) alive until the DPC has run or the timer is cancelled.
+    /// Called after `WskDisconnect` returned, so the DPC may close at once. The timer is set
+    /// first and published after: a disconnect that finished in between finds
+    /// `LINGER_ISSUING` and closes, and the timer is cancelled here; a DPC that fired in
+    /// between closes itself. IRQL <= `DISPATCH_LEVEL`.
     fn arm_linger_timer(&self) {
+        if !self.linger.is_issuing() {
+            // Already finished (and closed): no bound needed.
+            return;
+        }
         self.add_ref();
-        self.linger_armed.store(LINGER_ARMED, Ordering::Release);
         let ms = i64::from(self.close_limit_ms.load(Ordering::Acquire));
         // Relative due time, in 100 ns units (negative: relative).
         let due: sys::LARGE_INTEGER = -(ms * 10_000).max(1);
@@ -396,6 +413,13 @@ impl SocketInner {
                 self.linger_dpc.get().cast(),
             )
         };
+        match self.linger.publish_timer() {
+            // The disconnect finished meanwhile and closed: the timer is ours to end.
+            AfterArm::CancelTimer => self.cancel_linger_timer(),
+            // Armed (the disconnect's finishing or the DPC ends the timer), or the DPC fired
+            // meanwhile, closed, and releases the timer's reference.
+            AfterArm::Armed | AfterArm::Nothing => {}
+        }
     }
 
     /// Starts closing the socket if nobody has: `WskCloseSocket` on the dedicated close slot,
@@ -422,12 +446,16 @@ impl SocketInner {
         }
     }
 
-    /// The bound of a graceful closing disconnect expired: cancel the disconnect. Its
-    /// completion (status `STATUS_CANCELLED`) then closes the socket, and the close, on a
-    /// connection not disconnected, resets it. IRQL `DISPATCH_LEVEL` (the timer's DPC).
+    /// The bound of a graceful closing disconnect expired before the disconnect finished:
+    /// close the socket now. `WskCloseSocket` cancels and completes the pending disconnect
+    /// ("`PFN_WSK_CLOSE_SOCKET` callback function (wsk.h)": the application may close with
+    /// IRPs pending; the close cancels them), whether or not the provider honours
+    /// `IoCancelIrp`, and on a connection not disconnected the close resets it. No call is
+    /// in progress: the timer is armed after `WskDisconnect` returned, and nothing else may
+    /// call once the close was requested. IRQL `DISPATCH_LEVEL` (the timer's DPC).
     fn linger_expired(&self) {
-        if self.linger_armed.swap(0, Ordering::AcqRel) == LINGER_ARMED {
-            self.cancel_slot(LINGER);
+        if self.linger.expire() {
+            self.issue_final_close();
         }
     }
 

@@ -29,6 +29,10 @@ pub(super) fn attempt(
     match step(op) {
         Step::Finished(status, info) => Some((status, info)),
         Step::Wait => {
+            if crate::faults::cancel_ignored() {
+                // Wine: no cancel routine, so IoCancelIrp does nothing to the IRP.
+                return None;
+            }
             op.armed = true;
             // SAFETY: as above.
             if unsafe { arm(irp) } {
@@ -151,7 +155,7 @@ pub(super) fn submit(st: &mut State, registry: &Registry, id: u64, out: &mut Out
     let Some(op) = sock.find_op(out.irp) else {
         return;
     };
-    if op.armed {
+    if op.armed || crate::faults::cancel_ignored() {
         return;
     }
     op.armed = true;
