@@ -148,8 +148,12 @@ fn a_graceful_close_that_cannot_finish_resets_after_the_close_limit() {
             stream.close().await;
             let took = started.elapsed();
             // The close waited for its disconnect up to the limit, then gave up: not at once
-            // (that would be no graceful attempt), and not forever.
-            assert!(took >= SHORT_LIMIT, "close returned after {took:?}");
+            // (that would be no graceful attempt), and not forever. (A tenth of slack: the
+            // kernel timer's clock is not `Instant`'s.)
+            assert!(
+                took >= SHORT_LIMIT * 9 / 10,
+                "close returned after {took:?}"
+            );
             assert!(took < BOUND, "close took {took:?}");
             let (_, error) = read_until_end(&mut peer);
             assert_eq!(
@@ -177,7 +181,10 @@ fn a_dropped_stream_whose_close_cannot_finish_resets_after_the_close_limit() {
                 Some(IoErrorKind::ConnectionReset),
                 "the peer saw RST"
             );
-            assert!(took >= SHORT_LIMIT, "the reset came after {took:?}");
+            assert!(
+                took >= SHORT_LIMIT * 9 / 10,
+                "the reset came after {took:?}"
+            );
             listener.close().await;
         });
     });
