@@ -118,8 +118,10 @@ pub struct Faults {
     /// only a cancel or the close ends it, and the close then resets the connection.
     pub disconnect_unacknowledged: bool,
     /// Queued IRPs get no cancel routine, so `IoCancelIrp` does not cancel them, as under
-    /// Wine 8.0 (whose netio never sets one on WSK IRPs); only completion or the close ends
-    /// them. One per process, like the low-resources simulation ([`arm`]).
+    /// Wine 8.0, where `IoCancelIrp` does not cancel WSK IRPs; only completion or the close
+    /// ends them. One per process, like the low-resources simulation
+    /// ([`set_low_resources`]): tests that use it boot no other kernel in their process
+    /// meanwhile.
     pub ignore_cancel: bool,
     /// Every `WskCloseSocket` completes this long after it was called (deferred), as a close
     /// whose transmission takes its time; `None`: no extra delay.
