@@ -2,10 +2,11 @@
 //! Nothing here touches an IRP or a completion routine: `wsk-net` owns those. The only
 //! `NTSTATUS` is the one [`StartError::status`] gives `DriverEntry` to return.
 //!
-//! Lifecycle: [`start`] (from `DriverEntry`) registers the WSK client, binds the listener
-//! (so a port in use fails the load), starts the runner and spawns the accept loop; [`stop`]
-//! (from `DriverUnload`) shuts the runner down, which drops every task and so closes the
-//! listener and every connection, then deregisters the client.
+//! Lifecycle: [`start`] (from `DriverEntry`) registers the WSK client ([`SERVICE`]), binds the
+//! listener (so a port in use fails the load), starts the runner and spawns the accept loop;
+//! [`stop`] (from `DriverUnload`) stops [`SERVICE`], which shuts the runner down (dropping
+//! every task and so closing the listener and every connection) and only then deregisters
+//! the client. A failed start is undone the same way (by `wsk::driver_entry!`).
 //!
 //! Load shedding: a connection the service cannot take is refused with a reset, never left
 //! waiting in the listen backlog. Past the connection limit (or without a task slot or a
@@ -18,18 +19,18 @@
 //! Idle connections: with `Settings::idle_timeout` set, a connection that sends nothing for
 //! that long is closed like one the peer ended (disconnect, then close); the closes are
 //! logged the 1st, 2nd, 4th... time.
+#![forbid(unsafe_code)]
 
-use core::cell::UnsafeCell;
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 
-use wsk_executor::{Budget, Runner, RunnerKind, TaskPool};
-use wsk_net::{Driver, ErrorKind, IoBuf, TcpListener, TcpStream, UdpSocket, WskClient};
-use wsk_sys::{
-    NTSTATUS, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER,
-    STATUS_UNSUCCESSFUL, kprint,
+use wsk::driver::{FailureStatus, ServiceError};
+use wsk::sys::{NTSTATUS, STATUS_INVALID_PARAMETER};
+use wsk::{
+    Budget, Driver, ErrorKind, IoBuf, Runner, RunnerKind, Service, TaskPool, TcpListener,
+    TcpStream, UdpSocket, WskClient, kprint,
 };
 
 /// The most connections served at once (the task pool's size, fixed at compile time); the
@@ -62,7 +63,7 @@ pub struct Settings {
     pub max_connections: usize,
     /// How long a connection may stay silent (no data, no FIN) before the service closes it
     /// gracefully (bounded by the close limit). `None`: never. The receive is bounded with
-    /// `wsk_net::timeout`, which cancels it through WSK and, where `IoCancelIrp` does not
+    /// `wsk::net::timeout`, which cancels it through WSK and, where `IoCancelIrp` does not
     /// cancel WSK IRPs (Wine), closes the socket a grace period later.
     pub idle_timeout: Option<Duration>,
 }
@@ -72,43 +73,28 @@ pub struct Settings {
 pub enum StartError {
     /// The connection limit is 0 or above [`MAX_CONNECTIONS`].
     MaxConnections(usize),
-    /// WSK registration failed.
-    Register(wsk_net::Error),
+    /// The service did not start: WSK registration failed, or it runs already.
+    Service(ServiceError),
     /// The listener could not be bound to this address (or, for port 0, the provider did not
     /// say which port it picked).
-    Listen(SocketAddr, wsk_net::Error),
+    Listen(SocketAddr, wsk::Error),
     /// The runner could not start.
-    Runner(wsk_executor::StartError),
+    Runner(wsk::executor::StartError),
     /// The listener task could not be spawned.
-    Spawn(wsk_executor::SpawnError),
-    /// [`start`] was called twice.
-    AlreadyStarted,
+    Spawn(wsk::executor::SpawnError),
 }
 
-impl StartError {
+impl FailureStatus for StartError {
     /// The status `DriverEntry` fails with: the kernel's own status where one caused the
     /// failure (`STATUS_ADDRESS_ALREADY_EXISTS` for a port in use, say), otherwise the closest
     /// generic one.
-    ///
-    /// # IRQL
-    /// Any.
-    #[must_use]
-    pub fn status(&self) -> NTSTATUS {
+    fn status(&self) -> NTSTATUS {
         match self {
             Self::MaxConnections(_) => STATUS_INVALID_PARAMETER,
-            // An allocation the library could not make has no kernel status of its own: it is
-            // STATUS_INSUFFICIENT_RESOURCES, as Windows reports running out.
-            Self::Register(e) | Self::Listen(_, e) => e.status().unwrap_or(match e.kind() {
-                ErrorKind::NoResources => STATUS_INSUFFICIENT_RESOURCES,
-                _ => STATUS_UNSUCCESSFUL,
-            }),
-            Self::Runner(wsk_executor::StartError::Thread(status)) => *status,
-            Self::Runner(wsk_executor::StartError::AlreadyStarted) | Self::AlreadyStarted => {
-                STATUS_INVALID_DEVICE_STATE
-            }
-            Self::Spawn(_) => STATUS_INSUFFICIENT_RESOURCES,
-            // The executor's error enum may grow; a new reason is still a failed start.
-            Self::Runner(_) => STATUS_UNSUCCESSFUL,
+            Self::Service(e) => e.status(),
+            Self::Listen(_, e) => FailureStatus::status(e),
+            Self::Runner(e) => e.status(),
+            Self::Spawn(e) => e.status(),
         }
     }
 }
@@ -120,11 +106,10 @@ impl fmt::Display for StartError {
                 f,
                 "a limit of {n} connections is outside 1 to {MAX_CONNECTIONS} (the task pool's size)"
             ),
-            Self::Register(e) => write!(f, "WSK registration failed: {e}"),
+            Self::Service(e) => write!(f, "{e}"),
             Self::Listen(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             Self::Runner(e) => write!(f, "the runner did not start: {e}"),
-            Self::Spawn(e) => write!(f, "the listener task was not spawned: {e:?}"),
-            Self::AlreadyStarted => f.write_str("the service is already running"),
+            Self::Spawn(e) => write!(f, "the listener task was not spawned: {e}"),
         }
     }
 }
@@ -132,7 +117,9 @@ impl fmt::Display for StartError {
 static RUNNER: Runner = Runner::new(Budget::DEFAULT);
 static LISTENER_TASK: TaskPool<4096, 1> = TaskPool::new();
 static CONNECTION_TASKS: TaskPool<2048, MAX_CONNECTIONS> = TaskPool::new();
-static CLIENT: ClientCell = ClientCell::new();
+/// The WSK client, registered by [`start`], for the tasks of the service's runner; [`stop`]
+/// shuts the runner down before deregistering it.
+pub static SERVICE: Service = Service::new("wskecho", &[&RUNNER]);
 static LIVE_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 /// Connections closed for staying silent past the idle timeout, since the driver loaded.
 static IDLE_CLOSES: AtomicUsize = AtomicUsize::new(0);
@@ -143,8 +130,9 @@ static IDLE_CLOSES: AtomicUsize = AtomicUsize::new(0);
 /// and logs `wskecho: listening on <addr>`.
 ///
 /// # Errors
-/// See [`StartError`]; on error nothing is left running or registered, and a failure before
-/// the runner starts (bad limit, registration, bind) leaves the service startable again.
+/// See [`StartError`]; the caller undoes a failed start with [`stop`] (`wsk::driver_entry!`
+/// does): nothing is then left running or registered, and a failure before the runner starts
+/// (bad limit, registration, bind) leaves the service startable again.
 ///
 /// # IRQL
 /// `PASSIVE_LEVEL` (`DriverEntry`): it waits for the bind.
@@ -153,30 +141,21 @@ pub fn start(driver: Driver, settings: Settings) -> Result<SocketAddr, StartErro
     if !(1..=MAX_CONNECTIONS).contains(&max) {
         return Err(StartError::MaxConnections(max));
     }
-    let client = WskClient::register(driver).map_err(StartError::Register)?;
-    let Some(client) = CLIENT.set(client) else {
-        return Err(StartError::AlreadyStarted);
-    };
-    let (listener, local) = match wsk_executor::block_on(bind_listener(client, settings.listen)) {
-        Ok(bound) => bound,
-        Err(e) => {
-            release_client();
-            return Err(StartError::Listen(settings.listen, e));
-        }
-    };
+    let client = SERVICE.start(driver).map_err(StartError::Service)?;
+    let (listener, local) = wsk::executor::block_on(bind_listener(client, settings.listen))
+        .map_err(|e| StartError::Listen(settings.listen, e))?;
     if let Err(e) = RUNNER.start(settings.runner) {
-        wsk_executor::block_on(listener.close());
-        let _ = stop();
+        wsk::executor::block_on(listener.close());
         return Err(StartError::Runner(e));
     }
     let accepting = accept_loop(client, listener, max, settings.idle_timeout);
-    if let Err(e) = RUNNER.spawn(&LISTENER_TASK, accepting) {
-        // The future, and with it the listener, was dropped: stop waits for its close.
-        let _ = stop();
-        return Err(StartError::Spawn(e));
-    }
-    if wsk_sys::reads_user_mode_shared_data() {
-        // Under Wine only (see wsk_sys::KeQueryInterruptTime); the Wine test looks for it.
+    // On error the future, and with it the listener, was dropped: stopping waits for its
+    // close.
+    let _detached = RUNNER
+        .spawn(&LISTENER_TASK, accepting)
+        .map_err(StartError::Spawn)?;
+    if wsk::sys::reads_user_mode_shared_data() {
+        // Under Wine only (see wsk::sys::KeQueryInterruptTime); the Wine test looks for it.
         kprint!("wskecho: clock: KUSER_SHARED_DATA at its user-mode address\n");
     }
     kprint!("wskecho: listening on {local}\n");
@@ -187,7 +166,7 @@ pub fn start(driver: Driver, settings: Settings) -> Result<SocketAddr, StartErro
 async fn bind_listener(
     client: &WskClient,
     addr: SocketAddr,
-) -> wsk_net::Result<(TcpListener, SocketAddr)> {
+) -> wsk::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(client, addr).await?;
     if addr.port() != 0 {
         // Known already; and Wine's provider cannot tell (no WskGetLocalAddress).
@@ -202,8 +181,9 @@ async fn bind_listener(
     }
 }
 
-/// What [`stop`] left behind; all zero for a clean unload. The WSK client is always
-/// deregistered when `stop` returns (an unload cannot be refused: it waits for every socket).
+/// What [`stop`] left behind; all zero for a clean unload. The WSK client is deregistered
+/// when `stop` returns unless a task outlived the runner (an unload cannot be refused: it
+/// waits for every socket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StopReport {
     /// Tasks whose futures were not dropped (the runner did not quiesce).
@@ -233,30 +213,18 @@ impl fmt::Display for StopReport {
     }
 }
 
-/// Stops the service: every task is dropped (closing the listener and all connections), the
-/// runner becomes quiescent, then the WSK client deregisters, waiting as long as sockets take
-/// to close (it logs every 5 s while it waits). Nothing of the service runs after it returns;
-/// the report says what, if anything, was left.
+/// Stops the service ([`SERVICE`]): every task is dropped (closing the listener and all
+/// connections), the runner becomes quiescent, then the WSK client deregisters, waiting as
+/// long as sockets take to close (it logs every 5 s while it waits). Nothing of the service
+/// runs after it returns; the report says what, if anything, was left.
 ///
 /// # IRQL
-/// `PASSIVE_LEVEL` (`DriverUnload`, or `DriverEntry` undoing a failed start).
+/// `PASSIVE_LEVEL` (`DriverUnload`).
 pub fn stop() -> StopReport {
-    RUNNER.shutdown();
-    release_client();
+    let report = SERVICE.stop();
     StopReport {
-        tasks_left: RUNNER.live_tasks(),
+        tasks_left: report.tasks_left,
         connections_left: live_connections(),
-    }
-}
-
-/// Deregisters the WSK client, if one is registered; no task may use it any more.
-fn release_client() {
-    if let Some(client) = CLIENT.take() {
-        match client.deregister() {
-            Ok(()) => kprint!("wskecho: deregistered\n"),
-            // Only above PASSIVE_LEVEL, which DriverEntry and DriverUnload never are.
-            Err(e) => kprint!("wskecho: deregistration refused: {e}\n"),
-        }
     }
 }
 
@@ -304,7 +272,7 @@ async fn accept_loop(
                 }
                 let shed = reserve.give_back().await && shed_one(&listener).await;
                 if !shed && let Some(wait) = failures.backoff() {
-                    wsk_executor::sleep(wait).await;
+                    wsk::sleep(wait).await;
                 }
                 reserve.refill(client).await;
             }
@@ -315,7 +283,7 @@ async fn accept_loop(
                     kprint!("wskecho: {e} ({count} in a row)\n");
                 }
                 if let Some(wait) = failures.backoff() {
-                    wsk_executor::sleep(wait).await;
+                    wsk::sleep(wait).await;
                 }
             }
         }
@@ -325,7 +293,7 @@ async fn accept_loop(
 /// Accepts the connection waiting in the backlog into the room the reserve left, and resets
 /// it. False when none came within [`SHED_WAIT`] or the accept still failed.
 async fn shed_one(listener: &TcpListener) -> bool {
-    match wsk_net::timeout(SHED_WAIT, listener.accept()).await {
+    match wsk::net::timeout(SHED_WAIT, listener.accept()).await {
         Ok((stream, _peer)) => {
             // An abortive close: the peer sees a reset at once.
             stream.abort().await;
@@ -421,8 +389,8 @@ async fn serve(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
         let (received, b) = match idle_timeout {
             None => stream.recv(buf).await,
             // Cancelled through WSK at the deadline, buffer kept; where the cancel is ignored
-            // (Wine) the deadline closes the socket a grace period later (`wsk_net::timeout`).
-            Some(limit) => wsk_net::timeout(limit, stream.recv(buf)).await,
+            // (Wine) the deadline closes the socket a grace period later (`wsk::net::timeout`).
+            Some(limit) => wsk::net::timeout(limit, stream.recv(buf)).await,
         };
         buf = b;
         match received {
@@ -525,62 +493,5 @@ impl Streak {
     /// The streak ended.
     fn reset(&mut self) {
         self.0 = 0;
-    }
-}
-
-/// The client, set once by [`start`] and taken by [`stop`] after the runner is quiescent,
-/// so tasks can hold `&'static WskClient`.
-struct ClientCell {
-    state: AtomicU8,
-    client: UnsafeCell<Option<WskClient>>,
-}
-
-// SAFETY: `state` orders every access: `set` writes while EMPTY -> SETTING, readers only get a
-// reference after SET, and `take` runs after every reader (task) is gone.
-unsafe impl Sync for ClientCell {}
-
-const EMPTY: u8 = 0;
-const SETTING: u8 = 1;
-const SET: u8 = 2;
-
-impl ClientCell {
-    const fn new() -> Self {
-        Self {
-            state: AtomicU8::new(EMPTY),
-            client: UnsafeCell::new(None),
-        }
-    }
-
-    /// Stores the client; `None` (and the client is deregistered) if one is already stored.
-    fn set(&'static self, client: WskClient) -> Option<&'static WskClient> {
-        if self
-            .state
-            .compare_exchange(EMPTY, SETTING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            drop(client);
-            return None;
-        }
-        // SAFETY: SETTING gives exclusive access; no reader exists before SET.
-        let stored = unsafe { (*self.client.get()).insert(client) };
-        self.state.store(SET, Ordering::Release);
-        Some(stored)
-    }
-
-    /// Takes the client back. Callers guarantee no task still uses it (the runner is shut
-    /// down).
-    fn take(&'static self) -> Option<WskClient> {
-        if self
-            .state
-            .compare_exchange(SET, SETTING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return None;
-        }
-        // SAFETY: the runner is shut down, so no task holds a reference; SETTING excludes
-        // other setters and takers.
-        let client = unsafe { (*self.client.get()).take() };
-        self.state.store(EMPTY, Ordering::Release);
-        client
     }
 }

@@ -15,7 +15,7 @@ mod host {
     use std::process::ExitCode;
 
     use wsk_host::faults::{Faults, parse_seed};
-    use wsk_host::program::StopSignals;
+    use wsk_host::program::{self, StopSignals};
     use wsk_host::{Bugcheck, Config, Kernel, RegValue, Registry};
     use wskecho::config::{DEFAULT_PORT, parse_max_connections, parse_runner};
     use wskecho::echo::MAX_CONNECTIONS;
@@ -101,46 +101,18 @@ mod host {
     /// Descriptors the host program needs besides one per connection: standard streams, the
     /// WSK provider's poller and waker, the listener, the driver's reserve socket and a
     /// connection being reset, with room to spare.
-    const DESCRIPTORS_BESIDES_CONNECTIONS: libc::rlim_t = 64;
+    const DESCRIPTORS_BESIDES_CONNECTIONS: u64 = 64;
 
-    /// Raises the soft `RLIMIT_NOFILE` to what `max_connections` needs (each connection is a
-    /// host socket), up to the hard limit. Returns a warning when even the hard limit is too
-    /// low (or the limit cannot be read or set): the driver then resets the connections it has
-    /// no descriptor for.
+    /// Raises the descriptor limit to what `max_connections` needs (each connection is a host
+    /// socket), up to the hard limit. Returns a warning when even the hard limit is too low
+    /// (or the limit cannot be read or set): the driver then resets the connections it has no
+    /// descriptor for.
     fn raise_descriptor_limit(max_connections: u32) -> Option<String> {
-        let needed = libc::rlim_t::from(max_connections) + DESCRIPTORS_BESIDES_CONNECTIONS;
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: `limit` is a live rlimit for the call to fill in.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
-            return Some(format!(
-                "cannot read the descriptor limit: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        let (soft, hard) = (limit.rlim_cur, limit.rlim_max);
-        if soft >= needed {
-            return None;
-        }
-        let raised = needed.min(hard);
-        if raised > soft {
-            limit.rlim_cur = raised;
-            // SAFETY: `limit` is a live rlimit; raising the soft limit up to the hard one needs
-            // no privilege.
-            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) } != 0 {
-                return Some(format!(
-                    "cannot raise the descriptor limit from {soft} to {raised}: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-        }
-        (raised < needed).then(|| {
+        let needed = u64::from(max_connections) + DESCRIPTORS_BESIDES_CONNECTIONS;
+        program::raise_descriptor_limit(needed).err().map(|why| {
             format!(
-                "the descriptor limit is {raised} (hard limit {hard}), below the {needed} that \
-                 {max_connections} connections need: clients the host has no descriptor for \
-                 are reset (raise the hard limit, e.g. `ulimit -Hn {needed}`, or lower \
+                "{why} by {max_connections} connections: clients the host has no descriptor \
+                 for are reset (raise the hard limit, e.g. `ulimit -Hn {needed}`, or lower \
                  --max-connections)"
             )
         })

@@ -16,10 +16,10 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+use wsk::sys::STATUS_INSUFFICIENT_RESOURCES;
 use wsk_benches::load;
 use wsk_host::faults::{self, Faults, LowResources, ResourceSet};
 use wsk_host::{Config, Kernel, RegValue, Registry};
-use wsk_sys::STATUS_INSUFFICIENT_RESOURCES;
 
 use common::BOUND;
 

@@ -20,11 +20,11 @@ use std::pin::pin;
 use std::task::{Context, Waker};
 use std::time::Duration;
 
+use wsk::executor::block_on;
+use wsk::net::{Disconnect, ErrorKind, IoBuf, TcpStream, WskClient};
 use wsk_benches::load;
-use wsk_executor::block_on;
 use wsk_host::faults::{self, Completion, Faults, parse_seed};
 use wsk_host::{Kernel, RegValue, testing};
-use wsk_net::{Disconnect, ErrorKind, IoBuf, TcpStream, WskClient};
 
 use common::load_echo;
 
@@ -84,7 +84,7 @@ async fn net_connection(
     client: &WskClient,
     addr: SocketAddr,
     dice: &mut Dice,
-) -> wsk_net::Result<()> {
+) -> wsk::net::Result<()> {
     let stream = TcpStream::connect(client, addr).await?;
     for _ in 0..=dice.below(5) {
         let len = 1 + usize::try_from(dice.below(4000)).unwrap();
@@ -102,7 +102,7 @@ async fn net_connection(
                 // A receive under a random timeout: all of it, or TimedOut (data kept).
                 let after = Duration::from_micros(dice.below(5000));
                 let (n, buf) =
-                    wsk_net::timeout(after, stream.recv_exact(IoBuf::with_capacity(len)?, len))
+                    wsk::net::timeout(after, stream.recv_exact(IoBuf::with_capacity(len)?, len))
                         .await;
                 match n {
                     Ok(n) => assert_eq!(&buf[..n], &message[..], "the echo under a timeout"),
@@ -153,7 +153,7 @@ fn net_clients(kernel: &Kernel, addr: SocketAddr, seed: u64, connections: u64, m
     kernel.on_kernel_thread(|| {
         let driver = testing::leaked_driver_object(kernel, "wsksoaknet");
         // SAFETY: leaked by leaked_driver_object, so valid for every client registered with it.
-        let driver = unsafe { wsk_net::Driver::from_raw(driver) }.expect("a driver object");
+        let driver = unsafe { wsk::net::Driver::from_raw(driver) }.expect("a driver object");
         let mut attempts = 0;
         let client = loop {
             match WskClient::register(driver) {

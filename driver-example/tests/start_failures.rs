@@ -12,8 +12,8 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 
+use wsk::sys::{STATUS_ADDRESS_ALREADY_EXISTS, STATUS_INVALID_PARAMETER};
 use wsk_host::{Config, Kernel, RegValue, Registry};
-use wsk_sys::{STATUS_ADDRESS_ALREADY_EXISTS, STATUS_INVALID_PARAMETER};
 
 use common::BOUND;
 

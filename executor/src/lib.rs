@@ -10,6 +10,11 @@
 //! - [`sleep`], [`sleep_until`], [`timeout`], [`Instant`]: time from `KeQueryInterruptTime`.
 //! - [`block_on()`]: run a future at `PASSIVE_LEVEL` (`DriverEntry`, `DriverUnload`).
 //! - [`yield_now`]: let other tasks run.
+//! - [`sync`]: state shared across tasks, DPCs and processors: [`sync::SpinMutex`] (usable
+//!   at `DISPATCH_LEVEL`), the async [`sync::Mutex`], the bounded [`sync::Channel`] and
+//!   [`sync::Notify`]; no allocation, `static`-friendly.
+//! - [`run_at_passive`]: hand a short piece of work from a task (polled at `DISPATCH_LEVEL`
+//!   by a DPC runner) to its runner's thread at `PASSIVE_LEVEL`.
 //!
 //! Tasks live in static [`TaskPool`]s; no heap is needed.
 //! How the crates fit together: `docs/ARCHITECTURE.md` in the repository.
@@ -36,11 +41,14 @@ extern crate std;
 use wsk_host as _;
 
 pub mod raw;
+pub mod sync;
 
 #[cfg(not(loom))]
 mod block_on;
 #[cfg(not(loom))]
 mod kernel;
+#[cfg(not(loom))]
+mod passive;
 #[cfg(not(loom))]
 mod runner;
 #[cfg(not(loom))]
@@ -50,6 +58,8 @@ mod timer;
 
 #[cfg(not(loom))]
 pub use block_on::block_on;
+#[cfg(not(loom))]
+pub use passive::{PassiveError, PassiveWork, run_at_passive};
 pub use raw::{JoinError, JoinHandle, SpawnError, TaskPool};
 #[cfg(not(loom))]
 pub use runner::{Budget, Runner, RunnerKind, StartError};

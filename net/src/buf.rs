@@ -13,8 +13,15 @@ pub(crate) const BUF_TAG: u32 = sys::pool_tag(*b"WskB");
 
 /// An owned, nonpaged buffer described by an MDL, with a fill length.
 ///
-/// Sends send `[0, len)`. Receives clear it first, then fill up to its capacity and set `len`
-/// to what arrived. It derefs to the filled part, `[0, len)`.
+/// Sends send `[0, len)`. [`TcpStream::recv`](crate::TcpStream::recv) clears it first, then
+/// fills up to its capacity and sets `len` to what arrived;
+/// [`TcpStream::recv_append`](crate::TcpStream::recv_append) keeps `[0, len)` and receives
+/// into the spare capacity after it. It derefs to the filled part, `[0, len)`.
+///
+/// The storage is not zeroed at allocation: the buffer tracks how far it was ever written
+/// (by this type or by a receive) and zeroes the rest only when safe code could see it
+/// ([`IoBuf::set_len`], [`IoBuf::storage_mut`]). Safe code never sees uninitialised or stale
+/// pool memory; a receive writes through the MDL, the kernel's view.
 ///
 /// ```no_run
 /// # use wsk_net::IoBuf;
@@ -38,6 +45,9 @@ pub struct IoBuf {
     mdl: NonNull<MDL>,
     capacity: usize,
     len: usize,
+    /// `[0, initialised)` has been written (by this type, zeroing included, or by a receive
+    /// the kernel completed); the rest may be uninitialised. `len <= initialised <= capacity`.
+    initialised: usize,
 }
 
 // SAFETY: IoBuf exclusively owns its pool memory and MDL; nothing else aliases them while the
@@ -59,8 +69,10 @@ impl IoBuf {
     pub const MAX_CAPACITY: usize = 64 << 20;
 
     /// A buffer of `capacity` bytes (1 ..= [`IoBuf::MAX_CAPACITY`]), empty, in nonpaged pool
-    /// with its MDL built. The storage is zeroed once here, so no byte of it is ever
-    /// uninitialised or stale kernel memory, whatever [`IoBuf::set_len`] exposes.
+    /// with its MDL built. The storage is not zeroed here (an idle connection's receive buffer
+    /// need not be touched): bytes are zeroed when [`IoBuf::set_len`] or
+    /// [`IoBuf::storage_mut`] first exposes them unwritten, so none is ever seen
+    /// uninitialised or stale.
     ///
     /// ```no_run
     /// # fn demo() -> wsk_net::Result<()> {
@@ -84,8 +96,6 @@ impl IoBuf {
         let Some(data) = NonNull::new(data.cast::<u8>()) else {
             return Err(Error::new(ErrorKind::NoResources, "IoBuf::with_capacity"));
         };
-        // SAFETY: `data` is a fresh allocation of `capacity` writable bytes, ours alone.
-        unsafe { core::ptr::write_bytes(data.as_ptr(), 0, capacity) };
         let length = u32::try_from(capacity).unwrap_or(u32::MAX);
         // SAFETY: `data` is a live nonpaged allocation of `capacity` bytes; no IRP is attached.
         let mdl = unsafe {
@@ -103,6 +113,7 @@ impl IoBuf {
             mdl,
             capacity,
             len: 0,
+            initialised: 0,
         })
     }
 
@@ -134,6 +145,25 @@ impl IoBuf {
     #[must_use]
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Bytes of storage after the filled part: what an appending receive
+    /// ([`TcpStream::recv_append`](crate::TcpStream::recv_append)) or
+    /// [`IoBuf::extend_from_slice`] can still add.
+    ///
+    /// ```no_run
+    /// # fn demo() -> wsk_net::Result<()> {
+    /// let mut buf = wsk_net::IoBuf::with_capacity(8)?;
+    /// buf.extend_from_slice(b"abc")?;
+    /// assert_eq!(buf.spare_capacity(), 5);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # IRQL
+    /// Any.
+    #[must_use]
+    pub fn spare_capacity(&self) -> usize {
+        self.capacity - self.len
     }
 
     /// Bytes filled. See the example on [`IoBuf`].
@@ -186,8 +216,56 @@ impl IoBuf {
         if len > self.capacity {
             return Err(Error::new(ErrorKind::InvalidInput, "IoBuf::set_len"));
         }
+        self.zero_up_to(len);
         self.len = len;
         Ok(())
+    }
+
+    /// Removes the first `count` bytes of the filled part, moving the rest to the front
+    /// (what a reader does with the bytes it consumed, to make room for an appending
+    /// receive). `count` beyond `len` empties the buffer.
+    ///
+    /// ```no_run
+    /// # fn demo() -> wsk_net::Result<()> {
+    /// let mut buf = wsk_net::IoBuf::from_slice(b"GET /\nrest")?;
+    /// buf.discard_front(6);
+    /// assert_eq!(&buf[..], b"rest");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # IRQL
+    /// Any.
+    pub fn discard_front(&mut self, count: usize) {
+        let count = count.min(self.len);
+        let len = self.len;
+        self.copy_within(count..len, 0);
+        self.len = len - count;
+    }
+
+    /// Zeroes `[initialised, end)` so that `[0, end)` is initialised.
+    fn zero_up_to(&mut self, end: usize) {
+        debug_assert!(end <= self.capacity);
+        if end <= self.initialised {
+            return;
+        }
+        // SAFETY: `initialised < end <= capacity`: the offset stays within our allocation.
+        let from = unsafe { self.data.as_ptr().add(self.initialised) };
+        // SAFETY: `[initialised, end)` lies within the `capacity` bytes we own exclusively
+        // (`&mut self`); writing bytes needs no initialised contents.
+        unsafe { core::ptr::write_bytes(from, 0, end - self.initialised) };
+        self.initialised = end;
+    }
+
+    /// Records that the kernel wrote `[0, end)` of the storage (a receive completed with data
+    /// up to there, after bytes that were already initialised), so that a later
+    /// [`IoBuf::set_len`] exposes them as they are instead of zeroing them.
+    ///
+    /// # Safety
+    /// Every byte of `[0, end)` has been written: `[0, initialised)` before, the rest by the
+    /// completed receive (`end` = its offset plus the count WSK reported, within its range).
+    pub(crate) unsafe fn assume_written(&mut self, end: usize) {
+        debug_assert!(end <= self.capacity);
+        self.initialised = self.initialised.max(end.min(self.capacity));
     }
 
     /// Appends `bytes` after the filled part. See the example on [`IoBuf`].
@@ -204,26 +282,28 @@ impl IoBuf {
                 "IoBuf::extend_from_slice",
             ));
         }
-        self.spare_mut()[..bytes.len()].copy_from_slice(bytes);
+        // SAFETY: `len <= capacity`: the offset stays within our allocation.
+        let to = unsafe { self.data.as_ptr().add(self.len) };
+        // SAFETY: `[len, len + bytes.len())` lies within our `capacity` bytes (checked above),
+        // which `&mut self` owns exclusively and `bytes` cannot alias; the destination may be
+        // uninitialised, which a raw copy allows.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), to, bytes.len()) };
         self.len += bytes.len();
+        self.initialised = self.initialised.max(self.len);
         Ok(())
     }
 
     /// The whole storage, filled or not, for writing in place before [`IoBuf::set_len`]
-    /// (example there). Bytes never written are zero; others hold what was last written or
-    /// received there.
+    /// (example there). Bytes never written are zero (zeroed by the first call); others hold
+    /// what was last written or received there.
     ///
     /// # IRQL
     /// Any.
     pub fn storage_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `data` is `capacity` initialised bytes (zeroed at allocation) that we own
-        // exclusively (`&mut self`).
+        self.zero_up_to(self.capacity);
+        // SAFETY: all `capacity` bytes are initialised (just above) and ours exclusively
+        // (`&mut self`).
         unsafe { core::slice::from_raw_parts_mut(self.data.as_ptr(), self.capacity) }
-    }
-
-    fn spare_mut(&mut self) -> &mut [u8] {
-        let len = self.len;
-        &mut self.storage_mut()[len..]
     }
 
     /// The MDL describing the whole storage (crate-internal: `WSK_BUF` construction).
@@ -235,15 +315,16 @@ impl IoBuf {
 impl core::ops::Deref for IoBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: the first `len` bytes are ours and were written through this type.
+        // SAFETY: the first `len` bytes are ours and initialised (`len <= initialised`).
         unsafe { core::slice::from_raw_parts(self.data.as_ptr(), self.len) }
     }
 }
 
 impl core::ops::DerefMut for IoBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
-        let len = self.len;
-        &mut self.storage_mut()[..len]
+        // SAFETY: the first `len` bytes are ours exclusively (`&mut self`) and initialised
+        // (`len <= initialised`).
+        unsafe { core::slice::from_raw_parts_mut(self.data.as_ptr(), self.len) }
     }
 }
 
@@ -264,5 +345,50 @@ impl Drop for IoBuf {
         unsafe { sys::IoFreeMdl(self.mdl.as_ptr()) };
         // SAFETY: as above: the memory the MDL described, allocated with this tag.
         unsafe { sys::ExFreePoolWithTag(self.data.as_ptr().cast(), BUF_TAG) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+
+    /// The storage is not zeroed at allocation, yet nothing safe code sees was never written:
+    /// `set_len` and `storage_mut` zero what they expose, and bytes a receive wrote
+    /// (`assume_written`) stay as they are. Under Miri, reading an unwritten byte would be
+    /// reported as undefined behaviour.
+    #[test]
+    fn only_written_or_zeroed_bytes_are_ever_exposed() {
+        let kernel = wsk_host::Kernel::boot(wsk_host::Config::default());
+        kernel.on_kernel_thread(|| {
+            let mut buf = IoBuf::with_capacity(64).unwrap();
+            buf.extend_from_slice(b"abc").unwrap();
+            buf.set_len(6).unwrap();
+            assert_eq!(&buf[..], b"abc\0\0\0");
+            buf.discard_front(1);
+            assert_eq!(&buf[..], b"bc\0\0\0");
+            assert_eq!(buf.spare_capacity(), 59);
+
+            // A "receive" writes [8, 12) through the raw storage, as the kernel does through
+            // the MDL, after [0, 8) was initialised by set_len.
+            let mut buf = IoBuf::with_capacity(16).unwrap();
+            buf.set_len(8).unwrap();
+            // SAFETY: [8, 12) lies within the 16-byte storage we own.
+            let at = unsafe { buf.data.as_ptr().add(8) };
+            // SAFETY: as above: four writable bytes, not aliased.
+            unsafe { core::ptr::copy_nonoverlapping(b"data".as_ptr(), at, 4) };
+            // SAFETY: [0, 8) was initialised by set_len, [8, 12) written just above.
+            unsafe { buf.assume_written(12) };
+            buf.set_len(14).unwrap();
+            assert_eq!(
+                &buf[8..],
+                b"data\0\0",
+                "received bytes kept, the rest zeroed"
+            );
+            assert!(buf.storage_mut()[14..].iter().all(|&b| b == 0));
+            assert_eq!(buf.set_len(17).unwrap_err().kind(), ErrorKind::InvalidInput);
+        });
+        assert!(kernel.check_leaks().is_clean());
     }
 }

@@ -32,7 +32,10 @@
 //! # IRQL
 //! Futures of this crate may be polled at IRQL <= `DISPATCH_LEVEL` (the executor's DPC
 //! runner polls at `DISPATCH_LEVEL`), except [`resolve`] and [`WskClient`] registration,
-//! deregistration and drop, which need `PASSIVE_LEVEL`. Creating and dropping buffers,
+//! deregistration and drop, which need `PASSIVE_LEVEL` and fail with
+//! [`ErrorKind::WrongIrql`] above it ([`TcpStream::connect_host`] and
+//! [`UdpSocket::send_to_host`] resolve on a `PASSIVE_LEVEL` thread of their own, so they work
+//! from any task). Creating and dropping buffers,
 //! sockets and futures is allowed at <= `DISPATCH_LEVEL`; pure accessors at any IRQL.
 //! [`timeout`] and [`TcpStream::disconnect_within`] need the executor's timer: poll them on a
 //! runner or in `wsk_executor::block_on`. Every item says its rule in an `# IRQL` section.
@@ -41,6 +44,26 @@
 //! Operations take an [`IoBuf`] by value and return it with the result:
 //! `recv(buf) -> (Result<usize>, IoBuf)`. While WSK holds the buffer, nobody else can touch it.
 //! Dropping the future cancels the IRP; the buffer is freed after the completion routine runs.
+//!
+//! # Streams, lines and protocol crates
+//! [`TcpStream::recv_append`] receives after what a buffer already holds; [`io::BufReader`]
+//! reads lines (`next_line`, `read_until`) bounded by its buffer; [`io::BufReader`] and
+//! [`io::BufWriter`] implement the `embedded-io-async` traits for `no_std` protocol crates;
+//! [`TcpStream::into_split`] gives a read and a write half for two tasks.
+//!
+//! ```no_run
+//! # async fn demo(stream: wsk_net::TcpStream) -> wsk_net::Result<()> {
+//! use wsk_net::io::{BufReader, BufWriter, embedded_io_async::Write};
+//! let (read_half, write_half) = stream.into_split();
+//! let mut lines = BufReader::new(read_half, 1024)?;
+//! let mut out = BufWriter::new(write_half, 1024)?;
+//! while let Some(line) = lines.next_line().await? {
+//!     out.write_all(line).await?;
+//!     out.write_all(b"\n").await?;
+//!     out.flush().await?;
+//! }
+//! # Ok(()) }
+//! ```
 //!
 //! # One operation per slot
 //! Each socket has one receive, one send and one control operation in flight at most
@@ -70,7 +93,11 @@ use wsk_host as _;
 mod addr;
 mod buf;
 mod client;
+#[cfg(not(loom))]
+mod connect;
+mod debug;
 mod error;
+pub mod io;
 mod raw;
 mod resolve;
 mod socket;
@@ -80,10 +107,15 @@ mod udp;
 
 pub use buf::IoBuf;
 pub use client::{DeregisterError, Driver, WskClient};
+#[cfg(not(loom))]
+pub use connect::lookup_host;
 pub use error::{Error, ErrorKind, Result};
+pub use io::RecvAppend;
 pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;
-pub use tcp::{Accept, Disconnect, Incoming, Recv, TcpListener, TcpStream};
+pub use tcp::{
+    Accept, Disconnect, Incoming, Recv, TcpListener, TcpReadHalf, TcpStream, TcpWriteHalf,
+};
 #[cfg(not(loom))]
 pub use time::{CANCEL_GRACE, WithTimeout, timeout};
 pub use time::{Cancellable, Escalation, Operation, TimedOutput};

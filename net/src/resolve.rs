@@ -7,9 +7,11 @@ use core::net::SocketAddr;
 use wsk_sys::{self as sys, NTSTATUS};
 
 use crate::buf::IoBuf;
-use crate::client::WskClient;
+use core::ptr::NonNull;
+
+use crate::client::{ClientInner, WskClient};
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, Held, Kind, Op, Request};
+use crate::raw::{CTL, Call, Held, Kind, Op, Request, SocketInner};
 use crate::socket::{Handle, check};
 use crate::time::{Operation, Target};
 
@@ -83,7 +85,8 @@ pub(crate) unsafe fn issue_resolve(call: &mut Call) -> NTSTATUS {
 /// ```
 ///
 /// # Errors
-/// `InvalidState` when polled above `PASSIVE_LEVEL` or after deregistration;
+/// [`ErrorKind::WrongIrql`] when polled above `PASSIVE_LEVEL`; `InvalidState` after
+/// deregistration;
 /// `InvalidInput` for an empty name or one longer than 255 UTF-16 units; `NotFound` when
 /// nothing resolved; `NoResources`; provider errors (`Unsupported` when the provider lacks
 /// `WskGetAddressInfo`).
@@ -98,10 +101,27 @@ pub fn resolve<'a>(
     host: &'a str,
     port: u16,
 ) -> Operation<'static, impl Future<Output = Result<Addresses>> + 'a> {
+    // SAFETY: the handle keeps its client alive while borrowed, which covers this future.
+    resolve_on(unsafe { client.inner().as_ref() }, host, port)
+}
+
+/// [`resolve`] on a client object rather than its handle (for `lookup_host`'s work on the
+/// runner's thread, which holds a use of the client, not the handle).
+///
+/// The borrow is kept alive by a handle or a use of the client held by the caller.
+pub(crate) fn resolve_on<'a>(
+    client: &'a ClientInner,
+    host: &'a str,
+    port: u16,
+) -> Operation<'static, impl Future<Output = Result<Addresses>> + 'a> {
     // The operation needs an IRP: a socket object that never gets a WSK socket lends its
     // control slot (and is freed with the handle). Made here so that a deadline can cancel
     // the lookup through it.
-    let handle = Handle::new(client, Kind::Connection);
+    let handle = if client.accepting() {
+        SocketInner::new(NonNull::from(client), Kind::Connection).map(Handle::from_inner)
+    } else {
+        Err(Error::new(ErrorKind::InvalidState, "resolve"))
+    };
     let target = handle
         .as_ref()
         .map_or(Target::Missing, |h| Target::Owned(h.share()));
@@ -112,13 +132,12 @@ pub fn resolve<'a>(
 }
 
 /// The lookup of `host` through `handle`'s control slot.
-async fn lookup(client: &WskClient, handle: &Handle, host: &str, port: u16) -> Result<Addresses> {
+async fn lookup(client: &ClientInner, handle: &Handle, host: &str, port: u16) -> Result<Addresses> {
     if sys::KeGetCurrentIrql() != sys::PASSIVE_LEVEL {
-        return Err(Error::new(ErrorKind::InvalidState, "resolve"));
+        return Err(Error::new(ErrorKind::WrongIrql, "resolve"));
     }
-    // SAFETY: the client handle keeps the client alive. A PASSIVE_LEVEL point: free the
-    // result lists of lookups abandoned earlier.
-    unsafe { client.inner().as_ref() }.free_parked_address_info();
+    // A PASSIVE_LEVEL point: free the result lists of lookups abandoned earlier.
+    client.free_parked_address_info();
     let units = host.encode_utf16().count();
     if units == 0 || units > MAX_NAME {
         return Err(Error::new(ErrorKind::InvalidInput, "resolve"));
@@ -149,9 +168,8 @@ async fn lookup(client: &WskClient, handle: &Handle, host: &str, port: u16) -> R
     let mut out = Addresses::new();
     if !list.is_null() {
         collect(list, port, &mut out);
-        // SAFETY: the client handle keeps the client alive. Freed now at PASSIVE_LEVEL, parked
-        // if this future is polled above it after all.
-        unsafe { client.inner().as_ref() }.release_address_info(list);
+        // Freed now at PASSIVE_LEVEL, parked if this future is polled above it after all.
+        client.release_address_info(list);
     }
     result?;
     if out.is_empty() {

@@ -30,7 +30,7 @@ use core::future::Future;
 /// # IRQL
 /// Every method: call and poll at <= `DISPATCH_LEVEL`; drop at <= `DISPATCH_LEVEL`.
 pub struct UdpSocket {
-    handle: Handle,
+    pub(crate) handle: Handle,
 }
 
 /// `WskSendTo` of `held.wsk_buf` to `held.addr[1]` ([`Request::SendTo`]).

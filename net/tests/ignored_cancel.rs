@@ -74,7 +74,7 @@ async fn accept_escalates(client: &WskClient) {
     let started = Instant::now();
     let accepted = timeout(DEADLINE, listener.accept()).await;
     let took = started.elapsed();
-    let error = accepted.err().expect("nobody connects");
+    let error = accepted.expect_err("nobody connects");
     assert_eq!(error.kind(), ErrorKind::TimedOut);
     // Not before the grace period (the timer's clock may round the sum down a little).
     assert!(took >= CANCEL_GRACE * 9 / 10, "escalated after {took:?}");

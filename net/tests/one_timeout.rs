@@ -115,7 +115,7 @@ fn an_accept_without_a_client_times_out() {
                 .expect("bind");
             let accepted = timeout(DEADLINE, listener.accept()).await;
             assert_eq!(
-                accepted.err().expect("nobody connects").kind(),
+                accepted.expect_err("nobody connects").kind(),
                 ErrorKind::TimedOut
             );
             listener.close().await;
@@ -147,7 +147,7 @@ fn a_connect_that_gets_no_answer_times_out() {
         block_on(async {
             let connected = timeout(DEADLINE, TcpStream::connect(client, addr)).await;
             assert_eq!(
-                connected.err().expect("no SYN-ACK").kind(),
+                connected.expect_err("no SYN-ACK").kind(),
                 ErrorKind::TimedOut
             );
         });

@@ -299,6 +299,8 @@ pub const REG_EXPAND_SZ: u32 = 2;
 pub const REG_BINARY: u32 = 3;
 /// `REG_DWORD`.
 pub const REG_DWORD: u32 = 4;
+/// `REG_MULTI_SZ`: NUL-terminated UTF-16 strings, the list ending with an empty one.
+pub const REG_MULTI_SZ: u32 = 7;
 /// `KEY_READ` access.
 pub const KEY_READ: ACCESS_MASK = 0x0002_0019;
 /// `THREAD_ALL_ACCESS` (the modern value).

@@ -50,8 +50,8 @@ const SUITES: &[(&str, SuiteFn)] = &[
     ("tests (workspace)", tests),
     ("soak (20 seeds)", soak),
     ("check sys for Windows", check_sys_windows),
-    ("loom (executor, net)", loom),
-    ("miri (executor raw, net and sys units)", miri),
+    ("loom (executor, net, wsk)", loom),
+    ("miri (executor raw, net, sys and wsk units)", miri),
     ("wine (echo driver .sys)", wine),
 ];
 
@@ -97,7 +97,16 @@ fn clippy_windows(root: &Path) -> Outcome {
     if !setup::has_rust_target(WINDOWS) {
         return Outcome::NotRun(format!("Rust target {WINDOWS} is not installed"));
     }
-    let crates = ["-p", "wsk-sys", "-p", "wsk-executor", "-p", "wsk-net"];
+    let crates = [
+        "-p",
+        "wsk-sys",
+        "-p",
+        "wsk-executor",
+        "-p",
+        "wsk-net",
+        "-p",
+        "wsk",
+    ];
     let mut args = vec!["clippy", "--target", WINDOWS];
     args.extend(crates);
     args.extend(["--", "-D", "warnings"]);
@@ -170,6 +179,8 @@ fn loom(root: &Path) -> Outcome {
             "wsk-executor",
             "-p",
             "wsk-net",
+            "-p",
+            "wsk",
             "--release",
             "--lib",
             "loom",
@@ -183,8 +194,10 @@ fn loom(root: &Path) -> Outcome {
 }
 
 /// Miri over the code whose unsafe runs without the host kernel: the executor's core
-/// (`raw`), net's state words and address code, and sys's list and SOCKADDR helpers (their
-/// unit tests). The rest of net needs host sockets, which Miri cannot run.
+/// (`raw`) and its sync primitives' wait lists (`sync`; their spin lock is the host kernel's
+/// `KSPIN_LOCK` code, which Miri runs too), net's state words and address code, sys's list and
+/// SOCKADDR helpers, and the `wsk` crate's client slot (their unit tests). The rest of net
+/// needs host sockets, which Miri cannot run.
 fn miri(root: &Path) -> Outcome {
     if !setup::has_nightly_miri() {
         return Outcome::NotRun("nightly Miri is not installed".into());
@@ -194,10 +207,13 @@ fn miri(root: &Path) -> Outcome {
         .join("miri")
         .to_string_lossy()
         .into_owned();
-    let runs: [&[&str]; 3] = [
+    let runs: [&[&str]; 5] = [
         &["-p", "wsk-executor", "--lib", "raw"],
+        &["-p", "wsk-executor", "--lib", "sync"],
         &["-p", "wsk-net", "--lib"],
         &["-p", "wsk-sys", "--lib"],
+        // The client slot's state machine and the settings decoders.
+        &["-p", "wsk", "--lib"],
     ];
     for run in runs {
         let mut args = vec!["+nightly", "miri", "test"];

@@ -1,5 +1,5 @@
-//! An in-memory registry: keys by full path (case-insensitive), with `REG_DWORD`, `REG_SZ`
-//! and `REG_BINARY` values, read through `ZwOpenKey` and `ZwQueryValueKey`.
+//! An in-memory registry: keys by full path (case-insensitive), with `REG_DWORD`, `REG_SZ`,
+//! `REG_MULTI_SZ` and `REG_BINARY` values, read through `ZwOpenKey` and `ZwQueryValueKey`.
 
 use std::borrow::ToOwned;
 use std::boxed::Box;
@@ -12,9 +12,9 @@ use super::machine::{self, lock};
 use super::object::{self, Body, KeyObject};
 use crate::{
     ACCESS_MASK, HANDLE, KEY_VALUE_PARTIAL_INFORMATION, KeyValuePartialInformation, NTSTATUS,
-    OBJECT_ATTRIBUTES, PASSIVE_LEVEL, PVOID, REG_BINARY, REG_DWORD, REG_SZ, STATUS_BUFFER_OVERFLOW,
-    STATUS_BUFFER_TOO_SMALL, STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER,
-    STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS, UNICODE_STRING,
+    OBJECT_ATTRIBUTES, PASSIVE_LEVEL, PVOID, REG_BINARY, REG_DWORD, REG_MULTI_SZ, REG_SZ,
+    STATUS_BUFFER_OVERFLOW, STATUS_BUFFER_TOO_SMALL, STATUS_INVALID_HANDLE,
+    STATUS_INVALID_PARAMETER, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS, UNICODE_STRING,
 };
 
 /// A registry value.
@@ -27,6 +27,8 @@ pub enum RegValue {
     Sz(String),
     /// `REG_BINARY`.
     Binary(Vec<u8>),
+    /// `REG_MULTI_SZ` (each string NUL-terminated, then one more NUL).
+    MultiSz(Vec<String>),
 }
 
 impl RegValue {
@@ -35,6 +37,7 @@ impl RegValue {
             RegValue::Dword(_) => REG_DWORD,
             RegValue::Sz(_) => REG_SZ,
             RegValue::Binary(_) => REG_BINARY,
+            RegValue::MultiSz(_) => REG_MULTI_SZ,
         }
     }
 
@@ -47,6 +50,12 @@ impl RegValue {
                 .flat_map(u16::to_le_bytes)
                 .collect(),
             RegValue::Binary(b) => b.clone(),
+            RegValue::MultiSz(strings) => strings
+                .iter()
+                .flat_map(|s| s.encode_utf16().chain([0]))
+                .chain([0])
+                .flat_map(u16::to_le_bytes)
+                .collect(),
         }
     }
 }

@@ -550,3 +550,35 @@ fn loom_a_disconnect_that_never_completes_is_closed_by_the_bound() {
         assert_eq!(linger.closes.load(SeqCst), 1, "still closed exactly once");
     });
 }
+
+/// The two halves of a split stream dropped on two processors (`tcp/split.rs`): each gives up
+/// its reference; exactly one of them, the last, closes the socket, and does so while its own
+/// reference still keeps the object alive.
+#[test]
+fn loom_split_halves_close_once_from_the_last_drop() {
+    loom::model(|| {
+        let flags = Arc::new(SocketFlags::new());
+        let refs = Arc::new(RefCount::one());
+        refs.add(); // the second half's reference
+        let closes = Arc::new(AtomicUsize::new(0));
+        let freed = Arc::new(AtomicBool::new(false));
+        let drop_half = {
+            let (flags, refs, closes, freed) =
+                (flags.clone(), refs.clone(), closes.clone(), freed.clone());
+            move || {
+                if flags.drop_half() {
+                    assert!(!freed.load(SeqCst), "closing a freed socket object");
+                    closes.fetch_add(1, SeqCst);
+                }
+                if refs.release() == Released::Last {
+                    assert!(!freed.swap(true, SeqCst), "freed twice");
+                }
+            }
+        };
+        let other = thread::spawn(drop_half.clone());
+        drop_half();
+        other.join().unwrap();
+        assert_eq!(closes.load(SeqCst), 1, "closed exactly once");
+        assert!(freed.load(SeqCst), "freed after both halves");
+    });
+}

@@ -211,8 +211,9 @@ impl Future for Op<'_> {
         };
         this.in_flight = false;
         // SAFETY: DONE: WSK is finished with the cell and the future owns the slot.
-        let held = unsafe { slot.take() };
+        let mut held = unsafe { slot.take() };
         let (status, information) = slot.result();
+        note_received(&mut held, information);
         // Waits out a concurrent `cancel_slot` before recycling the slot.
         slot.state.recycle(seen);
         Poll::Ready(Ok(Completed {
@@ -238,5 +239,22 @@ impl Drop for Op<'_> {
         if slot.state.end_cancel() == AfterCancel::Finish {
             finish(slot);
         }
+    }
+}
+
+/// After a receive completed: the provider wrote `information` bytes into the buffer at the
+/// `WSK_BUF`'s offset, so the buffer's initialised part now reaches their end (the count is
+/// clamped to the `WSK_BUF`'s length: a provider never writes past what it was given).
+fn note_received(held: &mut Held, information: usize) {
+    if !held.request.receives_into_buf() {
+        return;
+    }
+    let start = held.wsk_buf.Offset as usize;
+    let end = start + information.min(held.wsk_buf.Length);
+    if let Some(buf) = held.buf.as_mut() {
+        // SAFETY: every receive starts at or before its buffer's initialised end (from 0,
+        // after its filled part for `recv_append`, or after an earlier completion's data for
+        // a `recv_exact` continuation), and the completed IRP wrote `[start, end)`.
+        unsafe { buf.assume_written(end) };
     }
 }

@@ -98,6 +98,15 @@ impl Request {
         }
     }
 
+    /// True for the requests WSK answers by writing into the held buffer (through its MDL):
+    /// their completion tells how far the buffer is now written ([`IoBuf`]'s initialised
+    /// length).
+    ///
+    /// [`IoBuf`]: crate::IoBuf
+    pub(crate) const fn receives_into_buf(self) -> bool {
+        matches!(self, Self::Receive { .. } | Self::ReceiveFrom)
+    }
+
     /// Makes the WSK call.
     ///
     /// # Safety

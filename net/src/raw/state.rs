@@ -217,6 +217,9 @@ const CLOSED: u32 = 4;
 const SEND_SHUT: u32 = 8;
 /// No more receives: abortive disconnect.
 const RECV_SHUT: u32 = 16;
+/// One of the two halves of a split stream (`TcpStream::into_split`) was dropped: the drop of
+/// the other closes the socket.
+const HALF_DROPPED: u32 = 32;
 
 /// The lifecycle and shutdown flags of a socket object.
 pub(crate) struct SocketFlags(AtomicU32);
@@ -313,6 +316,13 @@ impl SocketFlags {
     /// True after an abortive disconnect.
     pub(crate) fn is_recv_shut(&self) -> bool {
         self.load() & RECV_SHUT != 0
+    }
+
+    /// A half of a split stream is being dropped: true for the last of the two (the one that
+    /// must close the socket), false for the first. Exactly one of two concurrent drops sees
+    /// true.
+    pub(crate) fn drop_half(&self) -> bool {
+        self.set(HALF_DROPPED) & HALF_DROPPED != 0
     }
 }
 
@@ -628,6 +638,8 @@ mod tests {
         assert!(flags.is_closing() && !flags.is_closed());
         flags.mark_closed();
         assert!(flags.is_closed());
+        assert!(!flags.drop_half(), "the first half dropped does not close");
+        assert!(flags.drop_half(), "the second does");
 
         let refs = RefCount::one();
         refs.add();

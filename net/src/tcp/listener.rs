@@ -34,7 +34,7 @@ use crate::time::{Operation, Target};
 /// # IRQL
 /// Every method: call and poll at <= `DISPATCH_LEVEL`; drop at <= `DISPATCH_LEVEL`.
 pub struct TcpListener {
-    handle: Handle,
+    pub(crate) handle: Handle,
 }
 
 impl TcpListener {
