@@ -182,7 +182,8 @@ pub(super) fn set_event_callbacks(
     if with_irp {
         refuse_enabling_with_irp(sock.id, control.EventMask);
     }
-    if sock.kind != Kind::Connection {
+    // Connection sockets on host sockets only: the in-memory network has no indications.
+    if sock.kind != Kind::Connection || matches!(sock.host, Host::MemoryStream(_)) {
         return STATUS_NOT_SUPPORTED;
     }
     if events == 0 || events & !(WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT) != 0 {
