@@ -218,3 +218,78 @@ fn misuse_is_an_error_not_a_hang() {
         });
     });
 }
+
+/// A provider without receive events (the in-memory network here; Wine 8's netio.sys, whose
+/// `WskControlSocket` is a stub): enabling reports `Ok(false)`, `has_indicated` is true (a
+/// receive IRP is the way to wait), and `recv_events` receives with IRPs, FIN included.
+#[test]
+fn without_provider_events_recv_events_falls_back_to_irps() {
+    use wsk_host::{Config, Kernel, Provider};
+    let kernel = Kernel::boot(Config::default().with_provider(Provider::Memory));
+    kernel.on_kernel_thread(|| {
+        let client = wsk_net::WskClient::register(common::test_driver(&kernel)).expect("register");
+        block_on(async {
+            let listener = TcpListener::bind(&client, "127.0.0.1:0".parse().unwrap())
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().await.expect("addr");
+            let (connected, accepted) =
+                futures_join(TcpStream::connect(&client, addr), listener.accept()).await;
+            let stream = connected.expect("connect");
+            let (server, _) = accepted.expect("accept");
+            assert!(
+                !server.enable_receive_events().expect("enable"),
+                "no events here"
+            );
+            assert!(server.has_indicated());
+            let (sent, _) = stream.send(IoBuf::from_slice(b"irp path").unwrap()).await;
+            sent.expect("send");
+            stream.disconnect(Disconnect::Graceful).await.expect("FIN");
+            let (n, buf) = server.recv_events(IoBuf::with_capacity(64).unwrap()).await;
+            assert_eq!(&buf[..n.expect("data")], b"irp path");
+            let (n, _) = server.recv_events(buf).await;
+            assert_eq!(n.expect("FIN"), 0);
+            assert_eq!(
+                server.receive_event_counts(),
+                wsk_net::EventCounts::default()
+            );
+            server.close().await;
+            stream.close().await;
+            listener.close().await;
+        });
+        client.deregister().expect("deregister");
+    });
+    let report = kernel.check_leaks();
+    assert!(report.is_clean(), "{report}");
+    assert!(kernel.take_bugchecks().is_empty());
+}
+
+/// Polls both futures to completion (a connect and an accept that need each other).
+async fn futures_join<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
+    let mut a = core::pin::pin!(a);
+    let mut b = core::pin::pin!(b);
+    let mut out_a = None;
+    let mut out_b = None;
+    std::future::poll_fn(|cx| {
+        if out_a.is_none()
+            && let std::task::Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            out_a = Some(v);
+        }
+        if out_b.is_none()
+            && let std::task::Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            out_b = Some(v);
+        }
+        if out_a.is_some() && out_b.is_some() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    (out_a.unwrap(), out_b.unwrap())
+}
