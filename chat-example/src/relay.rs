@@ -35,7 +35,7 @@ pub const MAX_LINE: usize = 1024;
 /// The port when `Port` is not set.
 pub const DEFAULT_PORT: u16 = 7008;
 /// The idle timeout when `IdleSeconds` is not set.
-pub const DEFAULT_IDLE: Duration = Duration::from_secs(300);
+pub const DEFAULT_IDLE: Duration = Duration::from_mins(5);
 
 static RUNNER: Runner = Runner::new(Budget::DEFAULT);
 /// The WSK client and the runner: [`start`] starts it, [`stop`] (and `DriverUnload`) stops it,
