@@ -14,12 +14,12 @@
 
 use core::future::{Future, poll_fn};
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
-use core::pin::pin;
-use core::task::Poll;
+use core::pin::{Pin, pin};
+use core::task::{Context, Poll};
 use core::time::Duration;
 
 use wsk::driver::{Entry, Failure};
-use wsk::executor::sync::{Channel, Notify, SpinMutex};
+use wsk::executor::sync::{Channel, Notify, RecvFuture, SpinMutex};
 use wsk::net::io::BufReader;
 use wsk::{
     Budget, ErrorKind, IoBuf, Runner, RunnerKind, Service, TaskPool, TcpListener, TcpStream,
@@ -123,13 +123,12 @@ async fn accept_loop(listener: TcpListener, idle: Duration) {
 /// Serves one client until it leaves, idles, sends a line too long, fails, or is kicked; then
 /// closes its connection and only then gives up its seat (so seats never outnumber tasks).
 async fn serve(stream: TcpStream, seat: SeatGuard, idle: Duration) {
-    let index = seat.0;
-    first_of(
-        kicked(index),
-        read_lines(&stream, index, idle),
-        write_lines(&stream, index),
-    )
-    .await;
+    {
+        let kick = pin!(kicked(seat.0));
+        let reading = pin!(read_lines(&stream, seat.0, idle));
+        let writing = pin!(write_lines(&stream, seat.0));
+        first_of([kick, reading, writing]).await;
+    }
     stream.close().await;
     drop(seat);
 }
@@ -137,33 +136,39 @@ async fn serve(stream: TcpStream, seat: SeatGuard, idle: Duration) {
 /// Reads lines and relays each to the other seats; returns at the end of the stream, on an
 /// error, a line longer than [`MAX_LINE`], or `idle` without a whole line.
 async fn read_lines(stream: &TcpStream, from: usize, idle: Duration) {
-    let Ok(mut reader) = BufReader::new(stream, MAX_LINE) else {
+    let (Ok(mut reader), Ok(mut line)) = (
+        BufReader::new(stream, MAX_LINE),
+        IoBuf::with_capacity(MAX_LINE),
+    ) else {
         return;
     };
-    let mut line = Line {
-        len: 0,
-        bytes: [0; MAX_LINE],
-    };
-    // `read_until_into`, not `next_line`: the line goes on byte for byte, "\r\n" included.
+    // `read_until`, not `next_line`: the line goes on byte for byte, "\r\n" included.
     // merge: with `wsk_net::timeout` covering this read, the deadline would cancel through WSK.
-    while let Ok(Ok(len @ 1..)) =
-        wsk::executor::timeout(idle, reader.read_until_into(b'\n', &mut line.bytes)).await
+    while let Ok(Ok(1..)) = wsk::executor::timeout(idle, reader.read_until(b'\n', &mut line)).await
     {
-        if line.bytes[len - 1] != b'\n' {
+        if line.last() != Some(&b'\n') {
             return; // the end of the stream within a line: not relayed, as tokio_chat
         }
-        line.len = len;
         relay(from, &line);
+        line.clear();
     }
 }
 
-/// Queues `line` for every seated client but its sender; a client whose queue is full is
-/// dropped and kicked.
-fn relay(from: usize, line: &Line) {
+/// Queues `text` (one whole line) for every seated client but its sender; a client whose
+/// queue is full is dropped and kicked. Never inlined (nor are [`discard_one`] and
+/// [`copy_next_line`]): its 1 KiB copies of a line stay in a stack frame of their own, as a
+/// frame over 4 KiB needs `__chkstk`, which the kernel does not export.
+#[inline(never)]
+fn relay(from: usize, text: &[u8]) {
+    let mut line = Line {
+        len: text.len(),
+        bytes: [0; MAX_LINE],
+    };
+    line.bytes[..text.len()].copy_from_slice(text);
     let mut seats = SEATS.lock();
     let others = seats.iter_mut().zip(QUEUES.iter().zip(&KICKS)).enumerate();
     for (_, (seat, (queue, kick))) in others.filter(|(to, _)| *to != from) {
-        if *seat == Seat::Taken && queue.try_send(*line).is_err() {
+        if *seat == Seat::Taken && queue.try_send(line).is_err() {
             *seat = Seat::Dropped;
             kick.notify_waiters();
             kprint!("wskchat: dropped a client whose queue of {QUEUE} lines was full\n");
@@ -176,9 +181,9 @@ async fn write_lines(stream: &TcpStream, to: usize) {
     let Ok(mut out) = IoBuf::with_capacity(MAX_LINE) else {
         return;
     };
-    while let Some(line) = QUEUES[to].recv().await {
-        out.clear();
-        if out.extend_from_slice(&line.bytes[..line.len]).is_err() {
+    loop {
+        let mut next = pin!(QUEUES[to].recv());
+        if !poll_fn(|cx| copy_next_line(next.as_mut(), cx, &mut out)).await {
             return;
         }
         let (sent, buf) = stream.send(out).await;
@@ -186,7 +191,20 @@ async fn write_lines(stream: &TcpStream, to: usize) {
         if sent.is_err() {
             return;
         }
+        out.clear();
     }
+}
+
+/// Polls for the next queued line and copies it into `out`. Never inlined: see [`relay`] (a
+/// received line passes through several 1 KiB temporaries).
+#[inline(never)]
+fn copy_next_line(
+    next: Pin<&mut RecvFuture<'_, Line, QUEUE>>,
+    cx: &mut Context<'_>,
+    out: &mut IoBuf,
+) -> Poll<bool> {
+    next.poll(cx)
+        .map(|line| line.is_some_and(|line| out.extend_from_slice(&line.bytes[..line.len]).is_ok()))
 }
 
 /// Completes once seat `index` is marked [`Seat::Dropped`].
@@ -201,17 +219,12 @@ async fn kicked(index: usize) {
     }
 }
 
-/// Runs three futures together until the first of them completes (the others are dropped).
-async fn first_of(
-    a: impl Future<Output = ()>,
-    b: impl Future<Output = ()>,
-    c: impl Future<Output = ()>,
-) {
-    let (mut a, mut b, mut c) = (pin!(a), pin!(b), pin!(c));
+/// Polls `futures` together until the first of them completes.
+async fn first_of(mut futures: [Pin<&mut (dyn Future<Output = ()> + Send)>; 3]) {
     poll_fn(|cx| {
-        let done = a.as_mut().poll(cx).is_ready()
-            || b.as_mut().poll(cx).is_ready()
-            || c.as_mut().poll(cx).is_ready();
+        let done = futures
+            .iter_mut()
+            .any(|future| future.as_mut().poll(cx).is_ready());
         if done { Poll::Ready(()) } else { Poll::Pending }
     })
     .await;
@@ -235,7 +248,14 @@ impl Drop for SeatGuard {
     fn drop(&mut self) {
         let mut seats = SEATS.lock();
         // Under the lock no relay can queue more: the next client here starts empty.
-        while QUEUES[self.0].try_recv().is_ok() {}
+        while discard_one(&QUEUES[self.0]) {}
         seats[self.0] = Seat::Free;
     }
+}
+
+/// Takes one line out of `queue` and drops it; false when it was empty. Never inlined: see
+/// [`relay`].
+#[inline(never)]
+fn discard_one(queue: &Channel<Line, QUEUE>) -> bool {
+    queue.try_recv().is_ok()
 }
