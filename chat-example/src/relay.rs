@@ -90,7 +90,7 @@ pub fn start(entry: &Entry<'_>) -> Result<(), Failure> {
     let listener = wsk::executor::block_on(TcpListener::bind(client, addr))?;
     RUNNER.start(RunnerKind::Dpc)?;
     let _detached = RUNNER.spawn(&TASKS, accept_loop(listener, idle))?;
-    kprint!("wskchat: listening on {addr}\n");
+    kprint!(Info, "wskchat: listening on {addr}\n");
     Ok(())
 }
 
@@ -100,7 +100,7 @@ pub fn start(entry: &Entry<'_>) -> Result<(), Failure> {
 /// # IRQL
 /// `PASSIVE_LEVEL`.
 pub fn stop() {
-    kprint!("wskchat: unload complete: {}\n", SERVICE.stop());
+    kprint!(Info, "wskchat: unload complete: {}\n", SERVICE.stop());
 }
 
 /// Seats each accepted client and spawns its task, until the listener closes (at unload).
@@ -171,7 +171,10 @@ fn relay(from: usize, text: &[u8]) {
         if *seat == Seat::Taken && queue.try_send(line).is_err() {
             *seat = Seat::Dropped;
             kick.notify_waiters();
-            kprint!("wskchat: dropped a client whose queue of {QUEUE} lines was full\n");
+            kprint!(
+                Warning,
+                "wskchat: dropped a client whose queue of {QUEUE} lines was full\n"
+            );
         }
     }
 }

@@ -8,10 +8,11 @@
 //! ([`ONE_DRIVER_AT_A_TIME`]).
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use wsk_host::testing::net::{connect_client, free_loopback_port};
 use wsk_host::testing::{BOUND, each_plan};
 use wsk_host::{Driver, Kernel, RegValue, Registry};
 use wskchat::relay::{MAX_LINE, QUEUE};
@@ -26,16 +27,10 @@ fn one_driver_at_a_time() -> MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a probe");
-    probe.local_addr().expect("probe address").port()
-}
-
 /// Loads the relay on a free loopback port with `idle_seconds` (or its default), waits until
 /// it listens, and returns it with its address.
 fn load(kernel: &Kernel, idle_seconds: Option<u32>) -> (Driver, SocketAddr) {
-    let port = free_port();
+    let port = free_loopback_port().expect("a free port");
     let mut registry = Registry::new().with("Parameters", "Port", RegValue::Dword(port.into()));
     if let Some(seconds) = idle_seconds {
         registry = registry.with("Parameters", "IdleSeconds", RegValue::Dword(seconds));
@@ -69,7 +64,7 @@ struct Client {
 
 impl Client {
     fn connect(addr: SocketAddr) -> Self {
-        Self::from_stream(TcpStream::connect(addr).expect("connect"))
+        Self::from_stream(connect_client(addr).expect("connect"))
     }
 
     /// A client whose receive buffer is as small as the host allows, set before it connects
@@ -85,7 +80,6 @@ impl Client {
     fn from_stream(out: TcpStream) -> Self {
         out.set_read_timeout(Some(BOUND)).expect("read timeout");
         out.set_write_timeout(Some(BOUND)).expect("write timeout");
-        out.set_nodelay(true).expect("nodelay");
         let lines = BufReader::new(out.try_clone().expect("clone the socket"));
         Self { lines, out }
     }
