@@ -1,6 +1,6 @@
 //! The chat relay: one listener task and one task per client on one runner.
 //!
-//! Each client has a seat: a slot in [`SEATS`] with its own bounded queue of lines (a
+//! Each client has a seat: a slot in `SEATS` with its own bounded queue of lines (a
 //! [`Channel`]) and its own kick signal (a [`Notify`]). A client's task reads its lines and
 //! copies each into the queue of every other seated client with `try_send`, which never waits:
 //! a full queue gets its client dropped (its seat marked, its task kicked, its connection
