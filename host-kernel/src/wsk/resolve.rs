@@ -109,7 +109,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_get_address_info(
         // SAFETY: the client passes valid hints or null.
         unsafe { (*hints).ai_family }
     };
-    let status = resolve(node, service, family).map_or_else(
+    let in_memory = matches!(p.io, super::Io::Memory(_));
+    let status = resolve(node, service, family, in_memory).map_or_else(
         |status| status,
         |addrs| match build(&addrs) {
             Some(list) => {
@@ -130,10 +131,13 @@ pub(super) unsafe extern "system-unwind" fn wsk_get_address_info(
     p.finish(out, inline)
 }
 
+/// The addresses of `node` and `service` of `family` (0: any); on the in-memory network
+/// (`in_memory`), without the host's resolver ([`super::memory::resolve`]).
 fn resolve(
     node: Option<String>,
     service: Option<String>,
     family: i32,
+    in_memory: bool,
 ) -> Result<Vec<SocketAddr>, NTSTATUS> {
     let port = match service {
         None => 0,
@@ -144,6 +148,7 @@ fn resolve(
     };
     let addrs = match from_hosts(&node, port) {
         Some(addrs) => addrs,
+        None if in_memory => super::memory::resolve(&node, port).ok_or(STATUS_NOT_FOUND)?,
         None => (node.as_str(), port)
             .to_socket_addrs()
             .map_err(|_| STATUS_NOT_FOUND)?

@@ -245,10 +245,15 @@ unsafe extern "system" fn on_complete(
     // After any finishing above, so that deregistration, which waits for this count, sees a
     // result list an abandoned lookup parked.
     slot.end_client_call(owner);
-    // SAFETY: the in-flight reference taken in `start`; after this the IRP and slot may be
-    // freed, which is fine: we return MORE_PROCESSING_REQUIRED, so the I/O manager stops
-    // touching the IRP.
-    unsafe { SocketInner::release(NonNull::from(owner)) };
+    // The owner's own pointer (from its allocation), not one made from the shared reference
+    // above: the last release drops and frees the object, which needs write permission
+    // (Miri's aliasing check); never null (set at allocation).
+    if let Some(owner) = NonNull::new(slot.owner.cast_mut()) {
+        // SAFETY: the in-flight reference taken in `start`; after this the IRP and slot may
+        // be freed, which is fine: we return MORE_PROCESSING_REQUIRED, so the I/O manager
+        // stops touching the IRP.
+        unsafe { SocketInner::release(owner) };
+    }
     STATUS_MORE_PROCESSING_REQUIRED
 }
 
