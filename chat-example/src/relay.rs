@@ -7,6 +7,10 @@
 //! closed), so one slow reader never slows the others. The same task writes the lines queued
 //! for its client. Whichever ends first (the reading, the writing, or a kick) ends the client.
 //!
+//! Memory, all static (nonpaged in a `.sys`): the queues, [`MAX_CLIENTS`] x [`QUEUE`] lines of
+//! [`MAX_LINE`] bytes (about 1 MiB), and the task pool; per connection, two 1 KiB I/O buffers
+//! from the kit.
+//!
 //! Settings (the service's `Parameters` registry key): `Port` (`REG_DWORD`, default
 //! [`DEFAULT_PORT`]), `BindAddress` (`REG_SZ`, default `127.0.0.1`), `IdleSeconds`
 //! (`REG_DWORD` >= 1, default 300).
@@ -41,8 +45,9 @@ static RUNNER: Runner = Runner::new(Budget::DEFAULT);
 /// The WSK client and the runner: [`start`] starts it, [`stop`] (and `DriverUnload`) stops it,
 /// runner first.
 pub static SERVICE: Service = Service::new("wskchat", &[&RUNNER]);
-/// The listener's task and one per client.
-static TASKS: TaskPool<8192, { MAX_CLIENTS + 1 }> = TaskPool::new();
+/// The listener's task and one per client (a client's task is about 1.6 KiB; the kit checks
+/// at compile time that it fits).
+static TASKS: TaskPool<2048, { MAX_CLIENTS + 1 }> = TaskPool::new();
 /// Who sits where; relays, kicks and departures take this lock, so a line is never queued for
 /// a seat that is being emptied.
 static SEATS: SpinMutex<[Seat; MAX_CLIENTS]> = SpinMutex::new([Seat::Free; MAX_CLIENTS]);

@@ -12,10 +12,11 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use wsk::sys::STATUS_INVALID_PARAMETER;
 use wsk_host::testing::net::{connect_client, free_loopback_port};
 use wsk_host::testing::{BOUND, each_plan};
-use wsk_host::{Driver, Kernel, RegValue, Registry};
-use wskchat::relay::{MAX_LINE, QUEUE};
+use wsk_host::{Config, Driver, Kernel, RegValue, Registry};
+use wskchat::relay::{MAX_CLIENTS, MAX_LINE, QUEUE};
 
 /// One driver per process: its runner, task pool and seats are statics.
 static ONE_DRIVER_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -345,4 +346,51 @@ fn unload_with_clients_connected_is_clean_and_the_driver_loads_again() {
         assert_eq!(clients[1].line(), b"again\n");
         unload(kernel, driver);
     });
+}
+
+#[test]
+fn a_client_past_the_seats_is_refused_and_the_seated_go_on() {
+    let _turn = one_driver_at_a_time();
+    each_plan(|kernel| {
+        let (driver, addr) = load(kernel, None);
+        let mut clients = seated_clients(addr, MAX_CLIENTS);
+        let mut refused = Client::connect(addr);
+        let got = refused
+            .until_closed(BOUND)
+            .unwrap_or_else(|e| panic!("the client past {MAX_CLIENTS} seats: {e}"));
+        assert_eq!(got, 0, "a refused client receives nothing");
+        clients[0].send(b"still seated\n");
+        for client in &mut clients[1..] {
+            assert_eq!(client.line(), b"still seated\n");
+        }
+        unload(kernel, driver);
+    });
+}
+
+#[test]
+fn a_bad_setting_fails_the_load_naming_it_and_a_good_one_loads() {
+    let _turn = one_driver_at_a_time();
+    let kernel = Kernel::boot(Config::default());
+    for (name, value) in [
+        ("IdleSeconds", RegValue::Dword(0)),
+        ("Port", RegValue::Dword(70_000)),
+        ("BindAddress", RegValue::Sz("not an address".into())),
+    ] {
+        // A service of its own per case: the registry keeps each service's values.
+        let registry = Registry::new().with("Parameters", name, value);
+        let status = kernel
+            .load_driver(wskchat::DriverEntry, &format!("WskChatBad{name}"), registry)
+            .map(drop)
+            .expect_err("a bad setting fails DriverEntry");
+        assert_eq!(status, STATUS_INVALID_PARAMETER, "{name}");
+        let log = kernel.debug_log();
+        let why = log
+            .lines()
+            .rfind(|line| line.starts_with("wskchat: not started: "))
+            .unwrap_or_else(|| panic!("{name}: no reason logged:\n{log}"));
+        assert!(why.contains(name), "{name}: {why}");
+    }
+    let (driver, _addr) = load(&kernel, Some(1));
+    unload(&kernel, driver);
+    assert!(kernel.take_bugchecks().is_empty());
 }
