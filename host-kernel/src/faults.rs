@@ -16,7 +16,7 @@
 
 use std::format;
 use std::string::{String, ToString};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use std::vec::Vec;
@@ -88,6 +88,10 @@ pub struct SlowCall {
 
 /// Every fault the provider injects, all decided from `seed`.
 #[derive(Clone, Debug, Default)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent fault switches, each its own plan item"
+)]
 pub struct Faults {
     /// Seed of every random choice below.
     pub seed: u64,
@@ -107,6 +111,18 @@ pub struct Faults {
     pub deregister_wait: Option<Duration>,
     /// Calls of one operation that linger inside the provider (see [`SlowCall`]).
     pub slow_call: Option<SlowCall>,
+    /// A graceful `WskDisconnect` never completes, as with a peer that never acknowledges the
+    /// FIN (the IRP completes "only when the transport protocol has fully completed the
+    /// disconnect operation": "`PFN_WSK_DISCONNECT` callback function (wsk.h)",
+    /// <https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_disconnect>):
+    /// only a cancel or the close ends it, and the close then resets the connection.
+    pub disconnect_unacknowledged: bool,
+    /// Queued IRPs get no cancel routine, so `IoCancelIrp` does not cancel them, as under
+    /// Wine 8.0, where `IoCancelIrp` does not cancel WSK IRPs; only completion or the close
+    /// ends them. One per process, like the low-resources simulation
+    /// ([`set_low_resources`]): tests that use it boot no other kernel in their process
+    /// meanwhile.
+    pub ignore_cancel: bool,
     /// Every `WskCloseSocket` completes this long after it was called (deferred), as a close
     /// whose transmission takes its time; `None`: no extra delay.
     pub close_delay: Option<Duration>,
@@ -336,6 +352,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Set while the booted kernel's plan has [`Faults::ignore_cancel`] (one per process, unlike
+/// the low-resources simulation: the plan of the kernel booted last).
+static IGNORE_CANCEL: AtomicBool = AtomicBool::new(false);
+
+/// True when queued WSK IRPs must get no cancel routine ([`Faults::ignore_cancel`]).
+pub(crate) fn cancel_ignored() -> bool {
+    IGNORE_CANCEL.load(Ordering::Relaxed)
+}
+
 impl LowResourcesState {
     /// Starts (`Some`) or stops (`None`) this kernel's simulation with `seed`; the failure
     /// counts start again from zero.
@@ -417,6 +442,7 @@ impl Drop for LowResourcesState {
 pub(crate) fn arm(state: &Arc<LowResourcesState>, faults: &Faults) {
     state.set(faults.low_resources, faults.seed);
     *lock(&LAST) = Some(Arc::clone(state));
+    IGNORE_CANCEL.store(faults.ignore_cancel, Ordering::Relaxed);
 }
 
 /// The simulation the free functions act on: the calling thread's kernel (a kernel thread's
@@ -552,6 +578,8 @@ impl Faults {
     ///   `1ms`, `2s`, `1m`);
     /// - `close-delay=D`: every close completes `D` late;
     /// - `ignore-waitall`: treat `WSK_FLAG_WAITALL` as absent;
+    /// - `disconnect-unacked`: graceful disconnects never complete ([`Faults::disconnect_unacknowledged`]);
+    /// - `ignore-cancel`: `IoCancelIrp` does not cancel WSK IRPs ([`Faults::ignore_cancel`]);
     /// - `error=OP:N:STATUS`: the `N`th call of `OP` (`socket`, `bind`, `accept`, `connect`,
     ///   `send`, `receive`, `disconnect`, `sendto`, `receivefrom`, `getaddressinfo`; `N` = 0:
     ///   every call) completes with the NTSTATUS `STATUS` (hexadecimal);
@@ -580,6 +608,8 @@ impl Faults {
                 ("mixed", "") => plan.completion = Completion::Mixed,
                 ("reorder", "") => plan.reorder = true,
                 ("ignore-waitall", "") => plan.ignore_waitall = true,
+                ("disconnect-unacked", "") => plan.disconnect_unacknowledged = true,
+                ("ignore-cancel", "") => plan.ignore_cancel = true,
                 ("delay", value) => plan.max_delay = parse_duration(value)?,
                 ("close-delay", value) => plan.close_delay = Some(parse_duration(value)?),
                 ("error", value) => plan.errors.push(parse_error_rule(value)?),
@@ -645,6 +675,12 @@ impl Faults {
         }
         if self.ignore_waitall {
             items.push("ignore-waitall".to_string());
+        }
+        if self.disconnect_unacknowledged {
+            items.push("disconnect-unacked".to_string());
+        }
+        if self.ignore_cancel {
+            items.push("ignore-cancel".to_string());
         }
         for rule in &self.errors {
             items.push(format!(
@@ -734,12 +770,13 @@ mod tests {
 
     #[test]
     fn a_plan_reads_back_what_it_writes() {
-        let spec = "mixed,reorder,delay=1ms,close-delay=250us,ignore-waitall,\
+        let spec = "mixed,reorder,delay=1ms,close-delay=250us,ignore-waitall,disconnect-unacked,\
+                    ignore-cancel,\
                     error=send:3:c000020d,lowres=50,lowres-on=pool+socket,lowres-skip=7,\
                     lowres-count=100,lowres-delay=2s,lowres-for=1m";
         let plan = Faults::parse(spec, 42).expect("parses");
         assert_eq!(plan.completion, Completion::Mixed);
-        assert!(plan.reorder && plan.ignore_waitall);
+        assert!(plan.reorder && plan.ignore_waitall && plan.disconnect_unacknowledged);
         assert_eq!(plan.max_delay, Duration::from_millis(1));
         assert_eq!(plan.close_delay, Some(Duration::from_micros(250)));
         assert_eq!(plan.errors.len(), 1);

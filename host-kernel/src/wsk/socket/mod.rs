@@ -314,6 +314,9 @@ enum OpKind {
         segs: Segs,
         total: usize,
         done: usize,
+        /// The plan's [`Faults::disconnect_unacknowledged`](crate::faults::Faults): the FIN
+        /// never completes, so only a cancel or the close ends the IRP.
+        unacknowledged: bool,
     },
     Recv {
         segs: Segs,

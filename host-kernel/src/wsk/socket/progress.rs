@@ -400,11 +400,24 @@ fn progress_sends(sock: &mut Sock, dones: &mut Vec<Done>) {
                     }
                 }
             }
-            (OpKind::Disconnect { segs, total, done }, host) => {
+            (
+                OpKind::Disconnect {
+                    segs,
+                    total,
+                    done,
+                    unacknowledged,
+                },
+                host,
+            ) => {
                 let Some(stream) = host.stream() else {
                     return Step::Finished(STATUS_INVALID_DEVICE_STATE, 0);
                 };
-                disconnect_step(stream, segs, *total, done, fin_sent, error)
+                if *unacknowledged {
+                    // The fault plan's peer that never acknowledges the FIN.
+                    Step::Wait
+                } else {
+                    disconnect_step(stream, segs, *total, done, fin_sent, error)
+                }
             }
             (OpKind::SendTo { data, to }, Host::Udp(udp)) => {
                 datagram_send_step(|d, to| udp.send_to(d, to), data, *to)

@@ -27,6 +27,10 @@ pub(super) fn attempt(
     match step(op) {
         Step::Finished(status, info) => Some((status, info)),
         Step::Wait => {
+            if crate::faults::cancel_ignored() {
+                // Wine: no cancel routine, so IoCancelIrp does nothing to the IRP.
+                return None;
+            }
             op.armed = true;
             // SAFETY: as above.
             if unsafe { arm(irp) } {
@@ -156,7 +160,7 @@ pub(super) fn submit(st: &mut State, io: &Io, id: u64, out: &mut Out) {
     let Some(op) = sock.find_op(out.irp) else {
         return;
     };
-    if op.armed {
+    if op.armed || crate::faults::cancel_ignored() {
         return;
     }
     op.armed = true;

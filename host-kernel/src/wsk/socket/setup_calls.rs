@@ -114,14 +114,17 @@ pub(super) unsafe extern "system-unwind" fn wsk_close_socket(
         );
     };
     // "PFN_WSK_CLOSE_SOCKET callback function (wsk.h)": close cancels and completes every
-    // pending IRP of the socket, and is abortive on a connection socket unless it is already
-    // disconnected both ways: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_close_socket
+    // pending IRP of the socket: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_close_socket
     for op in sock.take_all() {
         out.dones.extend(claim_now(&op, STATUS_CANCELLED, id));
     }
-    let abortive = sock.kind == Kind::Connection
-        && (sock.connected || sock.connecting)
-        && !(sock.fin_sent && sock.recv_eof);
+    // A connection whose graceful disconnect completed is not reset by the close: the
+    // disconnect's IRP completes "only when the transport protocol has fully completed the
+    // disconnect operation" ("PFN_WSK_DISCONNECT callback function (wsk.h)", remarks:
+    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_disconnect),
+    // so there is nothing left for the close to abort. Any other connection is reset.
+    let abortive =
+        sock.kind == Kind::Connection && (sock.connected || sock.connecting) && !sock.fin_sent;
     sock.release_host(&p.io, abortive);
     drop(st);
     p.changed.notify_all();

@@ -193,6 +193,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_disconnect(
                 segs,
                 total,
                 done: 0,
+                unacknowledged: p.faults.disconnect_unacknowledged,
             },
         );
         sock.sends.push_back(op);
