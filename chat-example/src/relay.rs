@@ -115,8 +115,7 @@ async fn accept_loop(listener: TcpListener, idle: Duration) {
             Ok((stream, _peer)) => match SeatGuard::take() {
                 // A spawn error drops the future, and with it the stream and the seat.
                 Some(seat) => drop(RUNNER.spawn(&TASKS, serve(stream, seat, idle))),
-                // merge: once close() is graceful, refusing is an explicit `abort()`.
-                None => stream.close().await,
+                None => stream.abort().await,
             },
             Err(e) if e.kind() == ErrorKind::InvalidState => return,
             // A connection that died in the backlog, or the provider out of resources.
@@ -126,15 +125,20 @@ async fn accept_loop(listener: TcpListener, idle: Duration) {
 }
 
 /// Serves one client until it leaves, idles, sends a line too long, fails, or is kicked; then
-/// closes its connection and only then gives up its seat (so seats never outnumber tasks).
+/// closes its connection (a reset for a kicked client, which reads too slowly for a graceful
+/// close to be quick) and only then gives up its seat (so seats never outnumber tasks).
 async fn serve(stream: TcpStream, seat: SeatGuard, idle: Duration) {
-    {
+    let ended = {
         let kick = pin!(kicked(seat.0));
         let reading = pin!(read_lines(&stream, seat.0, idle));
         let writing = pin!(write_lines(&stream, seat.0));
-        first_of([kick, reading, writing]).await;
+        first_of([kick, reading, writing]).await
+    };
+    if ended == 0 {
+        stream.abort().await;
+    } else {
+        stream.close().await;
     }
-    stream.close().await;
     drop(seat);
 }
 
@@ -148,7 +152,8 @@ async fn read_lines(stream: &TcpStream, from: usize, idle: Duration) {
         return;
     };
     // `read_until`, not `next_line`: the line goes on byte for byte, "\r\n" included.
-    // merge: with `wsk_net::timeout` covering this read, the deadline would cancel through WSK.
+    // The executor's timeout, not `wsk_net::timeout` (which takes socket operations, not this
+    // buffered read): it drops the read, cancelling its receive; the connection closes anyway.
     while let Ok(Ok(1..)) = wsk::executor::timeout(idle, reader.read_until(b'\n', &mut line)).await
     {
         if line.last() != Some(&b'\n') {
@@ -227,15 +232,15 @@ async fn kicked(index: usize) {
     }
 }
 
-/// Polls `futures` together until the first of them completes.
-async fn first_of(mut futures: [Pin<&mut (dyn Future<Output = ()> + Send)>; 3]) {
+/// Polls `futures` together until one of them completes; returns its index.
+async fn first_of(mut futures: [Pin<&mut (dyn Future<Output = ()> + Send)>; 3]) -> usize {
     poll_fn(|cx| {
         let done = futures
             .iter_mut()
-            .any(|future| future.as_mut().poll(cx).is_ready());
-        if done { Poll::Ready(()) } else { Poll::Pending }
+            .position(|future| future.as_mut().poll(cx).is_ready());
+        done.map_or(Poll::Pending, Poll::Ready)
     })
-    .await;
+    .await
 }
 
 /// A taken seat; dropping it (when its task ends, or is dropped at unload) empties its queue
