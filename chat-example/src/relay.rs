@@ -181,10 +181,7 @@ fn relay(from: usize, text: &[u8]) {
         if *seat == Seat::Taken && queue.try_send(line).is_err() {
             *seat = Seat::Dropped;
             kick.notify_waiters();
-            kprint!(
-                Warning,
-                "wskchat: dropped a client whose queue of {QUEUE} lines was full\n"
-            );
+            kprint!(Warning, "wskchat: dropped a client, its queue was full\n");
         }
     }
 }
