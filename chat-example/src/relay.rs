@@ -4,12 +4,15 @@
 //! [`Channel`]) and its own kick signal (a [`Notify`]). A client's task reads its lines and
 //! copies each into the queue of every other seated client with `try_send`, which never waits:
 //! a full queue gets its client dropped (its seat marked, its task kicked, its connection
-//! closed), so one slow reader never slows the others. The same task writes the lines queued
+//! reset), so one slow reader never slows the others. The same task writes the lines queued
 //! for its client. Whichever ends first (the reading, the writing, or a kick) ends the client.
+//! As in `tokio_chat`, "too slow" is measured against bursts too: more than [`QUEUE`] lines
+//! arriving at once from one client can fill a reading client's queue before its task sends
+//! them.
 //!
 //! Memory, all static (nonpaged in a `.sys`): the queues, [`MAX_CLIENTS`] x [`QUEUE`] lines of
-//! [`MAX_LINE`] bytes (about 1 MiB), and the task pool; per connection, two 1 KiB I/O buffers
-//! from the kit.
+//! [`MAX_LINE`] bytes (about 1 MiB), and the task pool; per connection, three 1 KiB I/O buffers
+//! from the kit (the reader's, a line's, the writer's).
 //!
 //! Settings (the service's `Parameters` registry key): `Port` (`REG_DWORD`, default
 //! [`DEFAULT_PORT`]), `BindAddress` (`REG_SZ`, default `127.0.0.1`), `IdleSeconds`
