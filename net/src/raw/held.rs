@@ -12,6 +12,7 @@ use crate::addr::RawAddr;
 use crate::buf::IoBuf;
 use crate::client::ClientInner;
 use crate::error::Error;
+use crate::mdl::MdlBuf;
 
 /// What WSK holds while an operation is in flight; handed back with the result.
 pub(crate) struct Held {
@@ -33,6 +34,8 @@ pub(crate) struct Held {
     pub adopt: Option<NonNull<SocketInner>>,
     /// Name-resolution strings (node, service), pointing into `buf`.
     pub names: [sys::UNICODE_STRING; 2],
+    /// A caller's MDL chain (zero-copy I/O): `wsk_buf` points into it instead of `buf`.
+    pub mdl: Option<MdlBuf>,
 }
 
 // SAFETY: the raw pointers in `Held` refer to memory the operation owns (its buffer's MDL, a
@@ -74,7 +77,16 @@ impl Held {
                 MaximumLength: 0,
                 Buffer: ptr::null_mut(),
             }; 2],
+            mdl: None,
         }
+    }
+
+    /// `request` on a caller's MDL chain, with a `WSK_BUF` covering its range.
+    pub(crate) fn with_mdl(request: Request, mdl: MdlBuf) -> Self {
+        let mut held = Self::new(request);
+        held.wsk_buf = mdl.wsk_buf();
+        held.mdl = Some(mdl);
+        held
     }
 
     /// `request` on `buf`, with a `WSK_BUF` covering its first `len` bytes.

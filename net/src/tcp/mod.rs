@@ -4,6 +4,7 @@
 //! All build on the socket handle of `crate::socket` and the operations of `crate::raw`.
 
 mod listener;
+mod mdl;
 mod split;
 mod stream;
 
