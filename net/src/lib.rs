@@ -85,6 +85,7 @@ mod buf;
 mod client;
 mod error;
 pub mod io;
+mod lookup;
 mod mdl;
 mod raw;
 mod resolve;
@@ -97,6 +98,10 @@ pub use buf::IoBuf;
 pub use client::{DeregisterError, Driver, WskClient};
 pub use error::{Error, ErrorKind, Result};
 pub use io::RecvAppend;
+pub use lookup::{
+    AddressFamily, MAX_HOST_NAME, MAX_SERVICE_NAME, NameInfo, NameInfoFlags, ResolveFlags,
+    ResolveHints, SocketType, lookup_addr, resolve_with,
+};
 pub use mdl::{MdlBuf, MdlRelease};
 pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;

@@ -68,6 +68,9 @@ pub(crate) enum Request {
     ReceiveFrom,
     /// `WskGetAddressInfo` for the node name `names[0]`, the list into `addrinfo`.
     Resolve,
+    /// `WskGetNameInfo` for `addr[0]` into the strings `names[0]` (host) and `names[1]`
+    /// (service), with the `NI_*` flags in `value`.
+    NameInfo,
     /// `WskCloseSocket`.
     Close,
 }
@@ -94,6 +97,7 @@ impl Request {
             Self::SendTo => "send_to",
             Self::ReceiveFrom => "recv_from",
             Self::Resolve => "resolve",
+            Self::NameInfo => "lookup_addr",
             Self::Close => "close",
         }
     }
@@ -154,6 +158,8 @@ impl Request {
             Self::ReceiveFrom => unsafe { crate::udp::issue_receive_from(call) },
             // SAFETY: as above.
             Self::Resolve => unsafe { crate::resolve::issue_resolve(call) },
+            // SAFETY: as above.
+            Self::NameInfo => unsafe { crate::lookup::issue_name_info(call) },
             // SAFETY: as above.
             Self::Close => unsafe { super::slot::issue_close(call) },
         }

@@ -584,7 +584,7 @@ mod queue;
 mod setup_calls;
 mod transfer_calls;
 
-use self::client_calls::{wsk_control_client, wsk_get_name_info, wsk_socket, wsk_socket_connect};
+use self::client_calls::{wsk_control_client, wsk_socket, wsk_socket_connect};
 pub(super) use self::queue::pump;
 use self::setup_calls::{
     wsk_accept, wsk_bind, wsk_close_socket, wsk_connect, wsk_control_socket, wsk_inspect_complete,
@@ -603,7 +603,7 @@ pub(super) static PROVIDER_DISPATCH: WSK_PROVIDER_DISPATCH = WSK_PROVIDER_DISPAT
     WskControlClient: Some(wsk_control_client),
     WskGetAddressInfo: Some(super::resolve::wsk_get_address_info),
     WskFreeAddressInfo: Some(super::resolve::wsk_free_address_info),
-    WskGetNameInfo: Some(wsk_get_name_info),
+    WskGetNameInfo: Some(super::resolve::wsk_get_name_info),
 };
 
 const BASIC: WSK_PROVIDER_BASIC_DISPATCH = WSK_PROVIDER_BASIC_DISPATCH {
