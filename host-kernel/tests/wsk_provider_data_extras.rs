@@ -16,7 +16,7 @@ mod common;
 use common::*;
 use wsk_sys::{
     NI_NAMEREQD, NI_NUMERICHOST, NI_NUMERICSERV, STATUS_BUFFER_OVERFLOW, STATUS_INVALID_PARAMETER,
-    STATUS_NOT_FOUND,
+    STATUS_NOT_FOUND, WSK_BUF_LIST,
 };
 
 /// A `UNICODE_STRING` output buffer of `units` UTF-16 units.
@@ -182,6 +182,115 @@ fn get_name_info_refuses_what_its_page_forbids() {
             STATUS_SUCCESS
         );
         assert_eq!(exact.get(), "127.0.0.1");
+        client.deregister();
+    });
+}
+
+/// `WskSendMessages` of `list` (or a null list) to `to` with `flags`; status and information.
+fn send_messages(
+    u: &Sock,
+    list: *mut WSK_BUF_LIST,
+    flags: u32,
+    to: Option<SocketAddr>,
+) -> (NTSTATUS, usize) {
+    let mut remote = to.map(Addr::of);
+    let remote = remote.as_mut().map_or(std::ptr::null_mut(), Addr::ptr);
+    let io = Io::new();
+    // SAFETY: live socket, list (its buffers) and IRP, waited for below.
+    let r = unsafe {
+        u.dgram().WskSendMessages.expect("WskSendMessages")(
+            u.s,
+            list.cast(),
+            flags,
+            remote,
+            0,
+            std::ptr::null_mut(),
+            io.prep(),
+        )
+    };
+    io.issued(r);
+    io.wait("WskSendMessages")
+}
+
+#[test]
+fn send_messages_sends_each_datagram_of_the_list_in_order() {
+    each_plan(|| {
+        let client = Client::register();
+        let u = client.socket(Kind::Datagram, false);
+        assert_eq!(u.bind(loopback(false)), STATUS_SUCCESS);
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(BOUND)).unwrap();
+        let to = peer.local_addr().unwrap();
+
+        // Three datagrams; the second spans a chain of two MDLs.
+        let (one, two_a, two_b, three) = (
+            Buf::from(b"one"),
+            Buf::from(b"tw"),
+            Buf::from(b"o!"),
+            Buf::from(b"three"),
+        );
+        // SAFETY: our own MDL, not held by any IRP yet (unlinked by Buf's drop).
+        unsafe { (*two_a.mdl).Next = two_b.mdl };
+        let mut list = [one.wsk(), two_a.wsk(), three.wsk()].map(|buffer| WSK_BUF_LIST {
+            Next: std::ptr::null_mut(),
+            Buffer: buffer,
+        });
+        list[1].Buffer.Length = 4;
+        let second = &raw mut list[1];
+        let third = &raw mut list[2];
+        list[0].Next = second;
+        list[1].Next = third;
+        let (status, sent) = send_messages(&u, list.as_mut_ptr(), 0, Some(to));
+        assert_eq!(
+            (status, sent),
+            (STATUS_SUCCESS, 12),
+            "the bytes of all three"
+        );
+        let mut got = [0u8; 16];
+        for want in [&b"one"[..], b"two!", b"three"] {
+            let (n, from) = peer.recv_from(&mut got).unwrap();
+            assert_eq!(&got[..n], want, "one datagram per entry, in order");
+            assert_eq!(Some(from), u.local_addr());
+        }
+        u.close();
+        client.deregister();
+    });
+}
+
+#[test]
+fn send_messages_refuses_what_its_page_forbids() {
+    each_plan(|| {
+        let client = Client::register();
+        let u = client.socket(Kind::Datagram, false);
+        assert_eq!(u.bind(loopback(false)), STATUS_SUCCESS);
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let data = Buf::from(b"x");
+        let mut entry = WSK_BUF_LIST {
+            Next: std::ptr::null_mut(),
+            Buffer: data.wsk(),
+        };
+        // Flags are reserved: zero.
+        assert_eq!(
+            send_messages(&u, &raw mut entry, 1, Some(to)).0,
+            STATUS_INVALID_PARAMETER
+        );
+        // No list.
+        assert_eq!(
+            send_messages(&u, std::ptr::null_mut(), 0, Some(to)).0,
+            STATUS_INVALID_PARAMETER
+        );
+        // No address (the socket has no fixed remote).
+        assert_eq!(
+            send_messages(&u, &raw mut entry, 0, None).0,
+            STATUS_INVALID_PARAMETER
+        );
+        // An IPv6 address on an IPv4 socket.
+        let v6: SocketAddr = "[::1]:9".parse().unwrap();
+        assert_eq!(
+            send_messages(&u, &raw mut entry, 0, Some(v6)).0,
+            STATUS_INVALID_PARAMETER
+        );
+        u.close();
         client.deregister();
     });
 }

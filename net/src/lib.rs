@@ -81,6 +81,7 @@
 use wsk_host as _;
 
 mod addr;
+mod batch;
 mod buf;
 mod client;
 mod error;
@@ -93,7 +94,9 @@ mod socket;
 mod tcp;
 mod time;
 mod udp;
+mod udp_batch;
 
+pub use batch::DatagramBatch;
 pub use buf::IoBuf;
 pub use client::{DeregisterError, Driver, WskClient};
 pub use error::{Error, ErrorKind, Result};

@@ -28,7 +28,7 @@ use crate::socket::{self, Handle, check};
 /// # IRQL
 /// Every method: call and poll at <= `DISPATCH_LEVEL`; drop at <= `DISPATCH_LEVEL`.
 pub struct UdpSocket {
-    handle: Handle,
+    pub(crate) handle: Handle,
 }
 
 /// `WskSendTo` of `held.wsk_buf` to `held.addr[1]` ([`Request::SendTo`]).

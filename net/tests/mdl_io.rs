@@ -240,3 +240,28 @@ fn ranges_outside_the_chain_are_refused() {
         chain.free();
     });
 }
+
+#[test]
+fn a_datagram_is_sent_from_a_chain_of_three_mdls() {
+    each_plan(|client, _| {
+        let chain = Chain::new(&[3, 4, 5], 0);
+        chain.write(b"abcdefghijkl");
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(BOUND)).unwrap();
+        let to = peer.local_addr().unwrap();
+        block_on(async {
+            let socket = wsk_net::UdpSocket::bind(client, "127.0.0.1:0".parse().unwrap())
+                .await
+                .expect("bind");
+            let (sent, buf) = socket.send_to_mdl(chain.buf(2, 9).unwrap(), to).await;
+            assert_eq!(sent.expect("send_to_mdl"), 9);
+            drop(buf);
+            let mut got = [0u8; 16];
+            let (n, _) = peer.recv_from(&mut got).unwrap();
+            assert_eq!(&got[..n], b"cdefghijk", "one datagram from bytes [2, 11)");
+            socket.close().await;
+        });
+        assert_eq!(chain.releases(), 1);
+        chain.free();
+    });
+}

@@ -9,6 +9,7 @@ use wsk_sys::{self as sys, ADDRINFOEXW, IRP, NTSTATUS, WSK_BUF, WSK_SOCKET};
 use super::SocketInner;
 use super::request::Request;
 use crate::addr::RawAddr;
+use crate::batch::DatagramBatch;
 use crate::buf::IoBuf;
 use crate::client::ClientInner;
 use crate::error::Error;
@@ -36,6 +37,9 @@ pub(crate) struct Held {
     pub names: [sys::UNICODE_STRING; 2],
     /// A caller's MDL chain (zero-copy I/O): `wsk_buf` points into it instead of `buf`.
     pub mdl: Option<MdlBuf>,
+    /// Datagrams (`WskSendMessages`, batch receives): `wsk_buf` or the buffer list point
+    /// into it instead of `buf`.
+    pub batch: Option<DatagramBatch>,
 }
 
 // SAFETY: the raw pointers in `Held` refer to memory the operation owns (its buffer's MDL, a
@@ -78,6 +82,7 @@ impl Held {
                 Buffer: ptr::null_mut(),
             }; 2],
             mdl: None,
+            batch: None,
         }
     }
 

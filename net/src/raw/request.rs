@@ -66,6 +66,8 @@ pub(crate) enum Request {
     SendTo,
     /// `WskReceiveFrom` into `wsk_buf`, the sender into `addr[1]`.
     ReceiveFrom,
+    /// `WskSendMessages` of `batch`'s datagrams to `addr[1]`.
+    SendMessages,
     /// `WskGetAddressInfo` for the node name `names[0]`, the list into `addrinfo`.
     Resolve,
     /// `WskGetNameInfo` for `addr[0]` into the strings `names[0]` (host) and `names[1]`
@@ -96,6 +98,7 @@ impl Request {
             Self::Disconnect { .. } => "disconnect",
             Self::SendTo => "send_to",
             Self::ReceiveFrom => "recv_from",
+            Self::SendMessages => "send_batch",
             Self::Resolve => "resolve",
             Self::NameInfo => "lookup_addr",
             Self::Close => "close",
@@ -156,6 +159,8 @@ impl Request {
             Self::SendTo => unsafe { crate::udp::issue_send_to(call) },
             // SAFETY: as above.
             Self::ReceiveFrom => unsafe { crate::udp::issue_receive_from(call) },
+            // SAFETY: as above.
+            Self::SendMessages => unsafe { crate::udp_batch::issue_send_messages(call) },
             // SAFETY: as above.
             Self::Resolve => unsafe { crate::resolve::issue_resolve(call) },
             // SAFETY: as above.

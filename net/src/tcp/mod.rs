@@ -10,6 +10,7 @@ mod stream;
 
 pub(crate) use listener::issue_accept;
 pub use listener::{Accept, Incoming, TcpListener};
+pub(crate) use mdl::take_mdl;
 pub(crate) use split::socket_of;
 pub use split::{TcpReadHalf, TcpWriteHalf};
 pub use stream::{Disconnect, Recv, TcpStream};
