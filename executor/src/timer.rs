@@ -132,11 +132,22 @@ impl TimerQueue {
         }
     }
 
-    /// Initialises the `KTIMER` and its DPC.
+    /// Initialises the `KTIMER` and its DPC, and opens the queue (again, after a `close`).
     ///
     /// # IRQL
     /// <= `DISPATCH_LEVEL`.
     pub(crate) fn init(&'static self) {
+        // Open again after a `close` (a runner restarted after its shutdown, which left no
+        // sleep linked and the `KTIMER` cancelled).
+        {
+            let mut list = self.list.lock();
+            debug_assert!(
+                list.head.is_null(),
+                "a sleep outlived its runner's shutdown"
+            );
+            list.closed = false;
+            list.armed = u64::MAX;
+        }
         // Both objects live in 'static storage and are not in use yet.
         // SAFETY: as above.
         unsafe { KeInitializeTimerEx(self.timer.get(), NotificationTimer) };

@@ -32,7 +32,10 @@
 //! # IRQL
 //! Futures of this crate may be polled at IRQL <= `DISPATCH_LEVEL` (the executor's DPC
 //! runner polls at `DISPATCH_LEVEL`), except [`resolve`] and [`WskClient`] registration,
-//! deregistration and drop, which need `PASSIVE_LEVEL`. Creating and dropping buffers,
+//! deregistration and drop, which need `PASSIVE_LEVEL` and fail with
+//! [`ErrorKind::WrongIrql`] above it ([`TcpStream::connect_host`] and
+//! [`UdpSocket::send_to_host`] resolve on a `PASSIVE_LEVEL` thread of their own, so they work
+//! from any task). Creating and dropping buffers,
 //! sockets and futures is allowed at <= `DISPATCH_LEVEL`; pure accessors at any IRQL.
 //! [`timeout`] and [`TcpStream::disconnect_within`] need the executor's timer: poll them on a
 //! runner or in `wsk_executor::block_on`. Every item says its rule in an `# IRQL` section.
@@ -84,6 +87,9 @@ mod addr;
 mod batch;
 mod buf;
 mod client;
+#[cfg(not(loom))]
+mod connect;
+mod debug;
 mod error;
 pub mod io;
 mod lookup;
@@ -99,6 +105,8 @@ mod udp_batch;
 pub use batch::DatagramBatch;
 pub use buf::IoBuf;
 pub use client::{DeregisterError, Driver, WskClient};
+#[cfg(not(loom))]
+pub use connect::lookup_host;
 pub use error::{Error, ErrorKind, Result};
 pub use io::RecvAppend;
 pub use lookup::{

@@ -179,7 +179,9 @@ pub async fn resolve_with(
     port: u16,
     hints: &ResolveHints,
 ) -> Result<Addresses> {
-    crate::resolve::resolve_hinted(client, host, port, Some(hints)).await
+    // SAFETY: the handle keeps its client alive while borrowed, which covers this future.
+    let inner = unsafe { client.inner().as_ref() };
+    crate::resolve::resolve_hinted(inner, host, port, Some(hints)).await
 }
 
 /// `NI_*` flags for [`lookup_addr`] (ws2def.h values), combined with `|`.
@@ -298,7 +300,7 @@ pub(crate) unsafe fn issue_name_info(call: &mut Call) -> NTSTATUS {
 /// ```
 ///
 /// # Errors
-/// `InvalidState` when polled above `PASSIVE_LEVEL` or after deregistration; `NotFound` with
+/// `WrongIrql` when polled above `PASSIVE_LEVEL`; `InvalidState` after deregistration; `NotFound` with
 /// `NAME_REQUIRED` and no name; `InvalidInput` for flags the provider refuses; `Other` for a
 /// name longer than [`MAX_HOST_NAME`] bytes; `Unsupported` where the provider lacks
 /// `WskGetNameInfo` (Wine 8); `NoResources`.
@@ -312,7 +314,7 @@ pub async fn lookup_addr(
 ) -> Result<NameInfo> {
     const NAME: &str = "lookup_addr";
     if sys::KeGetCurrentIrql() != sys::PASSIVE_LEVEL {
-        return Err(Error::new(ErrorKind::InvalidState, NAME));
+        return Err(Error::new(ErrorKind::WrongIrql, NAME));
     }
     // The operation needs an IRP: a socket object that never gets a WSK socket lends its
     // control slot (and is freed with the handle).

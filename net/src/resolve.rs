@@ -6,9 +6,11 @@ use core::net::SocketAddr;
 use wsk_sys::{self as sys, NTSTATUS};
 
 use crate::buf::IoBuf;
-use crate::client::WskClient;
+use core::ptr::NonNull;
+
+use crate::client::{ClientInner, WskClient};
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, Held, Kind, Op, Request};
+use crate::raw::{CTL, Call, Held, Kind, Op, Request, SocketInner};
 use crate::socket::{Handle, check};
 
 /// At most this many addresses are returned by [`resolve`]; further ones are dropped. It is
@@ -87,7 +89,8 @@ pub(crate) unsafe fn issue_resolve(call: &mut Call) -> NTSTATUS {
 /// ```
 ///
 /// # Errors
-/// `InvalidState` when polled above `PASSIVE_LEVEL` or after deregistration;
+/// [`ErrorKind::WrongIrql`] when polled above `PASSIVE_LEVEL`; `InvalidState` after
+/// deregistration;
 /// `InvalidInput` for an empty name or one longer than 255 UTF-16 units; `NotFound` when
 /// nothing resolved; `NoResources`; provider errors (`Unsupported` when the provider lacks
 /// `WskGetAddressInfo`).
@@ -95,30 +98,41 @@ pub(crate) unsafe fn issue_resolve(call: &mut Call) -> NTSTATUS {
 /// # IRQL
 /// `PASSIVE_LEVEL` only.
 pub async fn resolve(client: &WskClient, host: &str, port: u16) -> Result<Addresses> {
+    // SAFETY: the handle keeps its client alive while borrowed, which covers this future.
+    resolve_on(unsafe { client.inner().as_ref() }, host, port).await
+}
+
+/// [`resolve`] on a client object rather than its handle (for `lookup_host`'s work on the
+/// runner's thread, which holds a use of the client, not the handle).
+///
+/// The borrow is kept alive by a handle or a use of the client held by the caller.
+pub(crate) async fn resolve_on(client: &ClientInner, host: &str, port: u16) -> Result<Addresses> {
     resolve_hinted(client, host, port, None).await
 }
 
-/// [`resolve`], with `hints` for `WskGetAddressInfo` when given (see
+/// [`resolve_on`], with `hints` for `WskGetAddressInfo` when given (see
 /// [`resolve_with`](crate::resolve_with)).
 pub(crate) async fn resolve_hinted(
-    client: &WskClient,
+    client: &ClientInner,
     host: &str,
     port: u16,
     hints: Option<&crate::lookup::ResolveHints>,
 ) -> Result<Addresses> {
     if sys::KeGetCurrentIrql() != sys::PASSIVE_LEVEL {
-        return Err(Error::new(ErrorKind::InvalidState, "resolve"));
+        return Err(Error::new(ErrorKind::WrongIrql, "resolve"));
     }
-    // SAFETY: the client handle keeps the client alive. A PASSIVE_LEVEL point: free the
-    // result lists of lookups abandoned earlier.
-    unsafe { client.inner().as_ref() }.free_parked_address_info();
+    // A PASSIVE_LEVEL point: free the result lists of lookups abandoned earlier.
+    client.free_parked_address_info();
     let units = host.encode_utf16().count();
     if units == 0 || units > MAX_NAME {
         return Err(Error::new(ErrorKind::InvalidInput, "resolve"));
     }
     // The operation needs an IRP: a socket object that never gets a WSK socket lends its
     // control slot (and is freed with the handle).
-    let handle = Handle::new(client, Kind::Connection)?;
+    if !client.accepting() {
+        return Err(Error::new(ErrorKind::InvalidState, "resolve"));
+    }
+    let handle = Handle::from_inner(SocketInner::new(NonNull::from(client), Kind::Connection)?);
     // WSK wants the node name NUL-terminated (the terminator is not counted in Length). The
     // hints, if any, come first in the same buffer.
     let hints_len = hints.map_or(0, |_| crate::lookup::HINTS_LEN);
@@ -151,9 +165,8 @@ pub(crate) async fn resolve_hinted(
     let mut out = Addresses::new();
     if !list.is_null() {
         collect(list, port, &mut out);
-        // SAFETY: the client handle keeps the client alive. Freed now at PASSIVE_LEVEL, parked
-        // if this future is polled above it after all.
-        unsafe { client.inner().as_ref() }.release_address_info(list);
+        // Freed now at PASSIVE_LEVEL, parked if this future is polled above it after all.
+        client.release_address_info(list);
     }
     result?;
     if out.is_empty() {

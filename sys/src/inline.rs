@@ -729,10 +729,36 @@ fn emit(level: u32, bytes: &[u8]) {
     }
 }
 
-/// `DbgPrintEx` with `format!` syntax, at `DPFLTR_ERROR_LEVEL` (always shown).
-/// IRQL <= `DISPATCH_LEVEL`.
+/// `DbgPrintEx` with `format!` syntax, for component `DPFLTR_IHVDRIVER_ID`, at a level named
+/// first: `Error`, `Warning`, `Trace` or `Info` (`DPFLTR_ERROR_LEVEL` ..
+/// `DPFLTR_INFO_LEVEL`). Without a level the message is at `Error` (the form every earlier
+/// call site uses): Windows shows `Error` messages always, the others only when the
+/// debugger's filter for the component enables their level (`Kd_IHVDRIVER_Mask`), so
+/// routine messages (`Info`) cost nothing in the field.
+///
+/// ```ignore
+/// wsk_sys::kprint!(Info, "wskecho: listening on port {}\n", 7);
+/// wsk_sys::kprint!(Warning, "wskecho: {} connections refused\n", 3);
+/// wsk_sys::kprint!("wskecho: not started\n"); // Error level
+/// ```
+///
+/// # IRQL
+/// <= `DISPATCH_LEVEL` (`DbgPrintEx`'s rule; the arguments must be formattable there: no
+/// paged data).
 #[macro_export]
 macro_rules! kprint {
+    (Error, $($arg:tt)*) => {
+        $crate::dbg_print($crate::DPFLTR_ERROR_LEVEL, ::core::format_args!($($arg)*))
+    };
+    (Warning, $($arg:tt)*) => {
+        $crate::dbg_print($crate::DPFLTR_WARNING_LEVEL, ::core::format_args!($($arg)*))
+    };
+    (Trace, $($arg:tt)*) => {
+        $crate::dbg_print($crate::DPFLTR_TRACE_LEVEL, ::core::format_args!($($arg)*))
+    };
+    (Info, $($arg:tt)*) => {
+        $crate::dbg_print($crate::DPFLTR_INFO_LEVEL, ::core::format_args!($($arg)*))
+    };
     ($($arg:tt)*) => {
         $crate::dbg_print($crate::DPFLTR_ERROR_LEVEL, ::core::format_args!($($arg)*))
     };

@@ -64,6 +64,10 @@ pub struct Config {
     /// Whether `MmGetSystemRoutineAddress` finds `KeShouldYieldProcessor` (Windows 10 2004 and
     /// later). Default: true; false plays an older kernel.
     pub ke_should_yield_processor: bool,
+    /// Names the WSK provider's `WskGetAddressInfo` resolves itself, to these addresses in
+    /// this order, before asking the host's resolver (the machine's own hosts file): a test
+    /// can have a name resolve to several addresses in a known order. Default: none.
+    pub hosts: Vec<(String, Vec<std::net::IpAddr>)>,
 }
 
 impl Default for Config {
@@ -77,6 +81,7 @@ impl Default for Config {
             dpc_cumulative_watchdog: Duration::from_secs(5),
             dpc_dispatch_delay: Vec::new(),
             ke_should_yield_processor: true,
+            hosts: Vec::new(),
         }
     }
 }
@@ -86,6 +91,13 @@ impl Config {
     #[must_use]
     pub fn with_cpus(mut self, cpus: usize) -> Self {
         self.cpus = cpus;
+        self
+    }
+
+    /// Makes `name` resolve to `addresses`, in this order (see [`Config::hosts`]).
+    #[must_use]
+    pub fn with_host(mut self, name: &str, addresses: &[std::net::IpAddr]) -> Self {
+        self.hosts.push((name.into(), addresses.to_vec()));
         self
     }
 
@@ -326,6 +338,7 @@ impl Kernel {
         machine::install(Some(Arc::clone(&machine)));
         let mut threads = dpc::start_cpus(&machine);
         threads.push(timer::start(&machine));
+        crate::wsk::resolve::set_hosts(&config.hosts);
         crate::wsk::boot(&config.faults);
         Kernel {
             config,
@@ -554,6 +567,15 @@ impl Kernel {
         self.machine.dpcs.started()
     }
 
+    /// How many `DbgPrintEx` calls were made at `level` since boot (`DPFLTR_ERROR_LEVEL` 0 ..
+    /// `DPFLTR_INFO_LEVEL` 3; higher levels count as 3). A long message may be printed in
+    /// several calls (`wsk_sys::dbg_print` flushes every 256 bytes).
+    #[must_use]
+    pub fn debug_prints_at(&self, level: u32) -> u64 {
+        let slot = usize::try_from(level).map_or(3, |level| level.min(3));
+        self.machine.debug_prints_by_level[slot].load(Ordering::Relaxed)
+    }
+
     /// Everything `DbgPrintEx` printed since boot.
     #[must_use]
     pub fn debug_log(&self) -> String {
@@ -663,8 +685,10 @@ pub(crate) fn hold_boot_lock_for_tests() -> impl Drop {
 }
 
 /// Appends debug output to the running kernel's log.
-pub(crate) fn append_debug_log(text: &str) {
+pub(crate) fn append_debug_log(level: u32, text: &str) {
     if let Some(machine) = machine::try_current() {
+        let slot = usize::try_from(level).map_or(3, |level| level.min(3));
+        machine.debug_prints_by_level[slot].fetch_add(1, Ordering::Relaxed);
         lock(&machine.debug_log).push_str(text);
         machine.debug_log_grew.notify_all();
     }

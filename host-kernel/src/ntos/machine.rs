@@ -95,6 +95,9 @@ pub(crate) struct Machine {
     pub(crate) debug_log: Mutex<String>,
     /// Signalled whenever the debug log grows.
     pub(crate) debug_log_grew: Signal,
+    /// `DbgPrintEx` calls per level (`DPFLTR_ERROR_LEVEL` .. `DPFLTR_INFO_LEVEL`; higher
+    /// levels count as `INFO`).
+    pub(crate) debug_prints_by_level: [AtomicU64; 4],
     /// The dispatcher lock and its condition: every waitable object's state changes under it.
     pub(crate) dispatcher: Mutex<()>,
     /// Signalled whenever a dispatcher object's state changes.
@@ -141,6 +144,7 @@ impl Machine {
             bugchecks: Mutex::new(Vec::new()),
             debug_log: Mutex::new(String::new()),
             debug_log_grew: Signal::new(),
+            debug_prints_by_level: [const { AtomicU64::new(0) }; 4],
             dispatcher: Mutex::new(()),
             dispatcher_changed: Signal::new(),
             dpcs: dpc::Dpcs::new(cpus),

@@ -47,7 +47,7 @@ mod completion;
 mod glue;
 mod os;
 mod registration;
-mod resolve;
+pub(crate) mod resolve;
 mod socket;
 
 use std::boxed::Box;

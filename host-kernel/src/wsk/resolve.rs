@@ -2,8 +2,9 @@
 //! `ADDRINFOEXW` chains in kernel pool, so a client that never frees them shows in the pool
 //! leak report.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::string::String;
+use std::sync::Mutex;
 use std::vec::Vec;
 
 use super::glue::require_at_most;
@@ -19,6 +20,32 @@ use crate::{
     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND,
     STATUS_NOT_SUPPORTED, STATUS_SUCCESS, UNICODE_STRING, WSK_CLIENT, pool_tag,
 };
+
+/// The booted kernel's `Config::hosts`: names resolved here, before the host's resolver.
+static HOSTS: Mutex<Vec<(String, Vec<IpAddr>)>> = Mutex::new(Vec::new());
+
+/// Installs the hosts table of the kernel being booted (the provider is one per process).
+pub(crate) fn set_hosts(hosts: &[(String, Vec<IpAddr>)]) {
+    *HOSTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = hosts.to_vec();
+}
+
+/// `node`'s addresses from the hosts table, with `port`, if it is there.
+fn from_hosts(node: &str, port: u16) -> Option<Vec<SocketAddr>> {
+    let hosts = HOSTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    hosts
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(node))
+        .map(|(_, addresses)| {
+            addresses
+                .iter()
+                .map(|&ip| SocketAddr::new(ip, port))
+                .collect()
+        })
+}
 
 /// Pool tag of address-info entries (`WskA`).
 const ADDRINFO_TAG: u32 = pool_tag(*b"WskA");
@@ -162,9 +189,13 @@ fn resolve(
     if hints.flags & AI_NUMERICHOST != 0 && node.parse::<std::net::IpAddr>().is_err() {
         return Err(STATUS_NOT_FOUND);
     }
-    let addrs = (node.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|_| STATUS_NOT_FOUND)?;
+    let addrs = match from_hosts(&node, port) {
+        Some(addrs) => addrs,
+        None => (node.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|_| STATUS_NOT_FOUND)?
+            .collect(),
+    };
     let mut out: Vec<SocketAddr> = Vec::new();
     for a in addrs {
         let keep = match family {
