@@ -22,7 +22,8 @@ pub type MdlRelease = unsafe fn(chain: NonNull<MDL>, context: *mut c_void);
 ///
 /// Operations ([`TcpStream::send_mdl`](crate::TcpStream::send_mdl),
 /// [`TcpStream::recv_mdl`](crate::TcpStream::recv_mdl),
-/// [`UdpSocket::send_to_mdl`](crate::UdpSocket::send_to_mdl)) take it by value and hand it
+/// [`UdpSocket::send_to_mdl`](crate::UdpSocket::send_to_mdl),
+/// [`UdpSocket::recv_from_mdl`](crate::UdpSocket::recv_from_mdl)) take it by value and hand it
 /// back with the result; WSK reads or writes the caller's pages directly, without a copy into
 /// an [`IoBuf`](crate::IoBuf). The range used is `[offset, offset + len)` of the chain's bytes
 /// (the chain is the MDLs' `ByteCount`s end to end, following `Next`).

@@ -1,8 +1,8 @@
 //! Several datagrams per call on a [`UdpSocket`]: [`UdpSocket::send_batch`] (one
 //! `WskSendMessages`, or one `WskSendTo` per datagram where the provider lacks it) and
 //! [`UdpSocket::recv_batch`] (the first datagram awaited, then those already queued), both on
-//! a [`DatagramBatch`]; and zero-copy sends from a caller's MDL chain
-//! ([`UdpSocket::send_to_mdl`]).
+//! a [`DatagramBatch`]; and zero-copy datagrams from and into a caller's MDL chain
+//! ([`UdpSocket::send_to_mdl`], [`UdpSocket::recv_from_mdl`]).
 //!
 //! Receive indications: with event callbacks (`WskReceiveFromEvent`), one indication hands
 //! the client a chain of `WSK_DATAGRAM_INDICATION`s, several datagrams at once. The IRP side
@@ -255,6 +255,42 @@ impl UdpSocket {
         match Op::new(self.handle.inner(), SEND, held).await {
             Ok(mut done) => {
                 let result = check(done.status, done.information, "send_to");
+                (result, take_mdl(&mut done.held))
+            }
+            Err(mut refused) => (Err(refused.error), take_mdl(&mut refused.held)),
+        }
+    }
+
+    /// Receives one datagram straight into `buf`'s range of the caller's MDL chain
+    /// (`WskReceiveFrom`, no copy) and gives the chain back with the length and the sender. A
+    /// datagram longer than the range is truncated to it.
+    ///
+    /// Dropping the future cancels the receive; the chain stays held until the completion
+    /// routine has run and is then released through its [`MdlRelease`](crate::MdlRelease).
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: &wsk_net::UdpSocket, into: wsk_net::MdlBuf) -> wsk_net::Result<()> {
+    /// let (got, into) = socket.recv_from_mdl(into).await;
+    /// let (len, from) = got?;
+    /// # let _ = (len, from, into);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidState` with another receive in flight or after close; provider errors.
+    ///
+    /// # IRQL
+    /// Poll and drop at <= `DISPATCH_LEVEL`.
+    pub async fn recv_from_mdl(&self, buf: MdlBuf) -> (Result<(usize, SocketAddr)>, MdlBuf) {
+        let len = buf.len();
+        let held = Held::with_mdl(Request::ReceiveFrom, buf);
+        match Op::new(self.handle.inner(), RECV, held).await {
+            Ok(mut done) => {
+                let from = done.held.addr[1].to_socket_addr();
+                let result = check(done.status, done.information, "recv_from").and_then(|n| {
+                    from.map(|from| (n.min(len), from))
+                        .ok_or(Error::new(ErrorKind::Other, "recv_from"))
+                });
                 (result, take_mdl(&mut done.held))
             }
             Err(mut refused) => (Err(refused.error), take_mdl(&mut refused.held)),

@@ -265,3 +265,30 @@ fn a_datagram_is_sent_from_a_chain_of_three_mdls() {
         chain.free();
     });
 }
+
+#[test]
+fn a_datagram_is_received_into_a_chain_of_three_mdls() {
+    each_plan(|client, _| {
+        let chain = Chain::new(&[2, 3, 4], 0xEE);
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let from = peer.local_addr().unwrap();
+        block_on(async {
+            let socket = wsk_net::UdpSocket::bind(client, "127.0.0.1:0".parse().unwrap())
+                .await
+                .expect("bind");
+            let me = socket.local_addr().await.expect("local_addr");
+            peer.send_to(b"1234567", me).unwrap();
+            let (got, buf) = socket.recv_from_mdl(chain.buf(1, 7).unwrap()).await;
+            assert_eq!(got.expect("recv_from_mdl"), (7, from));
+            drop(buf);
+            assert_eq!(
+                chain.bytes(),
+                b"\xEE1234567\xEE",
+                "bytes [1, 8) across all three"
+            );
+            socket.close().await;
+        });
+        assert_eq!(chain.releases(), 1);
+        chain.free();
+    });
+}
