@@ -203,6 +203,32 @@ impl MdlBuf {
             Length: self.len,
         }
     }
+
+    /// The `WSK_BUF` for the range's bytes after its first `skip` (`skip < len`): the rest of
+    /// a receive a provider completed short. Its MDL is the one holding that byte.
+    pub(crate) fn wsk_buf_after(&self, skip: usize) -> WSK_BUF {
+        debug_assert!(skip < self.len);
+        let mut mdl = self.first.as_ptr();
+        let mut at = self.first_offset as usize + skip;
+        loop {
+            // SAFETY: a live MDL of the chain (the `from_raw` contract holds while we exist).
+            let count = unsafe { sys::MmGetMdlByteCount(mdl) } as usize;
+            // SAFETY: as above.
+            let next = unsafe { (*mdl).Next };
+            if at < count || next.is_null() {
+                break;
+            }
+            at -= count;
+            mdl = next;
+        }
+        WSK_BUF {
+            Mdl: mdl,
+            // Below the MDL's 32-bit byte count (the range lies in the chain, checked in
+            // `from_raw`).
+            Offset: u32::try_from(at).unwrap_or(u32::MAX),
+            Length: self.len - skip,
+        }
+    }
 }
 
 impl core::fmt::Debug for MdlBuf {

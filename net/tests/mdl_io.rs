@@ -292,3 +292,39 @@ fn a_datagram_is_received_into_a_chain_of_three_mdls() {
         chain.free();
     });
 }
+
+/// A provider that ignores `WSK_FLAG_WAITALL` (Wine 8) completes an exact receive short; the
+/// rest of the range is received by further receives, after what arrived. Under the inline
+/// plan the first receive always completes with the first part alone (it is all there is when
+/// the receive is issued), so without the continuation the receive would end `NotConnected`.
+#[test]
+fn an_exact_receive_completed_short_continues_into_the_rest_of_the_chain() {
+    let plans = common::plans()
+        .into_iter()
+        .map(|plan| wsk_host::faults::Faults {
+            ignore_waitall: true,
+            ..plan
+        })
+        .collect();
+    common::run_plans(plans, |client, _| {
+        let chain = Chain::new(&[5, 7, 11], 0);
+        block_on(async {
+            let (listener, mut peer, stream) = connected_pair(client).await;
+            peer.write_all(b"hello").unwrap();
+            let (n, buf) = {
+                let mut recv = pin!(stream.recv_mdl(chain.buf(2, 12).unwrap(), true));
+                let first = recv.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+                assert!(first.is_pending(), "7 bytes still missing");
+                peer.write_all(b" world!").unwrap();
+                recv.await
+            };
+            assert_eq!(n.expect("recv_mdl exact"), 12);
+            drop(buf);
+            assert_eq!(&chain.bytes()[2..14], b"hello world!");
+            stream.close().await;
+            listener.close().await;
+        });
+        assert_eq!(chain.releases(), 1);
+        chain.free();
+    });
+}

@@ -94,11 +94,12 @@ impl TcpStream {
     /// # Errors
     /// `InvalidState` after close or abortive disconnect, or with another receive in
     /// flight; `NotConnected` as above; `ConnectionReset`, provider errors. A provider that
-    /// ignores `WSK_FLAG_WAITALL` (Wine 8) completes short: `NotConnected` with `exact`.
+    /// ignores `WSK_FLAG_WAITALL` (Wine 8) and completes short gets further receives for the
+    /// rest of the range, so the result is the same everywhere.
     ///
     /// # IRQL
     /// Poll and drop at <= `DISPATCH_LEVEL`.
-    pub async fn recv_mdl(&self, buf: MdlBuf, exact: bool) -> (Result<usize>, MdlBuf) {
+    pub async fn recv_mdl(&self, mut buf: MdlBuf, exact: bool) -> (Result<usize>, MdlBuf) {
         let flags = if exact { sys::WSK_FLAG_WAITALL } else { 0 };
         let request = Request::Receive { flags };
         if self.handle.inner().flags().is_recv_shut() {
@@ -108,14 +109,33 @@ impl TcpStream {
             );
         }
         let len = buf.len();
-        let (result, buf) = self.transfer_mdl(RECV, request, buf).await;
-        let result = result.and_then(|n| {
-            if exact && n < len {
+        let mut got = 0;
+        loop {
+            let mut held = Held::new(request);
+            held.wsk_buf = buf.wsk_buf_after(got);
+            held.mdl = Some(buf);
+            let done = match Op::new(self.handle.inner(), RECV, held).await {
+                Ok(done) => done,
+                Err(mut refused) => return (Err(refused.error), take_mdl(&mut refused.held)),
+            };
+            let mut held = done.held;
+            buf = take_mdl(&mut held);
+            let n = match check(done.status, done.information, request.name()) {
+                Ok(n) => n.min(len - got),
+                Err(error) => return (Err(error), buf),
+            };
+            got += n;
+            if exact && n > 0 && got < len {
+                // The provider completed a WAITALL receive short (Wine ignores the flag):
+                // receive the rest into the same range, after what arrived.
+                continue;
+            }
+            let result = if exact && got < len {
                 Err(Error::new(ErrorKind::NotConnected, "recv_exact"))
             } else {
-                Ok(n.min(len))
-            }
-        });
-        (result, buf)
+                Ok(got)
+            };
+            return (result, buf);
+        }
     }
 }
