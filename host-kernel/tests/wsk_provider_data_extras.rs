@@ -294,3 +294,32 @@ fn send_messages_refuses_what_its_page_forbids() {
         client.deregister();
     });
 }
+
+/// A `WSK_BUF_LIST` whose `Next` links loop back fails the verifier (Windows would walk it
+/// forever) instead of hanging the provider.
+#[test]
+fn a_cyclic_buffer_list_fires_the_verifier() {
+    let kernel = boot(Faults::default());
+    let (client, u) = kernel.on_kernel_thread(|| {
+        let client = Client::register();
+        let u = client.socket(Kind::Datagram, false);
+        assert_eq!(u.bind(loopback(false)), STATUS_SUCCESS);
+        (client, u)
+    });
+    expect_bugcheck(&kernel, "WSK_BUF_LIST_CYCLE", || {
+        let data = Buf::from(b"loop");
+        let mut entry = WSK_BUF_LIST {
+            Next: std::ptr::null_mut(),
+            Buffer: data.wsk(),
+        };
+        entry.Next = &raw mut entry;
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let _ = send_messages(&u, &raw mut entry, 0, Some(to));
+    });
+    kernel.on_kernel_thread(|| {
+        u.close();
+        client.deregister();
+    });
+    // No leak check: a bugcheck stops the machine, and the fixtures leave the IRP of a call
+    // that bugchecked allocated (as the other verifier tests do).
+}
