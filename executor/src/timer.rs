@@ -481,6 +481,11 @@ impl<F: Future> Future for Timeout<F> {
 /// Runs `future` for at most `duration`: `Err(Elapsed)` if it has not finished by then (the
 /// future is then dropped with the `Timeout`, which cancels what it was doing).
 ///
+/// For socket I/O use `wsk_net::timeout` instead: dropping a `wsk-net` operation frees its
+/// buffer and whatever data arrived in it, while `wsk_net::timeout` cancels the operation
+/// through WSK and returns the buffer with a `TimedOut` result. This one is for everything
+/// else (a task, a wait on a channel, a computation).
+///
 /// # IRQL
 /// As [`sleep`].
 pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {

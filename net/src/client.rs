@@ -211,8 +211,12 @@ impl ClientInner {
     pub(crate) fn track(&self, socket: NonNull<SocketInner>) {
         self.with_lock(|head, open| {
             // SAFETY: the socket is live (the caller's reference) and stays so until it is
-            // untracked at close completion.
-            let link = unsafe { socket.as_ref() }.link.get();
+            // untracked at close completion. The link is taken from the socket pointer, not
+            // through a reference to the socket: the list hands it back to `containing_socket`,
+            // which needs the whole socket's provenance (Miri's aliasing check), not the
+            // link field's alone.
+            let field = unsafe { &raw const (*socket.as_ptr()).link };
+            let link = core::cell::UnsafeCell::raw_get(field);
             // SAFETY: `link` belongs to the socket, is in no list, and is only used under this
             // lock, which we hold; `head` is the initialised list head.
             unsafe { sys::InsertTailList(head, link) };

@@ -167,6 +167,15 @@ impl crate::Cancellable for RecvAppend<'_> {
             other => other,
         }
     }
+
+    fn escalate(self: Pin<&mut Self>) -> crate::Escalation<Self::Output> {
+        // The provider ignored the cancel (Wine): closing the socket completes the receive,
+        // and the buffer comes back.
+        if let Some(op) = &self.op {
+            op.close_socket();
+        }
+        crate::Escalation::KeepWaiting
+    }
 }
 
 /// The buffer a receive was given (every receive is built with one).

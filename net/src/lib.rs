@@ -72,6 +72,13 @@
 //! [`ErrorKind::InvalidState`] instead of queueing behind a live one (it only waits while an
 //! operation whose future was dropped is still being cancelled).
 //!
+//! # Closing and deadlines
+//! [`TcpStream::close`] and dropping a stream end the connection gracefully, as std and tokio
+//! do: FIN after every pending send, then the close, bounded by the stream's close limit
+//! ([`TcpStream::set_close_limit`]). A reset is the explicit [`TcpStream::abort`]. Every
+//! operation (send, receive, accept, connect, disconnect, UDP, bind, resolve) can be bounded
+//! by the one [`timeout`], which cancels it through WSK and returns its buffer.
+//!
 //! # Errors
 //! Every fallible call returns [`Error`]: an [`ErrorKind`] to act on, the `NTSTATUS` when the
 //! kernel produced one, and the operation's name. Calls on a closed socket, or on a client
@@ -119,7 +126,7 @@ pub use socket::BindOptions;
 pub use tcp::{
     Accept, Disconnect, Incoming, Recv, TcpListener, TcpReadHalf, TcpStream, TcpWriteHalf,
 };
-pub use time::Cancellable;
 #[cfg(not(loom))]
-pub use time::{WithTimeout, timeout};
+pub use time::{CANCEL_GRACE, WithTimeout, timeout};
+pub use time::{Cancellable, Escalation, Operation, TimedOutput};
 pub use udp::UdpSocket;

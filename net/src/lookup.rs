@@ -1,7 +1,9 @@
 //! Address-info hints for [`resolve_with`] (family, socket type, `AI_*` flags) and reverse
 //! lookup with `WskGetNameInfo` ([`lookup_addr`]). Both are `PASSIVE_LEVEL` calls of WSK.
 
+use core::future::Future;
 use core::net::SocketAddr;
+use core::ptr::NonNull;
 
 use wsk_sys::{self as sys, ADDRINFOEXW, NTSTATUS};
 
@@ -9,9 +11,10 @@ use crate::addr::RawAddr;
 use crate::buf::IoBuf;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, Held, Kind, Op, Request};
+use crate::raw::{CTL, Call, Held, Kind, Op, Request, SocketInner};
 use crate::resolve::Addresses;
 use crate::socket::{Handle, check};
+use crate::time::{Operation, Target};
 
 /// Which address family [`resolve_with`] returns (`ai_family` of the hints).
 ///
@@ -171,17 +174,20 @@ pub(crate) fn hints_in(buf: &mut IoBuf) -> *mut ADDRINFOEXW {
 /// name that is not numeric with `NUMERIC_HOST`; `InvalidInput` for flags the provider does
 /// not know; `Unsupported` for a socket type it does not know.
 ///
+/// Bound it with [`timeout`](crate::timeout): the lookup is cancelled through WSK.
+///
 /// # IRQL
-/// `PASSIVE_LEVEL` only.
-pub async fn resolve_with(
-    client: &WskClient,
-    host: &str,
+/// Call at <= `DISPATCH_LEVEL` (it allocates the object that lends the lookup its IRP); poll
+/// at `PASSIVE_LEVEL` only.
+pub fn resolve_with<'a>(
+    client: &'a WskClient,
+    host: &'a str,
     port: u16,
     hints: &ResolveHints,
-) -> Result<Addresses> {
+) -> Operation<'static, impl Future<Output = Result<Addresses>> + 'a> {
     // SAFETY: the handle keeps its client alive while borrowed, which covers this future.
     let inner = unsafe { client.inner().as_ref() };
-    crate::resolve::resolve_hinted(inner, host, port, Some(hints)).await
+    crate::resolve::resolve_hinted(inner, host, port, Some(*hints))
 }
 
 /// `NI_*` flags for [`lookup_addr`] (ws2def.h values), combined with `|`.
@@ -300,25 +306,49 @@ pub(crate) unsafe fn issue_name_info(call: &mut Call) -> NTSTATUS {
 /// ```
 ///
 /// # Errors
-/// `WrongIrql` when polled above `PASSIVE_LEVEL`; `InvalidState` after deregistration; `NotFound` with
-/// `NAME_REQUIRED` and no name; `InvalidInput` for flags the provider refuses; `Other` for a
-/// name longer than [`MAX_HOST_NAME`] bytes; `Unsupported` where the provider lacks
-/// `WskGetNameInfo` (Wine 8); `NoResources`.
+/// `WrongIrql` when polled above `PASSIVE_LEVEL`; `InvalidState` after deregistration;
+/// `NotFound` with `NAME_REQUIRED` and no name; `InvalidInput` for flags the provider
+/// refuses; `Other` for a name longer than [`MAX_HOST_NAME`] bytes; `Unsupported` where the
+/// provider lacks `WskGetNameInfo` (Wine 8); `NoResources`.
+///
+/// Bound it with [`timeout`](crate::timeout): the lookup is cancelled through WSK.
 ///
 /// # IRQL
-/// `PASSIVE_LEVEL` only.
-pub async fn lookup_addr(
+/// Call at <= `DISPATCH_LEVEL` (it allocates the object that lends the lookup its IRP); poll
+/// at `PASSIVE_LEVEL` only.
+pub fn lookup_addr(
     client: &WskClient,
     addr: SocketAddr,
     flags: NameInfoFlags,
-) -> Result<NameInfo> {
-    const NAME: &str = "lookup_addr";
+) -> Operation<'static, impl Future<Output = Result<NameInfo>> + '_> {
+    // SAFETY: the handle keeps its client alive while borrowed, which covers this future.
+    let inner = unsafe { client.inner().as_ref() };
+    // The operation needs an IRP: a socket object that never gets a WSK socket lends its
+    // control slot (and is freed with the handle). Made here so that a deadline can cancel
+    // the lookup through it.
+    let handle = if inner.accepting() {
+        SocketInner::new(NonNull::from(inner), Kind::Connection).map(Handle::from_inner)
+    } else {
+        Err(Error::new(ErrorKind::InvalidState, LOOKUP_ADDR))
+    };
+    let target = handle
+        .as_ref()
+        .map_or(Target::Missing, |h| Target::Owned(h.share()));
+    Operation::new(target, CTL, LOOKUP_ADDR, async move {
+        let handle = handle?;
+        name_info(&handle, addr, flags).await
+    })
+}
+
+/// The operation name errors of [`lookup_addr`] carry.
+const LOOKUP_ADDR: &str = "lookup_addr";
+
+/// The `WskGetNameInfo` of `addr` through `handle`'s control slot.
+async fn name_info(handle: &Handle, addr: SocketAddr, flags: NameInfoFlags) -> Result<NameInfo> {
+    const NAME: &str = LOOKUP_ADDR;
     if sys::KeGetCurrentIrql() != sys::PASSIVE_LEVEL {
         return Err(Error::new(ErrorKind::WrongIrql, NAME));
     }
-    // The operation needs an IRP: a socket object that never gets a WSK socket lends its
-    // control slot (and is freed with the handle).
-    let handle = Handle::new(client, Kind::Connection)?;
     let mut names = IoBuf::with_capacity((HOST_UNITS + SERVICE_UNITS) * 2)?;
     // Zeroed once: the provider writes through raw pointers, and the strings are read back
     // from the initialised storage.

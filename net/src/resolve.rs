@@ -1,6 +1,7 @@
 //! Name resolution with `WskGetAddressInfo`, which WSK allows only at `PASSIVE_LEVEL`: run it
 //! on the executor's passive lane.
 
+use core::future::Future;
 use core::net::SocketAddr;
 
 use wsk_sys::{self as sys, NTSTATUS};
@@ -12,6 +13,7 @@ use crate::client::{ClientInner, WskClient};
 use crate::error::{Error, ErrorKind, Result};
 use crate::raw::{CTL, Call, Held, Kind, Op, Request, SocketInner};
 use crate::socket::{Handle, check};
+use crate::time::{Operation, Target};
 
 /// At most this many addresses are returned by [`resolve`]; further ones are dropped. It is
 /// the capacity of [`Addresses`].
@@ -95,25 +97,61 @@ pub(crate) unsafe fn issue_resolve(call: &mut Call) -> NTSTATUS {
 /// nothing resolved; `NoResources`; provider errors (`Unsupported` when the provider lacks
 /// `WskGetAddressInfo`).
 ///
+/// Bound it with [`timeout`](crate::timeout): the lookup is cancelled through WSK.
+///
 /// # IRQL
-/// `PASSIVE_LEVEL` only.
-pub async fn resolve(client: &WskClient, host: &str, port: u16) -> Result<Addresses> {
+/// Call at <= `DISPATCH_LEVEL` (it allocates the object that lends the lookup its IRP); poll
+/// at `PASSIVE_LEVEL` only.
+pub fn resolve<'a>(
+    client: &'a WskClient,
+    host: &'a str,
+    port: u16,
+) -> Operation<'static, impl Future<Output = Result<Addresses>> + 'a> {
     // SAFETY: the handle keeps its client alive while borrowed, which covers this future.
-    resolve_on(unsafe { client.inner().as_ref() }, host, port).await
+    resolve_on(unsafe { client.inner().as_ref() }, host, port)
 }
 
 /// [`resolve`] on a client object rather than its handle (for `lookup_host`'s work on the
 /// runner's thread, which holds a use of the client, not the handle).
 ///
 /// The borrow is kept alive by a handle or a use of the client held by the caller.
-pub(crate) async fn resolve_on(client: &ClientInner, host: &str, port: u16) -> Result<Addresses> {
-    resolve_hinted(client, host, port, None).await
+pub(crate) fn resolve_on<'a>(
+    client: &'a ClientInner,
+    host: &'a str,
+    port: u16,
+) -> Operation<'static, impl Future<Output = Result<Addresses>> + 'a> {
+    resolve_hinted(client, host, port, None)
 }
 
 /// [`resolve_on`], with `hints` for `WskGetAddressInfo` when given (see
 /// [`resolve_with`](crate::resolve_with)).
-pub(crate) async fn resolve_hinted(
+pub(crate) fn resolve_hinted<'a>(
+    client: &'a ClientInner,
+    host: &'a str,
+    port: u16,
+    hints: Option<crate::lookup::ResolveHints>,
+) -> Operation<'static, impl Future<Output = Result<Addresses>> + 'a> {
+    // The operation needs an IRP: a socket object that never gets a WSK socket lends its
+    // control slot (and is freed with the handle). Made here so that a deadline can cancel
+    // the lookup through it.
+    let handle = if client.accepting() {
+        SocketInner::new(NonNull::from(client), Kind::Connection).map(Handle::from_inner)
+    } else {
+        Err(Error::new(ErrorKind::InvalidState, "resolve"))
+    };
+    let target = handle
+        .as_ref()
+        .map_or(Target::Missing, |h| Target::Owned(h.share()));
+    Operation::new(target, CTL, "resolve", async move {
+        let handle = handle?;
+        lookup(client, &handle, host, port, hints.as_ref()).await
+    })
+}
+
+/// The lookup of `host` through `handle`'s control slot.
+async fn lookup(
     client: &ClientInner,
+    handle: &Handle,
     host: &str,
     port: u16,
     hints: Option<&crate::lookup::ResolveHints>,
@@ -127,12 +165,6 @@ pub(crate) async fn resolve_hinted(
     if units == 0 || units > MAX_NAME {
         return Err(Error::new(ErrorKind::InvalidInput, "resolve"));
     }
-    // The operation needs an IRP: a socket object that never gets a WSK socket lends its
-    // control slot (and is freed with the handle).
-    if !client.accepting() {
-        return Err(Error::new(ErrorKind::InvalidState, "resolve"));
-    }
-    let handle = Handle::from_inner(SocketInner::new(NonNull::from(client), Kind::Connection)?);
     // WSK wants the node name NUL-terminated (the terminator is not counted in Length). The
     // hints, if any, come first in the same buffer.
     let hints_len = hints.map_or(0, |_| crate::lookup::HINTS_LEN);

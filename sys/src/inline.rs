@@ -438,7 +438,11 @@ pub unsafe fn init_precise_clock() {
     };
     // SAFETY: the address MmGetSystemRoutineAddress gave for "KeQueryPerformanceCounter",
     // whose signature is KeQueryPerformanceCounterFn.
-    let f = unsafe { core::mem::transmute::<usize, KeQueryPerformanceCounterFn>(routine) };
+    let f = unsafe {
+        core::mem::transmute::<*const (), KeQueryPerformanceCounterFn>(
+            core::ptr::with_exposed_provenance(routine),
+        )
+    };
     let mut frequency: LARGE_INTEGER = 0;
     // SAFETY: any IRQL; `frequency` is a writable LARGE_INTEGER.
     unsafe { f(&raw mut frequency) };
@@ -472,7 +476,11 @@ pub fn query_precise_time() -> u64 {
     {
         // SAFETY: stored by init_precise_clock from MmGetSystemRoutineAddress
         // ("KeQueryPerformanceCounter"), whose signature is KeQueryPerformanceCounterFn.
-        let f = unsafe { core::mem::transmute::<usize, KeQueryPerformanceCounterFn>(routine) };
+        let f = unsafe {
+            core::mem::transmute::<*const (), KeQueryPerformanceCounterFn>(
+                core::ptr::with_exposed_provenance(routine),
+            )
+        };
         // SAFETY: any IRQL; a null frequency pointer is allowed.
         let count = unsafe { f(core::ptr::null_mut()) };
         let units = u128::from(count.unsigned_abs()) * 10_000_000 / u128::from(frequency);
@@ -599,7 +607,7 @@ impl SystemRoutine {
     /// `PASSIVE_LEVEL` only.
     pub unsafe fn resolve(&self) -> Option<usize> {
         // SAFETY: PASSIVE_LEVEL per the caller.
-        let routine = unsafe { system_routine_address(self.name) } as usize;
+        let routine = unsafe { system_routine_address(self.name) }.expose_provenance();
         self.address.store(
             if routine == 0 { ABSENT } else { routine },
             Ordering::Release,
@@ -644,7 +652,11 @@ pub unsafe fn allocate_nonpaged(bytes: usize, tag: u32) -> PVOID {
     if let Some(routine) = EX_ALLOCATE_POOL2.address() {
         // SAFETY: the value was produced by MmGetSystemRoutineAddress("ExAllocatePool2"), whose
         // signature is ExAllocatePool2Fn.
-        let f = unsafe { core::mem::transmute::<usize, ExAllocatePool2Fn>(routine) };
+        let f = unsafe {
+            core::mem::transmute::<*const (), ExAllocatePool2Fn>(
+                core::ptr::with_exposed_provenance(routine),
+            )
+        };
         // SAFETY: documented IRQL contract of ExAllocatePool2 for nonpaged pool.
         return unsafe { f(POOL_FLAG_NON_PAGED | POOL_FLAG_UNINITIALIZED, bytes, tag) };
     }

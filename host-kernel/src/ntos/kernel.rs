@@ -32,6 +32,29 @@ use crate::{
 
 pub use super::registry::{RegValue, Registry};
 
+/// The network the WSK provider stands on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Provider {
+    /// The host's real sockets, driven by a reactor thread on `mio`: real TCP/IP, real peers
+    /// outside the kernel.
+    HostSockets,
+    /// The in-memory network: loopback TCP and UDP between the sockets of this kernel only,
+    /// with the same WSK semantics, completions and fault plans. Runs where host sockets
+    /// cannot (Miri).
+    Memory,
+}
+
+impl Default for Provider {
+    fn default() -> Self {
+        if cfg!(miri) {
+            Self::Memory
+        } else {
+            Self::HostSockets
+        }
+    }
+}
+
 /// How to build the machine.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -39,6 +62,9 @@ pub struct Config {
     pub cpus: usize,
     /// Fault plan of the WSK provider.
     pub faults: Faults,
+    /// The network the WSK provider stands on. Default: the host's sockets, the in-memory
+    /// network under Miri (which cannot run sockets).
+    pub provider: Provider,
     /// Longest a DPC routine may run before `DPC_WATCHDOG_VIOLATION` is recorded (a record,
     /// not a stop). Default: 2 s.
     pub dpc_watchdog: Duration,
@@ -75,6 +101,7 @@ impl Default for Config {
         Self {
             cpus: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             faults: Faults::default(),
+            provider: Provider::default(),
             dpc_watchdog: Duration::from_secs(2),
             late_callback_return: None,
             clock_tick: crate::clock::DEFAULT_TICK,
@@ -105,6 +132,13 @@ impl Config {
     #[must_use]
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
+        self
+    }
+
+    /// Sets the network the WSK provider stands on.
+    #[must_use]
+    pub fn with_provider(mut self, provider: Provider) -> Self {
+        self.provider = provider;
         self
     }
 
@@ -326,8 +360,8 @@ impl Kernel {
         *booted = true;
         drop(booted);
         crate::clock::set_tick(config.clock_tick);
-        crate::faults::arm(&config.faults);
         let mut machine = Machine::new(config.cpus, config.dpc_watchdog);
+        crate::faults::arm(&machine.low_resources, &config.faults);
         machine.late_callback_return = config.late_callback_return;
         machine.dpcs.configure(
             config.dpc_cumulative_watchdog,
@@ -339,7 +373,7 @@ impl Kernel {
         let mut threads = dpc::start_cpus(&machine);
         threads.push(timer::start(&machine));
         crate::wsk::resolve::set_hosts(&config.hosts);
-        crate::wsk::boot(&config.faults);
+        crate::wsk::boot(&config.faults, config.provider);
         Kernel {
             config,
             machine,
@@ -505,6 +539,18 @@ impl Kernel {
                 ),
             );
         }
+    }
+
+    /// Starts (`Some`) or stops (`None`) this kernel's low-resources simulation now, with
+    /// `seed` (as `faults::set_low_resources`, for this kernel whichever thread calls it).
+    pub fn set_low_resources(&self, plan: Option<crate::faults::LowResources>, seed: u64) {
+        self.machine.low_resources.set(plan, seed);
+    }
+
+    /// What this kernel's low-resources simulation has failed so far (all zero without one).
+    #[must_use]
+    pub fn injected_failures(&self) -> crate::faults::InjectedFailures {
+        self.machine.low_resources.injected()
     }
 
     /// How many pool blocks, IRPs and MDLs have been allocated since boot (freed or not): two

@@ -120,6 +120,9 @@ pub(crate) struct Machine {
     pub(crate) registry: Mutex<registry::Store>,
     /// How many pool blocks, IRPs and MDLs were ever allocated (for steady-state checks).
     pub(crate) allocations: AllocationCounters,
+    /// This kernel's low-resources simulation (shared with `faults` for the kernel booted
+    /// last).
+    pub(crate) low_resources: Arc<crate::faults::LowResourcesState>,
     /// Processor threads halted by a bugcheck inside a driver callback (never joined).
     pub(crate) halted: Mutex<Vec<std::thread::ThreadId>>,
     /// The threads that replaced them.
@@ -156,6 +159,7 @@ impl Machine {
             objects: Mutex::new(object::Objects::default()),
             registry: Mutex::new(registry::Store::default()),
             allocations: AllocationCounters::default(),
+            low_resources: Arc::default(),
             halted: Mutex::new(Vec::new()),
             replacements: Mutex::new(Vec::new()),
             devices: Mutex::new(device::Devices::default()),

@@ -117,9 +117,10 @@ pub(super) unsafe extern "system-unwind" fn wsk_get_address_info(
             flags: given.ai_flags,
         }
     };
+    let in_memory = matches!(p.io, super::Io::Memory(_));
     let status = hints
         .check()
-        .and_then(|()| resolve(node, service, hints))
+        .and_then(|()| resolve(node, service, hints, in_memory))
         .map_or_else(
             |status| status,
             |addrs| match build(&addrs, hints.socktype) {
@@ -171,10 +172,13 @@ impl Hints {
     }
 }
 
+/// The addresses of `node` and `service` the hints ask for; on the in-memory network
+/// (`in_memory`), without the host's resolver ([`super::memory::resolve`]).
 fn resolve(
     node: Option<String>,
     service: Option<String>,
     hints: Hints,
+    in_memory: bool,
 ) -> Result<Vec<SocketAddr>, NTSTATUS> {
     let family = hints.family;
     let port = match service {
@@ -191,6 +195,7 @@ fn resolve(
     }
     let addrs = match from_hosts(&node, port) {
         Some(addrs) => addrs,
+        None if in_memory => super::memory::resolve(&node, port).ok_or(STATUS_NOT_FOUND)?,
         None => (node.as_str(), port)
             .to_socket_addrs()
             .map_err(|_| STATUS_NOT_FOUND)?

@@ -5,11 +5,11 @@ use std::format;
 use std::sync::Arc;
 use std::vec::Vec;
 
-use super::buffers::{gather, segments};
+use super::buffers::{gather, held_memory, segments};
 use super::glue::bugcheck;
 use super::os::{self};
 use super::queue::{claim_now, submit};
-use super::{ClientOut, Host, InCall, Op, OpKind, Out, Provider, Segs, Sock, begin, sock_mut};
+use super::{ClientOut, InCall, Op, OpKind, Out, Provider, Segs, Sock, begin, sock_mut};
 use crate::faults::WskOp;
 use crate::{
     IRP, NTSTATUS, PVOID, SOCKADDR, STATUS_CONNECTION_ABORTED, STATUS_INVALID_DEVICE_STATE,
@@ -55,6 +55,10 @@ unsafe fn start_transfer(
     let segs = unsafe { segments(buffer, function) };
     // SAFETY: the client passes its socket and a live IRP.
     let started = unsafe { begin(function, socket, core::ptr::null_mut(), irp) }?;
+    // SAFETY: `segments` accepted the WSK_BUF.
+    started
+        .0
+        .hold(started.3.irp, unsafe { held_memory(buffer, &segs) });
     Ok((call, segs, started))
 }
 
@@ -91,7 +95,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_send(
             },
         );
         sock.sends.push_back(op);
-        submit(&mut st, &p.registry, id, &mut out);
+        submit(&mut st, &p.io, id, &mut out);
     }
     drop(st);
     p.finish(out, inline)
@@ -130,7 +134,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_receive(
             },
         );
         sock.recvs.push_back(op);
-        submit(&mut st, &p.registry, id, &mut out);
+        submit(&mut st, &p.io, id, &mut out);
     }
     drop(st);
     p.finish(out, inline)
@@ -160,6 +164,10 @@ pub(super) unsafe extern "system-unwind" fn wsk_disconnect(
             Ok(started) => started,
             Err(status) => return status,
         };
+    if !abortive {
+        // SAFETY: `segments` accepted the WSK_BUF.
+        p.hold(out.irp, unsafe { held_memory(buffer, &segs) });
+    }
     locked_sock!(p, st, sock, id, "WskDisconnect");
     if let Some(status) = p.inject(WskOp::Disconnect) {
         out.done(status, 0, id);
@@ -172,7 +180,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_disconnect(
             out.dones
                 .extend(claim_now(&op, STATUS_CONNECTION_ABORTED, id));
         }
-        sock.release_host(&p.registry, true);
+        sock.release_host(&p.io, true);
         sock.aborted = true;
         sock.send_shut = true;
         out.done(STATUS_SUCCESS, 0, id);
@@ -187,10 +195,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_disconnect(
                 segs,
                 total,
                 done: 0,
+                unacknowledged: p.faults.disconnect_unacknowledged,
             },
         );
         sock.sends.push_back(op);
-        submit(&mut st, &p.registry, id, &mut out);
+        submit(&mut st, &p.io, id, &mut out);
     }
     drop(st);
     p.finish(out, inline)
@@ -241,20 +250,12 @@ pub(super) unsafe fn get_address(
         };
     let result = {
         locked_sock!(p, st, sock, id, function);
-        match sock.host.fd() {
-            _ if addr.is_null() => Err(STATUS_INVALID_PARAMETER),
-            None => Err(STATUS_INVALID_DEVICE_STATE),
-            Some(_) if remote && !sock.connected => Err(STATUS_INVALID_DEVICE_STATE),
-            Some(_) if !remote && !sock.bound => Err(STATUS_INVALID_DEVICE_STATE),
-            Some(fd) => {
-                let fd = os::FdRef(fd);
-                if remote {
-                    os::peer_addr(&fd)
-                } else {
-                    os::local_addr(&fd)
-                }
-                .map_err(|e| os::status_of(&e))
-            }
+        if addr.is_null() {
+            Err(STATUS_INVALID_PARAMETER)
+        } else if !sock.host.is_open() || (remote && !sock.connected) || (!remote && !sock.bound) {
+            Err(STATUS_INVALID_DEVICE_STATE)
+        } else {
+            sock.host.address(remote)
         }
     };
     match result {
@@ -289,7 +290,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_to(
     locked_sock!(p, st, sock, id, "WskSendTo");
     if let Some(status) = p.inject(WskOp::SendTo) {
         out.done(status, 0, id);
-    } else if !matches!(sock.host, Host::Udp(_)) {
+    } else if !sock.host.is_datagram() {
         out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
     } else if let Some(to) = remote.filter(|r| os::family_matches(r, sock.v6)) {
         let op = Op::new(
@@ -300,7 +301,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_to(
             },
         );
         sock.sends.push_back(op);
-        submit(&mut st, &p.registry, id, &mut out);
+        submit(&mut st, &p.io, id, &mut out);
     } else {
         out.done(STATUS_INVALID_PARAMETER, 0, id);
     }
@@ -334,6 +335,12 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_messages(
     // the next entry or null:
     // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/ns-wsk-wsk_buf_list
     let mut datagrams = Vec::new();
+    // What the IRP holds until it completes, for the verifier's free checks: every entry's
+    // MDLs and bytes, and the entries themselves.
+    let mut held = super::super::HeldMemory {
+        mdls: super::super::Few::new(),
+        ranges: super::super::Few::new(),
+    };
     let mut entry = buffer_list.cast::<WSK_BUF_LIST>();
     while !entry.is_null() {
         if datagrams.len() == MAX_BUF_LIST {
@@ -349,6 +356,16 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_messages(
         let buffer = unsafe { &raw mut (*entry).Buffer };
         // SAFETY: as above: an initialised WSK_BUF whose MDL chain is live.
         let segs = unsafe { segments(buffer, "WskSendMessages") };
+        // SAFETY: `segments` accepted the WSK_BUF.
+        let memory = unsafe { held_memory(buffer, &segs) };
+        for &mdl in memory.mdls.as_slice() {
+            held.mdls.push(mdl);
+        }
+        for &range in memory.ranges.as_slice() {
+            held.ranges.push(range);
+        }
+        held.ranges
+            .push((entry.addr(), core::mem::size_of::<WSK_BUF_LIST>()));
         datagrams.push(gather(&segs));
         // SAFETY: as above.
         entry = unsafe { (*entry).Next };
@@ -359,6 +376,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_messages(
             Ok(started) => started,
             Err(status) => return status,
         };
+    p.hold(out.irp, held);
     // SAFETY: the client passes a valid address or null.
     let remote = unsafe { crate::read_sockaddr_by_family(remote) };
     locked_sock!(p, st, sock, id, "WskSendMessages");
@@ -369,7 +387,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_messages(
     } else if control_length != 0 {
         // Control information (CMSGHDR objects) is not carried to the host socket.
         out.done(STATUS_NOT_SUPPORTED, 0, id);
-    } else if !matches!(sock.host, Host::Udp(_)) {
+    } else if !sock.host.is_datagram() {
         out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
     } else if datagrams.is_empty() {
         out.done(STATUS_INVALID_PARAMETER, 0, id);
@@ -384,7 +402,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_messages(
             },
         );
         sock.sends.push_back(op);
-        submit(&mut st, &p.registry, id, &mut out);
+        submit(&mut st, &p.io, id, &mut out);
     } else {
         out.done(STATUS_INVALID_PARAMETER, 0, id);
     }
@@ -414,7 +432,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_receive_from(
     locked_sock!(p, st, sock, id, "WskReceiveFrom");
     if let Some(status) = p.inject(WskOp::ReceiveFrom) {
         out.done(status, 0, id);
-    } else if !matches!(sock.host, Host::Udp(_)) {
+    } else if !sock.host.is_datagram() {
         out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
     } else {
         let total = segs.iter().map(|s| s.len).sum();
@@ -429,7 +447,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_receive_from(
             },
         );
         sock.recvs.push_back(op);
-        submit(&mut st, &p.registry, id, &mut out);
+        submit(&mut st, &p.io, id, &mut out);
     }
     drop(st);
     p.finish(out, inline)
