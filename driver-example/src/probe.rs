@@ -46,7 +46,7 @@ pub async fn data_features(client: &WskClient) {
     report("address-info hints", hinted);
 
     report(
-        "UDP batching (WskSendMessages)",
+        "UDP batching (datagram sockets, WskSendMessages)",
         send_batch_to_self(client).await,
     );
 }
