@@ -204,3 +204,39 @@ fn without_send_messages_a_batch_goes_one_send_to_per_datagram() {
         });
     });
 }
+
+/// Datagrams arriving while batches are being received (a concurrent sender) are each
+/// received once, in order: the receive a batch cancels when nothing is queued either
+/// completed with a datagram (kept) or left it queued for the next batch.
+#[test]
+fn no_datagram_is_lost_or_repeated_when_batches_cancel_their_last_receive() {
+    const COUNT: u32 = 100;
+    each_plan(|client, _| {
+        block_on(async {
+            let (socket, me) = bound(client).await;
+            let sender = std::thread::spawn(move || {
+                let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                for i in 0..COUNT {
+                    peer.send_to(&i.to_le_bytes(), me).unwrap();
+                    if i % 10 == 9 {
+                        std::thread::yield_now();
+                    }
+                }
+            });
+            let mut batch = DatagramBatch::new(8, 16).unwrap();
+            let mut next = 0u32;
+            while next < COUNT {
+                let (got, back) = socket.recv_batch(batch).await;
+                batch = back;
+                got.expect("recv_batch");
+                for (datagram, _) in batch.iter() {
+                    let seen = u32::from_le_bytes(datagram.try_into().expect("4 bytes"));
+                    assert_eq!(seen, next, "in order, none lost or repeated");
+                    next += 1;
+                }
+            }
+            sender.join().unwrap();
+            socket.close().await;
+        });
+    });
+}
