@@ -305,3 +305,14 @@ impl Drop for DatagramBatch {
         unsafe { sys::ExFreePoolWithTag(self.entries.as_ptr().cast(), BATCH_TAG) };
     }
 }
+
+impl<T> crate::time::TimedOutput for (Result<T>, DatagramBatch) {
+    fn timed_out(self) -> Self {
+        (self.0.map_err(crate::mdl::timed_out_error), self.1)
+    }
+
+    /// `None`: the batch is held, so the operation must be waited for.
+    fn abandoned(_name: &'static str) -> Option<Self> {
+        None
+    }
+}

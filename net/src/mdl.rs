@@ -251,3 +251,23 @@ impl Drop for MdlBuf {
         }
     }
 }
+
+impl<T> crate::time::TimedOutput for (Result<T>, MdlBuf) {
+    fn timed_out(self) -> Self {
+        (self.0.map_err(timed_out_error), self.1)
+    }
+
+    /// `None`: the chain is held, so the operation must be waited for.
+    fn abandoned(_name: &'static str) -> Option<Self> {
+        None
+    }
+}
+
+/// `Cancelled` (a deadline cancelled the operation) as `TimedOut`, same operation name.
+pub(crate) fn timed_out_error(error: Error) -> Error {
+    if error.kind() == ErrorKind::Cancelled {
+        Error::new(ErrorKind::TimedOut, error.operation())
+    } else {
+        error
+    }
+}

@@ -24,6 +24,7 @@ use crate::mdl::MdlBuf;
 use crate::raw::{Call, Completed, Held, Op, RECV, Refused, Request, SEND};
 use crate::socket::check;
 use crate::tcp::take_mdl;
+use crate::time::{Operation, Target};
 use crate::udp::UdpSocket;
 
 /// `WskSendMessages` of `held.batch`'s datagrams (its linked `WSK_BUF_LIST`) to `held.addr[1]`
@@ -100,7 +101,16 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Poll and drop at <= `DISPATCH_LEVEL`.
-    pub async fn send_batch(
+    pub fn send_batch(
+        &self,
+        batch: DatagramBatch,
+        to: SocketAddr,
+    ) -> Operation<'_, impl Future<Output = (Result<usize>, DatagramBatch)> + '_> {
+        let target = Target::Borrowed(self.handle.inner());
+        Operation::new(target, SEND, "send_batch", self.send_batch_steps(batch, to))
+    }
+
+    async fn send_batch_steps(
         &self,
         batch: DatagramBatch,
         to: SocketAddr,
@@ -147,7 +157,8 @@ impl UdpSocket {
     /// Each further datagram is one `WskReceiveFrom`: issued, and cancelled when nothing is
     /// queued (a cancelled receive loses no datagram: it either completes with one or leaves
     /// it queued). Dropping the future cancels the receive in flight; the batch is freed once
-    /// WSK has let go of it.
+    /// WSK has let go of it. Bound it with [`timeout`](crate::timeout): with nothing
+    /// received, `TimedOut` and the batch back.
     ///
     /// ```no_run
     /// # async fn demo(socket: &wsk_net::UdpSocket) -> wsk_net::Result<()> {
@@ -167,7 +178,15 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Poll and drop at <= `DISPATCH_LEVEL`.
-    pub async fn recv_batch(&self, mut batch: DatagramBatch) -> (Result<usize>, DatagramBatch) {
+    pub fn recv_batch(
+        &self,
+        batch: DatagramBatch,
+    ) -> Operation<'_, impl Future<Output = (Result<usize>, DatagramBatch)> + '_> {
+        let target = Target::Borrowed(self.handle.inner());
+        Operation::new(target, RECV, "recv_batch", self.recv_batch_steps(batch))
+    }
+
+    async fn recv_batch_steps(&self, mut batch: DatagramBatch) -> (Result<usize>, DatagramBatch) {
         batch.clear();
         let (first, back) = self.receive_into(batch, true).await;
         batch = back;
@@ -249,7 +268,16 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Poll and drop at <= `DISPATCH_LEVEL`.
-    pub async fn send_to_mdl(&self, buf: MdlBuf, to: SocketAddr) -> (Result<usize>, MdlBuf) {
+    pub fn send_to_mdl(
+        &self,
+        buf: MdlBuf,
+        to: SocketAddr,
+    ) -> Operation<'_, impl Future<Output = (Result<usize>, MdlBuf)> + '_> {
+        let target = Target::Borrowed(self.handle.inner());
+        Operation::new(target, SEND, "send_to", self.send_to_mdl_steps(buf, to))
+    }
+
+    async fn send_to_mdl_steps(&self, buf: MdlBuf, to: SocketAddr) -> (Result<usize>, MdlBuf) {
         let mut held = Held::with_mdl(Request::SendTo, buf);
         held.addr[1] = RawAddr::from(to);
         match Op::new(self.handle.inner(), SEND, held).await {
@@ -281,7 +309,15 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Poll and drop at <= `DISPATCH_LEVEL`.
-    pub async fn recv_from_mdl(&self, buf: MdlBuf) -> (Result<(usize, SocketAddr)>, MdlBuf) {
+    pub fn recv_from_mdl(
+        &self,
+        buf: MdlBuf,
+    ) -> Operation<'_, impl Future<Output = (Result<(usize, SocketAddr)>, MdlBuf)> + '_> {
+        let target = Target::Borrowed(self.handle.inner());
+        Operation::new(target, RECV, "recv_from", self.recv_from_mdl_steps(buf))
+    }
+
+    async fn recv_from_mdl_steps(&self, buf: MdlBuf) -> (Result<(usize, SocketAddr)>, MdlBuf) {
         let len = buf.len();
         let held = Held::with_mdl(Request::ReceiveFrom, buf);
         match Op::new(self.handle.inner(), RECV, held).await {

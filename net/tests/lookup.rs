@@ -140,3 +140,25 @@ fn a_lookup_dropped_in_flight_leaves_nothing_behind() {
         assert_eq!(names.host.as_str(), "127.0.0.1");
     });
 }
+
+#[test]
+fn lookups_are_operations_a_timeout_bounds() {
+    each_plan(|client, _| {
+        block_on(async {
+            let limit = std::time::Duration::from_secs(30);
+            let numeric = NameInfoFlags::NUMERIC_HOST | NameInfoFlags::NUMERIC_SERVICE;
+            let names = wsk_net::timeout(limit, lookup_addr(client, addr("127.0.0.1:9"), numeric))
+                .await
+                .expect("lookup_addr within the limit");
+            assert_eq!(names.host.as_str(), "127.0.0.1");
+            let hints = ResolveHints {
+                family: AddressFamily::V4,
+                ..ResolveHints::default()
+            };
+            let got = wsk_net::timeout(limit, resolve_with(client, "127.0.0.1", 9, &hints))
+                .await
+                .expect("resolve_with within the limit");
+            assert_eq!(&got[..], &[addr("127.0.0.1:9")]);
+        });
+    });
+}

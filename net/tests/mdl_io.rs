@@ -328,3 +328,26 @@ fn an_exact_receive_completed_short_continues_into_the_rest_of_the_chain() {
         chain.free();
     });
 }
+
+/// `timeout` bounds a receive into a chain: with nothing arriving it ends `TimedOut` with the
+/// chain back, unreleased, and nothing written into it.
+#[test]
+fn a_chain_receive_is_bounded_by_timeout_and_gives_the_chain_back() {
+    each_plan(|client, _| {
+        let chain = Chain::new(&[4, 4], 7);
+        block_on(async {
+            let (listener, _peer, stream) = connected_pair(client).await;
+            let limit = std::time::Duration::from_millis(20);
+            let recv = stream.recv_mdl(chain.buf(0, 8).unwrap(), false);
+            let (n, buf) = wsk_net::timeout(limit, recv).await;
+            assert_eq!(n.unwrap_err().kind(), wsk_net::ErrorKind::TimedOut);
+            assert_eq!(chain.releases(), 0, "back, not released");
+            drop(buf);
+            stream.close().await;
+            listener.close().await;
+        });
+        assert_eq!(chain.bytes(), vec![7; 8]);
+        assert_eq!(chain.releases(), 1);
+        chain.free();
+    });
+}

@@ -240,3 +240,25 @@ fn no_datagram_is_lost_or_repeated_when_batches_cancel_their_last_receive() {
         });
     });
 }
+
+/// `timeout` bounds a batch receive: with nothing arriving it ends `TimedOut` with the batch
+/// back (empty), and the socket receives the next datagram normally.
+#[test]
+fn a_batch_receive_is_bounded_by_timeout_and_gives_the_batch_back() {
+    each_plan(|client, _| {
+        let (peer, _) = peer();
+        block_on(async {
+            let (socket, me) = bound(client).await;
+            let batch = DatagramBatch::new(4, 16).unwrap();
+            let limit = std::time::Duration::from_millis(20);
+            let (got, batch) = wsk_net::timeout(limit, socket.recv_batch(batch)).await;
+            assert_eq!(got.unwrap_err().kind(), ErrorKind::TimedOut);
+            assert!(batch.is_empty());
+            peer.send_to(b"late", me).unwrap();
+            let (got, batch) = socket.recv_batch(batch).await;
+            assert_eq!(got.expect("recv_batch after a timeout"), 1);
+            assert_eq!(batch.get(0), Some(&b"late"[..]));
+            socket.close().await;
+        });
+    });
+}

@@ -4,6 +4,8 @@
 //! chain comes back with the result, and a dropped future leaves it in the slot until the
 //! completion routine has run, which then releases it.
 
+use core::future::Future;
+
 use wsk_sys as sys;
 
 use super::TcpStream;
@@ -11,6 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::mdl::MdlBuf;
 use crate::raw::{Held, Op, RECV, Request, SEND};
 use crate::socket::check;
+use crate::time::{Operation, Target};
 
 /// The chain an MDL operation was given; the slot machinery hands `Held` back whole.
 pub(crate) fn take_mdl(held: &mut Held) -> MdlBuf {
@@ -43,6 +46,7 @@ impl TcpStream {
     ///
     /// Dropping the future cancels the send; the chain stays held until the completion
     /// routine has run and is then released through its [`MdlRelease`](crate::MdlRelease).
+    /// Bound it with [`timeout`](crate::timeout) to get the chain back with `TimedOut`.
     ///
     /// ```no_run
     /// # async fn demo(stream: &wsk_net::TcpStream, reply: wsk_net::MdlBuf) -> wsk_net::Result<()> {
@@ -57,7 +61,15 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll and drop at <= `DISPATCH_LEVEL`.
-    pub async fn send_mdl(&self, buf: MdlBuf) -> (Result<usize>, MdlBuf) {
+    pub fn send_mdl(
+        &self,
+        buf: MdlBuf,
+    ) -> Operation<'_, impl Future<Output = (Result<usize>, MdlBuf)> + '_> {
+        let target = Target::Borrowed(self.handle.inner());
+        Operation::new(target, SEND, "send", self.send_mdl_steps(buf))
+    }
+
+    async fn send_mdl_steps(&self, buf: MdlBuf) -> (Result<usize>, MdlBuf) {
         let request = Request::Send { flags: 0 };
         let name = request.name();
         if self.handle.inner().flags().is_send_shut() {
@@ -82,6 +94,7 @@ impl TcpStream {
     ///
     /// Dropping the future cancels the receive; the chain stays held until the completion
     /// routine has run and is then released through its [`MdlRelease`](crate::MdlRelease).
+    /// Bound it with [`timeout`](crate::timeout) to get the chain back with `TimedOut`.
     ///
     /// ```no_run
     /// # async fn demo(stream: &wsk_net::TcpStream, ioctl_out: wsk_net::MdlBuf) -> wsk_net::Result<()> {
@@ -99,7 +112,16 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll and drop at <= `DISPATCH_LEVEL`.
-    pub async fn recv_mdl(&self, mut buf: MdlBuf, exact: bool) -> (Result<usize>, MdlBuf) {
+    pub fn recv_mdl(
+        &self,
+        buf: MdlBuf,
+        exact: bool,
+    ) -> Operation<'_, impl Future<Output = (Result<usize>, MdlBuf)> + '_> {
+        let target = Target::Borrowed(self.handle.inner());
+        Operation::new(target, RECV, "recv", self.recv_mdl_steps(buf, exact))
+    }
+
+    async fn recv_mdl_steps(&self, mut buf: MdlBuf, exact: bool) -> (Result<usize>, MdlBuf) {
         let flags = if exact { sys::WSK_FLAG_WAITALL } else { 0 };
         let request = Request::Receive { flags };
         if self.handle.inner().flags().is_recv_shut() {
