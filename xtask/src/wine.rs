@@ -362,11 +362,36 @@ fn scenarios(prefix: &Prefix, log: &Path, addr: SocketAddr) -> Result<String, St
             line.trim()
         ));
     }
+    if let Some(lacks) = provider_lacks(&text)? {
+        summary.push(lacks);
+    }
     summary.push(format!(
         "unloaded with {held_count} clients connected, all closed {held_for:.1?} after \
          connecting: {report}"
     ));
     Ok(summary.join("; "))
+}
+
+/// What the driver's start-up feature probes (driver-example's `probe`) found Wine's provider
+/// lacks, as a summary line (`None` when it lacks nothing); a probe that failed for another
+/// reason than `Unsupported` is an error: Wine's gaps are reported, not failed.
+fn provider_lacks(log: &str) -> Result<Option<String>, String> {
+    const LACKS: &str = "wskecho: provider lacks ";
+    if let Some(line) = log
+        .lines()
+        .find(|l| l.contains("wskecho: feature ") && l.contains(": failed: "))
+    {
+        return Err(format!("a feature probe failed: {}", line.trim()));
+    }
+    let lacks: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.find(LACKS).map(|at| l[at + LACKS.len()..].trim()))
+        .collect();
+    if lacks.is_empty() {
+        return Ok(None);
+    }
+    println!("wine-test: Wine lacks: {}", lacks.join("; "));
+    Ok(Some(format!("Wine lacks: {}", lacks.join("; "))))
 }
 
 /// Sends `message` and reads the same bytes back.

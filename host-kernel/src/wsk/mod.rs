@@ -26,9 +26,8 @@
 //!
 //! Where it differs from Windows:
 //! - No event callbacks (`WSK_CLIENT_*_DISPATCH`, `SO_WSK_EVENT_CALLBACK`), no
-//!   `WSK_FLAG_STREAM_SOCKET`, no `WskConnectEx`/`WskSendEx`/`WskReceiveEx`/
-//!   `WskSendMessages` (null in the tables), no `WskControlClient` codes, no `WskGetNameInfo`,
-//!   no `WskIoctl`, no `WSK_FLAG_DRAIN`: these complete with `STATUS_NOT_SUPPORTED`.
+//!   `WSK_FLAG_STREAM_SOCKET`, no `WskConnectEx`/`WskSendEx`/`WskReceiveEx` (null in the
+//!   tables), no `WskControlClient` codes, no `WskIoctl`, no `WSK_FLAG_DRAIN`: these complete with `STATUS_NOT_SUPPORTED`.
 //! - Socket options: `SO_REUSEADDR`, `SO_EXCLUSIVEADDRUSE`, `SO_KEEPALIVE`, `TCP_NODELAY`,
 //!   `IPV6_V6ONLY` only. `SO_REUSEADDR` has Linux's meaning (no taking over a port another
 //!   socket listens on); `SO_EXCLUSIVEADDRUSE` is bookkeeping, Linux already refuses to share
@@ -36,6 +35,10 @@
 //! - "Sent" means written to the host socket's buffer; a graceful disconnect completes once
 //!   the FIN is queued, not when it is acknowledged.
 //! - Address-in-use is `STATUS_ADDRESS_ALREADY_EXISTS`; unknown names are `STATUS_NOT_FOUND`.
+//! - `WskGetNameInfo` is the host's `getnameinfo(3)`; `WskGetAddressInfo` honours the hints'
+//!   family, socket type and `AI_NUMERICHOST`, and accepts the other documented `AI_*` flags.
+//! - `WskSendMessages` sends the datagrams one `sendto(2)` each, in order (no control
+//!   information).
 //!
 //! Layout: this module holds the provider object, its lock-guarded state, the reactor and the
 //! boot/shutdown/leak hooks the kernel calls; `registration` the client registration calls;

@@ -425,6 +425,24 @@ fn progress_sends(sock: &mut Sock, dones: &mut Vec<Done>) {
             (OpKind::SendTo { data, to }, Host::MemoryDatagram(udp)) => {
                 datagram_send_step(|d, to| Ok(udp.send_to(d, to)), data, *to)
             }
+            (
+                OpKind::SendMessages {
+                    datagrams,
+                    next,
+                    sent,
+                    to,
+                },
+                Host::Udp(udp),
+            ) => messages_send_step(|d, to| udp.send_to(d, to), datagrams, next, sent, *to),
+            (
+                OpKind::SendMessages {
+                    datagrams,
+                    next,
+                    sent,
+                    to,
+                },
+                Host::MemoryDatagram(udp),
+            ) => messages_send_step(|d, to| Ok(udp.send_to(d, to)), datagrams, next, sent, *to),
             _ => Step::Finished(STATUS_INVALID_DEVICE_STATE, 0),
         }
     });
@@ -470,6 +488,28 @@ fn datagram_send_step(
             Err(e) => return Step::Finished(os::status_of(&e), 0),
         }
     }
+}
+
+/// One `WskSendMessages`: every datagram from `next` on, in order, or a wait for room. A
+/// failure ends the call with its status and the bytes of the datagrams sent before it.
+fn messages_send_step(
+    send_to: impl Fn(&[u8], SocketAddr) -> io::Result<usize>,
+    datagrams: &[Vec<u8>],
+    next: &mut usize,
+    sent: &mut usize,
+    to: SocketAddr,
+) -> Step {
+    while let Some(data) = datagrams.get(*next) {
+        match datagram_send_step(&send_to, data, to) {
+            Step::Finished(STATUS_SUCCESS, n) => {
+                *next += 1;
+                *sent += n;
+            }
+            Step::Finished(status, _) => return Step::Finished(status, *sent),
+            Step::Wait => return Step::Wait,
+        }
+    }
+    Step::Finished(STATUS_SUCCESS, *sent)
 }
 
 /// A pending connect: done, failed, or still in progress?
