@@ -169,7 +169,15 @@ static CURRENT: Mutex<Option<Arc<Provider>>> = Mutex::new(None);
 /// The booted kernel's provider; the verifier fails calls made with no kernel booted.
 fn provider() -> Arc<Provider> {
     let current = lock(&CURRENT).clone();
-    current.unwrap_or_else(|| bugcheck("WSK_NO_PROVIDER", String::from("no kernel is booted")))
+    current.unwrap_or_else(|| {
+        bugcheck(
+            "WSK_NO_PROVIDER",
+            String::from(
+                "no kernel is booted, or it is shutting down with the caller's driver still \
+                 loaded and registered (a driver calls WskDeregister before it goes)",
+            ),
+        )
+    })
 }
 
 impl Provider {
@@ -445,7 +453,10 @@ pub(crate) fn boot(config: &Faults, network: crate::Provider) {
             }
         }),
         Box::new(move || {
+            // Not once the provider stops: [`shutdown`] would have to join the replacement,
+            // and there is nothing left for it to do.
             if let Some(provider) = replaced.upgrade()
+                && !provider.stop.load(Ordering::Acquire)
                 && let Ok(thread) = provider.spawn_reactor()
             {
                 *lock(&provider.reactor) = Some(thread);
@@ -460,14 +471,31 @@ pub(crate) fn boot(config: &Faults, network: crate::Provider) {
 }
 
 /// Called by the kernel when it shuts down: stops the reactor, drops every host socket.
+///
+/// A driver still loaded may be calling WSK on the reactor's processor (a DPC) while this
+/// runs: once the provider is gone that call bugchecks `WSK_NO_PROVIDER` (the driver never
+/// called `WskDeregister`, which a WSK application must before it goes:
+/// <https://learn.microsoft.com/windows-hardware/drivers/ddi/wsk/nf-wsk-wskderegister>), and
+/// the bugcheck halts the reactor thread, parked for good. So the reactor is joined only once
+/// it has returned; a halted one is left parked, and the kernel's drop reports the bugcheck.
 pub(crate) fn shutdown() {
     let Some(provider) = lock(&CURRENT).take() else {
         return;
     };
     provider.stop.store(true, Ordering::Release);
     provider.io.wake();
-    if let Some(thread) = lock(&provider.reactor).take() {
-        let _ = thread.join();
+    // A reactor halted before `stop` was set may have been replaced: join or leave each.
+    loop {
+        // Taken under the lock and the lock let go at once: the replacing hook takes it.
+        let Some(thread) = lock(&provider.reactor).take() else {
+            break;
+        };
+        while !thread.is_finished() && !crate::ntos::dpc::is_halted(thread.thread().id()) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        }
     }
     let mut st = provider.lock();
     for (_, sock) in st.sockets.drain() {
