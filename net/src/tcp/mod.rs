@@ -5,6 +5,7 @@
 
 mod events;
 mod listener;
+mod mdl;
 mod split;
 mod stream;
 
@@ -12,6 +13,7 @@ pub(crate) use events::{EventCell, before_close, client_dispatch, free_cell};
 pub use events::{EventCounts, Indicated, RETAINED_MAX, RecvEvents};
 pub(crate) use listener::issue_accept;
 pub use listener::{Accept, Incoming, TcpListener};
+pub(crate) use mdl::take_mdl;
 pub(crate) use split::socket_of;
 pub use split::{TcpReadHalf, TcpWriteHalf};
 pub use stream::{Disconnect, Recv, TcpStream};
