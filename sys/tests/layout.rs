@@ -365,6 +365,35 @@ fn table() -> Vec<Item> {
             WskReceiveEx,
         }
     );
+    layout!(v, WSK_DATA_INDICATION { Next, Buffer });
+    layout!(
+        v,
+        WSK_DATAGRAM_INDICATION {
+            Next,
+            Buffer,
+            ControlInfo,
+            ControlInfoLength,
+            RemoteAddress,
+        }
+    );
+    layout!(
+        v,
+        WSK_CLIENT_CONNECTION_DISPATCH {
+            WskReceiveEvent,
+            WskDisconnectEvent,
+            WskSendBacklogEvent,
+        }
+    );
+    layout!(
+        v,
+        WSK_CLIENT_LISTEN_DISPATCH {
+            WskAcceptEvent,
+            WskInspectEvent,
+            WskAbortEvent,
+        }
+    );
+    // WSK_CLIENT_DATAGRAM_DISPATCH (one pointer) and WSK_EVENT_CALLBACK_CONTROL (a pointer
+    // and a ULONG) are in neither header set; their layouts follow from repr(C).
     layout!(v, SOCKADDR { sa_family, sa_data });
     layout!(v, IN_ADDR { s_b });
     layout!(
@@ -449,6 +478,7 @@ fn table() -> Vec<Item> {
         STATUS_PORT_UNREACHABLE,
         STATUS_REQUEST_ABORTED,
         STATUS_CONNECTION_ABORTED,
+        STATUS_DATA_NOT_ACCEPTED,
         STATUS_ADDRESS_ALREADY_ASSOCIATED,
         STATUS_INVALID_ADDRESS_WILDCARD,
         PASSIVE_LEVEL,
@@ -507,6 +537,13 @@ fn table() -> Vec<Item> {
         WSK_FLAG_RELEASE_ASAP,
         WSK_FLAG_ENTIRE_MESSAGE,
         WSK_FLAG_AT_DISPATCH_LEVEL,
+        SO_WSK_EVENT_CALLBACK,
+        WSK_EVENT_RECEIVE,
+        WSK_EVENT_DISCONNECT,
+        WSK_EVENT_SEND_BACKLOG,
+        WSK_EVENT_RECEIVE_FROM,
+        WSK_EVENT_ACCEPT,
+        WSK_EVENT_DISABLE,
         WskSetOption,
         WskGetOption,
         WskIoctl,
@@ -638,6 +675,16 @@ const OURS_ONLY: &[&str] = &[
     "POOL_FLAG_NON_PAGED",
     "POOL_FLAG_NON_PAGED_EXECUTE",
     "POOL_FLAG_PAGED",
+    // Neither header set defines the event-callback option or masks; the values are the
+    // WDK wsk.h's (WSK_SO_BASE 0x4000 + 2; RECEIVE 4, DISCONNECT 8, SEND_BACKLOG 0x10,
+    // RECEIVE_FROM 0x100, ACCEPT 0x200, DISABLE 0x80000000), not checked by a header here.
+    "SO_WSK_EVENT_CALLBACK",
+    "WSK_EVENT_RECEIVE",
+    "WSK_EVENT_DISCONNECT",
+    "WSK_EVENT_SEND_BACKLOG",
+    "WSK_EVENT_RECEIVE_FROM",
+    "WSK_EVENT_ACCEPT",
+    "WSK_EVENT_DISABLE",
 ];
 
 /// Where this test writes its generated C (under the cargo target directory).

@@ -112,6 +112,9 @@ pub(crate) struct SocketInner {
     /// The bound's timer and its DPC (initialised in `new`, in place).
     linger_timer: core::cell::UnsafeCell<core::mem::MaybeUninit<sys::KTIMER>>,
     linger_dpc: core::cell::UnsafeCell<core::mem::MaybeUninit<sys::KDPC>>,
+    /// Event-driven receive state (`crate::tcp::events`): null until the stream enables
+    /// receive events; freed with the object.
+    pub(crate) events: AtomicPtr<crate::tcp::EventCell>,
 }
 
 // SAFETY: shared state is atomics; `held` and `link` are guarded by the slot state machine and
@@ -162,6 +165,7 @@ impl SocketInner {
             linger: LingerState::new(),
             linger_timer: core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()),
             linger_dpc: core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()),
+            events: AtomicPtr::new(ptr::null_mut()),
         };
         // SAFETY: `mem` is a fresh allocation of the right size; pool memory is 16-aligned.
         unsafe { mem.as_ptr().write(value) };
@@ -236,6 +240,9 @@ impl SocketInner {
             unsafe { sys::IoFreeIrp(slot.irp) };
         }
         let client = inner.client;
+        // The provider makes no event callback after the close completed, and there is no
+        // close left to come: nobody can reach the event state.
+        crate::tcp::free_cell(inner.events.load(Ordering::Acquire));
         // SAFETY: exclusive access (last reference); drops any held buffer.
         unsafe { ptr::drop_in_place(this.as_ptr()) };
         // SAFETY: the pool block allocated in `new` with the same tag, dropped just above.
@@ -283,13 +290,13 @@ impl SocketInner {
     /// Enters a WSK call on this socket; false once a close is requested (no call may follow
     /// `WskCloseSocket`). Every `true` is paired with one [`SocketInner::leave_call`] after the
     /// WSK function returned.
-    fn enter_call(&self) -> bool {
+    pub(crate) fn enter_call(&self) -> bool {
         self.calls.enter()
     }
 
     /// Leaves a WSK call; the last one out after a close was requested issues the close.
     /// IRQL <= `DISPATCH_LEVEL`.
-    fn leave_call(&self) {
+    pub(crate) fn leave_call(&self) {
         if self.calls.leave() == CloseNow::Issue {
             self.issue_close();
         }
@@ -331,6 +338,9 @@ impl SocketInner {
     /// disconnect's finishing then issues `WskCloseSocket` ([`SocketInner::issue_final_close`]).
     /// Everything else is closed at once.
     fn issue_close(&self) {
+        // Retained receive indications go back to WSK before the close (none may be
+        // retained once it is issued).
+        crate::tcp::before_close(self);
         let flags = self.flags();
         let disconnect = match self.close_mode() {
             CloseMode::Graceful if !flags.is_send_shut() => Some(0),
