@@ -589,16 +589,16 @@ pub const NPI_WSK_INTERFACE_ID: GUID = GUID {
     Data1: 0x2227_E803,
     Data2: 0x8D8B,
     Data3: 0x11D4,
-    Data4: [0xAB, 0xAD, 0x00, 0x90, 0x27, 0x71, 0x9E, 0x89],
+    Data4: [0xAB, 0xAD, 0x00, 0x90, 0x27, 0x71, 0x9E, 0x09],
 };
 
 /// `SO_WSK_EVENT_CALLBACK` (`WSK_SO_BASE + 2`): enables or disables event callbacks on a
 /// socket (`WskSetOption`, level `SOL_SOCKET`).
 pub const SO_WSK_EVENT_CALLBACK: u32 = 0x4002;
 /// `WskReceiveEvent`.
-pub const WSK_EVENT_RECEIVE: u32 = 0x0000_0004;
+pub const WSK_EVENT_RECEIVE: u32 = 0x0000_0040;
 /// `WskDisconnectEvent`.
-pub const WSK_EVENT_DISCONNECT: u32 = 0x0000_0008;
+pub const WSK_EVENT_DISCONNECT: u32 = 0x0000_0080;
 /// `WskSendBacklogEvent`.
 pub const WSK_EVENT_SEND_BACKLOG: u32 = 0x0000_0010;
 /// `WskReceiveFromEvent`.
@@ -768,4 +768,48 @@ pub struct ADDRINFOEXW {
     pub ai_provider: *mut GUID,
     /// Next result.
     pub ai_next: *mut ADDRINFOEXW,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `NPI_WSK_INTERFACE_ID` as its 16 bytes sit in a driver image (a public dump of one):
+    /// a second spelling of the value, so a typo in either field layout or digits fails.
+    #[test]
+    fn npi_wsk_interface_id_has_the_image_bytes() {
+        let id = NPI_WSK_INTERFACE_ID;
+        let mut bytes = [0u8; 16];
+        bytes[..4].copy_from_slice(&id.Data1.to_le_bytes());
+        bytes[4..6].copy_from_slice(&id.Data2.to_le_bytes());
+        bytes[6..8].copy_from_slice(&id.Data3.to_le_bytes());
+        bytes[8..].copy_from_slice(&id.Data4);
+        assert_eq!(
+            bytes,
+            [
+                0x03, 0xE8, 0x27, 0x22, 0x8B, 0x8D, 0xD4, 0x11, 0xAB, 0xAD, 0x00, 0x90, 0x27, 0x71,
+                0x9E, 0x09
+            ]
+        );
+    }
+
+    /// The event masks are distinct single bits (a receive mask equal to another event's
+    /// would enable the wrong callback).
+    #[test]
+    fn event_masks_are_distinct_bits() {
+        let masks = [
+            WSK_EVENT_RECEIVE,
+            WSK_EVENT_DISCONNECT,
+            WSK_EVENT_SEND_BACKLOG,
+            WSK_EVENT_RECEIVE_FROM,
+            WSK_EVENT_ACCEPT,
+            WSK_EVENT_DISABLE,
+        ];
+        for (i, a) in masks.iter().enumerate() {
+            assert_eq!(a.count_ones(), 1);
+            for b in &masks[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
 }

@@ -675,9 +675,13 @@ const OURS_ONLY: &[&str] = &[
     "POOL_FLAG_NON_PAGED",
     "POOL_FLAG_NON_PAGED_EXECUTE",
     "POOL_FLAG_PAGED",
-    // Neither header set defines the event-callback option or masks; the values are the
-    // WDK wsk.h's (WSK_SO_BASE 0x4000 + 2; RECEIVE 4, DISCONNECT 8, SEND_BACKLOG 0x10,
-    // RECEIVE_FROM 0x100, ACCEPT 0x200, DISABLE 0x80000000), not checked by a header here.
+    // Neither header set defines the event-callback option or masks, nor NPI_WSK_INTERFACE_ID;
+    // the values were checked by hand on 2026-11-29 against two public copies of the WDK's
+    // wsk.h and three drivers that define the GUID themselves (one a byte dump of the binary):
+    // WSK_SO_BASE 0x4000 + 2; RECEIVE 0x40, DISCONNECT 0x80, SEND_BACKLOG 0x10, RECEIVE_FROM
+    // 0x100, ACCEPT 0x200, DISABLE 0x80000000; the GUID
+    // {2227E803-8D8B-11D4-ABAD-009027719E09}. A first version had RECEIVE 4, DISCONNECT 8 and the GUID's last byte 0x89 from
+    // memory: the host provider, which uses the same constants, could not notice.
     "SO_WSK_EVENT_CALLBACK",
     "WSK_EVENT_RECEIVE",
     "WSK_EVENT_DISCONNECT",
