@@ -234,7 +234,7 @@ impl Drop for Op<'_> {
         if slot.state.abandon() == OnAbandon::CancelIrp {
             // SAFETY: the IRP is ours and, while we are the canceller, cannot be recycled
             // during the call. IoCancelIrp is allowed at <= DISPATCH_LEVEL.
-            unsafe { sys::IoCancelIrp(slot.irp) };
+            unsafe { sys::IoCancelIrp(slot.irp()) };
         }
         if slot.state.end_cancel() == AfterCancel::Finish {
             finish(slot);
