@@ -199,13 +199,15 @@ impl Future for Op<'_> {
         // SAFETY: Op is never moved out of its pin: no field is pinned structurally (the
         // slot, not the future, holds everything WSK sees).
         let this = unsafe { self.get_unchecked_mut() };
-        if !this.in_flight
-            && let Some(poll) = this.issue(cx)
-        {
+        let issuing = !this.in_flight;
+        if issuing && let Some(poll) = this.issue(cx) {
             return poll;
         }
         let slot = this.slot();
-        slot.waker.register(cx.waker());
+        if !issuing {
+            // An issue in this poll registered this waker before its WSK call already.
+            slot.waker.register(cx.waker());
+        }
         let Some(seen) = slot.state.poll_done() else {
             return Poll::Pending;
         };
