@@ -30,7 +30,8 @@ const USAGE: &str = "usage: cargo xtask <command>
                  a debug build; ARGS go to the driver)
   setup          install what the project needs (apt packages as root, rustup components)
   build-driver   build the echo driver .sys for x86_64-pc-windows-msvc (--floor: and the
-                 callback-chain floor driver's wskfloor.sys)
+                 callback-chain floor driver's wskfloor.sys; --chat: and the chat relay's
+                 wskchat.sys)
   wine-test      build the .sys and run the Wine end-to-end test
   bench [ARGS]   executor benchmarks: callgrind instructions and criterion times for wake+poll
                  and spawn, ours vs embassy-executor vs a callback floor (ARGS go to criterion;
@@ -62,10 +63,12 @@ fn main() -> ExitCode {
         Some("build-driver") => driver::build(&root).and_then(|sys| {
             println!("{}", sys.display());
             if args.iter().any(|a| a == "--floor") {
-                floor_driver::build(&root).map(|sys| println!("{}", sys.display()))
-            } else {
-                Ok(())
+                floor_driver::build(&root).map(|sys| println!("{}", sys.display()))?;
             }
+            if args.iter().any(|a| a == "--chat") {
+                driver::build_chat(&root).map(|sys| println!("{}", sys.display()))?;
+            }
+            Ok(())
         }),
         Some("bench") => bench::run(&root, &args[1..]),
         Some("bench-echo") => bench_echo_table::run(&root, &args[1..]),
