@@ -4,9 +4,9 @@
 //! (receive, send, control, close, and the closing disconnect), so steady-state I/O allocates
 //! nothing. The first four IRPs are preallocated; the closing disconnect's is allocated when
 //! a close needs it, so an idle connection holds four IRPs, not five (a close that cannot get
-//! it closes at once, which ends the connection abortively). An operation ([`Op`]) claims a slot, parks what WSK will hold
-//! ([`Held`]: buffer, `WSK_BUF`, addresses) inside the slot, reuses the slot's IRP with our
-//! one completion routine, and calls WSK.
+//! it closes at once, which ends the connection abortively). An operation ([`Op`]) claims a
+//! slot, parks what WSK will hold ([`Held`]: buffer, `WSK_BUF`, addresses) inside the slot,
+//! reuses the slot's IRP with our one completion routine, and calls WSK.
 //!
 //! The completion routine records status and information, then either wakes the waiting
 //! future or, when the future was dropped, finishes the operation itself: frees the held
