@@ -5,7 +5,8 @@
 //! is not clean, or when the verifier recorded a bugcheck. `WSK_FAULTS`/`WSK_SEED` choose a
 //! fault plan, as for the tests.
 //!
-//! `cargo run -p wsk-chat-example -- [--port N] [--bind ADDR] [--idle-seconds S]`; then
+//! `cargo run -p wsk-chat-example -- [--port N] [--bind ADDR] [--idle-seconds S]
+//! [--runner dpc|passive]`; then
 //! `nc localhost N` in two terminals.
 //!
 //! On Windows targets this file builds an empty program: the driver is the `.sys`.
@@ -18,16 +19,18 @@ mod host {
     use wsk_host::program::StopSignals;
     use wsk_host::{Config, Kernel, RegValue, Registry};
 
-    const USAGE: &str = "usage: wsk-chat-example [--port N] [--bind ADDR] [--idle-seconds S]
+    const USAGE: &str = "usage: wsk-chat-example [--port N] [--bind ADDR] [--idle-seconds S] \
+                         [--runner dpc|passive]
   Relays each line a client sends to every other client, on the host kernel, until Ctrl-C;
   then unloads the driver and prints the leak report. Defaults: port 7008 on 127.0.0.1,
-  300 s idle timeout. WSK_FAULTS and WSK_SEED choose a fault plan.";
+  300 s idle timeout, the DPC runner. WSK_FAULTS and WSK_SEED choose a fault plan.";
 
     /// The registry values the flags set: `(--flag, value name, is a number)`.
-    const FLAGS: [(&str, &str, bool); 3] = [
+    const FLAGS: [(&str, &str, bool); 4] = [
         ("--port", "Port", true),
         ("--bind", "BindAddress", false),
         ("--idle-seconds", "IdleSeconds", true),
+        ("--runner", "Runner", false),
     ];
 
     /// The driver's `Parameters` from the command line; the driver checks the values (a bad

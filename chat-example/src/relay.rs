@@ -16,7 +16,8 @@
 //!
 //! Settings (the service's `Parameters` registry key): `Port` (`REG_DWORD`, default
 //! [`DEFAULT_PORT`]), `BindAddress` (`REG_SZ`, default `127.0.0.1`), `IdleSeconds`
-//! (`REG_DWORD` >= 1, default 300).
+//! (`REG_DWORD` >= 1, default 300), `Runner` (`REG_SZ` `dpc` or `passive`, any case, default
+//! `dpc`; see [`parse_runner`]).
 #![forbid(unsafe_code)]
 
 use core::future::{Future, poll_fn};
@@ -28,6 +29,8 @@ use core::time::Duration;
 use wsk::driver::{Entry, Failure};
 use wsk::executor::sync::{Channel, Notify, RecvFuture, SpinMutex};
 use wsk::net::io::BufReader;
+use wsk::settings::Error;
+use wsk::settings::ErrorKind::Invalid;
 use wsk::{
     Budget, ErrorKind, IoBuf, Runner, RunnerKind, Service, TaskPool, TcpListener, TcpStream,
 };
@@ -77,9 +80,22 @@ struct Line {
     bytes: [u8; MAX_LINE],
 }
 
+/// Parses a `Runner` value: `dpc` (tasks run in a DPC, the default) or `passive` (tasks run
+/// on a system thread at `PASSIVE_LEVEL`, which Wine can run: it has no DPCs), in any case.
+#[must_use]
+pub fn parse_runner(name: &str) -> Option<RunnerKind> {
+    if name.eq_ignore_ascii_case("dpc") {
+        Some(RunnerKind::Dpc)
+    } else if name.eq_ignore_ascii_case("passive") {
+        Some(RunnerKind::Passive)
+    } else {
+        None
+    }
+}
+
 /// Starts the relay (in `DriverEntry`): reads the settings, registers with WSK, binds the
-/// listener (so a port in use fails the load), starts the runner and the accept loop, and logs
-/// `wskchat: listening on <addr>`.
+/// listener (so a port in use fails the load), starts the runner of the kind `Runner` names
+/// and the accept loop, and logs `wskchat: listening on <addr> with the <kind> runner`.
 ///
 /// # Errors
 /// The setting, registration, bind, runner start or spawn that failed; `wsk::driver_entry!`
@@ -93,12 +109,20 @@ pub fn start(entry: &Entry<'_>) -> Result<(), Failure> {
     let ip: Option<IpAddr> = settings.parsed("BindAddress", "an IP address")?;
     let idle = settings.dword_in("IdleSeconds", 1..=u32::MAX)?;
     let idle = idle.map_or(DEFAULT_IDLE, |seconds| Duration::from_secs(seconds.into()));
+    let mut text = [0u8; 16];
+    let runner = match settings.string("Runner", &mut text)? {
+        None => RunnerKind::Dpc,
+        Some(name) => parse_runner(name).ok_or(Error::new("Runner", Invalid("dpc or passive")))?,
+    };
     let addr = SocketAddr::new(ip.unwrap_or(Ipv4Addr::LOCALHOST.into()), port);
     let client = SERVICE.start(entry.driver())?;
     let listener = wsk::executor::block_on(TcpListener::bind(client, addr))?;
-    RUNNER.start(RunnerKind::Dpc)?;
+    RUNNER.start(runner)?;
     let _detached = RUNNER.spawn(&TASKS, accept_loop(listener, idle))?;
-    kprint!(Info, "wskchat: listening on {addr}\n");
+    kprint!(
+        Info,
+        "wskchat: listening on {addr} with the {runner:?} runner\n"
+    );
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The host program as a user runs it (`cargo run -p wsk-chat-example -- --port N`): it
 //! relays lines between clients, and Ctrl-C (SIGINT) unloads the driver with the clients still
-//! connected, prints a clean leak report and exits 0. A flag it does not know exits 2 with the
-//! usage.
+//! connected, prints a clean leak report and exits 0, on either runner (`--runner`). A flag it
+//! does not know exits 2 with the usage; a runner it does not know fails the load.
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -46,10 +46,35 @@ fn line(reader: &mut impl BufRead) -> String {
 
 #[test]
 fn the_host_program_relays_and_unloads_cleanly_on_ctrl_c() {
+    relays_and_unloads_cleanly_on_ctrl_c(&[], "Dpc");
+}
+
+#[test]
+fn the_host_program_runs_the_relay_on_the_passive_runner_with_runner_passive() {
+    relays_and_unloads_cleanly_on_ctrl_c(&["--runner", "passive"], "Passive");
+}
+
+#[test]
+fn an_unknown_runner_fails_the_load_naming_the_setting() {
+    let output = program(&["--port", "0", "--runner", "thread"])
+        .output()
+        .expect("run the host program");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("wskchat: not started: ") && stderr.contains("Runner"),
+        "{stderr}"
+    );
+}
+
+/// Runs the host program with `extra` flags, checks it says it runs the `runner` kind, relays
+/// a line, and unloads cleanly on Ctrl-C with both clients connected.
+fn relays_and_unloads_cleanly_on_ctrl_c(extra: &[&str], runner: &str) {
     let port = free_loopback_port().expect("a free port");
-    let mut child = program(&["--", "--port", &port.to_string(), "--idle-seconds", "60"])
-        .spawn()
-        .expect("start the host program");
+    let port_text = port.to_string();
+    let mut args = vec!["--", "--port", &port_text, "--idle-seconds", "60"];
+    args.extend_from_slice(extra);
+    let mut child = program(&args).spawn().expect("start the host program");
     let mut log = BufReader::new(child.stderr.take().expect("stderr"));
     let mut seen = String::new();
     while !seen.contains("serving; Ctrl-C unloads the driver") {
@@ -61,7 +86,9 @@ fn the_host_program_relays_and_unloads_cleanly_on_ctrl_c() {
         seen.push_str(&next);
     }
     assert!(
-        seen.contains(&format!("wskchat: listening on 127.0.0.1:{port}")),
+        seen.contains(&format!(
+            "wskchat: listening on 127.0.0.1:{port} with the {runner} runner"
+        )),
         "{seen}"
     );
 

@@ -47,10 +47,22 @@ impl Drop for Loaded<'_> {
 /// Loads the relay on a free loopback port with `idle_seconds` (or its default), waits until
 /// it listens, and returns it with its address.
 fn load(kernel: &Kernel, idle_seconds: Option<u32>) -> (Loaded<'_>, SocketAddr) {
+    load_on(kernel, idle_seconds, None)
+}
+
+/// [`load`] with the `Runner` setting `runner` (none: the default, DPC).
+fn load_on<'k>(
+    kernel: &'k Kernel,
+    idle_seconds: Option<u32>,
+    runner: Option<&str>,
+) -> (Loaded<'k>, SocketAddr) {
     let port = free_loopback_port().expect("a free port");
     let mut registry = Registry::new().with("Parameters", "Port", RegValue::Dword(port.into()));
     if let Some(seconds) = idle_seconds {
         registry = registry.with("Parameters", "IdleSeconds", RegValue::Dword(seconds));
+    }
+    if let Some(runner) = runner {
+        registry = registry.with("Parameters", "Runner", RegValue::Sz(runner.into()));
     }
     let listening_before = kernel.debug_log().matches("wskchat: listening on").count();
     let driver = kernel
@@ -198,6 +210,39 @@ fn lines_go_to_every_other_client_byte_exact_and_never_back_to_the_sender() {
         clients[1].send(b"last\n");
         for to in [0, 2] {
             assert_eq!(clients[to].line(), b"last\n", "client {to}");
+        }
+        unload(driver);
+        for (index, client) in clients.iter_mut().enumerate() {
+            let unread = client
+                .until_closed(BOUND)
+                .unwrap_or_else(|e| panic!("client {index}: {e}"));
+            assert_eq!(unread, 0, "client {index} had lines it should not have had");
+        }
+    });
+}
+
+#[test]
+fn the_runner_setting_picks_the_runner_and_the_passive_one_relays_too() {
+    let _turn = one_driver_at_a_time();
+    each_plan(|kernel| {
+        let (driver, _addr) = load(kernel, None);
+        unload(driver);
+        assert!(
+            kernel.debug_log().contains("with the Dpc runner"),
+            "the default runner is the DPC one:\n{}",
+            kernel.debug_log()
+        );
+        // Any case, as the echo driver's `Runner`.
+        let (driver, addr) = load_on(kernel, None, Some("PASSIVE"));
+        assert!(
+            kernel.debug_log().contains("with the Passive runner"),
+            "{}",
+            kernel.debug_log()
+        );
+        let mut clients = seated_clients(addr, 3);
+        clients[2].send(b"on a system thread\r\n");
+        for to in [0, 1] {
+            assert_eq!(clients[to].line(), b"on a system thread\r\n", "client {to}");
         }
         unload(driver);
         for (index, client) in clients.iter_mut().enumerate() {
@@ -399,6 +444,8 @@ fn a_bad_setting_fails_the_load_naming_it_and_a_good_one_loads() {
         ("IdleSeconds", RegValue::Dword(0)),
         ("Port", RegValue::Dword(70_000)),
         ("BindAddress", RegValue::Sz("not an address".into())),
+        ("Runner", RegValue::Sz("thread".into())),
+        ("Runner", RegValue::Dword(1)),
     ] {
         // A service of its own per case: the registry keeps each service's values.
         let registry = Registry::new().with("Parameters", name, value);

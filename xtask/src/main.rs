@@ -18,6 +18,7 @@ mod setup;
 mod soak;
 mod suite;
 mod wine;
+mod wine_chat;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,7 +33,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   build-driver   build the echo driver .sys for x86_64-pc-windows-msvc (--floor: and the
                  callback-chain floor driver's wskfloor.sys; --chat: and the chat relay's
                  wskchat.sys)
-  wine-test      build the .sys and run the Wine end-to-end test
+  wine-test      build the .sys and run the Wine end-to-end test, then the chat relay's
+                 (wskchat.sys: relay, idle timeout, unload with clients; --chat-only: that one)
   bench [ARGS]   executor benchmarks: callgrind instructions and criterion times for wake+poll
                  and spawn, ours vs embassy-executor vs a callback floor (ARGS go to criterion;
                  --callgrind-only, --criterion-only, --rounds N); bench --echo: instructions
@@ -74,7 +76,15 @@ fn main() -> ExitCode {
         Some("bench-echo") => bench_echo_table::run(&root, &args[1..]),
         Some("bench-idle") => bench_idle::run(&root, &args[1..]),
         Some("soak") => soak::run(&root, &args[1..]),
-        Some("wine-test") => driver::build(&root).and_then(|sys| wine::test(&root, &sys)),
+        Some("wine-test") => {
+            let echo = if args.iter().any(|a| a == "--chat-only") {
+                Ok(())
+            } else {
+                driver::build(&root).and_then(|sys| wine::test(&root, &sys))
+            };
+            echo.and_then(|()| driver::build_chat(&root))
+                .and_then(|sys| wine_chat::test(&root, &sys))
+        }
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -66,8 +66,13 @@ pub(crate) enum Request {
     SendTo,
     /// `WskReceiveFrom` into `wsk_buf`, the sender into `addr[1]`.
     ReceiveFrom,
+    /// `WskSendMessages` of `batch`'s datagrams to `addr[1]`.
+    SendMessages,
     /// `WskGetAddressInfo` for the node name `names[0]`, the list into `addrinfo`.
     Resolve,
+    /// `WskGetNameInfo` for `addr[0]` into the strings `names[0]` (host) and `names[1]`
+    /// (service), with the `NI_*` flags in `value`.
+    NameInfo,
     /// `WskCloseSocket`.
     Close,
 }
@@ -93,7 +98,9 @@ impl Request {
             Self::Disconnect { .. } => "disconnect",
             Self::SendTo => "send_to",
             Self::ReceiveFrom => "recv_from",
+            Self::SendMessages => "send_batch",
             Self::Resolve => "resolve",
+            Self::NameInfo => "lookup_addr",
             Self::Close => "close",
         }
     }
@@ -153,7 +160,11 @@ impl Request {
             // SAFETY: as above.
             Self::ReceiveFrom => unsafe { crate::udp::issue_receive_from(call) },
             // SAFETY: as above.
+            Self::SendMessages => unsafe { crate::udp_batch::issue_send_messages(call) },
+            // SAFETY: as above.
             Self::Resolve => unsafe { crate::resolve::issue_resolve(call) },
+            // SAFETY: as above.
+            Self::NameInfo => unsafe { crate::lookup::issue_name_info(call) },
             // SAFETY: as above.
             Self::Close => unsafe { super::slot::issue_close(call) },
         }

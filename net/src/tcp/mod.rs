@@ -4,11 +4,13 @@
 //! All build on the socket handle of `crate::socket` and the operations of `crate::raw`.
 
 mod listener;
+mod mdl;
 mod split;
 mod stream;
 
 pub(crate) use listener::issue_accept;
 pub use listener::{Accept, Incoming, TcpListener};
+pub(crate) use mdl::take_mdl;
 pub(crate) use split::socket_of;
 pub use split::{TcpReadHalf, TcpWriteHalf};
 pub use stream::{Disconnect, Recv, TcpStream};
