@@ -271,10 +271,15 @@ unsafe extern "system" fn unload_safe_completion(
 /// Drops one reference on a device object, releasing it if it was deleted.
 fn dereference(machine: &Machine, address: usize) {
     let mut devices = lock(&machine.devices);
-    if let Some(device) = devices.live.get_mut(&address) {
+    // One lookup on every completion: released here if deleted and now unreferenced, as
+    // `release_if_done` would after a second lookup.
+    let released = devices.live.get_mut(&address).is_some_and(|device| {
         device.refs = device.refs.saturating_sub(1);
+        device.deleted && device.refs == 0
+    });
+    if released {
+        devices.live.remove(&address);
     }
-    release_if_done(&mut devices, address);
     drop(devices);
     machine.devices_changed.notify_all();
 }
