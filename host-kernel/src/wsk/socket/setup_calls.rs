@@ -115,8 +115,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_close_socket(
     };
     // "PFN_WSK_CLOSE_SOCKET callback function (wsk.h)": close cancels and completes every
     // pending IRP of the socket: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_close_socket
-    if !sock.ev.retained.is_empty() {
-        let retained = sock.ev.retained.len();
+    if sock.ev.retained_count() != 0 {
+        let retained = sock.ev.retained_count();
         sock.ev.forget();
         st.sockets.insert(id, sock);
         drop(st);
@@ -127,7 +127,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_close_socket(
             "WSK_RETAINED_INDICATION_LEAKED",
             format!(
                 "WskCloseSocket on socket {id} with {retained} data indication(s) retained \
-                 (STATUS_PENDING from WskReceiveEvent) and never released with WskRelease"
+                 (STATUS_PENDING from WskReceiveEvent or WskReceiveFromEvent) and never released with WskRelease"
             ),
         );
     }
