@@ -248,11 +248,13 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
             receive_from(context, WSK_FLAG_AT_DISPATCH_LEVEL, list)
         });
         let mut st = p.lock();
+        // Released from inside the callback, then closed: no leak.
+        let released_before_close = super::events::take_released_at_close(&mut st, id);
         let Some(sock) = super::events::after_callback(p, &mut st, id) else {
             drop(st);
             // SAFETY: the socket is gone; the list is the provider's to free.
             unsafe { free_list(head) };
-            if status == STATUS_PENDING {
+            if status == STATUS_PENDING && !released_before_close {
                 bugcheck(
                     "WSK_RETAINED_INDICATION_LEAKED",
                     format!(

@@ -190,6 +190,11 @@ impl EventState {
         core::mem::take(&mut self.in_flight_released)
     }
 
+    /// The client released the indication in flight (from inside its callback).
+    pub(super) fn in_flight_released(&self) -> bool {
+        self.in_flight_released
+    }
+
     /// `WskRelease` of the list in flight (from inside its own callback): true when `ptr` is
     /// that list and was not released yet; it is freed once the callback returns.
     pub(super) fn release_in_flight(&mut self, ptr: usize) -> bool {
@@ -367,6 +372,18 @@ fn client_of(sock: &Sock) -> (&'static WSK_CLIENT_CONNECTION_DISPATCH, PVOID) {
     (table, context)
 }
 
+/// Whether socket `id` was closed while its indication's callback ran, after the client had
+/// released that indication (from inside the callback): its `STATUS_PENDING` is then no leak.
+pub(super) fn take_released_at_close(st: &mut super::State, id: u64) -> bool {
+    match st.released_in_flight.iter().position(|r| *r == id) {
+        Some(i) => {
+            st.released_in_flight.swap_remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
 /// After a callback of socket `id` returned: the socket state again, or `None` when the
 /// client closed it meanwhile (its held close IRP then completes now).
 pub(super) fn after_callback<'a>(
@@ -434,13 +451,14 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
             )
         });
         let mut st = p.lock();
+        let released_before_close = take_released_at_close(&mut st, id);
         let Some(sock) = after_callback(p, &mut st, id) else {
             drop(st);
             // Only the reactor frees an in-flight chain; a close meanwhile left it to us. A
             // chain retained by a client that closed the socket can never be released.
             // SAFETY: the socket is gone; the chain is the provider's to free.
             unsafe { Block::free(ptr) };
-            if status == STATUS_PENDING {
+            if status == STATUS_PENDING && !released_before_close {
                 bugcheck(
                     "WSK_RETAINED_INDICATION_LEAKED",
                     format!(

@@ -151,6 +151,9 @@ pub(super) unsafe extern "system-unwind" fn wsk_close_socket(
         // SAFETY: the close IRP is the call's own, entered and not completed.
         unsafe { super::glue::mark_pending(out.irp.as_ptr()) };
         out.marked = true;
+        if sock.ev.in_flight_released() {
+            st.released_in_flight.push(id);
+        }
         st.held_closes.insert(id, close);
     } else {
         out.dones.push(close);
