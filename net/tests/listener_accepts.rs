@@ -103,6 +103,9 @@ fn several_accepts_in_flight_on_one_listener_each_get_a_connection() {
     });
 }
 
+/// Connections in the burst `incoming_with_depth` serves.
+const BURST: u8 = 12;
+
 #[test]
 fn incoming_with_depth_serves_a_burst_and_cancels_its_posted_accepts_when_dropped() {
     each_plan(|client, _| {
@@ -111,7 +114,6 @@ fn incoming_with_depth_serves_a_burst_and_cancels_its_posted_accepts_when_droppe
                 .await
                 .expect("bind");
             let addr = listener.local_addr().await.expect("local_addr");
-            const BURST: u8 = 12;
             let peer = clients(addr, BURST);
             let mut served = Vec::new();
             {

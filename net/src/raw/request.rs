@@ -45,6 +45,9 @@ pub(crate) enum Request {
     Accept,
     /// `WskConnect` to `addr[1]`.
     Connect,
+    /// `WskSocketConnect`: a TCP socket bound to `addr[0]` and connected to `addr[1]`; the new
+    /// socket goes to `adopt`.
+    SocketConnect,
     /// `WskSend` of `wsk_buf`.
     Send {
         /// `WSK_FLAG_NODELAY` or 0.
@@ -83,7 +86,7 @@ impl Request {
             Self::PeerAddress => "peer_addr",
             Self::SetOption { name, .. } => name,
             Self::Accept => "accept",
-            Self::Connect => "connect",
+            Self::Connect | Self::SocketConnect => "connect",
             Self::Send { .. } => "send",
             Self::Receive { flags } if flags & sys::WSK_FLAG_WAITALL != 0 => "recv_exact",
             Self::Receive { .. } => "recv",
@@ -112,7 +115,8 @@ impl Request {
     /// # Safety
     /// `call` comes from `slot::start`: a prepared IRP, the held resources at their in-slot
     /// address with what this request reads filled in, and an open provider socket of the kind
-    /// the request needs (null only for `Socket` and `Resolve`, which are client-level).
+    /// the request needs (null only for `Socket`, `SocketConnect` and `Resolve`, which are
+    /// client-level).
     pub(super) unsafe fn issue(self, call: &mut Call) -> NTSTATUS {
         match self {
             Self::Empty => {
@@ -140,6 +144,8 @@ impl Request {
             Self::Accept => unsafe { crate::tcp::issue_accept(call) },
             // SAFETY: as above.
             Self::Connect => unsafe { crate::tcp::issue_connect(call) },
+            // SAFETY: as above.
+            Self::SocketConnect => unsafe { crate::tcp::issue_socket_connect(call) },
             // SAFETY: as above.
             Self::Send { flags } => unsafe { crate::tcp::issue_send(call, flags) },
             // SAFETY: as above.

@@ -3,10 +3,12 @@
 //! [`Disconnect`] in `stream`; its halves [`TcpReadHalf`] and [`TcpWriteHalf`] in `split`.
 //! All build on the socket handle of `crate::socket` and the operations of `crate::raw`.
 
+mod connect;
 mod listener;
 mod split;
 mod stream;
 
+pub(crate) use connect::issue_socket_connect;
 pub(crate) use listener::issue_accept;
 pub use listener::{Accept, Incoming, TcpListener};
 pub(crate) use split::socket_of;

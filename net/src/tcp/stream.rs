@@ -9,11 +9,11 @@ use core::task::{Context, Poll};
 
 use wsk_sys::{self as sys, NTSTATUS, WSK_PROVIDER_CONNECTION_DISPATCH};
 
-use crate::addr::{RawAddr, family_of, wildcard_like};
+use crate::addr::wildcard_like;
 use crate::buf::IoBuf;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, Held, Kind, Op, RECV, Request, SEND};
+use crate::raw::{CTL, Call, Held, Op, RECV, Request, SEND};
 use crate::socket::{self, BindOptions, Handle, check};
 
 /// How [`TcpStream::disconnect`] ends the connection. See the example there.
@@ -121,8 +121,9 @@ pub(crate) unsafe fn issue_disconnect(call: &mut Call, flags: u32, final_data: b
 }
 
 impl TcpStream {
-    /// Connects to `addr`: creates a connection socket, binds it to the wildcard address of
-    /// the same family, then connects.
+    /// Connects to `addr` from the wildcard address of the same family (any local address,
+    /// a port WSK picks): one `WskSocketConnect` where the provider has it, else
+    /// `WskSocket`, `WskBind` and `WskConnect` ([`TcpStream::connect_from`]).
     ///
     /// It has no deadline of its own (the transport gives up eventually, with `TimedOut`).
     /// To bound it, wrap it in `wsk_executor::timeout`: dropping the future on expiry cancels
@@ -181,15 +182,7 @@ impl TcpStream {
         addr: SocketAddr,
         options: &BindOptions,
     ) -> Result<Self> {
-        let handle = Handle::new(client, Kind::Connection)?;
-        socket::create(&handle, family_of(&addr)).await?;
-        socket::apply_bind_options(&handle, options, addr.is_ipv6()).await?;
-        socket::bind(&handle, wildcard_like(&addr)).await?;
-        let mut held = Held::new(Request::Connect);
-        held.addr[1] = RawAddr::from(addr);
-        let done = Op::new(handle.inner(), CTL, held).await?;
-        check(done.status, done.information, "connect")?;
-        Ok(Self { handle })
+        Self::connect_from(client, wildcard_like(&addr), addr, options).await
     }
 
     /// `request` on the first `len` bytes of `buf`, on `slot`; the buffer comes back.
