@@ -85,6 +85,7 @@ mod buf;
 mod client;
 mod error;
 pub mod io;
+mod options;
 mod raw;
 mod resolve;
 mod socket;
@@ -96,6 +97,7 @@ pub use buf::IoBuf;
 pub use client::{DeregisterError, Driver, WskClient};
 pub use error::{Error, ErrorKind, Result};
 pub use io::RecvAppend;
+pub use options::ControlRequest;
 pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;
 pub use tcp::{

@@ -69,6 +69,22 @@ pub(crate) enum Request {
     SendTo,
     /// `WskReceiveFrom` into `wsk_buf`, the sender into `addr[1]`.
     ReceiveFrom,
+    /// `WskControlSocket` of any type, its input and output where `input` and `output` say
+    /// (`crate::options`).
+    Control {
+        /// `WskSetOption`, `WskGetOption` or `WskIoctl`.
+        request: sys::WSK_CONTROL_SOCKET_TYPE,
+        /// The option level (ignored for `WskIoctl`).
+        level: u32,
+        /// The option or IOCTL code.
+        code: u32,
+        /// Where the input is.
+        input: crate::options::ControlIn,
+        /// Where the output goes.
+        output: crate::options::ControlOut,
+        /// The option's name, for errors.
+        name: &'static str,
+    },
     /// `WskGetAddressInfo` for the node name `names[0]`, the list into `addrinfo`.
     Resolve,
     /// `WskCloseSocket`.
@@ -84,7 +100,7 @@ impl Request {
             Self::Bind { .. } => "bind",
             Self::LocalAddress { .. } => "local_addr",
             Self::PeerAddress => "peer_addr",
-            Self::SetOption { name, .. } => name,
+            Self::SetOption { name, .. } | Self::Control { name, .. } => name,
             Self::Accept => "accept",
             Self::Connect | Self::SocketConnect => "connect",
             Self::Send { .. } => "send",
@@ -107,7 +123,15 @@ impl Request {
     ///
     /// [`IoBuf`]: crate::IoBuf
     pub(crate) const fn receives_into_buf(self) -> bool {
-        matches!(self, Self::Receive { .. } | Self::ReceiveFrom)
+        matches!(
+            self,
+            Self::Receive { .. }
+                | Self::ReceiveFrom
+                | Self::Control {
+                    output: crate::options::ControlOut::Buf,
+                    ..
+                }
+        )
     }
 
     /// Makes the WSK call.
@@ -140,6 +164,17 @@ impl Request {
             Self::SetOption { level, code, .. } => unsafe {
                 crate::socket::issue_set_option(call, level, code)
             },
+            Self::Control {
+                request,
+                level,
+                code,
+                input,
+                output,
+                ..
+            } => {
+                // SAFETY: as above.
+                unsafe { crate::options::issue_control(call, request, level, code, input, output) }
+            }
             // SAFETY: as above.
             Self::Accept => unsafe { crate::tcp::issue_accept(call) },
             // SAFETY: as above.

@@ -33,7 +33,7 @@ use crate::socket::{self, BindOptions, Handle, check};
 /// # IRQL
 /// Every method: call and poll at <= `DISPATCH_LEVEL`; drop at <= `DISPATCH_LEVEL`.
 pub struct TcpListener {
-    handle: Handle,
+    pub(crate) handle: Handle,
 }
 
 impl TcpListener {

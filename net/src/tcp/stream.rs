@@ -50,7 +50,7 @@ pub enum Disconnect {
 /// # IRQL
 /// Every method: call and poll at <= `DISPATCH_LEVEL`; drop at <= `DISPATCH_LEVEL`.
 pub struct TcpStream {
-    pub(super) handle: Handle,
+    pub(crate) handle: Handle,
 }
 
 /// `WskConnect` to `held.addr[1]` ([`Request::Connect`]).

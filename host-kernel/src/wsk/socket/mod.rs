@@ -337,6 +337,12 @@ pub(super) struct Sock {
     nodelay: bool,
     /// Created with `SOCK_DGRAM`.
     datagram: bool,
+    /// A datagram socket's fixed destination (`SIO_WSK_SET_REMOTE_ADDRESS` or
+    /// `SIO_WSK_SET_SENDTO_ADDRESS`): where a `WskSendTo` without an address goes.
+    send_to_default: Option<SocketAddr>,
+    /// A datagram socket's fixed remote address (`SIO_WSK_SET_REMOTE_ADDRESS`): datagrams
+    /// from any other sender are dropped.
+    receive_filter: Option<SocketAddr>,
     /// Queued accepts, served first come first served (WSK allows several).
     accepts: VecDeque<Op>,
     connect: Option<Op>,
@@ -462,6 +468,8 @@ fn new_sock(id: u64, client: u64, kind: Kind, v6: bool, host: Host) -> Sock {
         exclusive: false,
         nodelay: false,
         datagram: kind == Kind::Datagram,
+        send_to_default: None,
+        receive_filter: None,
         accepts: VecDeque::new(),
         connect: None,
         recvs: VecDeque::new(),
@@ -579,6 +587,7 @@ macro_rules! locked_sock {
 // After `locked_sock`, so that the call modules see the macro.
 mod buffers;
 mod client_calls;
+mod options;
 mod progress;
 mod queue;
 mod setup_calls;

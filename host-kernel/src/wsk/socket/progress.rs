@@ -174,6 +174,7 @@ impl Listening<'_> {
 fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
     let host = &sock.host;
     let (eof, error, aborted) = (&mut sock.recv_eof, &mut sock.error, sock.aborted);
+    let filter = sock.receive_filter;
     serve_in_order(&mut sock.recvs, sock.id, dones, |op| {
         if aborted {
             return Step::Finished(STATUS_CONNECTION_ABORTED, 0);
@@ -200,7 +201,14 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
                     control_flags,
                 },
                 Host::Udp(udp),
-            ) => datagram_receive_step(udp, segs, *total, from, control_length, control_flags),
+            ) => datagram_receive_step(
+                udp,
+                segs,
+                *total,
+                (from, filter),
+                control_length,
+                control_flags,
+            ),
             _ => Step::Finished(STATUS_INVALID_DEVICE_STATE, 0),
         }
     });
@@ -257,18 +265,21 @@ fn stream_receive_step(
 }
 
 /// One `WskReceiveFrom`: a datagram (truncated to `total`) with its sender written to the
-/// client's `from`, and no control data.
+/// client's `from`, and no control data. With a fixed remote address (`filter`), datagrams
+/// from other senders are dropped ("only datagrams that are received from the fixed remote
+/// transport address are accepted", `SIO_WSK_SET_REMOTE_ADDRESS`).
 fn datagram_receive_step(
     udp: &UdpSocket,
     segs: &[Seg],
     total: usize,
-    from: &ClientOut<SOCKADDR>,
+    (from, filter): (&ClientOut<SOCKADDR>, Option<SocketAddr>),
     control_length: &ClientOut<u32>,
     control_flags: &ClientOut<u32>,
 ) -> Step {
     let mut data = vec![0u8; 65_536];
     loop {
         match udp.recv_from(&mut data) {
+            Ok((_, peer)) if filter.is_some_and(|only| only != peer) => {}
             Ok((n, peer)) => {
                 let n = n.min(total);
                 scatter(segs, &data[..n]);

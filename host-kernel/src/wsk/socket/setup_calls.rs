@@ -12,6 +12,7 @@ use mio::{Interest, Registry};
 
 use super::client_calls::refuse_output_size_with_irp;
 use super::glue::{bugcheck, require_at_most};
+use super::options;
 use super::os::{self, linux};
 use super::queue::{claim_now, submit};
 use super::{
@@ -152,6 +153,21 @@ pub(super) unsafe extern "system-unwind" fn wsk_control_socket(
     // does with the pointer (write through it when the IRP completes, perhaps after the
     // caller's variable is gone) is undefined.
     refuse_output_size_with_irp("WskControlSocket", irp, out_returned);
+    if irp.is_null() && options::requires_irp(request, level, code) {
+        bugcheck(
+            "WSK_CONTROL_SOCKET_WITHOUT_IRP",
+            format!(
+                "WskControlSocket (type {request}, level {level:#x}, code {code:#x}) without an \
+                 IRP: its page says the application must specify a pointer to an IRP"
+            ),
+        );
+    }
+    let input_bytes: &[u8] = if in_buf.is_null() {
+        &[]
+    } else {
+        // SAFETY: the client passes `in_size` readable bytes, untouched during the call.
+        unsafe { core::slice::from_raw_parts(in_buf.cast::<u8>(), in_size) }
+    };
     let input = if in_size >= 4 && !in_buf.is_null() {
         // SAFETY: the client passes `in_size` readable bytes.
         Some(unsafe { in_buf.cast::<u32>().read_unaligned() })
@@ -165,7 +181,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_control_socket(
         let id = unsafe { handle_id(socket, "WskControlSocket") };
         let p = provider();
         locked_sock!(p, st, sock, id, "WskControlSocket");
-        control(sock, request, level, code, input, out_size)
+        options::control(sock, request, level, code, input_bytes, out_size)
+            .unwrap_or_else(|| control(sock, request, level, code, input, out_size))
     } else {
         // SAFETY: the client passes its socket and a live IRP.
         let (p, id, inline, mut out) =
@@ -175,7 +192,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_control_socket(
             };
         let result = {
             locked_sock!(p, st, sock, id, "WskControlSocket");
-            control(sock, request, level, code, input, out_size)
+            options::control(sock, request, level, code, input_bytes, out_size)
+                .unwrap_or_else(|| control(sock, request, level, code, input, out_size))
         };
         if let Some(v) = result.2 {
             // SAFETY: control checked the output buffer's size.
