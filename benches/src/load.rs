@@ -22,18 +22,11 @@ pub struct Report {
     pub bytes: u64,
 }
 
-/// A loopback port that was free a moment ago, for a server under test to listen on.
-///
-/// # Errors
-/// When no port can be bound.
-pub fn free_loopback_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-        .map_err(|e| format!("bind a probe port: {e}"))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
-}
+/// A loopback port that was free a moment ago: the driver tests' helper, which lives with the
+/// host kernel's test fixtures (`wsk_host::testing::net`); re-exported for the examples and
+/// xtask. Not on Windows, where the host kernel is empty (`loadgen` does not need it).
+#[cfg(not(target_os = "windows"))]
+pub use wsk_host::testing::net::free_loopback_port;
 
 /// A client connection to `addr` as every scenario and the closed loop use it: connected,
 /// read and written with [`IO_TIMEOUT`], Nagle off (one small message is sent at once).

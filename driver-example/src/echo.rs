@@ -62,9 +62,9 @@ pub struct Settings {
     /// once.
     pub max_connections: usize,
     /// How long a connection may stay silent (no data, no FIN) before the service closes it
-    /// as it closes one the peer ended: disconnect, then close. `None`: never. The receive is
-    /// bounded with `wsk::executor::timeout`, which drops it at the deadline, so this works
-    /// even where `IoCancelIrp` does not cancel WSK IRPs (Wine), the close ending it there.
+    /// gracefully (bounded by the close limit). `None`: never. The receive is bounded with
+    /// `wsk::net::timeout`, which cancels it through WSK and, where `IoCancelIrp` does not
+    /// cancel WSK IRPs (Wine), closes the socket a grace period later.
     pub idle_timeout: Option<Duration>,
 }
 
@@ -296,8 +296,7 @@ async fn shed_one(listener: &TcpListener) -> bool {
     match wsk::net::timeout(SHED_WAIT, listener.accept()).await {
         Ok((stream, _peer)) => {
             // An abortive close: the peer sees a reset at once.
-            // merge: once close() is graceful, this is `stream.abort().await`.
-            stream.close().await;
+            stream.abort().await;
             true
         }
         Err(_) => false,
@@ -352,9 +351,9 @@ impl Reserve {
 fn admit(stream: TcpStream, max_connections: usize, idle_timeout: Option<Duration>) -> bool {
     if LIVE_CONNECTIONS.fetch_add(1, Ordering::AcqRel) >= max_connections {
         LIVE_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
-        // Dropping the stream closes it (asynchronously, abortively): the client sees a reset.
-        // merge: once drop closes gracefully, shedding is an explicit `stream.abort()`.
-        drop(stream);
+        // Reset without waiting (dropping the stream would close it gracefully): the client
+        // sees a reset.
+        drop(stream.abort());
         return false;
     }
     // The guard moves into the task's future, so the count drops however the task ends:
@@ -382,36 +381,33 @@ impl Drop for Live {
 async fn serve(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
     let Ok(mut buf) = IoBuf::with_capacity(BUFFER_SIZE) else {
         kprint!("wskecho: out of memory for a connection buffer; reset the connection\n");
-        // Closing before both directions are shut down is abortive: the peer sees a reset.
-        // merge: once close() is graceful, this is `stream.abort().await`.
-        stream.close().await;
+        // An abortive close: the peer sees a reset.
+        stream.abort().await;
         return;
     };
     loop {
         let (received, b) = match idle_timeout {
             None => stream.recv(buf).await,
-            // merge: with `wsk::net::timeout` covering every op (cancelling through WSK and
-            // returning the buffer), the receive is bounded with it instead.
-            Some(limit) => match wsk::executor::timeout(limit, stream.recv(buf)).await {
-                Ok(done) => done,
-                Err(_elapsed) => {
-                    // The receive (and its buffer) went with the timeout; the close below
-                    // ends it where cancelling did not.
-                    let count = IDLE_CLOSES.fetch_add(1, Ordering::Relaxed) + 1;
-                    if count.is_power_of_two() {
-                        kprint!(
-                            "wskecho: closing a connection idle for {} ms ({count} so far)\n",
-                            limit.as_millis()
-                        );
-                    }
-                    break;
-                }
-            },
+            // Cancelled through WSK at the deadline, buffer kept; where the cancel is ignored
+            // (Wine) the deadline closes the socket a grace period later (`wsk::net::timeout`).
+            Some(limit) => wsk::net::timeout(limit, stream.recv(buf)).await,
         };
         buf = b;
         match received {
             Ok(0) => break,
             Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::TimedOut => {
+                let count = IDLE_CLOSES.fetch_add(1, Ordering::Relaxed) + 1;
+                if count.is_power_of_two() {
+                    kprint!(
+                        "wskecho: closing a connection idle for {} ms ({count} so far)\n",
+                        idle_timeout.unwrap_or_default().as_millis()
+                    );
+                }
+                // A graceful close, bounded by the stream's close limit.
+                stream.close().await;
+                return;
+            }
             Err(_) => {
                 // Reset or aborted by the peer: nothing left to say.
                 stream.close().await;

@@ -28,7 +28,9 @@ struct BlockOnContext {
     references: AtomicUsize,
     /// Earliest deadline a sleep asked for during the current poll, `u64::MAX` if none.
     deadline: AtomicU64,
-    event: KEVENT,
+    /// Written by the kernel (set, reset, waited on) while `block_on` holds a shared
+    /// reference to the context: interior mutability.
+    event: core::cell::UnsafeCell<KEVENT>,
 }
 
 /// The context's event, as the kernel takes it: a raw pointer (no reference to a `KEVENT`
@@ -38,7 +40,7 @@ struct BlockOnContext {
 /// `context` points to a live context.
 unsafe fn event_of(context: *const BlockOnContext) -> *mut KEVENT {
     // SAFETY: in bounds of the live context (the caller's guarantee).
-    unsafe { &raw const (*context).event }.cast_mut()
+    core::cell::UnsafeCell::raw_get(unsafe { &raw const (*context).event })
 }
 
 static BLOCK_ON_WAKER_VTABLE: RawWakerVTable =
@@ -109,7 +111,7 @@ fn new_context() -> Option<NonNull<BlockOnContext>> {
     let fresh = BlockOnContext {
         references: AtomicUsize::new(1),
         deadline: AtomicU64::new(u64::MAX),
-        event,
+        event: core::cell::UnsafeCell::new(event),
     };
     // SAFETY: fresh, suitably aligned (pool allocations are 16-byte aligned) and big enough.
     unsafe { context.as_ptr().write(fresh) };
@@ -162,7 +164,7 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
         // PASSIVE_LEVEL; `timeout` is null or a valid relative due time.
         unsafe {
             KeWaitForSingleObject(
-                ptr::addr_of!(shared.event).cast_mut().cast(),
+                shared.event.get().cast(),
                 Executive,
                 KernelMode,
                 FALSE,

@@ -117,8 +117,11 @@ pub(crate) fn should_yield_processor() -> Option<bool> {
     let routine = SHOULD_YIELD_PROCESSOR.address()?;
     // SAFETY: the value came from MmGetSystemRoutineAddress("KeShouldYieldProcessor"), whose
     // signature is `LOGICAL (void)` (LOGICAL = ULONG) with the system calling convention.
-    let routine =
-        unsafe { core::mem::transmute::<usize, unsafe extern "system" fn() -> u32>(routine) };
+    let routine = unsafe {
+        core::mem::transmute::<*const (), unsafe extern "system" fn() -> u32>(
+            core::ptr::with_exposed_provenance(routine),
+        )
+    };
     // SAFETY: documented for DISPATCH_LEVEL, where the caller is.
     Some(unsafe { routine() } != 0)
 }

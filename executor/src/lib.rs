@@ -13,6 +13,8 @@
 //! - [`sync`]: state shared across tasks, DPCs and processors: [`sync::SpinMutex`] (usable
 //!   at `DISPATCH_LEVEL`), the async [`sync::Mutex`], the bounded [`sync::Channel`] and
 //!   [`sync::Notify`]; no allocation, `static`-friendly.
+//! - [`run_at_passive`]: hand a short piece of work from a task (polled at `DISPATCH_LEVEL`
+//!   by a DPC runner) to its runner's thread at `PASSIVE_LEVEL`.
 //!
 //! Tasks live in static [`TaskPool`]s; no heap is needed.
 //! How the crates fit together: `docs/ARCHITECTURE.md` in the repository.
@@ -46,6 +48,8 @@ mod block_on;
 #[cfg(not(loom))]
 mod kernel;
 #[cfg(not(loom))]
+mod passive;
+#[cfg(not(loom))]
 mod runner;
 #[cfg(not(loom))]
 mod time;
@@ -54,6 +58,8 @@ mod timer;
 
 #[cfg(not(loom))]
 pub use block_on::block_on;
+#[cfg(not(loom))]
+pub use passive::{PassiveError, PassiveWork, run_at_passive};
 pub use raw::{JoinError, JoinHandle, SpawnError, TaskPool};
 #[cfg(not(loom))]
 pub use runner::{Budget, Runner, RunnerKind, StartError};

@@ -55,7 +55,7 @@ use wsk_sys::{
 };
 
 use crate::kernel::{KernelCell, resolve_should_yield_processor, should_yield_processor};
-use crate::raw::{Executor, JoinHandle, Pender, SpawnError, TaskPool};
+use crate::raw::{Executor, JoinHandle, PassiveQueue, PassiveWork, Pender, SpawnError, TaskPool};
 use crate::time::BudgetDeadline;
 use crate::timer::TimerQueue;
 
@@ -105,7 +105,8 @@ const STREAK_SLOTS: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StartError {
-    /// `start` was already called on this runner.
+    /// The runner is running (or starting, or shutting down): `start` may only follow `new`
+    /// or a finished [`Runner::shutdown`].
     AlreadyStarted,
     /// `PsCreateSystemThread` or `ObReferenceObjectByHandle` failed with this NTSTATUS (the
     /// runner's system thread, which both kinds have).
@@ -189,6 +190,9 @@ pub struct Runner {
     thread: AtomicPtr<c_void>,
     /// Tells the runner's thread to exit.
     stop_thread: AtomicBool,
+    /// Work its tasks handed to `PASSIVE_LEVEL` ([`crate::run_at_passive`]), run by the
+    /// runner's thread; closed by the thread as it exits.
+    passive_work: PassiveQueue,
 }
 
 impl Runner {
@@ -214,6 +218,7 @@ impl Runner {
             drained_event: KernelCell::zeroed(),
             thread: AtomicPtr::new(ptr::null_mut()),
             stop_thread: AtomicBool::new(false),
+            passive_work: PassiveQueue::new(),
         }
     }
 
@@ -231,9 +236,24 @@ impl Runner {
     /// (the passive runner's poller; the DPC runner's hand-off under sustained load). Tasks
     /// already spawned run now.
     ///
+    /// Restartable: after [`shutdown`](Self::shutdown) has returned, `start` runs the runner
+    /// again, of either kind, as a new one (its task pools are reused; spawns fail with
+    /// [`SpawnError::Closed`] only between the shutdown and the next start). A driver that is
+    /// loaded, unloaded and loaded again in one address space (the host kernel's lifecycle
+    /// tests) keeps its `static` runners.
+    ///
+    /// ```ignore
+    /// RUNNER.start(RunnerKind::Dpc)?;
+    /// RUNNER.shutdown();
+    /// RUNNER.start(RunnerKind::Passive)?;              // a new run; TASKS are reused
+    /// RUNNER.spawn(&TASKS, serve())?;
+    /// ```
+    ///
     /// # Errors
-    /// [`StartError::AlreadyStarted`] on a second call; [`StartError::Thread`] if the thread
-    /// could not be created (the runner then stays unusable).
+    /// [`StartError::AlreadyStarted`] while the runner runs (started and not shut down);
+    /// [`StartError::Thread`] if the thread could not be created (the runner is then not
+    /// running: [`shutdown`](Self::shutdown) drops the tasks spawned meanwhile, after which
+    /// `start` may be tried again).
     ///
     /// # IRQL
     /// `PASSIVE_LEVEL`.
@@ -243,12 +263,26 @@ impl Runner {
             PASSIVE_LEVEL,
             "Runner::start needs PASSIVE_LEVEL"
         );
-        if self
-            .state
-            .compare_exchange(NEW, STARTING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return Err(StartError::AlreadyStarted);
+        let restarting =
+            match self
+                .state
+                .compare_exchange(NEW, STARTING, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => false,
+                Err(STOPPED) => {
+                    if self
+                        .state
+                        .compare_exchange(STOPPED, STARTING, Ordering::AcqRel, Ordering::Acquire)
+                        .is_err()
+                    {
+                        return Err(StartError::AlreadyStarted);
+                    }
+                    true
+                }
+                Err(_) => return Err(StartError::AlreadyStarted),
+            };
+        if restarting {
+            self.reset_after_shutdown();
         }
         // SAFETY: PASSIVE_LEVEL (checked above); resolves the clock the DPC budget is measured on.
         unsafe { wsk_sys::init_precise_clock() };
@@ -282,6 +316,45 @@ impl Runner {
             self.executor.core().pend();
         }
         Ok(())
+    }
+
+    /// Makes a shut-down runner new again, before `start` initialises its kernel objects:
+    /// wakes are left queued (null context) until `start` sets the context, the executor is
+    /// reopened, and the DPC and thread flags that shutdown set are cleared. Shutdown left no
+    /// task, no queued DPC of ours and no thread, so nothing else touches these.
+    fn reset_after_shutdown(&self) {
+        // SAFETY: a null context makes `pend` leave wakes queued (see `pend`).
+        unsafe { self.executor.set_context(ptr::null()) };
+        let reopened = self.executor.reopen();
+        debug_assert!(reopened, "shutdown returned with tasks left");
+        debug_assert_eq!(self.dpc_instances.load(Ordering::Acquire), 0);
+        debug_assert!(self.thread.load(Ordering::Acquire).is_null());
+        self.dpcs_closed.store(false, Ordering::SeqCst);
+        self.thread_owns_work.store(false, Ordering::SeqCst);
+        self.stop_thread.store(false, Ordering::Release);
+        for streak in &self.streaks {
+            streak.store(0, Ordering::Relaxed);
+        }
+        self.passive_work.open();
+    }
+
+    /// Queues `work` for the runner's thread (see [`crate::run_at_passive`]) and wakes it;
+    /// false once the thread stopped taking work.
+    ///
+    /// # Safety
+    /// As [`crate::run_at_passive`].
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL`.
+    pub(crate) unsafe fn queue_passive_work(&self, work: core::ptr::NonNull<PassiveWork>) -> bool {
+        // SAFETY: forwarded from the caller.
+        if !unsafe { self.passive_work.push(work) } {
+            return false;
+        }
+        // SAFETY: the queue is open only while the thread runs, so the event is initialised;
+        // KeSetEvent with Wait FALSE is fine at DISPATCH_LEVEL.
+        unsafe { KeSetEvent(self.wake_event.get(), 0, FALSE) };
+        true
     }
 
     fn start_thread(&'static self) -> Result<(), NTSTATUS> {
@@ -329,6 +402,20 @@ impl Runner {
 
     /// Spawns `future` into a free slot of `pool`, to run on this runner.
     ///
+    /// A future (or output) too big for the pool's slots does not compile; the error names
+    /// its size and the slot size, and rustc's note points at the line that called `spawn`:
+    /// "a task of 4136 bytes (its future, or its output if larger) does not fit the pool's
+    /// 2048-byte slots: spawn it into a `TaskPool<4136, N>` or larger".
+    ///
+    /// ```compile_fail,E0080
+    /// use wsk_executor::{Budget, Runner, TaskPool};
+    /// static RUNNER: Runner = Runner::new(Budget::DEFAULT);
+    /// static TASKS: TaskPool<64, 1> = TaskPool::new();
+    /// let state = [0_u8; 100];
+    /// // error: a task of 10? bytes (...) does not fit the pool's 64-byte slots
+    /// let _ = RUNNER.spawn(&TASKS, async move { core::hint::black_box(state) });
+    /// ```
+    ///
     /// # Errors
     /// See [`TaskPool::spawn`].
     ///
@@ -343,6 +430,8 @@ impl Runner {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        // Checked here (as well as in the pool) so that the error's note names our caller.
+        const { crate::raw::SpawnCheck::<F, SIZE>::FITS };
         pool.spawn(&self.executor, future)
     }
 
@@ -363,8 +452,8 @@ impl Runner {
 
     /// Shuts the runner down: spawning fails from now on, every task's future is dropped on the
     /// runner (which cancels what it was waiting for), then waits until all are dropped and the
-    /// runner's DPCs, timers and thread are quiescent. The runner cannot be restarted. A second
-    /// call returns at once.
+    /// runner's DPCs, timers and thread are quiescent. [`start`](Self::start) may then run it
+    /// again. A second call returns at once.
     ///
     /// What "quiescent" covers, exactly:
     /// - The runner's DPC: every instance is counted from before it is queued until the last
@@ -535,6 +624,8 @@ impl Runner {
             let work_remains = self.run_once();
             // SAFETY: the IRQL the matching KeRaiseIrql returned.
             unsafe { KeLowerIrql(previous) };
+            // Between slices, at PASSIVE_LEVEL: work the tasks handed over waits no longer.
+            self.passive_work.run_all(false);
             if work_remains || self.executor.has_queued() {
                 continue;
             }
@@ -659,6 +750,7 @@ unsafe extern "system" fn runner_thread(context: PVOID) {
                 ptr::null_mut(),
             );
         }
+        runner.passive_work.run_all(false);
         if runner.kind.load(Ordering::Acquire) == KIND_PASSIVE {
             while runner.run_once() {}
         } else {
@@ -668,6 +760,8 @@ unsafe extern "system" fn runner_thread(context: PVOID) {
             break;
         }
     }
+    // Whatever was queued up to now runs; later pushes fail (the task sees NotRunning).
+    runner.passive_work.run_all(true);
     // SAFETY: ends this system thread; PASSIVE_LEVEL.
     unsafe { PsTerminateSystemThread(STATUS_SUCCESS) };
 }

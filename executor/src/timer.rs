@@ -132,11 +132,22 @@ impl TimerQueue {
         }
     }
 
-    /// Initialises the `KTIMER` and its DPC.
+    /// Initialises the `KTIMER` and its DPC, and opens the queue (again, after a `close`).
     ///
     /// # IRQL
     /// <= `DISPATCH_LEVEL`.
     pub(crate) fn init(&'static self) {
+        // Open again after a `close` (a runner restarted after its shutdown, which left no
+        // sleep linked and the `KTIMER` cancelled).
+        {
+            let mut list = self.list.lock();
+            debug_assert!(
+                list.head.is_null(),
+                "a sleep outlived its runner's shutdown"
+            );
+            list.closed = false;
+            list.armed = u64::MAX;
+        }
         // Both objects live in 'static storage and are not in use yet.
         // SAFETY: as above.
         unsafe { KeInitializeTimerEx(self.timer.get(), NotificationTimer) };
@@ -469,6 +480,11 @@ impl<F: Future> Future for Timeout<F> {
 
 /// Runs `future` for at most `duration`: `Err(Elapsed)` if it has not finished by then (the
 /// future is then dropped with the `Timeout`, which cancels what it was doing).
+///
+/// For socket I/O use `wsk_net::timeout` instead: dropping a `wsk-net` operation frees its
+/// buffer and whatever data arrived in it, while `wsk_net::timeout` cancels the operation
+/// through WSK and returns the buffer with a `TimedOut` result. This one is for everything
+/// else (a task, a wait on a channel, a computation).
 ///
 /// # IRQL
 /// As [`sleep`].

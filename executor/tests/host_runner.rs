@@ -661,6 +661,73 @@ fn spawn_before_start_runs_after_start() {
     shutdown_within(&RUNNER);
 }
 
+/// A runner restarts after its shutdown, as a driver's statics must when the driver is loaded
+/// again in the same address space: each run serves tasks (a sleep among them, so the timer
+/// queue works again too), the pool's slots are reused, a second start while running is
+/// refused, spawns fail only between a shutdown and the next start, and a task parked on a
+/// never-completing future is dropped by each shutdown.
+#[test]
+fn a_runner_restarts_after_shutdown_with_its_pools_reused() {
+    static RUNNER: Runner = Runner::new(Budget::DEFAULT);
+    static POOL: TaskPool<512, 2> = TaskPool::new();
+    static NEVER_POLLS: AtomicUsize = AtomicUsize::new(0);
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    host::boot();
+    for (round, kind) in [
+        RunnerKind::Dpc,
+        RunnerKind::Passive,
+        RunnerKind::Dpc,
+        RunnerKind::Dpc,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        host::on_kernel_thread(|| RUNNER.start(kind))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(RUNNER.is_running());
+        assert_eq!(RUNNER.kind(), kind);
+        assert_eq!(
+            host::on_kernel_thread(|| RUNNER.start(kind)),
+            Err(wsk_executor::StartError::AlreadyStarted)
+        );
+        // Both slots: one parked for the shutdown to drop, one that sleeps and answers.
+        let parked = RUNNER
+            .spawn(&POOL, async {
+                let _counted = DropCounter(&DROPS);
+                Never(&NEVER_POLLS).await;
+            })
+            .unwrap();
+        let answer = RUNNER
+            .spawn(&POOL, async move {
+                sleep(Duration::from_millis(2)).await;
+                round * 10
+            })
+            .unwrap();
+        assert_eq!(
+            host::on_kernel_thread(|| join_within(answer)),
+            Ok(round * 10)
+        );
+        drop(parked);
+        shutdown_within(&RUNNER);
+        assert!(!RUNNER.is_running());
+        assert_eq!(
+            DROPS.load(Ordering::SeqCst),
+            round + 1,
+            "the parked task is dropped"
+        );
+        assert_eq!(RUNNER.live_tasks(), 0);
+        assert_eq!(
+            RUNNER.spawn(&POOL, async {}).unwrap_err(),
+            SpawnError::Closed,
+            "between shutdown and start"
+        );
+    }
+    host::on_kernel_thread(|| RUNNER.start(RunnerKind::Passive)).unwrap();
+    let late = RUNNER.spawn(&POOL, async { 6 }).unwrap();
+    assert_eq!(host::on_kernel_thread(|| join_within(late)), Ok(6));
+    shutdown_within(&RUNNER);
+}
+
 /// One "operation" on an IRP we allocate; its completion routine wakes the task.
 struct IrpOperation {
     waker: Mutex<Option<Waker>>,

@@ -16,8 +16,8 @@
 
 use std::format;
 use std::string::{String, ToString};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
@@ -88,6 +88,10 @@ pub struct SlowCall {
 
 /// Every fault the provider injects, all decided from `seed`.
 #[derive(Clone, Debug, Default)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent fault switches, each its own plan item"
+)]
 pub struct Faults {
     /// Seed of every random choice below.
     pub seed: u64,
@@ -107,6 +111,18 @@ pub struct Faults {
     pub deregister_wait: Option<Duration>,
     /// Calls of one operation that linger inside the provider (see [`SlowCall`]).
     pub slow_call: Option<SlowCall>,
+    /// A graceful `WskDisconnect` never completes, as with a peer that never acknowledges the
+    /// FIN (the IRP completes "only when the transport protocol has fully completed the
+    /// disconnect operation": "`PFN_WSK_DISCONNECT` callback function (wsk.h)",
+    /// <https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_disconnect>):
+    /// only a cancel or the close ends it, and the close then resets the connection.
+    pub disconnect_unacknowledged: bool,
+    /// Queued IRPs get no cancel routine, so `IoCancelIrp` does not cancel them, as under
+    /// Wine 8.0, where `IoCancelIrp` does not cancel WSK IRPs; only completion or the close
+    /// ends them. One per process, like the low-resources simulation
+    /// ([`set_low_resources`]): tests that use it boot no other kernel in their process
+    /// meanwhile.
+    pub ignore_cancel: bool,
     /// Every `WskCloseSocket` completes this long after it was called (deferred), as a close
     /// whose transmission takes its time; `None`: no extra delay.
     pub close_delay: Option<Duration>,
@@ -308,8 +324,7 @@ impl core::fmt::Display for InjectedFailures {
     }
 }
 
-/// The low-resources simulation of the booted kernel. One kernel runs at a time in a process
-/// (`Kernel::boot` waits for the previous one to shut down), so one gate serves it.
+/// A low-resources simulation armed with its plan.
 struct Gate {
     plan: LowResources,
     seed: u64,
@@ -318,86 +333,154 @@ struct Gate {
     failed: [AtomicU64; 4],
 }
 
-/// Set while a plan with a low-resources simulation is armed: the allocation paths test this
-/// flag first, so that without a simulation an allocation costs one relaxed load more.
-static ARMED: AtomicBool = AtomicBool::new(false);
-static GATE: Mutex<Option<Gate>> = Mutex::new(None);
-
-fn gate() -> std::sync::MutexGuard<'static, Option<Gate>> {
-    GATE.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// One kernel's low-resources simulation: each booted kernel has its own (in its machine),
+/// so a kernel's plan and counts never reach another kernel of the process, nor a thread of
+/// an earlier kernel still running after the next one booted.
+#[derive(Default)]
+pub(crate) struct LowResourcesState {
+    gate: Mutex<Option<Gate>>,
 }
 
-/// Arms the low-resources simulation of `faults` (or disarms it) for the kernel booting now,
-/// and resets the failure counts. Called by `Kernel::boot`. The simulation is one per process,
-/// not per kernel: tests of one binary that use it must not boot kernels concurrently (the
-/// harness runs tests in parallel: serialize them, as `net/tests/low_resources.rs` does).
-pub(crate) fn arm(faults: &Faults) {
-    set_low_resources(faults.low_resources, faults.seed);
+/// How many kernels' simulations are armed: the allocation paths test this first, so that
+/// without a simulation an allocation costs one relaxed load more.
+static ARMED: AtomicUsize = AtomicUsize::new(0);
+/// The simulation of the kernel booted last, for [`set_low_resources`] and
+/// [`injected_failures`] called from outside any kernel (after it shut down, say).
+static LAST: Mutex<Option<Arc<LowResourcesState>>> = Mutex::new(None);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Starts (`Some`) or stops (`None`) the low-resources simulation of the running kernel now,
-/// with `seed`, as `verifier /volatile` changes Driver Verifier's settings without a reboot:
-/// the plan's skip, count, delay and window count from this call, and the failure counts
-/// start again from zero. A test uses it to let a driver start before its allocations fail.
+/// Set while the booted kernel's plan has [`Faults::ignore_cancel`] (one per process, unlike
+/// the low-resources simulation: the plan of the kernel booted last).
+static IGNORE_CANCEL: AtomicBool = AtomicBool::new(false);
+
+/// True when queued WSK IRPs must get no cancel routine ([`Faults::ignore_cancel`]).
+pub(crate) fn cancel_ignored() -> bool {
+    IGNORE_CANCEL.load(Ordering::Relaxed)
+}
+
+impl LowResourcesState {
+    /// Starts (`Some`) or stops (`None`) this kernel's simulation with `seed`; the failure
+    /// counts start again from zero.
+    pub(crate) fn set(&self, plan: Option<LowResources>, seed: u64) {
+        let mut gate = lock(&self.gate);
+        let was_armed = gate.is_some();
+        *gate = plan.map(|plan| Gate {
+            plan,
+            seed,
+            booted: Instant::now(),
+            eligible: AtomicU64::new(0),
+            failed: Default::default(),
+        });
+        match (was_armed, gate.is_some()) {
+            (false, true) => {
+                ARMED.fetch_add(1, Ordering::AcqRel);
+            }
+            (true, false) => {
+                ARMED.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether this kernel's allocation of `resource` being made now fails.
+    fn fail(&self, resource: Resource) -> bool {
+        let gate = lock(&self.gate);
+        let Some(gate) = gate.as_ref() else {
+            return false;
+        };
+        let plan = &gate.plan;
+        if !plan.resources.contains(resource) {
+            return false;
+        }
+        let number = gate.eligible.fetch_add(1, Ordering::Relaxed) + 1;
+        if number <= plan.skip || plan.count.is_some_and(|count| number - plan.skip > count) {
+            return false;
+        }
+        let since_boot = gate.booted.elapsed();
+        if since_boot < plan.delay
+            || plan
+                .window
+                .is_some_and(|window| since_boot.saturating_sub(plan.delay) >= window)
+        {
+            return false;
+        }
+        let fails = mix(gate.seed ^ number.wrapping_mul(0xA076_1D64_78BD_642F)) % 100
+            < u64::from(plan.percent);
+        if fails {
+            gate.failed[resource.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        fails
+    }
+
+    /// What this simulation has failed so far (all zero without one).
+    pub(crate) fn injected(&self) -> InjectedFailures {
+        let gate = lock(&self.gate);
+        let Some(gate) = gate.as_ref() else {
+            return InjectedFailures::default();
+        };
+        InjectedFailures {
+            by_resource: core::array::from_fn(|i| gate.failed[i].load(Ordering::Relaxed)),
+            eligible: gate.eligible.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for LowResourcesState {
+    fn drop(&mut self) {
+        if lock(&self.gate).is_some() {
+            ARMED.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Arms the low-resources simulation of `faults` (or none) in `state`, the simulation of the
+/// kernel booting now, which becomes the one the free functions below reach from outside a
+/// kernel. Called by `Kernel::boot`.
+pub(crate) fn arm(state: &Arc<LowResourcesState>, faults: &Faults) {
+    state.set(faults.low_resources, faults.seed);
+    *lock(&LAST) = Some(Arc::clone(state));
+    IGNORE_CANCEL.store(faults.ignore_cancel, Ordering::Relaxed);
+}
+
+/// The simulation the free functions act on: the calling thread's kernel (a kernel thread's
+/// own, else the running kernel), else the kernel booted last.
+fn target() -> Option<Arc<LowResourcesState>> {
+    crate::ntos::machine::try_current()
+        .map(|machine| Arc::clone(&machine.low_resources))
+        .or_else(|| lock(&LAST).clone())
+}
+
+/// Starts (`Some`) or stops (`None`) the low-resources simulation of the running kernel now
+/// (the calling thread's kernel, else the kernel booted last), with `seed`, as
+/// `verifier /volatile` changes Driver Verifier's settings without a reboot: the plan's skip,
+/// count, delay and window count from this call, and the failure counts start again from
+/// zero. A test uses it to let a driver start before its allocations fail. With a kernel at
+/// hand, `Kernel::set_low_resources` says which.
 pub fn set_low_resources(plan: Option<LowResources>, seed: u64) {
-    let mut gate = gate();
-    *gate = plan.map(|plan| Gate {
-        plan,
-        seed,
-        booted: Instant::now(),
-        eligible: AtomicU64::new(0),
-        failed: Default::default(),
-    });
-    ARMED.store(gate.is_some(), Ordering::Release);
+    if let Some(state) = target() {
+        state.set(plan, seed);
+    }
 }
 
-/// Whether the driver's allocation of `resource` being made now fails. Any IRQL (it takes an
-/// ordinary host lock, never waits on the kernel).
+/// Whether the driver's allocation of `resource` being made now fails, by the simulation of
+/// the calling thread's kernel. Any IRQL (it takes an ordinary host lock, never waits on the
+/// kernel).
 pub(crate) fn fail_allocation(resource: Resource) -> bool {
-    if !ARMED.load(Ordering::Acquire) {
+    if ARMED.load(Ordering::Acquire) == 0 {
         return false;
     }
-    let gate = gate();
-    let Some(gate) = gate.as_ref() else {
-        return false;
-    };
-    let plan = &gate.plan;
-    if !plan.resources.contains(resource) {
-        return false;
-    }
-    let number = gate.eligible.fetch_add(1, Ordering::Relaxed) + 1;
-    if number <= plan.skip || plan.count.is_some_and(|count| number - plan.skip > count) {
-        return false;
-    }
-    let since_boot = gate.booted.elapsed();
-    if since_boot < plan.delay
-        || plan
-            .window
-            .is_some_and(|window| since_boot.saturating_sub(plan.delay) >= window)
-    {
-        return false;
-    }
-    let fails =
-        mix(gate.seed ^ number.wrapping_mul(0xA076_1D64_78BD_642F)) % 100 < u64::from(plan.percent);
-    if fails {
-        gate.failed[resource.index()].fetch_add(1, Ordering::Relaxed);
-    }
-    fails
+    crate::ntos::machine::try_current().is_some_and(|machine| machine.low_resources.fail(resource))
 }
 
-/// What the low-resources simulation of the last kernel booted has failed so far (all zero
-/// without one).
+/// What the low-resources simulation of the running kernel (the calling thread's, else the
+/// kernel booted last) has failed so far (all zero without one). With a kernel at hand,
+/// `Kernel::injected_failures` says which.
 #[must_use]
 pub fn injected_failures() -> InjectedFailures {
-    let gate = gate();
-    let Some(gate) = gate.as_ref() else {
-        return InjectedFailures::default();
-    };
-    InjectedFailures {
-        by_resource: core::array::from_fn(|i| gate.failed[i].load(Ordering::Relaxed)),
-        eligible: gate.eligible.load(Ordering::Relaxed),
-    }
+    target().map_or_else(InjectedFailures::default, |state| state.injected())
 }
 
 /// splitmix64's finaliser: a well-mixed 64-bit value from `x`.
@@ -495,6 +578,8 @@ impl Faults {
     ///   `1ms`, `2s`, `1m`);
     /// - `close-delay=D`: every close completes `D` late;
     /// - `ignore-waitall`: treat `WSK_FLAG_WAITALL` as absent;
+    /// - `disconnect-unacked`: graceful disconnects never complete ([`Faults::disconnect_unacknowledged`]);
+    /// - `ignore-cancel`: `IoCancelIrp` does not cancel WSK IRPs ([`Faults::ignore_cancel`]);
     /// - `error=OP:N:STATUS`: the `N`th call of `OP` (`socket`, `bind`, `accept`, `connect`,
     ///   `send`, `receive`, `disconnect`, `sendto`, `receivefrom`, `getaddressinfo`; `N` = 0:
     ///   every call) completes with the NTSTATUS `STATUS` (hexadecimal);
@@ -523,6 +608,8 @@ impl Faults {
                 ("mixed", "") => plan.completion = Completion::Mixed,
                 ("reorder", "") => plan.reorder = true,
                 ("ignore-waitall", "") => plan.ignore_waitall = true,
+                ("disconnect-unacked", "") => plan.disconnect_unacknowledged = true,
+                ("ignore-cancel", "") => plan.ignore_cancel = true,
                 ("delay", value) => plan.max_delay = parse_duration(value)?,
                 ("close-delay", value) => plan.close_delay = Some(parse_duration(value)?),
                 ("error", value) => plan.errors.push(parse_error_rule(value)?),
@@ -588,6 +675,12 @@ impl Faults {
         }
         if self.ignore_waitall {
             items.push("ignore-waitall".to_string());
+        }
+        if self.disconnect_unacknowledged {
+            items.push("disconnect-unacked".to_string());
+        }
+        if self.ignore_cancel {
+            items.push("ignore-cancel".to_string());
         }
         for rule in &self.errors {
             items.push(format!(
@@ -677,12 +770,13 @@ mod tests {
 
     #[test]
     fn a_plan_reads_back_what_it_writes() {
-        let spec = "mixed,reorder,delay=1ms,close-delay=250us,ignore-waitall,\
+        let spec = "mixed,reorder,delay=1ms,close-delay=250us,ignore-waitall,disconnect-unacked,\
+                    ignore-cancel,\
                     error=send:3:c000020d,lowres=50,lowres-on=pool+socket,lowres-skip=7,\
                     lowres-count=100,lowres-delay=2s,lowres-for=1m";
         let plan = Faults::parse(spec, 42).expect("parses");
         assert_eq!(plan.completion, Completion::Mixed);
-        assert!(plan.reorder && plan.ignore_waitall);
+        assert!(plan.reorder && plan.ignore_waitall && plan.disconnect_unacknowledged);
         assert_eq!(plan.max_delay, Duration::from_millis(1));
         assert_eq!(plan.close_delay, Some(Duration::from_micros(250)));
         assert_eq!(plan.errors.len(), 1);

@@ -44,7 +44,8 @@ mod wsk;
 
 pub use ntos::kernel;
 pub use ntos::kernel::{
-    AllocationCounts, Config, Driver, Kernel, RegValue, Registry, UnloadReport, on_kernel_thread,
+    AllocationCounts, Config, Driver, Kernel, Provider, RegValue, Registry, UnloadReport,
+    on_kernel_thread,
 };
 pub use ntos::verifier::Bugcheck;
 

@@ -4,6 +4,108 @@
 //!
 //! User-mode only (host programs run at no IRQL of the emulated kernel); call
 //! [`StopSignals::block`] first thing in `main`, before the kernel boots or any thread starts.
+//!
+//! [`load_serve_unload`] is a program's load/unload path: one load of the driver, serving until
+//! the program says stop, one unload, and what the verifier found. It can be called again on
+//! the same kernel (a program that reloads its driver, or a lifecycle test), as Windows stops
+//! and starts a service in one boot.
+
+use std::vec::Vec;
+
+use crate::{Bugcheck, DRIVER_INITIALIZE, Kernel, NTSTATUS, Registry, UnloadReport};
+
+/// How one [`load_serve_unload`] cycle ended, once the driver was loaded.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The unload report (leaks found after `DriverUnload` returned).
+    pub report: UnloadReport,
+    /// The bugchecks the verifier recorded during the cycle (taken from the kernel).
+    pub bugchecks: Vec<Bugcheck>,
+}
+
+impl RunOutcome {
+    /// True when the unload left nothing behind and the verifier recorded no bugcheck.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.report.is_clean() && self.bugchecks.is_empty()
+    }
+}
+
+/// Why [`load_serve_unload`] did not serve: `DriverEntry` failed.
+#[derive(Debug)]
+pub struct LoadError {
+    /// The status `DriverEntry` returned.
+    pub status: NTSTATUS,
+    /// The bugchecks the verifier recorded during the failed load (taken from the kernel).
+    pub bugchecks: Vec<Bugcheck>,
+}
+
+impl core::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "DriverEntry failed with NTSTATUS {:#010X}",
+            self.status.cast_unsigned()
+        )?;
+        if !self.bugchecks.is_empty() {
+            write!(f, "; {} bugcheck(s) recorded", self.bugchecks.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// A host program's load/unload path: loads `entry` as service `service` with `registry` as
+/// its `Services\<service>` key, calls `serve` while it is loaded (a program waits for its
+/// stop signal there; a test drives clients), unloads it and collects what the verifier
+/// found. Each call is one complete cycle, so it can be called again on the same kernel: a
+/// driver whose statics restart (runners do) serves each time.
+///
+/// ```no_run
+/// # unsafe extern "system" fn driver_entry(
+/// #     _: *mut wsk_sys::DRIVER_OBJECT,
+/// #     _: *mut wsk_sys::UNICODE_STRING,
+/// # ) -> wsk_sys::NTSTATUS { 0 }
+/// use wsk_host::program::{StopSignals, load_serve_unload};
+/// use wsk_host::{Config, Kernel, Registry};
+///
+/// let signals = StopSignals::block();
+/// let kernel = Kernel::boot(Config::default());
+/// for _ in 0..2 {
+///     let outcome = load_serve_unload(&kernel, driver_entry, "MyDriver", Registry::new(), |_| {
+///         let _ = signals.wait();
+///     })?;
+///     assert!(outcome.is_clean(), "{}", outcome.report);
+/// }
+/// # Ok::<(), wsk_host::program::LoadError>(())
+/// ```
+///
+/// # Errors
+/// [`LoadError`] when `DriverEntry` fails (nothing is loaded then; `serve` is not called).
+pub fn load_serve_unload(
+    kernel: &Kernel,
+    entry: DRIVER_INITIALIZE,
+    service: &str,
+    registry: Registry,
+    serve: impl FnOnce(&Kernel),
+) -> Result<RunOutcome, LoadError> {
+    let driver = match kernel.load_driver(entry, service, registry) {
+        Ok(driver) => driver,
+        Err(status) => {
+            return Err(LoadError {
+                status,
+                bugchecks: kernel.take_bugchecks(),
+            });
+        }
+    };
+    serve(kernel);
+    let report = kernel.unload(driver);
+    Ok(RunOutcome {
+        report,
+        bugchecks: kernel.take_bugchecks(),
+    })
+}
 
 /// SIGINT and SIGTERM, blocked in the thread that made this and every thread it starts later,
 /// so that [`StopSignals::wait`] receives them instead of the default handler.
@@ -91,7 +193,64 @@ pub fn raise_descriptor_limit(needed: u64) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::StopSignals;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::{StopSignals, load_serve_unload};
+    use crate::{
+        Config, DRIVER_OBJECT, Kernel, NTSTATUS, Registry, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
+        UNICODE_STRING,
+    };
+
+    /// Loads of the counting driver, and its unloads.
+    static LOADS: AtomicUsize = AtomicUsize::new(0);
+    static UNLOADS: AtomicUsize = AtomicUsize::new(0);
+
+    unsafe extern "system" fn counting_unload(_: *mut DRIVER_OBJECT) {
+        UNLOADS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    unsafe extern "system" fn counting_entry(
+        driver: *mut DRIVER_OBJECT,
+        _: *mut UNICODE_STRING,
+    ) -> NTSTATUS {
+        LOADS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: the driver object is ours to fill in during DriverEntry.
+        unsafe { (*driver).DriverUnload = Some(counting_unload) };
+        STATUS_SUCCESS
+    }
+
+    unsafe extern "system" fn failing_entry(
+        _: *mut DRIVER_OBJECT,
+        _: *mut UNICODE_STRING,
+    ) -> NTSTATUS {
+        STATUS_UNSUCCESSFUL
+    }
+
+    #[test]
+    fn the_load_unload_path_runs_again_on_the_same_kernel() {
+        let kernel = Kernel::boot(Config::default());
+        for cycle in 1..=3 {
+            let mut served = false;
+            let outcome =
+                load_serve_unload(&kernel, counting_entry, "Counting", Registry::new(), |_| {
+                    assert_eq!(LOADS.load(Ordering::SeqCst), cycle, "loaded while serving");
+                    served = true;
+                })
+                .expect("DriverEntry succeeds");
+            assert!(served);
+            assert!(outcome.is_clean(), "cycle {cycle}: {outcome:?}");
+            assert_eq!(UNLOADS.load(Ordering::SeqCst), cycle);
+        }
+        let failed = load_serve_unload(&kernel, failing_entry, "Failing", Registry::new(), |_| {
+            panic!("a driver that did not load is not served");
+        })
+        .unwrap_err();
+        assert_eq!(failed.status, STATUS_UNSUCCESSFUL);
+        assert_eq!(
+            failed.to_string(),
+            "DriverEntry failed with NTSTATUS 0xC0000001"
+        );
+    }
 
     #[test]
     fn a_blocked_stop_signal_is_received_by_wait_not_the_default_handler() {

@@ -1,7 +1,8 @@
 //! Fixtures for tests that run on the host kernel, shared by every crate's host tests: the
 //! bound a test waits at most, the fault plans every WSK scenario runs under, and the runner
 //! that boots a fresh [`Kernel`] per plan, hands it to the scenario and then checks that the
-//! verifier found nothing (no leak, no bugcheck).
+//! verifier found nothing (no leak, no bugcheck). [`net`] has the peer side of a driver test
+//! (a free loopback port, a client with timeouts, an echo round trip).
 //!
 //! The plans can be chosen from outside: `WSK_FAULTS` (a plan as [`Faults::parse`] reads it)
 //! and `WSK_SEED` make [`plans`] that one plan; a failing plan prints the command that replays
@@ -17,6 +18,9 @@
 //!     });
 //! });
 //! ```
+
+#[path = "testing_net.rs"]
+pub mod net;
 
 use core::fmt::Write as _;
 use std::boxed::Box;
@@ -81,12 +85,25 @@ pub fn each_plan(scenario: impl FnMut(&Kernel)) {
 /// # Panics
 /// When the scenario panics, or the verifier found a leak or recorded a bugcheck; the message
 /// names the plan.
-pub fn run_plans(plans: impl IntoIterator<Item = Faults>, mut scenario: impl FnMut(&Kernel)) {
+pub fn run_plans(plans: impl IntoIterator<Item = Faults>, scenario: impl FnMut(&Kernel)) {
+    run_plans_with(&Config::default(), plans, scenario);
+}
+
+/// [`run_plans`] with `config` for everything but the fault plan (a hosts table, fewer
+/// processors, ...).
+///
+/// # Panics
+/// As [`run_plans`].
+pub fn run_plans_with(
+    config: &Config,
+    plans: impl IntoIterator<Item = Faults>,
+    mut scenario: impl FnMut(&Kernel),
+) {
     for plan in plans {
         let label = format!("{plan:?}");
         let replay = replay_command(&plan);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let kernel = Kernel::boot(Config::default().with_faults(plan));
+            let kernel = Kernel::boot(config.clone().with_faults(plan));
             scenario(&kernel);
             let report = kernel.check_leaks();
             assert!(report.is_clean(), "plan {label}: {report}");

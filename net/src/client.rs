@@ -211,8 +211,12 @@ impl ClientInner {
     pub(crate) fn track(&self, socket: NonNull<SocketInner>) {
         self.with_lock(|head, open| {
             // SAFETY: the socket is live (the caller's reference) and stays so until it is
-            // untracked at close completion.
-            let link = unsafe { socket.as_ref() }.link.get();
+            // untracked at close completion. The link is taken from the socket pointer, not
+            // through a reference to the socket: the list hands it back to `containing_socket`,
+            // which needs the whole socket's provenance (Miri's aliasing check), not the
+            // link field's alone.
+            let field = unsafe { &raw const (*socket.as_ptr()).link };
+            let link = core::cell::UnsafeCell::raw_get(field);
             // SAFETY: `link` belongs to the socket, is in no list, and is only used under this
             // lock, which we hold; `head` is the initialised list head.
             unsafe { sys::InsertTailList(head, link) };
@@ -386,7 +390,7 @@ impl WskClient {
     /// ```
     ///
     /// # Errors
-    /// `InvalidState` above `PASSIVE_LEVEL`; `NoResources`; the status of `IoCreateDevice`,
+    /// [`ErrorKind::WrongIrql`] above `PASSIVE_LEVEL`; `NoResources`; the status of `IoCreateDevice`,
     /// `WskRegister` or `WskCaptureProviderNPI`. A provider that did not appear within the 10 s is reported by
     /// Windows as `STATUS_DEVICE_NOT_READY`, which is kind `Other` (not `TimedOut`): look at
     /// [`Error::status`]. On any error nothing stays registered.
@@ -395,7 +399,7 @@ impl WskClient {
     /// `PASSIVE_LEVEL` only.
     pub fn register(driver: Driver) -> Result<Self> {
         if sys::KeGetCurrentIrql() != sys::PASSIVE_LEVEL {
-            return Err(Error::new(ErrorKind::InvalidState, "WskClient::register"));
+            return Err(Error::new(ErrorKind::WrongIrql, "WskClient::register"));
         }
         // SAFETY: PASSIVE_LEVEL (checked above).
         unsafe { sys::init_pool_routines() };
@@ -533,7 +537,7 @@ impl WskClient {
     /// ```
     ///
     /// # Errors
-    /// [`DeregisterError`] with `InvalidState` above `PASSIVE_LEVEL`; nothing is done then and
+    /// [`DeregisterError`] with [`ErrorKind::WrongIrql`] above `PASSIVE_LEVEL`; nothing is done then and
     /// [`DeregisterError::into_client`] gives the still-registered client back.
     ///
     /// # IRQL
@@ -572,7 +576,8 @@ pub struct DeregisterError {
 }
 
 impl DeregisterError {
-    /// Why deregistration did not happen (`InvalidState`).
+    /// Why deregistration did not happen ([`ErrorKind::WrongIrql`]: called above
+    /// `PASSIVE_LEVEL`).
     ///
     /// # IRQL
     /// Any.
@@ -630,7 +635,7 @@ fn deregister(this: NonNull<ClientInner>) -> Result<()> {
         sys::kprint!(
             "wsk-net: WskClient deregistration above PASSIVE_LEVEL refused; client stays registered\n"
         );
-        return Err(Error::new(ErrorKind::InvalidState, "WskClient::deregister"));
+        return Err(Error::new(ErrorKind::WrongIrql, "WskClient::deregister"));
     }
     // SAFETY: the handle's use keeps the client alive.
     let inner = unsafe { this.as_ref() };

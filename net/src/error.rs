@@ -61,6 +61,12 @@ pub enum ErrorKind {
     Unsupported,
     /// A name did not resolve.
     NotFound,
+    /// The call needs `PASSIVE_LEVEL` but was made, or its future polled, above it: typically
+    /// [`resolve`](crate::resolve) or [`WskClient`](crate::WskClient) registration in a task
+    /// of a DPC runner (polled at `DISPATCH_LEVEL`). Run it on a passive runner or in
+    /// `block_on`, or use [`TcpStream::connect_host`](crate::TcpStream::connect_host), which
+    /// hands its resolution to a `PASSIVE_LEVEL` thread itself. Nothing was done.
+    WrongIrql,
     /// Any other kernel status.
     Other,
 }
@@ -93,6 +99,7 @@ impl ErrorKind {
             Self::NoResources => "insufficient resources",
             Self::Unsupported => "not supported by the WSK provider",
             Self::NotFound => "name not found",
+            Self::WrongIrql => "needs PASSIVE_LEVEL, called or polled above it",
             Self::Other => "kernel error",
         }
     }
@@ -387,6 +394,11 @@ mod tests {
         let e = Error::new(ErrorKind::InvalidState, "send");
         assert_eq!(e.to_string(), "send: invalid state for this operation");
         assert_eq!(e.status(), None);
+        let e = Error::new(ErrorKind::WrongIrql, "resolve");
+        assert_eq!(
+            e.to_string(),
+            "resolve: needs PASSIVE_LEVEL, called or polled above it"
+        );
         let e = Error::from_status(sys::STATUS_CONNECTION_RESET, "disconnect");
         assert_eq!(
             e.to_string().matches("disconnect").count(),

@@ -167,6 +167,15 @@ impl crate::Cancellable for RecvAppend<'_> {
             other => other,
         }
     }
+
+    fn escalate(self: Pin<&mut Self>) -> crate::Escalation<Self::Output> {
+        // The provider ignored the cancel (Wine): closing the socket completes the receive,
+        // and the buffer comes back.
+        if let Some(op) = &self.op {
+            op.close_socket();
+        }
+        crate::Escalation::KeepWaiting
+    }
 }
 
 /// The buffer a receive was given (every receive is built with one).
@@ -699,7 +708,7 @@ impl<W> core::fmt::Debug for BufWriter<W> {
 /// `embedded-io`'s kinds for this crate's errors: the same name where `embedded-io` has one;
 /// `Cancelled` is `Interrupted` (the operation may be retried), `NoResources` is
 /// `OutOfMemory`, and what it lacks (unreachable host or network, a socket in the wrong
-/// state) is `Other`.
+/// state, a call above the IRQL it needs) is `Other`.
 impl embedded_io_async::Error for Error {
     fn kind(&self) -> embedded_io_async::ErrorKind {
         use embedded_io_async::ErrorKind as Io;
@@ -720,6 +729,7 @@ impl embedded_io_async::Error for Error {
             ErrorKind::HostUnreachable
             | ErrorKind::NetworkUnreachable
             | ErrorKind::InvalidState
+            | ErrorKind::WrongIrql
             | ErrorKind::Other => Io::Other,
         }
     }

@@ -32,7 +32,10 @@
 //! # IRQL
 //! Futures of this crate may be polled at IRQL <= `DISPATCH_LEVEL` (the executor's DPC
 //! runner polls at `DISPATCH_LEVEL`), except [`resolve`] and [`WskClient`] registration,
-//! deregistration and drop, which need `PASSIVE_LEVEL`. Creating and dropping buffers,
+//! deregistration and drop, which need `PASSIVE_LEVEL` and fail with
+//! [`ErrorKind::WrongIrql`] above it ([`TcpStream::connect_host`] and
+//! [`UdpSocket::send_to_host`] resolve on a `PASSIVE_LEVEL` thread of their own, so they work
+//! from any task). Creating and dropping buffers,
 //! sockets and futures is allowed at <= `DISPATCH_LEVEL`; pure accessors at any IRQL.
 //! [`timeout`] and [`TcpStream::disconnect_within`] need the executor's timer: poll them on a
 //! runner or in `wsk_executor::block_on`. Every item says its rule in an `# IRQL` section.
@@ -69,6 +72,13 @@
 //! [`ErrorKind::InvalidState`] instead of queueing behind a live one (it only waits while an
 //! operation whose future was dropped is still being cancelled).
 //!
+//! # Closing and deadlines
+//! [`TcpStream::close`] and dropping a stream end the connection gracefully, as std and tokio
+//! do: FIN after every pending send, then the close, bounded by the stream's close limit
+//! ([`TcpStream::set_close_limit`]). A reset is the explicit [`TcpStream::abort`]. Every
+//! operation (send, receive, accept, connect, disconnect, UDP, bind, resolve) can be bounded
+//! by the one [`timeout`], which cancels it through WSK and returns its buffer.
+//!
 //! # Errors
 //! Every fallible call returns [`Error`]: an [`ErrorKind`] to act on, the `NTSTATUS` when the
 //! kernel produced one, and the operation's name. Calls on a closed socket, or on a client
@@ -83,6 +93,9 @@ use wsk_host as _;
 mod addr;
 mod buf;
 mod client;
+#[cfg(not(loom))]
+mod connect;
+mod debug;
 mod error;
 pub mod io;
 mod options;
@@ -95,6 +108,8 @@ mod udp;
 
 pub use buf::IoBuf;
 pub use client::{DeregisterError, Driver, WskClient};
+#[cfg(not(loom))]
+pub use connect::lookup_host;
 pub use error::{Error, ErrorKind, Result};
 pub use io::RecvAppend;
 pub use options::ControlRequest;
@@ -103,7 +118,7 @@ pub use socket::BindOptions;
 pub use tcp::{
     Accept, Disconnect, Incoming, Recv, TcpListener, TcpReadHalf, TcpStream, TcpWriteHalf,
 };
-pub use time::Cancellable;
 #[cfg(not(loom))]
-pub use time::{WithTimeout, timeout};
+pub use time::{CANCEL_GRACE, WithTimeout, timeout};
+pub use time::{Cancellable, Escalation, Operation, TimedOutput};
 pub use udp::UdpSocket;

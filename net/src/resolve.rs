@@ -1,15 +1,19 @@
 //! Name resolution with `WskGetAddressInfo`, which WSK allows only at `PASSIVE_LEVEL`: run it
 //! on the executor's passive lane.
 
+use core::future::Future;
 use core::net::SocketAddr;
 
 use wsk_sys::{self as sys, NTSTATUS};
 
 use crate::buf::IoBuf;
-use crate::client::WskClient;
+use core::ptr::NonNull;
+
+use crate::client::{ClientInner, WskClient};
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, Held, Kind, Op, Request};
+use crate::raw::{CTL, Call, Held, Kind, Op, Request, SocketInner};
 use crate::socket::{Handle, check};
+use crate::time::{Operation, Target};
 
 /// At most this many addresses are returned by [`resolve`]; further ones are dropped. It is
 /// the capacity of [`Addresses`].
@@ -81,27 +85,63 @@ pub(crate) unsafe fn issue_resolve(call: &mut Call) -> NTSTATUS {
 /// ```
 ///
 /// # Errors
-/// `InvalidState` when polled above `PASSIVE_LEVEL` or after deregistration;
+/// [`ErrorKind::WrongIrql`] when polled above `PASSIVE_LEVEL`; `InvalidState` after
+/// deregistration;
 /// `InvalidInput` for an empty name or one longer than 255 UTF-16 units; `NotFound` when
 /// nothing resolved; `NoResources`; provider errors (`Unsupported` when the provider lacks
 /// `WskGetAddressInfo`).
 ///
+/// Bound it with [`timeout`](crate::timeout): the lookup is cancelled through WSK.
+///
 /// # IRQL
-/// `PASSIVE_LEVEL` only.
-pub async fn resolve(client: &WskClient, host: &str, port: u16) -> Result<Addresses> {
+/// Call at <= `DISPATCH_LEVEL` (it allocates the object that lends the lookup its IRP); poll
+/// at `PASSIVE_LEVEL` only.
+pub fn resolve<'a>(
+    client: &'a WskClient,
+    host: &'a str,
+    port: u16,
+) -> Operation<'static, impl Future<Output = Result<Addresses>> + 'a> {
+    // SAFETY: the handle keeps its client alive while borrowed, which covers this future.
+    resolve_on(unsafe { client.inner().as_ref() }, host, port)
+}
+
+/// [`resolve`] on a client object rather than its handle (for `lookup_host`'s work on the
+/// runner's thread, which holds a use of the client, not the handle).
+///
+/// The borrow is kept alive by a handle or a use of the client held by the caller.
+pub(crate) fn resolve_on<'a>(
+    client: &'a ClientInner,
+    host: &'a str,
+    port: u16,
+) -> Operation<'static, impl Future<Output = Result<Addresses>> + 'a> {
+    // The operation needs an IRP: a socket object that never gets a WSK socket lends its
+    // control slot (and is freed with the handle). Made here so that a deadline can cancel
+    // the lookup through it.
+    let handle = if client.accepting() {
+        SocketInner::new(NonNull::from(client), Kind::Connection).map(Handle::from_inner)
+    } else {
+        Err(Error::new(ErrorKind::InvalidState, "resolve"))
+    };
+    let target = handle
+        .as_ref()
+        .map_or(Target::Missing, |h| Target::Owned(h.share()));
+    Operation::new(target, CTL, "resolve", async move {
+        let handle = handle?;
+        lookup(client, &handle, host, port).await
+    })
+}
+
+/// The lookup of `host` through `handle`'s control slot.
+async fn lookup(client: &ClientInner, handle: &Handle, host: &str, port: u16) -> Result<Addresses> {
     if sys::KeGetCurrentIrql() != sys::PASSIVE_LEVEL {
-        return Err(Error::new(ErrorKind::InvalidState, "resolve"));
+        return Err(Error::new(ErrorKind::WrongIrql, "resolve"));
     }
-    // SAFETY: the client handle keeps the client alive. A PASSIVE_LEVEL point: free the
-    // result lists of lookups abandoned earlier.
-    unsafe { client.inner().as_ref() }.free_parked_address_info();
+    // A PASSIVE_LEVEL point: free the result lists of lookups abandoned earlier.
+    client.free_parked_address_info();
     let units = host.encode_utf16().count();
     if units == 0 || units > MAX_NAME {
         return Err(Error::new(ErrorKind::InvalidInput, "resolve"));
     }
-    // The operation needs an IRP: a socket object that never gets a WSK socket lends its
-    // control slot (and is freed with the handle).
-    let handle = Handle::new(client, Kind::Connection)?;
     // WSK wants the node name NUL-terminated (the terminator is not counted in Length).
     let mut name = IoBuf::with_capacity((units + 1) * 2)?;
     for unit in host.encode_utf16().chain([0]) {
@@ -128,9 +168,8 @@ pub async fn resolve(client: &WskClient, host: &str, port: u16) -> Result<Addres
     let mut out = Addresses::new();
     if !list.is_null() {
         collect(list, port, &mut out);
-        // SAFETY: the client handle keeps the client alive. Freed now at PASSIVE_LEVEL, parked
-        // if this future is polled above it after all.
-        unsafe { client.inner().as_ref() }.release_address_info(list);
+        // Freed now at PASSIVE_LEVEL, parked if this future is polled above it after all.
+        client.release_address_info(list);
     }
     result?;
     if out.is_empty() {

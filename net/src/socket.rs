@@ -64,6 +64,38 @@ impl Handle {
     }
 }
 
+/// One reference on a socket object that, unlike [`Handle`], does not close the socket when
+/// dropped: what an [`Operation`](crate::Operation) that owns its socket's creation keeps to
+/// cancel it.
+pub(crate) struct SocketRef(NonNull<SocketInner>);
+
+// SAFETY: as for `Handle`: the object is thread-safe and lives in nonpaged pool.
+unsafe impl Send for SocketRef {}
+// SAFETY: as above.
+unsafe impl Sync for SocketRef {}
+
+impl SocketRef {
+    /// The socket object.
+    pub(crate) fn inner(&self) -> &SocketInner {
+        // SAFETY: our reference keeps the object alive.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for SocketRef {
+    fn drop(&mut self) {
+        // SAFETY: the reference `Handle::share` took, given up here.
+        unsafe { SocketInner::release(self.0) };
+    }
+}
+
+impl Handle {
+    /// A second reference on the object, which does not close it.
+    pub(crate) fn share(&self) -> SocketRef {
+        SocketRef(self.adopt_ref())
+    }
+}
+
 impl Drop for Handle {
     fn drop(&mut self) {
         SocketInner::start_close(self.0);

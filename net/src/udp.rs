@@ -8,8 +8,10 @@ use crate::addr::{RawAddr, family_of};
 use crate::buf::IoBuf;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{Call, Held, Kind, Op, RECV, Request, SEND};
+use crate::raw::{CTL, Call, Held, Kind, Op, RECV, Request, SEND};
 use crate::socket::{self, Handle, check};
+use crate::time::{Operation, Target};
+use core::future::Future;
 
 /// A bound UDP socket.
 ///
@@ -109,11 +111,25 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn bind(client: &WskClient, addr: SocketAddr) -> Result<Self> {
-        let handle = Handle::new(client, Kind::Datagram)?;
-        socket::create(&handle, family_of(&addr)).await?;
-        socket::bind(&handle, addr).await?;
-        Ok(Self { handle })
+    pub fn bind(
+        client: &WskClient,
+        addr: SocketAddr,
+    ) -> Operation<'static, impl Future<Output = Result<Self>> + use<>> {
+        let handle = Handle::new(client, Kind::Datagram);
+        let target = handle
+            .as_ref()
+            .map_or(Target::Missing, |h| Target::Owned(h.share()));
+        Operation::new(target, CTL, "bind", async move {
+            let handle = handle?;
+            socket::create(&handle, family_of(&addr)).await?;
+            socket::bind(&handle, addr).await?;
+            Ok(Self { handle })
+        })
+    }
+
+    /// `future`, a step on this socket's slot `slot`, as a cancellable operation.
+    fn operation<F: Future>(&self, slot: usize, name: &'static str, future: F) -> Operation<'_, F> {
+        Operation::new(Target::Borrowed(self.handle.inner()), slot, name, future)
     }
 
     async fn datagram(
@@ -174,10 +190,16 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn send_to(&self, buf: IoBuf, to: SocketAddr) -> (Result<usize>, IoBuf) {
-        let len = buf.len();
-        let (result, buf) = self.datagram(SEND, false, buf, len, Some(to)).await;
-        (result.map(|(n, _)| n), buf)
+    pub fn send_to(
+        &self,
+        buf: IoBuf,
+        to: SocketAddr,
+    ) -> Operation<'_, impl Future<Output = (Result<usize>, IoBuf)> + '_> {
+        self.operation(SEND, "send_to", async move {
+            let len = buf.len();
+            let (result, buf) = self.datagram(SEND, false, buf, len, Some(to)).await;
+            (result.map(|(n, _)| n), buf)
+        })
     }
 
     /// Sends `buf` as one datagram to the socket's fixed address
@@ -218,17 +240,22 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn recv_from(&self, mut buf: IoBuf) -> (Result<(usize, SocketAddr)>, IoBuf) {
-        buf.clear();
-        let cap = buf.capacity();
-        let (result, mut buf) = self.datagram(RECV, true, buf, cap, None).await;
-        let result = result.and_then(|(n, from)| {
-            let n = n.min(cap);
-            let _ = buf.set_len(n);
-            from.map(|from| (n, from))
-                .ok_or(Error::new(ErrorKind::Other, "recv_from"))
-        });
-        (result, buf)
+    pub fn recv_from(
+        &self,
+        mut buf: IoBuf,
+    ) -> Operation<'_, impl Future<Output = (Result<(usize, SocketAddr)>, IoBuf)> + '_> {
+        self.operation(RECV, "recv_from", async move {
+            buf.clear();
+            let cap = buf.capacity();
+            let (result, mut buf) = self.datagram(RECV, true, buf, cap, None).await;
+            let result = result.and_then(|(n, from)| {
+                let n = n.min(cap);
+                let _ = buf.set_len(n);
+                from.map(|from| (n, from))
+                    .ok_or(Error::new(ErrorKind::Other, "recv_from"))
+            });
+            (result, buf)
+        })
     }
 
     /// The local address (with the real port when bound to port 0).
@@ -245,8 +272,10 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn local_addr(&self) -> Result<SocketAddr> {
-        socket::address(&self.handle, false).await
+    pub fn local_addr(&self) -> Operation<'_, impl Future<Output = Result<SocketAddr>> + '_> {
+        self.operation(CTL, "local_addr", async move {
+            socket::address(&self.handle, false).await
+        })
     }
 
     /// Closes the socket (`WskCloseSocket`) and waits until WSK has. Operations whose futures

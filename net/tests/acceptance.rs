@@ -282,8 +282,7 @@ fn fin_graceful_final_data_and_refused() {
             // itself on Linux.
             let e = TcpStream::connect(client, SocketAddr::from(([127, 0, 0, 1], 1)))
                 .await
-                .err()
-                .expect("refused");
+                .expect_err("refused");
             assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
         });
     });
@@ -647,7 +646,7 @@ fn a_refused_deregistration_gives_the_client_back_for_a_retry() {
         // SAFETY: back to the IRQL raised from.
         unsafe { wsk_sys::KeLowerIrql(old) };
         let failed = failed.expect_err("deregistration above PASSIVE_LEVEL is refused");
-        assert_eq!(failed.error().kind(), ErrorKind::InvalidState);
+        assert_eq!(failed.error().kind(), ErrorKind::WrongIrql);
         failed
             .into_client()
             .deregister()

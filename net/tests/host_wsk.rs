@@ -103,8 +103,7 @@ fn connect_exact_receive_and_abortive_disconnect() {
             drop(std_listener);
             let e = TcpStream::connect(client, SocketAddr::from(([127, 0, 0, 1], 1)))
                 .await
-                .err()
-                .expect("refused");
+                .expect_err("refused");
             assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
         });
     });
@@ -159,7 +158,7 @@ fn inline_completion_of_close() {
     });
 }
 
-/// Runners for the DPC-runner test, one per plan (a runner cannot restart).
+/// Runners for the DPC-runner test, one per plan.
 static RUNNERS: [Runner; 4] = [const { Runner::new(Budget::DEFAULT) }; 4];
 /// Task storage for them.
 static POOLS: [TaskPool<4096, 16>; 4] = [const { TaskPool::new() }; 4];
@@ -231,9 +230,7 @@ fn echo_server_on_the_dpc_runner() {
                 assert!(p.join().unwrap(), "a peer got its bytes back exactly");
             }
             runner.shutdown();
-            let client = Arc::try_unwrap(client)
-                .ok()
-                .expect("the only client reference");
+            let client = Arc::try_unwrap(client).expect("the only client reference");
             client.deregister().expect("deregister");
         });
         let report = kernel.check_leaks();

@@ -438,7 +438,11 @@ pub unsafe fn init_precise_clock() {
     };
     // SAFETY: the address MmGetSystemRoutineAddress gave for "KeQueryPerformanceCounter",
     // whose signature is KeQueryPerformanceCounterFn.
-    let f = unsafe { core::mem::transmute::<usize, KeQueryPerformanceCounterFn>(routine) };
+    let f = unsafe {
+        core::mem::transmute::<*const (), KeQueryPerformanceCounterFn>(
+            core::ptr::with_exposed_provenance(routine),
+        )
+    };
     let mut frequency: LARGE_INTEGER = 0;
     // SAFETY: any IRQL; `frequency` is a writable LARGE_INTEGER.
     unsafe { f(&raw mut frequency) };
@@ -472,7 +476,11 @@ pub fn query_precise_time() -> u64 {
     {
         // SAFETY: stored by init_precise_clock from MmGetSystemRoutineAddress
         // ("KeQueryPerformanceCounter"), whose signature is KeQueryPerformanceCounterFn.
-        let f = unsafe { core::mem::transmute::<usize, KeQueryPerformanceCounterFn>(routine) };
+        let f = unsafe {
+            core::mem::transmute::<*const (), KeQueryPerformanceCounterFn>(
+                core::ptr::with_exposed_provenance(routine),
+            )
+        };
         // SAFETY: any IRQL; a null frequency pointer is allowed.
         let count = unsafe { f(core::ptr::null_mut()) };
         let units = u128::from(count.unsigned_abs()) * 10_000_000 / u128::from(frequency);
@@ -599,7 +607,7 @@ impl SystemRoutine {
     /// `PASSIVE_LEVEL` only.
     pub unsafe fn resolve(&self) -> Option<usize> {
         // SAFETY: PASSIVE_LEVEL per the caller.
-        let routine = unsafe { system_routine_address(self.name) } as usize;
+        let routine = unsafe { system_routine_address(self.name) }.expose_provenance();
         self.address.store(
             if routine == 0 { ABSENT } else { routine },
             Ordering::Release,
@@ -644,7 +652,11 @@ pub unsafe fn allocate_nonpaged(bytes: usize, tag: u32) -> PVOID {
     if let Some(routine) = EX_ALLOCATE_POOL2.address() {
         // SAFETY: the value was produced by MmGetSystemRoutineAddress("ExAllocatePool2"), whose
         // signature is ExAllocatePool2Fn.
-        let f = unsafe { core::mem::transmute::<usize, ExAllocatePool2Fn>(routine) };
+        let f = unsafe {
+            core::mem::transmute::<*const (), ExAllocatePool2Fn>(
+                core::ptr::with_exposed_provenance(routine),
+            )
+        };
         // SAFETY: documented IRQL contract of ExAllocatePool2 for nonpaged pool.
         return unsafe { f(POOL_FLAG_NON_PAGED | POOL_FLAG_UNINITIALIZED, bytes, tag) };
     }
@@ -729,10 +741,36 @@ fn emit(level: u32, bytes: &[u8]) {
     }
 }
 
-/// `DbgPrintEx` with `format!` syntax, at `DPFLTR_ERROR_LEVEL` (always shown).
-/// IRQL <= `DISPATCH_LEVEL`.
+/// `DbgPrintEx` with `format!` syntax, for component `DPFLTR_IHVDRIVER_ID`, at a level named
+/// first: `Error`, `Warning`, `Trace` or `Info` (`DPFLTR_ERROR_LEVEL` ..
+/// `DPFLTR_INFO_LEVEL`). Without a level the message is at `Error` (the form every earlier
+/// call site uses): Windows shows `Error` messages always, the others only when the
+/// debugger's filter for the component enables their level (`Kd_IHVDRIVER_Mask`), so
+/// routine messages (`Info`) cost nothing in the field.
+///
+/// ```ignore
+/// wsk_sys::kprint!(Info, "wskecho: listening on port {}\n", 7);
+/// wsk_sys::kprint!(Warning, "wskecho: {} connections refused\n", 3);
+/// wsk_sys::kprint!("wskecho: not started\n"); // Error level
+/// ```
+///
+/// # IRQL
+/// <= `DISPATCH_LEVEL` (`DbgPrintEx`'s rule; the arguments must be formattable there: no
+/// paged data).
 #[macro_export]
 macro_rules! kprint {
+    (Error, $($arg:tt)*) => {
+        $crate::dbg_print($crate::DPFLTR_ERROR_LEVEL, ::core::format_args!($($arg)*))
+    };
+    (Warning, $($arg:tt)*) => {
+        $crate::dbg_print($crate::DPFLTR_WARNING_LEVEL, ::core::format_args!($($arg)*))
+    };
+    (Trace, $($arg:tt)*) => {
+        $crate::dbg_print($crate::DPFLTR_TRACE_LEVEL, ::core::format_args!($($arg)*))
+    };
+    (Info, $($arg:tt)*) => {
+        $crate::dbg_print($crate::DPFLTR_INFO_LEVEL, ::core::format_args!($($arg)*))
+    };
     ($($arg:tt)*) => {
         $crate::dbg_print($crate::DPFLTR_ERROR_LEVEL, ::core::format_args!($($arg)*))
     };

@@ -204,6 +204,21 @@ impl<P: Pender> Executor<P> {
         self.core.close();
     }
 
+    /// Opens a drained executor again (closed, and every task's future dropped), so that it
+    /// can be spawned into and polled as a new one: what restarting a
+    /// [`Runner`](crate::Runner) after its shutdown does. Returns false, changing nothing, when
+    /// the executor is not drained (open, or closed with tasks still to drop).
+    ///
+    /// Slots whose `JoinHandle` still holds an output stay taken until it is dropped; stale
+    /// wakers of the dropped tasks only count on their (free) slots, as after any drop.
+    ///
+    /// # IRQL
+    /// Any.
+    #[inline]
+    pub fn reopen(&self) -> bool {
+        self.core.live.reopen()
+    }
+
     /// Polls the tasks queued when it is called (one batch, taken off the queue at once) until
     /// that batch is done, `max_polls` tasks were polled, or `should_yield` (asked before each
     /// poll but the first) says the time is up. Tasks left over are queued again and reported in

@@ -477,3 +477,59 @@ fn loom_close_finds_an_idle_task_racing_a_poll() {
         assert_eq!(pool.used(), 0);
     });
 }
+
+/// A `PassiveWork` that counts its runs (loom atomics, so loom sees the accesses).
+#[repr(C)]
+struct CountedWork {
+    work: PassiveWork,
+    runs: AtomicUsize,
+}
+
+unsafe fn count_run(work: std::ptr::NonNull<PassiveWork>) {
+    // SAFETY: the models queue only leaked `CountedWork`s, whose first field is the work.
+    let counted = unsafe { work.cast::<CountedWork>().as_ref() };
+    counted.runs.fetch_add(1, Ordering::SeqCst);
+}
+
+fn counted_work() -> &'static CountedWork {
+    Box::leak(Box::new(CountedWork {
+        work: PassiveWork::new(count_run),
+        runs: AtomicUsize::new(0),
+    }))
+}
+
+/// Two tasks queue work for the runner's thread while the thread takes the queue and then
+/// closes it on exit (`run_all(false)`, `run_all(true)`): every push that succeeded is run
+/// exactly once before the close returns, and a refused push is never run; once opened again
+/// (a restart), the queue takes work again.
+#[test]
+fn loom_passive_work_runs_once_or_is_refused_racing_the_close() {
+    model(|| {
+        let queue: &'static PassiveQueue = Box::leak(Box::new(PassiveQueue::new()));
+        let works = [counted_work(), counted_work()];
+        let pushers: std::vec::Vec<_> = works
+            .iter()
+            .map(|&counted| {
+                thread::spawn(move || {
+                    let work = std::ptr::NonNull::from(counted).cast::<PassiveWork>();
+                    // SAFETY: leaked, queued once.
+                    unsafe { queue.push(work) }
+                })
+            })
+            .collect();
+        queue.run_all(false);
+        queue.run_all(true);
+        let queued: std::vec::Vec<bool> = pushers.into_iter().map(|p| p.join().unwrap()).collect();
+        for (counted, queued) in works.iter().zip(queued) {
+            let runs = counted.runs.load(Ordering::SeqCst);
+            assert_eq!(runs, usize::from(queued), "queued: {queued}, runs: {runs}");
+        }
+        // A restarted runner opens its queue again.
+        queue.open();
+        let again = counted_work();
+        // SAFETY: leaked, queued once.
+        assert!(unsafe { queue.push(std::ptr::NonNull::from(again).cast()) });
+        queue.run_all(true);
+        assert_eq!(again.runs.load(Ordering::SeqCst), 1);
+    });
+}

@@ -13,7 +13,9 @@
 
 mod atomic_waker;
 mod executor;
+mod fit;
 mod join;
+mod passive_queue;
 mod pool;
 mod run_queue;
 mod state;
@@ -24,6 +26,11 @@ mod task;
 pub use atomic_waker::AtomicWaker;
 pub use executor::{Executor, ExecutorCore, FnPender, PendFn, Pender, PollReport};
 pub use join::{JoinError, JoinHandle};
+#[cfg(any(not(loom), test))]
+pub(crate) use passive_queue::PassiveQueue;
+pub use passive_queue::PassiveWork;
+#[cfg(not(loom))]
+pub(crate) use pool::SpawnCheck;
 pub use pool::{MAX_POOLS, STORAGE_ALIGN, SpawnError, TaskPool};
 
 pub(crate) use executor::executor_of_waker;

@@ -9,7 +9,7 @@
 use core::any::TypeId;
 use core::future::Future;
 use core::marker::PhantomData;
-use core::mem::{ManuallyDrop, MaybeUninit, align_of, offset_of, size_of};
+use core::mem::{ManuallyDrop, MaybeUninit, offset_of, size_of};
 use core::pin::Pin;
 use core::ptr::NonNull;
 use core::task::Poll;
@@ -22,7 +22,8 @@ use super::task::{TaskHeader, TaskRef, TaskVTable, task_waker};
 /// The alignment of every slot's storage; futures needing more cannot be spawned.
 pub const STORAGE_ALIGN: usize = 16;
 
-/// Why a spawn failed. The future was dropped.
+/// Why a spawn failed. The future was dropped. (A future too big for the pool's slots is a
+/// compile-time error, not a `SpawnError`: see [`TaskPool::spawn`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SpawnError {
@@ -50,6 +51,16 @@ impl core::fmt::Display for SpawnError {
 }
 
 impl core::error::Error for SpawnError {}
+
+/// The compile-time check that `F` (future and output) fits `SIZE`-byte slots, for spawn
+/// functions outside this module ([`Runner::spawn`](crate::Runner::spawn)) that want the
+/// error reported at their caller's line.
+pub(crate) struct SpawnCheck<F, const SIZE: usize>(PhantomData<F>);
+
+impl<F: Future, const SIZE: usize> SpawnCheck<F, SIZE> {
+    /// Evaluate in a `const` block: fails compilation with a message naming both sizes.
+    pub(crate) const FITS: () = super::fit::Fits::<Stage<F>, SIZE>::CHECK;
+}
 
 /// The future, then its output, stored in place in a slot. Which of the two it holds, the task's
 /// state word says: `running` from the spawn until the task is `DONE` (its owner moves it to
@@ -379,7 +390,19 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
     /// at once (the executor's pender is called).
     ///
     /// Fails compilation if `F` (or its output) does not fit in `SIZE` bytes or needs an
-    /// alignment above [`STORAGE_ALIGN`].
+    /// alignment above [`STORAGE_ALIGN`]; the message names the task's size and `SIZE`, and
+    /// rustc points at the spawning line ("the above error was encountered while
+    /// instantiating"):
+    ///
+    /// ```compile_fail,E0080
+    /// use wsk_executor::raw::{Executor, TaskPool};
+    /// unsafe fn pend(_: *const ()) {}
+    /// static EXECUTOR: Executor = Executor::new(pend);
+    /// static TASKS: TaskPool<64, 1> = TaskPool::new();
+    /// let big = [0_u8; 100];
+    /// // error: a task of 10? bytes (...) does not fit the pool's 64-byte slots
+    /// let _ = TASKS.spawn(&EXECUTOR, async move { core::hint::black_box(big) });
+    /// ```
     ///
     /// # Errors
     /// [`SpawnError::PoolFull`] when no slot is free, [`SpawnError::Closed`] after the executor
@@ -399,16 +422,8 @@ impl<const SIZE: usize, const N: usize> TaskPool<SIZE, N> {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        const {
-            assert!(
-                size_of::<Stage<F>>() <= SIZE,
-                "the future does not fit in the pool's slots"
-            );
-            assert!(
-                align_of::<Stage<F>>() <= STORAGE_ALIGN,
-                "the future needs a larger alignment"
-            );
-        };
+        // Names both sizes; see `fit.rs`.
+        const { SpawnCheck::<F, SIZE>::FITS };
         // Bound to `P` (which also means registered)? Else the first spawn binds it, or the
         // check of the bound type settles it, out of line.
         if self.desc.pender.load(Ordering::Acquire) != pender_tag::<P>() {

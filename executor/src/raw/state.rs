@@ -389,6 +389,14 @@ impl LiveTasks {
         self.0.fetch_or(CLOSED, Ordering::SeqCst);
     }
 
+    /// Opens a drained executor again (closed, no task counted in); false, and nothing
+    /// changed, if it is not drained.
+    pub(crate) fn reopen(&self) -> bool {
+        self.0
+            .compare_exchange(CLOSED, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
     /// Tasks counted in.
     pub(crate) fn count(&self) -> usize {
         self.0.load(Ordering::Acquire) & !CLOSED

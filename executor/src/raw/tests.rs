@@ -477,6 +477,28 @@ fn raw_close_drops_every_task_and_refuses_spawns() {
     assert_eq!(POOL.used(), 0);
 }
 
+#[test]
+fn raw_reopen_needs_a_drained_executor_and_then_spawns_again() {
+    static SIGNAL: Signal = Signal::new();
+    static EXECUTOR: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<256, 1> = TaskPool::new();
+    start(&EXECUTOR, &SIGNAL);
+
+    assert!(!EXECUTOR.reopen(), "open: nothing to reopen");
+    let parked = POOL.spawn(&EXECUTOR, std::future::pending::<()>()).unwrap();
+    EXECUTOR.close();
+    assert!(!EXECUTOR.reopen(), "closed with a task still to drop");
+    assert!(EXECUTOR.is_closed());
+    EXECUTOR.poll(usize::MAX, || false);
+    assert!(EXECUTOR.is_drained());
+    assert_eq!(block_on_std(parked), Err(JoinError::Cancelled));
+    assert!(EXECUTOR.reopen());
+    assert!(!EXECUTOR.is_closed());
+    let again = POOL.spawn(&EXECUTOR, async { 3 }).unwrap();
+    assert_eq!(EXECUTOR.poll(usize::MAX, || false).polled, 1);
+    assert_eq!(block_on_std(again), Ok(3));
+}
+
 /// Two tasks passing a turn back and forth, each waking the other.
 struct PingPong {
     turn: AtomicUsize,

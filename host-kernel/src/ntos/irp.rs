@@ -346,9 +346,14 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
         let control = spent.Control;
         irp.PendingReturned = control & SL_PENDING_RETURNED;
         let status = irp.IoStatus.Status;
+        // Atomic, as IoCancelIrp writes it: a cancel may race with the completion.
+        // SAFETY: a byte of the live IRP (aligned for an AtomicU8), accessed atomically by
+        // IoCancelIrp and here.
+        let cancel = unsafe { core::sync::atomic::AtomicU8::from_ptr(&raw mut irp.Cancel) };
+        let cancelled = cancel.load(core::sync::atomic::Ordering::SeqCst) != 0;
         let invoke = (NT_SUCCESS(status) && control & SL_INVOKE_ON_SUCCESS != 0)
             || (!NT_SUCCESS(status) && control & SL_INVOKE_ON_ERROR != 0)
-            || (irp.Cancel != 0 && control & SL_INVOKE_ON_CANCEL != 0);
+            || (cancelled && control & SL_INVOKE_ON_CANCEL != 0);
         let pending_returned = irp.PendingReturned != 0;
         let routine = spent.CompletionRoutine;
         let context = spent.Context;
@@ -517,17 +522,28 @@ pub unsafe extern "system-unwind" fn IoCancelIrp(Irp: *mut IRP) -> BOOLEAN {
     let mut old = 0;
     // SAFETY: a valid out-pointer.
     unsafe { IoAcquireCancelSpinLock(&raw mut old) };
-    // SAFETY: the IRP is live (checked); Cancel is written under the cancel lock.
-    unsafe { (*Irp).Cancel = TRUE };
+    // An atomic store: a lower driver reads Cancel after arming its cancel routine without
+    // the cancel lock (the WSK provider's `arm`), so a plain write would race with that read
+    // (Miri reports it); on x64 both are the same plain byte access.
+    // SAFETY: the IRP is live (checked).
+    let field = unsafe { &raw mut (*Irp).Cancel };
+    // SAFETY: a byte of the live IRP (aligned for an AtomicU8), accessed atomically by
+    // everyone while the IRP is in flight.
+    let cancel = unsafe { core::sync::atomic::AtomicU8::from_ptr(field) };
+    cancel.store(TRUE, core::sync::atomic::Ordering::SeqCst);
     // SAFETY: as above.
     let Some(routine) = (unsafe { crate::IoSetCancelRoutine(Irp, None) }) else {
         // SAFETY: acquired above at `old`.
         unsafe { IoReleaseCancelSpinLock(old) };
         return FALSE;
     };
+    // Read through the pointer, not a reference to the whole IRP: the holder may swap its
+    // CancelRoutine on another thread meanwhile (finding it gone), which a reference would
+    // race with (Miri reports it).
     // SAFETY: as above; read while the cancel lock is held.
-    let irp = unsafe { &*Irp };
-    let (current_location, stack_count) = (irp.CurrentLocation, irp.StackCount);
+    let current_location = unsafe { (*Irp).CurrentLocation };
+    // SAFETY: as above.
+    let stack_count = unsafe { (*Irp).StackCount };
     // WDK "Bug Check 0x48: CANCEL_STATE_IN_COMPLETED_IRP"
     // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x48--cancel-state-in-completed-irp): an IRP completed
     // and then cancelled.

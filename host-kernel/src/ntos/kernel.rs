@@ -32,6 +32,29 @@ use crate::{
 
 pub use super::registry::{RegValue, Registry};
 
+/// The network the WSK provider stands on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Provider {
+    /// The host's real sockets, driven by a reactor thread on `mio`: real TCP/IP, real peers
+    /// outside the kernel.
+    HostSockets,
+    /// The in-memory network: loopback TCP and UDP between the sockets of this kernel only,
+    /// with the same WSK semantics, completions and fault plans. Runs where host sockets
+    /// cannot (Miri).
+    Memory,
+}
+
+impl Default for Provider {
+    fn default() -> Self {
+        if cfg!(miri) {
+            Self::Memory
+        } else {
+            Self::HostSockets
+        }
+    }
+}
+
 /// How to build the machine.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -39,6 +62,9 @@ pub struct Config {
     pub cpus: usize,
     /// Fault plan of the WSK provider.
     pub faults: Faults,
+    /// The network the WSK provider stands on. Default: the host's sockets, the in-memory
+    /// network under Miri (which cannot run sockets).
+    pub provider: Provider,
     /// Longest a DPC routine may run before `DPC_WATCHDOG_VIOLATION` is recorded (a record,
     /// not a stop). Default: 2 s.
     pub dpc_watchdog: Duration,
@@ -64,6 +90,10 @@ pub struct Config {
     /// Whether `MmGetSystemRoutineAddress` finds `KeShouldYieldProcessor` (Windows 10 2004 and
     /// later). Default: true; false plays an older kernel.
     pub ke_should_yield_processor: bool,
+    /// Names the WSK provider's `WskGetAddressInfo` resolves itself, to these addresses in
+    /// this order, before asking the host's resolver (the machine's own hosts file): a test
+    /// can have a name resolve to several addresses in a known order. Default: none.
+    pub hosts: Vec<(String, Vec<std::net::IpAddr>)>,
 }
 
 impl Default for Config {
@@ -71,12 +101,14 @@ impl Default for Config {
         Self {
             cpus: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             faults: Faults::default(),
+            provider: Provider::default(),
             dpc_watchdog: Duration::from_secs(2),
             late_callback_return: None,
             clock_tick: crate::clock::DEFAULT_TICK,
             dpc_cumulative_watchdog: Duration::from_secs(5),
             dpc_dispatch_delay: Vec::new(),
             ke_should_yield_processor: true,
+            hosts: Vec::new(),
         }
     }
 }
@@ -89,10 +121,24 @@ impl Config {
         self
     }
 
+    /// Makes `name` resolve to `addresses`, in this order (see [`Config::hosts`]).
+    #[must_use]
+    pub fn with_host(mut self, name: &str, addresses: &[std::net::IpAddr]) -> Self {
+        self.hosts.push((name.into(), addresses.to_vec()));
+        self
+    }
+
     /// Sets the WSK provider's fault plan.
     #[must_use]
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
+        self
+    }
+
+    /// Sets the network the WSK provider stands on.
+    #[must_use]
+    pub fn with_provider(mut self, provider: Provider) -> Self {
+        self.provider = provider;
         self
     }
 
@@ -314,8 +360,8 @@ impl Kernel {
         *booted = true;
         drop(booted);
         crate::clock::set_tick(config.clock_tick);
-        crate::faults::arm(&config.faults);
         let mut machine = Machine::new(config.cpus, config.dpc_watchdog);
+        crate::faults::arm(&machine.low_resources, &config.faults);
         machine.late_callback_return = config.late_callback_return;
         machine.dpcs.configure(
             config.dpc_cumulative_watchdog,
@@ -326,7 +372,8 @@ impl Kernel {
         machine::install(Some(Arc::clone(&machine)));
         let mut threads = dpc::start_cpus(&machine);
         threads.push(timer::start(&machine));
-        crate::wsk::boot(&config.faults);
+        crate::wsk::resolve::set_hosts(&config.hosts);
+        crate::wsk::boot(&config.faults, config.provider);
         Kernel {
             config,
             machine,
@@ -494,6 +541,18 @@ impl Kernel {
         }
     }
 
+    /// Starts (`Some`) or stops (`None`) this kernel's low-resources simulation now, with
+    /// `seed` (as `faults::set_low_resources`, for this kernel whichever thread calls it).
+    pub fn set_low_resources(&self, plan: Option<crate::faults::LowResources>, seed: u64) {
+        self.machine.low_resources.set(plan, seed);
+    }
+
+    /// What this kernel's low-resources simulation has failed so far (all zero without one).
+    #[must_use]
+    pub fn injected_failures(&self) -> crate::faults::InjectedFailures {
+        self.machine.low_resources.injected()
+    }
+
     /// How many pool blocks, IRPs and MDLs have been allocated since boot (freed or not): two
     /// readings around a steady-state loop show whether it allocates per operation.
     #[must_use]
@@ -552,6 +611,15 @@ impl Kernel {
     #[must_use]
     pub fn dpc_routines_started(&self) -> u64 {
         self.machine.dpcs.started()
+    }
+
+    /// How many `DbgPrintEx` calls were made at `level` since boot (`DPFLTR_ERROR_LEVEL` 0 ..
+    /// `DPFLTR_INFO_LEVEL` 3; higher levels count as 3). A long message may be printed in
+    /// several calls (`wsk_sys::dbg_print` flushes every 256 bytes).
+    #[must_use]
+    pub fn debug_prints_at(&self, level: u32) -> u64 {
+        let slot = usize::try_from(level).map_or(3, |level| level.min(3));
+        self.machine.debug_prints_by_level[slot].load(Ordering::Relaxed)
     }
 
     /// Everything `DbgPrintEx` printed since boot.
@@ -663,8 +731,10 @@ pub(crate) fn hold_boot_lock_for_tests() -> impl Drop {
 }
 
 /// Appends debug output to the running kernel's log.
-pub(crate) fn append_debug_log(text: &str) {
+pub(crate) fn append_debug_log(level: u32, text: &str) {
     if let Some(machine) = machine::try_current() {
+        let slot = usize::try_from(level).map_or(3, |level| level.min(3));
+        machine.debug_prints_by_level[slot].fetch_add(1, Ordering::Relaxed);
         lock(&machine.debug_log).push_str(text);
         machine.debug_log_grew.notify_all();
     }

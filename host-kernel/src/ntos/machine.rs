@@ -95,6 +95,9 @@ pub(crate) struct Machine {
     pub(crate) debug_log: Mutex<String>,
     /// Signalled whenever the debug log grows.
     pub(crate) debug_log_grew: Signal,
+    /// `DbgPrintEx` calls per level (`DPFLTR_ERROR_LEVEL` .. `DPFLTR_INFO_LEVEL`; higher
+    /// levels count as `INFO`).
+    pub(crate) debug_prints_by_level: [AtomicU64; 4],
     /// The dispatcher lock and its condition: every waitable object's state changes under it.
     pub(crate) dispatcher: Mutex<()>,
     /// Signalled whenever a dispatcher object's state changes.
@@ -117,6 +120,9 @@ pub(crate) struct Machine {
     pub(crate) registry: Mutex<registry::Store>,
     /// How many pool blocks, IRPs and MDLs were ever allocated (for steady-state checks).
     pub(crate) allocations: AllocationCounters,
+    /// This kernel's low-resources simulation (shared with `faults` for the kernel booted
+    /// last).
+    pub(crate) low_resources: Arc<crate::faults::LowResourcesState>,
     /// Processor threads halted by a bugcheck inside a driver callback (never joined).
     pub(crate) halted: Mutex<Vec<std::thread::ThreadId>>,
     /// The threads that replaced them.
@@ -141,6 +147,7 @@ impl Machine {
             bugchecks: Mutex::new(Vec::new()),
             debug_log: Mutex::new(String::new()),
             debug_log_grew: Signal::new(),
+            debug_prints_by_level: [const { AtomicU64::new(0) }; 4],
             dispatcher: Mutex::new(()),
             dispatcher_changed: Signal::new(),
             dpcs: dpc::Dpcs::new(cpus),
@@ -152,6 +159,7 @@ impl Machine {
             objects: Mutex::new(object::Objects::default()),
             registry: Mutex::new(registry::Store::default()),
             allocations: AllocationCounters::default(),
+            low_resources: Arc::default(),
             halted: Mutex::new(Vec::new()),
             replacements: Mutex::new(Vec::new()),
             devices: Mutex::new(device::Devices::default()),

@@ -133,6 +133,10 @@ pub unsafe extern "system-unwind" fn IoFreeMdl(Mdl: *mut MDL) {
     // 0x07, freeing pool already freed (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc2--bad-pool-caller).
     irql::require_at_most(DISPATCH_LEVEL, "IoFreeMdl");
     let machine = machine::current("IoFreeMdl");
+    // An MDL a pending WSK IRP still uses (rule and pages at `wsk::pending_irp_using`).
+    if let Some(detail) = crate::wsk::pending_irp_using(crate::wsk::Freed::Mdl(Mdl.addr())) {
+        bugcheck("PAGE_FAULT_IN_FREED_SPECIAL_POOL", detail);
+    }
     let info = MdlPtr::new(Mdl).and_then(|mdl| lock(&machine.mdls).live.remove(&mdl));
     let Some(info) = info else {
         bugcheck(

@@ -85,10 +85,10 @@ pub unsafe extern "system-unwind" fn host_dbg_print(
     text: *const u8,
     length: usize,
 ) {
-    let _ = (component, level);
+    let _ = component;
     // SAFETY: the caller guarantees `text` is readable for `length` bytes during the call.
     let bytes = unsafe { core::slice::from_raw_parts(text, length) };
     let text = std::string::String::from_utf8_lossy(bytes);
     std::eprint!("{text}");
-    kernel::append_debug_log(&text);
+    kernel::append_debug_log(level, &text);
 }

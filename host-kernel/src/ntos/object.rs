@@ -44,6 +44,40 @@ unsafe impl Send for ThreadObject {}
 // SAFETY: as above.
 unsafe impl Sync for ThreadObject {}
 
+/// A thread object on the heap, reached through raw pointers only: its address goes out
+/// (handles, `KeWaitForSingleObject`), so it is never moved or reborrowed as a `Box` would be
+/// once it is in the object table (Miri's aliasing check rejects the pointers handed out
+/// otherwise). Freed when dropped.
+pub(crate) struct ThreadAllocation(core::ptr::NonNull<ThreadObject>);
+
+// SAFETY: owns its ThreadObject, which is Send and Sync.
+unsafe impl Send for ThreadAllocation {}
+// SAFETY: as above.
+unsafe impl Sync for ThreadAllocation {}
+
+impl ThreadAllocation {
+    fn new(thread: ThreadObject) -> Self {
+        Self(core::ptr::NonNull::from(Box::leak(Box::new(thread))))
+    }
+
+    /// Its dispatcher header, with the allocation's provenance exposed (the kernel turns
+    /// the address back into a pointer).
+    fn header(&self) -> *mut DISPATCHER_HEADER {
+        // SAFETY: in bounds of the live allocation.
+        let field = unsafe { &raw const (*self.0.as_ptr()).header };
+        let header = UnsafeCell::raw_get(field);
+        let _ = header.expose_provenance();
+        header
+    }
+}
+
+impl Drop for ThreadAllocation {
+    fn drop(&mut self) {
+        // SAFETY: leaked from a Box in `new`, freed once, here.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
 /// A registry key object.
 pub(crate) struct KeyObject {
     /// The key's full path, lower case.
@@ -52,14 +86,14 @@ pub(crate) struct KeyObject {
 
 /// What an object is.
 pub(crate) enum Body {
-    Thread(Box<ThreadObject>),
+    Thread(ThreadAllocation),
     Key(Box<KeyObject>),
 }
 
 impl Body {
     fn address(&self) -> usize {
         match self {
-            Body::Thread(t) => core::ptr::from_ref::<ThreadObject>(t) as usize,
+            Body::Thread(t) => t.header().addr(),
             Body::Key(k) => core::ptr::from_ref::<KeyObject>(k) as usize,
         }
     }
@@ -220,7 +254,7 @@ pub unsafe extern "system-unwind" fn PsCreateSystemThread(
     let Some(routine) = StartRoutine else {
         return crate::STATUS_INVALID_PARAMETER;
     };
-    let thread = Box::new(ThreadObject {
+    let thread = ThreadAllocation::new(ThreadObject {
         header: UnsafeCell::new(DISPATCHER_HEADER {
             Type: 0,
             Absolute: 0,
@@ -233,10 +267,10 @@ pub unsafe extern "system-unwind" fn PsCreateSystemThread(
             },
         }),
     });
-    let header = thread.header.get();
+    let header = thread.header();
     // SAFETY: the header is ours and not yet shared.
     unsafe { init_header(header, THREAD_OBJECT, size_of::<DISPATCHER_HEADER>(), 0) };
-    let address = header as usize;
+    let address = header.addr();
     let handle = {
         let mut objects = lock(&machine.objects);
         let handle = objects.insert_with_handle(Body::Thread(thread));
@@ -259,7 +293,13 @@ pub unsafe extern "system-unwind" fn PsCreateSystemThread(
                 let mut objects = lock(&finish_machine.objects);
                 // SAFETY: the thread object lives while the running thread holds its
                 // reference; signalled under the objects lock (objects, then dispatcher).
-                unsafe { signal(&finish_machine, address as *mut DISPATCHER_HEADER, 1) };
+                unsafe {
+                    signal(
+                        &finish_machine,
+                        core::ptr::with_exposed_provenance_mut::<DISPATCHER_HEADER>(address),
+                        1,
+                    );
+                };
                 objects.running.remove(&address);
                 objects.dereference(address);
             };

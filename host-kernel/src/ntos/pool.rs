@@ -283,6 +283,13 @@ pub unsafe extern "system-unwind" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
             ),
         );
     }
+    // A buffer or MDL a pending WSK IRP still uses (rule and pages at
+    // `wsk::pending_irp_using`).
+    if let Some(detail) = crate::wsk::pending_irp_using(crate::wsk::Freed::Pool { start, end }) {
+        pool.live.insert(P as usize, block);
+        drop(pool);
+        bugcheck("PAGE_FAULT_IN_FREED_SPECIAL_POOL", detail);
+    }
     // WDK "ExFreePoolWithTag function (wdm.h)"
     // (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exfreepoolwithtag): a caller
     // at DISPATCH_LEVEL must have allocated nonpaged pool, otherwise IRQL <= APC_LEVEL;

@@ -199,7 +199,7 @@ impl Provider {
             recycle(dones);
         } else {
             self.defer(dones);
-            let _ = self.waker.wake();
+            self.io.wake();
         }
     }
 
@@ -333,7 +333,7 @@ mod tests {
             max_delay: Duration::from_millis(1),
             ..Faults::with(Completion::Deferred, 7)
         };
-        let (p, _poll) = Provider::new(&faults);
+        let (p, _poll) = Provider::new(&faults, crate::Provider::Memory);
         let mut orders = Vec::new();
         for round in 0..20 {
             p.defer(
@@ -373,7 +373,7 @@ mod tests {
             }],
             ..Faults::with(Completion::Mixed, 1)
         };
-        let (p, _poll) = Provider::new(&faults);
+        let (p, _poll) = Provider::new(&faults, crate::Provider::Memory);
         let hits: Vec<_> = (0..5).map(|_| p.inject(WskOp::Send)).collect();
         assert_eq!(
             hits,
@@ -385,7 +385,10 @@ mod tests {
     #[test]
     fn mixed_completion_is_decided_by_the_seed() {
         let run = |seed| {
-            let (p, _poll) = Provider::new(&Faults::with(Completion::Mixed, seed));
+            let (p, _poll) = Provider::new(
+                &Faults::with(Completion::Mixed, seed),
+                crate::Provider::Memory,
+            );
             (0..64).map(|_| p.decide_inline()).collect::<Vec<_>>()
         };
         assert_eq!(run(5), run(5), "same seed, same choices");

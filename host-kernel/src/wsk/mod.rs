@@ -1,4 +1,7 @@
-//! The host kernel's netio: the WSK provider on the host's real sockets.
+//! The host kernel's netio: the WSK provider on the host's real sockets, or on an in-memory
+//! network between the kernel's own sockets (`Provider::Memory`, the default under Miri;
+//! `memory`), chosen at boot. Everything below but the byte moving is shared by both; in
+//! memory the reactor waits on the network's condition variable instead of mio.
 //!
 //! A reactor thread (mio) stands in for the NIC: it watches every host socket, makes progress
 //! on the IRPs queued on them, and completes IRPs at `DISPATCH_LEVEL` as a NIC's DPC would.
@@ -38,13 +41,18 @@
 //! boot/shutdown/leak hooks the kernel calls; `registration` the client registration calls;
 //! `completion` how results complete (inline or deferred, per the fault plan); `socket` the
 //! provider sockets and their calls; `resolve` name resolution; `os` the host socket calls;
-//! `glue` the provider's view of the NT side.
+//! `glue` the provider's view of the NT side; `memory` the in-memory network.
+//!
+//! The verifier also fails freeing an MDL or pool block a pending data IRP still uses
+//! ([`pending_irp_using`]): the provider records each data IRP's MDLs and byte ranges until
+//! it completes.
 
 mod completion;
 mod glue;
+mod memory;
 mod os;
 mod registration;
-mod resolve;
+pub(crate) mod resolve;
 mod socket;
 
 use std::boxed::Box;
@@ -95,16 +103,58 @@ pub(super) struct Provider {
     state: Mutex<State>,
     /// Signalled when captures are released or sockets close (for `WskDeregister`).
     changed: Signal,
-    registry: Registry,
-    waker: Waker,
+    io: Io,
     faults: Faults,
     dice: Mutex<Dice>,
     deferred: Mutex<Deferred>,
+    /// Client memory the pending data IRPs use (a leaf lock: nothing is taken under it).
+    held: Mutex<FastMap<IrpPtr, HeldMemory>>,
     stop: AtomicBool,
     /// The reactor's poll instance: taken by the reactor thread for each wait, so a thread
     /// that replaces a halted reactor (see `dpc::set_host_hooks`) carries on with it.
     poll: Mutex<Option<Poll>>,
     reactor: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the provider's sockets stand on, and how its reactor is woken.
+pub(in crate::wsk) enum Io {
+    /// Host sockets: registered with the reactor's poll instance, which `waker` wakes.
+    Host { registry: Registry, waker: Waker },
+    /// The in-memory network, which wakes the reactor itself.
+    Memory(memory::Network),
+}
+
+impl Io {
+    /// Wakes the reactor.
+    fn wake(&self) {
+        match self {
+            Io::Host { waker, .. } => {
+                let _ = waker.wake();
+            }
+            Io::Memory(net) => net.wake(),
+        }
+    }
+
+    /// Registers a host socket with the reactor (none in memory: `Unsupported`).
+    pub(super) fn register(
+        &self,
+        source: &mut impl mio::event::Source,
+        token: Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        match self {
+            Io::Host { registry, .. } => registry.register(source, token, interests),
+            Io::Memory(_) => Err(std::io::Error::from(std::io::ErrorKind::Unsupported)),
+        }
+    }
+
+    /// Stops watching a host socket.
+    pub(super) fn deregister(&self, source: &mut impl mio::event::Source) -> std::io::Result<()> {
+        match self {
+            Io::Host { registry, .. } => registry.deregister(source),
+            Io::Memory(_) => Ok(()),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -120,15 +170,21 @@ fn provider() -> Arc<Provider> {
 }
 
 impl Provider {
-    /// A provider with the fault plan `faults`, and the poll instance its reactor will run.
-    fn new(faults: &Faults) -> (Arc<Self>, Poll) {
-        let poll = Poll::new().expect("host kernel: the WSK reactor's poll instance");
-        let registry = poll
-            .registry()
-            .try_clone()
-            .expect("host kernel: the WSK reactor's registry");
-        let waker =
-            Waker::new(poll.registry(), WAKE).expect("host kernel: the WSK reactor's waker");
+    /// A provider with the fault plan `faults` on `network`, and the poll instance its reactor
+    /// will run (none in memory: the reactor waits on the network).
+    fn new(faults: &Faults, network: crate::Provider) -> (Arc<Self>, Option<Poll>) {
+        let (io, poll) = if network == crate::Provider::Memory {
+            (Io::Memory(memory::Network::new()), None)
+        } else {
+            let poll = Poll::new().expect("host kernel: the WSK reactor's poll instance");
+            let registry = poll
+                .registry()
+                .try_clone()
+                .expect("host kernel: the WSK reactor's registry");
+            let waker =
+                Waker::new(poll.registry(), WAKE).expect("host kernel: the WSK reactor's waker");
+            (Io::Host { registry, waker }, Some(poll))
+        };
         let provider = Arc::new(Provider {
             state: Mutex::new(State {
                 sockets: FastMap::default(),
@@ -137,14 +193,14 @@ impl Provider {
                 next_id: 0,
             }),
             changed: Signal::new(),
-            registry,
-            waker,
+            io,
             faults: faults.clone(),
             dice: Mutex::new(Dice {
                 rng: faults.seed,
                 calls: FastMap::default(),
             }),
             deferred: Mutex::new(Deferred::default()),
+            held: Mutex::new(FastMap::default()),
             stop: AtomicBool::new(false),
             poll: Mutex::new(None),
             reactor: Mutex::new(None),
@@ -167,13 +223,18 @@ impl Provider {
     /// unload check sees it.
     pub(super) fn complete_irp(&self, irp: IrpPtr, status: NTSTATUS, info: usize) {
         let mut st = self.lock();
+        let mut last = false;
         if let Some(entry) = st.irps.get_mut(&irp) {
             entry.1 -= 1;
             if entry.1 == 0 {
                 st.irps.remove(&irp);
+                last = true;
             }
         }
         drop(st);
+        if last {
+            lock(&self.held).remove(&irp);
+        }
         self.changed.notify_all();
         // SAFETY: the caller owns completion of an IRP the provider took with `begin`.
         unsafe { glue::complete(irp.as_ptr(), status, info) };
@@ -192,7 +253,18 @@ impl Provider {
             // round, by other threads (which woke the poll), or before a halted reactor's
             // replacement started.
             crate::ntos::dpc::run_hosted();
-            {
+            if let Io::Memory(net) = &self.io {
+                net.wait(timeout);
+                if self.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                // Every socket: the network does not say whose state changed.
+                let mut st = self.lock();
+                let ids: Vec<u64> = st.sockets.keys().copied().collect();
+                for id in ids {
+                    socket::pump(&mut st, &self.io, id, &mut dones);
+                }
+            } else {
                 let mut poll = lock(&self.poll);
                 let Some(poll) = poll.as_mut() else {
                     return;
@@ -212,7 +284,7 @@ impl Provider {
                     if ev.token() == WAKE {
                         continue;
                     }
-                    socket::pump(&mut st, &self.registry, ev.token().0 as u64, &mut dones);
+                    socket::pump(&mut st, &self.io, ev.token().0 as u64, &mut dones);
                 }
             }
             if !dones.is_empty() {
@@ -242,23 +314,131 @@ impl Provider {
     }
 }
 
+/// Client memory a pending data IRP's `WSK_BUF` gives the provider until the IRP completes:
+/// its MDLs and the byte ranges they describe.
+pub(super) struct HeldMemory {
+    /// The MDLs of the chain the buffer uses, by address.
+    pub(super) mdls: Few<usize>,
+    /// The byte ranges: (start, length).
+    pub(super) ranges: Few<(usize, usize)>,
+}
+
+/// A short list kept without a heap allocation for zero or one element (the usual `WSK_BUF`
+/// has one MDL and one range: recording it on every data call costs no malloc).
+pub(super) enum Few<T> {
+    /// No element, or one.
+    Inline(Option<T>),
+    /// Two or more.
+    Heap(Vec<T>),
+}
+
+impl<T: Copy> Few<T> {
+    /// An empty list.
+    pub(super) const fn new() -> Self {
+        Self::Inline(None)
+    }
+
+    /// Appends `item`.
+    pub(super) fn push(&mut self, item: T) {
+        match self {
+            Self::Inline(None) => *self = Self::Inline(Some(item)),
+            Self::Inline(Some(first)) => *self = Self::Heap(std::vec![*first, item]),
+            Self::Heap(items) => items.push(item),
+        }
+    }
+
+    /// The elements.
+    pub(super) fn as_slice(&self) -> &[T] {
+        match self {
+            Self::Inline(item) => item.as_slice(),
+            Self::Heap(items) => items,
+        }
+    }
+}
+
+impl Provider {
+    /// Records what the pending `irp` uses until it completes (see [`pending_irp_using`]).
+    pub(super) fn hold(&self, irp: IrpPtr, memory: HeldMemory) {
+        if memory.mdls.as_slice().is_empty() {
+            return;
+        }
+        lock(&self.held).insert(irp, memory);
+    }
+}
+
+/// The memory a driver frees, for the verifier's check that no pending WSK IRP still uses it.
+#[derive(Clone, Copy)]
+pub(crate) enum Freed {
+    /// An MDL (`IoFreeMdl`), by address.
+    Mdl(usize),
+    /// A pool block (`ExFreePoolWithTag`): its bytes `[start, end)`.
+    Pool { start: usize, end: usize },
+}
+
+/// Which pending WSK IRP of the booted provider still uses `freed`, as a line for the
+/// bugcheck; `None` when none does (or no provider runs).
+///
+/// Rule: a `WSK_BUF`'s MDL chain describes locked or nonpaged memory the WSK subsystem reads
+/// or writes until it completes the IRP ("`WSK_BUF` structure (wsk.h)",
+/// <https://learn.microsoft.com/windows-hardware/drivers/ddi/wsk/ns-wsk-_wsk_buf>; "Using IRPs
+/// with Winsock Kernel Functions": the subsystem completes the IRP after the operation is
+/// complete, <https://learn.microsoft.com/windows-hardware/drivers/network/using-irps-with-winsock-kernel-functions>).
+/// Freeing the MDL or its pool block before then lets the system touch freed memory, which
+/// Driver Verifier's special pool reports as "Bug Check 0xCC: `PAGE_FAULT_IN_FREED_SPECIAL_POOL`"
+/// (<https://learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xcc--page-fault-in-freed-special-pool>);
+/// the host reports it at the free, where the driver's mistake is.
+pub(crate) fn pending_irp_using(freed: Freed) -> Option<String> {
+    let provider = lock(&CURRENT).clone()?;
+    let held = lock(&provider.held);
+    for (irp, memory) in held.iter() {
+        let hit = match freed {
+            Freed::Mdl(mdl) => memory.mdls.as_slice().contains(&mdl),
+            Freed::Pool { start, end } => {
+                memory
+                    .ranges
+                    .as_slice()
+                    .iter()
+                    .any(|&(at, len)| at < end && start < at + len)
+                    || memory
+                        .mdls
+                        .as_slice()
+                        .iter()
+                        .any(|&mdl| start <= mdl && mdl < end)
+            }
+        };
+        if hit {
+            let what = match freed {
+                Freed::Mdl(mdl) => format!("IoFreeMdl({mdl:#x}) frees an MDL"),
+                Freed::Pool { start, end } => format!(
+                    "ExFreePoolWithTag({start:#x}) frees a pool block ({} bytes) holding a buffer or MDL",
+                    end - start
+                ),
+            };
+            return Some(format!(
+                "{what} that pending WSK IRP {irp:#x} still uses: free it after the IRP completes"
+            ));
+        }
+    }
+    None
+}
+
 /// Called by the kernel at boot, before any driver loads: resets the provider's state and
 /// starts its reactor with the boot's fault plan.
-pub(crate) fn boot(config: &Faults) {
+pub(crate) fn boot(config: &Faults, network: crate::Provider) {
     shutdown();
     socket::SLOW_CALLS.store(
         config.slow_call.is_some(),
         core::sync::atomic::Ordering::Relaxed,
     );
-    let (provider, poll) = Provider::new(config);
-    *lock(&provider.poll) = Some(poll);
+    let (provider, poll) = Provider::new(config, network);
+    *lock(&provider.poll) = poll;
     // Before the reactor starts: a DPC queued to its processor from now on wakes it.
     let woken = Arc::downgrade(&provider);
     let replaced = Arc::downgrade(&provider);
     crate::ntos::dpc::set_host_hooks(
         Box::new(move || {
             if let Some(provider) = woken.upgrade() {
-                let _ = provider.waker.wake();
+                provider.io.wake();
             }
         }),
         Box::new(move || {
@@ -282,13 +462,13 @@ pub(crate) fn shutdown() {
         return;
     };
     provider.stop.store(true, Ordering::Release);
-    let _ = provider.waker.wake();
+    provider.io.wake();
     if let Some(thread) = lock(&provider.reactor).take() {
         let _ = thread.join();
     }
     let mut st = provider.lock();
     for (_, sock) in st.sockets.drain() {
-        sock.forget(&provider.registry);
+        sock.forget(&provider.io);
     }
     st.regs.clear();
     lock(&provider.deferred).items.clear();

@@ -2,8 +2,9 @@
 //! `ADDRINFOEXW` chains in kernel pool, so a client that never frees them shows in the pool
 //! leak report.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::string::String;
+use std::sync::Mutex;
 use std::vec::Vec;
 
 use super::glue::require_at_most;
@@ -16,6 +17,32 @@ use crate::{
     STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND, STATUS_NOT_SUPPORTED, STATUS_SUCCESS,
     UNICODE_STRING, WSK_CLIENT, pool_tag,
 };
+
+/// The booted kernel's `Config::hosts`: names resolved here, before the host's resolver.
+static HOSTS: Mutex<Vec<(String, Vec<IpAddr>)>> = Mutex::new(Vec::new());
+
+/// Installs the hosts table of the kernel being booted (the provider is one per process).
+pub(crate) fn set_hosts(hosts: &[(String, Vec<IpAddr>)]) {
+    *HOSTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = hosts.to_vec();
+}
+
+/// `node`'s addresses from the hosts table, with `port`, if it is there.
+fn from_hosts(node: &str, port: u16) -> Option<Vec<SocketAddr>> {
+    let hosts = HOSTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    hosts
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(node))
+        .map(|(_, addresses)| {
+            addresses
+                .iter()
+                .map(|&ip| SocketAddr::new(ip, port))
+                .collect()
+        })
+}
 
 /// Pool tag of address-info entries (`WskA`).
 const ADDRINFO_TAG: u32 = pool_tag(*b"WskA");
@@ -82,7 +109,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_get_address_info(
         // SAFETY: the client passes valid hints or null.
         unsafe { (*hints).ai_family }
     };
-    let status = resolve(node, service, family).map_or_else(
+    let in_memory = matches!(p.io, super::Io::Memory(_));
+    let status = resolve(node, service, family, in_memory).map_or_else(
         |status| status,
         |addrs| match build(&addrs) {
             Some(list) => {
@@ -103,10 +131,13 @@ pub(super) unsafe extern "system-unwind" fn wsk_get_address_info(
     p.finish(out, inline)
 }
 
+/// The addresses of `node` and `service` of `family` (0: any); on the in-memory network
+/// (`in_memory`), without the host's resolver ([`super::memory::resolve`]).
 fn resolve(
     node: Option<String>,
     service: Option<String>,
     family: i32,
+    in_memory: bool,
 ) -> Result<Vec<SocketAddr>, NTSTATUS> {
     let port = match service {
         None => 0,
@@ -115,9 +146,14 @@ fn resolve(
     let Some(node) = node else {
         return Err(STATUS_INVALID_PARAMETER);
     };
-    let addrs = (node.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|_| STATUS_NOT_FOUND)?;
+    let addrs = match from_hosts(&node, port) {
+        Some(addrs) => addrs,
+        None if in_memory => super::memory::resolve(&node, port).ok_or(STATUS_NOT_FOUND)?,
+        None => (node.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|_| STATUS_NOT_FOUND)?
+            .collect(),
+    };
     let mut out: Vec<SocketAddr> = Vec::new();
     for a in addrs {
         let keep = match family {

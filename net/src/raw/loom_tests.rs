@@ -15,6 +15,9 @@
 //! - a live owner recycles its slot only after every canceller left;
 //! - `WskCloseSocket` goes out once, never while another call on the socket is in progress,
 //!   and no call follows it;
+//! - a graceful closing disconnect and its bound's timer: exactly one of them closes the
+//!   socket, the timer's reference is released exactly once, and a disconnect that never
+//!   completes is still closed by the timer;
 //! - a socket object is freed exactly once, after its last reference, never while it is still
 //!   in the client's list and never used after that (the use-after-free of an abandoned
 //!   accept's socket).
@@ -29,8 +32,8 @@ use loom::sync::{Arc, Mutex};
 use loom::thread;
 
 use super::state::{
-    AfterCancel, AfterOpen, BeginCancel, CallGate, Claim, CloseNow, OnAbandon, OnComplete,
-    RefCount, Released, SlotState, SocketFlags, StartClose,
+    AfterArm, AfterCancel, AfterLinger, AfterOpen, BeginCancel, CallGate, Claim, CloseNow,
+    LingerState, OnAbandon, OnComplete, RefCount, Released, SlotState, SocketFlags, StartClose,
 };
 
 /// A slot as `slot.rs` uses it: the real state word, a loom cell for what WSK holds, and a
@@ -419,6 +422,132 @@ fn loom_close_waits_for_the_call_in_progress() {
         }
         caller.join().unwrap();
         assert_eq!(closes.load(SeqCst), 1, "closed exactly once");
+    });
+}
+
+/// A graceful closing disconnect's bound, as `mod.rs` drives `LingerState`: the kernel timer
+/// stands as a flag (`KeCancelTimer` and the DPC's start both take it: whoever takes it
+/// queued ends the timer), closes and the timer's reference are counted.
+struct ModelLinger {
+    state: LingerState,
+    /// The timer is set and its DPC has not started (`KeCancelTimer` would return TRUE).
+    queued: AtomicBool,
+    /// The timer's reference on the socket object.
+    timer_refs: AtomicUsize,
+    closes: AtomicUsize,
+}
+
+impl ModelLinger {
+    fn new() -> Self {
+        Self {
+            state: LingerState::new(),
+            queued: AtomicBool::new(false),
+            timer_refs: AtomicUsize::new(0),
+            closes: AtomicUsize::new(0),
+        }
+    }
+
+    /// `cancel_linger_timer`.
+    fn cancel_timer(&self) {
+        if self.queued.swap(false, SeqCst) {
+            self.timer_refs.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// `arm_linger_timer`, after `WskDisconnect` returned.
+    fn arm(&self) {
+        if !self.state.is_issuing() {
+            return;
+        }
+        self.timer_refs.fetch_add(1, SeqCst);
+        // `KeSetTimerEx`. A swap, not a store: loom 0.7 lets a later RMW in another thread
+        // read the value before a plain store.
+        self.queued.swap(true, SeqCst);
+        if self.state.publish_timer() == AfterArm::CancelTimer {
+            self.cancel_timer();
+        }
+    }
+
+    /// `closing_disconnect_finished`.
+    fn finish(&self) {
+        match self.state.finish() {
+            AfterLinger::Nothing => {}
+            AfterLinger::CancelTimerAndClose => {
+                self.cancel_timer();
+                self.closes.fetch_add(1, SeqCst);
+            }
+            AfterLinger::Close => {
+                self.closes.fetch_add(1, SeqCst);
+            }
+        }
+    }
+
+    /// The DPC, if the timer is still queued: `linger_expired`, then the reference's release.
+    fn fire(&self) {
+        if self.queued.swap(false, SeqCst) {
+            if self.state.expire() {
+                self.closes.fetch_add(1, SeqCst);
+            }
+            self.timer_refs.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+#[test]
+fn loom_graceful_close_closes_once_whoever_wins() {
+    loom::model(|| {
+        let linger = Arc::new(ModelLinger::new());
+        // The disconnect's completion, at any point after it was issued.
+        let completion = {
+            let linger = linger.clone();
+            thread::spawn(move || linger.finish())
+        };
+        // The timer's DPC, at any point (it does nothing before the timer is set).
+        let dpc = {
+            let linger = linger.clone();
+            thread::spawn(move || linger.fire())
+        };
+        linger.arm();
+        completion.join().unwrap();
+        dpc.join().unwrap();
+        // Closed by now, and no timer outlives the close (a queued timer would hold the
+        // socket object, and its DPC the driver, past the close and deregistration).
+        assert_eq!(
+            linger.closes.load(SeqCst),
+            1,
+            "closed once the disconnect finished"
+        );
+        assert!(!linger.queued.load(SeqCst), "the timer outlived the close");
+        linger.fire();
+        assert_eq!(linger.closes.load(SeqCst), 1, "closed exactly once");
+        assert_eq!(
+            linger.timer_refs.load(SeqCst),
+            0,
+            "the timer's reference released"
+        );
+    });
+}
+
+#[test]
+fn loom_a_disconnect_that_never_completes_is_closed_by_the_bound() {
+    loom::model(|| {
+        let linger = Arc::new(ModelLinger::new());
+        let dpc = {
+            let linger = linger.clone();
+            thread::spawn(move || linger.fire())
+        };
+        linger.arm();
+        dpc.join().unwrap();
+        linger.fire();
+        assert_eq!(linger.closes.load(SeqCst), 1, "the bound closed");
+        assert_eq!(
+            linger.timer_refs.load(SeqCst),
+            0,
+            "the timer's reference released"
+        );
+        // The close completes the disconnect (cancelled): its finishing closes nothing more.
+        linger.finish();
+        assert_eq!(linger.closes.load(SeqCst), 1, "still closed exactly once");
     });
 }
 

@@ -1,10 +1,10 @@
 //! The operation core: the only place in this crate that hands IRPs and memory to WSK.
 //!
-//! Every socket object ([`SocketInner`]) lives in nonpaged pool and owns four preallocated
-//! IRP slots (receive, send, control, close), so steady-state I/O allocates nothing. An
-//! operation ([`Op`]) claims a slot, parks what WSK will hold ([`Held`]: buffer, `WSK_BUF`,
-//! addresses) inside the slot, reuses the slot's IRP with our one completion routine, and
-//! calls WSK.
+//! Every socket object ([`SocketInner`]) lives in nonpaged pool and owns five preallocated
+//! IRP slots (receive, send, control, close, and the closing disconnect), so steady-state
+//! I/O allocates nothing. An operation ([`Op`]) claims a slot, parks what WSK will hold
+//! ([`Held`]: buffer, `WSK_BUF`, addresses) inside the slot, reuses the slot's IRP with our
+//! one completion routine, and calls WSK.
 //!
 //! The completion routine records status and information, then either wakes the waiting
 //! future or, when the future was dropped, finishes the operation itself: frees the held
@@ -23,7 +23,7 @@
 use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
 
-use wsk_executor::raw::sync::{AtomicPtr, Ordering};
+use wsk_executor::raw::sync::{AtomicPtr, AtomicU32, Ordering};
 use wsk_sys::{self as sys, WSK_SOCKET};
 
 use crate::client::ClientInner;
@@ -42,8 +42,8 @@ pub(crate) use op::Op;
 pub(crate) use request::Request;
 use slot::{Slot, issue_orphan};
 use state::{
-    AfterCancel, AfterOpen, BeginCancel, CallGate, CloseNow, RefCount, Released, SocketFlags,
-    StartClose,
+    AfterArm, AfterCancel, AfterLinger, AfterOpen, BeginCancel, CallGate, CloseNow, LingerState,
+    RefCount, Released, SocketFlags, StartClose,
 };
 
 /// Pool tag of socket objects (`WskS`).
@@ -57,7 +57,27 @@ pub(crate) const SEND: usize = 1;
 pub(crate) const CTL: usize = 2;
 /// The close slot, used once, so that closing never needs an allocation.
 pub(crate) const CLOSE: usize = 3;
-const SLOTS: usize = 4;
+/// The closing disconnect's slot, used at most once: the `WskDisconnect` (graceful, or
+/// abortive for [`CloseMode::Abortive`]) a connection's close makes before `WskCloseSocket`.
+/// Apart from [`CTL`], so that an abandoned control operation still finishing never holds
+/// up the close.
+pub(crate) const LINGER: usize = 4;
+const SLOTS: usize = 5;
+
+/// How a close ends a connection ([`SocketInner::set_close_mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseMode {
+    /// `WskCloseSocket` alone: listening and datagram sockets, connections never
+    /// established, and connections already disconnected.
+    Plain,
+    /// A graceful `WskDisconnect` bounded by the close limit, then `WskCloseSocket`.
+    Graceful,
+    /// An abortive `WskDisconnect` (`WSK_FLAG_ABORTIVE`), then `WskCloseSocket`.
+    Abortive,
+}
+
+/// The close limit of a new connection: how long a graceful close waits for its disconnect.
+pub(crate) const DEFAULT_CLOSE_LIMIT_MS: u32 = 5_000;
 
 /// Which provider dispatch table the socket has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +103,15 @@ pub(crate) struct SocketInner {
     /// Link in the client's list of open sockets (under the client's lock).
     pub(crate) link: core::cell::UnsafeCell<sys::LIST_ENTRY>,
     slots: [Slot; SLOTS],
+    /// [`CloseMode`] as its index, read once when the close is issued.
+    close_mode: AtomicU32,
+    /// The bound on a graceful closing disconnect, in milliseconds.
+    close_limit_ms: AtomicU32,
+    /// Who ends a graceful closing disconnect: its finishing or the bound's DPC.
+    linger: LingerState,
+    /// The bound's timer and its DPC (initialised in `new`, in place).
+    linger_timer: core::cell::UnsafeCell<core::mem::MaybeUninit<sys::KTIMER>>,
+    linger_dpc: core::cell::UnsafeCell<core::mem::MaybeUninit<sys::KDPC>>,
 }
 
 // SAFETY: shared state is atomics; `held` and `link` are guarded by the slot state machine and
@@ -128,9 +157,26 @@ impl SocketInner {
                 Blink: ptr::null_mut(),
             }),
             slots: irps.map(|irp| Slot::new(irp, owner)),
+            close_mode: AtomicU32::new(CloseMode::Plain as u32),
+            close_limit_ms: AtomicU32::new(DEFAULT_CLOSE_LIMIT_MS),
+            linger: LingerState::new(),
+            linger_timer: core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()),
+            linger_dpc: core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()),
         };
         // SAFETY: `mem` is a fresh allocation of the right size; pool memory is 16-aligned.
         unsafe { mem.as_ptr().write(value) };
+        // SAFETY: written just above and not shared yet.
+        let fresh = unsafe { mem.as_ref() };
+        // SAFETY: the object's own timer, in nonpaged pool, not in use yet; <= DISPATCH_LEVEL.
+        unsafe {
+            sys::KeInitializeTimerEx(fresh.linger_timer.get().cast(), sys::NotificationTimer);
+        };
+        let context: sys::PVOID = mem.as_ptr().cast();
+        // SAFETY: as above, for the DPC; its context is this object, which `linger_expired`
+        // expects (kept alive by the timer's reference while the timer is set).
+        unsafe {
+            sys::KeInitializeDpc(fresh.linger_dpc.get().cast(), Some(linger_expired), context);
+        };
         // SAFETY: the caller holds a use of the client (a handle or a live socket).
         unsafe { client.as_ref() }.add_user();
         Ok(mem)
@@ -258,9 +304,122 @@ impl SocketInner {
         }
     }
 
-    /// `WskCloseSocket` on the close slot, as an orphan its completion finishes.
+    /// Chooses how the close ends a connection: [`CloseMode::Graceful`] for an established
+    /// `TcpStream`, [`CloseMode::Abortive`] for `TcpStream::abort`. Takes effect only if set
+    /// before the close is issued. IRQL: any.
+    pub(crate) fn set_close_mode(&self, mode: CloseMode) {
+        self.close_mode.store(mode as u32, Ordering::Release);
+    }
+
+    /// Sets the bound on a graceful closing disconnect (saturated to `u32::MAX` ms). IRQL: any.
+    pub(crate) fn set_close_limit(&self, limit: core::time::Duration) {
+        let ms = u32::try_from(limit.as_millis()).unwrap_or(u32::MAX);
+        self.close_limit_ms.store(ms, Ordering::Release);
+    }
+
+    fn close_mode(&self) -> CloseMode {
+        match self.close_mode.load(Ordering::Acquire) {
+            1 => CloseMode::Graceful,
+            2 => CloseMode::Abortive,
+            _ => CloseMode::Plain,
+        }
+    }
+
+    /// Issues what the close starts with, nobody waiting for it (no other call may be in
+    /// progress: the call gate let us through). A connection that is still connected in the
+    /// direction the mode ends gets its `WskDisconnect` first, on [`LINGER`]; the
+    /// disconnect's finishing then issues `WskCloseSocket` ([`SocketInner::issue_final_close`]).
+    /// Everything else is closed at once.
     fn issue_close(&self) {
+        let flags = self.flags();
+        let disconnect = match self.close_mode() {
+            CloseMode::Graceful if !flags.is_send_shut() => Some(0),
+            CloseMode::Abortive if !flags.is_recv_shut() => Some(sys::WSK_FLAG_ABORTIVE),
+            _ => None,
+        };
+        let Some(disconnect_flags) = disconnect else {
+            self.issue_final_close();
+            return;
+        };
+        let request = Request::Disconnect {
+            flags: disconnect_flags,
+            final_data: false,
+        };
+        issue_orphan(self, LINGER, Held::new(request), self.wsk());
+        // Armed only now that WskDisconnect has returned: the DPC's WskCloseSocket must not
+        // overlap a call in progress on the socket.
+        if disconnect_flags == 0 {
+            self.arm_linger_timer();
+        }
+    }
+
+    /// `WskCloseSocket` on the close slot, as an orphan its completion finishes.
+    fn issue_final_close(&self) {
         issue_orphan(self, CLOSE, Held::new(Request::Close), self.wsk());
+    }
+
+    /// The closing disconnect finished (completed or failed, or completed as cancelled by
+    /// the close its bound issued): closes, unless the bound already did, and stops the
+    /// bound's timer if it was armed. Called once, by the disconnect's finishing. IRQL <=
+    /// `DISPATCH_LEVEL`.
+    fn closing_disconnect_finished(&self) {
+        match self.linger.finish() {
+            // The bound's DPC issued the close (which completed this disconnect).
+            AfterLinger::Nothing => {}
+            AfterLinger::CancelTimerAndClose => {
+                self.cancel_linger_timer();
+                self.issue_final_close();
+            }
+            // Finished before the timer was published (a synchronous failure, as under Wine,
+            // or an abortive disconnect, which has no timer): `arm_linger_timer` cancels a
+            // timer it set meanwhile.
+            AfterLinger::Close => self.issue_final_close(),
+        }
+    }
+
+    /// Cancels the bound's timer: if it was still queued, its reference is released here;
+    /// otherwise its DPC runs (or ran), finds the disconnect finished, and releases it.
+    fn cancel_linger_timer(&self) {
+        // SAFETY: the object's initialised timer; <= DISPATCH_LEVEL.
+        if unsafe { sys::KeCancelTimer(self.linger_timer.get().cast()) } != 0 {
+            // SAFETY: the reference `arm_linger_timer` took for the timer, which will never
+            // run; our caller holds another, so the object stays.
+            unsafe { Self::release(NonNull::from(self)) };
+        }
+    }
+
+    /// Sets the bound's timer for a graceful closing disconnect, with a reference that keeps
+    /// this object (and the timer) alive until the DPC has run or the timer is cancelled.
+    /// Called after `WskDisconnect` returned, so the DPC may close at once. The timer is set
+    /// first and published after: a disconnect that finished in between finds
+    /// `LINGER_ISSUING` and closes, and the timer is cancelled here; a DPC that fired in
+    /// between closes itself. IRQL <= `DISPATCH_LEVEL`.
+    fn arm_linger_timer(&self) {
+        if !self.linger.is_issuing() {
+            // Already finished (and closed): no bound needed.
+            return;
+        }
+        self.add_ref();
+        let ms = i64::from(self.close_limit_ms.load(Ordering::Acquire));
+        // Relative due time, in 100 ns units (negative: relative).
+        let due: sys::LARGE_INTEGER = -(ms * 10_000).max(1);
+        // SAFETY: the object's initialised timer and DPC, in nonpaged pool that the timer's
+        // reference keeps; <= DISPATCH_LEVEL.
+        unsafe {
+            sys::KeSetTimerEx(
+                self.linger_timer.get().cast(),
+                due,
+                0,
+                self.linger_dpc.get().cast(),
+            )
+        };
+        match self.linger.publish_timer() {
+            // The disconnect finished meanwhile and closed: the timer is ours to end.
+            AfterArm::CancelTimer => self.cancel_linger_timer(),
+            // Armed (the disconnect's finishing or the DPC ends the timer), or the DPC fired
+            // meanwhile, closed, and releases the timer's reference.
+            AfterArm::Armed | AfterArm::Nothing => {}
+        }
     }
 
     /// Starts closing the socket if nobody has: `WskCloseSocket` on the dedicated close slot,
@@ -287,6 +446,41 @@ impl SocketInner {
         }
     }
 
+    /// The bound of a graceful closing disconnect expired before the disconnect finished:
+    /// close the socket now. `WskCloseSocket` cancels and completes the pending disconnect
+    /// ("`PFN_WSK_CLOSE_SOCKET` callback function (wsk.h)": the application may close with
+    /// IRPs pending; the close cancels them), whether or not the provider honours
+    /// `IoCancelIrp`, and on a connection not disconnected the close resets it. No call is
+    /// in progress: the timer is armed after `WskDisconnect` returned, and nothing else may
+    /// call once the close was requested. IRQL `DISPATCH_LEVEL` (the timer's DPC).
+    fn linger_expired(&self) {
+        if self.linger.expire() {
+            self.issue_final_close();
+        }
+    }
+
+    /// A deadline cancels the live operation on `slot`: none of its steps may reach WSK any
+    /// more, and the one in flight is cancelled (`IoCancelIrp`). Cleared with
+    /// [`SocketInner::clear_slot_cancel`] when the operation ends. IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn request_slot_cancel(&self, slot: usize) {
+        self.slots[slot].set_cancel_requested(true);
+        self.cancel_slot(slot);
+    }
+
+    /// The operation a deadline cancelled on `slot` ended: the slot takes new ones again.
+    /// IRQL: any.
+    pub(crate) fn clear_slot_cancel(&self, slot: usize) {
+        self.slots[slot].set_cancel_requested(false);
+    }
+
+    /// Closes at once, without a closing disconnect: `WskCloseSocket` completes every pending
+    /// IRP (a reset on a connection). For a deadline whose cancel the provider ignores.
+    /// IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn close_now(&self) {
+        self.set_close_mode(CloseMode::Plain);
+        Self::start_close(NonNull::from(self));
+    }
+
     /// Requests cancellation of whatever is in flight on `slot` (used by timeouts that want
     /// the operation's resources back). IRQL <= `DISPATCH_LEVEL`.
     pub(crate) fn cancel_slot(&self, slot: usize) {
@@ -305,4 +499,22 @@ impl SocketInner {
             slot::finish(slot);
         }
     }
+}
+
+/// The DPC of a closing disconnect's bound. `context` is the socket object, alive through the
+/// reference the timer holds, released here as the last act.
+unsafe extern "system" fn linger_expired(
+    _dpc: *mut sys::KDPC,
+    context: sys::PVOID,
+    _argument1: sys::PVOID,
+    _argument2: sys::PVOID,
+) {
+    let Some(this) = NonNull::new(context.cast::<SocketInner>()) else {
+        return;
+    };
+    // SAFETY: the timer's reference keeps the object alive until the release below.
+    unsafe { this.as_ref() }.linger_expired();
+    // SAFETY: the reference `arm_linger_timer` took for the timer; the disconnect's finishing
+    // leaves it to us once our swap (or theirs, after KeCancelTimer failed) ended the timer.
+    unsafe { SocketInner::release(this) };
 }

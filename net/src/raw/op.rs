@@ -87,6 +87,12 @@ impl<'a> Op<'a> {
         }
     }
 
+    /// Closes the socket (`WskCloseSocket` at once, no closing disconnect), which completes
+    /// every IRP of it: the way out when the provider does not honour a cancel (Wine).
+    pub(crate) fn close_socket(&self) {
+        self.inner.close_now();
+    }
+
     /// Issues the operation again at its next poll, with `held` (a continuation, such as the
     /// rest of a `WAITALL` receive the provider completed short). Only after it completed.
     pub(crate) fn reissue(&mut self, held: Held) {
@@ -127,7 +133,7 @@ impl<'a> Op<'a> {
         let Some(held) = self.issue.take() else {
             return Some(self.refuse(ErrorKind::InvalidState, Held::empty()));
         };
-        if self.cancel_requested.load(Ordering::Acquire) != 0 {
+        if self.cancel_requested.load(Ordering::Acquire) != 0 || slot.is_cancel_requested() {
             return Some(self.refuse(ErrorKind::Cancelled, held));
         }
         let callee = self.callee();

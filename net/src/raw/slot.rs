@@ -15,7 +15,7 @@ use wsk_sys::{
 
 use super::held::{Call, Held};
 use super::state::{AfterCancel, OnComplete, SlotState};
-use super::{CLOSE, SocketInner};
+use super::{CLOSE, LINGER, SocketInner};
 
 /// One IRP and what travels with it: its state word, the waiting future's waker, the result
 /// and the resources WSK holds.
@@ -37,6 +37,10 @@ pub(super) struct Slot {
     /// one waker, so a second waiter would take the first one's place and the first would
     /// never be woken: there is at most one ([`Slot::start_waiting`]).
     waiter: AtomicU32,
+    /// 1 while a deadline ([`SocketInner::request_slot_cancel`]) cancelled the live operation
+    /// on this slot: no step of it may reach WSK any more (an operation of several steps,
+    /// such as connect, would otherwise issue its next step after the cancel).
+    cancel_requested: AtomicU32,
 }
 
 impl Slot {
@@ -52,7 +56,19 @@ impl Slot {
             owner,
             client_call: AtomicU32::new(0),
             waiter: AtomicU32::new(0),
+            cancel_requested: AtomicU32::new(0),
         }
+    }
+
+    /// True while a deadline cancelled the live operation on this slot.
+    pub(super) fn is_cancel_requested(&self) -> bool {
+        self.cancel_requested.load(Ordering::Acquire) != 0
+    }
+
+    /// Sets or clears the deadline's cancel request.
+    pub(super) fn set_cancel_requested(&self, on: bool) {
+        self.cancel_requested
+            .store(u32::from(on), Ordering::Release);
     }
 
     /// Becomes the one live operation waiting for the slot; false when another one waits.
@@ -245,10 +261,15 @@ unsafe extern "system" fn on_complete(
     // After any finishing above, so that deregistration, which waits for this count, sees a
     // result list an abandoned lookup parked.
     slot.end_client_call(owner);
-    // SAFETY: the in-flight reference taken in `start`; after this the IRP and slot may be
-    // freed, which is fine: we return MORE_PROCESSING_REQUIRED, so the I/O manager stops
-    // touching the IRP.
-    unsafe { SocketInner::release(NonNull::from(owner)) };
+    // The owner's own pointer (from its allocation), not one made from the shared reference
+    // above: the last release drops and frees the object, which needs write permission
+    // (Miri's aliasing check); never null (set at allocation).
+    if let Some(owner) = NonNull::new(slot.owner.cast_mut()) {
+        // SAFETY: the in-flight reference taken in `start`; after this the IRP and slot may
+        // be freed, which is fine: we return MORE_PROCESSING_REQUIRED, so the I/O manager
+        // stops touching the IRP.
+        unsafe { SocketInner::release(owner) };
+    }
     STATUS_MORE_PROCESSING_REQUIRED
 }
 
@@ -289,4 +310,9 @@ pub(super) fn finish(slot: &Slot) {
     drop(held);
     slot.state.release();
     slot.waker.wake();
+    if ptr::eq(slot, &raw const owner.slots[LINGER]) {
+        // The closing disconnect is done (or failed, or was cancelled by its bound): close.
+        // The completion routine's (or the issuer's) reference keeps the object alive.
+        owner.closing_disconnect_finished();
+    }
 }

@@ -326,6 +326,94 @@ impl SocketFlags {
     }
 }
 
+/// `LingerState`: the closing disconnect is being issued (or needs no bound); no timer.
+const LINGER_ISSUING: u32 = 0;
+/// `LingerState`: the bound's timer is set and has not fired.
+const LINGER_ARMED: u32 = 1;
+/// `LingerState`: the disconnect finished first; its finishing closes.
+const LINGER_FINISHED: u32 = 2;
+/// `LingerState`: the timer fired first; its DPC closes.
+const LINGER_EXPIRED: u32 = 3;
+
+/// Who ends a graceful closing disconnect, its completion or the bound's timer, so that
+/// exactly one of them issues `WskCloseSocket` and the timer's reference is released exactly
+/// once (by whoever cancels the queued timer, or by its DPC).
+pub(crate) struct LingerState(AtomicU32);
+
+/// What the issuer does after setting the timer ([`LingerState::publish_timer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterArm {
+    /// Armed: the disconnect's finishing or the DPC ends the timer.
+    Armed,
+    /// The disconnect finished meanwhile (and closed): cancel the timer (`KeCancelTimer`;
+    /// TRUE: release the timer's reference, else the DPC does).
+    CancelTimer,
+    /// The DPC fired meanwhile (and closed, and releases the timer's reference).
+    Nothing,
+}
+
+/// What the disconnect's finishing does ([`LingerState::finish`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterLinger {
+    /// Close (no timer was published).
+    Close,
+    /// Cancel the published timer (as in [`AfterArm::CancelTimer`]), then close.
+    CancelTimerAndClose,
+    /// The DPC closed already.
+    Nothing,
+}
+
+impl LingerState {
+    loom_const_fn! {
+        /// No closing disconnect yet.
+        pub(crate) fn new() -> Self {
+            Self(AtomicU32::new(LINGER_ISSUING))
+        }
+    }
+
+    /// True while the disconnect has not finished and no timer fired: a bound is worth setting.
+    pub(crate) fn is_issuing(&self) -> bool {
+        self.0.load(Ordering::Acquire) == LINGER_ISSUING
+    }
+
+    /// The issuer set the timer (after `WskDisconnect` returned) and publishes it.
+    pub(crate) fn publish_timer(&self) -> AfterArm {
+        match self.0.compare_exchange(
+            LINGER_ISSUING,
+            LINGER_ARMED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => AfterArm::Armed,
+            Err(LINGER_FINISHED) => AfterArm::CancelTimer,
+            Err(_) => AfterArm::Nothing,
+        }
+    }
+
+    /// The disconnect finished (its completion's finishing).
+    pub(crate) fn finish(&self) -> AfterLinger {
+        let finished = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                (state != LINGER_EXPIRED).then_some(LINGER_FINISHED)
+            });
+        match finished {
+            Ok(LINGER_ARMED) => AfterLinger::CancelTimerAndClose,
+            Ok(_) => AfterLinger::Close,
+            Err(_) => AfterLinger::Nothing,
+        }
+    }
+
+    /// The timer fired (its DPC): true when the DPC closes (the disconnect has not finished).
+    pub(crate) fn expire(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                matches!(state, LINGER_ISSUING | LINGER_ARMED).then_some(LINGER_EXPIRED)
+            })
+            .is_ok()
+    }
+}
+
 /// In the call word: a close is requested; no call may enter any more, and whoever brings the
 /// count of calls in progress to zero issues `WskCloseSocket`.
 const CLOSE_REQUESTED: u32 = 1 << 31;

@@ -6,6 +6,7 @@
 //! precede the bind, and falls back to `WskSocket` + `WskBind` + `WskConnect` where the
 //! provider does not implement it (Wine 8's netio returns `STATUS_NOT_IMPLEMENTED`).
 
+use core::future::Future;
 use core::net::SocketAddr;
 
 use wsk_sys::{self as sys, NTSTATUS};
@@ -16,6 +17,7 @@ use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
 use crate::raw::{CTL, Call, Held, Kind, Op, Request, SocketInner};
 use crate::socket::{self, BindOptions, Handle, check};
+use crate::time::{Operation, Target};
 
 /// `WskSocketConnect` of a TCP connection socket bound to `addr[0]` and connected to
 /// `addr[1]` ([`Request::SocketConnect`]). IRQL <= `DISPATCH_LEVEL` ("`PFN_WSK_SOCKET_CONNECT`
@@ -113,41 +115,49 @@ impl TcpStream {
     /// address that is taken or not this host's.
     ///
     /// # IRQL
-    /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn connect_from(
+    /// Call and poll at <= `DISPATCH_LEVEL` (the socket object is allocated by the call).
+    pub fn connect_from(
         client: &WskClient,
         local: SocketAddr,
         remote: SocketAddr,
         options: &BindOptions,
-    ) -> Result<Self> {
-        if local.is_ipv6() != remote.is_ipv6() {
-            return Err(Error::new(ErrorKind::InvalidInput, "connect"));
-        }
-        let handle = Handle::new(client, Kind::Connection)?;
-        let before_bind =
-            options.reuse_address || options.exclusive_address || options.v6_only.is_some();
-        if !before_bind
-            && let SocketConnect::Connected = socket_connect(&handle, local, remote).await?
-        {
-            if options.keepalive {
-                socket::set_option(
-                    &handle,
-                    sys::SOL_SOCKET,
-                    sys::SO_KEEPALIVE,
-                    1,
-                    "SO_KEEPALIVE",
-                )
-                .await?;
+    ) -> Operation<'static, impl Future<Output = Result<Self>> + use<>> {
+        let options = *options;
+        let handle = if local.is_ipv6() == remote.is_ipv6() {
+            Handle::new(client, Kind::Connection)
+        } else {
+            Err(Error::new(ErrorKind::InvalidInput, "connect"))
+        };
+        let target = handle
+            .as_ref()
+            .map_or(Target::Missing, |h| Target::Owned(h.share()));
+        Operation::new(target, CTL, "connect", async move {
+            let handle = handle?;
+            let before_bind =
+                options.reuse_address || options.exclusive_address || options.v6_only.is_some();
+            if !before_bind
+                && let SocketConnect::Connected = socket_connect(&handle, local, remote).await?
+            {
+                if options.keepalive {
+                    socket::set_option(
+                        &handle,
+                        sys::SOL_SOCKET,
+                        sys::SO_KEEPALIVE,
+                        1,
+                        "SO_KEEPALIVE",
+                    )
+                    .await?;
+                }
+                return Ok(Self::established(handle));
             }
-            return Ok(Self { handle });
-        }
-        socket::create(&handle, family_of(&remote)).await?;
-        socket::apply_bind_options(&handle, options, remote.is_ipv6()).await?;
-        socket::bind(&handle, local).await?;
-        let mut held = Held::new(Request::Connect);
-        held.addr[1] = RawAddr::from(remote);
-        let done = Op::new(handle.inner(), CTL, held).await?;
-        check(done.status, done.information, "connect")?;
-        Ok(Self { handle })
+            socket::create(&handle, family_of(&remote)).await?;
+            socket::apply_bind_options(&handle, &options, remote.is_ipv6()).await?;
+            socket::bind(&handle, local).await?;
+            let mut held = Held::new(Request::Connect);
+            held.addr[1] = RawAddr::from(remote);
+            let done = Op::new(handle.inner(), CTL, held).await?;
+            check(done.status, done.information, "connect")?;
+            Ok(Self::established(handle))
+        })
     }
 }

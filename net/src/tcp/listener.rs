@@ -14,6 +14,7 @@ use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
 use crate::raw::{CTL, Call, Held, Kind, Op, Request, SocketInner};
 use crate::socket::{self, BindOptions, Handle, check};
+use crate::time::{Operation, Target};
 
 /// A listening TCP socket.
 ///
@@ -54,8 +55,11 @@ impl TcpListener {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn bind(client: &WskClient, addr: SocketAddr) -> Result<Self> {
-        Self::bind_with(client, addr, &BindOptions::default()).await
+    pub fn bind(
+        client: &WskClient,
+        addr: SocketAddr,
+    ) -> Operation<'static, impl Future<Output = Result<Self>> + use<>> {
+        Self::bind_with(client, addr, &BindOptions::default())
     }
 
     /// Like [`TcpListener::bind`], with socket options applied before binding (reuse,
@@ -83,16 +87,23 @@ impl TcpListener {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn bind_with(
+    pub fn bind_with(
         client: &WskClient,
         addr: SocketAddr,
         options: &BindOptions,
-    ) -> Result<Self> {
-        let handle = Handle::new(client, Kind::Listen)?;
-        socket::create(&handle, family_of(&addr)).await?;
-        socket::apply_bind_options(&handle, options, addr.is_ipv6()).await?;
-        socket::bind(&handle, addr).await?;
-        Ok(Self { handle })
+    ) -> Operation<'static, impl Future<Output = Result<Self>> + use<>> {
+        let options = *options;
+        let handle = Handle::new(client, Kind::Listen);
+        let target = handle
+            .as_ref()
+            .map_or(Target::Missing, |h| Target::Owned(h.share()));
+        Operation::new(target, CTL, "bind", async move {
+            let handle = handle?;
+            socket::create(&handle, family_of(&addr)).await?;
+            socket::apply_bind_options(&handle, &options, addr.is_ipv6()).await?;
+            socket::bind(&handle, addr).await?;
+            Ok(Self { handle })
+        })
     }
 
     /// Waits for a connection and returns it with the peer's address.
@@ -135,8 +146,13 @@ impl TcpListener {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn local_addr(&self) -> Result<SocketAddr> {
-        socket::address(&self.handle, false).await
+    pub fn local_addr(&self) -> Operation<'_, impl Future<Output = Result<SocketAddr>> + '_> {
+        Operation::new(
+            Target::Borrowed(self.handle.inner()),
+            CTL,
+            "local_addr",
+            socket::address(&self.handle, false),
+        )
     }
 
     /// A stream of accepted connections (`futures_core::Stream`): [`TcpListener::accept`] in a
@@ -348,7 +364,7 @@ impl Future for Accept<'_> {
         // SAFETY: the reference taken just above for the adoption call.
         unsafe { SocketInner::release(child_ptr) };
         let remote = remote.ok_or(Error::new(ErrorKind::Other, "accept"))?;
-        Poll::Ready(Ok((TcpStream { handle: child }, remote)))
+        Poll::Ready(Ok((TcpStream::established(child), remote)))
     }
 }
 

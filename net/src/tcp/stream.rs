@@ -13,8 +13,9 @@ use crate::addr::wildcard_like;
 use crate::buf::IoBuf;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, Held, Op, RECV, Request, SEND};
+use crate::raw::{CTL, Call, CloseMode, Held, Op, RECV, Request, SEND};
 use crate::socket::{self, BindOptions, Handle, check};
+use crate::time::{Operation, Target};
 
 /// How [`TcpStream::disconnect`] ends the connection. See the example there.
 ///
@@ -32,8 +33,15 @@ pub enum Disconnect {
 ///
 /// One send and one receive may be in flight at a time (they use separate IRPs); a second
 /// concurrent send or receive would reorder data, so it fails with `InvalidState`. Control
-/// operations (addresses, options, disconnect) share a third slot: one at a time. Dropping
-/// the stream closes it asynchronously (abortively unless both directions were shut down).
+/// operations (addresses, options, disconnect) share a third slot: one at a time.
+///
+/// Closing is graceful by default, as with std and tokio: [`TcpStream::close`] and dropping
+/// the stream both send FIN after every pending send (a graceful `WskDisconnect`) and then
+/// close the socket, so a final reply is delivered. The disconnect is bounded by the close
+/// limit ([`TcpStream::set_close_limit`], 5 seconds unless set): past it the disconnect is
+/// cancelled and the close resets the connection. A reset on purpose is
+/// [`TcpStream::abort`]. Dropping cannot wait: the disconnect and the close then run on
+/// their own, from the disconnect's completion, and the bound is a kernel timer.
 ///
 /// ```no_run
 /// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
@@ -126,24 +134,16 @@ impl TcpStream {
     /// `WskSocket`, `WskBind` and `WskConnect` ([`TcpStream::connect_from`]).
     ///
     /// It has no deadline of its own (the transport gives up eventually, with `TimedOut`).
-    /// To bound it, wrap it in `wsk_executor::timeout`: dropping the future on expiry cancels
-    /// the connect and closes the half-made socket.
+    /// To bound it, wrap it in [`timeout`](crate::timeout): on expiry the step in flight is
+    /// cancelled, no further step is made, the half-made socket is closed, and the result is
+    /// `TimedOut`.
     ///
     /// ```no_run
     /// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
     /// use core::time::Duration;
     /// let addr = "192.0.2.1:80".parse().unwrap();
-    /// let stream = match wsk_executor::timeout(
-    ///     Duration::from_secs(5),
-    ///     wsk_net::TcpStream::connect(client, addr),
-    /// )
-    /// .await
-    /// {
-    ///     Ok(connected) => connected?,
-    ///     Err(_elapsed) => {
-    ///         return Err(wsk_net::Error::new(wsk_net::ErrorKind::TimedOut, "connect"));
-    ///     }
-    /// };
+    /// let connect = wsk_net::TcpStream::connect(client, addr);
+    /// let stream = wsk_net::timeout(Duration::from_secs(5), connect).await?;
     /// # let _ = stream;
     /// # Ok(()) }
     /// ```
@@ -154,9 +154,12 @@ impl TcpStream {
     /// errors.
     ///
     /// # IRQL
-    /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn connect(client: &WskClient, addr: SocketAddr) -> Result<Self> {
-        Self::connect_with(client, addr, &BindOptions::default()).await
+    /// Call and poll at <= `DISPATCH_LEVEL` (the socket object is allocated by the call).
+    pub fn connect(
+        client: &WskClient,
+        addr: SocketAddr,
+    ) -> Operation<'static, impl Future<Output = Result<Self>> + use<>> {
+        Self::connect_with(client, addr, &BindOptions::default())
     }
 
     /// Like [`TcpStream::connect`], with options applied before binding. Options left at
@@ -176,13 +179,25 @@ impl TcpStream {
     /// `Unsupported` when an option is set and the provider lacks `WskControlSocket` (Wine).
     ///
     /// # IRQL
-    /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn connect_with(
+    /// Call and poll at <= `DISPATCH_LEVEL`.
+    pub fn connect_with(
         client: &WskClient,
         addr: SocketAddr,
         options: &BindOptions,
-    ) -> Result<Self> {
-        Self::connect_from(client, wildcard_like(&addr), addr, options).await
+    ) -> Operation<'static, impl Future<Output = Result<Self>> + use<>> {
+        Self::connect_from(client, wildcard_like(&addr), addr, options)
+    }
+
+    /// `future`, a step on this stream's slot `slot`, as a [`Cancellable`](crate::Cancellable)
+    /// operation.
+    fn operation<F: Future>(&self, slot: usize, name: &'static str, future: F) -> Operation<'_, F> {
+        Operation::new(Target::Borrowed(self.handle.inner()), slot, name, future)
+    }
+
+    /// A stream on a connected socket: from now on its close is graceful.
+    pub(crate) fn established(handle: Handle) -> Self {
+        handle.inner().set_close_mode(CloseMode::Graceful);
+        Self { handle }
     }
 
     /// `request` on the first `len` bytes of `buf`, on `slot`; the buffer comes back.
@@ -221,8 +236,11 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn send(&self, buf: IoBuf) -> (Result<usize>, IoBuf) {
-        self.send_flags(buf, 0).await
+    pub fn send(
+        &self,
+        buf: IoBuf,
+    ) -> Operation<'_, impl Future<Output = (Result<usize>, IoBuf)> + '_> {
+        self.operation(SEND, "send", self.send_flags(buf, 0))
     }
 
     /// [`TcpStream::send`] with `WSK_FLAG_NODELAY`: no coalescing delay for this send.
@@ -239,8 +257,11 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn send_nodelay(&self, buf: IoBuf) -> (Result<usize>, IoBuf) {
-        self.send_flags(buf, sys::WSK_FLAG_NODELAY).await
+    pub fn send_nodelay(
+        &self,
+        buf: IoBuf,
+    ) -> Operation<'_, impl Future<Output = (Result<usize>, IoBuf)> + '_> {
+        self.operation(SEND, "send", self.send_flags(buf, sys::WSK_FLAG_NODELAY))
     }
 
     async fn send_flags(&self, buf: IoBuf, flags: u32) -> (Result<usize>, IoBuf) {
@@ -350,8 +371,10 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn local_addr(&self) -> Result<SocketAddr> {
-        socket::address(&self.handle, false).await
+    pub fn local_addr(&self) -> Operation<'_, impl Future<Output = Result<SocketAddr>> + '_> {
+        self.operation(CTL, "local_addr", async move {
+            socket::address(&self.handle, false).await
+        })
     }
 
     /// The peer's address.
@@ -368,8 +391,10 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn peer_addr(&self) -> Result<SocketAddr> {
-        socket::address(&self.handle, true).await
+    pub fn peer_addr(&self) -> Operation<'_, impl Future<Output = Result<SocketAddr>> + '_> {
+        self.operation(CTL, "peer_addr", async move {
+            socket::address(&self.handle, true).await
+        })
     }
 
     /// Sets `TCP_NODELAY` (no Nagle coalescing) for every later send.
@@ -395,15 +420,17 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn set_nodelay(&self, on: bool) -> Result<()> {
-        socket::set_option(
-            &self.handle,
-            sys::IPPROTO_TCP,
-            sys::TCP_NODELAY,
-            u32::from(on),
-            "TCP_NODELAY",
-        )
-        .await
+    pub fn set_nodelay(&self, on: bool) -> Operation<'_, impl Future<Output = Result<()>> + '_> {
+        self.operation(CTL, "set_nodelay", async move {
+            socket::set_option(
+                &self.handle,
+                sys::IPPROTO_TCP,
+                sys::TCP_NODELAY,
+                u32::from(on),
+                "TCP_NODELAY",
+            )
+            .await
+        })
     }
 
     /// Sets `SO_KEEPALIVE`. See the example on [`TcpStream::set_nodelay`].
@@ -413,15 +440,17 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn set_keepalive(&self, on: bool) -> Result<()> {
-        socket::set_option(
-            &self.handle,
-            sys::SOL_SOCKET,
-            sys::SO_KEEPALIVE,
-            u32::from(on),
-            "SO_KEEPALIVE",
-        )
-        .await
+    pub fn set_keepalive(&self, on: bool) -> Operation<'_, impl Future<Output = Result<()>> + '_> {
+        self.operation(CTL, "set_keepalive", async move {
+            socket::set_option(
+                &self.handle,
+                sys::SOL_SOCKET,
+                sys::SO_KEEPALIVE,
+                u32::from(on),
+                "SO_KEEPALIVE",
+            )
+            .await
+        })
     }
 
     /// Ends the connection: [`Disconnect::Graceful`] sends FIN after pending sends (receiving
@@ -456,28 +485,33 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn disconnect(&self, how: Disconnect) -> Result<()> {
-        let flags = match how {
-            Disconnect::Graceful => 0,
-            Disconnect::Abortive => sys::WSK_FLAG_ABORTIVE,
-        };
-        let inner = self.handle.inner();
-        if inner.flags().is_send_shut() && how == Disconnect::Graceful {
-            return Err(Error::new(ErrorKind::InvalidState, "disconnect"));
-        }
-        let request = Request::Disconnect {
-            flags,
-            final_data: false,
-        };
-        let done = Op::new(inner, CTL, Held::new(request)).await?;
-        let result = check(done.status, done.information, "disconnect").map(drop);
-        if result.is_ok() {
-            match how {
-                Disconnect::Graceful => inner.flags().shut_send(),
-                Disconnect::Abortive => inner.flags().shut_both(),
+    pub fn disconnect(
+        &self,
+        how: Disconnect,
+    ) -> Operation<'_, impl Future<Output = Result<()>> + '_> {
+        self.operation(CTL, "disconnect", async move {
+            let flags = match how {
+                Disconnect::Graceful => 0,
+                Disconnect::Abortive => sys::WSK_FLAG_ABORTIVE,
+            };
+            let inner = self.handle.inner();
+            if inner.flags().is_send_shut() && how == Disconnect::Graceful {
+                return Err(Error::new(ErrorKind::InvalidState, "disconnect"));
             }
-        }
-        result
+            let request = Request::Disconnect {
+                flags,
+                final_data: false,
+            };
+            let done = Op::new(inner, CTL, Held::new(request)).await?;
+            let result = check(done.status, done.information, "disconnect").map(drop);
+            if result.is_ok() {
+                match how {
+                    Disconnect::Graceful => inner.flags().shut_send(),
+                    Disconnect::Abortive => inner.flags().shut_both(),
+                }
+            }
+            result
+        })
     }
 
     /// Sends `buf` as final data, then FIN (one `WskDisconnect` with a buffer), and gives the
@@ -495,24 +529,29 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn disconnect_with(&self, buf: IoBuf) -> (Result<()>, IoBuf) {
-        let inner = self.handle.inner();
-        if inner.flags().is_send_shut() {
-            return (
-                Err(Error::new(ErrorKind::InvalidState, "disconnect_with")),
-                buf,
-            );
-        }
-        let len = buf.len();
-        let request = Request::Disconnect {
-            flags: 0,
-            final_data: true,
-        };
-        let (result, buf) = self.transfer(CTL, request, buf, len).await;
-        if result.is_ok() {
-            inner.flags().shut_send();
-        }
-        (result.map(drop), buf)
+    pub fn disconnect_with(
+        &self,
+        buf: IoBuf,
+    ) -> Operation<'_, impl Future<Output = (Result<()>, IoBuf)> + '_> {
+        self.operation(CTL, "disconnect_with", async move {
+            let inner = self.handle.inner();
+            if inner.flags().is_send_shut() {
+                return (
+                    Err(Error::new(ErrorKind::InvalidState, "disconnect_with")),
+                    buf,
+                );
+            }
+            let len = buf.len();
+            let request = Request::Disconnect {
+                flags: 0,
+                final_data: true,
+            };
+            let (result, buf) = self.transfer(CTL, request, buf, len).await;
+            if result.is_ok() {
+                inner.flags().shut_send();
+            }
+            (result.map(drop), buf)
+        })
     }
 
     /// Graceful disconnect bounded by `limit`: if it has not completed by then, the socket is
@@ -554,20 +593,81 @@ impl TcpStream {
         }
         // The graceful disconnect is stuck: reset the connection. The abortive disconnect
         // would need the control slot the graceful one holds, so close instead, which
-        // completes the stuck IRP and resets the connection (abortive close).
+        // completes the stuck IRP and resets the connection (abortive close). Not the
+        // graceful close: its disconnect would queue behind the stuck one.
+        self.handle.inner().set_close_mode(CloseMode::Plain);
         self.handle.start_close();
         Err(Error::new(ErrorKind::TimedOut, "disconnect"))
     }
 
-    /// Closes the socket (`WskCloseSocket`) and waits until WSK has: abortive unless both
-    /// directions are already shut down. No operation of this stream can be in flight here
-    /// (they borrow it); those whose futures were dropped and that WSK still holds are
-    /// cancelled by the close. See the example on [`TcpStream::disconnect`].
+    /// Closes the connection gracefully and waits until WSK has closed the socket: FIN after
+    /// every pending send (a graceful `WskDisconnect`, "`PFN_WSK_DISCONNECT` callback function
+    /// (wsk.h)": "the WSK subsystem waits for all outstanding transmit data to be sent before
+    /// disconnecting"), then `WskCloseSocket`. The disconnect is bounded by the close limit
+    /// ([`TcpStream::set_close_limit`]; 5 seconds by default): past it, it is cancelled and
+    /// the close resets the connection, so this returns within about the limit whatever the
+    /// peer does (it never reads, never acknowledges). Dropping the stream does the same
+    /// without waiting.
+    ///
+    /// No operation of this stream can be in flight here (they borrow it); those whose
+    /// futures were dropped and that WSK still holds are cancelled by the close. A stream
+    /// already disconnected ([`TcpStream::disconnect`]) is just closed. Where the provider
+    /// has no `WskDisconnect` (Wine 8.0), the disconnect fails at once and the close is all
+    /// that is left: Wine's close then decides between FIN and reset.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// let (sent, _reply) = stream.send(wsk_net::IoBuf::from_slice(b"bye\r\n")?).await;
+    /// sent?;
+    /// stream.close().await; // the peer reads "bye", then end of stream
+    /// # Ok(()) }
+    /// ```
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
     pub async fn close(self) {
         self.handle.close().await;
+    }
+
+    /// Resets the connection: an abortive `WskDisconnect` (`WSK_FLAG_ABORTIVE`,
+    /// "`PFN_WSK_DISCONNECT` callback function (wsk.h)": it "directs the WSK subsystem to
+    /// perform an abortive disconnect"), then `WskCloseSocket`. Pending sends are discarded and
+    /// the peer sees a reset (RST). For shedding load or ending a misbehaving peer at once;
+    /// [`TcpStream::close`] is the ordinary end. Where the provider has no `WskDisconnect`
+    /// (Wine 8.0), the close alone is left.
+    ///
+    /// The reset is decided here, not at the first poll: awaiting the future waits until the
+    /// socket is closed; dropping it instead resets and closes without waiting.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: wsk_net::TcpStream, other: wsk_net::TcpStream) {
+    /// stream.abort().await; // the peer's next read fails with "connection reset"
+    /// drop(other.abort()); // the same, without waiting (from a synchronous context)
+    /// # }
+    /// ```
+    ///
+    /// # IRQL
+    /// Call at any IRQL; poll and drop the future at <= `DISPATCH_LEVEL`.
+    pub fn abort(self) -> impl Future<Output = ()> + Send {
+        self.handle.inner().set_close_mode(CloseMode::Abortive);
+        self.handle.close()
+    }
+
+    /// Sets how long a graceful close ([`TcpStream::close`], or dropping the stream) waits
+    /// for its disconnect before resetting the connection instead; 5 seconds unless set.
+    /// Millisecond resolution; a zero limit still tries (the timer fires after the call).
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: wsk_net::TcpStream) {
+    /// stream.set_close_limit(core::time::Duration::from_millis(500));
+    /// drop(stream); // FIN now, or a reset in 0.5 s if the FIN cannot go out
+    /// # }
+    /// ```
+    ///
+    /// # IRQL
+    /// Any.
+    pub fn set_close_limit(&self, limit: core::time::Duration) {
+        self.handle.inner().set_close_limit(limit);
     }
 }
 
@@ -643,6 +743,16 @@ impl Recv<'_> {
     pub fn cancel(&self) {
         if let Some(op) = &self.op {
             op.cancel();
+        }
+    }
+}
+
+impl Recv<'_> {
+    /// Closes the stream's socket at once (no closing disconnect), which completes the
+    /// receive: a deadline's escalation where the provider ignores the cancel.
+    pub(crate) fn close_socket(&self) {
+        if let Some(op) = &self.op {
+            op.close_socket();
         }
     }
 }

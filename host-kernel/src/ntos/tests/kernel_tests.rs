@@ -590,3 +590,30 @@ fn bugcheck_at_reports_the_panic_location() {
     assert!(message.ends_with(&expected), "{message}");
     take(&kernel, &["WSK_RS_DRIVER_PANIC"]);
 }
+
+#[test]
+fn kprint_reaches_dbgprintex_at_the_level_it_names() {
+    let kernel = boot();
+    let levels = [
+        crate::DPFLTR_ERROR_LEVEL,
+        crate::DPFLTR_WARNING_LEVEL,
+        crate::DPFLTR_TRACE_LEVEL,
+        crate::DPFLTR_INFO_LEVEL,
+    ];
+    let before = levels.map(|level| kernel.debug_prints_at(level));
+    kernel.on_kernel_thread(|| {
+        crate::kprint!(Info, "kprint: info {}\n", 1);
+        crate::kprint!(Info, "kprint: info {}\n", 2);
+        crate::kprint!(Trace, "kprint: trace\n");
+        crate::kprint!(Warning, "kprint: warning\n");
+        crate::kprint!(Error, "kprint: error\n");
+        crate::kprint!("kprint: no level, so error\n");
+    });
+    let added = levels.map(|level| kernel.debug_prints_at(level) - before[level as usize]);
+    assert_eq!(added, [2, 1, 1, 2], "error, warning, trace, info");
+    let log = kernel.debug_log();
+    assert!(
+        log.contains("kprint: info 2\nkprint: trace\nkprint: warning\n"),
+        "{log}"
+    );
+}

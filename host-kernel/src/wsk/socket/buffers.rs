@@ -5,10 +5,13 @@ use std::format;
 use std::io::{self, Read, Write};
 use std::vec::Vec;
 
+use std::os::fd::AsRawFd;
+
 use mio::net::TcpStream;
 
 use super::glue::{self, bugcheck};
-use super::{Seg, Segs};
+use super::os::{self, linux};
+use super::{Seg, Segs, memory};
 use crate::{
     MDL, MDL_MAPPED_TO_SYSTEM_VA, MDL_SOURCE_IS_NONPAGED_POOL, MmGetMdlVirtualAddress, WSK_BUF,
 };
@@ -30,26 +33,80 @@ pub(super) fn seg_at(segs: &[Seg], mut offset: usize) -> Seg {
     }
 }
 
+/// A connected byte stream the provider moves client bytes through: a host socket or an
+/// in-memory connection, with the host's `io` results (`WouldBlock` when it has to wait).
+pub(super) trait ByteStream {
+    /// Reads what has arrived into `buf`; `Ok(0)` after the peer's FIN.
+    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes what fits of `buf`.
+    fn write_some(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Sends FIN.
+    fn shutdown_write(&self) -> io::Result<()>;
+    /// Sets `TCP_NODELAY` (meaningless in memory).
+    fn set_nodelay(&self, on: bool);
+}
+
+impl ByteStream for TcpStream {
+    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut s = self;
+        s.read(buf)
+    }
+
+    fn write_some(&self, buf: &[u8]) -> io::Result<usize> {
+        let mut s = self;
+        s.write(buf)
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        os::shutdown_write(self)
+    }
+
+    fn set_nodelay(&self, on: bool) {
+        // A failure only costs latency, so it is ignored.
+        let _ = os::set_int(
+            self.as_raw_fd(),
+            linux::IPPROTO_TCP,
+            linux::TCP_NODELAY,
+            i32::from(on),
+        );
+    }
+}
+
+impl ByteStream for memory::Stream {
+    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(buf)
+    }
+
+    fn write_some(&self, buf: &[u8]) -> io::Result<usize> {
+        self.write(buf)
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        memory::Stream::shutdown_write(self);
+        Ok(())
+    }
+
+    fn set_nodelay(&self, _on: bool) {}
+}
+
 /// Reads one chunk of a stream into client memory.
-pub(super) fn read_into(stream: &TcpStream, Seg { start, len }: Seg) -> io::Result<usize> {
+pub(super) fn read_into(stream: &dyn ByteStream, Seg { start, len }: Seg) -> io::Result<usize> {
     // SAFETY: the range lies in the locked client buffer of a pending receive IRP, which the
     // client may not touch until the IRP completes.
     let buf = unsafe { core::slice::from_raw_parts_mut(start, len) };
-    let mut s = stream;
-    s.read(buf)
+    stream.read_some(buf)
 }
 
 /// Writes one chunk of client memory to a stream.
-pub(super) fn write_from(stream: &TcpStream, Seg { start, len }: Seg) -> io::Result<usize> {
+pub(super) fn write_from(stream: &dyn ByteStream, Seg { start, len }: Seg) -> io::Result<usize> {
     // SAFETY: the range lies in the locked client buffer of a pending send IRP.
     let buf = unsafe { core::slice::from_raw_parts(start.cast_const(), len) };
-    let mut s = stream;
-    s.write(buf)
+    stream.write_some(buf)
 }
 
 /// Sends `segs[done..total]`; `Ok(true)` when everything is written.
 pub(super) fn send_some(
-    stream: &TcpStream,
+    stream: &dyn ByteStream,
     segs: &[Seg],
     total: usize,
     done: &mut usize,
@@ -162,4 +219,32 @@ pub(super) unsafe fn segments(buf: *const WSK_BUF, function: &'static str) -> Se
         mdl = next;
     }
     segs
+}
+
+/// What a pending IRP with `buf` (whose byte ranges are `segs`) holds until it completes: the
+/// MDLs of the chain it uses and the ranges, for the verifier's free checks
+/// (`wsk::pending_irp_using`).
+///
+/// # Safety
+/// `buf` is null or a `WSK_BUF` [`segments`] accepted (its chain is live).
+pub(super) unsafe fn held_memory(buf: *const WSK_BUF, segs: &[Seg]) -> super::super::HeldMemory {
+    let mut mdls = super::super::Few::new();
+    if !buf.is_null() {
+        // SAFETY: the caller guarantees a valid WSK_BUF.
+        let wsk_buf = unsafe { *buf };
+        let mut needed = wsk_buf.Length + wsk_buf.Offset as usize;
+        let mut mdl = wsk_buf.Mdl;
+        while needed > 0 && !mdl.is_null() {
+            mdls.push(mdl.addr());
+            // SAFETY: a live MDL of the chain `segments` walked.
+            let mdl_ref = unsafe { &*mdl };
+            needed = needed.saturating_sub(mdl_ref.ByteCount as usize);
+            mdl = mdl_ref.Next;
+        }
+    }
+    let mut ranges = super::super::Few::new();
+    for seg in segs {
+        ranges.push((seg.start.addr(), seg.len));
+    }
+    super::super::HeldMemory { mdls, ranges }
 }

@@ -3,14 +3,15 @@
 
 use core::ffi::c_void;
 use std::format;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::MutexGuard;
 
 use super::glue::{bugcheck, require_at_most};
 use super::os::{self, linux};
 use super::queue::submit;
 use super::setup_calls::start_connect;
-use super::{Host, Kind, Op, OpKind, State, begin, new_sock};
+use super::{Host, Io, Kind, Op, OpKind, State, begin, new_sock};
 use crate::faults::{Resource, WskOp, fail_allocation};
 use crate::{
     AF_INET, AF_INET6, DISPATCH_LEVEL, IRP, NTSTATUS, PASSIVE_LEVEL, PEPROCESS, PETHREAD, PVOID,
@@ -23,16 +24,28 @@ use crate::{
 /// Creates a host socket for `kind`; IPv6 sockets start IPv6-only, as on Windows. Where the
 /// low-resources simulation fails the driver's socket creation, `STATUS_INSUFFICIENT_RESOURCES`
 /// (what Windows' provider completes `WskSocket` with when it cannot allocate the socket).
-pub(super) fn host_socket(datagram: bool, v6: bool) -> Result<OwnedFd, NTSTATUS> {
+pub(super) fn host_socket(io: &Io, datagram: bool, v6: bool) -> Result<Host, NTSTATUS> {
     if fail_allocation(Resource::Socket) {
         return Err(STATUS_INSUFFICIENT_RESOURCES);
+    }
+    if let Io::Memory(net) = io {
+        return Ok(Host::MemoryUnbound(net.unbound(datagram)));
     }
     let fd = os::new_socket(v6, datagram).map_err(|e| os::status_of(&e))?;
     if v6 {
         os::set_int(fd.as_raw_fd(), linux::IPPROTO_IPV6, linux::IPV6_V6ONLY, 1)
             .map_err(|e| os::status_of(&e))?;
     }
-    Ok(fd)
+    Ok(Host::Raw(fd))
+}
+
+/// Binds a created socket (host or in memory) to `local`.
+fn bind_created(host: &mut Host, local: &SocketAddr) -> std::io::Result<()> {
+    match host {
+        Host::Raw(fd) => os::bind_fd(fd.as_raw_fd(), local),
+        Host::MemoryUnbound(unbound) => unbound.bind(*local),
+        _ => Err(std::io::Error::from(std::io::ErrorKind::InvalidInput)),
+    }
 }
 
 pub(super) fn kind_of(flags: u32, socket_type: u16) -> Result<Kind, NTSTATUS> {
@@ -117,12 +130,12 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket(
     let (mut st, owner) = registered_owner(p.lock(), client, "WskSocket");
     let created = kind_of(flags, socket_type).and_then(|kind| {
         let v6 = family_v6(family)?;
-        Ok((kind, v6, host_socket(socket_type == SOCK_DGRAM, v6)?))
+        Ok((kind, v6, host_socket(&p.io, socket_type == SOCK_DGRAM, v6)?))
     });
     match created {
-        Ok((kind, v6, fd)) => {
+        Ok((kind, v6, host)) => {
             let id = st.new_id();
-            let mut sock = new_sock(id, owner, kind, v6, Host::Raw(fd));
+            let mut sock = new_sock(id, owner, kind, v6, host);
             sock.datagram = socket_type == SOCK_DGRAM;
             let handle = sock.handle.information();
             st.sockets.insert(id, sock);
@@ -176,25 +189,25 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket_connect(
         drop(st);
         return p.finish(out, inline);
     }
-    let fd = match host_socket(false, v6) {
-        Ok(fd) => fd,
+    let mut host = match host_socket(&p.io, false, v6) {
+        Ok(host) => host,
         Err(status) => {
             out.done(status, 0, 0);
             drop(st);
             return p.finish(out, inline);
         }
     };
-    if let Err(e) = os::bind_fd(fd.as_raw_fd(), &local) {
+    if let Err(e) = bind_created(&mut host, &local) {
         out.done(os::status_of(&e), 0, 0);
         drop(st);
         return p.finish(out, inline);
     }
     let id = st.new_id();
-    let mut sock = new_sock(id, owner, Kind::Connection, v6, Host::Raw(fd));
+    let mut sock = new_sock(id, owner, Kind::Connection, v6, host);
     sock.bound = true;
     let handle = sock.handle;
     let info = handle.information();
-    match start_connect(&mut sock, &p.registry, &remote) {
+    match start_connect(&mut sock, &p.io, &remote) {
         Ok(true) => {
             st.sockets.insert(id, sock);
             out.done(STATUS_SUCCESS, info, id);
@@ -209,10 +222,20 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket_connect(
             );
             sock.connect = Some(op);
             st.sockets.insert(id, sock);
-            submit(&mut st, &p.registry, id, &mut out);
+            // The cancel routine finds a queued IRP's socket by the id in its driver context,
+            // which `begin` set to 0 for this client-level call: without the new socket's id
+            // a cancelled WskSocketConnect would complete and leave its socket behind, open,
+            // where the page says a failed WskSocketConnect leaves no socket ("the IRP will
+            // be completed with failure status", no socket object returned).
+            let context = usize::try_from(id).unwrap_or(0) as PVOID;
+            // SAFETY: the IRP is live and the provider's (entered by `begin`), not yet queued
+            // where the cancel routine could read its tail; the driver context of the
+            // provider's location is ours while it is in flight.
+            unsafe { (*out.irp.as_ptr()).Tail.Overlay.DriverContext[0] = context };
+            submit(&mut st, &p.io, id, &mut out);
         }
         Err(status) => {
-            sock.release_host(&p.registry, false);
+            sock.release_host(&p.io, false);
             // SAFETY: the socket was just created and never given out.
             unsafe { handle.free() };
             out.done(status, 0, 0);

@@ -23,16 +23,16 @@ use std::string::String;
 use std::sync::Arc;
 use std::vec::Vec;
 
+use mio::Token;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
-use mio::{Registry, Token};
 
 use super::glue::{self, IrpPtr, bugcheck, require_at_most};
 use super::os::{self};
-use super::{CURRENT, Done, Out, Provider, State, lock, provider};
+use super::{CURRENT, Done, Io, Out, Provider, State, lock, memory, provider};
 use crate::faults::WskOp;
 use crate::{
-    DISPATCH_LEVEL, IRP, MAKE_WSK_VERSION, NTSTATUS, PVOID, SOCKADDR, STATUS_INVALID_HANDLE,
-    STATUS_INVALID_PARAMETER, WSK_CLIENT, WSK_PROVIDER_BASIC_DISPATCH,
+    DISPATCH_LEVEL, IRP, MAKE_WSK_VERSION, NTSTATUS, PVOID, SOCKADDR, STATUS_INVALID_DEVICE_STATE,
+    STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER, WSK_CLIENT, WSK_PROVIDER_BASIC_DISPATCH,
     WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_DATAGRAM_DISPATCH, WSK_PROVIDER_DISPATCH,
     WSK_PROVIDER_LISTEN_DISPATCH, WSK_SOCKET,
 };
@@ -148,6 +148,14 @@ enum Host {
     Udp(UdpSocket),
     /// Closed by an abortive disconnect.
     Gone,
+    /// In-memory network: created (maybe bound), not yet listening or connecting.
+    MemoryUnbound(memory::Unbound),
+    /// In-memory network: listening.
+    MemoryListener(memory::Listener),
+    /// In-memory network: connected.
+    MemoryStream(memory::Stream),
+    /// In-memory network: a bound datagram socket.
+    MemoryDatagram(memory::Datagram),
 }
 
 impl Host {
@@ -157,8 +165,63 @@ impl Host {
             Host::Listener(l) => Some(l.as_raw_fd()),
             Host::Stream(s) => Some(s.as_raw_fd()),
             Host::Udp(u) => Some(u.as_raw_fd()),
-            Host::Gone => None,
+            Host::Gone
+            | Host::MemoryUnbound(_)
+            | Host::MemoryListener(_)
+            | Host::MemoryStream(_)
+            | Host::MemoryDatagram(_) => None,
         }
+    }
+
+    /// Whether a socket is there (host or in memory): false once closed by an abortive
+    /// disconnect.
+    fn is_open(&self) -> bool {
+        !matches!(self, Host::Gone)
+    }
+
+    /// Whether it listens.
+    fn is_listener(&self) -> bool {
+        matches!(self, Host::Listener(_) | Host::MemoryListener(_))
+    }
+
+    /// Whether it is a bound datagram socket.
+    fn is_datagram(&self) -> bool {
+        matches!(self, Host::Udp(_) | Host::MemoryDatagram(_))
+    }
+
+    /// Its connected stream, host or in memory.
+    fn stream(&self) -> Option<&dyn buffers::ByteStream> {
+        match self {
+            Host::Stream(s) => Some(s),
+            Host::MemoryStream(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Its local (`remote` false) or peer address.
+    fn address(&self, remote: bool) -> Result<SocketAddr, NTSTATUS> {
+        let memory = match (self, remote) {
+            (Host::MemoryUnbound(u), false) => u.local(),
+            (Host::MemoryListener(l), false) => Ok(l.local()),
+            (Host::MemoryStream(s), false) => Ok(s.local()),
+            (Host::MemoryStream(s), true) => Ok(s.peer()),
+            (Host::MemoryDatagram(d), false) => Ok(d.local()),
+            (Host::MemoryUnbound(_) | Host::MemoryListener(_) | Host::MemoryDatagram(_), true) => {
+                return Err(STATUS_INVALID_DEVICE_STATE);
+            }
+            _ => {
+                let Some(fd) = self.fd() else {
+                    return Err(STATUS_INVALID_DEVICE_STATE);
+                };
+                let fd = os::FdRef(fd);
+                if remote {
+                    os::peer_addr(&fd)
+                } else {
+                    os::local_addr(&fd)
+                }
+            }
+        };
+        memory.map_err(|e| os::status_of(&e))
     }
 }
 
@@ -251,6 +314,9 @@ enum OpKind {
         segs: Segs,
         total: usize,
         done: usize,
+        /// The plan's [`Faults::disconnect_unacknowledged`](crate::faults::Faults): the FIN
+        /// never completes, so only a cancel or the close ends the IRP.
+        unacknowledged: bool,
     },
     Recv {
         segs: Segs,
@@ -372,27 +438,32 @@ impl Sock {
     }
 
     /// Drops the host socket, resetting a connection when `abortive`.
-    fn release_host(&mut self, registry: &Registry, abortive: bool) {
+    fn release_host(&mut self, io: &Io, abortive: bool) {
         match core::mem::replace(&mut self.host, Host::Gone) {
+            Host::MemoryStream(s) => s.release(abortive),
             Host::Stream(mut s) => {
-                let _ = registry.deregister(&mut s);
+                let _ = io.deregister(&mut s);
                 if abortive {
                     let _ = os::set_linger_zero(s.as_raw_fd());
                 }
             }
             Host::Listener(mut l) => {
-                let _ = registry.deregister(&mut l);
+                let _ = io.deregister(&mut l);
             }
             Host::Udp(mut u) => {
-                let _ = registry.deregister(&mut u);
+                let _ = io.deregister(&mut u);
             }
-            Host::Raw(_) | Host::Gone => {}
+            Host::Raw(_)
+            | Host::Gone
+            | Host::MemoryUnbound(_)
+            | Host::MemoryListener(_)
+            | Host::MemoryDatagram(_) => {}
         }
     }
 
     /// Drops everything without completing anything (kernel shutdown).
-    pub(super) fn forget(mut self, registry: &Registry) {
-        self.release_host(registry, false);
+    pub(super) fn forget(mut self, io: &Io) {
+        self.release_host(io, false);
     }
 
     /// Every queued op, taken out of the socket.

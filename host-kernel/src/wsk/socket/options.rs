@@ -25,7 +25,7 @@
 use std::net::SocketAddr;
 
 use super::os::{self, linux};
-use super::{Host, Kind, Sock};
+use super::{Kind, Sock};
 use crate::{
     IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP, IPPROTO_IP, IPPROTO_IPV6, IPV6_JOIN_GROUP,
     IPV6_LEAVE_GROUP, NTSTATUS, SIO_WSK_SET_REMOTE_ADDRESS, SIO_WSK_SET_SENDTO_ADDRESS,
@@ -246,7 +246,7 @@ fn fixed_address(sock: &mut Sock, input: &[u8], filter: bool) -> Outcome {
         return (STATUS_NOT_SUPPORTED, 0, None);
     }
     // "it must do so after the datagram socket has been bound".
-    if !matches!(sock.host, Host::Udp(_)) {
+    if !sock.host.is_datagram() {
         return (STATUS_INVALID_DEVICE_STATE, 0, None);
     }
     if input.is_empty() {

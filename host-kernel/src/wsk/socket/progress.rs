@@ -5,17 +5,15 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::vec;
 use std::vec::Vec;
 
-use mio::net::{TcpStream, UdpSocket};
-use mio::{Interest, Registry};
+use mio::Interest;
 
-use super::buffers::{read_into, scatter, seg_at, send_some};
-use super::os::{self, linux};
+use super::buffers::{ByteStream, read_into, scatter, seg_at, send_some};
+use super::os;
 use super::queue::attempt;
-use super::{ClientOut, Done, Host, Kind, Op, OpKind, Seg, Sock, Step, new_sock, token};
+use super::{ClientOut, Done, Host, Io, Kind, Op, OpKind, Seg, Sock, Step, new_sock, token};
 use crate::faults::{Resource, fail_allocation};
 use crate::{
     NT_SUCCESS, NTSTATUS, SOCKADDR, STATUS_CONNECTION_ABORTED, STATUS_INSUFFICIENT_RESOURCES,
@@ -27,13 +25,13 @@ use crate::{
 /// accepted on the way go to `born`, with ids taken from `next_id`.
 pub(super) fn progress(
     sock: &mut Sock,
-    registry: &Registry,
+    io: &Io,
     next_id: &mut u64,
     born: &mut Vec<Sock>,
     dones: &mut Vec<Done>,
 ) {
     progress_connect(sock, dones);
-    progress_accepts(sock, registry, next_id, born, dones);
+    progress_accepts(sock, io, next_id, born, dones);
     progress_receives(sock, dones);
     progress_sends(sock, dones);
 }
@@ -88,7 +86,7 @@ fn progress_connect(sock: &mut Sock, dones: &mut Vec<Done>) {
 /// Pending accepts, in the order they were issued.
 fn progress_accepts(
     sock: &mut Sock,
-    registry: &Registry,
+    io: &Io,
     next_id: &mut u64,
     born: &mut Vec<Sock>,
     dones: &mut Vec<Done>,
@@ -97,7 +95,7 @@ fn progress_accepts(
         host: &sock.host,
         v6: sock.v6,
         client: sock.client,
-        registry,
+        io,
     };
     serve_in_order(&mut sock.accepts, sock.id, dones, |op| {
         listener.accept_step(op, next_id, born)
@@ -109,17 +107,48 @@ struct Listening<'a> {
     host: &'a Host,
     v6: bool,
     client: u64,
-    registry: &'a Registry,
+    io: &'a Io,
 }
 
 impl Listening<'_> {
     /// One accept: a new connection socket (added to `born`) with its addresses written to
     /// the client's buffers, or a wait for the next incoming connection.
     fn accept_step(&self, op: &mut Op, next_id: &mut u64, born: &mut Vec<Sock>) -> Step {
-        let Host::Listener(listener) = self.host else {
+        let OpKind::Accept { local, remote } = &op.kind else {
             return Step::Finished(STATUS_INVALID_DEVICE_STATE, 0);
         };
-        let OpKind::Accept { local, remote } = &op.kind else {
+        if let Host::MemoryListener(listener) = self.host {
+            return match listener.accept() {
+                Ok((stream, _)) if fail_allocation(Resource::Socket) => {
+                    // As below: the connection is dropped (reset).
+                    stream.release(true);
+                    Step::Finished(STATUS_INSUFFICIENT_RESOURCES, 0)
+                }
+                Ok((stream, peer)) => {
+                    *next_id += 1;
+                    let local_addr = stream.local();
+                    let mut child = new_sock(
+                        *next_id,
+                        self.client,
+                        Kind::Connection,
+                        self.v6,
+                        Host::MemoryStream(stream),
+                    );
+                    child.bound = true;
+                    child.connected = true;
+                    // SAFETY: the client keeps the address buffers valid until completion.
+                    let _ = unsafe { crate::write_sockaddr(local.as_ptr(), &local_addr) };
+                    // SAFETY: as above.
+                    let _ = unsafe { crate::write_sockaddr(remote.as_ptr(), &peer) };
+                    let handle = child.handle.information();
+                    born.push(child);
+                    Step::Finished(STATUS_SUCCESS, handle)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Step::Wait,
+                Err(e) => Step::Finished(os::status_of(&e), 0),
+            };
+        }
+        let Host::Listener(listener) = self.host else {
             return Step::Finished(STATUS_INVALID_DEVICE_STATE, 0);
         };
         loop {
@@ -133,7 +162,7 @@ impl Listening<'_> {
                 Ok((mut stream, peer)) => {
                     *next_id += 1;
                     let id = *next_id;
-                    if let Err(e) = self.registry.register(
+                    if let Err(e) = self.io.register(
                         &mut stream,
                         token(id),
                         Interest::READABLE | Interest::WRITABLE,
@@ -190,8 +219,13 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
                     done,
                     waitall,
                 },
-                Host::Stream(stream),
-            ) => stream_receive_step(stream, segs, *total, done, *waitall, eof, error),
+                host,
+            ) => {
+                let Some(stream) = host.stream() else {
+                    return Step::Finished(STATUS_INVALID_DEVICE_STATE, 0);
+                };
+                stream_receive_step(stream, segs, *total, done, *waitall, eof, error)
+            }
             (
                 OpKind::RecvFrom {
                     segs,
@@ -202,7 +236,24 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
                 },
                 Host::Udp(udp),
             ) => datagram_receive_step(
-                udp,
+                |buf| udp.recv_from(buf),
+                segs,
+                *total,
+                (from, filter),
+                control_length,
+                control_flags,
+            ),
+            (
+                OpKind::RecvFrom {
+                    segs,
+                    total,
+                    from,
+                    control_length,
+                    control_flags,
+                },
+                Host::MemoryDatagram(udp),
+            ) => datagram_receive_step(
+                |buf| udp.recv_from(buf),
                 segs,
                 *total,
                 (from, filter),
@@ -224,7 +275,7 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
 /// only `WSK_FLAG_WAITALL` holds the IRP until the buffer is full, the peer disconnects, the
 /// connection is aborted or the IRP is cancelled.
 fn stream_receive_step(
-    stream: &TcpStream,
+    stream: &dyn ByteStream,
     segs: &[Seg],
     total: usize,
     done: &mut usize,
@@ -269,7 +320,7 @@ fn stream_receive_step(
 /// from other senders are dropped ("only datagrams that are received from the fixed remote
 /// transport address are accepted", `SIO_WSK_SET_REMOTE_ADDRESS`).
 fn datagram_receive_step(
-    udp: &UdpSocket,
+    recv_from: impl Fn(&mut [u8]) -> io::Result<(usize, SocketAddr)>,
     segs: &[Seg],
     total: usize,
     (from, filter): (&ClientOut<SOCKADDR>, Option<SocketAddr>),
@@ -278,7 +329,7 @@ fn datagram_receive_step(
 ) -> Step {
     let mut data = vec![0u8; 65_536];
     loop {
-        match udp.recv_from(&mut data) {
+        match recv_from(&mut data) {
             Ok((_, peer)) if filter.is_some_and(|only| only != peer) => {}
             Ok((n, peer)) => {
                 let n = n.min(total);
@@ -328,17 +379,20 @@ fn progress_sends(sock: &mut Sock, dones: &mut Vec<Done>) {
                     done,
                     nodelay,
                 },
-                Host::Stream(stream),
+                host,
             ) => {
+                let Some(stream) = host.stream() else {
+                    return Step::Finished(STATUS_INVALID_DEVICE_STATE, 0);
+                };
                 // A `WSK_FLAG_NODELAY` send on a socket without `TCP_NODELAY` pushes its own
                 // bytes out: the option is on only around this send.
                 let push = *nodelay && !nodelay_set;
                 if push {
-                    set_nodelay(stream, true);
+                    stream.set_nodelay(true);
                 }
                 let result = send_some(stream, segs, *total, done);
                 if push {
-                    set_nodelay(stream, false);
+                    stream.set_nodelay(false);
                 }
                 match result {
                     Ok(true) => Step::Finished(STATUS_SUCCESS, *total),
@@ -350,28 +404,39 @@ fn progress_sends(sock: &mut Sock, dones: &mut Vec<Done>) {
                     }
                 }
             }
-            (OpKind::Disconnect { segs, total, done }, Host::Stream(stream)) => {
-                disconnect_step(stream, segs, *total, done, fin_sent, error)
+            (
+                OpKind::Disconnect {
+                    segs,
+                    total,
+                    done,
+                    unacknowledged,
+                },
+                host,
+            ) => {
+                let Some(stream) = host.stream() else {
+                    return Step::Finished(STATUS_INVALID_DEVICE_STATE, 0);
+                };
+                if *unacknowledged {
+                    // The fault plan's peer that never acknowledges the FIN.
+                    Step::Wait
+                } else {
+                    disconnect_step(stream, segs, *total, done, fin_sent, error)
+                }
             }
-            (OpKind::SendTo { data, to }, Host::Udp(udp)) => datagram_send_step(udp, data, *to),
+            (OpKind::SendTo { data, to }, Host::Udp(udp)) => {
+                datagram_send_step(|d, to| udp.send_to(d, to), data, *to)
+            }
+            (OpKind::SendTo { data, to }, Host::MemoryDatagram(udp)) => {
+                datagram_send_step(|d, to| Ok(udp.send_to(d, to)), data, *to)
+            }
             _ => Step::Finished(STATUS_INVALID_DEVICE_STATE, 0),
         }
     });
 }
 
-/// Sets the host stream's `TCP_NODELAY`; a failure only costs latency, so it is ignored.
-fn set_nodelay(stream: &TcpStream, on: bool) {
-    let _ = os::set_int(
-        stream.as_raw_fd(),
-        linux::IPPROTO_TCP,
-        linux::TCP_NODELAY,
-        i32::from(on),
-    );
-}
-
 /// One graceful `WskDisconnect`: the final buffer, then FIN (`fin_sent`).
 fn disconnect_step(
-    stream: &TcpStream,
+    stream: &dyn ByteStream,
     segs: &[Seg],
     total: usize,
     done: &mut usize,
@@ -379,7 +444,7 @@ fn disconnect_step(
     error: &mut Option<NTSTATUS>,
 ) -> Step {
     match send_some(stream, segs, total, done) {
-        Ok(true) => match os::shutdown_write(stream) {
+        Ok(true) => match stream.shutdown_write() {
             Ok(()) => {
                 *fin_sent = true;
                 Step::Finished(STATUS_SUCCESS, 0)
@@ -396,9 +461,13 @@ fn disconnect_step(
 }
 
 /// One `WskSendTo`: the whole datagram or a wait for room.
-fn datagram_send_step(udp: &UdpSocket, data: &[u8], to: SocketAddr) -> Step {
+fn datagram_send_step(
+    send_to: impl Fn(&[u8], SocketAddr) -> io::Result<usize>,
+    data: &[u8],
+    to: SocketAddr,
+) -> Step {
     loop {
-        match udp.send_to(data, to) {
+        match send_to(data, to) {
             Ok(n) => return Step::Finished(STATUS_SUCCESS, n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -409,6 +478,13 @@ fn datagram_send_step(udp: &UdpSocket, data: &[u8], to: SocketAddr) -> Step {
 
 /// A pending connect: done, failed, or still in progress?
 pub(super) fn connect_step(host: &Host) -> Step {
+    if let Host::MemoryStream(stream) = host {
+        // An in-memory connect is made at once; only a reset since can be pending.
+        return match stream.take_error() {
+            Some(e) => Step::Finished(os::status_of(&e), 0),
+            None => Step::Finished(STATUS_SUCCESS, 0),
+        };
+    }
     let Host::Stream(stream) = host else {
         return Step::Finished(STATUS_INVALID_DEVICE_STATE, 0);
     };

@@ -4,11 +4,9 @@
 
 use std::vec::Vec;
 
-use mio::Registry;
-
 use super::glue::{self, IrpPtr};
 use super::progress::progress;
-use super::{CURRENT, Done, Op, OpKind, Out, State, Step, lock};
+use super::{CURRENT, Done, Io, Op, OpKind, Out, State, Step, lock};
 use crate::{
     DEVICE_OBJECT, IRP, IoReleaseCancelSpinLock, IoSetCancelRoutine, NTSTATUS, STATUS_CANCELLED,
 };
@@ -29,6 +27,10 @@ pub(super) fn attempt(
     match step(op) {
         Step::Finished(status, info) => Some((status, info)),
         Step::Wait => {
+            if crate::faults::cancel_ignored() {
+                // Wine: no cancel routine, so IoCancelIrp does nothing to the IRP.
+                return None;
+            }
             op.armed = true;
             // SAFETY: as above.
             if unsafe { arm(irp) } {
@@ -48,11 +50,15 @@ pub(super) fn attempt(
 pub(super) unsafe fn arm(irp: *mut IRP) -> bool {
     // SAFETY: the caller guarantees a live IRP the provider owns.
     let _ = unsafe { IoSetCancelRoutine(irp, Some(cancel_routine)) };
-    // SAFETY: as above; `Cancel` is written by IoCancelIrp on another thread, hence the
-    // volatile read.
-    let cancel = unsafe { &raw const (*irp).Cancel };
-    // SAFETY: a field of the live IRP, read volatile as said above.
-    let cancelled = unsafe { core::ptr::read_volatile(cancel) } != 0;
+    // SAFETY: as above.
+    let field = unsafe { &raw mut (*irp).Cancel };
+    // `Cancel` is written by IoCancelIrp on another thread (atomically, see there): an atomic
+    // read, after the routine was armed, so either IoCancelIrp finds the routine or we see
+    // Cancel.
+    // SAFETY: a byte of the live IRP (aligned for an AtomicU8), accessed atomically while the
+    // IRP is in flight.
+    let cancel = unsafe { core::sync::atomic::AtomicU8::from_ptr(field) };
+    let cancelled = cancel.load(core::sync::atomic::Ordering::SeqCst) != 0;
     // SAFETY: as above.
     !(cancelled && unsafe { IoSetCancelRoutine(irp, None) }.is_some())
 }
@@ -70,13 +76,16 @@ pub(super) fn claim_now(op: &Op, status: NTSTATUS, sock: u64) -> Option<Done> {
 /// The `DRIVER_CANCEL` routine of every queued provider IRP. Called with the cancel spin lock
 /// held; releases it, takes the IRP out of its queue and completes it as cancelled.
 pub(super) unsafe extern "system" fn cancel_routine(_device: *mut DEVICE_OBJECT, irp: *mut IRP) {
-    // SAFETY: IoCancelIrp calls us with the cancel spin lock held and the IRP live; the IRP
-    // is only read here.
-    let irp_ref = unsafe { &*irp };
-    let cancel_irql = irp_ref.CancelIrql;
+    // Two fields read through the pointer, not a reference to the whole IRP: the provider may
+    // swap the IRP's CancelRoutine on another thread meanwhile (its `attempt`), and a
+    // reference would claim that field too (a data race, Miri reports it).
+    // SAFETY: IoCancelIrp calls us with the cancel spin lock held and the IRP live.
+    let cancel_irql = unsafe { (*irp).CancelIrql };
+    // SAFETY: as above (the address of a field of the live IRP).
+    let overlay = unsafe { &raw const (*irp).Tail.Overlay };
     // SAFETY: the provider's stack location is current, so the driver context union holds
     // what `begin` wrote there (the socket id).
-    let id = unsafe { irp_ref.Tail.Overlay.DriverContext[0] } as u64;
+    let id = unsafe { (*overlay).DriverContext[0] } as u64;
     // SAFETY: we hold the cancel spin lock, acquired at `CancelIrql`.
     unsafe { IoReleaseCancelSpinLock(cancel_irql) };
     let tracked = IrpPtr::new(irp).expect("IoCancelIrp passes the IRP it cancels");
@@ -97,7 +106,7 @@ pub(super) unsafe extern "system" fn cancel_routine(_device: *mut DEVICE_OBJECT,
                 sock.destroy = true;
             }
         }
-        pump(&mut st, &p.registry, id, &mut dones);
+        pump(&mut st, &p.io, id, &mut dones);
     }
     if let Some(p) = current {
         // The cancel routine owns completion of an IRP whose routine it was called as.
@@ -112,19 +121,19 @@ pub(super) unsafe extern "system" fn cancel_routine(_device: *mut DEVICE_OBJECT,
 
 /// Makes progress on socket `id`'s queues against its host socket; finished IRPs go to
 /// `dones`. Sockets accepted on the way are added to the state.
-pub(crate) fn pump(st: &mut State, registry: &Registry, id: u64, dones: &mut Vec<Done>) {
+pub(crate) fn pump(st: &mut State, io: &Io, id: u64, dones: &mut Vec<Done>) {
     // In place: taking the socket out of the map and back cost two moves of it and a rehash
     // on every call.
     let Some(sock) = st.sockets.get_mut(&id) else {
         return;
     };
     let mut born = Vec::new();
-    progress(sock, registry, &mut st.next_id, &mut born, dones);
+    progress(sock, io, &mut st.next_id, &mut born, dones);
     if sock.destroy
         && let Some(mut sock) = st.sockets.remove(&id)
     {
         // A WskSocketConnect that failed: the client never saw this socket.
-        sock.release_host(registry, false);
+        sock.release_host(io, false);
         // SAFETY: the client never saw the socket, and it is freed only here.
         unsafe { sock.handle.free() };
     }
@@ -136,8 +145,8 @@ pub(crate) fn pump(st: &mut State, registry: &Registry, id: u64, dones: &mut Vec
 /// Tries the call's own op (queued behind earlier ones, unarmed) and, if it has to wait,
 /// marks its IRP pending and arms its cancel routine, all under the provider lock: nobody can
 /// complete it before the call has decided what it returns.
-pub(super) fn submit(st: &mut State, registry: &Registry, id: u64, out: &mut Out) {
-    pump(st, registry, id, &mut out.dones);
+pub(super) fn submit(st: &mut State, io: &Io, id: u64, out: &mut Out) {
+    pump(st, io, id, &mut out.dones);
     if out.dones.iter().any(|d| d.irp == out.irp) {
         return;
     }
@@ -151,7 +160,7 @@ pub(super) fn submit(st: &mut State, registry: &Registry, id: u64, out: &mut Out
     let Some(op) = sock.find_op(out.irp) else {
         return;
     };
-    if op.armed {
+    if op.armed || crate::faults::cancel_ignored() {
         return;
     }
     op.armed = true;

@@ -7,8 +7,8 @@ use std::format;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
+use mio::Interest;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
-use mio::{Interest, Registry};
 
 use super::client_calls::refuse_output_size_with_irp;
 use super::glue::{bugcheck, require_at_most};
@@ -16,8 +16,8 @@ use super::options;
 use super::os::{self, linux};
 use super::queue::{claim_now, submit};
 use super::{
-    ClientOut, Done, Host, InCall, Kind, Op, OpKind, Sock, SockHandle, begin, handle_id, provider,
-    sock_mut, token,
+    ClientOut, Done, Host, InCall, Io, Kind, Op, OpKind, Sock, SockHandle, begin, handle_id,
+    provider, sock_mut, token,
 };
 use crate::faults::WskOp;
 use crate::{
@@ -32,9 +32,25 @@ use crate::{
 /// Starts connecting a bound socket: `Ok(true)` connected at once, `Ok(false)` in progress.
 pub(super) fn start_connect(
     sock: &mut Sock,
-    registry: &Registry,
+    io: &Io,
     remote: &SocketAddr,
 ) -> Result<bool, NTSTATUS> {
+    if matches!(sock.host, Host::MemoryUnbound(_)) {
+        let Host::MemoryUnbound(unbound) = core::mem::replace(&mut sock.host, Host::Gone) else {
+            return Err(STATUS_INVALID_DEVICE_STATE);
+        };
+        return match unbound.connect(*remote) {
+            Ok(stream) => {
+                sock.host = Host::MemoryStream(stream);
+                sock.connected = true;
+                Ok(true)
+            }
+            Err((unbound, e)) => {
+                sock.host = Host::MemoryUnbound(unbound);
+                Err(os::status_of(&e))
+            }
+        };
+    }
     let Host::Raw(fd) = core::mem::replace(&mut sock.host, Host::Gone) else {
         return Err(STATUS_INVALID_DEVICE_STATE);
     };
@@ -46,7 +62,7 @@ pub(super) fn start_connect(
         }
     };
     let mut stream = TcpStream::from_std(std::net::TcpStream::from(fd));
-    if let Err(e) = registry.register(
+    if let Err(e) = io.register(
         &mut stream,
         token(sock.id),
         Interest::READABLE | Interest::WRITABLE,
@@ -99,15 +115,18 @@ pub(super) unsafe extern "system-unwind" fn wsk_close_socket(
         );
     };
     // "PFN_WSK_CLOSE_SOCKET callback function (wsk.h)": close cancels and completes every
-    // pending IRP of the socket, and is abortive on a connection socket unless it is already
-    // disconnected both ways: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_close_socket
+    // pending IRP of the socket: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_close_socket
     for op in sock.take_all() {
         out.dones.extend(claim_now(&op, STATUS_CANCELLED, id));
     }
-    let abortive = sock.kind == Kind::Connection
-        && (sock.connected || sock.connecting)
-        && !(sock.fin_sent && sock.recv_eof);
-    sock.release_host(&p.registry, abortive);
+    // A connection whose graceful disconnect completed is not reset by the close: the
+    // disconnect's IRP completes "only when the transport protocol has fully completed the
+    // disconnect operation" ("PFN_WSK_DISCONNECT callback function (wsk.h)", remarks:
+    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_disconnect),
+    // so there is nothing left for the close to abort. Any other connection is reset.
+    let abortive =
+        sock.kind == Kind::Connection && (sock.connected || sock.connecting) && !sock.fin_sent;
+    sock.release_host(&p.io, abortive);
     drop(st);
     p.changed.notify_all();
     let mut close = Done::new(out.irp, STATUS_SUCCESS, 0, id);
@@ -222,9 +241,11 @@ pub(super) fn control(
     input: Option<u32>,
     out_size: usize,
 ) -> (NTSTATUS, usize, Option<u32>) {
-    let Some(fd) = sock.host.fd() else {
+    if !sock.host.is_open() {
         return (STATUS_INVALID_DEVICE_STATE, 0, None);
-    };
+    }
+    // In memory the options are bookkeeping: no host socket to set them on.
+    let fd = sock.host.fd();
     let host = match (level, code) {
         (SOL_SOCKET, SO_REUSEADDR) => Some((linux::SOL_SOCKET, linux::SO_REUSEADDR)),
         (SOL_SOCKET, SO_KEEPALIVE) => Some((linux::SOL_SOCKET, linux::SO_KEEPALIVE)),
@@ -264,7 +285,7 @@ pub(super) fn control(
                 _ => {}
             }
             let (l, n) = host.expect("host option mapped above");
-            match os::set_int(fd, l, n, i32::from(on)) {
+            match fd.map_or(Ok(()), |fd| os::set_int(fd, l, n, i32::from(on))) {
                 Ok(()) => {
                     match (level, code) {
                         (SOL_SOCKET, SO_REUSEADDR) => sock.reuse = on,
@@ -280,9 +301,16 @@ pub(super) fn control(
             if out_size < 4 {
                 return (STATUS_BUFFER_TOO_SMALL, 0, None);
             }
-            let value = match host {
-                None => u32::from(sock.exclusive),
-                Some((l, n)) => match os::get_int(fd, l, n) {
+            let value = match (host, fd) {
+                (None, _) => u32::from(sock.exclusive),
+                (Some(_), None) => match (level, code) {
+                    (SOL_SOCKET, SO_REUSEADDR) => u32::from(sock.reuse),
+                    (IPPROTO_TCP, TCP_NODELAY) => u32::from(sock.nodelay),
+                    // New IPv6 sockets are IPv6-only, as on Windows; keep-alive is not kept.
+                    (IPPROTO_IPV6, IPV6_V6ONLY) => u32::from(sock.v6),
+                    _ => 0,
+                },
+                (Some((l, n)), Some(fd)) => match os::get_int(fd, l, n) {
                     Ok(v) => u32::from(v != 0),
                     Err(e) => return (os::status_of(&e), 0, None),
                 },
@@ -316,13 +344,13 @@ pub(super) unsafe extern "system-unwind" fn wsk_bind(
     let addr = unsafe { crate::read_sockaddr_by_family(local) };
     let status = {
         locked_sock!(p, st, sock, id, "WskBind");
-        bind(sock, &p.registry, addr)
+        bind(sock, &p.io, addr)
     };
     out.done(status, 0, id);
     p.finish(out, inline)
 }
 
-pub(super) fn bind(sock: &mut Sock, registry: &Registry, addr: Option<SocketAddr>) -> NTSTATUS {
+pub(super) fn bind(sock: &mut Sock, io: &Io, addr: Option<SocketAddr>) -> NTSTATUS {
     let Some(addr) = addr else {
         return STATUS_INVALID_PARAMETER;
     };
@@ -334,6 +362,9 @@ pub(super) fn bind(sock: &mut Sock, registry: &Registry, addr: Option<SocketAddr
     }
     if !os::family_matches(&addr, sock.v6) {
         return STATUS_INVALID_ADDRESS_COMPONENT;
+    }
+    if matches!(sock.host, Host::MemoryUnbound(_)) {
+        return bind_in_memory(sock, addr);
     }
     let Host::Raw(fd) = &sock.host else {
         return STATUS_INVALID_DEVICE_STATE;
@@ -351,7 +382,7 @@ pub(super) fn bind(sock: &mut Sock, registry: &Registry, addr: Option<SocketAddr
                 return STATUS_INVALID_DEVICE_STATE;
             };
             let mut listener = TcpListener::from_std(std::net::TcpListener::from(fd));
-            if let Err(e) = registry.register(&mut listener, token(sock.id), Interest::READABLE) {
+            if let Err(e) = io.register(&mut listener, token(sock.id), Interest::READABLE) {
                 return os::status_of(&e);
             }
             sock.host = Host::Listener(listener);
@@ -361,7 +392,7 @@ pub(super) fn bind(sock: &mut Sock, registry: &Registry, addr: Option<SocketAddr
                 return STATUS_INVALID_DEVICE_STATE;
             };
             let mut udp = UdpSocket::from_std(std::net::UdpSocket::from(fd));
-            if let Err(e) = registry.register(
+            if let Err(e) = io.register(
                 &mut udp,
                 token(sock.id),
                 Interest::READABLE | Interest::WRITABLE,
@@ -373,6 +404,31 @@ pub(super) fn bind(sock: &mut Sock, registry: &Registry, addr: Option<SocketAddr
         Kind::Connection | Kind::Basic => {}
     }
     STATUS_SUCCESS
+}
+
+/// `bind` on the in-memory network: the address taken, then listening or receiving
+/// datagrams by the socket's kind.
+fn bind_in_memory(sock: &mut Sock, addr: SocketAddr) -> NTSTATUS {
+    let Host::MemoryUnbound(mut unbound) = core::mem::replace(&mut sock.host, Host::Gone) else {
+        return STATUS_INVALID_DEVICE_STATE;
+    };
+    if let Err(e) = unbound.bind(addr) {
+        sock.host = Host::MemoryUnbound(unbound);
+        return os::status_of(&e);
+    }
+    let host = match sock.kind {
+        Kind::Listen => unbound.listen().map(Host::MemoryListener),
+        Kind::Datagram => unbound.datagrams().map(Host::MemoryDatagram),
+        Kind::Connection | Kind::Basic => Ok(Host::MemoryUnbound(unbound)),
+    };
+    match host {
+        Ok(host) => {
+            sock.host = host;
+            sock.bound = true;
+            STATUS_SUCCESS
+        }
+        Err(e) => os::status_of(&e),
+    }
 }
 
 /// `WskAccept`: queued behind the listener's other pending accepts, each served by the next
@@ -402,7 +458,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_accept(
     locked_sock!(p, st, sock, id, "WskAccept");
     if let Some(status) = p.inject(WskOp::Accept) {
         out.done(status, 0, id);
-    } else if !matches!(sock.host, Host::Listener(_)) {
+    } else if !sock.host.is_listener() {
         out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
     } else {
         let op = Op::new(
@@ -413,7 +469,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_accept(
             },
         );
         sock.accepts.push_back(op);
-        submit(&mut st, &p.registry, id, &mut out);
+        submit(&mut st, &p.io, id, &mut out);
     }
     drop(st);
     p.finish(out, inline)
@@ -443,7 +499,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_connect(
     } else if !sock.bound || sock.connected || sock.connecting {
         out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
     } else if let Some(remote) = remote.filter(|r| os::family_matches(r, sock.v6)) {
-        match start_connect(sock, &p.registry, &remote) {
+        match start_connect(sock, &p.io, &remote) {
             Ok(true) => out.done(STATUS_SUCCESS, 0, id),
             Ok(false) => {
                 let op = Op::new(
@@ -454,7 +510,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_connect(
                     },
                 );
                 sock.connect = Some(op);
-                submit(&mut st, &p.registry, id, &mut out);
+                submit(&mut st, &p.io, id, &mut out);
             }
             Err(status) => out.done(status, 0, id),
         }

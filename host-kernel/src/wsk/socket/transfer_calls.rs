@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use super::buffers::{gather, segments};
+use super::buffers::{gather, held_memory, segments};
 use super::glue::bugcheck;
 use super::os::{self};
 use super::queue::{claim_now, submit};
-use super::{ClientOut, Host, InCall, Op, OpKind, Out, Provider, Segs, Sock, begin, sock_mut};
+use super::{ClientOut, InCall, Op, OpKind, Out, Provider, Segs, Sock, begin, sock_mut};
 use crate::faults::WskOp;
 use crate::{
     IRP, NTSTATUS, PVOID, SOCKADDR, STATUS_CONNECTION_ABORTED, STATUS_INVALID_DEVICE_STATE,
@@ -53,6 +53,10 @@ unsafe fn start_transfer(
     let segs = unsafe { segments(buffer, function) };
     // SAFETY: the client passes its socket and a live IRP.
     let started = unsafe { begin(function, socket, core::ptr::null_mut(), irp) }?;
+    // SAFETY: `segments` accepted the WSK_BUF.
+    started
+        .0
+        .hold(started.3.irp, unsafe { held_memory(buffer, &segs) });
     Ok((call, segs, started))
 }
 
@@ -89,7 +93,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_send(
             },
         );
         sock.sends.push_back(op);
-        submit(&mut st, &p.registry, id, &mut out);
+        submit(&mut st, &p.io, id, &mut out);
     }
     drop(st);
     p.finish(out, inline)
@@ -128,7 +132,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_receive(
             },
         );
         sock.recvs.push_back(op);
-        submit(&mut st, &p.registry, id, &mut out);
+        submit(&mut st, &p.io, id, &mut out);
     }
     drop(st);
     p.finish(out, inline)
@@ -158,6 +162,10 @@ pub(super) unsafe extern "system-unwind" fn wsk_disconnect(
             Ok(started) => started,
             Err(status) => return status,
         };
+    if !abortive {
+        // SAFETY: `segments` accepted the WSK_BUF.
+        p.hold(out.irp, unsafe { held_memory(buffer, &segs) });
+    }
     locked_sock!(p, st, sock, id, "WskDisconnect");
     if let Some(status) = p.inject(WskOp::Disconnect) {
         out.done(status, 0, id);
@@ -170,7 +178,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_disconnect(
             out.dones
                 .extend(claim_now(&op, STATUS_CONNECTION_ABORTED, id));
         }
-        sock.release_host(&p.registry, true);
+        sock.release_host(&p.io, true);
         sock.aborted = true;
         sock.send_shut = true;
         out.done(STATUS_SUCCESS, 0, id);
@@ -185,10 +193,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_disconnect(
                 segs,
                 total,
                 done: 0,
+                unacknowledged: p.faults.disconnect_unacknowledged,
             },
         );
         sock.sends.push_back(op);
-        submit(&mut st, &p.registry, id, &mut out);
+        submit(&mut st, &p.io, id, &mut out);
     }
     drop(st);
     p.finish(out, inline)
@@ -239,20 +248,12 @@ pub(super) unsafe fn get_address(
         };
     let result = {
         locked_sock!(p, st, sock, id, function);
-        match sock.host.fd() {
-            _ if addr.is_null() => Err(STATUS_INVALID_PARAMETER),
-            None => Err(STATUS_INVALID_DEVICE_STATE),
-            Some(_) if remote && !sock.connected => Err(STATUS_INVALID_DEVICE_STATE),
-            Some(_) if !remote && !sock.bound => Err(STATUS_INVALID_DEVICE_STATE),
-            Some(fd) => {
-                let fd = os::FdRef(fd);
-                if remote {
-                    os::peer_addr(&fd)
-                } else {
-                    os::local_addr(&fd)
-                }
-                .map_err(|e| os::status_of(&e))
-            }
+        if addr.is_null() {
+            Err(STATUS_INVALID_PARAMETER)
+        } else if !sock.host.is_open() || (remote && !sock.connected) || (!remote && !sock.bound) {
+            Err(STATUS_INVALID_DEVICE_STATE)
+        } else {
+            sock.host.address(remote)
         }
     };
     match result {
@@ -287,7 +288,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_to(
     locked_sock!(p, st, sock, id, "WskSendTo");
     if let Some(status) = p.inject(WskOp::SendTo) {
         out.done(status, 0, id);
-    } else if !matches!(sock.host, Host::Udp(_)) {
+    } else if !sock.host.is_datagram() {
         out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
     } else if let Some(to) = remote
         // No address: the fixed one of SIO_WSK_SET_REMOTE_ADDRESS/SIO_WSK_SET_SENDTO_ADDRESS.
@@ -302,7 +303,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_to(
             },
         );
         sock.sends.push_back(op);
-        submit(&mut st, &p.registry, id, &mut out);
+        submit(&mut st, &p.io, id, &mut out);
     } else {
         out.done(STATUS_INVALID_PARAMETER, 0, id);
     }
@@ -332,7 +333,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_receive_from(
     locked_sock!(p, st, sock, id, "WskReceiveFrom");
     if let Some(status) = p.inject(WskOp::ReceiveFrom) {
         out.done(status, 0, id);
-    } else if !matches!(sock.host, Host::Udp(_)) {
+    } else if !sock.host.is_datagram() {
         out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
     } else {
         let total = segs.iter().map(|s| s.len).sum();
@@ -347,7 +348,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_receive_from(
             },
         );
         sock.recvs.push_back(op);
-        submit(&mut st, &p.registry, id, &mut out);
+        submit(&mut st, &p.io, id, &mut out);
     }
     drop(st);
     p.finish(out, inline)
