@@ -229,9 +229,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket_connect(
             // be completed with failure status", no socket object returned).
             let context = usize::try_from(id).unwrap_or(0) as PVOID;
             // SAFETY: the IRP is live and the provider's (entered by `begin`), not yet queued
-            // where the cancel routine could read its tail; the driver context of the
-            // provider's location is ours while it is in flight.
-            unsafe { (*out.irp.as_ptr()).Tail.Overlay.DriverContext[0] = context };
+            // where the cancel routine could read its tail.
+            let tail = unsafe { &mut (*out.irp.as_ptr()).Tail };
+            // SAFETY: while the IRP is in flight `Overlay` is the union's member in use, and
+            // the driver context of the provider's location is ours.
+            unsafe { tail.Overlay.DriverContext[0] = context };
             submit(&mut st, &p.io, id, &mut out);
         }
         Err(status) => {
