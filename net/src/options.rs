@@ -20,6 +20,7 @@
 //! Under Wine 8 `WskControlSocket` is a stub (`STATUS_NOT_IMPLEMENTED`): every method here
 //! fails with `Unsupported` there.
 
+use core::future::Future;
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::time::Duration;
 
@@ -30,6 +31,7 @@ use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 use crate::raw::{CTL, Call, Held, Op, Request};
 use crate::socket::{Handle, check};
+use crate::time::{Operation, Target};
 use crate::{TcpListener, TcpStream, UdpSocket};
 
 /// The type of a `WskControlSocket` request (`WSK_CONTROL_SOCKET_TYPE`), for `control`.
@@ -329,15 +331,17 @@ macro_rules! common_options {
         ///
         /// # IRQL
         /// Call and poll at <= `DISPATCH_LEVEL`.
-        pub async fn set_send_buffer_size(&self, bytes: u32) -> Result<()> {
-            set_u32(
-                &self.handle,
-                sys::SOL_SOCKET,
-                sys::SO_SNDBUF,
-                bytes,
-                "SO_SNDBUF",
-            )
-            .await
+        pub fn set_send_buffer_size(&self, bytes: u32) -> Operation<'_, impl Future<Output = Result<()>> + '_> {
+            Operation::new(Target::Borrowed(self.handle.inner()), CTL, "set_send_buffer_size", async move {
+                set_u32(
+                    &self.handle,
+                    sys::SOL_SOCKET,
+                    sys::SO_SNDBUF,
+                    bytes,
+                    "SO_SNDBUF",
+                )
+                .await
+            })
         }
 
         /// The size of the send buffer (`SO_SNDBUF`), as set (or the transport's default).
@@ -347,8 +351,10 @@ macro_rules! common_options {
         ///
         /// # IRQL
         /// Call and poll at <= `DISPATCH_LEVEL`.
-        pub async fn send_buffer_size(&self) -> Result<u32> {
-            get_u32(&self.handle, sys::SOL_SOCKET, sys::SO_SNDBUF, "SO_SNDBUF").await
+        pub fn send_buffer_size(&self) -> Operation<'_, impl Future<Output = Result<u32>> + '_> {
+            Operation::new(Target::Borrowed(self.handle.inner()), CTL, "send_buffer_size", async move {
+                get_u32(&self.handle, sys::SOL_SOCKET, sys::SO_SNDBUF, "SO_SNDBUF").await
+            })
         }
 
         /// Sets the size of the receive buffer (`SO_RCVBUF`; WDK page
@@ -360,15 +366,17 @@ macro_rules! common_options {
         ///
         /// # IRQL
         /// Call and poll at <= `DISPATCH_LEVEL`.
-        pub async fn set_recv_buffer_size(&self, bytes: u32) -> Result<()> {
-            set_u32(
-                &self.handle,
-                sys::SOL_SOCKET,
-                sys::SO_RCVBUF,
-                bytes,
-                "SO_RCVBUF",
-            )
-            .await
+        pub fn set_recv_buffer_size(&self, bytes: u32) -> Operation<'_, impl Future<Output = Result<()>> + '_> {
+            Operation::new(Target::Borrowed(self.handle.inner()), CTL, "set_recv_buffer_size", async move {
+                set_u32(
+                    &self.handle,
+                    sys::SOL_SOCKET,
+                    sys::SO_RCVBUF,
+                    bytes,
+                    "SO_RCVBUF",
+                )
+                .await
+            })
         }
 
         /// The size of the receive buffer (`SO_RCVBUF`), as set (or the transport's default).
@@ -378,8 +386,10 @@ macro_rules! common_options {
         ///
         /// # IRQL
         /// Call and poll at <= `DISPATCH_LEVEL`.
-        pub async fn recv_buffer_size(&self) -> Result<u32> {
-            get_u32(&self.handle, sys::SOL_SOCKET, sys::SO_RCVBUF, "SO_RCVBUF").await
+        pub fn recv_buffer_size(&self) -> Operation<'_, impl Future<Output = Result<u32>> + '_> {
+            Operation::new(Target::Borrowed(self.handle.inner()), CTL, "recv_buffer_size", async move {
+                get_u32(&self.handle, sys::SOL_SOCKET, sys::SO_RCVBUF, "SO_RCVBUF").await
+            })
         }
 
         /// Any `WskControlSocket` request, for options and IOCTLs this crate has no method
@@ -409,14 +419,16 @@ macro_rules! common_options {
         /// # IRQL
         /// Call and poll at <= `DISPATCH_LEVEL`; `PASSIVE_LEVEL` for the
         /// `SIO_ADDRESS_LIST_*` IOCTLs.
-        pub async fn control(
+        pub fn control(
             &self,
             request: ControlRequest,
             level: u32,
             code: u32,
             buf: IoBuf,
-        ) -> (Result<usize>, IoBuf) {
-            control_buf(&self.handle, request, level, code, buf).await
+        ) -> Operation<'_, impl Future<Output = (Result<usize>, IoBuf)> + '_> {
+            Operation::new(Target::Borrowed(self.handle.inner()), CTL, "control", async move {
+                control_buf(&self.handle, request, level, code, buf).await
+            })
         }
     };
 }
@@ -440,24 +452,34 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Call and poll at <= `DISPATCH_LEVEL`.
-    pub async fn set_linger(&self, linger: Option<Duration>) -> Result<()> {
-        let value = match linger {
-            None => 0,
-            Some(time) => {
-                let Ok(secs) = u16::try_from(time.as_secs()) else {
-                    return Err(Error::new(ErrorKind::InvalidInput, "SO_LINGER"));
+    pub fn set_linger(
+        &self,
+        linger: Option<Duration>,
+    ) -> Operation<'_, impl Future<Output = Result<()>> + '_> {
+        Operation::new(
+            Target::Borrowed(self.handle.inner()),
+            CTL,
+            "set_linger",
+            async move {
+                let value = match linger {
+                    None => 0,
+                    Some(time) => {
+                        let Ok(secs) = u16::try_from(time.as_secs()) else {
+                            return Err(Error::new(ErrorKind::InvalidInput, "SO_LINGER"));
+                        };
+                        linger_value(true, secs)
+                    }
                 };
-                linger_value(true, secs)
-            }
-        };
-        set_u32(
-            &self.handle,
-            sys::SOL_SOCKET,
-            sys::SO_LINGER,
-            value,
-            "SO_LINGER",
+                set_u32(
+                    &self.handle,
+                    sys::SOL_SOCKET,
+                    sys::SO_LINGER,
+                    value,
+                    "SO_LINGER",
+                )
+                .await
+            },
         )
-        .await
     }
 
     /// The linger setting (`SO_LINGER`): `None` when off.
@@ -467,12 +489,20 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Call and poll at <= `DISPATCH_LEVEL`.
-    pub async fn linger(&self) -> Result<Option<Duration>> {
-        let value = get_u32(&self.handle, sys::SOL_SOCKET, sys::SO_LINGER, "SO_LINGER").await?;
-        let [on_lo, on_hi, secs_lo, secs_hi] = value.to_le_bytes();
-        let on = u16::from_le_bytes([on_lo, on_hi]) != 0;
-        let secs = u16::from_le_bytes([secs_lo, secs_hi]);
-        Ok(on.then(|| Duration::from_secs(u64::from(secs))))
+    pub fn linger(&self) -> Operation<'_, impl Future<Output = Result<Option<Duration>>> + '_> {
+        Operation::new(
+            Target::Borrowed(self.handle.inner()),
+            CTL,
+            "linger",
+            async move {
+                let value =
+                    get_u32(&self.handle, sys::SOL_SOCKET, sys::SO_LINGER, "SO_LINGER").await?;
+                let [on_lo, on_hi, secs_lo, secs_hi] = value.to_le_bytes();
+                let on = u16::from_le_bytes([on_lo, on_hi]) != 0;
+                let secs = u16::from_le_bytes([secs_lo, secs_hi]);
+                Ok(on.then(|| Duration::from_secs(u64::from(secs))))
+            },
+        )
     }
 }
 
@@ -508,15 +538,22 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Call and poll at <= `DISPATCH_LEVEL`.
-    pub async fn set_broadcast(&self, on: bool) -> Result<()> {
-        set_u32(
-            &self.handle,
-            sys::SOL_SOCKET,
-            sys::SO_BROADCAST,
-            u32::from(on),
-            "SO_BROADCAST",
+    pub fn set_broadcast(&self, on: bool) -> Operation<'_, impl Future<Output = Result<()>> + '_> {
+        Operation::new(
+            Target::Borrowed(self.handle.inner()),
+            CTL,
+            "set_broadcast",
+            async move {
+                set_u32(
+                    &self.handle,
+                    sys::SOL_SOCKET,
+                    sys::SO_BROADCAST,
+                    u32::from(on),
+                    "SO_BROADCAST",
+                )
+                .await
+            },
         )
-        .await
     }
 
     /// Whether sending to broadcast addresses is allowed (`SO_BROADCAST`).
@@ -526,15 +563,22 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Call and poll at <= `DISPATCH_LEVEL`.
-    pub async fn broadcast(&self) -> Result<bool> {
-        get_u32(
-            &self.handle,
-            sys::SOL_SOCKET,
-            sys::SO_BROADCAST,
-            "SO_BROADCAST",
+    pub fn broadcast(&self) -> Operation<'_, impl Future<Output = Result<bool>> + '_> {
+        Operation::new(
+            Target::Borrowed(self.handle.inner()),
+            CTL,
+            "broadcast",
+            async move {
+                get_u32(
+                    &self.handle,
+                    sys::SOL_SOCKET,
+                    sys::SO_BROADCAST,
+                    "SO_BROADCAST",
+                )
+                .await
+                .map(|v| v != 0)
+            },
         )
-        .await
-        .map(|v| v != 0)
     }
 
     /// Joins the IPv4 multicast `group` on the interface with address `interface`
@@ -555,14 +599,25 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Call and poll at <= `DISPATCH_LEVEL`.
-    pub async fn join_multicast_v4(&self, group: Ipv4Addr, interface: Ipv4Addr) -> Result<()> {
-        self.membership_v4(
-            sys::IP_ADD_MEMBERSHIP,
-            group,
-            interface,
-            "IP_ADD_MEMBERSHIP",
+    pub fn join_multicast_v4(
+        &self,
+        group: Ipv4Addr,
+        interface: Ipv4Addr,
+    ) -> Operation<'_, impl Future<Output = Result<()>> + '_> {
+        Operation::new(
+            Target::Borrowed(self.handle.inner()),
+            CTL,
+            "join_multicast_v4",
+            async move {
+                self.membership_v4(
+                    sys::IP_ADD_MEMBERSHIP,
+                    group,
+                    interface,
+                    "IP_ADD_MEMBERSHIP",
+                )
+                .await
+            },
         )
-        .await
     }
 
     /// Leaves an IPv4 multicast group joined with [`UdpSocket::join_multicast_v4`]
@@ -574,14 +629,25 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Call and poll at <= `DISPATCH_LEVEL`.
-    pub async fn leave_multicast_v4(&self, group: Ipv4Addr, interface: Ipv4Addr) -> Result<()> {
-        self.membership_v4(
-            sys::IP_DROP_MEMBERSHIP,
-            group,
-            interface,
-            "IP_DROP_MEMBERSHIP",
+    pub fn leave_multicast_v4(
+        &self,
+        group: Ipv4Addr,
+        interface: Ipv4Addr,
+    ) -> Operation<'_, impl Future<Output = Result<()>> + '_> {
+        Operation::new(
+            Target::Borrowed(self.handle.inner()),
+            CTL,
+            "leave_multicast_v4",
+            async move {
+                self.membership_v4(
+                    sys::IP_DROP_MEMBERSHIP,
+                    group,
+                    interface,
+                    "IP_DROP_MEMBERSHIP",
+                )
+                .await
+            },
         )
-        .await
     }
 
     async fn membership_v4(
@@ -618,9 +684,20 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Call and poll at <= `DISPATCH_LEVEL`.
-    pub async fn join_multicast_v6(&self, group: &Ipv6Addr, interface: u32) -> Result<()> {
-        self.membership_v6(sys::IPV6_JOIN_GROUP, group, interface, "IPV6_JOIN_GROUP")
-            .await
+    pub fn join_multicast_v6(
+        &self,
+        group: Ipv6Addr,
+        interface: u32,
+    ) -> Operation<'_, impl Future<Output = Result<()>> + '_> {
+        Operation::new(
+            Target::Borrowed(self.handle.inner()),
+            CTL,
+            "join_multicast_v6",
+            async move {
+                self.membership_v6(sys::IPV6_JOIN_GROUP, group, interface, "IPV6_JOIN_GROUP")
+                    .await
+            },
+        )
     }
 
     /// Leaves an IPv6 multicast group (`IPV6_LEAVE_GROUP`).
@@ -630,15 +707,26 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Call and poll at <= `DISPATCH_LEVEL`.
-    pub async fn leave_multicast_v6(&self, group: &Ipv6Addr, interface: u32) -> Result<()> {
-        self.membership_v6(sys::IPV6_LEAVE_GROUP, group, interface, "IPV6_LEAVE_GROUP")
-            .await
+    pub fn leave_multicast_v6(
+        &self,
+        group: Ipv6Addr,
+        interface: u32,
+    ) -> Operation<'_, impl Future<Output = Result<()>> + '_> {
+        Operation::new(
+            Target::Borrowed(self.handle.inner()),
+            CTL,
+            "leave_multicast_v6",
+            async move {
+                self.membership_v6(sys::IPV6_LEAVE_GROUP, group, interface, "IPV6_LEAVE_GROUP")
+                    .await
+            },
+        )
     }
 
     async fn membership_v6(
         &self,
         code: u32,
-        group: &Ipv6Addr,
+        group: Ipv6Addr,
         interface: u32,
         name: &'static str,
     ) -> Result<()> {
@@ -679,13 +767,23 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Call and poll at <= `DISPATCH_LEVEL`.
-    pub async fn connect(&self, remote: Option<SocketAddr>) -> Result<()> {
-        self.fixed_address(
-            sys::SIO_WSK_SET_REMOTE_ADDRESS,
-            remote,
-            "SIO_WSK_SET_REMOTE_ADDRESS",
+    pub fn connect(
+        &self,
+        remote: Option<SocketAddr>,
+    ) -> Operation<'_, impl Future<Output = Result<()>> + '_> {
+        Operation::new(
+            Target::Borrowed(self.handle.inner()),
+            CTL,
+            "connect",
+            async move {
+                self.fixed_address(
+                    sys::SIO_WSK_SET_REMOTE_ADDRESS,
+                    remote,
+                    "SIO_WSK_SET_REMOTE_ADDRESS",
+                )
+                .await
+            },
         )
-        .await
     }
 
     /// Fixes the destination of [`UdpSocket::send`] (`SIO_WSK_SET_SENDTO_ADDRESS`; WDK page
@@ -698,13 +796,23 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Call and poll at <= `DISPATCH_LEVEL`.
-    pub async fn set_send_to_address(&self, to: Option<SocketAddr>) -> Result<()> {
-        self.fixed_address(
-            sys::SIO_WSK_SET_SENDTO_ADDRESS,
-            to,
-            "SIO_WSK_SET_SENDTO_ADDRESS",
+    pub fn set_send_to_address(
+        &self,
+        to: Option<SocketAddr>,
+    ) -> Operation<'_, impl Future<Output = Result<()>> + '_> {
+        Operation::new(
+            Target::Borrowed(self.handle.inner()),
+            CTL,
+            "set_send_to_address",
+            async move {
+                self.fixed_address(
+                    sys::SIO_WSK_SET_SENDTO_ADDRESS,
+                    to,
+                    "SIO_WSK_SET_SENDTO_ADDRESS",
+                )
+                .await
+            },
         )
-        .await
     }
 
     async fn fixed_address(

@@ -95,7 +95,7 @@ fn broadcast_and_multicast_membership() {
                 Some(ErrorKind::InvalidInput)
             );
             let wrong_family = socket
-                .join_multicast_v6(&"ff02::1:3".parse::<Ipv6Addr>().unwrap(), 0)
+                .join_multicast_v6("ff02::1:3".parse::<Ipv6Addr>().unwrap(), 0)
                 .await;
             assert!(wrong_family.is_err(), "an IPv6 group on an IPv4 socket");
             socket.close().await;
