@@ -184,3 +184,28 @@ fn keepalive_is_set_after_a_socket_connect() {
         peer.join().unwrap();
     });
 }
+
+#[test]
+fn socket_connect_without_fallback_reports_a_missing_wsk_socket_connect() {
+    let rule = ErrorRule {
+        op: WskOp::Connect,
+        nth: 1,
+        status: wsk_sys::STATUS_NOT_IMPLEMENTED,
+    };
+    run_plans(plans_with(&[rule]), |client, _| {
+        let (addr, peer) = one_byte_echo_peer();
+        let local = "127.0.0.1:0".parse().unwrap();
+        let missing = block_on(TcpStream::socket_connect(client, local, addr));
+        assert_eq!(
+            missing.err().map(|e| e.kind()),
+            Some(ErrorKind::Unsupported)
+        );
+        // The second call is not hit by the rule: the provider has it.
+        let stream = block_on(TcpStream::socket_connect(client, local, addr)).expect("connect");
+        block_on(async {
+            round_trip(&stream).await;
+            stream.close().await;
+        });
+        peer.join().unwrap();
+    });
+}

@@ -161,3 +161,48 @@ impl TcpStream {
         })
     }
 }
+
+impl TcpStream {
+    /// Connects to `remote` from `local` with one `WskSocketConnect` and no fallback: for a
+    /// driver that wants to know whether the provider has the call (Windows does; Wine 8's
+    /// netio does not). [`TcpStream::connect_from`] is the same with the fallback.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &wsk_net::WskClient) -> wsk_net::Result<()> {
+    /// let local = "0.0.0.0:0".parse().unwrap();
+    /// let remote = "192.0.2.1:80".parse().unwrap();
+    /// match wsk_net::TcpStream::socket_connect(client, local, remote).await {
+    ///     Err(e) if e.kind() == wsk_net::ErrorKind::Unsupported => {} // no WskSocketConnect
+    ///     other => drop(other?),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Unsupported` where the provider lacks `WskSocketConnect`; otherwise as
+    /// [`TcpStream::connect_from`].
+    ///
+    /// # IRQL
+    /// Call and poll at <= `DISPATCH_LEVEL` (the socket object is allocated by the call).
+    pub fn socket_connect(
+        client: &WskClient,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Operation<'static, impl Future<Output = Result<Self>> + use<>> {
+        let handle = if local.is_ipv6() == remote.is_ipv6() {
+            Handle::new(client, Kind::Connection)
+        } else {
+            Err(Error::new(ErrorKind::InvalidInput, "connect"))
+        };
+        let target = handle
+            .as_ref()
+            .map_or(Target::Missing, |h| Target::Owned(h.share()));
+        Operation::new(target, CTL, "connect", async move {
+            let handle = handle?;
+            match socket_connect(&handle, local, remote).await? {
+                SocketConnect::Connected => Ok(Self::established(handle)),
+                SocketConnect::Unsupported => Err(Error::new(ErrorKind::Unsupported, "connect")),
+            }
+        })
+    }
+}
