@@ -146,7 +146,9 @@ pub(super) unsafe extern "system-unwind" fn wsk_close_socket(
 /// network level options the WSK pages do not document (they say only that "the underlying
 /// network protocol might support additional socket options"; the options themselves are
 /// documented for user-mode Winsock). A client relying on them depends on Windows' TCP/IP
-/// transport, not on a documented WSK behaviour. No `WskIoctl` codes.
+/// transport, not on a documented WSK behaviour. Buffer sizes, broadcast, linger, multicast
+/// membership and the `SIO_WSK_SET_REMOTE_ADDRESS`/`SIO_WSK_SET_SENDTO_ADDRESS` IOCTLs are in
+/// `options` (with their pages); other `WskIoctl` codes are `STATUS_NOT_SUPPORTED`.
 #[allow(clippy::too_many_arguments, reason = "the WSK signature")]
 pub(super) unsafe extern "system-unwind" fn wsk_control_socket(
     socket: *mut WSK_SOCKET,
