@@ -145,6 +145,8 @@ pub fn start(driver: Driver, settings: Settings) -> Result<SocketAddr, StartErro
     let (listener, local) = wsk::executor::block_on(bind_listener(client, settings.listen))
         .map_err(|e| StartError::Listen(settings.listen, e))?;
     wsk::executor::block_on(report_provider_features(client, &listener, local));
+    // One log line per optional data feature (the Wine test reports what its provider lacks).
+    wsk::executor::block_on(crate::probe::data_features(client));
     if let Err(e) = RUNNER.start(settings.runner) {
         wsk::executor::block_on(listener.close());
         return Err(StartError::Runner(e));

@@ -17,6 +17,7 @@ extern crate std;
 
 pub mod config;
 pub mod echo;
+pub mod probe;
 
 use wsk::driver::{Entry, Failure};
 use wsk::kprint;

@@ -306,6 +306,14 @@ impl IoBuf {
         unsafe { core::slice::from_raw_parts_mut(self.data.as_ptr(), self.capacity) }
     }
 
+    /// The storage written so far, filled or not (`[0, initialised)`): for a
+    /// [`DatagramBatch`](crate::DatagramBatch), which zeroes all of it once and reads each
+    /// datagram's slot where a receive put it.
+    pub(crate) fn written(&self) -> &[u8] {
+        // SAFETY: `[0, initialised)` is ours and initialised; `&self` keeps it unwritten.
+        unsafe { core::slice::from_raw_parts(self.data.as_ptr(), self.initialised) }
+    }
+
     /// The MDL describing the whole storage (crate-internal: `WSK_BUF` construction).
     pub(crate) fn mdl(&self) -> *mut MDL {
         self.mdl.as_ptr()

@@ -91,6 +91,7 @@
 use wsk_host as _;
 
 mod addr;
+mod batch;
 mod buf;
 mod client;
 #[cfg(not(loom))]
@@ -98,6 +99,8 @@ mod connect;
 mod debug;
 mod error;
 pub mod io;
+mod lookup;
+mod mdl;
 mod options;
 mod raw;
 mod resolve;
@@ -105,13 +108,20 @@ mod socket;
 mod tcp;
 mod time;
 mod udp;
+mod udp_batch;
 
+pub use batch::DatagramBatch;
 pub use buf::IoBuf;
 pub use client::{DeregisterError, Driver, WskClient};
 #[cfg(not(loom))]
 pub use connect::lookup_host;
 pub use error::{Error, ErrorKind, Result};
 pub use io::RecvAppend;
+pub use lookup::{
+    AddressFamily, MAX_HOST_NAME, MAX_SERVICE_NAME, NameInfo, NameInfoFlags, ResolveFlags,
+    ResolveHints, SocketType, lookup_addr, resolve_with,
+};
+pub use mdl::{MdlBuf, MdlRelease};
 pub use options::ControlRequest;
 pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;

@@ -29,17 +29,23 @@ const MAX_NAME: usize = 255;
 /// Any: a plain value.
 pub type Addresses = heapless::Vec<SocketAddr, MAX_ADDRESSES>;
 
-/// `WskGetAddressInfo` for the node name in `names[0]`, all name spaces, no hints
+/// `WskGetAddressInfo` for the node name in `names[0]`, all name spaces, with the
+/// `ADDRINFOEXW` hints at the start of `held.buf` when `held.value` is 1, else none
 /// ([`Request::Resolve`]).
 ///
 /// # Safety
-/// `PASSIVE_LEVEL`; `names[0]` points into `held.buf`; `call.irp` is prepared.
+/// `PASSIVE_LEVEL`; `names[0]` points into `held.buf`, and so do the hints when present;
+/// `call.irp` is prepared.
 pub(crate) unsafe fn issue_resolve(call: &mut Call) -> NTSTATUS {
     let (dispatch, client) = call.client().provider();
     let Some(get) = dispatch.WskGetAddressInfo else {
         return sys::STATUS_NOT_IMPLEMENTED;
     };
     let held = call.held();
+    let hints = match held.buf.as_mut() {
+        Some(buf) if held.value == 1 => crate::lookup::hints_in(buf),
+        _ => core::ptr::null_mut(),
+    };
     let (name, result) = (&raw mut held.names[0], &raw mut held.addrinfo);
     // SAFETY: PASSIVE_LEVEL and a prepared IRP (caller); the name and the result pointer live
     // in the slot until completion.
@@ -50,7 +56,7 @@ pub(crate) unsafe fn issue_resolve(call: &mut Call) -> NTSTATUS {
             core::ptr::null_mut(),
             sys::NS_ALL,
             core::ptr::null_mut(),
-            core::ptr::null_mut(),
+            hints,
             result,
             core::ptr::null_mut(),
             core::ptr::null_mut(),
@@ -114,6 +120,17 @@ pub(crate) fn resolve_on<'a>(
     host: &'a str,
     port: u16,
 ) -> Operation<'static, impl Future<Output = Result<Addresses>> + 'a> {
+    resolve_hinted(client, host, port, None)
+}
+
+/// [`resolve_on`], with `hints` for `WskGetAddressInfo` when given (see
+/// [`resolve_with`](crate::resolve_with)).
+pub(crate) fn resolve_hinted<'a>(
+    client: &'a ClientInner,
+    host: &'a str,
+    port: u16,
+    hints: Option<crate::lookup::ResolveHints>,
+) -> Operation<'static, impl Future<Output = Result<Addresses>> + 'a> {
     // The operation needs an IRP: a socket object that never gets a WSK socket lends its
     // control slot (and is freed with the handle). Made here so that a deadline can cancel
     // the lookup through it.
@@ -127,12 +144,18 @@ pub(crate) fn resolve_on<'a>(
         .map_or(Target::Missing, |h| Target::Owned(h.share()));
     Operation::new(target, CTL, "resolve", async move {
         let handle = handle?;
-        lookup(client, &handle, host, port).await
+        lookup(client, &handle, host, port, hints.as_ref()).await
     })
 }
 
 /// The lookup of `host` through `handle`'s control slot.
-async fn lookup(client: &ClientInner, handle: &Handle, host: &str, port: u16) -> Result<Addresses> {
+async fn lookup(
+    client: &ClientInner,
+    handle: &Handle,
+    host: &str,
+    port: u16,
+    hints: Option<&crate::lookup::ResolveHints>,
+) -> Result<Addresses> {
     if sys::KeGetCurrentIrql() != sys::PASSIVE_LEVEL {
         return Err(Error::new(ErrorKind::WrongIrql, "resolve"));
     }
@@ -142,12 +165,18 @@ async fn lookup(client: &ClientInner, handle: &Handle, host: &str, port: u16) ->
     if units == 0 || units > MAX_NAME {
         return Err(Error::new(ErrorKind::InvalidInput, "resolve"));
     }
-    // WSK wants the node name NUL-terminated (the terminator is not counted in Length).
-    let mut name = IoBuf::with_capacity((units + 1) * 2)?;
+    // WSK wants the node name NUL-terminated (the terminator is not counted in Length). The
+    // hints, if any, come first in the same buffer.
+    let hints_len = hints.map_or(0, |_| crate::lookup::HINTS_LEN);
+    let mut name = IoBuf::with_capacity(hints_len + (units + 1) * 2)?;
+    if let Some(hints) = hints {
+        crate::lookup::write_hints(&mut name, hints)?;
+    }
     for unit in host.encode_utf16().chain([0]) {
         name.extend_from_slice(&unit.to_le_bytes())?;
     }
     let mut held = Held::with_buf(Request::Resolve, name, 0);
+    held.value = u32::from(hints.is_some());
     let bytes =
         u16::try_from(units * 2).map_err(|_| Error::new(ErrorKind::InvalidInput, "resolve"))?;
     #[allow(
@@ -155,7 +184,7 @@ async fn lookup(client: &ClientInner, handle: &Handle, host: &str, port: u16) ->
         reason = "pool allocations are 16-byte aligned"
     )]
     let chars = held.buf.as_mut().map_or(core::ptr::null_mut(), |b| {
-        b.storage_mut().as_mut_ptr().cast::<u16>()
+        b.storage_mut()[hints_len..].as_mut_ptr().cast::<u16>()
     });
     held.names[0] = sys::UNICODE_STRING {
         Length: bytes,

@@ -140,6 +140,17 @@ pub struct WSK_BUF {
     pub Length: SIZE_T,
 }
 
+/// `WSK_BUF_LIST`: one datagram of a `WskSendMessages` batch, linked through `Next`
+/// (Windows 8+).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct WSK_BUF_LIST {
+    /// The next datagram, or null.
+    pub Next: *mut WSK_BUF_LIST,
+    /// This datagram's bytes.
+    pub Buffer: WSK_BUF,
+}
+
 /// `PFN_WSK_SOCKET`.
 pub type PFN_WSK_SOCKET = unsafe extern "system-unwind" fn(
     Client: *mut WSK_CLIENT,
@@ -552,6 +563,34 @@ pub struct IPV6_MREQ {
 pub const NS_ALL: u32 = 0;
 /// `NS_DNS`.
 pub const NS_DNS: u32 = 12;
+
+/// `AI_PASSIVE` (ws2def.h): an address to bind to.
+pub const AI_PASSIVE: i32 = 0x01;
+/// `AI_CANONNAME`: the canonical name in the first entry.
+pub const AI_CANONNAME: i32 = 0x02;
+/// `AI_NUMERICHOST`: the node name is a numeric address; no name lookup.
+pub const AI_NUMERICHOST: i32 = 0x04;
+/// `AI_ALL`: with `AI_V4MAPPED`, IPv6 and v4-mapped addresses.
+pub const AI_ALL: i32 = 0x0100;
+/// `AI_ADDRCONFIG`: only families the host has an address of.
+pub const AI_ADDRCONFIG: i32 = 0x0400;
+/// `AI_V4MAPPED`: v4-mapped addresses when no IPv6 address is found.
+pub const AI_V4MAPPED: i32 = 0x0800;
+
+/// `NI_NOFQDN` (ws2def.h): the local part only, for local hosts.
+pub const NI_NOFQDN: u32 = 0x01;
+/// `NI_NUMERICHOST`: the numeric form of the address, no reverse lookup.
+pub const NI_NUMERICHOST: u32 = 0x02;
+/// `NI_NAMEREQD`: fail when the address has no name.
+pub const NI_NAMEREQD: u32 = 0x04;
+/// `NI_NUMERICSERV`: the port number, not a service name.
+pub const NI_NUMERICSERV: u32 = 0x08;
+/// `NI_DGRAM`: the service is a datagram service.
+pub const NI_DGRAM: u32 = 0x10;
+/// `NI_MAXHOST`: the longest host name, in characters with the terminating NUL.
+pub const NI_MAXHOST: usize = 1025;
+/// `NI_MAXSERV`: the longest service name, in characters with the terminating NUL.
+pub const NI_MAXSERV: usize = 32;
 
 /// `SOCKADDR`.
 #[repr(C)]

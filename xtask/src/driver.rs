@@ -50,6 +50,17 @@ pub fn build(root: &Path) -> Result<PathBuf, String> {
     Ok(sys)
 }
 
+/// Builds the chat relay driver (`chat-example/`, release) and returns the path of
+/// `wskchat.sys`, checked like `wskecho.sys`. `cargo xtask build-driver --chat`.
+pub fn build_chat(root: &Path) -> Result<PathBuf, String> {
+    let sys = build_sys(root, "wsk-chat-example", "wskchat")?;
+    println!(
+        "build-driver --chat: {} (checked like wskecho.sys)",
+        sys.display()
+    );
+    Ok(sys)
+}
+
 /// Builds `package`'s cdylib `library` (release) for the Windows target, copies
 /// `library.dll` to `library.sys` and checks the image ([`check_image`]); returns the `.sys`.
 pub(crate) fn build_sys(root: &Path, package: &str, library: &str) -> Result<PathBuf, String> {

@@ -18,6 +18,7 @@ mod setup;
 mod soak;
 mod suite;
 mod wine;
+mod wine_chat;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,8 +31,10 @@ const USAGE: &str = "usage: cargo xtask <command>
                  a debug build; ARGS go to the driver)
   setup          install what the project needs (apt packages as root, rustup components)
   build-driver   build the echo driver .sys for x86_64-pc-windows-msvc (--floor: and the
-                 callback-chain floor driver's wskfloor.sys)
-  wine-test      build the .sys and run the Wine end-to-end test
+                 callback-chain floor driver's wskfloor.sys; --chat: and the chat relay's
+                 wskchat.sys)
+  wine-test      build the .sys and run the Wine end-to-end test, then the chat relay's
+                 (wskchat.sys: relay, idle timeout, unload with clients; --chat-only: that one)
   bench [ARGS]   executor benchmarks: callgrind instructions and criterion times for wake+poll
                  and spawn, ours vs embassy-executor vs a callback floor (ARGS go to criterion;
                  --callgrind-only, --criterion-only, --rounds N); bench --echo: instructions
@@ -62,16 +65,26 @@ fn main() -> ExitCode {
         Some("build-driver") => driver::build(&root).and_then(|sys| {
             println!("{}", sys.display());
             if args.iter().any(|a| a == "--floor") {
-                floor_driver::build(&root).map(|sys| println!("{}", sys.display()))
-            } else {
-                Ok(())
+                floor_driver::build(&root).map(|sys| println!("{}", sys.display()))?;
             }
+            if args.iter().any(|a| a == "--chat") {
+                driver::build_chat(&root).map(|sys| println!("{}", sys.display()))?;
+            }
+            Ok(())
         }),
         Some("bench") => bench::run(&root, &args[1..]),
         Some("bench-echo") => bench_echo_table::run(&root, &args[1..]),
         Some("bench-idle") => bench_idle::run(&root, &args[1..]),
         Some("soak") => soak::run(&root, &args[1..]),
-        Some("wine-test") => driver::build(&root).and_then(|sys| wine::test(&root, &sys)),
+        Some("wine-test") => {
+            let echo = if args.iter().any(|a| a == "--chat-only") {
+                Ok(())
+            } else {
+                driver::build(&root).and_then(|sys| wine::test(&root, &sys))
+            };
+            echo.and_then(|()| driver::build_chat(&root))
+                .and_then(|sys| wine_chat::test(&root, &sys))
+        }
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -41,12 +41,12 @@ const IDLE_CLOSE_LIMIT: Duration = Duration::from_secs(30);
 const CLOCK_LAG: Duration = Duration::from_millis(100);
 
 /// A prefix with its own wineserver; dropping it kills every Wine process of the prefix.
-struct Prefix {
-    dir: PathBuf,
+pub(crate) struct Prefix {
+    pub(crate) dir: PathBuf,
 }
 
 impl Prefix {
-    fn wine(&self, args: &[&str]) -> Command {
+    pub(crate) fn wine(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("wine");
         cmd.args(args);
         self.env(&mut cmd);
@@ -62,14 +62,20 @@ impl Prefix {
             .env_remove("WAYLAND_DISPLAY");
     }
 
-    fn wineserver(&self, arg: &str) -> Result<(), String> {
+    pub(crate) fn wineserver(&self, arg: &str) -> Result<(), String> {
         let mut cmd = Command::new("wineserver");
         cmd.arg(arg);
         self.env(&mut cmd);
         run_quiet(&mut cmd, Duration::from_mins(1)).map(|_| ())
     }
 
-    fn reg_add(&self, key: &str, value: &str, kind: &str, data: &str) -> Result<(), String> {
+    pub(crate) fn reg_add(
+        &self,
+        key: &str,
+        value: &str,
+        kind: &str,
+        data: &str,
+    ) -> Result<(), String> {
         run_quiet(
             &mut self.wine(&["reg", "add", key, "/v", value, "/t", kind, "/d", data, "/f"]),
             Duration::from_mins(1),
@@ -89,7 +95,7 @@ impl Drop for Prefix {
 ///
 /// Output goes to files, not pipes: a Wine command can leave a wineserver behind that inherited
 /// its output handles, and a pipe would then never reach end-of-file.
-fn run_quiet(cmd: &mut Command, limit: Duration) -> Result<String, String> {
+pub(crate) fn run_quiet(cmd: &mut Command, limit: Duration) -> Result<String, String> {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let name = format!("{cmd:?}");
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -117,7 +123,10 @@ fn run_quiet(cmd: &mut Command, limit: Duration) -> Result<String, String> {
 }
 
 /// Waits for `child`, killing it after `limit`.
-fn wait_bounded(mut child: Child, limit: Duration) -> Result<std::process::ExitStatus, String> {
+pub(crate) fn wait_bounded(
+    mut child: Child,
+    limit: Duration,
+) -> Result<std::process::ExitStatus, String> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
@@ -133,7 +142,12 @@ fn wait_bounded(mut child: Child, limit: Duration) -> Result<std::process::ExitS
 }
 
 /// Polls the log until a line contains `wanted` (Ok) or one of `fatal` (Err), within `limit`.
-fn wait_for_log(log: &Path, wanted: &str, fatal: &[&str], limit: Duration) -> Result<(), String> {
+pub(crate) fn wait_for_log(
+    log: &Path,
+    wanted: &str,
+    fatal: &[&str],
+    limit: Duration,
+) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     loop {
         let text = fs::read_to_string(log).unwrap_or_default();
@@ -268,10 +282,6 @@ pub fn test(root: &Path, sys: &Path) -> Result<(), String> {
 }
 
 /// The client scenarios against the running driver, then unload with clients connected.
-/// The driver's log line for an optional WSK call the provider lacks (`echo.rs`,
-/// `report_provider_features`).
-const PROVIDER_LACKS: &str = "wskecho: provider lacks ";
-
 fn scenarios(prefix: &Prefix, log: &Path, addr: SocketAddr) -> Result<String, String> {
     let mut summary = Vec::new();
     let t = Instant::now();
@@ -366,25 +376,36 @@ fn scenarios(prefix: &Prefix, log: &Path, addr: SocketAddr) -> Result<String, St
             line.trim()
         ));
     }
-    // The optional WSK calls the driver probes at start (`report_provider_features`) that
-    // Wine's netio lacks: reported, not failed on (the driver copes without them).
-    let lacks: Vec<&str> = text
-        .lines()
-        .filter_map(|l| {
-            l.find(PROVIDER_LACKS)
-                .map(|at| l[at + PROVIDER_LACKS.len()..].trim())
-        })
-        .collect();
-    if !lacks.is_empty() {
-        let line = format!("Wine lacks {}", lacks.join("; "));
-        println!("wine-test: {line}");
-        summary.push(line);
+    if let Some(lacks) = provider_lacks(&text)? {
+        summary.push(lacks);
     }
     summary.push(format!(
         "unloaded with {held_count} clients connected, all closed {held_for:.1?} after \
          connecting: {report}"
     ));
     Ok(summary.join("; "))
+}
+
+/// What the driver's start-up feature probes (driver-example's `probe`) found Wine's provider
+/// lacks, as a summary line (`None` when it lacks nothing); a probe that failed for another
+/// reason than `Unsupported` is an error: Wine's gaps are reported, not failed.
+fn provider_lacks(log: &str) -> Result<Option<String>, String> {
+    const LACKS: &str = "wskecho: provider lacks ";
+    if let Some(line) = log
+        .lines()
+        .find(|l| l.contains("wskecho: feature ") && l.contains(": failed: "))
+    {
+        return Err(format!("a feature probe failed: {}", line.trim()));
+    }
+    let lacks: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.find(LACKS).map(|at| l[at + LACKS.len()..].trim()))
+        .collect();
+    if lacks.is_empty() {
+        return Ok(None);
+    }
+    println!("wine-test: Wine lacks: {}", lacks.join("; "));
+    Ok(Some(format!("Wine lacks: {}", lacks.join("; "))))
 }
 
 /// Sends `message` and reads the same bytes back.

@@ -423,6 +423,12 @@ pub(crate) fn back_to_back(machine: &Machine) -> Duration {
     })
 }
 
+/// True if `thread` is a processor thread a bugcheck halted ([`halt`]): parked for good, it
+/// must never be joined.
+pub(crate) fn is_halted(thread: std::thread::ThreadId) -> bool {
+    machine::try_current().is_some_and(|machine| lock(&machine.halted).contains(&thread))
+}
+
 /// Halts the calling processor thread after a bugcheck inside a driver callback (which cannot
 /// unwind): releases its spin locks, marks its DPC finished, starts a fresh thread as the same
 /// processor, and parks this one for good.

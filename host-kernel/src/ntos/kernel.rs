@@ -695,6 +695,11 @@ impl Drop for Kernel {
         SHUT_DOWN.notify_all();
         let bugchecks = core::mem::take(&mut *lock(&self.machine.bugchecks));
         if std::thread::panicking() {
+            // The caller fails with its own panic (a test with its driver still loaded, say);
+            // what the verifier saw still gets said, as a second panic would abort.
+            for bugcheck in &bugchecks {
+                std::eprintln!("*** host kernel dropped while panicking, with {bugcheck}");
+            }
             return;
         }
         if let Err(payload) = provider {

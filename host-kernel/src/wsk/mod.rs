@@ -26,9 +26,8 @@
 //!
 //! Where it differs from Windows:
 //! - No event callbacks (`WSK_CLIENT_*_DISPATCH`, `SO_WSK_EVENT_CALLBACK`), no
-//!   `WSK_FLAG_STREAM_SOCKET`, no `WskConnectEx`/`WskSendEx`/`WskReceiveEx`/
-//!   `WskSendMessages` (null in the tables), no `WskControlClient` codes, no `WskGetNameInfo`,
-//!   no `WskIoctl`, no `WSK_FLAG_DRAIN`: these complete with `STATUS_NOT_SUPPORTED`.
+//!   `WSK_FLAG_STREAM_SOCKET`, no `WskConnectEx`/`WskSendEx`/`WskReceiveEx` (null in the
+//!   tables), no `WskControlClient` codes, no `WskIoctl`, no `WSK_FLAG_DRAIN`: these complete with `STATUS_NOT_SUPPORTED`.
 //! - Socket options: `SO_REUSEADDR`, `SO_EXCLUSIVEADDRUSE`, `SO_KEEPALIVE`, `TCP_NODELAY`,
 //!   `IPV6_V6ONLY` only. `SO_REUSEADDR` has Linux's meaning (no taking over a port another
 //!   socket listens on); `SO_EXCLUSIVEADDRUSE` is bookkeeping, Linux already refuses to share
@@ -36,6 +35,10 @@
 //! - "Sent" means written to the host socket's buffer; a graceful disconnect completes once
 //!   the FIN is queued, not when it is acknowledged.
 //! - Address-in-use is `STATUS_ADDRESS_ALREADY_EXISTS`; unknown names are `STATUS_NOT_FOUND`.
+//! - `WskGetNameInfo` is the host's `getnameinfo(3)`; `WskGetAddressInfo` honours the hints'
+//!   family, socket type and `AI_NUMERICHOST`, and accepts the other documented `AI_*` flags.
+//! - `WskSendMessages` sends the datagrams one `sendto(2)` each, in order (no control
+//!   information).
 //!
 //! Layout: this module holds the provider object, its lock-guarded state, the reactor and the
 //! boot/shutdown/leak hooks the kernel calls; `registration` the client registration calls;
@@ -166,7 +169,15 @@ static CURRENT: Mutex<Option<Arc<Provider>>> = Mutex::new(None);
 /// The booted kernel's provider; the verifier fails calls made with no kernel booted.
 fn provider() -> Arc<Provider> {
     let current = lock(&CURRENT).clone();
-    current.unwrap_or_else(|| bugcheck("WSK_NO_PROVIDER", String::from("no kernel is booted")))
+    current.unwrap_or_else(|| {
+        bugcheck(
+            "WSK_NO_PROVIDER",
+            String::from(
+                "no kernel is booted, or it is shutting down with the caller's driver still \
+                 loaded and registered (a driver calls WskDeregister before it goes)",
+            ),
+        )
+    })
 }
 
 impl Provider {
@@ -442,7 +453,10 @@ pub(crate) fn boot(config: &Faults, network: crate::Provider) {
             }
         }),
         Box::new(move || {
+            // Not once the provider stops: [`shutdown`] would have to join the replacement,
+            // and there is nothing left for it to do.
             if let Some(provider) = replaced.upgrade()
+                && !provider.stop.load(Ordering::Acquire)
                 && let Ok(thread) = provider.spawn_reactor()
             {
                 *lock(&provider.reactor) = Some(thread);
@@ -457,14 +471,31 @@ pub(crate) fn boot(config: &Faults, network: crate::Provider) {
 }
 
 /// Called by the kernel when it shuts down: stops the reactor, drops every host socket.
+///
+/// A driver still loaded may be calling WSK on the reactor's processor (a DPC) while this
+/// runs: once the provider is gone that call bugchecks `WSK_NO_PROVIDER` (the driver never
+/// called `WskDeregister`, which a WSK application must before it goes:
+/// <https://learn.microsoft.com/windows-hardware/drivers/ddi/wsk/nf-wsk-wskderegister>), and
+/// the bugcheck halts the reactor thread, parked for good. So the reactor is joined only once
+/// it has returned; a halted one is left parked, and the kernel's drop reports the bugcheck.
 pub(crate) fn shutdown() {
     let Some(provider) = lock(&CURRENT).take() else {
         return;
     };
     provider.stop.store(true, Ordering::Release);
     provider.io.wake();
-    if let Some(thread) = lock(&provider.reactor).take() {
-        let _ = thread.join();
+    // A reactor halted before `stop` was set may have been replaced: join or leave each.
+    loop {
+        // Taken under the lock and the lock let go at once: the replacing hook takes it.
+        let Some(thread) = lock(&provider.reactor).take() else {
+            break;
+        };
+        while !thread.is_finished() && !crate::ntos::dpc::is_halted(thread.thread().id()) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        }
     }
     let mut st = provider.lock();
     for (_, sock) in st.sockets.drain() {

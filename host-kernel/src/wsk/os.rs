@@ -25,6 +25,15 @@ unsafe extern "C" {
     fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: u32) -> c_int;
     fn getsockopt(fd: c_int, level: c_int, name: c_int, value: *mut c_void, len: *mut u32)
     -> c_int;
+    fn getnameinfo(
+        addr: *const c_void,
+        len: u32,
+        host: *mut u8,
+        host_len: u32,
+        service: *mut u8,
+        service_len: u32,
+        flags: c_int,
+    ) -> c_int;
 }
 
 /// Linux's values (x86-64 and aarch64 share them).
@@ -53,6 +62,13 @@ pub(super) mod linux {
     pub const IPV6_ADD_MEMBERSHIP: c_int = 20;
     pub const IPV6_DROP_MEMBERSHIP: c_int = 21;
     pub const EINPROGRESS: i32 = 115;
+    pub const NI_NUMERICHOST: c_int = 1;
+    pub const NI_NUMERICSERV: c_int = 2;
+    pub const NI_NOFQDN: c_int = 4;
+    pub const NI_NAMEREQD: c_int = 8;
+    pub const NI_DGRAM: c_int = 16;
+    /// `getnameinfo`'s "the host buffer is too small".
+    pub const EAI_OVERFLOW: i32 = -12;
 }
 
 /// `socklen_t` of an int option.
@@ -118,6 +134,61 @@ fn host_addr(addr: &SocketAddr) -> (HostAddr, u32) {
             28,
         ),
     }
+}
+
+/// What `getnameinfo(3)` is asked for: Linux's `NI_*` bits, which differ from Windows'.
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(clippy::struct_excessive_bools, reason = "one bool per NI_ flag")]
+pub(super) struct NameInfoFlags {
+    pub numeric_host: bool,
+    pub numeric_service: bool,
+    pub name_required: bool,
+    pub no_fqdn: bool,
+    pub datagram: bool,
+}
+
+/// `getnameinfo(3)` on the host resolver (blocks: `PASSIVE_LEVEL` callers only): the host
+/// and service names of `addr`, or the `EAI_*` code it failed with.
+pub(super) fn name_info(
+    addr: &SocketAddr,
+    flags: NameInfoFlags,
+) -> Result<(std::string::String, std::string::String), c_int> {
+    let mut bits = 0;
+    for (on, bit) in [
+        (flags.numeric_host, linux::NI_NUMERICHOST),
+        (flags.numeric_service, linux::NI_NUMERICSERV),
+        (flags.name_required, linux::NI_NAMEREQD),
+        (flags.no_fqdn, linux::NI_NOFQDN),
+        (flags.datagram, linux::NI_DGRAM),
+    ] {
+        if on {
+            bits |= bit;
+        }
+    }
+    let (raw, len) = host_addr(addr);
+    let mut host = [0u8; 1025];
+    let mut service = [0u8; 32];
+    // SAFETY: `raw` holds `len` bytes of a host socket address; both output buffers are
+    // writable for the lengths given, and getnameinfo NUL-terminates within them.
+    let ret = unsafe {
+        getnameinfo(
+            (&raw const raw).cast(),
+            len,
+            host.as_mut_ptr(),
+            1025,
+            service.as_mut_ptr(),
+            32,
+            bits,
+        )
+    };
+    if ret != 0 {
+        return Err(ret);
+    }
+    let text = |bytes: &[u8]| {
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        std::string::String::from_utf8_lossy(&bytes[..end]).into_owned()
+    };
+    Ok((text(&host), text(&service)))
 }
 
 /// `bind(2)`.

@@ -8,14 +8,17 @@ use std::sync::Mutex;
 use std::vec::Vec;
 
 use super::glue::require_at_most;
+use super::os::{self, NameInfoFlags, linux};
 use super::socket::begin;
 use crate::SOCKADDR_INET;
 use crate::faults::WskOp;
 use crate::{
-    ADDRINFOEXW, AF_INET, AF_INET6, ExFreePoolWithTag, GUID, IPPROTO_TCP, IRP, NTSTATUS,
-    PASSIVE_LEVEL, PEPROCESS, PETHREAD, SOCK_STREAM, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND, STATUS_NOT_SUPPORTED, STATUS_SUCCESS,
-    UNICODE_STRING, WSK_CLIENT, pool_tag,
+    ADDRINFOEXW, AF_INET, AF_INET6, AI_ADDRCONFIG, AI_ALL, AI_CANONNAME, AI_NUMERICHOST,
+    AI_PASSIVE, AI_V4MAPPED, ExFreePoolWithTag, GUID, IPPROTO_TCP, IPPROTO_UDP, IRP, NI_DGRAM,
+    NI_NAMEREQD, NI_NOFQDN, NI_NUMERICHOST, NI_NUMERICSERV, NTSTATUS, PASSIVE_LEVEL, PEPROCESS,
+    PETHREAD, SOCK_DGRAM, SOCK_STREAM, SOCKADDR, STATUS_BUFFER_OVERFLOW,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND,
+    STATUS_NOT_SUPPORTED, STATUS_SUCCESS, UNICODE_STRING, WSK_CLIENT, pool_tag,
 };
 
 /// The booted kernel's `Config::hosts`: names resolved here, before the host's resolver.
@@ -103,42 +106,81 @@ pub(super) unsafe extern "system-unwind" fn wsk_get_address_info(
     let node = unsafe { read_string(node) };
     // SAFETY: as above.
     let service = unsafe { read_string(service) };
-    let family = if hints.is_null() {
-        0
+    let hints = if hints.is_null() {
+        Hints::default()
     } else {
         // SAFETY: the client passes valid hints or null.
-        unsafe { (*hints).ai_family }
+        let given = unsafe { &*hints };
+        Hints {
+            family: given.ai_family,
+            socktype: given.ai_socktype,
+            flags: given.ai_flags,
+        }
     };
     let in_memory = matches!(p.io, super::Io::Memory(_));
-    let status = resolve(node, service, family, in_memory).map_or_else(
-        |status| status,
-        |addrs| match build(&addrs) {
-            Some(list) => {
-                if result.is_null() {
-                    // SAFETY: the list was just built by `build`.
-                    unsafe { free_list(list) };
-                    STATUS_INVALID_PARAMETER
-                } else {
-                    // SAFETY: the client passes a writable result pointer.
-                    unsafe { *result = list };
-                    STATUS_SUCCESS
+    let status = hints
+        .check()
+        .and_then(|()| resolve(node, service, hints, in_memory))
+        .map_or_else(
+            |status| status,
+            |addrs| match build(&addrs, hints.socktype) {
+                Some(list) => {
+                    if result.is_null() {
+                        // SAFETY: the list was just built by `build`.
+                        unsafe { free_list(list) };
+                        STATUS_INVALID_PARAMETER
+                    } else {
+                        // SAFETY: the client passes a writable result pointer.
+                        unsafe { *result = list };
+                        STATUS_SUCCESS
+                    }
                 }
-            }
-            None => STATUS_INSUFFICIENT_RESOURCES,
-        },
-    );
+                None => STATUS_INSUFFICIENT_RESOURCES,
+            },
+        );
     out.done(status, 0, 0);
     p.finish(out, inline)
 }
 
-/// The addresses of `node` and `service` of `family` (0: any); on the in-memory network
+/// What the client's `ADDRINFOEXW` hints ask for ("ADDRINFOEXW structure (ws2def.h)",
+/// hints: `ai_family`, `ai_socktype`, `ai_flags`; the other members must be zero or null).
+#[derive(Debug, Clone, Copy, Default)]
+struct Hints {
+    family: i32,
+    socktype: i32,
+    flags: i32,
+}
+
+impl Hints {
+    /// The `AI_*` flags this provider honours or accepts.
+    const KNOWN_FLAGS: i32 =
+        AI_PASSIVE | AI_CANONNAME | AI_NUMERICHOST | AI_ALL | AI_ADDRCONFIG | AI_V4MAPPED;
+
+    /// Unknown flags fail as `EAI_BADFLAGS`, an unknown socket type as `EAI_SOCKTYPE`.
+    fn check(self) -> Result<(), NTSTATUS> {
+        // "GetAddrInfoExW function (ws2tcpip.h)": EAI_BADFLAGS (WSAEINVAL) for flags it does
+        // not know, EAI_SOCKTYPE (WSAESOCKTNOSUPPORT) for a socket type other than 0,
+        // SOCK_STREAM and SOCK_DGRAM:
+        // https://learn.microsoft.com/en-us/windows/win32/api/ws2tcpip/nf-ws2tcpip-getaddrinfoexw
+        if self.flags & !Self::KNOWN_FLAGS != 0 {
+            return Err(STATUS_INVALID_PARAMETER);
+        }
+        if ![0, i32::from(SOCK_STREAM), i32::from(SOCK_DGRAM)].contains(&self.socktype) {
+            return Err(STATUS_NOT_SUPPORTED);
+        }
+        Ok(())
+    }
+}
+
+/// The addresses of `node` and `service` the hints ask for; on the in-memory network
 /// (`in_memory`), without the host's resolver ([`super::memory::resolve`]).
 fn resolve(
     node: Option<String>,
     service: Option<String>,
-    family: i32,
+    hints: Hints,
     in_memory: bool,
 ) -> Result<Vec<SocketAddr>, NTSTATUS> {
+    let family = hints.family;
     let port = match service {
         None => 0,
         Some(s) => s.trim().parse::<u16>().map_err(|_| STATUS_NOT_SUPPORTED)?,
@@ -146,6 +188,11 @@ fn resolve(
     let Some(node) = node else {
         return Err(STATUS_INVALID_PARAMETER);
     };
+    // AI_NUMERICHOST: "the node name must be a numeric host address string; no name
+    // resolution is attempted" (GetAddrInfoExW, ai_flags).
+    if hints.flags & AI_NUMERICHOST != 0 && node.parse::<std::net::IpAddr>().is_err() {
+        return Err(STATUS_NOT_FOUND);
+    }
     let addrs = match from_hosts(&node, port) {
         Some(addrs) => addrs,
         None if in_memory => super::memory::resolve(&node, port).ok_or(STATUS_NOT_FOUND)?,
@@ -172,8 +219,14 @@ fn resolve(
     Ok(out)
 }
 
-/// The `ADDRINFOEXW` chain for `addrs`, in pool; `None` when pool runs out.
-fn build(addrs: &[SocketAddr]) -> Option<*mut ADDRINFOEXW> {
+/// The `ADDRINFOEXW` chain for `addrs`, in pool, of the socket type the hints asked for
+/// (`SOCK_STREAM` when they left it open); `None` when pool runs out.
+fn build(addrs: &[SocketAddr], socktype: i32) -> Option<*mut ADDRINFOEXW> {
+    let (socktype, protocol) = if socktype == i32::from(SOCK_DGRAM) {
+        (SOCK_DGRAM, IPPROTO_UDP)
+    } else {
+        (SOCK_STREAM, IPPROTO_TCP)
+    };
     let mut head: *mut ADDRINFOEXW = core::ptr::null_mut();
     for a in addrs.iter().rev() {
         // The provider's own allocation: the low-resources simulation fails only the driver's.
@@ -191,8 +244,8 @@ fn build(addrs: &[SocketAddr]) -> Option<*mut ADDRINFOEXW> {
                 info: ADDRINFOEXW {
                     ai_flags: 0,
                     ai_family: i32::from(if a.is_ipv4() { AF_INET } else { AF_INET6 }),
-                    ai_socktype: i32::from(SOCK_STREAM),
-                    ai_protocol: IPPROTO_TCP.cast_signed(),
+                    ai_socktype: i32::from(socktype),
+                    ai_protocol: protocol.cast_signed(),
                     ai_addrlen: addr.len(),
                     ai_canonname: core::ptr::null_mut(),
                     ai_addr: core::ptr::null_mut(),
@@ -238,4 +291,121 @@ pub(super) unsafe extern "system-unwind" fn wsk_free_address_info(
     require_at_most(PASSIVE_LEVEL, "WskFreeAddressInfo");
     // SAFETY: the client passes a list this provider returned, once.
     unsafe { free_list(list) };
+}
+
+/// The largest `SockAddrLength` `WskGetNameInfo` takes: a `SOCKADDR_STORAGE`.
+const SOCKADDR_STORAGE_LEN: u32 = 128;
+
+/// The `NI_*` flags `WskGetNameInfo` knows.
+const KNOWN_NI_FLAGS: u32 = NI_NOFQDN | NI_NUMERICHOST | NI_NAMEREQD | NI_NUMERICSERV | NI_DGRAM;
+
+/// `WskGetNameInfo` on the host's resolver (`getnameinfo(3)`). `PASSIVE_LEVEL` only.
+///
+/// The rules of its WDK page (cited in the body):
+/// - `SockAddrLength` must not exceed a `SOCKADDR_STORAGE`, and the address must be one of
+///   the length given (else `STATUS_INVALID_PARAMETER`);
+/// - `NodeName` and `ServiceName` are optional but not both null
+///   (`STATUS_INVALID_PARAMETER`);
+/// - each output `UNICODE_STRING` buffer must hold the name with its terminating NUL
+///   (`STATUS_BUFFER_OVERFLOW` otherwise: `EAI_OVERFLOW` of `GetNameInfoW`); `Length` is set
+///   to the name's bytes without the NUL;
+/// - flags are the `NI_*` values; others fail (`STATUS_INVALID_PARAMETER`, `EAI_BADFLAGS`),
+///   and `NI_NAMEREQD` fails an address without a name (`STATUS_NOT_FOUND`).
+#[allow(clippy::too_many_arguments, reason = "the WSK signature")]
+pub(super) unsafe extern "system-unwind" fn wsk_get_name_info(
+    client: *mut WSK_CLIENT,
+    addr: *mut SOCKADDR,
+    addr_len: u32,
+    node: *mut UNICODE_STRING,
+    service: *mut UNICODE_STRING,
+    flags: u32,
+    _process: PEPROCESS,
+    _thread: PETHREAD,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // "PFN_WSK_GET_NAME_INFO callback function (wsk.h)", IRQL PASSIVE_LEVEL; the parameter
+    // rules above come from the same page (and GetNameInfoW's for the error codes):
+    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_get_name_info
+    require_at_most(PASSIVE_LEVEL, "WskGetNameInfo");
+    // SAFETY: the client passes a live IRP with a provider stack location.
+    let (p, _, inline, mut out) =
+        match unsafe { begin("WskGetNameInfo", core::ptr::null_mut(), client, irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    if let Some(status) = p.inject(WskOp::GetAddressInfo) {
+        out.done(status, 0, 0);
+        return p.finish(out, inline);
+    }
+    // SAFETY: the client passes `addr_len` readable bytes at `addr` (or null).
+    let status = match unsafe { name_info(addr, addr_len, node, service, flags) } {
+        Ok(()) => STATUS_SUCCESS,
+        Err(status) => status,
+    };
+    out.done(status, 0, 0);
+    p.finish(out, inline)
+}
+
+/// The work of [`wsk_get_name_info`].
+///
+/// # Safety
+/// `addr` is null or holds `addr_len` readable bytes; `node` and `service` are null or valid
+/// `UNICODE_STRING`s whose buffers hold `MaximumLength` writable bytes.
+unsafe fn name_info(
+    addr: *mut SOCKADDR,
+    addr_len: u32,
+    node: *mut UNICODE_STRING,
+    service: *mut UNICODE_STRING,
+    flags: u32,
+) -> Result<(), NTSTATUS> {
+    if addr_len > SOCKADDR_STORAGE_LEN
+        || (node.is_null() && service.is_null())
+        || flags & !KNOWN_NI_FLAGS != 0
+    {
+        return Err(STATUS_INVALID_PARAMETER);
+    }
+    // SAFETY: `addr_len` readable bytes (caller); read_sockaddr checks the family's length.
+    let Some(address) = (unsafe { crate::read_sockaddr(addr, addr_len as usize) }) else {
+        return Err(STATUS_INVALID_PARAMETER);
+    };
+    let asked = NameInfoFlags {
+        numeric_host: flags & NI_NUMERICHOST != 0,
+        numeric_service: flags & NI_NUMERICSERV != 0,
+        name_required: flags & NI_NAMEREQD != 0,
+        no_fqdn: flags & NI_NOFQDN != 0,
+        datagram: flags & NI_DGRAM != 0,
+    };
+    let (host, serv) = os::name_info(&address, asked).map_err(|code| match code {
+        linux::EAI_OVERFLOW => STATUS_BUFFER_OVERFLOW,
+        // EAI_NONAME (no name with NI_NAMEREQD) and resolver failures alike.
+        _ => STATUS_NOT_FOUND,
+    })?;
+    // Both checked before either is written: a failure leaves the caller's strings as they were.
+    for (out, text) in [(node, &host), (service, &serv)] {
+        if !out.is_null() {
+            // SAFETY: a valid UNICODE_STRING (caller).
+            let room = usize::from(unsafe { (*out).MaximumLength }) / 2;
+            // SAFETY: as above.
+            if text.encode_utf16().count() + 1 > room || unsafe { (*out).Buffer }.is_null() {
+                return Err(STATUS_BUFFER_OVERFLOW);
+            }
+        }
+    }
+    for (out, text) in [(node, &host), (service, &serv)] {
+        if out.is_null() {
+            continue;
+        }
+        // SAFETY: a valid UNICODE_STRING (caller), checked above to have room.
+        let string = unsafe { &mut *out };
+        let mut units = 0usize;
+        for (i, unit) in text.encode_utf16().chain([0]).enumerate() {
+            // `i` < the room checked above (name and NUL), within `MaximumLength`.
+            let at = string.Buffer.wrapping_add(i);
+            // SAFETY: `at` lies in the caller's writable buffer (see above).
+            unsafe { at.write_unaligned(unit) };
+            units = i;
+        }
+        string.Length = u16::try_from(units * 2).unwrap_or(u16::MAX);
+    }
+    Ok(())
 }

@@ -9,9 +9,11 @@ use wsk_sys::{self as sys, ADDRINFOEXW, IRP, NTSTATUS, WSK_BUF, WSK_SOCKET};
 use super::SocketInner;
 use super::request::Request;
 use crate::addr::RawAddr;
+use crate::batch::DatagramBatch;
 use crate::buf::IoBuf;
 use crate::client::ClientInner;
 use crate::error::Error;
+use crate::mdl::MdlBuf;
 
 /// What WSK holds while an operation is in flight; handed back with the result.
 pub(crate) struct Held {
@@ -33,6 +35,11 @@ pub(crate) struct Held {
     pub adopt: Option<NonNull<SocketInner>>,
     /// Name-resolution strings (node, service), pointing into `buf`.
     pub names: [sys::UNICODE_STRING; 2],
+    /// A caller's MDL chain (zero-copy I/O): `wsk_buf` points into it instead of `buf`.
+    pub mdl: Option<MdlBuf>,
+    /// Datagrams (`WskSendMessages`, batch receives): `wsk_buf` or the buffer list point
+    /// into it instead of `buf`.
+    pub batch: Option<DatagramBatch>,
 }
 
 // SAFETY: the raw pointers in `Held` refer to memory the operation owns (its buffer's MDL, a
@@ -74,7 +81,17 @@ impl Held {
                 MaximumLength: 0,
                 Buffer: ptr::null_mut(),
             }; 2],
+            mdl: None,
+            batch: None,
         }
+    }
+
+    /// `request` on a caller's MDL chain, with a `WSK_BUF` covering its range.
+    pub(crate) fn with_mdl(request: Request, mdl: MdlBuf) -> Self {
+        let mut held = Self::new(request);
+        held.wsk_buf = mdl.wsk_buf();
+        held.mdl = Some(mdl);
+        held
     }
 
     /// `request` on `buf`, with a `WSK_BUF` covering its first `len` bytes.

@@ -37,7 +37,7 @@ mod request;
 mod slot;
 mod state;
 
-pub(crate) use held::{Call, Held};
+pub(crate) use held::{Call, Completed, Held, Refused};
 pub(crate) use op::Op;
 pub(crate) use request::Request;
 use slot::{Slot, issue_orphan};

@@ -85,8 +85,13 @@ pub(crate) enum Request {
         /// The option's name, for errors.
         name: &'static str,
     },
+    /// `WskSendMessages` of `batch`'s datagrams to `addr[1]`.
+    SendMessages,
     /// `WskGetAddressInfo` for the node name `names[0]`, the list into `addrinfo`.
     Resolve,
+    /// `WskGetNameInfo` for `addr[0]` into the strings `names[0]` (host) and `names[1]`
+    /// (service), with the `NI_*` flags in `value`.
+    NameInfo,
     /// `WskCloseSocket`.
     Close,
 }
@@ -112,7 +117,9 @@ impl Request {
             Self::Disconnect { .. } => "disconnect",
             Self::SendTo => "send_to",
             Self::ReceiveFrom => "recv_from",
+            Self::SendMessages => "send_batch",
             Self::Resolve => "resolve",
+            Self::NameInfo => "lookup_addr",
             Self::Close => "close",
         }
     }
@@ -194,7 +201,11 @@ impl Request {
             // SAFETY: as above.
             Self::ReceiveFrom => unsafe { crate::udp::issue_receive_from(call) },
             // SAFETY: as above.
+            Self::SendMessages => unsafe { crate::udp_batch::issue_send_messages(call) },
+            // SAFETY: as above.
             Self::Resolve => unsafe { crate::resolve::issue_resolve(call) },
+            // SAFETY: as above.
+            Self::NameInfo => unsafe { crate::lookup::issue_name_info(call) },
             // SAFETY: as above.
             Self::Close => unsafe { super::slot::issue_close(call) },
         }

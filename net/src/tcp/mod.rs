@@ -5,12 +5,14 @@
 
 mod connect;
 mod listener;
+mod mdl;
 mod split;
 mod stream;
 
 pub(crate) use connect::issue_socket_connect;
 pub(crate) use listener::issue_accept;
 pub use listener::{Accept, Incoming, TcpListener};
+pub(crate) use mdl::take_mdl;
 pub(crate) use split::socket_of;
 pub use split::{TcpReadHalf, TcpWriteHalf};
 pub use stream::{Disconnect, Recv, TcpStream};

@@ -1,5 +1,5 @@
 //! The client-level WSK calls (`WSK_PROVIDER_DISPATCH`): `WskSocket`, `WskSocketConnect`,
-//! `WskControlClient`, `WskGetNameInfo`, and the checks they share on socket kinds and families.
+//! `WskControlClient`, and the checks they share on socket kinds and families.
 
 use core::ffi::c_void;
 use std::format;
@@ -14,11 +14,11 @@ use super::setup_calls::start_connect;
 use super::{Host, Io, Kind, Op, OpKind, State, begin, new_sock};
 use crate::faults::{Resource, WskOp, fail_allocation};
 use crate::{
-    AF_INET, AF_INET6, DISPATCH_LEVEL, IRP, NTSTATUS, PASSIVE_LEVEL, PEPROCESS, PETHREAD, PVOID,
-    SIZE_T, SOCK_DGRAM, SOCK_STREAM, SOCKADDR, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS, UNICODE_STRING, WSK_CLIENT,
-    WSK_FLAG_BASIC_SOCKET, WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_DATAGRAM_SOCKET,
-    WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_STREAM_SOCKET,
+    AF_INET, AF_INET6, DISPATCH_LEVEL, IRP, NTSTATUS, PEPROCESS, PETHREAD, PVOID, SIZE_T,
+    SOCK_DGRAM, SOCK_STREAM, SOCKADDR, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER,
+    STATUS_NOT_SUPPORTED, STATUS_SUCCESS, WSK_CLIENT, WSK_FLAG_BASIC_SOCKET,
+    WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_DATAGRAM_SOCKET, WSK_FLAG_LISTEN_SOCKET,
+    WSK_FLAG_STREAM_SOCKET,
 };
 
 /// Creates a host socket for `kind`; IPv6 sockets start IPv6-only, as on Windows. Where the
@@ -274,32 +274,6 @@ pub(super) unsafe extern "system-unwind" fn wsk_control_client(
     // SAFETY: the client passes a live IRP with a provider stack location.
     let (p, _, inline, mut out) =
         match unsafe { begin("WskControlClient", core::ptr::null_mut(), client, irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
-    out.done(STATUS_NOT_SUPPORTED, 0, 0);
-    p.finish(out, inline)
-}
-
-/// `WskGetNameInfo`: not implemented (completes with `STATUS_NOT_SUPPORTED`). `PASSIVE_LEVEL`.
-#[allow(clippy::too_many_arguments, reason = "the WSK signature")]
-pub(super) unsafe extern "system-unwind" fn wsk_get_name_info(
-    client: *mut WSK_CLIENT,
-    _addr: *mut SOCKADDR,
-    _addr_len: u32,
-    _node: *mut UNICODE_STRING,
-    _service: *mut UNICODE_STRING,
-    _flags: u32,
-    _process: PEPROCESS,
-    _thread: PETHREAD,
-    irp: *mut IRP,
-) -> NTSTATUS {
-    // "PFN_WSK_GET_NAME_INFO callback function (wsk.h)", IRQL PASSIVE_LEVEL:
-    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_get_name_info
-    require_at_most(PASSIVE_LEVEL, "WskGetNameInfo");
-    // SAFETY: the client passes a live IRP with a provider stack location.
-    let (p, _, inline, mut out) =
-        match unsafe { begin("WskGetNameInfo", core::ptr::null_mut(), client, irp) } {
             Ok(started) => started,
             Err(status) => return status,
         };

@@ -328,6 +328,14 @@ enum OpKind {
         data: Vec<u8>,
         to: SocketAddr,
     },
+    /// `WskSendMessages`: each datagram in order; `next` is the first not yet sent, `sent`
+    /// the bytes of those that were.
+    SendMessages {
+        datagrams: Vec<Vec<u8>>,
+        next: usize,
+        sent: usize,
+        to: SocketAddr,
+    },
     RecvFrom {
         segs: Segs,
         total: usize,
@@ -584,6 +592,7 @@ pub(super) unsafe fn begin(
     // WskReceive: "PFN_WSK_RECEIVE callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_receive
     // WskDisconnect: "PFN_WSK_DISCONNECT callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_disconnect
     // WskSendTo: "PFN_WSK_SEND_TO callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_send_to
+    // WskSendMessages: "PFN_WSK_SEND_MESSAGES callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_send_messages
     // WskReceiveFrom: "PFN_WSK_RECEIVE_FROM callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_receive_from
     // WskGetLocalAddress: "PFN_WSK_GET_LOCAL_ADDRESS callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_get_local_address
     // WskGetRemoteAddress: "PFN_WSK_GET_REMOTE_ADDRESS callback function (wsk.h)", https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_get_remote_address
@@ -664,14 +673,14 @@ mod queue;
 mod setup_calls;
 mod transfer_calls;
 
-use self::client_calls::{wsk_control_client, wsk_get_name_info, wsk_socket, wsk_socket_connect};
+use self::client_calls::{wsk_control_client, wsk_socket, wsk_socket_connect};
 pub(super) use self::queue::pump;
 use self::setup_calls::{
     wsk_accept, wsk_bind, wsk_close_socket, wsk_connect, wsk_control_socket, wsk_inspect_complete,
 };
 use self::transfer_calls::{
     wsk_disconnect, wsk_get_local_address, wsk_get_remote_address, wsk_receive, wsk_receive_from,
-    wsk_release, wsk_send, wsk_send_to,
+    wsk_release, wsk_send, wsk_send_messages, wsk_send_to,
 };
 
 /// The client-level provider dispatch table `WskCaptureProviderNPI` hands out.
@@ -683,7 +692,7 @@ pub(super) static PROVIDER_DISPATCH: WSK_PROVIDER_DISPATCH = WSK_PROVIDER_DISPAT
     WskControlClient: Some(wsk_control_client),
     WskGetAddressInfo: Some(super::resolve::wsk_get_address_info),
     WskFreeAddressInfo: Some(super::resolve::wsk_free_address_info),
-    WskGetNameInfo: Some(wsk_get_name_info),
+    WskGetNameInfo: Some(super::resolve::wsk_get_name_info),
 };
 
 const BASIC: WSK_PROVIDER_BASIC_DISPATCH = WSK_PROVIDER_BASIC_DISPATCH {
@@ -723,5 +732,5 @@ static DATAGRAM_DISPATCH: WSK_PROVIDER_DATAGRAM_DISPATCH = WSK_PROVIDER_DATAGRAM
     WskReceiveFrom: Some(wsk_receive_from),
     WskRelease: Some(wsk_release),
     WskGetLocalAddress: Some(wsk_get_local_address),
-    WskSendMessages: None,
+    WskSendMessages: Some(wsk_send_messages),
 };

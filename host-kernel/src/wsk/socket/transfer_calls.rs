@@ -1,7 +1,9 @@
 //! The socket calls that move data: `WskSend`, `WskReceive`, `WskDisconnect`, `WskSendTo`,
 //! `WskReceiveFrom`, the address queries and `WskRelease`.
 
+use std::format;
 use std::sync::Arc;
+use std::vec::Vec;
 
 use super::buffers::{gather, held_memory, segments};
 use super::glue::bugcheck;
@@ -11,8 +13,8 @@ use super::{ClientOut, InCall, Op, OpKind, Out, Provider, Segs, Sock, begin, soc
 use crate::faults::WskOp;
 use crate::{
     IRP, NTSTATUS, PVOID, SOCKADDR, STATUS_CONNECTION_ABORTED, STATUS_INVALID_DEVICE_STATE,
-    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS, WSK_BUF, WSK_FLAG_ABORTIVE,
-    WSK_FLAG_DRAIN, WSK_FLAG_NODELAY, WSK_FLAG_WAITALL, WSK_SOCKET,
+    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS, WSK_BUF, WSK_BUF_LIST,
+    WSK_FLAG_ABORTIVE, WSK_FLAG_DRAIN, WSK_FLAG_NODELAY, WSK_FLAG_WAITALL, WSK_SOCKET,
 };
 
 /// The status a transfer on `sock` fails with before it starts, if any.
@@ -299,6 +301,107 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_to(
             out.irp,
             OpKind::SendTo {
                 data: gather(&segs),
+                to,
+            },
+        );
+        sock.sends.push_back(op);
+        submit(&mut st, &p.io, id, &mut out);
+    } else {
+        out.done(STATUS_INVALID_PARAMETER, 0, id);
+    }
+    drop(st);
+    p.finish(out, inline)
+}
+
+/// The longest `WSK_BUF_LIST` this provider walks before calling it cyclic.
+const MAX_BUF_LIST: usize = 1 << 16;
+
+/// `WskSendMessages`: the datagrams of `BufferList`, in order, to `RemoteAddress`; completes
+/// with the bytes of all of them once every one is sent (or with the first failure and the
+/// bytes sent before it). The datagram socket must be bound. Injected faults are those of
+/// `WskSendTo`. IRQL <= `DISPATCH_LEVEL`.
+pub(super) unsafe extern "system-unwind" fn wsk_send_messages(
+    socket: *mut WSK_SOCKET,
+    buffer_list: PVOID,
+    flags: u32,
+    remote: *mut SOCKADDR,
+    control_length: u32,
+    control: PVOID,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // "PFN_WSK_SEND_MESSAGES callback function (wsk.h)": Flags is reserved and must be zero;
+    // BufferList points to an initialised WSK_BUF_LIST; ControlInfoLength is zero when there
+    // is no control information:
+    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_send_messages
+    // SAFETY: the client passes its socket; counted in progress until this call returns.
+    let _call = unsafe { InCall::enter(socket, "WskSendMessages", Some(WskOp::SendTo)) };
+    // "WSK_BUF_LIST structure (wsk.h)": each entry's Buffer is an initialised WSK_BUF, Next
+    // the next entry or null:
+    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/ns-wsk-wsk_buf_list
+    let mut datagrams = Vec::new();
+    // What the IRP holds until it completes, for the verifier's free checks: every entry's
+    // MDLs and bytes, and the entries themselves.
+    let mut held = super::super::HeldMemory {
+        mdls: super::super::Few::new(),
+        ranges: super::super::Few::new(),
+    };
+    let mut entry = buffer_list.cast::<WSK_BUF_LIST>();
+    while !entry.is_null() {
+        if datagrams.len() == MAX_BUF_LIST {
+            bugcheck(
+                "WSK_BUF_LIST_CYCLE",
+                format!(
+                    "WskSendMessages: BufferList has more than {MAX_BUF_LIST} entries: its Next \
+                     links form a cycle"
+                ),
+            );
+        }
+        // SAFETY: a live list entry (the client's, until the IRP completes).
+        let buffer = unsafe { &raw mut (*entry).Buffer };
+        // SAFETY: as above: an initialised WSK_BUF whose MDL chain is live.
+        let segs = unsafe { segments(buffer, "WskSendMessages") };
+        // SAFETY: `segments` accepted the WSK_BUF.
+        let memory = unsafe { held_memory(buffer, &segs) };
+        for &mdl in memory.mdls.as_slice() {
+            held.mdls.push(mdl);
+        }
+        for &range in memory.ranges.as_slice() {
+            held.ranges.push(range);
+        }
+        held.ranges
+            .push((entry.addr(), core::mem::size_of::<WSK_BUF_LIST>()));
+        datagrams.push(gather(&segs));
+        // SAFETY: as above.
+        entry = unsafe { (*entry).Next };
+    }
+    // SAFETY: the client passes its socket and a live IRP.
+    let (p, id, inline, mut out) =
+        match unsafe { begin("WskSendMessages", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    p.hold(out.irp, held);
+    // SAFETY: the client passes a valid address or null.
+    let remote = unsafe { crate::read_sockaddr_by_family(remote) };
+    locked_sock!(p, st, sock, id, "WskSendMessages");
+    if let Some(status) = p.inject(WskOp::SendTo) {
+        out.done(status, 0, id);
+    } else if flags != 0 || (control_length != 0) == control.is_null() {
+        out.done(STATUS_INVALID_PARAMETER, 0, id);
+    } else if control_length != 0 {
+        // Control information (CMSGHDR objects) is not carried to the host socket.
+        out.done(STATUS_NOT_SUPPORTED, 0, id);
+    } else if !sock.host.is_datagram() {
+        out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
+    } else if datagrams.is_empty() {
+        out.done(STATUS_INVALID_PARAMETER, 0, id);
+    } else if let Some(to) = remote.filter(|r| os::family_matches(r, sock.v6)) {
+        let op = Op::new(
+            out.irp,
+            OpKind::SendMessages {
+                datagrams,
+                next: 0,
+                sent: 0,
                 to,
             },
         );
