@@ -1,9 +1,9 @@
 //! The host kernel's pool per idle connection, for `cargo xtask bench-idle`: `ours` (the echo
-//! driver, `wskecho`, DPC runner) or `floor` (the callback chain, `wskfloor`), both with 16 KiB
+//! driver, `wskecho`, DPC runner), `ours-events` (the same with `EventDriven` 1) or `floor` (the callback chain, `wskfloor`), both with 16 KiB
 //! receive buffers from nonpaged pool. Ours serves at most 1,024 connections (its default and
 //! limit): past that its clients are reset and the run fails.
 //!
-//! `idle_pool <ours|floor> <connections>` boots the host kernel (`Config::default()`), loads
+//! `idle_pool <ours|ours-events|floor> <connections>` boots the host kernel (`Config::default()`), loads
 //! the driver through its `DriverEntry` on a loopback port, makes one echo round trip on a
 //! probe connection and closes it, reads `wsk_host::testing::kernel_usage()` once it settles
 //! (0 connections), opens the connections (each after one echo round trip, so its receive is
@@ -28,8 +28,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let which = args.first().map(String::as_str);
     let connections: Option<usize> = args.get(1).and_then(|n| n.parse().ok());
-    let (Some(which @ ("ours" | "floor")), Some(connections)) = (which, connections) else {
-        eprintln!("usage: idle_pool <ours|floor> <connections>");
+    let (Some(which @ ("ours" | "ours-events" | "floor")), Some(connections)) =
+        (which, connections)
+    else {
+        eprintln!("usage: idle_pool <ours|ours-events|floor> <connections>");
         return ExitCode::from(2);
     };
     match run(which, connections) {

@@ -8,6 +8,7 @@
 //! | `Runner` | `REG_SZ` `dpc` or `passive` | `dpc` |
 //! | `MaxConnections` | `REG_DWORD` 1 to 1024 | 1024 |
 //! | `IdleTimeoutMs` | `REG_DWORD` ms of silence before a connection is closed (0: never) | 0 |
+//! | `EventDriven` | `REG_DWORD` 0 (receive IRPs) or 1 (WSK receive event callbacks) | 0 |
 //!
 //! A missing value (or key) keeps its default; a value out of range or malformed fails the
 //! start ([`wsk::settings::Error`], naming the value) rather than being replaced by a default
@@ -34,6 +35,7 @@ pub fn defaults() -> Settings {
         runner: RunnerKind::Dpc,
         max_connections: MAX_CONNECTIONS,
         idle_timeout: None,
+        event_driven: false,
     }
 }
 
@@ -99,6 +101,9 @@ pub fn read(parameters: &Parameters) -> Result<Settings, Error> {
     if let Some(millis) = parameters.dword("IdleTimeoutMs")? {
         settings.idle_timeout = parse_idle_timeout(millis);
     }
+    if let Some(on) = parameters.dword_in("EventDriven", 0..=1)? {
+        settings.event_driven = on == 1;
+    }
     let mut text = [0u8; 16];
     if let Some(name) = parameters.string("Runner", &mut text)? {
         settings.runner =
@@ -131,6 +136,7 @@ mod tests {
         assert_eq!(d.runner, RunnerKind::Dpc);
         assert_eq!(d.max_connections, MAX_CONNECTIONS);
         assert_eq!(d.idle_timeout, None);
+        assert!(!d.event_driven);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 
 use wsk::driver::{FailureStatus, ServiceError};
+use wsk::executor::sync::SpinMutex;
 use wsk::sys::{NTSTATUS, STATUS_INVALID_PARAMETER};
 use wsk::{
     Budget, Driver, ErrorKind, IoBuf, Runner, RunnerKind, Service, TaskPool, TcpListener,
@@ -66,6 +67,10 @@ pub struct Settings {
     /// `wsk::net::timeout`, which cancels it through WSK and, where `IoCancelIrp` does not
     /// cancel WSK IRPs (Wine), closes the socket a grace period later.
     pub idle_timeout: Option<Duration>,
+    /// Receive through WSK's receive event callbacks (`TcpStream::recv_events`: data copied
+    /// in place or from a retained indication, no receive IRP posted) instead of receive
+    /// IRPs. Where the provider has no event callbacks (Wine 8), receive IRPs anyway.
+    pub event_driven: bool,
 }
 
 /// Why [`start`] failed.
@@ -151,7 +156,13 @@ pub fn start(driver: Driver, settings: Settings) -> Result<SocketAddr, StartErro
         wsk::executor::block_on(listener.close());
         return Err(StartError::Runner(e));
     }
-    let accepting = accept_loop(client, listener, max, settings.idle_timeout);
+    let accepting = accept_loop(
+        client,
+        listener,
+        max,
+        settings.idle_timeout,
+        settings.event_driven,
+    );
     // On error the future, and with it the listener, was dropped: stopping waits for its
     // close.
     let _detached = RUNNER
@@ -269,6 +280,7 @@ impl fmt::Display for StopReport {
 /// `PASSIVE_LEVEL` (`DriverUnload`).
 pub fn stop() -> StopReport {
     let report = SERVICE.stop();
+    free_spare_buffers();
     StopReport {
         tasks_left: report.tasks_left,
         connections_left: live_connections(),
@@ -290,6 +302,7 @@ async fn accept_loop(
     listener: TcpListener,
     max_connections: usize,
     idle_timeout: Option<Duration>,
+    event_driven: bool,
 ) {
     let mut reserve = Reserve::Missing;
     reserve.refill(client).await;
@@ -299,7 +312,7 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 failures.reset();
-                if admit(stream, max_connections, idle_timeout) {
+                if admit(stream, max_connections, idle_timeout, event_driven) {
                     limit_resets.reset();
                 } else if let Some(count) = limit_resets.count() {
                     kprint!(
@@ -395,7 +408,12 @@ impl Reserve {
 
 /// Serves `stream` in its own task, or resets it (returning false) when the limit is reached.
 /// Without a task slot or a buffer it is reset too (logged by its task).
-fn admit(stream: TcpStream, max_connections: usize, idle_timeout: Option<Duration>) -> bool {
+fn admit(
+    stream: TcpStream,
+    max_connections: usize,
+    idle_timeout: Option<Duration>,
+    event_driven: bool,
+) -> bool {
     if LIVE_CONNECTIONS.fetch_add(1, Ordering::AcqRel) >= max_connections {
         LIVE_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
         // Reset without waiting (dropping the stream would close it gracefully): the client
@@ -407,10 +425,52 @@ fn admit(stream: TcpStream, max_connections: usize, idle_timeout: Option<Duratio
     // finished, dropped at shutdown before its first poll, or never spawned (the future, and
     // the stream in it, is dropped: a reset).
     let live = Live;
-    if let Err(e) = RUNNER.spawn(&CONNECTION_TASKS, serve(stream, live, idle_timeout)) {
+    if let Err(e) = RUNNER.spawn(
+        &CONNECTION_TASKS,
+        serve(stream, live, idle_timeout, event_driven),
+    ) {
         kprint!("wskecho: no task for a connection ({e:?}); reset it\n");
     }
     true
+}
+
+/// Connections that receive through WSK event callbacks, and those that asked for them but
+/// got receive IRPs (no event callbacks in the provider, or a refusal): logged now and then.
+static EVENT_DRIVEN: AtomicUsize = AtomicUsize::new(0);
+static EVENTS_REFUSED: AtomicUsize = AtomicUsize::new(0);
+
+/// Turns on `stream`'s receive events; false (logged now and then) when it receives with IRPs.
+fn enable_events(stream: &TcpStream) -> bool {
+    match stream.enable_receive_events() {
+        Ok(true) => {
+            let count = EVENT_DRIVEN.fetch_add(1, Ordering::Relaxed) + 1;
+            if count.is_power_of_two() {
+                kprint!("wskecho: {count} connection(s) event-driven so far\n");
+            }
+            true
+        }
+        outcome => {
+            let count = EVENTS_REFUSED.fetch_add(1, Ordering::Relaxed) + 1;
+            if count.is_power_of_two() {
+                match outcome {
+                    Err(e) => kprint!("wskecho: receive events refused ({e}); receive IRPs\n"),
+                    _ => kprint!("wskecho: the provider has no receive events; receive IRPs\n"),
+                }
+            }
+            false
+        }
+    }
+}
+
+/// Counts (and now and then logs) a connection closed for being idle past `limit`.
+fn note_idle_close(limit: Duration) {
+    let count = IDLE_CLOSES.fetch_add(1, Ordering::Relaxed) + 1;
+    if count.is_power_of_two() {
+        kprint!(
+            "wskecho: closing a connection idle for {} ms ({count} so far)\n",
+            limit.as_millis()
+        );
+    }
 }
 
 /// Counts a connection as live until its task ends or is dropped.
@@ -425,7 +485,13 @@ impl Drop for Live {
 /// Echoes until the peer closes or stays silent past `idle_timeout`, then disconnects
 /// gracefully (bounded; reset past the limit, or close where the provider has no disconnect,
 /// as under Wine) and closes.
-async fn serve(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
+async fn serve(stream: TcpStream, live: Live, idle_timeout: Option<Duration>, event_driven: bool) {
+    // Event-driven where the provider has event callbacks; receive IRPs otherwise (Wine 8,
+    // or a refusal).
+    if event_driven && enable_events(&stream) {
+        serve_events(stream, live, idle_timeout).await;
+        return;
+    }
     let Ok(mut buf) = IoBuf::with_capacity(BUFFER_SIZE) else {
         kprint!("wskecho: out of memory for a connection buffer; reset the connection\n");
         // An abortive close: the peer sees a reset.
@@ -444,13 +510,7 @@ async fn serve(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::TimedOut => {
-                let count = IDLE_CLOSES.fetch_add(1, Ordering::Relaxed) + 1;
-                if count.is_power_of_two() {
-                    kprint!(
-                        "wskecho: closing a connection idle for {} ms ({count} so far)\n",
-                        idle_timeout.unwrap_or_default().as_millis()
-                    );
-                }
+                note_idle_close(idle_timeout.unwrap_or_default());
                 // A graceful close, bounded by the stream's close limit.
                 stream.close().await;
                 return;
@@ -468,6 +528,95 @@ async fn serve(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
             return;
         }
     }
+    finish(stream).await;
+}
+
+/// Buffers of event-driven connections that went idle, for the next connection that has
+/// data: an idle event-driven connection holds no buffer (its data waits in WSK's retained
+/// indications), so the nonpaged pool of N idle connections is theirs, not N buffers.
+static SPARE_BUFFERS: SpinMutex<[Option<IoBuf>; SPARE_BUFFERS_KEPT]> =
+    SpinMutex::new([const { None }; SPARE_BUFFERS_KEPT]);
+/// Spare buffers kept at most (the rest are freed).
+const SPARE_BUFFERS_KEPT: usize = 8;
+
+/// A receive buffer: a spare one, or a new one.
+fn take_buffer() -> Option<IoBuf> {
+    let spare = SPARE_BUFFERS.lock().iter_mut().find_map(Option::take);
+    spare.or_else(|| IoBuf::with_capacity(BUFFER_SIZE).ok())
+}
+
+/// Keeps `buf` for another connection, or frees it when enough are kept.
+fn give_back_buffer(buf: IoBuf) {
+    let mut spares = SPARE_BUFFERS.lock();
+    if let Some(slot) = spares.iter_mut().find(|slot| slot.is_none()) {
+        *slot = Some(buf);
+    }
+}
+
+/// Frees the spare buffers (at [`stop`], once no connection task is left).
+fn free_spare_buffers() {
+    let spares = core::mem::replace(
+        &mut *SPARE_BUFFERS.lock(),
+        [const { None }; SPARE_BUFFERS_KEPT],
+    );
+    drop(spares);
+}
+
+/// [`serve`] for a connection with receive events: it holds a buffer only while data is
+/// indicated (waiting for data with `TcpStream::indicated`), receives with
+/// `TcpStream::recv_events`, and gives the buffer back when no more data waits.
+async fn serve_events(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
+    let mut held: Option<IoBuf> = None;
+    loop {
+        if held.is_none() && !stream.has_indicated() {
+            if let Some(limit) = idle_timeout {
+                if wsk::executor::timeout(limit, stream.indicated())
+                    .await
+                    .is_err()
+                {
+                    note_idle_close(limit);
+                    break;
+                }
+            } else {
+                stream.indicated().await;
+            }
+        }
+        let Some(buf) = held.take().or_else(take_buffer) else {
+            kprint!("wskecho: out of memory for a connection buffer; reset the connection\n");
+            // An abortive close: the peer sees a reset.
+            stream.abort().await;
+            return;
+        };
+        let (received, buf) = stream.recv_events(buf).await;
+        match received {
+            Ok(0) => {
+                give_back_buffer(buf);
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                give_back_buffer(buf);
+                stream.close().await;
+                return;
+            }
+        }
+        let (sent, buf) = stream.send(buf).await;
+        if sent.is_err() {
+            give_back_buffer(buf);
+            stream.close().await;
+            return;
+        }
+        if stream.has_indicated() {
+            held = Some(buf);
+        } else {
+            give_back_buffer(buf);
+        }
+    }
+    finish(stream).await;
+}
+
+/// The end of a served connection: a bounded graceful disconnect, then the close.
+async fn finish(stream: TcpStream) {
     match stream.disconnect_within(DISCONNECT_LIMIT).await {
         // Unsupported: no WskDisconnect (Wine), close does it. A reset after the peer's FIN
         // is the peer's choice, not news.

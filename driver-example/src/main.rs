@@ -21,10 +21,12 @@ mod host {
     use wskecho::echo::MAX_CONNECTIONS;
 
     const USAGE: &str = "usage: wskecho [--port N] [--bind ADDR] [--runner dpc|passive] \
-                         [--max-connections N] [--cpus N] [--faults PLAN] [--seed N]
+                         [--max-connections N] [--event-driven] [--cpus N] [--faults PLAN] \
+                         [--seed N]
   Serves RFC 862 echo on the host kernel until Ctrl-C, then unloads and prints the leak report.
   Defaults: port 7007 on 0.0.0.0 (--port 0: an ephemeral port, logged), the DPC runner,
   1024 connections (the most), one emulated CPU per core, no faults injected.
+  --event-driven: receive through WSK event callbacks instead of receive IRPs (EventDriven 1).
   --faults PLAN --seed N: the host kernel's fault plan, e.g. mixed,reorder,delay=1ms,lowres=5
   (see wsk_host::faults::Faults::parse); default: WSK_FAULTS and WSK_SEED if set.";
 
@@ -37,6 +39,7 @@ mod host {
         bind: IpAddr,
         runner: String,
         max_connections: u32,
+        event_driven: bool,
         cpus: Option<usize>,
         faults: Option<String>,
         seed: Option<u64>,
@@ -48,6 +51,7 @@ mod host {
             bind: IpAddr::from([0, 0, 0, 0]),
             runner: "dpc".into(),
             max_connections: 1024,
+            event_driven: false,
             cpus: None,
             faults: None,
             seed: None,
@@ -60,6 +64,10 @@ mod host {
             }
             if flag == "--help" || flag == "-h" {
                 return Err(String::new());
+            }
+            if flag == "--event-driven" {
+                flags.event_driven = true;
+                continue;
             }
             let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
             let bad = |what: &str| format!("{flag}: {value:?} is not {what}");
@@ -203,6 +211,11 @@ mod host {
                 "Parameters",
                 "MaxConnections",
                 RegValue::Dword(flags.max_connections),
+            )
+            .with(
+                "Parameters",
+                "EventDriven",
+                RegValue::Dword(flags.event_driven.into()),
             );
         let driver = match kernel.load_driver(wskecho::DriverEntry, SERVICE, registry) {
             Ok(driver) => driver,

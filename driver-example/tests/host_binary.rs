@@ -239,6 +239,23 @@ fn the_host_program_serves_echo_and_unloads_clean_on_ctrl_c() {
     interrupt_and_expect_clean_exit(program);
 }
 
+/// `--event-driven` writes `EventDriven` 1: the connection receives through WSK's event
+/// callbacks (the driver says so), echoes, and the unload is clean.
+#[test]
+fn the_event_driven_flag_serves_echo_through_receive_events() {
+    let mut program = HostProgram::start(&["--port", "0", "--bind", "127.0.0.1", "--event-driven"]);
+    let addr = program.listening_addr();
+    let mut client = TcpStream::connect(addr).expect("connect");
+    client.set_read_timeout(Some(BOUND)).unwrap();
+    client.write_all(b"event, echo\n").unwrap();
+    let mut back = [0u8; 12];
+    client.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"event, echo\n");
+    program.wait_for_line("connection(s) event-driven so far");
+    drop(client);
+    interrupt_and_expect_clean_exit(program);
+}
+
 #[test]
 fn a_port_in_use_fails_the_load_and_the_program_exits_non_zero_with_the_reason() {
     let taken = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("take a port");

@@ -128,6 +128,7 @@ pub use socket::BindOptions;
 pub use tcp::{
     Accept, Disconnect, Incoming, Recv, TcpListener, TcpReadHalf, TcpStream, TcpWriteHalf,
 };
+pub use tcp::{EventCounts, Indicated, RETAINED_MAX, RecvEvents};
 #[cfg(not(loom))]
 pub use time::{CANCEL_GRACE, WithTimeout, timeout};
 pub use time::{Cancellable, Escalation, Operation, TimedOutput};

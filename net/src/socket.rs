@@ -148,8 +148,14 @@ pub(crate) unsafe fn issue_socket(call: &mut Call, kind: Kind, family: u16) -> N
         return sys::STATUS_NOT_IMPLEMENTED;
     };
     let (socket_type, protocol, flags) = socket_type(kind);
-    // SAFETY: the client's provider binding is live; no context, dispatch or security
-    // descriptor; a prepared IRP (caller).
+    // A connection socket names its object and the event callbacks (used only once the
+    // stream enables receive events, see `crate::tcp::events`).
+    let (context, events) = match (kind, call.held().adopt) {
+        (Kind::Connection, Some(inner)) => crate::tcp::client_dispatch(inner),
+        _ => (core::ptr::null_mut(), core::ptr::null()),
+    };
+    // SAFETY: the client's provider binding is live; no security descriptor; a prepared IRP
+    // (caller); the context outlives the socket (the object is freed after its close).
     unsafe {
         create(
             client,
@@ -157,8 +163,8 @@ pub(crate) unsafe fn issue_socket(call: &mut Call, kind: Kind, family: u16) -> N
             socket_type,
             protocol,
             flags,
-            core::ptr::null_mut(),
-            core::ptr::null(),
+            context,
+            events,
             core::ptr::null_mut(),
             core::ptr::null_mut(),
             core::ptr::null_mut(),

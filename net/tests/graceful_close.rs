@@ -13,7 +13,7 @@ use std::io::{ErrorKind as IoErrorKind, Read};
 use std::time::{Duration, Instant};
 
 use wsk_executor::block_on;
-use wsk_host::faults::Faults;
+use wsk_host::faults::{self, Faults, LowResources, Resource, ResourceSet};
 use wsk_net::{IoBuf, TcpListener, TcpStream, WskClient};
 
 mod common;
@@ -97,6 +97,34 @@ fn abort_resets_the_connection() {
         block_on(async {
             let (listener, mut peer, stream) = connected(client).await;
             stream.abort().await;
+            let (seen, error) = read_until_end(&mut peer);
+            assert!(seen.is_empty(), "nothing was sent");
+            assert_eq!(
+                error,
+                Some(IoErrorKind::ConnectionReset),
+                "the peer saw RST"
+            );
+            listener.close().await;
+        });
+    });
+}
+
+#[test]
+fn a_close_that_cannot_allocate_its_disconnect_irp_resets_and_leaks_nothing() {
+    // The closing disconnect's IRP is allocated by the close (an idle connection does not
+    // hold it): when that allocation fails, the close goes out at once, as a reset.
+    each_plan(|client, _| {
+        block_on(async {
+            let (listener, mut peer, stream) = connected(client).await;
+            let every_irp_fails = LowResources {
+                resources: ResourceSet::only(Resource::Irp),
+                ..LowResources::failing(100)
+            };
+            faults::set_low_resources(Some(every_irp_fails), 1);
+            stream.close().await;
+            let failed_irps = faults::injected_failures().of(Resource::Irp);
+            faults::set_low_resources(None, 0);
+            assert_eq!(failed_irps, 1, "the close asked for exactly one IRP");
             let (seen, error) = read_until_end(&mut peer);
             assert!(seen.is_empty(), "nothing was sent");
             assert_eq!(

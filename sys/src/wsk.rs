@@ -465,6 +465,149 @@ pub struct WSK_PROVIDER_CONNECTION_DISPATCH {
     pub WskReceiveEx: Option<PFN_WSK_RECEIVE_EX>,
 }
 
+/// `WSK_DATA_INDICATION`: one buffer of data a `WskReceiveEvent` indicates; `Next` links the
+/// chain of one indication.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct WSK_DATA_INDICATION {
+    /// The next buffer of the same indication, or null.
+    pub Next: *mut WSK_DATA_INDICATION,
+    /// The data.
+    pub Buffer: WSK_BUF,
+}
+
+/// `WSK_DATAGRAM_INDICATION`: one datagram a `WskReceiveFromEvent` indicates.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct WSK_DATAGRAM_INDICATION {
+    /// The next datagram of the same indication, or null.
+    pub Next: *mut WSK_DATAGRAM_INDICATION,
+    /// The datagram.
+    pub Buffer: WSK_BUF,
+    /// Control information (`CMSGHDR`s), or null.
+    pub ControlInfo: PVOID,
+    /// Bytes at `ControlInfo`.
+    pub ControlInfoLength: u32,
+    /// The sender.
+    pub RemoteAddress: *mut SOCKADDR,
+}
+
+/// `PFN_WSK_RECEIVE_EVENT`: data arrived on a connection socket. Called at IRQL <=
+/// `DISPATCH_LEVEL` (`WSK_FLAG_AT_DISPATCH_LEVEL` in `Flags` when at `DISPATCH_LEVEL`).
+/// Returns `STATUS_SUCCESS` (consumed, `*BytesAccepted` set), `STATUS_PENDING` (the chain is
+/// retained until `WskRelease`) or `STATUS_DATA_NOT_ACCEPTED` (no more indications until the
+/// client posts a `WskReceive`).
+pub type PFN_WSK_RECEIVE_EVENT = unsafe extern "system-unwind" fn(
+    SocketContext: PVOID,
+    Flags: u32,
+    DataIndication: *mut WSK_DATA_INDICATION,
+    BytesIndicated: SIZE_T,
+    BytesAccepted: *mut SIZE_T,
+) -> NTSTATUS;
+
+/// `PFN_WSK_DISCONNECT_EVENT`: the peer disconnected (`WSK_FLAG_ABORTIVE`: reset).
+pub type PFN_WSK_DISCONNECT_EVENT =
+    unsafe extern "system-unwind" fn(SocketContext: PVOID, Flags: u32) -> NTSTATUS;
+
+/// `PFN_WSK_SEND_BACKLOG_EVENT`: the ideal send backlog size changed.
+pub type PFN_WSK_SEND_BACKLOG_EVENT =
+    unsafe extern "system-unwind" fn(SocketContext: PVOID, IdealBacklogSize: SIZE_T) -> NTSTATUS;
+
+/// `PFN_WSK_ACCEPT_EVENT`: a listening socket accepted a connection.
+pub type PFN_WSK_ACCEPT_EVENT = unsafe extern "system-unwind" fn(
+    SocketContext: PVOID,
+    Flags: u32,
+    LocalAddress: *mut SOCKADDR,
+    RemoteAddress: *mut SOCKADDR,
+    AcceptSocket: *mut WSK_SOCKET,
+    AcceptSocketContext: *mut PVOID,
+    AcceptSocketDispatch: *mut *const WSK_CLIENT_CONNECTION_DISPATCH,
+) -> NTSTATUS;
+
+/// `PFN_WSK_INSPECT_EVENT` (conditional accept); returns a `WSK_INSPECT_ACTION`.
+pub type PFN_WSK_INSPECT_EVENT = unsafe extern "system-unwind" fn(
+    SocketContext: PVOID,
+    LocalAddress: *mut SOCKADDR,
+    RemoteAddress: *mut SOCKADDR,
+    InspectID: PVOID,
+) -> i32;
+
+/// `PFN_WSK_ABORT_EVENT` (conditional accept).
+pub type PFN_WSK_ABORT_EVENT =
+    unsafe extern "system-unwind" fn(SocketContext: PVOID, InspectID: PVOID) -> NTSTATUS;
+
+/// `PFN_WSK_RECEIVE_FROM_EVENT`: datagrams arrived on a datagram socket.
+pub type PFN_WSK_RECEIVE_FROM_EVENT = unsafe extern "system-unwind" fn(
+    SocketContext: PVOID,
+    Flags: u32,
+    DataIndication: *mut WSK_DATAGRAM_INDICATION,
+) -> NTSTATUS;
+
+/// `WSK_CLIENT_CONNECTION_DISPATCH`: a connection socket's event callbacks, passed as the
+/// `Dispatch` of `WskSocket`, `WskSocketConnect` or `WskAccept`; must outlive the socket.
+#[repr(C)]
+pub struct WSK_CLIENT_CONNECTION_DISPATCH {
+    /// `WskReceiveEvent`, or none.
+    pub WskReceiveEvent: Option<PFN_WSK_RECEIVE_EVENT>,
+    /// `WskDisconnectEvent`, or none.
+    pub WskDisconnectEvent: Option<PFN_WSK_DISCONNECT_EVENT>,
+    /// `WskSendBacklogEvent`, or none.
+    pub WskSendBacklogEvent: Option<PFN_WSK_SEND_BACKLOG_EVENT>,
+}
+
+/// `WSK_CLIENT_LISTEN_DISPATCH`: a listening socket's event callbacks.
+#[repr(C)]
+pub struct WSK_CLIENT_LISTEN_DISPATCH {
+    /// `WskAcceptEvent`, or none.
+    pub WskAcceptEvent: Option<PFN_WSK_ACCEPT_EVENT>,
+    /// `WskInspectEvent`, or none.
+    pub WskInspectEvent: Option<PFN_WSK_INSPECT_EVENT>,
+    /// `WskAbortEvent`, or none.
+    pub WskAbortEvent: Option<PFN_WSK_ABORT_EVENT>,
+}
+
+/// `WSK_CLIENT_DATAGRAM_DISPATCH`: a datagram socket's event callback.
+#[repr(C)]
+pub struct WSK_CLIENT_DATAGRAM_DISPATCH {
+    /// `WskReceiveFromEvent`, or none.
+    pub WskReceiveFromEvent: Option<PFN_WSK_RECEIVE_FROM_EVENT>,
+}
+
+/// `WSK_EVENT_CALLBACK_CONTROL`: the input of `SO_WSK_EVENT_CALLBACK` (and of
+/// `WskControlClient`'s static event callbacks).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct WSK_EVENT_CALLBACK_CONTROL {
+    /// `&NPI_WSK_INTERFACE_ID`.
+    pub NpiId: *const GUID,
+    /// `WSK_EVENT_*` bits, with `WSK_EVENT_DISABLE` to disable them.
+    pub EventMask: u32,
+}
+
+/// `NPI_WSK_INTERFACE_ID`, the `NpiId` of [`WSK_EVENT_CALLBACK_CONTROL`].
+pub const NPI_WSK_INTERFACE_ID: GUID = GUID {
+    Data1: 0x2227_E803,
+    Data2: 0x8D8B,
+    Data3: 0x11D4,
+    Data4: [0xAB, 0xAD, 0x00, 0x90, 0x27, 0x71, 0x9E, 0x09],
+};
+
+/// `SO_WSK_EVENT_CALLBACK` (`WSK_SO_BASE + 2`): enables or disables event callbacks on a
+/// socket (`WskSetOption`, level `SOL_SOCKET`).
+pub const SO_WSK_EVENT_CALLBACK: u32 = 0x4002;
+/// `WskReceiveEvent`.
+pub const WSK_EVENT_RECEIVE: u32 = 0x0000_0040;
+/// `WskDisconnectEvent`.
+pub const WSK_EVENT_DISCONNECT: u32 = 0x0000_0080;
+/// `WskSendBacklogEvent`.
+pub const WSK_EVENT_SEND_BACKLOG: u32 = 0x0000_0010;
+/// `WskReceiveFromEvent`.
+pub const WSK_EVENT_RECEIVE_FROM: u32 = 0x0000_0100;
+/// `WskAcceptEvent`.
+pub const WSK_EVENT_ACCEPT: u32 = 0x0000_0200;
+/// Disables the events named with it.
+pub const WSK_EVENT_DISABLE: u32 = 0x8000_0000;
+
 /// `ADDRESS_FAMILY`.
 pub type ADDRESS_FAMILY = u16;
 /// Unspecified family.
@@ -685,4 +828,48 @@ pub struct ADDRINFOEXW {
     pub ai_provider: *mut GUID,
     /// Next result.
     pub ai_next: *mut ADDRINFOEXW,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `NPI_WSK_INTERFACE_ID` as its 16 bytes sit in a driver image (a public dump of one):
+    /// a second spelling of the value, so a typo in either field layout or digits fails.
+    #[test]
+    fn npi_wsk_interface_id_has_the_image_bytes() {
+        let id = NPI_WSK_INTERFACE_ID;
+        let mut bytes = [0u8; 16];
+        bytes[..4].copy_from_slice(&id.Data1.to_le_bytes());
+        bytes[4..6].copy_from_slice(&id.Data2.to_le_bytes());
+        bytes[6..8].copy_from_slice(&id.Data3.to_le_bytes());
+        bytes[8..].copy_from_slice(&id.Data4);
+        assert_eq!(
+            bytes,
+            [
+                0x03, 0xE8, 0x27, 0x22, 0x8B, 0x8D, 0xD4, 0x11, 0xAB, 0xAD, 0x00, 0x90, 0x27, 0x71,
+                0x9E, 0x09
+            ]
+        );
+    }
+
+    /// The event masks are distinct single bits (a receive mask equal to another event's
+    /// would enable the wrong callback).
+    #[test]
+    fn event_masks_are_distinct_bits() {
+        let masks = [
+            WSK_EVENT_RECEIVE,
+            WSK_EVENT_DISCONNECT,
+            WSK_EVENT_SEND_BACKLOG,
+            WSK_EVENT_RECEIVE_FROM,
+            WSK_EVENT_ACCEPT,
+            WSK_EVENT_DISABLE,
+        ];
+        for (i, a) in masks.iter().enumerate() {
+            assert_eq!(a.count_ones(), 1);
+            for b in &masks[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
 }

@@ -365,6 +365,35 @@ fn table() -> Vec<Item> {
             WskReceiveEx,
         }
     );
+    layout!(v, WSK_DATA_INDICATION { Next, Buffer });
+    layout!(
+        v,
+        WSK_DATAGRAM_INDICATION {
+            Next,
+            Buffer,
+            ControlInfo,
+            ControlInfoLength,
+            RemoteAddress,
+        }
+    );
+    layout!(
+        v,
+        WSK_CLIENT_CONNECTION_DISPATCH {
+            WskReceiveEvent,
+            WskDisconnectEvent,
+            WskSendBacklogEvent,
+        }
+    );
+    layout!(
+        v,
+        WSK_CLIENT_LISTEN_DISPATCH {
+            WskAcceptEvent,
+            WskInspectEvent,
+            WskAbortEvent,
+        }
+    );
+    // WSK_CLIENT_DATAGRAM_DISPATCH (one pointer) and WSK_EVENT_CALLBACK_CONTROL (a pointer
+    // and a ULONG) are in neither header set; their layouts follow from repr(C).
     layout!(v, SOCKADDR { sa_family, sa_data });
     layout!(v, IN_ADDR { s_b });
     layout!(
@@ -449,6 +478,7 @@ fn table() -> Vec<Item> {
         STATUS_PORT_UNREACHABLE,
         STATUS_REQUEST_ABORTED,
         STATUS_CONNECTION_ABORTED,
+        STATUS_DATA_NOT_ACCEPTED,
         STATUS_ADDRESS_ALREADY_ASSOCIATED,
         STATUS_INVALID_ADDRESS_WILDCARD,
         PASSIVE_LEVEL,
@@ -507,6 +537,13 @@ fn table() -> Vec<Item> {
         WSK_FLAG_RELEASE_ASAP,
         WSK_FLAG_ENTIRE_MESSAGE,
         WSK_FLAG_AT_DISPATCH_LEVEL,
+        SO_WSK_EVENT_CALLBACK,
+        WSK_EVENT_RECEIVE,
+        WSK_EVENT_DISCONNECT,
+        WSK_EVENT_SEND_BACKLOG,
+        WSK_EVENT_RECEIVE_FROM,
+        WSK_EVENT_ACCEPT,
+        WSK_EVENT_DISABLE,
         WskSetOption,
         WskGetOption,
         WskIoctl,
@@ -638,6 +675,20 @@ const OURS_ONLY: &[&str] = &[
     "POOL_FLAG_NON_PAGED",
     "POOL_FLAG_NON_PAGED_EXECUTE",
     "POOL_FLAG_PAGED",
+    // Neither header set defines the event-callback option or masks, nor NPI_WSK_INTERFACE_ID;
+    // the values were checked by hand on 2026-11-29 against two public copies of the WDK's
+    // wsk.h and three drivers that define the GUID themselves (one a byte dump of the binary):
+    // WSK_SO_BASE 0x4000 + 2; RECEIVE 0x40, DISCONNECT 0x80, SEND_BACKLOG 0x10, RECEIVE_FROM
+    // 0x100, ACCEPT 0x200, DISABLE 0x80000000; the GUID
+    // {2227E803-8D8B-11D4-ABAD-009027719E09}. A first version had RECEIVE 4, DISCONNECT 8 and the GUID's last byte 0x89 from
+    // memory: the host provider, which uses the same constants, could not notice.
+    "SO_WSK_EVENT_CALLBACK",
+    "WSK_EVENT_RECEIVE",
+    "WSK_EVENT_DISCONNECT",
+    "WSK_EVENT_SEND_BACKLOG",
+    "WSK_EVENT_RECEIVE_FROM",
+    "WSK_EVENT_ACCEPT",
+    "WSK_EVENT_DISABLE",
 ];
 
 /// Where this test writes its generated C (under the cargo target directory).

@@ -3,7 +3,8 @@
 //!
 //! Servers, each its own process so that its CPU time can be read from `/proc/<pid>/stat`:
 //! `ours-dpc` and `ours-passive` (the echo driver on the host kernel, `wsk-driver-example`'s
-//! host program, with each runner), `floor` (the callback-chain driver, `wsk-floor-driver`'s
+//! host program, with each runner), `ours-events` (the same on the DPC runner with
+//! `--event-driven`: WSK receive event callbacks instead of receive IRPs), `floor` (the callback-chain driver, `wsk-floor-driver`'s
 //! host program), `tokio` (2 workers) and `std` (a thread per connection), all with 16 KiB
 //! buffers. The client is the same for all: `loadgen --bench` (closed loop, one message in
 //! flight per connection, HDR histograms; `wsk_benches::closed_loop`).
@@ -18,7 +19,7 @@
 //! warm-up and connection set-up included, divided by every round trip it completed), RTT
 //! p50/p99/p99.9 and round trips per second (the rounds' mean). The table gives the ratios
 //! ours/floor and ours/tokio for each runner. Then callgrind: instructions per round trip of
-//! the server threads for ours (DPC runner) and the floor, split library / host kernel /
+//! the server threads for ours (DPC runner; receive IRPs and receive events) and the floor, split library / host kernel /
 //! std-libc (`examples/echo_server_cost.rs`).
 //!
 //! Output: the tables on stdout and in `target/bench-echo/table.md`, every sample in
@@ -69,6 +70,8 @@ const WINE_MEASURED: &str = "Wine 8: wine-ours (wskecho.sys, passive runner) and
 enum Server {
     OursDpc,
     OursPassive,
+    /// The echo driver on the DPC runner with `--event-driven` (WSK receive event callbacks).
+    OursEvents,
     Floor,
     Tokio,
     Std,
@@ -77,17 +80,19 @@ enum Server {
 }
 
 impl Server {
-    const ALL: [Server; 5] = [
+    const ALL: [Server; 6] = [
         Server::OursDpc,
         Server::OursPassive,
+        Server::OursEvents,
         Server::Floor,
         Server::Tokio,
         Server::Std,
     ];
     /// Every server, Wine's included (plot and figures).
-    const EVERY: [Server; 7] = [
+    const EVERY: [Server; 8] = [
         Server::OursDpc,
         Server::OursPassive,
+        Server::OursEvents,
         Server::Floor,
         Server::Tokio,
         Server::Std,
@@ -99,6 +104,7 @@ impl Server {
         match self {
             Server::OursDpc => "ours-dpc",
             Server::OursPassive => "ours-passive",
+            Server::OursEvents => "ours-events",
             Server::Floor => "floor",
             Server::Tokio => "tokio",
             Server::Std => "std",
@@ -112,6 +118,7 @@ impl Server {
         match self {
             Server::OursDpc => [214, 39, 40],
             Server::OursPassive => [255, 127, 14],
+            Server::OursEvents => [227, 119, 194],
             Server::Floor => [44, 160, 44],
             Server::Tokio => [31, 119, 180],
             Server::Std => [127, 127, 127],
@@ -138,6 +145,20 @@ impl Server {
                         .to_vec(),
                 )
             }
+            Server::OursEvents => (
+                programs.wskecho.clone(),
+                [
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--runner",
+                    "dpc",
+                    "--event-driven",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ),
             Server::Floor => (programs.wskfloor.clone(), vec!["--port".into(), port]),
             Server::Tokio => (programs.tokio_echo.clone(), vec![port]),
             Server::Std => (programs.std_echo.clone(), vec![port]),
@@ -822,7 +843,7 @@ fn tables(samples: &[Sample], callgrind: Option<&Callgrind>, failures: &[String]
     }
     let _ = writeln!(out, "{head}\n{rule}");
     for cell in cells() {
-        for ours in [Server::OursDpc, Server::OursPassive] {
+        for ours in [Server::OursDpc, Server::OursPassive, Server::OursEvents] {
             let mut row = format!("| {} | {} |", cell_label(cell), ours.name());
             for (_, metric, _) in metrics() {
                 let mine = mean(samples, ours, cell, metric);
@@ -865,24 +886,29 @@ fn tables(samples: &[Sample], callgrind: Option<&Callgrind>, failures: &[String]
         );
         let _ = writeln!(
             out,
-            "| part | ours (dpc) | floor | ours/floor |\n|---|---:|---:|---:|"
+            "| part | ours (dpc) | ours (events) | floor | ours/floor | events/floor |\n\
+             |---|---:|---:|---:|---:|---:|"
         );
         for part in Part::ALL {
             let ours = callgrind.ours.get(&part).copied().unwrap_or(0.0);
+            let events = callgrind.events.get(&part).copied().unwrap_or(0.0);
             let floor = callgrind.floor.get(&part).copied().unwrap_or(0.0);
             let _ = writeln!(
                 out,
-                "| {} | {ours:.0} | {floor:.0} | {} |",
+                "| {} | {ours:.0} | {events:.0} | {floor:.0} | {} | {} |",
                 part_label(part),
-                ratio(Some(ours), Some(floor))
+                ratio(Some(ours), Some(floor)),
+                ratio(Some(events), Some(floor))
             );
         }
         let ours: f64 = callgrind.ours.values().sum();
+        let events: f64 = callgrind.events.values().sum();
         let floor: f64 = callgrind.floor.values().sum();
         let _ = writeln!(
             out,
-            "| all server threads | {ours:.0} | {floor:.0} | {} |",
-            ratio(Some(ours), Some(floor))
+            "| all server threads | {ours:.0} | {events:.0} | {floor:.0} | {} | {} |",
+            ratio(Some(ours), Some(floor)),
+            ratio(Some(events), Some(floor))
         );
     }
     if !failures.is_empty() {
@@ -986,8 +1012,9 @@ fn results_json(
             };
             let _ = write!(
                 out,
-                "{{\"ours_dpc\":{{{}}},\"floor\":{{{}}}}}",
+                "{{\"ours_dpc\":{{{}}},\"ours_events\":{{{}}},\"floor\":{{{}}}}}",
                 part(&c.ours),
+                part(&c.events),
                 part(&c.floor)
             );
         }
@@ -1151,6 +1178,8 @@ fn part_key(part: Part) -> &'static str {
 /// Instructions per round trip by part, for ours and the floor.
 struct Callgrind {
     ours: BTreeMap<Part, f64>,
+    /// Ours with `EventDriven` 1 (receive event callbacks).
+    events: BTreeMap<Part, f64>,
     floor: BTreeMap<Part, f64>,
 }
 
@@ -1186,6 +1215,7 @@ fn callgrind_costs(programs: &Programs, out_dir: &Path) -> Result<Callgrind, Str
     };
     Ok(Callgrind {
         ours: per_part("ours")?,
+        events: per_part("ours-events")?,
         floor: per_part("floor")?,
     })
 }

@@ -220,6 +220,9 @@ pub fn test(root: &Path, sys: &Path) -> Result<(), String> {
     prefix.reg_add(&params, "Port", "REG_DWORD", &port.to_string())?;
     prefix.reg_add(&params, "Runner", "REG_SZ", "passive")?;
     prefix.reg_add(&params, "BindAddress", "REG_SZ", "127.0.0.1")?;
+    // Event-driven receive where the provider has it: Wine 8's WskControlSocket is a stub
+    // (STATUS_NOT_IMPLEMENTED), so the driver says so and receives with IRPs; reported below.
+    prefix.reg_add(&params, "EventDriven", "REG_DWORD", "1")?;
     prefix.reg_add(
         &params,
         "IdleTimeoutMs",
@@ -383,7 +386,26 @@ fn scenarios(prefix: &Prefix, log: &Path, addr: SocketAddr) -> Result<String, St
         "unloaded with {held_count} clients connected, all closed {held_for:.1?} after \
          connecting: {report}"
     ));
+    summary.push(event_callbacks_line(&text)?);
+    println!("wine-test: {}", summary[summary.len() - 1]);
     Ok(summary.join("; "))
+}
+
+/// What the driver log says about receive event callbacks (`EventDriven` 1): Wine lacks them
+/// (the driver fell back to receive IRPs) or has them. An error when it says neither: then no
+/// connection was served at all.
+fn event_callbacks_line(log: &str) -> Result<String, String> {
+    if log.contains("wskecho: the provider has no receive events") {
+        Ok(
+            "Wine lacks: WSK event callbacks (SO_WSK_EVENT_CALLBACK); EventDriven fell back to \
+            receive IRPs"
+                .into(),
+        )
+    } else if log.contains("connection(s) event-driven so far") {
+        Ok("Wine has WSK receive event callbacks: the connections were event-driven".into())
+    } else {
+        Err("the driver log says nothing about receive events (EventDriven 1)".into())
+    }
 }
 
 /// What the driver's start-up feature probes (driver-example's `probe`) found Wine's provider

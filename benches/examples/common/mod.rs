@@ -3,7 +3,8 @@
 
 use wsk_host::{Driver, Kernel, RegValue, Registry};
 
-/// Loads `which` (`"ours"`: `wskecho` on the DPC runner; anything else: `wskfloor`) into
+/// Loads `which` (`"ours"`: `wskecho` on the DPC runner; `"ours-events"`: the same with
+/// `EventDriven` 1; anything else: `wskfloor`) into
 /// `kernel`, listening on 127.0.0.1:`port`; returns the driver and the log line that says it
 /// listens.
 pub fn load_server(
@@ -11,7 +12,7 @@ pub fn load_server(
     which: &str,
     port: u16,
 ) -> Result<(Driver, &'static str), String> {
-    if which == "ours" {
+    if which == "ours" || which == "ours-events" {
         let registry = Registry::new()
             .with("Parameters", "Port", RegValue::Dword(port.into()))
             .with(
@@ -19,7 +20,12 @@ pub fn load_server(
                 "BindAddress",
                 RegValue::Sz("127.0.0.1".into()),
             )
-            .with("Parameters", "Runner", RegValue::Sz("dpc".into()));
+            .with("Parameters", "Runner", RegValue::Sz("dpc".into()))
+            .with(
+                "Parameters",
+                "EventDriven",
+                RegValue::Dword((which == "ours-events").into()),
+            );
         let driver = kernel
             .load_driver(wskecho::DriverEntry, "WskEcho", registry)
             .map_err(|s| format!("wskecho DriverEntry failed: {s:#x}"))?;

@@ -26,7 +26,7 @@ use std::vec::Vec;
 use super::fast_hash::FastMap;
 use super::irql;
 use super::machine::{self, Machine, lock};
-use super::pool::{ExFreePoolWithTag, allocate_for_kernel};
+use super::pool::{allocate_for_kernel, free_for_kernel};
 use super::verifier::{self, bugcheck};
 use crate::{
     DEVICE_OBJECT, DISPATCH_LEVEL, DRIVER_OBJECT, IO_COMPLETION_ROUTINE, IRP, NTSTATUS,
@@ -255,8 +255,8 @@ unsafe extern "system" fn unload_safe_completion(
 ) -> NTSTATUS {
     // SAFETY: `context` is the ExContext IoSetCompletionRoutineEx allocated, read once here.
     let ex = unsafe { context.cast::<ExContext>().read() };
-    // SAFETY: allocated with this tag by IoSetCompletionRoutineEx, freed once.
-    unsafe { ExFreePoolWithTag(context, CONTEXT_TAG) };
+    // SAFETY: allocated with this tag by IoSetCompletionRoutineEx, freed once, read above.
+    unsafe { free_for_kernel(context, CONTEXT_TAG) };
     let _ = device;
     // SAFETY: the driver's routine with the arguments it registered, at the completing IRQL.
     let status = verifier::in_completion_routine(|| unsafe {
@@ -271,10 +271,15 @@ unsafe extern "system" fn unload_safe_completion(
 /// Drops one reference on a device object, releasing it if it was deleted.
 fn dereference(machine: &Machine, address: usize) {
     let mut devices = lock(&machine.devices);
-    if let Some(device) = devices.live.get_mut(&address) {
+    // One lookup on every completion: released here if deleted and now unreferenced, as
+    // `release_if_done` would after a second lookup.
+    let released = devices.live.get_mut(&address).is_some_and(|device| {
         device.refs = device.refs.saturating_sub(1);
+        device.deleted && device.refs == 0
+    });
+    if released {
+        devices.live.remove(&address);
     }
-    release_if_done(&mut devices, address);
     drop(devices);
     machine.devices_changed.notify_all();
 }

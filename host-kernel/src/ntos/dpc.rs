@@ -308,7 +308,7 @@ pub(crate) fn become_hosted_processor() -> bool {
     let Some(cpu) = machine.dpcs.hosted else {
         return false;
     };
-    machine::adopt(machine);
+    machine::adopt(machine.to_arc());
     CPU.with(|c| c.set(Some(cpu)));
     true
 }
@@ -451,7 +451,7 @@ pub(crate) fn halt(cpu: usize, message: &str) -> ! {
                 (hooks.replace)();
             }
         } else if !machine.stopping.load(Ordering::Acquire) {
-            let replacement = Arc::clone(&machine);
+            let replacement = machine.to_arc();
             let spawned = std::thread::Builder::new()
                 .name(format!("cpu{cpu}"))
                 .spawn(move || {

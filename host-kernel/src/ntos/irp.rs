@@ -111,6 +111,37 @@ fn set_state(machine: &Machine, irp: *mut IRP, state: IrpState) {
     }
 }
 
+/// Under one lock of the IRP table: the state and stack count of the live IRP `irp` (a
+/// bugcheck naming `function` if it is not live), and the state `next` gives, if any, set as
+/// its new state. `next` sees the IRP while the table says it is live (`IoFreeIrp` removes it
+/// under the same lock before freeing it), so it may read the IRP's header. One lookup where
+/// a check and the state change that follows it would otherwise take two: the IRP table's
+/// lock and hash lookup are on every IRP's path.
+fn check_and_set_state(
+    machine: &Machine,
+    irp: *mut IRP,
+    function: &'static str,
+    next: impl FnOnce(IrpState, u8) -> Option<IrpState>,
+) -> (IrpState, u8) {
+    let found = {
+        let mut irps = lock(&machine.irps);
+        irps.info_mut(irp).map(|info| {
+            let seen = (info.state, info.stack_count);
+            if let Some(state) = next(seen.0, seen.1) {
+                info.state = state;
+            }
+            seen
+        })
+    };
+    // As in `state_of`.
+    found.unwrap_or_else(|| {
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            format!("{function} on {irp:p}, which is not a live IRP from IoAllocateIrp (freed?)"),
+        )
+    })
+}
+
 /// The lower driver takes an IRP, as `IoCallDriver` does: makes the next stack location
 /// current (`IoSetNextIrpStackLocation`) and marks the IRP pending for the verifier. The WSK
 /// provider calls this first thing in every function that takes an IRP; it then completes the
@@ -127,14 +158,19 @@ pub(crate) unsafe fn call_driver_enter(irp: *mut IRP) {
     // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0xc9--driver-verifier-iomanager-violation): I/O error 0x205,
     // forwarding an IRP that is still queued beneath the caller.
     let machine = machine::current("IoCallDriver");
-    if state_of(&machine, irp, "IoCallDriver").0 == IrpState::Pending {
+    let mut current_location = 0;
+    // Marked pending in the same lookup that checks it, only when both checks below pass.
+    let (state, _) = check_and_set_state(&machine, irp, "IoCallDriver", |state, _| {
+        // SAFETY: the IRP is live (in the table, under its lock).
+        current_location = unsafe { (*irp).CurrentLocation };
+        (state != IrpState::Pending && current_location > 1).then_some(IrpState::Pending)
+    });
+    if state == IrpState::Pending {
         bugcheck(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
             format!("IRP {irp:p} sent to a driver while it is still pending"),
         );
     }
-    // SAFETY: the IRP is live (checked above) and ours to advance as the lower driver.
-    let current_location = unsafe { (*irp).CurrentLocation };
     // WDK "Bug Check 0x35: NO_MORE_IRP_STACK_LOCATIONS"
     // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x35--no-more-irp-stack-locations): IoCallDriver with no
     // stack location left.
@@ -144,9 +180,8 @@ pub(crate) unsafe fn call_driver_enter(irp: *mut IRP) {
             format!("IRP {irp:p} has no stack location left for the next driver"),
         );
     }
-    // SAFETY: as above, with a location left.
+    // SAFETY: live and ours to advance as the lower driver, with a location left (checked).
     unsafe { crate::IoSetNextIrpStackLocation(irp) };
-    set_state(&machine, irp, IrpState::Pending);
 }
 
 /// True if the IRP is live and pending (taken by a lower driver, not completed); a bugcheck if
@@ -168,12 +203,19 @@ pub(crate) unsafe fn is_pending(irp: *mut IRP) -> bool {
 unsafe fn pending_in(machine: &Machine, irp: *mut IRP, function: &'static str) -> (bool, u8) {
     let (state, stack_count) = state_of(machine, irp, function);
     // SAFETY: live per the table.
+    (unsafe { is_pending_state(irp, state) }, stack_count)
+}
+
+/// Whether the IRP in `state` is pending: taken by a lower driver, or still below the top of
+/// its stack (sent by hand without the host seeing it).
+///
+/// # Safety
+/// `irp` must be live.
+unsafe fn is_pending_state(irp: *mut IRP, state: IrpState) -> bool {
+    // SAFETY: live (the caller's contract).
     let irp = unsafe { &*irp };
     let below_top = i32::from(irp.CurrentLocation) <= i32::from(irp.StackCount);
-    (
-        state == IrpState::Pending || (state == IrpState::Allocated && below_top),
-        stack_count,
-    )
+    state == IrpState::Pending || (state == IrpState::Allocated && below_top)
 }
 
 /// Initialises an IRP in place, as `IoInitializeIrp` does.
@@ -263,8 +305,13 @@ pub unsafe extern "system-unwind" fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATU
     // pending IRP is the host's 0xC9 rule (the "Reusing IRPs" page: only once completed).
     irql::require_at_most(DISPATCH_LEVEL, "IoReuseIrp");
     let machine = machine::current("IoReuseIrp");
-    // SAFETY: forwarded contract; pending_in checks liveness first.
-    let (pending, stack) = unsafe { pending_in(&machine, Irp, "IoReuseIrp") };
+    let mut pending = false;
+    // Allocated again (the caller's) in the same lookup that checks it is not pending.
+    let (_, stack) = check_and_set_state(&machine, Irp, "IoReuseIrp", |state, _| {
+        // SAFETY: live (in the table, under its lock).
+        pending = unsafe { is_pending_state(Irp, state) };
+        (!pending).then_some(IrpState::Allocated)
+    });
     if pending {
         bugcheck(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
@@ -279,7 +326,6 @@ pub unsafe extern "system-unwind" fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATU
     let irp = unsafe { &mut *Irp };
     irp.AllocationFlags = flags;
     irp.IoStatus.Status = Iostatus;
-    set_state(&machine, Irp, IrpState::Allocated);
 }
 
 /// Host implementation of `IoFreeIrp`. IRQL <= `DISPATCH_LEVEL`.

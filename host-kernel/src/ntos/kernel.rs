@@ -322,7 +322,7 @@ pub struct AllocationCounts {
 /// # Panics
 /// With no kernel booted (a bugcheck), or when `f` panics or calls `PsTerminateSystemThread`.
 pub fn on_kernel_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    let machine = machine::current("on_kernel_thread");
+    let machine = machine::current("on_kernel_thread").to_arc();
     let outcome = std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("kernel-thread".into())

@@ -185,22 +185,107 @@ pub(crate) struct AllocationCounters {
 
 static CURRENT: RwLock<Option<Arc<Machine>>> = RwLock::new(None);
 
+/// The machines a thread adopted (see [`adopt`]), kept alive until the thread exits so that
+/// [`OWN`] stays valid without a reference count per look-up.
+struct Kept(core::cell::RefCell<Vec<Arc<Machine>>>);
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        // The thread is exiting: its own machine is no longer kept, so nothing may borrow it.
+        let _ = OWN.try_with(|own| own.set(core::ptr::null()));
+    }
+}
+
 std::thread_local! {
-    /// The machine a kernel-created thread belongs to: such a thread keeps using it even after
-    /// its kernel was dropped (or another booted), so a straggler never sees the wrong machine.
-    static OWN: core::cell::RefCell<Option<Arc<Machine>>> = const { core::cell::RefCell::new(None) };
+    /// The machine a kernel-created thread belongs to (an element of [`KEPT`], or null): such a
+    /// thread keeps using it even after its kernel was dropped (or another booted), so a
+    /// straggler never sees the wrong machine. A plain pointer, not an `Arc`: [`try_current`]
+    /// on a kernel thread (every IRP completion, DPC, pool block and MDL) then reads a
+    /// thread-local instead of incrementing and decrementing the machine's shared count, whose
+    /// cache line would otherwise bounce between the emulated processors' threads on every
+    /// call. No destructor, so reading it needs no registration check either.
+    static OWN: core::cell::Cell<*const Machine> = const { core::cell::Cell::new(core::ptr::null()) };
+    /// Every machine the thread adopted.
+    static KEPT: Kept = const { Kept(core::cell::RefCell::new(Vec::new())) };
 }
 
 /// Makes `machine` the calling thread's own (for threads the kernel creates).
 pub(crate) fn adopt(machine: Arc<Machine>) {
-    OWN.with(|own| *own.borrow_mut() = Some(machine));
+    let pointer = Arc::as_ptr(&machine);
+    if OWN.with(core::cell::Cell::get) == pointer {
+        return;
+    }
+    KEPT.with(|kept| kept.0.borrow_mut().push(machine));
+    OWN.with(|own| own.set(pointer));
+}
+
+/// The running machine, as [`try_current`] finds it: borrowed from the calling thread's
+/// adopted machines (no reference count touched), or a counted reference to the machine
+/// installed when the thread adopted none. Not `Send`: a borrowed machine is valid only on the
+/// thread that adopted it, until that thread exits.
+pub(crate) struct Current {
+    /// The adopted machine, or the counted reference.
+    machine: CurrentMachine,
+    /// Keeps the borrow on its thread.
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
+enum CurrentMachine {
+    /// The data of an `Arc` in the calling thread's `KEPT`.
+    Adopted(core::ptr::NonNull<Machine>),
+    /// The installed machine, counted.
+    Installed(Arc<Machine>),
+}
+
+impl Current {
+    /// A counted reference, for what outlives the call (a thread, a stored hook).
+    pub(crate) fn to_arc(&self) -> Arc<Machine> {
+        match &self.machine {
+            CurrentMachine::Adopted(pointer) => KEPT.with(|kept| {
+                let kept = kept.0.borrow();
+                let found = kept
+                    .iter()
+                    .find(|machine| core::ptr::eq(Arc::as_ptr(machine), pointer.as_ptr()));
+                Arc::clone(found.expect("an adopted machine stays kept until its thread exits"))
+            }),
+            CurrentMachine::Installed(machine) => Arc::clone(machine),
+        }
+    }
+}
+
+impl core::ops::Deref for Current {
+    type Target = Machine;
+
+    fn deref(&self) -> &Machine {
+        match &self.machine {
+            // SAFETY: the pointer is the data of an `Arc` in the calling thread's `KEPT`, which
+            // only grows until the thread exits, and `Current` is not `Send`: it is used on
+            // that thread while the thread runs, so that `Arc` is alive.
+            CurrentMachine::Adopted(pointer) => unsafe { pointer.as_ref() },
+            CurrentMachine::Installed(machine) => machine,
+        }
+    }
 }
 
 /// The calling thread's machine (see [`adopt`]), else the running machine, if any.
-pub(crate) fn try_current() -> Option<Arc<Machine>> {
-    if let Some(machine) = OWN.with(|own| own.borrow().clone()) {
-        return Some(machine);
-    }
+#[inline]
+pub(crate) fn try_current() -> Option<Current> {
+    let own = OWN.with(core::cell::Cell::get);
+    let machine = match core::ptr::NonNull::new(own.cast_mut()) {
+        Some(pointer) => CurrentMachine::Adopted(pointer),
+        None => CurrentMachine::Installed(installed()?),
+    };
+    Some(Current {
+        machine,
+        _not_send: core::marker::PhantomData,
+    })
+}
+
+/// The installed machine, counted: for threads that adopted none (off the hot paths, which
+/// run on the kernel's own threads).
+#[cold]
+#[inline(never)]
+fn installed() -> Option<Arc<Machine>> {
     CURRENT
         .read()
         .unwrap_or_else(PoisonError::into_inner)
@@ -208,7 +293,8 @@ pub(crate) fn try_current() -> Option<Arc<Machine>> {
 }
 
 /// The running machine; a bugcheck naming `function` if no kernel is booted.
-pub(crate) fn current(function: &'static str) -> Arc<Machine> {
+#[inline]
+pub(crate) fn current(function: &'static str) -> Current {
     try_current().unwrap_or_else(|| {
         bugcheck(
             "NO_HOST_KERNEL",

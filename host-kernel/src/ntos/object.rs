@@ -282,7 +282,7 @@ pub unsafe extern "system-unwind" fn PsCreateSystemThread(
         handle
     };
     let context = StartContext as usize;
-    let thread_machine = Arc::clone(&machine);
+    let thread_machine = machine.to_arc();
     let spawned = std::thread::Builder::new()
         .name(format!("system-thread-{handle:p}"))
         .spawn(move || {

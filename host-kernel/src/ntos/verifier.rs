@@ -79,7 +79,7 @@ pub(crate) fn in_completion_routine<R>(f: impl FnOnce() -> R) -> R {
 
 /// [`in_callback`], with the late return of completion routines when `late_return` is set.
 fn run_driver_code<R>(late_return: bool, f: impl FnOnce() -> R) -> R {
-    struct Depth(Option<std::sync::Arc<super::machine::Machine>>);
+    struct Depth(Option<machine::Current>);
     impl Drop for Depth {
         fn drop(&mut self) {
             CALLBACK_DEPTH.with(|d| d.set(d.get() - 1));

@@ -25,8 +25,10 @@
 //! allowed and served in order, as WSK documents.
 //!
 //! Where it differs from Windows:
-//! - No event callbacks (`WSK_CLIENT_*_DISPATCH`, `SO_WSK_EVENT_CALLBACK`), no
-//!   `WSK_FLAG_STREAM_SOCKET`, no `WskConnectEx`/`WskSendEx`/`WskReceiveEx` (null in the
+//! - Event callbacks: `WskReceiveEvent` and `WskDisconnectEvent` on connection sockets through
+//!   `SO_WSK_EVENT_CALLBACK` (see `socket::events`); no `WskAcceptEvent`,
+//!   `WskReceiveFromEvent`, `WskSendBacklogEvent`, no `WSK_SET_STATIC_EVENT_CALLBACKS`.
+//! - No `WSK_FLAG_STREAM_SOCKET`, no `WskConnectEx`/`WskSendEx`/`WskReceiveEx` (null in the
 //!   tables), no `WskControlClient` codes, no `WskIoctl`, no `WSK_FLAG_DRAIN`: these complete with `STATUS_NOT_SUPPORTED`.
 //! - Socket options: `SO_REUSEADDR`, `SO_EXCLUSIVEADDRUSE`, `SO_KEEPALIVE`, `TCP_NODELAY`,
 //!   `IPV6_V6ONLY` only. `SO_REUSEADDR` has Linux's meaning (no taking over a port another
@@ -92,6 +94,11 @@ pub(super) struct State {
     /// its own completion routine is taken again before the first completion returns).
     irps: FastMap<IrpPtr, (u64, usize)>,
     next_id: u64,
+    /// Sockets the reactor should try an event indication on (no readiness may come for
+    /// them: events just enabled, a receive that left data behind).
+    soon: Vec<u64>,
+    /// Close IRPs waiting for an event callback of their socket to return.
+    held_closes: FastMap<u64, Done>,
 }
 
 impl State {
@@ -202,6 +209,8 @@ impl Provider {
                 regs: FastMap::default(),
                 irps: FastMap::default(),
                 next_id: 0,
+                soon: Vec::new(),
+                held_closes: FastMap::default(),
             }),
             changed: Signal::new(),
             io,
@@ -259,6 +268,7 @@ impl Provider {
         let mut events = Events::with_capacity(256);
         let mut timeout: Option<Duration> = None;
         let mut dones = Vec::new();
+        let mut indications = Vec::new();
         loop {
             // First the DPCs queued to this processor: by the completions below in the last
             // round, by other threads (which woke the poll), or before a halted reactor's
@@ -295,11 +305,23 @@ impl Provider {
                     if ev.token() == WAKE {
                         continue;
                     }
-                    socket::pump(&mut st, &self.io, ev.token().0 as u64, &mut dones);
+                    let id = ev.token().0 as u64;
+                    socket::pump(&mut st, &self.io, id, &mut dones);
+                    if socket::indication_due(&st, id) {
+                        indications.push(id);
+                    }
                 }
+                indications.append(&mut st.soon);
             }
             if !dones.is_empty() {
                 self.defer(core::mem::take(&mut dones));
+            }
+            if !indications.is_empty() {
+                // Event callbacks at DISPATCH_LEVEL on this processor, as a NIC's DPC makes
+                // them; the DPCs they queue here run at the top of the next round.
+                for id in indications.drain(..) {
+                    glue::caught(|| socket::indicate(self, id));
+                }
             }
             let (due, next) = self.take_due();
             timeout = next;
@@ -501,6 +523,8 @@ pub(crate) fn shutdown() {
     for (_, sock) in st.sockets.drain() {
         sock.forget(&provider.io);
     }
+    st.held_closes.clear();
+    st.soon.clear();
     st.regs.clear();
     lock(&provider.deferred).items.clear();
 }

@@ -1,10 +1,12 @@
 //! The operation core: the only place in this crate that hands IRPs and memory to WSK.
 //!
-//! Every socket object ([`SocketInner`]) lives in nonpaged pool and owns five preallocated
-//! IRP slots (receive, send, control, close, and the closing disconnect), so steady-state
-//! I/O allocates nothing. An operation ([`Op`]) claims a slot, parks what WSK will hold
-//! ([`Held`]: buffer, `WSK_BUF`, addresses) inside the slot, reuses the slot's IRP with our
-//! one completion routine, and calls WSK.
+//! Every socket object ([`SocketInner`]) lives in nonpaged pool and owns five IRP slots
+//! (receive, send, control, close, and the closing disconnect), so steady-state I/O allocates
+//! nothing. The first four IRPs are preallocated; the closing disconnect's is allocated when
+//! a close needs it, so an idle connection holds four IRPs, not five (a close that cannot get
+//! it closes at once, which ends the connection abortively). An operation ([`Op`]) claims a
+//! slot, parks what WSK will hold ([`Held`]: buffer, `WSK_BUF`, addresses) inside the slot,
+//! reuses the slot's IRP with our one completion routine, and calls WSK.
 //!
 //! The completion routine records status and information, then either wakes the waiting
 //! future or, when the future was dropped, finishes the operation itself: frees the held
@@ -112,6 +114,9 @@ pub(crate) struct SocketInner {
     /// The bound's timer and its DPC (initialised in `new`, in place).
     linger_timer: core::cell::UnsafeCell<core::mem::MaybeUninit<sys::KTIMER>>,
     linger_dpc: core::cell::UnsafeCell<core::mem::MaybeUninit<sys::KDPC>>,
+    /// Event-driven receive state (`crate::tcp::events`): null until the stream enables
+    /// receive events; freed with the object.
+    pub(crate) events: AtomicPtr<crate::tcp::EventCell>,
 }
 
 // SAFETY: shared state is atomics; `held` and `link` are guarded by the slot state machine and
@@ -131,11 +136,15 @@ impl SocketInner {
         };
         let mut irps = [ptr::null_mut(); SLOTS];
         for i in 0..SLOTS {
+            if i == LINGER {
+                // Allocated by the close that needs it (`issue_close`).
+                continue;
+            }
             // SAFETY: IoAllocateIrp at <= DISPATCH_LEVEL; one stack location suffices for an
             // IRP we hand straight to WSK.
             irps[i] = unsafe { sys::IoAllocateIrp(1, 0) };
             if irps[i].is_null() {
-                for irp in &irps[..i] {
+                for irp in irps[..i].iter().filter(|irp| !irp.is_null()) {
                     // SAFETY: allocated just above, never issued.
                     unsafe { sys::IoFreeIrp(*irp) };
                 }
@@ -162,6 +171,7 @@ impl SocketInner {
             linger: LingerState::new(),
             linger_timer: core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()),
             linger_dpc: core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()),
+            events: AtomicPtr::new(ptr::null_mut()),
         };
         // SAFETY: `mem` is a fresh allocation of the right size; pool memory is 16-aligned.
         unsafe { mem.as_ptr().write(value) };
@@ -230,12 +240,20 @@ impl SocketInner {
         }
         // The last reference: no IRP is in flight (each holds a reference) and no handle
         // exists, so nobody else can reach the object.
-        for slot in &inner.slots {
+        for irp in inner
+            .slots
+            .iter()
+            .map(Slot::irp)
+            .filter(|irp| !irp.is_null())
+        {
             // SAFETY: every IRP has completed (its reference is gone) and was allocated by
-            // IoAllocateIrp in `new`.
-            unsafe { sys::IoFreeIrp(slot.irp) };
+            // IoAllocateIrp (in `new`, or at close for the closing disconnect's).
+            unsafe { sys::IoFreeIrp(irp) };
         }
         let client = inner.client;
+        // The provider makes no event callback after the close completed, and there is no
+        // close left to come: nobody can reach the event state.
+        crate::tcp::free_cell(inner.events.load(Ordering::Acquire));
         // SAFETY: exclusive access (last reference); drops any held buffer.
         unsafe { ptr::drop_in_place(this.as_ptr()) };
         // SAFETY: the pool block allocated in `new` with the same tag, dropped just above.
@@ -283,13 +301,13 @@ impl SocketInner {
     /// Enters a WSK call on this socket; false once a close is requested (no call may follow
     /// `WskCloseSocket`). Every `true` is paired with one [`SocketInner::leave_call`] after the
     /// WSK function returned.
-    fn enter_call(&self) -> bool {
+    pub(crate) fn enter_call(&self) -> bool {
         self.calls.enter()
     }
 
     /// Leaves a WSK call; the last one out after a close was requested issues the close.
     /// IRQL <= `DISPATCH_LEVEL`.
-    fn leave_call(&self) {
+    pub(crate) fn leave_call(&self) {
         if self.calls.leave() == CloseNow::Issue {
             self.issue_close();
         }
@@ -331,6 +349,9 @@ impl SocketInner {
     /// disconnect's finishing then issues `WskCloseSocket` ([`SocketInner::issue_final_close`]).
     /// Everything else is closed at once.
     fn issue_close(&self) {
+        // Retained receive indications go back to WSK before the close (none may be
+        // retained once it is issued).
+        crate::tcp::before_close(self);
         let flags = self.flags();
         let disconnect = match self.close_mode() {
             CloseMode::Graceful if !flags.is_send_shut() => Some(0),
@@ -341,6 +362,13 @@ impl SocketInner {
             self.issue_final_close();
             return;
         };
+        if !self.slots[LINGER].allocate_irp() {
+            // No IRP for the disconnect (out of memory): `WskCloseSocket` at once, which ends
+            // a connection still connected abortively. The close itself never allocates.
+            sys::kprint!("wsk-net: no IRP for the closing disconnect; closing abortively\n");
+            self.issue_final_close();
+            return;
+        }
         let request = Request::Disconnect {
             flags: disconnect_flags,
             final_data: false,
@@ -490,7 +518,7 @@ impl SocketInner {
             BeginCancel::AlreadyCancelling => return,
             BeginCancel::CancelIrp => {
                 // SAFETY: the IRP is ours and cannot be recycled while we are the canceller.
-                unsafe { sys::IoCancelIrp(slot.irp) };
+                unsafe { sys::IoCancelIrp(slot.irp()) };
             }
             BeginCancel::NothingInFlight => {}
         }

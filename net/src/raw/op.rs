@@ -223,13 +223,15 @@ impl Future for Op<'_> {
         // SAFETY: Op is never moved out of its pin: no field is pinned structurally (the
         // slot, not the future, holds everything WSK sees).
         let this = unsafe { self.get_unchecked_mut() };
-        if !this.in_flight
-            && let Some(poll) = this.issue(cx)
-        {
+        let issuing = !this.in_flight;
+        if issuing && let Some(poll) = this.issue(cx) {
             return poll;
         }
         let slot = this.slot();
-        slot.waker.register(cx.waker());
+        if !issuing {
+            // An issue in this poll registered this waker before its WSK call already.
+            slot.waker.register(cx.waker());
+        }
         let Some(seen) = slot.state.poll_done() else {
             return Poll::Pending;
         };
@@ -258,7 +260,7 @@ impl Drop for Op<'_> {
         if slot.state.abandon() == OnAbandon::CancelIrp {
             // SAFETY: the IRP is ours and, while we are the canceller, cannot be recycled
             // during the call. IoCancelIrp is allowed at <= DISPATCH_LEVEL.
-            unsafe { sys::IoCancelIrp(slot.irp) };
+            unsafe { sys::IoCancelIrp(slot.irp()) };
         }
         if slot.state.end_cancel() == AfterCancel::Finish {
             finish(slot);

@@ -7,7 +7,7 @@
 use core::ptr::{self, NonNull};
 
 use wsk_executor::raw::AtomicWaker;
-use wsk_executor::raw::sync::{AtomicU32, AtomicUsize, Ordering, UnsafeCell};
+use wsk_executor::raw::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, UnsafeCell};
 use wsk_sys::{
     self as sys, DEVICE_OBJECT, IRP, NTSTATUS, PVOID, STATUS_MORE_PROCESSING_REQUIRED,
     STATUS_PENDING, STATUS_UNSUCCESSFUL, WSK_PROVIDER_BASIC_DISPATCH, WSK_SOCKET,
@@ -20,8 +20,10 @@ use super::{CLOSE, LINGER, SocketInner};
 /// One IRP and what travels with it: its state word, the waiting future's waker, the result
 /// and the resources WSK holds.
 pub(super) struct Slot {
-    /// Preallocated in `SocketInner::new`, reused for every operation on this slot.
-    pub(super) irp: *mut IRP,
+    /// Preallocated in `SocketInner::new` and reused for every operation on this slot; null
+    /// for the closing disconnect's slot until a close needs it ([`Slot::allocate_irp`]).
+    /// Written once, before the slot is first claimed; freed with the object.
+    irp: AtomicPtr<IRP>,
     pub(super) state: SlotState,
     pub(super) waker: AtomicWaker,
     /// The completion's `NTSTATUS`, stored as its bits.
@@ -47,7 +49,7 @@ impl Slot {
     /// A free slot of `owner` around `irp`.
     pub(super) fn new(irp: *mut IRP, owner: *const SocketInner) -> Self {
         Self {
-            irp,
+            irp: AtomicPtr::new(irp),
             state: SlotState::new(),
             waker: AtomicWaker::new(),
             status: AtomicU32::new(0),
@@ -58,6 +60,28 @@ impl Slot {
             waiter: AtomicU32::new(0),
             cancel_requested: AtomicU32::new(0),
         }
+    }
+
+    /// The slot's IRP (null for a lazily allocated one not allocated yet).
+    pub(super) fn irp(&self) -> *mut IRP {
+        self.irp.load(Ordering::Acquire)
+    }
+
+    /// Allocates the slot's IRP if it has none; false if the allocation fails. Called only
+    /// by the one issuer of the slot's one operation (the closing disconnect), before it
+    /// claims the slot. IRQL <= `DISPATCH_LEVEL`.
+    pub(super) fn allocate_irp(&self) -> bool {
+        if !self.irp().is_null() {
+            return true;
+        }
+        // SAFETY: IoAllocateIrp at <= DISPATCH_LEVEL; one stack location suffices for an IRP
+        // we hand straight to WSK.
+        let irp = unsafe { sys::IoAllocateIrp(1, 0) };
+        if irp.is_null() {
+            return false;
+        }
+        self.irp.store(irp, Ordering::Release);
+        true
     }
 
     /// True while a deadline cancelled the live operation on this slot.
@@ -186,7 +210,7 @@ pub(super) fn start(inner: &SocketInner, slot: &Slot, socket: *mut WSK_SOCKET) -
     inner.add_ref();
     // SAFETY: the slot is claimed and not pending: its IRP is ours, completed (or fresh), and
     // allocated with one stack location, which receives the completion routine.
-    unsafe { sys::IoReuseIrp(slot.irp, STATUS_UNSUCCESSFUL) };
+    unsafe { sys::IoReuseIrp(slot.irp(), STATUS_UNSUCCESSFUL) };
     let status = set_completion_routine(inner, slot);
     if !sys::NT_SUCCESS(status) {
         return status;
@@ -200,7 +224,7 @@ pub(super) fn start(inner: &SocketInner, slot: &Slot, socket: *mut WSK_SOCKET) -
     let request = slot.held.with_mut(|cell| unsafe { (*cell).request });
     slot.state.mark_pending();
     let mut call = Call {
-        irp: slot.irp,
+        irp: slot.irp(),
         held: slot.held.with_mut(|cell| cell),
         socket,
         client: inner.client,
@@ -223,7 +247,7 @@ fn set_completion_routine(inner: &SocketInner, slot: &Slot) -> NTSTATUS {
         // SAFETY: our reused IRP with a next location; `device` is the client's live device
         // object (deleted only after every socket is closed).
         let status = unsafe {
-            sys::IoSetCompletionRoutineEx(device, slot.irp, Some(on_complete), context, 1, 1, 1)
+            sys::IoSetCompletionRoutineEx(device, slot.irp(), Some(on_complete), context, 1, 1, 1)
         };
         if sys::NT_SUCCESS(status) || !ptr::eq(slot, &raw const inner.slots[CLOSE]) {
             return status;
@@ -234,7 +258,9 @@ fn set_completion_routine(inner: &SocketInner, slot: &Slot) -> NTSTATUS {
         );
     }
     // SAFETY: our reused IRP with a next location.
-    unsafe { sys::IoSetCompletionRoutine(slot.irp, Some(on_complete), context, true, true, true) };
+    unsafe {
+        sys::IoSetCompletionRoutine(slot.irp(), Some(on_complete), context, true, true, true);
+    }
     sys::STATUS_SUCCESS
 }
 

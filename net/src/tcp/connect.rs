@@ -30,11 +30,17 @@ pub(crate) unsafe fn issue_socket_connect(call: &mut Call) -> NTSTATUS {
     let Some(socket_connect) = dispatch.WskSocketConnect else {
         return sys::STATUS_NOT_IMPLEMENTED;
     };
+    // The socket names its object and the event callbacks, as `WskSocket`'s does
+    // (`crate::socket::issue_socket`): receive events need them from creation.
+    let (context, events) = match call.held().adopt {
+        Some(inner) => super::client_dispatch(inner),
+        None => (core::ptr::null_mut(), core::ptr::null()),
+    };
     let [local, remote] = &mut call.held().addr;
     let (local, remote) = (local.as_mut_ptr(), remote.as_mut_ptr());
-    // SAFETY: the client's provider binding is live; Flags is reserved (zero); no context,
-    // dispatch, process, thread or security descriptor; a prepared IRP; the addresses live in
-    // the slot until completion.
+    // SAFETY: the client's provider binding is live; Flags is reserved (zero); no process,
+    // thread or security descriptor; a prepared IRP; the addresses live in the slot until
+    // completion; the context outlives the socket (the object is freed after its close).
     unsafe {
         socket_connect(
             client,
@@ -43,8 +49,8 @@ pub(crate) unsafe fn issue_socket_connect(call: &mut Call) -> NTSTATUS {
             local,
             remote,
             0,
-            core::ptr::null_mut(),
-            core::ptr::null(),
+            context,
+            events.cast(),
             core::ptr::null_mut(),
             core::ptr::null_mut(),
             core::ptr::null_mut(),

@@ -238,21 +238,16 @@ pub(crate) unsafe fn issue_accept(call: &mut Call) -> NTSTATUS {
     let Some(accept) = table.WskAccept else {
         return sys::STATUS_NOT_IMPLEMENTED;
     };
+    // The accepted socket's object and event callbacks (see `crate::tcp::events`).
+    let (context, events) = call.held().adopt.map_or(
+        (core::ptr::null_mut(), core::ptr::null()),
+        super::events::client_dispatch,
+    );
     let [local, remote] = &mut call.held().addr;
     let (local, remote) = (local.as_mut_ptr(), remote.as_mut_ptr());
     // SAFETY: open socket, prepared IRP; the address buffers live in the slot until
-    // completion.
-    unsafe {
-        accept(
-            call.socket(),
-            0,
-            core::ptr::null_mut(),
-            core::ptr::null(),
-            local,
-            remote,
-            call.irp(),
-        )
-    }
+    // completion; the context outlives the accepted socket.
+    unsafe { accept(call.socket(), 0, context, events, local, remote, call.irp()) }
 }
 
 /// The future of [`TcpListener::accept`]: the connection and the peer's address.

@@ -110,8 +110,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket(
     socket_type: u16,
     _protocol: u32,
     flags: u32,
-    _context: PVOID,
-    _dispatch: *const c_void,
+    context: PVOID,
+    dispatch: *const c_void,
     _process: PEPROCESS,
     _thread: PETHREAD,
     _security: PVOID,
@@ -137,6 +137,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket(
             let id = st.new_id();
             let mut sock = new_sock(id, owner, kind, v6, host);
             sock.datagram = socket_type == SOCK_DGRAM;
+            sock.ev.context = context.expose_provenance();
+            sock.ev.dispatch = dispatch.expose_provenance();
             let handle = sock.handle.information();
             st.sockets.insert(id, sock);
             out.done(STATUS_SUCCESS, handle, id);
@@ -156,8 +158,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket_connect(
     local: *mut SOCKADDR,
     remote: *mut SOCKADDR,
     _flags: u32,
-    _context: PVOID,
-    _dispatch: *const c_void,
+    context: PVOID,
+    dispatch: *const c_void,
     _process: PEPROCESS,
     _thread: PETHREAD,
     _security: PVOID,
@@ -205,6 +207,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket_connect(
     let id = st.new_id();
     let mut sock = new_sock(id, owner, Kind::Connection, v6, host);
     sock.bound = true;
+    sock.ev.context = context.expose_provenance();
+    sock.ev.dispatch = dispatch.expose_provenance();
     let handle = sock.handle;
     let info = handle.information();
     match start_connect(&mut sock, &p.io, &remote) {

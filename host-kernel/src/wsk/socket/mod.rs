@@ -296,6 +296,9 @@ enum OpKind {
     Accept {
         local: ClientOut<SOCKADDR>,
         remote: ClientOut<SOCKADDR>,
+        /// The accepted socket's client context and `WSK_CLIENT_CONNECTION_DISPATCH`.
+        context: usize,
+        dispatch: usize,
     },
     Connect {
         /// `IoStatus.Information` on success (the socket, for `WskSocketConnect`).
@@ -422,6 +425,8 @@ pub(super) struct Sock {
     connect: Option<Op>,
     recvs: VecDeque<Op>,
     sends: VecDeque<Op>,
+    /// Event callbacks (`SO_WSK_EVENT_CALLBACK`), see `events`.
+    ev: events::EventState,
 }
 
 impl Sock {
@@ -440,8 +445,12 @@ impl Sock {
             + self.recvs.len()
             + self.sends.len();
         format!(
-            "WSK socket {} ({:?}, client registration {}) still open with {pending} IRPs pending",
-            self.id, self.kind, self.client
+            "WSK socket {} ({:?}, client registration {}) still open with {pending} IRPs \
+             pending{}",
+            self.id,
+            self.kind,
+            self.client,
+            self.ev.describe()
         )
     }
 
@@ -472,6 +481,7 @@ impl Sock {
     /// Drops everything without completing anything (kernel shutdown).
     pub(super) fn forget(mut self, io: &Io) {
         self.release_host(io, false);
+        self.ev.forget();
     }
 
     /// Every queued op, taken out of the socket.
@@ -553,7 +563,13 @@ fn new_sock(id: u64, client: u64, kind: Kind, v6: bool, host: Host) -> Sock {
         connect: None,
         recvs: VecDeque::new(),
         sends: VecDeque::new(),
+        ev: events::EventState::default(),
     }
+}
+
+/// Whether the reactor should make an indication on socket `id` (see `events`).
+pub(super) fn indication_due(st: &State, id: u64) -> bool {
+    st.sockets.get(&id).is_some_and(events::due)
 }
 
 /// The provider socket id behind a client's `WSK_SOCKET`.
@@ -667,6 +683,7 @@ macro_rules! locked_sock {
 // After `locked_sock`, so that the call modules see the macro.
 mod buffers;
 mod client_calls;
+mod events;
 mod options;
 mod progress;
 mod queue;
@@ -674,6 +691,7 @@ mod setup_calls;
 mod transfer_calls;
 
 use self::client_calls::{wsk_control_client, wsk_socket, wsk_socket_connect};
+pub(super) use self::events::indicate;
 pub(super) use self::queue::pump;
 use self::setup_calls::{
     wsk_accept, wsk_bind, wsk_close_socket, wsk_connect, wsk_control_socket, wsk_inspect_complete,
@@ -719,7 +737,7 @@ static CONNECTION_DISPATCH: WSK_PROVIDER_CONNECTION_DISPATCH = WSK_PROVIDER_CONN
     WskSend: Some(wsk_send),
     WskReceive: Some(wsk_receive),
     WskDisconnect: Some(wsk_disconnect),
-    WskRelease: Some(wsk_release),
+    WskRelease: Some(events::wsk_release),
     WskConnectEx: None,
     WskSendEx: None,
     WskReceiveEx: None,

@@ -114,7 +114,13 @@ impl Listening<'_> {
     /// One accept: a new connection socket (added to `born`) with its addresses written to
     /// the client's buffers, or a wait for the next incoming connection.
     fn accept_step(&self, op: &mut Op, next_id: &mut u64, born: &mut Vec<Sock>) -> Step {
-        let OpKind::Accept { local, remote } = &op.kind else {
+        let OpKind::Accept {
+            local,
+            remote,
+            context,
+            dispatch,
+        } = &op.kind
+        else {
             return Step::Finished(STATUS_INVALID_DEVICE_STATE, 0);
         };
         if let Host::MemoryListener(listener) = self.host {
@@ -136,6 +142,8 @@ impl Listening<'_> {
                     );
                     child.bound = true;
                     child.connected = true;
+                    child.ev.context = *context;
+                    child.ev.dispatch = *dispatch;
                     // SAFETY: the client keeps the address buffers valid until completion.
                     let _ = unsafe { crate::write_sockaddr(local.as_ptr(), &local_addr) };
                     // SAFETY: as above.
@@ -179,6 +187,8 @@ impl Listening<'_> {
                     );
                     child.bound = true;
                     child.connected = true;
+                    child.ev.context = *context;
+                    child.ev.dispatch = *dispatch;
                     if let Some(a) = local_addr {
                         // SAFETY: the client keeps the address buffers valid until completion.
                         let _ = unsafe { crate::write_sockaddr(local.as_ptr(), &a) };
@@ -204,6 +214,7 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
     let host = &sock.host;
     let (eof, error, aborted) = (&mut sock.recv_eof, &mut sock.error, sock.aborted);
     let filter = sock.receive_filter;
+    let stash = &mut sock.ev.stash;
     serve_in_order(&mut sock.recvs, sock.id, dones, |op| {
         if aborted {
             return Step::Finished(STATUS_CONNECTION_ABORTED, 0);
@@ -224,6 +235,7 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
                 let Some(stream) = host.stream() else {
                     return Step::Finished(STATUS_INVALID_DEVICE_STATE, 0);
                 };
+                take_stash(stash, segs, *total, done);
                 stream_receive_step(stream, segs, *total, done, *waitall, eof, error)
             }
             (
@@ -263,6 +275,19 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
             _ => Step::Finished(STATUS_INVALID_DEVICE_STATE, 0),
         }
     });
+}
+
+/// Copies data an event callback did not accept (see `events`) into a receive's buffer, ahead
+/// of anything still in the host socket.
+fn take_stash(stash: &mut Vec<u8>, segs: &[Seg], total: usize, done: &mut usize) {
+    while !stash.is_empty() && *done < total {
+        let seg = seg_at(segs, *done);
+        let n = seg.len.min(stash.len());
+        // SAFETY: the segment lies in the client's locked buffer (see `Seg`), `n` bytes fit.
+        unsafe { core::ptr::copy_nonoverlapping(stash.as_ptr(), seg.start, n) };
+        stash.drain(..n);
+        *done += n;
+    }
 }
 
 /// One `WskReceive`: reads until the buffer is full, the peer's FIN (`eof`), or the stream

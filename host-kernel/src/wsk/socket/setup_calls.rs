@@ -116,6 +116,22 @@ pub(super) unsafe extern "system-unwind" fn wsk_close_socket(
     };
     // "PFN_WSK_CLOSE_SOCKET callback function (wsk.h)": close cancels and completes every
     // pending IRP of the socket: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_close_socket
+    if !sock.ev.retained.is_empty() {
+        let retained = sock.ev.retained.len();
+        sock.ev.forget();
+        st.sockets.insert(id, sock);
+        drop(st);
+        // "PFN_WSK_RELEASE_DATA_INDICATION_LIST callback function (wsk.h)": a retained chain
+        // goes back with WskRelease, and no call may follow WskCloseSocket, so one still
+        // retained now is leaked: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_release_data_indication_list
+        bugcheck(
+            "WSK_RETAINED_INDICATION_LEAKED",
+            format!(
+                "WskCloseSocket on socket {id} with {retained} data indication(s) retained \
+                 (STATUS_PENDING from WskReceiveEvent) and never released with WskRelease"
+            ),
+        );
+    }
     for op in sock.take_all() {
         out.dones.extend(claim_now(&op, STATUS_CANCELLED, id));
     }
@@ -127,11 +143,21 @@ pub(super) unsafe extern "system-unwind" fn wsk_close_socket(
     let abortive =
         sock.kind == Kind::Connection && (sock.connected || sock.connecting) && !sock.fin_sent;
     sock.release_host(&p.io, abortive);
-    drop(st);
-    p.changed.notify_all();
     let mut close = Done::new(out.irp, STATUS_SUCCESS, 0, id);
     close.free = Some(sock.handle);
-    out.dones.push(close);
+    if sock.ev.is_indicating() {
+        // An event callback of this socket runs on the reactor: the close completes once it
+        // has returned ("PFN_WSK_CLOSE_SOCKET callback function (wsk.h)": no callback after
+        // the close completes).
+        // SAFETY: the close IRP is the call's own, entered and not completed.
+        unsafe { super::glue::mark_pending(out.irp.as_ptr()) };
+        out.marked = true;
+        st.held_closes.insert(id, close);
+    } else {
+        out.dones.push(close);
+    }
+    drop(st);
+    p.changed.notify_all();
     // A plan's close delay applies on the reactor (`Provider::defer`).
     let inline = inline && p.faults.close_delay.is_none();
     p.finish(out, inline)
@@ -174,6 +200,10 @@ pub(super) unsafe extern "system-unwind" fn wsk_control_socket(
     // does with the pointer (write through it when the IRP completes, perhaps after the
     // caller's variable is gone) is undefined.
     refuse_output_size_with_irp("WskControlSocket", irp, out_returned);
+    if request == WskSetOption && level == SOL_SOCKET && code == crate::SO_WSK_EVENT_CALLBACK {
+        // SAFETY: the client passes its socket, a live IRP or null, and its input buffer.
+        return unsafe { set_event_callbacks(socket, in_size, in_buf, irp) };
+    }
     if irp.is_null() && options::requires_irp(request, level, code) {
         bugcheck(
             "WSK_CONTROL_SOCKET_WITHOUT_IRP",
@@ -232,6 +262,64 @@ pub(super) unsafe extern "system-unwind" fn wsk_control_socket(
         unsafe { *out_returned = bytes };
     }
     status
+}
+
+/// `SO_WSK_EVENT_CALLBACK` (see `events` for its rules): synchronous without an IRP (the only
+/// way to enable), completed at once with one.
+///
+/// # Safety
+/// As `WskControlSocket`: the client's socket, `in_size` readable bytes at `in_buf`, a live IRP
+/// or null.
+unsafe fn set_event_callbacks(
+    socket: *mut WSK_SOCKET,
+    in_size: SIZE_T,
+    in_buf: PVOID,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    let control = if in_size >= size_of::<crate::WSK_EVENT_CALLBACK_CONTROL>() && !in_buf.is_null()
+    {
+        // SAFETY: the client passes `in_size` readable bytes.
+        Some(unsafe {
+            in_buf
+                .cast::<crate::WSK_EVENT_CALLBACK_CONTROL>()
+                .read_unaligned()
+        })
+    } else {
+        None
+    };
+    if irp.is_null() {
+        // SAFETY: the client passes its socket.
+        let id = unsafe { handle_id(socket, "WskControlSocket") };
+        let p = provider();
+        let status = {
+            locked_sock!(p, st, sock, id, "WskControlSocket");
+            let status = super::events::set_event_callbacks(sock, control, false);
+            if super::indication_due(&st, id) {
+                // Data may already wait in the host socket, with no new readiness to come.
+                st.soon.push(id);
+            }
+            status
+        };
+        p.io.wake();
+        return status;
+    }
+    if let Some(control) = control {
+        // SAFETY: the client passes its socket.
+        let id = unsafe { handle_id(socket, "WskControlSocket") };
+        super::events::refuse_enabling_with_irp(id, control.EventMask);
+    }
+    // SAFETY: the client passes its socket and a live IRP.
+    let (p, id, inline, mut out) =
+        match unsafe { begin("WskControlSocket", socket, core::ptr::null_mut(), irp) } {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
+    let status = {
+        locked_sock!(p, st, sock, id, "WskControlSocket");
+        super::events::set_event_callbacks(sock, control, true)
+    };
+    out.done(status, 0, id);
+    p.finish(out, inline)
 }
 
 /// Sets or gets one option: (status, bytes returned, value to write to the output).
@@ -443,8 +531,8 @@ fn bind_in_memory(sock: &mut Sock, addr: SocketAddr) -> NTSTATUS {
 pub(super) unsafe extern "system-unwind" fn wsk_accept(
     socket: *mut WSK_SOCKET,
     _flags: u32,
-    _context: PVOID,
-    _dispatch: *const c_void,
+    context: PVOID,
+    dispatch: *const c_void,
     local: *mut SOCKADDR,
     remote: *mut SOCKADDR,
     irp: *mut IRP,
@@ -468,6 +556,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_accept(
             OpKind::Accept {
                 local: ClientOut(local),
                 remote: ClientOut(remote),
+                context: context.expose_provenance(),
+                dispatch: dispatch.expose_provenance(),
             },
         );
         sock.accepts.push_back(op);

@@ -133,8 +133,15 @@ pub(super) unsafe extern "system-unwind" fn wsk_receive(
                 waitall: flags & WSK_FLAG_WAITALL != 0 && !p.faults.ignore_waitall,
             },
         );
+        // A posted WskReceive lifts a STATUS_DATA_NOT_ACCEPTED (see `events`).
+        sock.ev.not_accepted = false;
         sock.recvs.push_back(op);
         submit(&mut st, &p.io, id, &mut out);
+        if super::indication_due(&st, id) {
+            // Finished at once with data (or a stash) left over: the reactor indicates it.
+            st.soon.push(id);
+            p.io.wake();
+        }
     }
     drop(st);
     p.finish(out, inline)

@@ -1,0 +1,742 @@
+//! Event-driven receive on a [`TcpStream`]: WSK's `WskReceiveEvent`/`WskDisconnectEvent`
+//! callbacks instead of a pre-posted `WskReceive` IRP.
+//!
+//! [`TcpStream::enable_receive_events`] turns the callbacks on (`SO_WSK_EVENT_CALLBACK`);
+//! [`TcpStream::recv_events`] then receives what they indicate. Every connection socket this
+//! crate creates or accepts names its socket object as the WSK socket context and this
+//! module's `WSK_CLIENT_CONNECTION_DISPATCH`, so enabling needs no new socket.
+//!
+//! What the receive callback (at `DISPATCH_LEVEL`, on the processor WSK indicates on) does
+//! with an indication, under the stream's spin lock:
+//! - a [`RecvEvents`] future is waiting and nothing is queued before: the data is copied
+//!   **in place** into its buffer and the callback returns `STATUS_SUCCESS` (consumed; what
+//!   does not fit is retained as below);
+//! - otherwise the `WSK_DATA_INDICATION` chain is **retained** (`STATUS_PENDING`) and the
+//!   waiting task is woken: it copies from the chain into its buffer and gives the chain back
+//!   with `WskRelease` once it has copied all of it;
+//! - more than [`RETAINED_MAX`] chains retained: **back-pressure**, `STATUS_DATA_NOT_ACCEPTED`.
+//!   WSK then keeps the data and indicates nothing more until a `WskReceive` is posted: the
+//!   next [`RecvEvents`] that finds the retained chains drained posts one (an ordinary
+//!   [`TcpStream::recv`]), which re-enables the indications.
+//!
+//! The disconnect callback records FIN (a later receive returns 0) or reset (`ConnectionReset`).
+//! Before the stream's `WskCloseSocket` is issued every retained chain is released, and the
+//! callbacks from then on discard what they are given: no indication is ever retained across
+//! the close. The state lives in one nonpaged block per event-driven stream (allocated by
+//! [`TcpStream::enable_receive_events`], freed with the socket object after its close).
+//!
+//! Where the provider lacks event callbacks (Wine 8's netio.sys), enabling reports `Ok(false)`
+//! and [`RecvEvents`] is an ordinary receive.
+
+use core::future::Future;
+use core::marker::PhantomPinned;
+use core::net::SocketAddr;
+use core::pin::Pin;
+use core::ptr::{self, NonNull};
+use core::task::{Context, Poll};
+
+use wsk_executor::raw::AtomicWaker;
+use wsk_executor::raw::sync::Ordering;
+use wsk_executor::sync::SpinMutex;
+use wsk_sys::{
+    self as sys, GUID, NTSTATUS, PVOID, SIZE_T, WSK_CLIENT_CONNECTION_DISPATCH,
+    WSK_DATA_INDICATION, WSK_EVENT_CALLBACK_CONTROL, WSK_PROVIDER_BASIC_DISPATCH,
+    WSK_PROVIDER_CONNECTION_DISPATCH,
+};
+
+use super::{Recv, TcpListener, TcpStream};
+use crate::buf::IoBuf;
+use crate::error::{Error, ErrorKind, Result};
+use crate::raw::SocketInner;
+
+/// Pool tag of event-receive state blocks (`WskE`).
+const EVENTS_TAG: u32 = sys::pool_tag(*b"WskE");
+
+/// Indication chains a stream retains before it pushes back with `STATUS_DATA_NOT_ACCEPTED`.
+pub const RETAINED_MAX: usize = 4;
+
+/// `NormalPagePriority | MdlMappingNoExecute` for mapping an indicated MDL.
+const MAP_PRIORITY: u32 = 16 | 0x4000_0000;
+
+/// The identifier `SO_WSK_EVENT_CALLBACK` names the standard WSK events with.
+static NPI_WSK: GUID = sys::NPI_WSK_INTERFACE_ID;
+
+/// The event callbacks of every connection socket this crate creates or accepts.
+static CONNECTION_EVENTS: WSK_CLIENT_CONNECTION_DISPATCH = WSK_CLIENT_CONNECTION_DISPATCH {
+    WskReceiveEvent: Some(on_receive),
+    WskDisconnectEvent: Some(on_disconnect),
+    WskSendBacklogEvent: None,
+};
+
+/// The socket context and client dispatch table a connection socket is created or accepted
+/// with: its socket object, and [`CONNECTION_EVENTS`].
+pub(crate) fn client_dispatch(inner: NonNull<SocketInner>) -> (PVOID, *const core::ffi::c_void) {
+    (inner.as_ptr().cast(), (&raw const CONNECTION_EVENTS).cast())
+}
+
+/// A chain the stream retained: the bytes already copied out of it, and its total.
+#[derive(Clone, Copy)]
+struct Retained {
+    chain: *mut WSK_DATA_INDICATION,
+    taken: usize,
+    total: usize,
+}
+
+/// How the peer ended the connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Fin,
+    Reset,
+}
+
+/// What the spin lock guards.
+struct Queue {
+    /// Receive events are on.
+    enabled: bool,
+    /// Retained chains, oldest first.
+    retained: heapless::Deque<Retained, RETAINED_MAX>,
+    /// The waiting receive's buffer (in a pinned [`RecvEvents`]), or null.
+    reader: *mut IoBuf,
+    /// The callback returned `STATUS_DATA_NOT_ACCEPTED` (or took only part): WSK waits for a
+    /// `WskReceive`.
+    not_accepted: bool,
+    /// The close is being issued: callbacks discard, nothing is retained any more.
+    closing: bool,
+    ended: Option<Ended>,
+    counts: EventCounts,
+}
+
+/// What a stream's receive callbacks did with the indications they were given (for
+/// diagnostics, tests and benches): [`TcpStream::receive_event_counts`].
+///
+/// # IRQL
+/// Any: a plain value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    /// Indications copied in place into a waiting receive's buffer whole (`STATUS_SUCCESS`).
+    pub consumed: u64,
+    /// Indications retained (`STATUS_PENDING`), released once copied.
+    pub retained: u64,
+    /// Indications pushed back (`STATUS_DATA_NOT_ACCEPTED`, or taken in part): each was
+    /// followed by a `WskReceive` IRP.
+    pub not_accepted: u64,
+}
+
+impl Queue {
+    /// A receive would finish at once: data retained, the connection ended, or WSK waits for
+    /// a `WskReceive`.
+    fn ready(&self) -> bool {
+        !self.retained.is_empty() || self.ended.is_some() || self.not_accepted || !self.enabled
+    }
+}
+
+// SAFETY: the raw pointers are a retained chain (WSK's until released, used under the lock)
+// and a pinned future's buffer (registered and unregistered under the lock).
+unsafe impl Send for Queue {}
+
+/// A stream's event-receive state, in its own nonpaged block.
+pub(crate) struct EventCell {
+    queue: SpinMutex<Queue>,
+    waker: AtomicWaker,
+}
+
+/// Frees a stream's event state (null: none). Called with the socket object's last
+/// reference, after its close completed.
+pub(crate) fn free_cell(cell: *mut EventCell) {
+    if cell.is_null() {
+        return;
+    }
+    // SAFETY: allocated and initialised by `enable_receive_events`; the last user is gone
+    // (no callback after the close, no future without a handle).
+    unsafe { ptr::drop_in_place(cell) };
+    // SAFETY: the pool block allocated with this tag, dropped just above.
+    unsafe { sys::ExFreePoolWithTag(cell.cast(), EVENTS_TAG) };
+}
+
+/// Before `WskCloseSocket`: releases every retained chain and makes the callbacks discard
+/// from now on. Called with no WSK call in progress on the socket. IRQL <= `DISPATCH_LEVEL`.
+pub(crate) fn before_close(inner: &SocketInner) {
+    let cell = inner.events.load(Ordering::Acquire);
+    if cell.is_null() {
+        return;
+    }
+    // SAFETY: the cell lives as long as the socket object.
+    let cell = unsafe { &*cell };
+    let mut released: heapless::Vec<*mut WSK_DATA_INDICATION, RETAINED_MAX> = heapless::Vec::new();
+    {
+        let mut q = cell.queue.lock();
+        q.closing = true;
+        while let Some(r) = q.retained.pop_front() {
+            let _ = released.push(r.chain);
+        }
+    }
+    for chain in released {
+        // SAFETY: the socket is open (its close is being issued now) and the chain retained.
+        let _ = unsafe { release(inner, chain) };
+    }
+    cell.waker.wake();
+}
+
+/// `WskRelease` of a retained chain.
+///
+/// # Safety
+/// The socket is open and no close can be issued meanwhile; `chain` is retained by us.
+unsafe fn release(inner: &SocketInner, chain: *mut WSK_DATA_INDICATION) -> NTSTATUS {
+    let socket = inner.wsk();
+    // SAFETY: an open socket (caller).
+    let dispatch = unsafe { (*socket).Dispatch };
+    // SAFETY: an open socket's table is a connection table (event state exists only on
+    // connection sockets), and the provider's table outlives its sockets.
+    let table = unsafe { &*dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
+    let Some(release) = table.WskRelease else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    // SAFETY: open socket, a chain we retained and give back once.
+    unsafe { release(socket, chain.cast()) }
+}
+
+/// Copies bytes `[skip, total)` of `chain` into `buf`'s spare room: the bytes copied.
+///
+/// # Safety
+/// `chain` is a live indication chain (being indicated, or retained) of `total` bytes.
+unsafe fn copy_out(chain: *mut WSK_DATA_INDICATION, skip: usize, buf: &mut IoBuf) -> usize {
+    let mut copied = 0;
+    let mut position = 0;
+    let mut link = chain;
+    while !link.is_null() && buf.spare_capacity() > 0 {
+        // SAFETY: a live chain (caller).
+        let WSK_DATA_INDICATION { Next, Buffer } = unsafe { *link };
+        let mut mdl = Buffer.Mdl;
+        let mut offset = Buffer.Offset as usize;
+        let mut left = Buffer.Length;
+        while !mdl.is_null() && left > 0 && buf.spare_capacity() > 0 {
+            // SAFETY: the chain's MDLs are live and describe locked pages.
+            let count = unsafe { sys::MmGetMdlByteCount(mdl) } as usize;
+            if offset >= count {
+                offset -= count;
+                // SAFETY: as above.
+                mdl = unsafe { (*mdl).Next };
+                continue;
+            }
+            let piece = (count - offset).min(left);
+            let (from, to) = (position, position + piece);
+            position = to;
+            left -= piece;
+            let want_from = skip.max(from);
+            if want_from < to {
+                // SAFETY: as above.
+                let base = unsafe { sys::MmGetSystemAddressForMdlSafe(mdl, MAP_PRIORITY) };
+                if base.is_null() {
+                    return copied;
+                }
+                let n = (to - want_from).min(buf.spare_capacity());
+                let start = offset + (want_from - from);
+                // SAFETY: `start < count`: inside the MDL's mapped bytes.
+                let first = unsafe { base.cast::<u8>().add(start) };
+                // SAFETY: `start + n <= count`: the bytes are mapped and not written while
+                // indicated.
+                let bytes = unsafe { core::slice::from_raw_parts(first, n) };
+                if buf.extend_from_slice(bytes).is_err() {
+                    return copied;
+                }
+                copied += n;
+            }
+            offset = 0;
+            // SAFETY: as above.
+            mdl = unsafe { (*mdl).Next };
+        }
+        link = Next;
+    }
+    copied
+}
+
+/// The event state of the socket named by a callback's context, if receive events are set up.
+///
+/// # Safety
+/// `context` is null or a socket object this crate passed as a socket context.
+unsafe fn cell_of<'a>(context: PVOID) -> Option<&'a EventCell> {
+    let inner = context.cast::<SocketInner>();
+    if inner.is_null() {
+        return None;
+    }
+    // SAFETY: the provider calls back only while the socket is open, and the object outlives
+    // its close (caller).
+    let cell = unsafe { (*inner).events.load(Ordering::Acquire) };
+    // SAFETY: a cell lives as long as its socket object.
+    unsafe { cell.as_ref() }
+}
+
+/// `WskReceiveEvent`: see the module docs. Called by WSK at IRQL <= `DISPATCH_LEVEL`.
+unsafe extern "system-unwind" fn on_receive(
+    context: PVOID,
+    _flags: u32,
+    indication: *mut WSK_DATA_INDICATION,
+    indicated: SIZE_T,
+    accepted: *mut SIZE_T,
+) -> NTSTATUS {
+    // SAFETY: WSK passes the context we gave.
+    let Some(cell) = (unsafe { cell_of(context) }) else {
+        // Events are enabled only after the state exists: not reached.
+        return sys::STATUS_DATA_NOT_ACCEPTED;
+    };
+    if indication.is_null() {
+        // "The socket is no longer functional."
+        cell.queue.lock().ended = Some(Ended::Reset);
+        cell.waker.wake();
+        return sys::STATUS_SUCCESS;
+    }
+    let status = {
+        let mut q = cell.queue.lock();
+        let mut taken = 0;
+        if q.closing {
+            taken = indicated;
+        } else if q.retained.is_empty()
+            && let Some(reader) = NonNull::new(q.reader)
+        {
+            // SAFETY: a registered reader's buffer is pinned and left alone by its future
+            // while registered (under this lock).
+            let buf = unsafe { &mut *reader.as_ptr() };
+            // SAFETY: the chain is being indicated, so live.
+            taken = unsafe { copy_out(indication, 0, buf) };
+        }
+        if taken >= indicated {
+            q.counts.consumed += 1;
+            // SAFETY: WSK passes a writable count.
+            unsafe { accepted.write(indicated) };
+            sys::STATUS_SUCCESS
+        } else if q.retained.is_full() {
+            q.not_accepted = true;
+            q.counts.not_accepted += 1;
+            // SAFETY: as above.
+            unsafe { accepted.write(taken) };
+            if taken > 0 {
+                sys::STATUS_SUCCESS
+            } else {
+                sys::STATUS_DATA_NOT_ACCEPTED
+            }
+        } else {
+            q.counts.retained += 1;
+            let _ = q.retained.push_back(Retained {
+                chain: indication,
+                taken,
+                total: indicated,
+            });
+            sys::STATUS_PENDING
+        }
+    };
+    cell.waker.wake();
+    status
+}
+
+/// `WskDisconnectEvent`: FIN or reset, for the waiting receive. IRQL <= `DISPATCH_LEVEL`.
+unsafe extern "system-unwind" fn on_disconnect(context: PVOID, flags: u32) -> NTSTATUS {
+    // SAFETY: WSK passes the context we gave.
+    if let Some(cell) = unsafe { cell_of(context) } {
+        cell.queue.lock().ended = Some(if flags & sys::WSK_FLAG_ABORTIVE != 0 {
+            Ended::Reset
+        } else {
+            Ended::Fin
+        });
+        cell.waker.wake();
+    }
+    sys::STATUS_SUCCESS
+}
+
+impl TcpStream {
+    /// Switches the stream's receive to WSK event callbacks (`SO_WSK_EVENT_CALLBACK` with
+    /// `WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT`); receive with [`TcpStream::recv_events`].
+    /// `Ok(true)`: enabled (again: a no-op); `Ok(false)`: the provider has no event callbacks
+    /// (Wine 8), and [`TcpStream::recv_events`] receives with IRPs. Allocates the stream's
+    /// event state (about 200 bytes of nonpaged pool) on first use.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// let _event_driven = stream.enable_receive_events()?;
+    /// let (n, buf) = stream.recv_events(wsk_net::IoBuf::with_capacity(4096)?).await;
+    /// let _data = &buf[..n?];
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidState` before the stream is connected or after close; `NoResources`; a
+    /// provider refusal other than "not supported".
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL` (`WskControlSocket` without an IRP).
+    pub fn enable_receive_events(&self) -> Result<bool> {
+        const NAME: &str = "enable_receive_events";
+        let inner = self.handle.inner();
+        let mut cell = inner.events.load(Ordering::Acquire);
+        if cell.is_null() {
+            // SAFETY: nonpaged allocation at <= DISPATCH_LEVEL.
+            let mem = unsafe { sys::allocate_nonpaged(size_of::<EventCell>(), EVENTS_TAG) }
+                .cast::<EventCell>();
+            if mem.is_null() {
+                return Err(Error::new(ErrorKind::NoResources, NAME));
+            }
+            let fresh = EventCell {
+                queue: SpinMutex::new(Queue {
+                    enabled: false,
+                    retained: heapless::Deque::new(),
+                    reader: ptr::null_mut(),
+                    not_accepted: false,
+                    closing: false,
+                    ended: None,
+                    counts: EventCounts::default(),
+                }),
+                waker: AtomicWaker::new(),
+            };
+            // SAFETY: a fresh block of the right size (pool memory is 16-aligned).
+            unsafe { mem.write(fresh) };
+            match inner.events.compare_exchange(
+                ptr::null_mut(),
+                mem,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => cell = mem,
+                Err(other) => {
+                    free_cell(mem);
+                    cell = other;
+                }
+            }
+        }
+        // SAFETY: the cell lives as long as the socket object, which `self` keeps.
+        let cell = unsafe { &*cell };
+        if cell.queue.lock().enabled {
+            return Ok(true);
+        }
+        if inner.wsk().is_null() || !inner.enter_call() {
+            return Err(Error::new(ErrorKind::InvalidState, NAME));
+        }
+        let socket = inner.wsk();
+        let mut control = WSK_EVENT_CALLBACK_CONTROL {
+            NpiId: &raw const NPI_WSK,
+            EventMask: sys::WSK_EVENT_RECEIVE | sys::WSK_EVENT_DISCONNECT,
+        };
+        // SAFETY: the socket is open while we are inside the call gate.
+        let dispatch = unsafe { (*socket).Dispatch };
+        // SAFETY: every table starts with the basic one; the provider's table outlives its
+        // sockets.
+        let basic = unsafe { &*dispatch.cast::<WSK_PROVIDER_BASIC_DISPATCH>() };
+        let status = match basic.WskControlSocket {
+            // SAFETY: open socket; the input lives across the call; no IRP (as
+            // SO_WSK_EVENT_CALLBACK requires for enabling), so no output either.
+            Some(control_socket) => unsafe {
+                control_socket(
+                    socket,
+                    sys::WskSetOption,
+                    sys::SO_WSK_EVENT_CALLBACK,
+                    sys::SOL_SOCKET,
+                    size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
+                    (&raw mut control).cast(),
+                    0,
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                )
+            },
+            None => sys::STATUS_NOT_IMPLEMENTED,
+        };
+        inner.leave_call();
+        match status {
+            sys::STATUS_SUCCESS => {
+                cell.queue.lock().enabled = true;
+                Ok(true)
+            }
+            sys::STATUS_NOT_SUPPORTED | sys::STATUS_NOT_IMPLEMENTED => Ok(false),
+            other => Err(Error::from_status(other, NAME)),
+        }
+    }
+
+    /// What the receive callbacks did so far ([`EventCounts`]); all zero before
+    /// [`TcpStream::enable_receive_events`].
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL` (takes the stream's spin lock).
+    #[must_use]
+    pub fn receive_event_counts(&self) -> EventCounts {
+        let cell = self.handle.inner().events.load(Ordering::Acquire);
+        // SAFETY: the cell lives as long as the socket object, which `self` keeps.
+        unsafe { cell.as_ref() }.map_or(EventCounts::default(), |c| c.queue.lock().counts)
+    }
+
+    /// Receives into `buf` what the receive event callbacks indicate (see the module docs of
+    /// `wsk_net::tcp::events`): copied in place by the callback when this future waits, or
+    /// from a retained indication, released once copied. Without receive events enabled (or
+    /// after back-pressure) it is an ordinary [`TcpStream::recv`]. Returns the bytes
+    /// received (0: the peer sent FIN) and the buffer.
+    ///
+    /// One receive at a time per stream. Dropping the future loses what was already copied
+    /// into its buffer, as dropping a [`Recv`] does.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// stream.enable_receive_events()?;
+    /// let mut buf = wsk_net::IoBuf::with_capacity(4096)?;
+    /// loop {
+    ///     let (n, b) = stream.recv_events(buf).await;
+    ///     buf = b;
+    ///     if n? == 0 {
+    ///         break; // FIN
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidState` after close or with another receive waiting; `ConnectionReset` when the
+    /// peer reset; as [`TcpStream::recv`] when it posts one.
+    ///
+    /// # IRQL
+    /// Poll and drop at <= `DISPATCH_LEVEL`.
+    #[must_use]
+    pub fn recv_events(&self, mut buf: IoBuf) -> RecvEvents<'_> {
+        buf.clear();
+        RecvEvents {
+            stream: self,
+            buf: Some(buf),
+            irp: None,
+            registered: false,
+            _pinned: PhantomPinned,
+        }
+    }
+}
+
+impl TcpStream {
+    /// Whether a [`TcpStream::recv_events`] would finish without waiting: indicated data is
+    /// retained, the peer ended the connection, or WSK waits for a receive (back-pressure).
+    /// Always true without receive events (a receive IRP is the way to wait then).
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL` (takes the stream's spin lock).
+    #[must_use]
+    pub fn has_indicated(&self) -> bool {
+        let cell = self.handle.inner().events.load(Ordering::Acquire);
+        // SAFETY: the cell lives as long as the socket object, which `self` keeps.
+        unsafe { cell.as_ref() }.is_none_or(|c| c.queue.lock().ready())
+    }
+
+    /// Waits, holding no buffer, until [`TcpStream::has_indicated`] is true: an idle
+    /// event-driven connection needs no receive buffer (take one when this returns). One
+    /// waiter per stream, and not while a [`RecvEvents`] waits.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// stream.enable_receive_events()?;
+    /// stream.indicated().await; // no buffer held while idle
+    /// let (n, _buf) = stream.recv_events(wsk_net::IoBuf::with_capacity(4096)?).await;
+    /// n?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    #[must_use]
+    pub fn indicated(&self) -> Indicated<'_> {
+        Indicated { stream: self }
+    }
+}
+
+/// The future of [`TcpStream::indicated`].
+///
+/// # IRQL
+/// Poll at <= `DISPATCH_LEVEL`.
+pub struct Indicated<'a> {
+    stream: &'a TcpStream,
+}
+
+impl Future for Indicated<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let cell = self.stream.handle.inner().events.load(Ordering::Acquire);
+        // SAFETY: the cell lives as long as the socket object, which the stream keeps.
+        let Some(cell) = (unsafe { cell.as_ref() }) else {
+            return Poll::Ready(());
+        };
+        cell.waker.register(cx.waker());
+        let q = cell.queue.lock();
+        if q.ready() || q.closing || !q.enabled {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl TcpListener {
+    /// Accepts a connection and enables its receive events
+    /// ([`TcpStream::enable_receive_events`]): the accepted stream of an event-driven
+    /// listener is event-driven too where the provider supports it.
+    ///
+    /// ```no_run
+    /// # async fn demo(listener: &wsk_net::TcpListener) -> wsk_net::Result<()> {
+    /// let (stream, _peer) = listener.accept_event_driven().await?;
+    /// let (n, _buf) = stream.recv_events(wsk_net::IoBuf::with_capacity(4096)?).await;
+    /// n?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`TcpListener::accept`] and [`TcpStream::enable_receive_events`].
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub async fn accept_event_driven(&self) -> Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = self.accept().await?;
+        stream.enable_receive_events()?;
+        Ok((stream, peer))
+    }
+}
+
+/// The future of [`TcpStream::recv_events`].
+///
+/// # IRQL
+/// Poll and drop at <= `DISPATCH_LEVEL`.
+pub struct RecvEvents<'a> {
+    stream: &'a TcpStream,
+    /// The buffer; registered with the callback (by address) while waiting.
+    buf: Option<IoBuf>,
+    /// The IRP receive this became (events off, or back-pressure).
+    irp: Option<Recv<'a>>,
+    registered: bool,
+    /// The callback writes into `buf` through its address: it must not move.
+    _pinned: PhantomPinned,
+}
+
+impl RecvEvents<'_> {
+    /// Takes the registration back (under the lock).
+    fn unregister(&mut self, q: &mut Queue) {
+        if self.registered {
+            q.reader = ptr::null_mut();
+            self.registered = false;
+        }
+    }
+
+    /// The result with the buffer.
+    fn finish(&mut self, result: Result<usize>) -> Poll<(Result<usize>, IoBuf)> {
+        match self.buf.take() {
+            Some(buf) => Poll::Ready((result, buf)),
+            // Polled again after it returned: stays pending, as `Recv`.
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Future for RecvEvents<'_> {
+    type Output = (Result<usize>, IoBuf);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        const NAME: &str = "recv_events";
+        // SAFETY: nothing is moved out of the pinned future; `buf` stays where it is while
+        // registered (it is taken only after unregistering).
+        let this = unsafe { self.get_unchecked_mut() };
+        if let Some(irp) = this.irp.as_mut() {
+            return Pin::new(irp).poll(cx);
+        }
+        let inner = this.stream.handle.inner();
+        let cell = inner.events.load(Ordering::Acquire);
+        // SAFETY: the cell lives as long as the socket object, which the stream keeps.
+        let enabled = unsafe { cell.as_ref() }.filter(|c| c.queue.lock().enabled);
+        let Some(cell) = enabled else {
+            return this.post_receive(cx);
+        };
+        if !inner.enter_call() {
+            if this.registered {
+                let mut q = cell.queue.lock();
+                this.unregister(&mut q);
+            }
+            return this.finish(Err(Error::new(ErrorKind::InvalidState, NAME)));
+        }
+        cell.waker.register(cx.waker());
+        let mut done: heapless::Vec<*mut WSK_DATA_INDICATION, RETAINED_MAX> = heapless::Vec::new();
+        let outcome = {
+            let mut q = cell.queue.lock();
+            let Some(buf) = this.buf.as_mut() else {
+                drop(q);
+                inner.leave_call();
+                return Poll::Pending;
+            };
+            if this.registered && !buf.is_empty() {
+                // Filled in place by the callback.
+                this.unregister(&mut q);
+                let n = this.buf.as_ref().map_or(0, IoBuf::len);
+                Some(Ok(n))
+            } else if !q.reader.is_null() && !this.registered {
+                Some(Err(Error::new(ErrorKind::InvalidState, NAME)))
+            } else if !q.retained.is_empty() {
+                this.unregister(&mut q);
+                let Some(buf) = this.buf.as_mut() else {
+                    unreachable!("checked above")
+                };
+                while buf.spare_capacity() > 0 {
+                    let Some(front) = q.retained.front_mut() else {
+                        break;
+                    };
+                    // SAFETY: a retained chain is live until we release it.
+                    front.taken += unsafe { copy_out(front.chain, front.taken, buf) };
+                    if front.taken < front.total {
+                        break;
+                    }
+                    if let Some(r) = q.retained.pop_front() {
+                        let _ = done.push(r.chain);
+                    }
+                }
+                Some(Ok(buf.len()))
+            } else if let Some(ended) = q.ended {
+                this.unregister(&mut q);
+                Some(match ended {
+                    Ended::Fin => Ok(0),
+                    Ended::Reset => Err(Error::from_status(sys::STATUS_CONNECTION_RESET, NAME)),
+                })
+            } else if q.not_accepted {
+                // Back-pressure: WSK waits for a WskReceive, which lifts it.
+                q.not_accepted = false;
+                this.unregister(&mut q);
+                None
+            } else {
+                q.reader = ptr::from_mut(buf);
+                this.registered = true;
+                drop(q);
+                inner.leave_call();
+                return Poll::Pending;
+            }
+        };
+        for chain in done {
+            // SAFETY: inside the call gate (no close can be issued) and a chain we retained,
+            // no longer queued.
+            let _ = unsafe { release(inner, chain) };
+        }
+        inner.leave_call();
+        match outcome {
+            Some(result) => this.finish(result),
+            None => this.post_receive(cx),
+        }
+    }
+}
+
+impl RecvEvents<'_> {
+    /// Continues as an ordinary receive (a `WskReceive` IRP).
+    fn post_receive(&mut self, cx: &mut Context<'_>) -> Poll<(Result<usize>, IoBuf)> {
+        let Some(buf) = self.buf.take() else {
+            return Poll::Pending;
+        };
+        let irp = self.irp.insert(self.stream.recv(buf));
+        Pin::new(irp).poll(cx)
+    }
+}
+
+impl Drop for RecvEvents<'_> {
+    fn drop(&mut self) {
+        if !self.registered {
+            return;
+        }
+        let cell = self.stream.handle.inner().events.load(Ordering::Acquire);
+        // SAFETY: the cell lives as long as the socket object.
+        if let Some(cell) = unsafe { cell.as_ref() } {
+            let mut q = cell.queue.lock();
+            self.unregister(&mut q);
+        }
+    }
+}
