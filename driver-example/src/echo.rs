@@ -149,6 +149,7 @@ pub fn start(driver: Driver, settings: Settings) -> Result<SocketAddr, StartErro
     let client = SERVICE.start(driver).map_err(StartError::Service)?;
     let (listener, local) = wsk::executor::block_on(bind_listener(client, settings.listen))
         .map_err(|e| StartError::Listen(settings.listen, e))?;
+    wsk::executor::block_on(report_provider_features(client, &listener, local));
     // One log line per optional data feature (the Wine test reports what its provider lacks).
     wsk::executor::block_on(crate::probe::data_features(client));
     if let Err(e) = RUNNER.start(settings.runner) {
@@ -173,6 +174,50 @@ pub fn start(driver: Driver, settings: Settings) -> Result<SocketAddr, StartErro
     }
     kprint!("wskecho: listening on {local}\n");
     Ok(local)
+}
+
+/// Logs which of the optional WSK features the provider lacks (the Wine test reports these
+/// lines): `WskSocketConnect` (`TcpStream::connect` falls back to three calls without it) and
+/// `WskControlSocket` (socket options are `Unsupported` without it). One connection to our
+/// own listener, closed at once (the accept loop then sees its end). `PASSIVE_LEVEL`.
+async fn report_provider_features(client: &WskClient, listener: &TcpListener, local: SocketAddr) {
+    let own = if local.ip().is_unspecified() {
+        SocketAddr::new(
+            if local.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                IpAddr::V6(core::net::Ipv6Addr::LOCALHOST)
+            },
+            local.port(),
+        )
+    } else {
+        local
+    };
+    let from = SocketAddr::new(
+        if own.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(core::net::Ipv6Addr::UNSPECIFIED)
+        },
+        0,
+    );
+    match TcpStream::socket_connect(client, from, own).await {
+        Ok(stream) => {
+            kprint!("wskecho: provider has WskSocketConnect\n");
+            stream.abort().await;
+        }
+        Err(e) if e.kind() == ErrorKind::Unsupported => kprint!(
+            "wskecho: provider lacks WskSocketConnect: connect falls back to WskSocket, WskBind and WskConnect\n"
+        ),
+        Err(e) => kprint!("wskecho: WskSocketConnect probe failed: {e}\n"),
+    }
+    match listener.recv_buffer_size().await {
+        Ok(_) => kprint!("wskecho: provider has WskControlSocket\n"),
+        Err(e) if e.kind() == ErrorKind::Unsupported => kprint!(
+            "wskecho: provider lacks WskControlSocket: socket options (buffer sizes, linger, broadcast, multicast, UDP connect, control) are unsupported\n"
+        ),
+        Err(e) => kprint!("wskecho: WskControlSocket probe failed: {e}\n"),
+    }
 }
 
 /// Binds the listener and finds the address it got (the port WSK picked for port 0).
