@@ -147,19 +147,57 @@ pub fn start(driver: Driver, settings: Settings) -> Result<SocketAddr, StartErro
         return Err(StartError::MaxConnections(max));
     }
     let client = SERVICE.start(driver).map_err(StartError::Service)?;
-    let (listener, local) = wsk::executor::block_on(bind_listener(client, settings.listen))
+    let (listener, local) = bind_at_start(client, settings.listen)
         .map_err(|e| StartError::Listen(settings.listen, e))?;
-    wsk::executor::block_on(report_provider_features(client, &listener, local));
-    // One log line per optional data feature (the Wine test reports what its provider lacks).
-    wsk::executor::block_on(crate::probe::data_features(client));
+    probe_provider(client, &listener, local);
     if let Err(e) = RUNNER.start(settings.runner) {
         wsk::executor::block_on(listener.close());
         return Err(StartError::Runner(e));
     }
+    spawn_accept_loop(client, listener, &settings)?;
+    if wsk::sys::reads_user_mode_shared_data() {
+        // Under Wine only (see wsk::sys::KeQueryInterruptTime); the Wine test looks for it.
+        kprint!("wskecho: clock: KUSER_SHARED_DATA at its user-mode address\n");
+    }
+    kprint!("wskecho: listening on {local}\n");
+    Ok(local)
+}
+
+// `start`'s steps each wait for a future that `block_on` pins on the stack (or move one into
+// a task), and stay out of line so that no frame holds more than one of them: a frame over a
+// page makes the compiler call `__chkstk`, which x64 ntoskrnl does not export (the start-up
+// probes once made one; the `.sys` image check caught it). `PASSIVE_LEVEL`, all of them.
+
+/// Binds the listener and finds the address it got.
+#[inline(never)]
+fn bind_at_start(client: &WskClient, addr: SocketAddr) -> wsk::Result<(TcpListener, SocketAddr)> {
+    wsk::executor::block_on(bind_listener(client, addr))
+}
+
+/// Logs what the provider lacks, one line per optional feature (the Wine test reports them).
+#[inline(never)]
+fn probe_provider(client: &WskClient, listener: &TcpListener, local: SocketAddr) {
+    probe_sockets(client, listener, local);
+    crate::probe::data_features(client);
+}
+
+/// See [`probe_provider`]: the socket features.
+#[inline(never)]
+fn probe_sockets(client: &WskClient, listener: &TcpListener, local: SocketAddr) {
+    wsk::executor::block_on(report_provider_features(client, listener, local));
+}
+
+/// Spawns the accept loop on the started runner.
+#[inline(never)]
+fn spawn_accept_loop(
+    client: &'static WskClient,
+    listener: TcpListener,
+    settings: &Settings,
+) -> Result<(), StartError> {
     let accepting = accept_loop(
         client,
         listener,
-        max,
+        settings.max_connections,
         settings.idle_timeout,
         settings.event_driven,
     );
@@ -168,12 +206,7 @@ pub fn start(driver: Driver, settings: Settings) -> Result<SocketAddr, StartErro
     let _detached = RUNNER
         .spawn(&LISTENER_TASK, accepting)
         .map_err(StartError::Spawn)?;
-    if wsk::sys::reads_user_mode_shared_data() {
-        // Under Wine only (see wsk::sys::KeQueryInterruptTime); the Wine test looks for it.
-        kprint!("wskecho: clock: KUSER_SHARED_DATA at its user-mode address\n");
-    }
-    kprint!("wskecho: listening on {local}\n");
-    Ok(local)
+    Ok(())
 }
 
 /// Logs which of the optional WSK features the provider lacks (the Wine test reports these
