@@ -147,18 +147,57 @@ pub fn start(driver: Driver, settings: Settings) -> Result<SocketAddr, StartErro
         return Err(StartError::MaxConnections(max));
     }
     let client = SERVICE.start(driver).map_err(StartError::Service)?;
-    let (listener, local) = wsk::executor::block_on(bind_listener(client, settings.listen))
+    let (listener, local) = bind_at_start(client, settings.listen)
         .map_err(|e| StartError::Listen(settings.listen, e))?;
-    // One log line per optional data feature (the Wine test reports what its provider lacks).
-    wsk::executor::block_on(crate::probe::data_features(client));
+    probe_provider(client, &listener, local);
     if let Err(e) = RUNNER.start(settings.runner) {
         wsk::executor::block_on(listener.close());
         return Err(StartError::Runner(e));
     }
+    spawn_accept_loop(client, listener, &settings)?;
+    if wsk::sys::reads_user_mode_shared_data() {
+        // Under Wine only (see wsk::sys::KeQueryInterruptTime); the Wine test looks for it.
+        kprint!("wskecho: clock: KUSER_SHARED_DATA at its user-mode address\n");
+    }
+    kprint!("wskecho: listening on {local}\n");
+    Ok(local)
+}
+
+// `start`'s steps each wait for a future that `block_on` pins on the stack (or move one into
+// a task), and stay out of line so that no frame holds more than one of them: a frame over a
+// page makes the compiler call `__chkstk`, which x64 ntoskrnl does not export (the start-up
+// probes once made one; the `.sys` image check caught it). `PASSIVE_LEVEL`, all of them.
+
+/// Binds the listener and finds the address it got.
+#[inline(never)]
+fn bind_at_start(client: &WskClient, addr: SocketAddr) -> wsk::Result<(TcpListener, SocketAddr)> {
+    wsk::executor::block_on(bind_listener(client, addr))
+}
+
+/// Logs what the provider lacks, one line per optional feature (the Wine test reports them).
+#[inline(never)]
+fn probe_provider(client: &WskClient, listener: &TcpListener, local: SocketAddr) {
+    probe_sockets(client, listener, local);
+    crate::probe::data_features(client);
+}
+
+/// See [`probe_provider`]: the socket features.
+#[inline(never)]
+fn probe_sockets(client: &WskClient, listener: &TcpListener, local: SocketAddr) {
+    wsk::executor::block_on(report_provider_features(client, listener, local));
+}
+
+/// Spawns the accept loop on the started runner.
+#[inline(never)]
+fn spawn_accept_loop(
+    client: &'static WskClient,
+    listener: TcpListener,
+    settings: &Settings,
+) -> Result<(), StartError> {
     let accepting = accept_loop(
         client,
         listener,
-        max,
+        settings.max_connections,
         settings.idle_timeout,
         settings.event_driven,
     );
@@ -167,12 +206,51 @@ pub fn start(driver: Driver, settings: Settings) -> Result<SocketAddr, StartErro
     let _detached = RUNNER
         .spawn(&LISTENER_TASK, accepting)
         .map_err(StartError::Spawn)?;
-    if wsk::sys::reads_user_mode_shared_data() {
-        // Under Wine only (see wsk::sys::KeQueryInterruptTime); the Wine test looks for it.
-        kprint!("wskecho: clock: KUSER_SHARED_DATA at its user-mode address\n");
+    Ok(())
+}
+
+/// Logs which of the optional WSK features the provider lacks (the Wine test reports these
+/// lines): `WskSocketConnect` (`TcpStream::connect` falls back to three calls without it) and
+/// `WskControlSocket` (socket options are `Unsupported` without it). One connection to our
+/// own listener, closed at once (the accept loop then sees its end). `PASSIVE_LEVEL`.
+async fn report_provider_features(client: &WskClient, listener: &TcpListener, local: SocketAddr) {
+    let own = if local.ip().is_unspecified() {
+        SocketAddr::new(
+            if local.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                IpAddr::V6(core::net::Ipv6Addr::LOCALHOST)
+            },
+            local.port(),
+        )
+    } else {
+        local
+    };
+    let from = SocketAddr::new(
+        if own.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(core::net::Ipv6Addr::UNSPECIFIED)
+        },
+        0,
+    );
+    match TcpStream::socket_connect(client, from, own).await {
+        Ok(stream) => {
+            kprint!("wskecho: provider has WskSocketConnect\n");
+            stream.abort().await;
+        }
+        Err(e) if e.kind() == ErrorKind::Unsupported => kprint!(
+            "wskecho: provider lacks WskSocketConnect: connect falls back to WskSocket, WskBind and WskConnect\n"
+        ),
+        Err(e) => kprint!("wskecho: WskSocketConnect probe failed: {e}\n"),
     }
-    kprint!("wskecho: listening on {local}\n");
-    Ok(local)
+    match listener.recv_buffer_size().await {
+        Ok(_) => kprint!("wskecho: provider has WskControlSocket\n"),
+        Err(e) if e.kind() == ErrorKind::Unsupported => kprint!(
+            "wskecho: provider lacks WskControlSocket: socket options (buffer sizes, linger, broadcast, multicast, UDP connect, control) are unsupported\n"
+        ),
+        Err(e) => kprint!("wskecho: WskControlSocket probe failed: {e}\n"),
+    }
 }
 
 /// Binds the listener and finds the address it got (the port WSK picked for port 0).

@@ -11,6 +11,7 @@
 
 use core::net::{Ipv4Addr, SocketAddr};
 
+use wsk::executor::block_on;
 use wsk::net::{
     AddressFamily, DatagramBatch, NameInfoFlags, ResolveFlags, ResolveHints, lookup_addr,
     resolve_with,
@@ -28,26 +29,46 @@ fn report(feature: &str, outcome: wsk::Result<()>) {
     }
 }
 
-/// Runs every probe and logs one line each. `PASSIVE_LEVEL` (name services are).
-pub async fn data_features(client: &WskClient) {
+/// Runs every probe and logs one line each. `PASSIVE_LEVEL` (name services are): it waits
+/// for each probe with `block_on`.
+///
+/// One probe per out-of-line function: `block_on` pins its future on the stack and polls it
+/// there, and all three in one frame made it larger than a page, which the compiler guards
+/// with a call to `__chkstk`, which x64 ntoskrnl does not export (the `.sys` image check
+/// caught it: the driver would not load).
+pub fn data_features(client: &WskClient) {
+    probe_reverse_lookup(client);
+    probe_hints(client);
+    probe_batching(client);
+}
+
+/// Reverse lookup of the loopback address, numeric.
+#[inline(never)]
+fn probe_reverse_lookup(client: &WskClient) {
     let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 7));
     let numeric = NameInfoFlags::NUMERIC_HOST | NameInfoFlags::NUMERIC_SERVICE;
-    let reverse = lookup_addr(client, loopback, numeric).await.map(|_| ());
+    let reverse = block_on(lookup_addr(client, loopback, numeric)).map(|_| ());
     report("reverse lookup (WskGetNameInfo)", reverse);
+}
 
+/// A numeric name resolved with family and flag hints.
+#[inline(never)]
+fn probe_hints(client: &WskClient) {
     let hints = ResolveHints {
         family: AddressFamily::V4,
         flags: ResolveFlags::NUMERIC_HOST,
         ..ResolveHints::default()
     };
-    let hinted = resolve_with(client, "127.0.0.1", 7, &hints)
-        .await
-        .map(|_| ());
+    let hinted = block_on(resolve_with(client, "127.0.0.1", 7, &hints)).map(|_| ());
     report("address-info hints", hinted);
+}
 
+/// A batch of two datagrams to a socket's own address.
+#[inline(never)]
+fn probe_batching(client: &WskClient) {
     report(
         "UDP batching (datagram sockets, WskSendMessages)",
-        send_batch_to_self(client).await,
+        block_on(send_batch_to_self(client)),
     );
 }
 

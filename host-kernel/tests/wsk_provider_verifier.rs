@@ -148,6 +148,62 @@ fn output_size_returned_with_an_irp_fires_the_verifier() {
     assert!(kernel.check_leaks().is_clean());
 }
 
+/// `SO_RCVBUF` (like `SO_SNDBUF`, `SO_BROADCAST` and the `SIO_WSK_SET_*_ADDRESS` IOCTLs) has
+/// a page that says "A WSK application must specify a pointer to an IRP": without one the
+/// verifier fails, where other options (`SO_KEEPALIVE`) may go without.
+#[test]
+fn an_option_whose_page_requires_an_irp_without_one_fires_the_verifier() {
+    let kernel = boot(Faults::default());
+    let (client, c) = kernel.on_kernel_thread(|| {
+        let client = Client::register();
+        let c = client.socket(Kind::Connection, false);
+        (client, c)
+    });
+    let c = kernel.on_kernel_thread(move || {
+        let mut v = 1u32;
+        // SAFETY: live socket and value; no IRP, which SO_KEEPALIVE allows.
+        let status = unsafe {
+            c.basic().WskControlSocket.expect("WskControlSocket")(
+                c.s,
+                WskSetOption,
+                SO_KEEPALIVE,
+                SOL_SOCKET,
+                4,
+                (&raw mut v).cast(),
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(status, STATUS_SUCCESS, "SO_KEEPALIVE without an IRP");
+        c
+    });
+    expect_bugcheck(&kernel, "WSK_CONTROL_SOCKET_WITHOUT_IRP", || {
+        let mut v = 65_536u32;
+        // SAFETY: live socket and value; this call fails the verifier.
+        let _ = unsafe {
+            c.basic().WskControlSocket.expect("WskControlSocket")(
+                c.s,
+                WskSetOption,
+                0x1002, // SO_RCVBUF
+                SOL_SOCKET,
+                4,
+                (&raw mut v).cast(),
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+    });
+    kernel.on_kernel_thread(move || {
+        c.close();
+        client.deregister();
+    });
+    assert!(kernel.check_leaks().is_clean());
+}
+
 /// Capturing with `WSK_NO_WAIT` works at `DISPATCH_LEVEL`; a waiting capture there fails the
 /// verifier.
 #[test]

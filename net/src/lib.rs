@@ -101,6 +101,7 @@ mod error;
 pub mod io;
 mod lookup;
 mod mdl;
+mod options;
 mod raw;
 mod resolve;
 mod socket;
@@ -122,6 +123,7 @@ pub use lookup::{
     ResolveHints, SocketType, lookup_addr, resolve_with,
 };
 pub use mdl::{MdlBuf, MdlRelease};
+pub use options::ControlRequest;
 pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;
 pub use tcp::{

@@ -45,7 +45,14 @@ pub(crate) unsafe fn issue_send_to(call: &mut Call) -> NTSTATUS {
         return sys::STATUS_NOT_IMPLEMENTED;
     };
     let held = call.held();
-    let (buffer, remote) = (&raw mut held.wsk_buf, held.addr[1].as_mut_ptr());
+    let buffer = &raw mut held.wsk_buf;
+    // No address (`UdpSocket::send`): NULL, for the socket's fixed one
+    // (`SIO_WSK_SET_REMOTE_ADDRESS`/`SIO_WSK_SET_SENDTO_ADDRESS`).
+    let remote = if held.addr[1].to_socket_addr().is_some() {
+        held.addr[1].as_mut_ptr()
+    } else {
+        core::ptr::null_mut()
+    };
     // SAFETY: open socket, prepared IRP; buffer and address live in the slot until completion.
     unsafe {
         send_to(
@@ -193,6 +200,21 @@ impl UdpSocket {
             let (result, buf) = self.datagram(SEND, false, buf, len, Some(to)).await;
             (result.map(|(n, _)| n), buf)
         })
+    }
+
+    /// Sends `buf` as one datagram to the socket's fixed address
+    /// ([`UdpSocket::connect`] or [`UdpSocket::set_send_to_address`]): `WskSendTo` with no
+    /// remote address.
+    ///
+    /// # Errors
+    /// As [`UdpSocket::send_to`]; `InvalidInput` (from the provider) when no address is fixed.
+    ///
+    /// # IRQL
+    /// Call and poll at <= `DISPATCH_LEVEL`.
+    pub async fn send(&self, buf: IoBuf) -> (Result<usize>, IoBuf) {
+        let len = buf.len();
+        let (result, buf) = self.datagram(SEND, false, buf, len, None).await;
+        (result.map(|(n, _)| n), buf)
     }
 
     /// Receives one datagram into `buf` (cleared first) and gives it back with the length

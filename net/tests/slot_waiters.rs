@@ -9,13 +9,14 @@
     reason = "test code: panics are the failure reports"
 )]
 
+use std::io::Write;
 use std::pin::pin;
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
 use wsk_executor::block_on;
 use wsk_host::faults::{Completion, Faults};
-use wsk_net::{ErrorKind, TcpListener};
+use wsk_net::{ErrorKind, IoBuf, TcpStream};
 
 mod common;
 use common::{BOUND, run_plans};
@@ -53,58 +54,65 @@ fn poll_with<F: Future>(future: std::pin::Pin<&mut F>, waker: &Waker) -> Poll<F:
 #[test]
 fn a_second_waiter_behind_a_finishing_operation_is_refused_and_the_first_is_woken() {
     // Deferred completion: the dropped operation's cancellation completes later, on a DPC,
-    // so the slot is still finishing when the next operations arrive.
+    // so the slot is still finishing when the next operations arrive. (Receives on one
+    // stream: accepts used to be the example, but each accept now has its own IRP.)
     run_plans(vec![Faults::with(Completion::Deferred, 51)], |client, _| {
-        let listener =
-            block_on(TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())).expect("bind");
-        let addr = block_on(listener.local_addr()).expect("local_addr");
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = std_listener.local_addr().expect("local_addr");
+        let stream = block_on(TcpStream::connect(client, addr)).expect("connect");
+        let (mut peer, _) = std_listener.accept().expect("accept");
+        peer.set_write_timeout(Some(BOUND)).expect("bound");
         let noop = Waker::noop();
-        for _ in 0..20 {
-            // An accept dropped as its connection arrives: its completion, delivered later,
-            // still has to close the connection nobody took.
-            let abandoned_peer = std::net::TcpStream::connect(addr).expect("connect");
+        let buf = || IoBuf::with_capacity(64).expect("buffer");
+        for round in 0..20u8 {
+            // A receive dropped while at WSK: its cancellation, delivered later, still has
+            // to finish the slot.
             {
-                let mut dropped = pin!(listener.accept());
-                if let Poll::Ready(accepted) = poll_with(dropped.as_mut(), noop) {
-                    block_on(accepted.expect("accept").0.close());
-                }
+                let mut dropped = pin!(stream.recv(buf()));
+                assert!(
+                    poll_with(dropped.as_mut(), noop).is_pending(),
+                    "no data yet"
+                );
             }
             let first_flag = Arc::new(Flag::default());
             let first_waker = Waker::from(first_flag.clone());
-            let mut first = pin!(listener.accept());
+            let mut first = pin!(stream.recv(buf()));
             if poll_with(first.as_mut(), &first_waker).is_pending() {
-                // The first waits (for the slot, or for a connection); a second is refused.
-                let mut second = pin!(listener.accept());
+                // The first waits (for the slot, or for data); a second is refused.
+                let mut second = pin!(stream.recv(buf()));
                 match poll_with(second.as_mut(), noop) {
-                    Poll::Ready(Err(e)) => assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}"),
-                    Poll::Ready(Ok(_)) => panic!("the second accept got a connection"),
-                    Poll::Pending => panic!("the second accept waits beside the first"),
+                    Poll::Ready((Err(e), _)) => {
+                        assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}");
+                    }
+                    Poll::Ready((Ok(n), _)) => panic!("the second receive got {n} bytes"),
+                    Poll::Pending => panic!("the second receive waits beside the first"),
                 }
             }
-            // The first one is woken when the slot is free, then accepts a connection.
-            let peer = std::net::TcpStream::connect(addr).expect("connect");
-            let (stream, _) = loop {
+            // The first one is woken when the slot is free, then receives the data.
+            peer.write_all(&[round]).expect("the peer writes");
+            let (received, got) = loop {
                 match poll_with(first.as_mut(), &first_waker) {
-                    Poll::Ready(accepted) => break accepted.expect("accept"),
+                    Poll::Ready(done) => break done,
                     Poll::Pending => {
-                        assert!(first_flag.wait(), "the first accept was never woken");
+                        assert!(first_flag.wait(), "the first receive was never woken");
                         *first_flag.woken.lock().unwrap() = false;
                         // Woken, not polled yet: whether the slot is free now or the first
-                        // accept owns it, a new accept must not take it.
-                        let mut late = pin!(listener.accept());
+                        // receive owns it, a new receive must not take it.
+                        let mut late = pin!(stream.recv(buf()));
                         match poll_with(late.as_mut(), noop) {
-                            Poll::Ready(Err(e)) => {
+                            Poll::Ready((Err(e), _)) => {
                                 assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}");
                             }
-                            Poll::Ready(Ok(_)) => panic!("a late accept took the connection"),
-                            Poll::Pending => panic!("a late accept took the slot from the first"),
+                            Poll::Ready((Ok(n), _)) => panic!("a late receive took {n} bytes"),
+                            Poll::Pending => panic!("a late receive took the slot from the first"),
                         }
                     }
                 }
             };
-            block_on(stream.close());
-            drop((peer, abandoned_peer));
+            assert_eq!(received.expect("recv"), 1);
+            assert_eq!(got[0], round, "the first receive got this round's byte");
         }
-        block_on(listener.close());
+        block_on(stream.close());
+        drop(peer);
     });
 }

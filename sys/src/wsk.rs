@@ -642,6 +642,66 @@ pub const TCP_NODELAY: u32 = 0x0001;
 /// IPv6 socket accepts IPv6 only (no v4-mapped peers).
 pub const IPV6_V6ONLY: u32 = 27;
 
+/// IPv4 option level (`IPPROTO_IP`).
+pub const IPPROTO_IP: u32 = 0;
+/// Size of the send buffer (`ULONG`).
+pub const SO_SNDBUF: u32 = 0x1001;
+/// Size of the receive buffer (`ULONG`).
+pub const SO_RCVBUF: u32 = 0x1002;
+/// Allow sending broadcast datagrams (`ULONG` 0 or 1; datagram sockets).
+pub const SO_BROADCAST: u32 = 0x0020;
+/// Linger on close ([`LINGER`]).
+pub const SO_LINGER: u32 = 0x0080;
+/// Join an IPv4 multicast group ([`IP_MREQ`], level [`IPPROTO_IP`]).
+pub const IP_ADD_MEMBERSHIP: u32 = 12;
+/// Leave an IPv4 multicast group ([`IP_MREQ`], level [`IPPROTO_IP`]).
+pub const IP_DROP_MEMBERSHIP: u32 = 13;
+/// Join an IPv6 multicast group ([`IPV6_MREQ`], level [`IPPROTO_IPV6`]); `IPV6_ADD_MEMBERSHIP`.
+pub const IPV6_JOIN_GROUP: u32 = 12;
+/// Leave an IPv6 multicast group ([`IPV6_MREQ`], level [`IPPROTO_IPV6`]);
+/// `IPV6_DROP_MEMBERSHIP`.
+pub const IPV6_LEAVE_GROUP: u32 = 13;
+/// `IOC_WSK`: `IOC_WS2 | 0x07000000`, the family of WSK socket IOCTL codes.
+pub const IOC_WSK: u32 = 0x0F00_0000;
+/// `IOC_IN`: the IOCTL takes input.
+pub const IOC_IN: u32 = 0x8000_0000;
+/// `SIO_WSK_SET_REMOTE_ADDRESS` (`_WSAIOW(IOC_WSK, 1)`): fixed remote address of a datagram
+/// socket (sends go there, only its datagrams are received); an empty input clears it.
+pub const SIO_WSK_SET_REMOTE_ADDRESS: u32 = IOC_IN | IOC_WSK | 0x1;
+/// `SIO_WSK_SET_SENDTO_ADDRESS` (`_WSAIOW(IOC_WSK, 6)`): fixed destination of a datagram
+/// socket's sends (receives stay open to every sender); an empty input clears it.
+pub const SIO_WSK_SET_SENDTO_ADDRESS: u32 = IOC_IN | IOC_WSK | 0x6;
+
+/// `LINGER` (Winsock's `struct linger`: two `u_short`s).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LINGER {
+    /// Nonzero: linger on close.
+    pub l_onoff: u16,
+    /// Seconds to linger.
+    pub l_linger: u16,
+}
+
+/// `IP_MREQ`: an IPv4 multicast group and the local interface address to join it on.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct IP_MREQ {
+    /// The group.
+    pub imr_multiaddr: IN_ADDR,
+    /// The local interface's address (`INADDR_ANY`: the system's choice).
+    pub imr_interface: IN_ADDR,
+}
+
+/// `IPV6_MREQ`: an IPv6 multicast group and the interface index to join it on.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct IPV6_MREQ {
+    /// The group (network order bytes).
+    pub ipv6mr_multiaddr: [u8; 16],
+    /// The interface index (0: the system's choice).
+    pub ipv6mr_interface: u32,
+}
+
 /// `NS_ALL` name space for `WskGetAddressInfo`.
 pub const NS_ALL: u32 = 0;
 /// `NS_DNS`.

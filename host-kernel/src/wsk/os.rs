@@ -53,6 +53,14 @@ pub(super) mod linux {
     pub const TCP_NODELAY: c_int = 1;
     pub const IPPROTO_IPV6: c_int = 41;
     pub const IPV6_V6ONLY: c_int = 26;
+    pub const SO_BROADCAST: c_int = 6;
+    pub const SO_SNDBUF: c_int = 7;
+    pub const SO_RCVBUF: c_int = 8;
+    pub const IPPROTO_IP: c_int = 0;
+    pub const IP_ADD_MEMBERSHIP: c_int = 35;
+    pub const IP_DROP_MEMBERSHIP: c_int = 36;
+    pub const IPV6_ADD_MEMBERSHIP: c_int = 20;
+    pub const IPV6_DROP_MEMBERSHIP: c_int = 21;
     pub const EINPROGRESS: i32 = 115;
     pub const NI_NUMERICHOST: c_int = 1;
     pub const NI_NUMERICSERV: c_int = 2;
@@ -220,6 +228,28 @@ pub(super) fn get_int(fd: RawFd, level: c_int, name: c_int) -> io::Result<c_int>
     // SAFETY: `value` and `len` are live for the call and `len` is `value`'s size.
     check(unsafe { getsockopt(fd, level, name, (&raw mut value).cast(), &raw mut len) })?;
     Ok(value)
+}
+
+/// Sets a socket option from raw bytes (a `struct linger`, `ip_mreq`, `ipv6_mreq`).
+pub(super) fn set_bytes(fd: RawFd, level: c_int, name: c_int, value: &[u8]) -> io::Result<()> {
+    let len =
+        u32::try_from(value.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `value` is `len` live bytes for the call.
+    check(unsafe { setsockopt(fd, level, name, value.as_ptr().cast(), len) })
+}
+
+/// Reads a socket option into `value`; the length the host wrote.
+pub(super) fn get_bytes(
+    fd: RawFd,
+    level: c_int,
+    name: c_int,
+    value: &mut [u8],
+) -> io::Result<usize> {
+    let mut len =
+        u32::try_from(value.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `value` is `len` writable bytes and `len` is live for the call.
+    check(unsafe { getsockopt(fd, level, name, value.as_mut_ptr().cast(), &raw mut len) })?;
+    Ok(len as usize)
 }
 
 /// `SO_LINGER` {on, 0}: closing the descriptor then resets the connection.

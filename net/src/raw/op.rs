@@ -19,7 +19,12 @@ use crate::error::{Error, ErrorKind};
 /// A future for one operation on one slot. Created by the socket types; the WSK call happens
 /// on first poll. Output: the completion, or an error when the slot or socket cannot take it.
 pub(crate) struct Op<'a> {
+    /// The socket object whose slot the operation uses (and whose reference its IRP holds).
     inner: &'a SocketInner,
+    /// The socket the WSK call is made on, when it is not `inner`: an accept runs on its new
+    /// connection's own slot against the listener ([`Op::calling`]), so that a listener has as
+    /// many accepts in flight as it has accept futures.
+    target: Option<&'a SocketInner>,
     index: usize,
     /// The request's name, for errors after the `Held` went to the slot.
     name: &'static str,
@@ -40,6 +45,7 @@ impl<'a> Op<'a> {
     pub(crate) fn new(inner: &'a SocketInner, index: usize, held: Held) -> Self {
         Self {
             inner,
+            target: None,
             index,
             name: held.request.name(),
             issue: Some(held),
@@ -54,6 +60,20 @@ impl<'a> Op<'a> {
     pub(crate) fn before_open(mut self) -> Self {
         self.allow_closing = true;
         self
+    }
+
+    /// The WSK call goes to `target`'s WSK socket rather than to the slot owner's (which has
+    /// none yet): the call is counted in progress on `target`, so that `target`'s close waits
+    /// for it to return, and it is refused once `target` is closing. `target`'s close cancels
+    /// the IRP, which completes on the owner's slot as usual.
+    pub(crate) fn calling(mut self, target: &'a SocketInner) -> Self {
+        self.target = Some(target);
+        self
+    }
+
+    /// The socket object the WSK call is made on.
+    fn callee(&self) -> &'a SocketInner {
+        self.target.unwrap_or(self.inner)
     }
 
     /// Requests cancellation (`IoCancelIrp`) if in flight; the future still completes, with
@@ -116,7 +136,11 @@ impl<'a> Op<'a> {
         if self.cancel_requested.load(Ordering::Acquire) != 0 || slot.is_cancel_requested() {
             return Some(self.refuse(ErrorKind::Cancelled, held));
         }
-        if self.inner.is_closing() || (!self.allow_closing && self.inner.wsk().is_null()) {
+        let callee = self.callee();
+        if self.inner.is_closing()
+            || callee.is_closing()
+            || (!self.allow_closing && callee.wsk().is_null())
+        {
             return Some(self.refuse(ErrorKind::InvalidState, held));
         }
         // A live operation waits for this slot (woken when it frees): this one is a second
@@ -154,9 +178,9 @@ impl<'a> Op<'a> {
         // A call on an open socket is counted in progress until WSK returns, so that a close
         // (from a drop, or deregistration on another CPU) waits for it; once a close is
         // requested, no call may start.
-        let socket = self.inner.wsk();
+        let socket = callee.wsk();
         let counted = !socket.is_null();
-        if counted && !self.inner.enter_call() {
+        if counted && !callee.enter_call() {
             // Nobody waits on a slot claimed by a live operation: give it back.
             slot.state.release();
             return Some(self.refuse(ErrorKind::InvalidState, held));
@@ -168,7 +192,7 @@ impl<'a> Op<'a> {
         if counted {
             // WSK returned: the call is no longer in progress (its IRP may be). A close
             // requested meanwhile is issued here.
-            self.inner.leave_call();
+            callee.leave_call();
         }
         self.in_flight = true;
         if status != STATUS_PENDING && !slot.state.is_done() {

@@ -45,6 +45,9 @@ pub(crate) enum Request {
     Accept,
     /// `WskConnect` to `addr[1]`.
     Connect,
+    /// `WskSocketConnect`: a TCP socket bound to `addr[0]` and connected to `addr[1]`; the new
+    /// socket goes to `adopt`.
+    SocketConnect,
     /// `WskSend` of `wsk_buf`.
     Send {
         /// `WSK_FLAG_NODELAY` or 0.
@@ -66,6 +69,22 @@ pub(crate) enum Request {
     SendTo,
     /// `WskReceiveFrom` into `wsk_buf`, the sender into `addr[1]`.
     ReceiveFrom,
+    /// `WskControlSocket` of any type, its input and output where `input` and `output` say
+    /// (`crate::options`).
+    Control {
+        /// `WskSetOption`, `WskGetOption` or `WskIoctl`.
+        request: sys::WSK_CONTROL_SOCKET_TYPE,
+        /// The option level (ignored for `WskIoctl`).
+        level: u32,
+        /// The option or IOCTL code.
+        code: u32,
+        /// Where the input is.
+        input: crate::options::ControlIn,
+        /// Where the output goes.
+        output: crate::options::ControlOut,
+        /// The option's name, for errors.
+        name: &'static str,
+    },
     /// `WskSendMessages` of `batch`'s datagrams to `addr[1]`.
     SendMessages,
     /// `WskGetAddressInfo` for the node name `names[0]`, the list into `addrinfo`.
@@ -86,9 +105,9 @@ impl Request {
             Self::Bind { .. } => "bind",
             Self::LocalAddress { .. } => "local_addr",
             Self::PeerAddress => "peer_addr",
-            Self::SetOption { name, .. } => name,
+            Self::SetOption { name, .. } | Self::Control { name, .. } => name,
             Self::Accept => "accept",
-            Self::Connect => "connect",
+            Self::Connect | Self::SocketConnect => "connect",
             Self::Send { .. } => "send",
             Self::Receive { flags } if flags & sys::WSK_FLAG_WAITALL != 0 => "recv_exact",
             Self::Receive { .. } => "recv",
@@ -111,7 +130,15 @@ impl Request {
     ///
     /// [`IoBuf`]: crate::IoBuf
     pub(crate) const fn receives_into_buf(self) -> bool {
-        matches!(self, Self::Receive { .. } | Self::ReceiveFrom)
+        matches!(
+            self,
+            Self::Receive { .. }
+                | Self::ReceiveFrom
+                | Self::Control {
+                    output: crate::options::ControlOut::Buf,
+                    ..
+                }
+        )
     }
 
     /// Makes the WSK call.
@@ -119,7 +146,8 @@ impl Request {
     /// # Safety
     /// `call` comes from `slot::start`: a prepared IRP, the held resources at their in-slot
     /// address with what this request reads filled in, and an open provider socket of the kind
-    /// the request needs (null only for `Socket` and `Resolve`, which are client-level).
+    /// the request needs (null only for `Socket`, `SocketConnect` and `Resolve`, which are
+    /// client-level).
     pub(super) unsafe fn issue(self, call: &mut Call) -> NTSTATUS {
         match self {
             Self::Empty => {
@@ -143,10 +171,23 @@ impl Request {
             Self::SetOption { level, code, .. } => unsafe {
                 crate::socket::issue_set_option(call, level, code)
             },
+            Self::Control {
+                request,
+                level,
+                code,
+                input,
+                output,
+                ..
+            } => {
+                // SAFETY: as above.
+                unsafe { crate::options::issue_control(call, request, level, code, input, output) }
+            }
             // SAFETY: as above.
             Self::Accept => unsafe { crate::tcp::issue_accept(call) },
             // SAFETY: as above.
             Self::Connect => unsafe { crate::tcp::issue_connect(call) },
+            // SAFETY: as above.
+            Self::SocketConnect => unsafe { crate::tcp::issue_socket_connect(call) },
             // SAFETY: as above.
             Self::Send { flags } => unsafe { crate::tcp::issue_send(call, flags) },
             // SAFETY: as above.

@@ -277,6 +277,11 @@ unsafe extern "system" fn on_complete(
     // SAFETY: the I/O manager passes the live IRP it is completing.
     let io = unsafe { (*irp).IoStatus };
     slot.record(io.Status, io.Information);
+    // Claimed before `complete` makes the result visible: from then on the owner may recycle
+    // the slot and start another client-level call on it (`TcpStream::connect`'s fallback
+    // from `WskSocketConnect` to `WskSocket`), whose mark a later claim here would take,
+    // leaving the client's count one too high and deregistration waiting forever.
+    let client_call = slot.client_call.swap(0, Ordering::AcqRel) != 0;
     match slot.state.complete() {
         OnComplete::WakeOwner => slot.waker.wake(),
         OnComplete::FinishOrphan => finish(slot),
@@ -286,7 +291,10 @@ unsafe extern "system" fn on_complete(
     let owner = unsafe { &*slot.owner };
     // After any finishing above, so that deregistration, which waits for this count, sees a
     // result list an abandoned lookup parked.
-    slot.end_client_call(owner);
+    if client_call {
+        // SAFETY: the client outlives its socket objects.
+        unsafe { owner.client.as_ref() }.client_call_finished();
+    }
     // The owner's own pointer (from its allocation), not one made from the shared reference
     // above: the last release drops and frees the object, which needs write permission
     // (Miri's aliasing check); never null (set at allocation).

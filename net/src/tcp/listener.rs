@@ -106,10 +106,14 @@ impl TcpListener {
         })
     }
 
-    /// Waits for a connection and returns it with the peer's address. One accept at a time
-    /// per listener (WSK itself queues several, but the accept uses the listener's control
-    /// slot): a second concurrent call fails with `InvalidState`. For the same reason
-    /// [`TcpListener::local_addr`] also fails with `InvalidState` while an accept is pending.
+    /// Waits for a connection and returns it with the peer's address.
+    ///
+    /// Several accepts may be in flight on one listener at once (from several tasks, or kept
+    /// posted by [`TcpListener::incoming_with_depth`]): each runs on its new connection's own
+    /// IRP, and WSK queues them, serving them in the order they were issued ("`PFN_WSK_ACCEPT`
+    /// callback function (wsk.h)": `STATUS_PENDING` means "the IRP has been queued"). A
+    /// pending accept leaves the listener's own slots free ([`TcpListener::local_addr`]
+    /// works meanwhile).
     ///
     /// Calling `accept` allocates the socket object for the connection; the call to WSK
     /// happens on the first poll. Bound it with [`timeout`](crate::timeout), or stop it with
@@ -123,8 +127,7 @@ impl TcpListener {
     /// ```
     ///
     /// # Errors
-    /// `InvalidState` after close, after deregistration, or with another accept (or control
-    /// operation) in flight; `NoResources` when the connection's socket object cannot be
+    /// `InvalidState` after close or after deregistration; `NoResources` when the connection's socket object cannot be
     /// allocated (reported on the first poll); `Cancelled`; provider errors.
     ///
     /// # IRQL
@@ -139,7 +142,7 @@ impl TcpListener {
     ///
     /// # Errors
     /// `Unsupported` where the provider lacks `WskGetLocalAddress` (Wine); `InvalidState`
-    /// after close or while an accept (or another control operation) is in flight.
+    /// after close or while another control operation (an option) is in flight.
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
@@ -178,11 +181,34 @@ impl TcpListener {
     /// Call and poll at <= `DISPATCH_LEVEL`.
     #[must_use]
     pub fn incoming(&self) -> Incoming<'_> {
-        Incoming {
-            listener: self,
-            accept: None,
-            ended: false,
-        }
+        Incoming::new(self)
+    }
+
+    /// Like [`TcpListener::incoming`], with `DEPTH` accepts kept posted at WSK, so that a burst
+    /// of connections does not wait for one accept at a time to be reissued (the C servers'
+    /// "several outstanding `WskAccept` IRPs"). Each posted accept holds a preallocated socket
+    /// object (four IRPs) until it completes or the stream is dropped.
+    ///
+    /// ```no_run
+    /// # async fn demo(listener: &wsk_net::TcpListener) {
+    /// use futures_core::Stream;
+    /// let mut incoming = core::pin::pin!(listener.incoming_with_depth::<8>());
+    /// while let Some(next) = core::future::poll_fn(|cx| incoming.as_mut().poll_next(cx)).await {
+    ///     if let Ok((stream, peer)) = next {
+    ///         // spawn a task serving `stream`
+    /// #       let _ = (stream, peer);
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// A `DEPTH` of 0 does not compile.
+    ///
+    /// # IRQL
+    /// Call and poll at <= `DISPATCH_LEVEL`.
+    #[must_use]
+    pub fn incoming_with_depth<const DEPTH: usize>(&self) -> Incoming<'_, DEPTH> {
+        Incoming::new(self)
     }
 
     /// Closes the listener (`WskCloseSocket`) and waits until WSK has closed it. An accept
@@ -241,15 +267,23 @@ impl<'a> Accept<'a> {
         // SAFETY: the listener's handle keeps the client alive.
         let client = unsafe { inner.client().as_ref() };
         let child = if client.accepting() {
-            SocketInner::new(inner.client(), Kind::Connection).map(Handle::from_inner)
+            SocketInner::new(inner.client(), Kind::Connection)
         } else {
             Err(Error::new(ErrorKind::InvalidState, "accept"))
         };
         let state = match child {
-            Ok(child) => {
+            Ok(child_ptr) => {
+                // SAFETY: `SocketInner::new` gave us its one reference, which the handle below
+                // owns; the handle lives beside the operation in `state` and is dropped after
+                // it (tuple fields drop in order), so the object outlives this borrow.
+                let child_inner: &'a SocketInner = unsafe { child_ptr.as_ref() };
+                let child = Handle::from_inner(child_ptr);
                 let mut held = Held::new(Request::Accept);
                 held.adopt = Some(child.adopt_ref());
-                Ok((Op::new(inner, CTL, held), child))
+                // On the connection's own control slot, against the listener: every accept
+                // has its own IRP, so several can be in flight on one listener.
+                let op = Op::new(child_inner, CTL, held).calling(inner);
+                Ok((op, child))
             }
             Err(e) => Err(Some(e)),
         };
@@ -309,9 +343,11 @@ impl Future for Accept<'_> {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(done) => done,
         };
-        let Ok((_, child)) = core::mem::replace(&mut this.state, Err(None)) else {
+        let Ok((op, child)) = core::mem::replace(&mut this.state, Err(None)) else {
             unreachable!("state was Ok above")
         };
+        // Completed: nothing in flight; the borrow of the child ends before its handle moves.
+        drop(op);
         let done = done?;
         check(done.status, done.information, "accept")?;
         if done.information == 0 {
@@ -331,37 +367,63 @@ impl Future for Accept<'_> {
 /// (listener closing, client deregistering) is the last item: the stream ends after it. See
 /// [`TcpListener::incoming`] for an example.
 ///
+/// `DEPTH` accepts are kept posted at WSK ([`TcpListener::incoming_with_depth`]): each poll
+/// reposts the ones that completed, so a burst of connections finds an accept waiting for
+/// each of up to `DEPTH` of them. Items come in completion order. Dropping the stream cancels
+/// every accept in flight; a connection WSK accepted anyway is closed.
+///
 /// # IRQL
 /// Poll and drop at <= `DISPATCH_LEVEL`.
-pub struct Incoming<'a> {
+pub struct Incoming<'a, const DEPTH: usize = 1> {
     listener: &'a TcpListener,
-    accept: Option<Accept<'a>>,
+    accepts: [Option<Accept<'a>>; DEPTH],
+    /// Where the next poll starts looking, so that no posted accept starves the others.
+    next: usize,
     /// Set after an `InvalidState` error (the listener is closing): the stream has ended.
     ended: bool,
 }
 
-impl futures_core::Stream for Incoming<'_> {
+impl<'a, const DEPTH: usize> Incoming<'a, DEPTH> {
+    fn new(listener: &'a TcpListener) -> Self {
+        const { assert!(DEPTH > 0, "an Incoming needs at least one accept posted") };
+        Self {
+            listener,
+            accepts: core::array::from_fn(|_| None),
+            next: 0,
+            ended: false,
+        }
+    }
+}
+
+impl<const DEPTH: usize> futures_core::Stream for Incoming<'_, DEPTH> {
     type Item = Result<(TcpStream, SocketAddr)>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        // SAFETY: the Accept inside is only polled in place and dropped in place.
+        // SAFETY: the Accepts inside are only polled in place and dropped in place.
         let this = unsafe { self.get_unchecked_mut() };
         if this.ended {
             return Poll::Ready(None);
         }
-        let accept = this.accept.get_or_insert_with(|| this.listener.accept());
-        // SAFETY: `accept` stays in `this` (pinned) until it completes and is cleared.
-        match unsafe { Pin::new_unchecked(accept) }.poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(result) => {
-                this.accept = None;
-                // A listener that can no longer accept yields that error once, then ends, so
-                // a `while let Some(..)` loop never spins on it.
-                if matches!(&result, Err(e) if e.kind() == ErrorKind::InvalidState) {
-                    this.ended = true;
-                }
-                Poll::Ready(Some(result))
+        for step in 0..DEPTH {
+            let index = (this.next + step) % DEPTH;
+            let listener = this.listener;
+            // Posting (and polling, which issues the call to WSK) every empty place keeps
+            // DEPTH accepts queued at WSK.
+            let accept = this.accepts[index].get_or_insert_with(|| listener.accept());
+            // SAFETY: `accept` stays in `this` (pinned) until it completes and is cleared.
+            let Poll::Ready(result) = (unsafe { Pin::new_unchecked(accept) }).poll(cx) else {
+                continue;
+            };
+            this.accepts[index] = None;
+            this.next = (index + 1) % DEPTH;
+            // A listener that can no longer accept yields that error once, then ends, so a
+            // `while let Some(..)` loop never spins on it; the other accepts are cancelled.
+            if matches!(&result, Err(e) if e.kind() == ErrorKind::InvalidState) {
+                this.ended = true;
+                this.accepts = core::array::from_fn(|_| None);
             }
+            return Poll::Ready(Some(result));
         }
+        Poll::Pending
     }
 }

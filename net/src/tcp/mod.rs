@@ -3,12 +3,14 @@
 //! [`Disconnect`] in `stream`; its halves [`TcpReadHalf`] and [`TcpWriteHalf`] in `split`.
 //! All build on the socket handle of `crate::socket` and the operations of `crate::raw`.
 
+mod connect;
 mod events;
 mod listener;
 mod mdl;
 mod split;
 mod stream;
 
+pub(crate) use connect::issue_socket_connect;
 pub(crate) use events::{EventCell, before_close, client_dispatch, free_cell};
 pub use events::{EventCounts, Indicated, RETAINED_MAX, RecvEvents};
 pub(crate) use listener::issue_accept;

@@ -9,11 +9,11 @@ use core::task::{Context, Poll};
 
 use wsk_sys::{self as sys, NTSTATUS, WSK_PROVIDER_CONNECTION_DISPATCH};
 
-use crate::addr::{RawAddr, family_of, wildcard_like};
+use crate::addr::wildcard_like;
 use crate::buf::IoBuf;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, CloseMode, Held, Kind, Op, RECV, Request, SEND};
+use crate::raw::{CTL, Call, CloseMode, Held, Op, RECV, Request, SEND};
 use crate::socket::{self, BindOptions, Handle, check};
 use crate::time::{Operation, Target};
 
@@ -129,8 +129,9 @@ pub(crate) unsafe fn issue_disconnect(call: &mut Call, flags: u32, final_data: b
 }
 
 impl TcpStream {
-    /// Connects to `addr`: creates a connection socket, binds it to the wildcard address of
-    /// the same family, then connects.
+    /// Connects to `addr` from the wildcard address of the same family (any local address,
+    /// a port WSK picks): one `WskSocketConnect` where the provider has it, else
+    /// `WskSocket`, `WskBind` and `WskConnect` ([`TcpStream::connect_from`]).
     ///
     /// It has no deadline of its own (the transport gives up eventually, with `TimedOut`).
     /// To bound it, wrap it in [`timeout`](crate::timeout): on expiry the step in flight is
@@ -184,22 +185,7 @@ impl TcpStream {
         addr: SocketAddr,
         options: &BindOptions,
     ) -> Operation<'static, impl Future<Output = Result<Self>> + use<>> {
-        let options = *options;
-        let handle = Handle::new(client, Kind::Connection);
-        let target = handle
-            .as_ref()
-            .map_or(Target::Missing, |h| Target::Owned(h.share()));
-        Operation::new(target, CTL, "connect", async move {
-            let handle = handle?;
-            socket::create(&handle, family_of(&addr)).await?;
-            socket::apply_bind_options(&handle, &options, addr.is_ipv6()).await?;
-            socket::bind(&handle, wildcard_like(&addr)).await?;
-            let mut held = Held::new(Request::Connect);
-            held.addr[1] = RawAddr::from(addr);
-            let done = Op::new(handle.inner(), CTL, held).await?;
-            check(done.status, done.information, "connect")?;
-            Ok(Self::established(handle))
-        })
+        Self::connect_from(client, wildcard_like(&addr), addr, options)
     }
 
     /// `future`, a step on this stream's slot `slot`, as a [`Cancellable`](crate::Cancellable)

@@ -226,6 +226,18 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket_connect(
             );
             sock.connect = Some(op);
             st.sockets.insert(id, sock);
+            // The cancel routine finds a queued IRP's socket by the id in its driver context,
+            // which `begin` set to 0 for this client-level call: without the new socket's id
+            // a cancelled WskSocketConnect would complete and leave its socket behind, open,
+            // where the page says a failed WskSocketConnect leaves no socket ("the IRP will
+            // be completed with failure status", no socket object returned).
+            let context = usize::try_from(id).unwrap_or(0) as PVOID;
+            // SAFETY: the IRP is live and the provider's (entered by `begin`), not yet queued
+            // where the cancel routine could read its tail.
+            let tail = unsafe { &mut (*out.irp.as_ptr()).Tail };
+            // SAFETY: while the IRP is in flight `Overlay` is the union's member in use, and
+            // the driver context of the provider's location is ours.
+            unsafe { tail.Overlay.DriverContext[0] = context };
             submit(&mut st, &p.io, id, &mut out);
         }
         Err(status) => {

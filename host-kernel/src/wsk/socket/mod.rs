@@ -414,6 +414,12 @@ pub(super) struct Sock {
     nodelay: bool,
     /// Created with `SOCK_DGRAM`.
     datagram: bool,
+    /// A datagram socket's fixed destination (`SIO_WSK_SET_REMOTE_ADDRESS` or
+    /// `SIO_WSK_SET_SENDTO_ADDRESS`): where a `WskSendTo` without an address goes.
+    send_to_default: Option<SocketAddr>,
+    /// A datagram socket's fixed remote address (`SIO_WSK_SET_REMOTE_ADDRESS`): datagrams
+    /// from any other sender are dropped.
+    receive_filter: Option<SocketAddr>,
     /// Queued accepts, served first come first served (WSK allows several).
     accepts: VecDeque<Op>,
     connect: Option<Op>,
@@ -551,6 +557,8 @@ fn new_sock(id: u64, client: u64, kind: Kind, v6: bool, host: Host) -> Sock {
         exclusive: false,
         nodelay: false,
         datagram: kind == Kind::Datagram,
+        send_to_default: None,
+        receive_filter: None,
         accepts: VecDeque::new(),
         connect: None,
         recvs: VecDeque::new(),
@@ -677,6 +685,7 @@ mod buffers;
 mod client_calls;
 mod datagram_events;
 mod events;
+mod options;
 mod progress;
 mod queue;
 mod setup_calls;

@@ -213,6 +213,7 @@ impl Listening<'_> {
 fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
     let host = &sock.host;
     let (eof, error, aborted) = (&mut sock.recv_eof, &mut sock.error, sock.aborted);
+    let filter = sock.receive_filter;
     let stash = &mut sock.ev.stash;
     serve_in_order(&mut sock.recvs, sock.id, dones, |op| {
         if aborted {
@@ -250,7 +251,7 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
                 |buf| udp.recv_from(buf),
                 segs,
                 *total,
-                from,
+                (from, filter),
                 control_length,
                 control_flags,
             ),
@@ -267,7 +268,7 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
                 |buf| udp.recv_from(buf),
                 segs,
                 *total,
-                from,
+                (from, filter),
                 control_length,
                 control_flags,
             ),
@@ -340,12 +341,14 @@ fn stream_receive_step(
 }
 
 /// One `WskReceiveFrom`: a datagram (truncated to `total`) with its sender written to the
-/// client's `from`, and no control data.
+/// client's `from`, and no control data. With a fixed remote address (`filter`), datagrams
+/// from other senders are dropped ("only datagrams that are received from the fixed remote
+/// transport address are accepted", `SIO_WSK_SET_REMOTE_ADDRESS`).
 fn datagram_receive_step(
     recv_from: impl Fn(&mut [u8]) -> io::Result<(usize, SocketAddr)>,
     segs: &[Seg],
     total: usize,
-    from: &ClientOut<SOCKADDR>,
+    (from, filter): (&ClientOut<SOCKADDR>, Option<SocketAddr>),
     control_length: &ClientOut<u32>,
     control_flags: &ClientOut<u32>,
 ) -> Step {
@@ -357,7 +360,7 @@ fn datagram_receive_step(
             recv_from,
             segs,
             total,
-            from,
+            (from, filter),
             control_length,
             control_flags,
         )
@@ -377,12 +380,13 @@ fn datagram_receive_into(
     recv_from: impl Fn(&mut [u8]) -> io::Result<(usize, SocketAddr)>,
     segs: &[Seg],
     total: usize,
-    from: &ClientOut<SOCKADDR>,
+    (from, filter): (&ClientOut<SOCKADDR>, Option<SocketAddr>),
     control_length: &ClientOut<u32>,
     control_flags: &ClientOut<u32>,
 ) -> Step {
     loop {
         match recv_from(data) {
+            Ok((_, peer)) if filter.is_some_and(|only| only != peer) => {}
             Ok((n, peer)) => {
                 let n = n.min(total);
                 scatter(segs, &data[..n]);

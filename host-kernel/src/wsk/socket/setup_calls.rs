@@ -12,6 +12,7 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 
 use super::client_calls::refuse_output_size_with_irp;
 use super::glue::{bugcheck, require_at_most};
+use super::options;
 use super::os::{self, linux};
 use super::queue::{claim_now, submit};
 use super::{
@@ -174,7 +175,9 @@ pub(super) unsafe extern "system-unwind" fn wsk_close_socket(
 /// network level options the WSK pages do not document (they say only that "the underlying
 /// network protocol might support additional socket options"; the options themselves are
 /// documented for user-mode Winsock). A client relying on them depends on Windows' TCP/IP
-/// transport, not on a documented WSK behaviour. No `WskIoctl` codes.
+/// transport, not on a documented WSK behaviour. Buffer sizes, broadcast, linger, multicast
+/// membership and the `SIO_WSK_SET_REMOTE_ADDRESS`/`SIO_WSK_SET_SENDTO_ADDRESS` IOCTLs are in
+/// `options` (with their pages); other `WskIoctl` codes are `STATUS_NOT_SUPPORTED`.
 #[allow(clippy::too_many_arguments, reason = "the WSK signature")]
 pub(super) unsafe extern "system-unwind" fn wsk_control_socket(
     socket: *mut WSK_SOCKET,
@@ -204,6 +207,21 @@ pub(super) unsafe extern "system-unwind" fn wsk_control_socket(
         // SAFETY: the client passes its socket, a live IRP or null, and its input buffer.
         return unsafe { set_event_callbacks(socket, in_size, in_buf, irp) };
     }
+    if irp.is_null() && options::requires_irp(request, level, code) {
+        bugcheck(
+            "WSK_CONTROL_SOCKET_WITHOUT_IRP",
+            format!(
+                "WskControlSocket (type {request}, level {level:#x}, code {code:#x}) without an \
+                 IRP: its page says the application must specify a pointer to an IRP"
+            ),
+        );
+    }
+    let input_bytes: &[u8] = if in_buf.is_null() {
+        &[]
+    } else {
+        // SAFETY: the client passes `in_size` readable bytes, untouched during the call.
+        unsafe { core::slice::from_raw_parts(in_buf.cast::<u8>(), in_size) }
+    };
     let input = if in_size >= 4 && !in_buf.is_null() {
         // SAFETY: the client passes `in_size` readable bytes.
         Some(unsafe { in_buf.cast::<u32>().read_unaligned() })
@@ -217,7 +235,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_control_socket(
         let id = unsafe { handle_id(socket, "WskControlSocket") };
         let p = provider();
         locked_sock!(p, st, sock, id, "WskControlSocket");
-        control(sock, request, level, code, input, out_size)
+        options::control(sock, request, level, code, input_bytes, out_size)
+            .unwrap_or_else(|| control(sock, request, level, code, input, out_size))
     } else {
         // SAFETY: the client passes its socket and a live IRP.
         let (p, id, inline, mut out) =
@@ -227,7 +246,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_control_socket(
             };
         let result = {
             locked_sock!(p, st, sock, id, "WskControlSocket");
-            control(sock, request, level, code, input, out_size)
+            options::control(sock, request, level, code, input_bytes, out_size)
+                .unwrap_or_else(|| control(sock, request, level, code, input, out_size))
         };
         if let Some(v) = result.2 {
             // SAFETY: control checked the output buffer's size.

@@ -299,7 +299,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_to(
         out.done(status, 0, id);
     } else if !sock.host.is_datagram() {
         out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
-    } else if let Some(to) = remote.filter(|r| os::family_matches(r, sock.v6)) {
+    } else if let Some(to) = remote
+        // No address: the fixed one of SIO_WSK_SET_REMOTE_ADDRESS/SIO_WSK_SET_SENDTO_ADDRESS.
+        .or(sock.send_to_default)
+        .filter(|r| os::family_matches(r, sock.v6))
+    {
         let op = Op::new(
             out.irp,
             OpKind::SendTo {
