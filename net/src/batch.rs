@@ -272,6 +272,16 @@ impl DatagramBatch {
         Some(buf)
     }
 
+    /// The storage of the next free slot, for a datagram copied in from an event indication
+    /// (then [`DatagramBatch::received`]); `None` when full.
+    pub(crate) fn next_slot_mut(&mut self) -> Option<&mut [u8]> {
+        if self.count == self.max {
+            return None;
+        }
+        let (at, size) = (self.count * self.size, self.size);
+        Some(&mut self.buf.storage_mut()[at..at + size])
+    }
+
     /// Records a datagram of `len` bytes from `from` received into the next free slot.
     pub(crate) fn received(&mut self, len: usize, from: Option<SocketAddr>) {
         if self.count == self.max {

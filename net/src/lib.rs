@@ -109,6 +109,7 @@ mod tcp;
 mod time;
 mod udp;
 mod udp_batch;
+mod udp_events;
 
 pub use batch::DatagramBatch;
 pub use buf::IoBuf;
@@ -133,3 +134,4 @@ pub use tcp::{EventCounts, Indicated, RETAINED_MAX, RecvEvents};
 pub use time::{CANCEL_GRACE, WithTimeout, timeout};
 pub use time::{Cancellable, Escalation, Operation, TimedOutput};
 pub use udp::UdpSocket;
+pub use udp_events::{DATAGRAM_LISTS_MAX, DatagramEventCounts};

@@ -152,6 +152,7 @@ pub(crate) unsafe fn issue_socket(call: &mut Call, kind: Kind, family: u16) -> N
     // stream enables receive events, see `crate::tcp::events`).
     let (context, events) = match (kind, call.held().adopt) {
         (Kind::Connection, Some(inner)) => crate::tcp::client_dispatch(inner),
+        (Kind::Datagram, Some(inner)) => crate::udp_events::client_dispatch(inner),
         _ => (core::ptr::null_mut(), core::ptr::null()),
     };
     // SAFETY: the client's provider binding is live; no security descriptor; a prepared IRP

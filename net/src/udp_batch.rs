@@ -6,9 +6,11 @@
 //!
 //! Receive indications: with event callbacks (`WskReceiveFromEvent`), one indication hands
 //! the client a chain of `WSK_DATAGRAM_INDICATION`s, several datagrams at once. The IRP side
-//! here fills the same [`DatagramBatch`]; an indication-driven receive fills it from the
-//! indicated chain (copying each datagram into the next slot, with its sender) and wakes the
-//! task awaiting `recv_batch`, so callers keep one API whichever way datagrams arrive.
+//! here fills the same [`DatagramBatch`]; so does the indication-driven receive: the callback
+//! retains the list and wakes the task, which copies each datagram into the next slot, with its
+//! sender: [`UdpSocket::recv_batch_events`] (`crate::udp_events`), which
+//! falls back to `recv_batch` where events are off, so callers keep one batch type whichever
+//! way datagrams arrive.
 
 use core::future::Future;
 use core::net::SocketAddr;

@@ -99,6 +99,10 @@ pub(super) struct State {
     soon: Vec<u64>,
     /// Close IRPs waiting for an event callback of their socket to return.
     held_closes: FastMap<u64, Done>,
+    /// Sockets closed while an indication's callback ran whose list the client had already
+    /// released (`WskRelease` from inside the callback, then the close): their `STATUS_PENDING`
+    /// is no leak.
+    released_in_flight: Vec<u64>,
 }
 
 impl State {
@@ -211,6 +215,7 @@ impl Provider {
                 next_id: 0,
                 soon: Vec::new(),
                 held_closes: FastMap::default(),
+                released_in_flight: Vec::new(),
             }),
             changed: Signal::new(),
             io,
@@ -524,6 +529,7 @@ pub(crate) fn shutdown() {
         sock.forget(&provider.io);
     }
     st.held_closes.clear();
+    st.released_in_flight.clear();
     st.soon.clear();
     st.regs.clear();
     lock(&provider.deferred).items.clear();

@@ -117,6 +117,9 @@ pub(crate) struct SocketInner {
     /// Event-driven receive state (`crate::tcp::events`): null until the stream enables
     /// receive events; freed with the object.
     pub(crate) events: AtomicPtr<crate::tcp::EventCell>,
+    /// Event-driven datagram receive state (`crate::udp_events`): null until the socket
+    /// enables receive events; freed with the object.
+    pub(crate) datagram_events: AtomicPtr<crate::udp_events::DatagramEventCell>,
 }
 
 // SAFETY: shared state is atomics; `held` and `link` are guarded by the slot state machine and
@@ -172,6 +175,7 @@ impl SocketInner {
             linger_timer: core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()),
             linger_dpc: core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()),
             events: AtomicPtr::new(ptr::null_mut()),
+            datagram_events: AtomicPtr::new(ptr::null_mut()),
         };
         // SAFETY: `mem` is a fresh allocation of the right size; pool memory is 16-aligned.
         unsafe { mem.as_ptr().write(value) };
@@ -254,6 +258,7 @@ impl SocketInner {
         // The provider makes no event callback after the close completed, and there is no
         // close left to come: nobody can reach the event state.
         crate::tcp::free_cell(inner.events.load(Ordering::Acquire));
+        crate::udp_events::free_cell(inner.datagram_events.load(Ordering::Acquire));
         // SAFETY: exclusive access (last reference); drops any held buffer.
         unsafe { ptr::drop_in_place(this.as_ptr()) };
         // SAFETY: the pool block allocated in `new` with the same tag, dropped just above.
@@ -352,6 +357,7 @@ impl SocketInner {
         // Retained receive indications go back to WSK before the close (none may be
         // retained once it is issued).
         crate::tcp::before_close(self);
+        crate::udp_events::before_close(self);
         let flags = self.flags();
         let disconnect = match self.close_mode() {
             CloseMode::Graceful if !flags.is_send_shut() => Some(0),

@@ -30,7 +30,7 @@
 //!
 //! Where it differs from Windows: disabling an event while its callback runs takes effect for
 //! the next indication and returns `STATUS_SUCCESS` at once (Windows waits, or returns
-//! `STATUS_EVENT_PENDING`); `WskSendBacklogEvent`, `WskAcceptEvent`, `WskReceiveFromEvent` and
+//! `STATUS_EVENT_PENDING`); `WskSendBacklogEvent`, `WskAcceptEvent` and
 //! `WskControlClient(WSK_SET_STATIC_EVENT_CALLBACKS)` are not implemented (enabling them fails
 //! with `STATUS_NOT_SUPPORTED`).
 
@@ -83,6 +83,9 @@ pub(super) struct EventState {
     in_flight_released: bool,
     /// Chains the client retained (`STATUS_PENDING`) and has not released.
     pub(super) retained: Vec<usize>,
+    /// Datagram indication lists the client retained and has not released (see
+    /// `datagram_events`).
+    pub(super) retained_datagrams: Vec<usize>,
     /// Data indicated but not accepted: read by the next `WskReceive` before the host socket.
     pub(super) stash: Vec<u8>,
     /// The disconnect event was delivered.
@@ -146,12 +149,17 @@ impl EventState {
         self.indicating
     }
 
+    /// How many indications (data chains and datagram lists) the client retains.
+    pub(super) fn retained_count(&self) -> usize {
+        self.retained.len() + self.retained_datagrams.len()
+    }
+
     /// One line's worth for the leak report.
     pub(super) fn describe(&self) -> String {
-        if self.retained.is_empty() {
+        if self.retained_count() == 0 {
             String::new()
         } else {
-            format!(", {} retained indication(s)", self.retained.len())
+            format!(", {} retained indication(s)", self.retained_count())
         }
     }
 
@@ -160,6 +168,41 @@ impl EventState {
         for ptr in self.retained.drain(..) {
             // SAFETY: retained chains are blocks the client can no longer release.
             unsafe { Block::free(ptr) };
+        }
+        for ptr in self.retained_datagrams.drain(..) {
+            // SAFETY: retained lists are the provider's once the client can no longer
+            // release them.
+            unsafe { super::datagram_events::free_list(ptr) };
+        }
+    }
+
+    /// An indication of `ptr` starts (the reactor lets go of the lock for its callback).
+    pub(super) fn begin_indication(&mut self, ptr: usize) {
+        self.indicating = true;
+        self.in_flight = ptr;
+        self.in_flight_released = false;
+    }
+
+    /// The indication's callback returned: whether the client released its list meanwhile.
+    pub(super) fn end_indication(&mut self) -> bool {
+        self.indicating = false;
+        self.in_flight = 0;
+        core::mem::take(&mut self.in_flight_released)
+    }
+
+    /// The client released the indication in flight (from inside its callback).
+    pub(super) fn in_flight_released(&self) -> bool {
+        self.in_flight_released
+    }
+
+    /// `WskRelease` of the list in flight (from inside its own callback): true when `ptr` is
+    /// that list and was not released yet; it is freed once the callback returns.
+    pub(super) fn release_in_flight(&mut self, ptr: usize) -> bool {
+        if self.in_flight == ptr && !self.in_flight_released {
+            self.in_flight_released = true;
+            true
+        } else {
+            false
         }
     }
 }
@@ -186,6 +229,9 @@ pub(super) fn set_event_callbacks(
     let events = control.EventMask & !WSK_EVENT_DISABLE;
     if with_irp {
         refuse_enabling_with_irp(sock.id, control.EventMask);
+    }
+    if sock.kind == Kind::Datagram {
+        return super::datagram_events::set_event_callbacks(sock, disable, events);
     }
     // Connection sockets on host sockets only: the in-memory network has no indications.
     if sock.kind != Kind::Connection || matches!(sock.host, Host::MemoryStream(_)) {
@@ -243,6 +289,9 @@ pub(super) fn refuse_enabling_with_irp(id: u64, mask: u32) {
 
 /// Whether the reactor should try an indication on `sock` now.
 pub(super) fn due(sock: &Sock) -> bool {
+    if sock.kind == Kind::Datagram {
+        return super::datagram_events::due(sock);
+    }
     sock.kind == Kind::Connection
         && sock.ev.enabled & (WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT) != 0
         && !sock.ev.indicating
@@ -323,9 +372,21 @@ fn client_of(sock: &Sock) -> (&'static WSK_CLIENT_CONNECTION_DISPATCH, PVOID) {
     (table, context)
 }
 
+/// Whether socket `id` was closed while its indication's callback ran, after the client had
+/// released that indication (from inside the callback): its `STATUS_PENDING` is then no leak.
+pub(super) fn take_released_at_close(st: &mut super::State, id: u64) -> bool {
+    match st.released_in_flight.iter().position(|r| *r == id) {
+        Some(i) => {
+            st.released_in_flight.swap_remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
 /// After a callback of socket `id` returned: the socket state again, or `None` when the
 /// client closed it meanwhile (its held close IRP then completes now).
-fn after_callback<'a>(
+pub(super) fn after_callback<'a>(
     p: &super::Provider,
     st: &'a mut std::sync::MutexGuard<'_, super::State>,
     id: u64,
@@ -343,6 +404,15 @@ fn after_callback<'a>(
 /// client takes it, then the disconnect indication once the peer's FIN or reset was seen.
 /// Called by the reactor thread, without the provider lock.
 pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
+    let datagram = p
+        .lock()
+        .sockets
+        .get(&id)
+        .is_some_and(|sock| sock.kind == Kind::Datagram);
+    if datagram {
+        super::datagram_events::indicate(p, id);
+        return;
+    }
     loop {
         let mut st = p.lock();
         let Some(sock) = st.sockets.get_mut(&id) else {
@@ -365,9 +435,7 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
         };
         let raw = Box::into_raw(block);
         let ptr = raw.expose_provenance();
-        sock.ev.indicating = true;
-        sock.ev.in_flight = ptr;
-        sock.ev.in_flight_released = false;
+        sock.ev.begin_indication(ptr);
         drop(st);
         let mut accepted: SIZE_T = 0;
         let indication = raw.cast::<WSK_DATA_INDICATION>();
@@ -383,13 +451,14 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
             )
         });
         let mut st = p.lock();
+        let released_before_close = take_released_at_close(&mut st, id);
         let Some(sock) = after_callback(p, &mut st, id) else {
             drop(st);
             // Only the reactor frees an in-flight chain; a close meanwhile left it to us. A
             // chain retained by a client that closed the socket can never be released.
             // SAFETY: the socket is gone; the chain is the provider's to free.
             unsafe { Block::free(ptr) };
-            if status == STATUS_PENDING {
+            if status == STATUS_PENDING && !released_before_close {
                 bugcheck(
                     "WSK_RETAINED_INDICATION_LEAKED",
                     format!(
@@ -401,10 +470,8 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
             }
             return;
         };
-        sock.ev.indicating = false;
-        sock.ev.in_flight = 0;
-        // Only the reactor clears the flag: what it says now is final.
-        let released = core::mem::take(&mut sock.ev.in_flight_released);
+        // Only the reactor clears the released flag: what it says now is final.
+        let released = sock.ev.end_indication();
         // SAFETY: the block is live (freed below or retained), and ours unless retained.
         let block = unsafe { &mut *raw };
         let keep = match status {
@@ -506,9 +573,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_release(
         unsafe { Block::free(ptr) };
         return STATUS_SUCCESS;
     }
-    if ptr != 0 && sock.ev.in_flight == ptr && !sock.ev.in_flight_released {
+    if ptr != 0 && sock.ev.release_in_flight(ptr) {
         // Released from inside (or racing with) its own callback: freed once it returns.
-        sock.ev.in_flight_released = true;
         return STATUS_SUCCESS;
     }
     drop(st);

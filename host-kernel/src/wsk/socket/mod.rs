@@ -683,6 +683,7 @@ macro_rules! locked_sock {
 // After `locked_sock`, so that the call modules see the macro.
 mod buffers;
 mod client_calls;
+mod datagram_events;
 mod events;
 mod options;
 mod progress;
@@ -698,7 +699,7 @@ use self::setup_calls::{
 };
 use self::transfer_calls::{
     wsk_disconnect, wsk_get_local_address, wsk_get_remote_address, wsk_receive, wsk_receive_from,
-    wsk_release, wsk_send, wsk_send_messages, wsk_send_to,
+    wsk_send, wsk_send_messages, wsk_send_to,
 };
 
 /// The client-level provider dispatch table `WskCaptureProviderNPI` hands out.
@@ -748,7 +749,7 @@ static DATAGRAM_DISPATCH: WSK_PROVIDER_DATAGRAM_DISPATCH = WSK_PROVIDER_DATAGRAM
     WskBind: Some(wsk_bind),
     WskSendTo: Some(wsk_send_to),
     WskReceiveFrom: Some(wsk_receive_from),
-    WskRelease: Some(wsk_release),
+    WskRelease: Some(datagram_events::wsk_release),
     WskGetLocalAddress: Some(wsk_get_local_address),
     WskSendMessages: Some(wsk_send_messages),
 };

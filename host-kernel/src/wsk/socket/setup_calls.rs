@@ -116,8 +116,8 @@ pub(super) unsafe extern "system-unwind" fn wsk_close_socket(
     };
     // "PFN_WSK_CLOSE_SOCKET callback function (wsk.h)": close cancels and completes every
     // pending IRP of the socket: https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_close_socket
-    if !sock.ev.retained.is_empty() {
-        let retained = sock.ev.retained.len();
+    if sock.ev.retained_count() != 0 {
+        let retained = sock.ev.retained_count();
         sock.ev.forget();
         st.sockets.insert(id, sock);
         drop(st);
@@ -128,7 +128,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_close_socket(
             "WSK_RETAINED_INDICATION_LEAKED",
             format!(
                 "WskCloseSocket on socket {id} with {retained} data indication(s) retained \
-                 (STATUS_PENDING from WskReceiveEvent) and never released with WskRelease"
+                 (STATUS_PENDING from WskReceiveEvent or WskReceiveFromEvent) and never released with WskRelease"
             ),
         );
     }
@@ -152,6 +152,9 @@ pub(super) unsafe extern "system-unwind" fn wsk_close_socket(
         // SAFETY: the close IRP is the call's own, entered and not completed.
         unsafe { super::glue::mark_pending(out.irp.as_ptr()) };
         out.marked = true;
+        if sock.ev.in_flight_released() {
+            st.released_in_flight.push(id);
+        }
         st.held_closes.insert(id, close);
     } else {
         out.dones.push(close);

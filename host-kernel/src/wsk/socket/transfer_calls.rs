@@ -1,5 +1,5 @@
 //! The socket calls that move data: `WskSend`, `WskReceive`, `WskDisconnect`, `WskSendTo`,
-//! `WskReceiveFrom`, the address queries and `WskRelease`.
+//! `WskReceiveFrom` and the address queries.
 
 use std::format;
 use std::sync::Arc;
@@ -462,12 +462,4 @@ pub(super) unsafe extern "system-unwind" fn wsk_receive_from(
     }
     drop(st);
     p.finish(out, inline)
-}
-
-/// `WskRelease`: event callbacks (and so indications) are not supported.
-pub(super) unsafe extern "system-unwind" fn wsk_release(
-    _socket: *mut WSK_SOCKET,
-    _indication: PVOID,
-) -> NTSTATUS {
-    STATUS_NOT_SUPPORTED
 }

@@ -1,0 +1,588 @@
+//! Event-driven receive on a [`UdpSocket`]: WSK's `WskReceiveFromEvent` callback instead of a
+//! pre-posted `WskReceiveFrom` IRP.
+//!
+//! [`UdpSocket::enable_receive_events`] turns the callback on (`SO_WSK_EVENT_CALLBACK` with
+//! `WSK_EVENT_RECEIVE_FROM`); [`UdpSocket::recv_from_events`] then takes one indicated
+//! datagram, [`UdpSocket::recv_batch_events`] every indicated datagram that fits a
+//! [`DatagramBatch`] (one indication often carries several). Every datagram socket this crate
+//! creates names its socket object as the WSK socket context and this module's
+//! `WSK_CLIENT_DATAGRAM_DISPATCH`, so enabling needs no new socket.
+//!
+//! What the callback (at `DISPATCH_LEVEL`, on the processor WSK indicates on) does with an
+//! indication, under the socket's spin lock:
+//! - fewer than [`DATAGRAM_LISTS_MAX`] lists retained: the `WSK_DATAGRAM_INDICATION` list is
+//!   **retained** (`STATUS_PENDING`) and the waiting task is woken; receives copy datagrams
+//!   out of it, in order, and give it back with `WskRelease` once every datagram is taken;
+//! - otherwise: **back-pressure**, `STATUS_DATA_NOT_ACCEPTED`. WSK then indicates nothing
+//!   until the callback is enabled again, which the next receive that finds the retained
+//!   lists drained does. The datagrams of the refused indication are WSK's: a provider may
+//!   drop them (UDP promises no delivery; the host provider drops them).
+//!
+//! No buffer is registered with the callback (datagrams are copied by the receiving task), so
+//! dropping a receive future loses nothing: a datagram is taken out of a list only by a poll
+//! that then returns it. Before the socket's `WskCloseSocket` is issued every retained list is
+//! released and the callback discards from then on. The state lives in one nonpaged block
+//! per event-driven socket (allocated by [`UdpSocket::enable_receive_events`], freed with the
+//! socket object after its close).
+//!
+//! Where the provider lacks event callbacks (Wine 8's netio.sys), enabling reports `Ok(false)`
+//! and the receives are ordinary `WskReceiveFrom` IRPs.
+
+use core::future::poll_fn;
+use core::net::SocketAddr;
+use core::ptr::{self, NonNull};
+use core::task::{Context, Poll};
+
+use wsk_executor::raw::AtomicWaker;
+use wsk_executor::raw::sync::Ordering;
+use wsk_executor::sync::SpinMutex;
+use wsk_sys::{
+    self as sys, GUID, NTSTATUS, PVOID, WSK_CLIENT_DATAGRAM_DISPATCH, WSK_DATAGRAM_INDICATION,
+    WSK_EVENT_CALLBACK_CONTROL, WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_DATAGRAM_DISPATCH,
+};
+
+use crate::batch::DatagramBatch;
+use crate::buf::IoBuf;
+use crate::error::{Error, ErrorKind, Result};
+use crate::raw::SocketInner;
+use crate::udp::UdpSocket;
+
+/// Pool tag of datagram event state blocks (`WskD`).
+const EVENTS_TAG: u32 = sys::pool_tag(*b"WskD");
+
+/// Indication lists a socket retains before it pushes back with `STATUS_DATA_NOT_ACCEPTED`.
+pub const DATAGRAM_LISTS_MAX: usize = 4;
+
+/// `NormalPagePriority | MdlMappingNoExecute` for mapping an indicated MDL.
+const MAP_PRIORITY: u32 = 16 | 0x4000_0000;
+
+/// The identifier `SO_WSK_EVENT_CALLBACK` names the standard WSK events with.
+static NPI_WSK: GUID = sys::NPI_WSK_INTERFACE_ID;
+
+/// The event callback of every datagram socket this crate creates.
+static DATAGRAM_EVENTS: WSK_CLIENT_DATAGRAM_DISPATCH = WSK_CLIENT_DATAGRAM_DISPATCH {
+    WskReceiveFromEvent: Some(on_receive_from),
+};
+
+/// The socket context and client dispatch table a datagram socket is created with: its
+/// socket object, and [`DATAGRAM_EVENTS`].
+pub(crate) fn client_dispatch(inner: NonNull<SocketInner>) -> (PVOID, *const core::ffi::c_void) {
+    (inner.as_ptr().cast(), (&raw const DATAGRAM_EVENTS).cast())
+}
+
+/// A list the socket retained: its head (what goes back to `WskRelease`) and the next
+/// datagram not yet taken.
+#[derive(Clone, Copy)]
+struct RetainedList {
+    head: *mut WSK_DATAGRAM_INDICATION,
+    next: *mut WSK_DATAGRAM_INDICATION,
+}
+
+/// What the spin lock guards.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent flags of the event protocol, as WSK states them"
+)]
+struct Queue {
+    /// The callback is on.
+    enabled: bool,
+    /// Retained lists, oldest first.
+    retained: heapless::Deque<RetainedList, DATAGRAM_LISTS_MAX>,
+    /// The callback returned `STATUS_DATA_NOT_ACCEPTED`: WSK waits to be enabled again.
+    not_accepted: bool,
+    /// WSK indicated a null list: the socket no longer works.
+    failed: bool,
+    /// The close is being issued: the callback discards, nothing is retained any more.
+    closing: bool,
+    counts: DatagramEventCounts,
+}
+
+// SAFETY: the raw pointers are retained lists (WSK's until released), used under the lock.
+unsafe impl Send for Queue {}
+
+/// What a datagram socket's receive callback did so far (for diagnostics, tests and
+/// benches): [`UdpSocket::datagram_event_counts`].
+///
+/// # IRQL
+/// Any: a plain value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DatagramEventCounts {
+    /// Indications retained (`STATUS_PENDING`).
+    pub indications: u64,
+    /// Datagrams in those indications.
+    pub datagrams: u64,
+    /// Indications pushed back (`STATUS_DATA_NOT_ACCEPTED`).
+    pub not_accepted: u64,
+}
+
+/// A datagram socket's event state, in its own nonpaged block.
+pub(crate) struct DatagramEventCell {
+    queue: SpinMutex<Queue>,
+    waker: AtomicWaker,
+}
+
+/// Frees a socket's datagram event state (null: none). Called with the socket object's last
+/// reference, after its close completed.
+pub(crate) fn free_cell(cell: *mut DatagramEventCell) {
+    if cell.is_null() {
+        return;
+    }
+    // SAFETY: allocated and initialised by `enable_receive_events`; the last user is gone.
+    unsafe { ptr::drop_in_place(cell) };
+    // SAFETY: the pool block allocated with this tag, dropped just above.
+    unsafe { sys::ExFreePoolWithTag(cell.cast(), EVENTS_TAG) };
+}
+
+/// Before `WskCloseSocket`: releases every retained list and makes the callback discard from
+/// now on. Called with no WSK call in progress on the socket. IRQL <= `DISPATCH_LEVEL`.
+pub(crate) fn before_close(inner: &SocketInner) {
+    let cell = inner.datagram_events.load(Ordering::Acquire);
+    if cell.is_null() {
+        return;
+    }
+    // SAFETY: the cell lives as long as the socket object.
+    let cell = unsafe { &*cell };
+    let mut released: heapless::Vec<*mut WSK_DATAGRAM_INDICATION, DATAGRAM_LISTS_MAX> =
+        heapless::Vec::new();
+    {
+        let mut q = cell.queue.lock();
+        q.closing = true;
+        while let Some(r) = q.retained.pop_front() {
+            let _ = released.push(r.head);
+        }
+    }
+    for head in released {
+        // SAFETY: the socket is open (its close is being issued now) and the list retained.
+        let _ = unsafe { release(inner, head) };
+    }
+    cell.waker.wake();
+}
+
+/// `WskRelease` of a retained list.
+///
+/// # Safety
+/// The socket is open and no close can be issued meanwhile; `head` is retained by us.
+unsafe fn release(inner: &SocketInner, head: *mut WSK_DATAGRAM_INDICATION) -> NTSTATUS {
+    let socket = inner.wsk();
+    // SAFETY: an open socket (caller).
+    let dispatch = unsafe { (*socket).Dispatch };
+    // SAFETY: datagram event state exists only on datagram sockets; the provider's table
+    // outlives its sockets.
+    let table = unsafe { &*dispatch.cast::<WSK_PROVIDER_DATAGRAM_DISPATCH>() };
+    let Some(release) = table.WskRelease else {
+        return sys::STATUS_NOT_IMPLEMENTED;
+    };
+    // SAFETY: open socket, a list we retained and give back once.
+    unsafe { release(socket, head.cast()) }
+}
+
+/// Copies the datagram of `item` into `out` (truncated to it): the bytes copied.
+///
+/// # Safety
+/// `item` belongs to a live (retained) indication list.
+unsafe fn copy_datagram(item: &WSK_DATAGRAM_INDICATION, out: &mut [u8]) -> usize {
+    let mut mdl = item.Buffer.Mdl;
+    let mut offset = item.Buffer.Offset as usize;
+    let mut left = item.Buffer.Length.min(out.len());
+    let mut copied = 0;
+    while !mdl.is_null() && left > 0 {
+        // SAFETY: the list's MDLs are live and describe locked pages.
+        let count = unsafe { sys::MmGetMdlByteCount(mdl) } as usize;
+        if offset < count {
+            // SAFETY: as above.
+            let base = unsafe { sys::MmGetSystemAddressForMdlSafe(mdl, MAP_PRIORITY) };
+            if base.is_null() {
+                break;
+            }
+            let n = (count - offset).min(left);
+            // SAFETY: `offset < count`: inside the MDL's mapped bytes.
+            let first = unsafe { base.cast::<u8>().add(offset) };
+            // SAFETY: `offset + n <= count`: mapped, and not written while indicated.
+            let bytes = unsafe { core::slice::from_raw_parts(first, n) };
+            out[copied..copied + n].copy_from_slice(bytes);
+            copied += n;
+            left -= n;
+            offset = 0;
+        } else {
+            offset -= count;
+        }
+        // SAFETY: as above.
+        mdl = unsafe { (*mdl).Next };
+    }
+    copied
+}
+
+/// The datagram event state of the socket named by a callback's context, if set up.
+///
+/// # Safety
+/// `context` is null or a socket object this crate passed as a socket context.
+unsafe fn cell_of<'a>(context: PVOID) -> Option<&'a DatagramEventCell> {
+    let inner = context.cast::<SocketInner>();
+    if inner.is_null() {
+        return None;
+    }
+    // SAFETY: the provider calls back only while the socket is open, and the object outlives
+    // its close (caller).
+    let cell = unsafe { (*inner).datagram_events.load(Ordering::Acquire) };
+    // SAFETY: a cell lives as long as its socket object.
+    unsafe { cell.as_ref() }
+}
+
+/// `WskReceiveFromEvent`: see the module docs. Called by WSK at IRQL <= `DISPATCH_LEVEL`.
+unsafe extern "system-unwind" fn on_receive_from(
+    context: PVOID,
+    _flags: u32,
+    indication: *mut WSK_DATAGRAM_INDICATION,
+) -> NTSTATUS {
+    // SAFETY: WSK passes the context we gave.
+    let Some(cell) = (unsafe { cell_of(context) }) else {
+        // Events are enabled only after the state exists: not reached.
+        return sys::STATUS_DATA_NOT_ACCEPTED;
+    };
+    let status = {
+        let mut q = cell.queue.lock();
+        if indication.is_null() {
+            // "The socket is no longer functional."
+            q.failed = true;
+            sys::STATUS_SUCCESS
+        } else if q.closing {
+            sys::STATUS_SUCCESS
+        } else if q.retained.is_full() {
+            q.not_accepted = true;
+            q.counts.not_accepted += 1;
+            sys::STATUS_DATA_NOT_ACCEPTED
+        } else {
+            let mut datagrams = 0;
+            let mut link = indication;
+            while !link.is_null() {
+                datagrams += 1;
+                // SAFETY: the list being indicated is live.
+                link = unsafe { (*link).Next };
+            }
+            q.counts.indications += 1;
+            q.counts.datagrams += datagrams;
+            let _ = q.retained.push_back(RetainedList {
+                head: indication,
+                next: indication,
+            });
+            sys::STATUS_PENDING
+        }
+    };
+    cell.waker.wake();
+    status
+}
+
+/// `SO_WSK_EVENT_CALLBACK` with `WSK_EVENT_RECEIVE_FROM` on `inner`'s socket, without an IRP.
+/// Called inside the call gate (the socket is open).
+fn enable_callback(inner: &SocketInner) -> NTSTATUS {
+    let socket = inner.wsk();
+    let mut control = WSK_EVENT_CALLBACK_CONTROL {
+        NpiId: &raw const NPI_WSK,
+        EventMask: sys::WSK_EVENT_RECEIVE_FROM,
+    };
+    // SAFETY: the socket is open while the caller is inside the call gate.
+    let dispatch = unsafe { (*socket).Dispatch };
+    // SAFETY: every table starts with the basic one; the provider's table outlives its
+    // sockets.
+    let basic = unsafe { &*dispatch.cast::<WSK_PROVIDER_BASIC_DISPATCH>() };
+    match basic.WskControlSocket {
+        // SAFETY: open socket; the input lives across the call; no IRP (as
+        // SO_WSK_EVENT_CALLBACK requires for enabling), so no output either.
+        Some(control_socket) => unsafe {
+            control_socket(
+                socket,
+                sys::WskSetOption,
+                sys::SO_WSK_EVENT_CALLBACK,
+                sys::SOL_SOCKET,
+                size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
+                (&raw mut control).cast(),
+                0,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
+        },
+        None => sys::STATUS_NOT_IMPLEMENTED,
+    }
+}
+
+impl UdpSocket {
+    /// Switches the socket's receive to WSK's `WskReceiveFromEvent` callback
+    /// (`SO_WSK_EVENT_CALLBACK` with `WSK_EVENT_RECEIVE_FROM`); receive with
+    /// [`UdpSocket::recv_from_events`] or [`UdpSocket::recv_batch_events`]. `Ok(true)`:
+    /// enabled (again: a no-op); `Ok(false)`: the provider has no event callbacks (Wine 8),
+    /// and those receives use IRPs. Allocates the socket's event state (about 100 bytes of
+    /// nonpaged pool) on first use.
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: &wsk_net::UdpSocket) -> wsk_net::Result<()> {
+    /// let _event_driven = socket.enable_receive_events()?;
+    /// let (got, buf) = socket.recv_from_events(wsk_net::IoBuf::with_capacity(1500)?).await;
+    /// let (n, from) = got?;
+    /// let _datagram = (&buf[..n], from);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidState` after close; `NoResources`; a provider refusal other than "not
+    /// supported".
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL` (`WskControlSocket` without an IRP).
+    pub fn enable_receive_events(&self) -> Result<bool> {
+        const NAME: &str = "enable_receive_events";
+        let inner = self.handle.inner();
+        let mut cell = inner.datagram_events.load(Ordering::Acquire);
+        if cell.is_null() {
+            // SAFETY: nonpaged allocation at <= DISPATCH_LEVEL.
+            let mem = unsafe { sys::allocate_nonpaged(size_of::<DatagramEventCell>(), EVENTS_TAG) }
+                .cast::<DatagramEventCell>();
+            if mem.is_null() {
+                return Err(Error::new(ErrorKind::NoResources, NAME));
+            }
+            let fresh = DatagramEventCell {
+                queue: SpinMutex::new(Queue {
+                    enabled: false,
+                    retained: heapless::Deque::new(),
+                    not_accepted: false,
+                    failed: false,
+                    closing: false,
+                    counts: DatagramEventCounts::default(),
+                }),
+                waker: AtomicWaker::new(),
+            };
+            // SAFETY: a fresh block of the right size (pool memory is 16-aligned).
+            unsafe { mem.write(fresh) };
+            match inner.datagram_events.compare_exchange(
+                ptr::null_mut(),
+                mem,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => cell = mem,
+                Err(other) => {
+                    free_cell(mem);
+                    cell = other;
+                }
+            }
+        }
+        // SAFETY: the cell lives as long as the socket object, which `self` keeps.
+        let cell = unsafe { &*cell };
+        if cell.queue.lock().enabled {
+            return Ok(true);
+        }
+        if inner.wsk().is_null() || !inner.enter_call() {
+            return Err(Error::new(ErrorKind::InvalidState, NAME));
+        }
+        let status = enable_callback(inner);
+        inner.leave_call();
+        match status {
+            sys::STATUS_SUCCESS => {
+                cell.queue.lock().enabled = true;
+                Ok(true)
+            }
+            sys::STATUS_NOT_SUPPORTED | sys::STATUS_NOT_IMPLEMENTED => Ok(false),
+            other => Err(Error::from_status(other, NAME)),
+        }
+    }
+
+    /// What the receive callback did so far ([`DatagramEventCounts`]); all zero before
+    /// [`UdpSocket::enable_receive_events`].
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL` (takes the socket's spin lock).
+    #[must_use]
+    pub fn datagram_event_counts(&self) -> DatagramEventCounts {
+        self.event_cell()
+            .map_or(DatagramEventCounts::default(), |c| c.queue.lock().counts)
+    }
+
+    /// The event state, when receive events are enabled.
+    fn event_cell(&self) -> Option<&DatagramEventCell> {
+        let cell = self.handle.inner().datagram_events.load(Ordering::Acquire);
+        // SAFETY: the cell lives as long as the socket object, which `self` keeps.
+        unsafe { cell.as_ref() }
+    }
+
+    /// Takes indicated datagrams, oldest first, handing each to `take` (which returns
+    /// whether it wants another) while any is retained: `Ready` with how many were taken
+    /// (at least one), or an error; `Pending` (the task woken by the next indication) when
+    /// none is retained. Releases each list once all its datagrams are taken, and enables the
+    /// callback again after back-pressure.
+    fn poll_indicated(
+        &self,
+        cell: &DatagramEventCell,
+        cx: &mut Context<'_>,
+        take: &mut dyn FnMut(&Indicated<'_>) -> bool,
+        name: &'static str,
+    ) -> Poll<Result<usize>> {
+        let inner = self.handle.inner();
+        if !inner.enter_call() {
+            return Poll::Ready(Err(Error::new(ErrorKind::InvalidState, name)));
+        }
+        cell.waker.register(cx.waker());
+        let mut done: heapless::Vec<*mut WSK_DATAGRAM_INDICATION, DATAGRAM_LISTS_MAX> =
+            heapless::Vec::new();
+        let mut taken = 0;
+        let mut reenable = false;
+        let mut failed = false;
+        {
+            let mut q = cell.queue.lock();
+            while let Some(front) = q.retained.front_mut() {
+                let mut stop = false;
+                while !front.next.is_null() && !stop {
+                    // SAFETY: a retained list is live until we release it.
+                    let item = Indicated(unsafe { &*front.next });
+                    front.next = item.0.Next;
+                    stop = !take(&item);
+                    taken += 1;
+                }
+                if front.next.is_null()
+                    && let Some(r) = q.retained.pop_front()
+                {
+                    let _ = done.push(r.head);
+                }
+                if stop {
+                    break;
+                }
+            }
+            if taken == 0 {
+                failed = q.failed || q.closing;
+            }
+            if q.retained.is_empty() && q.not_accepted {
+                q.not_accepted = false;
+                reenable = true;
+            }
+        }
+        for head in done {
+            // SAFETY: inside the call gate (no close can be issued) and a list we retained,
+            // no longer queued.
+            let _ = unsafe { release(inner, head) };
+        }
+        if reenable {
+            // Back-pressure lifted: WSK indicates again. A refusal here leaves the socket
+            // to its IRP receives; the next receive reports nothing new.
+            let _ = enable_callback(inner);
+        }
+        inner.leave_call();
+        if taken > 0 {
+            Poll::Ready(Ok(taken))
+        } else if failed {
+            Poll::Ready(Err(Error::new(ErrorKind::InvalidState, name)))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Receives one datagram indicated by `WskReceiveFromEvent` into `buf` (truncated to its
+    /// capacity), with its sender; without receive events enabled (or where the provider
+    /// lacks them) an ordinary [`UdpSocket::recv_from`]. Dropping the future loses no
+    /// datagram (a datagram is taken only by the poll that returns it).
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: &wsk_net::UdpSocket) -> wsk_net::Result<()> {
+    /// socket.enable_receive_events()?;
+    /// let (got, buf) = socket.recv_from_events(wsk_net::IoBuf::with_capacity(1500)?).await;
+    /// let (n, from) = got?;
+    /// # let _ = (&buf[..n], from);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidState` after close or when WSK reports the socket no longer works; as
+    /// [`UdpSocket::recv_from`] when it receives with an IRP.
+    ///
+    /// # IRQL
+    /// Poll and drop at <= `DISPATCH_LEVEL`.
+    pub async fn recv_from_events(&self, mut buf: IoBuf) -> (Result<(usize, SocketAddr)>, IoBuf) {
+        const NAME: &str = "recv_from_events";
+        let Some(cell) = self.event_cell().filter(|c| c.queue.lock().enabled) else {
+            return self.recv_from(buf).await;
+        };
+        buf.clear();
+        let mut got: Option<(usize, Option<SocketAddr>)> = None;
+        let result = poll_fn(|cx| {
+            let mut take = |item: &Indicated<'_>| {
+                let n = item.copy_into(buf.storage_mut());
+                got = Some((n, item.sender()));
+                false
+            };
+            self.poll_indicated(cell, cx, &mut take, NAME)
+        })
+        .await;
+        let result = result.and_then(|_| match got {
+            Some((n, Some(from))) => {
+                let _ = buf.set_len(n);
+                Ok((n, from))
+            }
+            _ => Err(Error::new(ErrorKind::Other, NAME)),
+        });
+        (result, buf)
+    }
+
+    /// Receives into `batch` (cleared first) the datagrams indicated by `WskReceiveFromEvent`:
+    /// waits for the first indication, then takes every retained datagram that fits (one
+    /// indication often carries several), each with its sender; without receive events
+    /// enabled an ordinary [`UdpSocket::recv_batch`]. Returns the number received (also
+    /// `batch.len()`). Dropping the future loses no datagram.
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: &wsk_net::UdpSocket) -> wsk_net::Result<()> {
+    /// socket.enable_receive_events()?;
+    /// let batch = wsk_net::DatagramBatch::new(32, 1500)?;
+    /// let (got, batch) = socket.recv_batch_events(batch).await;
+    /// for (datagram, from) in batch.iter().take(got?) {
+    /// #   let _ = (datagram, from);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`UdpSocket::recv_from_events`]; as [`UdpSocket::recv_batch`] with IRPs.
+    ///
+    /// # IRQL
+    /// Poll and drop at <= `DISPATCH_LEVEL`.
+    pub async fn recv_batch_events(
+        &self,
+        mut batch: DatagramBatch,
+    ) -> (Result<usize>, DatagramBatch) {
+        const NAME: &str = "recv_batch_events";
+        let Some(cell) = self.event_cell().filter(|c| c.queue.lock().enabled) else {
+            return self.recv_batch(batch).await;
+        };
+        batch.clear();
+        if batch.capacity() == 0 {
+            return (Err(Error::new(ErrorKind::InvalidInput, NAME)), batch);
+        }
+        let result = poll_fn(|cx| {
+            let mut take = |item: &Indicated<'_>| {
+                if let Some(slot) = batch.next_slot_mut() {
+                    let n = item.copy_into(slot);
+                    batch.received(n, item.sender());
+                }
+                batch.len() < batch.capacity()
+            };
+            self.poll_indicated(cell, cx, &mut take, NAME)
+        })
+        .await;
+        (result.map(|_| batch.len()), batch)
+    }
+}
+
+/// One datagram of a retained indication list, live while the list is retained (made only
+/// by [`UdpSocket::poll_indicated`], under the socket's lock).
+struct Indicated<'a>(&'a WSK_DATAGRAM_INDICATION);
+
+impl Indicated<'_> {
+    /// Copies the datagram into `out` (truncated to it): the bytes copied.
+    fn copy_into(&self, out: &mut [u8]) -> usize {
+        // SAFETY: the item belongs to a live retained list (how `Indicated` is made).
+        unsafe { copy_datagram(self.0, out) }
+    }
+
+    /// The datagram's sender.
+    fn sender(&self) -> Option<SocketAddr> {
+        // SAFETY: the provider's sender address, live with the retained list.
+        unsafe { sys::read_sockaddr_by_family(self.0.RemoteAddress) }
+    }
+}
