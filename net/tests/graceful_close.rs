@@ -14,28 +14,16 @@ use std::time::{Duration, Instant};
 
 use wsk_executor::block_on;
 use wsk_host::faults::{self, Faults, LowResources, Resource, ResourceSet};
-use wsk_net::{IoBuf, TcpListener, TcpStream, WskClient};
+use wsk_net::{IoBuf, TcpStream};
 
 mod common;
-use common::{BOUND, each_plan, plans, run_plans};
+use common::{BOUND, connected, each_plan, plans, run_plans};
 
 /// The reply each scenario sends last, before the close.
 const FINAL_REPLY: &[u8] = b"the last line before the close\n";
 
 /// The close limit of the bound scenarios: short, so that the tests stay quick.
 const SHORT_LIMIT: Duration = Duration::from_millis(300);
-
-/// A listener, our accepted stream, and its std peer (with a read timeout of [`BOUND`]).
-async fn connected(client: &WskClient) -> (TcpListener, std::net::TcpStream, TcpStream) {
-    let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().await.expect("local_addr");
-    let peer = std::net::TcpStream::connect(addr).expect("connect");
-    peer.set_read_timeout(Some(BOUND)).unwrap();
-    let (stream, _) = listener.accept().await.expect("accept");
-    (listener, peer, stream)
-}
 
 /// Sends [`FINAL_REPLY`] on `stream`.
 async fn send_final_reply(stream: &TcpStream) {

@@ -5,7 +5,7 @@
 use wsk_host::Kernel;
 use wsk_host::faults::Faults;
 use wsk_host::testing;
-use wsk_net::WskClient;
+use wsk_net::{TcpListener, TcpStream, WskClient};
 
 pub use wsk_host::testing::{BOUND, plans};
 
@@ -36,4 +36,17 @@ pub fn run_plans(plans: Vec<Faults>, scenario: impl Fn(&WskClient, &Kernel) + Sy
             client.deregister().expect("deregister");
         });
     });
+}
+
+/// A listener on a loopback port, a std peer connected to it (with a read timeout of
+/// [`BOUND`], so a read that gets nothing fails instead of hanging), and our accepted stream.
+pub async fn connected(client: &WskClient) -> (TcpListener, std::net::TcpStream, TcpStream) {
+    let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().await.expect("local_addr");
+    let peer = std::net::TcpStream::connect(addr).expect("connect");
+    peer.set_read_timeout(Some(BOUND)).unwrap();
+    let (stream, _) = listener.accept().await.expect("accept");
+    (listener, peer, stream)
 }
