@@ -15,69 +15,23 @@
 
 use std::ffi::c_void;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Waker};
-use std::time::Duration;
 
 use wsk_executor::block_on;
-use wsk_host::faults::{Completion, Faults};
-use wsk_host::{Config, Kernel, Provider};
 use wsk_net::{DatagramBatch, IoBuf, MdlBuf, TcpListener, TcpStream, UdpSocket, WskClient};
 use wsk_sys::{self as sys, MDL};
 
 mod common;
-use common::test_driver;
+use common::loopback;
 
 const TAG: u32 = sys::pool_tag(*b"WskM");
 
-fn providers() -> Vec<Provider> {
-    if cfg!(miri) {
-        vec![Provider::Memory]
-    } else {
-        vec![Provider::Memory, Provider::HostSockets]
-    }
-}
-
-fn plans() -> Vec<Faults> {
-    if cfg!(miri) {
-        vec![
-            Faults::with(Completion::Inline, 1),
-            Faults {
-                reorder: true,
-                max_delay: Duration::from_millis(1),
-                ..Faults::with(Completion::Mixed, 0xfeed_f00d)
-            },
-        ]
-    } else {
-        common::plans()
-    }
-}
-
-/// A fresh kernel per provider and plan, a registered client on a `PASSIVE_LEVEL` thread,
-/// and the verifier's verdict after deregistration.
+/// [`common::each_provider_and_plan`] for scenarios that need only the client.
 fn each_kernel(scenario: impl Fn(&WskClient) + Sync) {
-    for provider in providers() {
-        for plan in plans() {
-            let label = format!("{provider:?} {plan:?}");
-            let kernel = Kernel::boot(Config::default().with_faults(plan).with_provider(provider));
-            kernel.on_kernel_thread(|| {
-                let client = WskClient::register(test_driver(&kernel)).expect("register");
-                scenario(&client);
-                client.deregister().expect("deregister");
-            });
-            let report = kernel.check_leaks();
-            assert!(report.is_clean(), "{label}: {report}");
-            let bugchecks = kernel.take_bugchecks();
-            assert!(bugchecks.is_empty(), "{label}: {bugchecks:?}");
-        }
-    }
-}
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
+    common::each_provider_and_plan(|client, _| scenario(client));
 }
 
 /// MDLs over separate nonpaged blocks, linked; the release routine counts and, with
