@@ -107,3 +107,27 @@ pub fn each_provider_and_plan(scenario: impl Fn(&WskClient, &Kernel) + Sync) {
         }
     }
 }
+
+/// Bounds a `std` peer's blocking reads and writes by [`BOUND`]: a stalled scenario fails
+/// loudly instead of hanging.
+pub fn bounded(stream: &std::net::TcpStream) {
+    stream.set_read_timeout(Some(BOUND)).unwrap();
+    stream.set_write_timeout(Some(BOUND)).unwrap();
+}
+
+/// A listener on a loopback port, and its address.
+pub async fn listen(client: &WskClient) -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind(client, loopback()).await.expect("bind");
+    let addr = listener.local_addr().await.expect("local_addr");
+    (listener, addr)
+}
+
+/// A listener, a `std` peer connected to it (with bounded I/O, [`bounded`]), and our accepted
+/// stream.
+pub async fn connected_pair(client: &WskClient) -> (TcpListener, std::net::TcpStream, TcpStream) {
+    let (listener, addr) = listen(client).await;
+    let peer = std::net::TcpStream::connect(addr).unwrap();
+    bounded(&peer);
+    let (stream, _) = listener.accept().await.expect("accept");
+    (listener, peer, stream)
+}
