@@ -2,6 +2,8 @@
 //! `WskClient` with, and the per-plan runner with a registered client.
 #![allow(dead_code, unused_imports, reason = "each test binary uses its part")]
 
+pub mod chain;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
