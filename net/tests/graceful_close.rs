@@ -33,6 +33,17 @@ async fn send_final_reply(stream: &TcpStream) {
     assert_eq!(sent.expect("send"), FINAL_REPLY.len());
 }
 
+/// What the peer saw before a reset, asserting that a reset (RST) is what ended it.
+fn read_until_reset(peer: &mut std::net::TcpStream) -> Vec<u8> {
+    let (seen, error) = read_until_end(peer);
+    assert_eq!(
+        error,
+        Some(IoErrorKind::ConnectionReset),
+        "the peer saw RST"
+    );
+    seen
+}
+
 /// What the peer saw: every byte up to end of stream (FIN), or the error that ended it.
 fn read_until_end(peer: &mut std::net::TcpStream) -> (Vec<u8>, Option<IoErrorKind>) {
     let mut seen = Vec::new();
@@ -85,13 +96,8 @@ fn abort_resets_the_connection() {
         block_on(async {
             let (listener, mut peer, stream) = connected(client).await;
             stream.abort().await;
-            let (seen, error) = read_until_end(&mut peer);
+            let seen = read_until_reset(&mut peer);
             assert!(seen.is_empty(), "nothing was sent");
-            assert_eq!(
-                error,
-                Some(IoErrorKind::ConnectionReset),
-                "the peer saw RST"
-            );
             listener.close().await;
         });
     });
@@ -113,13 +119,8 @@ fn a_close_that_cannot_allocate_its_disconnect_irp_resets_and_leaks_nothing() {
             let failed_irps = faults::injected_failures().of(Resource::Irp);
             faults::set_low_resources(None, 0);
             assert_eq!(failed_irps, 1, "the close asked for exactly one IRP");
-            let (seen, error) = read_until_end(&mut peer);
+            let seen = read_until_reset(&mut peer);
             assert!(seen.is_empty(), "nothing was sent");
-            assert_eq!(
-                error,
-                Some(IoErrorKind::ConnectionReset),
-                "the peer saw RST"
-            );
             listener.close().await;
         });
     });
@@ -131,12 +132,7 @@ fn dropping_an_abort_resets_without_waiting() {
         block_on(async {
             let (listener, mut peer, stream) = connected(client).await;
             drop(stream.abort());
-            let (_, error) = read_until_end(&mut peer);
-            assert_eq!(
-                error,
-                Some(IoErrorKind::ConnectionReset),
-                "the peer saw RST"
-            );
+            read_until_reset(&mut peer);
             listener.close().await;
         });
     });
@@ -171,12 +167,7 @@ fn a_graceful_close_that_cannot_finish_resets_after_the_close_limit() {
                 "close returned after {took:?}"
             );
             assert!(took < BOUND, "close took {took:?}");
-            let (_, error) = read_until_end(&mut peer);
-            assert_eq!(
-                error,
-                Some(IoErrorKind::ConnectionReset),
-                "the peer saw RST"
-            );
+            read_until_reset(&mut peer);
             listener.close().await;
         });
     });
