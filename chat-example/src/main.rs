@@ -16,7 +16,7 @@ mod host {
     use std::process::ExitCode;
 
     use wsk_host::faults::Faults;
-    use wsk_host::program::StopSignals;
+    use wsk_host::program::{self, StopSignals};
     use wsk_host::{Config, Kernel, RegValue, Registry};
 
     const USAGE: &str = "usage: wsk-chat-example [--port N] [--bind ADDR] [--idle-seconds S] \
@@ -78,32 +78,15 @@ mod host {
             }
         }
         let kernel = Kernel::boot(config);
-        let driver = match kernel.load_driver(wskchat::DriverEntry, "WskChat", registry) {
-            Ok(driver) => driver,
-            Err(status) => {
-                eprintln!(
-                    "wskchat host mode: DriverEntry failed with NTSTATUS {:#010X}:\n{}",
-                    status.cast_unsigned(),
-                    kernel.debug_log()
-                );
-                let _ = kernel.take_bugchecks();
-                return ExitCode::FAILURE;
-            }
-        };
-        eprintln!("wskchat host mode: serving; Ctrl-C unloads the driver");
-        let signal = signals.wait();
-        eprintln!("wskchat host mode: signal {signal}, unloading");
-        let report = kernel.unload(driver);
-        println!("wskchat host mode: unload report: {report}");
-        let bugchecks = kernel.take_bugchecks();
-        for bugcheck in &bugchecks {
-            eprintln!("wskchat host mode: the verifier recorded {bugcheck}");
-        }
-        if report.is_clean() && bugchecks.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        }
+        program::serve_until_stopped(
+            "wskchat",
+            &kernel,
+            &signals,
+            wskchat::DriverEntry,
+            "WskChat",
+            registry,
+            |kernel| format!("the kernel's debug log:\n{}", kernel.debug_log()),
+        )
     }
 }
 

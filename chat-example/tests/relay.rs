@@ -178,6 +178,27 @@ fn seated_clients(addr: SocketAddr, count: usize) -> Vec<Client> {
     clients
 }
 
+/// `clients[from]` sends `line`; every other client's next line must be it, byte for byte.
+fn relay(clients: &mut [Client], from: usize, line: &[u8]) {
+    clients[from].send(line);
+    for (to, client) in clients.iter_mut().enumerate() {
+        if to != from {
+            assert_eq!(client.line(), line, "client {to}, line from client {from}");
+        }
+    }
+}
+
+/// Unloads the driver; every client must then be closed, with nothing left unread.
+fn unload_and_expect_nothing_unread(driver: Loaded<'_>, clients: &mut [Client]) {
+    unload(driver);
+    for (index, client) in clients.iter_mut().enumerate() {
+        let unread = client
+            .until_closed(BOUND)
+            .unwrap_or_else(|e| panic!("client {index}: {e}"));
+        assert_eq!(unread, 0, "client {index} had lines it should not have had");
+    }
+}
+
 /// A line of exactly [`MAX_LINE`] bytes, `\n` included, with every other byte value in it.
 fn longest_line() -> Vec<u8> {
     let mut line: Vec<u8> = (0..=255u8)
@@ -198,26 +219,12 @@ fn lines_go_to_every_other_client_byte_exact_and_never_back_to_the_sender() {
         let longest = longest_line();
         let lines: [&[u8]; 3] = [&longest, b"from b, windows-style\r\n", b"\n"];
         for (from, line) in lines.iter().enumerate() {
-            clients[from].send(line);
-            for (to, client) in clients.iter_mut().enumerate() {
-                if to != from {
-                    assert_eq!(client.line(), *line, "client {to}, line from client {from}");
-                }
-            }
+            relay(&mut clients, from, line);
         }
         // Each client's next line is the one client 1 sends now: none of them got its own
         // line back in between (client 2 would see its own "seated?" or empty line first).
-        clients[1].send(b"last\n");
-        for to in [0, 2] {
-            assert_eq!(clients[to].line(), b"last\n", "client {to}");
-        }
-        unload(driver);
-        for (index, client) in clients.iter_mut().enumerate() {
-            let unread = client
-                .until_closed(BOUND)
-                .unwrap_or_else(|e| panic!("client {index}: {e}"));
-            assert_eq!(unread, 0, "client {index} had lines it should not have had");
-        }
+        relay(&mut clients, 1, b"last\n");
+        unload_and_expect_nothing_unread(driver, &mut clients);
     });
 }
 
@@ -240,17 +247,8 @@ fn the_runner_setting_picks_the_runner_and_the_passive_one_relays_too() {
             kernel.debug_log()
         );
         let mut clients = seated_clients(addr, 3);
-        clients[2].send(b"on a system thread\r\n");
-        for to in [0, 1] {
-            assert_eq!(clients[to].line(), b"on a system thread\r\n", "client {to}");
-        }
-        unload(driver);
-        for (index, client) in clients.iter_mut().enumerate() {
-            let unread = client
-                .until_closed(BOUND)
-                .unwrap_or_else(|e| panic!("client {index}: {e}"));
-            assert_eq!(unread, 0, "client {index} had lines it should not have had");
-        }
+        relay(&mut clients, 2, b"on a system thread\r\n");
+        unload_and_expect_nothing_unread(driver, &mut clients);
     });
 }
 

@@ -16,7 +16,7 @@ mod host {
 
     use wsk_host::faults::{Faults, parse_seed};
     use wsk_host::program::{self, StopSignals};
-    use wsk_host::{Bugcheck, Config, Kernel, RegValue, Registry};
+    use wsk_host::{Config, Kernel, RegValue, Registry};
     use wskecho::config::{DEFAULT_PORT, parse_max_connections, parse_runner};
     use wskecho::echo::MAX_CONNECTIONS;
 
@@ -143,19 +143,6 @@ mod host {
         Faults::parse(&spec, seed).map(Some)
     }
 
-    /// The exit status after the driver ran: failure when the unload left anything behind or
-    /// the verifier recorded any bugcheck (each is printed).
-    pub(super) fn exit_status(report_is_clean: bool, bugchecks: &[Bugcheck]) -> ExitCode {
-        for bugcheck in bugchecks {
-            eprintln!("wskecho host mode: the verifier recorded {bugcheck}");
-        }
-        if report_is_clean && bugchecks.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        }
-    }
-
     /// The driver's own line saying why it did not start, from the kernel's debug log.
     fn start_failure_reason(kernel: &Kernel) -> String {
         const PREFIX: &str = "wskecho: not started: ";
@@ -217,42 +204,15 @@ mod host {
                 "EventDriven",
                 RegValue::Dword(flags.event_driven.into()),
             );
-        let driver = match kernel.load_driver(wskecho::DriverEntry, SERVICE, registry) {
-            Ok(driver) => driver,
-            Err(status) => {
-                eprintln!(
-                    "wskecho host mode: the driver did not load: DriverEntry failed with \
-                     NTSTATUS {:#010X}: {}",
-                    status.cast_unsigned(),
-                    start_failure_reason(&kernel)
-                );
-                let _ = exit_status(true, &kernel.take_bugchecks());
-                return ExitCode::FAILURE;
-            }
-        };
-        eprintln!("wskecho host mode: serving; Ctrl-C unloads the driver");
-        let signal = signals.wait();
-        eprintln!("wskecho host mode: signal {signal}, unloading");
-        let report = kernel.unload(driver);
-        println!("wskecho host mode: unload report: {report}");
-        exit_status(report.is_clean(), &kernel.take_bugchecks())
-    }
-}
-
-#[cfg(all(test, not(target_os = "windows")))]
-mod tests {
-    use std::process::ExitCode;
-
-    use wsk_host::Bugcheck;
-
-    use super::host::exit_status;
-
-    #[test]
-    fn a_recorded_bugcheck_fails_the_run_even_after_a_clean_unload() {
-        assert_eq!(exit_status(true, &[]), ExitCode::SUCCESS);
-        assert_eq!(exit_status(false, &[]), ExitCode::FAILURE);
-        let bugcheck = Bugcheck::new("IRQL_NOT_LESS_OR_EQUAL", "a test record");
-        assert_eq!(exit_status(true, &[bugcheck]), ExitCode::FAILURE);
+        program::serve_until_stopped(
+            "wskecho",
+            &kernel,
+            &signals,
+            wskecho::DriverEntry,
+            SERVICE,
+            registry,
+            start_failure_reason,
+        )
     }
 }
 

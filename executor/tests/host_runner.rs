@@ -17,12 +17,14 @@ use wsk_executor::{
 };
 use wsk_host::testing::BOUND;
 use wsk_sys::{
-    DISPATCH_LEVEL, KDPC, KeGetCurrentIrql, KeGetCurrentProcessorNumberEx, KeInitializeDpc,
-    KeInsertQueueDpc, KeQueryActiveProcessorCountEx, KeSetTargetProcessorDpcEx, PASSIVE_LEVEL,
-    PROCESSOR_NUMBER, PVOID,
+    DISPATCH_LEVEL, KDPC, KeGetCurrentIrql, KeInitializeDpc, KeInsertQueueDpc,
+    KeQueryActiveProcessorCountEx, KeSetTargetProcessorDpcEx, PASSIVE_LEVEL, PROCESSOR_NUMBER,
+    PVOID,
 };
 
 mod host;
+
+use host::{current_cpu, shutdown_within};
 
 /// Longer than any test: a sleep or timeout that must never fire.
 #[allow(
@@ -34,25 +36,6 @@ const LONG: Duration = Duration::from_secs(3600);
 /// Waits for a task's output, failing the test after [`BOUND`].
 fn join_within<T>(handle: JoinHandle<T>) -> Result<T, JoinError> {
     block_on(timeout(BOUND, handle)).expect("task did not finish within the bound")
-}
-
-/// Shuts `runner` down on a helper thread; fails the test if that takes longer than [`BOUND`].
-fn shutdown_within(runner: &'static Runner) {
-    let (done, finished) = std::sync::mpsc::channel();
-    let helper = std::thread::spawn(move || {
-        host::on_kernel_thread(|| runner.shutdown());
-        done.send(()).unwrap();
-    });
-    finished
-        .recv_timeout(BOUND)
-        .expect("shutdown did not return within the bound");
-    helper.join().unwrap();
-}
-
-fn current_cpu() -> u32 {
-    let mut number = PROCESSOR_NUMBER::default();
-    // SAFETY: valid out-pointer; any IRQL.
-    unsafe { KeGetCurrentProcessorNumberEx(&raw mut number) }
 }
 
 fn cpu_count() -> u32 {

@@ -11,12 +11,11 @@ use wsk_executor::{
     Budget, JoinError, JoinHandle, Runner, RunnerKind, TaskPool, block_on, timeout, yield_now,
 };
 use wsk_host::testing::BOUND;
-use wsk_sys::{
-    DISPATCH_LEVEL, KeGetCurrentIrql, KeGetCurrentProcessorNumberEx, PASSIVE_LEVEL,
-    PROCESSOR_NUMBER,
-};
+use wsk_sys::{DISPATCH_LEVEL, KeGetCurrentIrql, PASSIVE_LEVEL};
 
 mod host;
+
+use host::{current_cpu, shutdown_within};
 
 /// Waits for a task's output, failing the test after [`BOUND`].
 fn join_within<T: Send>(handle: JoinHandle<T>) -> Result<T, JoinError> {
@@ -25,25 +24,9 @@ fn join_within<T: Send>(handle: JoinHandle<T>) -> Result<T, JoinError> {
     })
 }
 
-/// Shuts `runner` down on a helper thread; fails the test if that takes longer than [`BOUND`].
-fn shutdown_within(runner: &'static Runner) {
-    let (done, finished) = std::sync::mpsc::channel();
-    let helper = std::thread::spawn(move || {
-        host::on_kernel_thread(|| runner.shutdown());
-        done.send(()).unwrap();
-    });
-    finished
-        .recv_timeout(BOUND)
-        .expect("shutdown did not return within the bound");
-    helper.join().unwrap();
-}
-
 /// Marks the processor the caller runs on in `cpus`.
 fn note_cpu(cpus: &AtomicU64) {
-    let mut number = PROCESSOR_NUMBER::default();
-    // SAFETY: a valid out-pointer; any IRQL.
-    let cpu = unsafe { KeGetCurrentProcessorNumberEx(&raw mut number) };
-    cpus.fetch_or(1 << (cpu % 64), Ordering::Relaxed);
+    cpus.fetch_or(1 << (current_cpu() % 64), Ordering::Relaxed);
 }
 
 const TASKS: usize = 8;

@@ -5,11 +5,8 @@
 //! harness's other threads cannot disturb the count. The host kernel's spin lock is part of
 //! what runs in the window; a warm-up round first lets it size its per-thread bookkeeping.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use wsk_executor::sync::{Channel, Mutex, Notify, SpinMutex};
@@ -17,40 +14,9 @@ use wsk_executor::sync::{Channel, Mutex, Notify, SpinMutex};
 // The unit tests' host kernel: it exports the kernel functions the spin lock calls.
 use wsk_host as _;
 
-struct CountingAllocator;
+mod counting_alloc;
 
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator; counting touches only a const thread-local and an
-// atomic, neither of which allocates.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        }
-        // SAFETY: forwarded unchanged.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        }
-        // SAFETY: forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
+use counting_alloc::{assert_counter_counts, count_allocations};
 
 static SPIN: SpinMutex<u64> = SpinMutex::new(0);
 static MUTEX: Mutex<u64> = Mutex::new(0);
@@ -108,12 +74,14 @@ fn exercise() {
 #[test]
 fn sync_primitives_do_not_allocate() {
     exercise(); // warm-up: the host kernel's per-thread lock bookkeeping
-    COUNTING.with(|counting| counting.set(true));
-    for _ in 0..100 {
-        exercise();
-    }
-    COUNTING.with(|counting| counting.set(false));
-    assert_eq!(ALLOCATIONS.load(Ordering::SeqCst), 0);
+    let allocations = count_allocations(|| {
+        for _ in 0..100 {
+            exercise();
+        }
+    });
+    assert_eq!(allocations, 0, "the sync primitives allocated");
+    // The counter must be able to see allocations at all.
+    assert_counter_counts();
     assert_eq!(*SPIN.lock(), 101);
     assert_eq!(*MUTEX.try_lock().expect("free"), 101);
 }

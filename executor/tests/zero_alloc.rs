@@ -4,8 +4,6 @@
 //! Only allocations made on the test's own thread while the window is open are counted, so the
 //! harness's other threads cannot disturb the count.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,40 +11,9 @@ use std::task::{Context, Poll, Waker};
 
 use wsk_executor::raw::{Executor, TaskPool};
 
-struct CountingAllocator;
+mod counting_alloc;
 
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator; counting touches only a const thread-local and an
-// atomic, neither of which allocates.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        }
-        // SAFETY: forwarded unchanged.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        }
-        // SAFETY: forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
+use counting_alloc::{assert_counter_counts, count_allocations};
 
 static PENDS: AtomicUsize = AtomicUsize::new(0);
 
@@ -87,31 +54,31 @@ fn no_heap_allocation_after_spawn_in_steady_state() {
             .is_ready()
     );
 
-    COUNTING.with(|counting| counting.set(true));
     let mut total = 0;
-    for _ in 0..100 {
-        let handles = [
-            POOL.spawn(&EXECUTOR, yielder(50)).unwrap(),
-            POOL.spawn(&EXECUTOR, yielder(50)).unwrap(),
-            POOL.spawn(&EXECUTOR, yielder(50)).unwrap(),
-        ];
-        // A detached task too: its slot is freed by the executor, not by a handle.
-        drop(POOL.spawn(&EXECUTOR, yielder(50)).unwrap());
-        while EXECUTOR.has_queued() {
-            EXECUTOR.poll(64, || false);
-        }
-        for handle in handles {
-            let mut handle = pin!(handle);
-            match handle
-                .as_mut()
-                .poll(&mut Context::from_waker(Waker::noop()))
-            {
-                Poll::Ready(Ok(rounds)) => total += rounds,
-                other => panic!("task did not finish: {other:?}"),
+    let allocations = count_allocations(|| {
+        for _ in 0..100 {
+            let handles = [
+                POOL.spawn(&EXECUTOR, yielder(50)).unwrap(),
+                POOL.spawn(&EXECUTOR, yielder(50)).unwrap(),
+                POOL.spawn(&EXECUTOR, yielder(50)).unwrap(),
+            ];
+            // A detached task too: its slot is freed by the executor, not by a handle.
+            drop(POOL.spawn(&EXECUTOR, yielder(50)).unwrap());
+            while EXECUTOR.has_queued() {
+                EXECUTOR.poll(64, || false);
+            }
+            for handle in handles {
+                let mut handle = pin!(handle);
+                match handle
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                {
+                    Poll::Ready(Ok(rounds)) => total += rounds,
+                    other => panic!("task did not finish: {other:?}"),
+                }
             }
         }
-    }
-    COUNTING.with(|counting| counting.set(false));
+    });
 
     assert_eq!(
         POOL.used(),
@@ -119,18 +86,7 @@ fn no_heap_allocation_after_spawn_in_steady_state() {
         "every slot was freed for reuse but the warm-up task's (its handle is alive)"
     );
     assert_eq!(total, 100 * 3 * 50, "every task ran to completion");
-    assert_eq!(
-        ALLOCATIONS.load(Ordering::SeqCst),
-        0,
-        "heap allocations in steady state"
-    );
+    assert_eq!(allocations, 0, "heap allocations in steady state");
     // The counter must be able to see allocations at all.
-    COUNTING.with(|counting| counting.set(true));
-    drop(std::hint::black_box(Box::new(1_u64)));
-    COUNTING.with(|counting| counting.set(false));
-    assert_eq!(
-        ALLOCATIONS.load(Ordering::SeqCst),
-        1,
-        "the counting allocator counts"
-    );
+    assert_counter_counts();
 }

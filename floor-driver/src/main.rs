@@ -10,7 +10,7 @@
 mod host {
     use std::process::ExitCode;
 
-    use wsk_host::program::StopSignals;
+    use wsk_host::program::{self, StopSignals};
     use wsk_host::{Config, Kernel, RegValue, Registry};
 
     const USAGE: &str = "usage: wskfloor [--port N] [--cpus N] [--all-addresses]
@@ -72,29 +72,15 @@ mod host {
                 "LoopbackOnly",
                 RegValue::Dword(flags.loopback_only.into()),
             );
-        let driver = match kernel.load_driver(wskfloor::DriverEntry, "WskFloor", registry) {
-            Ok(driver) => driver,
-            Err(status) => {
-                eprintln!(
-                    "wskfloor host mode: DriverEntry failed with NTSTATUS {:#010X}",
-                    status.cast_unsigned()
-                );
-                return ExitCode::FAILURE;
-            }
-        };
-        eprintln!("wskfloor host mode: serving; SIGINT or SIGTERM unloads the driver");
-        let _signal = signals.wait();
-        let report = kernel.unload(driver);
-        println!("wskfloor host mode: unload report: {report}");
-        let bugchecks = kernel.take_bugchecks();
-        for bugcheck in &bugchecks {
-            eprintln!("wskfloor host mode: the verifier recorded {bugcheck}");
-        }
-        if report.is_clean() && bugchecks.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        }
+        program::serve_until_stopped(
+            "wskfloor",
+            &kernel,
+            &signals,
+            wskfloor::DriverEntry,
+            "WskFloor",
+            registry,
+            |_| String::new(),
+        )
     }
 }
 

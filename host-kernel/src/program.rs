@@ -1,6 +1,6 @@
-//! Helpers for host programs that load a driver (`wskecho`, `wskfloor`): a program serves
-//! until SIGINT (Ctrl-C) or SIGTERM, then unloads the driver and prints the verifier's report,
-//! rather than being killed with the driver still loaded.
+//! Helpers for host programs that load a driver (`wskecho`, `wskfloor`, `wskchat`): a program
+//! serves until SIGINT (Ctrl-C) or SIGTERM, then unloads the driver and prints the verifier's
+//! report, rather than being killed with the driver still loaded.
 //!
 //! User-mode only (host programs run at no IRQL of the emulated kernel); call
 //! [`StopSignals::block`] first thing in `main`, before the kernel boots or any thread starts.
@@ -8,8 +8,10 @@
 //! [`load_serve_unload`] is a program's load/unload path: one load of the driver, serving until
 //! the program says stop, one unload, and what the verifier found. It can be called again on
 //! the same kernel (a program that reloads its driver, or a lifecycle test), as Windows stops
-//! and starts a service in one boot.
+//! and starts a service in one boot. [`serve_until_stopped`] is that path with a program's
+//! messages and exit status around it.
 
+use std::process::ExitCode;
 use std::vec::Vec;
 
 use crate::{Bugcheck, DRIVER_INITIALIZE, Kernel, NTSTATUS, Registry, UnloadReport};
@@ -107,6 +109,64 @@ pub fn load_serve_unload(
     })
 }
 
+/// A host program's whole run of its driver: loads `entry` as `service` with `registry`
+/// (through [`load_serve_unload`]), serves until `signals` delivers SIGINT or SIGTERM, unloads
+/// and prints the unload report on stdout; progress, a failed load (with
+/// `why_not_loaded(kernel)` appended when it says anything) and every bugcheck the verifier
+/// recorded go to stderr, each line starting `<program> host mode: `. Returns the program's
+/// exit status ([`exit_status`]; failure when the driver did not load).
+pub fn serve_until_stopped(
+    program: &str,
+    kernel: &Kernel,
+    signals: &StopSignals,
+    entry: DRIVER_INITIALIZE,
+    service: &str,
+    registry: Registry,
+    why_not_loaded: impl FnOnce(&Kernel) -> String,
+) -> ExitCode {
+    let serve = |_: &Kernel| {
+        eprintln!("{program} host mode: serving; Ctrl-C unloads the driver");
+        let signal = signals.wait();
+        eprintln!("{program} host mode: signal {signal}, unloading");
+    };
+    match load_serve_unload(kernel, entry, service, registry, serve) {
+        Ok(outcome) => {
+            println!("{program} host mode: unload report: {}", outcome.report);
+            exit_status(program, outcome.report.is_clean(), &outcome.bugchecks)
+        }
+        Err(failed) => {
+            let why = why_not_loaded(kernel);
+            let why = if why.is_empty() {
+                why
+            } else {
+                format!(": {why}")
+            };
+            eprintln!(
+                "{program} host mode: the driver did not load: DriverEntry failed with \
+                 NTSTATUS {:#010X}{why}",
+                failed.status.cast_unsigned()
+            );
+            let _ = exit_status(program, true, &failed.bugchecks);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The exit status after a driver ran: failure when the unload left anything behind
+/// (`report_is_clean` false) or the verifier recorded any bugcheck (each is printed on stderr
+/// as `<program> host mode: the verifier recorded ...`).
+#[must_use]
+pub fn exit_status(program: &str, report_is_clean: bool, bugchecks: &[Bugcheck]) -> ExitCode {
+    for bugcheck in bugchecks {
+        eprintln!("{program} host mode: the verifier recorded {bugcheck}");
+    }
+    if report_is_clean && bugchecks.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 /// SIGINT and SIGTERM, blocked in the thread that made this and every thread it starts later,
 /// so that [`StopSignals::wait`] receives them instead of the default handler.
 pub struct StopSignals {
@@ -195,10 +255,12 @@ pub fn raise_descriptor_limit(needed: u64) -> Result<(), String> {
 mod tests {
     use core::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::{StopSignals, load_serve_unload};
+    use std::process::ExitCode;
+
+    use super::{StopSignals, exit_status, load_serve_unload};
     use crate::{
-        Config, DRIVER_OBJECT, Kernel, NTSTATUS, Registry, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
-        UNICODE_STRING,
+        Bugcheck, Config, DRIVER_OBJECT, Kernel, NTSTATUS, Registry, STATUS_SUCCESS,
+        STATUS_UNSUCCESSFUL, UNICODE_STRING,
     };
 
     /// Loads of the counting driver, and its unloads.
@@ -250,6 +312,14 @@ mod tests {
             failed.to_string(),
             "DriverEntry failed with NTSTATUS 0xC0000001"
         );
+    }
+
+    #[test]
+    fn a_recorded_bugcheck_fails_the_run_even_after_a_clean_unload() {
+        assert_eq!(exit_status("test", true, &[]), ExitCode::SUCCESS);
+        assert_eq!(exit_status("test", false, &[]), ExitCode::FAILURE);
+        let bugcheck = Bugcheck::new("IRQL_NOT_LESS_OR_EQUAL", "a test record");
+        assert_eq!(exit_status("test", true, &[bugcheck]), ExitCode::FAILURE);
     }
 
     #[test]

@@ -22,7 +22,6 @@ use wsk_sys::{
     NPI_WSK_INTERFACE_ID, SIZE_T, SO_WSK_EVENT_CALLBACK, STATUS_DATA_NOT_ACCEPTED,
     WSK_CLIENT_CONNECTION_DISPATCH, WSK_DATA_INDICATION, WSK_EVENT_CALLBACK_CONTROL,
     WSK_EVENT_DISABLE, WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE, WSK_FLAG_AT_DISPATCH_LEVEL,
-    WSK_SOCKET,
 };
 
 /// What the test's receive callback returns: one of the `ANSWER_*` values.
@@ -116,31 +115,14 @@ unsafe extern "system-unwind" fn on_disconnect(context: PVOID, flags: u32) -> NT
 
 /// A connection socket created with the test's context and event callbacks, connected to `to`.
 fn event_socket(client: &Client, to: SocketAddr) -> Sock {
-    let io = Io::new();
-    let create = client.dispatch().WskSocket.expect("WskSocket");
-    // SAFETY: a live IRP; the client handle from the capture; the table is static.
-    let r = unsafe {
-        create(
-            client.npi.Client,
-            AF_INET,
-            SOCK_STREAM,
-            IPPROTO_TCP,
-            WSK_FLAG_CONNECTION_SOCKET,
-            CONTEXT as PVOID,
-            (&raw const EVENTS).cast(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            io.prep(),
-        )
-    };
-    io.issued(r);
-    let (status, info) = io.wait("WskSocket");
+    let (status, sock) = client.try_socket_with(
+        Kind::Connection,
+        false,
+        CONTEXT as PVOID,
+        (&raw const EVENTS).cast(),
+    );
     assert_eq!(status, STATUS_SUCCESS);
-    let sock = Sock {
-        s: info as *mut WSK_SOCKET,
-        kind: Kind::Connection,
-    };
+    let sock = sock.expect("a socket on success");
     assert_eq!(sock.bind(loopback(false)), STATUS_SUCCESS, "bind");
     assert_eq!(sock.connect(to), STATUS_SUCCESS, "connect");
     sock

@@ -24,34 +24,12 @@ use wsk_host::{Config, Kernel};
 use wsk_net::{Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream, UdpSocket, WskClient};
 
 mod common;
-use common::{BOUND, each_plan, plans, test_driver};
-
-fn bounded(stream: &std::net::TcpStream) {
-    stream.set_read_timeout(Some(BOUND)).unwrap();
-    stream.set_write_timeout(Some(BOUND)).unwrap();
-}
+use common::{BOUND, bounded, connected_pair, each_plan, listen, plans, test_driver};
 
 fn pattern(len: usize, salt: u8) -> Vec<u8> {
     (0..len)
         .map(|i| u8::try_from(i % 251).unwrap() ^ salt)
         .collect()
-}
-
-async fn listen(client: &WskClient) -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().await.expect("local_addr");
-    (listener, addr)
-}
-
-/// A listener, a `std` peer connected to it (with bounded I/O), and our accepted stream.
-async fn connected_pair(client: &WskClient) -> (TcpListener, std::net::TcpStream, TcpStream) {
-    let (listener, addr) = listen(client).await;
-    let peer = std::net::TcpStream::connect(addr).unwrap();
-    bounded(&peer);
-    let (stream, _) = listener.accept().await.expect("accept");
-    (listener, peer, stream)
 }
 
 /// Echoes on `stream` until the peer's FIN; returns the bytes echoed.

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use wsk_executor::block_on;
 use wsk_host::faults::{self, Faults, LowResources, Resource, ResourceSet};
-use wsk_net::{IoBuf, TcpListener, TcpStream, WskClient};
+use wsk_net::{IoBuf, TcpStream};
 
 mod common;
-use common::{BOUND, each_plan, plans, run_plans};
+use common::{BOUND, connected, each_plan, plans, run_plans};
 
 /// The reply each scenario sends last, before the close.
 const FINAL_REPLY: &[u8] = b"the last line before the close\n";
@@ -25,24 +25,23 @@ const FINAL_REPLY: &[u8] = b"the last line before the close\n";
 /// The close limit of the bound scenarios: short, so that the tests stay quick.
 const SHORT_LIMIT: Duration = Duration::from_millis(300);
 
-/// A listener, our accepted stream, and its std peer (with a read timeout of [`BOUND`]).
-async fn connected(client: &WskClient) -> (TcpListener, std::net::TcpStream, TcpStream) {
-    let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().await.expect("local_addr");
-    let peer = std::net::TcpStream::connect(addr).expect("connect");
-    peer.set_read_timeout(Some(BOUND)).unwrap();
-    let (stream, _) = listener.accept().await.expect("accept");
-    (listener, peer, stream)
-}
-
 /// Sends [`FINAL_REPLY`] on `stream`.
 async fn send_final_reply(stream: &TcpStream) {
     let (sent, _buf) = stream
         .send(IoBuf::from_slice(FINAL_REPLY).expect("buffer"))
         .await;
     assert_eq!(sent.expect("send"), FINAL_REPLY.len());
+}
+
+/// What the peer saw before a reset, asserting that a reset (RST) is what ended it.
+fn read_until_reset(peer: &mut std::net::TcpStream) -> Vec<u8> {
+    let (seen, error) = read_until_end(peer);
+    assert_eq!(
+        error,
+        Some(IoErrorKind::ConnectionReset),
+        "the peer saw RST"
+    );
+    seen
 }
 
 /// What the peer saw: every byte up to end of stream (FIN), or the error that ended it.
@@ -97,13 +96,8 @@ fn abort_resets_the_connection() {
         block_on(async {
             let (listener, mut peer, stream) = connected(client).await;
             stream.abort().await;
-            let (seen, error) = read_until_end(&mut peer);
+            let seen = read_until_reset(&mut peer);
             assert!(seen.is_empty(), "nothing was sent");
-            assert_eq!(
-                error,
-                Some(IoErrorKind::ConnectionReset),
-                "the peer saw RST"
-            );
             listener.close().await;
         });
     });
@@ -125,13 +119,8 @@ fn a_close_that_cannot_allocate_its_disconnect_irp_resets_and_leaks_nothing() {
             let failed_irps = faults::injected_failures().of(Resource::Irp);
             faults::set_low_resources(None, 0);
             assert_eq!(failed_irps, 1, "the close asked for exactly one IRP");
-            let (seen, error) = read_until_end(&mut peer);
+            let seen = read_until_reset(&mut peer);
             assert!(seen.is_empty(), "nothing was sent");
-            assert_eq!(
-                error,
-                Some(IoErrorKind::ConnectionReset),
-                "the peer saw RST"
-            );
             listener.close().await;
         });
     });
@@ -143,12 +132,7 @@ fn dropping_an_abort_resets_without_waiting() {
         block_on(async {
             let (listener, mut peer, stream) = connected(client).await;
             drop(stream.abort());
-            let (_, error) = read_until_end(&mut peer);
-            assert_eq!(
-                error,
-                Some(IoErrorKind::ConnectionReset),
-                "the peer saw RST"
-            );
+            read_until_reset(&mut peer);
             listener.close().await;
         });
     });
@@ -183,12 +167,7 @@ fn a_graceful_close_that_cannot_finish_resets_after_the_close_limit() {
                 "close returned after {took:?}"
             );
             assert!(took < BOUND, "close took {took:?}");
-            let (_, error) = read_until_end(&mut peer);
-            assert_eq!(
-                error,
-                Some(IoErrorKind::ConnectionReset),
-                "the peer saw RST"
-            );
+            read_until_reset(&mut peer);
             listener.close().await;
         });
     });

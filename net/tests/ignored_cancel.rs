@@ -21,24 +21,13 @@ use std::time::{Duration, Instant};
 
 use wsk_executor::block_on;
 use wsk_host::faults::Faults;
-use wsk_net::{CANCEL_GRACE, ErrorKind, IoBuf, TcpListener, TcpStream, WskClient, timeout};
+use wsk_net::{CANCEL_GRACE, ErrorKind, IoBuf, TcpListener, WskClient, timeout};
 
 mod common;
-use common::{BOUND, plans, run_plans};
+use common::{BOUND, connected, plans, run_plans};
 
 /// The deadline of the stalled operations.
 const DEADLINE: Duration = Duration::from_millis(100);
-
-async fn connected(client: &WskClient) -> (TcpListener, std::net::TcpStream, TcpStream) {
-    let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().await.expect("local_addr");
-    let peer = std::net::TcpStream::connect(addr).expect("connect");
-    peer.set_read_timeout(Some(BOUND)).unwrap();
-    let (stream, _) = listener.accept().await.expect("accept");
-    (listener, peer, stream)
-}
 
 /// A receive from a silent peer: the cancel does nothing, so the deadline closes the socket
 /// after the grace period; the buffer comes back and the peer sees the reset.

@@ -14,70 +14,17 @@
     reason = "test code: panics are the failure reports"
 )]
 
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on};
-use wsk_host::faults::{Completion, Faults};
-use wsk_host::{Config, Kernel, Provider};
+use wsk_host::Provider;
 use wsk_net::{Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream, UdpSocket, WskClient};
 
 mod common;
-use common::test_driver;
-
-/// The providers a scenario runs on: the in-memory network only under Miri (no host
-/// sockets there), both otherwise.
-fn providers() -> Vec<Provider> {
-    if cfg!(miri) {
-        vec![Provider::Memory]
-    } else {
-        vec![Provider::Memory, Provider::HostSockets]
-    }
-}
-
-/// The fault plans: the standard ones (or `WSK_FAULTS`), two under Miri.
-fn plans() -> Vec<Faults> {
-    if cfg!(miri) {
-        vec![
-            Faults::with(Completion::Inline, 1),
-            Faults {
-                reorder: true,
-                max_delay: Duration::from_millis(1),
-                ..Faults::with(Completion::Mixed, 0xfeed_f00d)
-            },
-        ]
-    } else {
-        common::plans()
-    }
-}
-
-/// Boots a kernel per provider and plan, runs `scenario` with a registered client on a
-/// `PASSIVE_LEVEL` system thread, deregisters, and checks the verifier found nothing.
-fn each_kernel(scenario: impl Fn(&WskClient, &Kernel) + Sync) {
-    for provider in providers() {
-        for plan in plans() {
-            let label = format!("{provider:?} {plan:?}");
-            eprintln!("kernel: {label}");
-            let kernel = Kernel::boot(Config::default().with_faults(plan).with_provider(provider));
-            kernel.on_kernel_thread(|| {
-                let client = WskClient::register(test_driver(&kernel)).expect("register");
-                scenario(&client, &kernel);
-                client.deregister().expect("deregister");
-            });
-            let report = kernel.check_leaks();
-            assert!(report.is_clean(), "{label}: {report}");
-            let bugchecks = kernel.take_bugchecks();
-            assert!(bugchecks.is_empty(), "{label}: {bugchecks:?}");
-        }
-    }
-}
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
+use common::{each_provider_and_plan as each_kernel, loopback};
 
 /// A listener, and a connection to it: (listener, connecting end, accepted end).
 async fn connected(client: &WskClient) -> (TcpListener, TcpStream, TcpStream) {

@@ -14,27 +14,13 @@ use std::time::Duration;
 
 use wsk_executor::block_on;
 use wsk_host::faults::Faults;
-use wsk_net::{
-    Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream, UdpSocket, WskClient, timeout,
-};
+use wsk_net::{Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream, UdpSocket, timeout};
 
 mod common;
-use common::{BOUND, each_plan, plans, run_plans};
+use common::{BOUND, connected, each_plan, plans, run_plans};
 
 /// The deadline of the stalled operations: short, so that the tests stay quick.
 const DEADLINE: Duration = Duration::from_millis(200);
-
-/// A listener, our accepted stream, and its std peer.
-async fn connected(client: &WskClient) -> (TcpListener, std::net::TcpStream, TcpStream) {
-    let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().await.expect("local_addr");
-    let peer = std::net::TcpStream::connect(addr).expect("connect");
-    peer.set_read_timeout(Some(BOUND)).unwrap();
-    let (stream, _) = listener.accept().await.expect("accept");
-    (listener, peer, stream)
-}
 
 #[test]
 fn a_receive_from_a_silent_peer_times_out_with_its_buffer_and_the_stream_still_works() {

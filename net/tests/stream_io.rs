@@ -13,7 +13,6 @@
 
 use std::future::Future;
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -23,29 +22,13 @@ use wsk_net::io::{BufReader, BufWriter};
 use wsk_net::{ErrorKind, IoBuf, TcpListener, TcpStream, WskClient};
 
 mod common;
-use common::{BOUND, each_plan};
+use common::each_plan;
 
-fn bounded(stream: &std::net::TcpStream) {
-    stream.set_read_timeout(Some(BOUND)).unwrap();
-    stream.set_write_timeout(Some(BOUND)).unwrap();
-    stream.set_nodelay(true).unwrap();
-}
-
-async fn listen(client: &WskClient) -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().await.expect("local_addr");
-    (listener, addr)
-}
-
-/// A listener, a `std` peer connected to it (bounded I/O, no Nagle delay), and our accepted
-/// stream.
+/// [`common::connected_pair`] with Nagle's delay off on the peer, so its small writes go out
+/// at once.
 async fn connected_pair(client: &WskClient) -> (TcpListener, std::net::TcpStream, TcpStream) {
-    let (listener, addr) = listen(client).await;
-    let peer = std::net::TcpStream::connect(addr).unwrap();
-    bounded(&peer);
-    let (stream, _) = listener.accept().await.expect("accept");
+    let (listener, peer, stream) = common::connected_pair(client).await;
+    peer.set_nodelay(true).unwrap();
     (listener, peer, stream)
 }
 

@@ -22,9 +22,9 @@ use wsk_benches::load;
 const SERVICE: &str = "WskEcho";
 const SERVICE_KEY: &str = r"HKLM\System\CurrentControlSet\Services\WskEcho";
 /// How long the driver may take to log that it listens.
-const START_LIMIT: Duration = Duration::from_mins(1);
+pub(crate) const START_LIMIT: Duration = Duration::from_mins(1);
 /// How long `net stop` (`DriverUnload`) may take.
-const STOP_LIMIT: Duration = Duration::from_mins(1);
+pub(crate) const STOP_LIMIT: Duration = Duration::from_mins(1);
 /// The driver's idle timeout in this test (`IdleTimeoutMs`). Long enough that no client of
 /// the other scenarios pauses that long; the log check after unload proves none did.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -164,34 +164,41 @@ pub(crate) fn wait_for_log(
     }
 }
 
-/// The driver's own lines (`wskecho: ...`, `wsk-net: ...`) from Wine's debug log.
-fn driver_lines(log: &Path) -> Vec<String> {
+/// The driver's own lines (`<driver>: ...`, `wsk-net: ...`, `wsk-executor: ...`) from Wine's
+/// debug log.
+pub(crate) fn driver_lines(log: &Path, driver: &str) -> Vec<String> {
+    let own = format!("{driver}: ");
     fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| {
-            ["wskecho: ", "wsk-net: ", "wsk-executor: "]
+            [own.as_str(), "wsk-net: ", "wsk-executor: "]
                 .iter()
                 .find_map(|tag| l.find(tag).map(|at| l[at..].trim_end().to_string()))
         })
         .collect()
 }
 
-/// Runs the Wine test against the built `.sys`.
-///
-/// # Errors
-/// The first step or scenario that failed, with the driver's log lines.
-pub fn test(root: &Path, sys: &Path) -> Result<(), String> {
-    let started = Instant::now();
-    let work = crate::driver::target_dir(root).join("wine-test");
+/// A fresh work directory `<target>/<name>` holding a prefix (`prefix/`) and the path of the
+/// driver's log in it (`driver.log`).
+pub(crate) fn fresh_prefix(root: &Path, name: &str) -> Result<(Prefix, PathBuf), String> {
+    let work = crate::driver::target_dir(root).join(name);
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let prefix = Prefix {
         dir: work.join("prefix"),
     };
-    let log = work.join("driver.log");
+    Ok((prefix, work.join("driver.log")))
+}
 
-    println!("wine-test: fresh prefix in {}", prefix.dir.display());
+/// Boots the prefix, copies `sys` in as `drivers\<file_name>` and registers it as the
+/// demand-start kernel service `service_key`; its `Parameters` are the caller's.
+pub(crate) fn install_driver(
+    prefix: &Prefix,
+    sys: &Path,
+    file_name: &str,
+    service_key: &str,
+) -> Result<(), String> {
     run_quiet(
         &mut prefix.wine(&["wineboot", "-i"]),
         Duration::from_mins(3),
@@ -204,19 +211,135 @@ pub fn test(root: &Path, sys: &Path) -> Result<(), String> {
     )?;
     let drivers = prefix.dir.join("drive_c/windows/system32/drivers");
     fs::create_dir_all(&drivers).map_err(|e| e.to_string())?;
-    fs::copy(sys, drivers.join("wskecho.sys")).map_err(|e| format!("copy .sys: {e}"))?;
-
-    let port = load::free_loopback_port()?;
-    let params = format!(r"{SERVICE_KEY}\Parameters");
-    prefix.reg_add(SERVICE_KEY, "Type", "REG_DWORD", "1")?;
-    prefix.reg_add(SERVICE_KEY, "Start", "REG_DWORD", "3")?;
-    prefix.reg_add(SERVICE_KEY, "ErrorControl", "REG_DWORD", "1")?;
+    fs::copy(sys, drivers.join(file_name)).map_err(|e| format!("copy .sys: {e}"))?;
+    prefix.reg_add(service_key, "Type", "REG_DWORD", "1")?;
+    prefix.reg_add(service_key, "Start", "REG_DWORD", "3")?;
+    prefix.reg_add(service_key, "ErrorControl", "REG_DWORD", "1")?;
     prefix.reg_add(
-        SERVICE_KEY,
+        service_key,
         "ImagePath",
         "REG_EXPAND_SZ",
-        r"C:\windows\system32\drivers\wskecho.sys",
-    )?;
+        &format!(r"C:\windows\system32\drivers\{file_name}"),
+    )
+}
+
+/// Starts `service` (`net start`, which returns once `DriverEntry` did) under a persistent
+/// wineserver, its debug output in `log`, and waits for a log line containing `listening`
+/// (an error on one containing any of `fatal`).
+pub(crate) fn start_service(
+    prefix: &Prefix,
+    log: &Path,
+    service: &str,
+    listening: &str,
+    fatal: &[&str],
+) -> Result<(), String> {
+    // services.exe reads the services at start; a persistent server keeps winedevice.exe (the
+    // driver's host) alive after `net start` returns, writing to the log we hand it.
+    // `-k` fails when no server is running, which is fine.
+    let _ = prefix.wineserver("-k");
+    prefix.wineserver("-p")?;
+    let log_file = fs::File::create(log).map_err(|e| e.to_string())?;
+    let mut start = prefix.wine(&["net", "start", service]);
+    start
+        .env("WINEDEBUG", "+debugstr,fixme+ntoskrnl,fixme+netio")
+        .stdout(Stdio::null())
+        .stderr(log_file);
+    let child = start.spawn().map_err(|e| format!("wine net start: {e}"))?;
+    let status =
+        wait_bounded(child, START_LIMIT).map_err(|e| format!("wine net start {service}: {e}"))?;
+    if !status.success() {
+        return Err(format!("wine net start {service} exited with {status}"));
+    }
+    wait_for_log(log, listening, fatal, START_LIMIT)
+}
+
+/// Prints the test's outcome (`<test>: PASS in ...` with the driver's log lines, or the log
+/// lines on stderr) and returns it, the error prefixed with `test`.
+pub(crate) fn report_outcome(
+    test: &str,
+    started: Instant,
+    log: &Path,
+    driver: &str,
+    result: Result<String, String>,
+) -> Result<(), String> {
+    let lines = driver_lines(log, driver);
+    match result {
+        Ok(summary) => {
+            println!("{test}: driver log:");
+            for line in &lines {
+                println!("    {line}");
+            }
+            println!("{test}: PASS in {:.0?}: {summary}", started.elapsed());
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{test}: driver log ({}):", log.display());
+            for line in &lines {
+                eprintln!("    {line}");
+            }
+            Err(format!("{test}: {e}"))
+        }
+    }
+}
+
+/// Waits for the driver's `<driver>: unload complete` report after `net stop`, checks it ends
+/// with `clean` and that the WSK client deregistered; returns the whole log and the report.
+pub(crate) fn unload_report(
+    log: &Path,
+    driver: &str,
+    clean: &str,
+) -> Result<(String, String), String> {
+    let complete = format!("{driver}: unload complete");
+    wait_for_log(log, &complete, &[&format!("{driver}: panic")], STOP_LIMIT)?;
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let report = text
+        .lines()
+        .find_map(|l| l.find(&complete).map(|at| l[at..].trim().to_string()))
+        .unwrap_or_default();
+    if !report.ends_with(clean) {
+        return Err(format!("unload reported: {report}"));
+    }
+    if !text.contains(&format!("{driver}: deregistered")) {
+        return Err("the WSK client did not deregister".into());
+    }
+    Ok((text, report))
+}
+
+/// Runs the Wine test against the built `.sys`.
+///
+/// # Errors
+/// The first step or scenario that failed, with the driver's log lines.
+pub fn test(root: &Path, sys: &Path) -> Result<(), String> {
+    let started = Instant::now();
+    let (prefix, log) = fresh_prefix(root, "wine-test")?;
+    println!("wine-test: fresh prefix in {}", prefix.dir.display());
+    let result = install(&prefix, sys)
+        .and_then(|port| {
+            // `net start` returns once DriverEntry did, which binds the listener first.
+            start_service(
+                &prefix,
+                &log,
+                SERVICE,
+                "wskecho: listening on",
+                &[
+                    "wskecho: not started",
+                    "wskecho: cannot listen",
+                    "wskecho: panic",
+                ],
+            )
+            .map(|()| port)
+        })
+        .and_then(|port| scenarios(&prefix, &log, SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
+    drop(prefix);
+    report_outcome("wine-test", started, &log, "wskecho", result)
+}
+
+/// Installs `wskecho.sys` as the service with its `Parameters`; returns the port it will
+/// listen on.
+fn install(prefix: &Prefix, sys: &Path) -> Result<u16, String> {
+    install_driver(prefix, sys, "wskecho.sys", SERVICE_KEY)?;
+    let port = load::free_loopback_port()?;
+    let params = format!(r"{SERVICE_KEY}\Parameters");
     prefix.reg_add(&params, "Port", "REG_DWORD", &port.to_string())?;
     prefix.reg_add(&params, "Runner", "REG_SZ", "passive")?;
     prefix.reg_add(&params, "BindAddress", "REG_SZ", "127.0.0.1")?;
@@ -229,59 +352,7 @@ pub fn test(root: &Path, sys: &Path) -> Result<(), String> {
         "REG_DWORD",
         &IDLE_TIMEOUT.as_millis().to_string(),
     )?;
-
-    // services.exe reads the services at start; a persistent server keeps winedevice.exe (the
-    // driver's host) alive after `net start` returns, writing to the log we hand it.
-    // `-k` fails when no server is running, which is fine.
-    let _ = prefix.wineserver("-k");
-    prefix.wineserver("-p")?;
-    let log_file = fs::File::create(&log).map_err(|e| e.to_string())?;
-    let mut start = prefix.wine(&["net", "start", SERVICE]);
-    start
-        .env("WINEDEBUG", "+debugstr,fixme+ntoskrnl,fixme+netio")
-        .stdout(Stdio::null())
-        .stderr(log_file);
-    let result = start
-        .spawn()
-        .map_err(|e| format!("wine net start: {e}"))
-        .and_then(|child| {
-            // `net start` returns once DriverEntry did, which binds the listener first.
-            let status = wait_bounded(child, START_LIMIT)
-                .map_err(|e| format!("wine net start {SERVICE}: {e}"))?;
-            if !status.success() {
-                return Err(format!("wine net start {SERVICE} exited with {status}"));
-            }
-            wait_for_log(
-                &log,
-                "wskecho: listening on",
-                &[
-                    "wskecho: not started",
-                    "wskecho: cannot listen",
-                    "wskecho: panic",
-                ],
-                START_LIMIT,
-            )
-        })
-        .and_then(|()| scenarios(&prefix, &log, SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
-    drop(prefix);
-    let lines = driver_lines(&log);
-    match result {
-        Ok(summary) => {
-            println!("wine-test: driver log:");
-            for line in &lines {
-                println!("    {line}");
-            }
-            println!("wine-test: PASS in {:.0?}: {summary}", started.elapsed());
-            Ok(())
-        }
-        Err(e) => {
-            eprintln!("wine-test: driver log ({}):", log.display());
-            for line in &lines {
-                eprintln!("    {line}");
-            }
-            Err(format!("wine-test: {e}"))
-        }
-    }
+    Ok(port)
 }
 
 /// The client scenarios against the running driver, then unload with clients connected.
@@ -335,26 +406,7 @@ fn scenarios(prefix: &Prefix, log: &Path, addr: SocketAddr) -> Result<String, St
             "unload closed {closed} of {held_count} held clients"
         ));
     }
-    wait_for_log(
-        log,
-        "wskecho: unload complete",
-        &["wskecho: panic"],
-        STOP_LIMIT,
-    )?;
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let report = text
-        .lines()
-        .find_map(|l| {
-            l.find("wskecho: unload complete")
-                .map(|at| l[at..].trim().to_string())
-        })
-        .unwrap_or_default();
-    if !report.ends_with("no leaks") {
-        return Err(format!("unload reported: {report}"));
-    }
-    if !text.contains("wskecho: deregistered") {
-        return Err("the WSK client did not deregister".into());
-    }
+    let (text, report) = unload_report(log, "wskecho", "no leaks")?;
     // The runner's start recognised Wine and reads the clock where Wine maps it, instead of
     // faulting on the kernel address for Wine to emulate each read.
     if !text.contains("wskecho: clock: KUSER_SHARED_DATA at its user-mode address") {

@@ -15,19 +15,17 @@ use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use wsk_benches::load;
 
-use crate::wine::{Prefix, run_quiet, wait_bounded, wait_for_log};
+use crate::wine::{
+    Prefix, STOP_LIMIT, fresh_prefix, install_driver, report_outcome, run_quiet, start_service,
+    unload_report,
+};
 
 const SERVICE: &str = "WskChat";
 const SERVICE_KEY: &str = r"HKLM\System\CurrentControlSet\Services\WskChat";
-/// How long the driver may take to log that it listens.
-const START_LIMIT: Duration = Duration::from_mins(1);
-/// How long `net stop` (`DriverUnload`) may take.
-const STOP_LIMIT: Duration = Duration::from_mins(1);
 /// The relay's idle timeout here (`IdleSeconds`): long enough that the relay and unload
 /// scenarios' clients, which send within milliseconds of connecting, never idle out.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -55,13 +53,7 @@ const WINE_LACKS: &[&str] = &[
 /// The first step or scenario that failed, with the driver's log lines.
 pub fn test(root: &Path, sys: &Path) -> Result<(), String> {
     let started = Instant::now();
-    let work = crate::driver::target_dir(root).join("wine-chat-test");
-    let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-    let prefix = Prefix {
-        dir: work.join("prefix"),
-    };
-    let log = work.join("driver.log");
+    let (prefix, log) = fresh_prefix(root, "wine-chat-test")?;
     for lack in WINE_LACKS {
         println!("wine-chat-test: *** Wine lacks: {lack} ***");
     }
@@ -70,56 +62,15 @@ pub fn test(root: &Path, sys: &Path) -> Result<(), String> {
         .and_then(|port| start(&prefix, &log).map(|()| port))
         .and_then(|port| scenarios(&prefix, &log, SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
     drop(prefix);
-    let lines = driver_lines(&log);
-    match result {
-        Ok(summary) => {
-            println!("wine-chat-test: driver log:");
-            for line in &lines {
-                println!("    {line}");
-            }
-            println!(
-                "wine-chat-test: PASS in {:.0?}: {summary}",
-                started.elapsed()
-            );
-            Ok(())
-        }
-        Err(e) => {
-            eprintln!("wine-chat-test: driver log ({}):", log.display());
-            for line in &lines {
-                eprintln!("    {line}");
-            }
-            Err(format!("wine-chat-test: {e}"))
-        }
-    }
+    report_outcome("wine-chat-test", started, &log, "wskchat", result)
 }
 
-/// Boots the prefix, copies the `.sys` in and registers the service with its `Parameters`;
-/// returns the port it will listen on.
+/// Installs `wskchat.sys` as the service with its `Parameters`; returns the port it will
+/// listen on.
 fn install(prefix: &Prefix, sys: &Path) -> Result<u16, String> {
-    run_quiet(
-        &mut prefix.wine(&["wineboot", "-i"]),
-        Duration::from_mins(3),
-    )?;
-    prefix.reg_add(
-        r"HKCU\Software\Wine\WineDbg",
-        "ShowCrashDialog",
-        "REG_DWORD",
-        "0",
-    )?;
-    let drivers = prefix.dir.join("drive_c/windows/system32/drivers");
-    fs::create_dir_all(&drivers).map_err(|e| e.to_string())?;
-    fs::copy(sys, drivers.join("wskchat.sys")).map_err(|e| format!("copy .sys: {e}"))?;
+    install_driver(prefix, sys, "wskchat.sys", SERVICE_KEY)?;
     let port = load::free_loopback_port()?;
     let params = format!(r"{SERVICE_KEY}\Parameters");
-    prefix.reg_add(SERVICE_KEY, "Type", "REG_DWORD", "1")?;
-    prefix.reg_add(SERVICE_KEY, "Start", "REG_DWORD", "3")?;
-    prefix.reg_add(SERVICE_KEY, "ErrorControl", "REG_DWORD", "1")?;
-    prefix.reg_add(
-        SERVICE_KEY,
-        "ImagePath",
-        "REG_EXPAND_SZ",
-        r"C:\windows\system32\drivers\wskchat.sys",
-    )?;
     prefix.reg_add(&params, "Port", "REG_DWORD", &port.to_string())?;
     prefix.reg_add(&params, "Runner", "REG_SZ", "passive")?;
     prefix.reg_add(&params, "BindAddress", "REG_SZ", "127.0.0.1")?;
@@ -132,49 +83,20 @@ fn install(prefix: &Prefix, sys: &Path) -> Result<u16, String> {
     Ok(port)
 }
 
-/// Starts the service (`net start`, which returns once `DriverEntry` did) under a persistent
-/// wineserver, its debug output in `log`, and waits for the relay to say it listens.
+/// Starts the service and waits for the relay to say it listens, on the passive runner.
 fn start(prefix: &Prefix, log: &Path) -> Result<(), String> {
-    // services.exe reads the services at start; a persistent server keeps winedevice.exe (the
-    // driver's host) alive after `net start` returns. `-k` fails when none runs: fine.
-    let _ = prefix.wineserver("-k");
-    prefix.wineserver("-p")?;
-    let log_file = fs::File::create(log).map_err(|e| e.to_string())?;
-    let mut start = prefix.wine(&["net", "start", SERVICE]);
-    start
-        .env("WINEDEBUG", "+debugstr,fixme+ntoskrnl,fixme+netio")
-        .stdout(Stdio::null())
-        .stderr(log_file);
-    let child = start.spawn().map_err(|e| format!("wine net start: {e}"))?;
-    let status =
-        wait_bounded(child, START_LIMIT).map_err(|e| format!("wine net start {SERVICE}: {e}"))?;
-    if !status.success() {
-        return Err(format!("wine net start {SERVICE} exited with {status}"));
-    }
-    wait_for_log(
+    start_service(
+        prefix,
         log,
+        SERVICE,
         "wskchat: listening on",
         &["wskchat: not started", "wskchat: panic"],
-        START_LIMIT,
     )?;
     let text = fs::read_to_string(log).unwrap_or_default();
     if !text.contains("with the Passive runner") {
         return Err("the relay does not say it runs on the passive runner".into());
     }
     Ok(())
-}
-
-/// The driver's own lines (`wskchat: ...`, `wsk-net: ...`, `wsk-executor: ...`) from the log.
-fn driver_lines(log: &Path) -> Vec<String> {
-    fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            ["wskchat: ", "wsk-net: ", "wsk-executor: "]
-                .iter()
-                .find_map(|tag| l.find(tag).map(|at| l[at..].trim_end().to_string()))
-        })
-        .collect()
 }
 
 /// A chat client: its connection, and what it has read but not yet taken as lines.
@@ -449,26 +371,7 @@ fn unload_with_clients(prefix: &Prefix, log: &Path, addr: SocketAddr) -> Result<
              {IDLE_TIMEOUT:?} idle timeout, the unload's close cannot be told from an idle one"
         ));
     }
-    wait_for_log(
-        log,
-        "wskchat: unload complete",
-        &["wskchat: panic"],
-        STOP_LIMIT,
-    )?;
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let report = text
-        .lines()
-        .find_map(|l| {
-            l.find("wskchat: unload complete")
-                .map(|at| l[at..].trim().to_string())
-        })
-        .unwrap_or_default();
-    if !report.ends_with("no tasks left") {
-        return Err(format!("unload reported: {report}"));
-    }
-    if !text.contains("wskchat: deregistered") {
-        return Err("the WSK client did not deregister".into());
-    }
+    let (_, report) = unload_report(log, "wskchat", "no tasks left")?;
     Ok(format!(
         "unloaded with {} clients connected, all closed {held_for:.1?} after their last \
          line: {report}",

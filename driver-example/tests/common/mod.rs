@@ -64,3 +64,39 @@ pub fn load_echo(
     }
     (driver, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
 }
+
+/// The Wine test's client scenarios against the loaded echo driver at `addr` (concurrent echo
+/// with 64 KiB messages, connect/close churn, a reset mid-message), then its unload with idle
+/// clients connected: every one closed, the report clean, the driver's log saying it unloaded
+/// with no leaks and deregistered. Returns the driver's log for the caller's own checks.
+pub fn serve_wine_scenarios_and_unload(
+    kernel: &Kernel,
+    driver: Driver,
+    addr: SocketAddr,
+) -> String {
+    let echo = load::concurrent_echo(addr, 50, 200, 64 * 1024).expect("concurrent echo");
+    assert_eq!(echo.connections, 50);
+    assert_eq!(echo.messages, 50 * 200);
+
+    let churn = load::churn(addr, 1000, 8).expect("connect/close churn");
+    assert_eq!(churn.connections, 1000);
+
+    load::reset_mid_message(addr)
+        .expect("a client resetting mid-message leaves the server serving");
+
+    let held = load::hold_connections(addr, 8).expect("idle connections");
+    let held_count = held.len();
+    let report = kernel.unload(driver);
+    let closed = held
+        .wait_closed(BOUND)
+        .expect("unload closes every connection");
+    assert_eq!(closed, held_count);
+    assert!(report.is_clean(), "unload report: {report}");
+    let log = kernel.debug_log();
+    assert!(
+        log.contains("wskecho: unload complete: no leaks"),
+        "driver log:\n{log}"
+    );
+    assert!(log.contains("wskecho: deregistered"), "driver log:\n{log}");
+    log
+}

@@ -424,6 +424,18 @@ impl Client {
     }
 
     pub fn try_socket(&self, kind: Kind, v6: bool) -> (NTSTATUS, Option<Sock>) {
+        self.try_socket_with(kind, v6, std::ptr::null_mut(), std::ptr::null())
+    }
+
+    /// [`Client::try_socket`] with the socket's context and its client dispatch table (event
+    /// callbacks for a connection socket), which must outlive the socket.
+    pub fn try_socket_with(
+        &self,
+        kind: Kind,
+        v6: bool,
+        context: PVOID,
+        dispatch: *const std::ffi::c_void,
+    ) -> (NTSTATUS, Option<Sock>) {
         let (socket_type, protocol, flags) = match kind {
             Kind::Listen => (SOCK_STREAM, IPPROTO_TCP, WSK_FLAG_LISTEN_SOCKET),
             Kind::Connection => (SOCK_STREAM, IPPROTO_TCP, WSK_FLAG_CONNECTION_SOCKET),
@@ -431,7 +443,8 @@ impl Client {
         };
         let io = Io::new();
         let create = self.dispatch().WskSocket.expect("WskSocket");
-        // SAFETY: a live IRP; the client handle from the capture.
+        // SAFETY: a live IRP; the client handle from the capture; the caller keeps `dispatch`
+        // alive as long as the socket.
         let r = unsafe {
             create(
                 self.npi.Client,
@@ -439,8 +452,8 @@ impl Client {
                 socket_type,
                 protocol,
                 flags,
-                std::ptr::null_mut(),
-                std::ptr::null(),
+                context,
+                dispatch,
                 std::ptr::null_mut(),
                 std::ptr::null_mut(),
                 std::ptr::null_mut(),

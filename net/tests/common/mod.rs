@@ -2,10 +2,15 @@
 //! `WskClient` with, and the per-plan runner with a registered client.
 #![allow(dead_code, unused_imports, reason = "each test binary uses its part")]
 
-use wsk_host::Kernel;
-use wsk_host::faults::Faults;
+pub mod chain;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use wsk_host::faults::{Completion, Faults};
 use wsk_host::testing;
-use wsk_net::WskClient;
+use wsk_host::{Config, Kernel, Provider};
+use wsk_net::{TcpListener, TcpStream, WskClient};
 
 pub use wsk_host::testing::{BOUND, plans};
 
@@ -36,4 +41,95 @@ pub fn run_plans(plans: Vec<Faults>, scenario: impl Fn(&WskClient, &Kernel) + Sy
             client.deregister().expect("deregister");
         });
     });
+}
+
+/// A listener on a loopback port, a std peer connected to it (with a read timeout of
+/// [`BOUND`], so a read that gets nothing fails instead of hanging), and our accepted stream.
+pub async fn connected(client: &WskClient) -> (TcpListener, std::net::TcpStream, TcpStream) {
+    let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().await.expect("local_addr");
+    let peer = std::net::TcpStream::connect(addr).expect("connect");
+    peer.set_read_timeout(Some(BOUND)).unwrap();
+    let (stream, _) = listener.accept().await.expect("accept");
+    (listener, peer, stream)
+}
+
+/// `127.0.0.1:0`: a loopback address with an ephemeral port, to bind to.
+pub fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// The providers a Miri-run scenario runs on: the in-memory network only under Miri (no host
+/// sockets there), both otherwise.
+pub fn providers() -> Vec<Provider> {
+    if cfg!(miri) {
+        vec![Provider::Memory]
+    } else {
+        vec![Provider::Memory, Provider::HostSockets]
+    }
+}
+
+/// The fault plans of a Miri-run scenario: the standard ones (or `WSK_FAULTS`), cut to two
+/// under Miri (inline; mixed with reordering and delays) to keep the run to minutes.
+pub fn plans_cut_under_miri() -> Vec<Faults> {
+    if cfg!(miri) {
+        vec![
+            Faults::with(Completion::Inline, 1),
+            Faults {
+                reorder: true,
+                max_delay: Duration::from_millis(1),
+                ..Faults::with(Completion::Mixed, 0xfeed_f00d)
+            },
+        ]
+    } else {
+        plans()
+    }
+}
+
+/// Boots a kernel per provider ([`providers`]) and plan ([`plans_cut_under_miri`]), runs
+/// `scenario` with a registered client on a `PASSIVE_LEVEL` system thread, deregisters, and
+/// checks the verifier found nothing: no leak, no bugcheck.
+pub fn each_provider_and_plan(scenario: impl Fn(&WskClient, &Kernel) + Sync) {
+    for provider in providers() {
+        for plan in plans_cut_under_miri() {
+            let label = format!("{provider:?} {plan:?}");
+            eprintln!("kernel: {label}");
+            let kernel = Kernel::boot(Config::default().with_faults(plan).with_provider(provider));
+            kernel.on_kernel_thread(|| {
+                let client = WskClient::register(test_driver(&kernel)).expect("register");
+                scenario(&client, &kernel);
+                client.deregister().expect("deregister");
+            });
+            let report = kernel.check_leaks();
+            assert!(report.is_clean(), "{label}: {report}");
+            let bugchecks = kernel.take_bugchecks();
+            assert!(bugchecks.is_empty(), "{label}: {bugchecks:?}");
+        }
+    }
+}
+
+/// Bounds a `std` peer's blocking reads and writes by [`BOUND`]: a stalled scenario fails
+/// loudly instead of hanging.
+pub fn bounded(stream: &std::net::TcpStream) {
+    stream.set_read_timeout(Some(BOUND)).unwrap();
+    stream.set_write_timeout(Some(BOUND)).unwrap();
+}
+
+/// A listener on a loopback port, and its address.
+pub async fn listen(client: &WskClient) -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind(client, loopback()).await.expect("bind");
+    let addr = listener.local_addr().await.expect("local_addr");
+    (listener, addr)
+}
+
+/// A listener, a `std` peer connected to it (with bounded I/O, [`bounded`]), and our accepted
+/// stream.
+pub async fn connected_pair(client: &WskClient) -> (TcpListener, std::net::TcpStream, TcpStream) {
+    let (listener, addr) = listen(client).await;
+    let peer = std::net::TcpStream::connect(addr).unwrap();
+    bounded(&peer);
+    let (stream, _) = listener.accept().await.expect("accept");
+    (listener, peer, stream)
 }
