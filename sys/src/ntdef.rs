@@ -145,6 +145,9 @@ pub const STATUS_CONNECTION_ABORTED: NTSTATUS = st(0xC000_0241);
 /// An event callback did not take the data indicated: no more indications until a
 /// `WskReceive`.
 pub const STATUS_DATA_NOT_ACCEPTED: NTSTATUS = st(0xC000_021B);
+/// A `WskAcceptEvent` callback refused the connection it was indicated: the provider closes
+/// the accepted socket.
+pub const STATUS_REQUEST_NOT_ACCEPTED: NTSTATUS = st(0xC000_00D0);
 /// The address is already associated with an endpoint.
 pub const STATUS_ADDRESS_ALREADY_ASSOCIATED: NTSTATUS = st(0xC000_0238);
 /// The address is not valid for this context (not a local address).

@@ -30,7 +30,7 @@
 //!
 //! Where it differs from Windows: disabling an event while its callback runs takes effect for
 //! the next indication and returns `STATUS_SUCCESS` at once (Windows waits, or returns
-//! `STATUS_EVENT_PENDING`); `WskSendBacklogEvent`, `WskAcceptEvent` and
+//! `STATUS_EVENT_PENDING`); `WskSendBacklogEvent` and
 //! `WskControlClient(WSK_SET_STATIC_EVENT_CALLBACKS)` are not implemented (enabling them fails
 //! with `STATUS_NOT_SUPPORTED`).
 
@@ -233,6 +233,9 @@ pub(super) fn set_event_callbacks(
     if sock.kind == Kind::Datagram {
         return super::datagram_events::set_event_callbacks(sock, disable, events);
     }
+    if sock.kind == Kind::Listen && matches!(sock.host, Host::Listener(_)) {
+        return super::accept_events::set_event_callbacks(sock, disable, events);
+    }
     // Connection sockets on host sockets only: the in-memory network has no indications.
     if sock.kind != Kind::Connection || matches!(sock.host, Host::MemoryStream(_)) {
         return STATUS_NOT_SUPPORTED;
@@ -291,6 +294,9 @@ pub(super) fn refuse_enabling_with_irp(id: u64, mask: u32) {
 pub(super) fn due(sock: &Sock) -> bool {
     if sock.kind == Kind::Datagram {
         return super::datagram_events::due(sock);
+    }
+    if sock.kind == Kind::Listen {
+        return super::accept_events::due(sock);
     }
     sock.kind == Kind::Connection
         && sock.ev.enabled & (WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT) != 0
@@ -404,13 +410,13 @@ pub(super) fn after_callback<'a>(
 /// client takes it, then the disconnect indication once the peer's FIN or reset was seen.
 /// Called by the reactor thread, without the provider lock.
 pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
-    let datagram = p
-        .lock()
-        .sockets
-        .get(&id)
-        .is_some_and(|sock| sock.kind == Kind::Datagram);
-    if datagram {
+    let kind = p.lock().sockets.get(&id).map(|sock| sock.kind);
+    if kind == Some(Kind::Datagram) {
         super::datagram_events::indicate(p, id);
+        return;
+    }
+    if kind == Some(Kind::Listen) {
+        super::accept_events::indicate(p, id);
         return;
     }
     loop {

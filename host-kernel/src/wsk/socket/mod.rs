@@ -681,6 +681,7 @@ macro_rules! locked_sock {
 }
 
 // After `locked_sock`, so that the call modules see the macro.
+mod accept_events;
 mod buffers;
 mod client_calls;
 mod datagram_events;

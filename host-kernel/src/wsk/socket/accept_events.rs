@@ -1,0 +1,180 @@
+//! `WskAcceptEvent` on listening sockets: `SO_WSK_EVENT_CALLBACK` with `WSK_EVENT_ACCEPT`,
+//! and the indications the reactor makes of accepted connections.
+//!
+//! Rules, each from its WDK page:
+//! - "`PFN_WSK_ACCEPT_EVENT` callback function (wsk.h)"
+//!   (learn.microsoft.com/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_accept_event): the
+//!   provider indicates each accepted connection with its new socket and both addresses; the
+//!   client returns `STATUS_SUCCESS`, setting `*AcceptSocketContext` and
+//!   `*AcceptSocketDispatch` (the socket is then the client's, to close with
+//!   `WskCloseSocket`), or `STATUS_REQUEST_NOT_ACCEPTED`, and the provider closes the socket.
+//!   Any other status is a verifier failure.
+//! - "`SO_WSK_EVENT_CALLBACK`": enabled on a listening socket whose `Dispatch` (given to
+//!   `WskSocket`) is a `WSK_CLIENT_LISTEN_DISPATCH` with `WskAcceptEvent` set.
+//!
+//! Pending `WskAccept` IRPs are served first: an indication is made only when none is
+//! queued. Indications are made by the reactor thread at `DISPATCH_LEVEL`
+//! (`WSK_FLAG_AT_DISPATCH_LEVEL`), never under the provider lock.
+
+use std::format;
+use std::io;
+
+use mio::Interest;
+
+use super::glue::{self, bugcheck};
+use super::os;
+use super::{Host, Kind, Sock, new_sock, token};
+use crate::{
+    NTSTATUS, PVOID, SOCKADDR, SOCKADDR_STORAGE, STATUS_INVALID_PARAMETER,
+    STATUS_REQUEST_NOT_ACCEPTED, STATUS_SUCCESS, WSK_CLIENT_CONNECTION_DISPATCH,
+    WSK_CLIENT_LISTEN_DISPATCH, WSK_EVENT_ACCEPT, WSK_FLAG_AT_DISPATCH_LEVEL, WSK_SOCKET,
+};
+
+/// `SO_WSK_EVENT_CALLBACK` on a listening socket: `events` is `WSK_EVENT_ACCEPT` alone.
+pub(super) fn set_event_callbacks(sock: &mut Sock, disable: bool, events: u32) -> NTSTATUS {
+    if events != WSK_EVENT_ACCEPT {
+        return STATUS_INVALID_PARAMETER;
+    }
+    if disable {
+        sock.ev.enabled &= !WSK_EVENT_ACCEPT;
+        return STATUS_SUCCESS;
+    }
+    if listen_table(sock).and_then(|t| t.WskAcceptEvent).is_none() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    sock.ev.enabled |= WSK_EVENT_ACCEPT;
+    STATUS_SUCCESS
+}
+
+/// The client's `WSK_CLIENT_LISTEN_DISPATCH` of listening socket `sock`, if it gave one.
+fn listen_table(sock: &Sock) -> Option<&'static WSK_CLIENT_LISTEN_DISPATCH> {
+    if sock.ev.dispatch == 0 {
+        return None;
+    }
+    // SAFETY: a listening socket's dispatch is the client's WSK_CLIENT_LISTEN_DISPATCH, which
+    // outlives the socket (the WskSocket page).
+    Some(unsafe {
+        &*core::ptr::with_exposed_provenance::<WSK_CLIENT_LISTEN_DISPATCH>(sock.ev.dispatch)
+    })
+}
+
+/// Whether the reactor should try an accept indication on listening socket `sock` now.
+pub(super) fn due(sock: &Sock) -> bool {
+    sock.kind == Kind::Listen
+        && sock.ev.enabled & WSK_EVENT_ACCEPT != 0
+        && !sock.ev.is_indicating()
+        && sock.accepts.is_empty()
+        && matches!(sock.host, Host::Listener(_))
+}
+
+/// An empty `SOCKADDR_STORAGE` for an address to be written into.
+const fn empty_address() -> SOCKADDR_STORAGE {
+    SOCKADDR_STORAGE {
+        ss_family: 0,
+        __ss_pad1: [0; 6],
+        __ss_align: 0,
+        __ss_pad2: [0; 112],
+    }
+}
+
+/// Makes the accept indications due on listening socket `id`, one per waiting connection.
+/// Called by the reactor thread, without the provider lock.
+pub(super) fn indicate(p: &super::Provider, id: u64) {
+    loop {
+        let mut st = p.lock();
+        let next_id = st.next_id + 1;
+        let Some(sock) = st.sockets.get_mut(&id) else {
+            return;
+        };
+        if !due(sock) {
+            return;
+        }
+        let Some(accept_event) = listen_table(sock).and_then(|t| t.WskAcceptEvent) else {
+            return;
+        };
+        let Host::Listener(listener) = &sock.host else {
+            return;
+        };
+        let (mut stream, peer) = match listener.accept() {
+            Ok(pair) => pair,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            // Interrupted, or the connection died in the backlog: try the next one.
+            Err(_) => continue,
+        };
+        if p.io
+            .register(
+                &mut stream,
+                token(next_id),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            continue;
+        }
+        let local_addr = os::local_addr(&stream).ok();
+        let (client, v6) = (sock.client, sock.v6);
+        let context = core::ptr::with_exposed_provenance_mut::<core::ffi::c_void>(sock.ev.context);
+        sock.ev.begin_indication(0);
+        st.next_id = next_id;
+        let mut child = new_sock(next_id, client, Kind::Connection, v6, Host::Stream(stream));
+        child.bound = true;
+        child.connected = true;
+        let handle = child.handle.information();
+        st.sockets.insert(next_id, child);
+        drop(st);
+
+        let mut local = empty_address();
+        let mut remote = empty_address();
+        if let Some(a) = local_addr {
+            // SAFETY: a SOCKADDR_STORAGE holds any socket address.
+            let _ = unsafe { crate::write_sockaddr((&raw mut local).cast::<SOCKADDR>(), &a) };
+        }
+        // SAFETY: as above.
+        let _ = unsafe { crate::write_sockaddr((&raw mut remote).cast::<SOCKADDR>(), &peer) };
+        let mut accept_context: PVOID = core::ptr::null_mut();
+        let mut accept_dispatch: *const WSK_CLIENT_CONNECTION_DISPATCH = core::ptr::null();
+        let accept_socket = core::ptr::with_exposed_provenance_mut::<WSK_SOCKET>(handle);
+        // SAFETY: the client's callback with its listening socket's context, at
+        // DISPATCH_LEVEL; the addresses live until it returns.
+        let status = glue::at_dispatch(|| unsafe {
+            accept_event(
+                context,
+                WSK_FLAG_AT_DISPATCH_LEVEL,
+                (&raw mut local).cast::<SOCKADDR>(),
+                (&raw mut remote).cast::<SOCKADDR>(),
+                accept_socket,
+                &raw mut accept_context,
+                &raw mut accept_dispatch,
+            )
+        });
+
+        let mut st = p.lock();
+        if let Some(sock) = super::events::after_callback(p, &mut st, id) {
+            // No chain rides on an accept indication: nothing can have been released.
+            let _ = sock.ev.end_indication();
+        }
+        if status == STATUS_SUCCESS {
+            if let Some(child) = st.sockets.get_mut(&next_id) {
+                child.ev.context = accept_context.expose_provenance();
+                child.ev.dispatch = accept_dispatch.expose_provenance();
+            }
+            continue;
+        }
+        // Refused (or a status outside the two): the provider closes the accepted socket.
+        if let Some(mut child) = st.sockets.remove(&next_id) {
+            child.release_host(&p.io, true);
+            // SAFETY: the client refused the socket and never uses it again; freed only here.
+            unsafe { child.handle.free() };
+        }
+        drop(st);
+        if status != STATUS_REQUEST_NOT_ACCEPTED {
+            bugcheck(
+                "WSK_ACCEPT_EVENT_STATUS",
+                format!(
+                    "WskAcceptEvent on listening socket {id} returned {status:#x}: the callback \
+                     returns STATUS_SUCCESS or STATUS_REQUEST_NOT_ACCEPTED"
+                ),
+            );
+        }
+    }
+}
