@@ -228,10 +228,10 @@ impl Driver {
     fn new(name: &str, path: &str) -> Self {
         let name_buffer: Vec<u16> = format!("\\Driver\\{name}").encode_utf16().collect();
         let path_buffer: Vec<u16> = path.encode_utf16().collect();
+        let zeroed = Box::<UnsafeCell<DRIVER_OBJECT>>::new_zeroed();
         // SAFETY: every DRIVER_OBJECT field is an integer, a raw pointer or an Option of a
         // function pointer: all-zero is a valid value for each.
-        let object: Box<UnsafeCell<DRIVER_OBJECT>> =
-            unsafe { Box::<UnsafeCell<DRIVER_OBJECT>>::new_zeroed().assume_init() };
+        let object = unsafe { zeroed.assume_init() };
         let driver_name = UNICODE_STRING::from_wide(&name_buffer);
         let registry_path = UNICODE_STRING::from_wide(&path_buffer);
         let driver = Driver {

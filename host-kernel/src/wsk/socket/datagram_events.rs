@@ -111,9 +111,9 @@ impl DatagramBlock {
 /// `ptr` is the head of a list built by [`build_list`], and nobody uses it any more.
 pub(super) unsafe fn free_list(mut ptr: usize) {
     while ptr != 0 {
+        let raw = core::ptr::with_exposed_provenance_mut::<DatagramBlock>(ptr);
         // SAFETY: every element of the list is a boxed block (the caller's contract).
-        let block =
-            unsafe { Box::from_raw(core::ptr::with_exposed_provenance_mut::<DatagramBlock>(ptr)) };
+        let block = unsafe { Box::from_raw(raw) };
         ptr = block.indication.Next.expose_provenance();
         if !block.mdl.is_null() {
             // SAFETY: allocated by IoAllocateMdl in `new`, freed once here.

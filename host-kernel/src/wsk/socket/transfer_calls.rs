@@ -56,9 +56,8 @@ unsafe fn start_transfer(
     // SAFETY: the client passes its socket and a live IRP.
     let started = unsafe { begin(function, socket, core::ptr::null_mut(), irp) }?;
     // SAFETY: `segments` accepted the WSK_BUF.
-    started
-        .0
-        .hold(started.3.irp, unsafe { held_memory(buffer, &segs) });
+    let held = unsafe { held_memory(buffer, &segs) };
+    started.0.hold(started.3.irp, held);
     Ok((call, segs, started))
 }
 
