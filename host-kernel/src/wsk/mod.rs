@@ -179,7 +179,7 @@ static CURRENT: Mutex<Option<Arc<Provider>>> = Mutex::new(None);
 
 /// The booted kernel's provider; the verifier fails calls made with no kernel booted. The
 /// rule behind it: a WSK application calls `WskDeregister` before it unloads and makes no WSK
-/// call after ("WskDeregister function (wsk.h)",
+/// call after ("`WskDeregister` function (wsk.h)",
 /// learn.microsoft.com/windows-hardware/drivers/ddi/wsk/nf-wsk-wskderegister).
 fn provider() -> Arc<Provider> {
     let current = lock(&CURRENT).clone();
