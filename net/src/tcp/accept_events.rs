@@ -1,0 +1,657 @@
+//! Accept indications on a [`TcpListener`]: WSK's `WskAcceptEvent` callback instead of a
+//! pre-posted `WskAccept` IRP per connection.
+//!
+//! [`TcpListener::enable_accept_events`] turns the callback on (`SO_WSK_EVENT_CALLBACK` with
+//! `WSK_EVENT_ACCEPT`); [`TcpListener::accept_events`] then takes the connections it
+//! indicated. Every listener this crate creates names its socket object as the WSK socket
+//! context and this module's `WSK_CLIENT_LISTEN_DISPATCH`, so enabling needs no new socket.
+//!
+//! WDK: "`PFN_WSK_ACCEPT_EVENT` callback function (wsk.h)". WSK calls the callback at IRQL
+//! <= `DISPATCH_LEVEL` (`WSK_FLAG_AT_DISPATCH_LEVEL` when at `DISPATCH_LEVEL`) with the
+//! accepted socket and both addresses; returning `STATUS_SUCCESS` with
+//! `*AcceptSocketContext` and `*AcceptSocketDispatch` set makes the socket ours (to close with
+//! `WskCloseSocket`); `STATUS_REQUEST_NOT_ACCEPTED` makes WSK close it (the peer sees a
+//! reset). A null `AcceptSocket` means the listening socket no longer works.
+//!
+//! What the callback does, under the listener's spin lock, without allocating: it takes one
+//! of the **spare socket objects** allocated in advance (by the enabling call, and again by
+//! each [`AcceptEvents`] that takes a connection, in task context), names it as the accepted
+//! socket's context with the connection callbacks of `crate::tcp::events` (so
+//! [`TcpStream::enable_receive_events`] works on it as on any accepted stream), queues the
+//! socket with the peer's address, and wakes the waiting task. The spares and the queued
+//! connections together never exceed the queue's capacity ([`ACCEPT_QUEUE_DEFAULT`], or the
+//! one given to [`TcpListener::enable_accept_events_with`], at most [`ACCEPT_QUEUE_MAX`]):
+//! with no spare left the callback **refuses** (`STATUS_REQUEST_NOT_ACCEPTED`; the peer sees
+//! a reset) and counts it ([`AcceptEventCounts::refused`]).
+//!
+//! Receive events on an indicated connection: the accept callback could enable them at once
+//! (its dispatch already carries the receive callbacks), but the stream's event state is
+//! allocated by [`TcpStream::enable_receive_events`], which the task calls once it took the
+//! stream. No data is lost or reordered meanwhile: data that arrives before enabling waits in
+//! WSK (as it does for a stream accepted with an IRP) and is indicated once enabled.
+//!
+//! Close: when the listener's `WskCloseSocket` is issued (its close, its drop, or the client's
+//! deregistration at unload) the callback refuses from then on, the spares are freed, and
+//! every queued connection nobody took is adopted and closed abortively (the peer sees a
+//! reset). Nothing WSK holds is freed: a queued connection's socket object is freed only after
+//! its own close completed. The state lives in one nonpaged block per listener (allocated by
+//! the enabling call, freed with the listener's socket object after its close).
+//!
+//! Where the provider lacks event callbacks (the host kernel's in-memory network, Wine 8's
+//! netio.sys), enabling reports `Ok(false)` and [`TcpListener::accept_events`] is an ordinary
+//! [`TcpListener::accept`].
+
+use core::future::Future;
+use core::net::SocketAddr;
+use core::pin::Pin;
+use core::ptr::{self, NonNull};
+use core::task::{Context, Poll};
+
+use wsk_executor::raw::AtomicWaker;
+use wsk_executor::raw::sync::Ordering;
+use wsk_executor::sync::SpinMutex;
+use wsk_sys::{
+    self as sys, GUID, NTSTATUS, PVOID, SOCKADDR, WSK_CLIENT_CONNECTION_DISPATCH,
+    WSK_CLIENT_LISTEN_DISPATCH, WSK_EVENT_CALLBACK_CONTROL, WSK_PROVIDER_BASIC_DISPATCH,
+    WSK_SOCKET,
+};
+
+use super::{Accept, TcpListener, TcpStream};
+use crate::error::{Error, ErrorKind, Result};
+use crate::raw::{CloseMode, Kind, SocketInner};
+use crate::socket::Handle;
+
+/// Pool tag of accept-event state blocks (`WskA`).
+const ACCEPT_TAG: u32 = sys::pool_tag(*b"WskA");
+
+/// The queue capacity [`TcpListener::enable_accept_events`] gives: connections indicated and
+/// not yet taken, plus the spare socket objects waiting for the next indications.
+pub const ACCEPT_QUEUE_DEFAULT: usize = 8;
+
+/// The largest queue capacity [`TcpListener::enable_accept_events_with`] takes.
+pub const ACCEPT_QUEUE_MAX: usize = 64;
+
+/// The identifier `SO_WSK_EVENT_CALLBACK` names the standard WSK events with.
+static NPI_WSK: GUID = sys::NPI_WSK_INTERFACE_ID;
+
+/// The event callbacks of every listener this crate creates.
+static LISTEN_EVENTS: WSK_CLIENT_LISTEN_DISPATCH = WSK_CLIENT_LISTEN_DISPATCH {
+    WskAcceptEvent: Some(on_accept),
+    WskInspectEvent: None,
+    WskAbortEvent: None,
+};
+
+/// The socket context and client dispatch table a listener is created with: its socket
+/// object, and [`LISTEN_EVENTS`].
+pub(crate) fn listen_dispatch(inner: NonNull<SocketInner>) -> (PVOID, *const core::ffi::c_void) {
+    (inner.as_ptr().cast(), (&raw const LISTEN_EVENTS).cast())
+}
+
+/// A connection the callback accepted and nobody took yet.
+struct Indicated {
+    /// Its socket object (a former spare), named as the socket's context; owns its one
+    /// reference.
+    inner: NonNull<SocketInner>,
+    /// The WSK socket, ours since the callback returned `STATUS_SUCCESS`.
+    socket: *mut WSK_SOCKET,
+    /// The peer's address (`None`: a family this crate does not know).
+    remote: Option<SocketAddr>,
+}
+
+/// What the spin lock guards.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent flags of the event protocol"
+)]
+struct Queue {
+    /// The callback is on.
+    enabled: bool,
+    /// The listener's close is being issued: the callback refuses, nothing is queued any more.
+    closing: bool,
+    /// WSK indicated a null socket: the listener no longer works.
+    failed: bool,
+    /// An [`AcceptEvents`] is registered as the waiter.
+    waiting: bool,
+    /// Spares plus queued connections never exceed this.
+    capacity: usize,
+    /// Socket objects allocated in advance, each with its one reference, no WSK socket yet.
+    spares: heapless::Vec<NonNull<SocketInner>, ACCEPT_QUEUE_MAX>,
+    /// Accepted connections, oldest first.
+    indicated: heapless::Deque<Indicated, ACCEPT_QUEUE_MAX>,
+    counts: AcceptEventCounts,
+}
+
+impl Queue {
+    /// Spare socket objects missing to reach the capacity.
+    fn missing(&self) -> usize {
+        self.capacity
+            .saturating_sub(self.spares.len() + self.indicated.len())
+    }
+}
+
+// SAFETY: the raw pointers are socket objects we own a reference on and WSK sockets that are
+// ours, used under the lock or after being taken out of it.
+unsafe impl Send for Queue {}
+
+/// What a listener's accept callback did so far (for diagnostics, tests and benches):
+/// [`TcpListener::accept_event_counts`].
+///
+/// # IRQL
+/// Any: a plain value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AcceptEventCounts {
+    /// Connections accepted into the queue (`STATUS_SUCCESS`).
+    pub accepted: u64,
+    /// Connections refused because the queue was full, or the listener closing
+    /// (`STATUS_REQUEST_NOT_ACCEPTED`: WSK closed them and the peer saw a reset).
+    pub refused: u64,
+}
+
+/// A listener's accept-event state, in its own nonpaged block.
+pub(crate) struct AcceptCell {
+    queue: SpinMutex<Queue>,
+    waker: AtomicWaker,
+}
+
+/// Frees a listener's accept-event state (null: none), with any spare it still holds. Called
+/// with the socket object's last reference, after its close completed (the close already took
+/// every queued connection out: `before_close`).
+pub(crate) fn free_cell(cell: *mut AcceptCell) {
+    if cell.is_null() {
+        return;
+    }
+    // SAFETY: allocated and initialised by `enable_accept_events_with`; the last user is gone
+    // (no callback after the close, no future without a handle).
+    let spares = core::mem::take(&mut unsafe { &mut *cell }.queue.get_mut().spares);
+    release_spares(spares);
+    // SAFETY: as above; dropped once, here.
+    unsafe { ptr::drop_in_place(cell) };
+    // SAFETY: the pool block allocated with this tag, dropped just above.
+    unsafe { sys::ExFreePoolWithTag(cell.cast(), ACCEPT_TAG) };
+}
+
+/// Frees spare socket objects (never given to WSK). IRQL <= `DISPATCH_LEVEL`.
+fn release_spares(spares: heapless::Vec<NonNull<SocketInner>, ACCEPT_QUEUE_MAX>) {
+    for spare in spares {
+        // SAFETY: the spare's one reference, owned by the queue and taken out of it.
+        unsafe { SocketInner::release(spare) };
+    }
+}
+
+/// Makes `connection`'s socket object the owner of its WSK socket: the stream for it.
+fn adopt(connection: &Indicated) -> TcpStream {
+    SocketInner::adopt(connection.inner, connection.socket);
+    TcpStream::established(Handle::from_inner(connection.inner))
+}
+
+/// Adopts `connection` and closes it abortively at once (the peer sees a reset), nobody
+/// waiting. IRQL <= `DISPATCH_LEVEL`.
+fn reset(connection: &Indicated) {
+    // SAFETY: the queue's reference keeps the object alive; set before the adoption, which
+    // may issue the close at once (a deregistering client).
+    unsafe { connection.inner.as_ref() }.set_close_mode(CloseMode::Abortive);
+    SocketInner::adopt(connection.inner, connection.socket);
+    // The handle's drop starts the close (if the adoption did not) and gives up the reference.
+    drop(Handle::from_inner(connection.inner));
+}
+
+/// Before the listener's `WskCloseSocket`: the callback refuses from now on, the spares are
+/// freed, and every queued connection is adopted and closed abortively. Called with no WSK
+/// call in progress on the listener. IRQL <= `DISPATCH_LEVEL`.
+pub(crate) fn before_close(inner: &SocketInner) {
+    let cell = inner.accept_events.load(Ordering::Acquire);
+    if cell.is_null() {
+        return;
+    }
+    // SAFETY: the cell lives as long as the socket object.
+    let cell = unsafe { &*cell };
+    let (spares, indicated) = {
+        let mut q = cell.queue.lock();
+        q.closing = true;
+        (
+            core::mem::take(&mut q.spares),
+            core::mem::take(&mut q.indicated),
+        )
+    };
+    release_spares(spares);
+    for connection in indicated {
+        reset(&connection);
+    }
+    cell.waker.wake();
+}
+
+/// The accept state of the listener named by a callback's context, if set up.
+///
+/// # Safety
+/// `context` is null or a listener's socket object this crate passed as a socket context.
+unsafe fn cell_of<'a>(context: PVOID) -> Option<&'a AcceptCell> {
+    let inner = context.cast::<SocketInner>();
+    if inner.is_null() {
+        return None;
+    }
+    // SAFETY: the provider calls back only while the socket is open, and the object outlives
+    // its close (caller).
+    let cell = unsafe { (*inner).accept_events.load(Ordering::Acquire) };
+    // SAFETY: a cell lives as long as its socket object.
+    unsafe { cell.as_ref() }
+}
+
+/// `WskAcceptEvent`: see the module docs. Called by WSK at IRQL <= `DISPATCH_LEVEL`; takes
+/// the listener's spin lock, allocates nothing.
+unsafe extern "system-unwind" fn on_accept(
+    context: PVOID,
+    _flags: u32,
+    _local: *mut SOCKADDR,
+    remote: *mut SOCKADDR,
+    socket: *mut WSK_SOCKET,
+    accept_context: *mut PVOID,
+    accept_dispatch: *mut *const WSK_CLIENT_CONNECTION_DISPATCH,
+) -> NTSTATUS {
+    // SAFETY: WSK passes the context we gave.
+    let Some(cell) = (unsafe { cell_of(context) }) else {
+        // Events are enabled only after the state exists: not reached.
+        return sys::STATUS_REQUEST_NOT_ACCEPTED;
+    };
+    if socket.is_null() {
+        // "The listening socket is no longer functional": the waiting task reports it.
+        cell.queue.lock().failed = true;
+        cell.waker.wake();
+        return sys::STATUS_SUCCESS;
+    }
+    // SAFETY: WSK's remote address, of the listener's family, live for the callback.
+    let remote = unsafe { sys::read_sockaddr_by_family(remote) };
+    let spare = {
+        let mut q = cell.queue.lock();
+        let spare = if q.closing { None } else { q.spares.pop() };
+        match spare {
+            Some(inner) => {
+                // Room: spares plus queued never exceed the capacity, which the deque holds.
+                let _ = q.indicated.push_back(Indicated {
+                    inner,
+                    socket,
+                    remote,
+                });
+                q.counts.accepted += 1;
+            }
+            None => q.counts.refused += 1,
+        }
+        spare
+    };
+    let Some(inner) = spare else {
+        return sys::STATUS_REQUEST_NOT_ACCEPTED;
+    };
+    let (context, events) = super::client_dispatch(inner);
+    // SAFETY: WSK passes writable out-parameters.
+    unsafe { accept_context.write(context) };
+    // SAFETY: as above.
+    unsafe { accept_dispatch.write(events.cast()) };
+    cell.waker.wake();
+    sys::STATUS_SUCCESS
+}
+
+/// Allocates spare socket objects until spares and queued connections reach the capacity:
+/// true when they do. Allocation happens outside the lock. IRQL <= `DISPATCH_LEVEL`.
+fn refill(listener: &SocketInner, cell: &AcceptCell) -> bool {
+    loop {
+        let missing = {
+            let q = cell.queue.lock();
+            if q.closing {
+                return false;
+            }
+            q.missing()
+        };
+        if missing == 0 {
+            return true;
+        }
+        // SAFETY: the listener's handle keeps the client alive.
+        if !unsafe { listener.client().as_ref() }.accepting() {
+            return false;
+        }
+        let Ok(spare) = SocketInner::new(listener.client(), Kind::Connection) else {
+            return false;
+        };
+        let unused = {
+            let mut q = cell.queue.lock();
+            if q.closing || q.missing() == 0 {
+                Some(spare)
+            } else {
+                q.spares.push(spare).err()
+            }
+        };
+        if let Some(spare) = unused {
+            // SAFETY: the fresh object's one reference, never shared.
+            unsafe { SocketInner::release(spare) };
+        }
+    }
+}
+
+/// `SO_WSK_EVENT_CALLBACK` with `WSK_EVENT_ACCEPT` on `inner`'s socket, without an IRP.
+/// Called inside the call gate (the socket is open).
+fn enable_callback(inner: &SocketInner) -> NTSTATUS {
+    let socket = inner.wsk();
+    let mut control = WSK_EVENT_CALLBACK_CONTROL {
+        NpiId: &raw const NPI_WSK,
+        EventMask: sys::WSK_EVENT_ACCEPT,
+    };
+    // SAFETY: the socket is open while the caller is inside the call gate.
+    let dispatch = unsafe { (*socket).Dispatch };
+    // SAFETY: every table starts with the basic one; the provider's table outlives its
+    // sockets.
+    let basic = unsafe { &*dispatch.cast::<WSK_PROVIDER_BASIC_DISPATCH>() };
+    match basic.WskControlSocket {
+        // SAFETY: open socket; the input lives across the call; no IRP (as
+        // SO_WSK_EVENT_CALLBACK requires for enabling), so no output either.
+        Some(control_socket) => unsafe {
+            control_socket(
+                socket,
+                sys::WskSetOption,
+                sys::SO_WSK_EVENT_CALLBACK,
+                sys::SOL_SOCKET,
+                size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
+                (&raw mut control).cast(),
+                0,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
+        },
+        None => sys::STATUS_NOT_IMPLEMENTED,
+    }
+}
+
+/// The listener's accept state, allocated and published on first use.
+fn cell_or_new<'a>(inner: &'a SocketInner, name: &'static str) -> Result<&'a AcceptCell> {
+    let cell = inner.accept_events.load(Ordering::Acquire);
+    // SAFETY: a published cell lives as long as the socket object, which the caller keeps.
+    if let Some(cell) = unsafe { cell.as_ref() } {
+        return Ok(cell);
+    }
+    // SAFETY: nonpaged allocation at <= DISPATCH_LEVEL.
+    let mem =
+        unsafe { sys::allocate_nonpaged(size_of::<AcceptCell>(), ACCEPT_TAG) }.cast::<AcceptCell>();
+    if mem.is_null() {
+        return Err(Error::new(ErrorKind::NoResources, name));
+    }
+    let fresh = AcceptCell {
+        queue: SpinMutex::new(Queue {
+            enabled: false,
+            closing: false,
+            failed: false,
+            waiting: false,
+            capacity: 0,
+            spares: heapless::Vec::new(),
+            indicated: heapless::Deque::new(),
+            counts: AcceptEventCounts::default(),
+        }),
+        waker: AtomicWaker::new(),
+    };
+    // SAFETY: a fresh block of the right size (pool memory is 16-aligned).
+    unsafe { mem.write(fresh) };
+    let published = match inner.accept_events.compare_exchange(
+        ptr::null_mut(),
+        mem,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => mem,
+        Err(other) => {
+            free_cell(mem);
+            other
+        }
+    };
+    // SAFETY: published: lives as long as the socket object.
+    Ok(unsafe { &*published })
+}
+
+impl TcpListener {
+    /// Switches accepting to WSK's `WskAcceptEvent` callback (`SO_WSK_EVENT_CALLBACK` with
+    /// `WSK_EVENT_ACCEPT`) with a queue of [`ACCEPT_QUEUE_DEFAULT`] connections; take them
+    /// with [`TcpListener::accept_events`]. See [`TcpListener::enable_accept_events_with`].
+    ///
+    /// ```no_run
+    /// # async fn demo(listener: &wsk_net::TcpListener) -> wsk_net::Result<()> {
+    /// let _event_driven = listener.enable_accept_events()?;
+    /// let (stream, peer) = listener.accept_events().await?;
+    /// # let _ = (stream, peer);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`TcpListener::enable_accept_events_with`].
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL` (`WskControlSocket` without an IRP; nonpaged allocations).
+    pub fn enable_accept_events(&self) -> Result<bool> {
+        self.enable_accept_events_with(ACCEPT_QUEUE_DEFAULT)
+    }
+
+    /// Switches accepting to WSK's `WskAcceptEvent` callback with a queue of `capacity`
+    /// connections (1 to [`ACCEPT_QUEUE_MAX`]): connections the callback accepted and nobody
+    /// took yet, plus spare socket objects for the next ones. Allocates the listener's accept
+    /// state (about 3.5 KiB of nonpaged pool) and `capacity` socket objects (each with its
+    /// IRPs) now, so the callback, at `DISPATCH_LEVEL`, never allocates. Past the capacity
+    /// the callback refuses (`STATUS_REQUEST_NOT_ACCEPTED`): the peer sees a reset, and
+    /// [`AcceptEventCounts::refused`] counts it.
+    ///
+    /// `Ok(true)`: enabled (again: a no-op, the capacity stays); `Ok(false)`: the provider has
+    /// no event callbacks (the host kernel's in-memory network, Wine 8), and
+    /// [`TcpListener::accept_events`] accepts with IRPs.
+    ///
+    /// ```no_run
+    /// # async fn demo(listener: &wsk_net::TcpListener) -> wsk_net::Result<()> {
+    /// // A burst of up to 32 connections waits for the accepting task.
+    /// if !listener.enable_accept_events_with(32)? {
+    ///     // No accept events here: `accept_events` posts accept IRPs.
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput` for a capacity of 0 or above [`ACCEPT_QUEUE_MAX`]; `InvalidState` after
+    /// close or deregistration; `NoResources`; a provider refusal other than "not supported".
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL` (`WskControlSocket` without an IRP; nonpaged allocations).
+    pub fn enable_accept_events_with(&self, capacity: usize) -> Result<bool> {
+        const NAME: &str = "enable_accept_events";
+        if capacity == 0 || capacity > ACCEPT_QUEUE_MAX {
+            return Err(Error::new(ErrorKind::InvalidInput, NAME));
+        }
+        let inner = self.handle.inner();
+        if inner.wsk().is_null() || !inner.enter_call() {
+            return Err(Error::new(ErrorKind::InvalidState, NAME));
+        }
+        // Inside the call gate from here: the close (which frees the spares) waits for us.
+        let cell = match cell_or_new(inner, NAME) {
+            Ok(cell) => cell,
+            Err(e) => {
+                inner.leave_call();
+                return Err(e);
+            }
+        };
+        {
+            let mut q = cell.queue.lock();
+            if q.enabled {
+                drop(q);
+                inner.leave_call();
+                return Ok(true);
+            }
+            q.capacity = capacity;
+        }
+        let status = if refill(inner, cell) {
+            enable_callback(inner)
+        } else {
+            sys::STATUS_INSUFFICIENT_RESOURCES
+        };
+        let unused = {
+            let mut q = cell.queue.lock();
+            if status == sys::STATUS_SUCCESS {
+                q.enabled = true;
+                heapless::Vec::new()
+            } else {
+                // Not enabled: no callback can take a spare.
+                core::mem::take(&mut q.spares)
+            }
+        };
+        inner.leave_call();
+        release_spares(unused);
+        match status {
+            sys::STATUS_SUCCESS => Ok(true),
+            sys::STATUS_NOT_SUPPORTED | sys::STATUS_NOT_IMPLEMENTED => Ok(false),
+            sys::STATUS_INSUFFICIENT_RESOURCES => Err(Error::new(ErrorKind::NoResources, NAME)),
+            other => Err(Error::from_status(other, NAME)),
+        }
+    }
+
+    /// What the accept callback did so far ([`AcceptEventCounts`]); all zero before
+    /// [`TcpListener::enable_accept_events`].
+    ///
+    /// ```no_run
+    /// # fn demo(listener: &wsk_net::TcpListener) {
+    /// let counts = listener.accept_event_counts();
+    /// let _reset_for_want_of_room = counts.refused;
+    /// # }
+    /// ```
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL` (takes the listener's spin lock).
+    #[must_use]
+    pub fn accept_event_counts(&self) -> AcceptEventCounts {
+        let cell = self.handle.inner().accept_events.load(Ordering::Acquire);
+        // SAFETY: the cell lives as long as the socket object, which `self` keeps.
+        unsafe { cell.as_ref() }.map_or(AcceptEventCounts::default(), |c| c.queue.lock().counts)
+    }
+
+    /// The next connection the accept callback indicated, with the peer's address (see the
+    /// module docs of `wsk_net::tcp::accept_events`). Without accept events enabled (never
+    /// enabled, or the provider has none) it is an ordinary [`TcpListener::accept`].
+    ///
+    /// Cancel-safe with accept events: the future holds nothing while it waits, and a
+    /// connection is taken out of the queue only by the poll that returns it, so dropping it
+    /// loses no connection. Each stream it returns is replaced in the queue by a new spare
+    /// socket object, allocated here. One `accept_events` may wait per listener at a time.
+    ///
+    /// ```no_run
+    /// # async fn demo(listener: &wsk_net::TcpListener) -> wsk_net::Result<()> {
+    /// listener.enable_accept_events()?;
+    /// loop {
+    ///     let (stream, peer) = listener.accept_events().await?;
+    ///     stream.enable_receive_events()?; // event-driven receive too, if wanted
+    ///     // spawn a task serving `stream`
+    /// #   let _ = (stream, peer);
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidState` once the listener is closing or no longer works (WSK indicated a null
+    /// socket), or with another `accept_events` waiting; `Other` for a peer address of an
+    /// unknown family (the connection is closed); as [`TcpListener::accept`] without accept
+    /// events.
+    ///
+    /// # IRQL
+    /// Call, poll and drop at <= `DISPATCH_LEVEL`.
+    #[must_use]
+    pub fn accept_events(&self) -> AcceptEvents<'_> {
+        AcceptEvents {
+            listener: self,
+            irp: None,
+            registered: false,
+        }
+    }
+}
+
+/// The future of [`TcpListener::accept_events`].
+///
+/// # IRQL
+/// Poll and drop at <= `DISPATCH_LEVEL`.
+pub struct AcceptEvents<'a> {
+    listener: &'a TcpListener,
+    /// The IRP accept this became (accept events not enabled).
+    irp: Option<Accept<'a>>,
+    /// Registered as the listener's waiter.
+    registered: bool,
+}
+
+impl AcceptEvents<'_> {
+    /// Stops being the waiter (under the lock).
+    fn unregister(&mut self, q: &mut Queue) {
+        if self.registered {
+            q.waiting = false;
+            self.registered = false;
+        }
+    }
+}
+
+impl Future for AcceptEvents<'_> {
+    type Output = Result<(TcpStream, SocketAddr)>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        const NAME: &str = "accept_events";
+        // Nothing here is structurally pinned but the IRP accept, polled in place below.
+        // SAFETY: `irp` is never moved out while pinned (only polled and dropped in place).
+        let this = unsafe { self.get_unchecked_mut() };
+        if let Some(irp) = this.irp.as_mut() {
+            // SAFETY: `irp` lives in the pinned future and is not moved (see above).
+            return unsafe { Pin::new_unchecked(irp) }.poll(cx);
+        }
+        let listener = this.listener;
+        let inner = listener.handle.inner();
+        let cell = inner.accept_events.load(Ordering::Acquire);
+        // SAFETY: the cell lives as long as the socket object, which the listener keeps.
+        let enabled = unsafe { cell.as_ref() }.filter(|c| c.queue.lock().enabled);
+        let Some(cell) = enabled else {
+            let irp = this.irp.insert(listener.accept());
+            // SAFETY: just placed in the pinned future, never moved out (see above).
+            return unsafe { Pin::new_unchecked(irp) }.poll(cx);
+        };
+        cell.waker.register(cx.waker());
+        let taken = {
+            let mut q = cell.queue.lock();
+            if let Some(connection) = q.indicated.pop_front() {
+                this.unregister(&mut q);
+                Ok(connection)
+            } else if q.closing || q.failed {
+                this.unregister(&mut q);
+                Err(Error::new(ErrorKind::InvalidState, NAME))
+            } else if q.waiting && !this.registered {
+                Err(Error::new(ErrorKind::InvalidState, NAME))
+            } else {
+                q.waiting = true;
+                this.registered = true;
+                return Poll::Pending;
+            }
+        };
+        let connection = match taken {
+            Ok(connection) => connection,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let stream = adopt(&connection);
+        // The queue's room for the next indication (best effort: without memory the queue
+        // is shorter until a later take refills it).
+        let _ = refill(inner, cell);
+        Poll::Ready(match connection.remote {
+            Some(peer) => Ok((stream, peer)),
+            None => Err(Error::new(ErrorKind::Other, NAME)),
+        })
+    }
+}
+
+impl Drop for AcceptEvents<'_> {
+    fn drop(&mut self) {
+        if !self.registered {
+            return;
+        }
+        let cell = self
+            .listener
+            .handle
+            .inner()
+            .accept_events
+            .load(Ordering::Acquire);
+        // SAFETY: the cell lives as long as the socket object, which the listener keeps.
+        if let Some(cell) = unsafe { cell.as_ref() } {
+            let mut q = cell.queue.lock();
+            self.unregister(&mut q);
+        }
+    }
+}
