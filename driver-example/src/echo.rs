@@ -485,10 +485,11 @@ static EVENT_DRIVEN: AtomicUsize = AtomicUsize::new(0);
 static EVENTS_REFUSED: AtomicUsize = AtomicUsize::new(0);
 
 /// Turns on the listener's accept events (`TcpListener::enable_accept_events_with`) with a
-/// queue of up to [`ACCEPT_QUEUE_MAX`] connections (no more than `max_connections`): that many
-/// spare socket objects are allocated now, so that a burst of connections waits for the
-/// accept loop instead of being refused. False (logged) when it accepts with IRPs: the
-/// provider has no accept events (Wine 8), or refused.
+/// queue as long as the connection limit (at most [`ACCEPT_QUEUE_MAX`]): that many spare
+/// socket objects are allocated now (about 1 KiB each on the host kernel), so that a burst of
+/// connections the limit admits waits for the accept loop instead of being refused (the
+/// provider takes every connection out of the listen backlog as it arrives). False (logged)
+/// when it accepts with IRPs: the provider has no accept events (Wine 8), or refused.
 fn enable_accept_events(listener: &TcpListener, max_connections: usize) -> bool {
     match listener.enable_accept_events_with(ACCEPT_QUEUE_MAX.min(max_connections.max(1))) {
         Ok(true) => {

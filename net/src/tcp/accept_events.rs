@@ -69,7 +69,7 @@ const ACCEPT_TAG: u32 = sys::pool_tag(*b"WskA");
 pub const ACCEPT_QUEUE_DEFAULT: usize = 8;
 
 /// The largest queue capacity [`TcpListener::enable_accept_events_with`] takes.
-pub const ACCEPT_QUEUE_MAX: usize = 64;
+pub const ACCEPT_QUEUE_MAX: usize = 1024;
 
 /// The identifier `SO_WSK_EVENT_CALLBACK` names the standard WSK events with.
 static NPI_WSK: GUID = sys::NPI_WSK_INTERFACE_ID;
@@ -87,7 +87,74 @@ pub(crate) fn listen_dispatch(inner: NonNull<SocketInner>) -> (PVOID, *const cor
     (inner.as_ptr().cast(), (&raw const LISTEN_EVENTS).cast())
 }
 
+/// A fixed-capacity FIFO of plain values in its own nonpaged block, allocated when the
+/// listener enables accept events (so its capacity is the caller's, not a compile-time
+/// bound); freed by [`Ring::free`].
+struct Ring<T: Copy> {
+    slots: NonNull<T>,
+    capacity: usize,
+    head: usize,
+    len: usize,
+}
+
+impl<T: Copy> Ring<T> {
+    /// An empty ring of `capacity` (at least 1) values; `None` without memory.
+    /// IRQL <= `DISPATCH_LEVEL`.
+    fn new(capacity: usize) -> Option<Self> {
+        let bytes = capacity.checked_mul(size_of::<T>())?;
+        // SAFETY: nonpaged allocation at <= DISPATCH_LEVEL.
+        let mem = unsafe { sys::allocate_nonpaged(bytes, ACCEPT_TAG) }.cast::<T>();
+        Some(Self {
+            slots: NonNull::new(mem)?,
+            capacity,
+            head: 0,
+            len: 0,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends `value`; gives it back when full.
+    fn push_back(&mut self, value: T) -> core::result::Result<(), T> {
+        if self.len == self.capacity {
+            return Err(value);
+        }
+        let index = (self.head + self.len) % self.capacity;
+        // SAFETY: `index < capacity`: inside the block.
+        let slot = unsafe { self.slots.as_ptr().add(index) };
+        // SAFETY: an in-bounds, aligned (pool memory is 16-aligned; `T` is at most pointer-
+        // aligned here) slot nobody else uses; `T: Copy` needs no drop of what was there.
+        unsafe { slot.write(value) };
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Takes the oldest value.
+    fn pop_front(&mut self) -> Option<T> {
+        if self.len == 0 {
+            return None;
+        }
+        // SAFETY: `head < capacity`: inside the block.
+        let slot = unsafe { self.slots.as_ptr().add(self.head) };
+        // SAFETY: the slot was written by `push_back` and not taken since.
+        let value = unsafe { slot.read() };
+        self.head = (self.head + 1) % self.capacity;
+        self.len -= 1;
+        Some(value)
+    }
+
+    /// Frees the block (what it still holds is plain data, dropped with it).
+    /// IRQL <= `DISPATCH_LEVEL`.
+    fn free(self) {
+        // SAFETY: the block `new` allocated with this tag, freed once (by value).
+        unsafe { sys::ExFreePoolWithTag(self.slots.as_ptr().cast(), ACCEPT_TAG) };
+    }
+}
+
 /// A connection the callback accepted and nobody took yet.
+#[derive(Clone, Copy)]
 struct Indicated {
     /// Its socket object (a former spare), named as the socket's context; owns its one
     /// reference.
@@ -112,12 +179,12 @@ struct Queue {
     failed: bool,
     /// An [`AcceptEvents`] is registered as the waiter.
     waiting: bool,
-    /// Spares plus queued connections never exceed this.
+    /// Spares plus queued connections never exceed this (the rings' capacity).
     capacity: usize,
     /// Socket objects allocated in advance, each with its one reference, no WSK socket yet.
-    spares: heapless::Vec<NonNull<SocketInner>, ACCEPT_QUEUE_MAX>,
+    spares: Ring<NonNull<SocketInner>>,
     /// Accepted connections, oldest first.
-    indicated: heapless::Deque<Indicated, ACCEPT_QUEUE_MAX>,
+    indicated: Ring<Indicated>,
     counts: AcceptEventCounts,
 }
 
@@ -160,19 +227,24 @@ pub(crate) fn free_cell(cell: *mut AcceptCell) {
     if cell.is_null() {
         return;
     }
-    // SAFETY: allocated and initialised by `enable_accept_events_with`; the last user is gone
-    // (no callback after the close, no future without a handle).
-    let spares = core::mem::take(&mut unsafe { &mut *cell }.queue.get_mut().spares);
-    release_spares(spares);
-    // SAFETY: as above; dropped once, here.
-    unsafe { ptr::drop_in_place(cell) };
-    // SAFETY: the pool block allocated with this tag, dropped just above.
+    // SAFETY: allocated and initialised by `cell_or_new`; the last user is gone (no callback
+    // after the close, no future without a handle).
+    let cell_ref = unsafe { &*cell };
+    release_spares(cell_ref);
+    // SAFETY: as above; read out once, here, and the block freed just below without a drop.
+    let AcceptCell { queue, waker } = unsafe { cell.read() };
+    drop(waker);
+    let queue = queue.into_inner();
+    queue.spares.free();
+    queue.indicated.free();
+    // SAFETY: the pool block allocated with this tag; its contents were moved out above.
     unsafe { sys::ExFreePoolWithTag(cell.cast(), ACCEPT_TAG) };
 }
 
-/// Frees spare socket objects (never given to WSK). IRQL <= `DISPATCH_LEVEL`.
-fn release_spares(spares: heapless::Vec<NonNull<SocketInner>, ACCEPT_QUEUE_MAX>) {
-    for spare in spares {
+/// Frees the spare socket objects (never given to WSK), one at a time under the lock.
+/// IRQL <= `DISPATCH_LEVEL`.
+fn release_spares(cell: &AcceptCell) {
+    while let Some(spare) = cell.queue.lock().spares.pop_front() {
         // SAFETY: the spare's one reference, owned by the queue and taken out of it.
         unsafe { SocketInner::release(spare) };
     }
@@ -205,16 +277,10 @@ pub(crate) fn before_close(inner: &SocketInner) {
     }
     // SAFETY: the cell lives as long as the socket object.
     let cell = unsafe { &*cell };
-    let (spares, indicated) = {
-        let mut q = cell.queue.lock();
-        q.closing = true;
-        (
-            core::mem::take(&mut q.spares),
-            core::mem::take(&mut q.indicated),
-        )
-    };
-    release_spares(spares);
-    for connection in indicated {
+    cell.queue.lock().closing = true;
+    // Closing: nothing is queued or refilled any more; take out what is there.
+    release_spares(cell);
+    while let Some(connection) = cell.queue.lock().indicated.pop_front() {
         reset(&connection);
     }
     cell.waker.wake();
@@ -262,10 +328,14 @@ unsafe extern "system-unwind" fn on_accept(
     let remote = unsafe { sys::read_sockaddr_by_family(remote) };
     let spare = {
         let mut q = cell.queue.lock();
-        let spare = if q.closing { None } else { q.spares.pop() };
+        let spare = if q.closing {
+            None
+        } else {
+            q.spares.pop_front()
+        };
         match spare {
             Some(inner) => {
-                // Room: spares plus queued never exceed the capacity, which the deque holds.
+                // Room: spares plus queued never exceed the capacity, which the ring holds.
                 let _ = q.indicated.push_back(Indicated {
                     inner,
                     socket,
@@ -315,7 +385,7 @@ fn refill(listener: &SocketInner, cell: &AcceptCell) -> bool {
             if q.closing || q.missing() == 0 {
                 Some(spare)
             } else {
-                q.spares.push(spare).err()
+                q.spares.push_back(spare).err()
             }
         };
         if let Some(spare) = unused {
@@ -359,18 +429,31 @@ fn enable_callback(inner: &SocketInner) -> NTSTATUS {
     }
 }
 
-/// The listener's accept state, allocated and published on first use.
-fn cell_or_new<'a>(inner: &'a SocketInner, name: &'static str) -> Result<&'a AcceptCell> {
+/// The listener's accept state, allocated (with rings of `capacity`) and published on first
+/// use; later calls find it with the first call's capacity.
+fn cell_or_new<'a>(
+    inner: &'a SocketInner,
+    capacity: usize,
+    name: &'static str,
+) -> Result<&'a AcceptCell> {
     let cell = inner.accept_events.load(Ordering::Acquire);
     // SAFETY: a published cell lives as long as the socket object, which the caller keeps.
     if let Some(cell) = unsafe { cell.as_ref() } {
         return Ok(cell);
     }
+    let no_memory = || Error::new(ErrorKind::NoResources, name);
+    let spares = Ring::new(capacity).ok_or_else(no_memory)?;
+    let Some(indicated) = Ring::new(capacity) else {
+        spares.free();
+        return Err(no_memory());
+    };
     // SAFETY: nonpaged allocation at <= DISPATCH_LEVEL.
     let mem =
         unsafe { sys::allocate_nonpaged(size_of::<AcceptCell>(), ACCEPT_TAG) }.cast::<AcceptCell>();
     if mem.is_null() {
-        return Err(Error::new(ErrorKind::NoResources, name));
+        spares.free();
+        indicated.free();
+        return Err(no_memory());
     }
     let fresh = AcceptCell {
         queue: SpinMutex::new(Queue {
@@ -378,9 +461,9 @@ fn cell_or_new<'a>(inner: &'a SocketInner, name: &'static str) -> Result<&'a Acc
             closing: false,
             failed: false,
             waiting: false,
-            capacity: 0,
-            spares: heapless::Vec::new(),
-            indicated: heapless::Deque::new(),
+            capacity,
+            spares,
+            indicated,
             counts: AcceptEventCounts::default(),
         }),
         waker: AtomicWaker::new(),
@@ -428,12 +511,13 @@ impl TcpListener {
     /// Switches accepting to WSK's `WskAcceptEvent` callback with a queue of `capacity`
     /// connections (1 to [`ACCEPT_QUEUE_MAX`]): connections the callback accepted and nobody
     /// took yet, plus spare socket objects for the next ones. Allocates the listener's accept
-    /// state (about 3.5 KiB of nonpaged pool) and `capacity` socket objects (each with its
+    /// state (about 100 bytes plus 56 per unit of capacity, nonpaged) and `capacity` socket
+    /// objects (each with its
     /// IRPs) now, so the callback, at `DISPATCH_LEVEL`, never allocates. Past the capacity
     /// the callback refuses (`STATUS_REQUEST_NOT_ACCEPTED`): the peer sees a reset, and
     /// [`AcceptEventCounts::refused`] counts it.
     ///
-    /// `Ok(true)`: enabled (again: a no-op, the capacity stays); `Ok(false)`: the provider has
+    /// `Ok(true)`: enabled (again: a no-op; the first call's capacity stays); `Ok(false)`: the provider has
     /// no event callbacks (the host kernel's in-memory network, Wine 8), and
     /// [`TcpListener::accept_events`] accepts with IRPs.
     ///
@@ -462,39 +546,29 @@ impl TcpListener {
             return Err(Error::new(ErrorKind::InvalidState, NAME));
         }
         // Inside the call gate from here: the close (which frees the spares) waits for us.
-        let cell = match cell_or_new(inner, NAME) {
+        let cell = match cell_or_new(inner, capacity, NAME) {
             Ok(cell) => cell,
             Err(e) => {
                 inner.leave_call();
                 return Err(e);
             }
         };
-        {
-            let mut q = cell.queue.lock();
-            if q.enabled {
-                drop(q);
-                inner.leave_call();
-                return Ok(true);
-            }
-            q.capacity = capacity;
+        if cell.queue.lock().enabled {
+            inner.leave_call();
+            return Ok(true);
         }
         let status = if refill(inner, cell) {
             enable_callback(inner)
         } else {
             sys::STATUS_INSUFFICIENT_RESOURCES
         };
-        let unused = {
-            let mut q = cell.queue.lock();
-            if status == sys::STATUS_SUCCESS {
-                q.enabled = true;
-                heapless::Vec::new()
-            } else {
-                // Not enabled: no callback can take a spare.
-                core::mem::take(&mut q.spares)
-            }
-        };
+        if status == sys::STATUS_SUCCESS {
+            cell.queue.lock().enabled = true;
+        } else {
+            // Not enabled: no callback can take a spare, and none is needed.
+            release_spares(cell);
+        }
         inner.leave_call();
-        release_spares(unused);
         match status {
             sys::STATUS_SUCCESS => Ok(true),
             sys::STATUS_NOT_SUPPORTED | sys::STATUS_NOT_IMPLEMENTED => Ok(false),
