@@ -203,6 +203,13 @@ unsafe impl Send for Queue {}
 /// What a listener's accept callback did so far (for diagnostics, tests and benches):
 /// [`TcpListener::accept_event_counts`].
 ///
+/// ```no_run
+/// # fn demo(listener: &wsk_net::TcpListener) {
+/// let wsk_net::AcceptEventCounts { accepted, refused } = listener.accept_event_counts();
+/// # let _ = (accepted, refused);
+/// # }
+/// ```
+///
 /// # IRQL
 /// Any: a plain value.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -635,7 +642,17 @@ impl TcpListener {
     }
 }
 
-/// The future of [`TcpListener::accept_events`].
+/// The future of [`TcpListener::accept_events`]. Dropping it while it waits loses no
+/// connection.
+///
+/// ```no_run
+/// # async fn demo(listener: &wsk_net::TcpListener) -> wsk_net::Result<()> {
+/// let waiting = listener.accept_events();
+/// drop(waiting); // a connection indicated meanwhile stays queued
+/// let (stream, _peer) = listener.accept_events().await?;
+/// # let _ = stream;
+/// # Ok(()) }
+/// ```
 ///
 /// # IRQL
 /// Poll and drop at <= `DISPATCH_LEVEL`.
