@@ -28,7 +28,8 @@
 //! (its dispatch already carries the receive callbacks), but the stream's event state is
 //! allocated by [`TcpStream::enable_receive_events`], which the task calls once it took the
 //! stream. No data is lost or reordered meanwhile: data that arrives before enabling waits in
-//! WSK (as it does for a stream accepted with an IRP) and is indicated once enabled.
+//! WSK (as it does for a stream accepted with an IRP) and is indicated once enabled (the host
+//! provider does so; `net/tests/accept_events.rs` has the peers write before the enable).
 //!
 //! Close: when the listener's `WskCloseSocket` is issued (its close, its drop, or the client's
 //! deregistration at unload) the callback refuses from then on, the spares are freed, and
