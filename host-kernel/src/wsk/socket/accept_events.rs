@@ -46,6 +46,16 @@ pub(super) fn set_event_callbacks(sock: &mut Sock, disable: bool, events: u32) -
     STATUS_SUCCESS
 }
 
+/// `WSK_EVENT_ACCEPT` when the client's listen dispatch table of `sock` has `WskAcceptEvent`
+/// (for `WSK_SET_STATIC_EVENT_CALLBACKS`), else 0.
+pub(super) fn callbacks(sock: &Sock) -> u32 {
+    if listen_table(sock).and_then(|t| t.WskAcceptEvent).is_some() {
+        WSK_EVENT_ACCEPT
+    } else {
+        0
+    }
+}
+
 /// The client's `WSK_CLIENT_LISTEN_DISPATCH` of listening socket `sock`, if it gave one.
 fn listen_table(sock: &Sock) -> Option<&'static WSK_CLIENT_LISTEN_DISPATCH> {
     if sock.ev.dispatch == 0 {
@@ -114,7 +124,7 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
         let local_addr = os::local_addr(&stream).ok();
         let (client, v6) = (sock.client, sock.v6);
         let context = core::ptr::with_exposed_provenance_mut::<core::ffi::c_void>(sock.ev.context);
-        sock.ev.begin_indication(0);
+        sock.ev.begin_indication(WSK_EVENT_ACCEPT, 0);
         st.next_id = next_id;
         let mut child = new_sock(next_id, client, Kind::Connection, v6, Host::Stream(stream));
         child.bound = true;
@@ -154,9 +164,16 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
             let _ = sock.ev.end_indication();
         }
         if status == STATUS_SUCCESS {
+            let static_events = st.regs.get(&client).map_or(0, |r| r.static_events);
             if let Some(child) = st.sockets.get_mut(&next_id) {
                 child.ev.context = accept_context.expose_provenance();
                 child.ev.dispatch = accept_dispatch.expose_provenance();
+                // Its static event callbacks (`WSK_SET_STATIC_EVENT_CALLBACKS`), now that its
+                // dispatch table is known; data may already wait for them.
+                if static_events != 0 {
+                    super::events::apply_static(child, static_events);
+                    st.soon.push(next_id);
+                }
             }
             continue;
         }

@@ -8,8 +8,9 @@
 //!   the callback gets a linked list of `WSK_DATAGRAM_INDICATION`s (one per datagram, each with
 //!   its sender) and returns `STATUS_SUCCESS` (all datagrams taken), `STATUS_PENDING` (the list
 //!   is retained until `WskRelease`) or `STATUS_DATA_NOT_ACCEPTED` (for a callback enabled with
-//!   `SO_WSK_EVENT_CALLBACK`: no more indications until the client enables it again). Any other
-//!   status is a verifier failure.
+//!   `SO_WSK_EVENT_CALLBACK`: no more indications until the client enables it again; for one
+//!   enabled with `WSK_SET_STATIC_EVENT_CALLBACKS` the indications go on with the next
+//!   datagrams). Any other status is a verifier failure.
 //! - "`PFN_WSK_RELEASE_DATA_INDICATION_LIST` callback function (wsk.h)"
 //!   (learn.microsoft.com/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_release_data_indication_list):
 //!   the datagram socket's `WskRelease` takes the retained `WSK_DATAGRAM_INDICATION` list back,
@@ -167,6 +168,15 @@ pub(super) fn set_event_callbacks(sock: &mut Sock, disable: bool, events: u32) -
     }
 }
 
+/// `WSK_EVENT_RECEIVE_FROM` when the client's datagram dispatch table of `sock` has
+/// `WskReceiveFromEvent` (for `WSK_SET_STATIC_EVENT_CALLBACKS`), else 0.
+pub(super) fn callbacks(sock: &Sock) -> u32 {
+    match client_of(sock) {
+        Some((table, _)) if table.WskReceiveFromEvent.is_some() => WSK_EVENT_RECEIVE_FROM,
+        _ => 0,
+    }
+}
+
 /// Whether the reactor should try a datagram indication on `sock` now.
 pub(super) fn due(sock: &Sock) -> bool {
     sock.kind == Kind::Datagram
@@ -239,7 +249,7 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
         if head == 0 {
             return;
         }
-        sock.ev.begin_indication(head);
+        sock.ev.begin_indication(WSK_EVENT_RECEIVE_FROM, head);
         drop(st);
         let list = core::ptr::with_exposed_provenance_mut::<WSK_DATAGRAM_INDICATION>(head);
         // SAFETY: the client's callback with its context, at DISPATCH_LEVEL, the list live
@@ -271,7 +281,11 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
             STATUS_SUCCESS => false,
             STATUS_DATA_NOT_ACCEPTED => {
                 // Enabled with SO_WSK_EVENT_CALLBACK: no indication until enabled again.
-                sock.ev.not_accepted = true;
+                // Enabled with WSK_SET_STATIC_EVENT_CALLBACKS: "the WSK subsystem will not
+                // disable" it and indicates the next datagrams (the page's two cases).
+                if sock.ev.static_events & WSK_EVENT_RECEIVE_FROM == 0 {
+                    sock.ev.not_accepted = true;
+                }
                 false
             }
             STATUS_PENDING => !released,

@@ -1,6 +1,7 @@
 //! Event callbacks on connection sockets: `SO_WSK_EVENT_CALLBACK` enabling and disabling
-//! `WskReceiveEvent` and `WskDisconnectEvent`, the indications the reactor makes, and
-//! `WskRelease` of retained indications.
+//! `WskReceiveEvent`, `WskDisconnectEvent` and `WskSendBacklogEvent` (also for the other
+//! categories: the rules every socket shares), static event callbacks, the indications the
+//! reactor makes, and `WskRelease` of retained indications.
 //!
 //! Rules, each from its WDK page:
 //! - "`SO_WSK_EVENT_CALLBACK`" (learn.microsoft.com/windows-hardware/drivers/network/so-wsk-event-callback):
@@ -21,33 +22,47 @@
 //! - "`PFN_WSK_DISCONNECT_EVENT` callback function (wsk.h)"
 //!   (learn.microsoft.com/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_disconnect_event):
 //!   called once when the peer disconnects, `WSK_FLAG_ABORTIVE` for a reset.
+//! - "`SO_WSK_EVENT_CALLBACK`", on disabling: when no call of the callback being disabled is in
+//!   progress it is disabled and the call returns `STATUS_SUCCESS` (an IRP completes with
+//!   success); when one is, "the `WskControlSocket` function returns `STATUS_EVENT_PENDING`"
+//!   without an IRP, and with one returns `STATUS_PENDING` and completes the IRP "after all
+//!   in-progress calls to the event callback function have returned". No new call of it starts
+//!   meanwhile. A disable from inside the callback itself is such a case.
+//! - "`WSK_SET_STATIC_EVENT_CALLBACKS`"
+//!   (learn.microsoft.com/windows-hardware/drivers/network/wsk-set-static-event-callbacks):
+//!   events a client enabled for all its sockets are enabled on each socket of the right
+//!   category at its creation ([`apply_static`]), and "cannot be disabled or re-enabled": a
+//!   disable of one fails with `STATUS_INVALID_PARAMETER`; the socket's other events are
+//!   enabled and disabled as usual.
+//! - "`PFN_WSK_SEND_BACKLOG_EVENT` callback function (wsk.h)": called when the ideal send
+//!   backlog of a connection socket changes, with the new size; it returns `STATUS_SUCCESS`
+//!   (anything else is a verifier failure). The host's ideal backlog is its socket's send
+//!   buffer ([`ideal_send_backlog`]); the reactor reads it when the socket becomes ready and
+//!   after an `SO_SNDBUF`, and indicates it when it differs from the last one indicated (or
+//!   the one at enabling).
 //!
 //! Indications are made by the reactor thread, at `DISPATCH_LEVEL` on the emulated processor
 //! it is (`WSK_FLAG_AT_DISPATCH_LEVEL` set), never under the provider lock (the callback
 //! re-enters the provider). Pending `WskReceive` IRPs are served first: an indication is made
 //! only when none is queued. Data the client did not accept stays in the socket's `stash`,
 //! which the next `WskReceive` reads before the host socket.
-//!
-//! Where it differs from Windows: disabling an event while its callback runs takes effect for
-//! the next indication and returns `STATUS_SUCCESS` at once (Windows waits, or returns
-//! `STATUS_EVENT_PENDING`); `WskSendBacklogEvent` and
-//! `WskControlClient(WSK_SET_STATIC_EVENT_CALLBACKS)` are not implemented (enabling them fails
-//! with `STATUS_NOT_SUPPORTED`).
 
 use std::boxed::Box;
 use std::format;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::string::String;
 use std::vec::Vec;
 
 use super::glue::{self, bugcheck};
-use super::os;
+use super::os::{self, linux};
 use super::{Host, Kind, Sock, handle_id, provider, sock_mut};
 use crate::{
     GUID, MDL, NPI_WSK_INTERFACE_ID, NTSTATUS, PVOID, SIZE_T, STATUS_DATA_NOT_ACCEPTED,
-    STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_PENDING,
-    STATUS_SUCCESS, WSK_BUF, WSK_CLIENT_CONNECTION_DISPATCH, WSK_DATA_INDICATION,
-    WSK_EVENT_CALLBACK_CONTROL, WSK_EVENT_DISABLE, WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE,
+    STATUS_EVENT_PENDING, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER,
+    STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS, WSK_BUF, WSK_CLIENT_CONNECTION_DISPATCH,
+    WSK_DATA_INDICATION, WSK_EVENT_ACCEPT, WSK_EVENT_CALLBACK_CONTROL, WSK_EVENT_DISABLE,
+    WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE, WSK_EVENT_RECEIVE_FROM, WSK_EVENT_SEND_BACKLOG,
     WSK_FLAG_ABORTIVE, WSK_FLAG_AT_DISPATCH_LEVEL, WSK_SOCKET,
 };
 
@@ -76,6 +91,14 @@ pub(super) struct EventState {
     pub(super) not_accepted: bool,
     /// The reactor is inside a callback of this socket (without the provider lock).
     indicating: bool,
+    /// The `WSK_EVENT_*` bit of the callback in progress while `indicating`.
+    indicating_event: u32,
+    /// `WSK_EVENT_*` bits enabled by `WSK_SET_STATIC_EVENT_CALLBACKS` at creation: never
+    /// disabled.
+    pub(super) static_events: u32,
+    /// The ideal send backlog last indicated (or seen when `WSK_EVENT_SEND_BACKLOG` was
+    /// enabled): the next `WskSendBacklogEvent` comes when it changes.
+    backlog_indicated: usize,
     /// The chain of the indication in progress (its callback may release it before it
     /// returns), 0 when none.
     in_flight: usize,
@@ -176,9 +199,11 @@ impl EventState {
         }
     }
 
-    /// An indication of `ptr` starts (the reactor lets go of the lock for its callback).
-    pub(super) fn begin_indication(&mut self, ptr: usize) {
+    /// An indication of `ptr` by the callback of `event` (a `WSK_EVENT_*` bit) starts (the
+    /// reactor lets go of the lock for its callback).
+    pub(super) fn begin_indication(&mut self, event: u32, ptr: usize) {
         self.indicating = true;
+        self.indicating_event = event;
         self.in_flight = ptr;
         self.in_flight_released = false;
     }
@@ -186,6 +211,7 @@ impl EventState {
     /// The indication's callback returned: whether the client released its list meanwhile.
     pub(super) fn end_indication(&mut self) -> bool {
         self.indicating = false;
+        self.indicating_event = 0;
         self.in_flight = 0;
         core::mem::take(&mut self.in_flight_released)
     }
@@ -209,6 +235,10 @@ impl EventState {
 
 /// `SO_WSK_EVENT_CALLBACK` on `sock`: the status `WskControlSocket` returns. `with_irp`: the
 /// call came with an IRP. The caller checks `input_size`.
+///
+/// `STATUS_EVENT_PENDING`: a disable of the callback in progress right now (see the module
+/// docs); the caller returns it as is without an IRP, and holds the IRP until the callback
+/// returns with one.
 pub(super) fn set_event_callbacks(
     sock: &mut Sock,
     control: Option<WSK_EVENT_CALLBACK_CONTROL>,
@@ -230,22 +260,46 @@ pub(super) fn set_event_callbacks(
     if with_irp {
         refuse_enabling_with_irp(sock.id, control.EventMask);
     }
-    if sock.kind == Kind::Datagram {
-        return super::datagram_events::set_event_callbacks(sock, disable, events);
+    // "WSK_SET_STATIC_EVENT_CALLBACKS": callbacks enabled that way "are always enabled and
+    // cannot be disabled or re-enabled later by the WSK application".
+    if disable && events & sock.ev.static_events != 0 {
+        return STATUS_INVALID_PARAMETER;
     }
-    if sock.kind == Kind::Listen && matches!(sock.host, Host::Listener(_)) {
-        return super::accept_events::set_event_callbacks(sock, disable, events);
+    let status = if sock.kind == Kind::Datagram {
+        super::datagram_events::set_event_callbacks(sock, disable, events)
+    } else if sock.kind == Kind::Listen && matches!(sock.host, Host::Listener(_)) {
+        super::accept_events::set_event_callbacks(sock, disable, events)
+    } else {
+        set_connection_callbacks(sock, disable, events)
+    };
+    if disable
+        && status == STATUS_SUCCESS
+        && sock.ev.indicating
+        && sock.ev.indicating_event & events != 0
+    {
+        // "SO_WSK_EVENT_CALLBACK": a disable while a call of that callback is in progress
+        // takes effect once it has returned: STATUS_EVENT_PENDING without an IRP,
+        // STATUS_PENDING and the IRP completed then with one. (No new call starts meanwhile:
+        // the bit is off already.)
+        return STATUS_EVENT_PENDING;
     }
+    status
+}
+
+/// The connection events a connection socket may enable.
+const CONNECTION_EVENTS: u32 = WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT | WSK_EVENT_SEND_BACKLOG;
+
+/// `SO_WSK_EVENT_CALLBACK` on a connection socket (the input checked by the caller).
+fn set_connection_callbacks(sock: &mut Sock, disable: bool, events: u32) -> NTSTATUS {
     // Connection sockets on host sockets only: the in-memory network has no indications.
     if sock.kind != Kind::Connection || matches!(sock.host, Host::MemoryStream(_)) {
         return STATUS_NOT_SUPPORTED;
     }
-    if events == 0 || events & !(WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT) != 0 {
-        return if events & !(WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT) != 0 {
-            STATUS_NOT_SUPPORTED
-        } else {
-            STATUS_INVALID_PARAMETER
-        };
+    if events & !CONNECTION_EVENTS != 0 {
+        return STATUS_NOT_SUPPORTED;
+    }
+    if events == 0 {
+        return STATUS_INVALID_PARAMETER;
     }
     if disable {
         // One event at a time ("a WSK application must disable each event callback function
@@ -259,20 +313,63 @@ pub(super) fn set_event_callbacks(
     if !sock.connected {
         return STATUS_INVALID_DEVICE_STATE;
     }
-    if sock.ev.dispatch == 0 {
+    if connection_callbacks(sock) & events != events {
         return STATUS_INVALID_PARAMETER;
     }
-    // SAFETY: the client's dispatch table outlives the socket (WskSocket/WskAccept pages).
-    let table = unsafe {
-        &*core::ptr::with_exposed_provenance::<WSK_CLIENT_CONNECTION_DISPATCH>(sock.ev.dispatch)
-    };
-    if (events & WSK_EVENT_RECEIVE != 0 && table.WskReceiveEvent.is_none())
-        || (events & WSK_EVENT_DISCONNECT != 0 && table.WskDisconnectEvent.is_none())
-    {
-        return STATUS_INVALID_PARAMETER;
+    if events & WSK_EVENT_SEND_BACKLOG != 0 && sock.ev.enabled & WSK_EVENT_SEND_BACKLOG == 0 {
+        // The baseline: indications come when the ideal backlog changes from here.
+        sock.ev.backlog_indicated = ideal_send_backlog(sock).unwrap_or(0);
     }
     sock.ev.enabled |= events;
     STATUS_SUCCESS
+}
+
+/// The connection events whose callbacks the client's `WSK_CLIENT_CONNECTION_DISPATCH` of
+/// `sock` has (none without a table).
+fn connection_callbacks(sock: &Sock) -> u32 {
+    if sock.ev.dispatch == 0 {
+        return 0;
+    }
+    // SAFETY: the client's dispatch table outlives the socket (WskSocket/WskAccept pages); a
+    // connection socket's `Dispatch` is a WSK_CLIENT_CONNECTION_DISPATCH.
+    let table = unsafe {
+        &*core::ptr::with_exposed_provenance::<WSK_CLIENT_CONNECTION_DISPATCH>(sock.ev.dispatch)
+    };
+    let mut events = 0;
+    if table.WskReceiveEvent.is_some() {
+        events |= WSK_EVENT_RECEIVE;
+    }
+    if table.WskDisconnectEvent.is_some() {
+        events |= WSK_EVENT_DISCONNECT;
+    }
+    if table.WskSendBacklogEvent.is_some() {
+        events |= WSK_EVENT_SEND_BACKLOG;
+    }
+    events
+}
+
+/// The events `WSK_SET_STATIC_EVENT_CALLBACKS` may name (every standard event).
+pub(super) const STATIC_EVENTS: u32 = CONNECTION_EVENTS | WSK_EVENT_RECEIVE_FROM | WSK_EVENT_ACCEPT;
+
+/// Enables on a socket the client just created (or was given by an accept) the events of
+/// `mask` (its registration's `WSK_SET_STATIC_EVENT_CALLBACKS`) that fit the socket's
+/// category and whose callbacks its dispatch table has: for good ("`WSK_SET_STATIC_EVENT_CALLBACKS`":
+/// "the WSK subsystem will automatically enable the appropriate event callback functions for
+/// the specific category of WSK socket that is being created"). Whether one is due still
+/// depends on the socket's state (connected, bound, listening), as for events enabled with
+/// `SO_WSK_EVENT_CALLBACK`.
+pub(super) fn apply_static(sock: &mut Sock, mask: u32) {
+    if mask == 0 || sock.ev.dispatch == 0 {
+        return;
+    }
+    let events = match sock.kind {
+        Kind::Connection => mask & connection_callbacks(sock),
+        Kind::Datagram => mask & super::datagram_events::callbacks(sock),
+        Kind::Listen => mask & super::accept_events::callbacks(sock),
+        Kind::Basic => 0,
+    };
+    sock.ev.enabled |= events;
+    sock.ev.static_events = events;
 }
 
 /// The verifier's rule that enabling events takes no IRP (see the module docs): called
@@ -298,6 +395,35 @@ pub(super) fn due(sock: &Sock) -> bool {
     if sock.kind == Kind::Listen {
         return super::accept_events::due(sock);
     }
+    receive_due(sock) || backlog_due(sock)
+}
+
+/// Whether a send backlog indication may be due on `sock` (whether the ideal backlog changed
+/// is read when it is tried).
+fn backlog_due(sock: &Sock) -> bool {
+    sock.kind == Kind::Connection
+        && sock.ev.enabled & WSK_EVENT_SEND_BACKLOG != 0
+        && !sock.ev.indicating
+        && sock.connected
+        && !sock.aborted
+        && matches!(sock.host, Host::Stream(_))
+}
+
+/// The ideal send backlog of connection socket `sock`: the send buffer of its host socket, as
+/// Linux reports it (`SO_SNDBUF`, which the kernel's auto-tuning grows with the connection):
+/// what a client must keep in `WskSend`s to keep the connection's stream full (the provider
+/// completes a send once its bytes are in that buffer). `None` before it is connected, and
+/// on the in-memory network.
+pub(super) fn ideal_send_backlog(sock: &Sock) -> Option<usize> {
+    let Host::Stream(stream) = &sock.host else {
+        return None;
+    };
+    let size = os::get_int(stream.as_raw_fd(), linux::SOL_SOCKET, linux::SO_SNDBUF).ok()?;
+    usize::try_from(size).ok()
+}
+
+/// Whether a receive or disconnect indication should be tried on connection socket `sock`.
+fn receive_due(sock: &Sock) -> bool {
     sock.kind == Kind::Connection
         && sock.ev.enabled & (WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT) != 0
         && !sock.ev.indicating
@@ -397,6 +523,17 @@ pub(super) fn after_callback<'a>(
     st: &'a mut std::sync::MutexGuard<'_, super::State>,
     id: u64,
 ) -> Option<&'a mut Sock> {
+    // Disables of this socket's callbacks that waited for it to return (STATUS_PENDING with
+    // an IRP, see `set_event_callbacks`) complete now, before a held close.
+    // (The list is empty but for such a race: checked without allocating first, as this
+    // runs after every indication.)
+    if st.held_disables.iter().any(|(sock, _)| *sock == id) {
+        let (mine, others) = core::mem::take(&mut st.held_disables)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(sock, _)| *sock == id);
+        st.held_disables = others;
+        p.deliver(mine.into_iter().map(|(_, done)| done).collect(), false);
+    }
     if st.sockets.contains_key(&id) {
         return st.sockets.get_mut(&id);
     }
@@ -419,12 +556,13 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
         super::accept_events::indicate(p, id);
         return;
     }
+    indicate_backlog(p, id);
     loop {
         let mut st = p.lock();
         let Some(sock) = st.sockets.get_mut(&id) else {
             return;
         };
-        if !due(sock) {
+        if !receive_due(sock) {
             return;
         }
         let (table, context) = client_of(sock);
@@ -441,7 +579,7 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
         };
         let raw = Box::into_raw(block);
         let ptr = raw.expose_provenance();
-        sock.ev.begin_indication(ptr);
+        sock.ev.begin_indication(WSK_EVENT_RECEIVE, ptr);
         drop(st);
         let mut accepted: SIZE_T = 0;
         let indication = raw.cast::<WSK_DATA_INDICATION>();
@@ -522,6 +660,51 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
     }
 }
 
+/// The send backlog indication of connection socket `id` when its ideal send backlog changed
+/// since the last one ("`PFN_WSK_SEND_BACKLOG_EVENT` callback function (wsk.h)",
+/// <https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_send_backlog_event>:
+/// called "when the ideal send backlog size changes", and "must always return
+/// `STATUS_SUCCESS`": anything else is a verifier failure).
+fn indicate_backlog(p: &super::Provider, id: u64) {
+    let mut st = p.lock();
+    let Some(sock) = st.sockets.get_mut(&id) else {
+        return;
+    };
+    if !backlog_due(sock) {
+        return;
+    }
+    let Some(ideal) = ideal_send_backlog(sock) else {
+        return;
+    };
+    if ideal == sock.ev.backlog_indicated {
+        return;
+    }
+    let (table, context) = client_of(sock);
+    let Some(send_backlog) = table.WskSendBacklogEvent else {
+        return;
+    };
+    sock.ev.backlog_indicated = ideal;
+    sock.ev.begin_indication(WSK_EVENT_SEND_BACKLOG, 0);
+    drop(st);
+    // SAFETY: the client's callback with its own context, at DISPATCH_LEVEL.
+    let status = glue::at_dispatch(|| unsafe { send_backlog(context, ideal) });
+    let mut st = p.lock();
+    if let Some(sock) = after_callback(p, &mut st, id) {
+        // No chain rides on a send backlog indication.
+        let _ = sock.ev.end_indication();
+    }
+    drop(st);
+    if status != STATUS_SUCCESS {
+        bugcheck(
+            "WSK_SEND_BACKLOG_EVENT_STATUS",
+            format!(
+                "WskSendBacklogEvent of socket {id} returned {status:#x}: it must always return \
+                 STATUS_SUCCESS"
+            ),
+        );
+    }
+}
+
 /// The disconnect indication of socket `id` once its peer's FIN or reset was seen and no
 /// data is left to indicate (`st` is the provider lock, let go of for the callback).
 fn indicate_disconnect(
@@ -541,7 +724,7 @@ fn indicate_disconnect(
         return;
     };
     sock.ev.disconnect_indicated = true;
-    sock.ev.indicating = true;
+    sock.ev.begin_indication(WSK_EVENT_DISCONNECT, 0);
     let flags = if sock.error.is_some() {
         WSK_FLAG_ABORTIVE | WSK_FLAG_AT_DISPATCH_LEVEL
     } else {
@@ -552,7 +735,8 @@ fn indicate_disconnect(
     let _ = glue::at_dispatch(|| unsafe { disconnect(context, flags) });
     let mut st = p.lock();
     if let Some(sock) = after_callback(p, &mut st, id) {
-        sock.ev.indicating = false;
+        // No chain rides on a disconnect indication.
+        let _ = sock.ev.end_indication();
     }
 }
 
