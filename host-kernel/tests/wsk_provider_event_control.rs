@@ -20,17 +20,13 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 )]
 use common::*;
 use wsk_sys::{
-    NPI_WSK_INTERFACE_ID, SIO_WSK_QUERY_IDEAL_SEND_BACKLOG, SIZE_T, SO_SNDBUF,
-    SO_WSK_EVENT_CALLBACK, STATUS_BUFFER_TOO_SMALL, STATUS_DATA_NOT_ACCEPTED, STATUS_EVENT_PENDING,
-    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, WSK_CLIENT_CONNECTION_DISPATCH,
-    WSK_CLIENT_DATAGRAM_DISPATCH, WSK_DATA_INDICATION, WSK_DATAGRAM_INDICATION,
-    WSK_EVENT_CALLBACK_CONTROL, WSK_EVENT_DISABLE, WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE,
-    WSK_EVENT_RECEIVE_FROM, WSK_EVENT_SEND_BACKLOG, WSK_SET_STATIC_EVENT_CALLBACKS, WSK_SOCKET,
-    WskIoctl,
+    SIO_WSK_QUERY_IDEAL_SEND_BACKLOG, SIZE_T, SO_SNDBUF, STATUS_BUFFER_TOO_SMALL,
+    STATUS_DATA_NOT_ACCEPTED, STATUS_EVENT_PENDING, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED,
+    WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_DATAGRAM_DISPATCH, WSK_DATA_INDICATION,
+    WSK_DATAGRAM_INDICATION, WSK_EVENT_CALLBACK_CONTROL, WSK_EVENT_DISABLE, WSK_EVENT_DISCONNECT,
+    WSK_EVENT_RECEIVE, WSK_EVENT_RECEIVE_FROM, WSK_EVENT_SEND_BACKLOG,
+    WSK_SET_STATIC_EVENT_CALLBACKS, WSK_SOCKET, WskIoctl,
 };
-
-/// `SO_WSK_EVENT_CALLBACK`'s and `WSK_SET_STATIC_EVENT_CALLBACKS`'s `NpiId` point here.
-static NPI_ID: wsk_sys::GUID = NPI_WSK_INTERFACE_ID;
 
 /// Bytes the receive callback consumed, in order.
 static RECEIVED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -52,24 +48,6 @@ static EVENTS: WSK_CLIENT_CONNECTION_DISPATCH = WSK_CLIENT_CONNECTION_DISPATCH {
     WskDisconnectEvent: Some(on_disconnect),
     WskSendBacklogEvent: Some(on_send_backlog),
 };
-
-/// The bytes of an indication chain.
-fn chain_bytes(mut link: *mut WSK_DATA_INDICATION) -> Vec<u8> {
-    let mut out = Vec::new();
-    while !link.is_null() {
-        // SAFETY: the provider's live chain.
-        let WSK_DATA_INDICATION { Next, Buffer } = unsafe { *link };
-        // SAFETY: the provider's MDL over its own memory.
-        let base = unsafe { wsk_sys::MmGetSystemAddressForMdlSafe(Buffer.Mdl, 16) };
-        // SAFETY: the indicated range starts inside the MDL's bytes.
-        let first = unsafe { base.cast::<u8>().add(Buffer.Offset as usize) };
-        // SAFETY: the indicated range lies in the MDL's bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(first, Buffer.Length) };
-        out.extend_from_slice(bytes);
-        link = Next;
-    }
-    out
-}
 
 /// Consumes every indication (after waiting on `HOLD` in the first, when set).
 unsafe extern "system-unwind" fn on_receive(
@@ -135,19 +113,21 @@ fn wait_until(what: &str, ready: impl Fn() -> bool) {
     }
 }
 
+/// A socket of `kind` with a context and the client dispatch table `dispatch`, bound to
+/// loopback.
+fn bound_socket_with(client: &Client, kind: Kind, dispatch: *const std::ffi::c_void) -> Sock {
+    let (status, sock) = client.try_socket_with(kind, false, 0x5eed as PVOID, dispatch);
+    assert_eq!(status, STATUS_SUCCESS);
+    let sock = sock.expect("a socket on success");
+    assert_eq!(sock.bind(loopback(false)), STATUS_SUCCESS, "bind");
+    sock
+}
+
 /// A connection socket with the test's event callbacks, connected to a new std listener, and
 /// the accepted peer.
 fn event_pair(client: &Client) -> (Sock, TcpStream) {
     let std_listener = TcpListener::bind(loopback(false)).unwrap();
-    let (status, sock) = client.try_socket_with(
-        Kind::Connection,
-        false,
-        0x5eed as PVOID,
-        (&raw const EVENTS).cast(),
-    );
-    assert_eq!(status, STATUS_SUCCESS);
-    let sock = sock.expect("a socket on success");
-    assert_eq!(sock.bind(loopback(false)), STATUS_SUCCESS, "bind");
+    let sock = bound_socket_with(client, Kind::Connection, (&raw const EVENTS).cast());
     assert_eq!(
         sock.connect(std_listener.local_addr().unwrap()),
         STATUS_SUCCESS,
@@ -160,26 +140,7 @@ fn event_pair(client: &Client) -> (Sock, TcpStream) {
 
 /// `SO_WSK_EVENT_CALLBACK` with `mask`, without an IRP (or with `io`'s, not waited for).
 fn set_events(sock: &Sock, mask: u32, io: Option<&Io>) -> NTSTATUS {
-    let mut control = WSK_EVENT_CALLBACK_CONTROL {
-        NpiId: &raw const NPI_ID,
-        EventMask: mask,
-    };
-    let irp = io.map_or(std::ptr::null_mut(), Io::prep);
-    // SAFETY: live socket and input; an IRP or none.
-    unsafe {
-        sock.basic().WskControlSocket.expect("WskControlSocket")(
-            sock.s,
-            WskSetOption,
-            SO_WSK_EVENT_CALLBACK,
-            SOL_SOCKET,
-            size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
-            (&raw mut control).cast(),
-            0,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            irp,
-        )
-    }
+    control_events(sock, mask, io.map_or(std::ptr::null_mut(), Io::prep))
 }
 
 /// `WskControlClient(WSK_SET_STATIC_EVENT_CALLBACKS)` with `control`'s bytes (`size` of them).
@@ -202,9 +163,19 @@ fn set_static(client: &Client, control: &mut WSK_EVENT_CALLBACK_CONTROL, size: u
     }
 }
 
+/// `WSK_SET_STATIC_EVENT_CALLBACKS` with a well-formed input naming `mask`.
+fn set_static_mask(client: &Client, mask: u32) -> NTSTATUS {
+    let mut control = static_control(mask);
+    set_static(
+        client,
+        &mut control,
+        size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
+    )
+}
+
 fn static_control(mask: u32) -> WSK_EVENT_CALLBACK_CONTROL {
     WSK_EVENT_CALLBACK_CONTROL {
-        NpiId: &raw const NPI_ID,
+        NpiId: &raw const NPI_WSK_ID,
         EventMask: mask,
     }
 }
@@ -242,13 +213,8 @@ fn static_callbacks_are_on_from_creation_and_stay_on() {
     each_plan(|| {
         reset_recorders();
         let client = Client::register();
-        let mut control = static_control(WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT);
         assert_eq!(
-            set_static(
-                &client,
-                &mut control,
-                size_of::<WSK_EVENT_CALLBACK_CONTROL>()
-            ),
+            set_static_mask(&client, WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT),
             STATUS_SUCCESS
         );
         let (sock, mut peer) = event_pair(&client);
@@ -570,24 +536,11 @@ fn static_receive_from_goes_on_after_data_not_accepted() {
     each_plan(|| {
         DATAGRAM_INDICATIONS.store(0, Ordering::SeqCst);
         let client = Client::register();
-        let mut control = static_control(WSK_EVENT_RECEIVE_FROM);
         assert_eq!(
-            set_static(
-                &client,
-                &mut control,
-                size_of::<WSK_EVENT_CALLBACK_CONTROL>()
-            ),
+            set_static_mask(&client, WSK_EVENT_RECEIVE_FROM),
             STATUS_SUCCESS
         );
-        let (status, sock) = client.try_socket_with(
-            Kind::Datagram,
-            false,
-            0x5eed as PVOID,
-            (&raw const DATAGRAM_EVENTS).cast(),
-        );
-        assert_eq!(status, STATUS_SUCCESS);
-        let sock = sock.expect("a socket on success");
-        assert_eq!(sock.bind(loopback(false)), STATUS_SUCCESS, "bind");
+        let sock = bound_socket_with(&client, Kind::Datagram, (&raw const DATAGRAM_EVENTS).cast());
         let to = sock.local_addr().expect("bound");
         let peer = UdpSocket::bind(loopback(false)).unwrap();
         peer.send_to(b"one", to).unwrap();

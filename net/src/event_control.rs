@@ -20,13 +20,51 @@
 
 use core::ops::BitOr;
 
-use wsk_sys::{self as sys, GUID, WSK_EVENT_CALLBACK_CONTROL};
+use wsk_sys::{
+    self as sys, GUID, NTSTATUS, WSK_EVENT_CALLBACK_CONTROL, WSK_PROVIDER_BASIC_DISPATCH,
+};
 
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
+use crate::raw::SocketInner;
 
 /// The identifier `WSK_SET_STATIC_EVENT_CALLBACKS` names the standard WSK events with.
 static NPI_WSK: GUID = sys::NPI_WSK_INTERFACE_ID;
+
+/// `SO_WSK_EVENT_CALLBACK` enabling `events` on `inner`'s socket, without an IRP (as enabling
+/// requires, so no output either): the provider's status, `STATUS_NOT_IMPLEMENTED` without
+/// `WskControlSocket`. Called inside the socket's call gate (the socket is open). IRQL <=
+/// `DISPATCH_LEVEL`.
+pub(crate) fn enable_event_callbacks(inner: &SocketInner, events: u32) -> NTSTATUS {
+    let socket = inner.wsk();
+    let mut control = WSK_EVENT_CALLBACK_CONTROL {
+        NpiId: &raw const NPI_WSK,
+        EventMask: events,
+    };
+    // SAFETY: the socket is open while the caller is inside the call gate.
+    let dispatch = unsafe { (*socket).Dispatch };
+    // SAFETY: every table starts with the basic one; the provider's table outlives its
+    // sockets.
+    let basic = unsafe { &*dispatch.cast::<WSK_PROVIDER_BASIC_DISPATCH>() };
+    match basic.WskControlSocket {
+        // SAFETY: open socket; the input lives across the call; no IRP, no output.
+        Some(control_socket) => unsafe {
+            control_socket(
+                socket,
+                sys::WskSetOption,
+                sys::SO_WSK_EVENT_CALLBACK,
+                sys::SOL_SOCKET,
+                size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
+                (&raw mut control).cast(),
+                0,
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+            )
+        },
+        None => sys::STATUS_NOT_IMPLEMENTED,
+    }
+}
 
 /// Connection-socket events [`WskClient::set_static_event_callbacks`] can enable on every
 /// socket; combine them with `|`.

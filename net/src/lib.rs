@@ -98,6 +98,7 @@ mod client;
 mod connect;
 mod debug;
 mod error;
+mod event_cell;
 mod event_control;
 pub mod io;
 mod lookup;

@@ -39,8 +39,7 @@ use wsk_executor::raw::AtomicWaker;
 use wsk_executor::raw::sync::{AtomicUsize, Ordering};
 use wsk_executor::sync::SpinMutex;
 use wsk_sys::{
-    self as sys, GUID, NTSTATUS, PVOID, SIZE_T, WSK_CLIENT_CONNECTION_DISPATCH,
-    WSK_DATA_INDICATION, WSK_EVENT_CALLBACK_CONTROL, WSK_PROVIDER_BASIC_DISPATCH,
+    self as sys, NTSTATUS, PVOID, SIZE_T, WSK_CLIENT_CONNECTION_DISPATCH, WSK_DATA_INDICATION,
     WSK_PROVIDER_CONNECTION_DISPATCH,
 };
 
@@ -57,9 +56,6 @@ pub const RETAINED_MAX: usize = 4;
 
 /// `NormalPagePriority | MdlMappingNoExecute` for mapping an indicated MDL.
 const MAP_PRIORITY: u32 = 16 | 0x4000_0000;
-
-/// The identifier `SO_WSK_EVENT_CALLBACK` names the standard WSK events with.
-static NPI_WSK: GUID = sys::NPI_WSK_INTERFACE_ID;
 
 /// The event callbacks of every connection socket this crate creates or accepts.
 static CONNECTION_EVENTS: WSK_CLIENT_CONNECTION_DISPATCH = WSK_CLIENT_CONNECTION_DISPATCH {
@@ -148,14 +144,9 @@ pub(crate) struct EventCell {
 /// Frees a stream's event state (null: none). Called with the socket object's last
 /// reference, after its close completed.
 pub(crate) fn free_cell(cell: *mut EventCell) {
-    if cell.is_null() {
-        return;
-    }
-    // SAFETY: allocated and initialised by `enable_receive_events`; the last user is gone
-    // (no callback after the close, no future without a handle).
-    unsafe { ptr::drop_in_place(cell) };
-    // SAFETY: the pool block allocated with this tag, dropped just above.
-    unsafe { sys::ExFreePoolWithTag(cell.cast(), EVENTS_TAG) };
+    // SAFETY: the last user is gone (no callback after the close, no future without a
+    // handle): the caller's moment.
+    unsafe { crate::event_cell::free(cell, EVENTS_TAG) };
 }
 
 /// Before `WskCloseSocket`: releases every retained chain and makes the callbacks discard
@@ -350,45 +341,21 @@ unsafe extern "system-unwind" fn on_disconnect(context: PVOID, flags: u32) -> NT
 /// The stream's event state, allocated (about 200 bytes of nonpaged pool) on first use.
 /// IRQL <= `DISPATCH_LEVEL`.
 pub(super) fn event_cell<'a>(inner: &'a SocketInner, name: &'static str) -> Result<&'a EventCell> {
-    let mut cell = inner.events.load(Ordering::Acquire);
-    if cell.is_null() {
-        // SAFETY: nonpaged allocation at <= DISPATCH_LEVEL.
-        let mem = unsafe { sys::allocate_nonpaged(size_of::<EventCell>(), EVENTS_TAG) }
-            .cast::<EventCell>();
-        if mem.is_null() {
-            return Err(Error::new(ErrorKind::NoResources, name));
-        }
-        let fresh = EventCell {
-            queue: SpinMutex::new(Queue {
-                enabled: false,
-                retained: heapless::Deque::new(),
-                reader: ptr::null_mut(),
-                not_accepted: false,
-                closing: false,
-                ended: None,
-                counts: EventCounts::default(),
-            }),
-            waker: AtomicWaker::new(),
-            backlog: AtomicUsize::new(0),
-            backlog_waker: AtomicWaker::new(),
-        };
-        // SAFETY: a fresh block of the right size (pool memory is 16-aligned).
-        unsafe { mem.write(fresh) };
-        match inner.events.compare_exchange(
-            ptr::null_mut(),
-            mem,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => cell = mem,
-            Err(other) => {
-                free_cell(mem);
-                cell = other;
-            }
-        }
-    }
-    // SAFETY: the cell lives as long as the socket object, which the caller keeps.
-    Ok(unsafe { &*cell })
+    let fresh = || EventCell {
+        queue: SpinMutex::new(Queue {
+            enabled: false,
+            retained: heapless::Deque::new(),
+            reader: ptr::null_mut(),
+            not_accepted: false,
+            closing: false,
+            ended: None,
+            counts: EventCounts::default(),
+        }),
+        waker: AtomicWaker::new(),
+        backlog: AtomicUsize::new(0),
+        backlog_waker: AtomicWaker::new(),
+    };
+    crate::event_cell::install(&inner.events, fresh, EVENTS_TAG, name)
 }
 
 /// `SO_WSK_EVENT_CALLBACK` enabling `events` on the stream's socket, without an IRP (as
@@ -402,35 +369,7 @@ pub(super) fn enable_events(
     if inner.wsk().is_null() || !inner.enter_call() {
         return Err(Error::new(ErrorKind::InvalidState, name));
     }
-    let socket = inner.wsk();
-    let mut control = WSK_EVENT_CALLBACK_CONTROL {
-        NpiId: &raw const NPI_WSK,
-        EventMask: events,
-    };
-    // SAFETY: the socket is open while we are inside the call gate.
-    let dispatch = unsafe { (*socket).Dispatch };
-    // SAFETY: every table starts with the basic one; the provider's table outlives its
-    // sockets.
-    let basic = unsafe { &*dispatch.cast::<WSK_PROVIDER_BASIC_DISPATCH>() };
-    let status = match basic.WskControlSocket {
-        // SAFETY: open socket; the input lives across the call; no IRP (as
-        // SO_WSK_EVENT_CALLBACK requires for enabling), so no output either.
-        Some(control_socket) => unsafe {
-            control_socket(
-                socket,
-                sys::WskSetOption,
-                sys::SO_WSK_EVENT_CALLBACK,
-                sys::SOL_SOCKET,
-                size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
-                (&raw mut control).cast(),
-                0,
-                ptr::null_mut(),
-                ptr::null_mut(),
-                ptr::null_mut(),
-            )
-        },
-        None => sys::STATUS_NOT_IMPLEMENTED,
-    };
+    let status = crate::event_control::enable_event_callbacks(inner, events);
     inner.leave_call();
     Ok(status)
 }

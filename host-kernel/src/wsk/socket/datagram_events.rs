@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::vec::Vec;
 
 use super::glue::{self, bugcheck};
-use super::{Host, Kind, Sock, handle_id, provider, sock_mut};
+use super::{Host, Kind, Sock};
 use crate::{
     MDL, NTSTATUS, PVOID, SOCKADDR, SOCKADDR_STORAGE, STATUS_DATA_NOT_ACCEPTED,
     STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS, WSK_BUF,
@@ -316,38 +316,13 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
 }
 
 /// `WskRelease` on a datagram socket: frees a `WSK_DATAGRAM_INDICATION` list the client
-/// retained. IRQL <= `DISPATCH_LEVEL`.
+/// retained (`events::release_retained`). IRQL <= `DISPATCH_LEVEL`.
 pub(super) unsafe extern "system-unwind" fn wsk_release(
     socket: *mut WSK_SOCKET,
     indication: PVOID,
 ) -> NTSTATUS {
-    // "PFN_WSK_RELEASE_DATA_INDICATION_LIST callback function (wsk.h)", IRQL <= DISPATCH_LEVEL:
-    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_release_data_indication_list
-    glue::require_at_most(crate::DISPATCH_LEVEL, "WskRelease");
-    // SAFETY: the client passes its socket; counted in progress until this call returns.
-    let _call = unsafe { super::InCall::enter(socket, "WskRelease", None) };
-    // SAFETY: the client passes its socket (checked by InCall::enter above).
-    let id = unsafe { handle_id(socket, "WskRelease") };
-    let p = provider();
-    locked_sock!(p, st, sock, id, "WskRelease");
-    let ptr = indication.expose_provenance();
-    if let Some(i) = sock.ev.retained_datagrams.iter().position(|r| *r == ptr) {
-        sock.ev.retained_datagrams.swap_remove(i);
-        drop(st);
-        // SAFETY: the client retained it and gives it back once.
-        unsafe { free_list(ptr) };
-        return STATUS_SUCCESS;
+    // SAFETY: the client's socket and what it releases, forwarded.
+    unsafe {
+        super::events::release_retained(socket, indication, super::events::Retained::DatagramLists)
     }
-    if ptr != 0 && sock.ev.release_in_flight(ptr) {
-        // Released from inside its own callback: freed once it returns.
-        return STATUS_SUCCESS;
-    }
-    drop(st);
-    bugcheck(
-        "WSK_RELEASE_NOT_RETAINED",
-        format!(
-            "WskRelease of {indication:p} on datagram socket {id}, which is no datagram \
-             indication list the client retained (never indicated, or already released)"
-        ),
-    );
 }

@@ -746,6 +746,30 @@ pub(super) unsafe extern "system-unwind" fn wsk_release(
     socket: *mut WSK_SOCKET,
     indication: PVOID,
 ) -> NTSTATUS {
+    // SAFETY: the client's socket and what it releases, forwarded.
+    unsafe { release_retained(socket, indication, Retained::Chains) }
+}
+
+/// Which of a socket's retained indications a `WskRelease` gives back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retained {
+    /// `WSK_DATA_INDICATION` chains of a connection socket (`Block`s).
+    Chains,
+    /// `WSK_DATAGRAM_INDICATION` lists of a datagram socket (`datagram_events`).
+    DatagramLists,
+}
+
+/// `WskRelease` of `indication` on `socket`, for both socket categories: frees what the
+/// client retained, notes a release from inside the indication's own callback (freed once it
+/// returns), and fails anything else in the verifier. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// As `WskRelease`: `socket` is the client's (the verifier checks it).
+pub(super) unsafe fn release_retained(
+    socket: *mut WSK_SOCKET,
+    indication: PVOID,
+    which: Retained,
+) -> NTSTATUS {
     // "PFN_WSK_RELEASE_DATA_INDICATION_LIST callback function (wsk.h)", IRQL <= DISPATCH_LEVEL:
     // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_release_data_indication_list
     glue::require_at_most(crate::DISPATCH_LEVEL, "WskRelease");
@@ -756,11 +780,19 @@ pub(super) unsafe extern "system-unwind" fn wsk_release(
     let p = provider();
     locked_sock!(p, st, sock, id, "WskRelease");
     let ptr = indication.expose_provenance();
-    if let Some(i) = sock.ev.retained.iter().position(|r| *r == ptr) {
-        sock.ev.retained.swap_remove(i);
+    let list = match which {
+        Retained::Chains => &mut sock.ev.retained,
+        Retained::DatagramLists => &mut sock.ev.retained_datagrams,
+    };
+    if let Some(i) = list.iter().position(|r| *r == ptr) {
+        list.swap_remove(i);
         drop(st);
-        // SAFETY: the client retained it and gives it back once.
-        unsafe { Block::free(ptr) };
+        match which {
+            // SAFETY: the client retained it and gives it back once.
+            Retained::Chains => unsafe { Block::free(ptr) },
+            // SAFETY: as above.
+            Retained::DatagramLists => unsafe { super::datagram_events::free_list(ptr) },
+        }
         return STATUS_SUCCESS;
     }
     if ptr != 0 && sock.ev.release_in_flight(ptr) {
@@ -768,10 +800,14 @@ pub(super) unsafe extern "system-unwind" fn wsk_release(
         return STATUS_SUCCESS;
     }
     drop(st);
+    let (socket_kind, what) = match which {
+        Retained::Chains => ("socket", "indication"),
+        Retained::DatagramLists => ("datagram socket", "datagram indication list"),
+    };
     bugcheck(
         "WSK_RELEASE_NOT_RETAINED",
         format!(
-            "WskRelease of {indication:p} on socket {id}, which is no indication the client \
+            "WskRelease of {indication:p} on {socket_kind} {id}, which is no {what} the client \
              retained (never indicated, or already released)"
         ),
     );
