@@ -28,12 +28,11 @@
 //! `MSG_BCAST`/`MSG_MCAST` are never set; no control information is indicated.
 
 use std::boxed::Box;
-use std::format;
 use std::io;
 use std::net::SocketAddr;
 use std::vec::Vec;
 
-use super::glue::{self, bugcheck};
+use super::glue;
 use super::{Host, Kind, Sock};
 use crate::{
     MDL, NTSTATUS, PVOID, SOCKADDR, SOCKADDR_STORAGE, STATUS_DATA_NOT_ACCEPTED,
@@ -264,16 +263,12 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
             drop(st);
             // SAFETY: the socket is gone; the list is the provider's to free.
             unsafe { free_list(head) };
-            if status == STATUS_PENDING && !released_before_close {
-                bugcheck(
-                    "WSK_RETAINED_INDICATION_LEAKED",
-                    format!(
-                        "WskReceiveFromEvent retained an indication of socket {id}, which was \
-                         closed meanwhile: a retained indication must be released with \
-                         WskRelease before the socket is closed"
-                    ),
-                );
-            }
+            super::events::report_retained_at_close(
+                id,
+                status,
+                released_before_close,
+                "WskReceiveFromEvent",
+            );
             return;
         };
         let released = sock.ev.end_indication();
@@ -293,13 +288,7 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
                 drop(st);
                 // SAFETY: not retained (the status says nothing): the provider's.
                 unsafe { free_list(head) };
-                bugcheck(
-                    "WSK_BAD_EVENT_STATUS",
-                    format!(
-                        "WskReceiveFromEvent of socket {id} returned {other:#x}: it returns \
-                         STATUS_SUCCESS, STATUS_PENDING or STATUS_DATA_NOT_ACCEPTED"
-                    ),
-                );
+                super::events::report_bad_status(id, other, "WskReceiveFromEvent");
             }
         };
         if keep {

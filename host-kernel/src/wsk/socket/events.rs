@@ -516,6 +516,42 @@ pub(super) fn take_released_at_close(st: &mut super::State, id: u64) -> bool {
     }
 }
 
+/// After a data indication's callback of socket `id` returned `status` and the client had
+/// closed the socket meanwhile (the indication freed by the caller): a `STATUS_PENDING` the
+/// client did not release first is a leak, as a chain retained at `WskCloseSocket` is (it can
+/// never be released). `callback`: `WskReceiveEvent` or `WskReceiveFromEvent`. Called without
+/// the provider lock.
+pub(super) fn report_retained_at_close(
+    id: u64,
+    status: NTSTATUS,
+    released_before_close: bool,
+    callback: &str,
+) {
+    if status == STATUS_PENDING && !released_before_close {
+        bugcheck(
+            "WSK_RETAINED_INDICATION_LEAKED",
+            format!(
+                "{callback} retained an indication of socket {id}, which was closed meanwhile: \
+                 a retained indication must be released with WskRelease before the socket is \
+                 closed"
+            ),
+        );
+    }
+}
+
+/// The verifier's report of a data indication's callback of socket `id` that returned
+/// `status`, none of the three it may (the indication freed by the caller). Called without
+/// the provider lock.
+pub(super) fn report_bad_status(id: u64, status: NTSTATUS, callback: &str) -> ! {
+    bugcheck(
+        "WSK_BAD_EVENT_STATUS",
+        format!(
+            "{callback} of socket {id} returned {status:#x}: it returns STATUS_SUCCESS, \
+             STATUS_PENDING or STATUS_DATA_NOT_ACCEPTED"
+        ),
+    );
+}
+
 /// After a callback of socket `id` returned: the socket state again, or `None` when the
 /// client closed it meanwhile (its held close IRP then completes now).
 pub(super) fn after_callback<'a>(
@@ -598,20 +634,10 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
         let released_before_close = take_released_at_close(&mut st, id);
         let Some(sock) = after_callback(p, &mut st, id) else {
             drop(st);
-            // Only the reactor frees an in-flight chain; a close meanwhile left it to us. A
-            // chain retained by a client that closed the socket can never be released.
+            // Only the reactor frees an in-flight chain; a close meanwhile left it to us.
             // SAFETY: the socket is gone; the chain is the provider's to free.
             unsafe { Block::free(ptr) };
-            if status == STATUS_PENDING && !released_before_close {
-                bugcheck(
-                    "WSK_RETAINED_INDICATION_LEAKED",
-                    format!(
-                        "WskReceiveEvent retained an indication of socket {id}, which was \
-                         closed meanwhile: a retained indication must be released with \
-                         WskRelease before the socket is closed"
-                    ),
-                );
-            }
+            report_retained_at_close(id, status, released_before_close, "WskReceiveEvent");
             return;
         };
         // Only the reactor clears the released flag: what it says now is final.
@@ -639,13 +665,7 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
                 // SAFETY: not retained (the status says nothing); freed before the report so
                 // that the socket can still be closed cleanly.
                 unsafe { Block::free(ptr) };
-                bugcheck(
-                    "WSK_BAD_EVENT_STATUS",
-                    format!(
-                        "WskReceiveEvent of socket {id} returned {other:#x}: it returns \
-                         STATUS_SUCCESS, STATUS_PENDING or STATUS_DATA_NOT_ACCEPTED"
-                    ),
-                );
+                report_bad_status(id, other, "WskReceiveEvent");
             }
         };
         if keep {
