@@ -38,12 +38,12 @@ use wsk_executor::raw::sync::Ordering;
 use wsk_executor::sync::SpinMutex;
 use wsk_sys::{
     self as sys, NTSTATUS, PVOID, WSK_CLIENT_DATAGRAM_DISPATCH, WSK_DATAGRAM_INDICATION,
-    WSK_PROVIDER_DATAGRAM_DISPATCH,
 };
 
 use crate::batch::DatagramBatch;
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
+use crate::event_cell;
 use crate::raw::SocketInner;
 use crate::udp::UdpSocket;
 
@@ -122,7 +122,7 @@ pub(crate) struct DatagramEventCell {
 /// reference, after its close completed.
 pub(crate) fn free_cell(cell: *mut DatagramEventCell) {
     // SAFETY: the last user is gone (the caller's moment: after the close completed).
-    unsafe { crate::event_cell::free(cell, EVENTS_TAG) };
+    unsafe { event_cell::free(cell, EVENTS_TAG) };
 }
 
 /// Before `WskCloseSocket`: releases every retained list and makes the callback discard from
@@ -134,19 +134,13 @@ pub(crate) fn before_close(inner: &SocketInner) {
     }
     // SAFETY: the cell lives as long as the socket object.
     let cell = unsafe { &*cell };
-    let mut released: heapless::Vec<*mut WSK_DATAGRAM_INDICATION, DATAGRAM_LISTS_MAX> =
-        heapless::Vec::new();
-    {
+    let taken = {
         let mut q = cell.queue.lock();
-        q.closing = true;
-        while let Some(r) = q.retained.pop_front() {
-            let _ = released.push(r.head);
-        }
-    }
-    for head in released {
-        // SAFETY: the socket is open (its close is being issued now) and the list retained.
-        let _ = unsafe { release(inner, head) };
-    }
+        let q = &mut *q;
+        event_cell::take_for_close(&mut q.retained, &mut q.closing)
+    };
+    // SAFETY: the socket is open (its close is being issued now) and the lists retained.
+    unsafe { event_cell::release_all(inner, taken) };
     cell.waker.wake();
 }
 
@@ -155,17 +149,14 @@ pub(crate) fn before_close(inner: &SocketInner) {
 /// # Safety
 /// The socket is open and no close can be issued meanwhile; `head` is retained by us.
 unsafe fn release(inner: &SocketInner, head: *mut WSK_DATAGRAM_INDICATION) -> NTSTATUS {
-    let socket = inner.wsk();
-    // SAFETY: an open socket (caller).
-    let dispatch = unsafe { (*socket).Dispatch };
-    // SAFETY: datagram event state exists only on datagram sockets; the provider's table
-    // outlives its sockets.
-    let table = unsafe { &*dispatch.cast::<WSK_PROVIDER_DATAGRAM_DISPATCH>() };
-    let Some(release) = table.WskRelease else {
-        return sys::STATUS_NOT_IMPLEMENTED;
-    };
-    // SAFETY: open socket, a list we retained and give back once.
-    unsafe { release(socket, head.cast()) }
+    // SAFETY: the caller's contract.
+    unsafe { event_cell::release_indication(inner, head.cast()) }
+}
+
+impl event_cell::RetainedIndication for RetainedList {
+    fn indication(&self) -> PVOID {
+        self.head.cast()
+    }
 }
 
 /// Copies the datagram of `item` into `out` (truncated to it): the bytes copied.
@@ -307,7 +298,7 @@ impl UdpSocket {
             }),
             waker: AtomicWaker::new(),
         };
-        let cell = crate::event_cell::install(&inner.datagram_events, fresh, EVENTS_TAG, NAME)?;
+        let cell = event_cell::install(&inner.datagram_events, fresh, EVENTS_TAG, NAME)?;
         if cell.queue.lock().enabled {
             return Ok(true);
         }

@@ -40,12 +40,12 @@ use wsk_executor::raw::sync::{AtomicUsize, Ordering};
 use wsk_executor::sync::SpinMutex;
 use wsk_sys::{
     self as sys, NTSTATUS, PVOID, SIZE_T, WSK_CLIENT_CONNECTION_DISPATCH, WSK_DATA_INDICATION,
-    WSK_PROVIDER_CONNECTION_DISPATCH,
 };
 
 use super::{Recv, TcpListener, TcpStream};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
+use crate::event_cell;
 use crate::raw::SocketInner;
 
 /// Pool tag of event-receive state blocks (`WskE`).
@@ -146,7 +146,7 @@ pub(crate) struct EventCell {
 pub(crate) fn free_cell(cell: *mut EventCell) {
     // SAFETY: the last user is gone (no callback after the close, no future without a
     // handle): the caller's moment.
-    unsafe { crate::event_cell::free(cell, EVENTS_TAG) };
+    unsafe { event_cell::free(cell, EVENTS_TAG) };
 }
 
 /// Before `WskCloseSocket`: releases every retained chain and makes the callbacks discard
@@ -158,18 +158,13 @@ pub(crate) fn before_close(inner: &SocketInner) {
     }
     // SAFETY: the cell lives as long as the socket object.
     let cell = unsafe { &*cell };
-    let mut released: heapless::Vec<*mut WSK_DATA_INDICATION, RETAINED_MAX> = heapless::Vec::new();
-    {
+    let taken = {
         let mut q = cell.queue.lock();
-        q.closing = true;
-        while let Some(r) = q.retained.pop_front() {
-            let _ = released.push(r.chain);
-        }
-    }
-    for chain in released {
-        // SAFETY: the socket is open (its close is being issued now) and the chain retained.
-        let _ = unsafe { release(inner, chain) };
-    }
+        let q = &mut *q;
+        event_cell::take_for_close(&mut q.retained, &mut q.closing)
+    };
+    // SAFETY: the socket is open (its close is being issued now) and the chains retained.
+    unsafe { event_cell::release_all(inner, taken) };
     cell.waker.wake();
 }
 
@@ -178,17 +173,14 @@ pub(crate) fn before_close(inner: &SocketInner) {
 /// # Safety
 /// The socket is open and no close can be issued meanwhile; `chain` is retained by us.
 unsafe fn release(inner: &SocketInner, chain: *mut WSK_DATA_INDICATION) -> NTSTATUS {
-    let socket = inner.wsk();
-    // SAFETY: an open socket (caller).
-    let dispatch = unsafe { (*socket).Dispatch };
-    // SAFETY: an open socket's table is a connection table (event state exists only on
-    // connection sockets), and the provider's table outlives its sockets.
-    let table = unsafe { &*dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
-    let Some(release) = table.WskRelease else {
-        return sys::STATUS_NOT_IMPLEMENTED;
-    };
-    // SAFETY: open socket, a chain we retained and give back once.
-    unsafe { release(socket, chain.cast()) }
+    // SAFETY: the caller's contract.
+    unsafe { event_cell::release_indication(inner, chain.cast()) }
+}
+
+impl event_cell::RetainedIndication for Retained {
+    fn indication(&self) -> PVOID {
+        self.chain.cast()
+    }
 }
 
 /// Copies bytes `[skip, total)` of `chain` into `buf`'s spare room: the bytes copied.
@@ -355,7 +347,7 @@ pub(super) fn event_cell<'a>(inner: &'a SocketInner, name: &'static str) -> Resu
         backlog: AtomicUsize::new(0),
         backlog_waker: AtomicWaker::new(),
     };
-    crate::event_cell::install(&inner.events, fresh, EVENTS_TAG, name)
+    event_cell::install(&inner.events, fresh, EVENTS_TAG, name)
 }
 
 /// `SO_WSK_EVENT_CALLBACK` enabling `events` on the stream's socket, without an IRP (as
