@@ -583,7 +583,13 @@ pub(super) fn after_callback<'a>(
 /// client takes it, then the disconnect indication once the peer's FIN or reset was seen.
 /// Called by the reactor thread, without the provider lock.
 pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
-    let kind = p.lock().sockets.get(&id).map(|sock| sock.kind);
+    // One look under the lock decides the path (and whether a send backlog indication may be
+    // due: only then is the send buffer read).
+    let (kind, backlog) = p
+        .lock()
+        .sockets
+        .get(&id)
+        .map_or((None, false), |sock| (Some(sock.kind), backlog_due(sock)));
     if kind == Some(Kind::Datagram) {
         super::datagram_events::indicate(p, id);
         return;
@@ -592,7 +598,9 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
         super::accept_events::indicate(p, id);
         return;
     }
-    indicate_backlog(p, id);
+    if backlog {
+        indicate_backlog(p, id);
+    }
     loop {
         let mut st = p.lock();
         let Some(sock) = st.sockets.get_mut(&id) else {
