@@ -555,3 +555,50 @@ fn static_receive_from_goes_on_after_data_not_accepted() {
         client.deregister();
     });
 }
+
+/// A socket handed out by `WskAccept` with the client's connection dispatch is the client's
+/// like one it created: its static receive callback is on from the start.
+#[test]
+fn static_callbacks_are_on_for_accepted_sockets() {
+    each_plan(|| {
+        reset_recorders();
+        let client = Client::register();
+        assert_eq!(
+            set_static_mask(&client, WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT),
+            STATUS_SUCCESS
+        );
+        let (listener, addr) = client.listener(false);
+        let (mut local, mut remote) = (Addr::zero(), Addr::zero());
+        let io = Io::new();
+        // SAFETY: live listening socket, address buffers and IRP, all outliving the wait; the
+        // dispatch table is static.
+        let r = unsafe {
+            listener.listen().WskAccept.expect("WskAccept")(
+                listener.s,
+                0,
+                0x5eed as PVOID,
+                (&raw const EVENTS).cast(),
+                local.ptr(),
+                remote.ptr(),
+                io.prep(),
+            )
+        };
+        let mut peer = TcpStream::connect(addr).unwrap();
+        peer.set_write_timeout(Some(BOUND)).unwrap();
+        io.issued(r);
+        let (status, info) = io.wait("WskAccept");
+        assert_eq!(status, STATUS_SUCCESS);
+        let accepted = Sock {
+            s: info as *mut WSK_SOCKET,
+            kind: Kind::Connection,
+        };
+        peer.write_all(b"accepted").unwrap();
+        wait_until("the static indication on the accepted socket", || {
+            RECEIVED.lock().unwrap().len() >= 8
+        });
+        assert_eq!(RECEIVED.lock().unwrap().as_slice(), b"accepted");
+        accepted.close();
+        listener.close();
+        client.deregister();
+    });
+}
