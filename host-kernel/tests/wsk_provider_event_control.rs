@@ -22,10 +22,10 @@ use common::*;
 use wsk_sys::{
     SIO_WSK_QUERY_IDEAL_SEND_BACKLOG, SIZE_T, SO_SNDBUF, STATUS_BUFFER_TOO_SMALL,
     STATUS_DATA_NOT_ACCEPTED, STATUS_EVENT_PENDING, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED,
-    WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_DATAGRAM_DISPATCH, WSK_DATA_INDICATION,
-    WSK_DATAGRAM_INDICATION, WSK_EVENT_CALLBACK_CONTROL, WSK_EVENT_DISABLE, WSK_EVENT_DISCONNECT,
-    WSK_EVENT_RECEIVE, WSK_EVENT_RECEIVE_FROM, WSK_EVENT_SEND_BACKLOG,
-    WSK_SET_STATIC_EVENT_CALLBACKS, WSK_SOCKET, WskIoctl,
+    WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_DATAGRAM_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH,
+    WSK_DATA_INDICATION, WSK_DATAGRAM_INDICATION, WSK_EVENT_ACCEPT, WSK_EVENT_CALLBACK_CONTROL,
+    WSK_EVENT_DISABLE, WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE, WSK_EVENT_RECEIVE_FROM,
+    WSK_EVENT_SEND_BACKLOG, WSK_SET_STATIC_EVENT_CALLBACKS, WSK_SOCKET, WskIoctl,
 };
 
 /// Bytes the receive callback consumed, in order.
@@ -597,6 +597,71 @@ fn static_callbacks_are_on_for_accepted_sockets() {
             RECEIVED.lock().unwrap().len() >= 8
         });
         assert_eq!(RECEIVED.lock().unwrap().as_slice(), b"accepted");
+        accepted.close();
+        listener.close();
+        client.deregister();
+    });
+}
+
+/// The socket the listening test's `WskAcceptEvent` accepted (0: none yet).
+static ACCEPTED: AtomicUsize = AtomicUsize::new(0);
+
+static LISTEN_EVENTS: WSK_CLIENT_LISTEN_DISPATCH = WSK_CLIENT_LISTEN_DISPATCH {
+    WskAcceptEvent: Some(on_accept),
+    WskInspectEvent: None,
+    WskAbortEvent: None,
+};
+
+/// Accepts every connection with the test's connection callbacks.
+unsafe extern "system-unwind" fn on_accept(
+    _context: PVOID,
+    _flags: u32,
+    _local: *mut SOCKADDR,
+    _remote: *mut SOCKADDR,
+    socket: *mut WSK_SOCKET,
+    accept_context: *mut PVOID,
+    accept_dispatch: *mut *const WSK_CLIENT_CONNECTION_DISPATCH,
+) -> NTSTATUS {
+    ACCEPTED.store(socket as usize, Ordering::SeqCst);
+    // SAFETY: the provider passes writable out-parameters.
+    unsafe { accept_context.write(0x5eed as PVOID) };
+    // SAFETY: as above.
+    unsafe { accept_dispatch.write(&raw const EVENTS) };
+    STATUS_SUCCESS
+}
+
+/// Connection events enabled on a listening socket are on for each socket its
+/// `WskAcceptEvent` accepts ("`SO_WSK_EVENT_CALLBACK`"), and cannot be disabled on the
+/// listening socket.
+#[test]
+fn a_listening_socket_passes_its_connection_events_on() {
+    each_plan(|| {
+        reset_recorders();
+        ACCEPTED.store(0, Ordering::SeqCst);
+        let client = Client::register();
+        let listener = bound_socket_with(&client, Kind::Listen, (&raw const LISTEN_EVENTS).cast());
+        let addr = listener.local_addr().expect("listener address");
+        assert_eq!(
+            set_events(&listener, WSK_EVENT_ACCEPT | WSK_EVENT_RECEIVE, None),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            set_events(&listener, WSK_EVENT_RECEIVE | WSK_EVENT_DISABLE, None),
+            STATUS_INVALID_PARAMETER,
+            "cannot be disabled on the listening socket"
+        );
+        let mut peer = TcpStream::connect(addr).unwrap();
+        peer.set_write_timeout(Some(BOUND)).unwrap();
+        peer.write_all(b"inherited").unwrap();
+        wait_until("the indication on the accepted socket", || {
+            RECEIVED.lock().unwrap().len() >= 9
+        });
+        assert_eq!(RECEIVED.lock().unwrap().as_slice(), b"inherited");
+        let accepted = Sock {
+            s: ACCEPTED.load(Ordering::SeqCst) as *mut WSK_SOCKET,
+            kind: Kind::Connection,
+        };
+        assert!(!accepted.s.is_null());
         accepted.close();
         listener.close();
         client.deregister();

@@ -96,6 +96,9 @@ pub(super) struct EventState {
     /// `WSK_EVENT_*` bits enabled by `WSK_SET_STATIC_EVENT_CALLBACKS` at creation: never
     /// disabled.
     pub(super) static_events: u32,
+    /// A listening socket's connection events, enabled on each socket its `WskAcceptEvent`
+    /// accepts (see `accept_events`).
+    pub(super) inherited: u32,
     /// The ideal send backlog last indicated (or seen when `WSK_EVENT_SEND_BACKLOG` was
     /// enabled): the next `WskSendBacklogEvent` comes when it changes.
     backlog_indicated: usize,
@@ -287,7 +290,8 @@ pub(super) fn set_event_callbacks(
 }
 
 /// The connection events a connection socket may enable.
-const CONNECTION_EVENTS: u32 = WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT | WSK_EVENT_SEND_BACKLOG;
+pub(super) const CONNECTION_EVENTS: u32 =
+    WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT | WSK_EVENT_SEND_BACKLOG;
 
 /// `SO_WSK_EVENT_CALLBACK` on a connection socket (the input checked by the caller).
 fn set_connection_callbacks(sock: &mut Sock, disable: bool, events: u32) -> NTSTATUS {
@@ -370,6 +374,18 @@ pub(super) fn apply_static(sock: &mut Sock, mask: u32) {
     };
     sock.ev.enabled |= events;
     sock.ev.static_events = events;
+}
+
+/// Enables on a socket a listening socket's `WskAcceptEvent` just accepted the connection
+/// events the listening socket passes on (`inherited`) that its dispatch table has callbacks
+/// for, as `SO_WSK_EVENT_CALLBACK` enabling them on it would (the send backlog's baseline
+/// included).
+pub(super) fn enable_inherited(sock: &mut Sock, inherited: u32) {
+    let events = inherited & connection_callbacks(sock) & !sock.ev.enabled;
+    if events & WSK_EVENT_SEND_BACKLOG != 0 {
+        sock.ev.backlog_indicated = ideal_send_backlog(sock).unwrap_or(0);
+    }
+    sock.ev.enabled |= events;
 }
 
 /// The verifier's rule that enabling events takes no IRP (see the module docs): called
