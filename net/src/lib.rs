@@ -98,6 +98,8 @@ mod client;
 mod connect;
 mod debug;
 mod error;
+mod event_cell;
+mod event_control;
 pub mod io;
 mod lookup;
 mod mdl;
@@ -117,6 +119,7 @@ pub use client::{DeregisterError, Driver, WskClient};
 #[cfg(not(loom))]
 pub use connect::lookup_host;
 pub use error::{Error, ErrorKind, Result};
+pub use event_control::StaticEvents;
 pub use io::RecvAppend;
 pub use lookup::{
     AddressFamily, MAX_HOST_NAME, MAX_SERVICE_NAME, NameInfo, NameInfoFlags, ResolveFlags,
@@ -128,7 +131,7 @@ pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;
 pub use tcp::{
     ACCEPT_QUEUE_DEFAULT, ACCEPT_QUEUE_MAX, AcceptEventCounts, AcceptEvents, EventCounts,
-    Indicated, RETAINED_MAX, RecvEvents,
+    Indicated, RETAINED_MAX, RecvEvents, SendBacklogChanged,
 };
 pub use tcp::{
     Accept, Disconnect, Incoming, Recv, TcpListener, TcpReadHalf, TcpStream, TcpWriteHalf,

@@ -52,9 +52,8 @@ use wsk_executor::raw::AtomicWaker;
 use wsk_executor::raw::sync::Ordering;
 use wsk_executor::sync::SpinMutex;
 use wsk_sys::{
-    self as sys, GUID, NTSTATUS, PVOID, SOCKADDR, WSK_CLIENT_CONNECTION_DISPATCH,
-    WSK_CLIENT_LISTEN_DISPATCH, WSK_EVENT_CALLBACK_CONTROL, WSK_PROVIDER_BASIC_DISPATCH,
-    WSK_SOCKET,
+    self as sys, NTSTATUS, PVOID, SOCKADDR, WSK_CLIENT_CONNECTION_DISPATCH,
+    WSK_CLIENT_LISTEN_DISPATCH, WSK_SOCKET,
 };
 
 use super::{Accept, TcpListener, TcpStream};
@@ -71,9 +70,6 @@ pub const ACCEPT_QUEUE_DEFAULT: usize = 8;
 
 /// The largest queue capacity [`TcpListener::enable_accept_events_with`] takes.
 pub const ACCEPT_QUEUE_MAX: usize = 1024;
-
-/// The identifier `SO_WSK_EVENT_CALLBACK` names the standard WSK events with.
-static NPI_WSK: GUID = sys::NPI_WSK_INTERFACE_ID;
 
 /// The event callbacks of every listener this crate creates.
 static LISTEN_EVENTS: WSK_CLIENT_LISTEN_DISPATCH = WSK_CLIENT_LISTEN_DISPATCH {
@@ -403,40 +399,6 @@ fn refill(listener: &SocketInner, cell: &AcceptCell) -> bool {
     }
 }
 
-/// `SO_WSK_EVENT_CALLBACK` with `WSK_EVENT_ACCEPT` on `inner`'s socket, without an IRP.
-/// Called inside the call gate (the socket is open).
-fn enable_callback(inner: &SocketInner) -> NTSTATUS {
-    let socket = inner.wsk();
-    let mut control = WSK_EVENT_CALLBACK_CONTROL {
-        NpiId: &raw const NPI_WSK,
-        EventMask: sys::WSK_EVENT_ACCEPT,
-    };
-    // SAFETY: the socket is open while the caller is inside the call gate.
-    let dispatch = unsafe { (*socket).Dispatch };
-    // SAFETY: every table starts with the basic one; the provider's table outlives its
-    // sockets.
-    let basic = unsafe { &*dispatch.cast::<WSK_PROVIDER_BASIC_DISPATCH>() };
-    match basic.WskControlSocket {
-        // SAFETY: open socket; the input lives across the call; no IRP (as
-        // SO_WSK_EVENT_CALLBACK requires for enabling), so no output either.
-        Some(control_socket) => unsafe {
-            control_socket(
-                socket,
-                sys::WskSetOption,
-                sys::SO_WSK_EVENT_CALLBACK,
-                sys::SOL_SOCKET,
-                size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
-                (&raw mut control).cast(),
-                0,
-                ptr::null_mut(),
-                ptr::null_mut(),
-                ptr::null_mut(),
-            )
-        },
-        None => sys::STATUS_NOT_IMPLEMENTED,
-    }
-}
-
 /// The listener's accept state, allocated (with rings of `capacity`) and published on first
 /// use; later calls find it with the first call's capacity.
 fn cell_or_new<'a>(
@@ -566,7 +528,7 @@ impl TcpListener {
             return Ok(true);
         }
         let status = if refill(inner, cell) {
-            enable_callback(inner)
+            crate::event_control::enable_event_callbacks(inner, sys::WSK_EVENT_ACCEPT)
         } else {
             sys::STATUS_INSUFFICIENT_RESOURCES
         };
