@@ -518,14 +518,15 @@ fn admit(
 static EVENT_DRIVEN: AtomicUsize = AtomicUsize::new(0);
 static EVENTS_REFUSED: AtomicUsize = AtomicUsize::new(0);
 
-/// Turns on the listener's accept events (`TcpListener::enable_accept_events_with`) with a
+/// Turns on the listener's accept events (`TcpListener::enable_event_driven_accepts`) with a
 /// queue as long as the connection limit (at most [`ACCEPT_QUEUE_MAX`]): that many spare
 /// socket objects are allocated now (about 1 KiB each on the host kernel), so that a burst of
 /// connections the limit admits waits for the accept loop instead of being refused (the
 /// provider takes every connection out of the listen backlog as it arrives). False (logged)
 /// when it accepts with IRPs: the provider has no accept events (Wine 8), or refused.
 fn enable_accept_events(listener: &TcpListener, max_connections: usize) -> bool {
-    match listener.enable_accept_events_with(ACCEPT_QUEUE_MAX.min(max_connections.max(1))) {
+    // The accepted streams' receive events are on from their acceptance.
+    match listener.enable_event_driven_accepts(ACCEPT_QUEUE_MAX.min(max_connections.max(1))) {
         Ok(true) => {
             kprint!("wskecho: connections accepted through accept events\n");
             true

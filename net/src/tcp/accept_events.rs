@@ -24,12 +24,15 @@
 //! with no spare left the callback **refuses** (`STATUS_REQUEST_NOT_ACCEPTED`; the peer sees
 //! a reset) and counts it ([`AcceptEventCounts::refused`]).
 //!
-//! Receive events on an indicated connection: the accept callback could enable them at once
-//! (its dispatch already carries the receive callbacks), but the stream's event state is
-//! allocated by [`TcpStream::enable_receive_events`], which the task calls once it took the
-//! stream. No data is lost or reordered meanwhile: data that arrives before enabling waits in
-//! WSK (as it does for a stream accepted with an IRP) and is indicated once enabled (the host
-//! provider does so; `net/tests/accept_events.rs` has the peers write before the enable).
+//! Receive events on an indicated connection: with [`TcpListener::enable_event_driven_accepts`]
+//! the listener enables `WskReceiveEvent` and `WskDisconnectEvent` along with
+//! `WskAcceptEvent`, which WSK passes on to every socket it accepts through the callback, and
+//! every spare carries its receive event state (marked on) before it is given to WSK: the
+//! first indication finds it, and [`TcpStream::enable_receive_events`] asks WSK nothing. Not
+//! the alternative, enabling them on the stream once taken: that call could reach WSK before
+//! WSK has recorded the dispatch table the callback returned (the host provider then refuses
+//! it with `STATUS_INVALID_PARAMETER`; the echo driver's event test caught it once in a few
+//! runs). [`TcpListener::enable_accept_events`] leaves the streams' receive alone (IRPs).
 //!
 //! Close: when the listener's `WskCloseSocket` is issued (its close, its drop, or the client's
 //! deregistration at unload) the callback refuses from then on, the spares are freed, and
@@ -67,6 +70,9 @@ const ACCEPT_TAG: u32 = sys::pool_tag(*b"WskA");
 /// The queue capacity [`TcpListener::enable_accept_events`] gives: connections indicated and
 /// not yet taken, plus the spare socket objects waiting for the next indications.
 pub const ACCEPT_QUEUE_DEFAULT: usize = 8;
+
+/// The name errors of the enabling calls carry.
+const NAME: &str = "enable_accept_events";
 
 /// The largest queue capacity [`TcpListener::enable_accept_events_with`] takes.
 pub const ACCEPT_QUEUE_MAX: usize = 1024;
@@ -176,6 +182,9 @@ struct Queue {
     failed: bool,
     /// An [`AcceptEvents`] is registered as the waiter.
     waiting: bool,
+    /// The listener passes its receive events on to the sockets it accepts
+    /// ([`TcpListener::enable_event_driven_accepts`]): each spare has its event state ready.
+    event_driven: bool,
     /// Spares plus queued connections never exceed this (the rings' capacity).
     capacity: usize,
     /// Socket objects allocated in advance, each with its one reference, no WSK socket yet.
@@ -367,12 +376,12 @@ unsafe extern "system-unwind" fn on_accept(
 /// true when they do. Allocation happens outside the lock. IRQL <= `DISPATCH_LEVEL`.
 fn refill(listener: &SocketInner, cell: &AcceptCell) -> bool {
     loop {
-        let missing = {
+        let (missing, event_driven) = {
             let q = cell.queue.lock();
             if q.closing {
                 return false;
             }
-            q.missing()
+            (q.missing(), q.event_driven)
         };
         if missing == 0 {
             return true;
@@ -384,6 +393,13 @@ fn refill(listener: &SocketInner, cell: &AcceptCell) -> bool {
         let Ok(spare) = SocketInner::new(listener.client(), Kind::Connection) else {
             return false;
         };
+        // SAFETY: the fresh object's one reference, held here.
+        let fresh = unsafe { spare.as_ref() };
+        if event_driven && super::events::prepare_for_passed_on_events(fresh, NAME).is_err() {
+            // SAFETY: the fresh object's one reference, never shared.
+            unsafe { SocketInner::release(spare) };
+            return false;
+        }
         let unused = {
             let mut q = cell.queue.lock();
             if q.closing || q.missing() == 0 {
@@ -399,11 +415,17 @@ fn refill(listener: &SocketInner, cell: &AcceptCell) -> bool {
     }
 }
 
+/// The connection events an event-driven listener passes on to the sockets its
+/// `WskAcceptEvent` accepts ("`SO_WSK_EVENT_CALLBACK`": connection events enabled on a
+/// listening socket are enabled on each socket it accepts through `WskAcceptEvent`).
+const PASSED_ON: u32 = sys::WSK_EVENT_RECEIVE | sys::WSK_EVENT_DISCONNECT;
+
 /// The listener's accept state, allocated (with rings of `capacity`) and published on first
-/// use; later calls find it with the first call's capacity.
+/// use; later calls find it with the first call's capacity and mode.
 fn cell_or_new<'a>(
     inner: &'a SocketInner,
     capacity: usize,
+    event_driven: bool,
     name: &'static str,
 ) -> Result<&'a AcceptCell> {
     let cell = inner.accept_events.load(Ordering::Acquire);
@@ -431,6 +453,7 @@ fn cell_or_new<'a>(
             closing: false,
             failed: false,
             waiting: false,
+            event_driven,
             capacity,
             spares,
             indicated,
@@ -487,7 +510,12 @@ impl TcpListener {
     /// the callback refuses (`STATUS_REQUEST_NOT_ACCEPTED`): the peer sees a reset, and
     /// [`AcceptEventCounts::refused`] counts it.
     ///
-    /// `Ok(true)`: enabled (again: a no-op; the first call's capacity stays); `Ok(false)`: the provider has
+    /// The streams receive with IRPs ([`TcpStream::recv`]); for receive events use
+    /// [`TcpListener::enable_event_driven_accepts`] (enabling them on a stream just taken can
+    /// reach WSK before WSK recorded the stream's dispatch table).
+    ///
+    /// `Ok(true)`: enabled (again: a no-op; the first call's capacity and mode stay);
+    /// `Ok(false)`: the provider has
     /// no event callbacks (the host kernel's in-memory network, Wine 8), and
     /// [`TcpListener::accept_events`] accepts with IRPs.
     ///
@@ -507,7 +535,45 @@ impl TcpListener {
     /// # IRQL
     /// <= `DISPATCH_LEVEL` (`WskControlSocket` without an IRP; nonpaged allocations).
     pub fn enable_accept_events_with(&self, capacity: usize) -> Result<bool> {
-        const NAME: &str = "enable_accept_events";
+        self.enable_accepts(capacity, false)
+    }
+
+    /// Like [`TcpListener::enable_accept_events_with`], and the streams it indicates receive
+    /// through event callbacks from their first byte: `SO_WSK_EVENT_CALLBACK` on the listener
+    /// enables `WskReceiveEvent` and `WskDisconnectEvent` with `WskAcceptEvent`, which WSK
+    /// then enables on each socket it accepts through `WskAcceptEvent` ("`SO_WSK_EVENT_CALLBACK`":
+    /// "A WSK application automatically enables these callback functions by enabling the
+    /// connection-oriented socket event callback functions on the listening socket"), and each
+    /// spare socket object gets its event state (about 200 bytes more) in advance. A stream
+    /// from [`TcpListener::accept_events`] then needs no call to WSK for its receive events
+    /// ([`TcpStream::enable_receive_events`] is `Ok(true)` at once): no such call can reach
+    /// WSK before WSK has taken the callback's `*AcceptSocketDispatch`, and none races the
+    /// first data. Receive on those streams with [`TcpStream::recv_events`] (a
+    /// [`TcpStream::recv`] IRP would not see data the callbacks retained).
+    ///
+    /// ```no_run
+    /// # async fn demo(listener: &wsk_net::TcpListener) -> wsk_net::Result<()> {
+    /// if listener.enable_event_driven_accepts(64)? {
+    ///     let (stream, _peer) = listener.accept_events().await?;
+    ///     let (n, _buf) = stream.recv_events(wsk_net::IoBuf::with_capacity(4096)?).await;
+    ///     n?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`TcpListener::enable_accept_events_with`]; a provider that accepts
+    /// `WSK_EVENT_ACCEPT` but not the connection events on a listener fails with its status.
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL` (`WskControlSocket` without an IRP; nonpaged allocations).
+    pub fn enable_event_driven_accepts(&self, capacity: usize) -> Result<bool> {
+        self.enable_accepts(capacity, true)
+    }
+
+    /// [`TcpListener::enable_accept_events_with`] and
+    /// [`TcpListener::enable_event_driven_accepts`]. IRQL <= `DISPATCH_LEVEL`.
+    fn enable_accepts(&self, capacity: usize, event_driven: bool) -> Result<bool> {
         if capacity == 0 || capacity > ACCEPT_QUEUE_MAX {
             return Err(Error::new(ErrorKind::InvalidInput, NAME));
         }
@@ -516,19 +582,29 @@ impl TcpListener {
             return Err(Error::new(ErrorKind::InvalidState, NAME));
         }
         // Inside the call gate from here: the close (which frees the spares) waits for us.
-        let cell = match cell_or_new(inner, capacity, NAME) {
+        let cell = match cell_or_new(inner, capacity, event_driven, NAME) {
             Ok(cell) => cell,
             Err(e) => {
                 inner.leave_call();
                 return Err(e);
             }
         };
-        if cell.queue.lock().enabled {
-            inner.leave_call();
-            return Ok(true);
-        }
+        let event_driven = {
+            let q = cell.queue.lock();
+            if q.enabled {
+                drop(q);
+                inner.leave_call();
+                return Ok(true);
+            }
+            q.event_driven
+        };
+        let events = if event_driven {
+            sys::WSK_EVENT_ACCEPT | PASSED_ON
+        } else {
+            sys::WSK_EVENT_ACCEPT
+        };
         let status = if refill(inner, cell) {
-            crate::event_control::enable_event_callbacks(inner, sys::WSK_EVENT_ACCEPT)
+            crate::event_control::enable_event_callbacks(inner, events)
         } else {
             sys::STATUS_INSUFFICIENT_RESOURCES
         };
