@@ -215,6 +215,32 @@ fn close_with_connections_queued() {
     });
 }
 
+/// Event-driven accepts: connections queued with data their receive callbacks already
+/// retained are reset at the listener's close, and every retained indication goes back to WSK
+/// before each socket's close (the provider's verifier fails a close that leaves one).
+#[test]
+fn close_with_event_driven_connections_holding_data() {
+    each_plan(|client, _| {
+        block_on(async {
+            let (listener, addr) = listen(client).await;
+            assert!(listener.enable_event_driven_accepts(4).expect("enable"));
+            let mut peers: Vec<_> = (0..3).map(|_| peer(addr)).collect();
+            for p in &mut peers {
+                p.write_all(b"unread").unwrap();
+            }
+            wait_until("three connections queued", || {
+                listener.accept_event_counts().accepted == 3
+            });
+            // Give the data time to be indicated to the queued sockets.
+            std::thread::sleep(Duration::from_millis(20));
+            listener.close().await;
+            for p in &mut peers {
+                assert!(was_ended(p), "a queued connection is reset at close");
+            }
+        });
+    });
+}
+
 /// As [`close_with_connections_queued`], the listener dropped instead of closed.
 #[test]
 fn drop_with_connections_queued() {

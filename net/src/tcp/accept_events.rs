@@ -16,9 +16,9 @@
 //! What the callback does, under the listener's spin lock, without allocating: it takes one
 //! of the **spare socket objects** allocated in advance (by the enabling call, and again by
 //! each [`AcceptEvents`] that takes a connection, in task context), names it as the accepted
-//! socket's context with the connection callbacks of `crate::tcp::events` (so
-//! [`TcpStream::enable_receive_events`] works on it as on any accepted stream), queues the
-//! socket with the peer's address, and wakes the waiting task. The spares and the queued
+//! socket's context with the connection callbacks of `crate::tcp::events` (as every stream
+//! this crate accepts), queues the socket with the peer's address, and wakes the waiting
+//! task. The spares and the queued
 //! connections together never exceed the queue's capacity ([`ACCEPT_QUEUE_DEFAULT`], or the
 //! one given to [`TcpListener::enable_accept_events_with`], at most [`ACCEPT_QUEUE_MAX`]):
 //! with no spare left the callback **refuses** (`STATUS_REQUEST_NOT_ACCEPTED`; the peer sees
@@ -38,8 +38,9 @@
 //! deregistration at unload) the callback refuses from then on, the spares are freed, and
 //! every queued connection nobody took is adopted and closed abortively (the peer sees a
 //! reset). Nothing WSK holds is freed: a queued connection's socket object is freed only after
-//! its own close completed. The state lives in one nonpaged block per listener (allocated by
-//! the enabling call, freed with the listener's socket object after its close).
+//! its own close completed. The state lives in three nonpaged blocks per listener (the state
+//! and two rings of the capacity, allocated by the enabling call, freed with the listener's
+//! socket object after its close).
 //!
 //! Where the provider lacks event callbacks (the host kernel's in-memory network, Wine 8's
 //! netio.sys), enabling reports `Ok(false)` and [`TcpListener::accept_events`] is an ordinary
@@ -505,19 +506,17 @@ impl TcpListener {
     /// connections (1 to [`ACCEPT_QUEUE_MAX`]): connections the callback accepted and nobody
     /// took yet, plus spare socket objects for the next ones. Allocates the listener's accept
     /// state (about 100 bytes plus 56 per unit of capacity, nonpaged) and `capacity` socket
-    /// objects (each with its
-    /// IRPs) now, so the callback, at `DISPATCH_LEVEL`, never allocates. Past the capacity
-    /// the callback refuses (`STATUS_REQUEST_NOT_ACCEPTED`): the peer sees a reset, and
-    /// [`AcceptEventCounts::refused`] counts it.
+    /// objects (each with its IRPs) now, so the callback, at `DISPATCH_LEVEL`, never
+    /// allocates. Past the capacity the callback refuses (`STATUS_REQUEST_NOT_ACCEPTED`): the
+    /// peer sees a reset, and [`AcceptEventCounts::refused`] counts it.
     ///
     /// The streams receive with IRPs ([`TcpStream::recv`]); for receive events use
     /// [`TcpListener::enable_event_driven_accepts`] (enabling them on a stream just taken can
     /// reach WSK before WSK recorded the stream's dispatch table).
     ///
     /// `Ok(true)`: enabled (again: a no-op; the first call's capacity and mode stay);
-    /// `Ok(false)`: the provider has
-    /// no event callbacks (the host kernel's in-memory network, Wine 8), and
-    /// [`TcpListener::accept_events`] accepts with IRPs.
+    /// `Ok(false)`: the provider has no event callbacks (the host kernel's in-memory network,
+    /// Wine 8), and [`TcpListener::accept_events`] accepts with IRPs.
     ///
     /// ```no_run
     /// # async fn demo(listener: &wsk_net::TcpListener) -> wsk_net::Result<()> {
