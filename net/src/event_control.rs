@@ -118,8 +118,12 @@ impl BitOr for StaticEvents {
 
 impl WskClient {
     /// Enables `events` on every connection socket this client creates or accepts from now on
-    /// (`WskControlClient(WSK_SET_STATIC_EVENT_CALLBACKS)`, see the `event_control` module
-    /// docs); they stay enabled for the socket's life. Call it before the first socket: right
+    /// (`WskControlClient(WSK_SET_STATIC_EVENT_CALLBACKS)`, see the crate docs'
+    /// [event callbacks](crate#event-callbacks)); they stay enabled for the socket's life.
+    /// Until a stream calls [`TcpStream::enable_receive_events`](crate::TcpStream::enable_receive_events)
+    /// its receive callback refuses what it is indicated (`STATUS_DATA_NOT_ACCEPTED`: WSK keeps
+    /// the data for the next `WskReceive`), so [`TcpStream::recv`](crate::TcpStream::recv) still
+    /// gets everything. Call it before the first socket: right
     /// after [`WskClient::register`].
     ///
     /// `Ok(true)`: enabled; `Ok(false)`: the provider lacks the operation (Wine), and each
