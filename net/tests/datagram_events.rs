@@ -279,3 +279,51 @@ fn disable_takes_what_was_retained_then_receives_with_irps() {
         });
     });
 }
+
+/// A provider without `WskReceiveFromEvent` (the in-memory network here, as Wine 8's netio):
+/// enabling reports `Ok(false)`, and `recv_from_events`, `recv_batch_events` and
+/// `disable_receive_events` work on IRPs alone.
+#[test]
+fn without_provider_events_datagram_receives_use_irps() {
+    common::each_plan_on(wsk_host::Provider::Memory, |client, _| {
+        block_on(async {
+            let (socket, to) = bound(client).await;
+            let (sender, from) = bound(client).await;
+            assert!(
+                !socket.enable_receive_events().expect("enable"),
+                "no events here"
+            );
+            for i in 0..3 {
+                let (sent, _) = sender
+                    .send_to(IoBuf::from_slice(&datagram(i)).unwrap(), to)
+                    .await;
+                sent.expect("send_to");
+            }
+            let (got, buf) = socket
+                .recv_from_events(IoBuf::with_capacity(2048).unwrap())
+                .await;
+            let (n, sender_addr) = got.expect("recv_from_events");
+            assert_eq!(&buf[..n], &datagram(0)[..]);
+            assert_eq!(sender_addr, from);
+            let mut seen = Vec::new();
+            let mut batch = DatagramBatch::new(4, 2048).unwrap();
+            while seen.len() < 2 {
+                let (got, b) = socket.recv_batch_events(batch).await;
+                batch = b;
+                got.expect("recv_batch_events");
+                seen.extend(batch.iter().map(|(d, _)| d.to_vec()));
+            }
+            assert_eq!(seen, vec![datagram(1), datagram(2)]);
+            socket
+                .disable_receive_events()
+                .await
+                .expect("nothing to disable");
+            assert_eq!(
+                socket.datagram_event_counts(),
+                wsk_net::DatagramEventCounts::default()
+            );
+            sender.close().await;
+            socket.close().await;
+        });
+    });
+}
