@@ -90,18 +90,27 @@ impl StaticEvents {
     pub const SEND_BACKLOG: Self = Self(sys::WSK_EVENT_SEND_BACKLOG);
 
     /// The `WSK_EVENT_*` bits.
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub const fn bits(self) -> u32 {
         self.0
     }
 
     /// Whether every event of `other` is in `self`.
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub const fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
     }
 
     /// No event.
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub const fn is_empty(self) -> bool {
         self.0 == 0
