@@ -348,6 +348,9 @@ impl UdpSocket {
     /// order, then receive with IRPs, so no datagram the callback accepted is lost. No-op when
     /// receive events are off; [`UdpSocket::enable_receive_events`] turns them on again. The
     /// stream counterpart is [`TcpStream::disable_receive_events`](crate::TcpStream::disable_receive_events).
+    /// Dropping its future before it completes leaves the receives on IRPs (still taking first
+    /// whatever the callback retains) with the callback perhaps still on: call it again to be
+    /// sure it is off.
     ///
     /// ```no_run
     /// # async fn demo(socket: &wsk_net::UdpSocket) -> wsk_net::Result<()> {
