@@ -25,6 +25,10 @@
 //! per event-driven socket (allocated by [`UdpSocket::enable_receive_events`], freed with the
 //! socket object after its close).
 //!
+//! [`UdpSocket::disable_receive_events`] turns the callback off again (with an IRP that WSK
+//! completes once no call of it is in progress); the receives then take what it retained
+//! before they post `WskReceiveFrom` IRPs.
+//!
 //! Where the provider lacks event callbacks (Wine 8's netio.sys), enabling reports `Ok(false)`
 //! and the receives are ordinary `WskReceiveFrom` IRPs.
 
@@ -91,7 +95,20 @@ struct Queue {
     failed: bool,
     /// The close is being issued: the callback discards, nothing is retained any more.
     closing: bool,
+    /// A receive is enabling the callback again after back-pressure right now (between its
+    /// decision under the lock and the end of its `WskControlSocket`): a disable issued
+    /// meanwhile may precede that enabling, so [`UdpSocket::disable_receive_events`] disables
+    /// once more after it.
+    reenabling: bool,
     counts: DatagramEventCounts,
+}
+
+impl Queue {
+    /// Receives go through the callback's lists: the callback is on, or it left lists a
+    /// receive must take before any IRP receive (after a disable).
+    fn receives_through_events(&self) -> bool {
+        self.enabled || !self.retained.is_empty()
+    }
 }
 
 // SAFETY: the raw pointers are retained lists (WSK's until released), used under the lock.
@@ -294,6 +311,7 @@ impl UdpSocket {
                 not_accepted: false,
                 failed: false,
                 closing: false,
+                reenabling: false,
                 counts: DatagramEventCounts::default(),
             }),
             waker: AtomicWaker::new(),
@@ -309,12 +327,82 @@ impl UdpSocket {
         inner.leave_call();
         match status {
             sys::STATUS_SUCCESS => {
-                cell.queue.lock().enabled = true;
+                let mut q = cell.queue.lock();
+                q.enabled = true;
+                // Enabling lifts a back-pressure from before a disable too.
+                q.not_accepted = false;
                 Ok(true)
             }
             sys::STATUS_NOT_SUPPORTED | sys::STATUS_NOT_IMPLEMENTED => Ok(false),
             other => Err(Error::from_status(other, NAME)),
         }
+    }
+
+    /// Switches the socket's receive back from `WskReceiveFromEvent` to `WskReceiveFrom` IRPs:
+    /// disables the callback (`SO_WSK_EVENT_CALLBACK` with
+    /// `WSK_EVENT_RECEIVE_FROM | WSK_EVENT_DISABLE`) with an IRP, which WSK completes only once
+    /// no call of the callback is in progress any more ("`SO_WSK_EVENT_CALLBACK`":
+    /// <https://learn.microsoft.com/en-us/windows-hardware/drivers/network/so-wsk-event-callback>).
+    /// After it returns no callback runs for the socket: [`UdpSocket::recv_from_events`] and
+    /// [`UdpSocket::recv_batch_events`] first take the datagrams the callback retained, in
+    /// order, then receive with IRPs, so no datagram the callback accepted is lost. No-op when
+    /// receive events are off; [`UdpSocket::enable_receive_events`] turns them on again. The
+    /// stream counterpart is [`TcpStream::disable_receive_events`](crate::TcpStream::disable_receive_events).
+    /// Dropping its future before it completes leaves the receives on IRPs (still taking first
+    /// whatever the callback retains) with the callback perhaps still on: call it again to be
+    /// sure it is off.
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: &wsk_net::UdpSocket) -> wsk_net::Result<()> {
+    /// socket.enable_receive_events()?;
+    /// // ... a burst handled by the callback ...
+    /// socket.disable_receive_events().await?;
+    /// let (got, _buf) = socket.recv_from_events(wsk_net::IoBuf::with_capacity(1500)?).await;
+    /// let _ = got?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidState` after close or with another control operation in flight; provider
+    /// errors (the callback then stays on, as before the call).
+    ///
+    /// # IRQL
+    /// Call and poll at <= `DISPATCH_LEVEL`.
+    pub async fn disable_receive_events(&self) -> Result<()> {
+        const NAME: &str = "disable_receive_events";
+        let Some(cell) = self.event_cell() else {
+            return Ok(());
+        };
+        // From here on no receive enables the callback again after back-pressure, and
+        // receives that find nothing retained go on with IRPs.
+        let mut raced = {
+            let mut q = cell.queue.lock();
+            if !q.enabled {
+                return Ok(());
+            }
+            q.enabled = false;
+            q.reenabling
+        };
+        loop {
+            let disabled =
+                crate::options::disable_event(&self.handle, sys::WSK_EVENT_RECEIVE_FROM, NAME)
+                    .await;
+            if let Err(error) = disabled {
+                // WSK still calls the callback: receives keep taking from it.
+                cell.queue.lock().enabled = true;
+                return Err(error);
+            }
+            if !raced {
+                break;
+            }
+            // A receive was enabling the callback again (after back-pressure) when the
+            // disable began, and may have done so after it: disable once more, after it.
+            raced = cell.queue.lock().reenabling;
+        }
+        cell.queue.lock().not_accepted = false;
+        // A receive waiting for the callback goes on with an IRP.
+        cell.waker.wake();
+        Ok(())
     }
 
     /// What the receive callback did so far ([`DatagramEventCounts`]); all zero before
@@ -337,9 +425,11 @@ impl UdpSocket {
 
     /// Takes indicated datagrams, oldest first, handing each to `take` (which returns
     /// whether it wants another) while any is retained: `Ready` with how many were taken
-    /// (at least one), or an error; `Pending` (the task woken by the next indication) when
-    /// none is retained. Releases each list once all its datagrams are taken, and enables the
-    /// callback again after back-pressure.
+    /// (at least one), or an error; `Ready(Ok(0))` when none is retained and the callback is
+    /// disabled ([`UdpSocket::disable_receive_events`]: the caller receives with an IRP);
+    /// `Pending` (the task woken by the next indication) when none is retained. Releases each
+    /// list once all its datagrams are taken, and enables the callback again after
+    /// back-pressure (unless it is being disabled).
     fn poll_indicated(
         &self,
         cell: &DatagramEventCell,
@@ -357,6 +447,7 @@ impl UdpSocket {
         let mut taken = 0;
         let mut reenable = false;
         let mut failed = false;
+        let mut disabled = false;
         {
             let mut q = cell.queue.lock();
             while let Some(front) = q.retained.front_mut() {
@@ -379,9 +470,11 @@ impl UdpSocket {
             }
             if taken == 0 {
                 failed = q.failed || q.closing;
+                disabled = !q.enabled;
             }
-            if q.retained.is_empty() && q.not_accepted {
+            if q.retained.is_empty() && q.not_accepted && q.enabled {
                 q.not_accepted = false;
+                q.reenabling = true;
                 reenable = true;
             }
         }
@@ -394,12 +487,15 @@ impl UdpSocket {
             // Back-pressure lifted: WSK indicates again. A refusal here leaves the socket
             // to its IRP receives; the next receive reports nothing new.
             let _ = enable_callback(inner);
+            cell.queue.lock().reenabling = false;
         }
         inner.leave_call();
         if taken > 0 {
             Poll::Ready(Ok(taken))
         } else if failed {
             Poll::Ready(Err(Error::new(ErrorKind::InvalidState, name)))
+        } else if disabled {
+            Poll::Ready(Ok(0))
         } else {
             Poll::Pending
         }
@@ -427,7 +523,10 @@ impl UdpSocket {
     /// Poll and drop at <= `DISPATCH_LEVEL`.
     pub async fn recv_from_events(&self, mut buf: IoBuf) -> (Result<(usize, SocketAddr)>, IoBuf) {
         const NAME: &str = "recv_from_events";
-        let Some(cell) = self.event_cell().filter(|c| c.queue.lock().enabled) else {
+        let Some(cell) = self
+            .event_cell()
+            .filter(|c| c.queue.lock().receives_through_events())
+        else {
             return self.recv_from(buf).await;
         };
         buf.clear();
@@ -441,6 +540,10 @@ impl UdpSocket {
             self.poll_indicated(cell, cx, &mut take, NAME)
         })
         .await;
+        if matches!(result, Ok(0)) {
+            // Disabled, and nothing retained: the receive goes on with an IRP.
+            return self.recv_from(buf).await;
+        }
         let result = result.and_then(|_| match got {
             Some((n, Some(from))) => {
                 let _ = buf.set_len(n);
@@ -478,7 +581,10 @@ impl UdpSocket {
         mut batch: DatagramBatch,
     ) -> (Result<usize>, DatagramBatch) {
         const NAME: &str = "recv_batch_events";
-        let Some(cell) = self.event_cell().filter(|c| c.queue.lock().enabled) else {
+        let Some(cell) = self
+            .event_cell()
+            .filter(|c| c.queue.lock().receives_through_events())
+        else {
             return self.recv_batch(batch).await;
         };
         batch.clear();
@@ -496,6 +602,10 @@ impl UdpSocket {
             self.poll_indicated(cell, cx, &mut take, NAME)
         })
         .await;
+        if matches!(result, Ok(0)) {
+            // Disabled, and nothing retained: the receive goes on with an IRP.
+            return self.recv_batch(batch).await;
+        }
         (result.map(|_| batch.len()), batch)
     }
 }

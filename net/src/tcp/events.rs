@@ -494,11 +494,11 @@ impl TcpStream {
         unsafe { cell.as_ref() }.map_or(EventCounts::default(), |c| c.queue.lock().counts)
     }
 
-    /// Receives into `buf` what the receive event callbacks indicate (see the module docs of
-    /// `wsk_net::tcp::events`): copied in place by the callback when this future waits, or
-    /// from a retained indication, released once copied. Without receive events enabled (or
-    /// after back-pressure) it is an ordinary [`TcpStream::recv`]. Returns the bytes
-    /// received (0: the peer sent FIN) and the buffer.
+    /// Receives into `buf` what the receive event callbacks indicate (see the crate docs'
+    /// [event callbacks](crate#event-callbacks)): copied in place by the callback when this
+    /// future waits, or from a retained indication, released once copied. Without receive
+    /// events enabled (or after back-pressure) it is an ordinary [`TcpStream::recv`]. Returns
+    /// the bytes received (0: the peer sent FIN) and the buffer.
     ///
     /// One receive at a time per stream. Dropping the future loses what was already copied
     /// into its buffer, as dropping a [`Recv`] does.
