@@ -39,7 +39,7 @@ mod request;
 mod slot;
 mod state;
 
-pub(crate) use held::{Call, Completed, Held, Refused};
+pub(crate) use held::{Call, Completed, Held, Refused, Transfer, TransferDone};
 pub(crate) use op::Op;
 pub(crate) use request::Request;
 use slot::{Slot, issue_orphan};

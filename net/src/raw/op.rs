@@ -11,14 +11,15 @@ use wsk_executor::raw::sync::{AtomicU32, Ordering};
 use wsk_sys::{self as sys, STATUS_PENDING};
 
 use super::SocketInner;
-use super::held::{Completed, Held, Refused};
+use super::held::{Held, Params, Refused};
 use super::slot::{Slot, finish, start};
 use super::state::{AfterCancel, Claim, OnAbandon};
 use crate::error::{Error, ErrorKind};
 
 /// A future for one operation on one slot. Created by the socket types; the WSK call happens
-/// on first poll. Output: the completion, or an error when the slot or socket cannot take it.
-pub(crate) struct Op<'a> {
+/// on first poll. Output: the completion ([`Params::Done`]: `Completed` for a [`Held`]), or an
+/// error when the slot or socket cannot take it.
+pub(crate) struct Op<'a, P: Params = Held> {
     /// The socket object whose slot the operation uses (and whose reference its IRP holds).
     inner: &'a SocketInner,
     /// The socket the WSK call is made on, when it is not `inner`: an accept runs on its new
@@ -29,7 +30,7 @@ pub(crate) struct Op<'a> {
     /// The request's name, for errors after the `Held` went to the slot.
     name: &'static str,
     /// What to issue at the next poll.
-    issue: Option<Held>,
+    issue: Option<P>,
     in_flight: bool,
     /// This operation is the slot's one waiter ([`Slot::start_waiting`]).
     waiting: bool,
@@ -39,15 +40,15 @@ pub(crate) struct Op<'a> {
     cancel_requested: AtomicU32,
 }
 
-impl<'a> Op<'a> {
-    /// An operation on `inner`'s slot `index`, which will make `held.request` with `held`
+impl<'a, P: Params> Op<'a, P> {
+    /// An operation on `inner`'s slot `index`, which will make `held`'s request with `held`
     /// parked.
-    pub(crate) fn new(inner: &'a SocketInner, index: usize, held: Held) -> Self {
+    pub(crate) fn new(inner: &'a SocketInner, index: usize, held: P) -> Self {
         Self {
             inner,
             target: None,
             index,
-            name: held.request.name(),
+            name: held.name(),
             issue: Some(held),
             in_flight: false,
             waiting: false,
@@ -95,7 +96,7 @@ impl<'a> Op<'a> {
 
     /// Issues the operation again at its next poll, with `held` (a continuation, such as the
     /// rest of a `WAITALL` receive the provider completed short). Only after it completed.
-    pub(crate) fn reissue(&mut self, held: Held) {
+    pub(crate) fn reissue(&mut self, held: P) {
         debug_assert!(!self.in_flight, "reissue of an operation in flight");
         self.issue = Some(held);
     }
@@ -112,14 +113,14 @@ impl<'a> Op<'a> {
         }
     }
 
-    fn refuse(&self, kind: ErrorKind, held: Held) -> Poll<Result<Completed, Refused>> {
+    fn refuse(&self, kind: ErrorKind, held: P) -> Poll<Result<P::Done, Refused<P>>> {
         let error = Error::new(kind, self.name);
         Poll::Ready(Err(Refused { error, held }))
     }
 
     /// First poll (or first after a reissue): claims the slot and calls WSK. `None` when the
     /// IRP is with WSK (or already completed); otherwise the poll's result.
-    fn issue(&mut self, cx: &Context<'_>) -> Option<Poll<Result<Completed, Refused>>> {
+    fn issue(&mut self, cx: &Context<'_>) -> Option<Poll<Result<P::Done, Refused<P>>>> {
         let issued = self.try_issue(cx);
         if !matches!(issued, Some(Poll::Pending)) {
             // Claimed the slot, or refused: no longer waiting for it.
@@ -128,10 +129,12 @@ impl<'a> Op<'a> {
         issued
     }
 
-    fn try_issue(&mut self, cx: &Context<'_>) -> Option<Poll<Result<Completed, Refused>>> {
+    fn try_issue(&mut self, cx: &Context<'_>) -> Option<Poll<Result<P::Done, Refused<P>>>> {
         let slot = self.slot();
         let Some(held) = self.issue.take() else {
-            return Some(self.refuse(ErrorKind::InvalidState, Held::empty()));
+            // Only a poll after completion gets here (`issue` is set from creation until the
+            // issue, and by `reissue`): the caller returned the result already.
+            return Some(Poll::Pending);
         };
         if self.cancel_requested.load(Ordering::Acquire) != 0 || slot.is_cancel_requested() {
             return Some(self.refuse(ErrorKind::Cancelled, held));
@@ -185,9 +188,10 @@ impl<'a> Op<'a> {
             slot.state.release();
             return Some(self.refuse(ErrorKind::InvalidState, held));
         }
-        slot.waker.register(cx.waker());
+        // The waker is registered after the call, and only if the IRP has not completed by
+        // then (`Op::poll`): most completions are inline, and need no wake.
         // SAFETY: claimed and not pending: we own the held cell.
-        unsafe { slot.park(held) };
+        unsafe { slot.park_params(held) };
         let status = start(self.inner, slot, socket);
         if counted {
             // WSK returned: the call is no longer in progress (its IRP may be). A close
@@ -201,56 +205,53 @@ impl<'a> Op<'a> {
             self.in_flight = false;
             slot.end_client_call(self.inner);
             // SAFETY: the IRP never reached a completion: nobody else touches the cell.
-            let held = unsafe { slot.take() };
+            let done = unsafe { slot.take_params::<P>(status, 0) };
             slot.state.release();
             // SAFETY: the in-flight reference from `start`; the handle's reference keeps the
             // object alive.
             unsafe { SocketInner::release(NonNull::from(self.inner)) };
-            return Some(Poll::Ready(Ok(Completed {
-                status,
-                information: 0,
-                held,
-            })));
+            return Some(Poll::Ready(Ok(done)));
         }
         None
     }
 }
 
-impl Future for Op<'_> {
-    type Output = Result<Completed, Refused>;
+impl<P: Params> Future for Op<'_, P> {
+    type Output = Result<P::Done, Refused<P>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: Op is never moved out of its pin: no field is pinned structurally (the
         // slot, not the future, holds everything WSK sees).
         let this = unsafe { self.get_unchecked_mut() };
-        let issuing = !this.in_flight;
-        if issuing && let Some(poll) = this.issue(cx) {
+        if !this.in_flight
+            && let Some(poll) = this.issue(cx)
+        {
             return poll;
         }
         let slot = this.slot();
-        if !issuing {
-            // An issue in this poll registered this waker before its WSK call already.
-            slot.waker.register(cx.waker());
-        }
-        let Some(seen) = slot.state.poll_done() else {
-            return Poll::Pending;
+        let seen = match slot.state.poll_done() {
+            Some(seen) => seen,
+            None => {
+                slot.waker.register(cx.waker());
+                // Look again: a completion between the first look and the registration woke
+                // whatever waker was there before, not this one.
+                let Some(seen) = slot.state.poll_done() else {
+                    return Poll::Pending;
+                };
+                seen
+            }
         };
         this.in_flight = false;
-        // SAFETY: DONE: WSK is finished with the cell and the future owns the slot.
-        let mut held = unsafe { slot.take() };
         let (status, information) = slot.result();
-        note_received(&mut held, information);
+        // SAFETY: DONE: WSK is finished with the cell and the future owns the slot.
+        let done = unsafe { slot.take_params::<P>(status, information) };
         // Waits out a concurrent `cancel_slot` before recycling the slot.
         slot.state.recycle(seen);
-        Poll::Ready(Ok(Completed {
-            status,
-            information,
-            held,
-        }))
+        Poll::Ready(Ok(done))
     }
 }
 
-impl Drop for Op<'_> {
+impl<P: Params> Drop for Op<'_, P> {
     fn drop(&mut self) {
         self.stop_waiting();
         if !self.in_flight {
@@ -265,22 +266,5 @@ impl Drop for Op<'_> {
         if slot.state.end_cancel() == AfterCancel::Finish {
             finish(slot);
         }
-    }
-}
-
-/// After a receive completed: the provider wrote `information` bytes into the buffer at the
-/// `WSK_BUF`'s offset, so the buffer's initialised part now reaches their end (the count is
-/// clamped to the `WSK_BUF`'s length: a provider never writes past what it was given).
-fn note_received(held: &mut Held, information: usize) {
-    if !held.request.receives_into_buf() {
-        return;
-    }
-    let start = held.wsk_buf.Offset as usize;
-    let end = start + information.min(held.wsk_buf.Length);
-    if let Some(buf) = held.buf.as_mut() {
-        // SAFETY: every receive starts at or before its buffer's initialised end (from 0,
-        // after its filled part for `recv_append`, or after an earlier completion's data for
-        // a `recv_exact` continuation), and the completed IRP wrote `[start, end)`.
-        unsafe { buf.assume_written(end) };
     }
 }

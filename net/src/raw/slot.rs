@@ -13,7 +13,7 @@ use wsk_sys::{
     STATUS_PENDING, STATUS_UNSUCCESSFUL, WSK_PROVIDER_BASIC_DISPATCH, WSK_SOCKET,
 };
 
-use super::held::{Call, Held};
+use super::held::{Call, Held, Params};
 use super::state::{AfterCancel, OnComplete, SlotState};
 use super::{CLOSE, LINGER, SocketInner};
 
@@ -120,6 +120,30 @@ impl Slot {
     pub(super) unsafe fn park(&self, held: Held) {
         // SAFETY: the caller owns the cell (see above).
         self.held.with_mut(|cell| unsafe { *cell = held });
+    }
+
+    /// Parks an operation's parameters in the slot (see [`Params::park`]).
+    ///
+    /// # Safety
+    /// As for [`Slot::park`]; and the cell holds no resources (the slot is free).
+    pub(super) unsafe fn park_params<P: Params>(&self, params: P) {
+        // SAFETY: the caller owns the cell (see above).
+        self.held
+            .with_mut(|cell| params.park(unsafe { &mut *cell }));
+    }
+
+    /// Takes an operation's results back (see [`Params::take`]), leaving no resources parked.
+    ///
+    /// # Safety
+    /// As for [`Slot::take`].
+    pub(super) unsafe fn take_params<P: Params>(
+        &self,
+        status: NTSTATUS,
+        information: usize,
+    ) -> P::Done {
+        // SAFETY: the caller owns the cell (see above).
+        self.held
+            .with_mut(|cell| P::take(unsafe { &mut *cell }, status, information))
     }
 
     /// Takes the held resources back, leaving nothing parked.
