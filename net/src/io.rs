@@ -32,7 +32,7 @@ use embedded_io_async::ErrorType;
 
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{Op, RECV, Request, Transfer};
+use crate::raw::{Op, RECV, Transfer};
 use crate::socket::check;
 use crate::tcp::{TcpReadHalf, TcpStream, TcpWriteHalf, socket_of, take_buf};
 
@@ -79,7 +79,7 @@ impl TcpStream {
         if inner.flags().is_recv_shut() {
             return RecvAppend::refused(Error::new(ErrorKind::InvalidState, NAME), buf, start);
         }
-        let held = Transfer::new(Request::Receive { flags: 0 }, buf, start, spare);
+        let held = Transfer::receive(buf, start, spare, 0);
         RecvAppend {
             op: Some(Op::new(inner, RECV, held)),
             early: None,

@@ -160,27 +160,49 @@ impl Params for Held {
 }
 
 /// A TCP send or receive of `len` bytes of `buf` from `offset`: what [`Params`] parks of it
-/// (the request, the buffer and its `WSK_BUF`), built without a [`Held`].
+/// (the request, the buffer and its `WSK_BUF`), built without a [`Held`], and smaller than a
+/// [`Request`] with it (every move of it is a copy).
 pub(crate) struct Transfer {
-    /// `Request::Send` or `Request::Receive`, with its flags.
-    pub request: Request,
     /// The data buffer.
     pub buf: IoBuf,
+    /// The `WSK_BUF`'s length.
+    pub len: usize,
     /// Where in `buf` the `WSK_BUF` starts (below `IoBuf::MAX_CAPACITY`, so it fits the
     /// `WSK_BUF`'s 32 bits).
     pub offset: u32,
-    /// The `WSK_BUF`'s length.
-    pub len: usize,
+    /// The `WSK_FLAG_*` flags of the call.
+    pub flags: u32,
+    /// `WskReceive` rather than `WskSend`.
+    pub receive: bool,
 }
 
 impl Transfer {
-    /// `request` on `buf`, covering `len` bytes from `offset`.
-    pub(crate) fn new(request: Request, buf: IoBuf, offset: usize, len: usize) -> Self {
+    /// `WskSend` of `len` bytes of `buf` from `offset`, with `flags`.
+    pub(crate) fn send(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Self {
+        Self::new(buf, offset, len, flags, false)
+    }
+
+    /// `WskReceive` into `len` bytes of `buf` from `offset`, with `flags`.
+    pub(crate) fn receive(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Self {
+        Self::new(buf, offset, len, flags, true)
+    }
+
+    fn new(buf: IoBuf, offset: usize, len: usize, flags: u32, receive: bool) -> Self {
         Self {
-            request,
             buf,
-            offset: u32::try_from(offset).unwrap_or(u32::MAX),
             len,
+            offset: u32::try_from(offset).unwrap_or(u32::MAX),
+            flags,
+            receive,
+        }
+    }
+
+    /// The request it makes.
+    fn request(&self) -> Request {
+        if self.receive {
+            Request::Receive { flags: self.flags }
+        } else {
+            Request::Send { flags: self.flags }
         }
     }
 }
@@ -200,11 +222,12 @@ impl Params for Transfer {
     type Done = TransferDone;
 
     fn name(&self) -> &'static str {
-        self.request.name()
+        self.request().name()
     }
 
+    #[inline]
     fn park(self, cell: &mut Held) {
-        cell.request = self.request;
+        cell.request = self.request();
         cell.wsk_buf = WSK_BUF {
             Mdl: self.buf.mdl(),
             Offset: self.offset,
@@ -214,6 +237,7 @@ impl Params for Transfer {
         cell.buf = Some(self.buf);
     }
 
+    #[inline]
     fn take(cell: &mut Held, status: NTSTATUS, information: usize) -> TransferDone {
         note_received(cell, information);
         TransferDone {

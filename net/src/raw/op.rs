@@ -27,8 +27,8 @@ pub(crate) struct Op<'a, P: Params = Held> {
     /// many accepts in flight as it has accept futures.
     target: Option<&'a SocketInner>,
     index: usize,
-    /// The request's name, for errors after the `Held` went to the slot.
-    name: &'static str,
+    /// `inner`'s slot `index`, looked up once.
+    slot: &'a Slot,
     /// What to issue at the next poll.
     issue: Option<P>,
     in_flight: bool,
@@ -48,7 +48,7 @@ impl<'a, P: Params> Op<'a, P> {
             inner,
             target: None,
             index,
-            name: held.name(),
+            slot: &inner.slots[index],
             issue: Some(held),
             in_flight: false,
             waiting: false,
@@ -102,7 +102,7 @@ impl<'a, P: Params> Op<'a, P> {
     }
 
     fn slot(&self) -> &'a Slot {
-        &self.inner.slots[self.index]
+        self.slot
     }
 
     /// Gives up the slot's waiter role, if this operation held it.
@@ -113,9 +113,16 @@ impl<'a, P: Params> Op<'a, P> {
         }
     }
 
-    fn refuse(&self, kind: ErrorKind, held: P) -> Poll<Result<P::Done, Refused<P>>> {
-        let error = Error::new(kind, self.name);
-        Poll::Ready(Err(Refused { error, held }))
+    /// Refuses the operation not yet issued: its parameters come back with the error. Pending
+    /// if there is nothing to refuse (polled again after it returned).
+    fn refuse(&mut self, kind: ErrorKind) -> Poll<Result<P::Done, Refused<P>>> {
+        match self.issue.take() {
+            Some(held) => Poll::Ready(Err(Refused {
+                error: Error::new(kind, held.name()),
+                held,
+            })),
+            None => Poll::Pending,
+        }
     }
 
     /// First poll (or first after a reissue): claims the slot and calls WSK. `None` when the
@@ -131,25 +138,26 @@ impl<'a, P: Params> Op<'a, P> {
 
     fn try_issue(&mut self, cx: &Context<'_>) -> Option<Poll<Result<P::Done, Refused<P>>>> {
         let slot = self.slot();
-        let Some(held) = self.issue.take() else {
+        // The parameters stay in `issue` until they are parked (moving them is a copy).
+        if self.issue.is_none() {
             // Only a poll after completion gets here (`issue` is set from creation until the
             // issue, and by `reissue`): the caller returned the result already.
             return Some(Poll::Pending);
-        };
+        }
         if self.cancel_requested.load(Ordering::Acquire) != 0 || slot.is_cancel_requested() {
-            return Some(self.refuse(ErrorKind::Cancelled, held));
+            return Some(self.refuse(ErrorKind::Cancelled));
         }
         let callee = self.callee();
         if self.inner.is_closing()
             || callee.is_closing()
             || (!self.allow_closing && callee.wsk().is_null())
         {
-            return Some(self.refuse(ErrorKind::InvalidState, held));
+            return Some(self.refuse(ErrorKind::InvalidState));
         }
         // A live operation waits for this slot (woken when it frees): this one is a second
         // concurrent operation, and may not take the slot before the waiter's next poll.
         if !self.waiting && slot.has_waiter() {
-            return Some(self.refuse(ErrorKind::InvalidState, held));
+            return Some(self.refuse(ErrorKind::InvalidState));
         }
         loop {
             match slot.state.claim() {
@@ -160,7 +168,7 @@ impl<'a, P: Params> Op<'a, P> {
                     // the slot's one waker from the first).
                     if !self.waiting {
                         if !slot.start_waiting() {
-                            return Some(self.refuse(ErrorKind::InvalidState, held));
+                            return Some(self.refuse(ErrorKind::InvalidState));
                         }
                         self.waiting = true;
                     }
@@ -170,12 +178,11 @@ impl<'a, P: Params> Op<'a, P> {
                     if slot.state.is_free() {
                         continue;
                     }
-                    self.issue = Some(held);
                     return Some(Poll::Pending);
                 }
                 // Another live operation owns the slot: a second concurrent send or receive
                 // would reorder data. Do not touch its waker.
-                Claim::Taken => return Some(self.refuse(ErrorKind::InvalidState, held)),
+                Claim::Taken => return Some(self.refuse(ErrorKind::InvalidState)),
             }
         }
         // A call on an open socket is counted in progress until WSK returns, so that a close
@@ -186,12 +193,13 @@ impl<'a, P: Params> Op<'a, P> {
         if counted && !callee.enter_call() {
             // Nobody waits on a slot claimed by a live operation: give it back.
             slot.state.release();
-            return Some(self.refuse(ErrorKind::InvalidState, held));
+            return Some(self.refuse(ErrorKind::InvalidState));
         }
         // The waker is registered after the call, and only if the IRP has not completed by
         // then (`Op::poll`): most completions are inline, and need no wake.
-        // SAFETY: claimed and not pending: we own the held cell.
-        unsafe { slot.park_params(held) };
+        // SAFETY: claimed and not pending: we own the held cell; `issue` is `Some` (checked
+        // above, and nothing since took it).
+        unsafe { slot.park_params(&mut self.issue) };
         let status = start(self.inner, slot, socket);
         if counted {
             // WSK returned: the call is no longer in progress (its IRP may be). A close
@@ -219,6 +227,9 @@ impl<'a, P: Params> Op<'a, P> {
 impl<P: Params> Future for Op<'_, P> {
     type Output = Result<P::Done, Refused<P>>;
 
+    // Inlined into the few futures that poll an `Op` (`Recv`, `SendAll`, the `async fn`s of
+    // the other operations): a call would copy the result out through memory once more.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: Op is never moved out of its pin: no field is pinned structurally (the
         // slot, not the future, holds everything WSK sees).
@@ -252,6 +263,7 @@ impl<P: Params> Future for Op<'_, P> {
 }
 
 impl<P: Params> Drop for Op<'_, P> {
+    #[inline]
     fn drop(&mut self) {
         self.stop_waiting();
         if !self.in_flight {

@@ -45,6 +45,11 @@ pub(super) struct Slot {
     cancel_requested: AtomicU32,
 }
 
+// SAFETY: as for `SocketInner`, which holds the slots: the shared state is atomics, `held` is
+// guarded by the slot state machine, and `owner` points at the live object that holds the
+// slot. (A slot is shared on its own only by reference from its object: `Op` keeps one.)
+unsafe impl Sync for Slot {}
+
 impl Slot {
     /// A free slot of `owner` around `irp`.
     pub(super) fn new(irp: *mut IRP, owner: *const SocketInner) -> Self {
@@ -122,20 +127,25 @@ impl Slot {
         self.held.with_mut(|cell| unsafe { *cell = held });
     }
 
-    /// Parks an operation's parameters in the slot (see [`Params::park`]).
+    /// Parks an operation's parameters in the slot, taking them out of `params` (see
+    /// [`Params::park`]); nothing is parked if `params` is `None`.
     ///
     /// # Safety
     /// As for [`Slot::park`]; and the cell holds no resources (the slot is free).
-    pub(super) unsafe fn park_params<P: Params>(&self, params: P) {
-        // SAFETY: the caller owns the cell (see above).
-        self.held
-            .with_mut(|cell| params.park(unsafe { &mut *cell }));
+    #[inline]
+    pub(super) unsafe fn park_params<P: Params>(&self, params: &mut Option<P>) {
+        if let Some(params) = params.take() {
+            // SAFETY: the caller owns the cell (see above).
+            self.held
+                .with_mut(|cell| params.park(unsafe { &mut *cell }));
+        }
     }
 
     /// Takes an operation's results back (see [`Params::take`]), leaving no resources parked.
     ///
     /// # Safety
     /// As for [`Slot::take`].
+    #[inline]
     pub(super) unsafe fn take_params<P: Params>(
         &self,
         status: NTSTATUS,

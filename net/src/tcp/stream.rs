@@ -209,13 +209,13 @@ impl TcpStream {
         len: usize,
     ) -> (Result<usize>, IoBuf) {
         let name = request.name();
-        let transfer = Transfer::new(request, buf, 0, len);
-        match Op::new(self.handle.inner(), slot, transfer).await {
-            Ok(done) => {
+        let held = Held::with_buf(request, buf, len);
+        match Op::new(self.handle.inner(), slot, held).await {
+            Ok(mut done) => {
                 let result = check(done.status, done.information, name);
-                (result, take_buf(done))
+                (result, take_held_buf(&mut done.held))
             }
-            Err(refused) => (Err(refused.error), refused.held.buf),
+            Err(mut refused) => (Err(refused.error), take_held_buf(&mut refused.held)),
         }
     }
 
@@ -276,7 +276,7 @@ impl TcpStream {
             return SendAll::early(Ok(0), buf);
         }
         let len = buf.len();
-        let transfer = Transfer::new(request, buf, 0, len);
+        let transfer = Transfer::send(buf, 0, len, flags);
         SendAll {
             op: Some(Op::new(self.handle.inner(), SEND, transfer)),
             early: None,
@@ -672,7 +672,15 @@ impl TcpStream {
 
 /// What a `WskReceive` of `len` bytes into `buf` from `offset` holds.
 fn receive_held(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Transfer {
-    Transfer::new(Request::Receive { flags }, buf, offset, len)
+    Transfer::receive(buf, offset, len, flags)
+}
+
+/// The buffer of a [`Held`] transfer (the closing `disconnect_with`); every one is built with
+/// one (`Held::with_buf`) and the slot machinery hands `Held` back whole.
+fn take_held_buf(held: &mut Held) -> IoBuf {
+    held.buf
+        .take()
+        .expect("transfer operations always carry their buffer")
 }
 
 /// The buffer a transfer was given back; every [`Transfer`] carries one, and the slot
