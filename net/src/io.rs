@@ -135,7 +135,7 @@ impl Future for RecvAppend<'_> {
             // Polled again after completion: the buffer was already returned.
             return Poll::Pending;
         };
-        let done = match Pin::new(op).poll(cx) {
+        let done = match op.poll_in_place(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(done) => done,
         };

@@ -225,7 +225,11 @@ impl Params for Transfer {
         self.request().name()
     }
 
-    #[inline]
+    #[expect(
+        clippy::inline_always,
+        reason = "a few stores on every send and receive, not worth a call"
+    )]
+    #[inline(always)]
     fn park(self, cell: &mut Held) {
         cell.request = self.request();
         cell.wsk_buf = WSK_BUF {

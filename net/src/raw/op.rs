@@ -126,7 +126,13 @@ impl<'a, P: Params> Op<'a, P> {
     }
 
     /// First poll (or first after a reissue): claims the slot and calls WSK. `None` when the
-    /// IRP is with WSK (or already completed); otherwise the poll's result.
+    /// IRP is with WSK (or already completed); otherwise the poll's result. Inlined into
+    /// [`Op::poll_in_place`], for the reason given there.
+    #[expect(
+        clippy::inline_always,
+        reason = "the hot path of every send and receive: a call costs a frame and a copy of the result"
+    )]
+    #[inline(always)]
     fn issue(&mut self, cx: &Context<'_>) -> Option<Poll<Result<P::Done, Refused<P>>>> {
         let issued = self.try_issue(cx);
         if !matches!(issued, Some(Poll::Pending)) {
@@ -136,6 +142,11 @@ impl<'a, P: Params> Op<'a, P> {
         issued
     }
 
+    #[expect(
+        clippy::inline_always,
+        reason = "the hot path of every send and receive: a call costs a frame and a copy of the result"
+    )]
+    #[inline(always)]
     fn try_issue(&mut self, cx: &Context<'_>) -> Option<Poll<Result<P::Done, Refused<P>>>> {
         let slot = self.slot();
         // The parameters stay in `issue` until they are parked (moving them is a copy).
@@ -224,22 +235,24 @@ impl<'a, P: Params> Op<'a, P> {
     }
 }
 
-impl<P: Params> Future for Op<'_, P> {
-    type Output = Result<P::Done, Refused<P>>;
-
-    // Inlined into the few futures that poll an `Op` (`Recv`, `SendAll`, the `async fn`s of
-    // the other operations): a call would copy the result out through memory once more.
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: Op is never moved out of its pin: no field is pinned structurally (the
-        // slot, not the future, holds everything WSK sees).
-        let this = unsafe { self.get_unchecked_mut() };
-        if !this.in_flight
-            && let Some(poll) = this.issue(cx)
+impl<P: Params> Op<'_, P> {
+    /// [`Future::poll`], for the futures that keep their `Op` in place (an `Op` is never
+    /// pinned structurally: the slot, not the future, holds everything WSK sees, so a
+    /// `&mut` is all polling needs). Always inlined into the hand-written futures of the
+    /// transfers (`Recv`, `SendAll`, `RecvAppend`): a call would copy the result out through
+    /// memory once more, on every send and receive.
+    #[expect(
+        clippy::inline_always,
+        reason = "the hot path of every send and receive: a call costs a frame and a copy of the result"
+    )]
+    #[inline(always)]
+    pub(crate) fn poll_in_place(&mut self, cx: &Context<'_>) -> Poll<Result<P::Done, Refused<P>>> {
+        if !self.in_flight
+            && let Some(poll) = self.issue(cx)
         {
             return poll;
         }
-        let slot = this.slot();
+        let slot = self.slot();
         let seen = match slot.state.poll_done() {
             Some(seen) => seen,
             None => {
@@ -252,13 +265,24 @@ impl<P: Params> Future for Op<'_, P> {
                 seen
             }
         };
-        this.in_flight = false;
+        self.in_flight = false;
         let (status, information) = slot.result();
         // SAFETY: DONE: WSK is finished with the cell and the future owns the slot.
         let done = unsafe { slot.take_params::<P>(status, information) };
         // Waits out a concurrent `cancel_slot` before recycling the slot.
         slot.state.recycle(seen);
         Poll::Ready(Ok(done))
+    }
+}
+
+impl<P: Params> Future for Op<'_, P> {
+    type Output = Result<P::Done, Refused<P>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: Op is never moved out of its pin: no field is pinned structurally (the
+        // slot, not the future, holds everything WSK sees).
+        let this = unsafe { self.get_unchecked_mut() };
+        this.poll_in_place(cx)
     }
 }
 

@@ -782,8 +782,7 @@ impl Future for Recv<'_> {
                 // Polled again after completion: the buffer was already returned.
                 return Poll::Pending;
             };
-            // SAFETY: `op` stays in `this`, which is pinned.
-            let done = match unsafe { Pin::new_unchecked(&mut *op) }.poll(cx) {
+            let done = match op.poll_in_place(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(done) => done,
             };
@@ -855,8 +854,7 @@ impl Future for SendAll<'_> {
             // Polled again after completion: the buffer was already returned.
             return Poll::Pending;
         };
-        // SAFETY: `op` stays in `this`, which is pinned.
-        let done = core::task::ready!(unsafe { Pin::new_unchecked(op) }.poll(cx));
+        let done = core::task::ready!(op.poll_in_place(cx));
         this.op = None;
         match done {
             Ok(done) => {
