@@ -127,8 +127,13 @@ pub(crate) trait Params: Sized {
     /// What a completed operation returns.
     type Done;
 
-    /// The request's name, for errors after the parameters went to the slot.
-    fn name(&self) -> &'static str;
+    /// The request it makes.
+    fn request(&self) -> Request;
+
+    /// The request's name, for errors.
+    fn name(&self) -> &'static str {
+        self.request().name()
+    }
 
     /// Writes the parameters into `cell`, which holds no resources.
     fn park(self, cell: &mut Held);
@@ -141,8 +146,8 @@ pub(crate) trait Params: Sized {
 impl Params for Held {
     type Done = Completed;
 
-    fn name(&self) -> &'static str {
-        self.request.name()
+    fn request(&self) -> Request {
+        self.request
     }
 
     fn park(self, cell: &mut Held) {
@@ -196,15 +201,6 @@ impl Transfer {
             receive,
         }
     }
-
-    /// The request it makes.
-    fn request(&self) -> Request {
-        if self.receive {
-            Request::Receive { flags: self.flags }
-        } else {
-            Request::Send { flags: self.flags }
-        }
-    }
 }
 
 /// A completed [`Transfer`]: the result and the buffer back.
@@ -221,8 +217,13 @@ pub(crate) struct TransferDone {
 impl Params for Transfer {
     type Done = TransferDone;
 
-    fn name(&self) -> &'static str {
-        self.request().name()
+    #[inline]
+    fn request(&self) -> Request {
+        if self.receive {
+            Request::Receive { flags: self.flags }
+        } else {
+            Request::Send { flags: self.flags }
+        }
     }
 
     #[expect(

@@ -12,7 +12,7 @@ use wsk_sys::{self as sys, STATUS_PENDING};
 
 use super::SocketInner;
 use super::held::{Held, Params, Refused};
-use super::slot::{Slot, finish, start};
+use super::slot::{Slot, finish, start_request};
 use super::state::{AfterCancel, Claim, OnAbandon};
 use crate::error::{Error, ErrorKind};
 
@@ -150,11 +150,11 @@ impl<'a, P: Params> Op<'a, P> {
     fn try_issue(&mut self, cx: &Context<'_>) -> Option<Poll<Result<P::Done, Refused<P>>>> {
         let slot = self.slot();
         // The parameters stay in `issue` until they are parked (moving them is a copy).
-        if self.issue.is_none() {
+        let Some(request) = self.issue.as_ref().map(P::request) else {
             // Only a poll after completion gets here (`issue` is set from creation until the
             // issue, and by `reissue`): the caller returned the result already.
             return Some(Poll::Pending);
-        }
+        };
         if self.cancel_requested.load(Ordering::Acquire) != 0 || slot.is_cancel_requested() {
             return Some(self.refuse(ErrorKind::Cancelled));
         }
@@ -211,7 +211,7 @@ impl<'a, P: Params> Op<'a, P> {
         // SAFETY: claimed and not pending: we own the held cell; `issue` is `Some` (checked
         // above, and nothing since took it).
         unsafe { slot.park_params(&mut self.issue) };
-        let status = start(self.inner, slot, socket);
+        let status = start_request(self.inner, slot, socket, request);
         if counted {
             // WSK returned: the call is no longer in progress (its IRP may be). A close
             // requested meanwhile is issued here.

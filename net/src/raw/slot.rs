@@ -14,6 +14,7 @@ use wsk_sys::{
 };
 
 use super::held::{Call, Held, Params};
+use super::request::Request;
 use super::state::{AfterCancel, OnComplete, SlotState};
 use super::{CLOSE, LINGER, SocketInner};
 
@@ -241,6 +242,24 @@ pub(super) fn issue_orphan(inner: &SocketInner, index: usize, held: Held, socket
 /// reference. Returns the status of `IoSetCompletionRoutineEx` without calling WSK when it
 /// fails (out of memory). The slot is claimed and its request parked.
 pub(super) fn start(inner: &SocketInner, slot: &Slot, socket: *mut WSK_SOCKET) -> NTSTATUS {
+    // SAFETY: claimed and not yet pending: the issuer owns the cell.
+    let request = slot.held.with_mut(|cell| unsafe { (*cell).request });
+    start_request(inner, slot, socket, request)
+}
+
+/// [`start`], given the parked request (its issuer knows it: no read back from the cell).
+/// Always inlined into an operation's issue, the hot path of every send and receive.
+#[expect(
+    clippy::inline_always,
+    reason = "the hot path of every send and receive: a call costs a frame"
+)]
+#[inline(always)]
+pub(super) fn start_request(
+    inner: &SocketInner,
+    slot: &Slot,
+    socket: *mut WSK_SOCKET,
+    request: Request,
+) -> NTSTATUS {
     inner.add_ref();
     // SAFETY: the slot is claimed and not pending: its IRP is ours, completed (or fresh), and
     // allocated with one stack location, which receives the completion routine.
@@ -254,8 +273,6 @@ pub(super) fn start(inner: &SocketInner, slot: &Slot, socket: *mut WSK_SOCKET) -
         // SAFETY: the client outlives its socket objects.
         unsafe { inner.client.as_ref() }.client_call_started();
     }
-    // SAFETY: claimed and not yet pending: the issuer owns the cell.
-    let request = slot.held.with_mut(|cell| unsafe { (*cell).request });
     slot.state.mark_pending();
     let mut call = Call {
         irp: slot.irp(),
@@ -274,6 +291,11 @@ pub(super) fn start(inner: &SocketInner, slot: &Slot, socket: *mut WSK_SOCKET) -
 /// and for a close whose Ex context cannot be allocated (a close must go out: unprotected
 /// against unload is better than a socket `WskDeregister` waits for forever). Any other
 /// operation fails with the status of `IoSetCompletionRoutineEx`. IRQL <= `DISPATCH_LEVEL`.
+#[expect(
+    clippy::inline_always,
+    reason = "the hot path of every send and receive: a call costs a frame"
+)]
+#[inline(always)]
 fn set_completion_routine(inner: &SocketInner, slot: &Slot) -> NTSTATUS {
     let context: PVOID = ptr::from_ref(slot).cast_mut().cast();
     // SAFETY: the client outlives its sockets.
