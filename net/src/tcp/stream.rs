@@ -772,11 +772,6 @@ impl Future for Recv<'_> {
         if let Some((e, buf)) = this.early.take() {
             return Poll::Ready((Err(e), buf));
         }
-        let name = if this.exact == 0 {
-            "recv"
-        } else {
-            "recv_exact"
-        };
         loop {
             let Some(op) = this.op.as_mut() else {
                 // Polled again after completion: the buffer was already returned.
@@ -810,7 +805,12 @@ impl Future for Recv<'_> {
             }
             this.op = None;
             let _ = buf.set_len(total);
-            let mut result = check(status, total, name);
+            // The name only an error carries, chosen here rather than at every poll.
+            let mut result = if this.exact == 0 {
+                check(status, total, "recv")
+            } else {
+                check(status, total, "recv_exact")
+            };
             if this.exact != 0 && matches!(result, Ok(got) if got < this.exact) {
                 result = Err(Error::new(ErrorKind::NotConnected, "recv_exact"));
             }
