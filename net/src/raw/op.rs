@@ -253,17 +253,16 @@ impl<P: Params> Op<'_, P> {
             return poll;
         }
         let slot = self.slot();
-        let seen = match slot.state.poll_done() {
-            Some(seen) => seen,
-            None => {
-                slot.waker.register(cx.waker());
-                // Look again: a completion between the first look and the registration woke
-                // whatever waker was there before, not this one.
-                let Some(seen) = slot.state.poll_done() else {
-                    return Poll::Pending;
-                };
-                seen
-            }
+        let seen = if let Some(seen) = slot.state.poll_done() {
+            seen
+        } else {
+            slot.waker.register(cx.waker());
+            // Look again: a completion between the first look and the registration woke
+            // whatever waker was there before, not this one.
+            let Some(seen) = slot.state.poll_done() else {
+                return Poll::Pending;
+            };
+            seen
         };
         self.in_flight = false;
         let (status, information) = slot.result();
