@@ -39,7 +39,7 @@ mod request;
 mod slot;
 mod state;
 
-pub(crate) use held::{Call, Completed, Held, Refused};
+pub(crate) use held::{Call, Completed, Held, Refused, Transfer, TransferDone};
 pub(crate) use op::Op;
 pub(crate) use request::Request;
 use slot::{Slot, issue_orphan};
@@ -236,12 +236,28 @@ impl SocketInner {
     /// # Safety
     /// `this` must be a live object and the caller must own one reference, which it gives up:
     /// it must not touch the object afterwards.
+    #[inline]
     pub(crate) unsafe fn release(this: NonNull<Self>) {
         // SAFETY: the caller owns a reference, so the object is live.
         let inner = unsafe { this.as_ref() };
         if inner.refs.release() == Released::Shared {
             return;
         }
+        // SAFETY: that was the last reference (see `free`).
+        unsafe { Self::free(this) };
+    }
+
+    /// Frees the object once its last reference is gone: [`SocketInner::release`]'s rare
+    /// path, out of line so that the common one (every completion drops its IRP's reference)
+    /// is a decrement and a test.
+    ///
+    /// # Safety
+    /// The caller dropped the last reference to `this`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free(this: NonNull<Self>) {
+        // SAFETY: no reference is left but ours: the object is live and nobody else reaches it.
+        let inner = unsafe { this.as_ref() };
         // The last reference: no IRP is in flight (each holds a reference) and no handle
         // exists, so nobody else can reach the object.
         for irp in inner

@@ -13,7 +13,8 @@ use wsk_sys::{
     STATUS_PENDING, STATUS_UNSUCCESSFUL, WSK_PROVIDER_BASIC_DISPATCH, WSK_SOCKET,
 };
 
-use super::held::{Call, Held};
+use super::held::{Call, Held, Params};
+use super::request::Request;
 use super::state::{AfterCancel, OnComplete, SlotState};
 use super::{CLOSE, LINGER, SocketInner};
 
@@ -44,6 +45,11 @@ pub(super) struct Slot {
     /// such as connect, would otherwise issue its next step after the cancel).
     cancel_requested: AtomicU32,
 }
+
+// SAFETY: as for `SocketInner`, which holds the slots: the shared state is atomics, `held` is
+// guarded by the slot state machine, and `owner` points at the live object that holds the
+// slot. (A slot is shared on its own only by reference from its object: `Op` keeps one.)
+unsafe impl Sync for Slot {}
 
 impl Slot {
     /// A free slot of `owner` around `irp`.
@@ -120,6 +126,35 @@ impl Slot {
     pub(super) unsafe fn park(&self, held: Held) {
         // SAFETY: the caller owns the cell (see above).
         self.held.with_mut(|cell| unsafe { *cell = held });
+    }
+
+    /// Parks an operation's parameters in the slot, taking them out of `params` (see
+    /// [`Params::park`]); nothing is parked if `params` is `None`.
+    ///
+    /// # Safety
+    /// As for [`Slot::park`]; and the cell holds no resources (the slot is free).
+    #[inline]
+    pub(super) unsafe fn park_params<P: Params>(&self, params: &mut Option<P>) {
+        if let Some(params) = params.take() {
+            // SAFETY: the caller owns the cell (see above).
+            self.held
+                .with_mut(|cell| params.park(unsafe { &mut *cell }));
+        }
+    }
+
+    /// Takes an operation's results back (see [`Params::take`]), leaving no resources parked.
+    ///
+    /// # Safety
+    /// As for [`Slot::take`].
+    #[inline]
+    pub(super) unsafe fn take_params<P: Params>(
+        &self,
+        status: NTSTATUS,
+        information: usize,
+    ) -> P::Done {
+        // SAFETY: the caller owns the cell (see above).
+        self.held
+            .with_mut(|cell| P::take(unsafe { &mut *cell }, status, information))
     }
 
     /// Takes the held resources back, leaving nothing parked.
@@ -207,6 +242,24 @@ pub(super) fn issue_orphan(inner: &SocketInner, index: usize, held: Held, socket
 /// reference. Returns the status of `IoSetCompletionRoutineEx` without calling WSK when it
 /// fails (out of memory). The slot is claimed and its request parked.
 pub(super) fn start(inner: &SocketInner, slot: &Slot, socket: *mut WSK_SOCKET) -> NTSTATUS {
+    // SAFETY: claimed and not yet pending: the issuer owns the cell.
+    let request = slot.held.with_mut(|cell| unsafe { (*cell).request });
+    start_request(inner, slot, socket, request)
+}
+
+/// [`start`], given the parked request (its issuer knows it: no read back from the cell).
+/// Always inlined into an operation's issue, the hot path of every send and receive.
+#[expect(
+    clippy::inline_always,
+    reason = "the hot path of every send and receive: a call costs a frame"
+)]
+#[inline(always)]
+pub(super) fn start_request(
+    inner: &SocketInner,
+    slot: &Slot,
+    socket: *mut WSK_SOCKET,
+    request: Request,
+) -> NTSTATUS {
     inner.add_ref();
     // SAFETY: the slot is claimed and not pending: its IRP is ours, completed (or fresh), and
     // allocated with one stack location, which receives the completion routine.
@@ -220,8 +273,6 @@ pub(super) fn start(inner: &SocketInner, slot: &Slot, socket: *mut WSK_SOCKET) -
         // SAFETY: the client outlives its socket objects.
         unsafe { inner.client.as_ref() }.client_call_started();
     }
-    // SAFETY: claimed and not yet pending: the issuer owns the cell.
-    let request = slot.held.with_mut(|cell| unsafe { (*cell).request });
     slot.state.mark_pending();
     let mut call = Call {
         irp: slot.irp(),
@@ -240,6 +291,11 @@ pub(super) fn start(inner: &SocketInner, slot: &Slot, socket: *mut WSK_SOCKET) -
 /// and for a close whose Ex context cannot be allocated (a close must go out: unprotected
 /// against unload is better than a socket `WskDeregister` waits for forever). Any other
 /// operation fails with the status of `IoSetCompletionRoutineEx`. IRQL <= `DISPATCH_LEVEL`.
+#[expect(
+    clippy::inline_always,
+    reason = "the hot path of every send and receive: a call costs a frame"
+)]
+#[inline(always)]
 fn set_completion_routine(inner: &SocketInner, slot: &Slot) -> NTSTATUS {
     let context: PVOID = ptr::from_ref(slot).cast_mut().cast();
     // SAFETY: the client outlives its sockets.
