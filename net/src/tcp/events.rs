@@ -89,6 +89,19 @@ enum Ended {
     Reset,
 }
 
+/// Who may still receive what the callbacks are given.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Receiver {
+    /// The stream (or its read half): indications are consumed or retained.
+    Present,
+    /// The read half of a split stream was dropped: nobody will receive, so the callbacks
+    /// push back (`STATUS_DATA_NOT_ACCEPTED`) and WSK keeps the data, as it does for an
+    /// IRP-driven stream nobody receives on.
+    Gone,
+    /// The close is being issued: callbacks discard, nothing is retained any more.
+    Closing,
+}
+
 /// What the spin lock guards.
 struct Queue {
     /// Receive events are on.
@@ -100,8 +113,8 @@ struct Queue {
     /// The callback returned `STATUS_DATA_NOT_ACCEPTED` (or took only part): WSK waits for a
     /// `WskReceive`.
     not_accepted: bool,
-    /// The close is being issued: callbacks discard, nothing is retained any more.
-    closing: bool,
+    /// Whether anyone may still receive.
+    receiver: Receiver,
     ended: Option<Ended>,
     counts: EventCounts,
 }
@@ -165,7 +178,7 @@ pub(crate) fn before_close(inner: &SocketInner) {
     let mut released: heapless::Vec<*mut WSK_DATA_INDICATION, RETAINED_MAX> = heapless::Vec::new();
     {
         let mut q = cell.queue.lock();
-        q.closing = true;
+        q.receiver = Receiver::Closing;
         while let Some(r) = q.retained.pop_front() {
             let _ = released.push(r.chain);
         }
@@ -175,6 +188,36 @@ pub(crate) fn before_close(inner: &SocketInner) {
         let _ = unsafe { release(inner, chain) };
     }
     cell.waker.wake();
+}
+
+/// The read half of a split stream is being dropped while the write half lives on: every
+/// retained chain goes back to WSK now (not only at the close, which may be far off), and the
+/// callbacks push back from now on, so WSK keeps what arrives (the peer sees the window close,
+/// as with an IRP-driven stream nobody receives on). Nothing happens after the close was
+/// requested (the close releases). IRQL <= `DISPATCH_LEVEL`.
+pub(crate) fn reader_gone(inner: &SocketInner) {
+    let cell = inner.events.load(Ordering::Acquire);
+    if cell.is_null() || !inner.enter_call() {
+        return;
+    }
+    // SAFETY: the cell lives as long as the socket object.
+    let cell = unsafe { &*cell };
+    let mut released: heapless::Vec<*mut WSK_DATA_INDICATION, RETAINED_MAX> = heapless::Vec::new();
+    {
+        let mut q = cell.queue.lock();
+        if q.receiver == Receiver::Present {
+            q.receiver = Receiver::Gone;
+        }
+        while let Some(r) = q.retained.pop_front() {
+            let _ = released.push(r.chain);
+        }
+    }
+    for chain in released {
+        // SAFETY: inside the call gate (no close can be issued meanwhile) and a chain we
+        // retained, no longer queued.
+        let _ = unsafe { release(inner, chain) };
+    }
+    inner.leave_call();
 }
 
 /// `WskRelease` of a retained chain.
@@ -288,8 +331,14 @@ unsafe extern "system-unwind" fn on_receive(
     let status = {
         let mut q = cell.queue.lock();
         let mut taken = 0;
-        if q.closing {
+        if q.receiver == Receiver::Closing {
             taken = indicated;
+        } else if q.receiver == Receiver::Gone {
+            q.not_accepted = true;
+            q.counts.not_accepted += 1;
+            // SAFETY: WSK passes a writable count.
+            unsafe { accepted.write(0) };
+            return sys::STATUS_DATA_NOT_ACCEPTED;
         } else if q.retained.is_empty()
             && let Some(reader) = NonNull::new(q.reader)
         {
@@ -380,7 +429,7 @@ impl TcpStream {
                     retained: heapless::Deque::new(),
                     reader: ptr::null_mut(),
                     not_accepted: false,
-                    closing: false,
+                    receiver: Receiver::Present,
                     ended: None,
                     counts: EventCounts::default(),
                 }),
@@ -557,7 +606,7 @@ impl Future for Indicated<'_> {
         };
         cell.waker.register(cx.waker());
         let q = cell.queue.lock();
-        if q.ready() || q.closing || !q.enabled {
+        if q.ready() || q.receiver == Receiver::Closing || !q.enabled {
             Poll::Ready(())
         } else {
             Poll::Pending
