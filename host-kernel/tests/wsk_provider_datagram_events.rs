@@ -235,13 +235,115 @@ fn consume_retain_refuse_and_reenable() {
         );
         ANSWER.store(ANSWER_CONSUME, Ordering::SeqCst);
         assert_eq!(set_events(&sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
-        wait_datagrams(4);
+        wait_datagrams(5);
         let got: Vec<Vec<u8>> = all_seen().into_iter().map(|(d, _)| d).collect();
         assert_eq!(
             got,
-            [&b"one"[..], b"two", b"three", b"four"],
-            "each datagram once, in order (the refused one was dropped, the next waited)"
+            [&b"one"[..], b"two", b"three", b"three", b"four"],
+            "in order; the refused datagram was kept and indicated again after re-enabling \
+             (PFN_WSK_RECEIVE_FROM_EVENT: \"any remaining buffered datagrams\"), the next \
+             waited"
         );
+        sock.close();
+        client.deregister();
+    });
+}
+
+/// One `WskReceiveFrom` into a buffer of `len` bytes: its status, the datagram's bytes and
+/// sender, and the `ControlFlags` it reported.
+fn receive_from(sock: &Sock, len: usize) -> (NTSTATUS, Vec<u8>, Option<SocketAddr>, u32) {
+    let buf = Buf::new(len);
+    let mut wsk = buf.wsk();
+    let mut remote = Addr::zero();
+    let mut control_length = 0_u32;
+    let mut control_flags = 0xdead_u32;
+    let io = Io::new();
+    // SAFETY: live socket, buffer, address, outputs and IRP until completion (waited below).
+    let r = unsafe {
+        sock.dgram().WskReceiveFrom.expect("WskReceiveFrom")(
+            sock.s,
+            &raw mut wsk,
+            0,
+            remote.ptr(),
+            &raw mut control_length,
+            std::ptr::null_mut(),
+            &raw mut control_flags,
+            io.prep(),
+        )
+    };
+    io.issued(r);
+    let (status, n) = io.wait("WskReceiveFrom");
+    (
+        status,
+        buf.bytes()[..n].to_vec(),
+        remote.get(),
+        control_flags,
+    )
+}
+
+/// Datagrams an indication was refused with (`STATUS_DATA_NOT_ACCEPTED`) are kept, as
+/// "`PFN_WSK_RECEIVE_FROM_EVENT` callback function (wsk.h)" says the transport buffers them: the
+/// next `WskReceiveFrom`s get them, in order and with their senders, before any datagram that
+/// came later; nothing is lost, nothing is indicated while the callback is off.
+#[test]
+fn refused_datagrams_go_to_the_next_receive_from() {
+    each_plan(|| {
+        reset_recorders(ANSWER_REFUSE);
+        let client = Client::register();
+        let sock = event_socket(&client);
+        let to = sock.local_addr().expect("bound address");
+        let peer = UdpSocket::bind(loopback(false)).unwrap();
+        let from = peer.local_addr().unwrap();
+        peer.send_to(b"first", to).unwrap();
+        peer.send_to(b"second", to).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(set_events(&sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
+        wait_datagrams(2);
+        assert_eq!(
+            SEEN.lock().unwrap().len(),
+            1,
+            "both in the refused indication"
+        );
+        peer.send_to(b"third", to).unwrap();
+        for want in [&b"first"[..], b"second", b"third"] {
+            let (status, got, sender, flags) = receive_from(&sock, 64);
+            assert_eq!(status, STATUS_SUCCESS);
+            assert_eq!(got, want, "in order, the refused ones first");
+            assert_eq!(sender, Some(from));
+            assert_eq!(flags, 0, "fitted: no MSG_TRUNC");
+        }
+        assert_eq!(
+            SEEN.lock().unwrap().len(),
+            1,
+            "no indication while the callback is off"
+        );
+        sock.close();
+        client.deregister();
+    });
+}
+
+/// A datagram larger than the `WskReceiveFrom` buffer: "`PFN_WSK_RECEIVE_FROM` callback function
+/// (wsk.h)", `ControlFlags`: `MSG_TRUNC`, "the datagram was truncated because the size of the
+/// datagram was larger than the size of the buffer". The IRP succeeds with the bytes that fit;
+/// the rest of that datagram is gone (the next receive gets the next datagram).
+#[test]
+fn a_truncated_datagram_sets_msg_trunc() {
+    each_plan(|| {
+        reset_recorders(ANSWER_CONSUME);
+        let client = Client::register();
+        let sock = event_socket(&client);
+        let to = sock.local_addr().expect("bound address");
+        let peer = UdpSocket::bind(loopback(false)).unwrap();
+        peer.send_to(b"0123456789", to).unwrap();
+        peer.send_to(b"next", to).unwrap();
+        let (status, got, _, flags) = receive_from(&sock, 4);
+        assert_eq!(status, STATUS_SUCCESS);
+        assert_eq!(got, b"0123");
+        assert_eq!(flags, wsk_sys::MSG_TRUNC);
+        let (status, got, _, flags) = receive_from(&sock, 4);
+        assert_eq!(status, STATUS_SUCCESS);
+        assert_eq!(got, b"next", "the truncated rest was discarded");
+        assert_eq!(flags, 0, "exactly the buffer's size: not truncated");
         sock.close();
         client.deregister();
     });

@@ -15,8 +15,9 @@
 //!   out of it, in order, and give it back with `WskRelease` once every datagram is taken;
 //! - otherwise: **back-pressure**, `STATUS_DATA_NOT_ACCEPTED`. WSK then indicates nothing
 //!   until the callback is enabled again, which the next receive that finds the retained
-//!   lists drained does. The datagrams of the refused indication are WSK's: a provider may
-//!   drop them (UDP promises no delivery; the host provider drops them).
+//!   lists drained does. The datagrams of the refused indication are WSK's: the transport
+//!   buffers them "if possible" ("`PFN_WSK_RECEIVE_FROM_EVENT` callback function (wsk.h)") and
+//!   indicates them again once enabled (the host provider does; UDP promises no delivery).
 //!
 //! No buffer is registered with the callback (datagrams are copied by the receiving task), so
 //! dropping a receive future loses nothing: a datagram is taken out of a list only by a poll

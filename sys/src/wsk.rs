@@ -735,6 +735,13 @@ pub const NI_MAXHOST: usize = 1025;
 /// `NI_MAXSERV`: the longest service name, in characters with the terminating NUL.
 pub const NI_MAXSERV: usize = 32;
 
+/// `MSG_TRUNC` (ws2def.h), in `WskReceiveFrom`'s `ControlFlags`: the datagram was larger than
+/// the buffer and was truncated.
+pub const MSG_TRUNC: u32 = 0x0100;
+/// `MSG_CTRUNC` (ws2def.h), in `WskReceiveFrom`'s `ControlFlags`: the control information was
+/// larger than its buffer and was truncated.
+pub const MSG_CTRUNC: u32 = 0x0200;
+
 /// `SOCKADDR`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
