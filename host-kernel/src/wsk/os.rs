@@ -191,6 +191,39 @@ pub(super) fn name_info(
     Ok((text(&host), text(&service)))
 }
 
+/// The canonical name `getaddrinfo(3)` with `AI_CANONNAME` gives for `node` on the host
+/// resolver (blocks: `PASSIVE_LEVEL` callers only), or `None` when it fails or gives none.
+pub(super) fn canonical_name(node: &str) -> Option<std::string::String> {
+    let node = std::ffi::CString::new(node).ok()?;
+    // SAFETY: an all-zero addrinfo is the "no preference" hints getaddrinfo(3) documents.
+    let mut hints: libc::addrinfo = unsafe { core::mem::zeroed() };
+    hints.ai_flags = libc::AI_CANONNAME;
+    let mut list: *mut libc::addrinfo = core::ptr::null_mut();
+    // SAFETY: a NUL-terminated node, no service, valid hints and result pointer.
+    let ret = unsafe {
+        libc::getaddrinfo(
+            node.as_ptr(),
+            core::ptr::null(),
+            &raw const hints,
+            &raw mut list,
+        )
+    };
+    if ret != 0 || list.is_null() {
+        return None;
+    }
+    // SAFETY: getaddrinfo succeeded: `list` is its first entry, live until freed below.
+    let canon = unsafe { (*list).ai_canonname };
+    let name = (!canon.is_null()).then(|| {
+        // SAFETY: a NUL-terminated string of the live list.
+        unsafe { core::ffi::CStr::from_ptr(canon) }
+            .to_string_lossy()
+            .into_owned()
+    });
+    // SAFETY: the list getaddrinfo returned, freed once.
+    unsafe { libc::freeaddrinfo(list) };
+    name
+}
+
 /// `bind(2)`.
 pub(super) fn bind_fd(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
     let (raw, len) = host_addr(addr);
