@@ -338,6 +338,9 @@ enum OpKind {
         next: usize,
         sent: usize,
         to: SocketAddr,
+        /// The source address and interface index of the call's `IP_PKTINFO`/`IPV6_PKTINFO`
+        /// control object (`transfer_calls::control_info_of`), if it had one.
+        source: Option<(std::net::IpAddr, u32)>,
     },
     RecvFrom {
         segs: Segs,

@@ -513,15 +513,17 @@ fn progress_sends(sock: &mut Sock, dones: &mut Vec<Done>) {
                     next,
                     sent,
                     to,
+                    source,
                 },
                 Host::Udp(udp),
-            ) => messages_send_step(|d, to| udp.send_to(d, to), datagrams, next, sent, *to),
+            ) => udp_messages_step(udp, datagrams, (next, sent), *to, *source),
             (
                 OpKind::SendMessages {
                     datagrams,
                     next,
                     sent,
                     to,
+                    ..
                 },
                 Host::MemoryDatagram(udp),
             ) => messages_send_step(|d, to| Ok(udp.send_to(d, to)), datagrams, next, sent, *to),
@@ -569,6 +571,27 @@ fn datagram_send_step(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Step::Finished(os::status_of(&e), 0),
         }
+    }
+}
+
+/// [`messages_send_step`] on a host UDP socket, from the control information's source address
+/// when it named one (`os::send_from`).
+fn udp_messages_step(
+    udp: &mio::net::UdpSocket,
+    datagrams: &[Vec<u8>],
+    (next, sent): (&mut usize, &mut usize),
+    to: SocketAddr,
+    source: Option<(std::net::IpAddr, u32)>,
+) -> Step {
+    match source {
+        None => messages_send_step(|d, to| udp.send_to(d, to), datagrams, next, sent, to),
+        Some((from, interface)) => messages_send_step(
+            |d, to| os::send_from(udp, d, to, from, interface),
+            datagrams,
+            next,
+            sent,
+            to,
+        ),
     }
 }
 
