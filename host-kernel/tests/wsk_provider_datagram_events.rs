@@ -32,6 +32,12 @@ const ANSWER_RETAIN: u32 = 0;
 const ANSWER_CONSUME: u32 = 1;
 const ANSWER_REFUSE: u32 = 2;
 const ANSWER_NONSENSE: u32 = 3;
+/// Refuse, after posting the `WskReceiveFrom` that `POST_ON_REFUSE` describes.
+const ANSWER_POST_AND_REFUSE: u32 = 4;
+
+/// What the callback posts under `ANSWER_POST_AND_REFUSE`: the socket, the receive's `Io` and
+/// its `WSK_BUF` (addresses, all kept alive by the test until the receive completes).
+static POST_ON_REFUSE: Mutex<Option<(usize, usize, usize)>> = Mutex::new(None);
 
 /// One indication the callback saw: the list, its datagrams with their senders, the flags,
 /// the IRQL.
@@ -97,6 +103,36 @@ unsafe extern "system-unwind" fn on_receive_from(
         ANSWER_RETAIN => STATUS_PENDING,
         ANSWER_CONSUME => STATUS_SUCCESS,
         ANSWER_REFUSE => STATUS_DATA_NOT_ACCEPTED,
+        ANSWER_POST_AND_REFUSE => {
+            let (socket, io, wsk) = POST_ON_REFUSE.lock().unwrap().take().expect("what to post");
+            let (socket, io, wsk) = (
+                socket as *mut WSK_SOCKET,
+                io as *const Io,
+                wsk as *mut wsk_sys::WSK_BUF,
+            );
+            // SAFETY: the test keeps the Io alive until its receive completes.
+            let io = unsafe { &*io };
+            // SAFETY: the test's open datagram socket.
+            let table = unsafe { (*socket).Dispatch };
+            // SAFETY: a datagram socket's table is the provider's datagram dispatch.
+            let dispatch = unsafe { &*table.cast::<wsk_sys::WSK_PROVIDER_DATAGRAM_DISPATCH>() };
+            // SAFETY: live socket, buffer and IRP until completion (the test waits for it);
+            // WskReceiveFrom may be called at DISPATCH_LEVEL, from inside the callback.
+            let r = unsafe {
+                dispatch.WskReceiveFrom.expect("WskReceiveFrom")(
+                    socket,
+                    wsk,
+                    0,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    io.prep(),
+                )
+            };
+            io.issued(r);
+            STATUS_DATA_NOT_ACCEPTED
+        }
         _ => STATUS_UNSUCCESSFUL,
     }
 }
@@ -317,6 +353,38 @@ fn refused_datagrams_go_to_the_next_receive_from() {
             1,
             "no indication while the callback is off"
         );
+        sock.close();
+        client.deregister();
+    });
+}
+
+/// A `WskReceiveFrom` the callback posts before it refuses the indication is served from the
+/// refused datagrams at once (the first of them), without waiting for a new datagram.
+#[test]
+fn a_receive_posted_by_the_refusing_callback_gets_the_refused_datagram() {
+    each_plan(|| {
+        reset_recorders(ANSWER_POST_AND_REFUSE);
+        let client = Client::register();
+        let sock = event_socket(&client);
+        let to = sock.local_addr().expect("bound address");
+        let peer = UdpSocket::bind(loopback(false)).unwrap();
+        let io = Io::new();
+        let buf = Buf::new(64);
+        let mut wsk = buf.wsk();
+        *POST_ON_REFUSE.lock().unwrap() = Some((
+            sock.s as usize,
+            std::ptr::from_ref(&io) as usize,
+            (&raw mut wsk) as usize,
+        ));
+        peer.send_to(b"first", to).unwrap();
+        peer.send_to(b"second", to).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(set_events(&sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
+        let (status, n) = io.wait("the WskReceiveFrom posted by the callback");
+        assert_eq!(status, STATUS_SUCCESS);
+        assert_eq!(&buf.bytes()[..n], b"first");
+        let (status, got, _, _) = receive_from(&sock, 64);
+        assert_eq!((status, &got[..]), (STATUS_SUCCESS, &b"second"[..]));
         sock.close();
         client.deregister();
     });
