@@ -19,11 +19,11 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use wsk_executor::block_on;
-use wsk_net::{ErrorKind, MdlBuf};
+use wsk_net::{ErrorKind, MdlBuf, UdpSocket};
 use wsk_sys::{self as sys, DEVICE_OBJECT, IRP, NTSTATUS, PVOID};
 
 mod common;
-use common::{BOUND, bounded, connected_pair, each_plan};
+use common::{BOUND, bounded, connected_pair, each_plan, loopback};
 
 /// The pool tag of the IOCTL buffers.
 const TAG: u32 = sys::pool_tag(*b"WskI");
@@ -268,6 +268,52 @@ fn a_dropped_operation_completes_the_irp_cancelled() {
             drop(peer);
             stream.close().await;
             listener.close().await;
+        });
+    });
+}
+
+/// Datagrams too: a datagram received into an IOCTL's output buffer (`recv_from_mdl`) and
+/// the IRP completed with its length; `into_raw` hands the IRP back still pending, with the
+/// status last set, for the caller to complete.
+#[test]
+fn datagrams_into_an_ioctl_buffer_and_into_raw() {
+    each_plan(|client, _| {
+        block_on(async {
+            let socket = UdpSocket::bind(client, loopback()).await.expect("bind");
+            let to = socket.local_addr().await.expect("local_addr");
+            let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let completed = Completed::default();
+            let (irp, buffer) = ioctl_irp(1500, 0, &completed);
+            // SAFETY: as in the receive test.
+            let buf = unsafe { MdlBuf::from_irp(irp, 0, 1500) }.expect("from_irp");
+            peer.send_to(b"a datagram for the IOCTL", to).unwrap();
+            let (received, buf) = socket.recv_from_mdl(buf).await;
+            let (n, from) = received.expect("recv_from_mdl");
+            assert_eq!(from, peer.local_addr().unwrap());
+            buf.complete(&Ok(n));
+            assert_eq!(completed.wait(), (sys::STATUS_SUCCESS, n, true));
+            let bytes = take_buffer(buffer.unwrap(), 1500);
+            assert_eq!(&bytes[..n], b"a datagram for the IOCTL");
+
+            let completed = Completed::default();
+            let (irp, buffer) = ioctl_irp(8, 0, &completed);
+            // SAFETY: as above.
+            let mut buf = unsafe { MdlBuf::from_irp(irp, 0, 8) }.expect("from_irp");
+            buf.set_completion(sys::STATUS_SUCCESS, 3).unwrap();
+            let (chain, context) = buf.into_raw();
+            assert_eq!(context, irp.as_ptr().cast(), "the context is the IRP");
+            // SAFETY: our live IRP and its MDL.
+            assert_eq!(chain.as_ptr(), unsafe { (*irp.as_ptr()).MdlAddress });
+            assert!(
+                !completed.done.load(Ordering::Acquire),
+                "not completed by into_raw"
+            );
+            assert!(marked_pending(irp), "still marked pending");
+            // SAFETY: the IRP is ours again (into_raw): we complete it, once.
+            unsafe { sys::IofCompleteRequest(irp.as_ptr(), sys::IO_NO_INCREMENT) };
+            assert_eq!(completed.wait(), (sys::STATUS_SUCCESS, 3, true));
+            let _ = take_buffer(buffer.unwrap(), 8);
+            socket.close().await;
         });
     });
 }
