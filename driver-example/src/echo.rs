@@ -184,7 +184,8 @@ fn probe_provider(client: &WskClient, listener: &TcpListener, local: SocketAddr)
 /// See [`probe_provider`]: the socket features.
 #[inline(never)]
 fn probe_sockets(client: &WskClient, listener: &TcpListener, local: SocketAddr) {
-    wsk::executor::block_on(report_provider_features(client, listener, local));
+    let (stream, own) = wsk::executor::block_on(report_provider_features(client, listener, local));
+    probe_send_backlog(client, stream, own);
 }
 
 /// Spawns the accept loop on the started runner.
@@ -212,8 +213,13 @@ fn spawn_accept_loop(
 /// Logs which of the optional WSK features the provider lacks (the Wine test reports these
 /// lines): `WskSocketConnect` (`TcpStream::connect` falls back to three calls without it) and
 /// `WskControlSocket` (socket options are `Unsupported` without it). One connection to our
-/// own listener, closed at once (the accept loop then sees its end). `PASSIVE_LEVEL`.
-async fn report_provider_features(client: &WskClient, listener: &TcpListener, local: SocketAddr) {
+/// own listener, given back for `probe_send_backlog`, which closes it (the accept loop then
+/// sees its end); and the address it connected to. `PASSIVE_LEVEL`.
+async fn report_provider_features(
+    client: &WskClient,
+    listener: &TcpListener,
+    local: SocketAddr,
+) -> (Option<TcpStream>, SocketAddr) {
     let own = if local.ip().is_unspecified() {
         SocketAddr::new(
             if local.is_ipv4() {
@@ -234,16 +240,22 @@ async fn report_provider_features(client: &WskClient, listener: &TcpListener, lo
         },
         0,
     );
-    match TcpStream::socket_connect(client, from, own).await {
+    let stream = match TcpStream::socket_connect(client, from, own).await {
         Ok(stream) => {
             kprint!("wskecho: provider has WskSocketConnect\n");
-            stream.abort().await;
+            Some(stream)
         }
-        Err(e) if e.kind() == ErrorKind::Unsupported => kprint!(
-            "wskecho: provider lacks WskSocketConnect: connect falls back to WskSocket, WskBind and WskConnect\n"
-        ),
-        Err(e) => kprint!("wskecho: WskSocketConnect probe failed: {e}\n"),
-    }
+        Err(e) if e.kind() == ErrorKind::Unsupported => {
+            kprint!(
+                "wskecho: provider lacks WskSocketConnect: connect falls back to WskSocket, WskBind and WskConnect\n"
+            );
+            None
+        }
+        Err(e) => {
+            kprint!("wskecho: WskSocketConnect probe failed: {e}\n");
+            None
+        }
+    };
     match listener.recv_buffer_size().await {
         Ok(_) => kprint!("wskecho: provider has WskControlSocket\n"),
         Err(e) if e.kind() == ErrorKind::Unsupported => kprint!(
@@ -251,6 +263,28 @@ async fn report_provider_features(client: &WskClient, listener: &TcpListener, lo
         ),
         Err(e) => kprint!("wskecho: WskControlSocket probe failed: {e}\n"),
     }
+    (stream, own)
+}
+
+/// The ideal send backlog probe (`SIO_WSK_QUERY_IDEAL_SEND_BACKLOG`) on the probe's
+/// connection to our own listener (`stream`, or a new one to `own` where `WskSocketConnect`
+/// is missing), closed at once. Its own frame, as `probe`'s probes: see `probe::data_features`.
+#[inline(never)]
+fn probe_send_backlog(client: &WskClient, stream: Option<TcpStream>, own: SocketAddr) {
+    wsk::executor::block_on(async {
+        let stream = match stream {
+            Some(stream) => Some(stream),
+            None => TcpStream::connect(client, own).await.ok(),
+        };
+        if let Some(stream) = stream {
+            let backlog = stream.ideal_send_backlog().await.map(drop);
+            crate::probe::report(
+                "ideal send backlog (SIO_WSK_QUERY_IDEAL_SEND_BACKLOG)",
+                backlog,
+            );
+            stream.abort().await;
+        }
+    });
 }
 
 /// Binds the listener and finds the address it got (the port WSK picked for port 0).

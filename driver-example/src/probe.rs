@@ -19,7 +19,7 @@ use wsk::net::{
 use wsk::{ErrorKind, UdpSocket, WskClient, kprint};
 
 /// Logs what a probe found: `ok`, `lacks` for `Unsupported`, or the error.
-fn report(feature: &str, outcome: wsk::Result<()>) {
+pub(crate) fn report(feature: &str, outcome: wsk::Result<()>) {
     match outcome {
         Ok(()) => kprint!("wskecho: feature {feature}: ok\n"),
         Err(e) if e.kind() == ErrorKind::Unsupported => {

@@ -19,8 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 )]
 use common::*;
 use wsk_sys::{
-    NPI_WSK_INTERFACE_ID, SIZE_T, SO_WSK_EVENT_CALLBACK, STATUS_DATA_NOT_ACCEPTED,
-    WSK_CLIENT_CONNECTION_DISPATCH, WSK_DATA_INDICATION, WSK_EVENT_CALLBACK_CONTROL,
+    SIZE_T, STATUS_DATA_NOT_ACCEPTED, WSK_CLIENT_CONNECTION_DISPATCH, WSK_DATA_INDICATION,
     WSK_EVENT_DISABLE, WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE, WSK_FLAG_AT_DISPATCH_LEVEL,
 };
 
@@ -42,9 +41,6 @@ struct Seen {
 static SEEN: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
 static DISCONNECTS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
-/// `SO_WSK_EVENT_CALLBACK`'s `NpiId` points here.
-static NPI_ID: wsk_sys::GUID = NPI_WSK_INTERFACE_ID;
-
 /// The socket context the test passes, checked by the callbacks.
 const CONTEXT: usize = 0x5eed_c0de;
 
@@ -53,24 +49,6 @@ static EVENTS: WSK_CLIENT_CONNECTION_DISPATCH = WSK_CLIENT_CONNECTION_DISPATCH {
     WskDisconnectEvent: Some(on_disconnect),
     WskSendBacklogEvent: None,
 };
-
-/// The bytes of an indication chain.
-fn chain_bytes(mut link: *mut WSK_DATA_INDICATION) -> Vec<u8> {
-    let mut out = Vec::new();
-    while !link.is_null() {
-        // SAFETY: the provider's live chain.
-        let WSK_DATA_INDICATION { Next, Buffer } = unsafe { *link };
-        // SAFETY: the provider's MDL over its own memory.
-        let base = unsafe { wsk_sys::MmGetSystemAddressForMdlSafe(Buffer.Mdl, 16) };
-        // SAFETY: the indicated range starts inside the MDL's bytes.
-        let first = unsafe { base.cast::<u8>().add(Buffer.Offset as usize) };
-        // SAFETY: the indicated range lies in the MDL's bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(first, Buffer.Length) };
-        out.extend_from_slice(bytes);
-        link = Next;
-    }
-    out
-}
 
 unsafe extern "system-unwind" fn on_receive(
     context: PVOID,
@@ -128,28 +106,9 @@ fn event_socket(client: &Client, to: SocketAddr) -> Sock {
     sock
 }
 
-/// `SO_WSK_EVENT_CALLBACK` with `mask`, without an IRP (or with `io`'s).
+/// `SO_WSK_EVENT_CALLBACK` with `mask`, without an IRP (or with `io`'s, waited for).
 fn set_events(sock: &Sock, mask: u32, io: Option<&Io>) -> NTSTATUS {
-    let mut control = WSK_EVENT_CALLBACK_CONTROL {
-        NpiId: &raw const NPI_ID,
-        EventMask: mask,
-    };
-    let irp = io.map_or(std::ptr::null_mut(), Io::prep);
-    // SAFETY: live socket and input; an IRP or none.
-    let r = unsafe {
-        sock.basic().WskControlSocket.expect("WskControlSocket")(
-            sock.s,
-            WskSetOption,
-            SO_WSK_EVENT_CALLBACK,
-            SOL_SOCKET,
-            size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
-            (&raw mut control).cast(),
-            0,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            irp,
-        )
-    };
+    let r = control_events(sock, mask, io.map_or(std::ptr::null_mut(), Io::prep));
     match io {
         Some(io) => {
             io.issued(r);

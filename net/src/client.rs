@@ -113,6 +113,12 @@ pub(crate) struct ClientInner {
     /// deregistration waits for them before it frees parked result lists, so that a lookup
     /// abandoned and still in flight cannot park its list after the last free.
     client_calls: AtomicUsize,
+    /// The `WSK_EVENT_*` bits `WskClient::set_static_event_callbacks` enabled on every socket.
+    static_events: AtomicU32,
+    /// 1 once a socket was issued (`WskSocket`, `WskSocketConnect`): static event callbacks can
+    /// no longer be set. Written and read under `lock`, so that setting them and a creation
+    /// cannot interleave.
+    socket_issued: AtomicU32,
 }
 
 /// One parked result list, in nonpaged pool.
@@ -154,6 +160,39 @@ impl ClientInner {
     /// `IoSetCompletionRoutineEx`, or `None` where that routine is unavailable (Wine).
     pub(crate) fn completion_device(&self) -> Option<*mut DEVICE_OBJECT> {
         self.unload_safe.then_some(self.device)
+    }
+
+    /// A `WskSocket` or `WskSocketConnect` is about to be issued: from now on static event
+    /// callbacks cannot be set (WSK's rule). IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn socket_issued(&self) {
+        if self.socket_issued.load(Ordering::Acquire) == 0 {
+            self.with_lock(|_, _| self.socket_issued.store(1, Ordering::Release));
+        }
+    }
+
+    /// Runs `set` (the `WskControlClient` of static event callbacks) unless a socket was
+    /// issued (`None` then), with no socket issued meanwhile; records `events` when `set`
+    /// says it succeeded. IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn set_static_events(
+        &self,
+        events: u32,
+        set: impl FnOnce() -> bool,
+    ) -> Option<bool> {
+        self.with_lock(|_, _| {
+            if self.socket_issued.load(Ordering::Acquire) != 0 {
+                return None;
+            }
+            let done = set();
+            if done {
+                self.static_events.store(events, Ordering::Release);
+            }
+            Some(done)
+        })
+    }
+
+    /// The `WSK_EVENT_*` bits enabled statically on every socket (0: none).
+    pub(crate) fn static_events(&self) -> u32 {
+        self.static_events.load(Ordering::Acquire)
     }
 
     /// A client-level call (no socket yet) goes to WSK. IRQL <= `DISPATCH_LEVEL`.
@@ -467,6 +506,8 @@ impl WskClient {
                 unload_safe,
                 parked: AtomicPtr::new(ptr::null_mut()),
                 client_calls: AtomicUsize::new(0),
+                static_events: AtomicU32::new(0),
+                socket_issued: AtomicU32::new(0),
             });
         }
         // SAFETY: just written; from here on only shared, its cells written through their

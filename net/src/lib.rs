@@ -98,6 +98,8 @@ mod client;
 mod connect;
 mod debug;
 mod error;
+mod event_cell;
+mod event_control;
 pub mod io;
 mod lookup;
 mod mdl;
@@ -117,6 +119,7 @@ pub use client::{DeregisterError, Driver, WskClient};
 #[cfg(not(loom))]
 pub use connect::lookup_host;
 pub use error::{Error, ErrorKind, Result};
+pub use event_control::StaticEvents;
 pub use io::RecvAppend;
 pub use lookup::{
     AddressFamily, MAX_HOST_NAME, MAX_SERVICE_NAME, NameInfo, NameInfoFlags, ResolveFlags,
@@ -129,7 +132,7 @@ pub use socket::BindOptions;
 pub use tcp::{
     Accept, Disconnect, Incoming, Recv, TcpListener, TcpReadHalf, TcpStream, TcpWriteHalf,
 };
-pub use tcp::{EventCounts, Indicated, RETAINED_MAX, RecvEvents};
+pub use tcp::{EventCounts, Indicated, RETAINED_MAX, RecvEvents, SendBacklogChanged};
 #[cfg(not(loom))]
 pub use time::{CANCEL_GRACE, WithTimeout, timeout};
 pub use time::{Cancellable, Escalation, Operation, TimedOutput};

@@ -79,6 +79,8 @@ pub(crate) enum ControlOut {
     Empty,
     /// `held.value` (4 bytes).
     Value,
+    /// A `SIZE_T` (8 bytes on 64-bit) in `held.addr[0]`.
+    Size,
     /// The part of `held.buf` the `WSK_BUF` names (after the input).
     Buf,
 }
@@ -123,6 +125,7 @@ pub(crate) unsafe fn issue_control(
     let (out_size, out_buf): (usize, *mut u8) = match output {
         ControlOut::Empty => (0, core::ptr::null_mut()),
         ControlOut::Value => (size_of::<u32>(), value.cast()),
+        ControlOut::Size => (size_of::<usize>(), addr.cast()),
         // The output follows the input in the caller's buffer: `wrapping_add` stays inside
         // the storage (the offset is the input's length, at most the capacity).
         ControlOut::Buf => (out_len, base.wrapping_add(out_offset)),
@@ -244,6 +247,66 @@ async fn set_struct(
     control_held(handle, request, level, code, input, ControlOut::Empty, name)
         .await
         .map(drop)
+}
+
+/// A `WskIoctl` with no input and a `SIZE_T` output (`SIO_WSK_QUERY_IDEAL_SEND_BACKLOG`).
+pub(crate) async fn query_size(handle: &Handle, code: u32, name: &'static str) -> Result<usize> {
+    let mut held = Held::new(Request::Control {
+        request: sys::WskIoctl,
+        level: 0,
+        code,
+        input: ControlIn::Empty,
+        output: ControlOut::Size,
+        name,
+    });
+    held.addr[0] = RawAddr::zeroed();
+    let done = Op::new(handle.inner(), CTL, held).await?;
+    check(done.status, done.information, name)?;
+    if done.information < size_of::<usize>() {
+        return Err(Error::new(ErrorKind::Other, name));
+    }
+    // SAFETY: the storage holds at least 8 bytes, zeroed and then written by WSK.
+    Ok(unsafe {
+        (&raw const done.held.addr[0])
+            .cast::<usize>()
+            .read_unaligned()
+    })
+}
+
+/// `SO_WSK_EVENT_CALLBACK` disabling `event` (one `WSK_EVENT_*` bit) with an IRP: completes
+/// once no call of that callback is in progress (the page's rule for a disable with an IRP).
+pub(crate) async fn disable_event(handle: &Handle, event: u32, name: &'static str) -> Result<()> {
+    static NPI_WSK: sys::GUID = sys::NPI_WSK_INTERFACE_ID;
+    let control = sys::WSK_EVENT_CALLBACK_CONTROL {
+        NpiId: &raw const NPI_WSK,
+        EventMask: event | sys::WSK_EVENT_DISABLE,
+    };
+    let mut storage = RawAddr::zeroed();
+    let size = size_of::<sys::WSK_EVENT_CALLBACK_CONTROL>();
+    const { assert!(size_of::<sys::WSK_EVENT_CALLBACK_CONTROL>() <= size_of::<RawAddr>()) };
+    // SAFETY: the zeroed storage has room for the structure (checked at compile time); an
+    // unaligned write, as the storage is a byte union.
+    unsafe {
+        (&raw mut storage)
+            .cast::<sys::WSK_EVENT_CALLBACK_CONTROL>()
+            .write_unaligned(control);
+    };
+    let input = (
+        ControlIn::Addr(u8::try_from(size).unwrap_or(u8::MAX)),
+        0,
+        Some(storage),
+    );
+    control_held(
+        handle,
+        ControlRequest::SetOption,
+        sys::SOL_SOCKET,
+        sys::SO_WSK_EVENT_CALLBACK,
+        input,
+        ControlOut::Empty,
+        name,
+    )
+    .await
+    .map(drop)
 }
 
 /// The codes that need `PASSIVE_LEVEL` (the `PFN_WSK_CONTROL_SOCKET` page's one exception):

@@ -148,6 +148,7 @@ pub(crate) unsafe fn issue_socket(call: &mut Call, kind: Kind, family: u16) -> N
         return sys::STATUS_NOT_IMPLEMENTED;
     };
     let (socket_type, protocol, flags) = socket_type(kind);
+    call.client().socket_issued();
     // A connection socket names its object and the event callbacks (used only once the
     // stream enables receive events, see `crate::tcp::events`).
     let (context, events) = match (kind, call.held().adopt) {

@@ -31,20 +31,20 @@
 
 use core::future::poll_fn;
 use core::net::SocketAddr;
-use core::ptr::{self, NonNull};
+use core::ptr::NonNull;
 use core::task::{Context, Poll};
 
 use wsk_executor::raw::AtomicWaker;
 use wsk_executor::raw::sync::Ordering;
 use wsk_executor::sync::SpinMutex;
 use wsk_sys::{
-    self as sys, GUID, NTSTATUS, PVOID, WSK_CLIENT_DATAGRAM_DISPATCH, WSK_DATAGRAM_INDICATION,
-    WSK_EVENT_CALLBACK_CONTROL, WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_DATAGRAM_DISPATCH,
+    self as sys, NTSTATUS, PVOID, WSK_CLIENT_DATAGRAM_DISPATCH, WSK_DATAGRAM_INDICATION,
 };
 
 use crate::batch::DatagramBatch;
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
+use crate::event_cell;
 use crate::raw::SocketInner;
 use crate::udp::{Received, UdpSocket};
 
@@ -56,9 +56,6 @@ pub const DATAGRAM_LISTS_MAX: usize = 4;
 
 /// `NormalPagePriority | MdlMappingNoExecute` for mapping an indicated MDL.
 const MAP_PRIORITY: u32 = 16 | 0x4000_0000;
-
-/// The identifier `SO_WSK_EVENT_CALLBACK` names the standard WSK events with.
-static NPI_WSK: GUID = sys::NPI_WSK_INTERFACE_ID;
 
 /// The event callback of every datagram socket this crate creates.
 static DATAGRAM_EVENTS: WSK_CLIENT_DATAGRAM_DISPATCH = WSK_CLIENT_DATAGRAM_DISPATCH {
@@ -125,13 +122,8 @@ pub(crate) struct DatagramEventCell {
 /// Frees a socket's datagram event state (null: none). Called with the socket object's last
 /// reference, after its close completed.
 pub(crate) fn free_cell(cell: *mut DatagramEventCell) {
-    if cell.is_null() {
-        return;
-    }
-    // SAFETY: allocated and initialised by `enable_receive_events`; the last user is gone.
-    unsafe { ptr::drop_in_place(cell) };
-    // SAFETY: the pool block allocated with this tag, dropped just above.
-    unsafe { sys::ExFreePoolWithTag(cell.cast(), EVENTS_TAG) };
+    // SAFETY: the last user is gone (the caller's moment: after the close completed).
+    unsafe { event_cell::free(cell, EVENTS_TAG) };
 }
 
 /// Before `WskCloseSocket`: releases every retained list and makes the callback discard from
@@ -143,19 +135,13 @@ pub(crate) fn before_close(inner: &SocketInner) {
     }
     // SAFETY: the cell lives as long as the socket object.
     let cell = unsafe { &*cell };
-    let mut released: heapless::Vec<*mut WSK_DATAGRAM_INDICATION, DATAGRAM_LISTS_MAX> =
-        heapless::Vec::new();
-    {
+    let taken = {
         let mut q = cell.queue.lock();
-        q.closing = true;
-        while let Some(r) = q.retained.pop_front() {
-            let _ = released.push(r.head);
-        }
-    }
-    for head in released {
-        // SAFETY: the socket is open (its close is being issued now) and the list retained.
-        let _ = unsafe { release(inner, head) };
-    }
+        let q = &mut *q;
+        event_cell::take_for_close(&mut q.retained, &mut q.closing)
+    };
+    // SAFETY: the socket is open (its close is being issued now) and the lists retained.
+    unsafe { event_cell::release_all(inner, taken) };
     cell.waker.wake();
 }
 
@@ -164,17 +150,14 @@ pub(crate) fn before_close(inner: &SocketInner) {
 /// # Safety
 /// The socket is open and no close can be issued meanwhile; `head` is retained by us.
 unsafe fn release(inner: &SocketInner, head: *mut WSK_DATAGRAM_INDICATION) -> NTSTATUS {
-    let socket = inner.wsk();
-    // SAFETY: an open socket (caller).
-    let dispatch = unsafe { (*socket).Dispatch };
-    // SAFETY: datagram event state exists only on datagram sockets; the provider's table
-    // outlives its sockets.
-    let table = unsafe { &*dispatch.cast::<WSK_PROVIDER_DATAGRAM_DISPATCH>() };
-    let Some(release) = table.WskRelease else {
-        return sys::STATUS_NOT_IMPLEMENTED;
-    };
-    // SAFETY: open socket, a list we retained and give back once.
-    unsafe { release(socket, head.cast()) }
+    // SAFETY: the caller's contract.
+    unsafe { event_cell::release_indication(inner, head.cast()) }
+}
+
+impl event_cell::RetainedIndication for RetainedList {
+    fn indication(&self) -> PVOID {
+        self.head.cast()
+    }
 }
 
 /// Copies the datagram of `item` into `out` (truncated to it): the bytes copied.
@@ -276,35 +259,7 @@ unsafe extern "system-unwind" fn on_receive_from(
 /// `SO_WSK_EVENT_CALLBACK` with `WSK_EVENT_RECEIVE_FROM` on `inner`'s socket, without an IRP.
 /// Called inside the call gate (the socket is open).
 fn enable_callback(inner: &SocketInner) -> NTSTATUS {
-    let socket = inner.wsk();
-    let mut control = WSK_EVENT_CALLBACK_CONTROL {
-        NpiId: &raw const NPI_WSK,
-        EventMask: sys::WSK_EVENT_RECEIVE_FROM,
-    };
-    // SAFETY: the socket is open while the caller is inside the call gate.
-    let dispatch = unsafe { (*socket).Dispatch };
-    // SAFETY: every table starts with the basic one; the provider's table outlives its
-    // sockets.
-    let basic = unsafe { &*dispatch.cast::<WSK_PROVIDER_BASIC_DISPATCH>() };
-    match basic.WskControlSocket {
-        // SAFETY: open socket; the input lives across the call; no IRP (as
-        // SO_WSK_EVENT_CALLBACK requires for enabling), so no output either.
-        Some(control_socket) => unsafe {
-            control_socket(
-                socket,
-                sys::WskSetOption,
-                sys::SO_WSK_EVENT_CALLBACK,
-                sys::SOL_SOCKET,
-                size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
-                (&raw mut control).cast(),
-                0,
-                ptr::null_mut(),
-                ptr::null_mut(),
-                ptr::null_mut(),
-            )
-        },
-        None => sys::STATUS_NOT_IMPLEMENTED,
-    }
+    crate::event_control::enable_event_callbacks(inner, sys::WSK_EVENT_RECEIVE_FROM)
 }
 
 impl UdpSocket {
@@ -333,42 +288,18 @@ impl UdpSocket {
     pub fn enable_receive_events(&self) -> Result<bool> {
         const NAME: &str = "enable_receive_events";
         let inner = self.handle.inner();
-        let mut cell = inner.datagram_events.load(Ordering::Acquire);
-        if cell.is_null() {
-            // SAFETY: nonpaged allocation at <= DISPATCH_LEVEL.
-            let mem = unsafe { sys::allocate_nonpaged(size_of::<DatagramEventCell>(), EVENTS_TAG) }
-                .cast::<DatagramEventCell>();
-            if mem.is_null() {
-                return Err(Error::new(ErrorKind::NoResources, NAME));
-            }
-            let fresh = DatagramEventCell {
-                queue: SpinMutex::new(Queue {
-                    enabled: false,
-                    retained: heapless::Deque::new(),
-                    not_accepted: false,
-                    failed: false,
-                    closing: false,
-                    counts: DatagramEventCounts::default(),
-                }),
-                waker: AtomicWaker::new(),
-            };
-            // SAFETY: a fresh block of the right size (pool memory is 16-aligned).
-            unsafe { mem.write(fresh) };
-            match inner.datagram_events.compare_exchange(
-                ptr::null_mut(),
-                mem,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => cell = mem,
-                Err(other) => {
-                    free_cell(mem);
-                    cell = other;
-                }
-            }
-        }
-        // SAFETY: the cell lives as long as the socket object, which `self` keeps.
-        let cell = unsafe { &*cell };
+        let fresh = || DatagramEventCell {
+            queue: SpinMutex::new(Queue {
+                enabled: false,
+                retained: heapless::Deque::new(),
+                not_accepted: false,
+                failed: false,
+                closing: false,
+                counts: DatagramEventCounts::default(),
+            }),
+            waker: AtomicWaker::new(),
+        };
+        let cell = event_cell::install(&inner.datagram_events, fresh, EVENTS_TAG, NAME)?;
         if cell.queue.lock().enabled {
             return Ok(true);
         }

@@ -145,6 +145,10 @@ pub const STATUS_CONNECTION_ABORTED: NTSTATUS = st(0xC000_0241);
 /// An event callback did not take the data indicated: no more indications until a
 /// `WskReceive`.
 pub const STATUS_DATA_NOT_ACCEPTED: NTSTATUS = st(0xC000_021B);
+/// `{TDI Event Pending}`: `WskControlSocket` disabling an event callback, without an IRP,
+/// while a call of that callback is in progress; it is disabled once the call returns
+/// (`SO_WSK_EVENT_CALLBACK` page). A success code (severity 1, informational).
+pub const STATUS_EVENT_PENDING: NTSTATUS = st(0x4000_0013);
 /// A `WskAcceptEvent` callback refused the connection it was indicated: the provider closes
 /// the accepted socket.
 pub const STATUS_REQUEST_NOT_ACCEPTED: NTSTATUS = st(0xC000_00D0);

@@ -607,6 +607,10 @@ pub const WSK_EVENT_RECEIVE_FROM: u32 = 0x0000_0100;
 pub const WSK_EVENT_ACCEPT: u32 = 0x0000_0200;
 /// Disables the events named with it.
 pub const WSK_EVENT_DISABLE: u32 = 0x8000_0000;
+/// `WSK_SET_STATIC_EVENT_CALLBACKS`: the `WskControlClient` code that enables event callbacks
+/// on every socket the client creates from then on (input: a [`WSK_EVENT_CALLBACK_CONTROL`];
+/// no output, no IRP; only before the client creates any socket).
+pub const WSK_SET_STATIC_EVENT_CALLBACKS: u32 = 7;
 
 /// `ADDRESS_FAMILY`.
 pub type ADDRESS_FAMILY = u16;
@@ -665,12 +669,17 @@ pub const IPV6_LEAVE_GROUP: u32 = 13;
 pub const IOC_WSK: u32 = 0x0F00_0000;
 /// `IOC_IN`: the IOCTL takes input.
 pub const IOC_IN: u32 = 0x8000_0000;
+/// `IOC_OUT`: the IOCTL returns output.
+pub const IOC_OUT: u32 = 0x4000_0000;
 /// `SIO_WSK_SET_REMOTE_ADDRESS` (`_WSAIOW(IOC_WSK, 1)`): fixed remote address of a datagram
 /// socket (sends go there, only its datagrams are received); an empty input clears it.
 pub const SIO_WSK_SET_REMOTE_ADDRESS: u32 = IOC_IN | IOC_WSK | 0x1;
 /// `SIO_WSK_SET_SENDTO_ADDRESS` (`_WSAIOW(IOC_WSK, 6)`): fixed destination of a datagram
 /// socket's sends (receives stay open to every sender); an empty input clears it.
 pub const SIO_WSK_SET_SENDTO_ADDRESS: u32 = IOC_IN | IOC_WSK | 0x6;
+/// `SIO_WSK_QUERY_IDEAL_SEND_BACKLOG` (`_WSAIOR(IOC_WSK, 3)`): a connected connection
+/// socket's ideal send backlog, a `SIZE_T` output; an IRP is required.
+pub const SIO_WSK_QUERY_IDEAL_SEND_BACKLOG: u32 = IOC_OUT | IOC_WSK | 0x3;
 
 /// `LINGER` (Winsock's `struct linger`: two `u_short`s).
 #[repr(C)]
@@ -905,6 +914,15 @@ mod tests {
                 0x9E, 0x09
             ]
         );
+    }
+
+    /// The codes as public copies of wsk.h define them: `WSK_SET_STATIC_EVENT_CALLBACKS 7`,
+    /// `SIO_WSK_QUERY_IDEAL_SEND_BACKLOG _WSAIOR(IOC_WSK,0x3)` with `IOC_OUT 0x40000000`.
+    #[test]
+    fn client_control_and_backlog_codes() {
+        assert_eq!(WSK_SET_STATIC_EVENT_CALLBACKS, 7);
+        assert_eq!(SIO_WSK_QUERY_IDEAL_SEND_BACKLOG, 0x4F00_0003);
+        assert_eq!(crate::STATUS_EVENT_PENDING, 0x4000_0013);
     }
 
     /// The event masks are distinct single bits (a receive mask equal to another event's

@@ -99,6 +99,9 @@ pub(super) struct State {
     soon: Vec<u64>,
     /// Close IRPs waiting for an event callback of their socket to return.
     held_closes: FastMap<u64, Done>,
+    /// IRPs of `SO_WSK_EVENT_CALLBACK` disables waiting for the callback they disable to
+    /// return (socket id, its completion).
+    held_disables: Vec<(u64, Done)>,
     /// Sockets closed while an indication's callback ran whose list the client had already
     /// released (`WskRelease` from inside the callback, then the close): their `STATUS_PENDING`
     /// is no leak.
@@ -218,6 +221,7 @@ impl Provider {
                 next_id: 0,
                 soon: Vec::new(),
                 held_closes: FastMap::default(),
+                held_disables: Vec::new(),
                 released_in_flight: Vec::new(),
             }),
             changed: Signal::new(),
@@ -532,6 +536,7 @@ pub(crate) fn shutdown() {
         sock.forget(&provider.io);
     }
     st.held_closes.clear();
+    st.held_disables.clear();
     st.released_in_flight.clear();
     st.soon.clear();
     st.regs.clear();

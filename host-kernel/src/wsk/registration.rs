@@ -22,6 +22,11 @@ const DEFAULT_DEREGISTER_WAIT: Duration = Duration::from_secs(10);
 pub(super) struct Reg {
     pub(super) captures: usize,
     pub(super) deregistering: bool,
+    /// `WSK_EVENT_*` bits of `WskControlClient(WSK_SET_STATIC_EVENT_CALLBACKS)`: enabled on
+    /// every socket the client creates from then on.
+    pub(super) static_events: u32,
+    /// The client has created a socket (static event callbacks can no longer be set).
+    pub(super) created_socket: bool,
 }
 
 /// One line per client registration still registered, in registration order.
@@ -84,6 +89,8 @@ pub unsafe extern "system-unwind" fn WskRegister(
         Reg {
             captures: 0,
             deregistering: false,
+            static_events: 0,
+            created_socket: false,
         },
     );
     // SAFETY: the caller guarantees a writable registration block, which is the provider's

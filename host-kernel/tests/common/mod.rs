@@ -798,3 +798,50 @@ impl CallsInProgress {
         }
     }
 }
+
+// ---- event callbacks ----
+
+/// `SO_WSK_EVENT_CALLBACK`'s and `WSK_SET_STATIC_EVENT_CALLBACKS`'s `NpiId` point here.
+pub static NPI_WSK_ID: wsk_sys::GUID = wsk_sys::NPI_WSK_INTERFACE_ID;
+
+/// `SO_WSK_EVENT_CALLBACK` with `mask` on `sock`, with `irp` (or none): what
+/// `WskControlSocket` returned (the caller waits for an IRP it passed).
+pub fn control_events(sock: &Sock, mask: u32, irp: *mut IRP) -> NTSTATUS {
+    let mut control = wsk_sys::WSK_EVENT_CALLBACK_CONTROL {
+        NpiId: &raw const NPI_WSK_ID,
+        EventMask: mask,
+    };
+    // SAFETY: live socket and input; an IRP or none.
+    unsafe {
+        sock.basic().WskControlSocket.expect("WskControlSocket")(
+            sock.s,
+            WskSetOption,
+            wsk_sys::SO_WSK_EVENT_CALLBACK,
+            SOL_SOCKET,
+            size_of::<wsk_sys::WSK_EVENT_CALLBACK_CONTROL>(),
+            (&raw mut control).cast(),
+            0,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            irp,
+        )
+    }
+}
+
+/// The bytes of a `WSK_DATA_INDICATION` chain the provider indicated.
+pub fn chain_bytes(mut link: *mut wsk_sys::WSK_DATA_INDICATION) -> Vec<u8> {
+    let mut out = Vec::new();
+    while !link.is_null() {
+        // SAFETY: the provider's live chain.
+        let wsk_sys::WSK_DATA_INDICATION { Next, Buffer } = unsafe { *link };
+        // SAFETY: the provider's MDL over its own memory.
+        let base = unsafe { wsk_sys::MmGetSystemAddressForMdlSafe(Buffer.Mdl, 16) };
+        // SAFETY: the indicated range starts inside the MDL's bytes.
+        let first = unsafe { base.cast::<u8>().add(Buffer.Offset as usize) };
+        // SAFETY: the indicated range lies in the MDL's bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(first, Buffer.Length) };
+        out.extend_from_slice(bytes);
+        link = Next;
+    }
+    out
+}

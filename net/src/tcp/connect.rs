@@ -30,6 +30,7 @@ pub(crate) unsafe fn issue_socket_connect(call: &mut Call) -> NTSTATUS {
     let Some(socket_connect) = dispatch.WskSocketConnect else {
         return sys::STATUS_NOT_IMPLEMENTED;
     };
+    call.client().socket_issued();
     // The socket names its object and the event callbacks, as `WskSocket`'s does
     // (`crate::socket::issue_socket`): receive events need them from creation.
     let (context, events) = match call.held().adopt {

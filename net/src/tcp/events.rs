@@ -36,17 +36,16 @@ use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
 
 use wsk_executor::raw::AtomicWaker;
-use wsk_executor::raw::sync::Ordering;
+use wsk_executor::raw::sync::{AtomicUsize, Ordering};
 use wsk_executor::sync::SpinMutex;
 use wsk_sys::{
-    self as sys, GUID, NTSTATUS, PVOID, SIZE_T, WSK_CLIENT_CONNECTION_DISPATCH,
-    WSK_DATA_INDICATION, WSK_EVENT_CALLBACK_CONTROL, WSK_PROVIDER_BASIC_DISPATCH,
-    WSK_PROVIDER_CONNECTION_DISPATCH,
+    self as sys, NTSTATUS, PVOID, SIZE_T, WSK_CLIENT_CONNECTION_DISPATCH, WSK_DATA_INDICATION,
 };
 
 use super::{Recv, TcpListener, TcpStream};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
+use crate::event_cell;
 use crate::raw::SocketInner;
 
 /// Pool tag of event-receive state blocks (`WskE`).
@@ -58,14 +57,11 @@ pub const RETAINED_MAX: usize = 4;
 /// `NormalPagePriority | MdlMappingNoExecute` for mapping an indicated MDL.
 const MAP_PRIORITY: u32 = 16 | 0x4000_0000;
 
-/// The identifier `SO_WSK_EVENT_CALLBACK` names the standard WSK events with.
-static NPI_WSK: GUID = sys::NPI_WSK_INTERFACE_ID;
-
 /// The event callbacks of every connection socket this crate creates or accepts.
 static CONNECTION_EVENTS: WSK_CLIENT_CONNECTION_DISPATCH = WSK_CLIENT_CONNECTION_DISPATCH {
     WskReceiveEvent: Some(on_receive),
     WskDisconnectEvent: Some(on_disconnect),
-    WskSendBacklogEvent: None,
+    WskSendBacklogEvent: Some(super::send_backlog::on_send_backlog),
 };
 
 /// The socket context and client dispatch table a connection socket is created or accepted
@@ -89,20 +85,11 @@ enum Ended {
     Reset,
 }
 
-/// Who may still receive what the callbacks are given.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Receiver {
-    /// The stream (or its read half): indications are consumed or retained.
-    Present,
-    /// The read half of a split stream was dropped: nobody will receive, so the callbacks
-    /// push back (`STATUS_DATA_NOT_ACCEPTED`) and WSK keeps the data, as it does for an
-    /// IRP-driven stream nobody receives on.
-    Gone,
-    /// The close is being issued: callbacks discard, nothing is retained any more.
-    Closing,
-}
-
 /// What the spin lock guards.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent flags of the event protocol: enabled, pushed back, closing, no reader"
+)]
 struct Queue {
     /// Receive events are on.
     enabled: bool,
@@ -113,8 +100,12 @@ struct Queue {
     /// The callback returned `STATUS_DATA_NOT_ACCEPTED` (or took only part): WSK waits for a
     /// `WskReceive`.
     not_accepted: bool,
-    /// Whether anyone may still receive.
-    receiver: Receiver,
+    /// The close is being issued: callbacks discard, nothing is retained any more.
+    closing: bool,
+    /// The read half of a split stream was dropped: nobody will receive, so the callbacks
+    /// push back (`STATUS_DATA_NOT_ACCEPTED`) and WSK keeps the data, as it does for an
+    /// IRP-driven stream nobody receives on.
+    reader_gone: bool,
     ended: Option<Ended>,
     counts: EventCounts,
 }
@@ -151,19 +142,19 @@ unsafe impl Send for Queue {}
 pub(crate) struct EventCell {
     queue: SpinMutex<Queue>,
     waker: AtomicWaker,
+    /// The ideal send backlog `WskSendBacklogEvent` indicated last (0: none yet); see
+    /// `send_backlog`.
+    pub(super) backlog: AtomicUsize,
+    /// The task waiting for the next send backlog indication.
+    pub(super) backlog_waker: AtomicWaker,
 }
 
 /// Frees a stream's event state (null: none). Called with the socket object's last
 /// reference, after its close completed.
 pub(crate) fn free_cell(cell: *mut EventCell) {
-    if cell.is_null() {
-        return;
-    }
-    // SAFETY: allocated and initialised by `enable_receive_events`; the last user is gone
-    // (no callback after the close, no future without a handle).
-    unsafe { ptr::drop_in_place(cell) };
-    // SAFETY: the pool block allocated with this tag, dropped just above.
-    unsafe { sys::ExFreePoolWithTag(cell.cast(), EVENTS_TAG) };
+    // SAFETY: the last user is gone (no callback after the close, no future without a
+    // handle): the caller's moment.
+    unsafe { event_cell::free(cell, EVENTS_TAG) };
 }
 
 /// Before `WskCloseSocket`: releases every retained chain and makes the callbacks discard
@@ -175,18 +166,13 @@ pub(crate) fn before_close(inner: &SocketInner) {
     }
     // SAFETY: the cell lives as long as the socket object.
     let cell = unsafe { &*cell };
-    let mut released: heapless::Vec<*mut WSK_DATA_INDICATION, RETAINED_MAX> = heapless::Vec::new();
-    {
+    let taken = {
         let mut q = cell.queue.lock();
-        q.receiver = Receiver::Closing;
-        while let Some(r) = q.retained.pop_front() {
-            let _ = released.push(r.chain);
-        }
-    }
-    for chain in released {
-        // SAFETY: the socket is open (its close is being issued now) and the chain retained.
-        let _ = unsafe { release(inner, chain) };
-    }
+        let q = &mut *q;
+        event_cell::take_for_close(&mut q.retained, &mut q.closing)
+    };
+    // SAFETY: the socket is open (its close is being issued now) and the chains retained.
+    unsafe { event_cell::release_all(inner, taken) };
     cell.waker.wake();
 }
 
@@ -205,9 +191,7 @@ pub(crate) fn reader_gone(inner: &SocketInner) {
     let mut released: heapless::Vec<*mut WSK_DATA_INDICATION, RETAINED_MAX> = heapless::Vec::new();
     {
         let mut q = cell.queue.lock();
-        if q.receiver == Receiver::Present {
-            q.receiver = Receiver::Gone;
-        }
+        q.reader_gone = true;
         while let Some(r) = q.retained.pop_front() {
             let _ = released.push(r.chain);
         }
@@ -225,17 +209,14 @@ pub(crate) fn reader_gone(inner: &SocketInner) {
 /// # Safety
 /// The socket is open and no close can be issued meanwhile; `chain` is retained by us.
 unsafe fn release(inner: &SocketInner, chain: *mut WSK_DATA_INDICATION) -> NTSTATUS {
-    let socket = inner.wsk();
-    // SAFETY: an open socket (caller).
-    let dispatch = unsafe { (*socket).Dispatch };
-    // SAFETY: an open socket's table is a connection table (event state exists only on
-    // connection sockets), and the provider's table outlives its sockets.
-    let table = unsafe { &*dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
-    let Some(release) = table.WskRelease else {
-        return sys::STATUS_NOT_IMPLEMENTED;
-    };
-    // SAFETY: open socket, a chain we retained and give back once.
-    unsafe { release(socket, chain.cast()) }
+    // SAFETY: the caller's contract.
+    unsafe { event_cell::release_indication(inner, chain.cast()) }
+}
+
+impl event_cell::RetainedIndication for Retained {
+    fn indication(&self) -> PVOID {
+        self.chain.cast()
+    }
 }
 
 /// Copies bytes `[skip, total)` of `chain` into `buf`'s spare room: the bytes copied.
@@ -297,7 +278,7 @@ unsafe fn copy_out(chain: *mut WSK_DATA_INDICATION, skip: usize, buf: &mut IoBuf
 ///
 /// # Safety
 /// `context` is null or a socket object this crate passed as a socket context.
-unsafe fn cell_of<'a>(context: PVOID) -> Option<&'a EventCell> {
+pub(super) unsafe fn cell_of<'a>(context: PVOID) -> Option<&'a EventCell> {
     let inner = context.cast::<SocketInner>();
     if inner.is_null() {
         return None;
@@ -331,9 +312,9 @@ unsafe extern "system-unwind" fn on_receive(
     let status = {
         let mut q = cell.queue.lock();
         let mut taken = 0;
-        if q.receiver == Receiver::Closing {
+        if q.closing {
             taken = indicated;
-        } else if q.receiver == Receiver::Gone {
+        } else if q.reader_gone {
             q.not_accepted = true;
             q.counts.not_accepted += 1;
             // SAFETY: WSK passes a writable count.
@@ -391,6 +372,55 @@ unsafe extern "system-unwind" fn on_disconnect(context: PVOID, flags: u32) -> NT
     sys::STATUS_SUCCESS
 }
 
+/// The stream's event state, allocated (about 200 bytes of nonpaged pool) on first use.
+/// IRQL <= `DISPATCH_LEVEL`.
+pub(super) fn event_cell<'a>(inner: &'a SocketInner, name: &'static str) -> Result<&'a EventCell> {
+    let fresh = || EventCell {
+        queue: SpinMutex::new(Queue {
+            enabled: false,
+            retained: heapless::Deque::new(),
+            reader: ptr::null_mut(),
+            not_accepted: false,
+            closing: false,
+            reader_gone: false,
+            ended: None,
+            counts: EventCounts::default(),
+        }),
+        waker: AtomicWaker::new(),
+        backlog: AtomicUsize::new(0),
+        backlog_waker: AtomicWaker::new(),
+    };
+    event_cell::install(&inner.events, fresh, EVENTS_TAG, name)
+}
+
+/// `SO_WSK_EVENT_CALLBACK` enabling `events` on the stream's socket, without an IRP (as
+/// enabling requires): the provider's status (`STATUS_NOT_IMPLEMENTED` without
+/// `WskControlSocket`). IRQL <= `DISPATCH_LEVEL`.
+pub(super) fn enable_events(
+    inner: &SocketInner,
+    events: u32,
+    name: &'static str,
+) -> Result<NTSTATUS> {
+    if inner.wsk().is_null() || !inner.enter_call() {
+        return Err(Error::new(ErrorKind::InvalidState, name));
+    }
+    let status = crate::event_control::enable_event_callbacks(inner, events);
+    inner.leave_call();
+    Ok(status)
+}
+
+/// Marks receive events on for a stream; `static_events`: the client's static ones. When
+/// `WskReceiveEvent` was static, the callback may have refused indications before the state
+/// existed (`STATUS_DATA_NOT_ACCEPTED`, see `crate::event_control`): WSK then waits for a
+/// `WskReceive`, which the first receive posts.
+fn enabled_with_static(cell: &EventCell, static_events: u32) {
+    let mut q = cell.queue.lock();
+    q.enabled = true;
+    if static_events & sys::WSK_EVENT_RECEIVE != 0 {
+        q.not_accepted = true;
+    }
+}
+
 impl TcpStream {
     /// Switches the stream's receive to WSK event callbacks (`SO_WSK_EVENT_CALLBACK` with
     /// `WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT`); receive with [`TcpStream::recv_events`].
@@ -415,87 +445,84 @@ impl TcpStream {
     pub fn enable_receive_events(&self) -> Result<bool> {
         const NAME: &str = "enable_receive_events";
         let inner = self.handle.inner();
-        let mut cell = inner.events.load(Ordering::Acquire);
-        if cell.is_null() {
-            // SAFETY: nonpaged allocation at <= DISPATCH_LEVEL.
-            let mem = unsafe { sys::allocate_nonpaged(size_of::<EventCell>(), EVENTS_TAG) }
-                .cast::<EventCell>();
-            if mem.is_null() {
-                return Err(Error::new(ErrorKind::NoResources, NAME));
-            }
-            let fresh = EventCell {
-                queue: SpinMutex::new(Queue {
-                    enabled: false,
-                    retained: heapless::Deque::new(),
-                    reader: ptr::null_mut(),
-                    not_accepted: false,
-                    receiver: Receiver::Present,
-                    ended: None,
-                    counts: EventCounts::default(),
-                }),
-                waker: AtomicWaker::new(),
-            };
-            // SAFETY: a fresh block of the right size (pool memory is 16-aligned).
-            unsafe { mem.write(fresh) };
-            match inner.events.compare_exchange(
-                ptr::null_mut(),
-                mem,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => cell = mem,
-                Err(other) => {
-                    free_cell(mem);
-                    cell = other;
-                }
-            }
-        }
-        // SAFETY: the cell lives as long as the socket object, which `self` keeps.
-        let cell = unsafe { &*cell };
+        let cell = event_cell(inner, NAME)?;
         if cell.queue.lock().enabled {
             return Ok(true);
         }
-        if inner.wsk().is_null() || !inner.enter_call() {
+        if inner.wsk().is_null() {
             return Err(Error::new(ErrorKind::InvalidState, NAME));
         }
-        let socket = inner.wsk();
-        let mut control = WSK_EVENT_CALLBACK_CONTROL {
-            NpiId: &raw const NPI_WSK,
-            EventMask: sys::WSK_EVENT_RECEIVE | sys::WSK_EVENT_DISCONNECT,
-        };
-        // SAFETY: the socket is open while we are inside the call gate.
-        let dispatch = unsafe { (*socket).Dispatch };
-        // SAFETY: every table starts with the basic one; the provider's table outlives its
-        // sockets.
-        let basic = unsafe { &*dispatch.cast::<WSK_PROVIDER_BASIC_DISPATCH>() };
-        let status = match basic.WskControlSocket {
-            // SAFETY: open socket; the input lives across the call; no IRP (as
-            // SO_WSK_EVENT_CALLBACK requires for enabling), so no output either.
-            Some(control_socket) => unsafe {
-                control_socket(
-                    socket,
-                    sys::WskSetOption,
-                    sys::SO_WSK_EVENT_CALLBACK,
-                    sys::SOL_SOCKET,
-                    size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
-                    (&raw mut control).cast(),
-                    0,
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                )
-            },
-            None => sys::STATUS_NOT_IMPLEMENTED,
-        };
-        inner.leave_call();
+        // SAFETY: the client outlives its socket objects.
+        let static_events = unsafe { inner.client().as_ref() }.static_events();
+        let missing = (sys::WSK_EVENT_RECEIVE | sys::WSK_EVENT_DISCONNECT) & !static_events;
+        if missing == 0 {
+            // Enabled at creation (`WskClient::set_static_event_callbacks`): nothing to ask.
+            enabled_with_static(cell, static_events);
+            return Ok(true);
+        }
+        let status = enable_events(inner, missing, NAME)?;
         match status {
             sys::STATUS_SUCCESS => {
-                cell.queue.lock().enabled = true;
+                enabled_with_static(cell, static_events);
                 Ok(true)
             }
             sys::STATUS_NOT_SUPPORTED | sys::STATUS_NOT_IMPLEMENTED => Ok(false),
             other => Err(Error::from_status(other, NAME)),
         }
+    }
+
+    /// Switches the stream's receive back from event callbacks to `WskReceive` IRPs: disables
+    /// `WskReceiveEvent`, then `WskDisconnectEvent` (`SO_WSK_EVENT_CALLBACK` with
+    /// `WSK_EVENT_DISABLE`, one event at a time as WSK requires), each with an IRP that WSK
+    /// completes only once no call of that callback is in progress any more
+    /// ("`SO_WSK_EVENT_CALLBACK`":
+    /// <https://learn.microsoft.com/en-us/windows-hardware/drivers/network/so-wsk-event-callback>;
+    /// without an IRP a disable racing its callback would return `STATUS_EVENT_PENDING` and
+    /// leave the end of that call unknown). After it returns no callback runs for the stream:
+    /// [`TcpStream::recv_events`] first takes what the callbacks left (retained indications,
+    /// the FIN or reset they saw), then receives with IRPs, in order. No-op when receive events
+    /// are off.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// stream.enable_receive_events()?;
+    /// // ... a burst handled by the callbacks ...
+    /// stream.disable_receive_events().await?;
+    /// let (n, _buf) = stream.recv_events(wsk_net::IoBuf::with_capacity(4096)?).await;
+    /// let _ = n?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput` when the events were enabled statically
+    /// (`WskClient::set_static_event_callbacks`: WSK cannot disable those); `InvalidState`
+    /// after close or with another control operation in flight; provider errors.
+    ///
+    /// # IRQL
+    /// Call and poll at <= `DISPATCH_LEVEL`.
+    pub async fn disable_receive_events(&self) -> Result<()> {
+        const NAME: &str = "disable_receive_events";
+        let inner = self.handle.inner();
+        let cell = inner.events.load(Ordering::Acquire);
+        // SAFETY: the cell lives as long as the socket object, which `self` keeps.
+        let Some(cell) = (unsafe { cell.as_ref() }) else {
+            return Ok(());
+        };
+        if !cell.queue.lock().enabled {
+            return Ok(());
+        }
+        // SAFETY: the client outlives its socket objects.
+        let static_events = unsafe { inner.client().as_ref() }.static_events();
+        if static_events & (sys::WSK_EVENT_RECEIVE | sys::WSK_EVENT_DISCONNECT) != 0 {
+            return Err(Error::new(ErrorKind::InvalidInput, NAME));
+        }
+        for event in [sys::WSK_EVENT_RECEIVE, sys::WSK_EVENT_DISCONNECT] {
+            crate::options::disable_event(&self.handle, event, NAME).await?;
+        }
+        cell.queue.lock().enabled = false;
+        // A receive waiting for the callbacks goes on with an IRP.
+        cell.waker.wake();
+        Ok(())
     }
 
     /// What the receive callbacks did so far ([`EventCounts`]); all zero before
@@ -606,7 +633,7 @@ impl Future for Indicated<'_> {
         };
         cell.waker.register(cx.waker());
         let q = cell.queue.lock();
-        if q.ready() || q.receiver == Receiver::Closing || !q.enabled {
+        if q.ready() || q.closing || !q.enabled {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -687,8 +714,7 @@ impl Future for RecvEvents<'_> {
         let inner = this.stream.handle.inner();
         let cell = inner.events.load(Ordering::Acquire);
         // SAFETY: the cell lives as long as the socket object, which the stream keeps.
-        let enabled = unsafe { cell.as_ref() }.filter(|c| c.queue.lock().enabled);
-        let Some(cell) = enabled else {
+        let Some(cell) = (unsafe { cell.as_ref() }) else {
             return this.post_receive(cx);
         };
         if !inner.enter_call() {
@@ -742,6 +768,10 @@ impl Future for RecvEvents<'_> {
             } else if q.not_accepted {
                 // Back-pressure: WSK waits for a WskReceive, which lifts it.
                 q.not_accepted = false;
+                this.unregister(&mut q);
+                None
+            } else if !q.enabled {
+                // Never enabled, or disabled (and what the callbacks left is taken): IRPs.
                 this.unregister(&mut q);
                 None
             } else {

@@ -7,6 +7,7 @@ mod connect;
 mod events;
 mod listener;
 mod mdl;
+mod send_backlog;
 mod split;
 mod stream;
 
@@ -16,6 +17,7 @@ pub use events::{EventCounts, Indicated, RETAINED_MAX, RecvEvents};
 pub(crate) use listener::issue_accept;
 pub use listener::{Accept, Incoming, TcpListener};
 pub(crate) use mdl::take_mdl;
+pub use send_backlog::SendBacklogChanged;
 pub(crate) use split::socket_of;
 pub use split::{TcpReadHalf, TcpWriteHalf};
 pub use stream::{Disconnect, Recv, TcpStream};

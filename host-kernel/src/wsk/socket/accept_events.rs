@@ -10,7 +10,10 @@
 //!   `WskCloseSocket`), or `STATUS_REQUEST_NOT_ACCEPTED`, and the provider closes the socket.
 //!   Any other status is a verifier failure.
 //! - "`SO_WSK_EVENT_CALLBACK`": enabled on a listening socket whose `Dispatch` (given to
-//!   `WskSocket`) is a `WSK_CLIENT_LISTEN_DISPATCH` with `WskAcceptEvent` set.
+//!   `WskSocket`) is a `WSK_CLIENT_LISTEN_DISPATCH` with `WskAcceptEvent` set. Connection
+//!   events enabled on the listening socket are enabled on each socket `WskAcceptEvent`
+//!   accepts (where its connection dispatch table has the callback), and cannot be disabled
+//!   on the listening socket.
 //!
 //! Pending `WskAccept` IRPs are served first: an indication is made only when none is
 //! queued. Indications are made by the reactor thread at `DISPATCH_LEVEL`
@@ -30,20 +33,40 @@ use crate::{
     WSK_CLIENT_LISTEN_DISPATCH, WSK_EVENT_ACCEPT, WSK_FLAG_AT_DISPATCH_LEVEL, WSK_SOCKET,
 };
 
-/// `SO_WSK_EVENT_CALLBACK` on a listening socket: `events` is `WSK_EVENT_ACCEPT` alone.
+/// `SO_WSK_EVENT_CALLBACK` on a listening socket: `WSK_EVENT_ACCEPT`, and connection events
+/// for the sockets its `WskAcceptEvent` accepts ("`SO_WSK_EVENT_CALLBACK`": "A WSK application
+/// automatically enables these callback functions by enabling the connection-oriented socket
+/// event callback functions on the listening socket"; only for sockets accepted by
+/// `WskAcceptEvent`, not by `WskAccept`; once enabled they "cannot be disabled on the
+/// listening socket", and survive a disable and re-enable of `WskAcceptEvent`).
 pub(super) fn set_event_callbacks(sock: &mut Sock, disable: bool, events: u32) -> NTSTATUS {
-    if events != WSK_EVENT_ACCEPT {
+    if events == 0 || events & !(WSK_EVENT_ACCEPT | super::events::CONNECTION_EVENTS) != 0 {
         return STATUS_INVALID_PARAMETER;
     }
     if disable {
+        if events != WSK_EVENT_ACCEPT {
+            return STATUS_INVALID_PARAMETER;
+        }
         sock.ev.enabled &= !WSK_EVENT_ACCEPT;
         return STATUS_SUCCESS;
     }
-    if listen_table(sock).and_then(|t| t.WskAcceptEvent).is_none() {
+    if events & WSK_EVENT_ACCEPT != 0 && listen_table(sock).and_then(|t| t.WskAcceptEvent).is_none()
+    {
         return STATUS_INVALID_PARAMETER;
     }
-    sock.ev.enabled |= WSK_EVENT_ACCEPT;
+    sock.ev.enabled |= events & WSK_EVENT_ACCEPT;
+    sock.ev.inherited |= events & super::events::CONNECTION_EVENTS;
     STATUS_SUCCESS
+}
+
+/// `WSK_EVENT_ACCEPT` when the client's listen dispatch table of `sock` has `WskAcceptEvent`
+/// (for `WSK_SET_STATIC_EVENT_CALLBACKS`), else 0.
+pub(super) fn callbacks(sock: &Sock) -> u32 {
+    if listen_table(sock).and_then(|t| t.WskAcceptEvent).is_some() {
+        WSK_EVENT_ACCEPT
+    } else {
+        0
+    }
 }
 
 /// The client's `WSK_CLIENT_LISTEN_DISPATCH` of listening socket `sock`, if it gave one.
@@ -112,9 +135,9 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
             continue;
         }
         let local_addr = os::local_addr(&stream).ok();
-        let (client, v6) = (sock.client, sock.v6);
+        let (client, v6, inherited) = (sock.client, sock.v6, sock.ev.inherited);
         let context = core::ptr::with_exposed_provenance_mut::<core::ffi::c_void>(sock.ev.context);
-        sock.ev.begin_indication(0);
+        sock.ev.begin_indication(WSK_EVENT_ACCEPT, 0);
         st.next_id = next_id;
         let mut child = new_sock(next_id, client, Kind::Connection, v6, Host::Stream(stream));
         child.bound = true;
@@ -154,9 +177,18 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
             let _ = sock.ev.end_indication();
         }
         if status == STATUS_SUCCESS {
+            let static_events = st.regs.get(&client).map_or(0, |r| r.static_events);
             if let Some(child) = st.sockets.get_mut(&next_id) {
                 child.ev.context = accept_context.expose_provenance();
                 child.ev.dispatch = accept_dispatch.expose_provenance();
+                // Its static event callbacks (`WSK_SET_STATIC_EVENT_CALLBACKS`) and those its
+                // listening socket passes on, now that its dispatch table is known; data may
+                // already wait for them.
+                super::events::apply_static(child, static_events);
+                super::events::enable_inherited(child, inherited);
+                if static_events | inherited != 0 {
+                    st.soon.push(next_id);
+                }
             }
             continue;
         }

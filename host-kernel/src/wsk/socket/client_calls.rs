@@ -1,5 +1,5 @@
 //! The client-level WSK calls (`WSK_PROVIDER_DISPATCH`): `WskSocket`, `WskSocketConnect`,
-//! `WskControlClient`, and the checks they share on socket kinds and families.
+//! `WskControlClient` (`WSK_SET_STATIC_EVENT_CALLBACKS`), and the checks they share on socket kinds and families.
 
 use core::ffi::c_void;
 use std::format;
@@ -14,11 +14,12 @@ use super::setup_calls::start_connect;
 use super::{Host, Io, Kind, Op, OpKind, State, begin, new_sock};
 use crate::faults::{Resource, WskOp, fail_allocation};
 use crate::{
-    AF_INET, AF_INET6, DISPATCH_LEVEL, IRP, NTSTATUS, PEPROCESS, PETHREAD, PVOID, SIZE_T,
-    SOCK_DGRAM, SOCK_STREAM, SOCKADDR, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER,
-    STATUS_NOT_SUPPORTED, STATUS_SUCCESS, WSK_CLIENT, WSK_FLAG_BASIC_SOCKET,
-    WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_DATAGRAM_SOCKET, WSK_FLAG_LISTEN_SOCKET,
-    WSK_FLAG_STREAM_SOCKET,
+    AF_INET, AF_INET6, DISPATCH_LEVEL, GUID, IRP, NPI_WSK_INTERFACE_ID, NTSTATUS, PEPROCESS,
+    PETHREAD, PVOID, SIZE_T, SOCK_DGRAM, SOCK_STREAM, SOCKADDR, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS, WSK_CLIENT,
+    WSK_EVENT_CALLBACK_CONTROL, WSK_FLAG_BASIC_SOCKET, WSK_FLAG_CONNECTION_SOCKET,
+    WSK_FLAG_DATAGRAM_SOCKET, WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_STREAM_SOCKET,
+    WSK_SET_STATIC_EVENT_CALLBACKS,
 };
 
 /// Creates a host socket for `kind`; IPv6 sockets start IPv6-only, as on Windows. Where the
@@ -139,6 +140,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket(
             sock.datagram = socket_type == SOCK_DGRAM;
             sock.ev.context = context.expose_provenance();
             sock.ev.dispatch = dispatch.expose_provenance();
+            super::events::apply_static(&mut sock, created_by(&mut st, owner));
             let handle = sock.handle.information();
             st.sockets.insert(id, sock);
             out.done(STATUS_SUCCESS, handle, id);
@@ -209,6 +211,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket_connect(
     sock.bound = true;
     sock.ev.context = context.expose_provenance();
     sock.ev.dispatch = dispatch.expose_provenance();
+    super::events::apply_static(&mut sock, created_by(&mut st, owner));
     let handle = sock.handle;
     let info = handle.information();
     match start_connect(&mut sock, &p.io, &remote) {
@@ -251,13 +254,22 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket_connect(
     p.finish(out, inline)
 }
 
-/// `WskControlClient`: no client-level controls are implemented. IRQL <= `DISPATCH_LEVEL`.
+/// Notes that client `owner` created a socket: its static event callbacks (to enable on it).
+fn created_by(st: &mut State, owner: u64) -> u32 {
+    st.regs.get_mut(&owner).map_or(0, |reg| {
+        reg.created_socket = true;
+        reg.static_events
+    })
+}
+
+/// `WskControlClient`: `WSK_SET_STATIC_EVENT_CALLBACKS`; the other client-level controls are
+/// not implemented (`STATUS_NOT_SUPPORTED`). IRQL <= `DISPATCH_LEVEL`.
 #[allow(clippy::too_many_arguments, reason = "the WSK signature")]
 pub(super) unsafe extern "system-unwind" fn wsk_control_client(
     client: *mut WSK_CLIENT,
-    _code: u32,
-    _in_size: SIZE_T,
-    _in_buf: PVOID,
+    code: u32,
+    in_size: SIZE_T,
+    in_buf: PVOID,
     _out_size: SIZE_T,
     _out_buf: PVOID,
     out_returned: *mut SIZE_T,
@@ -272,6 +284,10 @@ pub(super) unsafe extern "system-unwind" fn wsk_control_client(
         // SAFETY: the client passes a writable size or null.
         unsafe { *out_returned = 0 };
     }
+    if code == WSK_SET_STATIC_EVENT_CALLBACKS {
+        // SAFETY: the client passes `in_size` readable bytes at `in_buf` (or null).
+        return unsafe { set_static_event_callbacks(client, in_size, in_buf, irp) };
+    }
     if irp.is_null() {
         return STATUS_NOT_SUPPORTED;
     }
@@ -283,6 +299,77 @@ pub(super) unsafe extern "system-unwind" fn wsk_control_client(
         };
     out.done(STATUS_NOT_SUPPORTED, 0, 0);
     p.finish(out, inline)
+}
+
+/// `WskControlClient(WSK_SET_STATIC_EVENT_CALLBACKS)`
+/// (<https://learn.microsoft.com/en-us/windows-hardware/drivers/network/wsk-set-static-event-callbacks>):
+/// the events of the input's `EventMask` are enabled on every socket the client creates from
+/// now on, each on the sockets of its category whose client dispatch table has its callback
+/// (see `events::apply_static`), for good: `SO_WSK_EVENT_CALLBACK` cannot disable them (it
+/// fails with `STATUS_INVALID_PARAMETER`) and may still enable and disable the socket's other
+/// events. The input is checked as `SO_WSK_EVENT_CALLBACK`'s (`NpiId` `NPI_WSK_INTERFACE_ID`,
+/// else `STATUS_NOT_SUPPORTED`; no `WSK_EVENT_DISABLE` and only standard events, else
+/// `STATUS_INVALID_PARAMETER`). A later call before any socket replaces the set.
+///
+/// The page's two caller rules, for which it documents no status, are verifier failures (as
+/// `OutputSizeReturned` with an IRP is): "The Irp parameter must be NULL for this client
+/// control operation" (`WSK_STATIC_EVENTS_WITH_IRP`), and the operation "must [be done]
+/// before it creates any sockets" (`WSK_STATIC_EVENTS_AFTER_SOCKET`: a socket created before
+/// would silently lack the callbacks the client counts on).
+///
+/// # Safety
+/// As `WskControlClient`: `in_size` readable bytes at `in_buf` (or null).
+unsafe fn set_static_event_callbacks(
+    client: *mut WSK_CLIENT,
+    in_size: SIZE_T,
+    in_buf: PVOID,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    if !irp.is_null() {
+        bugcheck(
+            "WSK_STATIC_EVENTS_WITH_IRP",
+            format!(
+                "WskControlClient(WSK_SET_STATIC_EVENT_CALLBACKS) with IRP {irp:p}: \"The Irp \
+                 parameter must be NULL for this client control operation\""
+            ),
+        );
+    }
+    if in_buf.is_null() || in_size < size_of::<WSK_EVENT_CALLBACK_CONTROL>() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: the client passes `in_size` readable bytes, enough for the structure.
+    let control = unsafe { in_buf.cast::<WSK_EVENT_CALLBACK_CONTROL>().read_unaligned() };
+    if control.NpiId.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: the client passes a pointer to an NPI identifier.
+    let npi: GUID = unsafe { control.NpiId.read_unaligned() };
+    if npi != NPI_WSK_INTERFACE_ID {
+        return STATUS_NOT_SUPPORTED;
+    }
+    let mask = control.EventMask;
+    if mask == 0 || mask & !super::events::STATIC_EVENTS != 0 {
+        return STATUS_INVALID_PARAMETER;
+    }
+    let p = super::provider();
+    let (mut st, owner) = registered_owner(p.lock(), client, "WskControlClient");
+    let Some(reg) = st.regs.get_mut(&owner) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    if reg.created_socket {
+        drop(st);
+        bugcheck(
+            "WSK_STATIC_EVENTS_AFTER_SOCKET",
+            format!(
+                "WskControlClient(WSK_SET_STATIC_EVENT_CALLBACKS) by client {owner} after it \
+                 created a socket: \"If a WSK application uses the \
+                 WSK_SET_STATIC_EVENT_CALLBACKS client control operation, it must do so before \
+                 it creates any sockets\""
+            ),
+        );
+    }
+    reg.static_events = mask;
+    STATUS_SUCCESS
 }
 
 /// `OutputSizeReturned` must be NULL when an IRP is given (the size comes back in

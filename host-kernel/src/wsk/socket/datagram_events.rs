@@ -8,8 +8,9 @@
 //!   the callback gets a linked list of `WSK_DATAGRAM_INDICATION`s (one per datagram, each with
 //!   its sender) and returns `STATUS_SUCCESS` (all datagrams taken), `STATUS_PENDING` (the list
 //!   is retained until `WskRelease`) or `STATUS_DATA_NOT_ACCEPTED` (for a callback enabled with
-//!   `SO_WSK_EVENT_CALLBACK`: no more indications until the client enables it again). Any other
-//!   status is a verifier failure.
+//!   `SO_WSK_EVENT_CALLBACK`: no more indications until the client enables it again; for one
+//!   enabled with `WSK_SET_STATIC_EVENT_CALLBACKS` the indications go on with the next
+//!   datagrams). Any other status is a verifier failure.
 //! - "`PFN_WSK_RELEASE_DATA_INDICATION_LIST` callback function (wsk.h)"
 //!   (learn.microsoft.com/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_release_data_indication_list):
 //!   the datagram socket's `WskRelease` takes the retained `WSK_DATAGRAM_INDICATION` list back,
@@ -29,20 +30,19 @@
 //!   buffered datagrams and when new datagrams are received". So the refused datagrams are
 //!   kept, in order, ahead of the host socket's: the next `WskReceiveFrom` gets them first
 //!   (a receive IRP is served while the callback is off), and so does the first indication
-//!   after re-enabling. (`WSK_SET_STATIC_EVENT_CALLBACKS`, where the page keeps the callback
-//!   on, is not implemented by this provider.)
+//!   after re-enabling. With `WSK_SET_STATIC_EVENT_CALLBACKS` the page keeps the callback on
+//!   and goes on "when new datagrams are received": the refused ones are dropped.
 //!
 //! Where it may differ from Windows: `MSG_BCAST`/`MSG_MCAST` are never set; no control
 //! information is indicated.
 
 use std::boxed::Box;
-use std::format;
 use std::io;
 use std::net::SocketAddr;
 use std::vec::Vec;
 
-use super::glue::{self, bugcheck};
-use super::{Host, Kind, Sock, handle_id, provider, sock_mut};
+use super::glue;
+use super::{Host, Kind, Sock};
 use crate::{
     MDL, NTSTATUS, PVOID, SOCKADDR, SOCKADDR_STORAGE, STATUS_DATA_NOT_ACCEPTED,
     STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS, WSK_BUF,
@@ -192,6 +192,15 @@ pub(super) fn set_event_callbacks(sock: &mut Sock, disable: bool, events: u32) -
     }
 }
 
+/// `WSK_EVENT_RECEIVE_FROM` when the client's datagram dispatch table of `sock` has
+/// `WskReceiveFromEvent` (for `WSK_SET_STATIC_EVENT_CALLBACKS`), else 0.
+pub(super) fn callbacks(sock: &Sock) -> u32 {
+    match client_of(sock) {
+        Some((table, _)) if table.WskReceiveFromEvent.is_some() => WSK_EVENT_RECEIVE_FROM,
+        _ => 0,
+    }
+}
+
 /// Whether the reactor should try a datagram indication on `sock` now.
 pub(super) fn due(sock: &Sock) -> bool {
     sock.kind == Kind::Datagram
@@ -266,7 +275,7 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
         if head == 0 {
             return;
         }
-        sock.ev.begin_indication(head);
+        sock.ev.begin_indication(WSK_EVENT_RECEIVE_FROM, head);
         drop(st);
         let list = core::ptr::with_exposed_provenance_mut::<WSK_DATAGRAM_INDICATION>(head);
         // SAFETY: the client's callback with its context, at DISPATCH_LEVEL, the list live
@@ -281,54 +290,51 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
             drop(st);
             // SAFETY: the socket is gone; the list is the provider's to free.
             unsafe { free_list(head) };
-            if status == STATUS_PENDING && !released_before_close {
-                bugcheck(
-                    "WSK_RETAINED_INDICATION_LEAKED",
-                    format!(
-                        "WskReceiveFromEvent retained an indication of socket {id}, which was \
-                         closed meanwhile: a retained indication must be released with \
-                         WskRelease before the socket is closed"
-                    ),
-                );
-            }
+            super::events::report_retained_at_close(
+                id,
+                status,
+                released_before_close,
+                "WskReceiveFromEvent",
+            );
             return;
         };
         let released = sock.ev.end_indication();
         let keep = match status {
             STATUS_SUCCESS => false,
             STATUS_DATA_NOT_ACCEPTED => {
-                // Enabled with SO_WSK_EVENT_CALLBACK: no indication until enabled again, and
-                // the datagrams are kept for what comes next (see the module docs).
-                sock.ev.not_accepted = true;
-                // SAFETY: refused, so not retained: the provider's.
-                let refused = unsafe { take_back(head) };
-                for datagram in refused.into_iter().rev() {
-                    sock.refused_datagrams.push_front(datagram);
-                }
-                if !sock.recvs.is_empty() {
-                    // A WskReceiveFrom posted while the callback ran found nothing and waits
-                    // for the host socket: serve it from the kept datagrams now.
-                    let mut dones = Vec::new();
-                    super::queue::pump(&mut st, &p.io, id, &mut dones);
-                    drop(st);
-                    if !dones.is_empty() {
-                        p.defer(dones);
+                if sock.ev.static_events & WSK_EVENT_RECEIVE_FROM != 0 {
+                    // Enabled with WSK_SET_STATIC_EVENT_CALLBACKS: "the WSK subsystem will not
+                    // disable" it and goes on "when new datagrams are received": the refused
+                    // ones are not indicated again (dropped, as UDP may).
+                    false
+                } else {
+                    // Enabled with SO_WSK_EVENT_CALLBACK: no indication until enabled again,
+                    // and the datagrams are kept for what comes next (see the module docs).
+                    sock.ev.not_accepted = true;
+                    // SAFETY: refused, so not retained: the provider's.
+                    let refused = unsafe { take_back(head) };
+                    for datagram in refused.into_iter().rev() {
+                        sock.refused_datagrams.push_front(datagram);
                     }
+                    if !sock.recvs.is_empty() {
+                        // A WskReceiveFrom posted while the callback ran found nothing and
+                        // waits for the host socket: serve it from the kept datagrams now.
+                        let mut dones = Vec::new();
+                        super::queue::pump(&mut st, &p.io, id, &mut dones);
+                        drop(st);
+                        if !dones.is_empty() {
+                            p.defer(dones);
+                        }
+                    }
+                    return;
                 }
-                return;
             }
             STATUS_PENDING => !released,
             other => {
                 drop(st);
                 // SAFETY: not retained (the status says nothing): the provider's.
                 unsafe { free_list(head) };
-                bugcheck(
-                    "WSK_BAD_EVENT_STATUS",
-                    format!(
-                        "WskReceiveFromEvent of socket {id} returned {other:#x}: it returns \
-                         STATUS_SUCCESS, STATUS_PENDING or STATUS_DATA_NOT_ACCEPTED"
-                    ),
-                );
+                super::events::report_bad_status(id, other, "WskReceiveFromEvent");
             }
         };
         if keep {
@@ -345,38 +351,13 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
 }
 
 /// `WskRelease` on a datagram socket: frees a `WSK_DATAGRAM_INDICATION` list the client
-/// retained. IRQL <= `DISPATCH_LEVEL`.
+/// retained (`events::release_retained`). IRQL <= `DISPATCH_LEVEL`.
 pub(super) unsafe extern "system-unwind" fn wsk_release(
     socket: *mut WSK_SOCKET,
     indication: PVOID,
 ) -> NTSTATUS {
-    // "PFN_WSK_RELEASE_DATA_INDICATION_LIST callback function (wsk.h)", IRQL <= DISPATCH_LEVEL:
-    // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_release_data_indication_list
-    glue::require_at_most(crate::DISPATCH_LEVEL, "WskRelease");
-    // SAFETY: the client passes its socket; counted in progress until this call returns.
-    let _call = unsafe { super::InCall::enter(socket, "WskRelease", None) };
-    // SAFETY: the client passes its socket (checked by InCall::enter above).
-    let id = unsafe { handle_id(socket, "WskRelease") };
-    let p = provider();
-    locked_sock!(p, st, sock, id, "WskRelease");
-    let ptr = indication.expose_provenance();
-    if let Some(i) = sock.ev.retained_datagrams.iter().position(|r| *r == ptr) {
-        sock.ev.retained_datagrams.swap_remove(i);
-        drop(st);
-        // SAFETY: the client retained it and gives it back once.
-        unsafe { free_list(ptr) };
-        return STATUS_SUCCESS;
+    // SAFETY: the client's socket and what it releases, forwarded.
+    unsafe {
+        super::events::release_retained(socket, indication, super::events::Retained::DatagramLists)
     }
-    if ptr != 0 && sock.ev.release_in_flight(ptr) {
-        // Released from inside its own callback: freed once it returns.
-        return STATUS_SUCCESS;
-    }
-    drop(st);
-    bugcheck(
-        "WSK_RELEASE_NOT_RETAINED",
-        format!(
-            "WskRelease of {indication:p} on datagram socket {id}, which is no datagram \
-             indication list the client retained (never indicated, or already released)"
-        ),
-    );
 }

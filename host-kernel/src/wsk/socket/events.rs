@@ -1,6 +1,7 @@
 //! Event callbacks on connection sockets: `SO_WSK_EVENT_CALLBACK` enabling and disabling
-//! `WskReceiveEvent` and `WskDisconnectEvent`, the indications the reactor makes, and
-//! `WskRelease` of retained indications.
+//! `WskReceiveEvent`, `WskDisconnectEvent` and `WskSendBacklogEvent` (also for the other
+//! categories: the rules every socket shares), static event callbacks, the indications the
+//! reactor makes, and `WskRelease` of retained indications.
 //!
 //! Rules, each from its WDK page:
 //! - "`SO_WSK_EVENT_CALLBACK`" (learn.microsoft.com/windows-hardware/drivers/network/so-wsk-event-callback):
@@ -21,33 +22,47 @@
 //! - "`PFN_WSK_DISCONNECT_EVENT` callback function (wsk.h)"
 //!   (learn.microsoft.com/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_disconnect_event):
 //!   called once when the peer disconnects, `WSK_FLAG_ABORTIVE` for a reset.
+//! - "`SO_WSK_EVENT_CALLBACK`", on disabling: when no call of the callback being disabled is in
+//!   progress it is disabled and the call returns `STATUS_SUCCESS` (an IRP completes with
+//!   success); when one is, "the `WskControlSocket` function returns `STATUS_EVENT_PENDING`"
+//!   without an IRP, and with one returns `STATUS_PENDING` and completes the IRP "after all
+//!   in-progress calls to the event callback function have returned". No new call of it starts
+//!   meanwhile. A disable from inside the callback itself is such a case.
+//! - "`WSK_SET_STATIC_EVENT_CALLBACKS`"
+//!   (learn.microsoft.com/windows-hardware/drivers/network/wsk-set-static-event-callbacks):
+//!   events a client enabled for all its sockets are enabled on each socket of the right
+//!   category at its creation ([`apply_static`]), and "cannot be disabled or re-enabled": a
+//!   disable of one fails with `STATUS_INVALID_PARAMETER`; the socket's other events are
+//!   enabled and disabled as usual.
+//! - "`PFN_WSK_SEND_BACKLOG_EVENT` callback function (wsk.h)": called when the ideal send
+//!   backlog of a connection socket changes, with the new size; it returns `STATUS_SUCCESS`
+//!   (anything else is a verifier failure). The host's ideal backlog is its socket's send
+//!   buffer ([`ideal_send_backlog`]); the reactor reads it when the socket becomes ready and
+//!   after an `SO_SNDBUF`, and indicates it when it differs from the last one indicated (or
+//!   the one at enabling).
 //!
 //! Indications are made by the reactor thread, at `DISPATCH_LEVEL` on the emulated processor
 //! it is (`WSK_FLAG_AT_DISPATCH_LEVEL` set), never under the provider lock (the callback
 //! re-enters the provider). Pending `WskReceive` IRPs are served first: an indication is made
 //! only when none is queued. Data the client did not accept stays in the socket's `stash`,
 //! which the next `WskReceive` reads before the host socket.
-//!
-//! Where it differs from Windows: disabling an event while its callback runs takes effect for
-//! the next indication and returns `STATUS_SUCCESS` at once (Windows waits, or returns
-//! `STATUS_EVENT_PENDING`); `WskSendBacklogEvent` and
-//! `WskControlClient(WSK_SET_STATIC_EVENT_CALLBACKS)` are not implemented (enabling them fails
-//! with `STATUS_NOT_SUPPORTED`).
 
 use std::boxed::Box;
 use std::format;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::string::String;
 use std::vec::Vec;
 
 use super::glue::{self, bugcheck};
-use super::os;
+use super::os::{self, linux};
 use super::{Host, Kind, Sock, handle_id, provider, sock_mut};
 use crate::{
     GUID, MDL, NPI_WSK_INTERFACE_ID, NTSTATUS, PVOID, SIZE_T, STATUS_DATA_NOT_ACCEPTED,
-    STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_PENDING,
-    STATUS_SUCCESS, WSK_BUF, WSK_CLIENT_CONNECTION_DISPATCH, WSK_DATA_INDICATION,
-    WSK_EVENT_CALLBACK_CONTROL, WSK_EVENT_DISABLE, WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE,
+    STATUS_EVENT_PENDING, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER,
+    STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS, WSK_BUF, WSK_CLIENT_CONNECTION_DISPATCH,
+    WSK_DATA_INDICATION, WSK_EVENT_ACCEPT, WSK_EVENT_CALLBACK_CONTROL, WSK_EVENT_DISABLE,
+    WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE, WSK_EVENT_RECEIVE_FROM, WSK_EVENT_SEND_BACKLOG,
     WSK_FLAG_ABORTIVE, WSK_FLAG_AT_DISPATCH_LEVEL, WSK_SOCKET,
 };
 
@@ -76,6 +91,17 @@ pub(super) struct EventState {
     pub(super) not_accepted: bool,
     /// The reactor is inside a callback of this socket (without the provider lock).
     indicating: bool,
+    /// The `WSK_EVENT_*` bit of the callback in progress while `indicating`.
+    indicating_event: u32,
+    /// `WSK_EVENT_*` bits enabled by `WSK_SET_STATIC_EVENT_CALLBACKS` at creation: never
+    /// disabled.
+    pub(super) static_events: u32,
+    /// A listening socket's connection events, enabled on each socket its `WskAcceptEvent`
+    /// accepts (see `accept_events`).
+    pub(super) inherited: u32,
+    /// The ideal send backlog last indicated (or seen when `WSK_EVENT_SEND_BACKLOG` was
+    /// enabled): the next `WskSendBacklogEvent` comes when it changes.
+    backlog_indicated: usize,
     /// The chain of the indication in progress (its callback may release it before it
     /// returns), 0 when none.
     in_flight: usize,
@@ -176,9 +202,11 @@ impl EventState {
         }
     }
 
-    /// An indication of `ptr` starts (the reactor lets go of the lock for its callback).
-    pub(super) fn begin_indication(&mut self, ptr: usize) {
+    /// An indication of `ptr` by the callback of `event` (a `WSK_EVENT_*` bit) starts (the
+    /// reactor lets go of the lock for its callback).
+    pub(super) fn begin_indication(&mut self, event: u32, ptr: usize) {
         self.indicating = true;
+        self.indicating_event = event;
         self.in_flight = ptr;
         self.in_flight_released = false;
     }
@@ -186,6 +214,7 @@ impl EventState {
     /// The indication's callback returned: whether the client released its list meanwhile.
     pub(super) fn end_indication(&mut self) -> bool {
         self.indicating = false;
+        self.indicating_event = 0;
         self.in_flight = 0;
         core::mem::take(&mut self.in_flight_released)
     }
@@ -209,6 +238,10 @@ impl EventState {
 
 /// `SO_WSK_EVENT_CALLBACK` on `sock`: the status `WskControlSocket` returns. `with_irp`: the
 /// call came with an IRP. The caller checks `input_size`.
+///
+/// `STATUS_EVENT_PENDING`: a disable of the callback in progress right now (see the module
+/// docs); the caller returns it as is without an IRP, and holds the IRP until the callback
+/// returns with one.
 pub(super) fn set_event_callbacks(
     sock: &mut Sock,
     control: Option<WSK_EVENT_CALLBACK_CONTROL>,
@@ -230,22 +263,47 @@ pub(super) fn set_event_callbacks(
     if with_irp {
         refuse_enabling_with_irp(sock.id, control.EventMask);
     }
-    if sock.kind == Kind::Datagram {
-        return super::datagram_events::set_event_callbacks(sock, disable, events);
+    // "WSK_SET_STATIC_EVENT_CALLBACKS": callbacks enabled that way "are always enabled and
+    // cannot be disabled or re-enabled later by the WSK application".
+    if disable && events & sock.ev.static_events != 0 {
+        return STATUS_INVALID_PARAMETER;
     }
-    if sock.kind == Kind::Listen && matches!(sock.host, Host::Listener(_)) {
-        return super::accept_events::set_event_callbacks(sock, disable, events);
+    let status = if sock.kind == Kind::Datagram {
+        super::datagram_events::set_event_callbacks(sock, disable, events)
+    } else if sock.kind == Kind::Listen && matches!(sock.host, Host::Listener(_)) {
+        super::accept_events::set_event_callbacks(sock, disable, events)
+    } else {
+        set_connection_callbacks(sock, disable, events)
+    };
+    if disable
+        && status == STATUS_SUCCESS
+        && sock.ev.indicating
+        && sock.ev.indicating_event & events != 0
+    {
+        // "SO_WSK_EVENT_CALLBACK": a disable while a call of that callback is in progress
+        // takes effect once it has returned: STATUS_EVENT_PENDING without an IRP,
+        // STATUS_PENDING and the IRP completed then with one. (No new call starts meanwhile:
+        // the bit is off already.)
+        return STATUS_EVENT_PENDING;
     }
+    status
+}
+
+/// The connection events a connection socket may enable.
+pub(super) const CONNECTION_EVENTS: u32 =
+    WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT | WSK_EVENT_SEND_BACKLOG;
+
+/// `SO_WSK_EVENT_CALLBACK` on a connection socket (the input checked by the caller).
+fn set_connection_callbacks(sock: &mut Sock, disable: bool, events: u32) -> NTSTATUS {
     // Connection sockets on host sockets only: the in-memory network has no indications.
     if sock.kind != Kind::Connection || matches!(sock.host, Host::MemoryStream(_)) {
         return STATUS_NOT_SUPPORTED;
     }
-    if events == 0 || events & !(WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT) != 0 {
-        return if events & !(WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT) != 0 {
-            STATUS_NOT_SUPPORTED
-        } else {
-            STATUS_INVALID_PARAMETER
-        };
+    if events & !CONNECTION_EVENTS != 0 {
+        return STATUS_NOT_SUPPORTED;
+    }
+    if events == 0 {
+        return STATUS_INVALID_PARAMETER;
     }
     if disable {
         // One event at a time ("a WSK application must disable each event callback function
@@ -259,20 +317,75 @@ pub(super) fn set_event_callbacks(
     if !sock.connected {
         return STATUS_INVALID_DEVICE_STATE;
     }
-    if sock.ev.dispatch == 0 {
+    if connection_callbacks(sock) & events != events {
         return STATUS_INVALID_PARAMETER;
     }
-    // SAFETY: the client's dispatch table outlives the socket (WskSocket/WskAccept pages).
-    let table = unsafe {
-        &*core::ptr::with_exposed_provenance::<WSK_CLIENT_CONNECTION_DISPATCH>(sock.ev.dispatch)
-    };
-    if (events & WSK_EVENT_RECEIVE != 0 && table.WskReceiveEvent.is_none())
-        || (events & WSK_EVENT_DISCONNECT != 0 && table.WskDisconnectEvent.is_none())
-    {
-        return STATUS_INVALID_PARAMETER;
+    if events & WSK_EVENT_SEND_BACKLOG != 0 && sock.ev.enabled & WSK_EVENT_SEND_BACKLOG == 0 {
+        // The baseline: indications come when the ideal backlog changes from here.
+        sock.ev.backlog_indicated = ideal_send_backlog(sock).unwrap_or(0);
     }
     sock.ev.enabled |= events;
     STATUS_SUCCESS
+}
+
+/// The connection events whose callbacks the client's `WSK_CLIENT_CONNECTION_DISPATCH` of
+/// `sock` has (none without a table).
+fn connection_callbacks(sock: &Sock) -> u32 {
+    if sock.ev.dispatch == 0 {
+        return 0;
+    }
+    // SAFETY: the client's dispatch table outlives the socket (WskSocket/WskAccept pages); a
+    // connection socket's `Dispatch` is a WSK_CLIENT_CONNECTION_DISPATCH.
+    let table = unsafe {
+        &*core::ptr::with_exposed_provenance::<WSK_CLIENT_CONNECTION_DISPATCH>(sock.ev.dispatch)
+    };
+    let mut events = 0;
+    if table.WskReceiveEvent.is_some() {
+        events |= WSK_EVENT_RECEIVE;
+    }
+    if table.WskDisconnectEvent.is_some() {
+        events |= WSK_EVENT_DISCONNECT;
+    }
+    if table.WskSendBacklogEvent.is_some() {
+        events |= WSK_EVENT_SEND_BACKLOG;
+    }
+    events
+}
+
+/// The events `WSK_SET_STATIC_EVENT_CALLBACKS` may name (every standard event).
+pub(super) const STATIC_EVENTS: u32 = CONNECTION_EVENTS | WSK_EVENT_RECEIVE_FROM | WSK_EVENT_ACCEPT;
+
+/// Enables on a socket the client just created (or was given by an accept) the events of
+/// `mask` (its registration's `WSK_SET_STATIC_EVENT_CALLBACKS`) that fit the socket's
+/// category and whose callbacks its dispatch table has: for good ("`WSK_SET_STATIC_EVENT_CALLBACKS`":
+/// "the WSK subsystem will automatically enable the appropriate event callback functions for
+/// the specific category of WSK socket that is being created"). Whether one is due still
+/// depends on the socket's state (connected, bound, listening), as for events enabled with
+/// `SO_WSK_EVENT_CALLBACK`.
+pub(super) fn apply_static(sock: &mut Sock, mask: u32) {
+    if mask == 0 || sock.ev.dispatch == 0 {
+        return;
+    }
+    let events = match sock.kind {
+        Kind::Connection => mask & connection_callbacks(sock),
+        Kind::Datagram => mask & super::datagram_events::callbacks(sock),
+        Kind::Listen => mask & super::accept_events::callbacks(sock),
+        Kind::Basic => 0,
+    };
+    sock.ev.enabled |= events;
+    sock.ev.static_events = events;
+}
+
+/// Enables on a socket a listening socket's `WskAcceptEvent` just accepted the connection
+/// events the listening socket passes on (`inherited`) that its dispatch table has callbacks
+/// for, as `SO_WSK_EVENT_CALLBACK` enabling them on it would (the send backlog's baseline
+/// included).
+pub(super) fn enable_inherited(sock: &mut Sock, inherited: u32) {
+    let events = inherited & connection_callbacks(sock) & !sock.ev.enabled;
+    if events & WSK_EVENT_SEND_BACKLOG != 0 {
+        sock.ev.backlog_indicated = ideal_send_backlog(sock).unwrap_or(0);
+    }
+    sock.ev.enabled |= events;
 }
 
 /// The verifier's rule that enabling events takes no IRP (see the module docs): called
@@ -298,6 +411,35 @@ pub(super) fn due(sock: &Sock) -> bool {
     if sock.kind == Kind::Listen {
         return super::accept_events::due(sock);
     }
+    receive_due(sock) || backlog_due(sock)
+}
+
+/// Whether a send backlog indication may be due on `sock` (whether the ideal backlog changed
+/// is read when it is tried).
+fn backlog_due(sock: &Sock) -> bool {
+    sock.kind == Kind::Connection
+        && sock.ev.enabled & WSK_EVENT_SEND_BACKLOG != 0
+        && !sock.ev.indicating
+        && sock.connected
+        && !sock.aborted
+        && matches!(sock.host, Host::Stream(_))
+}
+
+/// The ideal send backlog of connection socket `sock`: the send buffer of its host socket, as
+/// Linux reports it (`SO_SNDBUF`, which the kernel's auto-tuning grows with the connection):
+/// what a client must keep in `WskSend`s to keep the connection's stream full (the provider
+/// completes a send once its bytes are in that buffer). `None` before it is connected, and
+/// on the in-memory network.
+pub(super) fn ideal_send_backlog(sock: &Sock) -> Option<usize> {
+    let Host::Stream(stream) = &sock.host else {
+        return None;
+    };
+    let size = os::get_int(stream.as_raw_fd(), linux::SOL_SOCKET, linux::SO_SNDBUF).ok()?;
+    usize::try_from(size).ok()
+}
+
+/// Whether a receive or disconnect indication should be tried on connection socket `sock`.
+fn receive_due(sock: &Sock) -> bool {
     sock.kind == Kind::Connection
         && sock.ev.enabled & (WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT) != 0
         && !sock.ev.indicating
@@ -390,6 +532,42 @@ pub(super) fn take_released_at_close(st: &mut super::State, id: u64) -> bool {
     }
 }
 
+/// After a data indication's callback of socket `id` returned `status` and the client had
+/// closed the socket meanwhile (the indication freed by the caller): a `STATUS_PENDING` the
+/// client did not release first is a leak, as a chain retained at `WskCloseSocket` is (it can
+/// never be released). `callback`: `WskReceiveEvent` or `WskReceiveFromEvent`. Called without
+/// the provider lock.
+pub(super) fn report_retained_at_close(
+    id: u64,
+    status: NTSTATUS,
+    released_before_close: bool,
+    callback: &str,
+) {
+    if status == STATUS_PENDING && !released_before_close {
+        bugcheck(
+            "WSK_RETAINED_INDICATION_LEAKED",
+            format!(
+                "{callback} retained an indication of socket {id}, which was closed meanwhile: \
+                 a retained indication must be released with WskRelease before the socket is \
+                 closed"
+            ),
+        );
+    }
+}
+
+/// The verifier's report of a data indication's callback of socket `id` that returned
+/// `status`, none of the three it may (the indication freed by the caller). Called without
+/// the provider lock.
+pub(super) fn report_bad_status(id: u64, status: NTSTATUS, callback: &str) -> ! {
+    bugcheck(
+        "WSK_BAD_EVENT_STATUS",
+        format!(
+            "{callback} of socket {id} returned {status:#x}: it returns STATUS_SUCCESS, \
+             STATUS_PENDING or STATUS_DATA_NOT_ACCEPTED"
+        ),
+    );
+}
+
 /// After a callback of socket `id` returned: the socket state again, or `None` when the
 /// client closed it meanwhile (its held close IRP then completes now).
 pub(super) fn after_callback<'a>(
@@ -397,6 +575,17 @@ pub(super) fn after_callback<'a>(
     st: &'a mut std::sync::MutexGuard<'_, super::State>,
     id: u64,
 ) -> Option<&'a mut Sock> {
+    // Disables of this socket's callbacks that waited for it to return (STATUS_PENDING with
+    // an IRP, see `set_event_callbacks`) complete now, before a held close.
+    // (The list is empty but for such a race: checked without allocating first, as this
+    // runs after every indication.)
+    if st.held_disables.iter().any(|(sock, _)| *sock == id) {
+        let (mine, others) = core::mem::take(&mut st.held_disables)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(sock, _)| *sock == id);
+        st.held_disables = others;
+        p.deliver(mine.into_iter().map(|(_, done)| done).collect(), false);
+    }
     if st.sockets.contains_key(&id) {
         return st.sockets.get_mut(&id);
     }
@@ -410,7 +599,13 @@ pub(super) fn after_callback<'a>(
 /// client takes it, then the disconnect indication once the peer's FIN or reset was seen.
 /// Called by the reactor thread, without the provider lock.
 pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
-    let kind = p.lock().sockets.get(&id).map(|sock| sock.kind);
+    // One look under the lock decides the path (and whether a send backlog indication may be
+    // due: only then is the send buffer read).
+    let (kind, backlog) = p
+        .lock()
+        .sockets
+        .get(&id)
+        .map_or((None, false), |sock| (Some(sock.kind), backlog_due(sock)));
     if kind == Some(Kind::Datagram) {
         super::datagram_events::indicate(p, id);
         return;
@@ -419,12 +614,15 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
         super::accept_events::indicate(p, id);
         return;
     }
+    if backlog {
+        indicate_backlog(p, id);
+    }
     loop {
         let mut st = p.lock();
         let Some(sock) = st.sockets.get_mut(&id) else {
             return;
         };
-        if !due(sock) {
+        if !receive_due(sock) {
             return;
         }
         let (table, context) = client_of(sock);
@@ -441,7 +639,7 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
         };
         let raw = Box::into_raw(block);
         let ptr = raw.expose_provenance();
-        sock.ev.begin_indication(ptr);
+        sock.ev.begin_indication(WSK_EVENT_RECEIVE, ptr);
         drop(st);
         let mut accepted: SIZE_T = 0;
         let indication = raw.cast::<WSK_DATA_INDICATION>();
@@ -460,20 +658,10 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
         let released_before_close = take_released_at_close(&mut st, id);
         let Some(sock) = after_callback(p, &mut st, id) else {
             drop(st);
-            // Only the reactor frees an in-flight chain; a close meanwhile left it to us. A
-            // chain retained by a client that closed the socket can never be released.
+            // Only the reactor frees an in-flight chain; a close meanwhile left it to us.
             // SAFETY: the socket is gone; the chain is the provider's to free.
             unsafe { Block::free(ptr) };
-            if status == STATUS_PENDING && !released_before_close {
-                bugcheck(
-                    "WSK_RETAINED_INDICATION_LEAKED",
-                    format!(
-                        "WskReceiveEvent retained an indication of socket {id}, which was \
-                         closed meanwhile: a retained indication must be released with \
-                         WskRelease before the socket is closed"
-                    ),
-                );
-            }
+            report_retained_at_close(id, status, released_before_close, "WskReceiveEvent");
             return;
         };
         // Only the reactor clears the released flag: what it says now is final.
@@ -501,13 +689,7 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
                 // SAFETY: not retained (the status says nothing); freed before the report so
                 // that the socket can still be closed cleanly.
                 unsafe { Block::free(ptr) };
-                bugcheck(
-                    "WSK_BAD_EVENT_STATUS",
-                    format!(
-                        "WskReceiveEvent of socket {id} returned {other:#x}: it returns \
-                         STATUS_SUCCESS, STATUS_PENDING or STATUS_DATA_NOT_ACCEPTED"
-                    ),
-                );
+                report_bad_status(id, other, "WskReceiveEvent");
             }
         };
         if keep {
@@ -519,6 +701,51 @@ pub(in crate::wsk) fn indicate(p: &super::Provider, id: u64) {
         if !full && !sock.recv_eof && sock.error.is_none() {
             return;
         }
+    }
+}
+
+/// The send backlog indication of connection socket `id` when its ideal send backlog changed
+/// since the last one ("`PFN_WSK_SEND_BACKLOG_EVENT` callback function (wsk.h)",
+/// <https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_send_backlog_event>:
+/// called "when the ideal send backlog size changes", and "must always return
+/// `STATUS_SUCCESS`": anything else is a verifier failure).
+fn indicate_backlog(p: &super::Provider, id: u64) {
+    let mut st = p.lock();
+    let Some(sock) = st.sockets.get_mut(&id) else {
+        return;
+    };
+    if !backlog_due(sock) {
+        return;
+    }
+    let Some(ideal) = ideal_send_backlog(sock) else {
+        return;
+    };
+    if ideal == sock.ev.backlog_indicated {
+        return;
+    }
+    let (table, context) = client_of(sock);
+    let Some(send_backlog) = table.WskSendBacklogEvent else {
+        return;
+    };
+    sock.ev.backlog_indicated = ideal;
+    sock.ev.begin_indication(WSK_EVENT_SEND_BACKLOG, 0);
+    drop(st);
+    // SAFETY: the client's callback with its own context, at DISPATCH_LEVEL.
+    let status = glue::at_dispatch(|| unsafe { send_backlog(context, ideal) });
+    let mut st = p.lock();
+    if let Some(sock) = after_callback(p, &mut st, id) {
+        // No chain rides on a send backlog indication.
+        let _ = sock.ev.end_indication();
+    }
+    drop(st);
+    if status != STATUS_SUCCESS {
+        bugcheck(
+            "WSK_SEND_BACKLOG_EVENT_STATUS",
+            format!(
+                "WskSendBacklogEvent of socket {id} returned {status:#x}: it must always return \
+                 STATUS_SUCCESS"
+            ),
+        );
     }
 }
 
@@ -541,7 +768,7 @@ fn indicate_disconnect(
         return;
     };
     sock.ev.disconnect_indicated = true;
-    sock.ev.indicating = true;
+    sock.ev.begin_indication(WSK_EVENT_DISCONNECT, 0);
     let flags = if sock.error.is_some() {
         WSK_FLAG_ABORTIVE | WSK_FLAG_AT_DISPATCH_LEVEL
     } else {
@@ -552,7 +779,8 @@ fn indicate_disconnect(
     let _ = glue::at_dispatch(|| unsafe { disconnect(context, flags) });
     let mut st = p.lock();
     if let Some(sock) = after_callback(p, &mut st, id) {
-        sock.ev.indicating = false;
+        // No chain rides on a disconnect indication.
+        let _ = sock.ev.end_indication();
     }
 }
 
@@ -561,6 +789,30 @@ fn indicate_disconnect(
 pub(super) unsafe extern "system-unwind" fn wsk_release(
     socket: *mut WSK_SOCKET,
     indication: PVOID,
+) -> NTSTATUS {
+    // SAFETY: the client's socket and what it releases, forwarded.
+    unsafe { release_retained(socket, indication, Retained::Chains) }
+}
+
+/// Which of a socket's retained indications a `WskRelease` gives back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retained {
+    /// `WSK_DATA_INDICATION` chains of a connection socket (`Block`s).
+    Chains,
+    /// `WSK_DATAGRAM_INDICATION` lists of a datagram socket (`datagram_events`).
+    DatagramLists,
+}
+
+/// `WskRelease` of `indication` on `socket`, for both socket categories: frees what the
+/// client retained, notes a release from inside the indication's own callback (freed once it
+/// returns), and fails anything else in the verifier. IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// As `WskRelease`: `socket` is the client's (the verifier checks it).
+pub(super) unsafe fn release_retained(
+    socket: *mut WSK_SOCKET,
+    indication: PVOID,
+    which: Retained,
 ) -> NTSTATUS {
     // "PFN_WSK_RELEASE_DATA_INDICATION_LIST callback function (wsk.h)", IRQL <= DISPATCH_LEVEL:
     // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_release_data_indication_list
@@ -572,11 +824,19 @@ pub(super) unsafe extern "system-unwind" fn wsk_release(
     let p = provider();
     locked_sock!(p, st, sock, id, "WskRelease");
     let ptr = indication.expose_provenance();
-    if let Some(i) = sock.ev.retained.iter().position(|r| *r == ptr) {
-        sock.ev.retained.swap_remove(i);
+    let list = match which {
+        Retained::Chains => &mut sock.ev.retained,
+        Retained::DatagramLists => &mut sock.ev.retained_datagrams,
+    };
+    if let Some(i) = list.iter().position(|r| *r == ptr) {
+        list.swap_remove(i);
         drop(st);
-        // SAFETY: the client retained it and gives it back once.
-        unsafe { Block::free(ptr) };
+        match which {
+            // SAFETY: the client retained it and gives it back once.
+            Retained::Chains => unsafe { Block::free(ptr) },
+            // SAFETY: as above.
+            Retained::DatagramLists => unsafe { super::datagram_events::free_list(ptr) },
+        }
         return STATUS_SUCCESS;
     }
     if ptr != 0 && sock.ev.release_in_flight(ptr) {
@@ -584,10 +844,14 @@ pub(super) unsafe extern "system-unwind" fn wsk_release(
         return STATUS_SUCCESS;
     }
     drop(st);
+    let (socket_kind, what) = match which {
+        Retained::Chains => ("socket", "indication"),
+        Retained::DatagramLists => ("datagram socket", "datagram indication list"),
+    };
     bugcheck(
         "WSK_RELEASE_NOT_RETAINED",
         format!(
-            "WskRelease of {indication:p} on socket {id}, which is no indication the client \
+            "WskRelease of {indication:p} on {socket_kind} {id}, which is no {what} the client \
              retained (never indicated, or already released)"
         ),
     );

@@ -15,6 +15,9 @@
 //!   only its datagrams are received; an IRP is required.
 //! - `SIO_WSK_SET_SENDTO_ADDRESS`: <https://learn.microsoft.com/en-us/windows-hardware/drivers/network/sio-wsk-set-sendto-address>:
 //!   as above, but receives stay open to every sender.
+//! - `SIO_WSK_QUERY_IDEAL_SEND_BACKLOG`: <https://learn.microsoft.com/en-us/windows-hardware/drivers/network/sio-wsk-query-ideal-send-backlog>:
+//!   `WskIoctl`, level 0, no input, a `SIZE_T` output; connection-oriented sockets only, after
+//!   they are connected; an IRP is required.
 //!
 //! `SO_LINGER` (`SOL_SOCKET`), `IP_ADD_MEMBERSHIP`/`IP_DROP_MEMBERSHIP` (`IPPROTO_IP`) and
 //! `IPV6_JOIN_GROUP`/`IPV6_LEAVE_GROUP` (`IPPROTO_IPV6`) are not on the WSK pages, which leave
@@ -28,15 +31,17 @@ use super::os::{self, linux};
 use super::{Kind, Sock};
 use crate::{
     IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP, IPPROTO_IP, IPPROTO_IPV6, IPV6_JOIN_GROUP,
-    IPV6_LEAVE_GROUP, NTSTATUS, SIO_WSK_SET_REMOTE_ADDRESS, SIO_WSK_SET_SENDTO_ADDRESS,
-    SO_BROADCAST, SO_LINGER, SO_RCVBUF, SO_SNDBUF, SOL_SOCKET, STATUS_BUFFER_TOO_SMALL,
-    STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS,
-    WSK_CONTROL_SOCKET_TYPE, WskGetOption, WskIoctl, WskSetOption,
+    IPV6_LEAVE_GROUP, NTSTATUS, SIO_WSK_QUERY_IDEAL_SEND_BACKLOG, SIO_WSK_SET_REMOTE_ADDRESS,
+    SIO_WSK_SET_SENDTO_ADDRESS, SO_BROADCAST, SO_LINGER, SO_RCVBUF, SO_SNDBUF, SOL_SOCKET,
+    STATUS_BUFFER_TOO_SMALL, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER,
+    STATUS_NOT_SUPPORTED, STATUS_SUCCESS, WSK_CONTROL_SOCKET_TYPE, WskGetOption, WskIoctl,
+    WskSetOption,
 };
 
-/// The result of one request: status, bytes returned, the 32-bit value to write to the output
-/// buffer (every output here is 4 bytes: a `ULONG` or a `LINGER`).
-pub(super) type Outcome = (NTSTATUS, usize, Option<u32>);
+/// The result of one request: status, bytes returned, the value to write to the output buffer
+/// in that many bytes (4: a `ULONG` or a `LINGER`; 8: the `SIZE_T` of
+/// `SIO_WSK_QUERY_IDEAL_SEND_BACKLOG`).
+pub(super) type Outcome = (NTSTATUS, usize, Option<u64>);
 
 /// True for the requests whose page says "A WSK application must specify a pointer to an
 /// IRP": the provider completes them asynchronously only.
@@ -47,7 +52,9 @@ pub(super) fn requires_irp(request: WSK_CONTROL_SOCKET_TYPE, level: u32, code: u
         }
         WskIoctl => matches!(
             code,
-            SIO_WSK_SET_REMOTE_ADDRESS | SIO_WSK_SET_SENDTO_ADDRESS
+            SIO_WSK_SET_REMOTE_ADDRESS
+                | SIO_WSK_SET_SENDTO_ADDRESS
+                | SIO_WSK_QUERY_IDEAL_SEND_BACKLOG
         ),
         _ => false,
     }
@@ -66,6 +73,7 @@ pub(super) fn control(
     match (request, level, code) {
         (WskIoctl, _, SIO_WSK_SET_REMOTE_ADDRESS) => Some(fixed_address(sock, input, true)),
         (WskIoctl, _, SIO_WSK_SET_SENDTO_ADDRESS) => Some(fixed_address(sock, input, false)),
+        (WskIoctl, _, SIO_WSK_QUERY_IDEAL_SEND_BACKLOG) => Some(ideal_send_backlog(sock, out_size)),
         (WskSetOption | WskGetOption, SOL_SOCKET, SO_SNDBUF | SO_RCVBUF) => {
             let name = if code == SO_SNDBUF {
                 linux::SO_SNDBUF
@@ -106,6 +114,25 @@ pub(super) fn control(
     }
 }
 
+/// `SIO_WSK_QUERY_IDEAL_SEND_BACKLOG`: connection sockets only, once connected; a `SIZE_T`
+/// output (see `events::ideal_send_backlog` for what the host reports).
+fn ideal_send_backlog(sock: &Sock, out_size: usize) -> Outcome {
+    if sock.kind != Kind::Connection {
+        return (STATUS_NOT_SUPPORTED, 0, None);
+    }
+    if out_size < size_of::<usize>() {
+        return (STATUS_BUFFER_TOO_SMALL, 0, None);
+    }
+    if !sock.connected {
+        return (STATUS_INVALID_DEVICE_STATE, 0, None);
+    }
+    match super::events::ideal_send_backlog(sock) {
+        Some(size) => (STATUS_SUCCESS, size_of::<usize>(), Some(size as u64)),
+        // The in-memory network has no send buffer to size it by.
+        None => (STATUS_NOT_SUPPORTED, 0, None),
+    }
+}
+
 fn status_of(e: &std::io::Error) -> Outcome {
     (os::status_of(e), 0, None)
 }
@@ -140,7 +167,11 @@ fn buffer_size(
         return (STATUS_BUFFER_TOO_SMALL, 0, None);
     }
     match os::get_int(fd, linux::SOL_SOCKET, name) {
-        Ok(doubled) => (STATUS_SUCCESS, 4, Some(doubled.cast_unsigned() / 2)),
+        Ok(doubled) => (
+            STATUS_SUCCESS,
+            4,
+            Some(u64::from(doubled.cast_unsigned() / 2)),
+        ),
         Err(e) => status_of(&e),
     }
 }
@@ -169,7 +200,7 @@ fn flag(
         return (STATUS_BUFFER_TOO_SMALL, 0, None);
     }
     match os::get_int(fd, linux::SOL_SOCKET, name) {
-        Ok(v) => (STATUS_SUCCESS, 4, Some(u32::from(v != 0))),
+        Ok(v) => (STATUS_SUCCESS, 4, Some(u64::from(v != 0))),
         Err(e) => status_of(&e),
     }
 }
@@ -207,7 +238,7 @@ fn linger(sock: &Sock, request: WSK_CONTROL_SOCKET_TYPE, input: &[u8], out_size:
             let mut out = [0u8; 4];
             out[..2].copy_from_slice(&u16::from(on).to_le_bytes());
             out[2..].copy_from_slice(&secs.to_le_bytes());
-            (STATUS_SUCCESS, 4, Some(u32::from_le_bytes(out)))
+            (STATUS_SUCCESS, 4, Some(u64::from(u32::from_le_bytes(out))))
         }
         Ok(_) => (STATUS_INVALID_DEVICE_STATE, 0, None),
         Err(e) => status_of(&e),

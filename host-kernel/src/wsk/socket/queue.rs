@@ -137,7 +137,14 @@ pub(crate) fn pump(st: &mut State, io: &Io, id: u64, dones: &mut Vec<Done>) {
         // SAFETY: the client never saw the socket, and it is freed only here.
         unsafe { sock.handle.free() };
     }
-    for b in born {
+    for mut b in born {
+        // An accepted socket is the client's like one it created: its static event callbacks
+        // are on from the start.
+        let static_events = st.regs.get(&b.client).map_or(0, |r| r.static_events);
+        if static_events != 0 {
+            super::events::apply_static(&mut b, static_events);
+            st.soon.push(b.id);
+        }
         st.sockets.insert(b.id, b);
     }
 }

@@ -236,7 +236,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_control_socket(
         let p = provider();
         locked_sock!(p, st, sock, id, "WskControlSocket");
         options::control(sock, request, level, code, input_bytes, out_size)
-            .unwrap_or_else(|| control(sock, request, level, code, input, out_size))
+            .unwrap_or_else(|| widen(control(sock, request, level, code, input, out_size)))
     } else {
         // SAFETY: the client passes its socket and a live IRP.
         let (p, id, inline, mut out) =
@@ -246,19 +246,28 @@ pub(super) unsafe extern "system-unwind" fn wsk_control_socket(
             };
         let result = {
             locked_sock!(p, st, sock, id, "WskControlSocket");
-            options::control(sock, request, level, code, input_bytes, out_size)
-                .unwrap_or_else(|| control(sock, request, level, code, input, out_size))
+            let result = options::control(sock, request, level, code, input_bytes, out_size)
+                .unwrap_or_else(|| widen(control(sock, request, level, code, input, out_size)));
+            if result.0 == STATUS_SUCCESS && is_send_buffer_set(request, level, code) {
+                // A new send buffer is a new ideal send backlog: a WskSendBacklogEvent may be
+                // due, with no readiness to come.
+                st.soon.push(id);
+            }
+            result
         };
         if let Some(v) = result.2 {
-            // SAFETY: control checked the output buffer's size.
-            unsafe { out_buf.cast::<u32>().write_unaligned(v) };
+            // SAFETY: control checked the output buffer's size against what it returns.
+            unsafe { write_output(out_buf, v, result.1) };
+        }
+        if result.0 == STATUS_SUCCESS && is_send_buffer_set(request, level, code) {
+            p.io.wake();
         }
         out.done(result.0, result.1, id);
         return p.finish(out, inline);
     };
     if let Some(v) = value {
-        // SAFETY: control checked the output buffer's size.
-        unsafe { out_buf.cast::<u32>().write_unaligned(v) };
+        // SAFETY: control checked the output buffer's size against what it returns.
+        unsafe { write_output(out_buf, v, bytes) };
     }
     if !out_returned.is_null() {
         // SAFETY: the client passes a writable size or null.
@@ -268,7 +277,9 @@ pub(super) unsafe extern "system-unwind" fn wsk_control_socket(
 }
 
 /// `SO_WSK_EVENT_CALLBACK` (see `events` for its rules): synchronous without an IRP (the only
-/// way to enable), completed at once with one.
+/// way to enable), completed at once with one, except for a disable of a callback in progress
+/// (`STATUS_EVENT_PENDING` without an IRP; with one, `STATUS_PENDING` and the IRP completed
+/// once the callback has returned).
 ///
 /// # Safety
 /// As `WskControlSocket`: the client's socket, `in_size` readable bytes at `in_buf`, a live IRP
@@ -317,12 +328,49 @@ unsafe fn set_event_callbacks(
             Ok(started) => started,
             Err(status) => return status,
         };
-    let status = {
-        locked_sock!(p, st, sock, id, "WskControlSocket");
-        super::events::set_event_callbacks(sock, control, true)
-    };
+    locked_sock!(p, st, sock, id, "WskControlSocket");
+    let status = super::events::set_event_callbacks(sock, control, true);
+    if status == crate::STATUS_EVENT_PENDING {
+        // The callback being disabled is in progress: the IRP completes, with success, once
+        // it has returned ("SO_WSK_EVENT_CALLBACK"; see `events::after_callback`).
+        // SAFETY: the IRP is the call's own, entered and not completed.
+        unsafe { super::glue::mark_pending(out.irp.as_ptr()) };
+        out.marked = true;
+        st.held_disables
+            .push((id, Done::new(out.irp, STATUS_SUCCESS, 0, id)));
+        drop(st);
+        return p.finish(out, inline);
+    }
+    drop(st);
     out.done(status, 0, id);
     p.finish(out, inline)
+}
+
+/// Whether a request sets `SO_SNDBUF` (after which a send backlog indication may be due).
+fn is_send_buffer_set(request: WSK_CONTROL_SOCKET_TYPE, level: u32, code: u32) -> bool {
+    request == WskSetOption && level == SOL_SOCKET && code == crate::SO_SNDBUF
+}
+
+/// A `control` outcome as an `options::Outcome`.
+fn widen((status, bytes, value): (NTSTATUS, usize, Option<u32>)) -> options::Outcome {
+    (status, bytes, value.map(u64::from))
+}
+
+/// Writes an outcome's value to the client's output: 8 bytes when `bytes` says so (a
+/// `SIZE_T`), else 4 (a `ULONG`).
+///
+/// # Safety
+/// `out_buf` has room for `bytes` bytes (4 unless 8), as the outcome's request checked.
+unsafe fn write_output(out_buf: PVOID, value: u64, bytes: usize) {
+    if bytes == size_of::<u64>() {
+        // SAFETY: the caller's room for 8 bytes.
+        unsafe { out_buf.cast::<u64>().write_unaligned(value) };
+    } else {
+        // Every 4-byte outcome was a u32.
+        let value = u32::try_from(value).unwrap_or(u32::MAX);
+        // SAFETY: the caller's room for 4 bytes.
+        unsafe { out_buf.cast::<u32>().write_unaligned(value) };
+    }
 }
 
 /// Sets or gets one option: (status, bytes returned, value to write to the output).
