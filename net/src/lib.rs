@@ -194,5 +194,5 @@ pub use tcp::{EventCounts, Indicated, RETAINED_MAX, RecvEvents, SendBacklogChang
 #[cfg(not(loom))]
 pub use time::{CANCEL_GRACE, WithTimeout, timeout};
 pub use time::{Cancellable, Escalation, Operation, TimedOutput};
-pub use udp::UdpSocket;
+pub use udp::{Received, UdpSocket};
 pub use udp_events::{DATAGRAM_LISTS_MAX, DatagramEventCounts};

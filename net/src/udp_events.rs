@@ -15,8 +15,9 @@
 //!   out of it, in order, and give it back with `WskRelease` once every datagram is taken;
 //! - otherwise: **back-pressure**, `STATUS_DATA_NOT_ACCEPTED`. WSK then indicates nothing
 //!   until the callback is enabled again, which the next receive that finds the retained
-//!   lists drained does. The datagrams of the refused indication are WSK's: a provider may
-//!   drop them (UDP promises no delivery; the host provider drops them).
+//!   lists drained does. The datagrams of the refused indication are WSK's: the transport
+//!   buffers them "if possible" ("`PFN_WSK_RECEIVE_FROM_EVENT` callback function (wsk.h)") and
+//!   indicates them again once enabled (the host provider does; UDP promises no delivery).
 //!
 //! No buffer is registered with the callback (datagrams are copied by the receiving task), so
 //! dropping a receive future loses nothing: a datagram is taken out of a list only by a poll
@@ -49,7 +50,7 @@ use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_cell;
 use crate::raw::SocketInner;
-use crate::udp::UdpSocket;
+use crate::udp::{Received, UdpSocket};
 
 /// Pool tag of datagram event state blocks (`WskD`).
 const EVENTS_TAG: u32 = sys::pool_tag(*b"WskD");
@@ -521,35 +522,71 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Poll and drop at <= `DISPATCH_LEVEL`.
-    pub async fn recv_from_events(&self, mut buf: IoBuf) -> (Result<(usize, SocketAddr)>, IoBuf) {
-        const NAME: &str = "recv_from_events";
+    pub async fn recv_from_events(&self, buf: IoBuf) -> (Result<(usize, SocketAddr)>, IoBuf) {
+        let (got, buf) = self.receive_indicated(buf, "recv_from_events").await;
+        (got.map(|got| (got.len, got.from)), buf)
+    }
+
+    /// [`UdpSocket::recv_from_events`] that also says whether the datagram was larger than
+    /// the buffer ([`Received::truncated`]: the indicated datagram's length exceeded the
+    /// buffer's capacity; its rest is gone); without receive events an ordinary
+    /// [`UdpSocket::recv_datagram`].
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: &wsk_net::UdpSocket) -> wsk_net::Result<()> {
+    /// socket.enable_receive_events()?;
+    /// let (got, buf) = socket.recv_datagram_events(wsk_net::IoBuf::with_capacity(512)?).await;
+    /// let got = got?;
+    /// # let _ = (&buf[..got.len], got.from, got.truncated);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`UdpSocket::recv_from_events`].
+    ///
+    /// # IRQL
+    /// Poll and drop at <= `DISPATCH_LEVEL`.
+    pub async fn recv_datagram_events(&self, buf: IoBuf) -> (Result<Received>, IoBuf) {
+        self.receive_indicated(buf, "recv_datagram_events").await
+    }
+
+    /// One indicated datagram into `buf` (cleared first), or an IRP receive without events.
+    async fn receive_indicated(
+        &self,
+        mut buf: IoBuf,
+        name: &'static str,
+    ) -> (Result<Received>, IoBuf) {
         let Some(cell) = self
             .event_cell()
             .filter(|c| c.queue.lock().receives_through_events())
         else {
-            return self.recv_from(buf).await;
+            return self.recv_datagram(buf).await;
         };
         buf.clear();
-        let mut got: Option<(usize, Option<SocketAddr>)> = None;
+        let mut got: Option<(usize, Option<SocketAddr>, bool)> = None;
         let result = poll_fn(|cx| {
             let mut take = |item: &Indicated<'_>| {
                 let n = item.copy_into(buf.storage_mut());
-                got = Some((n, item.sender()));
+                got = Some((n, item.sender(), item.len() > n));
                 false
             };
-            self.poll_indicated(cell, cx, &mut take, NAME)
+            self.poll_indicated(cell, cx, &mut take, name)
         })
         .await;
         if matches!(result, Ok(0)) {
             // Disabled, and nothing retained: the receive goes on with an IRP.
-            return self.recv_from(buf).await;
+            return self.recv_datagram(buf).await;
         }
         let result = result.and_then(|_| match got {
-            Some((n, Some(from))) => {
-                let _ = buf.set_len(n);
-                Ok((n, from))
+            Some((len, Some(from), truncated)) => {
+                let _ = buf.set_len(len);
+                Ok(Received {
+                    len,
+                    from,
+                    truncated,
+                })
             }
-            _ => Err(Error::new(ErrorKind::Other, NAME)),
+            _ => Err(Error::new(ErrorKind::Other, name)),
         });
         (result, buf)
     }
@@ -619,6 +656,11 @@ impl Indicated<'_> {
     fn copy_into(&self, out: &mut [u8]) -> usize {
         // SAFETY: the item belongs to a live retained list (how `Indicated` is made).
         unsafe { copy_datagram(self.0, out) }
+    }
+
+    /// The datagram's length as indicated.
+    fn len(&self) -> usize {
+        self.0.Buffer.Length
     }
 
     /// The datagram's sender.

@@ -63,8 +63,18 @@ fn datagrams_arrive_through_the_callback() {
             let (got, small) = socket.recv_from_events(small).await;
             assert_eq!(got.expect("truncated").0, 10);
             assert_eq!(&small[..], &datagram(5)[..10]);
+            // recv_datagram_events says so; a datagram of exactly the buffer's size is whole.
+            peer.send_to(&datagram(5), to).unwrap();
+            let (got, small) = socket.recv_datagram_events(small).await;
+            let got = got.expect("recv_datagram_events");
+            assert_eq!((got.len, got.from, got.truncated), (10, from, true));
+            peer.send_to(&datagram(5)[..10], to).unwrap();
+            let (got, small) = socket.recv_datagram_events(small).await;
+            let got = got.expect("recv_datagram_events");
+            assert_eq!((got.len, got.truncated), (10, false));
+            assert_eq!(&small[..], &datagram(5)[..10]);
             let counts = socket.datagram_event_counts();
-            assert_eq!(counts.datagrams, 21, "all through the callback: {counts:?}");
+            assert_eq!(counts.datagrams, 23, "all through the callback: {counts:?}");
             assert_eq!(counts.not_accepted, 0);
             socket.close().await;
         });

@@ -338,6 +338,9 @@ enum OpKind {
         next: usize,
         sent: usize,
         to: SocketAddr,
+        /// The source address and interface index of the call's `IP_PKTINFO`/`IPV6_PKTINFO`
+        /// control object (`transfer_calls::control_info_of`), if it had one.
+        source: Option<(std::net::IpAddr, u32)>,
     },
     RecvFrom {
         segs: Segs,
@@ -427,6 +430,10 @@ pub(super) struct Sock {
     sends: VecDeque<Op>,
     /// Event callbacks (`SO_WSK_EVENT_CALLBACK`), see `events`.
     ev: events::EventState,
+    /// Datagrams a `WskReceiveFromEvent` callback refused (`STATUS_DATA_NOT_ACCEPTED`), oldest
+    /// first: the next `WskReceiveFrom` or indication gets them before the host socket's (see
+    /// `datagram_events`).
+    refused_datagrams: VecDeque<(Vec<u8>, SocketAddr)>,
 }
 
 impl Sock {
@@ -564,6 +571,7 @@ fn new_sock(id: u64, client: u64, kind: Kind, v6: bool, host: Host) -> Sock {
         recvs: VecDeque::new(),
         sends: VecDeque::new(),
         ev: events::EventState::default(),
+        refused_datagrams: VecDeque::new(),
     }
 }
 
