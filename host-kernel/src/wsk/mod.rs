@@ -314,7 +314,8 @@ impl Provider {
                         continue;
                     }
                     let id = ev.token().0 as u64;
-                    socket::pump(&mut st, &self.io, id, &mut dones);
+                    let closed = ev.is_read_closed() || ev.is_error();
+                    socket::pump_ready(&mut st, &self.io, id, closed, &mut dones);
                     if socket::indication_due(&st, id) {
                         indications.push(id);
                     }
