@@ -216,12 +216,8 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
     // Only a host socket's reactor events say when data came (see `pump_ready`); the
     // in-memory network's reactor pumps without them, so its streams always read, as do
     // sockets whose peer closed (see `Sock::read_closed`).
-    let mut no_hint = false;
-    let drained = if matches!(host, Host::Stream(_)) && !sock.read_closed {
-        &mut sock.drained
-    } else {
-        &mut no_hint
-    };
+    let mut drained =
+        (matches!(host, Host::Stream(_)) && !sock.read_closed).then_some(&mut sock.drained);
     let filter = sock.receive_filter;
     let stash = &mut sock.ev.stash;
     serve_in_order(&mut sock.recvs, sock.id, dones, |op| {
@@ -248,7 +244,7 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
                 stream_receive_step(
                     stream,
                     (segs, *total, done, *waitall),
-                    (eof, error, &mut *drained),
+                    (eof, error, drained.as_deref_mut()),
                 )
             }
             (
@@ -313,20 +309,20 @@ fn take_stash(stash: &mut Vec<u8>, segs: &[Seg], total: usize, done: &mut usize)
 /// only `WSK_FLAG_WAITALL` holds the IRP until the buffer is full, the peer disconnects, the
 /// connection is aborted or the IRP is cancelled.
 ///
-/// The same reasoning spares the *next* receive its `EAGAIN`: a short or empty read sets
-/// `drained`, and while it is set (until the reactor's next event on the socket, see
+/// The same reasoning spares the *next* receive its `EAGAIN`: where the socket keeps the
+/// hint (`drained` given), a short or empty read sets it, and while it is set (until the reactor's next event on the socket, see
 /// `pump_ready`) a receive waits without reading. In an echo server the receive posted right
 /// after the reply went out almost never finds data: one system call less per round trip.
 fn stream_receive_step(
     stream: &dyn ByteStream,
     (segs, total, done, waitall): (&[Seg], usize, &mut usize, bool),
-    (eof, error, drained): (&mut bool, &mut Option<NTSTATUS>, &mut bool),
+    (eof, error, mut drained): (&mut bool, &mut Option<NTSTATUS>, Option<&mut bool>),
 ) -> Step {
     loop {
         if *done == total {
             return Step::Finished(STATUS_SUCCESS, *done);
         }
-        if *drained {
+        if drained.as_deref() == Some(&true) {
             if *done > 0 && !waitall {
                 return Step::Finished(STATUS_SUCCESS, *done);
             }
@@ -341,11 +337,21 @@ fn stream_receive_step(
             Ok(n) => {
                 *done += n;
                 if n < seg.len {
-                    *drained = true;
+                    if let Some(drained) = drained.as_deref_mut() {
+                        *drained = true;
+                    } else if !waitall {
+                        return Step::Finished(STATUS_SUCCESS, *done);
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                *drained = true;
+                if let Some(drained) = drained.as_deref_mut() {
+                    *drained = true;
+                } else if *done > 0 && !waitall {
+                    return Step::Finished(STATUS_SUCCESS, *done);
+                } else {
+                    return Step::Wait;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
