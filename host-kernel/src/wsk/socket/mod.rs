@@ -410,6 +410,15 @@ pub(super) struct Sock {
     aborted: bool,
     /// A fatal connection error (reset): every later transfer fails with it.
     error: Option<NTSTATUS>,
+    /// The host stream had nothing more at the last read (it came back short or empty) and no
+    /// readiness event came since: the next receive waits for the reactor's event instead of
+    /// paying a system call to hear `EAGAIN`. Host sockets only (see `progress`).
+    drained: bool,
+    /// A readiness event said the peer closed or the connection failed: from then on every
+    /// receive reads ([`drained`](Self::drained) is ignored), since a short read no longer
+    /// means "wait for an event" (the end of stream or the error is there to read, and its
+    /// one edge may already have been consumed).
+    read_closed: bool,
     /// A failed `WskSocketConnect`: the socket is dropped by the pump.
     destroy: bool,
     reuse: bool,
@@ -559,6 +568,8 @@ fn new_sock(id: u64, client: u64, kind: Kind, v6: bool, host: Host) -> Sock {
         recv_eof: false,
         aborted: false,
         error: None,
+        drained: false,
+        read_closed: false,
         destroy: false,
         reuse: false,
         exclusive: false,
@@ -702,7 +713,7 @@ mod transfer_calls;
 
 use self::client_calls::{wsk_control_client, wsk_socket, wsk_socket_connect};
 pub(super) use self::events::indicate;
-pub(super) use self::queue::pump;
+pub(super) use self::queue::{pump, pump_ready};
 use self::setup_calls::{
     wsk_accept, wsk_bind, wsk_close_socket, wsk_connect, wsk_control_socket, wsk_inspect_complete,
 };

@@ -213,6 +213,11 @@ impl Listening<'_> {
 fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
     let host = &sock.host;
     let (eof, error, aborted) = (&mut sock.recv_eof, &mut sock.error, sock.aborted);
+    // Only a host socket's reactor events say when data came (see `pump_ready`); the
+    // in-memory network's reactor pumps without them, so its streams always read, as do
+    // sockets whose peer closed (see `Sock::read_closed`).
+    let mut drained =
+        (matches!(host, Host::Stream(_)) && !sock.read_closed).then_some(&mut sock.drained);
     let filter = sock.receive_filter;
     let stash = &mut sock.ev.stash;
     let refused = &mut sock.refused_datagrams;
@@ -237,7 +242,11 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
                     return Step::Finished(STATUS_INVALID_DEVICE_STATE, 0);
                 };
                 take_stash(stash, segs, *total, done);
-                stream_receive_step(stream, segs, *total, done, *waitall, eof, error)
+                stream_receive_step(
+                    stream,
+                    (segs, *total, done, *waitall),
+                    (eof, error, drained.as_deref_mut()),
+                )
             }
             (
                 OpKind::RecvFrom {
@@ -313,18 +322,25 @@ fn take_stash(stash: &mut Vec<u8>, segs: &[Seg], total: usize, done: &mut usize)
 /// function (wsk.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_receive):
 /// only `WSK_FLAG_WAITALL` holds the IRP until the buffer is full, the peer disconnects, the
 /// connection is aborted or the IRP is cancelled.
+///
+/// The same reasoning spares the *next* receive its `EAGAIN`: where the socket keeps the
+/// hint (`drained` given), a short or empty read sets it, and while it is set (until the reactor's next event on the socket, see
+/// `pump_ready`) a receive waits without reading. In an echo server the receive posted right
+/// after the reply went out almost never finds data: one system call less per round trip.
 fn stream_receive_step(
     stream: &dyn ByteStream,
-    segs: &[Seg],
-    total: usize,
-    done: &mut usize,
-    waitall: bool,
-    eof: &mut bool,
-    error: &mut Option<NTSTATUS>,
+    (segs, total, done, waitall): (&[Seg], usize, &mut usize, bool),
+    (eof, error, mut drained): (&mut bool, &mut Option<NTSTATUS>, Option<&mut bool>),
 ) -> Step {
     loop {
         if *done == total {
             return Step::Finished(STATUS_SUCCESS, *done);
+        }
+        if drained.as_deref() == Some(&true) {
+            if *done > 0 && !waitall {
+                return Step::Finished(STATUS_SUCCESS, *done);
+            }
+            return Step::Wait;
         }
         let seg = seg_at(segs, *done);
         match read_into(stream, seg) {
@@ -334,15 +350,22 @@ fn stream_receive_step(
             }
             Ok(n) => {
                 *done += n;
-                if n < seg.len && !waitall {
-                    return Step::Finished(STATUS_SUCCESS, *done);
+                if n < seg.len {
+                    if let Some(drained) = drained.as_deref_mut() {
+                        *drained = true;
+                    } else if !waitall {
+                        return Step::Finished(STATUS_SUCCESS, *done);
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if *done > 0 && !waitall {
+                if let Some(drained) = drained.as_deref_mut() {
+                    *drained = true;
+                } else if *done > 0 && !waitall {
                     return Step::Finished(STATUS_SUCCESS, *done);
+                } else {
+                    return Step::Wait;
                 }
-                return Step::Wait;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
