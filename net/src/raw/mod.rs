@@ -2,9 +2,12 @@
 //!
 //! Every socket object ([`SocketInner`]) lives in nonpaged pool and owns five IRP slots
 //! (receive, send, control, close, and the closing disconnect), so steady-state I/O allocates
-//! nothing. The first four IRPs are preallocated; the closing disconnect's is allocated when
-//! a close needs it, so an idle connection holds four IRPs, not five (a close that cannot get
-//! it closes at once, which ends the connection abortively). An operation ([`Op`]) claims a
+//! nothing. Only the receive and close IRPs are preallocated (the close must never need an
+//! allocation); the others are allocated by their slot's first operation and kept, so an
+//! idle accepted connection holds the IRPs it used: receive and close, plus send once it
+//! sent (its accept ran on the receive slot). An operation that cannot get its slot's IRP
+//! fails with `NoResources`; a close that cannot get the closing disconnect's closes at
+//! once, which ends the connection abortively. An operation ([`Op`]) claims a
 //! slot, parks what WSK will hold ([`Held`]: buffer, `WSK_BUF`, addresses) inside the slot,
 //! reuses the slot's IRP with our one completion routine, and calls WSK.
 //!
@@ -65,6 +68,11 @@ pub(crate) const CLOSE: usize = 3;
 /// up the close.
 pub(crate) const LINGER: usize = 4;
 const SLOTS: usize = 5;
+/// The slots whose IRP `SocketInner::new` allocates: the receive slot (every connection
+/// posts receives, and an accept runs on its new connection's receive slot) and the close
+/// slot (closing never allocates). The others get theirs from their first operation, so an
+/// idle connection does not hold IRPs it never used.
+const PREALLOCATED: [bool; SLOTS] = [true, false, false, true, false];
 
 /// How a close ends a connection ([`SocketInner::set_close_mode`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,8 +147,9 @@ impl SocketInner {
         };
         let mut irps = [ptr::null_mut(); SLOTS];
         for i in 0..SLOTS {
-            if i == LINGER {
-                // Allocated by the close that needs it (`issue_close`).
+            if !PREALLOCATED[i] {
+                // Allocated by the slot's first operation (`Op`), or by the close that needs
+                // it (`issue_close`) for the closing disconnect's.
                 continue;
             }
             // SAFETY: IoAllocateIrp at <= DISPATCH_LEVEL; one stack location suffices for an
@@ -251,7 +260,8 @@ impl SocketInner {
             .filter(|irp| !irp.is_null())
         {
             // SAFETY: every IRP has completed (its reference is gone) and was allocated by
-            // IoAllocateIrp (in `new`, or at close for the closing disconnect's).
+            // IoAllocateIrp (in `new`, by the slot's first operation, or at close for the
+            // closing disconnect's).
             unsafe { sys::IoFreeIrp(irp) };
         }
         let client = inner.client;

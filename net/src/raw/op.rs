@@ -175,6 +175,12 @@ impl<'a> Op<'a> {
                 Claim::Taken => return Some(self.refuse(ErrorKind::InvalidState, held)),
             }
         }
+        // The send and control slots get their IRP from their first operation.
+        if !slot.allocate_irp() {
+            // Nobody waits on a slot claimed by a live operation: give it back.
+            slot.state.release();
+            return Some(self.refuse(ErrorKind::NoResources, held));
+        }
         // A call on an open socket is counted in progress until WSK returns, so that a close
         // (from a drop, or deregistration on another CPU) waits for it; once a close is
         // requested, no call may start.

@@ -20,9 +20,10 @@ use super::{CLOSE, LINGER, SocketInner};
 /// One IRP and what travels with it: its state word, the waiting future's waker, the result
 /// and the resources WSK holds.
 pub(super) struct Slot {
-    /// Preallocated in `SocketInner::new` and reused for every operation on this slot; null
-    /// for the closing disconnect's slot until a close needs it ([`Slot::allocate_irp`]).
-    /// Written once, before the slot is first claimed; freed with the object.
+    /// Preallocated in `SocketInner::new` (receive, close) or allocated by the slot's first
+    /// operation (send, control) or the close that needs it (closing disconnect), with
+    /// [`Slot::allocate_irp`], and reused for every operation on this slot after. Written
+    /// once, by the slot's claimant before its first issue; freed with the object.
     irp: AtomicPtr<IRP>,
     pub(super) state: SlotState,
     pub(super) waker: AtomicWaker,
@@ -68,8 +69,9 @@ impl Slot {
     }
 
     /// Allocates the slot's IRP if it has none; false if the allocation fails. Called only
-    /// by the one issuer of the slot's one operation (the closing disconnect), before it
-    /// claims the slot. IRQL <= `DISPATCH_LEVEL`.
+    /// by the slot's one issuer: an operation that claimed the slot (`Op`), or the close
+    /// issuing the closing disconnect before it claims its slot. Nobody else reads the IRP
+    /// before it is issued (a canceller touches it only in flight). IRQL <= `DISPATCH_LEVEL`.
     pub(super) fn allocate_irp(&self) -> bool {
         if !self.irp().is_null() {
             return true;
