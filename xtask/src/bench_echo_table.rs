@@ -692,7 +692,7 @@ fn wait_listening(addr: SocketAddr) -> Result<(), String> {
 }
 
 /// utime + stime of process `pid` (all its threads), in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64, String> {
+pub(crate) fn cpu_seconds(pid: u32) -> Result<f64, String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
     // Fields after the command name, which is in parentheses and may contain spaces: the
