@@ -1,13 +1,16 @@
-//! The IRPs an accepted connection holds (issue 11, memory per idle connection): its receive
-//! and close IRPs from the start (the accept ran on its receive slot), its send IRP once it
-//! sent, its control IRP once it made a control call, and none of them after its close.
-//! Counted with the host kernel's live IRPs, under the standard fault plans.
+//! The IRPs an accepted connection holds (issue 11, memory per idle connection): two (its
+//! close IRP, and the one its accept ran on, which its operations one after the other share),
+//! one more for an operation overlapping another, none after its close. Counted with the host
+//! kernel's live IRPs, under the standard fault plans.
 #![allow(
     clippy::missing_panics_doc,
     reason = "test code: panics are the failure reports"
 )]
 
+use std::future::{Future, poll_fn};
 use std::io::{Read, Write};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use wsk_executor::block_on;
@@ -36,7 +39,7 @@ fn irps_settle_to(expected: usize) -> usize {
 }
 
 #[test]
-fn an_accepted_connection_holds_its_receive_and_close_irps_and_others_once_used() {
+fn a_connection_holds_its_posted_receive_and_close_irps_and_one_more_per_overlapping_operation() {
     each_plan(|client, _| {
         block_on(async {
             let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
@@ -47,24 +50,60 @@ fn an_accepted_connection_holds_its_receive_and_close_irps_and_others_once_used(
             let mut peer = std::net::TcpStream::connect(addr).expect("connect");
             peer.set_read_timeout(Some(BOUND)).unwrap();
             let (stream, _) = listener.accept().await.expect("accept");
-            assert_eq!(
-                live_irps() - before,
-                2,
-                "a fresh connection holds its receive and close IRPs only"
-            );
-            peer.write_all(b"x").unwrap();
-            let (received, buf) = stream.recv_exact(IoBuf::with_capacity(8).unwrap(), 1).await;
-            received.expect("recv_exact");
-            assert_eq!(live_irps() - before, 2, "receiving allocates no IRP");
-            let (sent, _) = stream.send(buf).await;
-            sent.expect("send");
-            assert_eq!(live_irps() - before, 3, "the first send allocates its IRP");
-            let mut back = [0u8; 1];
-            peer.read_exact(&mut back).expect("the echo");
-            assert_eq!(&back, b"x");
-            stream.peer_addr().await.expect("peer_addr");
-            assert_eq!(live_irps() - before, 4, "a control call allocates its IRP");
-            drop(peer);
+            let held = || live_irps() - before;
+            assert_eq!(held(), 2, "a fresh connection: its spare and close IRPs");
+            // One operation after the other, on three slots: they share one IRP.
+            for round in 0..3u8 {
+                peer.write_all(&[round]).unwrap();
+                let (received, buf) = stream.recv_exact(IoBuf::with_capacity(8).unwrap(), 1).await;
+                received.expect("recv_exact");
+                let (sent, _) = stream.send(buf).await;
+                sent.expect("send");
+                let mut back = [0u8; 1];
+                peer.read_exact(&mut back).expect("the echo");
+                assert_eq!(back, [round]);
+                stream.peer_addr().await.expect("peer_addr");
+                assert_eq!(
+                    held(),
+                    2,
+                    "round {round}: sequential operations share one IRP"
+                );
+            }
+            // A receive posted while a send goes out: the send needs a second IRP.
+            {
+                let mut recv = pin!(stream.recv(IoBuf::with_capacity(8).unwrap()));
+                poll_fn(|cx| {
+                    assert!(recv.as_mut().poll(cx).is_pending(), "nothing sent yet");
+                    Poll::Ready(())
+                })
+                .await;
+                assert_eq!(held(), 2, "the posted receive took the spare");
+                let mut out = IoBuf::with_capacity(8).unwrap();
+                out.extend_from_slice(b"y").unwrap();
+                let (sent, _) = stream.send(out).await;
+                sent.expect("send beside the receive");
+                assert_eq!(held(), 3, "the overlapping send allocated its own");
+                peer.write_all(b"z").unwrap();
+                let (received, _) = recv.await;
+                assert_eq!(received.expect("the posted receive"), 1);
+            }
+            // Both IRPs are kept (one as the spare): overlapping again allocates nothing.
+            {
+                let mut recv = pin!(stream.recv(IoBuf::with_capacity(8).unwrap()));
+                poll_fn(|cx| {
+                    assert!(recv.as_mut().poll(cx).is_pending(), "nothing sent yet");
+                    Poll::Ready(())
+                })
+                .await;
+                let mut out = IoBuf::with_capacity(8).unwrap();
+                out.extend_from_slice(b"w").unwrap();
+                let (sent, _) = stream.send(out).await;
+                sent.expect("send beside the receive");
+                assert_eq!(held(), 3, "no IRP allocated twice");
+                drop(peer);
+                // The peer's close ends it: end of stream, or a reset for the unread echo.
+                let _ = recv.await;
+            }
             stream.close().await;
             assert_eq!(
                 irps_settle_to(before),

@@ -175,8 +175,8 @@ impl<'a> Op<'a> {
                 Claim::Taken => return Some(self.refuse(ErrorKind::InvalidState, held)),
             }
         }
-        // The send and control slots get their IRP from their first operation.
-        if !slot.allocate_irp() {
+        // The socket's spare IRP, or a new one, when the slot has none.
+        if !slot.acquire_irp(self.inner) {
             // Nobody waits on a slot claimed by a live operation: give it back.
             slot.state.release();
             return Some(self.refuse(ErrorKind::NoResources, held));
@@ -246,6 +246,10 @@ impl Future for Op<'_> {
         let mut held = unsafe { slot.take() };
         let (status, information) = slot.result();
         note_received(&mut held, information);
+        // The IRP goes to the socket's spare for the next operation on any slot, once no
+        // canceller can still be in `IoCancelIrp` with it.
+        slot.state.wait_out_canceller();
+        slot.offer_irp(this.inner);
         // Waits out a concurrent `cancel_slot` before recycling the slot.
         slot.state.recycle(seen);
         Poll::Ready(Ok(Completed {

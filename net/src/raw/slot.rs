@@ -20,10 +20,13 @@ use super::{CLOSE, LINGER, SocketInner};
 /// One IRP and what travels with it: its state word, the waiting future's waker, the result
 /// and the resources WSK holds.
 pub(super) struct Slot {
-    /// Preallocated in `SocketInner::new` (receive, close) or allocated by the slot's first
-    /// operation (send, control) or the close that needs it (closing disconnect), with
-    /// [`Slot::allocate_irp`], and reused for every operation on this slot after. Written
-    /// once, by the slot's claimant before its first issue; freed with the object.
+    /// The IRP the slot's operation uses. Preallocated in `SocketInner::new` (receive,
+    /// close); a receive, send or control operation that finds none takes its socket's spare
+    /// or allocates one ([`Slot::acquire_irp`]), and hands it to the spare when it finished
+    /// if the spare is empty ([`Slot::offer_irp`]), so sequential operations on different
+    /// slots share one IRP; the closing disconnect's is allocated by the close that needs
+    /// it. Written only by the slot's owner while no canceller can read it; freed with the
+    /// object.
     irp: AtomicPtr<IRP>,
     pub(super) state: SlotState,
     pub(super) waker: AtomicWaker,
@@ -84,6 +87,40 @@ impl Slot {
         }
         self.irp.store(irp, Ordering::Release);
         true
+    }
+
+    /// Gives the slot an IRP if it has none: its socket's spare, else a new one; false when
+    /// the allocation fails. Called by the operation that claimed the slot, before it issues.
+    /// IRQL <= `DISPATCH_LEVEL`.
+    pub(super) fn acquire_irp(&self, owner: &SocketInner) -> bool {
+        if !self.irp().is_null() {
+            return true;
+        }
+        let spare = owner.spare_irp.swap(ptr::null_mut(), Ordering::AcqRel);
+        if spare.is_null() {
+            return self.allocate_irp();
+        }
+        self.irp.store(spare, Ordering::Release);
+        true
+    }
+
+    /// Hands the slot's IRP to its socket's spare if the spare is empty (else keeps it), so
+    /// that the next operation on another slot reuses it instead of holding its own: an echo's
+    /// receive and send, one after the other, share one IRP. Called by the slot's owner once
+    /// the operation finished, with no canceller inside (`SlotState::wait_out_canceller`),
+    /// before the slot is freed.
+    pub(super) fn offer_irp(&self, owner: &SocketInner) {
+        let irp = self.irp();
+        if irp.is_null() {
+            return;
+        }
+        if owner
+            .spare_irp
+            .compare_exchange(ptr::null_mut(), irp, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.irp.store(ptr::null_mut(), Ordering::Release);
+        }
     }
 
     /// True while a deadline cancelled the live operation on this slot.
@@ -344,6 +381,13 @@ pub(super) fn finish(slot: &Slot) {
         owner.closed();
     }
     drop(held);
+    if !ptr::eq(slot, &raw const owner.slots[CLOSE])
+        && !ptr::eq(slot, &raw const owner.slots[LINGER])
+    {
+        // No canceller touches the IRP any more: the one that left finishing to us is out,
+        // and one entering after DONE finds nothing in flight.
+        slot.offer_irp(owner);
+    }
     slot.state.release();
     slot.waker.wake();
     if ptr::eq(slot, &raw const owner.slots[LINGER]) {
