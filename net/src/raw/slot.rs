@@ -75,6 +75,7 @@ impl Slot {
     /// by the slot's one issuer: an operation that claimed the slot (`Op`), or the close
     /// issuing the closing disconnect before it claims its slot. Nobody else reads the IRP
     /// before it is issued (a canceller touches it only in flight). IRQL <= `DISPATCH_LEVEL`.
+    #[cold]
     pub(super) fn allocate_irp(&self) -> bool {
         if !self.irp().is_null() {
             return true;
@@ -92,6 +93,7 @@ impl Slot {
     /// Gives the slot an IRP if it has none: its socket's spare, else a new one; false when
     /// the allocation fails. Called by the operation that claimed the slot, before it issues.
     /// IRQL <= `DISPATCH_LEVEL`.
+    #[inline]
     pub(super) fn acquire_irp(&self, owner: &SocketInner) -> bool {
         if !self.irp().is_null() {
             return true;
@@ -109,6 +111,7 @@ impl Slot {
     /// receive and send, one after the other, share one IRP. Called by the slot's owner once
     /// the operation finished, with no canceller inside (`SlotState::wait_out_canceller`),
     /// before the slot is freed.
+    #[inline]
     pub(super) fn offer_irp(&self, owner: &SocketInner) {
         let irp = self.irp();
         if irp.is_null() {
