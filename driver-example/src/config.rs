@@ -6,7 +6,7 @@
 //! | `Port` | `REG_DWORD` 0 to 65535 (0: WSK picks one, logged at start) | 7007 |
 //! | `BindAddress` | `REG_SZ` | `0.0.0.0` |
 //! | `Runner` | `REG_SZ` `dpc` or `passive` | `dpc` |
-//! | `MaxConnections` | `REG_DWORD` 1 to 1024 (12288 on the host kernel) | 1024 |
+//! | `MaxConnections` | `REG_DWORD` 1 to 1024 (12288 with the `scale` feature) | 1024 |
 //! | `IdleTimeoutMs` | `REG_DWORD` ms of silence before a connection is closed (0: never) | 0 |
 //! | `EventDriven` | `REG_DWORD` 0 (receive IRPs) or 1 (WSK receive event callbacks) | 0 |
 //!
@@ -59,10 +59,10 @@ pub fn parse_runner(name: &str) -> Option<RunnerKind> {
 }
 
 /// [`MAX_CONNECTIONS`] as a registry number (the two are checked equal at compile time).
-#[cfg(target_os = "windows")]
+#[cfg(not(feature = "scale"))]
 const MAX_CONNECTIONS_DWORD: u32 = 1024;
-/// See the Windows definition.
-#[cfg(not(target_os = "windows"))]
+/// See the definition without the `scale` feature.
+#[cfg(feature = "scale")]
 const MAX_CONNECTIONS_DWORD: u32 = 12 * 1024;
 const _: () = assert!(MAX_CONNECTIONS_DWORD as usize == MAX_CONNECTIONS);
 

@@ -35,13 +35,12 @@ use wsk::{
 };
 
 /// The most connections served at once (the task pool's size, fixed at compile time); the
-/// configured limit may be lower, never higher. 1,024 in the `.sys`, whose task pool is
-/// nonpaged image memory (2 MiB); 12,288 on the host kernel, for the 10,000-connection
-/// benchmark (`cargo xtask bench-scale`), where untouched task slots cost no resident memory.
-#[cfg(target_os = "windows")]
+/// configured limit may be lower, never higher. 1,024; 12,288 with the `scale` feature (a
+/// host build for the 10,000-connection benchmark, `cargo xtask bench-scale`).
+#[cfg(not(feature = "scale"))]
 pub const MAX_CONNECTIONS: usize = 1024;
-/// See the Windows definition.
-#[cfg(not(target_os = "windows"))]
+/// See the definition without the `scale` feature.
+#[cfg(feature = "scale")]
 pub const MAX_CONNECTIONS: usize = 12 * 1024;
 /// The connection limit when none is configured.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;

@@ -4,7 +4,8 @@
 //! active ones.
 //!
 //! Each cell starts a fresh server (a separate release-build process serving on a loopback
-//! port: ours is `wskecho` on the host kernel with `--max-connections 12288`, tokio is
+//! port: ours is `wskecho` on the host kernel, built with its `scale` feature (a task pool of
+//! 12,288) and run with `--max-connections 12288`, tokio is
 //! `tokio_echo`), opens its idle connections (each after one echo round trip, so the server
 //! has posted its receive again), then runs the closed-loop client
 //! (`wsk_benches::closed_loop`, one message in flight per active connection) for the measured
@@ -39,7 +40,7 @@ use crate::bench_echo_table::cpu_seconds;
 use crate::bench_idle::{Running, describe_machine, settled_rss, wait_listening};
 use crate::driver::target_dir;
 
-/// The echo driver's connection limit on the host kernel (`wskecho::echo::MAX_CONNECTIONS`).
+/// The echo driver's connection limit in its `scale` build (`wskecho::echo::MAX_CONNECTIONS`).
 const OURS_MAX_CONNECTIONS: usize = 12 * 1024;
 /// Descriptors this process needs besides its connections (std, the server's pipes, slack).
 const DESCRIPTORS_BESIDES_CONNECTIONS: usize = 64;
@@ -311,7 +312,15 @@ fn table(results: &[Measured]) -> String {
 fn build(root: &Path) -> Result<Programs, String> {
     cargo(
         root,
-        &["build", "--quiet", "--release", "-p", "wsk-driver-example"],
+        &[
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "wsk-driver-example",
+            "--features",
+            "scale",
+        ],
     )?;
     cargo(
         root,
