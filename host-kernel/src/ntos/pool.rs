@@ -348,6 +348,16 @@ pub unsafe extern "system-unwind" fn MmGetSystemRoutineAddress(
 
 /// Leak report lines: live allocations grouped by tag.
 pub(crate) fn leaks(table: &PoolTable) -> Vec<String> {
+    by_tag(table)
+        .into_iter()
+        .map(|(tag, count, bytes)| {
+            format!("pool tag '{tag}': {count} allocation(s), {bytes} bytes not freed")
+        })
+        .collect()
+}
+
+/// Live allocations grouped by tag: (tag text, blocks, bytes), in tag order.
+pub(crate) fn by_tag(table: &PoolTable) -> Vec<(String, usize, usize)> {
     let mut by_tag: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
     for block in table.live.values() {
         let entry = by_tag.entry(block.tag).or_default();
@@ -356,12 +366,7 @@ pub(crate) fn leaks(table: &PoolTable) -> Vec<String> {
     }
     by_tag
         .into_iter()
-        .map(|(tag, (count, bytes))| {
-            format!(
-                "pool tag '{}': {count} allocation(s), {bytes} bytes not freed",
-                tag_text(tag)
-            )
-        })
+        .map(|(tag, (count, bytes))| (tag_text(tag), count, bytes))
         .collect()
 }
 

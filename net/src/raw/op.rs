@@ -196,6 +196,12 @@ impl<'a, P: Params> Op<'a, P> {
                 Claim::Taken => return Some(self.refuse(ErrorKind::InvalidState)),
             }
         }
+        // The socket's spare IRP, or a new one, when the slot has none.
+        if !slot.acquire_irp(self.inner) {
+            // Nobody waits on a slot claimed by a live operation: give it back.
+            slot.state.release();
+            return Some(self.refuse(ErrorKind::NoResources));
+        }
         // A call on an open socket is counted in progress until WSK returns, so that a close
         // (from a drop, or deregistration on another CPU) waits for it; once a close is
         // requested, no call may start.
@@ -268,6 +274,10 @@ impl<P: Params> Op<'_, P> {
         let (status, information) = slot.result();
         // SAFETY: DONE: WSK is finished with the cell and the future owns the slot.
         let done = unsafe { slot.take_params::<P>(status, information) };
+        // The IRP goes to the socket's spare for the next operation on any slot, once no
+        // canceller can still be in `IoCancelIrp` with it.
+        slot.state.wait_out_canceller();
+        slot.offer_irp(self.inner);
         // Waits out a concurrent `cancel_slot` before recycling the slot.
         slot.state.recycle(seen);
         Poll::Ready(Ok(done))

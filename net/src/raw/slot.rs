@@ -21,9 +21,13 @@ use super::{CLOSE, LINGER, SocketInner};
 /// One IRP and what travels with it: its state word, the waiting future's waker, the result
 /// and the resources WSK holds.
 pub(super) struct Slot {
-    /// Preallocated in `SocketInner::new` and reused for every operation on this slot; null
-    /// for the closing disconnect's slot until a close needs it ([`Slot::allocate_irp`]).
-    /// Written once, before the slot is first claimed; freed with the object.
+    /// The IRP the slot's operation uses. Preallocated in `SocketInner::new` (receive,
+    /// close); a receive, send or control operation that finds none takes its socket's spare
+    /// or allocates one ([`Slot::acquire_irp`]), and hands it to the spare when it finished
+    /// if the spare is empty ([`Slot::offer_irp`]), so sequential operations on different
+    /// slots share one IRP; the closing disconnect's is allocated by the close that needs
+    /// it. Written only by the slot's owner while no canceller can read it; freed with the
+    /// object.
     irp: AtomicPtr<IRP>,
     pub(super) state: SlotState,
     pub(super) waker: AtomicWaker,
@@ -74,8 +78,10 @@ impl Slot {
     }
 
     /// Allocates the slot's IRP if it has none; false if the allocation fails. Called only
-    /// by the one issuer of the slot's one operation (the closing disconnect), before it
-    /// claims the slot. IRQL <= `DISPATCH_LEVEL`.
+    /// by the slot's one issuer: an operation that claimed the slot (`Op`), or the close
+    /// issuing the closing disconnect before it claims its slot. Nobody else reads the IRP
+    /// before it is issued (a canceller touches it only in flight). IRQL <= `DISPATCH_LEVEL`.
+    #[cold]
     pub(super) fn allocate_irp(&self) -> bool {
         if !self.irp().is_null() {
             return true;
@@ -88,6 +94,42 @@ impl Slot {
         }
         self.irp.store(irp, Ordering::Release);
         true
+    }
+
+    /// Gives the slot an IRP if it has none: its socket's spare, else a new one; false when
+    /// the allocation fails. Called by the operation that claimed the slot, before it issues.
+    /// IRQL <= `DISPATCH_LEVEL`.
+    #[inline]
+    pub(super) fn acquire_irp(&self, owner: &SocketInner) -> bool {
+        if !self.irp().is_null() {
+            return true;
+        }
+        let spare = owner.spare_irp.swap(ptr::null_mut(), Ordering::AcqRel);
+        if spare.is_null() {
+            return self.allocate_irp();
+        }
+        self.irp.store(spare, Ordering::Release);
+        true
+    }
+
+    /// Hands the slot's IRP to its socket's spare if the spare is empty (else keeps it), so
+    /// that the next operation on another slot reuses it instead of holding its own: an echo's
+    /// receive and send, one after the other, share one IRP. Called by the slot's owner once
+    /// the operation finished, with no canceller inside (`SlotState::wait_out_canceller`),
+    /// before the slot is freed.
+    #[inline]
+    pub(super) fn offer_irp(&self, owner: &SocketInner) {
+        let irp = self.irp();
+        if irp.is_null() {
+            return;
+        }
+        if owner
+            .spare_irp
+            .compare_exchange(ptr::null_mut(), irp, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.irp.store(ptr::null_mut(), Ordering::Release);
+        }
     }
 
     /// True while a deadline cancelled the live operation on this slot.
@@ -398,6 +440,13 @@ pub(super) fn finish(slot: &Slot) {
         owner.closed();
     }
     drop(held);
+    if !ptr::eq(slot, &raw const owner.slots[CLOSE])
+        && !ptr::eq(slot, &raw const owner.slots[LINGER])
+    {
+        // No canceller touches the IRP any more: the one that left finishing to us is out,
+        // and one entering after DONE finds nothing in flight.
+        slot.offer_irp(owner);
+    }
     slot.state.release();
     slot.waker.wake();
     if ptr::eq(slot, &raw const owner.slots[LINGER]) {
