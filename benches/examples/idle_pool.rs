@@ -8,7 +8,8 @@
 //! probe connection and closes it, reads `wsk_host::testing::kernel_usage()` once it settles
 //! (0 connections), opens the connections (each after one echo round trip, so its receive is
 //! posted again) and reads it again. Prints one line per reading,
-//! `usage <which> <connections> <pool blocks> <pool bytes> <IRPs> <MDLs>`, then closes the
+//! `usage <which> <connections> <pool blocks> <pool bytes> <IRPs> <MDLs>` followed by the pool
+//! by tag, `tag <which> <connections> <tag> <blocks> <bytes>` (where the bytes go), then closes the
 //! connections, unloads the driver and fails unless the verifier's report is clean.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use wsk_benches::{idle, load};
-use wsk_host::testing::{KernelUsage, kernel_usage};
+use wsk_host::testing::{KernelUsage, kernel_usage, pool_by_tag};
 use wsk_host::{Config, Kernel};
 
 mod common;
@@ -58,6 +59,9 @@ fn print_usage(which: &str, connections: usize, usage: KernelUsage) {
         "usage {which} {connections} {} {} {} {}",
         usage.pool_blocks, usage.pool_bytes, usage.irps, usage.mdls
     );
+    for (tag, blocks, bytes) in pool_by_tag() {
+        println!("tag {which} {connections} {tag} {blocks} {bytes}");
+    }
 }
 
 fn run(which: &str, connections: usize) -> Result<(), String> {

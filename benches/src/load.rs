@@ -28,6 +28,12 @@ pub struct Report {
 #[cfg(not(target_os = "windows"))]
 pub use wsk_host::testing::net::free_loopback_port;
 
+/// Raises this process's soft descriptor limit to `needed`, up to the hard limit: the host
+/// programs' helper (`wsk_host::program`), re-exported for `cargo xtask bench-scale`, whose
+/// client holds one descriptor per connection. Not on Windows.
+#[cfg(not(target_os = "windows"))]
+pub use wsk_host::program::raise_descriptor_limit;
+
 /// A client connection to `addr` as every scenario and the closed loop use it: connected,
 /// read and written with [`IO_TIMEOUT`], Nagle off (one small message is sent at once).
 pub(crate) fn connect(addr: SocketAddr) -> Result<TcpStream, String> {

@@ -6,7 +6,7 @@
 //! | `Port` | `REG_DWORD` 0 to 65535 (0: WSK picks one, logged at start) | 7007 |
 //! | `BindAddress` | `REG_SZ` | `0.0.0.0` |
 //! | `Runner` | `REG_SZ` `dpc` or `passive` | `dpc` |
-//! | `MaxConnections` | `REG_DWORD` 1 to 1024 | 1024 |
+//! | `MaxConnections` | `REG_DWORD` 1 to 1024 (12288 with the `scale` feature) | 1024 |
 //! | `IdleTimeoutMs` | `REG_DWORD` ms of silence before a connection is closed (0: never) | 0 |
 //! | `EventDriven` | `REG_DWORD` 0 (receive IRPs) or 1 (WSK receive event callbacks) | 0 |
 //!
@@ -21,7 +21,7 @@ use core::time::Duration;
 use wsk::RunnerKind;
 use wsk::settings::{Error, ErrorKind, Parameters};
 
-use crate::echo::{MAX_CONNECTIONS, Settings};
+use crate::echo::{DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS, Settings};
 
 /// The default port.
 pub const DEFAULT_PORT: u16 = 7007;
@@ -33,7 +33,7 @@ pub fn defaults() -> Settings {
     Settings {
         listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
         runner: RunnerKind::Dpc,
-        max_connections: MAX_CONNECTIONS,
+        max_connections: DEFAULT_MAX_CONNECTIONS,
         idle_timeout: None,
         event_driven: false,
     }
@@ -59,7 +59,11 @@ pub fn parse_runner(name: &str) -> Option<RunnerKind> {
 }
 
 /// [`MAX_CONNECTIONS`] as a registry number (the two are checked equal at compile time).
+#[cfg(not(feature = "scale"))]
 const MAX_CONNECTIONS_DWORD: u32 = 1024;
+/// See the definition without the `scale` feature.
+#[cfg(feature = "scale")]
+const MAX_CONNECTIONS_DWORD: u32 = 12 * 1024;
 const _: () = assert!(MAX_CONNECTIONS_DWORD as usize == MAX_CONNECTIONS);
 
 /// Checks a `MaxConnections` value: 1 to [`MAX_CONNECTIONS`] (the compiled task pool's size).
@@ -134,7 +138,7 @@ mod tests {
         assert_eq!(d.listen.port(), 7007);
         assert!(d.listen.ip().is_unspecified());
         assert_eq!(d.runner, RunnerKind::Dpc);
-        assert_eq!(d.max_connections, MAX_CONNECTIONS);
+        assert_eq!(d.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(d.idle_timeout, None);
         assert!(!d.event_driven);
     }
@@ -152,11 +156,17 @@ mod tests {
     #[test]
     fn a_limit_above_the_pool_size_is_an_error_not_a_silent_cap() {
         assert_eq!(parse_max_connections(1), Ok(1));
-        assert_eq!(parse_max_connections(1024), Ok(MAX_CONNECTIONS));
-        let too_many = parse_max_connections(5000).unwrap_err();
+        assert_eq!(
+            parse_max_connections(MAX_CONNECTIONS_DWORD),
+            Ok(MAX_CONNECTIONS)
+        );
+        let too_many = parse_max_connections(MAX_CONNECTIONS_DWORD + 1).unwrap_err();
         assert_eq!(
             too_many.to_string(),
-            "MaxConnections 5000 is outside 1 to 1024"
+            std::format!(
+                "MaxConnections {} is outside 1 to {MAX_CONNECTIONS_DWORD}",
+                MAX_CONNECTIONS_DWORD + 1
+            )
         );
         assert!(parse_max_connections(0).is_err());
     }

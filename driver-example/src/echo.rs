@@ -39,10 +39,23 @@ use wsk::{
 };
 
 /// The most connections served at once (the task pool's size, fixed at compile time); the
-/// configured limit may be lower, never higher.
+/// configured limit may be lower, never higher. 1,024; 12,288 with the `scale` feature (a
+/// host build for the 10,000-connection benchmark, `cargo xtask bench-scale`).
+#[cfg(not(feature = "scale"))]
 pub const MAX_CONNECTIONS: usize = 1024;
-/// Receive buffer per connection.
+/// See the definition without the `scale` feature.
+#[cfg(feature = "scale")]
+pub const MAX_CONNECTIONS: usize = 12 * 1024;
+/// The connection limit when none is configured.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+const _: () = assert!(DEFAULT_MAX_CONNECTIONS <= MAX_CONNECTIONS);
+/// Receive buffer of a connection moving data in bulk (borrowed from [`SPARE_BUFFERS`] while it
+/// does).
 const BUFFER_SIZE: usize = 16 * 1024;
+/// Receive buffer every connection owns: what an idle connection's posted receive holds.
+/// Messages up to this size are echoed from it; a receive that fills it switches the
+/// connection to a [`BUFFER_SIZE`] buffer until a receive fits this one again.
+const SMALL_BUFFER_SIZE: usize = 2 * 1024;
 /// How long a graceful disconnect may take before the connection is reset instead.
 const DISCONNECT_LIMIT: Duration = Duration::from_secs(5);
 /// Failed accepts in a row retried at once: one connection dying in the backlog before it is
@@ -595,37 +608,46 @@ async fn serve(stream: TcpStream, live: Live, idle_timeout: Option<Duration>, ev
         serve_events(stream, live, idle_timeout).await;
         return;
     }
-    let Ok(mut buf) = IoBuf::with_capacity(BUFFER_SIZE) else {
+    let Ok(small) = IoBuf::with_capacity(SMALL_BUFFER_SIZE) else {
         kprint!("wskecho: out of memory for a connection buffer; reset the connection\n");
         // An abortive close: the peer sees a reset.
         stream.abort().await;
         return;
     };
-    loop {
-        let (received, b) = match idle_timeout {
+    let mut buffers = Buffers {
+        small: Some(small),
+        bulk: None,
+    };
+    // Both buffers are back in `buffers` after each round, so there always is one.
+    while let Some(buf) = buffers.for_receive() {
+        let (received, buf) = match idle_timeout {
             None => stream.recv(buf).await,
             // Cancelled through WSK at the deadline, buffer kept; where the cancel is ignored
             // (Wine) the deadline closes the socket a grace period later (`wsk::net::timeout`).
             Some(limit) => wsk::net::timeout(limit, stream.recv(buf)).await,
         };
-        buf = b;
-        match received {
-            Ok(0) => break,
-            Ok(_) => {}
+        let received = match received {
+            Ok(0) => {
+                buffers.put_back(buf, 0);
+                break;
+            }
+            Ok(received) => received,
             Err(e) if e.kind() == ErrorKind::TimedOut => {
+                buffers.put_back(buf, 0);
                 note_idle_close(idle_timeout.unwrap_or_default());
                 // A graceful close, bounded by the stream's close limit.
                 stream.close().await;
                 return;
             }
             Err(_) => {
+                buffers.put_back(buf, 0);
                 // Reset or aborted by the peer: nothing left to say.
                 stream.close().await;
                 return;
             }
-        }
-        let (sent, b) = stream.send(buf).await;
-        buf = b;
+        };
+        let (sent, buf) = stream.send(buf).await;
+        buffers.put_back(buf, received);
         if sent.is_err() {
             stream.close().await;
             return;
@@ -634,9 +656,57 @@ async fn serve(stream: TcpStream, live: Live, idle_timeout: Option<Duration>, ev
     finish(stream).await;
 }
 
-/// Buffers of event-driven connections that went idle, for the next connection that has
-/// data: an idle event-driven connection holds no buffer (its data waits in WSK's retained
-/// indications), so the nonpaged pool of N idle connections is theirs, not N buffers.
+/// A receive-IRP connection's buffers: its own small one, which an idle connection's posted
+/// receive holds, and a bulk one borrowed from [`SPARE_BUFFERS`] while receives fill the
+/// small one. An idle connection thus holds [`SMALL_BUFFER_SIZE`] bytes, not [`BUFFER_SIZE`].
+struct Buffers {
+    /// Taken out while a receive or send holds it.
+    small: Option<IoBuf>,
+    /// Taken out while a receive or send holds it.
+    bulk: Option<IoBuf>,
+}
+
+impl Buffers {
+    /// The buffer for the next receive: the bulk one while the connection has one, else the
+    /// small one; `None` only while one is lent. The caller gives it back with
+    /// [`Buffers::put_back`].
+    fn for_receive(&mut self) -> Option<IoBuf> {
+        self.bulk.take().or_else(|| self.small.take())
+    }
+
+    /// Gives back the buffer [`Buffers::for_receive`] lent, after a receive of `received`
+    /// bytes (0 at the end): a small buffer the receive filled borrows a bulk one for the
+    /// next receive (if one can be had); a bulk one whose receive would have fitted the
+    /// small one goes back to the spares, so the connection's next receive, which may wait
+    /// for a long time, holds only the small one.
+    fn put_back(&mut self, buf: IoBuf, received: usize) {
+        if buf.capacity() == BUFFER_SIZE {
+            if received > SMALL_BUFFER_SIZE {
+                self.bulk = Some(buf);
+            } else {
+                give_back_buffer(buf);
+            }
+            return;
+        }
+        self.small = Some(buf);
+        if received == SMALL_BUFFER_SIZE {
+            self.bulk = take_buffer();
+        }
+    }
+}
+
+impl Drop for Buffers {
+    fn drop(&mut self) {
+        if let Some(bulk) = self.bulk.take() {
+            give_back_buffer(bulk);
+        }
+    }
+}
+
+/// Bulk buffers of connections that went idle, for the next connection that has data: an
+/// idle event-driven connection holds no buffer (its data waits in WSK's retained
+/// indications), and an idle receive-IRP connection only its small one ([`Buffers`]), so the
+/// nonpaged pool of N idle connections is theirs, not N bulk buffers.
 static SPARE_BUFFERS: SpinMutex<[Option<IoBuf>; SPARE_BUFFERS_KEPT]> =
     SpinMutex::new([const { None }; SPARE_BUFFERS_KEPT]);
 /// Spare buffers kept at most (the rest are freed).

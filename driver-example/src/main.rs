@@ -25,7 +25,8 @@ mod host {
                          [--seed N]
   Serves RFC 862 echo on the host kernel until Ctrl-C, then unloads and prints the leak report.
   Defaults: port 7007 on 0.0.0.0 (--port 0: an ephemeral port, logged), the DPC runner,
-  1024 connections (the most), one emulated CPU per core, no faults injected.
+  1024 connections (the most; 12288 in a build with the scale feature), one emulated CPU
+  per core, no faults injected.
   --event-driven: receive through WSK event callbacks instead of receive IRPs (EventDriven 1).
   --faults PLAN --seed N: the host kernel's fault plan, e.g. mixed,reorder,delay=1ms,lowres=5
   (see wsk_host::faults::Faults::parse); default: WSK_FAULTS and WSK_SEED if set.";

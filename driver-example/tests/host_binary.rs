@@ -295,13 +295,13 @@ fn port_zero_serves_on_an_ephemeral_port_it_logs() {
 
 #[test]
 fn a_limit_above_the_task_pool_is_refused_at_start() {
-    let program = HostProgram::start(&["--port", "0", "--max-connections", "5000"]);
+    // Above the task pool with or without the `scale` feature.
+    let program = HostProgram::start(&["--port", "0", "--max-connections", "20000"]);
     let (status, _out, lines) = program.exit();
     assert_eq!(status.code(), Some(2), "a usage error: {lines:#?}");
     assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("--max-connections") && l.contains("1 to 1024")),
+        lines.iter().any(|l| l.contains("--max-connections")
+            && l.contains(&format!("1 to {}", wskecho::echo::MAX_CONNECTIONS))),
         "the message names the maximum: {lines:#?}"
     );
 }

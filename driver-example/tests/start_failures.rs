@@ -67,7 +67,8 @@ fn failed_starts_fail_the_load_and_port_zero_serves_on_the_logged_port() {
     drop(taken);
 
     for (value, setting) in [
-        ("MaxConnections", RegValue::Dword(5000)),
+        // Above the task pool with or without the `scale` feature.
+        ("MaxConnections", RegValue::Dword(20_000)),
         ("MaxConnections", RegValue::Dword(0)),
         ("Port", RegValue::Dword(70_000)),
         ("Runner", RegValue::Sz("thread".into())),
@@ -84,7 +85,10 @@ fn failed_starts_fail_the_load_and_port_zero_serves_on_the_logged_port() {
     }
     let log = kernel.debug_log();
     assert!(
-        log.contains("wskecho: not started: MaxConnections 5000 is outside 1 to 1024"),
+        log.contains(&format!(
+            "wskecho: not started: MaxConnections 20000 is outside 1 to {}",
+            wskecho::echo::MAX_CONNECTIONS
+        )),
         "{log}"
     );
 

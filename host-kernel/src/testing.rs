@@ -188,6 +188,17 @@ impl core::fmt::Display for KernelUsage {
     }
 }
 
+/// The running kernel's live pool grouped by tag: `(tag as its four characters, blocks,
+/// bytes)`, in tag order; empty with no kernel booted. Two readings around a change show
+/// whose allocations it added (`idle_pool` prints them per idle connection). Any thread.
+#[must_use]
+pub fn pool_by_tag() -> Vec<(String, usize, usize)> {
+    let Some(machine) = crate::ntos::machine::try_current() else {
+        return Vec::new();
+    };
+    crate::ntos::pool::by_tag(&crate::ntos::machine::lock(&machine.pool))
+}
+
 /// Reads [`KernelUsage`] of the running kernel. Any thread.
 #[must_use]
 pub fn kernel_usage() -> KernelUsage {

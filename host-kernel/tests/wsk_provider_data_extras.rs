@@ -14,6 +14,7 @@ mod common;
     reason = "the provider tests' shared fixtures and imports"
 )]
 use common::*;
+use wsk_sys::{IPPROTO_IP, STATUS_NOT_SUPPORTED};
 use wsk_sys::{
     NI_NAMEREQD, NI_NUMERICHOST, NI_NUMERICSERV, STATUS_BUFFER_OVERFLOW, STATUS_INVALID_PARAMETER,
     STATUS_NOT_FOUND, WSK_BUF_LIST,
@@ -289,6 +290,206 @@ fn send_messages_refuses_what_its_page_forbids() {
         assert_eq!(
             send_messages(&u, &raw mut entry, 0, Some(v6)).0,
             STATUS_INVALID_PARAMETER
+        );
+        u.close();
+        client.deregister();
+    });
+}
+
+/// `WskSendMessages` of `list` to `to` with the control information `control`; status and
+/// information.
+fn send_messages_with_control(
+    u: &Sock,
+    list: *mut WSK_BUF_LIST,
+    to: SocketAddr,
+    control: &mut [u64],
+    control_length: usize,
+) -> (NTSTATUS, usize) {
+    let mut remote = Addr::of(to);
+    let io = Io::new();
+    // SAFETY: live socket, list (its buffers), control buffer and IRP, waited for below.
+    let r = unsafe {
+        u.dgram().WskSendMessages.expect("WskSendMessages")(
+            u.s,
+            list.cast(),
+            0,
+            remote.ptr(),
+            u32::try_from(control_length).unwrap(),
+            control.as_mut_ptr().cast(),
+            io.prep(),
+        )
+    };
+    io.issued(r);
+    io.wait("WskSendMessages")
+}
+
+/// One control object (a `CMSGHDR` with `level`, `kind` and `data`) written at `at` bytes into
+/// `buffer`; the offset of the next one.
+fn put_control_object(
+    buffer: &mut [u64],
+    at: usize,
+    level: u32,
+    kind: i32,
+    data: &[u8],
+    len: usize,
+) -> usize {
+    let header = wsk_sys::CMSGHDR {
+        cmsg_len: len,
+        cmsg_level: level.cast_signed(),
+        cmsg_type: kind,
+    };
+    // SAFETY: the caller's buffer has room for the object (the tests size it so).
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(buffer.as_mut_ptr().cast::<u8>(), buffer.len() * 8)
+    };
+    // SAFETY: a plain C struct viewed as its bytes.
+    let header_bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&raw const header).cast::<u8>(),
+            size_of::<wsk_sys::CMSGHDR>(),
+        )
+    };
+    bytes[at..at + header_bytes.len()].copy_from_slice(header_bytes);
+    let data_at = at + wsk_sys::CMSG_DATA_OFFSET;
+    bytes[data_at..data_at + data.len()].copy_from_slice(data);
+    (at + len).next_multiple_of(wsk_sys::CMSG_ALIGNMENT)
+}
+
+/// `WskSendMessages` with control information ("`PFN_WSK_SEND_MESSAGES` callback function
+/// (wsk.h)": `CMSGHDR` objects for the datagrams, "may not be supported by all transports"):
+/// an `IP_PKTINFO` object's source address is the one every datagram leaves from; an object
+/// the provider cannot carry is refused (`STATUS_NOT_SUPPORTED`), a malformed buffer or packet
+/// information of the wrong family is `STATUS_INVALID_PARAMETER`; nothing is sent then.
+#[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one socket: the accepted object, then each refused buffer"
+)]
+fn send_messages_passes_packet_info_and_refuses_other_control_info() {
+    each_plan(|| {
+        let client = Client::register();
+        let u = client.socket(Kind::Datagram, false);
+        assert_eq!(u.bind("0.0.0.0:0".parse().unwrap()), STATUS_SUCCESS);
+        let port = u.local_addr().expect("bound").port();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(BOUND)).unwrap();
+        let to = peer.local_addr().unwrap();
+        let (one, two) = (Buf::from(b"one"), Buf::from(b"two"));
+        let mut list = [one.wsk(), two.wsk()].map(|buffer| WSK_BUF_LIST {
+            Next: std::ptr::null_mut(),
+            Buffer: buffer,
+        });
+        let second = &raw mut list[1];
+        list[0].Next = second;
+        let pktinfo = |octets: [u8; 4]| {
+            let info = wsk_sys::IN_PKTINFO {
+                ipi_addr: octets,
+                ipi_ifindex: 0,
+            };
+            // SAFETY: a plain C struct viewed as its bytes.
+            unsafe { std::slice::from_raw_parts((&raw const info).cast::<u8>(), 8) }.to_vec()
+        };
+        let object_len = wsk_sys::CMSG_DATA_OFFSET + size_of::<wsk_sys::IN_PKTINFO>();
+
+        // From 127.0.0.2 (a loopback address the host has, not the one it would choose).
+        let mut control = [0u64; 8];
+        let end = put_control_object(
+            &mut control,
+            0,
+            IPPROTO_IP,
+            wsk_sys::IP_PKTINFO,
+            &pktinfo([127, 0, 0, 2]),
+            object_len,
+        );
+        let (status, sent) =
+            send_messages_with_control(&u, list.as_mut_ptr(), to, &mut control, end);
+        assert_eq!((status, sent), (STATUS_SUCCESS, 6));
+        let mut got = [0u8; 16];
+        for want in [&b"one"[..], b"two"] {
+            let (n, from) = peer.recv_from(&mut got).unwrap();
+            assert_eq!(&got[..n], want);
+            assert_eq!(
+                from,
+                SocketAddr::from(([127, 0, 0, 2], port)),
+                "the IP_PKTINFO source"
+            );
+        }
+
+        // IP_TOS (level IPPROTO_IP, type 3): not carried, refused.
+        let mut control = [0u64; 8];
+        let end = put_control_object(
+            &mut control,
+            0,
+            IPPROTO_IP,
+            3,
+            &[0x10, 0, 0, 0],
+            wsk_sys::CMSG_DATA_OFFSET + 4,
+        );
+        assert_eq!(
+            send_messages_with_control(&u, list.as_mut_ptr(), to, &mut control, end).0,
+            STATUS_NOT_SUPPORTED
+        );
+        // An object longer than the buffer, one shorter than its header, two packet infos,
+        // IPv6 packet information on an IPv4 socket: malformed.
+        let mut control = [0u64; 8];
+        put_control_object(
+            &mut control,
+            0,
+            IPPROTO_IP,
+            wsk_sys::IP_PKTINFO,
+            &pktinfo([127, 0, 0, 2]),
+            40,
+        );
+        assert_eq!(
+            send_messages_with_control(&u, list.as_mut_ptr(), to, &mut control, object_len).0,
+            STATUS_INVALID_PARAMETER
+        );
+        let mut control = [0u64; 8];
+        let end = put_control_object(&mut control, 0, IPPROTO_IP, wsk_sys::IP_PKTINFO, &[], 8);
+        assert_eq!(
+            send_messages_with_control(&u, list.as_mut_ptr(), to, &mut control, end.max(16)).0,
+            STATUS_INVALID_PARAMETER
+        );
+        let mut control = [0u64; 8];
+        let at = put_control_object(
+            &mut control,
+            0,
+            IPPROTO_IP,
+            wsk_sys::IP_PKTINFO,
+            &pktinfo([127, 0, 0, 2]),
+            object_len,
+        );
+        let end = put_control_object(
+            &mut control,
+            at,
+            IPPROTO_IP,
+            wsk_sys::IP_PKTINFO,
+            &pktinfo([127, 0, 0, 3]),
+            object_len,
+        );
+        assert_eq!(
+            send_messages_with_control(&u, list.as_mut_ptr(), to, &mut control, end).0,
+            STATUS_INVALID_PARAMETER
+        );
+        let mut control = [0u64; 8];
+        let v6 = [0u8; 20];
+        let end = put_control_object(
+            &mut control,
+            0,
+            IPPROTO_IPV6,
+            wsk_sys::IPV6_PKTINFO,
+            &v6,
+            wsk_sys::CMSG_DATA_OFFSET + 20,
+        );
+        assert_eq!(
+            send_messages_with_control(&u, list.as_mut_ptr(), to, &mut control, end).0,
+            STATUS_INVALID_PARAMETER
+        );
+        peer.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        assert!(
+            peer.recv_from(&mut got).is_err(),
+            "nothing was sent by a refused call"
         );
         u.close();
         client.deregister();

@@ -32,6 +32,12 @@ const ANSWER_RETAIN: u32 = 0;
 const ANSWER_CONSUME: u32 = 1;
 const ANSWER_REFUSE: u32 = 2;
 const ANSWER_NONSENSE: u32 = 3;
+/// Refuse, after posting the `WskReceiveFrom` that `POST_ON_REFUSE` describes.
+const ANSWER_POST_AND_REFUSE: u32 = 4;
+
+/// What the callback posts under `ANSWER_POST_AND_REFUSE`: the socket, the receive's `Io` and
+/// its `WSK_BUF` (addresses, all kept alive by the test until the receive completes).
+static POST_ON_REFUSE: Mutex<Option<(usize, usize, usize)>> = Mutex::new(None);
 
 /// One indication the callback saw: the list, its datagrams with their senders, the flags,
 /// the IRQL.
@@ -97,6 +103,36 @@ unsafe extern "system-unwind" fn on_receive_from(
         ANSWER_RETAIN => STATUS_PENDING,
         ANSWER_CONSUME => STATUS_SUCCESS,
         ANSWER_REFUSE => STATUS_DATA_NOT_ACCEPTED,
+        ANSWER_POST_AND_REFUSE => {
+            let (socket, io, wsk) = POST_ON_REFUSE.lock().unwrap().take().expect("what to post");
+            let (socket, io, wsk) = (
+                socket as *mut WSK_SOCKET,
+                io as *const Io,
+                wsk as *mut wsk_sys::WSK_BUF,
+            );
+            // SAFETY: the test keeps the Io alive until its receive completes.
+            let io = unsafe { &*io };
+            // SAFETY: the test's open datagram socket.
+            let table = unsafe { (*socket).Dispatch };
+            // SAFETY: a datagram socket's table is the provider's datagram dispatch.
+            let dispatch = unsafe { &*table.cast::<wsk_sys::WSK_PROVIDER_DATAGRAM_DISPATCH>() };
+            // SAFETY: live socket, buffer and IRP until completion (the test waits for it);
+            // WskReceiveFrom may be called at DISPATCH_LEVEL, from inside the callback.
+            let r = unsafe {
+                dispatch.WskReceiveFrom.expect("WskReceiveFrom")(
+                    socket,
+                    wsk,
+                    0,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    io.prep(),
+                )
+            };
+            io.issued(r);
+            STATUS_DATA_NOT_ACCEPTED
+        }
         _ => STATUS_UNSUCCESSFUL,
     }
 }
@@ -235,13 +271,147 @@ fn consume_retain_refuse_and_reenable() {
         );
         ANSWER.store(ANSWER_CONSUME, Ordering::SeqCst);
         assert_eq!(set_events(&sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
-        wait_datagrams(4);
+        wait_datagrams(5);
         let got: Vec<Vec<u8>> = all_seen().into_iter().map(|(d, _)| d).collect();
         assert_eq!(
             got,
-            [&b"one"[..], b"two", b"three", b"four"],
-            "each datagram once, in order (the refused one was dropped, the next waited)"
+            [&b"one"[..], b"two", b"three", b"three", b"four"],
+            "in order; the refused datagram was kept and indicated again after re-enabling \
+             (PFN_WSK_RECEIVE_FROM_EVENT: \"any remaining buffered datagrams\"), the next \
+             waited"
         );
+        sock.close();
+        client.deregister();
+    });
+}
+
+/// One `WskReceiveFrom` into a buffer of `len` bytes: its status, the datagram's bytes and
+/// sender, and the `ControlFlags` it reported.
+fn receive_from(sock: &Sock, len: usize) -> (NTSTATUS, Vec<u8>, Option<SocketAddr>, u32) {
+    let buf = Buf::new(len);
+    let mut wsk = buf.wsk();
+    let mut remote = Addr::zero();
+    let mut control_length = 0_u32;
+    let mut control_flags = 0xdead_u32;
+    let io = Io::new();
+    // SAFETY: live socket, buffer, address, outputs and IRP until completion (waited below).
+    let r = unsafe {
+        sock.dgram().WskReceiveFrom.expect("WskReceiveFrom")(
+            sock.s,
+            &raw mut wsk,
+            0,
+            remote.ptr(),
+            &raw mut control_length,
+            std::ptr::null_mut(),
+            &raw mut control_flags,
+            io.prep(),
+        )
+    };
+    io.issued(r);
+    let (status, n) = io.wait("WskReceiveFrom");
+    (
+        status,
+        buf.bytes()[..n].to_vec(),
+        remote.get(),
+        control_flags,
+    )
+}
+
+/// Datagrams an indication was refused with (`STATUS_DATA_NOT_ACCEPTED`) are kept, as
+/// "`PFN_WSK_RECEIVE_FROM_EVENT` callback function (wsk.h)" says the transport buffers them: the
+/// next `WskReceiveFrom`s get them, in order and with their senders, before any datagram that
+/// came later; nothing is lost, nothing is indicated while the callback is off.
+#[test]
+fn refused_datagrams_go_to_the_next_receive_from() {
+    each_plan(|| {
+        reset_recorders(ANSWER_REFUSE);
+        let client = Client::register();
+        let sock = event_socket(&client);
+        let to = sock.local_addr().expect("bound address");
+        let peer = UdpSocket::bind(loopback(false)).unwrap();
+        let from = peer.local_addr().unwrap();
+        peer.send_to(b"first", to).unwrap();
+        peer.send_to(b"second", to).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(set_events(&sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
+        wait_datagrams(2);
+        assert_eq!(
+            SEEN.lock().unwrap().len(),
+            1,
+            "both in the refused indication"
+        );
+        peer.send_to(b"third", to).unwrap();
+        for want in [&b"first"[..], b"second", b"third"] {
+            let (status, got, sender, flags) = receive_from(&sock, 64);
+            assert_eq!(status, STATUS_SUCCESS);
+            assert_eq!(got, want, "in order, the refused ones first");
+            assert_eq!(sender, Some(from));
+            assert_eq!(flags, 0, "fitted: no MSG_TRUNC");
+        }
+        assert_eq!(
+            SEEN.lock().unwrap().len(),
+            1,
+            "no indication while the callback is off"
+        );
+        sock.close();
+        client.deregister();
+    });
+}
+
+/// A `WskReceiveFrom` the callback posts before it refuses the indication is served from the
+/// refused datagrams at once (the first of them), without waiting for a new datagram.
+#[test]
+fn a_receive_posted_by_the_refusing_callback_gets_the_refused_datagram() {
+    each_plan(|| {
+        reset_recorders(ANSWER_POST_AND_REFUSE);
+        let client = Client::register();
+        let sock = event_socket(&client);
+        let to = sock.local_addr().expect("bound address");
+        let peer = UdpSocket::bind(loopback(false)).unwrap();
+        let io = Io::new();
+        let buf = Buf::new(64);
+        let mut wsk = buf.wsk();
+        *POST_ON_REFUSE.lock().unwrap() = Some((
+            sock.s as usize,
+            std::ptr::from_ref(&io) as usize,
+            (&raw mut wsk) as usize,
+        ));
+        peer.send_to(b"first", to).unwrap();
+        peer.send_to(b"second", to).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(set_events(&sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
+        let (status, n) = io.wait("the WskReceiveFrom posted by the callback");
+        assert_eq!(status, STATUS_SUCCESS);
+        assert_eq!(&buf.bytes()[..n], b"first");
+        let (status, got, _, _) = receive_from(&sock, 64);
+        assert_eq!((status, &got[..]), (STATUS_SUCCESS, &b"second"[..]));
+        sock.close();
+        client.deregister();
+    });
+}
+
+/// A datagram larger than the `WskReceiveFrom` buffer: "`PFN_WSK_RECEIVE_FROM` callback function
+/// (wsk.h)", `ControlFlags`: `MSG_TRUNC`, "the datagram was truncated because the size of the
+/// datagram was larger than the size of the buffer". The IRP succeeds with the bytes that fit;
+/// the rest of that datagram is gone (the next receive gets the next datagram).
+#[test]
+fn a_truncated_datagram_sets_msg_trunc() {
+    each_plan(|| {
+        reset_recorders(ANSWER_CONSUME);
+        let client = Client::register();
+        let sock = event_socket(&client);
+        let to = sock.local_addr().expect("bound address");
+        let peer = UdpSocket::bind(loopback(false)).unwrap();
+        peer.send_to(b"0123456789", to).unwrap();
+        peer.send_to(b"next", to).unwrap();
+        let (status, got, _, flags) = receive_from(&sock, 4);
+        assert_eq!(status, STATUS_SUCCESS);
+        assert_eq!(got, b"0123");
+        assert_eq!(flags, wsk_sys::MSG_TRUNC);
+        let (status, got, _, flags) = receive_from(&sock, 4);
+        assert_eq!(status, STATUS_SUCCESS);
+        assert_eq!(got, b"next", "the truncated rest was discarded");
+        assert_eq!(flags, 0, "exactly the buffer's size: not truncated");
         sock.close();
         client.deregister();
     });

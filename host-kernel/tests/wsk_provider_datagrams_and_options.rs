@@ -211,6 +211,135 @@ fn address_info_for_localhost() {
     });
 }
 
+/// `WskGetAddressInfo` of `name` with `ai_flags` `flags`: the status, the addresses, and
+/// every entry's `ai_canonname` (`None` for null), the list freed.
+fn lookup(
+    client: &Client,
+    name: &str,
+    flags: i32,
+) -> (NTSTATUS, Vec<SocketAddr>, Vec<Option<String>>) {
+    let wide: Vec<u16> = name.encode_utf16().chain([0]).collect();
+    let bytes = u16::try_from((wide.len() - 1) * 2).unwrap();
+    let mut node = UNICODE_STRING {
+        Length: bytes,
+        MaximumLength: bytes + 2,
+        Buffer: wide.as_ptr().cast_mut(),
+    };
+    // SAFETY: an all-zero ADDRINFOEXW is the "no preference" hint.
+    let mut hints: ADDRINFOEXW = unsafe { std::mem::zeroed() };
+    hints.ai_flags = flags;
+    let mut result: *mut ADDRINFOEXW = std::ptr::null_mut();
+    let io = Io::new();
+    // SAFETY: a live IRP, string, hints and result pointer.
+    let r = unsafe {
+        client
+            .dispatch()
+            .WskGetAddressInfo
+            .expect("WskGetAddressInfo")(
+            client.npi.Client,
+            &raw mut node,
+            std::ptr::null_mut(),
+            NS_ALL,
+            std::ptr::null_mut(),
+            &raw mut hints,
+            &raw mut result,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            io.prep(),
+        )
+    };
+    io.issued(r);
+    let status = io.wait("WskGetAddressInfo").0;
+    let (mut addrs, mut names) = (Vec::new(), Vec::new());
+    let mut entry = result;
+    while !entry.is_null() {
+        // SAFETY: the provider's list, valid until freed below.
+        let info = unsafe { &*entry };
+        let mut a = Addr::zero();
+        // SAFETY: ai_addr holds ai_addrlen bytes (at most 28).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                info.ai_addr.cast::<u8>(),
+                a.0.as_mut_ptr(),
+                info.ai_addrlen,
+            );
+        }
+        addrs.push(a.get().expect("an IPv4 or IPv6 address"));
+        names.push((!info.ai_canonname.is_null()).then(|| {
+            let mut len = 0;
+            loop {
+                // SAFETY: inside the NUL-terminated UTF-16 string of the live list (the NUL
+                // not yet passed).
+                let at = unsafe { info.ai_canonname.add(len) };
+                // SAFETY: as above.
+                if unsafe { at.read() } == 0 {
+                    break;
+                }
+                len += 1;
+            }
+            // SAFETY: `len` characters before the NUL.
+            String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(info.ai_canonname, len) })
+        }));
+        entry = info.ai_next;
+    }
+    if !result.is_null() {
+        // SAFETY: the list from WskGetAddressInfo, freed once.
+        unsafe { client.dispatch().WskFreeAddressInfo.expect("free")(client.npi.Client, result) };
+    }
+    (status, addrs, names)
+}
+
+/// `AI_CANONNAME` fills the first entry's `ai_canonname` ("ADDRINFOEXW structure (ws2def.h)":
+/// "The canonical name is returned in the first `ai_canonname` member"), and only the first;
+/// without the flag every `ai_canonname` is null. A numeric node is its own canonical name; a
+/// name of the kernel's hosts table has the table's spelling; the canonical names are freed
+/// with the list (the leak check).
+#[test]
+fn canonical_name_with_ai_canonname() {
+    let addresses = ["127.0.0.9".parse().unwrap()];
+    let config = Config::default().with_host("Canon.Example.Test", &addresses);
+    wsk_host::testing::run_plans_with(&config, plans(), |kernel| {
+        *MODE.lock().unwrap() = kernel.config().faults.completion;
+        kernel.on_kernel_thread(|| {
+            let client = Client::register();
+            let (status, addrs, names) = lookup(&client, "localhost", 0);
+            assert_eq!(status, STATUS_SUCCESS);
+            assert!(!addrs.is_empty());
+            assert!(
+                names.iter().all(Option::is_none),
+                "no AI_CANONNAME: {names:?}"
+            );
+
+            let (status, addrs, names) = lookup(&client, "127.0.0.1", wsk_sys::AI_CANONNAME);
+            assert_eq!(status, STATUS_SUCCESS);
+            assert_eq!(addrs, ["127.0.0.1:0".parse::<SocketAddr>().unwrap()]);
+            assert_eq!(names, [Some("127.0.0.1".to_string())]);
+
+            let (status, addrs, names) =
+                lookup(&client, "canon.example.test", wsk_sys::AI_CANONNAME);
+            assert_eq!(status, STATUS_SUCCESS);
+            assert_eq!(addrs, ["127.0.0.9:0".parse::<SocketAddr>().unwrap()]);
+            assert_eq!(
+                names,
+                [Some("Canon.Example.Test".to_string())],
+                "the table's spelling"
+            );
+
+            let (status, _, names) = lookup(&client, "localhost", wsk_sys::AI_CANONNAME);
+            assert_eq!(status, STATUS_SUCCESS);
+            assert!(
+                names[0].as_deref().is_some_and(|n| !n.is_empty()),
+                "the host resolver's canonical name: {names:?}"
+            );
+            assert!(
+                names[1..].iter().all(Option::is_none),
+                "only the first: {names:?}"
+            );
+            client.deregister();
+        });
+    });
+}
+
 #[test]
 fn socket_connect_in_one_call() {
     each_plan(|| {

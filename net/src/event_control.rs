@@ -90,18 +90,27 @@ impl StaticEvents {
     pub const SEND_BACKLOG: Self = Self(sys::WSK_EVENT_SEND_BACKLOG);
 
     /// The `WSK_EVENT_*` bits.
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub const fn bits(self) -> u32 {
         self.0
     }
 
     /// Whether every event of `other` is in `self`.
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub const fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
     }
 
     /// No event.
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub const fn is_empty(self) -> bool {
         self.0 == 0
@@ -118,8 +127,12 @@ impl BitOr for StaticEvents {
 
 impl WskClient {
     /// Enables `events` on every connection socket this client creates or accepts from now on
-    /// (`WskControlClient(WSK_SET_STATIC_EVENT_CALLBACKS)`, see the `event_control` module
-    /// docs); they stay enabled for the socket's life. Call it before the first socket: right
+    /// (`WskControlClient(WSK_SET_STATIC_EVENT_CALLBACKS)`, see the crate docs'
+    /// [event callbacks](crate#event-callbacks)); they stay enabled for the socket's life.
+    /// Until a stream calls [`TcpStream::enable_receive_events`](crate::TcpStream::enable_receive_events)
+    /// its receive callback refuses what it is indicated (`STATUS_DATA_NOT_ACCEPTED`: WSK keeps
+    /// the data for the next `WskReceive`), so [`TcpStream::recv`](crate::TcpStream::recv) still
+    /// gets everything. Call it before the first socket: right
     /// after [`WskClient::register`].
     ///
     /// `Ok(true)`: enabled; `Ok(false)`: the provider lacks the operation (Wine), and each

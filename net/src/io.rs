@@ -32,9 +32,9 @@ use embedded_io_async::ErrorType;
 
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{Held, Op, RECV, Request};
+use crate::raw::{Op, RECV, Transfer};
 use crate::socket::check;
-use crate::tcp::{TcpReadHalf, TcpStream, TcpWriteHalf, socket_of};
+use crate::tcp::{TcpReadHalf, TcpStream, TcpWriteHalf, socket_of, take_buf};
 
 impl TcpStream {
     /// Receives into the spare capacity of `buf`, after what it already holds: `[0, len)` is
@@ -79,7 +79,7 @@ impl TcpStream {
         if inner.flags().is_recv_shut() {
             return RecvAppend::refused(Error::new(ErrorKind::InvalidState, NAME), buf, start);
         }
-        let held = Held::with_buf_range(Request::Receive { flags: 0 }, buf, start, spare);
+        let held = Transfer::receive(buf, start, spare, 0);
         RecvAppend {
             op: Some(Op::new(inner, RECV, held)),
             early: None,
@@ -96,7 +96,7 @@ impl TcpStream {
 /// # IRQL
 /// Poll and drop at <= `DISPATCH_LEVEL`.
 pub struct RecvAppend<'a> {
-    op: Option<Op<'a>>,
+    op: Option<Op<'a, Transfer>>,
     early: Option<(Error, IoBuf)>,
     /// The buffer's length when the receive was made: where the new bytes start.
     start: usize,
@@ -135,21 +135,23 @@ impl Future for RecvAppend<'_> {
             // Polled again after completion: the buffer was already returned.
             return Poll::Pending;
         };
-        let done = match Pin::new(op).poll(cx) {
+        let done = match op.poll_in_place(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(done) => done,
         };
         this.op = None;
         let start = this.start;
         match done {
-            Ok(mut done) => {
-                let mut buf = take_buf(&mut done.held);
-                let arrived = done.information.min(buf.capacity() - start);
+            Ok(done) => {
+                let status = done.status;
+                let information = done.information;
+                let mut buf = take_buf(done);
+                let arrived = information.min(buf.capacity() - start);
                 // Within capacity by construction; the completion marked the bytes written.
                 let _ = buf.set_len(start + arrived);
-                Poll::Ready((check(done.status, arrived, "recv_append"), buf))
+                Poll::Ready((check(status, arrived, "recv_append"), buf))
             }
-            Err(mut refused) => Poll::Ready((Err(refused.error), take_buf(&mut refused.held))),
+            Err(refused) => Poll::Ready((Err(refused.error), refused.held.buf)),
         }
     }
 }
@@ -176,13 +178,6 @@ impl crate::Cancellable for RecvAppend<'_> {
         }
         crate::Escalation::KeepWaiting
     }
-}
-
-/// The buffer a receive was given (every receive is built with one).
-fn take_buf(held: &mut Held) -> IoBuf {
-    held.buf
-        .take()
-        .expect("receive operations always carry their buffer")
 }
 
 mod sealed {

@@ -65,6 +65,64 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Event callbacks
+//! Instead of a pre-posted receive IRP, WSK can call the driver when data arrives (the
+//! low-latency path). [`TcpStream::enable_receive_events`] turns on `WskReceiveEvent` and
+//! `WskDisconnectEvent` (`SO_WSK_EVENT_CALLBACK`, no IRP, IRQL <= `DISPATCH_LEVEL`);
+//! [`TcpStream::recv_events`] then receives what they indicate. The callback runs at
+//! `DISPATCH_LEVEL` under the stream's spin lock: with a receive waiting it copies the data
+//! in place into that receive's buffer (`STATUS_SUCCESS`); otherwise it retains the
+//! indication (`STATUS_PENDING`) and wakes the task, which copies from it and gives it back
+//! with `WskRelease`; past [`RETAINED_MAX`] retained indications it pushes back
+//! (`STATUS_DATA_NOT_ACCEPTED`) and the next receive posts a `WskReceive`, which lets WSK
+//! indicate again. Nothing retained survives the close. [`TcpStream::disable_receive_events`]
+//! goes back to IRPs without losing what was indicated. Datagram sockets have the same with
+//! `WskReceiveFromEvent` ([`UdpSocket::enable_receive_events`],
+//! [`UdpSocket::recv_from_events`], [`UdpSocket::recv_batch_events`],
+//! [`UdpSocket::disable_receive_events`]; back-pressure past [`DATAGRAM_LISTS_MAX`] lists).
+//! [`WskClient::set_static_event_callbacks`] enables the connection events for every socket
+//! at creation (`WSK_SET_STATIC_EVENT_CALLBACKS`, before the first socket): enabling then asks
+//! WSK nothing, and a stream that never enables them still receives everything with
+//! [`TcpStream::recv`]. [`TcpStream::ideal_send_backlog`] and
+//! [`TcpStream::send_backlog_changed`] (`WskSendBacklogEvent`) say how much to keep in flight.
+//! Where the provider has no event callbacks (Wine 8) enabling returns `Ok(false)` and the
+//! same receives use IRPs, so one code path serves both:
+//!
+//! ```no_run
+//! # async fn demo(listener: &wsk_net::TcpListener) -> wsk_net::Result<()> {
+//! let (stream, _peer) = listener.accept_event_driven().await?;
+//! let mut buf = wsk_net::IoBuf::with_capacity(4096)?;
+//! loop {
+//!     let (n, b) = stream.recv_events(buf).await; // indicated, or a WskReceive without events
+//!     if n? == 0 {
+//!         break;
+//!     }
+//!     let (sent, b) = stream.send(b).await;
+//!     sent?;
+//!     buf = b;
+//! }
+//! stream.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # More of WSK
+//! Each has its IRQL rule and an example on its item:
+//! - connect in one call: [`TcpStream::connect`] and [`TcpStream::connect_from`] are one
+//!   `WskSocketConnect` (three calls where the provider lacks it); [`TcpStream::socket_connect`]
+//!   has no fallback;
+//! - several accepts per listener: [`TcpListener::accept`] from several tasks,
+//!   [`TcpListener::incoming_with_depth`];
+//! - socket options: buffer sizes, linger, broadcast, multicast, UDP
+//!   [`UdpSocket::connect`] and [`UdpSocket::set_send_to_address`], and `control` for any
+//!   other (`WskControlSocket` with a [`ControlRequest`]);
+//! - zero-copy I/O from and into a caller's MDL chain: [`MdlBuf`] with
+//!   [`TcpStream::send_mdl`], [`TcpStream::recv_mdl`], [`UdpSocket::send_to_mdl`],
+//!   [`UdpSocket::recv_from_mdl`];
+//! - UDP batching: [`DatagramBatch`] with [`UdpSocket::send_batch`] (`WskSendMessages`) and
+//!   [`UdpSocket::recv_batch`];
+//! - names: [`resolve_with`] (`WskGetAddressInfo` with [`ResolveHints`]) and [`lookup_addr`]
+//!   (`WskGetNameInfo`), at `PASSIVE_LEVEL`.
+//!
 //! # One operation per slot
 //! Each socket has one receive, one send and one control operation in flight at most
 //! (control: bind, connect, accept, disconnect, options, addresses). A second concurrent
@@ -139,5 +197,5 @@ pub use tcp::{
 #[cfg(not(loom))]
 pub use time::{CANCEL_GRACE, WithTimeout, timeout};
 pub use time::{Cancellable, Escalation, Operation, TimedOutput};
-pub use udp::UdpSocket;
+pub use udp::{Received, UdpSocket};
 pub use udp_events::{DATAGRAM_LISTS_MAX, DatagramEventCounts};

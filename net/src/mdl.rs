@@ -7,7 +7,7 @@
 use core::ffi::c_void;
 use core::ptr::NonNull;
 
-use wsk_sys::{self as sys, MDL, WSK_BUF};
+use wsk_sys::{self as sys, IRP, MDL, NTSTATUS, WSK_BUF};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -27,6 +27,9 @@ pub type MdlRelease = unsafe fn(chain: NonNull<MDL>, context: *mut c_void);
 /// back with the result; WSK reads or writes the caller's pages directly, without a copy into
 /// an [`IoBuf`](crate::IoBuf). The range used is `[offset, offset + len)` of the chain's bytes
 /// (the chain is the MDLs' `ByteCount`s end to end, following `Next`).
+///
+/// An IOCTL's IRP is simplest through [`MdlBuf::from_irp`], which completes it; with
+/// [`MdlBuf::from_raw`] the release routine does what the caller wants:
 ///
 /// ```no_run
 /// # use core::{ffi::c_void, ptr::NonNull};
@@ -63,10 +66,13 @@ pub struct MdlBuf {
     /// Bytes the whole chain describes.
     total: usize,
     release: Option<(MdlRelease, *mut c_void)>,
+    /// The IOCTL's IRP of [`MdlBuf::from_irp`] (completed by the release), or null.
+    irp: *mut IRP,
 }
 
-// SAFETY: the handle owns the chain exclusively (the `from_raw` contract); the caller's release
-// routine and context are declared callable from any thread at <= DISPATCH_LEVEL.
+// SAFETY: the handle owns the chain exclusively (the `from_raw` contract) and, from `from_irp`,
+// the IRP; the caller's release routine and context are declared callable from any thread at
+// <= DISPATCH_LEVEL, and an IRP may be completed from any thread.
 unsafe impl Send for MdlBuf {}
 
 /// The longest chain walked (a guard against a cyclic chain).
@@ -135,7 +141,131 @@ impl MdlBuf {
             len,
             total,
             release: Some((release, context)),
+            irp: core::ptr::null_mut(),
         })
+    }
+
+    /// Takes an IOCTL's IRP whose buffer is its MDL chain `Irp->MdlAddress`
+    /// (`METHOD_IN_DIRECT`/`METHOD_OUT_DIRECT`) for I/O on the chain's bytes
+    /// `[offset, offset + len)`, and owns the IRP from now on: marks it pending
+    /// (`IoMarkIrpPending`) and completes it (`IoCompleteRequest`, `IO_NO_INCREMENT`) when the
+    /// handle is dropped, with the status and byte count given by [`MdlBuf::complete`] or
+    /// [`MdlBuf::set_completion`] and else `STATUS_CANCELLED` and 0 (also when the future of an
+    /// operation holding it was dropped: the completion routine drops it). The dispatch
+    /// routine returns `STATUS_PENDING` once this succeeded.
+    ///
+    /// ```no_run
+    /// # use core::ptr::NonNull;
+    /// # use wsk_sys::IRP;
+    /// # fn spawn(_: impl core::future::Future<Output = ()> + Send + 'static) {}
+    /// # fn dispatch(stream: &'static wsk_net::TcpStream, irp: NonNull<IRP>, len: usize)
+    /// #     -> wsk_sys::NTSTATUS {
+    /// // IRP_MJ_DEVICE_CONTROL, METHOD_OUT_DIRECT: receive into the caller's output buffer.
+    /// // SAFETY: our dispatch routine holds the IRP; its locked MdlAddress chain has `len`
+    /// // bytes; no cancel routine is set and nobody else completes it.
+    /// let buf = match unsafe { wsk_net::MdlBuf::from_irp(irp, 0, len) } {
+    ///     Ok(buf) => buf,
+    ///     Err(_) => return wsk_sys::STATUS_INVALID_PARAMETER, // complete it ourselves
+    /// };
+    /// spawn(async move {
+    ///     let (received, buf) = stream.recv_mdl(buf, false).await;
+    ///     buf.complete(&received); // IoStatus = (STATUS_SUCCESS, bytes) or the error
+    /// });
+    /// wsk_sys::STATUS_PENDING
+    /// # }
+    /// ```
+    ///
+    /// # Safety
+    /// - `irp` is a live IRP that the calling driver holds at its current stack location (it
+    ///   is in the driver's dispatch routine for it, or has kept it since), and is not pending
+    ///   in another way; from now on nobody but this handle completes it, and no cancel routine
+    ///   is set on it (it cannot be cancelled while held: bound the operations with
+    ///   [`timeout`](crate::timeout));
+    /// - its `MdlAddress` chain meets [`MdlBuf::from_raw`]'s contract until the IRP is
+    ///   completed (the I/O manager's probed and locked buffer of a direct-I/O IOCTL does).
+    ///
+    /// # Errors
+    /// `InvalidInput` when the IRP has no `MdlAddress` or the range does not fit (as
+    /// [`MdlBuf::from_raw`]); the IRP is then untouched (not marked pending): the caller
+    /// completes it.
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL` (drop completes the IRP).
+    pub unsafe fn from_irp(irp: NonNull<IRP>, offset: usize, len: usize) -> Result<Self> {
+        let irp = irp.as_ptr();
+        // SAFETY: a live IRP the caller holds.
+        let chain = unsafe { (*irp).MdlAddress };
+        let chain =
+            NonNull::new(chain).ok_or(Error::new(ErrorKind::InvalidInput, "MdlBuf::from_irp"))?;
+        // SAFETY: the chain meets from_raw's contract (ours); the release routine completes
+        // the IRP, which only this handle does (ours).
+        let mut buf = unsafe { Self::from_raw(chain, offset, len, complete_irp, irp.cast()) }?;
+        buf.irp = irp;
+        // The outcome of a drop without a result (an abandoned operation).
+        // SAFETY: the live IRP, ours now.
+        unsafe { (*irp).IoStatus.Status = sys::STATUS_CANCELLED };
+        // SAFETY: as above.
+        unsafe { (*irp).IoStatus.Information = 0 };
+        // SAFETY: as above, at its current stack location (the caller's contract).
+        unsafe { sys::IoMarkIrpPending(irp) };
+        Ok(buf)
+    }
+
+    /// Sets what the IRP of [`MdlBuf::from_irp`] completes with when this handle is dropped:
+    /// `IoStatus.Status` and `IoStatus.Information` (bytes transferred). No effect on a
+    /// handle from [`MdlBuf::from_raw`].
+    ///
+    /// # Errors
+    /// `InvalidInput` for `STATUS_PENDING`, which is no final status (completing with it is a
+    /// Driver Verifier violation); nothing changes then.
+    ///
+    /// # IRQL
+    /// Any.
+    pub fn set_completion(&mut self, status: NTSTATUS, information: usize) -> Result<()> {
+        if status == sys::STATUS_PENDING {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "MdlBuf::set_completion",
+            ));
+        }
+        if !self.irp.is_null() {
+            // SAFETY: the IRP is ours until the drop completes it.
+            unsafe { (*self.irp).IoStatus.Status = status };
+            // SAFETY: as above.
+            unsafe { (*self.irp).IoStatus.Information = information };
+        }
+        Ok(())
+    }
+
+    /// Completes the IRP of [`MdlBuf::from_irp`] now with an operation's result:
+    /// `Ok(n)` as `STATUS_SUCCESS` with `n` bytes, an error as its `NTSTATUS`
+    /// (`STATUS_UNSUCCESSFUL` when it has none) with 0. On a handle from
+    /// [`MdlBuf::from_raw`] it is a drop (the release routine runs).
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL`.
+    pub fn complete(mut self, result: &Result<usize>) {
+        let (status, information) = match result {
+            Ok(n) => (sys::STATUS_SUCCESS, *n),
+            Err(error) => (
+                error
+                    .status()
+                    .filter(|&s| s != sys::STATUS_PENDING)
+                    .unwrap_or(sys::STATUS_UNSUCCESSFUL),
+                0,
+            ),
+        };
+        // Never STATUS_PENDING (filtered above): cannot fail.
+        let _ = self.set_completion(status, information);
+    }
+
+    /// The IRP of [`MdlBuf::from_irp`], if this handle owns one (to read its stack location).
+    ///
+    /// # IRQL
+    /// Any.
+    #[must_use]
+    pub fn irp(&self) -> Option<NonNull<IRP>> {
+        NonNull::new(self.irp)
     }
 
     /// Bytes of the range used by operations. A receive writes at most this many.
@@ -185,7 +315,8 @@ impl MdlBuf {
     }
 
     /// Gives the chain and its context back without calling the release routine: the caller
-    /// owns the MDLs again.
+    /// owns the MDLs again. For a handle from [`MdlBuf::from_irp`] the context is the IRP,
+    /// still marked pending and with the status last set: the caller completes it.
     ///
     /// # IRQL
     /// Any.
@@ -229,6 +360,14 @@ impl MdlBuf {
             Length: self.len - skip,
         }
     }
+}
+
+/// The release routine of [`MdlBuf::from_irp`]: completes the IOCTL's IRP with the status its
+/// `IoStatus` holds. IRQL <= `DISPATCH_LEVEL`.
+unsafe fn complete_irp(_chain: NonNull<MDL>, irp: *mut c_void) {
+    // SAFETY: the IRP `from_irp` took, completed once (the release runs once), its status set
+    // and never STATUS_PENDING (`from_irp`, `set_completion`).
+    unsafe { sys::IofCompleteRequest(irp.cast(), sys::IO_NO_INCREMENT) };
 }
 
 impl core::fmt::Debug for MdlBuf {

@@ -741,6 +741,15 @@ impl UdpSocket {
     /// choice): `IPV6_JOIN_GROUP` with an `IPV6_MREQ` (Winsock's option; not on the WSK
     /// options page). The socket must be an IPv6 one, bound.
     ///
+    /// ```no_run
+    /// # async fn demo(socket: &wsk_net::UdpSocket) -> wsk_net::Result<()> {
+    /// let group: core::net::Ipv6Addr = "ff02::1:3".parse().unwrap();
+    /// socket.join_multicast_v6(group, 0).await?;
+    /// // ... receive the group's datagrams ...
+    /// socket.leave_multicast_v6(group, 0).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// `InvalidInput` for an IPv4 socket or a group that is not multicast; as
     /// [`UdpSocket::set_send_buffer_size`].
@@ -853,6 +862,16 @@ impl UdpSocket {
     /// <https://learn.microsoft.com/en-us/windows-hardware/drivers/network/sio-wsk-set-sendto-address>)
     /// without filtering receives (datagrams from every sender still arrive). `None` clears
     /// it.
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: &wsk_net::UdpSocket) -> wsk_net::Result<()> {
+    /// socket.set_send_to_address(Some("192.0.2.7:514".parse().unwrap())).await?;
+    /// let (sent, _buf) = socket.send(wsk_net::IoBuf::from_slice(b"<14>up")?).await;
+    /// sent?;
+    /// let (got, _buf) = socket.recv_from(wsk_net::IoBuf::with_capacity(1500)?).await;
+    /// let (_n, _any_sender) = got?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// As [`UdpSocket::connect`].

@@ -79,8 +79,12 @@ pub(crate) unsafe fn issue_receive_from(call: &mut Call) -> NTSTATUS {
         return sys::STATUS_NOT_IMPLEMENTED;
     };
     let held = call.held();
+    held.value = 0;
     let (buffer, remote) = (&raw mut held.wsk_buf, held.addr[1].as_mut_ptr());
-    // SAFETY: open socket, prepared IRP; buffer and address live in the slot until completion.
+    // `ControlFlags` (`MSG_TRUNC`, ...): written by WSK at completion, read by `recv_datagram`.
+    let control_flags = &raw mut held.value;
+    // SAFETY: open socket, prepared IRP; buffer, address and flags live in the slot until
+    // completion.
     unsafe {
         receive_from(
             call.socket(),
@@ -89,10 +93,27 @@ pub(crate) unsafe fn issue_receive_from(call: &mut Call) -> NTSTATUS {
             remote,
             core::ptr::null_mut(),
             core::ptr::null_mut(),
-            core::ptr::null_mut(),
+            control_flags,
             call.irp(),
         )
     }
+}
+
+/// One received datagram: [`UdpSocket::recv_datagram`].
+///
+/// # IRQL
+/// Any: a plain value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Received {
+    /// Bytes in the buffer (also its length).
+    pub len: usize,
+    /// The sender.
+    pub from: SocketAddr,
+    /// The datagram was larger than the buffer: only its first `len` bytes were received and
+    /// the rest is gone (`MSG_TRUNC` in `WskReceiveFrom`'s `ControlFlags`, "`PFN_WSK_RECEIVE_FROM`
+    /// callback function (wsk.h)"). A provider that does not report it leaves it false.
+    pub truncated: bool,
 }
 
 impl UdpSocket {
@@ -139,7 +160,7 @@ impl UdpSocket {
         buf: IoBuf,
         len: usize,
         to: Option<SocketAddr>,
-    ) -> (Result<(usize, Option<SocketAddr>)>, IoBuf) {
+    ) -> (Result<(usize, Option<SocketAddr>, u32)>, IoBuf) {
         let request = if receive {
             Request::ReceiveFrom
         } else {
@@ -158,8 +179,9 @@ impl UdpSocket {
                     .take()
                     .expect("datagram operations carry their buffer");
                 let from = done.held.addr[1].to_socket_addr();
+                let flags = if receive { done.held.value } else { 0 };
                 (
-                    check(done.status, done.information, name).map(|n| (n, from)),
+                    check(done.status, done.information, name).map(|n| (n, from, flags)),
                     buf,
                 )
             }
@@ -198,7 +220,7 @@ impl UdpSocket {
         self.operation(SEND, "send_to", async move {
             let len = buf.len();
             let (result, buf) = self.datagram(SEND, false, buf, len, Some(to)).await;
-            (result.map(|(n, _)| n), buf)
+            (result.map(|(n, _, _)| n), buf)
         })
     }
 
@@ -214,7 +236,7 @@ impl UdpSocket {
     pub async fn send(&self, buf: IoBuf) -> (Result<usize>, IoBuf) {
         let len = buf.len();
         let (result, buf) = self.datagram(SEND, false, buf, len, None).await;
-        (result.map(|(n, _)| n), buf)
+        (result.map(|(n, _, _)| n), buf)
     }
 
     /// Receives one datagram into `buf` (cleared first) and gives it back with the length
@@ -242,20 +264,60 @@ impl UdpSocket {
     /// Poll at <= `DISPATCH_LEVEL`.
     pub fn recv_from(
         &self,
-        mut buf: IoBuf,
+        buf: IoBuf,
     ) -> Operation<'_, impl Future<Output = (Result<(usize, SocketAddr)>, IoBuf)> + '_> {
         self.operation(RECV, "recv_from", async move {
-            buf.clear();
-            let cap = buf.capacity();
-            let (result, mut buf) = self.datagram(RECV, true, buf, cap, None).await;
-            let result = result.and_then(|(n, from)| {
-                let n = n.min(cap);
-                let _ = buf.set_len(n);
-                from.map(|from| (n, from))
-                    .ok_or(Error::new(ErrorKind::Other, "recv_from"))
-            });
-            (result, buf)
+            let (result, buf) = self.receive_one(buf, "recv_from").await;
+            (result.map(|got| (got.len, got.from)), buf)
         })
+    }
+
+    /// [`UdpSocket::recv_from`] that also says whether the datagram was larger than the
+    /// buffer ([`Received::truncated`]: WSK's `MSG_TRUNC`; the rest of that datagram is gone).
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: &wsk_net::UdpSocket) -> wsk_net::Result<()> {
+    /// let (got, buf) = socket.recv_datagram(wsk_net::IoBuf::with_capacity(512)?).await;
+    /// let got = got?;
+    /// if got.truncated {
+    ///     // larger than 512 bytes: only its first 512 are in `buf`
+    /// }
+    /// # let _ = (buf, got.from);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`UdpSocket::recv_from`].
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    pub fn recv_datagram(
+        &self,
+        buf: IoBuf,
+    ) -> Operation<'_, impl Future<Output = (Result<Received>, IoBuf)> + '_> {
+        self.operation(
+            RECV,
+            "recv_datagram",
+            self.receive_one(buf, "recv_datagram"),
+        )
+    }
+
+    /// One `WskReceiveFrom` into `buf` (cleared first), its length set to the bytes received.
+    async fn receive_one(&self, mut buf: IoBuf, name: &'static str) -> (Result<Received>, IoBuf) {
+        buf.clear();
+        let cap = buf.capacity();
+        let (result, mut buf) = self.datagram(RECV, true, buf, cap, None).await;
+        let result = result.and_then(|(n, from, flags)| {
+            let len = n.min(cap);
+            let _ = buf.set_len(len);
+            let from = from.ok_or(Error::new(ErrorKind::Other, name))?;
+            Ok(Received {
+                len,
+                from,
+                truncated: flags & sys::MSG_TRUNC != 0,
+            })
+        });
+        (result, buf)
     }
 
     /// The local address (with the real port when bound to port 0).

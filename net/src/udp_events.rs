@@ -15,8 +15,9 @@
 //!   out of it, in order, and give it back with `WskRelease` once every datagram is taken;
 //! - otherwise: **back-pressure**, `STATUS_DATA_NOT_ACCEPTED`. WSK then indicates nothing
 //!   until the callback is enabled again, which the next receive that finds the retained
-//!   lists drained does. The datagrams of the refused indication are WSK's: a provider may
-//!   drop them (UDP promises no delivery; the host provider drops them).
+//!   lists drained does. The datagrams of the refused indication are WSK's: the transport
+//!   buffers them "if possible" ("`PFN_WSK_RECEIVE_FROM_EVENT` callback function (wsk.h)") and
+//!   indicates them again once enabled (the host provider does; UDP promises no delivery).
 //!
 //! No buffer is registered with the callback (datagrams are copied by the receiving task), so
 //! dropping a receive future loses nothing: a datagram is taken out of a list only by a poll
@@ -24,6 +25,10 @@
 //! released and the callback discards from then on. The state lives in one nonpaged block
 //! per event-driven socket (allocated by [`UdpSocket::enable_receive_events`], freed with the
 //! socket object after its close).
+//!
+//! [`UdpSocket::disable_receive_events`] turns the callback off again (with an IRP that WSK
+//! completes once no call of it is in progress); the receives then take what it retained
+//! before they post `WskReceiveFrom` IRPs.
 //!
 //! Where the provider lacks event callbacks (Wine 8's netio.sys), enabling reports `Ok(false)`
 //! and the receives are ordinary `WskReceiveFrom` IRPs.
@@ -45,7 +50,7 @@ use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_cell;
 use crate::raw::SocketInner;
-use crate::udp::UdpSocket;
+use crate::udp::{Received, UdpSocket};
 
 /// Pool tag of datagram event state blocks (`WskD`).
 const EVENTS_TAG: u32 = sys::pool_tag(*b"WskD");
@@ -91,7 +96,20 @@ struct Queue {
     failed: bool,
     /// The close is being issued: the callback discards, nothing is retained any more.
     closing: bool,
+    /// A receive is enabling the callback again after back-pressure right now (between its
+    /// decision under the lock and the end of its `WskControlSocket`): a disable issued
+    /// meanwhile may precede that enabling, so [`UdpSocket::disable_receive_events`] disables
+    /// once more after it.
+    reenabling: bool,
     counts: DatagramEventCounts,
+}
+
+impl Queue {
+    /// Receives go through the callback's lists: the callback is on, or it left lists a
+    /// receive must take before any IRP receive (after a disable).
+    fn receives_through_events(&self) -> bool {
+        self.enabled || !self.retained.is_empty()
+    }
 }
 
 // SAFETY: the raw pointers are retained lists (WSK's until released), used under the lock.
@@ -294,6 +312,7 @@ impl UdpSocket {
                 not_accepted: false,
                 failed: false,
                 closing: false,
+                reenabling: false,
                 counts: DatagramEventCounts::default(),
             }),
             waker: AtomicWaker::new(),
@@ -309,12 +328,82 @@ impl UdpSocket {
         inner.leave_call();
         match status {
             sys::STATUS_SUCCESS => {
-                cell.queue.lock().enabled = true;
+                let mut q = cell.queue.lock();
+                q.enabled = true;
+                // Enabling lifts a back-pressure from before a disable too.
+                q.not_accepted = false;
                 Ok(true)
             }
             sys::STATUS_NOT_SUPPORTED | sys::STATUS_NOT_IMPLEMENTED => Ok(false),
             other => Err(Error::from_status(other, NAME)),
         }
+    }
+
+    /// Switches the socket's receive back from `WskReceiveFromEvent` to `WskReceiveFrom` IRPs:
+    /// disables the callback (`SO_WSK_EVENT_CALLBACK` with
+    /// `WSK_EVENT_RECEIVE_FROM | WSK_EVENT_DISABLE`) with an IRP, which WSK completes only once
+    /// no call of the callback is in progress any more ("`SO_WSK_EVENT_CALLBACK`":
+    /// <https://learn.microsoft.com/en-us/windows-hardware/drivers/network/so-wsk-event-callback>).
+    /// After it returns no callback runs for the socket: [`UdpSocket::recv_from_events`] and
+    /// [`UdpSocket::recv_batch_events`] first take the datagrams the callback retained, in
+    /// order, then receive with IRPs, so no datagram the callback accepted is lost. No-op when
+    /// receive events are off; [`UdpSocket::enable_receive_events`] turns them on again. The
+    /// stream counterpart is [`TcpStream::disable_receive_events`](crate::TcpStream::disable_receive_events).
+    /// Dropping its future before it completes leaves the receives on IRPs (still taking first
+    /// whatever the callback retains) with the callback perhaps still on: call it again to be
+    /// sure it is off.
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: &wsk_net::UdpSocket) -> wsk_net::Result<()> {
+    /// socket.enable_receive_events()?;
+    /// // ... a burst handled by the callback ...
+    /// socket.disable_receive_events().await?;
+    /// let (got, _buf) = socket.recv_from_events(wsk_net::IoBuf::with_capacity(1500)?).await;
+    /// let _ = got?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidState` after close or with another control operation in flight; provider
+    /// errors (the callback then stays on, as before the call).
+    ///
+    /// # IRQL
+    /// Call and poll at <= `DISPATCH_LEVEL`.
+    pub async fn disable_receive_events(&self) -> Result<()> {
+        const NAME: &str = "disable_receive_events";
+        let Some(cell) = self.event_cell() else {
+            return Ok(());
+        };
+        // From here on no receive enables the callback again after back-pressure, and
+        // receives that find nothing retained go on with IRPs.
+        let mut raced = {
+            let mut q = cell.queue.lock();
+            if !q.enabled {
+                return Ok(());
+            }
+            q.enabled = false;
+            q.reenabling
+        };
+        loop {
+            let disabled =
+                crate::options::disable_event(&self.handle, sys::WSK_EVENT_RECEIVE_FROM, NAME)
+                    .await;
+            if let Err(error) = disabled {
+                // WSK still calls the callback: receives keep taking from it.
+                cell.queue.lock().enabled = true;
+                return Err(error);
+            }
+            if !raced {
+                break;
+            }
+            // A receive was enabling the callback again (after back-pressure) when the
+            // disable began, and may have done so after it: disable once more, after it.
+            raced = cell.queue.lock().reenabling;
+        }
+        cell.queue.lock().not_accepted = false;
+        // A receive waiting for the callback goes on with an IRP.
+        cell.waker.wake();
+        Ok(())
     }
 
     /// What the receive callback did so far ([`DatagramEventCounts`]); all zero before
@@ -337,9 +426,11 @@ impl UdpSocket {
 
     /// Takes indicated datagrams, oldest first, handing each to `take` (which returns
     /// whether it wants another) while any is retained: `Ready` with how many were taken
-    /// (at least one), or an error; `Pending` (the task woken by the next indication) when
-    /// none is retained. Releases each list once all its datagrams are taken, and enables the
-    /// callback again after back-pressure.
+    /// (at least one), or an error; `Ready(Ok(0))` when none is retained and the callback is
+    /// disabled ([`UdpSocket::disable_receive_events`]: the caller receives with an IRP);
+    /// `Pending` (the task woken by the next indication) when none is retained. Releases each
+    /// list once all its datagrams are taken, and enables the callback again after
+    /// back-pressure (unless it is being disabled).
     fn poll_indicated(
         &self,
         cell: &DatagramEventCell,
@@ -357,6 +448,7 @@ impl UdpSocket {
         let mut taken = 0;
         let mut reenable = false;
         let mut failed = false;
+        let mut disabled = false;
         {
             let mut q = cell.queue.lock();
             while let Some(front) = q.retained.front_mut() {
@@ -379,9 +471,11 @@ impl UdpSocket {
             }
             if taken == 0 {
                 failed = q.failed || q.closing;
+                disabled = !q.enabled;
             }
-            if q.retained.is_empty() && q.not_accepted {
+            if q.retained.is_empty() && q.not_accepted && q.enabled {
                 q.not_accepted = false;
+                q.reenabling = true;
                 reenable = true;
             }
         }
@@ -394,12 +488,15 @@ impl UdpSocket {
             // Back-pressure lifted: WSK indicates again. A refusal here leaves the socket
             // to its IRP receives; the next receive reports nothing new.
             let _ = enable_callback(inner);
+            cell.queue.lock().reenabling = false;
         }
         inner.leave_call();
         if taken > 0 {
             Poll::Ready(Ok(taken))
         } else if failed {
             Poll::Ready(Err(Error::new(ErrorKind::InvalidState, name)))
+        } else if disabled {
+            Poll::Ready(Ok(0))
         } else {
             Poll::Pending
         }
@@ -425,28 +522,71 @@ impl UdpSocket {
     ///
     /// # IRQL
     /// Poll and drop at <= `DISPATCH_LEVEL`.
-    pub async fn recv_from_events(&self, mut buf: IoBuf) -> (Result<(usize, SocketAddr)>, IoBuf) {
-        const NAME: &str = "recv_from_events";
-        let Some(cell) = self.event_cell().filter(|c| c.queue.lock().enabled) else {
-            return self.recv_from(buf).await;
+    pub async fn recv_from_events(&self, buf: IoBuf) -> (Result<(usize, SocketAddr)>, IoBuf) {
+        let (got, buf) = self.receive_indicated(buf, "recv_from_events").await;
+        (got.map(|got| (got.len, got.from)), buf)
+    }
+
+    /// [`UdpSocket::recv_from_events`] that also says whether the datagram was larger than
+    /// the buffer ([`Received::truncated`]: the indicated datagram's length exceeded the
+    /// buffer's capacity; its rest is gone); without receive events an ordinary
+    /// [`UdpSocket::recv_datagram`].
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: &wsk_net::UdpSocket) -> wsk_net::Result<()> {
+    /// socket.enable_receive_events()?;
+    /// let (got, buf) = socket.recv_datagram_events(wsk_net::IoBuf::with_capacity(512)?).await;
+    /// let got = got?;
+    /// # let _ = (&buf[..got.len], got.from, got.truncated);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`UdpSocket::recv_from_events`].
+    ///
+    /// # IRQL
+    /// Poll and drop at <= `DISPATCH_LEVEL`.
+    pub async fn recv_datagram_events(&self, buf: IoBuf) -> (Result<Received>, IoBuf) {
+        self.receive_indicated(buf, "recv_datagram_events").await
+    }
+
+    /// One indicated datagram into `buf` (cleared first), or an IRP receive without events.
+    async fn receive_indicated(
+        &self,
+        mut buf: IoBuf,
+        name: &'static str,
+    ) -> (Result<Received>, IoBuf) {
+        let Some(cell) = self
+            .event_cell()
+            .filter(|c| c.queue.lock().receives_through_events())
+        else {
+            return self.recv_datagram(buf).await;
         };
         buf.clear();
-        let mut got: Option<(usize, Option<SocketAddr>)> = None;
+        let mut got: Option<(usize, Option<SocketAddr>, bool)> = None;
         let result = poll_fn(|cx| {
             let mut take = |item: &Indicated<'_>| {
                 let n = item.copy_into(buf.storage_mut());
-                got = Some((n, item.sender()));
+                got = Some((n, item.sender(), item.len() > n));
                 false
             };
-            self.poll_indicated(cell, cx, &mut take, NAME)
+            self.poll_indicated(cell, cx, &mut take, name)
         })
         .await;
+        if matches!(result, Ok(0)) {
+            // Disabled, and nothing retained: the receive goes on with an IRP.
+            return self.recv_datagram(buf).await;
+        }
         let result = result.and_then(|_| match got {
-            Some((n, Some(from))) => {
-                let _ = buf.set_len(n);
-                Ok((n, from))
+            Some((len, Some(from), truncated)) => {
+                let _ = buf.set_len(len);
+                Ok(Received {
+                    len,
+                    from,
+                    truncated,
+                })
             }
-            _ => Err(Error::new(ErrorKind::Other, NAME)),
+            _ => Err(Error::new(ErrorKind::Other, name)),
         });
         (result, buf)
     }
@@ -478,7 +618,10 @@ impl UdpSocket {
         mut batch: DatagramBatch,
     ) -> (Result<usize>, DatagramBatch) {
         const NAME: &str = "recv_batch_events";
-        let Some(cell) = self.event_cell().filter(|c| c.queue.lock().enabled) else {
+        let Some(cell) = self
+            .event_cell()
+            .filter(|c| c.queue.lock().receives_through_events())
+        else {
             return self.recv_batch(batch).await;
         };
         batch.clear();
@@ -496,6 +639,10 @@ impl UdpSocket {
             self.poll_indicated(cell, cx, &mut take, NAME)
         })
         .await;
+        if matches!(result, Ok(0)) {
+            // Disabled, and nothing retained: the receive goes on with an IRP.
+            return self.recv_batch(batch).await;
+        }
         (result.map(|_| batch.len()), batch)
     }
 }
@@ -509,6 +656,11 @@ impl Indicated<'_> {
     fn copy_into(&self, out: &mut [u8]) -> usize {
         // SAFETY: the item belongs to a live retained list (how `Indicated` is made).
         unsafe { copy_datagram(self.0, out) }
+    }
+
+    /// The datagram's length as indicated.
+    fn len(&self) -> usize {
+        self.0.Buffer.Length
     }
 
     /// The datagram's sender.

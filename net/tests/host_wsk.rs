@@ -146,6 +146,39 @@ fn datagrams_and_resolve_over_net() {
     });
 }
 
+/// `recv_datagram` reports a datagram larger than the buffer (`MSG_TRUNC`): its first bytes
+/// arrive, `truncated` is set, and the next receive gets the next datagram; a datagram that
+/// fits is not truncated. On both the host-socket and the in-memory network.
+#[test]
+fn recv_datagram_reports_truncation() {
+    common::each_provider_and_plan(|client, _| {
+        block_on(async {
+            let a = UdpSocket::bind(client, "127.0.0.1:0".parse().unwrap())
+                .await
+                .expect("bind a");
+            let b = UdpSocket::bind(client, "127.0.0.1:0".parse().unwrap())
+                .await
+                .expect("bind b");
+            let to = b.local_addr().await.expect("local_addr");
+            let from = a.local_addr().await.expect("local_addr");
+            for datagram in [&b"0123456789"[..], b"fits"] {
+                let (sent, _) = a.send_to(IoBuf::from_slice(datagram).unwrap(), to).await;
+                sent.expect("send_to");
+            }
+            let (got, buf) = b.recv_datagram(IoBuf::with_capacity(4).unwrap()).await;
+            let got = got.expect("recv_datagram");
+            assert_eq!((&buf[..], got.len, got.from), (&b"0123"[..], 4, from));
+            assert!(got.truncated, "10 bytes into 4: truncated");
+            let (got, buf) = b.recv_datagram(buf).await;
+            let got = got.expect("recv_datagram");
+            assert_eq!(&buf[..], b"fits");
+            assert!(!got.truncated, "exactly the buffer's size");
+            a.close().await;
+            b.close().await;
+        });
+    });
+}
+
 #[test]
 fn inline_completion_of_close() {
     run_plans(vec![Faults::with(Completion::Inline, 11)], |client, _| {

@@ -744,6 +744,60 @@ pub const NI_MAXHOST: usize = 1025;
 /// `NI_MAXSERV`: the longest service name, in characters with the terminating NUL.
 pub const NI_MAXSERV: usize = 32;
 
+/// `MSG_TRUNC` (ws2def.h), in `WskReceiveFrom`'s `ControlFlags`: the datagram was larger than
+/// the buffer and was truncated.
+pub const MSG_TRUNC: u32 = 0x0100;
+/// `IP_PKTINFO` (ws2ipdef.h), level `IPPROTO_IP`: as a control object of a send, an
+/// [`IN_PKTINFO`] naming the source address (and interface) of the datagrams.
+pub const IP_PKTINFO: i32 = 19;
+/// `IPV6_PKTINFO` (ws2ipdef.h), level `IPPROTO_IPV6`: as a control object of a send, an
+/// [`IN6_PKTINFO`].
+pub const IPV6_PKTINFO: i32 = 19;
+
+/// `WSACMSGHDR` (`CMSGHDR`, ws2def.h): the header of one control data object; its data follows
+/// at [`CMSG_DATA_OFFSET`], the next object at its `cmsg_len` rounded up to
+/// [`CMSG_ALIGNMENT`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct CMSGHDR {
+    /// Bytes of the object: this header (with its padding) and the data.
+    pub cmsg_len: usize,
+    /// The protocol level (`IPPROTO_IP`, `IPPROTO_IPV6`, ...).
+    pub cmsg_level: i32,
+    /// The type within the level (`IP_PKTINFO`, ...).
+    pub cmsg_type: i32,
+}
+
+/// `WSA_CMSGHDR_ALIGN`/`WSA_CMSGDATA_ALIGN` on x64 (ws2def.h): control objects and their
+/// data start at multiples of `sizeof(SIZE_T)`.
+pub const CMSG_ALIGNMENT: usize = size_of::<usize>();
+/// `WSA_CMSG_DATA`'s offset: the header rounded up to [`CMSG_ALIGNMENT`].
+pub const CMSG_DATA_OFFSET: usize = size_of::<CMSGHDR>().next_multiple_of(CMSG_ALIGNMENT);
+
+/// `IN_PKTINFO` (ws2ipdef.h): the data of an `IP_PKTINFO` control object.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct IN_PKTINFO {
+    /// The IPv4 address (source address on a send), network byte order.
+    pub ipi_addr: [u8; 4],
+    /// The interface index (0: any).
+    pub ipi_ifindex: u32,
+}
+
+/// `IN6_PKTINFO` (ws2ipdef.h): the data of an `IPV6_PKTINFO` control object.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct IN6_PKTINFO {
+    /// The IPv6 address (source address on a send).
+    pub ipi6_addr: [u8; 16],
+    /// The interface index (0: any).
+    pub ipi6_ifindex: u32,
+}
+
+/// `MSG_CTRUNC` (ws2def.h), in `WskReceiveFrom`'s `ControlFlags`: the control information was
+/// larger than its buffer and was truncated.
+pub const MSG_CTRUNC: u32 = 0x0200;
+
 /// `SOCKADDR`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]

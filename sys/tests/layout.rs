@@ -440,6 +440,28 @@ fn table() -> Vec<Item> {
             ai_next,
         }
     );
+    layout!(
+        v,
+        CMSGHDR {
+            cmsg_len,
+            cmsg_level,
+            cmsg_type
+        }
+    );
+    layout!(
+        v,
+        IN_PKTINFO {
+            ipi_addr,
+            ipi_ifindex
+        }
+    );
+    layout!(
+        v,
+        IN6_PKTINFO {
+            ipi6_addr,
+            ipi6_ifindex
+        }
+    );
     constants!(
         v,
         STATUS_SUCCESS,
@@ -561,6 +583,10 @@ fn table() -> Vec<Item> {
         SO_EXCLUSIVEADDRUSE,
         TCP_NODELAY,
         IPV6_V6ONLY,
+        IP_PKTINFO,
+        IPV6_PKTINFO,
+        MSG_TRUNC,
+        MSG_CTRUNC,
         NS_ALL,
         NS_DNS,
         DPFLTR_IHVDRIVER_ID,

@@ -234,7 +234,7 @@ fn table(rows: &[Row]) -> String {
 }
 
 /// The median of `values`; `None` when there are none.
-fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+pub(crate) fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
     let mut values: Vec<f64> = values.collect();
     if values.is_empty() {
         return None;
@@ -328,8 +328,8 @@ fn parse_usage(stdout: &str, which: &str, connections: usize) -> Result<[u64; 4]
 }
 
 /// A running server: stopped with SIGTERM (then SIGKILL after [`BOUND`]) when dropped.
-struct Running {
-    child: Child,
+pub(crate) struct Running {
+    pub(crate) child: Child,
 }
 
 impl Running {
@@ -337,7 +337,7 @@ impl Running {
     /// drivers' host programs exit non-zero when the unload leaks or the verifier objects).
     /// `dies_of_sigterm`: the server has no SIGTERM handler (`tokio_echo`), so dying of the
     /// signal is its clean exit.
-    fn stop(mut self, dies_of_sigterm: bool) -> Result<(), String> {
+    pub(crate) fn stop(mut self, dies_of_sigterm: bool) -> Result<(), String> {
         /// SIGTERM's number on Linux.
         const SIGTERM: i32 = 15;
         let pid = self.child.id().to_string();
@@ -400,7 +400,7 @@ fn rss_readings(
 }
 
 /// The resident set of `pid` once two readings agree (a note when it kept moving).
-fn settled_rss(name: &str, pid: u32) -> Result<u64, String> {
+pub(crate) fn settled_rss(name: &str, pid: u32) -> Result<u64, String> {
     let (rss, steady) = idle::settled(BOUND, || idle::vm_rss_bytes(pid))?;
     if !steady {
         eprintln!("bench-idle: {name}: the resident set still moved after {BOUND:?}");
@@ -409,7 +409,7 @@ fn settled_rss(name: &str, pid: u32) -> Result<u64, String> {
 }
 
 /// Waits (bounded) until something accepts connections at `addr`.
-fn wait_listening(addr: SocketAddr) -> Result<(), String> {
+pub(crate) fn wait_listening(addr: SocketAddr) -> Result<(), String> {
     let deadline = Instant::now() + BOUND;
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -421,7 +421,7 @@ fn wait_listening(addr: SocketAddr) -> Result<(), String> {
 }
 
 /// CPUs and model, for the table's heading.
-fn describe_machine() -> String {
+pub(crate) fn describe_machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

@@ -10,6 +10,7 @@ mod bench;
 mod bench_echo;
 mod bench_echo_table;
 mod bench_idle;
+mod bench_scale;
 mod callgrind;
 mod driver;
 mod floor_driver;
@@ -44,6 +45,9 @@ const USAGE: &str = "usage: cargo xtask <command>
                  (--no-callgrind, --quick)
   bench-idle     memory per idle connection: nonpaged pool (ours vs the floor) and process RSS
                  (ours, the floor, tokio) at 0 and N connections (--connections N, --rounds R)
+  bench-scale    the echo server holding many idle connections: server CPU per round trip at
+                 10, 1,000 and 10,000 connections (10 active), and 10,000 idle + 100 active
+                 (ours vs tokio; --totals LIST, --active A, --busy B, --seconds S, --size N)
   soak [ARGS]    the seed sweep: wsk-net's and the echo driver's end-to-end scenarios under
                  seeded fault plans (--seeds N, default 20; --first S; --faults PLAN), failing
                  seeds with their replay command and a summary; --minutes M: a long churn run
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&root, &args[1..]),
         Some("bench-echo") => bench_echo_table::run(&root, &args[1..]),
         Some("bench-idle") => bench_idle::run(&root, &args[1..]),
+        Some("bench-scale") => bench_scale::run(&root, &args[1..]),
         Some("soak") => soak::run(&root, &args[1..]),
         Some("wine-test") => {
             let echo = if args.iter().any(|a| a == "--chat-only") {

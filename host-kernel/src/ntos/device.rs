@@ -26,17 +26,20 @@ use std::vec::Vec;
 use super::fast_hash::FastMap;
 use super::irql;
 use super::machine::{self, Machine, lock};
-use super::pool::{allocate_for_kernel, free_for_kernel};
 use super::verifier::{self, bugcheck};
 use crate::{
     DEVICE_OBJECT, DISPATCH_LEVEL, DRIVER_OBJECT, IO_COMPLETION_ROUTINE, IRP, NTSTATUS,
-    PASSIVE_LEVEL, PVOID, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS, UNICODE_STRING,
+    PASSIVE_LEVEL, PVOID, STATUS_SUCCESS, UNICODE_STRING,
 };
 
 /// `sizeof(DEVICE_OBJECT)` on x64 (0x150): drivers may read fields we do not model.
 const DEVICE_OBJECT_SIZE: usize = 0x150;
-/// Pool tag of the I/O manager's `IoSetCompletionRoutineEx` context (`IoCx`).
+/// Pool tag of the I/O manager's `IoSetCompletionRoutineEx` context (`IoCx`), as the leak
+/// report names contexts never given back.
 const CONTEXT_TAG: u32 = crate::pool_tag(*b"IoCx");
+/// Free contexts the lookaside list keeps at most (more are freed): enough for every IRP of
+/// a thousand connections in flight at once, small next to them.
+const LOOKASIDE_DEPTH: usize = 4096;
 
 /// One device object.
 struct Device {
@@ -48,10 +51,28 @@ struct Device {
     _memory: Box<[u8; DEVICE_OBJECT_SIZE]>,
 }
 
-/// Every device object that is not yet released, by address.
+/// Every device object that is not yet released, by address, and the I/O manager's
+/// `IoSetCompletionRoutineEx` contexts.
+///
+/// The contexts come from a lookaside list, as fixed-size kernel structures do on Windows
+/// ("`ExAllocateFromNPagedLookasideList` function (wdm.h)": the first free entry, else a new
+/// allocation; learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exallocatefromnpagedlookasidelist): one per
+/// completion routine registered, so a tracked pool block each (an ordered table insert and
+/// remove, a pattern fill, a malloc and free) cost more than the rest of the call. Each is
+/// still counted as a pool allocation (`Kernel::allocation_counts`), and the contexts not
+/// given back are reported as tag `IoCx` at the leak check, as pool blocks were.
 #[derive(Default)]
 pub(crate) struct Devices {
     live: FastMap<usize, Device>,
+    /// Contexts given back, ready for the next `IoSetCompletionRoutineEx`: boxes, whose
+    /// addresses are what the I/O manager hands out as the routine's context.
+    #[expect(
+        clippy::vec_box,
+        reason = "each context needs a stable address while its IRP is in flight"
+    )]
+    free_contexts: Vec<Box<ExContext>>,
+    /// Contexts handed out and not given back yet.
+    contexts_out: usize,
 }
 
 impl Devices {
@@ -165,7 +186,8 @@ pub unsafe extern "system-unwind" fn IoDeleteDevice(DeviceObject: *mut DEVICE_OB
 /// What the I/O manager keeps for one `IoSetCompletionRoutineEx` registration.
 struct ExContext {
     routine: IO_COMPLETION_ROUTINE,
-    context: PVOID,
+    /// The driver's context pointer, as an address (the lookaside list moves between threads).
+    context: usize,
     device: usize,
 }
 
@@ -196,7 +218,14 @@ pub unsafe extern "system-unwind" fn IoSetCompletionRoutineEx(
         );
     };
     let address = DeviceObject as usize;
-    {
+    let fresh = ExContext {
+        routine,
+        context: Context as usize,
+        device: address,
+    };
+    // The device reference and the context under one lock: the kernel's own allocation,
+    // which the low-resources simulation never fails (only the driver's).
+    let memory = {
         let mut devices = lock(&machine.devices);
         match devices.live.get_mut(&address) {
             Some(device) if !device.deleted => device.refs += 1,
@@ -211,21 +240,20 @@ pub unsafe extern "system-unwind" fn IoSetCompletionRoutineEx(
                 );
             }
         }
-    }
-    // The kernel's own allocation: the low-resources simulation fails only the driver's.
-    let memory = allocate_for_kernel(size_of::<ExContext>(), CONTEXT_TAG).cast::<ExContext>();
-    if memory.is_null() {
-        dereference(&machine, address);
-        return STATUS_INSUFFICIENT_RESOURCES;
-    }
-    // SAFETY: a fresh allocation of the right size and alignment (pool is 16-aligned).
-    unsafe {
-        memory.write(ExContext {
-            routine,
-            context: Context,
-            device: address,
-        });
-    }
+        devices.contexts_out += 1;
+        let boxed = match devices.free_contexts.pop() {
+            Some(mut recycled) => {
+                *recycled = fresh;
+                recycled
+            }
+            None => Box::new(fresh),
+        };
+        Box::into_raw(boxed)
+    };
+    machine
+        .allocations
+        .pool
+        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: the IRP is the caller's, with a next location (forwarded contract).
     unsafe {
         crate::IoSetCompletionRoutine(
@@ -246,31 +274,37 @@ pub(crate) fn is_unload_safe_completion(routine: IO_COMPLETION_ROUTINE) -> bool 
     core::ptr::fn_addr_eq(routine, unload_safe_completion as IO_COMPLETION_ROUTINE)
 }
 
-/// The I/O manager's routine behind `IoSetCompletionRoutineEx`: frees its context, runs the
-/// driver's routine, and only after it returned releases the device object.
+/// The I/O manager's routine behind `IoSetCompletionRoutineEx`: takes its context back, runs
+/// the driver's routine, and only after it returned releases the device object and returns
+/// the context to the lookaside list.
 unsafe extern "system" fn unload_safe_completion(
     device: *mut DEVICE_OBJECT,
     irp: *mut IRP,
     context: PVOID,
 ) -> NTSTATUS {
-    // SAFETY: `context` is the ExContext IoSetCompletionRoutineEx allocated, read once here.
-    let ex = unsafe { context.cast::<ExContext>().read() };
-    // SAFETY: allocated with this tag by IoSetCompletionRoutineEx, freed once, read above.
-    unsafe { free_for_kernel(context, CONTEXT_TAG) };
+    // SAFETY: `context` is the boxed ExContext IoSetCompletionRoutineEx leaked for this one
+    // completion; the routine runs once per registration, so it is taken back once.
+    let ex = unsafe { Box::from_raw(context.cast::<ExContext>()) };
     let _ = device;
+    let (routine, driver_context, address) = (ex.routine, ex.context, ex.device);
     // SAFETY: the driver's routine with the arguments it registered, at the completing IRQL.
     let status = verifier::in_completion_routine(|| unsafe {
-        (ex.routine)(ex.device as *mut DEVICE_OBJECT, irp, ex.context)
+        routine(address as *mut DEVICE_OBJECT, irp, driver_context as PVOID)
     });
     if let Some(machine) = machine::try_current() {
-        dereference(&machine, ex.device);
+        dereference(&machine, address, ex);
     }
     status
 }
 
-/// Drops one reference on a device object, releasing it if it was deleted.
-fn dereference(machine: &Machine, address: usize) {
+/// Drops the reference an `IoSetCompletionRoutineEx` context held on a device object,
+/// releasing the object if it was deleted, and gives the context back.
+fn dereference(machine: &Machine, address: usize, context: Box<ExContext>) {
     let mut devices = lock(&machine.devices);
+    devices.contexts_out = devices.contexts_out.saturating_sub(1);
+    if devices.free_contexts.len() < LOOKASIDE_DEPTH {
+        devices.free_contexts.push(context);
+    }
     // One lookup on every completion: released here if deleted and now unreferenced, as
     // `release_if_done` would after a second lookup.
     let released = devices.live.get_mut(&address).is_some_and(|device| {
@@ -329,9 +363,10 @@ pub(crate) fn wait_all_released(machine: &Machine, within: Duration) {
     let _ = wait_for_references(machine, None, within);
 }
 
-/// Device objects not released, for the leak report (any driver).
+/// Device objects not released and `IoSetCompletionRoutineEx` contexts not given back (in
+/// the pool report's words: their routine never ran), for the leak report (any driver).
 pub(crate) fn leaks(devices: &Devices) -> Vec<String> {
-    devices
+    let mut lines: Vec<String> = devices
         .of(None)
         .into_iter()
         .map(|(address, deleted, refs)| {
@@ -340,5 +375,14 @@ pub(crate) fn leaks(devices: &Devices) -> Vec<String> {
                 if deleted { "deleted" } else { "not deleted" },
             )
         })
-        .collect()
+        .collect();
+    if devices.contexts_out != 0 {
+        lines.push(format!(
+            "pool tag '{}': {} allocation(s), {} bytes not freed",
+            super::pool::tag_text(CONTEXT_TAG),
+            devices.contexts_out,
+            devices.contexts_out * size_of::<ExContext>()
+        ));
+    }
+    lines
 }

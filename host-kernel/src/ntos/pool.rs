@@ -197,42 +197,11 @@ pub unsafe extern "system-unwind" fn ExAllocatePoolWithTag(
 }
 
 /// The host kernel's own nonpaged allocation (tracked like the driver's, and freed with
-/// [`free_for_kernel`] or `ExFreePoolWithTag`), which the low-resources simulation never
+/// `ExFreePoolWithTag`), which the low-resources simulation never
 /// fails: only the driver's calls of the exported functions are the code under test. IRQL <=
 /// `DISPATCH_LEVEL`.
 pub(crate) fn allocate_for_kernel(bytes: usize, tag: u32) -> PVOID {
     allocate(bytes, tag, false, false, Caller::Kernel)
-}
-
-/// Frees a block of the host kernel's own that holds nothing of the driver's (the I/O
-/// manager's `IoSetCompletionRoutineEx` context): untracked and freed as `ExFreePoolWithTag`
-/// does, without the checks that guard the driver's frees (IRQL, an armed timer or queued
-/// DPC inside, a buffer a pending WSK IRP uses), which cannot apply to it. Those checks
-/// cost a lock and a scan each, on every IRP completion. IRQL: any.
-///
-/// # Safety
-/// `block` must be a live allocation of [`allocate_for_kernel`] with `tag`, freed once, that
-/// nobody uses any more.
-pub(crate) unsafe fn free_for_kernel(block: PVOID, tag: u32) {
-    let machine = machine::current("ExFreePoolWithTag (host kernel)");
-    let removed = lock(&machine.pool).live.remove(&(block as usize));
-    let Some(tracked) = removed.filter(|tracked| tracked.tag == tag) else {
-        bugcheck(
-            "BAD_POOL_CALLER",
-            format!("host kernel: its own block {block:p} is not live with its tag"),
-        );
-    };
-    // SAFETY: allocated by `allocate` with this layout and removed from the table: freed once.
-    // Poisoned first, as `ExFreePoolWithTag` does.
-    unsafe {
-        core::ptr::write_bytes(
-            block.cast::<u8>(),
-            0xDD,
-            tracked.layout.size().min(PATTERN_WHOLE),
-        );
-    };
-    // SAFETY: as above.
-    unsafe { std::alloc::dealloc(block.cast(), tracked.layout) };
 }
 
 /// Host implementation of `ExAllocatePool2`, returned by `MmGetSystemRoutineAddress`: zeroed
@@ -379,6 +348,16 @@ pub unsafe extern "system-unwind" fn MmGetSystemRoutineAddress(
 
 /// Leak report lines: live allocations grouped by tag.
 pub(crate) fn leaks(table: &PoolTable) -> Vec<String> {
+    by_tag(table)
+        .into_iter()
+        .map(|(tag, count, bytes)| {
+            format!("pool tag '{tag}': {count} allocation(s), {bytes} bytes not freed")
+        })
+        .collect()
+}
+
+/// Live allocations grouped by tag: (tag text, blocks, bytes), in tag order.
+pub(crate) fn by_tag(table: &PoolTable) -> Vec<(String, usize, usize)> {
     let mut by_tag: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
     for block in table.live.values() {
         let entry = by_tag.entry(block.tag).or_default();
@@ -387,12 +366,7 @@ pub(crate) fn leaks(table: &PoolTable) -> Vec<String> {
     }
     by_tag
         .into_iter()
-        .map(|(tag, (count, bytes))| {
-            format!(
-                "pool tag '{}': {count} allocation(s), {bytes} bytes not freed",
-                tag_text(tag)
-            )
-        })
+        .map(|(tag, (count, bytes))| (tag_text(tag), count, bytes))
         .collect()
 }
 

@@ -280,6 +280,8 @@ impl Provider {
         let mut events = Events::with_capacity(256);
         let mut timeout: Option<Duration> = None;
         let mut dones = Vec::new();
+        // This round's results due at once (see `due_at_once`).
+        let mut due_now = Vec::new();
         let mut indications = Vec::new();
         loop {
             // First the DPCs queued to this processor: by the completions below in the last
@@ -318,14 +320,15 @@ impl Provider {
                         continue;
                     }
                     let id = ev.token().0 as u64;
-                    socket::pump(&mut st, &self.io, id, &mut dones);
+                    let closed = ev.is_read_closed() || ev.is_error();
+                    socket::pump_ready(&mut st, &self.io, id, closed, &mut dones);
                     if socket::indication_due(&st, id) {
                         indications.push(id);
                     }
                 }
                 indications.append(&mut st.soon);
             }
-            if !dones.is_empty() {
+            if !dones.is_empty() && !self.due_at_once(&mut dones, &mut due_now) {
                 self.defer(core::mem::take(&mut dones));
             }
             if !indications.is_empty() {
@@ -337,9 +340,10 @@ impl Provider {
             }
             let (due, next) = self.take_due();
             timeout = next;
-            if !due.is_empty() {
+            if !due_now.is_empty() || !due.is_empty() {
+                // This round's own results first: nothing deferred was waiting before them.
                 glue::at_dispatch(|| {
-                    for d in due {
+                    for d in due_now.drain(..).chain(due) {
                         glue::caught(|| d.complete(self));
                     }
                 });

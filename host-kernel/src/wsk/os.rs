@@ -191,6 +191,124 @@ pub(super) fn name_info(
     Ok((text(&host), text(&service)))
 }
 
+/// The canonical name `getaddrinfo(3)` with `AI_CANONNAME` gives for `node` on the host
+/// resolver (blocks: `PASSIVE_LEVEL` callers only), or `None` when it fails or gives none.
+pub(super) fn canonical_name(node: &str) -> Option<std::string::String> {
+    let node = std::ffi::CString::new(node).ok()?;
+    // SAFETY: an all-zero addrinfo is the "no preference" hints getaddrinfo(3) documents.
+    let mut hints: libc::addrinfo = unsafe { core::mem::zeroed() };
+    hints.ai_flags = libc::AI_CANONNAME;
+    let mut list: *mut libc::addrinfo = core::ptr::null_mut();
+    // SAFETY: a NUL-terminated node, no service, valid hints and result pointer.
+    let ret = unsafe {
+        libc::getaddrinfo(
+            node.as_ptr(),
+            core::ptr::null(),
+            &raw const hints,
+            &raw mut list,
+        )
+    };
+    if ret != 0 || list.is_null() {
+        return None;
+    }
+    // SAFETY: getaddrinfo succeeded: `list` is its first entry, live until freed below.
+    let canon = unsafe { (*list).ai_canonname };
+    let name = (!canon.is_null()).then(|| {
+        // SAFETY: a NUL-terminated string of the live list.
+        unsafe { core::ffi::CStr::from_ptr(canon) }
+            .to_string_lossy()
+            .into_owned()
+    });
+    // SAFETY: the list getaddrinfo returned, freed once.
+    unsafe { libc::freeaddrinfo(list) };
+    name
+}
+
+/// `sendmsg(2)` of one datagram to `to` from the source address `from` (and interface
+/// `interface`, 0: any): Linux's `IP_PKTINFO`/`IPV6_PKTINFO` control message, which the
+/// `IN_PKTINFO`/`IN6_PKTINFO` of a `WskSendMessages` become.
+pub(super) fn send_from(
+    socket: &impl AsRawFd,
+    data: &[u8],
+    to: SocketAddr,
+    from: std::net::IpAddr,
+    interface: u32,
+) -> io::Result<usize> {
+    let (raw, len) = host_addr(&to);
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    // Room for either packet-info control message, u64-aligned as cmsghdr wants.
+    let mut control = [0u64; 8];
+    let (level, kind, payload): (c_int, c_int, Vec<u8>) = match from {
+        std::net::IpAddr::V4(v4) => {
+            let info = libc::in_pktinfo {
+                ipi_ifindex: c_int::try_from(interface).unwrap_or(0),
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.octets()),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            // SAFETY: a plain C struct, viewed as its bytes.
+            let bytes = unsafe {
+                core::slice::from_raw_parts((&raw const info).cast::<u8>(), size_of_val(&info))
+            };
+            (libc::IPPROTO_IP, libc::IP_PKTINFO, bytes.to_vec())
+        }
+        std::net::IpAddr::V6(v6) => {
+            let info = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: v6.octets(),
+                },
+                ipi6_ifindex: interface,
+            };
+            // SAFETY: a plain C struct, viewed as its bytes.
+            let bytes = unsafe {
+                core::slice::from_raw_parts((&raw const info).cast::<u8>(), size_of_val(&info))
+            };
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, bytes.to_vec())
+        }
+    };
+    let payload_len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(payload_len) } as usize;
+    // SAFETY: an all-zero msghdr is a valid empty one; filled in below.
+    let mut message: libc::msghdr = unsafe { core::mem::zeroed() };
+    message.msg_name = (&raw const raw).cast_mut().cast();
+    message.msg_namelen = len;
+    message.msg_iov = &raw mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    message.msg_controllen = space.min(size_of_val(&control));
+    // SAFETY: the message's control buffer holds one control message of `space` bytes.
+    let header = unsafe { libc::CMSG_FIRSTHDR(&raw const message) };
+    if header.is_null() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: CMSG_LEN only computes a size.
+    let cmsg_len = unsafe { libc::CMSG_LEN(payload_len) } as usize;
+    // SAFETY: `header` is the first control message's header, inside `control`.
+    unsafe {
+        header.write(libc::cmsghdr {
+            cmsg_len,
+            cmsg_level: level,
+            cmsg_type: kind,
+        });
+    }
+    // SAFETY: the data of that control message, with room for `payload` (CMSG_SPACE).
+    let data_at = unsafe { libc::CMSG_DATA(header) };
+    // SAFETY: as above: `payload.len()` bytes fit after the header.
+    unsafe { core::ptr::copy_nonoverlapping(payload.as_ptr(), data_at, payload.len()) };
+    // SAFETY: a valid message whose name, buffer and control live across the call.
+    let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &raw const message, 0) };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(usize::try_from(sent).unwrap_or(0))
+    }
+}
+
 /// `bind(2)`.
 pub(super) fn bind_fd(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
     let (raw, len) = host_addr(addr);

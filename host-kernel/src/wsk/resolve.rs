@@ -31,19 +31,21 @@ pub(crate) fn set_hosts(hosts: &[(String, Vec<IpAddr>)]) {
         .unwrap_or_else(std::sync::PoisonError::into_inner) = hosts.to_vec();
 }
 
-/// `node`'s addresses from the hosts table, with `port`, if it is there.
-fn from_hosts(node: &str, port: u16) -> Option<Vec<SocketAddr>> {
+/// `node`'s addresses from the hosts table, with `port`, and the name as the table spells it
+/// (its canonical name), if it is there.
+fn from_hosts(node: &str, port: u16) -> Option<(Vec<SocketAddr>, String)> {
     let hosts = HOSTS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     hosts
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(node))
-        .map(|(_, addresses)| {
-            addresses
+        .map(|(name, addresses)| {
+            let addrs = addresses
                 .iter()
                 .map(|&ip| SocketAddr::new(ip, port))
-                .collect()
+                .collect();
+            (addrs, name.clone())
         })
 }
 
@@ -123,7 +125,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_get_address_info(
         .and_then(|()| resolve(node, service, hints, in_memory))
         .map_or_else(
             |status| status,
-            |addrs| match build(&addrs, hints.socktype) {
+            |(addrs, canonical)| match build(&addrs, hints.socktype, canonical.as_deref()) {
                 Some(list) => {
                     if result.is_null() {
                         // SAFETY: the list was just built by `build`.
@@ -172,14 +174,15 @@ impl Hints {
     }
 }
 
-/// The addresses of `node` and `service` the hints ask for; on the in-memory network
-/// (`in_memory`), without the host's resolver ([`super::memory::resolve`]).
+/// The addresses of `node` and `service` the hints ask for, and the canonical name when they
+/// ask for it (`AI_CANONNAME`); on the in-memory network (`in_memory`), without the host's
+/// resolver ([`super::memory::resolve`]).
 fn resolve(
     node: Option<String>,
     service: Option<String>,
     hints: Hints,
     in_memory: bool,
-) -> Result<Vec<SocketAddr>, NTSTATUS> {
+) -> Result<(Vec<SocketAddr>, Option<String>), NTSTATUS> {
     let family = hints.family;
     let port = match service {
         None => 0,
@@ -193,13 +196,20 @@ fn resolve(
     if hints.flags & AI_NUMERICHOST != 0 && node.parse::<std::net::IpAddr>().is_err() {
         return Err(STATUS_NOT_FOUND);
     }
-    let addrs = match from_hosts(&node, port) {
-        Some(addrs) => addrs,
-        None if in_memory => super::memory::resolve(&node, port).ok_or(STATUS_NOT_FOUND)?,
-        None => (node.as_str(), port)
-            .to_socket_addrs()
-            .map_err(|_| STATUS_NOT_FOUND)?
-            .collect(),
+    let numeric = node.parse::<IpAddr>().is_ok();
+    let (addrs, table_name) = match from_hosts(&node, port) {
+        Some((addrs, name)) => (addrs, Some(name)),
+        None if in_memory => (
+            super::memory::resolve(&node, port).ok_or(STATUS_NOT_FOUND)?,
+            None,
+        ),
+        None => (
+            (node.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|_| STATUS_NOT_FOUND)?
+                .collect(),
+            None,
+        ),
     };
     let mut out: Vec<SocketAddr> = Vec::new();
     for a in addrs {
@@ -216,12 +226,30 @@ fn resolve(
     if out.is_empty() {
         return Err(STATUS_NOT_FOUND);
     }
-    Ok(out)
+    // AI_CANONNAME, "ADDRINFOEXW structure (ws2def.h)"
+    // (learn.microsoft.com/windows/win32/api/ws2def/ns-ws2def-addrinfoexw): "The canonical name
+    // is returned in the first ai_canonname member". A numeric node is its own canonical name
+    // (as getaddrinfo(3) gives it), the hosts table's spelling for its names, the name as
+    // given on the in-memory network, else the host resolver's (the name as given when it
+    // has none).
+    let canonical = (hints.flags & AI_CANONNAME != 0).then(|| {
+        if numeric || in_memory {
+            table_name.clone().unwrap_or_else(|| node.clone())
+        } else {
+            table_name
+                .clone()
+                .or_else(|| os::canonical_name(&node))
+                .unwrap_or_else(|| node.clone())
+        }
+    });
+    Ok((out, canonical))
 }
 
 /// The `ADDRINFOEXW` chain for `addrs`, in pool, of the socket type the hints asked for
-/// (`SOCK_STREAM` when they left it open); `None` when pool runs out.
-fn build(addrs: &[SocketAddr], socktype: i32) -> Option<*mut ADDRINFOEXW> {
+/// (`SOCK_STREAM` when they left it open), the first entry with `canonical` as its
+/// `ai_canonname` (a NUL-terminated UTF-16 string in a pool block of its own); `None` when
+/// pool runs out.
+fn build(addrs: &[SocketAddr], socktype: i32, canonical: Option<&str>) -> Option<*mut ADDRINFOEXW> {
     let (socktype, protocol) = if socktype == i32::from(SOCK_DGRAM) {
         (SOCK_DGRAM, IPPROTO_UDP)
     } else {
@@ -263,6 +291,22 @@ fn build(addrs: &[SocketAddr], socktype: i32) -> Option<*mut ADDRINFOEXW> {
         entry.info.ai_addr = (&raw mut entry.addr).cast();
         head = (&raw mut *entry).cast();
     }
+    if let Some(name) = canonical
+        && !head.is_null()
+    {
+        let wide: Vec<u16> = name.encode_utf16().chain([0]).collect();
+        let bytes = wide.len() * size_of::<u16>();
+        let copy = crate::ntos::pool::allocate_for_kernel(bytes, ADDRINFO_TAG).cast::<u16>();
+        if copy.is_null() {
+            // SAFETY: `head` is a chain built here.
+            unsafe { free_list(head) };
+            return None;
+        }
+        // SAFETY: a fresh pool block of `bytes` bytes (pool alignment suits u16).
+        unsafe { core::ptr::copy_nonoverlapping(wide.as_ptr(), copy, wide.len()) };
+        // SAFETY: the first entry of the chain built above, only this function holds it.
+        unsafe { (*head).ai_canonname = copy };
+    }
     Some(head)
 }
 
@@ -273,6 +317,12 @@ fn build(addrs: &[SocketAddr], socktype: i32) -> Option<*mut ADDRINFOEXW> {
 unsafe fn free_list(mut list: *mut ADDRINFOEXW) {
     while !list.is_null() {
         // SAFETY: every entry of the chain is a live pool block with our tag.
+        let canonical = unsafe { (*list).ai_canonname };
+        if !canonical.is_null() {
+            // SAFETY: a canonical name `build` allocated with our tag, freed with its entry.
+            unsafe { ExFreePoolWithTag(canonical.cast(), ADDRINFO_TAG) };
+        }
+        // SAFETY: as above.
         let next = unsafe { (*list).ai_next };
         // SAFETY: as above; freed once, its successor read first.
         unsafe { ExFreePoolWithTag(list.cast(), ADDRINFO_TAG) };

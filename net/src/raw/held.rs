@@ -1,6 +1,8 @@
 //! What an operation hands to WSK and gets back: the [`Held`] resources parked in the slot
-//! while the IRP is in flight, the [`Call`] an issue function receives, and the results
-//! ([`Completed`], [`Refused`]).
+//! while the IRP is in flight, the [`Params`] an operation parks there ([`Held`] whole, or
+//! the small [`Transfer`] of a TCP send or receive, written into the cell field by field),
+//! the [`Call`] an issue function receives, and the results ([`Completed`],
+//! [`TransferDone`], [`Refused`]).
 
 use core::ptr::{self, NonNull};
 
@@ -113,6 +115,161 @@ impl Held {
     }
 }
 
+/// What an operation parks in its slot's [`Held`] cell when it issues, and takes back when it
+/// completes. The cell of a free slot holds no resources (no buffer, MDL, batch, result list
+/// or adopted socket; its plain fields may be stale): [`Params::park`] may rely on that, and
+/// [`Params::take`] must leave it so.
+///
+/// [`Held`] itself parks whole (every operation can use it); [`Transfer`] parks only what a
+/// TCP send or receive needs, so that the ~200-byte `Held` is never moved through the futures
+/// of the hot path (each move is a copy of all of it).
+pub(crate) trait Params: Sized {
+    /// What a completed operation returns.
+    type Done;
+
+    /// The request it makes.
+    fn request(&self) -> Request;
+
+    /// The request's name, for errors.
+    fn name(&self) -> &'static str {
+        self.request().name()
+    }
+
+    /// Writes the parameters into `cell`, which holds no resources.
+    fn park(self, cell: &mut Held);
+
+    /// Takes the results back out of `cell` after the IRP completed with `status` and
+    /// `information` (or failed to issue), leaving the cell without resources.
+    fn take(cell: &mut Held, status: NTSTATUS, information: usize) -> Self::Done;
+}
+
+impl Params for Held {
+    type Done = Completed;
+
+    fn request(&self) -> Request {
+        self.request
+    }
+
+    fn park(self, cell: &mut Held) {
+        *cell = self;
+    }
+
+    fn take(cell: &mut Held, status: NTSTATUS, information: usize) -> Completed {
+        note_received(cell, information);
+        Completed {
+            status,
+            information,
+            held: core::mem::replace(cell, Held::empty()),
+        }
+    }
+}
+
+/// A TCP send or receive of `len` bytes of `buf` from `offset`: what [`Params`] parks of it
+/// (the request, the buffer and its `WSK_BUF`), built without a [`Held`], and smaller than a
+/// [`Request`] with it (every move of it is a copy).
+pub(crate) struct Transfer {
+    /// The data buffer.
+    pub buf: IoBuf,
+    /// The `WSK_BUF`'s length.
+    pub len: usize,
+    /// Where in `buf` the `WSK_BUF` starts (below `IoBuf::MAX_CAPACITY`, so it fits the
+    /// `WSK_BUF`'s 32 bits).
+    pub offset: u32,
+    /// The `WSK_FLAG_*` flags of the call.
+    pub flags: u32,
+    /// `WskReceive` rather than `WskSend`.
+    pub receive: bool,
+}
+
+impl Transfer {
+    /// `WskSend` of `len` bytes of `buf` from `offset`, with `flags`.
+    pub(crate) fn send(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Self {
+        Self::new(buf, offset, len, flags, false)
+    }
+
+    /// `WskReceive` into `len` bytes of `buf` from `offset`, with `flags`.
+    pub(crate) fn receive(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Self {
+        Self::new(buf, offset, len, flags, true)
+    }
+
+    fn new(buf: IoBuf, offset: usize, len: usize, flags: u32, receive: bool) -> Self {
+        Self {
+            buf,
+            len,
+            offset: u32::try_from(offset).unwrap_or(u32::MAX),
+            flags,
+            receive,
+        }
+    }
+}
+
+/// A completed [`Transfer`]: the result and the buffer back.
+pub(crate) struct TransferDone {
+    /// Final status.
+    pub status: NTSTATUS,
+    /// `IoStatus.Information`.
+    pub information: usize,
+    /// The transfer's buffer (its initialised part extended over what a receive wrote).
+    /// `None` only if the slot protocol lost it, which it does not.
+    pub buf: Option<IoBuf>,
+}
+
+impl Params for Transfer {
+    type Done = TransferDone;
+
+    #[inline]
+    fn request(&self) -> Request {
+        if self.receive {
+            Request::Receive { flags: self.flags }
+        } else {
+            Request::Send { flags: self.flags }
+        }
+    }
+
+    #[expect(
+        clippy::inline_always,
+        reason = "a few stores on every send and receive, not worth a call"
+    )]
+    #[inline(always)]
+    fn park(self, cell: &mut Held) {
+        cell.request = self.request();
+        cell.wsk_buf = WSK_BUF {
+            Mdl: self.buf.mdl(),
+            Offset: self.offset,
+            Length: self.len,
+        };
+        // The cell holds no buffer (a free slot's cell holds no resources): nothing dropped.
+        cell.buf = Some(self.buf);
+    }
+
+    #[inline]
+    fn take(cell: &mut Held, status: NTSTATUS, information: usize) -> TransferDone {
+        note_received(cell, information);
+        TransferDone {
+            status,
+            information,
+            buf: cell.buf.take(),
+        }
+    }
+}
+
+/// After a receive completed: the provider wrote `information` bytes into the buffer at the
+/// `WSK_BUF`'s offset, so the buffer's initialised part now reaches their end (the count is
+/// clamped to the `WSK_BUF`'s length: a provider never writes past what it was given).
+fn note_received(held: &mut Held, information: usize) {
+    if !held.request.receives_into_buf() {
+        return;
+    }
+    let start = held.wsk_buf.Offset as usize;
+    let end = start + information.min(held.wsk_buf.Length);
+    if let Some(buf) = held.buf.as_mut() {
+        // SAFETY: every receive starts at or before its buffer's initialised end (from 0,
+        // after its filled part for `recv_append`, or after an earlier completion's data for
+        // a `recv_exact` continuation), and the completed IRP wrote `[start, end)`.
+        unsafe { buf.assume_written(end) };
+    }
+}
+
 /// The result of an operation.
 pub(crate) struct Completed {
     /// Final status.
@@ -123,16 +280,16 @@ pub(crate) struct Completed {
     pub held: Held,
 }
 
-/// An operation refused before reaching WSK, with what it would have held.
-pub(crate) struct Refused {
+/// An operation refused before reaching WSK, with what it would have held (its [`Params`]).
+pub(crate) struct Refused<P = Held> {
     /// Why.
     pub error: Error,
     /// The resources, untouched.
-    pub held: Held,
+    pub held: P,
 }
 
-impl From<Refused> for Error {
-    fn from(refused: Refused) -> Self {
+impl<P> From<Refused<P>> for Error {
+    fn from(refused: Refused<P>) -> Self {
         refused.error
     }
 }

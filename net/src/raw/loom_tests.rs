@@ -248,6 +248,60 @@ fn loom_owner_recycles_only_after_the_canceller() {
     });
 }
 
+/// A live owner hands its slot's IRP on (`Slot::offer_irp`: to the socket's spare, for the
+/// next operation on any slot) while a canceller on another processor may be inside
+/// `IoCancelIrp` with it: only after `wait_out_canceller`, so the canceller's read of the IRP
+/// is ordered before the owner's move (the IRP is a loom cell: a race is reported) and never
+/// finds it gone.
+#[test]
+fn loom_owner_hands_the_irp_on_only_after_the_canceller() {
+    loom::model(|| {
+        let object = ModelObject::in_flight();
+        let irp = Arc::new(UnsafeCell::new(Some(1u32)));
+        let completion = {
+            let object = object.clone();
+            thread::spawn(move || object.completion())
+        };
+        let canceller = {
+            let object = object.clone();
+            let irp = irp.clone();
+            thread::spawn(move || {
+                if object.slot.state.begin_cancel() == BeginCancel::CancelIrp {
+                    // SAFETY: model: the read `IoCancelIrp(slot.irp())` makes.
+                    let seen = irp.with(|irp| unsafe { *irp });
+                    assert_eq!(seen, Some(1), "IoCancelIrp on an IRP already handed on");
+                }
+                if object.slot.state.end_cancel() == AfterCancel::Finish {
+                    object.slot.finish();
+                }
+            })
+        };
+        // `Op::poll` until done.
+        let seen = loop {
+            if let Some(seen) = object.slot.state.poll_done() {
+                break seen;
+            }
+            thread::yield_now();
+        };
+        // SAFETY: DONE: WSK is finished with the cell and the future owns the slot.
+        let held = object.slot.held.with_mut(|held| unsafe { (*held).take() });
+        assert_eq!(held, Some(8), "the owner sees what WSK wrote");
+        object.slot.state.wait_out_canceller();
+        // SAFETY: model: `offer_irp` moving the IRP out of the slot.
+        irp.with_mut(|irp| unsafe { *irp = None });
+        object.slot.state.recycle(seen);
+        canceller.join().unwrap();
+        object.release();
+        completion.join().unwrap();
+        assert_eq!(
+            object.slot.finished.load(SeqCst),
+            0,
+            "a live owner finishes itself"
+        );
+        assert!(object.freed.load(SeqCst));
+    });
+}
+
 /// A socket object as `mod.rs` drives it: the real flags, call gate and reference count, the
 /// close slot, and membership in the client's list (the client's spin lock is the mutex).
 struct ModelSocket {

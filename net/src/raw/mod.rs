@@ -2,9 +2,15 @@
 //!
 //! Every socket object ([`SocketInner`]) lives in nonpaged pool and owns five IRP slots
 //! (receive, send, control, close, and the closing disconnect), so steady-state I/O allocates
-//! nothing. The first four IRPs are preallocated; the closing disconnect's is allocated when
-//! a close needs it, so an idle connection holds four IRPs, not five (a close that cannot get
-//! it closes at once, which ends the connection abortively). An operation ([`Op`]) claims a
+//! nothing. Only the receive and close IRPs are preallocated (the close must never need an
+//! allocation). An operation whose slot has no IRP takes the socket's spare one, or
+//! allocates one, and a finished operation hands its IRP to the spare if that is empty: so
+//! operations one after the other on different slots (an accept, then receive, send,
+//! receive...) share one IRP, and an idle accepted connection holds two, its posted
+//! receive's and the close's, as a hand-written driver would. Operations in flight at once
+//! each have their own (at most one per slot, plus the spare). An operation that cannot get
+//! an IRP fails with `NoResources`; a close that cannot get the closing disconnect's closes
+//! at once, which ends the connection abortively. An operation ([`Op`]) claims a
 //! slot, parks what WSK will hold ([`Held`]: buffer, `WSK_BUF`, addresses) inside the slot,
 //! reuses the slot's IRP with our one completion routine, and calls WSK.
 //!
@@ -39,7 +45,7 @@ mod request;
 mod slot;
 mod state;
 
-pub(crate) use held::{Call, Completed, Held, Refused};
+pub(crate) use held::{Call, Completed, Held, Refused, Transfer, TransferDone};
 pub(crate) use op::Op;
 pub(crate) use request::Request;
 use slot::{Slot, issue_orphan};
@@ -65,6 +71,11 @@ pub(crate) const CLOSE: usize = 3;
 /// up the close.
 pub(crate) const LINGER: usize = 4;
 const SLOTS: usize = 5;
+/// The slots whose IRP `SocketInner::new` allocates: the receive slot (every connection
+/// posts receives, and an accept runs on its new connection's receive slot) and the close
+/// slot (closing never allocates). The others take the spare or allocate when they need
+/// one, so an idle connection does not hold IRPs it is not using.
+const PREALLOCATED: [bool; SLOTS] = [true, false, false, true, false];
 
 /// How a close ends a connection ([`SocketInner::set_close_mode`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +125,9 @@ pub(crate) struct SocketInner {
     /// The bound's timer and its DPC (initialised in `new`, in place).
     linger_timer: core::cell::UnsafeCell<core::mem::MaybeUninit<sys::KTIMER>>,
     linger_dpc: core::cell::UnsafeCell<core::mem::MaybeUninit<sys::KDPC>>,
+    /// An IRP no slot holds, for the next operation whose slot has none (see the module
+    /// docs); null when none is spare. Freed with the object.
+    spare_irp: AtomicPtr<sys::IRP>,
     /// Event-driven receive state (`crate::tcp::events`): null until the stream enables
     /// receive events; freed with the object.
     pub(crate) events: AtomicPtr<crate::tcp::EventCell>,
@@ -142,8 +156,9 @@ impl SocketInner {
         };
         let mut irps = [ptr::null_mut(); SLOTS];
         for i in 0..SLOTS {
-            if i == LINGER {
-                // Allocated by the close that needs it (`issue_close`).
+            if !PREALLOCATED[i] {
+                // Allocated by the slot's first operation (`Op`), or by the close that needs
+                // it (`issue_close`) for the closing disconnect's.
                 continue;
             }
             // SAFETY: IoAllocateIrp at <= DISPATCH_LEVEL; one stack location suffices for an
@@ -177,6 +192,7 @@ impl SocketInner {
             linger: LingerState::new(),
             linger_timer: core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()),
             linger_dpc: core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()),
+            spare_irp: AtomicPtr::new(ptr::null_mut()),
             events: AtomicPtr::new(ptr::null_mut()),
             datagram_events: AtomicPtr::new(ptr::null_mut()),
             accept_events: AtomicPtr::new(ptr::null_mut()),
@@ -240,22 +256,41 @@ impl SocketInner {
     /// # Safety
     /// `this` must be a live object and the caller must own one reference, which it gives up:
     /// it must not touch the object afterwards.
+    #[inline]
     pub(crate) unsafe fn release(this: NonNull<Self>) {
         // SAFETY: the caller owns a reference, so the object is live.
         let inner = unsafe { this.as_ref() };
         if inner.refs.release() == Released::Shared {
             return;
         }
+        // SAFETY: that was the last reference (see `free`).
+        unsafe { Self::free(this) };
+    }
+
+    /// Frees the object once its last reference is gone: [`SocketInner::release`]'s rare
+    /// path, out of line so that the common one (every completion drops its IRP's reference)
+    /// is a decrement and a test.
+    ///
+    /// # Safety
+    /// The caller dropped the last reference to `this`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free(this: NonNull<Self>) {
+        // SAFETY: no reference is left but ours: the object is live and nobody else reaches it.
+        let inner = unsafe { this.as_ref() };
         // The last reference: no IRP is in flight (each holds a reference) and no handle
         // exists, so nobody else can reach the object.
+        let spare = inner.spare_irp.load(Ordering::Acquire);
         for irp in inner
             .slots
             .iter()
             .map(Slot::irp)
+            .chain(core::iter::once(spare))
             .filter(|irp| !irp.is_null())
         {
             // SAFETY: every IRP has completed (its reference is gone) and was allocated by
-            // IoAllocateIrp (in `new`, or at close for the closing disconnect's).
+            // IoAllocateIrp (in `new`, by an operation, or at close for the closing
+            // disconnect's); each is held by one slot or the spare, never two.
             unsafe { sys::IoFreeIrp(irp) };
         }
         let client = inner.client;

@@ -11,14 +11,15 @@ use wsk_executor::raw::sync::{AtomicU32, Ordering};
 use wsk_sys::{self as sys, STATUS_PENDING};
 
 use super::SocketInner;
-use super::held::{Completed, Held, Refused};
-use super::slot::{Slot, finish, start};
+use super::held::{Held, Params, Refused};
+use super::slot::{Slot, finish, start_request};
 use super::state::{AfterCancel, Claim, OnAbandon};
 use crate::error::{Error, ErrorKind};
 
 /// A future for one operation on one slot. Created by the socket types; the WSK call happens
-/// on first poll. Output: the completion, or an error when the slot or socket cannot take it.
-pub(crate) struct Op<'a> {
+/// on first poll. Output: the completion ([`Params::Done`]: `Completed` for a [`Held`]), or an
+/// error when the slot or socket cannot take it.
+pub(crate) struct Op<'a, P: Params = Held> {
     /// The socket object whose slot the operation uses (and whose reference its IRP holds).
     inner: &'a SocketInner,
     /// The socket the WSK call is made on, when it is not `inner`: an accept runs on its new
@@ -26,10 +27,10 @@ pub(crate) struct Op<'a> {
     /// many accepts in flight as it has accept futures.
     target: Option<&'a SocketInner>,
     index: usize,
-    /// The request's name, for errors after the `Held` went to the slot.
-    name: &'static str,
+    /// `inner`'s slot `index`, looked up once.
+    slot: &'a Slot,
     /// What to issue at the next poll.
-    issue: Option<Held>,
+    issue: Option<P>,
     in_flight: bool,
     /// This operation is the slot's one waiter ([`Slot::start_waiting`]).
     waiting: bool,
@@ -39,15 +40,15 @@ pub(crate) struct Op<'a> {
     cancel_requested: AtomicU32,
 }
 
-impl<'a> Op<'a> {
-    /// An operation on `inner`'s slot `index`, which will make `held.request` with `held`
+impl<'a, P: Params> Op<'a, P> {
+    /// An operation on `inner`'s slot `index`, which will make `held`'s request with `held`
     /// parked.
-    pub(crate) fn new(inner: &'a SocketInner, index: usize, held: Held) -> Self {
+    pub(crate) fn new(inner: &'a SocketInner, index: usize, held: P) -> Self {
         Self {
             inner,
             target: None,
             index,
-            name: held.request.name(),
+            slot: &inner.slots[index],
             issue: Some(held),
             in_flight: false,
             waiting: false,
@@ -95,13 +96,13 @@ impl<'a> Op<'a> {
 
     /// Issues the operation again at its next poll, with `held` (a continuation, such as the
     /// rest of a `WAITALL` receive the provider completed short). Only after it completed.
-    pub(crate) fn reissue(&mut self, held: Held) {
+    pub(crate) fn reissue(&mut self, held: P) {
         debug_assert!(!self.in_flight, "reissue of an operation in flight");
         self.issue = Some(held);
     }
 
     fn slot(&self) -> &'a Slot {
-        &self.inner.slots[self.index]
+        self.slot
     }
 
     /// Gives up the slot's waiter role, if this operation held it.
@@ -112,14 +113,27 @@ impl<'a> Op<'a> {
         }
     }
 
-    fn refuse(&self, kind: ErrorKind, held: Held) -> Poll<Result<Completed, Refused>> {
-        let error = Error::new(kind, self.name);
-        Poll::Ready(Err(Refused { error, held }))
+    /// Refuses the operation not yet issued: its parameters come back with the error. Pending
+    /// if there is nothing to refuse (polled again after it returned).
+    fn refuse(&mut self, kind: ErrorKind) -> Poll<Result<P::Done, Refused<P>>> {
+        match self.issue.take() {
+            Some(held) => Poll::Ready(Err(Refused {
+                error: Error::new(kind, held.name()),
+                held,
+            })),
+            None => Poll::Pending,
+        }
     }
 
     /// First poll (or first after a reissue): claims the slot and calls WSK. `None` when the
-    /// IRP is with WSK (or already completed); otherwise the poll's result.
-    fn issue(&mut self, cx: &Context<'_>) -> Option<Poll<Result<Completed, Refused>>> {
+    /// IRP is with WSK (or already completed); otherwise the poll's result. Inlined into
+    /// [`Op::poll_in_place`], for the reason given there.
+    #[expect(
+        clippy::inline_always,
+        reason = "the hot path of every send and receive: a call costs a frame and a copy of the result"
+    )]
+    #[inline(always)]
+    fn issue(&mut self, cx: &Context<'_>) -> Option<Poll<Result<P::Done, Refused<P>>>> {
         let issued = self.try_issue(cx);
         if !matches!(issued, Some(Poll::Pending)) {
             // Claimed the slot, or refused: no longer waiting for it.
@@ -128,25 +142,33 @@ impl<'a> Op<'a> {
         issued
     }
 
-    fn try_issue(&mut self, cx: &Context<'_>) -> Option<Poll<Result<Completed, Refused>>> {
+    #[expect(
+        clippy::inline_always,
+        reason = "the hot path of every send and receive: a call costs a frame and a copy of the result"
+    )]
+    #[inline(always)]
+    fn try_issue(&mut self, cx: &Context<'_>) -> Option<Poll<Result<P::Done, Refused<P>>>> {
         let slot = self.slot();
-        let Some(held) = self.issue.take() else {
-            return Some(self.refuse(ErrorKind::InvalidState, Held::empty()));
+        // The parameters stay in `issue` until they are parked (moving them is a copy).
+        let Some(request) = self.issue.as_ref().map(P::request) else {
+            // Only a poll after completion gets here (`issue` is set from creation until the
+            // issue, and by `reissue`): the caller returned the result already.
+            return Some(Poll::Pending);
         };
         if self.cancel_requested.load(Ordering::Acquire) != 0 || slot.is_cancel_requested() {
-            return Some(self.refuse(ErrorKind::Cancelled, held));
+            return Some(self.refuse(ErrorKind::Cancelled));
         }
         let callee = self.callee();
         if self.inner.is_closing()
             || callee.is_closing()
             || (!self.allow_closing && callee.wsk().is_null())
         {
-            return Some(self.refuse(ErrorKind::InvalidState, held));
+            return Some(self.refuse(ErrorKind::InvalidState));
         }
         // A live operation waits for this slot (woken when it frees): this one is a second
         // concurrent operation, and may not take the slot before the waiter's next poll.
         if !self.waiting && slot.has_waiter() {
-            return Some(self.refuse(ErrorKind::InvalidState, held));
+            return Some(self.refuse(ErrorKind::InvalidState));
         }
         loop {
             match slot.state.claim() {
@@ -157,7 +179,7 @@ impl<'a> Op<'a> {
                     // the slot's one waker from the first).
                     if !self.waiting {
                         if !slot.start_waiting() {
-                            return Some(self.refuse(ErrorKind::InvalidState, held));
+                            return Some(self.refuse(ErrorKind::InvalidState));
                         }
                         self.waiting = true;
                     }
@@ -167,13 +189,18 @@ impl<'a> Op<'a> {
                     if slot.state.is_free() {
                         continue;
                     }
-                    self.issue = Some(held);
                     return Some(Poll::Pending);
                 }
                 // Another live operation owns the slot: a second concurrent send or receive
                 // would reorder data. Do not touch its waker.
-                Claim::Taken => return Some(self.refuse(ErrorKind::InvalidState, held)),
+                Claim::Taken => return Some(self.refuse(ErrorKind::InvalidState)),
             }
+        }
+        // The socket's spare IRP, or a new one, when the slot has none.
+        if !slot.acquire_irp(self.inner) {
+            // Nobody waits on a slot claimed by a live operation: give it back.
+            slot.state.release();
+            return Some(self.refuse(ErrorKind::NoResources));
         }
         // A call on an open socket is counted in progress until WSK returns, so that a close
         // (from a drop, or deregistration on another CPU) waits for it; once a close is
@@ -183,12 +210,14 @@ impl<'a> Op<'a> {
         if counted && !callee.enter_call() {
             // Nobody waits on a slot claimed by a live operation: give it back.
             slot.state.release();
-            return Some(self.refuse(ErrorKind::InvalidState, held));
+            return Some(self.refuse(ErrorKind::InvalidState));
         }
-        slot.waker.register(cx.waker());
-        // SAFETY: claimed and not pending: we own the held cell.
-        unsafe { slot.park(held) };
-        let status = start(self.inner, slot, socket);
+        // The waker is registered after the call, and only if the IRP has not completed by
+        // then (`Op::poll`): most completions are inline, and need no wake.
+        // SAFETY: claimed and not pending: we own the held cell; `issue` is `Some` (checked
+        // above, and nothing since took it).
+        unsafe { slot.park_params(&mut self.issue) };
+        let status = start_request(self.inner, slot, socket, request);
         if counted {
             // WSK returned: the call is no longer in progress (its IRP may be). A close
             // requested meanwhile is issued here.
@@ -201,56 +230,73 @@ impl<'a> Op<'a> {
             self.in_flight = false;
             slot.end_client_call(self.inner);
             // SAFETY: the IRP never reached a completion: nobody else touches the cell.
-            let held = unsafe { slot.take() };
+            let done = unsafe { slot.take_params::<P>(status, 0) };
             slot.state.release();
             // SAFETY: the in-flight reference from `start`; the handle's reference keeps the
             // object alive.
             unsafe { SocketInner::release(NonNull::from(self.inner)) };
-            return Some(Poll::Ready(Ok(Completed {
-                status,
-                information: 0,
-                held,
-            })));
+            return Some(Poll::Ready(Ok(done)));
         }
         None
     }
 }
 
-impl Future for Op<'_> {
-    type Output = Result<Completed, Refused>;
+impl<P: Params> Op<'_, P> {
+    /// [`Future::poll`], for the futures that keep their `Op` in place (an `Op` is never
+    /// pinned structurally: the slot, not the future, holds everything WSK sees, so a
+    /// `&mut` is all polling needs). Always inlined into the hand-written futures of the
+    /// transfers (`Recv`, `SendAll`, `RecvAppend`): a call would copy the result out through
+    /// memory once more, on every send and receive.
+    #[expect(
+        clippy::inline_always,
+        reason = "the hot path of every send and receive: a call costs a frame and a copy of the result"
+    )]
+    #[inline(always)]
+    pub(crate) fn poll_in_place(&mut self, cx: &Context<'_>) -> Poll<Result<P::Done, Refused<P>>> {
+        if !self.in_flight
+            && let Some(poll) = self.issue(cx)
+        {
+            return poll;
+        }
+        let slot = self.slot();
+        let seen = if let Some(seen) = slot.state.poll_done() {
+            seen
+        } else {
+            slot.waker.register(cx.waker());
+            // Look again: a completion between the first look and the registration woke
+            // whatever waker was there before, not this one.
+            let Some(seen) = slot.state.poll_done() else {
+                return Poll::Pending;
+            };
+            seen
+        };
+        self.in_flight = false;
+        let (status, information) = slot.result();
+        // SAFETY: DONE: WSK is finished with the cell and the future owns the slot.
+        let done = unsafe { slot.take_params::<P>(status, information) };
+        // The IRP goes to the socket's spare for the next operation on any slot, once no
+        // canceller can still be in `IoCancelIrp` with it.
+        slot.state.wait_out_canceller();
+        slot.offer_irp(self.inner);
+        // Waits out a concurrent `cancel_slot` before recycling the slot.
+        slot.state.recycle(seen);
+        Poll::Ready(Ok(done))
+    }
+}
+
+impl<P: Params> Future for Op<'_, P> {
+    type Output = Result<P::Done, Refused<P>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: Op is never moved out of its pin: no field is pinned structurally (the
         // slot, not the future, holds everything WSK sees).
         let this = unsafe { self.get_unchecked_mut() };
-        let issuing = !this.in_flight;
-        if issuing && let Some(poll) = this.issue(cx) {
-            return poll;
-        }
-        let slot = this.slot();
-        if !issuing {
-            // An issue in this poll registered this waker before its WSK call already.
-            slot.waker.register(cx.waker());
-        }
-        let Some(seen) = slot.state.poll_done() else {
-            return Poll::Pending;
-        };
-        this.in_flight = false;
-        // SAFETY: DONE: WSK is finished with the cell and the future owns the slot.
-        let mut held = unsafe { slot.take() };
-        let (status, information) = slot.result();
-        note_received(&mut held, information);
-        // Waits out a concurrent `cancel_slot` before recycling the slot.
-        slot.state.recycle(seen);
-        Poll::Ready(Ok(Completed {
-            status,
-            information,
-            held,
-        }))
+        this.poll_in_place(cx)
     }
 }
 
-impl Drop for Op<'_> {
+impl<P: Params> Drop for Op<'_, P> {
+    #[inline]
     fn drop(&mut self) {
         self.stop_waiting();
         if !self.in_flight {
@@ -265,22 +311,5 @@ impl Drop for Op<'_> {
         if slot.state.end_cancel() == AfterCancel::Finish {
             finish(slot);
         }
-    }
-}
-
-/// After a receive completed: the provider wrote `information` bytes into the buffer at the
-/// `WSK_BUF`'s offset, so the buffer's initialised part now reaches their end (the count is
-/// clamped to the `WSK_BUF`'s length: a provider never writes past what it was given).
-fn note_received(held: &mut Held, information: usize) {
-    if !held.request.receives_into_buf() {
-        return;
-    }
-    let start = held.wsk_buf.Offset as usize;
-    let end = start + information.min(held.wsk_buf.Length);
-    if let Some(buf) = held.buf.as_mut() {
-        // SAFETY: every receive starts at or before its buffer's initialised end (from 0,
-        // after its filled part for `recv_append`, or after an earlier completion's data for
-        // a `recv_exact` continuation), and the completed IRP wrote `[start, end)`.
-        unsafe { buf.assume_written(end) };
     }
 }

@@ -13,16 +13,21 @@ use wsk_sys::{
     STATUS_PENDING, STATUS_UNSUCCESSFUL, WSK_PROVIDER_BASIC_DISPATCH, WSK_SOCKET,
 };
 
-use super::held::{Call, Held};
+use super::held::{Call, Held, Params};
+use super::request::Request;
 use super::state::{AfterCancel, OnComplete, SlotState};
 use super::{CLOSE, LINGER, SocketInner};
 
 /// One IRP and what travels with it: its state word, the waiting future's waker, the result
 /// and the resources WSK holds.
 pub(super) struct Slot {
-    /// Preallocated in `SocketInner::new` and reused for every operation on this slot; null
-    /// for the closing disconnect's slot until a close needs it ([`Slot::allocate_irp`]).
-    /// Written once, before the slot is first claimed; freed with the object.
+    /// The IRP the slot's operation uses. Preallocated in `SocketInner::new` (receive,
+    /// close); a receive, send or control operation that finds none takes its socket's spare
+    /// or allocates one ([`Slot::acquire_irp`]), and hands it to the spare when it finished
+    /// if the spare is empty ([`Slot::offer_irp`]), so sequential operations on different
+    /// slots share one IRP; the closing disconnect's is allocated by the close that needs
+    /// it. Written only by the slot's owner while no canceller can read it; freed with the
+    /// object.
     irp: AtomicPtr<IRP>,
     pub(super) state: SlotState,
     pub(super) waker: AtomicWaker,
@@ -44,6 +49,11 @@ pub(super) struct Slot {
     /// such as connect, would otherwise issue its next step after the cancel).
     cancel_requested: AtomicU32,
 }
+
+// SAFETY: as for `SocketInner`, which holds the slots: the shared state is atomics, `held` is
+// guarded by the slot state machine, and `owner` points at the live object that holds the
+// slot. (A slot is shared on its own only by reference from its object: `Op` keeps one.)
+unsafe impl Sync for Slot {}
 
 impl Slot {
     /// A free slot of `owner` around `irp`.
@@ -68,8 +78,10 @@ impl Slot {
     }
 
     /// Allocates the slot's IRP if it has none; false if the allocation fails. Called only
-    /// by the one issuer of the slot's one operation (the closing disconnect), before it
-    /// claims the slot. IRQL <= `DISPATCH_LEVEL`.
+    /// by the slot's one issuer: an operation that claimed the slot (`Op`), or the close
+    /// issuing the closing disconnect before it claims its slot. Nobody else reads the IRP
+    /// before it is issued (a canceller touches it only in flight). IRQL <= `DISPATCH_LEVEL`.
+    #[cold]
     pub(super) fn allocate_irp(&self) -> bool {
         if !self.irp().is_null() {
             return true;
@@ -82,6 +94,42 @@ impl Slot {
         }
         self.irp.store(irp, Ordering::Release);
         true
+    }
+
+    /// Gives the slot an IRP if it has none: its socket's spare, else a new one; false when
+    /// the allocation fails. Called by the operation that claimed the slot, before it issues.
+    /// IRQL <= `DISPATCH_LEVEL`.
+    #[inline]
+    pub(super) fn acquire_irp(&self, owner: &SocketInner) -> bool {
+        if !self.irp().is_null() {
+            return true;
+        }
+        let spare = owner.spare_irp.swap(ptr::null_mut(), Ordering::AcqRel);
+        if spare.is_null() {
+            return self.allocate_irp();
+        }
+        self.irp.store(spare, Ordering::Release);
+        true
+    }
+
+    /// Hands the slot's IRP to its socket's spare if the spare is empty (else keeps it), so
+    /// that the next operation on another slot reuses it instead of holding its own: an echo's
+    /// receive and send, one after the other, share one IRP. Called by the slot's owner once
+    /// the operation finished, with no canceller inside (`SlotState::wait_out_canceller`),
+    /// before the slot is freed.
+    #[inline]
+    pub(super) fn offer_irp(&self, owner: &SocketInner) {
+        let irp = self.irp();
+        if irp.is_null() {
+            return;
+        }
+        if owner
+            .spare_irp
+            .compare_exchange(ptr::null_mut(), irp, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.irp.store(ptr::null_mut(), Ordering::Release);
+        }
     }
 
     /// True while a deadline cancelled the live operation on this slot.
@@ -120,6 +168,35 @@ impl Slot {
     pub(super) unsafe fn park(&self, held: Held) {
         // SAFETY: the caller owns the cell (see above).
         self.held.with_mut(|cell| unsafe { *cell = held });
+    }
+
+    /// Parks an operation's parameters in the slot, taking them out of `params` (see
+    /// [`Params::park`]); nothing is parked if `params` is `None`.
+    ///
+    /// # Safety
+    /// As for [`Slot::park`]; and the cell holds no resources (the slot is free).
+    #[inline]
+    pub(super) unsafe fn park_params<P: Params>(&self, params: &mut Option<P>) {
+        if let Some(params) = params.take() {
+            // SAFETY: the caller owns the cell (see above).
+            self.held
+                .with_mut(|cell| params.park(unsafe { &mut *cell }));
+        }
+    }
+
+    /// Takes an operation's results back (see [`Params::take`]), leaving no resources parked.
+    ///
+    /// # Safety
+    /// As for [`Slot::take`].
+    #[inline]
+    pub(super) unsafe fn take_params<P: Params>(
+        &self,
+        status: NTSTATUS,
+        information: usize,
+    ) -> P::Done {
+        // SAFETY: the caller owns the cell (see above).
+        self.held
+            .with_mut(|cell| P::take(unsafe { &mut *cell }, status, information))
     }
 
     /// Takes the held resources back, leaving nothing parked.
@@ -207,6 +284,24 @@ pub(super) fn issue_orphan(inner: &SocketInner, index: usize, held: Held, socket
 /// reference. Returns the status of `IoSetCompletionRoutineEx` without calling WSK when it
 /// fails (out of memory). The slot is claimed and its request parked.
 pub(super) fn start(inner: &SocketInner, slot: &Slot, socket: *mut WSK_SOCKET) -> NTSTATUS {
+    // SAFETY: claimed and not yet pending: the issuer owns the cell.
+    let request = slot.held.with_mut(|cell| unsafe { (*cell).request });
+    start_request(inner, slot, socket, request)
+}
+
+/// [`start`], given the parked request (its issuer knows it: no read back from the cell).
+/// Always inlined into an operation's issue, the hot path of every send and receive.
+#[expect(
+    clippy::inline_always,
+    reason = "the hot path of every send and receive: a call costs a frame"
+)]
+#[inline(always)]
+pub(super) fn start_request(
+    inner: &SocketInner,
+    slot: &Slot,
+    socket: *mut WSK_SOCKET,
+    request: Request,
+) -> NTSTATUS {
     inner.add_ref();
     // SAFETY: the slot is claimed and not pending: its IRP is ours, completed (or fresh), and
     // allocated with one stack location, which receives the completion routine.
@@ -220,8 +315,6 @@ pub(super) fn start(inner: &SocketInner, slot: &Slot, socket: *mut WSK_SOCKET) -
         // SAFETY: the client outlives its socket objects.
         unsafe { inner.client.as_ref() }.client_call_started();
     }
-    // SAFETY: claimed and not yet pending: the issuer owns the cell.
-    let request = slot.held.with_mut(|cell| unsafe { (*cell).request });
     slot.state.mark_pending();
     let mut call = Call {
         irp: slot.irp(),
@@ -240,6 +333,11 @@ pub(super) fn start(inner: &SocketInner, slot: &Slot, socket: *mut WSK_SOCKET) -
 /// and for a close whose Ex context cannot be allocated (a close must go out: unprotected
 /// against unload is better than a socket `WskDeregister` waits for forever). Any other
 /// operation fails with the status of `IoSetCompletionRoutineEx`. IRQL <= `DISPATCH_LEVEL`.
+#[expect(
+    clippy::inline_always,
+    reason = "the hot path of every send and receive: a call costs a frame"
+)]
+#[inline(always)]
 fn set_completion_routine(inner: &SocketInner, slot: &Slot) -> NTSTATUS {
     let context: PVOID = ptr::from_ref(slot).cast_mut().cast();
     // SAFETY: the client outlives its sockets.
@@ -342,6 +440,13 @@ pub(super) fn finish(slot: &Slot) {
         owner.closed();
     }
     drop(held);
+    if !ptr::eq(slot, &raw const owner.slots[CLOSE])
+        && !ptr::eq(slot, &raw const owner.slots[LINGER])
+    {
+        // No canceller touches the IRP any more: the one that left finishing to us is out,
+        // and one entering after DONE finds nothing in flight.
+        slot.offer_irp(owner);
+    }
     slot.state.release();
     slot.waker.wake();
     if ptr::eq(slot, &raw const owner.slots[LINGER]) {

@@ -173,6 +173,15 @@ impl SlotState {
         }
     }
 
+    /// The owner of a `DONE` slot waits until no canceller is inside: one that entered
+    /// before the completion may still be in `IoCancelIrp` with the slot's IRP, which the
+    /// owner is about to hand on (one entering after `DONE` leaves the IRP alone).
+    pub(crate) fn wait_out_canceller(&self) {
+        while self.0.load(Ordering::Acquire) & CANCELLING != 0 {
+            spin();
+        }
+    }
+
     /// The owner's future is dropped in flight: from now on whoever sees `DONE` last
     /// finishes. Enters as canceller, so the IRP cannot be recycled during `IoCancelIrp`.
     pub(crate) fn abandon(&self) -> OnAbandon {

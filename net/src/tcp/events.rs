@@ -86,6 +86,10 @@ enum Ended {
 }
 
 /// What the spin lock guards.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent flags of the event protocol: enabled, pushed back, closing, no reader"
+)]
 struct Queue {
     /// Receive events are on.
     enabled: bool,
@@ -98,6 +102,10 @@ struct Queue {
     not_accepted: bool,
     /// The close is being issued: callbacks discard, nothing is retained any more.
     closing: bool,
+    /// The read half of a split stream was dropped: nobody will receive, so the callbacks
+    /// push back (`STATUS_DATA_NOT_ACCEPTED`) and WSK keeps the data, as it does for an
+    /// IRP-driven stream nobody receives on.
+    reader_gone: bool,
     ended: Option<Ended>,
     counts: EventCounts,
 }
@@ -166,6 +174,34 @@ pub(crate) fn before_close(inner: &SocketInner) {
     // SAFETY: the socket is open (its close is being issued now) and the chains retained.
     unsafe { event_cell::release_all(inner, taken) };
     cell.waker.wake();
+}
+
+/// The read half of a split stream is being dropped while the write half lives on: every
+/// retained chain goes back to WSK now (not only at the close, which may be far off), and the
+/// callbacks push back from now on, so WSK keeps what arrives (the peer sees the window close,
+/// as with an IRP-driven stream nobody receives on). Nothing happens after the close was
+/// requested (the close releases). IRQL <= `DISPATCH_LEVEL`.
+pub(crate) fn reader_gone(inner: &SocketInner) {
+    let cell = inner.events.load(Ordering::Acquire);
+    if cell.is_null() || !inner.enter_call() {
+        return;
+    }
+    // SAFETY: the cell lives as long as the socket object.
+    let cell = unsafe { &*cell };
+    let mut released: heapless::Vec<*mut WSK_DATA_INDICATION, RETAINED_MAX> = heapless::Vec::new();
+    {
+        let mut q = cell.queue.lock();
+        q.reader_gone = true;
+        while let Some(r) = q.retained.pop_front() {
+            let _ = released.push(r.chain);
+        }
+    }
+    for chain in released {
+        // SAFETY: inside the call gate (no close can be issued meanwhile) and a chain we
+        // retained, no longer queued.
+        let _ = unsafe { release(inner, chain) };
+    }
+    inner.leave_call();
 }
 
 /// `WskRelease` of a retained chain.
@@ -278,6 +314,12 @@ unsafe extern "system-unwind" fn on_receive(
         let mut taken = 0;
         if q.closing {
             taken = indicated;
+        } else if q.reader_gone {
+            q.not_accepted = true;
+            q.counts.not_accepted += 1;
+            // SAFETY: WSK passes a writable count.
+            unsafe { accepted.write(0) };
+            return sys::STATUS_DATA_NOT_ACCEPTED;
         } else if q.retained.is_empty()
             && let Some(reader) = NonNull::new(q.reader)
         {
@@ -340,6 +382,7 @@ pub(super) fn event_cell<'a>(inner: &'a SocketInner, name: &'static str) -> Resu
             reader: ptr::null_mut(),
             not_accepted: false,
             closing: false,
+            reader_gone: false,
             ended: None,
             counts: EventCounts::default(),
         }),
@@ -503,11 +546,11 @@ impl TcpStream {
         unsafe { cell.as_ref() }.map_or(EventCounts::default(), |c| c.queue.lock().counts)
     }
 
-    /// Receives into `buf` what the receive event callbacks indicate (see the module docs of
-    /// `wsk_net::tcp::events`): copied in place by the callback when this future waits, or
-    /// from a retained indication, released once copied. Without receive events enabled (or
-    /// after back-pressure) it is an ordinary [`TcpStream::recv`]. Returns the bytes
-    /// received (0: the peer sent FIN) and the buffer.
+    /// Receives into `buf` what the receive event callbacks indicate (see the crate docs'
+    /// [event callbacks](crate#event-callbacks)): copied in place by the callback when this
+    /// future waits, or from a retained indication, released once copied. Without receive
+    /// events enabled (or after back-pressure) it is an ordinary [`TcpStream::recv`]. Returns
+    /// the bytes received (0: the peer sent FIN) and the buffer.
     ///
     /// One receive at a time per stream. Dropping the future loses what was already copied
     /// into its buffer, as dropping a [`Recv`] does.

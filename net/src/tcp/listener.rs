@@ -12,7 +12,7 @@ use super::TcpStream;
 use crate::addr::family_of;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, Held, Kind, Op, Request, SocketInner};
+use crate::raw::{CTL, Call, Held, Kind, Op, RECV, Request, SocketInner};
 use crate::socket::{self, BindOptions, Handle, check};
 use crate::time::{Operation, Target};
 
@@ -280,9 +280,11 @@ impl<'a> Accept<'a> {
                 let child = Handle::from_inner(child_ptr);
                 let mut held = Held::new(Request::Accept);
                 held.adopt = Some(child.adopt_ref());
-                // On the connection's own control slot, against the listener: every accept
-                // has its own IRP, so several can be in flight on one listener.
-                let op = Op::new(child_inner, CTL, held).calling(inner);
+                // On the connection's own receive slot, against the listener: every accept
+                // has its own IRP, so several can be in flight on one listener, and the
+                // connection then receives with that IRP (its control slot's is allocated
+                // only if it makes a control call).
+                let op = Op::new(child_inner, RECV, held).calling(inner);
                 Ok((op, child))
             }
             Err(e) => Err(Some(e)),

@@ -27,4 +27,4 @@ pub use send_backlog::SendBacklogChanged;
 pub(crate) use split::socket_of;
 pub use split::{TcpReadHalf, TcpWriteHalf};
 pub use stream::{Disconnect, Recv, TcpStream};
-pub(crate) use stream::{issue_connect, issue_disconnect, issue_receive, issue_send};
+pub(crate) use stream::{issue_connect, issue_disconnect, issue_receive, issue_send, take_buf};

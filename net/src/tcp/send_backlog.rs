@@ -40,7 +40,8 @@ pub(super) unsafe extern "system-unwind" fn on_send_backlog(
 
 impl TcpStream {
     /// The connection's ideal send backlog, in bytes (`SIO_WSK_QUERY_IDEAL_SEND_BACKLOG`; see
-    /// the `send_backlog` module docs). On the host kernel: its socket's send buffer.
+    /// the crate docs' [event callbacks](crate#event-callbacks)). On the host kernel: its
+    /// socket's send buffer.
     ///
     /// ```no_run
     /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {

@@ -6,6 +6,7 @@
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 
+use super::events::{EventCounts, Indicated, RecvEvents};
 use super::stream::{Disconnect, Recv, TcpStream};
 use crate::buf::IoBuf;
 use crate::error::Result;
@@ -17,8 +18,15 @@ use crate::socket::Handle;
 /// for a task of its own. It receives ([`TcpReadHalf::recv`], [`TcpReadHalf::recv_exact`],
 /// [`TcpReadHalf::recv_append`]) and can sit under a [`BufReader`](crate::io::BufReader).
 ///
+/// Event-driven receive works on the half as on the stream: receive events enabled on the
+/// stream before the split (or on the half, [`TcpReadHalf::enable_receive_events`]) deliver
+/// through [`TcpReadHalf::recv_events`] and [`TcpReadHalf::indicated`].
+///
 /// Dropping it alone leaves the connection open for the write half; dropping both closes the
-/// socket exactly as dropping the stream does.
+/// socket exactly as dropping the stream does. With receive events on, dropping it alone also
+/// gives every retained indication back to WSK at once and refuses later ones
+/// (`STATUS_DATA_NOT_ACCEPTED`): WSK keeps what arrives, as it does for a stream nobody
+/// receives on.
 ///
 /// # IRQL
 /// Every method: call and poll at <= `DISPATCH_LEVEL`; drop at <= `DISPATCH_LEVEL`.
@@ -99,6 +107,8 @@ fn drop_half(stream: &mut ManuallyDrop<TcpStream>) {
 
 impl Drop for TcpReadHalf {
     fn drop(&mut self) {
+        // Nobody receives any more: retained indications go back to WSK now.
+        super::events::reader_gone(self.stream.handle.inner());
         drop_half(&mut self.stream);
     }
 }
@@ -144,6 +154,71 @@ impl TcpReadHalf {
     #[must_use]
     pub fn recv_append(&self, buf: IoBuf) -> RecvAppend<'_> {
         self.stream.recv_append(buf)
+    }
+
+    /// [`TcpStream::enable_receive_events`] on the connection: the half receives with
+    /// [`TcpReadHalf::recv_events`] from then on. Unneeded when the stream had them enabled
+    /// before the split (a no-op then).
+    ///
+    /// # Errors
+    /// As [`TcpStream::enable_receive_events`].
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL`.
+    pub fn enable_receive_events(&self) -> Result<bool> {
+        self.stream.enable_receive_events()
+    }
+
+    /// [`TcpStream::recv_events`] on the connection: what the receive event callbacks
+    /// indicate, copied in place or from a retained indication; an ordinary receive without
+    /// events.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// stream.enable_receive_events()?;
+    /// let (reader, _writer) = stream.into_split();
+    /// reader.indicated().await; // idle without a buffer
+    /// let (n, buf) = reader.recv_events(wsk_net::IoBuf::with_capacity(4096)?).await;
+    /// let _data = &buf[..n?];
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`TcpStream::recv_events`].
+    ///
+    /// # IRQL
+    /// Poll and drop at <= `DISPATCH_LEVEL`.
+    #[must_use]
+    pub fn recv_events(&self, buf: IoBuf) -> RecvEvents<'_> {
+        self.stream.recv_events(buf)
+    }
+
+    /// [`TcpStream::indicated`] on the connection: waits, holding no buffer, until a
+    /// [`TcpReadHalf::recv_events`] would finish at once.
+    ///
+    /// # IRQL
+    /// Poll at <= `DISPATCH_LEVEL`.
+    #[must_use]
+    pub fn indicated(&self) -> Indicated<'_> {
+        self.stream.indicated()
+    }
+
+    /// [`TcpStream::has_indicated`] on the connection.
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL` (takes the stream's spin lock).
+    #[must_use]
+    pub fn has_indicated(&self) -> bool {
+        self.stream.has_indicated()
+    }
+
+    /// [`TcpStream::receive_event_counts`] on the connection.
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL` (takes the stream's spin lock).
+    #[must_use]
+    pub fn receive_event_counts(&self) -> EventCounts {
+        self.stream.receive_event_counts()
     }
 
     /// The stream both halves share (crate-internal: the buffered reader's source).

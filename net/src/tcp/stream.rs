@@ -13,7 +13,7 @@ use crate::addr::wildcard_like;
 use crate::buf::IoBuf;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, CloseMode, Held, Op, RECV, Request, SEND};
+use crate::raw::{CTL, Call, CloseMode, Held, Op, RECV, Request, SEND, Transfer, TransferDone};
 use crate::socket::{self, BindOptions, Handle, check};
 use crate::time::{Operation, Target};
 
@@ -211,11 +211,11 @@ impl TcpStream {
         let name = request.name();
         let held = Held::with_buf(request, buf, len);
         match Op::new(self.handle.inner(), slot, held).await {
-            Ok(done) => {
-                let (mut held, result) = (done.held, check(done.status, done.information, name));
-                (result, take_buf(&mut held))
+            Ok(mut done) => {
+                let result = check(done.status, done.information, name);
+                (result, take_held_buf(&mut done.held))
             }
-            Err(mut refused) => (Err(refused.error), take_buf(&mut refused.held)),
+            Err(mut refused) => (Err(refused.error), take_held_buf(&mut refused.held)),
         }
     }
 
@@ -264,25 +264,24 @@ impl TcpStream {
         self.operation(SEND, "send", self.send_flags(buf, sys::WSK_FLAG_NODELAY))
     }
 
-    async fn send_flags(&self, buf: IoBuf, flags: u32) -> (Result<usize>, IoBuf) {
+    /// The future of a send with `flags`: refused at once after a disconnect, `Ok(0)` for an
+    /// empty buffer, otherwise one `WskSend` of all of it.
+    fn send_flags(&self, buf: IoBuf, flags: u32) -> SendAll<'_> {
         let request = Request::Send { flags };
-        let name = request.name();
         if self.handle.inner().flags().is_send_shut() {
-            return (Err(Error::new(ErrorKind::InvalidState, name)), buf);
+            let error = Error::new(ErrorKind::InvalidState, request.name());
+            return SendAll::early(Err(error), buf);
         }
         if buf.is_empty() {
-            return (Ok(0), buf);
+            return SendAll::early(Ok(0), buf);
         }
         let len = buf.len();
-        let (result, buf) = self.transfer(SEND, request, buf, len).await;
-        let result = result.and_then(|n| {
-            if n == len {
-                Ok(n)
-            } else {
-                Err(Error::new(ErrorKind::ConnectionAborted, name))
-            }
-        });
-        (result, buf)
+        let transfer = Transfer::send(buf, 0, len, flags);
+        SendAll {
+            op: Some(Op::new(self.handle.inner(), SEND, transfer)),
+            early: None,
+            len,
+        }
     }
 
     /// Receives into `buf` (cleared when `recv` is called, then filled up to its capacity) and
@@ -672,15 +671,22 @@ impl TcpStream {
 }
 
 /// What a `WskReceive` of `len` bytes into `buf` from `offset` holds.
-fn receive_held(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Held {
-    Held::with_buf_range(Request::Receive { flags }, buf, offset, len)
+fn receive_held(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Transfer {
+    Transfer::receive(buf, offset, len, flags)
 }
 
-/// The buffer an operation was given; every transfer operation is built with one
-/// (`Held::with_buf`) and the slot machinery hands `Held` back whole.
-fn take_buf(held: &mut Held) -> IoBuf {
+/// The buffer of a [`Held`] transfer (the closing `disconnect_with`); every one is built with
+/// one (`Held::with_buf`) and the slot machinery hands `Held` back whole.
+fn take_held_buf(held: &mut Held) -> IoBuf {
     held.buf
         .take()
+        .expect("transfer operations always carry their buffer")
+}
+
+/// The buffer a transfer was given back; every [`Transfer`] carries one, and the slot
+/// machinery hands it back whole.
+pub(crate) fn take_buf(done: TransferDone) -> IoBuf {
+    done.buf
         .expect("transfer operations always carry their buffer")
 }
 
@@ -695,7 +701,7 @@ fn take_buf(held: &mut Held) -> IoBuf {
 /// # IRQL
 /// Poll and drop at <= `DISPATCH_LEVEL`.
 pub struct Recv<'a> {
-    op: Option<Op<'a>>,
+    op: Option<Op<'a, Transfer>>,
     early: Option<(Error, IoBuf)>,
     exact: usize,
     /// Bytes a `recv_exact` already has from earlier, short completions.
@@ -766,35 +772,30 @@ impl Future for Recv<'_> {
         if let Some((e, buf)) = this.early.take() {
             return Poll::Ready((Err(e), buf));
         }
-        let name = if this.exact == 0 {
-            "recv"
-        } else {
-            "recv_exact"
-        };
         loop {
             let Some(op) = this.op.as_mut() else {
                 // Polled again after completion: the buffer was already returned.
                 return Poll::Pending;
             };
-            // SAFETY: `op` stays in `this`, which is pinned.
-            let done = match unsafe { Pin::new_unchecked(&mut *op) }.poll(cx) {
+            let done = match op.poll_in_place(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(done) => done,
             };
-            let mut done = match done {
+            let done = match done {
                 Ok(done) => done,
-                Err(mut refused) => {
+                Err(refused) => {
                     this.op = None;
-                    let mut buf = take_buf(&mut refused.held);
+                    let mut buf = refused.held.buf;
                     // A continuation refused (cancelled, closing): the bytes so far stay.
                     let _ = buf.set_len(this.got);
                     return Poll::Ready((Err(refused.error), buf));
                 }
             };
-            let mut buf = take_buf(&mut done.held);
-            let n = done.information.min(buf.capacity() - this.got);
+            let (status, information) = (done.status, done.information);
+            let mut buf = take_buf(done);
+            let n = information.min(buf.capacity() - this.got);
             let total = this.got + n;
-            if this.exact != 0 && sys::NT_SUCCESS(done.status) && n > 0 && total < this.exact {
+            if this.exact != 0 && sys::NT_SUCCESS(status) && n > 0 && total < this.exact {
                 // The provider completed a WAITALL receive short (Wine ignores the flag):
                 // receive the rest into the same buffer, after what arrived.
                 this.got = total;
@@ -804,11 +805,70 @@ impl Future for Recv<'_> {
             }
             this.op = None;
             let _ = buf.set_len(total);
-            let mut result = check(done.status, total, name);
+            // The name only an error carries, chosen here rather than at every poll.
+            let mut result = if this.exact == 0 {
+                check(status, total, "recv")
+            } else {
+                check(status, total, "recv_exact")
+            };
             if this.exact != 0 && matches!(result, Ok(got) if got < this.exact) {
                 result = Err(Error::new(ErrorKind::NotConnected, "recv_exact"));
             }
             return Poll::Ready((result, buf));
+        }
+    }
+}
+
+/// The future of [`TcpStream::send`] and [`TcpStream::send_nodelay`] inside their
+/// [`Operation`]: one `WskSend` of the whole buffer, the buffer back. Written by hand rather
+/// than as an `async fn`, so that the send's state is one small struct polled in place.
+struct SendAll<'a> {
+    op: Option<Op<'a, Transfer>>,
+    /// A send decided before reaching WSK (refused, or empty), returned at the first poll.
+    early: Option<(Result<usize>, IoBuf)>,
+    /// The bytes sent: all of the buffer, or the send failed.
+    len: usize,
+}
+
+impl SendAll<'_> {
+    /// A send that returns `result` and `buf` at its first poll, without WSK.
+    fn early(result: Result<usize>, buf: IoBuf) -> Self {
+        Self {
+            op: None,
+            early: Some((result, buf)),
+            len: 0,
+        }
+    }
+}
+
+impl Future for SendAll<'_> {
+    type Output = (Result<usize>, IoBuf);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: fields are polled in place and never moved while pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        if let Some(early) = this.early.take() {
+            return Poll::Ready(early);
+        }
+        let Some(op) = this.op.as_mut() else {
+            // Polled again after completion: the buffer was already returned.
+            return Poll::Pending;
+        };
+        let done = core::task::ready!(op.poll_in_place(cx));
+        this.op = None;
+        match done {
+            Ok(done) => {
+                let result = check(done.status, done.information, "send").and_then(|n| {
+                    if n == this.len {
+                        Ok(n)
+                    } else {
+                        // WSK sends all of a buffer or fails: fewer is an aborted connection.
+                        Err(Error::new(ErrorKind::ConnectionAborted, "send"))
+                    }
+                });
+                (result, take_buf(done)).into()
+            }
+            Err(refused) => Poll::Ready((Err(refused.error), refused.held.buf)),
         }
     }
 }

@@ -43,6 +43,20 @@ pub fn run_plans(plans: Vec<Faults>, scenario: impl Fn(&WskClient, &Kernel) + Sy
     });
 }
 
+/// [`each_plan`] on `provider`'s network: every standard plan (or `WSK_FAULTS`), a registered
+/// client, the leak and bugcheck checks (`testing::run_plans_with`). For scenarios about a
+/// provider that lacks a feature (the in-memory network has no event callbacks, as Wine 8).
+pub fn each_plan_on(provider: Provider, scenario: impl Fn(&WskClient, &Kernel) + Sync) {
+    let config = Config::default().with_provider(provider);
+    testing::run_plans_with(&config, testing::plans(), |kernel| {
+        kernel.on_kernel_thread(|| {
+            let client = WskClient::register(test_driver(kernel)).expect("WskClient::register");
+            scenario(&client, kernel);
+            client.deregister().expect("deregister");
+        });
+    });
+}
+
 /// A listener on a loopback port, a std peer connected to it (with a read timeout of
 /// [`BOUND`], so a read that gets nothing fails instead of hanging), and our accepted stream.
 pub async fn connected(client: &WskClient) -> (TcpListener, std::net::TcpStream, TcpStream) {

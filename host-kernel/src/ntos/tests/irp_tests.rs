@@ -565,3 +565,115 @@ fn cancel_racing_completion_completes_exactly_once() {
     );
     assert!(kernel.check_leaks().is_clean());
 }
+
+/// `IoSetCompletionRoutineEx` contexts come from a lookaside list: a completed IRP's context
+/// is reused (each registration still counted as a pool allocation), the driver's routine
+/// gets its own device object and context every time, and a context whose routine never ran
+/// (the IRP freed uncompleted) is reported at the leak check under its pool tag `IoCx`.
+#[test]
+fn completion_routine_ex_contexts_are_recycled_and_leaks_reported() {
+    let kernel = boot();
+    let log = leak_log();
+    let routines = [
+        Routine::new("first", STATUS_MORE_PROCESSING_REQUIRED, log),
+        Routine::new("second", STATUS_MORE_PROCESSING_REQUIRED, log),
+    ];
+    let driver = kernel.create_driver_object("LookasideTest");
+    let counts_before = kernel.allocation_counts();
+    let device = kernel.on_kernel_thread(|| {
+        let mut device: *mut DEVICE_OBJECT = core::ptr::null_mut();
+        // SAFETY: a live driver object; PASSIVE_LEVEL; a writable out-pointer.
+        let status = unsafe {
+            crate::IoCreateDevice(
+                driver.object(),
+                0,
+                core::ptr::null_mut(),
+                0,
+                0,
+                FALSE,
+                &raw mut device,
+            )
+        };
+        assert_eq!(status, STATUS_SUCCESS);
+        for routine in &routines {
+            // SAFETY: PASSIVE_LEVEL; the routine outlives the IRP.
+            let irp = unsafe { IoAllocateIrp(1, FALSE) };
+            // SAFETY: the IRP is ours, with a location for the next driver; a live device.
+            let status = unsafe {
+                crate::IoSetCompletionRoutineEx(
+                    device,
+                    irp,
+                    Some(completion),
+                    ctx(routine),
+                    TRUE,
+                    TRUE,
+                    TRUE,
+                )
+            };
+            assert_eq!(status, STATUS_SUCCESS);
+            // SAFETY: as above.
+            unsafe { call_driver_enter(irp) };
+            // SAFETY: as above.
+            unsafe { (*irp).IoStatus.Status = STATUS_SUCCESS };
+            // SAFETY: as above.
+            unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+            // SAFETY: completed, owned by us.
+            unsafe { IoFreeIrp(irp) };
+        }
+        device as usize
+    });
+    let device = device as *mut DEVICE_OBJECT;
+    let seen: Vec<_> = log.lock().unwrap().iter().map(|s| s.who).collect();
+    assert_eq!(
+        seen,
+        ["first", "second"],
+        "each routine with its own context"
+    );
+    assert!(
+        log.lock().unwrap().iter().all(|s| !s.device_null),
+        "the routine gets the device object"
+    );
+    let counts_after = kernel.allocation_counts();
+    assert_eq!(
+        counts_after.pool - counts_before.pool,
+        2,
+        "one context allocation per registration"
+    );
+    // The device object is still there (this test never deletes it); no context is.
+    let report = kernel.check_leaks();
+    assert!(
+        report.leaks().iter().all(|line| !line.contains("IoCx")),
+        "every context was given back: {report}"
+    );
+
+    // A registration whose IRP is freed without completing: the context is never given back.
+    let device = device as usize;
+    kernel.on_kernel_thread(|| {
+        let device = device as *mut DEVICE_OBJECT;
+        // SAFETY: PASSIVE_LEVEL.
+        let irp = unsafe { IoAllocateIrp(1, FALSE) };
+        // SAFETY: as above: the IRP is ours; a live device object.
+        let status = unsafe {
+            crate::IoSetCompletionRoutineEx(
+                device,
+                irp,
+                Some(completion),
+                ctx(&routines[0]),
+                TRUE,
+                TRUE,
+                TRUE,
+            )
+        };
+        assert_eq!(status, STATUS_SUCCESS);
+        // SAFETY: never sent, so ours to free.
+        unsafe { IoFreeIrp(irp) };
+    });
+    let report = kernel.check_leaks();
+    assert!(
+        report
+            .leaks()
+            .iter()
+            .any(|line| line.starts_with("pool tag 'IoCx': 1 allocation(s)")),
+        "the lost context is reported: {report}"
+    );
+}

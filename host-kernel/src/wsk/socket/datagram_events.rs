@@ -23,9 +23,18 @@
 //! IRPs are served first). One indication carries every datagram waiting in the host socket, up
 //! to [`DATAGRAMS_PER_INDICATION`].
 //!
-//! Where it may differ from Windows: the datagrams of an indication the client did not accept
-//! are dropped (UDP gives no delivery guarantee; Windows may keep them for a `WskReceiveFrom`);
-//! `MSG_BCAST`/`MSG_MCAST` are never set; no control information is indicated.
+//! - The same page, `STATUS_DATA_NOT_ACCEPTED` with the callback enabled by
+//!   `SO_WSK_EVENT_CALLBACK`: "the WSK subsystem will have the underlying transport buffer the
+//!   datagrams if possible", disables the callback, and after the client re-enables it
+//!   "will resume calling the `WskReceiveFromEvent` event callback function with any remaining
+//!   buffered datagrams and when new datagrams are received". So the refused datagrams are
+//!   kept, in order, ahead of the host socket's: the next `WskReceiveFrom` gets them first
+//!   (a receive IRP is served while the callback is off), and so does the first indication
+//!   after re-enabling. With `WSK_SET_STATIC_EVENT_CALLBACKS` the page keeps the callback on
+//!   and goes on "when new datagrams are received": the refused ones are dropped.
+//!
+//! Where it may differ from Windows: `MSG_BCAST`/`MSG_MCAST` are never set; no control
+//! information is indicated.
 
 use std::boxed::Box;
 use std::io;
@@ -57,6 +66,8 @@ struct DatagramBlock {
     sender: SOCKADDR_STORAGE,
     mdl: *mut MDL,
     data: Vec<u8>,
+    /// The sender as the host gave it (to keep a refused datagram, see [`take_back`]).
+    from: SocketAddr,
 }
 
 impl DatagramBlock {
@@ -84,6 +95,7 @@ impl DatagramBlock {
             },
             mdl: core::ptr::null_mut(),
             data,
+            from: *sender,
         });
         let sender_ptr = (&raw mut block.sender).cast::<SOCKADDR>();
         // SAFETY: SOCKADDR_STORAGE has room for any SOCKADDR_INET.
@@ -109,7 +121,17 @@ impl DatagramBlock {
 ///
 /// # Safety
 /// `ptr` is the head of a list built by [`build_list`], and nobody uses it any more.
-pub(super) unsafe fn free_list(mut ptr: usize) {
+pub(super) unsafe fn free_list(ptr: usize) {
+    // SAFETY: forwarded contract.
+    drop(unsafe { take_back(ptr) });
+}
+
+/// Frees the list starting at `ptr` (0: nothing) and gives its datagrams back, in order.
+///
+/// # Safety
+/// As [`free_list`].
+unsafe fn take_back(mut ptr: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+    let mut datagrams = Vec::new();
     while ptr != 0 {
         let raw = core::ptr::with_exposed_provenance_mut::<DatagramBlock>(ptr);
         // SAFETY: every element of the list is a boxed block (the caller's contract).
@@ -119,7 +141,10 @@ pub(super) unsafe fn free_list(mut ptr: usize) {
             // SAFETY: allocated by IoAllocateMdl in `new`, freed once here.
             unsafe { crate::mdl::IoFreeMdl(block.mdl) };
         }
+        let DatagramBlock { data, from, .. } = *block;
+        datagrams.push((data, from));
     }
+    datagrams
 }
 
 /// Links `datagrams` into one `WSK_DATAGRAM_INDICATION` list: its head, or 0 when empty or
@@ -200,9 +225,11 @@ fn client_of(sock: &Sock) -> Option<(&'static WSK_CLIENT_DATAGRAM_DISPATCH, PVOI
     Some((table, context))
 }
 
-/// Reads up to [`DATAGRAMS_PER_INDICATION`] datagrams waiting in `sock`'s host socket.
-fn read_datagrams(sock: &Sock) -> Vec<(Vec<u8>, SocketAddr)> {
-    let mut datagrams = Vec::new();
+/// Takes up to [`DATAGRAMS_PER_INDICATION`] datagrams: those refused earlier first, then those
+/// waiting in `sock`'s host socket.
+fn read_datagrams(sock: &mut Sock) -> Vec<(Vec<u8>, SocketAddr)> {
+    let take = sock.refused_datagrams.len().min(DATAGRAMS_PER_INDICATION);
+    let mut datagrams: Vec<_> = sock.refused_datagrams.drain(..take).collect();
     let Host::Udp(udp) = &sock.host else {
         return datagrams;
     };
@@ -275,13 +302,32 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
         let keep = match status {
             STATUS_SUCCESS => false,
             STATUS_DATA_NOT_ACCEPTED => {
-                // Enabled with SO_WSK_EVENT_CALLBACK: no indication until enabled again.
-                // Enabled with WSK_SET_STATIC_EVENT_CALLBACKS: "the WSK subsystem will not
-                // disable" it and indicates the next datagrams (the page's two cases).
-                if sock.ev.static_events & WSK_EVENT_RECEIVE_FROM == 0 {
+                if sock.ev.static_events & WSK_EVENT_RECEIVE_FROM != 0 {
+                    // Enabled with WSK_SET_STATIC_EVENT_CALLBACKS: "the WSK subsystem will not
+                    // disable" it and goes on "when new datagrams are received": the refused
+                    // ones are not indicated again (dropped, as UDP may).
+                    false
+                } else {
+                    // Enabled with SO_WSK_EVENT_CALLBACK: no indication until enabled again,
+                    // and the datagrams are kept for what comes next (see the module docs).
                     sock.ev.not_accepted = true;
+                    // SAFETY: refused, so not retained: the provider's.
+                    let refused = unsafe { take_back(head) };
+                    for datagram in refused.into_iter().rev() {
+                        sock.refused_datagrams.push_front(datagram);
+                    }
+                    if !sock.recvs.is_empty() {
+                        // A WskReceiveFrom posted while the callback ran found nothing and
+                        // waits for the host socket: serve it from the kept datagrams now.
+                        let mut dones = Vec::new();
+                        super::queue::pump(&mut st, &p.io, id, &mut dones);
+                        drop(st);
+                        if !dones.is_empty() {
+                            p.defer(dones);
+                        }
+                    }
+                    return;
                 }
-                false
             }
             STATUS_PENDING => !released,
             other => {

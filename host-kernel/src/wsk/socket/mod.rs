@@ -338,6 +338,9 @@ enum OpKind {
         next: usize,
         sent: usize,
         to: SocketAddr,
+        /// The source address and interface index of the call's `IP_PKTINFO`/`IPV6_PKTINFO`
+        /// control object (`transfer_calls::control_info_of`), if it had one.
+        source: Option<(std::net::IpAddr, u32)>,
     },
     RecvFrom {
         segs: Segs,
@@ -407,6 +410,15 @@ pub(super) struct Sock {
     aborted: bool,
     /// A fatal connection error (reset): every later transfer fails with it.
     error: Option<NTSTATUS>,
+    /// The host stream had nothing more at the last read (it came back short or empty) and no
+    /// readiness event came since: the next receive waits for the reactor's event instead of
+    /// paying a system call to hear `EAGAIN`. Host sockets only (see `progress`).
+    drained: bool,
+    /// A readiness event said the peer closed or the connection failed: from then on every
+    /// receive reads ([`drained`](Self::drained) is ignored), since a short read no longer
+    /// means "wait for an event" (the end of stream or the error is there to read, and its
+    /// one edge may already have been consumed).
+    read_closed: bool,
     /// A failed `WskSocketConnect`: the socket is dropped by the pump.
     destroy: bool,
     reuse: bool,
@@ -427,6 +439,10 @@ pub(super) struct Sock {
     sends: VecDeque<Op>,
     /// Event callbacks (`SO_WSK_EVENT_CALLBACK`), see `events`.
     ev: events::EventState,
+    /// Datagrams a `WskReceiveFromEvent` callback refused (`STATUS_DATA_NOT_ACCEPTED`), oldest
+    /// first: the next `WskReceiveFrom` or indication gets them before the host socket's (see
+    /// `datagram_events`).
+    refused_datagrams: VecDeque<(Vec<u8>, SocketAddr)>,
 }
 
 impl Sock {
@@ -552,6 +568,8 @@ fn new_sock(id: u64, client: u64, kind: Kind, v6: bool, host: Host) -> Sock {
         recv_eof: false,
         aborted: false,
         error: None,
+        drained: false,
+        read_closed: false,
         destroy: false,
         reuse: false,
         exclusive: false,
@@ -564,6 +582,7 @@ fn new_sock(id: u64, client: u64, kind: Kind, v6: bool, host: Host) -> Sock {
         recvs: VecDeque::new(),
         sends: VecDeque::new(),
         ev: events::EventState::default(),
+        refused_datagrams: VecDeque::new(),
     }
 }
 
@@ -694,7 +713,7 @@ mod transfer_calls;
 
 use self::client_calls::{wsk_control_client, wsk_socket, wsk_socket_connect};
 pub(super) use self::events::indicate;
-pub(super) use self::queue::pump;
+pub(super) use self::queue::{pump, pump_ready};
 use self::setup_calls::{
     wsk_accept, wsk_bind, wsk_close_socket, wsk_connect, wsk_control_socket, wsk_inspect_complete,
 };

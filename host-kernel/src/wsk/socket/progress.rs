@@ -213,8 +213,14 @@ impl Listening<'_> {
 fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
     let host = &sock.host;
     let (eof, error, aborted) = (&mut sock.recv_eof, &mut sock.error, sock.aborted);
+    // Only a host socket's reactor events say when data came (see `pump_ready`); the
+    // in-memory network's reactor pumps without them, so its streams always read, as do
+    // sockets whose peer closed (see `Sock::read_closed`).
+    let mut drained =
+        (matches!(host, Host::Stream(_)) && !sock.read_closed).then_some(&mut sock.drained);
     let filter = sock.receive_filter;
     let stash = &mut sock.ev.stash;
+    let refused = &mut sock.refused_datagrams;
     serve_in_order(&mut sock.recvs, sock.id, dones, |op| {
         if aborted {
             return Step::Finished(STATUS_CONNECTION_ABORTED, 0);
@@ -236,7 +242,11 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
                     return Step::Finished(STATUS_INVALID_DEVICE_STATE, 0);
                 };
                 take_stash(stash, segs, *total, done);
-                stream_receive_step(stream, segs, *total, done, *waitall, eof, error)
+                stream_receive_step(
+                    stream,
+                    (segs, *total, done, *waitall),
+                    (eof, error, drained.as_deref_mut()),
+                )
             }
             (
                 OpKind::RecvFrom {
@@ -248,7 +258,7 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
                 },
                 Host::Udp(udp),
             ) => datagram_receive_step(
-                |buf| udp.recv_from(buf),
+                |buf| take_refused(refused, buf).unwrap_or_else(|| udp.recv_from(buf)),
                 segs,
                 *total,
                 (from, filter),
@@ -265,7 +275,7 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
                 },
                 Host::MemoryDatagram(udp),
             ) => datagram_receive_step(
-                |buf| udp.recv_from(buf),
+                |buf| take_refused(refused, buf).unwrap_or_else(|| udp.recv_from(buf)),
                 segs,
                 *total,
                 (from, filter),
@@ -275,6 +285,19 @@ fn progress_receives(sock: &mut Sock, dones: &mut Vec<Done>) {
             _ => Step::Finished(STATUS_INVALID_DEVICE_STATE, 0),
         }
     });
+}
+
+/// The oldest datagram a `WskReceiveFromEvent` callback refused (see `datagram_events`),
+/// copied into `buf` (the 64 KiB landing buffer, room for any datagram): it goes to the next
+/// `WskReceiveFrom` ahead of anything still in the host socket.
+fn take_refused(
+    refused: &mut std::collections::VecDeque<(Vec<u8>, SocketAddr)>,
+    buf: &mut [u8],
+) -> Option<io::Result<(usize, SocketAddr)>> {
+    let (data, from) = refused.pop_front()?;
+    let n = data.len().min(buf.len());
+    buf[..n].copy_from_slice(&data[..n]);
+    Some(Ok((data.len(), from)))
 }
 
 /// Copies data an event callback did not accept (see `events`) into a receive's buffer, ahead
@@ -299,18 +322,25 @@ fn take_stash(stash: &mut Vec<u8>, segs: &[Seg], total: usize, done: &mut usize)
 /// function (wsk.h)" (learn.microsoft.com/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_receive):
 /// only `WSK_FLAG_WAITALL` holds the IRP until the buffer is full, the peer disconnects, the
 /// connection is aborted or the IRP is cancelled.
+///
+/// The same reasoning spares the *next* receive its `EAGAIN`: where the socket keeps the
+/// hint (`drained` given), a short or empty read sets it, and while it is set (until the reactor's next event on the socket, see
+/// `pump_ready`) a receive waits without reading. In an echo server the receive posted right
+/// after the reply went out almost never finds data: one system call less per round trip.
 fn stream_receive_step(
     stream: &dyn ByteStream,
-    segs: &[Seg],
-    total: usize,
-    done: &mut usize,
-    waitall: bool,
-    eof: &mut bool,
-    error: &mut Option<NTSTATUS>,
+    (segs, total, done, waitall): (&[Seg], usize, &mut usize, bool),
+    (eof, error, mut drained): (&mut bool, &mut Option<NTSTATUS>, Option<&mut bool>),
 ) -> Step {
     loop {
         if *done == total {
             return Step::Finished(STATUS_SUCCESS, *done);
+        }
+        if drained.as_deref() == Some(&true) {
+            if *done > 0 && !waitall {
+                return Step::Finished(STATUS_SUCCESS, *done);
+            }
+            return Step::Wait;
         }
         let seg = seg_at(segs, *done);
         match read_into(stream, seg) {
@@ -320,15 +350,22 @@ fn stream_receive_step(
             }
             Ok(n) => {
                 *done += n;
-                if n < seg.len && !waitall {
-                    return Step::Finished(STATUS_SUCCESS, *done);
+                if n < seg.len {
+                    if let Some(drained) = drained.as_deref_mut() {
+                        *drained = true;
+                    } else if !waitall {
+                        return Step::Finished(STATUS_SUCCESS, *done);
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if *done > 0 && !waitall {
+                if let Some(drained) = drained.as_deref_mut() {
+                    *drained = true;
+                } else if *done > 0 && !waitall {
                     return Step::Finished(STATUS_SUCCESS, *done);
+                } else {
+                    return Step::Wait;
                 }
-                return Step::Wait;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
@@ -340,12 +377,19 @@ fn stream_receive_step(
     }
 }
 
-/// One `WskReceiveFrom`: a datagram (truncated to `total`) with its sender written to the
-/// client's `from`, and no control data. With a fixed remote address (`filter`), datagrams
-/// from other senders are dropped ("only datagrams that are received from the fixed remote
-/// transport address are accepted", `SIO_WSK_SET_REMOTE_ADDRESS`).
+/// One `WskReceiveFrom`: a datagram with its sender written to the client's `from`, and no
+/// control data. With a fixed remote address (`filter`), datagrams from other senders are
+/// dropped ("only datagrams that are received from the fixed remote transport address are
+/// accepted", `SIO_WSK_SET_REMOTE_ADDRESS`).
+///
+/// A datagram larger than the buffer: WDK "`PFN_WSK_RECEIVE_FROM` callback function (wsk.h)"
+/// (learn.microsoft.com/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_receive_from), under
+/// `ControlFlags`: `MSG_TRUNC`, "the datagram was truncated because the size of the datagram
+/// was larger than the size of the buffer". The page lists no failure status for it, so the
+/// IRP completes with `STATUS_SUCCESS` and the bytes that fit (the buffer's size), the rest of
+/// the datagram discarded, and `MSG_TRUNC` set in `ControlFlags` when the client gave one.
 fn datagram_receive_step(
-    recv_from: impl Fn(&mut [u8]) -> io::Result<(usize, SocketAddr)>,
+    recv_from: impl FnMut(&mut [u8]) -> io::Result<(usize, SocketAddr)>,
     segs: &[Seg],
     total: usize,
     (from, filter): (&ClientOut<SOCKADDR>, Option<SocketAddr>),
@@ -377,7 +421,7 @@ std::thread_local! {
 /// [`datagram_receive_step`] with its landing buffer.
 fn datagram_receive_into(
     data: &mut [u8],
-    recv_from: impl Fn(&mut [u8]) -> io::Result<(usize, SocketAddr)>,
+    mut recv_from: impl FnMut(&mut [u8]) -> io::Result<(usize, SocketAddr)>,
     segs: &[Seg],
     total: usize,
     (from, filter): (&ClientOut<SOCKADDR>, Option<SocketAddr>),
@@ -387,8 +431,9 @@ fn datagram_receive_into(
     loop {
         match recv_from(data) {
             Ok((_, peer)) if filter.is_some_and(|only| only != peer) => {}
-            Ok((n, peer)) => {
-                let n = n.min(total);
+            Ok((len, peer)) => {
+                let n = len.min(total);
+                let flags = if len > total { crate::MSG_TRUNC } else { 0 };
                 scatter(segs, &data[..n]);
                 // SAFETY: the client keeps these outputs valid until completion.
                 let _ = unsafe { crate::write_sockaddr(from.as_ptr(), &peer) };
@@ -398,7 +443,7 @@ fn datagram_receive_into(
                 }
                 if !control_flags.as_ptr().is_null() {
                     // SAFETY: as above.
-                    unsafe { control_flags.as_ptr().write_unaligned(0) };
+                    unsafe { control_flags.as_ptr().write_unaligned(flags) };
                 }
                 return Step::Finished(STATUS_SUCCESS, n);
             }
@@ -491,15 +536,17 @@ fn progress_sends(sock: &mut Sock, dones: &mut Vec<Done>) {
                     next,
                     sent,
                     to,
+                    source,
                 },
                 Host::Udp(udp),
-            ) => messages_send_step(|d, to| udp.send_to(d, to), datagrams, next, sent, *to),
+            ) => udp_messages_step(udp, datagrams, (next, sent), *to, *source),
             (
                 OpKind::SendMessages {
                     datagrams,
                     next,
                     sent,
                     to,
+                    ..
                 },
                 Host::MemoryDatagram(udp),
             ) => messages_send_step(|d, to| Ok(udp.send_to(d, to)), datagrams, next, sent, *to),
@@ -547,6 +594,27 @@ fn datagram_send_step(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Step::Finished(os::status_of(&e), 0),
         }
+    }
+}
+
+/// [`messages_send_step`] on a host UDP socket, from the control information's source address
+/// when it named one (`os::send_from`).
+fn udp_messages_step(
+    udp: &mio::net::UdpSocket,
+    datagrams: &[Vec<u8>],
+    (next, sent): (&mut usize, &mut usize),
+    to: SocketAddr,
+    source: Option<(std::net::IpAddr, u32)>,
+) -> Step {
+    match source {
+        None => messages_send_step(|d, to| udp.send_to(d, to), datagrams, next, sent, to),
+        Some((from, interface)) => messages_send_step(
+            |d, to| os::send_from(udp, d, to, from, interface),
+            datagrams,
+            next,
+            sent,
+            to,
+        ),
     }
 }
 

@@ -122,11 +122,29 @@ pub(super) unsafe extern "system" fn cancel_routine(_device: *mut DEVICE_OBJECT,
 /// Makes progress on socket `id`'s queues against its host socket; finished IRPs go to
 /// `dones`. Sockets accepted on the way are added to the state.
 pub(crate) fn pump(st: &mut State, io: &Io, id: u64, dones: &mut Vec<Done>) {
+    pump_socket(st, io, id, None, dones);
+}
+
+/// [`pump`] for the reactor, on a readiness event of socket `id`'s host socket: whatever
+/// the last read found, there may be data again (the event is edge-triggered: new data
+/// raises a new one), so its receives read. `closed`: the event says the peer closed its
+/// side or the connection failed (then receives always read, see `Sock::read_closed`).
+pub(crate) fn pump_ready(st: &mut State, io: &Io, id: u64, closed: bool, dones: &mut Vec<Done>) {
+    pump_socket(st, io, id, Some(closed), dones);
+}
+
+/// [`pump`]; after a readiness event (`Some(closed)`) first forgets that the host socket was
+/// drained.
+fn pump_socket(st: &mut State, io: &Io, id: u64, ready: Option<bool>, dones: &mut Vec<Done>) {
     // In place: taking the socket out of the map and back cost two moves of it and a rehash
     // on every call.
     let Some(sock) = st.sockets.get_mut(&id) else {
         return;
     };
+    if let Some(closed) = ready {
+        sock.drained = false;
+        sock.read_closed |= closed;
+    }
     let mut born = Vec::new();
     progress(sock, io, &mut st.next_id, &mut born, dones);
     if sock.destroy

@@ -394,14 +394,15 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_messages(
         out.done(status, 0, id);
     } else if flags != 0 || (control_length != 0) == control.is_null() {
         out.done(STATUS_INVALID_PARAMETER, 0, id);
-    } else if control_length != 0 {
-        // Control information (CMSGHDR objects) is not carried to the host socket.
-        out.done(STATUS_NOT_SUPPORTED, 0, id);
     } else if !sock.host.is_datagram() {
         out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
     } else if datagrams.is_empty() {
         out.done(STATUS_INVALID_PARAMETER, 0, id);
+    } else if let Err(status) = control_info_of(sock, control, control_length) {
+        out.done(status, 0, id);
     } else if let Some(to) = remote.filter(|r| os::family_matches(r, sock.v6)) {
+        // Parsed again (cheap) to keep the result out of the condition chain above.
+        let source = control_info_of(sock, control, control_length).unwrap_or(None);
         let op = Op::new(
             out.irp,
             OpKind::SendMessages {
@@ -409,6 +410,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_messages(
                 next: 0,
                 sent: 0,
                 to,
+                source,
             },
         );
         sock.sends.push_back(op);
@@ -418,6 +420,78 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_messages(
     }
     drop(st);
     p.finish(out, inline)
+}
+
+/// The control information of a `WskSendMessages` (`control_length` bytes at `control`),
+/// applied to each of its datagrams: the source address (and interface) an `IP_PKTINFO` or
+/// `IPV6_PKTINFO` object names, if any.
+///
+/// "`PFN_WSK_SEND_MESSAGES` callback function (wsk.h)"
+/// (learn.microsoft.com/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_send_messages):
+/// `ControlInfo` is "one or more control data objects, each of which begins with a `CMSGHDR`
+/// structure", associated with the datagrams being sent, and "may not be supported by all
+/// transports". So: a malformed buffer (an object shorter than its header or running past
+/// `ControlInfoLength`, a packet-info object of the wrong size or family, two of them) is
+/// `STATUS_INVALID_PARAMETER`; an object of any other level or type, or any control
+/// information on the in-memory network, is `STATUS_NOT_SUPPORTED` (refused, never dropped
+/// silently). Layout: `WSACMSGHDR`, `WSA_CMSG_DATA` and `WSA_CMSGHDR_ALIGN` of ws2def.h.
+fn control_info_of(
+    sock: &Sock,
+    control: PVOID,
+    control_length: u32,
+) -> Result<Option<(std::net::IpAddr, u32)>, NTSTATUS> {
+    if control_length == 0 {
+        return Ok(None);
+    }
+    if !matches!(sock.host, super::Host::Udp(_)) {
+        return Err(STATUS_NOT_SUPPORTED);
+    }
+    // SAFETY: the client passes `control_length` readable bytes at `control` (checked
+    // non-null by the caller), valid until the IRP completes.
+    let bytes =
+        unsafe { core::slice::from_raw_parts(control.cast::<u8>(), control_length as usize) };
+    let mut source = None;
+    let mut at = 0;
+    while at < bytes.len() {
+        let header = bytes
+            .get(at..at + size_of::<crate::CMSGHDR>())
+            .ok_or(STATUS_INVALID_PARAMETER)?;
+        // SAFETY: `header` holds a CMSGHDR's bytes; read unaligned.
+        let header = unsafe { header.as_ptr().cast::<crate::CMSGHDR>().read_unaligned() };
+        let end = at
+            .checked_add(header.cmsg_len)
+            .filter(|&end| header.cmsg_len >= crate::CMSG_DATA_OFFSET && end <= bytes.len())
+            .ok_or(STATUS_INVALID_PARAMETER)?;
+        let data = &bytes[at + crate::CMSG_DATA_OFFSET..end];
+        let info = match (header.cmsg_level.cast_unsigned(), header.cmsg_type) {
+            (crate::IPPROTO_IP, crate::IP_PKTINFO) if !sock.v6 => {
+                if data.len() != size_of::<crate::IN_PKTINFO>() {
+                    return Err(STATUS_INVALID_PARAMETER);
+                }
+                // SAFETY: `data` holds an IN_PKTINFO's bytes; read unaligned.
+                let p = unsafe { data.as_ptr().cast::<crate::IN_PKTINFO>().read_unaligned() };
+                (std::net::IpAddr::from(p.ipi_addr), p.ipi_ifindex)
+            }
+            (crate::IPPROTO_IPV6, crate::IPV6_PKTINFO) if sock.v6 => {
+                if data.len() != size_of::<crate::IN6_PKTINFO>() {
+                    return Err(STATUS_INVALID_PARAMETER);
+                }
+                // SAFETY: `data` holds an IN6_PKTINFO's bytes; read unaligned.
+                let p = unsafe { data.as_ptr().cast::<crate::IN6_PKTINFO>().read_unaligned() };
+                (std::net::IpAddr::from(p.ipi6_addr), p.ipi6_ifindex)
+            }
+            // Packet information of the other family than the socket's.
+            (crate::IPPROTO_IP, crate::IP_PKTINFO) | (crate::IPPROTO_IPV6, crate::IPV6_PKTINFO) => {
+                return Err(STATUS_INVALID_PARAMETER);
+            }
+            _ => return Err(STATUS_NOT_SUPPORTED),
+        };
+        if source.replace(info).is_some() {
+            return Err(STATUS_INVALID_PARAMETER);
+        }
+        at = end.next_multiple_of(crate::CMSG_ALIGNMENT);
+    }
+    Ok(source)
 }
 
 /// `WskReceiveFrom`. The datagram socket must be bound. IRQL <= `DISPATCH_LEVEL`.
