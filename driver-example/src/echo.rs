@@ -13,7 +13,10 @@
 //! buffer) the accepted connection is closed abortively. When the provider cannot even accept
 //! (out of resources: on the host kernel, out of descriptors) the accept loop gives back a
 //! reserve socket it holds for the purpose, accepts the waiting connection into the room
-//! that frees, resets it, and takes the reserve again. Accept errors back off exponentially;
+//! that frees, resets it, and takes the reserve again. With accept events (`EventDriven` 1
+//! where the provider has them) a burst past the accept queue is refused by the accept
+//! callback itself (a reset, counted by `TcpListener::accept_event_counts`). Accept errors
+//! back off exponentially;
 //! repeating events are logged ever more rarely (the 1st, 2nd, 4th, 8th... in a row).
 //!
 //! Idle connections: with `Settings::idle_timeout` set, a connection that sends nothing for
@@ -28,6 +31,7 @@ use core::time::Duration;
 
 use wsk::driver::{FailureStatus, ServiceError};
 use wsk::executor::sync::SpinMutex;
+use wsk::net::ACCEPT_QUEUE_MAX;
 use wsk::sys::{NTSTATUS, STATUS_INVALID_PARAMETER};
 use wsk::{
     Budget, Driver, ErrorKind, IoBuf, Runner, RunnerKind, Service, TaskPool, TcpListener,
@@ -82,7 +86,8 @@ pub struct Settings {
     pub idle_timeout: Option<Duration>,
     /// Receive through WSK's receive event callbacks (`TcpStream::recv_events`: data copied
     /// in place or from a retained indication, no receive IRP posted) instead of receive
-    /// IRPs. Where the provider has no event callbacks (Wine 8), receive IRPs anyway.
+    /// IRPs, and accept through the accept callback (`TcpListener::accept_events`) instead of
+    /// accept IRPs. Where the provider has no event callbacks (Wine 8), IRPs anyway.
     pub event_driven: bool,
 }
 
@@ -388,8 +393,15 @@ async fn accept_loop(
     reserve.refill(client).await;
     let mut failures = Failures::new();
     let mut limit_resets = Streak::new();
+    // Event-driven: connections come through the accept callback where the provider has it.
+    let accept_events = event_driven && enable_accept_events(&listener, max_connections);
     loop {
-        match listener.accept().await {
+        let accepted = if accept_events {
+            listener.accept_events().await
+        } else {
+            listener.accept().await
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 failures.reset();
                 if admit(stream, max_connections, idle_timeout, event_driven) {
@@ -518,6 +530,30 @@ fn admit(
 /// got receive IRPs (no event callbacks in the provider, or a refusal): logged now and then.
 static EVENT_DRIVEN: AtomicUsize = AtomicUsize::new(0);
 static EVENTS_REFUSED: AtomicUsize = AtomicUsize::new(0);
+
+/// Turns on the listener's accept events (`TcpListener::enable_event_driven_accepts`) with a
+/// queue as long as the connection limit (at most [`ACCEPT_QUEUE_MAX`]): that many spare
+/// socket objects are allocated now (about 1 KiB each on the host kernel), so that a burst of
+/// connections the limit admits waits for the accept loop instead of being refused (the
+/// provider takes every connection out of the listen backlog as it arrives). False (logged)
+/// when it accepts with IRPs: the provider has no accept events (Wine 8), or refused.
+fn enable_accept_events(listener: &TcpListener, max_connections: usize) -> bool {
+    // The accepted streams' receive events are on from their acceptance.
+    match listener.enable_event_driven_accepts(ACCEPT_QUEUE_MAX.min(max_connections.max(1))) {
+        Ok(true) => {
+            kprint!("wskecho: connections accepted through accept events\n");
+            true
+        }
+        Ok(false) => {
+            kprint!("wskecho: the provider has no accept events; accept IRPs\n");
+            false
+        }
+        Err(e) => {
+            kprint!("wskecho: accept events refused ({e}); accept IRPs\n");
+            false
+        }
+    }
+}
 
 /// Turns on `stream`'s receive events; false (logged now and then) when it receives with IRPs.
 fn enable_events(stream: &TcpStream) -> bool {

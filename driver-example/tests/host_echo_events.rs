@@ -1,5 +1,6 @@
-//! The echo driver with `EventDriven` 1: every connection receives through WSK's receive
-//! event callbacks (`TcpStream::recv_events`), under the Wine scenarios (concurrent echo with
+//! The echo driver with `EventDriven` 1: every connection is accepted through WSK's accept
+//! callback (`TcpListener::accept_events`) and receives through WSK's receive event callbacks
+//! (`TcpStream::recv_events`), under the Wine scenarios (concurrent echo with
 //! 64 KiB messages, churn, a reset mid-message, idle connections closed by the unload), and
 //! the unload must leave nothing behind: no retained indication, MDL, IRP or pool block.
 //!
@@ -33,5 +34,13 @@ fn event_driven_echo_serves_the_wine_scenarios_and_unloads_clean() {
     assert!(
         !log.contains("receive IRPs"),
         "no connection fell back to receive IRPs; driver log:\n{log}"
+    );
+    assert!(
+        log.contains("wskecho: connections accepted through accept events"),
+        "the listener accepted through accept events; driver log:\n{log}"
+    );
+    assert!(
+        !log.contains("accept IRPs"),
+        "the listener did not fall back to accept IRPs; driver log:\n{log}"
     );
 }

@@ -188,9 +188,12 @@ pub use options::ControlRequest;
 pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;
 pub use tcp::{
+    ACCEPT_QUEUE_DEFAULT, ACCEPT_QUEUE_MAX, AcceptEventCounts, AcceptEvents, EventCounts,
+    Indicated, RETAINED_MAX, RecvEvents, SendBacklogChanged,
+};
+pub use tcp::{
     Accept, Disconnect, Incoming, Recv, TcpListener, TcpReadHalf, TcpStream, TcpWriteHalf,
 };
-pub use tcp::{EventCounts, Indicated, RETAINED_MAX, RecvEvents, SendBacklogChanged};
 #[cfg(not(loom))]
 pub use time::{CANCEL_GRACE, WithTimeout, timeout};
 pub use time::{Cancellable, Escalation, Operation, TimedOutput};

@@ -154,6 +154,9 @@ pub(crate) unsafe fn issue_socket(call: &mut Call, kind: Kind, family: u16) -> N
     let (context, events) = match (kind, call.held().adopt) {
         (Kind::Connection, Some(inner)) => crate::tcp::client_dispatch(inner),
         (Kind::Datagram, Some(inner)) => crate::udp_events::client_dispatch(inner),
+        // A listener names its object and the accept callback (used only once the listener
+        // enables accept events, see `crate::tcp::accept_events`).
+        (Kind::Listen, Some(inner)) => crate::tcp::listen_dispatch(inner),
         _ => (core::ptr::null_mut(), core::ptr::null()),
     };
     // SAFETY: the client's provider binding is live; no security descriptor; a prepared IRP

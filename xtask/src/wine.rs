@@ -448,11 +448,15 @@ fn scenarios(prefix: &Prefix, log: &Path, addr: SocketAddr) -> Result<String, St
 /// connection was served at all.
 fn event_callbacks_line(log: &str) -> Result<String, String> {
     if log.contains("wskecho: the provider has no receive events") {
-        Ok(
+        let accepts = if log.contains("wskecho: the provider has no accept events") {
+            " and accept IRPs"
+        } else {
+            ""
+        };
+        Ok(format!(
             "Wine lacks: WSK event callbacks (SO_WSK_EVENT_CALLBACK); EventDriven fell back to \
-            receive IRPs"
-                .into(),
-        )
+            receive IRPs{accepts}"
+        ))
     } else if log.contains("connection(s) event-driven so far") {
         Ok("Wine has WSK receive event callbacks: the connections were event-driven".into())
     } else {

@@ -134,6 +134,9 @@ pub(crate) struct SocketInner {
     /// Event-driven datagram receive state (`crate::udp_events`): null until the socket
     /// enables receive events; freed with the object.
     pub(crate) datagram_events: AtomicPtr<crate::udp_events::DatagramEventCell>,
+    /// Accept-indication state of a listener (`crate::tcp::accept_events`): null until the
+    /// listener enables accept events; freed with the object.
+    pub(crate) accept_events: AtomicPtr<crate::tcp::AcceptCell>,
 }
 
 // SAFETY: shared state is atomics; `held` and `link` are guarded by the slot state machine and
@@ -192,6 +195,7 @@ impl SocketInner {
             spare_irp: AtomicPtr::new(ptr::null_mut()),
             events: AtomicPtr::new(ptr::null_mut()),
             datagram_events: AtomicPtr::new(ptr::null_mut()),
+            accept_events: AtomicPtr::new(ptr::null_mut()),
         };
         // SAFETY: `mem` is a fresh allocation of the right size; pool memory is 16-aligned.
         unsafe { mem.as_ptr().write(value) };
@@ -294,6 +298,7 @@ impl SocketInner {
         // close left to come: nobody can reach the event state.
         crate::tcp::free_cell(inner.events.load(Ordering::Acquire));
         crate::udp_events::free_cell(inner.datagram_events.load(Ordering::Acquire));
+        crate::tcp::free_accept_cell(inner.accept_events.load(Ordering::Acquire));
         // SAFETY: exclusive access (last reference); drops any held buffer.
         unsafe { ptr::drop_in_place(this.as_ptr()) };
         // SAFETY: the pool block allocated in `new` with the same tag, dropped just above.
@@ -393,6 +398,9 @@ impl SocketInner {
         // retained once it is issued).
         crate::tcp::before_close(self);
         crate::udp_events::before_close(self);
+        // A listener's queued accepted connections are closed, its spares freed, and its
+        // accept callback refuses from now on.
+        crate::tcp::before_accept_close(self);
         let flags = self.flags();
         let disconnect = match self.close_mode() {
             CloseMode::Graceful if !flags.is_send_shut() => Some(0),

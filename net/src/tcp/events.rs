@@ -393,6 +393,15 @@ pub(super) fn event_cell<'a>(inner: &'a SocketInner, name: &'static str) -> Resu
     event_cell::install(&inner.events, fresh, EVENTS_TAG, name)
 }
 
+/// Prepares a socket object that WSK will hand receive indications from its acceptance
+/// (`TcpListener::enable_event_driven_accepts`: events passed on from the listener): its
+/// event state, allocated and marked on, so the first indication finds it and
+/// [`TcpStream::enable_receive_events`] asks WSK nothing. IRQL <= `DISPATCH_LEVEL`.
+pub(super) fn prepare_for_passed_on_events(inner: &SocketInner, name: &'static str) -> Result<()> {
+    event_cell(inner, name)?.queue.lock().enabled = true;
+    Ok(())
+}
+
 /// `SO_WSK_EVENT_CALLBACK` enabling `events` on the stream's socket, without an IRP (as
 /// enabling requires): the provider's status (`STATUS_NOT_IMPLEMENTED` without
 /// `WskControlSocket`). IRQL <= `DISPATCH_LEVEL`.

@@ -1,8 +1,10 @@
 //! TCP over WSK, as tokio splits it: [`TcpListener`] with its [`Accept`] future and
-//! [`Incoming`] stream in `listener`; [`TcpStream`] with its [`Recv`] future and
+//! [`Incoming`] stream in `listener`, and its accept indications ([`AcceptEvents`]) in
+//! `accept_events`; [`TcpStream`] with its [`Recv`] future and
 //! [`Disconnect`] in `stream`; its halves [`TcpReadHalf`] and [`TcpWriteHalf`] in `split`.
 //! All build on the socket handle of `crate::socket` and the operations of `crate::raw`.
 
+mod accept_events;
 mod connect;
 mod events;
 mod listener;
@@ -11,6 +13,10 @@ mod send_backlog;
 mod split;
 mod stream;
 
+pub use accept_events::{ACCEPT_QUEUE_DEFAULT, ACCEPT_QUEUE_MAX, AcceptEventCounts, AcceptEvents};
+pub(crate) use accept_events::{
+    AcceptCell, before_close as before_accept_close, free_cell as free_accept_cell, listen_dispatch,
+};
 pub(crate) use connect::issue_socket_connect;
 pub(crate) use events::{EventCell, before_close, client_dispatch, free_cell};
 pub use events::{EventCounts, Indicated, RETAINED_MAX, RecvEvents};
