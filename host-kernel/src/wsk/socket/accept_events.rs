@@ -118,11 +118,8 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
         let Host::Listener(listener) = &sock.host else {
             return;
         };
-        let (mut stream, peer) = match listener.accept() {
-            Ok(pair) => pair,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            // Interrupted, or the connection died in the backlog: try the next one.
-            Err(_) => continue,
+        let Some((mut stream, peer)) = accept_waiting(listener) else {
+            return;
         };
         if p.io
             .register(
@@ -207,6 +204,27 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
                      returns STATUS_SUCCESS or STATUS_REQUEST_NOT_ACCEPTED"
                 ),
             );
+        }
+    }
+}
+
+/// The next connection waiting in a listener's backlog, skipping those that died there.
+/// `None` when drained, or out of descriptors or memory: retrying at once would spin the
+/// reactor, and what waits in the backlog is indicated on the listener's next event.
+fn accept_waiting(
+    listener: &mio::net::TcpListener,
+) -> Option<(mio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        match listener.accept() {
+            Ok(pair) => return Some(pair),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                ) => {}
+            Err(_) => return None,
         }
     }
 }
