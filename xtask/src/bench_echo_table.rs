@@ -55,6 +55,10 @@ const ROUNDS: usize = 2;
 const WARMUP_MS: u64 = 200;
 /// Measured time per cell.
 const MEASURE_MS: u64 = 1000;
+/// The longest wait for a server to close the last cell's connections before the next cell.
+const CLOSE_LIMIT: Duration = Duration::from_secs(30);
+/// Driver log lines quoted at most in a failed Wine cell's report.
+const LOGGED_LINES: usize = 8;
 /// Round trips of the two callgrind runs whose difference is counted.
 const CALLGRIND_RUNS: [u64; 2] = [200, 1200];
 /// What the output says about Wine when it is not measured.
@@ -434,25 +438,52 @@ fn serve_all_cells(
         addr,
         &mut failures,
         || cpu_seconds(pid),
+        None,
     )?;
     drop(running);
     Ok((samples, failures))
 }
 
 /// Runs every cell against the server listening on `addr`; `cpu` reads the server's CPU
-/// seconds so far. A cell whose client fails is recorded in `failures` and the next cell
-/// runs; an error is returned only when the CPU time cannot be read or `loadgen` not started.
+/// seconds so far. A cell whose client fails is recorded in `failures` (with the lines the
+/// driver logged meanwhile, when `driver_log` names its debug log) and the next cell runs;
+/// an error is returned only when the CPU time cannot be read or `loadgen` not started.
+///
+/// Each cell starts once the server has closed every connection of the one before (see
+/// [`wait_until_closed`]): otherwise the 1,000 connections of one cell arrive while the
+/// 1,000 of the last are still closing, and a server with a connection limit (the echo
+/// driver's `MaxConnections`, 1,024) rightly resets the excess.
 fn measure_cells(
     programs: &Programs,
     (server, pinned, round, quick): (Server, bool, usize, bool),
     addr: SocketAddr,
     failures: &mut Vec<String>,
     cpu: impl Fn() -> Result<f64, String>,
+    driver_log: Option<&Path>,
 ) -> Result<Vec<Sample>, String> {
     let mut samples = Vec::new();
     for connections in CONNECTIONS {
         for size in SIZES {
             let measure = if quick { MEASURE_MS / 4 } else { MEASURE_MS };
+            match wait_until_closed(addr.port(), CLOSE_LIMIT) {
+                Ok(None) => {}
+                Ok(Some((open, took))) => println!(
+                    "bench-echo: {} round {round}: the last cell's {open} connection(s) closed \
+                     in {} ms before {connections} x {size} B",
+                    server.name(),
+                    took.as_millis()
+                ),
+                Err(e) => {
+                    let failure = format!(
+                        "{} round {round}: {connections} connections of {size} B not run: {e}",
+                        server.name()
+                    );
+                    println!("bench-echo: FAILED: {failure}");
+                    failures.push(failure);
+                    continue;
+                }
+            }
+            let log_start = driver_log.map_or(0, log_length);
             let before = cpu()?;
             let output = placed(
                 &programs.loadgen,
@@ -475,11 +506,14 @@ fn measure_cells(
             .map_err(|e| format!("could not start loadgen: {e}"))?;
             let after = cpu()?;
             if !output.status.success() {
-                let failure = format!(
+                let mut failure = format!(
                     "{} round {round}: loadgen, {connections} connections of {size} B: {}",
                     server.name(),
                     String::from_utf8_lossy(&output.stderr).trim()
                 );
+                if let Some(log) = driver_log {
+                    failure.push_str(&logged_since(log, log_start));
+                }
                 println!("bench-echo: FAILED: {failure}");
                 failures.push(failure);
                 continue;
@@ -532,26 +566,32 @@ impl WinePrefix {
 
     /// Runs `program args` in the prefix, killing it after `limit`.
     fn run(&self, program: &str, args: &[&str], limit: Duration) -> Result<(), String> {
-        let mut child = self
+        let child = self
             .command(program, args)
             .spawn()
             .map_err(|e| format!("{program} {args:?}: {e}"))?;
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                return if status.success() {
-                    Ok(())
-                } else {
-                    Err(format!("{program} {args:?} exited with {status}"))
-                };
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{program} {args:?} still running after {limit:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_bounded(child, &format!("{program} {args:?}"), limit)
+    }
+
+    /// `net start service` with Wine's `debugstr` channel (`DbgPrint`) on, its stderr
+    /// appended to `log`: the first start launches services.exe, and with it every driver's
+    /// host, with that stderr and debug setting.
+    fn start_service(&self, service: &str, log: &Path) -> Result<(), String> {
+        let log_file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        let child = self
+            .command("wine", &["net", "start", service])
+            .env("WINEDEBUG", "-all,+debugstr")
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("wine net start {service}: {e}"))?;
+        wait_bounded(
+            child,
+            &format!("wine net start {service}"),
+            Duration::from_mins(1),
+        )
     }
 
     fn reg_add(&self, key: &str, value: &str, kind: &str, data: &str) -> Result<(), String> {
@@ -584,6 +624,27 @@ impl WinePrefix {
             }
         }
         Ok(total)
+    }
+}
+
+/// Waits for `child` (`what`, for errors), killing it after `limit`; an error unless it
+/// exits successfully in time.
+fn wait_bounded(mut child: Child, what: &str, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return if status.success() {
+                Ok(())
+            } else {
+                Err(format!("{what} exited with {status}"))
+            };
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{what} still running after {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -650,12 +711,17 @@ fn run_wine(
     // that the drivers' host process lives on after `net start` returns.
     let _ = prefix.run("wineserver", &["-k"], Duration::from_mins(1));
     prefix.run("wineserver", &["-p"], Duration::from_mins(1))?;
+    // The drivers' DbgPrint lines, so that a failed cell can say what the driver saw (the
+    // first `net start` starts services.exe, whose drivers inherit its stderr).
+    let driver_log = out_dir.join("wine-drivers.log");
+    std::fs::write(&driver_log, "").map_err(|e| format!("{}: {e}", driver_log.display()))?;
+    println!("bench-echo: Wine drivers' log in {}", driver_log.display());
     let mut samples = Vec::new();
     let mut failures = Vec::new();
     for round in 0..rounds {
         for (server, service, _, _, port) in &services {
             let turn = (|| -> Result<Vec<Sample>, String> {
-                prefix.run("wine", &["net", "start", service], Duration::from_mins(1))?;
+                prefix.start_service(service, &driver_log)?;
                 let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
                 wait_listening(addr)?;
                 let got = measure_cells(
@@ -664,6 +730,7 @@ fn run_wine(
                     addr,
                     &mut failures,
                     || prefix.cpu_seconds(),
+                    Some(&driver_log),
                 );
                 let stopped = prefix.run("wine", &["net", "stop", service], Duration::from_mins(2));
                 let got = got?;
@@ -677,6 +744,109 @@ fn run_wine(
         }
     }
     Ok((samples, failures))
+}
+
+/// Waits until no TCP connection on local port `port` is left that the server has not closed
+/// (see [`unclosed_connections`]), at most `limit`. `None` when there was none to wait for;
+/// otherwise how many there were and how long they took to close.
+///
+/// # Errors
+/// Some are still open after `limit` (how many), or `/proc/net/tcp` cannot be read.
+fn wait_until_closed(port: u16, limit: Duration) -> Result<Option<(usize, Duration)>, String> {
+    let started = Instant::now();
+    let open = unclosed_connections(port)?;
+    if open == 0 {
+        return Ok(None);
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        let left = unclosed_connections(port)?;
+        if left == 0 {
+            return Ok(Some((open, started.elapsed())));
+        }
+        if started.elapsed() >= limit {
+            return Err(format!(
+                "the server still holds {left} of the last cell's {open} connection(s) after \
+                 {limit:?}"
+            ));
+        }
+    }
+}
+
+/// Server-side TCP connections on local port `port` (IPv4 and IPv6) the server has not
+/// closed yet: established (accepted or still in the listen backlog) or in `CLOSE_WAIT` (the
+/// client closed, the server not yet). The listening socket, and connections the server
+/// has closed (`LAST_ACK`, `TIME_WAIT`, ...), do not count: they hold none of its slots.
+fn unclosed_connections(port: u16) -> Result<usize, String> {
+    /// `/proc/net/tcp` states (hex): `TCP_ESTABLISHED`, `TCP_SYN_RECV`, `TCP_CLOSE_WAIT`.
+    const UNCLOSED: [&str; 3] = ["01", "03", "08"];
+    let mut count = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = match std::fs::read_to_string(table) {
+            Ok(text) => text,
+            // No IPv6 in this kernel: nothing to count there.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && table.ends_with('6') => {
+                continue;
+            }
+            Err(e) => return Err(format!("{table}: {e}")),
+        };
+        // Each line after the header: `sl local_address rem_address st ...`, with
+        // `local_address` as `HEXADDR:HEXPORT`.
+        count += text
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let mut fields = line.split_whitespace().skip(1);
+                let local_port = fields
+                    .next()
+                    .and_then(|local| local.rsplit_once(':'))
+                    .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
+                let state = fields.nth(1);
+                local_port == Some(port) && state.is_some_and(|st| UNCLOSED.contains(&st))
+            })
+            .count();
+    }
+    Ok(count)
+}
+
+/// The length of the debug log at `log` (0 when it does not exist yet).
+fn log_length(log: &Path) -> u64 {
+    std::fs::metadata(log).map_or(0, |m| m.len())
+}
+
+/// The drivers' own lines (`wskecho: `, `wskfloor: `, `wsk-net: `, `wsk-executor: `) logged
+/// to `log` after byte `start`, the first [`LOGGED_LINES`] and how many in all, formatted to
+/// end a failure's report; a note saying so when there were none.
+fn logged_since(log: &Path, start: u64) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    let new = text
+        .get(usize::try_from(start).unwrap_or(usize::MAX)..)
+        .unwrap_or_default();
+    let new = String::from_utf8_lossy(new);
+    let lines: Vec<&str> = new
+        .lines()
+        .filter_map(|line| {
+            ["wskecho: ", "wskfloor: ", "wsk-net: ", "wsk-executor: "]
+                .iter()
+                .find_map(|tag| line.find(tag).map(|at| line[at..].trim_end()))
+        })
+        .collect();
+    if lines.is_empty() {
+        return format!("; the driver logged nothing meanwhile ({})", log.display());
+    }
+    let mut report = format!(
+        "; the driver logged {} line(s) meanwhile ({}):",
+        lines.len(),
+        log.display()
+    );
+    for line in lines.iter().take(LOGGED_LINES) {
+        report.push_str("\n    ");
+        report.push_str(line);
+    }
+    if lines.len() > LOGGED_LINES {
+        report.push_str("\n    ...");
+    }
+    report
 }
 
 /// Waits (at most 30 s) until something accepts connections on `addr`.
@@ -1312,6 +1482,94 @@ mod tests {
         assert_eq!(ratio(Some(3.0), Some(2.0)), "1.50");
         assert_eq!(ratio(Some(3.0), None), "—");
         assert!(results_json("m", "w", &samples, None, &[]).contains("\"server\":\"floor\""));
+    }
+
+    #[test]
+    fn connections_count_until_the_server_closes_them() {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_eq!(unclosed_connections(port).unwrap(), 0, "the listener alone");
+        let in_backlog = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        let client = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        let (served, _) = listener.accept().unwrap();
+        assert_eq!(
+            unclosed_connections(port).unwrap(),
+            2,
+            "one accepted, one in the backlog; the clients' own ends are not on the port"
+        );
+        drop(client);
+        drop(in_backlog);
+        // The server has not closed its end (`CLOSE_WAIT`), nor the one still in its backlog.
+        assert_eq!(unclosed_connections(port).unwrap(), 2);
+        drop(served);
+        let (backlogged, _) = listener.accept().unwrap();
+        drop(backlogged);
+        let waited = wait_until_closed(port, Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            waited, None,
+            "both closed by the server: nothing to wait for"
+        );
+    }
+
+    #[test]
+    fn waiting_for_connections_the_server_keeps_open_fails_naming_them() {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        let (served, _) = listener.accept().unwrap();
+        drop(client);
+        let e = wait_until_closed(port, Duration::from_millis(50)).unwrap_err();
+        assert!(e.contains("still holds 1 of the last cell's 1"), "{e}");
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(served);
+        });
+        let (open, took) = wait_until_closed(port, Duration::from_secs(5))
+            .unwrap()
+            .expect("one connection to wait for");
+        closer.join().unwrap();
+        assert_eq!(open, 1);
+        assert!(took >= Duration::from_millis(50), "{took:?}");
+    }
+
+    #[test]
+    fn a_failed_cell_quotes_only_what_the_drivers_logged_during_it() {
+        let dir = std::env::temp_dir().join(format!("bench-echo-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("drivers.log");
+        std::fs::write(
+            &log,
+            "0114:warn:debugstr:x: wskecho: listening on 127.0.0.1:7\n",
+        )
+        .unwrap();
+        let start = log_length(&log);
+        assert_eq!(
+            logged_since(&log, start),
+            format!("; the driver logged nothing meanwhile ({})", log.display())
+        );
+        let mut more = String::from("0128:fixme:netio:wsk_disconnect stub\n");
+        for i in 0..10 {
+            more.push_str(&format!(
+                "0128:warn:debugstr:x: wskecho: connection limit 1024 reached; reset {i}\n"
+            ));
+        }
+        let mut text = std::fs::read_to_string(&log).unwrap();
+        text.push_str(&more);
+        std::fs::write(&log, text).unwrap();
+        let report = logged_since(&log, start);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            report.starts_with("; the driver logged 10 line(s) meanwhile"),
+            "{report}"
+        );
+        assert!(report.contains("\n    wskecho: connection limit 1024 reached; reset 0"));
+        assert!(!report.contains("listening"), "{report}");
+        assert!(!report.contains("wsk_disconnect"), "{report}");
+        assert!(
+            !report.contains("reset 9"),
+            "at most {LOGGED_LINES} lines: {report}"
+        );
+        assert!(report.ends_with("\n    ..."), "{report}");
     }
 }
 
