@@ -15,8 +15,9 @@
 //! them); each server, once started, serves every cell: 1, 100 and 1,000 connections with
 //! 64 B and 16 KiB messages, [`WARMUP_MS`] of warm-up then [`MEASURE_MS`] measured.
 //!
-//! Each cell starts once the server has closed every connection of the cell before (at most
-//! 30 s; how many and how long is printed when there were any): a cell measures its own
+//! Each cell starts once the server has closed every earlier connection (the cell before's,
+//! and the probe that saw it listening; at most 30 s; how many and how long is printed when
+//! there were any): a cell measures its own
 //! connections only, its CPU figure holds none of the last cell's closes, and a server with a
 //! connection limit is not pushed past it by two cells' connections at once (under Wine the
 //! echo driver took 100-900 ms to close 1,000 connections, and the next cell's 1,000 then
@@ -479,8 +480,8 @@ fn measure_cells(
             match wait_until_closed(addr.port(), CLOSE_LIMIT) {
                 Ok(None) => {}
                 Ok(Some((open, took))) => println!(
-                    "bench-echo: {} round {round}: the last cell's {open} connection(s) closed \
-                     in {} ms before {connections} x {size} B",
+                    "bench-echo: {} round {round}: waited {} ms for the server to close {open} \
+                     earlier connection(s) before {connections} x {size} B",
                     server.name(),
                     took.as_millis()
                 ),
@@ -777,8 +778,7 @@ fn wait_until_closed(port: u16, limit: Duration) -> Result<Option<(usize, Durati
         }
         if started.elapsed() >= limit {
             return Err(format!(
-                "the server still holds {left} of the last cell's {open} connection(s) after \
-                 {limit:?}"
+                "the server still holds {left} of {open} earlier connection(s) after {limit:?}"
             ));
         }
     }
@@ -1530,7 +1530,10 @@ mod tests {
         let (served, _) = listener.accept().unwrap();
         drop(client);
         let e = wait_until_closed(port, Duration::from_millis(50)).unwrap_err();
-        assert!(e.contains("still holds 1 of the last cell's 1"), "{e}");
+        assert!(
+            e.contains("still holds 1 of 1 earlier connection(s)"),
+            "{e}"
+        );
         let closer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
             drop(served);
