@@ -1009,7 +1009,8 @@ fn ratio(ours: Option<f64>, other: Option<f64>) -> String {
 }
 
 /// The markdown tables: ratios, absolute figures, callgrind.
-fn tables(samples: &[Sample], callgrind: Option<&Callgrind>, failures: &[String]) -> String {
+/// The ratios ours / floor and ours / tokio of the host servers, per cell.
+fn host_ratio_table(samples: &[Sample]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -1034,6 +1035,15 @@ fn tables(samples: &[Sample], callgrind: Option<&Callgrind>, failures: &[String]
             }
             let _ = writeln!(out, "{row}");
         }
+    }
+    out
+}
+
+fn tables(samples: &[Sample], callgrind: Option<&Callgrind>, failures: &[String]) -> String {
+    let mut out = String::new();
+    // `--wine-only` measures no host server: no host ratio table of dashes then.
+    if samples.iter().any(|s| Server::ALL.contains(&s.server)) {
+        out.push_str(&host_ratio_table(samples));
     }
     out.push_str(&wine_table(samples));
     let _ = writeln!(out, "\n### Figures (rounds' means)\n");
@@ -1493,6 +1503,29 @@ mod tests {
         assert_eq!(ratio(Some(3.0), Some(2.0)), "1.50");
         assert_eq!(ratio(Some(3.0), None), "—");
         assert!(results_json("m", "w", &samples, None, &[]).contains("\"server\":\"floor\""));
+    }
+
+    #[test]
+    fn the_host_ratio_table_is_left_out_when_only_wine_was_measured() {
+        let wine = Sample {
+            server: Server::WineOurs,
+            pinned: false,
+            connections: 1,
+            size: 64,
+            round: 0,
+            cpu_seconds: 0.5,
+            json: r#"{"round_trips":10,"all_round_trips":1000,"p50":10}"#.into(),
+        };
+        let wine_only = tables(std::slice::from_ref(&wine), None, &[]);
+        assert!(!wine_only.contains("### Ratios"), "{wine_only}");
+        assert!(wine_only.contains("### Under Wine"), "{wine_only}");
+        let host = Sample {
+            server: Server::Tokio,
+            ..wine.clone()
+        };
+        let both = tables(&[wine, host], None, &[]);
+        assert!(both.contains("### Ratios"), "{both}");
+        assert!(both.contains("### Under Wine"), "{both}");
     }
 
     #[test]
