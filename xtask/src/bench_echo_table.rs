@@ -15,6 +15,14 @@
 //! them); each server, once started, serves every cell: 1, 100 and 1,000 connections with
 //! 64 B and 16 KiB messages, [`WARMUP_MS`] of warm-up then [`MEASURE_MS`] measured.
 //!
+//! Each cell starts once the server has closed every earlier connection (the cell before's,
+//! and the probe that saw it listening; at most 30 s; how many and how long is printed when
+//! there were any): a cell measures its own
+//! connections only, its CPU figure holds none of the last cell's closes, and a server with a
+//! connection limit is not pushed past it by two cells' connections at once (under Wine the
+//! echo driver took 100-900 ms to close 1,000 connections, and the next cell's 1,000 then
+//! met its `MaxConnections` of 1,024: resets, logged as `connection limit 1024 reached`).
+//!
 //! Per cell and server: server CPU per round trip (utime+stime over the client's whole run,
 //! warm-up and connection set-up included, divided by every round trip it completed), RTT
 //! p50/p99/p99.9 and round trips per second (the rounds' mean). The table gives the ratios
@@ -29,8 +37,10 @@
 //! Under Wine (where `wine` is installed): `wine-ours` (`wskecho.sys`, passive runner, as the
 //! Wine test runs it) and `wine-floor` (`wskfloor.sys`, whose chain runs on its worker thread
 //! there), both in one fresh prefix, unpinned, the same cells and rounds; server CPU is every
-//! process of the prefix (`winedevice.exe`, `wineserver`, ...). Without Wine the output says
-//! loudly that this part was not measured.
+//! process of the prefix (`winedevice.exe`, `wineserver`, ...). The drivers' `DbgPrint`
+//! lines go to `target/bench-echo/wine-drivers.log`, and a failed Wine cell quotes those
+//! logged during it. Without Wine the output says loudly that this part was not measured.
+//! `--wine-only` runs only this part (no host servers, no callgrind).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -55,6 +65,10 @@ const ROUNDS: usize = 2;
 const WARMUP_MS: u64 = 200;
 /// Measured time per cell.
 const MEASURE_MS: u64 = 1000;
+/// The longest wait for a server to close the last cell's connections before the next cell.
+const CLOSE_LIMIT: Duration = Duration::from_secs(30);
+/// Driver log lines quoted at most in a failed Wine cell's report.
+const LOGGED_LINES: usize = 8;
 /// Round trips of the two callgrind runs whose difference is counted.
 const CALLGRIND_RUNS: [u64; 2] = [200, 1200];
 /// What the output says about Wine when it is not measured.
@@ -225,14 +239,15 @@ fn json_number(json: &str, key: &str) -> Option<f64> {
 
 /// Runs the whole benchmark (see the module documentation).
 pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
-    let skip_callgrind = args.iter().any(|a| a == "--no-callgrind");
+    let wine_only = args.iter().any(|a| a == "--wine-only");
+    let skip_callgrind = wine_only || args.iter().any(|a| a == "--no-callgrind");
     let quick = args.iter().any(|a| a == "--quick");
     if let Some(unknown) = args
         .iter()
-        .find(|a| !matches!(a.as_str(), "--no-callgrind" | "--quick"))
+        .find(|a| !matches!(a.as_str(), "--no-callgrind" | "--quick" | "--wine-only"))
     {
         return Err(format!(
-            "bench-echo: unknown argument {unknown} (--no-callgrind, --quick)"
+            "bench-echo: unknown argument {unknown} (--no-callgrind, --quick, --wine-only)"
         ));
     }
     if !setup::has_program("taskset") {
@@ -248,7 +263,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let rounds = if quick { 1 } else { ROUNDS };
     let mut samples = Vec::new();
     let mut failures = Vec::new();
-    for pinned in [true, false] {
+    let host_placements: &[bool] = if wine_only { &[] } else { &[true, false] };
+    for &pinned in host_placements {
         for round in 0..rounds {
             for server in Server::ALL {
                 match serve_all_cells(&programs, server, pinned, round, quick) {
@@ -434,25 +450,52 @@ fn serve_all_cells(
         addr,
         &mut failures,
         || cpu_seconds(pid),
+        None,
     )?;
     drop(running);
     Ok((samples, failures))
 }
 
 /// Runs every cell against the server listening on `addr`; `cpu` reads the server's CPU
-/// seconds so far. A cell whose client fails is recorded in `failures` and the next cell
-/// runs; an error is returned only when the CPU time cannot be read or `loadgen` not started.
+/// seconds so far. A cell whose client fails is recorded in `failures` (with the lines the
+/// driver logged meanwhile, when `driver_log` names its debug log) and the next cell runs;
+/// an error is returned only when the CPU time cannot be read or `loadgen` not started.
+///
+/// Each cell starts once the server has closed every connection of the one before (see
+/// [`wait_until_closed`]): otherwise the 1,000 connections of one cell arrive while the
+/// 1,000 of the last are still closing, and a server with a connection limit (the echo
+/// driver's `MaxConnections`, 1,024) rightly resets the excess.
 fn measure_cells(
     programs: &Programs,
     (server, pinned, round, quick): (Server, bool, usize, bool),
     addr: SocketAddr,
     failures: &mut Vec<String>,
     cpu: impl Fn() -> Result<f64, String>,
+    driver_log: Option<&Path>,
 ) -> Result<Vec<Sample>, String> {
     let mut samples = Vec::new();
     for connections in CONNECTIONS {
         for size in SIZES {
             let measure = if quick { MEASURE_MS / 4 } else { MEASURE_MS };
+            match wait_until_closed(addr.port(), CLOSE_LIMIT) {
+                Ok(None) => {}
+                Ok(Some((open, took))) => println!(
+                    "bench-echo: {} round {round}: waited {} ms for the server to close {open} \
+                     earlier connection(s) before {connections} x {size} B",
+                    server.name(),
+                    took.as_millis()
+                ),
+                Err(e) => {
+                    let failure = format!(
+                        "{} round {round}: {connections} connections of {size} B not run: {e}",
+                        server.name()
+                    );
+                    println!("bench-echo: FAILED: {failure}");
+                    failures.push(failure);
+                    continue;
+                }
+            }
+            let log_start = driver_log.map_or(0, log_length);
             let before = cpu()?;
             let output = placed(
                 &programs.loadgen,
@@ -473,18 +516,16 @@ fn measure_cells(
             )
             .output()
             .map_err(|e| format!("could not start loadgen: {e}"))?;
-            // The next cell's connections must not meet this cell's still closing: past its
-            // connection limit (1,024) the echo driver resets new connections, which is what
-            // failed wine-ours' 1,000 x 16 KiB cell (its closes take about half a second
-            // under Wine). The cell's CPU includes closing its own connections.
-            wait_for_server_closes(addr.port());
             let after = cpu()?;
             if !output.status.success() {
-                let failure = format!(
+                let mut failure = format!(
                     "{} round {round}: loadgen, {connections} connections of {size} B: {}",
                     server.name(),
                     String::from_utf8_lossy(&output.stderr).trim()
                 );
+                if let Some(log) = driver_log {
+                    failure.push_str(&logged_since(log, log_start));
+                }
                 println!("bench-echo: FAILED: {failure}");
                 failures.push(failure);
                 continue;
@@ -537,26 +578,32 @@ impl WinePrefix {
 
     /// Runs `program args` in the prefix, killing it after `limit`.
     fn run(&self, program: &str, args: &[&str], limit: Duration) -> Result<(), String> {
-        let mut child = self
+        let child = self
             .command(program, args)
             .spawn()
             .map_err(|e| format!("{program} {args:?}: {e}"))?;
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                return if status.success() {
-                    Ok(())
-                } else {
-                    Err(format!("{program} {args:?} exited with {status}"))
-                };
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{program} {args:?} still running after {limit:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_bounded(child, &format!("{program} {args:?}"), limit)
+    }
+
+    /// `net start service` with Wine's `debugstr` channel (`DbgPrint`) on, its stderr
+    /// appended to `log`: the first start launches services.exe, and with it every driver's
+    /// host, with that stderr and debug setting.
+    fn start_service(&self, service: &str, log: &Path) -> Result<(), String> {
+        let log_file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        let child = self
+            .command("wine", &["net", "start", service])
+            .env("WINEDEBUG", "-all,+debugstr")
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("wine net start {service}: {e}"))?;
+        wait_bounded(
+            child,
+            &format!("wine net start {service}"),
+            Duration::from_mins(1),
+        )
     }
 
     fn reg_add(&self, key: &str, value: &str, kind: &str, data: &str) -> Result<(), String> {
@@ -589,6 +636,27 @@ impl WinePrefix {
             }
         }
         Ok(total)
+    }
+}
+
+/// Waits for `child` (`what`, for errors), killing it after `limit`; an error unless it
+/// exits successfully in time.
+fn wait_bounded(mut child: Child, what: &str, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return if status.success() {
+                Ok(())
+            } else {
+                Err(format!("{what} exited with {status}"))
+            };
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{what} still running after {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -655,12 +723,17 @@ fn run_wine(
     // that the drivers' host process lives on after `net start` returns.
     let _ = prefix.run("wineserver", &["-k"], Duration::from_mins(1));
     prefix.run("wineserver", &["-p"], Duration::from_mins(1))?;
+    // The drivers' DbgPrint lines, so that a failed cell can say what the driver saw (the
+    // first `net start` starts services.exe, whose drivers inherit its stderr).
+    let driver_log = out_dir.join("wine-drivers.log");
+    std::fs::write(&driver_log, "").map_err(|e| format!("{}: {e}", driver_log.display()))?;
+    println!("bench-echo: Wine drivers' log in {}", driver_log.display());
     let mut samples = Vec::new();
     let mut failures = Vec::new();
     for round in 0..rounds {
         for (server, service, _, _, port) in &services {
             let turn = (|| -> Result<Vec<Sample>, String> {
-                prefix.run("wine", &["net", "start", service], Duration::from_mins(1))?;
+                prefix.start_service(service, &driver_log)?;
                 let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
                 wait_listening(addr)?;
                 let got = measure_cells(
@@ -669,6 +742,7 @@ fn run_wine(
                     addr,
                     &mut failures,
                     || prefix.cpu_seconds(),
+                    Some(&driver_log),
                 );
                 let stopped = prefix.run("wine", &["net", "stop", service], Duration::from_mins(2));
                 let got = got?;
@@ -684,52 +758,106 @@ fn run_wine(
     Ok((samples, failures))
 }
 
-/// Waits (at most 30 s) until no server-side connection on local `port` is established or
-/// waiting for the server's close (`/proc/net/tcp` and `tcp6` states 01 and 08), then 100 ms
-/// more for the server to count the closes it just made; says so when it gives up.
-fn wait_for_server_closes(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// Waits until no TCP connection on local port `port` is left that the server has not closed
+/// (see [`unclosed_connections`]), at most `limit`. `None` when there was none to wait for;
+/// otherwise how many there were and how long they took to close.
+///
+/// # Errors
+/// Some are still open after `limit` (how many), or `/proc/net/tcp` cannot be read.
+fn wait_until_closed(port: u16, limit: Duration) -> Result<Option<(usize, Duration)>, String> {
+    let started = Instant::now();
+    let open = unclosed_connections(port)?;
+    if open == 0 {
+        return Ok(None);
+    }
     loop {
-        let open = open_server_connections(port);
-        if open == 0 {
-            std::thread::sleep(Duration::from_millis(100));
-            return;
+        std::thread::sleep(Duration::from_millis(10));
+        let left = unclosed_connections(port)?;
+        if left == 0 {
+            return Ok(Some((open, started.elapsed())));
         }
-        if Instant::now() >= deadline {
-            println!("bench-echo: {open} connections on port {port} still open after 30 s");
-            return;
+        if started.elapsed() >= limit {
+            return Err(format!(
+                "the server still holds {left} of {open} earlier connection(s) after {limit:?}"
+            ));
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// Sockets with local port `port` in state ESTABLISHED (01) or `CLOSE_WAIT` (08), from
-/// `/proc/net/tcp` and `/proc/net/tcp6` (0 where they cannot be read).
-fn open_server_connections(port: u16) -> usize {
-    let local_suffix = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|table| std::fs::read_to_string(table).ok())
-        .map(|text| count_open(&text, &local_suffix))
-        .sum()
+/// Server-side TCP connections on local port `port` (IPv4 and IPv6) the server has not
+/// closed yet: established (accepted or still in the listen backlog) or in `CLOSE_WAIT` (the
+/// client closed, the server not yet). The listening socket, and connections the server
+/// has closed (`LAST_ACK`, `TIME_WAIT`, ...), do not count: they hold none of its slots.
+fn unclosed_connections(port: u16) -> Result<usize, String> {
+    /// `/proc/net/tcp` states (hex): `TCP_ESTABLISHED`, `TCP_SYN_RECV`, `TCP_CLOSE_WAIT`.
+    const UNCLOSED: [&str; 3] = ["01", "03", "08"];
+    let mut count = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = match std::fs::read_to_string(table) {
+            Ok(text) => text,
+            // No IPv6 in this kernel: nothing to count there.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && table.ends_with('6') => {
+                continue;
+            }
+            Err(e) => return Err(format!("{table}: {e}")),
+        };
+        // Each line after the header: `sl local_address rem_address st ...`, with
+        // `local_address` as `HEXADDR:HEXPORT`.
+        count += text
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let mut fields = line.split_whitespace().skip(1);
+                let local_port = fields
+                    .next()
+                    .and_then(|local| local.rsplit_once(':'))
+                    .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
+                let state = fields.nth(1);
+                local_port == Some(port) && state.is_some_and(|st| UNCLOSED.contains(&st))
+            })
+            .count();
+    }
+    Ok(count)
 }
 
-/// The lines of a `/proc/net/tcp` table whose local address ends in `local_suffix` and whose
-/// state is ESTABLISHED or `CLOSE_WAIT`.
-fn count_open(table: &str, local_suffix: &str) -> usize {
-    table
+/// The length of the debug log at `log` (0 when it does not exist yet).
+fn log_length(log: &Path) -> u64 {
+    std::fs::metadata(log).map_or(0, |m| m.len())
+}
+
+/// The drivers' own lines (`wskecho: `, `wskfloor: `, `wsk-net: `, `wsk-executor: `) logged
+/// to `log` after byte `start`, the first [`LOGGED_LINES`] and how many in all, formatted to
+/// end a failure's report; a note saying so when there were none.
+fn logged_since(log: &Path, start: u64) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    let new = text
+        .get(usize::try_from(start).unwrap_or(usize::MAX)..)
+        .unwrap_or_default();
+    let new = String::from_utf8_lossy(new);
+    let lines: Vec<&str> = new
         .lines()
-        .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            fields
-                .get(1)
-                .is_some_and(|local| local.ends_with(local_suffix))
-                && fields
-                    .get(3)
-                    .is_some_and(|state| matches!(*state, "01" | "08"))
+        .filter_map(|line| {
+            ["wskecho: ", "wskfloor: ", "wsk-net: ", "wsk-executor: "]
+                .iter()
+                .find_map(|tag| line.find(tag).map(|at| line[at..].trim_end()))
         })
-        .count()
+        .collect();
+    if lines.is_empty() {
+        return format!("; the driver logged nothing meanwhile ({})", log.display());
+    }
+    let mut report = format!(
+        "; the driver logged {} line(s) meanwhile ({}):",
+        lines.len(),
+        log.display()
+    );
+    for line in lines.iter().take(LOGGED_LINES) {
+        report.push_str("\n    ");
+        report.push_str(line);
+    }
+    if lines.len() > LOGGED_LINES {
+        report.push_str("\n    ...");
+    }
+    report
 }
 
 /// Waits (at most 30 s) until something accepts connections on `addr`.
@@ -881,7 +1009,8 @@ fn ratio(ours: Option<f64>, other: Option<f64>) -> String {
 }
 
 /// The markdown tables: ratios, absolute figures, callgrind.
-fn tables(samples: &[Sample], callgrind: Option<&Callgrind>, failures: &[String]) -> String {
+/// The ratios ours / floor and ours / tokio of the host servers, per cell.
+fn host_ratio_table(samples: &[Sample]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -906,6 +1035,15 @@ fn tables(samples: &[Sample], callgrind: Option<&Callgrind>, failures: &[String]
             }
             let _ = writeln!(out, "{row}");
         }
+    }
+    out
+}
+
+fn tables(samples: &[Sample], callgrind: Option<&Callgrind>, failures: &[String]) -> String {
+    let mut out = String::new();
+    // `--wine-only` measures no host server: no host ratio table of dashes then.
+    if samples.iter().any(|s| Server::ALL.contains(&s.server)) {
+        out.push_str(&host_ratio_table(samples));
     }
     out.push_str(&wine_table(samples));
     let _ = writeln!(out, "\n### Figures (rounds' means)\n");
@@ -1294,21 +1432,6 @@ fn server_threads_by_part(dir: &Path, prefix: &str) -> Result<BTreeMap<Part, u64
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn open_server_connections_are_counted_by_local_port_and_state() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue
-   0: 0100007F:1C85 00000000:0000 0A 00000000:00000000
-   1: 0100007F:1C85 0100007F:9C40 01 00000000:00000000
-   2: 0100007F:1C85 0100007F:9C41 08 00000000:00000000
-   3: 0100007F:1C85 0100007F:9C42 06 00000000:00000000
-   4: 0100007F:9C40 0100007F:1C85 01 00000000:00000000
-";
-        // Port 7301 = 0x1C85: the listener (0A) and TIME_WAIT (06) do not count, nor the
-        // client's end (local port 0x9C40).
-        assert_eq!(count_open(table, ":1C85"), 2);
-        assert_eq!(count_open(table, ":1C86"), 0);
-    }
-
     use super::*;
 
     #[test]
@@ -1380,6 +1503,122 @@ mod tests {
         assert_eq!(ratio(Some(3.0), Some(2.0)), "1.50");
         assert_eq!(ratio(Some(3.0), None), "—");
         assert!(results_json("m", "w", &samples, None, &[]).contains("\"server\":\"floor\""));
+    }
+
+    #[test]
+    fn the_host_ratio_table_is_left_out_when_only_wine_was_measured() {
+        let wine = Sample {
+            server: Server::WineOurs,
+            pinned: false,
+            connections: 1,
+            size: 64,
+            round: 0,
+            cpu_seconds: 0.5,
+            json: r#"{"round_trips":10,"all_round_trips":1000,"p50":10}"#.into(),
+        };
+        let wine_only = tables(std::slice::from_ref(&wine), None, &[]);
+        assert!(!wine_only.contains("### Ratios"), "{wine_only}");
+        assert!(wine_only.contains("### Under Wine"), "{wine_only}");
+        let host = Sample {
+            server: Server::Tokio,
+            ..wine.clone()
+        };
+        let both = tables(&[wine, host], None, &[]);
+        assert!(both.contains("### Ratios"), "{both}");
+        assert!(both.contains("### Under Wine"), "{both}");
+    }
+
+    #[test]
+    fn connections_count_until_the_server_closes_them() {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_eq!(unclosed_connections(port).unwrap(), 0, "the listener alone");
+        let in_backlog = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        let client = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        let (served, _) = listener.accept().unwrap();
+        assert_eq!(
+            unclosed_connections(port).unwrap(),
+            2,
+            "one accepted, one in the backlog; the clients' own ends are not on the port"
+        );
+        drop(client);
+        drop(in_backlog);
+        // The server has not closed its end (`CLOSE_WAIT`), nor the one still in its backlog.
+        assert_eq!(unclosed_connections(port).unwrap(), 2);
+        drop(served);
+        let (backlogged, _) = listener.accept().unwrap();
+        drop(backlogged);
+        let waited = wait_until_closed(port, Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            waited, None,
+            "both closed by the server: nothing to wait for"
+        );
+    }
+
+    #[test]
+    fn waiting_for_connections_the_server_keeps_open_fails_naming_them() {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        let (served, _) = listener.accept().unwrap();
+        drop(client);
+        let e = wait_until_closed(port, Duration::from_millis(50)).unwrap_err();
+        assert!(
+            e.contains("still holds 1 of 1 earlier connection(s)"),
+            "{e}"
+        );
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(served);
+        });
+        let (open, took) = wait_until_closed(port, Duration::from_secs(5))
+            .unwrap()
+            .expect("one connection to wait for");
+        closer.join().unwrap();
+        assert_eq!(open, 1);
+        assert!(took >= Duration::from_millis(50), "{took:?}");
+    }
+
+    #[test]
+    fn a_failed_cell_quotes_only_what_the_drivers_logged_during_it() {
+        let dir = std::env::temp_dir().join(format!("bench-echo-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("drivers.log");
+        std::fs::write(
+            &log,
+            "0114:warn:debugstr:x: wskecho: listening on 127.0.0.1:7\n",
+        )
+        .unwrap();
+        let start = log_length(&log);
+        assert_eq!(
+            logged_since(&log, start),
+            format!("; the driver logged nothing meanwhile ({})", log.display())
+        );
+        let mut more = String::from("0128:fixme:netio:wsk_disconnect stub\n");
+        for i in 0..10 {
+            writeln!(
+                more,
+                "0128:warn:debugstr:x: wskecho: connection limit 1024 reached; reset {i}"
+            )
+            .unwrap();
+        }
+        let mut text = std::fs::read_to_string(&log).unwrap();
+        text.push_str(&more);
+        std::fs::write(&log, text).unwrap();
+        let report = logged_since(&log, start);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            report.starts_with("; the driver logged 10 line(s) meanwhile"),
+            "{report}"
+        );
+        assert!(report.contains("\n    wskecho: connection limit 1024 reached; reset 0"));
+        assert!(!report.contains("listening"), "{report}");
+        assert!(!report.contains("wsk_disconnect"), "{report}");
+        assert!(
+            !report.contains("reset 9"),
+            "at most {LOGGED_LINES} lines: {report}"
+        );
+        assert!(report.ends_with("\n    ..."), "{report}");
     }
 }
 

@@ -42,7 +42,7 @@ const USAGE: &str = "usage: cargo xtask <command>
                  and kernel allocations per echo round trip through wsk-net on the host kernel
   bench-echo     ours (dpc, passive) vs the callback floor vs tokio vs std over loopback TCP:
                  ratio table, JSON and a latency plot under target/bench-echo/
-                 (--no-callgrind, --quick)
+                 (--no-callgrind, --quick, --wine-only)
   bench-idle     memory per idle connection: nonpaged pool (ours vs the floor) and process RSS
                  (ours, the floor, tokio) at 0 and N connections (--connections N, --rounds R)
   bench-scale    the echo server holding many idle connections: server CPU per round trip at
