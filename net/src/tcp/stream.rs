@@ -774,7 +774,7 @@ impl Future for Recv<'_> {
         }
         loop {
             let Some(op) = this.op.as_mut() else {
-                // Polled again after completion: the buffer was already returned.
+                // An early or refused receive polled again: its buffer was already returned.
                 return Poll::Pending;
             };
             let done = match op.poll_in_place(cx) {
@@ -803,7 +803,8 @@ impl Future for Recv<'_> {
                 op.reissue(held);
                 continue;
             }
-            this.op = None;
+            // The operation stays: completed, it holds nothing and stays pending if polled
+            // again (dropping it here would run its drop glue on every receive).
             let _ = buf.set_len(total);
             // The name only an error carries, chosen here rather than at every poll.
             let mut result = if this.exact == 0 {
@@ -851,11 +852,12 @@ impl Future for SendAll<'_> {
             return Poll::Ready(early);
         }
         let Some(op) = this.op.as_mut() else {
-            // Polled again after completion: the buffer was already returned.
+            // An early send polled again: its buffer was already returned.
             return Poll::Pending;
         };
         let done = core::task::ready!(op.poll_in_place(cx));
-        this.op = None;
+        // The operation stays: completed, it holds nothing and stays pending if polled again
+        // (dropping it here would run its drop glue on every send).
         match done {
             Ok(done) => {
                 let result = check(done.status, done.information, "send").and_then(|n| {
