@@ -740,8 +740,11 @@ fn free_spare_buffers() {
 /// `TcpStream::recv_events`, and gives the buffer back when no more data waits.
 async fn serve_events(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
     let mut held: Option<IoBuf> = None;
+    // `has_indicated` said false at the end of the last message: wait at once rather than ask
+    // again (each asking takes the stream's spin lock; the wait looks under it anyway).
+    let mut none_indicated = false;
     loop {
-        if held.is_none() && !stream.has_indicated() {
+        if held.is_none() && (none_indicated || !stream.has_indicated()) {
             if let Some(limit) = idle_timeout {
                 if wsk::executor::timeout(limit, stream.indicated())
                     .await
@@ -779,10 +782,11 @@ async fn serve_events(stream: TcpStream, _live: Live, idle_timeout: Option<Durat
             stream.close().await;
             return;
         }
-        if stream.has_indicated() {
-            held = Some(buf);
-        } else {
+        none_indicated = !stream.has_indicated();
+        if none_indicated {
             give_back_buffer(buf);
+        } else {
+            held = Some(buf);
         }
     }
     finish(stream).await;

@@ -358,8 +358,13 @@ fn misuse_is_an_error_not_a_panic() {
                 assert_eq!(n.expect("first recv"), 1);
             }
             // Bad input: recv_exact beyond the capacity.
-            let (r, _) = stream.recv_exact(IoBuf::with_capacity(4).unwrap(), 5).await;
+            let (r, back) = stream.recv_exact(IoBuf::with_capacity(4).unwrap(), 5).await;
             assert_eq!(r.unwrap_err().kind(), ErrorKind::InvalidInput);
+            // A receive or send decided before WSK gives its buffer back all the same.
+            assert_eq!(back.capacity(), 4, "the refused receive's buffer");
+            let (sent, back) = stream.send(back).await;
+            assert_eq!(sent.expect("an empty send"), 0);
+            assert_eq!(back.capacity(), 4, "the empty send's buffer");
             assert_eq!(
                 IoBuf::with_capacity(0).err().map(|e| e.kind()),
                 Some(ErrorKind::InvalidInput)

@@ -101,6 +101,15 @@ impl<'a, P: Params> Op<'a, P> {
         self.issue = Some(held);
     }
 
+    /// Takes back the parameters of an operation that was never issued (a future decided
+    /// before reaching WSK keeps its buffer here); `None` once issued.
+    pub(crate) fn take_unissued(&mut self) -> Option<P> {
+        if self.in_flight {
+            return None;
+        }
+        self.issue.take()
+    }
+
     fn slot(&self) -> &'a Slot {
         self.slot
     }

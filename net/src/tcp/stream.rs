@@ -267,19 +267,18 @@ impl TcpStream {
     /// The future of a send with `flags`: refused at once after a disconnect, `Ok(0)` for an
     /// empty buffer, otherwise one `WskSend` of all of it.
     fn send_flags(&self, buf: IoBuf, flags: u32) -> SendAll<'_> {
-        let request = Request::Send { flags };
-        if self.handle.inner().flags().is_send_shut() {
-            let error = Error::new(ErrorKind::InvalidState, request.name());
-            return SendAll::early(Err(error), buf);
-        }
-        if buf.is_empty() {
-            return SendAll::early(Ok(0), buf);
-        }
+        let inner = self.handle.inner();
+        let early = if inner.flags().is_send_shut() {
+            Some(Err(Error::new(ErrorKind::InvalidState, "send")))
+        } else if buf.is_empty() {
+            Some(Ok(0))
+        } else {
+            None
+        };
         let len = buf.len();
-        let transfer = Transfer::send(buf, 0, len, flags);
         SendAll {
-            op: Some(Op::new(self.handle.inner(), SEND, transfer)),
-            early: None,
+            op: Op::new(inner, SEND, Transfer::send(buf, 0, len, flags)),
+            early,
             len,
         }
     }
@@ -342,21 +341,23 @@ impl TcpStream {
 
     fn recv_op(&self, mut buf: IoBuf, len: usize, flags: u32, name: &'static str) -> Recv<'_> {
         buf.clear();
-        if len == 0 || len > buf.capacity() {
-            return Recv::refused(Error::new(ErrorKind::InvalidInput, name), buf);
-        }
-        if self.handle.inner().flags().is_recv_shut() {
-            return Recv::refused(Error::new(ErrorKind::InvalidState, name), buf);
-        }
-        let held = receive_held(buf, 0, len, flags);
+        let inner = self.handle.inner();
+        let early = if len == 0 || len > buf.capacity() {
+            Some(Error::new(ErrorKind::InvalidInput, name))
+        } else if inner.flags().is_recv_shut() {
+            Some(Error::new(ErrorKind::InvalidState, name))
+        } else {
+            None
+        };
         let exact = if flags & sys::WSK_FLAG_WAITALL != 0 {
             len
         } else {
             0
         };
+        // A refused receive's operation is never issued: it only keeps the buffer.
         Recv {
-            op: Some(Op::new(self.handle.inner(), RECV, held)),
-            early: None,
+            op: Op::new(inner, RECV, receive_held(buf, 0, len, flags)),
+            early,
             exact,
             got: 0,
         }
@@ -701,24 +702,19 @@ pub(crate) fn take_buf(done: TransferDone) -> IoBuf {
 /// # IRQL
 /// Poll and drop at <= `DISPATCH_LEVEL`.
 pub struct Recv<'a> {
-    op: Option<Op<'a, Transfer>>,
-    early: Option<(Error, IoBuf)>,
+    /// The receive; a refused one is never issued and only keeps the buffer. Kept after
+    /// completion (it then holds nothing and stays pending): the future is one flat struct,
+    /// built and polled in place, with no `Option` around it to set and test.
+    op: Op<'a, Transfer>,
+    /// A receive refused before reaching WSK: its first poll returns this error and the
+    /// buffer `op` keeps.
+    early: Option<Error>,
     exact: usize,
     /// Bytes a `recv_exact` already has from earlier, short completions.
     got: usize,
 }
 
 impl Recv<'_> {
-    /// A receive refused before reaching WSK: its first poll returns `error` and `buf`.
-    fn refused(error: Error, buf: IoBuf) -> Self {
-        Self {
-            op: None,
-            early: Some((error, buf)),
-            exact: 0,
-            got: 0,
-        }
-    }
-
     /// Requests cancellation of the receive in flight (`IoCancelIrp`); keep polling to get
     /// the buffer back (the result is then usually `Cancelled`, or data that won the race).
     ///
@@ -747,9 +743,7 @@ impl Recv<'_> {
     /// # IRQL
     /// <= `DISPATCH_LEVEL`.
     pub fn cancel(&self) {
-        if let Some(op) = &self.op {
-            op.cancel();
-        }
+        self.op.cancel();
     }
 }
 
@@ -757,9 +751,7 @@ impl Recv<'_> {
     /// Closes the stream's socket at once (no closing disconnect), which completes the
     /// receive: a deadline's escalation where the provider ignores the cancel.
     pub(crate) fn close_socket(&self) {
-        if let Some(op) = &self.op {
-            op.close_socket();
-        }
+        self.op.close_socket();
     }
 }
 
@@ -769,14 +761,16 @@ impl Future for Recv<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: fields are polled in place and never moved while pinned.
         let this = unsafe { self.get_unchecked_mut() };
-        if let Some((e, buf)) = this.early.take() {
-            return Poll::Ready((Err(e), buf));
-        }
-        loop {
-            let Some(op) = this.op.as_mut() else {
-                // Polled again after completion: the buffer was already returned.
-                return Poll::Pending;
+        if let Some(error) = this.early.take() {
+            return match this.op.take_unissued() {
+                Some(transfer) => Poll::Ready((Err(error), transfer.buf)),
+                // Unreachable: a refused receive keeps its buffer until this first poll.
+                None => Poll::Pending,
             };
+        }
+        let op = &mut this.op;
+        loop {
+            // A receive polled again after it returned: `op` holds nothing and stays pending.
             let done = match op.poll_in_place(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(done) => done,
@@ -784,7 +778,6 @@ impl Future for Recv<'_> {
             let done = match done {
                 Ok(done) => done,
                 Err(refused) => {
-                    this.op = None;
                     let mut buf = refused.held.buf;
                     // A continuation refused (cancelled, closing): the bytes so far stay.
                     let _ = buf.set_len(this.got);
@@ -803,7 +796,8 @@ impl Future for Recv<'_> {
                 op.reissue(held);
                 continue;
             }
-            this.op = None;
+            // The operation stays: completed, it holds nothing and stays pending if polled
+            // again (dropping it here would run its drop glue on every receive).
             let _ = buf.set_len(total);
             // The name only an error carries, chosen here rather than at every poll.
             let mut result = if this.exact == 0 {
@@ -823,22 +817,14 @@ impl Future for Recv<'_> {
 /// [`Operation`]: one `WskSend` of the whole buffer, the buffer back. Written by hand rather
 /// than as an `async fn`, so that the send's state is one small struct polled in place.
 struct SendAll<'a> {
-    op: Option<Op<'a, Transfer>>,
-    /// A send decided before reaching WSK (refused, or empty), returned at the first poll.
-    early: Option<(Result<usize>, IoBuf)>,
+    /// The send; one decided before reaching WSK is never issued and only keeps the buffer.
+    /// Kept after completion, as [`Recv`]'s.
+    op: Op<'a, Transfer>,
+    /// A send decided before reaching WSK (refused, or empty): its first poll returns this
+    /// and the buffer `op` keeps.
+    early: Option<Result<usize>>,
     /// The bytes sent: all of the buffer, or the send failed.
     len: usize,
-}
-
-impl SendAll<'_> {
-    /// A send that returns `result` and `buf` at its first poll, without WSK.
-    fn early(result: Result<usize>, buf: IoBuf) -> Self {
-        Self {
-            op: None,
-            early: Some((result, buf)),
-            len: 0,
-        }
-    }
 }
 
 impl Future for SendAll<'_> {
@@ -848,14 +834,16 @@ impl Future for SendAll<'_> {
         // SAFETY: fields are polled in place and never moved while pinned.
         let this = unsafe { self.get_unchecked_mut() };
         if let Some(early) = this.early.take() {
-            return Poll::Ready(early);
+            return match this.op.take_unissued() {
+                Some(transfer) => Poll::Ready((early, transfer.buf)),
+                // Unreachable: an early send keeps its buffer until this first poll.
+                None => Poll::Pending,
+            };
         }
-        let Some(op) = this.op.as_mut() else {
-            // Polled again after completion: the buffer was already returned.
-            return Poll::Pending;
-        };
-        let done = core::task::ready!(op.poll_in_place(cx));
-        this.op = None;
+        // A send polled again after it returned: `op` holds nothing and stays pending.
+        let done = core::task::ready!(this.op.poll_in_place(cx));
+        // The operation stays: completed, it holds nothing and stays pending if polled again
+        // (dropping it here would run its drop glue on every send).
         match done {
             Ok(done) => {
                 let result = check(done.status, done.information, "send").and_then(|n| {
