@@ -29,19 +29,14 @@ pub(crate) struct Held {
     pub addr: [RawAddr; 2],
     /// A socket option value (in and out).
     pub value: u32,
-    /// A name-resolution result list.
-    pub addrinfo: *mut ADDRINFOEXW,
     /// The socket object that receives a socket this operation creates (accept, socket
     /// creation); if the operation is abandoned, the new socket is closed through it. Holds
     /// one reference, released when the `Held` is dropped.
     pub adopt: Option<NonNull<SocketInner>>,
-    /// Name-resolution strings (node, service), pointing into `buf`.
-    pub names: [sys::UNICODE_STRING; 2],
-    /// A caller's MDL chain (zero-copy I/O): `wsk_buf` points into it instead of `buf`.
-    pub mdl: Option<MdlBuf>,
-    /// Datagrams (`WskSendMessages`, batch receives): `wsk_buf` or the buffer list point
-    /// into it instead of `buf`.
-    pub batch: Option<DatagramBatch>,
+    /// What only rare operations hold (an MDL chain, a datagram batch, name-resolution
+    /// strings and results), in one shared place: no operation holds two of them, so an
+    /// idle slot pays for the largest alone instead of for all of them.
+    extra: Extra,
 }
 
 // SAFETY: the raw pointers in `Held` refer to memory the operation owns (its buffer's MDL, a
@@ -76,15 +71,8 @@ impl Held {
             },
             addr: [RawAddr::zeroed(), RawAddr::zeroed()],
             value: 0,
-            addrinfo: ptr::null_mut(),
             adopt: None,
-            names: [sys::UNICODE_STRING {
-                Length: 0,
-                MaximumLength: 0,
-                Buffer: ptr::null_mut(),
-            }; 2],
-            mdl: None,
-            batch: None,
+            extra: Extra::None,
         }
     }
 
@@ -92,7 +80,7 @@ impl Held {
     pub(crate) fn with_mdl(request: Request, mdl: MdlBuf) -> Self {
         let mut held = Self::new(request);
         held.wsk_buf = mdl.wsk_buf();
-        held.mdl = Some(mdl);
+        held.extra = Extra::Mdl(mdl);
         held
     }
 
@@ -113,6 +101,104 @@ impl Held {
         held.buf = Some(buf);
         held
     }
+}
+
+impl Held {
+    /// Holds a caller's MDL chain (zero-copy I/O), in place of any other rare resource.
+    pub(crate) fn set_mdl(&mut self, mdl: MdlBuf) {
+        self.extra = Extra::Mdl(mdl);
+    }
+
+    /// The MDL chain held, taken back.
+    pub(crate) fn take_mdl(&mut self) -> Option<MdlBuf> {
+        match core::mem::replace(&mut self.extra, Extra::None) {
+            Extra::Mdl(mdl) => Some(mdl),
+            other => {
+                self.extra = other;
+                None
+            }
+        }
+    }
+
+    /// Holds a datagram batch, in place of any other rare resource.
+    pub(crate) fn set_batch(&mut self, batch: DatagramBatch) {
+        self.extra = Extra::Batch(batch);
+    }
+
+    /// The datagram batch held, if any.
+    pub(crate) fn batch_mut(&mut self) -> Option<&mut DatagramBatch> {
+        match &mut self.extra {
+            Extra::Batch(batch) => Some(batch),
+            _ => None,
+        }
+    }
+
+    /// The datagram batch held, taken back.
+    pub(crate) fn take_batch(&mut self) -> Option<DatagramBatch> {
+        match core::mem::replace(&mut self.extra, Extra::None) {
+            Extra::Batch(batch) => Some(batch),
+            other => {
+                self.extra = other;
+                None
+            }
+        }
+    }
+
+    /// Holds name-resolution strings (node, service; pointing into `buf`) with an empty
+    /// result list, in place of any other rare resource (a lookup holds no MDL chain or
+    /// batch).
+    pub(crate) fn set_names(&mut self, strings: [sys::UNICODE_STRING; 2]) {
+        self.extra = Extra::Names(Names {
+            strings,
+            addrinfo: ptr::null_mut(),
+        });
+    }
+
+    /// The name-resolution strings and result list, if [`Held::set_names`] set them.
+    pub(crate) fn names_mut(&mut self) -> Option<&mut Names> {
+        match &mut self.extra {
+            Extra::Names(names) => Some(names),
+            _ => None,
+        }
+    }
+
+    /// The name-resolution strings, if [`Held::set_names`] set them.
+    pub(crate) fn names(&self) -> Option<&Names> {
+        match &self.extra {
+            Extra::Names(names) => Some(names),
+            _ => None,
+        }
+    }
+
+    /// The name-resolution result list WSK returned (null if none), taken back: the caller
+    /// frees it.
+    pub(crate) fn take_addrinfo(&mut self) -> *mut ADDRINFOEXW {
+        match &mut self.extra {
+            Extra::Names(names) => core::mem::replace(&mut names.addrinfo, ptr::null_mut()),
+            _ => ptr::null_mut(),
+        }
+    }
+}
+
+/// The rare resources of a [`Held`]: at most one kind per operation.
+enum Extra {
+    /// None: every TCP send and receive, connect, accept, options, datagrams.
+    None,
+    /// A caller's MDL chain (zero-copy I/O): `wsk_buf` points into it instead of `buf`.
+    Mdl(MdlBuf),
+    /// Datagrams (`WskSendMessages`, batch receives): `wsk_buf` or the buffer list point
+    /// into it instead of `buf`.
+    Batch(DatagramBatch),
+    /// Name resolution's strings and result list.
+    Names(Names),
+}
+
+/// Name resolution's strings and result list (`WskGetAddressInfo`, `WskGetNameInfo`).
+pub(crate) struct Names {
+    /// Name-resolution strings (node, service), pointing into the `Held`'s `buf`.
+    pub strings: [sys::UNICODE_STRING; 2],
+    /// A name-resolution result list.
+    pub addrinfo: *mut ADDRINFOEXW,
 }
 
 /// What an operation parks in its slot's [`Held`] cell when it issues, and takes back when it

@@ -17,8 +17,7 @@ use crate::time::{Operation, Target};
 
 /// The chain an MDL operation was given; the slot machinery hands `Held` back whole.
 pub(crate) fn take_mdl(held: &mut Held) -> MdlBuf {
-    held.mdl
-        .take()
+    held.take_mdl()
         .expect("MDL operations always carry their chain")
 }
 
@@ -135,7 +134,7 @@ impl TcpStream {
         loop {
             let mut held = Held::new(request);
             held.wsk_buf = buf.wsk_buf_after(got);
-            held.mdl = Some(buf);
+            held.set_mdl(buf);
             let done = match Op::new(self.handle.inner(), RECV, held).await {
                 Ok(done) => done,
                 Err(mut refused) => return (Err(refused.error), take_mdl(&mut refused.held)),
