@@ -45,19 +45,15 @@ pub(super) struct Slot {
     /// counted in the client's `ClientInner::client_call_started` until its completion is
     /// finished.
     client_call: AtomicU32,
-    /// [`WAITER`] and [`CANCEL_REQUESTED`], in one word (the slot is in every socket object
-    /// five times: each word counts).
-    marks: AtomicU32,
+    /// 1 while a live operation waits for this slot to finish a dropped one. The slot has
+    /// one waker, so a second waiter would take the first one's place and the first would
+    /// never be woken: there is at most one ([`Slot::start_waiting`]).
+    waiter: AtomicU32,
+    /// 1 while a deadline ([`SocketInner::request_slot_cancel`]) cancelled the live operation
+    /// on this slot: no step of it may reach WSK any more (an operation of several steps,
+    /// such as connect, would otherwise issue its next step after the cancel).
+    cancel_requested: AtomicU32,
 }
-
-/// In [`Slot::marks`]: a live operation waits for this slot to finish a dropped one. The slot
-/// has one waker, so a second waiter would take the first one's place and the first would
-/// never be woken: there is at most one ([`Slot::start_waiting`]).
-const WAITER: u32 = 1;
-/// In [`Slot::marks`]: a deadline ([`SocketInner::request_slot_cancel`]) cancelled the live
-/// operation on this slot: no step of it may reach WSK any more (an operation of several
-/// steps, such as connect, would otherwise issue its next step after the cancel).
-const CANCEL_REQUESTED: u32 = 2;
 
 // SAFETY: as for `SocketInner`, which holds the slots: the shared state is atomics, `held` is
 // guarded by the slot state machine, and `owner` points at the live object that holds the
@@ -80,7 +76,8 @@ impl Slot {
             held,
             owner,
             client_call: AtomicU32::new(0),
-            marks: AtomicU32::new(0),
+            waiter: AtomicU32::new(0),
+            cancel_requested: AtomicU32::new(0),
         }
     }
 
@@ -146,33 +143,31 @@ impl Slot {
 
     /// True while a deadline cancelled the live operation on this slot.
     pub(super) fn is_cancel_requested(&self) -> bool {
-        self.marks.load(Ordering::Acquire) & CANCEL_REQUESTED != 0
+        self.cancel_requested.load(Ordering::Acquire) != 0
     }
 
     /// Sets or clears the deadline's cancel request.
     pub(super) fn set_cancel_requested(&self, on: bool) {
-        if on {
-            self.marks.fetch_or(CANCEL_REQUESTED, Ordering::AcqRel);
-        } else {
-            self.marks.fetch_and(!CANCEL_REQUESTED, Ordering::AcqRel);
-        }
+        self.cancel_requested
+            .store(u32::from(on), Ordering::Release);
     }
 
     /// Becomes the one live operation waiting for the slot; false when another one waits.
     pub(super) fn start_waiting(&self) -> bool {
-        // Setting a bit already set changes nothing: only the one that set it waits.
-        self.marks.fetch_or(WAITER, Ordering::AcqRel) & WAITER == 0
+        self.waiter
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// True while a live operation waits for the slot: a new operation must not take the
     /// slot from it when it frees.
     pub(super) fn has_waiter(&self) -> bool {
-        self.marks.load(Ordering::Acquire) & WAITER != 0
+        self.waiter.load(Ordering::Acquire) != 0
     }
 
     /// The waiting operation stopped waiting (it claimed the slot, was refused or dropped).
     pub(super) fn stop_waiting(&self) {
-        self.marks.fetch_and(!WAITER, Ordering::AcqRel);
+        self.waiter.store(0, Ordering::Release);
     }
 
     /// The slot's held cell.
