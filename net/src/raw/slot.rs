@@ -34,12 +34,7 @@ pub(super) struct Slot {
     /// The completion's `NTSTATUS`, stored as its bits.
     status: AtomicU32,
     information: AtomicUsize,
-    /// The cell the slot's operation parks its [`Held`] in: one of the owner's
-    /// `SocketInner::cells`, which outlive the slot. The receive, send and control slots have
-    /// one each; the close and closing-disconnect slots share one that is never written
-    /// (their requests hold nothing but themselves: [`issue_orphan`] parks nothing and
-    /// [`finish`] takes nothing back), so an idle connection does not carry two unused cells.
-    held: *const UnsafeCell<Held>,
+    held: UnsafeCell<Held>,
     owner: *const SocketInner,
     /// 1 while the IRP in flight is a client-level call (`WskSocket`, `WskGetAddressInfo`),
     /// counted in the client's `ClientInner::client_call_started` until its completion is
@@ -61,19 +56,15 @@ pub(super) struct Slot {
 unsafe impl Sync for Slot {}
 
 impl Slot {
-    /// A free slot of `owner` around `irp`, parking in `held` (a cell of `owner`).
-    pub(super) fn new(
-        irp: *mut IRP,
-        owner: *const SocketInner,
-        held: *const UnsafeCell<Held>,
-    ) -> Self {
+    /// A free slot of `owner` around `irp`.
+    pub(super) fn new(irp: *mut IRP, owner: *const SocketInner) -> Self {
         Self {
             irp: AtomicPtr::new(irp),
             state: SlotState::new(),
             waker: AtomicWaker::new(),
             status: AtomicU32::new(0),
             information: AtomicUsize::new(0),
-            held,
+            held: UnsafeCell::new(Held::empty()),
             owner,
             client_call: AtomicU32::new(0),
             waiter: AtomicU32::new(0),
@@ -170,18 +161,13 @@ impl Slot {
         self.waiter.store(0, Ordering::Release);
     }
 
-    /// The slot's held cell.
-    #[inline]
-    fn cell(&self) -> &UnsafeCell<Held> {
-        // SAFETY: `held` points at a cell of the owner (set in `SocketInner::new`), which
-        // lives as long as the slot inside it.
-        unsafe { &*self.held }
-    }
-
-    /// True for the close and closing-disconnect slots, which share a cell they never write.
-    fn is_closing(&self, owner: &SocketInner) -> bool {
-        ptr::eq(self, &raw const owner.slots[CLOSE])
-            || ptr::eq(self, &raw const owner.slots[LINGER])
+    /// Parks `held` in the slot.
+    ///
+    /// # Safety
+    /// The caller owns the held cell: the slot is claimed and not pending.
+    pub(super) unsafe fn park(&self, held: Held) {
+        // SAFETY: the caller owns the cell (see above).
+        self.held.with_mut(|cell| unsafe { *cell = held });
     }
 
     /// Parks an operation's parameters in the slot, taking them out of `params` (see
@@ -193,7 +179,7 @@ impl Slot {
     pub(super) unsafe fn park_params<P: Params>(&self, params: &mut Option<P>) {
         if let Some(params) = params.take() {
             // SAFETY: the caller owns the cell (see above).
-            self.cell()
+            self.held
                 .with_mut(|cell| params.park(unsafe { &mut *cell }));
         }
     }
@@ -209,7 +195,7 @@ impl Slot {
         information: usize,
     ) -> P::Done {
         // SAFETY: the caller owns the cell (see above).
-        self.cell()
+        self.held
             .with_mut(|cell| P::take(unsafe { &mut *cell }, status, information))
     }
 
@@ -219,7 +205,7 @@ impl Slot {
     /// The caller owns the held cell: WSK is done with it (`DONE`, or never issued) and the
     /// slot protocol makes the caller its only user.
     pub(super) unsafe fn take(&self) -> Held {
-        self.cell().with_mut(|cell| {
+        self.held.with_mut(|cell| {
             // SAFETY: the caller owns the cell (see above).
             unsafe { core::mem::replace(&mut *cell, Held::empty()) }
         })
@@ -259,15 +245,9 @@ pub(super) unsafe fn issue_close(call: &mut Call) -> NTSTATUS {
     }
 }
 
-/// Issues an operation nobody waits for (the close, the closing disconnect), on a slot whose
-/// shared cell it leaves untouched: `request` holds nothing else. The completion routine
-/// finishes it. IRQL <= `DISPATCH_LEVEL`.
-pub(super) fn issue_orphan(
-    inner: &SocketInner,
-    index: usize,
-    request: Request,
-    socket: *mut WSK_SOCKET,
-) {
+/// Issues an operation nobody waits for (the close). The completion routine finishes it.
+/// IRQL <= `DISPATCH_LEVEL`.
+pub(super) fn issue_orphan(inner: &SocketInner, index: usize, held: Held, socket: *mut WSK_SOCKET) {
     let slot = &inner.slots[index];
     // The orphan's issuer holds the canceller's role while the call is in progress: a
     // completion that runs inline (before WSK returns) records DONE and leaves finishing to
@@ -278,7 +258,9 @@ pub(super) fn issue_orphan(
         sys::kprint!("wsk-net: close slot busy; socket {:p} not closed\n", socket);
         return;
     }
-    let status = start_request(inner, slot, socket, request);
+    // SAFETY: claimed and not pending: we own the held cell.
+    unsafe { slot.park(held) };
+    let status = start(inner, slot, socket);
     let completed_inline = slot.state.is_done();
     if !completed_inline && status != STATUS_PENDING {
         // Failed synchronously without completing the IRP (Wine's stubs): finish it as if it
@@ -298,9 +280,16 @@ pub(super) fn issue_orphan(
     }
 }
 
-/// Prepares the slot's IRP and makes `request`'s WSK call (the slot is claimed; the rest of
-/// what the request needs is parked in its cell). Takes the in-flight reference. Returns the
-/// status of `IoSetCompletionRoutineEx` without calling WSK when it fails (out of memory).
+/// Prepares the slot's IRP and makes the parked request's WSK call. Takes the in-flight
+/// reference. Returns the status of `IoSetCompletionRoutineEx` without calling WSK when it
+/// fails (out of memory). The slot is claimed and its request parked.
+pub(super) fn start(inner: &SocketInner, slot: &Slot, socket: *mut WSK_SOCKET) -> NTSTATUS {
+    // SAFETY: claimed and not yet pending: the issuer owns the cell.
+    let request = slot.held.with_mut(|cell| unsafe { (*cell).request });
+    start_request(inner, slot, socket, request)
+}
+
+/// [`start`], given the parked request (its issuer knows it: no read back from the cell).
 /// Always inlined into an operation's issue, the hot path of every send and receive.
 #[expect(
     clippy::inline_always,
@@ -329,7 +318,7 @@ pub(super) fn start_request(
     slot.state.mark_pending();
     let mut call = Call {
         irp: slot.irp(),
-        held: slot.cell().with_mut(|cell| cell),
+        held: slot.held.with_mut(|cell| cell),
         socket,
         client: inner.client,
     };
@@ -420,17 +409,12 @@ unsafe extern "system" fn on_complete(
 /// a close, and frees the slot. Called exactly once per abandoned operation, by whoever the
 /// slot state named (see [`super::state::SlotState`]). IRQL <= `DISPATCH_LEVEL`.
 pub(super) fn finish(slot: &Slot) {
+    // SAFETY: DONE is set, so WSK no longer touches the held cell, and the abandoned-finish
+    // protocol makes us its only user.
+    let mut held = unsafe { slot.take() };
+    let (status, information) = slot.result();
     // SAFETY: slots live inside their owner, which is live while the slot is in use.
     let owner = unsafe { &*slot.owner };
-    let mut held = if slot.is_closing(owner) {
-        // Parked nothing (`issue_orphan`), and its cell is shared: nothing to take.
-        Held::empty()
-    } else {
-        // SAFETY: DONE is set, so WSK no longer touches the held cell, and the
-        // abandoned-finish protocol makes us its only user.
-        unsafe { slot.take() }
-    };
-    let (status, information) = slot.result();
     // The child's reference is released when `held` drops below, after adoption tracked it
     // and requested its close (whose IRP then holds its own reference).
     if let Some(child) = held.adopt
