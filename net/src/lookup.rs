@@ -363,6 +363,7 @@ async fn name_info(handle: &Handle, addr: SocketAddr, flags: NameInfoFlags) -> R
     let host_chars = storage.cast::<u16>();
     let service_chars = host_chars.wrapping_add(HOST_UNITS);
     let mut held = Held::with_buf(Request::NameInfo, names, 0);
+    let strings_held;
     held.value = flags.0;
     held.addr[0] = RawAddr::from(addr);
     #[allow(
@@ -370,7 +371,7 @@ async fn name_info(handle: &Handle, addr: SocketAddr, flags: NameInfoFlags) -> R
         reason = "both buffers are far below 64 KiB"
     )]
     {
-        held.set_names([
+        strings_held = held.set_names([
             sys::UNICODE_STRING {
                 Length: 0,
                 MaximumLength: (HOST_UNITS * 2) as u16,
@@ -382,6 +383,9 @@ async fn name_info(handle: &Handle, addr: SocketAddr, flags: NameInfoFlags) -> R
                 Buffer: service_chars,
             },
         ]);
+    }
+    if !strings_held {
+        return Err(Error::new(ErrorKind::NoResources, NAME));
     }
     let mut done = Op::new(handle.inner(), CTL, held).before_open().await?;
     check(done.status, done.information, NAME)?;

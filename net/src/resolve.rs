@@ -189,7 +189,7 @@ async fn lookup(
     let chars = held.buf.as_mut().map_or(core::ptr::null_mut(), |b| {
         b.storage_mut()[hints_len..].as_mut_ptr().cast::<u16>()
     });
-    held.set_names([
+    let named = held.set_names([
         sys::UNICODE_STRING {
             Length: bytes,
             MaximumLength: bytes + 2,
@@ -201,6 +201,9 @@ async fn lookup(
             Buffer: core::ptr::null_mut(),
         },
     ]);
+    if !named {
+        return Err(Error::new(ErrorKind::NoResources, "resolve"));
+    }
     let mut done = Op::new(handle.inner(), CTL, held).before_open().await?;
     let list = done.held.take_addrinfo();
     let result = check(done.status, done.information, "resolve");

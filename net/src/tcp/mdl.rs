@@ -29,7 +29,10 @@ impl TcpStream {
         buf: MdlBuf,
     ) -> (Result<usize>, MdlBuf) {
         let name = request.name();
-        let held = Held::with_mdl(request, buf);
+        let held = match Held::with_mdl(request, buf) {
+            Ok(held) => held,
+            Err(buf) => return (Err(Error::new(ErrorKind::NoResources, name)), buf),
+        };
         match Op::new(self.handle.inner(), slot, held).await {
             Ok(done) => {
                 let (mut held, result) = (done.held, check(done.status, done.information, name));
@@ -134,7 +137,9 @@ impl TcpStream {
         loop {
             let mut held = Held::new(request);
             held.wsk_buf = buf.wsk_buf_after(got);
-            held.set_mdl(buf);
+            if let Err(buf) = held.set_mdl(buf) {
+                return (Err(Error::new(ErrorKind::NoResources, request.name())), buf);
+            }
             let done = match Op::new(self.handle.inner(), RECV, held).await {
                 Ok(done) => done,
                 Err(mut refused) => return (Err(refused.error), take_mdl(&mut refused.held)),
