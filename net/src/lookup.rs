@@ -272,7 +272,10 @@ pub(crate) unsafe fn issue_name_info(call: &mut Call) -> NTSTATUS {
     let flags = held.value;
     let addr = held.addr[0].as_mut_ptr();
     let len = u32::try_from(held.addr[0].len()).unwrap_or(0);
-    let (node, service) = (&raw mut held.names[0], &raw mut held.names[1]);
+    let Some(names) = held.names_mut() else {
+        return sys::STATUS_INVALID_PARAMETER;
+    };
+    let (node, service) = (&raw mut names.strings[0], &raw mut names.strings[1]);
     // SAFETY: PASSIVE_LEVEL and a prepared IRP (caller); the address and both strings live in
     // the slot (their buffers in `held.buf`) until completion.
     unsafe {
@@ -360,6 +363,7 @@ async fn name_info(handle: &Handle, addr: SocketAddr, flags: NameInfoFlags) -> R
     let host_chars = storage.cast::<u16>();
     let service_chars = host_chars.wrapping_add(HOST_UNITS);
     let mut held = Held::with_buf(Request::NameInfo, names, 0);
+    let strings_held;
     held.value = flags.0;
     held.addr[0] = RawAddr::from(addr);
     #[allow(
@@ -367,20 +371,27 @@ async fn name_info(handle: &Handle, addr: SocketAddr, flags: NameInfoFlags) -> R
         reason = "both buffers are far below 64 KiB"
     )]
     {
-        held.names[0] = sys::UNICODE_STRING {
-            Length: 0,
-            MaximumLength: (HOST_UNITS * 2) as u16,
-            Buffer: host_chars,
-        };
-        held.names[1] = sys::UNICODE_STRING {
-            Length: 0,
-            MaximumLength: (SERVICE_UNITS * 2) as u16,
-            Buffer: service_chars,
-        };
+        strings_held = held.set_names([
+            sys::UNICODE_STRING {
+                Length: 0,
+                MaximumLength: (HOST_UNITS * 2) as u16,
+                Buffer: host_chars,
+            },
+            sys::UNICODE_STRING {
+                Length: 0,
+                MaximumLength: (SERVICE_UNITS * 2) as u16,
+                Buffer: service_chars,
+            },
+        ]);
+    }
+    if !strings_held {
+        return Err(Error::new(ErrorKind::NoResources, NAME));
     }
     let mut done = Op::new(handle.inner(), CTL, held).before_open().await?;
     check(done.status, done.information, NAME)?;
-    let (host_len, service_len) = (done.held.names[0].Length, done.held.names[1].Length);
+    let (host_len, service_len) = done.held.names().map_or((0, 0), |names| {
+        (names.strings[0].Length, names.strings[1].Length)
+    });
     let buf = done
         .held
         .buf

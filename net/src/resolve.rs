@@ -46,7 +46,10 @@ pub(crate) unsafe fn issue_resolve(call: &mut Call) -> NTSTATUS {
         Some(buf) if held.value == 1 => crate::lookup::hints_in(buf),
         _ => core::ptr::null_mut(),
     };
-    let (name, result) = (&raw mut held.names[0], &raw mut held.addrinfo);
+    let Some(names) = held.names_mut() else {
+        return sys::STATUS_INVALID_PARAMETER;
+    };
+    let (name, result) = (&raw mut names.strings[0], &raw mut names.addrinfo);
     // SAFETY: PASSIVE_LEVEL and a prepared IRP (caller); the name and the result pointer live
     // in the slot until completion.
     unsafe {
@@ -186,13 +189,23 @@ async fn lookup(
     let chars = held.buf.as_mut().map_or(core::ptr::null_mut(), |b| {
         b.storage_mut()[hints_len..].as_mut_ptr().cast::<u16>()
     });
-    held.names[0] = sys::UNICODE_STRING {
-        Length: bytes,
-        MaximumLength: bytes + 2,
-        Buffer: chars,
-    };
+    let named = held.set_names([
+        sys::UNICODE_STRING {
+            Length: bytes,
+            MaximumLength: bytes + 2,
+            Buffer: chars,
+        },
+        sys::UNICODE_STRING {
+            Length: 0,
+            MaximumLength: 0,
+            Buffer: core::ptr::null_mut(),
+        },
+    ]);
+    if !named {
+        return Err(Error::new(ErrorKind::NoResources, "resolve"));
+    }
     let mut done = Op::new(handle.inner(), CTL, held).before_open().await?;
-    let list = core::mem::replace(&mut done.held.addrinfo, core::ptr::null_mut());
+    let list = done.held.take_addrinfo();
     let result = check(done.status, done.information, "resolve");
     let mut out = Addresses::new();
     if !list.is_null() {

@@ -41,7 +41,7 @@ pub(crate) unsafe fn issue_send_messages(call: &mut Call) -> NTSTATUS {
         return sys::STATUS_NOT_IMPLEMENTED;
     };
     let held = call.held();
-    let Some(batch) = held.batch.as_mut() else {
+    let Some(batch) = held.batch_mut() else {
         return sys::STATUS_INVALID_PARAMETER;
     };
     let list = batch.link_for_send();
@@ -63,8 +63,7 @@ pub(crate) unsafe fn issue_send_messages(call: &mut Call) -> NTSTATUS {
 
 /// The batch an operation was given; every batch operation is built with one.
 fn take_batch(held: &mut Held) -> DatagramBatch {
-    held.batch
-        .take()
+    held.take_batch()
         .expect("batch operations always carry their batch")
 }
 
@@ -123,7 +122,9 @@ impl UdpSocket {
         }
         let mut held = Held::new(Request::SendMessages);
         held.addr[1] = RawAddr::from(to);
-        held.batch = Some(batch);
+        if let Err(batch) = held.set_batch(batch) {
+            return (Err(Error::new(ErrorKind::NoResources, "send_batch")), batch);
+        }
         let (done, mut batch) = finish(Op::new(self.handle.inner(), SEND, held).await);
         match done {
             Ok((status, _)) if status == sys::STATUS_NOT_IMPLEMENTED => {}
@@ -138,7 +139,9 @@ impl UdpSocket {
             let mut held = Held::new(Request::SendTo);
             held.wsk_buf = batch.datagram_buf(index);
             held.addr[1] = RawAddr::from(to);
-            held.batch = Some(batch);
+            if let Err(batch) = held.set_batch(batch) {
+                return (Err(Error::new(ErrorKind::NoResources, "send_batch")), batch);
+            }
             let (done, back) = finish(Op::new(self.handle.inner(), SEND, held).await);
             batch = back;
             if let Err(error) =
@@ -215,7 +218,12 @@ impl UdpSocket {
         };
         let mut held = Held::new(Request::ReceiveFrom);
         held.wsk_buf = slot;
-        held.batch = Some(batch);
+        if let Err(batch) = held.set_batch(batch) {
+            return (
+                Slot::Failed(Error::new(ErrorKind::NoResources, "recv_batch")),
+                batch,
+            );
+        }
         let mut op = pin!(Op::new(self.handle.inner(), RECV, held));
         let outcome = if wait {
             op.as_mut().await
@@ -280,7 +288,10 @@ impl UdpSocket {
     }
 
     async fn send_to_mdl_steps(&self, buf: MdlBuf, to: SocketAddr) -> (Result<usize>, MdlBuf) {
-        let mut held = Held::with_mdl(Request::SendTo, buf);
+        let mut held = match Held::with_mdl(Request::SendTo, buf) {
+            Ok(held) => held,
+            Err(buf) => return (Err(Error::new(ErrorKind::NoResources, "send_to")), buf),
+        };
         held.addr[1] = RawAddr::from(to);
         match Op::new(self.handle.inner(), SEND, held).await {
             Ok(mut done) => {
@@ -321,7 +332,10 @@ impl UdpSocket {
 
     async fn recv_from_mdl_steps(&self, buf: MdlBuf) -> (Result<(usize, SocketAddr)>, MdlBuf) {
         let len = buf.len();
-        let held = Held::with_mdl(Request::ReceiveFrom, buf);
+        let held = match Held::with_mdl(Request::ReceiveFrom, buf) {
+            Ok(held) => held,
+            Err(buf) => return (Err(Error::new(ErrorKind::NoResources, "recv_from")), buf),
+        };
         match Op::new(self.handle.inner(), RECV, held).await {
             Ok(mut done) => {
                 let from = done.held.addr[1].to_socket_addr();

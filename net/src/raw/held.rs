@@ -29,19 +29,14 @@ pub(crate) struct Held {
     pub addr: [RawAddr; 2],
     /// A socket option value (in and out).
     pub value: u32,
-    /// A name-resolution result list.
-    pub addrinfo: *mut ADDRINFOEXW,
     /// The socket object that receives a socket this operation creates (accept, socket
     /// creation); if the operation is abandoned, the new socket is closed through it. Holds
     /// one reference, released when the `Held` is dropped.
     pub adopt: Option<NonNull<SocketInner>>,
-    /// Name-resolution strings (node, service), pointing into `buf`.
-    pub names: [sys::UNICODE_STRING; 2],
-    /// A caller's MDL chain (zero-copy I/O): `wsk_buf` points into it instead of `buf`.
-    pub mdl: Option<MdlBuf>,
-    /// Datagrams (`WskSendMessages`, batch receives): `wsk_buf` or the buffer list point
-    /// into it instead of `buf`.
-    pub batch: Option<DatagramBatch>,
+    /// What only rare operations hold (an MDL chain, a datagram batch, name-resolution
+    /// strings and results; no operation holds two of them), in a pool block the operation
+    /// allocates: a slot at rest, and every TCP send and receive, pays one pointer for them.
+    extra: Option<ExtraBlock>,
 }
 
 // SAFETY: the raw pointers in `Held` refer to memory the operation owns (its buffer's MDL, a
@@ -76,24 +71,18 @@ impl Held {
             },
             addr: [RawAddr::zeroed(), RawAddr::zeroed()],
             value: 0,
-            addrinfo: ptr::null_mut(),
             adopt: None,
-            names: [sys::UNICODE_STRING {
-                Length: 0,
-                MaximumLength: 0,
-                Buffer: ptr::null_mut(),
-            }; 2],
-            mdl: None,
-            batch: None,
+            extra: None,
         }
     }
 
-    /// `request` on a caller's MDL chain, with a `WSK_BUF` covering its range.
-    pub(crate) fn with_mdl(request: Request, mdl: MdlBuf) -> Self {
+    /// `request` on a caller's MDL chain, with a `WSK_BUF` covering its range; the chain
+    /// back when its block cannot be allocated. IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn with_mdl(request: Request, mdl: MdlBuf) -> Result<Self, MdlBuf> {
         let mut held = Self::new(request);
         held.wsk_buf = mdl.wsk_buf();
-        held.mdl = Some(mdl);
-        held
+        held.set_mdl(mdl)?;
+        Ok(held)
     }
 
     /// `request` on `buf`, with a `WSK_BUF` covering its first `len` bytes.
@@ -113,6 +102,190 @@ impl Held {
         held.buf = Some(buf);
         held
     }
+}
+
+impl Held {
+    /// The rare resources' block, allocated (holding nothing yet) if there is none; `None`
+    /// when pool runs out. IRQL <= `DISPATCH_LEVEL`.
+    fn extra_block(&mut self) -> Option<&mut Extra> {
+        if self.extra.is_none() {
+            self.extra = ExtraBlock::new();
+        }
+        self.extra.as_mut().map(ExtraBlock::get_mut)
+    }
+
+    /// The rare resources, if a block holds any.
+    fn extra(&self) -> Option<&Extra> {
+        self.extra.as_ref().map(ExtraBlock::get)
+    }
+
+    /// Takes the block out and frees it if `is_kind` accepts what it holds; what it held.
+    fn take_extra(&mut self, is_kind: fn(&Extra) -> bool) -> Option<Extra> {
+        if !self.extra().is_some_and(is_kind) {
+            return None;
+        }
+        self.extra.take().map(ExtraBlock::into_inner)
+    }
+
+    /// Holds a caller's MDL chain (zero-copy I/O), in place of any other rare resource; the
+    /// chain back when its block cannot be allocated. IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn set_mdl(&mut self, mdl: MdlBuf) -> Result<(), MdlBuf> {
+        match self.extra_block() {
+            Some(extra) => {
+                *extra = Extra::Mdl(mdl);
+                Ok(())
+            }
+            None => Err(mdl),
+        }
+    }
+
+    /// The MDL chain held, taken back (its block freed). IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn take_mdl(&mut self) -> Option<MdlBuf> {
+        match self.take_extra(|extra| matches!(extra, Extra::Mdl(_)))? {
+            Extra::Mdl(mdl) => Some(mdl),
+            _ => None,
+        }
+    }
+
+    /// Holds a datagram batch, in place of any other rare resource; the batch back when its
+    /// block cannot be allocated. IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn set_batch(&mut self, batch: DatagramBatch) -> Result<(), DatagramBatch> {
+        match self.extra_block() {
+            Some(extra) => {
+                *extra = Extra::Batch(batch);
+                Ok(())
+            }
+            None => Err(batch),
+        }
+    }
+
+    /// The datagram batch held, if any.
+    pub(crate) fn batch_mut(&mut self) -> Option<&mut DatagramBatch> {
+        match self.extra.as_mut().map(ExtraBlock::get_mut) {
+            Some(Extra::Batch(batch)) => Some(batch),
+            _ => None,
+        }
+    }
+
+    /// The datagram batch held, taken back (its block freed). IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn take_batch(&mut self) -> Option<DatagramBatch> {
+        match self.take_extra(|extra| matches!(extra, Extra::Batch(_)))? {
+            Extra::Batch(batch) => Some(batch),
+            _ => None,
+        }
+    }
+
+    /// Holds name-resolution strings (node, service; pointing into `buf`) with an empty
+    /// result list, in place of any other rare resource (a lookup holds no MDL chain or
+    /// batch); false when their block cannot be allocated. IRQL <= `DISPATCH_LEVEL`.
+    #[must_use]
+    pub(crate) fn set_names(&mut self, strings: [sys::UNICODE_STRING; 2]) -> bool {
+        match self.extra_block() {
+            Some(extra) => {
+                *extra = Extra::Names(Names {
+                    strings,
+                    addrinfo: ptr::null_mut(),
+                });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The name-resolution strings and result list, if [`Held::set_names`] set them.
+    pub(crate) fn names_mut(&mut self) -> Option<&mut Names> {
+        match self.extra.as_mut().map(ExtraBlock::get_mut) {
+            Some(Extra::Names(names)) => Some(names),
+            _ => None,
+        }
+    }
+
+    /// The name-resolution strings, if [`Held::set_names`] set them.
+    pub(crate) fn names(&self) -> Option<&Names> {
+        match self.extra() {
+            Some(Extra::Names(names)) => Some(names),
+            _ => None,
+        }
+    }
+
+    /// The name-resolution result list WSK returned (null if none), taken back: the caller
+    /// frees it.
+    pub(crate) fn take_addrinfo(&mut self) -> *mut ADDRINFOEXW {
+        match self.names_mut() {
+            Some(names) => core::mem::replace(&mut names.addrinfo, ptr::null_mut()),
+            None => ptr::null_mut(),
+        }
+    }
+}
+
+/// Pool tag of the rare resources' blocks (`WskX`).
+const EXTRA_TAG: u32 = sys::pool_tag(*b"WskX");
+
+/// A nonpaged pool block holding one [`Extra`]: allocated by the operation that needs it,
+/// freed when its resources are taken back or the [`Held`] drops (after the completion, since
+/// a `Held` in flight is never dropped).
+struct ExtraBlock(NonNull<Extra>);
+
+impl ExtraBlock {
+    /// A block holding [`Extra::None`]; `None` when pool runs out. IRQL <= `DISPATCH_LEVEL`.
+    fn new() -> Option<Self> {
+        // SAFETY: nonpaged allocation at <= DISPATCH_LEVEL.
+        let mem = unsafe { sys::allocate_nonpaged(size_of::<Extra>(), EXTRA_TAG) };
+        let block = NonNull::new(mem.cast::<Extra>())?;
+        // SAFETY: a fresh block of the right size; pool memory is 16-byte aligned.
+        unsafe { block.as_ptr().write(Extra::None) };
+        Some(Self(block))
+    }
+
+    fn get(&self) -> &Extra {
+        // SAFETY: our block, initialised in `new`, borrowed through `self`.
+        unsafe { self.0.as_ref() }
+    }
+
+    fn get_mut(&mut self) -> &mut Extra {
+        // SAFETY: our block, initialised in `new`, borrowed exclusively through `self`.
+        unsafe { self.0.as_mut() }
+    }
+
+    /// What the block holds, moved out; the block freed. IRQL <= `DISPATCH_LEVEL`.
+    fn into_inner(self) -> Extra {
+        let block = core::mem::ManuallyDrop::new(self).0;
+        // SAFETY: our initialised block, read once: it is freed below without a drop.
+        let extra = unsafe { block.as_ptr().read() };
+        // SAFETY: allocated in `new` with this tag; its value was moved out above.
+        unsafe { sys::ExFreePoolWithTag(block.as_ptr().cast(), EXTRA_TAG) };
+        extra
+    }
+}
+
+impl Drop for ExtraBlock {
+    fn drop(&mut self) {
+        // SAFETY: our initialised block, dropped once here.
+        unsafe { ptr::drop_in_place(self.0.as_ptr()) };
+        // SAFETY: allocated in `new` with this tag; its value was dropped above.
+        unsafe { sys::ExFreePoolWithTag(self.0.as_ptr().cast(), EXTRA_TAG) };
+    }
+}
+
+/// The rare resources of a [`Held`]: at most one kind per operation.
+enum Extra {
+    /// None: every TCP send and receive, connect, accept, options, datagrams.
+    None,
+    /// A caller's MDL chain (zero-copy I/O): `wsk_buf` points into it instead of `buf`.
+    Mdl(MdlBuf),
+    /// Datagrams (`WskSendMessages`, batch receives): `wsk_buf` or the buffer list point
+    /// into it instead of `buf`.
+    Batch(DatagramBatch),
+    /// Name resolution's strings and result list.
+    Names(Names),
+}
+
+/// Name resolution's strings and result list (`WskGetAddressInfo`, `WskGetNameInfo`).
+pub(crate) struct Names {
+    /// Name-resolution strings (node, service), pointing into the `Held`'s `buf`.
+    pub strings: [sys::UNICODE_STRING; 2],
+    /// A name-resolution result list.
+    pub addrinfo: *mut ADDRINFOEXW,
 }
 
 /// What an operation parks in its slot's [`Held`] cell when it issues, and takes back when it

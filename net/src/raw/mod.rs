@@ -595,3 +595,35 @@ unsafe extern "system" fn linger_expired(
     // leaves it to us once our swap (or theirs, after KeCancelTimer failed) ended the timer.
     unsafe { SocketInner::release(this) };
 }
+
+#[cfg(all(test, not(loom)))]
+mod size_tests {
+    extern crate std;
+
+    use super::{Held, SLOTS, Slot, SocketInner};
+
+    /// The most a socket object may take (64-bit targets): every idle connection holds one in
+    /// nonpaged pool, so growth must be a decision, not an accident. Raise it only with a
+    /// reason (and the figures in `docs/ARCHITECTURE.md`).
+    const SOCKET_OBJECT_BOUND: usize = 1_496;
+
+    /// A size regression check: prints the socket object's layout (`--nocapture`) and fails
+    /// if it grew past [`SOCKET_OBJECT_BOUND`].
+    #[test]
+    fn socket_object_stays_small() {
+        let (held, slot, object) = (
+            size_of::<Held>(),
+            size_of::<Slot>(),
+            size_of::<SocketInner>(),
+        );
+        std::println!(
+            "Held {held} B, Slot {slot} B (state {} B), {SLOTS} slots {} B, SocketInner {object} B",
+            slot - held,
+            SLOTS * slot,
+        );
+        assert!(
+            object <= SOCKET_OBJECT_BOUND,
+            "the socket object grew to {object} B (bound {SOCKET_OBJECT_BOUND} B)"
+        );
+    }
+}

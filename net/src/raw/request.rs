@@ -8,7 +8,8 @@ use super::Kind;
 use super::held::Call;
 
 /// One WSK call, with its parameters. Buffers and addresses WSK reads or writes live beside it
-/// in the [`Held`](super::Held) (`buf`/`wsk_buf`, `addr`, `value`, `names`, `addrinfo`).
+/// in the [`Held`](super::Held) (`buf`/`wsk_buf`, `addr`, `value`; a rare operation's MDL
+/// chain, batch, or name strings and result list in its out-of-line block).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Request {
     /// Nothing: a slot at rest, or resources taken back. Never issued.

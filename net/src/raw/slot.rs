@@ -411,7 +411,7 @@ unsafe extern "system" fn on_complete(
 pub(super) fn finish(slot: &Slot) {
     // SAFETY: DONE is set, so WSK no longer touches the held cell, and the abandoned-finish
     // protocol makes us its only user.
-    let held = unsafe { slot.take() };
+    let mut held = unsafe { slot.take() };
     let (status, information) = slot.result();
     // SAFETY: slots live inside their owner, which is live while the slot is in use.
     let owner = unsafe { &*slot.owner };
@@ -425,10 +425,11 @@ pub(super) fn finish(slot: &Slot) {
         // one already dropped left the close to `adopt`.
         SocketInner::adopt(child, information as *mut WSK_SOCKET);
     }
-    if !held.addrinfo.is_null() {
+    let addrinfo = held.take_addrinfo();
+    if !addrinfo.is_null() {
         // Parked, not freed, above PASSIVE_LEVEL (WskFreeAddressInfo is PASSIVE_LEVEL only).
         // SAFETY: the client is live while any of its sockets is; the list came from WSK.
-        unsafe { owner.client.as_ref() }.release_address_info(held.addrinfo);
+        unsafe { owner.client.as_ref() }.release_address_info(addrinfo);
     }
     if ptr::eq(slot, &raw const owner.slots[CLOSE]) {
         if !sys::NT_SUCCESS(status) {

@@ -17,8 +17,7 @@ use crate::time::{Operation, Target};
 
 /// The chain an MDL operation was given; the slot machinery hands `Held` back whole.
 pub(crate) fn take_mdl(held: &mut Held) -> MdlBuf {
-    held.mdl
-        .take()
+    held.take_mdl()
         .expect("MDL operations always carry their chain")
 }
 
@@ -30,7 +29,10 @@ impl TcpStream {
         buf: MdlBuf,
     ) -> (Result<usize>, MdlBuf) {
         let name = request.name();
-        let held = Held::with_mdl(request, buf);
+        let held = match Held::with_mdl(request, buf) {
+            Ok(held) => held,
+            Err(buf) => return (Err(Error::new(ErrorKind::NoResources, name)), buf),
+        };
         match Op::new(self.handle.inner(), slot, held).await {
             Ok(done) => {
                 let (mut held, result) = (done.held, check(done.status, done.information, name));
@@ -135,7 +137,9 @@ impl TcpStream {
         loop {
             let mut held = Held::new(request);
             held.wsk_buf = buf.wsk_buf_after(got);
-            held.mdl = Some(buf);
+            if let Err(buf) = held.set_mdl(buf) {
+                return (Err(Error::new(ErrorKind::NoResources, request.name())), buf);
+            }
             let done = match Op::new(self.handle.inner(), RECV, held).await {
                 Ok(done) => done,
                 Err(mut refused) => return (Err(refused.error), take_mdl(&mut refused.held)),
