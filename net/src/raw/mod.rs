@@ -604,8 +604,9 @@ mod size_tests {
 
     /// The most a socket object may take (64-bit targets): every idle connection holds one in
     /// nonpaged pool, so growth must be a decision, not an accident. Raise it only with a
-    /// reason (and the figures in `docs/ARCHITECTURE.md`).
-    const SOCKET_OBJECT_BOUND: usize = 1_496;
+    /// reason (and the figures in `docs/ARCHITECTURE.md`). 1,496 B, then 1,504 B with the
+    /// listener's accept-indication state pointer (this check caught the 8 bytes at the merge).
+    const SOCKET_OBJECT_BOUND: usize = 1_504;
 
     /// A size regression check: prints the socket object's layout (`--nocapture`) and fails
     /// if it grew past [`SOCKET_OBJECT_BOUND`].
