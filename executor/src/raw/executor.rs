@@ -223,7 +223,9 @@ impl<P: Pender> Executor<P> {
     /// Polls the tasks queued when it is called, in wake order: first those an earlier call's
     /// budget left over, then the ones woken since (one batch, taken off the queue at once),
     /// until they are done, `max_polls` tasks were polled, or `should_yield` (asked before each
-    /// poll but the first) says the time is up. Tasks left over stay first in line for the next
+    /// poll but the first) says the time is up. Each call polls at least one task when any is
+    /// queued (a `max_polls` of 0 counts as 1, so a runner always makes progress). Tasks left
+    /// over stay first in line for the next
     /// call and are reported in [`PollReport::work_remains`]. Each task polled costs the queue
     /// the same, however many are queued.
     ///
@@ -414,9 +416,10 @@ impl ExecutorCore {
             };
         };
         // We took the batch off the queue: we own its links until each task is run.
-        if next_in_chain(newest).is_none() && max_polls != 0 {
+        if next_in_chain(newest).is_none() {
             // A batch of one, the common case (one wake between polls): its own order, and
-            // within any budget (`should_yield` is not asked before the first poll).
+            // within any budget (every call polls one task: `should_yield` is not asked
+            // before the first poll, and a `max_polls` of 0 counts as 1).
             // SAFETY: the task came off our queue.
             unsafe { run_dequeued(newest) };
             return PollReport {
@@ -428,7 +431,7 @@ impl ExecutorCore {
         unsafe { self.poll_batch(newest, max_polls, should_yield) }
     }
 
-    /// [`poll`](Self::poll) for a batch of more than one task (or a budget of zero) with no
+    /// [`poll`](Self::poll) for a batch of more than one task with no
     /// tasks left over from before: runs it in wake order under the budget and puts its rest on
     /// the ready list.
     ///
@@ -519,8 +522,9 @@ impl ExecutorCore {
     }
 }
 
-/// Runs the chain `work` in order until it is done, `max_polls` tasks were polled, or
-/// `should_yield` (asked before each poll but the first) says the time is up: the count polled,
+/// Runs the chain `work` in order until it is done, `max_polls` tasks were polled (at least
+/// one), or `should_yield` (asked before each poll but the first) says the time is up: the
+/// count polled,
 /// and the rest of the chain, not run, if any.
 ///
 /// # Safety
@@ -534,7 +538,8 @@ unsafe fn run_chain(
     let mut polled = 0;
     let mut task = work.first;
     loop {
-        if polled == max_polls || (polled != 0 && should_yield()) {
+        // The first task always runs: a budget of 0 counts as 1.
+        if polled != 0 && (polled == max_polls || should_yield()) {
             // Still ours: the chain from `task` ends in the chain's last task.
             let rest = Chain {
                 first: task,

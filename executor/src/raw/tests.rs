@@ -892,3 +892,35 @@ fn raw_runner_task_wakers_are_recognised() {
     EXECUTOR.poll(usize::MAX, || false);
     assert_eq!(block_on_std(handle), Err(JoinError::Cancelled));
 }
+
+/// A budget of zero polls one task per call, so that a runner configured with it still makes
+/// progress instead of queueing itself again for ever.
+#[test]
+fn raw_budget_of_zero_polls_one_task_per_call() {
+    static SIGNAL: Signal = Signal::new();
+    static EXECUTOR: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<256, 2> = TaskPool::new();
+    start(&EXECUTOR, &SIGNAL);
+    let handles = [
+        POOL.spawn(&EXECUTOR, async {}).unwrap(),
+        POOL.spawn(&EXECUTOR, async {}).unwrap(),
+    ];
+    assert_eq!(
+        EXECUTOR.poll(0, || false),
+        PollReport {
+            polled: 1,
+            work_remains: true
+        }
+    );
+    assert_eq!(
+        EXECUTOR.poll(0, || false),
+        PollReport {
+            polled: 1,
+            work_remains: false
+        }
+    );
+    for handle in handles {
+        assert_eq!(block_on_std(handle), Ok(()));
+    }
+    assert_eq!(POOL.used(), 0);
+}
