@@ -535,11 +535,12 @@ unsafe fn run_chain(
     max_polls: usize,
     mut should_yield: impl FnMut() -> bool,
 ) -> (usize, Option<Chain>) {
+    // The first task always runs: a budget of 0 counts as 1.
+    let max_polls = max_polls.max(1);
     let mut polled = 0;
     let mut task = work.first;
     loop {
-        // The first task always runs: a budget of 0 counts as 1.
-        if polled != 0 && (polled == max_polls || should_yield()) {
+        if polled == max_polls || (polled != 0 && should_yield()) {
             // Still ours: the chain from `task` ends in the chain's last task.
             let rest = Chain {
                 first: task,
