@@ -1,5 +1,6 @@
 //! Criterion times for the executor workloads (see `workloads`): wake+poll and spawn, for
-//! `wsk_executor::raw`, embassy-executor and the hand-written callback floor, side by side.
+//! `wsk_executor::raw`, embassy-executor and the hand-written callback floor, side by side,
+//! and many woken tasks under a small budget (ours).
 //!
 //! `cargo bench -p wsk-benches --bench executor -- --warm-up-time 1 --measurement-time 3`;
 //! `cargo xtask bench` runs this and the callgrind counts together (see benches/README.md).
@@ -45,5 +46,15 @@ fn spawn(c: &mut Criterion) {
     black_box(workloads::pends());
 }
 
-criterion_group!(benches, wake_poll, spawn);
+/// [`workloads::MANY_TASKS`] wakes, then polls under a budget of [`workloads::MANY_BUDGET`]
+/// until every woken task ran: one step (divide by `MANY_TASKS` for a task's share).
+fn many_woken(c: &mut Criterion) {
+    let mut group = c.benchmark_group("many_woken");
+    let (mut step, slots) = ours::many_woken();
+    group.bench_function("ours", |b| b.iter(&mut step));
+    black_box(slots.len());
+    group.finish();
+}
+
+criterion_group!(benches, wake_poll, spawn, many_woken);
 criterion_main!(benches);

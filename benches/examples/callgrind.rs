@@ -2,7 +2,7 @@
 //! instruction counts under callgrind:
 //!
 //! ```text
-//! callgrind <wake_poll|spawn> <ours|ours-join|embassy|floor> <iterations>
+//! callgrind <wake_poll|spawn|many_woken> <ours|ours-join|embassy|floor> <iterations>
 //! ```
 //!
 //! Set-up runs in every invocation, so the cost of one step is the difference between a run
@@ -27,7 +27,10 @@ fn repeat(iterations: u64, mut step: impl FnMut()) {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [workload, implementation, iterations] = args.as_slice() else {
-        eprintln!("usage: callgrind <wake_poll|spawn> <ours|ours-join|embassy|floor> <iterations>");
+        eprintln!(
+            "usage: callgrind <wake_poll|spawn|many_woken> <ours|ours-join|embassy|floor> \
+             <iterations>"
+        );
         return ExitCode::from(2);
     };
     let Ok(iterations) = iterations.parse::<u64>() else {
@@ -53,6 +56,13 @@ fn main() -> ExitCode {
                 iterations + 1,
                 "one run per wake"
             );
+        }
+        ("many_woken", "ours") => {
+            let (step, slots) = ours::many_woken();
+            repeat(iterations, step);
+            for slot in slots {
+                assert_eq!(slot.polls(), iterations + 1, "one poll per wake");
+            }
         }
         ("spawn", "ours") => repeat(iterations, ours::spawn()),
         ("spawn", "ours-join") => repeat(iterations, ours::spawn_join()),

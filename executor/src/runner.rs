@@ -73,7 +73,7 @@ pub enum RunnerKind {
 /// How much one run of the runner may do before giving the CPU back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
-    /// Tasks polled per run.
+    /// Tasks polled per run (at least one: 0 counts as 1).
     pub max_polls: usize,
     /// Time per run, on the precise clock, counted from the end of the run's first poll and
     /// checked after each poll (one slow poll can exceed it). A run of one task, the common

@@ -20,6 +20,13 @@ const WORKLOADS: &[(&str, &[&str])] = &[
 /// Steps per callgrind run; the per-step cost is (run(N) - run(0)) / N.
 const ITERATIONS: u64 = 100_000;
 
+/// Steps per callgrind run of the many-woken workload, each waking [`MANY_TASKS`] tasks and
+/// polling them all under a small budget (`benches/benches/workloads`).
+const MANY_STEPS: u64 = 100;
+
+/// Tasks one many-woken step wakes and runs (the workload's `MANY_TASKS`).
+const MANY_TASKS: u64 = 1_000;
+
 /// Criterion's arguments unless the command line gives others: short, since the machine is
 /// shared and the callgrind counts are the precise figures.
 const CRITERION_DEFAULT: &[&str] = &["--warm-up-time", "1", "--measurement-time", "3"];
@@ -144,6 +151,19 @@ fn callgrind_counts(root: &Path) -> Result<Figures, String> {
             );
         }
     }
+    // Many woken tasks under a small budget: per task run, so that a run queue whose cost grows
+    // with the number queued shows here.
+    let base = collected(&program, "many_woken", "ours", 0)?;
+    let full = collected(&program, "many_woken", "ours", MANY_STEPS)?;
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "instruction counts are far below 2^52"
+    )]
+    let per_task = (full.saturating_sub(base)) as f64 / (MANY_STEPS * MANY_TASKS) as f64;
+    println!(
+        "many_woken ours       {per_task:8.1} instructions/task run \
+         ({MANY_TASKS} woken per step, budget 64, {MANY_STEPS} steps minus 0)"
+    );
     Ok(figures)
 }
 

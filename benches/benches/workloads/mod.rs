@@ -19,6 +19,11 @@
 //!   task's `JoinHandle` is dropped at once (detached), as embassy has no handle; the
 //!   `ours-join` variant keeps the handle and takes the output after the run instead.
 //!
+//! - many woken (ours only, callgrind only): [`MANY_TASKS`] tasks await manual futures; one step
+//!   wakes every one of them and then polls with a budget of [`MANY_BUDGET`] until the queue is
+//!   empty, as a DPC runner under load does. Its cost per task run shows whether the run queue's
+//!   cost per task stays flat however many tasks are queued.
+//!
 //! Each `*_wake_poll` / `*_spawn` function sets the workload up (allocation is allowed there:
 //! executors and pools are leaked to get `'static` references) and returns the step closure.
 //! Every implementation is used single-threaded by the benchmarks.
@@ -36,6 +41,12 @@ pub const POOL_SLOTS: usize = 8;
 
 /// The run budget our executor's `poll` gets: more than one step ever queues.
 const BUDGET: usize = 64;
+
+/// Tasks the many-woken workload wakes per step.
+pub const MANY_TASKS: usize = 1_000;
+
+/// The budget the many-woken workload polls with: far fewer than it wakes.
+pub const MANY_BUDGET: usize = 64;
 
 /// Pender calls, summed over all three implementations: the pender only records.
 static PENDS: AtomicU64 = AtomicU64::new(0);
@@ -136,7 +147,8 @@ pub fn sink() -> u64 {
 /// `wsk_executor::raw`.
 pub mod ours {
     use super::{
-        BUDGET, Context, Future, Poll, WakerSlot, black_box, job, pin, record_pend, waiter,
+        BUDGET, Context, Future, MANY_BUDGET, MANY_TASKS, Poll, WakerSlot, black_box, job, pin,
+        record_pend, waiter,
     };
     use wsk_executor::raw::{Executor, ExecutorCore, Pender, TaskPool};
 
@@ -173,6 +185,37 @@ pub mod ours {
             debug_assert_eq!(report.polled, 1);
         };
         (step, slot)
+    }
+
+    /// Sets up the many-woken workload; returns its step (wake [`MANY_TASKS`] tasks, then
+    /// poll with a budget of [`MANY_BUDGET`] until nothing is queued) and the tasks' slots.
+    ///
+    /// # Panics
+    /// If a spawn fails (it cannot: the pool has a slot for every task).
+    pub fn many_woken() -> (impl FnMut(), &'static [&'static WakerSlot]) {
+        let executor = leak_executor();
+        let pool: &'static TaskPool<SLOT, MANY_TASKS> = Box::leak(Box::new(TaskPool::new()));
+        let slots: &'static [&'static WakerSlot] =
+            Box::leak((0..MANY_TASKS).map(|_| WakerSlot::leak()).collect());
+        for slot in slots {
+            drop(pool.spawn(executor, waiter(slot)).expect("spawn"));
+        }
+        while executor.poll(MANY_BUDGET, || false).work_remains {}
+        let step = move || {
+            for slot in slots {
+                slot.wake();
+            }
+            let mut polled = 0;
+            loop {
+                let report = executor.poll(MANY_BUDGET, || false);
+                polled += report.polled;
+                if !report.work_remains {
+                    break;
+                }
+            }
+            debug_assert_eq!(polled, MANY_TASKS);
+        };
+        (step, slots)
     }
 
     /// Sets up the spawn workload (detached tasks); returns its step.

@@ -1,12 +1,13 @@
 //! The executor: [`Executor`] (typed by its [`Pender`]) and [`ExecutorCore`] (the rest), and
-//! `poll`, which runs a batch taken off the run queue (the `run_queue` module) under a budget;
+//! `poll`, which runs the tasks a budget left over (the ready list) and a batch taken off the
+//! run queue (the `run_queue` module), in wake order under a budget;
 //! [`run_task`] runs one task through the state word's transitions (the `state` module).
 
 use core::marker::PhantomData;
 use core::ptr;
 use core::task::{Context, Poll, RawWakerVTable, Waker};
 
-use super::run_queue::{RunQueue, chain_end, next_in_chain, reverse};
+use super::run_queue::{Chain, Claim, ReadyList, RunQueue, next_in_chain};
 use super::state::{AfterPoll, Finished, LiveTasks, Snapshot};
 use super::sync::{AtomicPtr, Ordering, loom_const_fn};
 use super::task::{TaskRef, WakerVTableFor, free_slot_with, task_of_waker, wake_task_erased};
@@ -219,10 +220,14 @@ impl<P: Pender> Executor<P> {
         self.core.live.reopen()
     }
 
-    /// Polls the tasks queued when it is called (one batch, taken off the queue at once) until
-    /// that batch is done, `max_polls` tasks were polled, or `should_yield` (asked before each
-    /// poll but the first) says the time is up. Tasks left over are queued again and reported in
-    /// [`PollReport::work_remains`].
+    /// Polls the tasks queued when it is called, in wake order: first those an earlier call's
+    /// budget left over, then the ones woken since (one batch, taken off the queue at once),
+    /// until they are done, `max_polls` tasks were polled, or `should_yield` (asked before each
+    /// poll but the first) says the time is up. Each call polls at least one task when any is
+    /// queued (a `max_polls` of 0 counts as 1, so a runner always makes progress). Tasks left
+    /// over stay first in line for the next
+    /// call and are reported in [`PollReport::work_remains`]. Each task polled costs the queue
+    /// the same, however many are queued.
     ///
     /// Tasks queued while the batch runs are left for the next call: the wake that queued the
     /// first of them found the queue empty and called the pender, and the ones after it are
@@ -230,7 +235,11 @@ impl<P: Pender> Executor<P> {
     /// already asked for.) So a caller that polls whenever the pender asks it to, and again
     /// whenever `work_remains`, runs every wake.
     ///
-    /// Several CPUs may call this at once on the same executor.
+    /// Several CPUs may call this at once on the same executor. The left-over tasks have one
+    /// poller at a time: a call that finds another CPU polling them returns at once with
+    /// nothing polled, and the other call reports `work_remains` on its behalf. Order is wake
+    /// order when calls do not overlap; overlapping calls may also run tasks side by side, and
+    /// then run a task woken later before one woken earlier, by at most one batch.
     ///
     /// # IRQL
     /// Whatever the tasks tolerate: `DISPATCH_LEVEL` in the DPC runner, `PASSIVE_LEVEL` in the
@@ -244,7 +253,10 @@ impl<P: Pender> Executor<P> {
 /// An executor's run queue, its pender as a function pointer and context, and the count of live
 /// tasks: all of [`Executor`] but the pender's type. Tasks point to it, and a [`Pender`] gets it.
 pub struct ExecutorCore {
+    /// Where wakes push tasks.
     queue: RunQueue,
+    /// Tasks in wake order that a poll's budget left over: the next poll starts with them.
+    ready: ReadyList,
     /// Futures not yet finished or dropped, and whether the executor is closed.
     live: LiveTasks,
     /// The pender through a pointer, for callers that do not know its type: `P::pend`.
@@ -267,6 +279,7 @@ impl ExecutorCore {
         fn new(pend: unsafe fn(&ExecutorCore), pend_fn: PendFn) -> Self {
             Self {
                 queue: RunQueue::new(),
+                ready: ReadyList::new(),
                 live: LiveTasks::new(),
                 pend,
                 pend_fn,
@@ -362,7 +375,7 @@ impl ExecutorCore {
     }
 
     pub(crate) fn has_queued(&self) -> bool {
-        !self.queue.is_empty()
+        !self.queue.is_empty() || self.ready.has_tasks()
     }
 
     /// See [`Executor::close`].
@@ -391,7 +404,11 @@ impl ExecutorCore {
     /// See [`Executor::poll`].
     #[inline]
     fn poll(&self, max_polls: usize, should_yield: impl FnMut() -> bool) -> PollReport {
-        // Usually called because a wake pended: the queue is most likely not empty.
+        if !self.ready.is_free_and_empty() {
+            return self.poll_ready(max_polls, should_yield);
+        }
+        // No tasks left over: the queue is all there is. Usually called because a wake
+        // pended, so it is most likely not empty.
         let Some(newest) = self.queue.take_all() else {
             return PollReport {
                 polled: 0,
@@ -399,9 +416,10 @@ impl ExecutorCore {
             };
         };
         // We took the batch off the queue: we own its links until each task is run.
-        if next_in_chain(newest).is_none() && max_polls != 0 {
+        if next_in_chain(newest).is_none() {
             // A batch of one, the common case (one wake between polls): its own order, and
-            // within any budget (`should_yield` is not asked before the first poll).
+            // within any budget (every call polls one task: `should_yield` is not asked
+            // before the first poll, and a `max_polls` of 0 counts as 1).
             // SAFETY: the task came off our queue.
             unsafe { run_dequeued(newest) };
             return PollReport {
@@ -413,8 +431,9 @@ impl ExecutorCore {
         unsafe { self.poll_batch(newest, max_polls, should_yield) }
     }
 
-    /// [`poll`](Self::poll) for a batch of more than one task (or a budget of zero): runs it in
-    /// wake order under the budget.
+    /// [`poll`](Self::poll) for a batch of more than one task with no
+    /// tasks left over from before: runs it in wake order under the budget and puts its rest on
+    /// the ready list.
     ///
     /// # Safety
     /// We took the chain that starts at `newest` off the queue (its links are ours).
@@ -423,51 +442,120 @@ impl ExecutorCore {
         &self,
         newest: TaskRef,
         max_polls: usize,
-        mut should_yield: impl FnMut() -> bool,
+        should_yield: impl FnMut() -> bool,
     ) -> PollReport {
-        let mut remaining = max_polls;
         // SAFETY: forwarded.
-        let mut task = unsafe { reverse(newest) };
-        loop {
-            let Some(left) = remaining.checked_sub(1) else {
-                // SAFETY: still ours; the chain from `task` ends in the batch's last task.
-                return unsafe { self.requeue_rest(task, max_polls) };
-            };
-            if remaining != max_polls && should_yield() {
-                // SAFETY: as above.
-                return unsafe { self.requeue_rest(task, max_polls - remaining) };
-            }
-            remaining = left;
-            // We own the link until `run` gives the task up.
-            let next = next_in_chain(task);
-            // SAFETY: the task came off our queue.
-            unsafe { run_dequeued(task) };
-            match next {
-                Some(next) => task = next,
-                None => break,
-            }
+        let batch = unsafe { Chain::from_newest(newest) };
+        // SAFETY: the batch is ours.
+        let (polled, rest) = unsafe { run_chain(batch, max_polls, should_yield) };
+        if let Some(rest) = rest {
+            // SAFETY: the rest is ours.
+            unsafe { self.keep_rest(rest) };
         }
         PollReport {
-            polled: max_polls - remaining,
-            work_remains: false,
+            polled,
+            work_remains: rest.is_some(),
         }
     }
 
-    /// Puts the unpolled rest of a batch back on the queue when the budget ran out. It goes on
-    /// top, so the next batch starts with it.
+    /// Puts the rest of a batch run without the ready list on it (after the tasks another
+    /// poller may have left there meanwhile), or, if another poller holds the list, back on the
+    /// queue, where its push is the order it takes (see [`ReadyList`]). Either way the caller
+    /// reports work remaining.
     ///
     /// # Safety
-    /// We own the tasks of the chain that starts at `task` (the rest of a batch we took).
+    /// We own the chain `rest`.
     #[cold]
     #[inline(never)]
-    unsafe fn requeue_rest(&self, task: TaskRef, polled: usize) -> PollReport {
-        // SAFETY: the chain from `task` is ours and ends in null.
-        let last = unsafe { chain_end(task) };
-        // SAFETY: the chain `task ..= last` is ours.
-        unsafe { self.queue.push_chain(task, last) };
+    unsafe fn keep_rest(&self, rest: Chain) {
+        match self.ready.claim() {
+            Claim::Held(list) => {
+                let list = match list {
+                    Some(list) => list.then(Some(rest)),
+                    None => rest,
+                };
+                // SAFETY: we hold the list, and own its tasks and `rest`.
+                unsafe { self.ready.release(Some(list)) };
+            }
+            Claim::Busy => {
+                // SAFETY: the chain is ours; the push needs no pend: our caller reports work
+                // remaining, and so does the holder (`claim` marked the list).
+                unsafe { self.queue.push_chain(rest.first, rest.last) };
+            }
+        }
+    }
+
+    /// [`poll`](Self::poll) when tasks were left over from before, or another poller holds
+    /// them: takes the ready list, appends the batch on the queue, and runs it in wake order
+    /// under the budget; the rest stays on the list.
+    #[inline(never)]
+    fn poll_ready(&self, max_polls: usize, should_yield: impl FnMut() -> bool) -> PollReport {
+        let Claim::Held(list) = self.ready.claim() else {
+            // Another poller holds the list: `claim` marked it, so that poller reports work
+            // remaining and its caller polls again, for what we were called for as well.
+            return PollReport {
+                polled: 0,
+                work_remains: false,
+            };
+        };
+        // Newly queued tasks go after the left-over ones: wake order.
+        // SAFETY: taken off our queue, so its links are ours.
+        let batch = self
+            .queue
+            .take_all()
+            .map(|newest| unsafe { Chain::from_newest(newest) });
+        let work = match list {
+            Some(list) => Some(list.then(batch)),
+            None => batch,
+        };
+        let (polled, rest) = match work {
+            // SAFETY: the list's tasks and the batch are ours.
+            Some(work) => unsafe { run_chain(work, max_polls, should_yield) },
+            None => (0, None),
+        };
+        // SAFETY: we hold the list and own the rest.
+        let other_poller_came = unsafe { self.ready.release(rest) };
         PollReport {
             polled,
-            work_remains: true,
+            work_remains: rest.is_some() || other_poller_came,
+        }
+    }
+}
+
+/// Runs the chain `work` in order until it is done, `max_polls` tasks were polled (at least
+/// one), or `should_yield` (asked before each poll but the first) says the time is up: the
+/// count polled,
+/// and the rest of the chain, not run, if any.
+///
+/// # Safety
+/// We own the chain's tasks and links.
+#[inline]
+unsafe fn run_chain(
+    work: Chain,
+    max_polls: usize,
+    mut should_yield: impl FnMut() -> bool,
+) -> (usize, Option<Chain>) {
+    // The first task always runs: a budget of 0 counts as 1.
+    let max_polls = max_polls.max(1);
+    let mut polled = 0;
+    let mut task = work.first;
+    loop {
+        if polled == max_polls || (polled != 0 && should_yield()) {
+            // Still ours: the chain from `task` ends in the chain's last task.
+            let rest = Chain {
+                first: task,
+                last: work.last,
+            };
+            return (polled, Some(rest));
+        }
+        polled += 1;
+        // We own the link until `run` gives the task up.
+        let next = next_in_chain(task);
+        // SAFETY: the task is ours, off our queue.
+        unsafe { run_dequeued(task) };
+        match next {
+            Some(next) => task = next,
+            None => return (polled, None),
         }
     }
 }

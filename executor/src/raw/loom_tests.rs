@@ -533,3 +533,89 @@ fn loom_passive_work_runs_once_or_is_refused_racing_the_close() {
         assert_eq!(again.runs.load(Ordering::SeqCst), 1);
     });
 }
+
+/// Tasks are left over on the ready list when two CPUs poll with a budget of one, one of them
+/// right after its own wake (as the DPC that wake queued would): a poll that finds the list
+/// held returns with nothing polled, and the holder then reports work remaining for it.
+/// Nothing is lost, run twice or polled on two CPUs at once.
+#[test]
+fn loom_poll_finding_the_ready_list_held_leaves_its_work_reported() {
+    model(|| {
+        let Fixture { executor, .. } = fixture();
+        let pool = pool::<3>();
+        let probes = [Probe::new(false), Probe::new(false), Probe::new(false)];
+        let mut handles: std::vec::Vec<_> = probes
+            .iter()
+            .map(|probe| pool.spawn(executor, probe.wait()).unwrap())
+            .collect();
+        executor.poll(usize::MAX, || false);
+        probes[0].release_and_wake();
+        probes[1].release_and_wake();
+        // The budget leaves the second task on the ready list.
+        assert_eq!(executor.poll(1, || false).polled, 1);
+
+        let last = probes[2];
+        let waker = thread::spawn(move || {
+            last.release_and_wake();
+            executor.poll(1, || false)
+        });
+        let holder = executor.poll(1, || false);
+        let woken = waker.join().unwrap();
+        if executor.has_queued() {
+            assert!(
+                holder.work_remains || woken.work_remains,
+                "work left queued with no poll reporting it"
+            );
+        }
+        while executor.has_queued() {
+            executor.poll(usize::MAX, || false);
+        }
+        for handle in &mut handles {
+            assert!(matches!(poll_handle(handle), Poll::Ready(Ok(2))));
+        }
+    });
+}
+
+/// Two CPUs each take a batch of two off the queue while the ready list is empty, and each
+/// runs one under a budget of one: the rests go on the ready list, or, for the poller that
+/// finds it held, back on the queue; both report work remaining, and every task runs once.
+#[test]
+fn loom_two_batch_rests_racing_for_the_ready_list() {
+    model(|| {
+        let Fixture { executor, .. } = fixture();
+        let pool = pool::<4>();
+        let probes = [
+            Probe::new(false),
+            Probe::new(false),
+            Probe::new(false),
+            Probe::new(false),
+        ];
+        let mut handles: std::vec::Vec<_> = probes
+            .iter()
+            .map(|probe| pool.spawn(executor, probe.wait()).unwrap())
+            .collect();
+        executor.poll(usize::MAX, || false);
+        probes[0].release_and_wake();
+        probes[1].release_and_wake();
+
+        let poller = thread::spawn(move || executor.poll(1, || false));
+        probes[2].release_and_wake();
+        probes[3].release_and_wake();
+        let ours = executor.poll(1, || false);
+        let theirs = poller.join().unwrap();
+        if executor.has_queued() {
+            assert!(
+                ours.work_remains || theirs.work_remains,
+                "work left queued with no poll reporting it"
+            );
+        }
+        let mut polled = ours.polled + theirs.polled;
+        while executor.has_queued() {
+            polled += executor.poll(usize::MAX, || false).polled;
+        }
+        assert_eq!(polled, 4, "a task ran twice, or not at all");
+        for handle in &mut handles {
+            assert!(matches!(poll_handle(handle), Poll::Ready(Ok(2))));
+        }
+    });
+}

@@ -2,6 +2,7 @@
 //! budget, abort, full pools, close, and many tasks ping-ponging wakes across threads with
 //! several threads polling one executor at once.
 
+use std::boxed::Box;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -333,6 +334,145 @@ fn raw_budget_stops_and_reports_remaining_work() {
     for handle in handles {
         assert_eq!(block_on_std(handle), Ok(()));
     }
+    assert_eq!(POOL.used(), 0);
+}
+
+/// A task that never finishes: each poll records its index in `order` and keeps its waker.
+struct Ticker {
+    index: usize,
+    order: &'static Mutex<Vec<usize>>,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Ticker {
+    fn leak(index: usize, order: &'static Mutex<Vec<usize>>) -> &'static Self {
+        Box::leak(Box::new(Self {
+            index,
+            order,
+            waker: Mutex::new(None),
+        }))
+    }
+
+    fn run(&'static self) -> impl Future<Output = ()> + Send + 'static {
+        std::future::poll_fn(move |cx| {
+            self.order.lock().unwrap().push(self.index);
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    fn wake(&self) {
+        self.waker
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("not polled yet")
+            .wake();
+    }
+}
+
+/// Tasks left over by the budget run before tasks woken after them, and a task woken again
+/// after its run goes behind every task woken before that: wake order across polls.
+#[test]
+fn raw_budget_keeps_wake_order_across_polls() {
+    static SIGNAL: Signal = Signal::new();
+    static EXECUTOR: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<256, 9> = TaskPool::new();
+    static ORDER: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    start(&EXECUTOR, &SIGNAL);
+    let tickers: Vec<_> = (0..9).map(|index| Ticker::leak(index, &ORDER)).collect();
+    let handles: Vec<_> = tickers
+        .iter()
+        .map(|ticker| POOL.spawn(&EXECUTOR, ticker.run()).unwrap())
+        .collect();
+    while EXECUTOR.poll(4, || false).work_remains {}
+    ORDER.lock().unwrap().clear();
+
+    for ticker in &tickers[..7] {
+        ticker.wake();
+    }
+    assert_eq!(EXECUTOR.poll(3, || false).polled, 3);
+    // Woken after the cut: behind the four left over, in their own wake order.
+    tickers[8].wake();
+    tickers[0].wake();
+    tickers[7].wake();
+    assert!(EXECUTOR.has_queued());
+    assert_eq!(
+        EXECUTOR.poll(3, || false),
+        PollReport {
+            polled: 3,
+            work_remains: true
+        }
+    );
+    // Two more cuts, with a wake between them: it still goes behind the rest.
+    tickers[1].wake();
+    assert_eq!(EXECUTOR.poll(2, || false).polled, 2);
+    assert_eq!(
+        EXECUTOR.poll(usize::MAX, || false),
+        PollReport {
+            polled: 3,
+            work_remains: false
+        }
+    );
+    assert!(!EXECUTOR.has_queued());
+    assert_eq!(
+        *ORDER.lock().unwrap(),
+        [0, 1, 2, 3, 4, 5, 6, 8, 0, 7, 1],
+        "tasks ran in wake order"
+    );
+    for handle in handles {
+        handle.abort();
+    }
+    EXECUTOR.poll(usize::MAX, || false);
+    assert_eq!(POOL.used(), 0);
+}
+
+/// A poll that finds another poll running the left-over tasks (here nested in one of them, as a
+/// second CPU would be) returns at once with nothing polled, and the running poll reports work
+/// remaining on its behalf even though its own tasks are done.
+#[test]
+fn raw_poll_finding_the_ready_list_held_leaves_its_work_to_the_holder() {
+    static SIGNAL: Signal = Signal::new();
+    static EXECUTOR: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<256, 3> = TaskPool::new();
+    static ORDER: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    static NESTED: Mutex<Option<PollReport>> = Mutex::new(None);
+    start(&EXECUTOR, &SIGNAL);
+    let first = Ticker::leak(0, &ORDER);
+    let second = Ticker::leak(1, &ORDER);
+    let handles = [
+        POOL.spawn(&EXECUTOR, first.run()).unwrap(),
+        POOL.spawn(&EXECUTOR, second.run()).unwrap(),
+        POOL.spawn(&EXECUTOR, async {
+            *NESTED.lock().unwrap() = Some(EXECUTOR.poll(usize::MAX, || false));
+        })
+        .unwrap(),
+    ];
+    // A budget of one leaves two tasks over: the next poll holds the ready list.
+    assert_eq!(EXECUTOR.poll(1, || false).polled, 1);
+    assert_eq!(
+        EXECUTOR.poll(usize::MAX, || false),
+        PollReport {
+            polled: 2,
+            work_remains: true
+        },
+        "the nested poll's work was not reported"
+    );
+    assert_eq!(
+        *NESTED.lock().unwrap(),
+        Some(PollReport {
+            polled: 0,
+            work_remains: false
+        })
+    );
+    // The list is free again: polls work as before.
+    first.wake();
+    assert_eq!(EXECUTOR.poll(usize::MAX, || false).polled, 1);
+    assert_eq!(*ORDER.lock().unwrap(), [0, 1, 0]);
+    for handle in handles {
+        handle.abort();
+    }
+    EXECUTOR.poll(usize::MAX, || false);
     assert_eq!(POOL.used(), 0);
 }
 
@@ -751,4 +891,36 @@ fn raw_runner_task_wakers_are_recognised() {
     handle.abort();
     EXECUTOR.poll(usize::MAX, || false);
     assert_eq!(block_on_std(handle), Err(JoinError::Cancelled));
+}
+
+/// A budget of zero polls one task per call, so that a runner configured with it still makes
+/// progress instead of queueing itself again for ever.
+#[test]
+fn raw_budget_of_zero_polls_one_task_per_call() {
+    static SIGNAL: Signal = Signal::new();
+    static EXECUTOR: Executor = Executor::new(pend_signal);
+    static POOL: TaskPool<256, 2> = TaskPool::new();
+    start(&EXECUTOR, &SIGNAL);
+    let handles = [
+        POOL.spawn(&EXECUTOR, async {}).unwrap(),
+        POOL.spawn(&EXECUTOR, async {}).unwrap(),
+    ];
+    assert_eq!(
+        EXECUTOR.poll(0, || false),
+        PollReport {
+            polled: 1,
+            work_remains: true
+        }
+    );
+    assert_eq!(
+        EXECUTOR.poll(0, || false),
+        PollReport {
+            polled: 1,
+            work_remains: false
+        }
+    );
+    for handle in handles {
+        assert_eq!(block_on_std(handle), Ok(()));
+    }
+    assert_eq!(POOL.used(), 0);
 }
