@@ -57,10 +57,10 @@ pub fn boot(faults: Faults) -> Kernel {
 
 /// Boots a kernel per plan (`wsk_host::testing::each_plan`) and runs `scenario` on a kernel
 /// thread; the kernel must end with no leaks and no bugchecks.
-pub fn each_plan(scenario: fn()) {
+pub fn each_plan(scenario: impl Fn() + Sync) {
     wsk_host::testing::each_plan(|kernel| {
         *MODE.lock().unwrap() = kernel.config().faults.completion;
-        kernel.on_kernel_thread(scenario);
+        kernel.on_kernel_thread(&scenario);
     });
 }
 
