@@ -2,27 +2,9 @@
 //! a listening socket), driven as a driver drives it, with real peers on loopback: accepted
 //! sockets work and are the client's, refused ones are closed by the provider. Every
 //! scenario runs under every standard plan with the leak check.
-#![allow(
-    clippy::missing_panics_doc,
-    reason = "test code: panics are the failure reports"
-)]
-
 mod common;
 
-use std::io::Read;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-#[allow(
-    clippy::wildcard_imports,
-    reason = "the provider tests' shared fixtures and imports"
-)]
 use common::*;
-use wsk_sys::{
-    NPI_WSK_INTERFACE_ID, SO_WSK_EVENT_CALLBACK, STATUS_INVALID_PARAMETER,
-    STATUS_REQUEST_NOT_ACCEPTED, WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH,
-    WSK_EVENT_ACCEPT, WSK_EVENT_CALLBACK_CONTROL, WSK_EVENT_DISABLE, WSK_FLAG_AT_DISPATCH_LEVEL,
-    WSK_SOCKET,
-};
 
 /// `SO_WSK_EVENT_CALLBACK`'s `NpiId` points here.
 static NPI_ID: wsk_sys::GUID = NPI_WSK_INTERFACE_ID;

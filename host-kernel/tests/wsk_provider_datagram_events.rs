@@ -3,28 +3,9 @@
 //! UDP peer on loopback: several datagrams in one `WSK_DATAGRAM_INDICATION` list with their
 //! senders, the three return codes, `WskRelease`, and what the verifier fails. Every scenario
 //! that takes a plan runs under every standard plan with the leak check.
-#![allow(
-    clippy::missing_panics_doc,
-    clippy::cast_possible_truncation,
-    reason = "test code: panics are the failure reports"
-)]
-
 mod common;
 
-use std::net::UdpSocket;
-use std::sync::atomic::{AtomicU32, Ordering};
-
-#[allow(
-    clippy::wildcard_imports,
-    reason = "the provider tests' shared fixtures and imports"
-)]
 use common::*;
-use wsk_sys::{
-    NPI_WSK_INTERFACE_ID, SO_WSK_EVENT_CALLBACK, STATUS_DATA_NOT_ACCEPTED, STATUS_NOT_SUPPORTED,
-    WSK_CLIENT_DATAGRAM_DISPATCH, WSK_DATAGRAM_INDICATION, WSK_EVENT_CALLBACK_CONTROL,
-    WSK_EVENT_DISABLE, WSK_EVENT_RECEIVE, WSK_EVENT_RECEIVE_FROM, WSK_FLAG_AT_DISPATCH_LEVEL,
-    WSK_FLAG_DATAGRAM_SOCKET, WSK_SOCKET,
-};
 
 /// What the test's callback returns: one of the `ANSWER_*` values.
 static ANSWER: AtomicU32 = AtomicU32::new(ANSWER_CONSUME);

@@ -4,29 +4,9 @@
 //! and `WskSendBacklogEvent` with `SIO_WSK_QUERY_IDEAL_SEND_BACKLOG`. Driven as a driver
 //! drives them, with a real peer on loopback; every scenario that takes a plan runs under
 //! every standard plan with the leak check.
-#![allow(
-    clippy::missing_panics_doc,
-    clippy::cast_possible_truncation,
-    reason = "test code: panics are the failure reports"
-)]
-
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-
-#[allow(
-    clippy::wildcard_imports,
-    reason = "the provider tests' shared fixtures and imports"
-)]
 use common::*;
-use wsk_sys::{
-    SIO_WSK_QUERY_IDEAL_SEND_BACKLOG, SIZE_T, SO_SNDBUF, STATUS_BUFFER_TOO_SMALL,
-    STATUS_DATA_NOT_ACCEPTED, STATUS_EVENT_PENDING, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED,
-    WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_DATAGRAM_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH,
-    WSK_DATA_INDICATION, WSK_DATAGRAM_INDICATION, WSK_EVENT_ACCEPT, WSK_EVENT_CALLBACK_CONTROL,
-    WSK_EVENT_DISABLE, WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE, WSK_EVENT_RECEIVE_FROM,
-    WSK_EVENT_SEND_BACKLOG, WSK_SET_STATIC_EVENT_CALLBACKS, WSK_SOCKET, WskIoctl,
-};
 
 /// Bytes the receive callback consumed, in order.
 static RECEIVED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
