@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 
 use wsk_benches::idle;
 
-use crate::bench::cargo;
-use crate::driver::target_dir;
+use crate::bench::build_release;
 
 /// Idle connections by default: the figure.
 const DEFAULT_CONNECTIONS: usize = 1000;
@@ -250,33 +249,12 @@ pub(crate) fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
 
 /// Builds the three servers and the pool probe (release).
 fn build(root: &Path) -> Result<Programs, String> {
-    cargo(
+    build_release(root, &["wsk-driver-example", "wsk-floor-driver"], &[])?;
+    let release = build_release(
         root,
-        &[
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "wsk-driver-example",
-            "-p",
-            "wsk-floor-driver",
-        ],
+        &["wsk-benches"],
+        &["--example", "tokio_echo", "--example", "idle_pool"],
     )?;
-    cargo(
-        root,
-        &[
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "wsk-benches",
-            "--example",
-            "tokio_echo",
-            "--example",
-            "idle_pool",
-        ],
-    )?;
-    let release = target_dir(root).join("release");
     let examples = release.join("examples");
     Ok(Programs {
         wskecho: release.join("wsk-driver-example"),

@@ -35,10 +35,9 @@ use std::time::{Duration, Instant};
 
 use wsk_benches::{closed_loop, idle, load};
 
-use crate::bench::cargo;
+use crate::bench::build_release;
 use crate::bench_echo_table::cpu_seconds;
 use crate::bench_idle::{Running, describe_machine, settled_rss, wait_listening};
-use crate::driver::target_dir;
 
 /// The echo driver's connection limit in its `scale` build (`wskecho::echo::MAX_CONNECTIONS`).
 const OURS_MAX_CONNECTIONS: usize = 12 * 1024;
@@ -310,31 +309,8 @@ fn table(results: &[Measured]) -> String {
 
 /// Builds the servers (release).
 fn build(root: &Path) -> Result<Programs, String> {
-    cargo(
-        root,
-        &[
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "wsk-driver-example",
-            "--features",
-            "scale",
-        ],
-    )?;
-    cargo(
-        root,
-        &[
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "wsk-benches",
-            "--example",
-            "tokio_echo",
-        ],
-    )?;
-    let release = target_dir(root).join("release");
+    build_release(root, &["wsk-driver-example"], &["--features", "scale"])?;
+    let release = build_release(root, &["wsk-benches"], &["--example", "tokio_echo"])?;
     Ok(Programs {
         wskecho: release.join("wsk-driver-example"),
         tokio_echo: release.join("examples").join("tokio_echo"),
