@@ -299,3 +299,12 @@ fn print_table(instructions: Option<&Figures>, times: Option<&Figures>) {
          estimate (its `time:` middle figure; the fastest round's with --rounds)"
     );
 }
+
+/// What the bench commands' tests share.
+#[cfg(test)]
+pub(crate) mod tests {
+    /// `args` as the owned strings a command's argument parser takes.
+    pub(crate) fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|&a| a.to_owned()).collect()
+    }
+}

@@ -415,10 +415,7 @@ pub(crate) fn describe_machine() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|&a| a.to_owned()).collect()
-    }
+    use crate::bench::tests::strings;
 
     #[test]
     fn flags_default_and_parse_and_bad_ones_are_errors() {

@@ -385,10 +385,7 @@ fn check_still_served(streams: &mut [TcpStream]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|&a| a.to_owned()).collect()
-    }
+    use crate::bench::tests::strings;
 
     #[test]
     fn default_cells_are_10_1000_10000_with_10_active_then_100_active() {
