@@ -93,6 +93,13 @@ fn wait_until(what: &str, ready: impl Fn() -> bool) {
     }
 }
 
+/// Waits (as `wait_until`, named `what`) until the receive callback has consumed as many bytes
+/// as `want` holds, then checks they are `want`.
+fn wait_received(what: &str, want: &[u8]) {
+    wait_until(what, || RECEIVED.lock().unwrap().len() >= want.len());
+    assert_eq!(RECEIVED.lock().unwrap().as_slice(), want);
+}
+
 /// A socket of `kind` with a context and the client dispatch table `dispatch`, bound to
 /// loopback.
 fn bound_socket_with(client: &Client, kind: Kind, dispatch: *const std::ffi::c_void) -> Sock {
@@ -199,10 +206,7 @@ fn static_callbacks_are_on_from_creation_and_stay_on() {
         );
         let (sock, mut peer) = event_pair(&client);
         peer.write_all(b"static").unwrap();
-        wait_until("the static indication", || {
-            RECEIVED.lock().unwrap().len() >= 6
-        });
-        assert_eq!(RECEIVED.lock().unwrap().as_slice(), b"static");
+        wait_received("the static indication", b"static");
         assert_eq!(
             set_events(&sock, WSK_EVENT_RECEIVE | WSK_EVENT_DISABLE, None),
             STATUS_INVALID_PARAMETER,
@@ -219,10 +223,7 @@ fn static_callbacks_are_on_from_creation_and_stay_on() {
             "and disabled"
         );
         peer.write_all(b" still").unwrap();
-        wait_until("the indication after", || {
-            RECEIVED.lock().unwrap().len() >= 12
-        });
-        assert_eq!(RECEIVED.lock().unwrap().as_slice(), b"static still");
+        wait_received("the indication after", b"static still");
         sock.close();
         client.deregister();
     });
@@ -573,10 +574,7 @@ fn static_callbacks_are_on_for_accepted_sockets() {
             kind: Kind::Connection,
         };
         peer.write_all(b"accepted").unwrap();
-        wait_until("the static indication on the accepted socket", || {
-            RECEIVED.lock().unwrap().len() >= 8
-        });
-        assert_eq!(RECEIVED.lock().unwrap().as_slice(), b"accepted");
+        wait_received("the static indication on the accepted socket", b"accepted");
         accepted.close();
         listener.close();
         client.deregister();
@@ -633,10 +631,7 @@ fn a_listening_socket_passes_its_connection_events_on() {
         let mut peer = TcpStream::connect(addr).unwrap();
         peer.set_write_timeout(Some(BOUND)).unwrap();
         peer.write_all(b"inherited").unwrap();
-        wait_until("the indication on the accepted socket", || {
-            RECEIVED.lock().unwrap().len() >= 9
-        });
-        assert_eq!(RECEIVED.lock().unwrap().as_slice(), b"inherited");
+        wait_received("the indication on the accepted socket", b"inherited");
         let accepted = Sock {
             s: ACCEPTED.load(Ordering::SeqCst) as *mut WSK_SOCKET,
             kind: Kind::Connection,
