@@ -311,6 +311,16 @@ pub(crate) struct Running {
 }
 
 impl Running {
+    /// Starts the server `command` (called `name` in the error) with its output discarded.
+    pub(crate) fn start_quiet(mut command: Command, name: &str) -> Result<Self, String> {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("could not start {name}: {e}"))?;
+        Ok(Self { child })
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit; fails unless the exit is clean (the
     /// drivers' host programs exit non-zero when the unload leaks or the verifier objects).
     /// `dies_of_sigterm`: the server has no SIGTERM handler (`tokio_echo`), so dying of the
@@ -354,13 +364,7 @@ fn rss_readings(
 ) -> Result<(u64, u64), String> {
     let name = server.name();
     let port = wsk_benches::load::free_loopback_port()?;
-    let child = programs
-        .server(server, port)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("could not start {name}: {e}"))?;
-    let running = Running { child };
+    let running = Running::start_quiet(programs.server(server, port), name)?;
     let pid = running.child.id();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     wait_listening(addr).map_err(|e| format!("{name}: {e}"))?;

@@ -30,7 +30,7 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use wsk_benches::{closed_loop, idle, load};
@@ -327,13 +327,7 @@ fn measure(
 ) -> Result<Measured, String> {
     let name = server.name();
     let port = load::free_loopback_port()?;
-    let child = programs
-        .server(server, port)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("could not start {name}: {e}"))?;
-    let running = Running { child };
+    let running = Running::start_quiet(programs.server(server, port), name)?;
     let pid = running.child.id();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let context = |e: String| format!("{name} ({} idle, {} active): {e}", cell.idle, cell.active);
