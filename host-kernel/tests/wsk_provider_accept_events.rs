@@ -6,9 +6,6 @@ mod common;
 
 use common::*;
 
-/// `SO_WSK_EVENT_CALLBACK`'s `NpiId` points here.
-static NPI_ID: wsk_sys::GUID = NPI_WSK_INTERFACE_ID;
-
 /// The listening socket's context, checked by the callback.
 const LISTEN_CONTEXT: usize = 0x1157_e4e5;
 /// The context the callback gives accepted sockets.
@@ -74,25 +71,7 @@ unsafe extern "system-unwind" fn on_accept(
 
 /// `SO_WSK_EVENT_CALLBACK` with `mask`, without an IRP.
 fn set_events(sock: &Sock, mask: u32) -> NTSTATUS {
-    let mut control = WSK_EVENT_CALLBACK_CONTROL {
-        NpiId: &raw const NPI_ID,
-        EventMask: mask,
-    };
-    // SAFETY: live socket and input; no IRP.
-    unsafe {
-        sock.basic().WskControlSocket.expect("WskControlSocket")(
-            sock.s,
-            WskSetOption,
-            SO_WSK_EVENT_CALLBACK,
-            SOL_SOCKET,
-            size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
-            (&raw mut control).cast(),
-            0,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-    }
+    control_events(sock, mask, std::ptr::null_mut())
 }
 
 /// Waits until the callback has seen `n` indications (or `BOUND` passes).

@@ -31,9 +31,6 @@ struct Seen {
 
 static SEEN: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
 
-/// `SO_WSK_EVENT_CALLBACK`'s `NpiId` points here.
-static NPI_ID: wsk_sys::GUID = NPI_WSK_INTERFACE_ID;
-
 /// The socket context the test passes, checked by the callback.
 const CONTEXT: usize = 0xda7a_6a3a;
 
@@ -151,25 +148,7 @@ fn event_socket(client: &Client) -> Sock {
 
 /// `SO_WSK_EVENT_CALLBACK` with `mask`, without an IRP.
 fn set_events(sock: &Sock, mask: u32) -> NTSTATUS {
-    let mut control = WSK_EVENT_CALLBACK_CONTROL {
-        NpiId: &raw const NPI_ID,
-        EventMask: mask,
-    };
-    // SAFETY: live socket and input; no IRP.
-    unsafe {
-        sock.basic().WskControlSocket.expect("WskControlSocket")(
-            sock.s,
-            WskSetOption,
-            SO_WSK_EVENT_CALLBACK,
-            SOL_SOCKET,
-            size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
-            (&raw mut control).cast(),
-            0,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-    }
+    control_events(sock, mask, std::ptr::null_mut())
 }
 
 fn release(sock: &Sock, list: usize) -> NTSTATUS {
