@@ -2,30 +2,9 @@
 //! a listening socket), driven as a driver drives it, with real peers on loopback: accepted
 //! sockets work and are the client's, refused ones are closed by the provider. Every
 //! scenario runs under every standard plan with the leak check.
-#![allow(
-    clippy::missing_panics_doc,
-    reason = "test code: panics are the failure reports"
-)]
-
 mod common;
 
-use std::io::Read;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-#[allow(
-    clippy::wildcard_imports,
-    reason = "the provider tests' shared fixtures and imports"
-)]
 use common::*;
-use wsk_sys::{
-    NPI_WSK_INTERFACE_ID, SO_WSK_EVENT_CALLBACK, STATUS_INVALID_PARAMETER,
-    STATUS_REQUEST_NOT_ACCEPTED, WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH,
-    WSK_EVENT_ACCEPT, WSK_EVENT_CALLBACK_CONTROL, WSK_EVENT_DISABLE, WSK_FLAG_AT_DISPATCH_LEVEL,
-    WSK_SOCKET,
-};
-
-/// `SO_WSK_EVENT_CALLBACK`'s `NpiId` points here.
-static NPI_ID: wsk_sys::GUID = NPI_WSK_INTERFACE_ID;
 
 /// The listening socket's context, checked by the callback.
 const LISTEN_CONTEXT: usize = 0x1157_e4e5;
@@ -92,25 +71,7 @@ unsafe extern "system-unwind" fn on_accept(
 
 /// `SO_WSK_EVENT_CALLBACK` with `mask`, without an IRP.
 fn set_events(sock: &Sock, mask: u32) -> NTSTATUS {
-    let mut control = WSK_EVENT_CALLBACK_CONTROL {
-        NpiId: &raw const NPI_ID,
-        EventMask: mask,
-    };
-    // SAFETY: live socket and input; no IRP.
-    unsafe {
-        sock.basic().WskControlSocket.expect("WskControlSocket")(
-            sock.s,
-            WskSetOption,
-            SO_WSK_EVENT_CALLBACK,
-            SOL_SOCKET,
-            size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
-            (&raw mut control).cast(),
-            0,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-    }
+    control_events(sock, mask, std::ptr::null_mut())
 }
 
 /// Waits until the callback has seen `n` indications (or `BOUND` passes).

@@ -2,23 +2,13 @@
 //! `WskGetNameInfo` (reverse lookup on the host resolver) and `WskSendMessages` (several
 //! datagrams in one call), with the rules of their WDK pages, under the standard fault plans.
 #![allow(
-    clippy::missing_panics_doc,
     clippy::cast_possible_truncation,
-    reason = "test code: panics are the failure reports"
+    reason = "test code: short names and lengths that fit the wire types"
 )]
 
 mod common;
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "the provider tests' shared fixtures and imports"
-)]
 use common::*;
-use wsk_sys::{IPPROTO_IP, STATUS_NOT_SUPPORTED};
-use wsk_sys::{
-    NI_NAMEREQD, NI_NUMERICHOST, NI_NUMERICSERV, STATUS_BUFFER_OVERFLOW, STATUS_INVALID_PARAMETER,
-    STATUS_NOT_FOUND, WSK_BUF_LIST,
-};
 
 /// A `UNICODE_STRING` output buffer of `units` UTF-16 units.
 struct Text {

@@ -3,28 +3,9 @@
 //! UDP peer on loopback: several datagrams in one `WSK_DATAGRAM_INDICATION` list with their
 //! senders, the three return codes, `WskRelease`, and what the verifier fails. Every scenario
 //! that takes a plan runs under every standard plan with the leak check.
-#![allow(
-    clippy::missing_panics_doc,
-    clippy::cast_possible_truncation,
-    reason = "test code: panics are the failure reports"
-)]
-
 mod common;
 
-use std::net::UdpSocket;
-use std::sync::atomic::{AtomicU32, Ordering};
-
-#[allow(
-    clippy::wildcard_imports,
-    reason = "the provider tests' shared fixtures and imports"
-)]
 use common::*;
-use wsk_sys::{
-    NPI_WSK_INTERFACE_ID, SO_WSK_EVENT_CALLBACK, STATUS_DATA_NOT_ACCEPTED, STATUS_NOT_SUPPORTED,
-    WSK_CLIENT_DATAGRAM_DISPATCH, WSK_DATAGRAM_INDICATION, WSK_EVENT_CALLBACK_CONTROL,
-    WSK_EVENT_DISABLE, WSK_EVENT_RECEIVE, WSK_EVENT_RECEIVE_FROM, WSK_FLAG_AT_DISPATCH_LEVEL,
-    WSK_FLAG_DATAGRAM_SOCKET, WSK_SOCKET,
-};
 
 /// What the test's callback returns: one of the `ANSWER_*` values.
 static ANSWER: AtomicU32 = AtomicU32::new(ANSWER_CONSUME);
@@ -49,9 +30,6 @@ struct Seen {
 }
 
 static SEEN: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
-
-/// `SO_WSK_EVENT_CALLBACK`'s `NpiId` points here.
-static NPI_ID: wsk_sys::GUID = NPI_WSK_INTERFACE_ID;
 
 /// The socket context the test passes, checked by the callback.
 const CONTEXT: usize = 0xda7a_6a3a;
@@ -170,25 +148,7 @@ fn event_socket(client: &Client) -> Sock {
 
 /// `SO_WSK_EVENT_CALLBACK` with `mask`, without an IRP.
 fn set_events(sock: &Sock, mask: u32) -> NTSTATUS {
-    let mut control = WSK_EVENT_CALLBACK_CONTROL {
-        NpiId: &raw const NPI_ID,
-        EventMask: mask,
-    };
-    // SAFETY: live socket and input; no IRP.
-    unsafe {
-        sock.basic().WskControlSocket.expect("WskControlSocket")(
-            sock.s,
-            WskSetOption,
-            SO_WSK_EVENT_CALLBACK,
-            SOL_SOCKET,
-            size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
-            (&raw mut control).cast(),
-            0,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-    }
+    control_events(sock, mask, std::ptr::null_mut())
 }
 
 fn release(sock: &Sock, list: usize) -> NTSTATUS {
@@ -217,6 +177,26 @@ fn reset_recorders(answer: u32) {
     ANSWER.store(answer, Ordering::SeqCst);
 }
 
+/// Runs `scenario` under every standard plan (`each_plan`) with a fresh registration, the
+/// test's event socket bound to loopback, that socket's address and a UDP peer on loopback;
+/// the callback starts out answering `answer`. The socket is closed and the client
+/// deregistered after `scenario`.
+fn each_plan_with_event_socket(
+    answer: u32,
+    scenario: impl Fn(&Sock, SocketAddr, &UdpSocket) + Sync,
+) {
+    each_plan(|| {
+        reset_recorders(answer);
+        let client = Client::register();
+        let sock = event_socket(&client);
+        let to = sock.local_addr().expect("bound address");
+        let peer = UdpSocket::bind(loopback(false)).unwrap();
+        scenario(&sock, to, &peer);
+        sock.close();
+        client.deregister();
+    });
+}
+
 /// Every datagram the callback saw, in order.
 fn all_seen() -> Vec<(Vec<u8>, Option<SocketAddr>)> {
     SEEN.lock()
@@ -230,14 +210,9 @@ fn all_seen() -> Vec<(Vec<u8>, Option<SocketAddr>)> {
 /// every datagram arrives once, in order, with its sender, at `DISPATCH_LEVEL`.
 #[test]
 fn consume_retain_refuse_and_reenable() {
-    each_plan(|| {
-        reset_recorders(ANSWER_CONSUME);
-        let client = Client::register();
-        let sock = event_socket(&client);
-        let to = sock.local_addr().expect("bound address");
-        let peer = UdpSocket::bind(loopback(false)).unwrap();
+    each_plan_with_event_socket(ANSWER_CONSUME, |sock, to, peer| {
         let from = peer.local_addr().unwrap();
-        assert_eq!(set_events(&sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
+        assert_eq!(set_events(sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
 
         peer.send_to(b"one", to).unwrap();
         wait_datagrams(1);
@@ -253,7 +228,7 @@ fn consume_retain_refuse_and_reenable() {
         wait_datagrams(2);
         let list = SEEN.lock().unwrap().last().unwrap().list;
         assert_eq!(
-            release(&sock, list),
+            release(sock, list),
             STATUS_SUCCESS,
             "retained list released"
         );
@@ -270,7 +245,7 @@ fn consume_retain_refuse_and_reenable() {
             "no indication after STATUS_DATA_NOT_ACCEPTED until enabled again"
         );
         ANSWER.store(ANSWER_CONSUME, Ordering::SeqCst);
-        assert_eq!(set_events(&sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
+        assert_eq!(set_events(sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
         wait_datagrams(5);
         let got: Vec<Vec<u8>> = all_seen().into_iter().map(|(d, _)| d).collect();
         assert_eq!(
@@ -280,8 +255,6 @@ fn consume_retain_refuse_and_reenable() {
              (PFN_WSK_RECEIVE_FROM_EVENT: \"any remaining buffered datagrams\"), the next \
              waited"
         );
-        sock.close();
-        client.deregister();
     });
 }
 
@@ -323,17 +296,12 @@ fn receive_from(sock: &Sock, len: usize) -> (NTSTATUS, Vec<u8>, Option<SocketAdd
 /// came later; nothing is lost, nothing is indicated while the callback is off.
 #[test]
 fn refused_datagrams_go_to_the_next_receive_from() {
-    each_plan(|| {
-        reset_recorders(ANSWER_REFUSE);
-        let client = Client::register();
-        let sock = event_socket(&client);
-        let to = sock.local_addr().expect("bound address");
-        let peer = UdpSocket::bind(loopback(false)).unwrap();
+    each_plan_with_event_socket(ANSWER_REFUSE, |sock, to, peer| {
         let from = peer.local_addr().unwrap();
         peer.send_to(b"first", to).unwrap();
         peer.send_to(b"second", to).unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(set_events(&sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
+        assert_eq!(set_events(sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
         wait_datagrams(2);
         assert_eq!(
             SEEN.lock().unwrap().len(),
@@ -342,7 +310,7 @@ fn refused_datagrams_go_to_the_next_receive_from() {
         );
         peer.send_to(b"third", to).unwrap();
         for want in [&b"first"[..], b"second", b"third"] {
-            let (status, got, sender, flags) = receive_from(&sock, 64);
+            let (status, got, sender, flags) = receive_from(sock, 64);
             assert_eq!(status, STATUS_SUCCESS);
             assert_eq!(got, want, "in order, the refused ones first");
             assert_eq!(sender, Some(from));
@@ -353,8 +321,6 @@ fn refused_datagrams_go_to_the_next_receive_from() {
             1,
             "no indication while the callback is off"
         );
-        sock.close();
-        client.deregister();
     });
 }
 
@@ -362,12 +328,7 @@ fn refused_datagrams_go_to_the_next_receive_from() {
 /// refused datagrams at once (the first of them), without waiting for a new datagram.
 #[test]
 fn a_receive_posted_by_the_refusing_callback_gets_the_refused_datagram() {
-    each_plan(|| {
-        reset_recorders(ANSWER_POST_AND_REFUSE);
-        let client = Client::register();
-        let sock = event_socket(&client);
-        let to = sock.local_addr().expect("bound address");
-        let peer = UdpSocket::bind(loopback(false)).unwrap();
+    each_plan_with_event_socket(ANSWER_POST_AND_REFUSE, |sock, to, peer| {
         let io = Io::new();
         let buf = Buf::new(64);
         let mut wsk = buf.wsk();
@@ -379,14 +340,12 @@ fn a_receive_posted_by_the_refusing_callback_gets_the_refused_datagram() {
         peer.send_to(b"first", to).unwrap();
         peer.send_to(b"second", to).unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(set_events(&sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
+        assert_eq!(set_events(sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
         let (status, n) = io.wait("the WskReceiveFrom posted by the callback");
         assert_eq!(status, STATUS_SUCCESS);
         assert_eq!(&buf.bytes()[..n], b"first");
-        let (status, got, _, _) = receive_from(&sock, 64);
+        let (status, got, _, _) = receive_from(sock, 64);
         assert_eq!((status, &got[..]), (STATUS_SUCCESS, &b"second"[..]));
-        sock.close();
-        client.deregister();
     });
 }
 
@@ -396,24 +355,17 @@ fn a_receive_posted_by_the_refusing_callback_gets_the_refused_datagram() {
 /// the rest of that datagram is gone (the next receive gets the next datagram).
 #[test]
 fn a_truncated_datagram_sets_msg_trunc() {
-    each_plan(|| {
-        reset_recorders(ANSWER_CONSUME);
-        let client = Client::register();
-        let sock = event_socket(&client);
-        let to = sock.local_addr().expect("bound address");
-        let peer = UdpSocket::bind(loopback(false)).unwrap();
+    each_plan_with_event_socket(ANSWER_CONSUME, |sock, to, peer| {
         peer.send_to(b"0123456789", to).unwrap();
         peer.send_to(b"next", to).unwrap();
-        let (status, got, _, flags) = receive_from(&sock, 4);
+        let (status, got, _, flags) = receive_from(sock, 4);
         assert_eq!(status, STATUS_SUCCESS);
         assert_eq!(got, b"0123");
         assert_eq!(flags, wsk_sys::MSG_TRUNC);
-        let (status, got, _, flags) = receive_from(&sock, 4);
+        let (status, got, _, flags) = receive_from(sock, 4);
         assert_eq!(status, STATUS_SUCCESS);
         assert_eq!(got, b"next", "the truncated rest was discarded");
         assert_eq!(flags, 0, "exactly the buffer's size: not truncated");
-        sock.close();
-        client.deregister();
     });
 }
 
@@ -421,27 +373,20 @@ fn a_truncated_datagram_sets_msg_trunc() {
 /// zero-length datagram is indicated too.
 #[test]
 fn several_datagrams_in_one_indication() {
-    each_plan(|| {
-        reset_recorders(ANSWER_CONSUME);
-        let client = Client::register();
-        let sock = event_socket(&client);
-        let to = sock.local_addr().expect("bound address");
-        let peer = UdpSocket::bind(loopback(false)).unwrap();
+    each_plan_with_event_socket(ANSWER_CONSUME, |sock, to, peer| {
         let sent: Vec<Vec<u8>> = (0..5u8).map(|i| pattern(usize::from(i) * 100, i)).collect();
         for datagram in &sent {
             peer.send_to(datagram, to).unwrap();
         }
         // Enabled after they all arrived: the first indication carries every one of them.
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(set_events(&sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
+        assert_eq!(set_events(sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
         wait_datagrams(sent.len());
         let seen = SEEN.lock().unwrap();
         assert_eq!(seen.len(), 1, "one indication for the datagrams waiting");
         let got: Vec<Vec<u8>> = seen[0].datagrams.iter().map(|(d, _)| d.clone()).collect();
         assert_eq!(got, sent);
         drop(seen);
-        sock.close();
-        client.deregister();
     });
 }
 
@@ -449,18 +394,13 @@ fn several_datagrams_in_one_indication() {
 /// indications; events of another socket kind are refused.
 #[test]
 fn queued_receive_first_disable_and_wrong_events() {
-    each_plan(|| {
-        reset_recorders(ANSWER_CONSUME);
-        let client = Client::register();
-        let sock = event_socket(&client);
-        let to = sock.local_addr().expect("bound address");
-        let peer = UdpSocket::bind(loopback(false)).unwrap();
+    each_plan_with_event_socket(ANSWER_CONSUME, |sock, to, peer| {
         assert_eq!(
-            set_events(&sock, WSK_EVENT_RECEIVE),
+            set_events(sock, WSK_EVENT_RECEIVE),
             STATUS_NOT_SUPPORTED,
             "WskReceiveEvent is a connection socket's"
         );
-        assert_eq!(set_events(&sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
+        assert_eq!(set_events(sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
         let buf = Buf::new(64);
         let mut wsk = buf.wsk();
         let mut remote = Addr::zero();
@@ -490,15 +430,23 @@ fn queued_receive_first_disable_and_wrong_events() {
         );
 
         assert_eq!(
-            set_events(&sock, WSK_EVENT_RECEIVE_FROM | WSK_EVENT_DISABLE),
+            set_events(sock, WSK_EVENT_RECEIVE_FROM | WSK_EVENT_DISABLE),
             STATUS_SUCCESS
         );
         peer.send_to(b"unseen", to).unwrap();
         std::thread::sleep(Duration::from_millis(20));
         assert!(SEEN.lock().unwrap().is_empty(), "disabled: no indication");
-        sock.close();
-        client.deregister();
     });
+}
+
+/// Enables `WskReceiveFromEvent` on `sock`, sends it `datagram` from a loopback peer and waits
+/// until the callback has seen it.
+fn indicate_one(sock: &Sock, datagram: &[u8]) {
+    let to = sock.local_addr().expect("bound address");
+    assert_eq!(set_events(sock, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
+    let peer = UdpSocket::bind(loopback(false)).unwrap();
+    peer.send_to(datagram, to).unwrap();
+    wait_datagrams(1);
 }
 
 #[test]
@@ -510,13 +458,9 @@ fn releasing_what_was_not_retained_is_a_verifier_failure() {
     expect_bugcheck(&kernel, "WSK_RELEASE_NOT_RETAINED", || {
         let c = Client::register();
         let s = event_socket(&c);
-        let to = s.local_addr().unwrap();
         *sock.lock().unwrap() = Some(s);
         *client.lock().unwrap() = Some(c);
-        assert_eq!(set_events(&s, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
-        let peer = UdpSocket::bind(loopback(false)).unwrap();
-        peer.send_to(b"x", to).unwrap();
-        wait_datagrams(1);
+        indicate_one(&s, b"x");
         // Consumed (STATUS_SUCCESS), so not the client's to release.
         let list = SEEN.lock().unwrap()[0].list;
         release(&s, list);
@@ -535,12 +479,8 @@ fn closing_with_a_list_retained_is_a_verifier_failure() {
     expect_bugcheck(&kernel, "WSK_RETAINED_INDICATION_LEAKED", || {
         let c = Client::register();
         let s = event_socket(&c);
-        let to = s.local_addr().unwrap();
         *client.lock().unwrap() = Some(c);
-        assert_eq!(set_events(&s, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
-        let peer = UdpSocket::bind(loopback(false)).unwrap();
-        peer.send_to(b"kept", to).unwrap();
-        wait_datagrams(1);
+        indicate_one(&s, b"kept");
         s.close();
     });
     let report = kernel.check_leaks();
@@ -558,11 +498,7 @@ fn a_receive_from_callback_status_outside_the_three_is_a_verifier_failure() {
     kernel.on_kernel_thread(|| {
         let c = Client::register();
         let s = event_socket(&c);
-        let to = s.local_addr().unwrap();
-        assert_eq!(set_events(&s, WSK_EVENT_RECEIVE_FROM), STATUS_SUCCESS);
-        let peer = UdpSocket::bind(loopback(false)).unwrap();
-        peer.send_to(b"?", to).unwrap();
-        wait_datagrams(1);
+        indicate_one(&s, b"?");
         let deadline = std::time::Instant::now() + BOUND;
         loop {
             let found = kernel

@@ -6,19 +6,12 @@
 //! Here: datagrams (IPv4 and IPv6), socket options, address information, `WskSocketConnect`,
 //! completion routines that issue the next call, and injected errors.
 #![allow(
-    clippy::missing_panics_doc,
-    clippy::cast_possible_truncation,
-    clippy::too_many_lines,
     clippy::many_single_char_names,
-    reason = "test code: panics are the failure reports"
+    reason = "test code: short names and lengths that fit the wire types"
 )]
 
 mod common;
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "the provider tests' shared fixtures and imports"
-)]
 use common::*;
 
 #[test]

@@ -4,29 +4,9 @@
 //! and `WskSendBacklogEvent` with `SIO_WSK_QUERY_IDEAL_SEND_BACKLOG`. Driven as a driver
 //! drives them, with a real peer on loopback; every scenario that takes a plan runs under
 //! every standard plan with the leak check.
-#![allow(
-    clippy::missing_panics_doc,
-    clippy::cast_possible_truncation,
-    reason = "test code: panics are the failure reports"
-)]
-
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-
-#[allow(
-    clippy::wildcard_imports,
-    reason = "the provider tests' shared fixtures and imports"
-)]
 use common::*;
-use wsk_sys::{
-    SIO_WSK_QUERY_IDEAL_SEND_BACKLOG, SIZE_T, SO_SNDBUF, STATUS_BUFFER_TOO_SMALL,
-    STATUS_DATA_NOT_ACCEPTED, STATUS_EVENT_PENDING, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED,
-    WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_DATAGRAM_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH,
-    WSK_DATA_INDICATION, WSK_DATAGRAM_INDICATION, WSK_EVENT_ACCEPT, WSK_EVENT_CALLBACK_CONTROL,
-    WSK_EVENT_DISABLE, WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE, WSK_EVENT_RECEIVE_FROM,
-    WSK_EVENT_SEND_BACKLOG, WSK_SET_STATIC_EVENT_CALLBACKS, WSK_SOCKET, WskIoctl,
-};
 
 /// Bytes the receive callback consumed, in order.
 static RECEIVED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -111,6 +91,13 @@ fn wait_until(what: &str, ready: impl Fn() -> bool) {
         assert!(std::time::Instant::now() < deadline, "{what} never came");
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Waits (as `wait_until`, named `what`) until the receive callback has consumed as many bytes
+/// as `want` holds, then checks they are `want`.
+fn wait_received(what: &str, want: &[u8]) {
+    wait_until(what, || RECEIVED.lock().unwrap().len() >= want.len());
+    assert_eq!(RECEIVED.lock().unwrap().as_slice(), want);
 }
 
 /// A socket of `kind` with a context and the client dispatch table `dispatch`, bound to
@@ -219,10 +206,7 @@ fn static_callbacks_are_on_from_creation_and_stay_on() {
         );
         let (sock, mut peer) = event_pair(&client);
         peer.write_all(b"static").unwrap();
-        wait_until("the static indication", || {
-            RECEIVED.lock().unwrap().len() >= 6
-        });
-        assert_eq!(RECEIVED.lock().unwrap().as_slice(), b"static");
+        wait_received("the static indication", b"static");
         assert_eq!(
             set_events(&sock, WSK_EVENT_RECEIVE | WSK_EVENT_DISABLE, None),
             STATUS_INVALID_PARAMETER,
@@ -239,10 +223,7 @@ fn static_callbacks_are_on_from_creation_and_stay_on() {
             "and disabled"
         );
         peer.write_all(b" still").unwrap();
-        wait_until("the indication after", || {
-            RECEIVED.lock().unwrap().len() >= 12
-        });
-        assert_eq!(RECEIVED.lock().unwrap().as_slice(), b"static still");
+        wait_received("the indication after", b"static still");
         sock.close();
         client.deregister();
     });
@@ -593,10 +574,7 @@ fn static_callbacks_are_on_for_accepted_sockets() {
             kind: Kind::Connection,
         };
         peer.write_all(b"accepted").unwrap();
-        wait_until("the static indication on the accepted socket", || {
-            RECEIVED.lock().unwrap().len() >= 8
-        });
-        assert_eq!(RECEIVED.lock().unwrap().as_slice(), b"accepted");
+        wait_received("the static indication on the accepted socket", b"accepted");
         accepted.close();
         listener.close();
         client.deregister();
@@ -653,10 +631,7 @@ fn a_listening_socket_passes_its_connection_events_on() {
         let mut peer = TcpStream::connect(addr).unwrap();
         peer.set_write_timeout(Some(BOUND)).unwrap();
         peer.write_all(b"inherited").unwrap();
-        wait_until("the indication on the accepted socket", || {
-            RECEIVED.lock().unwrap().len() >= 9
-        });
-        assert_eq!(RECEIVED.lock().unwrap().as_slice(), b"inherited");
+        wait_received("the indication on the accepted socket", b"inherited");
         let accepted = Sock {
             s: ACCEPTED.load(Ordering::SeqCst) as *mut WSK_SOCKET,
             kind: Kind::Connection,

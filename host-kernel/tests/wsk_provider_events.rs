@@ -3,25 +3,9 @@
 //! three return codes of the receive callback, `WskRelease`, the disconnect indication, and
 //! what the verifier fails. Every scenario that takes a plan runs under every standard plan
 //! with the leak check.
-#![allow(
-    clippy::missing_panics_doc,
-    clippy::cast_possible_truncation,
-    reason = "test code: panics are the failure reports"
-)]
-
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
-#[allow(
-    clippy::wildcard_imports,
-    reason = "the provider tests' shared fixtures and imports"
-)]
 use common::*;
-use wsk_sys::{
-    SIZE_T, STATUS_DATA_NOT_ACCEPTED, WSK_CLIENT_CONNECTION_DISPATCH, WSK_DATA_INDICATION,
-    WSK_EVENT_DISABLE, WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE, WSK_FLAG_AT_DISPATCH_LEVEL,
-};
 
 /// What the test's receive callback returns: one of the `ANSWER_*` values.
 static ANSWER: AtomicU32 = AtomicU32::new(ANSWER_RETAIN);

@@ -6,19 +6,12 @@
 //! Here: connection sockets: accept and connect, byte-exact transfers, FIN, graceful and
 //! abortive disconnects, and cancelling a pending receive.
 #![allow(
-    clippy::missing_panics_doc,
-    clippy::cast_possible_truncation,
-    clippy::too_many_lines,
     clippy::many_single_char_names,
-    reason = "test code: panics are the failure reports"
+    reason = "test code: short names and lengths that fit the wire types"
 )]
 
 mod common;
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "the provider tests' shared fixtures and imports"
-)]
 use common::*;
 
 // ---- scenarios ----

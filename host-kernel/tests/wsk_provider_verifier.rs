@@ -5,20 +5,8 @@
 //!
 //! Here: what the verifier reports: a socket left open at deregistration, `WSK_BUF` and MDL
 //! misuse, `OutputSizeReturned` with an IRP, IRQL rules; and outstanding accepts in order.
-#![allow(
-    clippy::missing_panics_doc,
-    clippy::cast_possible_truncation,
-    clippy::too_many_lines,
-    clippy::many_single_char_names,
-    reason = "test code: panics are the failure reports"
-)]
-
 mod common;
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "the provider tests' shared fixtures and imports"
-)]
 use common::*;
 
 // ---- the verifier ----

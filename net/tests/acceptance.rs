@@ -14,17 +14,16 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on};
+use wsk_executor::{TaskPool, block_on};
 use wsk_host::faults::{Completion, Faults};
 use wsk_host::{Config, Kernel};
 use wsk_net::{Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream, UdpSocket, WskClient};
 
 mod common;
-use common::{BOUND, bounded, connected_pair, each_plan, listen, plans, test_driver};
+use common::{BOUND, bounded, connected_pair, each_plan, fresh_runner, listen, plans, test_driver};
 
 fn pattern(len: usize, salt: u8) -> Vec<u8> {
     (0..len)
@@ -89,20 +88,6 @@ fn echo_round_trips_are_byte_exact_from_1_byte_to_1_mib() {
             peer.join().unwrap();
         });
     });
-}
-
-/// Runners for the tests that spawn tasks: a runner cannot be restarted, so each boot takes
-/// a fresh one.
-static RUNNERS: [Runner; 16] = [const { Runner::new(Budget::DEFAULT) }; 16];
-static NEXT_RUNNER: AtomicUsize = AtomicUsize::new(0);
-
-fn fresh_runner() -> &'static Runner {
-    let index = NEXT_RUNNER.fetch_add(1, Ordering::Relaxed);
-    let runner = RUNNERS
-        .get(index)
-        .expect("a test used more runners than RUNNERS holds");
-    runner.start(RunnerKind::Dpc).expect("start runner");
-    runner
 }
 
 /// A `&'static WskClient` for spawned tasks: leaked for the test, taken back (and deregistered)

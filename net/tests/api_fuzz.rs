@@ -51,7 +51,7 @@ use wsk_host::{Config as KernelConfig, Kernel};
 use wsk_net::{Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream, WskClient};
 
 mod common;
-use common::{BOUND, plans, test_driver_named};
+use common::{BOUND, listen, plans, test_driver_named};
 
 /// Cases per fault plan when `PROPTEST_CASES` is not set: the CI bound.
 const CI_CASES: u32 = 32;
@@ -670,10 +670,7 @@ fn run_case(plan: &Faults, steps: &[Step]) {
 }
 
 async fn run_steps(client: &WskClient, steps: &[Step]) {
-    let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().await.expect("local_addr");
+    let (listener, addr) = listen(client).await;
     let peer = std::net::TcpStream::connect(addr).expect("connect");
     peer.set_read_timeout(Some(BOUND)).expect("bound");
     peer.set_write_timeout(Some(BOUND)).expect("bound");

@@ -10,7 +10,7 @@ use wsk_host::{Config, Kernel};
 use wsk_net::{IoBuf, TcpListener, TcpStream, WskClient};
 
 mod common;
-use common::test_driver_named;
+use common::{listen, test_driver_named};
 
 /// The driver object these tests register with.
 fn test_driver(kernel: &Kernel) -> wsk_net::Driver {
@@ -18,10 +18,7 @@ fn test_driver(kernel: &Kernel) -> wsk_net::Driver {
 }
 
 async fn connected(client: &WskClient) -> (TcpListener, std::net::TcpStream, TcpStream) {
-    let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().await.expect("local_addr");
+    let (listener, addr) = listen(client).await;
     let peer = std::net::TcpStream::connect(addr).unwrap();
     let (stream, _) = listener.accept().await.expect("accept");
     (listener, peer, stream)

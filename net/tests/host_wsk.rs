@@ -23,24 +23,16 @@ use wsk_net::{
 };
 
 mod common;
-use common::{BOUND, each_plan, plans, run_plans, test_driver};
-
-fn std_peer(s: &std::net::TcpStream) {
-    s.set_read_timeout(Some(BOUND)).unwrap();
-    s.set_write_timeout(Some(BOUND)).unwrap();
-}
+use common::{BOUND, bounded, each_plan, listen, plans, run_plans, test_driver};
 
 #[test]
 fn echo_server_over_net() {
     each_plan(|client, _| {
         block_on(async {
-            let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().await.expect("local_addr");
+            let (listener, addr) = listen(client).await;
             let peer = std::thread::spawn(move || {
                 let s = std::net::TcpStream::connect(addr).unwrap();
-                std_peer(&s);
+                bounded(&s);
                 let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
                 (&s).write_all(&data).unwrap();
                 s.shutdown(Shutdown::Write).unwrap();
@@ -80,7 +72,7 @@ fn connect_exact_receive_and_abortive_disconnect() {
             let addr = std_listener.local_addr().unwrap();
             let stream = TcpStream::connect(client, addr).await.expect("connect");
             let (s, _) = std_listener.accept().unwrap();
-            std_peer(&s);
+            bounded(&s);
             assert_eq!(stream.peer_addr().await.unwrap(), addr);
             stream.set_nodelay(true).await.expect("TCP_NODELAY");
             stream.set_keepalive(true).await.expect("SO_KEEPALIVE");
@@ -235,7 +227,7 @@ fn echo_server_on_the_dpc_runner() {
                 .map(|i| {
                     std::thread::spawn(move || {
                         let s = std::net::TcpStream::connect(addr).unwrap();
-                        std_peer(&s);
+                        bounded(&s);
                         let data: Vec<u8> = (0..40_000 + i * 1000)
                             .map(|k| (k * 7 + i).to_le_bytes()[0])
                             .collect();

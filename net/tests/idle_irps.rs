@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use wsk_executor::block_on;
 use wsk_host::testing::kernel_usage;
-use wsk_net::{IoBuf, TcpListener};
+use wsk_net::IoBuf;
 
 mod common;
-use common::{BOUND, each_plan};
+use common::{BOUND, each_plan, listen};
 
 /// The running kernel's live IRPs.
 fn live_irps() -> usize {
@@ -42,10 +42,7 @@ fn irps_settle_to(expected: usize) -> usize {
 fn a_connection_holds_its_posted_receive_and_close_irps_and_one_more_per_overlapping_operation() {
     each_plan(|client, _| {
         block_on(async {
-            let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().await.expect("local_addr");
+            let (listener, addr) = listen(client).await;
             let before = live_irps();
             let mut peer = std::net::TcpStream::connect(addr).expect("connect");
             peer.set_read_timeout(Some(BOUND)).unwrap();

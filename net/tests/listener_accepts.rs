@@ -18,7 +18,7 @@ use wsk_executor::{block_on, timeout};
 use wsk_net::{IoBuf, TcpListener, TcpStream};
 
 mod common;
-use common::{BOUND, each_plan};
+use common::{BOUND, each_plan, listen};
 
 /// Connects `count` std clients to `addr`, each sending its index as one byte and then
 /// waiting for one byte back; returns the bytes each got back.
@@ -61,10 +61,7 @@ async fn answer(stream: TcpStream) -> u8 {
 fn several_accepts_in_flight_on_one_listener_each_get_a_connection() {
     each_plan(|client, _| {
         block_on(async {
-            let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().await.expect("local_addr");
+            let (listener, addr) = listen(client).await;
             let mut accepts: Vec<Pin<Box<_>>> =
                 (0..4).map(|_| Box::pin(listener.accept())).collect();
             // One poll each: all four are at WSK before any client connects.
@@ -110,10 +107,7 @@ const BURST: u8 = 12;
 fn incoming_with_depth_serves_a_burst_and_cancels_its_posted_accepts_when_dropped() {
     each_plan(|client, _| {
         block_on(async {
-            let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().await.expect("local_addr");
+            let (listener, addr) = listen(client).await;
             let peer = clients(addr, BURST);
             let mut served = Vec::new();
             {

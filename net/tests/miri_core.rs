@@ -15,16 +15,15 @@
 )]
 
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on};
+use wsk_executor::{TaskPool, block_on};
 use wsk_host::Provider;
 use wsk_net::{Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream, UdpSocket, WskClient};
 
 mod common;
-use common::{each_provider_and_plan as each_kernel, loopback};
+use common::{each_provider_and_plan as each_kernel, fresh_runner, loopback};
 
 /// A listener, and a connection to it: (listener, connecting end, accepted end).
 async fn connected(client: &WskClient) -> (TcpListener, TcpStream, TcpStream) {
@@ -344,18 +343,12 @@ fn udp_datagrams_arrive_whole_with_their_sender() {
     });
 }
 
-/// Runners for the unload scenario: a runner cannot be restarted, so each boot takes one.
-static RUNNERS: [Runner; 8] = [const { Runner::new(Budget::DEFAULT) }; 8];
-static NEXT_RUNNER: AtomicUsize = AtomicUsize::new(0);
 static UNLOAD_TASKS: TaskPool<4096, 4> = TaskPool::new();
 
 #[test]
 fn unload_with_sockets_open_and_operations_in_flight_leaves_nothing() {
     each_kernel(|client, _| {
-        let runner = RUNNERS
-            .get(NEXT_RUNNER.fetch_add(1, Ordering::Relaxed))
-            .expect("a runner left");
-        runner.start(RunnerKind::Dpc).expect("start runner");
+        let runner = fresh_runner();
         let (listener, near, far) = block_on(connected(client));
         // DriverUnload's view: tasks with a receive and an accept in flight, dropped by the
         // runner's shutdown (IoCancelIrp on each, then the closes).

@@ -14,12 +14,7 @@ use wsk_executor::block_on;
 use wsk_net::{Disconnect, ErrorKind, IoBuf, TcpListener, TcpStream};
 
 mod common;
-use common::{BOUND, each_plan};
-
-fn std_peer(s: &std::net::TcpStream) {
-    s.set_read_timeout(Some(BOUND)).unwrap();
-    s.set_write_timeout(Some(BOUND)).unwrap();
-}
+use common::{BOUND, bounded, each_plan, listen};
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| u8::try_from(i % 251).unwrap()).collect()
@@ -31,13 +26,10 @@ fn pattern(len: usize) -> Vec<u8> {
 fn echo_over_receive_events() {
     each_plan(|client, _| {
         block_on(async {
-            let listener = TcpListener::bind(client, "127.0.0.1:0".parse().unwrap())
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().await.expect("local_addr");
+            let (listener, addr) = listen(client).await;
             let peer = std::thread::spawn(move || {
                 let s = std::net::TcpStream::connect(addr).unwrap();
-                std_peer(&s);
+                bounded(&s);
                 let data = pattern(50_000);
                 // In pieces with pauses: some indications find the receive waiting (copied in
                 // place), others arrive while the server echoes (retained).
@@ -91,7 +83,7 @@ fn back_pressure_then_everything_in_order() {
             let stream = TcpStream::connect(client, addr).await.expect("connect");
             assert!(stream.enable_receive_events().expect("enable"));
             let (s, _) = std_listener.accept().unwrap();
-            std_peer(&s);
+            bounded(&s);
             let total = 1_500_000;
             let peer = std::thread::spawn(move || {
                 let data = pattern(total);
@@ -135,7 +127,7 @@ fn drop_with_retained_indications_releases_them() {
             let stream = TcpStream::connect(client, addr).await.expect("connect");
             assert!(stream.enable_receive_events().expect("enable"));
             let (s, _) = std_listener.accept().unwrap();
-            std_peer(&s);
+            bounded(&s);
             for _ in 0..3 {
                 (&s).write_all(&pattern(1000)).unwrap();
                 std::thread::sleep(Duration::from_millis(20));
@@ -204,7 +196,7 @@ fn misuse_is_an_error_not_a_hang() {
             assert!(stream.enable_receive_events().expect("enable"));
             assert!(stream.enable_receive_events().expect("again"));
             let (s, _) = std_listener.accept().unwrap();
-            std_peer(&s);
+            bounded(&s);
             {
                 let mut first =
                     core::pin::pin!(stream.recv_events(IoBuf::with_capacity(8).unwrap()));

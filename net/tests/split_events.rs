@@ -11,15 +11,14 @@ use std::future::{Future, poll_fn};
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on};
+use wsk_executor::{TaskPool, block_on};
 use wsk_net::IoBuf;
 
 mod common;
-use common::{BOUND, bounded, connected_pair, each_plan};
+use common::{BOUND, bounded, connected_pair, each_plan, fresh_runner};
 
 fn pattern(len: usize, seed: usize) -> Vec<u8> {
     (0..len)
@@ -27,8 +26,6 @@ fn pattern(len: usize, seed: usize) -> Vec<u8> {
         .collect()
 }
 
-static RUNNERS: [Runner; 8] = [const { Runner::new(Budget::DEFAULT) }; 8];
-static NEXT_RUNNER: AtomicUsize = AtomicUsize::new(0);
 static HALF_TASKS: TaskPool<4096, 2> = TaskPool::new();
 
 /// Receive events enabled before the split: the read half's task receives everything the
@@ -39,10 +36,7 @@ fn reader_and_writer_tasks_over_receive_events() {
     const INBOUND: usize = 200_000;
     const OUTBOUND: usize = 120_000;
     each_plan(|client, _| {
-        let runner = RUNNERS
-            .get(NEXT_RUNNER.fetch_add(1, Ordering::Relaxed))
-            .expect("more plans than RUNNERS");
-        runner.start(RunnerKind::Dpc).expect("start runner");
+        let runner = fresh_runner();
         let (listener, peer, stream) = block_on(connected_pair(client));
         assert!(stream.enable_receive_events().expect("enable"));
         let (reader, writer) = stream.into_split();

@@ -13,16 +13,15 @@
 
 use std::future::Future;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use wsk_executor::{Budget, Runner, RunnerKind, TaskPool, block_on};
+use wsk_executor::{TaskPool, block_on};
 use wsk_net::io::embedded_io_async::{self, Read as _, ReadExactError, Write as _};
 use wsk_net::io::{BufReader, BufWriter};
 use wsk_net::{ErrorKind, IoBuf, TcpListener, TcpStream, WskClient};
 
 mod common;
-use common::each_plan;
+use common::{each_plan, fresh_runner};
 
 /// [`common::connected_pair`] with Nagle's delay off on the peer, so its small writes go out
 /// at once.
@@ -320,9 +319,6 @@ fn embedded_io_traits_run_a_tiny_protocol() {
     });
 }
 
-/// Runners for the split test, one per plan (a runner is not restartable).
-static RUNNERS: [Runner; 8] = [const { Runner::new(Budget::DEFAULT) }; 8];
-static NEXT_RUNNER: AtomicUsize = AtomicUsize::new(0);
 static HALF_TASKS: TaskPool<4096, 2> = TaskPool::new();
 
 const SPLIT_LINES: usize = 300;
@@ -330,10 +326,7 @@ const SPLIT_LINES: usize = 300;
 #[test]
 fn halves_of_a_split_stream_work_in_two_tasks() {
     each_plan(|client, _| {
-        let runner = RUNNERS
-            .get(NEXT_RUNNER.fetch_add(1, Ordering::Relaxed))
-            .expect("more plans than RUNNERS");
-        runner.start(RunnerKind::Dpc).expect("start runner");
+        let runner = fresh_runner();
         let (listener, peer, stream) = block_on(connected_pair(client));
         let mut expected = numbered_lines(SPLIT_LINES);
         expected.extend_from_slice(b"after\n");

@@ -113,6 +113,23 @@ pub(crate) fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Runs `cargo build --quiet --release` of `packages` (each given as `-p NAME`) with the further
+/// `selection` (`--bins`, `--example NAME`, `--features LIST`, ...); returns the directory the
+/// release programs are in.
+pub(crate) fn build_release(
+    root: &Path,
+    packages: &[&str],
+    selection: &[&str],
+) -> Result<PathBuf, String> {
+    let mut args = vec!["build", "--quiet", "--release"];
+    for package in packages {
+        args.extend(["-p", package]);
+    }
+    args.extend_from_slice(selection);
+    cargo(root, &args)?;
+    Ok(target_dir(root).join("release"))
+}
+
 /// Builds `wsk-benches`' example `name` (release) and returns the path of its program.
 pub fn build_example(root: &Path, name: &str) -> Result<PathBuf, String> {
     cargo(
@@ -281,4 +298,13 @@ fn print_table(instructions: Option<&Figures>, times: Option<&Figures>) {
         "instr: callgrind instructions per step ({ITERATIONS} steps minus 0); ns: criterion's \
          estimate (its `time:` middle figure; the fastest round's with --rounds)"
     );
+}
+
+/// What the bench commands' tests share.
+#[cfg(test)]
+pub(crate) mod tests {
+    /// `args` as the owned strings a command's argument parser takes.
+    pub(crate) fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|&a| a.to_owned()).collect()
+    }
 }

@@ -49,7 +49,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bench::cargo;
+use crate::bench::build_release;
 use crate::callgrind::{self, Part};
 use crate::driver::target_dir;
 use crate::png::Canvas;
@@ -343,27 +343,15 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
 
 /// Builds every program (release).
 fn build(root: &Path) -> Result<Programs, String> {
-    cargo(
+    build_release(
         root,
-        &[
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "wsk-driver-example",
-            "-p",
-            "wsk-floor-driver",
-            "--bins",
-        ],
+        &["wsk-driver-example", "wsk-floor-driver"],
+        &["--bins"],
     )?;
-    cargo(
+    let release = build_release(
         root,
+        &["wsk-benches"],
         &[
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "wsk-benches",
             "--bin",
             "loadgen",
             "--example",
@@ -374,7 +362,6 @@ fn build(root: &Path) -> Result<Programs, String> {
             "echo_server_cost",
         ],
     )?;
-    let release = target_dir(root).join("release");
     let examples = release.join("examples");
     Ok(Programs {
         wskecho: release.join("wsk-driver-example"),

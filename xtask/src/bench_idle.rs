@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 
 use wsk_benches::idle;
 
-use crate::bench::cargo;
-use crate::driver::target_dir;
+use crate::bench::build_release;
 
 /// Idle connections by default: the figure.
 const DEFAULT_CONNECTIONS: usize = 1000;
@@ -250,33 +249,12 @@ pub(crate) fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
 
 /// Builds the three servers and the pool probe (release).
 fn build(root: &Path) -> Result<Programs, String> {
-    cargo(
+    build_release(root, &["wsk-driver-example", "wsk-floor-driver"], &[])?;
+    let release = build_release(
         root,
-        &[
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "wsk-driver-example",
-            "-p",
-            "wsk-floor-driver",
-        ],
+        &["wsk-benches"],
+        &["--example", "tokio_echo", "--example", "idle_pool"],
     )?;
-    cargo(
-        root,
-        &[
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "wsk-benches",
-            "--example",
-            "tokio_echo",
-            "--example",
-            "idle_pool",
-        ],
-    )?;
-    let release = target_dir(root).join("release");
     let examples = release.join("examples");
     Ok(Programs {
         wskecho: release.join("wsk-driver-example"),
@@ -333,6 +311,16 @@ pub(crate) struct Running {
 }
 
 impl Running {
+    /// Starts the server `command` (called `name` in the error) with its output discarded.
+    pub(crate) fn start_quiet(mut command: Command, name: &str) -> Result<Self, String> {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("could not start {name}: {e}"))?;
+        Ok(Self { child })
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit; fails unless the exit is clean (the
     /// drivers' host programs exit non-zero when the unload leaks or the verifier objects).
     /// `dies_of_sigterm`: the server has no SIGTERM handler (`tokio_echo`), so dying of the
@@ -376,13 +364,7 @@ fn rss_readings(
 ) -> Result<(u64, u64), String> {
     let name = server.name();
     let port = wsk_benches::load::free_loopback_port()?;
-    let child = programs
-        .server(server, port)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("could not start {name}: {e}"))?;
-    let running = Running { child };
+    let running = Running::start_quiet(programs.server(server, port), name)?;
     let pid = running.child.id();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     wait_listening(addr).map_err(|e| format!("{name}: {e}"))?;
@@ -437,10 +419,7 @@ pub(crate) fn describe_machine() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|&a| a.to_owned()).collect()
-    }
+    use crate::bench::tests::strings;
 
     #[test]
     fn flags_default_and_parse_and_bad_ones_are_errors() {

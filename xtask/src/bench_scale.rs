@@ -30,15 +30,14 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use wsk_benches::{closed_loop, idle, load};
 
-use crate::bench::cargo;
+use crate::bench::build_release;
 use crate::bench_echo_table::cpu_seconds;
 use crate::bench_idle::{Running, describe_machine, settled_rss, wait_listening};
-use crate::driver::target_dir;
 
 /// The echo driver's connection limit in its `scale` build (`wskecho::echo::MAX_CONNECTIONS`).
 const OURS_MAX_CONNECTIONS: usize = 12 * 1024;
@@ -310,31 +309,8 @@ fn table(results: &[Measured]) -> String {
 
 /// Builds the servers (release).
 fn build(root: &Path) -> Result<Programs, String> {
-    cargo(
-        root,
-        &[
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "wsk-driver-example",
-            "--features",
-            "scale",
-        ],
-    )?;
-    cargo(
-        root,
-        &[
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "wsk-benches",
-            "--example",
-            "tokio_echo",
-        ],
-    )?;
-    let release = target_dir(root).join("release");
+    build_release(root, &["wsk-driver-example"], &["--features", "scale"])?;
+    let release = build_release(root, &["wsk-benches"], &["--example", "tokio_echo"])?;
     Ok(Programs {
         wskecho: release.join("wsk-driver-example"),
         tokio_echo: release.join("examples").join("tokio_echo"),
@@ -351,13 +327,7 @@ fn measure(
 ) -> Result<Measured, String> {
     let name = server.name();
     let port = load::free_loopback_port()?;
-    let child = programs
-        .server(server, port)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("could not start {name}: {e}"))?;
-    let running = Running { child };
+    let running = Running::start_quiet(programs.server(server, port), name)?;
     let pid = running.child.id();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let context = |e: String| format!("{name} ({} idle, {} active): {e}", cell.idle, cell.active);
@@ -409,10 +379,7 @@ fn check_still_served(streams: &mut [TcpStream]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|&a| a.to_owned()).collect()
-    }
+    use crate::bench::tests::strings;
 
     #[test]
     fn default_cells_are_10_1000_10000_with_10_active_then_100_active() {

@@ -5,8 +5,10 @@
 pub mod chain;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use wsk_executor::{Budget, Runner, RunnerKind};
 use wsk_host::faults::{Completion, Faults};
 use wsk_host::testing;
 use wsk_host::{Config, Kernel, Provider};
@@ -146,4 +148,19 @@ pub async fn connected_pair(client: &WskClient) -> (TcpListener, std::net::TcpSt
     bounded(&peer);
     let (stream, _) = listener.accept().await.expect("accept");
     (listener, peer, stream)
+}
+
+/// Runners for the tests that spawn tasks: a runner cannot be restarted, so each boot takes
+/// a fresh one.
+static RUNNERS: [Runner; 16] = [const { Runner::new(Budget::DEFAULT) }; 16];
+static NEXT_RUNNER: AtomicUsize = AtomicUsize::new(0);
+
+/// A runner no scenario of this test binary has used yet, started on DPCs.
+pub fn fresh_runner() -> &'static Runner {
+    let index = NEXT_RUNNER.fetch_add(1, Ordering::Relaxed);
+    let runner = RUNNERS
+        .get(index)
+        .expect("a test used more runners than RUNNERS holds");
+    runner.start(RunnerKind::Dpc).expect("start runner");
+    runner
 }
