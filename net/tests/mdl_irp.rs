@@ -93,8 +93,8 @@ fn ioctl_irp(len: usize, fill: u8, completed: &Completed) -> (NonNull<IRP>, Opti
     let mut buffer = None;
     if len > 0 {
         // SAFETY: as above.
-        let data =
-            NonNull::new(unsafe { sys::allocate_nonpaged(len, TAG) }.cast::<u8>()).expect("pool");
+        let raw = unsafe { sys::allocate_nonpaged(len, TAG) };
+        let data = NonNull::new(raw.cast::<u8>()).expect("pool");
         // SAFETY: `len` fresh bytes we own.
         unsafe { data.as_ptr().write_bytes(fill, len) };
         // SAFETY: a live nonpaged block of `len` bytes, attached to our IRP.

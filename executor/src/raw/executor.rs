@@ -499,11 +499,10 @@ impl ExecutorCore {
             };
         };
         // Newly queued tasks go after the left-over ones: wake order.
-        // SAFETY: taken off our queue, so its links are ours.
-        let batch = self
-            .queue
-            .take_all()
-            .map(|newest| unsafe { Chain::from_newest(newest) });
+        let batch = self.queue.take_all().map(|newest| {
+            // SAFETY: taken off our queue, so its links are ours.
+            unsafe { Chain::from_newest(newest) }
+        });
         let work = match list {
             Some(list) => Some(list.then(batch)),
             None => batch,

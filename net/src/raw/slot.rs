@@ -178,9 +178,11 @@ impl Slot {
     #[inline]
     pub(super) unsafe fn park_params<P: Params>(&self, params: &mut Option<P>) {
         if let Some(params) = params.take() {
-            // SAFETY: the caller owns the cell (see above).
-            self.held
-                .with_mut(|cell| params.park(unsafe { &mut *cell }));
+            self.held.with_mut(|cell| {
+                // SAFETY: the caller owns the cell (see above).
+                let cell = unsafe { &mut *cell };
+                params.park(cell);
+            });
         }
     }
 
@@ -194,9 +196,11 @@ impl Slot {
         status: NTSTATUS,
         information: usize,
     ) -> P::Done {
-        // SAFETY: the caller owns the cell (see above).
-        self.held
-            .with_mut(|cell| P::take(unsafe { &mut *cell }, status, information))
+        self.held.with_mut(|cell| {
+            // SAFETY: the caller owns the cell (see above).
+            let cell = unsafe { &mut *cell };
+            P::take(cell, status, information)
+        })
     }
 
     /// Takes the held resources back, leaving nothing parked.

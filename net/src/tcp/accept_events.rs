@@ -441,8 +441,8 @@ fn cell_or_new<'a>(
         return Err(no_memory());
     };
     // SAFETY: nonpaged allocation at <= DISPATCH_LEVEL.
-    let mem =
-        unsafe { sys::allocate_nonpaged(size_of::<AcceptCell>(), ACCEPT_TAG) }.cast::<AcceptCell>();
+    let mem = unsafe { sys::allocate_nonpaged(size_of::<AcceptCell>(), ACCEPT_TAG) };
+    let mem = mem.cast::<AcceptCell>();
     if mem.is_null() {
         spares.free();
         indicated.free();

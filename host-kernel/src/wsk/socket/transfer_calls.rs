@@ -446,10 +446,10 @@ fn control_info_of(
     if !matches!(sock.host, super::Host::Udp(_)) {
         return Err(STATUS_NOT_SUPPORTED);
     }
+    let (control, control_length) = (control.cast::<u8>(), control_length as usize);
     // SAFETY: the client passes `control_length` readable bytes at `control` (checked
     // non-null by the caller), valid until the IRP completes.
-    let bytes =
-        unsafe { core::slice::from_raw_parts(control.cast::<u8>(), control_length as usize) };
+    let bytes = unsafe { core::slice::from_raw_parts(control, control_length) };
     let mut source = None;
     let mut at = 0;
     while at < bytes.len() {
