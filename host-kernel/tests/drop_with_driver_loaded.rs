@@ -63,9 +63,9 @@ unsafe extern "system" fn call_wsk_late(_: *mut KDPC, _: PVOID, _: PVOID, _: PVO
         Client: std::ptr::null_mut(),
         Dispatch: std::ptr::null(),
     };
+    let registration = STATE.registration.get();
     // SAFETY: the registration DriverEntry filled; DISPATCH_LEVEL with WSK_NO_WAIT.
-    let status =
-        unsafe { WskCaptureProviderNPI(STATE.registration.get(), WSK_NO_WAIT, &raw mut npi) };
+    let status = unsafe { WskCaptureProviderNPI(registration, WSK_NO_WAIT, &raw mut npi) };
     if status == STATUS_SUCCESS {
         // SAFETY: one release for the capture just made.
         unsafe { WskReleaseProviderNPI(STATE.registration.get()) };

@@ -133,7 +133,8 @@ fn check_and_set_state(
             seen
         })
     };
-    // As in `state_of`.
+    // As in `state_of`: an IRP used after IoFreeIrp
+    // (https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wdm/nf-wdm-iofreeirp).
     found.unwrap_or_else(|| {
         bugcheck(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",

@@ -95,11 +95,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_get_address_info(
     // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_get_address_info
     require_at_most(PASSIVE_LEVEL, "WskGetAddressInfo");
     // SAFETY: the client passes a live IRP with a provider stack location.
-    let (p, _, inline, mut out) =
-        match unsafe { begin("WskGetAddressInfo", core::ptr::null_mut(), client, irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { begin("WskGetAddressInfo", core::ptr::null_mut(), client, irp) };
+    let (p, _, inline, mut out) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     if let Some(status) = p.inject(WskOp::GetAddressInfo) {
         out.done(status, 0, 0);
         return p.finish(out, inline);
@@ -378,11 +378,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_get_name_info(
     // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_get_name_info
     require_at_most(PASSIVE_LEVEL, "WskGetNameInfo");
     // SAFETY: the client passes a live IRP with a provider stack location.
-    let (p, _, inline, mut out) =
-        match unsafe { begin("WskGetNameInfo", core::ptr::null_mut(), client, irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { begin("WskGetNameInfo", core::ptr::null_mut(), client, irp) };
+    let (p, _, inline, mut out) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     if let Some(status) = p.inject(WskOp::GetAddressInfo) {
         out.done(status, 0, 0);
         return p.finish(out, inline);

@@ -196,6 +196,8 @@ pub(super) fn indicate(p: &super::Provider, id: u64) {
             unsafe { child.handle.free() };
         }
         drop(st);
+        // https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_accept_event
+        // (return value: STATUS_SUCCESS or STATUS_REQUEST_NOT_ACCEPTED, nothing else).
         if status != STATUS_REQUEST_NOT_ACCEPTED {
             bugcheck(
                 "WSK_ACCEPT_EVENT_STATUS",

@@ -119,11 +119,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket(
     irp: *mut IRP,
 ) -> NTSTATUS {
     // SAFETY: the client passes a live IRP with a provider stack location.
-    let (p, _, inline, mut out) =
-        match unsafe { begin("WskSocket", core::ptr::null_mut(), client, irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { begin("WskSocket", core::ptr::null_mut(), client, irp) };
+    let (p, _, inline, mut out) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     if let Some(status) = p.inject(WskOp::Socket) {
         out.done(status, 0, 0);
         return p.finish(out, inline);
@@ -168,11 +168,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_socket_connect(
     irp: *mut IRP,
 ) -> NTSTATUS {
     // SAFETY: the client passes a live IRP with a provider stack location.
-    let (p, _, inline, mut out) =
-        match unsafe { begin("WskSocketConnect", core::ptr::null_mut(), client, irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { begin("WskSocketConnect", core::ptr::null_mut(), client, irp) };
+    let (p, _, inline, mut out) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     if let Some(status) = p.inject(WskOp::Connect) {
         out.done(status, 0, 0);
         return p.finish(out, inline);
@@ -292,11 +292,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_control_client(
         return STATUS_NOT_SUPPORTED;
     }
     // SAFETY: the client passes a live IRP with a provider stack location.
-    let (p, _, inline, mut out) =
-        match unsafe { begin("WskControlClient", core::ptr::null_mut(), client, irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { begin("WskControlClient", core::ptr::null_mut(), client, irp) };
+    let (p, _, inline, mut out) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     out.done(STATUS_NOT_SUPPORTED, 0, 0);
     p.finish(out, inline)
 }

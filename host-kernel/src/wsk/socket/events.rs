@@ -390,6 +390,7 @@ pub(super) fn enable_inherited(sock: &mut Sock, inherited: u32) {
 
 /// The verifier's rule that enabling events takes no IRP (see the module docs): called
 /// before the IRP is taken, so that the report leaves nothing held.
+/// <https://learn.microsoft.com/en-us/windows-hardware/drivers/network/so-wsk-event-callback>
 pub(super) fn refuse_enabling_with_irp(id: u64, mask: u32) {
     if mask & WSK_EVENT_DISABLE == 0 {
         bugcheck(
@@ -537,6 +538,7 @@ pub(super) fn take_released_at_close(st: &mut super::State, id: u64) -> bool {
 /// client did not release first is a leak, as a chain retained at `WskCloseSocket` is (it can
 /// never be released). `callback`: `WskReceiveEvent` or `WskReceiveFromEvent`. Called without
 /// the provider lock.
+/// <https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_release_data_indication_list>
 pub(super) fn report_retained_at_close(
     id: u64,
     status: NTSTATUS,
@@ -557,7 +559,10 @@ pub(super) fn report_retained_at_close(
 
 /// The verifier's report of a data indication's callback of socket `id` that returned
 /// `status`, none of the three it may (the indication freed by the caller). Called without
-/// the provider lock.
+/// the provider lock. The three: `PFN_WSK_RECEIVE_EVENT`'s return value
+/// (<https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_receive_event>)
+/// and `PFN_WSK_RECEIVE_FROM_EVENT`'s
+/// (<https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wsk/nc-wsk-pfn_wsk_receive_from_event>).
 pub(super) fn report_bad_status(id: u64, status: NTSTATUS, callback: &str) -> ! {
     bugcheck(
         "WSK_BAD_EVENT_STATUS",

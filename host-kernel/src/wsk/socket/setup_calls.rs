@@ -101,11 +101,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_close_socket(
         }
     }
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) =
-        match unsafe { begin("WskCloseSocket", socket, core::ptr::null_mut(), irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { begin("WskCloseSocket", socket, core::ptr::null_mut(), irp) };
+    let (p, id, inline, mut out) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     let mut st = p.lock();
     let Some(mut sock) = st.sockets.remove(&id) else {
         drop(st);
@@ -239,11 +239,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_control_socket(
             .unwrap_or_else(|| widen(control(sock, request, level, code, input, out_size)))
     } else {
         // SAFETY: the client passes its socket and a live IRP.
-        let (p, id, inline, mut out) =
-            match unsafe { begin("WskControlSocket", socket, core::ptr::null_mut(), irp) } {
-                Ok(started) => started,
-                Err(status) => return status,
-            };
+        let started = unsafe { begin("WskControlSocket", socket, core::ptr::null_mut(), irp) };
+        let (p, id, inline, mut out) = match started {
+            Ok(started) => started,
+            Err(status) => return status,
+        };
         let result = {
             locked_sock!(p, st, sock, id, "WskControlSocket");
             let result = options::control(sock, request, level, code, input_bytes, out_size)
@@ -323,11 +323,11 @@ unsafe fn set_event_callbacks(
         super::events::refuse_enabling_with_irp(id, control.EventMask);
     }
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) =
-        match unsafe { begin("WskControlSocket", socket, core::ptr::null_mut(), irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { begin("WskControlSocket", socket, core::ptr::null_mut(), irp) };
+    let (p, id, inline, mut out) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     locked_sock!(p, st, sock, id, "WskControlSocket");
     let status = super::events::set_event_callbacks(sock, control, true);
     if status == crate::STATUS_EVENT_PENDING {
@@ -472,11 +472,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_bind(
     // SAFETY: the client passes its socket; counted in progress until this call returns.
     let _call = unsafe { InCall::enter(socket, "WskBind", Some(WskOp::Bind)) };
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) =
-        match unsafe { begin("WskBind", socket, core::ptr::null_mut(), irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { begin("WskBind", socket, core::ptr::null_mut(), irp) };
+    let (p, id, inline, mut out) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     if let Some(status) = p.inject(WskOp::Bind) {
         out.done(status, 0, id);
         return p.finish(out, inline);
@@ -591,11 +591,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_accept(
     // SAFETY: the client passes its socket; counted in progress until this call returns.
     let _call = unsafe { InCall::enter(socket, "WskAccept", Some(WskOp::Accept)) };
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) =
-        match unsafe { begin("WskAccept", socket, core::ptr::null_mut(), irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { begin("WskAccept", socket, core::ptr::null_mut(), irp) };
+    let (p, id, inline, mut out) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     locked_sock!(p, st, sock, id, "WskAccept");
     if let Some(status) = p.inject(WskOp::Accept) {
         out.done(status, 0, id);
@@ -629,11 +629,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_connect(
     // SAFETY: the client passes its socket; counted in progress until this call returns.
     let _call = unsafe { InCall::enter(socket, "WskConnect", Some(WskOp::Connect)) };
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) =
-        match unsafe { begin("WskConnect", socket, core::ptr::null_mut(), irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { begin("WskConnect", socket, core::ptr::null_mut(), irp) };
+    let (p, id, inline, mut out) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     // SAFETY: the client passes a valid address or null.
     let remote = unsafe { crate::read_sockaddr_by_family(remote) };
     locked_sock!(p, st, sock, id, "WskConnect");
@@ -672,11 +672,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_inspect_complete(
     irp: *mut IRP,
 ) -> NTSTATUS {
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) =
-        match unsafe { begin("WskInspectComplete", socket, core::ptr::null_mut(), irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { begin("WskInspectComplete", socket, core::ptr::null_mut(), irp) };
+    let (p, id, inline, mut out) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     out.done(STATUS_NOT_SUPPORTED, 0, id);
     p.finish(out, inline)
 }

@@ -70,11 +70,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_send(
     irp: *mut IRP,
 ) -> NTSTATUS {
     // SAFETY: the client passes its socket, a valid WSK_BUF and a live IRP.
-    let (_call, segs, (p, id, inline, mut out)) =
-        match unsafe { start_transfer("WskSend", WskOp::Send, socket, buffer, irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { start_transfer("WskSend", WskOp::Send, socket, buffer, irp) };
+    let (_call, segs, (p, id, inline, mut out)) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     locked_sock!(p, st, sock, id, "WskSend");
     if let Some(status) = p.inject(WskOp::Send) {
         out.done(status, 0, id);
@@ -109,11 +109,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_receive(
     irp: *mut IRP,
 ) -> NTSTATUS {
     // SAFETY: the client passes its socket, a valid WSK_BUF and a live IRP.
-    let (_call, segs, (p, id, inline, mut out)) =
-        match unsafe { start_transfer("WskReceive", WskOp::Receive, socket, buffer, irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { start_transfer("WskReceive", WskOp::Receive, socket, buffer, irp) };
+    let (_call, segs, (p, id, inline, mut out)) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     locked_sock!(p, st, sock, id, "WskReceive");
     if let Some(status) = p.inject(WskOp::Receive) {
         out.done(status, 0, id);
@@ -165,11 +165,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_disconnect(
         unsafe { segments(buffer, "WskDisconnect") }
     };
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) =
-        match unsafe { begin("WskDisconnect", socket, core::ptr::null_mut(), irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { begin("WskDisconnect", socket, core::ptr::null_mut(), irp) };
+    let (p, id, inline, mut out) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     if !abortive {
         // SAFETY: `segments` accepted the WSK_BUF.
         p.hold(out.irp, unsafe { held_memory(buffer, &segs) });
@@ -249,11 +249,11 @@ pub(super) unsafe fn get_address(
         "WskGetLocalAddress"
     };
     // SAFETY: forwarded contract.
-    let (p, id, inline, mut out) =
-        match unsafe { begin(function, socket, core::ptr::null_mut(), irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { begin(function, socket, core::ptr::null_mut(), irp) };
+    let (p, id, inline, mut out) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     let result = {
         locked_sock!(p, st, sock, id, function);
         if addr.is_null() {
@@ -286,11 +286,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_to(
     irp: *mut IRP,
 ) -> NTSTATUS {
     // SAFETY: the client passes its socket, a valid WSK_BUF and a live IRP.
-    let (_call, segs, (p, id, inline, mut out)) =
-        match unsafe { start_transfer("WskSendTo", WskOp::SendTo, socket, buffer, irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { start_transfer("WskSendTo", WskOp::SendTo, socket, buffer, irp) };
+    let (_call, segs, (p, id, inline, mut out)) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     // SAFETY: the client passes a valid address or null.
     let remote = unsafe { crate::read_sockaddr_by_family(remote) };
     locked_sock!(p, st, sock, id, "WskSendTo");
@@ -381,11 +381,11 @@ pub(super) unsafe extern "system-unwind" fn wsk_send_messages(
         entry = unsafe { (*entry).Next };
     }
     // SAFETY: the client passes its socket and a live IRP.
-    let (p, id, inline, mut out) =
-        match unsafe { begin("WskSendMessages", socket, core::ptr::null_mut(), irp) } {
-            Ok(started) => started,
-            Err(status) => return status,
-        };
+    let started = unsafe { begin("WskSendMessages", socket, core::ptr::null_mut(), irp) };
+    let (p, id, inline, mut out) = match started {
+        Ok(started) => started,
+        Err(status) => return status,
+    };
     p.hold(out.irp, held);
     // SAFETY: the client passes a valid address or null.
     let remote = unsafe { crate::read_sockaddr_by_family(remote) };
