@@ -355,11 +355,6 @@ pub(crate) struct Transfer {
 }
 
 impl Transfer {
-    /// `WskSend` of `len` bytes of `buf` from `offset`, with `flags`.
-    pub(crate) fn send(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Self {
-        Self::new(buf, offset, len, flags, false)
-    }
-
     /// `WskReceive` into `len` bytes of `buf` from `offset`, with `flags`.
     pub(crate) fn receive(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Self {
         Self::new(buf, offset, len, flags, true)
