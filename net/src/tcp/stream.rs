@@ -13,7 +13,7 @@ use crate::addr::wildcard_like;
 use crate::buf::IoBuf;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, Chunk, CloseMode, Held, Op, Request, SEND, StreamIo, TransferDone};
+use crate::raw::{CTL, Call, Chunk, CloseMode, Held, Op, Request, StreamIo, TransferDone};
 use crate::socket::{self, BindOptions, Handle, check};
 use crate::time::{Operation, Target};
 
@@ -236,11 +236,9 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub fn send(
-        &self,
-        buf: IoBuf,
-    ) -> Operation<'_, impl Future<Output = (Result<usize>, IoBuf)> + '_> {
-        self.operation(SEND, "send", self.send_flags(buf, 0))
+    #[must_use = "a send does nothing unless awaited (dropping it cancels it)"]
+    pub fn send(&self, buf: IoBuf) -> SendAll<'_> {
+        self.send_flags(buf, 0)
     }
 
     /// [`TcpStream::send`] with `WSK_FLAG_NODELAY`: no coalescing delay for this send.
@@ -257,11 +255,9 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub fn send_nodelay(
-        &self,
-        buf: IoBuf,
-    ) -> Operation<'_, impl Future<Output = (Result<usize>, IoBuf)> + '_> {
-        self.operation(SEND, "send", self.send_flags(buf, sys::WSK_FLAG_NODELAY))
+    #[must_use = "a send does nothing unless awaited (dropping it cancels it)"]
+    pub fn send_nodelay(&self, buf: IoBuf) -> SendAll<'_> {
+        self.send_flags(buf, sys::WSK_FLAG_NODELAY)
     }
 
     /// The future of a send with `flags`: refused at once after a disconnect, `Ok(0)` for an
@@ -805,10 +801,17 @@ impl Future for Recv<'_> {
     }
 }
 
-/// The future of [`TcpStream::send`] and [`TcpStream::send_nodelay`] inside their
-/// [`Operation`]: one `WskSend` of the whole buffer, the buffer back. Written by hand rather
-/// than as an `async fn`, so that the send's state is one small struct polled in place.
-struct SendAll<'a> {
+/// The future of [`TcpStream::send`] and [`TcpStream::send_nodelay`]: one `WskSend` of the
+/// whole buffer, the buffer back. [`SendAll::cancel`] asks WSK to stop; the future still
+/// returns the buffer, and [`timeout`](crate::timeout) bounds it without losing the buffer.
+///
+/// Dropping it before completion cancels the send and frees the buffer once WSK has let go of
+/// it. Do not poll it again after it returned: it stays pending. Written by hand rather than
+/// as an `async fn`, so that the send's state is one small struct polled in place.
+///
+/// # IRQL
+/// Poll and drop at <= `DISPATCH_LEVEL`.
+pub struct SendAll<'a> {
     /// The send; one decided before reaching WSK is never issued and only keeps the buffer.
     /// Kept after completion, as [`Recv`]'s.
     op: StreamIo<'a, false>,
@@ -817,6 +820,34 @@ struct SendAll<'a> {
     early: Option<Result<usize>>,
     /// The bytes sent: all of the buffer, or the send failed.
     len: usize,
+}
+
+impl SendAll<'_> {
+    /// Requests cancellation of the send in flight (`IoCancelIrp`); keep polling to get the
+    /// buffer back (the result is then `Cancelled`, or the send's own result if it won the
+    /// race). Before the send reaches WSK it never will: its next poll returns `Cancelled`
+    /// with the buffer.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// let send = core::pin::pin!(stream.send(wsk_net::IoBuf::from_slice(b"hello")?));
+    /// send.cancel(); // before the first poll: it never reaches WSK
+    /// let (sent, _buf) = send.await;
+    /// assert_eq!(sent.unwrap_err().kind(), wsk_net::ErrorKind::Cancelled);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL`.
+    pub fn cancel(&self) {
+        self.op.cancel();
+    }
+
+    /// Closes the stream's socket at once (no closing disconnect), which completes the send:
+    /// a deadline's escalation where the provider ignores the cancel.
+    pub(crate) fn close_socket(&self) {
+        self.op.close_socket();
+    }
 }
 
 impl Future for SendAll<'_> {
