@@ -716,7 +716,28 @@ impl Buffers {
     /// next receive (if one can be had); a bulk one whose receive would have fitted the
     /// small one goes back to the spares, so the connection's next receive, which may wait
     /// for a long time, holds only the small one.
+    #[expect(
+        clippy::inline_always,
+        reason = "once per message: the common case (a small message back in the small buffer) is two stores, not a call"
+    )]
+    #[inline(always)]
     fn put_back(&mut self, buf: IoBuf, received: usize) {
+        if buf.capacity() == BUFFER_SIZE || received == SMALL_BUFFER_SIZE {
+            self.put_back_switching(buf, received);
+            return;
+        }
+        // The small buffer is out (it was lent): nothing to drop in its place, and no drop
+        // code for the common case (an assignment would emit it).
+        if let Some(unexpected) = self.small.replace(buf) {
+            drop_unexpected(unexpected);
+        }
+    }
+
+    /// [`Buffers::put_back`]'s rare cases: a bulk buffer back, or a small one the receive
+    /// filled (which borrows a bulk one for the next receive).
+    #[cold]
+    #[inline(never)]
+    fn put_back_switching(&mut self, buf: IoBuf, received: usize) {
         if buf.capacity() == BUFFER_SIZE {
             if received > SMALL_BUFFER_SIZE {
                 self.bulk = Some(buf);
@@ -738,6 +759,15 @@ impl Drop for Buffers {
             give_back_buffer(bulk);
         }
     }
+}
+
+/// Frees a small buffer found in place when the lent one came back: never expected (the
+/// small buffer is out while a receive or send holds it).
+#[cold]
+#[inline(never)]
+fn drop_unexpected(buf: IoBuf) {
+    debug_assert!(false, "two small buffers for one connection");
+    drop(buf);
 }
 
 /// Bulk buffers of connections that went idle, for the next connection that has data: an
