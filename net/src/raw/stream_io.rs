@@ -114,7 +114,8 @@ pub(crate) type StreamDone = (Result<(NTSTATUS, usize), Error>, IoBuf);
 
 /// One send (`RECEIVE` false, the send slot) or receive (`RECEIVE` true, the receive slot)
 /// on a connected stream: the lean path (module docs). Issued at its first poll; polled in
-/// place by the futures that hold it (`Recv`, `SendAll`), never moved while in flight.
+/// place by the futures that hold it (`Recv`, `SendAll`). Nothing WSK sees lives in it (the
+/// slot's cell holds the buffer and the `WSK_BUF`), so it needs no pinning of its own.
 pub(crate) struct StreamIo<'a, const RECEIVE: bool> {
     /// The stream's socket object (its handle outlives this borrow).
     inner: &'a SocketInner,
