@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 use core::fmt;
+use core::future::Future;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
@@ -618,42 +619,78 @@ async fn serve(stream: TcpStream, live: Live, idle_timeout: Option<Duration>, ev
         small: Some(small),
         bulk: None,
     };
+    // One loop per case, chosen once: a connection without an idle timeout builds no
+    // deadline, and tests for none, per message.
+    let end = match idle_timeout {
+        None => echo_messages(&stream, &mut buffers, TcpStream::recv).await,
+        // Cancelled through WSK at the deadline, buffer kept; where the cancel is ignored
+        // (Wine) the deadline closes the socket a grace period later (`wsk::net::timeout`).
+        Some(limit) => {
+            echo_messages(&stream, &mut buffers, |stream, buf| {
+                wsk::net::timeout(limit, stream.recv(buf))
+            })
+            .await
+        }
+    };
+    drop(buffers);
+    match end {
+        End::PeerClosed => finish(stream).await,
+        End::Idle => {
+            note_idle_close(idle_timeout.unwrap_or_default());
+            // A graceful close, bounded by the stream's close limit.
+            stream.close().await;
+        }
+        // Reset or aborted by the peer, or a send failed: nothing left to say.
+        End::Failed => stream.close().await,
+    }
+}
+
+/// How a connection's echo loop ([`echo_messages`]) ended.
+enum End {
+    /// The peer sent FIN: disconnect gracefully, then close.
+    PeerClosed,
+    /// Nothing arrived within the idle timeout.
+    Idle,
+    /// A receive or send failed.
+    Failed,
+}
+
+/// Echoes each message `receive` gets back to the peer until the peer closes, stays silent
+/// past a deadline `receive` applies (`TimedOut`), or an operation fails. The buffers are
+/// back in `buffers` when it returns.
+async fn echo_messages<'s, R>(
+    stream: &'s TcpStream,
+    buffers: &mut Buffers,
+    receive: impl Fn(&'s TcpStream, IoBuf) -> R,
+) -> End
+where
+    R: Future<Output = (wsk::Result<usize>, IoBuf)>,
+{
     // Both buffers are back in `buffers` after each round, so there always is one.
     while let Some(buf) = buffers.for_receive() {
-        let (received, buf) = match idle_timeout {
-            None => stream.recv(buf).await,
-            // Cancelled through WSK at the deadline, buffer kept; where the cancel is ignored
-            // (Wine) the deadline closes the socket a grace period later (`wsk::net::timeout`).
-            Some(limit) => wsk::net::timeout(limit, stream.recv(buf)).await,
-        };
+        let (received, buf) = receive(stream, buf).await;
         let received = match received {
             Ok(0) => {
                 buffers.put_back(buf, 0);
-                break;
+                return End::PeerClosed;
             }
             Ok(received) => received,
-            Err(e) if e.kind() == ErrorKind::TimedOut => {
+            Err(e) => {
                 buffers.put_back(buf, 0);
-                note_idle_close(idle_timeout.unwrap_or_default());
-                // A graceful close, bounded by the stream's close limit.
-                stream.close().await;
-                return;
-            }
-            Err(_) => {
-                buffers.put_back(buf, 0);
-                // Reset or aborted by the peer: nothing left to say.
-                stream.close().await;
-                return;
+                return if e.kind() == ErrorKind::TimedOut {
+                    End::Idle
+                } else {
+                    End::Failed
+                };
             }
         };
         let (sent, buf) = stream.send(buf).await;
         buffers.put_back(buf, received);
         if sent.is_err() {
-            stream.close().await;
-            return;
+            return End::Failed;
         }
     }
-    finish(stream).await;
+    End::PeerClosed
 }
 
 /// A receive-IRP connection's buffers: its own small one, which an idle connection's posted
@@ -679,7 +716,28 @@ impl Buffers {
     /// next receive (if one can be had); a bulk one whose receive would have fitted the
     /// small one goes back to the spares, so the connection's next receive, which may wait
     /// for a long time, holds only the small one.
+    #[expect(
+        clippy::inline_always,
+        reason = "once per message: the common case (a small message back in the small buffer) is two stores, not a call"
+    )]
+    #[inline(always)]
     fn put_back(&mut self, buf: IoBuf, received: usize) {
+        if buf.capacity() == BUFFER_SIZE || received == SMALL_BUFFER_SIZE {
+            self.put_back_switching(buf, received);
+            return;
+        }
+        // The small buffer is out (it was lent): nothing to drop in its place, and no drop
+        // code for the common case (an assignment would emit it).
+        if let Some(unexpected) = self.small.replace(buf) {
+            drop_unexpected(unexpected);
+        }
+    }
+
+    /// [`Buffers::put_back`]'s rare cases: a bulk buffer back, or a small one the receive
+    /// filled (which borrows a bulk one for the next receive).
+    #[cold]
+    #[inline(never)]
+    fn put_back_switching(&mut self, buf: IoBuf, received: usize) {
         if buf.capacity() == BUFFER_SIZE {
             if received > SMALL_BUFFER_SIZE {
                 self.bulk = Some(buf);
@@ -701,6 +759,15 @@ impl Drop for Buffers {
             give_back_buffer(bulk);
         }
     }
+}
+
+/// Frees a small buffer found in place when the lent one came back: never expected (the
+/// small buffer is out while a receive or send holds it).
+#[cold]
+#[inline(never)]
+fn drop_unexpected(buf: IoBuf) {
+    debug_assert!(false, "two small buffers for one connection");
+    drop(buf);
 }
 
 /// Bulk buffers of connections that went idle, for the next connection that has data: an

@@ -192,7 +192,7 @@ pub use tcp::{
     Indicated, RETAINED_MAX, RecvEvents, SendBacklogChanged,
 };
 pub use tcp::{
-    Accept, Disconnect, Incoming, Recv, TcpListener, TcpReadHalf, TcpStream, TcpWriteHalf,
+    Accept, Disconnect, Incoming, Recv, SendAll, TcpListener, TcpReadHalf, TcpStream, TcpWriteHalf,
 };
 #[cfg(not(loom))]
 pub use time::{CANCEL_GRACE, WithTimeout, timeout};

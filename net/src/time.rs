@@ -18,7 +18,7 @@ use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 use crate::raw::SocketInner;
 use crate::socket::SocketRef;
-use crate::tcp::{Accept, Recv, TcpStream};
+use crate::tcp::{Accept, Recv, SendAll, TcpStream};
 
 /// How long [`timeout`] waits for a cancelled operation to complete before escalating: a
 /// provider that honours `IoCancelIrp` completes it within microseconds; Wine 8.0 never does
@@ -42,8 +42,8 @@ pub enum Escalation<T> {
 }
 
 /// An operation that can be asked to stop early and then still completes: what [`timeout`]
-/// needs. Implemented by every socket operation: [`Recv`], [`Accept`], and [`Operation`]
-/// (send, connect, disconnect, bind, addresses, options, UDP, resolve).
+/// needs. Implemented by every socket operation: [`Recv`], [`SendAll`], [`Accept`], and
+/// [`Operation`] (connect, disconnect, bind, addresses, options, UDP, resolve).
 ///
 /// ```no_run
 /// use wsk_net::Cancellable;
@@ -99,6 +99,22 @@ impl Cancellable for Recv<'_> {
     }
 
     fn escalate(self: Pin<&mut Self>) -> Escalation<Self::Output> {
+        self.as_ref().get_ref().close_socket();
+        Escalation::KeepWaiting
+    }
+}
+
+impl Cancellable for SendAll<'_> {
+    fn request_cancel(self: Pin<&mut Self>) {
+        self.as_ref().get_ref().cancel();
+    }
+
+    fn timed_out(output: (Result<usize>, IoBuf)) -> (Result<usize>, IoBuf) {
+        output.timed_out()
+    }
+
+    fn escalate(self: Pin<&mut Self>) -> Escalation<Self::Output> {
+        // The buffer comes back only with the completion, which the close forces.
         self.as_ref().get_ref().close_socket();
         Escalation::KeepWaiting
     }
@@ -170,17 +186,16 @@ impl<T> TimedOutput for (Result<T>, IoBuf) {
     }
 }
 
-/// The future of a socket operation (send, connect, disconnect, bind, addresses, options,
-/// UDP send and receive, resolve): its output is the operation's, and it is [`Cancellable`],
+/// The future of a socket operation (connect, disconnect, bind, addresses, options, UDP send
+/// and receive, resolve): its output is the operation's, and it is [`Cancellable`],
 /// so [`timeout`] bounds it without losing the buffer. Await it like any future.
 ///
 /// ```no_run
 /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
 /// use core::time::Duration;
-/// let reply = wsk_net::IoBuf::from_slice(b"hello")?;
-/// let (sent, reply) = wsk_net::timeout(Duration::from_secs(2), stream.send(reply)).await;
-/// sent?; // `TimedOut` if the peer did not take it in time; `reply` is back either way
-/// # let _ = reply;
+/// // `TimedOut` if the provider did not answer in time.
+/// let local = wsk_net::timeout(Duration::from_secs(2), stream.local_addr()).await?;
+/// # let _ = local;
 /// # Ok(()) }
 /// ```
 ///

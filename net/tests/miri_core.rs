@@ -229,6 +229,18 @@ fn cancel_gives_cancelled_and_the_buffer_back_before_and_after_the_first_poll() 
             let (n, buf) = far.recv_exact(buf, 4).await;
             assert_eq!(n.expect("recv"), 4);
             assert_eq!(&buf[..], b"kept");
+            // A send cancelled before it reached WSK: nothing goes out, the buffer comes
+            // back whole, and the next send is the one the peer reads.
+            let cancelled = near.send(IoBuf::from_slice(b"dropped").unwrap());
+            cancelled.cancel();
+            let (sent, unsent) = cancelled.await;
+            assert_eq!(sent.unwrap_err().kind(), ErrorKind::Cancelled);
+            assert_eq!(&unsent[..], b"dropped", "the buffer comes back unchanged");
+            let (sent, _) = near.send(IoBuf::from_slice(b"next").unwrap()).await;
+            assert_eq!(sent.expect("send"), 4);
+            let (n, buf) = far.recv_exact(buf, 4).await;
+            assert_eq!(n.expect("recv"), 4);
+            assert_eq!(&buf[..], b"next");
             // An accept, cancelled in flight.
             let accepted = {
                 let mut accept = pin!(listener.accept());

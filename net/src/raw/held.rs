@@ -1,6 +1,7 @@
 //! What an operation hands to WSK and gets back: the [`Held`] resources parked in the slot
 //! while the IRP is in flight, the [`Params`] an operation parks there ([`Held`] whole, or
-//! the small [`Transfer`] of a TCP send or receive, written into the cell field by field),
+//! the small [`Transfer`] of a TCP receive through the general operation (`recv_append`;
+//! plain sends and receives take `super::stream_io`), written into the cell field by field),
 //! the [`Call`] an issue function receives, and the results ([`Completed`],
 //! [`TransferDone`], [`Refused`]).
 
@@ -294,7 +295,8 @@ pub(crate) struct Names {
 /// [`Params::take`] must leave it so.
 ///
 /// [`Held`] itself parks whole (every operation can use it); [`Transfer`] parks only what a
-/// TCP send or receive needs, so that the ~200-byte `Held` is never moved through the futures
+/// TCP receive needs (`recv_append`; plain sends and receives take the lean path,
+/// `super::stream_io`), so that the ~200-byte `Held` is never moved through the futures
 /// of the hot path (each move is a copy of all of it).
 pub(crate) trait Params: Sized {
     /// What a completed operation returns.
@@ -337,9 +339,9 @@ impl Params for Held {
     }
 }
 
-/// A TCP send or receive of `len` bytes of `buf` from `offset`: what [`Params`] parks of it
-/// (the request, the buffer and its `WSK_BUF`), built without a [`Held`], and smaller than a
-/// [`Request`] with it (every move of it is a copy).
+/// A TCP receive of `len` bytes into `buf` from `offset` (`recv_append`): what [`Params`] parks
+/// of it (the request, the buffer and its `WSK_BUF`), built without a [`Held`], and smaller
+/// than a [`Request`] with it (every move of it is a copy).
 pub(crate) struct Transfer {
     /// The data buffer.
     pub buf: IoBuf,
@@ -355,11 +357,6 @@ pub(crate) struct Transfer {
 }
 
 impl Transfer {
-    /// `WskSend` of `len` bytes of `buf` from `offset`, with `flags`.
-    pub(crate) fn send(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Self {
-        Self::new(buf, offset, len, flags, false)
-    }
-
     /// `WskReceive` into `len` bytes of `buf` from `offset`, with `flags`.
     pub(crate) fn receive(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Self {
         Self::new(buf, offset, len, flags, true)

@@ -18,6 +18,8 @@
 //! - a graceful closing disconnect and its bound's timer: exactly one of them closes the
 //!   socket, the timer's reference is released exactly once, and a disconnect that never
 //!   completes is still closed by the timer;
+//! - the lean stream path (`stream_io.rs`), refused by the call gate alone, never calls WSK
+//!   after `WskCloseSocket` and gets its buffer back once, whether it or the close wins;
 //! - a socket object is freed exactly once, after its last reference, never while it is still
 //!   in the client's list and never used after that (the use-after-free of an abandoned
 //!   accept's socket).
@@ -634,5 +636,145 @@ fn loom_split_halves_close_once_from_the_last_drop() {
         other.join().unwrap();
         assert_eq!(closes.load(SeqCst), 1, "closed exactly once");
         assert!(freed.load(SeqCst), "freed after both halves");
+    });
+}
+
+/// A connected stream as the lean path (`stream_io.rs`) and a close on another processor
+/// drive it: the real flags, call gate, reference count and receive slot state; the
+/// provider's list of pending IRPs as a loom mutex.
+struct ModelStream {
+    refs: RefCount,
+    flags: SocketFlags,
+    calls: CallGate,
+    recv: ModelSlot,
+    /// The receive IRP is pending in the provider (the close completes it).
+    at_provider: Mutex<bool>,
+    /// A WSK call on the socket is in progress.
+    in_call: AtomicBool,
+    /// `WskCloseSocket` went out.
+    closed: AtomicBool,
+    closes: AtomicUsize,
+    /// The receive's buffer came back to the future (refused, or with the completion).
+    buffers_back: AtomicUsize,
+    freed: AtomicBool,
+}
+
+impl ModelStream {
+    fn open() -> Arc<Self> {
+        let stream = Arc::new(Self {
+            refs: RefCount::one(),
+            flags: SocketFlags::new(),
+            calls: CallGate::new(),
+            recv: ModelSlot::new(),
+            at_provider: Mutex::new(false),
+            in_call: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            closes: AtomicUsize::new(0),
+            buffers_back: AtomicUsize::new(0),
+            freed: AtomicBool::new(false),
+        });
+        // A stream's handle exists only once connect or accept adopted the WSK socket.
+        assert_eq!(stream.flags.mark_open(), AfterOpen::Open);
+        stream
+    }
+
+    /// `SocketInner::release`.
+    fn release(&self) {
+        assert!(
+            !self.freed.load(SeqCst),
+            "reference released after the free"
+        );
+        if self.refs.release() == Released::Last {
+            assert!(
+                self.recv.state.is_free(),
+                "freed with a receive in its slot"
+            );
+            self.freed.store(true, SeqCst);
+        }
+    }
+
+    /// `WskCloseSocket`, completed inline: the provider completes the pending receive
+    /// (cancelled) and the routine drops its in-flight reference.
+    fn issue_close(&self) {
+        assert!(
+            !self.in_call.load(SeqCst),
+            "WskCloseSocket while a call is in progress"
+        );
+        self.closed.store(true, SeqCst);
+        self.closes.fetch_add(1, SeqCst);
+        let pending = core::mem::take(&mut *self.at_provider.lock().unwrap());
+        if pending {
+            self.recv.on_complete();
+            self.release();
+        }
+    }
+
+    /// `SocketInner::start_close` (a handle's drop, `close_now`, deregistration).
+    fn start_close(&self) {
+        if self.flags.start_close() == StartClose::RequestClose
+            && self.calls.request_close() == CloseNow::Issue
+        {
+            self.issue_close();
+        }
+    }
+
+    /// `StreamIo::issue` then its polls until the completion: claim, the call gate (the only
+    /// closing check of the lean path), park, the in-flight reference, pending, the WSK call,
+    /// leave; then take the result and recycle.
+    fn receive(&self) {
+        assert_eq!(self.recv.state.claim(), Claim::Claimed);
+        if !self.calls.enter() {
+            // Refused (`InvalidState`): the slot back, the buffer back, WSK untouched.
+            self.recv.state.release();
+            self.buffers_back.fetch_add(1, SeqCst);
+            return;
+        }
+        // SAFETY: claimed and not pending: the issuer owns the cell.
+        self.recv.held.with_mut(|held| unsafe { *held = Some(1) });
+        self.refs.add();
+        self.recv.state.mark_pending();
+        self.in_call.store(true, SeqCst);
+        assert!(!self.closed.load(SeqCst), "a WSK call after WskCloseSocket");
+        *self.at_provider.lock().unwrap() = true;
+        self.in_call.store(false, SeqCst);
+        if self.calls.leave() == CloseNow::Issue {
+            self.issue_close();
+        }
+        // The future is polled until the completion (the close completes the receive).
+        let seen = loop {
+            if let Some(seen) = self.recv.state.poll_done() {
+                break seen;
+            }
+            thread::yield_now();
+        };
+        // SAFETY: DONE seen by the owner: WSK is finished with the cell.
+        let held = self.recv.held.with_mut(|held| unsafe { (*held).take() });
+        assert_eq!(held, Some(2), "the buffer back after WSK wrote it, once");
+        self.buffers_back.fetch_add(1, SeqCst);
+        self.recv.state.wait_out_canceller();
+        self.recv.state.recycle(seen);
+    }
+}
+
+/// The lean stream path relies on the call gate alone to refuse a closing socket: a receive
+/// issued while the stream is closed on another processor either enters the gate first (its
+/// call goes out, `WskCloseSocket` follows it and completes the receive) or is refused without
+/// touching WSK. The close goes out once, never during the call; the buffer comes back once;
+/// the object is freed once, after the receive's reference.
+#[test]
+fn loom_stream_issue_races_a_close() {
+    loom::model(|| {
+        let stream = ModelStream::open();
+        let closer = {
+            let stream = stream.clone();
+            thread::spawn(move || stream.start_close())
+        };
+        stream.receive();
+        closer.join().unwrap();
+        assert_eq!(stream.closes.load(SeqCst), 1, "closed exactly once");
+        assert_eq!(stream.buffers_back.load(SeqCst), 1, "the buffer back once");
+        // The handle's reference, dropped last.
+        stream.release();
+        assert!(stream.freed.load(SeqCst), "the socket object leaked");
     });
 }

@@ -25,7 +25,8 @@
 //! Modules: `state` (the state words and their transitions, no kernel calls: what the loom
 //! models in `loom_tests` drive), `request` (the WSK calls an operation can make, and the one
 //! dispatch to them), `held` (what an operation hands to WSK), `slot` (a slot's IRP, the
-//! completion routine and the finishing of orphans), `op` (the operation future); this file
+//! completion routine and the finishing of orphans), `op` (the operation future),
+//! `stream_io` (the lean path of a connected stream's send and receive); this file
 //! holds the socket object itself.
 
 use core::ptr::{self, NonNull};
@@ -44,6 +45,7 @@ mod op;
 mod request;
 mod slot;
 mod state;
+mod stream_io;
 
 pub(crate) use held::{Call, Completed, Held, Refused, Transfer, TransferDone};
 pub(crate) use op::Op;
@@ -53,6 +55,7 @@ use state::{
     AfterArm, AfterCancel, AfterLinger, AfterOpen, BeginCancel, CallGate, CloseNow, LingerState,
     RefCount, Released, SocketFlags, StartClose,
 };
+pub(crate) use stream_io::{Chunk, StreamIo};
 
 /// Pool tag of socket objects (`WskS`).
 const SOCKET_TAG: u32 = sys::pool_tag(*b"WskS");

@@ -94,22 +94,6 @@ impl<'a, P: Params> Op<'a, P> {
         self.inner.close_now();
     }
 
-    /// Issues the operation again at its next poll, with `held` (a continuation, such as the
-    /// rest of a `WAITALL` receive the provider completed short). Only after it completed.
-    pub(crate) fn reissue(&mut self, held: P) {
-        debug_assert!(!self.in_flight, "reissue of an operation in flight");
-        self.issue = Some(held);
-    }
-
-    /// Takes back the parameters of an operation that was never issued (a future decided
-    /// before reaching WSK keeps its buffer here); `None` once issued.
-    pub(crate) fn take_unissued(&mut self) -> Option<P> {
-        if self.in_flight {
-            return None;
-        }
-        self.issue.take()
-    }
-
     fn slot(&self) -> &'a Slot {
         self.slot
     }

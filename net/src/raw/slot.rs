@@ -203,6 +203,14 @@ impl Slot {
         })
     }
 
+    /// The held cell's address, for the stream path (`super::stream_io`), which writes and
+    /// reads its few fields in place. Using it is governed by the slot protocol: only the
+    /// slot's owner, while it owns the cell (claimed and not pending, or `DONE`).
+    #[inline]
+    pub(super) fn held_cell(&self) -> *mut Held {
+        self.held.with_mut(|cell| cell)
+    }
+
     /// Takes the held resources back, leaving nothing parked.
     ///
     /// # Safety
@@ -342,7 +350,7 @@ pub(super) fn start_request(
     reason = "the hot path of every send and receive: a call costs a frame"
 )]
 #[inline(always)]
-fn set_completion_routine(inner: &SocketInner, slot: &Slot) -> NTSTATUS {
+pub(super) fn set_completion_routine(inner: &SocketInner, slot: &Slot) -> NTSTATUS {
     let context: PVOID = ptr::from_ref(slot).cast_mut().cast();
     // SAFETY: the client outlives its sockets.
     if let Some(device) = unsafe { inner.client.as_ref() }.completion_device() {

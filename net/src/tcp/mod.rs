@@ -26,5 +26,5 @@ pub(crate) use mdl::take_mdl;
 pub use send_backlog::SendBacklogChanged;
 pub(crate) use split::socket_of;
 pub use split::{TcpReadHalf, TcpWriteHalf};
-pub use stream::{Disconnect, Recv, TcpStream};
+pub use stream::{Disconnect, Recv, SendAll, TcpStream};
 pub(crate) use stream::{issue_connect, issue_disconnect, issue_receive, issue_send, take_buf};

@@ -13,7 +13,7 @@ use crate::addr::wildcard_like;
 use crate::buf::IoBuf;
 use crate::client::WskClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{CTL, Call, CloseMode, Held, Op, RECV, Request, SEND, Transfer, TransferDone};
+use crate::raw::{CTL, Call, Chunk, CloseMode, Held, Op, Request, StreamIo, TransferDone};
 use crate::socket::{self, BindOptions, Handle, check};
 use crate::time::{Operation, Target};
 
@@ -236,11 +236,9 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub fn send(
-        &self,
-        buf: IoBuf,
-    ) -> Operation<'_, impl Future<Output = (Result<usize>, IoBuf)> + '_> {
-        self.operation(SEND, "send", self.send_flags(buf, 0))
+    #[must_use = "a send does nothing unless awaited (dropping it cancels it)"]
+    pub fn send(&self, buf: IoBuf) -> SendAll<'_> {
+        self.send_flags(buf, 0)
     }
 
     /// [`TcpStream::send`] with `WSK_FLAG_NODELAY`: no coalescing delay for this send.
@@ -257,11 +255,9 @@ impl TcpStream {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub fn send_nodelay(
-        &self,
-        buf: IoBuf,
-    ) -> Operation<'_, impl Future<Output = (Result<usize>, IoBuf)> + '_> {
-        self.operation(SEND, "send", self.send_flags(buf, sys::WSK_FLAG_NODELAY))
+    #[must_use = "a send does nothing unless awaited (dropping it cancels it)"]
+    pub fn send_nodelay(&self, buf: IoBuf) -> SendAll<'_> {
+        self.send_flags(buf, sys::WSK_FLAG_NODELAY)
     }
 
     /// The future of a send with `flags`: refused at once after a disconnect, `Ok(0)` for an
@@ -277,7 +273,7 @@ impl TcpStream {
         };
         let len = buf.len();
         SendAll {
-            op: Op::new(inner, SEND, Transfer::send(buf, 0, len, flags)),
+            op: StreamIo::new(inner, Chunk::new(buf, 0, len, flags)),
             early,
             len,
         }
@@ -356,7 +352,7 @@ impl TcpStream {
         };
         // A refused receive's operation is never issued: it only keeps the buffer.
         Recv {
-            op: Op::new(inner, RECV, receive_held(buf, 0, len, flags)),
+            op: StreamIo::new(inner, Chunk::new(buf, 0, len, flags)),
             early,
             exact,
             got: 0,
@@ -671,11 +667,6 @@ impl TcpStream {
     }
 }
 
-/// What a `WskReceive` of `len` bytes into `buf` from `offset` holds.
-fn receive_held(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Transfer {
-    Transfer::receive(buf, offset, len, flags)
-}
-
 /// The buffer of a [`Held`] transfer (the closing `disconnect_with`); every one is built with
 /// one (`Held::with_buf`) and the slot machinery hands `Held` back whole.
 fn take_held_buf(held: &mut Held) -> IoBuf {
@@ -684,8 +675,8 @@ fn take_held_buf(held: &mut Held) -> IoBuf {
         .expect("transfer operations always carry their buffer")
 }
 
-/// The buffer a transfer was given back; every [`Transfer`] carries one, and the slot
-/// machinery hands it back whole.
+/// The buffer a transfer was given back (`RecvAppend`'s general operation); every
+/// [`Transfer`](crate::raw::Transfer) carries one, and the slot machinery hands it back whole.
 pub(crate) fn take_buf(done: TransferDone) -> IoBuf {
     done.buf
         .expect("transfer operations always carry their buffer")
@@ -705,7 +696,7 @@ pub struct Recv<'a> {
     /// The receive; a refused one is never issued and only keeps the buffer. Kept after
     /// completion (it then holds nothing and stays pending): the future is one flat struct,
     /// built and polled in place, with no `Option` around it to set and test.
-    op: Op<'a, Transfer>,
+    op: StreamIo<'a, true>,
     /// A receive refused before reaching WSK: its first poll returns this error and the
     /// buffer `op` keeps.
     early: Option<Error>,
@@ -763,7 +754,7 @@ impl Future for Recv<'_> {
         let this = unsafe { self.get_unchecked_mut() };
         if let Some(error) = this.early.take() {
             return match this.op.take_unissued() {
-                Some(transfer) => Poll::Ready((Err(error), transfer.buf)),
+                Some(buf) => Poll::Ready((Err(error), buf)),
                 // Unreachable: a refused receive keeps its buffer until this first poll.
                 None => Poll::Pending,
             };
@@ -771,29 +762,26 @@ impl Future for Recv<'_> {
         let op = &mut this.op;
         loop {
             // A receive polled again after it returned: `op` holds nothing and stays pending.
-            let done = match op.poll_in_place(cx) {
+            let (done, mut buf) = match op.poll_in_place(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(done) => done,
             };
-            let done = match done {
-                Ok(done) => done,
-                Err(refused) => {
-                    let mut buf = refused.held.buf;
+            let (status, information) = match done {
+                Ok(completion) => completion,
+                Err(error) => {
                     // A continuation refused (cancelled, closing): the bytes so far stay.
                     let _ = buf.set_len(this.got);
-                    return Poll::Ready((Err(refused.error), buf));
+                    return Poll::Ready((Err(error), buf));
                 }
             };
-            let (status, information) = (done.status, done.information);
-            let mut buf = take_buf(done);
             let n = information.min(buf.capacity() - this.got);
             let total = this.got + n;
             if this.exact != 0 && sys::NT_SUCCESS(status) && n > 0 && total < this.exact {
                 // The provider completed a WAITALL receive short (Wine ignores the flag):
                 // receive the rest into the same buffer, after what arrived.
                 this.got = total;
-                let held = receive_held(buf, total, this.exact - total, sys::WSK_FLAG_WAITALL);
-                op.reissue(held);
+                let rest = Chunk::new(buf, total, this.exact - total, sys::WSK_FLAG_WAITALL);
+                op.reissue(rest);
                 continue;
             }
             // The operation stays: completed, it holds nothing and stays pending if polled
@@ -813,18 +801,53 @@ impl Future for Recv<'_> {
     }
 }
 
-/// The future of [`TcpStream::send`] and [`TcpStream::send_nodelay`] inside their
-/// [`Operation`]: one `WskSend` of the whole buffer, the buffer back. Written by hand rather
-/// than as an `async fn`, so that the send's state is one small struct polled in place.
-struct SendAll<'a> {
+/// The future of [`TcpStream::send`] and [`TcpStream::send_nodelay`]: one `WskSend` of the
+/// whole buffer, the buffer back. [`SendAll::cancel`] asks WSK to stop; the future still
+/// returns the buffer, and [`timeout`](crate::timeout) bounds it without losing the buffer.
+///
+/// Dropping it before completion cancels the send and frees the buffer once WSK has let go of
+/// it. Do not poll it again after it returned: it stays pending. Written by hand rather than
+/// as an `async fn`, so that the send's state is one small struct polled in place.
+///
+/// # IRQL
+/// Poll and drop at <= `DISPATCH_LEVEL`.
+pub struct SendAll<'a> {
     /// The send; one decided before reaching WSK is never issued and only keeps the buffer.
     /// Kept after completion, as [`Recv`]'s.
-    op: Op<'a, Transfer>,
+    op: StreamIo<'a, false>,
     /// A send decided before reaching WSK (refused, or empty): its first poll returns this
     /// and the buffer `op` keeps.
     early: Option<Result<usize>>,
     /// The bytes sent: all of the buffer, or the send failed.
     len: usize,
+}
+
+impl SendAll<'_> {
+    /// Requests cancellation of the send in flight (`IoCancelIrp`); keep polling to get the
+    /// buffer back (the result is then `Cancelled`, or the send's own result if it won the
+    /// race). Before the send reaches WSK it never will: its next poll returns `Cancelled`
+    /// with the buffer.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// let send = core::pin::pin!(stream.send(wsk_net::IoBuf::from_slice(b"hello")?));
+    /// send.cancel(); // before the first poll: it never reaches WSK
+    /// let (sent, _buf) = send.await;
+    /// assert_eq!(sent.unwrap_err().kind(), wsk_net::ErrorKind::Cancelled);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # IRQL
+    /// <= `DISPATCH_LEVEL`.
+    pub fn cancel(&self) {
+        self.op.cancel();
+    }
+
+    /// Closes the stream's socket at once (no closing disconnect), which completes the send:
+    /// a deadline's escalation where the provider ignores the cancel.
+    pub(crate) fn close_socket(&self) {
+        self.op.close_socket();
+    }
 }
 
 impl Future for SendAll<'_> {
@@ -835,28 +858,25 @@ impl Future for SendAll<'_> {
         let this = unsafe { self.get_unchecked_mut() };
         if let Some(early) = this.early.take() {
             return match this.op.take_unissued() {
-                Some(transfer) => Poll::Ready((early, transfer.buf)),
+                Some(buf) => Poll::Ready((early, buf)),
                 // Unreachable: an early send keeps its buffer until this first poll.
                 None => Poll::Pending,
             };
         }
         // A send polled again after it returned: `op` holds nothing and stays pending.
-        let done = core::task::ready!(this.op.poll_in_place(cx));
+        let (done, buf) = core::task::ready!(this.op.poll_in_place(cx));
         // The operation stays: completed, it holds nothing and stays pending if polled again
         // (dropping it here would run its drop glue on every send).
-        match done {
-            Ok(done) => {
-                let result = check(done.status, done.information, "send").and_then(|n| {
-                    if n == this.len {
-                        Ok(n)
-                    } else {
-                        // WSK sends all of a buffer or fails: fewer is an aborted connection.
-                        Err(Error::new(ErrorKind::ConnectionAborted, "send"))
-                    }
-                });
-                (result, take_buf(done)).into()
-            }
-            Err(refused) => Poll::Ready((Err(refused.error), refused.held.buf)),
-        }
+        let result = done.and_then(|(status, information)| {
+            check(status, information, "send").and_then(|n| {
+                if n == this.len {
+                    Ok(n)
+                } else {
+                    // WSK sends all of a buffer or fails: fewer is an aborted connection.
+                    Err(Error::new(ErrorKind::ConnectionAborted, "send"))
+                }
+            })
+        });
+        Poll::Ready((result, buf))
     }
 }
