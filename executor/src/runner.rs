@@ -102,6 +102,9 @@ impl Budget {
 /// the runner yield early).
 const STREAK_SLOTS: usize = 64;
 
+// One bit per slot in `Runner::running_streaks`.
+const _: () = assert!(STREAK_SLOTS <= u64::BITS as usize);
+
 /// Why [`Runner::start`] failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -175,13 +178,20 @@ pub struct Runner {
     dpc_instances: AtomicUsize,
     /// Set by shutdown once every task is dropped: no DPC instance is queued from then on.
     dpcs_closed: AtomicBool,
-    /// DPC kind: the runner's thread owns the work (the DPC held a processor long enough and
-    /// handed it off); wakes set `wake_event` instead of queueing the DPC. Set by the DPC,
-    /// cleared by the thread once the run queue is empty.
+    /// The runner's thread owns the work, so wakes set `wake_event` instead of queueing the
+    /// DPC: always for the passive kind (set at `start`, so that a wake decides with this one
+    /// load what to do); for the DPC kind once the DPC held a processor long enough and handed
+    /// the work off (set by the DPC, cleared by the thread once the run queue is empty).
     thread_owns_work: AtomicBool,
     /// Per processor (modulo [`STREAK_SLOTS`]): precise time (`wsk_sys::query_precise_time`)
     /// at which the runner's DPC began running back to back there; 0 when it is not.
     streaks: [AtomicU64; STREAK_SLOTS],
+    /// Bit `i` set while `streaks[i]` may be non-zero: a DPC run that ends with nothing left,
+    /// the common case, finds no streak to end with one load, without asking which processor
+    /// it is on. Set by the processor that starts a streak, after the slot; cleared by the one
+    /// that ends it, after the slot. Processors that share a slot may clear each other's bit:
+    /// a streak left unreset then only makes the runner hand off early, as sharing a slot does.
+    running_streaks: AtomicU64,
     /// Wakes the runner's thread: set by wakes (passive kind, or DPC kind while the thread owns
     /// the work), by the DPC's hand-off and by shutdown; a synchronization event.
     wake_event: KernelCell<KEVENT>,
@@ -215,6 +225,7 @@ impl Runner {
             dpcs_closed: AtomicBool::new(false),
             thread_owns_work: AtomicBool::new(false),
             streaks: [const { AtomicU64::new(0) }; STREAK_SLOTS],
+            running_streaks: AtomicU64::new(0),
             wake_event: KernelCell::zeroed(),
             drained_event: KernelCell::zeroed(),
             thread: AtomicPtr::new(ptr::null_mut()),
@@ -307,6 +318,9 @@ impl Runner {
             },
             Ordering::Release,
         );
+        // Before the context is set, so before any wake reads it.
+        self.thread_owns_work
+            .store(kind == RunnerKind::Passive, Ordering::SeqCst);
         if let Err(status) = self.start_thread() {
             return Err(StartError::Thread(status));
         }
@@ -336,6 +350,7 @@ impl Runner {
         for streak in &self.streaks {
             streak.store(0, Ordering::Relaxed);
         }
+        self.running_streaks.store(0, Ordering::Relaxed);
         self.passive_work.open();
     }
 
@@ -559,28 +574,26 @@ impl Runner {
         }
     }
 
-    /// After a run of the DPC on this processor: keeps going (queues the DPC again if work
-    /// remains), or, once the DPC has run back to back here long enough, hands the work to the
-    /// runner's thread so the processor can drop below `DISPATCH_LEVEL`.
+    /// After a run of the DPC on this processor that left work (its own, or queued by a wake
+    /// during the run, which queued the DPC again): keeps going (queues the DPC again if the
+    /// budget left work), or, once the DPC has run back to back here long enough, hands the
+    /// work to the runner's thread so the processor can drop below `DISPATCH_LEVEL`.
     ///
     /// # IRQL
     /// `DISPATCH_LEVEL`.
-    fn continue_or_hand_off(&self, work_remains: bool) {
-        // SAFETY: a null out-pointer is allowed; any IRQL.
-        let cpu = unsafe { KeGetCurrentProcessorNumberEx(ptr::null_mut()) } as usize;
-        let streak = &self.streaks[cpu % STREAK_SLOTS];
-        if !work_remains && !self.executor.has_queued() {
-            // Nothing left: unless someone else queues the DPC here, the processor drains.
-            streak.store(0, Ordering::Relaxed);
-            return;
-        }
-        // Work left (ours, or queued by a wake during the run, which queued the DPC again).
+    #[cold]
+    #[inline(never)]
+    fn continue_streak(&self, work_remains: bool) {
+        let slot = current_streak_slot();
+        let streak = &self.streaks[slot];
         // The precise clock (100 ns units): interrupt time moves only once per clock tick,
         // far coarser than `max_back_to_back`.
         let now = wsk_sys::query_precise_time().max(1);
         let began = match streak.load(Ordering::Relaxed) {
             0 => {
                 streak.store(now, Ordering::Relaxed);
+                self.running_streaks
+                    .fetch_or(1_u64 << slot, Ordering::Relaxed);
                 now
             }
             ticks => ticks,
@@ -589,11 +602,30 @@ impl Runner {
             u64::try_from(self.budget.max_back_to_back.as_nanos() / 100).unwrap_or(u64::MAX);
         let hand_off = should_yield_processor() == Some(true) || now.saturating_sub(began) >= limit;
         if hand_off {
-            streak.store(0, Ordering::Relaxed);
+            self.end_streak_in(slot);
             self.hand_off_to_thread();
         } else if work_remains {
             self.queue_dpc();
         }
+    }
+
+    /// After a run of the DPC that left nothing, while some processor's streak runs: ends this
+    /// processor's streak, if it has one (unless someone else queues the DPC here, the
+    /// processor drains).
+    ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL`.
+    #[cold]
+    #[inline(never)]
+    fn end_streak(&self) {
+        self.end_streak_in(current_streak_slot());
+    }
+
+    /// Ends the streak of slot `slot`: the slot first, then its bit (see `running_streaks`).
+    fn end_streak_in(&self, slot: usize) {
+        self.streaks[slot].store(0, Ordering::Relaxed);
+        self.running_streaks
+            .fetch_and(!(1_u64 << slot), Ordering::Relaxed);
     }
 
     /// Hands the DPC runner's work to its thread: from now on wakes set the thread's event, and
@@ -702,13 +734,9 @@ unsafe fn pend(context: *const ()) {
     let Some(runner) = (unsafe { context.cast::<Runner>().as_ref() }) else {
         return;
     };
-    if runner.kind.load(Ordering::Relaxed) == KIND_PASSIVE {
-        // SAFETY: initialised event; any IRQL <= DISPATCH_LEVEL.
-        unsafe { KeSetEvent(runner.wake_event.get(), 0, FALSE) };
-        return;
-    }
     // Against the thread's fence when it hands the work back (see `poll_handed_off_work`):
-    // the task we queued is seen by whoever polls next.
+    // the task we queued is seen by whoever polls next. (The passive kind needs no fence, but
+    // its flag is set for good: one load decides for both kinds.)
     fence(Ordering::SeqCst);
     if runner.thread_owns_work.load(Ordering::SeqCst) {
         // SAFETY: initialised event; any IRQL <= DISPATCH_LEVEL.
@@ -716,6 +744,16 @@ unsafe fn pend(context: *const ()) {
     } else {
         runner.queue_dpc();
     }
+}
+
+/// This processor's slot in `Runner::streaks`.
+///
+/// # IRQL
+/// Any.
+fn current_streak_slot() -> usize {
+    // SAFETY: a null out-pointer is allowed; any IRQL.
+    let cpu = unsafe { KeGetCurrentProcessorNumberEx(ptr::null_mut()) } as usize;
+    cpu % STREAK_SLOTS
 }
 
 /// Waits at `PASSIVE_LEVEL` until `count` is zero, polling every millisecond.
@@ -727,15 +765,20 @@ fn wait_until_zero(count: &AtomicUsize) {
     }
 }
 
-/// The DPC runner's routine: polls under the budget, then continues or hands off (see
-/// [`Runner::continue_or_hand_off`]); does nothing while the thread owns the work. Its last act
-/// uncounts this instance.
+/// The DPC runner's routine: polls under the budget, then, if work is left, continues or hands
+/// off (see [`Runner::continue_streak`]), or else ends this processor's back-to-back streak if
+/// it has one; does nothing while the thread owns the work. Its last act uncounts this
+/// instance.
 unsafe extern "system" fn runner_dpc(_: *mut KDPC, context: PVOID, _: PVOID, _: PVOID) {
     // SAFETY: the DPC was initialised with the 'static runner as context.
     let runner = unsafe { &*context.cast::<Runner>() };
     if !runner.thread_owns_work.load(Ordering::Acquire) {
         let work_remains = runner.run_once();
-        runner.continue_or_hand_off(work_remains);
+        if work_remains || runner.executor.has_queued() {
+            runner.continue_streak(work_remains);
+        } else if runner.running_streaks.load(Ordering::Relaxed) != 0 {
+            runner.end_streak();
+        }
     }
     runner.dpc_instances.fetch_sub(1, Ordering::Release);
 }
