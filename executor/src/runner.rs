@@ -21,9 +21,10 @@
 //!   slices, each one budget at `DISPATCH_LEVEL` (`KeRaiseIrql`: the tasks may rely on running
 //!   there) followed by a return to `PASSIVE_LEVEL`, where it can be preempted: the processor's
 //!   DPC streak ends, its other threads and DPCs run, and the work still goes on whenever the
-//!   processor has nothing better to do. While the thread owns the work, wakes set its event
-//!   instead of queueing the DPC (and a runner DPC that starts anyway returns at once); once
-//!   the run queue is empty the thread hands the work back, and the next wake queues the DPC.
+//!   processor has nothing better to do. While the thread owns the work, wakes only queue their
+//!   tasks, with neither a DPC nor the event (the thread looks at the run queue again before it
+//!   hands back; a runner DPC that starts anyway returns at once); once the run queue is empty
+//!   the thread hands the work back, and the next wake queues the DPC.
 //! - Why not a one-shot `KTIMER` "1 ms ahead" (the first design): a timer fires on a clock tick,
 //!   15.625 ms apart on Windows by default, so under sustained load the runner worked 2 ms and
 //!   then slept up to 15.6 ms (the echo driver with 1,000 connections on the host kernel: 9,000
@@ -35,7 +36,9 @@
 //!   runs runs again, possibly on another processor), so the overlap is safe; it only lasts one
 //!   budget.
 //! - Passive: the system thread waits on a synchronization `KEVENT` that wakes set, and polls at
-//!   `PASSIVE_LEVEL`. For work that must run there, and for kernels whose DPCs never run (Wine).
+//!   `PASSIVE_LEVEL` until the run queue is empty; while it polls, wakes only queue their tasks
+//!   (no `KeSetEvent`), and it looks at the queue once more before it waits again. For work that
+//!   must run there, and for kernels whose DPCs never run (Wine).
 
 use core::ffi::c_void;
 use core::future::Future;
@@ -139,6 +142,17 @@ const STOPPED: u8 = 4;
 const KIND_DPC: u8 = 0;
 const KIND_PASSIVE: u8 = 1;
 
+/// `Runner::wake_route`: wakes queue the runner's DPC (the DPC kind, unless its thread owns the
+/// work).
+const ROUTE_DPC: u8 = 0;
+/// `Runner::wake_route`: the runner's thread polls (the passive kind between two waits; the DPC
+/// kind after a hand-off) and looks at the run queue again, after a fence, before it waits or
+/// hands the work back: a wake leaves its task to it, with neither a DPC nor the event.
+const ROUTE_THREAD_POLLING: u8 = 1;
+/// `Runner::wake_route`: the passive runner's thread waits on `wake_event`, or is about to
+/// (it looks at the run queue once more first): a wake sets the event.
+const ROUTE_THREAD_WAITING: u8 = 2;
+
 /// An executor with its pender (a DPC or a thread), its timers and its shutdown.
 ///
 /// Tasks of one runner can run on several processors at once. A task is never polled on two
@@ -178,11 +192,9 @@ pub struct Runner {
     dpc_instances: AtomicUsize,
     /// Set by shutdown once every task is dropped: no DPC instance is queued from then on.
     dpcs_closed: AtomicBool,
-    /// The runner's thread owns the work, so wakes set `wake_event` instead of queueing the
-    /// DPC: always for the passive kind (set at `start`, so that a wake decides with this one
-    /// load what to do); for the DPC kind once the DPC held a processor long enough and handed
-    /// the work off (set by the DPC, cleared by the thread once the run queue is empty).
-    thread_owns_work: AtomicBool,
+    /// What a wake that made the run queue non-empty does, decided with this one load for
+    /// both kinds: [`ROUTE_DPC`], [`ROUTE_THREAD_POLLING`] or [`ROUTE_THREAD_WAITING`].
+    wake_route: AtomicU8,
     /// Per processor (modulo [`STREAK_SLOTS`]): precise time (`wsk_sys::query_precise_time`)
     /// at which the runner's DPC began running back to back there; 0 when it is not.
     streaks: [AtomicU64; STREAK_SLOTS],
@@ -223,7 +235,7 @@ impl Runner {
             dpc: KernelCell::zeroed(),
             dpc_instances: AtomicUsize::new(0),
             dpcs_closed: AtomicBool::new(false),
-            thread_owns_work: AtomicBool::new(false),
+            wake_route: AtomicU8::new(ROUTE_DPC),
             streaks: [const { AtomicU64::new(0) }; STREAK_SLOTS],
             running_streaks: AtomicU64::new(0),
             wake_event: KernelCell::zeroed(),
@@ -318,9 +330,13 @@ impl Runner {
             },
             Ordering::Release,
         );
-        // Before the context is set, so before any wake reads it.
-        self.thread_owns_work
-            .store(kind == RunnerKind::Passive, Ordering::SeqCst);
+        // Before the context is set, so before any wake reads it: the passive runner's thread
+        // is about to wait for its first wake.
+        let route = match kind {
+            RunnerKind::Dpc => ROUTE_DPC,
+            RunnerKind::Passive => ROUTE_THREAD_WAITING,
+        };
+        self.wake_route.store(route, Ordering::SeqCst);
         if let Err(status) = self.start_thread() {
             return Err(StartError::Thread(status));
         }
@@ -345,7 +361,7 @@ impl Runner {
         debug_assert_eq!(self.dpc_instances.load(Ordering::Acquire), 0);
         debug_assert!(self.thread.load(Ordering::Acquire).is_null());
         self.dpcs_closed.store(false, Ordering::SeqCst);
-        self.thread_owns_work.store(false, Ordering::SeqCst);
+        self.wake_route.store(ROUTE_DPC, Ordering::SeqCst);
         self.stop_thread.store(false, Ordering::Release);
         for streak in &self.streaks {
             streak.store(0, Ordering::Relaxed);
@@ -628,13 +644,15 @@ impl Runner {
             .fetch_and(!(1_u64 << slot), Ordering::Relaxed);
     }
 
-    /// Hands the DPC runner's work to its thread: from now on wakes set the thread's event, and
-    /// a runner DPC queued by a wake during the run (here, to run next) is taken back.
+    /// Hands the DPC runner's work to its thread: from now on wakes leave their tasks to the
+    /// thread (which polls until the queue is empty), a runner DPC queued by a wake during the
+    /// run (here, to run next) is taken back, and the thread's event wakes the thread.
     ///
     /// # IRQL
     /// `DISPATCH_LEVEL`.
     fn hand_off_to_thread(&self) {
-        self.thread_owns_work.store(true, Ordering::SeqCst);
+        self.wake_route
+            .store(ROUTE_THREAD_POLLING, Ordering::SeqCst);
         // SAFETY: initialised DPC in the 'static runner.
         if unsafe { KeRemoveQueueDpc(self.dpc.get()) } != FALSE {
             self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
@@ -650,7 +668,7 @@ impl Runner {
     /// # IRQL
     /// `PASSIVE_LEVEL`.
     fn poll_handed_off_work(&self) {
-        while self.thread_owns_work.load(Ordering::Acquire) {
+        while self.wake_route.load(Ordering::Acquire) == ROUTE_THREAD_POLLING {
             // SAFETY: PASSIVE_LEVEL, raised to DISPATCH_LEVEL (not lower) and lowered right
             // after this slice, as the DPC runner's tasks expect DISPATCH_LEVEL.
             let previous = unsafe { KeRaiseIrql(DISPATCH_LEVEL) };
@@ -662,13 +680,59 @@ impl Runner {
             if work_remains || self.executor.has_queued() {
                 continue;
             }
-            self.thread_owns_work.store(false, Ordering::SeqCst);
-            // Against `pend`'s fence: either a wake that queues a task from now on sees the flag
-            // clear and queues the DPC, or we see its task here and queue the DPC for it.
+            self.wake_route.store(ROUTE_DPC, Ordering::SeqCst);
+            // Against `pend`'s fence: either a wake that queues a task from now on sees the DPC
+            // route and queues the DPC, or we see its task here and queue the DPC for it.
             fence(Ordering::SeqCst);
             if self.executor.has_queued() {
                 self.queue_dpc();
             }
+        }
+    }
+
+    /// The passive runner's thread, once woken: polls until the run queue is empty, while wakes
+    /// leave their tasks to it instead of setting its event (one `KeSetEvent`, and the wait it
+    /// ends, per wake that finds the queue empty, however busy the thread is, was what made the
+    /// passive runner cost more than the DPC runner under load).
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    fn poll_passive(&self) {
+        self.wake_route
+            .store(ROUTE_THREAD_POLLING, Ordering::SeqCst);
+        while self.run_once() {}
+    }
+
+    /// Whether the passive runner's thread may wait for its event: it routes wakes to the event
+    /// again, then looks at the run queue once more; with tasks queued it polls again at once.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    fn passive_may_wait(&self) -> bool {
+        self.wake_route
+            .store(ROUTE_THREAD_WAITING, Ordering::SeqCst);
+        // Against `pend`'s fence: either a wake that queues a task from now on sees the waiting
+        // route and sets the event, or we see its task here and do not wait. (The event may
+        // be left set by a wake that saw the route and whose task we saw: one spurious turn
+        // of the loop later.)
+        fence(Ordering::SeqCst);
+        !self.executor.may_have_queued()
+    }
+
+    /// The runner's thread waits for `wake_event`.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    fn wait_for_wake_event(&self) {
+        // SAFETY: initialised synchronization event; PASSIVE_LEVEL, no timeout.
+        unsafe {
+            KeWaitForSingleObject(
+                self.wake_event.get().cast(),
+                Executive,
+                KernelMode,
+                FALSE,
+                ptr::null_mut(),
+            );
         }
     }
 
@@ -734,15 +798,19 @@ unsafe fn pend(context: *const ()) {
     let Some(runner) = (unsafe { context.cast::<Runner>().as_ref() }) else {
         return;
     };
-    // Against the thread's fence when it hands the work back (see `poll_handed_off_work`):
-    // the task we queued is seen by whoever polls next. (The passive kind needs no fence, but
-    // its flag is set for good: one load decides for both kinds.)
+    // Against the thread's fence when it changes the route (it hands the work back to the DPC
+    // in `poll_handed_off_work`, or is about to wait in `poll_passive`): either we see the new
+    // route, or the thread sees the task we queued.
     fence(Ordering::SeqCst);
-    if runner.thread_owns_work.load(Ordering::SeqCst) {
-        // SAFETY: initialised event; any IRQL <= DISPATCH_LEVEL.
-        unsafe { KeSetEvent(runner.wake_event.get(), 0, FALSE) };
-    } else {
-        runner.queue_dpc();
+    match runner.wake_route.load(Ordering::SeqCst) {
+        ROUTE_DPC => runner.queue_dpc(),
+        ROUTE_THREAD_WAITING => {
+            // SAFETY: initialised event; any IRQL <= DISPATCH_LEVEL.
+            unsafe { KeSetEvent(runner.wake_event.get(), 0, FALSE) };
+        }
+        // ROUTE_THREAD_POLLING: the thread looks at the queue again before it waits or hands
+        // the work back.
+        _ => {}
     }
 }
 
@@ -772,9 +840,11 @@ fn wait_until_zero(count: &AtomicUsize) {
 unsafe extern "system" fn runner_dpc(_: *mut KDPC, context: PVOID, _: PVOID, _: PVOID) {
     // SAFETY: the DPC was initialised with the 'static runner as context.
     let runner = unsafe { &*context.cast::<Runner>() };
-    if !runner.thread_owns_work.load(Ordering::Acquire) {
+    if runner.wake_route.load(Ordering::Acquire) == ROUTE_DPC {
         let work_remains = runner.run_once();
-        if work_remains || runner.executor.has_queued() {
+        // (A poller of another processor holding the ready list counts as work left: at
+        // worst a streak starts early, as any other DPC runs back to back here.)
+        if work_remains || runner.executor.may_have_queued() {
             runner.continue_streak(work_remains);
         } else if runner.running_streaks.load(Ordering::Relaxed) != 0 {
             runner.end_streak();
@@ -788,25 +858,25 @@ unsafe extern "system" fn runner_dpc(_: *mut KDPC, context: PVOID, _: PVOID, _: 
 unsafe extern "system" fn runner_thread(context: PVOID) {
     // SAFETY: the thread was created with the 'static runner as context.
     let runner = unsafe { &*context.cast::<Runner>() };
-    loop {
-        // SAFETY: initialised synchronization event; PASSIVE_LEVEL, no timeout.
-        unsafe {
-            KeWaitForSingleObject(
-                runner.wake_event.get().cast(),
-                Executive,
-                KernelMode,
-                FALSE,
-                ptr::null_mut(),
-            );
+    if runner.kind.load(Ordering::Acquire) == KIND_PASSIVE {
+        loop {
+            if runner.passive_may_wait() {
+                runner.wait_for_wake_event();
+            }
+            runner.passive_work.run_all(false);
+            runner.poll_passive();
+            if runner.stop_thread.load(Ordering::Acquire) {
+                break;
+            }
         }
-        runner.passive_work.run_all(false);
-        if runner.kind.load(Ordering::Acquire) == KIND_PASSIVE {
-            while runner.run_once() {}
-        } else {
+    } else {
+        loop {
+            runner.wait_for_wake_event();
+            runner.passive_work.run_all(false);
             runner.poll_handed_off_work();
-        }
-        if runner.stop_thread.load(Ordering::Acquire) {
-            break;
+            if runner.stop_thread.load(Ordering::Acquire) {
+                break;
+            }
         }
     }
     // Whatever was queued up to now runs; later pushes fail (the task sees NotRunning).
