@@ -204,8 +204,9 @@ pub struct Runner {
     /// that ends it, after the slot. Processors that share a slot may clear each other's bit:
     /// a streak left unreset then only makes the runner hand off early, as sharing a slot does.
     running_streaks: AtomicU64,
-    /// Wakes the runner's thread: set by wakes (passive kind, or DPC kind while the thread owns
-    /// the work), by the DPC's hand-off and by shutdown; a synchronization event.
+    /// Wakes the runner's thread: set by wakes while the passive runner's thread waits
+    /// ([`ROUTE_THREAD_WAITING`]), by the DPC's hand-off, by work handed to `PASSIVE_LEVEL` and
+    /// by shutdown; a synchronization event.
     wake_event: KernelCell<KEVENT>,
     /// Set once the executor is closed and every task dropped; a notification event.
     drained_event: KernelCell<KEVENT>,
@@ -691,9 +692,9 @@ impl Runner {
     }
 
     /// The passive runner's thread, once woken: polls until the run queue is empty, while wakes
-    /// leave their tasks to it instead of setting its event (one `KeSetEvent`, and the wait it
-    /// ends, per wake that finds the queue empty, however busy the thread is, was what made the
-    /// passive runner cost more than the DPC runner under load).
+    /// leave their tasks to it instead of setting its event (which cost a `KeSetEvent`, and a
+    /// wait that returned at once, per wake that found the queue empty while the thread was
+    /// busy).
     ///
     /// # IRQL
     /// `PASSIVE_LEVEL`.
@@ -799,8 +800,8 @@ unsafe fn pend(context: *const ()) {
         return;
     };
     // Against the thread's fence when it changes the route (it hands the work back to the DPC
-    // in `poll_handed_off_work`, or is about to wait in `poll_passive`): either we see the new
-    // route, or the thread sees the task we queued.
+    // in `poll_handed_off_work`, or is about to wait in `passive_may_wait`): either we see the
+    // new route, or the thread sees the task we queued.
     fence(Ordering::SeqCst);
     match runner.wake_route.load(Ordering::SeqCst) {
         ROUTE_DPC => runner.queue_dpc(),
