@@ -43,9 +43,7 @@
 use core::ffi::c_void;
 use core::future::Future;
 use core::ptr;
-use core::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence,
-};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use wsk_sys::{
@@ -58,7 +56,9 @@ use wsk_sys::{
 };
 
 use crate::kernel::{KernelCell, resolve_should_yield_processor, should_yield_processor};
-use crate::raw::{Executor, JoinHandle, PassiveQueue, PassiveWork, Pender, SpawnError, TaskPool};
+use crate::raw::{
+    Executor, JoinHandle, PassiveQueue, PassiveWork, Pender, Route, SpawnError, TaskPool, WakeRoute,
+};
 use crate::time::BudgetDeadline;
 use crate::timer::TimerQueue;
 
@@ -142,17 +142,6 @@ const STOPPED: u8 = 4;
 const KIND_DPC: u8 = 0;
 const KIND_PASSIVE: u8 = 1;
 
-/// `Runner::wake_route`: wakes queue the runner's DPC (the DPC kind, unless its thread owns the
-/// work).
-const ROUTE_DPC: u8 = 0;
-/// `Runner::wake_route`: the runner's thread polls (the passive kind between two waits; the DPC
-/// kind after a hand-off) and looks at the run queue again, after a fence, before it waits or
-/// hands the work back: a wake leaves its task to it, with neither a DPC nor the event.
-const ROUTE_THREAD_POLLING: u8 = 1;
-/// `Runner::wake_route`: the passive runner's thread waits on `wake_event`, or is about to
-/// (it looks at the run queue once more first): a wake sets the event.
-const ROUTE_THREAD_WAITING: u8 = 2;
-
 /// An executor with its pender (a DPC or a thread), its timers and its shutdown.
 ///
 /// Tasks of one runner can run on several processors at once. A task is never polled on two
@@ -192,9 +181,10 @@ pub struct Runner {
     dpc_instances: AtomicUsize,
     /// Set by shutdown once every task is dropped: no DPC instance is queued from then on.
     dpcs_closed: AtomicBool,
-    /// What a wake that made the run queue non-empty does, decided with this one load for
-    /// both kinds: [`ROUTE_DPC`], [`ROUTE_THREAD_POLLING`] or [`ROUTE_THREAD_WAITING`].
-    wake_route: AtomicU8,
+    /// What a wake that made the run queue non-empty does, decided with one load for both
+    /// kinds: queue the DPC, nothing (the runner's thread polls), or set `wake_event` (the
+    /// passive runner's thread waits); see `raw::WakeRoute` for the handshake.
+    wake_route: WakeRoute,
     /// Per processor (modulo [`STREAK_SLOTS`]): precise time (`wsk_sys::query_precise_time`)
     /// at which the runner's DPC began running back to back there; 0 when it is not.
     streaks: [AtomicU64; STREAK_SLOTS],
@@ -205,7 +195,7 @@ pub struct Runner {
     /// a streak left unreset then only makes the runner hand off early, as sharing a slot does.
     running_streaks: AtomicU64,
     /// Wakes the runner's thread: set by wakes while the passive runner's thread waits
-    /// ([`ROUTE_THREAD_WAITING`]), by the DPC's hand-off, by work handed to `PASSIVE_LEVEL` and
+    /// ([`Route::ThreadWaiting`]), by the DPC's hand-off, by work handed to `PASSIVE_LEVEL` and
     /// by shutdown; a synchronization event.
     wake_event: KernelCell<KEVENT>,
     /// Set once the executor is closed and every task dropped; a notification event.
@@ -236,7 +226,7 @@ impl Runner {
             dpc: KernelCell::zeroed(),
             dpc_instances: AtomicUsize::new(0),
             dpcs_closed: AtomicBool::new(false),
-            wake_route: AtomicU8::new(ROUTE_DPC),
+            wake_route: WakeRoute::new(Route::Dpc),
             streaks: [const { AtomicU64::new(0) }; STREAK_SLOTS],
             running_streaks: AtomicU64::new(0),
             wake_event: KernelCell::zeroed(),
@@ -333,11 +323,10 @@ impl Runner {
         );
         // Before the context is set, so before any wake reads it: the passive runner's thread
         // is about to wait for its first wake.
-        let route = match kind {
-            RunnerKind::Dpc => ROUTE_DPC,
-            RunnerKind::Passive => ROUTE_THREAD_WAITING,
-        };
-        self.wake_route.store(route, Ordering::SeqCst);
+        self.wake_route.set(match kind {
+            RunnerKind::Dpc => Route::Dpc,
+            RunnerKind::Passive => Route::ThreadWaiting,
+        });
         if let Err(status) = self.start_thread() {
             return Err(StartError::Thread(status));
         }
@@ -362,7 +351,7 @@ impl Runner {
         debug_assert_eq!(self.dpc_instances.load(Ordering::Acquire), 0);
         debug_assert!(self.thread.load(Ordering::Acquire).is_null());
         self.dpcs_closed.store(false, Ordering::SeqCst);
-        self.wake_route.store(ROUTE_DPC, Ordering::SeqCst);
+        self.wake_route.set(Route::Dpc);
         self.stop_thread.store(false, Ordering::Release);
         for streak in &self.streaks {
             streak.store(0, Ordering::Relaxed);
@@ -652,8 +641,7 @@ impl Runner {
     /// # IRQL
     /// `DISPATCH_LEVEL`.
     fn hand_off_to_thread(&self) {
-        self.wake_route
-            .store(ROUTE_THREAD_POLLING, Ordering::SeqCst);
+        self.wake_route.set(Route::ThreadPolling);
         // SAFETY: initialised DPC in the 'static runner.
         if unsafe { KeRemoveQueueDpc(self.dpc.get()) } != FALSE {
             self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
@@ -669,7 +657,7 @@ impl Runner {
     /// # IRQL
     /// `PASSIVE_LEVEL`.
     fn poll_handed_off_work(&self) {
-        while self.wake_route.load(Ordering::Acquire) == ROUTE_THREAD_POLLING {
+        while self.wake_route.get() == Route::ThreadPolling {
             // SAFETY: PASSIVE_LEVEL, raised to DISPATCH_LEVEL (not lower) and lowered right
             // after this slice, as the DPC runner's tasks expect DISPATCH_LEVEL.
             let previous = unsafe { KeRaiseIrql(DISPATCH_LEVEL) };
@@ -681,11 +669,9 @@ impl Runner {
             if work_remains || self.executor.has_queued() {
                 continue;
             }
-            self.wake_route.store(ROUTE_DPC, Ordering::SeqCst);
-            // Against `pend`'s fence: either a wake that queues a task from now on sees the DPC
-            // route and queues the DPC, or we see its task here and queue the DPC for it.
-            fence(Ordering::SeqCst);
-            if self.executor.has_queued() {
+            // Either a wake that queues a task from now on sees the DPC route and queues the
+            // DPC, or we see its task here and queue the DPC for it.
+            if self.wake_route.hand_back_to_dpc(&self.executor) {
                 self.queue_dpc();
             }
         }
@@ -699,8 +685,7 @@ impl Runner {
     /// # IRQL
     /// `PASSIVE_LEVEL`.
     fn poll_passive(&self) {
-        self.wake_route
-            .store(ROUTE_THREAD_POLLING, Ordering::SeqCst);
+        self.wake_route.set(Route::ThreadPolling);
         while self.run_once() {}
     }
 
@@ -710,14 +695,9 @@ impl Runner {
     /// # IRQL
     /// `PASSIVE_LEVEL`.
     fn passive_may_wait(&self) -> bool {
-        self.wake_route
-            .store(ROUTE_THREAD_WAITING, Ordering::SeqCst);
-        // Against `pend`'s fence: either a wake that queues a task from now on sees the waiting
-        // route and sets the event, or we see its task here and do not wait. (The event may
-        // be left set by a wake that saw the route and whose task we saw: one spurious turn
-        // of the loop later.)
-        fence(Ordering::SeqCst);
-        !self.executor.may_have_queued()
+        // Either a wake that queues a task from now on sees the waiting route and sets the
+        // event, or we see its task here and do not wait.
+        self.wake_route.thread_may_wait(&self.executor)
     }
 
     /// The runner's thread waits for `wake_event`.
@@ -799,19 +779,16 @@ unsafe fn pend(context: *const ()) {
     let Some(runner) = (unsafe { context.cast::<Runner>().as_ref() }) else {
         return;
     };
-    // Against the thread's fence when it changes the route (it hands the work back to the DPC
-    // in `poll_handed_off_work`, or is about to wait in `passive_may_wait`): either we see the
-    // new route, or the thread sees the task we queued.
-    fence(Ordering::SeqCst);
-    match runner.wake_route.load(Ordering::SeqCst) {
-        ROUTE_DPC => runner.queue_dpc(),
-        ROUTE_THREAD_WAITING => {
+    // The handshake with the thread's route changes (it hands the work back to the DPC, or is
+    // about to wait): either we see the new route, or the thread sees the task we queued.
+    match runner.wake_route.for_wake() {
+        Route::Dpc => runner.queue_dpc(),
+        Route::ThreadWaiting => {
             // SAFETY: initialised event; any IRQL <= DISPATCH_LEVEL.
             unsafe { KeSetEvent(runner.wake_event.get(), 0, FALSE) };
         }
-        // ROUTE_THREAD_POLLING: the thread looks at the queue again before it waits or hands
-        // the work back.
-        _ => {}
+        // The thread looks at the queue again before it waits or hands the work back.
+        Route::ThreadPolling => {}
     }
 }
 
@@ -841,7 +818,7 @@ fn wait_until_zero(count: &AtomicUsize) {
 unsafe extern "system" fn runner_dpc(_: *mut KDPC, context: PVOID, _: PVOID, _: PVOID) {
     // SAFETY: the DPC was initialised with the 'static runner as context.
     let runner = unsafe { &*context.cast::<Runner>() };
-    if runner.wake_route.load(Ordering::Acquire) == ROUTE_DPC {
+    if runner.wake_route.get() == Route::Dpc {
         let work_remains = runner.run_once();
         // (A poller of another processor holding the ready list counts as work left: at
         // worst a streak starts early, as any other DPC runs back to back here.)
