@@ -1,10 +1,11 @@
 //! Instructions per echo round trip of a *server* driver on the host kernel, for
 //! `cargo xtask bench-echo`'s callgrind figures: `ours` (the echo driver, `wskecho`, on
 //! `wsk-net` and the DPC runner), `ours-events` (the same with `EventDriven` 1: WSK receive
-//! event callbacks instead of receive IRPs) or `floor` (the callback chain, `wskfloor`).
+//! event callbacks instead of receive IRPs), `ours-passive` (`wskecho` on the passive runner)
+//! or `floor` (the callback chain, `wskfloor`).
 //!
-//! `echo_server_cost <ours|ours-events|floor> <round trips> [warm-up, default 100]` boots the host kernel
-//! (`Config::default()`), loads the driver through its `DriverEntry` on a loopback port,
+//! `echo_server_cost <ours|ours-events|ours-passive|floor> <round trips> [warm-up, default
+//! 100]` boots the host kernel (`Config::default()`), loads the driver through its `DriverEntry` on a loopback port,
 //! connects one plain `std::net` client from the main thread and runs the round trips (64 B
 //! out, 64 B back, byte-exact), then unloads the driver and checks the verifier's report.
 //! Under `valgrind --tool=callgrind --separate-threads=yes` every thread but the main one is
@@ -29,10 +30,12 @@ fn main() -> ExitCode {
     let which = args.first().map(String::as_str);
     let round_trips: Option<u64> = args.get(1).and_then(|n| n.parse().ok());
     let warmup: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100);
-    let (Some(which @ ("ours" | "ours-events" | "floor")), Some(round_trips)) =
+    let (Some(which @ ("ours" | "ours-events" | "ours-passive" | "floor")), Some(round_trips)) =
         (which, round_trips)
     else {
-        eprintln!("usage: echo_server_cost <ours|ours-events|floor> <round trips> [warm-up]");
+        eprintln!(
+            "usage: echo_server_cost <ours|ours-events|ours-passive|floor> <round trips> [warm-up]"
+        );
         return ExitCode::from(2);
     };
     match run(which, round_trips, warmup) {

@@ -21,9 +21,10 @@
 //!   slices, each one budget at `DISPATCH_LEVEL` (`KeRaiseIrql`: the tasks may rely on running
 //!   there) followed by a return to `PASSIVE_LEVEL`, where it can be preempted: the processor's
 //!   DPC streak ends, its other threads and DPCs run, and the work still goes on whenever the
-//!   processor has nothing better to do. While the thread owns the work, wakes set its event
-//!   instead of queueing the DPC (and a runner DPC that starts anyway returns at once); once
-//!   the run queue is empty the thread hands the work back, and the next wake queues the DPC.
+//!   processor has nothing better to do. While the thread owns the work, wakes only queue their
+//!   tasks, with neither a DPC nor the event (the thread looks at the run queue again before it
+//!   hands back; a runner DPC that starts anyway returns at once); once the run queue is empty
+//!   the thread hands the work back, and the next wake queues the DPC.
 //! - Why not a one-shot `KTIMER` "1 ms ahead" (the first design): a timer fires on a clock tick,
 //!   15.625 ms apart on Windows by default, so under sustained load the runner worked 2 ms and
 //!   then slept up to 15.6 ms (the echo driver with 1,000 connections on the host kernel: 9,000
@@ -35,14 +36,14 @@
 //!   runs runs again, possibly on another processor), so the overlap is safe; it only lasts one
 //!   budget.
 //! - Passive: the system thread waits on a synchronization `KEVENT` that wakes set, and polls at
-//!   `PASSIVE_LEVEL`. For work that must run there, and for kernels whose DPCs never run (Wine).
+//!   `PASSIVE_LEVEL` until the run queue is empty; while it polls, wakes only queue their tasks
+//!   (no `KeSetEvent`), and it looks at the queue once more before it waits again. For work that
+//!   must run there, and for kernels whose DPCs never run (Wine).
 
 use core::ffi::c_void;
 use core::future::Future;
 use core::ptr;
-use core::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence,
-};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use wsk_sys::{
@@ -55,7 +56,9 @@ use wsk_sys::{
 };
 
 use crate::kernel::{KernelCell, resolve_should_yield_processor, should_yield_processor};
-use crate::raw::{Executor, JoinHandle, PassiveQueue, PassiveWork, Pender, SpawnError, TaskPool};
+use crate::raw::{
+    Executor, JoinHandle, PassiveQueue, PassiveWork, Pender, Route, SpawnError, TaskPool, WakeRoute,
+};
 use crate::time::BudgetDeadline;
 use crate::timer::TimerQueue;
 
@@ -101,6 +104,9 @@ impl Budget {
 /// Processors whose back-to-back streaks are tracked apart (more share slots, which only makes
 /// the runner yield early).
 const STREAK_SLOTS: usize = 64;
+
+// One bit per slot in `Runner::running_streaks`.
+const _: () = assert!(STREAK_SLOTS <= u64::BITS as usize);
 
 /// Why [`Runner::start`] failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,15 +181,22 @@ pub struct Runner {
     dpc_instances: AtomicUsize,
     /// Set by shutdown once every task is dropped: no DPC instance is queued from then on.
     dpcs_closed: AtomicBool,
-    /// DPC kind: the runner's thread owns the work (the DPC held a processor long enough and
-    /// handed it off); wakes set `wake_event` instead of queueing the DPC. Set by the DPC,
-    /// cleared by the thread once the run queue is empty.
-    thread_owns_work: AtomicBool,
+    /// What a wake that made the run queue non-empty does, decided with one load for both
+    /// kinds: queue the DPC, nothing (the runner's thread polls), or set `wake_event` (the
+    /// passive runner's thread waits); see `raw::WakeRoute` for the handshake.
+    wake_route: WakeRoute,
     /// Per processor (modulo [`STREAK_SLOTS`]): precise time (`wsk_sys::query_precise_time`)
     /// at which the runner's DPC began running back to back there; 0 when it is not.
     streaks: [AtomicU64; STREAK_SLOTS],
-    /// Wakes the runner's thread: set by wakes (passive kind, or DPC kind while the thread owns
-    /// the work), by the DPC's hand-off and by shutdown; a synchronization event.
+    /// Bit `i` set while `streaks[i]` may be non-zero: a DPC run that ends with nothing left,
+    /// the common case, finds no streak to end with one load, without asking which processor
+    /// it is on. Set by the processor that starts a streak, after the slot; cleared by the one
+    /// that ends it, after the slot. Processors that share a slot may clear each other's bit:
+    /// a streak left unreset then only makes the runner hand off early, as sharing a slot does.
+    running_streaks: AtomicU64,
+    /// Wakes the runner's thread: set by wakes while the passive runner's thread waits
+    /// ([`Route::ThreadWaiting`]), by the DPC's hand-off, by work handed to `PASSIVE_LEVEL` and
+    /// by shutdown; a synchronization event.
     wake_event: KernelCell<KEVENT>,
     /// Set once the executor is closed and every task dropped; a notification event.
     drained_event: KernelCell<KEVENT>,
@@ -213,8 +226,9 @@ impl Runner {
             dpc: KernelCell::zeroed(),
             dpc_instances: AtomicUsize::new(0),
             dpcs_closed: AtomicBool::new(false),
-            thread_owns_work: AtomicBool::new(false),
+            wake_route: WakeRoute::new(Route::Dpc),
             streaks: [const { AtomicU64::new(0) }; STREAK_SLOTS],
+            running_streaks: AtomicU64::new(0),
             wake_event: KernelCell::zeroed(),
             drained_event: KernelCell::zeroed(),
             thread: AtomicPtr::new(ptr::null_mut()),
@@ -307,6 +321,12 @@ impl Runner {
             },
             Ordering::Release,
         );
+        // Before the context is set, so before any wake reads it: the passive runner's thread
+        // is about to wait for its first wake.
+        self.wake_route.set(match kind {
+            RunnerKind::Dpc => Route::Dpc,
+            RunnerKind::Passive => Route::ThreadWaiting,
+        });
         if let Err(status) = self.start_thread() {
             return Err(StartError::Thread(status));
         }
@@ -331,11 +351,12 @@ impl Runner {
         debug_assert_eq!(self.dpc_instances.load(Ordering::Acquire), 0);
         debug_assert!(self.thread.load(Ordering::Acquire).is_null());
         self.dpcs_closed.store(false, Ordering::SeqCst);
-        self.thread_owns_work.store(false, Ordering::SeqCst);
+        self.wake_route.set(Route::Dpc);
         self.stop_thread.store(false, Ordering::Release);
         for streak in &self.streaks {
             streak.store(0, Ordering::Relaxed);
         }
+        self.running_streaks.store(0, Ordering::Relaxed);
         self.passive_work.open();
     }
 
@@ -559,28 +580,26 @@ impl Runner {
         }
     }
 
-    /// After a run of the DPC on this processor: keeps going (queues the DPC again if work
-    /// remains), or, once the DPC has run back to back here long enough, hands the work to the
-    /// runner's thread so the processor can drop below `DISPATCH_LEVEL`.
+    /// After a run of the DPC on this processor that left work (its own, or queued by a wake
+    /// during the run, which queued the DPC again): keeps going (queues the DPC again if the
+    /// budget left work), or, once the DPC has run back to back here long enough, hands the
+    /// work to the runner's thread so the processor can drop below `DISPATCH_LEVEL`.
     ///
     /// # IRQL
     /// `DISPATCH_LEVEL`.
-    fn continue_or_hand_off(&self, work_remains: bool) {
-        // SAFETY: a null out-pointer is allowed; any IRQL.
-        let cpu = unsafe { KeGetCurrentProcessorNumberEx(ptr::null_mut()) } as usize;
-        let streak = &self.streaks[cpu % STREAK_SLOTS];
-        if !work_remains && !self.executor.has_queued() {
-            // Nothing left: unless someone else queues the DPC here, the processor drains.
-            streak.store(0, Ordering::Relaxed);
-            return;
-        }
-        // Work left (ours, or queued by a wake during the run, which queued the DPC again).
+    #[cold]
+    #[inline(never)]
+    fn continue_streak(&self, work_remains: bool) {
+        let slot = current_streak_slot();
+        let streak = &self.streaks[slot];
         // The precise clock (100 ns units): interrupt time moves only once per clock tick,
         // far coarser than `max_back_to_back`.
         let now = wsk_sys::query_precise_time().max(1);
         let began = match streak.load(Ordering::Relaxed) {
             0 => {
                 streak.store(now, Ordering::Relaxed);
+                self.running_streaks
+                    .fetch_or(1_u64 << slot, Ordering::Relaxed);
                 now
             }
             ticks => ticks,
@@ -589,20 +608,40 @@ impl Runner {
             u64::try_from(self.budget.max_back_to_back.as_nanos() / 100).unwrap_or(u64::MAX);
         let hand_off = should_yield_processor() == Some(true) || now.saturating_sub(began) >= limit;
         if hand_off {
-            streak.store(0, Ordering::Relaxed);
+            self.end_streak_in(slot);
             self.hand_off_to_thread();
         } else if work_remains {
             self.queue_dpc();
         }
     }
 
-    /// Hands the DPC runner's work to its thread: from now on wakes set the thread's event, and
-    /// a runner DPC queued by a wake during the run (here, to run next) is taken back.
+    /// After a run of the DPC that left nothing, while some processor's streak runs: ends this
+    /// processor's streak, if it has one (unless someone else queues the DPC here, the
+    /// processor drains).
+    ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL`.
+    #[cold]
+    #[inline(never)]
+    fn end_streak(&self) {
+        self.end_streak_in(current_streak_slot());
+    }
+
+    /// Ends the streak of slot `slot`: the slot first, then its bit (see `running_streaks`).
+    fn end_streak_in(&self, slot: usize) {
+        self.streaks[slot].store(0, Ordering::Relaxed);
+        self.running_streaks
+            .fetch_and(!(1_u64 << slot), Ordering::Relaxed);
+    }
+
+    /// Hands the DPC runner's work to its thread: from now on wakes leave their tasks to the
+    /// thread (which polls until the queue is empty), a runner DPC queued by a wake during the
+    /// run (here, to run next) is taken back, and the thread's event wakes the thread.
     ///
     /// # IRQL
     /// `DISPATCH_LEVEL`.
     fn hand_off_to_thread(&self) {
-        self.thread_owns_work.store(true, Ordering::SeqCst);
+        self.wake_route.set(Route::ThreadPolling);
         // SAFETY: initialised DPC in the 'static runner.
         if unsafe { KeRemoveQueueDpc(self.dpc.get()) } != FALSE {
             self.dpc_instances.fetch_sub(1, Ordering::AcqRel);
@@ -618,7 +657,7 @@ impl Runner {
     /// # IRQL
     /// `PASSIVE_LEVEL`.
     fn poll_handed_off_work(&self) {
-        while self.thread_owns_work.load(Ordering::Acquire) {
+        while self.wake_route.get() == Route::ThreadPolling {
             // SAFETY: PASSIVE_LEVEL, raised to DISPATCH_LEVEL (not lower) and lowered right
             // after this slice, as the DPC runner's tasks expect DISPATCH_LEVEL.
             let previous = unsafe { KeRaiseIrql(DISPATCH_LEVEL) };
@@ -630,13 +669,51 @@ impl Runner {
             if work_remains || self.executor.has_queued() {
                 continue;
             }
-            self.thread_owns_work.store(false, Ordering::SeqCst);
-            // Against `pend`'s fence: either a wake that queues a task from now on sees the flag
-            // clear and queues the DPC, or we see its task here and queue the DPC for it.
-            fence(Ordering::SeqCst);
-            if self.executor.has_queued() {
+            // Either a wake that queues a task from now on sees the DPC route and queues the
+            // DPC, or we see its task here and queue the DPC for it.
+            if self.wake_route.hand_back_to_dpc(&self.executor) {
                 self.queue_dpc();
             }
+        }
+    }
+
+    /// The passive runner's thread, once woken: polls until the run queue is empty, while wakes
+    /// leave their tasks to it instead of setting its event (which cost a `KeSetEvent`, and a
+    /// wait that returned at once, per wake that found the queue empty while the thread was
+    /// busy).
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    fn poll_passive(&self) {
+        self.wake_route.set(Route::ThreadPolling);
+        while self.run_once() {}
+    }
+
+    /// Whether the passive runner's thread may wait for its event: it routes wakes to the event
+    /// again, then looks at the run queue once more; with tasks queued it polls again at once.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    fn passive_may_wait(&self) -> bool {
+        // Either a wake that queues a task from now on sees the waiting route and sets the
+        // event, or we see its task here and do not wait.
+        self.wake_route.thread_may_wait(&self.executor)
+    }
+
+    /// The runner's thread waits for `wake_event`.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    fn wait_for_wake_event(&self) {
+        // SAFETY: initialised synchronization event; PASSIVE_LEVEL, no timeout.
+        unsafe {
+            KeWaitForSingleObject(
+                self.wake_event.get().cast(),
+                Executive,
+                KernelMode,
+                FALSE,
+                ptr::null_mut(),
+            );
         }
     }
 
@@ -702,20 +779,27 @@ unsafe fn pend(context: *const ()) {
     let Some(runner) = (unsafe { context.cast::<Runner>().as_ref() }) else {
         return;
     };
-    if runner.kind.load(Ordering::Relaxed) == KIND_PASSIVE {
-        // SAFETY: initialised event; any IRQL <= DISPATCH_LEVEL.
-        unsafe { KeSetEvent(runner.wake_event.get(), 0, FALSE) };
-        return;
+    // The handshake with the thread's route changes (it hands the work back to the DPC, or is
+    // about to wait): either we see the new route, or the thread sees the task we queued.
+    match runner.wake_route.for_wake() {
+        Route::Dpc => runner.queue_dpc(),
+        Route::ThreadWaiting => {
+            // SAFETY: initialised event; any IRQL <= DISPATCH_LEVEL.
+            unsafe { KeSetEvent(runner.wake_event.get(), 0, FALSE) };
+        }
+        // The thread looks at the queue again before it waits or hands the work back.
+        Route::ThreadPolling => {}
     }
-    // Against the thread's fence when it hands the work back (see `poll_handed_off_work`):
-    // the task we queued is seen by whoever polls next.
-    fence(Ordering::SeqCst);
-    if runner.thread_owns_work.load(Ordering::SeqCst) {
-        // SAFETY: initialised event; any IRQL <= DISPATCH_LEVEL.
-        unsafe { KeSetEvent(runner.wake_event.get(), 0, FALSE) };
-    } else {
-        runner.queue_dpc();
-    }
+}
+
+/// This processor's slot in `Runner::streaks`.
+///
+/// # IRQL
+/// Any.
+fn current_streak_slot() -> usize {
+    // SAFETY: a null out-pointer is allowed; any IRQL.
+    let cpu = unsafe { KeGetCurrentProcessorNumberEx(ptr::null_mut()) } as usize;
+    cpu % STREAK_SLOTS
 }
 
 /// Waits at `PASSIVE_LEVEL` until `count` is zero, polling every millisecond.
@@ -727,15 +811,22 @@ fn wait_until_zero(count: &AtomicUsize) {
     }
 }
 
-/// The DPC runner's routine: polls under the budget, then continues or hands off (see
-/// [`Runner::continue_or_hand_off`]); does nothing while the thread owns the work. Its last act
-/// uncounts this instance.
+/// The DPC runner's routine: polls under the budget, then, if work is left, continues or hands
+/// off (see [`Runner::continue_streak`]), or else ends this processor's back-to-back streak if
+/// it has one; does nothing while the thread owns the work. Its last act uncounts this
+/// instance.
 unsafe extern "system" fn runner_dpc(_: *mut KDPC, context: PVOID, _: PVOID, _: PVOID) {
     // SAFETY: the DPC was initialised with the 'static runner as context.
     let runner = unsafe { &*context.cast::<Runner>() };
-    if !runner.thread_owns_work.load(Ordering::Acquire) {
+    if runner.wake_route.get() == Route::Dpc {
         let work_remains = runner.run_once();
-        runner.continue_or_hand_off(work_remains);
+        // (A poller of another processor holding the ready list counts as work left: at
+        // worst a streak starts early, as any other DPC runs back to back here.)
+        if work_remains || runner.executor.may_have_queued() {
+            runner.continue_streak(work_remains);
+        } else if runner.running_streaks.load(Ordering::Relaxed) != 0 {
+            runner.end_streak();
+        }
     }
     runner.dpc_instances.fetch_sub(1, Ordering::Release);
 }
@@ -745,25 +836,25 @@ unsafe extern "system" fn runner_dpc(_: *mut KDPC, context: PVOID, _: PVOID, _: 
 unsafe extern "system" fn runner_thread(context: PVOID) {
     // SAFETY: the thread was created with the 'static runner as context.
     let runner = unsafe { &*context.cast::<Runner>() };
-    loop {
-        // SAFETY: initialised synchronization event; PASSIVE_LEVEL, no timeout.
-        unsafe {
-            KeWaitForSingleObject(
-                runner.wake_event.get().cast(),
-                Executive,
-                KernelMode,
-                FALSE,
-                ptr::null_mut(),
-            );
+    if runner.kind.load(Ordering::Acquire) == KIND_PASSIVE {
+        loop {
+            if runner.passive_may_wait() {
+                runner.wait_for_wake_event();
+            }
+            runner.passive_work.run_all(false);
+            runner.poll_passive();
+            if runner.stop_thread.load(Ordering::Acquire) {
+                break;
+            }
         }
-        runner.passive_work.run_all(false);
-        if runner.kind.load(Ordering::Acquire) == KIND_PASSIVE {
-            while runner.run_once() {}
-        } else {
+    } else {
+        loop {
+            runner.wait_for_wake_event();
+            runner.passive_work.run_all(false);
             runner.poll_handed_off_work();
-        }
-        if runner.stop_thread.load(Ordering::Acquire) {
-            break;
+            if runner.stop_thread.load(Ordering::Acquire) {
+                break;
+            }
         }
     }
     // Whatever was queued up to now runs; later pushes fail (the task sees NotRunning).

@@ -444,3 +444,57 @@ fn the_thread_hands_the_work_back_to_the_dpc_once_the_queue_is_empty() {
     assert_eq!(POOL.used(), 0);
     assert!(kernel.take_bugchecks().is_empty());
 }
+
+#[test]
+fn short_bursts_spread_over_more_than_the_back_to_back_limit_stay_on_the_dpc() {
+    // Each burst runs the DPC back to back for far less than the limit, then leaves nothing
+    // queued, which ends the processor's streak; the bursts together span several times the
+    // limit. A streak that an empty run failed to end would outlast the limit and hand a
+    // later burst to the runner's thread.
+    const LIMIT_BACK_TO_BACK: Duration = Duration::from_millis(50);
+    const BURSTS: usize = 100;
+    const POLLS_PER_BURST: usize = 10;
+    static RUNNER: Runner = Runner::new(Budget {
+        max_back_to_back: LIMIT_BACK_TO_BACK,
+        ..Budget::DEFAULT
+    });
+    static POOL: TaskPool<256, 4> = TaskPool::new();
+    static PLACES: PollPlaces = PollPlaces::new();
+    // The runner's own limit decides (no KeShouldYieldProcessor to hand off at its whim).
+    let kernel = boot(Config::default().with_ke_should_yield_processor(false));
+    kernel
+        .on_kernel_thread(|| RUNNER.start(RunnerKind::Dpc))
+        .unwrap();
+    let start = std::time::Instant::now();
+    for _ in 0..BURSTS {
+        let burst = RUNNER
+            .spawn(&POOL, async {
+                for _ in 0..POLLS_PER_BURST {
+                    if on_system_thread() {
+                        PLACES.on_system_thread.fetch_add(1, Ordering::SeqCst);
+                    }
+                    yield_now().await;
+                }
+            })
+            .unwrap();
+        let joined = kernel.on_kernel_thread(|| block_on(timeout(BOUND, burst)));
+        assert_eq!(
+            joined,
+            Ok(Ok(())),
+            "a burst did not finish within the bound"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let spanned = start.elapsed();
+    shutdown_within(&kernel, &RUNNER);
+    assert!(
+        spanned > 2 * LIMIT_BACK_TO_BACK,
+        "the bursts spanned only {spanned:?}: the test proves nothing"
+    );
+    assert_eq!(
+        PLACES.on_system_thread.load(Ordering::SeqCst),
+        0,
+        "short bursts were handed to the runner's thread: a streak outlived its empty run"
+    );
+    assert!(kernel.take_bugchecks().is_empty());
+}

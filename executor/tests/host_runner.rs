@@ -813,3 +813,56 @@ fn dpc_runner_completion_routine_wakes_inline() {
     );
     shutdown_within(&RUNNER);
 }
+
+#[test]
+fn passive_runner_loses_no_wake_that_races_with_its_thread_going_back_to_wait() {
+    // Each wake comes from another thread just as the runner's thread finishes the poll that
+    // registered the waker and turns to wait: wakes while the thread polls only queue the
+    // task, so the thread must look at the queue again after routing wakes back to its event.
+    // A lost wake leaves the task waiting and the test fails on the bound.
+    const ROUNDS: u64 = 50_000;
+    static RUNNER: Runner = Runner::new(Budget::DEFAULT);
+    static POOL: TaskPool<512, 1> = TaskPool::new();
+    static TICKS: AtomicU64 = AtomicU64::new(0);
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    static WAKER: Mutex<Option<Waker>> = Mutex::new(None);
+    host::boot();
+    host::on_kernel_thread(|| RUNNER.start(RunnerKind::Passive)).unwrap();
+    let handle = RUNNER
+        .spawn(&POOL, async {
+            for round in 1..=ROUNDS {
+                std::future::poll_fn(|cx| {
+                    if TICKS.load(Ordering::SeqCst) >= round {
+                        return Poll::Ready(());
+                    }
+                    *WAKER.lock().unwrap() = Some(cx.waker().clone());
+                    if TICKS.load(Ordering::SeqCst) >= round {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await;
+                SEEN.store(round, Ordering::SeqCst);
+            }
+        })
+        .unwrap();
+    host::on_kernel_thread(|| {
+        for round in 1..=ROUNDS {
+            TICKS.store(round, Ordering::SeqCst);
+            if let Some(waker) = WAKER.lock().unwrap().take() {
+                waker.wake();
+            }
+            let start = std::time::Instant::now();
+            while SEEN.load(Ordering::SeqCst) < round {
+                assert!(
+                    start.elapsed() < BOUND,
+                    "round {round}: the task was not run after its wake (a lost wake)"
+                );
+                std::hint::spin_loop();
+            }
+        }
+    });
+    assert_eq!(host::on_kernel_thread(|| join_within(handle)), Ok(()));
+    shutdown_within(&RUNNER);
+}

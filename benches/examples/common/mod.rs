@@ -4,7 +4,8 @@
 use wsk_host::{Driver, Kernel, RegValue, Registry};
 
 /// Loads `which` (`"ours"`: `wskecho` on the DPC runner; `"ours-events"`: the same with
-/// `EventDriven` 1; anything else: `wskfloor`) into
+/// `EventDriven` 1; `"ours-passive"`: `wskecho` on the passive runner; anything else:
+/// `wskfloor`) into
 /// `kernel`, listening on 127.0.0.1:`port`; returns the driver and the log line that says it
 /// listens.
 pub fn load_server(
@@ -12,7 +13,12 @@ pub fn load_server(
     which: &str,
     port: u16,
 ) -> Result<(Driver, &'static str), String> {
-    if which == "ours" || which == "ours-events" {
+    if matches!(which, "ours" | "ours-events" | "ours-passive") {
+        let runner = if which == "ours-passive" {
+            "passive"
+        } else {
+            "dpc"
+        };
         let registry = Registry::new()
             .with("Parameters", "Port", RegValue::Dword(port.into()))
             .with(
@@ -20,7 +26,7 @@ pub fn load_server(
                 "BindAddress",
                 RegValue::Sz("127.0.0.1".into()),
             )
-            .with("Parameters", "Runner", RegValue::Sz("dpc".into()))
+            .with("Parameters", "Runner", RegValue::Sz(runner.into()))
             .with(
                 "Parameters",
                 "EventDriven",

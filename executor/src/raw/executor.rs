@@ -194,6 +194,14 @@ impl<P: Pender> Executor<P> {
         self.core.has_queued()
     }
 
+    /// [`has_queued`](Self::has_queued), cheaper and conservative: also true while a poller
+    /// holds the ready list (it may be running tasks, or keeping some), for the runners' checks
+    /// after a poll, where a needless "yes" costs at most one more look.
+    #[inline]
+    pub(crate) fn may_have_queued(&self) -> bool {
+        self.core.may_have_queued()
+    }
+
     /// Closes the executor: spawning fails from now on, and every task is woken so that its
     /// next poll drops its future instead. Call [`poll`](Self::poll) (or let the runner do it)
     /// until [`is_drained`](Self::is_drained).
@@ -376,6 +384,12 @@ impl ExecutorCore {
 
     pub(crate) fn has_queued(&self) -> bool {
         !self.queue.is_empty() || self.ready.has_tasks()
+    }
+
+    /// See [`Executor::may_have_queued`].
+    #[inline]
+    fn may_have_queued(&self) -> bool {
+        !self.queue.is_empty() || !self.ready.is_free_and_empty()
     }
 
     /// See [`Executor::close`].

@@ -619,3 +619,90 @@ fn loom_two_batch_rests_racing_for_the_ready_list() {
         }
     });
 }
+
+/// A runner as far as its wake route goes: the route, the event a waiting thread waits on,
+/// and the DPCs queued.
+struct RouteRunner {
+    route: WakeRoute,
+    event: AtomicBool,
+    dpcs: AtomicUsize,
+}
+
+/// The runners' pender, on a [`RouteRunner`]: what `runner::pend` does with the route.
+unsafe fn pend_route(context: *const ()) {
+    // SAFETY: the models set the context to a leaked RouteRunner.
+    let runner = unsafe { &*context.cast::<RouteRunner>() };
+    match runner.route.for_wake() {
+        Route::Dpc => {
+            runner.dpcs.fetch_add(1, Ordering::SeqCst);
+        }
+        Route::ThreadWaiting => runner.event.store(true, Ordering::SeqCst),
+        Route::ThreadPolling => {}
+    }
+}
+
+/// An executor whose pender follows a [`RouteRunner`] starting on `route`, and a task polled
+/// once (waiting for its probe's wake).
+fn route_fixture(
+    route: Route,
+) -> (
+    &'static Executor,
+    &'static RouteRunner,
+    &'static Probe,
+    JoinHandle<usize>,
+) {
+    let executor: &'static Executor = Box::leak(Box::new(Executor::new(pend_route)));
+    let runner: &'static RouteRunner = Box::leak(Box::new(RouteRunner {
+        route: WakeRoute::new(Route::Dpc),
+        event: AtomicBool::new(false),
+        dpcs: AtomicUsize::new(0),
+    }));
+    runner.route.set(route);
+    // SAFETY: `pend_route` expects a leaked RouteRunner.
+    unsafe { executor.set_context(std::ptr::from_ref(runner).cast()) };
+    let probe = Probe::new(false);
+    let handle = pool::<1>().spawn(executor, probe.wait()).unwrap();
+    assert_eq!(executor.poll(usize::MAX, || false).polled, 1);
+    (executor, runner, probe, handle)
+}
+
+/// The passive runner's thread turns to wait while a wake from another CPU queues its task:
+/// either the thread sees the task (and polls again instead of waiting), or the wake sees the
+/// waiting route and sets the event. Never a wait with the task queued and no event.
+#[test]
+fn loom_passive_thread_going_to_wait_racing_a_wake_loses_nothing() {
+    model(|| {
+        let (executor, runner, probe, mut handle) = route_fixture(Route::ThreadPolling);
+        let waker = thread::spawn(move || probe.release_and_wake());
+        let may_wait = runner.route.thread_may_wait(executor);
+        waker.join().unwrap();
+        assert_eq!(runner.route.get(), Route::ThreadWaiting);
+        if may_wait {
+            assert!(
+                runner.event.load(Ordering::SeqCst),
+                "the thread waits with its task queued and no event set: a lost wake"
+            );
+        }
+        assert_eq!(executor.poll(usize::MAX, || false).polled, 1);
+        assert!(matches!(poll_handle(&mut handle), Poll::Ready(Ok(2))));
+    });
+}
+
+/// The DPC runner's thread hands the work back while a wake from another CPU queues a task:
+/// either the thread sees the task (and queues the DPC for it), or the wake sees the DPC route
+/// and queues the DPC itself.
+#[test]
+fn loom_thread_handing_back_to_the_dpc_racing_a_wake_loses_nothing() {
+    model(|| {
+        let (executor, runner, probe, mut handle) = route_fixture(Route::ThreadPolling);
+        let waker = thread::spawn(move || probe.release_and_wake());
+        let saw_task = runner.route.hand_back_to_dpc(executor);
+        waker.join().unwrap();
+        assert!(
+            saw_task || runner.dpcs.load(Ordering::SeqCst) == 1,
+            "the work went back to the DPC with a task queued and no DPC: a lost wake"
+        );
+        assert_eq!(executor.poll(usize::MAX, || false).polled, 1);
+        assert!(matches!(poll_handle(&mut handle), Poll::Ready(Ok(2))));
+    });
+}

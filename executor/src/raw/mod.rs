@@ -22,6 +22,8 @@ mod state;
 #[doc(hidden)]
 pub mod sync;
 mod task;
+#[cfg(any(not(loom), test))]
+mod wake_route;
 
 pub use atomic_waker::AtomicWaker;
 pub use executor::{Executor, ExecutorCore, FnPender, PendFn, Pender, PollReport};
@@ -35,6 +37,8 @@ pub use pool::{MAX_POOLS, STORAGE_ALIGN, SpawnError, TaskPool};
 
 pub(crate) use executor::executor_of_waker;
 pub(crate) use task::WakerVTableFor;
+#[cfg(any(not(loom), test))]
+pub(crate) use wake_route::{Route, WakeRoute};
 
 #[cfg(all(test, loom))]
 mod loom_tests;

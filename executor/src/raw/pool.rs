@@ -153,8 +153,11 @@ impl<F: TaskFuture, P: Pender> VTableFor<F, P> {
         let future = unsafe { &mut *stage.running };
         // SAFETY: the future stays in its 'static slot until dropped in place.
         let future = unsafe { Pin::new_unchecked(future) };
+        // Never dropped: a task waker's drop does nothing (task wakers hold no count), and a
+        // `Waker` dropped here costs a call through the vtable the compiler reloads after the
+        // poll, on every run.
         // SAFETY: the task is in a pool bound to `P` by the spawn.
-        let waker = unsafe { task_waker::<P>(task) };
+        let waker = ManuallyDrop::new(unsafe { task_waker::<P>(task) });
         match poll_in_place(future, &waker) {
             Poll::Ready(output) => {
                 // SAFETY: `running` is initialised and never used again.
