@@ -304,3 +304,147 @@ fn io_cancel_irp_cancels_a_pending_receive() {
         client.deregister();
     });
 }
+
+/// Sends started from two threads at once, several outstanding on each, with 1 MB each and a
+/// peer that starts reading late, so that the host socket fills and sends wait: the peer gets every send whole (no other send's
+/// bytes inside it) and each thread's sends in the order it started them. A `WskSend` with
+/// nothing queued before it writes without the provider lock (see `transfer_calls`): the
+/// sends started meanwhile must queue behind it, and one it leaves unfinished must go first.
+#[test]
+fn concurrent_sends_arrive_whole_and_in_order_per_thread() {
+    const THREADS: u8 = 2;
+    const SENDS: u8 = 4;
+    const LEN: usize = 1_000_000;
+    each_plan(|| {
+        let client = Client::register();
+        let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = client.connected(std_listener.local_addr().unwrap());
+        let (s, _) = std_listener.accept().unwrap();
+        std_stream(&s);
+        let total = usize::from(THREADS) * usize::from(SENDS) * LEN;
+        let reader = {
+            let s = s.try_clone().unwrap();
+            peer(move || {
+                // Late: the host socket's buffers fill first, and writes come back short.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let mut got = vec![0u8; total];
+                (&s).read_exact(&mut got).unwrap();
+                got
+            })
+        };
+        std::thread::scope(|scope| {
+            for thread in 0..THREADS {
+                let c = &c;
+                scope.spawn(move || {
+                    // Every byte of a send is its tag: thread in the high nibble, send in the
+                    // low one (never 0).
+                    let bufs: Vec<Buf> = (0..SENDS)
+                        .map(|send| Buf::from(&vec![(thread << 4) | (send + 1); LEN]))
+                        .collect();
+                    let mut wsks: Vec<WSK_BUF> = bufs.iter().map(Buf::wsk).collect();
+                    let ios: Vec<Io> = (0..SENDS).map(|_| Io::new()).collect();
+                    for (io, w) in ios.iter().zip(wsks.iter_mut()) {
+                        c.start_send(io, w, 0);
+                    }
+                    for io in &ios {
+                        // Not `Io::wait`: another thread's call may complete this send inline,
+                        // at its PASSIVE_LEVEL, where `wait` expects the reactor.
+                        let state = io.signal.state.lock().unwrap();
+                        let (state, timeout) = io
+                            .signal
+                            .cv
+                            .wait_timeout_while(state, BOUND, |s| s.is_none())
+                            .unwrap();
+                        assert!(!timeout.timed_out(), "a concurrent send never completed");
+                        assert_eq!(*state, Some((STATUS_SUCCESS, LEN)));
+                    }
+                });
+            }
+        });
+        let got = reader.join().unwrap();
+        let mut next_send = [1u8; THREADS as usize];
+        for (i, run) in got.chunks(LEN).enumerate() {
+            let tag = run[0];
+            assert!(
+                run.iter().all(|&b| b == tag),
+                "send {i} on the wire holds another send's bytes"
+            );
+            let thread = usize::from(tag >> 4);
+            assert_eq!(
+                tag & 0xf,
+                next_send[thread],
+                "thread {thread}'s sends arrive in the order it started them"
+            );
+            next_send[thread] += 1;
+        }
+        assert_eq!(
+            next_send,
+            [SENDS + 1; THREADS as usize],
+            "every send arrived"
+        );
+        c.close();
+        client.deregister();
+    });
+}
+
+/// A `WskSend` writing without the provider lock (nothing queued before it) that the host
+/// socket leaves short must still go before a send started meanwhile on another thread.
+/// Deterministic through the plan's slow sends (40 ms at the call's start and as long again
+/// inside the unlocked write): the second send, started 20 ms after the first, arrives while
+/// the first writes; 8 MB each, more than the host socket buffers, with a peer that reads late.
+#[test]
+fn a_send_left_short_goes_before_one_started_while_it_wrote() {
+    const LEN: usize = 8 << 20;
+    let kernel = boot(Faults {
+        slow_call: Some(SlowCall {
+            op: WskOp::Send,
+            delay: std::time::Duration::from_millis(40),
+        }),
+        ..Faults::default()
+    });
+    kernel.on_kernel_thread(|| {
+        let client = Client::register();
+        let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = client.connected(std_listener.local_addr().unwrap());
+        let (s, _) = std_listener.accept().unwrap();
+        std_stream(&s);
+        let reader = peer(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let mut got = vec![0u8; 2 * LEN];
+            (&s).read_exact(&mut got).unwrap();
+            got
+        });
+        std::thread::scope(|scope| {
+            for (tag, start_after) in [(1u8, 0), (2, 20)] {
+                let c = &c;
+                scope.spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(start_after));
+                    let buf = Buf::from(&vec![tag; LEN]);
+                    let mut w = buf.wsk();
+                    let io = Io::new();
+                    c.start_send(&io, &mut w, 0);
+                    // Not `Io::wait`: the other thread's call may complete this send inline.
+                    let state = io.signal.state.lock().unwrap();
+                    let (state, timeout) = io
+                        .signal
+                        .cv
+                        .wait_timeout_while(state, BOUND, |s| s.is_none())
+                        .unwrap();
+                    assert!(!timeout.timed_out(), "send {tag} never completed");
+                    assert_eq!(*state, Some((STATUS_SUCCESS, LEN)));
+                });
+            }
+        });
+        let got = reader.join().unwrap();
+        assert!(
+            got[..LEN].iter().all(|&b| b == 1),
+            "the first send's bytes come first, whole"
+        );
+        assert!(
+            got[LEN..].iter().all(|&b| b == 2),
+            "the second send's bytes come after them"
+        );
+        c.close();
+        client.deregister();
+    });
+}

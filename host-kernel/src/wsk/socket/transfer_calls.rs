@@ -164,6 +164,14 @@ fn send_unlocked(fd: std::os::fd::RawFd, op: &mut Op) -> Option<(NTSTATUS, usize
     else {
         return Some((STATUS_INVALID_DEVICE_STATE, 0));
     };
+    // The fault plan's slow sends linger here too: the window in which other sends on the
+    // socket must queue behind this one (see `Faults::slow_call`).
+    if super::SLOW_CALLS.load(core::sync::atomic::Ordering::Relaxed)
+        && let Some(slow) = super::provider().faults.slow_call
+        && slow.op == WskOp::Send
+    {
+        std::thread::sleep(slow.delay);
+    }
     // SAFETY: `fd` is the open host stream of the socket (kept open, see above); the
     // ManuallyDrop never closes it.
     let stream = core::mem::ManuallyDrop::new(unsafe {
