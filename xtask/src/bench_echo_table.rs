@@ -246,7 +246,10 @@ fn json_number(json: &str, key: &str) -> Option<f64> {
 /// `--cells`, `--placement` and `--rounds` narrow it to a quick look at a few cells, which
 /// leaves out Wine and callgrind.
 #[derive(Debug, PartialEq)]
-#[allow(clippy::struct_excessive_bools, reason = "one bool per command-line flag")]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "one bool per command-line flag"
+)]
 struct Selection {
     servers: Vec<Server>,
     /// Connections and message size of each cell.
