@@ -82,8 +82,7 @@ pub struct ErrorRule {
 pub struct SlowCall {
     /// The operation slowed down.
     pub op: WskOp,
-    /// How long each call stays inside the provider before doing its work (a `WskSend` that
-    /// writes without the provider lock stays as long again there, see `transfer_calls`).
+    /// How long each call stays inside the provider before doing its work.
     pub delay: Duration,
 }
 

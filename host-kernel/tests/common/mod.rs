@@ -26,7 +26,7 @@ pub use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Order
 pub use std::sync::{Condvar, Mutex};
 pub use std::time::Duration;
 
-pub use wsk_host::faults::{Completion, ErrorRule, Faults, SlowCall, WskOp};
+pub use wsk_host::faults::{Completion, ErrorRule, Faults, WskOp};
 pub use wsk_host::testing::{BOUND, plans};
 pub use wsk_host::{Config, Kernel};
 pub use wsk_sys::{

@@ -437,13 +437,6 @@ pub(super) struct Sock {
     connect: Option<Op>,
     recvs: VecDeque<Op>,
     sends: VecDeque<Op>,
-    /// A `WskSend` is writing to the host stream without the provider lock (see
-    /// `transfer_calls::send_unlocked`): the pump leaves the send queue alone meanwhile (what
-    /// queued behind it goes after it), and the host stream is parked instead of closed.
-    sending_unlocked: bool,
-    /// The host stream an abortive disconnect released while a send was writing to it without
-    /// the lock: closed once that send is back (its descriptor must not be reused meanwhile).
-    parked_stream: Option<TcpStream>,
     /// Event callbacks (`SO_WSK_EVENT_CALLBACK`), see `events`.
     ev: events::EventState,
     /// Datagrams a `WskReceiveFromEvent` callback refused (`STATUS_DATA_NOT_ACCEPTED`), oldest
@@ -485,9 +478,6 @@ impl Sock {
                 let _ = io.deregister(&mut s);
                 if abortive {
                     let _ = os::set_linger_zero(s.as_raw_fd());
-                }
-                if self.sending_unlocked {
-                    self.parked_stream = Some(s);
                 }
             }
             Host::Listener(mut l) => {
@@ -591,8 +581,6 @@ fn new_sock(id: u64, client: u64, kind: Kind, v6: bool, host: Host) -> Sock {
         connect: None,
         recvs: VecDeque::new(),
         sends: VecDeque::new(),
-        sending_unlocked: false,
-        parked_stream: None,
         ev: events::EventState::default(),
         refused_datagrams: VecDeque::new(),
     }

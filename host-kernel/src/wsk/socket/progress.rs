@@ -458,10 +458,6 @@ fn datagram_receive_into(
 
 /// Pending sends, graceful disconnects and datagram sends, in order.
 fn progress_sends(sock: &mut Sock, dones: &mut Vec<Done>) {
-    if sock.sending_unlocked {
-        // A `WskSend` is writing without the lock; what queued behind it waits for it.
-        return;
-    }
     let host = &sock.host;
     let (error, aborted, fin_sent, nodelay_set) = (
         &mut sock.error,

@@ -5,7 +5,7 @@ use std::format;
 use std::sync::Arc;
 use std::vec::Vec;
 
-use super::buffers::{gather, held_memory, segments, send_some};
+use super::buffers::{gather, held_memory, segments};
 use super::glue::bugcheck;
 use super::os::{self};
 use super::queue::{claim_now, submit};
@@ -84,104 +84,20 @@ pub(super) unsafe extern "system-unwind" fn wsk_send(
         out.done(STATUS_INVALID_DEVICE_STATE, 0, id);
     } else {
         let total = segs.iter().map(|s| s.len).sum();
-        let nodelay = flags & WSK_FLAG_NODELAY != 0;
-        let mut op = Op::new(
+        let op = Op::new(
             out.irp,
             OpKind::Send {
                 segs,
                 total,
                 done: 0,
-                nodelay,
+                nodelay: flags & WSK_FLAG_NODELAY != 0,
             },
         );
-        if let Some(fd) = unlocked_send_stream(sock, nodelay) {
-            sock.sending_unlocked = true;
-            drop(st);
-            let result = send_unlocked(fd, &mut op);
-            let mut st = p.lock();
-            let Ok(sock) = sock_mut(&mut st, id, "WskSend") else {
-                // Closing a socket with a call in progress bugchecks (see `InCall`).
-                drop(st);
-                bugcheck(
-                    "WSK_PROVIDER_INTERNAL",
-                    format!("socket {id} went away during a WskSend"),
-                );
-            };
-            sock.sending_unlocked = false;
-            // An abortive disconnect meanwhile parked the stream: closed now.
-            drop(sock.parked_stream.take());
-            match result {
-                Some((status, info)) => {
-                    if status != STATUS_SUCCESS {
-                        sock.error = Some(status);
-                    }
-                    out.done(status, info, id);
-                }
-                // Not all written: queued first (ahead of what came meanwhile), as the pump
-                // would have left it.
-                None => sock.sends.push_front(op),
-            }
-            // On with what queued behind it meanwhile (or with this send, when it waits).
-            submit(&mut st, &p.io, id, &mut out);
-            drop(st);
-            return p.finish(out, inline);
-        }
         sock.sends.push_back(op);
         submit(&mut st, &p.io, id, &mut out);
     }
     drop(st);
     p.finish(out, inline)
-}
-
-/// The host stream descriptor a `WskSend` on `sock` may write to without the provider lock:
-/// a connected host stream with nothing queued to send before it (nor a send already
-/// writing unlocked), and no `WSK_FLAG_NODELAY` push (which toggles the socket's option
-/// around the write, see `progress_sends`).
-///
-/// Why: the send system call on loopback carries the peer's whole receive path, the longest
-/// stretch the provider lock was held; under load the reactor, preempting the thread that
-/// held it there, blocked on the lock and handed the processor back (two context switches
-/// and two futex calls each time, `benches/README.md`, "The host kernel at 1,000
-/// connections").
-fn unlocked_send_stream(sock: &Sock, nodelay: bool) -> Option<std::os::fd::RawFd> {
-    if !sock.sends.is_empty() || sock.sending_unlocked || (nodelay && !sock.nodelay) {
-        return None;
-    }
-    match &sock.host {
-        super::Host::Stream(stream) => Some(std::os::fd::AsRawFd::as_raw_fd(stream)),
-        _ => None,
-    }
-}
-
-/// Writes `op`'s bytes to the host stream `fd` without the provider lock: its final status
-/// and byte count, or `None` when the stream is full before the end (`op` records how far it
-/// got). The descriptor stays open meanwhile: closing the socket during the call bugchecks
-/// (see `InCall`), and an abortive disconnect parks the stream (`Sock::parked_stream`).
-fn send_unlocked(fd: std::os::fd::RawFd, op: &mut Op) -> Option<(NTSTATUS, usize)> {
-    let OpKind::Send {
-        segs, total, done, ..
-    } = &mut op.kind
-    else {
-        return Some((STATUS_INVALID_DEVICE_STATE, 0));
-    };
-    // The fault plan's slow sends linger here too: the window in which other sends on the
-    // socket must queue behind this one (see `Faults::slow_call`).
-    if super::SLOW_CALLS.load(core::sync::atomic::Ordering::Relaxed)
-        && let Some(slow) = super::provider().faults.slow_call
-        && slow.op == WskOp::Send
-    {
-        std::thread::sleep(slow.delay);
-    }
-    // SAFETY: `fd` is the open host stream of the socket (kept open, see above); the
-    // ManuallyDrop never closes it.
-    let stream = core::mem::ManuallyDrop::new(unsafe {
-        <mio::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd)
-    });
-    match send_some(&*stream, segs, *total, done) {
-        Ok(true) => Some((STATUS_SUCCESS, *total)),
-        Ok(false) => None,
-        Err(e) => Some((os::status_of(&e), *done)),
-    }
 }
 
 /// `WskReceive`: completes with what is available; `WSK_FLAG_WAITALL` waits for a full
