@@ -15,9 +15,7 @@
 //!
 //! Locking: one provider lock guards every socket and registration. IRPs are never completed
 //! while it is held (completion routines re-enter the provider), and cancel routines take it
-//! only after releasing the cancel spin lock. One system call runs without it: a `WskSend`
-//! with nothing queued before it writes to the host stream unlocked (the socket marked as
-//! sending meanwhile: later sends queue behind it, see `socket::transfer_calls`).
+//! only after releasing the cancel spin lock.
 //!
 //! The verifier fails (bugchecks) what crashes or hangs Windows: a `WSK_BUF` longer than its
 //! MDL chain or holding a freed MDL, calls on a closed socket, IRQL rules, an
