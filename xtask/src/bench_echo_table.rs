@@ -348,6 +348,13 @@ impl Selection {
         if selection.narrowed {
             selection.skip_callgrind = true;
         }
+        if selection.wine_only && selection.narrowed {
+            return Err(
+                "bench-echo: --wine-only measures Wine's servers only: no --servers, --cells, \
+                 --placement or --rounds with it"
+                    .to_owned(),
+            );
+        }
         if selection.wine_only {
             selection.skip_callgrind = true;
             selection.placements.clear();
@@ -424,7 +431,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         &json_path,
         results_json(
             &machine,
-            &wine_note,
+            (&wine_note, rounds),
             &samples,
             callgrind.as_ref(),
             &failures,
@@ -1267,13 +1274,13 @@ fn json_string(text: &str) -> String {
 
 fn results_json(
     machine: &str,
-    wine_note: &str,
+    (wine_note, rounds): (&str, usize),
     samples: &[Sample],
     callgrind: Option<&Callgrind>,
     failures: &[String],
 ) -> String {
     let mut out = format!(
-        "{{\"machine\":{},\"wine\":{},\"rounds\":{ROUNDS},\"warmup_ms\":{WARMUP_MS},\
+        "{{\"machine\":{},\"wine\":{},\"rounds\":{rounds},\"warmup_ms\":{WARMUP_MS},\
          \"measure_ms\":{MEASURE_MS},\"samples\":[",
         json_string(machine),
         json_string(wine_note)
@@ -1585,6 +1592,7 @@ mod tests {
             &["--rounds", "0"],
             &["--rounds"],
             &["--fast"],
+            &["--wine-only", "--rounds", "1"],
         ] {
             assert!(parsed(args).is_err(), "{args:?} accepted");
         }
@@ -1658,7 +1666,9 @@ mod tests {
         );
         assert_eq!(ratio(Some(3.0), Some(2.0)), "1.50");
         assert_eq!(ratio(Some(3.0), None), "—");
-        assert!(results_json("m", "w", &samples, None, &[]).contains("\"server\":\"floor\""));
+        assert!(
+            results_json("m", ("w", ROUNDS), &samples, None, &[]).contains("\"server\":\"floor\"")
+        );
     }
 
     #[test]
