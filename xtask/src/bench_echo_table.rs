@@ -41,6 +41,10 @@
 //! lines go to `target/bench-echo/wine-drivers.log`, and a failed Wine cell quotes those
 //! logged during it. Without Wine the output says loudly that this part was not measured.
 //! `--wine-only` runs only this part (no host servers, no callgrind).
+//!
+//! A narrowed run looks at a few cells quickly (no Wine, no callgrind): `--servers
+//! ours-dpc,tokio` (any of the host servers), `--cells 1000x64,1000x16384` (connections x
+//! message bytes), `--placement pinned|unpinned|both`, `--rounds N` (default [`ROUNDS`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -237,19 +241,131 @@ fn json_number(json: &str, key: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
+/// What one `bench-echo` run measures: by default everything (every host server, both
+/// placements, every cell, [`ROUNDS`] rounds, then Wine and callgrind); `--servers`,
+/// `--cells`, `--placement` and `--rounds` narrow it to a quick look at a few cells, which
+/// leaves out Wine and callgrind.
+#[derive(Debug, PartialEq)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "one bool per command-line flag"
+)]
+struct Selection {
+    servers: Vec<Server>,
+    /// Connections and message size of each cell.
+    cells: Vec<(usize, usize)>,
+    /// `true`: pinned.
+    placements: Vec<bool>,
+    rounds: usize,
+    quick: bool,
+    wine_only: bool,
+    skip_callgrind: bool,
+    /// A narrowed run: no Wine, no callgrind.
+    narrowed: bool,
+}
+
+/// The usage line of `bench-echo`'s arguments.
+const ARGUMENTS: &str = "--no-callgrind, --quick, --wine-only, --servers NAME,.. (ours-dpc, \
+    ours-passive, ours-events, floor, tokio, std), --cells CONNSxBYTES,.. (e.g. 1000x64), \
+    --placement pinned|unpinned|both, --rounds N";
+
+impl Selection {
+    /// Parses `bench-echo`'s arguments.
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut selection = Selection {
+            servers: Server::ALL.to_vec(),
+            cells: all_cells(),
+            placements: vec![true, false],
+            rounds: ROUNDS,
+            quick: false,
+            wine_only: false,
+            skip_callgrind: false,
+            narrowed: false,
+        };
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            let mut value = || {
+                rest.next()
+                    .ok_or_else(|| format!("bench-echo: {arg} needs a value ({ARGUMENTS})"))
+            };
+            match arg.as_str() {
+                "--no-callgrind" => selection.skip_callgrind = true,
+                "--quick" => selection.quick = true,
+                "--wine-only" => selection.wine_only = true,
+                "--servers" => {
+                    selection.servers = value()?
+                        .split(',')
+                        .map(|name| {
+                            Server::ALL
+                                .into_iter()
+                                .find(|s| s.name() == name)
+                                .ok_or_else(|| format!("bench-echo: unknown server {name}"))
+                        })
+                        .collect::<Result<_, _>>()?;
+                    selection.narrowed = true;
+                }
+                "--cells" => {
+                    selection.cells = value()?
+                        .split(',')
+                        .map(|cell| {
+                            cell.split_once('x')
+                                .and_then(|(c, s)| Some((c.parse().ok()?, s.parse().ok()?)))
+                                .filter(|&(c, s): &(usize, usize)| c > 0 && s > 0)
+                                .ok_or_else(|| {
+                                    format!("bench-echo: a cell is CONNSxBYTES, not {cell}")
+                                })
+                        })
+                        .collect::<Result<_, _>>()?;
+                    selection.narrowed = true;
+                }
+                "--placement" => {
+                    selection.placements = match value()?.as_str() {
+                        "pinned" => vec![true],
+                        "unpinned" => vec![false],
+                        "both" => vec![true, false],
+                        other => return Err(format!("bench-echo: unknown placement {other}")),
+                    };
+                    selection.narrowed = true;
+                }
+                "--rounds" => {
+                    selection.rounds = value()?
+                        .parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or("bench-echo: --rounds needs a count of 1 or more")?;
+                    selection.narrowed = true;
+                }
+                unknown => {
+                    return Err(format!(
+                        "bench-echo: unknown argument {unknown} ({ARGUMENTS})"
+                    ));
+                }
+            }
+        }
+        if selection.quick && !selection.narrowed {
+            selection.rounds = 1;
+        }
+        if selection.narrowed {
+            selection.skip_callgrind = true;
+        }
+        if selection.wine_only && selection.narrowed {
+            return Err(
+                "bench-echo: --wine-only measures Wine's servers only: no --servers, --cells, \
+                 --placement or --rounds with it"
+                    .to_owned(),
+            );
+        }
+        if selection.wine_only {
+            selection.skip_callgrind = true;
+            selection.placements.clear();
+        }
+        Ok(selection)
+    }
+}
+
 /// Runs the whole benchmark (see the module documentation).
 pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
-    let wine_only = args.iter().any(|a| a == "--wine-only");
-    let skip_callgrind = wine_only || args.iter().any(|a| a == "--no-callgrind");
-    let quick = args.iter().any(|a| a == "--quick");
-    if let Some(unknown) = args
-        .iter()
-        .find(|a| !matches!(a.as_str(), "--no-callgrind" | "--quick" | "--wine-only"))
-    {
-        return Err(format!(
-            "bench-echo: unknown argument {unknown} (--no-callgrind, --quick, --wine-only)"
-        ));
-    }
+    let selection = Selection::parse(args)?;
     if !setup::has_program("taskset") {
         return Err("taskset is missing (util-linux)".into());
     }
@@ -260,14 +376,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let machine = describe_machine();
     println!("bench-echo: {machine}");
     let started = Instant::now();
-    let rounds = if quick { 1 } else { ROUNDS };
+    let rounds = selection.rounds;
+    let quick = selection.quick;
     let mut samples = Vec::new();
     let mut failures = Vec::new();
-    let host_placements: &[bool] = if wine_only { &[] } else { &[true, false] };
-    for &pinned in host_placements {
+    for &pinned in &selection.placements {
         for round in 0..rounds {
-            for server in Server::ALL {
-                match serve_all_cells(&programs, server, pinned, round, quick) {
+            for &server in &selection.servers {
+                match serve_all_cells(&programs, server, pinned, round, &selection) {
                     Ok((mut got, mut failed)) => {
                         samples.append(&mut got);
                         failures.append(&mut failed);
@@ -277,7 +393,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
             }
         }
     }
-    let wine_note = if setup::has_program("wine") {
+    let wine_note = if selection.narrowed {
+        "WINE: NOT MEASURED: a narrowed run (--servers, --cells, --placement or --rounds)."
+            .to_owned()
+    } else if setup::has_program("wine") {
         match run_wine(root, &programs, &out_dir, rounds, quick) {
             Ok(mut got) => {
                 samples.append(&mut got.0);
@@ -294,7 +413,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     };
     eprintln!("\n*** {wine_note} ***\n");
     let load_after = load_average();
-    let callgrind = if skip_callgrind {
+    let callgrind = if selection.skip_callgrind {
         None
     } else {
         Some(callgrind_costs(&programs, &out_dir)?)
@@ -312,7 +431,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         &json_path,
         results_json(
             &machine,
-            &wine_note,
+            (&wine_note, rounds),
             &samples,
             callgrind.as_ref(),
             &failures,
@@ -417,7 +536,7 @@ fn serve_all_cells(
     server: Server,
     pinned: bool,
     round: usize,
-    quick: bool,
+    selection: &Selection,
 ) -> Result<(Vec<Sample>, Vec<String>), String> {
     let port = wsk_benches::load::free_loopback_port()?;
     let (program, args) = server.command(programs, port);
@@ -433,7 +552,8 @@ fn serve_all_cells(
     let mut failures = Vec::new();
     let samples = measure_cells(
         programs,
-        (server, pinned, round, quick),
+        (server, pinned, round, selection.quick),
+        &selection.cells,
         addr,
         &mut failures,
         || cpu_seconds(pid),
@@ -455,87 +575,86 @@ fn serve_all_cells(
 fn measure_cells(
     programs: &Programs,
     (server, pinned, round, quick): (Server, bool, usize, bool),
+    cells: &[(usize, usize)],
     addr: SocketAddr,
     failures: &mut Vec<String>,
     cpu: impl Fn() -> Result<f64, String>,
     driver_log: Option<&Path>,
 ) -> Result<Vec<Sample>, String> {
     let mut samples = Vec::new();
-    for connections in CONNECTIONS {
-        for size in SIZES {
-            let measure = if quick { MEASURE_MS / 4 } else { MEASURE_MS };
-            match wait_until_closed(addr.port(), CLOSE_LIMIT) {
-                Ok(None) => {}
-                Ok(Some((open, took))) => println!(
-                    "bench-echo: {} round {round}: waited {} ms for the server to close {open} \
-                     earlier connection(s) before {connections} x {size} B",
-                    server.name(),
-                    took.as_millis()
-                ),
-                Err(e) => {
-                    let failure = format!(
-                        "{} round {round}: {connections} connections of {size} B not run: {e}",
-                        server.name()
-                    );
-                    println!("bench-echo: FAILED: {failure}");
-                    failures.push(failure);
-                    continue;
-                }
-            }
-            let log_start = driver_log.map_or(0, log_length);
-            let before = cpu()?;
-            let output = placed(
-                &programs.loadgen,
-                &[
-                    addr.to_string(),
-                    "--bench".into(),
-                    "--json".into(),
-                    "--connections".into(),
-                    connections.to_string(),
-                    "--size".into(),
-                    size.to_string(),
-                    "--millis".into(),
-                    measure.to_string(),
-                    "--warmup-millis".into(),
-                    WARMUP_MS.to_string(),
-                ],
-                pinned.then_some(1),
-            )
-            .output()
-            .map_err(|e| format!("could not start loadgen: {e}"))?;
-            let after = cpu()?;
-            if !output.status.success() {
-                let mut failure = format!(
-                    "{} round {round}: loadgen, {connections} connections of {size} B: {}",
-                    server.name(),
-                    String::from_utf8_lossy(&output.stderr).trim()
+    for &(connections, size) in cells {
+        let measure = if quick { MEASURE_MS / 4 } else { MEASURE_MS };
+        match wait_until_closed(addr.port(), CLOSE_LIMIT) {
+            Ok(None) => {}
+            Ok(Some((open, took))) => println!(
+                "bench-echo: {} round {round}: waited {} ms for the server to close {open} \
+                 earlier connection(s) before {connections} x {size} B",
+                server.name(),
+                took.as_millis()
+            ),
+            Err(e) => {
+                let failure = format!(
+                    "{} round {round}: {connections} connections of {size} B not run: {e}",
+                    server.name()
                 );
-                if let Some(log) = driver_log {
-                    failure.push_str(&logged_since(log, log_start));
-                }
                 println!("bench-echo: FAILED: {failure}");
                 failures.push(failure);
                 continue;
             }
-            let json = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-            println!(
-                "bench-echo: {} {} round {round}: {connections} x {size} B: {:.0} rt/s, p50 {:.1} us, server CPU {:.2} s",
-                server.name(),
-                if pinned { "pinned" } else { "unpinned" },
-                json_number(&json, "round_trips_per_second").unwrap_or(0.0),
-                json_number(&json, "p50").unwrap_or(0.0),
-                after - before
-            );
-            samples.push(Sample {
-                server,
-                pinned,
-                connections,
-                size,
-                round,
-                cpu_seconds: after - before,
-                json,
-            });
         }
+        let log_start = driver_log.map_or(0, log_length);
+        let before = cpu()?;
+        let output = placed(
+            &programs.loadgen,
+            &[
+                addr.to_string(),
+                "--bench".into(),
+                "--json".into(),
+                "--connections".into(),
+                connections.to_string(),
+                "--size".into(),
+                size.to_string(),
+                "--millis".into(),
+                measure.to_string(),
+                "--warmup-millis".into(),
+                WARMUP_MS.to_string(),
+            ],
+            pinned.then_some(1),
+        )
+        .output()
+        .map_err(|e| format!("could not start loadgen: {e}"))?;
+        let after = cpu()?;
+        if !output.status.success() {
+            let mut failure = format!(
+                "{} round {round}: loadgen, {connections} connections of {size} B: {}",
+                server.name(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+            if let Some(log) = driver_log {
+                failure.push_str(&logged_since(log, log_start));
+            }
+            println!("bench-echo: FAILED: {failure}");
+            failures.push(failure);
+            continue;
+        }
+        let json = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        println!(
+            "bench-echo: {} {} round {round}: {connections} x {size} B: {:.0} rt/s, p50 {:.1} us, server CPU {:.2} s",
+            server.name(),
+            if pinned { "pinned" } else { "unpinned" },
+            json_number(&json, "round_trips_per_second").unwrap_or(0.0),
+            json_number(&json, "p50").unwrap_or(0.0),
+            after - before
+        );
+        samples.push(Sample {
+            server,
+            pinned,
+            connections,
+            size,
+            round,
+            cpu_seconds: after - before,
+            json,
+        });
     }
     Ok(samples)
 }
@@ -726,6 +845,7 @@ fn run_wine(
                 let got = measure_cells(
                     programs,
                     (*server, false, round, quick),
+                    &all_cells(),
                     addr,
                     &mut failures,
                     || prefix.cpu_seconds(),
@@ -955,15 +1075,22 @@ fn metrics() -> [(&'static str, Metric, bool); 5] {
     ]
 }
 
-fn cells() -> Vec<Cell> {
-    let mut cells = Vec::new();
-    for pinned in [true, false] {
-        for connections in CONNECTIONS {
-            for size in SIZES {
-                cells.push((pinned, connections, size));
-            }
-        }
-    }
+/// Every cell of a full run: connections and message size.
+fn all_cells() -> Vec<(usize, usize)> {
+    CONNECTIONS
+        .iter()
+        .flat_map(|&c| SIZES.iter().map(move |&s| (c, s)))
+        .collect()
+}
+
+/// The cells `samples` measured, pinned first, then by connections and size.
+fn cells(samples: &[Sample]) -> Vec<Cell> {
+    let mut cells: Vec<Cell> = samples
+        .iter()
+        .map(|s| (s.pinned, s.connections, s.size))
+        .collect();
+    cells.sort_by_key(|&(pinned, connections, size)| (!pinned, connections, size));
+    cells.dedup();
     cells
 }
 
@@ -1011,8 +1138,11 @@ fn host_ratio_table(samples: &[Sample]) -> String {
         rule.push_str("---:|---:|");
     }
     let _ = writeln!(out, "{head}\n{rule}");
-    for cell in cells() {
+    for cell in cells(samples) {
         for ours in [Server::OursDpc, Server::OursPassive, Server::OursEvents] {
+            if mean(samples, ours, cell, |s| s.number("round_trips")).is_none() {
+                continue;
+            }
             let mut row = format!("| {} | {} |", cell_label(cell), ours.name());
             for (_, metric, _) in metrics() {
                 let mine = mean(samples, ours, cell, metric);
@@ -1041,7 +1171,7 @@ fn tables(samples: &[Sample], callgrind: Option<&Callgrind>, failures: &[String]
         rule.push_str("---:|");
     }
     let _ = writeln!(out, "{head}\n{rule}");
-    for cell in cells() {
+    for cell in cells(samples) {
         for server in Server::EVERY {
             if mean(samples, server, cell, |s| s.number("round_trips")).is_none() {
                 continue;
@@ -1113,7 +1243,7 @@ fn wine_table(samples: &[Sample]) -> String {
             rule.push_str("---:|");
         }
         let _ = writeln!(out, "{head}\n{rule}");
-        for cell in cells().into_iter().filter(|c| !c.0) {
+        for cell in cells(samples).into_iter().filter(|c| !c.0) {
             let mut row = format!("| {} |", cell_label(cell));
             for (_, metric, _) in metrics() {
                 let ours = mean(samples, Server::WineOurs, cell, metric);
@@ -1144,13 +1274,13 @@ fn json_string(text: &str) -> String {
 
 fn results_json(
     machine: &str,
-    wine_note: &str,
+    (wine_note, rounds): (&str, usize),
     samples: &[Sample],
     callgrind: Option<&Callgrind>,
     failures: &[String],
 ) -> String {
     let mut out = format!(
-        "{{\"machine\":{},\"wine\":{},\"rounds\":{ROUNDS},\"warmup_ms\":{WARMUP_MS},\
+        "{{\"machine\":{},\"wine\":{},\"rounds\":{rounds},\"warmup_ms\":{WARMUP_MS},\
          \"measure_ms\":{MEASURE_MS},\"samples\":[",
         json_string(machine),
         json_string(wine_note)
@@ -1421,6 +1551,53 @@ fn server_threads_by_part(dir: &Path, prefix: &str) -> Result<BTreeMap<Part, u64
 mod tests {
     use super::*;
 
+    fn parsed(args: &[&str]) -> Result<Selection, String> {
+        Selection::parse(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn a_narrowed_run_measures_only_the_named_servers_cells_and_placement() {
+        let selection = parsed(&[
+            "--servers",
+            "ours-dpc,tokio",
+            "--cells",
+            "1000x64,1000x16384",
+            "--placement",
+            "pinned",
+            "--rounds",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(selection.servers, [Server::OursDpc, Server::Tokio]);
+        assert_eq!(selection.cells, [(1000, 64), (1000, 16384)]);
+        assert_eq!(selection.placements, [true]);
+        assert_eq!(selection.rounds, 3);
+        assert!(selection.narrowed && selection.skip_callgrind);
+
+        let full = parsed(&[]).unwrap();
+        assert_eq!(full.servers, Server::ALL);
+        assert_eq!(full.cells.len(), CONNECTIONS.len() * SIZES.len());
+        assert_eq!((full.placements.len(), full.rounds), (2, ROUNDS));
+        assert!(!full.narrowed && !full.skip_callgrind);
+        assert_eq!(parsed(&["--quick"]).unwrap().rounds, 1);
+    }
+
+    #[test]
+    fn bad_selections_are_errors() {
+        for args in [
+            &["--servers", "nginx"][..],
+            &["--cells", "1000"],
+            &["--cells", "0x64"],
+            &["--placement", "sideways"],
+            &["--rounds", "0"],
+            &["--rounds"],
+            &["--fast"],
+            &["--wine-only", "--rounds", "1"],
+        ] {
+            assert!(parsed(args).is_err(), "{args:?} accepted");
+        }
+    }
+
     #[test]
     fn json_numbers_are_found_by_key() {
         let json = r#"{"round_trips":12,"rtt_us":{"p50":1.5,"p99.9":20.25},"q":{"0.99":7e2}}"#;
@@ -1489,7 +1666,9 @@ mod tests {
         );
         assert_eq!(ratio(Some(3.0), Some(2.0)), "1.50");
         assert_eq!(ratio(Some(3.0), None), "—");
-        assert!(results_json("m", "w", &samples, None, &[]).contains("\"server\":\"floor\""));
+        assert!(
+            results_json("m", ("w", ROUNDS), &samples, None, &[]).contains("\"server\":\"floor\"")
+        );
     }
 
     #[test]
