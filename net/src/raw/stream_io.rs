@@ -66,7 +66,7 @@ use wsk_sys::{
 };
 
 use super::held::Held;
-use super::slot::{Slot, finish, set_completion_routine};
+use super::slot::{Slot, finish, set_stream_completion_routine};
 use super::state::{AfterCancel, Claim, OnAbandon};
 use super::{RECV, SEND, SocketInner};
 use crate::buf::IoBuf;
@@ -467,7 +467,7 @@ fn start<const RECEIVE: bool>(
     // SAFETY: the slot is claimed and not pending: its IRP is ours, completed (or fresh), and
     // allocated with one stack location, which receives the completion routine.
     unsafe { sys::IoReuseIrp(slot.irp(), STATUS_UNSUCCESSFUL) };
-    let status = set_completion_routine(inner, slot);
+    let status = set_stream_completion_routine(inner, slot);
     if !sys::NT_SUCCESS(status) {
         return status;
     }
