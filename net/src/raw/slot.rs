@@ -421,7 +421,7 @@ unsafe extern "system" fn on_complete(
     match slot.state.complete() {
         OnComplete::WakeOwner => slot.waker.wake(),
         OnComplete::FinishOrphan => finish(slot),
-        OnComplete::LeaveToCanceller => {}
+        OnComplete::OwnerWillLook | OnComplete::LeaveToCanceller => {}
     }
     // SAFETY: the slot's owner is live until the release below.
     let owner = unsafe { &*slot.owner };
@@ -467,7 +467,7 @@ unsafe extern "system" fn on_stream_complete(
     match slot.state.complete() {
         OnComplete::WakeOwner => slot.waker.wake(),
         OnComplete::FinishOrphan => finish(slot),
-        OnComplete::LeaveToCanceller => {}
+        OnComplete::OwnerWillLook | OnComplete::LeaveToCanceller => {}
     }
     // The owner's own pointer, as in `on_complete` (the last release frees the object).
     if let Some(owner) = NonNull::new(slot.owner.cast_mut()) {
