@@ -208,6 +208,22 @@ impl<'a, const RECEIVE: bool> StreamIo<'a, RECEIVE> {
         Poll::Ready((Err(Error::new(kind, name)), chunk.buf))
     }
 
+    /// Refuses the operation before its first issue with `kind` (the future decided it when
+    /// it was built): the error, named by the operation, and the buffer back. Pending if
+    /// there is nothing to refuse (it was already issued or returned).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn refuse_now(&mut self, kind: ErrorKind) -> Poll<(Error, IoBuf)> {
+        if self.phase == Phase::InFlight {
+            return Poll::Pending;
+        }
+        match self.refuse(kind) {
+            Poll::Ready((Err(error), buf)) => Poll::Ready((error, buf)),
+            // `refuse` returns only errors, or pending.
+            Poll::Ready((Ok(_), _)) | Poll::Pending => Poll::Pending,
+        }
+    }
+
     /// The slot is not simply free: a waiter is registered, an operation owns it, or a
     /// dropped one is still finishing. `Ok` once this operation claimed it; otherwise the
     /// poll's result (refused, or pending as the slot's waiter). The rare path, as in
