@@ -66,6 +66,8 @@
 //! [`Op`]: super::Op
 //! [`CallGate`]: super::state::CallGate
 //! [`SlotState`]: super::state::SlotState
+//! [`SlotState::wait`]: super::state::SlotState::wait
+//! [`Request`]: super::request::Request
 
 use core::ptr::NonNull;
 use core::task::{Context, Poll};
