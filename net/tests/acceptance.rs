@@ -216,8 +216,15 @@ fn fin_graceful_final_data_and_refused() {
                 .await
                 .expect("graceful");
             // No sends after a disconnect: an error, not a panic.
-            let (after, _) = stream.send(IoBuf::from_slice(b"late").unwrap()).await;
-            assert_eq!(after.unwrap_err().kind(), ErrorKind::InvalidState);
+            let (after, back) = stream.send(IoBuf::from_slice(b"late").unwrap()).await;
+            let after = after.unwrap_err();
+            assert_eq!(after.kind(), ErrorKind::InvalidState);
+            assert_eq!(after.operation(), "send");
+            assert_eq!(
+                &back[..],
+                b"late",
+                "the refused send's buffer back, unchanged"
+            );
             stream.close().await;
             assert!(peer.join().unwrap() == reply, "all data, then EOF");
 
@@ -262,8 +269,11 @@ fn abortive_disconnect_resets_the_peer() {
                 .expect("abortive");
             let e = (&s).read(&mut [0u8; 8]).expect_err("reset");
             assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
-            let (r, _) = stream.recv(IoBuf::with_capacity(8).unwrap()).await;
-            assert_eq!(r.unwrap_err().kind(), ErrorKind::InvalidState);
+            let (r, back) = stream.recv(IoBuf::with_capacity(8).unwrap()).await;
+            let r = r.unwrap_err();
+            assert_eq!(r.kind(), ErrorKind::InvalidState);
+            assert_eq!(r.operation(), "recv");
+            assert_eq!(back.capacity(), 8, "the refused receive's buffer back");
             stream.close().await;
             listener.close().await;
         });
@@ -344,7 +354,10 @@ fn misuse_is_an_error_not_a_panic() {
             }
             // Bad input: recv_exact beyond the capacity.
             let (r, back) = stream.recv_exact(IoBuf::with_capacity(4).unwrap(), 5).await;
-            assert_eq!(r.unwrap_err().kind(), ErrorKind::InvalidInput);
+            let refused = r.unwrap_err();
+            assert_eq!(refused.kind(), ErrorKind::InvalidInput);
+            assert_eq!(refused.operation(), "recv_exact", "named by the operation");
+            assert_eq!(refused.status(), None, "refused by the library");
             // A receive or send decided before WSK gives its buffer back all the same.
             assert_eq!(back.capacity(), 4, "the refused receive's buffer");
             let (sent, back) = stream.send(back).await;

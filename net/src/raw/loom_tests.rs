@@ -13,6 +13,8 @@
 //!   resources sit in a loom `UnsafeCell`: an access not ordered after WSK's is a data race
 //!   loom reports);
 //! - a live owner recycles its slot only after every canceller left;
+//! - a live owner is woken exactly when it went to sleep (`WAITING`): never a lost wake, and
+//!   a completion before the owner waits wakes nothing;
 //! - `WskCloseSocket` goes out once, never while another call on the socket is in progress,
 //!   and no call follows it;
 //! - a graceful closing disconnect and its bound's timer: exactly one of them closes the
@@ -128,7 +130,7 @@ impl ModelSlot {
     /// `on_complete`'s decision.
     fn on_complete(&self) {
         match self.complete() {
-            OnComplete::WakeOwner | OnComplete::LeaveToCanceller => {}
+            OnComplete::WakeOwner | OnComplete::OwnerWillLook | OnComplete::LeaveToCanceller => {}
             OnComplete::FinishOrphan => self.finish(),
         }
     }
@@ -255,6 +257,48 @@ fn loom_owner_recycles_only_after_the_canceller() {
 /// `IoCancelIrp` with it: only after `wait_out_canceller`, so the canceller's read of the IRP
 /// is ordered before the owner's move (the IRP is a loom cell: a race is reported) and never
 /// finds it gone.
+/// The owner's poll against the completion: the owner looks, registers its waker and waits
+/// (`SlotState::wait`), the completion records `DONE` and wakes only an owner that waits.
+/// Exactly one of the two acts: the owner takes the result at once, or it sleeps and the
+/// completion wakes it (a wake lost here would leave the task asleep forever; a wake of an
+/// owner that took the result is the cost the inline path no longer pays). The owner reads
+/// what WSK wrote only after `DONE`.
+#[test]
+fn loom_owner_waits_or_takes_the_result_never_both_never_neither() {
+    loom::model(|| {
+        let slot = Arc::new(ModelSlot::new());
+        slot.issue(7);
+        let woken = Arc::new(AtomicBool::new(false));
+        let completion = {
+            let slot = slot.clone();
+            let woken = woken.clone();
+            thread::spawn(move || match slot.complete() {
+                OnComplete::WakeOwner => woken.store(true, SeqCst),
+                OnComplete::OwnerWillLook => {}
+                other => panic!("a live owner's completion decided {other:?}"),
+            })
+        };
+        // `StreamIo::poll_in_place` (and `Op`'s): look, else register the waker and wait.
+        let at_once = slot.state.poll_done().or_else(|| slot.state.wait());
+        completion.join().unwrap();
+        assert_eq!(
+            woken.load(SeqCst),
+            at_once.is_none(),
+            "woken exactly when the owner went to sleep"
+        );
+        // Asleep: the wake polls it again, and it sees the result.
+        let seen = at_once.or_else(|| slot.state.poll_done()).expect("done");
+        // SAFETY: DONE seen by the owner: WSK is finished with the cell.
+        let held = slot.held.with_mut(|held| unsafe { (*held).take() });
+        assert_eq!(held, Some(8), "the owner sees what WSK wrote");
+        slot.state.recycle(seen);
+        assert!(
+            slot.state.is_free(),
+            "WAITING does not outlive the operation"
+        );
+    });
+}
+
 #[test]
 fn loom_owner_hands_the_irp_on_only_after_the_canceller() {
     loom::model(|| {

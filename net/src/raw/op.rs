@@ -256,9 +256,9 @@ impl<P: Params> Op<'_, P> {
             seen
         } else {
             slot.waker.register(cx.waker());
-            // Look again: a completion between the first look and the registration woke
-            // whatever waker was there before, not this one.
-            let Some(seen) = slot.state.poll_done() else {
+            // Wait, which looks again: a completion before this sees no `WAITING` and wakes
+            // nothing, one after wakes the waker just registered.
+            let Some(seen) = slot.state.wait() else {
                 return Poll::Pending;
             };
             seen

@@ -351,13 +351,39 @@ pub(super) fn start_request(
 )]
 #[inline(always)]
 pub(super) fn set_completion_routine(inner: &SocketInner, slot: &Slot) -> NTSTATUS {
+    set_routine(inner, slot, on_complete)
+}
+
+/// [`set_completion_routine`] for a stream send or receive (`StreamIo`): registers
+/// [`on_stream_complete`], which leaves out the client-level call mark no stream transfer
+/// carries. IRQL <= `DISPATCH_LEVEL`.
+#[expect(
+    clippy::inline_always,
+    reason = "the hot path of every stream send and receive: a call costs a frame"
+)]
+#[inline(always)]
+pub(super) fn set_stream_completion_routine(inner: &SocketInner, slot: &Slot) -> NTSTATUS {
+    set_routine(inner, slot, on_stream_complete)
+}
+
+/// Registers `routine` on the slot's reused IRP (see [`set_completion_routine`]).
+#[expect(
+    clippy::inline_always,
+    reason = "the hot path of every send and receive: a call costs a frame"
+)]
+#[inline(always)]
+fn set_routine(
+    inner: &SocketInner,
+    slot: &Slot,
+    routine: unsafe extern "system" fn(*mut DEVICE_OBJECT, *mut IRP, PVOID) -> NTSTATUS,
+) -> NTSTATUS {
     let context: PVOID = ptr::from_ref(slot).cast_mut().cast();
     // SAFETY: the client outlives its sockets.
     if let Some(device) = unsafe { inner.client.as_ref() }.completion_device() {
         // SAFETY: our reused IRP with a next location; `device` is the client's live device
         // object (deleted only after every socket is closed).
         let status = unsafe {
-            sys::IoSetCompletionRoutineEx(device, slot.irp(), Some(on_complete), context, 1, 1, 1)
+            sys::IoSetCompletionRoutineEx(device, slot.irp(), Some(routine), context, 1, 1, 1)
         };
         if sys::NT_SUCCESS(status) || !ptr::eq(slot, &raw const inner.slots[CLOSE]) {
             return status;
@@ -369,7 +395,7 @@ pub(super) fn set_completion_routine(inner: &SocketInner, slot: &Slot) -> NTSTAT
     }
     // SAFETY: our reused IRP with a next location.
     unsafe {
-        sys::IoSetCompletionRoutine(slot.irp(), Some(on_complete), context, true, true, true);
+        sys::IoSetCompletionRoutine(slot.irp(), Some(routine), context, true, true, true);
     }
     sys::STATUS_SUCCESS
 }
@@ -395,7 +421,7 @@ unsafe extern "system" fn on_complete(
     match slot.state.complete() {
         OnComplete::WakeOwner => slot.waker.wake(),
         OnComplete::FinishOrphan => finish(slot),
-        OnComplete::LeaveToCanceller => {}
+        OnComplete::OwnerWillLook | OnComplete::LeaveToCanceller => {}
     }
     // SAFETY: the slot's owner is live until the release below.
     let owner = unsafe { &*slot.owner };
@@ -412,6 +438,42 @@ unsafe extern "system" fn on_complete(
         // SAFETY: the in-flight reference taken in `start`; after this the IRP and slot may
         // be freed, which is fine: we return MORE_PROCESSING_REQUIRED, so the I/O manager
         // stops touching the IRP.
+        unsafe { SocketInner::release(owner) };
+    }
+    STATUS_MORE_PROCESSING_REQUIRED
+}
+
+/// The completion routine of a stream send or receive (`StreamIo`): [`on_complete`] without
+/// the client-level call mark, which only `WskSocket`, `WskSocketConnect` and
+/// `WskGetAddressInfo` set (`Op`'s issue) and which [`on_complete`] clears before it makes
+/// their result visible: a stream transfer claims its slot only once it is free, after any
+/// such completion, so its IRP never carries the mark. Runs at IRQL <= `DISPATCH_LEVEL`, on
+/// any processor, possibly before the WSK call returns.
+unsafe extern "system" fn on_stream_complete(
+    _device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+    context: PVOID,
+) -> NTSTATUS {
+    // SAFETY: `context` is the slot we registered, inside a socket object kept alive by this
+    // IRP's in-flight reference until the end of this function.
+    let slot = unsafe { &*context.cast::<Slot>() };
+    debug_assert!(
+        slot.client_call.load(Ordering::Relaxed) == 0,
+        "a stream transfer's IRP carried a client-level call mark"
+    );
+    // SAFETY: the I/O manager passes the live IRP it is completing.
+    let io = unsafe { (*irp).IoStatus };
+    slot.record(io.Status, io.Information);
+    match slot.state.complete() {
+        OnComplete::WakeOwner => slot.waker.wake(),
+        OnComplete::FinishOrphan => finish(slot),
+        OnComplete::OwnerWillLook | OnComplete::LeaveToCanceller => {}
+    }
+    // The owner's own pointer, as in `on_complete` (the last release frees the object).
+    if let Some(owner) = NonNull::new(slot.owner.cast_mut()) {
+        // SAFETY: the in-flight reference `StreamIo`'s start took; after this the IRP and
+        // slot may be freed, which is fine: we return MORE_PROCESSING_REQUIRED, so the I/O
+        // manager stops touching the IRP.
         unsafe { SocketInner::release(owner) };
     }
     STATUS_MORE_PROCESSING_REQUIRED

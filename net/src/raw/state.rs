@@ -22,6 +22,11 @@ const ABANDONED: u32 = 8;
 /// Someone is inside `IoCancelIrp` (or issuing an orphan); the slot, and its IRP, cannot be
 /// recycled until they leave, so a cancel never hits the next operation's IRP.
 const CANCELLING: u32 = 16;
+/// The live owner registered its waker and returned pending ([`SlotState::wait`]): the
+/// completion wakes it. Without it the owner has not waited yet (its WSK call has not
+/// returned, or it has not looked since) and sees `DONE` itself at its next look, so the
+/// completion skips the wake: an inline completion (most sends) touches no waker.
+const WAITING: u32 = 32;
 
 /// The state word of one operation slot.
 pub(crate) struct SlotState(AtomicU32);
@@ -40,8 +45,11 @@ pub(crate) enum Claim {
 /// What the completion routine does after recording the result ([`SlotState::complete`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OnComplete {
-    /// The future is alive: wake it, it takes the result.
+    /// The future is alive and waits ([`SlotState::wait`]): wake it, it takes the result.
     WakeOwner,
+    /// The future is alive and has not waited yet: it sees `DONE` at its next look (its
+    /// [`SlotState::wait`] or [`SlotState::poll_done`]); nothing to wake.
+    OwnerWillLook,
     /// The future is gone and nobody holds the slot: finish the operation here.
     FinishOrphan,
     /// The future is gone and a canceller (or the issuer of an orphan) holds the slot: it
@@ -141,7 +149,11 @@ impl SlotState {
     pub(crate) fn complete(&self) -> OnComplete {
         let prev = self.0.fetch_or(DONE, Ordering::AcqRel);
         if prev & ABANDONED == 0 {
-            OnComplete::WakeOwner
+            if prev & WAITING != 0 {
+                OnComplete::WakeOwner
+            } else {
+                OnComplete::OwnerWillLook
+            }
         } else if prev & CANCELLING == 0 {
             OnComplete::FinishOrphan
         } else {
@@ -158,6 +170,16 @@ impl SlotState {
     /// The owner polls: `Some` once the result is recorded.
     pub(crate) fn poll_done(&self) -> Option<Completion> {
         let state = self.0.load(Ordering::Acquire);
+        (state & DONE != 0).then_some(Completion(state))
+    }
+
+    /// The owner, its waker registered in the slot, waits: `Some` if the result is already
+    /// recorded (take it now), `None` if the completion will wake the registered waker. The
+    /// two read-modify-writes on this word (this one setting `WAITING`, the completion's
+    /// setting `DONE`) are ordered, so either this one sees `DONE` or the completion sees
+    /// `WAITING` (and, through it, the registration made before): no wake is lost.
+    pub(crate) fn wait(&self) -> Option<Completion> {
+        let state = self.0.fetch_or(WAITING, Ordering::AcqRel) | WAITING;
         (state & DONE != 0).then_some(Completion(state))
     }
 
@@ -547,10 +569,27 @@ mod tests {
         assert_eq!(slot.claim(), Claim::Taken, "one operation per slot");
         slot.mark_pending();
         assert_eq!(slot.poll_done(), None);
+        assert_eq!(slot.wait(), None, "not done: the completion wakes");
         assert_eq!(slot.complete(), OnComplete::WakeOwner);
         let seen = slot.poll_done().expect("done");
         slot.recycle(seen);
         assert!(slot.is_free());
+    }
+
+    #[test]
+    fn a_completion_before_the_owner_waits_wakes_nothing() {
+        let slot = SlotState::new();
+        assert_eq!(slot.claim(), Claim::Claimed);
+        slot.mark_pending();
+        // Inline, inside the WSK call: the owner has not waited.
+        assert_eq!(slot.complete(), OnComplete::OwnerWillLook);
+        let seen = slot.wait().expect("the owner's wait sees the result");
+        slot.recycle(seen);
+        assert!(slot.is_free(), "WAITING does not outlive the operation");
+        // The next operation on the slot starts without WAITING.
+        assert_eq!(slot.claim(), Claim::Claimed);
+        slot.mark_pending();
+        assert_eq!(slot.complete(), OnComplete::OwnerWillLook);
     }
 
     #[test]
@@ -576,7 +615,7 @@ mod tests {
         let slot = SlotState::new();
         assert_eq!(slot.claim(), Claim::Claimed);
         slot.mark_pending();
-        assert_eq!(slot.complete(), OnComplete::WakeOwner);
+        assert_eq!(slot.complete(), OnComplete::OwnerWillLook);
         assert_eq!(slot.abandon(), OnAbandon::Completed);
         assert_eq!(slot.end_cancel(), AfterCancel::Finish);
     }
@@ -590,6 +629,8 @@ mod tests {
         slot.mark_pending();
         assert_eq!(slot.begin_cancel(), BeginCancel::CancelIrp);
         assert_eq!(slot.begin_cancel(), BeginCancel::AlreadyCancelling);
+        // The owner waits while the canceller is inside.
+        assert_eq!(slot.wait(), None);
         assert_eq!(slot.complete(), OnComplete::WakeOwner);
         assert_eq!(slot.end_cancel(), AfterCancel::Nothing);
     }

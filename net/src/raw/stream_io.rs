@@ -1,14 +1,17 @@
 //! [`StreamIo`]: the lean path of a connected stream's send and receive (`TcpStream::send`,
 //! `recv`, `recv_exact` and the split halves' equivalents), the common case of every echo,
 //! request and reply. It makes the same WSK call on the same slot as the general [`Op`] and
-//! keeps the slot's state word ([`SlotState`]), the one completion routine
-//! (`slot::on_complete`) and the finishing of abandoned operations (`slot::finish`), so a
-//! cancel, a drop in flight, a close or an unload meets exactly the protocol it meets for any
-//! other operation. What it leaves out are the steps the general operation needs only for
-//! other operations: the target socket of an accept, the creation that runs before the socket
-//! is open, the client-level call mark (`WskSocket`, `WskGetAddressInfo`), the request
-//! dispatch through [`Request`], and the separate closing checks. Its own state is
-//! [`Phase`] and the parameters it has not handed over yet.
+//! keeps the slot's state word ([`SlotState`]), the completion routine's decisions
+//! (`slot::on_stream_complete`: `slot::on_complete`'s, without the client-level call mark)
+//! and the finishing of abandoned operations (`slot::finish`), so a cancel, a drop in flight,
+//! a close or an unload meets exactly the protocol it meets for any other operation. What it
+//! leaves out are the steps the general operation needs only for other operations: the
+//! target socket of an accept, the creation that runs before the socket is open, the
+//! client-level call mark (`WskSocket`, `WskGetAddressInfo`: only `Op`'s issue sets it, and
+//! `on_complete` clears it before that operation's result is visible, so a stream transfer,
+//! which claims its slot only once it is free, never finds it set), the request dispatch
+//! through [`Request`], and the separate closing checks. Its own state is [`Phase`] and the
+//! parameters it has not handed over yet.
 //!
 //! # Who owns what, in each phase
 //!
@@ -25,6 +28,14 @@
 //!   `DONE` last (the completion routine, or the dropper leaving `IoCancelIrp`) finishes the
 //!   operation with `slot::finish`, which frees the parked buffer. So a dropped future never
 //!   frees what WSK holds: the buffer is freed only after `DONE`, by the slot protocol.
+//! - Waiting for the completion (in flight, the owner returned `Pending`): the owner
+//!   registered its waker in the slot and then set `WAITING` ([`SlotState::wait`]), which
+//!   also reads `DONE` in the same read-modify-write. The completion's `DONE` is set by one
+//!   too, so one of them comes second: either the owner sees `DONE` and takes the result at
+//!   once, or the completion sees `WAITING` and wakes the waker registered before it. A
+//!   completion that sees no `WAITING` (inline, inside the WSK call: most sends) wakes
+//!   nothing, and the owner's own look finds `DONE`. Loom model
+//!   `loom_tests::loom_owner_waits_or_takes_the_result_never_both_never_neither`.
 //! - Completed (`DONE` seen by the owner): the future takes the result and the buffer back out
 //!   of the cell, waits out a canceller still inside `IoCancelIrp`, hands the IRP to the
 //!   socket's spare and frees the slot; it is `Idle` without parameters and stays pending if
@@ -55,6 +66,8 @@
 //! [`Op`]: super::Op
 //! [`CallGate`]: super::state::CallGate
 //! [`SlotState`]: super::state::SlotState
+//! [`SlotState::wait`]: super::state::SlotState::wait
+//! [`Request`]: super::request::Request
 
 use core::ptr::NonNull;
 use core::task::{Context, Poll};
@@ -66,7 +79,7 @@ use wsk_sys::{
 };
 
 use super::held::Held;
-use super::slot::{Slot, finish, set_completion_routine};
+use super::slot::{Slot, finish, set_stream_completion_routine};
 use super::state::{AfterCancel, Claim, OnAbandon};
 use super::{RECV, SEND, SocketInner};
 use crate::buf::IoBuf;
@@ -195,6 +208,22 @@ impl<'a, const RECEIVE: bool> StreamIo<'a, RECEIVE> {
             (false, _) => "send",
         };
         Poll::Ready((Err(Error::new(kind, name)), chunk.buf))
+    }
+
+    /// Refuses the operation before its first issue with `kind` (the future decided it when
+    /// it was built): the error, named by the operation, and the buffer back. Pending if
+    /// there is nothing to refuse (it was already issued or returned).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn refuse_now(&mut self, kind: ErrorKind) -> Poll<(Error, IoBuf)> {
+        if self.phase == Phase::InFlight {
+            return Poll::Pending;
+        }
+        match self.refuse(kind) {
+            Poll::Ready((Err(error), buf)) => Poll::Ready((error, buf)),
+            // `refuse` returns only errors, or pending.
+            Poll::Ready((Ok(_), _)) | Poll::Pending => Poll::Pending,
+        }
     }
 
     /// The slot is not simply free: a waiter is registered, an operation owns it, or a
@@ -339,9 +368,9 @@ impl<'a, const RECEIVE: bool> StreamIo<'a, RECEIVE> {
             seen
         } else {
             slot.waker.register(cx.waker());
-            // Look again: a completion between the first look and the registration woke
-            // whatever waker was there before, not this one.
-            let Some(seen) = slot.state.poll_done() else {
+            // Wait, which looks again: a completion before this sees no `WAITING` and wakes
+            // nothing, one after wakes the waker just registered.
+            let Some(seen) = slot.state.wait() else {
                 return Poll::Pending;
             };
             seen
@@ -467,7 +496,7 @@ fn start<const RECEIVE: bool>(
     // SAFETY: the slot is claimed and not pending: its IRP is ours, completed (or fresh), and
     // allocated with one stack location, which receives the completion routine.
     unsafe { sys::IoReuseIrp(slot.irp(), STATUS_UNSUCCESSFUL) };
-    let status = set_completion_routine(inner, slot);
+    let status = set_stream_completion_routine(inner, slot);
     if !sys::NT_SUCCESS(status) {
         return status;
     }

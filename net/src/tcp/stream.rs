@@ -265,9 +265,9 @@ impl TcpStream {
     fn send_flags(&self, buf: IoBuf, flags: u32) -> SendAll<'_> {
         let inner = self.handle.inner();
         let early = if inner.flags().is_send_shut() {
-            Some(Err(Error::new(ErrorKind::InvalidState, "send")))
+            Some(SendEarly::Refused)
         } else if buf.is_empty() {
-            Some(Ok(0))
+            Some(SendEarly::Empty)
         } else {
             None
         };
@@ -338,13 +338,24 @@ impl TcpStream {
     fn recv_op(&self, mut buf: IoBuf, len: usize, flags: u32, name: &'static str) -> Recv<'_> {
         buf.clear();
         let inner = self.handle.inner();
+        // Only the kind: the operation's name (`name`, from the flags) is added by the
+        // refusal at the first poll, so building the future stores one byte for it.
         let early = if len == 0 || len > buf.capacity() {
-            Some(Error::new(ErrorKind::InvalidInput, name))
+            Some(ErrorKind::InvalidInput)
         } else if inner.flags().is_recv_shut() {
-            Some(Error::new(ErrorKind::InvalidState, name))
+            Some(ErrorKind::InvalidState)
         } else {
             None
         };
+        debug_assert_eq!(
+            name,
+            if flags & sys::WSK_FLAG_WAITALL != 0 {
+                "recv_exact"
+            } else {
+                "recv"
+            },
+            "StreamIo::refuse names a receive by its flags"
+        );
         let exact = if flags & sys::WSK_FLAG_WAITALL != 0 {
             len
         } else {
@@ -697,9 +708,9 @@ pub struct Recv<'a> {
     /// completion (it then holds nothing and stays pending): the future is one flat struct,
     /// built and polled in place, with no `Option` around it to set and test.
     op: StreamIo<'a, true>,
-    /// A receive refused before reaching WSK: its first poll returns this error and the
-    /// buffer `op` keeps.
-    early: Option<Error>,
+    /// A receive refused before reaching WSK: its first poll returns an error of this kind
+    /// (named by the operation) and the buffer `op` keeps.
+    early: Option<ErrorKind>,
     exact: usize,
     /// Bytes a `recv_exact` already has from earlier, short completions.
     got: usize,
@@ -752,12 +763,13 @@ impl Future for Recv<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: fields are polled in place and never moved while pinned.
         let this = unsafe { self.get_unchecked_mut() };
-        if let Some(error) = this.early.take() {
-            return match this.op.take_unissued() {
-                Some(buf) => Poll::Ready((Err(error), buf)),
-                // Unreachable: a refused receive keeps its buffer until this first poll.
-                None => Poll::Pending,
-            };
+        // Tested, not taken: the common case stores nothing here.
+        if let Some(kind) = this.early {
+            this.early = None;
+            return this
+                .op
+                .refuse_now(kind)
+                .map(|(error, buf)| (Err(error), buf));
         }
         let op = &mut this.op;
         loop {
@@ -815,11 +827,20 @@ pub struct SendAll<'a> {
     /// The send; one decided before reaching WSK is never issued and only keeps the buffer.
     /// Kept after completion, as [`Recv`]'s.
     op: StreamIo<'a, false>,
-    /// A send decided before reaching WSK (refused, or empty): its first poll returns this
+    /// A send decided before reaching WSK (refused, or empty): its first poll returns that
     /// and the buffer `op` keeps.
-    early: Option<Result<usize>>,
+    early: Option<SendEarly>,
     /// The bytes sent: all of the buffer, or the send failed.
     len: usize,
+}
+
+/// Why a [`SendAll`] is decided before reaching WSK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendEarly {
+    /// After a disconnect: `InvalidState`.
+    Refused,
+    /// An empty buffer: `Ok(0)`, nothing sent.
+    Empty,
 }
 
 impl SendAll<'_> {
@@ -856,11 +877,19 @@ impl Future for SendAll<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: fields are polled in place and never moved while pinned.
         let this = unsafe { self.get_unchecked_mut() };
-        if let Some(early) = this.early.take() {
-            return match this.op.take_unissued() {
-                Some(buf) => Poll::Ready((early, buf)),
-                // Unreachable: an early send keeps its buffer until this first poll.
-                None => Poll::Pending,
+        // Tested, not taken: the common case stores nothing here.
+        if let Some(early) = this.early {
+            this.early = None;
+            return match early {
+                SendEarly::Refused => this
+                    .op
+                    .refuse_now(ErrorKind::InvalidState)
+                    .map(|(error, buf)| (Err(error), buf)),
+                SendEarly::Empty => match this.op.take_unissued() {
+                    Some(buf) => Poll::Ready((Ok(0), buf)),
+                    // Unreachable: an early send keeps its buffer until this first poll.
+                    None => Poll::Pending,
+                },
             };
         }
         // A send polled again after it returned: `op` holds nothing and stays pending.
