@@ -31,13 +31,14 @@
 use core::future::Future;
 use core::marker::PhantomPinned;
 use core::net::SocketAddr;
+use core::ops::{Deref, DerefMut};
 use core::pin::Pin;
 use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
 
 use wsk_executor::raw::AtomicWaker;
-use wsk_executor::raw::sync::{AtomicUsize, Ordering};
-use wsk_executor::sync::SpinMutex;
+use wsk_executor::raw::sync::{AtomicU32, AtomicUsize, Ordering};
+use wsk_executor::sync::{SpinMutex, SpinMutexGuard};
 use wsk_sys::{
     self as sys, NTSTATUS, PVOID, SIZE_T, WSK_CLIENT_CONNECTION_DISPATCH, WSK_DATA_INDICATION,
 };
@@ -126,13 +127,68 @@ pub struct EventCounts {
     pub not_accepted: u64,
 }
 
+impl EventCell {
+    /// The queue, locked; [`EventCell::signal`] is brought up to date when the guard goes,
+    /// before the lock is let go. IRQL <= `DISPATCH_LEVEL` (raised to `DISPATCH_LEVEL` while
+    /// held).
+    fn lock(&self) -> QueueGuard<'_> {
+        QueueGuard {
+            queue: self.queue.lock(),
+            signal: &self.signal,
+        }
+    }
+
+    /// [`Queue::signal`] as the last lock holder left it (no lock taken).
+    fn signal(&self) -> u32 {
+        self.signal.load(Ordering::Acquire)
+    }
+}
+
+/// The locked queue of an [`EventCell`]: publishes [`Queue::signal`] when dropped.
+struct QueueGuard<'a> {
+    queue: SpinMutexGuard<'a, Queue>,
+    signal: &'a AtomicU32,
+}
+
+impl Deref for QueueGuard<'_> {
+    type Target = Queue;
+
+    fn deref(&self) -> &Queue {
+        &self.queue
+    }
+}
+
+impl DerefMut for QueueGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Queue {
+        &mut self.queue
+    }
+}
+
+impl Drop for QueueGuard<'_> {
+    fn drop(&mut self) {
+        // Before the lock goes (the guard field drops after this): a reader of `signal` that
+        // finds it stale is one a later wake reaches.
+        self.signal.store(self.queue.signal(), Ordering::Release);
+    }
+}
+
 impl Queue {
     /// A receive would finish at once: data retained, the connection ended, or WSK waits for
     /// a `WskReceive`.
     fn ready(&self) -> bool {
         !self.retained.is_empty() || self.ended.is_some() || self.not_accepted || !self.enabled
     }
+
+    /// What [`EventCell::signal`] says of this state: [`SIGNAL_READY`] and [`SIGNAL_CLOSING`].
+    fn signal(&self) -> u32 {
+        (u32::from(self.ready()) * SIGNAL_READY) | (u32::from(self.closing) * SIGNAL_CLOSING)
+    }
 }
+
+/// [`EventCell::signal`] bit: [`Queue::ready`].
+const SIGNAL_READY: u32 = 1;
+/// [`EventCell::signal`] bit: the close is being issued ([`Queue::closing`]).
+const SIGNAL_CLOSING: u32 = 2;
 
 // SAFETY: the raw pointers are a retained chain (WSK's until released, used under the lock)
 // and a pinned future's buffer (registered and unregistered under the lock).
@@ -140,7 +196,15 @@ unsafe impl Send for Queue {}
 
 /// A stream's event-receive state, in its own nonpaged block.
 pub(crate) struct EventCell {
+    /// Taken only through [`EventCell::lock`], which keeps `signal` up to date.
     queue: SpinMutex<Queue>,
+    /// [`Queue::signal`] of the queue as its last lock holder left it, stored before the lock
+    /// is let go: [`TcpStream::has_indicated`] and [`Indicated`] read it without the lock
+    /// (one spin lock fewer per message each). A task that registered `waker` and then reads
+    /// no bit set is woken by whoever sets one: the setter stores the bit before its wake, and
+    /// the waker slot's read-modify-writes order the two (see the loom model
+    /// `loom_indicated_sees_the_signal_or_is_woken`).
+    signal: AtomicU32,
     waker: AtomicWaker,
     /// The ideal send backlog `WskSendBacklogEvent` indicated last (0: none yet); see
     /// `send_backlog`.
@@ -167,7 +231,7 @@ pub(crate) fn before_close(inner: &SocketInner) {
     // SAFETY: the cell lives as long as the socket object.
     let cell = unsafe { &*cell };
     let taken = {
-        let mut q = cell.queue.lock();
+        let mut q = cell.lock();
         let q = &mut *q;
         event_cell::take_for_close(&mut q.retained, &mut q.closing)
     };
@@ -190,7 +254,7 @@ pub(crate) fn reader_gone(inner: &SocketInner) {
     let cell = unsafe { &*cell };
     let mut released: heapless::Vec<*mut WSK_DATA_INDICATION, RETAINED_MAX> = heapless::Vec::new();
     {
-        let mut q = cell.queue.lock();
+        let mut q = cell.lock();
         q.reader_gone = true;
         while let Some(r) = q.retained.pop_front() {
             let _ = released.push(r.chain);
@@ -305,12 +369,12 @@ unsafe extern "system-unwind" fn on_receive(
     };
     if indication.is_null() {
         // "The socket is no longer functional."
-        cell.queue.lock().ended = Some(Ended::Reset);
+        cell.lock().ended = Some(Ended::Reset);
         cell.waker.wake();
         return sys::STATUS_SUCCESS;
     }
     let status = {
-        let mut q = cell.queue.lock();
+        let mut q = cell.lock();
         let mut taken = 0;
         if q.closing {
             taken = indicated;
@@ -362,7 +426,7 @@ unsafe extern "system-unwind" fn on_receive(
 unsafe extern "system-unwind" fn on_disconnect(context: PVOID, flags: u32) -> NTSTATUS {
     // SAFETY: WSK passes the context we gave.
     if let Some(cell) = unsafe { cell_of(context) } {
-        cell.queue.lock().ended = Some(if flags & sys::WSK_FLAG_ABORTIVE != 0 {
+        cell.lock().ended = Some(if flags & sys::WSK_FLAG_ABORTIVE != 0 {
             Ended::Reset
         } else {
             Ended::Fin
@@ -386,6 +450,8 @@ pub(super) fn event_cell<'a>(inner: &'a SocketInner, name: &'static str) -> Resu
             ended: None,
             counts: EventCounts::default(),
         }),
+        // Not enabled yet: a receive would post an IRP at once.
+        signal: AtomicU32::new(SIGNAL_READY),
         waker: AtomicWaker::new(),
         backlog: AtomicUsize::new(0),
         backlog_waker: AtomicWaker::new(),
@@ -398,7 +464,7 @@ pub(super) fn event_cell<'a>(inner: &'a SocketInner, name: &'static str) -> Resu
 /// event state, allocated and marked on, so the first indication finds it and
 /// [`TcpStream::enable_receive_events`] asks WSK nothing. IRQL <= `DISPATCH_LEVEL`.
 pub(super) fn prepare_for_passed_on_events(inner: &SocketInner, name: &'static str) -> Result<()> {
-    event_cell(inner, name)?.queue.lock().enabled = true;
+    event_cell(inner, name)?.lock().enabled = true;
     Ok(())
 }
 
@@ -423,7 +489,7 @@ pub(super) fn enable_events(
 /// existed (`STATUS_DATA_NOT_ACCEPTED`, see `crate::event_control`): WSK then waits for a
 /// `WskReceive`, which the first receive posts.
 fn enabled_with_static(cell: &EventCell, static_events: u32) {
-    let mut q = cell.queue.lock();
+    let mut q = cell.lock();
     q.enabled = true;
     if static_events & sys::WSK_EVENT_RECEIVE != 0 {
         q.not_accepted = true;
@@ -455,7 +521,7 @@ impl TcpStream {
         const NAME: &str = "enable_receive_events";
         let inner = self.handle.inner();
         let cell = event_cell(inner, NAME)?;
-        if cell.queue.lock().enabled {
+        if cell.lock().enabled {
             return Ok(true);
         }
         if inner.wsk().is_null() {
@@ -517,7 +583,7 @@ impl TcpStream {
         let Some(cell) = (unsafe { cell.as_ref() }) else {
             return Ok(());
         };
-        if !cell.queue.lock().enabled {
+        if !cell.lock().enabled {
             return Ok(());
         }
         // SAFETY: the client outlives its socket objects.
@@ -528,7 +594,7 @@ impl TcpStream {
         for event in [sys::WSK_EVENT_RECEIVE, sys::WSK_EVENT_DISCONNECT] {
             crate::options::disable_event(&self.handle, event, NAME).await?;
         }
-        cell.queue.lock().enabled = false;
+        cell.lock().enabled = false;
         // A receive waiting for the callbacks goes on with an IRP.
         cell.waker.wake();
         Ok(())
@@ -543,7 +609,7 @@ impl TcpStream {
     pub fn receive_event_counts(&self) -> EventCounts {
         let cell = self.handle.inner().events.load(Ordering::Acquire);
         // SAFETY: the cell lives as long as the socket object, which `self` keeps.
-        unsafe { cell.as_ref() }.map_or(EventCounts::default(), |c| c.queue.lock().counts)
+        unsafe { cell.as_ref() }.map_or(EventCounts::default(), |c| c.lock().counts)
     }
 
     /// Receives into `buf` what the receive event callbacks indicate (see the crate docs'
@@ -594,12 +660,12 @@ impl TcpStream {
     /// Always true without receive events (a receive IRP is the way to wait then).
     ///
     /// # IRQL
-    /// <= `DISPATCH_LEVEL` (takes the stream's spin lock).
+    /// <= `DISPATCH_LEVEL` (reads what the stream's last lock holder published; no lock).
     #[must_use]
     pub fn has_indicated(&self) -> bool {
         let cell = self.handle.inner().events.load(Ordering::Acquire);
         // SAFETY: the cell lives as long as the socket object, which `self` keeps.
-        unsafe { cell.as_ref() }.is_none_or(|c| c.queue.lock().ready())
+        unsafe { cell.as_ref() }.is_none_or(|c| c.signal() & SIGNAL_READY != 0)
     }
 
     /// Waits, holding no buffer, until [`TcpStream::has_indicated`] is true: an idle
@@ -640,9 +706,14 @@ impl Future for Indicated<'_> {
         let Some(cell) = (unsafe { cell.as_ref() }) else {
             return Poll::Ready(());
         };
+        // Already signalled (the usual case when woken): no waker to register.
+        if cell.signal() != 0 {
+            return Poll::Ready(());
+        }
         cell.waker.register(cx.waker());
-        let q = cell.queue.lock();
-        if q.ready() || q.closing || !q.enabled {
+        // Read again after registering: a bit set since is seen here, or its setter (who
+        // stores it before waking) wakes the waker just registered.
+        if cell.signal() != 0 {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -728,15 +799,14 @@ impl Future for RecvEvents<'_> {
         };
         if !inner.enter_call() {
             if this.registered {
-                let mut q = cell.queue.lock();
+                let mut q = cell.lock();
                 this.unregister(&mut q);
             }
             return this.finish(Err(Error::new(ErrorKind::InvalidState, NAME)));
         }
-        cell.waker.register(cx.waker());
         let mut done: heapless::Vec<*mut WSK_DATA_INDICATION, RETAINED_MAX> = heapless::Vec::new();
         let outcome = {
-            let mut q = cell.queue.lock();
+            let mut q = cell.lock();
             let Some(buf) = this.buf.as_mut() else {
                 drop(q);
                 inner.leave_call();
@@ -786,6 +856,9 @@ impl Future for RecvEvents<'_> {
             } else {
                 q.reader = ptr::from_mut(buf);
                 this.registered = true;
+                // Registered under the lock, so only when about to wait: the callback changes
+                // the queue under it and wakes after, so it finds this waker.
+                cell.waker.register(cx.waker());
                 drop(q);
                 inner.leave_call();
                 return Poll::Pending;
@@ -823,8 +896,76 @@ impl Drop for RecvEvents<'_> {
         let cell = self.stream.handle.inner().events.load(Ordering::Acquire);
         // SAFETY: the cell lives as long as the socket object.
         if let Some(cell) = unsafe { cell.as_ref() } {
-            let mut q = cell.queue.lock();
+            let mut q = cell.lock();
             self.unregister(&mut q);
         }
+    }
+}
+
+/// loom model of [`EventCell::signal`]: `RUSTFLAGS="--cfg loom" cargo test -p wsk-net
+/// --release --lib loom`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    extern crate std;
+
+    use std::sync::Arc as StdArc;
+    use std::task::{Wake, Waker};
+
+    use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use loom::sync::{Arc, Mutex};
+    use loom::thread;
+    use wsk_executor::raw::AtomicWaker;
+
+    /// A waker that records its wake.
+    struct Flag(Arc<AtomicBool>);
+
+    impl Wake for Flag {
+        fn wake(self: StdArc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The parts of an [`super::EventCell`] the protocol uses: the queue (whether data is
+    /// retained) under its lock, the published signal, the waker.
+    struct Cell {
+        queue: Mutex<bool>,
+        signal: AtomicU32,
+        waker: AtomicWaker,
+    }
+
+    /// `on_receive` retaining a chain (the signal stored before the lock goes, as
+    /// `QueueGuard`'s drop does, then the wake) against `Indicated::poll` (the signal read,
+    /// the waker registered, the signal read again): the reader sees the data or is woken.
+    #[test]
+    fn loom_indicated_sees_the_signal_or_is_woken() {
+        loom::model(|| {
+            let cell = Arc::new(Cell {
+                queue: Mutex::new(false),
+                signal: AtomicU32::new(0),
+                waker: AtomicWaker::new(),
+            });
+            let woken = Arc::new(AtomicBool::new(false));
+            let callback = {
+                let cell = cell.clone();
+                thread::spawn(move || {
+                    {
+                        let mut retained = cell.queue.lock().unwrap();
+                        *retained = true;
+                        cell.signal.store(
+                            u32::from(*retained) * super::SIGNAL_READY,
+                            Ordering::Release,
+                        );
+                    }
+                    cell.waker.wake();
+                })
+            };
+            let waker = Waker::from(StdArc::new(Flag(woken.clone())));
+            let ready = cell.signal.load(Ordering::Acquire) != 0 || {
+                cell.waker.register(&waker);
+                cell.signal.load(Ordering::Acquire) != 0
+            };
+            callback.join().unwrap();
+            assert!(ready || woken.load(Ordering::SeqCst), "a signal was lost");
+        });
     }
 }
