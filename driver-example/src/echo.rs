@@ -30,8 +30,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 
 use wsk::driver::{FailureStatus, ServiceError};
-use wsk::executor::sync::SpinMutex;
 use wsk::net::ACCEPT_QUEUE_MAX;
+use wsk::net::Spares;
 use wsk::sys::{NTSTATUS, STATUS_INVALID_PARAMETER};
 use wsk::{
     Budget, Driver, ErrorKind, IoBuf, Runner, RunnerKind, Service, TaskPool, TcpListener,
@@ -706,33 +706,27 @@ impl Drop for Buffers {
 /// Bulk buffers of connections that went idle, for the next connection that has data: an
 /// idle event-driven connection holds no buffer (its data waits in WSK's retained
 /// indications), and an idle receive-IRP connection only its small one ([`Buffers`]), so the
-/// nonpaged pool of N idle connections is theirs, not N bulk buffers.
-static SPARE_BUFFERS: SpinMutex<[Option<IoBuf>; SPARE_BUFFERS_KEPT]> =
-    SpinMutex::new([const { None }; SPARE_BUFFERS_KEPT]);
+/// nonpaged pool of N idle connections is theirs, not N bulk buffers. Lock-free
+/// (`wsk::net::Spares`): an event-driven ping-pong takes and gives back one per message.
+static SPARE_BUFFERS: Spares<IoBuf, SPARE_BUFFERS_KEPT> = Spares::new();
 /// Spare buffers kept at most (the rest are freed).
 const SPARE_BUFFERS_KEPT: usize = 8;
 
 /// A receive buffer: a spare one, or a new one.
 fn take_buffer() -> Option<IoBuf> {
-    let spare = SPARE_BUFFERS.lock().iter_mut().find_map(Option::take);
-    spare.or_else(|| IoBuf::with_capacity(BUFFER_SIZE).ok())
+    SPARE_BUFFERS
+        .take()
+        .or_else(|| IoBuf::with_capacity(BUFFER_SIZE).ok())
 }
 
 /// Keeps `buf` for another connection, or frees it when enough are kept.
 fn give_back_buffer(buf: IoBuf) {
-    let mut spares = SPARE_BUFFERS.lock();
-    if let Some(slot) = spares.iter_mut().find(|slot| slot.is_none()) {
-        *slot = Some(buf);
-    }
+    drop(SPARE_BUFFERS.give(buf));
 }
 
 /// Frees the spare buffers (at [`stop`], once no connection task is left).
 fn free_spare_buffers() {
-    let spares = core::mem::replace(
-        &mut *SPARE_BUFFERS.lock(),
-        [const { None }; SPARE_BUFFERS_KEPT],
-    );
-    drop(spares);
+    SPARE_BUFFERS.clear();
 }
 
 /// [`serve`] for a connection with receive events: it holds a buffer only while data is

@@ -165,6 +165,7 @@ mod options;
 mod raw;
 mod resolve;
 mod socket;
+mod spare;
 mod tcp;
 mod time;
 mod udp;
@@ -187,6 +188,7 @@ pub use mdl::{MdlBuf, MdlRelease};
 pub use options::ControlRequest;
 pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;
+pub use spare::Spares;
 pub use tcp::{
     ACCEPT_QUEUE_DEFAULT, ACCEPT_QUEUE_MAX, AcceptEventCounts, AcceptEvents, EventCounts,
     Indicated, RETAINED_MAX, RecvEvents, SendBacklogChanged,
