@@ -730,34 +730,32 @@ fn free_spare_buffers() {
 }
 
 /// [`serve`] for a connection with receive events: it holds a buffer only while data is
-/// indicated (waiting for data with `TcpStream::indicated`), receives with
-/// `TcpStream::recv_events`, and gives the buffer back when no more data waits.
+/// indicated. Idle, it waits with `TcpStream::recv_events_pooled`, which has the receive
+/// callback copy the data into a spare buffer ([`take_buffer`]) in place; while more is
+/// indicated it receives into the buffer it holds with `TcpStream::recv_events`, and gives
+/// the buffer back when no more data waits.
 async fn serve_events(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
     let mut held: Option<IoBuf> = None;
-    // `has_indicated` said false at the end of the last message: wait at once rather than ask
-    // again (each asking takes the stream's spin lock; the wait looks under it anyway).
-    let mut none_indicated = false;
     loop {
-        if held.is_none() && (none_indicated || !stream.has_indicated()) {
-            if let Some(limit) = idle_timeout {
-                if wsk::executor::timeout(limit, stream.indicated())
-                    .await
-                    .is_err()
-                {
-                    note_idle_close(limit);
-                    break;
-                }
-            } else {
-                stream.indicated().await;
-            }
-        }
-        let Some(buf) = held.take().or_else(take_buffer) else {
+        let (received, buf) = if let Some(buf) = held.take() {
+            let (received, buf) = stream.recv_events(buf).await;
+            (received, Some(buf))
+        } else if let Some(limit) = idle_timeout {
+            let waited = wsk::executor::timeout(limit, stream.recv_events_pooled(take_buffer));
+            let Ok(received) = waited.await else {
+                note_idle_close(limit);
+                break;
+            };
+            received
+        } else {
+            stream.recv_events_pooled(take_buffer).await
+        };
+        let Some(buf) = buf else {
             kprint!("wskecho: out of memory for a connection buffer; reset the connection\n");
             // An abortive close: the peer sees a reset.
             stream.abort().await;
             return;
         };
-        let (received, buf) = stream.recv_events(buf).await;
         match received {
             Ok(0) => {
                 give_back_buffer(buf);
@@ -776,11 +774,10 @@ async fn serve_events(stream: TcpStream, _live: Live, idle_timeout: Option<Durat
             stream.close().await;
             return;
         }
-        none_indicated = !stream.has_indicated();
-        if none_indicated {
-            give_back_buffer(buf);
-        } else {
+        if stream.has_indicated() {
             held = Some(buf);
+        } else {
+            give_back_buffer(buf);
         }
     }
     finish(stream).await;

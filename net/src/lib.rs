@@ -190,8 +190,8 @@ pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;
 pub use spare::Spares;
 pub use tcp::{
-    ACCEPT_QUEUE_DEFAULT, ACCEPT_QUEUE_MAX, AcceptEventCounts, AcceptEvents, EventCounts,
-    Indicated, RETAINED_MAX, RecvEvents, SendBacklogChanged,
+    ACCEPT_QUEUE_DEFAULT, ACCEPT_QUEUE_MAX, AcceptEventCounts, AcceptEvents, BufferSource,
+    EventCounts, Indicated, RETAINED_MAX, RecvEvents, RecvPooled, SendBacklogChanged,
 };
 pub use tcp::{
     Accept, Disconnect, Incoming, Recv, TcpListener, TcpReadHalf, TcpStream, TcpWriteHalf,

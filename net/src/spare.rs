@@ -114,6 +114,18 @@ impl<T, const N: usize> Spares<T, N> {
         Some(value)
     }
 
+    /// Whether some slot holds a value right now (a hint: another party may take or give
+    /// meanwhile). Its acquire load orders what the giver wrote before it.
+    ///
+    /// # IRQL
+    /// Any.
+    #[must_use]
+    pub fn holds_any(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|slot| slot.state.load(Ordering::Acquire) == FULL)
+    }
+
     /// Drops every cached value (one being given or taken right now is left to that call).
     ///
     /// # IRQL
@@ -162,7 +174,9 @@ mod tests {
         let drops = Arc::new(AtomicUsize::new(0));
         let spares: Spares<Counted, 2> = Spares::new();
         assert!(spares.take().is_none());
+        assert!(!spares.holds_any());
         assert!(spares.give(Counted(drops.clone(), Box::new(1))).is_none());
+        assert!(spares.holds_any());
         assert!(spares.give(Counted(drops.clone(), Box::new(2))).is_none());
         let third = spares.give(Counted(drops.clone(), Box::new(3)));
         assert_eq!(third.as_ref().map(|c| *c.1), Some(3));

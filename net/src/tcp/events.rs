@@ -37,7 +37,7 @@ use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
 
 use wsk_executor::raw::AtomicWaker;
-use wsk_executor::raw::sync::{AtomicU32, AtomicUsize, Ordering};
+use wsk_executor::raw::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use wsk_executor::sync::{SpinMutex, SpinMutexGuard};
 use wsk_sys::{
     self as sys, NTSTATUS, PVOID, SIZE_T, WSK_CLIENT_CONNECTION_DISPATCH, WSK_DATA_INDICATION,
@@ -48,6 +48,7 @@ use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_cell;
 use crate::raw::SocketInner;
+use crate::spare::Spares;
 
 /// Pool tag of event-receive state blocks (`WskE`).
 const EVENTS_TAG: u32 = sys::pool_tag(*b"WskE");
@@ -142,6 +143,46 @@ impl EventCell {
     fn signal(&self) -> u32 {
         self.signal.load(Ordering::Acquire)
     }
+
+    /// Offers `source` to the receive callback (see [`EventCell::fill_source`]).
+    fn offer_fill_source(&self, source: BufferSource) {
+        self.fill_source.store(source as *mut (), Ordering::Release);
+    }
+
+    /// Withdraws the offered source: false when a callback took it first (it fills under
+    /// the queue lock, or found nothing to fill).
+    fn withdraw_fill_source(&self) -> bool {
+        !self
+            .fill_source
+            .swap(ptr::null_mut(), Ordering::AcqRel)
+            .is_null()
+    }
+
+    /// The buffer a callback filled from a source it took: looked for without the lock, then,
+    /// if not there yet, once the lock shows the callback done.
+    fn take_filled(&self) -> Option<IoBuf> {
+        self.filled.take().or_else(|| {
+            drop(self.lock());
+            self.filled.take()
+        })
+    }
+
+    /// Whether a receive would finish at once, with the `filled` slot: what
+    /// [`TcpStream::has_indicated`] and the waits read (no lock).
+    fn anything(&self) -> bool {
+        self.signal() != 0 || self.filled.holds_any()
+    }
+
+    /// Takes the offered source, if any (the receive callback, under the queue lock).
+    fn take_fill_source(&self) -> Option<BufferSource> {
+        let source = self.fill_source.swap(ptr::null_mut(), Ordering::Acquire);
+        if source.is_null() {
+            return None;
+        }
+        // SAFETY: only `offer_fill_source` stores a non-null pointer here, a `BufferSource`
+        // cast to a data pointer (same size on every target this crate builds for).
+        Some(unsafe { core::mem::transmute::<*mut (), BufferSource>(source) })
+    }
 }
 
 /// The locked queue of an [`EventCell`]: publishes [`Queue::signal`] when dropped.
@@ -205,6 +246,15 @@ pub(crate) struct EventCell {
     /// the waker slot's read-modify-writes order the two (see the loom model
     /// `loom_indicated_sees_the_signal_or_is_woken`).
     signal: AtomicU32,
+    /// The [`BufferSource`] of a [`RecvPooled`] waiting with no buffer (as a pointer; null:
+    /// none). The receive callback takes it (swaps in null, under the queue lock) to fill a
+    /// buffer of it in place rather than retain the chain.
+    fill_source: AtomicPtr<()>,
+    /// The buffer the callback took from the offered source and filled, for the
+    /// [`RecvPooled`] that offered it: data before any chain retained after it. Given under
+    /// the queue lock, taken without it; like a `signal` bit, its slot is full before the
+    /// callback's wake.
+    filled: Spares<IoBuf, 1>,
     waker: AtomicWaker,
     /// The ideal send backlog `WskSendBacklogEvent` indicated last (0: none yet); see
     /// `send_backlog`.
@@ -288,6 +338,37 @@ impl event_cell::RetainedIndication for Retained {
 /// # Safety
 /// `chain` is a live indication chain (being indicated, or retained) of `total` bytes.
 unsafe fn copy_out(chain: *mut WSK_DATA_INDICATION, skip: usize, buf: &mut IoBuf) -> usize {
+    if skip == 0 && !chain.is_null() {
+        // SAFETY: a live chain (caller).
+        let WSK_DATA_INDICATION {
+            Next: next,
+            Buffer: buffer,
+        } = unsafe { *chain };
+        // The usual indication: one link, one mapped MDL holding all of it.
+        // SAFETY: the chain's MDL (if any) is live.
+        if next.is_null() && !buffer.Mdl.is_null() && unsafe { (*buffer.Mdl).Next }.is_null() {
+            // SAFETY: as above.
+            let count = unsafe { sys::MmGetMdlByteCount(buffer.Mdl) } as usize;
+            let offset = buffer.Offset as usize;
+            if offset <= count && buffer.Length <= count - offset {
+                // SAFETY: as above.
+                let base = unsafe { sys::MmGetSystemAddressForMdlSafe(buffer.Mdl, MAP_PRIORITY) };
+                if base.is_null() {
+                    return 0;
+                }
+                let n = buffer.Length.min(buf.spare_capacity());
+                // SAFETY: `offset <= count`: inside (or just past) the MDL's mapped bytes.
+                let first = unsafe { base.cast::<u8>().add(offset) };
+                // SAFETY: `offset + n <= count`: mapped bytes, not written while indicated.
+                let bytes = unsafe { core::slice::from_raw_parts(first, n) };
+                return if buf.extend_from_slice(bytes).is_ok() {
+                    n
+                } else {
+                    0
+                };
+            }
+        }
+    }
     let mut copied = 0;
     let mut position = 0;
     let mut link = chain;
@@ -392,6 +473,23 @@ unsafe extern "system-unwind" fn on_receive(
             let buf = unsafe { &mut *reader.as_ptr() };
             // SAFETY: the chain is being indicated, so live.
             taken = unsafe { copy_out(indication, 0, buf) };
+        } else if q.retained.is_empty()
+            && let Some(source) = cell.take_fill_source()
+            && let Some(mut buf) = source()
+        {
+            // A `RecvPooled` waits with no buffer: one of its source's, filled in place, saves
+            // the retain and its `WskRelease`. (A spare buffer may hold its last bytes.)
+            buf.clear();
+            // SAFETY: the chain is being indicated, so live.
+            taken = unsafe { copy_out(indication, 0, &mut buf) };
+            // The slot is empty: the source is offered only after the last filled buffer was
+            // taken. Were it not, the copy is dropped and the chain retained whole.
+            if taken > 0
+                && let Some(not_given) = cell.filled.give(buf)
+            {
+                drop(not_given);
+                taken = 0;
+            }
         }
         if taken >= indicated {
             q.counts.consumed += 1;
@@ -452,6 +550,8 @@ pub(super) fn event_cell<'a>(inner: &'a SocketInner, name: &'static str) -> Resu
         }),
         // Not enabled yet: a receive would post an IRP at once.
         signal: AtomicU32::new(SIGNAL_READY),
+        fill_source: AtomicPtr::new(ptr::null_mut()),
+        filled: Spares::new(),
         waker: AtomicWaker::new(),
         backlog: AtomicUsize::new(0),
         backlog_waker: AtomicWaker::new(),
@@ -665,7 +765,8 @@ impl TcpStream {
     pub fn has_indicated(&self) -> bool {
         let cell = self.handle.inner().events.load(Ordering::Acquire);
         // SAFETY: the cell lives as long as the socket object, which `self` keeps.
-        unsafe { cell.as_ref() }.is_none_or(|c| c.signal() & SIGNAL_READY != 0)
+        unsafe { cell.as_ref() }
+            .is_none_or(|c| c.signal() & SIGNAL_READY != 0 || c.filled.holds_any())
     }
 
     /// Waits, holding no buffer, until [`TcpStream::has_indicated`] is true: an idle
@@ -686,6 +787,139 @@ impl TcpStream {
     #[must_use]
     pub fn indicated(&self) -> Indicated<'_> {
         Indicated { stream: self }
+    }
+
+    /// Waits for data holding no buffer, as [`TcpStream::indicated`], and receives it into a
+    /// buffer of `source`: when data comes while this waits and nothing is retained before it,
+    /// the receive callback takes a buffer from `source` and copies the indication into it in
+    /// place (consumed: no retained chain, no `WskRelease`); otherwise (data retained, FIN or
+    /// reset, back-pressure, events off) this takes a buffer from `source` and continues as
+    /// [`TcpStream::recv_events`] into it. Returns the bytes received (0: FIN) and the buffer
+    /// (`None` only when `source` had none: `NoResources`).
+    ///
+    /// `source` runs at `DISPATCH_LEVEL` inside the receive callback, under the stream's spin
+    /// lock: it must neither wait nor use this stream (a [`Spares::take`](crate::Spares::take),
+    /// an [`IoBuf::with_capacity`]). One receive at a time per stream; dropping the future loses
+    /// what the callback already copied for it, as dropping a [`RecvEvents`] does.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// use wsk_net::{IoBuf, Spares};
+    /// static SPARES: Spares<IoBuf, 8> = Spares::new();
+    /// fn take() -> Option<IoBuf> {
+    ///     SPARES.take().or_else(|| IoBuf::with_capacity(4096).ok())
+    /// }
+    /// stream.enable_receive_events()?;
+    /// let (n, buf) = stream.recv_events_pooled(take).await;
+    /// let n = n?;
+    /// if let Some(buf) = buf {
+    ///     // ... use buf[..n] ...
+    ///     drop(SPARES.give(buf));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `NoResources` when `source` had no buffer; otherwise as [`TcpStream::recv_events`].
+    ///
+    /// # IRQL
+    /// Poll and drop at <= `DISPATCH_LEVEL`.
+    #[must_use]
+    pub fn recv_events_pooled(&self, source: BufferSource) -> RecvPooled<'_> {
+        RecvPooled {
+            stream: self,
+            source,
+            inner: None,
+            offered: false,
+        }
+    }
+}
+
+/// Where [`TcpStream::recv_events_pooled`] takes its buffer: called at `DISPATCH_LEVEL`, in
+/// the receive callback under the stream's spin lock, or by the future.
+pub type BufferSource = fn() -> Option<IoBuf>;
+
+/// The future of [`TcpStream::recv_events_pooled`].
+///
+/// # IRQL
+/// Poll and drop at <= `DISPATCH_LEVEL`.
+pub struct RecvPooled<'a> {
+    stream: &'a TcpStream,
+    source: BufferSource,
+    /// The receive it continues as once it took a buffer itself.
+    inner: Option<RecvEvents<'a>>,
+    /// `source` is offered to the callback ([`EventCell::fill_source`]).
+    offered: bool,
+}
+
+impl Future for RecvPooled<'_> {
+    type Output = (Result<usize>, Option<IoBuf>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `inner` is never moved out of the pinned future (it is polled in place and
+        // dropped with it).
+        let this = unsafe { self.get_unchecked_mut() };
+        if let Some(inner) = this.inner.as_mut() {
+            // SAFETY: `inner` lives in the pinned future and never moves (above).
+            let inner = unsafe { Pin::new_unchecked(inner) };
+            return inner.poll(cx).map(|(result, buf)| (result, Some(buf)));
+        }
+        let cell = this.stream.handle.inner().events.load(Ordering::Acquire);
+        // SAFETY: the cell lives as long as the socket object, which the stream keeps.
+        if let Some(cell) = unsafe { cell.as_ref() } {
+            if !this.offered && !cell.anything() {
+                // Nothing to take yet: offer the source, then wait. A callback that takes it
+                // fills the `filled` slot before its wake.
+                cell.offer_fill_source(this.source);
+                this.offered = true;
+            }
+            if this.offered {
+                if !cell.anything() {
+                    cell.waker.register(cx.waker());
+                    // Read again after registering: the callback fills the slot (or sets a
+                    // signal bit) before its wake.
+                    if !cell.anything() {
+                        return Poll::Pending;
+                    }
+                }
+                this.offered = false;
+                if !cell.withdraw_fill_source()
+                    && let Some(buf) = cell.take_filled()
+                {
+                    return Poll::Ready((Ok(buf.len()), Some(buf)));
+                }
+            }
+        }
+        // Retained data, the end, back-pressure, events off, or closing: a receive into a
+        // buffer of the source's.
+        let Some(buf) = (this.source)() else {
+            return Poll::Ready((
+                Err(Error::new(ErrorKind::NoResources, "recv_events_pooled")),
+                None,
+            ));
+        };
+        let inner = this.inner.insert(this.stream.recv_events(buf));
+        // SAFETY: as above: in place in the pinned future.
+        let inner = unsafe { Pin::new_unchecked(inner) };
+        inner.poll(cx).map(|(result, buf)| (result, Some(buf)))
+    }
+}
+
+impl Drop for RecvPooled<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.offered {
+            return;
+        }
+        let cell = self.stream.handle.inner().events.load(Ordering::Acquire);
+        // SAFETY: the cell lives as long as the socket object, which the stream keeps.
+        if let Some(cell) = unsafe { cell.as_ref() }
+            && !cell.withdraw_fill_source()
+        {
+            // A callback took the source: what it filled (if anything) is lost with this
+            // receive, as a dropped `RecvEvents`' buffer is.
+            drop(cell.take_filled());
+        }
     }
 }
 
