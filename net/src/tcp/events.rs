@@ -534,7 +534,7 @@ unsafe extern "system-unwind" fn on_disconnect(context: PVOID, flags: u32) -> NT
     sys::STATUS_SUCCESS
 }
 
-/// The stream's event state, allocated (about 200 bytes of nonpaged pool) on first use.
+/// The stream's event state, allocated (about 290 bytes of nonpaged pool) on first use.
 /// IRQL <= `DISPATCH_LEVEL`.
 pub(super) fn event_cell<'a>(inner: &'a SocketInner, name: &'static str) -> Result<&'a EventCell> {
     let fresh = || EventCell {
@@ -601,7 +601,7 @@ impl TcpStream {
     /// `WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT`); receive with [`TcpStream::recv_events`].
     /// `Ok(true)`: enabled (again: a no-op); `Ok(false)`: the provider has no event callbacks
     /// (Wine 8), and [`TcpStream::recv_events`] receives with IRPs. Allocates the stream's
-    /// event state (about 200 bytes of nonpaged pool) on first use.
+    /// event state (about 290 bytes of nonpaged pool) on first use.
     ///
     /// ```no_run
     /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
