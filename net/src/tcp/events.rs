@@ -1145,7 +1145,8 @@ mod loom_tests {
     use std::sync::Arc as StdArc;
     use std::task::{Wake, Waker};
 
-    use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
     use loom::sync::{Arc, Mutex};
     use loom::thread;
     use wsk_executor::raw::AtomicWaker;
@@ -1200,6 +1201,152 @@ mod loom_tests {
             };
             callback.join().unwrap();
             assert!(ready || woken.load(Ordering::SeqCst), "a signal was lost");
+        });
+    }
+
+    /// The pooled receive's hand-over: the source offered through an atomic, taken by the
+    /// callback under the lock, the filled buffer in a slot (`EMPTY`/`FULL`, the value in a
+    /// loom cell so that a read not ordered after the write is a reported race).
+    struct Pooled {
+        /// How many chains the callback retained.
+        queue: Mutex<u32>,
+        signal: AtomicU32,
+        source: AtomicUsize,
+        slot: AtomicUsize,
+        value: UnsafeCell<u32>,
+        waker: AtomicWaker,
+    }
+
+    const EMPTY: usize = 0;
+    const FULL: usize = 2;
+    /// What the callback copies.
+    const DATA: u32 = 42;
+
+    impl Pooled {
+        fn new() -> Self {
+            Self {
+                queue: Mutex::new(0),
+                signal: AtomicU32::new(0),
+                source: AtomicUsize::new(0),
+                slot: AtomicUsize::new(EMPTY),
+                value: UnsafeCell::new(0),
+                waker: AtomicWaker::new(),
+            }
+        }
+
+        /// `on_receive`: fills the slot when it takes the offered source, else retains.
+        fn indicate(&self) {
+            {
+                let mut retained = self.queue.lock().unwrap();
+                if *retained == 0 && self.source.swap(0, Ordering::Acquire) != 0 {
+                    // SAFETY: (model) the slot is empty: the callback's alone.
+                    self.value.with_mut(|v| unsafe { *v = DATA });
+                    self.slot.store(FULL, Ordering::Release);
+                } else {
+                    *retained += 1;
+                }
+                self.signal.store(
+                    u32::from(*retained > 0) * super::SIGNAL_READY,
+                    Ordering::Release,
+                );
+            }
+            self.waker.wake();
+        }
+
+        fn anything(&self) -> bool {
+            self.signal.load(Ordering::Acquire) != 0 || self.slot.load(Ordering::Acquire) == FULL
+        }
+
+        /// `Spares::take` of the slot (one taker in the model).
+        fn take_slot(&self) -> Option<u32> {
+            if self.slot.load(Ordering::Acquire) != FULL {
+                return None;
+            }
+            // SAFETY: (model) FULL: written by the callback, ordered by the acquire above.
+            let value = self.value.with(|v| unsafe { *v });
+            self.slot.store(EMPTY, Ordering::Release);
+            Some(value)
+        }
+
+        /// `take_filled`: without the lock, then once the lock shows the callback done.
+        fn take_filled(&self) -> Option<u32> {
+            self.take_slot().or_else(|| {
+                drop(self.queue.lock().unwrap());
+                self.take_slot()
+            })
+        }
+
+        /// `withdraw_fill_source`: false when the callback took it first.
+        fn withdraw(&self) -> bool {
+            self.source.swap(0, Ordering::AcqRel) != 0
+        }
+    }
+
+    /// `RecvPooled` waiting (offer, register, look) against one indication, then its wake:
+    /// the data is either handed over in the slot or retained, exactly one of them, and a
+    /// receive that went to sleep is woken.
+    #[test]
+    fn loom_pooled_receive_gets_the_data_once() {
+        loom::model(|| {
+            let cell = Arc::new(Pooled::new());
+            let woken = Arc::new(AtomicBool::new(false));
+            let callback = {
+                let cell = cell.clone();
+                thread::spawn(move || cell.indicate())
+            };
+            let waker = Waker::from(StdArc::new(Flag(woken.clone())));
+            cell.source.store(1, Ordering::Release);
+            let slept = !cell.anything() && {
+                cell.waker.register(&waker);
+                !cell.anything()
+            };
+            callback.join().unwrap();
+            assert!(!slept || woken.load(Ordering::SeqCst), "a wake was lost");
+            let filled = if cell.withdraw() {
+                None
+            } else {
+                cell.take_filled()
+            };
+            let retained = *cell.queue.lock().unwrap();
+            match filled {
+                Some(value) => assert_eq!((value, retained), (DATA, 0), "filled and retained"),
+                None => assert_eq!(retained, 1, "the data was lost"),
+            }
+            assert_eq!(
+                cell.slot.load(Ordering::SeqCst),
+                EMPTY,
+                "a buffer left behind"
+            );
+        });
+    }
+
+    /// A `RecvPooled` dropped while it waits, racing an indication: the drop takes back what
+    /// was filled, or the data is retained for the next receive; no buffer stays in the slot.
+    #[test]
+    fn loom_dropped_pooled_receive_strands_nothing() {
+        loom::model(|| {
+            let cell = Arc::new(Pooled::new());
+            cell.source.store(1, Ordering::Release);
+            let callback = {
+                let cell = cell.clone();
+                thread::spawn(move || cell.indicate())
+            };
+            let dropped = if cell.withdraw() {
+                None
+            } else {
+                cell.take_filled()
+            };
+            callback.join().unwrap();
+            let retained = *cell.queue.lock().unwrap();
+            assert!(
+                dropped.is_some() != (retained == 1),
+                "dropped {dropped:?}, retained {retained}"
+            );
+            assert_eq!(
+                cell.slot.load(Ordering::SeqCst),
+                EMPTY,
+                "a buffer left behind"
+            );
         });
     }
 }
