@@ -712,6 +712,12 @@ static SPARE_BUFFERS: Spares<IoBuf, SPARE_BUFFERS_KEPT> = Spares::new();
 /// Spare buffers kept at most (the rest are freed).
 const SPARE_BUFFERS_KEPT: usize = 8;
 
+/// A spare receive buffer, if one is at hand (what the event-driven receive callback fills:
+/// it allocates nothing).
+fn take_spare_buffer() -> Option<IoBuf> {
+    SPARE_BUFFERS.take()
+}
+
 /// A receive buffer: a spare one, or a new one.
 fn take_buffer() -> Option<IoBuf> {
     SPARE_BUFFERS
@@ -731,7 +737,8 @@ fn free_spare_buffers() {
 
 /// [`serve`] for a connection with receive events: it holds a buffer only while data is
 /// indicated. Idle, it waits with `TcpStream::recv_events_pooled`, which has the receive
-/// callback copy the data into a spare buffer ([`take_buffer`]) in place; while more is
+/// callback copy the data into a spare buffer ([`take_spare_buffer`]) in place (or takes one,
+/// [`take_buffer`], when none was at hand); while more is
 /// indicated it receives into the buffer it holds with `TcpStream::recv_events`, and gives
 /// the buffer back when no more data waits.
 async fn serve_events(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
@@ -741,14 +748,19 @@ async fn serve_events(stream: TcpStream, _live: Live, idle_timeout: Option<Durat
             let (received, buf) = stream.recv_events(buf).await;
             (received, Some(buf))
         } else if let Some(limit) = idle_timeout {
-            let waited = wsk::executor::timeout(limit, stream.recv_events_pooled(take_buffer));
+            let waited = wsk::executor::timeout(
+                limit,
+                stream.recv_events_pooled(take_spare_buffer, take_buffer),
+            );
             let Ok(received) = waited.await else {
                 note_idle_close(limit);
                 break;
             };
             received
         } else {
-            stream.recv_events_pooled(take_buffer).await
+            stream
+                .recv_events_pooled(take_spare_buffer, take_buffer)
+                .await
         };
         let Some(buf) = buf else {
             kprint!("wskecho: out of memory for a connection buffer; reset the connection\n");

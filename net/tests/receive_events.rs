@@ -341,7 +341,7 @@ fn pooled_receive_fills_spare_buffers_in_place_and_keeps_order() {
                         let (n, buf) = stream.recv_events(buf).await;
                         (n, Some(buf))
                     }
-                    None => stream.recv_events_pooled(spare_buffer).await,
+                    None => stream.recv_events_pooled(spare_buffer, spare_buffer).await,
                 };
                 let buf = buf.expect("a spare buffer");
                 if n.expect("receive") == 0 {
@@ -383,7 +383,8 @@ fn a_dropped_pooled_receive_loses_nothing_that_came_after() {
             let (s, _) = std_listener.accept().unwrap();
             bounded(&s);
             {
-                let mut waiting = std::pin::pin!(stream.recv_events_pooled(spare_buffer_2));
+                let mut waiting =
+                    std::pin::pin!(stream.recv_events_pooled(spare_buffer_2, spare_buffer_2));
                 let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
                 assert!(
                     waiting.as_mut().poll(&mut cx).is_pending(),
@@ -404,7 +405,9 @@ fn a_dropped_pooled_receive_loses_nothing_that_came_after() {
             );
             let mut got = Vec::new();
             while got.len() < 1000 {
-                let (n, buf) = stream.recv_events_pooled(spare_buffer_2).await;
+                let (n, buf) = stream
+                    .recv_events_pooled(spare_buffer_2, spare_buffer_2)
+                    .await;
                 let buf = buf.expect("a spare buffer");
                 got.extend_from_slice(&buf[..n.expect("receive")]);
                 drop(SPARES_2.give(buf));

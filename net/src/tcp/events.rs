@@ -790,27 +790,33 @@ impl TcpStream {
     }
 
     /// Waits for data holding no buffer, as [`TcpStream::indicated`], and receives it into a
-    /// buffer of `source`: when data comes while this waits and nothing is retained before it,
-    /// the receive callback takes a buffer from `source` and copies the indication into it in
-    /// place (consumed: no retained chain, no `WskRelease`); otherwise (data retained, FIN or
-    /// reset, back-pressure, events off) this takes a buffer from `source` and continues as
-    /// [`TcpStream::recv_events`] into it. Returns the bytes received (0: FIN) and the buffer
-    /// (`None` only when `source` had none: `NoResources`).
+    /// spare buffer: when data comes while this waits and nothing is retained before it, the
+    /// receive callback takes a buffer from `spare` and copies the indication into it in place
+    /// (consumed: no retained chain, no `WskRelease`); when `spare` has none at hand, or data
+    /// was retained, or at FIN or reset, back-pressure or with events off, this takes a buffer
+    /// from `any` and continues as [`TcpStream::recv_events`] into it. Returns the bytes
+    /// received (0: FIN) and the buffer (`None` only when `any` had none: `NoResources`).
     ///
-    /// `source` runs at `DISPATCH_LEVEL` inside the receive callback, under the stream's spin
-    /// lock: it must neither wait nor use this stream (a [`Spares::take`](crate::Spares::take),
-    /// an [`IoBuf::with_capacity`]). One receive at a time per stream; dropping the future loses
-    /// what the callback already copied for it, as dropping a [`RecvEvents`] does.
+    /// `spare` runs at `DISPATCH_LEVEL` inside the receive callback, under the stream's spin
+    /// lock: it must neither wait nor use this stream, and should not allocate (a
+    /// [`Spares::take`](crate::Spares::take): with many connections indicated at once, the
+    /// indications past the spares are retained, as without this, rather than each allocating
+    /// a buffer). `any` runs in the task (a spare or an [`IoBuf::with_capacity`]). One receive
+    /// at a time per stream; dropping the future loses what the callback already copied for
+    /// it, as dropping a [`RecvEvents`] does.
     ///
     /// ```no_run
     /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
     /// use wsk_net::{IoBuf, Spares};
     /// static SPARES: Spares<IoBuf, 8> = Spares::new();
-    /// fn take() -> Option<IoBuf> {
+    /// fn spare() -> Option<IoBuf> {
+    ///     SPARES.take()
+    /// }
+    /// fn any() -> Option<IoBuf> {
     ///     SPARES.take().or_else(|| IoBuf::with_capacity(4096).ok())
     /// }
     /// stream.enable_receive_events()?;
-    /// let (n, buf) = stream.recv_events_pooled(take).await;
+    /// let (n, buf) = stream.recv_events_pooled(spare, any).await;
     /// let n = n?;
     /// if let Some(buf) = buf {
     ///     // ... use buf[..n] ...
@@ -820,23 +826,24 @@ impl TcpStream {
     /// ```
     ///
     /// # Errors
-    /// `NoResources` when `source` had no buffer; otherwise as [`TcpStream::recv_events`].
+    /// `NoResources` when `any` had no buffer; otherwise as [`TcpStream::recv_events`].
     ///
     /// # IRQL
     /// Poll and drop at <= `DISPATCH_LEVEL`.
     #[must_use]
-    pub fn recv_events_pooled(&self, source: BufferSource) -> RecvPooled<'_> {
+    pub fn recv_events_pooled(&self, spare: BufferSource, any: BufferSource) -> RecvPooled<'_> {
         RecvPooled {
             stream: self,
-            source,
+            spare,
+            any,
             inner: None,
             offered: false,
         }
     }
 }
 
-/// Where [`TcpStream::recv_events_pooled`] takes its buffer: called at `DISPATCH_LEVEL`, in
-/// the receive callback under the stream's spin lock, or by the future.
+/// Where [`TcpStream::recv_events_pooled`] takes its buffers: in the receive callback (at
+/// `DISPATCH_LEVEL`, under the stream's spin lock), or in the future.
 pub type BufferSource = fn() -> Option<IoBuf>;
 
 /// The future of [`TcpStream::recv_events_pooled`].
@@ -845,10 +852,13 @@ pub type BufferSource = fn() -> Option<IoBuf>;
 /// Poll and drop at <= `DISPATCH_LEVEL`.
 pub struct RecvPooled<'a> {
     stream: &'a TcpStream,
-    source: BufferSource,
+    /// What the callback fills (offered to it while this waits).
+    spare: BufferSource,
+    /// What this takes a buffer from when it receives itself.
+    any: BufferSource,
     /// The receive it continues as once it took a buffer itself.
     inner: Option<RecvEvents<'a>>,
-    /// `source` is offered to the callback ([`EventCell::fill_source`]).
+    /// `spare` is offered to the callback ([`EventCell::fill_source`]).
     offered: bool,
 }
 
@@ -870,7 +880,7 @@ impl Future for RecvPooled<'_> {
             if !this.offered && !cell.anything() {
                 // Nothing to take yet: offer the source, then wait. A callback that takes it
                 // fills the `filled` slot before its wake.
-                cell.offer_fill_source(this.source);
+                cell.offer_fill_source(this.spare);
                 this.offered = true;
             }
             if this.offered {
@@ -891,8 +901,8 @@ impl Future for RecvPooled<'_> {
             }
         }
         // Retained data, the end, back-pressure, events off, or closing: a receive into a
-        // buffer of the source's.
-        let Some(buf) = (this.source)() else {
+        // buffer of `any`.
+        let Some(buf) = (this.any)() else {
             return Poll::Ready((
                 Err(Error::new(ErrorKind::NoResources, "recv_events_pooled")),
                 None,
