@@ -31,8 +31,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 
 use wsk::driver::{FailureStatus, ServiceError};
-use wsk::executor::sync::SpinMutex;
 use wsk::net::ACCEPT_QUEUE_MAX;
+use wsk::net::Spares;
 use wsk::sys::{NTSTATUS, STATUS_INVALID_PARAMETER};
 use wsk::{
     Budget, Driver, ErrorKind, IoBuf, Runner, RunnerKind, Service, TaskPool, TcpListener,
@@ -773,64 +773,68 @@ fn drop_unexpected(buf: IoBuf) {
 /// Bulk buffers of connections that went idle, for the next connection that has data: an
 /// idle event-driven connection holds no buffer (its data waits in WSK's retained
 /// indications), and an idle receive-IRP connection only its small one ([`Buffers`]), so the
-/// nonpaged pool of N idle connections is theirs, not N bulk buffers.
-static SPARE_BUFFERS: SpinMutex<[Option<IoBuf>; SPARE_BUFFERS_KEPT]> =
-    SpinMutex::new([const { None }; SPARE_BUFFERS_KEPT]);
+/// nonpaged pool of N idle connections is theirs, not N bulk buffers. Lock-free
+/// (`wsk::net::Spares`): an event-driven ping-pong takes and gives back one per message.
+static SPARE_BUFFERS: Spares<IoBuf, SPARE_BUFFERS_KEPT> = Spares::new();
 /// Spare buffers kept at most (the rest are freed).
 const SPARE_BUFFERS_KEPT: usize = 8;
 
+/// A spare receive buffer, if one is at hand (what the event-driven receive callback fills:
+/// it allocates nothing).
+fn take_spare_buffer() -> Option<IoBuf> {
+    SPARE_BUFFERS.take()
+}
+
 /// A receive buffer: a spare one, or a new one.
 fn take_buffer() -> Option<IoBuf> {
-    let spare = SPARE_BUFFERS.lock().iter_mut().find_map(Option::take);
-    spare.or_else(|| IoBuf::with_capacity(BUFFER_SIZE).ok())
+    SPARE_BUFFERS
+        .take()
+        .or_else(|| IoBuf::with_capacity(BUFFER_SIZE).ok())
 }
 
 /// Keeps `buf` for another connection, or frees it when enough are kept.
 fn give_back_buffer(buf: IoBuf) {
-    let mut spares = SPARE_BUFFERS.lock();
-    if let Some(slot) = spares.iter_mut().find(|slot| slot.is_none()) {
-        *slot = Some(buf);
-    }
+    drop(SPARE_BUFFERS.give(buf));
 }
 
 /// Frees the spare buffers (at [`stop`], once no connection task is left).
 fn free_spare_buffers() {
-    let spares = core::mem::replace(
-        &mut *SPARE_BUFFERS.lock(),
-        [const { None }; SPARE_BUFFERS_KEPT],
-    );
-    drop(spares);
+    SPARE_BUFFERS.clear();
 }
 
 /// [`serve`] for a connection with receive events: it holds a buffer only while data is
-/// indicated (waiting for data with `TcpStream::indicated`), receives with
-/// `TcpStream::recv_events`, and gives the buffer back when no more data waits.
+/// indicated. Idle, it waits with `TcpStream::recv_events_pooled`, which has the receive
+/// callback copy the data into a spare buffer ([`take_spare_buffer`]) in place (or takes one,
+/// [`take_buffer`], when none was at hand); while more is
+/// indicated it receives into the buffer it holds with `TcpStream::recv_events`, and gives
+/// the buffer back when no more data waits.
 async fn serve_events(stream: TcpStream, _live: Live, idle_timeout: Option<Duration>) {
     let mut held: Option<IoBuf> = None;
-    // `has_indicated` said false at the end of the last message: wait at once rather than ask
-    // again (each asking takes the stream's spin lock; the wait looks under it anyway).
-    let mut none_indicated = false;
     loop {
-        if held.is_none() && (none_indicated || !stream.has_indicated()) {
-            if let Some(limit) = idle_timeout {
-                if wsk::executor::timeout(limit, stream.indicated())
-                    .await
-                    .is_err()
-                {
-                    note_idle_close(limit);
-                    break;
-                }
-            } else {
-                stream.indicated().await;
-            }
-        }
-        let Some(buf) = held.take().or_else(take_buffer) else {
+        let (received, buf) = if let Some(buf) = held.take() {
+            let (received, buf) = stream.recv_events(buf).await;
+            (received, Some(buf))
+        } else if let Some(limit) = idle_timeout {
+            let waited = wsk::executor::timeout(
+                limit,
+                stream.recv_events_pooled(take_spare_buffer, take_buffer),
+            );
+            let Ok(received) = waited.await else {
+                note_idle_close(limit);
+                break;
+            };
+            received
+        } else {
+            stream
+                .recv_events_pooled(take_spare_buffer, take_buffer)
+                .await
+        };
+        let Some(buf) = buf else {
             kprint!("wskecho: out of memory for a connection buffer; reset the connection\n");
             // An abortive close: the peer sees a reset.
             stream.abort().await;
             return;
         };
-        let (received, buf) = stream.recv_events(buf).await;
         match received {
             Ok(0) => {
                 give_back_buffer(buf);
@@ -849,11 +853,10 @@ async fn serve_events(stream: TcpStream, _live: Live, idle_timeout: Option<Durat
             stream.close().await;
             return;
         }
-        none_indicated = !stream.has_indicated();
-        if none_indicated {
-            give_back_buffer(buf);
-        } else {
+        if stream.has_indicated() {
             held = Some(buf);
+        } else {
+            give_back_buffer(buf);
         }
     }
     finish(stream).await;

@@ -165,6 +165,7 @@ mod options;
 mod raw;
 mod resolve;
 mod socket;
+mod spare;
 mod tcp;
 mod time;
 mod udp;
@@ -187,9 +188,10 @@ pub use mdl::{MdlBuf, MdlRelease};
 pub use options::ControlRequest;
 pub use resolve::{Addresses, MAX_ADDRESSES, resolve};
 pub use socket::BindOptions;
+pub use spare::Spares;
 pub use tcp::{
-    ACCEPT_QUEUE_DEFAULT, ACCEPT_QUEUE_MAX, AcceptEventCounts, AcceptEvents, EventCounts,
-    Indicated, RETAINED_MAX, RecvEvents, SendBacklogChanged,
+    ACCEPT_QUEUE_DEFAULT, ACCEPT_QUEUE_MAX, AcceptEventCounts, AcceptEvents, BufferSource,
+    EventCounts, Indicated, RETAINED_MAX, RecvEvents, RecvPooled, SendBacklogChanged,
 };
 pub use tcp::{
     Accept, Disconnect, Incoming, Recv, SendAll, TcpListener, TcpReadHalf, TcpStream, TcpWriteHalf,

@@ -6,6 +6,7 @@
     reason = "test code: panics are the failure reports"
 )]
 
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
@@ -282,4 +283,139 @@ async fn futures_join<A: std::future::Future, B: std::future::Future>(
     })
     .await;
     (out_a.unwrap(), out_b.unwrap())
+}
+
+/// The spare buffers of the first pooled-receive test (each test its own: the tests run in
+/// parallel, each on its own kernel, whose pool a buffer belongs to).
+static SPARES: wsk_net::Spares<IoBuf, 4> = wsk_net::Spares::new();
+/// The spare buffers of the second.
+static SPARES_2: wsk_net::Spares<IoBuf, 4> = wsk_net::Spares::new();
+
+/// A receive buffer for `recv_events_pooled`: a spare, or a new one.
+fn spare_buffer() -> Option<IoBuf> {
+    SPARES.take().or_else(|| IoBuf::with_capacity(4096).ok())
+}
+
+/// As [`spare_buffer`], from [`SPARES_2`].
+fn spare_buffer_2() -> Option<IoBuf> {
+    SPARES_2.take().or_else(|| IoBuf::with_capacity(4096).ok())
+}
+
+/// `recv_events_pooled` as the echo driver uses it: waits holding no buffer, the callback
+/// fills a spare one in place (counted as consumed), a held buffer receives what is indicated
+/// meanwhile; ping-pongs and then a burst in pieces come back byte-exact and in order.
+#[test]
+fn pooled_receive_fills_spare_buffers_in_place_and_keeps_order() {
+    each_plan(|client, _| {
+        block_on(async {
+            let (listener, addr) = listen(client).await;
+            let peer = std::thread::spawn(move || {
+                let s = std::net::TcpStream::connect(addr).unwrap();
+                bounded(&s);
+                s.set_nodelay(true).unwrap();
+                let mut sent = Vec::new();
+                let mut back = Vec::new();
+                for round in 0..30 {
+                    let message = vec![u8::try_from(round).unwrap(); 1000];
+                    (&s).write_all(&message).unwrap();
+                    let mut echo = vec![0; message.len()];
+                    (&s).read_exact(&mut echo).unwrap();
+                    sent.extend_from_slice(&message);
+                    back.extend_from_slice(&echo);
+                }
+                let burst = pattern(50_000);
+                for chunk in burst.chunks(5_000) {
+                    (&s).write_all(chunk).unwrap();
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                sent.extend_from_slice(&burst);
+                s.shutdown(Shutdown::Write).unwrap();
+                (&s).read_to_end(&mut back).unwrap();
+                (sent, back)
+            });
+            let (stream, _) = listener.accept_event_driven().await.expect("accept");
+            let mut held: Option<IoBuf> = None;
+            loop {
+                let (n, buf) = match held.take() {
+                    Some(buf) => {
+                        let (n, buf) = stream.recv_events(buf).await;
+                        (n, Some(buf))
+                    }
+                    None => stream.recv_events_pooled(spare_buffer, spare_buffer).await,
+                };
+                let buf = buf.expect("a spare buffer");
+                if n.expect("receive") == 0 {
+                    drop(SPARES.give(buf));
+                    break;
+                }
+                let (sent, buf) = stream.send(buf).await;
+                sent.expect("send");
+                if stream.has_indicated() {
+                    held = Some(buf);
+                } else {
+                    drop(SPARES.give(buf));
+                }
+            }
+            let counts = stream.receive_event_counts();
+            assert!(
+                counts.consumed > 0,
+                "the callback filled spare buffers: {counts:?}"
+            );
+            stream.close().await;
+            listener.close().await;
+            let (sent, back) = peer.join().unwrap();
+            assert!(sent == back, "echoed byte-exact, in order");
+            SPARES.clear();
+        });
+    });
+}
+
+/// A pooled receive dropped while it waits leaves no source behind: what arrives after goes
+/// to the next receive (retained meanwhile), none of it filled into a buffer nobody takes.
+#[test]
+fn a_dropped_pooled_receive_loses_nothing_that_came_after() {
+    each_plan(|client, _| {
+        block_on(async {
+            let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = std_listener.local_addr().unwrap();
+            let stream = TcpStream::connect(client, addr).await.expect("connect");
+            assert!(stream.enable_receive_events().expect("enable"));
+            let (s, _) = std_listener.accept().unwrap();
+            bounded(&s);
+            {
+                let mut waiting =
+                    std::pin::pin!(stream.recv_events_pooled(spare_buffer_2, spare_buffer_2));
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                assert!(
+                    waiting.as_mut().poll(&mut cx).is_pending(),
+                    "nothing sent yet"
+                );
+            }
+            (&s).write_all(&pattern(1000)).unwrap();
+            let deadline = std::time::Instant::now() + BOUND;
+            while stream.receive_event_counts() == wsk_net::EventCounts::default() {
+                assert!(std::time::Instant::now() < deadline, "no indication came");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let counts = stream.receive_event_counts();
+            assert_eq!(
+                (counts.consumed, counts.retained),
+                (0, 1),
+                "retained for the next receive, not filled: {counts:?}"
+            );
+            let mut got = Vec::new();
+            while got.len() < 1000 {
+                let (n, buf) = stream
+                    .recv_events_pooled(spare_buffer_2, spare_buffer_2)
+                    .await;
+                let buf = buf.expect("a spare buffer");
+                got.extend_from_slice(&buf[..n.expect("receive")]);
+                drop(SPARES_2.give(buf));
+            }
+            assert!(got == pattern(1000), "every byte once, in order");
+            stream.close().await;
+            drop(s);
+            SPARES_2.clear();
+        });
+    });
 }

@@ -31,13 +31,14 @@
 use core::future::Future;
 use core::marker::PhantomPinned;
 use core::net::SocketAddr;
+use core::ops::{Deref, DerefMut};
 use core::pin::Pin;
 use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
 
 use wsk_executor::raw::AtomicWaker;
-use wsk_executor::raw::sync::{AtomicUsize, Ordering};
-use wsk_executor::sync::SpinMutex;
+use wsk_executor::raw::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use wsk_executor::sync::{SpinMutex, SpinMutexGuard};
 use wsk_sys::{
     self as sys, NTSTATUS, PVOID, SIZE_T, WSK_CLIENT_CONNECTION_DISPATCH, WSK_DATA_INDICATION,
 };
@@ -47,6 +48,7 @@ use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_cell;
 use crate::raw::SocketInner;
+use crate::spare::Spares;
 
 /// Pool tag of event-receive state blocks (`WskE`).
 const EVENTS_TAG: u32 = sys::pool_tag(*b"WskE");
@@ -126,13 +128,108 @@ pub struct EventCounts {
     pub not_accepted: u64,
 }
 
+impl EventCell {
+    /// The queue, locked; [`EventCell::signal`] is brought up to date when the guard goes,
+    /// before the lock is let go. IRQL <= `DISPATCH_LEVEL` (raised to `DISPATCH_LEVEL` while
+    /// held).
+    fn lock(&self) -> QueueGuard<'_> {
+        QueueGuard {
+            queue: self.queue.lock(),
+            signal: &self.signal,
+        }
+    }
+
+    /// [`Queue::signal`] as the last lock holder left it (no lock taken).
+    fn signal(&self) -> u32 {
+        self.signal.load(Ordering::Acquire)
+    }
+
+    /// Offers `source` to the receive callback (see [`EventCell::fill_source`]).
+    fn offer_fill_source(&self, source: BufferSource) {
+        self.fill_source.store(source as *mut (), Ordering::Release);
+    }
+
+    /// Withdraws the offered source: false when a callback took it first (it fills under
+    /// the queue lock, or found nothing to fill).
+    fn withdraw_fill_source(&self) -> bool {
+        !self
+            .fill_source
+            .swap(ptr::null_mut(), Ordering::AcqRel)
+            .is_null()
+    }
+
+    /// The buffer a callback filled from a source it took: looked for without the lock, then,
+    /// if not there yet, once the lock shows the callback done.
+    fn take_filled(&self) -> Option<IoBuf> {
+        self.filled.take().or_else(|| {
+            drop(self.lock());
+            self.filled.take()
+        })
+    }
+
+    /// Whether a receive would finish at once, with the `filled` slot: what
+    /// [`TcpStream::has_indicated`] and the waits read (no lock).
+    fn anything(&self) -> bool {
+        self.signal() != 0 || self.filled.holds_any()
+    }
+
+    /// Takes the offered source, if any (the receive callback, under the queue lock).
+    fn take_fill_source(&self) -> Option<BufferSource> {
+        let source = self.fill_source.swap(ptr::null_mut(), Ordering::Acquire);
+        if source.is_null() {
+            return None;
+        }
+        // SAFETY: only `offer_fill_source` stores a non-null pointer here, a `BufferSource`
+        // cast to a data pointer (same size on every target this crate builds for).
+        Some(unsafe { core::mem::transmute::<*mut (), BufferSource>(source) })
+    }
+}
+
+/// The locked queue of an [`EventCell`]: publishes [`Queue::signal`] when dropped.
+struct QueueGuard<'a> {
+    queue: SpinMutexGuard<'a, Queue>,
+    signal: &'a AtomicU32,
+}
+
+impl Deref for QueueGuard<'_> {
+    type Target = Queue;
+
+    fn deref(&self) -> &Queue {
+        &self.queue
+    }
+}
+
+impl DerefMut for QueueGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Queue {
+        &mut self.queue
+    }
+}
+
+impl Drop for QueueGuard<'_> {
+    fn drop(&mut self) {
+        // Before the lock goes (the guard field drops after this): a reader of `signal` that
+        // finds it stale is one a later wake reaches.
+        self.signal.store(self.queue.signal(), Ordering::Release);
+    }
+}
+
 impl Queue {
     /// A receive would finish at once: data retained, the connection ended, or WSK waits for
     /// a `WskReceive`.
     fn ready(&self) -> bool {
         !self.retained.is_empty() || self.ended.is_some() || self.not_accepted || !self.enabled
     }
+
+    /// What [`EventCell::signal`] says of this state: [`SIGNAL_READY`] and [`SIGNAL_CLOSING`].
+    fn signal(&self) -> u32 {
+        (u32::from(self.ready()) * SIGNAL_READY) | (u32::from(self.closing) * SIGNAL_CLOSING)
+    }
 }
+
+/// [`EventCell::signal`] bit: [`Queue::ready`].
+const SIGNAL_READY: u32 = 1;
+/// [`EventCell::signal`] bit: the close is being issued ([`Queue::closing`]).
+const SIGNAL_CLOSING: u32 = 2;
 
 // SAFETY: the raw pointers are a retained chain (WSK's until released, used under the lock)
 // and a pinned future's buffer (registered and unregistered under the lock).
@@ -140,7 +237,24 @@ unsafe impl Send for Queue {}
 
 /// A stream's event-receive state, in its own nonpaged block.
 pub(crate) struct EventCell {
+    /// Taken only through [`EventCell::lock`], which keeps `signal` up to date.
     queue: SpinMutex<Queue>,
+    /// [`Queue::signal`] of the queue as its last lock holder left it, stored before the lock
+    /// is let go: [`TcpStream::has_indicated`] and [`Indicated`] read it without the lock
+    /// (one spin lock fewer per message each). A task that registered `waker` and then reads
+    /// no bit set is woken by whoever sets one: the setter stores the bit before its wake, and
+    /// the waker slot's read-modify-writes order the two (see the loom model
+    /// `loom_indicated_sees_the_signal_or_is_woken`).
+    signal: AtomicU32,
+    /// The [`BufferSource`] of a [`RecvPooled`] waiting with no buffer (as a pointer; null:
+    /// none). The receive callback takes it (swaps in null, under the queue lock) to fill a
+    /// buffer of it in place rather than retain the chain.
+    fill_source: AtomicPtr<()>,
+    /// The buffer the callback took from the offered source and filled, for the
+    /// [`RecvPooled`] that offered it: data before any chain retained after it. Given under
+    /// the queue lock, taken without it; like a `signal` bit, its slot is full before the
+    /// callback's wake.
+    filled: Spares<IoBuf, 1>,
     waker: AtomicWaker,
     /// The ideal send backlog `WskSendBacklogEvent` indicated last (0: none yet); see
     /// `send_backlog`.
@@ -167,7 +281,7 @@ pub(crate) fn before_close(inner: &SocketInner) {
     // SAFETY: the cell lives as long as the socket object.
     let cell = unsafe { &*cell };
     let taken = {
-        let mut q = cell.queue.lock();
+        let mut q = cell.lock();
         let q = &mut *q;
         event_cell::take_for_close(&mut q.retained, &mut q.closing)
     };
@@ -190,7 +304,7 @@ pub(crate) fn reader_gone(inner: &SocketInner) {
     let cell = unsafe { &*cell };
     let mut released: heapless::Vec<*mut WSK_DATA_INDICATION, RETAINED_MAX> = heapless::Vec::new();
     {
-        let mut q = cell.queue.lock();
+        let mut q = cell.lock();
         q.reader_gone = true;
         while let Some(r) = q.retained.pop_front() {
             let _ = released.push(r.chain);
@@ -224,6 +338,37 @@ impl event_cell::RetainedIndication for Retained {
 /// # Safety
 /// `chain` is a live indication chain (being indicated, or retained) of `total` bytes.
 unsafe fn copy_out(chain: *mut WSK_DATA_INDICATION, skip: usize, buf: &mut IoBuf) -> usize {
+    if skip == 0 && !chain.is_null() {
+        // SAFETY: a live chain (caller).
+        let WSK_DATA_INDICATION {
+            Next: next,
+            Buffer: buffer,
+        } = unsafe { *chain };
+        // The usual indication: one link, one mapped MDL holding all of it.
+        // SAFETY: the chain's MDL (if any) is live.
+        if next.is_null() && !buffer.Mdl.is_null() && unsafe { (*buffer.Mdl).Next }.is_null() {
+            // SAFETY: as above.
+            let count = unsafe { sys::MmGetMdlByteCount(buffer.Mdl) } as usize;
+            let offset = buffer.Offset as usize;
+            if offset <= count && buffer.Length <= count - offset {
+                // SAFETY: as above.
+                let base = unsafe { sys::MmGetSystemAddressForMdlSafe(buffer.Mdl, MAP_PRIORITY) };
+                if base.is_null() {
+                    return 0;
+                }
+                let n = buffer.Length.min(buf.spare_capacity());
+                // SAFETY: `offset <= count`: inside (or just past) the MDL's mapped bytes.
+                let first = unsafe { base.cast::<u8>().add(offset) };
+                // SAFETY: `offset + n <= count`: mapped bytes, not written while indicated.
+                let bytes = unsafe { core::slice::from_raw_parts(first, n) };
+                return if buf.extend_from_slice(bytes).is_ok() {
+                    n
+                } else {
+                    0
+                };
+            }
+        }
+    }
     let mut copied = 0;
     let mut position = 0;
     let mut link = chain;
@@ -305,12 +450,12 @@ unsafe extern "system-unwind" fn on_receive(
     };
     if indication.is_null() {
         // "The socket is no longer functional."
-        cell.queue.lock().ended = Some(Ended::Reset);
+        cell.lock().ended = Some(Ended::Reset);
         cell.waker.wake();
         return sys::STATUS_SUCCESS;
     }
     let status = {
-        let mut q = cell.queue.lock();
+        let mut q = cell.lock();
         let mut taken = 0;
         if q.closing {
             taken = indicated;
@@ -328,6 +473,23 @@ unsafe extern "system-unwind" fn on_receive(
             let buf = unsafe { &mut *reader.as_ptr() };
             // SAFETY: the chain is being indicated, so live.
             taken = unsafe { copy_out(indication, 0, buf) };
+        } else if q.retained.is_empty()
+            && let Some(source) = cell.take_fill_source()
+            && let Some(mut buf) = source()
+        {
+            // A `RecvPooled` waits with no buffer: one of its source's, filled in place, saves
+            // the retain and its `WskRelease`. (A spare buffer may hold its last bytes.)
+            buf.clear();
+            // SAFETY: the chain is being indicated, so live.
+            taken = unsafe { copy_out(indication, 0, &mut buf) };
+            // The slot is empty: the source is offered only after the last filled buffer was
+            // taken. Were it not, the copy is dropped and the chain retained whole.
+            if taken > 0
+                && let Some(not_given) = cell.filled.give(buf)
+            {
+                drop(not_given);
+                taken = 0;
+            }
         }
         if taken >= indicated {
             q.counts.consumed += 1;
@@ -362,7 +524,7 @@ unsafe extern "system-unwind" fn on_receive(
 unsafe extern "system-unwind" fn on_disconnect(context: PVOID, flags: u32) -> NTSTATUS {
     // SAFETY: WSK passes the context we gave.
     if let Some(cell) = unsafe { cell_of(context) } {
-        cell.queue.lock().ended = Some(if flags & sys::WSK_FLAG_ABORTIVE != 0 {
+        cell.lock().ended = Some(if flags & sys::WSK_FLAG_ABORTIVE != 0 {
             Ended::Reset
         } else {
             Ended::Fin
@@ -372,7 +534,7 @@ unsafe extern "system-unwind" fn on_disconnect(context: PVOID, flags: u32) -> NT
     sys::STATUS_SUCCESS
 }
 
-/// The stream's event state, allocated (about 200 bytes of nonpaged pool) on first use.
+/// The stream's event state, allocated (about 290 bytes of nonpaged pool) on first use.
 /// IRQL <= `DISPATCH_LEVEL`.
 pub(super) fn event_cell<'a>(inner: &'a SocketInner, name: &'static str) -> Result<&'a EventCell> {
     let fresh = || EventCell {
@@ -386,6 +548,10 @@ pub(super) fn event_cell<'a>(inner: &'a SocketInner, name: &'static str) -> Resu
             ended: None,
             counts: EventCounts::default(),
         }),
+        // Not enabled yet: a receive would post an IRP at once.
+        signal: AtomicU32::new(SIGNAL_READY),
+        fill_source: AtomicPtr::new(ptr::null_mut()),
+        filled: Spares::new(),
         waker: AtomicWaker::new(),
         backlog: AtomicUsize::new(0),
         backlog_waker: AtomicWaker::new(),
@@ -398,7 +564,7 @@ pub(super) fn event_cell<'a>(inner: &'a SocketInner, name: &'static str) -> Resu
 /// event state, allocated and marked on, so the first indication finds it and
 /// [`TcpStream::enable_receive_events`] asks WSK nothing. IRQL <= `DISPATCH_LEVEL`.
 pub(super) fn prepare_for_passed_on_events(inner: &SocketInner, name: &'static str) -> Result<()> {
-    event_cell(inner, name)?.queue.lock().enabled = true;
+    event_cell(inner, name)?.lock().enabled = true;
     Ok(())
 }
 
@@ -423,7 +589,7 @@ pub(super) fn enable_events(
 /// existed (`STATUS_DATA_NOT_ACCEPTED`, see `crate::event_control`): WSK then waits for a
 /// `WskReceive`, which the first receive posts.
 fn enabled_with_static(cell: &EventCell, static_events: u32) {
-    let mut q = cell.queue.lock();
+    let mut q = cell.lock();
     q.enabled = true;
     if static_events & sys::WSK_EVENT_RECEIVE != 0 {
         q.not_accepted = true;
@@ -435,7 +601,7 @@ impl TcpStream {
     /// `WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT`); receive with [`TcpStream::recv_events`].
     /// `Ok(true)`: enabled (again: a no-op); `Ok(false)`: the provider has no event callbacks
     /// (Wine 8), and [`TcpStream::recv_events`] receives with IRPs. Allocates the stream's
-    /// event state (about 200 bytes of nonpaged pool) on first use.
+    /// event state (about 290 bytes of nonpaged pool) on first use.
     ///
     /// ```no_run
     /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
@@ -455,7 +621,7 @@ impl TcpStream {
         const NAME: &str = "enable_receive_events";
         let inner = self.handle.inner();
         let cell = event_cell(inner, NAME)?;
-        if cell.queue.lock().enabled {
+        if cell.lock().enabled {
             return Ok(true);
         }
         if inner.wsk().is_null() {
@@ -517,7 +683,7 @@ impl TcpStream {
         let Some(cell) = (unsafe { cell.as_ref() }) else {
             return Ok(());
         };
-        if !cell.queue.lock().enabled {
+        if !cell.lock().enabled {
             return Ok(());
         }
         // SAFETY: the client outlives its socket objects.
@@ -528,7 +694,7 @@ impl TcpStream {
         for event in [sys::WSK_EVENT_RECEIVE, sys::WSK_EVENT_DISCONNECT] {
             crate::options::disable_event(&self.handle, event, NAME).await?;
         }
-        cell.queue.lock().enabled = false;
+        cell.lock().enabled = false;
         // A receive waiting for the callbacks goes on with an IRP.
         cell.waker.wake();
         Ok(())
@@ -543,7 +709,7 @@ impl TcpStream {
     pub fn receive_event_counts(&self) -> EventCounts {
         let cell = self.handle.inner().events.load(Ordering::Acquire);
         // SAFETY: the cell lives as long as the socket object, which `self` keeps.
-        unsafe { cell.as_ref() }.map_or(EventCounts::default(), |c| c.queue.lock().counts)
+        unsafe { cell.as_ref() }.map_or(EventCounts::default(), |c| c.lock().counts)
     }
 
     /// Receives into `buf` what the receive event callbacks indicate (see the crate docs'
@@ -594,12 +760,13 @@ impl TcpStream {
     /// Always true without receive events (a receive IRP is the way to wait then).
     ///
     /// # IRQL
-    /// <= `DISPATCH_LEVEL` (takes the stream's spin lock).
+    /// <= `DISPATCH_LEVEL` (reads what the stream's last lock holder published; no lock).
     #[must_use]
     pub fn has_indicated(&self) -> bool {
         let cell = self.handle.inner().events.load(Ordering::Acquire);
         // SAFETY: the cell lives as long as the socket object, which `self` keeps.
-        unsafe { cell.as_ref() }.is_none_or(|c| c.queue.lock().ready())
+        unsafe { cell.as_ref() }
+            .is_none_or(|c| c.signal() & SIGNAL_READY != 0 || c.filled.holds_any())
     }
 
     /// Waits, holding no buffer, until [`TcpStream::has_indicated`] is true: an idle
@@ -621,6 +788,149 @@ impl TcpStream {
     pub fn indicated(&self) -> Indicated<'_> {
         Indicated { stream: self }
     }
+
+    /// Waits for data holding no buffer, as [`TcpStream::indicated`], and receives it into a
+    /// spare buffer: when data comes while this waits and nothing is retained before it, the
+    /// receive callback takes a buffer from `spare` and copies the indication into it in place
+    /// (consumed: no retained chain, no `WskRelease`); when `spare` has none at hand, or data
+    /// was retained, or at FIN or reset, back-pressure or with events off, this takes a buffer
+    /// from `any` and continues as [`TcpStream::recv_events`] into it. Returns the bytes
+    /// received (0: FIN) and the buffer (`None` only when `any` had none: `NoResources`).
+    ///
+    /// `spare` runs at `DISPATCH_LEVEL` inside the receive callback, under the stream's spin
+    /// lock: it must neither wait nor use this stream, and should not allocate (a
+    /// [`Spares::take`](crate::Spares::take): with many connections indicated at once, the
+    /// indications past the spares are retained, as without this, rather than each allocating
+    /// a buffer). `any` runs in the task (a spare or an [`IoBuf::with_capacity`]). One receive
+    /// at a time per stream; dropping the future loses what the callback already copied for
+    /// it, as dropping a [`RecvEvents`] does.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &wsk_net::TcpStream) -> wsk_net::Result<()> {
+    /// use wsk_net::{IoBuf, Spares};
+    /// static SPARES: Spares<IoBuf, 8> = Spares::new();
+    /// fn spare() -> Option<IoBuf> {
+    ///     SPARES.take()
+    /// }
+    /// fn any() -> Option<IoBuf> {
+    ///     SPARES.take().or_else(|| IoBuf::with_capacity(4096).ok())
+    /// }
+    /// stream.enable_receive_events()?;
+    /// let (n, buf) = stream.recv_events_pooled(spare, any).await;
+    /// let n = n?;
+    /// if let Some(buf) = buf {
+    ///     // ... use buf[..n] ...
+    ///     drop(SPARES.give(buf));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `NoResources` when `any` had no buffer; otherwise as [`TcpStream::recv_events`].
+    ///
+    /// # IRQL
+    /// Poll and drop at <= `DISPATCH_LEVEL`.
+    #[must_use]
+    pub fn recv_events_pooled(&self, spare: BufferSource, any: BufferSource) -> RecvPooled<'_> {
+        RecvPooled {
+            stream: self,
+            spare,
+            any,
+            inner: None,
+            offered: false,
+        }
+    }
+}
+
+/// Where [`TcpStream::recv_events_pooled`] takes its buffers: in the receive callback (at
+/// `DISPATCH_LEVEL`, under the stream's spin lock), or in the future.
+pub type BufferSource = fn() -> Option<IoBuf>;
+
+/// The future of [`TcpStream::recv_events_pooled`].
+///
+/// # IRQL
+/// Poll and drop at <= `DISPATCH_LEVEL`.
+pub struct RecvPooled<'a> {
+    stream: &'a TcpStream,
+    /// What the callback fills (offered to it while this waits).
+    spare: BufferSource,
+    /// What this takes a buffer from when it receives itself.
+    any: BufferSource,
+    /// The receive it continues as once it took a buffer itself.
+    inner: Option<RecvEvents<'a>>,
+    /// `spare` is offered to the callback ([`EventCell::fill_source`]).
+    offered: bool,
+}
+
+impl Future for RecvPooled<'_> {
+    type Output = (Result<usize>, Option<IoBuf>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `inner` is never moved out of the pinned future (it is polled in place and
+        // dropped with it).
+        let this = unsafe { self.get_unchecked_mut() };
+        if let Some(inner) = this.inner.as_mut() {
+            // SAFETY: `inner` lives in the pinned future and never moves (above).
+            let inner = unsafe { Pin::new_unchecked(inner) };
+            return inner.poll(cx).map(|(result, buf)| (result, Some(buf)));
+        }
+        let cell = this.stream.handle.inner().events.load(Ordering::Acquire);
+        // SAFETY: the cell lives as long as the socket object, which the stream keeps.
+        if let Some(cell) = unsafe { cell.as_ref() } {
+            if !this.offered && !cell.anything() {
+                // Nothing to take yet: offer the source, then wait. A callback that takes it
+                // fills the `filled` slot before its wake.
+                cell.offer_fill_source(this.spare);
+                this.offered = true;
+            }
+            if this.offered {
+                if !cell.anything() {
+                    cell.waker.register(cx.waker());
+                    // Read again after registering: the callback fills the slot (or sets a
+                    // signal bit) before its wake.
+                    if !cell.anything() {
+                        return Poll::Pending;
+                    }
+                }
+                this.offered = false;
+                if !cell.withdraw_fill_source()
+                    && let Some(buf) = cell.take_filled()
+                {
+                    return Poll::Ready((Ok(buf.len()), Some(buf)));
+                }
+            }
+        }
+        // Retained data, the end, back-pressure, events off, or closing: a receive into a
+        // buffer of `any`.
+        let Some(buf) = (this.any)() else {
+            return Poll::Ready((
+                Err(Error::new(ErrorKind::NoResources, "recv_events_pooled")),
+                None,
+            ));
+        };
+        let inner = this.inner.insert(this.stream.recv_events(buf));
+        // SAFETY: as above: in place in the pinned future.
+        let inner = unsafe { Pin::new_unchecked(inner) };
+        inner.poll(cx).map(|(result, buf)| (result, Some(buf)))
+    }
+}
+
+impl Drop for RecvPooled<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.offered {
+            return;
+        }
+        let cell = self.stream.handle.inner().events.load(Ordering::Acquire);
+        // SAFETY: the cell lives as long as the socket object, which the stream keeps.
+        if let Some(cell) = unsafe { cell.as_ref() }
+            && !cell.withdraw_fill_source()
+        {
+            // A callback took the source: what it filled (if anything) is lost with this
+            // receive, as a dropped `RecvEvents`' buffer is.
+            drop(cell.take_filled());
+        }
+    }
 }
 
 /// The future of [`TcpStream::indicated`].
@@ -640,9 +950,14 @@ impl Future for Indicated<'_> {
         let Some(cell) = (unsafe { cell.as_ref() }) else {
             return Poll::Ready(());
         };
+        // Already signalled (the usual case when woken): no waker to register.
+        if cell.signal() != 0 {
+            return Poll::Ready(());
+        }
         cell.waker.register(cx.waker());
-        let q = cell.queue.lock();
-        if q.ready() || q.closing || !q.enabled {
+        // Read again after registering: a bit set since is seen here, or its setter (who
+        // stores it before waking) wakes the waker just registered.
+        if cell.signal() != 0 {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -728,15 +1043,14 @@ impl Future for RecvEvents<'_> {
         };
         if !inner.enter_call() {
             if this.registered {
-                let mut q = cell.queue.lock();
+                let mut q = cell.lock();
                 this.unregister(&mut q);
             }
             return this.finish(Err(Error::new(ErrorKind::InvalidState, NAME)));
         }
-        cell.waker.register(cx.waker());
         let mut done: heapless::Vec<*mut WSK_DATA_INDICATION, RETAINED_MAX> = heapless::Vec::new();
         let outcome = {
-            let mut q = cell.queue.lock();
+            let mut q = cell.lock();
             let Some(buf) = this.buf.as_mut() else {
                 drop(q);
                 inner.leave_call();
@@ -786,6 +1100,9 @@ impl Future for RecvEvents<'_> {
             } else {
                 q.reader = ptr::from_mut(buf);
                 this.registered = true;
+                // Registered under the lock, so only when about to wait: the callback changes
+                // the queue under it and wakes after, so it finds this waker.
+                cell.waker.register(cx.waker());
                 drop(q);
                 inner.leave_call();
                 return Poll::Pending;
@@ -823,8 +1140,223 @@ impl Drop for RecvEvents<'_> {
         let cell = self.stream.handle.inner().events.load(Ordering::Acquire);
         // SAFETY: the cell lives as long as the socket object.
         if let Some(cell) = unsafe { cell.as_ref() } {
-            let mut q = cell.queue.lock();
+            let mut q = cell.lock();
             self.unregister(&mut q);
         }
+    }
+}
+
+/// loom model of [`EventCell::signal`]: `RUSTFLAGS="--cfg loom" cargo test -p wsk-net
+/// --release --lib loom`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    extern crate std;
+
+    use std::sync::Arc as StdArc;
+    use std::task::{Wake, Waker};
+
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+    use loom::sync::{Arc, Mutex};
+    use loom::thread;
+    use wsk_executor::raw::AtomicWaker;
+
+    /// A waker that records its wake.
+    struct Flag(Arc<AtomicBool>);
+
+    impl Wake for Flag {
+        fn wake(self: StdArc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The parts of an [`super::EventCell`] the protocol uses: the queue (whether data is
+    /// retained) under its lock, the published signal, the waker.
+    struct Cell {
+        queue: Mutex<bool>,
+        signal: AtomicU32,
+        waker: AtomicWaker,
+    }
+
+    /// `on_receive` retaining a chain (the signal stored before the lock goes, as
+    /// `QueueGuard`'s drop does, then the wake) against `Indicated::poll` (the signal read,
+    /// the waker registered, the signal read again): the reader sees the data or is woken.
+    #[test]
+    fn loom_indicated_sees_the_signal_or_is_woken() {
+        loom::model(|| {
+            let cell = Arc::new(Cell {
+                queue: Mutex::new(false),
+                signal: AtomicU32::new(0),
+                waker: AtomicWaker::new(),
+            });
+            let woken = Arc::new(AtomicBool::new(false));
+            let callback = {
+                let cell = cell.clone();
+                thread::spawn(move || {
+                    {
+                        let mut retained = cell.queue.lock().unwrap();
+                        *retained = true;
+                        cell.signal.store(
+                            u32::from(*retained) * super::SIGNAL_READY,
+                            Ordering::Release,
+                        );
+                    }
+                    cell.waker.wake();
+                })
+            };
+            let waker = Waker::from(StdArc::new(Flag(woken.clone())));
+            let ready = cell.signal.load(Ordering::Acquire) != 0 || {
+                cell.waker.register(&waker);
+                cell.signal.load(Ordering::Acquire) != 0
+            };
+            callback.join().unwrap();
+            assert!(ready || woken.load(Ordering::SeqCst), "a signal was lost");
+        });
+    }
+
+    /// The pooled receive's hand-over: the source offered through an atomic, taken by the
+    /// callback under the lock, the filled buffer in a slot (`EMPTY`/`FULL`, the value in a
+    /// loom cell so that a read not ordered after the write is a reported race).
+    struct Pooled {
+        /// How many chains the callback retained.
+        queue: Mutex<u32>,
+        signal: AtomicU32,
+        source: AtomicUsize,
+        slot: AtomicUsize,
+        value: UnsafeCell<u32>,
+        waker: AtomicWaker,
+    }
+
+    const EMPTY: usize = 0;
+    const FULL: usize = 2;
+    /// What the callback copies.
+    const DATA: u32 = 42;
+
+    impl Pooled {
+        fn new() -> Self {
+            Self {
+                queue: Mutex::new(0),
+                signal: AtomicU32::new(0),
+                source: AtomicUsize::new(0),
+                slot: AtomicUsize::new(EMPTY),
+                value: UnsafeCell::new(0),
+                waker: AtomicWaker::new(),
+            }
+        }
+
+        /// `on_receive`: fills the slot when it takes the offered source, else retains.
+        fn indicate(&self) {
+            {
+                let mut retained = self.queue.lock().unwrap();
+                if *retained == 0 && self.source.swap(0, Ordering::Acquire) != 0 {
+                    // SAFETY: (model) the slot is empty: the callback's alone.
+                    self.value.with_mut(|v| unsafe { *v = DATA });
+                    self.slot.store(FULL, Ordering::Release);
+                } else {
+                    *retained += 1;
+                }
+                self.signal.store(
+                    u32::from(*retained > 0) * super::SIGNAL_READY,
+                    Ordering::Release,
+                );
+            }
+            self.waker.wake();
+        }
+
+        fn anything(&self) -> bool {
+            self.signal.load(Ordering::Acquire) != 0 || self.slot.load(Ordering::Acquire) == FULL
+        }
+
+        /// `Spares::take` of the slot (one taker in the model).
+        fn take_slot(&self) -> Option<u32> {
+            if self.slot.load(Ordering::Acquire) != FULL {
+                return None;
+            }
+            // SAFETY: (model) FULL: written by the callback, ordered by the acquire above.
+            let value = self.value.with(|v| unsafe { *v });
+            self.slot.store(EMPTY, Ordering::Release);
+            Some(value)
+        }
+
+        /// `take_filled`: without the lock, then once the lock shows the callback done.
+        fn take_filled(&self) -> Option<u32> {
+            self.take_slot().or_else(|| {
+                drop(self.queue.lock().unwrap());
+                self.take_slot()
+            })
+        }
+
+        /// `withdraw_fill_source`: false when the callback took it first.
+        fn withdraw(&self) -> bool {
+            self.source.swap(0, Ordering::AcqRel) != 0
+        }
+    }
+
+    /// `RecvPooled` waiting (offer, register, look) against one indication, then its wake:
+    /// the data is either handed over in the slot or retained, exactly one of them, and a
+    /// receive that went to sleep is woken.
+    #[test]
+    fn loom_pooled_receive_gets_the_data_once() {
+        loom::model(|| {
+            let cell = Arc::new(Pooled::new());
+            let woken = Arc::new(AtomicBool::new(false));
+            let callback = {
+                let cell = cell.clone();
+                thread::spawn(move || cell.indicate())
+            };
+            let waker = Waker::from(StdArc::new(Flag(woken.clone())));
+            cell.source.store(1, Ordering::Release);
+            let slept = !cell.anything() && {
+                cell.waker.register(&waker);
+                !cell.anything()
+            };
+            callback.join().unwrap();
+            assert!(!slept || woken.load(Ordering::SeqCst), "a wake was lost");
+            let filled = if cell.withdraw() {
+                None
+            } else {
+                cell.take_filled()
+            };
+            let retained = *cell.queue.lock().unwrap();
+            match filled {
+                Some(value) => assert_eq!((value, retained), (DATA, 0), "filled and retained"),
+                None => assert_eq!(retained, 1, "the data was lost"),
+            }
+            assert_eq!(
+                cell.slot.load(Ordering::SeqCst),
+                EMPTY,
+                "a buffer left behind"
+            );
+        });
+    }
+
+    /// A `RecvPooled` dropped while it waits, racing an indication: the drop takes back what
+    /// was filled, or the data is retained for the next receive; no buffer stays in the slot.
+    #[test]
+    fn loom_dropped_pooled_receive_strands_nothing() {
+        loom::model(|| {
+            let cell = Arc::new(Pooled::new());
+            cell.source.store(1, Ordering::Release);
+            let callback = {
+                let cell = cell.clone();
+                thread::spawn(move || cell.indicate())
+            };
+            let dropped = if cell.withdraw() {
+                None
+            } else {
+                cell.take_filled()
+            };
+            callback.join().unwrap();
+            let retained = *cell.queue.lock().unwrap();
+            assert!(
+                dropped.is_some() != (retained == 1),
+                "dropped {dropped:?}, retained {retained}"
+            );
+            assert_eq!(
+                cell.slot.load(Ordering::SeqCst),
+                EMPTY,
+                "a buffer left behind"
+            );
+        });
     }
 }

@@ -18,8 +18,8 @@ pub(crate) use accept_events::{
     AcceptCell, before_close as before_accept_close, free_cell as free_accept_cell, listen_dispatch,
 };
 pub(crate) use connect::issue_socket_connect;
+pub use events::{BufferSource, EventCounts, Indicated, RETAINED_MAX, RecvEvents, RecvPooled};
 pub(crate) use events::{EventCell, before_close, client_dispatch, free_cell};
-pub use events::{EventCounts, Indicated, RETAINED_MAX, RecvEvents};
 pub(crate) use listener::issue_accept;
 pub use listener::{Accept, Incoming, TcpListener};
 pub(crate) use mdl::take_mdl;
