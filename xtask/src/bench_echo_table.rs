@@ -369,7 +369,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     if !setup::has_program("taskset") {
         return Err("taskset is missing (util-linux)".into());
     }
-    let programs = build(root)?;
+    let programs = match std::env::var_os(PROGRAMS_VARIABLE) {
+        Some(dir) => prebuilt(Path::new(&dir))?,
+        None => build(root)?,
+    };
     let out_dir = target_dir(root).join("bench-echo");
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
@@ -458,6 +461,31 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The environment variable naming a folder of programs built before (an A B A B run against
+/// a base commit): `wsk-driver-example`, `wsk-floor-driver`, `loadgen`, `tokio_echo`,
+/// `std_echo` and `echo_server_cost`, side by side. Unset: the programs are built here.
+const PROGRAMS_VARIABLE: &str = "BENCH_ECHO_PROGRAMS";
+
+/// The programs of a folder named by [`PROGRAMS_VARIABLE`]; an error if one is missing.
+fn prebuilt(dir: &Path) -> Result<Programs, String> {
+    let program = |name: &str| {
+        let path = dir.join(name);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("{PROGRAMS_VARIABLE}: no {}", path.display()))
+        }
+    };
+    Ok(Programs {
+        wskecho: program("wsk-driver-example")?,
+        wskfloor: program("wsk-floor-driver")?,
+        loadgen: program("loadgen")?,
+        tokio_echo: program("tokio_echo")?,
+        std_echo: program("std_echo")?,
+        cost: program("echo_server_cost")?,
+    })
 }
 
 /// Builds every program (release).

@@ -372,7 +372,15 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
     // holding a spin lock; the host does not check that (looser).
     irql::require_at_most(DISPATCH_LEVEL, "IofCompleteRequest");
     let machine = machine::current("IofCompleteRequest");
-    let (state, _) = state_of(&machine, Irp, "IofCompleteRequest");
+    // The usual completion (every check below passes and the walk's first location is the
+    // top) is marked completed in the lookup that reads the state: one lookup of the IRP
+    // table instead of two. Any other leaves the state alone for the checks and the walk.
+    let mut completed_early = false;
+    let (state, _) = check_and_set_state(&machine, Irp, "IofCompleteRequest", |state, _| {
+        // SAFETY: the IRP is live (in the table, under its lock).
+        completed_early = unsafe { completes_at_once(Irp, state) };
+        completed_early.then_some(IrpState::Completed)
+    });
     // SAFETY: forwarded contract.
     let top = unsafe { check_completion_request(Irp, state) };
     let irql = irql::current();
@@ -384,7 +392,7 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
         // SAFETY: as above. Borrowed only up to the completion routine, which gets the pointer.
         let irp = unsafe { &mut *Irp };
         let at_top = i32::from(irp.CurrentLocation) >= top;
-        if at_top {
+        if at_top && !completed_early {
             set_state(&machine, Irp, IrpState::Completed);
         }
         // SAFETY: the location that was current, inside the live IRP's allocation; the walk
@@ -451,6 +459,21 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
             }
         }
     }
+}
+
+/// Whether `IofCompleteRequest` on the IRP in `state` passes every check of
+/// [`check_completion_request`] and its walk reaches the top at its first location (the
+/// completing driver is the IRP's last holder): then it can be marked completed at once.
+///
+/// # Safety
+/// `Irp` is a live IRP.
+unsafe fn completes_at_once(Irp: *mut IRP, state: IrpState) -> bool {
+    // SAFETY: the caller guarantees a live IRP; borrowed only for these reads.
+    let irp = unsafe { &*Irp };
+    state != IrpState::Completed
+        && irp.CurrentLocation == irp.StackCount
+        && irp.CancelRoutine.is_none()
+        && irp.IoStatus.Status != STATUS_PENDING
 }
 
 /// `IofCompleteRequest`'s checks before the walk, on an IRP in `state`; gives the walk's top

@@ -256,10 +256,11 @@ impl Provider {
     pub(super) fn complete_irp(&self, irp: IrpPtr, status: NTSTATUS, info: usize) {
         let mut st = self.lock();
         let mut last = false;
-        if let Some(entry) = st.irps.get_mut(&irp) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
-                st.irps.remove(&irp);
+        // One lookup for the count and its removal.
+        if let std::collections::hash_map::Entry::Occupied(mut entry) = st.irps.entry(irp) {
+            entry.get_mut().1 -= 1;
+            if entry.get().1 == 0 {
+                entry.remove();
                 last = true;
             }
         }

@@ -433,10 +433,10 @@ pub(super) struct Sock {
     /// from any other sender are dropped.
     receive_filter: Option<SocketAddr>,
     /// Queued accepts, served first come first served (WSK allows several).
-    accepts: VecDeque<Op>,
+    accepts: OpQueue,
     connect: Option<Op>,
-    recvs: VecDeque<Op>,
-    sends: VecDeque<Op>,
+    recvs: OpQueue,
+    sends: OpQueue,
     /// Event callbacks (`SO_WSK_EVENT_CALLBACK`), see `events`.
     ev: events::EventState,
     /// Datagrams a `WskReceiveFromEvent` callback refused (`STATUS_DATA_NOT_ACCEPTED`), oldest
@@ -503,10 +503,10 @@ impl Sock {
     /// Every queued op, taken out of the socket.
     fn take_all(&mut self) -> Vec<Op> {
         let mut ops = Vec::new();
-        ops.extend(self.accepts.drain(..));
+        ops.extend(self.accepts.drain());
         ops.extend(self.connect.take());
-        ops.extend(self.recvs.drain(..));
-        ops.extend(self.sends.drain(..));
+        ops.extend(self.recvs.drain());
+        ops.extend(self.sends.drain());
         ops
     }
 
@@ -523,12 +523,9 @@ impl Sock {
         if self.connect.as_ref().is_some_and(|o| o.irp == irp) {
             return self.connect.take();
         }
-        for q in [&mut self.accepts, &mut self.recvs, &mut self.sends] {
-            if let Some(i) = q.iter().position(|o| o.irp == irp) {
-                return q.remove(i);
-            }
-        }
-        None
+        [&mut self.accepts, &mut self.recvs, &mut self.sends]
+            .into_iter()
+            .find_map(|q| q.remove(irp))
     }
 }
 
@@ -577,10 +574,10 @@ fn new_sock(id: u64, client: u64, kind: Kind, v6: bool, host: Host) -> Sock {
         datagram: kind == Kind::Datagram,
         send_to_default: None,
         receive_filter: None,
-        accepts: VecDeque::new(),
+        accepts: OpQueue::new(),
         connect: None,
-        recvs: VecDeque::new(),
-        sends: VecDeque::new(),
+        recvs: OpQueue::new(),
+        sends: OpQueue::new(),
         ev: events::EventState::default(),
         refused_datagrams: VecDeque::new(),
     }
@@ -705,6 +702,7 @@ mod buffers;
 mod client_calls;
 mod datagram_events;
 mod events;
+mod op_queue;
 mod options;
 mod progress;
 mod queue;
@@ -713,6 +711,7 @@ mod transfer_calls;
 
 use self::client_calls::{wsk_control_client, wsk_socket, wsk_socket_connect};
 pub(super) use self::events::indicate;
+use self::op_queue::OpQueue;
 pub(super) use self::queue::{pump, pump_ready};
 use self::setup_calls::{
     wsk_accept, wsk_bind, wsk_close_socket, wsk_connect, wsk_control_socket, wsk_inspect_complete,

@@ -2,7 +2,6 @@
 //! per operation kind (connect, accept, receive, send and graceful disconnect), called in that
 //! order by the pump.
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::vec;
@@ -11,6 +10,7 @@ use std::vec::Vec;
 use mio::Interest;
 
 use super::buffers::{ByteStream, read_into, scatter, seg_at, send_some};
+use super::op_queue::OpQueue;
 use super::os;
 use super::queue::attempt;
 use super::{ClientOut, Done, Host, Io, Kind, Op, OpKind, Seg, Sock, Step, new_sock, token};
@@ -40,7 +40,7 @@ pub(super) fn progress(
 /// socket `sid`; the first op that has to wait (or that its cancel routine owns) holds back
 /// the ones behind it.
 fn serve_in_order(
-    queue: &mut VecDeque<Op>,
+    queue: &mut OpQueue,
     sid: u64,
     dones: &mut Vec<Done>,
     mut step: impl FnMut(&mut Op) -> Step,

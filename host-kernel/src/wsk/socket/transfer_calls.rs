@@ -182,7 +182,7 @@ pub(super) unsafe extern "system-unwind" fn wsk_disconnect(
     } else if let Some(status) = transfer_refusal(sock) {
         out.done(status, 0, id);
     } else if abortive {
-        for op in sock.recvs.drain(..).chain(sock.sends.drain(..)) {
+        for op in sock.recvs.drain().chain(sock.sends.drain()) {
             out.dones
                 .extend(claim_now(&op, STATUS_CONNECTION_ABORTED, id));
         }
