@@ -12,6 +12,7 @@ use std::future::Future;
 use std::io::{Read, Write};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use wsk_executor::block_on;
 use wsk_net::{ErrorKind, IoBuf};
@@ -103,6 +104,39 @@ fn a_dropped_receive_is_resumed_and_a_dropped_transfer_frees_its_buffer() {
             let (n, buf) = stream.recv(IoBuf::with_capacity(8).unwrap()).await;
             assert_eq!(n.expect("recv after the dropped transfer"), 1);
             assert_eq!(&buf[..], b"z");
+            stream.close().await;
+            drop(listener);
+        });
+    });
+}
+
+#[test]
+fn a_deadline_times_out_a_transfer_receive_and_the_next_one_works() {
+    each_plan(|client, _| {
+        block_on(async {
+            let (listener, peer, stream) = common::connected_pair(client).await;
+            peer.set_nodelay(true).unwrap();
+            let mut transfer = stream.stream_transfer(IoBuf::with_capacity(16).unwrap());
+            // Nothing sent: the deadline cancels the receive through WSK; the buffer stays.
+            let late = wsk_net::timeout(Duration::from_millis(20), transfer.recv()).await;
+            assert_eq!(late.unwrap_err().kind(), ErrorKind::TimedOut);
+            assert!(
+                transfer.buf().is_some(),
+                "the buffer is back in the transfer"
+            );
+            // The cancel was for that receive only: the next one (and a send) go through.
+            (&peer).write_all(b"later").unwrap();
+            let mut got = 0;
+            while got < 5 {
+                let n = transfer.recv().await.expect("recv after a timed-out one");
+                assert!(n > 0);
+                assert_eq!(transfer.send().await.expect("send"), n);
+                got += n;
+            }
+            let mut echoed = [0; 5];
+            (&peer).read_exact(&mut echoed).unwrap();
+            assert_eq!(&echoed, b"later");
+            drop(transfer);
             stream.close().await;
             drop(listener);
         });

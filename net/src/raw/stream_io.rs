@@ -165,6 +165,13 @@ impl<'a, const RECEIVE: bool> StreamIo<'a, RECEIVE> {
         }
     }
 
+    /// Clears a cancel requested for the transfer that just returned, so that it does not
+    /// refuse the next one (a `StreamTransfer` re-arms the same operation for each message).
+    /// Only once the operation returned its result (an issue it refused included).
+    pub(crate) fn forget_cancel(&self) {
+        self.cancel_requested.store(0, Ordering::Relaxed);
+    }
+
     /// Whether the operation holds nothing: not armed, not waiting for its slot, not at WSK
     /// (never armed, or its last issue returned its result).
     pub(crate) fn is_idle(&self) -> bool {

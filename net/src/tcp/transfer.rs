@@ -50,6 +50,9 @@ use crate::socket::check;
 ///
 /// # IRQL
 /// Make, use (poll its futures) and drop at <= `DISPATCH_LEVEL`.
+///
+/// Its futures are [`Cancellable`](crate::Cancellable): [`timeout`](crate::timeout) bounds a
+/// receive or send without losing the buffer (`TimedOut`, the buffer in the transfer).
 pub struct StreamTransfer<'a> {
     recv: StreamIo<'a, true>,
     send: StreamIo<'a, false>,
@@ -189,6 +192,8 @@ impl Future for TransferRecv<'_, '_> {
             transfer.recv.reissue(Chunk::new(buf, 0, capacity, 0));
         }
         let (done, mut buf) = core::task::ready!(transfer.recv.poll_in_place(cx));
+        // A cancel of this receive (a deadline's) is spent: the next one starts afresh.
+        transfer.recv.forget_cancel();
         let result = done.and_then(|(status, information)| {
             let n = information.min(buf.capacity());
             let _ = buf.set_len(n);
@@ -230,6 +235,8 @@ impl Future for TransferSend<'_, '_> {
             transfer.send.reissue(Chunk::new(buf, 0, len, 0));
         }
         let (done, buf) = core::task::ready!(transfer.send.poll_in_place(cx));
+        // A cancel of this send is spent: the next one starts afresh.
+        transfer.send.forget_cancel();
         let len = buf.len();
         transfer.buf = Some(buf);
         Poll::Ready(done.and_then(|(status, information)| {
@@ -242,5 +249,37 @@ impl Future for TransferSend<'_, '_> {
                 }
             })
         }))
+    }
+}
+
+impl crate::Cancellable for TransferRecv<'_, '_> {
+    fn request_cancel(self: Pin<&mut Self>) {
+        self.transfer.recv.cancel();
+    }
+
+    fn timed_out(output: Result<usize>) -> Result<usize> {
+        crate::TimedOutput::timed_out(output)
+    }
+
+    fn escalate(self: Pin<&mut Self>) -> crate::Escalation<Self::Output> {
+        // The buffer comes back only with the completion, which the close forces.
+        self.transfer.recv.close_socket();
+        crate::Escalation::KeepWaiting
+    }
+}
+
+impl crate::Cancellable for TransferSend<'_, '_> {
+    fn request_cancel(self: Pin<&mut Self>) {
+        self.transfer.send.cancel();
+    }
+
+    fn timed_out(output: Result<usize>) -> Result<usize> {
+        crate::TimedOutput::timed_out(output)
+    }
+
+    fn escalate(self: Pin<&mut Self>) -> crate::Escalation<Self::Output> {
+        // The buffer comes back only with the completion, which the close forces.
+        self.transfer.send.close_socket();
+        crate::Escalation::KeepWaiting
     }
 }
