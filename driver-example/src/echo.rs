@@ -33,6 +33,7 @@ use core::time::Duration;
 use wsk::driver::{FailureStatus, ServiceError};
 use wsk::net::ACCEPT_QUEUE_MAX;
 use wsk::net::Spares;
+use wsk::net::StreamTransfer;
 use wsk::sys::{NTSTATUS, STATUS_INVALID_PARAMETER};
 use wsk::{
     Budget, Driver, ErrorKind, IoBuf, Runner, RunnerKind, Service, TaskPool, TcpListener,
@@ -622,7 +623,7 @@ async fn serve(stream: TcpStream, live: Live, idle_timeout: Option<Duration>, ev
     // One loop per case, chosen once: a connection without an idle timeout builds no
     // deadline, and tests for none, per message.
     let end = match idle_timeout {
-        None => echo_messages(&stream, &mut buffers, TcpStream::recv).await,
+        None => echo_in_place(&stream, &mut buffers).await,
         // Cancelled through WSK at the deadline, buffer kept; where the cancel is ignored
         // (Wine) the deadline closes the socket a grace period later (`wsk::net::timeout`).
         Some(limit) => {
@@ -691,6 +692,54 @@ where
         }
     }
     End::PeerClosed
+}
+
+/// [`echo_messages`] without a deadline, through one `StreamTransfer` kept for the
+/// connection: each message is received into and sent from the buffer the transfer holds,
+/// re-armed in place rather than moved through two futures built per message. The buffers
+/// are back in `buffers` when it returns.
+async fn echo_in_place(stream: &TcpStream, buffers: &mut Buffers) -> End {
+    let Some(buf) = buffers.for_receive() else {
+        return End::PeerClosed;
+    };
+    let mut transfer = stream.stream_transfer(buf);
+    let end = loop {
+        let received = match transfer.recv().await {
+            Ok(0) => break End::PeerClosed,
+            Ok(received) => received,
+            Err(_) => break End::Failed,
+        };
+        if transfer.send().await.is_err() {
+            break End::Failed;
+        }
+        // The rare cases of `Buffers::put_back`: a bulk buffer, or a small one filled.
+        if let Some(buf) = transfer.buf()
+            && (buf.capacity() == BUFFER_SIZE || received == SMALL_BUFFER_SIZE)
+        {
+            switch_buffers(&mut transfer, buffers, received);
+        }
+    };
+    // Completed operations only: the buffer is in the transfer.
+    if let Some(buf) = transfer.into_buf() {
+        buffers.put_back(buf, 0);
+    }
+    end
+}
+
+/// Gives the transfer's buffer back to `buffers` after a receive of `received` bytes and puts
+/// the one for the next receive in its place ([`Buffers::put_back`]'s rare cases).
+#[cold]
+#[inline(never)]
+fn switch_buffers(transfer: &mut StreamTransfer<'_>, buffers: &mut Buffers, received: usize) {
+    if let Some(buf) = transfer.take_buf() {
+        buffers.put_back(buf, received);
+    }
+    if let Some(next) = buffers.for_receive() {
+        // No operation is in flight between messages: the transfer takes it.
+        if let Err(next) = transfer.replace_buf(next) {
+            buffers.put_back(next, 0);
+        }
+    }
 }
 
 /// A receive-IRP connection's buffers: its own small one, which an idle connection's posted

@@ -194,7 +194,8 @@ pub use tcp::{
     EventCounts, Indicated, RETAINED_MAX, RecvEvents, RecvPooled, SendBacklogChanged,
 };
 pub use tcp::{
-    Accept, Disconnect, Incoming, Recv, SendAll, TcpListener, TcpReadHalf, TcpStream, TcpWriteHalf,
+    Accept, Disconnect, Incoming, Recv, SendAll, StreamTransfer, TcpListener, TcpReadHalf,
+    TcpStream, TcpWriteHalf, TransferRecv, TransferSend,
 };
 #[cfg(not(loom))]
 pub use time::{CANCEL_GRACE, WithTimeout, timeout};

@@ -206,6 +206,48 @@ fn a_receive_dropped_in_flight_holds_its_buffer_and_mdl_until_completion() {
 }
 
 #[test]
+fn a_stream_transfer_resumes_a_dropped_receive_and_frees_its_buffer_when_dropped_in_flight() {
+    each_kernel(|client, _| {
+        block_on(async {
+            let (listener, near, far) = connected(client).await;
+            let mut transfer = far.stream_transfer(IoBuf::with_capacity(64).unwrap());
+            for round in 0..3u8 {
+                // In flight, its future dropped: the receive stays with the transfer (the
+                // buffer at WSK), and the next `recv` resumes it.
+                assert!(
+                    poll_once(pin!(transfer.recv())).is_pending(),
+                    "round {round}"
+                );
+                assert!(
+                    transfer.buf().is_none(),
+                    "round {round}: the buffer is at WSK"
+                );
+                let (sent, _) = near.send(IoBuf::from_slice(&[round; 5]).unwrap()).await;
+                assert_eq!(sent.expect("send"), 5);
+                // Each piece echoed from the transfer's buffer as it arrives.
+                let mut got = 0;
+                while got < 5 {
+                    let n = transfer.recv().await.expect("resumed recv");
+                    assert!(n > 0, "round {round}: no FIN");
+                    assert_eq!(transfer.send().await.expect("echo"), n);
+                    got += n;
+                }
+                let (n, buf) = near.recv_exact(IoBuf::with_capacity(5).unwrap(), 5).await;
+                assert_eq!(n.expect("echoed"), 5);
+                assert_eq!(&buf[..], &[round; 5]);
+            }
+            // Dropped with its receive in flight: cancelled, the buffer and MDL freed after
+            // the completion (the leak check).
+            assert!(poll_once(pin!(transfer.recv())).is_pending());
+            drop(transfer);
+            near.close().await;
+            far.close().await;
+            listener.close().await;
+        });
+    });
+}
+
+#[test]
 fn cancel_gives_cancelled_and_the_buffer_back_before_and_after_the_first_poll() {
     each_kernel(|client, _| {
         block_on(async {

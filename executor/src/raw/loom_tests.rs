@@ -706,3 +706,92 @@ fn loom_thread_handing_back_to_the_dpc_racing_a_wake_loses_nothing() {
         assert!(matches!(poll_handle(&mut handle), Poll::Ready(Ok(2))));
     });
 }
+
+/// A test waker that counts its wakes in a loom atomic.
+struct CountingWaker(AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: StdArc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn counting_waker() -> (StdArc<CountingWaker>, Waker) {
+    let count = StdArc::new(CountingWaker(AtomicUsize::new(0)));
+    (count.clone(), Waker::from(count))
+}
+
+/// `RetainedWaker`: the owner registers (the waker it keeps, or a new one) racing a wake that
+/// follows an event; afterwards the owner saw the event or its registered waker was woken,
+/// never neither. The waker stays: a second wake wakes it again. loom reports any overlap of
+/// the owner's write with a wake's read.
+#[test]
+fn loom_retained_waker_registration_racing_a_wake_loses_nothing() {
+    for replace in [false, true] {
+        model(move || {
+            let slot = StdArc::new(RetainedWaker::new());
+            let event = StdArc::new(AtomicBool::new(false));
+            let (first_count, first) = counting_waker();
+            slot.register(&first);
+            let waking = {
+                let slot = slot.clone();
+                let event = event.clone();
+                thread::spawn(move || {
+                    event.store(true, Ordering::SeqCst);
+                    slot.wake();
+                })
+            };
+            let (second_count, second) = counting_waker();
+            let (count, waker) = if replace {
+                (second_count, second)
+            } else {
+                (first_count, first)
+            };
+            slot.register(&waker);
+            let saw_event = event.load(Ordering::SeqCst);
+            waking.join().unwrap();
+            let woken = count.0.load(Ordering::SeqCst);
+            assert!(saw_event || woken > 0, "the wake after the event was lost");
+            // The next wait: the kept waker is compared, not stored again (or stored now, if
+            // the racing wake made the first registration give up), and woken again.
+            slot.register(&waker);
+            slot.wake();
+            assert!(
+                count.0.load(Ordering::SeqCst) > woken,
+                "the registered waker was not woken"
+            );
+        });
+    }
+}
+
+/// `RetainedWaker`: two wakes racing the owner's replacement of the waker: the new waker is
+/// woken at least once after the owner saw no event.
+#[test]
+fn loom_retained_waker_replacement_racing_two_wakes() {
+    model(|| {
+        let slot = StdArc::new(RetainedWaker::new());
+        let event = StdArc::new(AtomicUsize::new(0));
+        let (_, first) = counting_waker();
+        slot.register(&first);
+        let wakes: std::vec::Vec<_> = (0..2)
+            .map(|_| {
+                let slot = slot.clone();
+                let event = event.clone();
+                thread::spawn(move || {
+                    event.fetch_add(1, Ordering::SeqCst);
+                    slot.wake();
+                })
+            })
+            .collect();
+        let (count, second) = counting_waker();
+        slot.register(&second);
+        let seen = event.load(Ordering::SeqCst);
+        for wake in wakes {
+            wake.join().unwrap();
+        }
+        assert!(
+            seen == 2 || count.0.load(Ordering::SeqCst) > 0,
+            "a wake after the registration was lost"
+        );
+    });
+}

@@ -17,6 +17,7 @@ mod fit;
 mod join;
 mod passive_queue;
 mod pool;
+mod retained_waker;
 mod run_queue;
 mod state;
 #[doc(hidden)]
@@ -34,6 +35,7 @@ pub use passive_queue::PassiveWork;
 #[cfg(not(loom))]
 pub(crate) use pool::SpawnCheck;
 pub use pool::{MAX_POOLS, STORAGE_ALIGN, SpawnError, TaskPool};
+pub use retained_waker::RetainedWaker;
 
 pub(crate) use executor::executor_of_waker;
 pub(crate) use task::WakerVTableFor;

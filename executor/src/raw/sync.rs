@@ -33,6 +33,12 @@ impl<T> UnsafeCell<T> {
     pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         f(self.0.get())
     }
+
+    /// Runs `f` with a pointer to the contents for reading; the caller rules out a concurrent
+    /// write (concurrent reads are fine).
+    pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get().cast_const())
+    }
 }
 
 #[cfg(loom)]

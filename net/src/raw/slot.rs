@@ -6,7 +6,7 @@
 
 use core::ptr::{self, NonNull};
 
-use wsk_executor::raw::AtomicWaker;
+use wsk_executor::raw::RetainedWaker;
 use wsk_executor::raw::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, UnsafeCell};
 use wsk_sys::{
     self as sys, DEVICE_OBJECT, IRP, NTSTATUS, PVOID, STATUS_MORE_PROCESSING_REQUIRED,
@@ -30,7 +30,10 @@ pub(super) struct Slot {
     /// object.
     irp: AtomicPtr<IRP>,
     pub(super) state: SlotState,
-    pub(super) waker: AtomicWaker,
+    /// The waker of the task waiting on the slot, kept across operations: one task's
+    /// receives, one after the other, register it once (a kept waker woken after its task
+    /// stopped waiting here is a spurious wake).
+    pub(super) waker: RetainedWaker,
     /// The completion's `NTSTATUS`, stored as its bits.
     status: AtomicU32,
     information: AtomicUsize,
@@ -61,7 +64,7 @@ impl Slot {
         Self {
             irp: AtomicPtr::new(irp),
             state: SlotState::new(),
-            waker: AtomicWaker::new(),
+            waker: RetainedWaker::new(),
             status: AtomicU32::new(0),
             information: AtomicUsize::new(0),
             held: UnsafeCell::new(Held::empty()),

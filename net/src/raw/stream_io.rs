@@ -154,6 +154,30 @@ impl<'a, const RECEIVE: bool> StreamIo<'a, RECEIVE> {
         }
     }
 
+    /// A send or receive on `inner` with nothing to issue yet: armed by
+    /// [`StreamIo::reissue`] (a `StreamTransfer`'s operation, re-armed for each message).
+    pub(crate) fn idle(inner: &'a SocketInner) -> Self {
+        Self {
+            inner,
+            params: None,
+            phase: Phase::Idle,
+            cancel_requested: AtomicU32::new(0),
+        }
+    }
+
+    /// Clears a cancel requested for the transfer that just returned, so that it does not
+    /// refuse the next one (a `StreamTransfer` re-arms the same operation for each message).
+    /// Only once the operation returned its result (an issue it refused included).
+    pub(crate) fn forget_cancel(&self) {
+        self.cancel_requested.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the operation holds nothing: not armed, not waiting for its slot, not at WSK
+    /// (never armed, or its last issue returned its result).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.phase == Phase::Idle && self.params.is_none()
+    }
+
     fn slot(&self) -> &'a Slot {
         &self.inner.slots[Self::INDEX]
     }
@@ -174,8 +198,8 @@ impl<'a, const RECEIVE: bool> StreamIo<'a, RECEIVE> {
         self.inner.close_now();
     }
 
-    /// Issues `chunk` at the next poll (a `WAITALL` receive's continuation). Only after the
-    /// previous issue completed.
+    /// Issues `chunk` at the next poll (a `WAITALL` receive's continuation, a `StreamTransfer`'s
+    /// next message). Only after the previous issue completed.
     pub(crate) fn reissue(&mut self, chunk: Chunk) {
         debug_assert!(
             self.phase == Phase::Idle,

@@ -12,6 +12,7 @@ mod mdl;
 mod send_backlog;
 mod split;
 mod stream;
+mod transfer;
 
 pub use accept_events::{ACCEPT_QUEUE_DEFAULT, ACCEPT_QUEUE_MAX, AcceptEventCounts, AcceptEvents};
 pub(crate) use accept_events::{
@@ -28,3 +29,4 @@ pub(crate) use split::socket_of;
 pub use split::{TcpReadHalf, TcpWriteHalf};
 pub use stream::{Disconnect, Recv, SendAll, TcpStream};
 pub(crate) use stream::{issue_connect, issue_disconnect, issue_receive, issue_send, take_buf};
+pub use transfer::{StreamTransfer, TransferRecv, TransferSend};
