@@ -82,11 +82,11 @@ impl RetainedWaker {
             waker.wake_by_ref();
             return;
         }
-        // SAFETY: REGISTERING gives the owner the slot exclusively: a wake that starts now sees
-        // REGISTERING and does not touch it.
-        let old = self
-            .waker
-            .with_mut(|slot| unsafe { (*slot).replace(waker.clone()) });
+        let old = self.waker.with_mut(|slot| {
+            // SAFETY: REGISTERING gives the owner the slot exclusively: a wake that starts now
+            // sees REGISTERING and does not touch it.
+            unsafe { (*slot).replace(waker.clone()) }
+        });
         if let Err(actual) =
             self.state
                 .compare_exchange(REGISTERING, IDLE, Ordering::AcqRel, Ordering::Acquire)

@@ -340,10 +340,11 @@ impl event_cell::RetainedIndication for Retained {
 unsafe fn copy_out(chain: *mut WSK_DATA_INDICATION, skip: usize, buf: &mut IoBuf) -> usize {
     if skip == 0 && !chain.is_null() {
         // SAFETY: a live chain (caller).
+        let link = unsafe { *chain };
         let WSK_DATA_INDICATION {
             Next: next,
             Buffer: buffer,
-        } = unsafe { *chain };
+        } = link;
         // The usual indication: one link, one mapped MDL holding all of it.
         // SAFETY: the chain's MDL (if any) is live.
         if next.is_null() && !buffer.Mdl.is_null() && unsafe { (*buffer.Mdl).Next }.is_null() {
