@@ -252,16 +252,8 @@ impl<P: Params> Op<'_, P> {
             return poll;
         }
         let slot = self.slot();
-        let seen = if let Some(seen) = slot.state.poll_done() {
-            seen
-        } else {
-            slot.waker.register(cx.waker());
-            // Wait, which looks again: a completion before this sees no `WAITING` and wakes
-            // nothing, one after wakes the waker just registered.
-            let Some(seen) = slot.state.wait() else {
-                return Poll::Pending;
-            };
-            seen
+        let Some(seen) = slot.done_or_wait(cx) else {
+            return Poll::Pending;
         };
         self.in_flight = false;
         let (status, information) = slot.result();

@@ -15,7 +15,7 @@ use wsk_sys::{
 
 use super::held::{Call, Held, Params};
 use super::request::Request;
-use super::state::{AfterCancel, OnComplete, SlotState};
+use super::state::{AfterCancel, Completion, OnComplete, SlotState};
 use super::{CLOSE, LINGER, SocketInner};
 
 /// One IRP and what travels with it: its state word, the waiting future's waker, the result
@@ -73,6 +73,22 @@ impl Slot {
             waiter: AtomicU32::new(0),
             cancel_requested: AtomicU32::new(0),
         }
+    }
+
+    /// The owner polls its issued operation: the completion once recorded; else registers
+    /// `cx`'s waker and waits, which looks again (a completion before the wait wakes nothing
+    /// and is taken now, one after it wakes the waker just registered). `None`: pending.
+    #[expect(
+        clippy::inline_always,
+        reason = "the hot path of every send and receive, in both the general and the stream operation"
+    )]
+    #[inline(always)]
+    pub(super) fn done_or_wait(&self, cx: &core::task::Context<'_>) -> Option<Completion> {
+        if let Some(seen) = self.state.poll_done() {
+            return Some(seen);
+        }
+        self.waker.register(cx.waker());
+        self.state.wait()
     }
 
     /// The slot's IRP (null for a lazily allocated one not allocated yet).
