@@ -206,9 +206,9 @@ fn capture_irql_rules() {
         let mut reg = client.reg;
         // SAFETY: raising from PASSIVE_LEVEL, lowered below.
         let old = unsafe { wsk_sys::KeRaiseIrql(wsk_sys::DISPATCH_LEVEL) };
+        let (registration, provider) = (&raw mut *reg, &raw mut npi);
         // SAFETY: registered.
-        let status =
-            unsafe { wsk_sys::WskCaptureProviderNPI(&raw mut *reg, WSK_NO_WAIT, &raw mut npi) };
+        let status = unsafe { wsk_sys::WskCaptureProviderNPI(registration, WSK_NO_WAIT, provider) };
         assert_eq!(status, STATUS_SUCCESS);
         // SAFETY: captured just above.
         unsafe { wsk_sys::WskReleaseProviderNPI(&raw mut *reg) };

@@ -556,9 +556,9 @@ impl Sock {
     pub fn connect(&self, to: SocketAddr) -> NTSTATUS {
         let mut a = Addr::of(to);
         let io = Io::new();
+        let wsk_connect = self.conn().WskConnect.expect("WskConnect");
         // SAFETY: live socket, address and IRP.
-        let r =
-            unsafe { self.conn().WskConnect.expect("WskConnect")(self.s, a.ptr(), 0, io.prep()) };
+        let r = unsafe { wsk_connect(self.s, a.ptr(), 0, io.prep()) };
         io.issued(r);
         io.wait("WskConnect").0
     }
@@ -583,9 +583,9 @@ impl Sock {
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         let mut a = Addr::zero();
         let io = Io::new();
+        let get_remote_address = self.conn().WskGetRemoteAddress.expect("remote");
         // SAFETY: live socket, buffer and IRP.
-        let r =
-            unsafe { self.conn().WskGetRemoteAddress.expect("remote")(self.s, a.ptr(), io.prep()) };
+        let r = unsafe { get_remote_address(self.s, a.ptr(), io.prep()) };
         io.issued(r);
         (io.wait("WskGetRemoteAddress").0 == STATUS_SUCCESS)
             .then(|| a.get())
@@ -640,9 +640,9 @@ impl Sock {
     }
 
     pub fn start_recv(&self, io: &Io, buf: &mut WSK_BUF, flags: u32) {
+        let wsk_receive = self.conn().WskReceive.expect("WskReceive");
         // SAFETY: live socket, WSK_BUF and IRP; the buffer outlives the wait.
-        let r =
-            unsafe { self.conn().WskReceive.expect("WskReceive")(self.s, buf, flags, io.prep()) };
+        let r = unsafe { wsk_receive(self.s, buf, flags, io.prep()) };
         io.issued(r);
     }
 
