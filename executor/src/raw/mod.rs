@@ -17,7 +17,6 @@ mod fit;
 mod join;
 mod passive_queue;
 mod pool;
-mod retained_waker;
 mod run_queue;
 mod state;
 #[doc(hidden)]
@@ -26,7 +25,7 @@ mod task;
 #[cfg(any(not(loom), test))]
 mod wake_route;
 
-pub use atomic_waker::AtomicWaker;
+pub use atomic_waker::{AtomicWaker, RetainedWaker};
 pub use executor::{Executor, ExecutorCore, FnPender, PendFn, Pender, PollReport};
 pub use join::{JoinError, JoinHandle};
 #[cfg(any(not(loom), test))]
@@ -35,7 +34,6 @@ pub use passive_queue::PassiveWork;
 #[cfg(not(loom))]
 pub(crate) use pool::SpawnCheck;
 pub use pool::{MAX_POOLS, STORAGE_ALIGN, SpawnError, TaskPool};
-pub use retained_waker::RetainedWaker;
 
 pub(crate) use executor::executor_of_waker;
 pub(crate) use task::WakerVTableFor;
