@@ -714,7 +714,7 @@ async fn echo_in_place(stream: &TcpStream, buffers: &mut Buffers) -> End {
         }
         // The rare cases of `Buffers::put_back`: a bulk buffer, or a small one filled.
         if let Some(buf) = transfer.buf()
-            && (buf.capacity() == BUFFER_SIZE || received == SMALL_BUFFER_SIZE)
+            && Buffers::switches(buf, received)
         {
             switch_buffers(&mut transfer, buffers, received);
         }
@@ -771,7 +771,7 @@ impl Buffers {
     )]
     #[inline(always)]
     fn put_back(&mut self, buf: IoBuf, received: usize) {
-        if buf.capacity() == BUFFER_SIZE || received == SMALL_BUFFER_SIZE {
+        if Self::switches(&buf, received) {
             self.put_back_switching(buf, received);
             return;
         }
@@ -780,6 +780,17 @@ impl Buffers {
         if let Some(unexpected) = self.small.replace(buf) {
             drop_unexpected(unexpected);
         }
+    }
+
+    /// Whether `buf`, back from a receive of `received` bytes, is one of the rare cases
+    /// ([`Buffers::put_back_switching`]): a bulk buffer, or a small one the receive filled.
+    #[expect(
+        clippy::inline_always,
+        reason = "once per message, in the in-place loop and in put_back: two compares"
+    )]
+    #[inline(always)]
+    fn switches(buf: &IoBuf, received: usize) -> bool {
+        buf.capacity() == BUFFER_SIZE || received == SMALL_BUFFER_SIZE
     }
 
     /// [`Buffers::put_back`]'s rare cases: a bulk buffer back, or a small one the receive

@@ -117,6 +117,24 @@ pub(crate) fn check(
     }
 }
 
+/// Maps a stream send's completion to the bytes sent: WSK sends all of a buffer or fails, so
+/// fewer than `len` is an aborted connection.
+pub(crate) fn sent_all(
+    done: Result<(NTSTATUS, usize)>,
+    len: usize,
+    operation: &'static str,
+) -> Result<usize> {
+    done.and_then(|(status, information)| {
+        check(status, information, operation).and_then(|n| {
+            if n == len {
+                Ok(n)
+            } else {
+                Err(Error::new(ErrorKind::ConnectionAborted, operation))
+            }
+        })
+    })
+}
+
 /// `WskSocket` type, protocol and flags for a kind.
 fn socket_type(kind: Kind) -> (u16, u32, u32) {
     match kind {

@@ -8,12 +8,12 @@ use core::ptr::NonNull;
 use core::task::{Context, Poll};
 
 use wsk_executor::raw::sync::{AtomicU32, Ordering};
-use wsk_sys::{self as sys, STATUS_PENDING};
+use wsk_sys::STATUS_PENDING;
 
 use super::SocketInner;
 use super::held::{Held, Params, Refused};
-use super::slot::{Slot, finish, start_request};
-use super::state::{AfterCancel, Claim, OnAbandon};
+use super::slot::{Slot, start_request};
+use super::state::Claim;
 use crate::error::{Error, ErrorKind};
 
 /// A future for one operation on one slot. Created by the socket types; the WSK call happens
@@ -259,12 +259,7 @@ impl<P: Params> Op<'_, P> {
         let (status, information) = slot.result();
         // SAFETY: DONE: WSK is finished with the cell and the future owns the slot.
         let done = unsafe { slot.take_params::<P>(status, information) };
-        // The IRP goes to the socket's spare for the next operation on any slot, once no
-        // canceller can still be in `IoCancelIrp` with it.
-        slot.state.wait_out_canceller();
-        slot.offer_irp(self.inner);
-        // Waits out a concurrent `cancel_slot` before recycling the slot.
-        slot.state.recycle(seen);
+        slot.hand_back(self.inner, seen);
         Poll::Ready(Ok(done))
     }
 }
@@ -287,14 +282,6 @@ impl<P: Params> Drop for Op<'_, P> {
         if !self.in_flight {
             return;
         }
-        let slot = self.slot();
-        if slot.state.abandon() == OnAbandon::CancelIrp {
-            // SAFETY: the IRP is ours and, while we are the canceller, cannot be recycled
-            // during the call. IoCancelIrp is allowed at <= DISPATCH_LEVEL.
-            unsafe { sys::IoCancelIrp(slot.irp()) };
-        }
-        if slot.state.end_cancel() == AfterCancel::Finish {
-            finish(slot);
-        }
+        self.slot().abandon_in_flight();
     }
 }

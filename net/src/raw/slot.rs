@@ -15,7 +15,7 @@ use wsk_sys::{
 
 use super::held::{Call, Held, Params};
 use super::request::Request;
-use super::state::{AfterCancel, Completion, OnComplete, SlotState};
+use super::state::{AfterCancel, Completion, OnAbandon, OnComplete, SlotState};
 use super::{CLOSE, LINGER, SocketInner};
 
 /// One IRP and what travels with it: its state word, the waiting future's waker, the result
@@ -89,6 +89,35 @@ impl Slot {
         }
         self.waker.register(cx.waker());
         self.state.wait()
+    }
+
+    /// The owner took the result of `seen`: the IRP goes to the socket's spare (for the next
+    /// operation on any slot) once no canceller can still be in `IoCancelIrp` with it, then
+    /// the slot is freed.
+    #[expect(
+        clippy::inline_always,
+        reason = "the hot path of every send and receive, in both the general and the stream operation"
+    )]
+    #[inline(always)]
+    pub(super) fn hand_back(&self, owner: &SocketInner, seen: Completion) {
+        self.state.wait_out_canceller();
+        self.offer_irp(owner);
+        // Waits out a concurrent `cancel_slot` before recycling the slot.
+        self.state.recycle(seen);
+    }
+
+    /// The owner drops its operation while the IRP is in flight: cancels the IRP if it is
+    /// the canceller, and finishes the slot if the completion came meanwhile (else the
+    /// completion routine finishes it). Nothing is freed that WSK still holds.
+    pub(super) fn abandon_in_flight(&self) {
+        if self.state.abandon() == OnAbandon::CancelIrp {
+            // SAFETY: the IRP is ours and, while we are the canceller, cannot be recycled
+            // during the call. IoCancelIrp is allowed at <= DISPATCH_LEVEL.
+            unsafe { sys::IoCancelIrp(self.irp()) };
+        }
+        if self.state.end_cancel() == AfterCancel::Finish {
+            finish(self);
+        }
     }
 
     /// The slot's IRP (null for a lazily allocated one not allocated yet).

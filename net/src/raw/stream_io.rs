@@ -79,8 +79,8 @@ use wsk_sys::{
 };
 
 use super::held::Held;
-use super::slot::{Slot, finish, set_stream_completion_routine};
-use super::state::{AfterCancel, Claim, OnAbandon};
+use super::slot::{Slot, set_stream_completion_routine};
+use super::state::Claim;
 use super::{RECV, SEND, SocketInner};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind};
@@ -395,11 +395,7 @@ impl<'a, const RECEIVE: bool> StreamIo<'a, RECEIVE> {
         let (status, information) = slot.result();
         // SAFETY: DONE: WSK is finished with the cell and this future owns the slot.
         let buf = unsafe { take_buf::<RECEIVE>(slot.held_cell(), information) };
-        // The IRP goes to the socket's spare once no canceller can still be in `IoCancelIrp`
-        // with it.
-        slot.state.wait_out_canceller();
-        slot.offer_irp(self.inner);
-        slot.state.recycle(seen);
+        slot.hand_back(self.inner, seen);
         Poll::Ready((Ok((status, information)), buf))
     }
 }
@@ -410,17 +406,7 @@ impl<const RECEIVE: bool> Drop for StreamIo<'_, RECEIVE> {
         match self.phase {
             Phase::Idle => {}
             Phase::Waiting => self.stop_waiting(),
-            Phase::InFlight => {
-                let slot = self.slot();
-                if slot.state.abandon() == OnAbandon::CancelIrp {
-                    // SAFETY: the IRP is ours and, while we are the canceller, cannot be
-                    // recycled during the call. IoCancelIrp is allowed at <= DISPATCH_LEVEL.
-                    unsafe { sys::IoCancelIrp(slot.irp()) };
-                }
-                if slot.state.end_cancel() == AfterCancel::Finish {
-                    finish(slot);
-                }
-            }
+            Phase::InFlight => self.slot().abandon_in_flight(),
         }
     }
 }

@@ -7,7 +7,7 @@ use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 
 use super::events::{EventCounts, Indicated, RecvEvents};
-use super::stream::{Disconnect, Recv, TcpStream};
+use super::stream::{Disconnect, Recv, SendAll, TcpStream};
 use crate::buf::IoBuf;
 use crate::error::Result;
 use crate::io::RecvAppend;
@@ -235,8 +235,9 @@ impl TcpWriteHalf {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn send(&self, buf: IoBuf) -> (Result<usize>, IoBuf) {
-        self.stream.send(buf).await
+    #[must_use = "a send does nothing until awaited"]
+    pub fn send(&self, buf: IoBuf) -> SendAll<'_> {
+        self.stream.send(buf)
     }
 
     /// [`TcpStream::send_nodelay`] on the connection.
@@ -246,8 +247,9 @@ impl TcpWriteHalf {
     ///
     /// # IRQL
     /// Poll at <= `DISPATCH_LEVEL`.
-    pub async fn send_nodelay(&self, buf: IoBuf) -> (Result<usize>, IoBuf) {
-        self.stream.send_nodelay(buf).await
+    #[must_use = "a send does nothing until awaited"]
+    pub fn send_nodelay(&self, buf: IoBuf) -> SendAll<'_> {
+        self.stream.send_nodelay(buf)
     }
 
     /// [`TcpStream::disconnect`] on the connection: with [`Disconnect::Graceful`], FIN after

@@ -896,16 +896,6 @@ impl Future for SendAll<'_> {
         let (done, buf) = core::task::ready!(this.op.poll_in_place(cx));
         // The operation stays: completed, it holds nothing and stays pending if polled again
         // (dropping it here would run its drop glue on every send).
-        let result = done.and_then(|(status, information)| {
-            check(status, information, "send").and_then(|n| {
-                if n == this.len {
-                    Ok(n)
-                } else {
-                    // WSK sends all of a buffer or fails: fewer is an aborted connection.
-                    Err(Error::new(ErrorKind::ConnectionAborted, "send"))
-                }
-            })
-        });
-        Poll::Ready((result, buf))
+        Poll::Ready((socket::sent_all(done, this.len, "send"), buf))
     }
 }

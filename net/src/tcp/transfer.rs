@@ -239,16 +239,7 @@ impl Future for TransferSend<'_, '_> {
         transfer.send.forget_cancel();
         let len = buf.len();
         transfer.buf = Some(buf);
-        Poll::Ready(done.and_then(|(status, information)| {
-            check(status, information, "send").and_then(|n| {
-                if n == len {
-                    Ok(n)
-                } else {
-                    // WSK sends all of a buffer or fails: fewer is an aborted connection.
-                    Err(Error::new(ErrorKind::ConnectionAborted, "send"))
-                }
-            })
-        }))
+        Poll::Ready(crate::socket::sent_all(done, len, "send"))
     }
 }
 
