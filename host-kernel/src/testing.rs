@@ -196,7 +196,14 @@ pub fn pool_by_tag() -> Vec<(String, usize, usize)> {
     let Some(machine) = crate::ntos::machine::try_current() else {
         return Vec::new();
     };
-    crate::ntos::pool::by_tag(&crate::ntos::machine::lock(&machine.pool))
+    let mut tags = crate::ntos::pool::by_tag(&crate::ntos::machine::lock(&machine.pool));
+    if let Some(contexts) =
+        crate::ntos::device::contexts_usage(&crate::ntos::machine::lock(&machine.devices))
+    {
+        tags.push(contexts);
+        tags.sort();
+    }
+    tags
 }
 
 /// Reads [`KernelUsage`] of the running kernel. Any thread.
@@ -205,8 +212,16 @@ pub fn kernel_usage() -> KernelUsage {
     let Some(machine) = crate::ntos::machine::try_current() else {
         return KernelUsage::default();
     };
-    let (pool_blocks, pool_bytes) =
+    let (mut pool_blocks, mut pool_bytes) =
         crate::ntos::pool::usage(&crate::ntos::machine::lock(&machine.pool));
+    // The completion-routine contexts live on a lookaside list, outside the pool table, but
+    // are nonpaged pool on Windows.
+    if let Some((_, blocks, bytes)) =
+        crate::ntos::device::contexts_usage(&crate::ntos::machine::lock(&machine.devices))
+    {
+        pool_blocks += blocks;
+        pool_bytes += bytes;
+    }
     KernelUsage {
         pool_blocks,
         pool_bytes,

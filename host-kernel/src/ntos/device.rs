@@ -376,13 +376,27 @@ pub(crate) fn leaks(devices: &Devices) -> Vec<String> {
             )
         })
         .collect();
-    if devices.contexts_out != 0 {
-        lines.push(format!(
-            "pool tag '{}': {} allocation(s), {} bytes not freed",
-            super::pool::tag_text(CONTEXT_TAG),
-            devices.contexts_out,
-            devices.contexts_out * size_of::<ExContext>()
-        ));
+    // A context not given back is a completion routine that never ran: the memory
+    // `IoSetCompletionRoutineEx` allocated stays allocated until the routine executes, and a
+    // driver that never sends the IRP with `IoCallDriver` leaks it ("IoSetCompletionRoutineEx
+    // function (wdm.h)", Remarks;
+    // learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iosetcompletionroutineex);
+    // reported as the pool block it is on Windows.
+    if let Some((tag, count, bytes)) = contexts_usage(devices) {
+        lines.push(super::pool::leak_line(&tag, count, bytes));
     }
     lines
+}
+
+/// The `IoSetCompletionRoutineEx` contexts out, as a pool tag's `(tag, blocks, bytes)`: none
+/// when all were given back. They live outside the pool table (a lookaside list) but are
+/// nonpaged pool on Windows, so the usage readings and the leak report count them.
+pub(crate) fn contexts_usage(devices: &Devices) -> Option<(String, usize, usize)> {
+    (devices.contexts_out != 0).then(|| {
+        (
+            super::pool::tag_text(CONTEXT_TAG),
+            devices.contexts_out,
+            devices.contexts_out * size_of::<ExContext>(),
+        )
+    })
 }

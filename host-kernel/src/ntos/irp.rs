@@ -463,15 +463,26 @@ pub unsafe extern "system-unwind" fn IofCompleteRequest(Irp: *mut IRP, PriorityB
 
 /// Whether `IofCompleteRequest` on the IRP in `state` passes every check of
 /// [`check_completion_request`] and its walk reaches the top at its first location (the
-/// completing driver is the IRP's last holder): then it can be marked completed at once.
+/// completing driver is the IRP's last holder): then it can be marked completed at once. The
+/// rules are those of the `IoCompleteRequest` page
+/// (<https://learn.microsoft.com/en-us/windows-hardware/drivers/ddi/wdm/nf-wdm-iocompleterequest>)
+/// and the bug checks `check_completion_request` cites, tested in one place:
+/// [`passes_completion_checks`].
 ///
 /// # Safety
 /// `Irp` is a live IRP.
 unsafe fn completes_at_once(Irp: *mut IRP, state: IrpState) -> bool {
     // SAFETY: the caller guarantees a live IRP; borrowed only for these reads.
     let irp = unsafe { &*Irp };
+    passes_completion_checks(irp, state) && irp.CurrentLocation == irp.StackCount
+}
+
+/// Whether completing `irp` in `state` breaks none of [`check_completion_request`]'s rules
+/// (each cited there): not completed already, held by a driver (its current location not
+/// past the last), no cancel routine set, a status other than `STATUS_PENDING`.
+fn passes_completion_checks(irp: &IRP, state: IrpState) -> bool {
     state != IrpState::Completed
-        && irp.CurrentLocation == irp.StackCount
+        && i32::from(irp.CurrentLocation) <= i32::from(irp.StackCount)
         && irp.CancelRoutine.is_none()
         && irp.IoStatus.Status != STATUS_PENDING
 }
@@ -485,6 +496,9 @@ unsafe fn check_completion_request(Irp: *mut IRP, state: IrpState) -> i32 {
     // SAFETY: the caller guarantees a live IRP; borrowed only for these reads.
     let irp = unsafe { &*Irp };
     let top = i32::from(irp.StackCount) + 1;
+    if passes_completion_checks(irp, state) {
+        return top;
+    }
     // WDK "Bug Check 0x44: MULTIPLE_IRP_COMPLETE_REQUESTS"
     // (learn.microsoft.com/windows-hardware/drivers/debugger/bug-check-0x44--multiple-irp-complete-requests): completing an IRP
     // that was already completed.

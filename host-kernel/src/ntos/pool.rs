@@ -350,10 +350,13 @@ pub unsafe extern "system-unwind" fn MmGetSystemRoutineAddress(
 pub(crate) fn leaks(table: &PoolTable) -> Vec<String> {
     by_tag(table)
         .into_iter()
-        .map(|(tag, count, bytes)| {
-            format!("pool tag '{tag}': {count} allocation(s), {bytes} bytes not freed")
-        })
+        .map(|(tag, count, bytes)| leak_line(&tag, count, bytes))
         .collect()
+}
+
+/// One leak report line: `count` live allocations of `bytes` in all under `tag`.
+pub(crate) fn leak_line(tag: &str, count: usize, bytes: usize) -> String {
+    format!("pool tag '{tag}': {count} allocation(s), {bytes} bytes not freed")
 }
 
 /// Live allocations grouped by tag: (tag text, blocks, bytes), in tag order.
