@@ -773,24 +773,14 @@ impl WinePrefix {
     }
 }
 
-/// Waits for `child` (`what`, for errors), killing it after `limit`; an error unless it
-/// exits successfully in time.
-fn wait_bounded(mut child: Child, what: &str, limit: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            return if status.success() {
-                Ok(())
-            } else {
-                Err(format!("{what} exited with {status}"))
-            };
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("{what} still running after {limit:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
+/// Waits for `child` (`what`, for errors), killing it after `limit`
+/// ([`crate::wine::wait_bounded`]); an error unless it exits successfully in time.
+fn wait_bounded(child: Child, what: &str, limit: Duration) -> Result<(), String> {
+    let status = crate::wine::wait_bounded(child, limit).map_err(|e| format!("{what}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} exited with {status}"))
     }
 }
 
