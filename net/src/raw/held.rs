@@ -352,23 +352,16 @@ pub(crate) struct Transfer {
     pub offset: u32,
     /// The `WSK_FLAG_*` flags of the call.
     pub flags: u32,
-    /// `WskReceive` rather than `WskSend`.
-    pub receive: bool,
 }
 
 impl Transfer {
     /// `WskReceive` into `len` bytes of `buf` from `offset`, with `flags`.
     pub(crate) fn receive(buf: IoBuf, offset: usize, len: usize, flags: u32) -> Self {
-        Self::new(buf, offset, len, flags, true)
-    }
-
-    fn new(buf: IoBuf, offset: usize, len: usize, flags: u32, receive: bool) -> Self {
         Self {
             buf,
             len,
             offset: u32::try_from(offset).unwrap_or(u32::MAX),
             flags,
-            receive,
         }
     }
 }
@@ -389,11 +382,7 @@ impl Params for Transfer {
 
     #[inline]
     fn request(&self) -> Request {
-        if self.receive {
-            Request::Receive { flags: self.flags }
-        } else {
-            Request::Send { flags: self.flags }
-        }
+        Request::Receive { flags: self.flags }
     }
 
     #[expect(
@@ -431,7 +420,7 @@ impl Params for Transfer {
 /// takes its buffer back), kept out of line so that parking costs no call.
 #[cold]
 #[inline(never)]
-fn drop_parked_buf(buf: IoBuf) {
+pub(super) fn drop_parked_buf(buf: IoBuf) {
     debug_assert!(false, "a free slot's cell held a buffer");
     drop(buf);
 }

@@ -78,7 +78,7 @@ use wsk_sys::{
     WSK_PROVIDER_CONNECTION_DISPATCH, WSK_SOCKET,
 };
 
-use super::held::Held;
+use super::held::{Held, drop_parked_buf};
 use super::slot::{Slot, set_stream_completion_routine};
 use super::state::Claim;
 use super::{RECV, SEND, SocketInner};
@@ -432,16 +432,8 @@ unsafe fn park(cell: *mut Held, chunk: Chunk) {
     // A free slot's cell holds no buffer: writing over `None` needs no drop code, which an
     // assignment would still emit; the cold function only guards the invariant.
     if let Some(unexpected) = held.buf.replace(chunk.buf) {
-        drop_parked(unexpected);
+        drop_parked_buf(unexpected);
     }
-}
-
-/// Frees a buffer found parked in a free slot's cell: never expected.
-#[cold]
-#[inline(never)]
-fn drop_parked(buf: IoBuf) {
-    debug_assert!(false, "a free slot's cell held a buffer");
-    drop(buf);
 }
 
 /// Takes the parked buffer back out of the cell after a completion that reported
